@@ -1,0 +1,349 @@
+//! The decision: a pure function of a profile and a request (or response) that lists every
+//! rule the request breaks.
+
+use serde::{Deserialize, Serialize};
+
+use crate::profile::{json_key, json_sample, length_bucket, path_sample, Profile};
+use crate::request::{flatten_json, path_template, Body, Request, Response};
+use crate::rules::{network_of, printable, MediaType, Rule};
+use crate::value::{compress, ValueSample};
+
+/// Reasons kept per decision: enough to act on, bounded so an event stays small.
+pub const MAX_REASONS: usize = 24;
+
+/// The outcome of checking a request or response against a profile.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Every rule broken, as `where: what` (`query.a: key not known`); empty when clean.
+    pub reasons: Vec<String>,
+}
+
+impl Decision {
+    /// Whether no rule was broken.
+    pub fn is_clean(&self) -> bool {
+        self.reasons.is_empty()
+    }
+
+    fn from_reasons(mut reasons: Vec<String>) -> Self {
+        if reasons.len() > MAX_REASONS {
+            let more = reasons.len() - (MAX_REASONS - 1);
+            reasons.truncate(MAX_REASONS - 1);
+            reasons.push(format!("and {more} more"));
+        }
+        Decision { reasons }
+    }
+}
+
+/// Checks `req` against the request rules of `profile`.
+pub fn decide(profile: &Profile, req: &Request) -> Decision {
+    let r = &profile.req;
+    let mut reasons = Vec::new();
+    if !r.methods.contains(&req.method) {
+        reasons.push(format!("method: '{}' not known", printable(&req.method)));
+    }
+    if !r.protocols.contains(&req.protocol) {
+        reasons.push(format!(
+            "protocol: '{}' not known",
+            printable(&req.protocol)
+        ));
+    }
+    let template = path_template(&req.raw_path);
+    match r.paths.rule_for(&template) {
+        Some(rule) => rule.check(&path_sample(req), "path", &mut reasons),
+        None => reasons.push(format!(
+            "path: template '{}' not known",
+            printable(&template)
+        )),
+    }
+    for (k, v) in &req.query {
+        r.query.check("query", k, &ValueSample::of(v), &mut reasons);
+    }
+    for (k, v) in &req.headers {
+        r.headers
+            .check("header", k, &ValueSample::of(v), &mut reasons);
+    }
+    if let Some(media) = req.content_type() {
+        r.content_type.check(&media, "content-type", &mut reasons);
+    }
+    if let Some(n) = req.content_length() {
+        if !r.content_length.contains(length_bucket(n)) {
+            reasons.push(format!("content-length: {n} outside learned range"));
+        }
+    }
+    if let Some(ip) = req.client_ip {
+        let net = network_of(ip);
+        if !r.client.contains(&net) {
+            reasons.push(format!("client: {net} not known"));
+        }
+    }
+    if let Some(ip) = req.forwarded_hop() {
+        let net = network_of(ip);
+        if !r.hop.contains(&net) {
+            reasons.push(format!("client.hop: {net} not known"));
+        }
+    }
+    match &req.body {
+        Some(Body::Json(v)) => {
+            let (nodes, truncated) = flatten_json(v);
+            if truncated && !r.json_truncated {
+                reasons.push("body.json: too large or deep to inspect whole".to_string());
+            }
+            for node in &nodes {
+                let key = json_key(&node.path);
+                let at = format!("body.json{}", printable(key));
+                r.json.check_at(&at, key, &json_sample(node), &mut reasons);
+            }
+        }
+        Some(Body::Form(fields)) => {
+            for (k, v) in fields {
+                r.form
+                    .check("body.form", k, &ValueSample::of(v), &mut reasons);
+            }
+        }
+        Some(Body::InvalidJson) => reasons.push("body: not valid json".to_string()),
+        None => {}
+    }
+    Decision::from_reasons(reasons)
+}
+
+/// Checks `resp` against the response rules of `profile`. A response faster than learned is
+/// not a reason; a slower one is.
+pub fn decide_response(profile: &Profile, resp: &Response) -> Decision {
+    let r = &profile.resp;
+    let mut reasons = Vec::new();
+    if !r.status.contains(&resp.status) {
+        reasons.push(format!("response.status: {} not known", resp.status));
+    }
+    for (k, v) in &resp.headers {
+        r.headers
+            .check("response.header", k, &ValueSample::of(v), &mut reasons);
+    }
+    if let Some(ct) = resp.header("content-type") {
+        r.content_type
+            .check(&MediaType::parse(ct), "response.content-type", &mut reasons);
+    }
+    if let Some(n) = resp
+        .header("content-length")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        if !r.content_length.contains(length_bucket(n)) {
+            reasons.push(format!(
+                "response.content-length: {n} outside learned range"
+            ));
+        }
+    }
+    if is_slow(profile, resp) {
+        reasons.push(format!(
+            "response.time: {} ms above learned range",
+            resp.elapsed.as_millis()
+        ));
+    }
+    Decision::from_reasons(reasons)
+}
+
+/// Whether `resp` took longer than any response learned: a pod indicator (a pod that got
+/// slower may be busy with something else) as well as a response reason.
+pub fn is_slow(profile: &Profile, resp: &Response) -> bool {
+    let t = compress(resp.elapsed.as_millis() as u64);
+    profile.resp.time_ms.max().is_some_and(|max| t > max)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn get(target: &str, headers: &[(&str, &str)]) -> Request {
+        Request::new(
+            "GET",
+            "HTTP/1.1",
+            target,
+            headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            Some("10.0.0.5".parse().unwrap()),
+        )
+    }
+
+    fn learned() -> Profile {
+        let mut p = Profile::default();
+        for (i, q) in ["shoes", "red shoes", "blue hat", "winter coat"]
+            .iter()
+            .enumerate()
+        {
+            let target = format!("/search?q={}&page={}", q.replace(' ', "+"), i + 1);
+            p.learn(&get(
+                &target,
+                &[("user-agent", "curl/8.5.0"), ("accept", "*/*")],
+            ));
+        }
+        p
+    }
+
+    #[test]
+    fn learned_requests_are_clean() {
+        let p = learned();
+        let d = decide(
+            &p,
+            &get(
+                "/search?q=blue+shoes&page=2",
+                &[("user-agent", "curl/8.4.0")],
+            ),
+        );
+        assert!(d.is_clean(), "{:?}", d.reasons);
+    }
+
+    #[test]
+    fn reasons_name_the_place_and_the_rule() {
+        let p = learned();
+        let d = decide(
+            &p,
+            &get("/search?q=shoes&a=1", &[("user-agent", "curl/8$5.0")]),
+        );
+        assert_eq!(
+            d.reasons,
+            vec![
+                "query.a: key not known".to_string(),
+                "header.user-agent: new punctuation '$'".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn method_path_client_and_body_reasons() {
+        let mut p = learned();
+        let mut post = Request::new(
+            "POST",
+            "HTTP/1.1",
+            "/search",
+            vec![("content-type".into(), "application/json".into())],
+            Some("10.0.0.9".parse().unwrap()),
+        );
+        post.attach_body(br#"{"q":"shoes","n":1}"#);
+        p.learn(&post);
+
+        let mut r = Request::new(
+            "DELETE",
+            "HTTP/1.1",
+            "/admin/x",
+            vec![],
+            Some("192.168.1.1".parse().unwrap()),
+        );
+        r.body = None;
+        let d = decide(&p, &r);
+        assert!(
+            d.reasons
+                .contains(&"method: 'DELETE' not known".to_string()),
+            "{:?}",
+            d.reasons
+        );
+        assert!(
+            d.reasons
+                .contains(&"path: template '/admin/x' not known".to_string()),
+            "{:?}",
+            d.reasons
+        );
+        assert!(
+            d.reasons
+                .contains(&"client: 192.168.1.0/24 not known".to_string()),
+            "{:?}",
+            d.reasons
+        );
+
+        let mut bad = post.clone();
+        bad.attach_body(br#"{"q":["x"],"n":1,"admin":true}"#);
+        let d = decide(&p, &bad);
+        assert!(
+            d.reasons
+                .contains(&"body.json.q: kind array not known".to_string()),
+            "{:?}",
+            d.reasons
+        );
+        assert!(
+            d.reasons
+                .contains(&"body.json.admin: key not known".to_string()),
+            "{:?}",
+            d.reasons
+        );
+        assert!(
+            d.reasons
+                .contains(&"body.json: 3 items outside learned range".to_string()),
+            "{:?}",
+            d.reasons
+        );
+
+        bad.attach_body(b"{oops");
+        assert_eq!(
+            decide(&p, &bad).reasons,
+            vec!["body: not valid json".to_string()]
+        );
+
+        let mut sqli = post.clone();
+        sqli.attach_body(br#"{"q":"x' OR 1=1 --","n":1}"#);
+        let d = decide(&p, &sqli);
+        assert!(
+            d.reasons
+                .contains(&"body.json.q: new punctuation '''".to_string()),
+            "{:?}",
+            d.reasons
+        );
+        assert!(
+            d.reasons
+                .contains(&"body.json.q: new comment marker '--'".to_string()),
+            "{:?}",
+            d.reasons
+        );
+    }
+
+    #[test]
+    fn reasons_are_bounded() {
+        let p = Profile::default();
+        let target = format!(
+            "/?{}",
+            (0..40)
+                .map(|i| format!("k{i}=v"))
+                .collect::<Vec<_>>()
+                .join("&")
+        );
+        let d = decide(&p, &get(&target, &[]));
+        assert_eq!(d.reasons.len(), MAX_REASONS);
+        assert!(d.reasons.last().unwrap().starts_with("and "));
+    }
+
+    #[test]
+    fn responses_are_checked() {
+        let mut p = Profile::default();
+        let ok = Response {
+            status: 200,
+            headers: vec![
+                ("content-type".into(), "text/plain".into()),
+                ("content-length".into(), "12".into()),
+            ],
+            elapsed: Duration::from_millis(3),
+        };
+        p.learn_response(&ok);
+        assert!(decide_response(&p, &ok).is_clean());
+        let bad = Response {
+            status: 500,
+            headers: vec![("content-length".into(), "100000".into())],
+            elapsed: Duration::from_millis(900),
+        };
+        let d = decide_response(&p, &bad);
+        assert_eq!(
+            d.reasons,
+            vec![
+                "response.status: 500 not known".to_string(),
+                "response.header.content-length: 6 digits outside learned range".to_string(),
+                "response.content-length: 100000 outside learned range".to_string(),
+                "response.time: 900 ms above learned range".to_string(),
+            ]
+        );
+        let fast = Response {
+            elapsed: Duration::ZERO,
+            ..ok
+        };
+        assert!(!is_slow(&p, &fast));
+    }
+}

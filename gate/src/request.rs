@@ -1,0 +1,435 @@
+//! The gate's view of a request and a response: plain data, parsed once, free of any HTTP stack.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::rules::MediaType;
+
+/// JSON nodes visited per body at most: a body is inspected, not walked without end.
+pub const MAX_JSON_NODES: usize = 512;
+/// JSON nesting followed at most; deeper nodes are reported as one `too deep` node.
+pub const MAX_JSON_DEPTH: usize = 16;
+
+/// What the gate inspects of one request.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Request {
+    /// Method as sent (`GET`).
+    pub method: String,
+    /// Protocol version (`HTTP/1.1`).
+    pub protocol: String,
+    /// Path as sent, still percent-encoded.
+    pub raw_path: String,
+    /// Query parameters, percent-decoded, in order, duplicates kept.
+    pub query: Vec<(String, String)>,
+    /// Headers with lowercased names, in order.
+    pub headers: Vec<(String, String)>,
+    /// Address of the peer that connected to the gate.
+    pub client_ip: Option<IpAddr>,
+    /// Parsed body, when bodies are inspected and this one was read whole.
+    pub body: Option<Body>,
+}
+
+/// A request body the gate could read within its size cap.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Body {
+    /// A JSON document.
+    Json(serde_json::Value),
+    /// An `application/x-www-form-urlencoded` body, decoded.
+    Form(Vec<(String, String)>),
+    /// A body that claims to be JSON but does not parse.
+    InvalidJson,
+}
+
+impl Request {
+    /// Builds a request from its start line, headers and peer address.
+    pub fn new(
+        method: &str,
+        protocol: &str,
+        target: &str,
+        headers: Vec<(String, String)>,
+        client_ip: Option<IpAddr>,
+    ) -> Self {
+        let (raw_path, query) = match target.split_once('?') {
+            Some((p, q)) => (p, parse_urlencoded(q)),
+            None => (target, Vec::new()),
+        };
+        Request {
+            method: method.to_string(),
+            protocol: protocol.to_string(),
+            raw_path: raw_path.to_string(),
+            query,
+            headers: headers
+                .into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                .collect(),
+            client_ip,
+            body: None,
+        }
+    }
+
+    /// The first value of header `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header(&self.headers, name)
+    }
+
+    /// The parsed `Content-Type`, if any.
+    pub fn content_type(&self) -> Option<MediaType> {
+        self.header("content-type").map(MediaType::parse)
+    }
+
+    /// The declared `Content-Length`, if any and well formed.
+    pub fn content_length(&self) -> Option<u64> {
+        self.header("content-length")?.trim().parse().ok()
+    }
+
+    /// The last hop of `X-Forwarded-For`: the address the nearest proxy saw.
+    pub fn forwarded_hop(&self) -> Option<IpAddr> {
+        let all = self.headers.iter().rfind(|(k, _)| k == "x-forwarded-for")?;
+        all.1.rsplit(',').next()?.trim().parse().ok()
+    }
+
+    /// The path, percent-decoded.
+    pub fn path(&self) -> String {
+        percent_decode(&self.raw_path, false)
+    }
+
+    /// Whether the body should be read for inspection, judging by its content type.
+    pub fn wants_body(&self) -> bool {
+        body_kind(self.content_type().as_ref()).is_some()
+    }
+
+    /// Parses `bytes` as the body according to the content type and attaches it.
+    pub fn attach_body(&mut self, bytes: &[u8]) {
+        self.body = match body_kind(self.content_type().as_ref()) {
+            Some(BodyKind::Json) => Some(
+                serde_json::from_slice(bytes)
+                    .map(Body::Json)
+                    .unwrap_or(Body::InvalidJson),
+            ),
+            Some(BodyKind::Form) => Some(Body::Form(parse_urlencoded(&String::from_utf8_lossy(
+                bytes,
+            )))),
+            None => None,
+        };
+    }
+}
+
+enum BodyKind {
+    Json,
+    Form,
+}
+
+fn body_kind(media: Option<&MediaType>) -> Option<BodyKind> {
+    let essence = &media?.essence;
+    if essence == "application/json" || essence.ends_with("+json") {
+        Some(BodyKind::Json)
+    } else if essence == "application/x-www-form-urlencoded" {
+        Some(BodyKind::Form)
+    } else {
+        None
+    }
+}
+
+/// What the gate inspects of one response.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Headers with lowercased names, in order.
+    pub headers: Vec<(String, String)>,
+    /// Time from forwarding the request to receiving the response head.
+    pub elapsed: Duration,
+}
+
+impl Response {
+    /// The first value of header `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header(&self.headers, name)
+    }
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The kind of a JSON node, one bit each in a learned kind set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JsonKind {
+    /// `null`
+    Null = 0,
+    /// `true` or `false`
+    Bool = 1,
+    /// a number
+    Number = 2,
+    /// a string
+    String = 3,
+    /// an array
+    Array = 4,
+    /// an object
+    Object = 5,
+}
+
+impl JsonKind {
+    /// The kind's name in reasons.
+    pub fn name(self) -> &'static str {
+        match self {
+            JsonKind::Null => "null",
+            JsonKind::Bool => "bool",
+            JsonKind::Number => "number",
+            JsonKind::String => "string",
+            JsonKind::Array => "array",
+            JsonKind::Object => "object",
+        }
+    }
+
+    pub(crate) const ALL: [JsonKind; 6] = [
+        JsonKind::Null,
+        JsonKind::Bool,
+        JsonKind::Number,
+        JsonKind::String,
+        JsonKind::Array,
+        JsonKind::Object,
+    ];
+}
+
+/// One node of a JSON body, flattened: its path (`user.tags[]`), kind, and scalar text or
+/// item count.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JsonNode {
+    /// Dotted path from the root; `[]` stands for any array element; the root is `$`.
+    pub path: String,
+    /// Kind of the node.
+    pub kind: JsonKind,
+    /// Text of a string or number leaf.
+    pub text: Option<String>,
+    /// Number of items or members of an array or object.
+    pub items: Option<u64>,
+}
+
+/// Flattens a JSON document into at most `MAX_JSON_NODES` nodes, depth first. Returns the
+/// nodes and whether the document was cut short.
+pub fn flatten_json(value: &serde_json::Value) -> (Vec<JsonNode>, bool) {
+    let mut nodes = Vec::new();
+    let mut truncated = false;
+    walk(value, "$".to_string(), 0, &mut nodes, &mut truncated);
+    (nodes, truncated)
+}
+
+fn walk(
+    value: &serde_json::Value,
+    path: String,
+    depth: usize,
+    nodes: &mut Vec<JsonNode>,
+    truncated: &mut bool,
+) {
+    use serde_json::Value;
+    if nodes.len() >= MAX_JSON_NODES || depth > MAX_JSON_DEPTH {
+        *truncated = true;
+        return;
+    }
+    let (kind, text, items) = match value {
+        Value::Null => (JsonKind::Null, None, None),
+        Value::Bool(_) => (JsonKind::Bool, None, None),
+        Value::Number(n) => (JsonKind::Number, Some(n.to_string()), None),
+        Value::String(s) => (JsonKind::String, Some(s.clone()), None),
+        Value::Array(a) => (JsonKind::Array, None, Some(a.len() as u64)),
+        Value::Object(o) => (JsonKind::Object, None, Some(o.len() as u64)),
+    };
+    nodes.push(JsonNode {
+        path: path.clone(),
+        kind,
+        text,
+        items,
+    });
+    match value {
+        Value::Array(a) => {
+            for item in a {
+                walk(item, format!("{path}[]"), depth + 1, nodes, truncated);
+            }
+        }
+        Value::Object(o) => {
+            for (k, v) in o {
+                walk(v, format!("{path}.{k}"), depth + 1, nodes, truncated);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Decodes `%XX` escapes (and `+` as space in form encoding); bytes that are not UTF-8 are
+/// replaced, which the non-ASCII count then sees.
+pub fn percent_decode(s: &str, plus_is_space: bool) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' if plus_is_space => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// Parses `a=1&b=2` into decoded pairs; a key without `=` has an empty value.
+pub fn parse_urlencoded(s: &str) -> Vec<(String, String)> {
+    s.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k, true), percent_decode(v, true))
+        })
+        .collect()
+}
+
+/// The template a path is learned under: its first three segments, each kept when it looks
+/// like a fixed name (letters, `-`, `_`, at most 32 long) and replaced by `*` otherwise, so
+/// that `/users/42/orders` and `/users/7/orders` share one profile.
+pub fn path_template(raw_path: &str) -> String {
+    let segments: Vec<&str> = raw_path.split('/').filter(|s| !s.is_empty()).collect();
+    if segments.is_empty() {
+        return "/".to_string();
+    }
+    let mut t = String::new();
+    for seg in segments.iter().take(3) {
+        t.push('/');
+        let fixed = seg.len() <= 32
+            && seg
+                .bytes()
+                .all(|b| b.is_ascii_alphabetic() || b == b'-' || b == b'_');
+        if fixed {
+            t.push_str(seg);
+        } else {
+            t.push('*');
+        }
+    }
+    if segments.len() > 3 {
+        t.push_str("/…");
+    }
+    t
+}
+
+/// Number of non-empty segments of a path.
+pub fn segment_count(raw_path: &str) -> u64 {
+    raw_path.split('/').filter(|s| !s.is_empty()).count() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_is_split_and_decoded() {
+        let r = Request::new("GET", "HTTP/1.1", "/a%20b?x=1&y=a+b%21&z", vec![], None);
+        assert_eq!(r.raw_path, "/a%20b");
+        assert_eq!(r.path(), "/a b");
+        assert_eq!(
+            r.query,
+            vec![
+                ("x".into(), "1".into()),
+                ("y".into(), "a b!".into()),
+                ("z".into(), "".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn percent_decode_keeps_broken_escapes() {
+        assert_eq!(percent_decode("%zz%4", false), "%zz%4");
+        assert_eq!(percent_decode("%2e%2E/", false), "../");
+    }
+
+    #[test]
+    fn templates_hide_identifiers() {
+        assert_eq!(path_template("/users/42/orders"), "/users/*/orders");
+        assert_eq!(path_template("/static/app.js"), "/static/*");
+        assert_eq!(path_template("/"), "/");
+        assert_eq!(path_template("/a/b/c/d/e"), "/a/b/c/…");
+        assert_eq!(segment_count("/a//b/"), 2);
+    }
+
+    #[test]
+    fn forwarded_hop_is_the_last_address() {
+        let r = Request::new(
+            "GET",
+            "HTTP/1.1",
+            "/",
+            vec![("X-Forwarded-For".into(), "1.2.3.4, 10.0.0.7".into())],
+            None,
+        );
+        assert_eq!(r.forwarded_hop(), Some("10.0.0.7".parse().unwrap()));
+    }
+
+    #[test]
+    fn json_is_flattened_with_bounds() {
+        let v: serde_json::Value =
+            serde_json::from_str(r#"{"user":{"name":"a","tags":["x","y"]},"n":1}"#).unwrap();
+        let (nodes, truncated) = flatten_json(&v);
+        assert!(!truncated);
+        let paths: Vec<_> = nodes.iter().map(|n| n.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            vec![
+                "$",
+                "$.n",
+                "$.user",
+                "$.user.name",
+                "$.user.tags",
+                "$.user.tags[]",
+                "$.user.tags[]"
+            ]
+        );
+        let big = serde_json::Value::Array(vec![serde_json::Value::Null; MAX_JSON_NODES + 5]);
+        let (nodes, truncated) = flatten_json(&big);
+        assert!(truncated);
+        assert_eq!(nodes.len(), MAX_JSON_NODES);
+    }
+
+    #[test]
+    fn bodies_parse_by_content_type() {
+        let mut r = Request::new(
+            "POST",
+            "HTTP/1.1",
+            "/",
+            vec![(
+                "content-type".into(),
+                "application/x-www-form-urlencoded".into(),
+            )],
+            None,
+        );
+        assert!(r.wants_body());
+        r.attach_body(b"a=1&b=x%20y");
+        assert_eq!(
+            r.body,
+            Some(Body::Form(vec![
+                ("a".into(), "1".into()),
+                ("b".into(), "x y".into())
+            ]))
+        );
+        let mut r = Request::new(
+            "POST",
+            "HTTP/1.1",
+            "/",
+            vec![("content-type".into(), "application/json".into())],
+            None,
+        );
+        r.attach_body(b"{not json");
+        assert_eq!(r.body, Some(Body::InvalidJson));
+    }
+}

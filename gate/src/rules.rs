@@ -1,0 +1,440 @@
+//! Bounded building blocks of a profile: keyed maps of rules, small sets, address sets.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::value::{ValueProfile, ValueSample};
+
+/// Keys longer than this are never learned by name: an attacker controls them, and the
+/// profile must not grow with what an attacker sends.
+pub const MAX_KEY_LEN: usize = 96;
+
+/// A learned rule for one kind of sample.
+pub trait Rule: Default + Clone {
+    /// What one request contributes to the rule.
+    type Sample;
+    /// Widens the rule to accept `sample`.
+    fn learn(&mut self, sample: &Self::Sample);
+    /// Widens the rule to accept whatever `other` accepts.
+    fn merge(&mut self, other: &Self);
+    /// Appends the ways `sample` breaks the rule, each prefixed with `at`.
+    fn check(&self, sample: &Self::Sample, at: &str, reasons: &mut Vec<String>);
+    /// Restores invariants after loading.
+    fn normalize(&mut self) {}
+}
+
+impl Rule for ValueProfile {
+    type Sample = ValueSample;
+    fn learn(&mut self, sample: &ValueSample) {
+        ValueProfile::learn(self, sample)
+    }
+    fn merge(&mut self, other: &Self) {
+        ValueProfile::merge(self, other)
+    }
+    fn check(&self, sample: &ValueSample, at: &str, reasons: &mut Vec<String>) {
+        ValueProfile::check(self, sample, at, reasons)
+    }
+    fn normalize(&mut self) {
+        ValueProfile::normalize(self)
+    }
+}
+
+/// Rules by key (query parameter, header, JSON path, ...), at most `max_keys` of them; samples
+/// of further keys are folded into one `other` rule so memory stays bounded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(bound(serialize = "R: Serialize", deserialize = "R: Deserialize<'de>"))]
+pub struct KeyedRules<R> {
+    #[serde(rename = "k", default, skip_serializing_if = "BTreeMap::is_empty")]
+    keys: BTreeMap<String, R>,
+    #[serde(rename = "o", default, skip_serializing_if = "Option::is_none")]
+    other: Option<R>,
+}
+
+impl<R> Default for KeyedRules<R> {
+    fn default() -> Self {
+        KeyedRules {
+            keys: BTreeMap::new(),
+            other: None,
+        }
+    }
+}
+
+impl<R: Rule> KeyedRules<R> {
+    /// Number of keys learned by name.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether neither a key nor the `other` rule was learned.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty() && self.other.is_none()
+    }
+
+    /// Whether samples were folded into the `other` rule.
+    pub fn has_other(&self) -> bool {
+        self.other.is_some()
+    }
+
+    /// The rule learned for `key`, if it was learned by name.
+    pub fn get(&self, key: &str) -> Option<&R> {
+        self.keys.get(key)
+    }
+
+    /// Learns `sample` under `key`, or under `other` when the map is full.
+    pub fn learn(&mut self, key: &str, sample: &R::Sample, max_keys: usize) {
+        if let Some(rule) = self.keys.get_mut(key) {
+            rule.learn(sample);
+        } else if self.keys.len() < max_keys && key.len() <= MAX_KEY_LEN {
+            let mut rule = R::default();
+            rule.learn(sample);
+            self.keys.insert(key.to_string(), rule);
+        } else {
+            self.other.get_or_insert_with(R::default).learn(sample);
+        }
+    }
+
+    /// Merges `other`, folding keys beyond `max_keys` into the `other` rule.
+    pub fn merge(&mut self, other: &KeyedRules<R>, max_keys: usize) {
+        for (key, rule) in &other.keys {
+            if let Some(mine) = self.keys.get_mut(key) {
+                mine.merge(rule);
+            } else if self.keys.len() < max_keys {
+                self.keys.insert(key.clone(), rule.clone());
+            } else {
+                self.other.get_or_insert_with(R::default).merge(rule);
+            }
+        }
+        if let Some(rule) = &other.other {
+            self.other.get_or_insert_with(R::default).merge(rule);
+        }
+    }
+
+    /// Checks `sample` of `key`; a key never learned is a reason unless keys were folded
+    /// into `other`, whose rule then applies.
+    pub fn check(&self, prefix: &str, key: &str, sample: &R::Sample, reasons: &mut Vec<String>) {
+        self.check_at(
+            &format!("{prefix}.{}", printable(key)),
+            key,
+            sample,
+            reasons,
+        )
+    }
+
+    /// Like `check`, with the place named in reasons given whole.
+    pub fn check_at(&self, at: &str, key: &str, sample: &R::Sample, reasons: &mut Vec<String>) {
+        match self.rule_for(key) {
+            Some(rule) => rule.check(sample, at, reasons),
+            None => reasons.push(format!("{at}: key not known")),
+        }
+    }
+
+    /// The rule that applies to `key`: its own, or `other` when keys were folded.
+    pub fn rule_for(&self, key: &str) -> Option<&R> {
+        self.keys.get(key).or(self.other.as_ref())
+    }
+
+    /// Enforces `max_keys` and each rule's invariants on a loaded document.
+    pub fn normalize(&mut self, max_keys: usize) {
+        while self.keys.len() > max_keys {
+            if let Some((_, rule)) = self.keys.pop_last() {
+                self.other.get_or_insert_with(R::default).merge(&rule);
+            }
+        }
+        self.keys.retain(|k, _| k.len() <= MAX_KEY_LEN);
+        for rule in self.keys.values_mut() {
+            rule.normalize();
+        }
+        if let Some(rule) = &mut self.other {
+            rule.normalize();
+        }
+    }
+}
+
+/// Renders attacker-controlled text for a reason: bounded length, control characters escaped.
+pub fn printable(s: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i == 48 {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A small sorted set of learned values; once more than `max` distinct values were seen it
+/// becomes open (accepts anything) because the feature does not discriminate for this service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SmallSet<T> {
+    #[serde(
+        rename = "v",
+        default = "Vec::new",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    values: Vec<T>,
+    #[serde(rename = "open", default, skip_serializing_if = "std::ops::Not::not")]
+    open: bool,
+}
+
+impl<T> Default for SmallSet<T> {
+    fn default() -> Self {
+        SmallSet {
+            values: Vec::new(),
+            open: false,
+        }
+    }
+}
+
+impl<T: Ord + Clone> SmallSet<T> {
+    /// Whether `v` is accepted.
+    pub fn contains(&self, v: &T) -> bool {
+        self.open || self.values.binary_search(v).is_ok()
+    }
+
+    /// Whether nothing was learned.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty() && !self.open
+    }
+
+    /// Adds `v`, opening the set when it would exceed `max`.
+    pub fn learn(&mut self, v: T, max: usize) {
+        if self.open {
+            return;
+        }
+        if let Err(at) = self.values.binary_search(&v) {
+            if self.values.len() >= max {
+                self.open = true;
+                self.values.clear();
+            } else {
+                self.values.insert(at, v);
+            }
+        }
+    }
+
+    /// Adds everything `other` holds.
+    pub fn merge(&mut self, other: &SmallSet<T>, max: usize) {
+        if other.open {
+            self.open = true;
+            self.values.clear();
+            return;
+        }
+        for v in &other.values {
+            self.learn(v.clone(), max);
+        }
+    }
+
+    /// Restores order and the bound on a loaded document.
+    pub fn normalize(&mut self, max: usize) {
+        self.values.sort();
+        self.values.dedup();
+        if self.values.len() > max {
+            self.open = true;
+            self.values.clear();
+        }
+    }
+}
+
+/// The network an address is learned as: a /24 for IPv4, a /64 for IPv6, so that clients
+/// behind one NAT pool or one ingress subnet are one entry.
+pub fn network_of(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            format!("{a}.{b}.{c}.0/24")
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return network_of(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    }
+}
+
+/// A media type (`application/json`) with the value profiles of its parameters (`charset`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaRule {
+    #[serde(rename = "t", default, skip_serializing_if = "SmallSet::is_empty")]
+    types: SmallSet<String>,
+    #[serde(rename = "p", default, skip_serializing_if = "KeyedRules::is_empty")]
+    params: KeyedRules<ValueProfile>,
+}
+
+/// A parsed content type header: lowercased media type and its parameters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MediaType {
+    /// `type/subtype`, lowercased.
+    pub essence: String,
+    /// Parameters with lowercased names and unquoted values.
+    pub params: Vec<(String, String)>,
+}
+
+impl MediaType {
+    /// Parses a `Content-Type` value; never fails, an odd value is learned as it is.
+    pub fn parse(value: &str) -> Self {
+        let mut parts = value.split(';');
+        let essence = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+        let params = parts
+            .filter_map(|p| {
+                let (k, v) = p.split_once('=')?;
+                Some((
+                    k.trim().to_ascii_lowercase(),
+                    v.trim().trim_matches('"').to_string(),
+                ))
+            })
+            .collect();
+        MediaType { essence, params }
+    }
+}
+
+/// Bound on the distinct media types learned before the set opens.
+const MAX_MEDIA_TYPES: usize = 8;
+/// Bound on the distinct parameters of a media type learned by name.
+const MAX_MEDIA_PARAMS: usize = 8;
+
+impl MediaRule {
+    /// Widens the rule to accept `media`.
+    pub fn learn(&mut self, media: &MediaType) {
+        self.types.learn(media.essence.clone(), MAX_MEDIA_TYPES);
+        for (k, v) in &media.params {
+            self.params.learn(k, &ValueSample::of(v), MAX_MEDIA_PARAMS);
+        }
+    }
+
+    /// Widens the rule to accept whatever `other` accepts.
+    pub fn merge(&mut self, other: &MediaRule) {
+        self.types.merge(&other.types, MAX_MEDIA_TYPES);
+        self.params.merge(&other.params, MAX_MEDIA_PARAMS);
+    }
+
+    /// Appends the ways `media` breaks the rule.
+    pub fn check(&self, media: &MediaType, at: &str, reasons: &mut Vec<String>) {
+        if !self.types.contains(&media.essence) {
+            reasons.push(format!(
+                "{at}: type '{}' not known",
+                printable(&media.essence)
+            ));
+        }
+        for (k, v) in &media.params {
+            self.params.check(at, k, &ValueSample::of(v), reasons);
+        }
+    }
+
+    pub(crate) fn normalize(&mut self) {
+        self.types.normalize(MAX_MEDIA_TYPES);
+        self.params.normalize(MAX_MEDIA_PARAMS);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_beyond_the_bound_fold_into_other() {
+        let mut rules: KeyedRules<ValueProfile> = KeyedRules::default();
+        for i in 0..10 {
+            rules.learn(&format!("k{i}"), &ValueSample::of("abc"), 4);
+        }
+        assert_eq!(rules.len(), 4, "only four keys by name");
+        assert!(rules.has_other(), "the rest folded into other");
+        let mut reasons = Vec::new();
+        // k9 was folded: the other rule applies, and "abc" fits it.
+        rules.check("q", "k9", &ValueSample::of("abc"), &mut reasons);
+        assert!(reasons.is_empty(), "{reasons:?}");
+        rules.check("q", "k9", &ValueSample::of("a$c"), &mut reasons);
+        assert!(
+            reasons.contains(&"q.k9: new punctuation '$'".to_string()),
+            "{reasons:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_key_without_other_is_a_reason() {
+        let mut rules: KeyedRules<ValueProfile> = KeyedRules::default();
+        rules.learn("a", &ValueSample::of("1"), 4);
+        let mut reasons = Vec::new();
+        rules.check("query", "b", &ValueSample::of("1"), &mut reasons);
+        assert_eq!(reasons, vec!["query.b: key not known".to_string()]);
+    }
+
+    #[test]
+    fn long_keys_are_never_learned_by_name() {
+        let mut rules: KeyedRules<ValueProfile> = KeyedRules::default();
+        let long = "x".repeat(MAX_KEY_LEN + 1);
+        rules.learn(&long, &ValueSample::of("1"), 4);
+        assert_eq!(rules.len(), 0);
+        assert!(rules.has_other());
+    }
+
+    #[test]
+    fn merge_keeps_the_bound() {
+        let mut a: KeyedRules<ValueProfile> = KeyedRules::default();
+        let mut b: KeyedRules<ValueProfile> = KeyedRules::default();
+        for i in 0..3 {
+            a.learn(&format!("a{i}"), &ValueSample::of("x"), 4);
+            b.learn(&format!("b{i}"), &ValueSample::of("y"), 4);
+        }
+        a.merge(&b, 4);
+        assert_eq!(a.len(), 4);
+        assert!(a.has_other());
+    }
+
+    #[test]
+    fn small_set_opens_past_its_bound() {
+        let mut s = SmallSet::default();
+        s.learn("GET".to_string(), 2);
+        s.learn("POST".to_string(), 2);
+        assert!(!s.contains(&"PUT".to_string()));
+        s.learn("PUT".to_string(), 2);
+        assert!(
+            s.contains(&"DELETE".to_string()),
+            "open set accepts anything"
+        );
+    }
+
+    #[test]
+    fn networks_group_nearby_addresses() {
+        let a: IpAddr = "10.1.2.3".parse().unwrap();
+        let b: IpAddr = "10.1.2.200".parse().unwrap();
+        let c: IpAddr = "::ffff:10.1.2.9".parse().unwrap();
+        assert_eq!(network_of(a), "10.1.2.0/24");
+        assert_eq!(network_of(a), network_of(b));
+        assert_eq!(network_of(a), network_of(c));
+        let d: IpAddr = "2001:db8:1:2:3::1".parse().unwrap();
+        assert_eq!(network_of(d), "2001:db8:1:2::/64");
+    }
+
+    #[test]
+    fn media_type_parameters_are_profiled() {
+        let mut rule = MediaRule::default();
+        rule.learn(&MediaType::parse("application/json; charset=utf-8"));
+        let mut reasons = Vec::new();
+        rule.check(
+            &MediaType::parse("Application/JSON;charset=UTF-8"),
+            "ct",
+            &mut reasons,
+        );
+        assert!(reasons.is_empty(), "{reasons:?}");
+        rule.check(
+            &MediaType::parse("text/xml; boundary=x"),
+            "ct",
+            &mut reasons,
+        );
+        assert_eq!(
+            reasons,
+            vec![
+                "ct: type 'text/xml' not known".to_string(),
+                "ct.boundary: key not known".to_string()
+            ]
+        );
+    }
+}

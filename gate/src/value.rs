@@ -1,0 +1,381 @@
+//! Value profiles: the character statistics of one value and the learned ranges they must fall in.
+
+use serde::{Deserialize, Serialize};
+
+/// ASCII punctuation in bit order: a character's index here is its bit in a punctuation bitmap.
+/// There are exactly 32, so one `u32` says which of them a value (or a learned profile) uses.
+const PUNCTUATION: &[u8; 32] = b"!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";
+
+/// Markers that rarely belong in data but often in injected code; one bit each in `flags`.
+const MARKERS: [(&str, &str); 5] = [
+    ("/*", "comment marker '/*'"),
+    ("*/", "comment marker '*/'"),
+    ("--", "comment marker '--'"),
+    ("0x", "hex prefix '0x'"),
+    ("\\x", "hex prefix '\\x'"),
+];
+
+/// At most this many disjoint ranges are kept per count: enough to learn "empty or 8 to 12"
+/// without letting the ranges grow into a list of every value seen.
+pub const MAX_RANGES: usize = 3;
+
+/// Ranges this close (in compressed units) are joined while learning, so that a handful of
+/// samples already yields a usable range rather than a set of points.
+const JOIN_GAP: u8 = 2;
+
+/// The counts kept per value, in the order of `ValueSample::counts`.
+const COUNT_NAMES: [&str; 7] = [
+    "digits",
+    "letters",
+    "spaces",
+    "special characters",
+    "non-printable characters",
+    "non-ascii characters",
+    "character class changes",
+];
+
+/// Compresses a count to one byte: exact below 16, then four steps per doubling, so that
+/// the profile can tell 3 from 5 but not 4000 from 4100.
+pub fn compress(n: u64) -> u8 {
+    if n < 16 {
+        return n as u8;
+    }
+    let log = 63 - n.leading_zeros() as u64;
+    let quarter = (n >> (log - 2)) & 3;
+    (16 + (log - 4) * 4 + quarter) as u8
+}
+
+/// A small sorted set of disjoint inclusive ranges of compressed counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Ranges(Vec<[u8; 2]>);
+
+impl Ranges {
+    /// Whether `v` falls in one of the ranges.
+    pub fn contains(&self, v: u8) -> bool {
+        self.0.iter().any(|[lo, hi]| *lo <= v && v <= *hi)
+    }
+
+    /// Whether nothing was learned.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The largest value covered, if any.
+    pub fn max(&self) -> Option<u8> {
+        self.0.last().map(|[_, hi]| *hi)
+    }
+
+    /// Widens the ranges to cover `v`.
+    pub fn learn(&mut self, v: u8) {
+        if self.contains(v) {
+            return;
+        }
+        self.0.push([v, v]);
+        self.normalize();
+    }
+
+    /// Widens the ranges to cover everything `other` covers.
+    pub fn merge(&mut self, other: &Ranges) {
+        self.0.extend_from_slice(&other.0);
+        self.normalize();
+    }
+
+    /// Restores the invariants (sorted, disjoint, at most `MAX_RANGES`) after any change,
+    /// including after loading a document written by hand.
+    pub fn normalize(&mut self) {
+        for r in &mut self.0 {
+            if r[0] > r[1] {
+                r.swap(0, 1);
+            }
+        }
+        self.0.sort_unstable();
+        let mut joined: Vec<[u8; 2]> = Vec::with_capacity(self.0.len());
+        for r in self.0.drain(..) {
+            match joined.last_mut() {
+                Some(last) if r[0] <= last[1].saturating_add(JOIN_GAP) => {
+                    last[1] = last[1].max(r[1]);
+                }
+                _ => joined.push(r),
+            }
+        }
+        while joined.len() > MAX_RANGES {
+            // Join the two neighbours with the smallest gap: the least new ground is accepted.
+            let mut best = 0;
+            for i in 1..joined.len() - 1 {
+                if joined[i + 1][0] - joined[i][1] < joined[best + 1][0] - joined[best][1] {
+                    best = i;
+                }
+            }
+            let next = joined.remove(best + 1);
+            joined[best][1] = next[1];
+        }
+        self.0 = joined;
+    }
+}
+
+/// The character statistics of one value, computed once per value per request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ValueSample {
+    /// Raw counts in the order of `COUNT_NAMES`.
+    pub counts: [u64; 7],
+    /// Bit `i` set when `PUNCTUATION[i]` occurs.
+    pub punctuation: u32,
+    /// Bit `i` set when `MARKERS[i]` occurs.
+    pub flags: u8,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Digit,
+    Letter,
+    Space,
+    Special,
+    NonPrintable,
+    NonAscii,
+}
+
+impl ValueSample {
+    /// Computes the statistics of `value`.
+    pub fn of(value: &str) -> Self {
+        let mut s = ValueSample::default();
+        let mut previous = None;
+        for c in value.chars() {
+            let class = if c.is_ascii_digit() {
+                Class::Digit
+            } else if c.is_ascii_alphabetic() {
+                Class::Letter
+            } else if c == ' ' || c == '\t' {
+                Class::Space
+            } else if c.is_ascii_punctuation() {
+                Class::Special
+            } else if c.is_ascii() {
+                Class::NonPrintable
+            } else {
+                Class::NonAscii
+            };
+            let index = match class {
+                Class::Digit => 0,
+                Class::Letter => 1,
+                Class::Space => 2,
+                Class::Special => 3,
+                Class::NonPrintable => 4,
+                Class::NonAscii => 5,
+            };
+            s.counts[index] += 1;
+            if class == Class::Special {
+                if let Some(bit) = PUNCTUATION.iter().position(|p| *p as char == c) {
+                    s.punctuation |= 1 << bit;
+                }
+            }
+            if previous.is_some_and(|p| p != class) {
+                s.counts[6] += 1;
+            }
+            previous = Some(class);
+        }
+        if s.punctuation != 0 || value.contains(['0', '\\']) {
+            for (bit, (marker, _)) in MARKERS.iter().enumerate() {
+                if contains_ignore_ascii_case(value, marker) {
+                    s.flags |= 1 << bit;
+                }
+            }
+        }
+        s
+    }
+}
+
+fn contains_ignore_ascii_case(haystack: &str, needle: &str) -> bool {
+    let (h, n) = (haystack.as_bytes(), needle.as_bytes());
+    h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+}
+
+/// The learned rule for one value: a range per count, the punctuation seen, the markers seen.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValueProfile {
+    #[serde(rename = "c")]
+    counts: [Ranges; 7],
+    #[serde(rename = "p", default, skip_serializing_if = "is_zero_u32")]
+    punctuation: u32,
+    #[serde(rename = "f", default, skip_serializing_if = "is_zero_u8")]
+    flags: u8,
+}
+
+fn is_zero_u32(v: &u32) -> bool {
+    *v == 0
+}
+
+fn is_zero_u8(v: &u8) -> bool {
+    *v == 0
+}
+
+impl ValueProfile {
+    /// Widens the profile to accept `sample`.
+    pub fn learn(&mut self, sample: &ValueSample) {
+        for (ranges, n) in self.counts.iter_mut().zip(sample.counts) {
+            ranges.learn(compress(n));
+        }
+        self.punctuation |= sample.punctuation;
+        self.flags |= sample.flags;
+    }
+
+    /// Widens the profile to accept whatever `other` accepts.
+    pub fn merge(&mut self, other: &ValueProfile) {
+        for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
+            mine.merge(theirs);
+        }
+        self.punctuation |= other.punctuation;
+        self.flags |= other.flags;
+    }
+
+    /// Appends one reason per way `sample` breaks the profile, each prefixed with `at`.
+    pub fn check(&self, sample: &ValueSample, at: &str, reasons: &mut Vec<String>) {
+        for ((ranges, n), name) in self.counts.iter().zip(sample.counts).zip(COUNT_NAMES) {
+            if !ranges.contains(compress(n)) {
+                reasons.push(format!("{at}: {n} {name} outside learned range"));
+            }
+        }
+        let new_punctuation = sample.punctuation & !self.punctuation;
+        for (bit, p) in PUNCTUATION.iter().enumerate() {
+            if new_punctuation & (1 << bit) != 0 {
+                reasons.push(format!("{at}: new punctuation '{}'", *p as char));
+            }
+        }
+        let new_flags = sample.flags & !self.flags;
+        for (bit, (_, name)) in MARKERS.iter().enumerate() {
+            if new_flags & (1 << bit) != 0 {
+                reasons.push(format!("{at}: new {name}"));
+            }
+        }
+    }
+
+    pub(crate) fn normalize(&mut self) {
+        for r in &mut self.counts {
+            r.normalize();
+        }
+        self.flags &= (1 << MARKERS.len()) - 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(profile: &ValueProfile, value: &str) -> Vec<String> {
+        let mut reasons = Vec::new();
+        profile.check(&ValueSample::of(value), "v", &mut reasons);
+        reasons
+    }
+
+    fn learned(values: &[&str]) -> ValueProfile {
+        let mut p = ValueProfile::default();
+        for v in values {
+            p.learn(&ValueSample::of(v));
+        }
+        p
+    }
+
+    #[test]
+    fn counts_each_class() {
+        let s = ValueSample::of("ab1 2\u{1}é-");
+        assert_eq!(s.counts[0], 2, "digits");
+        assert_eq!(s.counts[1], 2, "letters");
+        assert_eq!(s.counts[2], 1, "spaces");
+        assert_eq!(s.counts[3], 1, "special");
+        assert_eq!(s.counts[4], 1, "non-printable");
+        assert_eq!(s.counts[5], 1, "non-ascii");
+        // a b | 1 | ' ' | 2 | \x01 | é | -  => 6 changes
+        assert_eq!(s.counts[6], 6, "class changes");
+    }
+
+    #[test]
+    fn compress_is_exact_then_logarithmic() {
+        assert_eq!(compress(0), 0);
+        assert_eq!(compress(15), 15);
+        assert_eq!(compress(16), 16);
+        assert_eq!(compress(20), 17);
+        assert_eq!(compress(32), 20);
+        assert!(compress(4000) == compress(4001));
+        assert!(compress(u64::MAX) > compress(1 << 40));
+    }
+
+    #[test]
+    fn each_count_outside_range_is_a_reason() {
+        let p = learned(&["abc12", "abcd123", "ab1"]);
+        assert!(check(&p, "abcd12").is_empty(), "within ranges");
+        let r = check(&p, &"a".repeat(40));
+        assert!(
+            r.iter().any(|r| r == "v: 40 letters outside learned range"),
+            "{r:?}"
+        );
+        assert!(r.iter().any(|r| r.contains("0 digits outside")), "{r:?}");
+        assert!(check(&p, "ab 12").iter().any(|r| r.contains("1 spaces")));
+        assert!(check(&p, "ab\u{0}12")
+            .iter()
+            .any(|r| r.contains("non-printable")));
+        assert!(check(&p, "abé12").iter().any(|r| r.contains("non-ascii")));
+        let r = check(&p, "a1b2c3d4e5");
+        assert!(
+            r.iter().any(|r| r.contains("character class changes")),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn new_punctuation_class_is_named() {
+        let p = learned(&["a-b", "c_d.e"]);
+        assert!(check(&p, "x.y-z").is_empty());
+        let r = check(&p, "a$b");
+        assert_eq!(r, vec!["v: new punctuation '$'".to_string()]);
+    }
+
+    #[test]
+    fn comment_markers_and_hex_prefixes_are_flagged() {
+        let p = learned(&["a-b*c/d", "12-3"]);
+        let r = check(&p, "a/*b");
+        assert!(
+            r.contains(&"v: new comment marker '/*'".to_string()),
+            "{r:?}"
+        );
+        let r = check(&p, "a*/b");
+        assert!(
+            r.contains(&"v: new comment marker '*/'".to_string()),
+            "{r:?}"
+        );
+        let r = check(&p, "ab--");
+        assert!(
+            r.contains(&"v: new comment marker '--'".to_string()),
+            "{r:?}"
+        );
+        let r = check(&p, "0X1f");
+        assert!(r.contains(&"v: new hex prefix '0x'".to_string()), "{r:?}");
+        let p = learned(&["a\\b"]);
+        let r = check(&p, "\\x41");
+        assert!(r.contains(&"v: new hex prefix '\\x'".to_string()), "{r:?}");
+    }
+
+    #[test]
+    fn ranges_stay_bounded_and_join_near_values() {
+        let mut r = Ranges::default();
+        for v in [1, 2, 4] {
+            r.learn(v);
+        }
+        assert_eq!(r.0, vec![[1, 4]], "near values join");
+        for v in [20, 40, 60, 80, 100] {
+            r.learn(v);
+        }
+        assert_eq!(r.0.len(), MAX_RANGES);
+        for v in [1, 4, 20, 40, 60, 80, 100] {
+            assert!(r.contains(v), "{v} still covered by {:?}", r.0);
+        }
+        assert!(!r.contains(120));
+    }
+
+    #[test]
+    fn merge_accepts_both_sides() {
+        let mut a = learned(&["abc"]);
+        let b = learned(&["12-34"]);
+        a.merge(&b);
+        assert!(check(&a, "abc").is_empty());
+        assert!(check(&a, "12-34").is_empty());
+    }
+}
