@@ -1,0 +1,12 @@
+#![doc = include_str!("../README.md")]
+
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod logging;
+pub mod runc;
+pub mod service;
+pub mod shim;
+pub mod stats;
+pub mod stdio;
+pub mod task;

@@ -1,0 +1,1160 @@
+//! The task service: containers and their processes, as plain async methods over runc.
+//!
+//! The ttrpc `Task` implementation in `task.rs` is a thin adapter over this; nothing here knows
+//! about ttrpc contexts.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use containerd_shim::api::{
+    CreateTaskRequest, DeleteResponse, ExecProcessRequest, StateResponse, Status, UpdateTaskRequest,
+};
+use containerd_shim::asynchronous::ExitSignal;
+use containerd_shim::monitor::{monitor_subscribe, Subject, Topic};
+use containerd_shim::protos::events::task::{
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused,
+    TaskResumed, TaskStart,
+};
+use containerd_shim::protos::protobuf::well_known_types::any::Any;
+use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
+use containerd_shim::protos::protobuf::{Message, MessageField};
+use containerd_shim::protos::shim::oci::ProcessDetails;
+use containerd_shim::protos::types::task::ProcessInfo;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{watch, Mutex};
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, RuntimeOptions};
+use crate::error::ShimError;
+use crate::events::EventSender;
+use crate::runc::{LaunchOpts, Runc};
+use crate::stats::Cgroups;
+use crate::stdio::{pid_file, PendingIo, ProcessIo, StdioPaths};
+
+/// How long an exited process's output may take to drain before its exit is reported.
+const IO_DRAIN: Duration = Duration::from_secs(2);
+/// Exits of pids not (yet) known are kept this long, for an exec that exits before it is registered.
+const UNKNOWN_EXIT_TTL: Duration = Duration::from_secs(30);
+/// The file in each bundle that lets `delete` (run without options) find the same runc.
+pub const RUNTIME_FILE: &str = "palisade-runtime.json";
+
+/// Which process of a container a call is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ProcessId {
+    Init,
+    Exec(String),
+}
+
+impl ProcessId {
+    /// containerd names the init process with an empty exec id.
+    pub fn from_exec_id(exec_id: &str) -> Self {
+        if exec_id.is_empty() {
+            ProcessId::Init
+        } else {
+            ProcessId::Exec(exec_id.to_string())
+        }
+    }
+}
+
+/// A process's exit, as containerd wants it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit {
+    pub code: u32,
+    pub at: SystemTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Created,
+    Running,
+    Paused,
+    Stopped,
+}
+
+#[derive(Debug)]
+struct Process {
+    pid: i32,
+    state: State,
+    exit: Option<Exit>,
+    stdio: StdioPaths,
+    io: Option<ProcessIo>,
+    exit_tx: watch::Sender<Option<Exit>>,
+    /// The OCI process of an exec, as JSON; `None` for init.
+    spec: Option<Vec<u8>>,
+}
+
+impl Process {
+    fn new(stdio: StdioPaths, spec: Option<Vec<u8>>) -> Self {
+        Process {
+            pid: 0,
+            state: State::Created,
+            exit: None,
+            stdio,
+            io: None,
+            exit_tx: watch::channel(None).0,
+            spec,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Container {
+    id: String,
+    bundle: PathBuf,
+    rootfs: Option<PathBuf>,
+    runc: Runc,
+    processes: HashMap<ProcessId, Process>,
+    cgroups: Option<Cgroups>,
+    oom_watch: Option<JoinHandle<()>>,
+}
+
+impl Container {
+    fn process(&self, pid: &ProcessId) -> Result<&Process, ShimError> {
+        self.processes.get(pid).ok_or_else(|| self.missing(pid))
+    }
+
+    fn process_mut(&mut self, pid: &ProcessId) -> Result<&mut Process, ShimError> {
+        let missing = self.missing(pid);
+        self.processes.get_mut(pid).ok_or(missing)
+    }
+
+    fn missing(&self, pid: &ProcessId) -> ShimError {
+        match pid {
+            ProcessId::Init => ShimError::ContainerNotFound(self.id.clone()),
+            ProcessId::Exec(e) => ShimError::ExecNotFound {
+                container: self.id.clone(),
+                exec: e.clone(),
+            },
+        }
+    }
+
+    fn init_state(&self) -> State {
+        self.processes
+            .get(&ProcessId::Init)
+            .map(|p| p.state)
+            .unwrap_or(State::Stopped)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    containers: HashMap<String, Container>,
+    /// Exits the reaper saw for pids no process claimed yet (runc itself, or an exec racing its registration).
+    unknown_exits: HashMap<i32, (Exit, std::time::Instant)>,
+}
+
+/// What `delete` needs to find runc again after the shim is gone.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RuntimeRecord {
+    pub runc_binary: String,
+    pub runc_root: PathBuf,
+    pub systemd_cgroup: bool,
+}
+
+/// The containers one shim serves (one pod), and how to reach containerd.
+pub struct TaskService {
+    namespace: String,
+    table: Arc<Mutex<Table>>,
+    events: EventSender,
+    exit: Arc<ExitSignal>,
+    /// Options the shim was started with; a Create without options falls back to them.
+    start_options: RuntimeOptions,
+}
+
+impl TaskService {
+    /// Builds the service and starts the task that turns reaped exits into `TaskExit` events.
+    pub async fn new(
+        namespace: String,
+        events: EventSender,
+        exit: Arc<ExitSignal>,
+        start_options: RuntimeOptions,
+    ) -> Result<Self, ShimError> {
+        let table = Arc::new(Mutex::new(Table::default()));
+        let sub = monitor_subscribe(Topic::Pid)
+            .await
+            .map_err(|e| ShimError::InvalidState {
+                what: "reaper".into(),
+                reason: e.to_string(),
+            })?;
+        tokio::spawn(handle_exits(sub, table.clone(), events.clone()));
+        Ok(TaskService {
+            namespace,
+            table,
+            events,
+            exit,
+            start_options,
+        })
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    pub async fn create(&self, req: CreateTaskRequest) -> Result<u32, ShimError> {
+        let id = req.id.clone();
+        if self.table.lock().await.containers.contains_key(&id) {
+            return Err(ShimError::ContainerExists(id));
+        }
+        let options = match req.options.as_ref() {
+            Some(any) if !any.type_url.is_empty() => RuntimeOptions::from_any(any)?,
+            _ => self.start_options.clone(),
+        };
+        let config: Config = options.load_config()?;
+        let runc = Runc::new(
+            config.runc_binary.clone(),
+            config.runc_root.clone(),
+            config.systemd_cgroup,
+        );
+        let bundle = PathBuf::from(&req.bundle);
+        let record = RuntimeRecord {
+            runc_binary: config.runc_binary.clone(),
+            runc_root: config.runc_root.clone(),
+            systemd_cgroup: config.systemd_cgroup,
+        };
+        let record_json = serde_json::to_vec(&record).map_err(|source| ShimError::Json {
+            context: format!("container {id}: runtime record"),
+            source,
+        })?;
+        std::fs::write(bundle.join(RUNTIME_FILE), record_json).map_err(ShimError::io(format!(
+            "container {id}: write {RUNTIME_FILE}"
+        )))?;
+
+        let rootfs = self.mount_rootfs(&id, &bundle, &req).await?;
+        let stdio = StdioPaths {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            terminal: req.terminal,
+        };
+        match self.launch_init(&id, &bundle, &runc, &stdio).await {
+            Ok((pid, io)) => {
+                let cgroups = Cgroups::of_pid(pid)
+                    .map_err(|e| tracing::warn!(container = %id, "cgroups not found, no stats or oom events: {e}"))
+                    .ok();
+                let mut init = Process::new(stdio.clone(), None);
+                init.pid = pid;
+                init.io = Some(io);
+                let oom_watch = cgroups
+                    .clone()
+                    .map(|c| tokio::spawn(watch_oom(id.clone(), c, self.events.clone())));
+                let container = Container {
+                    id: id.clone(),
+                    bundle: bundle.clone(),
+                    rootfs,
+                    runc,
+                    processes: HashMap::from([(ProcessId::Init, init)]),
+                    cgroups,
+                    oom_watch,
+                };
+                self.table
+                    .lock()
+                    .await
+                    .containers
+                    .insert(id.clone(), container);
+                tracing::info!(container = %id, pid, "container created");
+                self.events
+                    .send(TaskCreate {
+                        container_id: id,
+                        bundle: req.bundle,
+                        rootfs: req.rootfs,
+                        io: MessageField::some(TaskIO {
+                            stdin: stdio.stdin,
+                            stdout: stdio.stdout,
+                            stderr: stdio.stderr,
+                            terminal: stdio.terminal,
+                            ..Default::default()
+                        }),
+                        checkpoint: req.checkpoint,
+                        pid: pid as u32,
+                        ..Default::default()
+                    })
+                    .await;
+                Ok(pid as u32)
+            }
+            Err(e) => {
+                if let Some(r) = &rootfs {
+                    unmount(r);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn mount_rootfs(
+        &self,
+        id: &str,
+        bundle: &Path,
+        req: &CreateTaskRequest,
+    ) -> Result<Option<PathBuf>, ShimError> {
+        if req.rootfs.is_empty() {
+            return Ok(None);
+        }
+        let target = bundle.join("rootfs");
+        std::fs::create_dir_all(&target)
+            .map_err(ShimError::io(format!("container {id}: create rootfs dir")))?;
+        for m in &req.rootfs {
+            if let Err(source) = containerd_shim::util::mount_rootfs(m, &target).await {
+                unmount(&target);
+                return Err(ShimError::Mount {
+                    container: id.to_string(),
+                    source,
+                });
+            }
+        }
+        Ok(Some(target))
+    }
+
+    async fn launch_init(
+        &self,
+        id: &str,
+        bundle: &Path,
+        runc: &Runc,
+        stdio: &StdioPaths,
+    ) -> Result<(i32, ProcessIo), ShimError> {
+        let pending = PendingIo::prepare(stdio).await?;
+        let pid_path = pid_file(bundle, "init");
+        let log = bundle.join("log.json");
+        let console = pending.console_socket.clone();
+        let mut pending = pending;
+        let child = std::mem::take(&mut pending.child);
+        let opts = LaunchOpts {
+            pid_file: &pid_path,
+            console_socket: console.as_deref(),
+            log_file: &log,
+            stdio: child,
+        };
+        if let Err(e) = runc.create(id, bundle, opts).await {
+            pending.abandon();
+            let _ = runc.delete(id, true).await;
+            return Err(e.into());
+        }
+        let io = match pending.finish().await {
+            Ok(io) => io,
+            Err(e) => {
+                let _ = runc.delete(id, true).await;
+                return Err(e.into());
+            }
+        };
+        let pid = read_pid(&pid_path)?;
+        Ok((pid, io))
+    }
+
+    pub async fn start(&self, id: &str, pid_id: ProcessId) -> Result<u32, ShimError> {
+        match pid_id {
+            ProcessId::Init => self.start_init(id).await,
+            ProcessId::Exec(exec) => self.start_exec(id, exec).await,
+        }
+    }
+
+    async fn start_init(&self, id: &str) -> Result<u32, ShimError> {
+        let (runc, pid) = {
+            let table = self.table.lock().await;
+            let c = table
+                .containers
+                .get(id)
+                .ok_or_else(|| ShimError::ContainerNotFound(id.into()))?;
+            let init = c.process(&ProcessId::Init)?;
+            if init.state != State::Created {
+                return Err(ShimError::InvalidState {
+                    what: format!("container {id}"),
+                    reason: "already started".into(),
+                });
+            }
+            (c.runc.clone(), init.pid)
+        };
+        runc.start(id).await?;
+        {
+            let mut table = self.table.lock().await;
+            if let Some(p) = table
+                .containers
+                .get_mut(id)
+                .and_then(|c| c.processes.get_mut(&ProcessId::Init))
+            {
+                // The init may already have exited and been recorded by the reaper.
+                if p.state == State::Created {
+                    p.state = State::Running;
+                }
+            }
+        }
+        tracing::info!(container = %id, pid, "container started");
+        self.events
+            .send(TaskStart {
+                container_id: id.into(),
+                pid: pid as u32,
+                ..Default::default()
+            })
+            .await;
+        Ok(pid as u32)
+    }
+
+    async fn start_exec(&self, id: &str, exec: String) -> Result<u32, ShimError> {
+        let key = ProcessId::Exec(exec.clone());
+        let (runc, bundle, stdio, spec) = {
+            let table = self.table.lock().await;
+            let c = table
+                .containers
+                .get(id)
+                .ok_or_else(|| ShimError::ContainerNotFound(id.into()))?;
+            if c.init_state() != State::Running {
+                return Err(ShimError::InvalidState {
+                    what: format!("container {id}"),
+                    reason: "not running".into(),
+                });
+            }
+            let p = c.process(&key)?;
+            if p.state != State::Created {
+                return Err(ShimError::InvalidState {
+                    what: format!("container {id}: exec {exec}"),
+                    reason: "already started".into(),
+                });
+            }
+            (
+                c.runc.clone(),
+                c.bundle.clone(),
+                p.stdio.clone(),
+                p.spec.clone().unwrap_or_default(),
+            )
+        };
+        let spec_path = bundle.join(format!("exec-{exec}.json"));
+        std::fs::write(&spec_path, &spec).map_err(ShimError::io(format!(
+            "container {id}: exec {exec}: write process spec"
+        )))?;
+        let mut pending = PendingIo::prepare(&stdio).await?;
+        let pid_path = pid_file(&bundle, &format!("exec-{exec}"));
+        let log = bundle.join(format!("exec-{exec}-log.json"));
+        let console = pending.console_socket.clone();
+        let child = std::mem::take(&mut pending.child);
+        let opts = LaunchOpts {
+            pid_file: &pid_path,
+            console_socket: console.as_deref(),
+            log_file: &log,
+            stdio: child,
+        };
+        let launched = runc.exec(id, &spec_path, opts).await;
+        let _ = std::fs::remove_file(&spec_path);
+        let _ = std::fs::remove_file(&log);
+        if let Err(e) = launched {
+            pending.abandon();
+            self.fail_exec(id, &key).await;
+            return Err(e.into());
+        }
+        let io = pending.finish().await?;
+        let pid = read_pid(&pid_path)?;
+        let _ = std::fs::remove_file(&pid_path);
+        let already_exited = {
+            let mut table = self.table.lock().await;
+            let early = table.unknown_exits.remove(&pid).map(|(exit, _)| exit);
+            let c = table
+                .containers
+                .get_mut(id)
+                .ok_or_else(|| ShimError::ContainerNotFound(id.into()))?;
+            let p = c.process_mut(&key)?;
+            p.pid = pid;
+            p.state = State::Running;
+            p.io = Some(io);
+            early
+        };
+        tracing::info!(container = %id, exec = %exec, pid, "exec started");
+        self.events
+            .send(TaskExecStarted {
+                container_id: id.into(),
+                exec_id: exec.clone(),
+                pid: pid as u32,
+                ..Default::default()
+            })
+            .await;
+        if let Some(exit) = already_exited {
+            let work = record_exit(&self.table, id, &key, exit).await;
+            if let Some(work) = work {
+                finish_exit(work, &self.events).await;
+            }
+        }
+        Ok(pid as u32)
+    }
+
+    /// An exec whose launch failed exits at once with 255, so that waiters are released.
+    async fn fail_exec(&self, id: &str, key: &ProcessId) {
+        let exit = Exit {
+            code: 255,
+            at: SystemTime::now(),
+        };
+        if let Some(work) = record_exit(&self.table, id, key, exit).await {
+            finish_exit(work, &self.events).await;
+        }
+    }
+
+    pub async fn exec(&self, req: ExecProcessRequest) -> Result<(), ShimError> {
+        let id = req.id.clone();
+        let spec = req
+            .spec
+            .as_ref()
+            .map(|a| a.value.clone())
+            .unwrap_or_default();
+        if spec.is_empty() {
+            return Err(ShimError::InvalidArgument {
+                what: format!("container {id}: exec {}", req.exec_id),
+                reason: "no process spec".into(),
+            });
+        }
+        serde_json::from_slice::<oci_spec::runtime::Process>(&spec).map_err(|e| {
+            ShimError::InvalidArgument {
+                what: format!("container {id}: exec {}: process spec", req.exec_id),
+                reason: e.to_string(),
+            }
+        })?;
+        {
+            let mut table = self.table.lock().await;
+            let c = table
+                .containers
+                .get_mut(&id)
+                .ok_or_else(|| ShimError::ContainerNotFound(id.clone()))?;
+            if c.init_state() != State::Running {
+                return Err(ShimError::InvalidState {
+                    what: format!("container {id}"),
+                    reason: "not running".into(),
+                });
+            }
+            let key = ProcessId::Exec(req.exec_id.clone());
+            if c.processes.contains_key(&key) {
+                return Err(ShimError::ExecExists {
+                    container: id.clone(),
+                    exec: req.exec_id.clone(),
+                });
+            }
+            let stdio = StdioPaths {
+                stdin: req.stdin,
+                stdout: req.stdout,
+                stderr: req.stderr,
+                terminal: req.terminal,
+            };
+            c.processes.insert(key, Process::new(stdio, Some(spec)));
+        }
+        self.events
+            .send(TaskExecAdded {
+                container_id: id,
+                exec_id: req.exec_id,
+                ..Default::default()
+            })
+            .await;
+        Ok(())
+    }
+
+    pub async fn state(&self, id: &str, key: &ProcessId) -> Result<StateResponse, ShimError> {
+        let table = self.table.lock().await;
+        let c = table
+            .containers
+            .get(id)
+            .ok_or_else(|| ShimError::ContainerNotFound(id.into()))?;
+        let p = c.process(key)?;
+        let status = match p.state {
+            State::Created => Status::CREATED,
+            State::Running => Status::RUNNING,
+            State::Paused => Status::PAUSED,
+            State::Stopped => Status::STOPPED,
+        };
+        Ok(StateResponse {
+            id: id.into(),
+            bundle: c.bundle.to_string_lossy().into_owned(),
+            pid: p.pid as u32,
+            status: status.into(),
+            stdin: p.stdio.stdin.clone(),
+            stdout: p.stdio.stdout.clone(),
+            stderr: p.stdio.stderr.clone(),
+            terminal: p.stdio.terminal,
+            exit_status: p.exit.map(|e| e.code).unwrap_or(0),
+            exited_at: timestamp(p.exit.map(|e| e.at)),
+            exec_id: match key {
+                ProcessId::Init => String::new(),
+                ProcessId::Exec(e) => e.clone(),
+            },
+            ..Default::default()
+        })
+    }
+
+    pub async fn kill(
+        &self,
+        id: &str,
+        key: &ProcessId,
+        signal: u32,
+        all: bool,
+    ) -> Result<(), ShimError> {
+        let (runc, pid, state) = {
+            let table = self.table.lock().await;
+            let c = table
+                .containers
+                .get(id)
+                .ok_or_else(|| ShimError::ContainerNotFound(id.into()))?;
+            let p = c.process(key)?;
+            (c.runc.clone(), p.pid, p.state)
+        };
+        match key {
+            ProcessId::Init => {
+                if state == State::Stopped && !all {
+                    return Err(ShimError::ProcessFinished(format!("container {id}")));
+                }
+                runc.kill(id, signal, all).await?;
+            }
+            ProcessId::Exec(exec) => {
+                if state != State::Running || pid <= 0 {
+                    return Err(ShimError::ProcessFinished(format!(
+                        "container {id}: exec {exec}"
+                    )));
+                }
+                let sig = nix::sys::signal::Signal::try_from(signal as i32).map_err(|e| {
+                    ShimError::InvalidArgument {
+                        what: format!("signal {signal}"),
+                        reason: e.to_string(),
+                    }
+                })?;
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).map_err(
+                    |e| match e {
+                        nix::errno::Errno::ESRCH => {
+                            ShimError::ProcessFinished(format!("container {id}: exec {exec}"))
+                        }
+                        other => ShimError::io(format!("container {id}: exec {exec}: kill"))(
+                            other.into(),
+                        ),
+                    },
+                )?;
+            }
+        }
+        tracing::info!(container = %id, ?key, signal, all, "signalled");
+        Ok(())
+    }
+
+    pub async fn delete(&self, id: &str, key: &ProcessId) -> Result<DeleteResponse, ShimError> {
+        match key {
+            ProcessId::Exec(exec) => {
+                let mut table = self.table.lock().await;
+                let c = table
+                    .containers
+                    .get_mut(id)
+                    .ok_or_else(|| ShimError::ContainerNotFound(id.into()))?;
+                let p = c.process(key)?;
+                if p.state == State::Running || p.state == State::Paused {
+                    return Err(ShimError::InvalidState {
+                        what: format!("container {id}: exec {exec}"),
+                        reason: "still running".into(),
+                    });
+                }
+                let p = c.processes.remove(key).ok_or_else(|| c.missing(key))?;
+                let exit = p.exit.unwrap_or(Exit {
+                    code: 0,
+                    at: SystemTime::now(),
+                });
+                Ok(delete_response(p.pid, exit))
+            }
+            ProcessId::Init => self.delete_container(id).await,
+        }
+    }
+
+    async fn delete_container(&self, id: &str) -> Result<DeleteResponse, ShimError> {
+        let (runc, state) = {
+            let table = self.table.lock().await;
+            let c = table
+                .containers
+                .get(id)
+                .ok_or_else(|| ShimError::ContainerNotFound(id.into()))?;
+            (c.runc.clone(), c.init_state())
+        };
+        if state == State::Running || state == State::Paused {
+            return Err(ShimError::InvalidState {
+                what: format!("container {id}"),
+                reason: "still running".into(),
+            });
+        }
+        match runc.delete(id, true).await {
+            Ok(()) | Err(crate::runc::RuncError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let c = self
+            .table
+            .lock()
+            .await
+            .containers
+            .remove(id)
+            .ok_or_else(|| ShimError::ContainerNotFound(id.into()))?;
+        if let Some(w) = &c.oom_watch {
+            w.abort();
+        }
+        if let Some(r) = &c.rootfs {
+            unmount(r);
+        }
+        let init = c.processes.get(&ProcessId::Init);
+        let pid = init.map(|p| p.pid).unwrap_or(0);
+        let exit = init.and_then(|p| p.exit).unwrap_or(Exit {
+            code: 137,
+            at: SystemTime::now(),
+        });
+        // Any exec still recorded is gone with the container: release its waiters.
+        for (k, p) in &c.processes {
+            if p.exit.is_none() {
+                p.exit_tx.send_replace(Some(exit));
+                tracing::debug!(container = %id, ?k, "process released by delete");
+            }
+        }
+        tracing::info!(container = %id, "container deleted");
+        self.events
+            .send(TaskDelete {
+                container_id: id.into(),
+                pid: pid as u32,
+                exit_status: exit.code,
+                exited_at: timestamp(Some(exit.at)),
+                id: id.into(),
+                ..Default::default()
+            })
+            .await;
+        Ok(delete_response(pid, exit))
+    }
+
+    pub async fn pids(&self, id: &str) -> Result<Vec<ProcessInfo>, ShimError> {
+        let (runc, execs) = {
+            let table = self.table.lock().await;
+            let c = table
+                .containers
+                .get(id)
+                .ok_or_else(|| ShimError::ContainerNotFound(id.into()))?;
+            let execs: HashMap<i32, String> = c
+                .processes
+                .iter()
+                .filter_map(|(k, p)| match k {
+                    ProcessId::Exec(e) if p.pid > 0 => Some((p.pid, e.clone())),
+                    _ => None,
+                })
+                .collect();
+            (c.runc.clone(), execs)
+        };
+        let pids = runc.ps(id).await?;
+        let mut out = Vec::with_capacity(pids.len());
+        for pid in pids {
+            let mut info = ProcessInfo {
+                pid: pid as u32,
+                ..Default::default()
+            };
+            if let Some(exec_id) = execs.get(&pid) {
+                let details = ProcessDetails {
+                    exec_id: exec_id.clone(),
+                    ..Default::default()
+                };
+                let value = details
+                    .write_to_bytes()
+                    .map_err(|source| ShimError::Proto {
+                        context: format!("container {id}: process details"),
+                        source,
+                    })?;
+                info.info = MessageField::some(Any {
+                    type_url: "containerd.runc.v1.ProcessDetails".into(),
+                    value,
+                    ..Default::default()
+                });
+            }
+            out.push(info);
+        }
+        Ok(out)
+    }
+
+    pub async fn pause(&self, id: &str) -> Result<(), ShimError> {
+        let runc = self.running_runc(id).await?;
+        runc.pause(id).await?;
+        self.set_init_state(id, State::Running, State::Paused).await;
+        self.events
+            .send(TaskPaused {
+                container_id: id.into(),
+                ..Default::default()
+            })
+            .await;
+        Ok(())
+    }
+
+    pub async fn resume(&self, id: &str) -> Result<(), ShimError> {
+        let runc = {
+            let table = self.table.lock().await;
+            let c = table
+                .containers
+                .get(id)
+                .ok_or_else(|| ShimError::ContainerNotFound(id.into()))?;
+            if c.init_state() != State::Paused {
+                return Err(ShimError::InvalidState {
+                    what: format!("container {id}"),
+                    reason: "not paused".into(),
+                });
+            }
+            c.runc.clone()
+        };
+        runc.resume(id).await?;
+        self.set_init_state(id, State::Paused, State::Running).await;
+        self.events
+            .send(TaskResumed {
+                container_id: id.into(),
+                ..Default::default()
+            })
+            .await;
+        Ok(())
+    }
+
+    async fn set_init_state(&self, id: &str, from: State, to: State) {
+        let mut table = self.table.lock().await;
+        if let Some(p) = table
+            .containers
+            .get_mut(id)
+            .and_then(|c| c.processes.get_mut(&ProcessId::Init))
+        {
+            if p.state == from {
+                p.state = to;
+            }
+        }
+    }
+
+    async fn running_runc(&self, id: &str) -> Result<Runc, ShimError> {
+        let table = self.table.lock().await;
+        let c = table
+            .containers
+            .get(id)
+            .ok_or_else(|| ShimError::ContainerNotFound(id.into()))?;
+        if c.init_state() != State::Running {
+            return Err(ShimError::InvalidState {
+                what: format!("container {id}"),
+                reason: "not running".into(),
+            });
+        }
+        Ok(c.runc.clone())
+    }
+
+    pub async fn close_io(&self, id: &str, key: &ProcessId) -> Result<(), ShimError> {
+        let mut table = self.table.lock().await;
+        let c = table
+            .containers
+            .get_mut(id)
+            .ok_or_else(|| ShimError::ContainerNotFound(id.into()))?;
+        if let Some(io) = c.process_mut(key)?.io.as_mut() {
+            io.close_stdin();
+        }
+        Ok(())
+    }
+
+    pub async fn resize_pty(
+        &self,
+        id: &str,
+        key: &ProcessId,
+        width: u32,
+        height: u32,
+    ) -> Result<(), ShimError> {
+        let table = self.table.lock().await;
+        let c = table
+            .containers
+            .get(id)
+            .ok_or_else(|| ShimError::ContainerNotFound(id.into()))?;
+        if let Some(io) = c.process(key)?.io.as_ref() {
+            io.resize(width, height)?;
+        }
+        Ok(())
+    }
+
+    pub async fn update(&self, req: UpdateTaskRequest) -> Result<(), ShimError> {
+        let id = req.id.as_str();
+        let (runc, bundle) = {
+            let table = self.table.lock().await;
+            let c = table
+                .containers
+                .get(id)
+                .ok_or_else(|| ShimError::ContainerNotFound(id.into()))?;
+            (c.runc.clone(), c.bundle.clone())
+        };
+        let resources = req
+            .resources
+            .as_ref()
+            .map(|a| a.value.clone())
+            .unwrap_or_default();
+        serde_json::from_slice::<oci_spec::runtime::LinuxResources>(&resources).map_err(|e| {
+            ShimError::InvalidArgument {
+                what: format!("container {id}: resources"),
+                reason: e.to_string(),
+            }
+        })?;
+        let path = bundle.join("update-resources.json");
+        std::fs::write(&path, &resources)
+            .map_err(ShimError::io(format!("container {id}: write resources")))?;
+        let res = runc.update(id, &path).await;
+        let _ = std::fs::remove_file(&path);
+        res?;
+        tracing::info!(container = %id, "resources updated");
+        Ok(())
+    }
+
+    pub async fn wait(&self, id: &str, key: &ProcessId) -> Result<Exit, ShimError> {
+        let mut rx = {
+            let table = self.table.lock().await;
+            let c = table
+                .containers
+                .get(id)
+                .ok_or_else(|| ShimError::ContainerNotFound(id.into()))?;
+            c.process(key)?.exit_tx.subscribe()
+        };
+        loop {
+            if let Some(exit) = *rx.borrow_and_update() {
+                return Ok(exit);
+            }
+            if rx.changed().await.is_err() {
+                return Err(ShimError::InvalidState {
+                    what: format!("container {id}"),
+                    reason: "deleted while waiting".into(),
+                });
+            }
+        }
+    }
+
+    pub async fn stats(&self, id: &str) -> Result<Any, ShimError> {
+        let table = self.table.lock().await;
+        let c = table
+            .containers
+            .get(id)
+            .ok_or_else(|| ShimError::ContainerNotFound(id.into()))?;
+        let cgroups = c.cgroups.as_ref().ok_or_else(|| ShimError::InvalidState {
+            what: format!("container {id}"),
+            reason: "cgroups unknown".into(),
+        })?;
+        Ok(cgroups.metrics()?)
+    }
+
+    /// The pid of the container's init, for `Connect`.
+    pub async fn init_pid(&self, id: &str) -> Result<u32, ShimError> {
+        let table = self.table.lock().await;
+        let c = table
+            .containers
+            .get(id)
+            .ok_or_else(|| ShimError::ContainerNotFound(id.into()))?;
+        Ok(c.process(&ProcessId::Init)?.pid as u32)
+    }
+
+    /// Ends the shim once it serves no container.
+    pub async fn shutdown(&self) {
+        if self.table.lock().await.containers.is_empty() {
+            tracing::info!("no containers left: shutting down");
+            self.exit.signal();
+        }
+    }
+}
+
+/// Work left after an exit was recorded under the lock: draining io and telling containerd.
+struct ExitWork {
+    container: String,
+    key: ProcessId,
+    pid: i32,
+    exit: Exit,
+    io: Option<ProcessIo>,
+    tx: watch::Sender<Option<Exit>>,
+}
+
+/// Marks a process stopped; returns what must be done outside the lock.
+async fn record_exit(
+    table: &Mutex<Table>,
+    id: &str,
+    key: &ProcessId,
+    exit: Exit,
+) -> Option<ExitWork> {
+    let mut table = table.lock().await;
+    let c = table.containers.get_mut(id)?;
+    let p = c.processes.get_mut(key)?;
+    if p.state == State::Stopped {
+        return None;
+    }
+    p.state = State::Stopped;
+    p.exit = Some(exit);
+    Some(ExitWork {
+        container: id.into(),
+        key: key.clone(),
+        pid: p.pid,
+        exit,
+        io: p.io.take(),
+        tx: p.exit_tx.clone(),
+    })
+}
+
+async fn finish_exit(mut work: ExitWork, events: &EventSender) {
+    if let Some(io) = work.io.as_mut() {
+        io.drain(IO_DRAIN).await;
+    }
+    let id = match &work.key {
+        ProcessId::Init => work.container.clone(),
+        ProcessId::Exec(e) => e.clone(),
+    };
+    tracing::info!(container = %work.container, process = %id, pid = work.pid, code = work.exit.code, "process exited");
+    events
+        .send(TaskExit {
+            container_id: work.container.clone(),
+            id,
+            pid: work.pid as u32,
+            exit_status: work.exit.code,
+            exited_at: timestamp(Some(work.exit.at)),
+            ..Default::default()
+        })
+        .await;
+    work.tx.send_replace(Some(work.exit));
+}
+
+/// Turns every reaped child into a recorded exit and a `TaskExit`.
+async fn handle_exits(
+    mut sub: containerd_shim::monitor::Subscription,
+    table: Arc<Mutex<Table>>,
+    events: EventSender,
+) {
+    while let Some(ev) = sub.rx.recv().await {
+        let Subject::Pid(pid) = ev.subject else {
+            continue;
+        };
+        let exit = Exit {
+            code: ev.exit_code as u32,
+            at: SystemTime::now(),
+        };
+        let owner = {
+            let mut t = table.lock().await;
+            let owner = t.containers.iter().find_map(|(cid, c)| {
+                c.processes
+                    .iter()
+                    .find(|(_, p)| p.pid == pid && p.state != State::Stopped)
+                    .map(|(k, _)| (cid.clone(), k.clone()))
+            });
+            if owner.is_none() {
+                let now = std::time::Instant::now();
+                t.unknown_exits
+                    .retain(|_, (_, seen)| now.duration_since(*seen) < UNKNOWN_EXIT_TTL);
+                t.unknown_exits.insert(pid, (exit, now));
+            }
+            owner
+        };
+        let Some((cid, key)) = owner else { continue };
+        if let Some(work) = record_exit(&table, &cid, &key, exit).await {
+            if key == ProcessId::Init {
+                // Execs die with the init in its pid namespace; in the host's they would linger.
+                release_execs_of(&table, &cid).await;
+            }
+            let events = events.clone();
+            tokio::spawn(async move { finish_exit(work, &events).await });
+        }
+    }
+}
+
+/// After an init exit, kills exec processes that share the host pid namespace and survived it.
+async fn release_execs_of(table: &Mutex<Table>, id: &str) {
+    let t = table.lock().await;
+    let Some(c) = t.containers.get(id) else {
+        return;
+    };
+    for (k, p) in &c.processes {
+        if matches!(k, ProcessId::Exec(_)) && p.state == State::Running && p.pid > 0 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(p.pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+async fn watch_oom(id: String, cgroups: Cgroups, events: EventSender) {
+    loop {
+        match cgroups.wait_oom().await {
+            Ok(true) => {
+                tracing::warn!(container = %id, "oom kill in container cgroup");
+                events
+                    .send(TaskOOM {
+                        container_id: id.clone(),
+                        ..Default::default()
+                    })
+                    .await;
+            }
+            Ok(false) => return,
+            Err(e) => {
+                tracing::warn!(container = %id, "oom watch ended: {e}");
+                return;
+            }
+        }
+    }
+}
+
+fn read_pid(path: &Path) -> Result<i32, ShimError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(ShimError::io(format!("read pid file {}", path.display())))?;
+    text.trim()
+        .parse()
+        .map_err(|e: std::num::ParseIntError| ShimError::InvalidState {
+            what: format!("pid file {}", path.display()),
+            reason: e.to_string(),
+        })
+}
+
+/// Detaches a rootfs mount; errors are logged since a stale mount must not fail a delete.
+pub fn unmount(target: &Path) {
+    let target_str = target.to_string_lossy();
+    if let Err(e) = containerd_shim::mount::umount_recursive(Some(&target_str), libc::MNT_DETACH) {
+        tracing::warn!("unmount {}: {e}", target.display());
+    }
+}
+
+fn timestamp(at: Option<SystemTime>) -> MessageField<Timestamp> {
+    at.map(|t| MessageField::some(Timestamp::from(t)))
+        .unwrap_or_else(MessageField::none)
+}
+
+fn delete_response(pid: i32, exit: Exit) -> DeleteResponse {
+    DeleteResponse {
+        pid: pid as u32,
+        exit_status: exit.code,
+        exited_at: timestamp(Some(exit.at)),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn process_id_from_exec_id() {
+        assert_eq!(ProcessId::from_exec_id(""), ProcessId::Init);
+        assert_eq!(ProcessId::from_exec_id("e1"), ProcessId::Exec("e1".into()));
+    }
+
+    #[tokio::test]
+    async fn record_exit_is_once_and_releases_waiters() {
+        let table = Mutex::new(Table::default());
+        let mut p = Process::new(StdioPaths::default(), None);
+        p.pid = 42;
+        p.state = State::Running;
+        let mut rx = p.exit_tx.subscribe();
+        table.lock().await.containers.insert(
+            "c1".into(),
+            Container {
+                id: "c1".into(),
+                bundle: "/b".into(),
+                rootfs: None,
+                runc: Runc::new("runc", "/run/x", false),
+                processes: HashMap::from([(ProcessId::Init, p)]),
+                cgroups: None,
+                oom_watch: None,
+            },
+        );
+        let exit = Exit {
+            code: 3,
+            at: SystemTime::now(),
+        };
+        let work = record_exit(&table, "c1", &ProcessId::Init, exit)
+            .await
+            .expect("first exit recorded");
+        assert_eq!(work.pid, 42);
+        assert!(
+            record_exit(&table, "c1", &ProcessId::Init, exit)
+                .await
+                .is_none(),
+            "second exit ignored"
+        );
+        let (events, mut erx) = EventSender::channel();
+        finish_exit(work, &events).await;
+        assert_eq!(*rx.borrow_and_update(), Some(exit));
+        let ev = erx.recv().await.expect("exit event");
+        assert_eq!(ev.topic(), "/tasks/exit");
+        let t = table.lock().await;
+        assert_eq!(t.containers["c1"].init_state(), State::Stopped);
+    }
+}
