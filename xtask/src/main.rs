@@ -1,1 +1,62 @@
-fn main() {}
+//! `cargo xtask`: palisade's test, demo and benchmark tasks (see `cargo xtask help`).
+
+mod apt;
+mod cargo;
+mod env;
+mod images;
+mod procs;
+mod tasks;
+
+use std::process::ExitCode;
+
+/// The palisade shim's binary name, as containerd looks it up in PATH.
+pub const SHIM_BINARY: &str = "containerd-shim-palisade-v2";
+
+const USAGE: &str = "usage: cargo xtask <command> [options]
+commands:
+  test    apt packages, fmt, clippy, cargo test, release shim, then the CRI conformance
+          suite against a private containerd (handlers runc and palisade)
+  demo    private containerd, one pod + container with runtime handler palisade, exec, teardown
+  bench   pod+container start latency and shim memory for runc and palisade -> docs/benchmarks.md
+options (test):
+  --suite-only        skip fmt, clippy and cargo test
+  --handlers a,b      runtime handlers to test (default runc,palisade)
+  --filter NAME       only the checks whose name contains NAME (repeatable)
+  --no-shim           do not build or install the palisade shim
+options (bench):
+  --runs N            start latency samples per handler (default 30)";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(cmd) = args.first() else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let opts = match tasks::Opts::parse(&args[1..]) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("xtask: {e:#}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cmd.as_str() {
+        "test" => tasks::test(&opts),
+        "demo" => tasks::demo(&opts),
+        "bench" => tasks::bench(&opts),
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        other => {
+            eprintln!("xtask: unknown command {other}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! CRI v1 client over a unix socket and the small helpers the checks share.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::{
+    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatus, ContainerStatusRequest,
+    CreateContainerRequest, ExecSyncRequest, ImageSpec, LinuxPodSandboxConfig,
+    LinuxSandboxSecurityContext, ListPodSandboxRequest, PodSandboxConfig, PodSandboxMetadata,
+    RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
+    StopContainerRequest, StopPodSandboxRequest,
+};
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// Both CRI services on one channel; cheap to clone.
+#[derive(Clone)]
+pub struct Cri {
+    pub rt: RuntimeServiceClient<Channel>,
+    pub img: ImageServiceClient<Channel>,
+}
+
+impl Cri {
+    /// Connects to the CRI gRPC server listening on `socket`.
+    pub async fn connect(socket: &Path) -> Result<Self> {
+        let path = socket.to_path_buf();
+        let channel =
+            Endpoint::try_from("http://[::]:50051")
+                .context("cri endpoint")?
+                .connect_timeout(Duration::from_secs(5))
+                .connect_with_connector(tower::service_fn(move |_: Uri| {
+                    let path = path.clone();
+                    async move {
+                        Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?))
+                    }
+                }))
+                .await
+                .with_context(|| format!("connect to cri socket {}", socket.display()))?;
+        Ok(Self {
+            rt: RuntimeServiceClient::new(channel.clone()),
+            img: ImageServiceClient::new(channel),
+        })
+    }
+
+    pub async fn run_pod(&self, config: &PodSandboxConfig, handler: &str) -> Result<String> {
+        let resp = self
+            .rt
+            .clone()
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: handler.to_string(),
+            })
+            .await
+            .with_context(|| format!("run pod sandbox {}", pod_name(config)))?;
+        Ok(resp.into_inner().pod_sandbox_id)
+    }
+
+    /// Stops and removes a pod sandbox and everything in it.
+    pub async fn remove_pod(&self, id: &str) -> Result<()> {
+        let mut rt = self.rt.clone();
+        rt.stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: id.to_string(),
+        })
+        .await
+        .with_context(|| format!("stop pod sandbox {id}"))?;
+        rt.remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: id.to_string(),
+        })
+        .await
+        .with_context(|| format!("remove pod sandbox {id}"))?;
+        Ok(())
+    }
+
+    /// Removes every pod sandbox containerd knows about (teardown helper).
+    pub async fn remove_all_pods(&self) -> Result<usize> {
+        let pods = self
+            .rt
+            .clone()
+            .list_pod_sandbox(ListPodSandboxRequest { filter: None })
+            .await
+            .context("list pod sandboxes")?
+            .into_inner()
+            .items;
+        let mut errors = Vec::new();
+        for p in &pods {
+            if let Err(e) = self.remove_pod(&p.id).await {
+                errors.push(format!("{e:#}"));
+            }
+        }
+        if !errors.is_empty() {
+            bail!("{}", errors.join("; "));
+        }
+        Ok(pods.len())
+    }
+
+    pub async fn create_container(
+        &self,
+        pod_id: &str,
+        config: &ContainerConfig,
+        pod_config: &PodSandboxConfig,
+    ) -> Result<String> {
+        let name = config
+            .metadata
+            .as_ref()
+            .map(|m| m.name.as_str())
+            .unwrap_or("");
+        let resp = self
+            .rt
+            .clone()
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: pod_id.to_string(),
+                config: Some(config.clone()),
+                sandbox_config: Some(pod_config.clone()),
+            })
+            .await
+            .with_context(|| format!("create container {name}"))?;
+        Ok(resp.into_inner().container_id)
+    }
+
+    pub async fn start_container(&self, id: &str) -> Result<()> {
+        self.rt
+            .clone()
+            .start_container(StartContainerRequest {
+                container_id: id.to_string(),
+            })
+            .await
+            .with_context(|| format!("start container {id}"))?;
+        Ok(())
+    }
+
+    /// Creates and starts a container.
+    pub async fn run_container(
+        &self,
+        pod_id: &str,
+        config: &ContainerConfig,
+        pod_config: &PodSandboxConfig,
+    ) -> Result<String> {
+        let id = self.create_container(pod_id, config, pod_config).await?;
+        self.start_container(&id).await?;
+        Ok(id)
+    }
+
+    pub async fn stop_container(&self, id: &str, timeout_s: i64) -> Result<()> {
+        self.rt
+            .clone()
+            .stop_container(StopContainerRequest {
+                container_id: id.to_string(),
+                timeout: timeout_s,
+            })
+            .await
+            .with_context(|| format!("stop container {id}"))?;
+        Ok(())
+    }
+
+    pub async fn remove_container(&self, id: &str) -> Result<()> {
+        self.rt
+            .clone()
+            .remove_container(RemoveContainerRequest {
+                container_id: id.to_string(),
+            })
+            .await
+            .with_context(|| format!("remove container {id}"))?;
+        Ok(())
+    }
+
+    pub async fn container_status(&self, id: &str) -> Result<ContainerStatus> {
+        Ok(self.container_status_verbose(id, false).await?.0)
+    }
+
+    /// Status plus containerd's verbose info map (holds the pid, the runtime spec and more).
+    pub async fn container_status_verbose(
+        &self,
+        id: &str,
+        verbose: bool,
+    ) -> Result<(ContainerStatus, HashMap<String, String>)> {
+        let resp = self
+            .rt
+            .clone()
+            .container_status(ContainerStatusRequest {
+                container_id: id.to_string(),
+                verbose,
+            })
+            .await
+            .with_context(|| format!("container status {id}"))?
+            .into_inner();
+        let status = resp
+            .status
+            .with_context(|| format!("container status {id}: empty status"))?;
+        Ok((status, resp.info))
+    }
+
+    /// The host pid of a running container's init process.
+    pub async fn container_pid(&self, id: &str) -> Result<i32> {
+        let (_, info) = self.container_status_verbose(id, true).await?;
+        let raw = info
+            .get("info")
+            .with_context(|| format!("container {id}: verbose status has no info"))?;
+        let v: serde_json::Value =
+            serde_json::from_str(raw).with_context(|| format!("container {id}: parse info"))?;
+        let pid = v
+            .get("pid")
+            .and_then(serde_json::Value::as_i64)
+            .with_context(|| format!("container {id}: info has no pid"))?;
+        if pid <= 0 {
+            bail!("container {id}: pid {pid} (not running)");
+        }
+        Ok(i32::try_from(pid)?)
+    }
+
+    /// Polls until the container has exited, failing after `timeout`.
+    pub async fn wait_exited(&self, id: &str, timeout: Duration) -> Result<ContainerStatus> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let st = self.container_status(id).await?;
+            if st.state == ContainerState::ContainerExited as i32 {
+                return Ok(st);
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!(
+                    "container {id}: not exited after {timeout:?} (state {})",
+                    state_name(st.state)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Runs a command in the container and returns (stdout, stderr, exit code).
+    pub async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: &[&str],
+        timeout_s: i64,
+    ) -> Result<(String, String, i32)> {
+        let resp = self
+            .rt
+            .clone()
+            .exec_sync(ExecSyncRequest {
+                container_id: id.to_string(),
+                cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                timeout: timeout_s,
+            })
+            .await
+            .with_context(|| format!("exec sync {cmd:?} in {id}"))?
+            .into_inner();
+        Ok((
+            String::from_utf8_lossy(&resp.stdout).into_owned(),
+            String::from_utf8_lossy(&resp.stderr).into_owned(),
+            resp.exit_code,
+        ))
+    }
+
+    /// Runs a shell snippet and returns its stdout, failing on a non-zero exit.
+    pub async fn sh(&self, id: &str, script: &str) -> Result<String> {
+        let (out, err, code) = self.exec_sync(id, &["sh", "-c", script], 20).await?;
+        if code != 0 {
+            bail!("`{script}` exited {code}: stdout {out:?} stderr {err:?}");
+        }
+        Ok(out)
+    }
+}
+
+pub fn pod_name(config: &PodSandboxConfig) -> &str {
+    config
+        .metadata
+        .as_ref()
+        .map(|m| m.name.as_str())
+        .unwrap_or("")
+}
+
+pub fn state_name(state: i32) -> &'static str {
+    match ContainerState::try_from(state) {
+        Ok(ContainerState::ContainerCreated) => "CREATED",
+        Ok(ContainerState::ContainerRunning) => "RUNNING",
+        Ok(ContainerState::ContainerExited) => "EXITED",
+        Ok(ContainerState::ContainerUnknown) => "UNKNOWN",
+        Err(_) => "INVALID",
+    }
+}
+
+/// A pod sandbox config with unique name and uid, its own log dir and cgroup parent.
+pub fn pod_config(name: &str, uid: &str, log_dir: &Path, cgroup_root: &str) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.to_string(),
+            uid: uid.to_string(),
+            namespace: "palisade-conformance".to_string(),
+            attempt: 0,
+        }),
+        hostname: name.to_string(),
+        log_directory: log_dir.display().to_string(),
+        linux: Some(LinuxPodSandboxConfig {
+            cgroup_parent: format!("{cgroup_root}/pod{uid}"),
+            security_context: Some(LinuxSandboxSecurityContext::default()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A busybox container config that runs `command` with its log at `<name>/<attempt>.log`.
+pub fn container_config(
+    name: &str,
+    attempt: u32,
+    image: &str,
+    command: &[&str],
+) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.to_string(),
+            attempt,
+        }),
+        image: Some(ImageSpec {
+            image: image.to_string(),
+            ..Default::default()
+        }),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        log_path: log_rel_path(name, attempt).display().to_string(),
+        linux: Some(Default::default()),
+        ..Default::default()
+    }
+}
+
+pub fn log_rel_path(name: &str, attempt: u32) -> PathBuf {
+    PathBuf::from(format!("{name}/{attempt}.log"))
+}

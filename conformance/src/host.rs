@@ -1,0 +1,168 @@
+//! Host-side views the reliability checks compare: processes, mounts, netns, cgroups, fds.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+
+/// Command line of a process, NUL separators turned into spaces.
+pub fn cmdline(pid: i32) -> Option<String> {
+    let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(
+        String::from_utf8_lossy(&raw)
+            .split('\0')
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
+/// Parent pid of a process.
+pub fn ppid(pid: i32) -> Option<i32> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// True while the process exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => false,
+        Ok(stat) => {
+            // The state follows the parenthesised command name.
+            let state = stat.rsplit_once(')').map(|(_, r)| r.trim_start());
+            !matches!(
+                state.and_then(|s| s.chars().next()),
+                Some('Z') | Some('X') | None
+            )
+        }
+    }
+}
+
+/// All pids currently in /proc.
+pub fn pids() -> Vec<i32> {
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// Shim processes of this run: their command line names the containerd address.
+pub fn shim_pids(containerd_address: &str) -> Vec<i32> {
+    pids()
+        .into_iter()
+        .filter(|&p| {
+            cmdline(p)
+                .is_some_and(|c| c.contains("containerd-shim") && c.contains(containerd_address))
+        })
+        .collect()
+}
+
+/// Walks up from `pid` to the first ancestor whose command line is a containerd shim.
+pub fn shim_of(pid: i32) -> Result<(i32, String)> {
+    let mut cur = pid;
+    for _ in 0..16 {
+        let parent = ppid(cur).with_context(|| format!("pid {cur}: no parent"))?;
+        if parent <= 1 {
+            break;
+        }
+        let cmd = cmdline(parent).unwrap_or_default();
+        if cmd.contains("containerd-shim") {
+            return Ok((parent, cmd));
+        }
+        cur = parent;
+    }
+    anyhow::bail!("pid {pid}: no containerd-shim among its ancestors")
+}
+
+/// Mount points (from mountinfo) under `prefix`.
+pub fn mounts_under(prefix: &Path) -> Vec<PathBuf> {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(p.replace("\\040", " ")))
+        .filter(|p| p.starts_with(prefix))
+        .collect()
+}
+
+/// Mount points of cgroup (v1 and v2) hierarchies.
+pub fn cgroup_mounts() -> Vec<PathBuf> {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    info.lines()
+        .filter_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let fstype = post.split(' ').next()?;
+            if fstype == "cgroup" || fstype == "cgroup2" {
+                pre.split(' ').nth(4).map(PathBuf::from)
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+/// Number of container-level cgroup directories (two or more levels below `root`,
+/// a cgroupfs path) in every hierarchy. Pod-level directories are left out: as
+/// with the kubelet, the runtime does not remove the pod's parent cgroup.
+pub fn cgroup_dirs(root: &str) -> usize {
+    fn count(dir: &Path, depth: usize) -> usize {
+        let Ok(rd) = fs::read_dir(dir) else {
+            return 0;
+        };
+        rd.filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| usize::from(depth >= 1) + count(&e.path(), depth + 1))
+            .sum()
+    }
+    let rel = root.trim_start_matches('/');
+    cgroup_mounts().iter().map(|m| count(&m.join(rel), 0)).sum()
+}
+
+/// Entries of a directory (0 when it does not exist).
+pub fn dir_entries(dir: &Path) -> usize {
+    fs::read_dir(dir).map(|rd| rd.count()).unwrap_or(0)
+}
+
+/// Open file descriptors of a process.
+pub fn fd_count(pid: i32) -> Result<usize> {
+    Ok(fs::read_dir(format!("/proc/{pid}/fd"))
+        .with_context(|| format!("list fds of pid {pid}"))?
+        .count())
+}
+
+/// Inode of one of a process's namespaces, as `readlink /proc/<pid>/ns/<ns>` shows it.
+pub fn ns_link(pid: &str, ns: &str) -> Result<String> {
+    let p = format!("/proc/{pid}/ns/{ns}");
+    Ok(fs::read_link(&p)
+        .with_context(|| format!("readlink {p}"))?
+        .display()
+        .to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_is_visible() {
+        let me = i32::try_from(std::process::id()).unwrap();
+        assert!(alive(me));
+        assert!(pids().contains(&me));
+        assert!(ppid(me).is_some());
+        assert!(cmdline(me).unwrap().contains("palisade_conformance"));
+        assert!(fd_count(me).unwrap() >= 3);
+        assert!(ns_link("self", "net").unwrap().starts_with("net:["));
+    }
+
+    #[test]
+    fn root_mount_is_listed() {
+        assert!(mounts_under(Path::new("/")).contains(&PathBuf::from("/")));
+    }
+}

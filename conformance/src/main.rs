@@ -1,0 +1,88 @@
+//! `palisade-conformance`: runs the CRI conformance suite or removes leftover pods.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _, Result};
+use palisade_conformance::{checks, cri::Cri, suite};
+
+const USAGE: &str = "usage: palisade-conformance run --cri-socket PATH --image REF [--handlers runc,palisade] \
+[--work-dir DIR] [--cgroup-root PATH] [--control-socket PATH] [--containerd-address PATH] [--filter NAME]...
+       palisade-conformance cleanup --cri-socket PATH
+       palisade-conformance list";
+
+fn parse(args: &[String]) -> Result<(String, suite::Settings)> {
+    let mut it = args.iter();
+    let cmd = it.next().context(USAGE)?.clone();
+    let mut s = suite::Settings {
+        cri_socket: PathBuf::new(),
+        image: String::new(),
+        handlers: vec!["runc".into(), "palisade".into()],
+        work_dir: std::env::temp_dir().join(format!("palisade-conformance-{}", std::process::id())),
+        cgroup_root: "/palisade-conformance".into(),
+        control_socket: None,
+        containerd_address: None,
+        filter: Vec::new(),
+    };
+    while let Some(flag) = it.next() {
+        let mut val = || {
+            it.next()
+                .cloned()
+                .with_context(|| format!("{flag} needs a value"))
+        };
+        match flag.as_str() {
+            "--cri-socket" => s.cri_socket = val()?.into(),
+            "--image" => s.image = val()?,
+            "--handlers" => s.handlers = val()?.split(',').map(str::to_string).collect(),
+            "--work-dir" => s.work_dir = val()?.into(),
+            "--cgroup-root" => s.cgroup_root = val()?,
+            "--control-socket" => s.control_socket = Some(val()?.into()),
+            "--containerd-address" => s.containerd_address = Some(val()?),
+            "--filter" => s.filter.push(val()?),
+            other => bail!("unknown argument {other}\n{USAGE}"),
+        }
+    }
+    Ok((cmd, s))
+}
+
+async fn real_main() -> Result<bool> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (cmd, settings) = parse(&args)?;
+    match cmd.as_str() {
+        "list" => {
+            for c in checks::all() {
+                println!("{}", c.name);
+            }
+            Ok(true)
+        }
+        "cleanup" => {
+            let cri = Cri::connect(&settings.cri_socket).await?;
+            let n = cri.remove_all_pods().await?;
+            eprintln!("removed {n} pod sandboxes");
+            Ok(true)
+        }
+        "run" => {
+            if settings.image.is_empty() {
+                bail!("--image is required\n{USAGE}");
+            }
+            std::fs::create_dir_all(&settings.work_dir)
+                .with_context(|| format!("create {}", settings.work_dir.display()))?;
+            let report = suite::run(&settings, &checks::all()).await?;
+            print!("{}", report.render());
+            Ok(report.counts().1 == 0)
+        }
+        other => bail!("unknown command {other}\n{USAGE}"),
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    match real_main().await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("palisade-conformance: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,348 @@
+//! Runs every check once per runtime handler, cleans up after each, prints the table.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use k8s_cri::v1::{ContainerConfig, PodSandboxConfig};
+
+use crate::cri::{self, Cri};
+
+/// What the whole suite run shares: where things are and how to reach them.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub cri_socket: PathBuf,
+    pub image: String,
+    pub handlers: Vec<String>,
+    /// Host directory for pod logs and bind-mount sources (one subdir per check).
+    pub work_dir: PathBuf,
+    /// cgroup parent under which every pod's cgroup is placed (cgroupfs path).
+    pub cgroup_root: String,
+    /// The harness's control socket: `restart` restarts containerd, `pid` prints its pid.
+    pub control_socket: Option<PathBuf>,
+    /// containerd's grpc address, to tell this run's shims apart from others.
+    pub containerd_address: Option<String>,
+    /// Only run checks whose name contains one of these.
+    pub filter: Vec<String>,
+}
+
+pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Result<()>> + 'a>>;
+
+/// One conformance check: a name, a time limit and the async body.
+pub struct Check {
+    pub name: &'static str,
+    pub timeout: Duration,
+    pub run: for<'a> fn(&'a Ctx) -> CheckFuture<'a>,
+}
+
+/// Builds a [`Check`] from an `async fn(&Ctx) -> Result<()>`.
+#[macro_export]
+macro_rules! check {
+    ($name:literal, $secs:expr, $f:path) => {
+        $crate::suite::Check {
+            name: $name,
+            timeout: ::std::time::Duration::from_secs($secs),
+            run: |ctx| Box::pin($f(ctx)),
+        }
+    };
+}
+
+/// Per-check context: the handler under test and a record of the pods to remove.
+pub struct Ctx {
+    pub cri: Cri,
+    pub handler: String,
+    pub settings: Settings,
+    pub check: &'static str,
+    /// Host scratch directory of this check (logs, mount sources).
+    pub dir: PathBuf,
+    pods: Mutex<Vec<String>>,
+    seq: AtomicU32,
+    run_tag: String,
+}
+
+impl Ctx {
+    pub fn image(&self) -> &str {
+        &self.settings.image
+    }
+
+    /// A fresh pod config with a unique name and uid; logs go under this check's dir.
+    pub fn pod_config(&self) -> PodSandboxConfig {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{}-{}-{n}", self.check.replace('_', "-"), self.handler);
+        let uid = format!("{}-{}", self.run_tag, name);
+        let log_dir = self.dir.join(&name);
+        cri::pod_config(&name, &uid, &log_dir, &self.settings.cgroup_root)
+    }
+
+    /// Runs a pod sandbox and records it for cleanup.
+    pub async fn run_pod(&self, config: &PodSandboxConfig) -> Result<String> {
+        std::fs::create_dir_all(&config.log_directory)
+            .with_context(|| format!("create log dir {}", config.log_directory))?;
+        let id = self.cri.run_pod(config, &self.handler).await?;
+        self.track(&id);
+        Ok(id)
+    }
+
+    /// Runs a default pod sandbox.
+    pub async fn pod(&self) -> Result<(String, PodSandboxConfig)> {
+        let cfg = self.pod_config();
+        let id = self.run_pod(&cfg).await?;
+        Ok((id, cfg))
+    }
+
+    /// Records a pod for cleanup (for pods created outside `run_pod`).
+    pub fn track(&self, id: &str) {
+        if let Ok(mut pods) = self.pods.lock() {
+            pods.push(id.to_string());
+        }
+    }
+
+    /// Forgets a pod the check removed itself.
+    pub fn untrack(&self, id: &str) {
+        if let Ok(mut pods) = self.pods.lock() {
+            pods.retain(|p| p != id);
+        }
+    }
+
+    pub fn container(&self, name: &str, command: &[&str]) -> ContainerConfig {
+        cri::container_config(name, 0, self.image(), command)
+    }
+
+    /// Runs a pod with one long-running container; returns (pod, container, pod config).
+    pub async fn pod_with_sleeper(&self) -> Result<(String, String, PodSandboxConfig)> {
+        let (pod, cfg) = self.pod().await?;
+        let c = self
+            .cri
+            .run_container(&pod, &self.container("sleeper", &["sleep", "3600"]), &cfg)
+            .await?;
+        Ok((pod, c, cfg))
+    }
+
+    async fn cleanup(&self) -> Result<()> {
+        let pods: Vec<String> = self.pods.lock().map(|p| p.clone()).unwrap_or_default();
+        let mut errs = Vec::new();
+        for id in pods.iter().rev() {
+            if let Err(e) = self.cri.remove_pod(id).await {
+                errs.push(format!("{e:#}"));
+            }
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!("cleanup: {}", errs.join("; "))
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    Pass,
+    Fail(String),
+}
+
+pub struct Report {
+    pub handlers: Vec<String>,
+    /// (check name, one outcome per handler, in `handlers` order)
+    pub rows: Vec<(&'static str, Vec<Outcome>)>,
+}
+
+impl Report {
+    pub fn counts(&self) -> (usize, usize) {
+        let all = self.rows.iter().flat_map(|(_, o)| o.iter());
+        let (mut pass, mut fail) = (0, 0);
+        for o in all {
+            match o {
+                Outcome::Pass => pass += 1,
+                Outcome::Fail(_) => fail += 1,
+            }
+        }
+        (pass, fail)
+    }
+
+    /// The table, the failure reasons and the closing `N passed, N failed` line.
+    pub fn render(&self) -> String {
+        let width = self
+            .rows
+            .iter()
+            .map(|(n, _)| n.len())
+            .max()
+            .unwrap_or(5)
+            .max(5);
+        let mut out = format!("{:<width$}", "check");
+        for h in &self.handlers {
+            out += &format!("  {h:<10}");
+        }
+        out.push('\n');
+        for (name, outcomes) in &self.rows {
+            out += &format!("{name:<width$}");
+            for o in outcomes {
+                let s = match o {
+                    Outcome::Pass => "PASS",
+                    Outcome::Fail(_) => "FAIL",
+                };
+                out += &format!("  {s:<10}");
+            }
+            out.push('\n');
+        }
+        let mut reasons = String::new();
+        for (name, outcomes) in &self.rows {
+            for (h, o) in self.handlers.iter().zip(outcomes) {
+                if let Outcome::Fail(r) = o {
+                    reasons += &format!("  {name} [{h}]: {r}\n");
+                }
+            }
+        }
+        if !reasons.is_empty() {
+            out += "\nfailures:\n";
+            out += &reasons;
+        }
+        let (pass, fail) = self.counts();
+        out += &format!("\n{pass} passed, {fail} failed\n");
+        out
+    }
+}
+
+/// The check every other depends on: when it fails for a handler the rest are not tried.
+pub const SMOKE: &str = "pod_sandbox_lifecycle";
+
+/// Runs the checks for each handler in turn and returns the report.
+pub async fn run(settings: &Settings, checks: &[Check]) -> Result<Report> {
+    let cri = Cri::connect(&settings.cri_socket).await?;
+    let selected: Vec<&Check> = checks
+        .iter()
+        .filter(|c| {
+            settings.filter.is_empty()
+                || settings.filter.iter().any(|f| c.name.contains(f.as_str()))
+        })
+        .collect();
+    let run_tag = format!(
+        "{}{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() % 1_000_000)
+            .unwrap_or(0)
+    );
+    let mut rows: Vec<(&'static str, Vec<Outcome>)> =
+        selected.iter().map(|c| (c.name, Vec::new())).collect();
+    for handler in &settings.handlers {
+        let mut smoke_failed: Option<String> = None;
+        for (i, check) in selected.iter().enumerate() {
+            let outcome = if let Some(reason) = &smoke_failed {
+                Outcome::Fail(format!("not run: {SMOKE} failed: {reason}"))
+            } else {
+                run_one(&cri, settings, handler, check, &run_tag).await
+            };
+            if check.name == SMOKE {
+                if let Outcome::Fail(r) = &outcome {
+                    smoke_failed = Some(r.clone());
+                }
+            }
+            rows[i].1.push(outcome);
+        }
+    }
+    Ok(Report {
+        handlers: settings.handlers.clone(),
+        rows,
+    })
+}
+
+async fn run_one(
+    cri: &Cri,
+    settings: &Settings,
+    handler: &str,
+    check: &Check,
+    run_tag: &str,
+) -> Outcome {
+    let dir = settings.work_dir.join(format!("{}-{handler}", check.name));
+    let ctx = Ctx {
+        cri: cri.clone(),
+        handler: handler.to_string(),
+        settings: settings.clone(),
+        check: check.name,
+        dir: dir.clone(),
+        pods: Mutex::new(Vec::new()),
+        seq: AtomicU32::new(0),
+        run_tag: run_tag.to_string(),
+    };
+    let started = Instant::now();
+    let result = match std::fs::create_dir_all(&dir) {
+        Err(e) => Err(anyhow::anyhow!("create check dir {}: {e}", dir.display())),
+        Ok(()) => match tokio::time::timeout(check.timeout, (check.run)(&ctx)).await {
+            Ok(r) => r,
+            Err(_) => Err(anyhow::anyhow!("timed out after {:?}", check.timeout)),
+        },
+    };
+    let cleanup = match tokio::time::timeout(Duration::from_secs(90), ctx.cleanup()).await {
+        Ok(r) => r,
+        Err(_) => Err(anyhow::anyhow!("cleanup timed out")),
+    };
+    let outcome = match (result, cleanup) {
+        (Ok(()), Ok(())) => Outcome::Pass,
+        (Err(e), _) => Outcome::Fail(one_line(&format!("{e:#}"))),
+        (Ok(()), Err(e)) => Outcome::Fail(one_line(&format!("{e:#}"))),
+    };
+    let tag = match &outcome {
+        Outcome::Pass => "PASS".to_string(),
+        Outcome::Fail(r) => format!("FAIL: {r}"),
+    };
+    eprintln!(
+        "[{handler}] {} ({:.1}s) {tag}",
+        check.name,
+        started.elapsed().as_secs_f64()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    outcome
+}
+
+fn one_line(s: &str) -> String {
+    let s = s.replace('\n', "\\n");
+    if s.len() > 600 {
+        let mut end = 600;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}...", &s[..end])
+    } else {
+        s
+    }
+}
+
+/// Fails with `what` when `cond` is false.
+pub fn ensure(cond: bool, what: impl FnOnce() -> String) -> Result<()> {
+    if cond {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!(what()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_counts_and_closing_line() {
+        let r = Report {
+            handlers: vec!["runc".into(), "palisade".into()],
+            rows: vec![
+                ("a", vec![Outcome::Pass, Outcome::Fail("boom".into())]),
+                ("b", vec![Outcome::Pass, Outcome::Pass]),
+            ],
+        };
+        assert_eq!(r.counts(), (3, 1));
+        let text = r.render();
+        assert!(text.ends_with("\n3 passed, 1 failed\n"), "{text}");
+        assert!(text.contains("a [palisade]: boom"), "{text}");
+    }
+
+    #[test]
+    fn one_line_flattens_and_truncates() {
+        assert_eq!(one_line("a\nb"), "a\\nb");
+        assert!(one_line(&"x".repeat(700)).ends_with("..."));
+    }
+}

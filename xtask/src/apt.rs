@@ -1,0 +1,62 @@
+//! Installs the Debian packages the harness and the workspace need, once, skipping those present.
+
+use std::process::Command;
+
+use anyhow::{bail, Context as _, Result};
+
+/// Everything the tests use from Debian: containerd and runc, CNI plugins, the
+/// dynamic busybox for the test image, umoci for packing images, and the
+/// toolchain pieces other crates build with (protoc, clang/llvm, libbpf).
+pub const PACKAGES: &[&str] = &[
+    "containerd",
+    "runc",
+    "containernetworking-plugins",
+    "busybox",
+    "umoci",
+    "skopeo",
+    "protobuf-compiler",
+    "clang",
+    "llvm",
+    "libbpf-dev",
+    "libelf-dev",
+    "zlib1g-dev",
+    "pkg-config",
+    "iproute2",
+    "bpftool",
+    "jq",
+    "libc6-dev",
+];
+
+fn installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .is_ok_and(|o| {
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout).contains("install ok installed")
+        })
+}
+
+/// Installs the missing packages with apt-get (one `apt-get update` first).
+pub fn ensure_packages() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    let apt = |args: &[&str]| -> Result<()> {
+        let st = Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .with_context(|| format!("run apt-get {}", args.join(" ")))?;
+        if !st.success() {
+            bail!("apt-get {} failed: {st}", args.join(" "));
+        }
+        Ok(())
+    };
+    apt(&["update", "-q"])?;
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend(&missing);
+    apt(&args)
+}

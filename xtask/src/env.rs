@@ -1,0 +1,424 @@
+//! A private containerd for the tests: run dir, configs, CNI bridge, images, and teardown.
+
+use std::fs;
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use nix::sys::signal::Signal;
+
+use crate::images::{self, Images};
+use crate::procs;
+
+/// What the environment is built from.
+pub struct Options {
+    /// The palisade shim binary, copied into the run dir's bin dir (None: runc only).
+    pub shim: Option<PathBuf>,
+    /// The suite binary; teardown uses its `cleanup` command to remove pods via CRI.
+    pub conformance: PathBuf,
+}
+
+/// A running private containerd and everything made for it.
+pub struct Env {
+    pub run_dir: PathBuf,
+    pub socket: PathBuf,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    pub control: PathBuf,
+    pub bridge: String,
+    pub cgroup_root: String,
+    /// Where logs are kept when the run failed (outside the run dir, which is removed).
+    pub failure_dir: PathBuf,
+    conformance: PathBuf,
+    path_env: String,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    containerd: Option<Child>,
+    /// A child the harness is waiting on (the suite); killed first on teardown.
+    running: Option<u32>,
+    torn_down: bool,
+}
+
+const SUBNET_BASE: &str = "10.209";
+
+impl Env {
+    /// Prepares the run dir under `base` (configs only; [`Env::start`] starts processes).
+    pub fn new(base: &Path, opts: Options) -> Result<Arc<Self>> {
+        let id = std::process::id();
+        let run_dir = base.join(format!("run-{id}"));
+        if run_dir.exists() {
+            fs::remove_dir_all(&run_dir).with_context(|| format!("clear {}", run_dir.display()))?;
+        }
+        let bin = run_dir.join("bin");
+        fs::create_dir_all(&bin).with_context(|| format!("create {}", bin.display()))?;
+        if let Some(shim) = &opts.shim {
+            fs::copy(shim, bin.join(crate::SHIM_BINARY))
+                .with_context(|| format!("copy shim {}", shim.display()))?;
+        }
+        let host_path = std::env::var("PATH").unwrap_or_default();
+        let mut path_env = bin.display().to_string();
+        for p in host_path.split(':').chain([
+            "/usr/local/sbin",
+            "/usr/local/bin",
+            "/usr/sbin",
+            "/usr/bin",
+            "/sbin",
+            "/bin",
+        ]) {
+            if !p.is_empty() && !path_env.split(':').any(|q| q == p) {
+                path_env.push(':');
+                path_env.push_str(p);
+            }
+        }
+        let env = Arc::new(Self {
+            socket: run_dir.join("containerd.sock"),
+            config: run_dir.join("containerd.toml"),
+            log: run_dir.join("containerd.log"),
+            control: run_dir.join("control.sock"),
+            bridge: format!("palt{:x}", id % 0xfffff),
+            cgroup_root: format!("/palisade-test-{id}"),
+            failure_dir: base.join("last-failure"),
+            conformance: opts.conformance,
+            path_env,
+            state: Mutex::new(State::default()),
+            run_dir,
+        });
+        env.write_configs()?;
+        Ok(env)
+    }
+
+    /// Starts containerd and imports the test images.
+    pub fn start(&self, images: &Images) -> Result<()> {
+        self.start_containerd()?;
+        self.import(&images.pause, images::PAUSE_REF)?;
+        self.import(&images.busybox, images::BUSYBOX_REF)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn work_dir(&self) -> PathBuf {
+        self.run_dir.join("work")
+    }
+
+    fn write_configs(&self) -> Result<()> {
+        let r = &self.run_dir;
+        let cni_conf = r.join("cni/net.d");
+        fs::create_dir_all(&cni_conf)?;
+        let third = 20 + std::process::id() % 200;
+        let net = serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": format!("palisade-test-{}", std::process::id()),
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": self.bridge,
+                    "isGateway": true,
+                    "ipMasq": false,
+                    "hairpinMode": true,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{ "subnet": format!("{SUBNET_BASE}.{third}.0/24") }]],
+                        "dataDir": r.join("cni/ipam"),
+                    }
+                },
+                { "type": "loopback" }
+            ]
+        });
+        fs::write(cni_conf.join("10-palisade-test.conflist"), net.to_string())?;
+        let palisade_toml = r.join("palisade.toml");
+        fs::write(
+            &palisade_toml,
+            format!(
+                "# palisade shim configuration (TOML)\nrunc_binary = \"{}\"\nrunc_root = \"{}\"\n",
+                which("runc", &self.path_env)
+                    .unwrap_or_else(|| "runc".into())
+                    .display(),
+                r.join("palisade-runc").display()
+            ),
+        )?;
+        let cri = "plugins.\"io.containerd.grpc.v1.cri\"";
+        let config = format!(
+            r#"# private containerd for palisade's tests (written by cargo xtask)
+version = 2
+root = "{root}"
+state = "{state}"
+oom_score = 0
+
+[grpc]
+  address = "{sock}"
+
+[ttrpc]
+  address = "{sock}.ttrpc"
+
+[debug]
+  level = "info"
+
+[metrics]
+  address = ""
+
+[{cri}]
+  sandbox_image = "{pause}"
+  restrict_oom_score_adj = true
+  enable_selinux = false
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  netns_mounts_under_state_dir = true
+  max_container_log_line_size = 16384
+
+[{cri}.containerd]
+  snapshotter = "overlayfs"
+  default_runtime_name = "runc"
+
+[{cri}.containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+
+[{cri}.containerd.runtimes.palisade]
+  runtime_type = "io.containerd.palisade.v2"
+  pod_annotations = ["palisade.dev/*"]
+
+[{cri}.containerd.runtimes.palisade.options]
+  ConfigPath = "{palisade_toml}"
+
+[{cri}.cni]
+  bin_dir = "/usr/lib/cni"
+  conf_dir = "{cni_conf}"
+  max_conf_num = 1
+"#,
+            root = r.join("root").display(),
+            state = r.join("state").display(),
+            sock = self.socket.display(),
+            pause = images::PAUSE_REF,
+            palisade_toml = palisade_toml.display(),
+            cni_conf = cni_conf.display(),
+        );
+        fs::write(&self.config, config)?;
+        Ok(())
+    }
+
+    /// Starts containerd as a child (its own process group, so Ctrl-C reaches only us).
+    pub fn start_containerd(&self) -> Result<u32> {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .with_context(|| format!("open {}", self.log.display()))?;
+        let _ = fs::remove_file(&self.socket);
+        let mut child = Command::new("containerd")
+            .arg("--config")
+            .arg(&self.config)
+            .env("PATH", &self.path_env)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .context("start containerd")?;
+        let pid = child.id();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if UnixStream::connect(&self.socket).is_ok() {
+                break;
+            }
+            if let Ok(Some(st)) = child.try_wait() {
+                bail!(
+                    "containerd exited during start ({st}); log {}:\n{}",
+                    self.log.display(),
+                    procs::tail(&self.log, 30)
+                );
+            }
+            if Instant::now() > deadline {
+                procs::stop_child(&mut child, Duration::from_secs(5));
+                bail!("containerd socket {} did not appear", self.socket.display());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.lock().containerd = Some(child);
+        fs::write(self.run_dir.join("containerd.pid"), pid.to_string())?;
+        Ok(pid)
+    }
+
+    /// Stops containerd: SIGTERM, then SIGKILL after a grace period.
+    pub fn stop_containerd(&self) {
+        let child = self.lock().containerd.take();
+        if let Some(mut c) = child {
+            procs::stop_child(&mut c, Duration::from_secs(15));
+        }
+    }
+
+    pub fn containerd_pid(&self) -> Option<u32> {
+        self.lock().containerd.as_ref().map(Child::id)
+    }
+
+    pub fn restart_containerd(&self) -> Result<u32> {
+        self.stop_containerd();
+        self.start_containerd()
+    }
+
+    fn import(&self, archive: &Path, reference: &str) -> Result<()> {
+        let base = reference
+            .rsplit_once(':')
+            .map(|(b, _)| b)
+            .unwrap_or(reference);
+        procs::run(
+            Command::new("ctr")
+                .arg("-a")
+                .arg(&self.socket)
+                .args(["-n", "k8s.io", "images", "import", "--base-name", base])
+                .arg(archive),
+        )
+        .with_context(|| format!("import {reference}"))?;
+        Ok(())
+    }
+
+    /// Answers the suite's requests on the control socket, in a thread of its own.
+    pub fn serve_control(self: &Arc<Self>) -> Result<()> {
+        let _ = fs::remove_file(&self.control);
+        let listener = UnixListener::bind(&self.control)
+            .with_context(|| format!("bind {}", self.control.display()))?;
+        let env = Arc::clone(self);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                if let Err(e) = env.answer(stream) {
+                    eprintln!("xtask: control socket: {e:#}");
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn answer(&self, stream: UnixStream) -> Result<()> {
+        let mut line = String::new();
+        BufReader::new(&stream).read_line(&mut line)?;
+        let reply = match line.trim() {
+            "restart" => match self.restart_containerd() {
+                Ok(pid) => format!("ok {pid}"),
+                Err(e) => format!("error {e:#}"),
+            },
+            "pid" => match self.containerd_pid() {
+                Some(pid) => format!("ok {pid}"),
+                None => "error containerd not running".into(),
+            },
+            other => format!("error unknown request {other:?}"),
+        };
+        (&stream).write_all(format!("{}\n", reply.replace('\n', " ")).as_bytes())?;
+        Ok(())
+    }
+
+    /// Runs a child to completion, letting teardown kill it if we are interrupted.
+    pub fn run_child(&self, cmd: &mut Command) -> Result<std::process::ExitStatus> {
+        let mut child = cmd.process_group(0).spawn().context("spawn")?;
+        self.lock().running = Some(child.id());
+        let st = child.wait();
+        self.lock().running = None;
+        Ok(st?)
+    }
+
+    /// Like [`Env::run_child`] but captures stdout (stderr passes through).
+    pub fn run_child_output(&self, cmd: &mut Command) -> Result<String> {
+        let child = cmd
+            .stdout(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .context("spawn")?;
+        self.lock().running = Some(child.id());
+        let out = child.wait_with_output();
+        self.lock().running = None;
+        let out = out?;
+        if !out.status.success() {
+            bail!("{:?} failed ({})", cmd.get_program(), out.status);
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Tears everything down; safe to call more than once and from the signal thread.
+    pub fn teardown(&self, failed: bool) {
+        let running = {
+            let mut st = self.lock();
+            if st.torn_down {
+                return;
+            }
+            st.torn_down = true;
+            st.running.take()
+        };
+        if let Some(pid) = running.and_then(|p| i32::try_from(p).ok()) {
+            procs::signal(pid, Signal::SIGKILL);
+        }
+        if failed {
+            self.keep_logs();
+        }
+        if self.containerd_pid().is_some() {
+            let out = Command::new(&self.conformance)
+                .arg("cleanup")
+                .arg("--cri-socket")
+                .arg(&self.socket)
+                .stdin(Stdio::null())
+                .output();
+            match out {
+                Ok(o) if o.status.success() => {}
+                Ok(o) => eprintln!(
+                    "xtask: teardown: removing pods: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ),
+                Err(e) => eprintln!("xtask: teardown: removing pods: {e}"),
+            }
+        }
+        self.stop_containerd();
+        let address = self.socket.display().to_string();
+        let shims = procs::shims_of(&address);
+        for &pid in &shims {
+            eprintln!("xtask: teardown: killing leftover shim {pid}");
+            procs::signal(pid, Signal::SIGKILL);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while shims.iter().any(|&p| procs::alive(p)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Container processes whose shim is gone are still in their cgroups.
+        procs::remove_cgroup_tree(&self.cgroup_root);
+        let left = procs::unmount_all(&self.run_dir);
+        if let Err(e) = procs::delete_link(&self.bridge) {
+            eprintln!("xtask: teardown: {e:#}");
+        }
+        if left.is_empty() {
+            if let Err(e) = fs::remove_dir_all(&self.run_dir) {
+                eprintln!("xtask: teardown: remove {}: {e}", self.run_dir.display());
+            }
+        } else {
+            eprintln!(
+                "xtask: teardown: still mounted, keeping {}: {left:?}",
+                self.run_dir.display()
+            );
+        }
+    }
+
+    /// Copies containerd's log out of the run dir and prints its tail.
+    fn keep_logs(&self) {
+        let _ = fs::remove_dir_all(&self.failure_dir);
+        let _ = fs::create_dir_all(&self.failure_dir);
+        let kept = self.failure_dir.join("containerd.log");
+        let _ = fs::copy(&self.log, &kept);
+        let _ = fs::copy(&self.config, self.failure_dir.join("containerd.toml"));
+        eprintln!(
+            "xtask: containerd log kept at {} (last lines below)\n{}",
+            kept.display(),
+            procs::tail(&kept, 40)
+        );
+    }
+}
+
+fn which(name: &str, path_env: &str) -> Option<PathBuf> {
+    path_env
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}

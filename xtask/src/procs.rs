@@ -1,0 +1,224 @@
+//! Process, mount, cgroup and link helpers for teardown: everything by pid or by path, never by name.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// Command line of a process, NUL separators turned into spaces.
+pub fn cmdline(pid: i32) -> Option<String> {
+    let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(
+        String::from_utf8_lossy(&raw)
+            .split('\0')
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
+pub fn pids() -> Vec<i32> {
+    fs::read_dir("/proc")
+        .map(|rd| {
+            rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Shims started by the containerd at `address` (their command line carries it).
+pub fn shims_of(address: &str) -> Vec<i32> {
+    pids()
+        .into_iter()
+        .filter(|&p| {
+            cmdline(p).is_some_and(|c| c.contains("containerd-shim") && c.contains(address))
+        })
+        .collect()
+}
+
+pub fn alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => false,
+        Ok(stat) => !matches!(
+            stat.rsplit_once(')')
+                .and_then(|(_, r)| r.trim_start().chars().next()),
+            Some('Z') | Some('X') | None
+        ),
+    }
+}
+
+pub fn signal(pid: i32, sig: Signal) {
+    let _ = kill(Pid::from_raw(pid), sig);
+}
+
+/// SIGTERM, then SIGKILL after `grace`; reaps the child.
+pub fn stop_child(child: &mut Child, grace: Duration) {
+    let Ok(pid) = i32::try_from(child.id()) else {
+        return;
+    };
+    signal(pid, Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    signal(pid, Signal::SIGKILL);
+    let _ = child.wait();
+}
+
+/// Mount points listed in mountinfo under `prefix`, deepest (latest) first.
+pub fn mounts_under(prefix: &Path) -> Vec<PathBuf> {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut v: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(p.replace("\\040", " ")))
+        .filter(|p| p.starts_with(prefix))
+        .collect();
+    v.reverse();
+    v
+}
+
+/// Lazily unmounts everything under `prefix`; returns what is still mounted.
+pub fn unmount_all(prefix: &Path) -> Vec<PathBuf> {
+    for _ in 0..3 {
+        let mounts = mounts_under(prefix);
+        if mounts.is_empty() {
+            break;
+        }
+        for m in mounts {
+            let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    mounts_under(prefix)
+}
+
+/// Mount points of the cgroup hierarchies (v1 controllers and/or v2).
+pub fn cgroup_mounts() -> Vec<PathBuf> {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let fstype = post.split(' ').next()?;
+            (fstype == "cgroup" || fstype == "cgroup2")
+                .then(|| pre.split(' ').nth(4).map(PathBuf::from))
+                .flatten()
+        })
+        .collect()
+}
+
+/// Kills every process in the cgroups under `root` and removes those cgroups, deepest first.
+pub fn remove_cgroup_tree(root: &str) {
+    let rel = root.trim_start_matches('/');
+    for mount in cgroup_mounts() {
+        let top = mount.join(rel);
+        if !top.is_dir() {
+            continue;
+        }
+        let mut dirs = Vec::new();
+        collect_dirs(&top, &mut dirs);
+        for d in &dirs {
+            for pid in fs::read_to_string(d.join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+            {
+                if let Ok(p) = pid.trim().parse() {
+                    signal(p, Signal::SIGKILL);
+                }
+            }
+        }
+        for d in dirs.iter().rev() {
+            // A cgroup whose last process was just killed may take a moment to empty.
+            for _ in 0..20 {
+                if fs::remove_dir(d).is_ok() || !d.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
+    out.push(dir.to_path_buf());
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                collect_dirs(&e.path(), out);
+            }
+        }
+    }
+}
+
+pub fn link_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+pub fn delete_link(name: &str) -> Result<()> {
+    if !link_exists(name) {
+        return Ok(());
+    }
+    let st = Command::new("ip")
+        .args(["link", "del", name])
+        .stderr(Stdio::null())
+        .status()
+        .context("run ip link del")?;
+    if !st.success() {
+        bail!("ip link del {name}: {st}");
+    }
+    Ok(())
+}
+
+/// Runs a command to completion, failing with its stderr when it fails.
+pub fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("run {:?}", cmd.get_program()))?;
+    if !out.status.success() {
+        bail!(
+            "{:?} {:?} failed ({}): {}",
+            cmd.get_program(),
+            cmd.get_args().collect::<Vec<_>>(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The last `n` lines of a file.
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_child_terminates_and_reaps() {
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = i32::try_from(child.id()).unwrap();
+        assert!(alive(pid));
+        stop_child(&mut child, Duration::from_secs(5));
+        assert!(!alive(pid));
+    }
+
+    #[test]
+    fn tail_keeps_last_lines() {
+        let dir = std::env::temp_dir().join(format!("xtask-tail-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("log");
+        fs::write(&f, "a\nb\nc\n").unwrap();
+        assert_eq!(tail(&f, 2), "b\nc");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

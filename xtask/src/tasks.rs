@@ -1,0 +1,320 @@
+//! The xtask commands: test, demo, bench; each sets up the private containerd and always tears it down.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{bail, Context as _, Result};
+use nix::sys::signal::{SigSet, Signal};
+
+use crate::cargo::Workspace;
+use crate::env::{self, Env};
+use crate::{apt, images};
+
+/// Options shared by the commands.
+#[derive(Debug, Default)]
+pub struct Opts {
+    pub suite_only: bool,
+    pub no_shim: bool,
+    pub handlers: Option<String>,
+    pub filters: Vec<String>,
+    pub runs: Option<u32>,
+}
+
+impl Opts {
+    pub fn parse(args: &[String]) -> Result<Self> {
+        let mut o = Self::default();
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let mut val = || {
+                it.next()
+                    .cloned()
+                    .with_context(|| format!("{a} needs a value"))
+            };
+            match a.as_str() {
+                "--suite-only" => o.suite_only = true,
+                "--no-shim" => o.no_shim = true,
+                "--handlers" => o.handlers = Some(val()?),
+                "--filter" => o.filters.push(val()?),
+                "--runs" => o.runs = Some(val()?.parse().context("--runs")?),
+                other => bail!("unknown option {other}"),
+            }
+        }
+        Ok(o)
+    }
+
+    fn handlers(&self) -> String {
+        self.handlers.clone().unwrap_or_else(|| {
+            if self.no_shim {
+                "runc".into()
+            } else {
+                "runc,palisade".into()
+            }
+        })
+    }
+}
+
+/// Where the environment lives once set up, for the signal thread to tear it down.
+type Slot = Arc<Mutex<Option<Arc<Env>>>>;
+
+/// Blocks SIGINT/SIGTERM here and handles them in a thread: tear down, then exit.
+/// Must run before any other thread starts so that every thread inherits the mask.
+fn install_signal_teardown() -> Result<Slot> {
+    let slot: Slot = Arc::new(Mutex::new(None));
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    set.thread_block().context("block SIGINT/SIGTERM")?;
+    let slot2 = Arc::clone(&slot);
+    std::thread::spawn(move || {
+        if let Ok(sig) = set.wait() {
+            eprintln!("\nxtask: {sig}: tearing down");
+            let env = slot2.lock().ok().and_then(|s| s.clone());
+            if let Some(env) = env {
+                env.teardown(true);
+            }
+            std::process::exit(130);
+        }
+    });
+    Ok(slot)
+}
+
+/// Runs `body` against a freshly started environment and always tears it down.
+fn with_env<T>(
+    ws: &Workspace,
+    slot: &Slot,
+    shim: Option<PathBuf>,
+    body: impl FnOnce(&Arc<Env>) -> Result<T>,
+) -> Result<T> {
+    let conformance = ws.build_conformance()?;
+    let base = ws.root.join(".palisade-run");
+    let images = images::build(&ws.root, &base.join("images")).context("build test images")?;
+    let env = Env::new(&base, env::Options { shim, conformance })?;
+    if let Ok(mut s) = slot.lock() {
+        *s = Some(Arc::clone(&env));
+    }
+    let result = env
+        .start(&images)
+        .and_then(|()| env.serve_control())
+        .and_then(|()| body(&env));
+    env.teardown(result.is_err());
+    if let Ok(mut s) = slot.lock() {
+        *s = None;
+    }
+    result
+}
+
+fn suite_cmd(env: &Env, ws: &Workspace, sub: &str) -> Command {
+    let mut cmd = Command::new(ws.conformance_binary());
+    cmd.arg(sub)
+        .arg("--cri-socket")
+        .arg(&env.socket)
+        .arg("--image")
+        .arg(images::BUSYBOX_REF)
+        .arg("--work-dir")
+        .arg(env.work_dir())
+        .arg("--cgroup-root")
+        .arg(&env.cgroup_root)
+        .arg("--control-socket")
+        .arg(&env.control)
+        .arg("--containerd-address")
+        .arg(&env.socket);
+    cmd
+}
+
+fn step(failures: &mut Vec<String>, name: &str, r: Result<()>) {
+    if let Err(e) = r {
+        eprintln!("xtask: {name} failed: {e:#}");
+        failures.push(name.to_string());
+    }
+}
+
+/// `cargo xtask test`.
+pub fn test(opts: &Opts) -> Result<()> {
+    let slot = install_signal_teardown()?;
+    apt::ensure_packages()?;
+    let ws = Workspace::locate()?;
+    let mut failures = Vec::new();
+    if !opts.suite_only {
+        step(
+            &mut failures,
+            "cargo fmt",
+            ws.cargo(&["fmt", "--all", "--check"]),
+        );
+        step(
+            &mut failures,
+            "cargo clippy",
+            ws.cargo(&[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+        );
+        step(
+            &mut failures,
+            "cargo test",
+            ws.cargo(&["test", "--workspace"]),
+        );
+    }
+    let shim = if opts.no_shim {
+        None
+    } else {
+        match ws.build_shim() {
+            Ok(p) => Some(p),
+            Err(e) => {
+                step(&mut failures, "build shim", Err(e));
+                None
+            }
+        }
+    };
+    let suite = with_env(&ws, &slot, shim, |env| {
+        let mut cmd = suite_cmd(env, &ws, "run");
+        cmd.arg("--handlers").arg(opts.handlers());
+        for f in &opts.filters {
+            cmd.arg("--filter").arg(f);
+        }
+        let st = env.run_child(&mut cmd)?;
+        if !st.success() {
+            bail!("conformance suite failed ({st})");
+        }
+        Ok(())
+    });
+    step(&mut failures, "conformance suite", suite);
+    if failures.is_empty() {
+        eprintln!("xtask: test: all steps passed");
+        Ok(())
+    } else {
+        bail!("failed steps: {}", failures.join(", "))
+    }
+}
+
+/// `cargo xtask demo`.
+pub fn demo(opts: &Opts) -> Result<()> {
+    let slot = install_signal_teardown()?;
+    apt::ensure_packages()?;
+    let ws = Workspace::locate()?;
+    let shim = if opts.no_shim {
+        None
+    } else {
+        Some(ws.build_shim()?)
+    };
+    let handler = opts.handlers.clone().unwrap_or_else(|| "palisade".into());
+    with_env(&ws, &slot, shim, |env| {
+        let mut cmd = suite_cmd(env, &ws, "demo");
+        cmd.arg("--handlers").arg(&handler);
+        let st = env.run_child(&mut cmd)?;
+        if !st.success() {
+            bail!("demo failed ({st})");
+        }
+        Ok(())
+    })
+}
+
+/// `cargo xtask bench`: measures, then rewrites the marked section of docs/benchmarks.md.
+pub fn bench(opts: &Opts) -> Result<()> {
+    let slot = install_signal_teardown()?;
+    apt::ensure_packages()?;
+    let ws = Workspace::locate()?;
+    let shim = if opts.no_shim {
+        None
+    } else {
+        Some(ws.build_shim()?)
+    };
+    let runs = opts.runs.unwrap_or(30);
+    let handlers = opts.handlers();
+    let table = with_env(&ws, &slot, shim, |env| {
+        let mut cmd = suite_cmd(env, &ws, "bench");
+        cmd.arg("--handlers")
+            .arg(&handlers)
+            .arg("--runs")
+            .arg(runs.to_string());
+        let out = env.run_child_output(&mut cmd)?;
+        Ok(out)
+    })?;
+    let mut command = String::from("cargo xtask bench");
+    if runs != 30 {
+        command += &format!(" --runs {runs}");
+    }
+    if opts.handlers.is_some() {
+        command += &format!(" --handlers {handlers}");
+    }
+    let doc = ws.root.join("docs/benchmarks.md");
+    write_bench_section(&doc, &command, &table)?;
+    println!("{table}");
+    eprintln!("xtask: wrote {}", doc.display());
+    Ok(())
+}
+
+const BEGIN: &str = "<!-- BEGIN xtask bench -->";
+const END: &str = "<!-- END xtask bench -->";
+
+fn write_bench_section(doc: &Path, command: &str, table: &str) -> Result<()> {
+    let section = format!(
+        "{BEGIN}\nMeasured by `{command}` on {} ({} cores, kernel {}).\n\n{}\n{END}",
+        date_utc(),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim(),
+        table.trim()
+    );
+    let current = std::fs::read_to_string(doc).unwrap_or_default();
+    let updated = replace_section(&current, &section);
+    std::fs::write(doc, updated).with_context(|| format!("write {}", doc.display()))
+}
+
+/// Replaces the marked section, or appends it (creating a heading) when absent.
+fn replace_section(current: &str, section: &str) -> String {
+    match (current.find(BEGIN), current.find(END)) {
+        (Some(b), Some(e)) if e > b => {
+            format!("{}{section}{}", &current[..b], &current[e + END.len()..])
+        }
+        _ if current.trim().is_empty() => format!("# Benchmarks\n\n{section}\n"),
+        _ => format!("{}\n\n{section}\n", current.trim_end()),
+    }
+}
+
+fn date_utc() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn section_is_replaced_in_place() {
+        let doc = format!("# B\n\nintro\n\n{BEGIN}\nold\n{END}\n\ntail\n");
+        let out = replace_section(&doc, &format!("{BEGIN}\nnew\n{END}"));
+        assert_eq!(
+            out,
+            format!("# B\n\nintro\n\n{BEGIN}\nnew\n{END}\n\ntail\n")
+        );
+    }
+
+    #[test]
+    fn section_is_appended_when_missing() {
+        let out = replace_section("# B\n", &format!("{BEGIN}\nx\n{END}"));
+        assert!(out.starts_with("# B\n\n<!-- BEGIN"));
+        let fresh = replace_section("", &format!("{BEGIN}\nx\n{END}"));
+        assert!(fresh.starts_with("# Benchmarks\n"));
+    }
+
+    #[test]
+    fn opts_parse() {
+        let o = Opts::parse(&["--suite-only".into(), "--filter".into(), "exec".into()]).unwrap();
+        assert!(o.suite_only);
+        assert_eq!(o.filters, vec!["exec".to_string()]);
+        assert_eq!(o.handlers(), "runc,palisade");
+        assert!(Opts::parse(&["--bogus".into()]).is_err());
+    }
+}
