@@ -8,7 +8,10 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 
-use tracing_subscriber::fmt::MakeWriter;
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::{self, format, FormatEvent, FormatFields};
+use tracing_subscriber::fmt::{FmtContext, MakeWriter};
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
 /// containerd creates this FIFO in the shim's working directory.
@@ -39,8 +42,31 @@ impl<'a> MakeWriter<'a> for LossyFifo {
     }
 }
 
+/// Prefixes every line with the shim's id (the pod sandbox's container id).
+struct WithShim<F> {
+    id: String,
+    inner: F,
+}
+
+impl<S, N, F> FormatEvent<S, N> for WithShim<F>
+where
+    F: FormatEvent<S, N>,
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: format::Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        write!(writer, "shim={} ", self.id)?;
+        self.inner.format_event(ctx, writer, event)
+    }
+}
+
 /// Sends tracing (and the `log` records of the shim library) to containerd's log FIFO.
-pub fn init_serve_logging(debug: bool) {
+pub fn init_serve_logging(shim_id: &str, debug: bool) {
     let default = if debug { "debug" } else { "info" };
     let filter =
         EnvFilter::try_from_env("PALISADE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
@@ -49,9 +75,13 @@ pub fn init_serve_logging(debug: bool) {
         .write(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(LOG_FIFO);
+    let format = WithShim {
+        id: shim_id.to_string(),
+        inner: format().with_ansi(false).with_target(false),
+    };
     let builder = tracing_subscriber::fmt()
         .with_ansi(false)
-        .with_target(false)
+        .event_format(format)
         .with_env_filter(filter);
     let result = match file {
         Ok(f) => builder.with_writer(LossyFifo(Arc::new(f))).try_init(),

@@ -42,7 +42,7 @@ impl Shim for PalisadeShim {
     async fn new(_runtime_id: &str, args: &Flags, _config: &mut ShimLibConfig) -> Self {
         let mut start_options = RuntimeOptions::default();
         if args.action.is_empty() {
-            crate::logging::init_serve_logging(args.debug);
+            crate::logging::init_serve_logging(&args.id, args.debug);
             let mut stdin = Vec::new();
             if std::io::stdin().read_to_end(&mut stdin).is_ok() {
                 match RuntimeOptions::from_any_bytes(&stdin) {

@@ -36,23 +36,30 @@ fn span(call: &'static str, container: &str, exec: &str) -> tracing::Span {
     tracing::info_span!("task", call, container = %container, exec = %exec)
 }
 
-fn log_err<T>(r: Result<T, ShimError>) -> ttrpc::Result<T> {
-    r.map_err(|e| {
-        tracing::warn!(code = ?e.code(), "{e}");
-        e.into()
-    })
+/// Runs one call inside its span, so that its failure is logged with the container too.
+async fn call<T>(
+    span: tracing::Span,
+    fut: impl std::future::Future<Output = Result<T, ShimError>>,
+) -> ttrpc::Result<T> {
+    async move {
+        fut.await.map_err(|e| {
+            tracing::warn!(code = ?e.code(), "{e}");
+            ttrpc::Error::from(e)
+        })
+    }
+    .instrument(span)
+    .await
 }
 
 #[async_trait]
 impl Task for TaskAdapter {
     async fn state(&self, _ctx: &TtrpcContext, req: StateRequest) -> ttrpc::Result<StateResponse> {
         let key = ProcessId::from_exec_id(&req.exec_id);
-        log_err(
-            self.svc
-                .state(&req.id, &key)
-                .instrument(span("state", &req.id, &req.exec_id))
-                .await,
+        call(
+            span("state", &req.id, &req.exec_id),
+            self.svc.state(&req.id, &key),
         )
+        .await
     }
 
     async fn create(
@@ -61,7 +68,7 @@ impl Task for TaskAdapter {
         req: CreateTaskRequest,
     ) -> ttrpc::Result<CreateTaskResponse> {
         let s = span("create", &req.id, "");
-        let pid = log_err(self.svc.create(req).instrument(s).await)?;
+        let pid = call(s, self.svc.create(req)).await?;
         Ok(CreateTaskResponse {
             pid,
             ..Default::default()
@@ -70,12 +77,11 @@ impl Task for TaskAdapter {
 
     async fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> ttrpc::Result<StartResponse> {
         let key = ProcessId::from_exec_id(&req.exec_id);
-        let pid = log_err(
-            self.svc
-                .start(&req.id, key)
-                .instrument(span("start", &req.id, &req.exec_id))
-                .await,
-        )?;
+        let pid = call(
+            span("start", &req.id, &req.exec_id),
+            self.svc.start(&req.id, key),
+        )
+        .await?;
         Ok(StartResponse {
             pid,
             ..Default::default()
@@ -88,21 +94,15 @@ impl Task for TaskAdapter {
         req: DeleteRequest,
     ) -> ttrpc::Result<DeleteResponse> {
         let key = ProcessId::from_exec_id(&req.exec_id);
-        log_err(
-            self.svc
-                .delete(&req.id, &key)
-                .instrument(span("delete", &req.id, &req.exec_id))
-                .await,
+        call(
+            span("delete", &req.id, &req.exec_id),
+            self.svc.delete(&req.id, &key),
         )
+        .await
     }
 
     async fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> ttrpc::Result<PidsResponse> {
-        let processes = log_err(
-            self.svc
-                .pids(&req.id)
-                .instrument(span("pids", &req.id, ""))
-                .await,
-        )?;
+        let processes = call(span("pids", &req.id, ""), self.svc.pids(&req.id)).await?;
         Ok(PidsResponse {
             processes,
             ..Default::default()
@@ -110,22 +110,12 @@ impl Task for TaskAdapter {
     }
 
     async fn pause(&self, _ctx: &TtrpcContext, req: PauseRequest) -> ttrpc::Result<Empty> {
-        log_err(
-            self.svc
-                .pause(&req.id)
-                .instrument(span("pause", &req.id, ""))
-                .await,
-        )?;
+        call(span("pause", &req.id, ""), self.svc.pause(&req.id)).await?;
         Ok(Empty::new())
     }
 
     async fn resume(&self, _ctx: &TtrpcContext, req: ResumeRequest) -> ttrpc::Result<Empty> {
-        log_err(
-            self.svc
-                .resume(&req.id)
-                .instrument(span("resume", &req.id, ""))
-                .await,
-        )?;
+        call(span("resume", &req.id, ""), self.svc.resume(&req.id)).await?;
         Ok(Empty::new())
     }
 
@@ -134,60 +124,57 @@ impl Task for TaskAdapter {
         _ctx: &TtrpcContext,
         req: CheckpointTaskRequest,
     ) -> ttrpc::Result<Empty> {
-        let _g = span("checkpoint", &req.id, "").entered();
-        log_err(Err(ShimError::Unsupported("checkpoint")))
+        call(span("checkpoint", &req.id, ""), async {
+            Err(ShimError::Unsupported("checkpoint"))
+        })
+        .await
     }
 
     async fn kill(&self, _ctx: &TtrpcContext, req: KillRequest) -> ttrpc::Result<Empty> {
         let key = ProcessId::from_exec_id(&req.exec_id);
         let fut = self.svc.kill(&req.id, &key, req.signal, req.all);
-        log_err(fut.instrument(span("kill", &req.id, &req.exec_id)).await)?;
+        call(span("kill", &req.id, &req.exec_id), fut).await?;
         Ok(Empty::new())
     }
 
     async fn exec(&self, _ctx: &TtrpcContext, req: ExecProcessRequest) -> ttrpc::Result<Empty> {
         let s = span("exec", &req.id, &req.exec_id);
-        log_err(self.svc.exec(req).instrument(s).await)?;
+        call(s, self.svc.exec(req)).await?;
         Ok(Empty::new())
     }
 
     async fn resize_pty(&self, _ctx: &TtrpcContext, req: ResizePtyRequest) -> ttrpc::Result<Empty> {
         let key = ProcessId::from_exec_id(&req.exec_id);
         let fut = self.svc.resize_pty(&req.id, &key, req.width, req.height);
-        log_err(
-            fut.instrument(span("resize_pty", &req.id, &req.exec_id))
-                .await,
-        )?;
+        call(span("resize_pty", &req.id, &req.exec_id), fut).await?;
         Ok(Empty::new())
     }
 
     async fn close_io(&self, _ctx: &TtrpcContext, req: CloseIORequest) -> ttrpc::Result<Empty> {
         let key = ProcessId::from_exec_id(&req.exec_id);
         if req.stdin {
-            log_err(
-                self.svc
-                    .close_io(&req.id, &key)
-                    .instrument(span("close_io", &req.id, &req.exec_id))
-                    .await,
-            )?;
+            call(
+                span("close_io", &req.id, &req.exec_id),
+                self.svc.close_io(&req.id, &key),
+            )
+            .await?;
         }
         Ok(Empty::new())
     }
 
     async fn update(&self, _ctx: &TtrpcContext, req: UpdateTaskRequest) -> ttrpc::Result<Empty> {
         let s = span("update", &req.id, "");
-        log_err(self.svc.update(req).instrument(s).await)?;
+        call(s, self.svc.update(req)).await?;
         Ok(Empty::new())
     }
 
     async fn wait(&self, _ctx: &TtrpcContext, req: WaitRequest) -> ttrpc::Result<WaitResponse> {
         let key = ProcessId::from_exec_id(&req.exec_id);
-        let exit = log_err(
-            self.svc
-                .wait(&req.id, &key)
-                .instrument(span("wait", &req.id, &req.exec_id))
-                .await,
-        )?;
+        let exit = call(
+            span("wait", &req.id, &req.exec_id),
+            self.svc.wait(&req.id, &key),
+        )
+        .await?;
         Ok(WaitResponse {
             exit_status: exit.code,
             exited_at: MessageField::some(Timestamp::from(exit.at)),
@@ -196,12 +183,7 @@ impl Task for TaskAdapter {
     }
 
     async fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> ttrpc::Result<StatsResponse> {
-        let stats = log_err(
-            self.svc
-                .stats(&req.id)
-                .instrument(span("stats", &req.id, ""))
-                .await,
-        )?;
+        let stats = call(span("stats", &req.id, ""), self.svc.stats(&req.id)).await?;
         Ok(StatsResponse {
             stats: MessageField::some(stats),
             ..Default::default()
@@ -213,12 +195,7 @@ impl Task for TaskAdapter {
         _ctx: &TtrpcContext,
         req: ConnectRequest,
     ) -> ttrpc::Result<ConnectResponse> {
-        let task_pid = log_err(
-            self.svc
-                .init_pid(&req.id)
-                .instrument(span("connect", &req.id, ""))
-                .await,
-        )?;
+        let task_pid = call(span("connect", &req.id, ""), self.svc.init_pid(&req.id)).await?;
         Ok(ConnectResponse {
             shim_pid: std::process::id(),
             task_pid,
