@@ -1,15 +1,22 @@
 #![doc = include_str!("../README.md")]
 
+pub mod body;
 pub mod decide;
+pub mod events;
+pub mod indicators;
 pub mod mode;
 pub mod persist;
 pub mod profile;
+pub mod proxy;
 pub mod request;
 pub mod rules;
 pub mod value;
 
 pub use decide::{decide, decide_response, Decision};
+pub use events::{EventKind, EventSink, GateEvent, LogSink};
+pub use indicators::PodIndicators;
 pub use mode::{AutoAlert, Mode, ModeSwitch};
 pub use persist::{export, import, load, save, PersistError};
 pub use profile::{Limits, Profile};
+pub use proxy::{Gate, GateConfig, GateError, SharedProfile, UpstreamError};
 pub use request::{Body, Request, Response};

@@ -66,6 +66,24 @@ impl Ranges {
         self.0.last().map(|[_, hi]| *hi)
     }
 
+    /// Whether `v` falls in one of the ranges widened by a margin of a quarter of its width
+    /// plus one step. A range at zero is never widened: a value that never had spaces (or
+    /// punctuation, or control characters) getting one is exactly what an injection looks like.
+    pub fn contains_with_margin(&self, v: u8) -> bool {
+        self.0.iter().any(|[lo, hi]| {
+            if *hi == 0 {
+                return v == 0;
+            }
+            let margin = 1 + (hi - lo) / 4;
+            let floor = if *lo == 0 {
+                0
+            } else {
+                lo.saturating_sub(margin).max(1)
+            };
+            floor <= v && v <= hi.saturating_add(margin)
+        })
+    }
+
     /// Widens the ranges to cover `v`.
     pub fn learn(&mut self, v: u8) {
         if self.contains(v) {
@@ -230,7 +248,7 @@ impl ValueProfile {
     /// Appends one reason per way `sample` breaks the profile, each prefixed with `at`.
     pub fn check(&self, sample: &ValueSample, at: &str, reasons: &mut Vec<String>) {
         for ((ranges, n), name) in self.counts.iter().zip(sample.counts).zip(COUNT_NAMES) {
-            if !ranges.contains(compress(n)) {
+            if !ranges.contains_with_margin(compress(n)) {
                 reasons.push(format!("{at}: {n} {name} outside learned range"));
             }
         }
@@ -317,6 +335,28 @@ mod tests {
         assert!(
             r.iter().any(|r| r.contains("character class changes")),
             "{r:?}"
+        );
+    }
+
+    #[test]
+    fn margin_widens_nonzero_ranges_only() {
+        let mut r = Ranges::default();
+        r.learn(0);
+        assert!(!r.contains_with_margin(1), "zero stays strict");
+        let mut r = Ranges::default();
+        for v in [8, 10, 12, 16] {
+            r.learn(v);
+        }
+        // [8,12] and [16,16]: margins 2 and 1
+        assert!(
+            r.contains_with_margin(6) && r.contains_with_margin(14) && r.contains_with_margin(17)
+        );
+        assert!(!r.contains_with_margin(5) && !r.contains_with_margin(18));
+        let mut r = Ranges::default();
+        r.learn(1);
+        assert!(
+            !r.contains_with_margin(0),
+            "a learned non-zero count never widens to zero"
         );
     }
 

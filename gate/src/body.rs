@@ -1,0 +1,127 @@
+//! The body type the proxy forwards: frames read ahead for inspection, then the rest streamed.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+/// A body that replays the frames already read, then streams whatever is left of the
+/// original; with nothing read ahead it is a plain pass-through.
+#[derive(Debug)]
+pub struct GateBody {
+    read_ahead: VecDeque<Frame<Bytes>>,
+    rest: Option<Incoming>,
+}
+
+impl GateBody {
+    /// Streams `body` as it is.
+    pub fn stream(body: Incoming) -> Self {
+        GateBody {
+            read_ahead: VecDeque::new(),
+            rest: Some(body),
+        }
+    }
+
+    /// A body made of `bytes` alone (the gate's own responses).
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        GateBody {
+            read_ahead: VecDeque::from([Frame::data(bytes.into())]),
+            rest: None,
+        }
+    }
+
+    fn buffered_len(&self) -> u64 {
+        self.read_ahead
+            .iter()
+            .filter_map(|f| f.data_ref())
+            .map(|d| d.len() as u64)
+            .sum()
+    }
+}
+
+impl Body for GateBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        if let Some(frame) = this.read_ahead.pop_front() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        match &mut this.rest {
+            Some(rest) => Pin::new(rest).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.read_ahead.is_empty() && self.rest.as_ref().is_none_or(|r| r.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let buffered = self.buffered_len();
+        match &self.rest {
+            None => SizeHint::with_exact(buffered),
+            Some(rest) => {
+                let h = rest.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(h.lower() + buffered);
+                if let Some(upper) = h.upper() {
+                    hint.set_upper(upper + buffered);
+                }
+                hint
+            }
+        }
+    }
+}
+
+/// Reads `body` ahead up to `cap` bytes. Returns the body bytes when the whole body fit (to be
+/// inspected), and the body to forward, which replays what was read either way.
+pub async fn read_ahead(
+    mut body: Incoming,
+    cap: usize,
+) -> Result<(Option<Vec<u8>>, GateBody), hyper::Error> {
+    if body.size_hint().lower() > cap as u64 {
+        return Ok((None, GateBody::stream(body)));
+    }
+    let mut frames = VecDeque::new();
+    let mut data = Vec::new();
+    loop {
+        if body.is_end_stream() {
+            let forward = GateBody {
+                read_ahead: frames,
+                rest: None,
+            };
+            return Ok((Some(data), forward));
+        }
+        match body.frame().await {
+            None => {
+                let forward = GateBody {
+                    read_ahead: frames,
+                    rest: None,
+                };
+                return Ok((Some(data), forward));
+            }
+            Some(frame) => {
+                let frame = frame?;
+                if let Some(d) = frame.data_ref() {
+                    data.extend_from_slice(d);
+                }
+                frames.push_back(frame);
+                if data.len() > cap {
+                    let forward = GateBody {
+                        read_ahead: frames,
+                        rest: Some(body),
+                    };
+                    return Ok((None, forward));
+                }
+            }
+        }
+    }
+}

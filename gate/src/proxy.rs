@@ -1,0 +1,670 @@
+//! The proxy: accepts connections on a listener the shim bound, parses HTTP/1.1, asks
+//! `decide`, and forwards to the upstream service; it moves bytes and nothing else.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hyper::client::conn::http1 as client;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, UPGRADE};
+use hyper::server::conn::http1 as server;
+use hyper::service::service_fn;
+use hyper::{StatusCode, Uri};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+
+use crate::body::{read_ahead, GateBody};
+use crate::decide::{decide, decide_response, is_slow};
+use crate::events::{Dedup, EventKind, EventSink, GateEvent};
+use crate::indicators::{IndicatorState, PodIndicators};
+use crate::mode::{AutoAlert, Mode, ModeSwitch};
+use crate::profile::Profile;
+use crate::request::{Request, Response};
+
+/// How a gate runs.
+#[derive(Clone, Debug)]
+pub struct GateConfig {
+    /// Mode at start.
+    pub mode: Mode,
+    /// Switch from learn to alert once enough was learned; `None` stays in the start mode.
+    pub auto_alert: Option<AutoAlert>,
+    /// Time a client has to send a request head, also the idle time of a kept-alive
+    /// connection: a client that sends headers slowly (slowloris) is dropped after it.
+    pub header_read_timeout: Duration,
+    /// Connections served at once; further ones are closed on accept.
+    pub max_connections: usize,
+    /// Whether JSON and form bodies are read ahead and inspected.
+    pub inspect_bodies: bool,
+    /// Bodies larger than this are forwarded without inspection.
+    pub max_inspected_body: usize,
+    /// Identical events within this window are reported once, with a count.
+    pub alert_window: Duration,
+    /// Time allowed to connect to the upstream.
+    pub upstream_connect_timeout: Duration,
+}
+
+impl Default for GateConfig {
+    fn default() -> Self {
+        GateConfig {
+            mode: Mode::Learn,
+            auto_alert: Some(AutoAlert {
+                min_requests: 10_000,
+                min_duration: Duration::from_secs(3600),
+            }),
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 512,
+            inspect_bodies: true,
+            max_inspected_body: 64 * 1024,
+            alert_window: Duration::from_secs(60),
+            upstream_connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Failures that stop a gate.
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    /// The listener handed in could not be used.
+    #[error("gate listener: {0}")]
+    Listener(#[source] std::io::Error),
+}
+
+/// The profile of one service, shared by the gate (which learns and decides with it) and the
+/// shim (which saves, merges and exports it).
+#[derive(Clone, Debug, Default)]
+pub struct SharedProfile(Arc<RwLock<Profile>>);
+
+impl SharedProfile {
+    /// Shares `profile`.
+    pub fn new(profile: Profile) -> Self {
+        SharedProfile(Arc::new(RwLock::new(profile)))
+    }
+
+    /// A copy of the profile as it is now, to save or export.
+    pub fn snapshot(&self) -> Profile {
+        self.read().clone()
+    }
+
+    /// Merges the profile of another pod of the service into this one.
+    pub fn merge(&self, other: &Profile) {
+        self.write().merge(other);
+    }
+
+    /// Replaces the profile (an import).
+    pub fn replace(&self, profile: Profile) {
+        *self.write() = profile;
+    }
+
+    // A panic while holding the lock cannot leave a profile half-updated in a way that
+    // matters (learning only widens rules), so a poisoned lock is used as it is.
+    fn read(&self) -> RwLockReadGuard<'_, Profile> {
+        self.0.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Profile> {
+        self.0.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// An HTTP gate in front of one service. Cheap to clone: clones share everything.
+#[derive(Clone)]
+pub struct Gate {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: GateConfig,
+    profile: SharedProfile,
+    sink: Arc<dyn EventSink>,
+    mode: Mutex<ModeSwitch>,
+    dedup: Mutex<Dedup>,
+    indicators: Mutex<IndicatorState>,
+    id_prefix: u32,
+    next_id: AtomicU64,
+}
+
+/// Distinct events remembered for de-duplication.
+const DEDUP_ENTRIES: usize = 1024;
+/// Longest request path carried in an event.
+const EVENT_PATH_LEN: usize = 256;
+
+impl Gate {
+    /// A gate that learns into and decides with `profile` and reports to `sink`.
+    pub fn new(config: GateConfig, profile: SharedProfile, sink: Arc<dyn EventSink>) -> Self {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        // Request ids only need to be unique per gate and unlikely to repeat across restarts.
+        let id_prefix = (now.as_nanos() as u32) ^ std::process::id().rotate_left(16);
+        Gate {
+            inner: Arc::new(Inner {
+                mode: Mutex::new(ModeSwitch::new(
+                    config.mode,
+                    config.auto_alert,
+                    Instant::now(),
+                )),
+                dedup: Mutex::new(Dedup::new(config.alert_window, DEDUP_ENTRIES)),
+                config,
+                profile,
+                sink,
+                indicators: Mutex::new(IndicatorState::default()),
+                id_prefix,
+                next_id: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// The current mode (after any automatic switch).
+    pub fn mode(&self) -> Mode {
+        self.current_mode()
+    }
+
+    /// Sets the mode by hand; the automatic switch no longer applies.
+    pub fn set_mode(&self, mode: Mode) {
+        lock(&self.inner.mode).set(mode);
+    }
+
+    /// The profile this gate learns into.
+    pub fn profile(&self) -> &SharedProfile {
+        &self.inner.profile
+    }
+
+    /// Pod indicators accumulated since the last call.
+    pub fn indicators(&self) -> PodIndicators {
+        lock(&self.inner.indicators).take()
+    }
+
+    /// Serves connections from `listener` (already bound, possibly inside the pod's network
+    /// namespace) and forwards them to `upstream`, until the listener fails.
+    pub async fn serve(
+        &self,
+        listener: std::net::TcpListener,
+        upstream: SocketAddr,
+    ) -> Result<(), GateError> {
+        self.serve_until(listener, upstream, std::future::pending())
+            .await
+    }
+
+    /// Like `serve`, returning when `shutdown` completes; connections already accepted
+    /// finish on their own.
+    pub async fn serve_until(
+        &self,
+        listener: std::net::TcpListener,
+        upstream: SocketAddr,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), GateError> {
+        listener
+            .set_nonblocking(true)
+            .map_err(GateError::Listener)?;
+        let listener = tokio::net::TcpListener::from_std(listener).map_err(GateError::Listener)?;
+        let permits = Arc::new(Semaphore::new(self.inner.config.max_connections));
+        tokio::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors or an aborted handshake: back off briefly, keep serving.
+                    tracing::warn!(error = %e, "gate: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, "gate: connection limit reached, closing connection");
+                drop(stream);
+                continue;
+            };
+            let gate = self.clone();
+            tokio::spawn(async move {
+                gate.connection(stream, peer, upstream).await;
+                drop(permit);
+            });
+        }
+    }
+
+    async fn connection(&self, stream: TcpStream, peer: SocketAddr, upstream: SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        let up = Arc::new(Upstream {
+            addr: upstream,
+            connect_timeout: self.inner.config.upstream_connect_timeout,
+            sender: tokio::sync::Mutex::new(None),
+        });
+        let gate = self.clone();
+        let service = service_fn(move |req| {
+            let gate = gate.clone();
+            let up = up.clone();
+            async move { Ok::<_, Infallible>(gate.handle(req, peer, &up).await) }
+        });
+        let mut builder = server::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.inner.config.header_read_timeout)
+            .max_buf_size(64 * 1024)
+            .keep_alive(true);
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        if let Err(e) = conn.await {
+            tracing::debug!(%peer, error = %e, "gate: connection ended");
+        }
+    }
+
+    fn current_mode(&self) -> Mode {
+        let learned = self.inner.profile.read().requests_learned();
+        lock(&self.inner.mode).current(learned, Instant::now())
+    }
+
+    fn request_id(&self) -> String {
+        let n = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        format!("{:08x}-{n:08x}", self.inner.id_prefix)
+    }
+
+    async fn handle(
+        &self,
+        mut req: hyper::Request<hyper::body::Incoming>,
+        peer: SocketAddr,
+        up: &Upstream,
+    ) -> hyper::Response<GateBody> {
+        let id = self.request_id();
+        let mode = self.current_mode();
+        lock(&self.inner.indicators).request(peer.ip(), mode == Mode::Learn);
+        let upgrade = is_upgrade(req.headers());
+        let on_client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let mut sample = sample_of(&req, peer.ip());
+        let (mut parts, body) = req.into_parts();
+
+        let cfg = &self.inner.config;
+        let body = if cfg.inspect_bodies && !upgrade && sample.wants_body() {
+            match read_ahead(body, cfg.max_inspected_body).await {
+                Ok((Some(bytes), forward)) => {
+                    sample.attach_body(&bytes);
+                    forward
+                }
+                Ok((None, forward)) => {
+                    tracing::debug!(request_id = %id, "gate: body over inspection cap, not inspected");
+                    forward
+                }
+                Err(e) => {
+                    tracing::debug!(request_id = %id, error = %e, "gate: request body unreadable");
+                    return plain(StatusCode::BAD_REQUEST, &id, "request body unreadable");
+                }
+            }
+        } else {
+            GateBody::stream(body)
+        };
+
+        if mode == Mode::Learn {
+            self.inner.profile.write().learn(&sample);
+        } else {
+            let decision = decide(&self.inner.profile.read(), &sample);
+            if !decision.is_clean() {
+                lock(&self.inner.indicators).violation();
+                let kind = if mode == Mode::Block {
+                    EventKind::Block
+                } else {
+                    EventKind::Alert
+                };
+                self.report(kind, &id, decision.reasons, peer, &sample);
+                if mode == Mode::Block {
+                    return plain(StatusCode::FORBIDDEN, &id, "request blocked by gate");
+                }
+            }
+        }
+
+        strip_hop_by_hop(&mut parts.headers, upgrade);
+        parts.uri = origin_form(&parts.uri);
+        let upstream_req = hyper::Request::from_parts(parts, body);
+        let started = Instant::now();
+        let sent = if upgrade {
+            up.send_upgrade(upstream_req).await
+        } else {
+            up.send(upstream_req).await
+        };
+        let mut resp = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(request_id = %id, upstream = %up.addr, error = %e, "gate: upstream failed");
+                return plain(StatusCode::BAD_GATEWAY, &id, "upstream unavailable");
+            }
+        };
+        self.observe_response(&resp, started.elapsed(), mode, &id, peer, &sample);
+
+        if let (Some(client_side), StatusCode::SWITCHING_PROTOCOLS) =
+            (on_client_upgrade, resp.status())
+        {
+            let upstream_side = hyper::upgrade::on(&mut resp);
+            tokio::spawn(tunnel(client_side, upstream_side, id.clone()));
+        }
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(
+            &mut parts.headers,
+            parts.status == StatusCode::SWITCHING_PROTOCOLS,
+        );
+        hyper::Response::from_parts(parts, GateBody::stream(body))
+    }
+
+    fn observe_response(
+        &self,
+        resp: &hyper::Response<hyper::body::Incoming>,
+        elapsed: Duration,
+        mode: Mode,
+        id: &str,
+        peer: SocketAddr,
+        req: &Request,
+    ) {
+        let sample = Response {
+            status: resp.status().as_u16(),
+            headers: header_pairs(resp.headers()),
+            elapsed,
+        };
+        if mode == Mode::Learn {
+            self.inner.profile.write().learn_response(&sample);
+            return;
+        }
+        let (decision, slow) = {
+            let profile = self.inner.profile.read();
+            (
+                decide_response(&profile, &sample),
+                is_slow(&profile, &sample),
+            )
+        };
+        if slow {
+            lock(&self.inner.indicators).slow_response();
+        }
+        if !decision.is_clean() {
+            self.report(EventKind::Response, id, decision.reasons, peer, req);
+        }
+    }
+
+    fn report(
+        &self,
+        kind: EventKind,
+        id: &str,
+        reasons: Vec<String>,
+        peer: SocketAddr,
+        req: &Request,
+    ) {
+        let key = format!("{kind:?}\n{}", reasons.join("\n"));
+        let Some(count) = lock(&self.inner.dedup).admit(&key, Instant::now()) else {
+            return;
+        };
+        let unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_default();
+        let path: String = req.raw_path.chars().take(EVENT_PATH_LEN).collect();
+        tracing::info!(request_id = %id, ?kind, %peer, %path, count, "gate: rules broken");
+        self.inner.sink.emit(GateEvent {
+            kind,
+            request_id: id.to_string(),
+            reasons,
+            client: peer,
+            method: req.method.clone(),
+            path,
+            count,
+            unix_ms,
+        });
+    }
+}
+
+/// The upstream side of one client connection: one kept-alive upstream connection, opened on
+/// first use and reopened when it closes; upgrades get a connection of their own.
+struct Upstream {
+    addr: SocketAddr,
+    connect_timeout: Duration,
+    sender: tokio::sync::Mutex<Option<client::SendRequest<GateBody>>>,
+}
+
+/// Failures to reach the upstream; each ends in a 502 for the client.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Connecting took longer than allowed.
+    #[error("upstream {0}: connect timed out")]
+    ConnectTimeout(SocketAddr),
+    /// Connecting failed.
+    #[error("upstream {addr}: connect: {source}")]
+    Connect {
+        /// The upstream.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The HTTP exchange failed.
+    #[error("upstream {addr}: {source}")]
+    Http {
+        /// The upstream.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: hyper::Error,
+    },
+}
+
+impl Upstream {
+    async fn connect(
+        &self,
+        upgrades: bool,
+    ) -> Result<client::SendRequest<GateBody>, UpstreamError> {
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr))
+            .await
+            .map_err(|_| UpstreamError::ConnectTimeout(self.addr))?
+            .map_err(|source| UpstreamError::Connect {
+                addr: self.addr,
+                source,
+            })?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = client::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| self.http_error(source))?;
+        let addr = self.addr;
+        tokio::spawn(async move {
+            let result = if upgrades {
+                conn.with_upgrades().await
+            } else {
+                conn.await
+            };
+            if let Err(e) = result {
+                tracing::debug!(upstream = %addr, error = %e, "gate: upstream connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    fn http_error(&self, source: hyper::Error) -> UpstreamError {
+        UpstreamError::Http {
+            addr: self.addr,
+            source,
+        }
+    }
+
+    async fn send(
+        &self,
+        req: hyper::Request<GateBody>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, UpstreamError> {
+        let mut slot = self.sender.lock().await;
+        let reusable = match slot.take() {
+            Some(mut s) => s.ready().await.is_ok().then_some(s),
+            None => None,
+        };
+        let mut sender = match reusable {
+            Some(s) => s,
+            None => self.connect(false).await?,
+        };
+        let response = sender.send_request(req);
+        *slot = Some(sender);
+        drop(slot);
+        response.await.map_err(|e| self.http_error(e))
+    }
+
+    async fn send_upgrade(
+        &self,
+        req: hyper::Request<GateBody>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, UpstreamError> {
+        let mut sender = self.connect(true).await?;
+        sender
+            .send_request(req)
+            .await
+            .map_err(|e| self.http_error(e))
+    }
+}
+
+/// After a 101, copies bytes both ways until either side closes.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    id: String,
+) {
+    match tokio::join!(client, upstream) {
+        (Ok(c), Ok(u)) => {
+            let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+            match tokio::io::copy_bidirectional(&mut c, &mut u).await {
+                Ok((to_up, to_client)) => {
+                    tracing::debug!(request_id = %id, to_up, to_client, "gate: upgraded connection closed")
+                }
+                Err(e) => {
+                    tracing::debug!(request_id = %id, error = %e, "gate: upgraded connection failed")
+                }
+            }
+        }
+        (c, u) => {
+            tracing::debug!(request_id = %id, client_ok = c.is_ok(), upstream_ok = u.is_ok(), "gate: upgrade failed")
+        }
+    }
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(UPGRADE)
+        && headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Removes the headers that belong to one hop. On an upgrade, `Connection` and what it names
+/// (`Upgrade`, `HTTP2-Settings`) travel on, since the upstream must see the upgrade request.
+fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    const ALWAYS: [&str; 5] = [
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+    ];
+    if !upgrade {
+        let named: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+        headers.remove(CONNECTION);
+        headers.remove(UPGRADE);
+    }
+    for name in ALWAYS {
+        headers.remove(name);
+    }
+}
+
+/// The upstream is a plain origin server: send it `path?query`, never an absolute URI.
+fn origin_form(uri: &Uri) -> Uri {
+    uri.path_and_query()
+        .and_then(|pq| Uri::try_from(pq.as_str()).ok())
+        .unwrap_or_else(|| Uri::from_static("/"))
+}
+
+fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+fn sample_of(req: &hyper::Request<hyper::body::Incoming>, client: IpAddr) -> Request {
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or("/");
+    Request::new(
+        req.method().as_str(),
+        &format!("{:?}", req.version()),
+        target,
+        header_pairs(req.headers()),
+        Some(client),
+    )
+}
+
+fn plain(status: StatusCode, id: &str, text: &str) -> hyper::Response<GateBody> {
+    let mut resp = hyper::Response::new(GateBody::full(format!("{text}: request id {id}\n")));
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    headers.insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if let Ok(v) = HeaderValue::from_str(id) {
+        headers.insert(HeaderName::from_static("x-request-id"), v);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed_except_for_upgrades() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("keep-alive, x-hop"));
+        h.insert("x-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-end", HeaderValue::from_static("2"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-end"));
+
+        let mut h = HeaderMap::new();
+        h.insert(
+            CONNECTION,
+            HeaderValue::from_static("Upgrade, HTTP2-Settings"),
+        );
+        h.insert(UPGRADE, HeaderValue::from_static("h2c"));
+        h.insert(
+            "http2-settings",
+            HeaderValue::from_static("AAMAAABkAAQAAP__"),
+        );
+        assert!(is_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.len(), 3);
+    }
+
+    #[test]
+    fn absolute_targets_become_origin_form() {
+        let u: Uri = "http://example.test/a/b?c=1".parse().unwrap();
+        assert_eq!(origin_form(&u), "/a/b?c=1");
+    }
+}
