@@ -64,6 +64,8 @@ async fn upstream_handle(
 ) -> hyper::Response<Full<Bytes>> {
     counter.fetch_add(1, Ordering::SeqCst);
     if req.headers().contains_key(hyper::header::UPGRADE) {
+        let protocol = req.headers()[hyper::header::UPGRADE].clone();
+        let saw_settings = req.headers().contains_key("http2-settings");
         let on_upgrade = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {
             if let Ok(upgraded) = on_upgrade.await {
@@ -80,7 +82,10 @@ async fn upstream_handle(
         *resp.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
         let h = resp.headers_mut();
         h.insert("connection", HeaderValue::from_static("upgrade"));
-        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.insert("upgrade", protocol);
+        if saw_settings {
+            h.insert("x-saw-http2-settings", HeaderValue::from_static("yes"));
+        }
         return resp;
     }
     let path = req.uri().path().to_string();
@@ -187,6 +192,13 @@ impl Client {
             stream,
             buf: Vec::new(),
         })
+    }
+
+    pub fn from_stream(stream: TcpStream) -> Client {
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
     }
 
     pub async fn send(&mut self, req: &TestRequest) -> Result<HttpResponse> {

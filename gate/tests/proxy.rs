@@ -1,0 +1,358 @@
+//! The proxy on real loopback sockets: keep-alive, chunked bodies, upgrades, slowloris,
+//! connection limits, upstream failure, de-duplication, mode switching, pod indicators.
+
+mod common;
+
+use std::time::Duration;
+
+use anyhow::Result;
+use common::{start_gate, start_upstream, test_config, Client, TestRequest};
+use palisade_gate::{AutoAlert, EventKind, GateConfig, Mode, Profile};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpSocket;
+
+fn search(q: &str) -> TestRequest {
+    TestRequest::get(&format!("/search?q={q}")).header("user-agent", "shop/1.0")
+}
+
+async fn learn(addr: std::net::SocketAddr, n: usize) -> Result<()> {
+    let mut c = Client::connect(addr).await?;
+    let words = ["red", "blue+hat", "warm+wool", "shoes", "green+socks"];
+    for i in 0..n {
+        let resp = c.send(&search(words[i % words.len()])).await?;
+        assert_eq!(resp.status, 200);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn keep_alive_serves_many_requests_on_one_connection() -> Result<()> {
+    let up = start_upstream().await?;
+    let gate = start_gate(test_config(Mode::Learn), Profile::default(), up.addr).await?;
+    let mut c = Client::connect(gate.addr).await?;
+    for i in 0..5 {
+        let resp = c.send(&search(&format!("item{i}"))).await?;
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.header("server"), Some("test-upstream"));
+        assert_eq!(resp.body, b"{\"ok\":true,\"received\":0}");
+    }
+    assert_eq!(up.hits(), 5);
+    assert_eq!(gate.gate.profile().snapshot().requests_learned(), 5);
+    Ok(())
+}
+
+async fn send_chunked(c: &mut Client, content_type: &str, chunks: &[&[u8]]) -> Result<Vec<u8>> {
+    let mut head = format!(
+        "POST /echo HTTP/1.1\r\nhost: t\r\ncontent-type: {content_type}\r\ntransfer-encoding: chunked\r\n\r\n"
+    )
+    .into_bytes();
+    c.stream.write_all(&head).await?;
+    head.clear();
+    for chunk in chunks {
+        c.stream
+            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .await?;
+        c.stream.write_all(chunk).await?;
+        c.stream.write_all(b"\r\n").await?;
+        c.stream.flush().await?;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    c.stream.write_all(b"0\r\n\r\n").await?;
+    let resp = c.read_response().await?;
+    assert_eq!(resp.status, 200);
+    Ok(resp.body)
+}
+
+#[tokio::test]
+async fn chunked_bodies_pass_through_inspected_or_not() -> Result<()> {
+    let up = start_upstream().await?;
+    let config = GateConfig {
+        max_inspected_body: 64,
+        ..test_config(Mode::Learn)
+    };
+    let gate = start_gate(config, Profile::default(), up.addr).await?;
+    let mut c = Client::connect(gate.addr).await?;
+
+    // Small JSON body: read ahead, inspected (learned), then forwarded whole.
+    let body = send_chunked(
+        &mut c,
+        "application/json",
+        &[b"{\"name\":", b"\"box\",\"n\":", b"3}"],
+    )
+    .await?;
+    assert_eq!(body, b"{\"name\":\"box\",\"n\":3}");
+    let doc = palisade_gate::export(&gate.gate.profile().snapshot())?;
+    assert!(doc.contains("\".name\""), "json body was learned: {doc}");
+
+    // Larger than the inspection cap: forwarded intact, read-ahead part included.
+    let big: Vec<Vec<u8>> = (0..20)
+        .map(|i| format!("{{\"k{i}\":\"{}\"}}", "x".repeat(30)).into_bytes())
+        .collect();
+    let refs: Vec<&[u8]> = big.iter().map(|v| v.as_slice()).collect();
+    let body = send_chunked(&mut c, "application/json", &refs).await?;
+    assert_eq!(body, big.concat());
+
+    // Not an inspected type: streamed as it comes, on the same kept-alive connection.
+    let body = send_chunked(&mut c, "application/octet-stream", &[b"abc", b"def"]).await?;
+    assert_eq!(body, b"abcdef");
+    assert_eq!(up.hits(), 3);
+    Ok(())
+}
+
+#[tokio::test]
+async fn websocket_upgrade_tunnels_bytes_both_ways() -> Result<()> {
+    let up = start_upstream().await?;
+    let gate = start_gate(test_config(Mode::Learn), Profile::default(), up.addr).await?;
+    let mut c = Client::connect(gate.addr).await?;
+    let upgrade = TestRequest::get("/ws")
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
+    let resp = c.send(&upgrade).await?;
+    assert_eq!(resp.status, 101);
+    assert_eq!(resp.header("upgrade"), Some("websocket"));
+    for msg in [&b"hello"[..], b"\x81\x05world", b"binary\x00\xff"] {
+        c.stream.write_all(msg).await?;
+        let mut got = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(5), c.stream.read_exact(&mut got)).await??;
+        assert_eq!(got, msg, "echoed through the tunnel");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn h2c_upgrade_is_passed_through() -> Result<()> {
+    let up = start_upstream().await?;
+    let gate = start_gate(test_config(Mode::Learn), Profile::default(), up.addr).await?;
+    let mut c = Client::connect(gate.addr).await?;
+    let upgrade = TestRequest::get("/")
+        .header("connection", "Upgrade, HTTP2-Settings")
+        .header("upgrade", "h2c")
+        .header("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA");
+    let resp = c.send(&upgrade).await?;
+    assert_eq!(resp.status, 101);
+    assert_eq!(resp.header("upgrade"), Some("h2c"));
+    assert_eq!(
+        resp.header("x-saw-http2-settings"),
+        Some("yes"),
+        "connection-named header forwarded"
+    );
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    c.stream.write_all(preface).await?;
+    let mut got = vec![0u8; preface.len()];
+    tokio::time::timeout(Duration::from_secs(5), c.stream.read_exact(&mut got)).await??;
+    assert_eq!(&got[..], &preface[..]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn slow_headers_are_dropped_after_the_timeout() -> Result<()> {
+    let up = start_upstream().await?;
+    let config = GateConfig {
+        header_read_timeout: Duration::from_millis(400),
+        ..test_config(Mode::Learn)
+    };
+    let gate = start_gate(config, Profile::default(), up.addr).await?;
+    let mut slow = Client::connect(gate.addr).await?;
+    slow.stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: t\r\n")
+        .await?;
+    let started = std::time::Instant::now();
+    let mut closed = false;
+    for i in 0..30 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if slow
+            .stream
+            .write_all(format!("x-drip-{i}: a\r\n").as_bytes())
+            .await
+            .is_err()
+        {
+            closed = true;
+            break;
+        }
+        if slow.closed_within(Duration::from_millis(1)).await {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "slow client still connected after 3 s");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "dropped after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(up.hits(), 0, "nothing of it reached the upstream");
+
+    // A normal client is served meanwhile and afterwards.
+    let mut ok = Client::connect(gate.addr).await?;
+    assert_eq!(ok.send(&search("red")).await?.status, 200);
+    Ok(())
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_closed() -> Result<()> {
+    let up = start_upstream().await?;
+    let config = GateConfig {
+        max_connections: 2,
+        ..test_config(Mode::Learn)
+    };
+    let gate = start_gate(config, Profile::default(), up.addr).await?;
+    let mut a = Client::connect(gate.addr).await?;
+    let mut b = Client::connect(gate.addr).await?;
+    assert_eq!(a.send(&search("a")).await?.status, 200);
+    assert_eq!(b.send(&search("b")).await?.status, 200);
+    let mut c = Client::connect(gate.addr).await?;
+    assert!(
+        c.closed_within(Duration::from_secs(2)).await,
+        "third connection closed"
+    );
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut d = Client::connect(gate.addr).await?;
+    assert_eq!(
+        d.send(&search("d")).await?.status,
+        200,
+        "a freed slot is reused"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn unreachable_upstream_answers_502() -> Result<()> {
+    // Bind then drop a listener: nothing listens on that port any more.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let gate = start_gate(test_config(Mode::Learn), Profile::default(), dead).await?;
+    let mut c = Client::connect(gate.addr).await?;
+    let resp = c.send(&search("x")).await?;
+    assert_eq!(resp.status, 502);
+    assert!(resp.header("x-request-id").is_some());
+    Ok(())
+}
+
+#[tokio::test]
+async fn repeated_alerts_are_reported_once_with_a_count() -> Result<()> {
+    let up = start_upstream().await?;
+    let config = GateConfig {
+        alert_window: Duration::from_millis(500),
+        ..test_config(Mode::Learn)
+    };
+    let mut gate = start_gate(config, Profile::default(), up.addr).await?;
+    learn(gate.addr, 20).await?;
+    gate.gate.set_mode(Mode::Alert);
+    let mut c = Client::connect(gate.addr).await?;
+    let attack = search("x%27%20OR%201%3D1--");
+    for _ in 0..3 {
+        assert_eq!(c.send(&attack).await?.status, 200);
+    }
+    let first = gate.drain_events();
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0].count, 1);
+    assert_eq!(first[0].kind, EventKind::Alert);
+    assert!(
+        first[0]
+            .reasons
+            .iter()
+            .any(|r| r == "query.q: new punctuation '''"),
+        "{:?}",
+        first[0].reasons
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(c.send(&attack).await?.status, 200);
+    let second = gate.drain_events();
+    assert_eq!(second.len(), 1);
+    assert_eq!(
+        second[0].count, 3,
+        "the two suppressed repeats plus this one"
+    );
+    assert_eq!(up.hits(), 24);
+    Ok(())
+}
+
+#[tokio::test]
+async fn learning_switches_to_alert_after_enough_requests_and_time() -> Result<()> {
+    let up = start_upstream().await?;
+    let config = GateConfig {
+        auto_alert: Some(AutoAlert {
+            min_requests: 10,
+            min_duration: Duration::from_millis(300),
+        }),
+        ..test_config(Mode::Learn)
+    };
+    let mut gate = start_gate(config, Profile::default(), up.addr).await?;
+    learn(gate.addr, 10).await?;
+    assert_eq!(
+        gate.gate.mode(),
+        Mode::Learn,
+        "enough requests, not enough time"
+    );
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(gate.gate.mode(), Mode::Alert);
+    let mut c = Client::connect(gate.addr).await?;
+    assert_eq!(c.send(&search("shoes&debug=1")).await?.status, 200);
+    let events = gate.drain_events();
+    assert_eq!(events.len(), 1);
+    assert!(events[0]
+        .reasons
+        .contains(&"query.debug: key not known".to_string()));
+    Ok(())
+}
+
+#[tokio::test]
+async fn pod_indicators_report_new_peers_and_slow_responses() -> Result<()> {
+    let up = start_upstream().await?;
+    let gate = start_gate(test_config(Mode::Learn), Profile::default(), up.addr).await?;
+    learn(gate.addr, 10).await?;
+    let mut c = Client::connect(gate.addr).await?;
+    assert_eq!(
+        c.send(&TestRequest::get("/slow").header("user-agent", "shop/1.0"))
+            .await?
+            .status,
+        200
+    );
+    let learned = gate.gate.indicators();
+    assert!(
+        learned.new_peers.is_empty(),
+        "peers seen while learning are known"
+    );
+    assert_eq!(learned.requests, 11);
+
+    gate.gate.set_mode(Mode::Alert);
+    // A peer from another loopback address.
+    let socket = TcpSocket::new_v4()?;
+    socket.bind("127.0.0.2:0".parse()?)?;
+    let stream = socket.connect(gate.addr).await?;
+    let mut other = Client::from_stream(stream);
+    assert_eq!(other.send(&search("red")).await?.status, 200);
+    // The upstream's /slow sleeps 400 ms; learned responses took a few ms at most.
+    let mut c = Client::connect(gate.addr).await?;
+    for _ in 0..5 {
+        c.send(&search("red")).await?;
+    }
+    let slow_learned = gate.gate.indicators();
+    assert_eq!(
+        slow_learned.new_peers,
+        vec!["127.0.0.2".parse::<std::net::IpAddr>()?]
+    );
+    assert_eq!(
+        slow_learned.slow_responses, 0,
+        "/slow was learned, nothing slower since"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn slow_responses_after_learning_are_indicators() -> Result<()> {
+    let up = start_upstream().await?;
+    let gate = start_gate(test_config(Mode::Learn), Profile::default(), up.addr).await?;
+    learn(gate.addr, 10).await?;
+    gate.gate.set_mode(Mode::Alert);
+    let mut c = Client::connect(gate.addr).await?;
+    let resp = c
+        .send(&TestRequest::get("/slow").header("user-agent", "shop/1.0"))
+        .await?;
+    assert_eq!(resp.status, 200);
+    let ind = gate.gate.indicators();
+    assert_eq!(ind.slow_responses, 1);
+    Ok(())
+}
