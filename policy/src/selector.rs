@@ -1,0 +1,259 @@
+//! Which policies apply to which container: label selectors and the workload they are matched against.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Policy, Scope};
+
+/// Selector key KubeArmor reserves for the container name; its value is a name or `[a, b]`.
+pub const CONTAINER_NAME_KEY: &str = "kubearmor.io/container.name";
+
+/// Expression key KubeArmor uses to match whole `key=value` labels.
+pub const LABEL_EXPRESSION_KEY: &str = "label";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Operator {
+    In,
+    NotIn,
+}
+
+/// One `matchExpressions` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Expression {
+    /// KubeArmor form, `key: label`: `In` needs one of the `key=value` labels, `NotIn` none of them.
+    Labels {
+        operator: Operator,
+        labels: Vec<(String, String)>,
+    },
+    /// Kubernetes form: `key` is a label key; `In` needs its value among `values`, `NotIn` not
+    /// (a missing label counts as not among them).
+    Key {
+        key: String,
+        operator: Operator,
+        values: Vec<String>,
+    },
+}
+
+/// A validated `spec.selector`; every part must match (an empty selector matches every container).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Selector {
+    pub match_labels: BTreeMap<String, String>,
+    pub match_expressions: Vec<Expression>,
+}
+
+/// The container a policy set is being chosen for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Workload {
+    pub namespace: String,
+    pub pod_name: String,
+    pub container_name: String,
+    pub image: String,
+    /// Pod labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Workload {
+    /// The label value a selector sees: pod labels, plus the container name under its reserved key
+    /// unless the pod sets that label itself.
+    fn label(&self, key: &str) -> Option<&str> {
+        match self.labels.get(key) {
+            Some(v) => Some(v),
+            None if key == CONTAINER_NAME_KEY => Some(&self.container_name),
+            None => None,
+        }
+    }
+}
+
+/// Matches the container name against `name` or `[name1, name2]`.
+fn container_name_matches(wanted: &str, actual: &str) -> bool {
+    let trimmed = wanted.trim();
+    match trimmed
+        .strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+    {
+        Some(list) => list.split(',').map(str::trim).any(|n| n == actual),
+        None => trimmed == actual,
+    }
+}
+
+fn label_matches(w: &Workload, key: &str, wanted: &str) -> bool {
+    if key == CONTAINER_NAME_KEY && !w.labels.contains_key(key) {
+        return container_name_matches(wanted, &w.container_name);
+    }
+    w.label(key) == Some(wanted)
+}
+
+impl Expression {
+    pub fn matches(&self, w: &Workload) -> bool {
+        match self {
+            Self::Labels { operator, labels } => {
+                let any = labels.iter().any(|(k, v)| label_matches(w, k, v));
+                match operator {
+                    Operator::In => any,
+                    Operator::NotIn => !any,
+                }
+            }
+            Self::Key {
+                key,
+                operator,
+                values,
+            } => {
+                let any = values.iter().any(|v| label_matches(w, key, v));
+                match operator {
+                    Operator::In => any,
+                    Operator::NotIn => !any,
+                }
+            }
+        }
+    }
+}
+
+impl Selector {
+    pub fn matches(&self, w: &Workload) -> bool {
+        self.match_labels
+            .iter()
+            .all(|(k, v)| label_matches(w, k, v))
+            && self.match_expressions.iter().all(|e| e.matches(w))
+    }
+}
+
+impl Policy {
+    /// Whether this policy applies to the workload: active, same namespace, in scope, selector matches.
+    pub fn applies_to(&self, w: &Workload) -> bool {
+        if !self.active || self.id.namespace != w.namespace {
+            return false;
+        }
+        if let Scope::Pod { pod_name } = &self.scope {
+            if *pod_name != w.pod_name {
+                return false;
+            }
+        }
+        self.selector.matches(w)
+    }
+}
+
+/// The policies that apply to one container, in the order given.
+pub fn select<'a>(policies: &'a [Policy], w: &Workload) -> Vec<&'a Policy> {
+    policies.iter().filter(|p| p.applies_to(w)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workload() -> Workload {
+        Workload {
+            namespace: "shop".into(),
+            pod_name: "web-0".into(),
+            container_name: "nginx".into(),
+            image: "nginx:1.27".into(),
+            labels: [("app", "web"), ("tier", "frontend")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn match_labels_must_all_match() {
+        let w = workload();
+        let mut s = Selector {
+            match_labels: labels(&[("app", "web")]),
+            ..Selector::default()
+        };
+        assert!(s.matches(&w));
+        s.match_labels = labels(&[("app", "web"), ("tier", "backend")]);
+        assert!(!s.matches(&w));
+        s.match_labels = labels(&[("missing", "x")]);
+        assert!(!s.matches(&w));
+        assert!(Selector::default().matches(&w));
+    }
+
+    #[test]
+    fn container_name_key_matches_name_or_list() {
+        let w = workload();
+        let one = Selector {
+            match_labels: labels(&[(CONTAINER_NAME_KEY, "nginx")]),
+            ..Selector::default()
+        };
+        assert!(one.matches(&w));
+        let list = Selector {
+            match_labels: labels(&[(CONTAINER_NAME_KEY, "[sidecar, nginx]")]),
+            ..Selector::default()
+        };
+        assert!(list.matches(&w));
+        let other = Selector {
+            match_labels: labels(&[(CONTAINER_NAME_KEY, "[sidecar, envoy]")]),
+            ..Selector::default()
+        };
+        assert!(!other.matches(&w));
+    }
+
+    #[test]
+    fn kubearmor_label_expressions() {
+        let w = workload();
+        let in_expr = Expression::Labels {
+            operator: Operator::In,
+            labels: vec![
+                ("app".into(), "db".into()),
+                ("tier".into(), "frontend".into()),
+            ],
+        };
+        assert!(in_expr.matches(&w));
+        let not_in = Expression::Labels {
+            operator: Operator::NotIn,
+            labels: vec![("app".into(), "web".into())],
+        };
+        assert!(!not_in.matches(&w));
+        let not_in_other = Expression::Labels {
+            operator: Operator::NotIn,
+            labels: vec![("app".into(), "db".into())],
+        };
+        assert!(not_in_other.matches(&w));
+    }
+
+    #[test]
+    fn kubernetes_key_expressions() {
+        let w = workload();
+        let e = Expression::Key {
+            key: "tier".into(),
+            operator: Operator::In,
+            values: vec!["backend".into(), "frontend".into()],
+        };
+        assert!(e.matches(&w));
+        let missing = Expression::Key {
+            key: "env".into(),
+            operator: Operator::NotIn,
+            values: vec!["prod".into()],
+        };
+        assert!(missing.matches(&w));
+        let missing_in = Expression::Key {
+            key: "env".into(),
+            operator: Operator::In,
+            values: vec!["prod".into()],
+        };
+        assert!(!missing_in.matches(&w));
+    }
+
+    #[test]
+    fn labels_and_expressions_are_anded() {
+        let w = workload();
+        let s = Selector {
+            match_labels: labels(&[("app", "web")]),
+            match_expressions: vec![Expression::Labels {
+                operator: Operator::NotIn,
+                labels: vec![("tier".into(), "frontend".into())],
+            }],
+        };
+        assert!(!s.matches(&w));
+    }
+}
