@@ -50,6 +50,10 @@ pub struct KeyedRules<R> {
     keys: BTreeMap<String, R>,
     #[serde(rename = "o", default, skip_serializing_if = "Option::is_none")]
     other: Option<R>,
+    /// Profile of the names of the keys folded into `other`: an unknown key must at least be
+    /// named like the keys that were folded.
+    #[serde(rename = "on", default, skip_serializing_if = "Option::is_none")]
+    other_names: Option<ValueProfile>,
 }
 
 impl<R> Default for KeyedRules<R> {
@@ -57,6 +61,7 @@ impl<R> Default for KeyedRules<R> {
         KeyedRules {
             keys: BTreeMap::new(),
             other: None,
+            other_names: None,
         }
     }
 }
@@ -92,7 +97,17 @@ impl<R: Rule> KeyedRules<R> {
             self.keys.insert(key.to_string(), rule);
         } else {
             self.other.get_or_insert_with(R::default).learn(sample);
+            self.other_names
+                .get_or_insert_with(ValueProfile::default)
+                .learn(&ValueSample::of(key));
         }
+    }
+
+    fn fold(&mut self, key: &str, rule: &R) {
+        self.other.get_or_insert_with(R::default).merge(rule);
+        self.other_names
+            .get_or_insert_with(ValueProfile::default)
+            .learn(&ValueSample::of(key));
     }
 
     /// Merges `other`, folding keys beyond `max_keys` into the `other` rule.
@@ -103,11 +118,16 @@ impl<R: Rule> KeyedRules<R> {
             } else if self.keys.len() < max_keys {
                 self.keys.insert(key.clone(), rule.clone());
             } else {
-                self.other.get_or_insert_with(R::default).merge(rule);
+                self.fold(key, rule);
             }
         }
         if let Some(rule) = &other.other {
             self.other.get_or_insert_with(R::default).merge(rule);
+        }
+        if let Some(names) = &other.other_names {
+            self.other_names
+                .get_or_insert_with(ValueProfile::default)
+                .merge(names);
         }
     }
 
@@ -124,10 +144,16 @@ impl<R: Rule> KeyedRules<R> {
 
     /// Like `check`, with the place named in reasons given whole.
     pub fn check_at(&self, at: &str, key: &str, sample: &R::Sample, reasons: &mut Vec<String>) {
-        match self.rule_for(key) {
-            Some(rule) => rule.check(sample, at, reasons),
-            None => reasons.push(format!("{at}: key not known")),
+        if let Some(rule) = self.keys.get(key) {
+            return rule.check(sample, at, reasons);
         }
+        let Some(rule) = &self.other else {
+            return reasons.push(format!("{at}: key not known"));
+        };
+        if let Some(names) = &self.other_names {
+            names.check(&ValueSample::of(key), &format!("{at} (key name)"), reasons);
+        }
+        rule.check(sample, at, reasons);
     }
 
     /// The rule that applies to `key`: its own, or `other` when keys were folded.
@@ -138,16 +164,29 @@ impl<R: Rule> KeyedRules<R> {
     /// Enforces `max_keys` and each rule's invariants on a loaded document.
     pub fn normalize(&mut self, max_keys: usize) {
         while self.keys.len() > max_keys {
-            if let Some((_, rule)) = self.keys.pop_last() {
-                self.other.get_or_insert_with(R::default).merge(&rule);
+            if let Some((key, rule)) = self.keys.pop_last() {
+                self.fold(&key, &rule);
             }
         }
-        self.keys.retain(|k, _| k.len() <= MAX_KEY_LEN);
+        let long: Vec<String> = self
+            .keys
+            .keys()
+            .filter(|k| k.len() > MAX_KEY_LEN)
+            .cloned()
+            .collect();
+        for key in long {
+            if let Some(rule) = self.keys.remove(&key) {
+                self.fold(&key, &rule);
+            }
+        }
         for rule in self.keys.values_mut() {
             rule.normalize();
         }
         if let Some(rule) = &mut self.other {
             rule.normalize();
+        }
+        if let Some(names) = &mut self.other_names {
+            names.normalize();
         }
     }
 }
@@ -353,6 +392,22 @@ mod tests {
         rules.check("q", "k9", &ValueSample::of("a$c"), &mut reasons);
         assert!(
             reasons.contains(&"q.k9: new punctuation '$'".to_string()),
+            "{reasons:?}"
+        );
+    }
+
+    #[test]
+    fn folded_keys_check_the_key_name_too() {
+        let mut rules: KeyedRules<ValueProfile> = KeyedRules::default();
+        for i in 0..6 {
+            rules.learn(&format!("utm{i}"), &ValueSample::of("abc"), 2);
+        }
+        let mut reasons = Vec::new();
+        rules.check("q", "utm7", &ValueSample::of("abc"), &mut reasons);
+        assert!(reasons.is_empty(), "{reasons:?}");
+        rules.check("q", "x[$ne]", &ValueSample::of("abc"), &mut reasons);
+        assert!(
+            reasons.contains(&"q.x[$ne] (key name): new punctuation '$'".to_string()),
             "{reasons:?}"
         );
     }
