@@ -319,12 +319,20 @@ fn yaml_message(err: &serde_yaml::Error) -> String {
 
 /// Turns a structural error from the typed pass into a diagnostic naming the field at fault.
 fn structure_error(doc: usize, err: &serde_path_to_error::Error<serde_yaml::Error>) -> Diagnostic {
-    let parent = err.path().to_string();
+    let path = err.path().to_string();
     let mut msg = yaml_message(err.inner());
-    if let Some(rest) = msg.strip_prefix(&format!("{parent}: ")) {
-        msg = rest.to_string();
+    // The YAML library prefixes its own idea of the path, which stops at the parent for unknown
+    // fields; the tracked path is the precise one, so the prefix goes.
+    if let Some((prefix, rest)) = msg.split_once(": ") {
+        let is_ancestor = path == prefix
+            || path
+                .strip_prefix(prefix)
+                .is_some_and(|tail| tail.starts_with('.') || tail.starts_with('['));
+        if is_ancestor {
+            msg = rest.to_string();
+        }
     }
-    let (path, message) = rewrite(&parent, &msg);
+    let (path, message) = rewrite(&path, &msg);
     Diagnostic::error(doc, path, message).at(location(err.inner()))
 }
 
