@@ -10,6 +10,7 @@ pub mod profile;
 pub mod proxy;
 pub mod request;
 pub mod rules;
+pub mod upstream;
 pub mod value;
 
 pub use decide::{decide, decide_response, Decision};
@@ -18,5 +19,6 @@ pub use indicators::PodIndicators;
 pub use mode::{AutoAlert, Mode, ModeSwitch};
 pub use persist::{export, import, load, save, PersistError};
 pub use profile::{Limits, Profile};
-pub use proxy::{Gate, GateConfig, GateError, SharedProfile, UpstreamError};
+pub use proxy::{Gate, GateConfig, GateError, SharedProfile};
 pub use request::{Body, Request, Response};
+pub use upstream::UpstreamError;

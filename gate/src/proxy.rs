@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use hyper::client::conn::http1 as client;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, UPGRADE};
 use hyper::server::conn::http1 as server;
 use hyper::service::service_fn;
@@ -16,6 +15,7 @@ use hyper::{StatusCode, Uri};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use crate::body::{read_ahead, GateBody};
 use crate::decide::{decide, decide_response, is_slow};
@@ -24,10 +24,13 @@ use crate::indicators::{IndicatorState, PodIndicators};
 use crate::mode::{AutoAlert, Mode, ModeSwitch};
 use crate::profile::Profile;
 use crate::request::{Request, Response};
+use crate::upstream::{tunnel, Upstream};
 
 /// How a gate runs.
 #[derive(Clone, Debug)]
 pub struct GateConfig {
+    /// Names the service in logs (the shim passes pod and container).
+    pub service: String,
     /// Mode at start.
     pub mode: Mode,
     /// Switch from learn to alert once enough was learned; `None` stays in the start mode.
@@ -50,6 +53,7 @@ pub struct GateConfig {
 impl Default for GateConfig {
     fn default() -> Self {
         GateConfig {
+            service: String::new(),
             mode: Mode::Learn,
             auto_alert: Some(AutoAlert {
                 min_requests: 10_000,
@@ -222,25 +226,28 @@ impl Gate {
                 }
             };
             let Ok(permit) = permits.clone().try_acquire_owned() else {
-                tracing::warn!(%peer, "gate: connection limit reached, closing connection");
+                tracing::warn!(service = %self.inner.config.service, %peer, "gate: connection limit reached, closing connection");
                 drop(stream);
                 continue;
             };
             let gate = self.clone();
-            tokio::spawn(async move {
-                gate.connection(stream, peer, upstream).await;
-                drop(permit);
-            });
+            let span = tracing::debug_span!("gate", service = %self.inner.config.service, %peer);
+            tokio::spawn(
+                async move {
+                    gate.connection(stream, peer, upstream).await;
+                    drop(permit);
+                }
+                .instrument(span),
+            );
         }
     }
 
     async fn connection(&self, stream: TcpStream, peer: SocketAddr, upstream: SocketAddr) {
         let _ = stream.set_nodelay(true);
-        let up = Arc::new(Upstream {
-            addr: upstream,
-            connect_timeout: self.inner.config.upstream_connect_timeout,
-            sender: tokio::sync::Mutex::new(None),
-        });
+        let up = Arc::new(Upstream::new(
+            upstream,
+            self.inner.config.upstream_connect_timeout,
+        ));
         let gate = self.clone();
         let service = service_fn(move |req| {
             let gate = gate.clone();
@@ -405,7 +412,7 @@ impl Gate {
             .map(|d| d.as_millis() as u64)
             .unwrap_or_default();
         let path: String = req.raw_path.chars().take(EVENT_PATH_LEN).collect();
-        tracing::info!(request_id = %id, ?kind, %peer, %path, count, "gate: rules broken");
+        tracing::info!(service = %self.inner.config.service, request_id = %id, ?kind, %peer, %path, count, "gate: rules broken");
         self.inner.sink.emit(GateEvent {
             kind,
             request_id: id.to_string(),
@@ -416,132 +423,6 @@ impl Gate {
             count,
             unix_ms,
         });
-    }
-}
-
-/// The upstream side of one client connection: one kept-alive upstream connection, opened on
-/// first use and reopened when it closes; upgrades get a connection of their own.
-struct Upstream {
-    addr: SocketAddr,
-    connect_timeout: Duration,
-    sender: tokio::sync::Mutex<Option<client::SendRequest<GateBody>>>,
-}
-
-/// Failures to reach the upstream; each ends in a 502 for the client.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    /// Connecting took longer than allowed.
-    #[error("upstream {0}: connect timed out")]
-    ConnectTimeout(SocketAddr),
-    /// Connecting failed.
-    #[error("upstream {addr}: connect: {source}")]
-    Connect {
-        /// The upstream.
-        addr: SocketAddr,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The HTTP exchange failed.
-    #[error("upstream {addr}: {source}")]
-    Http {
-        /// The upstream.
-        addr: SocketAddr,
-        /// The cause.
-        #[source]
-        source: hyper::Error,
-    },
-}
-
-impl Upstream {
-    async fn connect(
-        &self,
-        upgrades: bool,
-    ) -> Result<client::SendRequest<GateBody>, UpstreamError> {
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr))
-            .await
-            .map_err(|_| UpstreamError::ConnectTimeout(self.addr))?
-            .map_err(|source| UpstreamError::Connect {
-                addr: self.addr,
-                source,
-            })?;
-        let _ = stream.set_nodelay(true);
-        let (sender, conn) = client::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|source| self.http_error(source))?;
-        let addr = self.addr;
-        tokio::spawn(async move {
-            let result = if upgrades {
-                conn.with_upgrades().await
-            } else {
-                conn.await
-            };
-            if let Err(e) = result {
-                tracing::debug!(upstream = %addr, error = %e, "gate: upstream connection ended");
-            }
-        });
-        Ok(sender)
-    }
-
-    fn http_error(&self, source: hyper::Error) -> UpstreamError {
-        UpstreamError::Http {
-            addr: self.addr,
-            source,
-        }
-    }
-
-    async fn send(
-        &self,
-        req: hyper::Request<GateBody>,
-    ) -> Result<hyper::Response<hyper::body::Incoming>, UpstreamError> {
-        let mut slot = self.sender.lock().await;
-        let reusable = match slot.take() {
-            Some(mut s) => s.ready().await.is_ok().then_some(s),
-            None => None,
-        };
-        let mut sender = match reusable {
-            Some(s) => s,
-            None => self.connect(false).await?,
-        };
-        let response = sender.send_request(req);
-        *slot = Some(sender);
-        drop(slot);
-        response.await.map_err(|e| self.http_error(e))
-    }
-
-    async fn send_upgrade(
-        &self,
-        req: hyper::Request<GateBody>,
-    ) -> Result<hyper::Response<hyper::body::Incoming>, UpstreamError> {
-        let mut sender = self.connect(true).await?;
-        sender
-            .send_request(req)
-            .await
-            .map_err(|e| self.http_error(e))
-    }
-}
-
-/// After a 101, copies bytes both ways until either side closes.
-async fn tunnel(
-    client: hyper::upgrade::OnUpgrade,
-    upstream: hyper::upgrade::OnUpgrade,
-    id: String,
-) {
-    match tokio::join!(client, upstream) {
-        (Ok(c), Ok(u)) => {
-            let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
-            match tokio::io::copy_bidirectional(&mut c, &mut u).await {
-                Ok((to_up, to_client)) => {
-                    tracing::debug!(request_id = %id, to_up, to_client, "gate: upgraded connection closed")
-                }
-                Err(e) => {
-                    tracing::debug!(request_id = %id, error = %e, "gate: upgraded connection failed")
-                }
-            }
-        }
-        (c, u) => {
-            tracing::debug!(request_id = %id, client_ok = c.is_ok(), upstream_ok = u.is_ok(), "gate: upgrade failed")
-        }
     }
 }
 

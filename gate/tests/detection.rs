@@ -11,7 +11,7 @@ use anyhow::{ensure, Result};
 use common::{
     attacks, benign, start_gate, start_upstream, test_config, Client, Rng, TestGate, Upstream,
 };
-use palisade_gate::{EventKind, Mode, Profile};
+use palisade_gate::{decide, EventKind, Mode, Profile};
 
 /// Benign requests learned before deciding.
 const LEARN: usize = 1500;
@@ -155,4 +155,55 @@ async fn block_mode_refuses_attacks_with_a_request_id() -> Result<()> {
     }
     assert!(refused <= 2, "{refused} of 200 benign requests refused");
     Ok(())
+}
+
+/// Rates against the number of requests learned, with the pure decision function on the same
+/// corpus as the proxy tests.
+#[test]
+fn rates_by_learning_size() {
+    let attacks = attacks();
+    let mut fresh_rng = Rng::new(2);
+    let fresh: Vec<_> = (0..FRESH)
+        .map(|_| benign(&mut fresh_rng, true).to_sample())
+        .collect();
+    let mut rng = Rng::new(1);
+    let mut profile = Profile::default();
+    let mut learned = 0;
+    let mut rates = Vec::new();
+    println!("learned  detection  false-positives  profile-bytes");
+    for target in [50, 100, 200, 500, 1000, LEARN] {
+        while learned < target {
+            profile.learn(&benign(&mut rng, false).to_sample());
+            learned += 1;
+        }
+        let detected = attacks
+            .iter()
+            .filter(|(_, a)| !decide(&profile, &a.to_sample()).is_clean())
+            .count();
+        let fps = fresh
+            .iter()
+            .filter(|r| !decide(&profile, r).is_clean())
+            .count();
+        let bytes = palisade_gate::export(&profile).unwrap().len();
+        println!(
+            "{learned:>7}  {:>8.1}%  {:>14.2}%  {bytes:>13}",
+            100.0 * detected as f64 / attacks.len() as f64,
+            100.0 * fps as f64 / FRESH as f64
+        );
+        rates.push((detected, fps));
+    }
+    let (first, last) = (rates[0], rates[rates.len() - 1]);
+    assert_eq!(
+        last.0,
+        attacks.len(),
+        "all attacks detected after full learning"
+    );
+    assert!(
+        last.1 <= first.1,
+        "false positives do not grow with learning: {rates:?}"
+    );
+    assert!(
+        last.1 * 100 <= FRESH,
+        "at most 1% false positives: {rates:?}"
+    );
 }

@@ -330,6 +330,26 @@ impl TestRequest {
         self
     }
 
+    /// The gate's view of this request, as the proxy would build it.
+    pub fn to_sample(&self) -> palisade_gate::Request {
+        let mut headers = vec![("host".to_string(), "shop.test".to_string())];
+        headers.extend(self.headers.iter().cloned());
+        if let Some(b) = &self.body {
+            headers.push(("content-length".into(), b.len().to_string()));
+        }
+        let mut r = palisade_gate::Request::new(
+            &self.method,
+            "HTTP/1.1",
+            &self.target,
+            headers,
+            Some(std::net::Ipv4Addr::LOCALHOST.into()),
+        );
+        if let Some(b) = &self.body {
+            r.attach_body(b);
+        }
+        r
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = format!(
             "{} {} HTTP/1.1\r\nhost: shop.test\r\n",

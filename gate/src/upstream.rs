@@ -1,0 +1,145 @@
+//! The upstream side of the proxy: kept-alive connections to the service, and the tunnel
+//! that carries an upgraded connection.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hyper::client::conn::http1 as client;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::body::GateBody;
+
+/// The upstream side of one client connection: one kept-alive upstream connection, opened on
+/// first use and reopened when it closes; upgrades get a connection of their own.
+pub(crate) struct Upstream {
+    pub(crate) addr: SocketAddr,
+    connect_timeout: Duration,
+    sender: tokio::sync::Mutex<Option<client::SendRequest<GateBody>>>,
+}
+
+/// Failures to reach the upstream; each ends in a 502 for the client.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Connecting took longer than allowed.
+    #[error("upstream {0}: connect timed out")]
+    ConnectTimeout(SocketAddr),
+    /// Connecting failed.
+    #[error("upstream {addr}: connect: {source}")]
+    Connect {
+        /// The upstream.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The HTTP exchange failed.
+    #[error("upstream {addr}: {source}")]
+    Http {
+        /// The upstream.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: hyper::Error,
+    },
+}
+
+impl Upstream {
+    pub(crate) fn new(addr: SocketAddr, connect_timeout: Duration) -> Self {
+        Upstream {
+            addr,
+            connect_timeout,
+            sender: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    async fn connect(
+        &self,
+        upgrades: bool,
+    ) -> Result<client::SendRequest<GateBody>, UpstreamError> {
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr))
+            .await
+            .map_err(|_| UpstreamError::ConnectTimeout(self.addr))?
+            .map_err(|source| UpstreamError::Connect {
+                addr: self.addr,
+                source,
+            })?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = client::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| self.http_error(source))?;
+        let addr = self.addr;
+        tokio::spawn(async move {
+            let result = if upgrades {
+                conn.with_upgrades().await
+            } else {
+                conn.await
+            };
+            if let Err(e) = result {
+                tracing::debug!(upstream = %addr, error = %e, "gate: upstream connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    fn http_error(&self, source: hyper::Error) -> UpstreamError {
+        UpstreamError::Http {
+            addr: self.addr,
+            source,
+        }
+    }
+
+    pub(crate) async fn send(
+        &self,
+        req: hyper::Request<GateBody>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, UpstreamError> {
+        let mut slot = self.sender.lock().await;
+        let reusable = match slot.take() {
+            Some(mut s) => s.ready().await.is_ok().then_some(s),
+            None => None,
+        };
+        let mut sender = match reusable {
+            Some(s) => s,
+            None => self.connect(false).await?,
+        };
+        let response = sender.send_request(req);
+        *slot = Some(sender);
+        drop(slot);
+        response.await.map_err(|e| self.http_error(e))
+    }
+
+    pub(crate) async fn send_upgrade(
+        &self,
+        req: hyper::Request<GateBody>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, UpstreamError> {
+        let mut sender = self.connect(true).await?;
+        sender
+            .send_request(req)
+            .await
+            .map_err(|e| self.http_error(e))
+    }
+}
+
+/// After a 101, copies bytes both ways until either side closes.
+pub(crate) async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    id: String,
+) {
+    match tokio::join!(client, upstream) {
+        (Ok(c), Ok(u)) => {
+            let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+            match tokio::io::copy_bidirectional(&mut c, &mut u).await {
+                Ok((to_up, to_client)) => {
+                    tracing::debug!(request_id = %id, to_up, to_client, "gate: upgraded connection closed")
+                }
+                Err(e) => {
+                    tracing::debug!(request_id = %id, error = %e, "gate: upgraded connection failed")
+                }
+            }
+        }
+        (c, u) => {
+            tracing::debug!(request_id = %id, client_ok = c.is_ok(), upstream_ok = u.is_ok(), "gate: upgrade failed")
+        }
+    }
+}
