@@ -248,12 +248,14 @@ impl TaskService {
                     cgroups,
                     oom_watch,
                 };
-                self.table
-                    .lock()
-                    .await
-                    .containers
-                    .insert(id.clone(), container);
+                let early_exit = {
+                    let mut table = self.table.lock().await;
+                    table.containers.insert(id.clone(), container);
+                    // Killed from outside between runc create and now: the reaper saw it first.
+                    table.unknown_exits.remove(&pid).map(|(exit, _)| exit)
+                };
                 tracing::info!(container = %id, pid, "container created");
+                let id_for_exit = id.clone();
                 self.events
                     .send(TaskCreate {
                         container_id: id,
@@ -271,6 +273,13 @@ impl TaskService {
                         ..Default::default()
                     })
                     .await;
+                if let Some(exit) = early_exit {
+                    if let Some(work) =
+                        record_exit(&self.table, &id_for_exit, &ProcessId::Init, exit).await
+                    {
+                        finish_exit(work, &self.events).await;
+                    }
+                }
                 Ok(pid as u32)
             }
             Err(e) => {

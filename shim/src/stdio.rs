@@ -433,7 +433,7 @@ mod tests {
         let n = tokio::task::spawn_blocking(move || {
             use std::io::Read;
             let mut f = read.1;
-            f.read_to_end(&mut rest).map(|n| n)
+            f.read_to_end(&mut rest)
         })
         .await
         .unwrap()
