@@ -89,23 +89,41 @@ impl Upstream {
         }
     }
 
+    /// Sends `req` on the kept-alive connection. When that connection turns out closed before
+    /// the request was written (the service dropped an idle connection just now), hyper hands
+    /// the request back and it is sent once more on a fresh connection.
     pub(crate) async fn send(
         &self,
         req: hyper::Request<GateBody>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, UpstreamError> {
-        let mut slot = self.sender.lock().await;
-        let reusable = match slot.take() {
-            Some(mut s) => s.ready().await.is_ok().then_some(s),
-            None => None,
-        };
-        let mut sender = match reusable {
-            Some(s) => s,
-            None => self.connect(false).await?,
-        };
-        let response = sender.send_request(req);
-        *slot = Some(sender);
-        drop(slot);
-        response.await.map_err(|e| self.http_error(e))
+        let mut req = req;
+        let mut retried = false;
+        loop {
+            let mut slot = self.sender.lock().await;
+            let reusable = match slot.take() {
+                Some(mut s) => s.ready().await.is_ok().then_some(s),
+                None => None,
+            };
+            let mut sender = match reusable {
+                Some(s) => s,
+                None => self.connect(false).await?,
+            };
+            let response = sender.try_send_request(req);
+            *slot = Some(sender);
+            drop(slot);
+            match response.await {
+                Ok(r) => return Ok(r),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if !retried => {
+                        tracing::debug!(upstream = %self.addr, error = %e.error(), "gate: upstream connection closed, retrying on a new one");
+                        *self.sender.lock().await = None;
+                        req = unsent;
+                        retried = true;
+                    }
+                    _ => return Err(self.http_error(e.into_error())),
+                },
+            }
+        }
     }
 
     pub(crate) async fn send_upgrade(

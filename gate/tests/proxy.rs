@@ -356,3 +356,45 @@ async fn slow_responses_after_learning_are_indicators() -> Result<()> {
     assert_eq!(ind.slow_responses, 1);
     Ok(())
 }
+
+/// An upstream that answers one request per connection and then closes it without saying so
+/// (no `Connection: close`), as services with short idle timeouts do.
+async fn start_closing_upstream() -> Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut b).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&b[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+#[tokio::test]
+async fn upstream_closing_idle_connections_causes_no_errors() -> Result<()> {
+    let upstream = start_closing_upstream().await?;
+    let gate = start_gate(test_config(Mode::Learn), Profile::default(), upstream).await?;
+    let mut c = Client::connect(gate.addr).await?;
+    for i in 0..10 {
+        let resp = c.send(&search("red")).await?;
+        assert_eq!(resp.status, 200, "request {i}");
+        assert_eq!(resp.body, b"ok");
+        if i % 2 == 0 {
+            // Give the close time to arrive, and sometimes not.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    Ok(())
+}
