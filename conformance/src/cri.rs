@@ -10,13 +10,18 @@ use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStatus, ContainerStatusRequest,
-    CreateContainerRequest, ExecSyncRequest, ImageSpec, LinuxPodSandboxConfig,
-    LinuxSandboxSecurityContext, ListPodSandboxRequest, PodSandboxConfig, PodSandboxMetadata,
+    CreateContainerRequest, ExecSyncRequest, ImageSpec, LinuxContainerConfig,
+    LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
+    ListPodSandboxRequest, NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata,
     RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
     StopContainerRequest, StopPodSandboxRequest,
 };
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
+
+/// A long-running container command that exits promptly on SIGTERM: as pid 1 of
+/// its own pid namespace, a plain `sleep` would ignore the signal until SIGKILL.
+pub const SLEEPER: &[&str] = &["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"];
 
 /// Both CRI services on one channel; cheap to clone.
 #[derive(Clone)]
@@ -296,7 +301,10 @@ pub fn pod_config(name: &str, uid: &str, log_dir: &Path, cgroup_root: &str) -> P
         log_directory: log_dir.display().to_string(),
         linux: Some(LinuxPodSandboxConfig {
             cgroup_parent: format!("{cgroup_root}/pod{uid}"),
-            security_context: Some(LinuxSandboxSecurityContext::default()),
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(own_pid_namespace()),
+                ..Default::default()
+            }),
             ..Default::default()
         }),
         ..Default::default()
@@ -321,7 +329,22 @@ pub fn container_config(
         }),
         command: command.iter().map(|s| s.to_string()).collect(),
         log_path: log_rel_path(name, attempt).display().to_string(),
-        linux: Some(Default::default()),
+        linux: Some(LinuxContainerConfig {
+            security_context: Some(LinuxContainerSecurityContext {
+                namespace_options: Some(own_pid_namespace()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Each container in its own pid namespace, as the kubelet asks unless the pod
+/// shares its process namespace (CRI's zero value would share the sandbox's).
+fn own_pid_namespace() -> NamespaceOption {
+    NamespaceOption {
+        pid: NamespaceMode::Container as i32,
         ..Default::default()
     }
 }

@@ -125,6 +125,90 @@ pub fn cgroup_dirs(root: &str) -> usize {
     cgroup_mounts().iter().map(|m| count(&m.join(rel), 0)).sum()
 }
 
+/// A process's cgroup directory for `controller`: (path, is cgroup v2).
+/// A v1 hierarchy carrying the controller wins over the unified one (hybrid hosts).
+pub fn cgroup_dir(pid: i32, controller: &str) -> Result<(PathBuf, bool)> {
+    let own = fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .with_context(|| format!("read /proc/{pid}/cgroup"))?;
+    let info = fs::read_to_string("/proc/self/mountinfo").context("read mountinfo")?;
+    let mounts: Vec<(String, String, String)> = info
+        .lines()
+        .filter_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let mut post = post.split(' ');
+            let fstype = post.next()?.to_string();
+            let opts = post.nth(1).unwrap_or("").to_string();
+            Some((fstype, pre.split(' ').nth(4)?.to_string(), opts))
+        })
+        .collect();
+    let mut unified = None;
+    for line in own.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let rel = path.trim_start_matches('/');
+        if ctrls.is_empty() {
+            unified = mounts
+                .iter()
+                .find(|(t, _, _)| t == "cgroup2")
+                .map(|(_, mp, _)| Path::new(mp).join(rel));
+        } else if ctrls.split(',').any(|c| c == controller) {
+            if let Some((_, mp, _)) = mounts
+                .iter()
+                .find(|(t, _, o)| t == "cgroup" && o.split(',').any(|c| c == controller))
+            {
+                return Ok((Path::new(mp).join(rel), false));
+            }
+        }
+    }
+    unified
+        .map(|p| (p, true))
+        .with_context(|| format!("pid {pid}: no cgroup for {controller}"))
+}
+
+fn read_trim(p: &Path) -> Result<String> {
+    Ok(fs::read_to_string(p)
+        .with_context(|| format!("read {}", p.display()))?
+        .trim()
+        .to_string())
+}
+
+/// CFS (quota, period) in microseconds of the process's cgroup; None when unlimited.
+pub fn cpu_quota(pid: i32) -> Result<Option<(i64, i64)>> {
+    let (dir, v2) = cgroup_dir(pid, "cpu")?;
+    let (quota, period) = if v2 {
+        let max = read_trim(&dir.join("cpu.max"))?;
+        let (q, p) = max.split_once(' ').context("cpu.max format")?;
+        (q.to_string(), p.to_string())
+    } else {
+        (
+            read_trim(&dir.join("cpu.cfs_quota_us"))?,
+            read_trim(&dir.join("cpu.cfs_period_us"))?,
+        )
+    };
+    if quota == "max" || quota == "-1" {
+        return Ok(None);
+    }
+    Ok(Some((quota.parse()?, period.parse()?)))
+}
+
+/// Memory limit in bytes of the process's cgroup; None when unlimited.
+pub fn memory_limit(pid: i32) -> Result<Option<i64>> {
+    let (dir, v2) = cgroup_dir(pid, "memory")?;
+    let raw = read_trim(&dir.join(if v2 {
+        "memory.max"
+    } else {
+        "memory.limit_in_bytes"
+    }))?;
+    if raw == "max" {
+        return Ok(None);
+    }
+    let v: i64 = raw.parse()?;
+    // cgroup v1 shows "unlimited" as a huge page-aligned number.
+    Ok((v < i64::MAX / 2).then_some(v))
+}
+
 /// Entries of a directory (0 when it does not exist).
 pub fn dir_entries(dir: &Path) -> usize {
     fs::read_dir(dir).map(|rd| rd.count()).unwrap_or(0)
@@ -159,6 +243,13 @@ mod tests {
         assert!(cmdline(me).unwrap().contains("palisade_conformance"));
         assert!(fd_count(me).unwrap() >= 3);
         assert!(ns_link("self", "net").unwrap().starts_with("net:["));
+    }
+
+    #[test]
+    fn own_cgroup_is_found() {
+        let me = i32::try_from(std::process::id()).unwrap();
+        let (dir, _) = cgroup_dir(me, "memory").unwrap();
+        assert!(dir.is_dir(), "{}", dir.display());
     }
 
     #[test]

@@ -117,7 +117,7 @@ impl Ctx {
         let (pod, cfg) = self.pod().await?;
         let c = self
             .cri
-            .run_container(&pod, &self.container("sleeper", &["sleep", "3600"]), &cfg)
+            .run_container(&pod, &self.container("sleeper", crate::cri::SLEEPER), &cfg)
             .await?;
         Ok((pod, c, cfg))
     }

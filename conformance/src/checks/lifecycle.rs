@@ -95,7 +95,7 @@ pub async fn pod_sandbox_lifecycle(ctx: &Ctx) -> Result<()> {
 
 pub async fn container_lifecycle(ctx: &Ctx) -> Result<()> {
     let (pod, cfg) = ctx.pod().await?;
-    let ccfg = ctx.container("main", &["sleep", "3600"]);
+    let ccfg = ctx.container("main", crate::cri::SLEEPER);
     let id = ctx.cri.create_container(&pod, &ccfg, &cfg).await?;
     let st = ctx.cri.container_status(&id).await?;
     ensure(st.state == ContainerState::ContainerCreated as i32, || {
@@ -107,6 +107,20 @@ pub async fn container_lifecycle(ctx: &Ctx) -> Result<()> {
         format!("state {} after start, want RUNNING", state_name(st.state))
     })?;
     ensure(st.started_at > 0, || "started_at not set".into())?;
+    // The handler really picked its own shim: containerd-shim-<handler>-v2.
+    let pid = ctx.cri.container_pid(&id).await?;
+    let (shim_pid, shim_cmd) = crate::host::shim_of(pid)?;
+    let want = format!("containerd-shim-{}-v2", ctx.handler);
+    let exe = std::fs::read_link(format!("/proc/{shim_pid}/exe")).unwrap_or_default();
+    ensure(
+        exe.file_name().is_some_and(|n| n.to_string_lossy() == want),
+        || {
+            format!(
+                "container's shim is {} ({shim_cmd}), want {want}",
+                exe.display()
+            )
+        },
+    )?;
     let listed = ctx
         .cri
         .rt
@@ -127,7 +141,7 @@ pub async fn container_lifecycle(ctx: &Ctx) -> Result<()> {
     ensure(listed.iter().any(|c| c.id == id), || {
         format!("running container {id} not listed in its pod")
     })?;
-    // sleep ignores nothing: SIGTERM ends it well before the grace period.
+    // The sleeper traps SIGTERM, so it ends well before the grace period.
     ctx.cri.stop_container(&id, 10).await?;
     let st = ctx.cri.container_status(&id).await?;
     ensure(st.state == ContainerState::ContainerExited as i32, || {
@@ -160,15 +174,13 @@ pub async fn exit_codes(ctx: &Ctx) -> Result<()> {
             format!("exit {code}: reason {:?}, want {want_reason:?}", st.reason)
         })?;
     }
-    // Killed by a signal: 128 + 9.
+    // Killed by a signal: 128 + 9. As pid 1 of its namespace, a plain sleep has no
+    // SIGTERM handler, so the kernel drops SIGTERM and stop escalates to SIGKILL.
     let id = ctx
         .cri
-        .run_container(
-            &pod,
-            &ctx.container("killed", &["sh", "-c", "kill -9 $$"]),
-            &cfg,
-        )
+        .run_container(&pod, &ctx.container("killed", &["sleep", "3600"]), &cfg)
         .await?;
+    ctx.cri.stop_container(&id, 1).await?;
     let st = ctx.cri.wait_exited(&id, Duration::from_secs(20)).await?;
     ensure(st.exit_code == 137, || {
         format!("container killed by SIGKILL reported {}", st.exit_code)
@@ -184,7 +196,7 @@ pub async fn container_restart_in_pod(ctx: &Ctx) -> Result<()> {
     ensure(st0.exit_code == 1, || {
         format!("first attempt exit {}", st0.exit_code)
     })?;
-    let second = container_config("app", 1, ctx.image(), &["sleep", "3600"]);
+    let second = container_config("app", 1, ctx.image(), crate::cri::SLEEPER);
     let id1 = ctx.cri.run_container(&pod, &second, &cfg).await?;
     let st1 = ctx.cri.container_status(&id1).await?;
     ensure(st1.state == ContainerState::ContainerRunning as i32, || {
@@ -206,7 +218,7 @@ pub async fn many_containers(ctx: &Ctx) -> Result<()> {
     let (pod, cfg) = ctx.pod().await?;
     let mut ids = Vec::new();
     for i in 0..5 {
-        let c = ctx.container(&format!("c{i}"), &["sleep", "3600"]);
+        let c = ctx.container(&format!("c{i}"), crate::cri::SLEEPER);
         ids.push(ctx.cri.run_container(&pod, &c, &cfg).await?);
     }
     for (i, id) in ids.iter().enumerate() {

@@ -1,6 +1,12 @@
 //! The conformance checks, grouped by area; [`all`] lists them in run order.
 
+pub mod config;
+pub mod exec;
 pub mod lifecycle;
+pub mod logs;
+pub mod namespaces;
+pub mod reliability;
+pub mod resources;
 
 use crate::check;
 use crate::suite::Check;
@@ -21,5 +27,25 @@ pub fn all() -> Vec<Check> {
             lifecycle::container_restart_in_pod
         ),
         check!("many_containers", 90, lifecycle::many_containers),
+        check!("exec_sync", 60, exec::exec_sync),
+        check!("exec_stream", 60, exec::exec_stream),
+        check!("exec_stream_tty", 60, exec::exec_stream_tty),
+        check!("attach", 60, exec::attach),
+        check!("attach_tty", 60, exec::attach_tty),
+        check!("container_logs", 60, logs::container_logs),
+        check!("env_args_workdir", 60, config::env_args_workdir),
+        check!("user_group", 60, config::user_group),
+        check!("hostname", 60, config::hostname),
+        check!("readonly_rootfs", 60, config::readonly_rootfs),
+        check!("bind_mounts", 60, config::bind_mounts),
+        check!("capabilities", 60, config::capabilities),
+        check!("sysctls", 60, config::sysctls),
+        check!("oom_killed", 90, resources::oom_killed),
+        check!("update_resources", 60, resources::update_resources),
+        check!("container_stats", 60, resources::container_stats),
+        check!("host_namespaces", 60, namespaces::host_namespaces),
+        check!("containerd_restart", 120, reliability::containerd_restart),
+        check!("shim_killed", 90, reliability::shim_killed),
+        check!("pod_churn", 240, reliability::pod_churn),
     ]
 }
