@@ -507,11 +507,9 @@ impl TaskService {
                 reason: "no process spec".into(),
             });
         }
-        serde_json::from_slice::<oci_spec::runtime::Process>(&spec).map_err(|e| {
-            ShimError::InvalidArgument {
-                what: format!("container {id}: exec {}: process spec", req.exec_id),
-                reason: e.to_string(),
-            }
+        check_json_object(&spec, &["args"]).map_err(|reason| ShimError::InvalidArgument {
+            what: format!("container {id}: exec {}: process spec", req.exec_id),
+            reason,
         })?;
         {
             let mut table = self.table.lock().await;
@@ -876,11 +874,9 @@ impl TaskService {
             .as_ref()
             .map(|a| a.value.clone())
             .unwrap_or_default();
-        serde_json::from_slice::<oci_spec::runtime::LinuxResources>(&resources).map_err(|e| {
-            ShimError::InvalidArgument {
-                what: format!("container {id}: resources"),
-                reason: e.to_string(),
-            }
+        check_json_object(&resources, &[]).map_err(|reason| ShimError::InvalidArgument {
+            what: format!("container {id}: resources"),
+            reason,
         })?;
         let path = bundle.join("update-resources.json");
         std::fs::write(&path, &resources)
@@ -1082,6 +1078,26 @@ async fn watch_oom(id: String, cgroups: Cgroups, events: EventSender) {
     }
 }
 
+/// A light check of JSON that runc will read in full: an object, with the keys runc cannot do without.
+///
+/// A typed parse here would reject fields newer than our spec crate that runc understands.
+fn check_json_object(bytes: &[u8], required: &[&str]) -> Result<(), String> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| "must be a JSON object".to_string())?;
+    for key in required {
+        match obj.get(*key) {
+            Some(serde_json::Value::Array(a)) if !a.is_empty() => {}
+            Some(serde_json::Value::Array(_)) | None => {
+                return Err(format!("{key}: must not be empty"))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
 fn read_pid(path: &Path) -> Result<i32, ShimError> {
     let text = std::fs::read_to_string(path)
         .map_err(ShimError::io(format!("read pid file {}", path.display())))?;
@@ -1118,6 +1134,20 @@ fn delete_response(pid: i32, exit: Exit) -> DeleteResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_checks_name_the_problem() {
+        assert_eq!(check_json_object(b"{\"args\":[\"sh\"]}", &["args"]), Ok(()));
+        assert_eq!(
+            check_json_object(b"{\"args\":[]}", &["args"]),
+            Err("args: must not be empty".into())
+        );
+        assert_eq!(
+            check_json_object(b"[1]", &[]),
+            Err("must be a JSON object".into())
+        );
+        assert!(check_json_object(b"{", &[]).unwrap_err().contains("EOF"));
+    }
 
     #[test]
     fn process_id_from_exec_id() {
