@@ -101,6 +101,7 @@ pub fn decide(profile: &Profile, req: &Request) -> Decision {
             }
         }
         Some(Body::InvalidJson) => reasons.push("body: not valid json".to_string()),
+        Some(Body::InvalidMultipart) => reasons.push("body: not valid multipart".to_string()),
         None => {}
     }
     Decision::from_reasons(reasons)

@@ -272,7 +272,7 @@ impl Profile {
                     r.form.learn(k, &ValueSample::of(v), l.keys);
                 }
             }
-            Some(Body::InvalidJson) | None => {}
+            Some(Body::InvalidJson) | Some(Body::InvalidMultipart) | None => {}
         }
     }
 

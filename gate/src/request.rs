@@ -34,10 +34,13 @@ pub struct Request {
 pub enum Body {
     /// A JSON document.
     Json(serde_json::Value),
-    /// An `application/x-www-form-urlencoded` body, decoded.
+    /// An `application/x-www-form-urlencoded` body, decoded, or the fields of a
+    /// `multipart/form-data` body (a file part as `name.filename` and `name.content-type`).
     Form(Vec<(String, String)>),
     /// A body that claims to be JSON but does not parse.
     InvalidJson,
+    /// A body that claims to be `multipart/form-data` but does not parse.
+    InvalidMultipart,
 }
 
 impl Request {
@@ -109,6 +112,11 @@ impl Request {
             Some(BodyKind::Form) => Some(Body::Form(parse_urlencoded(&String::from_utf8_lossy(
                 bytes,
             )))),
+            Some(BodyKind::Multipart(boundary)) => Some(
+                parse_multipart(bytes, &boundary)
+                    .map(Body::Form)
+                    .unwrap_or(Body::InvalidMultipart),
+            ),
             None => None,
         };
     }
@@ -117,6 +125,7 @@ impl Request {
 enum BodyKind {
     Json,
     Form,
+    Multipart(String),
 }
 
 fn body_kind(media: Option<&MediaType>) -> Option<BodyKind> {
@@ -125,9 +134,72 @@ fn body_kind(media: Option<&MediaType>) -> Option<BodyKind> {
         Some(BodyKind::Json)
     } else if essence == "application/x-www-form-urlencoded" {
         Some(BodyKind::Form)
+    } else if essence == "multipart/form-data" {
+        let media = media?;
+        let boundary = media.params.iter().find(|(k, _)| k == "boundary")?;
+        Some(BodyKind::Multipart(boundary.1.clone()))
     } else {
         None
     }
+}
+
+/// Parts of a multipart body looked at; the rest is ignored.
+pub const MAX_MULTIPART_PARTS: usize = 64;
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Parses a `multipart/form-data` body into fields: a plain part as its name and text, a file
+/// part as `name.filename` and `name.content-type` (file contents are not profiled). `None`
+/// when the body does not follow the format.
+pub fn parse_multipart(bytes: &[u8], boundary: &str) -> Option<Vec<(String, String)>> {
+    if boundary.is_empty() || boundary.len() > 70 {
+        return None;
+    }
+    let delimiter = format!("--{boundary}");
+    let next_part = format!("\r\n{delimiter}");
+    let mut rest = &bytes[find(bytes, delimiter.as_bytes())? + delimiter.len()..];
+    let mut fields = Vec::new();
+    for _ in 0..MAX_MULTIPART_PARTS {
+        if rest.starts_with(b"--") {
+            return Some(fields);
+        }
+        rest = rest.strip_prefix(b"\r\n")?;
+        let end = find(rest, next_part.as_bytes())?;
+        let part = &rest[..end];
+        rest = &rest[end + next_part.len()..];
+        let head_end = find(part, b"\r\n\r\n")?;
+        let head = String::from_utf8_lossy(&part[..head_end]);
+        let content = &part[head_end + 4..];
+        let (mut name, mut filename, mut content_type) = (None, None, None);
+        for line in head.split("\r\n") {
+            let (k, v) = line.split_once(':')?;
+            if k.trim().eq_ignore_ascii_case("content-disposition") {
+                let media = MediaType::parse(v);
+                for (pk, pv) in media.params {
+                    match pk.as_str() {
+                        "name" => name = Some(pv),
+                        "filename" => filename = Some(pv),
+                        _ => {}
+                    }
+                }
+            } else if k.trim().eq_ignore_ascii_case("content-type") {
+                content_type = Some(v.trim().to_string());
+            }
+        }
+        let name = name?;
+        match filename {
+            Some(f) => {
+                fields.push((format!("{name}.filename"), f));
+                if let Some(ct) = content_type {
+                    fields.push((format!("{name}.content-type"), ct));
+                }
+            }
+            None => fields.push((name, String::from_utf8_lossy(content).into_owned())),
+        }
+    }
+    Some(fields)
 }
 
 /// What the gate inspects of one response.
@@ -431,5 +503,32 @@ mod tests {
         );
         r.attach_body(b"{not json");
         assert_eq!(r.body, Some(Body::InvalidJson));
+    }
+
+    #[test]
+    fn multipart_fields_and_files_are_parsed() {
+        let mut r = Request::new(
+            "POST",
+            "HTTP/1.1",
+            "/upload",
+            vec![(
+                "content-type".into(),
+                "multipart/form-data; boundary=XyZ".into(),
+            )],
+            None,
+        );
+        assert!(r.wants_body());
+        let body = b"preamble\r\n--XyZ\r\nContent-Disposition: form-data; name=\"user\"\r\n\r\nanna 7\r\n--XyZ\r\nContent-Disposition: form-data; name=\"avatar\"; filename=\"me.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n\xff\xd8\xff\r\n--XyZ--\r\n";
+        r.attach_body(body);
+        assert_eq!(
+            r.body,
+            Some(Body::Form(vec![
+                ("user".into(), "anna 7".into()),
+                ("avatar.filename".into(), "me.jpg".into()),
+                ("avatar.content-type".into(), "image/jpeg".into()),
+            ]))
+        );
+        r.attach_body(b"--XyZ\r\nno headers here--XyZ--");
+        assert_eq!(r.body, Some(Body::InvalidMultipart));
     }
 }

