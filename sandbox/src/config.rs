@@ -1,0 +1,66 @@
+//! The switches of the default hardening; the defaults are the hardened choice.
+
+use serde::{Deserialize, Serialize};
+
+/// What [`harden_spec`](crate::harden_spec) may relax. Every field defaults to the hardened
+/// choice, so `HardeningConfig::default()` is the full default hardening; new switches are
+/// added as fields with a hardened default, so configurations written today keep meaning
+/// the same.
+///
+/// It deserializes from the shim's configuration (unknown keys are refused so a misspelt
+/// switch does not silently leave the default):
+///
+/// ```toml
+/// allow_privileged = false
+/// allow_unconfined_seccomp = false
+/// drop_net_raw = true
+/// allowed_added_capabilities = ["NET_ADMIN"]
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HardeningConfig {
+    /// Run privileged containers (every capability, nothing masked) as they are, with a
+    /// warning, instead of refusing them. Their spec is then left untouched.
+    pub allow_privileged: bool,
+    /// Leave a container whose spec has no `linux.seccomp` without a filter (with a warning)
+    /// instead of installing palisade's default profile.
+    pub allow_unconfined_seccomp: bool,
+    /// Remove `CAP_NET_RAW` (raw and packet sockets: ARP and DNS spoofing inside the node
+    /// network) from the default capability set.
+    pub drop_net_raw: bool,
+    /// Capabilities beyond the default set that a container may hold (as a pod adds them
+    /// with `securityContext.capabilities.add`), written `NET_ADMIN` or `CAP_NET_ADMIN`.
+    /// Any other capability beyond the default set refuses the container.
+    pub allowed_added_capabilities: Vec<String>,
+}
+
+impl Default for HardeningConfig {
+    fn default() -> Self {
+        Self {
+            allow_privileged: false,
+            allow_unconfined_seccomp: false,
+            drop_net_raw: true,
+            allowed_added_capabilities: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_document_is_the_hardened_default() {
+        let cfg: HardeningConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(cfg, HardeningConfig::default());
+        assert!(cfg.drop_net_raw);
+        assert!(!cfg.allow_privileged && !cfg.allow_unconfined_seccomp);
+    }
+
+    #[test]
+    fn misspelt_switch_is_refused() {
+        let err =
+            serde_json::from_str::<HardeningConfig>(r#"{"allow_priviledged": true}"#).unwrap_err();
+        assert!(err.to_string().contains("allow_priviledged"), "{err}");
+    }
+}

@@ -1,0 +1,374 @@
+//! Palisade's default seccomp profile, in the OCI `linux.seccomp` form that runc installs.
+
+mod lists;
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+pub use lists::NEVER_ALLOWED;
+
+/// `EPERM`, what a refused syscall returns.
+pub const EPERM: u32 = 1;
+/// `ENOSYS`, what `clone3` returns so that libc falls back to `clone`, whose flags the
+/// filter can inspect (`clone3` passes them in memory, out of the filter's reach).
+pub const ENOSYS: u32 = 38;
+
+/// The namespace flags of `clone`: a container must not create namespaces of its own.
+pub const CLONE_NAMESPACE_FLAGS: u64 = 0x0002_0000 // CLONE_NEWNS
+    | 0x0200_0000 // CLONE_NEWCGROUP
+    | 0x0400_0000 // CLONE_NEWUTS
+    | 0x0800_0000 // CLONE_NEWIPC
+    | 0x1000_0000 // CLONE_NEWUSER
+    | 0x2000_0000 // CLONE_NEWPID
+    | 0x4000_0000; // CLONE_NEWNET
+
+/// The file-type bits of a mode (`S_IFMT`).
+pub const S_IFMT: u64 = 0o170_000;
+/// The file types `mknod`/`mknodat` may create: regular files (type 0 means regular too),
+/// FIFOs and sockets; never character or block devices.
+pub const MKNOD_ALLOWED_TYPES: [u64; 4] = [0, 0o100_000, 0o010_000, 0o140_000];
+
+/// The `personality` values a container may set: Linux, Linux32, their `UNAME26`
+/// variants, and the query value that changes nothing.
+pub const PERSONALITY_ALLOWED: [u64; 5] = [0x0, 0x8, 0x2_0000, 0x2_0008, 0xffff_ffff];
+
+/// A seccomp action, as the OCI runtime spec spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Action {
+    /// Let the syscall through.
+    #[serde(rename = "SCMP_ACT_ALLOW")]
+    Allow,
+    /// Fail the syscall with an errno (`errnoRet`, EPERM when absent).
+    #[serde(rename = "SCMP_ACT_ERRNO")]
+    Errno,
+}
+
+/// How a syscall argument is compared, as the OCI runtime spec spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// `arg == value`.
+    #[serde(rename = "SCMP_CMP_EQ")]
+    Eq,
+    /// `arg & value == valueTwo`.
+    #[serde(rename = "SCMP_CMP_MASKED_EQ")]
+    MaskedEq,
+}
+
+/// One condition on a syscall argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArgFilter {
+    /// Which argument, from 0.
+    pub index: u32,
+    /// The value (or, for [`Op::MaskedEq`], the mask).
+    pub value: u64,
+    /// The value the masked argument must equal ([`Op::MaskedEq`] only).
+    #[serde(default)]
+    pub value_two: u64,
+    /// The comparison.
+    pub op: Op,
+}
+
+/// A rule: these syscalls, when all `args` conditions hold, get `action`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyscallRule {
+    /// Syscall names; each is resolved per architecture by runc.
+    pub names: Vec<String>,
+    /// What happens when the rule matches.
+    pub action: Action,
+    /// The errno for [`Action::Errno`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errno_ret: Option<u32>,
+    /// Conditions, all of which must hold; rules for the same syscall are alternatives.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<ArgFilter>,
+}
+
+/// A seccomp profile in the OCI `linux.seccomp` form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Profile {
+    /// What a syscall that no rule matches gets.
+    pub default_action: Action,
+    /// The errno for a [`Action::Errno`] default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_errno_ret: Option<u32>,
+    /// `SCMP_ARCH_*` names the filter covers.
+    pub architectures: Vec<String>,
+    /// The rules.
+    pub syscalls: Vec<SyscallRule>,
+}
+
+impl Profile {
+    /// Every name some rule lets through with [`Action::Allow`], with or without conditions.
+    pub fn allowed_names(&self) -> BTreeSet<&str> {
+        self.syscalls
+            .iter()
+            .filter(|r| r.action == Action::Allow)
+            .flat_map(|r| r.names.iter().map(String::as_str))
+            .collect()
+    }
+
+    /// The rules naming `name`.
+    pub fn rules_for<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a SyscallRule> {
+        self.syscalls
+            .iter()
+            .filter(move |r| r.names.iter().any(|n| n == name))
+    }
+}
+
+/// The machine architectures palisade builds profiles for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// x86_64, with the x86 and x32 personalities it can run.
+    X86_64,
+    /// aarch64, with the 32-bit arm personality it can run.
+    Aarch64,
+}
+
+impl Arch {
+    /// The architecture this binary was built for, if palisade supports it.
+    pub fn host() -> Option<Self> {
+        if cfg!(target_arch = "x86_64") {
+            Some(Self::X86_64)
+        } else if cfg!(target_arch = "aarch64") {
+            Some(Self::Aarch64)
+        } else {
+            None
+        }
+    }
+
+    /// The `SCMP_ARCH_*` names a filter for this machine must cover: a filter that named
+    /// only the native one would let a 32-bit binary reach every syscall through the compat
+    /// entry points with the default action of the kernel, not ours.
+    pub fn scmp_architectures(self) -> &'static [&'static str] {
+        match self {
+            Self::X86_64 => &["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+            Self::Aarch64 => &["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
+        }
+    }
+
+    fn only_here(self) -> &'static [&'static str] {
+        match self {
+            Self::X86_64 => lists::X86_64_ONLY,
+            Self::Aarch64 => lists::AARCH64_ONLY,
+        }
+    }
+}
+
+/// Palisade's default profile for `arch`, for a container whose bounding set is `bounding`.
+///
+/// An allow-list: anything unnamed fails with EPERM. Capability-gated syscalls (ptrace with
+/// `CAP_SYS_PTRACE`, ...) are added only when the capability is in `bounding`; the names in
+/// [`NEVER_ALLOWED`] are never added.
+pub fn default_profile(arch: Arch, bounding: &BTreeSet<String>) -> Profile {
+    let mut allowed: BTreeSet<&str> = [
+        lists::FILES,
+        lists::EVENTS,
+        lists::MEMORY,
+        lists::PROCESSES,
+        lists::SIGNALS,
+        lists::TIME,
+        lists::NETWORK,
+        lists::IPC,
+        arch.only_here(),
+    ]
+    .into_iter()
+    .flatten()
+    .copied()
+    .collect();
+    for (cap, names) in lists::CAP_GATED {
+        if bounding.contains(*cap) {
+            allowed.extend(names.iter().copied());
+        }
+    }
+    allowed.retain(|name| !NEVER_ALLOWED.contains(name));
+
+    let mut syscalls = vec![SyscallRule {
+        names: allowed.into_iter().map(str::to_owned).collect(),
+        action: Action::Allow,
+        errno_ret: None,
+        args: Vec::new(),
+    }];
+    syscalls.push(conditional(
+        "clone",
+        ArgFilter {
+            index: 0,
+            value: CLONE_NAMESPACE_FLAGS,
+            value_two: 0,
+            op: Op::MaskedEq,
+        },
+    ));
+    syscalls.push(SyscallRule {
+        names: vec!["clone3".to_owned()],
+        action: Action::Errno,
+        errno_ret: Some(ENOSYS),
+        args: Vec::new(),
+    });
+    for (name, mode_arg) in [("mknod", 1), ("mknodat", 2)] {
+        for file_type in MKNOD_ALLOWED_TYPES {
+            syscalls.push(conditional(
+                name,
+                ArgFilter {
+                    index: mode_arg,
+                    value: S_IFMT,
+                    value_two: file_type,
+                    op: Op::MaskedEq,
+                },
+            ));
+        }
+    }
+    for persona in PERSONALITY_ALLOWED {
+        syscalls.push(conditional(
+            "personality",
+            ArgFilter {
+                index: 0,
+                value: persona,
+                value_two: 0,
+                op: Op::Eq,
+            },
+        ));
+    }
+
+    Profile {
+        default_action: Action::Errno,
+        default_errno_ret: Some(EPERM),
+        architectures: arch
+            .scmp_architectures()
+            .iter()
+            .map(|a| (*a).to_owned())
+            .collect(),
+        syscalls,
+    }
+}
+
+fn conditional(name: &str, filter: ArgFilter) -> SyscallRule {
+    SyscallRule {
+        names: vec![name.to_owned()],
+        action: Action::Allow,
+        errno_ret: None,
+        args: vec![filter],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capabilities::{DEFAULT_CAPABILITIES, KNOWN_CAPABILITIES};
+
+    fn caps(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|c| (*c).to_owned()).collect()
+    }
+
+    #[test]
+    fn no_never_allowed_name_is_allowed_even_with_every_capability() {
+        for arch in [Arch::X86_64, Arch::Aarch64] {
+            let profile = default_profile(arch, &caps(&KNOWN_CAPABILITIES));
+            let allowed = profile.allowed_names();
+            for name in NEVER_ALLOWED {
+                assert!(!allowed.contains(name), "{arch:?}: {name} is allowed");
+            }
+        }
+    }
+
+    #[test]
+    fn capability_gated_syscalls_follow_the_bounding_set() {
+        let default = default_profile(Arch::X86_64, &caps(&DEFAULT_CAPABILITIES));
+        let allowed = default.allowed_names();
+        assert!(
+            allowed.contains("chroot"),
+            "CAP_SYS_CHROOT is in the default set"
+        );
+        assert!(!allowed.contains("ptrace"));
+        assert!(!allowed.contains("settimeofday"));
+
+        let ptrace = default_profile(Arch::X86_64, &caps(&["CAP_SYS_PTRACE"]));
+        let allowed = ptrace.allowed_names();
+        assert!(allowed.contains("ptrace"));
+        assert!(allowed.contains("process_vm_readv"));
+        assert!(!allowed.contains("chroot"));
+    }
+
+    #[test]
+    fn clone_is_allowed_only_without_namespace_flags_and_clone3_gets_enosys() {
+        let profile = default_profile(Arch::X86_64, &BTreeSet::new());
+        let clone: Vec<_> = profile.rules_for("clone").collect();
+        assert_eq!(clone.len(), 1);
+        assert_eq!(
+            clone[0].args,
+            [ArgFilter {
+                index: 0,
+                value: 0x7E02_0000,
+                value_two: 0,
+                op: Op::MaskedEq
+            }]
+        );
+        let clone3: Vec<_> = profile.rules_for("clone3").collect();
+        assert_eq!(clone3.len(), 1);
+        assert_eq!(clone3[0].action, Action::Errno);
+        assert_eq!(clone3[0].errno_ret, Some(ENOSYS));
+    }
+
+    #[test]
+    fn every_mknod_rule_excludes_device_types() {
+        let profile = default_profile(Arch::Aarch64, &BTreeSet::new());
+        for name in ["mknod", "mknodat"] {
+            let rules: Vec<_> = profile.rules_for(name).collect();
+            assert_eq!(rules.len(), MKNOD_ALLOWED_TYPES.len(), "{name}");
+            for rule in rules {
+                let [filter] = rule.args.as_slice() else {
+                    panic!("{name}: expected one condition, got {:?}", rule.args)
+                };
+                assert_eq!(filter.op, Op::MaskedEq);
+                assert_eq!(filter.value, S_IFMT);
+                for device in [0o020_000, 0o060_000] {
+                    assert_ne!(filter.value_two, device, "{name} allows a device type");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn architecture_specific_names_stay_on_their_architecture() {
+        let x86 = default_profile(Arch::X86_64, &BTreeSet::new());
+        let arm = default_profile(Arch::Aarch64, &BTreeSet::new());
+        assert!(x86.allowed_names().contains("arch_prctl"));
+        assert!(!arm.allowed_names().contains("arch_prctl"));
+        assert!(arm.allowed_names().contains("set_tls"));
+        assert_eq!(
+            x86.architectures,
+            ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
+        );
+        assert_eq!(arm.architectures, ["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]);
+    }
+
+    #[test]
+    fn serializes_in_the_oci_form() {
+        let profile = default_profile(Arch::X86_64, &BTreeSet::new());
+        let json = serde_json::to_value(&profile).unwrap();
+        assert_eq!(json["defaultAction"], "SCMP_ACT_ERRNO");
+        assert_eq!(json["defaultErrnoRet"], 1);
+        let clone3 = json["syscalls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["names"] == serde_json::json!(["clone3"]))
+            .unwrap();
+        assert_eq!(clone3["action"], "SCMP_ACT_ERRNO");
+        assert_eq!(clone3["errnoRet"], 38);
+        let clone = json["syscalls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["names"] == serde_json::json!(["clone"]))
+            .unwrap();
+        assert_eq!(
+            clone["args"],
+            serde_json::json!([{"index": 0, "value": 0x7E02_0000u64, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}])
+        );
+        let back: Profile = serde_json::from_value(json).unwrap();
+        assert_eq!(back, profile);
+    }
+}

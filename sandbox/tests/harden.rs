@@ -1,0 +1,394 @@
+//! `harden_spec` on specs shaped like the ones containerd's CRI plugin writes.
+
+use std::collections::BTreeSet;
+
+use palisade_sandbox::capabilities::{DEFAULT_CAPABILITIES, KNOWN_CAPABILITIES};
+use palisade_sandbox::paths::{MASKED_PATHS, READONLY_PATHS};
+use palisade_sandbox::seccomp::{self, Arch, Profile};
+use palisade_sandbox::{harden_spec, HardenError, HardeningConfig};
+use serde_json::{json, Value};
+
+const CONTAINER: &str = include_str!("fixtures/cri-container.json");
+const SANDBOX: &str = include_str!("fixtures/cri-sandbox.json");
+const ID: &str = "3c1d2e4f5a6b";
+
+fn fixture(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("fixture does not parse: {e}"))
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|s| match s.as_str() {
+            Some(s) => s.to_owned(),
+            None => panic!("not a string: {s}"),
+        })
+        .collect()
+}
+
+/// The spec CRI writes for `privileged: true`: every capability, nothing masked.
+fn privileged_spec() -> Value {
+    let mut spec = fixture(CONTAINER);
+    for set in ["bounding", "effective", "permitted", "inheritable"] {
+        spec["process"]["capabilities"][set] = json!(KNOWN_CAPABILITIES.as_slice());
+    }
+    spec["linux"]["maskedPaths"] = json!([]);
+    spec["linux"]["readonlyPaths"] = json!([]);
+    spec
+}
+
+#[test]
+fn installs_the_default_profile_when_the_spec_has_none() {
+    let mut spec = fixture(CONTAINER);
+    assert!(spec["linux"].get("seccomp").is_none());
+    let report = harden_spec(ID, &mut spec, &HardeningConfig::default()).unwrap();
+
+    let installed: Profile = serde_json::from_value(spec["linux"]["seccomp"].clone()).unwrap();
+    let bounding: BTreeSet<String> = strings(&spec["process"]["capabilities"]["bounding"])
+        .into_iter()
+        .collect();
+    let Some(arch) = Arch::host() else {
+        panic!("tests run on a supported architecture")
+    };
+    assert_eq!(installed, seccomp::default_profile(arch, &bounding));
+    assert!(
+        report
+            .applied
+            .iter()
+            .any(|l| l.starts_with("seccomp: installed palisade's default profile")),
+        "{report:?}"
+    );
+    assert!(report.warnings.is_empty(), "{report:?}");
+}
+
+#[test]
+fn keeps_a_profile_the_pod_asked_for() {
+    let mut spec = fixture(SANDBOX);
+    let before = spec["linux"]["seccomp"].clone();
+    let report = harden_spec("8e1f0b4c5d3a", &mut spec, &HardeningConfig::default()).unwrap();
+    assert_eq!(spec["linux"]["seccomp"], before);
+    assert!(report
+        .applied
+        .contains(&"seccomp: kept the profile in the spec (defaultAction SCMP_ACT_ERRNO)".into()));
+}
+
+#[test]
+fn warns_when_the_kept_profile_allows_by_default() {
+    let mut spec = fixture(CONTAINER);
+    spec["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": []});
+    let report = harden_spec(ID, &mut spec, &HardeningConfig::default()).unwrap();
+    assert_eq!(spec["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ALLOW");
+    assert_eq!(report.warnings.len(), 1, "{report:?}");
+    assert!(report.warnings[0].contains("SCMP_ACT_ALLOW"));
+}
+
+#[test]
+fn allow_unconfined_seccomp_leaves_the_spec_without_a_filter_and_says_so() {
+    let mut spec = fixture(CONTAINER);
+    let cfg = HardeningConfig {
+        allow_unconfined_seccomp: true,
+        ..HardeningConfig::default()
+    };
+    let report = harden_spec(ID, &mut spec, &cfg).unwrap();
+    assert!(spec["linux"].get("seccomp").is_none());
+    assert!(report.warnings[0].starts_with("seccomp: the spec has no profile"));
+}
+
+#[test]
+fn cuts_net_raw_from_every_set_and_keeps_the_rest_of_the_default_set() {
+    let mut spec = fixture(CONTAINER);
+    let report = harden_spec(ID, &mut spec, &HardeningConfig::default()).unwrap();
+    let expected: Vec<&str> = [
+        "CAP_CHOWN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_FSETID",
+        "CAP_FOWNER",
+        "CAP_MKNOD",
+        "CAP_SETGID",
+        "CAP_SETUID",
+        "CAP_SETFCAP",
+        "CAP_SETPCAP",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_SYS_CHROOT",
+        "CAP_KILL",
+        "CAP_AUDIT_WRITE",
+    ]
+    .to_vec();
+    for set in ["bounding", "effective", "inheritable", "permitted"] {
+        assert_eq!(
+            strings(&spec["process"]["capabilities"][set]),
+            expected,
+            "{set}"
+        );
+    }
+    assert!(spec["process"]["capabilities"].get("ambient").is_none());
+    assert!(report
+        .applied
+        .contains(&"capabilities: dropped CAP_NET_RAW".into()));
+}
+
+#[test]
+fn keeps_net_raw_when_configured_to() {
+    let mut spec = fixture(CONTAINER);
+    let cfg = HardeningConfig {
+        drop_net_raw: false,
+        ..HardeningConfig::default()
+    };
+    let report = harden_spec(ID, &mut spec, &cfg).unwrap();
+    let bounding = strings(&spec["process"]["capabilities"]["bounding"]);
+    assert_eq!(bounding.len(), DEFAULT_CAPABILITIES.len());
+    assert!(bounding.contains(&"CAP_NET_RAW".to_owned()));
+    assert!(!report
+        .applied
+        .iter()
+        .any(|l| l.starts_with("capabilities:")));
+}
+
+#[test]
+fn refuses_an_added_capability_naming_it_and_leaves_the_spec_untouched() {
+    let mut spec = fixture(CONTAINER);
+    spec["process"]["capabilities"]["bounding"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("CAP_SYS_ADMIN"));
+    let before = spec.clone();
+    let err = harden_spec(ID, &mut spec, &HardeningConfig::default()).unwrap_err();
+    assert!(matches!(err, HardenError::Capabilities { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "container 3c1d2e4f5a6b: capability CAP_SYS_ADMIN is beyond the default set and not \
+         allowed by this configuration (allowed_added_capabilities)"
+    );
+    assert_eq!(spec, before);
+}
+
+#[test]
+fn allows_an_added_capability_the_configuration_lists_and_its_syscalls() {
+    let mut spec = fixture(CONTAINER);
+    for set in ["bounding", "effective", "permitted"] {
+        spec["process"]["capabilities"][set]
+            .as_array_mut()
+            .unwrap()
+            .push(json!("CAP_SYS_PTRACE"));
+    }
+    let cfg = HardeningConfig {
+        allowed_added_capabilities: vec!["SYS_PTRACE".into()],
+        ..HardeningConfig::default()
+    };
+    harden_spec(ID, &mut spec, &cfg).unwrap();
+    assert!(strings(&spec["process"]["capabilities"]["effective"])
+        .contains(&"CAP_SYS_PTRACE".to_owned()));
+    let installed: Profile = serde_json::from_value(spec["linux"]["seccomp"].clone()).unwrap();
+    assert!(installed.allowed_names().contains("ptrace"));
+}
+
+#[test]
+fn unknown_capability_in_the_configuration_is_an_error() {
+    let mut spec = fixture(CONTAINER);
+    let cfg = HardeningConfig {
+        allowed_added_capabilities: vec!["SYS_EVERYTHING".into()],
+        ..HardeningConfig::default()
+    };
+    let err = harden_spec(ID, &mut spec, &cfg).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "container 3c1d2e4f5a6b: configuration: \"SYS_EVERYTHING\" is not a known capability"
+    );
+}
+
+#[test]
+fn refuses_a_privileged_container() {
+    let mut spec = privileged_spec();
+    let before = spec.clone();
+    let err = harden_spec(ID, &mut spec, &HardeningConfig::default()).unwrap_err();
+    assert!(matches!(err, HardenError::Privileged { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "container 3c1d2e4f5a6b: privileged containers are refused by this configuration \
+         (allow_privileged)"
+    );
+    assert_eq!(spec, before);
+}
+
+#[test]
+fn runs_a_privileged_container_as_it_is_when_allowed_and_warns() {
+    let mut spec = privileged_spec();
+    let before = spec.clone();
+    let cfg = HardeningConfig {
+        allow_privileged: true,
+        ..HardeningConfig::default()
+    };
+    let report = harden_spec(ID, &mut spec, &cfg).unwrap();
+    assert_eq!(spec, before);
+    assert!(report.applied.is_empty());
+    assert_eq!(report.warnings.len(), 1);
+    assert!(report.warnings[0].starts_with("privileged:"));
+}
+
+#[test]
+fn every_capability_with_masked_paths_is_not_privileged_but_refused_by_name() {
+    let mut spec = fixture(CONTAINER);
+    spec["process"]["capabilities"]["bounding"] = json!(KNOWN_CAPABILITIES.as_slice());
+    let cfg = HardeningConfig {
+        allow_privileged: true,
+        ..HardeningConfig::default()
+    };
+    let err = harden_spec(ID, &mut spec, &cfg).unwrap_err();
+    assert!(matches!(err, HardenError::Capabilities { .. }), "{err:?}");
+    assert!(err.to_string().contains("CAP_SYS_ADMIN"), "{err}");
+}
+
+#[test]
+fn sets_no_new_privileges_even_over_an_explicit_false() {
+    let mut spec = fixture(CONTAINER);
+    assert!(spec["process"].get("noNewPrivileges").is_none());
+    harden_spec(ID, &mut spec, &HardeningConfig::default()).unwrap();
+    assert_eq!(spec["process"]["noNewPrivileges"], true);
+
+    let mut spec = fixture(CONTAINER);
+    spec["process"]["noNewPrivileges"] = json!(false);
+    let report = harden_spec(ID, &mut spec, &HardeningConfig::default()).unwrap();
+    assert_eq!(spec["process"]["noNewPrivileges"], true);
+    assert!(report
+        .applied
+        .iter()
+        .any(|l| l.starts_with("process: noNewPrivileges set (the spec had false")));
+}
+
+#[test]
+fn merges_masked_and_readonly_paths_without_duplicates() {
+    let mut spec = fixture(CONTAINER);
+    spec["linux"]["maskedPaths"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("/proc/kcore"));
+    let report = harden_spec(ID, &mut spec, &HardeningConfig::default()).unwrap();
+
+    let masked = strings(&spec["linux"]["maskedPaths"]);
+    let readonly = strings(&spec["linux"]["readonlyPaths"]);
+    for path in MASKED_PATHS {
+        assert_eq!(masked.iter().filter(|p| *p == path).count(), 1, "{path}");
+    }
+    for path in READONLY_PATHS {
+        assert_eq!(readonly.iter().filter(|p| *p == path).count(), 1, "{path}");
+    }
+    // containerd 1.6 lists /proc/asound as read-only; that entry stays, and it is masked too.
+    assert!(readonly.contains(&"/proc/asound".to_owned()));
+    assert_eq!(masked.len(), MASKED_PATHS.len());
+    assert!(report
+        .applied
+        .contains(&"maskedPaths: added /proc/asound, /sys/devices/virtual/powercap".to_owned()));
+    assert!(!report
+        .applied
+        .iter()
+        .any(|l| l.starts_with("readonlyPaths:")));
+}
+
+#[test]
+fn preserves_every_field_it_does_not_harden() {
+    let original = fixture(CONTAINER);
+    let mut spec = original.clone();
+    spec["x-vendor"] = json!({"nested": [1, 2.5, "three", null, {"deep": true}]});
+    spec["linux"]["intelRdt"] = json!({"closID": "guaranteed"});
+    let extra = spec.clone();
+    harden_spec(ID, &mut spec, &HardeningConfig::default()).unwrap();
+
+    let mut hardened = spec.as_object().unwrap().clone();
+    let mut expected = extra.as_object().unwrap().clone();
+    // The hardened members are compared by the tests above; everything else must be equal.
+    for member in [&mut hardened, &mut expected] {
+        let process = member["process"].as_object_mut().unwrap();
+        process.remove("capabilities");
+        process.remove("noNewPrivileges");
+        let linux = member["linux"].as_object_mut().unwrap();
+        for key in ["maskedPaths", "readonlyPaths", "seccomp"] {
+            linux.remove(key);
+        }
+    }
+    assert_eq!(hardened, expected);
+    assert_eq!(spec["mounts"], original["mounts"]);
+    assert_eq!(spec["annotations"], original["annotations"]);
+    assert_eq!(spec["linux"]["namespaces"], original["linux"]["namespaces"]);
+    assert_eq!(
+        spec["x-vendor"]["nested"][4]["deep"], true,
+        "unknown members survive"
+    );
+}
+
+#[test]
+fn hardens_the_pause_container_without_touching_its_namespaces() {
+    let original = fixture(SANDBOX);
+    let mut spec = original.clone();
+    let report = harden_spec("8e1f0b4c5d3a", &mut spec, &HardeningConfig::default()).unwrap();
+    assert_eq!(spec["linux"]["namespaces"], original["linux"]["namespaces"]);
+    assert_eq!(spec["hostname"], original["hostname"]);
+    assert_eq!(spec["mounts"], original["mounts"]);
+    assert!(
+        !strings(&spec["process"]["capabilities"]["bounding"]).contains(&"CAP_NET_RAW".to_owned())
+    );
+    // It already had noNewPrivileges and every path: only NET_RAW and the kept profile.
+    assert_eq!(
+        report.applied,
+        [
+            "capabilities: dropped CAP_NET_RAW",
+            "seccomp: kept the profile in the spec (defaultAction SCMP_ACT_ERRNO)"
+        ]
+    );
+}
+
+#[test]
+fn hardening_twice_changes_nothing_more() {
+    let mut spec = fixture(CONTAINER);
+    harden_spec(ID, &mut spec, &HardeningConfig::default()).unwrap();
+    let once = spec.clone();
+    let report = harden_spec(ID, &mut spec, &HardeningConfig::default()).unwrap();
+    assert_eq!(spec, once);
+    assert_eq!(
+        report.applied,
+        ["seccomp: kept the profile in the spec (defaultAction SCMP_ACT_ERRNO)"]
+    );
+}
+
+#[test]
+fn a_spec_that_is_not_an_oci_spec_is_refused_with_the_path() {
+    let cfg = HardeningConfig::default();
+    let mut not_object = json!([1, 2]);
+    let err = harden_spec(ID, &mut not_object, &cfg).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "container 3c1d2e4f5a6b: spec: not a JSON object"
+    );
+
+    let mut no_process = json!({"ociVersion": "1.0.2"});
+    let err = harden_spec(ID, &mut no_process, &cfg).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "container 3c1d2e4f5a6b: spec: process: missing"
+    );
+
+    let mut spec = fixture(CONTAINER);
+    spec["linux"]["readonlyPaths"] = json!({"oops": true});
+    let err = harden_spec(ID, &mut spec, &cfg).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "container 3c1d2e4f5a6b: spec: linux.readonlyPaths: expected an array of strings"
+    );
+}
+
+#[test]
+fn round_trips_through_the_bundle_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, CONTAINER).unwrap();
+    let mut spec: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    harden_spec(ID, &mut spec, &HardeningConfig::default()).unwrap();
+    std::fs::write(&path, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
+    let reread: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(reread, spec);
+    assert_eq!(reread["process"]["oomScoreAdj"], 1000);
+    assert_eq!(
+        reread["linux"]["resources"]["unified"]["memory.oom.group"],
+        "1"
+    );
+}
