@@ -14,7 +14,7 @@ use hyper::service::service_fn;
 use hyper::{StatusCode, Uri};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use crate::body::{read_ahead, GateBody};
@@ -44,6 +44,9 @@ pub struct GateConfig {
     pub inspect_bodies: bool,
     /// Bodies larger than this are forwarded without inspection.
     pub max_inspected_body: usize,
+    /// Time a client has to send a body that is read ahead for inspection; a client that
+    /// trickles its body is answered 408 instead of holding a connection.
+    pub body_read_timeout: Duration,
     /// Identical events within this window are reported once, with a count.
     pub alert_window: Duration,
     /// Time allowed to connect to the upstream.
@@ -63,6 +66,7 @@ impl Default for GateConfig {
             max_connections: 512,
             inspect_bodies: true,
             max_inspected_body: 64 * 1024,
+            body_read_timeout: Duration::from_secs(30),
             alert_window: Duration::from_secs(60),
             upstream_connect_timeout: Duration::from_secs(5),
         }
@@ -133,6 +137,13 @@ struct Inner {
     indicators: Mutex<IndicatorState>,
     id_prefix: u32,
     next_id: AtomicU64,
+}
+
+/// One client connection: its upstream side and its slot under the connection limit.
+struct Connection {
+    upstream: Upstream,
+    slot: Arc<OwnedSemaphorePermit>,
+    peer: SocketAddr,
 }
 
 /// Distinct events remembered for de-duplication.
@@ -233,26 +244,30 @@ impl Gate {
             let gate = self.clone();
             let span = tracing::debug_span!("gate", service = %self.inner.config.service, %peer);
             tokio::spawn(
-                async move {
-                    gate.connection(stream, peer, upstream).await;
-                    drop(permit);
-                }
-                .instrument(span),
+                async move { gate.connection(stream, peer, upstream, permit).await }
+                    .instrument(span),
             );
         }
     }
 
-    async fn connection(&self, stream: TcpStream, peer: SocketAddr, upstream: SocketAddr) {
+    async fn connection(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        upstream: SocketAddr,
+        slot: OwnedSemaphorePermit,
+    ) {
         let _ = stream.set_nodelay(true);
-        let up = Arc::new(Upstream::new(
-            upstream,
-            self.inner.config.upstream_connect_timeout,
-        ));
+        let conn = Arc::new(Connection {
+            upstream: Upstream::new(upstream, self.inner.config.upstream_connect_timeout),
+            slot: Arc::new(slot),
+            peer,
+        });
         let gate = self.clone();
         let service = service_fn(move |req| {
             let gate = gate.clone();
-            let up = up.clone();
-            async move { Ok::<_, Infallible>(gate.handle(req, peer, &up).await) }
+            let conn = conn.clone();
+            async move { Ok::<_, Infallible>(gate.handle(req, &conn).await) }
         });
         let mut builder = server::Builder::new();
         builder
@@ -281,9 +296,9 @@ impl Gate {
     async fn handle(
         &self,
         mut req: hyper::Request<hyper::body::Incoming>,
-        peer: SocketAddr,
-        up: &Upstream,
+        conn: &Connection,
     ) -> hyper::Response<GateBody> {
+        let (peer, up) = (conn.peer, &conn.upstream);
         let id = self.request_id();
         let mode = self.current_mode();
         lock(&self.inner.indicators).request(peer.ip(), mode == Mode::Learn);
@@ -294,16 +309,24 @@ impl Gate {
 
         let cfg = &self.inner.config;
         let body = if cfg.inspect_bodies && !upgrade && sample.wants_body() {
-            match read_ahead(body, cfg.max_inspected_body).await {
-                Ok((Some(bytes), forward)) => {
+            let read = tokio::time::timeout(
+                cfg.body_read_timeout,
+                read_ahead(body, cfg.max_inspected_body),
+            );
+            match read.await {
+                Err(_) => {
+                    tracing::debug!(request_id = %id, "gate: request body too slow");
+                    return plain(StatusCode::REQUEST_TIMEOUT, &id, "request body too slow");
+                }
+                Ok(Ok((Some(bytes), forward))) => {
                     sample.attach_body(&bytes);
                     forward
                 }
-                Ok((None, forward)) => {
+                Ok(Ok((None, forward))) => {
                     tracing::debug!(request_id = %id, "gate: body over inspection cap, not inspected");
                     forward
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     tracing::debug!(request_id = %id, error = %e, "gate: request body unreadable");
                     return plain(StatusCode::BAD_REQUEST, &id, "request body unreadable");
                 }
@@ -352,7 +375,14 @@ impl Gate {
             (on_client_upgrade, resp.status())
         {
             let upstream_side = hyper::upgrade::on(&mut resp);
-            tokio::spawn(tunnel(client_side, upstream_side, id.clone()));
+            // The tunnel outlives the HTTP connection; it keeps the connection's slot so that
+            // upgraded connections count against the limit too.
+            let slot = conn.slot.clone();
+            let id = id.clone();
+            tokio::spawn(async move {
+                tunnel(client_side, upstream_side, id).await;
+                drop(slot);
+            });
         }
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(

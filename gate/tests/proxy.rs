@@ -398,3 +398,57 @@ async fn upstream_closing_idle_connections_causes_no_errors() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn slow_inspected_bodies_are_answered_408() -> Result<()> {
+    let up = start_upstream().await?;
+    let config = GateConfig {
+        body_read_timeout: Duration::from_millis(300),
+        ..test_config(Mode::Learn)
+    };
+    let gate = start_gate(config, Profile::default(), up.addr).await?;
+    let mut c = Client::connect(gate.addr).await?;
+    c.stream
+        .write_all(b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"a\":")
+        .await?;
+    let started = std::time::Instant::now();
+    let resp = c.read_response().await?;
+    assert_eq!(resp.status, 408);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(up.hits(), 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn upgraded_connections_count_against_the_limit() -> Result<()> {
+    let up = start_upstream().await?;
+    let config = GateConfig {
+        max_connections: 1,
+        ..test_config(Mode::Learn)
+    };
+    let gate = start_gate(config, Profile::default(), up.addr).await?;
+    let mut ws = Client::connect(gate.addr).await?;
+    let upgrade = TestRequest::get("/ws")
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket");
+    assert_eq!(ws.send(&upgrade).await?.status, 101);
+    ws.stream.write_all(b"ping").await?;
+    let mut got = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(5), ws.stream.read_exact(&mut got)).await??;
+    assert_eq!(&got, b"ping");
+
+    let mut other = Client::connect(gate.addr).await?;
+    assert!(
+        other.closed_within(Duration::from_secs(2)).await,
+        "the tunnel holds the only slot"
+    );
+    drop(ws);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut again = Client::connect(gate.addr).await?;
+    assert_eq!(
+        again.send(&search("red")).await?.status,
+        200,
+        "slot freed when the tunnel closed"
+    );
+    Ok(())
+}
