@@ -44,6 +44,63 @@ pub struct ChildStdio {
     pub stderr: Option<OwnedFd>,
 }
 
+/// The OCI runtime operations the task service needs: runc in production, a recording fake in tests.
+#[async_trait::async_trait]
+pub trait ContainerRuntime: Send + Sync + std::fmt::Debug {
+    /// Sets the container up; its init waits for `start`. Writes the init's pid to `opts.pid_file`.
+    async fn create(&self, id: &str, bundle: &Path, opts: LaunchOpts<'_>) -> Result<(), RuncError>;
+    async fn start(&self, id: &str) -> Result<(), RuncError>;
+    /// Starts an extra process; writes its pid to `opts.pid_file`.
+    async fn exec(
+        &self,
+        id: &str,
+        process_json: &Path,
+        opts: LaunchOpts<'_>,
+    ) -> Result<(), RuncError>;
+    async fn kill(&self, id: &str, signal: u32, all: bool) -> Result<(), RuncError>;
+    async fn delete(&self, id: &str, force: bool) -> Result<(), RuncError>;
+    async fn pause(&self, id: &str) -> Result<(), RuncError>;
+    async fn resume(&self, id: &str) -> Result<(), RuncError>;
+    async fn update(&self, id: &str, resources_json: &Path) -> Result<(), RuncError>;
+    async fn ps(&self, id: &str) -> Result<Vec<i32>, RuncError>;
+}
+
+#[async_trait::async_trait]
+impl ContainerRuntime for Runc {
+    async fn create(&self, id: &str, bundle: &Path, opts: LaunchOpts<'_>) -> Result<(), RuncError> {
+        Runc::create(self, id, bundle, opts).await
+    }
+    async fn start(&self, id: &str) -> Result<(), RuncError> {
+        Runc::start(self, id).await
+    }
+    async fn exec(
+        &self,
+        id: &str,
+        process_json: &Path,
+        opts: LaunchOpts<'_>,
+    ) -> Result<(), RuncError> {
+        Runc::exec(self, id, process_json, opts).await
+    }
+    async fn kill(&self, id: &str, signal: u32, all: bool) -> Result<(), RuncError> {
+        Runc::kill(self, id, signal, all).await
+    }
+    async fn delete(&self, id: &str, force: bool) -> Result<(), RuncError> {
+        Runc::delete(self, id, force).await
+    }
+    async fn pause(&self, id: &str) -> Result<(), RuncError> {
+        Runc::pause(self, id).await
+    }
+    async fn resume(&self, id: &str) -> Result<(), RuncError> {
+        Runc::resume(self, id).await
+    }
+    async fn update(&self, id: &str, resources_json: &Path) -> Result<(), RuncError> {
+        Runc::update(self, id, resources_json).await
+    }
+    async fn ps(&self, id: &str) -> Result<Vec<i32>, RuncError> {
+        Runc::ps(self, id).await
+    }
+}
+
 /// How runc is found and where it keeps its state.
 #[derive(Debug, Clone)]
 pub struct Runc {

@@ -29,7 +29,7 @@ use tokio::task::JoinHandle;
 use crate::config::{Config, RuntimeOptions};
 use crate::error::ShimError;
 use crate::events::EventSender;
-use crate::runc::{LaunchOpts, Runc};
+use crate::runc::{ContainerRuntime, LaunchOpts, Runc};
 use crate::stats::Cgroups;
 use crate::stdio::{pid_file, PendingIo, ProcessIo, StdioPaths};
 
@@ -104,7 +104,7 @@ struct Container {
     id: String,
     bundle: PathBuf,
     rootfs: Option<PathBuf>,
-    runc: Runc,
+    runc: Arc<dyn ContainerRuntime>,
     processes: HashMap<ProcessId, Process>,
     cgroups: Option<Cgroups>,
     oom_watch: Option<JoinHandle<()>>,
@@ -161,6 +161,22 @@ pub struct TaskService {
     exit: Arc<ExitSignal>,
     /// Options the shim was started with; a Create without options falls back to them.
     start_options: RuntimeOptions,
+    /// Builds the OCI runtime a container's configuration names.
+    runtime_for: RuntimeFactory,
+}
+
+/// Makes the runtime for a configuration: runc, or a fake in tests.
+pub type RuntimeFactory = Arc<dyn Fn(&Config) -> Arc<dyn ContainerRuntime> + Send + Sync>;
+
+/// The production factory: runc as the configuration describes it.
+pub fn runc_factory() -> RuntimeFactory {
+    Arc::new(|c: &Config| -> Arc<dyn ContainerRuntime> {
+        Arc::new(Runc::new(
+            c.runc_binary.clone(),
+            c.runc_root.clone(),
+            c.systemd_cgroup,
+        ))
+    })
 }
 
 impl TaskService {
@@ -170,6 +186,7 @@ impl TaskService {
         events: EventSender,
         exit: Arc<ExitSignal>,
         start_options: RuntimeOptions,
+        runtime_for: RuntimeFactory,
     ) -> Result<Self, ShimError> {
         let table = Arc::new(Mutex::new(Table::default()));
         let sub = monitor_subscribe(Topic::Pid)
@@ -185,6 +202,7 @@ impl TaskService {
             events,
             exit,
             start_options,
+            runtime_for,
         })
     }
 
@@ -202,11 +220,7 @@ impl TaskService {
             _ => self.start_options.clone(),
         };
         let config: Config = options.load_config()?;
-        let runc = Runc::new(
-            config.runc_binary.clone(),
-            config.runc_root.clone(),
-            config.systemd_cgroup,
-        );
+        let runc = (self.runtime_for)(&config);
         let bundle = PathBuf::from(&req.bundle);
         let record = RuntimeRecord {
             runc_binary: config.runc_binary.clone(),
@@ -228,7 +242,7 @@ impl TaskService {
             stderr: req.stderr.clone(),
             terminal: req.terminal,
         };
-        match self.launch_init(&id, &bundle, &runc, &stdio).await {
+        match self.launch_init(&id, &bundle, runc.as_ref(), &stdio).await {
             Ok((pid, io)) => {
                 let cgroups = Cgroups::of_pid(pid)
                     .map_err(|e| tracing::warn!(container = %id, "cgroups not found, no stats or oom events: {e}"))
@@ -319,7 +333,7 @@ impl TaskService {
         &self,
         id: &str,
         bundle: &Path,
-        runc: &Runc,
+        runc: &dyn ContainerRuntime,
         stdio: &StdioPaths,
     ) -> Result<(i32, ProcessIo), ShimError> {
         let pending = PendingIo::prepare(stdio).await?;
@@ -814,7 +828,7 @@ impl TaskService {
         }
     }
 
-    async fn running_runc(&self, id: &str) -> Result<Runc, ShimError> {
+    async fn running_runc(&self, id: &str) -> Result<Arc<dyn ContainerRuntime>, ShimError> {
         let table = self.table.lock().await;
         let c = table
             .containers
@@ -1168,7 +1182,7 @@ mod tests {
                 id: "c1".into(),
                 bundle: "/b".into(),
                 rootfs: None,
-                runc: Runc::new("runc", "/run/x", false),
+                runc: Arc::new(Runc::new("runc", "/run/x", false)),
                 processes: HashMap::from([(ProcessId::Init, p)]),
                 cgroups: None,
                 oom_watch: None,

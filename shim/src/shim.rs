@@ -117,6 +117,7 @@ impl Shim for PalisadeShim {
             sender,
             self.exit.clone(),
             self.start_options.clone(),
+            crate::service::runc_factory(),
         )
         .await
         {
