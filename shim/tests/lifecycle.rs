@@ -1,5 +1,7 @@
 //! Task service lifecycle against a recording fake runtime, with exits fed through the real reaper channel.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: panics are its failure reports
+
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
