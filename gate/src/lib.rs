@@ -17,7 +17,7 @@ pub use decide::{decide, decide_response, Decision};
 pub use events::{EventKind, EventSink, GateEvent, LogSink};
 pub use indicators::PodIndicators;
 pub use mode::{AutoAlert, Mode, ModeSwitch};
-pub use persist::{export, import, load, save, PersistError};
+pub use persist::{export, import, load, path_in, save, PersistError};
 pub use profile::{Limits, Profile};
 pub use proxy::{Gate, GateConfig, GateError, SharedProfile};
 pub use request::{Body, Request, Response};

@@ -46,6 +46,25 @@ pub enum PersistError {
     /// The document is larger than any profile can be.
     #[error("profile document: {0} bytes is over the limit")]
     TooLarge(usize),
+    /// A service name that cannot name a file in the state directory.
+    #[error("profile of service {0:?}: name not usable as a file name")]
+    ServiceName(String),
+}
+
+/// The file that holds the profile of `service` in the node state directory `state_dir`.
+/// The name must be a plain file name (`namespace_service` or similar): no separators, no
+/// `..`, so that a service name cannot point outside the directory.
+pub fn path_in(state_dir: &Path, service: &str) -> Result<PathBuf, PersistError> {
+    let usable = !service.is_empty()
+        && service.len() <= 200
+        && !service.starts_with('.')
+        && service
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !usable {
+        return Err(PersistError::ServiceName(service.to_string()));
+    }
+    Ok(state_dir.join(format!("{service}.profile.json")))
 }
 
 /// Serializes `profile` to its compact JSON document (the CLI's export).
@@ -132,6 +151,21 @@ mod tests {
         let back = load(&path).unwrap().unwrap();
         assert_eq!(back, p);
         assert!(!path.with_extension("tmp").exists());
+    }
+
+    #[test]
+    fn service_names_stay_inside_the_state_dir() {
+        let dir = Path::new("/var/lib/palisade/gate");
+        assert_eq!(
+            path_in(dir, "shop_frontend-v2").unwrap(),
+            dir.join("shop_frontend-v2.profile.json")
+        );
+        for bad in ["", "../etc", "a/b", ".hidden", "a b"] {
+            assert!(
+                matches!(path_in(dir, bad), Err(PersistError::ServiceName(_))),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
