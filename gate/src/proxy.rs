@@ -40,6 +40,9 @@ pub struct GateConfig {
     pub header_read_timeout: Duration,
     /// Connections served at once; further ones are closed on accept.
     pub max_connections: usize,
+    /// Largest request head accepted (hyper's read buffer; at least 8 KiB); larger heads are
+    /// answered 431.
+    pub max_head_bytes: usize,
     /// Whether JSON and form bodies are read ahead and inspected.
     pub inspect_bodies: bool,
     /// Bodies larger than this are forwarded without inspection.
@@ -63,9 +66,10 @@ impl Default for GateConfig {
                 min_duration: Duration::from_secs(3600),
             }),
             header_read_timeout: Duration::from_secs(10),
-            max_connections: 512,
+            max_connections: 256,
+            max_head_bytes: 16 * 1024,
             inspect_bodies: true,
-            max_inspected_body: 64 * 1024,
+            max_inspected_body: 32 * 1024,
             body_read_timeout: Duration::from_secs(30),
             alert_window: Duration::from_secs(60),
             upstream_connect_timeout: Duration::from_secs(5),
@@ -273,7 +277,7 @@ impl Gate {
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(self.inner.config.header_read_timeout)
-            .max_buf_size(64 * 1024)
+            .max_buf_size(self.inner.config.max_head_bytes.max(8192))
             .keep_alive(true);
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)

@@ -452,3 +452,21 @@ async fn upgraded_connections_count_against_the_limit() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn oversized_request_heads_are_refused() -> Result<()> {
+    let up = start_upstream().await?;
+    let config = GateConfig {
+        max_head_bytes: 8192,
+        ..test_config(Mode::Learn)
+    };
+    let gate = start_gate(config, Profile::default(), up.addr).await?;
+    let mut c = Client::connect(gate.addr).await?;
+    let big = search("red").header("cookie", &"a".repeat(20_000));
+    let resp = c.send(&big).await?;
+    assert_eq!(resp.status, 431, "oversized head refused");
+    assert_eq!(up.hits(), 0);
+    let mut ok = Client::connect(gate.addr).await?;
+    assert_eq!(ok.send(&search("red")).await?.status, 200);
+    Ok(())
+}
