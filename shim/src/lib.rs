@@ -4,6 +4,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod logging;
+pub mod netns;
 pub mod runc;
 pub mod service;
 pub mod shim;
