@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::profile::{json_key, json_sample, length_bucket, path_sample, Profile};
 use crate::request::{flatten_json, path_template, Body, Request, Response};
 use crate::rules::{network_of, printable, MediaType, Rule};
-use crate::value::{compress, ValueSample};
+use crate::value::{decompress_max, ValueSample};
 
 /// Reasons kept per decision: enough to act on, bounded so an event stays small.
 pub const MAX_REASONS: usize = 24;
@@ -142,11 +142,16 @@ pub fn decide_response(profile: &Profile, resp: &Response) -> Decision {
     Decision::from_reasons(reasons)
 }
 
-/// Whether `resp` took longer than any response learned: a pod indicator (a pod that got
-/// slower may be busy with something else) as well as a response reason.
+/// Whether `resp` took clearly longer than any response learned (more than twice the
+/// slowest, plus 10 ms so that scheduling jitter on fast services is not an outlier): a pod
+/// indicator (a pod that got slower may be busy with something else) and a response reason.
 pub fn is_slow(profile: &Profile, resp: &Response) -> bool {
-    let t = compress(resp.elapsed.as_millis() as u64);
-    profile.resp.time_ms.max().is_some_and(|max| t > max)
+    let t = resp.elapsed.as_millis() as u64;
+    profile
+        .resp
+        .time_ms
+        .max()
+        .is_some_and(|max| t > 2 * decompress_max(max) + 10)
 }
 
 #[cfg(test)]
@@ -343,8 +348,16 @@ mod tests {
         );
         let fast = Response {
             elapsed: Duration::ZERO,
-            ..ok
+            ..ok.clone()
         };
         assert!(!is_slow(&p, &fast));
+        let jitter = Response {
+            elapsed: Duration::from_millis(15),
+            ..ok
+        };
+        assert!(
+            !is_slow(&p, &jitter),
+            "3 ms learned: 15 ms is jitter, not an outlier"
+        );
     }
 }

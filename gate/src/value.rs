@@ -45,6 +45,16 @@ pub fn compress(n: u64) -> u8 {
     (16 + (log - 4) * 4 + quarter) as u8
 }
 
+/// The largest count that compresses to `c`: the inverse of `compress` at the top of a step.
+pub fn decompress_max(c: u8) -> u64 {
+    if c < 16 {
+        return c as u64;
+    }
+    let log = (c as u64 - 16) / 4 + 4;
+    let quarter = (c as u64 - 16) % 4;
+    ((4 + quarter + 1) << (log - 2)) - 1
+}
+
 /// A small sorted set of disjoint inclusive ranges of compressed counts.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -316,6 +326,12 @@ mod tests {
         assert_eq!(compress(32), 20);
         assert!(compress(4000) == compress(4001));
         assert!(compress(u64::MAX) > compress(1 << 40));
+        for n in [0, 7, 15, 16, 19, 20, 33, 1000, 4095, 4096, 1 << 40] {
+            let c = compress(n);
+            assert!(decompress_max(c) >= n, "{n}");
+            assert_eq!(compress(decompress_max(c)), c, "{n}");
+            assert_eq!(compress(decompress_max(c) + 1), c + 1, "{n}");
+        }
     }
 
     #[test]

@@ -245,7 +245,14 @@ async fn repeated_alerts_are_reported_once_with_a_count() -> Result<()> {
     for _ in 0..3 {
         assert_eq!(c.send(&attack).await?.status, 200);
     }
-    let first = gate.drain_events();
+    // Response-time alerts may come too; this test is about request alerts.
+    let alerts_only = |events: Vec<palisade_gate::GateEvent>| -> Vec<palisade_gate::GateEvent> {
+        events
+            .into_iter()
+            .filter(|e| e.kind == EventKind::Alert)
+            .collect()
+    };
+    let first = alerts_only(gate.drain_events());
     assert_eq!(first.len(), 1, "{first:?}");
     assert_eq!(first[0].count, 1);
     assert_eq!(first[0].kind, EventKind::Alert);
@@ -259,7 +266,7 @@ async fn repeated_alerts_are_reported_once_with_a_count() -> Result<()> {
     );
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(c.send(&attack).await?.status, 200);
-    let second = gate.drain_events();
+    let second = alerts_only(gate.drain_events());
     assert_eq!(second.len(), 1);
     assert_eq!(
         second[0].count, 3,
@@ -275,22 +282,28 @@ async fn learning_switches_to_alert_after_enough_requests_and_time() -> Result<(
     let config = GateConfig {
         auto_alert: Some(AutoAlert {
             min_requests: 10,
-            min_duration: Duration::from_millis(300),
+            min_duration: Duration::from_secs(2),
         }),
         ..test_config(Mode::Learn)
     };
+    let started = tokio::time::Instant::now();
     let mut gate = start_gate(config, Profile::default(), up.addr).await?;
-    learn(gate.addr, 10).await?;
+    learn(gate.addr, 9).await?;
+    tokio::time::sleep_until(started + Duration::from_millis(2100)).await;
     assert_eq!(
         gate.gate.mode(),
         Mode::Learn,
-        "enough requests, not enough time"
+        "enough time, too few requests"
     );
-    tokio::time::sleep(Duration::from_millis(350)).await;
-    assert_eq!(gate.gate.mode(), Mode::Alert);
+    learn(gate.addr, 1).await?;
+    assert_eq!(gate.gate.mode(), Mode::Alert, "enough time and requests");
     let mut c = Client::connect(gate.addr).await?;
     assert_eq!(c.send(&search("shoes&debug=1")).await?.status, 200);
-    let events = gate.drain_events();
+    let events: Vec<_> = gate
+        .drain_events()
+        .into_iter()
+        .filter(|e| e.kind == EventKind::Alert)
+        .collect();
     assert_eq!(events.len(), 1);
     assert!(events[0]
         .reasons
