@@ -15,6 +15,28 @@ const MARKERS: [(&str, &str); 5] = [
     ("\\x", "hex prefix '\\x'"),
 ];
 
+/// The coarse Unicode range of a non-ASCII character, one bit each: the 256-code-point pages
+/// U+0080..U+1DFF (Latin-1, Latin Extended, Greek, Cyrillic, Hebrew, Arabic, Indic, ...) are
+/// bits 0 to 29; general punctuation and symbols U+2000..U+2BFF, where the invisible and
+/// direction-changing characters live, are bit 30; everything else (CJK, emoji, ...) is bit 31.
+fn unicode_bit(c: char) -> u32 {
+    let cp = c as u32;
+    match cp {
+        0x80..=0x1DFF => cp >> 8,
+        0x2000..=0x2BFF => 30,
+        _ => 31,
+    }
+}
+
+fn unicode_range_name(bit: u32) -> String {
+    match bit {
+        0 => "U+0080..U+00FF".to_string(),
+        1..=29 => format!("U+{:04X}..U+{:04X}", bit << 8, (bit << 8) + 0xFF),
+        30 => "U+2000..U+2BFF".to_string(),
+        _ => "outside U+0080..U+2BFF".to_string(),
+    }
+}
+
 /// At most this many disjoint ranges are kept per count: enough to learn "empty or 8 to 12"
 /// without letting the ranges grow into a list of every value seen.
 pub const MAX_RANGES: usize = 3;
@@ -151,6 +173,8 @@ pub struct ValueSample {
     pub punctuation: u32,
     /// Bit `i` set when `MARKERS[i]` occurs.
     pub flags: u8,
+    /// Coarse Unicode ranges of the non-ASCII characters (see `unicode_bit`).
+    pub unicode: u32,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -191,6 +215,9 @@ impl ValueSample {
                 Class::NonAscii => 5,
             };
             s.counts[index] += 1;
+            if class == Class::NonAscii {
+                s.unicode |= 1 << unicode_bit(c);
+            }
             if class == Class::Special {
                 if let Some(bit) = PUNCTUATION.iter().position(|p| *p as char == c) {
                     s.punctuation |= 1 << bit;
@@ -226,6 +253,8 @@ pub struct ValueProfile {
     punctuation: u32,
     #[serde(rename = "f", default, skip_serializing_if = "is_zero_u8")]
     flags: u8,
+    #[serde(rename = "u", default, skip_serializing_if = "is_zero_u32")]
+    unicode: u32,
 }
 
 fn is_zero_u32(v: &u32) -> bool {
@@ -244,6 +273,7 @@ impl ValueProfile {
         }
         self.punctuation |= sample.punctuation;
         self.flags |= sample.flags;
+        self.unicode |= sample.unicode;
     }
 
     /// Widens the profile to accept whatever `other` accepts.
@@ -253,6 +283,7 @@ impl ValueProfile {
         }
         self.punctuation |= other.punctuation;
         self.flags |= other.flags;
+        self.unicode |= other.unicode;
     }
 
     /// Appends one reason per way `sample` breaks the profile, each prefixed with `at`.
@@ -274,6 +305,15 @@ impl ValueProfile {
         for (bit, (_, name)) in MARKERS.iter().enumerate() {
             if new_flags & (1 << bit) != 0 {
                 reasons.push(format!("{at}: new {name}"));
+            }
+        }
+        let new_unicode = sample.unicode & !self.unicode;
+        for bit in 0..32 {
+            if new_unicode & (1 << bit) != 0 {
+                reasons.push(format!(
+                    "{at}: new unicode range {}",
+                    unicode_range_name(bit)
+                ));
             }
         }
     }
@@ -412,6 +452,29 @@ mod tests {
         let p = learned(&["a\\b"]);
         let r = check(&p, "\\x41");
         assert!(r.contains(&"v: new hex prefix '\\x'".to_string()), "{r:?}");
+    }
+
+    #[test]
+    fn new_unicode_ranges_are_named() {
+        let p = learned(&["café", "naïve", "Zoë"]);
+        assert!(check(&p, "crème").is_empty(), "Latin-1 was learned");
+        // A Cyrillic 'а' posing as a Latin 'a'.
+        let r = check(&p, "c\u{430}fé");
+        assert!(
+            r.contains(&"v: new unicode range U+0400..U+04FF".to_string()),
+            "{r:?}"
+        );
+        // A right-to-left override hiding a file extension.
+        let r = check(&p, "caf\u{202E}é");
+        assert!(
+            r.contains(&"v: new unicode range U+2000..U+2BFF".to_string()),
+            "{r:?}"
+        );
+        let r = check(&p, "caf\u{1F600}");
+        assert!(
+            r.contains(&"v: new unicode range outside U+0080..U+2BFF".to_string()),
+            "{r:?}"
+        );
     }
 
     #[test]
