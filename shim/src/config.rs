@@ -59,6 +59,8 @@ pub struct Config {
     pub systemd_cgroup: bool,
     /// Log level of the shim's own log (`error`, `warn`, `info`, `debug`, `trace`).
     pub log_level: String,
+    /// The default hardening every container gets (the `[hardening]` table).
+    pub hardening: palisade_sandbox::HardeningConfig,
 }
 
 impl Default for Config {
@@ -68,6 +70,7 @@ impl Default for Config {
             runc_root: PathBuf::from(DEFAULT_RUNC_ROOT),
             systemd_cgroup: false,
             log_level: "info".to_string(),
+            hardening: palisade_sandbox::HardeningConfig::default(),
         }
     }
 }
@@ -309,6 +312,23 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("unknown field `runc_bianry`"), "{err}");
+        let c = Config::parse(
+            p,
+            "[hardening]\nallowed_added_capabilities = [\"NET_ADMIN\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.hardening.allowed_added_capabilities,
+            vec!["NET_ADMIN".to_string()]
+        );
+        assert!(
+            c.hardening.drop_net_raw,
+            "unset switches keep the hardened default"
+        );
+        let err = Config::parse(p, "[hardening]\nallow_priviledged = true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("allow_priviledged"), "{err}");
         let err = Config::parse(p, "runc_root = \"relative\"\n")
             .unwrap_err()
             .to_string();

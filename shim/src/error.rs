@@ -58,6 +58,8 @@ pub enum ShimError {
     },
     #[error(transparent)]
     Stats(#[from] crate::stats::StatsError),
+    #[error(transparent)]
+    Refused(#[from] palisade_sandbox::HardenError),
 }
 
 impl ShimError {
@@ -74,7 +76,9 @@ impl ShimError {
             | ShimError::ProcessFinished(_) => Code::NOT_FOUND,
             ShimError::ContainerExists(_) | ShimError::ExecExists { .. } => Code::ALREADY_EXISTS,
             ShimError::InvalidState { .. } => Code::FAILED_PRECONDITION,
-            ShimError::InvalidArgument { .. } | ShimError::Config(_) => Code::INVALID_ARGUMENT,
+            ShimError::InvalidArgument { .. } | ShimError::Config(_) | ShimError::Refused(_) => {
+                Code::INVALID_ARGUMENT
+            }
             ShimError::Unsupported(_) => Code::UNIMPLEMENTED,
             ShimError::Runc(RuncError::NotFound { .. }) => Code::NOT_FOUND,
             ShimError::Runc(_)
@@ -161,6 +165,19 @@ mod tests {
         let e = ShimError::Unsupported("checkpoint");
         assert_eq!(e.to_string(), "checkpoint: not supported by palisade");
         assert_eq!(code_of(e), Code::UNIMPLEMENTED);
+    }
+
+    #[test]
+    fn refused_container_is_an_invalid_argument() {
+        let e = ShimError::Refused(palisade_sandbox::HardenError::Privileged {
+            container: "c".into(),
+        });
+        assert!(
+            e.to_string()
+                .starts_with("container c: privileged containers are refused"),
+            "{e}"
+        );
+        assert_eq!(code_of(e), Code::INVALID_ARGUMENT);
     }
 
     #[test]

@@ -235,6 +235,7 @@ impl TaskService {
             "container {id}: write {RUNTIME_FILE}"
         )))?;
 
+        harden_bundle(&id, &bundle, &config)?;
         let rootfs = self.mount_rootfs(&id, &bundle, &req).await?;
         let stdio = StdioPaths {
             stdin: req.stdin.clone(),
@@ -1090,6 +1091,39 @@ async fn watch_oom(id: String, cgroups: Cgroups, events: EventSender) {
             }
         }
     }
+}
+
+/// Rewrites the bundle's config.json with palisade's default hardening, or refuses the container.
+fn harden_bundle(id: &str, bundle: &Path, config: &Config) -> Result<(), ShimError> {
+    let path = bundle.join("config.json");
+    let bytes =
+        std::fs::read(&path).map_err(ShimError::io(format!("container {id}: read config.json")))?;
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|source| ShimError::Json {
+            context: format!("container {id}: config.json"),
+            source,
+        })?;
+    let report = palisade_sandbox::harden_spec(id, &mut spec, &config.hardening)?;
+    for line in &report.applied {
+        tracing::debug!(container = %id, "hardening: {line}");
+    }
+    for line in &report.warnings {
+        tracing::warn!(container = %id, "hardening relaxed: {line}");
+    }
+    let out = serde_json::to_vec(&spec).map_err(|source| ShimError::Json {
+        context: format!("container {id}: config.json"),
+        source,
+    })?;
+    // Written beside and renamed over, so runc never reads a half-written spec.
+    let tmp = bundle.join(".config.json.palisade");
+    std::fs::write(&tmp, out).map_err(ShimError::io(format!(
+        "container {id}: write hardened config.json"
+    )))?;
+    std::fs::rename(&tmp, &path).map_err(ShimError::io(format!(
+        "container {id}: replace config.json"
+    )))?;
+    tracing::info!(container = %id, applied = report.applied.len(), relaxed = report.warnings.len(), "hardened");
+    Ok(())
 }
 
 /// A light check of JSON that runc will read in full: an object, with the keys runc cannot do without.

@@ -104,6 +104,19 @@ impl ContainerRuntime for FakeRuntime {
     }
 }
 
+/// What CRI hands a container, trimmed to what hardening reads.
+const SPEC: &str = r#"{
+  "ociVersion": "1.0.2-dev",
+  "process": {"args": ["sleep", "1"], "cwd": "/", "capabilities": {
+    "bounding": ["CAP_CHOWN", "CAP_KILL", "CAP_NET_RAW"],
+    "effective": ["CAP_CHOWN", "CAP_KILL", "CAP_NET_RAW"],
+    "permitted": ["CAP_CHOWN", "CAP_KILL", "CAP_NET_RAW"]}},
+  "root": {"path": "rootfs"},
+  "annotations": {"keep": "me", "io.kubernetes.cri.container-type": "container"},
+  "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}],
+    "maskedPaths": ["/proc/kcore"], "readonlyPaths": ["/proc/sys"]}
+}"#;
+
 async fn next_topic(rx: &mut tokio::sync::mpsc::Receiver<Box<dyn Event + Send>>) -> String {
     tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
         .await
@@ -119,6 +132,7 @@ async fn create_start_exec_kill_delete_shutdown() {
     std::fs::write(&config, "runc_binary = \"fake\"\n").unwrap();
     let bundle = dir.path().join("bundle");
     std::fs::create_dir(&bundle).unwrap();
+    std::fs::write(bundle.join("config.json"), SPEC).unwrap();
 
     let fake = Arc::new(FakeRuntime::new(910_000));
     let seen_config = Arc::new(Mutex::new(None::<Config>));
@@ -276,6 +290,62 @@ async fn create_start_exec_kill_delete_shutdown() {
             "delete c1 true"
         ]
     );
+}
+
+#[tokio::test]
+async fn capability_beyond_the_default_set_refuses_the_container() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("palisade.toml");
+    std::fs::write(&config, "runc_binary = \"fake\"\n").unwrap();
+    let spec = SPEC.replace("\"CAP_KILL\"", "\"CAP_SYS_ADMIN\"");
+    std::fs::write(dir.path().join("config.json"), &spec).unwrap();
+    let fake = Arc::new(FakeRuntime::new(930_000));
+    let factory: RuntimeFactory = {
+        let fake = fake.clone();
+        Arc::new(move |_: &Config| -> Arc<dyn ContainerRuntime> { fake.clone() })
+    };
+    let (events, _rx) = EventSender::channel();
+    let options = RuntimeOptions {
+        config_path: Some(config.clone()),
+        ..Default::default()
+    };
+    let svc = TaskService::new(
+        "k8s.io".into(),
+        events,
+        Arc::new(ExitSignal::default()),
+        options,
+        factory,
+    )
+    .await
+    .unwrap();
+    let req = CreateTaskRequest {
+        id: "c3".into(),
+        bundle: dir.path().to_string_lossy().into(),
+        ..Default::default()
+    };
+    let err = svc.create(req.clone()).await.unwrap_err().to_string();
+    assert!(
+        err.starts_with("container c3: capability CAP_SYS_ADMIN"),
+        "{err}"
+    );
+    assert!(
+        fake.calls.lock().unwrap().is_empty(),
+        "runc never saw a refused container"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("config.json")).unwrap(),
+        spec,
+        "a refused spec is left as it was"
+    );
+
+    // The operator can allow it explicitly.
+    std::fs::write(
+        &config,
+        "runc_binary = \"fake\"\n[hardening]\nallowed_added_capabilities = [\"SYS_ADMIN\"]\n",
+    )
+    .unwrap();
+    svc.create(req).await.unwrap();
+    assert_eq!(fake.calls.lock().unwrap().clone(), ["create c3"]);
 }
 
 #[tokio::test]
