@@ -212,6 +212,19 @@ fn refuses_a_privileged_container() {
 }
 
 #[test]
+fn a_privileged_container_on_a_kernel_without_the_newest_capabilities_is_still_refused() {
+    let mut spec = privileged_spec();
+    let older: Vec<&str> = KNOWN_CAPABILITIES
+        .iter()
+        .copied()
+        .filter(|c| !matches!(*c, "CAP_PERFMON" | "CAP_BPF" | "CAP_CHECKPOINT_RESTORE"))
+        .collect();
+    spec["process"]["capabilities"]["bounding"] = json!(older);
+    let err = harden_spec(ID, &mut spec, &HardeningConfig::default()).unwrap_err();
+    assert!(matches!(err, HardenError::Privileged { .. }), "{err:?}");
+}
+
+#[test]
 fn runs_a_privileged_container_as_it_is_when_allowed_and_warns() {
     let mut spec = privileged_spec();
     let before = spec.clone();
