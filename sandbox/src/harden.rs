@@ -264,15 +264,14 @@ impl Labels {
         }
     }
 
+    /// At debug level: the caller (the shim) logs the outcome itself; this adds the pod.
     fn log(&self, container: &str, report: &HardeningReport) {
-        for warning in &report.warnings {
-            tracing::warn!(container, pod = %self.pod, kind = %self.kind, "{warning}");
-        }
-        tracing::info!(
+        tracing::debug!(
             container,
             pod = %self.pod,
             kind = %self.kind,
             applied = ?report.applied,
+            warnings = ?report.warnings,
             "spec hardened"
         );
     }
