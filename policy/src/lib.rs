@@ -8,6 +8,7 @@ pub mod names;
 pub mod parse;
 pub mod raw;
 pub mod selector;
+mod spans;
 mod validate;
 
 pub use compile::{

@@ -12,6 +12,7 @@ use serde::de::{self, DeserializeSeed, Visitor};
 use crate::diag::{Diagnostic, Diagnostics, Location};
 use crate::model::{Policy, Scope};
 use crate::raw::RawPolicy;
+use crate::spans::SpanIndex;
 use crate::validate;
 
 /// Bounds on what one input may cost; every limit has a clear error when exceeded.
@@ -128,6 +129,15 @@ fn parse_scoped(
         }
     }
     validate::unique_ids(&policies, &mut diags);
+    if policies.is_empty() && diags.is_empty() {
+        diags.push(Diagnostic::warning(0, ".", "input holds no policies"));
+    }
+    if diags.iter().any(|d| d.location.is_none() && d.path != ".") {
+        let index = SpanIndex::build(bytes);
+        for d in diags.iter_mut().filter(|d| d.location.is_none()) {
+            d.location = index.locate(d.document, &d.path);
+        }
+    }
 
     if diags.iter().any(Diagnostic::is_error) {
         return Err(Diagnostics { items: diags });

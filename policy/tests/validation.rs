@@ -603,3 +603,37 @@ fn documents_are_numbered_in_diagnostics() {
     assert_eq!(e.document, 1);
     assert_eq!(e.path, "spec.file.matchPaths[0].path");
 }
+
+#[test]
+fn validation_problems_point_at_their_line() {
+    let yaml = doc(
+        "  severity: 11\n  file:\n    matchDirectories:\n    - dir: /etc/\n    - dir: /var/log\n      recursive: true\n",
+    );
+    let d = parse_err(&yaml);
+    let line = |path: &str| {
+        d.find(path)
+            .and_then(|e| e.location)
+            .map(|l| (l.line, l.column))
+    };
+    assert_eq!(line("spec.severity"), Some((10, 3)));
+    assert_eq!(line("spec.file.matchDirectories[1].dir"), Some((14, 7)));
+    assert!(d
+        .to_string()
+        .contains("spec.file.matchDirectories[1].dir: must end with / (line 14, column 7)"));
+
+    // In a later document, lines count from the start of the input.
+    let good = doc("  file:\n    matchPaths:\n    - path: /a\n");
+    let bad = doc("  file:\n    matchPaths:\n    - path: a\n").replace("name: p", "name: q");
+    let d = parse_err(&format!("{good}---\n{bad}"));
+    let e = d.errors().next().expect("one error");
+    assert_eq!(e.document, 1);
+    // 12 lines of the first document, the separator, then line 12 of the second.
+    assert_eq!(e.location.map(|l| l.line), Some(12 + 1 + 12));
+}
+
+#[test]
+fn an_input_without_policies_is_accepted_with_a_warning() {
+    let parsed = parse_ok("# nothing yet\n---\n");
+    assert!(parsed.policies.is_empty());
+    assert_eq!(parsed.warnings[0].message, "input holds no policies");
+}
