@@ -182,6 +182,13 @@ pub fn harden_spec(
                      name (defaultAction {default_action})"
                 ));
             }
+            let risky = seccomp::never_allowed_in(existing);
+            if !risky.is_empty() {
+                report.warnings.push(format!(
+                    "seccomp: the spec's profile allows what palisade's never does: {}",
+                    risky.join(", ")
+                ));
+            }
         }
         Some(Value::Null) | None if cfg.allow_unconfined_seccomp => report.warnings.push(
             "seccomp: the spec has no profile and allow_unconfined_seccomp is set: the \

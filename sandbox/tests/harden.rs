@@ -84,6 +84,20 @@ fn warns_when_the_kept_profile_allows_by_default() {
 }
 
 #[test]
+fn warns_when_the_kept_profile_allows_what_ours_never_does() {
+    let mut spec = fixture(CONTAINER);
+    spec["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "syscalls": [{"names": ["read", "io_uring_enter", "io_uring_setup"], "action": "SCMP_ACT_ALLOW"}]
+    });
+    let report = harden_spec(ID, &mut spec, &HardeningConfig::default()).unwrap();
+    assert_eq!(
+        report.warnings,
+        ["seccomp: the spec's profile allows what palisade's never does: io_uring_enter, io_uring_setup"]
+    );
+}
+
+#[test]
 fn allow_unconfined_seccomp_leaves_the_spec_without_a_filter_and_says_so() {
     let mut spec = fixture(CONTAINER);
     let cfg = HardeningConfig {

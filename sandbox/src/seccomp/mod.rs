@@ -5,6 +5,7 @@ mod lists;
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 pub use lists::NEVER_ALLOWED;
 
@@ -244,6 +245,30 @@ pub fn default_profile(arch: Arch, bounding: &BTreeSet<String>) -> Profile {
     }
 }
 
+/// The names in [`NEVER_ALLOWED`] that a profile from elsewhere (a spec's `linux.seccomp`)
+/// lets through, with or without conditions, sorted. Read from the raw JSON, so that a
+/// profile using actions palisade does not model is still inspected; malformed rules are
+/// skipped (runc refuses them anyway).
+pub fn never_allowed_in(profile: &Map<String, Value>) -> Vec<String> {
+    let rules = profile.get("syscalls").and_then(Value::as_array);
+    let mut found: BTreeSet<&str> = BTreeSet::new();
+    for rule in rules.into_iter().flatten() {
+        let action = rule.get("action").and_then(Value::as_str);
+        if !matches!(action, Some("SCMP_ACT_ALLOW" | "SCMP_ACT_LOG")) {
+            continue;
+        }
+        let names = rule.get("names").and_then(Value::as_array);
+        found.extend(
+            names
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .filter(|n| NEVER_ALLOWED.contains(n)),
+        );
+    }
+    found.into_iter().map(str::to_owned).collect()
+}
+
 fn conditional(name: &str, filter: ArgFilter) -> SyscallRule {
     SyscallRule {
         names: vec![name.to_owned()],
@@ -342,6 +367,37 @@ mod tests {
             ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
         );
         assert_eq!(arm.architectures, ["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]);
+    }
+
+    #[test]
+    fn never_allowed_in_finds_allowed_and_logged_names_only() {
+        let profile = serde_json::json!({
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "syscalls": [
+                {"names": ["read", "io_uring_setup", "ptrace"], "action": "SCMP_ACT_ALLOW"},
+                {"names": ["bpf"], "action": "SCMP_ACT_LOG"},
+                {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38},
+                {"names": ["mount"], "action": "SCMP_ACT_ALLOW", "args": [{"index": 0, "value": 0, "op": "SCMP_CMP_EQ"}]},
+                {"names": "keyctl", "action": "SCMP_ACT_ALLOW"}
+            ]
+        });
+        let Value::Object(profile) = profile else {
+            unreachable!()
+        };
+        assert_eq!(
+            never_allowed_in(&profile),
+            ["bpf", "io_uring_setup", "mount"]
+        );
+    }
+
+    #[test]
+    fn never_allowed_in_our_own_profile_is_empty() {
+        let caps = caps(&KNOWN_CAPABILITIES);
+        let json = serde_json::to_value(default_profile(Arch::X86_64, &caps)).unwrap();
+        let Value::Object(profile) = json else {
+            unreachable!()
+        };
+        assert!(never_allowed_in(&profile).is_empty());
     }
 
     #[test]
