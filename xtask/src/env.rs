@@ -139,7 +139,10 @@ impl Env {
         fs::write(
             &palisade_toml,
             format!(
-                "# palisade shim configuration (TOML)\nrunc_binary = \"{}\"\nrunc_root = \"{}\"\n",
+                "# palisade shim configuration (TOML)\nrunc_binary = \"{}\"\nrunc_root = \"{}\"\n\n\
+                 # The conformance suite's capabilities check adds NET_ADMIN, as an operator\n\
+                 # would allow it for a workload that needs it.\n\
+                 [hardening]\nallowed_added_capabilities = [\"NET_ADMIN\"]\n",
                 which("runc", &self.path_env)
                     .unwrap_or_else(|| "runc".into())
                     .display(),
