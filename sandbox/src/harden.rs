@@ -1,5 +1,7 @@
 //! The default hardening of a container's OCI spec, applied before runc creates it.
 
+use std::collections::BTreeSet;
+
 use serde_json::{Map, Value};
 
 use crate::capabilities::{self, CapabilityError, CapabilityPolicy, PRIVILEGED_MINIMUM};
@@ -113,12 +115,6 @@ pub fn harden_spec(
         return Ok(report);
     }
 
-    let policy = CapabilityPolicy::new(cfg.drop_net_raw, &cfg.allowed_added_capabilities).map_err(
-        |source| HardenError::Capabilities {
-            container: container_id.to_owned(),
-            source,
-        },
-    )?;
     let process = match root.get_mut("process") {
         Some(Value::Object(p)) => p,
         Some(_) => {
@@ -129,18 +125,41 @@ pub fn harden_spec(
         }
         None => return Err(spec_err(SpecError::Missing { path: "process" })),
     };
-    let change =
-        capabilities::restrict(process, &policy).map_err(|source| HardenError::Capabilities {
-            container: container_id.to_owned(),
-            source,
-        })?;
+    let bounding = cut_capabilities(container_id, process, cfg, &mut report)?;
+    set_no_new_privileges(process, &mut report);
+    let linux = spec::object_entry(root, "linux", "linux").map_err(spec_err)?;
+    merge_paths(linux, &mut report).map_err(spec_err)?;
+    ensure_seccomp(container_id, linux, &bounding, cfg, &mut report)?;
+
+    *spec = work;
+    labels.log(container_id, &report);
+    Ok(report)
+}
+
+/// Cuts the capability sets; returns the bounding set the container keeps.
+fn cut_capabilities(
+    container_id: &str,
+    process: &mut Map<String, Value>,
+    cfg: &HardeningConfig,
+    report: &mut HardeningReport,
+) -> Result<BTreeSet<String>, HardenError> {
+    let capabilities_err = |source| HardenError::Capabilities {
+        container: container_id.to_owned(),
+        source,
+    };
+    let policy = CapabilityPolicy::new(cfg.drop_net_raw, &cfg.allowed_added_capabilities)
+        .map_err(capabilities_err)?;
+    let change = capabilities::restrict(process, &policy).map_err(capabilities_err)?;
     if !change.dropped.is_empty() {
         let dropped: Vec<&str> = change.dropped.iter().map(String::as_str).collect();
         report
             .applied
             .push(format!("capabilities: dropped {}", dropped.join(", ")));
     }
+    Ok(change.bounding)
+}
 
+fn set_no_new_privileges(process: &mut Map<String, Value>, report: &mut HardeningReport) {
     match process.get("noNewPrivileges") {
         Some(Value::Bool(true)) => {}
         Some(Value::Bool(false)) => report.applied.push(
@@ -153,20 +172,34 @@ pub fn harden_spec(
             .push("process: noNewPrivileges set".to_owned()),
     }
     process.insert("noNewPrivileges".to_owned(), Value::Bool(true));
+}
 
-    let linux = spec::object_entry(root, "linux", "linux").map_err(spec_err)?;
+fn merge_paths(
+    linux: &mut Map<String, Value>,
+    report: &mut HardeningReport,
+) -> Result<(), SpecError> {
     for (key, required) in [
         ("maskedPaths", &MASKED_PATHS[..]),
         ("readonlyPaths", &READONLY_PATHS[..]),
     ] {
-        let added = paths::merge(linux, key, required).map_err(spec_err)?;
+        let added = paths::merge(linux, key, required)?;
         if !added.is_empty() {
             report
                 .applied
                 .push(format!("{key}: added {}", added.join(", ")));
         }
     }
+    Ok(())
+}
 
+/// Keeps the spec's profile (reporting what it lets through) or installs palisade's.
+fn ensure_seccomp(
+    container_id: &str,
+    linux: &mut Map<String, Value>,
+    bounding: &BTreeSet<String>,
+    cfg: &HardeningConfig,
+    report: &mut HardeningReport,
+) -> Result<(), HardenError> {
     match linux.get("seccomp") {
         Some(Value::Object(existing)) => {
             let default_action = existing
@@ -199,7 +232,7 @@ pub fn harden_spec(
             let arch = Arch::host().ok_or_else(|| HardenError::UnsupportedArch {
                 container: container_id.to_owned(),
             })?;
-            let profile = seccomp::default_profile(arch, &change.bounding);
+            let profile = seccomp::default_profile(arch, bounding);
             let rules = profile.syscalls.len();
             let value =
                 serde_json::to_value(&profile).map_err(|source| HardenError::Serialize {
@@ -212,16 +245,16 @@ pub fn harden_spec(
             ));
         }
         Some(_) => {
-            return Err(spec_err(SpecError::WrongType {
-                path: "linux.seccomp".to_owned(),
-                expected: "an object",
-            }))
+            return Err(HardenError::Spec {
+                container: container_id.to_owned(),
+                source: SpecError::WrongType {
+                    path: "linux.seccomp".to_owned(),
+                    expected: "an object",
+                },
+            })
         }
     }
-
-    *spec = work;
-    labels.log(container_id, &report);
-    Ok(report)
+    Ok(())
 }
 
 /// CRI's spec for a privileged container holds every capability and masks nothing (and a
