@@ -527,10 +527,13 @@ impl Validator<'_> {
     fn selector(&mut self, s: Option<&RawSelector>) -> Selector {
         let mut out = Selector::default();
         let Some(s) = s else {
-            self.warn(
-                "spec.selector",
-                "is missing: the policy applies to every container in its namespace",
-            );
+            // An inline pod policy without a selector naturally covers its own pod.
+            if *self.ctx.scope == Scope::Namespace {
+                self.warn(
+                    "spec.selector",
+                    "is missing: the policy applies to every container in its namespace",
+                );
+            }
             return out;
         };
         let limits = self.ctx.limits;

@@ -412,3 +412,17 @@ fn compile_of_nothing_is_permissive() {
     assert_eq!(c.decide_file(&file("/etc/shadow")).action, Action::Allow);
     assert!(c.unenforceable().is_empty());
 }
+
+#[test]
+fn inline_policy_without_selector_covers_its_pod_quietly() {
+    let inline = "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorPolicy\nmetadata:\n  name: whole-pod\nspec:\n  capabilities:\n    matchCapabilities:\n    - capability: net_raw\n";
+    let parsed = parse_pod_annotation("shop", "web-7d9f", inline, &Limits::default())
+        .expect("inline policy");
+    assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
+    for container in ["nginx", "envoy"] {
+        assert_eq!(
+            select(&parsed.policies, &workload("shop", container, &[])).len(),
+            1
+        );
+    }
+}

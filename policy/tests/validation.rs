@@ -637,3 +637,74 @@ fn an_input_without_policies_is_accepted_with_a_warning() {
     assert!(parsed.policies.is_empty());
     assert_eq!(parsed.warnings[0].message, "input holds no policies");
 }
+
+#[test]
+fn remaining_limits_and_warnings() {
+    let many_tags = doc(&format!(
+        "  tags: [{}]\n  file:\n    matchPaths:\n    - path: /a\n",
+        vec!["t"; 65].join(", ")
+    ));
+    assert_error(&many_tags, "spec.tags", "has 65 tags, limit is 64");
+
+    let long_tag = doc(&format!(
+        "  file:\n    matchPaths:\n    - path: /a\n      tags: [{}]\n",
+        "t".repeat(5000)
+    ));
+    assert_error(
+        &long_tag,
+        "spec.file.matchPaths[0].tags[0]",
+        "is 5000 bytes long, limit is 4096",
+    );
+
+    let labels: String = (0..65).map(|i| format!("      l{i}: v\n")).collect();
+    let many_labels = format!(
+        "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorPolicy\nmetadata:\n  name: p\nspec:\n  selector:\n    matchLabels:\n{labels}  file:\n    matchPaths:\n    - path: /a\n"
+    );
+    assert_error(
+        &many_labels,
+        "spec.selector.matchLabels",
+        "has 65 labels, limit is 64",
+    );
+
+    let empty_key = "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorPolicy\nmetadata:\n  name: p\nspec:\n  selector:\n    matchLabels:\n      \"\": v\n  file:\n    matchPaths:\n    - path: /a\n";
+    assert_error(
+        empty_key,
+        "spec.selector.matchLabels",
+        "label keys must not be empty",
+    );
+
+    let syscalls = doc(&format!(
+        "  syscalls:\n    matchSyscalls:\n    - syscall: [{}]\n",
+        vec!["read"; 1025].join(", ")
+    ));
+    assert_error(
+        &syscalls,
+        "spec.syscalls.matchSyscalls[0].syscall",
+        "has 1025 syscalls, limit is 1024",
+    );
+
+    assert_error(
+        &doc("  process:\n    matchPaths:\n    - execname: \"\"\n"),
+        "spec.process.matchPaths[0].execname",
+        "must not be empty",
+    );
+
+    let repeats = parse_ok(&doc(
+        "  syscalls:\n    matchSyscalls:\n    - syscall: [read, read]\n      fromSource:\n      - path: /bin/a\n      - path: /bin/a\n",
+    ));
+    let warned = |path: &str, message: &str| {
+        repeats
+            .warnings
+            .iter()
+            .any(|d| d.path == path && d.message == message)
+    };
+    assert!(warned(
+        "spec.syscalls.matchSyscalls[0].syscall[1]",
+        "lists read twice"
+    ));
+    assert!(warned(
+        "spec.syscalls.matchSyscalls[0].fromSource[1]",
+        "duplicates spec.syscalls.matchSyscalls[0].fromSource[0]"
+    ));
+    assert_eq!(repeats.policies[0].syscalls[0].from_source.len(), 1);
+}
