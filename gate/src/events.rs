@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +37,57 @@ pub struct GateEvent {
     pub count: u64,
     /// Milliseconds since the Unix epoch.
     pub unix_ms: u64,
+}
+
+impl GateEvent {
+    /// Severity on the shared 1..=10 scale: a refused request ranks above a reported one,
+    /// a response anomaly below both.
+    pub fn severity(&self) -> u8 {
+        match self.kind {
+            EventKind::Block => 6,
+            EventKind::Alert => 5,
+            EventKind::Response => 4,
+        }
+    }
+
+    /// This event in palisade's one event schema, for the violation pipeline. The rule is
+    /// `gate-request-rules` or `gate-response-rules`; the reasons, request id, client, method
+    /// and path go into the evidence. Fails only if `severity` leaves 1..=10.
+    pub fn to_event(
+        &self,
+        node: &str,
+        workload: palisade_events::Workload,
+    ) -> Result<palisade_events::Event, palisade_events::SeverityError> {
+        use palisade_events::{Action, Event, Rule, Severity, Source};
+        let (name, action, tags) = match self.kind {
+            EventKind::Block => (
+                "gate-request-rules",
+                Action::Block,
+                vec!["MITRE_T1190".to_string()],
+            ),
+            EventKind::Alert => (
+                "gate-request-rules",
+                Action::Audit,
+                vec!["MITRE_T1190".to_string()],
+            ),
+            EventKind::Response => ("gate-response-rules", Action::Audit, Vec::new()),
+        };
+        let rule = Rule {
+            name: name.to_string(),
+            severity: Severity::new(self.severity())?,
+            tags,
+            message: self.reasons.first().cloned().unwrap_or_default(),
+        };
+        let mut event = Event::new(node, Source::Gate, workload, rule, action, "gate")
+            .with_evidence("request_id", self.request_id.clone())
+            .with_evidence("reasons", self.reasons.clone())
+            .with_evidence("client", self.client.to_string())
+            .with_evidence("method", self.method.clone())
+            .with_evidence("path", self.path.clone());
+        event.time = palisade_events::rfc3339(UNIX_EPOCH + Duration::from_millis(self.unix_ms));
+        event.count = self.count;
+        Ok(event)
+    }
 }
 
 /// Where events go; the shim routes them into its violation pipeline.
@@ -158,6 +209,51 @@ mod tests {
             assert_eq!(d.admit(&format!("k{i}"), t0), Some(1));
             assert!(d.seen.len() <= 4);
         }
+    }
+
+    #[test]
+    fn converts_to_the_shared_event_schema() {
+        let mut e = GateEvent {
+            kind: EventKind::Block,
+            request_id: "0000abcd-00000001".into(),
+            reasons: vec![
+                "query.q: new punctuation '''".into(),
+                "query.q: new comment marker '--'".into(),
+            ],
+            client: "10.0.0.7:51000".parse().unwrap(),
+            method: "GET".into(),
+            path: "/search".into(),
+            count: 3,
+            unix_ms: 1_795_387_866_000,
+        };
+        let workload = palisade_events::Workload {
+            namespace: "shop".into(),
+            pod: "web-0".into(),
+            container: "app".into(),
+            ..Default::default()
+        };
+        let ev = e.to_event("node-a", workload.clone()).unwrap();
+        assert_eq!(ev.schema, palisade_events::SCHEMA_VERSION);
+        assert_eq!(ev.source, palisade_events::Source::Gate);
+        assert_eq!(ev.action, palisade_events::Action::Block);
+        assert_eq!(ev.enforcer, "gate");
+        assert_eq!(ev.rule.name, "gate-request-rules");
+        assert_eq!(ev.rule.message, "query.q: new punctuation '''");
+        assert_eq!(ev.count, 3);
+        assert_eq!(ev.time, "2026-11-22T22:51:06.000000000Z");
+        assert_eq!(ev.evidence["request_id"], "0000abcd-00000001");
+        assert_eq!(
+            ev.evidence["reasons"][1],
+            "query.q: new comment marker '--'"
+        );
+        assert_eq!(ev.evidence["client"], "10.0.0.7:51000");
+        e.kind = EventKind::Alert;
+        let ev = e.to_event("n", workload.clone()).unwrap();
+        assert_eq!(ev.action, palisade_events::Action::Audit);
+        e.kind = EventKind::Response;
+        let ev = e.to_event("n", workload).unwrap();
+        assert_eq!(ev.rule.name, "gate-response-rules");
+        assert!(ev.rule.severity.level() < 5);
     }
 
     #[tokio::test]
