@@ -562,3 +562,54 @@ fn a_real_program_runs_under_the_filter() -> Result<()> {
     assert!(!dir.path().join("c").exists());
     Ok(())
 }
+
+#[test]
+fn compiled_filter_checks_the_architecture_before_anything_else() -> Result<()> {
+    let prog = default_filter()?;
+    let ld_abs = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+    let ret = (libc::BPF_RET | libc::BPF_K) as u16;
+    assert_eq!(
+        (prog[0].code, prog[0].k),
+        (ld_abs, 4),
+        "loads seccomp_data.arch"
+    );
+    assert_eq!(
+        (prog[2].code, prog[2].k),
+        (ret, 0x8000_0000),
+        "kills a foreign arch"
+    );
+    let last = prog.last().context("empty program")?;
+    assert_eq!(
+        (last.code, last.k),
+        (ret, 0x0005_0001),
+        "ends in ERRNO(EPERM)"
+    );
+    assert!(prog.len() <= 4096, "over BPF_MAXINSNS: {}", prog.len());
+    Ok(())
+}
+
+#[test]
+fn a_threaded_rust_program_runs_under_the_filter() -> Result<()> {
+    let prog = default_filter()?;
+    let mut cmd = Command::new(std::env::current_exe()?);
+    // libtest runs each test on a thread of its own: glibc tries clone3, gets ENOSYS and
+    // falls back to clone, which the filter must let through without namespace flags.
+    cmd.args([
+        "--exact",
+        "compiled_filter_checks_the_architecture_before_anything_else",
+        "--nocapture",
+    ]);
+    // SAFETY: the closure only calls prctl and seccomp, both async-signal-safe.
+    unsafe { cmd.pre_exec(move || bpf::install(&prog)) };
+    let out = cmd
+        .output()
+        .context("rerun the test binary under the filter")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{:?}\nstdout: {stdout}\nstderr: {stderr}",
+        out.status
+    );
+    Ok(())
+}
