@@ -395,3 +395,186 @@ pub fn enforce(ruleset: &Ruleset) -> Result<(), LandlockError> {
     sys::check(ret).map_err(LandlockError::RestrictSelf)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{FsAccess as A, FsRule};
+    use crate::plan::{LogPlan, NetPlan, ScopePlan};
+
+    fn plan(required_abi: u32, best_effort: bool) -> LandlockPlan {
+        LandlockPlan {
+            required_abi,
+            best_effort,
+            handled_fs: None,
+            fs: vec![FsRule {
+                path: "/usr".into(),
+                access: vec![A::Execute, A::ReadFile, A::ReadDir],
+                optional: false,
+            }],
+            net: None,
+            scope: ScopePlan::default(),
+            log: LogPlan::default(),
+        }
+    }
+
+    #[test]
+    fn rights_per_abi_follow_the_kernel_history() {
+        assert_eq!(fs_rights_of_abi(0), 0);
+        assert_eq!(fs_rights_of_abi(1), 0x1fff);
+        assert_eq!(fs_rights_of_abi(2), 0x3fff);
+        assert_eq!(fs_rights_of_abi(4), 0x7fff);
+        assert_eq!(fs_rights_of_abi(5), 0xffff);
+        assert_eq!(fs_rights_of_abi(7), 0xffff);
+        assert_eq!(bit(A::MakeSym), 1 << 12);
+        assert_eq!(bit(A::IoctlDev), 1 << 15);
+    }
+
+    #[test]
+    fn default_handled_is_everything_the_abi_knows() {
+        let rs = compile(&plan(1, false), 3).unwrap();
+        assert_eq!(rs.handled_fs, 0x7fff);
+        assert_eq!(rs.paths.len(), 1);
+        assert_eq!(rs.paths[0].access, 0b1101);
+        assert_eq!((rs.handled_net, rs.scoped, rs.restrict_flags), (0, 0, 0));
+        assert!(!rs.is_empty());
+    }
+
+    #[test]
+    fn required_abi_above_the_kernel_fails_unless_best_effort() {
+        let err = compile(&plan(99, false), 7).unwrap_err();
+        assert!(err.is_abi());
+        assert_eq!(
+            err.to_string(),
+            "landlock: kernel abi 7 is lower than required abi 99"
+        );
+        let rs = compile(&plan(99, true), 7).unwrap();
+        assert_eq!(rs.handled_fs, 0xffff);
+    }
+
+    #[test]
+    fn features_the_kernel_lacks_fail_strict_and_drop_best_effort() {
+        let mut p = plan(1, false);
+        p.net = Some(NetPlan {
+            handled: true,
+            bind_tcp: vec![8080],
+            connect_tcp: vec![443, 8080],
+        });
+        p.scope.signal = true;
+        p.fs[0].access.push(A::IoctlDev);
+        p.log.new_exec = true;
+
+        let err = compile(&p, 3).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "landlock: ioctl_dev needs abi 5, kernel has 3"
+        );
+        assert!(err.is_abi());
+
+        p.best_effort = true;
+        let rs = compile(&p, 3).unwrap();
+        assert_eq!(rs.paths[0].access, 0b1101, "ioctl_dev dropped on abi 3");
+        assert_eq!((rs.handled_net, rs.scoped, rs.restrict_flags), (0, 0, 0));
+        assert!(rs.ports.is_empty());
+
+        let rs = compile(&p, 7).unwrap();
+        assert_eq!(rs.paths[0].access, 0b1101 | (1 << 15));
+        assert_eq!(rs.handled_net, 0b11);
+        assert_eq!(rs.ports.get(&8080), Some(&0b11));
+        assert_eq!(rs.ports.get(&443), Some(&0b10));
+        assert_eq!(rs.scoped, SCOPE_SIGNAL);
+        assert_eq!(rs.restrict_flags, RESTRICT_SELF_LOG_NEW_EXEC_ON);
+
+        p.best_effort = false;
+        p.fs[0].access.pop();
+        let err = compile(&p, 5).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "landlock: scope.signal needs abi 6, kernel has 5"
+        );
+    }
+
+    #[test]
+    fn explicit_handled_fs_limits_rules_and_abi_zero_best_effort_is_empty() {
+        let mut p = plan(1, false);
+        p.handled_fs = Some(vec![A::WriteFile, A::ReadFile]);
+        let rs = compile(&p, 7).unwrap();
+        assert_eq!(rs.handled_fs, 0b110);
+        assert_eq!(rs.paths[0].access, 0b100);
+
+        p.handled_fs = Some(vec![A::WriteFile]);
+        let rs = compile(&p, 7).unwrap();
+        assert!(
+            rs.paths.is_empty(),
+            "a rule left with no handled right is dropped"
+        );
+
+        p.best_effort = true;
+        p.handled_fs = None;
+        let rs = compile(&p, 0).unwrap();
+        assert!(rs.is_empty());
+        enforce(&rs).unwrap();
+    }
+
+    #[test]
+    fn log_flags_map_to_restrict_self_flags() {
+        let mut p = plan(1, false);
+        p.log = LogPlan {
+            same_exec: false,
+            new_exec: true,
+            subdomains: false,
+        };
+        assert_eq!(compile(&p, 7).unwrap().restrict_flags, 0b111);
+        assert!(compile(&p, 6).unwrap_err().is_abi());
+    }
+
+    fn create(handled_fs: u64, scoped: u64) -> io::Result<OwnedFd> {
+        let attr = RulesetAttr {
+            handled_access_fs: handled_fs,
+            handled_access_net: 0,
+            scoped,
+        };
+        // SAFETY: attr is live for the call.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_landlock_create_ruleset,
+                &attr as *const RulesetAttr,
+                std::mem::size_of::<RulesetAttr>(),
+                0u32,
+            )
+        };
+        let fd = sys::check(ret)?;
+        // SAFETY: a fresh descriptor from the kernel.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+    }
+
+    #[test]
+    fn kernel_accepts_exactly_what_its_abi_promises() {
+        let abi = abi();
+        if abi == 0 {
+            let err = create(fs_rights_of_abi(1), 0).unwrap_err();
+            assert!(matches!(
+                err.raw_os_error(),
+                Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP)
+            ));
+            return;
+        }
+        create(fs_rights_of_abi(abi), 0).unwrap();
+        if abi < 5 {
+            let err = create(fs_rights_of_abi(5), 0).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
+        }
+        if abi > 7 {
+            return;
+        }
+        let err = create(1 << 16, 0).unwrap_err();
+        assert_eq!(
+            err.raw_os_error(),
+            Some(libc::EINVAL),
+            "no right beyond ioctl_dev yet"
+        );
+        if abi >= ABI_SCOPE {
+            create(0, SCOPE_SIGNAL | SCOPE_ABSTRACT_UNIX_SOCKET).unwrap();
+        }
+    }
+}
