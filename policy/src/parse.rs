@@ -8,6 +8,7 @@
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Visitor};
+use serde::Deserialize;
 
 use crate::diag::{Diagnostic, Diagnostics, Location};
 use crate::model::{Policy, Scope};
@@ -109,11 +110,15 @@ fn parse_scoped(
     let mut policies = Vec::new();
     let documents = serde_yaml::Deserializer::from_slice(bytes).take(clean_documents);
     for (doc, de) in documents.enumerate() {
+        let mut removed = Vec::new();
         let raw: Option<RawPolicy> = match serde_path_to_error::deserialize(de) {
             Ok(raw) => raw,
             Err(err) => {
                 diags.push(structure_error(doc, &err));
-                continue;
+                match recover(bytes, doc, err.path(), &mut removed, &mut diags) {
+                    Some(raw) => Some(raw),
+                    None => continue,
+                }
             }
         };
         // An empty document (a stray `---` or only comments) holds no policy.
@@ -124,9 +129,16 @@ fn parse_scoped(
             scope,
             forced_namespace,
         };
-        if let Some(policy) = validate::policy(&raw, &ctx, &mut diags) {
-            policies.push((doc, policy));
+        let mut found = Vec::new();
+        if let Some(policy) = validate::policy(&raw, &ctx, &mut found) {
+            if removed.is_empty() {
+                policies.push((doc, policy));
+            }
         }
+        // Problems caused by a field that recovery took out (such as "no rules" after a
+        // malformed section) would only repeat the structure error in other words.
+        found.retain(|d| !removed.iter().any(|r| related(r, &d.path)));
+        diags.extend(found);
     }
     validate::unique_ids(&policies, &mut diags);
     if policies.is_empty() && diags.is_empty() {
@@ -146,6 +158,75 @@ fn parse_scoped(
         policies: policies.into_iter().map(|(_, p)| p).collect(),
         warnings: diags,
     })
+}
+
+/// Structure errors recovered from per document before giving up on finding the others.
+const MAX_RECOVERIES: usize = 16;
+
+/// After a structure error, takes the offending field out of the document and tries again, so
+/// that every unknown or mistyped field is reported and the rest is still validated. Returns the
+/// cleaned document; `removed` lists the paths taken out.
+fn recover(
+    bytes: &[u8],
+    doc: usize,
+    first: &serde_path_to_error::Path,
+    removed: &mut Vec<String>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<RawPolicy> {
+    let de = serde_yaml::Deserializer::from_slice(bytes).nth(doc)?;
+    let mut value = serde_yaml::Value::deserialize(de).ok()?;
+    let mut path = first.clone();
+    for _ in 0..MAX_RECOVERIES {
+        if !remove(&mut value, &path) {
+            return None;
+        }
+        removed.push(path.to_string());
+        match serde_path_to_error::deserialize::<_, Option<RawPolicy>>(value.clone()) {
+            Ok(raw) => return raw,
+            Err(err) => {
+                diags.push(structure_error(doc, &err));
+                path = err.path().clone();
+            }
+        }
+    }
+    None
+}
+
+/// Removes the mapping entry at `path`; false if the path does not lead to one.
+fn remove(value: &mut serde_yaml::Value, path: &serde_path_to_error::Path) -> bool {
+    use serde_path_to_error::Segment;
+    let segments: Vec<&Segment> = path.iter().collect();
+    let Some((Segment::Map { key: last }, parents)) = segments.split_last() else {
+        return false;
+    };
+    let mut node = value;
+    for segment in parents {
+        let next = match (segment, node) {
+            (Segment::Map { key }, serde_yaml::Value::Mapping(m)) => m.get_mut(key.as_str()),
+            (Segment::Seq { index }, serde_yaml::Value::Sequence(s)) => s.get_mut(*index),
+            _ => None,
+        };
+        match next {
+            Some(n) => node = n,
+            None => return false,
+        }
+    }
+    match node {
+        serde_yaml::Value::Mapping(m) => m.remove(last.as_str()).is_some(),
+        _ => false,
+    }
+}
+
+/// Whether one path is the other or encloses it.
+fn related(a: &str, b: &str) -> bool {
+    let encloses = |outer: &str, inner: &str| {
+        inner == outer
+            || outer == "."
+            || inner
+                .strip_prefix(outer)
+                .is_some_and(|t| t.starts_with('.') || t.starts_with('['))
+    };
+    encloses(a, b) || encloses(b, a)
 }
 
 /// First pass: counts documents whose syntax is sound and whose expansion fits the budget;

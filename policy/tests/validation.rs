@@ -708,3 +708,49 @@ fn remaining_limits_and_warnings() {
     ));
     assert_eq!(repeats.policies[0].syscalls[0].from_source.len(), 1);
 }
+
+#[test]
+fn every_unknown_field_and_the_remaining_problems_are_reported() {
+    let yaml = doc(
+        "  sevrity: 3\n  file:\n    matchPaths:\n    - path: relative\n      readonly: true\n  process:\n    matchPaths:\n    - path: /bin/sh\n      action: Deny\n      fromsource:\n      - path: /bin/bash\n",
+    );
+    let d = parse_err(&yaml);
+    let found: Vec<(String, String, Option<usize>)> = d
+        .errors()
+        .map(|e| {
+            (
+                e.path.clone(),
+                e.message.clone(),
+                e.location.map(|l| l.line),
+            )
+        })
+        .collect();
+    let line_of = |path: &str| {
+        found
+            .iter()
+            .find(|(p, _, _)| p == path)
+            .unwrap_or_else(|| panic!("no error at {path} in {found:#?}"))
+            .2
+    };
+    assert_eq!(line_of("spec.sevrity"), Some(10));
+    assert_eq!(line_of("spec.file.matchPaths[0].readonly"), Some(14));
+    assert_eq!(line_of("spec.process.matchPaths[0].fromsource"), Some(19));
+    // Validation still ran on what was left.
+    assert_eq!(line_of("spec.file.matchPaths[0].path"), Some(13));
+    assert_eq!(line_of("spec.process.matchPaths[0].action"), Some(18));
+    assert_eq!(found.len(), 5, "{found:#?}");
+}
+
+#[test]
+fn a_malformed_section_is_not_reported_twice() {
+    // `file` is a list: one structure error, not also "spec has no rules".
+    let d = parse_err(&doc("  file:\n  - path: /a\n"));
+    let paths: Vec<&str> = d.errors().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["spec.file"]);
+    // A mistyped value next to a real problem: both are reported.
+    let d = parse_err(&doc(
+        "  severity: high\n  file:\n    matchPaths:\n    - path: /etc/\n",
+    ));
+    let paths: Vec<&str> = d.errors().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["spec.severity", "spec.file.matchPaths[0].path"]);
+}
