@@ -1,0 +1,266 @@
+//! Runs palisade-init inside a real runc container: a busybox rootfs, the static helper
+//! and its plan bind-mounted read-only, process.args prefixed as the shim does.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::{json, Value};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const RUNC: &str = "/usr/sbin/runc";
+const BUSYBOX: &str = "/usr/bin/busybox";
+
+#[cfg(target_arch = "x86_64")]
+const TARGET: &str = "x86_64-unknown-linux-gnu";
+#[cfg(target_arch = "aarch64")]
+const TARGET: &str = "aarch64-unknown-linux-gnu";
+
+/// Whether an ELF file asks for a program interpreter (PT_INTERP), i.e. is dynamic.
+fn has_interpreter(elf: &[u8]) -> bool {
+    assert_eq!(&elf[..4], b"\x7fELF", "not an ELF file");
+    assert_eq!(elf[4], 2, "64-bit ELF expected");
+    let u16_at = |o: usize| usize::from(u16::from_le_bytes([elf[o], elf[o + 1]]));
+    let phoff = usize::try_from(u64::from_le_bytes(elf[0x20..0x28].try_into().unwrap())).unwrap();
+    let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
+    (0..phnum).any(|i| {
+        let at = phoff + i * phentsize;
+        u32::from_le_bytes(elf[at..at + 4].try_into().unwrap()) == 3
+    })
+}
+
+/// The static helper the shim ships: PALISADE_INIT_STATIC if set, otherwise built here
+/// with the documented release command into a target dir of its own, so the outer
+/// cargo's build lock is not in the way.
+fn static_init() -> PathBuf {
+    if let Some(p) = std::env::var_os("PALISADE_INIT_STATIC") {
+        return PathBuf::from(p);
+    }
+    let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("static-init");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "palisade-init",
+            "--bin",
+            "palisade-init",
+        ])
+        .args(["--target", TARGET])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cargo for the static build");
+    assert!(
+        out.status.success(),
+        "static build failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    target_dir
+        .join(TARGET)
+        .join("release")
+        .join("palisade-init")
+}
+
+/// Copies `src` to the same absolute path under `root`, contents only (symlinks followed).
+fn copy_into(root: &Path, src: &Path) {
+    let dst = root.join(src.strip_prefix("/").unwrap());
+    fs::create_dir_all(dst.parent().unwrap()).unwrap();
+    fs::copy(src, &dst).unwrap_or_else(|e| panic!("copy {}: {e}", src.display()));
+}
+
+/// A rootfs with busybox, the libraries ldd lists for it, and applet links.
+fn busybox_rootfs(root: &Path) {
+    for d in [
+        "bin",
+        "proc",
+        "dev",
+        "sys",
+        "tmp",
+        "data",
+        "other",
+        ".palisade",
+    ] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    fs::copy(BUSYBOX, root.join("bin/busybox")).unwrap();
+    let ldd = Command::new("ldd").arg(BUSYBOX).output().unwrap();
+    assert!(ldd.status.success(), "ldd {BUSYBOX} failed");
+    let mut libs = 0;
+    for line in String::from_utf8(ldd.stdout).unwrap().lines() {
+        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        if let Some(p) = path.filter(|p| p.starts_with('/')) {
+            copy_into(root, Path::new(p));
+            libs += 1;
+        }
+    }
+    assert!(libs >= 2, "busybox should need libc and the loader");
+    for applet in ["sh", "cat", "echo", "grep", "touch", "ls"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+}
+
+/// Deletes the container even when the test fails half way.
+struct Container {
+    root: PathBuf,
+    id: String,
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new(RUNC)
+            .arg("--root")
+            .arg(&self.root)
+            .args(["delete", "--force", &self.id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "runc run timed out; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn landlock_confines_a_runc_container() {
+    let helper = static_init();
+    let elf = fs::read(&helper).unwrap();
+    assert!(
+        !has_interpreter(&elf),
+        "{} must be static",
+        helper.display()
+    );
+
+    let bundle = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let rootfs = bundle.path().join("rootfs");
+    busybox_rootfs(&rootfs);
+
+    let rx = ["execute", "read_file", "read_dir"];
+    let plan = json!({
+        "version": 1,
+        "no_new_privs": true,
+        "capabilities": {"bounding_keep": ["CAP_KILL", "CAP_NET_BIND_SERVICE"]},
+        "landlock": {
+            "required_abi": 1,
+            "fs": [
+                {"path": "/bin", "access": rx},
+                {"path": "/lib", "access": rx},
+                {"path": "/lib64", "access": rx, "optional": true},
+                {"path": "/proc", "access": ["read_file", "read_dir"]},
+                {"path": "/dev/null", "access": ["read_file", "write_file"]},
+                {"path": "/data", "access": ["read_file", "read_dir", "write_file", "make_reg"]}
+            ]
+        }
+    });
+    let plan_path = bundle.path().join("plan.json");
+    fs::write(&plan_path, serde_json::to_vec(&plan).unwrap()).unwrap();
+
+    let spec = Command::new(RUNC)
+        .arg("spec")
+        .arg("--bundle")
+        .arg(bundle.path())
+        .output()
+        .unwrap();
+    assert!(
+        spec.status.success(),
+        "runc spec: {}",
+        String::from_utf8_lossy(&spec.stderr)
+    );
+    let config_path = bundle.path().join("config.json");
+    let mut config: Value = serde_json::from_slice(&fs::read(&config_path).unwrap()).unwrap();
+    let script = "echo allowed > /data/f && cat /data/f; \
+                  echo denied > /other/f || echo other-refused; \
+                  echo denied > /f || echo root-refused; \
+                  grep -E '^(CapBnd|NoNewPrivs):' /proc/self/status";
+    config["process"]["terminal"] = json!(false);
+    config["process"]["args"] = json!([
+        "/.palisade/palisade-init",
+        "--plan",
+        "/.palisade/plan.json",
+        "--",
+        "/bin/sh",
+        "-c",
+        script
+    ]);
+    // CAP_SETPCAP lets the helper cut the bounding set below what runc set.
+    for set in ["bounding", "effective", "permitted"] {
+        config["process"]["capabilities"][set]
+            .as_array_mut()
+            .unwrap()
+            .push(json!("CAP_SETPCAP"));
+    }
+    config["root"] = json!({"path": rootfs, "readonly": false});
+    let mounts = config["mounts"].as_array_mut().unwrap();
+    for (source, destination) in [
+        (helper.as_path(), "/.palisade/palisade-init"),
+        (plan_path.as_path(), "/.palisade/plan.json"),
+    ] {
+        mounts.push(json!({
+            "destination": destination,
+            "type": "bind",
+            "source": source,
+            "options": ["bind", "ro"]
+        }));
+    }
+    fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+
+    let id = format!("palisade-init-test-{}", std::process::id());
+    let _container = Container {
+        root: state.path().to_owned(),
+        id: id.clone(),
+    };
+    let out = run_with_timeout(
+        Command::new(RUNC)
+            .arg("--root")
+            .arg(state.path())
+            .arg("run")
+            .arg("--bundle")
+            .arg(bundle.path())
+            .arg(&id),
+        Duration::from_secs(60),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "runc run failed: {stdout}\n{stderr}");
+    assert_eq!(
+        stdout, "allowed\nother-refused\nroot-refused\nCapBnd:\t0000000000000420\nNoNewPrivs:\t1\n",
+        "stderr: {stderr}"
+    );
+    assert_eq!(stderr.matches("Permission denied").count(), 2, "{stderr}");
+    assert_eq!(
+        fs::read_to_string(rootfs.join("data/f")).unwrap(),
+        "allowed\n"
+    );
+    assert!(!rootfs.join("other/f").exists());
+    assert!(!rootfs.join("f").exists());
+}
