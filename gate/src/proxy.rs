@@ -578,6 +578,23 @@ mod tests {
     }
 
     #[test]
+    fn shared_profile_merges_replaces_and_snapshots() {
+        let shared = SharedProfile::default();
+        let mut pod = Profile::default();
+        pod.learn(&Request::new("GET", "HTTP/1.1", "/a?x=1", vec![], None));
+        shared.merge(&pod);
+        shared.merge(&pod);
+        assert_eq!(shared.snapshot().requests_learned(), 2);
+        let clone = shared.clone();
+        clone.replace(Profile::default());
+        assert_eq!(
+            shared.snapshot(),
+            Profile::default(),
+            "clones share one profile"
+        );
+    }
+
+    #[test]
     fn absolute_targets_become_origin_form() {
         let u: Uri = "http://example.test/a/b?c=1".parse().unwrap();
         assert_eq!(origin_form(&u), "/a/b?c=1");

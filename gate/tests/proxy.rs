@@ -483,3 +483,36 @@ async fn oversized_request_heads_are_refused() -> Result<()> {
     assert_eq!(ok.send(&search("red")).await?.status, 200);
     Ok(())
 }
+
+#[tokio::test]
+async fn serve_until_returns_on_shutdown_and_stops_listening() -> Result<()> {
+    let up = start_upstream().await?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let (events, _rx) = tokio::sync::mpsc::channel(16);
+    let gate = palisade_gate::Gate::new(
+        test_config(Mode::Learn),
+        palisade_gate::SharedProfile::default(),
+        std::sync::Arc::new(events),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn({
+        let gate = gate.clone();
+        async move {
+            gate.serve_until(listener, up.addr, async {
+                let _ = stopped.await;
+            })
+            .await
+        }
+    });
+    let mut c = Client::connect(addr).await?;
+    assert_eq!(c.send(&search("red")).await?.status, 200);
+    stop.send(()).map_err(|_| anyhow::anyhow!("gate gone"))?;
+    tokio::time::timeout(Duration::from_secs(5), serving).await???;
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "listener closed after shutdown"
+    );
+    assert_eq!(gate.profile().snapshot().requests_learned(), 1);
+    Ok(())
+}
