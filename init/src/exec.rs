@@ -48,7 +48,7 @@ impl ExecError {
     }
 }
 
-/// Resolves argv[0]: a name with a slash is used as is, a bare name is searched in `path`
+/// Resolves `argv[0]`: a name with a slash is used as is, a bare name is searched in `path`
 /// (the process environment's PATH, or [`DEFAULT_PATH`] when it has none). A regular file
 /// with an execute bit wins; a match without one is reported only if nothing better follows.
 pub fn resolve(name: &OsStr, path: Option<&OsStr>) -> Result<PathBuf, ExecError> {
