@@ -311,50 +311,16 @@ impl Gate {
         let mut sample = sample_of(&req, peer.ip());
         let (mut parts, body) = req.into_parts();
 
-        let cfg = &self.inner.config;
-        let body = if cfg.inspect_bodies && !upgrade && sample.wants_body() {
-            let read = tokio::time::timeout(
-                cfg.body_read_timeout,
-                read_ahead(body, cfg.max_inspected_body),
-            );
-            match read.await {
-                Err(_) => {
-                    tracing::debug!(request_id = %id, "gate: request body too slow");
-                    return plain(StatusCode::REQUEST_TIMEOUT, &id, "request body too slow");
-                }
-                Ok(Ok((Some(bytes), forward))) => {
-                    sample.attach_body(&bytes);
-                    forward
-                }
-                Ok(Ok((None, forward))) => {
-                    tracing::debug!(request_id = %id, "gate: body over inspection cap, not inspected");
-                    forward
-                }
-                Ok(Err(e)) => {
-                    tracing::debug!(request_id = %id, error = %e, "gate: request body unreadable");
-                    return plain(StatusCode::BAD_REQUEST, &id, "request body unreadable");
-                }
+        let body = if self.inner.config.inspect_bodies && !upgrade && sample.wants_body() {
+            match self.inspect_body(body, &mut sample, &id).await {
+                Ok(forward) => forward,
+                Err(refusal) => return refusal,
             }
         } else {
             GateBody::stream(body)
         };
-
-        if mode == Mode::Learn {
-            self.inner.profile.write().learn(&sample);
-        } else {
-            let decision = decide(&self.inner.profile.read(), &sample);
-            if !decision.is_clean() {
-                lock(&self.inner.indicators).violation();
-                let kind = if mode == Mode::Block {
-                    EventKind::Block
-                } else {
-                    EventKind::Alert
-                };
-                self.report(kind, &id, decision.reasons, peer, &sample);
-                if mode == Mode::Block {
-                    return plain(StatusCode::FORBIDDEN, &id, "request blocked by gate");
-                }
-            }
+        if let Some(refusal) = self.learn_or_decide(mode, &id, peer, &sample) {
+            return refusal;
         }
 
         strip_hop_by_hop(&mut parts.headers, upgrade);
@@ -394,6 +360,74 @@ impl Gate {
             parts.status == StatusCode::SWITCHING_PROTOCOLS,
         );
         hyper::Response::from_parts(parts, GateBody::stream(body))
+    }
+
+    /// Reads the body ahead for inspection and attaches it to `sample`; returns the body to
+    /// forward, or the answer to give instead when the body is too slow or unreadable.
+    async fn inspect_body(
+        &self,
+        body: hyper::body::Incoming,
+        sample: &mut Request,
+        id: &str,
+    ) -> Result<GateBody, hyper::Response<GateBody>> {
+        let cfg = &self.inner.config;
+        let read = tokio::time::timeout(
+            cfg.body_read_timeout,
+            read_ahead(body, cfg.max_inspected_body),
+        );
+        match read.await {
+            Err(_) => {
+                tracing::debug!(request_id = %id, "gate: request body too slow");
+                Err(plain(
+                    StatusCode::REQUEST_TIMEOUT,
+                    id,
+                    "request body too slow",
+                ))
+            }
+            Ok(Ok((Some(bytes), forward))) => {
+                sample.attach_body(&bytes);
+                Ok(forward)
+            }
+            Ok(Ok((None, forward))) => {
+                tracing::debug!(request_id = %id, "gate: body over inspection cap, not inspected");
+                Ok(forward)
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(request_id = %id, error = %e, "gate: request body unreadable");
+                Err(plain(
+                    StatusCode::BAD_REQUEST,
+                    id,
+                    "request body unreadable",
+                ))
+            }
+        }
+    }
+
+    /// Learns the request in learn mode; otherwise decides, reports a broken rule, and in
+    /// block mode returns the refusal.
+    fn learn_or_decide(
+        &self,
+        mode: Mode,
+        id: &str,
+        peer: SocketAddr,
+        sample: &Request,
+    ) -> Option<hyper::Response<GateBody>> {
+        if mode == Mode::Learn {
+            self.inner.profile.write().learn(sample);
+            return None;
+        }
+        let decision = decide(&self.inner.profile.read(), sample);
+        if decision.is_clean() {
+            return None;
+        }
+        lock(&self.inner.indicators).violation();
+        let kind = if mode == Mode::Block {
+            EventKind::Block
+        } else {
+            EventKind::Alert
+        };
+        self.report(kind, id, decision.reasons, peer, sample);
+        (mode == Mode::Block).then(|| plain(StatusCode::FORBIDDEN, id, "request blocked by gate"))
     }
 
     fn observe_response(
