@@ -544,3 +544,65 @@ fn failures_have_their_exit_code_and_one_line() {
     assert!(out.status.success(), "stderr: {}", stderr(&out));
     assert!(marker.exists());
 }
+
+/// A plan file and its directory readable by any user, for runs under another uid.
+fn world_readable_plan(dir: &Path, plan: &Value) -> std::path::PathBuf {
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.join("plan.json");
+    std::fs::write(&path, serde_json::to_vec(plan).unwrap()).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    path
+}
+
+#[test]
+fn capability_cut_without_setpcap_fails_closed_unless_already_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = json!({
+        "version": 1,
+        "no_new_privs": true,
+        "capabilities": {"bounding_keep": ["CAP_KILL"]}
+    });
+    let plan_path = world_readable_plan(dir.path(), &plan);
+    let nobody = |bounding: &str| {
+        let mut cmd = Command::new("/usr/bin/setpriv");
+        cmd.args(["--bounding-set", bounding])
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+            .arg(BIN)
+            .arg("--plan")
+            .arg(&plan_path)
+            .args(["--", "/bin/cat", "/proc/self/status"])
+            .stdin(Stdio::null());
+        cmd.output().unwrap()
+    };
+
+    // As an unprivileged user with a full bounding set there is no way to cut it.
+    let out = nobody("+all");
+    assert_init_failure(
+        &out,
+        124,
+        "capabilities: drop cap_chown from bounding set: operation not permitted",
+    );
+
+    // When runc already cut it to the kept set, nothing needs privilege.
+    let out = nobody("-all,+kill");
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    assert_eq!(
+        status_field(&stdout(&out), "CapBnd:"),
+        format!("{:016x}", 1u64 << 5)
+    );
+}
+
+#[test]
+fn audit_log_flags_are_accepted_by_the_kernel() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = plan_with(
+        dir.path(),
+        json!({"required_abi": 7, "log": {"same_exec": false, "new_exec": true, "subdomains": false}}),
+    );
+    let out = sh(
+        &plan,
+        &format!("echo logged > {}/f && cat {0}/f", dir.path().display()),
+    );
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    assert_eq!(stdout(&out), "logged\n");
+}
