@@ -63,17 +63,21 @@ impl InitError {
 /// cut (still holding CAP_SETPCAP), then landlock last so that nothing above is
 /// constrained by the ruleset.
 pub fn apply(plan: &plan::Plan) -> Result<(), InitError> {
-    // Compiling first means a kernel too old for the plan fails before anything
-    // irreversible has happened.
+    // Everything that can fail without touching the process comes first, so a kernel
+    // too old for the plan fails before anything irreversible has happened.
     let ruleset = match &plan.landlock {
         Some(ll) => Some(landlock::compile(ll, landlock::abi())?),
+        None => None,
+    };
+    let keep = match &plan.capabilities {
+        Some(caps) => Some(caps::mask_of(&caps.bounding_keep)?),
         None => None,
     };
     if plan.no_new_privs {
         nnp::set()?;
     }
-    if let Some(caps) = &plan.capabilities {
-        caps::restrict(caps::mask_of(&caps.bounding_keep)?)?;
+    if let Some(keep) = keep {
+        caps::restrict(keep)?;
     }
     if let Some(ruleset) = &ruleset {
         landlock::enforce(ruleset)?;
