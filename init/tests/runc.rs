@@ -105,7 +105,7 @@ fn busybox_rootfs(root: &Path) {
         }
     }
     assert!(libs >= 2, "busybox should need libc and the loader");
-    for applet in ["sh", "cat", "echo", "grep", "touch", "ls"] {
+    for applet in ["sh", "cat", "echo", "grep", "touch", "ls", "sleep"] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
 }
@@ -150,23 +150,17 @@ fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Output {
     child.wait_with_output().unwrap()
 }
 
-#[test]
-fn landlock_confines_a_runc_container() {
-    let helper = static_init();
-    let elf = fs::read(&helper).unwrap();
-    assert!(
-        !has_interpreter(&elf),
-        "{} must be static",
-        helper.display()
-    );
+const PREFIX: [&str; 4] = [
+    "/.palisade/palisade-init",
+    "--plan",
+    "/.palisade/plan.json",
+    "--",
+];
 
-    let bundle = tempfile::tempdir().unwrap();
-    let state = tempfile::tempdir().unwrap();
-    let rootfs = bundle.path().join("rootfs");
-    busybox_rootfs(&rootfs);
-
+/// The container's plan: busybox runs, /data is writable, nothing else is.
+fn plan(scope_signal: bool) -> Value {
     let rx = ["execute", "read_file", "read_dir"];
-    let plan = json!({
+    json!({
         "version": 1,
         "no_new_privs": true,
         "capabilities": {"bounding_keep": ["CAP_KILL", "CAP_NET_BIND_SERVICE"]},
@@ -179,11 +173,20 @@ fn landlock_confines_a_runc_container() {
                 {"path": "/proc", "access": ["read_file", "read_dir"]},
                 {"path": "/dev/null", "access": ["read_file", "write_file"]},
                 {"path": "/data", "access": ["read_file", "read_dir", "write_file", "make_reg"]}
-            ]
+            ],
+            "scope": {"signal": scope_signal}
         }
-    });
+    })
+}
+
+/// A bundle whose process runs `args` behind palisade-init, wired up as the shim does:
+/// the static helper and the plan bind-mounted read-only, process.args prefixed.
+fn bundle(helper: &Path, plan: &Value, args: &[&str]) -> tempfile::TempDir {
+    let bundle = tempfile::tempdir().unwrap();
+    let rootfs = bundle.path().join("rootfs");
+    busybox_rootfs(&rootfs);
     let plan_path = bundle.path().join("plan.json");
-    fs::write(&plan_path, serde_json::to_vec(&plan).unwrap()).unwrap();
+    fs::write(&plan_path, serde_json::to_vec(plan).unwrap()).unwrap();
 
     let spec = Command::new(RUNC)
         .arg("spec")
@@ -198,20 +201,9 @@ fn landlock_confines_a_runc_container() {
     );
     let config_path = bundle.path().join("config.json");
     let mut config: Value = serde_json::from_slice(&fs::read(&config_path).unwrap()).unwrap();
-    let script = "echo allowed > /data/f && cat /data/f; \
-                  echo denied > /other/f || echo other-refused; \
-                  echo denied > /f || echo root-refused; \
-                  grep -E '^(CapBnd|NoNewPrivs):' /proc/self/status";
     config["process"]["terminal"] = json!(false);
-    config["process"]["args"] = json!([
-        "/.palisade/palisade-init",
-        "--plan",
-        "/.palisade/plan.json",
-        "--",
-        "/bin/sh",
-        "-c",
-        script
-    ]);
+    let full: Vec<&str> = PREFIX.iter().chain(args).copied().collect();
+    config["process"]["args"] = json!(full);
     // CAP_SETPCAP lets the helper cut the bounding set below what runc set.
     for set in ["bounding", "effective", "permitted"] {
         config["process"]["capabilities"][set]
@@ -222,7 +214,7 @@ fn landlock_confines_a_runc_container() {
     config["root"] = json!({"path": rootfs, "readonly": false});
     let mounts = config["mounts"].as_array_mut().unwrap();
     for (source, destination) in [
-        (helper.as_path(), "/.palisade/palisade-init"),
+        (helper, "/.palisade/palisade-init"),
         (plan_path.as_path(), "/.palisade/plan.json"),
     ] {
         mounts.push(json!({
@@ -233,16 +225,44 @@ fn landlock_confines_a_runc_container() {
         }));
     }
     fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    bundle
+}
 
-    let id = format!("palisade-init-test-{}", std::process::id());
+fn checked_static_init() -> PathBuf {
+    let helper = static_init();
+    let elf = fs::read(&helper).unwrap();
+    assert!(
+        !has_interpreter(&elf),
+        "{} must be static",
+        helper.display()
+    );
+    helper
+}
+
+fn runc(state: &Path) -> Command {
+    let mut cmd = Command::new(RUNC);
+    cmd.arg("--root").arg(state);
+    cmd
+}
+
+#[test]
+fn landlock_confines_a_runc_container() {
+    let helper = checked_static_init();
+    let script = "echo allowed > /data/f && cat /data/f; \
+                  echo denied > /other/f || echo other-refused; \
+                  echo denied > /f || echo root-refused; \
+                  grep -E '^(CapBnd|NoNewPrivs):' /proc/self/status";
+    let bundle = bundle(&helper, &plan(false), &["/bin/sh", "-c", script]);
+    let rootfs = bundle.path().join("rootfs");
+    let state = tempfile::tempdir().unwrap();
+
+    let id = format!("palisade-init-run-{}", std::process::id());
     let _container = Container {
         root: state.path().to_owned(),
         id: id.clone(),
     };
     let out = run_with_timeout(
-        Command::new(RUNC)
-            .arg("--root")
-            .arg(state.path())
+        runc(state.path())
             .arg("run")
             .arg("--bundle")
             .arg(bundle.path())
@@ -263,4 +283,80 @@ fn landlock_confines_a_runc_container() {
     );
     assert!(!rootfs.join("other/f").exists());
     assert!(!rootfs.join("f").exists());
+}
+
+#[test]
+fn exec_processes_get_their_own_domain() {
+    let helper = checked_static_init();
+    let bundle = bundle(&helper, &plan(true), &["/bin/sleep", "60"]);
+    let rootfs = bundle.path().join("rootfs");
+    let state = tempfile::tempdir().unwrap();
+    let id = format!("palisade-init-exec-{}", std::process::id());
+    let _container = Container {
+        root: state.path().to_owned(),
+        id: id.clone(),
+    };
+    // Detached: runc hands its stdio to the container, so none of it may be a pipe
+    // this test waits on.
+    let started = runc(state.path())
+        .args(["run", "--detach", "--bundle"])
+        .arg(bundle.path())
+        .arg(&id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(started.success(), "runc run --detach failed");
+    let state_out = runc(state.path()).arg("state").arg(&id).output().unwrap();
+    let container_state: Value = serde_json::from_slice(&state_out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "runc state: {e}: {}",
+            String::from_utf8_lossy(&state_out.stderr)
+        )
+    });
+    assert_eq!(container_state["status"], "running", "{container_state}");
+
+    let script = "echo from-exec > /data/e && cat /data/e; \
+                  echo denied > /other/e || echo other-refused; \
+                  kill -0 1 || echo init-unreachable; \
+                  sleep 30 & kill $! && echo own-child-signalled";
+    let args: Vec<&str> = PREFIX
+        .iter()
+        .copied()
+        .chain(["/bin/sh", "-c", script])
+        .collect();
+    let out = run_with_timeout(
+        runc(state.path()).arg("exec").arg(&id).args(&args),
+        Duration::from_secs(60),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "runc exec failed: {stdout}\n{stderr}");
+    assert_eq!(
+        stdout, "from-exec\nother-refused\ninit-unreachable\nown-child-signalled\n",
+        "stderr: {stderr}"
+    );
+    assert!(stderr.contains("Permission denied"), "{stderr}");
+    assert!(stderr.contains("Operation not permitted"), "{stderr}");
+    assert!(!rootfs.join("other/e").exists());
+
+    // A plan error in an exec is reported with its code and the command never runs.
+    let out = run_with_timeout(
+        runc(state.path()).arg("exec").arg(&id).args([
+            "/.palisade/palisade-init",
+            "--plan",
+            "/.palisade/missing.json",
+            "--",
+            "/bin/touch",
+            "/data/never",
+        ]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(121));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "palisade-init: plan /.palisade/missing.json: no such file or directory\n"
+    );
+    assert!(!rootfs.join("data/never").exists());
 }
