@@ -192,6 +192,20 @@ fn rates_by_learning_size() {
         );
         rates.push((detected, fps));
     }
+    // Cost of the decision itself, on the learned profile (build with --release to measure).
+    let started = std::time::Instant::now();
+    let mut broken = 0;
+    for _ in 0..5 {
+        broken += fresh
+            .iter()
+            .filter(|r| !decide(&profile, r).is_clean())
+            .count();
+    }
+    let per = started.elapsed() / (5 * fresh.len() as u32);
+    println!(
+        "decide: {per:?} per request ({broken} broken of {})",
+        5 * fresh.len()
+    );
     let (first, last) = (rates[0], rates[rates.len() - 1]);
     assert_eq!(
         last.0,

@@ -516,3 +516,31 @@ async fn serve_until_returns_on_shutdown_and_stops_listening() -> Result<()> {
     assert_eq!(gate.profile().snapshot().requests_learned(), 1);
     Ok(())
 }
+
+#[tokio::test]
+async fn ambiguous_framing_never_reaches_the_upstream_undecided() -> Result<()> {
+    let up = start_upstream().await?;
+    let gate = start_gate(test_config(Mode::Learn), Profile::default(), up.addr).await?;
+    // Content-Length and Transfer-Encoding together: the classic request-smuggling shape. If
+    // gate and upstream framed it differently, "/smuggled" would reach the upstream without
+    // passing the gate's decision.
+    let attempts: [&[u8]; 2] = [
+        b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nhost: t\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\ntransfer-encoding: identity\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    ];
+    for attempt in attempts {
+        let mut c = Client::connect(gate.addr).await?;
+        c.stream.write_all(attempt).await?;
+        // Read whatever comes back until the gate closes or goes quiet.
+        let mut sink = Vec::new();
+        let _ =
+            tokio::time::timeout(Duration::from_millis(500), c.stream.read_to_end(&mut sink)).await;
+    }
+    let learned = gate.gate.profile().snapshot().requests_learned() as usize;
+    assert_eq!(
+        up.hits(),
+        learned,
+        "every request the upstream saw went through the gate's decision"
+    );
+    Ok(())
+}
