@@ -61,26 +61,26 @@ pub struct FsRule {
     pub optional: bool,
 }
 
-/// A landlock filesystem access right.
+/// A landlock filesystem access right; the discriminant is the kernel's bit number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FsAccess {
-    Execute,
-    WriteFile,
-    ReadFile,
-    ReadDir,
-    RemoveDir,
-    RemoveFile,
-    MakeChar,
-    MakeDir,
-    MakeReg,
-    MakeSock,
-    MakeFifo,
-    MakeBlock,
-    MakeSym,
-    Refer,
-    Truncate,
-    IoctlDev,
+    Execute = 0,
+    WriteFile = 1,
+    ReadFile = 2,
+    ReadDir = 3,
+    RemoveDir = 4,
+    RemoveFile = 5,
+    MakeChar = 6,
+    MakeDir = 7,
+    MakeReg = 8,
+    MakeSock = 9,
+    MakeFifo = 10,
+    MakeBlock = 11,
+    MakeSym = 12,
+    Refer = 13,
+    Truncate = 14,
+    IoctlDev = 15,
 }
 
 impl FsAccess {
