@@ -8,10 +8,12 @@ use palisade_conformance::{checks, cri::Cri, suite};
 
 const USAGE: &str = "usage: palisade-conformance run --cri-socket PATH --image REF [--handlers runc,palisade] \
 [--work-dir DIR] [--cgroup-root PATH] [--control-socket PATH] [--containerd-address PATH] [--filter NAME]...
+       palisade-conformance demo --cri-socket PATH --image REF [--handlers palisade]
+       palisade-conformance bench --cri-socket PATH --image REF [--handlers runc,palisade] [--runs N]
        palisade-conformance cleanup --cri-socket PATH
        palisade-conformance list";
 
-fn parse(args: &[String]) -> Result<(String, suite::Settings)> {
+fn parse(args: &[String]) -> Result<(String, suite::Settings, u32)> {
     let mut it = args.iter();
     let cmd = it.next().context(USAGE)?.clone();
     let mut s = suite::Settings {
@@ -24,6 +26,7 @@ fn parse(args: &[String]) -> Result<(String, suite::Settings)> {
         containerd_address: None,
         filter: Vec::new(),
     };
+    let mut runs = 30;
     while let Some(flag) = it.next() {
         let mut val = || {
             it.next()
@@ -39,15 +42,16 @@ fn parse(args: &[String]) -> Result<(String, suite::Settings)> {
             "--control-socket" => s.control_socket = Some(val()?.into()),
             "--containerd-address" => s.containerd_address = Some(val()?),
             "--filter" => s.filter.push(val()?),
+            "--runs" => runs = val()?.parse().context("--runs")?,
             other => bail!("unknown argument {other}\n{USAGE}"),
         }
     }
-    Ok((cmd, s))
+    Ok((cmd, s, runs))
 }
 
 async fn real_main() -> Result<bool> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (cmd, settings) = parse(&args)?;
+    let (cmd, settings, runs) = parse(&args)?;
     match cmd.as_str() {
         "list" => {
             for c in checks::all() {
@@ -59,6 +63,17 @@ async fn real_main() -> Result<bool> {
             let cri = Cri::connect(&settings.cri_socket).await?;
             let n = cri.remove_all_pods().await?;
             eprintln!("removed {n} pod sandboxes");
+            Ok(true)
+        }
+        "demo" => {
+            palisade_conformance::demo::run(&settings).await?;
+            Ok(true)
+        }
+        "bench" => {
+            print!(
+                "{}",
+                palisade_conformance::bench::run(&settings, runs).await?
+            );
             Ok(true)
         }
         "run" => {
