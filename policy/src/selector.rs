@@ -66,15 +66,50 @@ impl Workload {
     }
 }
 
-/// Matches the container name against `name` or `[name1, name2]`.
+/// Compiled-size bound for container name expressions, which come from untrusted policies.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// How a `kubearmor.io/container.name` value is read.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ContainerNames<'a> {
+    /// `[a, b]`: any of these names.
+    List(Vec<&'a str>),
+    /// Contains regular expression syntax (never valid in a container name): matched like
+    /// KubeArmor does, unanchored unless the expression anchors itself.
+    Regex(&'a str),
+    /// A plain name.
+    Exact(&'a str),
+}
+
+impl<'a> ContainerNames<'a> {
+    pub(crate) fn classify(wanted: &'a str) -> Self {
+        let trimmed = wanted.trim();
+        if let Some(list) = trimmed
+            .strip_prefix('[')
+            .and_then(|rest| rest.strip_suffix(']'))
+        {
+            return Self::List(list.split(',').map(str::trim).collect());
+        }
+        if trimmed.chars().any(|c| "^$.*+?()[]{}|\\".contains(c)) {
+            return Self::Regex(trimmed);
+        }
+        Self::Exact(trimmed)
+    }
+}
+
+pub(crate) fn compile_regex(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    regex::RegexBuilder::new(pattern)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+}
+
+/// Matches the container name against a name, `[name1, name2]` or a regular expression.
 fn container_name_matches(wanted: &str, actual: &str) -> bool {
-    let trimmed = wanted.trim();
-    match trimmed
-        .strip_prefix('[')
-        .and_then(|rest| rest.strip_suffix(']'))
-    {
-        Some(list) => list.split(',').map(str::trim).any(|n| n == actual),
-        None => trimmed == actual,
+    match ContainerNames::classify(wanted) {
+        ContainerNames::List(names) => names.contains(&actual),
+        // Validation rejects expressions that do not compile, so a failure here matches nothing.
+        ContainerNames::Regex(pattern) => compile_regex(pattern).is_ok_and(|r| r.is_match(actual)),
+        ContainerNames::Exact(name) => name == actual,
     }
 }
 
@@ -196,6 +231,30 @@ mod tests {
             ..Selector::default()
         };
         assert!(!other.matches(&w));
+    }
+
+    #[test]
+    fn container_name_key_accepts_regular_expressions() {
+        let w = workload();
+        let sel = |v: &str| Selector {
+            match_labels: labels(&[(CONTAINER_NAME_KEY, v)]),
+            ..Selector::default()
+        };
+        assert!(sel(".*").matches(&w));
+        assert!(sel("^ngi.x$").matches(&w));
+        assert!(!sel("^web-[0-9]+$").matches(&w));
+        assert_eq!(
+            ContainerNames::classify("^web-[0-9]+$"),
+            ContainerNames::Regex("^web-[0-9]+$")
+        );
+        assert_eq!(
+            ContainerNames::classify(" nginx "),
+            ContainerNames::Exact("nginx")
+        );
+        assert_eq!(
+            ContainerNames::classify("[a, b]"),
+            ContainerNames::List(vec!["a", "b"])
+        );
     }
 
     #[test]

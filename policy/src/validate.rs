@@ -14,7 +14,10 @@ use crate::raw::{
     HasMeta, RawCapabilities, RawFile, RawMeta, RawMetadata, RawNetwork, RawPolicy, RawProcess,
     RawSelector, RawSource, RawSyscalls,
 };
-use crate::selector::{Expression, Operator, Selector, LABEL_EXPRESSION_KEY};
+use crate::selector::{
+    compile_regex, ContainerNames, Expression, Operator, Selector, CONTAINER_NAME_KEY,
+    LABEL_EXPRESSION_KEY,
+};
 
 pub const API_VERSION: &str = "security.kubearmor.com/v1";
 pub const KIND: &str = "KubeArmorPolicy";
@@ -558,6 +561,9 @@ impl Validator<'_> {
                         format!("is longer than {} bytes", limits.max_string_len),
                     );
                 } else {
+                    if k == CONTAINER_NAME_KEY {
+                        self.container_names(v, &format!("{at}.{k}"));
+                    }
                     out.match_labels.insert(k.clone(), v.clone());
                 }
             }
@@ -620,6 +626,9 @@ impl Validator<'_> {
                 for (j, v) in values.iter().enumerate() {
                     match v.split_once('=') {
                         Some((k, val)) if !k.trim().is_empty() => {
+                            if k.trim() == CONTAINER_NAME_KEY {
+                                self.container_names(val, &format!("{at}.values[{j}]"));
+                            }
                             labels.push((k.trim().to_string(), val.trim().to_string()));
                         }
                         _ => {
@@ -630,6 +639,11 @@ impl Validator<'_> {
                 out.match_expressions
                     .push(Expression::Labels { operator, labels });
             } else {
+                if key == CONTAINER_NAME_KEY {
+                    for (j, v) in values.iter().enumerate() {
+                        self.container_names(v, &format!("{at}.values[{j}]"));
+                    }
+                }
                 out.match_expressions.push(Expression::Key {
                     key,
                     operator,
@@ -638,6 +652,18 @@ impl Validator<'_> {
             }
         }
         out
+    }
+
+    fn container_names(&mut self, value: &str, at: &str) {
+        if let ContainerNames::Regex(pattern) = ContainerNames::classify(value) {
+            if let Err(e) = compile_regex(pattern) {
+                // The library's message spans lines (pattern, caret, reason): keep the reason.
+                let text = e.to_string();
+                let reason = text.lines().last().unwrap_or("").trim();
+                let reason = reason.strip_prefix("error: ").unwrap_or(reason);
+                self.error(at, format!("invalid regular expression: {reason}"));
+            }
+        }
     }
 
     fn empty_section(&mut self, at: &str, lists: &[usize], names: &str) {

@@ -426,3 +426,49 @@ fn inline_policy_without_selector_covers_its_pod_quietly() {
         );
     }
 }
+
+#[test]
+fn container_name_expressions_select_like_kubearmor() {
+    let all = policies(
+        &[
+            policy(
+                "all-containers",
+                "shop",
+                "    matchLabels:\n      kubearmor.io/container.name: \".*\"\n",
+            ),
+            policy(
+                "web-only",
+                "shop",
+                "    matchLabels:\n      kubearmor.io/container.name: \"^web-[0-9]+$\"\n",
+            ),
+            policy(
+                "not-sidecars",
+                "shop",
+                "    matchExpressions:\n    - key: label\n      operator: NotIn\n      values: [\"kubearmor.io/container.name=^istio-\"]\n",
+            ),
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        names(&select(&all, &workload("shop", "web-12", &[]))),
+        ["all-containers", "web-only", "not-sidecars"]
+    );
+    assert_eq!(
+        names(&select(&all, &workload("shop", "istio-proxy", &[]))),
+        ["all-containers"]
+    );
+
+    let bad = policy(
+        "bad",
+        "shop",
+        "    matchLabels:\n      kubearmor.io/container.name: \"^web-[\"\n",
+    );
+    let d = parse_policies(bad.as_bytes()).expect_err("invalid regex");
+    let e = d
+        .find("spec.selector.matchLabels.kubearmor.io/container.name")
+        .expect("selector error");
+    assert_eq!(
+        e.message,
+        "invalid regular expression: unclosed character class"
+    );
+}
