@@ -3,6 +3,7 @@
 pub mod capabilities;
 pub mod config;
 mod harden;
+pub mod install;
 pub mod kernel;
 pub mod paths;
 pub mod seccomp;
