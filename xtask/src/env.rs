@@ -37,6 +37,9 @@ pub struct Env {
     conformance: PathBuf,
     path_env: String,
     state: Mutex<State>,
+    /// Held across a containerd restart and across teardown, so neither runs
+    /// inside the other; true once torn down.
+    lifecycle: Mutex<bool>,
 }
 
 #[derive(Default)]
@@ -44,7 +47,6 @@ struct State {
     containerd: Option<Child>,
     /// A child the harness is waiting on (the suite); killed first on teardown.
     running: Option<u32>,
-    torn_down: bool,
 }
 
 const SUBNET_BASE: &str = "10.209";
@@ -89,6 +91,7 @@ impl Env {
             conformance: opts.conformance,
             path_env,
             state: Mutex::new(State::default()),
+            lifecycle: Mutex::new(false),
             run_dir,
         });
         env.write_configs()?;
@@ -263,6 +266,10 @@ oom_score = 0
     }
 
     pub fn restart_containerd(&self) -> Result<u32> {
+        let torn_down = self.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
+        if *torn_down {
+            bail!("environment torn down");
+        }
         self.stop_containerd();
         self.start_containerd()
     }
@@ -343,19 +350,18 @@ oom_score = 0
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// Tears everything down; safe to call more than once and from the signal thread.
+    /// Tears everything down; safe to call more than once and from the signal thread
+    /// (a second caller waits until the first has finished).
     pub fn teardown(&self, failed: bool) {
-        let running = {
-            let mut st = self.lock();
-            if st.torn_down {
-                return;
-            }
-            st.torn_down = true;
-            st.running.take()
-        };
+        let running = self.lock().running.take();
         if let Some(pid) = running.and_then(|p| i32::try_from(p).ok()) {
             procs::signal(pid, Signal::SIGKILL);
         }
+        let mut torn_down = self.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
+        if *torn_down {
+            return;
+        }
+        *torn_down = true;
         if failed {
             self.keep_logs();
         }
