@@ -5,6 +5,7 @@ pub mod error;
 pub mod events;
 pub mod logging;
 pub mod netns;
+pub mod policy;
 pub mod runc;
 pub mod service;
 pub mod shim;

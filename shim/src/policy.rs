@@ -1,0 +1,253 @@
+//! The policies that apply to a container: the configuration's policy directory plus the pod's
+//! inline annotation, selected for the container and compiled.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use palisade_policy::{
+    compile_for, parse_pod_annotation, parse_policies, CompileOptions, CompiledPolicy, Limits,
+    Policy, Workload,
+};
+use serde_json::Value;
+
+/// CRI's annotations on every container spec.
+const POD_NAME: &str = "io.kubernetes.cri.sandbox-name";
+const POD_NAMESPACE: &str = "io.kubernetes.cri.sandbox-namespace";
+const CONTAINER_NAME: &str = "io.kubernetes.cri.container-name";
+const IMAGE_NAME: &str = "io.kubernetes.cri.image-name";
+const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+
+/// Loading or selecting a container's policies failed; the container must not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("policy directory {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("policy file {path}: {diagnostics}")]
+    File {
+        path: PathBuf,
+        diagnostics: palisade_policy::Diagnostics,
+    },
+    #[error("pod annotation {annotation}: {diagnostics}")]
+    Annotation {
+        annotation: &'static str,
+        diagnostics: palisade_policy::Diagnostics,
+    },
+}
+
+/// Who a container is, read from the annotations CRI put into its spec.
+pub fn workload_of(spec: &Value) -> Workload {
+    let ann = |k: &str| {
+        spec["annotations"][k]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    Workload {
+        namespace: ann(POD_NAMESPACE),
+        pod_name: ann(POD_NAME),
+        container_name: ann(CONTAINER_NAME),
+        image: ann(IMAGE_NAME),
+        // Pod labels live in containerd's record of the sandbox, not in the spec.
+        labels: BTreeMap::new(),
+    }
+}
+
+/// Whether this spec is a pod's sandbox ("pause") container, which policies do not target.
+pub fn is_sandbox(spec: &Value) -> bool {
+    spec["annotations"][CONTAINER_TYPE].as_str() == Some("sandbox")
+}
+
+/// Reads every `*.yaml`/`*.yml` file of `dir` (sorted, so errors are reported in a stable order).
+pub fn load_dir(dir: &Path) -> Result<Vec<Policy>, PolicyError> {
+    let dir_err = |source| PolicyError::Dir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(dir_err)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .collect();
+    files.sort();
+    let mut policies = Vec::new();
+    for path in files {
+        let bytes = std::fs::read(&path).map_err(|source| PolicyError::Dir {
+            path: path.clone(),
+            source,
+        })?;
+        let parsed = parse_policies(&bytes).map_err(|diagnostics| PolicyError::File {
+            path: path.clone(),
+            diagnostics,
+        })?;
+        for w in &parsed.warnings {
+            tracing::warn!("policy file {}: {w}", path.display());
+        }
+        policies.extend(parsed.policies);
+    }
+    Ok(policies)
+}
+
+/// The compiled policy for a container, or `None` when no policy selects it.
+pub fn policy_for(
+    container: &str,
+    spec: &Value,
+    dir: Option<&Path>,
+) -> Result<Option<CompiledPolicy>, PolicyError> {
+    if is_sandbox(spec) {
+        return Ok(None);
+    }
+    let workload = workload_of(spec);
+    let mut policies = match dir {
+        Some(d) => load_dir(d)?,
+        None => Vec::new(),
+    };
+    if let Some(inline) = spec["annotations"][palisade_policy::POD_POLICY_ANNOTATION].as_str() {
+        let parsed = parse_pod_annotation(
+            &workload.namespace,
+            &workload.pod_name,
+            inline,
+            &Limits::default(),
+        )
+        .map_err(|diagnostics| PolicyError::Annotation {
+            annotation: palisade_policy::POD_POLICY_ANNOTATION,
+            diagnostics,
+        })?;
+        for w in &parsed.warnings {
+            tracing::warn!(container = %container, "pod policy: {w}");
+        }
+        policies.extend(parsed.policies);
+    }
+    if policies.is_empty() {
+        return Ok(None);
+    }
+    let compiled = compile_for(&policies, &workload, &CompileOptions::default());
+    if compiled.rule_count() == 0 {
+        return Ok(None);
+    }
+    tracing::info!(container = %container, policies = ?compiled.policies, rules = compiled.rule_count(), "policies selected");
+    Ok(Some(compiled))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const TOKEN_POLICY: &str = r#"apiVersion: security.kubearmor.com/v1
+kind: KubeArmorPolicy
+metadata:
+  name: block-sa-token
+  namespace: shop
+spec:
+  selector:
+    matchLabels: {}
+  file:
+    matchDirectories:
+    - dir: /var/run/secrets/kubernetes.io/serviceaccount/
+      recursive: true
+  action: Block
+"#;
+
+    fn spec(policy: Option<&str>) -> Value {
+        let mut ann = json!({
+            "io.kubernetes.cri.container-type": "container",
+            "io.kubernetes.cri.sandbox-name": "web-0",
+            "io.kubernetes.cri.sandbox-namespace": "shop",
+            "io.kubernetes.cri.container-name": "app",
+            "io.kubernetes.cri.image-name": "localhost/app:1",
+        });
+        if let Some(p) = policy {
+            ann["palisade.dev/policy"] = json!(p);
+        }
+        json!({"annotations": ann, "process": {"args": ["sh"]}})
+    }
+
+    #[test]
+    fn workload_comes_from_cri_annotations() {
+        let w = workload_of(&spec(None));
+        assert_eq!(
+            (
+                w.namespace.as_str(),
+                w.pod_name.as_str(),
+                w.container_name.as_str()
+            ),
+            ("shop", "web-0", "app")
+        );
+        assert_eq!(w.image, "localhost/app:1");
+        assert!(!is_sandbox(&spec(None)));
+        assert!(is_sandbox(
+            &json!({"annotations": {"io.kubernetes.cri.container-type": "sandbox"}})
+        ));
+    }
+
+    #[test]
+    fn inline_annotation_policy_is_compiled_for_its_pod() {
+        let compiled = policy_for("c1", &spec(Some(TOKEN_POLICY)), None)
+            .unwrap()
+            .expect("policy selected");
+        assert_eq!(compiled.file.len(), 1);
+        assert_eq!(
+            policy_for("c1", &spec(None), None)
+                .unwrap()
+                .map(|c| c.rule_count()),
+            None
+        );
+    }
+
+    #[test]
+    fn bad_annotation_refuses_with_the_path_of_the_problem() {
+        let bad = TOKEN_POLICY.replace(
+            "dir: /var/run/secrets/kubernetes.io/serviceaccount/",
+            "dir: relative/dir",
+        );
+        let err = policy_for("c1", &spec(Some(&bad)), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("pod annotation palisade.dev/policy: policy input rejected"),
+            "{err}"
+        );
+        assert!(err.contains("spec.file.matchDirectories[0].dir"), "{err}");
+    }
+
+    #[test]
+    fn directory_policies_apply_and_bad_files_name_themselves() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("10-token.yaml"), TOKEN_POLICY).unwrap();
+        std::fs::write(dir.path().join("README.txt"), "not a policy").unwrap();
+        let compiled = policy_for("c1", &spec(None), Some(dir.path()))
+            .unwrap()
+            .expect("selected from the directory");
+        assert_eq!(compiled.file.len(), 1);
+        let other_ns = TOKEN_POLICY.replace("namespace: shop", "namespace: other");
+        std::fs::write(dir.path().join("10-token.yaml"), other_ns).unwrap();
+        assert!(
+            policy_for("c1", &spec(None), Some(dir.path()))
+                .unwrap()
+                .is_none(),
+            "another namespace's policy does not apply"
+        );
+        std::fs::write(dir.path().join("20-broken.yaml"), "kind: [").unwrap();
+        let err = policy_for("c1", &spec(None), Some(dir.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!(
+                "policy file {}: ",
+                dir.path().join("20-broken.yaml").display()
+            )),
+            "{err}"
+        );
+        assert!(policy_for(
+            "c1",
+            &json!({"annotations": {"io.kubernetes.cri.container-type": "sandbox"}}),
+            Some(dir.path())
+        )
+        .unwrap()
+        .is_none());
+    }
+}
