@@ -82,6 +82,9 @@ pub fn decide(profile: &Profile, req: &Request) -> Decision {
             reasons.push(format!("client.hop: {net} not known"));
         }
     }
+    if req.body_over_cap && !r.bodies_over_cap {
+        reasons.push("body: larger than the inspection cap".to_string());
+    }
     match &req.body {
         Some(Body::Json(v)) => {
             let (nodes, truncated) = flatten_json(v);
@@ -278,6 +281,20 @@ mod tests {
                 .contains(&"body.json: 3 items outside learned range".to_string()),
             "{:?}",
             d.reasons
+        );
+
+        let mut padded = post.clone();
+        padded.body = None;
+        padded.body_over_cap = true;
+        assert_eq!(
+            decide(&p, &padded).reasons,
+            vec!["body: larger than the inspection cap".to_string()]
+        );
+        let mut learned_big = p.clone();
+        learned_big.learn(&padded);
+        assert!(
+            decide(&learned_big, &padded).is_clean(),
+            "learned as normal"
         );
 
         bad.attach_body(b"{oops");

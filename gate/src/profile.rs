@@ -163,6 +163,10 @@ pub struct RequestRules {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub(crate) json_truncated: bool,
     pub(crate) form: KeyedRules<ValueProfile>,
+    /// Whether bodies over the inspection cap were learned: then they are normal, otherwise
+    /// such a body is a way around inspection.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) bodies_over_cap: bool,
 }
 
 /// The learned rules of responses.
@@ -258,6 +262,7 @@ impl Profile {
         if let Some(ip) = req.forwarded_hop() {
             r.hop.learn(network_of(ip), l.networks);
         }
+        r.bodies_over_cap |= req.body_over_cap;
         match &req.body {
             Some(Body::Json(v)) => {
                 let (nodes, truncated) = flatten_json(v);
@@ -315,6 +320,7 @@ impl Profile {
         a.hop.merge(&b.hop, l.networks);
         a.json.merge(&b.json, l.json_paths);
         a.json_truncated |= b.json_truncated;
+        a.bodies_over_cap |= b.bodies_over_cap;
         a.form.merge(&b.form, l.keys);
         let (a, b) = (&mut self.resp, &other.resp);
         a.status.merge(&b.status, l.values);

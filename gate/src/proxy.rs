@@ -390,6 +390,7 @@ impl Gate {
             }
             Ok(Ok((None, forward))) => {
                 tracing::debug!(request_id = %id, "gate: body over inspection cap, not inspected");
+                sample.body_over_cap = true;
                 Ok(forward)
             }
             Ok(Err(e)) => {

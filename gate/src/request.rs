@@ -27,6 +27,9 @@ pub struct Request {
     pub client_ip: Option<IpAddr>,
     /// Parsed body, when bodies are inspected and this one was read whole.
     pub body: Option<Body>,
+    /// Whether the body was of an inspected type but larger than the inspection cap, and so
+    /// was forwarded without inspection.
+    pub body_over_cap: bool,
 }
 
 /// A request body the gate could read within its size cap.
@@ -67,6 +70,7 @@ impl Request {
                 .collect(),
             client_ip,
             body: None,
+            body_over_cap: false,
         }
     }
 

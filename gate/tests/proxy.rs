@@ -544,3 +544,39 @@ async fn ambiguous_framing_never_reaches_the_upstream_undecided() -> Result<()> 
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn bodies_padded_past_the_inspection_cap_are_reported() -> Result<()> {
+    let up = start_upstream().await?;
+    let config = GateConfig {
+        max_inspected_body: 256,
+        ..test_config(Mode::Learn)
+    };
+    let mut gate = start_gate(config, Profile::default(), up.addr).await?;
+    let mut c = Client::connect(gate.addr).await?;
+    for i in 0..20 {
+        let body = format!("{{\"name\":\"box{i}\"}}");
+        send_chunked(&mut c, "application/json", &[body.as_bytes()]).await?;
+    }
+    gate.gate.set_mode(Mode::Alert);
+    // An injection hidden behind padding, sent chunked so no Content-Length gives it away.
+    let padded = format!(
+        "{{\"pad\":\"{}\",\"name\":\"x' OR 1=1 --\"}}",
+        "a".repeat(1000)
+    );
+    let echoed = send_chunked(&mut c, "application/json", &[padded.as_bytes()]).await?;
+    assert_eq!(echoed, padded.as_bytes(), "forwarded intact");
+    let events = gate.drain_events();
+    let alert = events
+        .iter()
+        .find(|e| e.kind == EventKind::Alert)
+        .expect("padded body reported");
+    assert!(
+        alert
+            .reasons
+            .contains(&"body: larger than the inspection cap".to_string()),
+        "{:?}",
+        alert.reasons
+    );
+    Ok(())
+}
