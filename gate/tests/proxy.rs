@@ -234,7 +234,7 @@ async fn unreachable_upstream_answers_502() -> Result<()> {
 async fn repeated_alerts_are_reported_once_with_a_count() -> Result<()> {
     let up = start_upstream().await?;
     let config = GateConfig {
-        alert_window: Duration::from_millis(500),
+        alert_window: Duration::from_millis(1500),
         ..test_config(Mode::Learn)
     };
     let mut gate = start_gate(config, Profile::default(), up.addr).await?;
@@ -264,7 +264,7 @@ async fn repeated_alerts_are_reported_once_with_a_count() -> Result<()> {
         "{:?}",
         first[0].reasons
     );
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
     assert_eq!(c.send(&attack).await?.status, 200);
     let second = alerts_only(gate.drain_events());
     assert_eq!(second.len(), 1);
