@@ -35,6 +35,8 @@ pub struct Limits {
     pub max_path_len: usize,
     /// Length of a message, tag, name or label.
     pub max_string_len: usize,
+    /// Diagnostics kept for one input; the rest are counted in a final one.
+    pub max_diagnostics: usize,
 }
 
 impl Default for Limits {
@@ -48,6 +50,7 @@ impl Default for Limits {
             max_list_len: 64,
             max_path_len: 4096,
             max_string_len: 4096,
+            max_diagnostics: 1000,
         }
     }
 }
@@ -151,6 +154,19 @@ fn parse_scoped(
         }
     }
 
+    if diags.len() > limits.max_diagnostics {
+        let dropped = diags.len() - limits.max_diagnostics;
+        // Keep errors first so that a flood of warnings cannot hide why the input was rejected.
+        diags.sort_by_key(|d| std::cmp::Reverse(d.level));
+        diags.truncate(limits.max_diagnostics);
+        let note = format!("{dropped} more problems not shown");
+        let has_errors = diags.iter().any(Diagnostic::is_error);
+        diags.push(if has_errors {
+            Diagnostic::error(0, ".", note)
+        } else {
+            Diagnostic::warning(0, ".", note)
+        });
+    }
     if diags.iter().any(Diagnostic::is_error) {
         return Err(Diagnostics { items: diags });
     }

@@ -341,3 +341,20 @@ fn random_bytes_never_panic() {
         assert!(result.is_ok(), "case {case} panicked");
     }
 }
+
+#[test]
+fn a_flood_of_problems_is_capped_errors_first() {
+    let mut many = String::from(
+        "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorPolicy\nmetadata:\n  name: p\n  namespace: ns\nspec:\n  selector:\n    matchLabels:\n      app: web\n  file:\n    matchPaths:\n",
+    );
+    // Each rule is relative (an error) and unnormalized (a warning).
+    for i in 0..1000 {
+        many.push_str(&format!("    - path: a//b{i}\n"));
+    }
+    let d = rejected(many.as_bytes());
+    assert_eq!(d.items.len(), 1001);
+    assert!(d.items[..1000].iter().all(|e| e.is_error()));
+    let last = d.items.last().expect("summary");
+    assert_eq!(last.message, "1000 more problems not shown");
+    assert!(last.is_error());
+}
