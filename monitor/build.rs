@@ -1,0 +1,27 @@
+//! Compiles the BPF programs in src/bpf and generates their Rust skeletons into OUT_DIR.
+
+use std::env;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use libbpf_cargo::SkeletonBuilder;
+
+const PROGRAMS: &[&str] = &["monitor", "probe"];
+
+fn main() -> Result<()> {
+    let out = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);
+    let bpf_dir = PathBuf::from("src/bpf");
+    for name in PROGRAMS {
+        let src = bpf_dir.join(format!("{name}.bpf.c"));
+        SkeletonBuilder::new()
+            .source(&src)
+            .obj(out.join(format!("{name}.bpf.o")))
+            .clang_args(["-I", "src/bpf", "-Wall", "-Werror"])
+            .build_and_generate(out.join(format!("{name}.skel.rs")))
+            .with_context(|| format!("building {}", src.display()))?;
+        println!("cargo:rerun-if-changed={}", src.display());
+    }
+    println!("cargo:rerun-if-changed=src/bpf/events.h");
+    println!("cargo:rerun-if-changed=src/bpf/vmlinux.h");
+    Ok(())
+}

@@ -1,0 +1,132 @@
+/* Layouts shared by the BPF programs and user space. The Rust side reads these structs from the
+ * skeleton's generated types; anything it copies by hand is checked by a size/offset test. */
+#ifndef PALISADE_EVENTS_H
+#define PALISADE_EVENTS_H
+
+#define TASK_COMM_LEN 16
+#define PATH_LEN 256
+#define ARGS_LEN 256
+#define SOCKADDR_LEN 28
+
+/* Shims (ring owners) per node and containers per node. */
+#define MAX_RINGS 256
+#define MAX_CONTAINERS 8192
+
+enum event_kind {
+	EV_EXEC = 1,
+	EV_EXIT = 2,
+	EV_FORK = 3,
+	EV_SYSCALL = 4,
+};
+
+enum sys_kind {
+	SYS_OPENAT = 1,
+	SYS_CONNECT = 2,
+	SYS_BIND = 3,
+	SYS_LISTEN = 4,
+	SYS_ACCEPT = 5,
+	SYS_ACCEPT4 = 6,
+	SYS_SOCKET = 7,
+	SYS_SETUID = 8,
+	SYS_SETGID = 9,
+	SYS_SETREUID = 10,
+	SYS_SETREGID = 11,
+	SYS_SETRESUID = 12,
+	SYS_SETRESGID = 13,
+	SYS_CAPSET = 14,
+	SYS_SETNS = 15,
+	SYS_UNSHARE = 16,
+	SYS_PTRACE = 17,
+	SYS_MOUNT = 18,
+	SYS_INIT_MODULE = 19,
+	SYS_FINIT_MODULE = 20,
+	SYS_BPF = 21,
+};
+
+/* container_info.flags */
+#define CF_ALL_OPENS 1u
+
+/* exec_event.flags */
+#define EXEC_KILLED 1u
+#define EXEC_PARENT_FROM_EXEC 2u
+
+/* Value of the `containers` map, keyed by the cgroup v2 id. */
+struct container_info {
+	__u32 slot;
+	__u32 ring;
+	__u32 flags;
+	__u32 pad;
+	__u64 events;
+	__u64 drops;
+};
+
+/* Key of `deny_exec`: the executable's inode and device (kernel encoding) per container. */
+struct exec_key {
+	__u32 slot;
+	__u32 dev;
+	__u64 ino;
+};
+
+/* Key of the `deny_connect` LPM trie: slot, port (0 = any) and the address as IPv6
+ * (IPv4 mapped into ::ffff:0:0/96), all in network order so that prefixes work. */
+struct net_key {
+	__u32 prefixlen;
+	__u8 data[24]; /* 22 used; the last 2 stay zero so the key has no implicit padding */
+};
+
+struct deny_value {
+	__u32 rule;
+	__u32 pad;
+	__u64 hits;
+};
+
+struct event_header {
+	__u32 kind;
+	__u32 slot;
+	__u64 cgroup_id;
+	__u64 ktime;
+	__u32 pid;
+	__u32 tid;
+	__u32 ppid;
+	__u32 uid;
+	__u32 gid;
+	__u32 pad;
+	char comm[TASK_COMM_LEN];
+};
+
+struct exec_event {
+	struct event_header h;
+	__u64 ino;
+	__u32 dev;
+	__u32 flags;
+	__u32 rule;
+	__u32 args_len;
+	char filename[PATH_LEN];
+	char parent[PATH_LEN];
+	char args[ARGS_LEN];
+};
+
+struct exit_event {
+	struct event_header h;
+	__s32 exit_code;
+	__u32 pad;
+};
+
+struct fork_event {
+	struct event_header h;
+	__u32 child_pid;
+	__u32 pad;
+};
+
+struct syscall_event {
+	struct event_header h;
+	__u32 sys;
+	__u32 addr_len;
+	__s64 ret;
+	__u64 args[6];
+	__u8 addr[SOCKADDR_LEN];
+	__u32 pad;
+	char path[PATH_LEN];
+};
+
+#endif

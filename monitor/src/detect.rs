@@ -1,0 +1,540 @@
+//! Built-in detections and the matching of caller rules against decoded events.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use palisade_events::Action;
+
+use crate::event::{EventKind, Finding, ProcessInfo, Syscall, EACCES, EPERM, O_WRITE_FLAGS};
+use crate::rules::{connect_matches, ContainerRules, Enforcer};
+
+const SHELLS: &[&str] = &[
+    "sh", "bash", "dash", "zsh", "ash", "ksh", "mksh", "csh", "tcsh", "fish",
+];
+const PACKAGE_MANAGERS: &[&str] = &[
+    "apt", "apt-get", "aptitude", "dpkg", "apk", "yum", "dnf", "microdnf", "rpm", "zypper", "pip",
+    "pip3", "pipx",
+];
+const SYSTEM_DIRS: &[&str] = &["/etc/", "/bin/", "/sbin/", "/usr/"];
+const TOKEN_DIRS: &[&str] = &[
+    "/var/run/secrets/kubernetes.io/serviceaccount/",
+    "/run/secrets/kubernetes.io/serviceaccount/",
+];
+/// Ports of common mining pools (stratum).
+pub const MINER_PORTS: &[u16] = &[3333, 4444, 5555, 6666, 7777, 14433, 14444, 45560, 45700];
+const AF_PACKET: i32 = 17;
+const SOCK_RAW: i32 = 3;
+const EINPROGRESS: i64 = 115;
+
+/// Per-container detection state, owned by the event reader.
+#[derive(Debug)]
+pub(crate) struct DetectState {
+    pub entrypoint_seen: bool,
+    pub registered: Instant,
+    pub learned: HashSet<(IpAddr, u16)>,
+}
+
+impl DetectState {
+    pub fn new(registered: Instant) -> Self {
+        DetectState {
+            entrypoint_seen: false,
+            registered,
+            learned: HashSet::new(),
+        }
+    }
+}
+
+/// What the reader knows about the rules of one container.
+#[derive(Debug)]
+pub(crate) struct RuleSet {
+    pub rules: ContainerRules,
+    pub exec_enforcer: Enforcer,
+    pub connect_enforcer: Enforcer,
+}
+
+fn builtin(rule: &str, severity: u8, tags: &[&str], message: String) -> Finding {
+    Finding {
+        rule: rule.to_string(),
+        severity,
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        message,
+        action: Action::Audit,
+        enforcer: Enforcer::AuditOnly.as_str(),
+    }
+}
+
+fn basename(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// Matches an event against the container's rules and the built-in detections. `entrypoint`
+/// is set for the container's first exec, which never counts as a spawned shell.
+pub(crate) fn findings(
+    set: &RuleSet,
+    state: &mut DetectState,
+    process: &ProcessInfo,
+    kind: &EventKind,
+    now: Instant,
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    match kind {
+        EventKind::Exec {
+            filename,
+            killed,
+            deny_rule: Some(name),
+            ..
+        } => {
+            let rule = set.rules.deny_exec.iter().find(|r| &r.name == name);
+            out.push(Finding {
+                rule: name.clone(),
+                severity: rule.map(|r| r.severity).unwrap_or(8),
+                tags: Vec::new(),
+                message: rule
+                    .map(|r| r.message.clone())
+                    .unwrap_or_else(|| format!("exec of {filename} denied")),
+                action: if *killed { Action::Kill } else { Action::Audit },
+                enforcer: if *killed {
+                    set.exec_enforcer.as_str()
+                } else {
+                    Enforcer::AuditOnly.as_str()
+                },
+            });
+        }
+        EventKind::Connect {
+            addr: Some(addr),
+            result,
+        } => {
+            for rule in &set.rules.deny_connect {
+                if connect_matches(rule, addr.ip(), addr.port()) {
+                    let blocked = *result == -EPERM;
+                    out.push(Finding {
+                        rule: rule.name.clone(),
+                        severity: rule.severity,
+                        tags: Vec::new(),
+                        message: if rule.message.is_empty() {
+                            format!("connect to {addr} denied")
+                        } else {
+                            rule.message.clone()
+                        },
+                        action: if blocked {
+                            Action::Block
+                        } else {
+                            Action::Audit
+                        },
+                        enforcer: if blocked {
+                            set.connect_enforcer.as_str()
+                        } else {
+                            Enforcer::AuditOnly.as_str()
+                        },
+                    });
+                    break;
+                }
+            }
+        }
+        _ => {}
+    }
+    if set.rules.builtins {
+        builtins(set, state, process, kind, now, &mut out);
+    }
+    if let EventKind::Exec { .. } = kind {
+        state.entrypoint_seen = true;
+    }
+    out
+}
+
+fn builtins(
+    set: &RuleSet,
+    state: &mut DetectState,
+    process: &ProcessInfo,
+    kind: &EventKind,
+    now: Instant,
+    out: &mut Vec<Finding>,
+) {
+    // Before the entrypoint runs, the container's own runtime (runc init) sets ids,
+    // capabilities, namespaces and mounts: nothing it does is suspicious.
+    let started = state.entrypoint_seen;
+    match kind {
+        EventKind::Exec { filename, .. } => {
+            let name = basename(filename);
+            if started && SHELLS.contains(&name) {
+                out.push(builtin(
+                    "shell-in-container",
+                    7,
+                    &["MITRE_T1059.004", "shell"],
+                    format!("shell {filename} spawned in the container"),
+                ));
+            }
+            if PACKAGE_MANAGERS.contains(&name) {
+                out.push(builtin(
+                    "package-manager-in-container",
+                    5,
+                    &["MITRE_T1072", "drift"],
+                    format!("package manager {filename} run in the container"),
+                ));
+            }
+        }
+        EventKind::Open {
+            path,
+            flags,
+            result,
+        } => {
+            if *result == -EACCES || *result == -EPERM {
+                out.push(builtin(
+                    "file-access-denied",
+                    3,
+                    &["file"],
+                    format!("open of {path} refused by the kernel ({})", -result),
+                ));
+            } else if *result >= 0 {
+                if flags & O_WRITE_FLAGS != 0 && SYSTEM_DIRS.iter().any(|d| path.starts_with(d)) {
+                    out.push(builtin(
+                        "write-below-system-dir",
+                        6,
+                        &["MITRE_T1543", "file"],
+                        format!("{path} opened for writing"),
+                    ));
+                }
+                if TOKEN_DIRS.iter().any(|d| path.starts_with(d)) && path.ends_with("token") {
+                    out.push(builtin(
+                        "service-account-token-read",
+                        6,
+                        &["MITRE_T1528", "credentials"],
+                        format!("service account token {path} read"),
+                    ));
+                }
+            }
+        }
+        EventKind::Connect {
+            addr: Some(addr),
+            result,
+        } => {
+            let attempted = *result == 0 || *result == -EINPROGRESS;
+            if attempted && MINER_PORTS.contains(&addr.port()) {
+                out.push(builtin(
+                    "crypto-miner-pool-port",
+                    8,
+                    &["MITRE_T1496", "network"],
+                    format!("connection to mining pool port {addr}"),
+                ));
+            }
+            if attempted {
+                learn_or_flag(set.rules.learning_window, state, *addr, now, out);
+            }
+        }
+        EventKind::Socket {
+            domain,
+            kind,
+            result,
+            ..
+        } if *result >= 0 && (*domain == AF_PACKET || kind & 0xf == SOCK_RAW) => {
+            out.push(builtin(
+                "raw-socket",
+                6,
+                &["MITRE_T1040", "network"],
+                format!("raw socket opened (domain {domain}, type {kind})"),
+            ));
+        }
+        EventKind::Mount { target, result, .. } if started => {
+            out.push(builtin(
+                "mount-in-container",
+                7,
+                &["MITRE_T1611", "escape"],
+                format!("mount on {target} (result {result})"),
+            ));
+        }
+        EventKind::Syscall { call, args, result } if started => {
+            syscall_builtin(*call, args, *result, process, out);
+        }
+        _ => {}
+    }
+}
+
+fn syscall_builtin(
+    call: Syscall,
+    args: &[u64; 6],
+    result: i64,
+    process: &ProcessInfo,
+    out: &mut Vec<Finding>,
+) {
+    let to_root = |n: usize| args[..n].iter().any(|&a| a as u32 == 0);
+    match call {
+        Syscall::Setuid | Syscall::Setgid if result == 0 && to_root(1) => {
+            out.push(privilege_gain(call, process));
+        }
+        Syscall::Setreuid | Syscall::Setregid if result == 0 && to_root(2) => {
+            out.push(privilege_gain(call, process));
+        }
+        Syscall::Setresuid | Syscall::Setresgid if result == 0 && to_root(3) => {
+            out.push(privilege_gain(call, process));
+        }
+        Syscall::Capset if result == 0 => out.push(builtin(
+            "capability-change",
+            5,
+            &["MITRE_T1548", "privilege"],
+            "capabilities changed by capset".to_string(),
+        )),
+        Syscall::Setns | Syscall::Unshare => out.push(builtin(
+            "namespace-change",
+            8,
+            &["MITRE_T1611", "escape"],
+            format!("{} called (result {result})", call.name()),
+        )),
+        Syscall::Ptrace => out.push(builtin(
+            "ptrace-in-container",
+            7,
+            &["MITRE_T1055", "injection"],
+            format!(
+                "ptrace request {} on pid {} (result {result})",
+                args[0], args[1]
+            ),
+        )),
+        Syscall::InitModule | Syscall::FinitModule => out.push(builtin(
+            "kernel-module-load",
+            9,
+            &["MITRE_T1547.006", "escape"],
+            format!("{} called (result {result})", call.name()),
+        )),
+        Syscall::Bpf => out.push(builtin(
+            "bpf-in-container",
+            6,
+            &["MITRE_T1014"],
+            format!("bpf command {} (result {result})", args[0]),
+        )),
+        _ => {}
+    }
+}
+
+fn privilege_gain(call: Syscall, process: &ProcessInfo) -> Finding {
+    builtin(
+        "privilege-gain",
+        8,
+        &["MITRE_T1548", "privilege"],
+        format!("{} to root by {}", call.name(), process.comm),
+    )
+}
+
+fn learn_or_flag(
+    window: Option<Duration>,
+    state: &mut DetectState,
+    addr: SocketAddr,
+    now: Instant,
+    out: &mut Vec<Finding>,
+) {
+    let Some(window) = window else {
+        return;
+    };
+    let key = (addr.ip(), addr.port());
+    let learning = now.duration_since(state.registered) < window;
+    if state.learned.insert(key) && !learning {
+        out.push(builtin(
+            "new-outbound-destination",
+            4,
+            &["MITRE_T1071", "network"],
+            format!("first connection to {addr} after the learning window"),
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::{ConnectRule, ExecRule};
+
+    fn set(rules: ContainerRules) -> RuleSet {
+        RuleSet {
+            rules,
+            exec_enforcer: Enforcer::BpfExecKill,
+            connect_enforcer: Enforcer::BpfSockAddr,
+        }
+    }
+
+    fn exec(path: &str) -> EventKind {
+        EventKind::Exec {
+            filename: path.into(),
+            args: vec![],
+            parent: String::new(),
+            ino: 1,
+            dev: 1,
+            killed: false,
+            deny_rule: None,
+            entrypoint: false,
+        }
+    }
+
+    fn names(f: &[Finding]) -> Vec<&str> {
+        f.iter().map(|f| f.rule.as_str()).collect()
+    }
+
+    #[test]
+    fn the_entrypoint_shell_is_not_flagged_later_shells_are() {
+        let s = set(ContainerRules::default());
+        let now = Instant::now();
+        let mut st = DetectState::new(now);
+        let p = ProcessInfo::default();
+        assert!(findings(&s, &mut st, &p, &exec("/bin/sh"), now).is_empty());
+        assert_eq!(
+            names(&findings(&s, &mut st, &p, &exec("/bin/bash"), now)),
+            ["shell-in-container"]
+        );
+        assert_eq!(
+            names(&findings(&s, &mut st, &p, &exec("/usr/bin/apt-get"), now)),
+            ["package-manager-in-container"]
+        );
+        assert!(findings(&s, &mut st, &p, &exec("/usr/bin/shasum"), now).is_empty());
+    }
+
+    #[test]
+    fn runtime_setup_before_the_entrypoint_is_not_flagged() {
+        let s = set(ContainerRules::default());
+        let now = Instant::now();
+        let mut st = DetectState::new(now);
+        let p = ProcessInfo::default();
+        let unshare = EventKind::Syscall {
+            call: Syscall::Unshare,
+            args: [0; 6],
+            result: 0,
+        };
+        let setuid = EventKind::Syscall {
+            call: Syscall::Setuid,
+            args: [0; 6],
+            result: 0,
+        };
+        assert!(findings(&s, &mut st, &p, &unshare, now).is_empty());
+        assert!(findings(&s, &mut st, &p, &setuid, now).is_empty());
+        findings(&s, &mut st, &p, &exec("/app"), now);
+        assert_eq!(
+            names(&findings(&s, &mut st, &p, &unshare, now)),
+            ["namespace-change"]
+        );
+        assert_eq!(
+            names(&findings(&s, &mut st, &p, &setuid, now)),
+            ["privilege-gain"]
+        );
+        let setuid_user = EventKind::Syscall {
+            call: Syscall::Setuid,
+            args: [1000, 0, 0, 0, 0, 0],
+            result: 0,
+        };
+        assert!(findings(&s, &mut st, &p, &setuid_user, now).is_empty());
+    }
+
+    #[test]
+    fn file_detections() {
+        let s = set(ContainerRules::default());
+        let now = Instant::now();
+        let mut st = DetectState::new(now);
+        let p = ProcessInfo::default();
+        let open = |path: &str, flags: u64, result: i64| EventKind::Open {
+            path: path.into(),
+            flags,
+            result,
+        };
+        assert_eq!(
+            names(&findings(
+                &s,
+                &mut st,
+                &p,
+                &open("/etc/passwd", 0o1 | 0o1000, 3),
+                now
+            )),
+            ["write-below-system-dir"]
+        );
+        assert!(findings(&s, &mut st, &p, &open("/etc/passwd", 0, 3), now).is_empty());
+        assert!(findings(&s, &mut st, &p, &open("/etcetera", 0o1, 3), now).is_empty());
+        assert_eq!(
+            names(&findings(
+                &s,
+                &mut st,
+                &p,
+                &open("/var/run/secrets/kubernetes.io/serviceaccount/token", 0, 3),
+                now
+            )),
+            ["service-account-token-read"]
+        );
+        assert_eq!(
+            names(&findings(&s, &mut st, &p, &open("/root/x", 0, -13), now)),
+            ["file-access-denied"]
+        );
+    }
+
+    #[test]
+    fn network_detections_and_learning_window() {
+        let mut rules = ContainerRules {
+            learning_window: Some(Duration::from_secs(60)),
+            ..Default::default()
+        };
+        rules.deny_connect.push(ConnectRule {
+            name: "no-metadata".into(),
+            addr: "169.254.169.254".parse().unwrap(),
+            prefix_len: 32,
+            port: None,
+            severity: 9,
+            message: String::new(),
+        });
+        let s = set(rules);
+        let t0 = Instant::now();
+        let mut st = DetectState::new(t0);
+        let p = ProcessInfo::default();
+        let connect = |a: &str, result: i64| EventKind::Connect {
+            addr: Some(a.parse().unwrap()),
+            result,
+        };
+        assert!(findings(&s, &mut st, &p, &connect("10.0.0.1:443", 0), t0).is_empty());
+        let later = t0 + Duration::from_secs(61);
+        assert!(findings(&s, &mut st, &p, &connect("10.0.0.1:443", 0), later).is_empty());
+        assert_eq!(
+            names(&findings(
+                &s,
+                &mut st,
+                &p,
+                &connect("10.0.0.2:443", -115),
+                later
+            )),
+            ["new-outbound-destination"]
+        );
+        assert!(findings(&s, &mut st, &p, &connect("10.0.0.2:443", 0), later).is_empty());
+        let miner = findings(&s, &mut st, &p, &connect("10.0.0.1:3333", 0), t0);
+        assert_eq!(names(&miner), ["crypto-miner-pool-port"]);
+        let blocked = findings(&s, &mut st, &p, &connect("169.254.169.254:80", -1), t0);
+        assert_eq!(names(&blocked), ["no-metadata"]);
+        assert_eq!(blocked[0].action, Action::Block);
+        assert_eq!(blocked[0].enforcer, "bpf-sock-addr");
+        let raw = EventKind::Socket {
+            domain: 2,
+            kind: 3,
+            protocol: 1,
+            result: 4,
+        };
+        assert_eq!(names(&findings(&s, &mut st, &p, &raw, t0)), ["raw-socket"]);
+    }
+
+    #[test]
+    fn exec_deny_reports_kill_or_audit() {
+        let mut rules = ContainerRules::default();
+        rules.deny_exec.push(ExecRule {
+            name: "no-id".into(),
+            path: "/usr/bin/id".into(),
+            severity: 9,
+            message: "id is forbidden".into(),
+        });
+        let s = set(rules);
+        let now = Instant::now();
+        let mut st = DetectState::new(now);
+        let kind = EventKind::Exec {
+            filename: "/usr/bin/id".into(),
+            args: vec![],
+            parent: String::new(),
+            ino: 1,
+            dev: 1,
+            killed: true,
+            deny_rule: Some("no-id".into()),
+            entrypoint: true,
+        };
+        let f = findings(&s, &mut st, &ProcessInfo::default(), &kind, now);
+        assert_eq!(names(&f), ["no-id"]);
+        assert_eq!(f[0].action, Action::Kill);
+        assert_eq!(f[0].enforcer, "bpf-exec-kill");
+        assert_eq!(f[0].severity, 9);
+    }
+}

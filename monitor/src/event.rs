@@ -1,0 +1,423 @@
+//! The monitor's events as user space sees them, and their conversion into the one schema.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use palisade_events::{Action, Event, Parent, Process, Rule, Severity, Source, Workload};
+
+use crate::rules::ContainerRef;
+
+/// The process an event is about.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcessInfo {
+    /// Thread group id (the process id) in the host pid namespace.
+    pub pid: u32,
+    pub tid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub comm: String,
+    /// The executable, from the process's last exec event or /proc (empty when unknown).
+    pub binary: String,
+}
+
+/// Every syscall the monitor hooks (each through its enter and exit tracepoints).
+pub const WATCHED_SYSCALLS: &[&str] = &[
+    "openat",
+    "connect",
+    "bind",
+    "listen",
+    "accept",
+    "accept4",
+    "socket",
+    "setuid",
+    "setgid",
+    "setreuid",
+    "setregid",
+    "setresuid",
+    "setresgid",
+    "capset",
+    "setns",
+    "unshare",
+    "ptrace",
+    "mount",
+    "init_module",
+    "finit_module",
+    "bpf",
+];
+
+/// The syscalls reported without strings of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Syscall {
+    Setuid,
+    Setgid,
+    Setreuid,
+    Setregid,
+    Setresuid,
+    Setresgid,
+    Capset,
+    Setns,
+    Unshare,
+    Ptrace,
+    InitModule,
+    FinitModule,
+    Bpf,
+}
+
+impl Syscall {
+    pub fn name(self) -> &'static str {
+        match self {
+            Syscall::Setuid => "setuid",
+            Syscall::Setgid => "setgid",
+            Syscall::Setreuid => "setreuid",
+            Syscall::Setregid => "setregid",
+            Syscall::Setresuid => "setresuid",
+            Syscall::Setresgid => "setresgid",
+            Syscall::Capset => "capset",
+            Syscall::Setns => "setns",
+            Syscall::Unshare => "unshare",
+            Syscall::Ptrace => "ptrace",
+            Syscall::InitModule => "init_module",
+            Syscall::FinitModule => "finit_module",
+            Syscall::Bpf => "bpf",
+        }
+    }
+}
+
+/// What happened. `result` fields are the syscall's return value (negative errno on failure).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    Exec {
+        filename: String,
+        args: Vec<String>,
+        /// The parent's executable (its last exec's path, or its executable's file name).
+        parent: String,
+        ino: u64,
+        /// Kernel encoding of the device.
+        dev: u32,
+        /// The process was killed by an exec deny rule.
+        killed: bool,
+        /// The deny rule that matched, even in audit mode.
+        deny_rule: Option<String>,
+        /// First exec seen in the container since registration: its entrypoint.
+        entrypoint: bool,
+    },
+    Exit {
+        /// The kernel's exit code: status << 8, or the terminating signal in the low 7 bits.
+        code: i32,
+    },
+    Fork {
+        child_pid: u32,
+    },
+    Open {
+        path: String,
+        flags: u64,
+        result: i64,
+    },
+    Connect {
+        addr: Option<SocketAddr>,
+        result: i64,
+    },
+    Bind {
+        addr: Option<SocketAddr>,
+        result: i64,
+    },
+    Listen {
+        fd: i32,
+        backlog: i32,
+        result: i64,
+    },
+    Accept {
+        peer: Option<SocketAddr>,
+        result: i64,
+    },
+    Socket {
+        domain: i32,
+        kind: i32,
+        protocol: i32,
+        result: i64,
+    },
+    Mount {
+        target: String,
+        flags: u64,
+        result: i64,
+    },
+    Syscall {
+        call: Syscall,
+        args: [u64; 6],
+        result: i64,
+    },
+}
+
+impl EventKind {
+    /// Short name of the kind, as put in evidence.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::Exec { .. } => "exec",
+            EventKind::Exit { .. } => "exit",
+            EventKind::Fork { .. } => "fork",
+            EventKind::Open { .. } => "open",
+            EventKind::Connect { .. } => "connect",
+            EventKind::Bind { .. } => "bind",
+            EventKind::Listen { .. } => "listen",
+            EventKind::Accept { .. } => "accept",
+            EventKind::Socket { .. } => "socket",
+            EventKind::Mount { .. } => "mount",
+            EventKind::Syscall { call, .. } => call.name(),
+        }
+    }
+}
+
+/// A rule that matched an event: a caller's deny rule or a built-in detection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub rule: String,
+    pub severity: u8,
+    pub tags: Vec<String>,
+    pub message: String,
+    pub action: Action,
+    pub enforcer: &'static str,
+}
+
+/// One event of a watched container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MonitorEvent {
+    /// When user space read it.
+    pub time: SystemTime,
+    /// The container's slot (unique on the node while it is watched).
+    pub slot: u32,
+    pub container: Arc<ContainerRef>,
+    pub process: ProcessInfo,
+    /// Parent's executable when known (exec events carry it).
+    pub parent_binary: String,
+    pub kind: EventKind,
+    /// Rules that matched; empty for plain telemetry.
+    pub findings: Vec<Finding>,
+}
+
+pub(crate) const EACCES: i64 = 13;
+pub(crate) const EPERM: i64 = 1;
+
+/// Open flags that make an open a write.
+pub(crate) const O_WRITE_FLAGS: u64 = 0o1 | 0o2 | 0o100 | 0o1000;
+
+impl MonitorEvent {
+    /// One event in the common schema per finding (none for plain telemetry).
+    pub fn to_events(&self, node: &str) -> Vec<Event> {
+        self.findings
+            .iter()
+            .filter_map(|f| self.to_event(node, f))
+            .collect()
+    }
+
+    fn to_event(&self, node: &str, f: &Finding) -> Option<Event> {
+        let c = &self.container;
+        let workload = Workload {
+            namespace: c.namespace.clone(),
+            pod: c.pod.clone(),
+            container: c.container.clone(),
+            container_id: c.container_id.clone(),
+            image: c.image.clone(),
+        };
+        // Severities are validated when rules are registered; clamping keeps this total.
+        let severity = Severity::new(f.severity.clamp(1, 10)).ok()?;
+        let rule = Rule {
+            name: f.rule.clone(),
+            severity,
+            tags: f.tags.clone(),
+            message: f.message.clone(),
+        };
+        let mut event = Event::new(node, Source::Monitor, workload, rule, f.action, f.enforcer);
+        event.time = palisade_events::rfc3339(self.time);
+        let (binary, args) = match &self.kind {
+            EventKind::Exec { filename, args, .. } => (filename.clone(), args.clone()),
+            _ => (self.process.binary.clone(), Vec::new()),
+        };
+        event.process = Some(Process {
+            pid: self.process.pid,
+            binary,
+            args,
+            uid: Some(self.process.uid),
+            parent: Some(Parent {
+                pid: self.process.ppid,
+                binary: self.parent_binary.clone(),
+            }),
+        });
+        event = event.with_evidence("event", self.kind.name());
+        match &self.kind {
+            EventKind::Exec {
+                filename,
+                ino,
+                dev,
+                killed,
+                ..
+            } => {
+                event = event
+                    .with_evidence("path", filename.as_str())
+                    .with_evidence("inode", *ino)
+                    .with_evidence("dev", *dev)
+                    .with_evidence("killed", *killed);
+            }
+            EventKind::Exit { code } => event = event.with_evidence("exit_code", *code),
+            EventKind::Fork { child_pid } => event = event.with_evidence("child_pid", *child_pid),
+            EventKind::Open {
+                path,
+                flags,
+                result,
+            } => {
+                event = event
+                    .with_evidence("path", path.as_str())
+                    .with_evidence("flags", *flags)
+                    .with_evidence("result", *result)
+                    .with_evidence("denied", *result == -EACCES || *result == -EPERM);
+            }
+            EventKind::Connect { addr, result }
+            | EventKind::Bind { addr, result }
+            | EventKind::Accept { peer: addr, result } => {
+                if let Some(a) = addr {
+                    event = event
+                        .with_evidence("address", a.ip().to_string())
+                        .with_evidence("port", a.port());
+                }
+                event = event.with_evidence("result", *result);
+            }
+            EventKind::Listen { fd, result, .. } => {
+                event = event
+                    .with_evidence("fd", *fd)
+                    .with_evidence("result", *result);
+            }
+            EventKind::Socket {
+                domain,
+                kind,
+                protocol,
+                result,
+            } => {
+                event = event
+                    .with_evidence("domain", *domain)
+                    .with_evidence("type", *kind)
+                    .with_evidence("protocol", *protocol)
+                    .with_evidence("result", *result);
+            }
+            EventKind::Mount {
+                target,
+                flags,
+                result,
+            } => {
+                event = event
+                    .with_evidence("target", target.as_str())
+                    .with_evidence("flags", *flags)
+                    .with_evidence("result", *result);
+            }
+            EventKind::Syscall { call, args, result } => {
+                event = event
+                    .with_evidence("syscall", call.name())
+                    .with_evidence("args", args.to_vec())
+                    .with_evidence("result", *result);
+            }
+        }
+        Some(event)
+    }
+}
+
+/// Parses a raw `struct sockaddr` (AF_INET or AF_INET6) as copied by the kernel hooks.
+pub(crate) fn parse_sockaddr(raw: &[u8], len: usize) -> Option<SocketAddr> {
+    let raw = raw.get(..len.min(raw.len()))?;
+    let family = u16::from_ne_bytes(raw.get(0..2)?.try_into().ok()?);
+    let port = u16::from_be_bytes(raw.get(2..4)?.try_into().ok()?);
+    match i32::from(family) {
+        libc::AF_INET => {
+            let a: [u8; 4] = raw.get(4..8)?.try_into().ok()?;
+            Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::from(a)), port))
+        }
+        libc::AF_INET6 => {
+            let a: [u8; 16] = raw.get(8..24)?.try_into().ok()?;
+            Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(a)), port))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_inet_and_inet6_sockaddrs() {
+        let mut v4 = [0u8; 28];
+        v4[0..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        v4[2..4].copy_from_slice(&8080u16.to_be_bytes());
+        v4[4..8].copy_from_slice(&[127, 0, 0, 1]);
+        assert_eq!(
+            parse_sockaddr(&v4, 16),
+            Some("127.0.0.1:8080".parse().unwrap())
+        );
+        assert_eq!(parse_sockaddr(&v4, 6), None, "truncated address");
+        let mut v6 = [0u8; 28];
+        v6[0..2].copy_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
+        v6[2..4].copy_from_slice(&443u16.to_be_bytes());
+        v6[23] = 1;
+        assert_eq!(parse_sockaddr(&v6, 28), Some("[::1]:443".parse().unwrap()));
+        let mut unix = [0u8; 28];
+        unix[0..2].copy_from_slice(&(libc::AF_UNIX as u16).to_ne_bytes());
+        assert_eq!(parse_sockaddr(&unix, 28), None);
+    }
+
+    #[test]
+    fn findings_become_schema_events_with_process_and_evidence() {
+        let ev = MonitorEvent {
+            time: SystemTime::UNIX_EPOCH,
+            slot: 3,
+            container: Arc::new(ContainerRef {
+                namespace: "shop".into(),
+                pod: "web-0".into(),
+                container: "app".into(),
+                container_id: "abc".into(),
+                image: "nginx".into(),
+                ..Default::default()
+            }),
+            process: ProcessInfo {
+                pid: 10,
+                ppid: 1,
+                uid: 0,
+                ..Default::default()
+            },
+            parent_binary: "/usr/sbin/nginx".into(),
+            kind: EventKind::Exec {
+                filename: "/bin/sh".into(),
+                args: vec!["sh".into(), "-c".into(), "id".into()],
+                parent: "/usr/sbin/nginx".into(),
+                ino: 5,
+                dev: 8,
+                killed: false,
+                deny_rule: None,
+                entrypoint: false,
+            },
+            findings: vec![Finding {
+                rule: "shell-in-container".into(),
+                severity: 7,
+                tags: vec!["MITRE_T1059.004".into()],
+                message: "shell spawned".into(),
+                action: Action::Audit,
+                enforcer: "audit-only",
+            }],
+        };
+        let events = ev.to_events("node-a");
+        assert_eq!(events.len(), 1);
+        let e = &events[0];
+        assert_eq!(e.source, Source::Monitor);
+        assert_eq!(e.workload.pod, "web-0");
+        assert_eq!(e.rule.name, "shell-in-container");
+        assert_eq!(e.rule.severity.level(), 7);
+        assert_eq!(e.time, "1970-01-01T00:00:00.000000000Z");
+        let p = e.process.as_ref().unwrap();
+        assert_eq!(p.binary, "/bin/sh");
+        assert_eq!(p.args, vec!["sh", "-c", "id"]);
+        assert_eq!(p.parent.as_ref().unwrap().binary, "/usr/sbin/nginx");
+        assert_eq!(e.evidence["path"], "/bin/sh");
+        assert_eq!(e.evidence["event"], "exec");
+        let mut plain = ev.clone();
+        plain.findings.clear();
+        assert!(plain.to_events("node-a").is_empty());
+    }
+}

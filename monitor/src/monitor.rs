@@ -1,0 +1,826 @@
+//! The node monitor handle a shim holds, per-container watches, and the event reader.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType, RingBufferBuilder};
+use tracing::{debug, info, warn};
+
+use crate::cgroup::{find_cgroup_dir, CgroupError};
+use crate::detect::{self, DetectState, RuleSet};
+use crate::event::{parse_sockaddr, EventKind, MonitorEvent, ProcessInfo, Syscall};
+use crate::monitor_skel::types;
+use crate::pins::{self, NodeMaps, PinError};
+use crate::raw::{self, bytes_of, cstr, Record};
+use crate::rules::{
+    exec_key, net_key, ContainerRef, ContainerRules, Enforcer, RuleEnforcement, RuleError,
+};
+
+/// How a shim's monitor handle is set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonitorConfig {
+    /// Where the node's programs and maps are pinned (one subdirectory per build and mode).
+    pub pin_root: PathBuf,
+    /// The bpffs mount `pin_root` lives on.
+    pub bpffs: PathBuf,
+    /// Mount bpffs at `bpffs`, and tracefs at /sys/kernel/tracing, when they are missing.
+    pub mount_bpffs: bool,
+    /// Size of this handle's ring buffer in bytes (a power of two, at least one page).
+    pub ring_size: u32,
+    /// Kill and refuse in the kernel; `false` turns every rule into audit only.
+    pub enforce: bool,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        MonitorConfig {
+            pin_root: PathBuf::from("/sys/fs/bpf/palisade"),
+            bpffs: PathBuf::from("/sys/fs/bpf"),
+            mount_bpffs: true,
+            ring_size: 1 << 20,
+            enforce: true,
+        }
+    }
+}
+
+/// What the kernel offered when the handle was opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Features {
+    /// Watched syscalls without a tracepoint on this kernel: not reported.
+    pub missing_syscalls: Vec<String>,
+    /// A BPF-LSM program loaded and attached (the probe; not used for enforcement yet).
+    pub bpf_lsm: bool,
+    /// This handle loaded the programs (it was the first holder).
+    pub loaded: bool,
+}
+
+/// Counters of one watch, from the kernel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WatchStats {
+    /// Events written into the ring buffer.
+    pub events: u64,
+    /// Events lost because the ring buffer was full.
+    pub drops: u64,
+}
+
+/// Errors of the monitor handle and its watches.
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorError {
+    #[error(transparent)]
+    Pin(#[from] PinError),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Rule(#[from] RuleError),
+    #[error("ring buffer of {size} bytes: {source}")]
+    Ring {
+        size: u32,
+        #[source]
+        source: libbpf_rs::Error,
+    },
+    #[error("event reader thread: {0}")]
+    Thread(#[source] io::Error),
+    #[error("container {container}: cgroup {cgroup_id} is already watched")]
+    AlreadyWatched { container: String, cgroup_id: u64 },
+    #[error("container {container}: {what}: {source}")]
+    Map {
+        container: String,
+        what: &'static str,
+        #[source]
+        source: libbpf_rs::Error,
+    },
+    #[error("container {container}: rule {rule}: severity {severity}: must be between 1 and 10")]
+    Severity {
+        container: String,
+        rule: String,
+        severity: u8,
+    },
+    #[error("container {container}: no free container slot in this handle")]
+    Slots { container: String },
+    #[error("container {container}: attach {program} to {path}: {source}")]
+    Attach {
+        container: String,
+        program: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+struct WatchEntry {
+    container: Arc<ContainerRef>,
+    set: RuleSet,
+    /// Exec rule names by kernel rule id - 1.
+    exec_rules: Vec<String>,
+    state: Mutex<DetectState>,
+}
+
+struct Shared {
+    maps: NodeMaps,
+    root: PathBuf,
+    dir: PathBuf,
+    index: u32,
+    enforce: bool,
+    next_slot: AtomicU32,
+    watches: Mutex<HashMap<u32, Arc<WatchEntry>>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let _lock = match pins::lock_root(&self.root) {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(error = %e, "monitor release: cannot lock the pin root, leaving pins");
+                return;
+            }
+        };
+        pins::release_index(&self.maps, self.index);
+        if pins::reap(&self.maps) == 0 {
+            match pins::remove_pins(&self.dir) {
+                Ok(()) => info!(dir = %self.dir.display(), "last holder out: programs unpinned"),
+                Err(e) => warn!(error = %e, "monitor release: unpin"),
+            }
+        }
+    }
+}
+
+/// A shim's handle on the node's monitor. Events of the containers it watches arrive on the
+/// channel given to [`NodeMonitor::open`]; dropping the handle (and its watches) releases its
+/// share of the node's programs, and the last holder unloads them.
+pub struct NodeMonitor {
+    shared: Arc<Shared>,
+    features: Features,
+    stop: Arc<AtomicBool>,
+    reader: Option<JoinHandle<()>>,
+    lost: Arc<AtomicU64>,
+}
+
+/// Guard of one watched container: dropping it removes the container from the kernel maps
+/// and detaches its cgroup hooks.
+pub struct Watch {
+    shared: Arc<Shared>,
+    container: String,
+    slot: u32,
+    cgroup_id: u64,
+    registered: bool,
+    exec_keys: Vec<types::exec_key>,
+    net_keys: Vec<types::net_key>,
+    links: Vec<OwnedFd>,
+    enforcement: Vec<RuleEnforcement>,
+}
+
+fn probe_lsm() -> bool {
+    let mut storage = std::mem::MaybeUninit::uninit();
+    let result = crate::probe_skel::ProbeSkelBuilder::default()
+        .open(&mut storage)
+        .and_then(|open| open.load())
+        .and_then(|skel| skel.progs.probe_lsm.attach().map(|_link| ()));
+    match result {
+        Ok(()) => true,
+        Err(e) => {
+            debug!(error = %e, "bpf-lsm unavailable");
+            false
+        }
+    }
+}
+
+/// Releases the programs of dead holders and unpins them when no live holder is left (for a
+/// shim's start-up or a node cleanup). Returns whether the pins were removed.
+pub fn cleanup_stale(config: &MonitorConfig) -> Result<bool, MonitorError> {
+    pins::ensure_bpffs(&config.bpffs, config.mount_bpffs)?;
+    let dir = mode_dir(config);
+    let _lock = pins::lock_root(&config.pin_root)?;
+    if !dir.join("maps/holders").exists() {
+        if dir.exists() {
+            pins::remove_pins(&dir)?;
+            return Ok(true);
+        }
+        return Ok(false);
+    }
+    let (maps, _) = pins::load_or_open(&dir, config.enforce, config.mount_bpffs)?;
+    if pins::reap(&maps) == 0 {
+        pins::remove_pins(&dir)?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+fn mode_dir(config: &MonitorConfig) -> PathBuf {
+    let base = pins::version_dir(&config.pin_root);
+    let mode = if config.enforce { "enforce" } else { "audit" };
+    let mut name = base
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(format!("-{mode}"));
+    base.with_file_name(name)
+}
+
+impl NodeMonitor {
+    /// Joins (or loads) the node's monitor and starts this handle's event reader.
+    pub fn open(
+        config: MonitorConfig,
+        sink: SyncSender<MonitorEvent>,
+    ) -> Result<Self, MonitorError> {
+        pins::ensure_bpffs(&config.bpffs, config.mount_bpffs)?;
+        let dir = mode_dir(&config);
+        let lock = pins::lock_root(&config.pin_root)?;
+        let (maps, loaded) = pins::load_or_open(&dir, config.enforce, config.mount_bpffs)?;
+        pins::reap(&maps);
+        let index = pins::claim(&maps)?;
+        let ring = match create_ring(&maps, index, config.ring_size) {
+            Ok(r) => r,
+            Err(e) => {
+                pins::release_index(&maps, index);
+                return Err(e);
+            }
+        };
+        drop(lock);
+        let shared = Arc::new(Shared {
+            maps,
+            root: config.pin_root.clone(),
+            dir,
+            index,
+            enforce: config.enforce,
+            next_slot: AtomicU32::new(1),
+            watches: Mutex::new(HashMap::new()),
+        });
+        let features = Features {
+            missing_syscalls: pins::missing_syscalls(),
+            bpf_lsm: probe_lsm(),
+            loaded,
+        };
+        info!(
+            index,
+            loaded,
+            bpf_lsm = features.bpf_lsm,
+            missing = ?features.missing_syscalls,
+            "monitor handle open"
+        );
+
+        let lost = Arc::new(AtomicU64::new(0));
+        let mut reader = Reader {
+            shared: shared.clone(),
+            sink,
+            lost: lost.clone(),
+            binaries: HashMap::new(),
+        };
+        let mut builder = RingBufferBuilder::new();
+        builder
+            .add(&ring, move |data| {
+                reader.handle(data);
+                0
+            })
+            .map_err(|source| MonitorError::Ring {
+                size: config.ring_size,
+                source,
+            })?;
+        let rb = builder.build().map_err(|source| MonitorError::Ring {
+            size: config.ring_size,
+            source,
+        })?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_reader = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("palisade-ring".into())
+            .spawn(move || {
+                let _ring = ring;
+                while !stop_reader.load(Ordering::Relaxed) {
+                    if let Err(e) = rb.poll(Duration::from_millis(50)) {
+                        debug!(error = %e, "ring buffer poll");
+                    }
+                }
+                // Whatever is still in the ring is delivered before the reader stops.
+                let _ = rb.consume();
+            })
+            .map_err(MonitorError::Thread)?;
+        Ok(NodeMonitor {
+            shared,
+            features,
+            stop,
+            reader: Some(thread),
+            lost,
+        })
+    }
+
+    /// What the kernel offered.
+    pub fn features(&self) -> &Features {
+        &self.features
+    }
+
+    /// Where this handle's programs are pinned.
+    pub fn pin_dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Events decoded but not delivered because the channel was full or closed.
+    pub fn lost_in_user_space(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    /// Starts watching a container: its events reach this handle's channel and its rules are
+    /// enforced until the returned [`Watch`] is dropped.
+    pub fn watch(
+        &self,
+        container: ContainerRef,
+        rules: ContainerRules,
+    ) -> Result<Watch, MonitorError> {
+        let name = format!(
+            "{}/{}/{}",
+            container.namespace, container.pod, container.container
+        );
+        for (rule, severity) in rules
+            .deny_exec
+            .iter()
+            .map(|r| (&r.name, r.severity))
+            .chain(rules.deny_connect.iter().map(|r| (&r.name, r.severity)))
+        {
+            if !(1..=10).contains(&severity) {
+                return Err(MonitorError::Severity {
+                    container: name,
+                    rule: rule.clone(),
+                    severity,
+                });
+            }
+        }
+        let local = self.shared.next_slot.fetch_add(1, Ordering::Relaxed);
+        if local > 0xffff {
+            return Err(MonitorError::Slots { container: name });
+        }
+        let slot = (self.shared.index << 16) | local;
+        let mut watch = Watch {
+            shared: self.shared.clone(),
+            container: name.clone(),
+            slot,
+            cgroup_id: container.cgroup_id,
+            registered: false,
+            exec_keys: Vec::new(),
+            net_keys: Vec::new(),
+            links: Vec::new(),
+            enforcement: Vec::new(),
+        };
+        let maps = &self.shared.maps;
+        let map_err = |what| {
+            let container = name.clone();
+            move |source| MonitorError::Map {
+                container,
+                what,
+                source,
+            }
+        };
+        let enforce = self.shared.enforce;
+        for (i, rule) in rules.deny_exec.iter().enumerate() {
+            let key = exec_key(slot, &rule.name, &rule.path)?;
+            let value = types::deny_value {
+                rule: i as u32 + 1,
+                pad: 0,
+                hits: 0,
+            };
+            maps.deny_exec
+                .update(bytes_of(&key), bytes_of(&value), MapFlags::ANY)
+                .map_err(map_err("deny_exec"))?;
+            watch.exec_keys.push(key);
+            watch.enforcement.push(RuleEnforcement {
+                rule: rule.name.clone(),
+                enforcer: if enforce {
+                    Enforcer::BpfExecKill
+                } else {
+                    Enforcer::AuditOnly
+                },
+                note: Some(
+                    "matched on inode and device at registration; the process is killed \
+                     at exec (bpf-lsm, which would refuse the exec, is not used)"
+                        .to_string(),
+                ),
+            });
+        }
+        for (i, rule) in rules.deny_connect.iter().enumerate() {
+            let key = net_key(slot, rule)?;
+            let value = types::deny_value {
+                rule: i as u32 + 1,
+                pad: 0,
+                hits: 0,
+            };
+            maps.deny_connect
+                .update(bytes_of(&key), bytes_of(&value), MapFlags::ANY)
+                .map_err(map_err("deny_connect"))?;
+            watch.net_keys.push(key);
+        }
+        let mut connect_enforcer = Enforcer::AuditOnly;
+        if !rules.deny_connect.is_empty() {
+            let dir = match &container.cgroup_dir {
+                Some(d) => d.clone(),
+                None => find_cgroup_dir(container.cgroup_id)?,
+            };
+            watch.links = attach_cgroup(&name, &dir, &maps.cgroup_progs)?;
+            if enforce {
+                connect_enforcer = Enforcer::BpfSockAddr;
+            }
+            for rule in &rules.deny_connect {
+                watch.enforcement.push(RuleEnforcement {
+                    rule: rule.name.clone(),
+                    enforcer: connect_enforcer,
+                    note: None,
+                });
+            }
+        }
+        let info = types::container_info {
+            slot,
+            ring: self.shared.index,
+            flags: if rules.report_all_opens {
+                raw::CF_ALL_OPENS
+            } else {
+                0
+            },
+            pad: 0,
+            events: 0,
+            drops: 0,
+        };
+        let entry = Arc::new(WatchEntry {
+            container: Arc::new(container.clone()),
+            exec_rules: rules.deny_exec.iter().map(|r| r.name.clone()).collect(),
+            set: RuleSet {
+                rules,
+                exec_enforcer: if enforce {
+                    Enforcer::BpfExecKill
+                } else {
+                    Enforcer::AuditOnly
+                },
+                connect_enforcer,
+            },
+            state: Mutex::new(DetectState::new(Instant::now())),
+        });
+        self.shared
+            .watches
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(slot, entry);
+        // Last: from here on the kernel reports and enforces for this cgroup.
+        maps.containers
+            .update(
+                &container.cgroup_id.to_ne_bytes(),
+                bytes_of(&info),
+                MapFlags::NO_EXIST,
+            )
+            .map_err(|source| {
+                if source.kind() == libbpf_rs::ErrorKind::AlreadyExists {
+                    MonitorError::AlreadyWatched {
+                        container: name.clone(),
+                        cgroup_id: container.cgroup_id,
+                    }
+                } else {
+                    MonitorError::Map {
+                        container: name.clone(),
+                        what: "containers",
+                        source,
+                    }
+                }
+            })?;
+        watch.registered = true;
+        info!(container = %name, cgroup_id = container.cgroup_id, slot, "watching");
+        Ok(watch)
+    }
+}
+
+impl Drop for NodeMonitor {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.reader.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn create_ring(maps: &NodeMaps, index: u32, size: u32) -> Result<MapHandle, MonitorError> {
+    let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
+        sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
+        ..Default::default()
+    };
+    let ring = MapHandle::create(MapType::RingBuf, Some("palisade_ring"), 0, 0, size, &opts)
+        .map_err(|source| MonitorError::Ring { size, source })?;
+    let fd = ring.as_fd().as_raw_fd() as u32;
+    maps.rings
+        .update(&index.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
+        .map_err(|source| MonitorError::Ring { size, source })?;
+    Ok(ring)
+}
+
+fn attach_cgroup(
+    container: &str,
+    dir: &Path,
+    progs: &[(
+        &'static str,
+        libbpf_rs::libbpf_sys::bpf_attach_type,
+        OwnedFd,
+    )],
+) -> Result<Vec<OwnedFd>, MonitorError> {
+    let err = |program, source| MonitorError::Attach {
+        container: container.to_string(),
+        program,
+        path: dir.to_path_buf(),
+        source,
+    };
+    let c = CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| err("cgroup", io::Error::from(io::ErrorKind::InvalidInput)))?;
+    // SAFETY: valid NUL-terminated path; the fd is checked.
+    let cg = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if cg < 0 {
+        return Err(err("cgroup", io::Error::last_os_error()));
+    }
+    // SAFETY: freshly opened fd, owned here.
+    let cg = unsafe { OwnedFd::from_raw_fd(cg) };
+    let mut links = Vec::new();
+    for (name, attach, prog) in progs {
+        // SAFETY: both fds are valid; a null opts pointer means defaults.
+        let fd = unsafe {
+            libbpf_rs::libbpf_sys::bpf_link_create(
+                prog.as_raw_fd(),
+                cg.as_raw_fd(),
+                *attach,
+                std::ptr::null(),
+            )
+        };
+        if fd < 0 {
+            return Err(err(name, io::Error::from_raw_os_error(-fd)));
+        }
+        // SAFETY: bpf_link_create returned a new fd we own.
+        links.push(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+    Ok(links)
+}
+
+impl Watch {
+    /// The container's slot, as carried by its events.
+    pub fn slot(&self) -> u32 {
+        self.slot
+    }
+
+    /// Which enforcer each rule got.
+    pub fn enforcement(&self) -> &[RuleEnforcement] {
+        &self.enforcement
+    }
+
+    /// The kernel's counters for this container.
+    pub fn stats(&self) -> WatchStats {
+        self.shared
+            .maps
+            .containers
+            .lookup(&self.cgroup_id.to_ne_bytes(), MapFlags::ANY)
+            .ok()
+            .flatten()
+            .and_then(|v| raw::read::<types::container_info>(&v))
+            .map(|i| WatchStats {
+                events: i.events,
+                drops: i.drops,
+            })
+            .unwrap_or_default()
+    }
+
+    /// How many times the kernel matched each exec and connect deny rule, by rule name.
+    pub fn rule_hits(&self) -> Vec<(String, u64)> {
+        let maps = &self.shared.maps;
+        let entry = self
+            .shared
+            .watches
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&self.slot)
+            .cloned();
+        let Some(entry) = entry else {
+            return Vec::new();
+        };
+        let hits = |map: &MapHandle, key: &[u8]| {
+            map.lookup(key, MapFlags::ANY)
+                .ok()
+                .flatten()
+                .and_then(|v| raw::read::<types::deny_value>(&v))
+                .map(|v| v.hits)
+                .unwrap_or(0)
+        };
+        let mut out = Vec::new();
+        for (rule, key) in entry.set.rules.deny_exec.iter().zip(&self.exec_keys) {
+            out.push((rule.name.clone(), hits(&maps.deny_exec, bytes_of(key))));
+        }
+        for (rule, key) in entry.set.rules.deny_connect.iter().zip(&self.net_keys) {
+            out.push((rule.name.clone(), hits(&maps.deny_connect, bytes_of(key))));
+        }
+        out
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let maps = &self.shared.maps;
+        if self.registered {
+            let _ = maps.containers.delete(&self.cgroup_id.to_ne_bytes());
+        }
+        for key in &self.exec_keys {
+            let _ = maps.deny_exec.delete(bytes_of(key));
+        }
+        for key in &self.net_keys {
+            let _ = maps.deny_connect.delete(bytes_of(key));
+        }
+        self.links.clear();
+        self.shared
+            .watches
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.slot);
+        debug!(container = %self.container, slot = self.slot, "watch removed");
+    }
+}
+
+/// Decodes ring records, routes them to their container and runs the detections.
+struct Reader {
+    shared: Arc<Shared>,
+    sink: SyncSender<MonitorEvent>,
+    lost: Arc<AtomicU64>,
+    /// Executable of each watched process, from its last exec.
+    binaries: HashMap<u32, String>,
+}
+
+impl Reader {
+    fn handle(&mut self, data: &[u8]) {
+        let Some(record) = raw::decode(data) else {
+            return;
+        };
+        let h = match &record {
+            Record::Exec(e) => e.h,
+            Record::Exit(e) => e.h,
+            Record::Fork(e) => e.h,
+            Record::Syscall(e) => e.h,
+        };
+        let entry = self
+            .shared
+            .watches
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&h.slot)
+            .cloned();
+        let Some(entry) = entry else {
+            return;
+        };
+        let mut process = ProcessInfo {
+            pid: h.pid,
+            tid: h.tid,
+            ppid: h.ppid,
+            uid: h.uid,
+            gid: h.gid,
+            comm: cstr(&h.comm),
+            binary: String::new(),
+        };
+        let mut state = entry.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut parent_binary = self.binaries.get(&h.ppid).cloned().unwrap_or_default();
+        let kind = match record {
+            Record::Exec(e) => {
+                let filename = cstr(&e.filename);
+                let parent = cstr(&e.parent);
+                if !parent.is_empty() {
+                    parent_binary = parent.clone();
+                }
+                let len = (e.args_len as usize).min(e.args.len());
+                let args = e.args[..len]
+                    .split(|&c| c == 0)
+                    .filter(|a| !a.is_empty())
+                    .map(|a| {
+                        String::from_utf8_lossy(&a.iter().map(|&c| c as u8).collect::<Vec<_>>())
+                            .into_owned()
+                    })
+                    .collect();
+                self.binaries.insert(h.pid, filename.clone());
+                process.binary = filename.clone();
+                let deny_rule = (e.rule > 0)
+                    .then(|| entry.exec_rules.get(e.rule as usize - 1).cloned())
+                    .flatten();
+                EventKind::Exec {
+                    filename,
+                    args,
+                    parent,
+                    ino: e.ino,
+                    dev: e.dev,
+                    killed: e.flags & raw::EXEC_KILLED != 0,
+                    deny_rule,
+                    entrypoint: !state.entrypoint_seen,
+                }
+            }
+            Record::Exit(e) => {
+                process.binary = self.binaries.remove(&h.pid).unwrap_or_default();
+                EventKind::Exit { code: e.exit_code }
+            }
+            Record::Fork(e) => {
+                process.binary = self.binary_of(h.pid);
+                if !process.binary.is_empty() {
+                    self.binaries.insert(e.child_pid, process.binary.clone());
+                }
+                EventKind::Fork {
+                    child_pid: e.child_pid,
+                }
+            }
+            Record::Syscall(e) => {
+                process.binary = self.binary_of(h.pid);
+                syscall_kind(&e)
+            }
+        };
+        let findings = detect::findings(&entry.set, &mut state, &process, &kind, Instant::now());
+        drop(state);
+        let event = MonitorEvent {
+            time: SystemTime::now(),
+            slot: h.slot,
+            container: entry.container.clone(),
+            process,
+            parent_binary,
+            kind,
+            findings,
+        };
+        match self.sink.try_send(event) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.lost.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn binary_of(&mut self, pid: u32) -> String {
+        if let Some(b) = self.binaries.get(&pid) {
+            return b.clone();
+        }
+        std::fs::read_link(format!("/proc/{pid}/exe"))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+}
+
+fn syscall_kind(e: &types::syscall_event) -> EventKind {
+    let addr = || -> Option<SocketAddr> { parse_sockaddr(&e.addr, e.addr_len as usize) };
+    let result = e.ret;
+    let a = e.args;
+    let call = |call| EventKind::Syscall {
+        call,
+        args: a,
+        result,
+    };
+    match e.sys {
+        1 => EventKind::Open {
+            path: cstr(&e.path),
+            flags: a[2],
+            result,
+        },
+        2 => EventKind::Connect {
+            addr: addr(),
+            result,
+        },
+        3 => EventKind::Bind {
+            addr: addr(),
+            result,
+        },
+        4 => EventKind::Listen {
+            fd: a[0] as i32,
+            backlog: a[1] as i32,
+            result,
+        },
+        5 | 6 => EventKind::Accept {
+            peer: addr(),
+            result,
+        },
+        7 => EventKind::Socket {
+            domain: a[0] as i32,
+            kind: a[1] as i32,
+            protocol: a[2] as i32,
+            result,
+        },
+        8 => call(Syscall::Setuid),
+        9 => call(Syscall::Setgid),
+        10 => call(Syscall::Setreuid),
+        11 => call(Syscall::Setregid),
+        12 => call(Syscall::Setresuid),
+        13 => call(Syscall::Setresgid),
+        14 => call(Syscall::Capset),
+        15 => call(Syscall::Setns),
+        16 => call(Syscall::Unshare),
+        17 => call(Syscall::Ptrace),
+        18 => EventKind::Mount {
+            target: cstr(&e.path),
+            flags: a[3],
+            result,
+        },
+        19 => call(Syscall::InitModule),
+        20 => call(Syscall::FinitModule),
+        _ => call(Syscall::Bpf),
+    }
+}

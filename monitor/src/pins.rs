@@ -1,0 +1,523 @@
+//! One set of programs and maps per node, pinned under bpffs and shared by every shim: the
+//! first holder loads and pins, each holder registers in the pinned `holders` map, and the last
+//! live holder out unpins everything. A holder whose process is dead does not count.
+
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+use libbpf_rs::{MapCore, MapFlags, MapHandle, Program};
+use tracing::{debug, info, warn};
+
+use crate::monitor_skel::{types, MonitorSkelBuilder};
+use crate::raw::{bytes_of, read};
+
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+pub(crate) const MAX_RINGS: u32 = 256;
+
+/// Maps user space reaches through pins.
+const MAPS: &[&str] = &[
+    "containers",
+    "rings",
+    "deny_exec",
+    "deny_connect",
+    "holders",
+];
+
+/// The cgroup sock_addr programs, attached per container, with their attach types.
+pub(crate) const CGROUP_PROGS: &[(&str, libbpf_rs::libbpf_sys::bpf_attach_type)] = &[
+    ("connect4", libbpf_rs::libbpf_sys::BPF_CGROUP_INET4_CONNECT),
+    ("connect6", libbpf_rs::libbpf_sys::BPF_CGROUP_INET6_CONNECT),
+    ("sendmsg4", libbpf_rs::libbpf_sys::BPF_CGROUP_UDP4_SENDMSG),
+    ("sendmsg6", libbpf_rs::libbpf_sys::BPF_CGROUP_UDP6_SENDMSG),
+];
+
+/// Why the node's programs could not be loaded, opened or released.
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    #[error("mount {path}: {source}")]
+    Bpffs {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("bpffs {0}: not a bpf filesystem")]
+    NotBpffs(PathBuf),
+    #[error("pin dir {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("pin dir {path}: lock: {source}")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("bpf object: {what}: {source}")]
+    Load {
+        what: String,
+        #[source]
+        source: libbpf_rs::Error,
+    },
+    #[error("pin {path}: {source}")]
+    Pin {
+        path: PathBuf,
+        #[source]
+        source: libbpf_rs::Error,
+    },
+    #[error("holders map: all {0} holder slots are taken by live processes")]
+    Full(u32),
+}
+
+/// Handles on the pinned maps and programs, as every holder sees them.
+#[derive(Debug)]
+pub(crate) struct NodeMaps {
+    pub containers: MapHandle,
+    pub rings: MapHandle,
+    pub deny_exec: MapHandle,
+    pub deny_connect: MapHandle,
+    pub holders: MapHandle,
+    pub cgroup_progs: Vec<(
+        &'static str,
+        libbpf_rs::libbpf_sys::bpf_attach_type,
+        OwnedFd,
+    )>,
+}
+
+/// Exclusive lock over the pin root; dropping it closes the fd and releases the lock.
+pub(crate) struct RootLock {
+    _fd: OwnedFd,
+}
+
+/// The directory of this build's pins: the object's hash is part of the name, so shims built
+/// from different programs never share maps with mismatched layouts.
+pub(crate) fn version_dir(root: &Path) -> PathBuf {
+    let obj: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/monitor.bpf.o"));
+    // FNV-1a: stable across builds and platforms, unlike DefaultHasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in obj {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    // bpffs refuses names with dots.
+    let version = env!("CARGO_PKG_VERSION").replace('.', "_");
+    root.join(format!("v{version}-{h:016x}"))
+}
+
+fn statfs_magic(path: &Path) -> io::Result<i64> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut st = MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: c is a valid NUL-terminated path and st points to writable statfs storage.
+    let rc = unsafe { libc::statfs(c.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statfs succeeded and filled the struct.
+    let st = unsafe { st.assume_init() };
+    // f_type is i64 on x86_64 but narrower elsewhere.
+    #[allow(clippy::unnecessary_cast)]
+    Ok(st.f_type as i64)
+}
+
+/// Makes sure `bpffs` is a bpf filesystem, mounting one there when `mount` is set (nodes
+/// without systemd, such as this CI, do not mount it).
+pub(crate) fn ensure_bpffs(bpffs: &Path, mount: bool) -> Result<(), PinError> {
+    let err = |source| PinError::Bpffs {
+        path: bpffs.to_path_buf(),
+        source,
+    };
+    if statfs_magic(bpffs).map_err(err)? == BPF_FS_MAGIC {
+        return Ok(());
+    }
+    if !mount {
+        return Err(PinError::NotBpffs(bpffs.to_path_buf()));
+    }
+    let target = CString::new(bpffs.as_os_str().as_bytes())
+        .map_err(|_| err(io::Error::from(io::ErrorKind::InvalidInput)))?;
+    // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
+    let rc = unsafe {
+        libc::mount(
+            c"bpf".as_ptr(),
+            target.as_ptr(),
+            c"bpf".as_ptr(),
+            0,
+            c"mode=0700".as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        return Err(err(io::Error::last_os_error()));
+    }
+    info!(path = %bpffs.display(), "mounted bpffs");
+    Ok(())
+}
+
+/// The syscall tracepoints are found by their ids under tracefs; mount it at its usual place
+/// when neither it nor debugfs' copy is there (minimal hosts mount neither).
+pub(crate) fn ensure_tracefs(mount: bool) -> Result<(), PinError> {
+    let tracing = Path::new("/sys/kernel/tracing");
+    if tracing.join("events").exists() || Path::new("/sys/kernel/debug/tracing/events").exists() {
+        return Ok(());
+    }
+    if !mount {
+        return Ok(());
+    }
+    // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
+    let rc = unsafe {
+        libc::mount(
+            c"tracefs".as_ptr(),
+            c"/sys/kernel/tracing".as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(PinError::Bpffs {
+            path: tracing.to_path_buf(),
+            source: io::Error::last_os_error(),
+        });
+    }
+    info!("mounted tracefs at /sys/kernel/tracing");
+    Ok(())
+}
+
+fn tracepoint_exists(event: &str) -> bool {
+    [
+        "/sys/kernel/tracing/events",
+        "/sys/kernel/debug/tracing/events",
+    ]
+    .iter()
+    .any(|base| Path::new(base).join(event).exists())
+}
+
+/// Syscalls the monitor watches that have no tracepoint on this kernel.
+pub(crate) fn missing_syscalls() -> Vec<String> {
+    crate::event::WATCHED_SYSCALLS
+        .iter()
+        .filter(|s| {
+            !tracepoint_exists(&format!("syscalls/sys_enter_{s}"))
+                || !tracepoint_exists(&format!("syscalls/sys_exit_{s}"))
+        })
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// Takes the node-wide lock: flock on the pin root directory (bpffs holds no regular files,
+/// and the root itself is never removed, so it is a stable lock object).
+pub(crate) fn lock_root(root: &Path) -> Result<RootLock, PinError> {
+    fs::create_dir_all(root).map_err(|source| PinError::Dir {
+        path: root.to_path_buf(),
+        source,
+    })?;
+    let c = CString::new(root.as_os_str().as_bytes()).map_err(|_| PinError::Dir {
+        path: root.to_path_buf(),
+        source: io::Error::from(io::ErrorKind::InvalidInput),
+    })?;
+    // SAFETY: c is a valid path; the returned fd is checked before use.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(PinError::Lock {
+            path: root.to_path_buf(),
+            source: io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: fd was just opened and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: flock on an fd we own.
+    if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(PinError::Lock {
+            path: root.to_path_buf(),
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(RootLock { _fd: fd })
+}
+
+fn load_err(what: impl Into<String>) -> impl FnOnce(libbpf_rs::Error) -> PinError {
+    let what = what.into();
+    move |source| PinError::Load { what, source }
+}
+
+/// Opens the pinned maps and programs of `dir`, loading and pinning them first when no
+/// complete set is there. Must be called under the root lock. Returns whether it loaded.
+pub(crate) fn load_or_open(
+    dir: &Path,
+    enforce: bool,
+    mount: bool,
+) -> Result<(NodeMaps, bool), PinError> {
+    // `holders` is pinned last: its presence marks a complete set.
+    let loaded = if dir.join("maps/holders").exists() {
+        false
+    } else {
+        if dir.exists() {
+            warn!(dir = %dir.display(), "incomplete pin dir (a loader died midway), removing it");
+            remove_pins(dir)?;
+        }
+        ensure_tracefs(mount)?;
+        if let Err(e) = load_and_pin(dir, enforce) {
+            // Leave no half-pinned set behind for the next holder to trip over.
+            let _ = remove_pins(dir);
+            return Err(e);
+        }
+        true
+    };
+    Ok((open_pins(dir)?, loaded))
+}
+
+fn load_and_pin(dir: &Path, enforce: bool) -> Result<(), PinError> {
+    for sub in ["links", "progs", "maps"] {
+        let p = dir.join(sub);
+        fs::create_dir_all(&p).map_err(|source| PinError::Dir { path: p, source })?;
+    }
+    let mut storage = MaybeUninit::uninit();
+    let mut open = MonitorSkelBuilder::default()
+        .open(&mut storage)
+        .map_err(load_err("open"))?;
+    if let Some(rodata) = open.maps.rodata_data.as_mut() {
+        rodata.enforce = u32::from(enforce);
+    }
+    // A kernel without a syscall (no modules, say) has no tracepoint for it: skip the pair.
+    for mut prog in open.open_object_mut().progs_mut() {
+        let section = prog.section().to_string_lossy().into_owned();
+        if let Some(event) = section.strip_prefix("tracepoint/") {
+            if !tracepoint_exists(event) {
+                warn!(
+                    tracepoint = event,
+                    "tracepoint missing on this kernel, not watched"
+                );
+                prog.set_autoload(false);
+            }
+        }
+    }
+    let skel = open.load().map_err(load_err("load"))?;
+    let cgroup_names: Vec<&str> = CGROUP_PROGS.iter().map(|(n, _)| *n).collect();
+    for prog in skel.object().progs_mut() {
+        let name = prog.name().to_string_lossy().into_owned();
+        if !prog.autoload() {
+            continue;
+        }
+        if cgroup_names.contains(&name.as_str()) {
+            pin_fd(prog.as_fd(), &dir.join("progs").join(&name))?;
+        } else {
+            let mut link = prog.attach().map_err(load_err(format!("attach {name}")))?;
+            let path = dir.join("links").join(&name);
+            link.pin(&path)
+                .map_err(|source| PinError::Pin { path, source })?;
+        }
+    }
+    for name in MAPS {
+        let map = skel
+            .object()
+            .maps()
+            .find(|m| m.name() == *name)
+            .ok_or_else(|| PinError::Load {
+                what: format!("map {name}"),
+                source: libbpf_rs::Error::from(io::Error::from(io::ErrorKind::NotFound)),
+            })?;
+        pin_fd(map.as_fd(), &dir.join("maps").join(name))?;
+    }
+    debug!(dir = %dir.display(), "programs loaded and pinned");
+    Ok(())
+}
+
+fn pin_fd(fd: BorrowedFd<'_>, path: &Path) -> Result<(), PinError> {
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| PinError::Pin {
+        path: path.to_path_buf(),
+        source: libbpf_rs::Error::from(io::Error::from(io::ErrorKind::InvalidInput)),
+    })?;
+    // SAFETY: valid fd and NUL-terminated path.
+    let rc = unsafe { libbpf_rs::libbpf_sys::bpf_obj_pin(fd.as_raw_fd(), c.as_ptr()) };
+    if rc != 0 {
+        return Err(PinError::Pin {
+            path: path.to_path_buf(),
+            source: libbpf_rs::Error::from(io::Error::last_os_error()),
+        });
+    }
+    Ok(())
+}
+
+fn open_pins(dir: &Path) -> Result<NodeMaps, PinError> {
+    let map = |name: &str| {
+        let path = dir.join("maps").join(name);
+        MapHandle::from_pinned_path(&path).map_err(|source| PinError::Pin { path, source })
+    };
+    let mut cgroup_progs = Vec::new();
+    for (name, attach) in CGROUP_PROGS {
+        let path = dir.join("progs").join(name);
+        let fd =
+            Program::fd_from_pinned_path(&path).map_err(|source| PinError::Pin { path, source })?;
+        cgroup_progs.push((*name, *attach, fd));
+    }
+    Ok(NodeMaps {
+        containers: map("containers")?,
+        rings: map("rings")?,
+        deny_exec: map("deny_exec")?,
+        deny_connect: map("deny_connect")?,
+        holders: map("holders")?,
+        cgroup_progs,
+    })
+}
+
+/// Removes every pin of `dir` and the directory: links first (detaching the programs), then
+/// programs and maps. Objects still referenced by an open fd live on until it is closed.
+pub(crate) fn remove_pins(dir: &Path) -> Result<(), PinError> {
+    for sub in ["links", "progs", "maps"] {
+        let p = dir.join(sub);
+        if let Ok(entries) = fs::read_dir(&p) {
+            for e in entries.flatten() {
+                fs::remove_file(e.path()).map_err(|source| PinError::Dir {
+                    path: e.path(),
+                    source,
+                })?;
+            }
+        }
+        if p.exists() {
+            fs::remove_dir(&p).map_err(|source| PinError::Dir { path: p, source })?;
+        }
+    }
+    if dir.exists() {
+        fs::remove_dir(dir).map_err(|source| PinError::Dir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Start time of a process in clock ticks since boot (field 22 of /proc/<pid>/stat): with the
+/// pid, it names one process even after the pid is reused.
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command may hold spaces and parentheses; fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+pub(crate) fn holder_alive(h: &types::holder) -> bool {
+    h.pid != 0 && start_time(h.pid) == Some(h.start_time)
+}
+
+pub(crate) fn read_holder(maps: &NodeMaps, idx: u32) -> types::holder {
+    maps.holders
+        .lookup(&idx.to_ne_bytes(), MapFlags::ANY)
+        .ok()
+        .flatten()
+        .and_then(|v| read::<types::holder>(&v))
+        .unwrap_or_default()
+}
+
+/// Frees a ring index: its ring, its containers and their deny entries, its holder entry.
+pub(crate) fn release_index(maps: &NodeMaps, idx: u32) {
+    let _ = maps.rings.delete(&idx.to_ne_bytes());
+    let owned = |slot: u32| slot >> 16 == idx;
+    for key in maps.containers.keys().collect::<Vec<_>>() {
+        let info = maps
+            .containers
+            .lookup(&key, MapFlags::ANY)
+            .ok()
+            .flatten()
+            .and_then(|v| read::<types::container_info>(&v));
+        if info.is_some_and(|i| i.ring == idx) {
+            let _ = maps.containers.delete(&key);
+        }
+    }
+    for key in maps.deny_exec.keys().collect::<Vec<_>>() {
+        if read::<types::exec_key>(&key).is_some_and(|k| owned(k.slot)) {
+            let _ = maps.deny_exec.delete(&key);
+        }
+    }
+    for key in maps.deny_connect.keys().collect::<Vec<_>>() {
+        let slot = key
+            .get(4..8)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_ne_bytes);
+        if slot.is_some_and(owned) {
+            let _ = maps.deny_connect.delete(&key);
+        }
+    }
+    let empty = types::holder::default();
+    let _ = maps
+        .holders
+        .update(&idx.to_ne_bytes(), bytes_of(&empty), MapFlags::ANY);
+}
+
+/// Releases the indices of dead holders; returns how many holders are alive.
+pub(crate) fn reap(maps: &NodeMaps) -> u32 {
+    let mut alive = 0;
+    for idx in 0..MAX_RINGS {
+        let h = read_holder(maps, idx);
+        if h.pid == 0 {
+            continue;
+        }
+        if holder_alive(&h) {
+            alive += 1;
+        } else {
+            info!(
+                pid = h.pid,
+                index = idx,
+                "releasing the ring of a dead holder"
+            );
+            release_index(maps, idx);
+        }
+    }
+    alive
+}
+
+/// Claims a free holder index for the calling process.
+pub(crate) fn claim(maps: &NodeMaps) -> Result<u32, PinError> {
+    let pid = std::process::id();
+    let start = start_time(pid).unwrap_or(0);
+    for idx in 0..MAX_RINGS {
+        if read_holder(maps, idx).pid == 0 {
+            let h = types::holder {
+                pid,
+                pad: 0,
+                start_time: start,
+            };
+            maps.holders
+                .update(&idx.to_ne_bytes(), bytes_of(&h), MapFlags::ANY)
+                .map_err(|source| PinError::Pin {
+                    path: PathBuf::from("holders"),
+                    source,
+                })?;
+            return Ok(idx);
+        }
+    }
+    Err(PinError::Full(MAX_RINGS))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_time_names_this_process_and_not_a_dead_pid() {
+        let me = start_time(std::process::id()).unwrap();
+        assert!(me > 0);
+        let h = types::holder {
+            pid: std::process::id(),
+            pad: 0,
+            start_time: me,
+        };
+        assert!(holder_alive(&h));
+        let reused = types::holder {
+            start_time: me + 1,
+            ..h
+        };
+        assert!(!holder_alive(&reused), "same pid, other start time");
+        assert!(!holder_alive(&types::holder::default()));
+    }
+}

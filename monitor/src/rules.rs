@@ -1,0 +1,290 @@
+//! What a container is and what is enforced on it: the caller's view, and its encoding into the
+//! kernel maps' keys.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::monitor_skel::types;
+
+/// The container a watch is for: its cgroup v2 id (see [`crate::cgroup_id_of_pid`]) and the
+/// names events are reported under.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerRef {
+    pub cgroup_id: u64,
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    pub container_id: String,
+    pub image: String,
+    /// The container's unified cgroup directory, needed to attach the connect hooks; when
+    /// `None`, it is looked up by `cgroup_id`.
+    pub cgroup_dir: Option<PathBuf>,
+}
+
+/// Kill any process of the container that executes this file.
+///
+/// The rule keys on the file's inode and device, taken when the watch is registered: a hard
+/// link or a rename of the file is still matched, a copy (a new inode) is not, and neither is a
+/// file replaced after registration. `path` must be reachable from the caller (for a container,
+/// the path under its root filesystem as the shim sees it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecRule {
+    pub name: String,
+    pub path: PathBuf,
+    /// 1..=10, KubeArmor's scale.
+    pub severity: u8,
+    pub message: String,
+}
+
+/// Refuse connections (TCP connect, UDP sendmsg) to a destination with EPERM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectRule {
+    pub name: String,
+    pub addr: IpAddr,
+    /// Prefix length of `addr` (32 or 128 for one host).
+    pub prefix_len: u8,
+    /// `None` for every port.
+    pub port: Option<u16>,
+    pub severity: u8,
+    pub message: String,
+}
+
+/// Everything enforced and detected for one container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerRules {
+    pub deny_exec: Vec<ExecRule>,
+    pub deny_connect: Vec<ConnectRule>,
+    /// The built-in detections (shell, package manager, system writes, ...).
+    pub builtins: bool,
+    /// Report every file open, not only writes, denials and secret reads (costly: every open
+    /// becomes an event).
+    pub report_all_opens: bool,
+    /// Destinations contacted during this window after registration are learned; later new
+    /// ones are reported. `None` disables the detection.
+    pub learning_window: Option<Duration>,
+}
+
+impl Default for ContainerRules {
+    fn default() -> Self {
+        ContainerRules {
+            deny_exec: Vec::new(),
+            deny_connect: Vec::new(),
+            builtins: true,
+            report_all_opens: false,
+            learning_window: Some(Duration::from_secs(600)),
+        }
+    }
+}
+
+/// The mechanism that carries out a rule on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Enforcer {
+    /// SIGKILL sent from the exec tracepoint before the binary runs.
+    BpfExecKill,
+    /// cgroup sock_addr hooks refusing with EPERM.
+    BpfSockAddr,
+    /// A BPF-LSM hook returning an errno.
+    BpfLsm,
+    /// Reported only.
+    AuditOnly,
+}
+
+impl Enforcer {
+    /// The name used in events (`enforcer` field).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Enforcer::BpfExecKill => "bpf-exec-kill",
+            Enforcer::BpfSockAddr => "bpf-sock-addr",
+            Enforcer::BpfLsm => "bpf-lsm",
+            Enforcer::AuditOnly => "audit-only",
+        }
+    }
+}
+
+impl fmt::Display for Enforcer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which enforcer a rule of a watch got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleEnforcement {
+    pub rule: String,
+    pub enforcer: Enforcer,
+    /// Why it is weaker than asked, when it is.
+    pub note: Option<String>,
+}
+
+/// A rule that cannot be put into the kernel maps.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleError {
+    #[error("exec rule {name}: {path}: {source}")]
+    ExecPath {
+        name: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("connect rule {name}: prefix length {prefix_len} too long for {addr}")]
+    Prefix {
+        name: String,
+        addr: IpAddr,
+        prefix_len: u8,
+    },
+}
+
+/// The kernel's internal dev_t encoding (MKDEV: 12-bit major, 20-bit minor), which is what
+/// `super_block.s_dev` holds; stat(2) returns the user-space encoding.
+pub(crate) fn kernel_dev(st_dev: u64) -> u32 {
+    let major = libc::major(st_dev as libc::dev_t);
+    let minor = libc::minor(st_dev as libc::dev_t);
+    (major << 20) | (minor & 0xfffff)
+}
+
+pub(crate) fn exec_key(slot: u32, name: &str, path: &Path) -> Result<types::exec_key, RuleError> {
+    let meta = std::fs::metadata(path).map_err(|source| RuleError::ExecPath {
+        name: name.to_string(),
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(types::exec_key {
+        slot,
+        dev: kernel_dev(meta.dev()),
+        ino: meta.ino(),
+    })
+}
+
+/// Encodes a connect rule as an LPM trie key: slot (32 bits, exact), port (16 bits, network
+/// order; 0 = any) then the address as IPv6 with IPv4 mapped into ::ffff:0:0/96.
+pub(crate) fn net_key(slot: u32, rule: &ConnectRule) -> Result<types::net_key, RuleError> {
+    let (addr, prefix) = match rule.addr {
+        IpAddr::V4(a) if rule.prefix_len <= 32 => {
+            (a.to_ipv6_mapped().octets(), 96 + u32::from(rule.prefix_len))
+        }
+        IpAddr::V6(a) if rule.prefix_len <= 128 => (a.octets(), u32::from(rule.prefix_len)),
+        _ => {
+            return Err(RuleError::Prefix {
+                name: rule.name.clone(),
+                addr: rule.addr,
+                prefix_len: rule.prefix_len,
+            })
+        }
+    };
+    Ok(encode_net_key(
+        slot,
+        rule.port.unwrap_or(0),
+        &addr,
+        48 + prefix,
+    ))
+}
+
+pub(crate) fn encode_net_key(
+    slot: u32,
+    port: u16,
+    addr: &[u8; 16],
+    prefixlen: u32,
+) -> types::net_key {
+    let mut data = [0u8; 24];
+    data[0..4].copy_from_slice(&slot.to_ne_bytes());
+    data[4..6].copy_from_slice(&port.to_be_bytes());
+    data[6..22].copy_from_slice(addr);
+    types::net_key { prefixlen, data }
+}
+
+/// Whether a destination falls under a connect rule, with the kernel's semantics (used to name
+/// the rule behind an EPERM the kernel returned).
+pub(crate) fn connect_matches(rule: &ConnectRule, addr: IpAddr, port: u16) -> bool {
+    if rule.port.is_some_and(|p| p != port) {
+        return false;
+    }
+    let (want, have, bits) = match (rule.addr, addr) {
+        (IpAddr::V4(r), IpAddr::V4(a)) => (
+            u128::from(r.to_ipv6_mapped()),
+            u128::from(a.to_ipv6_mapped()),
+            96 + u32::from(rule.prefix_len),
+        ),
+        (IpAddr::V4(r), IpAddr::V6(a)) => (
+            u128::from(r.to_ipv6_mapped()),
+            u128::from(a),
+            96 + u32::from(rule.prefix_len),
+        ),
+        (IpAddr::V6(r), IpAddr::V4(a)) => (
+            u128::from(r),
+            u128::from(a.to_ipv6_mapped()),
+            u32::from(rule.prefix_len),
+        ),
+        (IpAddr::V6(r), IpAddr::V6(a)) => {
+            (u128::from(r), u128::from(a), u32::from(rule.prefix_len))
+        }
+    };
+    if bits == 0 {
+        return true;
+    }
+    let mask = u128::MAX << (128 - bits.min(128));
+    want & mask == have & mask
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn rule(addr: IpAddr, prefix_len: u8, port: Option<u16>) -> ConnectRule {
+        ConnectRule {
+            name: "r".into(),
+            addr,
+            prefix_len,
+            port,
+            severity: 5,
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn net_keys_put_v4_in_the_mapped_range() {
+        let r = rule(IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)), 24, Some(443));
+        let k = net_key(7, &r).unwrap();
+        assert_eq!(k.prefixlen, 48 + 96 + 24);
+        assert_eq!(&k.data[0..4], &7u32.to_ne_bytes());
+        assert_eq!(&k.data[4..6], &[1, 187]);
+        assert_eq!(&k.data[16..22], &[0xff, 0xff, 10, 1, 2, 3]);
+        assert_eq!(&k.data[22..], &[0, 0]);
+        assert!(net_key(7, &rule(IpAddr::V4(Ipv4Addr::LOCALHOST), 33, None)).is_err());
+    }
+
+    #[test]
+    fn connect_matching_follows_prefix_and_port() {
+        let r = rule(IpAddr::V4(Ipv4Addr::new(10, 1, 2, 0)), 24, Some(443));
+        assert!(connect_matches(
+            &r,
+            IpAddr::V4(Ipv4Addr::new(10, 1, 2, 77)),
+            443
+        ));
+        assert!(!connect_matches(
+            &r,
+            IpAddr::V4(Ipv4Addr::new(10, 1, 3, 77)),
+            443
+        ));
+        assert!(!connect_matches(
+            &r,
+            IpAddr::V4(Ipv4Addr::new(10, 1, 2, 77)),
+            80
+        ));
+        let any = rule(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0, None);
+        assert!(connect_matches(&any, IpAddr::V4(Ipv4Addr::LOCALHOST), 1));
+        let mapped = IpAddr::V6(Ipv4Addr::new(10, 1, 2, 9).to_ipv6_mapped());
+        assert!(connect_matches(&r, mapped, 443));
+    }
+
+    #[test]
+    fn kernel_dev_matches_mkdev() {
+        let dev = libc::makedev(8, 1);
+        assert_eq!(kernel_dev(dev as u64), (8 << 20) | 1);
+        let dev = libc::makedev(259, 300);
+        assert_eq!(kernel_dev(dev as u64), (259 << 20) | 300);
+    }
+}
