@@ -1,0 +1,629 @@
+//! The monitor against the running kernel (root): attribution, exec kill, connect refusal,
+//! shared pins and their release, and ring overruns.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::ffi::CString;
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::time::{Duration, Instant};
+
+use palisade_events::Action as EventAction;
+use palisade_monitor::{
+    cgroup_id_of_dir, cleanup_stale, unified_mount, ConnectRule, ContainerRef, ContainerRules,
+    Enforcer, EventKind, ExecRule, MonitorConfig, MonitorEvent, NodeMonitor,
+};
+
+/// A cgroup of the unified hierarchy for one test; removed (after killing what is left in it)
+/// when dropped.
+struct TestCgroup {
+    path: PathBuf,
+    procs: CString,
+}
+
+impl TestCgroup {
+    fn new(name: &str) -> Self {
+        let path = unified_mount().unwrap().join(format!(
+            "palisade-monitor-test-{}-{name}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        let procs = CString::new(path.join("cgroup.procs").to_str().unwrap()).unwrap();
+        TestCgroup { path, procs }
+    }
+
+    fn id(&self) -> u64 {
+        cgroup_id_of_dir(&self.path).unwrap()
+    }
+
+    fn container(&self, pod: &str) -> ContainerRef {
+        ContainerRef {
+            cgroup_id: self.id(),
+            namespace: "test".into(),
+            pod: pod.into(),
+            container: "c".into(),
+            container_id: format!("id-{pod}"),
+            image: "busybox".into(),
+            cgroup_dir: Some(self.path.clone()),
+        }
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        if let Ok(text) = std::fs::read_to_string(self.path.join("cgroup.procs")) {
+            for pid in text.lines().filter_map(|l| l.parse::<i32>().ok()) {
+                // SAFETY: signalling a pid we placed in our own test cgroup.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.path).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A private pin root; whatever is left under it is removed when dropped.
+struct PinRoot(PathBuf);
+
+impl PinRoot {
+    fn new(name: &str) -> Self {
+        PinRoot(PathBuf::from(format!(
+            "/sys/fs/bpf/palisade-test-{}-{name}",
+            std::process::id()
+        )))
+    }
+
+    fn config(&self) -> MonitorConfig {
+        MonitorConfig {
+            pin_root: self.0.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+impl Drop for PinRoot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// What a forked child does; everything is prepared before the fork so that the child only
+/// makes raw syscalls (the test process has threads).
+enum Act {
+    Exec { path: CString, argv: Vec<CString> },
+    Open { path: CString, times: u32 },
+    Connect { addr: libc::sockaddr_in },
+}
+
+/// Forks a child that joins `cgroup` (when given), drops to `uid` (when given), performs the
+/// action and exits with 0 or the errno. Returns the pid and, for `Exec`, a pipe with its
+/// stdout.
+fn spawn(cgroup: Option<&TestCgroup>, uid: Option<u32>, act: &Act) -> (i32, std::fs::File) {
+    let mut fds = [0i32; 2];
+    // SAFETY: fds is a valid array of two ints.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    let argv_ptrs: Vec<*const libc::c_char> = match act {
+        Act::Exec { argv, .. } => argv
+            .iter()
+            .map(|a| a.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect(),
+        _ => vec![std::ptr::null()],
+    };
+    let procs = cgroup.map(|c| c.procs.as_ptr());
+    // SAFETY: the child only calls async-signal-safe functions before exec or _exit.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork");
+    if pid == 0 {
+        // SAFETY: raw syscalls on prepared data, then _exit: no allocation, no locks.
+        unsafe {
+            let fail = |code: i32| -> ! { libc::_exit(code) };
+            let errno = || *libc::__errno_location();
+            if let Some(p) = procs {
+                let fd = libc::open(p, libc::O_WRONLY);
+                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    fail(100);
+                }
+                libc::close(fd);
+            }
+            if let Some(u) = uid {
+                if libc::setgid(u) != 0 || libc::setuid(u) != 0 {
+                    fail(101);
+                }
+            }
+            libc::dup2(fds[1], 1);
+            match act {
+                Act::Exec { path, .. } => {
+                    libc::execv(path.as_ptr(), argv_ptrs.as_ptr());
+                    fail(102);
+                }
+                Act::Open { path, times } => {
+                    for _ in 0..*times {
+                        let fd = libc::open(path.as_ptr(), libc::O_RDONLY);
+                        if fd < 0 {
+                            fail(errno());
+                        }
+                        libc::close(fd);
+                    }
+                    fail(0);
+                }
+                Act::Connect { addr } => {
+                    let s = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+                    let rc = libc::connect(
+                        s,
+                        (addr as *const libc::sockaddr_in).cast(),
+                        std::mem::size_of::<libc::sockaddr_in>() as u32,
+                    );
+                    fail(if rc == 0 { 0 } else { errno() });
+                }
+            }
+        }
+    }
+    // SAFETY: closing our copy of the write end; the read end becomes a File we own.
+    unsafe { libc::close(fds[1]) };
+    let out = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fds[0]) };
+    (pid, out)
+}
+
+/// Waits for a child; returns the raw wait status.
+fn wait(pid: i32) -> i32 {
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    status
+}
+
+fn run(cgroup: Option<&TestCgroup>, uid: Option<u32>, act: &Act) -> (i32, i32) {
+    let (pid, _out) = spawn(cgroup, uid, act);
+    (pid, wait(pid))
+}
+
+fn exited(status: i32) -> Option<i32> {
+    libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status))
+}
+
+fn killed_by(status: i32) -> Option<i32> {
+    libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status))
+}
+
+fn exec(path: &str, argv: &[&str]) -> Act {
+    Act::Exec {
+        path: CString::new(path).unwrap(),
+        argv: argv.iter().map(|a| CString::new(*a).unwrap()).collect(),
+    }
+}
+
+fn open(path: &Path, times: u32) -> Act {
+    Act::Open {
+        path: CString::new(path.to_str().unwrap()).unwrap(),
+        times,
+    }
+}
+
+fn connect(addr: SocketAddr) -> Act {
+    let SocketAddr::V4(v4) = addr else {
+        panic!("ipv4 only")
+    };
+    Act::Connect {
+        addr: libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: v4.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(v4.ip().octets()),
+            },
+            sin_zero: [0; 8],
+        },
+    }
+}
+
+/// Collects events until one satisfies `want` (returning everything seen) or the time is up.
+fn until(
+    rx: &Receiver<MonitorEvent>,
+    what: &str,
+    want: impl Fn(&MonitorEvent) -> bool,
+) -> (MonitorEvent, Vec<MonitorEvent>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        if let Ok(e) = rx.recv_timeout(Duration::from_millis(100)) {
+            if want(&e) {
+                return (e, seen);
+            }
+            seen.push(e);
+        }
+    }
+    panic!(
+        "no {what} event within 10 s; saw {:#?}",
+        seen.iter()
+            .map(|e| (&e.process.pid, &e.kind))
+            .collect::<Vec<_>>()
+    );
+}
+
+/// A scratch directory readable by everyone, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let p =
+            std::env::temp_dir().join(format!("palisade-monitor-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Scratch(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn events_are_attributed_to_the_watched_cgroup_only() {
+    let root = PinRoot::new("attr");
+    let cg = TestCgroup::new("attr");
+    let scratch = Scratch::new("attr");
+    let readable = scratch.0.join("readable");
+    std::fs::write(&readable, "x").unwrap();
+    std::fs::set_permissions(&readable, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let secret = scratch.0.join("secret");
+    std::fs::write(&secret, "x").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dest = listener.local_addr().unwrap();
+
+    let (tx, rx) = sync_channel(4096);
+    let monitor = NodeMonitor::open(root.config(), tx).unwrap();
+    let rules = ContainerRules {
+        report_all_opens: true,
+        ..Default::default()
+    };
+    let watch = monitor.watch(cg.container("attr"), rules).unwrap();
+    assert_eq!(watch.stats().events, 0);
+
+    // The same actions from outside the cgroup first: none of them may come through.
+    let (outside_exec, st) = run(None, None, &exec("/bin/true", &["true"]));
+    assert_eq!(exited(st), Some(0));
+    let (outside_open, st) = run(None, None, &open(&readable, 1));
+    assert_eq!(exited(st), Some(0));
+    let (outside_connect, st) = run(None, None, &connect(dest));
+    assert_eq!(exited(st), Some(0));
+
+    let (pid, st) = run(Some(&cg), None, &exec("/bin/true", &["true", "--marker"]));
+    assert_eq!(exited(st), Some(0));
+    let (ev, before) = until(&rx, "exec", |e| {
+        e.process.pid == pid as u32 && matches!(e.kind, EventKind::Exec { .. })
+    });
+    let outsiders = [outside_exec, outside_open, outside_connect].map(|p| p as u32);
+    assert!(
+        before.iter().all(|e| !outsiders.contains(&e.process.pid)),
+        "an event of a process outside the cgroup arrived"
+    );
+    assert_eq!(ev.slot, watch.slot());
+    assert_eq!(ev.container.pod, "attr");
+    assert_eq!(ev.process.uid, 0);
+    assert_eq!(ev.process.ppid, std::process::id());
+    let EventKind::Exec {
+        filename,
+        args,
+        entrypoint,
+        killed,
+        ..
+    } = &ev.kind
+    else {
+        unreachable!()
+    };
+    assert_eq!(filename, "/bin/true");
+    assert_eq!(args, &["true", "--marker"]);
+    assert!(
+        *entrypoint,
+        "the first exec of the container is its entrypoint"
+    );
+    assert!(!killed);
+    assert!(!ev.parent_binary.is_empty(), "parent binary is known");
+
+    let (pid, st) = run(Some(&cg), None, &open(&readable, 1));
+    assert_eq!(exited(st), Some(0));
+    let (ev, _) = until(&rx, "open", |e| {
+        e.process.pid == pid as u32 && matches!(e.kind, EventKind::Open { .. })
+    });
+    let EventKind::Open {
+        path,
+        flags,
+        result,
+    } = &ev.kind
+    else {
+        unreachable!()
+    };
+    assert_eq!(Path::new(path), readable);
+    assert_eq!(*flags & 3, 0, "read-only open");
+    assert!(*result >= 0, "open succeeded: {result}");
+    assert!(ev.findings.is_empty(), "a plain read is no finding");
+
+    let (pid, st) = run(Some(&cg), Some(65534), &open(&secret, 1));
+    assert_eq!(exited(st), Some(libc::EACCES));
+    let (ev, _) = until(&rx, "denied open", |e| {
+        e.process.pid == pid as u32 && matches!(e.kind, EventKind::Open { .. })
+    });
+    assert_eq!(ev.process.uid, 65534);
+    let EventKind::Open { result, .. } = &ev.kind else {
+        unreachable!()
+    };
+    assert_eq!(*result, -(libc::EACCES as i64));
+    assert_eq!(ev.findings[0].rule, "file-access-denied");
+    let schema = ev.to_events("node-test");
+    assert_eq!(schema[0].evidence["denied"], true);
+    assert_eq!(schema[0].workload.container_id, "id-attr");
+
+    let (pid, st) = run(Some(&cg), None, &connect(dest));
+    assert_eq!(exited(st), Some(0));
+    let (ev, _) = until(&rx, "connect", |e| {
+        e.process.pid == pid as u32 && matches!(e.kind, EventKind::Connect { .. })
+    });
+    assert_eq!(
+        ev.kind,
+        EventKind::Connect {
+            addr: Some(dest),
+            result: 0
+        }
+    );
+
+    // A second exec is no longer the entrypoint; a shell there is flagged.
+    let (pid, st) = run(Some(&cg), None, &exec("/bin/sh", &["sh", "-c", "exit 3"]));
+    assert_eq!(exited(st), Some(3));
+    let (ev, _) = until(&rx, "shell exec", |e| {
+        e.process.pid == pid as u32 && matches!(e.kind, EventKind::Exec { .. })
+    });
+    assert_eq!(ev.findings[0].rule, "shell-in-container");
+    let (ev, _) = until(&rx, "exit", |e| {
+        e.process.pid == pid as u32 && matches!(e.kind, EventKind::Exit { .. })
+    });
+    assert_eq!(ev.kind, EventKind::Exit { code: 3 << 8 });
+    assert!(watch.stats().events >= 6);
+    assert_eq!(watch.stats().drops, 0);
+
+    // Dropping the watch stops the events of the cgroup.
+    drop(watch);
+    let (pid, _) = run(Some(&cg), None, &exec("/bin/true", &["true"]));
+    std::thread::sleep(Duration::from_millis(300));
+    while let Ok(e) = rx.try_recv() {
+        assert_ne!(
+            e.process.pid, pid as u32,
+            "event after the watch was dropped"
+        );
+    }
+}
+
+#[test]
+fn exec_of_a_denied_binary_is_killed_by_inode_not_by_name() {
+    let root = PinRoot::new("kill");
+    let cg = TestCgroup::new("kill");
+    let scratch = Scratch::new("kill");
+    // A hard link shares the inode under another name (and comm); a copy of `true` named `id`
+    // has the forbidden name but another inode. Hard links need the same filesystem.
+    let link = PathBuf::from(format!(
+        "/usr/bin/.palisade-test-{}-renamed",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&link);
+    std::fs::hard_link("/usr/bin/id", &link).unwrap();
+    struct Unlink(PathBuf);
+    impl Drop for Unlink {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _unlink = Unlink(link.clone());
+    let fake_id = scratch.0.join("id");
+    std::fs::copy("/bin/true", &fake_id).unwrap();
+
+    let (tx, rx) = sync_channel(4096);
+    let monitor = NodeMonitor::open(root.config(), tx).unwrap();
+    let rules = ContainerRules {
+        deny_exec: vec![ExecRule {
+            name: "no-id".into(),
+            path: "/usr/bin/id".into(),
+            severity: 9,
+            message: "id is not allowed".into(),
+        }],
+        ..Default::default()
+    };
+    let watch = monitor.watch(cg.container("kill"), rules).unwrap();
+    assert_eq!(watch.enforcement()[0].enforcer, Enforcer::BpfExecKill);
+
+    let (pid, mut out) = spawn(Some(&cg), None, &exec("/usr/bin/id", &["id"]));
+    let st = wait(pid);
+    assert_eq!(killed_by(st), Some(libc::SIGKILL), "status {st:#x}");
+    let mut printed = String::new();
+    out.read_to_string(&mut printed).unwrap();
+    assert_eq!(printed, "", "id ran before it was killed");
+    let (ev, _) = until(&rx, "killed exec", |e| {
+        e.process.pid == pid as u32 && matches!(e.kind, EventKind::Exec { .. })
+    });
+    let EventKind::Exec {
+        killed, deny_rule, ..
+    } = &ev.kind
+    else {
+        unreachable!()
+    };
+    assert!(killed);
+    assert_eq!(deny_rule.as_deref(), Some("no-id"));
+    let f = &ev.findings[0];
+    assert_eq!(
+        (f.rule.as_str(), f.action, f.enforcer),
+        ("no-id", EventAction::Kill, "bpf-exec-kill")
+    );
+
+    let link_name = link.file_name().unwrap().to_str().unwrap().to_string();
+    let (_, st) = run(
+        Some(&cg),
+        None,
+        &exec(link.to_str().unwrap(), &[&link_name]),
+    );
+    assert_eq!(
+        killed_by(st),
+        Some(libc::SIGKILL),
+        "renamed hard link: status {st:#x}"
+    );
+
+    let (_, st) = run(Some(&cg), None, &exec(fake_id.to_str().unwrap(), &["id"]));
+    assert_eq!(
+        exited(st),
+        Some(0),
+        "a copy of true named id is not the denied inode"
+    );
+    let (_, st) = run(Some(&cg), None, &exec("/bin/true", &["true"]));
+    assert_eq!(exited(st), Some(0));
+
+    // The same binary outside the cgroup runs.
+    let (_, st) = run(None, None, &exec("/usr/bin/id", &["id"]));
+    assert_eq!(exited(st), Some(0));
+    assert_eq!(watch.rule_hits(), vec![("no-id".to_string(), 2)]);
+}
+
+#[test]
+fn connect_to_a_denied_destination_is_refused_with_eperm() {
+    let root = PinRoot::new("connect");
+    let cg = TestCgroup::new("connect");
+    let denied = TcpListener::bind("127.0.0.1:0").unwrap();
+    let allowed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = denied.local_addr().unwrap();
+    let b = allowed.local_addr().unwrap();
+
+    let (tx, rx) = sync_channel(4096);
+    let monitor = NodeMonitor::open(root.config(), tx).unwrap();
+    let rules = ContainerRules {
+        deny_connect: vec![ConnectRule {
+            name: "no-port-a".into(),
+            addr: a.ip(),
+            prefix_len: 32,
+            port: Some(a.port()),
+            severity: 7,
+            message: String::new(),
+        }],
+        ..Default::default()
+    };
+    let watch = monitor.watch(cg.container("connect"), rules).unwrap();
+    assert_eq!(watch.enforcement()[0].enforcer, Enforcer::BpfSockAddr);
+
+    let (pid, st) = run(Some(&cg), None, &connect(a));
+    assert_eq!(exited(st), Some(libc::EPERM), "connect to the denied port");
+    let (_, st) = run(Some(&cg), None, &connect(b));
+    assert_eq!(exited(st), Some(0), "connect to the other port");
+    let (_, st) = run(None, None, &connect(a));
+    assert_eq!(
+        exited(st),
+        Some(0),
+        "outside the cgroup the rule does not apply"
+    );
+
+    let (ev, _) = until(&rx, "refused connect", |e| {
+        e.process.pid == pid as u32 && matches!(e.kind, EventKind::Connect { .. })
+    });
+    assert_eq!(
+        ev.kind,
+        EventKind::Connect {
+            addr: Some(a),
+            result: -(libc::EPERM as i64)
+        }
+    );
+    let f = &ev.findings[0];
+    assert_eq!(
+        (f.rule.as_str(), f.action, f.enforcer),
+        ("no-port-a", EventAction::Block, "bpf-sock-addr")
+    );
+    assert_eq!(watch.rule_hits(), vec![("no-port-a".to_string(), 1)]);
+
+    // Dropping the watch detaches the hook.
+    drop(watch);
+    let (_, st) = run(Some(&cg), None, &connect(a));
+    assert_eq!(exited(st), Some(0));
+}
+
+#[test]
+fn holders_share_pins_and_the_last_one_out_unloads() {
+    let root = PinRoot::new("pins");
+    let (tx, _rx) = sync_channel(16);
+    let first = NodeMonitor::open(root.config(), tx.clone()).unwrap();
+    let second = NodeMonitor::open(root.config(), tx.clone()).unwrap();
+    assert!(first.features().loaded);
+    assert!(
+        !second.features().loaded,
+        "the second holder reuses the pins"
+    );
+    assert_eq!(first.pin_dir(), second.pin_dir());
+    let dir = first.pin_dir().to_path_buf();
+    assert!(dir.join("maps/containers").exists());
+    assert!(!first.features().bpf_lsm || second.features().bpf_lsm);
+    drop(first);
+    assert!(dir.join("links").exists(), "one holder is left");
+    drop(second);
+    assert!(!dir.exists(), "the last holder out unpins everything");
+
+    // A holder killed with SIGKILL leaves its pins, and the next holder or cleanup frees them.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_palisade-monitor"))
+        .args(["hold", root.0.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let mut child = Reap(child);
+    assert!(line.starts_with("ready "), "holder said {line:?}");
+    let held = PathBuf::from(line.trim_start_matches("ready ").trim());
+    assert_eq!(held, dir);
+    assert!(
+        !cleanup_stale(&root.config()).unwrap(),
+        "a live holder keeps the pins"
+    );
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    assert!(
+        dir.exists(),
+        "a killed holder's pins stay until someone cleans up"
+    );
+    let third = NodeMonitor::open(root.config(), tx).unwrap();
+    assert!(!third.features().loaded);
+    drop(third);
+    assert!(!dir.exists(), "the dead holder no longer counts");
+}
+
+#[test]
+fn overruns_of_a_tiny_ring_are_counted() {
+    let root = PinRoot::new("ring");
+    let cg = TestCgroup::new("ring");
+    let (tx, _rx) = sync_channel(1 << 16);
+    let config = MonitorConfig {
+        ring_size: 4096,
+        ..root.config()
+    };
+    let monitor = NodeMonitor::open(config, tx).unwrap();
+    let rules = ContainerRules {
+        report_all_opens: true,
+        ..Default::default()
+    };
+    let watch = monitor.watch(cg.container("ring"), rules).unwrap();
+    let (_, st) = run(Some(&cg), None, &open(Path::new("/etc/hostname"), 20_000));
+    assert_eq!(exited(st), Some(0));
+    let stats = watch.stats();
+    assert!(stats.drops > 0, "no drop counted: {stats:?}");
+    assert!(stats.events > 0, "some events fit: {stats:?}");
+}
