@@ -72,7 +72,8 @@ pub fn parse_policies_with(bytes: &[u8], limits: &Limits) -> Result<Parsed, Diag
     parse_scoped(bytes, limits, &Scope::Namespace, None)
 }
 
-/// Pod annotation carrying inline policies (under `palisade.dev/`, the prefix containerd is told to pass on) (one or more `KubeArmorPolicy` documents) for that pod.
+/// Pod annotation carrying inline policies for that pod (one or more `KubeArmorPolicy`
+/// documents); it sits under `palisade.dev/`, the prefix containerd is told to pass on.
 pub const POD_POLICY_ANNOTATION: &str = "palisade.dev/policy";
 
 /// Parses the policies inlined in a pod's annotation: they are scoped to that pod, and take the
