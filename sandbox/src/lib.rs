@@ -2,13 +2,20 @@
 
 pub mod capabilities;
 pub mod config;
+pub mod enforce;
 mod harden;
 pub mod install;
 pub mod kernel;
 pub mod paths;
 pub mod seccomp;
 pub mod spec;
+pub mod strict;
 
 pub use config::HardeningConfig;
+pub use enforce::{
+    enforce, EnforceError, Enforcement, Enforcer, MonitorRule, MonitorRules, MonitorTarget,
+    RuleEnforcement, RuleKind,
+};
 pub use harden::{harden_spec, HardenError, HardeningReport, CONTAINER_TYPE_ANNOTATION};
 pub use kernel::KernelFeatures;
+pub use strict::StrictConfig;
