@@ -316,19 +316,26 @@ static __always_inline bool has_prefix(const char *s, const char *prefix, int n)
 	return true;
 }
 
+/* Path scratch per CPU: an open is judged before any ring space is reserved, so the many
+ * uninteresting opens never touch the ring (nor wake its reader). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct path_buf);
+} scratch SEC(".maps");
+
 /* Without CF_ALL_OPENS only the opens a detection can use are reported: writes, denials and
  * the Kubernetes secret mounts. */
-static __always_inline bool open_is_interesting(struct syscall_event *e)
+static __always_inline bool open_is_interesting(__u64 flags, __s64 ret, const char *path)
 {
-	__u64 flags = e->args[2];
-
 	if (flags & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC))
 		return true;
-	if (e->ret == -EACCES || e->ret == -EPERM)
+	if (ret == -EACCES || ret == -EPERM)
 		return true;
-	if (has_prefix(e->path, "/var/run/secrets/", 17))
+	if (has_prefix(path, "/var/run/secrets/", 17))
 		return true;
-	if (has_prefix(e->path, "/run/secrets/", 13))
+	if (has_prefix(path, "/run/secrets/", 13))
 		return true;
 	return false;
 }
@@ -348,8 +355,10 @@ static __always_inline int sys_exit(struct sys_exit_ctx *ctx)
 	struct container_info *ci;
 	struct syscall_event *e;
 	struct inflight *saved;
+	struct path_buf *pb = 0;
 	struct inflight in;
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u32 zero = 0;
 	__u64 cg;
 	int alen = 0;
 
@@ -361,6 +370,15 @@ static __always_inline int sys_exit(struct sys_exit_ctx *ctx)
 	ci = current_container(&cg);
 	if (!ci)
 		return 0;
+	if (in.sys == SYS_OPENAT || in.sys == SYS_MOUNT) {
+		pb = bpf_map_lookup_elem(&scratch, &zero);
+		if (!pb)
+			return 0;
+		bpf_probe_read_user_str(pb->s, sizeof(pb->s), (void *)in.args[1]);
+		if (in.sys == SYS_OPENAT && !(ci->flags & CF_ALL_OPENS) &&
+		    !open_is_interesting(in.args[2], ctx->ret, pb->s))
+			return 0;
+	}
 
 	e = reserve(ci, sizeof(*e));
 	if (!e)
@@ -372,19 +390,12 @@ static __always_inline int sys_exit(struct sys_exit_ctx *ctx)
 	e->pad = 0;
 	for (int i = 0; i < 6; i++)
 		e->args[i] = in.args[i];
-	e->path[0] = 0;
+	if (pb)
+		__builtin_memcpy(e->path, pb->s, sizeof(e->path));
+	else
+		e->path[0] = 0;
 
 	switch (in.sys) {
-	case SYS_OPENAT:
-		bpf_probe_read_user_str(e->path, sizeof(e->path), (void *)in.args[1]);
-		if (!(ci->flags & CF_ALL_OPENS) && !open_is_interesting(e)) {
-			bpf_ringbuf_discard(e, 0);
-			return 0;
-		}
-		break;
-	case SYS_MOUNT:
-		bpf_probe_read_user_str(e->path, sizeof(e->path), (void *)in.args[1]);
-		break;
 	case SYS_CONNECT:
 	case SYS_BIND:
 		read_sockaddr(e, in.args[1], in.args[2]);
