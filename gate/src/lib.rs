@@ -21,4 +21,4 @@ pub use persist::{export, import, load, path_in, save, PersistError};
 pub use profile::{Limits, Profile};
 pub use proxy::{Gate, GateConfig, GateError, SharedProfile};
 pub use request::{Body, Request, Response};
-pub use upstream::UpstreamError;
+pub use upstream::{Connector, DirectConnector, UpstreamError};

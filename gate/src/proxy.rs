@@ -24,7 +24,7 @@ use crate::indicators::{IndicatorState, PodIndicators};
 use crate::mode::{AutoAlert, Mode, ModeSwitch};
 use crate::profile::Profile;
 use crate::request::{Request, Response};
-use crate::upstream::{tunnel, Upstream};
+use crate::upstream::{tunnel, Connector, DirectConnector, Upstream};
 
 /// How a gate runs.
 #[derive(Clone, Debug)]
@@ -136,6 +136,7 @@ struct Inner {
     config: GateConfig,
     profile: SharedProfile,
     sink: Arc<dyn EventSink>,
+    connector: Arc<dyn Connector>,
     mode: Mutex<ModeSwitch>,
     dedup: Mutex<Dedup>,
     indicators: Mutex<IndicatorState>,
@@ -158,6 +159,17 @@ const EVENT_PATH_LEN: usize = 256;
 impl Gate {
     /// A gate that learns into and decides with `profile` and reports to `sink`.
     pub fn new(config: GateConfig, profile: SharedProfile, sink: Arc<dyn EventSink>) -> Self {
+        Self::with_connector(config, profile, sink, Arc::new(DirectConnector))
+    }
+
+    /// A gate that reaches its upstream through `connector` (the shim's makes its sockets
+    /// inside the pod's network namespace).
+    pub fn with_connector(
+        config: GateConfig,
+        profile: SharedProfile,
+        sink: Arc<dyn EventSink>,
+        connector: Arc<dyn Connector>,
+    ) -> Self {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
@@ -174,6 +186,7 @@ impl Gate {
                 config,
                 profile,
                 sink,
+                connector,
                 indicators: Mutex::new(IndicatorState::default()),
                 id_prefix,
                 next_id: AtomicU64::new(1),
@@ -263,7 +276,11 @@ impl Gate {
     ) {
         let _ = stream.set_nodelay(true);
         let conn = Arc::new(Connection {
-            upstream: Upstream::new(upstream, self.inner.config.upstream_connect_timeout),
+            upstream: Upstream::new(
+                upstream,
+                self.inner.config.upstream_connect_timeout,
+                self.inner.connector.clone(),
+            ),
             slot: Arc::new(slot),
             peer,
         });

@@ -1,7 +1,10 @@
 //! The upstream side of the proxy: kept-alive connections to the service, and the tunnel
 //! that carries an upgraded connection.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::client::conn::http1 as client;
@@ -10,11 +13,35 @@ use tokio::net::TcpStream;
 
 use crate::body::GateBody;
 
+/// Opens connections to the upstream. The shim's connector makes its sockets inside the pod's
+/// network namespace, so `127.0.0.1` means the pod's loopback, not the node's.
+pub trait Connector: Send + Sync {
+    /// Connects to `addr`.
+    fn connect(
+        &self,
+        addr: SocketAddr,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<TcpStream>> + Send>>;
+}
+
+/// Connects from the caller's own network namespace.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DirectConnector;
+
+impl Connector for DirectConnector {
+    fn connect(
+        &self,
+        addr: SocketAddr,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<TcpStream>> + Send>> {
+        Box::pin(TcpStream::connect(addr))
+    }
+}
+
 /// The upstream side of one client connection: one kept-alive upstream connection, opened on
 /// first use and reopened when it closes; upgrades get a connection of their own.
 pub(crate) struct Upstream {
     pub(crate) addr: SocketAddr,
     connect_timeout: Duration,
+    connector: Arc<dyn Connector>,
     sender: tokio::sync::Mutex<Option<client::SendRequest<GateBody>>>,
 }
 
@@ -45,10 +72,15 @@ pub enum UpstreamError {
 }
 
 impl Upstream {
-    pub(crate) fn new(addr: SocketAddr, connect_timeout: Duration) -> Self {
+    pub(crate) fn new(
+        addr: SocketAddr,
+        connect_timeout: Duration,
+        connector: Arc<dyn Connector>,
+    ) -> Self {
         Upstream {
             addr,
             connect_timeout,
+            connector,
             sender: tokio::sync::Mutex::new(None),
         }
     }
@@ -57,7 +89,7 @@ impl Upstream {
         &self,
         upgrades: bool,
     ) -> Result<client::SendRequest<GateBody>, UpstreamError> {
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr))
+        let stream = tokio::time::timeout(self.connect_timeout, self.connector.connect(self.addr))
             .await
             .map_err(|_| UpstreamError::ConnectTimeout(self.addr))?
             .map_err(|source| UpstreamError::Connect {
