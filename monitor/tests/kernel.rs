@@ -97,9 +97,19 @@ impl Drop for PinRoot {
 /// What a forked child does; everything is prepared before the fork so that the child only
 /// makes raw syscalls (the test process has threads).
 enum Act {
-    Exec { path: CString, argv: Vec<CString> },
-    Open { path: CString, times: u32 },
-    Connect { addr: libc::sockaddr_in },
+    Exec {
+        path: CString,
+        argv: Vec<CString>,
+    },
+    Open {
+        path: CString,
+        times: u32,
+    },
+    Connect {
+        addr: libc::sockaddr_in,
+    },
+    /// A plain function of raw syscalls; its return value is the exit code.
+    Call(fn() -> i32),
 }
 
 /// Forks a child that joins `cgroup` (when given), drops to `uid` (when given), performs the
@@ -163,6 +173,7 @@ fn spawn(cgroup: Option<&TestCgroup>, uid: Option<u32>, act: &Act) -> (i32, std:
                     );
                     fail(if rc == 0 { 0 } else { errno() });
                 }
+                Act::Call(f) => fail(f()),
             }
         }
     }
@@ -626,4 +637,67 @@ fn overruns_of_a_tiny_ring_are_counted() {
     let stats = watch.stats();
     assert!(stats.drops > 0, "no drop counted: {stats:?}");
     assert!(stats.events > 0, "some events fit: {stats:?}");
+}
+
+fn escape_attempts() -> i32 {
+    // SAFETY: raw syscalls in a forked child that exits right after.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWUTS) != 0 {
+            return 10;
+        }
+        let s = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+        if s < 0 {
+            return 11;
+        }
+        libc::close(s);
+        if libc::setuid(0) != 0 {
+            return 12;
+        }
+    }
+    0
+}
+
+#[test]
+fn built_in_detections_fire_on_real_syscalls_after_the_entrypoint() {
+    let root = PinRoot::new("builtin");
+    let cg = TestCgroup::new("builtin");
+    let (tx, rx) = sync_channel(4096);
+    let monitor = NodeMonitor::open(root.config(), tx).unwrap();
+    let _watch = monitor
+        .watch(cg.container("builtin"), ContainerRules::default())
+        .unwrap();
+
+    // Before the entrypoint the same calls are the runtime's set-up: reported, not flagged.
+    let (early, st) = run(Some(&cg), None, &Act::Call(escape_attempts));
+    assert_eq!(exited(st), Some(0));
+    let (ev, _) = until(&rx, "early unshare", |e| {
+        e.process.pid == early as u32 && e.kind.name() == "unshare"
+    });
+    assert!(ev.findings.is_empty(), "{:?}", ev.findings);
+
+    let (_, st) = run(Some(&cg), None, &exec("/bin/true", &["true"]));
+    assert_eq!(exited(st), Some(0));
+    let (pid, st) = run(Some(&cg), None, &Act::Call(escape_attempts));
+    assert_eq!(exited(st), Some(0));
+    let mut rules = Vec::new();
+    for kind in ["unshare", "socket", "setuid"] {
+        let (ev, _) = until(&rx, kind, |e| {
+            e.process.pid == pid as u32 && e.kind.name() == kind
+        });
+        rules.extend(ev.findings.iter().map(|f| f.rule.clone()));
+        if kind == "socket" {
+            let EventKind::Socket {
+                domain,
+                kind,
+                result,
+                ..
+            } = ev.kind
+            else {
+                unreachable!()
+            };
+            assert_eq!((domain, kind & 0xf), (libc::AF_PACKET, libc::SOCK_RAW));
+            assert!(result >= 0);
+        }
+    }
+    assert_eq!(rules, ["namespace-change", "raw-socket", "privilege-gain"]);
 }
