@@ -111,8 +111,8 @@ pub struct Enforcement {
     /// `Some` when palisade-init must run in front of the container's processes with this
     /// plan (the shim writes it and prefixes `process.args`).
     pub plan: Option<Plan>,
-    /// One entry per policy rule, in the compiled policy's order (file, process, network,
-    /// capabilities, syscalls).
+    /// One entry per policy rule: file, process, capabilities, syscalls, then network rules,
+    /// each kind in the compiled policy's order.
     pub rules: Vec<RuleEnforcement>,
     /// One line per change made for `palisade-strict` and per degradation accepted.
     pub applied: Vec<String>,

@@ -171,16 +171,16 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, seccomp: &mut Editor<'_>, policy: &Compil
     };
     let acts: Vec<Act> = combos.iter().map(|(_, p)| final_act(p)).collect();
     let changed = acts.iter().any(|a| *a != base);
-    let used: BTreeSet<Protocol> = combos
+    let logged_protocols: BTreeSet<Protocol> = combos
         .iter()
         .zip(&acts)
-        .filter(|(_, a)| **a != base)
+        .filter(|(_, a)| **a == Act::log())
         .flat_map(|((_, p), _)| p.iter().copied())
         .collect();
     for (id, meta) in &ids {
         let action = meta.action;
         let protocol = Protocol::parse(&id.target);
-        let logged = protocol.is_some_and(|p| used.contains(&p));
+        let logged = protocol.is_some_and(|p| logged_protocols.contains(&p));
         match action {
             Action::Audit if !logged => {
                 let rule = monitor::rule(
@@ -194,7 +194,7 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, seccomp: &mut Editor<'_>, policy: &Compil
                 );
                 ctx.out.monitor.audit.push(rule);
                 let note = if log {
-                    "the profile does not let these sockets through unconditionally"
+                    "seccomp refuses or does not let these sockets through unconditionally"
                 } else {
                     "the kernel has no SCMP_ACT_LOG"
                 };
