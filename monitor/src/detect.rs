@@ -49,6 +49,11 @@ impl DetectState {
 #[derive(Debug)]
 pub(crate) struct RuleSet {
     pub rules: ContainerRules,
+    /// Per connect rule, the (device, inode) of its `only_from` executable.
+    pub sources: Vec<Option<(u32, u64)>>,
+    /// The kernel refuses connects by other executables itself: a connect that went through
+    /// under an `only_from` rule came from the allowed one.
+    pub sources_in_kernel: bool,
     pub exec_enforcer: Enforcer,
     pub connect_enforcer: Enforcer,
 }
@@ -105,9 +110,19 @@ pub(crate) fn findings(
             addr: Some(addr),
             result,
         } => {
-            for rule in &set.rules.deny_connect {
+            for (i, rule) in set.rules.deny_connect.iter().enumerate() {
                 if connect_matches(rule, addr.ip(), addr.port()) {
                     let blocked = *result == -EPERM;
+                    let source = set.sources.get(i).copied().flatten();
+                    let allowed_source = if set.sources_in_kernel {
+                        true
+                    } else {
+                        source.is_some() && process.exe_id == source
+                    };
+                    if !blocked && rule.only_from.is_some() && allowed_source {
+                        // The one executable the rule lets through.
+                        break;
+                    }
                     out.push(Finding {
                         rule: rule.name.clone(),
                         severity: rule.severity,
@@ -343,6 +358,8 @@ mod tests {
 
     fn set(rules: ContainerRules) -> RuleSet {
         RuleSet {
+            sources: rules.deny_connect.iter().map(|_| None).collect(),
+            sources_in_kernel: true,
             rules,
             exec_enforcer: Enforcer::BpfExecKill,
             connect_enforcer: Enforcer::BpfSockAddr,
@@ -469,6 +486,7 @@ mod tests {
             addr: "169.254.169.254".parse().unwrap(),
             prefix_len: 32,
             port: None,
+            only_from: None,
             severity: 9,
             message: String::new(),
         });

@@ -20,6 +20,9 @@ pub struct ProcessInfo {
     pub comm: String,
     /// The executable, from the process's last exec event or /proc (empty when unknown).
     pub binary: String,
+    /// Device (kernel encoding) and inode of the executable, looked up only where a rule
+    /// needs it (connects under a fromSource rule).
+    pub exe_id: Option<(u32, u64)>,
 }
 
 /// Every syscall the monitor hooks (each through its enter and exit tracepoints).

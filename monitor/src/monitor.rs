@@ -24,7 +24,7 @@ use crate::monitor_skel::types;
 use crate::pins::{self, NodeMaps, PinError};
 use crate::raw::{self, bytes_of, cstr, Record};
 use crate::rules::{
-    exec_key, net_key, ContainerRef, ContainerRules, Enforcer, RuleEnforcement, RuleError,
+    exec_key, file_id, net_key, ContainerRef, ContainerRules, Enforcer, RuleEnforcement, RuleError,
 };
 
 /// How a shim's monitor handle is set up.
@@ -131,7 +131,6 @@ struct Shared {
     root: PathBuf,
     dir: PathBuf,
     index: u32,
-    enforce: bool,
     next_slot: AtomicU32,
     watches: Mutex<HashMap<u32, Arc<WatchEntry>>>,
 }
@@ -175,7 +174,8 @@ pub struct Watch {
     cgroup_id: u64,
     registered: bool,
     exec_keys: Vec<types::exec_key>,
-    net_keys: Vec<types::net_key>,
+    /// Connect rule index and its trie key.
+    net_keys: Vec<(usize, types::net_key)>,
     links: Vec<OwnedFd>,
     enforcement: Vec<RuleEnforcement>,
 }
@@ -201,7 +201,7 @@ pub fn cleanup_stale(config: &MonitorConfig) -> Result<bool, MonitorError> {
     pins::ensure_bpffs(&config.bpffs, config.mount_bpffs)?;
     let dir = mode_dir(config);
     let _lock = pins::lock_root(&config.pin_root)?;
-    if !dir.join("maps/holders").exists() {
+    if !dir.join("maps/config").exists() {
         if dir.exists() {
             pins::remove_pins(&dir)?;
             return Ok(true);
@@ -252,7 +252,6 @@ impl NodeMonitor {
             root: config.pin_root.clone(),
             dir,
             index,
-            enforce: config.enforce,
             next_slot: AtomicU32::new(1),
             watches: Mutex::new(HashMap::new()),
         });
@@ -379,12 +378,14 @@ impl NodeMonitor {
                 source,
             }
         };
-        let enforce = self.shared.enforce;
+        // What the loaded programs do, whatever this handle asked for.
+        let enforce = self.shared.maps.config.enforce != 0;
         for (i, rule) in rules.deny_exec.iter().enumerate() {
             let key = exec_key(slot, &rule.name, &rule.path)?;
             let value = types::deny_value {
                 rule: i as u32 + 1,
-                pad: 0,
+                src_dev: 0,
+                src_ino: 0,
                 hits: 0,
             };
             maps.deny_exec
@@ -405,20 +406,45 @@ impl NodeMonitor {
                 ),
             });
         }
+        let source_check = maps.config.source_check != 0;
+        let mut connect_notes = Vec::new();
         for (i, rule) in rules.deny_connect.iter().enumerate() {
+            let (src_dev, src_ino) = match &rule.only_from {
+                Some(path) => file_id(&rule.name, path)?,
+                None => (0, 0),
+            };
+            if rule.only_from.is_some() && !source_check {
+                // Refusing everyone would break the allowed binary; report instead.
+                connect_notes.push((
+                    Enforcer::AuditOnly,
+                    Some("this kernel's sock_addr hooks cannot read the current task".to_string()),
+                ));
+                continue;
+            }
             let key = net_key(slot, rule)?;
             let value = types::deny_value {
                 rule: i as u32 + 1,
-                pad: 0,
+                src_dev,
+                src_ino,
                 hits: 0,
             };
             maps.deny_connect
                 .update(bytes_of(&key), bytes_of(&value), MapFlags::ANY)
                 .map_err(map_err("deny_connect"))?;
-            watch.net_keys.push(key);
+            watch.net_keys.push((i, key));
+            connect_notes.push((
+                if enforce {
+                    Enforcer::BpfSockAddr
+                } else {
+                    Enforcer::AuditOnly
+                },
+                rule.only_from
+                    .as_ref()
+                    .map(|p| format!("{} may still connect (checked in the kernel)", p.display())),
+            ));
         }
         let mut connect_enforcer = Enforcer::AuditOnly;
-        if !rules.deny_connect.is_empty() {
+        if !watch.net_keys.is_empty() {
             let dir = match &container.cgroup_dir {
                 Some(d) => d.clone(),
                 None => find_cgroup_dir(container.cgroup_id)?,
@@ -427,13 +453,13 @@ impl NodeMonitor {
             if enforce {
                 connect_enforcer = Enforcer::BpfSockAddr;
             }
-            for rule in &rules.deny_connect {
-                watch.enforcement.push(RuleEnforcement {
-                    rule: rule.name.clone(),
-                    enforcer: connect_enforcer,
-                    note: None,
-                });
-            }
+        }
+        for (rule, (enforcer, note)) in rules.deny_connect.iter().zip(connect_notes) {
+            watch.enforcement.push(RuleEnforcement {
+                rule: rule.name.clone(),
+                enforcer,
+                note,
+            });
         }
         let info = types::container_info {
             slot,
@@ -447,10 +473,17 @@ impl NodeMonitor {
             events: 0,
             drops: 0,
         };
+        let sources = rules
+            .deny_connect
+            .iter()
+            .map(|r| r.only_from.as_ref().and_then(|p| file_id(&r.name, p).ok()))
+            .collect();
         let entry = Arc::new(WatchEntry {
             container: Arc::new(container.clone()),
             exec_rules: rules.deny_exec.iter().map(|r| r.name.clone()).collect(),
             set: RuleSet {
+                sources,
+                sources_in_kernel: enforce && source_check,
                 rules,
                 exec_enforcer: if enforce {
                     Enforcer::BpfExecKill
@@ -617,8 +650,10 @@ impl Watch {
         for (rule, key) in entry.set.rules.deny_exec.iter().zip(&self.exec_keys) {
             out.push((rule.name.clone(), hits(&maps.deny_exec, bytes_of(key))));
         }
-        for (rule, key) in entry.set.rules.deny_connect.iter().zip(&self.net_keys) {
-            out.push((rule.name.clone(), hits(&maps.deny_connect, bytes_of(key))));
+        for (i, key) in &self.net_keys {
+            if let Some(rule) = entry.set.rules.deny_connect.get(*i) {
+                out.push((rule.name.clone(), hits(&maps.deny_connect, bytes_of(key))));
+            }
         }
         out
     }
@@ -633,7 +668,7 @@ impl Drop for Watch {
         for key in &self.exec_keys {
             let _ = maps.deny_exec.delete(bytes_of(key));
         }
-        for key in &self.net_keys {
+        for (_, key) in &self.net_keys {
             let _ = maps.deny_connect.delete(bytes_of(key));
         }
         self.links.clear();
@@ -684,6 +719,7 @@ impl Reader {
             gid: h.gid,
             comm: cstr(&h.comm),
             binary: String::new(),
+            exe_id: None,
         };
         let mut state = entry.state.lock().unwrap_or_else(PoisonError::into_inner);
         let mut parent_binary = self.binaries.get(&h.ppid).cloned().unwrap_or_default();
@@ -734,7 +770,13 @@ impl Reader {
             }
             Record::Syscall(e) => {
                 process.binary = self.binary_of(h.pid);
-                syscall_kind(&e)
+                let kind = syscall_kind(&e);
+                let sourced =
+                    !entry.set.sources_in_kernel && entry.set.sources.iter().any(Option::is_some);
+                if sourced && matches!(kind, EventKind::Connect { .. }) {
+                    process.exe_id = exe_id(h.pid);
+                }
+                kind
             }
         };
         let findings = detect::findings(&entry.set, &mut state, &process, &kind, Instant::now());
@@ -764,6 +806,13 @@ impl Reader {
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default()
     }
+}
+
+/// Device (kernel encoding) and inode of a live process's executable.
+fn exe_id(pid: u32) -> Option<(u32, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(format!("/proc/{pid}/exe")).ok()?;
+    Some((crate::rules::kernel_dev(meta.dev()), meta.ino()))
 }
 
 fn syscall_kind(e: &types::syscall_event) -> EventKind {

@@ -14,7 +14,7 @@ use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, Program};
 use tracing::{debug, info, warn};
 
-use crate::monitor_skel::{types, MonitorSkelBuilder};
+use crate::monitor_skel::{types, MonitorSkel, MonitorSkelBuilder};
 use crate::raw::{bytes_of, read};
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -79,6 +79,8 @@ pub enum PinError {
 /// Handles on the pinned maps and programs, as every holder sees them.
 #[derive(Debug)]
 pub(crate) struct NodeMaps {
+    /// The read-only data the programs were loaded with.
+    pub config: types::rodata,
     pub containers: MapHandle,
     pub rings: MapHandle,
     pub deny_exec: MapHandle,
@@ -258,8 +260,8 @@ pub(crate) fn load_or_open(
     enforce: bool,
     mount: bool,
 ) -> Result<(NodeMaps, bool), PinError> {
-    // `holders` is pinned last: its presence marks a complete set.
-    let loaded = if dir.join("maps/holders").exists() {
+    // `holders` is pinned before `config`, which comes last: its presence marks a complete set.
+    let loaded = if dir.join("maps/config").exists() {
         false
     } else {
         if dir.exists() {
@@ -277,17 +279,17 @@ pub(crate) fn load_or_open(
     Ok((open_pins(dir)?, loaded))
 }
 
-fn load_and_pin(dir: &Path, enforce: bool) -> Result<(), PinError> {
-    for sub in ["links", "progs", "maps"] {
-        let p = dir.join(sub);
-        fs::create_dir_all(&p).map_err(|source| PinError::Dir { path: p, source })?;
-    }
-    let mut storage = MaybeUninit::uninit();
+fn open_and_load(
+    storage: &mut MaybeUninit<libbpf_rs::OpenObject>,
+    enforce: bool,
+    source_check: bool,
+) -> Result<MonitorSkel<'_>, PinError> {
     let mut open = MonitorSkelBuilder::default()
-        .open(&mut storage)
+        .open(storage)
         .map_err(load_err("open"))?;
     if let Some(rodata) = open.maps.rodata_data.as_mut() {
         rodata.enforce = u32::from(enforce);
+        rodata.source_check = u32::from(source_check);
     }
     // A kernel without a syscall (no modules, say) has no tracepoint for it: skip the pair.
     for mut prog in open.open_object_mut().progs_mut() {
@@ -302,7 +304,26 @@ fn load_and_pin(dir: &Path, enforce: bool) -> Result<(), PinError> {
             }
         }
     }
-    let skel = open.load().map_err(load_err("load"))?;
+    open.load().map_err(load_err("load"))
+}
+
+fn load_and_pin(dir: &Path, enforce: bool) -> Result<(), PinError> {
+    for sub in ["links", "progs", "maps"] {
+        let p = dir.join(sub);
+        fs::create_dir_all(&p).map_err(|source| PinError::Dir { path: p, source })?;
+    }
+    let mut first = MaybeUninit::uninit();
+    let mut second = MaybeUninit::uninit();
+    let skel = match open_and_load(&mut first, enforce, true) {
+        Ok(skel) => skel,
+        Err(e) => {
+            info!(
+                error = %e,
+                "sock_addr programs cannot read the current task: fromSource rules are audit-only"
+            );
+            open_and_load(&mut second, enforce, false)?
+        }
+    };
     let cgroup_names: Vec<&str> = CGROUP_PROGS.iter().map(|(n, _)| *n).collect();
     for prog in skel.object().progs_mut() {
         let name = prog.name().to_string_lossy().into_owned();
@@ -329,6 +350,16 @@ fn load_and_pin(dir: &Path, enforce: bool) -> Result<(), PinError> {
             })?;
         pin_fd(map.as_fd(), &dir.join("maps").join(name))?;
     }
+    // The read-only configuration, so that later holders learn what the loader chose.
+    let rodata = skel
+        .object()
+        .maps()
+        .find(|m| m.name().to_string_lossy().ends_with(".rodata"))
+        .ok_or_else(|| PinError::Load {
+            what: "map .rodata".to_string(),
+            source: libbpf_rs::Error::from(io::Error::from(io::ErrorKind::NotFound)),
+        })?;
+    pin_fd(rodata.as_fd(), &dir.join("maps").join("config"))?;
     debug!(dir = %dir.display(), "programs loaded and pinned");
     Ok(())
 }
@@ -361,7 +392,19 @@ fn open_pins(dir: &Path) -> Result<NodeMaps, PinError> {
             Program::fd_from_pinned_path(&path).map_err(|source| PinError::Pin { path, source })?;
         cgroup_progs.push((*name, *attach, fd));
     }
+    let config = map("config")?
+        .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+        .map_err(|source| PinError::Pin {
+            path: dir.join("maps/config"),
+            source,
+        })?
+        .and_then(|v| read::<types::rodata>(&v))
+        .ok_or_else(|| PinError::Pin {
+            path: dir.join("maps/config"),
+            source: libbpf_rs::Error::from(io::Error::from(io::ErrorKind::UnexpectedEof)),
+        })?;
     Ok(NodeMaps {
+        config,
         containers: map("containers")?,
         rings: map("rings")?,
         deny_exec: map("deny_exec")?,

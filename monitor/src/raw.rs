@@ -83,7 +83,7 @@ mod tests {
         assert_eq!(size_of::<types::container_info>(), 32);
         assert_eq!(size_of::<types::exec_key>(), 16);
         assert_eq!(size_of::<types::net_key>(), 28);
-        assert_eq!(size_of::<types::deny_value>(), 16);
+        assert_eq!(size_of::<types::deny_value>(), 24);
         assert_eq!(size_of::<types::holder>(), 16);
     }
 

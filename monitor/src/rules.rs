@@ -48,6 +48,10 @@ pub struct ConnectRule {
     pub prefix_len: u8,
     /// `None` for every port.
     pub port: Option<u16>,
+    /// fromSource: when set, processes running this executable (matched by inode and device,
+    /// like exec rules) may still connect; everyone else is refused. Checked in the kernel on
+    /// the current task's executable.
+    pub only_from: Option<PathBuf>,
     pub severity: u8,
     pub message: String,
 }
@@ -122,7 +126,7 @@ pub struct RuleEnforcement {
 /// A rule that cannot be put into the kernel maps.
 #[derive(Debug, thiserror::Error)]
 pub enum RuleError {
-    #[error("exec rule {name}: {path}: {source}")]
+    #[error("rule {name}: {path}: {source}")]
     ExecPath {
         name: String,
         path: PathBuf,
@@ -145,17 +149,19 @@ pub(crate) fn kernel_dev(st_dev: u64) -> u32 {
     (major << 20) | (minor & 0xfffff)
 }
 
-pub(crate) fn exec_key(slot: u32, name: &str, path: &Path) -> Result<types::exec_key, RuleError> {
+/// The (kernel device, inode) of a file named by a rule.
+pub(crate) fn file_id(name: &str, path: &Path) -> Result<(u32, u64), RuleError> {
     let meta = std::fs::metadata(path).map_err(|source| RuleError::ExecPath {
         name: name.to_string(),
         path: path.to_path_buf(),
         source,
     })?;
-    Ok(types::exec_key {
-        slot,
-        dev: kernel_dev(meta.dev()),
-        ino: meta.ino(),
-    })
+    Ok((kernel_dev(meta.dev()), meta.ino()))
+}
+
+pub(crate) fn exec_key(slot: u32, name: &str, path: &Path) -> Result<types::exec_key, RuleError> {
+    let (dev, ino) = file_id(name, path)?;
+    Ok(types::exec_key { slot, dev, ino })
 }
 
 /// Encodes a connect rule as an LPM trie key: slot (32 bits, exact), port (16 bits, network
@@ -239,6 +245,7 @@ mod tests {
             addr,
             prefix_len,
             port,
+            only_from: None,
             severity: 5,
             message: String::new(),
         }

@@ -517,6 +517,7 @@ fn connect_to_a_denied_destination_is_refused_with_eperm() {
             addr: a.ip(),
             prefix_len: 32,
             port: Some(a.port()),
+            only_from: None,
             severity: 7,
             message: String::new(),
         }],
@@ -700,4 +701,60 @@ fn built_in_detections_fire_on_real_syscalls_after_the_entrypoint() {
         }
     }
     assert_eq!(rules, ["namespace-change", "raw-socket", "privilege-gain"]);
+}
+
+#[test]
+fn from_source_lets_only_the_named_executable_connect() {
+    let root = PinRoot::new("source");
+    let cg = TestCgroup::new("source");
+    let a = TcpListener::bind("127.0.0.1:0").unwrap();
+    let b = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (a, b) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+    // The forked children run this test binary's image (they do not exec): a rule whose
+    // source is this binary lets them through, a rule whose source is /bin/true does not.
+    let me = std::env::current_exe().unwrap();
+    let rule = |name: &str, port: u16, only_from: &Path| ConnectRule {
+        name: name.into(),
+        addr: "127.0.0.1".parse().unwrap(),
+        prefix_len: 32,
+        port: Some(port),
+        only_from: Some(only_from.to_path_buf()),
+        severity: 6,
+        message: String::new(),
+    };
+    let (tx, rx) = sync_channel(4096);
+    let monitor = NodeMonitor::open(root.config(), tx).unwrap();
+    let rules = ContainerRules {
+        deny_connect: vec![
+            rule("only-true", a.port(), Path::new("/bin/true")),
+            rule("only-me", b.port(), &me),
+        ],
+        ..Default::default()
+    };
+    let watch = monitor.watch(cg.container("source"), rules).unwrap();
+    for e in watch.enforcement() {
+        assert_eq!(e.enforcer, Enforcer::BpfSockAddr, "{e:?}");
+    }
+
+    let (refused, st) = run(Some(&cg), None, &connect(a));
+    assert_eq!(exited(st), Some(libc::EPERM), "not /bin/true: refused");
+    let (allowed, st) = run(Some(&cg), None, &connect(b));
+    assert_eq!(exited(st), Some(0), "the named executable connects");
+    assert_eq!(
+        watch.rule_hits(),
+        vec![("only-true".to_string(), 1), ("only-me".to_string(), 0)]
+    );
+    let (ev, _) = until(&rx, "refused connect", |e| {
+        e.process.pid == refused as u32 && matches!(e.kind, EventKind::Connect { .. })
+    });
+    assert_eq!(ev.findings[0].rule, "only-true");
+    assert_eq!(ev.findings[0].action, EventAction::Block);
+    let (ev, _) = until(&rx, "allowed connect", |e| {
+        e.process.pid == allowed as u32 && matches!(e.kind, EventKind::Connect { .. })
+    });
+    assert!(
+        ev.findings.iter().all(|f| f.rule != "only-me"),
+        "the allowed source is not reported: {:?}",
+        ev.findings
+    );
 }

@@ -74,9 +74,12 @@ struct net_key {
 	__u8 data[24]; /* 22 used; the last 2 stay zero so the key has no implicit padding */
 };
 
+/* src_ino/src_dev (connect rules only): when set, the executable that alone may still connect
+ * (fromSource); zero means the rule applies to every process. */
 struct deny_value {
 	__u32 rule;
-	__u32 pad;
+	__u32 src_dev;
+	__u64 src_ino;
 	__u64 hits;
 };
 

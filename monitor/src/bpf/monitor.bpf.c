@@ -20,6 +20,9 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* Set by user space before load: 0 turns every kill and refusal into audit only. */
 const volatile __u32 enforce = 1;
+/* Set when this kernel lets cgroup sock_addr programs read the current task (fromSource);
+ * with 0 the verifier never sees that code, so the object still loads on older kernels. */
+const volatile __u32 source_check = 1;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -481,6 +484,14 @@ static __always_inline int sock_check(struct bpf_sock_addr *ctx, bool v6)
 	}
 	if (!d)
 		return 1;
+	if (source_check && d->src_ino) {
+		struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+		struct file *exe = BPF_CORE_READ(t, mm, exe_file);
+
+		if (BPF_CORE_READ(exe, f_inode, i_ino) == d->src_ino &&
+		    BPF_CORE_READ(exe, f_inode, i_sb, s_dev) == d->src_dev)
+			return 1;
+	}
 	__sync_fetch_and_add(&d->hits, 1);
 	return enforce ? 0 : 1;
 }
