@@ -1,0 +1,719 @@
+//! `enforce` proven on real containers: a busybox bundle shaped like CRI's, hardened by
+//! `harden_spec`, enforced with a KubeArmor policy as users write it (or palisade-strict),
+//! palisade-init installed with `install_init` as the shim does, run by the real runc. Each
+//! test checks the denial and that the permitted neighbour still works. Needs root, runc and
+//! busybox, as on the developer machines and in CI.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, ensure, Context, Result};
+use palisade_policy::{compile, parse_policies, CompileOptions, Workload};
+use palisade_sandbox::capabilities::DEFAULT_CAPABILITIES;
+use palisade_sandbox::install::install_init;
+use palisade_sandbox::{
+    enforce, harden_spec, Enforcement, Enforcer, HardeningConfig, KernelFeatures, StrictConfig,
+};
+use serde_json::{json, Value};
+
+const RUNC: &str = "/usr/sbin/runc";
+const BUSYBOX: &str = "/usr/bin/busybox";
+
+#[cfg(target_arch = "x86_64")]
+const TARGET: &str = "x86_64-unknown-linux-gnu";
+#[cfg(target_arch = "aarch64")]
+const TARGET: &str = "aarch64-unknown-linux-gnu";
+
+/// The static palisade-init: `PALISADE_INIT_STATIC`, or built here with the documented
+/// release command into a target dir of its own (the outer cargo holds the usual one).
+fn static_init() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("PALISADE_INIT_STATIC") {
+        return Ok(PathBuf::from(p));
+    }
+    let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("static-init");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "palisade-init",
+            "--bin",
+            "palisade-init",
+        ])
+        .args(["--target", TARGET])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .stdin(Stdio::null())
+        .output()
+        .context("run cargo for the static palisade-init")?;
+    ensure!(
+        out.status.success(),
+        "static build of palisade-init failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(target_dir
+        .join(TARGET)
+        .join("release")
+        .join("palisade-init"))
+}
+
+fn copy_into(root: &Path, src: &Path, dest: &str) -> Result<()> {
+    let dst = root.join(dest.trim_start_matches('/'));
+    fs::create_dir_all(dst.parent().context("parent")?)?;
+    fs::copy(src, &dst).with_context(|| format!("copy {} to {dest}", src.display()))?;
+    Ok(())
+}
+
+/// busybox at /bin/busybox with applet links, the libraries `ldd` lists at their own
+/// paths, and separate copies (own inodes) where a test needs a binary of its own.
+fn busybox_rootfs(root: &Path) -> Result<()> {
+    for d in [
+        "proc", "dev", "sys", "tmp", "data", "etc", "sbin", "usr/sbin",
+    ] {
+        fs::create_dir_all(root.join(d))?;
+    }
+    copy_into(root, Path::new(BUSYBOX), "/bin/busybox")?;
+    let ldd = Command::new("ldd").arg(BUSYBOX).output().context("ldd")?;
+    ensure!(ldd.status.success(), "ldd {BUSYBOX} failed");
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        if let Some(p) = path.filter(|p| p.starts_with('/')) {
+            copy_into(root, Path::new(p), p)?;
+        }
+    }
+    for applet in [
+        "sh", "cat", "echo", "touch", "rm", "chmod", "mv", "ls", "ping", "arping", "nc", "sleep",
+        "grep", "id",
+    ] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))?;
+    }
+    for copy in [
+        "/usr/bin/id",
+        "/opt/allowed/echo",
+        "/opt/denied/echo",
+        "/usr/bin/apt",
+    ] {
+        copy_into(root, Path::new(BUSYBOX), copy)?;
+    }
+    fs::write(root.join("etc/motd"), "welcome\n")?;
+    Ok(())
+}
+
+/// Deletes the container and its state even when the test fails half way.
+struct Container {
+    state: tempfile::TempDir,
+    id: String,
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new(RUNC)
+            .arg("--root")
+            .arg(self.state.path())
+            .args(["delete", "--force", &self.id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Result<Output> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("spawn runc")?;
+    let deadline = Instant::now() + limit;
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output()?;
+            return Err(anyhow!(
+                "runc run timed out; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(child.wait_with_output()?)
+}
+
+/// One container run: what to enforce, what to run.
+struct Case<'a> {
+    name: &'a str,
+    policy: Option<&'a str>,
+    strict: Option<StrictConfig>,
+    hardening: HardeningConfig,
+    script: &'a str,
+    /// Changes the plan before it is written (to show what a grant is for).
+    tweak_plan: Option<fn(&mut palisade_init::plan::Plan)>,
+    /// Whether `runc run` must exit 0.
+    must_succeed: bool,
+}
+
+impl<'a> Case<'a> {
+    fn new(name: &'a str, script: &'a str) -> Self {
+        Self {
+            name,
+            policy: None,
+            strict: None,
+            hardening: HardeningConfig::default(),
+            script,
+            tweak_plan: None,
+            must_succeed: true,
+        }
+    }
+}
+
+struct Ran {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    enforcement: Enforcement,
+    /// The host directory bound read-write at /data, checked from outside.
+    data: PathBuf,
+    _dirs: (tempfile::TempDir, Container),
+}
+
+fn run(case: Case<'_>) -> Result<Ran> {
+    // SAFETY: geteuid has no preconditions.
+    ensure!(
+        unsafe { libc::geteuid() } == 0,
+        "this test needs root (CI runs as root)"
+    );
+    let dir = tempfile::tempdir()?;
+    let bundle = dir.path().join("bundle");
+    let rootfs = bundle.join("rootfs");
+    busybox_rootfs(&rootfs)?;
+    let data = dir.path().join("volume");
+    fs::create_dir_all(&data)?;
+    let secrets = dir.path().join("serviceaccount");
+    fs::create_dir_all(&secrets)?;
+    fs::write(secrets.join("token"), "eyJhbGciOiJSUzI1NiJ9.secret\n")?;
+    fs::write(secrets.join("ca.crt"), "-----BEGIN CERTIFICATE-----\n")?;
+    let hosts = dir.path().join("etc-hosts");
+    fs::write(&hosts, "127.0.0.1 localhost\n")?;
+
+    let status = Command::new(RUNC)
+        .args(["spec", "--bundle"])
+        .arg(&bundle)
+        .status()
+        .context("runc spec")?;
+    ensure!(status.success(), "runc spec: {status}");
+    let config = bundle.join("config.json");
+    let mut spec: Value = serde_json::from_slice(&fs::read(&config)?)?;
+    // Shaped like CRI's spec: containerd's default capabilities, no masks of its own,
+    // writable root, the kubelet's volumes.
+    spec["process"]["terminal"] = json!(false);
+    spec["process"]["args"] = json!(["/bin/sh", "-c", case.script]);
+    spec["process"]["noNewPrivileges"] = json!(false);
+    for set in ["bounding", "effective", "permitted"] {
+        spec["process"]["capabilities"][set] = json!(DEFAULT_CAPABILITIES.as_slice());
+    }
+    spec["root"] = json!({"path": rootfs, "readonly": false});
+    spec["linux"]["maskedPaths"] = json!([]);
+    spec["linux"]["readonlyPaths"] = json!([]);
+    let mounts = spec["mounts"].as_array_mut().context("mounts")?;
+    for (source, destination, mode) in [
+        (&data, "/data", "rw"),
+        (&hosts, "/etc/hosts", "rw"),
+        (&secrets, "/run/secrets/kubernetes.io/serviceaccount", "ro"),
+    ] {
+        mounts.push(json!({
+            "destination": destination, "type": "bind", "source": source,
+            "options": ["rbind", "rprivate", mode]
+        }));
+    }
+
+    harden_spec(case.name, &mut spec, &case.hardening)?;
+    let policy = match case.policy {
+        Some(yaml) => {
+            let parsed = parse_policies(yaml.as_bytes()).map_err(|d| anyhow!("{d}"))?;
+            let refs: Vec<_> = parsed.policies.iter().collect();
+            let workload = Workload {
+                namespace: "demo".into(),
+                pod_name: "web-0".into(),
+                container_name: "web".into(),
+                image: "busybox".into(),
+                labels: [("app".to_owned(), "web".to_owned())].into(),
+            };
+            Some(compile(&refs, &workload, &CompileOptions::default()))
+        }
+        None => None,
+    };
+    let kernel = KernelFeatures::probe()?;
+    let mut enforcement = enforce(
+        case.name,
+        &mut spec,
+        policy.as_ref(),
+        case.strict.as_ref(),
+        &kernel,
+    )?;
+    if let (Some(plan), Some(tweak)) = (enforcement.plan.as_mut(), case.tweak_plan) {
+        tweak(plan);
+    }
+    if let Some(plan) = &enforcement.plan {
+        let plan_path = bundle.join("plan.json");
+        fs::write(&plan_path, serde_json::to_vec(plan)?)?;
+        install_init(case.name, &mut spec, &static_init()?, &plan_path)?;
+    }
+    fs::write(&config, serde_json::to_vec_pretty(&spec)?)?;
+
+    let id = format!("palisade-enforce-{}-{}", case.name, std::process::id());
+    let container = Container {
+        state: tempfile::tempdir()?,
+        id: id.clone(),
+    };
+    let out = run_with_timeout(
+        Command::new(RUNC)
+            .arg("--root")
+            .arg(container.state.path())
+            .args(["run", "--bundle"])
+            .arg(&bundle)
+            .arg(&id),
+        Duration::from_secs(60),
+    )?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    ensure!(
+        out.status.success() || !case.must_succeed,
+        "runc run {}: {}\nstdout: {stdout}\nstderr: {stderr}",
+        case.name,
+        out.status
+    );
+    Ok(Ran {
+        code: out.status.code(),
+        stdout,
+        stderr,
+        enforcement,
+        data,
+        _dirs: (dir, container),
+    })
+}
+
+fn lines(s: &str) -> Vec<&str> {
+    s.lines().collect()
+}
+
+#[test]
+fn strict_mode_confines_writes_to_the_writable_mounts() -> Result<()> {
+    let mut case = Case::new(
+        "strict",
+        "echo vol > /data/f && cat /data/f; \
+         echo tmp > /tmp/f && cat /tmp/f; \
+         touch /newfile || echo root-refused; \
+         echo x > /proc/self/comm || echo proc-refused; \
+         cat /etc/motd; \
+         grep -c -E '^([^ ]+ ){4}/ ro[, ]' /proc/self/mountinfo",
+    );
+    case.strict = Some(StrictConfig {
+        writable_paths: vec!["/tmp".into()],
+        ..StrictConfig::default()
+    });
+    let ran = run(case)?;
+    assert_eq!(
+        lines(&ran.stdout),
+        ["vol", "tmp", "root-refused", "proc-refused", "welcome", "1"],
+        "stderr: {}",
+        ran.stderr
+    );
+    assert!(
+        ran.stderr.contains("Read-only file system"),
+        "{}",
+        ran.stderr
+    );
+    // The root is read-only for everything; /proc/self/comm is writable by the mount but
+    // not by landlock, which only grants writes beneath the writable paths.
+    assert!(ran.stderr.contains("Permission denied"), "{}", ran.stderr);
+    assert_eq!(fs::read_to_string(ran.data.join("f"))?, "vol\n");
+    let plan = ran
+        .enforcement
+        .plan
+        .context("strict mode needs palisade-init")?;
+    assert!(plan.landlock.context("landlock")?.scope.signal);
+    Ok(())
+}
+
+const BLOCK_TOKEN: &str = r#"
+apiVersion: security.kubearmor.com/v1
+kind: KubeArmorPolicy
+metadata:
+  name: block-sa-token
+  namespace: demo
+spec:
+  severity: 7
+  selector:
+    matchLabels:
+      app: web
+  file:
+    matchPaths:
+    - path: /run/secrets/kubernetes.io/serviceaccount/token
+  action: Block
+"#;
+
+#[test]
+fn service_account_token_is_masked_and_its_neighbour_stays_readable() -> Result<()> {
+    let mut case = Case::new(
+        "token",
+        "echo \"token=[$(cat /run/secrets/kubernetes.io/serviceaccount/token)]\"; \
+         cat /run/secrets/kubernetes.io/serviceaccount/ca.crt",
+    );
+    case.policy = Some(BLOCK_TOKEN);
+    let ran = run(case)?;
+    assert_eq!(
+        lines(&ran.stdout),
+        ["token=[]", "-----BEGIN CERTIFICATE-----"],
+        "stderr: {}",
+        ran.stderr
+    );
+    assert_eq!(ran.enforcement.rules[0].enforcer, Enforcer::BindMountMask);
+    Ok(())
+}
+
+const BLOCK_SA_DIR: &str = r#"
+apiVersion: security.kubearmor.com/v1
+kind: KubeArmorPolicy
+metadata:
+  name: ksp-wordpress-block-sa
+  namespace: demo
+spec:
+  severity: 7
+  selector:
+    matchLabels:
+      app: web
+  file:
+    matchDirectories:
+    - dir: /run/secrets/kubernetes.io/serviceaccount/
+      recursive: true
+  action:
+    Block
+"#;
+
+#[test]
+fn service_account_directory_block_hides_the_whole_directory() -> Result<()> {
+    let mut case = Case::new(
+        "sadir",
+        "ls -A /run/secrets/kubernetes.io/serviceaccount | grep -c . ; \
+         cat /run/secrets/kubernetes.io/serviceaccount/token || echo token-hidden; \
+         cat /etc/motd",
+    );
+    case.policy = Some(BLOCK_SA_DIR);
+    let ran = run(case)?;
+    assert_eq!(
+        lines(&ran.stdout),
+        ["0", "token-hidden", "welcome"],
+        "stderr: {}",
+        ran.stderr
+    );
+    Ok(())
+}
+
+const FIM: &str = r#"
+apiVersion: security.kubearmor.com/v1
+kind: KubeArmorPolicy
+metadata:
+  name: fim-for-system-paths
+  namespace: demo
+spec:
+  action: Block
+  selector:
+    matchLabels:
+      app: web
+  file:
+    matchDirectories:
+    - dir: /bin/
+      readOnly: true
+      recursive: true
+    - dir: /sbin/
+      readOnly: true
+      recursive: true
+    - dir: /usr/sbin/
+      readOnly: true
+      recursive: true
+    - dir: /usr/bin/
+      readOnly: true
+      recursive: true
+  message: Alert! An attempt to write to system directories denied.
+  severity: 5
+"#;
+
+#[test]
+fn file_integrity_policy_refuses_writes_to_system_dirs_and_binaries_still_run() -> Result<()> {
+    let mut case = Case::new(
+        "fim",
+        "touch /usr/bin/implant || echo usr-bin-refused; \
+         touch /sbin/implant || echo sbin-refused; \
+         rm /bin/cat || echo bin-refused; \
+         /usr/bin/id -u; \
+         touch /data/ok && echo data-ok",
+    );
+    case.policy = Some(FIM);
+    let ran = run(case)?;
+    assert_eq!(
+        lines(&ran.stdout),
+        [
+            "usr-bin-refused",
+            "sbin-refused",
+            "bin-refused",
+            "0",
+            "data-ok"
+        ],
+        "stderr: {}",
+        ran.stderr
+    );
+    assert_eq!(
+        ran.stderr.matches("Read-only file system").count(),
+        3,
+        "{}",
+        ran.stderr
+    );
+    assert!(ran.data.join("ok").exists());
+    Ok(())
+}
+
+const PROCESS_ALLOW: &str = r#"
+apiVersion: security.kubearmor.com/v1
+kind: KubeArmorPolicy
+metadata:
+  name: allow-specific-process
+  namespace: demo
+spec:
+  action: Allow
+  file:
+    matchDirectories:
+    - dir: /
+      recursive: true
+  process:
+    matchPaths:
+    - path: /bin/sh
+    - path: /opt/allowed/echo
+  selector:
+    matchLabels:
+      app: web
+  severity: 1
+"#;
+
+#[test]
+fn process_allow_list_runs_only_the_listed_binaries() -> Result<()> {
+    let mut case = Case::new(
+        "procallow",
+        "/opt/allowed/echo allowed-ran; \
+         /opt/denied/echo denied-ran || echo denied-refused; \
+         /usr/bin/id -u || echo id-refused; \
+         echo written > /data/f && echo write-ok",
+    );
+    case.policy = Some(PROCESS_ALLOW);
+    let ran = run(case)?;
+    assert_eq!(
+        lines(&ran.stdout),
+        ["allowed-ran", "denied-refused", "id-refused", "write-ok"],
+        "stderr: {}",
+        ran.stderr
+    );
+    assert_eq!(
+        ran.stderr.matches("Permission denied").count(),
+        2,
+        "{}",
+        ran.stderr
+    );
+    assert!(ran
+        .enforcement
+        .rules
+        .iter()
+        .filter(|r| r.kind.to_string() == "process")
+        .all(|r| r.enforcer == Enforcer::Landlock));
+    Ok(())
+}
+
+#[test]
+fn the_dynamic_loader_needs_execute_under_an_exec_allow_list() -> Result<()> {
+    // The kernel opens a binary's ELF interpreter for execution, so landlock asks for the
+    // execute right on ld.so (libraries are only mapped and need none): without the
+    // loader grants, even the listed /bin/sh (dynamic busybox) cannot start.
+    let mut case = Case::new("noloader", "echo started");
+    case.policy = Some(PROCESS_ALLOW);
+    case.tweak_plan = Some(|plan| {
+        let ll = plan.landlock.as_mut().expect("landlock");
+        ll.fs.retain(|r| !r.path.to_string_lossy().contains("/ld-"));
+    });
+    case.must_succeed = false;
+    let ran = run(case)?;
+    assert_eq!(
+        ran.code,
+        Some(126),
+        "stdout: {} stderr: {}",
+        ran.stdout,
+        ran.stderr
+    );
+    assert_eq!(
+        ran.stderr,
+        "palisade-init: exec /bin/sh: permission denied\n"
+    );
+    assert!(ran.stdout.is_empty());
+    Ok(())
+}
+
+const BLOCK_APT: &str = r#"
+apiVersion: security.kubearmor.com/v1
+kind: KubeArmorPolicy
+metadata:
+  name: ksp-wordpress-block-process
+  namespace: demo
+spec:
+  severity: 3
+  selector:
+    matchLabels:
+      app: web
+  process:
+    matchPaths:
+    - path: /usr/bin/apt
+    - path: /usr/bin/apt-get
+  action:
+    Block
+"#;
+
+#[test]
+fn package_manager_block_is_handed_to_the_monitor() -> Result<()> {
+    let mut case = Case::new("apt", "/usr/bin/id -u");
+    case.policy = Some(BLOCK_APT);
+    let ran = run(case)?;
+    assert_eq!(lines(&ran.stdout), ["0"], "stderr: {}", ran.stderr);
+    let e = &ran.enforcement;
+    assert!(
+        e.plan.is_none(),
+        "nothing for palisade-init: the kill is the monitor's"
+    );
+    let targets: Vec<String> = e
+        .monitor
+        .deny_exec
+        .iter()
+        .map(|r| serde_json::to_string(&r.target).unwrap())
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            r#"{"path":"/usr/bin/apt"}"#,
+            r#"{"path":"/usr/bin/apt-get"}"#
+        ]
+    );
+    assert!(e
+        .rules
+        .iter()
+        .all(|r| r.enforcer == Enforcer::MonitorExecKill));
+    Ok(())
+}
+
+const BLOCK_RAW: &str = r#"
+apiVersion: security.kubearmor.com/v1
+kind: KubeArmorPolicy
+metadata:
+  name: block-raw-sockets
+  namespace: demo
+spec:
+  selector:
+    matchLabels:
+      app: web
+  network:
+    matchProtocols:
+    - protocol: raw
+  action: Block
+"#;
+
+/// Raw and packet sockets, then a TCP connection over loopback.
+const NETWORK_SCRIPT: &str = "ping -c 1 -W 2 127.0.0.1 >/dev/null 2>&1 && echo ping-ok || echo ping-failed; \
+     arping -c 1 -w 1 -I lo 127.0.0.1 2>&1 | grep -q 'Operation not permitted' && echo arping-eperm; \
+     (echo hello-tcp | nc -l -p 8080 &); sleep 0.5; nc -w 2 127.0.0.1 8080";
+
+#[test]
+fn raw_socket_block_fails_ping_while_tcp_still_connects() -> Result<()> {
+    // CAP_NET_RAW stays in the container, so only the policy's filter refuses raw sockets:
+    // the same container without it can ping.
+    let keep_net_raw = HardeningConfig {
+        drop_net_raw: false,
+        ..HardeningConfig::default()
+    };
+    let mut control = Case::new("rawctl", NETWORK_SCRIPT);
+    control.hardening = keep_net_raw.clone();
+    let ran = run(control)?;
+    assert_eq!(
+        lines(&ran.stdout),
+        ["ping-ok", "hello-tcp"],
+        "stderr: {}",
+        ran.stderr
+    );
+
+    let mut case = Case::new(
+        "raw",
+        "ping -c 1 -W 2 127.0.0.1 2>&1 | grep -i -q 'permission denied\\|not permitted' && echo ping-refused; \
+         arping -c 1 -w 1 -I lo 127.0.0.1 2>&1 | grep -q 'Operation not permitted' && echo arping-eperm; \
+         (echo hello-tcp | nc -l -p 8080 &); sleep 0.5; nc -w 2 127.0.0.1 8080",
+    );
+    case.hardening = keep_net_raw;
+    case.policy = Some(BLOCK_RAW);
+    let ran = run(case)?;
+    assert_eq!(
+        lines(&ran.stdout),
+        ["ping-refused", "arping-eperm", "hello-tcp"],
+        "stderr: {}",
+        ran.stderr
+    );
+    assert_eq!(ran.enforcement.rules[0].enforcer, Enforcer::Seccomp);
+    Ok(())
+}
+
+const BLOCK_SYSCALLS: &str = r#"
+apiVersion: security.kubearmor.com/v1
+kind: KubeArmorPolicy
+metadata:
+  name: no-unlink-chmod
+  namespace: demo
+spec:
+  selector:
+    matchLabels:
+      app: web
+  syscalls:
+    matchSyscalls:
+    - syscall:
+      - unlink
+      - chmod
+  action: Block
+"#;
+
+#[test]
+fn syscall_block_refuses_unlink_and_chmod_while_rename_works() -> Result<()> {
+    let mut case = Case::new(
+        "syscalls",
+        "touch /data/a /data/b; \
+         rm /data/a || echo rm-refused; \
+         chmod 600 /data/b || echo chmod-refused; \
+         mv /data/b /data/c && echo mv-ok",
+    );
+    case.policy = Some(BLOCK_SYSCALLS);
+    let ran = run(case)?;
+    assert_eq!(
+        lines(&ran.stdout),
+        ["rm-refused", "chmod-refused", "mv-ok"],
+        "stderr: {}",
+        ran.stderr
+    );
+    assert_eq!(
+        ran.stderr.matches("Operation not permitted").count(),
+        2,
+        "{}",
+        ran.stderr
+    );
+    assert!(ran.data.join("a").exists() && ran.data.join("c").exists());
+    Ok(())
+}
