@@ -50,7 +50,7 @@ mod tests {
 
     #[test]
     fn empty_table_is_the_hardened_default() {
-        let cfg: StrictConfig = toml_like("{}");
+        let cfg: StrictConfig = parse("{}");
         assert_eq!(cfg, StrictConfig::default());
         assert!(cfg.scope_signals && cfg.scope_abstract_unix);
         assert!(!cfg.allow_degraded);
@@ -65,7 +65,7 @@ mod tests {
 
     #[test]
     fn fields_are_read() {
-        let cfg: StrictConfig = toml_like(
+        let cfg: StrictConfig = parse(
             r#"{"writable_paths": ["/tmp", "/var/cache"], "scope_signals": false,
                 "allow_degraded": true}"#,
         );
@@ -73,7 +73,7 @@ mod tests {
         assert!(!cfg.scope_signals && cfg.scope_abstract_unix && cfg.allow_degraded);
     }
 
-    fn toml_like(json: &str) -> StrictConfig {
+    fn parse(json: &str) -> StrictConfig {
         serde_json::from_str(json).unwrap()
     }
 }

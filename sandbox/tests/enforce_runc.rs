@@ -94,7 +94,7 @@ fn busybox_rootfs(root: &Path) -> Result<()> {
     }
     for applet in [
         "sh", "cat", "echo", "touch", "rm", "chmod", "mv", "ls", "ping", "arping", "nc", "sleep",
-        "grep", "id",
+        "grep", "id", "mkdir",
     ] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))?;
     }
@@ -312,6 +312,7 @@ fn strict_mode_confines_writes_to_the_writable_mounts() -> Result<()> {
     let mut case = Case::new(
         "strict",
         "echo vol > /data/f && cat /data/f; \
+         mkdir /data/d && mv /data/f /data/d/f && mv /data/d/f /data/f && echo moved; \
          echo tmp > /tmp/f && cat /tmp/f; \
          touch /newfile || echo root-refused; \
          echo x > /proc/self/comm || echo proc-refused; \
@@ -325,7 +326,15 @@ fn strict_mode_confines_writes_to_the_writable_mounts() -> Result<()> {
     let ran = run(case)?;
     assert_eq!(
         lines(&ran.stdout),
-        ["vol", "tmp", "root-refused", "proc-refused", "welcome", "1"],
+        [
+            "vol",
+            "moved",
+            "tmp",
+            "root-refused",
+            "proc-refused",
+            "welcome",
+            "1"
+        ],
         "stderr: {}",
         ran.stderr
     );

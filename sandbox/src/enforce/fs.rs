@@ -303,10 +303,9 @@ pub(super) fn process_rules(ctx: &mut Ctx<'_>, policy: &CompiledPolicy, layers: 
                 );
                 let why = "landlock's execute right takes paths, not process names or globs; \
                            the monitor would carry the whole exec allow-list";
-                if !ctx.cannot(&id, why, Enforcer::MonitorExecKill) {
+                if !ctx.refuse_or_warn(&id, why, &Enforcer::MonitorExecKill) {
                     return;
                 }
-                ctx.out.rules.pop();
                 landlock_list = false;
             }
             _ => {}

@@ -274,16 +274,23 @@ impl Ctx<'_> {
     /// allowed, in which case the rule gets `fallback` and a warning. Returns whether the
     /// caller should apply the fallback.
     fn cannot(&mut self, id: &RuleId, why: &str, fallback: Enforcer) -> bool {
+        let degrade = self.refuse_or_warn(id, why, &fallback);
+        if degrade {
+            self.record(id, fallback, Some(why.to_owned()));
+        }
+        degrade
+    }
+
+    /// [`Ctx::cannot`] without recording the rule (the caller records it its own way).
+    fn refuse_or_warn(&mut self, id: &RuleId, why: &str, fallback: &Enforcer) -> bool {
         let line = format!("policy {}: {} rule {}: {why}", id.rule, id.kind, id.target);
         if self.degrade {
             self.out
                 .warnings
                 .push(format!("{line}; degraded to {fallback} (allow_degraded)"));
-            self.record(id, fallback, Some(why.to_owned()));
-            true
         } else {
             self.refused.push(line);
-            false
         }
+        self.degrade
     }
 }
