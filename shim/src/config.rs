@@ -61,6 +61,10 @@ pub struct Config {
     pub log_level: String,
     /// The default hardening every container gets (the `[hardening]` table).
     pub hardening: palisade_sandbox::HardeningConfig,
+    /// The pods' HTTP gates (the `[gate]` table).
+    pub gate: crate::gate::GateSettings,
+    /// The node's name in reported events; the host name when empty.
+    pub node_name: String,
 }
 
 impl Default for Config {
@@ -71,6 +75,8 @@ impl Default for Config {
             systemd_cgroup: false,
             log_level: "info".to_string(),
             hardening: palisade_sandbox::HardeningConfig::default(),
+            gate: crate::gate::GateSettings::default(),
+            node_name: String::new(),
         }
     }
 }
@@ -138,6 +144,11 @@ impl RuntimeOptions {
             config.runc_root = PathBuf::from(root);
         }
         config.systemd_cgroup |= self.systemd_cgroup;
+        if config.node_name.is_empty() {
+            config.node_name = nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default();
+        }
         Ok(config)
     }
 }

@@ -60,6 +60,10 @@ pub enum ShimError {
     Stats(#[from] crate::stats::StatsError),
     #[error(transparent)]
     Refused(#[from] palisade_sandbox::HardenError),
+    #[error(transparent)]
+    Gate(#[from] crate::gate::GateSetupError),
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
 }
 
 impl ShimError {
@@ -76,9 +80,11 @@ impl ShimError {
             | ShimError::ProcessFinished(_) => Code::NOT_FOUND,
             ShimError::ContainerExists(_) | ShimError::ExecExists { .. } => Code::ALREADY_EXISTS,
             ShimError::InvalidState { .. } => Code::FAILED_PRECONDITION,
-            ShimError::InvalidArgument { .. } | ShimError::Config(_) | ShimError::Refused(_) => {
-                Code::INVALID_ARGUMENT
-            }
+            ShimError::InvalidArgument { .. }
+            | ShimError::Config(_)
+            | ShimError::Refused(_)
+            | ShimError::Gate(_)
+            | ShimError::Policy(_) => Code::INVALID_ARGUMENT,
             ShimError::Unsupported(_) => Code::UNIMPLEMENTED,
             ShimError::Runc(RuncError::NotFound { .. }) => Code::NOT_FOUND,
             ShimError::Runc(_)

@@ -3,6 +3,7 @@
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod gate;
 pub mod logging;
 pub mod netns;
 pub mod policy;

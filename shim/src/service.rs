@@ -29,6 +29,7 @@ use tokio::task::JoinHandle;
 use crate::config::{Config, RuntimeOptions};
 use crate::error::ShimError;
 use crate::events::EventSender;
+use crate::gate::RunningGate;
 use crate::runc::{ContainerRuntime, LaunchOpts, Runc};
 use crate::stats::Cgroups;
 use crate::stdio::{pid_file, PendingIo, ProcessIo, StdioPaths};
@@ -108,6 +109,8 @@ struct Container {
     processes: HashMap<ProcessId, Process>,
     cgroups: Option<Cgroups>,
     oom_watch: Option<JoinHandle<()>>,
+    /// The pod's HTTP gate, held by its sandbox container.
+    gate: Option<RunningGate>,
 }
 
 impl Container {
@@ -235,7 +238,13 @@ impl TaskService {
             "container {id}: write {RUNTIME_FILE}"
         )))?;
 
-        harden_bundle(&id, &bundle, &config)?;
+        let spec = harden_bundle(&id, &bundle, &config)?;
+        // A pod's gate is set up with its sandbox container; bad annotations stop the pod here.
+        let gate_request = if crate::policy::is_sandbox(&spec) {
+            crate::gate::requested(&spec)?
+        } else {
+            None
+        };
         let rootfs = self.mount_rootfs(&id, &bundle, &req).await?;
         let stdio = StdioPaths {
             stdin: req.stdin.clone(),
@@ -243,8 +252,23 @@ impl TaskService {
             stderr: req.stderr.clone(),
             terminal: req.terminal,
         };
-        match self.launch_init(&id, &bundle, runc.as_ref(), &stdio).await {
-            Ok((pid, io)) => {
+        let launched = match self.launch_init(&id, &bundle, runc.as_ref(), &stdio).await {
+            Ok((pid, io)) => match gate_request {
+                None => Ok((pid, io, None)),
+                Some(r) => {
+                    match RunningGate::start(&id, &spec, r, &config.gate, &config.node_name).await {
+                        Ok(g) => Ok((pid, io, Some(g))),
+                        Err(e) => {
+                            let _ = runc.delete(&id, true).await;
+                            Err(ShimError::Gate(e))
+                        }
+                    }
+                }
+            },
+            Err(e) => Err(e),
+        };
+        match launched {
+            Ok((pid, io, gate)) => {
                 let cgroups = Cgroups::of_pid(pid)
                     .map_err(|e| tracing::warn!(container = %id, "cgroups not found, no stats or oom events: {e}"))
                     .ok();
@@ -262,6 +286,7 @@ impl TaskService {
                     processes: HashMap::from([(ProcessId::Init, init)]),
                     cgroups,
                     oom_watch,
+                    gate,
                 };
                 let early_exit = {
                     let mut table = self.table.lock().await;
@@ -701,6 +726,10 @@ impl TaskService {
         if let Some(w) = &c.oom_watch {
             w.abort();
         }
+        let mut c = c;
+        if let Some(g) = c.gate.take() {
+            g.stop().await;
+        }
         if let Some(r) = &c.rootfs {
             unmount(r);
         }
@@ -1094,7 +1123,7 @@ async fn watch_oom(id: String, cgroups: Cgroups, events: EventSender) {
 }
 
 /// Rewrites the bundle's config.json with palisade's default hardening, or refuses the container.
-fn harden_bundle(id: &str, bundle: &Path, config: &Config) -> Result<(), ShimError> {
+fn harden_bundle(id: &str, bundle: &Path, config: &Config) -> Result<serde_json::Value, ShimError> {
     let path = bundle.join("config.json");
     let bytes =
         std::fs::read(&path).map_err(ShimError::io(format!("container {id}: read config.json")))?;
@@ -1123,7 +1152,7 @@ fn harden_bundle(id: &str, bundle: &Path, config: &Config) -> Result<(), ShimErr
         "container {id}: replace config.json"
     )))?;
     tracing::info!(container = %id, applied = report.applied.len(), relaxed = report.warnings.len(), "hardened");
-    Ok(())
+    Ok(spec)
 }
 
 /// A light check of JSON that runc will read in full: an object, with the keys runc cannot do without.
@@ -1220,6 +1249,7 @@ mod tests {
                 processes: HashMap::from([(ProcessId::Init, p)]),
                 cgroups: None,
                 oom_watch: None,
+                gate: None,
             },
         );
         let exit = Exit {
