@@ -1,4 +1,6 @@
 //! Process, mount, cgroup and link helpers for teardown: everything by pid or by path, never by name.
+//!
+//! Reading /proc and mountinfo is shared with the suite (`palisade_conformance::host`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -8,48 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-
-/// Command line of a process, NUL separators turned into spaces.
-pub fn cmdline(pid: i32) -> Option<String> {
-    let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    Some(
-        String::from_utf8_lossy(&raw)
-            .split('\0')
-            .filter(|s| !s.is_empty())
-            .collect::<Vec<_>>()
-            .join(" "),
-    )
-}
-
-pub fn pids() -> Vec<i32> {
-    fs::read_dir("/proc")
-        .map(|rd| {
-            rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Shims started by the containerd at `address` (their command line carries it).
-pub fn shims_of(address: &str) -> Vec<i32> {
-    pids()
-        .into_iter()
-        .filter(|&p| {
-            cmdline(p).is_some_and(|c| c.contains("containerd-shim") && c.contains(address))
-        })
-        .collect()
-}
-
-pub fn alive(pid: i32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => false,
-        Ok(stat) => !matches!(
-            stat.rsplit_once(')')
-                .and_then(|(_, r)| r.trim_start().chars().next()),
-            Some('Z') | Some('X') | None
-        ),
-    }
-}
+pub use palisade_conformance::host::{alive, cgroup_mounts, mounts_under, shim_pids as shims_of};
 
 pub fn signal(pid: i32, sig: Signal) {
     let _ = kill(Pid::from_raw(pid), sig);
@@ -72,19 +33,6 @@ pub fn stop_child(child: &mut Child, grace: Duration) {
     let _ = child.wait();
 }
 
-/// Mount points listed in mountinfo under `prefix`, deepest (latest) first.
-pub fn mounts_under(prefix: &Path) -> Vec<PathBuf> {
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut v: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| PathBuf::from(p.replace("\\040", " ")))
-        .filter(|p| p.starts_with(prefix))
-        .collect();
-    v.reverse();
-    v
-}
-
 /// Lazily unmounts everything under `prefix`; returns what is still mounted.
 pub fn unmount_all(prefix: &Path) -> Vec<PathBuf> {
     for _ in 0..3 {
@@ -92,25 +40,12 @@ pub fn unmount_all(prefix: &Path) -> Vec<PathBuf> {
         if mounts.is_empty() {
             break;
         }
-        for m in mounts {
-            let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
+        // mountinfo lists parents first: undo the latest mounts first.
+        for m in mounts.iter().rev() {
+            let _ = nix::mount::umount2(m.as_path(), nix::mount::MntFlags::MNT_DETACH);
         }
     }
     mounts_under(prefix)
-}
-
-/// Mount points of the cgroup hierarchies (v1 controllers and/or v2).
-pub fn cgroup_mounts() -> Vec<PathBuf> {
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    info.lines()
-        .filter_map(|l| {
-            let (pre, post) = l.split_once(" - ")?;
-            let fstype = post.split(' ').next()?;
-            (fstype == "cgroup" || fstype == "cgroup2")
-                .then(|| pre.split(' ').nth(4).map(PathBuf::from))
-                .flatten()
-        })
-        .collect()
 }
 
 /// Kills every process in the cgroups under `root` and removes those cgroups, deepest first.

@@ -80,33 +80,39 @@ pub async fn exec_stream(ctx: &Ctx) -> Result<()> {
     ensure(code == 3, || format!("exit code {code}, want 3"))
 }
 
+/// Resizes the terminal and waits until `stty size` in the shell reports it.
+/// A resize is asynchronous to the shell (and one sent before the process has
+/// its pty may be applied late), so it is re-sent with each question.
+async fn expect_size(s: &mut Session, width: u16, height: u16) -> Result<()> {
+    let want = format!("{height} {width}");
+    // Only answers to these questions count, not an earlier size still in the buffer.
+    s.stdout.clear();
+    for _ in 0..20 {
+        s.resize(width, height).await?;
+        s.stdin(b"stty size\n").await?;
+        if s.read_until(&want, Duration::from_millis(500))
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+    }
+    anyhow::bail!(
+        "resize to {width}x{height} not seen by stty: {:?}",
+        s.stdout_str()
+    )
+}
+
 pub async fn exec_stream_tty(ctx: &Ctx) -> Result<()> {
     let (_pod, c, _) = ctx.pod_with_sleeper().await?;
     let url = exec_url(ctx, &c, &["sh"], true).await?;
     let mut s = Session::connect(&url).await?;
-    s.resize(123, 45).await?;
     // The pty echoes what we type, then the shell runs it.
     s.stdin(b"echo typed-$((6*7))\n").await?;
     s.read_until("echo typed-$((6*7))", STREAM_TIMEOUT).await?;
     s.read_until("typed-42", STREAM_TIMEOUT).await?;
-    s.stdin(b"stty size\n").await?;
-    s.read_until("45 123", STREAM_TIMEOUT).await?;
-    s.resize(80, 24).await?;
-    // The resize is asynchronous to the shell: ask until it shows.
-    let mut seen = false;
-    for _ in 0..20 {
-        s.stdin(b"stty size\n").await?;
-        if s.read_until("24 80", Duration::from_millis(500))
-            .await
-            .is_ok()
-        {
-            seen = true;
-            break;
-        }
-    }
-    ensure(seen, || {
-        format!("second resize not seen: {:?}", s.stdout_str())
-    })?;
+    expect_size(&mut s, 123, 45).await?;
+    expect_size(&mut s, 80, 24).await?;
     s.stdin(b"exit 5\n").await?;
     s.read_to_end(STREAM_TIMEOUT).await?;
     let code = s.exit_code()?;
@@ -164,21 +170,9 @@ pub async fn attach_tty(ctx: &Ctx) -> Result<()> {
     let c = ctx.cri.run_container(&pod, &cc, &cfg).await?;
     let url = attach_url(ctx, &c, true).await?;
     let mut s = Session::connect(&url).await?;
-    s.resize(100, 30).await?;
     s.stdin(b"echo att-$((2+3))\n").await?;
     s.read_until("att-5", STREAM_TIMEOUT).await?;
-    let mut seen = false;
-    for _ in 0..20 {
-        s.stdin(b"stty size\n").await?;
-        if s.read_until("30 100", Duration::from_millis(500))
-            .await
-            .is_ok()
-        {
-            seen = true;
-            break;
-        }
-    }
-    ensure(seen, || format!("resize not seen: {:?}", s.stdout_str()))?;
+    expect_size(&mut s, 100, 30).await?;
     s.close().await;
     Ok(())
 }
