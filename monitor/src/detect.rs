@@ -54,7 +54,6 @@ pub(crate) struct RuleSet {
     /// The kernel refuses connects by other executables itself: a connect that went through
     /// under an `only_from` rule came from the allowed one.
     pub sources_in_kernel: bool,
-    pub exec_enforcer: Enforcer,
     pub connect_enforcer: Enforcer,
 }
 
@@ -87,6 +86,7 @@ pub(crate) fn findings(
         EventKind::Exec {
             filename,
             killed,
+            refused,
             deny_rule: Some(name),
             ..
         } => {
@@ -98,11 +98,15 @@ pub(crate) fn findings(
                 message: rule
                     .map(|r| r.message.clone())
                     .unwrap_or_else(|| format!("exec of {filename} denied")),
-                action: if *killed { Action::Kill } else { Action::Audit },
-                enforcer: if *killed {
-                    set.exec_enforcer.as_str()
-                } else {
-                    Enforcer::AuditOnly.as_str()
+                action: match (*killed, *refused) {
+                    (true, _) => Action::Kill,
+                    (_, true) => Action::Block,
+                    _ => Action::Audit,
+                },
+                enforcer: match (*killed, *refused) {
+                    (true, _) => Enforcer::BpfExecKill.as_str(),
+                    (_, true) => Enforcer::BpfLsm.as_str(),
+                    _ => Enforcer::AuditOnly.as_str(),
                 },
             });
         }
@@ -361,7 +365,6 @@ mod tests {
             sources: rules.deny_connect.iter().map(|_| None).collect(),
             sources_in_kernel: true,
             rules,
-            exec_enforcer: Enforcer::BpfExecKill,
             connect_enforcer: Enforcer::BpfSockAddr,
         }
     }
@@ -374,6 +377,7 @@ mod tests {
             ino: 1,
             dev: 1,
             killed: false,
+            refused: false,
             deny_rule: None,
             entrypoint: false,
         }
@@ -546,6 +550,7 @@ mod tests {
             ino: 1,
             dev: 1,
             killed: true,
+            refused: false,
             deny_rule: Some("no-id".into()),
             entrypoint: true,
         };
@@ -554,5 +559,18 @@ mod tests {
         assert_eq!(f[0].action, Action::Kill);
         assert_eq!(f[0].enforcer, "bpf-exec-kill");
         assert_eq!(f[0].severity, 9);
+        let refused = EventKind::Exec {
+            filename: "/usr/bin/id".into(),
+            args: vec![],
+            parent: String::new(),
+            ino: 1,
+            dev: 1,
+            killed: false,
+            refused: true,
+            deny_rule: Some("no-id".into()),
+            entrypoint: false,
+        };
+        let f = findings(&s, &mut st, &ProcessInfo::default(), &refused, now);
+        assert_eq!((f[0].action, f[0].enforcer), (Action::Block, "bpf-lsm"));
     }
 }

@@ -101,6 +101,9 @@ pub enum EventKind {
         dev: u32,
         /// The process was killed by an exec deny rule.
         killed: bool,
+        /// The exec was refused (EPERM, BPF-LSM) by an exec deny rule: the caller's image goes
+        /// on running, and `filename` is what it tried to execute.
+        refused: bool,
         /// The deny rule that matched, even in audit mode.
         deny_rule: Option<String>,
         /// First exec seen in the container since registration: its entrypoint.
@@ -254,9 +257,11 @@ impl MonitorEvent {
                 ino,
                 dev,
                 killed,
+                refused,
                 ..
             } => {
                 event = event
+                    .with_evidence("refused", *refused)
                     .with_evidence("path", filename.as_str())
                     .with_evidence("inode", *ino)
                     .with_evidence("dev", *dev)
@@ -393,6 +398,7 @@ mod tests {
                 ino: 5,
                 dev: 8,
                 killed: false,
+                refused: false,
                 deny_rule: None,
                 entrypoint: false,
             },

@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType, RingBufferBuilder};
 use tracing::{debug, info, warn};
 
@@ -59,8 +58,11 @@ impl Default for MonitorConfig {
 pub struct Features {
     /// Watched syscalls without a tracepoint on this kernel: not reported.
     pub missing_syscalls: Vec<String>,
-    /// A BPF-LSM program loaded and attached (the probe; not used for enforcement yet).
+    /// Exec deny rules are enforced through BPF-LSM (the exec fails with EPERM) rather than by
+    /// killing the process at exec.
     pub bpf_lsm: bool,
+    /// Connect rules' `only_from` is checked in the kernel.
+    pub from_source: bool,
     /// This handle loaded the programs (it was the first holder).
     pub loaded: bool,
 }
@@ -180,21 +182,6 @@ pub struct Watch {
     enforcement: Vec<RuleEnforcement>,
 }
 
-fn probe_lsm() -> bool {
-    let mut storage = std::mem::MaybeUninit::uninit();
-    let result = crate::probe_skel::ProbeSkelBuilder::default()
-        .open(&mut storage)
-        .and_then(|open| open.load())
-        .and_then(|skel| skel.progs.probe_lsm.attach().map(|_link| ()));
-    match result {
-        Ok(()) => true,
-        Err(e) => {
-            debug!(error = %e, "bpf-lsm unavailable");
-            false
-        }
-    }
-}
-
 /// Releases the programs of dead holders and unpins them when no live holder is left (for a
 /// shim's start-up or a node cleanup). Returns whether the pins were removed.
 pub fn cleanup_stale(config: &MonitorConfig) -> Result<bool, MonitorError> {
@@ -257,7 +244,8 @@ impl NodeMonitor {
         });
         let features = Features {
             missing_syscalls: pins::missing_syscalls(),
-            bpf_lsm: probe_lsm(),
+            bpf_lsm: shared.maps.lsm,
+            from_source: shared.maps.config.source_check != 0,
             loaded,
         };
         info!(
@@ -380,6 +368,11 @@ impl NodeMonitor {
         };
         // What the loaded programs do, whatever this handle asked for.
         let enforce = self.shared.maps.config.enforce != 0;
+        let exec_enforcer = match (enforce, self.shared.maps.lsm) {
+            (false, _) => Enforcer::AuditOnly,
+            (true, true) => Enforcer::BpfLsm,
+            (true, false) => Enforcer::BpfExecKill,
+        };
         for (i, rule) in rules.deny_exec.iter().enumerate() {
             let key = exec_key(slot, &rule.name, &rule.path)?;
             let value = types::deny_value {
@@ -394,16 +387,15 @@ impl NodeMonitor {
             watch.exec_keys.push(key);
             watch.enforcement.push(RuleEnforcement {
                 rule: rule.name.clone(),
-                enforcer: if enforce {
-                    Enforcer::BpfExecKill
-                } else {
-                    Enforcer::AuditOnly
-                },
-                note: Some(
-                    "matched on inode and device at registration; the process is killed \
-                     at exec (bpf-lsm, which would refuse the exec, is not used)"
+                enforcer: exec_enforcer,
+                note: Some(match exec_enforcer {
+                    Enforcer::BpfLsm => "matched on inode and device at registration; \
+                                        the exec fails with EPERM"
                         .to_string(),
-                ),
+                    _ => "matched on inode and device at registration; the process is \
+                          killed at exec (bpf-lsm unavailable)"
+                        .to_string(),
+                }),
             });
         }
         let source_check = maps.config.source_check != 0;
@@ -485,11 +477,6 @@ impl NodeMonitor {
                 sources,
                 sources_in_kernel: enforce && source_check,
                 rules,
-                exec_enforcer: if enforce {
-                    Enforcer::BpfExecKill
-                } else {
-                    Enforcer::AuditOnly
-                },
                 connect_enforcer,
             },
             state: Mutex::new(DetectState::new(Instant::now())),
@@ -751,6 +738,7 @@ impl Reader {
                     ino: e.ino,
                     dev: e.dev,
                     killed: e.flags & raw::EXEC_KILLED != 0,
+                    refused: e.flags & raw::EXEC_REFUSED != 0,
                     deny_rule,
                     entrypoint: !state.entrypoint_seen,
                 }

@@ -81,6 +81,8 @@ pub enum PinError {
 pub(crate) struct NodeMaps {
     /// The read-only data the programs were loaded with.
     pub config: types::rodata,
+    /// The exec deny rules are enforced by the BPF-LSM program (attached and pinned).
+    pub lsm: bool,
     pub containers: MapHandle,
     pub rings: MapHandle,
     pub deny_exec: MapHandle,
@@ -212,6 +214,23 @@ pub(crate) fn missing_syscalls() -> Vec<String> {
         .collect()
 }
 
+/// Whether this kernel loads and attaches a BPF-LSM program (it may list `bpf` among its
+/// LSMs and still refuse). Tried with a program that allows everything.
+pub(crate) fn probe_lsm() -> bool {
+    let mut storage = MaybeUninit::uninit();
+    let result = crate::probe_skel::ProbeSkelBuilder::default()
+        .open(&mut storage)
+        .and_then(|open| open.load())
+        .and_then(|skel| skel.progs.probe_lsm.attach().map(|_link| ()));
+    match result {
+        Ok(()) => true,
+        Err(e) => {
+            debug!(error = %e, "bpf-lsm unavailable");
+            false
+        }
+    }
+}
+
 /// Takes the node-wide lock: flock on the pin root directory (bpffs holds no regular files,
 /// and the root itself is never removed, so it is a stable lock object).
 pub(crate) fn lock_root(root: &Path) -> Result<RootLock, PinError> {
@@ -279,11 +298,19 @@ pub(crate) fn load_or_open(
     Ok((open_pins(dir)?, loaded))
 }
 
+/// What a load attempt asks of the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Attempt {
+    lsm: bool,
+    source_check: bool,
+}
+
 fn open_and_load(
     storage: &mut MaybeUninit<libbpf_rs::OpenObject>,
     enforce: bool,
-    source_check: bool,
+    attempt: Attempt,
 ) -> Result<MonitorSkel<'_>, PinError> {
+    let source_check = attempt.source_check;
     let mut open = MonitorSkelBuilder::default()
         .open(storage)
         .map_err(load_err("open"))?;
@@ -294,6 +321,9 @@ fn open_and_load(
     // A kernel without a syscall (no modules, say) has no tracepoint for it: skip the pair.
     for mut prog in open.open_object_mut().progs_mut() {
         let section = prog.section().to_string_lossy().into_owned();
+        if section.starts_with("lsm/") {
+            prog.set_autoload(attempt.lsm);
+        }
         if let Some(event) = section.strip_prefix("tracepoint/") {
             if !tracepoint_exists(event) {
                 warn!(
@@ -312,16 +342,48 @@ fn load_and_pin(dir: &Path, enforce: bool) -> Result<(), PinError> {
         let p = dir.join(sub);
         fs::create_dir_all(&p).map_err(|source| PinError::Dir { path: p, source })?;
     }
-    let mut first = MaybeUninit::uninit();
-    let mut second = MaybeUninit::uninit();
-    let skel = match open_and_load(&mut first, enforce, true) {
-        Ok(skel) => skel,
-        Err(e) => {
-            info!(
-                error = %e,
-                "sock_addr programs cannot read the current task: fromSource rules are audit-only"
-            );
-            open_and_load(&mut second, enforce, false)?
+    // Ask for the most, then less: BPF-LSM where the probe says it works, fromSource in the
+    // sock_addr hooks; a kernel refusing either still gets the rest.
+    let lsm = probe_lsm();
+    let mut attempts = vec![
+        Attempt {
+            lsm,
+            source_check: true,
+        },
+        Attempt {
+            lsm: false,
+            source_check: true,
+        },
+        Attempt {
+            lsm: false,
+            source_check: false,
+        },
+    ];
+    attempts.dedup();
+    let mut storages: Vec<MaybeUninit<libbpf_rs::OpenObject>> =
+        attempts.iter().map(|_| MaybeUninit::uninit()).collect();
+    let mut loaded = None;
+    let mut last_err = None;
+    for (attempt, storage) in attempts.iter().zip(storages.iter_mut()) {
+        match open_and_load(storage, enforce, *attempt) {
+            Ok(skel) => {
+                loaded = Some(skel);
+                break;
+            }
+            Err(e) => {
+                info!(?attempt, error = %e, "load refused, asking for less");
+                last_err = Some(e);
+            }
+        }
+    }
+    let skel = match (loaded, last_err) {
+        (Some(skel), _) => skel,
+        (None, Some(e)) => return Err(e),
+        (None, None) => {
+            return Err(PinError::Load {
+                what: "load".to_string(),
+                source: libbpf_rs::Error::from(io::Error::from(io::ErrorKind::NotFound)),
+            })
         }
     };
     let cgroup_names: Vec<&str> = CGROUP_PROGS.iter().map(|(n, _)| *n).collect();
@@ -404,6 +466,7 @@ fn open_pins(dir: &Path) -> Result<NodeMaps, PinError> {
             source: libbpf_rs::Error::from(io::Error::from(io::ErrorKind::UnexpectedEof)),
         })?;
     Ok(NodeMaps {
+        lsm: dir.join("links/lsm_exec").exists(),
         config,
         containers: map("containers")?,
         rings: map("rings")?,
@@ -545,6 +608,33 @@ pub(crate) fn claim(maps: &NodeMaps) -> Result<u32, PinError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The load ladder on the running kernel: the LSM program loads exactly when the probe
+    /// says BPF-LSM works, and the attempt without it always loads.
+    #[test]
+    fn lsm_attempt_follows_the_probe_and_the_fallback_loads() {
+        let lsm = probe_lsm();
+        let mut a = MaybeUninit::uninit();
+        let with_lsm = open_and_load(
+            &mut a,
+            true,
+            Attempt {
+                lsm: true,
+                source_check: true,
+            },
+        );
+        assert_eq!(with_lsm.is_ok(), lsm, "probe said bpf-lsm = {lsm}");
+        let mut b = MaybeUninit::uninit();
+        let without = open_and_load(
+            &mut b,
+            true,
+            Attempt {
+                lsm: false,
+                source_check: false,
+            },
+        );
+        assert!(without.is_ok(), "{:?}", without.err());
+    }
 
     #[test]
     fn start_time_names_this_process_and_not_a_dead_pid() {

@@ -33,6 +33,7 @@ pub(crate) const EV_SYSCALL: u32 = 4;
 pub(crate) const CF_ALL_OPENS: u32 = 1;
 /// exec_event.flags (events.h).
 pub(crate) const EXEC_KILLED: u32 = 1;
+pub(crate) const EXEC_REFUSED: u32 = 4;
 
 /// One decoded ring buffer record.
 pub(crate) enum Record {

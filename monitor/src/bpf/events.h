@@ -49,6 +49,7 @@ enum sys_kind {
 /* exec_event.flags */
 #define EXEC_KILLED 1u
 #define EXEC_PARENT_FROM_EXEC 2u
+#define EXEC_REFUSED 4u
 
 /* Value of the `containers` map, keyed by the cgroup v2 id. */
 struct container_info {

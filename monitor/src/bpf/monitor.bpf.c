@@ -235,6 +235,54 @@ int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 	return 0;
 }
 
+/* Exec deny through BPF-LSM where the kernel allows it (user space loads this program only
+ * after a probe succeeded): the exec fails with EPERM and the caller keeps running. The kill
+ * at sched_process_exec stays as the fallback and never sees a refused exec. */
+SEC("lsm/bprm_check_security")
+int BPF_PROG(lsm_exec, struct linux_binprm *bprm, int ret)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	struct container_info *ci;
+	struct deny_value *deny;
+	struct exec_event *e;
+	struct exec_key key = {};
+	const unsigned char *name;
+	__u64 cg;
+
+	if (ret)
+		return ret;
+	if (!enforce)
+		return 0;
+	ci = current_container(&cg);
+	if (!ci)
+		return 0;
+	key.slot = ci->slot;
+	key.dev = BPF_CORE_READ(bprm, file, f_inode, i_sb, s_dev);
+	key.ino = BPF_CORE_READ(bprm, file, f_inode, i_ino);
+	deny = bpf_map_lookup_elem(&deny_exec, &key);
+	if (!deny)
+		return 0;
+	__sync_fetch_and_add(&deny->hits, 1);
+
+	e = reserve(ci, sizeof(*e));
+	if (e) {
+		fill_header(&e->h, EV_EXEC, ci, cg);
+		e->ino = key.ino;
+		e->dev = key.dev;
+		e->rule = deny->rule;
+		e->flags = EXEC_REFUSED;
+		e->args_len = 0;
+		e->args[0] = 0;
+		bpf_probe_read_kernel_str(e->filename, sizeof(e->filename),
+					  BPF_CORE_READ(bprm, filename));
+		/* The caller is still its old image: it is the parent of the refused exec. */
+		name = BPF_CORE_READ(t, mm, exe_file, f_path.dentry, d_name.name);
+		bpf_probe_read_kernel_str(e->parent, sizeof(e->parent), name);
+		submit(ci, e);
+	}
+	return -EPERM;
+}
+
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(on_exit, struct task_struct *p)
 {
