@@ -30,3 +30,19 @@ pub use pins::PinError;
 pub use rules::{
     ConnectRule, ContainerRef, ContainerRules, Enforcer, ExecRule, RuleEnforcement, RuleError,
 };
+
+/// Sends libbpf's own messages (verifier logs, probe failures) to `tracing` under the target
+/// `libbpf` instead of stderr. libbpf has one printer per process, so the binary (not this
+/// library) decides, once at start-up. Warnings are logged at info: the monitor turns every
+/// failure that matters into an error of its own, while the expected ones (the BPF-LSM probe
+/// on kernels that refuse it) would otherwise read as problems.
+pub fn route_libbpf_logs_to_tracing() {
+    fn print(level: libbpf_rs::PrintLevel, msg: String) {
+        let msg = msg.trim_end();
+        match level {
+            libbpf_rs::PrintLevel::Warn => tracing::info!(target: "libbpf", "{msg}"),
+            _ => tracing::debug!(target: "libbpf", "{msg}"),
+        }
+    }
+    libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Debug, print)));
+}

@@ -25,6 +25,7 @@ fn config(root: &str) -> MonitorConfig {
 }
 
 fn main() -> Result<()> {
+    palisade_monitor::route_libbpf_logs_to_tracing();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args
         .iter()
