@@ -5,7 +5,7 @@ use std::io::{BufRead as _, BufReader, Write as _};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -334,7 +334,7 @@ oom_score = 0
     }
 
     /// Like [`Env::run_child`] but captures stdout (stderr passes through).
-    pub fn run_child_output(&self, cmd: &mut Command) -> Result<String> {
+    pub fn run_child_output(&self, cmd: &mut Command) -> Result<(ExitStatus, String)> {
         let child = cmd
             .stdout(Stdio::piped())
             .process_group(0)
@@ -344,10 +344,10 @@ oom_score = 0
         let out = child.wait_with_output();
         self.lock().running = None;
         let out = out?;
-        if !out.status.success() {
-            bail!("{:?} failed ({})", cmd.get_program(), out.status);
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        Ok((
+            out.status,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        ))
     }
 
     /// Tears everything down; safe to call more than once and from the signal thread

@@ -122,10 +122,26 @@ fn suite_cmd(env: &Env, ws: &Workspace, sub: &str) -> Command {
     cmd
 }
 
-fn step(failures: &mut Vec<String>, name: &str, r: Result<()>) {
-    if let Err(e) = r {
-        eprintln!("xtask: {name} failed: {e:#}");
-        failures.push(name.to_string());
+/// The harness's own steps (fmt, clippy, cargo test, shim build, the suite run itself).
+#[derive(Default)]
+struct Steps {
+    passed: usize,
+    failed: Vec<String>,
+}
+
+impl Steps {
+    fn record<T>(&mut self, name: &str, r: Result<T>) -> Option<T> {
+        match r {
+            Ok(v) => {
+                self.passed += 1;
+                Some(v)
+            }
+            Err(e) => {
+                eprintln!("xtask: {name} failed: {e:#}");
+                self.failed.push(name.to_string());
+                None
+            }
+        }
     }
 }
 
@@ -134,15 +150,10 @@ pub fn test(opts: &Opts) -> Result<()> {
     let slot = install_signal_teardown()?;
     apt::ensure_packages()?;
     let ws = Workspace::locate()?;
-    let mut failures = Vec::new();
+    let mut steps = Steps::default();
     if !opts.suite_only {
-        step(
-            &mut failures,
-            "cargo fmt",
-            ws.cargo(&["fmt", "--all", "--check"]),
-        );
-        step(
-            &mut failures,
+        steps.record("cargo fmt", ws.cargo(&["fmt", "--all", "--check"]));
+        steps.record(
             "cargo clippy",
             ws.cargo(&[
                 "clippy",
@@ -153,22 +164,12 @@ pub fn test(opts: &Opts) -> Result<()> {
                 "warnings",
             ]),
         );
-        step(
-            &mut failures,
-            "cargo test",
-            ws.cargo(&["test", "--workspace"]),
-        );
+        steps.record("cargo test", ws.cargo(&["test", "--workspace"]));
     }
     let shim = if opts.no_shim {
         None
     } else {
-        match ws.build_shim() {
-            Ok(p) => Some(p),
-            Err(e) => {
-                step(&mut failures, "build shim", Err(e));
-                None
-            }
-        }
+        steps.record("build shim", ws.build_shim())
     };
     let suite = with_env(&ws, &slot, shim, |env| {
         let mut cmd = suite_cmd(env, &ws, "run");
@@ -176,19 +177,47 @@ pub fn test(opts: &Opts) -> Result<()> {
         for f in &opts.filters {
             cmd.arg("--filter").arg(f);
         }
-        let st = env.run_child(&mut cmd)?;
-        if !st.success() {
-            bail!("conformance suite failed ({st})");
-        }
-        Ok(())
+        env.run_child_output(&mut cmd)
     });
-    step(&mut failures, "conformance suite", suite);
-    if failures.is_empty() {
-        eprintln!("xtask: test: all steps passed");
+    // The suite's table comes last, then one closing line over the suite's checks
+    // and the harness's own steps.
+    let (mut passed, mut failed) = (0, 0);
+    let mut report = String::new();
+    if let Some((st, out)) = steps.record("conformance suite setup", suite) {
+        match closing_counts(&out) {
+            Some((p, f)) if st.success() == (f == 0) => (passed, failed) = (p, f),
+            counts => {
+                steps.record::<()>(
+                    "conformance suite",
+                    Err(anyhow::anyhow!("exited {st} with counts {counts:?}")),
+                );
+            }
+        }
+        report = out;
+    }
+    if steps.failed.is_empty() {
+        eprintln!("xtask: harness steps passed ({})", steps.passed);
+    } else {
+        eprintln!("xtask: failed steps: {}", steps.failed.join(", "));
+    }
+    passed += steps.passed;
+    failed += steps.failed.len();
+    print!("{report}");
+    println!("\nall: {passed} passed, {failed} failed");
+    if failed == 0 {
         Ok(())
     } else {
-        bail!("failed steps: {}", failures.join(", "))
+        bail!("{failed} failed")
     }
+}
+
+/// The counts of the last `N passed, N failed` line of the suite's output.
+fn closing_counts(out: &str) -> Option<(usize, usize)> {
+    out.lines().rev().find_map(|l| {
+        let (p, f) = l.trim().split_once(" passed, ")?;
+        let f = f.strip_suffix(" failed")?;
+        Some((p.parse().ok()?, f.parse().ok()?))
+    })
 }
 
 /// `cargo xtask demo`.
@@ -231,7 +260,10 @@ pub fn bench(opts: &Opts) -> Result<()> {
             .arg(&handlers)
             .arg("--runs")
             .arg(runs.to_string());
-        let out = env.run_child_output(&mut cmd)?;
+        let (st, out) = env.run_child_output(&mut cmd)?;
+        if !st.success() {
+            bail!("bench failed ({st})");
+        }
         Ok(out)
     })?;
     let mut command = String::from("cargo xtask bench");
@@ -307,6 +339,17 @@ mod tests {
         assert!(out.starts_with("# B\n\n<!-- BEGIN"));
         let fresh = replace_section("", &format!("{BEGIN}\nx\n{END}"));
         assert!(fresh.starts_with("# Benchmarks\n"));
+    }
+
+    #[test]
+    fn closing_counts_takes_the_last_line() {
+        let out = "check  runc\nx  PASS\n\n1 passed, 0 failed\n";
+        assert_eq!(closing_counts(out), Some((1, 0)));
+        assert_eq!(
+            closing_counts("a\n3 passed, 2 failed\nfailures\n"),
+            Some((3, 2))
+        );
+        assert_eq!(closing_counts("nothing here\n"), None);
     }
 
     #[test]
