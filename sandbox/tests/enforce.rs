@@ -298,6 +298,80 @@ fn strict_on_an_old_kernel_is_refused_unless_degrading() -> Result<()> {
 }
 
 #[test]
+fn degraded_landlock_is_not_reported_as_enforced() -> Result<()> {
+    let p = policy(PROCESS_ALLOW)?;
+    let e = enforce(
+        ID,
+        &mut spec()?,
+        Some(&p),
+        Some(&degraded()),
+        &kernel(None, true),
+    )?;
+    let first = &e
+        .rules
+        .iter()
+        .find(|r| r.target == "/bin/bash")
+        .context("rule")?
+        .enforcer;
+    assert_eq!(
+        first.to_string(),
+        "unenforceable: the kernel has no landlock (allow_degraded)"
+    );
+    let e = enforce(
+        ID,
+        &mut spec()?,
+        Some(&p),
+        Some(&degraded()),
+        &kernel(Some(2), true),
+    )?;
+    let bash = e
+        .rules
+        .iter()
+        .find(|r| r.target == "/bin/bash")
+        .context("rule")?;
+    assert_eq!(bash.enforcer, Enforcer::Landlock);
+    assert_eq!(
+        bash.note.as_deref(),
+        Some("best effort: the kernel lacks truncate, scope.signal, scope.abstract_unix_socket")
+    );
+    Ok(())
+}
+
+#[test]
+fn apparmor_parts_are_reported_as_not_enforced() -> Result<()> {
+    let yaml = r#"
+apiVersion: security.kubearmor.com/v1
+kind: KubeArmorPolicy
+metadata:
+  name: with-apparmor
+  namespace: demo
+spec:
+  selector:
+    matchLabels:
+      app: web
+  apparmor: |
+    deny /etc/** w,
+  capabilities:
+    matchCapabilities:
+    - capability: net_raw
+  action: Block
+"#;
+    let e = enforce(ID, &mut spec()?, Some(&policy(yaml)?), None, &node())?;
+    assert_eq!(e.warnings.len(), 1, "{:?}", e.warnings);
+    assert!(
+        e.warnings[0].starts_with("policy demo/with-apparmor: "),
+        "{}",
+        e.warnings[0]
+    );
+    assert!(
+        e.warnings[0].ends_with(": not enforced by palisade"),
+        "{}",
+        e.warnings[0]
+    );
+    Ok(())
+}
+
+#[test]
 fn strict_refuses_a_relative_writable_path() -> Result<()> {
     let cfg = StrictConfig {
         writable_paths: vec!["tmp".into()],

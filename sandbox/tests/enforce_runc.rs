@@ -184,7 +184,8 @@ struct Ran {
     enforcement: Enforcement,
     /// The host directory bound read-write at /data, checked from outside.
     data: PathBuf,
-    _dirs: (tempfile::TempDir, Container),
+    /// The container is deleted before its bundle goes (fields drop in order).
+    _dirs: (Container, tempfile::TempDir),
 }
 
 fn run(case: Case<'_>) -> Result<Ran> {
@@ -299,7 +300,7 @@ fn run(case: Case<'_>) -> Result<Ran> {
         stderr,
         enforcement,
         data,
-        _dirs: (dir, container),
+        _dirs: (container, dir),
     })
 }
 

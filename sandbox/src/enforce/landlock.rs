@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use palisade_init::landlock::abi_of;
 use palisade_init::plan::{FsAccess, FsRule, LandlockPlan, LogPlan, Plan, ScopePlan, VERSION};
 
-use super::{Ctx, EnforceError};
+use super::{Ctx, EnforceError, Enforcer};
 
 /// Opening a file to read it, listing a directory.
 pub(super) const READ: [FsAccess; 2] = [FsAccess::ReadFile, FsAccess::ReadDir];
@@ -170,6 +170,24 @@ pub(super) fn plan(ctx: &mut Ctx<'_>, layers: &Layers) -> Result<Option<Plan>, E
             "landlock: the kernel has {kernel}, the ruleset needs abi {required}: running \
              without {missing} (allow_degraded)"
         ));
+        // The report must not claim landlock for rules the kernel will not carry.
+        for rule in ctx
+            .out
+            .rules
+            .iter_mut()
+            .filter(|r| r.enforcer == Enforcer::Landlock)
+        {
+            if have == 0 {
+                rule.enforcer =
+                    Enforcer::Unenforceable(format!("the kernel has {kernel} (allow_degraded)"));
+            } else {
+                let note = format!("best effort: the kernel lacks {missing}");
+                rule.note = Some(match rule.note.take() {
+                    Some(n) => format!("{n}; {note}"),
+                    None => note,
+                });
+            }
+        }
     }
 
     let fs = grants

@@ -200,6 +200,11 @@ pub fn enforce(
         layers.scope_abstract_unix = strict.scope_abstract_unix;
     }
     if let Some(policy) = policy {
+        for part in &policy.unenforced {
+            ctx.out
+                .warnings
+                .push(format!("policy {part}: not enforced by palisade"));
+        }
         let masks = fs::file_rules(&mut ctx, policy, &mut layers);
         fs::process_rules(&mut ctx, policy, &mut layers);
         fs::apply_masks(root, &masks).map_err(spec_err)?;
