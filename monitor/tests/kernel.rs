@@ -108,6 +108,9 @@ enum Act {
     Connect {
         addr: libc::sockaddr_in,
     },
+    Connect6 {
+        addr: libc::sockaddr_in6,
+    },
     /// A plain function of raw syscalls; its return value is the exit code.
     Call(fn() -> i32),
 }
@@ -173,6 +176,15 @@ fn spawn(cgroup: Option<&TestCgroup>, uid: Option<u32>, act: &Act) -> (i32, std:
                     );
                     fail(if rc == 0 { 0 } else { errno() });
                 }
+                Act::Connect6 { addr } => {
+                    let s = libc::socket(libc::AF_INET6, libc::SOCK_STREAM, 0);
+                    let rc = libc::connect(
+                        s,
+                        (addr as *const libc::sockaddr_in6).cast(),
+                        std::mem::size_of::<libc::sockaddr_in6>() as u32,
+                    );
+                    fail(if rc == 0 { 0 } else { errno() });
+                }
                 Act::Call(f) => fail(f()),
             }
         }
@@ -219,8 +231,21 @@ fn open(path: &Path, times: u32) -> Act {
 }
 
 fn connect(addr: SocketAddr) -> Act {
-    let SocketAddr::V4(v4) = addr else {
-        panic!("ipv4 only")
+    let v4 = match addr {
+        SocketAddr::V4(v4) => v4,
+        SocketAddr::V6(v6) => {
+            return Act::Connect6 {
+                addr: libc::sockaddr_in6 {
+                    sin6_family: libc::AF_INET6 as u16,
+                    sin6_port: v6.port().to_be(),
+                    sin6_flowinfo: 0,
+                    sin6_addr: libc::in6_addr {
+                        s6_addr: v6.ip().octets(),
+                    },
+                    sin6_scope_id: 0,
+                },
+            }
+        }
     };
     Act::Connect {
         addr: libc::sockaddr_in {
@@ -756,5 +781,107 @@ fn from_source_lets_only_the_named_executable_connect() {
         ev.findings.iter().all(|f| f.rule != "only-me"),
         "the allowed source is not reported: {:?}",
         ev.findings
+    );
+}
+
+#[test]
+fn ipv6_connect_rules_use_the_connect6_hook() {
+    let root = PinRoot::new("v6");
+    let cg = TestCgroup::new("v6");
+    let Ok(denied) = TcpListener::bind("[::1]:0") else {
+        panic!("no IPv6 loopback on this machine")
+    };
+    let allowed = TcpListener::bind("[::1]:0").unwrap();
+    let (a, b) = (denied.local_addr().unwrap(), allowed.local_addr().unwrap());
+    let (tx, rx) = sync_channel(4096);
+    let monitor = NodeMonitor::open(root.config(), tx).unwrap();
+    let rules = ContainerRules {
+        deny_connect: vec![ConnectRule {
+            name: "no-v6-a".into(),
+            addr: "::1".parse().unwrap(),
+            prefix_len: 128,
+            port: Some(a.port()),
+            only_from: None,
+            severity: 5,
+            message: String::new(),
+        }],
+        ..Default::default()
+    };
+    let _watch = monitor.watch(cg.container("v6"), rules).unwrap();
+    let (pid, st) = run(Some(&cg), None, &connect(a));
+    assert_eq!(exited(st), Some(libc::EPERM));
+    let (_, st) = run(Some(&cg), None, &connect(b));
+    assert_eq!(exited(st), Some(0));
+    let (ev, _) = until(&rx, "refused v6 connect", |e| {
+        e.process.pid == pid as u32 && matches!(e.kind, EventKind::Connect { .. })
+    });
+    assert_eq!(
+        ev.kind,
+        EventKind::Connect {
+            addr: Some(a),
+            result: -(libc::EPERM as i64)
+        }
+    );
+}
+
+#[test]
+fn audit_mode_reports_deny_rules_without_killing_or_refusing() {
+    let root = PinRoot::new("audit");
+    let cg = TestCgroup::new("audit");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dest = listener.local_addr().unwrap();
+    let (tx, rx) = sync_channel(4096);
+    let config = MonitorConfig {
+        enforce: false,
+        ..root.config()
+    };
+    let monitor = NodeMonitor::open(config, tx).unwrap();
+    let rules = ContainerRules {
+        deny_exec: vec![ExecRule {
+            name: "no-id".into(),
+            path: "/usr/bin/id".into(),
+            severity: 9,
+            message: String::new(),
+        }],
+        deny_connect: vec![ConnectRule {
+            name: "no-dest".into(),
+            addr: dest.ip(),
+            prefix_len: 32,
+            port: None,
+            only_from: None,
+            severity: 5,
+            message: String::new(),
+        }],
+        ..Default::default()
+    };
+    let watch = monitor.watch(cg.container("audit"), rules).unwrap();
+    assert!(watch
+        .enforcement()
+        .iter()
+        .all(|e| e.enforcer == Enforcer::AuditOnly));
+    let (pid, mut out) = spawn(Some(&cg), None, &exec("/usr/bin/id", &["id"]));
+    assert_eq!(exited(wait(pid)), Some(0), "audit mode does not kill");
+    let mut printed = String::new();
+    out.read_to_string(&mut printed).unwrap();
+    assert!(printed.starts_with("uid=0"), "{printed:?}");
+    let (ev, _) = until(&rx, "audited exec", |e| {
+        e.process.pid == pid as u32 && matches!(e.kind, EventKind::Exec { .. })
+    });
+    let f = &ev.findings[0];
+    assert_eq!(
+        (f.rule.as_str(), f.action, f.enforcer),
+        ("no-id", EventAction::Audit, "audit-only")
+    );
+    let (pid, st) = run(Some(&cg), None, &connect(dest));
+    assert_eq!(exited(st), Some(0), "audit mode does not refuse");
+    let (ev, _) = until(&rx, "audited connect", |e| {
+        e.process.pid == pid as u32 && matches!(e.kind, EventKind::Connect { .. })
+    });
+    assert_eq!(ev.findings[0].rule, "no-dest");
+    assert_eq!(ev.findings[0].action, EventAction::Audit);
+    assert_eq!(
+        watch.rule_hits(),
+        vec![("no-id".to_string(), 1), ("no-dest".to_string(), 1)],
+        "the kernel still matched both"
     );
 }
