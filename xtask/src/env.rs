@@ -53,18 +53,28 @@ const SUBNET_BASE: &str = "10.209";
 
 impl Env {
     /// Prepares the run dir under `base` (configs only; [`Env::start`] starts processes).
+    /// Run dirs left by harness processes that no longer exist are torn down first.
     pub fn new(base: &Path, opts: Options) -> Result<Arc<Self>> {
-        let id = std::process::id();
-        let run_dir = base.join(format!("run-{id}"));
-        if run_dir.exists() {
-            fs::remove_dir_all(&run_dir).with_context(|| format!("clear {}", run_dir.display()))?;
+        sweep_stale(base, &opts.conformance);
+        let env = Arc::new(Self::layout(base, std::process::id(), opts.conformance));
+        if env.run_dir.exists() {
+            fs::remove_dir_all(&env.run_dir)
+                .with_context(|| format!("clear {}", env.run_dir.display()))?;
         }
-        let bin = run_dir.join("bin");
+        let bin = env.run_dir.join("bin");
         fs::create_dir_all(&bin).with_context(|| format!("create {}", bin.display()))?;
         if let Some(shim) = &opts.shim {
             fs::copy(shim, bin.join(crate::SHIM_BINARY))
                 .with_context(|| format!("copy shim {}", shim.display()))?;
         }
+        env.write_configs()?;
+        Ok(env)
+    }
+
+    /// Every name and path of the environment of harness process `id`.
+    fn layout(base: &Path, id: u32, conformance: PathBuf) -> Self {
+        let run_dir = base.join(format!("run-{id}"));
+        let bin = run_dir.join("bin");
         let host_path = std::env::var("PATH").unwrap_or_default();
         let mut path_env = bin.display().to_string();
         for p in host_path.split(':').chain([
@@ -80,7 +90,7 @@ impl Env {
                 path_env.push_str(p);
             }
         }
-        let env = Arc::new(Self {
+        Self {
             socket: run_dir.join("containerd.sock"),
             config: run_dir.join("containerd.toml"),
             log: run_dir.join("containerd.log"),
@@ -88,14 +98,12 @@ impl Env {
             bridge: format!("palt{:x}", id % 0xfffff),
             cgroup_root: format!("/palisade-test-{id}"),
             failure_dir: base.join("last-failure"),
-            conformance: opts.conformance,
+            conformance,
             path_env,
             state: Mutex::new(State::default()),
             lifecycle: Mutex::new(false),
             run_dir,
-        });
-        env.write_configs()?;
-        Ok(env)
+        }
     }
 
     /// Starts containerd and imports the test images.
@@ -261,6 +269,20 @@ oom_score = 0
         }
     }
 
+    /// The containerd of a run dir whose harness is gone: known by its pid file,
+    /// and only if that pid still runs containerd with this run's config.
+    fn stale_containerd(&self) -> Option<i32> {
+        let pid: i32 = fs::read_to_string(self.run_dir.join("containerd.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let config = self.config.display().to_string();
+        procs::cmdline(pid)
+            .is_some_and(|c| c.starts_with("containerd ") && c.contains(&config))
+            .then_some(pid)
+    }
+
     pub fn containerd_pid(&self) -> Option<u32> {
         self.lock().containerd.as_ref().map(Child::id)
     }
@@ -365,6 +387,11 @@ oom_score = 0
         if failed {
             self.keep_logs();
         }
+        if self.containerd_pid().is_none() {
+            if let Some(pid) = self.stale_containerd() {
+                procs::signal(pid, Signal::SIGKILL);
+            }
+        }
         if self.containerd_pid().is_some() {
             let out = Command::new(&self.conformance)
                 .arg("cleanup")
@@ -430,4 +457,29 @@ fn which(name: &str, path_env: &str) -> Option<PathBuf> {
         .split(':')
         .map(|d| Path::new(d).join(name))
         .find(|p| p.is_file())
+}
+
+/// Tears down the run dirs under `base` whose harness process is gone (a run
+/// killed with SIGKILL cannot clean up after itself).
+fn sweep_stale(base: &Path, conformance: &Path) {
+    let Ok(rd) = fs::read_dir(base) else {
+        return;
+    };
+    for entry in rd.flatten() {
+        let name = entry.file_name();
+        let Some(id) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("run-"))
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let owner_alive =
+            i32::try_from(id).is_ok_and(|p| procs::cmdline(p).is_some_and(|c| c.contains("xtask")));
+        if id == std::process::id() || owner_alive {
+            continue;
+        }
+        eprintln!("xtask: tearing down stale {}", entry.path().display());
+        Env::layout(base, id, conformance.to_path_buf()).teardown(false);
+    }
 }

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-pub use palisade_conformance::host::{alive, cgroup_mounts, mounts_under, shim_pids as shims_of};
+pub use palisade_conformance::host::{
+    alive, cgroup_mounts, cmdline, mounts_under, shim_pids as shims_of,
+};
 
 pub fn signal(pid: i32, sig: Signal) {
     let _ = kill(Pid::from_raw(pid), sig);
