@@ -885,3 +885,134 @@ fn audit_mode_reports_deny_rules_without_killing_or_refusing() {
         "the kernel still matched both"
     );
 }
+
+fn serve_one_connection() -> i32 {
+    // SAFETY: raw socket calls in a forked child that exits right after.
+    unsafe {
+        let l = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        let mut addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
+            },
+            sin_zero: [0; 8],
+        };
+        let mut len = std::mem::size_of::<libc::sockaddr_in>() as u32;
+        if libc::bind(l, (&addr as *const libc::sockaddr_in).cast(), len) != 0 {
+            return 20;
+        }
+        if libc::listen(l, 4) != 0 {
+            return 21;
+        }
+        if libc::getsockname(l, (&mut addr as *mut libc::sockaddr_in).cast(), &mut len) != 0 {
+            return 22;
+        }
+        let c = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        if libc::connect(c, (&addr as *const libc::sockaddr_in).cast(), len) != 0 {
+            return 23;
+        }
+        let mut peer: libc::sockaddr_in = std::mem::zeroed();
+        let mut plen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+        if libc::accept(l, (&mut peer as *mut libc::sockaddr_in).cast(), &mut plen) < 0 {
+            return 24;
+        }
+    }
+    0
+}
+
+#[test]
+fn bind_listen_and_accept_are_reported_with_addresses() {
+    let root = PinRoot::new("server");
+    let cg = TestCgroup::new("server");
+    let (tx, rx) = sync_channel(4096);
+    let monitor = NodeMonitor::open(root.config(), tx).unwrap();
+    let _watch = monitor
+        .watch(cg.container("server"), ContainerRules::default())
+        .unwrap();
+    let (pid, st) = run(Some(&cg), None, &Act::Call(serve_one_connection));
+    assert_eq!(exited(st), Some(0));
+    let mine = |kind: &'static str| {
+        move |e: &MonitorEvent| e.process.pid == pid as u32 && e.kind.name() == kind
+    };
+    let (bind, _) = until(&rx, "bind", mine("bind"));
+    let EventKind::Bind {
+        addr: Some(bound),
+        result: 0,
+    } = bind.kind
+    else {
+        panic!("{:?}", bind.kind)
+    };
+    assert_eq!(bound, "127.0.0.1:0".parse::<SocketAddr>().unwrap());
+    let (listen, _) = until(&rx, "listen", mine("listen"));
+    assert!(
+        matches!(
+            listen.kind,
+            EventKind::Listen {
+                backlog: 4,
+                result: 0,
+                ..
+            }
+        ),
+        "{:?}",
+        listen.kind
+    );
+    let (connect_ev, _) = until(&rx, "connect", mine("connect"));
+    let EventKind::Connect {
+        addr: Some(server),
+        result: 0,
+    } = connect_ev.kind
+    else {
+        panic!("{:?}", connect_ev.kind)
+    };
+    let (accept, _) = until(&rx, "accept", mine("accept"));
+    let EventKind::Accept {
+        peer: Some(peer),
+        result,
+    } = accept.kind
+    else {
+        panic!("{:?}", accept.kind)
+    };
+    assert!(result >= 0);
+    assert_eq!(peer.ip(), server.ip());
+    assert_ne!(peer.port(), server.port(), "the peer is the client side");
+}
+
+#[test]
+fn a_cgroup_is_watched_once_and_a_failed_watch_leaves_nothing() {
+    let root = PinRoot::new("once");
+    let cg = TestCgroup::new("once");
+    let (tx, _rx) = sync_channel(16);
+    let monitor = NodeMonitor::open(root.config(), tx).unwrap();
+    let bad = ContainerRules {
+        deny_exec: vec![ExecRule {
+            name: "missing".into(),
+            path: "/nonexistent/palisade".into(),
+            severity: 5,
+            message: String::new(),
+        }],
+        ..Default::default()
+    };
+    let err = monitor.watch(cg.container("once"), bad).err().unwrap();
+    assert!(
+        err.to_string()
+            .contains("rule missing: /nonexistent/palisade"),
+        "{err}"
+    );
+    let first = monitor
+        .watch(cg.container("once"), ContainerRules::default())
+        .unwrap();
+    let again = monitor.watch(cg.container("once"), ContainerRules::default());
+    assert!(
+        matches!(
+            again,
+            Err(palisade_monitor::MonitorError::AlreadyWatched { .. })
+        ),
+        "{:?}",
+        again.err()
+    );
+    drop(first);
+    monitor
+        .watch(cg.container("once"), ContainerRules::default())
+        .unwrap();
+}
