@@ -508,7 +508,14 @@ impl NodeMonitor {
                 }
             })?;
         watch.registered = true;
-        info!(container = %name, cgroup_id = container.cgroup_id, slot, "watching");
+        info!(
+            container = %name,
+            container_id = %container.container_id,
+            pod = %container.pod,
+            cgroup_id = container.cgroup_id,
+            slot,
+            "watching"
+        );
         Ok(watch)
     }
 }
