@@ -71,6 +71,17 @@ struct {
 	__type(value, struct path_buf);
 } procs SEC(".maps");
 
+/* Path scratch per CPU: an open is judged before any ring space is reserved, so the many
+ * uninteresting opens never touch the ring (nor wake its reader); the exec hook stores the
+ * filename from here, as map updates take their value from map or stack memory on every
+ * kernel, not from ring memory. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct path_buf);
+} scratch SEC(".maps");
+
 struct inflight {
 	__u32 sys;
 	__u32 pad;
@@ -174,10 +185,10 @@ int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 	struct container_info *ci;
 	struct deny_value *deny;
 	struct exec_event *e;
-	struct path_buf *pb;
+	struct path_buf *pb, *fname;
 	struct exec_key key = {};
 	unsigned long start, end;
-	__u32 flags = 0, rule = 0, len, ppid, pid;
+	__u32 flags = 0, rule = 0, len, ppid, pid, zero = 0;
 	const unsigned char *name;
 	__u64 cg;
 
@@ -207,7 +218,13 @@ int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 	e->ino = key.ino;
 	e->dev = key.dev;
 	e->rule = rule;
-	bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), BPF_CORE_READ(bprm, filename));
+	fname = bpf_map_lookup_elem(&scratch, &zero);
+	if (!fname) {
+		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
+		return 0;
+	}
+	bpf_probe_read_kernel_str(fname->s, sizeof(fname->s), BPF_CORE_READ(bprm, filename));
+	__builtin_memcpy(e->filename, fname->s, sizeof(e->filename));
 
 	ppid = e->h.ppid;
 	pb = bpf_map_lookup_elem(&procs, &ppid);
@@ -230,7 +247,7 @@ int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 	bpf_probe_read_user(e->args, len & (ARGS_LEN - 1), (void *)start);
 
 	pid = e->h.pid;
-	bpf_map_update_elem(&procs, &pid, e->filename, BPF_ANY);
+	bpf_map_update_elem(&procs, &pid, fname, BPF_ANY);
 	submit(ci, e);
 	return 0;
 }
@@ -367,14 +384,6 @@ static __always_inline bool has_prefix(const char *s, const char *prefix, int n)
 	return true;
 }
 
-/* Path scratch per CPU: an open is judged before any ring space is reserved, so the many
- * uninteresting opens never touch the ring (nor wake its reader). */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct path_buf);
-} scratch SEC(".maps");
 
 /* Without CF_ALL_OPENS only the opens a detection can use are reported: writes, denials and
  * the Kubernetes secret mounts. */

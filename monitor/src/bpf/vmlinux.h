@@ -54,6 +54,10 @@ enum {
 	BPF_F_NO_PREALLOC = 1,
 };
 
+enum {
+	BPF_RB_NO_WAKEUP = 1,
+};
+
 /* UAPI context of cgroup sock_addr programs (include/uapi/linux/bpf.h); the verifier rewrites
  * accesses by offset, so this layout must match the ABI exactly. */
 struct bpf_sock_addr {
