@@ -585,6 +585,34 @@ fn connect_to_a_denied_destination_is_refused_with_eperm() {
     assert_eq!(exited(st), Some(0));
 }
 
+/// The id of the program behind a pinned program or link (from its fdinfo); the fd is closed
+/// before returning so that it does not keep the program alive.
+fn pinned_prog_id(path: &Path) -> u32 {
+    let c = CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: a valid path; the fd is closed below.
+    let fd = unsafe { libbpf_rs::libbpf_sys::bpf_obj_get(c.as_ptr()) };
+    assert!(fd >= 0, "{}: not pinned", path.display());
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap();
+    // SAFETY: closing the fd opened above.
+    unsafe { libc::close(fd) };
+    info.lines()
+        .find_map(|l| l.strip_prefix("prog_id:"))
+        .unwrap_or_else(|| panic!("{}: no prog_id in {info}", path.display()))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn prog_loaded(id: u32) -> bool {
+    // SAFETY: asks the kernel for an fd by id; closed right away.
+    let fd = unsafe { libbpf_rs::libbpf_sys::bpf_prog_get_fd_by_id(id) };
+    if fd >= 0 {
+        // SAFETY: closing the fd just obtained.
+        unsafe { libc::close(fd) };
+    }
+    fd >= 0
+}
+
 #[test]
 fn holders_share_pins_and_the_last_one_out_unloads() {
     let root = PinRoot::new("pins");
@@ -599,11 +627,25 @@ fn holders_share_pins_and_the_last_one_out_unloads() {
     assert_eq!(first.pin_dir(), second.pin_dir());
     let dir = first.pin_dir().to_path_buf();
     assert!(dir.join("maps/containers").exists());
+    let programs = [
+        pinned_prog_id(&dir.join("links/on_exec")),
+        pinned_prog_id(&dir.join("progs/connect4")),
+    ];
+    assert!(programs.iter().all(|&id| prog_loaded(id)));
     assert!(!first.features().bpf_lsm || second.features().bpf_lsm);
     drop(first);
     assert!(dir.join("links").exists(), "one holder is left");
     drop(second);
     assert!(!dir.exists(), "the last holder out unpins everything");
+    // Unloading is asynchronous (RCU): give the kernel a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while programs.iter().any(|&id| prog_loaded(id)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        programs.iter().all(|&id| !prog_loaded(id)),
+        "programs {programs:?} still loaded"
+    );
 
     // A holder killed with SIGKILL leaves its pins, and the next holder or cleanup frees them.
     let mut child = Command::new(env!("CARGO_BIN_EXE_palisade-monitor"))
