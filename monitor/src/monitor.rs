@@ -868,3 +868,10 @@ fn syscall_kind(e: &types::syscall_event) -> EventKind {
         _ => call(Syscall::Bpf),
     }
 }
+
+// The shim holds these across threads and tasks: keep them Send and Sync.
+const _: fn() = || {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<NodeMonitor>();
+    send_sync::<Watch>();
+};
