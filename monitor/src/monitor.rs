@@ -279,13 +279,20 @@ impl NodeMonitor {
         })?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop_reader = stop.clone();
+        let drops_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("palisade-ring".into())
             .spawn(move || {
                 let _ring = ring;
+                let mut drops = HashMap::new();
+                let mut checked = Instant::now();
                 while !stop_reader.load(Ordering::Relaxed) {
                     if let Err(e) = rb.poll(Duration::from_millis(50)) {
                         debug!(error = %e, "ring buffer poll");
+                    }
+                    if checked.elapsed() >= Duration::from_secs(1) {
+                        report_drops(&drops_shared, &mut drops);
+                        checked = Instant::now();
                     }
                 }
                 // Whatever is still in the ring is delivered before the reader stops.
@@ -525,6 +532,41 @@ impl Drop for NodeMonitor {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.reader.take() {
             let _ = t.join();
+        }
+    }
+}
+
+/// Logs, once a second at most, the containers whose events the kernel dropped since the last
+/// look (the ring buffer was full): the counters themselves are in [`Watch::stats`].
+fn report_drops(shared: &Shared, last: &mut HashMap<u32, u64>) {
+    let watches: Vec<(u32, Arc<WatchEntry>)> = shared
+        .watches
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .map(|(slot, entry)| (*slot, entry.clone()))
+        .collect();
+    last.retain(|slot, _| watches.iter().any(|(s, _)| s == slot));
+    for (slot, entry) in watches {
+        let Some(info) = shared
+            .maps
+            .containers
+            .lookup(&entry.container.cgroup_id.to_ne_bytes(), MapFlags::ANY)
+            .ok()
+            .flatten()
+            .and_then(|v| raw::read::<types::container_info>(&v))
+        else {
+            continue;
+        };
+        let before = last.insert(slot, info.drops).unwrap_or(0);
+        if info.drops > before {
+            warn!(
+                container_id = %entry.container.container_id,
+                pod = %entry.container.pod,
+                dropped = info.drops - before,
+                total = info.drops,
+                "ring buffer full: events dropped in the kernel"
+            );
         }
     }
 }
