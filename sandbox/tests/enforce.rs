@@ -114,6 +114,8 @@ fn seccomp_action(spec: &Value, name: &str, args: [u64; 3]) -> String {
             match c["op"].as_str() {
                 Some("SCMP_CMP_EQ") => arg == value,
                 Some("SCMP_CMP_NE") => arg != value,
+                Some("SCMP_CMP_LT") => arg < value,
+                Some("SCMP_CMP_GT") => arg > value,
                 Some("SCMP_CMP_MASKED_EQ") => arg & value == two,
                 other => panic!("unexpected op {other:?}"),
             }
@@ -920,6 +922,17 @@ fn network_audit_logs_through_seccomp_or_goes_to_the_monitor() -> Result<()> {
         ALLOW,
         "icmp is not udp"
     );
+    assert_eq!(seccomp_action(&s, "socket", [AF_INET6, DGRAM, 17]), LOG);
+    assert_eq!(
+        seccomp_action(&s, "socket", [AF_INET, DGRAM, 136]),
+        LOG,
+        "every datagram protocol but icmp is udp"
+    );
+    assert_eq!(
+        strings(&s["linux"]["seccomp"]["architectures"]),
+        ["SCMP_ARCH_X86_64", "SCMP_ARCH_X32"],
+        "libseccomp cannot filter x86's socketcall by family"
+    );
     assert_eq!(seccomp_action(&s, "socket", [AF_INET, STREAM, 0]), ALLOW);
     assert_eq!(e.rules[0].enforcer, Enforcer::Seccomp);
     assert!(e.monitor.audit.is_empty());
@@ -935,6 +948,30 @@ fn network_audit_logs_through_seccomp_or_goes_to_the_monitor() -> Result<()> {
     assert_eq!(seccomp_action(&s, "socket", [AF_INET, DGRAM, 0]), ALLOW);
     assert_eq!(e.rules[0].enforcer, Enforcer::MonitorAudit);
     assert_eq!(e.monitor.audit.len(), 1);
+    Ok(())
+}
+
+#[test]
+fn network_audit_of_icmp_tells_ping_sockets_and_raw_icmp_apart() -> Result<()> {
+    let yaml = AUDIT_UDP.replace("protocol: udp", "protocol: icmp");
+    let mut s = spec()?;
+    let e = enforce(ID, &mut s, Some(&policy(&yaml)?), None, &node())?;
+    for (args, want) in [
+        ([AF_INET, DGRAM, 1], LOG),
+        ([AF_INET, DGRAM, 0], ALLOW),
+        ([AF_INET, DGRAM, 17], ALLOW),
+        ([AF_INET, RAW, 1], LOG),
+        ([AF_INET, RAW, 0], ALLOW),
+        ([AF_INET, RAW, 255], ALLOW),
+        ([AF_INET6, RAW, 58], LOG),
+        ([AF_INET6, RAW, 6], ALLOW),
+        ([AF_INET6, DGRAM | NONBLOCK_CLOEXEC, 58], LOG),
+        ([AF_INET, STREAM, 0], ALLOW),
+        ([AF_PACKET, RAW, 0], ALLOW),
+    ] {
+        assert_eq!(seccomp_action(&s, "socket", args), want, "socket{args:?}");
+    }
+    assert_eq!(e.rules[0].enforcer, Enforcer::Seccomp);
     Ok(())
 }
 

@@ -93,8 +93,22 @@ fn busybox_rootfs(root: &Path) -> Result<()> {
         }
     }
     for applet in [
-        "sh", "cat", "echo", "touch", "rm", "chmod", "mv", "ls", "ping", "arping", "nc", "sleep",
-        "grep", "id", "mkdir",
+        "sh",
+        "cat",
+        "echo",
+        "touch",
+        "rm",
+        "chmod",
+        "mv",
+        "ls",
+        "ping",
+        "arping",
+        "nc",
+        "sleep",
+        "grep",
+        "id",
+        "mkdir",
+        "traceroute",
     ] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))?;
     }
@@ -725,5 +739,62 @@ fn syscall_block_refuses_unlink_and_chmod_while_rename_works() -> Result<()> {
         ran.stderr
     );
     assert!(ran.data.join("a").exists() && ran.data.join("c").exists());
+    Ok(())
+}
+
+const AUDITS: &str = r#"
+apiVersion: security.kubearmor.com/v1
+kind: KubeArmorPolicy
+metadata:
+  name: audit-mkdir-icmp
+  namespace: demo
+spec:
+  selector:
+    matchLabels:
+      app: web
+  syscalls:
+    matchSyscalls:
+    - syscall: [mkdir]
+  network:
+    matchProtocols:
+    - protocol: icmp
+  action: Audit
+"#;
+
+#[test]
+fn audit_rules_log_through_seccomp_and_permit() -> Result<()> {
+    // SCMP_ACT_LOG rules, with socket() told apart by protocol (icmp logged, udp and other
+    // raw sockets allowed), are accepted by runc's libseccomp and let the calls through.
+    let mut case = Case::new(
+        "audit",
+        "mkdir /data/d && echo mkdir-ok; \
+         ping -c 1 -W 2 127.0.0.1 >/dev/null && echo ping-ok; \
+         traceroute -n -m 1 -q 1 -w 1 127.0.0.1 2>/dev/null | grep -q '^ 1  127.0.0.1' && echo udp-ok; \
+         grep '^Seccomp:' /proc/self/status",
+    );
+    case.hardening = HardeningConfig {
+        drop_net_raw: false,
+        ..HardeningConfig::default()
+    };
+    case.policy = Some(AUDITS);
+    let ran = run(case)?;
+    assert_eq!(
+        lines(&ran.stdout),
+        ["mkdir-ok", "ping-ok", "udp-ok", "Seccomp:\t2"],
+        "stderr: {}",
+        ran.stderr
+    );
+    assert!(ran.data.join("d").is_dir());
+    let kernel = KernelFeatures::probe()?;
+    let want = if kernel.seccomp_action("log") {
+        Enforcer::Seccomp
+    } else {
+        Enforcer::MonitorAudit
+    };
+    assert!(
+        ran.enforcement.rules.iter().all(|r| r.enforcer == want),
+        "{:#?}",
+        ran.enforcement.rules
+    );
     Ok(())
 }

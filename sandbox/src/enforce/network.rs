@@ -129,15 +129,27 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, seccomp: &mut Editor<'_>, policy: &Compil
     }
     let Some(base) = base else { return };
 
-    // The (family, conditions, protocols) combinations, disjoint so that libseccomp never
-    // sees two rules for the same arguments.
-    let mut combos: Vec<(Vec<Value>, Vec<Protocol>)> = Vec::new();
+    let final_act = |protocols: &[Protocol]| -> Act {
+        match decide(policy, protocols, &degraded_allows) {
+            Action::Block => Act::eperm(),
+            Action::Audit if base == Act::allow() && log => Act::log(),
+            _ => base.clone(),
+        }
+    };
+    // (conditions, action, protocols): disjoint, so that no socket() call matches two rules
+    // (libseccomp does not say which of overlapping rules wins).
+    let mut combos: Vec<(Vec<Value>, Act, Vec<Protocol>)> = Vec::new();
     for (family, icmp) in [(AF_INET, IPPROTO_ICMP), (AF_INET6, IPPROTO_ICMPV6)] {
-        let fam = cmp(0, family, "SCMP_CMP_EQ");
-        combos.push((
-            vec![fam.clone(), masked_type(SOCK_STREAM)],
-            vec![Protocol::Tcp],
-        ));
+        let typed = |t: u64, extra: Option<Value>| {
+            let mut args = vec![cmp(0, family, "SCMP_CMP_EQ"), masked_type(t)];
+            args.extend(extra);
+            args
+        };
+        let tcp = vec![Protocol::Tcp];
+        combos.push((typed(SOCK_STREAM, None), final_act(&tcp), tcp));
+
+        // Each type's protocols are told apart by argument 2 only when their actions
+        // differ: ICMP against every other protocol.
         for (t, with_icmp, without_icmp) in [
             (SOCK_DGRAM, vec![Protocol::Icmp], vec![Protocol::Udp]),
             (
@@ -146,36 +158,35 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, seccomp: &mut Editor<'_>, policy: &Compil
                 vec![Protocol::Raw],
             ),
         ] {
-            combos.push((
-                vec![fam.clone(), masked_type(t), cmp(2, icmp, "SCMP_CMP_EQ")],
-                with_icmp,
-            ));
-            combos.push((
-                vec![fam.clone(), masked_type(t), cmp(2, icmp, "SCMP_CMP_NE")],
-                without_icmp,
-            ));
+            let (icmp_act, other_act) = (final_act(&with_icmp), final_act(&without_icmp));
+            if icmp_act == other_act {
+                let mut all = with_icmp;
+                all.extend(without_icmp);
+                all.sort();
+                all.dedup();
+                combos.push((typed(t, None), icmp_act, all));
+            } else {
+                let is_icmp = typed(t, Some(cmp(2, icmp, "SCMP_CMP_EQ")));
+                combos.push((is_icmp, icmp_act, with_icmp));
+                let not_icmp = typed(t, Some(cmp(2, icmp, "SCMP_CMP_NE")));
+                combos.push((not_icmp, other_act, without_icmp));
+            }
         }
+        // Other types on the inet families (SCTP's SOCK_SEQPACKET) name no protocol: only
+        // the posture applies.
+        let posture = final_act(&[]);
         for t in (0..=SOCK_TYPE_MASK).filter(|t| ![SOCK_STREAM, SOCK_DGRAM, SOCK_RAW].contains(t)) {
-            combos.push((vec![fam.clone(), masked_type(t)], Vec::new()));
+            combos.push((typed(t, None), posture.clone(), Vec::new()));
         }
     }
-    combos.push((vec![cmp(0, AF_PACKET, "SCMP_CMP_EQ")], vec![Protocol::Raw]));
-
-    let final_act = |protocols: &[Protocol]| -> Act {
-        // Sockets of other types on the inet families fall under the posture too.
-        match decide(policy, protocols, &degraded_allows) {
-            Action::Block => Act::eperm(),
-            Action::Audit if base == Act::allow() && log => Act::log(),
-            _ => base.clone(),
-        }
-    };
-    let acts: Vec<Act> = combos.iter().map(|(_, p)| final_act(p)).collect();
+    let raw = vec![Protocol::Raw];
+    combos.push((vec![cmp(0, AF_PACKET, "SCMP_CMP_EQ")], final_act(&raw), raw));
+    let acts: Vec<Act> = combos.iter().map(|(_, a, _)| a.clone()).collect();
     let changed = acts.iter().any(|a| *a != base);
     let logged_protocols: BTreeSet<Protocol> = combos
         .iter()
-        .zip(&acts)
-        .filter(|(_, a)| **a == Act::log())
-        .flat_map(|((_, p), _)| p.iter().copied())
+        .filter(|(_, a, _)| *a == Act::log())
+        .flat_map(|(_, _, p)| p.iter().copied())
         .collect();
     for (id, meta) in &ids {
         let action = meta.action;
@@ -220,10 +231,21 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, seccomp: &mut Editor<'_>, policy: &Compil
         return;
     }
     // socketcall multiplexes socket() for 32-bit x86 with its arguments in memory, out of
-    // the filter's reach: it goes, so 32-bit programs must use socket() directly.
+    // the filter's reach; libseccomp turns every socket() rule into a socketcall rule on
+    // x86 too, comparing the other conditions with the pointer (and refusing two such
+    // rules with different actions). So the x86 personality leaves the filter: 32-bit x86
+    // processes get the filter's bad-architecture action (libseccomp's default kills them)
+    // instead of a filter that lets socket() through by accident.
     seccomp.remove(&["socket", "socketcall"]);
-    for ((args, _), act) in combos.iter().zip(&acts) {
+    for (args, act, _) in &combos {
         seccomp.push(&["socket"], act, args.clone());
+    }
+    if seccomp.remove_architecture("SCMP_ARCH_X86") {
+        ctx.out.applied.push(
+            "policy: seccomp filter without SCMP_ARCH_X86: 32-bit x86 system calls are refused, \
+             since socketcall() cannot be filtered by family"
+                .to_owned(),
+        );
     }
     // Every other family keeps what socket() had.
     for family in (0..AF_MAX).filter(|f| ![AF_INET, AF_INET6, AF_PACKET].contains(f)) {

@@ -193,6 +193,19 @@ impl<'a> Editor<'a> {
         }
     }
 
+    /// Takes an architecture out of the filter; returns whether it was there.
+    pub fn remove_architecture(&mut self, arch: &str) -> bool {
+        if self.existing().is_none() {
+            return false;
+        }
+        let Some(Value::Array(archs)) = self.profile().get_mut("architectures") else {
+            return false;
+        };
+        let before = archs.len();
+        archs.retain(|a| a.as_str() != Some(arch));
+        archs.len() != before
+    }
+
     /// Makes the profile's default deny with EPERM (for a syscall allow-list).
     pub fn deny_by_default(&mut self) {
         let profile = self.profile();
