@@ -1058,3 +1058,76 @@ fn a_cgroup_is_watched_once_and_a_failed_watch_leaves_nothing() {
         .watch(cg.container("once"), ContainerRules::default())
         .unwrap();
 }
+
+/// An overlay mount like a container's root filesystem; unmounted and removed when dropped.
+struct Overlay {
+    base: PathBuf,
+    merged: PathBuf,
+}
+
+impl Overlay {
+    fn new(name: &str, files: &[(&str, &str)]) -> Self {
+        let base = std::env::temp_dir().join(format!("palisade-ovl-{}-{name}", std::process::id()));
+        for d in ["lower", "upper", "work", "merged"] {
+            std::fs::create_dir_all(base.join(d)).unwrap();
+        }
+        for (from, to) in files {
+            std::fs::copy(from, base.join("lower").join(to)).unwrap();
+        }
+        let merged = base.join("merged");
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            base.join("lower").display(),
+            base.join("upper").display(),
+            base.join("work").display()
+        );
+        let target = CString::new(merged.to_str().unwrap()).unwrap();
+        let data = CString::new(opts).unwrap();
+        // SAFETY: valid NUL-terminated strings for the duration of the call.
+        let rc = unsafe {
+            libc::mount(
+                c"overlay".as_ptr(),
+                target.as_ptr(),
+                c"overlay".as_ptr(),
+                0,
+                data.as_ptr().cast(),
+            )
+        };
+        assert_eq!(rc, 0, "mount overlay: {}", std::io::Error::last_os_error());
+        Overlay { base, merged }
+    }
+}
+
+impl Drop for Overlay {
+    fn drop(&mut self) {
+        let target = CString::new(self.merged.to_str().unwrap()).unwrap();
+        // SAFETY: unmounting the overlay mounted in new().
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+        let _ = std::fs::remove_dir_all(&self.base);
+    }
+}
+
+#[test]
+fn exec_rules_match_binaries_on_an_overlay_root_filesystem() {
+    let root = PinRoot::new("ovl");
+    let cg = TestCgroup::new("ovl");
+    let ovl = Overlay::new("exec", &[("/usr/bin/id", "id"), ("/bin/true", "true")]);
+    let (tx, _rx) = sync_channel(4096);
+    let monitor = NodeMonitor::open(root.config(), tx).unwrap();
+    let rules = ContainerRules {
+        deny_exec: vec![ExecRule {
+            name: "no-id".into(),
+            path: ovl.merged.join("id"),
+            severity: 8,
+            message: String::new(),
+        }],
+        ..Default::default()
+    };
+    let _watch = monitor.watch(cg.container("ovl"), rules).unwrap();
+    let id = ovl.merged.join("id");
+    let (_, st) = run(Some(&cg), None, &exec(id.to_str().unwrap(), &["id"]));
+    assert_eq!(killed_by(st), Some(libc::SIGKILL), "status {st:#x}");
+    let t = ovl.merged.join("true");
+    let (_, st) = run(Some(&cg), None, &exec(t.to_str().unwrap(), &["true"]));
+    assert_eq!(exited(st), Some(0));
+}
