@@ -175,6 +175,8 @@ struct Case<'a> {
     tweak_plan: Option<fn(&mut palisade_init::plan::Plan)>,
     /// Whether `runc run` must exit 0.
     must_succeed: bool,
+    /// Adds files to the rootfs.
+    setup: Option<fn(&Path) -> Result<()>>,
 }
 
 impl<'a> Case<'a> {
@@ -187,6 +189,7 @@ impl<'a> Case<'a> {
             script,
             tweak_plan: None,
             must_succeed: true,
+            setup: None,
         }
     }
 }
@@ -212,6 +215,9 @@ fn run(case: Case<'_>) -> Result<Ran> {
     let bundle = dir.path().join("bundle");
     let rootfs = bundle.join("rootfs");
     busybox_rootfs(&rootfs)?;
+    if let Some(setup) = case.setup {
+        setup(&rootfs)?;
+    }
     let data = dir.path().join("volume");
     fs::create_dir_all(&data)?;
     let secrets = dir.path().join("serviceaccount");
@@ -694,6 +700,83 @@ fn raw_socket_block_fails_ping_while_tcp_still_connects() -> Result<()> {
         ran.stderr
     );
     assert_eq!(ran.enforcement.rules[0].enforcer, Enforcer::Seccomp);
+    Ok(())
+}
+
+/// A static program making 32-bit x86 system calls (`int $0x80`) from a 64-bit process:
+/// getpid, then socketcall(SYS_SOCKET) for a raw socket.
+#[cfg(target_arch = "x86_64")]
+const INT80_C: &str = r#"
+#include <stdio.h>
+int main(void) {
+    long ret;
+    __asm__ volatile ("int $0x80" : "=a"(ret) : "a"(20L) : "memory");
+    printf("getpid32=%ld\n", ret);
+    static unsigned int args[3] = {2, 3, 1};
+    __asm__ volatile ("int $0x80" : "=a"(ret) : "a"(102L), "b"(1L), "c"(args) : "memory");
+    printf("socketcall32=%ld\n", ret);
+    return 0;
+}
+"#;
+
+#[cfg(target_arch = "x86_64")]
+fn int80_binary(rootfs: &Path) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let src = dir.path().join("int80.c");
+    fs::write(&src, INT80_C)?;
+    let out = Command::new("cc")
+        .args(["-static", "-O1", "-o"])
+        .arg(rootfs.join("bin/int80"))
+        .arg(&src)
+        .output()
+        .context("run cc")?;
+    ensure!(
+        out.status.success(),
+        "cc -static int80.c: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn filtered_socket_leaves_no_way_around_through_32_bit_socketcall() -> Result<()> {
+    // libseccomp cannot filter socketcall's arguments, so the x86 personality leaves the
+    // filter: a 32-bit system call kills the process instead of reaching socket(). The
+    // same program without the policy makes its 32-bit calls.
+    let keep_net_raw = HardeningConfig {
+        drop_net_raw: false,
+        ..HardeningConfig::default()
+    };
+    let script = "/bin/int80; echo exit=$?";
+    let mut control = Case::new("int80ctl", script);
+    control.hardening = keep_net_raw.clone();
+    control.setup = Some(int80_binary);
+    let ran = run(control)?;
+    let out = lines(&ran.stdout);
+    assert_eq!(out.len(), 3, "{out:?} stderr: {}", ran.stderr);
+    assert!(
+        out[0].starts_with("getpid32=") && out[0] != "getpid32=-1",
+        "{out:?}"
+    );
+    assert_eq!(out[2], "exit=0");
+
+    let mut case = Case::new("int80", script);
+    case.hardening = keep_net_raw;
+    case.setup = Some(int80_binary);
+    case.policy = Some(BLOCK_RAW);
+    let ran = run(case)?;
+    assert_eq!(
+        lines(&ran.stdout),
+        ["exit=159"],
+        "killed by SIGSYS (128 + 31) at the first 32-bit call; stderr: {}",
+        ran.stderr
+    );
+    assert!(ran
+        .enforcement
+        .applied
+        .iter()
+        .any(|a| a.contains("without SCMP_ARCH_X86")));
     Ok(())
 }
 

@@ -234,7 +234,7 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, seccomp: &mut Editor<'_>, policy: &Compil
     // the filter's reach; libseccomp turns every socket() rule into a socketcall rule on
     // x86 too, comparing the other conditions with the pointer (and refusing two such
     // rules with different actions). So the x86 personality leaves the filter: 32-bit x86
-    // processes get the filter's bad-architecture action (libseccomp's default kills them)
+    // system calls get the filter's bad-architecture action (the process is killed)
     // instead of a filter that lets socket() through by accident.
     seccomp.remove(&["socket", "socketcall"]);
     for (args, act, _) in &combos {
@@ -242,7 +242,7 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, seccomp: &mut Editor<'_>, policy: &Compil
     }
     if seccomp.remove_architecture("SCMP_ARCH_X86") {
         ctx.out.applied.push(
-            "policy: seccomp filter without SCMP_ARCH_X86: 32-bit x86 system calls are refused, \
+            "policy: seccomp filter without SCMP_ARCH_X86: a 32-bit x86 system call kills the process, \
              since socketcall() cannot be filtered by family"
                 .to_owned(),
         );
