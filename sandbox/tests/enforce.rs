@@ -700,6 +700,38 @@ fn process_allow_list_grants_execute_to_the_listed_binaries_and_the_loader() -> 
     Ok(())
 }
 
+#[test]
+fn allow_lists_in_audit_posture_restrict_nothing_and_go_to_the_monitor() -> Result<()> {
+    let parsed = parse_policies(PROCESS_ALLOW.as_bytes()).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let refs: Vec<_> = parsed.policies.iter().collect();
+    let workload = Workload {
+        namespace: "demo".into(),
+        pod_name: "web-0".into(),
+        container_name: "web".into(),
+        image: "nginx:1.25".into(),
+        labels: [("app".to_owned(), "web".to_owned())].into(),
+    };
+    let options = CompileOptions {
+        deny_posture: palisade_policy::DenyPosture::Audit,
+    };
+    let p = compile(&refs, &workload, &options);
+    let e = enforce(ID, &mut spec()?, Some(&p), None, &node())?;
+    assert!(
+        e.plan.is_none(),
+        "an allow-list being tried out restricts nothing"
+    );
+    assert!(e.monitor.exec_allow_list);
+    assert_eq!(e.monitor.exec_posture, Some(palisade_policy::Action::Audit));
+    assert_eq!(e.monitor.allow_exec.len(), 4);
+    assert_eq!(e.monitor.audit.len(), 1, "the file allow-list");
+    assert!(
+        e.rules.iter().all(|r| r.enforcer == Enforcer::MonitorAudit),
+        "{:#?}",
+        e.rules
+    );
+    Ok(())
+}
+
 const BLOCK_APT: &str = r#"
 apiVersion: security.kubearmor.com/v1
 kind: KubeArmorPolicy
