@@ -72,8 +72,9 @@ fn basename(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
-/// Matches an event against the container's rules and the built-in detections. `entrypoint`
-/// is set for the container's first exec, which never counts as a spawned shell.
+/// Matches an event against the container's rules and the built-in detections. The
+/// container's first exec is its entrypoint: it never counts as a spawned shell, and what
+/// happens before it is the runtime's set-up.
 pub(crate) fn findings(
     set: &RuleSet,
     state: &mut DetectState,
@@ -124,8 +125,8 @@ pub(crate) fn findings(
                         source.is_some() && process.exe_id == source
                     };
                     if !blocked && rule.only_from.is_some() && allowed_source {
-                        // The one executable the rule lets through.
-                        break;
+                        // The one executable this rule lets through; another may still match.
+                        continue;
                     }
                     out.push(Finding {
                         rule: rule.name.clone(),
@@ -529,6 +530,56 @@ mod tests {
             result: 4,
         };
         assert_eq!(names(&findings(&s, &mut st, &p, &raw, t0)), ["raw-socket"]);
+    }
+
+    #[test]
+    fn only_from_rules_spare_their_source_in_kernel_and_in_audit() {
+        let rule = |name: &str, port: u16| ConnectRule {
+            name: name.into(),
+            addr: "10.0.0.1".parse().unwrap(),
+            prefix_len: 32,
+            port: Some(port),
+            only_from: Some("/app/client".into()),
+            severity: 6,
+            message: String::new(),
+        };
+        let rules = ContainerRules {
+            deny_connect: vec![rule("only-client", 5432), rule("general", 5432)],
+            learning_window: None,
+            ..Default::default()
+        };
+        let mut s = set(rules);
+        s.sources = vec![Some((8, 42)), None];
+        s.rules.deny_connect[1].only_from = None;
+        let now = Instant::now();
+        let mut st = DetectState::new(now);
+        let connect = EventKind::Connect {
+            addr: Some("10.0.0.1:5432".parse().unwrap()),
+            result: 0,
+        };
+        let client = ProcessInfo {
+            exe_id: Some((8, 42)),
+            ..Default::default()
+        };
+        let other = ProcessInfo {
+            exe_id: Some((8, 43)),
+            ..Default::default()
+        };
+        // In the kernel: a connect that went through was the source; the general rule still
+        // matches (audit, since the kernel did not refuse it).
+        assert_eq!(
+            names(&findings(&s, &mut st, &other, &connect, now)),
+            ["general"]
+        );
+        s.sources_in_kernel = false;
+        assert_eq!(
+            names(&findings(&s, &mut st, &client, &connect, now)),
+            ["general"]
+        );
+        // One finding per connect: the first rule that applies.
+        let f = findings(&s, &mut st, &other, &connect, now);
+        assert_eq!(names(&f), ["only-client"]);
+        assert_eq!(f[0].action, Action::Audit);
     }
 
     #[test]
