@@ -1,0 +1,9 @@
+#![doc = include_str!("../README.md")]
+
+pub mod check;
+pub mod containerd;
+pub mod gate;
+pub mod install;
+pub mod placement;
+pub mod shimconfig;
+pub mod status;

@@ -1,0 +1,121 @@
+//! The shim configuration files `palisade install` writes, one per runtime handler, each
+//! checked with the shim's own parser before it is written.
+
+use std::path::{Path, PathBuf};
+
+use palisade_shim::config::{Config, ConfigError};
+
+/// What the `[strict]` table says when the shim's configuration has one.
+const STRICT_TABLE: &str = "\n# palisade-strict: read-only root, writes confined by landlock to the\n# container's writable mounts and these paths, landlock IPC scoping (docs/policies.md).\n[strict]\nwritable_paths = []\nscope_signals = true\nscope_abstract_unix = true\n# Run rules this node cannot enforce as audit-only (each named in a warning)\n# instead of refusing the container.\nallow_degraded = false\n";
+
+/// A shim configuration to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShimConfigFile {
+    pub path: PathBuf,
+    pub text: String,
+}
+
+/// Whether this shim's configuration accepts a `[strict]` table: asked of its own parser, so
+/// the installer writes the table exactly when the shim it ships can read it.
+pub fn shim_supports_strict() -> bool {
+    Config::parse(Path::new("probe.toml"), STRICT_TABLE).is_ok()
+}
+
+/// The configuration of runtime `name`, validated with [`Config::parse`].
+pub fn render(name: &str, path: &Path, gate_state_dir: &Path) -> Result<String, ConfigError> {
+    let role = match name {
+        "palisade-strict" if shim_supports_strict() => {
+            "# The palisade-strict runtime: palisade's hardening, the pod's policies and the\n# [strict] table below.\n".to_string()
+        }
+        "palisade-strict" => {
+            "# The palisade-strict runtime. This shim has no [strict] table yet (read-only root,\n# landlock write confinement: docs/policies.md), so until it has, this runtime runs\n# with the same settings as `palisade`.\n".to_string()
+        }
+        "palisade-audit" => {
+            "# The palisade-audit runtime, for trying policies out. This shim has no audit\n# switch yet, so until it has, this runtime runs with the same settings as `palisade`.\n".to_string()
+        }
+        _ => "# The palisade runtime: palisade's default hardening and the pod's policies.\n"
+            .to_string(),
+    };
+    let mut text = format!(
+        "# {path}: the palisade shim's configuration for the `{name}` runtime handler,\n\
+         # named by its containerd options (ConfigPath). Written by `palisade install`, which\n\
+         # never overwrites it. Unknown keys are rejected.\n\
+         {role}\n\
+         # runc binary: an absolute path, or a name looked up in containerd's PATH.\n\
+         runc_binary = \"runc\"\n\
+         # Where runc keeps container state (runc --root).\n\
+         runc_root = \"{runc_root}\"\n\
+         # Use runc's systemd cgroup driver (match the kubelet's cgroupDriver).\n\
+         systemd_cgroup = false\n\
+         # The shim's own log level: error, warn, info, debug, trace.\n\
+         log_level = \"info\"\n\
+         \n\
+         # Default hardening of every container (docs/hardening.md). Every switch defaults\n\
+         # to the hardened choice; relax only what your workloads need.\n\
+         [hardening]\n\
+         # Run privileged containers as they are (reported) instead of refusing them.\n\
+         allow_privileged = false\n\
+         # Leave containers that ask for no seccomp profile unconfined.\n\
+         allow_unconfined_seccomp = false\n\
+         # Remove CAP_NET_RAW from the default capability set.\n\
+         drop_net_raw = true\n\
+         # Capabilities beyond containerd's default set that pods may add.\n\
+         allowed_added_capabilities = []\n\
+         \n\
+         # The pods' HTTP gates (pod annotation palisade.dev/gate).\n\
+         [gate]\n\
+         # Learned profiles, one directory per service (`palisade gate export|import`).\n\
+         state_dir = {state_dir}\n",
+        path = path.display(),
+        runc_root = palisade_shim::config::DEFAULT_RUNC_ROOT,
+        state_dir = toml_edit::Value::from(gate_state_dir.to_string_lossy().as_ref()),
+    );
+    if name == "palisade-strict" && shim_supports_strict() {
+        text.push_str(STRICT_TABLE);
+    }
+    Config::parse(path, &text)?;
+    Ok(text)
+}
+
+/// The three configurations, for the files of `config_dir`.
+pub fn files(
+    config_dir: &Path,
+    gate_state_dir: &Path,
+    names: &[&str],
+) -> Result<Vec<ShimConfigFile>, ConfigError> {
+    names
+        .iter()
+        .map(|name| {
+            let path = config_dir.join(format!("{name}.toml"));
+            let text = render(name, &path, gate_state_dir)?;
+            Ok(ShimConfigFile { path, text })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_file_is_accepted_by_the_shim() {
+        let dir = Path::new("/etc/palisade");
+        let state = Path::new("/srv/palisade state/gate");
+        let files = files(dir, state, &crate::containerd::RUNTIMES).unwrap();
+        assert_eq!(files.len(), 3);
+        for f in &files {
+            let c = Config::parse(&f.path, &f.text).unwrap();
+            assert_eq!(c.gate.state_dir, state);
+            assert_eq!(c, {
+                let mut d = Config::default();
+                d.gate.state_dir = state.to_path_buf();
+                d
+            });
+        }
+        assert_eq!(
+            files[1].path,
+            Path::new("/etc/palisade/palisade-strict.toml")
+        );
+        assert_ne!(files[0].text, files[1].text);
+    }
+}
