@@ -188,8 +188,13 @@ impl ContainerdConfig {
         };
         if !runtimes.contains_key(name) {
             let mut t = Table::new();
+            let role = match name {
+                "palisade-strict" => "palisade in strict mode",
+                "palisade-audit" => "palisade for trying policies out",
+                _ => "palisade's hardened runtime",
+            };
             t.decor_mut().set_prefix(format!(
-                "\n# {name}: palisade's hardened runtime (added by `palisade install`)\n"
+                "\n# {name}: {role} (added by `palisade install`)\n"
             ));
             runtimes.insert(name, Item::Table(t));
         }

@@ -113,15 +113,12 @@ fn unified(path: &Path, old: &str, new: &str, existed: bool) -> String {
     if old == new {
         return String::new();
     }
-    let old_name = if existed {
-        format!("a{}", path.display())
-    } else {
-        "/dev/null".to_string()
-    };
+    let name = path.display().to_string();
+    let old_name = if existed { name.as_str() } else { "/dev/null" };
     similar::TextDiff::from_lines(old, new)
         .unified_diff()
         .context_radius(3)
-        .header(&old_name, &format!("b{}", path.display()))
+        .header(old_name, &name)
         .to_string()
 }
 
@@ -245,12 +242,26 @@ pub fn install(layout: &Layout, opts: &InstallOptions) -> Result<Report, Install
     let shim = binary_source(opts.shim.as_deref(), SHIM_BINARY, "shim")?;
     let init = binary_source(opts.init.as_deref(), INIT_BINARY, "init")?;
     let binaries = [(shim, SHIM_BINARY), (init, INIT_BINARY)];
-    for (src, name) in &binaries {
-        report.actions.push(format!(
-            "binary {}: {verb}copy from {} (mode 0755)",
-            layout.bin_dir.join(name).display(),
-            src.display()
-        ));
+    let mut copies = Vec::new();
+    for (src, name) in binaries {
+        let dst = layout.bin_dir.join(name);
+        let up_to_date = match (fs::read(&src), fs::read(&dst)) {
+            (Ok(a), Ok(b)) => a == b && mode_of(&dst) == Some(0o755),
+            (Err(e), _) => return Err(io("binary", &src)(e)),
+            _ => false,
+        };
+        if up_to_date {
+            report
+                .actions
+                .push(format!("binary {}: up to date", dst.display()));
+        } else {
+            report.actions.push(format!(
+                "binary {}: {verb}copy from {} (mode 0755)",
+                dst.display(),
+                src.display()
+            ));
+            copies.push((src, dst));
+        }
     }
     let dirs = [
         (layout.gate_state_dir(), 0o700),
@@ -273,13 +284,9 @@ pub fn install(layout: &Layout, opts: &InstallOptions) -> Result<Report, Install
     for f in &to_write {
         write_atomic(&f.path, f.text.as_bytes(), 0o644)?;
     }
-    for (src, name) in &binaries {
-        let dst = layout.bin_dir.join(name);
-        let same = fs::canonicalize(src).ok() == fs::canonicalize(&dst).ok();
-        if !same {
-            let bytes = fs::read(src).map_err(io("binary", src))?;
-            write_atomic(&dst, &bytes, 0o755)?;
-        }
+    for (src, dst) in &copies {
+        let bytes = fs::read(src).map_err(io("binary", src))?;
+        write_atomic(dst, &bytes, 0o755)?;
     }
     for (dir, mode) in &dirs {
         if !dir.is_dir() {

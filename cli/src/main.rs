@@ -79,14 +79,14 @@ struct Paths {
 }
 
 impl Paths {
-    fn layout(&self) -> install::Layout {
-        install::Layout {
-            containerd_config: self.containerd_config.clone(),
-            bin_dir: self.bin_dir.clone(),
-            config_dir: self.config_dir.clone(),
-            state_dir: self.state_dir.clone(),
-            log_dir: self.log_dir.clone(),
-        }
+    fn layout(&self) -> anyhow::Result<install::Layout> {
+        Ok(install::Layout {
+            containerd_config: absolute(self.containerd_config.clone())?,
+            bin_dir: absolute(self.bin_dir.clone())?,
+            config_dir: absolute(self.config_dir.clone())?,
+            state_dir: absolute(self.state_dir.clone())?,
+            log_dir: absolute(self.log_dir.clone())?,
+        })
     }
 }
 
@@ -131,17 +131,33 @@ struct UninstallArgs {
 
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(value).context("serializing the report")?;
-    println!("{text}");
-    Ok(())
+    emit(&format!("{text}\n"))
 }
 
-fn print_report(report: &install::Report, dry_run: bool) {
-    if dry_run && !report.diff.is_empty() {
-        print!("{}", report.diff);
+fn print_report(report: &install::Report, dry_run: bool) -> anyhow::Result<()> {
+    let mut text = String::new();
+    if dry_run {
+        text.push_str(&report.diff);
     }
     for a in &report.actions {
-        println!("{a}");
+        text.push_str(a);
+        text.push('\n');
     }
+    emit(&text)
+}
+
+/// Writes to stdout; a reader that went away (`| head`) is not an error.
+fn emit(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
+        _ => Ok(()),
+    }
+}
+
+/// Paths as given, made absolute: containerd reads `ConfigPath` from its own directory.
+fn absolute(path: PathBuf) -> anyhow::Result<PathBuf> {
+    std::path::absolute(&path).with_context(|| format!("path {}", path.display()))
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -153,7 +169,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if json {
                 print_json(&report)?;
             } else {
-                print!("{}", report.render());
+                emit(&report.render())?;
             }
             Ok(if report.valid() {
                 ExitCode::SUCCESS
@@ -170,10 +186,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             match output {
                 Some(path) => std::fs::write(&path, format!("{doc}\n"))
                     .with_context(|| format!("writing {}", path.display()))?,
-                None => {
-                    let mut out = std::io::stdout().lock();
-                    writeln!(out, "{doc}").context("writing the profile")?;
-                }
+                None => emit(&format!("{doc}\n"))?,
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -186,10 +199,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("profile {}", file.display()))?;
             let path = gate::import(&state_dir, &service, &doc)
                 .with_context(|| format!("profile {}", file.display()))?;
-            println!(
-                "service {service}: imported into {} (loaded by the service's next pod)",
+            emit(&format!(
+                "service {service}: imported into {} (loaded by the service's next pod)\n",
                 path.display()
-            );
+            ))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status(args) => {
@@ -201,7 +214,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if args.json {
                 print_json(&s)?;
             } else {
-                print!("{}", s.render());
+                emit(&s.render())?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -211,7 +224,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 _ => ConfigVersion::V2,
             });
             let report = install::install(
-                &args.paths.layout(),
+                &args.paths.layout()?,
                 &install::InstallOptions {
                     dry_run: args.dry_run,
                     shim: args.shim,
@@ -219,17 +232,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     config_version,
                 },
             )?;
-            print_report(&report, args.dry_run);
+            print_report(&report, args.dry_run)?;
             if !args.dry_run {
-                println!("{}", install::next_steps());
+                emit(&format!("{}\n", install::next_steps()))?;
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Uninstall(args) => {
-            let report = install::uninstall(&args.paths.layout(), args.dry_run, args.purge)?;
-            print_report(&report, args.dry_run);
+            let report = install::uninstall(&args.paths.layout()?, args.dry_run, args.purge)?;
+            print_report(&report, args.dry_run)?;
             if !args.dry_run {
-                println!("then: systemctl restart containerd");
+                emit("then: systemctl restart containerd\n")?;
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -1,0 +1,402 @@
+//! `palisade install` and `uninstall` on real files, and the result loaded by the real
+//! containerd.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const PALISADE: &str = env!("CARGO_BIN_EXE_palisade");
+
+/// An operator's containerd 1.6 configuration: comments, a runc runtime with options and a
+/// comment above it, other sections. `{dir}` is the test's directory.
+const V2_CONFIG: &str = r#"# Operator's containerd configuration.
+version = 2
+root = "{dir}/containerd/root"
+state = "{dir}/containerd/state"
+
+[grpc]
+  address = "{dir}/containerd/containerd.sock"
+
+[ttrpc]
+  address = "{dir}/containerd/containerd.sock.ttrpc"
+
+[debug]
+  address = "{dir}/containerd/debug.sock"
+  level = "info"
+
+[plugins]
+  [plugins."io.containerd.grpc.v1.cri"]
+    sandbox_image = "registry.k8s.io/pause:3.9"
+    [plugins."io.containerd.grpc.v1.cri".containerd]
+      default_runtime_name = "runc"
+      # runc stays the default runtime; SystemdCgroup matches the kubelet.
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+        runtime_type = "io.containerd.runc.v2"
+        [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+          SystemdCgroup = true
+          BinaryName = "/usr/sbin/runc"
+
+[metrics]
+  address = ""
+"#;
+
+const V3_CONFIG: &str = r#"version = 3
+# containerd 2.x
+[plugins.'io.containerd.cri.v1.runtime'.containerd]
+  default_runtime_name = 'runc'
+  # the stock runtime
+  [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
+    runtime_type = 'io.containerd.runc.v2'
+"#;
+
+struct Node {
+    dir: tempfile::TempDir,
+}
+
+impl Node {
+    fn new(config: Option<&str>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let node = Node { dir };
+        std::fs::create_dir_all(node.path().join("etc/containerd")).unwrap();
+        if let Some(c) = config {
+            std::fs::write(
+                node.config(),
+                c.replace("{dir}", &node.path().display().to_string()),
+            )
+            .unwrap();
+        }
+        std::fs::write(node.path().join("shim-build"), b"#!/bin/sh\necho shim\n").unwrap();
+        std::fs::write(node.path().join("init-build"), b"#!/bin/sh\necho init\n").unwrap();
+        node
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn config(&self) -> PathBuf {
+        self.path().join("etc/containerd/config.toml")
+    }
+
+    fn text(&self) -> String {
+        std::fs::read_to_string(self.config()).unwrap()
+    }
+
+    fn run(&self, command: &str, extra: &[&str]) -> Output {
+        let p = |s: &str| self.path().join(s).display().to_string();
+        let mut args: Vec<String> = vec![
+            command.into(),
+            "--containerd-config".into(),
+            self.config().display().to_string(),
+            "--bin-dir".into(),
+            p("bin"),
+            "--config-dir".into(),
+            p("etc/palisade"),
+            "--state-dir".into(),
+            p("var/lib/palisade"),
+            "--log-dir".into(),
+            p("var/log/palisade"),
+        ];
+        if command == "install" {
+            args.extend([
+                "--shim".into(),
+                p("shim-build"),
+                "--init".into(),
+                p("init-build"),
+            ]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let out = Command::new(PALISADE).args(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "palisade {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+}
+
+fn table(text: &str) -> toml::Table {
+    text.parse().unwrap()
+}
+
+fn runtimes<'a>(t: &'a toml::Table, plugin: &str) -> &'a toml::Table {
+    t["plugins"][plugin]["containerd"]["runtimes"]
+        .as_table()
+        .unwrap()
+}
+
+#[test]
+fn install_twice_keeps_comments_and_the_other_runtime() {
+    let node = Node::new(Some(V2_CONFIG));
+    let original = node.text();
+    node.run("install", &[]);
+    let once = node.text();
+    node.run("install", &[]);
+    assert_eq!(node.text(), once, "a second install changes nothing");
+
+    assert!(once.starts_with(&original[..original.find("[metrics]").unwrap()]));
+    assert!(once.contains("# runc stays the default runtime; SystemdCgroup matches the kubelet.\n"));
+    assert!(once.contains("# Operator's containerd configuration.\n"));
+    let before = table(&original);
+    let after = table(&once);
+    let plugin = "io.containerd.grpc.v1.cri";
+    assert_eq!(
+        runtimes(&after, plugin)["runc"],
+        runtimes(&before, plugin)["runc"]
+    );
+    assert_eq!(after["metrics"], before["metrics"]);
+    for name in ["palisade", "palisade-strict", "palisade-audit"] {
+        let rt = &runtimes(&after, plugin)[name];
+        assert_eq!(
+            rt["runtime_type"].as_str(),
+            Some("io.containerd.palisade.v2")
+        );
+        assert_eq!(
+            rt["pod_annotations"].as_array().unwrap()[0].as_str(),
+            Some("palisade.dev/*")
+        );
+        let config_path = node.path().join(format!("etc/palisade/{name}.toml"));
+        assert_eq!(
+            rt["options"]["ConfigPath"].as_str(),
+            Some(config_path.to_str().unwrap())
+        );
+        assert!(config_path.is_file(), "{name}: shim config written");
+    }
+
+    for name in ["containerd-shim-palisade-v2", "palisade-init"] {
+        let bin = node.path().join("bin").join(name);
+        let meta = std::fs::metadata(&bin).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o755, "{name}");
+    }
+    assert_eq!(
+        std::fs::read(node.path().join("bin/containerd-shim-palisade-v2")).unwrap(),
+        std::fs::read(node.path().join("shim-build")).unwrap()
+    );
+    assert!(node.path().join("var/lib/palisade/gate").is_dir());
+    assert!(node.path().join("var/log/palisade").is_dir());
+
+    // An operator's edit of a shim config survives a reinstall.
+    let edited = node.path().join("etc/palisade/palisade.toml");
+    let mut text = std::fs::read_to_string(&edited).unwrap();
+    text = text.replace("log_level = \"info\"", "log_level = \"debug\"");
+    std::fs::write(&edited, &text).unwrap();
+    node.run("install", &[]);
+    assert_eq!(std::fs::read_to_string(&edited).unwrap(), text);
+
+    // Uninstall: the palisade tables and binaries go, the rest stays as it was.
+    node.run("uninstall", &[]);
+    let removed = node.text();
+    assert_eq!(table(&removed), before);
+    assert!(
+        removed.contains("# runc stays the default runtime; SystemdCgroup matches the kubelet.\n")
+    );
+    assert!(!node.path().join("bin/containerd-shim-palisade-v2").exists());
+    assert!(!node.path().join("bin/palisade-init").exists());
+    assert!(edited.is_file(), "configs kept without --purge");
+    assert!(node.path().join("var/lib/palisade/gate").is_dir());
+    node.run("uninstall", &["--purge"]);
+    assert!(!edited.exists());
+    assert!(!node.path().join("var/lib/palisade").exists());
+    assert_eq!(table(&node.text()), before);
+}
+
+#[test]
+fn dry_run_prints_a_diff_and_changes_nothing() {
+    let node = Node::new(Some(V2_CONFIG));
+    let original = node.text();
+    let out = node.run("install", &["--dry-run"]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let config = node.config().display().to_string();
+    assert!(
+        stdout.contains(&format!("--- {config}\n+++ {config}\n")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("+[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.palisade]\n")
+    );
+    assert!(stdout.contains("+  runtime_type = \"io.containerd.palisade.v2\"\n"));
+    assert!(
+        stdout.contains("--- /dev/null\n"),
+        "new shim configs shown: {stdout}"
+    );
+    assert!(stdout.contains("would add runtimes palisade, palisade-strict, palisade-audit"));
+    assert_eq!(node.text(), original);
+    assert!(!node.path().join("bin").exists());
+    assert!(!node.path().join("etc/palisade").exists());
+    assert!(!node.path().join("var").exists());
+
+    node.run("install", &[]);
+    let installed = node.text();
+    let out = node.run("uninstall", &["--dry-run", "--purge"]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains(
+            "-[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.palisade-audit]\n"
+        ),
+        "{stdout}"
+    );
+    assert_eq!(node.text(), installed);
+    assert!(node.path().join("bin/palisade-init").exists());
+    assert!(node.path().join("etc/palisade/palisade.toml").exists());
+}
+
+#[test]
+fn version_3_and_a_missing_file() {
+    let node = Node::new(Some(V3_CONFIG));
+    node.run("install", &[]);
+    let once = node.text();
+    node.run("install", &[]);
+    assert_eq!(node.text(), once);
+    assert!(once.starts_with(V3_CONFIG), "{once}");
+    let t = table(&once);
+    let rts = runtimes(&t, "io.containerd.cri.v1.runtime");
+    assert_eq!(
+        rts["palisade-strict"]["runtime_type"].as_str(),
+        Some("io.containerd.palisade.v2")
+    );
+    assert!(t["plugins"].get("io.containerd.grpc.v1.cri").is_none());
+    node.run("uninstall", &[]);
+    assert_eq!(table(&node.text()), table(V3_CONFIG));
+
+    let fresh = Node::new(None);
+    fresh.run("install", &["--config-version", "3"]);
+    let t = table(&fresh.text());
+    assert_eq!(t["version"].as_integer(), Some(3));
+    assert_eq!(runtimes(&t, "io.containerd.cri.v1.runtime").len(), 3);
+}
+
+#[test]
+fn refuses_a_version_1_config_and_a_missing_binary() {
+    let node = Node::new(Some("root = \"/var/lib/containerd\"\n"));
+    let out = Command::new(PALISADE)
+        .args(["install", "--containerd-config"])
+        .arg(node.config())
+        .arg("--dry-run")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("version 1 (no version key): only versions 2"),
+        "{err}"
+    );
+
+    let node = Node::new(Some("version = 2\n"));
+    let out = Command::new(PALISADE)
+        .args(["install", "--containerd-config"])
+        .arg(node.config())
+        .args(["--config-dir"])
+        .arg(node.path().join("etc/palisade"))
+        .args(["--shim", "/nonexistent/containerd-shim-palisade-v2"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("binary containerd-shim-palisade-v2: not found at /nonexistent/containerd-shim-palisade-v2"),
+        "{err}"
+    );
+    assert_eq!(
+        node.text(),
+        "version = 2\n",
+        "nothing written before the check"
+    );
+}
+
+/// Stops the containerd it holds by its PID, also when the test fails.
+struct Containerd(Child);
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn containerd_loads_the_installed_runtimes() {
+    let node = Node::new(Some(V2_CONFIG));
+    node.run("install", &[]);
+
+    let dump = Command::new("/usr/bin/containerd")
+        .arg("--config")
+        .arg(node.config())
+        .args(["config", "dump"])
+        .output()
+        .unwrap();
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    let dumped = String::from_utf8(dump.stdout).unwrap();
+    for name in ["palisade", "palisade-strict", "palisade-audit"] {
+        let header = format!("[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.{name}]");
+        let at = dumped
+            .find(&header)
+            .unwrap_or_else(|| panic!("{header} in {dumped}"));
+        let section = &dumped[at..];
+        let section = &section[..section[1..]
+            .find("\n        [")
+            .map_or(section.len(), |e| e + 1)];
+        assert!(
+            section.contains("runtime_type = \"io.containerd.palisade.v2\""),
+            "{section}"
+        );
+        assert!(
+            section.contains("pod_annotations = [\"palisade.dev/*\"]"),
+            "{section}"
+        );
+    }
+
+    let log_path = node.path().join("containerd.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = Command::new("/usr/bin/containerd")
+        .arg("--config")
+        .arg(node.config())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let _running = Containerd(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut text = String::new();
+    while Instant::now() < deadline {
+        text.clear();
+        std::fs::File::open(&log_path)
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        if text.contains("Start cri plugin with config") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let line = text
+        .lines()
+        .find(|l| l.contains("Start cri plugin with config"))
+        .unwrap_or_else(|| panic!("containerd did not start its cri plugin:\n{text}"));
+    for name in ["palisade", "palisade-strict", "palisade-audit"] {
+        let config_path = node.path().join(format!("etc/palisade/{name}.toml"));
+        let entry = format!("{name}:{{Type:io.containerd.palisade.v2 ");
+        let at = [format!("[{entry}"), format!(" {entry}")]
+            .iter()
+            .find_map(|e| line.find(e.as_str()))
+            .unwrap_or_else(|| panic!("{entry} in {line}"));
+        // One entry of the map ends with its last field.
+        let rest = &line[at..];
+        let rest = &rest[..rest.find("NetworkPluginMaxConfNum").unwrap()];
+        assert!(rest.contains("PodAnnotations:[palisade.dev/*]"), "{rest}");
+        assert!(
+            rest.contains(&format!("ConfigPath:{}", config_path.display())),
+            "{rest}"
+        );
+    }
+    assert!(line.contains("runc:{Type:io.containerd.runc.v2"), "{line}");
+}
