@@ -65,6 +65,12 @@ pub struct Config {
     pub gate: crate::gate::GateSettings,
     /// The node's name in reported events; the host name when empty.
     pub node_name: String,
+    /// Directory of KubeArmor policies for this configuration (`*.yaml`); none when unset.
+    pub policy_dir: Option<PathBuf>,
+    /// The `[strict]` table: read-only root and a landlock ruleset (palisade-strict).
+    pub strict: Option<palisade_sandbox::StrictConfig>,
+    /// palisade-init; by default the file of that name beside the shim binary.
+    pub init_binary: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -77,6 +83,9 @@ impl Default for Config {
             hardening: palisade_sandbox::HardeningConfig::default(),
             gate: crate::gate::GateSettings::default(),
             node_name: String::new(),
+            policy_dir: None,
+            strict: None,
+            init_binary: None,
         }
     }
 }
@@ -154,6 +163,17 @@ impl RuntimeOptions {
 }
 
 impl Config {
+    /// Where palisade-init is: as configured, else beside the running shim.
+    pub fn init_binary_path(&self) -> PathBuf {
+        if let Some(p) = &self.init_binary {
+            return p.clone();
+        }
+        std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|d| d.join("palisade-init")))
+            .unwrap_or_else(|| PathBuf::from("/usr/local/bin/palisade-init"))
+    }
+
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

@@ -64,6 +64,12 @@ pub enum ShimError {
     Gate(#[from] crate::gate::GateSetupError),
     #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),
+    #[error(transparent)]
+    Enforce(#[from] palisade_sandbox::EnforceError),
+    #[error(transparent)]
+    Install(#[from] palisade_sandbox::install::InstallError),
+    #[error("container {container}: {reason}")]
+    Unenforced { container: String, reason: String },
 }
 
 impl ShimError {
@@ -84,7 +90,9 @@ impl ShimError {
             | ShimError::Config(_)
             | ShimError::Refused(_)
             | ShimError::Gate(_)
-            | ShimError::Policy(_) => Code::INVALID_ARGUMENT,
+            | ShimError::Policy(_)
+            | ShimError::Install(_) => Code::INVALID_ARGUMENT,
+            ShimError::Enforce(_) | ShimError::Unenforced { .. } => Code::FAILED_PRECONDITION,
             ShimError::Unsupported(_) => Code::UNIMPLEMENTED,
             ShimError::Runc(RuncError::NotFound { .. }) => Code::NOT_FOUND,
             ShimError::Runc(_)

@@ -111,6 +111,8 @@ struct Container {
     oom_watch: Option<JoinHandle<()>>,
     /// The pod's HTTP gate, held by its sandbox container.
     gate: Option<RunningGate>,
+    /// palisade-init runs in front of the init, so every exec goes through it too.
+    wrapped: bool,
 }
 
 impl Container {
@@ -238,7 +240,7 @@ impl TaskService {
             "container {id}: write {RUNTIME_FILE}"
         )))?;
 
-        let spec = harden_bundle(&id, &bundle, &config)?;
+        let Hardened { spec, wrapped } = harden_bundle(&id, &bundle, &config)?;
         // A pod's gate is set up with its sandbox container; bad annotations stop the pod here.
         let gate_request = if crate::policy::is_sandbox(&spec) {
             crate::gate::requested(&spec)?
@@ -287,6 +289,7 @@ impl TaskService {
                     cgroups,
                     oom_watch,
                     gate,
+                    wrapped,
                 };
                 let early_exit = {
                     let mut table = self.table.lock().await;
@@ -440,7 +443,7 @@ impl TaskService {
 
     async fn start_exec(&self, id: &str, exec: String) -> Result<u32, ShimError> {
         let key = ProcessId::Exec(exec.clone());
-        let (runc, bundle, stdio, spec) = {
+        let (runc, bundle, stdio, spec, wrapped) = {
             let table = self.table.lock().await;
             let c = table
                 .containers
@@ -464,7 +467,23 @@ impl TaskService {
                 c.bundle.clone(),
                 p.stdio.clone(),
                 p.spec.clone().unwrap_or_default(),
+                c.wrapped,
             )
+        };
+        // An exec into a container behind palisade-init gets the same plan applied first.
+        let spec = if wrapped {
+            let mut process: serde_json::Value =
+                serde_json::from_slice(&spec).map_err(|source| ShimError::Json {
+                    context: format!("container {id}: exec {exec}: process spec"),
+                    source,
+                })?;
+            palisade_sandbox::install::wrap_process(id, &mut process)?;
+            serde_json::to_vec(&process).map_err(|source| ShimError::Json {
+                context: format!("container {id}: exec {exec}: process spec"),
+                source,
+            })?
+        } else {
+            spec
         };
         let spec_path = bundle.join(format!("exec-{exec}.json"));
         std::fs::write(&spec_path, &spec).map_err(ShimError::io(format!(
@@ -1123,7 +1142,51 @@ async fn watch_oom(id: String, cgroups: Cgroups, events: EventSender) {
 }
 
 /// Rewrites the bundle's config.json with palisade's default hardening, or refuses the container.
-fn harden_bundle(id: &str, bundle: &Path, config: &Config) -> Result<serde_json::Value, ShimError> {
+/// The spec runc runs, and whether palisade-init stands in front of its processes.
+struct Hardened {
+    spec: serde_json::Value,
+    wrapped: bool,
+}
+
+/// Block rules that only the eBPF monitor could carry: until the monitor runs in this shim, a
+/// container that needs one is refused rather than run without it (audit rules are logged).
+fn refuse_monitor_only(
+    id: &str,
+    e: &palisade_sandbox::Enforcement,
+    config: &Config,
+) -> Result<(), ShimError> {
+    let m = &e.monitor;
+    let blocking: Vec<String> = m
+        .deny_exec
+        .iter()
+        .chain(m.allow_exec.iter())
+        .chain(m.network.iter())
+        .map(|r| format!("{r:?}"))
+        .collect();
+    let degrade = config.strict.as_ref().is_some_and(|s| s.allow_degraded);
+    if !blocking.is_empty() && !degrade {
+        return Err(ShimError::Unenforced {
+            container: id.to_string(),
+            reason: format!(
+                "{} rule(s) need the eBPF monitor, which this shim does not run yet; refused: {}",
+                blocking.len(),
+                blocking.join("; ")
+            ),
+        });
+    }
+    for r in blocking.iter().chain(
+        m.audit
+            .iter()
+            .map(|r| format!("{r:?}"))
+            .collect::<Vec<_>>()
+            .iter(),
+    ) {
+        tracing::warn!(container = %id, "monitor rule not enforced or reported yet (no monitor): {r}");
+    }
+    Ok(())
+}
+
+fn harden_bundle(id: &str, bundle: &Path, config: &Config) -> Result<Hardened, ShimError> {
     let path = bundle.join("config.json");
     let bytes =
         std::fs::read(&path).map_err(ShimError::io(format!("container {id}: read config.json")))?;
@@ -1133,6 +1196,48 @@ fn harden_bundle(id: &str, bundle: &Path, config: &Config) -> Result<serde_json:
             source,
         })?;
     let report = palisade_sandbox::harden_spec(id, &mut spec, &config.hardening)?;
+    let compiled = crate::policy::policy_for(id, &spec, config.policy_dir.as_deref())?;
+    let kernel = palisade_sandbox::KernelFeatures::probe().map_err(|e| ShimError::Unenforced {
+        container: id.to_string(),
+        reason: format!("kernel features: {e}"),
+    })?;
+    let enforcement = palisade_sandbox::enforce(
+        id,
+        &mut spec,
+        compiled.as_ref(),
+        config.strict.as_ref(),
+        &kernel,
+    )?;
+    refuse_monitor_only(id, &enforcement, config)?;
+    let wrapped = match &enforcement.plan {
+        Some(plan) => {
+            let plan_path = bundle.join("palisade-plan.json");
+            let plan_json = serde_json::to_vec(plan).map_err(|source| ShimError::Json {
+                context: format!("container {id}: landlock plan"),
+                source,
+            })?;
+            std::fs::write(&plan_path, plan_json).map_err(ShimError::io(format!(
+                "container {id}: write landlock plan"
+            )))?;
+            palisade_sandbox::install::install_init(
+                id,
+                &mut spec,
+                &config.init_binary_path(),
+                &plan_path,
+            )?;
+            true
+        }
+        None => false,
+    };
+    for r in &enforcement.rules {
+        tracing::info!(container = %id, rule = %r.rule, target = %r.target, enforcer = ?r.enforcer, note = ?r.note, "policy rule");
+    }
+    for line in &enforcement.applied {
+        tracing::debug!(container = %id, "enforcement: {line}");
+    }
+    for line in &enforcement.warnings {
+        tracing::warn!(container = %id, "enforcement degraded: {line}");
+    }
     for line in &report.applied {
         tracing::debug!(container = %id, "hardening: {line}");
     }
@@ -1151,8 +1256,8 @@ fn harden_bundle(id: &str, bundle: &Path, config: &Config) -> Result<serde_json:
     std::fs::rename(&tmp, &path).map_err(ShimError::io(format!(
         "container {id}: replace config.json"
     )))?;
-    tracing::info!(container = %id, applied = report.applied.len(), relaxed = report.warnings.len(), "hardened");
-    Ok(spec)
+    tracing::info!(container = %id, applied = report.applied.len(), relaxed = report.warnings.len(), wrapped, "hardened");
+    Ok(Hardened { spec, wrapped })
 }
 
 /// A light check of JSON that runc will read in full: an object, with the keys runc cannot do without.
@@ -1250,6 +1355,7 @@ mod tests {
                 cgroups: None,
                 oom_watch: None,
                 gate: None,
+                wrapped: false,
             },
         );
         let exit = Exit {
