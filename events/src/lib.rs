@@ -62,6 +62,17 @@ impl Severity {
     pub fn level(self) -> u8 {
         self.0
     }
+
+    /// The nearest valid severity, for levels fixed in code.
+    pub const fn clamped(level: u8) -> Self {
+        if level < 1 {
+            Severity(1)
+        } else if level > 10 {
+            Severity(10)
+        } else {
+            Severity(level)
+        }
+    }
 }
 
 impl TryFrom<u8> for Severity {
@@ -327,6 +338,9 @@ mod tests {
             "severity 0: must be between 1 and 10"
         );
         assert!(Severity::new(11).is_err());
+        assert_eq!(Severity::clamped(0).level(), 1);
+        assert_eq!(Severity::clamped(5).level(), 5);
+        assert_eq!(Severity::clamped(200).level(), 10);
         let text = serde_json::to_string(&sample())
             .unwrap()
             .replace("\"severity\":8", "\"severity\":12");

@@ -71,6 +71,8 @@ pub struct Config {
     pub strict: Option<palisade_sandbox::StrictConfig>,
     /// palisade-init; by default the file of that name beside the shim binary.
     pub init_binary: Option<PathBuf>,
+    /// The violation log (the `[events]` table).
+    pub events: crate::report::EventSettings,
 }
 
 impl Default for Config {
@@ -86,6 +88,7 @@ impl Default for Config {
             policy_dir: None,
             strict: None,
             init_binary: None,
+            events: crate::report::EventSettings::default(),
         }
     }
 }

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::netns::{NetnsError, NetnsSockets};
+use crate::report::Reporter;
 
 /// `listen=8000,upstream=8080[,service=name][,bodies=off]`
 pub const GATE_ANNOTATION: &str = "palisade.dev/gate";
@@ -259,20 +260,17 @@ impl Connector for PodConnector {
     }
 }
 
-/// Reports gate events in palisade's event schema on the shim's log until the violation
-/// pipeline takes them.
+/// Reports gate events in palisade's event schema.
 struct EventLog {
     node: String,
     workload: palisade_events::Workload,
+    reporter: Reporter,
 }
 
 impl EventSink for EventLog {
     fn emit(&self, event: GateEvent) {
         match event.to_event(&self.node, self.workload.clone()) {
-            Ok(e) => match serde_json::to_string(&e) {
-                Ok(line) => tracing::warn!(target: "palisade_event", event = %line, "violation"),
-                Err(err) => tracing::error!("gate event: {err}"),
-            },
+            Ok(e) => self.reporter.report(e),
             Err(err) => tracing::error!("gate event: {err}"),
         }
     }
@@ -304,6 +302,7 @@ impl RunningGate {
         req: GateRequest,
         settings: &GateSettings,
         node: &str,
+        reporter: Reporter,
     ) -> Result<Self, GateSetupError> {
         let netns = netns_path(spec).ok_or(GateSetupError::NoNetns)?;
         let sockets = NetnsSockets::enter(&netns)?;
@@ -342,6 +341,7 @@ impl RunningGate {
         let sink = Arc::new(EventLog {
             node: node.to_string(),
             workload,
+            reporter,
         });
         let gate = Gate::with_connector(
             config,

@@ -7,6 +7,7 @@ pub mod gate;
 pub mod logging;
 pub mod netns;
 pub mod policy;
+pub mod report;
 pub mod runc;
 pub mod service;
 pub mod shim;

@@ -168,6 +168,8 @@ pub struct TaskService {
     start_options: RuntimeOptions,
     /// Builds the OCI runtime a container's configuration names.
     runtime_for: RuntimeFactory,
+    /// The violation log, opened with the first container's configuration.
+    reporter: std::sync::OnceLock<crate::report::Reporter>,
 }
 
 /// Makes the runtime for a configuration: runc, or a fake in tests.
@@ -208,11 +210,20 @@ impl TaskService {
             exit,
             start_options,
             runtime_for,
+            reporter: std::sync::OnceLock::new(),
         })
     }
 
     pub fn namespace(&self) -> &str {
         &self.namespace
+    }
+
+    /// The violation log: one per shim, set up from the first container's configuration
+    /// (every container of a pod shares its runtime handler, so its configuration).
+    pub fn reporter(&self, config: &Config) -> crate::report::Reporter {
+        self.reporter
+            .get_or_init(|| crate::report::Reporter::start(config.events.clone()))
+            .clone()
     }
 
     pub async fn create(&self, req: CreateTaskRequest) -> Result<u32, ShimError> {
@@ -240,7 +251,8 @@ impl TaskService {
             "container {id}: write {RUNTIME_FILE}"
         )))?;
 
-        let Hardened { spec, wrapped } = harden_bundle(&id, &bundle, &config)?;
+        let Hardened { spec, wrapped } =
+            harden_bundle(&id, &bundle, &config, &self.reporter(&config))?;
         // A pod's gate is set up with its sandbox container; bad annotations stop the pod here.
         let gate_request = if crate::policy::is_sandbox(&spec) {
             crate::gate::requested(&spec)?
@@ -258,7 +270,16 @@ impl TaskService {
             Ok((pid, io)) => match gate_request {
                 None => Ok((pid, io, None)),
                 Some(r) => {
-                    match RunningGate::start(&id, &spec, r, &config.gate, &config.node_name).await {
+                    match RunningGate::start(
+                        &id,
+                        &spec,
+                        r,
+                        &config.gate,
+                        &config.node_name,
+                        self.reporter(&config),
+                    )
+                    .await
+                    {
                         Ok(g) => Ok((pid, io, Some(g))),
                         Err(e) => {
                             let _ = runc.delete(&id, true).await;
@@ -1142,6 +1163,38 @@ async fn watch_oom(id: String, cgroups: Cgroups, events: EventSender) {
 }
 
 /// Rewrites the bundle's config.json with palisade's default hardening, or refuses the container.
+/// A notable event of the runtime itself about one container: protection it runs without.
+fn runtime_event(
+    config: &Config,
+    id: &str,
+    spec: &serde_json::Value,
+    rule: &str,
+    message: &str,
+) -> palisade_events::Event {
+    let w = crate::policy::workload_of(spec);
+    let workload = palisade_events::Workload {
+        namespace: w.namespace,
+        pod: w.pod_name,
+        container: w.container_name,
+        container_id: id.to_string(),
+        image: w.image,
+    };
+    let rule = palisade_events::Rule {
+        name: rule.to_string(),
+        severity: palisade_events::Severity::clamped(5),
+        tags: vec!["palisade-runtime".to_string()],
+        message: message.to_string(),
+    };
+    palisade_events::Event::new(
+        &config.node_name,
+        palisade_events::Source::Runtime,
+        workload,
+        rule,
+        palisade_events::Action::Audit,
+        "runtime",
+    )
+}
+
 /// The spec runc runs, and whether palisade-init stands in front of its processes.
 struct Hardened {
     spec: serde_json::Value,
@@ -1186,7 +1239,12 @@ fn refuse_monitor_only(
     Ok(())
 }
 
-fn harden_bundle(id: &str, bundle: &Path, config: &Config) -> Result<Hardened, ShimError> {
+fn harden_bundle(
+    id: &str,
+    bundle: &Path,
+    config: &Config,
+    reporter: &crate::report::Reporter,
+) -> Result<Hardened, ShimError> {
     let path = bundle.join("config.json");
     let bytes =
         std::fs::read(&path).map_err(ShimError::io(format!("container {id}: read config.json")))?;
@@ -1236,13 +1294,19 @@ fn harden_bundle(id: &str, bundle: &Path, config: &Config) -> Result<Hardened, S
         tracing::debug!(container = %id, "enforcement: {line}");
     }
     for line in &enforcement.warnings {
-        tracing::warn!(container = %id, "enforcement degraded: {line}");
+        reporter.report(runtime_event(
+            config,
+            id,
+            &spec,
+            "enforcement-degraded",
+            line,
+        ));
     }
     for line in &report.applied {
         tracing::debug!(container = %id, "hardening: {line}");
     }
     for line in &report.warnings {
-        tracing::warn!(container = %id, "hardening relaxed: {line}");
+        reporter.report(runtime_event(config, id, &spec, "hardening-relaxed", line));
     }
     let out = serde_json::to_vec(&spec).map_err(|source| ShimError::Json {
         context: format!("container {id}: config.json"),
