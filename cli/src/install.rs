@@ -61,6 +61,19 @@ impl Layout {
     pub fn gate_state_dir(&self) -> PathBuf {
         self.state_dir.join("gate")
     }
+
+    /// The policies every palisade runtime's containers are checked against.
+    pub fn policy_dir(&self) -> PathBuf {
+        self.config_dir.join("policies")
+    }
+
+    fn shim_settings(&self) -> shimconfig::Settings {
+        shimconfig::Settings {
+            gate_state_dir: self.gate_state_dir(),
+            policy_dir: self.policy_dir(),
+            init_binary: self.bin_dir.join(INIT_BINARY),
+        }
+    }
 }
 
 /// `palisade install`'s options beyond the layout.
@@ -219,7 +232,7 @@ pub fn install(layout: &Layout, opts: &InstallOptions) -> Result<Report, Install
         ));
     }
 
-    let shim_configs = shimconfig::files(&layout.config_dir, &layout.gate_state_dir(), &RUNTIMES)?;
+    let shim_configs = shimconfig::files(&layout.config_dir, &layout.shim_settings(), &RUNTIMES)?;
     let mut to_write = Vec::new();
     for f in shim_configs {
         if f.path.exists() {
@@ -264,6 +277,7 @@ pub fn install(layout: &Layout, opts: &InstallOptions) -> Result<Report, Install
         }
     }
     let dirs = [
+        (layout.policy_dir(), 0o755),
         (layout.gate_state_dir(), 0o700),
         (layout.log_dir.clone(), 0o750),
     ];
@@ -367,7 +381,9 @@ pub fn uninstall(layout: &Layout, dry_run: bool, purge: bool) -> Result<Report, 
         }
     }
     if purge && !dry_run {
-        // The configuration directory goes too when nothing but ours was in it.
+        // The policy and configuration directories go too when nothing but ours was in
+        // them; an operator's policies stay.
+        let _ = fs::remove_dir(layout.policy_dir());
         let _ = fs::remove_dir(&layout.config_dir);
     }
     Ok(report)

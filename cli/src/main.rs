@@ -254,7 +254,18 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("palisade: {e:#}");
+            // Library errors name their cause already; print each cause once.
+            let mut text = String::new();
+            for cause in e.chain() {
+                let cause = cause.to_string();
+                if !text.contains(&cause) {
+                    if !text.is_empty() {
+                        text.push_str(": ");
+                    }
+                    text.push_str(&cause);
+                }
+            }
+            eprintln!("palisade: {text}");
             ExitCode::from(1)
         }
     }

@@ -21,8 +21,23 @@ pub fn shim_supports_strict() -> bool {
     Config::parse(Path::new("probe.toml"), STRICT_TABLE).is_ok()
 }
 
+/// Where the written configurations point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The `[gate]` table's `state_dir`.
+    pub gate_state_dir: PathBuf,
+    /// `policy_dir`: the KubeArmor policies every container of the runtime is checked against.
+    pub policy_dir: PathBuf,
+    /// `init_binary`: the installed palisade-init.
+    pub init_binary: PathBuf,
+}
+
+fn quoted(path: &Path) -> toml_edit::Value {
+    toml_edit::Value::from(path.to_string_lossy().as_ref())
+}
+
 /// The configuration of runtime `name`, validated with [`Config::parse`].
-pub fn render(name: &str, path: &Path, gate_state_dir: &Path) -> Result<String, ConfigError> {
+pub fn render(name: &str, path: &Path, settings: &Settings) -> Result<String, ConfigError> {
     let role = match name {
         "palisade-strict" if shim_supports_strict() => {
             "# The palisade-strict runtime: palisade's hardening, the pod's policies and the\n# [strict] table below.\n".to_string()
@@ -49,6 +64,11 @@ pub fn render(name: &str, path: &Path, gate_state_dir: &Path) -> Result<String, 
          systemd_cgroup = false\n\
          # The shim's own log level: error, warn, info, debug, trace.\n\
          log_level = \"info\"\n\
+         # KubeArmor policies (*.yaml) for this runtime's containers; check them first with\n\
+         # `palisade policy check`. A policy that does not parse refuses the containers.\n\
+         policy_dir = {policy_dir}\n\
+         # The helper that applies landlock in front of every process of a container.\n\
+         init_binary = {init_binary}\n\
          \n\
          # Default hardening of every container (docs/hardening.md). Every switch defaults\n\
          # to the hardened choice; relax only what your workloads need.\n\
@@ -68,7 +88,9 @@ pub fn render(name: &str, path: &Path, gate_state_dir: &Path) -> Result<String, 
          state_dir = {state_dir}\n",
         path = path.display(),
         runc_root = palisade_shim::config::DEFAULT_RUNC_ROOT,
-        state_dir = toml_edit::Value::from(gate_state_dir.to_string_lossy().as_ref()),
+        state_dir = quoted(&settings.gate_state_dir),
+        policy_dir = quoted(&settings.policy_dir),
+        init_binary = quoted(&settings.init_binary),
     );
     if name == "palisade-strict" && shim_supports_strict() {
         text.push_str(STRICT_TABLE);
@@ -80,14 +102,14 @@ pub fn render(name: &str, path: &Path, gate_state_dir: &Path) -> Result<String, 
 /// The three configurations, for the files of `config_dir`.
 pub fn files(
     config_dir: &Path,
-    gate_state_dir: &Path,
+    settings: &Settings,
     names: &[&str],
 ) -> Result<Vec<ShimConfigFile>, ConfigError> {
     names
         .iter()
         .map(|name| {
             let path = config_dir.join(format!("{name}.toml"));
-            let text = render(name, &path, gate_state_dir)?;
+            let text = render(name, &path, settings)?;
             Ok(ShimConfigFile { path, text })
         })
         .collect()
@@ -100,22 +122,36 @@ mod tests {
     #[test]
     fn every_file_is_accepted_by_the_shim() {
         let dir = Path::new("/etc/palisade");
-        let state = Path::new("/srv/palisade state/gate");
-        let files = files(dir, state, &crate::containerd::RUNTIMES).unwrap();
+        let settings = Settings {
+            gate_state_dir: PathBuf::from("/srv/palisade state/gate"),
+            policy_dir: PathBuf::from("/etc/palisade/policies"),
+            init_binary: PathBuf::from("/opt/bin/palisade-init"),
+        };
+        let files = files(dir, &settings, &crate::containerd::RUNTIMES).unwrap();
         assert_eq!(files.len(), 3);
         for f in &files {
             let c = Config::parse(&f.path, &f.text).unwrap();
-            assert_eq!(c.gate.state_dir, state);
-            assert_eq!(c, {
-                let mut d = Config::default();
-                d.gate.state_dir = state.to_path_buf();
-                d
-            });
+            assert_eq!(c.gate.state_dir, settings.gate_state_dir);
+            assert_eq!(c.policy_dir.as_ref(), Some(&settings.policy_dir));
+            assert_eq!(c.init_binary.as_ref(), Some(&settings.init_binary));
+            assert_eq!(c.hardening, palisade_sandbox::HardeningConfig::default());
+            let strict = f.path.ends_with("palisade-strict.toml");
+            assert_eq!(
+                c.strict.is_some(),
+                strict && shim_supports_strict(),
+                "{}",
+                f.path.display()
+            );
         }
         assert_eq!(
             files[1].path,
             Path::new("/etc/palisade/palisade-strict.toml")
         );
-        assert_ne!(files[0].text, files[1].text);
+        assert!(shim_supports_strict(), "the shim has a [strict] table");
+        let strict = Config::parse(&files[1].path, &files[1].text).unwrap();
+        assert_eq!(
+            strict.strict,
+            Some(palisade_sandbox::StrictConfig::default())
+        );
     }
 }

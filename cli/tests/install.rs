@@ -166,7 +166,25 @@ fn install_twice_keeps_comments_and_the_other_runtime() {
             rt["options"]["ConfigPath"].as_str(),
             Some(config_path.to_str().unwrap())
         );
-        assert!(config_path.is_file(), "{name}: shim config written");
+        let shim_config = palisade_shim::config::Config::load(&config_path)
+            .unwrap_or_else(|e| panic!("{name}: the shim refuses its config: {e}"));
+        assert_eq!(
+            shim_config.strict.is_some(),
+            name == "palisade-strict",
+            "{name}"
+        );
+        assert_eq!(
+            shim_config.policy_dir,
+            Some(node.path().join("etc/palisade/policies"))
+        );
+        assert_eq!(
+            shim_config.init_binary,
+            Some(node.path().join("bin/palisade-init"))
+        );
+        assert_eq!(
+            shim_config.gate.state_dir,
+            node.path().join("var/lib/palisade/gate")
+        );
     }
 
     for name in ["containerd-shim-palisade-v2", "palisade-init"] {
@@ -180,6 +198,7 @@ fn install_twice_keeps_comments_and_the_other_runtime() {
     );
     assert!(node.path().join("var/lib/palisade/gate").is_dir());
     assert!(node.path().join("var/log/palisade").is_dir());
+    assert!(node.path().join("etc/palisade/policies").is_dir());
 
     // An operator's edit of a shim config survives a reinstall.
     let edited = node.path().join("etc/palisade/palisade.toml");
