@@ -12,6 +12,12 @@ use serde_json::{json, Value};
 /// The container id the trial translation is reported under.
 const TRIAL_CONTAINER: &str = "policy-check";
 
+/// Whether the shim runs the eBPF monitor. It does not yet: it refuses a container whose
+/// Block rules only the monitor could carry unless degrading is allowed, and audit rules
+/// are only logged (`refuse_monitor_only` in shim/src/service.rs). Flip with the shim.
+const SHIM_RUNS_MONITOR: bool = false;
+const NO_MONITOR: &str = "the shim runs no eBPF monitor yet";
+
 /// A policy's rules could not be translated at all (not a per-rule refusal).
 #[derive(Debug, thiserror::Error)]
 pub enum PlacementError {
@@ -121,6 +127,15 @@ pub fn describe(enforcer: &Enforcer, kernel: &KernelFeatures, note: Option<&str>
         Enforcer::ReadonlyPath => "read-only path".to_string(),
         Enforcer::Seccomp => "seccomp".to_string(),
         Enforcer::CapabilitiesBounding => "dropped capability".to_string(),
+        Enforcer::MonitorExecKill if !SHIM_RUNS_MONITOR => {
+            format!("monitor: killed at exec ({NO_MONITOR}: refused unless degrading)")
+        }
+        Enforcer::MonitorSockAddr if !SHIM_RUNS_MONITOR => {
+            format!("monitor: cgroup socket hooks ({NO_MONITOR}: refused unless degrading)")
+        }
+        Enforcer::MonitorAudit if !SHIM_RUNS_MONITOR => {
+            format!("monitor: audited ({NO_MONITOR}: only logged)")
+        }
         Enforcer::MonitorExecKill => "monitor: killed at exec".to_string(),
         Enforcer::MonitorSockAddr => "monitor: cgroup socket hooks".to_string(),
         Enforcer::MonitorAudit => "monitor: audited".to_string(),
@@ -152,6 +167,8 @@ pub fn place(policy: &Policy, kernel: &KernelFeatures) -> Result<PolicyPlacement
     })?;
 
     // As a runtime that refuses what it cannot carry: which rules refuse the container.
+    let prefix = format!("{id}: ");
+    let policy_prefix = format!("policy {prefix}");
     let refused = match enforce(
         TRIAL_CONTAINER,
         &mut spec.clone(),
@@ -159,8 +176,26 @@ pub fn place(policy: &Policy, kernel: &KernelFeatures) -> Result<PolicyPlacement
         None,
         kernel,
     ) {
+        Ok(out) if !SHIM_RUNS_MONITOR => {
+            let m = &out.monitor;
+            m.deny_exec
+                .iter()
+                .chain(&m.allow_exec)
+                .chain(&m.network)
+                .map(|r| {
+                    let rule = r.rule.strip_prefix(&prefix).unwrap_or(&r.rule);
+                    format!(
+                        "{rule}: {} rule needs the eBPF monitor ({NO_MONITOR})",
+                        r.kind
+                    )
+                })
+                .collect()
+        }
         Ok(_) => Vec::new(),
-        Err(EnforceError::Unenforceable { reasons, .. }) => reasons,
+        Err(EnforceError::Unenforceable { reasons, .. }) => reasons
+            .iter()
+            .map(|r| r.strip_prefix(&policy_prefix).unwrap_or(r).to_string())
+            .collect(),
         Err(EnforceError::LandlockAbi {
             required,
             available,
@@ -228,7 +263,6 @@ pub fn place(policy: &Policy, kernel: &KernelFeatures) -> Result<PolicyPlacement
         .iter()
         .for_each(|r| push(&r.rule.meta.origin, &r.enforcement));
 
-    let prefix = format!("{id}: ");
     let rules = out
         .rules
         .iter()
