@@ -28,7 +28,7 @@ const SAMPLES: &[(&str, &str)] = &[
     ("file Block (path or directory)", "file:\n    matchPaths:\n    - path: /etc/shadow\n  action: Block"),
     ("file Block, readOnly", "file:\n    matchDirectories:\n    - dir: /etc/\n      recursive: true\n      readOnly: true\n  action: Block"),
     ("file Allow (allow-list)", "file:\n    matchDirectories:\n    - dir: /data/\n      recursive: true\n  action: Allow"),
-    ("file pattern, fromSource, ownerOnly", "file:\n    matchPatterns:\n    - pattern: /etc/*.key\n  action: Block"),
+    ("file pattern (glob)", "file:\n    matchPatterns:\n    - pattern: /etc/*.key\n  action: Block"),
     ("file Audit", "file:\n    matchPaths:\n    - path: /etc/passwd\n  action: Audit"),
     ("process Block", "process:\n    matchPaths:\n    - path: /usr/bin/apt\n  action: Block"),
     ("process Allow (allow-list)", "process:\n    matchPaths:\n    - path: /app\n  action: Allow"),
@@ -54,6 +54,8 @@ pub struct KindRow {
     pub rule: String,
     pub enforcer: String,
     pub summary: String,
+    /// A runtime that does not allow degrading refuses a container with this rule.
+    pub refused_without_degrade: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -115,11 +117,13 @@ pub fn kind_table(kernel: &KernelFeatures) -> Result<Vec<KindRow>, StatusError> 
         let parsed = palisade_policy::parse_policies(yaml.as_bytes())?;
         for policy in &parsed.policies {
             let placed = placement::place(policy, kernel)?;
+            let refused = !placed.refused_without_degrade.is_empty();
             for r in placed.rules {
                 rows.push(KindRow {
                     rule: (*label).to_string(),
                     enforcer: r.enforcer,
                     summary: r.summary,
+                    refused_without_degrade: refused,
                 });
             }
         }
@@ -301,7 +305,12 @@ impl Status {
             .max()
             .unwrap_or(0);
         for r in &self.enforcement {
-            let _ = writeln!(out, "  {:width$}  {}", r.rule, r.summary);
+            let refused = if r.refused_without_degrade && !r.summary.contains("refused") {
+                " [refused unless degrading]"
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "  {:width$}  {}{refused}", r.rule, r.summary);
         }
         let _ = writeln!(out, "binaries:");
         for b in &self.binaries {
