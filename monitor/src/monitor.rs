@@ -126,6 +126,27 @@ struct WatchEntry {
     /// Exec rule names by kernel rule id - 1.
     exec_rules: Vec<String>,
     state: Mutex<DetectState>,
+    /// When its `Watch` was dropped: records already in the ring are still delivered until the
+    /// reader has polled past this.
+    closed: Mutex<Option<Instant>>,
+}
+
+/// How long a dropped watch's records are still routed (several reader polls).
+const CLOSE_GRACE: Duration = Duration::from_millis(200);
+
+/// Forgets the watches dropped more than `grace` ago.
+fn sweep_closed(shared: &Shared, grace: Duration) {
+    shared
+        .watches
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .retain(|_, entry| {
+            entry
+                .closed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_none_or(|at| at.elapsed() < grace)
+        });
 }
 
 struct Shared {
@@ -290,6 +311,12 @@ impl NodeMonitor {
                     if let Err(e) = rb.poll(Duration::from_millis(50)) {
                         debug!(error = %e, "ring buffer poll");
                     }
+                    // poll only reads rings that woke it; records submitted without a wake-up
+                    // are read here.
+                    if let Err(e) = rb.consume() {
+                        debug!(error = %e, "ring buffer consume");
+                    }
+                    sweep_closed(&drops_shared, CLOSE_GRACE);
                     if checked.elapsed() >= Duration::from_secs(1) {
                         report_drops(&drops_shared, &mut drops);
                         checked = Instant::now();
@@ -297,6 +324,7 @@ impl NodeMonitor {
                 }
                 // Whatever is still in the ring is delivered before the reader stops.
                 let _ = rb.consume();
+                sweep_closed(&drops_shared, Duration::ZERO);
             })
             .map_err(MonitorError::Thread)?;
         Ok(NodeMonitor {
@@ -487,6 +515,7 @@ impl NodeMonitor {
                 connect_enforcer,
             },
             state: Mutex::new(DetectState::new(Instant::now())),
+            closed: Mutex::new(None),
         });
         self.shared
             .watches
@@ -708,11 +737,15 @@ impl Drop for Watch {
             let _ = maps.deny_connect.delete(bytes_of(key));
         }
         self.links.clear();
-        self.shared
+        if let Some(entry) = self
+            .shared
             .watches
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.slot);
+            .get(&self.slot)
+        {
+            *entry.closed.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+        }
         debug!(container = %self.container, slot = self.slot, "watch removed");
     }
 }

@@ -152,10 +152,20 @@ static __always_inline void *reserve(struct container_info *ci, __u64 size)
 	return e;
 }
 
-static __always_inline void submit(struct container_info *ci, void *e)
+/* Waking the reader for every record costs a context switch per event. Records wait for the
+ * reader's next poll (it polls every 50 ms) unless they are urgent or the ring is a quarter
+ * full. */
+static __always_inline void submit(struct container_info *ci, void *e, bool urgent)
 {
+	__u32 idx = ci->ring;
+	void *rb = bpf_map_lookup_elem(&rings, &idx);
+	__u64 flags = BPF_RB_NO_WAKEUP;
+
 	__sync_fetch_and_add(&ci->events, 1);
-	bpf_ringbuf_submit(e, 0);
+	if (urgent || !rb ||
+	    bpf_ringbuf_query(rb, BPF_RB_AVAIL_DATA) >= bpf_ringbuf_query(rb, BPF_RB_RING_SIZE) / 4)
+		flags = BPF_RB_FORCE_WAKEUP;
+	bpf_ringbuf_submit(e, flags);
 }
 
 static __always_inline void fill_header(struct event_header *h, __u32 kind,
@@ -248,7 +258,7 @@ int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 
 	pid = e->h.pid;
 	bpf_map_update_elem(&procs, &pid, fname, BPF_ANY);
-	submit(ci, e);
+	submit(ci, e, rule != 0);
 	return 0;
 }
 
@@ -295,7 +305,7 @@ int BPF_PROG(lsm_exec, struct linux_binprm *bprm, int ret)
 		/* The caller is still its old image: it is the parent of the refused exec. */
 		name = BPF_CORE_READ(t, mm, exe_file, f_path.dentry, d_name.name);
 		bpf_probe_read_kernel_str(e->parent, sizeof(e->parent), name);
-		submit(ci, e);
+		submit(ci, e, true);
 	}
 	return -EPERM;
 }
@@ -321,7 +331,7 @@ int BPF_PROG(on_exit, struct task_struct *p)
 	fill_header(&e->h, EV_EXIT, ci, cg);
 	e->exit_code = BPF_CORE_READ(p, exit_code);
 	e->pad = 0;
-	submit(ci, e);
+	submit(ci, e, false);
 	return 0;
 }
 
@@ -344,7 +354,7 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 	fill_header(&e->h, EV_FORK, ci, cg);
 	e->child_pid = BPF_CORE_READ(child, tgid);
 	e->pad = 0;
-	submit(ci, e);
+	submit(ci, e, false);
 	return 0;
 }
 
@@ -468,7 +478,7 @@ static __always_inline int sys_exit(struct sys_exit_ctx *ctx)
 		}
 		break;
 	}
-	submit(ci, e);
+	submit(ci, e, false);
 	return 0;
 }
 

@@ -56,6 +56,12 @@ enum {
 
 enum {
 	BPF_RB_NO_WAKEUP = 1,
+	BPF_RB_FORCE_WAKEUP = 2,
+};
+
+enum {
+	BPF_RB_AVAIL_DATA = 0,
+	BPF_RB_RING_SIZE = 1,
 };
 
 /* UAPI context of cgroup sock_addr programs (include/uapi/linux/bpf.h); the verifier rewrites
