@@ -143,22 +143,9 @@ impl ContainerdConfig {
             "containerd",
             "runtimes",
         ];
-        let mut dotted = String::new();
-        let mut errs = Vec::new();
-        for k in keys {
-            if !dotted.is_empty() {
-                dotted.push('.');
-            }
-            dotted.push_str(k);
-            errs.push(dotted.clone());
-        }
         let path = self.path.clone();
-        let fail = |key: &str| ContainerdError::NotATable {
-            path: path.clone(),
-            key: key.to_string(),
-        };
         let mut table = self.doc.as_table_mut();
-        for (i, key) in keys.iter().enumerate() {
+        for (depth, key) in keys.iter().enumerate() {
             if !table.contains_key(key) {
                 if !create {
                     return Ok(None);
@@ -169,7 +156,14 @@ impl ContainerdConfig {
             }
             table = match table.get_mut(key) {
                 Some(Item::Table(t)) => t,
-                _ => return Err(fail(&errs[i])),
+                // An inline table or a value: editing it in place would rewrite the
+                // operator's formatting, so say where it is instead.
+                _ => {
+                    return Err(ContainerdError::NotATable {
+                        path,
+                        key: dotted(&keys[..=depth]),
+                    })
+                }
             };
         }
         Ok(Some(table))
@@ -180,7 +174,7 @@ impl ContainerdConfig {
     /// nothing; settings the operator added to the table are kept.
     pub fn add_runtime(&mut self, name: &str, config_path: &Path) -> Result<(), ContainerdError> {
         let plugin = self.version.cri_plugin();
-        let key = format!("plugins.\"{plugin}\".containerd.runtimes.{name}");
+        let key = dotted(&["plugins", plugin, "containerd", "runtimes", name]);
         let err = self.not_a_table(&key);
         let err_options = self.not_a_table(&format!("{key}.options"));
         let Some(runtimes) = self.runtimes_mut(true)? else {
@@ -304,6 +298,22 @@ impl ContainerdConfig {
     }
 }
 
+/// A key path as TOML writes it: `plugins."io.containerd.grpc.v1.cri".containerd`.
+fn dotted(keys: &[&str]) -> String {
+    keys.iter()
+        .map(|k| {
+            if k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                (*k).to_string()
+            } else {
+                format!("\"{k}\"")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
 /// Sets `key` unless it already holds the same value, keeping the key's indentation and
 /// comments when it is replaced.
 fn set_if_different(table: &mut Table, key: &str, new: Item) {
@@ -400,6 +410,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(err, "containerd config c.toml: version 1 (no version key): only versions 2 (containerd 1.6, 1.7) and 3 (containerd 2.x) are supported");
+    }
+
+    #[test]
+    fn dotted_keys_work_and_inline_tables_are_named() {
+        let text = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd]\n  runtimes.runc.runtime_type = \"io.containerd.runc.v2\"\n";
+        let mut c = parse(text);
+        c.add_runtime("palisade", Path::new("/etc/palisade/palisade.toml"))
+            .unwrap();
+        assert_eq!(c.palisade_runtimes().len(), 1);
+        assert!(c.render().starts_with(text));
+        assert!(c.remove_runtime("palisade").unwrap());
+        assert_eq!(c.render(), text);
+
+        let mut c = parse("version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd]\n  runtimes = { runc = { runtime_type = \"io.containerd.runc.v2\" } }\n");
+        let err = c
+            .add_runtime("palisade", Path::new("/x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "containerd config /etc/containerd/config.toml: plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes: expected a table");
     }
 
     #[test]

@@ -158,6 +158,13 @@ fn write_atomic(path: &Path, text: &[u8], mode: u32) -> Result<(), InstallError>
     result.map_err(io("write", path))
 }
 
+/// Writes containerd's config in place of the old one, keeping its mode; a symlink (a config
+/// kept elsewhere) stays a symlink and its target is replaced.
+fn write_config(path: &Path, text: &str) -> Result<(), InstallError> {
+    let target = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    write_atomic(&target, text.as_bytes(), mode_of(&target).unwrap_or(0o644))
+}
+
 fn temp_beside(path: &Path) -> PathBuf {
     let name = path
         .file_name()
@@ -293,7 +300,7 @@ pub fn install(layout: &Layout, opts: &InstallOptions) -> Result<Report, Install
     }
 
     if old != new {
-        write_atomic(path, new.as_bytes(), mode_of(path).unwrap_or(0o644))?;
+        write_config(path, &new)?;
     }
     for f in &to_write {
         write_atomic(&f.path, f.text.as_bytes(), 0o644)?;
@@ -341,7 +348,7 @@ pub fn uninstall(layout: &Layout, dry_run: bool, purge: bool) -> Result<Report, 
                 removed.join(", ")
             ));
             if !dry_run {
-                write_atomic(path, new.as_bytes(), mode_of(path).unwrap_or(0o644))?;
+                write_config(path, &new)?;
             }
         }
     }

@@ -266,6 +266,37 @@ fn dry_run_prints_a_diff_and_changes_nothing() {
 }
 
 #[test]
+fn a_symlinked_config_stays_a_symlink() {
+    let node = Node::new(None);
+    let real = node.path().join("config-repo/containerd.toml");
+    std::fs::create_dir_all(real.parent().unwrap()).unwrap();
+    std::fs::write(&real, "version = 2\n# kept in git\n").unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink(&real, node.config()).unwrap();
+    node.run("install", &[]);
+    assert!(std::fs::symlink_metadata(node.config())
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let text = std::fs::read_to_string(&real).unwrap();
+    // A comment after the file's last setting stays the file's last line.
+    assert!(text.starts_with("version = 2\n"), "{text}");
+    assert!(text.ends_with("\n# kept in git\n"), "{text}");
+    assert!(text.contains("runtimes.palisade-audit]"), "{text}");
+    let mode = std::fs::metadata(&real).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the config's mode is kept");
+    node.run("uninstall", &[]);
+    assert!(std::fs::symlink_metadata(node.config())
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        std::fs::read_to_string(&real).unwrap(),
+        "version = 2\n# kept in git\n"
+    );
+}
+
+#[test]
 fn version_3_and_a_missing_file() {
     let node = Node::new(Some(V3_CONFIG));
     node.run("install", &[]);
