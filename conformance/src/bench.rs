@@ -60,7 +60,7 @@ async fn sample(
         s.start_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
         let mut shims = BTreeSet::new();
         shims.insert(host::shim_of(cri.container_pid(&c).await?)?.0);
-        if let Ok(sandbox) = sandbox_pid(cri, &pod).await {
+        if let Ok(sandbox) = cri.sandbox_pid(&pod).await {
             if let Ok((p, _)) = host::shim_of(sandbox) {
                 shims.insert(p);
             }
@@ -79,25 +79,6 @@ async fn sample(
     let removed = cri.remove_pod(&pod).await;
     measured?;
     removed
-}
-
-async fn sandbox_pid(cri: &Cri, pod: &str) -> Result<i32> {
-    let info = cri
-        .rt
-        .clone()
-        .pod_sandbox_status(k8s_cri::v1::PodSandboxStatusRequest {
-            pod_sandbox_id: pod.to_string(),
-            verbose: true,
-        })
-        .await?
-        .into_inner()
-        .info;
-    let v: serde_json::Value = serde_json::from_str(info.get("info").context("no info")?)?;
-    Ok(i32::try_from(
-        v.get("pid")
-            .and_then(serde_json::Value::as_i64)
-            .context("no pid")?,
-    )?)
 }
 
 /// Measures every handler and returns a markdown table.

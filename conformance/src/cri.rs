@@ -13,8 +13,8 @@ use k8s_cri::v1::{
     CreateContainerRequest, ExecSyncRequest, ImageSpec, LinuxContainerConfig,
     LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
     ListPodSandboxRequest, NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata,
-    RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
-    StopContainerRequest, StopPodSandboxRequest,
+    PodSandboxStatusRequest, RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
+    StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
 };
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -202,19 +202,23 @@ impl Cri {
     /// The host pid of a running container's init process.
     pub async fn container_pid(&self, id: &str) -> Result<i32> {
         let (_, info) = self.container_status_verbose(id, true).await?;
-        let raw = info
-            .get("info")
-            .with_context(|| format!("container {id}: verbose status has no info"))?;
-        let v: serde_json::Value =
-            serde_json::from_str(raw).with_context(|| format!("container {id}: parse info"))?;
-        let pid = v
-            .get("pid")
-            .and_then(serde_json::Value::as_i64)
-            .with_context(|| format!("container {id}: info has no pid"))?;
-        if pid <= 0 {
-            bail!("container {id}: pid {pid} (not running)");
-        }
-        Ok(i32::try_from(pid)?)
+        info_pid(&info).with_context(|| format!("container {id}"))
+    }
+
+    /// The host pid of a pod sandbox's pause process.
+    pub async fn sandbox_pid(&self, id: &str) -> Result<i32> {
+        let info = self
+            .rt
+            .clone()
+            .pod_sandbox_status(PodSandboxStatusRequest {
+                pod_sandbox_id: id.to_string(),
+                verbose: true,
+            })
+            .await
+            .with_context(|| format!("pod sandbox status {id}"))?
+            .into_inner()
+            .info;
+        info_pid(&info).with_context(|| format!("pod sandbox {id}"))
     }
 
     /// Polls until the container has exited, failing after `timeout`.
@@ -268,6 +272,20 @@ impl Cri {
         }
         Ok(out)
     }
+}
+
+/// The `pid` in containerd's verbose status info (a JSON document under "info").
+fn info_pid(info: &HashMap<String, String>) -> Result<i32> {
+    let raw = info.get("info").context("verbose status has no info")?;
+    let v: serde_json::Value = serde_json::from_str(raw).context("parse verbose info")?;
+    let pid = v
+        .get("pid")
+        .and_then(serde_json::Value::as_i64)
+        .context("verbose info has no pid")?;
+    if pid <= 0 {
+        bail!("pid {pid} (not running)");
+    }
+    Ok(i32::try_from(pid)?)
 }
 
 pub fn pod_name(config: &PodSandboxConfig) -> &str {

@@ -78,6 +78,26 @@ pub fn shim_of(pid: i32) -> Result<(i32, String)> {
     anyhow::bail!("pid {pid}: no containerd-shim among its ancestors")
 }
 
+/// The shim binary a handler's containers should run under.
+pub fn shim_binary_name(handler: &str) -> String {
+    format!("containerd-shim-{handler}-v2")
+}
+
+/// Checks that `pid`'s shim runs `shim_binary_name(handler)`; returns (shim pid, exe, cmdline).
+pub fn expect_shim(pid: i32, handler: &str) -> Result<(i32, PathBuf, String)> {
+    let (shim, cmdline) = shim_of(pid)?;
+    let exe = fs::read_link(format!("/proc/{shim}/exe"))
+        .with_context(|| format!("readlink /proc/{shim}/exe"))?;
+    let want = shim_binary_name(handler);
+    if exe.file_name().is_none_or(|n| n.to_string_lossy() != want) {
+        anyhow::bail!(
+            "pid {pid} runs under {} ({cmdline}), want {want}",
+            exe.display()
+        );
+    }
+    Ok((shim, exe, cmdline))
+}
+
 /// Mount points (from mountinfo) under `prefix`.
 pub fn mounts_under(prefix: &Path) -> Vec<PathBuf> {
     let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {

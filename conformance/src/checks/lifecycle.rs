@@ -109,18 +109,7 @@ pub async fn container_lifecycle(ctx: &Ctx) -> Result<()> {
     ensure(st.started_at > 0, || "started_at not set".into())?;
     // The handler really picked its own shim: containerd-shim-<handler>-v2.
     let pid = ctx.cri.container_pid(&id).await?;
-    let (shim_pid, shim_cmd) = crate::host::shim_of(pid)?;
-    let want = format!("containerd-shim-{}-v2", ctx.handler);
-    let exe = std::fs::read_link(format!("/proc/{shim_pid}/exe")).unwrap_or_default();
-    ensure(
-        exe.file_name().is_some_and(|n| n.to_string_lossy() == want),
-        || {
-            format!(
-                "container's shim is {} ({shim_cmd}), want {want}",
-                exe.display()
-            )
-        },
-    )?;
+    crate::host::expect_shim(pid, &ctx.handler)?;
     let listed = ctx
         .cri
         .rt

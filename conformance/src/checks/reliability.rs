@@ -119,7 +119,7 @@ pub async fn shim_killed(ctx: &Ctx) -> Result<()> {
     let (pod, c, _) = ctx.pod_with_sleeper().await?;
     let pid = ctx.cri.container_pid(&c).await?;
     let (shim, cmd) = host::shim_of(pid)?;
-    let sandbox_pid = sandbox_pid(ctx, &pod).await?;
+    let sandbox_pid = ctx.cri.sandbox_pid(&pod).await?;
     // SAFETY: kill has no memory-safety preconditions.
     let rc = unsafe { libc::kill(shim, libc::SIGKILL) };
     ensure(rc == 0, || {
@@ -152,27 +152,6 @@ pub async fn shim_killed(ctx: &Ctx) -> Result<()> {
     ctx.cri.remove_pod(&pod).await?;
     ctx.untrack(&pod);
     Ok(())
-}
-
-async fn sandbox_pid(ctx: &Ctx, pod: &str) -> Result<i32> {
-    let info = ctx
-        .cri
-        .rt
-        .clone()
-        .pod_sandbox_status(PodSandboxStatusRequest {
-            pod_sandbox_id: pod.to_string(),
-            verbose: true,
-        })
-        .await?
-        .into_inner()
-        .info;
-    let raw = info.get("info").context("sandbox verbose info")?;
-    let v: serde_json::Value = serde_json::from_str(raw)?;
-    let pid = v
-        .get("pid")
-        .and_then(serde_json::Value::as_i64)
-        .context("sandbox pid")?;
-    Ok(i32::try_from(pid)?)
 }
 
 /// What a leak would show up in.
