@@ -588,6 +588,7 @@ mod tests {
         rules.deny_exec.push(ExecRule {
             name: "no-id".into(),
             path: "/usr/bin/id".into(),
+            from_parent: None,
             severity: 9,
             message: "id is forbidden".into(),
         });

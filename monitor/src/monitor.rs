@@ -410,10 +410,14 @@ impl NodeMonitor {
         };
         for (i, rule) in rules.deny_exec.iter().enumerate() {
             let key = exec_key(slot, &rule.name, &rule.path)?;
+            let (src_dev, src_ino) = match &rule.from_parent {
+                Some(path) => file_id(&rule.name, path)?,
+                None => (0, 0),
+            };
             let value = types::deny_value {
                 rule: i as u32 + 1,
-                src_dev: 0,
-                src_ino: 0,
+                src_dev,
+                src_ino,
                 hits: 0,
             };
             maps.deny_exec

@@ -34,6 +34,9 @@ pub struct ContainerRef {
 pub struct ExecRule {
     pub name: String,
     pub path: PathBuf,
+    /// fromSource: when set, the rule applies only when the exec's parent process runs this
+    /// executable (matched by inode and device; checked in the kernel). One rule per `path`.
+    pub from_parent: Option<PathBuf>,
     /// 1..=10, KubeArmor's scale.
     pub severity: u8,
     pub message: String,

@@ -467,6 +467,7 @@ fn exec_of_a_denied_binary_is_killed_by_inode_not_by_name() {
         deny_exec: vec![ExecRule {
             name: "no-id".into(),
             path: "/usr/bin/id".into(),
+            from_parent: None,
             severity: 9,
             message: "id is not allowed".into(),
         }],
@@ -882,6 +883,7 @@ fn audit_mode_reports_deny_rules_without_killing_or_refusing() {
         deny_exec: vec![ExecRule {
             name: "no-id".into(),
             path: "/usr/bin/id".into(),
+            from_parent: None,
             severity: 9,
             message: String::new(),
         }],
@@ -1030,6 +1032,7 @@ fn a_cgroup_is_watched_once_and_a_failed_watch_leaves_nothing() {
         deny_exec: vec![ExecRule {
             name: "missing".into(),
             path: "/nonexistent/palisade".into(),
+            from_parent: None,
             severity: 5,
             message: String::new(),
         }],
@@ -1118,6 +1121,7 @@ fn exec_rules_match_binaries_on_an_overlay_root_filesystem() {
         deny_exec: vec![ExecRule {
             name: "no-id".into(),
             path: ovl.merged.join("id"),
+            from_parent: None,
             severity: 8,
             message: String::new(),
         }],
@@ -1130,4 +1134,44 @@ fn exec_rules_match_binaries_on_an_overlay_root_filesystem() {
     let t = ovl.merged.join("true");
     let (_, st) = run(Some(&cg), None, &exec(t.to_str().unwrap(), &["true"]));
     assert_eq!(exited(st), Some(0));
+}
+
+#[test]
+fn exec_rules_with_a_source_apply_only_under_that_parent() {
+    let root = PinRoot::new("parent");
+    let cg = TestCgroup::new("parent");
+    let (tx, rx) = sync_channel(4096);
+    let monitor = NodeMonitor::open(root.config(), tx).unwrap();
+    let sh = std::fs::canonicalize("/bin/sh").unwrap();
+    let rules = ContainerRules {
+        deny_exec: vec![ExecRule {
+            name: "no-id-from-sh".into(),
+            path: "/usr/bin/id".into(),
+            from_parent: Some(sh),
+            severity: 7,
+            message: String::new(),
+        }],
+        ..Default::default()
+    };
+    let watch = monitor.watch(cg.container("parent"), rules).unwrap();
+
+    // Started by this test binary: the rule does not apply.
+    let (_, st) = run(Some(&cg), None, &exec("/usr/bin/id", &["id"]));
+    assert_eq!(exited(st), Some(0));
+    // Started by sh (not its last command, so sh forks for it): killed; sh goes on.
+    let (shell, st) = run(
+        Some(&cg),
+        None,
+        &exec("/bin/sh", &["sh", "-c", "/usr/bin/id; exit 7"]),
+    );
+    assert_eq!(exited(st), Some(7), "sh itself runs on");
+    let (ev, _) = until(&rx, "id under sh", |e| {
+        e.process.ppid == shell as u32
+            && matches!(&e.kind, EventKind::Exec { filename, .. } if filename == "/usr/bin/id")
+    });
+    let EventKind::Exec { killed, .. } = ev.kind else {
+        unreachable!()
+    };
+    assert!(killed);
+    assert_eq!(watch.rule_hits(), vec![("no-id-from-sh".to_string(), 1)]);
 }

@@ -75,8 +75,9 @@ struct net_key {
 	__u8 data[24]; /* 22 used; the last 2 stay zero so the key has no implicit padding */
 };
 
-/* src_ino/src_dev (connect rules only): when set, the executable that alone may still connect
- * (fromSource); zero means the rule applies to every process. */
+/* src_ino/src_dev, fromSource (zero: the rule applies to every process). Connect rules: the
+ * executable that alone may still connect. Exec rules: the rule applies only when the parent
+ * process runs this executable. */
 struct deny_value {
 	__u32 rule;
 	__u32 src_dev;

@@ -168,6 +168,20 @@ static __always_inline void submit(struct container_info *ci, void *e, bool urge
 	bpf_ringbuf_submit(e, flags);
 }
 
+/* fromSource for exec rules: a rule with a source applies only when the parent process runs
+ * that executable. */
+static __always_inline bool source_matches(struct deny_value *d)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	struct file *exe;
+
+	if (!d->src_ino)
+		return true;
+	exe = BPF_CORE_READ(t, real_parent, mm, exe_file);
+	return BPF_CORE_READ(exe, f_inode, i_ino) == d->src_ino &&
+	       BPF_CORE_READ(exe, f_inode, i_sb, s_dev) == d->src_dev;
+}
+
 static __always_inline void fill_header(struct event_header *h, __u32 kind,
 					struct container_info *ci, __u64 cg)
 {
@@ -210,7 +224,7 @@ int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 	key.dev = BPF_CORE_READ(bprm, file, f_inode, i_sb, s_dev);
 	key.ino = BPF_CORE_READ(bprm, file, f_inode, i_ino);
 	deny = bpf_map_lookup_elem(&deny_exec, &key);
-	if (deny) {
+	if (deny && source_matches(deny)) {
 		__sync_fetch_and_add(&deny->hits, 1);
 		rule = deny->rule;
 		/* The signal is pending before the new image returns to user space, so not one
@@ -287,7 +301,7 @@ int BPF_PROG(lsm_exec, struct linux_binprm *bprm, int ret)
 	key.dev = BPF_CORE_READ(bprm, file, f_inode, i_sb, s_dev);
 	key.ino = BPF_CORE_READ(bprm, file, f_inode, i_ino);
 	deny = bpf_map_lookup_elem(&deny_exec, &key);
-	if (!deny)
+	if (!deny || !source_matches(deny))
 		return 0;
 	__sync_fetch_and_add(&deny->hits, 1);
 
