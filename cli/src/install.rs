@@ -204,10 +204,14 @@ pub fn install(layout: &Layout, opts: &InstallOptions) -> Result<Report, Install
     let mut report = Report::default();
     let path = &layout.containerd_config;
     let (old, existed) = read_config(path)?;
-    let default_version = opts
-        .config_version
-        .or_else(installed_containerd_version)
-        .unwrap_or(ConfigVersion::V2);
+    // Only a new file needs a version of our choosing; ask containerd only then.
+    let default_version = match opts.config_version {
+        Some(v) => v,
+        None if old.trim().is_empty() => {
+            installed_containerd_version().unwrap_or(ConfigVersion::V2)
+        }
+        None => ConfigVersion::V2,
+    };
     let mut config = ContainerdConfig::parse(path, &old, default_version)?;
     for name in RUNTIMES {
         if let Some(runtime_type) = config.foreign_runtime(name) {

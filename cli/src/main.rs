@@ -66,12 +66,16 @@ enum GateCommand {
 
 #[derive(Args)]
 struct Paths {
+    /// containerd's configuration (version 2 or 3); created when missing.
     #[arg(long, default_value = "/etc/containerd/config.toml")]
     containerd_config: PathBuf,
+    /// Where the shim and palisade-init go (containerd's PATH).
     #[arg(long, default_value = "/usr/local/bin")]
     bin_dir: PathBuf,
+    /// The shim configurations (<name>.toml) and policies/.
     #[arg(long, default_value = "/etc/palisade")]
     config_dir: PathBuf,
+    /// Node state: the gate's learned profiles under gate/.
     #[arg(long, default_value = "/var/lib/palisade")]
     state_dir: PathBuf,
     #[arg(long, default_value = "/var/log/palisade")]
