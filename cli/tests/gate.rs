@@ -149,4 +149,23 @@ fn refuses_bad_documents_and_names() {
         err.starts_with("palisade: service shop_web: no profiles in "),
         "{err}"
     );
+
+    // A pod's file that is not a profile stops the export, naming the file.
+    let service = node.path().join("shop_web");
+    std::fs::create_dir_all(&service).unwrap();
+    let mut p = Profile::default();
+    p.learn(&get("/", "x"));
+    palisade_gate::save(&p, &service.join("a.profile.json")).unwrap();
+    let torn = service.join("b.profile.json");
+    std::fs::write(&torn, "{\"version\":").unwrap();
+    let out = palisade(&["export", "--service", "shop_web"], node.path());
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.starts_with(&format!(
+            "palisade: profile {}: profile document: ",
+            torn.display()
+        )),
+        "{err}"
+    );
 }

@@ -137,8 +137,18 @@ fn install_twice_keeps_comments_and_the_other_runtime() {
     let original = node.text();
     node.run("install", &[]);
     let once = node.text();
-    node.run("install", &[]);
+    let again = node.run("install", &[]);
     assert_eq!(node.text(), once, "a second install changes nothing");
+    let again = String::from_utf8(again.stdout).unwrap();
+    assert!(
+        again.contains("runtimes palisade, palisade-strict, palisade-audit already present"),
+        "{again}"
+    );
+    assert!(
+        again.contains("containerd-shim-palisade-v2: up to date"),
+        "{again}"
+    );
+    assert!(again.contains("palisade.toml: kept as it is"), "{again}");
 
     assert!(once.starts_with(&original[..original.find("[metrics]").unwrap()]));
     assert!(once.contains("# runc stays the default runtime; SystemdCgroup matches the kubelet.\n"));
@@ -319,6 +329,37 @@ fn version_3_and_a_missing_file() {
     let t = table(&fresh.text());
     assert_eq!(t["version"].as_integer(), Some(3));
     assert_eq!(runtimes(&t, "io.containerd.cri.v1.runtime").len(), 3);
+
+    // Without the flag, a new file is of the version the installed containerd reads.
+    let version = Command::new("containerd")
+        .arg("--version")
+        .output()
+        .unwrap();
+    let version = String::from_utf8(version.stdout).unwrap();
+    let major: u32 = version
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (number, plugin) = if major >= 2 {
+        (3, "io.containerd.cri.v1.runtime")
+    } else {
+        (2, "io.containerd.grpc.v1.cri")
+    };
+    let fresh = Node::new(None);
+    fresh.run("install", &[]);
+    let t = table(&fresh.text());
+    assert_eq!(
+        t["version"].as_integer(),
+        Some(number),
+        "containerd {version}"
+    );
+    assert_eq!(runtimes(&t, plugin).len(), 3);
 }
 
 #[test]
