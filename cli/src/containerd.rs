@@ -318,7 +318,11 @@ fn dotted(keys: &[&str]) -> String {
 /// comments when it is replaced.
 fn set_if_different(table: &mut Table, key: &str, new: Item) {
     let same = match (table.get(key).and_then(Item::as_value), new.as_value()) {
-        (Some(old), Some(new)) => old.to_string().trim() == new.to_string().trim(),
+        // 'x' and "x" are the same string: the operator's quoting stays.
+        (Some(old), Some(new)) => match (old.as_str(), new.as_str()) {
+            (Some(a), Some(b)) => a == b,
+            _ => old.to_string().trim() == new.to_string().trim(),
+        },
         _ => false,
     };
     if same {
@@ -429,6 +433,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(err, "containerd config /etc/containerd/config.toml: plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes: expected a table");
+    }
+
+    #[test]
+    fn keeps_the_operators_quoting() {
+        let text = "version = 3\n[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.palisade]\n  runtime_type = 'io.containerd.palisade.v2' # ours\n  pod_annotations = ['palisade.dev/*']\n  [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.palisade.options]\n    ConfigPath = '/etc/palisade/palisade.toml'\n";
+        let mut c = parse(text);
+        c.add_runtime("palisade", Path::new("/etc/palisade/palisade.toml"))
+            .unwrap();
+        assert_eq!(c.render(), text);
+        c.add_runtime("palisade", Path::new("/srv/palisade.toml"))
+            .unwrap();
+        assert!(
+            c.render()
+                .contains("    ConfigPath = \"/srv/palisade.toml\"\n"),
+            "{}",
+            c.render()
+        );
     }
 
     #[test]
