@@ -261,6 +261,22 @@ impl ContainerdConfig {
             .as_table_like()
     }
 
+    /// Whether `disabled_plugins` turns the CRI plugin off (Docker's stock containerd config
+    /// does), in which case no Kubernetes pod reaches these runtimes.
+    pub fn cri_disabled(&self) -> bool {
+        let Some(disabled) = self.doc.get("disabled_plugins").and_then(Item::as_array) else {
+            return false;
+        };
+        let names: &[&str] = match self.version {
+            ConfigVersion::V2 => &["cri", "io.containerd.grpc.v1.cri"],
+            ConfigVersion::V3 => &["io.containerd.cri.v1.runtime", "io.containerd.grpc.v1.cri"],
+        };
+        disabled
+            .iter()
+            .filter_map(|v| v.as_str())
+            .any(|p| names.contains(&p))
+    }
+
     /// Every runtime handler whose runtime type is palisade's.
     pub fn palisade_runtimes(&self) -> Vec<PalisadeRuntime> {
         let Some(runtimes) = self.runtimes() else {
@@ -433,6 +449,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(err, "containerd config /etc/containerd/config.toml: plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes: expected a table");
+    }
+
+    #[test]
+    fn sees_a_disabled_cri_plugin() {
+        assert!(parse("version = 2\ndisabled_plugins = [\"cri\"]\n").cri_disabled());
+        assert!(!parse(
+            "version = 2\ndisabled_plugins = [\"io.containerd.snapshotter.v1.btrfs\"]\n"
+        )
+        .cri_disabled());
+        assert!(!parse(V2).cri_disabled());
     }
 
     #[test]

@@ -228,6 +228,12 @@ pub fn install(layout: &Layout, opts: &InstallOptions) -> Result<Report, Install
     let new = config.render();
     report.diff.push_str(&unified(path, &old, &new, existed));
     let verb = if opts.dry_run { "would " } else { "" };
+    if config.cri_disabled() {
+        report.actions.push(format!(
+            "warning: containerd config {}: disabled_plugins turns the CRI plugin off; Kubernetes reaches these runtimes only once it is on",
+            path.display()
+        ));
+    }
     if old == new {
         report.actions.push(format!(
             "containerd config {}: runtimes {} already present",

@@ -79,6 +79,8 @@ pub struct ContainerdStatus {
     /// Why the configuration could not be read, when it could not.
     pub error: Option<String>,
     pub version: Option<i64>,
+    /// `disabled_plugins` turns the CRI plugin off: no pod reaches any runtime.
+    pub cri_disabled: bool,
     pub runtimes: Vec<RuntimeStatus>,
 }
 
@@ -148,6 +150,7 @@ fn containerd_status(path: &Path) -> ContainerdStatus {
         path: path.to_path_buf(),
         error: None,
         version: None,
+        cri_disabled: false,
         runtimes: Vec::new(),
     };
     let text = match std::fs::read_to_string(path) {
@@ -165,6 +168,7 @@ fn containerd_status(path: &Path) -> ContainerdStatus {
         }
     };
     status.version = Some(config.version().number());
+    status.cri_disabled = config.cri_disabled();
     status.runtimes = config
         .palisade_runtimes()
         .into_iter()
@@ -333,6 +337,12 @@ impl Status {
                     c.path.display(),
                     v.unwrap_or_default()
                 );
+                if c.cri_disabled {
+                    let _ = writeln!(
+                        out,
+                        "  warning: the CRI plugin is disabled (disabled_plugins)"
+                    );
+                }
                 if c.runtimes.is_empty() {
                     let _ = writeln!(out, "  no palisade runtimes");
                 }

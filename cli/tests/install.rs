@@ -363,6 +363,18 @@ fn version_3_and_a_missing_file() {
 }
 
 #[test]
+fn warns_when_the_cri_plugin_is_off() {
+    // Docker's stock containerd config turns CRI off; the runtimes would be unreachable.
+    let node = Node::new(Some("version = 2\ndisabled_plugins = [\"cri\"]\n"));
+    let out = node.run("install", &["--dry-run"]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains("disabled_plugins turns the CRI plugin off"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn refuses_a_version_1_config_and_a_missing_binary() {
     let node = Node::new(Some("root = \"/var/lib/containerd\"\n"));
     let out = Command::new(PALISADE)

@@ -112,6 +112,7 @@ fn reports_kernel_install_runtimes_and_pods() {
         assert_eq!(b["installed"], true, "{b}");
     }
     assert_eq!(s["containerd"]["version"], 2);
+    assert_eq!(s["containerd"]["cri_disabled"], false);
     let runtimes = s["containerd"]["runtimes"].as_array().unwrap();
     let names: Vec<&str> = runtimes
         .iter()
