@@ -72,7 +72,7 @@ struct Paths {
     /// Where the shim and palisade-init go (containerd's PATH).
     #[arg(long, default_value = "/usr/local/bin")]
     bin_dir: PathBuf,
-    /// The shim configurations (<name>.toml) and policies/.
+    /// The shim configurations (`<name>.toml`) and `policies/`.
     #[arg(long, default_value = "/etc/palisade")]
     config_dir: PathBuf,
     /// Node state: the gate's learned profiles under gate/.
