@@ -73,6 +73,8 @@ pub struct Config {
     pub init_binary: Option<PathBuf>,
     /// The violation log (the `[events]` table).
     pub events: crate::report::EventSettings,
+    /// The eBPF monitor (the `[monitor]` table).
+    pub monitor: crate::monitoring::MonitorSettings,
 }
 
 impl Default for Config {
@@ -89,6 +91,7 @@ impl Default for Config {
             strict: None,
             init_binary: None,
             events: crate::report::EventSettings::default(),
+            monitor: crate::monitoring::MonitorSettings::default(),
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod error;
 pub mod events;
 pub mod gate;
 pub mod logging;
+pub mod monitoring;
 pub mod netns;
 pub mod policy;
 pub mod report;

@@ -113,6 +113,8 @@ struct Container {
     gate: Option<RunningGate>,
     /// palisade-init runs in front of the init, so every exec goes through it too.
     wrapped: bool,
+    /// The eBPF monitor's hold on this container; dropping it detaches the container.
+    watch: Option<crate::monitoring::Watched>,
 }
 
 impl Container {
@@ -170,6 +172,8 @@ pub struct TaskService {
     runtime_for: RuntimeFactory,
     /// The violation log, opened with the first container's configuration.
     reporter: std::sync::OnceLock<crate::report::Reporter>,
+    /// The eBPF monitor, joined with the first container's configuration.
+    monitor: std::sync::OnceLock<Option<crate::monitoring::ShimMonitor>>,
 }
 
 /// Makes the runtime for a configuration: runc, or a fake in tests.
@@ -211,6 +215,7 @@ impl TaskService {
             start_options,
             runtime_for,
             reporter: std::sync::OnceLock::new(),
+            monitor: std::sync::OnceLock::new(),
         })
     }
 
@@ -251,11 +256,11 @@ impl TaskService {
             "container {id}: write {RUNTIME_FILE}"
         )))?;
 
-        let Hardened { spec, wrapped } =
-            harden_bundle(&id, &bundle, &config, &self.reporter(&config))?;
+        let hardened = harden_bundle(&id, &bundle, &config, &self.reporter(&config))?;
+        let (spec, wrapped) = (&hardened.spec, hardened.wrapped);
         // A pod's gate is set up with its sandbox container; bad annotations stop the pod here.
-        let gate_request = if crate::policy::is_sandbox(&spec) {
-            crate::gate::requested(&spec)?
+        let gate_request = if crate::policy::is_sandbox(spec) {
+            crate::gate::requested(spec)?
         } else {
             None
         };
@@ -267,31 +272,20 @@ impl TaskService {
             terminal: req.terminal,
         };
         let launched = match self.launch_init(&id, &bundle, runc.as_ref(), &stdio).await {
-            Ok((pid, io)) => match gate_request {
-                None => Ok((pid, io, None)),
-                Some(r) => {
-                    match RunningGate::start(
-                        &id,
-                        &spec,
-                        r,
-                        &config.gate,
-                        &config.node_name,
-                        self.reporter(&config),
-                    )
-                    .await
-                    {
-                        Ok(g) => Ok((pid, io, Some(g))),
-                        Err(e) => {
-                            let _ = runc.delete(&id, true).await;
-                            Err(ShimError::Gate(e))
-                        }
-                    }
+            Ok((pid, io)) => match self
+                .attach(&id, pid, &bundle, &hardened, gate_request, &config)
+                .await
+            {
+                Ok((watch, gate)) => Ok((pid, io, watch, gate)),
+                Err(e) => {
+                    let _ = runc.delete(&id, true).await;
+                    Err(e)
                 }
             },
             Err(e) => Err(e),
         };
         match launched {
-            Ok((pid, io, gate)) => {
+            Ok((pid, io, watch, gate)) => {
                 let cgroups = Cgroups::of_pid(pid)
                     .map_err(|e| tracing::warn!(container = %id, "cgroups not found, no stats or oom events: {e}"))
                     .ok();
@@ -311,6 +305,7 @@ impl TaskService {
                     oom_watch,
                     gate,
                     wrapped,
+                    watch,
                 };
                 let early_exit = {
                     let mut table = self.table.lock().await;
@@ -353,6 +348,144 @@ impl TaskService {
                 Err(e)
             }
         }
+    }
+
+    /// After `runc create`, before start: the monitor's watch and the pod's gate. A rule that
+    /// needs the monitor and cannot get it refuses the container.
+    async fn attach(
+        &self,
+        id: &str,
+        pid: i32,
+        bundle: &Path,
+        hardened: &Hardened,
+        gate_request: Option<crate::gate::GateRequest>,
+        config: &Config,
+    ) -> Result<(Option<crate::monitoring::Watched>, Option<RunningGate>), ShimError> {
+        let watch = self.watch(id, pid, bundle, hardened, config)?;
+        let gate = match gate_request {
+            None => None,
+            Some(r) => Some(
+                RunningGate::start(
+                    id,
+                    &hardened.spec,
+                    r,
+                    &config.gate,
+                    &config.node_name,
+                    self.reporter(config),
+                )
+                .await?,
+            ),
+        };
+        Ok((watch, gate))
+    }
+
+    fn watch(
+        &self,
+        id: &str,
+        pid: i32,
+        bundle: &Path,
+        hardened: &Hardened,
+        config: &Config,
+    ) -> Result<Option<crate::monitoring::Watched>, ShimError> {
+        let m = &hardened.monitor;
+        let needed = !m.deny_exec.is_empty() || !m.allow_exec.is_empty() || !m.network.is_empty();
+        let reporter = self.reporter(config);
+        let degraded = |what: &str| {
+            reporter.report(runtime_event(
+                config,
+                id,
+                &hardened.spec,
+                "enforcement-degraded",
+                what,
+            ))
+        };
+        let Some(monitor) = self.monitor(config) else {
+            if needed && !hardened.degrade {
+                return Err(ShimError::Unenforced {
+                    container: id.into(),
+                    reason: "policy rules need the eBPF monitor, which is not running in this shim"
+                        .into(),
+                });
+            }
+            if needed {
+                degraded("policy rules that need the eBPF monitor run unenforced: the monitor is not running");
+            }
+            return Ok(None);
+        };
+        let rootfs = match hardened.spec["root"]["path"].as_str() {
+            Some(p) if Path::new(p).is_absolute() => PathBuf::from(p),
+            Some(p) => bundle.join(p),
+            None => bundle.join("rootfs"),
+        };
+        let (rules, cannot) = crate::monitoring::rules_for(&rootfs, m);
+        if !cannot.is_empty() && !hardened.degrade {
+            return Err(ShimError::Unenforced {
+                container: id.into(),
+                reason: cannot.join("; "),
+            });
+        }
+        for c in &cannot {
+            degraded(c);
+        }
+        for a in &m.audit {
+            tracing::info!(container = %id, rule = %a.rule, "audit rule: reported through the monitor's built-in detections only");
+        }
+        let w = crate::policy::workload_of(&hardened.spec);
+        let who = palisade_monitor::ContainerRef {
+            cgroup_id: 0,
+            cgroup_dir: None,
+            namespace: w.namespace,
+            pod: w.pod_name,
+            container: w.container_name,
+            container_id: id.to_string(),
+            image: w.image,
+        };
+        match monitor.watch(pid, who, rules) {
+            Ok(watch) => {
+                for r in watch.0.enforcement() {
+                    tracing::info!(container = %id, rule = %r.rule, enforcer = r.enforcer.as_str(), note = ?r.note, "monitor rule");
+                    if r.enforcer == palisade_monitor::Enforcer::AuditOnly {
+                        degraded(&format!(
+                            "{}: reported only: {}",
+                            r.rule,
+                            r.note.as_deref().unwrap_or("no enforcer")
+                        ));
+                    }
+                }
+                Ok(Some(watch))
+            }
+            Err(e) if needed && !hardened.degrade => Err(ShimError::Unenforced {
+                container: id.into(),
+                reason: format!("monitor: {e}"),
+            }),
+            Err(e) => {
+                degraded(&format!("container not monitored: {e}"));
+                Ok(None)
+            }
+        }
+    }
+
+    /// The shim's monitor, joined with the first container's configuration; `None` when it is
+    /// disabled or could not start (reported once).
+    fn monitor(&self, config: &Config) -> Option<&crate::monitoring::ShimMonitor> {
+        self.monitor
+            .get_or_init(|| {
+                if !config.monitor.enabled {
+                    return None;
+                }
+                match crate::monitoring::ShimMonitor::open(
+                    &config.monitor,
+                    self.reporter(config),
+                    config.node_name.clone(),
+                ) {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        tracing::error!("monitor unavailable: {e}");
+                        None
+                    }
+                }
+            })
+            .as_ref()
     }
 
     async fn mount_rootfs(
@@ -769,6 +902,11 @@ impl TaskService {
         let mut c = c;
         if let Some(g) = c.gate.take() {
             g.stop().await;
+        }
+        if let Some(w) = c.watch.take() {
+            // Detach before the cgroup goes, so the kernel maps never name a dead container.
+            drop(w);
+            tracing::debug!(container = %id, "monitor detached");
         }
         if let Some(r) = &c.rootfs {
             unmount(r);
@@ -1199,44 +1337,10 @@ fn runtime_event(
 struct Hardened {
     spec: serde_json::Value,
     wrapped: bool,
-}
-
-/// Block rules that only the eBPF monitor could carry: until the monitor runs in this shim, a
-/// container that needs one is refused rather than run without it (audit rules are logged).
-fn refuse_monitor_only(
-    id: &str,
-    e: &palisade_sandbox::Enforcement,
-    config: &Config,
-) -> Result<(), ShimError> {
-    let m = &e.monitor;
-    let blocking: Vec<String> = m
-        .deny_exec
-        .iter()
-        .chain(m.allow_exec.iter())
-        .chain(m.network.iter())
-        .map(|r| format!("{r:?}"))
-        .collect();
-    let degrade = config.strict.as_ref().is_some_and(|s| s.allow_degraded);
-    if !blocking.is_empty() && !degrade {
-        return Err(ShimError::Unenforced {
-            container: id.to_string(),
-            reason: format!(
-                "{} rule(s) need the eBPF monitor, which this shim does not run yet; refused: {}",
-                blocking.len(),
-                blocking.join("; ")
-            ),
-        });
-    }
-    for r in blocking.iter().chain(
-        m.audit
-            .iter()
-            .map(|r| format!("{r:?}"))
-            .collect::<Vec<_>>()
-            .iter(),
-    ) {
-        tracing::warn!(container = %id, "monitor rule not enforced or reported yet (no monitor): {r}");
-    }
-    Ok(())
+    /// What only the eBPF monitor can carry.
+    monitor: palisade_sandbox::MonitorRules,
+    /// The configuration lets protection the node cannot give be reported instead.
+    degrade: bool,
 }
 
 fn harden_bundle(
@@ -1266,7 +1370,6 @@ fn harden_bundle(
         config.strict.as_ref(),
         &kernel,
     )?;
-    refuse_monitor_only(id, &enforcement, config)?;
     let wrapped = match &enforcement.plan {
         Some(plan) => {
             let plan_path = bundle.join("palisade-plan.json");
@@ -1321,7 +1424,13 @@ fn harden_bundle(
         "container {id}: replace config.json"
     )))?;
     tracing::info!(container = %id, applied = report.applied.len(), relaxed = report.warnings.len(), wrapped, "hardened");
-    Ok(Hardened { spec, wrapped })
+    let degrade = config.strict.as_ref().is_some_and(|s| s.allow_degraded);
+    Ok(Hardened {
+        spec,
+        wrapped,
+        monitor: enforcement.monitor,
+        degrade,
+    })
 }
 
 /// A light check of JSON that runc will read in full: an object, with the keys runc cannot do without.
@@ -1420,6 +1529,7 @@ mod tests {
                 oom_watch: None,
                 gate: None,
                 wrapped: false,
+                watch: None,
             },
         );
         let exit = Exit {

@@ -104,6 +104,15 @@ impl ContainerRuntime for FakeRuntime {
     }
 }
 
+/// A configuration for the fake runtime: no monitor (the fake's pids are not processes) and the
+/// violation log in the test's directory.
+fn fake_config(dir: &Path, extra: &str) -> String {
+    format!(
+        "runc_binary = \"fake\"\n{extra}[monitor]\nenabled = false\n[events]\nlog_dir = \"{}\"\n",
+        dir.join("log").display()
+    )
+}
+
 /// What CRI hands a container, trimmed to what hardening reads.
 const SPEC: &str = r#"{
   "ociVersion": "1.0.2-dev",
@@ -129,7 +138,7 @@ async fn next_topic(rx: &mut tokio::sync::mpsc::Receiver<Box<dyn Event + Send>>)
 async fn create_start_exec_kill_delete_shutdown() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("palisade.toml");
-    std::fs::write(&config, "runc_binary = \"fake\"\n").unwrap();
+    std::fs::write(&config, fake_config(dir.path(), "")).unwrap();
     let bundle = dir.path().join("bundle");
     std::fs::create_dir(&bundle).unwrap();
     std::fs::write(bundle.join("config.json"), SPEC).unwrap();
@@ -296,7 +305,7 @@ async fn create_start_exec_kill_delete_shutdown() {
 async fn capability_beyond_the_default_set_refuses_the_container() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("palisade.toml");
-    std::fs::write(&config, "runc_binary = \"fake\"\n").unwrap();
+    std::fs::write(&config, fake_config(dir.path(), "")).unwrap();
     let spec = SPEC.replace("\"CAP_KILL\"", "\"CAP_SYS_ADMIN\"");
     std::fs::write(dir.path().join("config.json"), &spec).unwrap();
     let fake = Arc::new(FakeRuntime::new(930_000));
@@ -339,11 +348,8 @@ async fn capability_beyond_the_default_set_refuses_the_container() {
     );
 
     // The operator can allow it explicitly.
-    std::fs::write(
-        &config,
-        "runc_binary = \"fake\"\n[hardening]\nallowed_added_capabilities = [\"SYS_ADMIN\"]\n",
-    )
-    .unwrap();
+    let allow = "[hardening]\nallowed_added_capabilities = [\"SYS_ADMIN\"]\n";
+    std::fs::write(&config, fake_config(dir.path(), allow)).unwrap();
     svc.create(req).await.unwrap();
     assert_eq!(fake.calls.lock().unwrap().clone(), ["create c3"]);
 }

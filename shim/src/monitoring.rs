@@ -1,0 +1,282 @@
+//! The eBPF monitor in the shim: the node's shared programs joined once per shim, one watch per
+//! container, the sandbox's monitor-only rules turned into kernel rules, and events into the log.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use palisade_monitor::{
+    cgroup_dir_of_pid, cgroup_id_of_pid, ContainerRef, ContainerRules, ExecRule, MonitorConfig,
+    MonitorError, MonitorEvent, NodeMonitor, Watch,
+};
+use palisade_sandbox::{MonitorRule, MonitorRules, MonitorTarget};
+use serde::{Deserialize, Serialize};
+
+use crate::report::Reporter;
+
+/// Files one directory rule may expand to; a larger tree is refused rather than cut short.
+const MAX_DIR_FILES: usize = 4096;
+
+/// The shim configuration's `[monitor]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MonitorSettings {
+    /// Watch every container with the node's eBPF programs.
+    pub enabled: bool,
+    /// Where the shared programs are pinned.
+    pub pin_root: PathBuf,
+    /// Kill/refuse for Block rules; off reports only.
+    pub enforce: bool,
+    /// Run containers unwatched (reported) when the monitor cannot start, instead of refusing
+    /// the containers whose rules need it.
+    pub allow_unmonitored: bool,
+}
+
+impl Default for MonitorSettings {
+    fn default() -> Self {
+        MonitorSettings {
+            enabled: true,
+            pin_root: PathBuf::from("/sys/fs/bpf/palisade"),
+            enforce: true,
+            allow_unmonitored: true,
+        }
+    }
+}
+
+/// The monitor of one shim.
+pub struct ShimMonitor {
+    node: Arc<NodeMonitor>,
+}
+
+impl std::fmt::Debug for ShimMonitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ShimMonitor")
+    }
+}
+
+impl ShimMonitor {
+    /// Joins (or loads) the node's programs and forwards this shim's events to `reporter`.
+    pub fn open(
+        settings: &MonitorSettings,
+        reporter: Reporter,
+        node_name: String,
+    ) -> Result<Self, MonitorError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<MonitorEvent>(4096);
+        let config = MonitorConfig {
+            pin_root: settings.pin_root.clone(),
+            enforce: settings.enforce,
+            ..MonitorConfig::default()
+        };
+        let node = NodeMonitor::open(config, tx)?;
+        let spawned = std::thread::Builder::new()
+            .name("palisade-monitor-events".into())
+            .spawn(move || {
+                for ev in rx.iter() {
+                    for e in ev.to_events(&node_name) {
+                        reporter.report(e);
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!("monitor event reader: {e}");
+        }
+        tracing::info!(features = ?node.features(), "monitor joined");
+        Ok(ShimMonitor {
+            node: Arc::new(node),
+        })
+    }
+
+    /// Watches a created container (its init waits for `start`).
+    pub fn watch(
+        &self,
+        init_pid: i32,
+        who: ContainerRef,
+        rules: ContainerRules,
+    ) -> Result<Watched, MonitorError> {
+        let pid = u32::try_from(init_pid).unwrap_or(0);
+        let who = ContainerRef {
+            cgroup_id: cgroup_id_of_pid(pid)?,
+            cgroup_dir: Some(cgroup_dir_of_pid(pid)?),
+            ..who
+        };
+        self.node.watch(who, rules).map(Watched)
+    }
+}
+
+/// The monitor's hold on one container; dropping it detaches the container.
+pub struct Watched(pub Watch);
+
+impl std::fmt::Debug for Watched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Watched")
+    }
+}
+
+/// Turns the sandbox's monitor-only rules into kernel rules for a container whose root is
+/// `rootfs` (as the shim sees it). Rules the monitor cannot carry come back as reasons.
+pub fn rules_for(rootfs: &Path, m: &MonitorRules) -> (ContainerRules, Vec<String>) {
+    let mut rules = ContainerRules::default();
+    let mut cannot = Vec::new();
+    for r in &m.deny_exec {
+        match exec_rules(rootfs, r) {
+            Ok(mut v) => rules.deny_exec.append(&mut v),
+            Err(why) => cannot.push(format!("{}: {why}", r.rule)),
+        }
+    }
+    for r in &m.allow_exec {
+        cannot.push(format!(
+            "{}: exec allow-lists with fromSource or ownerOnly are not in the monitor yet",
+            r.rule
+        ));
+    }
+    for r in &m.network {
+        cannot.push(format!(
+            "{}: network rules limited to source binaries are not in the monitor yet",
+            r.rule
+        ));
+    }
+    (rules, cannot)
+}
+
+fn exec_rules(rootfs: &Path, r: &MonitorRule) -> Result<Vec<ExecRule>, String> {
+    let from_parent = match r.from_source.as_slice() {
+        [] => None,
+        [one] => Some(inside(rootfs, one)),
+        _ => return Err("more than one fromSource is not in the monitor yet".into()),
+    };
+    let rule = |path: PathBuf| ExecRule {
+        name: r.rule.clone(),
+        path,
+        from_parent: from_parent.clone(),
+        severity: r.severity.clamp(1, 10),
+        message: r.message.clone().unwrap_or_default(),
+    };
+    match &r.target {
+        MonitorTarget::Path(p) => {
+            let host = inside(rootfs, p);
+            if std::fs::symlink_metadata(&host).is_ok_and(|m| m.file_type().is_symlink()) {
+                // Kernel rules key on the file's inode: through a symlink (busybox applets, for
+                // one) that would stop every other name of the same file.
+                return Err(format!(
+                    "{p} is a symlink; the monitor matches the file it points to, which other names may share"
+                ));
+            }
+            if host.exists() {
+                Ok(vec![rule(host)])
+            } else {
+                // Nothing to run there: the rule holds until a file appears, which the
+                // inode-keyed kernel rule would miss; say so instead of pretending.
+                tracing::info!("exec rule {}: {p} does not exist in the image", r.rule);
+                Ok(Vec::new())
+            }
+        }
+        MonitorTarget::Directory { dir, recursive } => {
+            let mut out = Vec::new();
+            collect_files(&inside(rootfs, dir), *recursive, &mut out)?;
+            Ok(out.into_iter().map(rule).collect())
+        }
+        other => Err(format!(
+            "{other:?}: the monitor matches files, not names or patterns"
+        )),
+    }
+}
+
+fn collect_files(dir: &Path, recursive: bool, out: &mut Vec<PathBuf>) -> Result<(), String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let Ok(ft) = e.file_type() else { continue };
+        if ft.is_file() {
+            out.push(path);
+        } else if ft.is_dir() && recursive {
+            collect_files(&path, true, out)?;
+        }
+        if out.len() > MAX_DIR_FILES {
+            return Err(format!(
+                "{}: more than {MAX_DIR_FILES} files",
+                dir.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A container path under the rootfs as the host sees it (symlinks are not followed out of it).
+fn inside(rootfs: &Path, p: &str) -> PathBuf {
+    rootfs.join(p.trim_start_matches('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_policy::Action;
+    use palisade_sandbox::RuleKind;
+
+    fn rule(target: MonitorTarget, from: &[&str]) -> MonitorRule {
+        MonitorRule {
+            rule: "ns/deny-apt".into(),
+            kind: RuleKind::Process,
+            action: Action::Block,
+            target,
+            from_source: from.iter().map(|s| s.to_string()).collect(),
+            owner_only: false,
+            severity: 7,
+            message: Some("no package managers".into()),
+        }
+    }
+
+    #[test]
+    fn exec_paths_and_directories_map_into_the_rootfs() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("usr/bin")).unwrap();
+        std::fs::create_dir_all(root.path().join("opt/tools/sub")).unwrap();
+        std::fs::write(root.path().join("usr/bin/apt"), b"x").unwrap();
+        std::os::unix::fs::symlink("apt", root.path().join("usr/bin/apt-link")).unwrap();
+        std::fs::write(root.path().join("opt/tools/a"), b"x").unwrap();
+        std::fs::write(root.path().join("opt/tools/sub/b"), b"x").unwrap();
+        let m = MonitorRules {
+            deny_exec: vec![
+                rule(MonitorTarget::Path("/usr/bin/apt".into()), &[]),
+                rule(MonitorTarget::Path("/usr/bin/apt-get".into()), &[]),
+                rule(
+                    MonitorTarget::Directory {
+                        dir: "/opt/tools/".into(),
+                        recursive: false,
+                    },
+                    &["/bin/sh"],
+                ),
+                rule(MonitorTarget::ExecName("curl".into()), &[]),
+                rule(MonitorTarget::Path("/usr/bin/apt-link".into()), &[]),
+            ],
+            ..Default::default()
+        };
+        let (rules, cannot) = rules_for(root.path(), &m);
+        let mut paths: Vec<_> = rules.deny_exec.iter().map(|r| r.path.clone()).collect();
+        paths.sort();
+        assert_eq!(
+            paths,
+            vec![
+                root.path().join("opt/tools/a"),
+                root.path().join("usr/bin/apt")
+            ]
+        );
+        let tools = rules
+            .deny_exec
+            .iter()
+            .find(|r| r.path.ends_with("opt/tools/a"))
+            .unwrap();
+        assert_eq!(tools.from_parent, Some(root.path().join("bin/sh")));
+        assert_eq!(tools.severity, 7);
+        assert_eq!(cannot.len(), 2, "{cannot:?}");
+        assert!(
+            cannot[0].starts_with("ns/deny-apt: ExecName(\"curl\")"),
+            "{cannot:?}"
+        );
+        assert_eq!(
+            cannot[1],
+            "ns/deny-apt: /usr/bin/apt-link is a symlink; the monitor matches the file it points to, which other names may share"
+        );
+        assert!(rules.builtins, "built-in detections stay on");
+    }
+}
