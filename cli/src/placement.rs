@@ -12,12 +12,6 @@ use serde_json::{json, Value};
 /// The container id the trial translation is reported under.
 const TRIAL_CONTAINER: &str = "policy-check";
 
-/// Whether the shim runs the eBPF monitor. It does not yet: it refuses a container whose
-/// Block rules only the monitor could carry unless degrading is allowed, and audit rules
-/// are only logged (`refuse_monitor_only` in shim/src/service.rs). Flip with the shim.
-const SHIM_RUNS_MONITOR: bool = false;
-const NO_MONITOR: &str = "the shim runs no eBPF monitor yet";
-
 /// A policy's rules could not be translated at all (not a per-rule refusal).
 #[derive(Debug, thiserror::Error)]
 pub enum PlacementError {
@@ -127,18 +121,14 @@ pub fn describe(enforcer: &Enforcer, kernel: &KernelFeatures, note: Option<&str>
         Enforcer::ReadonlyPath => "read-only path".to_string(),
         Enforcer::Seccomp => "seccomp".to_string(),
         Enforcer::CapabilitiesBounding => "dropped capability".to_string(),
-        Enforcer::MonitorExecKill if !SHIM_RUNS_MONITOR => {
-            format!("monitor: killed at exec ({NO_MONITOR}: refused unless degrading)")
+        // The shim's monitor keys exec rules on files (a path or a directory's files), not on
+        // names, patterns or symlinks; those refuse the container unless it may degrade.
+        Enforcer::MonitorExecKill => {
+            "monitor: killed at exec (files only; names, patterns and symlinks refused unless degrading)"
+                .to_string()
         }
-        Enforcer::MonitorSockAddr if !SHIM_RUNS_MONITOR => {
-            format!("monitor: cgroup socket hooks ({NO_MONITOR}: refused unless degrading)")
-        }
-        Enforcer::MonitorAudit if !SHIM_RUNS_MONITOR => {
-            format!("monitor: audited ({NO_MONITOR}: only logged)")
-        }
-        Enforcer::MonitorExecKill => "monitor: killed at exec".to_string(),
         Enforcer::MonitorSockAddr => "monitor: cgroup socket hooks".to_string(),
-        Enforcer::MonitorAudit => "monitor: audited".to_string(),
+        Enforcer::MonitorAudit => "monitor: reported through its built-in detections only".to_string(),
         Enforcer::AuditOnly => format!(
             "unenforceable here: {} (audit only)",
             note.unwrap_or("no mechanism on this node")
@@ -176,22 +166,29 @@ pub fn place(policy: &Policy, kernel: &KernelFeatures) -> Result<PolicyPlacement
         None,
         kernel,
     ) {
-        Ok(out) if !SHIM_RUNS_MONITOR => {
+        // The shim's monitor carries exec rules on files; exec allow-lists with fromSource or
+        // ownerOnly, source-limited network rules and exec rules by name or pattern refuse the
+        // container (shim/src/monitoring.rs `rules_for`).
+        Ok(out) => {
             let m = &out.monitor;
+            let by_file = |r: &&palisade_sandbox::MonitorRule| {
+                matches!(
+                    r.target,
+                    palisade_sandbox::MonitorTarget::Path(_)
+                        | palisade_sandbox::MonitorTarget::Directory { .. }
+                )
+            };
             m.deny_exec
                 .iter()
+                .filter(|r| !by_file(r))
                 .chain(&m.allow_exec)
                 .chain(&m.network)
                 .map(|r| {
                     let rule = r.rule.strip_prefix(&prefix).unwrap_or(&r.rule);
-                    format!(
-                        "{rule}: {} rule needs the eBPF monitor ({NO_MONITOR})",
-                        r.kind
-                    )
+                    format!("{rule}: {} rule the eBPF monitor cannot carry", r.kind)
                 })
                 .collect()
         }
-        Ok(_) => Vec::new(),
         Err(EnforceError::Unenforceable { reasons, .. }) => reasons
             .iter()
             .map(|r| r.strip_prefix(&policy_prefix).unwrap_or(r).to_string())
