@@ -131,9 +131,26 @@ impl Session {
 
     /// Reads until stdout contains `needle` (or fails after `timeout`).
     pub async fn read_until(&mut self, needle: &str, timeout: Duration) -> Result<()> {
+        self.read_until_in(|s| &s.stdout, "stdout", needle, timeout)
+            .await
+    }
+
+    /// Reads until stderr contains `needle` (or fails after `timeout`).
+    pub async fn read_until_stderr(&mut self, needle: &str, timeout: Duration) -> Result<()> {
+        self.read_until_in(|s| &s.stderr, "stderr", needle, timeout)
+            .await
+    }
+
+    async fn read_until_in(
+        &mut self,
+        buf: fn(&Self) -> &Vec<u8>,
+        name: &str,
+        needle: &str,
+        timeout: Duration,
+    ) -> Result<()> {
         let fut = async {
             loop {
-                if String::from_utf8_lossy(&self.stdout).contains(needle) {
+                if String::from_utf8_lossy(buf(self)).contains(needle) {
                     return Ok(());
                 }
                 if !self.read_one().await? {
@@ -142,11 +159,11 @@ impl Session {
             }
         };
         let res = tokio::time::timeout(timeout, fut).await;
+        let so_far = String::from_utf8_lossy(buf(self)).into_owned();
         match res {
-            Ok(r) => r.with_context(|| format!("stdout so far: {:?}", self.stdout_str())),
+            Ok(r) => r.with_context(|| format!("{name} so far: {so_far:?}")),
             Err(_) => bail!(
-                "timed out after {timeout:?} waiting for {needle:?}; stdout so far: {:?}",
-                self.stdout_str()
+                "timed out after {timeout:?} waiting for {needle:?} on {name}; so far: {so_far:?}"
             ),
         }
     }

@@ -155,7 +155,8 @@ pub async fn attach(ctx: &Ctx) -> Result<()> {
     s.read_until("out:ping", STREAM_TIMEOUT).await?;
     s.stdin(b"pong\n").await?;
     s.read_until("out:pong", STREAM_TIMEOUT).await?;
-    ensure(s.stderr_str().contains("err:ping"), || {
+    s.read_until_stderr("err:pong", STREAM_TIMEOUT).await?;
+    ensure(s.stderr_str() == "err:ping\nerr:pong\n", || {
         format!("stderr {:?}", s.stderr_str())
     })?;
     s.close().await;
