@@ -1,4 +1,5 @@
 //! `cargo xtask`: palisade's test, demo and benchmark tasks (see `cargo xtask help`).
+#![doc = include_str!("../README.md")]
 
 mod apt;
 mod cargo;
