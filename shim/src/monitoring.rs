@@ -29,6 +29,9 @@ pub struct MonitorSettings {
     /// Run containers unwatched (reported) when the monitor cannot start, instead of refusing
     /// the containers whose rules need it.
     pub allow_unmonitored: bool,
+    /// This shim's event ring (a power of two); the kernel filters events per container, so a
+    /// pod's ring can be small. Overruns are counted and reported.
+    pub ring_bytes: u32,
 }
 
 impl Default for MonitorSettings {
@@ -38,6 +41,7 @@ impl Default for MonitorSettings {
             pin_root: PathBuf::from("/sys/fs/bpf/palisade"),
             enforce: true,
             allow_unmonitored: true,
+            ring_bytes: 256 * 1024,
         }
     }
 }
@@ -64,6 +68,7 @@ impl ShimMonitor {
         let config = MonitorConfig {
             pin_root: settings.pin_root.clone(),
             enforce: settings.enforce,
+            ring_size: settings.ring_bytes,
             ..MonitorConfig::default()
         };
         let node = NodeMonitor::open(config, tx)?;
@@ -80,6 +85,12 @@ impl ShimMonitor {
             tracing::error!("monitor event reader: {e}");
         }
         tracing::info!(features = ?node.features(), "monitor joined");
+        // Joining parses the kernel's BTF and the BPF object: megabytes of short-lived heap that
+        // glibc would otherwise keep for the shim's whole life, once per pod.
+        // SAFETY: malloc_trim only returns free heap pages to the kernel.
+        unsafe {
+            libc::malloc_trim(0);
+        }
         Ok(ShimMonitor {
             node: Arc::new(node),
         })
