@@ -25,6 +25,12 @@ pub const PACKAGES: &[&str] = &[
     "bpftool",
     "jq",
     "libc6-dev",
+    // the monitor's vendored libbpf and BPF objects
+    "make",
+    "gcc",
+    // palisade-init's and the sandbox's tests (scoping probes, capability setup)
+    "python3",
+    "util-linux",
 ];
 
 fn installed(pkg: &str) -> bool {

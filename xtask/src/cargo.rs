@@ -62,10 +62,47 @@ impl Workspace {
         self.target.join("debug").join("palisade-conformance")
     }
 
-    /// Builds the release shim.
+    /// Builds the release shim and the static palisade-init, and lays them out as a node has
+    /// them (init beside the shim, where the shim looks for it); returns the shim's path there.
     pub fn build_shim(&self) -> Result<PathBuf> {
         self.cargo(&["build", "--release", "-p", "palisade-shim"])?;
-        Ok(self.shim_binary())
+        let init = self.build_init()?;
+        let dir = self.target.join("palisade-bin");
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        let shim = dir.join(crate::SHIM_BINARY);
+        for (from, to) in [
+            (self.shim_binary(), shim.clone()),
+            (init, dir.join("palisade-init")),
+        ] {
+            let tmp = to.with_extension("tmp");
+            std::fs::copy(&from, &tmp).with_context(|| format!("copy {}", from.display()))?;
+            std::fs::rename(&tmp, &to).with_context(|| format!("install {}", to.display()))?;
+        }
+        Ok(shim)
+    }
+
+    /// Builds palisade-init statically (it runs inside containers whatever their libc), into a
+    /// target dir of its own so the static flags never invalidate the workspace's builds.
+    pub fn build_init(&self) -> Result<PathBuf> {
+        let target_dir = self.target.join("init-static");
+        let st = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "palisade-init",
+                "--target",
+                "x86_64-unknown-linux-gnu",
+            ])
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .status()
+            .context("run cargo build palisade-init")?;
+        if !st.success() {
+            bail!("cargo build palisade-init (static) failed: {st}");
+        }
+        Ok(target_dir.join("x86_64-unknown-linux-gnu/release/palisade-init"))
     }
 
     /// Builds the suite binary (dev profile: its dependencies are already built by `cargo test`).

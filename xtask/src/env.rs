@@ -66,9 +66,18 @@ impl Env {
         if let Some(shim) = &opts.shim {
             fs::copy(shim, bin.join(crate::SHIM_BINARY))
                 .with_context(|| format!("copy shim {}", shim.display()))?;
+            // The shim finds palisade-init beside itself.
+            let init = shim.with_file_name("palisade-init");
+            fs::copy(&init, bin.join("palisade-init"))
+                .with_context(|| format!("copy palisade-init {}", init.display()))?;
         }
         env.write_configs()?;
         Ok(env)
+    }
+
+    /// Where this run's shims pin the monitor's programs (on bpffs; its own per run).
+    fn bpf_pin_root(&self) -> PathBuf {
+        PathBuf::from(format!("/sys/fs/bpf{}", self.cgroup_root))
     }
 
     /// Every name and path of the environment of harness process `id`.
@@ -153,11 +162,16 @@ impl Env {
                 "# palisade shim configuration (TOML)\nrunc_binary = \"{}\"\nrunc_root = \"{}\"\n\n\
                  # The conformance suite's capabilities check adds NET_ADMIN, as an operator\n\
                  # would allow it for a workload that needs it.\n\
-                 [hardening]\nallowed_added_capabilities = [\"NET_ADMIN\"]\n",
+                 [hardening]\nallowed_added_capabilities = [\"NET_ADMIN\"]\n\n\
+                 [events]\nlog_dir = \"{}\"\n\n[gate]\nstate_dir = \"{}\"\n\n\
+                 [monitor]\npin_root = \"{}\"\n",
                 which("runc", &self.path_env)
                     .unwrap_or_else(|| "runc".into())
                     .display(),
-                r.join("palisade-runc").display()
+                r.join("palisade-runc").display(),
+                r.join("events").display(),
+                r.join("gate").display(),
+                self.bpf_pin_root().display()
             ),
         )?;
         let cri = "plugins.\"io.containerd.grpc.v1.cri\"";
@@ -421,6 +435,13 @@ oom_score = 0
         }
         // Container processes whose shim is gone are still in their cgroups.
         procs::remove_cgroup_tree(&self.cgroup_root);
+        // The last shim unpins the monitor's programs; a killed one may leave pins behind.
+        let pins = self.bpf_pin_root();
+        if pins.exists() {
+            if let Err(e) = fs::remove_dir_all(&pins) {
+                eprintln!("xtask: teardown: remove {}: {e}", pins.display());
+            }
+        }
         let left = procs::unmount_all(&self.run_dir);
         if let Err(e) = procs::delete_link(&self.bridge) {
             eprintln!("xtask: teardown: {e:#}");
