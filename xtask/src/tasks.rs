@@ -5,7 +5,8 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context as _, Result};
-use nix::sys::signal::{SigSet, Signal};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 
 use crate::cargo::Workspace;
 use crate::env::{self, Env};
@@ -57,18 +58,16 @@ impl Opts {
 /// Where the environment lives once set up, for the signal thread to tear it down.
 type Slot = Arc<Mutex<Option<Arc<Env>>>>;
 
-/// Blocks SIGINT/SIGTERM here and handles them in a thread: tear down, then exit.
-/// Must run before any other thread starts so that every thread inherits the mask.
+/// Handles SIGINT/SIGTERM in a thread: tear down, then exit. The signals are
+/// caught, not blocked: a blocked mask would be inherited by every child (cargo
+/// test included) and change what the tests see.
 fn install_signal_teardown() -> Result<Slot> {
     let slot: Slot = Arc::new(Mutex::new(None));
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGINT);
-    set.add(Signal::SIGTERM);
-    set.thread_block().context("block SIGINT/SIGTERM")?;
+    let mut signals = Signals::new([SIGINT, SIGTERM]).context("catch SIGINT/SIGTERM")?;
     let slot2 = Arc::clone(&slot);
     std::thread::spawn(move || {
-        if let Ok(sig) = set.wait() {
-            eprintln!("\nxtask: {sig}: tearing down");
+        if let Some(sig) = signals.forever().next() {
+            eprintln!("\nxtask: signal {sig}: tearing down");
             let env = slot2.lock().ok().and_then(|s| s.clone());
             if let Some(env) = env {
                 env.teardown(true);
