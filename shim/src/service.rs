@@ -171,9 +171,9 @@ pub struct TaskService {
     /// Builds the OCI runtime a container's configuration names.
     runtime_for: RuntimeFactory,
     /// The violation log, opened with the first container's configuration.
-    reporter: std::sync::OnceLock<crate::report::Reporter>,
+    reporter: Arc<std::sync::OnceLock<crate::report::Reporter>>,
     /// The eBPF monitor, joined with the first container's configuration.
-    monitor: std::sync::OnceLock<Option<crate::monitoring::ShimMonitor>>,
+    monitor: Arc<std::sync::OnceLock<Option<crate::monitoring::ShimMonitor>>>,
 }
 
 /// Makes the runtime for a configuration: runc, or a fake in tests.
@@ -207,6 +207,23 @@ impl TaskService {
                 reason: e.to_string(),
             })?;
         tokio::spawn(handle_exits(sub, table.clone(), events.clone()));
+        let reporter = Arc::new(std::sync::OnceLock::new());
+        let monitor = Arc::new(std::sync::OnceLock::new());
+        // Join the node's monitor while containerd is still preparing the first Create: the
+        // configuration named at `start` is the one the pod's containers use.
+        if let Ok(config) = start_options.load_config() {
+            if config.monitor.enabled {
+                let (m, r) = (monitor.clone(), reporter.clone());
+                let spawned = std::thread::Builder::new()
+                    .name("palisade-monitor-join".into())
+                    .spawn(move || {
+                        join_monitor(&m, &r, &config);
+                    });
+                if let Err(e) = spawned {
+                    tracing::warn!("monitor join thread: {e}");
+                }
+            }
+        }
         Ok(TaskService {
             namespace,
             table,
@@ -214,8 +231,8 @@ impl TaskService {
             exit,
             start_options,
             runtime_for,
-            reporter: std::sync::OnceLock::new(),
-            monitor: std::sync::OnceLock::new(),
+            reporter,
+            monitor,
         })
     }
 
@@ -226,9 +243,7 @@ impl TaskService {
     /// The violation log: one per shim, set up from the first container's configuration
     /// (every container of a pod shares its runtime handler, so its configuration).
     pub fn reporter(&self, config: &Config) -> crate::report::Reporter {
-        self.reporter
-            .get_or_init(|| crate::report::Reporter::start(config.events.clone()))
-            .clone()
+        reporter_of(&self.reporter, config)
     }
 
     pub async fn create(&self, req: CreateTaskRequest) -> Result<u32, ShimError> {
@@ -468,24 +483,7 @@ impl TaskService {
     /// The shim's monitor, joined with the first container's configuration; `None` when it is
     /// disabled or could not start (reported once).
     fn monitor(&self, config: &Config) -> Option<&crate::monitoring::ShimMonitor> {
-        self.monitor
-            .get_or_init(|| {
-                if !config.monitor.enabled {
-                    return None;
-                }
-                match crate::monitoring::ShimMonitor::open(
-                    &config.monitor,
-                    self.reporter(config),
-                    config.node_name.clone(),
-                ) {
-                    Ok(m) => Some(m),
-                    Err(e) => {
-                        tracing::error!("monitor unavailable: {e}");
-                        None
-                    }
-                }
-            })
-            .as_ref()
+        join_monitor(&self.monitor, &self.reporter, config)
     }
 
     async fn mount_rootfs(
@@ -1162,6 +1160,39 @@ impl TaskService {
             self.exit.signal();
         }
     }
+}
+
+fn reporter_of(
+    cell: &std::sync::OnceLock<crate::report::Reporter>,
+    config: &Config,
+) -> crate::report::Reporter {
+    cell.get_or_init(|| crate::report::Reporter::start(config.events.clone()))
+        .clone()
+}
+
+/// The shim's monitor, joined once; `None` when disabled or unavailable (logged once).
+fn join_monitor<'a>(
+    cell: &'a std::sync::OnceLock<Option<crate::monitoring::ShimMonitor>>,
+    reporter: &std::sync::OnceLock<crate::report::Reporter>,
+    config: &Config,
+) -> Option<&'a crate::monitoring::ShimMonitor> {
+    cell.get_or_init(|| {
+        if !config.monitor.enabled {
+            return None;
+        }
+        match crate::monitoring::ShimMonitor::open(
+            &config.monitor,
+            reporter_of(reporter, config),
+            config.node_name.clone(),
+        ) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::error!("monitor unavailable: {e}");
+                None
+            }
+        }
+    })
+    .as_ref()
 }
 
 /// Work left after an exit was recorded under the lock: draining io and telling containerd.
