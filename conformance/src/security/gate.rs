@@ -234,22 +234,21 @@ pub async fn gate_learn_alert_block(ctx: &Ctx) -> Result<Observed> {
         ctx.check.replace('_', "-"),
         ctx.handler
     );
+    // One file per pod, named by the pod's id, in the directory of the service the pod name
+    // gives (`<namespace>_<name without its ordinal>`).
     let mut stored = 0;
     if let Some(state) = &ctx.settings.gate_state_dir {
         let dir = state.join(&service);
-        stored = std::fs::read_dir(&dir)
-            .with_context(|| format!("gate profiles of service {service} in {}", dir.display()))?
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".profile.json"))
-            .count();
-        ensure(stored == 2, || {
-            format!(
-                "{}: {stored} profile files, want one per learning pod",
-                dir.display()
-            )
-        })?;
+        for pod in [&learn_a, &learn_b] {
+            let file = dir.join(format!("{pod}.profile.json"));
+            let doc = std::fs::read_to_string(&file)
+                .with_context(|| format!("gate profile of pod {pod}: {}", file.display()))?;
+            ensure(doc.len() > 100, || {
+                format!("{}: {} bytes", file.display(), doc.len())
+            })?;
+            stored += 1;
+        }
     }
-
     // Alert: the merged profile judges; everything is forwarded, attacks are reported.
     let (alert, alert_name, addr) = gated_pod(ctx, &www, Some("alert")).await?;
     let log = EventLog::mark(ctx)?;
