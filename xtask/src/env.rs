@@ -130,6 +130,16 @@ impl Env {
         self.run_dir.join("work")
     }
 
+    /// The shims' violation log directory (`[events] log_dir` in palisade.toml).
+    pub fn events_dir(&self) -> PathBuf {
+        self.run_dir.join("events")
+    }
+
+    /// Where the shims keep learned gate profiles (`[gate] state_dir` in palisade.toml).
+    pub fn gate_state_dir(&self) -> PathBuf {
+        self.run_dir.join("gate")
+    }
+
     fn write_configs(&self) -> Result<()> {
         let r = &self.run_dir;
         let cni_conf = r.join("cni/net.d");
@@ -156,23 +166,27 @@ impl Env {
         });
         fs::write(cni_conf.join("10-palisade-test.conflist"), net.to_string())?;
         let palisade_toml = r.join("palisade.toml");
-        fs::write(
-            &palisade_toml,
-            format!(
-                "# palisade shim configuration (TOML)\nrunc_binary = \"{}\"\nrunc_root = \"{}\"\n\n\
+        let palisade_strict_toml = r.join("palisade-strict.toml");
+        let shim_config = format!(
+            "# palisade shim configuration (TOML)\nrunc_binary = \"{}\"\nrunc_root = \"{}\"\n\n\
                  # The conformance suite's capabilities check adds NET_ADMIN, as an operator\n\
                  # would allow it for a workload that needs it.\n\
                  [hardening]\nallowed_added_capabilities = [\"NET_ADMIN\"]\n\n\
                  [events]\nlog_dir = \"{}\"\n\n[gate]\nstate_dir = \"{}\"\n\n\
                  [monitor]\npin_root = \"{}\"\n",
-                which("runc", &self.path_env)
-                    .unwrap_or_else(|| "runc".into())
-                    .display(),
-                r.join("palisade-runc").display(),
-                r.join("events").display(),
-                r.join("gate").display(),
-                self.bpf_pin_root().display()
-            ),
+            which("runc", &self.path_env)
+                .unwrap_or_else(|| "runc".into())
+                .display(),
+            r.join("palisade-runc").display(),
+            self.events_dir().display(),
+            self.gate_state_dir().display(),
+            self.bpf_pin_root().display()
+        );
+        fs::write(&palisade_toml, &shim_config)?;
+        // The security suite's strict handler: the same, plus palisade-strict mode.
+        fs::write(
+            &palisade_strict_toml,
+            format!("{shim_config}\n[strict]\nwritable_paths = [\"/tmp\"]\n"),
         )?;
         let cri = "plugins.\"io.containerd.grpc.v1.cri\"";
         let config = format!(
@@ -217,6 +231,13 @@ oom_score = 0
 [{cri}.containerd.runtimes.palisade.options]
   ConfigPath = "{palisade_toml}"
 
+[{cri}.containerd.runtimes.palisade-strict]
+  runtime_type = "io.containerd.palisade.v2"
+  pod_annotations = ["palisade.dev/*"]
+
+[{cri}.containerd.runtimes.palisade-strict.options]
+  ConfigPath = "{palisade_strict_toml}"
+
 [{cri}.cni]
   bin_dir = "/usr/lib/cni"
   conf_dir = "{cni_conf}"
@@ -227,6 +248,7 @@ oom_score = 0
             sock = self.socket.display(),
             pause = images::PAUSE_REF,
             palisade_toml = palisade_toml.display(),
+            palisade_strict_toml = palisade_strict_toml.display(),
             cni_conf = cni_conf.display(),
         );
         fs::write(&self.config, config)?;

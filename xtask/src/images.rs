@@ -13,7 +13,7 @@ pub const BUSYBOX_REF: &str = "localhost/palisade-test/busybox:1";
 pub const PAUSE_REF: &str = "localhost/palisade-test/pause:1";
 const TAG: &str = "1";
 /// Bump when the way images are built changes, to invalidate caches.
-const RECIPE: &str = "images-v1";
+const RECIPE: &str = "images-v2";
 const BUSYBOX: &str = "/usr/bin/busybox";
 
 /// OCI archives ready for `ctr images import`.
@@ -26,8 +26,10 @@ pub struct Images {
 pub fn build(workspace_root: &Path, cache: &Path) -> Result<Images> {
     fs::create_dir_all(cache).with_context(|| format!("create {}", cache.display()))?;
     let pause_src = workspace_root.join("conformance/src/bin/palisade-pause.rs");
+    let probe_src = workspace_root.join("conformance/src/bin/palisade-probe.rs");
     let libs = busybox_libs()?;
-    let mut inputs: Vec<PathBuf> = vec![PathBuf::from(BUSYBOX), pause_src.clone()];
+    let mut inputs: Vec<PathBuf> =
+        vec![PathBuf::from(BUSYBOX), pause_src.clone(), probe_src.clone()];
     inputs.extend(libs.iter().cloned());
     let key = format!("{RECIPE} {:016x}", hash_files(&inputs)?);
     let images = Images {
@@ -48,7 +50,9 @@ pub fn build(workspace_root: &Path, cache: &Path) -> Result<Images> {
     fs::create_dir_all(&work)?;
 
     let pause_bin = work.join("pause");
-    compile_pause(&pause_src, &pause_bin)?;
+    compile_static(&pause_src, &pause_bin).context("compile the static pause program")?;
+    let probe_bin = work.join("palisade-probe");
+    compile_static(&probe_src, &probe_bin).context("compile the static probe program")?;
     pack(
         &work,
         "pause",
@@ -69,15 +73,18 @@ pub fn build(workspace_root: &Path, cache: &Path) -> Result<Images> {
             "--config.cmd",
             "/bin/sh",
         ],
-        |rootfs| busybox_rootfs(rootfs, &libs),
+        |rootfs| {
+            busybox_rootfs(rootfs, &libs)?;
+            probe_files(rootfs, &probe_bin)
+        },
     )?;
     fs::remove_dir_all(&work).ok();
     fs::write(&key_file, &key)?;
     Ok(images)
 }
 
-/// Compiles the pause program alone with rustc into a static binary (no crates needed).
-fn compile_pause(src: &Path, out: &Path) -> Result<()> {
+/// Compiles one program alone with rustc into a static binary (no crates needed).
+fn compile_static(src: &Path, out: &Path) -> Result<()> {
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     run(Command::new(rustc)
         .args([
@@ -96,8 +103,26 @@ fn compile_pause(src: &Path, out: &Path) -> Result<()> {
             "-o",
         ])
         .arg(out)
-        .arg(src))
-    .context("compile the static pause program")?;
+        .arg(src))?;
+    Ok(())
+}
+
+/// The security suite's probe: `/usr/bin/palisade-probe`, a setuid-root copy
+/// (`palisade-probe-suid`), and real files (not busybox links) at `/usr/bin/apt` and
+/// `/usr/bin/apt-get` for the package manager policy.
+fn probe_files(rootfs: &Path, probe: &Path) -> Result<()> {
+    let bin = rootfs.join("usr/bin");
+    fs::create_dir_all(&bin)?;
+    for (name, mode) in [
+        ("palisade-probe", 0o755),
+        ("palisade-probe-suid", 0o4755),
+        ("apt", 0o755),
+        ("apt-get", 0o755),
+    ] {
+        let dest = bin.join(name);
+        fs::copy(probe, &dest).with_context(|| format!("copy probe to {}", dest.display()))?;
+        fs::set_permissions(&dest, fs::Permissions::from_mode(mode))?;
+    }
     Ok(())
 }
 

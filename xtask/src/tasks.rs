@@ -44,6 +44,15 @@ impl Opts {
         Ok(o)
     }
 
+    /// The security suite adds the strict handler to the default pair.
+    fn security_handlers(&self) -> String {
+        match (&self.handlers, self.no_shim) {
+            (Some(h), _) => h.clone(),
+            (None, true) => "runc".into(),
+            (None, false) => "runc,palisade,palisade-strict".into(),
+        }
+    }
+
     fn handlers(&self) -> String {
         self.handlers.clone().unwrap_or_else(|| {
             if self.no_shim {
@@ -187,23 +196,46 @@ pub fn test(opts: &Opts) -> Result<()> {
         for f in &opts.filters {
             cmd.arg("--filter").arg(f);
         }
-        env.run_child_output(&mut cmd)
+        let conformance = env.run_child_output(&mut cmd)?;
+        let mut cmd = suite_cmd(env, &ws, "security");
+        cmd.arg("--handlers")
+            .arg(opts.security_handlers())
+            .arg("--events-dir")
+            .arg(env.events_dir())
+            .arg("--gate-state-dir")
+            .arg(env.gate_state_dir());
+        for f in &opts.filters {
+            cmd.arg("--filter").arg(f);
+        }
+        let security = env.run_child_output(&mut cmd)?;
+        Ok([
+            ("conformance suite", conformance),
+            ("security suite", security),
+        ])
     });
-    // The suite's table comes last, then one closing line over the suite's checks
+    // The suites' tables come last, then one closing line over the suites' checks
     // and the harness's own steps.
     let (mut passed, mut failed) = (0, 0);
     let mut report = String::new();
-    if let Some((st, out)) = steps.record("conformance suite setup", suite) {
-        match closing_counts(&out) {
-            Some((p, f)) if st.success() == (f == 0) => (passed, failed) = (p, f),
-            counts => {
-                steps.record::<()>(
-                    "conformance suite",
-                    Err(anyhow::anyhow!("exited {st} with counts {counts:?}")),
-                );
+    if let Some(suites) = steps.record("conformance suite setup", suite) {
+        for (name, (st, out)) in suites {
+            match closing_counts(&out) {
+                Some((p, f)) if st.success() == (f == 0) => {
+                    passed += p;
+                    failed += f;
+                }
+                counts => {
+                    steps.record::<()>(
+                        name,
+                        Err(anyhow::anyhow!("exited {st} with counts {counts:?}")),
+                    );
+                }
             }
+            if !report.is_empty() {
+                report.push('\n');
+            }
+            report += &out;
         }
-        report = out;
     }
     if steps.failed.is_empty() {
         eprintln!("xtask: harness steps passed ({})", steps.passed);
@@ -264,6 +296,8 @@ pub fn bench(opts: &Opts) -> Result<()> {
     };
     let runs = opts.runs.unwrap_or(30);
     let handlers = opts.handlers();
+    // Other work on the machine moves the latencies: the section records the load.
+    let load_before = loadavg();
     let table = with_env(&ws, &slot, shim, |env| {
         let mut cmd = suite_cmd(env, &ws, "bench");
         cmd.arg("--handlers")
@@ -284,7 +318,8 @@ pub fn bench(opts: &Opts) -> Result<()> {
         command += &format!(" --handlers {handlers}");
     }
     let doc = ws.root.join("docs/benchmarks.md");
-    write_bench_section(&doc, &command, &table)?;
+    let load = format!("load average {load_before} before, {} after", loadavg());
+    write_bench_section(&doc, &command, &load, &table)?;
     println!("{table}");
     eprintln!("xtask: wrote {}", doc.display());
     Ok(())
@@ -293,9 +328,19 @@ pub fn bench(opts: &Opts) -> Result<()> {
 const BEGIN: &str = "<!-- BEGIN xtask bench -->";
 const END: &str = "<!-- END xtask bench -->";
 
-fn write_bench_section(doc: &Path, command: &str, table: &str) -> Result<()> {
+/// The 1-minute load average from /proc/loadavg.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .next()
+        .unwrap_or("?")
+        .to_string()
+}
+
+fn write_bench_section(doc: &Path, command: &str, load: &str, table: &str) -> Result<()> {
     let section = format!(
-        "{BEGIN}\nMeasured by `{command}` on {} ({} cores, kernel {}).\n\n{}\n{END}",
+        "{BEGIN}\nMeasured by `{command}` on {} ({} cores, kernel {}; {load}).\n\n{}\n{END}",
         date_utc(),
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -378,6 +423,7 @@ mod tests {
         assert!(o.suite_only);
         assert_eq!(o.filters, vec!["exec".to_string()]);
         assert_eq!(o.handlers(), "runc,palisade");
+        assert_eq!(o.security_handlers(), "runc,palisade,palisade-strict");
         assert!(Opts::parse(&["--bogus".into()]).is_err());
     }
 }
