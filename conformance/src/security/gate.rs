@@ -337,9 +337,8 @@ pub async fn gate_learn_alert_block(ctx: &Ctx) -> Result<Observed> {
         )
     })?;
     Ok(Observed::blocked(format!(
-        "learned {} requests in 2 pods ({} profiles), alert reported {}/{} attacks, 0/{} benign; block 403 {}/{}",
+        "learn {} in 2 pods ({stored} files); alert: {}/{} attacks reported, 0/{} benign; block: 403 {}/{}",
         2 * LEARN_EACH,
-        stored,
         reported.len(),
         attacks().len(),
         benign.len(),
@@ -364,10 +363,10 @@ pub async fn gate_bad_annotation(ctx: &Ctx) -> Result<Observed> {
                 .find("pod annotation")
                 .map_or(msg.as_str(), |i| &msg[i..]);
             let shown = shown.replace("\\\"", "\"");
-            let shown = shown.trim_end_matches('"');
-            Ok(Observed::blocked(format!(
-                "RunPodSandbox refused: {shown:.100}"
-            )))
+            let shown = shown
+                .trim_end_matches('"')
+                .trim_end_matches(": invalid argument");
+            Ok(Observed::blocked(format!("refused: {shown:.80}")))
         }
     }
 }

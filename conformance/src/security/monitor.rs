@@ -163,12 +163,13 @@ pub async fn monitor_attribution(ctx: &Ctx) -> Result<Observed> {
         )
     })?;
     Ok(Observed::blocked(format!(
-        "{} with pod/container names; unshare exit {unshare_code}, {}",
-        found.join(", "),
+        "{}/{} detections with ns/pod/container; unshare (exit {unshare_code}) {}",
+        found.len(),
+        expected.len(),
         if ns.is_some() {
             "reported"
         } else {
-            "not reported"
+            "NOT reported"
         }
     )))
 }
@@ -220,7 +221,7 @@ pub async fn monitor_shell_and_package_manager(ctx: &Ctx) -> Result<Observed> {
     })?;
     let _ = pod;
     Ok(Observed::blocked(
-        "entrypoint sh not reported, exec'd sh -c reported; apt reported, same binary as palisade-probe not",
+        "exec'd sh reported, entrypoint sh not; /usr/bin/apt reported, same file as palisade-probe not",
     ))
 }
 
@@ -285,7 +286,7 @@ pub async fn monitor_block_rule_per_pod(ctx: &Ctx) -> Result<Observed> {
         ensure(path == *blocked, || {
             format!("{policy}: kill event for {path:?}, want {blocked}")
         })?;
-        seen.push(format!("{policy}: {blocked} 137, {allowed} 0"));
+        seen.push(format!("{policy}: 137, neighbour 0"));
     }
     Ok(Observed::blocked(seen.join("; ")))
 }
