@@ -15,7 +15,7 @@ use palisade_monitor::{
 };
 
 const USAGE: &str = "usage: palisade-monitor hold <pin-root> | cleanup <pin-root> | \
-bench [iterations] | bench-worker <exec|open|connect> <iterations>";
+bench [iterations] | bench-flood [operations...] | bench-worker <exec|open|connect> <iterations>";
 
 fn config(root: &str) -> MonitorConfig {
     MonitorConfig {
@@ -41,6 +41,12 @@ fn main() -> Result<()> {
         }
         ["bench"] => bench(2000),
         ["bench", n] => bench(n.parse().context("iterations")?),
+        ["bench-flood"] => flood(&[10_000, 100_000, 1_000_000]),
+        ["bench-flood", ops @ ..] => flood(
+            &ops.iter()
+                .map(|n| n.parse().context("operations"))
+                .collect::<Result<Vec<u32>>>()?,
+        ),
         ["bench-worker", kind, n] => worker(kind, n.parse().context("iterations")?),
         _ => bail!("{USAGE}"),
     }
@@ -189,6 +195,71 @@ fn bench(n: u32) -> Result<()> {
             .join()
             .map_err(|_| anyhow::anyhow!("drain thread panicked"))?;
         println!("  ({events} events delivered, {drops} dropped in the kernel)");
+    }
+    let _ = std::fs::remove_dir(&root);
+    Ok(())
+}
+
+/// Floods the pipeline: the open loop in a cgroup watched with `report_all_opens`, so every
+/// open is one event, for each number of operations; prints the rate offered, the events
+/// delivered to the channel, the kernel's drops, and the rate at which they were delivered
+/// (up to the last event, which waits for the reader's next poll).
+fn flood(ops: &[u32]) -> Result<()> {
+    let root = format!("/sys/fs/bpf/palisade-bench-{}", std::process::id());
+    let measured = Cgroup::new("flood")?;
+    println!("one event per open (report_all_opens); rates in events per second");
+    println!(
+        "{:>10} {:>8} {:>12} {:>12} {:>10} {:>12}",
+        "opens", "ns/open", "offered/s", "delivered", "dropped", "delivered/s"
+    );
+    for &n in ops {
+        let (tx, rx) = sync_channel(1 << 16);
+        let drain = std::thread::spawn(move || {
+            let mut count = 0u64;
+            let mut last = None;
+            for _ in rx.iter() {
+                count += 1;
+                last = Some(Instant::now());
+            }
+            (count, last)
+        });
+        let monitor = NodeMonitor::open(config(&root), tx)?;
+        let container = ContainerRef {
+            cgroup_id: cgroup_id_of_dir(&measured.0)?,
+            namespace: "bench".into(),
+            pod: measured.0.display().to_string(),
+            container: "c".into(),
+            ..Default::default()
+        };
+        let rules = ContainerRules {
+            report_all_opens: true,
+            ..Default::default()
+        };
+        let watch = monitor.watch(container, rules)?;
+        let start = Instant::now();
+        let ns = run_worker(&measured, "open", n)?;
+        // Let the reader's next poll collect the tail before the handle goes away.
+        std::thread::sleep(Duration::from_millis(200));
+        let stats = watch.stats();
+        drop(watch);
+        drop(monitor);
+        let (delivered, last) = drain
+            .join()
+            .map_err(|_| anyhow::anyhow!("drain thread panicked"))?;
+        let span = last.map_or(Duration::ZERO, |t| t.duration_since(start));
+        let rate = |events: u64, d: Duration| {
+            if d.is_zero() {
+                0
+            } else {
+                (events as f64 / d.as_secs_f64()) as u64
+            }
+        };
+        println!(
+            "{n:>10} {ns:>8} {:>12} {delivered:>12} {:>10} {:>12}",
+            rate(1, Duration::from_nanos(ns)),
+            stats.drops,
+            rate(delivered, span),
+        );
     }
     let _ = std::fs::remove_dir(&root);
     Ok(())
