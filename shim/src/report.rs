@@ -1,18 +1,37 @@
-//! The JSON-lines violation log every palisade shim on the node appends to, size-bounded and
-//! rotated, fed through a bounded queue so that a slow disk never blocks a container.
+//! The event pipeline every violation goes through: de-duplication and per-container rate
+//! limiting, then the sinks (the node's JSON-lines log, a Falco webhook, Prometheus counters,
+//! containerd events), each behind its own bounded queue so that a slow sink never blocks a
+//! container or the shim.
 
+pub mod containerd;
+pub mod limit;
+pub mod metrics;
+pub mod webhook;
+
+use std::fmt::Display;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use palisade_events::Event;
+use palisade_events::{Action, Event, Rule, Severity, Source};
 use serde::{Deserialize, Serialize};
+
+use self::limit::Limiter;
+use self::metrics::Metrics;
 
 /// The log's name inside the log directory; rotated copies get `.1`, `.2`, ...
 pub const EVENTS_FILE: &str = "events.jsonl";
+/// The rule name of the runtime event that reports what the rate limit dropped.
+pub const EVENTS_DROPPED_RULE: &str = "events-dropped";
 const QUEUE: usize = 4096;
+const SINK_QUEUE: usize = 1024;
+const TICK: Duration = Duration::from_millis(250);
+const METRICS_EVERY: Duration = Duration::from_secs(5);
+const CONTAINERD_TIMEOUT: Duration = Duration::from_secs(2);
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 
 /// The shim configuration's `[events]` table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +43,21 @@ pub struct EventSettings {
     pub max_bytes: u64,
     /// Rotated files kept.
     pub keep: u32,
+    /// POST each event's Falco JSON here (`http://host:port/path`); off when unset.
+    pub webhook_url: Option<String>,
+    /// Deadline for one webhook request, connect to status line.
+    pub webhook_timeout_ms: u64,
+    /// Write this shim's counters as `<metrics_dir>/<shim id>.prom` (node-exporter textfile
+    /// collector); off when unset.
+    pub metrics_dir: Option<PathBuf>,
+    /// Also serve the counters over HTTP on this address; off when unset.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Identical events within this window are folded into one with a count; 0 turns it off.
+    pub dedup_window_ms: u64,
+    /// Events per second each container may send to the sinks; 0 turns the limit off.
+    pub rate_per_second: u32,
+    /// Publish events to containerd on `/palisade/violation` (seen by `ctr events`).
+    pub containerd_topic: bool,
 }
 
 impl Default for EventSettings {
@@ -32,59 +66,414 @@ impl Default for EventSettings {
             log_dir: PathBuf::from("/var/log/palisade"),
             max_bytes: 10 << 20,
             keep: 3,
+            webhook_url: None,
+            webhook_timeout_ms: 2000,
+            metrics_dir: Some(PathBuf::from("/run/palisade/metrics")),
+            metrics_listen: None,
+            dedup_window_ms: 10_000,
+            rate_per_second: 100,
+            containerd_topic: false,
         }
     }
+}
+
+/// What the reporter needs from the shim besides its settings.
+#[derive(Debug, Clone, Default)]
+pub struct SinkContext {
+    /// Names this shim's metrics file; unique per pod.
+    pub shim_id: String,
+    /// The shim's containerd event path, for the `/palisade/violation` topic.
+    pub containerd: Option<crate::events::EventSender>,
+}
+
+impl SinkContext {
+    /// The serving shim's `-id` from its arguments, else its pid.
+    pub fn from_process() -> Self {
+        let args: Vec<String> = std::env::args().collect();
+        let id = args
+            .windows(2)
+            .find(|w| w[0] == "-id" || w[0] == "--id")
+            .map(|w| w[1].clone())
+            .unwrap_or_else(|| format!("pid-{}", std::process::id()));
+        SinkContext {
+            shim_id: id,
+            containerd: None,
+        }
+    }
+}
+
+enum Msg {
+    Event(Box<Event>),
+    Shutdown(mpsc::Sender<()>),
+}
+
+#[derive(Debug)]
+struct Shared {
+    limiter: Mutex<Limiter>,
+    metrics: Arc<Metrics>,
+    metrics_file: Option<PathBuf>,
 }
 
 /// Where the shim reports violations. Cheap to clone; never blocks.
 #[derive(Debug, Clone)]
 pub struct Reporter {
-    tx: mpsc::SyncSender<Event>,
-    dropped: Arc<AtomicU64>,
+    tx: mpsc::SyncSender<Msg>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Msg::Event(e) => write!(f, "Event({})", e.rule.name),
+            Msg::Shutdown(_) => f.write_str("Shutdown"),
+        }
+    }
 }
 
 impl Reporter {
-    /// Starts the writer thread for `settings`.
+    /// Starts the pipeline for `settings`, naming the shim from its arguments.
     pub fn start(settings: EventSettings) -> Reporter {
-        let (tx, rx) = mpsc::sync_channel::<Event>(QUEUE);
-        let dropped = Arc::new(AtomicU64::new(0));
-        let write_dropped = dropped.clone();
-        let spawned = std::thread::Builder::new()
-            .name("palisade-events".into())
-            .spawn(move || writer(settings, rx, write_dropped));
-        if let Err(e) = spawned {
-            tracing::error!("event log writer: {e}");
-        }
-        Reporter { tx, dropped }
+        Self::start_with(settings, SinkContext::from_process())
     }
 
-    /// Queues an event for the log (and the shim's own log); counts it if the queue is full.
+    /// Starts the pipeline and its sinks' threads.
+    pub fn start_with(settings: EventSettings, ctx: SinkContext) -> Reporter {
+        let metrics = Arc::new(Metrics::new(&ctx.shim_id));
+        let metrics_file = settings
+            .metrics_dir
+            .as_ref()
+            .map(|d| d.join(format!("{}.prom", file_safe(&ctx.shim_id))));
+        let shared = Arc::new(Shared {
+            limiter: Mutex::new(Limiter::new(
+                Duration::from_millis(settings.dedup_window_ms),
+                settings.rate_per_second,
+            )),
+            metrics: metrics.clone(),
+            metrics_file,
+        });
+        if let Some(addr) = settings.metrics_listen {
+            match metrics::serve(metrics.clone(), addr) {
+                Ok(bound) => tracing::info!("metrics served on {bound}"),
+                Err(e) => tracing::error!("{e}"),
+            }
+        }
+        let sinks = Sinks::start(&settings, ctx, &metrics);
+        let (tx, rx) = mpsc::sync_channel::<Msg>(QUEUE);
+        let rate = settings.rate_per_second;
+        let pipeline_shared = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("palisade-events".into())
+            .spawn(move || pipeline(rx, pipeline_shared, sinks, rate));
+        if let Err(e) = spawned {
+            tracing::error!("event pipeline thread: {e}");
+        }
+        Reporter { tx, shared }
+    }
+
+    /// Counts the event, folds or rate-limits it, and queues what passes for the sinks; an
+    /// event the full queue refuses is counted as dropped.
     pub fn report(&self, event: Event) {
+        self.shared.metrics.observe(&event);
+        let mut out = Vec::new();
+        lock(&self.shared.limiter).offer(event, Instant::now(), &mut out);
+        for e in out {
+            self.enqueue(e);
+        }
+    }
+
+    fn enqueue(&self, event: Event) {
         match serde_json::to_string(&event) {
             Ok(line) => tracing::warn!(target: "palisade_event", event = %line, "violation"),
             Err(e) => tracing::error!("event: {e}"),
         }
-        if self.tx.try_send(event).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+        let n = event.count.max(1);
+        if self.tx.try_send(Msg::Event(Box::new(event))).is_err() {
+            self.shared.metrics.dropped("queue", n);
         }
     }
 
-    /// Events lost because the writer could not keep up or the disk refused them.
+    /// Events lost so far, by every sink and the rate limit.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.shared.metrics.dropped_total()
+    }
+
+    /// Events lost so far by one sink (`queue`, `rate_limit`, `jsonl`, `webhook`, `containerd`).
+    pub fn dropped_by(&self, sink: &str) -> u64 {
+        self.shared.metrics.dropped_by(sink)
+    }
+
+    /// The counters in the Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        self.shared.metrics.render()
+    }
+
+    /// Where this shim's `.prom` file is written, when it is.
+    pub fn metrics_file(&self) -> Option<&Path> {
+        self.shared.metrics_file.as_deref()
+    }
+
+    /// Flushes folded events to the sinks, waits a little for them, and removes the metrics
+    /// file: the shim is going away and its counters with it.
+    pub fn shutdown(&self) {
+        let (ack, done) = mpsc::channel();
+        if self.tx.send(Msg::Shutdown(ack)).is_ok() {
+            let _ = done.recv_timeout(SHUTDOWN_WAIT * 2);
+        }
     }
 }
 
-fn writer(settings: EventSettings, rx: mpsc::Receiver<Event>, dropped: Arc<AtomicU64>) {
-    let path = settings.log_dir.join(EVENTS_FILE);
-    while let Ok(event) = rx.recv() {
-        let Ok(mut line) = serde_json::to_vec(&event) else {
-            continue;
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+fn file_safe(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// One sink: a bounded queue into a thread of its own; a full queue or a failed delivery is a
+/// counted drop.
+struct Sink {
+    name: &'static str,
+    tx: Option<mpsc::SyncSender<Event>>,
+    done: mpsc::Receiver<()>,
+    metrics: Arc<Metrics>,
+}
+
+impl Sink {
+    fn spawn<E: Display>(
+        name: &'static str,
+        metrics: &Arc<Metrics>,
+        mut deliver: impl FnMut(&Event) -> Result<(), E> + Send + 'static,
+    ) -> Option<Sink> {
+        let (tx, rx) = mpsc::sync_channel::<Event>(SINK_QUEUE);
+        let (done_tx, done) = mpsc::channel::<()>();
+        let thread_metrics = metrics.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("palisade-{name}"))
+            .spawn(move || {
+                let _done = done_tx;
+                while let Ok(event) = rx.recv() {
+                    if let Err(e) = deliver(&event) {
+                        thread_metrics.dropped(name, event.count.max(1));
+                        tracing::error!("event sink {name}: {e}");
+                    }
+                }
+            });
+        match spawned {
+            Ok(_) => Some(Sink {
+                name,
+                tx: Some(tx),
+                done,
+                metrics: metrics.clone(),
+            }),
+            Err(e) => {
+                tracing::error!("event sink {name}: thread: {e}");
+                None
+            }
+        }
+    }
+
+    fn offer(&self, event: &Event) {
+        let Some(tx) = &self.tx else { return };
+        if tx.try_send(event.clone()).is_err() {
+            self.metrics.dropped(self.name, event.count.max(1));
+        }
+    }
+
+    /// Closes the queue and waits until `deadline` for the thread to drain it.
+    fn close(&mut self, deadline: Instant) {
+        self.tx = None;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if let Err(mpsc::RecvTimeoutError::Timeout) = self.done.recv_timeout(left) {
+            tracing::warn!("event sink {}: still busy at shutdown", self.name);
+        }
+    }
+}
+
+/// Delivering an event to containerd failed.
+#[derive(Debug, thiserror::Error)]
+enum ContainerdSinkError {
+    #[error("containerd event: encode: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error("containerd event: queue full for {0:?}")]
+    Timeout(Duration),
+}
+
+struct Sinks {
+    all: Vec<Sink>,
+}
+
+impl Sinks {
+    fn start(settings: &EventSettings, ctx: SinkContext, metrics: &Arc<Metrics>) -> Sinks {
+        let mut all = Vec::new();
+        let jsonl = settings.clone();
+        let path = settings.log_dir.join(EVENTS_FILE);
+        all.extend(Sink::spawn("jsonl", metrics, move |event: &Event| {
+            let mut line = serde_json::to_vec(event)?;
+            line.push(b'\n');
+            append(&jsonl, &path, &line).map_err(|e| JsonlError::Write {
+                path: path.clone(),
+                source: e,
+            })
+        }));
+        if let Some(url) = &settings.webhook_url {
+            match webhook::Target::parse(url) {
+                Ok(target) => {
+                    let timeout = Duration::from_millis(settings.webhook_timeout_ms.max(1));
+                    all.extend(Sink::spawn("webhook", metrics, move |event: &Event| {
+                        webhook::post(&target, event, timeout)
+                    }));
+                }
+                Err(e) => tracing::error!("{e}: webhook off"),
+            }
+        }
+        if settings.containerd_topic {
+            let handle = tokio::runtime::Handle::try_current();
+            match (ctx.containerd, handle) {
+                (Some(sender), Ok(handle)) => {
+                    all.extend(Sink::spawn("containerd", metrics, move |event: &Event| {
+                        let v = containerd::Violation::of(event)?;
+                        handle
+                            .block_on(async {
+                                tokio::time::timeout(CONTAINERD_TIMEOUT, sender.send(v)).await
+                            })
+                            .map_err(|_| ContainerdSinkError::Timeout(CONTAINERD_TIMEOUT))
+                    }));
+                }
+                (None, _) => tracing::warn!("containerd events: no event path: topic off"),
+                (_, Err(e)) => tracing::warn!("containerd events: {e}: topic off"),
+            }
+        }
+        Sinks { all }
+    }
+
+    fn offer(&self, event: &Event) {
+        for s in &self.all {
+            s.offer(event);
+        }
+    }
+
+    fn close(&mut self) {
+        let deadline = Instant::now() + SHUTDOWN_WAIT;
+        for s in &mut self.all {
+            s.close(deadline);
+        }
+    }
+}
+
+/// Writing the JSON-lines log failed.
+#[derive(Debug, thiserror::Error)]
+enum JsonlError {
+    #[error("event log: encode: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error("event log {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The runtime event that tells what the rate limit dropped for one container.
+fn dropped_event(d: &limit::Dropped, rate: u32) -> Event {
+    Event::new(
+        &d.node,
+        Source::Runtime,
+        d.workload.clone(),
+        Rule {
+            name: EVENTS_DROPPED_RULE.to_string(),
+            severity: Severity::clamped(4),
+            tags: vec![],
+            message: format!("{} events dropped by the rate limit", d.count),
+        },
+        Action::Audit,
+        "rate-limit",
+    )
+    .with_evidence("dropped", d.count)
+    .with_evidence("rate_per_second", rate)
+}
+
+fn pipeline(rx: mpsc::Receiver<Msg>, shared: Arc<Shared>, mut sinks: Sinks, rate: u32) {
+    let mut last_tick = Instant::now();
+    let mut last_metrics: Option<Instant> = None;
+    let mut metrics_failed = false;
+    let mut write_metrics = |shared: &Shared| {
+        if let Some(path) = &shared.metrics_file {
+            match shared.metrics.write_file(path) {
+                Ok(()) => metrics_failed = false,
+                Err(e) if !metrics_failed => {
+                    metrics_failed = true;
+                    tracing::error!("{e}");
+                }
+                Err(_) => {}
+            }
+        }
+    };
+    // Folded runs and rate-limit counts go to the sinks; drop reports skip the limiter.
+    let drain = |shared: &Shared, sinks: &Sinks, flush: bool| {
+        let mut out = Vec::new();
+        let dropped = {
+            let mut l = lock(&shared.limiter);
+            if flush {
+                l.flush(Instant::now(), &mut out);
+            } else {
+                l.tick(Instant::now(), &mut out);
+            }
+            l.take_dropped()
         };
-        line.push(b'\n');
-        if let Err(e) = append(&settings, &path, &line) {
-            dropped.fetch_add(1, Ordering::Relaxed);
-            tracing::error!("event log {}: {e}", path.display());
+        for d in &dropped {
+            shared.metrics.dropped("rate_limit", d.count);
+            out.push(dropped_event(d, rate));
+        }
+        for e in out {
+            if e.rule.name == EVENTS_DROPPED_RULE && e.source == Source::Runtime {
+                shared.metrics.observe(&e);
+            }
+            sinks.offer(&e);
+        }
+    };
+    loop {
+        match rx.recv_timeout(TICK) {
+            Ok(Msg::Event(e)) => sinks.offer(&e),
+            Ok(Msg::Shutdown(ack)) => {
+                drain(&shared, &sinks, true);
+                sinks.close();
+                if let Some(path) = &shared.metrics_file {
+                    if let Err(e) = std::fs::remove_file(path) {
+                        if e.kind() != std::io::ErrorKind::NotFound {
+                            tracing::warn!("metrics file {}: remove: {e}", path.display());
+                        }
+                    }
+                }
+                let _ = ack.send(());
+                return;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                drain(&shared, &sinks, true);
+                sinks.close();
+                write_metrics(&shared);
+                return;
+            }
+        }
+        if last_tick.elapsed() >= TICK {
+            last_tick = Instant::now();
+            drain(&shared, &sinks, false);
+            if last_metrics.is_none_or(|t| t.elapsed() >= METRICS_EVERY) {
+                last_metrics = Some(Instant::now());
+                write_metrics(&shared);
+            }
         }
     }
 }
@@ -154,6 +543,7 @@ mod tests {
             log_dir: dir.path().to_path_buf(),
             max_bytes: 2000,
             keep: 2,
+            ..Default::default()
         };
         let path = dir.path().join(EVENTS_FILE);
         for n in 0..60 {
@@ -200,6 +590,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let r = Reporter::start(EventSettings {
             log_dir: dir.path().join("log"),
+            metrics_dir: None,
             ..Default::default()
         });
         r.report(event(1));
@@ -226,6 +617,7 @@ mod tests {
     fn unwritable_directory_counts_drops_and_never_blocks() {
         let r = Reporter::start(EventSettings {
             log_dir: PathBuf::from("/proc/palisade-no-such-dir"),
+            metrics_dir: None,
             ..Default::default()
         });
         for n in 0..5 {
