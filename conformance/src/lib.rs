@@ -5,5 +5,6 @@ pub mod checks;
 pub mod cri;
 pub mod demo;
 pub mod host;
+pub mod security;
 pub mod stream;
 pub mod suite;

@@ -8,6 +8,8 @@ use palisade_conformance::{checks, cri::Cri, suite};
 
 const USAGE: &str = "usage: palisade-conformance run --cri-socket PATH --image REF [--handlers runc,palisade] \
 [--work-dir DIR] [--cgroup-root PATH] [--control-socket PATH] [--containerd-address PATH] [--filter NAME]...
+       palisade-conformance security --cri-socket PATH --image REF [--handlers runc,palisade,palisade-strict] \
+[--work-dir DIR] [--cgroup-root PATH] [--events-dir DIR] [--gate-state-dir DIR] [--filter NAME]...
        palisade-conformance demo --cri-socket PATH --image REF [--handlers palisade]
        palisade-conformance bench --cri-socket PATH --image REF [--handlers runc,palisade] [--runs N]
        palisade-conformance cleanup --cri-socket PATH
@@ -25,6 +27,8 @@ fn parse(args: &[String]) -> Result<(String, suite::Settings, u32)> {
         control_socket: None,
         containerd_address: None,
         filter: Vec::new(),
+        events_dir: None,
+        gate_state_dir: None,
     };
     let mut runs = 30;
     while let Some(flag) = it.next() {
@@ -42,6 +46,8 @@ fn parse(args: &[String]) -> Result<(String, suite::Settings, u32)> {
             "--control-socket" => s.control_socket = Some(val()?.into()),
             "--containerd-address" => s.containerd_address = Some(val()?),
             "--filter" => s.filter.push(val()?),
+            "--events-dir" => s.events_dir = Some(val()?.into()),
+            "--gate-state-dir" => s.gate_state_dir = Some(val()?.into()),
             "--runs" => runs = val()?.parse().context("--runs")?,
             other => bail!("unknown argument {other}\n{USAGE}"),
         }
@@ -56,6 +62,9 @@ async fn real_main() -> Result<bool> {
         "list" => {
             for c in checks::all() {
                 println!("{}", c.name);
+            }
+            for c in palisade_conformance::security::all() {
+                println!("security {}", c.name);
             }
             Ok(true)
         }
@@ -75,6 +84,20 @@ async fn real_main() -> Result<bool> {
                 palisade_conformance::bench::run(&settings, runs).await?
             );
             Ok(true)
+        }
+        "security" => {
+            if settings.image.is_empty() {
+                bail!("--image is required\n{USAGE}");
+            }
+            std::fs::create_dir_all(&settings.work_dir)
+                .with_context(|| format!("create {}", settings.work_dir.display()))?;
+            let report = palisade_conformance::security::run(
+                &settings,
+                &palisade_conformance::security::all(),
+            )
+            .await?;
+            print!("{}", report.render());
+            Ok(report.counts().1 == 0)
         }
         "run" => {
             if settings.image.is_empty() {

@@ -28,6 +28,10 @@ pub struct Settings {
     pub containerd_address: Option<String>,
     /// Only run checks whose name contains one of these.
     pub filter: Vec<String>,
+    /// The palisade shim's violation log directory (`[events] log_dir`), for the security suite.
+    pub events_dir: Option<PathBuf>,
+    /// The palisade shim's learned gate profiles (`[gate] state_dir`), for the gate checks.
+    pub gate_state_dir: Option<PathBuf>,
 }
 
 pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Result<()>> + 'a>>;
@@ -65,6 +69,27 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// A context for one check under one handler; its scratch dir is created by the caller.
+    pub fn new(
+        cri: &Cri,
+        settings: &Settings,
+        handler: &str,
+        check: &'static str,
+        dir: PathBuf,
+        run_tag: &str,
+    ) -> Self {
+        Self {
+            cri: cri.clone(),
+            handler: handler.to_string(),
+            settings: settings.clone(),
+            check,
+            dir,
+            pods: Mutex::new(Vec::new()),
+            seq: AtomicU32::new(0),
+            run_tag: run_tag.to_string(),
+        }
+    }
+
     pub fn image(&self) -> &str {
         &self.settings.image
     }
@@ -122,12 +147,15 @@ impl Ctx {
         Ok((pod, c, cfg))
     }
 
-    async fn cleanup(&self) -> Result<()> {
+    /// Removes every pod recorded for this check.
+    pub async fn cleanup(&self) -> Result<()> {
         let pods: Vec<String> = self.pods.lock().map(|p| p.clone()).unwrap_or_default();
         let mut errs = Vec::new();
         for id in pods.iter().rev() {
-            if let Err(e) = self.cri.remove_pod(id).await {
-                errs.push(format!("{e:#}"));
+            match self.cri.remove_pod(id).await {
+                // Forgotten once removed, so that a second cleanup retries only the rest.
+                Ok(()) => self.untrack(id),
+                Err(e) => errs.push(format!("{e:#}")),
             }
         }
         if errs.is_empty() {
@@ -299,7 +327,7 @@ async fn run_one(
     outcome
 }
 
-fn one_line(s: &str) -> String {
+pub fn one_line(s: &str) -> String {
     let s = s.replace('\n', "\\n");
     if s.len() > 600 {
         let mut end = 600;

@@ -1,0 +1,343 @@
+//! The security suite: attacks, KubeArmor policies and strict mode through CRI, each graded per handler.
+//!
+//! A check's body runs once per handler it concerns and reports what it saw ([`Observed`]).
+//! Under `runc` an attack's outcome is recorded for comparison only; under a palisade handler
+//! the check passes only when the attempt was blocked (or, for policy and strict checks, when
+//! every assertion held). Checks that only make sense under one handler show `n/a` elsewhere.
+
+pub mod attacks;
+pub mod bad_input;
+pub mod eventlog;
+pub mod gate;
+pub mod monitor;
+pub mod policies;
+pub mod strict;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use k8s_cri::v1::{ContainerConfig, LinuxContainerSecurityContext};
+
+use crate::cri::Cri;
+use crate::suite::{one_line, Ctx, Settings};
+
+/// The handler every comparison is made against.
+pub const RUNC: &str = "runc";
+pub const PALISADE: &str = "palisade";
+pub const STRICT: &str = "palisade-strict";
+
+/// What a body saw: whether the attempt was refused, and how.
+#[derive(Clone, Debug)]
+pub struct Observed {
+    pub blocked: bool,
+    pub detail: String,
+}
+
+impl Observed {
+    pub fn blocked(detail: impl Into<String>) -> Self {
+        Self {
+            blocked: true,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn allowed(detail: impl Into<String>) -> Self {
+        Self {
+            blocked: false,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Which handlers a check runs under and how each is graded.
+#[derive(Clone, Copy, Debug)]
+pub enum Scope {
+    /// `runc` for comparison; every other handler passes only when the attempt is blocked.
+    Attack,
+    /// `runc` for comparison; only this handler is graded (the others show n/a).
+    CompareWith(&'static str),
+    /// Only this handler (policy annotations mean nothing to runc); the others show n/a.
+    Only(&'static str),
+}
+
+pub type SecFuture<'a> = Pin<Box<dyn Future<Output = Result<Observed>> + 'a>>;
+
+/// One security check.
+pub struct SecCheck {
+    pub name: &'static str,
+    pub timeout: Duration,
+    pub scope: Scope,
+    pub run: for<'a> fn(&'a Ctx) -> SecFuture<'a>,
+}
+
+/// Builds a [`SecCheck`] from an `async fn(&Ctx) -> Result<Observed>`.
+#[macro_export]
+macro_rules! sec_check {
+    ($name:literal, $secs:expr, $scope:expr, $f:path) => {
+        $crate::security::SecCheck {
+            name: $name,
+            timeout: ::std::time::Duration::from_secs($secs),
+            scope: $scope,
+            run: |ctx| Box::pin($f(ctx)),
+        }
+    };
+}
+
+/// Every security check, in run order.
+pub fn all() -> Vec<SecCheck> {
+    let mut v = attacks::all();
+    v.extend(policies::all());
+    v.extend(strict::all());
+    v.extend(bad_input::all());
+    v.extend(gate::all());
+    v.extend(monitor::all());
+    v
+}
+
+/// One cell of the table.
+#[derive(Clone, Debug)]
+pub enum Cell {
+    Pass(String),
+    Fail(String),
+    /// Recorded for comparison, not graded (runc).
+    Info(String),
+    NotApplicable,
+}
+
+pub struct Report {
+    pub handlers: Vec<String>,
+    pub rows: Vec<(&'static str, Vec<Cell>)>,
+}
+
+impl Report {
+    pub fn counts(&self) -> (usize, usize) {
+        let (mut pass, mut fail) = (0, 0);
+        for c in self.rows.iter().flat_map(|(_, c)| c.iter()) {
+            match c {
+                Cell::Pass(_) => pass += 1,
+                Cell::Fail(_) => fail += 1,
+                Cell::Info(_) | Cell::NotApplicable => {}
+            }
+        }
+        (pass, fail)
+    }
+
+    /// The table (check, then one column per handler), failures, and the closing counts line.
+    pub fn render(&self) -> String {
+        let text = |c: &Cell| match c {
+            Cell::Pass(d) => format!("PASS {d}"),
+            Cell::Fail(_) => "FAIL".to_string(),
+            Cell::Info(d) => d.clone(),
+            Cell::NotApplicable => "n/a".to_string(),
+        };
+        let name_w = self
+            .rows
+            .iter()
+            .map(|(n, _)| n.len())
+            .max()
+            .unwrap_or(5)
+            .max("security check".len());
+        let widths: Vec<usize> = (0..self.handlers.len())
+            .map(|i| {
+                self.rows
+                    .iter()
+                    .filter_map(|(_, cells)| cells.get(i).map(|c| text(c).len()))
+                    .max()
+                    .unwrap_or(0)
+                    .max(self.handlers[i].len())
+            })
+            .collect();
+        let mut out = format!("{:<name_w$}", "security check");
+        for (h, w) in self.handlers.iter().zip(&widths) {
+            out += &format!("  {h:<w$}");
+        }
+        out = out.trim_end().to_string();
+        out.push('\n');
+        for (name, cells) in &self.rows {
+            let mut line = format!("{name:<name_w$}");
+            for (c, w) in cells.iter().zip(&widths) {
+                line += &format!("  {:<w$}", text(c));
+            }
+            out += line.trim_end();
+            out.push('\n');
+        }
+        let mut reasons = String::new();
+        for (name, cells) in &self.rows {
+            for (h, c) in self.handlers.iter().zip(cells) {
+                if let Cell::Fail(r) = c {
+                    reasons += &format!("  {name} [{h}]: {r}\n");
+                }
+            }
+        }
+        if !reasons.is_empty() {
+            out += "\nfailures:\n";
+            out += &reasons;
+        }
+        let (pass, fail) = self.counts();
+        out += &format!("\n{pass} passed, {fail} failed\n");
+        out
+    }
+}
+
+/// How `check` is graded under `handler`: `None` when it does not run there.
+fn role(scope: Scope, handler: &str) -> Option<bool> {
+    match scope {
+        Scope::Attack => Some(handler != RUNC),
+        Scope::CompareWith(h) => (handler == RUNC || handler == h).then_some(handler == h),
+        Scope::Only(h) => (handler == h).then_some(true),
+    }
+}
+
+/// Runs every selected check under each handler and returns the report.
+pub async fn run(settings: &Settings, checks: &[SecCheck]) -> Result<Report> {
+    let cri = Cri::connect(&settings.cri_socket).await?;
+    let run_tag = format!(
+        "s{}{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() % 1_000_000)
+            .unwrap_or(0)
+    );
+    let mut rows = Vec::new();
+    for check in checks.iter().filter(|c| {
+        settings.filter.is_empty() || settings.filter.iter().any(|f| c.name.contains(f.as_str()))
+    }) {
+        let mut cells = Vec::new();
+        for handler in &settings.handlers {
+            let cell = match role(check.scope, handler) {
+                None => Cell::NotApplicable,
+                Some(graded) => run_one(&cri, settings, handler, check, &run_tag, graded).await,
+            };
+            cells.push(cell);
+        }
+        rows.push((check.name, cells));
+    }
+    Ok(Report {
+        handlers: settings.handlers.clone(),
+        rows,
+    })
+}
+
+async fn run_one(
+    cri: &Cri,
+    settings: &Settings,
+    handler: &str,
+    check: &SecCheck,
+    run_tag: &str,
+    graded: bool,
+) -> Cell {
+    let dir = settings
+        .work_dir
+        .join(format!("sec-{}-{handler}", check.name));
+    let ctx = Ctx::new(cri, settings, handler, check.name, dir.clone(), run_tag);
+    let started = Instant::now();
+    let result = match std::fs::create_dir_all(&dir) {
+        Err(e) => Err(anyhow::anyhow!("create check dir {}: {e}", dir.display())),
+        Ok(()) => match tokio::time::timeout(check.timeout, (check.run)(&ctx)).await {
+            Ok(r) => r,
+            Err(_) => Err(anyhow::anyhow!("timed out after {:?}", check.timeout)),
+        },
+    };
+    let mut cleanup = match tokio::time::timeout(Duration::from_secs(90), ctx.cleanup()).await {
+        Ok(r) => r,
+        Err(_) => Err(anyhow::anyhow!("cleanup timed out")),
+    };
+    if let Err(e) = &cleanup {
+        // A shim that went away during StopPodSandbox leaves containerd to clean up after it;
+        // a second removal then succeeds. Say so, and fail only if the pods stay.
+        eprintln!(
+            "[{handler}] security {}: cleanup retried after: {}",
+            check.name,
+            one_line(&format!("{e:#}"))
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        cleanup = match tokio::time::timeout(Duration::from_secs(90), ctx.cleanup()).await {
+            Ok(r) => r,
+            Err(_) => Err(anyhow::anyhow!("cleanup timed out")),
+        };
+    }
+    let cell = match (result, cleanup, graded) {
+        (Err(e), _, _) => Cell::Fail(one_line(&format!("{e:#}"))),
+        (Ok(_), Err(e), _) => Cell::Fail(one_line(&format!("{e:#}"))),
+        (Ok(o), Ok(()), false) => Cell::Info(kind(&o)),
+        (Ok(o), Ok(()), true) if o.blocked => Cell::Pass(o.detail),
+        (Ok(o), Ok(()), true) => Cell::Fail(format!("not blocked: {}", o.detail)),
+    };
+    let tag = match &cell {
+        Cell::Pass(d) => format!("PASS {d}"),
+        Cell::Fail(r) => format!("FAIL: {r}"),
+        Cell::Info(d) => format!("(not graded) {d}"),
+        Cell::NotApplicable => "n/a".into(),
+    };
+    eprintln!(
+        "[{handler}] security {} ({:.1}s) {tag}",
+        check.name,
+        started.elapsed().as_secs_f64()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    cell
+}
+
+fn kind(o: &Observed) -> String {
+    if o.blocked {
+        format!("blocked {}", o.detail)
+    } else {
+        format!("allowed {}", o.detail)
+    }
+}
+
+/// The security context of a container config, created when missing.
+pub fn security(cc: &mut ContainerConfig) -> &mut LinuxContainerSecurityContext {
+    cc.linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+}
+
+/// The shim's violation log (`events.jsonl` in the configuration's `[events] log_dir`).
+pub fn events_log(ctx: &Ctx) -> Result<PathBuf> {
+    let dir = ctx
+        .settings
+        .events_dir
+        .as_ref()
+        .context("no --events-dir: the violation log's location is unknown")?;
+    Ok(dir.join("events.jsonl"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_and_na_are_not_counted() {
+        let r = Report {
+            handlers: vec!["runc".into(), "palisade".into()],
+            rows: vec![
+                (
+                    "a",
+                    vec![Cell::Info("allowed".into()), Cell::Pass("(EPERM)".into())],
+                ),
+                ("b", vec![Cell::NotApplicable, Cell::Fail("boom".into())]),
+            ],
+        };
+        assert_eq!(r.counts(), (1, 1));
+        let text = r.render();
+        assert!(text.ends_with("\n1 passed, 1 failed\n"), "{text}");
+        assert!(text.contains("b [palisade]: boom"), "{text}");
+        assert!(text.contains("PASS (EPERM)"), "{text}");
+    }
+
+    #[test]
+    fn roles_per_scope() {
+        assert_eq!(role(Scope::Attack, RUNC), Some(false));
+        assert_eq!(role(Scope::Attack, STRICT), Some(true));
+        assert_eq!(role(Scope::CompareWith(STRICT), PALISADE), None);
+        assert_eq!(role(Scope::CompareWith(STRICT), RUNC), Some(false));
+        assert_eq!(role(Scope::Only(PALISADE), RUNC), None);
+        assert_eq!(role(Scope::Only(PALISADE), PALISADE), Some(true));
+    }
+}

@@ -1,0 +1,317 @@
+//! KubeArmor use cases through CRI: the policy goes into the pod annotation `palisade.dev/policy`
+//! as users write it (the fixtures' YAML, put in the test pod's namespace).
+
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use k8s_cri::v1::{Mount, PodSandboxConfig};
+
+use super::attacks::{probe, PROBE};
+use super::{events_log, Observed, Scope, SecCheck, PALISADE};
+use crate::cri::SLEEPER;
+use crate::sec_check;
+use crate::suite::{ensure, Ctx};
+
+pub const POLICY_ANNOTATION: &str = "palisade.dev/policy";
+
+const SERVICE_ACCOUNT: &str =
+    include_str!("../../../policy/tests/fixtures/block-service-account-token.yaml");
+const FILE_INTEGRITY: &str =
+    include_str!("../../../policy/tests/fixtures/file-integrity-system-paths.yaml");
+const PACKAGE_MANAGERS: &str =
+    include_str!("../../../policy/tests/fixtures/block-package-managers.yaml");
+const NETWORK_FROM_SOURCE: &str =
+    include_str!("../../../policy/tests/fixtures/network-specific-processes.yaml");
+
+/// The process allow-list use case, in the form of the `process-allow-list.yaml` fixture, for
+/// the binaries of the test image: the shell (busybox) and the probe; nothing else runs.
+const PROCESS_ALLOW_LIST: &str = "apiVersion: security.kubearmor.com/v1
+kind: KubeArmorPolicy
+metadata:
+  name: allow-specific-process
+  namespace: dvwa
+spec:
+  action: Allow
+  file:
+    matchDirectories:
+    - dir: /
+      recursive: true
+  process:
+    matchPaths:
+    - path: /bin/sh
+    - path: /usr/bin/palisade-probe
+  severity: 1
+";
+
+/// Raw sockets refused for every process (the part of the network fixture palisade carries).
+const RAW_BLOCK: &str = "apiVersion: security.kubearmor.com/v1
+kind: KubeArmorPolicy
+metadata:
+  name: ksp-block-raw
+  namespace: shop
+spec:
+  severity: 6
+  network:
+    matchProtocols:
+    - protocol: raw
+  action: Block
+";
+
+pub fn all() -> Vec<SecCheck> {
+    let only = Scope::Only(PALISADE);
+    vec![
+        sec_check!(
+            "policy_service_account_token",
+            60,
+            only,
+            service_account_token
+        ),
+        sec_check!("policy_file_integrity", 60, only, file_integrity),
+        sec_check!("policy_process_allow_list", 60, only, process_allow_list),
+        sec_check!("policy_block_apt", 60, only, block_apt),
+        sec_check!("policy_raw_socket_block", 60, only, raw_socket_block),
+        sec_check!(
+            "policy_raw_socket_from_source",
+            60,
+            only,
+            raw_socket_from_source
+        ),
+    ]
+}
+
+/// A fixture made to select the test pod: its namespace becomes the pod's, and its label
+/// selector goes (the runtime sees no pod labels; an inline policy is scoped to its pod anyway).
+pub fn adapt(yaml: &str, namespace: &str) -> String {
+    let mut out = String::new();
+    let mut in_selector: Option<usize> = None;
+    for line in yaml.lines() {
+        let indent = line.len() - line.trim_start().len();
+        if let Some(level) = in_selector {
+            if line.trim().is_empty() || indent > level {
+                continue;
+            }
+            in_selector = None;
+        }
+        let t = line.trim_start();
+        if t.starts_with("selector:") {
+            in_selector = Some(indent);
+            continue;
+        }
+        if indent == 2 && t.starts_with("namespace:") {
+            out += &format!("  namespace: {namespace}\n");
+            continue;
+        }
+        out += line;
+        out.push('\n');
+    }
+    out
+}
+
+/// A pod carrying `policy` (adapted to its namespace) in its annotation.
+pub async fn policy_pod(ctx: &Ctx, policy: &str) -> Result<(String, PodSandboxConfig)> {
+    let mut cfg = ctx.pod_config();
+    let ns = cfg
+        .metadata
+        .as_ref()
+        .map(|m| m.namespace.clone())
+        .unwrap_or_default();
+    cfg.annotations
+        .insert(POLICY_ANNOTATION.into(), adapt(policy, &ns));
+    let id = ctx.run_pod(&cfg).await?;
+    Ok((id, cfg))
+}
+
+/// Runs a shell snippet, returning (stdout, stderr, exit code).
+async fn sh(ctx: &Ctx, c: &str, script: &str) -> Result<(String, String, i32)> {
+    ctx.cri.exec_sync(c, &["sh", "-c", script], 20).await
+}
+
+async fn service_account_token(ctx: &Ctx) -> Result<Observed> {
+    let src = ctx.dir.join("serviceaccount");
+    std::fs::create_dir_all(&src).with_context(|| format!("create {}", src.display()))?;
+    std::fs::write(src.join("token"), "eyJhbGciOiJSUzI1NiJ9.secret-token\n")?;
+    std::fs::write(src.join("ca.crt"), "-----BEGIN CERTIFICATE-----\n")?;
+    let (pod, cfg) = policy_pod(ctx, SERVICE_ACCOUNT).await?;
+    let mut cc = ctx.container("app", SLEEPER);
+    cc.mounts = vec![Mount {
+        container_path: "/run/secrets/kubernetes.io/serviceaccount".into(),
+        host_path: src.display().to_string(),
+        readonly: true,
+        ..Default::default()
+    }];
+    let c = ctx.cri.run_container(&pod, &cc, &cfg).await?;
+    let dir = "/run/secrets/kubernetes.io/serviceaccount";
+    let (out, err, code) = sh(ctx, &c, &format!("cat {dir}/token")).await?;
+    ensure(!out.contains("secret-token"), || {
+        format!("token readable: {out:?}")
+    })?;
+    let (listing, _, _) = sh(ctx, &c, &format!("ls -A {dir}")).await?;
+    ensure(listing.trim().is_empty(), || {
+        format!("{dir} lists {listing:?}, want an empty (masked) directory")
+    })?;
+    // The rest of the container is untouched.
+    let passwd = ctx.cri.sh(&c, "cat /etc/passwd").await?;
+    ensure(passwd.starts_with("root:"), || {
+        format!("/etc/passwd reads {passwd:?}")
+    })?;
+    let how = if code == 0 {
+        "reads empty".to_string()
+    } else {
+        format!("exit {code}: {}", err.trim())
+    };
+    Ok(Observed::blocked(format!(
+        "(token {how}, directory masked; /etc/passwd readable)"
+    )))
+}
+
+async fn file_integrity(ctx: &Ctx) -> Result<Observed> {
+    let (pod, cfg) = policy_pod(ctx, FILE_INTEGRITY).await?;
+    let c = ctx
+        .cri
+        .run_container(&pod, &ctx.container("app", SLEEPER), &cfg)
+        .await?;
+    let mut denied = Vec::new();
+    for target in ["/bin/evil", "/usr/bin/evil", "/usr/bin/apt"] {
+        let (_, err, code) = sh(ctx, &c, &format!("echo x >> {target}")).await?;
+        ensure(code != 0, || format!("write to {target} succeeded"))?;
+        ensure(err.contains("Read-only file system"), || {
+            format!("write to {target}: {err:?}, want EROFS")
+        })?;
+        denied.push(target);
+    }
+    let (_, _, code) = sh(ctx, &c, "rm -f /bin/ls").await?;
+    let (ls, _, _) = sh(ctx, &c, "ls /bin/ls").await?;
+    ensure(code != 0 && ls.trim() == "/bin/ls", || {
+        format!("rm /bin/ls: exit {code}, ls after: {ls:?}")
+    })?;
+    // Executing from the protected directories and writing elsewhere still work.
+    let out = ctx.cri.sh(&c, "/bin/echo exec-ok").await?;
+    ensure(out == "exec-ok\n", || format!("/bin/echo: {out:?}"))?;
+    let p = probe(ctx, &c, PROBE, &["tcpsock"]).await?;
+    ensure(!p.blocked, || format!("{PROBE} tcpsock: {}", p.detail))?;
+    let out = ctx.cri.sh(&c, "echo ok > /tmp/f && cat /tmp/f").await?;
+    ensure(out == "ok\n", || format!("write in /tmp: {out:?}"))?;
+    Ok(Observed::blocked(format!(
+        "(writes EROFS: {}; exec and /tmp work)",
+        denied.join(" ")
+    )))
+}
+
+async fn process_allow_list(ctx: &Ctx) -> Result<Observed> {
+    let (pod, cfg) = policy_pod(ctx, PROCESS_ALLOW_LIST).await?;
+    let c = ctx
+        .cri
+        .run_container(&pod, &ctx.container("app", SLEEPER), &cfg)
+        .await?;
+    // Listed: the shell and the probe.
+    let out = ctx.cri.sh(&c, "echo shell-ok").await?;
+    ensure(out == "shell-ok\n", || format!("sh: {out:?}"))?;
+    let p = probe(ctx, &c, PROBE, &["tcpsock"]).await?;
+    ensure(!p.blocked, || format!("listed {PROBE}: {}", p.detail))?;
+    // A copy of the same program under a name not listed does not run.
+    let (out, err, code) = sh(ctx, &c, "/usr/bin/apt tcpsock").await?;
+    ensure(code == 126 && err.contains("Permission denied"), || {
+        format!("unlisted /usr/bin/apt: exit {code} stdout {out:?} stderr {err:?}, want 126 EACCES")
+    })?;
+    // Busybox applets are links to the listed shell's file: landlock's execute right is on
+    // the inode, so they run too.
+    let out = ctx.cri.sh(&c, "/bin/ls -d /").await?;
+    ensure(out == "/\n", || format!("/bin/ls (busybox): {out:?}"))?;
+    Ok(Observed::blocked(
+        "(unlisted /usr/bin/apt EACCES; sh, its busybox applets and the probe run)",
+    ))
+}
+
+/// Event lines of the violation log that name `pod` and `binary` with action `kill`.
+fn kill_events(log: &std::path::Path, pod: &str, binary: &str) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| {
+            e["action"] == "kill" && e["workload"]["pod"] == pod && e.to_string().contains(binary)
+        })
+        .collect()
+}
+
+async fn block_apt(ctx: &Ctx) -> Result<Observed> {
+    let log = events_log(ctx)?;
+    let (pod, cfg) = policy_pod(ctx, PACKAGE_MANAGERS).await?;
+    let pod_name = crate::cri::pod_name(&cfg).to_string();
+    let c = ctx
+        .cri
+        .run_container(&pod, &ctx.container("app", SLEEPER), &cfg)
+        .await?;
+    for bin in ["/usr/bin/apt", "/usr/bin/apt-get"] {
+        let (out, err, code) = ctx.cri.exec_sync(&c, &[bin, "tcpsock"], 20).await?;
+        ensure(code == 137, || {
+            format!("{bin}: exit {code} stdout {out:?} stderr {err:?}, want 137 (killed)")
+        })?;
+    }
+    // The same program under its own name still runs.
+    let p = probe(ctx, &c, PROBE, &["tcpsock"]).await?;
+    ensure(!p.blocked, || format!("{PROBE}: {}", p.detail))?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let found = loop {
+        let apt = kill_events(&log, &pod_name, "/usr/bin/apt\"");
+        let apt_get = kill_events(&log, &pod_name, "/usr/bin/apt-get");
+        if !apt.is_empty() && !apt_get.is_empty() {
+            break apt;
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "no kill events for /usr/bin/apt and /usr/bin/apt-get of pod {pod_name} in {} (apt: {}, apt-get: {})",
+                log.display(),
+                apt.len(),
+                apt_get.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let enforcer = found[0]["enforcer"].as_str().unwrap_or("?").to_string();
+    Ok(Observed::blocked(format!(
+        "(exit 137, event action=kill enforcer={enforcer})"
+    )))
+}
+
+async fn raw_socket_block(ctx: &Ctx) -> Result<Observed> {
+    let (pod, cfg) = policy_pod(ctx, RAW_BLOCK).await?;
+    let c = ctx
+        .cri
+        .run_container(&pod, &ctx.container("app", SLEEPER), &cfg)
+        .await?;
+    let raw = probe(ctx, &c, PROBE, &["rawsock"]).await?;
+    ensure(raw.blocked, || format!("raw socket: {}", raw.detail))?;
+    let tcp = probe(ctx, &c, PROBE, &["tcpsock"]).await?;
+    ensure(!tcp.blocked, || format!("tcp socket: {}", tcp.detail))?;
+    Ok(Observed::blocked(format!(
+        "(raw socket {}; tcp socket allowed)",
+        raw.detail
+    )))
+}
+
+/// Raw sockets for named binaries only (`fromSource`): seccomp cannot tell the binary, so the
+/// container is refused with a message naming the rule.
+async fn raw_socket_from_source(ctx: &Ctx) -> Result<Observed> {
+    let err = super::bad_input::refused(ctx, NETWORK_FROM_SOURCE).await?;
+    for want in ["ksp-nginx-network-only", "fromSource", "refused"] {
+        ensure(err.contains(want), || {
+            format!("refusal does not mention {want:?}: {err}")
+        })?;
+    }
+    Ok(Observed::blocked("(StartContainer refused: fromSource)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adapt_sets_namespace_and_drops_selector() {
+        let out = adapt(SERVICE_ACCOUNT, "ns-x");
+        assert!(out.contains("  namespace: ns-x\n"), "{out}");
+        assert!(!out.contains("selector"), "{out}");
+        assert!(!out.contains("app: wordpress"), "{out}");
+        assert!(out.contains("  file:\n    matchDirectories:"), "{out}");
+        assert!(out.contains("  action:\n    Block"), "{out}");
+    }
+}
