@@ -622,21 +622,21 @@ impl TaskService {
                 c.wrapped,
             )
         };
-        // An exec into a container behind palisade-init gets the same plan applied first.
-        let spec = if wrapped {
-            let mut process: serde_json::Value =
-                serde_json::from_slice(&spec).map_err(|source| ShimError::Json {
-                    context: format!("container {id}: exec {exec}: process spec"),
-                    source,
-                })?;
-            palisade_sandbox::install::wrap_process(id, &mut process)?;
-            serde_json::to_vec(&process).map_err(|source| ShimError::Json {
+        let mut process: serde_json::Value =
+            serde_json::from_slice(&spec).map_err(|source| ShimError::Json {
                 context: format!("container {id}: exec {exec}: process spec"),
                 source,
-            })?
-        } else {
-            spec
-        };
+            })?;
+        let hardened = read_config(id, &bundle)?;
+        harden_exec_process(&hardened, &mut process);
+        // An exec into a container behind palisade-init gets the same plan applied first.
+        if wrapped {
+            palisade_sandbox::install::wrap_process(id, &mut process)?;
+        }
+        let spec = serde_json::to_vec(&process).map_err(|source| ShimError::Json {
+            context: format!("container {id}: exec {exec}: process spec"),
+            source,
+        })?;
         let spec_path = bundle.join(format!("exec-{exec}.json"));
         std::fs::write(&spec_path, &spec).map_err(ShimError::io(format!(
             "container {id}: exec {exec}: write process spec"
@@ -1331,6 +1331,35 @@ async fn watch_oom(id: String, cgroups: Cgroups, events: EventSender) {
     }
 }
 
+/// The bundle's config.json, as hardened at Create.
+fn read_config(id: &str, bundle: &Path) -> Result<serde_json::Value, ShimError> {
+    let path = bundle.join("config.json");
+    let bytes = std::fs::read(&path).map_err(ShimError::io(format!(
+        "container {id}: read {}",
+        path.display()
+    )))?;
+    serde_json::from_slice(&bytes).map_err(|source| ShimError::Json {
+        context: format!("container {id}: {}", path.display()),
+        source,
+    })
+}
+
+/// containerd sends an exec the process spec it generated for the container, from before the
+/// shim hardened config.json: the exec gets the container's hardened capability sets and
+/// no_new_privs instead, so `kubectl exec` holds no more than the container's init.
+fn harden_exec_process(hardened: &serde_json::Value, process: &mut serde_json::Value) {
+    let from = &hardened["process"];
+    if let Some(p) = process.as_object_mut() {
+        match from.get("capabilities") {
+            Some(caps) => p.insert("capabilities".into(), caps.clone()),
+            None => p.remove("capabilities"),
+        };
+        if from["noNewPrivileges"].as_bool() == Some(true) {
+            p.insert("noNewPrivileges".into(), serde_json::Value::Bool(true));
+        }
+    }
+}
+
 /// Rewrites the bundle's config.json with palisade's default hardening, or refuses the container.
 /// A notable event of the runtime itself about one container: protection it runs without.
 fn runtime_event(
@@ -1584,5 +1613,23 @@ mod tests {
         assert_eq!(ev.topic(), "/tasks/exit");
         let t = table.lock().await;
         assert_eq!(t.containers["c1"].init_state(), State::Stopped);
+    }
+
+    #[test]
+    fn exec_gets_the_hardened_capabilities_and_no_new_privs() {
+        let hardened = serde_json::json!({"process": {
+            "capabilities": {"bounding": ["CAP_CHOWN"], "effective": ["CAP_CHOWN"]},
+            "noNewPrivileges": true
+        }});
+        let mut process = serde_json::json!({
+            "args": ["sh"],
+            "user": {"uid": 1000, "gid": 1000},
+            "capabilities": {"bounding": ["CAP_CHOWN", "CAP_NET_RAW"], "effective": ["CAP_NET_RAW"]}
+        });
+        harden_exec_process(&hardened, &mut process);
+        assert_eq!(process["capabilities"], hardened["process"]["capabilities"]);
+        assert_eq!(process["noNewPrivileges"], true);
+        assert_eq!(process["user"]["uid"], 1000);
+        assert_eq!(process["args"][0], "sh");
     }
 }
