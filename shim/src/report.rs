@@ -84,6 +84,8 @@ pub struct SinkContext {
     pub shim_id: String,
     /// The shim's containerd event path, for the `/palisade/violation` topic.
     pub containerd: Option<crate::events::EventSender>,
+    /// The runtime the event path lives on; the current one when unset.
+    pub runtime: Option<tokio::runtime::Handle>,
 }
 
 impl SinkContext {
@@ -98,6 +100,16 @@ impl SinkContext {
         SinkContext {
             shim_id: id,
             containerd: None,
+            runtime: None,
+        }
+    }
+
+    /// The serving shim's context: its id, its containerd event path and the current runtime.
+    pub fn for_shim(events: crate::events::EventSender) -> Self {
+        SinkContext {
+            containerd: Some(events),
+            runtime: tokio::runtime::Handle::try_current().ok(),
+            ..Self::from_process()
         }
     }
 }
@@ -155,6 +167,15 @@ impl Reporter {
             match metrics::serve(metrics.clone(), addr) {
                 Ok(bound) => tracing::info!("metrics served on {bound}"),
                 Err(e) => tracing::error!("{e}"),
+            }
+        }
+        if let Some(dir) = &settings.metrics_dir {
+            let swept = metrics::sweep_stale(dir);
+            if swept > 0 {
+                tracing::info!(
+                    "metrics {}: removed {swept} files of stopped shims",
+                    dir.display()
+                );
             }
         }
         let sinks = Sinks::start(&settings, ctx, &metrics);
@@ -219,6 +240,34 @@ impl Reporter {
         if self.tx.send(Msg::Shutdown(ack)).is_ok() {
             let _ = done.recv_timeout(SHUTDOWN_WAIT * 2);
         }
+    }
+}
+
+/// The shim's one reporter, started from the first container's configuration with what the
+/// shim knows at start (its id and containerd event path).
+#[derive(Debug)]
+pub struct ReporterCell {
+    cell: std::sync::OnceLock<Reporter>,
+    ctx: SinkContext,
+}
+
+impl ReporterCell {
+    pub fn new(ctx: SinkContext) -> Self {
+        ReporterCell {
+            cell: std::sync::OnceLock::new(),
+            ctx,
+        }
+    }
+
+    /// The reporter, started with `settings` on first use.
+    pub fn get_or_start(&self, settings: &EventSettings) -> &Reporter {
+        self.cell
+            .get_or_init(|| Reporter::start_with(settings.clone(), self.ctx.clone()))
+    }
+
+    /// The reporter, if one was started.
+    pub fn get(&self) -> Option<&Reporter> {
+        self.cell.get()
     }
 }
 
@@ -339,7 +388,10 @@ impl Sinks {
             }
         }
         if settings.containerd_topic {
-            let handle = tokio::runtime::Handle::try_current();
+            let handle = match ctx.runtime {
+                Some(h) => Ok(h),
+                None => tokio::runtime::Handle::try_current(),
+            };
             match (ctx.containerd, handle) {
                 (Some(sender), Ok(handle)) => {
                     all.extend(Sink::spawn("containerd", metrics, move |event: &Event| {

@@ -171,7 +171,7 @@ pub struct TaskService {
     /// Builds the OCI runtime a container's configuration names.
     runtime_for: RuntimeFactory,
     /// The violation log, opened with the first container's configuration.
-    reporter: Arc<std::sync::OnceLock<crate::report::Reporter>>,
+    reporter: Arc<crate::report::ReporterCell>,
     /// The eBPF monitor, joined with the first container's configuration.
     monitor: Arc<std::sync::OnceLock<Option<crate::monitoring::ShimMonitor>>>,
 }
@@ -207,7 +207,9 @@ impl TaskService {
                 reason: e.to_string(),
             })?;
         tokio::spawn(handle_exits(sub, table.clone(), events.clone()));
-        let reporter = Arc::new(std::sync::OnceLock::new());
+        let reporter = Arc::new(crate::report::ReporterCell::new(
+            crate::report::SinkContext::for_shim(events.clone()),
+        ));
         let monitor = Arc::new(std::sync::OnceLock::new());
         // Join the node's monitor while containerd is still preparing the first Create: the
         // configuration named at `start` is the one the pod's containers use.
@@ -1157,23 +1159,23 @@ impl TaskService {
     pub async fn shutdown(&self) {
         if self.table.lock().await.containers.is_empty() {
             tracing::info!("no containers left: shutting down");
+            if let Some(r) = self.reporter.get().cloned() {
+                // Folded events out, metrics file removed: bounded, off the runtime's threads.
+                let _ = tokio::task::spawn_blocking(move || r.shutdown()).await;
+            }
             self.exit.signal();
         }
     }
 }
 
-fn reporter_of(
-    cell: &std::sync::OnceLock<crate::report::Reporter>,
-    config: &Config,
-) -> crate::report::Reporter {
-    cell.get_or_init(|| crate::report::Reporter::start(config.events.clone()))
-        .clone()
+fn reporter_of(cell: &crate::report::ReporterCell, config: &Config) -> crate::report::Reporter {
+    cell.get_or_start(&config.events).clone()
 }
 
 /// The shim's monitor, joined once; `None` when disabled or unavailable (logged once).
 fn join_monitor<'a>(
     cell: &'a std::sync::OnceLock<Option<crate::monitoring::ShimMonitor>>,
-    reporter: &std::sync::OnceLock<crate::report::Reporter>,
+    reporter: &crate::report::ReporterCell,
     config: &Config,
 ) -> Option<&'a crate::monitoring::ShimMonitor> {
     cell.get_or_init(|| {

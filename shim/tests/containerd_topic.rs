@@ -152,6 +152,7 @@ fn ctr_events_shows_palisade_violations() {
             SinkContext {
                 shim_id: "ctrd-test".into(),
                 containerd: Some(sender),
+                ..Default::default()
             },
         )
     };

@@ -46,7 +46,7 @@ fn settings(log_dir: &Path) -> EventSettings {
 fn ctx(id: &str) -> SinkContext {
     SinkContext {
         shim_id: id.into(),
-        containerd: None,
+        ..Default::default()
     }
 }
 

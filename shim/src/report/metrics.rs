@@ -159,12 +159,49 @@ impl Metrics {
             .unwrap_or_default();
         // A dot file: the textfile collector reads only `*.prom`.
         let tmp = dir.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, self.render()).map_err(err)?;
+        let text = format!("{PID_COMMENT}{}\n{}", std::process::id(), self.render());
+        std::fs::write(&tmp, text).map_err(err)?;
         std::fs::rename(&tmp, path).map_err(|source| {
             let _ = std::fs::remove_file(&tmp);
             err(source)
         })
     }
+}
+
+/// The first line of every file this module writes: whose it is, so that files left by shims
+/// that died without shutting down can be told apart and removed.
+const PID_COMMENT: &str = "# palisade shim pid ";
+
+/// Removes the `.prom` files of shims that are no longer running (killed, not shut down), which
+/// the textfile collector would otherwise export forever; returns how many it removed.
+pub fn sweep_stale(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("prom") {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let pid = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix(PID_COMMENT))
+            .and_then(|p| p.trim().parse::<i32>().ok());
+        let Some(pid) = pid else { continue };
+        let gone = matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        );
+        if gone && std::fs::remove_file(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// Serves the counters to any HTTP request on `addr` from a thread of its own.
@@ -237,5 +274,22 @@ mod tests {
             "{text}"
         );
         assert_eq!(m.dropped_total(), 2);
+    }
+
+    #[test]
+    fn stale_files_of_dead_shims_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mine = dir.path().join("alive.prom");
+        Metrics::new("alive").write_file(&mine).unwrap();
+        assert!(std::fs::read_to_string(&mine)
+            .unwrap()
+            .starts_with(&format!("{PID_COMMENT}{}\n", std::process::id())));
+        // A pid that cannot be running: above the kernel's pid_max limit.
+        let dead = dir.path().join("dead.prom");
+        std::fs::write(&dead, format!("{PID_COMMENT}{}\n", 1 << 30)).unwrap();
+        let foreign = dir.path().join("node.prom");
+        std::fs::write(&foreign, "node_thing 1\n").unwrap();
+        assert_eq!(sweep_stale(dir.path()), 1);
+        assert!(mine.exists() && foreign.exists() && !dead.exists());
     }
 }
