@@ -217,6 +217,9 @@ impl Config {
                 "must be one of error, warn, info, debug, trace",
             ));
         }
+        if let Err(e) = self.events.validate() {
+            return Err(invalid(e.field, &e.reason));
+        }
         Ok(())
     }
 }

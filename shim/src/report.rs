@@ -77,6 +77,39 @@ impl Default for EventSettings {
     }
 }
 
+/// A setting of the `[events]` table that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct EventSettingsError {
+    /// The key's path in the configuration (`events.webhook_url`).
+    pub field: &'static str,
+    pub reason: String,
+}
+
+impl EventSettings {
+    /// Checks what a typo would otherwise silently switch off.
+    pub fn validate(&self) -> Result<(), EventSettingsError> {
+        let bad = |field, reason: String| Err(EventSettingsError { field, reason });
+        if let Some(url) = &self.webhook_url {
+            if let Err(e) = webhook::Target::parse(url) {
+                return bad("events.webhook_url", e.to_string());
+            }
+        }
+        if self.webhook_timeout_ms == 0 {
+            return bad("events.webhook_timeout_ms", "must be at least 1".into());
+        }
+        if let Some(dir) = &self.metrics_dir {
+            if !dir.is_absolute() {
+                return bad("events.metrics_dir", "must be an absolute path".into());
+            }
+        }
+        if !self.log_dir.is_absolute() {
+            return bad("events.log_dir", "must be an absolute path".into());
+        }
+        Ok(())
+    }
+}
+
 /// What the reporter needs from the shim besides its settings.
 #[derive(Debug, Clone, Default)]
 pub struct SinkContext {
@@ -312,10 +345,24 @@ impl Sink {
             .name(format!("palisade-{name}"))
             .spawn(move || {
                 let _done = done_tx;
+                // A dead sink fails every event: log the 1st, 2nd, 4th, 8th, ... failure in a row.
+                let mut failures: u64 = 0;
                 while let Ok(event) = rx.recv() {
-                    if let Err(e) = deliver(&event) {
-                        thread_metrics.dropped(name, event.count.max(1));
-                        tracing::error!("event sink {name}: {e}");
+                    match deliver(&event) {
+                        Ok(()) if failures > 0 => {
+                            tracing::info!(
+                                "event sink {name}: delivering again after {failures} failures"
+                            );
+                            failures = 0;
+                        }
+                        Ok(()) => {}
+                        Err(e) => {
+                            thread_metrics.dropped(name, event.count.max(1));
+                            failures += 1;
+                            if failures.is_power_of_two() {
+                                tracing::error!("event sink {name}: {e} ({failures} in a row)");
+                            }
+                        }
                     }
                 }
             });
@@ -663,6 +710,49 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         assert_eq!(r.dropped(), 0);
+    }
+
+    #[test]
+    fn settings_are_validated_and_defaults_are_safe() {
+        let d = EventSettings::default();
+        assert!(d.validate().is_ok());
+        assert_eq!(d.webhook_url, None);
+        assert_eq!(d.metrics_listen, None);
+        assert!(!d.containerd_topic);
+        assert_eq!(d.metrics_dir, Some(PathBuf::from("/run/palisade/metrics")));
+        assert_eq!((d.dedup_window_ms, d.rate_per_second), (10_000, 100));
+        let err = EventSettings {
+            webhook_url: Some("https://sidekick:2801".into()),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "events.webhook_url: webhook https://sidekick:2801: only http:// URLs are supported"
+        );
+        let err = EventSettings {
+            metrics_dir: Some(PathBuf::from("metrics")),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert_eq!(err, "events.metrics_dir: must be an absolute path");
+        let parsed: EventSettings = toml::from_str(
+            "webhook_url = \"http://127.0.0.1:2801/\"\nmetrics_listen = \"127.0.0.1:9464\"\ncontainerd_topic = true\n",
+        )
+        .unwrap();
+        assert_eq!(
+            parsed.metrics_listen,
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        assert_eq!(parsed.keep, 3, "unset keys keep their defaults");
+        let err = toml::from_str::<EventSettings>("webhook = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `webhook`"), "{err}");
     }
 
     #[test]
