@@ -43,12 +43,14 @@ pub struct EventSettings {
     pub max_bytes: u64,
     /// Rotated files kept.
     pub keep: u32,
-    /// POST each event's Falco JSON here (`http://host:port/path`); off when unset.
+    /// POST each event's Falco JSON here (`http://host:port/path`); off when unset or `""`.
+    #[serde(deserialize_with = "empty_is_none")]
     pub webhook_url: Option<String>,
     /// Deadline for one webhook request, connect to status line.
     pub webhook_timeout_ms: u64,
     /// Write this shim's counters as `<metrics_dir>/<shim id>.prom` (node-exporter textfile
-    /// collector); off when unset.
+    /// collector); `""` turns it off (TOML has no null).
+    #[serde(deserialize_with = "empty_is_none")]
     pub metrics_dir: Option<PathBuf>,
     /// Also serve the counters over HTTP on this address; off when unset.
     pub metrics_listen: Option<SocketAddr>,
@@ -75,6 +77,16 @@ impl Default for EventSettings {
             containerd_topic: false,
         }
     }
+}
+
+/// An empty string for an optional setting means unset.
+fn empty_is_none<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: From<String>,
+{
+    let text = String::deserialize(d)?;
+    Ok((!text.is_empty()).then(|| T::from(text)))
 }
 
 /// A setting of the `[events]` table that cannot work.
@@ -749,6 +761,14 @@ mod tests {
             Some("127.0.0.1:9464".parse().unwrap())
         );
         assert_eq!(parsed.keep, 3, "unset keys keep their defaults");
+        assert_eq!(
+            parsed.webhook_url.as_deref(),
+            Some("http://127.0.0.1:2801/")
+        );
+        assert!(parsed.metrics_dir.is_some());
+        let off: EventSettings =
+            toml::from_str("metrics_dir = \"\"\nwebhook_url = \"\"\n").unwrap();
+        assert_eq!((off.metrics_dir, off.webhook_url), (None, None));
         let err = toml::from_str::<EventSettings>("webhook = \"x\"\n")
             .unwrap_err()
             .to_string();

@@ -212,13 +212,21 @@ fn stalled_webhook_never_blocks_report() {
         ctx("webhook-slow"),
     );
     // More events than the webhook's queue holds, from another thread: the test only goes on
-    // if every report() call returned while the webhook sits on its first request.
-    let total = 3000;
+    // if every report() call returned while the webhook sits on its first request. Batches
+    // paced to the log's pace, so that the log's own queue never overflows.
+    let (batch, batches) = (500, 6);
+    let total = batch * batches;
     let (done_tx, done) = mpsc::channel();
     let reporter = r.clone();
+    let log_dir = dir.path().to_path_buf();
     std::thread::spawn(move || {
-        for n in 0..total {
-            reporter.report(event("app", &format!("r{n}"), Source::Gate, Action::Block));
+        for b in 0..batches {
+            for n in b * batch..(b + 1) * batch {
+                reporter.report(event("app", &format!("r{n}"), Source::Gate, Action::Block));
+            }
+            wait_for("the log to catch up", || {
+                lines(&log_dir).len() >= (b + 1) * batch
+            });
         }
         done_tx.send(()).unwrap();
     });
