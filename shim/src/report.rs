@@ -31,7 +31,7 @@ const SINK_QUEUE: usize = 1024;
 const TICK: Duration = Duration::from_millis(250);
 const METRICS_EVERY: Duration = Duration::from_secs(5);
 const CONTAINERD_TIMEOUT: Duration = Duration::from_secs(2);
-const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
 
 /// The shim configuration's `[events]` table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
