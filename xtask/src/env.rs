@@ -172,13 +172,14 @@ impl Env {
                  # The conformance suite's capabilities check adds NET_ADMIN, as an operator\n\
                  # would allow it for a workload that needs it.\n\
                  [hardening]\nallowed_added_capabilities = [\"NET_ADMIN\"]\n\n\
-                 [events]\nlog_dir = \"{}\"\n\n[gate]\nstate_dir = \"{}\"\n\n\
+                 [events]\nlog_dir = \"{}\"\nmetrics_dir = \"{}\"\n\n[gate]\nstate_dir = \"{}\"\n\n\
                  [monitor]\npin_root = \"{}\"\n",
             which("runc", &self.path_env)
                 .unwrap_or_else(|| "runc".into())
                 .display(),
             r.join("palisade-runc").display(),
             self.events_dir().display(),
+            r.join("metrics").display(),
             self.gate_state_dir().display(),
             self.bpf_pin_root().display()
         );
