@@ -116,7 +116,16 @@ async fn read_kernel_file(ctx: &Ctx, path: &str) -> Result<Observed> {
         .exec_sync(&c, &["head", "-c", "64", path], 20)
         .await?;
     if code != 0 {
-        return Ok(Observed::blocked(format!("(exit {code}{})", brief(&err))));
+        // A kernel built without the file (no CONFIG_PROC_KCORE) has nothing to read anywhere.
+        let absent = if std::path::Path::new(path).exists() {
+            ""
+        } else {
+            ", absent on this host too"
+        };
+        return Ok(Observed::blocked(format!(
+            "(exit {code}{}{absent})",
+            brief(&err)
+        )));
     }
     if out.is_empty() {
         return Ok(Observed::blocked("(reads empty: masked)"));
