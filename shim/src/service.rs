@@ -34,6 +34,8 @@ use crate::runc::{ContainerRuntime, LaunchOpts, Runc};
 use crate::stats::Cgroups;
 use crate::stdio::{pid_file, PendingIo, ProcessIo, StdioPaths};
 
+/// How long a deleted container stays registered with the monitor, for its last events.
+const MONITOR_DRAIN: Duration = Duration::from_millis(300);
 /// How long an exited process's output may take to drain before its exit is reported.
 const IO_DRAIN: Duration = Duration::from_secs(2);
 /// Exits of pids not (yet) known are kept this long, for an exec that exits before it is registered.
@@ -904,9 +906,15 @@ impl TaskService {
             g.stop().await;
         }
         if let Some(w) = c.watch.take() {
-            // Detach before the cgroup goes, so the kernel maps never name a dead container.
-            drop(w);
-            tracing::debug!(container = %id, "monitor detached");
+            // The monitor's reader drains the ring every 50 ms and forgets a container's events
+            // once it is detached: detach a little later, so that what the container did in its
+            // last moments is still reported. Its processes are gone, so nothing new arrives.
+            let id = id.to_string();
+            tokio::spawn(async move {
+                tokio::time::sleep(MONITOR_DRAIN).await;
+                drop(w);
+                tracing::debug!(container = %id, "monitor detached");
+            });
         }
         if let Some(r) = &c.rootfs {
             unmount(r);
@@ -1159,6 +1167,10 @@ impl TaskService {
     pub async fn shutdown(&self) {
         if self.table.lock().await.containers.is_empty() {
             tracing::info!("no containers left: shutting down");
+            if matches!(self.monitor.get(), Some(Some(_))) {
+                // The last container's final events are still in the monitor's ring.
+                tokio::time::sleep(MONITOR_DRAIN * 2).await;
+            }
             if let Some(r) = self.reporter.get().cloned() {
                 // Folded events out, metrics file removed: bounded, off the runtime's threads.
                 let _ = tokio::task::spawn_blocking(move || r.shutdown()).await;

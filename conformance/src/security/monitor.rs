@@ -140,10 +140,10 @@ pub async fn monitor_attribution(ctx: &Ctx) -> Result<Observed> {
         })?;
         found.push(rule);
     }
-    // The unshare is refused by the hardened seccomp filter before the syscall tracepoint
-    // runs; the monitor reports it when the kernel lets the attempt reach the syscall.
+    // The unshare is refused by the hardened seccomp filter before the syscall's entry
+    // tracepoint runs; the monitor reports the refusal from the exit tracepoint.
     let ns = log
-        .wait_for(Duration::from_secs(1), |e| {
+        .wait_for(Duration::from_secs(5), |e| {
             of_container(e, &pod_name, &c)
                 && matches!(
                     field(e, "/rule/name"),
@@ -162,15 +162,13 @@ pub async fn monitor_attribution(ctx: &Ctx) -> Result<Observed> {
             summary(&others)
         )
     })?;
+    ensure(ns.is_some(), || {
+        format!("the refused unshare (exit {unshare_code}) was not reported")
+    })?;
     Ok(Observed::blocked(format!(
-        "{}/{} detections with ns/pod/container; unshare (exit {unshare_code}) {}",
+        "{}/{} detections with ns/pod/container; refused unshare (exit {unshare_code}) reported",
         found.len(),
         expected.len(),
-        if ns.is_some() {
-            "reported"
-        } else {
-            "NOT reported"
-        }
     )))
 }
 

@@ -434,11 +434,12 @@ static __always_inline void read_sockaddr(struct syscall_event *e, __u64 ptr, __
 	bpf_probe_read_user(e->addr, len & 0x1f, (void *)ptr);
 }
 
-static __always_inline int sys_exit(struct sys_exit_ctx *ctx)
+static __always_inline int sys_exit(struct sys_exit_ctx *ctx, __u32 sys)
 {
 	struct container_info *ci;
 	struct syscall_event *e;
 	struct inflight *saved;
+	bool had_entry = false;
 	struct path_buf *pb = 0;
 	struct inflight in;
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
@@ -447,14 +448,21 @@ static __always_inline int sys_exit(struct sys_exit_ctx *ctx)
 	int alen = 0;
 
 	saved = bpf_map_lookup_elem(&inflight, &tid);
-	if (!saved)
+	if (saved) {
+		in = *saved;
+		had_entry = true;
+		bpf_map_delete_elem(&inflight, &tid);
+	} else if (ctx->ret == -EPERM || ctx->ret == -EACCES) {
+		/* seccomp refused it before sys_enter ran: no arguments, but the denial is reported */
+		__builtin_memset(&in, 0, sizeof(in));
+		in.sys = sys;
+	} else {
 		return 0;
-	in = *saved;
-	bpf_map_delete_elem(&inflight, &tid);
+	}
 	ci = current_container(&cg);
 	if (!ci)
 		return 0;
-	if (in.sys == SYS_OPENAT || in.sys == SYS_MOUNT) {
+	if ((in.sys == SYS_OPENAT || in.sys == SYS_MOUNT) && had_entry) {
 		pb = bpf_map_lookup_elem(&scratch, &zero);
 		if (!pb)
 			return 0;
@@ -500,7 +508,7 @@ static __always_inline int sys_exit(struct sys_exit_ctx *ctx)
 	SEC("tracepoint/syscalls/sys_enter_" #name)                           \
 	int enter_##name(struct sys_enter_ctx *ctx) { return sys_enter(ctx, kind, nargs); } \
 	SEC("tracepoint/syscalls/sys_exit_" #name)                            \
-	int exit_##name(struct sys_exit_ctx *ctx) { return sys_exit(ctx); }
+	int exit_##name(struct sys_exit_ctx *ctx) { return sys_exit(ctx, kind); }
 
 SYSCALL_PAIR(openat, SYS_OPENAT, 4)
 SYSCALL_PAIR(connect, SYS_CONNECT, 3)
