@@ -10,7 +10,7 @@ use std::io;
 use thiserror::Error;
 
 /// Capability names in kernel numbering order, as OCI specs spell them.
-const NAMES: [&str; 41] = [
+pub const NAMES: [&str; 41] = [
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
     "CAP_DAC_READ_SEARCH",
