@@ -154,6 +154,20 @@ struct Table {
     unknown_exits: HashMap<i32, (Exit, std::time::Instant)>,
 }
 
+impl Table {
+    fn container(&self, id: &str) -> Result<&Container, ShimError> {
+        self.containers
+            .get(id)
+            .ok_or_else(|| ShimError::ContainerNotFound(id.into()))
+    }
+
+    fn container_mut(&mut self, id: &str) -> Result<&mut Container, ShimError> {
+        self.containers
+            .get_mut(id)
+            .ok_or_else(|| ShimError::ContainerNotFound(id.into()))
+    }
+}
+
 /// What `delete` needs to find runc again after the shim is gone.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RuntimeRecord {
@@ -559,10 +573,7 @@ impl TaskService {
     async fn start_init(&self, id: &str) -> Result<u32, ShimError> {
         let (runc, pid) = {
             let table = self.table.lock().await;
-            let c = table
-                .containers
-                .get(id)
-                .ok_or_else(|| ShimError::ContainerNotFound(id.into()))?;
+            let c = table.container(id)?;
             let init = c.process(&ProcessId::Init)?;
             if init.state != State::Created {
                 return Err(ShimError::InvalidState {
@@ -601,10 +612,7 @@ impl TaskService {
         let key = ProcessId::Exec(exec.clone());
         let (runc, bundle, stdio, spec, wrapped) = {
             let table = self.table.lock().await;
-            let c = table
-                .containers
-                .get(id)
-                .ok_or_else(|| ShimError::ContainerNotFound(id.into()))?;
+            let c = table.container(id)?;
             if c.init_state() != State::Running {
                 return Err(ShimError::InvalidState {
                     what: format!("container {id}"),
@@ -670,10 +678,7 @@ impl TaskService {
         let already_exited = {
             let mut table = self.table.lock().await;
             let early = table.unknown_exits.remove(&pid).map(|(exit, _)| exit);
-            let c = table
-                .containers
-                .get_mut(id)
-                .ok_or_else(|| ShimError::ContainerNotFound(id.into()))?;
+            let c = table.container_mut(id)?;
             let p = c.process_mut(&key)?;
             p.pid = pid;
             p.state = State::Running;
@@ -728,10 +733,7 @@ impl TaskService {
         })?;
         {
             let mut table = self.table.lock().await;
-            let c = table
-                .containers
-                .get_mut(&id)
-                .ok_or_else(|| ShimError::ContainerNotFound(id.clone()))?;
+            let c = table.container_mut(&id)?;
             if c.init_state() != State::Running {
                 return Err(ShimError::InvalidState {
                     what: format!("container {id}"),
@@ -765,10 +767,7 @@ impl TaskService {
 
     pub async fn state(&self, id: &str, key: &ProcessId) -> Result<StateResponse, ShimError> {
         let table = self.table.lock().await;
-        let c = table
-            .containers
-            .get(id)
-            .ok_or_else(|| ShimError::ContainerNotFound(id.into()))?;
+        let c = table.container(id)?;
         let p = c.process(key)?;
         let status = match p.state {
             State::Created => Status::CREATED,
@@ -804,10 +803,7 @@ impl TaskService {
     ) -> Result<(), ShimError> {
         let (runc, pid, state) = {
             let table = self.table.lock().await;
-            let c = table
-                .containers
-                .get(id)
-                .ok_or_else(|| ShimError::ContainerNotFound(id.into()))?;
+            let c = table.container(id)?;
             let p = c.process(key)?;
             (c.runc.clone(), p.pid, p.state)
         };
@@ -850,10 +846,7 @@ impl TaskService {
         match key {
             ProcessId::Exec(exec) => {
                 let mut table = self.table.lock().await;
-                let c = table
-                    .containers
-                    .get_mut(id)
-                    .ok_or_else(|| ShimError::ContainerNotFound(id.into()))?;
+                let c = table.container_mut(id)?;
                 let p = c.process(key)?;
                 if p.state == State::Running || p.state == State::Paused {
                     return Err(ShimError::InvalidState {
@@ -875,10 +868,7 @@ impl TaskService {
     async fn delete_container(&self, id: &str) -> Result<DeleteResponse, ShimError> {
         let (runc, state) = {
             let table = self.table.lock().await;
-            let c = table
-                .containers
-                .get(id)
-                .ok_or_else(|| ShimError::ContainerNotFound(id.into()))?;
+            let c = table.container(id)?;
             (c.runc.clone(), c.init_state())
         };
         if state == State::Running || state == State::Paused {
@@ -949,10 +939,7 @@ impl TaskService {
     pub async fn pids(&self, id: &str) -> Result<Vec<ProcessInfo>, ShimError> {
         let (runc, execs) = {
             let table = self.table.lock().await;
-            let c = table
-                .containers
-                .get(id)
-                .ok_or_else(|| ShimError::ContainerNotFound(id.into()))?;
+            let c = table.container(id)?;
             let execs: HashMap<i32, String> = c
                 .processes
                 .iter()
@@ -1008,10 +995,7 @@ impl TaskService {
     pub async fn resume(&self, id: &str) -> Result<(), ShimError> {
         let runc = {
             let table = self.table.lock().await;
-            let c = table
-                .containers
-                .get(id)
-                .ok_or_else(|| ShimError::ContainerNotFound(id.into()))?;
+            let c = table.container(id)?;
             if c.init_state() != State::Paused {
                 return Err(ShimError::InvalidState {
                     what: format!("container {id}"),
@@ -1046,10 +1030,7 @@ impl TaskService {
 
     async fn running_runc(&self, id: &str) -> Result<Arc<dyn ContainerRuntime>, ShimError> {
         let table = self.table.lock().await;
-        let c = table
-            .containers
-            .get(id)
-            .ok_or_else(|| ShimError::ContainerNotFound(id.into()))?;
+        let c = table.container(id)?;
         if c.init_state() != State::Running {
             return Err(ShimError::InvalidState {
                 what: format!("container {id}"),
@@ -1061,10 +1042,7 @@ impl TaskService {
 
     pub async fn close_io(&self, id: &str, key: &ProcessId) -> Result<(), ShimError> {
         let mut table = self.table.lock().await;
-        let c = table
-            .containers
-            .get_mut(id)
-            .ok_or_else(|| ShimError::ContainerNotFound(id.into()))?;
+        let c = table.container_mut(id)?;
         if let Some(io) = c.process_mut(key)?.io.as_mut() {
             io.close_stdin();
         }
@@ -1079,10 +1057,7 @@ impl TaskService {
         height: u32,
     ) -> Result<(), ShimError> {
         let table = self.table.lock().await;
-        let c = table
-            .containers
-            .get(id)
-            .ok_or_else(|| ShimError::ContainerNotFound(id.into()))?;
+        let c = table.container(id)?;
         if let Some(io) = c.process(key)?.io.as_ref() {
             io.resize(width, height)?;
         }
@@ -1093,10 +1068,7 @@ impl TaskService {
         let id = req.id.as_str();
         let (runc, bundle) = {
             let table = self.table.lock().await;
-            let c = table
-                .containers
-                .get(id)
-                .ok_or_else(|| ShimError::ContainerNotFound(id.into()))?;
+            let c = table.container(id)?;
             (c.runc.clone(), c.bundle.clone())
         };
         let resources = req
@@ -1121,10 +1093,7 @@ impl TaskService {
     pub async fn wait(&self, id: &str, key: &ProcessId) -> Result<Exit, ShimError> {
         let mut rx = {
             let table = self.table.lock().await;
-            let c = table
-                .containers
-                .get(id)
-                .ok_or_else(|| ShimError::ContainerNotFound(id.into()))?;
+            let c = table.container(id)?;
             c.process(key)?.exit_tx.subscribe()
         };
         loop {
@@ -1142,10 +1111,7 @@ impl TaskService {
 
     pub async fn stats(&self, id: &str) -> Result<Any, ShimError> {
         let table = self.table.lock().await;
-        let c = table
-            .containers
-            .get(id)
-            .ok_or_else(|| ShimError::ContainerNotFound(id.into()))?;
+        let c = table.container(id)?;
         let cgroups = c.cgroups.as_ref().ok_or_else(|| ShimError::InvalidState {
             what: format!("container {id}"),
             reason: "cgroups unknown".into(),
@@ -1156,10 +1122,7 @@ impl TaskService {
     /// The pid of the container's init, for `Connect`.
     pub async fn init_pid(&self, id: &str) -> Result<u32, ShimError> {
         let table = self.table.lock().await;
-        let c = table
-            .containers
-            .get(id)
-            .ok_or_else(|| ShimError::ContainerNotFound(id.into()))?;
+        let c = table.container(id)?;
         Ok(c.process(&ProcessId::Init)?.pid as u32)
     }
 
