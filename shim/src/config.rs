@@ -75,6 +75,20 @@ pub struct Config {
     pub events: crate::report::EventSettings,
     /// The eBPF monitor (the `[monitor]` table).
     pub monitor: crate::monitoring::MonitorSettings,
+    /// `enforce`, or `audit`: policy Block rules, gate blocking and compromise kills are
+    /// reported instead of carried out (the default hardening stays on).
+    pub mode: Mode,
+    /// What marks a container compromised and how its restarts are limited.
+    pub compromise: crate::compromise::CompromiseSettings,
+}
+
+/// Whether this configuration enforces its policies or only reports what they would do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    Audit,
 }
 
 impl Default for Config {
@@ -92,6 +106,8 @@ impl Default for Config {
             init_binary: None,
             events: crate::report::EventSettings::default(),
             monitor: crate::monitoring::MonitorSettings::default(),
+            mode: Mode::Enforce,
+            compromise: crate::compromise::CompromiseSettings::default(),
         }
     }
 }
@@ -169,6 +185,11 @@ impl RuntimeOptions {
 }
 
 impl Config {
+    /// Whether this configuration only reports what its policies would deny.
+    pub fn audit(&self) -> bool {
+        self.mode == Mode::Audit
+    }
+
     /// Where palisade-init is: as configured, else beside the running shim.
     pub fn init_binary_path(&self) -> PathBuf {
         if let Some(p) = &self.init_binary {
@@ -219,6 +240,11 @@ impl Config {
         }
         if let Err(e) = self.events.validate() {
             return Err(invalid(e.field, &e.reason));
+        }
+        if let Err(crate::compromise::CompromiseError::Setting { field, reason }) =
+            self.compromise.validate()
+        {
+            return Err(invalid(field, &reason));
         }
         Ok(())
     }

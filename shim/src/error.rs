@@ -70,6 +70,10 @@ pub enum ShimError {
     Install(#[from] palisade_sandbox::install::InstallError),
     #[error("container {container}: {reason}")]
     Unenforced { container: String, reason: String },
+    #[error("container {container}: {reason}")]
+    Compromised { container: String, reason: String },
+    #[error(transparent)]
+    CompromisePolicy(#[from] crate::compromise::CompromiseError),
 }
 
 impl ShimError {
@@ -92,7 +96,10 @@ impl ShimError {
             | ShimError::Gate(_)
             | ShimError::Policy(_)
             | ShimError::Install(_) => Code::INVALID_ARGUMENT,
-            ShimError::Enforce(_) | ShimError::Unenforced { .. } => Code::FAILED_PRECONDITION,
+            ShimError::Enforce(_)
+            | ShimError::Unenforced { .. }
+            | ShimError::Compromised { .. } => Code::FAILED_PRECONDITION,
+            ShimError::CompromisePolicy(_) => Code::INVALID_ARGUMENT,
             ShimError::Unsupported(_) => Code::UNIMPLEMENTED,
             ShimError::Runc(RuncError::NotFound { .. }) => Code::NOT_FOUND,
             ShimError::Runc(_)
@@ -179,6 +186,16 @@ mod tests {
         let e = ShimError::Unsupported("checkpoint");
         assert_eq!(e.to_string(), "checkpoint: not supported by palisade");
         assert_eq!(code_of(e), Code::UNIMPLEMENTED);
+        let held = ShimError::Compromised {
+            container: "c".into(),
+            reason: "restart held back".into(),
+        };
+        assert_eq!(held.to_string(), "container c: restart held back");
+        assert_eq!(code_of(held), Code::FAILED_PRECONDITION);
+        let bad = ShimError::from(crate::compromise::CompromiseError::Annotation(
+            "severity: 11 is not between 0 and 10".into(),
+        ));
+        assert_eq!(code_of(bad), Code::INVALID_ARGUMENT);
     }
 
     #[test]

@@ -74,6 +74,9 @@ pub struct GateRequest {
     pub service: String,
     pub mode: Mode,
     pub inspect_bodies: bool,
+    /// The container the gate's evidence counts against in compromise decisions; every
+    /// container of the pod when unset.
+    pub container: Option<String>,
 }
 
 /// Reads the gate annotations of a pod sandbox spec; `None` when the pod asks for no gate.
@@ -89,6 +92,7 @@ pub fn requested(spec: &Value) -> Result<Option<GateRequest>, GateSetupError> {
         return Ok(None);
     };
     let (mut listen, mut upstream, mut service, mut bodies) = (None, None, None, true);
+    let mut container = None;
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (k, v) = part
             .split_once('=')
@@ -97,6 +101,13 @@ pub fn requested(spec: &Value) -> Result<Option<GateRequest>, GateSetupError> {
             "listen" => listen = Some(address(v, Ipv4Addr::UNSPECIFIED)?),
             "upstream" => upstream = Some(address(v, Ipv4Addr::LOCALHOST)?),
             "service" => service = Some(service_name(v)?),
+            "container" => {
+                let name = v.trim();
+                if name.is_empty() {
+                    return Err(bad(GATE_ANNOTATION, "container= needs a name".into()));
+                }
+                container = Some(name.to_string());
+            }
             "bodies" => {
                 bodies = match v.trim() {
                     "on" => true,
@@ -109,12 +120,12 @@ pub fn requested(spec: &Value) -> Result<Option<GateRequest>, GateSetupError> {
                     }
                 }
             }
-            other => {
-                return Err(bad(
-                    GATE_ANNOTATION,
-                    format!("unknown key {other:?}: expected listen, upstream, service, bodies"),
-                ))
-            }
+            other => return Err(bad(
+                GATE_ANNOTATION,
+                format!(
+                    "unknown key {other:?}: expected listen, upstream, service, bodies, container"
+                ),
+            )),
         }
     }
     let listen = listen.ok_or_else(|| bad(GATE_ANNOTATION, "listen=<port> is required".into()))?;
@@ -149,6 +160,7 @@ pub fn requested(spec: &Value) -> Result<Option<GateRequest>, GateSetupError> {
         service,
         mode,
         inspect_bodies: bodies,
+        container,
     }))
 }
 
@@ -478,7 +490,7 @@ mod tests {
         assert_eq!(r.service, "shop_web");
         assert!(r.inspect_bodies);
         let r = requested(&spec(
-            Some("listen=8000, upstream=8080, service=cart, bodies=off"),
+            Some("listen=8000, upstream=8080, service=cart, bodies=off, container=web"),
             None,
         ))
         .unwrap()
@@ -487,6 +499,7 @@ mod tests {
             (r.service.as_str(), r.mode, r.inspect_bodies),
             ("cart", Mode::Learn, false)
         );
+        assert_eq!(r.container.as_deref(), Some("web"));
         assert_eq!(requested(&spec(None, None)).unwrap(), None);
         assert_eq!(
             netns_path(&spec(None, None)),
@@ -499,7 +512,8 @@ mod tests {
         let cases = [
             (spec(Some("listen=8000"), None), "pod annotation palisade.dev/gate: upstream=<port> is required"),
             (spec(Some("listen=80x,upstream=1"), None), "pod annotation palisade.dev/gate: \"80x\": expected a port or ip:port"),
-            (spec(Some("listen=8000,upstream=8080,color=red"), None), "pod annotation palisade.dev/gate: unknown key \"color\": expected listen, upstream, service, bodies"),
+            (spec(Some("listen=8000,upstream=8080,color=red"), None), "pod annotation palisade.dev/gate: unknown key \"color\": expected listen, upstream, service, bodies, container"),
+            (spec(Some("listen=8000,upstream=8080,container="), None), "pod annotation palisade.dev/gate: container= needs a name"),
             (spec(Some("listen=8000,upstream=8000"), None), "pod annotation palisade.dev/gate: listen and upstream are both port 8000"),
             (spec(Some("listen=8000,upstream=8080"), Some("deny")), "pod annotation palisade.dev/gate-mode: \"deny\": expected learn, alert or block"),
             (spec(None, Some("block")), "pod annotation palisade.dev/gate-mode: set without palisade.dev/gate"),

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod compromise;
 pub mod config;
 pub mod error;
 pub mod events;

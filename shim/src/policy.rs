@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use palisade_policy::{
-    compile_for, parse_pod_annotation, parse_policies, CompileOptions, CompiledPolicy, Limits,
-    Policy, Workload,
+    compile_for, parse_pod_annotation, parse_policies, Action, CompileOptions, CompiledPolicy,
+    DenyPosture, Limits, Policy, RuleMeta, Workload,
 };
 use serde_json::Value;
 
@@ -91,11 +91,14 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Policy>, PolicyError> {
     Ok(policies)
 }
 
-/// The compiled policy for a container, or `None` when no policy selects it.
+/// The compiled policy for a container, or `None` when no policy selects it. With `audit`
+/// (a `mode = "audit"` configuration) every Block becomes Audit, allow-lists included: what
+/// the policies would deny is reported and permitted.
 pub fn policy_for(
     container: &str,
     spec: &Value,
     dir: Option<&Path>,
+    audit: bool,
 ) -> Result<Option<CompiledPolicy>, PolicyError> {
     if is_sandbox(spec) {
         return Ok(None);
@@ -124,12 +127,35 @@ pub fn policy_for(
     if policies.is_empty() {
         return Ok(None);
     }
-    let compiled = compile_for(&policies, &workload, &CompileOptions::default());
+    let mut options = CompileOptions::default();
+    if audit {
+        audit_only(&mut policies);
+        options.deny_posture = DenyPosture::Audit;
+    }
+    let compiled = compile_for(&policies, &workload, &options);
     if compiled.rule_count() == 0 {
         return Ok(None);
     }
     tracing::info!(container = %container, policies = ?compiled.policies, rules = compiled.rule_count(), "policies selected");
     Ok(Some(compiled))
+}
+
+/// Turns every Block rule into an Audit rule.
+fn audit_only(policies: &mut [Policy]) {
+    fn downgrade(meta: &mut RuleMeta) {
+        if meta.action == Action::Block {
+            meta.action = Action::Audit;
+        }
+    }
+    for p in policies {
+        p.process.iter_mut().for_each(|r| downgrade(&mut r.meta));
+        p.file.iter_mut().for_each(|r| downgrade(&mut r.meta));
+        p.network.iter_mut().for_each(|r| downgrade(&mut r.meta));
+        p.capabilities
+            .iter_mut()
+            .for_each(|r| downgrade(&mut r.meta));
+        p.syscalls.iter_mut().for_each(|r| downgrade(&mut r.meta));
+    }
 }
 
 #[cfg(test)]
@@ -186,16 +212,29 @@ spec:
 
     #[test]
     fn inline_annotation_policy_is_compiled_for_its_pod() {
-        let compiled = policy_for("c1", &spec(Some(TOKEN_POLICY)), None)
+        let compiled = policy_for("c1", &spec(Some(TOKEN_POLICY)), None, false)
             .unwrap()
             .expect("policy selected");
         assert_eq!(compiled.file.len(), 1);
         assert_eq!(
-            policy_for("c1", &spec(None), None)
+            policy_for("c1", &spec(None), None, false)
                 .unwrap()
                 .map(|c| c.rule_count()),
             None
         );
+    }
+
+    #[test]
+    fn audit_mode_reports_what_block_rules_would_deny() {
+        let enforced = policy_for("c1", &spec(Some(TOKEN_POLICY)), None, false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(enforced.file[0].rule.meta.action, Action::Block);
+        let audited = policy_for("c1", &spec(Some(TOKEN_POLICY)), None, true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(audited.file[0].rule.meta.action, Action::Audit);
+        assert_eq!(audited.deny_posture, DenyPosture::Audit);
     }
 
     #[test]
@@ -204,7 +243,7 @@ spec:
             "dir: /var/run/secrets/kubernetes.io/serviceaccount/",
             "dir: relative/dir",
         );
-        let err = policy_for("c1", &spec(Some(&bad)), None)
+        let err = policy_for("c1", &spec(Some(&bad)), None, false)
             .unwrap_err()
             .to_string();
         assert!(
@@ -219,20 +258,20 @@ spec:
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("10-token.yaml"), TOKEN_POLICY).unwrap();
         std::fs::write(dir.path().join("README.txt"), "not a policy").unwrap();
-        let compiled = policy_for("c1", &spec(None), Some(dir.path()))
+        let compiled = policy_for("c1", &spec(None), Some(dir.path()), false)
             .unwrap()
             .expect("selected from the directory");
         assert_eq!(compiled.file.len(), 1);
         let other_ns = TOKEN_POLICY.replace("namespace: shop", "namespace: other");
         std::fs::write(dir.path().join("10-token.yaml"), other_ns).unwrap();
         assert!(
-            policy_for("c1", &spec(None), Some(dir.path()))
+            policy_for("c1", &spec(None), Some(dir.path()), false)
                 .unwrap()
                 .is_none(),
             "another namespace's policy does not apply"
         );
         std::fs::write(dir.path().join("20-broken.yaml"), "kind: [").unwrap();
-        let err = policy_for("c1", &spec(None), Some(dir.path()))
+        let err = policy_for("c1", &spec(None), Some(dir.path()), false)
             .unwrap_err()
             .to_string();
         assert!(
@@ -245,7 +284,8 @@ spec:
         assert!(policy_for(
             "c1",
             &json!({"annotations": {"io.kubernetes.cri.container-type": "sandbox"}}),
-            Some(dir.path())
+            Some(dir.path()),
+            false
         )
         .unwrap()
         .is_none());

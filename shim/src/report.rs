@@ -131,6 +131,24 @@ pub struct SinkContext {
     pub containerd: Option<crate::events::EventSender>,
     /// The runtime the event path lives on; the current one when unset.
     pub runtime: Option<tokio::runtime::Handle>,
+    /// Sees every event before de-duplication and rate limiting (the compromise judge).
+    pub observer: Option<Observer>,
+}
+
+/// A callback that sees every reported event; it must not block.
+#[derive(Clone)]
+pub struct Observer(Arc<dyn Fn(&Event) + Send + Sync>);
+
+impl Observer {
+    pub fn new(f: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+        Observer(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Observer")
+    }
 }
 
 impl SinkContext {
@@ -146,6 +164,7 @@ impl SinkContext {
             shim_id: id,
             containerd: None,
             runtime: None,
+            observer: None,
         }
     }
 
@@ -169,6 +188,7 @@ struct Shared {
     limiter: Mutex<Limiter>,
     metrics: Arc<Metrics>,
     metrics_file: Option<PathBuf>,
+    observer: Option<Observer>,
 }
 
 /// Where the shim reports violations. Cheap to clone; never blocks.
@@ -207,6 +227,7 @@ impl Reporter {
             )),
             metrics: metrics.clone(),
             metrics_file,
+            observer: ctx.observer.clone(),
         });
         if let Some(addr) = settings.metrics_listen {
             match metrics::serve(metrics.clone(), addr) {
@@ -240,6 +261,9 @@ impl Reporter {
     /// event the full queue refuses is counted as dropped.
     pub fn report(&self, event: Event) {
         self.shared.metrics.observe(&event);
+        if let Some(o) = &self.shared.observer {
+            (o.0)(&event);
+        }
         let mut out = Vec::new();
         lock(&self.shared.limiter).offer(event, Instant::now(), &mut out);
         for e in out {

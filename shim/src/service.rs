@@ -34,6 +34,8 @@ use crate::runc::{ContainerRuntime, LaunchOpts, Runc};
 use crate::stats::Cgroups;
 use crate::stdio::{pid_file, PendingIo, ProcessIo, StdioPaths};
 
+mod judge;
+
 /// How long a deleted container stays registered with the monitor, for its last events.
 const MONITOR_DRAIN: Duration = Duration::from_millis(300);
 /// How long an exited process's output may take to drain before its exit is reported.
@@ -117,6 +119,10 @@ struct Container {
     wrapped: bool,
     /// The eBPF monitor's hold on this container; dropping it detaches the container.
     watch: Option<crate::monitoring::Watched>,
+    /// The compromise policy's view of this container; none for the sandbox.
+    judge: Option<judge::Judged>,
+    /// For a sandbox with a gate: the container its evidence counts against (all when none).
+    gate_container: Option<String>,
 }
 
 impl Container {
@@ -190,6 +196,8 @@ pub struct TaskService {
     reporter: Arc<crate::report::ReporterCell>,
     /// The eBPF monitor, joined with the first container's configuration.
     monitor: Arc<std::sync::OnceLock<Option<crate::monitoring::ShimMonitor>>>,
+    /// The compromise policy: restarts held back or refused, across the pod's containers.
+    judge: judge::Judge,
 }
 
 /// Makes the runtime for a configuration: runc, or a fake in tests.
@@ -223,9 +231,15 @@ impl TaskService {
                 reason: e.to_string(),
             })?;
         tokio::spawn(handle_exits(sub, table.clone(), events.clone()));
+        let (observer, judge_rx) = judge::Judge::observer();
         let reporter = Arc::new(crate::report::ReporterCell::new(
-            crate::report::SinkContext::for_shim(events.clone()),
+            crate::report::SinkContext {
+                observer: Some(observer),
+                ..crate::report::SinkContext::for_shim(events.clone())
+            },
         ));
+        let judge = judge::Judge::default();
+        judge.start(judge_rx, table.clone(), reporter.clone());
         let monitor = Arc::new(std::sync::OnceLock::new());
         // Join the node's monitor while containerd is still preparing the first Create: the
         // configuration named at `start` is the one the pod's containers use.
@@ -251,6 +265,7 @@ impl TaskService {
             runtime_for,
             reporter,
             monitor,
+            judge,
         })
     }
 
@@ -297,6 +312,12 @@ impl TaskService {
         } else {
             None
         };
+        let gate_container = gate_request.as_ref().and_then(|r| r.container.clone());
+        // A container killed as compromised comes back only after its backoff, and not at all
+        // once quarantined.
+        let admitted = self
+            .judge
+            .admit(&id, spec, &config, &self.reporter(&config))?;
         let rootfs = self.mount_rootfs(&id, &bundle, &req).await?;
         let stdio = StdioPaths {
             stdin: req.stdin.clone(),
@@ -339,6 +360,11 @@ impl TaskService {
                     gate,
                     wrapped,
                     watch,
+                    judge: admitted.map(|a| {
+                        a.announce(&self.reporter(&config));
+                        a.judged
+                    }),
+                    gate_container,
                 };
                 let early_exit = {
                     let mut table = self.table.lock().await;
@@ -397,11 +423,17 @@ impl TaskService {
         let watch = self.watch(id, pid, bundle, hardened, config)?;
         let gate = match gate_request {
             None => None,
-            Some(r) => Some(
+            Some(mut r) => Some(
                 RunningGate::start(
                     id,
                     &hardened.spec,
-                    r,
+                    {
+                        if config.audit() && r.mode == palisade_gate::Mode::Block {
+                            tracing::info!(pod = %id, "audit mode: gate blocks nothing, it alerts");
+                            r.mode = palisade_gate::Mode::Alert;
+                        }
+                        r
+                    },
                     &config.gate,
                     &config.node_name,
                     self.reporter(config),
@@ -1191,9 +1223,15 @@ async fn record_exit(
 ) -> Option<ExitWork> {
     let mut table = table.lock().await;
     let c = table.containers.get_mut(id)?;
+    // A container killed as compromised says so in its exit status.
+    let compromised = c.judge.as_ref().is_some_and(|j| j.verdict.is_some());
     let p = c.processes.get_mut(key)?;
     if p.state == State::Stopped {
         return None;
+    }
+    let mut exit = exit;
+    if compromised && *key == ProcessId::Init {
+        exit.code = crate::compromise::COMPROMISED_EXIT_CODE;
     }
     p.state = State::Stopped;
     p.exit = Some(exit);
@@ -1395,7 +1433,8 @@ fn harden_bundle(
             source,
         })?;
     let report = palisade_sandbox::harden_spec(id, &mut spec, &config.hardening)?;
-    let compiled = crate::policy::policy_for(id, &spec, config.policy_dir.as_deref())?;
+    let compiled =
+        crate::policy::policy_for(id, &spec, config.policy_dir.as_deref(), config.audit())?;
     let kernel = palisade_sandbox::KernelFeatures::probe().map_err(|e| ShimError::Unenforced {
         container: id.to_string(),
         reason: format!("kernel features: {e}"),
@@ -1567,6 +1606,8 @@ mod tests {
                 gate: None,
                 wrapped: false,
                 watch: None,
+                judge: None,
+                gate_container: None,
             },
         );
         let exit = Exit {

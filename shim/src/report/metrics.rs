@@ -32,6 +32,8 @@ struct Counters {
     violations: BTreeMap<(String, u8, &'static str, &'static str), u64>,
     dropped: BTreeMap<&'static str, u64>,
     gate: BTreeMap<&'static str, u64>,
+    /// Compromise decisions by what was done (kill, restart, ...), keyed by rule name.
+    compromise: BTreeMap<String, u64>,
 }
 
 /// Counters shared by the reporter, its pipeline and its sinks.
@@ -95,6 +97,9 @@ impl Metrics {
             if e.source == Source::Gate {
                 *c.gate.entry(action).or_insert(0) += n;
             }
+            if e.source == Source::Compromise {
+                *c.compromise.entry(e.rule.name.clone()).or_insert(0) += n;
+            }
         });
     }
 
@@ -138,6 +143,14 @@ impl Metrics {
             for (action, n) in &c.gate {
                 out.push_str(&format!(
                     "palisade_gate_decisions_total{{action=\"{action}\",shim=\"{shim}\"}} {n}\n"
+                ));
+            }
+            out.push_str("# HELP palisade_compromise_total Compromise decisions: containers killed, restarted, held back, quarantined.\n");
+            out.push_str("# TYPE palisade_compromise_total counter\n");
+            for (what, n) in &c.compromise {
+                out.push_str(&format!(
+                    "palisade_compromise_total{{event=\"{}\",shim=\"{shim}\"}} {n}\n",
+                    escape(what)
                 ));
             }
             out
