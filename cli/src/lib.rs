@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod containerd;
+pub mod events;
 pub mod gate;
 pub mod install;
 pub mod placement;

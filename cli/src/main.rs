@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use palisade_cli::containerd::ConfigVersion;
-use palisade_cli::{check, gate, install, status};
+use palisade_cli::{check, events, gate, install, status};
 
 #[derive(Parser)]
 #[command(name = "palisade", version, about = "Palisade's operator tool")]
@@ -30,6 +30,8 @@ enum Command {
     Install(InstallArgs),
     /// Remove what `install` added.
     Uninstall(UninstallArgs),
+    /// Read (and follow) the shim's event log, filtered.
+    Events(EventsArgs),
 }
 
 #[derive(Subcommand)]
@@ -123,6 +125,44 @@ struct InstallArgs {
 }
 
 #[derive(Args)]
+struct EventsArgs {
+    /// The shim configuration whose `[events] log_dir` holds the log (defaults apply when
+    /// the default file is absent).
+    #[arg(long, default_value = palisade_shim::config::DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    /// Read the log here instead of the configuration's `[events] log_dir`.
+    #[arg(long)]
+    log_dir: Option<PathBuf>,
+    /// Keep reading as events are appended, across rotations (like `tail -F`).
+    #[arg(short = 'f', long)]
+    follow: bool,
+    /// The pod's namespace, exactly.
+    #[arg(long)]
+    namespace: Option<String>,
+    /// The pod's name, exactly.
+    #[arg(long)]
+    pod: Option<String>,
+    /// The container's name, exactly.
+    #[arg(long)]
+    container: Option<String>,
+    /// The rule's name, exactly.
+    #[arg(long)]
+    rule: Option<String>,
+    /// The lowest severity shown (1 to 10).
+    #[arg(long, value_parser = events::parse_severity)]
+    severity: Option<palisade_events::Severity>,
+    /// audit, block, kill or restart.
+    #[arg(long, value_parser = events::parse_action)]
+    action: Option<palisade_events::Action>,
+    /// Events from this time on: RFC 3339, or a duration back from now (90s, 15m, 2h, 7d).
+    #[arg(long)]
+    since: Option<String>,
+    /// Print each event as the JSON line the shim wrote.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
 struct UninstallArgs {
     #[command(flatten)]
     paths: Paths,
@@ -156,6 +196,93 @@ fn emit(text: &str) -> anyhow::Result<()> {
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
         _ => Ok(()),
+    }
+}
+
+/// The log directory: `--log-dir`, else the configuration's; a missing default
+/// configuration means the shim's defaults.
+fn events_log_dir(args: &EventsArgs) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = &args.log_dir {
+        return Ok(dir.clone());
+    }
+    let default = std::path::Path::new(palisade_shim::config::DEFAULT_CONFIG_PATH);
+    if args.config == default && !default.exists() {
+        return Ok(palisade_shim::report::EventSettings::default().log_dir);
+    }
+    Ok(palisade_shim::config::Config::load(&args.config)?
+        .events
+        .log_dir)
+}
+
+/// How often a followed log is checked for new lines.
+const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+fn run_events(args: EventsArgs) -> anyhow::Result<ExitCode> {
+    let dir = events_log_dir(&args)?;
+    let since = args
+        .since
+        .as_deref()
+        .map(|s| events::parse_since(s, std::time::SystemTime::now()))
+        .transpose()?;
+    let filter = events::Filter {
+        namespace: args.namespace,
+        pod: args.pod,
+        container: args.container,
+        rule: args.rule,
+        min_severity: args.severity,
+        action: args.action,
+        since,
+    };
+    if !args.follow && !dir.is_dir() {
+        anyhow::bail!("event log {}: no such directory", dir.display());
+    }
+    let (mut log, mut lines) = events::Log::open(&dir)?;
+    let mut warned_lost = false;
+    loop {
+        let mut text = String::new();
+        for line in lines {
+            match line {
+                events::Line::Event { event, raw } => {
+                    if filter.matches(&event) {
+                        if args.json {
+                            text.push_str(&raw);
+                        } else {
+                            text.push_str(&events::human_line(&event));
+                        }
+                        text.push('\n');
+                    }
+                }
+                events::Line::Malformed { file, line, reason } => {
+                    eprintln!(
+                        "palisade: {}:{line}: malformed event, skipped: {reason}",
+                        file.display()
+                    );
+                }
+            }
+        }
+        if !text.is_empty() {
+            let mut out = std::io::stdout().lock();
+            match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                // The reader went away (`| head`): done, also when following.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                    return Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => return Err(e).context("writing to stdout"),
+                Ok(()) => {}
+            }
+        }
+        if log.lost && !warned_lost {
+            eprintln!(
+                "palisade: event log {}: rotated faster than it was read; some events were missed",
+                dir.display()
+            );
+            warned_lost = true;
+        }
+        if !args.follow {
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::thread::sleep(FOLLOW_POLL);
+        lines = log.poll()?;
     }
 }
 
@@ -242,6 +369,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Events(args) => run_events(args),
         Command::Uninstall(args) => {
             let report = install::uninstall(&args.paths.layout()?, args.dry_run, args.purge)?;
             print_report(&report, args.dry_run)?;
