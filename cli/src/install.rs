@@ -72,6 +72,7 @@ impl Layout {
             gate_state_dir: self.gate_state_dir(),
             policy_dir: self.policy_dir(),
             init_binary: self.bin_dir.join(INIT_BINARY),
+            log_dir: self.log_dir.clone(),
         }
     }
 }

@@ -30,6 +30,8 @@ pub struct Settings {
     pub policy_dir: PathBuf,
     /// `init_binary`: the installed palisade-init.
     pub init_binary: PathBuf,
+    /// The `[events]` table's `log_dir`.
+    pub log_dir: PathBuf,
 }
 
 fn quoted(path: &Path) -> toml_edit::Value {
@@ -46,7 +48,7 @@ pub fn render(name: &str, path: &Path, settings: &Settings) -> Result<String, Co
             "# The palisade-strict runtime. This shim has no [strict] table yet (read-only root,\n# landlock write confinement: docs/policies.md), so until it has, this runtime runs\n# with the same settings as `palisade`.\n".to_string()
         }
         "palisade-audit" => {
-            "# The palisade-audit runtime, for trying policies out. This shim has no audit\n# switch yet, so until it has, this runtime runs with the same settings as `palisade`.\n".to_string()
+            "# The palisade-audit runtime, for trying policies out: the default hardening stays\n# on; policy Block rules, the gate's block mode and compromise kills are reported\n# (action audit) instead of carried out (`mode` below).\n".to_string()
         }
         _ => "# The palisade runtime: palisade's default hardening and the pod's policies.\n"
             .to_string(),
@@ -64,6 +66,8 @@ pub fn render(name: &str, path: &Path, settings: &Settings) -> Result<String, Co
          systemd_cgroup = false\n\
          # The shim's own log level: error, warn, info, debug, trace.\n\
          log_level = \"info\"\n\
+         # enforce: policies, the gate and the compromise policy act; audit: they only report.\n\
+         mode = \"{mode}\"\n\
          # KubeArmor policies (*.yaml) for this runtime's containers; check them first with\n\
          # `palisade policy check`. A policy that does not parse refuses the containers.\n\
          policy_dir = {policy_dir}\n\
@@ -85,12 +89,22 @@ pub fn render(name: &str, path: &Path, settings: &Settings) -> Result<String, Co
          # The pods' HTTP gates (pod annotation palisade.dev/gate).\n\
          [gate]\n\
          # Learned profiles, one directory per service (`palisade gate export|import`).\n\
-         state_dir = {state_dir}\n",
+         state_dir = {state_dir}\n\
+         \n\
+         # The violation log, read with `palisade events` (docs/events.md).\n\
+         [events]\n\
+         log_dir = {log_dir}\n",
         path = path.display(),
         runc_root = palisade_shim::config::DEFAULT_RUNC_ROOT,
         state_dir = quoted(&settings.gate_state_dir),
         policy_dir = quoted(&settings.policy_dir),
         init_binary = quoted(&settings.init_binary),
+        log_dir = quoted(&settings.log_dir),
+        mode = if name == "palisade-audit" {
+            "audit"
+        } else {
+            "enforce"
+        },
     );
     if name == "palisade-strict" && shim_supports_strict() {
         text.push_str(STRICT_TABLE);
@@ -126,6 +140,7 @@ mod tests {
             gate_state_dir: PathBuf::from("/srv/palisade state/gate"),
             policy_dir: PathBuf::from("/etc/palisade/policies"),
             init_binary: PathBuf::from("/opt/bin/palisade-init"),
+            log_dir: PathBuf::from("/srv/log/palisade"),
         };
         let files = files(dir, &settings, &crate::containerd::RUNTIMES).unwrap();
         assert_eq!(files.len(), 3);
@@ -135,6 +150,13 @@ mod tests {
             assert_eq!(c.policy_dir.as_ref(), Some(&settings.policy_dir));
             assert_eq!(c.init_binary.as_ref(), Some(&settings.init_binary));
             assert_eq!(c.hardening, palisade_sandbox::HardeningConfig::default());
+            assert_eq!(c.events.log_dir, settings.log_dir);
+            assert_eq!(
+                c.audit(),
+                f.path.ends_with("palisade-audit.toml"),
+                "{}: only palisade-audit is in audit mode",
+                f.path.display()
+            );
             let strict = f.path.ends_with("palisade-strict.toml");
             assert_eq!(
                 c.strict.is_some(),

@@ -195,6 +195,15 @@ fn install_twice_keeps_comments_and_the_other_runtime() {
             shim_config.gate.state_dir,
             node.path().join("var/lib/palisade/gate")
         );
+        assert_eq!(
+            shim_config.audit(),
+            name == "palisade-audit",
+            "{name}: only palisade-audit reports instead of enforcing"
+        );
+        assert_eq!(
+            shim_config.events.log_dir,
+            node.path().join("var/log/palisade")
+        );
     }
 
     for name in ["containerd-shim-palisade-v2", "palisade-init"] {
