@@ -47,7 +47,10 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Install
     move |source| InstallError::Io { what, path, source }
 }
 
-/// Where things go.
+/// Where things go. The paths are the node's; with `host_root` (an installer running in a
+/// container with the host's directories mounted under it) every file is read and written at
+/// `host_root` + path, while what the files say (`ConfigPath`, `init_binary`, ...) stays the
+/// node's path.
 #[derive(Debug, Clone)]
 pub struct Layout {
     pub containerd_config: PathBuf,
@@ -55,9 +58,36 @@ pub struct Layout {
     pub config_dir: PathBuf,
     pub state_dir: PathBuf,
     pub log_dir: PathBuf,
+    pub host_root: Option<PathBuf>,
 }
 
 impl Layout {
+    /// Where the node's `path` is in this process's view.
+    pub fn host(&self, path: &Path) -> PathBuf {
+        match &self.host_root {
+            Some(root) => root.join(path.strip_prefix("/").unwrap_or(path)),
+            None => path.to_path_buf(),
+        }
+    }
+
+    /// The file a (possibly symlinked) node path finally names, in this process's view: an
+    /// absolute link target is the node's path, so it is resolved under the host root too.
+    fn resolve(&self, path: &Path) -> PathBuf {
+        let mut real = self.host(path);
+        // As many hops as the kernel follows before ELOOP.
+        for _ in 0..40 {
+            let Ok(target) = fs::read_link(&real) else {
+                break;
+            };
+            real = if target.is_absolute() {
+                self.host(&target)
+            } else {
+                real.parent().map_or(target.clone(), |d| d.join(&target))
+            };
+        }
+        real
+    }
+
     pub fn gate_state_dir(&self) -> PathBuf {
         self.state_dir.join("gate")
     }
@@ -107,7 +137,25 @@ fn read_config(path: &Path) -> Result<(String, bool), InstallError> {
 
 /// The config version the containerd on PATH reads, from `containerd --version`.
 pub fn installed_containerd_version() -> Option<ConfigVersion> {
-    let out = std::process::Command::new("containerd")
+    containerd_version_of(Path::new("containerd"))
+}
+
+/// The same for the node's containerd seen under a host root: its binary run from there
+/// (an installer image may have no containerd of its own).
+fn host_containerd_version(layout: &Layout) -> Option<ConfigVersion> {
+    [
+        "/usr/local/bin/containerd",
+        "/usr/bin/containerd",
+        "/bin/containerd",
+    ]
+    .iter()
+    .map(|p| layout.host(Path::new(p)))
+    .filter(|p| p.is_file())
+    .find_map(|p| containerd_version_of(&p))
+}
+
+fn containerd_version_of(binary: &Path) -> Option<ConfigVersion> {
+    let out = std::process::Command::new(binary)
         .arg("--version")
         .output()
         .ok()?;
@@ -159,11 +207,10 @@ fn write_atomic(path: &Path, text: &[u8], mode: u32) -> Result<(), InstallError>
     result.map_err(io("write", path))
 }
 
-/// Writes containerd's config in place of the old one, keeping its mode; a symlink (a config
-/// kept elsewhere) stays a symlink and its target is replaced.
-fn write_config(path: &Path, text: &str) -> Result<(), InstallError> {
-    let target = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    write_atomic(&target, text.as_bytes(), mode_of(&target).unwrap_or(0o644))
+/// Writes containerd's config in place of the old one, keeping its mode; `target` is the
+/// file a symlinked config (one kept elsewhere) points at, so the link stays a link.
+fn write_config(target: &Path, text: &str) -> Result<(), InstallError> {
+    write_atomic(target, text.as_bytes(), mode_of(target).unwrap_or(0o644))
 }
 
 fn temp_beside(path: &Path) -> PathBuf {
@@ -204,13 +251,15 @@ fn binary_source(
 pub fn install(layout: &Layout, opts: &InstallOptions) -> Result<Report, InstallError> {
     let mut report = Report::default();
     let path = &layout.containerd_config;
-    let (old, existed) = read_config(path)?;
+    let (old, existed) = read_config(&layout.resolve(path))?;
     // Only a new file needs a version of our choosing; ask containerd only then.
     let default_version = match opts.config_version {
         Some(v) => v,
-        None if old.trim().is_empty() => {
-            installed_containerd_version().unwrap_or(ConfigVersion::V2)
+        None if old.trim().is_empty() => match layout.host_root {
+            Some(_) => host_containerd_version(layout),
+            None => installed_containerd_version(),
         }
+        .unwrap_or(ConfigVersion::V2),
         None => ConfigVersion::V2,
     };
     let mut config = ContainerdConfig::parse(path, &old, default_version)?;
@@ -253,8 +302,9 @@ pub fn install(layout: &Layout, opts: &InstallOptions) -> Result<Report, Install
     let shim_configs = shimconfig::files(&layout.config_dir, &layout.shim_settings(), &RUNTIMES)?;
     let mut to_write = Vec::new();
     for f in shim_configs {
-        if f.path.exists() {
-            let state = match palisade_shim::config::Config::load(&f.path) {
+        let real = layout.host(&f.path);
+        if real.exists() {
+            let state = match palisade_shim::config::Config::load(&real) {
                 Ok(_) => "kept as it is".to_string(),
                 Err(e) => format!("kept as it is, but the shim will refuse it: {e}"),
             };
@@ -276,8 +326,9 @@ pub fn install(layout: &Layout, opts: &InstallOptions) -> Result<Report, Install
     let mut copies = Vec::new();
     for (src, name) in binaries {
         let dst = layout.bin_dir.join(name);
-        let up_to_date = match (fs::read(&src), fs::read(&dst)) {
-            (Ok(a), Ok(b)) => a == b && mode_of(&dst) == Some(0o755),
+        let real = layout.host(&dst);
+        let up_to_date = match (fs::read(&src), fs::read(&real)) {
+            (Ok(a), Ok(b)) => a == b && mode_of(&real) == Some(0o755),
             (Err(e), _) => return Err(io("binary", &src)(e)),
             _ => false,
         };
@@ -300,7 +351,7 @@ pub fn install(layout: &Layout, opts: &InstallOptions) -> Result<Report, Install
         (layout.log_dir.clone(), 0o750),
     ];
     for (dir, _) in &dirs {
-        if !dir.is_dir() {
+        if !layout.host(dir).is_dir() {
             report
                 .actions
                 .push(format!("directory {}: {verb}create", dir.display()));
@@ -311,16 +362,17 @@ pub fn install(layout: &Layout, opts: &InstallOptions) -> Result<Report, Install
     }
 
     if old != new {
-        write_config(path, &new)?;
+        write_config(&layout.resolve(path), &new)?;
     }
     for f in &to_write {
-        write_atomic(&f.path, f.text.as_bytes(), 0o644)?;
+        write_atomic(&layout.host(&f.path), f.text.as_bytes(), 0o644)?;
     }
     for (src, dst) in &copies {
         let bytes = fs::read(src).map_err(io("binary", src))?;
-        write_atomic(dst, &bytes, 0o755)?;
+        write_atomic(&layout.host(dst), &bytes, 0o755)?;
     }
     for (dir, mode) in &dirs {
+        let dir = &layout.host(dir);
         if !dir.is_dir() {
             fs::create_dir_all(dir).map_err(io("directory", dir))?;
             fs::set_permissions(dir, fs::Permissions::from_mode(*mode))
@@ -336,7 +388,7 @@ pub fn uninstall(layout: &Layout, dry_run: bool, purge: bool) -> Result<Report, 
     let mut report = Report::default();
     let verb = if dry_run { "would " } else { "" };
     let path = &layout.containerd_config;
-    let (old, existed) = read_config(path)?;
+    let (old, existed) = read_config(&layout.resolve(path))?;
     if existed {
         let mut config = ContainerdConfig::parse(path, &old, ConfigVersion::V2)?;
         let mut removed = Vec::new();
@@ -359,18 +411,19 @@ pub fn uninstall(layout: &Layout, dry_run: bool, purge: bool) -> Result<Report, 
                 removed.join(", ")
             ));
             if !dry_run {
-                write_config(path, &new)?;
+                write_config(&layout.resolve(path), &new)?;
             }
         }
     }
     for name in [SHIM_BINARY, INIT_BINARY] {
         let bin = layout.bin_dir.join(name);
-        if bin.exists() {
+        let real = layout.host(&bin);
+        if real.exists() {
             report
                 .actions
                 .push(format!("binary {}: {verb}remove", bin.display()));
             if !dry_run {
-                fs::remove_file(&bin).map_err(io("binary", &bin))?;
+                fs::remove_file(&real).map_err(io("binary", &real))?;
             }
         }
     }
@@ -382,13 +435,14 @@ pub fn uninstall(layout: &Layout, dry_run: bool, purge: bool) -> Result<Report, 
         purged.push(layout.state_dir.clone());
         purged.push(layout.log_dir.clone());
     }
-    for p in purged {
+    for shown in purged {
+        let p = layout.host(&shown);
         if !p.exists() {
             continue;
         }
         report
             .actions
-            .push(format!("{}: {verb}remove (--purge)", p.display()));
+            .push(format!("{}: {verb}remove (--purge)", shown.display()));
         if !dry_run {
             let r = if p.is_dir() {
                 fs::remove_dir_all(&p)
@@ -401,8 +455,8 @@ pub fn uninstall(layout: &Layout, dry_run: bool, purge: bool) -> Result<Report, 
     if purge && !dry_run {
         // The policy and configuration directories go too when nothing but ours was in
         // them; an operator's policies stay.
-        let _ = fs::remove_dir(layout.policy_dir());
-        let _ = fs::remove_dir(&layout.config_dir);
+        let _ = fs::remove_dir(layout.host(&layout.policy_dir()));
+        let _ = fs::remove_dir(layout.host(&layout.config_dir));
     }
     Ok(report)
 }

@@ -82,16 +82,34 @@ struct Paths {
     state_dir: PathBuf,
     #[arg(long, default_value = "/var/log/palisade")]
     log_dir: PathBuf,
+    /// The node's root directory as mounted here (an installer in a container): every path
+    /// above is the node's and is read and written under DIR.
+    #[arg(long, value_name = "DIR")]
+    host_root: Option<PathBuf>,
 }
 
 impl Paths {
     fn layout(&self) -> anyhow::Result<install::Layout> {
+        let host_root = self.host_root.clone().map(absolute).transpose()?;
+        let node_path = |p: &PathBuf| -> anyhow::Result<PathBuf> {
+            if host_root.is_none() {
+                return absolute(p.clone());
+            }
+            // This process's working directory means nothing on the node.
+            anyhow::ensure!(
+                p.is_absolute(),
+                "path {}: with --host-root, paths are the node's and must be absolute",
+                p.display()
+            );
+            Ok(p.clone())
+        };
         Ok(install::Layout {
-            containerd_config: absolute(self.containerd_config.clone())?,
-            bin_dir: absolute(self.bin_dir.clone())?,
-            config_dir: absolute(self.config_dir.clone())?,
-            state_dir: absolute(self.state_dir.clone())?,
-            log_dir: absolute(self.log_dir.clone())?,
+            containerd_config: node_path(&self.containerd_config)?,
+            bin_dir: node_path(&self.bin_dir)?,
+            config_dir: node_path(&self.config_dir)?,
+            state_dir: node_path(&self.state_dir)?,
+            log_dir: node_path(&self.log_dir)?,
+            host_root,
         })
     }
 }

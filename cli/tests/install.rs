@@ -512,3 +512,119 @@ fn containerd_loads_the_installed_runtimes() {
     }
     assert!(line.contains("runc:{Type:io.containerd.runc.v2"), "{line}");
 }
+
+/// An installer in a container: the node's root mounted at a directory, the node's paths
+/// (the defaults) in every file written, every file under that directory; the node's config
+/// a symlink with an absolute target, resolved under the root too.
+#[test]
+fn host_root_installs_under_the_root_with_the_nodes_paths() {
+    let host = tempfile::tempdir().unwrap();
+    let root = host.path();
+    let at = |p: &str| root.join(p.trim_start_matches('/'));
+    std::fs::create_dir_all(at("/opt/node-config")).unwrap();
+    std::fs::create_dir_all(at("/etc/containerd")).unwrap();
+    let original = V2_CONFIG.replace("{dir}", "/var/lib/test-containerd");
+    std::fs::write(at("/opt/node-config/containerd.toml"), &original).unwrap();
+    std::os::unix::fs::symlink(
+        "/opt/node-config/containerd.toml",
+        at("/etc/containerd/config.toml"),
+    )
+    .unwrap();
+    let shim = root.join("shim-build");
+    std::fs::write(&shim, "#!/bin/sh\necho shim\n").unwrap();
+
+    let run = |args: &[&str]| -> Output {
+        let out = Command::new(PALISADE)
+            .args(args)
+            .arg("--host-root")
+            .arg(root)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "palisade {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    let s = shim.to_str().unwrap();
+    let out = run(&["install", "--shim", s, "--init", s]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("containerd config /etc/containerd/config.toml (version 2): add runtimes"),
+        "{stdout}"
+    );
+
+    assert!(
+        at("/etc/containerd/config.toml").is_symlink(),
+        "the link stays a link"
+    );
+    let text = std::fs::read_to_string(at("/opt/node-config/containerd.toml")).unwrap();
+    assert!(text.starts_with("# Operator's containerd configuration.\n"));
+    let doc: toml::Table = text.parse().unwrap();
+    let runtimes = &doc["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"];
+    for name in ["palisade", "palisade-strict", "palisade-audit"] {
+        let node_path = format!("/etc/palisade/{name}.toml");
+        assert_eq!(
+            runtimes[name]["options"]["ConfigPath"].as_str(),
+            Some(node_path.as_str()),
+            "the node's path, not the installer's"
+        );
+        let config = palisade_shim::config::Config::load(&at(&node_path)).unwrap();
+        assert_eq!(
+            config.init_binary,
+            Some(PathBuf::from("/usr/local/bin/palisade-init"))
+        );
+        assert_eq!(
+            config.policy_dir,
+            Some(PathBuf::from("/etc/palisade/policies"))
+        );
+        assert_eq!(config.gate.state_dir, Path::new("/var/lib/palisade/gate"));
+        assert_eq!(config.events.log_dir, Path::new("/var/log/palisade"));
+    }
+    for bin in ["containerd-shim-palisade-v2", "palisade-init"] {
+        let p = at(&format!("/usr/local/bin/{bin}"));
+        assert_eq!(std::fs::read(&p).unwrap(), b"#!/bin/sh\necho shim\n");
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
+    }
+    assert!(at("/var/lib/palisade/gate").is_dir());
+    assert!(at("/var/log/palisade").is_dir());
+    assert!(at("/etc/palisade/policies").is_dir());
+
+    // Again: nothing to change.
+    let out = run(&["install", "--shim", s, "--init", s]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("already present"), "{stdout}");
+    assert!(
+        stdout.contains("binary /usr/local/bin/palisade-init: up to date"),
+        "{stdout}"
+    );
+
+    run(&["uninstall", "--purge"]);
+    assert_eq!(
+        std::fs::read_to_string(at("/opt/node-config/containerd.toml")).unwrap(),
+        original,
+        "uninstall restores the operator's file"
+    );
+    assert!(at("/etc/containerd/config.toml").is_symlink());
+    assert!(!at("/usr/local/bin/containerd-shim-palisade-v2").exists());
+    assert!(!at("/etc/palisade").exists());
+    assert!(!at("/var/log/palisade").exists());
+
+    let out = Command::new(PALISADE)
+        .args(["install", "--bin-dir", "relative/bin", "--host-root"])
+        .arg(root)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "path relative/bin: with --host-root, paths are the node's and must be absolute"
+        ),
+        "{err}"
+    );
+}
