@@ -9,7 +9,7 @@ use palisade_conformance::{checks, cri::Cri, suite};
 const USAGE: &str = "usage: palisade-conformance run --cri-socket PATH --image REF [--handlers runc,palisade] \
 [--work-dir DIR] [--cgroup-root PATH] [--control-socket PATH] [--containerd-address PATH] [--filter NAME]...
        palisade-conformance security --cri-socket PATH --image REF [--handlers runc,palisade,palisade-strict] \
-[--work-dir DIR] [--cgroup-root PATH] [--events-dir DIR] [--gate-state-dir DIR] [--filter NAME]...
+[--work-dir DIR] [--cgroup-root PATH] [--events-dir DIR] [--gate-state-dir DIR] [--metrics-dir DIR] [--webhook-listen ADDR] [--filter NAME]...
        palisade-conformance demo --cri-socket PATH --image REF [--handlers palisade]
        palisade-conformance bench --cri-socket PATH --image REF [--handlers runc,palisade] [--runs N]
        palisade-conformance cleanup --cri-socket PATH
@@ -29,6 +29,8 @@ fn parse(args: &[String]) -> Result<(String, suite::Settings, u32)> {
         filter: Vec::new(),
         events_dir: None,
         gate_state_dir: None,
+        metrics_dir: None,
+        webhook_listen: None,
     };
     let mut runs = 30;
     while let Some(flag) = it.next() {
@@ -48,6 +50,10 @@ fn parse(args: &[String]) -> Result<(String, suite::Settings, u32)> {
             "--filter" => s.filter.push(val()?),
             "--events-dir" => s.events_dir = Some(val()?.into()),
             "--gate-state-dir" => s.gate_state_dir = Some(val()?.into()),
+            "--metrics-dir" => s.metrics_dir = Some(val()?.into()),
+            "--webhook-listen" => {
+                s.webhook_listen = Some(val()?.parse().context("--webhook-listen")?)
+            }
             "--runs" => runs = val()?.parse().context("--runs")?,
             other => bail!("unknown argument {other}\n{USAGE}"),
         }

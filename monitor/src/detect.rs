@@ -27,12 +27,24 @@ const AF_PACKET: i32 = 17;
 const SOCK_RAW: i32 = 3;
 const EINPROGRESS: i64 = 115;
 
+/// Where the shim bind-mounts palisade-init, which runs before the entrypoint.
+const RUNTIME_INIT: &str = "/.palisade/palisade-init";
+
+/// Processes tracked per container as running its own code; past this, new ones are not
+/// tracked (their privilege and namespace changes go unflagged, never falsely flagged).
+const MAX_OWN_PROCESSES: usize = 65_536;
+
 /// Per-container detection state, owned by the event reader.
 #[derive(Debug)]
 pub(crate) struct DetectState {
     pub entrypoint_seen: bool,
     pub registered: Instant,
     pub learned: HashSet<(IpAddr, u16)>,
+    /// Processes that run the container's own code: forked inside it by one of these, or
+    /// that exec'd a program other than palisade-init. runc init enters the cgroup from
+    /// outside, at create and for every exec, and sets ids, capabilities and namespaces
+    /// before its exec: that is the runtime's doing, not the container's.
+    own: HashSet<u32>,
 }
 
 impl DetectState {
@@ -41,6 +53,13 @@ impl DetectState {
             entrypoint_seen: false,
             registered,
             learned: HashSet::new(),
+            own: HashSet::new(),
+        }
+    }
+
+    fn adopt(&mut self, pid: u32) {
+        if self.own.len() < MAX_OWN_PROCESSES {
+            self.own.insert(pid);
         }
     }
 }
@@ -157,8 +176,20 @@ pub(crate) fn findings(
     if set.rules.builtins {
         builtins(set, state, process, kind, now, &mut out);
     }
-    if let EventKind::Exec { .. } = kind {
-        state.entrypoint_seen = true;
+    match kind {
+        // palisade-init is the runtime's too: it sets ids and capabilities, then execs the
+        // entrypoint (or the exec'd command), whose exec starts the container's own code.
+        EventKind::Exec { filename, .. } if filename != RUNTIME_INIT => {
+            state.entrypoint_seen = true;
+            state.adopt(process.pid);
+        }
+        EventKind::Fork { child_pid } if state.own.contains(&process.pid) => {
+            state.adopt(*child_pid);
+        }
+        EventKind::Exit { .. } => {
+            state.own.remove(&process.pid);
+        }
+        _ => {}
     }
     out
 }
@@ -172,8 +203,10 @@ fn builtins(
     out: &mut Vec<Finding>,
 ) {
     // Before the entrypoint runs, the container's own runtime (runc init) sets ids,
-    // capabilities, namespaces and mounts: nothing it does is suspicious.
+    // capabilities, namespaces and mounts: nothing it does is suspicious. The same holds for
+    // the runc init of every exec, which enters the running container from outside.
     let started = state.entrypoint_seen;
+    let own = started && state.own.contains(&process.pid);
     match kind {
         EventKind::Exec { filename, .. } => {
             let name = basename(filename);
@@ -255,7 +288,7 @@ fn builtins(
                 format!("raw socket opened (domain {domain}, type {kind})"),
             ));
         }
-        EventKind::Mount { target, result, .. } if started => {
+        EventKind::Mount { target, result, .. } if own => {
             out.push(builtin(
                 "mount-in-container",
                 7,
@@ -263,7 +296,7 @@ fn builtins(
                 format!("mount on {target} (result {result})"),
             ));
         }
-        EventKind::Syscall { call, args, result } if started => {
+        EventKind::Syscall { call, args, result } if own => {
             syscall_builtin(*call, args, *result, process, out);
         }
         _ => {}
@@ -424,6 +457,9 @@ mod tests {
         };
         assert!(findings(&s, &mut st, &p, &unshare, now).is_empty());
         assert!(findings(&s, &mut st, &p, &setuid, now).is_empty());
+        // palisade-init's exec is still the runtime's setup.
+        findings(&s, &mut st, &p, &exec(RUNTIME_INIT), now);
+        assert!(findings(&s, &mut st, &p, &setuid, now).is_empty());
         findings(&s, &mut st, &p, &exec("/app"), now);
         assert_eq!(
             names(&findings(&s, &mut st, &p, &unshare, now)),
@@ -439,6 +475,44 @@ mod tests {
             result: 0,
         };
         assert!(findings(&s, &mut st, &p, &setuid_user, now).is_empty());
+    }
+
+    #[test]
+    fn an_execs_runc_init_is_the_runtime_and_forked_children_are_the_container() {
+        let s = set(ContainerRules::default());
+        let now = Instant::now();
+        let mut st = DetectState::new(now);
+        let proc_of = |pid: u32| ProcessInfo {
+            pid,
+            ..ProcessInfo::default()
+        };
+        let setuid = EventKind::Syscall {
+            call: Syscall::Setuid,
+            args: [0; 6],
+            result: 0,
+        };
+        let (entry, runc_exec, child) = (proc_of(10), proc_of(20), proc_of(11));
+        findings(&s, &mut st, &entry, &exec("/app"), now);
+        // runc init of a later exec: it entered from outside and has not exec'd yet.
+        assert!(findings(&s, &mut st, &runc_exec, &setuid, now).is_empty());
+        findings(&s, &mut st, &runc_exec, &exec(RUNTIME_INIT), now);
+        assert!(findings(&s, &mut st, &runc_exec, &setuid, now).is_empty());
+        findings(&s, &mut st, &runc_exec, &exec("/bin/sh"), now);
+        assert_eq!(
+            names(&findings(&s, &mut st, &runc_exec, &setuid, now)),
+            ["privilege-gain"]
+        );
+        // A child forked by the entrypoint is the container's without an exec of its own.
+        findings(&s, &mut st, &entry, &EventKind::Fork { child_pid: 11 }, now);
+        assert_eq!(
+            names(&findings(&s, &mut st, &child, &setuid, now)),
+            ["privilege-gain"]
+        );
+        findings(&s, &mut st, &child, &EventKind::Exit { code: 0 }, now);
+        assert!(
+            findings(&s, &mut st, &child, &setuid, now).is_empty(),
+            "a reused pid starts unknown"
+        );
     }
 
     #[test]

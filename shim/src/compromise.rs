@@ -50,7 +50,7 @@ impl Default for CompromiseSettings {
     fn default() -> Self {
         CompromiseSettings {
             enabled: true,
-            rules: vec!["kernel-module-load".into(), "privilege-gain".into()],
+            rules: vec!["kernel-module-load".into()],
             severity: 9,
             violations: 3,
             count_severity: 8,

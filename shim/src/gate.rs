@@ -120,12 +120,14 @@ pub fn requested(spec: &Value) -> Result<Option<GateRequest>, GateSetupError> {
                     }
                 }
             }
-            other => return Err(bad(
-                GATE_ANNOTATION,
-                format!(
+            other => {
+                return Err(bad(
+                    GATE_ANNOTATION,
+                    format!(
                     "unknown key {other:?}: expected listen, upstream, service, bodies, container"
                 ),
-            )),
+                ))
+            }
         }
     }
     let listen = listen.ok_or_else(|| bad(GATE_ANNOTATION, "listen=<port> is required".into()))?;

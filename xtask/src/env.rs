@@ -32,6 +32,8 @@ pub struct Env {
     pub control: PathBuf,
     pub bridge: String,
     pub cgroup_root: String,
+    /// Where the shims POST their Falco webhook events; the security suite listens there.
+    pub webhook: std::net::SocketAddr,
     /// Where logs are kept when the run failed (outside the run dir, which is removed).
     pub failure_dir: PathBuf,
     conformance: PathBuf,
@@ -106,6 +108,7 @@ impl Env {
             control: run_dir.join("control.sock"),
             bridge: format!("palt{:x}", id % 0xfffff),
             cgroup_root: format!("/palisade-test-{id}"),
+            webhook: std::net::SocketAddr::from(([127, 0, 0, 1], 30000 + (id % 20000) as u16)),
             failure_dir: base.join("last-failure"),
             conformance,
             path_env,
@@ -133,6 +136,11 @@ impl Env {
     /// The shims' violation log directory (`[events] log_dir` in palisade.toml).
     pub fn events_dir(&self) -> PathBuf {
         self.run_dir.join("events")
+    }
+
+    /// Where the shims write their Prometheus textfiles (`[events] metrics_dir`).
+    pub fn metrics_dir(&self) -> PathBuf {
+        self.run_dir.join("metrics")
     }
 
     /// Where the shims keep learned gate profiles (`[gate] state_dir` in palisade.toml).
@@ -167,27 +175,36 @@ impl Env {
         fs::write(cni_conf.join("10-palisade-test.conflist"), net.to_string())?;
         let palisade_toml = r.join("palisade.toml");
         let palisade_strict_toml = r.join("palisade-strict.toml");
+        let palisade_audit_toml = r.join("palisade-audit.toml");
         let shim_config = format!(
-            "# palisade shim configuration (TOML)\nrunc_binary = \"{}\"\nrunc_root = \"{}\"\n\n\
+            "runc_binary = \"{}\"\nrunc_root = \"{}\"\n\n\
                  # The conformance suite's capabilities check adds NET_ADMIN, as an operator\n\
                  # would allow it for a workload that needs it.\n\
                  [hardening]\nallowed_added_capabilities = [\"NET_ADMIN\"]\n\n\
-                 [events]\nlog_dir = \"{}\"\nmetrics_dir = \"{}\"\n\n[gate]\nstate_dir = \"{}\"\n\n\
+                 [events]\nlog_dir = \"{}\"\nmetrics_dir = \"{}\"\n\
+                 webhook_url = \"http://{}/falco\"\ncontainerd_topic = true\n\n[gate]\nstate_dir = \"{}\"\n\n\
                  [monitor]\npin_root = \"{}\"\n",
             which("runc", &self.path_env)
                 .unwrap_or_else(|| "runc".into())
                 .display(),
             r.join("palisade-runc").display(),
             self.events_dir().display(),
-            r.join("metrics").display(),
+            self.metrics_dir().display(),
+            self.webhook,
             self.gate_state_dir().display(),
             self.bpf_pin_root().display()
         );
-        fs::write(&palisade_toml, &shim_config)?;
+        let header = "# palisade shim configuration (TOML), written by cargo xtask\n";
+        fs::write(&palisade_toml, format!("{header}{shim_config}"))?;
         // The security suite's strict handler: the same, plus palisade-strict mode.
         fs::write(
             &palisade_strict_toml,
-            format!("{shim_config}\n[strict]\nwritable_paths = [\"/tmp\"]\n"),
+            format!("{header}{shim_config}\n[strict]\nwritable_paths = [\"/tmp\"]\n"),
+        )?;
+        // The audit handler: the same, reporting what its policies would deny.
+        fs::write(
+            &palisade_audit_toml,
+            format!("{header}mode = \"audit\"\n{shim_config}"),
         )?;
         let cri = "plugins.\"io.containerd.grpc.v1.cri\"";
         let config = format!(
@@ -239,6 +256,13 @@ oom_score = 0
 [{cri}.containerd.runtimes.palisade-strict.options]
   ConfigPath = "{palisade_strict_toml}"
 
+[{cri}.containerd.runtimes.palisade-audit]
+  runtime_type = "io.containerd.palisade.v2"
+  pod_annotations = ["palisade.dev/*"]
+
+[{cri}.containerd.runtimes.palisade-audit.options]
+  ConfigPath = "{palisade_audit_toml}"
+
 [{cri}.cni]
   bin_dir = "/usr/lib/cni"
   conf_dir = "{cni_conf}"
@@ -250,6 +274,7 @@ oom_score = 0
             pause = images::PAUSE_REF,
             palisade_toml = palisade_toml.display(),
             palisade_strict_toml = palisade_strict_toml.display(),
+            palisade_audit_toml = palisade_audit_toml.display(),
             cni_conf = cni_conf.display(),
         );
         fs::write(&self.config, config)?;

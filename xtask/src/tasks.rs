@@ -49,7 +49,7 @@ impl Opts {
         match (&self.handlers, self.no_shim) {
             (Some(h), _) => h.clone(),
             (None, true) => "runc".into(),
-            (None, false) => "runc,palisade,palisade-strict".into(),
+            (None, false) => "runc,palisade,palisade-strict,palisade-audit".into(),
         }
     }
 
@@ -203,7 +203,11 @@ pub fn test(opts: &Opts) -> Result<()> {
             .arg("--events-dir")
             .arg(env.events_dir())
             .arg("--gate-state-dir")
-            .arg(env.gate_state_dir());
+            .arg(env.gate_state_dir())
+            .arg("--metrics-dir")
+            .arg(env.metrics_dir())
+            .arg("--webhook-listen")
+            .arg(env.webhook.to_string());
         for f in &opts.filters {
             cmd.arg("--filter").arg(f);
         }

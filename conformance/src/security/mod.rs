@@ -7,6 +7,7 @@
 
 pub mod attacks;
 pub mod bad_input;
+pub mod compromise;
 pub mod eventlog;
 pub mod gate;
 pub mod monitor;
@@ -28,6 +29,8 @@ use crate::suite::{one_line, Ctx, Settings};
 pub const RUNC: &str = "runc";
 pub const PALISADE: &str = "palisade";
 pub const STRICT: &str = "palisade-strict";
+/// Policies and compromise decisions reported, not enforced (`mode = "audit"`).
+pub const AUDIT: &str = "palisade-audit";
 
 /// What a body saw: whether the attempt was refused, and how.
 #[derive(Clone, Debug)]
@@ -94,6 +97,7 @@ pub fn all() -> Vec<SecCheck> {
     v.extend(bad_input::all());
     v.extend(gate::all());
     v.extend(monitor::all());
+    v.extend(compromise::all());
     v
 }
 
@@ -185,7 +189,8 @@ impl Report {
 /// How `check` is graded under `handler`: `None` when it does not run there.
 fn role(scope: Scope, handler: &str) -> Option<bool> {
     match scope {
-        Scope::Attack => Some(handler != RUNC),
+        // The audit handler keeps the default hardening; its own check shows that.
+        Scope::Attack => (handler != AUDIT).then_some(handler != RUNC),
         Scope::CompareWith(h) => (handler == RUNC || handler == h).then_some(handler == h),
         Scope::Only(h) => (handler == h).then_some(true),
     }
@@ -335,6 +340,7 @@ mod tests {
     fn roles_per_scope() {
         assert_eq!(role(Scope::Attack, RUNC), Some(false));
         assert_eq!(role(Scope::Attack, STRICT), Some(true));
+        assert_eq!(role(Scope::Attack, AUDIT), None);
         assert_eq!(role(Scope::CompareWith(STRICT), PALISADE), None);
         assert_eq!(role(Scope::CompareWith(STRICT), RUNC), Some(false));
         assert_eq!(role(Scope::Only(PALISADE), RUNC), None);

@@ -1,0 +1,454 @@
+//! Compromise restarts through CRI, with the harness playing the kubelet: an attack, the kill
+//! with palisade's exit code and termination message, the recreate held back and then let
+//! through, a second compromise, the quarantine, and the events in every sink. Also the
+//! `palisade-audit` handler: the same attack is reported, nothing is killed or denied beyond
+//! the default hardening.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use k8s_cri::v1::Mount;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+
+use super::attacks::PROBE;
+use super::eventlog::{field, summary, EventLog};
+use super::{Observed, Scope, SecCheck, AUDIT, PALISADE};
+use crate::sec_check;
+use crate::suite::{ensure, Ctx};
+
+/// The exit status palisade gives a container it killed as compromised.
+const COMPROMISED_EXIT: i32 = 173;
+const ANNOTATION: &str = "palisade.dev/compromise";
+const POLICY: &str = "palisade.dev/policy";
+/// Short enough for a test, long enough to see a restart refused inside it.
+const BACKOFF_SECS: u64 = 4;
+
+pub fn all() -> Vec<SecCheck> {
+    vec![
+        sec_check!(
+            "compromise_restart",
+            150,
+            Scope::Only(PALISADE),
+            compromise_restart
+        ),
+        sec_check!("audit_mode", 90, Scope::Only(AUDIT), audit_mode),
+    ]
+}
+
+/// A Falco webhook receiver on the address the shims post to; keeps every body.
+struct Webhook {
+    bodies: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Webhook {
+    async fn listen(ctx: &Ctx) -> Result<Self> {
+        let addr = ctx
+            .settings
+            .webhook_listen
+            .context("no --webhook-listen: the shims' webhook address is unknown")?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listen on the webhook address {addr}"))?;
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let kept = bodies.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                let kept = kept.clone();
+                tokio::spawn(async move {
+                    if let Ok(body) = read_post(conn).await {
+                        if let Ok(mut b) = kept.lock() {
+                            b.push(body);
+                        }
+                    }
+                });
+            }
+        });
+        Ok(Webhook { bodies, task })
+    }
+
+    fn bodies(&self) -> Vec<Value> {
+        self.bodies
+            .lock()
+            .map(|b| {
+                b.iter()
+                    .filter_map(|s| serde_json::from_str(s).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Reads one HTTP/1.1 POST (Content-Length body), answers 204, returns the body.
+async fn read_post(conn: tokio::net::TcpStream) -> Result<String> {
+    let mut r = BufReader::new(conn);
+    let mut len = 0usize;
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).await? == 0 {
+            bail!("connection closed in the headers");
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse().context("content-length")?;
+            }
+        }
+    }
+    let mut body = vec![0; len.min(1 << 20)];
+    r.read_exact(&mut body).await?;
+    r.get_mut()
+        .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+        .await?;
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// `ctr events` against the harness's containerd, collecting its lines; killed by pid on drop.
+struct CtrEvents {
+    child: std::process::Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl CtrEvents {
+    fn start(ctx: &Ctx) -> Result<Self> {
+        let address = ctx
+            .settings
+            .containerd_address
+            .as_ref()
+            .context("no --containerd-address")?;
+        let mut child = std::process::Command::new("ctr")
+            .args(["--address", address, "events"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("start ctr events")?;
+        let out = child.stdout.take().context("ctr events stdout")?;
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let kept = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if let Ok(mut l) = kept.lock() {
+                    l.push(line);
+                }
+            }
+        });
+        Ok(CtrEvents { child, lines })
+    }
+
+    fn matching(&self, needle: &str) -> Vec<String> {
+        self.lines
+            .lock()
+            .map(|l| l.iter().filter(|s| s.contains(needle)).cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for CtrEvents {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `pred` for up to `timeout`.
+async fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The container config the harness uses for each attempt, with a termination message file.
+fn attempt(ctx: &Ctx, attempt: u32, termination: &std::path::Path) -> k8s_cri::v1::ContainerConfig {
+    let mut cc = crate::cri::container_config("web", attempt, ctx.image(), crate::cri::SLEEPER);
+    cc.mounts = vec![Mount {
+        container_path: "/dev/termination-log".into(),
+        host_path: termination.display().to_string(),
+        ..Default::default()
+    }];
+    cc
+}
+
+/// An escape attempt: a new user namespace (denied by the default seccomp profile, reported
+/// by the monitor as `namespace-change`, which the pods here make decisive).
+async fn attack(ctx: &Ctx, c: &str) -> Result<String> {
+    let (out, err, code) = ctx.cri.exec_sync(c, &[PROBE, "unshare"], 20).await?;
+    Ok(format!("exit {code}: {}{}", out.trim(), err.trim()))
+}
+
+fn of_pod<'a>(events: &'a [Value], pod: &str, rule: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| field(e, "/workload/pod") == pod && field(e, "/rule/name") == rule)
+        .collect()
+}
+
+pub async fn compromise_restart(ctx: &Ctx) -> Result<Observed> {
+    let hook = Webhook::listen(ctx).await?;
+    let ctr = CtrEvents::start(ctx)?;
+    let log = EventLog::mark(ctx)?;
+    let mut cfg = ctx.pod_config();
+    cfg.annotations.insert(
+        ANNOTATION.into(),
+        format!("rules=namespace-change,backoff={BACKOFF_SECS}s,max-restarts=1"),
+    );
+    let pod_name = crate::cri::pod_name(&cfg).to_string();
+    let pod = ctx.run_pod(&cfg).await?;
+    let termination = ctx.dir.join("termination-log");
+    std::fs::write(&termination, "").context("create the termination message file")?;
+
+    // Attempt 0: compromised, killed with palisade's exit code and message.
+    let c0 = ctx
+        .cri
+        .run_container(&pod, &attempt(ctx, 0, &termination), &cfg)
+        .await?;
+    // ctr events subscribes after it starts: the attack comes once it surely has.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let probe = attack(ctx, &c0).await?;
+    let st = ctx
+        .cri
+        .wait_exited(&c0, Duration::from_secs(15))
+        .await
+        .with_context(|| format!("the compromised container was not killed (probe {probe})"))?;
+    ensure(st.exit_code == COMPROMISED_EXIT, || {
+        format!(
+            "exit code {} (reason {:?}), expected {COMPROMISED_EXIT}",
+            st.exit_code, st.reason
+        )
+    })?;
+    let message = std::fs::read_to_string(&termination).context("read termination message")?;
+    ensure(
+        message.contains("judged compromised") && message.contains("namespace-change"),
+        || format!("termination message {message:?}"),
+    )?;
+
+    // The kubelet's part: remove, recreate at once: held back by the backoff.
+    ctx.cri.remove_container(&c0).await?;
+    let c1 = ctx
+        .cri
+        .create_container(&pod, &attempt(ctx, 1, &termination), &cfg)
+        .await?;
+    let held = ctx.cri.start_container(&c1).await;
+    let held = match held {
+        Ok(()) => bail!("a restart right after the compromise was let through"),
+        Err(e) => format!("{e:#}"),
+    };
+    ensure(held.contains("restart held back"), || {
+        format!("start refused for another reason: {held}")
+    })?;
+    ctx.cri.remove_container(&c1).await?;
+
+    // After the backoff the restart goes through, from a clean image, and says why.
+    tokio::time::sleep(Duration::from_secs(BACKOFF_SECS) + Duration::from_millis(500)).await;
+    let c2 = ctx
+        .cri
+        .run_container(&pod, &attempt(ctx, 2, &termination), &cfg)
+        .await
+        .context("restart after the backoff")?;
+    let (_, _, code) = ctx.cri.exec_sync(&c2, &["true"], 10).await?;
+    ensure(code == 0, || {
+        format!("the restarted container does not run commands (exit {code})")
+    })?;
+
+    // Compromised again: killed, and with max-restarts=1 quarantined for good.
+    let probe = attack(ctx, &c2).await?;
+    let st = ctx
+        .cri
+        .wait_exited(&c2, Duration::from_secs(15))
+        .await
+        .with_context(|| format!("second compromise not killed (probe {probe})"))?;
+    ensure(st.exit_code == COMPROMISED_EXIT, || {
+        format!("second exit code {}", st.exit_code)
+    })?;
+    ctx.cri.remove_container(&c2).await?;
+    tokio::time::sleep(Duration::from_secs(2 * BACKOFF_SECS) + Duration::from_millis(500)).await;
+    let c3 = ctx
+        .cri
+        .create_container(&pod, &attempt(ctx, 3, &termination), &cfg)
+        .await?;
+    let quarantined = match ctx.cri.start_container(&c3).await {
+        Ok(()) => bail!("a container compromised twice with max-restarts=1 was started again"),
+        Err(e) => format!("{e:#}"),
+    };
+    ensure(quarantined.contains("quarantined"), || {
+        format!("start refused for another reason: {quarantined}")
+    })?;
+    ctx.cri.remove_container(&c3).await?;
+
+    // Every sink has the story.
+    let wanted = [
+        ("container-compromised", "kill", 2),
+        ("compromised-restart-held-back", "block", 1),
+        ("compromised-container-restarted", "restart", 1),
+        ("container-quarantined", "block", 1),
+    ];
+    let events = log.events()?;
+    for (rule, action, n) in wanted {
+        let got = of_pod(&events, &pod_name, rule);
+        ensure(
+            got.len() >= n && got.iter().all(|e| field(e, "/action") == action),
+            || {
+                format!(
+                    "log: {rule}: {} events, want {n} with action {action}: {}",
+                    got.len(),
+                    summary(&events)
+                )
+            },
+        )?;
+    }
+    let kill = of_pod(&events, &pod_name, "container-compromised")[0];
+    let evidence = kill
+        .pointer("/evidence/evidence")
+        .and_then(Value::as_array)
+        .context("kill event without evidence")?;
+    ensure(
+        evidence
+            .iter()
+            .any(|e| field(e, "/rule") == "namespace-change"),
+        || format!("kill evidence {evidence:?}"),
+    )?;
+    let restarted = of_pod(&events, &pod_name, "compromised-container-restarted")[0];
+    ensure(
+        field(restarted, "/evidence/reason").contains("namespace-change"),
+        || format!("restart event without the evidence: {restarted}"),
+    )?;
+    let falco = eventually(Duration::from_secs(10), || {
+        let b = hook.bodies();
+        let n = b
+            .iter()
+            .filter(|v| {
+                field(v, "/rule") == "container-compromised"
+                    && field(v, "/output_fields/k8s.pod.name") == pod_name
+            })
+            .count();
+        (n >= 2).then_some(n)
+    })
+    .await
+    .context("the webhook did not receive both container-compromised events")?;
+    let topic = eventually(Duration::from_secs(10), || {
+        let l = ctr.matching("/palisade/violation");
+        let n = l
+            .iter()
+            .filter(|l| l.contains("container-quarantined") && l.contains(&pod_name))
+            .count();
+        (n >= 1).then_some(l.len())
+    })
+    .await
+    .context("ctr events did not show the quarantine on /palisade/violation")?;
+    let metrics = metrics_text(ctx)?;
+    ensure(
+        metrics.lines().any(|l| {
+            l.starts_with("palisade_compromise_total{event=\"container-compromised\"")
+                && l.ends_with(" 2")
+        }),
+        || format!("metrics: no palisade_compromise_total of 2 kills in {metrics:?}"),
+    )?;
+    Ok(Observed::blocked(format!(
+        "killed twice with exit {COMPROMISED_EXIT}, restart held back then let through, quarantined; webhook {falco} kills, ctr events {topic} lines, metrics counted"
+    )))
+}
+
+/// Every shim's Prometheus textfile, concatenated (one file per pod's shim).
+fn metrics_text(ctx: &Ctx) -> Result<String> {
+    let dir = ctx
+        .settings
+        .metrics_dir
+        .as_ref()
+        .context("no --metrics-dir")?;
+    let mut out = String::new();
+    for e in std::fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))? {
+        let p = e?.path();
+        if p.extension().is_some_and(|x| x == "prom") {
+            out += &std::fs::read_to_string(&p).unwrap_or_default();
+        }
+    }
+    Ok(out)
+}
+
+const DENY_CAT: &str = r#"apiVersion: security.kubearmor.com/v1
+kind: KubeArmorPolicy
+metadata:
+  name: no-hostname-read
+spec:
+  selector:
+    matchLabels: {}
+  file:
+    matchPaths:
+    - path: /etc/hostname
+  action: Block
+"#;
+
+/// Under `palisade-audit`: a Block rule reports and permits, a decisive compromise is reported
+/// and the container keeps running, and the default hardening still denies the attack.
+pub async fn audit_mode(ctx: &Ctx) -> Result<Observed> {
+    let log = EventLog::mark(ctx)?;
+    let mut cfg = ctx.pod_config();
+    cfg.annotations.insert(POLICY.into(), DENY_CAT.into());
+    cfg.annotations
+        .insert(ANNOTATION.into(), "rules=namespace-change".into());
+    let pod_name = crate::cri::pod_name(&cfg).to_string();
+    let pod = ctx.run_pod(&cfg).await?;
+    let c = ctx
+        .cri
+        .run_container(&pod, &ctx.container("web", crate::cri::SLEEPER), &cfg)
+        .await?;
+    let (out, err, code) = ctx.cri.exec_sync(&c, &["cat", "/etc/hostname"], 10).await?;
+    ensure(code == 0 && !out.trim().is_empty(), || {
+        format!("the audited read was denied: exit {code} {out:?} {err:?}")
+    })?;
+    let probe = attack(ctx, &c).await?;
+    ensure(probe.contains("denied"), || {
+        format!("unshare not denied by the default hardening: {probe}")
+    })?;
+    let judged = log
+        .wait_for(Duration::from_secs(10), |e| {
+            field(e, "/workload/pod") == pod_name
+                && field(e, "/rule/name") == "container-compromised"
+        })
+        .await?
+        .with_context(|| {
+            format!(
+                "no container-compromised event: {}",
+                summary(&log.events().unwrap_or_default())
+            )
+        })?;
+    ensure(field(&judged, "/action") == "audit", || {
+        format!(
+            "compromise action {:?}, want audit",
+            field(&judged, "/action")
+        )
+    })?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let st = ctx.cri.container_status(&c).await?;
+    ensure(
+        st.state == k8s_cri::v1::ContainerState::ContainerRunning as i32,
+        || {
+            format!(
+                "the container was stopped in audit mode (state {}, exit {})",
+                crate::cri::state_name(st.state),
+                st.exit_code
+            )
+        },
+    )?;
+    Ok(Observed::blocked(format!(
+        "Block rule audited (read allowed), unshare still denied ({probe}), compromise reported not killed"
+    )))
+}
