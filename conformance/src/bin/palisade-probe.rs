@@ -4,6 +4,11 @@
 //! with rustc as a static binary, so it uses no crates): busybox has no keyctl, bpf or
 //! perf_event_open applets. It prints `allowed` and exits 0 when the call succeeded, or
 //! `denied errno=N NAME` and exits 1 when it failed; 2 is a usage error.
+//!
+//! The benchmarks use two more commands: `palisade-probe loop OP N` times N iterations of one
+//! operation (`getpid`, `open`, `exec`, `connect`, `udp`) after N/20 unmeasured ones and prints
+//! one line, `loop op=OP iterations=N ns_per_op=F total_ns=T`; `palisade-probe noop` exits 0 at
+//! once (the program the exec loop runs).
 
 use std::ffi::{c_char, c_int, c_long, c_void};
 use std::process::ExitCode;
@@ -15,6 +20,13 @@ extern "C" {
     fn getuid() -> u32;
     fn setuid(uid: u32) -> c_int;
     fn socket(domain: c_int, kind: c_int, protocol: c_int) -> c_int;
+    fn open(path: *const c_char, flags: c_int, ...) -> c_int;
+    fn close(fd: c_int) -> c_int;
+    fn fork() -> c_int;
+    fn execv(path: *const c_char, argv: *const *const c_char) -> c_int;
+    fn waitpid(pid: c_int, status: *mut c_int, options: c_int) -> c_int;
+    fn _exit(code: c_int) -> !;
+    fn setsockopt(fd: c_int, level: c_int, name: c_int, value: *const c_void, len: u32) -> c_int;
     fn mount(
         src: *const c_char,
         target: *const c_char,
@@ -31,6 +43,7 @@ const SYS_UNSHARE: c_long = 272;
 const SYS_PERF_EVENT_OPEN: c_long = 298;
 const SYS_KEYCTL: c_long = 250;
 const SYS_BPF: c_long = 321;
+const SYS_GETPID: c_long = 39;
 
 const KEYCTL_JOIN_SESSION_KEYRING: c_long = 1;
 const BPF_MAP_CREATE: c_long = 0;
@@ -42,6 +55,9 @@ const AF_INET: c_int = 2;
 const SOCK_STREAM: c_int = 1;
 const SOCK_RAW: c_int = 3;
 const IPPROTO_ICMP: c_int = 1;
+const O_RDONLY_CLOEXEC: c_int = 0o2000000;
+const SOL_SOCKET: c_int = 1;
+const SO_LINGER: c_int = 13;
 
 fn errno() -> c_int {
     // SAFETY: glibc's thread-local errno is always a valid pointer.
@@ -161,10 +177,160 @@ fn probe(op: &str, arg: Option<&str>) -> u8 {
     }
 }
 
+/// The file the open loop opens: CRI bind-mounts it into every container.
+const OPEN_PATH: &std::ffi::CStr = c"/etc/hostname";
+
+/// One iteration of a benchmark loop.
+enum LoopOp {
+    Getpid,
+    Open,
+    /// fork, exec of this binary with `noop`, wait: what a shell does for every command.
+    Exec(std::ffi::CString),
+    /// TCP connect to a listener on loopback, accept, close (RST, so no TIME_WAIT piles up).
+    Connect(std::net::TcpListener, std::net::SocketAddr),
+    /// UDP socket, connect, close: no handshake, only the socket calls.
+    Udp {
+        addr: std::net::SocketAddr,
+        _target: std::net::UdpSocket,
+    },
+}
+
+impl LoopOp {
+    fn new(name: &str) -> Result<Self, String> {
+        Ok(match name {
+            "getpid" => LoopOp::Getpid,
+            "open" => LoopOp::Open,
+            "exec" => {
+                let exe = std::env::current_exe().map_err(|e| format!("current exe: {e}"))?;
+                let exe = std::ffi::CString::new(exe.into_os_string().into_encoded_bytes())
+                    .map_err(|e| format!("current exe: {e}"))?;
+                LoopOp::Exec(exe)
+            }
+            "connect" => {
+                let l = std::net::TcpListener::bind("127.0.0.1:0")
+                    .map_err(|e| format!("tcp listener on 127.0.0.1: {e}"))?;
+                let addr = l.local_addr().map_err(|e| format!("tcp listener: {e}"))?;
+                LoopOp::Connect(l, addr)
+            }
+            "udp" => {
+                let target = std::net::UdpSocket::bind("127.0.0.1:0")
+                    .map_err(|e| format!("udp socket on 127.0.0.1: {e}"))?;
+                let addr = target
+                    .local_addr()
+                    .map_err(|e| format!("udp socket: {e}"))?;
+                LoopOp::Udp {
+                    addr,
+                    _target: target,
+                }
+            }
+            other => return Err(format!("unknown loop op {other}")),
+        })
+    }
+
+    fn once(&self) -> Result<(), String> {
+        match self {
+            // SAFETY: getpid takes no arguments.
+            LoopOp::Getpid => unsafe {
+                syscall(SYS_GETPID);
+            },
+            LoopOp::Open => {
+                // SAFETY: a NUL-terminated path; the descriptor is closed at once.
+                let fd = unsafe { open(OPEN_PATH.as_ptr(), O_RDONLY_CLOEXEC) };
+                if fd < 0 {
+                    return Err(format!("open {OPEN_PATH:?}: errno {}", errno()));
+                }
+                // SAFETY: fd was just opened by us.
+                unsafe { close(fd) };
+            }
+            LoopOp::Exec(exe) => {
+                let argv = [exe.as_ptr(), c"noop".as_ptr(), std::ptr::null()];
+                // SAFETY: the child only calls execv and _exit (async-signal-safe); argv is
+                // NUL-terminated and outlives the call.
+                let pid = unsafe { fork() };
+                if pid == 0 {
+                    unsafe {
+                        execv(exe.as_ptr(), argv.as_ptr());
+                        _exit(127);
+                    }
+                }
+                if pid < 0 {
+                    return Err(format!("fork: errno {}", errno()));
+                }
+                let mut status: c_int = 0;
+                // SAFETY: status is a valid out pointer; pid is our child.
+                if unsafe { waitpid(pid, &mut status, 0) } != pid || status != 0 {
+                    return Err(format!("exec {exe:?} noop: wait status {status}"));
+                }
+            }
+            LoopOp::Connect(listener, addr) => {
+                use std::os::fd::AsRawFd as _;
+                let c = std::net::TcpStream::connect(addr)
+                    .map_err(|e| format!("connect {addr}: {e}"))?;
+                let (s, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
+                let linger: [c_int; 2] = [1, 0];
+                // SAFETY: a valid socket and a struct linger {onoff, linger} of 8 bytes.
+                unsafe {
+                    setsockopt(
+                        c.as_raw_fd(),
+                        SOL_SOCKET,
+                        SO_LINGER,
+                        linger.as_ptr().cast(),
+                        8,
+                    )
+                };
+                drop(c);
+                drop(s);
+            }
+            LoopOp::Udp { addr, .. } => {
+                let s = std::net::UdpSocket::bind("127.0.0.1:0")
+                    .map_err(|e| format!("udp bind: {e}"))?;
+                s.connect(addr)
+                    .map_err(|e| format!("udp connect {addr}: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `loop OP N`: N/20 unmeasured iterations, then N timed ones; prints the parseable line.
+fn run_loop(op: &str, n: Option<&str>) -> u8 {
+    let Some(n) = n.and_then(|n| n.parse::<u64>().ok()).filter(|&n| n > 0) else {
+        eprintln!("usage: palisade-probe loop getpid|open|exec|connect|udp ITERATIONS");
+        return 2;
+    };
+    let run = || -> Result<u128, String> {
+        let op = LoopOp::new(op)?;
+        for _ in 0..n / 20 {
+            op.once()?;
+        }
+        let t0 = std::time::Instant::now();
+        for _ in 0..n {
+            op.once()?;
+        }
+        Ok(t0.elapsed().as_nanos())
+    };
+    match run() {
+        Ok(total) => {
+            println!(
+                "loop op={op} iterations={n} ns_per_op={:.1} total_ns={total}",
+                total as f64 / n as f64
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("loop {op}: {e}");
+            1
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first() {
-        Some(op) => ExitCode::from(probe(op, args.get(1).map(String::as_str))),
+    let arg = |i: usize| args.get(i).map(String::as_str);
+    match args.first().map(String::as_str) {
+        Some("noop") => ExitCode::SUCCESS,
+        Some("loop") => ExitCode::from(run_loop(arg(1).unwrap_or(""), arg(2))),
+        Some(op) => ExitCode::from(probe(op, arg(1))),
         None => {
             eprintln!("usage: palisade-probe OP [ARG]");
             ExitCode::from(2)
