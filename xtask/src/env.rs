@@ -206,6 +206,13 @@ impl Env {
             &palisade_audit_toml,
             format!("{header}mode = \"audit\"\n{shim_config}"),
         )?;
+        // The monitor bench's baseline: the same shim with the monitor off (the line joins the
+        // `[monitor]` table, which ends the shared configuration).
+        let palisade_nomon_toml = r.join("palisade-nomon.toml");
+        fs::write(
+            &palisade_nomon_toml,
+            format!("{header}{shim_config}enabled = false\n"),
+        )?;
         let cri = "plugins.\"io.containerd.grpc.v1.cri\"";
         let config = format!(
             r#"# private containerd for palisade's tests (written by cargo xtask)
@@ -263,6 +270,13 @@ oom_score = 0
 [{cri}.containerd.runtimes.palisade-audit.options]
   ConfigPath = "{palisade_audit_toml}"
 
+[{cri}.containerd.runtimes.palisade-nomon]
+  runtime_type = "io.containerd.palisade.v2"
+  pod_annotations = ["palisade.dev/*"]
+
+[{cri}.containerd.runtimes.palisade-nomon.options]
+  ConfigPath = "{palisade_nomon_toml}"
+
 [{cri}.cni]
   bin_dir = "/usr/lib/cni"
   conf_dir = "{cni_conf}"
@@ -275,6 +289,7 @@ oom_score = 0
             palisade_toml = palisade_toml.display(),
             palisade_strict_toml = palisade_strict_toml.display(),
             palisade_audit_toml = palisade_audit_toml.display(),
+            palisade_nomon_toml = palisade_nomon_toml.display(),
             cni_conf = cni_conf.display(),
         );
         fs::write(&self.config, config)?;
