@@ -4,18 +4,19 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _, Result};
-use palisade_conformance::{checks, cri::Cri, suite};
+use palisade_conformance::{bench, checks, cri::Cri, suite};
 
 const USAGE: &str = "usage: palisade-conformance run --cri-socket PATH --image REF [--handlers runc,palisade] \
 [--work-dir DIR] [--cgroup-root PATH] [--control-socket PATH] [--containerd-address PATH] [--filter NAME]...
        palisade-conformance security --cri-socket PATH --image REF [--handlers runc,palisade,palisade-strict] \
 [--work-dir DIR] [--cgroup-root PATH] [--events-dir DIR] [--gate-state-dir DIR] [--metrics-dir DIR] [--webhook-listen ADDR] [--filter NAME]...
        palisade-conformance demo --cri-socket PATH --image REF [--handlers palisade]
-       palisade-conformance bench --cri-socket PATH --image REF [--handlers runc,palisade] [--runs N]
+       palisade-conformance bench --cri-socket PATH --image REF [--suite start|syscalls|monitor] \
+[--handlers runc,palisade] [--runs N] [--rounds N] [--scale F] [--pods N]
        palisade-conformance cleanup --cri-socket PATH
        palisade-conformance list";
 
-fn parse(args: &[String]) -> Result<(String, suite::Settings, u32)> {
+fn parse(args: &[String]) -> Result<(String, suite::Settings, bench::Options)> {
     let mut it = args.iter();
     let cmd = it.next().context(USAGE)?.clone();
     let mut s = suite::Settings {
@@ -32,7 +33,7 @@ fn parse(args: &[String]) -> Result<(String, suite::Settings, u32)> {
         metrics_dir: None,
         webhook_listen: None,
     };
-    let mut runs = 30;
+    let mut bench = bench::Options::default();
     while let Some(flag) = it.next() {
         let mut val = || {
             it.next()
@@ -54,16 +55,18 @@ fn parse(args: &[String]) -> Result<(String, suite::Settings, u32)> {
             "--webhook-listen" => {
                 s.webhook_listen = Some(val()?.parse().context("--webhook-listen")?)
             }
-            "--runs" => runs = val()?.parse().context("--runs")?,
+            f @ ("--suite" | "--runs" | "--rounds" | "--scale" | "--pods") => {
+                bench.set(f, &val()?)?
+            }
             other => bail!("unknown argument {other}\n{USAGE}"),
         }
     }
-    Ok((cmd, s, runs))
+    Ok((cmd, s, bench))
 }
 
 async fn real_main() -> Result<bool> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (cmd, settings, runs) = parse(&args)?;
+    let (cmd, settings, bench) = parse(&args)?;
     match cmd.as_str() {
         "list" => {
             for c in checks::all() {
@@ -85,10 +88,7 @@ async fn real_main() -> Result<bool> {
             Ok(true)
         }
         "bench" => {
-            print!(
-                "{}",
-                palisade_conformance::bench::run(&settings, runs).await?
-            );
+            print!("{}", bench::run(&settings, &bench).await?);
             Ok(true)
         }
         "security" => {
