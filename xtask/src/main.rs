@@ -18,14 +18,24 @@ commands:
   test    apt packages, fmt, clippy, cargo test, release shim, then the CRI conformance
           suite against a private containerd (handlers runc and palisade)
   demo    private containerd, one pod + container with runtime handler palisade, exec, teardown
-  bench   pod+container start latency and shim memory for runc and palisade -> docs/benchmarks.md
+  bench   benchmarks against a private containerd, each suite rewriting its section of
+          docs/benchmarks.md: start (pod+container start latency and shim memory per pod,
+          cold and warm node), syscalls (getpid, open/close, exec loops in a container
+          under runc, palisade-nomon, palisade, palisade-strict), monitor (exec, open/close,
+          connect loops with the monitor off, on for 1 pod, on among --pods pods)
 options (test):
   --suite-only        skip fmt, clippy and cargo test
   --handlers a,b      runtime handlers to test (default runc,palisade)
   --filter NAME       only the checks whose name contains NAME (repeatable)
   --no-shim           do not build or install the palisade shim
 options (bench):
-  --runs N            start latency samples per handler (default 30)";
+  --suite S           start, syscalls, monitor or all (default all)
+  --handlers a,b      start: default runc,palisade; syscalls: default
+                      runc,palisade-nomon,palisade,palisade-strict (the first is the baseline)
+  --runs N            start: measured pods per handler and node state (default 30)
+  --rounds N          syscalls, monitor: rounds over all configurations (default 5)
+  --scale F           syscalls, monitor: factor on the loops' iteration counts (default 1)
+  --pods N            monitor: monitored pods in the crowded configuration (default 20)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

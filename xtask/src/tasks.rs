@@ -20,6 +20,11 @@ pub struct Opts {
     pub handlers: Option<String>,
     pub filters: Vec<String>,
     pub runs: Option<u32>,
+    /// bench: start, syscalls, monitor or all.
+    pub suite: Option<String>,
+    pub rounds: Option<u32>,
+    pub scale: Option<f64>,
+    pub pods: Option<u32>,
 }
 
 impl Opts {
@@ -38,6 +43,16 @@ impl Opts {
                 "--handlers" => o.handlers = Some(val()?),
                 "--filter" => o.filters.push(val()?),
                 "--runs" => o.runs = Some(val()?.parse().context("--runs")?),
+                "--suite" => {
+                    let v = val()?;
+                    if v != "all" && !BENCH_SUITES.iter().any(|b| b.name == v) {
+                        bail!("--suite {v}: not one of start, syscalls, monitor, all");
+                    }
+                    o.suite = Some(v);
+                }
+                "--rounds" => o.rounds = Some(val()?.parse().context("--rounds")?),
+                "--scale" => o.scale = Some(val()?.parse().context("--scale")?),
+                "--pods" => o.pods = Some(val()?.parse().context("--pods")?),
                 other => bail!("unknown option {other}"),
             }
         }
@@ -288,8 +303,76 @@ pub fn demo(opts: &Opts) -> Result<()> {
     })
 }
 
-/// `cargo xtask bench`: measures, then rewrites the marked section of docs/benchmarks.md.
+/// One bench suite and the marked section of docs/benchmarks.md it rewrites.
+struct BenchSuite {
+    name: &'static str,
+    begin: &'static str,
+    end: &'static str,
+}
+
+const BENCH_SUITES: [BenchSuite; 3] = [
+    BenchSuite {
+        name: "start",
+        begin: "<!-- BEGIN xtask bench -->",
+        end: "<!-- END xtask bench -->",
+    },
+    BenchSuite {
+        name: "syscalls",
+        begin: "<!-- BEGIN xtask bench syscalls -->",
+        end: "<!-- END xtask bench syscalls -->",
+    },
+    BenchSuite {
+        name: "monitor",
+        begin: "<!-- BEGIN xtask bench monitor -->",
+        end: "<!-- END xtask bench monitor -->",
+    },
+];
+
+/// The handlers of the syscalls suite: the baseline first, then palisade without its monitor
+/// (the sandbox alone), as configured by default, and strict.
+const SYSCALLS_HANDLERS: &str = "runc,palisade-nomon,palisade,palisade-strict";
+
+impl Opts {
+    fn bench_suites(&self) -> Vec<&'static BenchSuite> {
+        let want = self.suite.as_deref().unwrap_or("all");
+        BENCH_SUITES
+            .iter()
+            .filter(|b| want == "all" || b.name == want)
+            .collect()
+    }
+
+    /// The command line that reproduces this bench run, for the doc.
+    fn bench_command(&self) -> String {
+        let mut c = String::from("cargo xtask bench");
+        if let Some(s) = &self.suite {
+            c += &format!(" --suite {s}");
+        }
+        if let Some(h) = &self.handlers {
+            c += &format!(" --handlers {h}");
+        }
+        if let Some(r) = self.runs {
+            c += &format!(" --runs {r}");
+        }
+        if let Some(r) = self.rounds {
+            c += &format!(" --rounds {r}");
+        }
+        if let Some(s) = self.scale {
+            c += &format!(" --scale {s}");
+        }
+        if let Some(p) = self.pods {
+            c += &format!(" --pods {p}");
+        }
+        c
+    }
+}
+
+/// `cargo xtask bench`: runs the chosen suites against one private containerd and rewrites
+/// each suite's marked section of docs/benchmarks.md as soon as it has finished.
 pub fn bench(opts: &Opts) -> Result<()> {
+    let suites = opts.bench_suites();
+    if opts.no_shim && suites.iter().any(|b| b.name != "start") {
+        bail!("--no-shim: only --suite start runs without the palisade shim");
+    }
     let slot = install_signal_teardown()?;
     apt::ensure_packages()?;
     let ws = Workspace::locate()?;
@@ -298,72 +381,107 @@ pub fn bench(opts: &Opts) -> Result<()> {
     } else {
         Some(ws.build_shim()?)
     };
-    let runs = opts.runs.unwrap_or(30);
-    let handlers = opts.handlers();
-    // Other work on the machine moves the latencies: the section records the load.
-    let load_before = loadavg();
-    let table = with_env(&ws, &slot, shim, |env| {
-        let mut cmd = suite_cmd(env, &ws, "bench");
-        cmd.arg("--handlers")
-            .arg(&handlers)
-            .arg("--runs")
-            .arg(runs.to_string());
-        let (st, out) = env.run_child_output(&mut cmd)?;
-        if !st.success() {
-            bail!("bench failed ({st})");
-        }
-        Ok(out)
-    })?;
-    let mut command = String::from("cargo xtask bench");
-    if runs != 30 {
-        command += &format!(" --runs {runs}");
-    }
-    if opts.handlers.is_some() {
-        command += &format!(" --handlers {handlers}");
-    }
+    let command = opts.bench_command();
     let doc = ws.root.join("docs/benchmarks.md");
-    let load = format!("load average {load_before} before, {} after", loadavg());
-    write_bench_section(&doc, &command, &load, &table)?;
-    println!("{table}");
-    eprintln!("xtask: wrote {}", doc.display());
-    Ok(())
+    with_env(&ws, &slot, shim, |env| {
+        for suite in &suites {
+            let mut cmd = suite_cmd(env, &ws, "bench");
+            cmd.arg("--suite").arg(suite.name);
+            let handlers = match suite.name {
+                "syscalls" => opts
+                    .handlers
+                    .clone()
+                    .unwrap_or_else(|| SYSCALLS_HANDLERS.into()),
+                _ => opts.handlers(),
+            };
+            cmd.arg("--handlers").arg(handlers);
+            for (flag, v) in [
+                ("--runs", opts.runs.map(|v| v.to_string())),
+                ("--rounds", opts.rounds.map(|v| v.to_string())),
+                ("--scale", opts.scale.map(|v| v.to_string())),
+                ("--pods", opts.pods.map(|v| v.to_string())),
+            ] {
+                if let Some(v) = v {
+                    cmd.arg(flag).arg(v);
+                }
+            }
+            // Other work on the machine moves every figure: the section records the load.
+            let before = loadavg();
+            eprintln!("xtask: bench suite {} (load average {before})", suite.name);
+            let (st, out) = env.run_child_output(&mut cmd)?;
+            if !st.success() {
+                bail!("bench suite {} failed ({st})", suite.name);
+            }
+            let after = loadavg();
+            let header = section_header(&command, &before, &after);
+            write_bench_section(&doc, suite, &header, &out)?;
+            println!("{header}\n\n{out}");
+            eprintln!("xtask: wrote {} ({})", doc.display(), suite.begin);
+        }
+        Ok(())
+    })
 }
 
-const BEGIN: &str = "<!-- BEGIN xtask bench -->";
-const END: &str = "<!-- END xtask bench -->";
-
-/// The 1-minute load average from /proc/loadavg.
+/// The three load averages from /proc/loadavg.
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
         .split_whitespace()
-        .next()
-        .unwrap_or("?")
-        .to_string()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
-fn write_bench_section(doc: &Path, command: &str, load: &str, table: &str) -> Result<()> {
-    let section = format!(
-        "{BEGIN}\nMeasured by `{command}` on {} ({} cores, kernel {}; {load}).\n\n{}\n{END}",
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0)
+}
+
+/// Date, machine and load of a section; says so when the load passed the core count.
+fn section_header(command: &str, before: &str, after: &str) -> String {
+    let cores = cores();
+    let mut h = format!(
+        "Measured by `{command}` on {} UTC ({cores} cores, kernel {}; load average (1, 5, 15 min) \
+         {before} before, {after} after).",
         date_utc(),
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0),
         std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
             .trim(),
-        table.trim()
+    );
+    if loaded(before, cores) || loaded(after, cores) {
+        h += " **The machine was loaded** (1-minute load above its core count): other work \
+              competed with the measurement.";
+    }
+    h
+}
+
+/// True when the 1-minute figure of a load average triple exceeds `cores`.
+fn loaded(load: &str, cores: usize) -> bool {
+    load.split_whitespace()
+        .next()
+        .and_then(|l| l.parse::<f64>().ok())
+        .is_some_and(|l| l > cores as f64)
+}
+
+fn write_bench_section(doc: &Path, suite: &BenchSuite, header: &str, body: &str) -> Result<()> {
+    let section = format!(
+        "{}\n{header}\n\n{}\n{}",
+        suite.begin,
+        body.trim(),
+        suite.end
     );
     let current = std::fs::read_to_string(doc).unwrap_or_default();
-    let updated = replace_section(&current, &section);
+    let updated = replace_section(&current, suite, &section);
     std::fs::write(doc, updated).with_context(|| format!("write {}", doc.display()))
 }
 
-/// Replaces the marked section, or appends it (creating a heading) when absent.
-fn replace_section(current: &str, section: &str) -> String {
-    match (current.find(BEGIN), current.find(END)) {
+/// Replaces the suite's marked section, or appends it (creating a heading) when absent.
+fn replace_section(current: &str, suite: &BenchSuite, section: &str) -> String {
+    let (begin, end) = (suite.begin, suite.end);
+    match (current.find(begin), current.find(end)) {
         (Some(b), Some(e)) if e > b => {
-            format!("{}{section}{}", &current[..b], &current[e + END.len()..])
+            format!("{}{section}{}", &current[..b], &current[e + end.len()..])
         }
         _ if current.trim().is_empty() => format!("# Benchmarks\n\n{section}\n"),
         _ => format!("{}\n\n{section}\n", current.trim_end()),
@@ -372,7 +490,7 @@ fn replace_section(current: &str, section: &str) -> String {
 
 fn date_utc() -> String {
     Command::new("date")
-        .args(["-u", "+%Y-%m-%d"])
+        .args(["-u", "+%Y-%m-%d %H:%M"])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default()
@@ -384,20 +502,55 @@ mod tests {
 
     #[test]
     fn section_is_replaced_in_place() {
-        let doc = format!("# B\n\nintro\n\n{BEGIN}\nold\n{END}\n\ntail\n");
-        let out = replace_section(&doc, &format!("{BEGIN}\nnew\n{END}"));
+        let [start, sys, _] = &BENCH_SUITES;
+        let (b, e) = (start.begin, start.end);
+        let (sb, se) = (sys.begin, sys.end);
+        let doc = format!("# B\n\n{b}\nold\n{e}\n\nmid\n\n{sb}\nold sys\n{se}\n\ntail\n");
+        let out = replace_section(&doc, start, &format!("{b}\nnew\n{e}"));
         assert_eq!(
             out,
-            format!("# B\n\nintro\n\n{BEGIN}\nnew\n{END}\n\ntail\n")
+            format!("# B\n\n{b}\nnew\n{e}\n\nmid\n\n{sb}\nold sys\n{se}\n\ntail\n")
+        );
+        let out = replace_section(&out, sys, &format!("{sb}\nnew sys\n{se}"));
+        assert_eq!(
+            out,
+            format!("# B\n\n{b}\nnew\n{e}\n\nmid\n\n{sb}\nnew sys\n{se}\n\ntail\n")
         );
     }
 
     #[test]
     fn section_is_appended_when_missing() {
-        let out = replace_section("# B\n", &format!("{BEGIN}\nx\n{END}"));
-        assert!(out.starts_with("# B\n\n<!-- BEGIN"));
-        let fresh = replace_section("", &format!("{BEGIN}\nx\n{END}"));
+        let mon = &BENCH_SUITES[2];
+        let (b, e) = (mon.begin, mon.end);
+        let out = replace_section("# B\n", mon, &format!("{b}\nx\n{e}"));
+        assert!(out.starts_with("# B\n\n<!-- BEGIN xtask bench monitor"));
+        let fresh = replace_section("", mon, &format!("{b}\nx\n{e}"));
         assert!(fresh.starts_with("# Benchmarks\n"));
+    }
+
+    #[test]
+    fn bench_options_select_suites_and_name_the_command() {
+        let o = Opts::parse(&[]).unwrap();
+        assert_eq!(o.bench_suites().len(), 3);
+        assert_eq!(o.bench_command(), "cargo xtask bench");
+        let args: Vec<String> = ["--suite", "monitor", "--rounds", "3", "--scale", "0.01"]
+            .map(String::from)
+            .into();
+        let o = Opts::parse(&args).unwrap();
+        let names: Vec<_> = o.bench_suites().iter().map(|b| b.name).collect();
+        assert_eq!(names, ["monitor"]);
+        assert_eq!(
+            o.bench_command(),
+            "cargo xtask bench --suite monitor --rounds 3 --scale 0.01"
+        );
+        assert!(Opts::parse(&["--suite".into(), "fast".into()]).is_err());
+    }
+
+    #[test]
+    fn load_above_the_cores_is_flagged() {
+        assert!(loaded("2.50 1.00 0.50", 2));
+        assert!(!loaded("1.99 9.00 9.00", 2));
+        assert!(!loaded("", 2));
     }
 
     #[test]
