@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
+use k8s_cri::v1::PodSandboxConfig;
 
 use crate::cri::{self, Cri};
 use crate::host;
@@ -121,6 +122,17 @@ fn status_kib(pid: i32, key: &str, file: &str) -> Result<u64> {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .with_context(|| format!("no {key} in /proc/{pid}/{file}"))
+}
+
+/// The configuration of the bench pod `name` (logs under the work dir).
+pub fn sleeper_pod_config(settings: &Settings, name: &str) -> PodSandboxConfig {
+    let uid = format!("{}-{name}", std::process::id());
+    cri::pod_config(
+        name,
+        &uid,
+        &settings.work_dir.join(name),
+        &settings.cgroup_root,
+    )
 }
 
 /// Starts a pod with one sleeper container; returns (pod id, container id). A pod whose

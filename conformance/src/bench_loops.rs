@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::bench::{quantile, start_sleeper_pod, Options};
-use crate::cri::Cri;
+use k8s_cri::v1::PodSandboxConfig;
+
+use crate::bench::{quantile, sleeper_pod_config, start_sleeper_pod, Options};
+use crate::cri::{self, Cri};
 use crate::host;
 use crate::suite::Settings;
 
@@ -23,8 +25,8 @@ const PALISADE_HANDLER: &str = "palisade";
 /// shims' start-up work (the monitor's program load among it) is not measured.
 const SETTLE: Duration = Duration::from_secs(2);
 
-/// ExecSync limit for one loop (the exec loop at the default count takes a few seconds).
-const LOOP_TIMEOUT_S: i64 = 600;
+/// Limit for one loop (the exec loop at the default count takes a few seconds).
+const LOOP_TIMEOUT_S: u64 = 600;
 
 /// One loop of the probe and the overhead the issue allows for it.
 #[derive(Debug, Clone, PartialEq)]
@@ -212,7 +214,7 @@ async fn measure_config(
             );
         }
         let (pod, container) = start_sleeper_pod(cri, settings, name, &config.handler).await?;
-        pods.push(pod);
+        pods.push(pod.clone());
         if let Some(want) = config.monitor {
             let (shim, _) = host::shim_of(cri.container_pid(&container).await?)?;
             let held = bpf_fds(shim)?;
@@ -225,9 +227,15 @@ async fn measure_config(
             }
         }
         tokio::time::sleep(SETTLE).await;
+        let pod_config = sleeper_pod_config(settings, name);
+        let target = Pod {
+            id: &pod,
+            config: &pod_config,
+            image: &settings.image,
+        };
         let mut ns = Vec::new();
         for l in &plan.loops {
-            ns.push(run_loop(cri, &container, l).await?);
+            ns.push(run_loop(cri, &target, l).await?);
         }
         Ok::<_, anyhow::Error>(ns)
     }
@@ -257,22 +265,59 @@ fn bpf_fds(pid: i32) -> Result<usize> {
         .count())
 }
 
-/// Runs `palisade-probe loop OP N` in the container and returns its ns/op.
-async fn run_loop(cri: &Cri, container: &str, l: &Loop) -> Result<f64> {
+/// Runs `palisade-probe loop OP N` as a container of the measured pod and returns its ns/op.
+/// The loop is the container's own process rather than an exec: it is what the container's
+/// workload would be, and the exec path (runc's exec init) stays out of the measurement.
+async fn run_loop(cri: &Cri, pod: &Pod<'_>, l: &Loop) -> Result<f64> {
     let n = l.iterations.to_string();
     let cmd = [PROBE, "loop", l.op, n.as_str()];
-    let (out, err, code) = cri.exec_sync(container, &cmd, LOOP_TIMEOUT_S).await?;
-    if code != 0 {
-        bail!("{cmd:?} exited {code}: stdout {out:?} stderr {err:?}");
+    let name = format!("loop-{}", l.op);
+    let cfg = cri::container_config(&name, 0, pod.image, &cmd);
+    let id = cri.run_container(pod.id, &cfg, pod.config).await?;
+    let result = async {
+        let st = cri
+            .wait_exited(&id, Duration::from_secs(LOOP_TIMEOUT_S))
+            .await?;
+        let out = read_log_until(&st.log_path, "loop op=").await;
+        if st.exit_code != 0 {
+            bail!("{cmd:?} exited {}: log {out:?}", st.exit_code);
+        }
+        parse_loop_line(&out, l.op, l.iterations).with_context(|| format!("{cmd:?}: log {out:?}"))
     }
-    parse_loop_line(&out, l.op, l.iterations).with_context(|| format!("{cmd:?}: stdout {out:?}"))
+    .await;
+    let removed = cri.remove_container(&id).await;
+    let ns = result?;
+    removed?;
+    Ok(ns)
 }
 
-/// The ns/op of the probe's `loop op=OP iterations=N ns_per_op=F total_ns=T` line.
+/// The container log's text once it holds `needle` (the runtime may write it just after the
+/// exit), or whatever it holds after a few seconds.
+async fn read_log_until(path: &str, needle: &str) -> String {
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    text
+}
+
+/// The measured pod, for the loop containers.
+struct Pod<'a> {
+    id: &'a str,
+    config: &'a PodSandboxConfig,
+    image: &'a str,
+}
+
+/// The ns/op of the probe's `loop op=OP iterations=N ns_per_op=F total_ns=T` line (plain, or
+/// in a CRI log line after its time, stream and tag).
 fn parse_loop_line(out: &str, op: &str, iterations: u64) -> Result<f64> {
     let line = out
         .lines()
-        .find(|l| l.starts_with("loop "))
+        .find_map(|l| l.find("loop op=").map(|i| &l[i..]))
         .context("no loop line")?;
     let field = |key: &str| {
         line.split_whitespace()
@@ -394,6 +439,8 @@ mod tests {
     fn loop_line_is_parsed_and_checked() {
         let out = "loop op=open iterations=100 ns_per_op=2345.6 total_ns=234560\n";
         assert_eq!(parse_loop_line(out, "open", 100).unwrap(), 2345.6);
+        let log = "2026-11-23T01:02:03.1Z stdout F loop op=exec iterations=10 ns_per_op=900000.0 total_ns=9000000\n";
+        assert_eq!(parse_loop_line(log, "exec", 10).unwrap(), 900000.0);
         assert!(parse_loop_line(out, "exec", 100).is_err());
         assert!(parse_loop_line(out, "open", 10).is_err());
         assert!(parse_loop_line("denied errno=1 EPERM\n", "open", 100).is_err());
