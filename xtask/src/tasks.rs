@@ -580,7 +580,10 @@ mod tests {
         assert!(o.suite_only);
         assert_eq!(o.filters, vec!["exec".to_string()]);
         assert_eq!(o.handlers(), "runc,palisade");
-        assert_eq!(o.security_handlers(), "runc,palisade,palisade-strict");
+        assert_eq!(
+            o.security_handlers(),
+            "runc,palisade,palisade-strict,palisade-audit"
+        );
         assert!(Opts::parse(&["--bogus".into()]).is_err());
     }
 }
