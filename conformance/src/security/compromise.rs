@@ -4,16 +4,15 @@
 //! `palisade-audit` handler: the same attack is reported, nothing is killed or denied beyond
 //! the default hardening.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use k8s_cri::v1::Mount;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 
 use super::attacks::PROBE;
 use super::eventlog::{field, summary, EventLog};
+use super::sinks::{eventually, metrics_text, CtrEvents, Webhook};
 use super::{Observed, Scope, SecCheck, AUDIT, PALISADE};
 use crate::sec_check;
 use crate::suite::{ensure, Ctx};
@@ -35,145 +34,6 @@ pub fn all() -> Vec<SecCheck> {
         ),
         sec_check!("audit_mode", 90, Scope::Only(AUDIT), audit_mode),
     ]
-}
-
-/// A Falco webhook receiver on the address the shims post to; keeps every body.
-struct Webhook {
-    bodies: Arc<Mutex<Vec<String>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Webhook {
-    async fn listen(ctx: &Ctx) -> Result<Self> {
-        let addr = ctx
-            .settings
-            .webhook_listen
-            .context("no --webhook-listen: the shims' webhook address is unknown")?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("listen on the webhook address {addr}"))?;
-        let bodies = Arc::new(Mutex::new(Vec::new()));
-        let kept = bodies.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((conn, _)) = listener.accept().await {
-                let kept = kept.clone();
-                tokio::spawn(async move {
-                    if let Ok(body) = read_post(conn).await {
-                        if let Ok(mut b) = kept.lock() {
-                            b.push(body);
-                        }
-                    }
-                });
-            }
-        });
-        Ok(Webhook { bodies, task })
-    }
-
-    fn bodies(&self) -> Vec<Value> {
-        self.bodies
-            .lock()
-            .map(|b| {
-                b.iter()
-                    .filter_map(|s| serde_json::from_str(s).ok())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Webhook {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Reads one HTTP/1.1 POST (Content-Length body), answers 204, returns the body.
-async fn read_post(conn: tokio::net::TcpStream) -> Result<String> {
-    let mut r = BufReader::new(conn);
-    let mut len = 0usize;
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).await? == 0 {
-            bail!("connection closed in the headers");
-        }
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                len = v.trim().parse().context("content-length")?;
-            }
-        }
-    }
-    let mut body = vec![0; len.min(1 << 20)];
-    r.read_exact(&mut body).await?;
-    r.get_mut()
-        .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
-        .await?;
-    Ok(String::from_utf8_lossy(&body).into_owned())
-}
-
-/// `ctr events` against the harness's containerd, collecting its lines; killed by pid on drop.
-struct CtrEvents {
-    child: std::process::Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl CtrEvents {
-    fn start(ctx: &Ctx) -> Result<Self> {
-        let address = ctx
-            .settings
-            .containerd_address
-            .as_ref()
-            .context("no --containerd-address")?;
-        let mut child = std::process::Command::new("ctr")
-            .args(["--address", address, "events"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .context("start ctr events")?;
-        let out = child.stdout.take().context("ctr events stdout")?;
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let kept = lines.clone();
-        std::thread::spawn(move || {
-            use std::io::BufRead as _;
-            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                if let Ok(mut l) = kept.lock() {
-                    l.push(line);
-                }
-            }
-        });
-        Ok(CtrEvents { child, lines })
-    }
-
-    fn matching(&self, needle: &str) -> Vec<String> {
-        self.lines
-            .lock()
-            .map(|l| l.iter().filter(|s| s.contains(needle)).cloned().collect())
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for CtrEvents {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Polls `pred` for up to `timeout`.
-async fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if tokio::time::Instant::now() > deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// The container config the harness uses for each attempt, with a termination message file.
@@ -364,23 +224,6 @@ pub async fn compromise_restart(ctx: &Ctx) -> Result<Observed> {
     Ok(Observed::blocked(format!(
         "killed twice with exit {COMPROMISED_EXIT}, restart held back then let through, quarantined; webhook {falco} kills, ctr events {topic} lines, metrics counted"
     )))
-}
-
-/// Every shim's Prometheus textfile, concatenated (one file per pod's shim).
-fn metrics_text(ctx: &Ctx) -> Result<String> {
-    let dir = ctx
-        .settings
-        .metrics_dir
-        .as_ref()
-        .context("no --metrics-dir")?;
-    let mut out = String::new();
-    for e in std::fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))? {
-        let p = e?.path();
-        if p.extension().is_some_and(|x| x == "prom") {
-            out += &std::fs::read_to_string(&p).unwrap_or_default();
-        }
-    }
-    Ok(out)
 }
 
 const DENY_CAT: &str = r#"apiVersion: security.kubearmor.com/v1

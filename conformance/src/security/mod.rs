@@ -12,6 +12,7 @@ pub mod eventlog;
 pub mod gate;
 pub mod monitor;
 pub mod policies;
+pub mod sinks;
 pub mod strict;
 
 use std::future::Future;
@@ -98,6 +99,7 @@ pub fn all() -> Vec<SecCheck> {
     v.extend(gate::all());
     v.extend(monitor::all());
     v.extend(compromise::all());
+    v.extend(sinks::all());
     v
 }
 
