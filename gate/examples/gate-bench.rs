@@ -8,6 +8,10 @@
 //!   block mode; it prints `ready ...` once a request shaped like the load passes and an
 //!   injection is refused, serves until SIGTERM, then prints the requests it decided and the
 //!   violations it found.
+//! - `drive <addr> <connections> <requests>`: sends `<requests>` requests shaped like wrk's load
+//!   over `<connections>` kept-alive connections, one at a time on each, checks that every
+//!   answer is 200, and prints the time taken; `gate/icount.sh` runs it against the gate and
+//!   nginx under callgrind to count the instructions each spends per request.
 //!
 //! Both run on a current-thread runtime, as the gate does inside the shim.
 
@@ -27,7 +31,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{signal, SignalKind};
 
-const USAGE: &str = "usage: gate-bench upstream <addr> | gate <listen> <upstream> <learn>";
+const USAGE: &str = "usage: gate-bench upstream <addr> | gate <listen> <upstream> <learn> \
+                     | drive <addr> <connections> <requests>";
 
 const BODY: &[u8] = b"{\"items\":[1,2,3],\"ok\":true}\n";
 
@@ -54,6 +59,11 @@ fn main() -> Result<()> {
             listen.parse().context("listen address")?,
             up.parse().context("upstream address")?,
             learn.parse().context("number of requests to learn")?,
+        )),
+        ["drive", addr, conns, requests] => rt.block_on(drive(
+            addr.parse().context("address")?,
+            conns.parse().context("number of connections")?,
+            requests.parse().context("number of requests")?,
         )),
         _ => bail!("{USAGE}"),
     }
@@ -217,5 +227,40 @@ async fn gate(listen: SocketAddr, upstream: SocketAddr, learn: usize) -> Result<
     ready(&format!(
         "requests={} violations={} slow_responses={}",
         seen.requests, seen.violations, seen.slow_responses
+    ))
+}
+
+async fn drive(addr: SocketAddr, conns: usize, requests: usize) -> Result<()> {
+    if conns == 0 {
+        bail!("drive: no connections");
+    }
+    let started = std::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..conns {
+        // Spread the requests evenly; the first connections take the remainder.
+        let n = requests / conns + usize::from(c < requests % conns);
+        tasks.spawn(async move {
+            let mut stream = TcpStream::connect(addr)
+                .await
+                .with_context(|| format!("connect to {addr}"))?;
+            let _ = stream.set_nodelay(true);
+            let req = request("/search?q=red+shoes", addr, "bench/1.0");
+            let mut buf = Vec::new();
+            for _ in 0..n {
+                let status = exchange(&mut stream, &mut buf, &req).await?;
+                if status != 200 {
+                    bail!("drive: status {status}");
+                }
+            }
+            Ok(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.context("drive task")??;
+    }
+    let elapsed = started.elapsed();
+    ready(&format!(
+        "drove requests={requests} connections={conns} seconds={:.3}",
+        elapsed.as_secs_f64()
     ))
 }

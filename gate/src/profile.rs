@@ -3,7 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::request::{
-    flatten_json, path_template, segment_count, Body, JsonKind, Request, Response,
+    flatten_json, path_template, percent_decode_cow, segment_count, Body, JsonKind, Request,
+    Response,
 };
 use crate::rules::{network_of, KeyedRules, MediaRule, Rule, SmallSet};
 use crate::value::{compress, Ranges, ValueProfile, ValueSample};
@@ -74,6 +75,9 @@ impl Rule for PathRule {
         }
         self.value.check(&s.value, at, reasons);
     }
+    fn accepts(&self, s: &PathSample) -> bool {
+        self.segments.contains(compress(s.segments)) && self.value.accepts(&s.value)
+    }
     fn normalize(&mut self) {
         self.segments.normalize();
         self.value.normalize();
@@ -134,6 +138,14 @@ impl Rule for JsonRule {
                 reasons.push(format!("{at}: {n} items outside learned range"));
             }
         }
+    }
+    fn accepts(&self, s: &JsonSample) -> bool {
+        self.kinds & (1 << s.kind as u8) != 0
+            && match (&self.value, &s.value) {
+                (Some(rule), Some(v)) => rule.accepts(v),
+                _ => true,
+            }
+            && s.items.is_none_or(|n| self.items.contains(compress(n)))
     }
     fn normalize(&mut self) {
         self.kinds &= (1 << JsonKind::ALL.len()) - 1;
@@ -357,7 +369,7 @@ impl Profile {
 pub(crate) fn path_sample(req: &Request) -> PathSample {
     PathSample {
         segments: segment_count(&req.raw_path),
-        value: ValueSample::of(&req.path()),
+        value: ValueSample::of(&percent_decode_cow(&req.raw_path, false)),
     }
 }
 

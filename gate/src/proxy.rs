@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, UPGRADE};
 use hyper::server::conn::http1 as server;
 use hyper::service::service_fn;
-use hyper::{StatusCode, Uri};
+use hyper::{StatusCode, Uri, Version};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -149,6 +149,20 @@ struct Connection {
     upstream: Upstream,
     slot: Arc<OwnedSemaphorePermit>,
     peer: SocketAddr,
+}
+
+/// A request's id, `prefix-number` in hex; formatted only when a log line, an event or an
+/// answer of the gate's own carries it, not for every request.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RequestId {
+    prefix: u32,
+    n: u64,
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:08x}-{:08x}", self.prefix, self.n)
+    }
 }
 
 /// Distinct events remembered for de-duplication.
@@ -309,9 +323,11 @@ impl Gate {
         lock(&self.inner.mode).current(learned, Instant::now())
     }
 
-    fn request_id(&self) -> String {
-        let n = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        format!("{:08x}-{n:08x}", self.inner.id_prefix)
+    fn request_id(&self) -> RequestId {
+        RequestId {
+            prefix: self.inner.id_prefix,
+            n: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
+        }
     }
 
     async fn handle(
@@ -329,19 +345,19 @@ impl Gate {
         let (mut parts, body) = req.into_parts();
 
         let body = if self.inner.config.inspect_bodies && !upgrade && sample.wants_body() {
-            match self.inspect_body(body, &mut sample, &id).await {
+            match self.inspect_body(body, &mut sample, id).await {
                 Ok(forward) => forward,
                 Err(refusal) => return refusal,
             }
         } else {
             GateBody::stream(body)
         };
-        if let Some(refusal) = self.learn_or_decide(mode, &id, peer, &sample) {
+        if let Some(refusal) = self.learn_or_decide(mode, id, peer, &sample) {
             return refusal;
         }
 
         strip_hop_by_hop(&mut parts.headers, upgrade);
-        parts.uri = origin_form(&parts.uri);
+        parts.uri = origin_form(std::mem::take(&mut parts.uri));
         let upstream_req = hyper::Request::from_parts(parts, body);
         let started = Instant::now();
         let sent = if upgrade {
@@ -353,10 +369,10 @@ impl Gate {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(request_id = %id, upstream = %up.addr, error = %e, "gate: upstream failed");
-                return plain(StatusCode::BAD_GATEWAY, &id, "upstream unavailable");
+                return plain(StatusCode::BAD_GATEWAY, id, "upstream unavailable");
             }
         };
-        self.observe_response(&resp, started.elapsed(), mode, &id, peer, &sample);
+        self.observe_response(&resp, started.elapsed(), mode, id, peer, &sample);
 
         if let (Some(client_side), StatusCode::SWITCHING_PROTOCOLS) =
             (on_client_upgrade, resp.status())
@@ -365,7 +381,6 @@ impl Gate {
             // The tunnel outlives the HTTP connection; it keeps the connection's slot so that
             // upgraded connections count against the limit too.
             let slot = conn.slot.clone();
-            let id = id.clone();
             tokio::spawn(async move {
                 tunnel(client_side, upstream_side, id).await;
                 drop(slot);
@@ -385,7 +400,7 @@ impl Gate {
         &self,
         body: hyper::body::Incoming,
         sample: &mut Request,
-        id: &str,
+        id: RequestId,
     ) -> Result<GateBody, hyper::Response<GateBody>> {
         let cfg = &self.inner.config;
         let read = tokio::time::timeout(
@@ -426,7 +441,7 @@ impl Gate {
     fn learn_or_decide(
         &self,
         mode: Mode,
-        id: &str,
+        id: RequestId,
         peer: SocketAddr,
         sample: &Request,
     ) -> Option<hyper::Response<GateBody>> {
@@ -453,7 +468,7 @@ impl Gate {
         resp: &hyper::Response<hyper::body::Incoming>,
         elapsed: Duration,
         mode: Mode,
-        id: &str,
+        id: RequestId,
         peer: SocketAddr,
         req: &Request,
     ) {
@@ -484,7 +499,7 @@ impl Gate {
     fn report(
         &self,
         kind: EventKind,
-        id: &str,
+        id: RequestId,
         reasons: Vec<String>,
         peer: SocketAddr,
         req: &Request,
@@ -525,6 +540,11 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
 /// Removes the headers that belong to one hop. On an upgrade, `Connection` and what it names
 /// (`Upgrade`, `HTTP2-Settings`) travel on, since the upstream must see the upgrade request.
 fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Most messages carry none of them: one pass over the names present instead of a lookup
+    // of each name that could be.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     const ALWAYS: [&str; 5] = [
         "keep-alive",
         "proxy-connection",
@@ -551,8 +571,27 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
+/// Whether `name` is a header that `strip_hop_by_hop` may remove: `Connection`, `Upgrade`, or
+/// one of those removed always. A name listed in `Connection` is removed only with it.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "upgrade"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+    )
+}
+
 /// The upstream is a plain origin server: send it `path?query`, never an absolute URI.
-fn origin_form(uri: &Uri) -> Uri {
+fn origin_form(uri: Uri) -> Uri {
+    // Already in origin form (or `*`): nothing to rebuild.
+    if uri.scheme().is_none() && uri.authority().is_none() && uri.path_and_query().is_some() {
+        return uri;
+    }
     uri.path_and_query()
         .and_then(|pq| Uri::try_from(pq.as_str()).ok())
         .unwrap_or_else(|| Uri::from_static("/"))
@@ -570,6 +609,19 @@ fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The protocol as the profile names it (`HTTP/1.1`): what `Version`'s `Debug` prints, without
+/// formatting for each request.
+fn protocol(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/?",
+    }
+}
+
 fn sample_of(req: &hyper::Request<hyper::body::Incoming>, client: IpAddr) -> Request {
     let target = req
         .uri()
@@ -578,14 +630,14 @@ fn sample_of(req: &hyper::Request<hyper::body::Incoming>, client: IpAddr) -> Req
         .unwrap_or("/");
     Request::new(
         req.method().as_str(),
-        &format!("{:?}", req.version()),
+        protocol(req.version()),
         target,
         header_pairs(req.headers()),
         Some(client),
     )
 }
 
-fn plain(status: StatusCode, id: &str, text: &str) -> hyper::Response<GateBody> {
+fn plain(status: StatusCode, id: RequestId, text: &str) -> hyper::Response<GateBody> {
     let mut resp = hyper::Response::new(GateBody::full(format!("{text}: request id {id}\n")));
     *resp.status_mut() = status;
     let headers = resp.headers_mut();
@@ -593,7 +645,7 @@ fn plain(status: StatusCode, id: &str, text: &str) -> hyper::Response<GateBody> 
         hyper::header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    if let Ok(v) = HeaderValue::from_str(id) {
+    if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
         headers.insert(HeaderName::from_static("x-request-id"), v);
     }
     resp
@@ -649,6 +701,12 @@ mod tests {
     #[test]
     fn absolute_targets_become_origin_form() {
         let u: Uri = "http://example.test/a/b?c=1".parse().unwrap();
-        assert_eq!(origin_form(&u), "/a/b?c=1");
+        assert_eq!(origin_form(u), "/a/b?c=1");
+        let u: Uri = "/a/b?c=1".parse().unwrap();
+        assert_eq!(origin_form(u), "/a/b?c=1");
+        let u: Uri = "*".parse().unwrap();
+        assert_eq!(origin_form(u), "*");
+        let u: Uri = "example.test:443".parse().unwrap();
+        assert_eq!(origin_form(u), "/");
     }
 }

@@ -1,5 +1,6 @@
 //! The gate's view of a request and a response: plain data, parsed once, free of any HTTP stack.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -66,7 +67,10 @@ impl Request {
             query,
             headers: headers
                 .into_iter()
-                .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                .map(|(mut k, v)| {
+                    k.make_ascii_lowercase();
+                    (k, v)
+                })
                 .collect(),
             client_ip,
             body: None,
@@ -338,7 +342,18 @@ fn walk(
 /// Decodes `%XX` escapes (and `+` as space in form encoding); bytes that are not UTF-8 are
 /// replaced, which the non-ASCII count then sees.
 pub fn percent_decode(s: &str, plus_is_space: bool) -> String {
+    percent_decode_cow(s, plus_is_space).into_owned()
+}
+
+/// `percent_decode`, borrowing `s` when there is nothing to decode (most paths and values).
+pub(crate) fn percent_decode_cow(s: &str, plus_is_space: bool) -> Cow<'_, str> {
     let bytes = s.as_bytes();
+    if !bytes
+        .iter()
+        .any(|&b| b == b'%' || (plus_is_space && b == b'+'))
+    {
+        return Cow::Borrowed(s);
+    }
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
@@ -356,7 +371,10 @@ pub fn percent_decode(s: &str, plus_is_space: bool) -> String {
         }
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    match String::from_utf8(out) {
+        Ok(decoded) => Cow::Owned(decoded),
+        Err(e) => Cow::Owned(String::from_utf8_lossy(e.as_bytes()).into_owned()),
+    }
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -369,7 +387,10 @@ pub fn parse_urlencoded(s: &str) -> Vec<(String, String)> {
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k, true), percent_decode(v, true))
+            (
+                percent_decode_cow(k, true).into_owned(),
+                percent_decode_cow(v, true).into_owned(),
+            )
         })
         .collect()
 }
@@ -378,12 +399,9 @@ pub fn parse_urlencoded(s: &str) -> Vec<(String, String)> {
 /// like a fixed name (letters, `-`, `_`, at most 32 long) and replaced by `*` otherwise, so
 /// that `/users/42/orders` and `/users/7/orders` share one profile.
 pub fn path_template(raw_path: &str) -> String {
-    let segments: Vec<&str> = raw_path.split('/').filter(|s| !s.is_empty()).collect();
-    if segments.is_empty() {
-        return "/".to_string();
-    }
-    let mut t = String::new();
-    for seg in segments.iter().take(3) {
+    let mut segments = raw_path.split('/').filter(|s| !s.is_empty());
+    let mut t = String::with_capacity(raw_path.len().min(64) + 4);
+    for seg in segments.by_ref().take(3) {
         t.push('/');
         let fixed = seg.len() <= 32
             && seg
@@ -395,7 +413,9 @@ pub fn path_template(raw_path: &str) -> String {
             t.push('*');
         }
     }
-    if segments.len() > 3 {
+    if t.is_empty() {
+        t.push('/');
+    } else if segments.next().is_some() {
         t.push_str("/…");
     }
     t

@@ -21,6 +21,14 @@ pub trait Rule: Default + Clone {
     fn merge(&mut self, other: &Self);
     /// Appends the ways `sample` breaks the rule, each prefixed with `at`.
     fn check(&self, sample: &Self::Sample, at: &str, reasons: &mut Vec<String>);
+    /// Whether `sample` breaks nothing, i.e. `check` would append no reason. Deciding asks
+    /// this first and builds the names of reasons only for what fails; a rule overrides it
+    /// with a check that formats nothing.
+    fn accepts(&self, sample: &Self::Sample) -> bool {
+        let mut reasons = Vec::new();
+        self.check(sample, "", &mut reasons);
+        reasons.is_empty()
+    }
     /// Restores invariants after loading.
     fn normalize(&mut self) {}
 }
@@ -35,6 +43,9 @@ impl Rule for ValueProfile {
     }
     fn check(&self, sample: &ValueSample, at: &str, reasons: &mut Vec<String>) {
         ValueProfile::check(self, sample, at, reasons)
+    }
+    fn accepts(&self, sample: &ValueSample) -> bool {
+        ValueProfile::accepts(self, sample)
     }
     fn normalize(&mut self) {
         ValueProfile::normalize(self)
@@ -134,12 +145,29 @@ impl<R: Rule> KeyedRules<R> {
     /// Checks `sample` of `key`; a key never learned is a reason unless keys were folded
     /// into `other`, whose rule then applies.
     pub fn check(&self, prefix: &str, key: &str, sample: &R::Sample, reasons: &mut Vec<String>) {
+        if self.accepts(key, sample) {
+            return;
+        }
         self.check_at(
             &format!("{prefix}.{}", printable(key)),
             key,
             sample,
             reasons,
         )
+    }
+
+    /// Whether `sample` of `key` breaks nothing: `check` would append no reason.
+    pub fn accepts(&self, key: &str, sample: &R::Sample) -> bool {
+        if let Some(rule) = self.keys.get(key) {
+            return rule.accepts(sample);
+        }
+        let Some(rule) = &self.other else {
+            return false;
+        };
+        self.other_names
+            .as_ref()
+            .is_none_or(|names| names.accepts(&ValueSample::of(key)))
+            && rule.accepts(sample)
     }
 
     /// Like `check`, with the place named in reasons given whole.
@@ -285,8 +313,15 @@ impl<T: Ord + Clone> SmallSet<T> {
 pub fn network_of(ip: IpAddr) -> String {
     match ip {
         IpAddr::V4(v4) => {
-            let [a, b, c, _] = v4.octets();
-            format!("{a}.{b}.{c}.0/24")
+            // Written digit by digit: this runs for every request, and the formatting
+            // machinery costs more than the rest of the address checks together.
+            let mut net = String::with_capacity(18);
+            for octet in &v4.octets()[..3] {
+                push_decimal(&mut net, *octet);
+                net.push('.');
+            }
+            net.push_str("0/24");
+            net
         }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
@@ -296,6 +331,16 @@ pub fn network_of(ip: IpAddr) -> String {
             format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
         }
     }
+}
+
+fn push_decimal(out: &mut String, n: u8) {
+    if n >= 100 {
+        out.push(char::from(b'0' + n / 100));
+    }
+    if n >= 10 {
+        out.push(char::from(b'0' + n / 10 % 10));
+    }
+    out.push(char::from(b'0' + n % 10));
 }
 
 /// A media type (`application/json`) with the value profiles of its parameters (`charset`).
@@ -352,6 +397,15 @@ impl MediaRule {
     pub fn merge(&mut self, other: &MediaRule) {
         self.types.merge(&other.types, MAX_MEDIA_TYPES);
         self.params.merge(&other.params, MAX_MEDIA_PARAMS);
+    }
+
+    /// Whether `media` breaks nothing: `check` would append no reason.
+    pub fn accepts(&self, media: &MediaType) -> bool {
+        self.types.contains(&media.essence)
+            && media
+                .params
+                .iter()
+                .all(|(k, v)| self.params.accepts(k, &ValueSample::of(v)))
     }
 
     /// Appends the ways `media` breaks the rule.
@@ -464,6 +518,13 @@ mod tests {
         assert_eq!(network_of(a), "10.1.2.0/24");
         assert_eq!(network_of(a), network_of(b));
         assert_eq!(network_of(a), network_of(c));
+        for (ip, net) in [
+            ("0.0.0.0", "0.0.0.0/24"),
+            ("9.10.99.1", "9.10.99.0/24"),
+            ("100.200.255.255", "100.200.255.0/24"),
+        ] {
+            assert_eq!(network_of(ip.parse().unwrap()), net);
+        }
         let d: IpAddr = "2001:db8:1:2:3::1".parse().unwrap();
         assert_eq!(network_of(d), "2001:db8:1:2::/64");
     }

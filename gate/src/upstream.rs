@@ -12,6 +12,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::body::GateBody;
+use crate::proxy::RequestId;
 
 /// Opens connections to the upstream. The shim's connector makes its sockets inside the pod's
 /// network namespace, so `127.0.0.1` means the pod's loopback, not the node's.
@@ -174,7 +175,7 @@ impl Upstream {
 pub(crate) async fn tunnel(
     client: hyper::upgrade::OnUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
-    id: String,
+    id: RequestId,
 ) {
     match tokio::join!(client, upstream) {
         (Ok(c), Ok(u)) => {

@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# What one proxied request costs the gate and nginx, counted rather than timed, so that it can
+# be measured on a busy machine: user-space instructions (callgrind), system calls and CPU time
+# (perf's software counters, which work without hardware counters) per request, for a fixed
+# number of requests shaped like wrk's load in gate/bench.sh. Needs valgrind, perf and nginx.
+#
+#   gate/icount.sh             # REQUESTS=20000 CG_REQUESTS=2000 CONNS=32 LEARN=2000 by default
+#   TARGETS=gate KEEP_CG=/tmp/cg gate/icount.sh     # the gate only, keeping callgrind's output
+#
+# The gate runs as in gate/bench.sh: learned from LEARN requests, then in block mode, so every
+# counted request is decided against learned rules. nginx is the same plain reverse proxy (one
+# worker, keepalive 64 to the upstream). Counters are zeroed after a warm-up and read after
+# the counted requests, so start-up and learning are not included. Under callgrind the
+# process runs about 50 times slower; its instruction count does not depend on the load.
+#
+# Everything it starts is stopped by PID and its temporary directory removed, also on failure.
+set -euo pipefail
+
+REQUESTS=${REQUESTS:-20000}
+CG_REQUESTS=${CG_REQUESTS:-2000}
+CONNS=${CONNS:-32}
+LEARN=${LEARN:-2000}
+UP_PORT=${UP_PORT:-18190}
+GATE_PORT=${GATE_PORT:-18191}
+NGINX_PORT=${NGINX_PORT:-18192}
+TARGETS=${TARGETS:-gate nginx}
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+target=${CARGO_TARGET_DIR:-$root/target}
+# BIN names a gate-bench built otherwise (say with symbols, for callgrind_annotate).
+if [ -z "${BIN:-}" ]; then
+    (cd "$root" && cargo build --release -q -p palisade-gate --example gate-bench) >&2
+fi
+bin=${BIN:-$target/release/examples/gate-bench}
+
+tmp=$(mktemp -d /tmp/palisade-gate-icount.XXXXXX)
+pids=()
+cleanup() {
+    local p
+    for p in "${pids[@]}"; do
+        kill -TERM "$p" 2>/dev/null || true
+    done
+    for p in "${pids[@]}"; do
+        wait "$p" 2>/dev/null || true
+    done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# wait_ready <pid> <file>: until <file> has a line starting with "ready", or the process exits.
+wait_ready() {
+    local i
+    for i in $(seq 1 1800); do
+        if grep -q '^ready' "$2" 2>/dev/null; then return 0; fi
+        if ! kill -0 "$1" 2>/dev/null; then
+            echo "process $1 exited before it was ready:" >&2
+            cat "$2" "$2.err" >&2 2>/dev/null || true
+            return 1
+        fi
+        sleep 0.1
+    done
+    echo "process $1 not ready after 180 s" >&2
+    return 1
+}
+
+# wait_port <pid> <port>: until something accepts on 127.0.0.1:<port>.
+wait_port() {
+    local i
+    for i in $(seq 1 600); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; then return 0; fi
+        kill -0 "$1" 2>/dev/null || { echo "process $1 exited" >&2; return 1; }
+        sleep 0.1
+    done
+    echo "nothing listens on $2 after 60 s" >&2
+    return 1
+}
+
+drive() { "$bin" drive "127.0.0.1:$1" "$CONNS" "$2" >/dev/null; }
+
+# stop <pid>: stops one process this script started and waits for it.
+stop() {
+    kill -TERM "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+
+nginx_conf() {
+    mkdir -p "$tmp/nginx/logs"
+    cat >"$tmp/nginx/nginx.conf" <<EOF
+worker_processes 1;
+pid $tmp/nginx/nginx.pid;
+error_log $tmp/nginx/logs/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $tmp/nginx/body;
+    proxy_temp_path $tmp/nginx/proxy;
+    fastcgi_temp_path $tmp/nginx/fastcgi;
+    uwsgi_temp_path $tmp/nginx/uwsgi;
+    scgi_temp_path $tmp/nginx/scgi;
+    upstream service { server 127.0.0.1:$UP_PORT; keepalive 64; }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location / {
+            proxy_pass http://service;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+}
+
+# start <target> [wrapper...]: starts the gate or nginx (master process off, so that the one
+# process is the worker) behind an optional wrapper; prints its PID.
+start() {
+    local what=$1
+    shift
+    case $what in
+    gate)
+        "$@" "$bin" gate "127.0.0.1:$GATE_PORT" "127.0.0.1:$UP_PORT" "$LEARN" \
+            >"$tmp/gate.out" 2>"$tmp/gate.out.err" &
+        pids+=($!)
+        wait_ready "$!" "$tmp/gate.out"
+        ;;
+    nginx)
+        "$@" nginx -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" -e "$tmp/nginx/logs/error.log" \
+            -g 'daemon off; master_process off;' >"$tmp/nginx/out" 2>&1 &
+        pids+=($!)
+        wait_port "$!" "$NGINX_PORT"
+        ;;
+    esac
+    echo "${pids[-1]}"
+}
+
+port_of() { if [ "$1" = gate ]; then echo "$GATE_PORT"; else echo "$NGINX_PORT"; fi; }
+
+"$bin" upstream "127.0.0.1:$UP_PORT" >"$tmp/upstream.out" 2>"$tmp/upstream.out.err" &
+pids+=($!)
+wait_ready "${pids[-1]}" "$tmp/upstream.out"
+nginx_conf
+
+echo "Measured by \`gate/icount.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC') ($(nproc) cores," \
+    "load average before: $(cut -d' ' -f1-3 /proc/loadavg)); $CONNS connections," \
+    "GET /search?q=red+shoes; gate learned from $LEARN requests, block mode."
+echo
+echo "| target | instructions / request (callgrind, $CG_REQUESTS requests) | system calls / request | CPU µs / request | context switches / request ($REQUESTS requests) |"
+echo "|---|---|---|---|---|"
+for what in $TARGETS; do
+    port=$(port_of "$what")
+
+    pid=$(start "$what")
+    drive "$port" 2000
+    perf stat -x, -o "$tmp/perf-$what" -e raw_syscalls:sys_enter,task-clock,context-switches \
+        -p "$pid" &
+    perf_pid=$!
+    pids+=("$perf_pid")
+    sleep 0.5
+    drive "$port" "$REQUESTS"
+    kill -INT "$perf_pid"
+    wait "$perf_pid" || true
+    stop "$pid"
+    read -r sys cpu_ms cs < <(awk -F, '
+        $3 == "raw_syscalls:sys_enter" { s = $1 }
+        $3 == "task-clock" { t = $1 }
+        $3 == "context-switches" { c = $1 }
+        END { print s, t, c }' "$tmp/perf-$what")
+
+    pid=$(start "$what" valgrind --tool=callgrind -q --callgrind-out-file="$tmp/cg-$what.%p")
+    drive "$port" 200
+    callgrind_control -z "$pid" >/dev/null 2>&1
+    drive "$port" "$CG_REQUESTS"
+    callgrind_control -d "$pid" >/dev/null 2>&1
+    ir=$(cat "$tmp"/cg-"$what".*.* 2>/dev/null | awk '/^summary:/ { s += $2 } END { print s + 0 }')
+    if [ -n "${KEEP_CG:-}" ]; then cp "$tmp"/cg-"$what".*.* "$KEEP_CG/" 2>/dev/null || true; fi
+    stop "$pid"
+
+    awk -v what="$what" -v ir="$ir" -v n="$CG_REQUESTS" -v sys="$sys" -v cpu="$cpu_ms" \
+        -v cs="$cs" -v r="$REQUESTS" 'BEGIN {
+            printf "| %s | %.0f | %.2f | %.1f | %.2f |\n", what, ir / n, sys / r, cpu * 1000 / r, cs / r
+        }'
+done
