@@ -23,7 +23,7 @@ use crate::events::{Dedup, EventKind, EventSink, GateEvent};
 use crate::indicators::{IndicatorState, PodIndicators};
 use crate::mode::{AutoAlert, Mode, ModeSwitch};
 use crate::profile::Profile;
-use crate::request::{Request, Response};
+use crate::request::{pairs_retained_bytes, refill_headers, Request, Response};
 use crate::upstream::{tunnel, Connector, DirectConnector, Upstream};
 
 /// How a gate runs.
@@ -149,6 +149,34 @@ struct Connection {
     upstream: Upstream,
     slot: Arc<OwnedSemaphorePermit>,
     peer: SocketAddr,
+    /// The request and response samples of the last request, whose strings the next request
+    /// of the connection refills instead of allocating its own.
+    scratch: Mutex<Option<Scratch>>,
+}
+
+#[derive(Default)]
+struct Scratch {
+    req: Request,
+    resp: Response,
+}
+
+/// Samples holding more memory than this are dropped after their request rather than kept
+/// for the next: a connection keeps at most this much between requests.
+const SCRATCH_KEPT_BYTES: usize = 4096;
+
+impl Connection {
+    fn take_scratch(&self) -> Scratch {
+        lock(&self.scratch).take().unwrap_or_default()
+    }
+
+    fn keep_scratch(&self, mut scratch: Scratch) {
+        // A parsed body is no buffer to reuse; it would only hold memory.
+        scratch.req.body = None;
+        let held = scratch.req.retained_bytes() + pairs_retained_bytes(&scratch.resp.headers);
+        if held <= SCRATCH_KEPT_BYTES {
+            *lock(&self.scratch) = Some(scratch);
+        }
+    }
 }
 
 /// A request's id, `prefix-number` in hex; formatted only when a log line, an event or an
@@ -297,6 +325,7 @@ impl Gate {
             ),
             slot: Arc::new(slot),
             peer,
+            scratch: Mutex::new(None),
         });
         let gate = self.clone();
         let service = service_fn(move |req| {
@@ -332,8 +361,20 @@ impl Gate {
 
     async fn handle(
         &self,
+        req: hyper::Request<hyper::body::Incoming>,
+        conn: &Connection,
+    ) -> hyper::Response<GateBody> {
+        let mut scratch = conn.take_scratch();
+        let resp = self.handle_with(req, conn, &mut scratch).await;
+        conn.keep_scratch(scratch);
+        resp
+    }
+
+    async fn handle_with(
+        &self,
         mut req: hyper::Request<hyper::body::Incoming>,
         conn: &Connection,
+        scratch: &mut Scratch,
     ) -> hyper::Response<GateBody> {
         let (peer, up) = (conn.peer, &conn.upstream);
         let id = self.request_id();
@@ -341,18 +382,19 @@ impl Gate {
         lock(&self.inner.indicators).request(peer.ip(), mode == Mode::Learn);
         let upgrade = is_upgrade(req.headers());
         let on_client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        let mut sample = sample_of(&req, peer.ip());
+        let sample = &mut scratch.req;
+        fill_sample(sample, &req, peer.ip());
         let (mut parts, body) = req.into_parts();
 
         let body = if self.inner.config.inspect_bodies && !upgrade && sample.wants_body() {
-            match self.inspect_body(body, &mut sample, id).await {
+            match self.inspect_body(body, sample, id).await {
                 Ok(forward) => forward,
                 Err(refusal) => return refusal,
             }
         } else {
             GateBody::stream(body)
         };
-        if let Some(refusal) = self.learn_or_decide(mode, id, peer, &sample) {
+        if let Some(refusal) = self.learn_or_decide(mode, id, peer, sample) {
             return refusal;
         }
 
@@ -372,7 +414,12 @@ impl Gate {
                 return plain(StatusCode::BAD_GATEWAY, id, "upstream unavailable");
             }
         };
-        self.observe_response(&resp, started.elapsed(), mode, id, peer, &sample);
+        let elapsed = started.elapsed();
+        let observed = &mut scratch.resp;
+        observed.status = resp.status().as_u16();
+        refill_headers(&mut observed.headers, header_bytes(resp.headers()));
+        observed.elapsed = elapsed;
+        self.observe_response(observed, mode, id, peer, &scratch.req);
 
         if let (Some(client_side), StatusCode::SWITCHING_PROTOCOLS) =
             (on_client_upgrade, resp.status())
@@ -465,28 +512,19 @@ impl Gate {
 
     fn observe_response(
         &self,
-        resp: &hyper::Response<hyper::body::Incoming>,
-        elapsed: Duration,
+        sample: &Response,
         mode: Mode,
         id: RequestId,
         peer: SocketAddr,
         req: &Request,
     ) {
-        let sample = Response {
-            status: resp.status().as_u16(),
-            headers: header_pairs(resp.headers()),
-            elapsed,
-        };
         if mode == Mode::Learn {
-            self.inner.profile.write().learn_response(&sample);
+            self.inner.profile.write().learn_response(sample);
             return;
         }
         let (decision, slow) = {
             let profile = self.inner.profile.read();
-            (
-                decide_response(&profile, &sample),
-                is_slow(&profile, &sample),
-            )
+            (decide_response(&profile, sample), is_slow(&profile, sample))
         };
         if slow {
             lock(&self.inner.indicators).slow_response();
@@ -597,16 +635,8 @@ fn origin_form(uri: Uri) -> Uri {
         .unwrap_or_else(|| Uri::from_static("/"))
 }
 
-fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect()
+fn header_bytes(headers: &HeaderMap) -> impl Iterator<Item = (&str, &[u8])> {
+    headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes()))
 }
 
 /// The protocol as the profile names it (`HTTP/1.1`): what `Version`'s `Debug` prints, without
@@ -622,19 +652,20 @@ fn protocol(version: Version) -> &'static str {
     }
 }
 
-fn sample_of(req: &hyper::Request<hyper::body::Incoming>, client: IpAddr) -> Request {
+/// Makes `sample` the gate's view of `req`.
+fn fill_sample(sample: &mut Request, req: &hyper::Request<hyper::body::Incoming>, client: IpAddr) {
     let target = req
         .uri()
         .path_and_query()
         .map(|pq| pq.as_str())
         .unwrap_or("/");
-    Request::new(
+    sample.refill(
         req.method().as_str(),
         protocol(req.version()),
         target,
-        header_pairs(req.headers()),
+        header_bytes(req.headers()),
         Some(client),
-    )
+    );
 }
 
 fn plain(status: StatusCode, id: RequestId, text: &str) -> hyper::Response<GateBody> {

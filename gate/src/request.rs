@@ -78,6 +78,37 @@ impl Request {
         }
     }
 
+    /// Makes this request what `Request::new` builds from the same parts (with header values
+    /// as bytes, read as lossy UTF-8), reusing the memory it holds: the proxy keeps one sample
+    /// per connection and refills it for each request instead of allocating every string anew.
+    pub(crate) fn refill<'a>(
+        &mut self,
+        method: &str,
+        protocol: &str,
+        target: &str,
+        headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+        client_ip: Option<IpAddr>,
+    ) {
+        set(&mut self.method, method);
+        set(&mut self.protocol, protocol);
+        let (raw_path, query) = target.split_once('?').unwrap_or((target, ""));
+        set(&mut self.raw_path, raw_path);
+        refill_urlencoded(&mut self.query, query);
+        refill_headers(&mut self.headers, headers);
+        self.client_ip = client_ip;
+        self.body = None;
+        self.body_over_cap = false;
+    }
+
+    /// Bytes of memory this request holds on to, roughly: what refilling it keeps.
+    pub(crate) fn retained_bytes(&self) -> usize {
+        self.method.capacity()
+            + self.protocol.capacity()
+            + self.raw_path.capacity()
+            + pairs_retained_bytes(&self.query)
+            + pairs_retained_bytes(&self.headers)
+    }
+
     /// The first value of header `name` (lowercase).
     pub fn header(&self, name: &str) -> Option<&str> {
         header(&self.headers, name)
@@ -128,6 +159,47 @@ impl Request {
             None => None,
         };
     }
+}
+
+fn set(out: &mut String, s: &str) {
+    out.clear();
+    out.push_str(s);
+}
+
+/// Replaces `out` with decoded `s`, keeping its memory when there was nothing to decode.
+fn set_decoded(out: &mut String, s: &str, plus_is_space: bool) {
+    match percent_decode_cow(s, plus_is_space) {
+        Cow::Borrowed(plain) => set(out, plain),
+        Cow::Owned(decoded) => *out = decoded,
+    }
+}
+
+/// Makes `out` the headers `Request::new` keeps of `headers` (lowercased names, values read as
+/// lossy UTF-8), reusing the strings already in `out`.
+pub(crate) fn refill_headers<'a>(
+    out: &mut Vec<(String, String)>,
+    headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+) {
+    let mut n = 0;
+    for (name, value) in headers {
+        if n == out.len() {
+            out.push(Default::default());
+        }
+        let (k, v) = &mut out[n];
+        set(k, name);
+        k.make_ascii_lowercase();
+        set(v, &String::from_utf8_lossy(value));
+        n += 1;
+    }
+    out.truncate(n);
+}
+
+pub(crate) fn pairs_retained_bytes(pairs: &[(String, String)]) -> usize {
+    pairs
+        .iter()
+        .map(|(k, v)| k.capacity() + v.capacity())
+        .sum::<usize>()
+        + pairs.len() * std::mem::size_of::<(String, String)>()
 }
 
 enum BodyKind {
@@ -383,16 +455,25 @@ fn hex(b: u8) -> Option<u8> {
 
 /// Parses `a=1&b=2` into decoded pairs; a key without `=` has an empty value.
 pub fn parse_urlencoded(s: &str) -> Vec<(String, String)> {
-    s.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (
-                percent_decode_cow(k, true).into_owned(),
-                percent_decode_cow(v, true).into_owned(),
-            )
-        })
-        .collect()
+    let mut pairs = Vec::new();
+    refill_urlencoded(&mut pairs, s);
+    pairs
+}
+
+/// Makes `out` what `parse_urlencoded(s)` returns, reusing the strings already in `out`.
+fn refill_urlencoded(out: &mut Vec<(String, String)>, s: &str) {
+    let mut n = 0;
+    for p in s.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        if n == out.len() {
+            out.push(Default::default());
+        }
+        let (key, value) = &mut out[n];
+        set_decoded(key, k, true);
+        set_decoded(value, v, true);
+        n += 1;
+    }
+    out.truncate(n);
 }
 
 /// The template a path is learned under: its first three segments, each kept when it looks
@@ -443,6 +524,56 @@ mod tests {
                 ("z".into(), "".into())
             ]
         );
+    }
+
+    #[test]
+    fn refilled_requests_equal_new_ones() {
+        let cases: [(&str, &str, &str, &[(&str, &[u8])], Option<&str>); 5] = [
+            (
+                "GET",
+                "HTTP/1.1",
+                "/search?q=red+shoes&page=2&x",
+                &[("host", b"a.test"), ("User-Agent", b"curl/8.5.0")],
+                Some("10.0.0.5"),
+            ),
+            ("POST", "HTTP/1.0", "/a%20b", &[], None),
+            (
+                "GET",
+                "HTTP/1.1",
+                "/?a=%zz&=1&&b=%C3%A9",
+                &[
+                    ("x-bin", b"\xff\xfeok"),
+                    ("accept", b"*/*"),
+                    ("ACCEPT", b""),
+                ],
+                Some("::1"),
+            ),
+            ("GET", "HTTP/1.1", "/?", &[("host", b"h")], None),
+            (
+                "DELETE",
+                "HTTP/1.1",
+                "/users/42/orders?sort=asc",
+                &[],
+                Some("10.1.2.3"),
+            ),
+        ];
+        let mut reused = Request::default();
+        // Each case refills the same request, after others left more or fewer strings in it.
+        for round in 0..2 {
+            for (method, protocol, target, headers, ip) in cases {
+                let ip = ip.map(|a| a.parse().unwrap());
+                let pairs = headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v).into_owned()))
+                    .collect();
+                let expected = Request::new(method, protocol, target, pairs, ip);
+                reused.body = Some(Body::InvalidJson);
+                reused.body_over_cap = true;
+                reused.refill(method, protocol, target, headers.iter().copied(), ip);
+                assert_eq!(reused, expected, "round {round}, {target}");
+            }
+        }
+        assert!(reused.retained_bytes() > 0);
     }
 
     #[test]
