@@ -93,6 +93,7 @@ error_log $tmp/nginx/logs/error.log warn;
 events { worker_connections 1024; }
 http {
     access_log off;
+    keepalive_requests 1000000;
     client_body_temp_path $tmp/nginx/body;
     proxy_temp_path $tmp/nginx/proxy;
     fastcgi_temp_path $tmp/nginx/fastcgi;
@@ -112,7 +113,8 @@ EOF
 }
 
 # start <target> [wrapper...]: starts the gate or nginx (master process off, so that the one
-# process is the worker) behind an optional wrapper; prints its PID.
+# process is the worker) behind an optional wrapper; sets `pid` to its PID. Not run in a
+# subshell, so that `pids` (what cleanup stops) knows the process.
 start() {
     local what=$1
     shift
@@ -130,8 +132,11 @@ start() {
         wait_port "$!" "$NGINX_PORT"
         ;;
     esac
-    echo "${pids[-1]}"
+    pid=${pids[-1]}
 }
+
+# cpu_ticks <pid>: user and system CPU time of a process, in clock ticks.
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12, $13 }'; }
 
 port_of() { if [ "$1" = gate ]; then echo "$GATE_PORT"; else echo "$NGINX_PORT"; fi; }
 
@@ -149,16 +154,29 @@ echo "|---|---|---|---|---|"
 for what in $TARGETS; do
     port=$(port_of "$what")
 
-    pid=$(start "$what")
+    start "$what"
     drive "$port" 2000
     perf stat -x, -o "$tmp/perf-$what" -e raw_syscalls:sys_enter,task-clock,context-switches \
         -p "$pid" &
     perf_pid=$!
     pids+=("$perf_pid")
     sleep 0.5
+    read -r u0 s0 < <(cpu_ticks "$pid")
     drive "$port" "$REQUESTS"
+    read -r u1 s1 < <(cpu_ticks "$pid")
     kill -INT "$perf_pid"
     wait "$perf_pid" || true
+    if [ -n "${STRACE:-}" ]; then
+        strace -c -f -p "$pid" -o "$tmp/strace-$what" &
+        strace_pid=$!
+        pids+=("$strace_pid")
+        sleep 0.5
+        drive "$port" 5000
+        kill -INT "$strace_pid"
+        wait "$strace_pid" || true
+        echo "$what: system calls for 5000 requests" >&2
+        cat "$tmp/strace-$what" >&2
+    fi
     stop "$pid"
     read -r sys cpu_ms cs < <(awk -F, '
         $3 == "raw_syscalls:sys_enter" { s = $1 }
@@ -166,7 +184,7 @@ for what in $TARGETS; do
         $3 == "context-switches" { c = $1 }
         END { print s, t, c }' "$tmp/perf-$what")
 
-    pid=$(start "$what" valgrind --tool=callgrind -q --callgrind-out-file="$tmp/cg-$what.%p")
+    start "$what" valgrind --tool=callgrind -q --callgrind-out-file="$tmp/cg-$what.%p"
     drive "$port" 200
     callgrind_control -z "$pid" >/dev/null 2>&1
     drive "$port" "$CG_REQUESTS"
@@ -176,7 +194,8 @@ for what in $TARGETS; do
     stop "$pid"
 
     awk -v what="$what" -v ir="$ir" -v n="$CG_REQUESTS" -v sys="$sys" -v cpu="$cpu_ms" \
-        -v cs="$cs" -v r="$REQUESTS" 'BEGIN {
-            printf "| %s | %.0f | %.2f | %.1f | %.2f |\n", what, ir / n, sys / r, cpu * 1000 / r, cs / r
+        -v cs="$cs" -v r="$REQUESTS" -v hz="$(getconf CLK_TCK)" -v u=$((u1 - u0)) -v k=$((s1 - s0)) 'BEGIN {
+            printf "| %s | %.0f | %.2f | %.1f (%.0f%% in the kernel) | %.2f |\n", what, ir / n, sys / r,
+                cpu * 1000 / r, (u + k) ? 100 * k / (u + k) : 0, cs / r
         }'
 done

@@ -259,6 +259,17 @@ impl<T> Default for SmallSet<T> {
     }
 }
 
+impl SmallSet<String> {
+    /// Whether `v` is accepted, without making a `String` of it.
+    pub fn contains_str(&self, v: &str) -> bool {
+        self.open
+            || self
+                .values
+                .binary_search_by(|known| known.as_str().cmp(v))
+                .is_ok()
+    }
+}
+
 impl<T: Ord + Clone> SmallSet<T> {
     /// Whether `v` is accepted.
     pub fn contains(&self, v: &T) -> bool {
@@ -408,6 +419,34 @@ impl MediaRule {
                 .all(|(k, v)| self.params.accepts(k, &ValueSample::of(v)))
     }
 
+    /// `accepts(&MediaType::parse(value))`, without allocating when the type and parameter
+    /// names are already lowercase (as they nearly always are).
+    pub fn accepts_value(&self, value: &str) -> bool {
+        let mut parts = value.split(';');
+        let essence = parts.next().unwrap_or_default().trim();
+        let has_upper = |s: &str| s.bytes().any(|b| b.is_ascii_uppercase());
+        if has_upper(essence) {
+            return self.accepts(&MediaType::parse(value));
+        }
+        if !self.types.contains_str(essence) {
+            return false;
+        }
+        for part in parts {
+            let Some((k, v)) = part.split_once('=') else {
+                continue;
+            };
+            let k = k.trim();
+            if has_upper(k) {
+                return self.accepts(&MediaType::parse(value));
+            }
+            let v = v.trim().trim_matches('"');
+            if !self.params.accepts(k, &ValueSample::of(v)) {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Appends the ways `media` breaks the rule.
     pub fn check(&self, media: &MediaType, at: &str, reasons: &mut Vec<String>) {
         if !self.types.contains(&media.essence) {
@@ -527,6 +566,33 @@ mod tests {
         }
         let d: IpAddr = "2001:db8:1:2:3::1".parse().unwrap();
         assert_eq!(network_of(d), "2001:db8:1:2::/64");
+    }
+
+    #[test]
+    fn media_values_are_accepted_as_parsed_ones() {
+        let mut rule = MediaRule::default();
+        rule.learn(&MediaType::parse("application/json; charset=utf-8"));
+        rule.learn(&MediaType::parse("text/plain"));
+        for value in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "application/json;charset=\"utf-8\"",
+            "Application/JSON; Charset=UTF-8",
+            "application/json; charset=utf$8",
+            "application/json; boundary=x",
+            "application/json; novalue; charset=utf-8",
+            "text/plain",
+            " text/plain ;",
+            "text/html",
+            "",
+            ";;=",
+        ] {
+            assert_eq!(
+                rule.accepts_value(value),
+                rule.accepts(&MediaType::parse(value)),
+                "{value:?}"
+            );
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use hyper::client::conn::http1 as client;
@@ -43,7 +43,10 @@ pub(crate) struct Upstream {
     pub(crate) addr: SocketAddr,
     connect_timeout: Duration,
     connector: Arc<dyn Connector>,
-    sender: tokio::sync::Mutex<Option<client::SendRequest<GateBody>>>,
+    /// The kept-alive connection while no request uses it. A request takes it out and puts
+    /// it back once its request is written: requests of one client connection come one at a
+    /// time, so there is nothing to wait for, and a plain lock held for no await is enough.
+    sender: Mutex<Option<client::SendRequest<GateBody>>>,
 }
 
 /// Failures to reach the upstream; each ends in a 502 for the client.
@@ -82,7 +85,7 @@ impl Upstream {
             addr,
             connect_timeout,
             connector,
-            sender: tokio::sync::Mutex::new(None),
+            sender: Mutex::new(None),
         }
     }
 
@@ -115,6 +118,11 @@ impl Upstream {
         Ok(sender)
     }
 
+    fn slot(&self) -> MutexGuard<'_, Option<client::SendRequest<GateBody>>> {
+        // Nothing is left half-done under this lock: a poisoned one is used as it is.
+        self.sender.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn http_error(&self, source: hyper::Error) -> UpstreamError {
         UpstreamError::Http {
             addr: self.addr,
@@ -132,8 +140,8 @@ impl Upstream {
         let mut req = req;
         let mut retried = false;
         loop {
-            let mut slot = self.sender.lock().await;
-            let reusable = match slot.take() {
+            let kept = self.slot().take();
+            let reusable = match kept {
                 Some(mut s) => s.ready().await.is_ok().then_some(s),
                 None => None,
             };
@@ -142,14 +150,13 @@ impl Upstream {
                 None => self.connect(false).await?,
             };
             let response = sender.try_send_request(req);
-            *slot = Some(sender);
-            drop(slot);
+            *self.slot() = Some(sender);
             match response.await {
                 Ok(r) => return Ok(r),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if !retried => {
                         tracing::debug!(upstream = %self.addr, error = %e.error(), "gate: upstream connection closed, retrying on a new one");
-                        *self.sender.lock().await = None;
+                        *self.slot() = None;
                         req = unsent;
                         retried = true;
                     }

@@ -185,7 +185,12 @@ const SPECIAL: u8 = 3;
 const NON_PRINTABLE: u8 = 4;
 const NON_ASCII: u8 = 5;
 
-/// Class of each ASCII byte, in a table so that the per-character work of a value is one load.
+/// Set in `ASCII_CLASS` for the bytes that end a two-byte marker (`*`, `/`, `-`, `x`, `X`):
+/// only after those is the pair looked at.
+const MARKER_END: u8 = 8;
+
+/// Class of each ASCII byte (and `MARKER_END`), in a table so that the per-character work of
+/// a value is a load or two.
 const ASCII_CLASS: [u8; 128] = {
     let mut t = [0u8; 128];
     let mut b = 0;
@@ -202,6 +207,9 @@ const ASCII_CLASS: [u8; 128] = {
         } else {
             NON_PRINTABLE
         };
+        if matches!(c, b'*' | b'/' | b'-' | b'x' | b'X') {
+            t[b] |= MARKER_END;
+        }
         b += 1;
     }
     t
@@ -234,43 +242,51 @@ fn marker_bit(a: u8, b: u8) -> u8 {
 impl ValueSample {
     /// Computes the statistics of `value`.
     pub fn of(value: &str) -> Self {
-        let mut s = ValueSample::default();
         let bytes = value.as_bytes();
-        // No class yet: the first character is no change.
+        // Indexed by class; one spare slot so that `class & 7` needs no bounds check.
+        let mut counts = [0u64; 8];
+        let (mut punctuation, mut flags, mut unicode) = (0u32, 0u8, 0u32);
+        let mut changes = 0u64;
         let mut previous = u8::MAX;
         // Byte before this one, for the two-byte markers; a non-ASCII character ends in a byte
         // that is no part of any marker.
         let mut before = 0u8;
         let mut i = 0;
-        while i < bytes.len() {
-            let b = bytes[i];
+        while let Some(&b) = bytes.get(i) {
             let class = if b < 0x80 {
-                let class = ASCII_CLASS[b as usize];
-                if class == SPECIAL {
-                    s.punctuation |= PUNCTUATION_BIT[b as usize];
+                let entry = ASCII_CLASS[b as usize];
+                punctuation |= PUNCTUATION_BIT[b as usize];
+                if entry & MARKER_END != 0 {
+                    flags |= marker_bit(before, b);
                 }
-                s.flags |= marker_bit(before, b);
                 before = b;
                 i += 1;
-                class
+                entry & 7
             } else {
                 // `value` is a str: a byte of 0x80 or more starts a whole character here.
                 let c = value[i..]
                     .chars()
                     .next()
                     .unwrap_or(char::REPLACEMENT_CHARACTER);
-                s.unicode |= 1 << unicode_bit(c);
+                unicode |= 1 << unicode_bit(c);
                 before = 0;
                 i += c.len_utf8();
                 NON_ASCII
             };
-            s.counts[class as usize] += 1;
-            if previous != u8::MAX && previous != class {
-                s.counts[6] += 1;
-            }
+            counts[usize::from(class & 7)] += 1;
+            changes += u64::from(previous != class);
             previous = class;
         }
-        s
+        // The first character is no change of class.
+        changes = changes.saturating_sub(1);
+        ValueSample {
+            counts: [
+                counts[0], counts[1], counts[2], counts[3], counts[4], counts[5], changes,
+            ],
+            punctuation,
+            flags,
+            unicode,
+        }
     }
 }
 
