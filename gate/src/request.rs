@@ -199,7 +199,7 @@ pub(crate) fn pairs_retained_bytes(pairs: &[(String, String)]) -> usize {
         .iter()
         .map(|(k, v)| k.capacity() + v.capacity())
         .sum::<usize>()
-        + pairs.len() * std::mem::size_of::<(String, String)>()
+        + std::mem::size_of_val(pairs)
 }
 
 enum BodyKind {
@@ -528,7 +528,14 @@ mod tests {
 
     #[test]
     fn refilled_requests_equal_new_ones() {
-        let cases: [(&str, &str, &str, &[(&str, &[u8])], Option<&str>); 5] = [
+        type Case<'a> = (
+            &'a str,
+            &'a str,
+            &'a str,
+            &'a [(&'a str, &'a [u8])],
+            Option<&'a str>,
+        );
+        let cases: [Case; 5] = [
             (
                 "GET",
                 "HTTP/1.1",
