@@ -5,6 +5,7 @@ mod apt;
 mod cargo;
 mod env;
 mod images;
+mod manifests;
 mod procs;
 mod tasks;
 
@@ -23,6 +24,7 @@ commands:
           cold and warm node), syscalls (getpid, open/close, exec loops in a container
           under runc, palisade-nomon, palisade, palisade-strict), monitor (exec, open/close,
           connect loops with the monitor off, on for 1 pod, on among --pods pods)
+  manifests  the Kubernetes manifests under runtimeclass/ against the API schemas (also in test)
 options (test):
   --suite-only        skip fmt, clippy and cargo test
   --handlers a,b      runtime handlers to test (default runc,palisade)
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
         "test" => tasks::test(&opts),
         "demo" => tasks::demo(&opts),
         "bench" => tasks::bench(&opts),
+        "manifests" => tasks::manifests(),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -10,7 +10,7 @@ use signal_hook::iterator::Signals;
 
 use crate::cargo::Workspace;
 use crate::env::{self, Env};
-use crate::{apt, images};
+use crate::{apt, images, manifests};
 
 /// Options shared by the commands.
 #[derive(Debug, Default)]
@@ -199,6 +199,7 @@ pub fn test(opts: &Opts) -> Result<()> {
             ]),
         );
         steps.record("cargo test", ws.cargo(&["test", "--workspace"]));
+        steps.record("kubernetes manifests", validate_manifests(&ws).map(|_| ()));
     }
     let shim = if opts.no_shim {
         None
@@ -270,6 +271,18 @@ pub fn test(opts: &Opts) -> Result<()> {
     } else {
         bail!("{failed} failed")
     }
+}
+
+fn validate_manifests(ws: &Workspace) -> Result<usize> {
+    manifests::validate(&ws.root, &ws.root.join(".palisade-run").join("tools"))
+}
+
+/// `cargo xtask manifests`: only the manifest validation of `cargo xtask test`.
+pub fn manifests() -> Result<()> {
+    let ws = Workspace::locate()?;
+    let n = validate_manifests(&ws)?;
+    println!("manifests: {n} passed, 0 failed");
+    Ok(())
 }
 
 /// The counts of the last `N passed, N failed` line of the suite's output.
