@@ -8,12 +8,16 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use crate::idle::Busy;
+
 /// A body that replays the frames already read, then streams whatever is left of the
 /// original; with nothing read ahead it is a plain pass-through.
 #[derive(Debug)]
 pub struct GateBody {
     read_ahead: VecDeque<Frame<Bytes>>,
     rest: Option<Incoming>,
+    /// For a response: its request, busy until the body is written and dropped.
+    busy: Option<Busy>,
 }
 
 impl GateBody {
@@ -22,6 +26,7 @@ impl GateBody {
         GateBody {
             read_ahead: VecDeque::new(),
             rest: Some(body),
+            busy: None,
         }
     }
 
@@ -30,7 +35,14 @@ impl GateBody {
         GateBody {
             read_ahead: VecDeque::from([Frame::data(bytes.into())]),
             rest: None,
+            busy: None,
         }
+    }
+
+    /// Keeps `busy` until this body is dropped: the connection is not idle while its answer
+    /// is being written.
+    pub(crate) fn hold(&mut self, busy: Busy) {
+        self.busy = Some(busy);
     }
 
     fn buffered_len(&self) -> u64 {
@@ -97,6 +109,7 @@ pub async fn read_ahead(
             let forward = GateBody {
                 read_ahead: frames,
                 rest: None,
+                busy: None,
             };
             return Ok((Some(data), forward));
         }
@@ -105,6 +118,7 @@ pub async fn read_ahead(
                 let forward = GateBody {
                     read_ahead: frames,
                     rest: None,
+                    busy: None,
                 };
                 return Ok((Some(data), forward));
             }
@@ -118,6 +132,7 @@ pub async fn read_ahead(
                     let forward = GateBody {
                         read_ahead: frames,
                         rest: Some(body),
+                        busy: None,
                     };
                     return Ok((None, forward));
                 }

@@ -3,6 +3,7 @@
 pub mod body;
 pub mod decide;
 pub mod events;
+mod idle;
 pub mod indicators;
 pub mod mode;
 pub mod persist;

@@ -12,7 +12,7 @@ use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, UPGRADE};
 use hyper::server::conn::http1 as server;
 use hyper::service::service_fn;
 use hyper::{StatusCode, Uri, Version};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
@@ -20,6 +20,7 @@ use tracing::Instrument;
 use crate::body::{read_ahead, GateBody};
 use crate::decide::{decide, decide_response, is_slow};
 use crate::events::{Dedup, EventKind, EventSink, GateEvent};
+use crate::idle::{within_idle_timeout, Activity};
 use crate::indicators::{IndicatorState, PodIndicators};
 use crate::mode::{AutoAlert, Mode, ModeSwitch};
 use crate::profile::Profile;
@@ -327,23 +328,34 @@ impl Gate {
             peer,
             scratch: Mutex::new(None),
         });
+        let activity = Activity::new();
         let gate = self.clone();
+        let requests = activity.clone();
         let service = service_fn(move |req| {
             let gate = gate.clone();
             let conn = conn.clone();
-            async move { Ok::<_, Infallible>(gate.handle(req, &conn).await) }
+            let busy = requests.begin();
+            async move {
+                let mut resp = gate.handle(req, &conn).await;
+                resp.body_mut().hold(busy);
+                Ok::<_, Infallible>(resp)
+            }
         });
+        // The header read timeout is kept by `within_idle_timeout`, with one timer per
+        // connection, rather than by hyper, which arms a fresh timer for every request.
         let mut builder = server::Builder::new();
         builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.inner.config.header_read_timeout)
+            .header_read_timeout(None)
             .max_buf_size(self.inner.config.max_head_bytes.max(8192))
             .keep_alive(true);
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
-        if let Err(e) = conn.await {
-            tracing::debug!(%peer, error = %e, "gate: connection ended");
+        let timeout = self.inner.config.header_read_timeout;
+        match within_idle_timeout(conn, &activity, timeout).await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => tracing::debug!(%peer, error = %e, "gate: connection ended"),
+            None => tracing::debug!(%peer, "gate: no request head in time, connection closed"),
         }
     }
 

@@ -188,7 +188,10 @@ pub(crate) fn refill_headers<'a>(
         let (k, v) = &mut out[n];
         set(k, name);
         k.make_ascii_lowercase();
-        set(v, &String::from_utf8_lossy(value));
+        match std::str::from_utf8(value) {
+            Ok(text) => set(v, text),
+            Err(_) => set(v, &String::from_utf8_lossy(value)),
+        }
         n += 1;
     }
     out.truncate(n);

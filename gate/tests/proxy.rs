@@ -355,6 +355,31 @@ async fn pod_indicators_report_new_peers_and_slow_responses() -> Result<()> {
 }
 
 #[tokio::test]
+async fn the_header_timeout_counts_idle_time_not_answer_time() -> Result<()> {
+    let up = start_upstream().await?;
+    let config = GateConfig {
+        header_read_timeout: Duration::from_millis(200),
+        ..test_config(Mode::Learn)
+    };
+    let gate = start_gate(config, Profile::default(), up.addr).await?;
+    let mut c = Client::connect(gate.addr).await?;
+    // The upstream takes 400 ms over /slow, twice the header timeout: the connection is busy
+    // answering, not waiting for a head, so it is not cut, and stays usable afterwards.
+    for _ in 0..2 {
+        let resp = c.send(&TestRequest::get("/slow")).await?;
+        assert_eq!(resp.status, 200);
+    }
+    assert_eq!(c.send(&TestRequest::get("/a")).await?.status, 200);
+    // Idle after its last answer, it is closed once the timeout has passed.
+    assert!(
+        c.closed_within(Duration::from_secs(3)).await,
+        "idle kept-alive connection still open after 3 s"
+    );
+    assert_eq!(up.hits(), 3);
+    Ok(())
+}
+
+#[tokio::test]
 async fn slow_responses_after_learning_are_indicators() -> Result<()> {
     let up = start_upstream().await?;
     let gate = start_gate(test_config(Mode::Learn), Profile::default(), up.addr).await?;
