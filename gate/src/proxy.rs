@@ -399,7 +399,9 @@ impl Gate {
         let (mut parts, body) = req.into_parts();
 
         let body = if self.inner.config.inspect_bodies && !upgrade && sample.wants_body() {
-            match self.inspect_body(body, sample, id).await {
+            // Boxed, as the other rare paths: the future of every request, which hyper keeps
+            // for each connection, stays small.
+            match Box::pin(self.inspect_body(body, sample, id)).await {
                 Ok(forward) => forward,
                 Err(refusal) => return refusal,
             }
@@ -415,7 +417,7 @@ impl Gate {
         let upstream_req = hyper::Request::from_parts(parts, body);
         let started = Instant::now();
         let sent = if upgrade {
-            up.send_upgrade(upstream_req).await
+            Box::pin(up.send_upgrade(upstream_req)).await
         } else {
             up.send(upstream_req).await
         };

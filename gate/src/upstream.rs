@@ -147,7 +147,8 @@ impl Upstream {
             };
             let mut sender = match reusable {
                 Some(s) => s,
-                None => self.connect(false).await?,
+                // Boxed: connecting is rare, and its future would make every request's larger.
+                None => Box::pin(self.connect(false)).await?,
             };
             let response = sender.try_send_request(req);
             *self.slot() = Some(sender);
