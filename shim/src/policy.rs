@@ -36,6 +36,16 @@ pub enum PolicyError {
         annotation: &'static str,
         diagnostics: palisade_policy::Diagnostics,
     },
+    #[error("policy {policy} selects by pod labels, which could not be read: {reason}")]
+    Labels { policy: String, reason: String },
+}
+
+/// The pod's labels as far as the shim could learn them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodLabels {
+    Known(BTreeMap<String, String>),
+    /// containerd could not be asked; a policy that selects by labels refuses the container.
+    Unknown(String),
 }
 
 /// Who a container is, read from the annotations CRI put into its spec.
@@ -98,12 +108,13 @@ pub fn policy_for(
     container: &str,
     spec: &Value,
     dir: Option<&Path>,
+    labels: &PodLabels,
     audit: bool,
 ) -> Result<Option<CompiledPolicy>, PolicyError> {
     if is_sandbox(spec) {
         return Ok(None);
     }
-    let workload = workload_of(spec);
+    let mut workload = workload_of(spec);
     let mut policies = match dir {
         Some(d) => load_dir(d)?,
         None => Vec::new(),
@@ -126,6 +137,21 @@ pub fn policy_for(
     }
     if policies.is_empty() {
         return Ok(None);
+    }
+    match labels {
+        PodLabels::Known(l) => workload.labels = l.clone(),
+        PodLabels::Unknown(reason) => {
+            if let Some(p) = policies.iter().find(|p| {
+                p.active
+                    && (!p.selector.match_labels.is_empty()
+                        || !p.selector.match_expressions.is_empty())
+            }) {
+                return Err(PolicyError::Labels {
+                    policy: p.id.to_string(),
+                    reason: reason.clone(),
+                });
+            }
+        }
     }
     let mut options = CompileOptions::default();
     if audit {
@@ -162,6 +188,10 @@ fn audit_only(policies: &mut [Policy]) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn no_labels() -> PodLabels {
+        PodLabels::Known(BTreeMap::new())
+    }
 
     const TOKEN_POLICY: &str = r#"apiVersion: security.kubearmor.com/v1
 kind: KubeArmorPolicy
@@ -212,12 +242,12 @@ spec:
 
     #[test]
     fn inline_annotation_policy_is_compiled_for_its_pod() {
-        let compiled = policy_for("c1", &spec(Some(TOKEN_POLICY)), None, false)
+        let compiled = policy_for("c1", &spec(Some(TOKEN_POLICY)), None, &no_labels(), false)
             .unwrap()
             .expect("policy selected");
         assert_eq!(compiled.file.len(), 1);
         assert_eq!(
-            policy_for("c1", &spec(None), None, false)
+            policy_for("c1", &spec(None), None, &no_labels(), false)
                 .unwrap()
                 .map(|c| c.rule_count()),
             None
@@ -225,12 +255,44 @@ spec:
     }
 
     #[test]
+    fn label_selectors_see_the_pods_labels_and_refuse_without_them() {
+        let by_label = TOKEN_POLICY.replace("matchLabels: {}", "matchLabels:\n      app: web");
+        let labels = |v: &str| PodLabels::Known(BTreeMap::from([("app".into(), v.into())]));
+        let sel = |l: &PodLabels| {
+            policy_for("c1", &spec(Some(&by_label)), None, l, false)
+                .map(|c| c.map(|c| c.file.len()))
+        };
+        assert_eq!(sel(&labels("web")).unwrap(), Some(1));
+        assert_eq!(sel(&labels("db")).unwrap(), None);
+        let err = sel(&PodLabels::Unknown("containerd: connection refused".into()))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "policy shop/block-sa-token selects by pod labels, which could not be read: containerd: connection refused"
+        );
+        // A policy that selects every pod needs no labels.
+        assert_eq!(
+            policy_for(
+                "c1",
+                &spec(Some(TOKEN_POLICY)),
+                None,
+                &PodLabels::Unknown("down".into()),
+                false
+            )
+            .unwrap()
+            .map(|c| c.file.len()),
+            Some(1)
+        );
+    }
+
+    #[test]
     fn audit_mode_reports_what_block_rules_would_deny() {
-        let enforced = policy_for("c1", &spec(Some(TOKEN_POLICY)), None, false)
+        let enforced = policy_for("c1", &spec(Some(TOKEN_POLICY)), None, &no_labels(), false)
             .unwrap()
             .unwrap();
         assert_eq!(enforced.file[0].rule.meta.action, Action::Block);
-        let audited = policy_for("c1", &spec(Some(TOKEN_POLICY)), None, true)
+        let audited = policy_for("c1", &spec(Some(TOKEN_POLICY)), None, &no_labels(), true)
             .unwrap()
             .unwrap();
         assert_eq!(audited.file[0].rule.meta.action, Action::Audit);
@@ -243,7 +305,7 @@ spec:
             "dir: /var/run/secrets/kubernetes.io/serviceaccount/",
             "dir: relative/dir",
         );
-        let err = policy_for("c1", &spec(Some(&bad)), None, false)
+        let err = policy_for("c1", &spec(Some(&bad)), None, &no_labels(), false)
             .unwrap_err()
             .to_string();
         assert!(
@@ -258,20 +320,20 @@ spec:
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("10-token.yaml"), TOKEN_POLICY).unwrap();
         std::fs::write(dir.path().join("README.txt"), "not a policy").unwrap();
-        let compiled = policy_for("c1", &spec(None), Some(dir.path()), false)
+        let compiled = policy_for("c1", &spec(None), Some(dir.path()), &no_labels(), false)
             .unwrap()
             .expect("selected from the directory");
         assert_eq!(compiled.file.len(), 1);
         let other_ns = TOKEN_POLICY.replace("namespace: shop", "namespace: other");
         std::fs::write(dir.path().join("10-token.yaml"), other_ns).unwrap();
         assert!(
-            policy_for("c1", &spec(None), Some(dir.path()), false)
+            policy_for("c1", &spec(None), Some(dir.path()), &no_labels(), false)
                 .unwrap()
                 .is_none(),
             "another namespace's policy does not apply"
         );
         std::fs::write(dir.path().join("20-broken.yaml"), "kind: [").unwrap();
-        let err = policy_for("c1", &spec(None), Some(dir.path()), false)
+        let err = policy_for("c1", &spec(None), Some(dir.path()), &no_labels(), false)
             .unwrap_err()
             .to_string();
         assert!(
@@ -285,6 +347,7 @@ spec:
             "c1",
             &json!({"annotations": {"io.kubernetes.cri.container-type": "sandbox"}}),
             Some(dir.path()),
+            &no_labels(),
             false
         )
         .unwrap()

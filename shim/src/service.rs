@@ -198,6 +198,8 @@ pub struct TaskService {
     monitor: Arc<std::sync::OnceLock<Option<crate::monitoring::ShimMonitor>>>,
     /// The compromise policy: restarts held back or refused, across the pod's containers.
     judge: judge::Judge,
+    /// containerd's grpc address (the shim's `-address`), for the pod's labels.
+    containerd: Option<String>,
 }
 
 /// Makes the runtime for a configuration: runc, or a fake in tests.
@@ -266,7 +268,41 @@ impl TaskService {
             reporter,
             monitor,
             judge,
+            containerd: None,
         })
+    }
+
+    /// Where containerd serves its API, so that policies can select by the pod's labels.
+    pub fn with_containerd(mut self, address: &str) -> Self {
+        self.containerd = (!address.is_empty()).then(|| address.to_string());
+        self
+    }
+
+    /// The labels of the pod a container belongs to, from containerd's sandbox record.
+    async fn pod_labels(&self, id: &str, bundle: &Path) -> crate::policy::PodLabels {
+        use crate::policy::PodLabels;
+        let sandbox = read_config(id, bundle).ok().and_then(|spec| {
+            (!crate::policy::is_sandbox(&spec))
+                .then(|| {
+                    spec["annotations"][crate::labels::SANDBOX_ID]
+                        .as_str()
+                        .map(String::from)
+                })
+                .flatten()
+        });
+        let Some(sandbox) = sandbox else {
+            return PodLabels::Known(Default::default());
+        };
+        let Some(address) = &self.containerd else {
+            return PodLabels::Unknown("the shim was not told containerd's address".into());
+        };
+        match crate::labels::pod_labels(address, &self.namespace, &sandbox).await {
+            Ok(l) => PodLabels::Known(l),
+            Err(e) => {
+                tracing::warn!(container = %id, "pod labels: {e}");
+                PodLabels::Unknown(e.to_string())
+            }
+        }
     }
 
     pub fn namespace(&self) -> &str {
@@ -304,7 +340,8 @@ impl TaskService {
             "container {id}: write {RUNTIME_FILE}"
         )))?;
 
-        let hardened = harden_bundle(&id, &bundle, &config, &self.reporter(&config))?;
+        let labels = self.pod_labels(&id, &bundle).await;
+        let hardened = harden_bundle(&id, &bundle, &config, &labels, &self.reporter(&config))?;
         let (spec, wrapped) = (&hardened.spec, hardened.wrapped);
         // A pod's gate is set up with its sandbox container; bad annotations stop the pod here.
         let gate_request = if crate::policy::is_sandbox(spec) {
@@ -1422,6 +1459,7 @@ fn harden_bundle(
     id: &str,
     bundle: &Path,
     config: &Config,
+    labels: &crate::policy::PodLabels,
     reporter: &crate::report::Reporter,
 ) -> Result<Hardened, ShimError> {
     let path = bundle.join("config.json");
@@ -1433,8 +1471,13 @@ fn harden_bundle(
             source,
         })?;
     let report = palisade_sandbox::harden_spec(id, &mut spec, &config.hardening)?;
-    let compiled =
-        crate::policy::policy_for(id, &spec, config.policy_dir.as_deref(), config.audit())?;
+    let compiled = crate::policy::policy_for(
+        id,
+        &spec,
+        config.policy_dir.as_deref(),
+        labels,
+        config.audit(),
+    )?;
     let kernel = palisade_sandbox::KernelFeatures::probe().map_err(|e| ShimError::Unenforced {
         container: id.to_string(),
         reason: format!("kernel features: {e}"),

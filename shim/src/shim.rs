@@ -28,6 +28,8 @@ const KILLED_STATUS: u32 = 128 + 9;
 /// One palisade shim process.
 pub struct PalisadeShim {
     namespace: String,
+    /// containerd's grpc address (`-address`).
+    address: String,
     id: String,
     bundle: String,
     exit: Arc<ExitSignal>,
@@ -54,6 +56,7 @@ impl Shim for PalisadeShim {
         PalisadeShim {
             start_options,
             namespace: args.namespace.clone(),
+            address: args.address.clone(),
             id: args.id.clone(),
             bundle: args.bundle.clone(),
             exit: Arc::new(ExitSignal::default()),
@@ -121,7 +124,7 @@ impl Shim for PalisadeShim {
         )
         .await
         {
-            Ok(svc) => svc,
+            Ok(svc) => svc.with_containerd(&self.address),
             Err(e) => {
                 // Without the reaper subscription no exit would ever be reported: refuse to serve.
                 tracing::error!("shim {}: {e}", self.id);

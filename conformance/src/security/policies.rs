@@ -76,11 +76,80 @@ pub fn all() -> Vec<SecCheck> {
             only,
             raw_socket_from_source
         ),
+        sec_check!(
+            "policy_selects_by_pod_labels",
+            60,
+            only,
+            selects_by_pod_labels
+        ),
     ]
 }
 
+/// Blocks reading /etc/hostname in pods labelled `app: web, tier in (front)`.
+const BY_LABELS: &str = "apiVersion: security.kubearmor.com/v1
+kind: KubeArmorPolicy
+metadata:
+  name: web-no-hostname
+spec:
+  selector:
+    matchLabels:
+      app: web
+    matchExpressions:
+    - key: tier
+      operator: In
+      values: [front]
+  file:
+    matchPaths:
+    - path: /etc/hostname
+  action: Block
+";
+
+/// The policy selects by the pod's labels, which the shim reads from containerd's sandbox
+/// record: the labelled pod is denied, a pod with another label runs unhindered.
+async fn selects_by_pod_labels(ctx: &Ctx) -> Result<Observed> {
+    let mut outcomes = Vec::new();
+    for (app, denied) in [("web", true), ("db", false)] {
+        let mut cfg = ctx.pod_config();
+        let ns = cfg
+            .metadata
+            .as_ref()
+            .map(|m| m.namespace.clone())
+            .unwrap_or_default();
+        cfg.labels.insert("app".into(), app.into());
+        cfg.labels.insert("tier".into(), "front".into());
+        cfg.annotations.insert(
+            POLICY_ANNOTATION.into(),
+            BY_LABELS.replace(
+                "name: web-no-hostname",
+                &format!("name: web-no-hostname\n  namespace: {ns}"),
+            ),
+        );
+        let pod = ctx.run_pod(&cfg).await?;
+        let c = ctx
+            .cri
+            .run_container(&pod, &ctx.container("app", SLEEPER), &cfg)
+            .await?;
+        let (out, err, code) = sh(ctx, &c, "cat /etc/hostname").await?;
+        // A Block on one file masks it: the read finds nothing (or fails).
+        let refused = code != 0 || out.trim().is_empty();
+        ensure(refused == denied, || {
+            format!("app={app}: cat /etc/hostname exited {code} ({out:?} {err:?}), denied expected: {denied}")
+        })?;
+        outcomes.push(format!(
+            "app={app}: {}",
+            if refused {
+                "hostname hidden"
+            } else {
+                "hostname read"
+            }
+        ));
+    }
+    Ok(Observed::blocked(outcomes.join(", ")))
+}
+
 /// A fixture made to select the test pod: its namespace becomes the pod's, and its label
-/// selector goes (the runtime sees no pod labels; an inline policy is scoped to its pod anyway).
+/// selector goes (it names the labels of KubeArmor's demo apps; `policy_selects_by_pod_labels`
+/// shows selection by the pod's own labels).
 pub fn adapt(yaml: &str, namespace: &str) -> String {
     let mut out = String::new();
     let mut in_selector: Option<usize> = None;
