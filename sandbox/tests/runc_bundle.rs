@@ -60,6 +60,15 @@ fn cap_mask(caps: &[&str]) -> u64 {
 /// look like CRI's for a pod with `allowPrivilegeEscalation` and an unmasked /proc
 /// (containerd's default capability set, nothing masked), hardened when `harden`.
 fn run_bundle(script: &str, harden: bool) -> Result<(String, Value)> {
+    run_bundle_in(script, harden, false)
+}
+
+/// The container's root is host uid/gid `USERNS_HOST_ID` in a user namespace, the way
+/// containerd 1.7+ writes the spec for a pod whose CRI request asks for one.
+const USERNS_HOST_ID: u32 = 100_000;
+
+/// As `run_bundle`, optionally with a user namespace mapping container ids 0..65536.
+fn run_bundle_in(script: &str, harden: bool, userns: bool) -> Result<(String, Value)> {
     ensure!(
         // SAFETY: geteuid has no preconditions.
         unsafe { libc::geteuid() } == 0,
@@ -87,6 +96,19 @@ fn run_bundle(script: &str, harden: bool) -> Result<(String, Value)> {
     spec["process"]["noNewPrivileges"] = json!(false);
     spec["linux"]["maskedPaths"] = json!([]);
     spec["linux"]["readonlyPaths"] = json!([]);
+    if userns {
+        // The mapped root must reach the bundle (tempdirs are 0700).
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+        std::fs::set_permissions(&bundle, std::fs::Permissions::from_mode(0o755))?;
+        spec["linux"]["namespaces"]
+            .as_array_mut()
+            .context("runc spec has namespaces")?
+            .push(json!({"type": "user"}));
+        let map = json!([{"containerID": 0, "hostID": USERNS_HOST_ID, "size": 65536}]);
+        spec["linux"]["uidMappings"] = map.clone();
+        spec["linux"]["gidMappings"] = map;
+    }
     if harden {
         harden_spec("runc-bundle-test", &mut spec, &HardeningConfig::default())?;
     }
@@ -94,9 +116,10 @@ fn run_bundle(script: &str, harden: bool) -> Result<(String, Value)> {
 
     // Unique per run: the id also names the container's cgroup.
     let id = format!(
-        "palisade-sandbox-test-{}-{}",
+        "palisade-sandbox-test-{}-{}{}",
         std::process::id(),
-        if harden { "hardened" } else { "plain" }
+        if harden { "hardened" } else { "plain" },
+        if userns { "-userns" } else { "" }
     );
     let out = Command::new("timeout")
         .arg("60")
@@ -178,5 +201,43 @@ fn the_same_bundle_unhardened_is_not_confined() -> Result<()> {
         timer_list.is_some_and(|n| n > 0),
         "timer_list readable when unmasked:\n{stdout}"
     );
+    Ok(())
+}
+
+#[test]
+fn a_user_namespace_in_the_spec_is_kept_and_the_container_still_confined() -> Result<()> {
+    let script = format!("{SCRIPT}\n/usr/bin/busybox cat /proc/self/uid_map /proc/self/gid_map\n");
+    let (stdout, spec) = run_bundle_in(&script, true, true)?;
+    assert!(
+        spec["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["type"] == "user"),
+        "hardening dropped the user namespace: {spec}"
+    );
+    let maps: Vec<Vec<&str>> = stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|w| w.len() == 3 && w[0] == "0")
+        .collect();
+    let host = USERNS_HOST_ID.to_string();
+    assert_eq!(
+        maps,
+        vec![vec!["0", host.as_str(), "65536"]; 2],
+        "uid and gid maps in:\n{stdout}"
+    );
+    for line in [
+        "NoNewPrivs:\t1",
+        "Seccomp:\t2",
+        "unshare: refused",
+        "mknod-char: refused",
+        "proc-sys: read-only",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l == line),
+            "{line:?} missing in:\n{stdout}"
+        );
+    }
     Ok(())
 }
