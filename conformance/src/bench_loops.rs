@@ -73,6 +73,14 @@ struct Plan {
 /// ns/op per configuration, per loop, per round (in round order).
 type Samples = Vec<Vec<Vec<f64>>>;
 
+/// Both measures of every loop: wall clock, and CPU time of the looping process and its
+/// children (what the loop cost, without the time it waited for a core).
+#[derive(Debug, Clone, PartialEq)]
+struct Measured {
+    wall: Samples,
+    cpu: Samples,
+}
+
 /// Issue targets of the sandbox work: at most 5% on open/close and exec, none on getpid.
 fn syscalls_plan(handlers: &[String], opts: &Options) -> Plan {
     let configs: Vec<Config> = handlers
@@ -143,15 +151,15 @@ pub async fn syscalls(settings: &Settings, opts: &Options) -> Result<String> {
         );
     }
     let plan = syscalls_plan(&settings.handlers, opts);
-    let (samples, loads) = measure(settings, &plan, "sys").await?;
-    Ok(render(&plan, &samples, &loads))
+    let (measured, loads) = measure(settings, &plan, "sys").await?;
+    Ok(render(&plan, &measured, &loads))
 }
 
 /// `bench --suite monitor`: palisade with the monitor off, on for one pod, on among many.
 pub async fn monitor(settings: &Settings, opts: &Options) -> Result<String> {
     let plan = monitor_plan(opts);
-    let (samples, loads) = measure(settings, &plan, "mon").await?;
-    Ok(render(&plan, &samples, &loads))
+    let (measured, loads) = measure(settings, &plan, "mon").await?;
+    Ok(render(&plan, &measured, &loads))
 }
 
 /// The 1-minute load average.
@@ -164,10 +172,14 @@ fn loadavg1() -> String {
 
 /// Every round measures every configuration, starting one further along each round, so that
 /// drift in the machine's load falls on all configurations alike.
-async fn measure(settings: &Settings, plan: &Plan, tag: &str) -> Result<(Samples, Vec<String>)> {
+async fn measure(settings: &Settings, plan: &Plan, tag: &str) -> Result<(Measured, Vec<String>)> {
     let cri = Cri::connect(&settings.cri_socket).await?;
     let n = plan.configs.len();
-    let mut samples: Samples = vec![vec![Vec::new(); plan.loops.len()]; n];
+    let empty: Samples = vec![vec![Vec::new(); plan.loops.len()]; n];
+    let mut m = Measured {
+        wall: empty.clone(),
+        cpu: empty,
+    };
     let mut loads = Vec::new();
     for round in 0..plan.rounds as usize {
         loads.push(loadavg1());
@@ -183,16 +195,17 @@ async fn measure(settings: &Settings, plan: &Plan, tag: &str) -> Result<(Samples
                 plan.loops
                     .iter()
                     .zip(&ns)
-                    .map(|(l, v)| format!("{} {v:.1} ns/op", l.op))
+                    .map(|(l, (wall, cpu))| format!("{} {wall:.1} ns/op ({cpu:.1} CPU)", l.op))
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            for (l, v) in ns.into_iter().enumerate() {
-                samples[c][l].push(v);
+            for (l, (wall, cpu)) in ns.into_iter().enumerate() {
+                m.wall[c][l].push(wall);
+                m.cpu[c][l].push(cpu);
             }
         }
     }
-    Ok((samples, loads))
+    Ok((m, loads))
 }
 
 /// Starts the configuration's pods, runs every loop in the measured one, removes the pods.
@@ -202,7 +215,7 @@ async fn measure_config(
     plan: &Plan,
     config: &Config,
     name: &str,
-) -> Result<Vec<f64>> {
+) -> Result<Vec<(f64, f64)>> {
     let mut pods = Vec::new();
     let measured = async {
         for i in 0..config.idle_pods {
@@ -268,7 +281,7 @@ fn bpf_fds(pid: i32) -> Result<usize> {
 /// Runs `palisade-probe loop OP N` as a container of the measured pod and returns its ns/op.
 /// The loop is the container's own process rather than an exec: it is what the container's
 /// workload would be, and the exec path (runc's exec init) stays out of the measurement.
-async fn run_loop(cri: &Cri, pod: &Pod<'_>, l: &Loop) -> Result<f64> {
+async fn run_loop(cri: &Cri, pod: &Pod<'_>, l: &Loop) -> Result<(f64, f64)> {
     let n = l.iterations.to_string();
     let cmd = [PROBE, "loop", l.op, n.as_str()];
     let name = format!("loop-{}", l.op);
@@ -312,9 +325,9 @@ struct Pod<'a> {
     image: &'a str,
 }
 
-/// The ns/op of the probe's `loop op=OP iterations=N ns_per_op=F total_ns=T` line (plain, or
-/// in a CRI log line after its time, stream and tag).
-fn parse_loop_line(out: &str, op: &str, iterations: u64) -> Result<f64> {
+/// The (wall, CPU) ns/op of the probe's `loop op=OP iterations=N ns_per_op=F cpu_ns_per_op=F
+/// total_ns=T` line (plain, or in a CRI log line after its time, stream and tag).
+fn parse_loop_line(out: &str, op: &str, iterations: u64) -> Result<(f64, f64)> {
     let line = out
         .lines()
         .find_map(|l| l.find("loop op=").map(|i| &l[i..]))
@@ -327,13 +340,16 @@ fn parse_loop_line(out: &str, op: &str, iterations: u64) -> Result<f64> {
     if field("op")? != op || field("iterations")? != iterations.to_string() {
         bail!("loop line {line:?} is not for {op} x {iterations}");
     }
-    let ns: f64 = field("ns_per_op")?
-        .parse()
-        .with_context(|| format!("ns_per_op in {line:?}"))?;
-    if !(ns.is_finite() && ns > 0.0) {
-        bail!("ns_per_op {ns} in {line:?}");
-    }
-    Ok(ns)
+    let ns = |key: &str| -> Result<f64> {
+        let v: f64 = field(key)?
+            .parse()
+            .with_context(|| format!("{key} in {line:?}"))?;
+        if !(v.is_finite() && v > 0.0) {
+            bail!("{key} {v} in {line:?}");
+        }
+        Ok(v)
+    };
+    Ok((ns("ns_per_op")?, ns("cpu_ns_per_op")?))
 }
 
 fn fmt_ns(v: f64) -> String {
@@ -361,8 +377,48 @@ fn verdict(ratio: f64, target_pct: Option<f64>) -> String {
     }
 }
 
-/// The suite's markdown: how it ran, ns/op per configuration, and the comparisons.
-fn render(plan: &Plan, samples: &Samples, loads: &[String]) -> String {
+fn range(v: &[f64]) -> (f64, f64) {
+    v.iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        })
+}
+
+/// One table of ns/op: a row per loop, a column per configuration.
+fn ns_table(plan: &Plan, samples: &Samples) -> String {
+    let mut md = String::from("| loop |");
+    for c in &plan.configs {
+        md += &format!(" {} |", c.label);
+    }
+    md += "\n|---|";
+    md += &"---|".repeat(plan.configs.len());
+    md += "\n";
+    for (li, l) in plan.loops.iter().enumerate() {
+        md += &format!("| {} |", l.op);
+        for per_config in samples {
+            let v = &per_config[li];
+            let (lo, hi) = range(v);
+            md += &format!(
+                " {} ({}–{}) |",
+                fmt_ns(quantile(v, 0.5)),
+                fmt_ns(lo),
+                fmt_ns(hi)
+            );
+        }
+        md += "\n";
+    }
+    md
+}
+
+/// Ratio of the medians of `a` to `b`, and the range of the per-round ratios.
+fn compare(a: &[f64], b: &[f64]) -> (f64, f64, f64) {
+    let rounds: Vec<f64> = a.iter().zip(b).map(|(x, y)| x / y).collect();
+    let (lo, hi) = range(&rounds);
+    (quantile(a, 0.5) / quantile(b, 0.5), lo, hi)
+}
+
+/// The suite's markdown: how it ran, CPU and wall ns/op per configuration, the comparisons.
+fn render(plan: &Plan, m: &Measured, loads: &[String]) -> String {
     let loops = plan
         .loops
         .iter()
@@ -376,56 +432,32 @@ fn render(plan: &Plan, samples: &Samples, loads: &[String]) -> String {
         plan.configs.len(),
         loads.join(", ")
     );
-    md += "Median ns per operation over the rounds (min–max in brackets):\n\n| loop |";
-    for c in &plan.configs {
-        md += &format!(" {} |", c.label);
-    }
-    md += "\n|---|";
-    md += &"---|".repeat(plan.configs.len());
-    md += "\n";
-    for (li, l) in plan.loops.iter().enumerate() {
-        md += &format!("| {} |", l.op);
-        for per_config in samples {
-            let v = &per_config[li];
-            let (lo, hi) = v.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &x| {
-                (lo.min(x), hi.max(x))
-            });
-            md += &format!(
-                " {} ({}–{}) |",
-                fmt_ns(quantile(v, 0.5)),
-                fmt_ns(lo),
-                fmt_ns(hi)
-            );
-        }
-        md += "\n";
-    }
-    md += "\nOverhead = ratio of medians − 1, judged against the target; the overhead of the \
-           fastest rounds (ratio of minima, the rounds least disturbed by other work) and the \
-           range of the per-round ratios show how far the noise reaches.\n\n\
-           | loop | comparison | ratio of medians | overhead | overhead of minima | per-round overhead (min–max) | target |\n\
-           |---|---|---|---|---|---|---|\n";
+    md += "CPU time per operation (user + system of the loop and its children; median over the \
+           rounds, min–max in brackets, ns):\n\n";
+    md += &ns_table(plan, &m.cpu);
+    md += "\nWall-clock time per operation (ns, same layout):\n\n";
+    md += &ns_table(plan, &m.wall);
+    md += "\nOverhead = ratio of the medians − 1, with the range of the per-round ratios \
+           (how far the noise reaches), judged against the issue's target for each measure:\n\n\
+           | loop | comparison | CPU: ratio (overhead) | CPU: per round | CPU: target | wall: ratio (overhead) | wall: per round | wall: target |\n\
+           |---|---|---|---|---|---|---|---|\n";
     for (li, l) in plan.loops.iter().enumerate() {
         for &(a, b) in &plan.comparisons {
-            let (va, vb) = (&samples[a][li], &samples[b][li]);
-            let ratio = quantile(va, 0.5) / quantile(vb, 0.5);
-            let min_ratio = quantile(va, 0.0) / quantile(vb, 0.0);
-            let rounds: Vec<f64> = va.iter().zip(vb).map(|(x, y)| x / y).collect();
-            let (lo, hi) = rounds
-                .iter()
-                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
-                    (lo.min(x), hi.max(x))
-                });
             md += &format!(
-                "| {} | {} vs {} | {ratio:.3} | {} | {} | {} to {} | {} |\n",
-                l.op,
-                plan.configs[a].label,
-                plan.configs[b].label,
-                fmt_pct(ratio),
-                fmt_pct(min_ratio),
-                fmt_pct(lo),
-                fmt_pct(hi),
-                verdict(ratio, l.target_pct)
+                "| {} | {} vs {} |",
+                l.op, plan.configs[a].label, plan.configs[b].label
             );
+            for samples in [&m.cpu, &m.wall] {
+                let (ratio, lo, hi) = compare(&samples[a][li], &samples[b][li]);
+                md += &format!(
+                    " {ratio:.3} ({}) | {} to {} | {} |",
+                    fmt_pct(ratio),
+                    fmt_pct(lo),
+                    fmt_pct(hi),
+                    verdict(ratio, l.target_pct)
+                );
+            }
+            md += "\n";
         }
     }
     md
@@ -437,15 +469,26 @@ mod tests {
 
     #[test]
     fn loop_line_is_parsed_and_checked() {
-        let out = "loop op=open iterations=100 ns_per_op=2345.6 total_ns=234560\n";
-        assert_eq!(parse_loop_line(out, "open", 100).unwrap(), 2345.6);
-        let log = "2026-11-23T01:02:03.1Z stdout F loop op=exec iterations=10 ns_per_op=900000.0 total_ns=9000000\n";
-        assert_eq!(parse_loop_line(log, "exec", 10).unwrap(), 900000.0);
+        let out =
+            "loop op=open iterations=100 ns_per_op=2345.6 cpu_ns_per_op=2000.5 total_ns=234560\n";
+        assert_eq!(parse_loop_line(out, "open", 100).unwrap(), (2345.6, 2000.5));
+        let log = "2026-11-23T01:02:03.1Z stdout F loop op=exec iterations=10 \
+                   ns_per_op=900000.0 cpu_ns_per_op=500000.0 total_ns=9000000\n";
+        assert_eq!(
+            parse_loop_line(log, "exec", 10).unwrap(),
+            (900000.0, 500000.0)
+        );
+        assert!(parse_loop_line(
+            "loop op=open iterations=100 ns_per_op=2345.6 total_ns=234560",
+            "open",
+            100
+        )
+        .is_err());
         assert!(parse_loop_line(out, "exec", 100).is_err());
         assert!(parse_loop_line(out, "open", 10).is_err());
         assert!(parse_loop_line("denied errno=1 EPERM\n", "open", 100).is_err());
         assert!(parse_loop_line(
-            "loop op=open iterations=100 ns_per_op=nan total_ns=0",
+            "loop op=open iterations=100 ns_per_op=nan cpu_ns_per_op=1.0 total_ns=0",
             "open",
             100
         )
@@ -497,17 +540,30 @@ mod tests {
             comparisons: vec![(1, 0)],
             rounds: 3,
         };
-        let samples = vec![
-            vec![vec![100.0, 200.0, 150.0]],
-            vec![vec![110.0, 200.0, 180.0]],
-        ];
-        let md = render(&plan, &samples, &["1.0".into(), "2.0".into(), "3.0".into()]);
+        let m = Measured {
+            cpu: vec![
+                vec![vec![100.0, 200.0, 150.0]],
+                vec![vec![110.0, 200.0, 180.0]],
+            ],
+            wall: vec![
+                vec![vec![1000.0, 1000.0, 1000.0]],
+                vec![vec![1010.0, 990.0, 1020.0]],
+            ],
+        };
+        let md = render(&plan, &m, &["1.0".into(), "2.0".into(), "3.0".into()]);
         assert!(
             md.contains("| open | 150.0 (100.0–200.0) | 180.0 (110.0–200.0) |"),
             "{md}"
         );
         assert!(
-            md.contains("| open | b vs a | 1.200 | +20.0% | +10.0% | +0.0% to +20.0% | ≤ 5%: **missed** by 15.0 points |"),
+            md.contains("| open | 1000 (1000–1000) | 1010 (990.0–1020) |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| open | b vs a | 1.200 (+20.0%) | +0.0% to +20.0% | ≤ 5%: **missed** by 15.0 points \
+                 | 1.010 (+1.0%) | -1.0% to +2.0% | ≤ 5%: **met** |"
+            ),
             "{md}"
         );
         assert!(md.contains("round: 1.0, 2.0, 3.0."), "{md}");

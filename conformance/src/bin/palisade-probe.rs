@@ -7,8 +7,9 @@
 //!
 //! The benchmarks use two more commands: `palisade-probe loop OP N` times N iterations of one
 //! operation (`getpid`, `open`, `exec`, `connect`, `udp`) after N/20 unmeasured ones and prints
-//! one line, `loop op=OP iterations=N ns_per_op=F total_ns=T`; `palisade-probe noop` exits 0 at
-//! once (the program the exec loop runs).
+//! one line, `loop op=OP iterations=N ns_per_op=F cpu_ns_per_op=F total_ns=T` (wall clock, and
+//! CPU time of the process and its children); `palisade-probe noop` exits 0 at once (the
+//! program the exec loop runs).
 
 use std::ffi::{c_char, c_int, c_long, c_void};
 use std::process::ExitCode;
@@ -26,6 +27,7 @@ extern "C" {
     fn execv(path: *const c_char, argv: *const *const c_char) -> c_int;
     fn waitpid(pid: c_int, status: *mut c_int, options: c_int) -> c_int;
     fn _exit(code: c_int) -> !;
+    fn getrusage(who: c_int, usage: *mut c_void) -> c_int;
     fn setsockopt(fd: c_int, level: c_int, name: c_int, value: *const c_void, len: u32) -> c_int;
     fn mount(
         src: *const c_char,
@@ -58,6 +60,8 @@ const IPPROTO_ICMP: c_int = 1;
 const O_RDONLY_CLOEXEC: c_int = 0o2000000;
 const SOL_SOCKET: c_int = 1;
 const SO_LINGER: c_int = 13;
+const RUSAGE_SELF: c_int = 0;
+const RUSAGE_CHILDREN: c_int = -1;
 
 fn errno() -> c_int {
     // SAFETY: glibc's thread-local errno is always a valid pointer.
@@ -292,28 +296,44 @@ impl LoopOp {
     }
 }
 
+/// CPU time (user + system, microseconds) used by this process and by its reaped children:
+/// the work done for the loop, without the time it waited for a core.
+fn cpu_us() -> i64 {
+    // struct rusage: ru_utime and ru_stime (struct timeval: seconds, microseconds) first.
+    let mut total = 0;
+    for who in [RUSAGE_SELF, RUSAGE_CHILDREN] {
+        let mut ru = [0i64; 18];
+        // SAFETY: the buffer is larger than struct rusage (144 bytes on x86_64).
+        if unsafe { getrusage(who, ru.as_mut_ptr().cast()) } == 0 {
+            total += (ru[0] + ru[2]) * 1_000_000 + ru[1] + ru[3];
+        }
+    }
+    total
+}
+
 /// `loop OP N`: N/20 unmeasured iterations, then N timed ones; prints the parseable line.
 fn run_loop(op: &str, n: Option<&str>) -> u8 {
     let Some(n) = n.and_then(|n| n.parse::<u64>().ok()).filter(|&n| n > 0) else {
         eprintln!("usage: palisade-probe loop getpid|open|exec|connect|udp ITERATIONS");
         return 2;
     };
-    let run = || -> Result<u128, String> {
+    let run = || -> Result<(u128, i64), String> {
         let op = LoopOp::new(op)?;
         for _ in 0..n / 20 {
             op.once()?;
         }
-        let t0 = std::time::Instant::now();
+        let (t0, c0) = (std::time::Instant::now(), cpu_us());
         for _ in 0..n {
             op.once()?;
         }
-        Ok(t0.elapsed().as_nanos())
+        Ok((t0.elapsed().as_nanos(), cpu_us() - c0))
     };
     match run() {
-        Ok(total) => {
+        Ok((total, cpu)) => {
             println!(
-                "loop op={op} iterations={n} ns_per_op={:.1} total_ns={total}",
-                total as f64 / n as f64
+                "loop op={op} iterations={n} ns_per_op={:.1} cpu_ns_per_op={:.1} total_ns={total}",
+                total as f64 / n as f64,
+                cpu as f64 * 1000.0 / n as f64
             );
             0
         }
