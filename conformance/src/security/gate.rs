@@ -33,6 +33,12 @@ pub fn all() -> Vec<SecCheck> {
             gate_learn_alert_block
         ),
         sec_check!(
+            "gate_indicators_compromise",
+            150,
+            Scope::Only(PALISADE),
+            gate_indicators_compromise
+        ),
+        sec_check!(
             "gate_bad_annotation",
             60,
             Scope::Only(PALISADE),
@@ -142,9 +148,23 @@ async fn gated_pod(
     www: &Path,
     mode: Option<&str>,
 ) -> Result<(String, String, SocketAddr)> {
+    let (pod, name, addr, _) = gated_pod_with(ctx, www, mode, &[]).await?;
+    Ok((pod, name, addr))
+}
+
+/// As `gated_pod`, with more pod annotations; also returns the httpd container's id.
+async fn gated_pod_with(
+    ctx: &Ctx,
+    www: &Path,
+    mode: Option<&str>,
+    annotations: &[(&str, &str)],
+) -> Result<(String, String, SocketAddr, String)> {
     let mut cfg: PodSandboxConfig = ctx.pod_config();
     cfg.annotations
         .insert(GATE.into(), format!("listen={LISTEN},upstream=8080"));
+    for (k, v) in annotations {
+        cfg.annotations.insert(k.to_string(), v.to_string());
+    }
     if let Some(m) = mode {
         cfg.annotations.insert(GATE_MODE.into(), m.into());
     }
@@ -160,7 +180,7 @@ async fn gated_pod(
         readonly: true,
         ..Default::default()
     }];
-    ctx.cri.run_container(&pod, &cc, &cfg).await?;
+    let httpd = ctx.cri.run_container(&pod, &cc, &cfg).await?;
     let addr = SocketAddr::new(pod_ip(ctx, &pod).await?, LISTEN);
     // The gate listens from the sandbox on; the upstream only once httpd runs.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -174,7 +194,7 @@ async fn gated_pod(
             _ => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
-    Ok((pod, name, addr))
+    Ok((pod, name, addr, httpd))
 }
 
 async fn expect_forwarded(addr: SocketAddr, target: &str) -> Result<()> {
@@ -344,6 +364,71 @@ pub async fn gate_learn_alert_block(ctx: &Ctx) -> Result<Observed> {
         benign.len(),
         attacks().len(),
         attacks().len()
+    )))
+}
+
+/// The gate's pod indicators feed the compromise policy: after learning, a pod whose gate
+/// refuses more requests than `gate-violations` allows gets its upstream container (named by
+/// `container=` in the gate annotation) killed as compromised, with the gate's evidence.
+pub async fn gate_indicators_compromise(ctx: &Ctx) -> Result<Observed> {
+    let www = write_www(&ctx.dir)?;
+    let (learn, _, addr) = gated_pod(ctx, &www, None).await?;
+    for n in 0..LEARN_EACH {
+        let w = LEARN_WORDS[(n * 7) % LEARN_WORDS.len()];
+        expect_forwarded(addr, &page_request(w, n)).await?;
+        expect_forwarded(addr, &app_request(w, n)).await?;
+    }
+    remove(ctx, &learn).await?;
+    let gate = format!("listen={LISTEN},upstream=8080,container=httpd");
+    let (_pod, name, addr, httpd) = gated_pod_with(
+        ctx,
+        &www,
+        Some("block"),
+        &[
+            (GATE, gate.as_str()),
+            ("palisade.dev/compromise", "gate-violations=3,backoff=60s"),
+        ],
+    )
+    .await?;
+    let log = EventLog::mark(ctx)?;
+    for t in fresh_benign().iter().take(5) {
+        expect_forwarded(addr, t)
+            .await
+            .context("benign request before the attacks")?;
+    }
+    let mut refused = 0;
+    for (_, target) in attacks().into_iter().take(3) {
+        if get(addr, &target).await?.status == 403 {
+            refused += 1;
+        }
+    }
+    ensure(refused == 3, || format!("{refused} of 3 attacks refused"))?;
+    let st = ctx
+        .cri
+        .wait_exited(&httpd, Duration::from_secs(15))
+        .await
+        .context("the gate's violations did not get the upstream killed")?;
+    ensure(st.exit_code == 173, || {
+        format!("httpd exit code {}, want 173", st.exit_code)
+    })?;
+    let ev = log
+        .wait_for(Duration::from_secs(5), |e| {
+            field(e, "/workload/pod") == name && field(e, "/rule/name") == "container-compromised"
+        })
+        .await?
+        .context("no container-compromised event")?;
+    let reason = field(&ev, "/evidence/reason");
+    ensure(reason.starts_with("gate: "), || {
+        format!("compromise decided by {reason:?}, not the gate")
+    })?;
+    ensure(field(&ev, "/workload/container") == "httpd", || {
+        format!(
+            "compromise of container {:?}",
+            field(&ev, "/workload/container")
+        )
+    })?;
+    Ok(Observed::blocked(format!(
+        "3 requests refused, httpd killed (173): {reason}"
     )))
 }
 
