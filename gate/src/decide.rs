@@ -1,6 +1,9 @@
 //! The decision: a pure function of a profile and a request (or response) that lists every
 //! rule the request breaks.
 
+use std::borrow::Cow;
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use crate::profile::{json_key, json_sample, length_bucket, path_sample, Profile};
@@ -124,45 +127,79 @@ pub fn decide(profile: &Profile, req: &Request) -> Decision {
 /// Checks `resp` against the response rules of `profile`. A response faster than learned is
 /// not a reason; a slower one is.
 pub fn decide_response(profile: &Profile, resp: &Response) -> Decision {
+    let headers = || resp.headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes()));
+    decide_response_parts(profile, resp.status, headers, resp.elapsed)
+}
+
+/// `decide_response` of a response given by its parts (`headers` iterates over the headers
+/// from the first, values as bytes read as lossy UTF-8 like `Response` holds them): the proxy
+/// checks the upstream's headers where they are, without copying them into a `Response`.
+pub(crate) fn decide_response_parts<'h, H>(
+    profile: &Profile,
+    status: u16,
+    headers: impl Fn() -> H,
+    elapsed: Duration,
+) -> Decision
+where
+    H: Iterator<Item = (&'h str, &'h [u8])>,
+{
     let r = &profile.resp;
     let mut reasons = Vec::new();
-    if !r.status.contains(&resp.status) {
-        reasons.push(format!("response.status: {} not known", resp.status));
+    if !r.status.contains(&status) {
+        reasons.push(format!("response.status: {status} not known"));
     }
-    for (k, v) in &resp.headers {
-        r.headers
-            .check("response.header", k, &ValueSample::of(v), &mut reasons);
+    for (k, v) in headers() {
+        r.headers.check(
+            "response.header",
+            k,
+            &ValueSample::of(&text(v)),
+            &mut reasons,
+        );
     }
-    if let Some(ct) = resp.header("content-type") {
-        if !r.content_type.accepts_value(ct) {
-            r.content_type
-                .check(&MediaType::parse(ct), "response.content-type", &mut reasons);
+    let first = |name: &str| headers().find(|(k, _)| *k == name).map(|(_, v)| text(v));
+    if let Some(ct) = first("content-type") {
+        if !r.content_type.accepts_value(&ct) {
+            r.content_type.check(
+                &MediaType::parse(&ct),
+                "response.content-type",
+                &mut reasons,
+            );
         }
     }
-    if let Some(n) = resp
-        .header("content-length")
-        .and_then(|v| v.trim().parse::<u64>().ok())
-    {
+    if let Some(n) = first("content-length").and_then(|v| v.trim().parse::<u64>().ok()) {
         if !r.content_length.contains(length_bucket(n)) {
             reasons.push(format!(
                 "response.content-length: {n} outside learned range"
             ));
         }
     }
-    if is_slow(profile, resp) {
+    if is_slow_after(profile, elapsed) {
         reasons.push(format!(
             "response.time: {} ms above learned range",
-            resp.elapsed.as_millis()
+            elapsed.as_millis()
         ));
     }
     Decision::from_reasons(reasons)
+}
+
+/// A header value as text, as `Response` and `Request` hold it: lossy UTF-8.
+fn text(v: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(v) {
+        Ok(t) => Cow::Borrowed(t),
+        Err(_) => String::from_utf8_lossy(v),
+    }
 }
 
 /// Whether `resp` took clearly longer than any response learned (more than twice the
 /// slowest, plus 10 ms so that scheduling jitter on fast services is not an outlier): a pod
 /// indicator (a pod that got slower may be busy with something else) and a response reason.
 pub fn is_slow(profile: &Profile, resp: &Response) -> bool {
-    let t = resp.elapsed.as_millis() as u64;
+    is_slow_after(profile, resp.elapsed)
+}
+
+/// `is_slow` of a response that took `elapsed`.
+pub(crate) fn is_slow_after(profile: &Profile, elapsed: Duration) -> bool {
+    let t = elapsed.as_millis() as u64;
     profile
         .resp
         .time_ms
@@ -346,6 +383,42 @@ mod tests {
         let d = decide(&p, &get(&target, &[]));
         assert_eq!(d.reasons.len(), MAX_REASONS);
         assert!(d.reasons.last().unwrap().starts_with("and "));
+    }
+
+    #[test]
+    fn responses_by_parts_are_decided_as_responses() {
+        let mut p = Profile::default();
+        p.learn_response(&Response {
+            status: 200,
+            headers: vec![
+                ("content-type".into(), "text/plain".into()),
+                ("x-id".into(), "ab12".into()),
+            ],
+            elapsed: Duration::from_millis(3),
+        });
+        let cases: [&[(&str, &[u8])]; 4] = [
+            &[("content-type", b"text/plain"), ("x-id", b"cd34")],
+            &[("content-type", b"text/html"), ("x-id", b"\xff\xfe")],
+            &[
+                ("x-id", b"a$b"),
+                ("content-length", b"99999"),
+                ("x-id", b"q"),
+            ],
+            &[],
+        ];
+        for headers in cases {
+            let resp = Response {
+                status: 500,
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v).into_owned()))
+                    .collect(),
+                elapsed: Duration::from_millis(50),
+            };
+            let by_parts = decide_response_parts(&p, 500, || headers.iter().copied(), resp.elapsed);
+            assert_eq!(by_parts, decide_response(&p, &resp), "{headers:?}");
+            assert!(!by_parts.is_clean());
+        }
     }
 
     #[test]

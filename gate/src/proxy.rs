@@ -18,7 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use crate::body::{read_ahead, GateBody};
-use crate::decide::{decide, decide_response, is_slow};
+use crate::decide::{decide, decide_response_parts, is_slow_after};
 use crate::events::{Dedup, EventKind, EventSink, GateEvent};
 use crate::idle::{within_idle_timeout, Activity};
 use crate::indicators::{IndicatorState, PodIndicators};
@@ -429,11 +429,7 @@ impl Gate {
             }
         };
         let elapsed = started.elapsed();
-        let observed = &mut scratch.resp;
-        observed.status = resp.status().as_u16();
-        refill_headers(&mut observed.headers, header_bytes(resp.headers()));
-        observed.elapsed = elapsed;
-        self.observe_response(observed, mode, id, peer, &scratch.req);
+        self.observe_response(&resp, elapsed, mode, id, peer, scratch);
 
         if let (Some(client_side), StatusCode::SWITCHING_PROTOCOLS) =
             (on_client_upgrade, resp.status())
@@ -526,25 +522,41 @@ impl Gate {
 
     fn observe_response(
         &self,
-        sample: &Response,
+        resp: &hyper::Response<hyper::body::Incoming>,
+        elapsed: Duration,
         mode: Mode,
         id: RequestId,
         peer: SocketAddr,
-        req: &Request,
+        scratch: &mut Scratch,
     ) {
+        let status = resp.status().as_u16();
         if mode == Mode::Learn {
-            self.inner.profile.write().learn_response(sample);
+            let learned = &mut scratch.resp;
+            learned.status = status;
+            refill_headers(&mut learned.headers, header_bytes(resp.headers()));
+            learned.elapsed = elapsed;
+            self.inner.profile.write().learn_response(learned);
             return;
         }
         let (decision, slow) = {
             let profile = self.inner.profile.read();
-            (decide_response(&profile, sample), is_slow(&profile, sample))
+            let headers = || header_bytes(resp.headers());
+            (
+                decide_response_parts(&profile, status, headers, elapsed),
+                is_slow_after(&profile, elapsed),
+            )
         };
         if slow {
             lock(&self.inner.indicators).slow_response();
         }
         if !decision.is_clean() {
-            self.report(EventKind::Response, id, decision.reasons, peer, req);
+            self.report(
+                EventKind::Response,
+                id,
+                decision.reasons,
+                peer,
+                &scratch.req,
+            );
         }
     }
 
