@@ -342,10 +342,13 @@ impl Gate {
             }
         });
         // The header read timeout is kept by `within_idle_timeout`, with one timer per
-        // connection, rather than by hyper, which arms a fresh timer for every request.
+        // connection, rather than by hyper, which arms a fresh timer for every request. Head
+        // and body are copied into one buffer and written at once (`writev(false)`): cheaper
+        // than a vectored write for the small answers most are.
         let mut builder = server::Builder::new();
         builder
             .header_read_timeout(None)
+            .writev(false)
             .max_buf_size(self.inner.config.max_head_bytes.max(8192))
             .keep_alive(true);
         let conn = builder

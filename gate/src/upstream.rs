@@ -101,7 +101,11 @@ impl Upstream {
                 source,
             })?;
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = client::handshake(TokioIo::new(stream))
+        // Head and body copied into one buffer and written at once: cheaper than queueing them
+        // for a vectored write for the small messages most requests are.
+        let (sender, conn) = client::Builder::new()
+            .writev(false)
+            .handshake(TokioIo::new(stream))
             .await
             .map_err(|source| self.http_error(source))?;
         let addr = self.addr;
