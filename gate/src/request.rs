@@ -166,12 +166,15 @@ fn set(out: &mut String, s: &str) {
     out.push_str(s);
 }
 
-/// Replaces `out` with decoded `s`, keeping its memory when there was nothing to decode.
+/// Replaces `out` with decoded `s`, in the memory `out` already holds.
 fn set_decoded(out: &mut String, s: &str, plus_is_space: bool) {
-    match percent_decode_cow(s, plus_is_space) {
-        Cow::Borrowed(plain) => set(out, plain),
-        Cow::Owned(decoded) => *out = decoded,
+    if !needs_decoding(s, plus_is_space) {
+        return set(out, s);
     }
+    let mut buf = std::mem::take(out).into_bytes();
+    buf.clear();
+    decode_into(s.as_bytes(), plus_is_space, &mut buf);
+    *out = into_text(buf);
 }
 
 /// Makes `out` the headers `Request::new` keeps of `headers` (lowercased names, values read as
@@ -422,14 +425,19 @@ pub fn percent_decode(s: &str, plus_is_space: bool) -> String {
 
 /// `percent_decode`, borrowing `s` when there is nothing to decode (most paths and values).
 pub(crate) fn percent_decode_cow(s: &str, plus_is_space: bool) -> Cow<'_, str> {
-    let bytes = s.as_bytes();
-    if !bytes
-        .iter()
-        .any(|&b| b == b'%' || (plus_is_space && b == b'+'))
-    {
+    if !needs_decoding(s, plus_is_space) {
         return Cow::Borrowed(s);
     }
-    let mut out = Vec::with_capacity(bytes.len());
+    let mut out = Vec::with_capacity(s.len());
+    decode_into(s.as_bytes(), plus_is_space, &mut out);
+    Cow::Owned(into_text(out))
+}
+
+fn needs_decoding(s: &str, plus_is_space: bool) -> bool {
+    s.bytes().any(|b| b == b'%' || (plus_is_space && b == b'+'))
+}
+
+fn decode_into(bytes: &[u8], plus_is_space: bool, out: &mut Vec<u8>) {
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
@@ -446,9 +454,13 @@ pub(crate) fn percent_decode_cow(s: &str, plus_is_space: bool) -> Cow<'_, str> {
         }
         i += 1;
     }
-    match String::from_utf8(out) {
-        Ok(decoded) => Cow::Owned(decoded),
-        Err(e) => Cow::Owned(String::from_utf8_lossy(e.as_bytes()).into_owned()),
+}
+
+/// Decoded bytes as text; bytes that are not UTF-8 are replaced.
+fn into_text(bytes: Vec<u8>) -> String {
+    match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
     }
 }
 
