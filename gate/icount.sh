@@ -6,6 +6,7 @@
 #
 #   gate/icount.sh             # REQUESTS=20000 CG_REQUESTS=2000 CONNS=32 LEARN=2000 by default
 #   TARGETS=gate KEEP_CG=/tmp/cg gate/icount.sh     # the gate only, keeping callgrind's output
+#   CG_REQUESTS=0 gate/icount.sh                    # system calls and CPU time only
 #
 # The gate runs as in gate/bench.sh: learned from LEARN requests, then in block mode, so every
 # counted request is decided against learned rules. nginx is the same plain reverse proxy (one
@@ -184,18 +185,22 @@ for what in $TARGETS; do
         $3 == "context-switches" { c = $1 }
         END { print s, t, c }' "$tmp/perf-$what")
 
-    start "$what" valgrind --tool=callgrind -q --callgrind-out-file="$tmp/cg-$what.%p"
-    drive "$port" 200
-    callgrind_control -z "$pid" >/dev/null 2>&1
-    drive "$port" "$CG_REQUESTS"
-    callgrind_control -d "$pid" >/dev/null 2>&1
-    ir=$(cat "$tmp"/cg-"$what".*.* 2>/dev/null | awk '/^summary:/ { s += $2 } END { print s + 0 }')
-    if [ -n "${KEEP_CG:-}" ]; then cp "$tmp"/cg-"$what".*.* "$KEEP_CG/" 2>/dev/null || true; fi
-    stop "$pid"
+    ir=0
+    if [ "$CG_REQUESTS" -gt 0 ]; then
+        start "$what" valgrind --tool=callgrind -q --callgrind-out-file="$tmp/cg-$what.%p"
+        drive "$port" 200
+        callgrind_control -z "$pid" >/dev/null 2>&1
+        drive "$port" "$CG_REQUESTS"
+        callgrind_control -d "$pid" >/dev/null 2>&1
+        ir=$(cat "$tmp"/cg-"$what".*.* 2>/dev/null | awk '/^summary:/ { s += $2 } END { print s + 0 }')
+        if [ -n "${KEEP_CG:-}" ]; then cp "$tmp"/cg-"$what".*.* "$KEEP_CG/" 2>/dev/null || true; fi
+        stop "$pid"
+    fi
 
     awk -v what="$what" -v ir="$ir" -v n="$CG_REQUESTS" -v sys="$sys" -v cpu="$cpu_ms" \
         -v cs="$cs" -v r="$REQUESTS" -v hz="$(getconf CLK_TCK)" -v u=$((u1 - u0)) -v k=$((s1 - s0)) 'BEGIN {
-            printf "| %s | %.0f | %.2f | %.1f (%.0f%% in the kernel) | %.2f |\n", what, ir / n, sys / r,
+            per = n > 0 ? sprintf("%.0f", ir / n) : "not counted"
+            printf "| %s | %s | %.2f | %.1f (%.0f%% in the kernel) | %.2f |\n", what, per, sys / r,
                 cpu * 1000 / r, (u + k) ? 100 * k / (u + k) : 0, cs / r
         }'
 done
