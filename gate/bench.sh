@@ -22,6 +22,7 @@ UP_PORT=${UP_PORT:-18180}
 GATE_PORT=${GATE_PORT:-18181}
 NGINX_PORT=${NGINX_PORT:-18182}
 
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 root=$(cd "$(dirname "$0")/.." && pwd)
 target=${CARGO_TARGET_DIR:-$root/target}
 (cd "$root" && cargo build --release -q -p palisade-gate --example gate-bench) >&2
@@ -162,7 +163,7 @@ summary() {
 }
 
 echo "Measured by \`gate/bench.sh\` on $(date -u +%Y-%m-%d) ($(nproc) cores, kernel $(uname -r)," \
-    "load average before: $(cut -d' ' -f1-3 /proc/loadavg))."
+    "load average before: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg))."
 echo "wrk -t$THREADS (at most one per connection) -c{$CONNS} -d${DURATION}s --latency, GET /search?q=red+shoes;" \
     "gate learned from $LEARN requests."
 echo
