@@ -23,6 +23,16 @@ fn main() -> Result<()> {
             .with_context(|| format!("building {}", src.display()))?;
         println!("cargo:rerun-if-changed={}", src.display());
     }
+    // The pin directory is named after the object (shims built from different programs never
+    // share maps); hashed here so that a shim joining the pins never reads the object.
+    let obj = std::fs::read(out.join("monitor.bpf.o")).context("reading monitor.bpf.o")?;
+    // FNV-1a: stable across builds and platforms, unlike DefaultHasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in obj {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    println!("cargo:rustc-env=PALISADE_BPF_HASH={h:016x}");
     println!("cargo:rerun-if-changed=src/bpf/events.h");
     println!("cargo:rerun-if-changed=src/bpf/vmlinux.h");
     Ok(())

@@ -25,7 +25,7 @@ pub struct ProcessInfo {
     pub exe_id: Option<(u32, u64)>,
 }
 
-/// Every syscall the monitor hooks (each through its enter and exit tracepoints).
+/// Every syscall the monitor reports (by their order: `enum sys_kind` in events.h, from 1).
 pub const WATCHED_SYSCALLS: &[&str] = &[
     "openat",
     "connect",

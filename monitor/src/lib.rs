@@ -24,7 +24,7 @@ pub use cgroup::{
 pub use detect::MINER_PORTS;
 pub use event::{EventKind, Finding, MonitorEvent, ProcessInfo, Syscall, WATCHED_SYSCALLS};
 pub use monitor::{
-    cleanup_stale, Features, MonitorConfig, MonitorError, NodeMonitor, Watch, WatchStats,
+    cleanup_stale, EventSink, Features, MonitorConfig, MonitorError, NodeMonitor, Watch, WatchStats,
 };
 pub use pins::PinError;
 pub use rules::{

@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -65,6 +65,32 @@ pub struct Features {
     pub from_source: bool,
     /// This handle loaded the programs (it was the first holder).
     pub loaded: bool,
+}
+
+/// Where a handle's reader thread delivers the events of its containers. The reader never
+/// waits: an event the sink does not take counts in [`NodeMonitor::lost_in_user_space`].
+pub trait EventSink: Send + 'static {
+    /// Takes one event; `false` when it could not.
+    fn deliver(&mut self, event: MonitorEvent) -> bool;
+}
+
+/// A bounded channel: a full or closed channel loses the event. The channel allocates and
+/// touches all its slots at creation, a few hundred bytes per slot.
+impl EventSink for SyncSender<MonitorEvent> {
+    fn deliver(&mut self, event: MonitorEvent) -> bool {
+        self.try_send(event).is_ok()
+    }
+}
+
+/// A function run on the reader thread for every event (no channel, no thread of the caller's
+/// own): it must not block, or the ring fills and the kernel drops events.
+impl<F> EventSink for F
+where
+    F: FnMut(MonitorEvent) -> bool + Send + 'static,
+{
+    fn deliver(&mut self, event: MonitorEvent) -> bool {
+        self(event)
+    }
 }
 
 /// Counters of one watch, from the kernel.
@@ -236,11 +262,9 @@ fn mode_dir(config: &MonitorConfig) -> PathBuf {
 }
 
 impl NodeMonitor {
-    /// Joins (or loads) the node's monitor and starts this handle's event reader.
-    pub fn open(
-        config: MonitorConfig,
-        sink: SyncSender<MonitorEvent>,
-    ) -> Result<Self, MonitorError> {
+    /// Joins (or loads) the node's monitor and starts this handle's event reader, which hands
+    /// every event to `sink`.
+    pub fn open(config: MonitorConfig, sink: impl EventSink) -> Result<Self, MonitorError> {
         pins::ensure_bpffs(&config.bpffs, config.mount_bpffs)?;
         let dir = mode_dir(&config);
         let lock = pins::lock_root(&config.pin_root)?;
@@ -280,7 +304,7 @@ impl NodeMonitor {
         let lost = Arc::new(AtomicU64::new(0));
         let mut reader = Reader {
             shared: shared.clone(),
-            sink,
+            sink: Box::new(sink),
             lost: lost.clone(),
             binaries: HashMap::new(),
         };
@@ -757,7 +781,7 @@ impl Drop for Watch {
 /// Decodes ring records, routes them to their container and runs the detections.
 struct Reader {
     shared: Arc<Shared>,
-    sink: SyncSender<MonitorEvent>,
+    sink: Box<dyn EventSink>,
     lost: Arc<AtomicU64>,
     /// Executable of each watched process, from its last exec.
     binaries: HashMap<u32, String>,
@@ -864,11 +888,8 @@ impl Reader {
             kind,
             findings,
         };
-        match self.sink.try_send(event) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.lost.fetch_add(1, Ordering::Relaxed);
-            }
+        if !self.sink.deliver(event) {
+            self.lost.fetch_add(1, Ordering::Relaxed);
         }
     }
 

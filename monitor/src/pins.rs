@@ -19,6 +19,8 @@ use crate::raw::{bytes_of, read};
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 pub(crate) const MAX_RINGS: u32 = 256;
+/// Entries of the syscall table in read-only data (SYS_TABLE in events.h).
+const SYS_TABLE: usize = 512;
 
 /// Maps user space reaches through pins.
 const MAPS: &[&str] = &[
@@ -103,16 +105,12 @@ pub(crate) struct RootLock {
 /// The directory of this build's pins: the object's hash is part of the name, so shims built
 /// from different programs never share maps with mismatched layouts.
 pub(crate) fn version_dir(root: &Path) -> PathBuf {
-    let obj: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/monitor.bpf.o"));
-    // FNV-1a: stable across builds and platforms, unlike DefaultHasher.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in obj {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
+    // The object's FNV-1a hash is taken by build.rs: hashing it here would page the whole
+    // embedded object into every shim that only joins.
+    let hash = env!("PALISADE_BPF_HASH");
     // bpffs refuses names with dots.
     let version = env!("CARGO_PKG_VERSION").replace('.', "_");
-    root.join(format!("v{version}-{h:016x}"))
+    root.join(format!("v{version}-{hash}"))
 }
 
 fn statfs_magic(path: &Path) -> io::Result<i64> {
@@ -202,16 +200,51 @@ fn tracepoint_exists(event: &str) -> bool {
     .any(|base| Path::new(base).join(event).exists())
 }
 
-/// Syscalls the monitor watches that have no tracepoint on this kernel.
+/// Watched syscalls without an exit tracepoint on this kernel (a kernel without modules has
+/// none for init_module): not reported. The loader attaches to the others.
 pub(crate) fn missing_syscalls() -> Vec<String> {
     crate::event::WATCHED_SYSCALLS
         .iter()
-        .filter(|s| {
-            !tracepoint_exists(&format!("syscalls/sys_enter_{s}"))
-                || !tracepoint_exists(&format!("syscalls/sys_exit_{s}"))
-        })
+        .filter(|s| !tracepoint_exists(&format!("syscalls/sys_exit_{s}")))
         .map(|s| s.to_string())
         .collect()
+}
+
+/// Syscall numbers of the running architecture, by name, with their `enum sys_kind` value
+/// (events.h): the programs learn them through read-only data.
+const SYSCALL_NUMBERS: &[(&str, libc::c_long)] = &[
+    ("openat", libc::SYS_openat),
+    ("connect", libc::SYS_connect),
+    ("bind", libc::SYS_bind),
+    ("listen", libc::SYS_listen),
+    ("accept", libc::SYS_accept),
+    ("accept4", libc::SYS_accept4),
+    ("socket", libc::SYS_socket),
+    ("setuid", libc::SYS_setuid),
+    ("setgid", libc::SYS_setgid),
+    ("setreuid", libc::SYS_setreuid),
+    ("setregid", libc::SYS_setregid),
+    ("setresuid", libc::SYS_setresuid),
+    ("setresgid", libc::SYS_setresgid),
+    ("capset", libc::SYS_capset),
+    ("setns", libc::SYS_setns),
+    ("unshare", libc::SYS_unshare),
+    ("ptrace", libc::SYS_ptrace),
+    ("mount", libc::SYS_mount),
+    ("init_module", libc::SYS_init_module),
+    ("finit_module", libc::SYS_finit_module),
+    ("bpf", libc::SYS_bpf),
+];
+
+/// The syscall number -> kind table the programs look every syscall up in.
+fn syscall_kinds() -> [u8; SYS_TABLE] {
+    let mut table = [0u8; SYS_TABLE];
+    for (kind, (_, nr)) in SYSCALL_NUMBERS.iter().enumerate() {
+        if let Some(slot) = usize::try_from(*nr).ok().and_then(|n| table.get_mut(n)) {
+            *slot = kind as u8 + 1;
+        }
+    }
+    table
 }
 
 /// Whether this kernel loads and attaches a BPF-LSM program (it may list `bpf` among its
@@ -229,6 +262,39 @@ pub(crate) fn probe_lsm() -> bool {
             false
         }
     }
+}
+
+/// [`probe_lsm`], asked once per boot: the answer is kept as an empty directory under the pin
+/// root, named after the boot id (bpffs is emptied by a reboot anyway; the id also covers a
+/// pin root elsewhere). The probe loads a program and parses the kernel's BTF: milliseconds on
+/// every first pod of a node otherwise.
+pub(crate) fn probe_lsm_cached(root: &Path) -> bool {
+    let boot = fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    if boot.is_empty() {
+        return probe_lsm();
+    }
+    let marker =
+        |yes: bool| root.join(format!("bpf-lsm-{}-{boot}", if yes { "yes" } else { "no" }));
+    for yes in [true, false] {
+        if marker(yes).is_dir() {
+            return yes;
+        }
+    }
+    let lsm = probe_lsm();
+    // Answers of earlier boots (a pin root outside bpffs keeps them) are dropped.
+    if let Ok(entries) = fs::read_dir(root) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with("bpf-lsm-") {
+                let _ = fs::remove_dir(e.path());
+            }
+        }
+    }
+    if let Err(e) = fs::create_dir(marker(lsm)) {
+        debug!(error = %e, "bpf-lsm probe result not cached");
+    }
+    lsm
 }
 
 /// Takes the node-wide lock: flock on the pin root directory (bpffs holds no regular files,
@@ -317,21 +383,11 @@ fn open_and_load(
     if let Some(rodata) = open.maps.rodata_data.as_mut() {
         rodata.enforce = u32::from(enforce);
         rodata.source_check = u32::from(source_check);
+        rodata.sys_kinds = syscall_kinds();
     }
-    // A kernel without a syscall (no modules, say) has no tracepoint for it: skip the pair.
     for mut prog in open.open_object_mut().progs_mut() {
-        let section = prog.section().to_string_lossy().into_owned();
-        if section.starts_with("lsm/") {
+        if prog.section().to_string_lossy().starts_with("lsm/") {
             prog.set_autoload(attempt.lsm);
-        }
-        if let Some(event) = section.strip_prefix("tracepoint/") {
-            if !tracepoint_exists(event) {
-                warn!(
-                    tracepoint = event,
-                    "tracepoint missing on this kernel, not watched"
-                );
-                prog.set_autoload(false);
-            }
         }
     }
     open.load().map_err(load_err("load"))
@@ -344,7 +400,7 @@ fn load_and_pin(dir: &Path, enforce: bool) -> Result<(), PinError> {
     }
     // Ask for the most, then less: BPF-LSM where the probe says it works, fromSource in the
     // sock_addr hooks; a kernel refusing either still gets the rest.
-    let lsm = probe_lsm();
+    let lsm = dir.parent().map_or_else(probe_lsm, probe_lsm_cached);
     let mut attempts = vec![
         Attempt {
             lsm,
@@ -394,6 +450,22 @@ fn load_and_pin(dir: &Path, enforce: bool) -> Result<(), PinError> {
         }
         if cgroup_names.contains(&name.as_str()) {
             pin_fd(prog.as_fd(), &dir.join("progs").join(&name))?;
+        } else if name == "on_sys_exit" {
+            // One program behind every syscall's exit tracepoint; a syscall this kernel has
+            // no tracepoint for (no modules, say) is not watched.
+            for sys in crate::event::WATCHED_SYSCALLS {
+                let event = format!("sys_exit_{sys}");
+                if !tracepoint_exists(&format!("syscalls/{event}")) {
+                    warn!(tracepoint = %event, "tracepoint missing on this kernel, not watched");
+                    continue;
+                }
+                let mut link = prog
+                    .attach_tracepoint(libbpf_rs::TracepointCategory::Syscalls, &event)
+                    .map_err(load_err(format!("attach {name} to {event}")))?;
+                let path = dir.join("links").join(&event);
+                link.pin(&path)
+                    .map_err(|source| PinError::Pin { path, source })?;
+            }
         } else {
             let mut link = prog.attach().map_err(load_err(format!("attach {name}")))?;
             let path = dir.join("links").join(&name);

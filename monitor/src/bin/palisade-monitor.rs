@@ -15,7 +15,8 @@ use palisade_monitor::{
 };
 
 const USAGE: &str = "usage: palisade-monitor hold <pin-root> | cleanup <pin-root> | \
-bench [iterations] | bench-flood [operations...] | bench-worker <exec|open|connect> <iterations>";
+bench [iterations [rounds]] | bench-flood [operations...] | \
+bench-worker <exec|open|connect|getppid> <iterations>";
 
 fn config(root: &str) -> MonitorConfig {
     MonitorConfig {
@@ -39,8 +40,12 @@ fn main() -> Result<()> {
             println!("{}", if removed { "removed" } else { "in use" });
             Ok(())
         }
-        ["bench"] => bench(2000),
-        ["bench", n] => bench(n.parse().context("iterations")?),
+        ["bench"] => bench(2000, 5),
+        ["bench", n] => bench(n.parse().context("iterations")?, 5),
+        ["bench", n, rounds] => bench(
+            n.parse().context("iterations")?,
+            rounds.parse().context("rounds")?,
+        ),
         ["bench-flood"] => flood(&[10_000, 100_000, 1_000_000]),
         ["bench-flood", ops @ ..] => flood(
             &ops.iter()
@@ -63,18 +68,37 @@ fn hold(root: &str) -> Result<()> {
     }
 }
 
-/// Runs one loop in this process and prints nanoseconds per operation.
+/// CPU time this process and its reaped children have used, in nanoseconds.
+fn cpu_ns() -> u128 {
+    let ns = |who| {
+        let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+        // SAFETY: getrusage fills the struct it is given.
+        unsafe { libc::getrusage(who, ru.as_mut_ptr()) };
+        // SAFETY: zero-initialised and filled by getrusage.
+        let ru = unsafe { ru.assume_init() };
+        let tv = |t: libc::timeval| t.tv_sec as u128 * 1_000_000_000 + t.tv_usec as u128 * 1000;
+        tv(ru.ru_utime) + tv(ru.ru_stime)
+    };
+    ns(libc::RUSAGE_SELF) + ns(libc::RUSAGE_CHILDREN)
+}
+
+/// Runs one loop in this process and prints wall and CPU nanoseconds per operation. CPU time
+/// (user and system, the BPF programs included) leaves out the time the loop waited for a
+/// CPU, which on a shared machine is most of the noise.
 fn worker(kind: &str, n: u32) -> Result<()> {
     let start;
+    let cpu;
     match kind {
         "exec" => {
             start = Instant::now();
+            cpu = cpu_ns();
             for _ in 0..n {
                 Command::new("/bin/true").status()?;
             }
         }
         "open" => {
             start = Instant::now();
+            cpu = cpu_ns();
             for _ in 0..n {
                 drop(std::fs::File::open("/etc/hostname")?);
             }
@@ -84,14 +108,26 @@ fn worker(kind: &str, n: u32) -> Result<()> {
             // accepting thread, whose scheduling would drown them.
             let target = UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
             start = Instant::now();
+            cpu = cpu_ns();
             for _ in 0..n {
                 let s = UdpSocket::bind("127.0.0.1:0")?;
                 s.connect(target)?;
             }
         }
+        "getppid" => {
+            // A syscall the monitor does not watch: what every process on the node pays.
+            start = Instant::now();
+            cpu = cpu_ns();
+            for _ in 0..n {
+                // SAFETY: getppid has no arguments and cannot fail.
+                unsafe { libc::getppid() };
+            }
+        }
         other => bail!("unknown loop {other}"),
     }
-    println!("{}", start.elapsed().as_nanos() / u128::from(n.max(1)));
+    let cpu = cpu_ns() - cpu;
+    let n = u128::from(n.max(1));
+    println!("{} {}", start.elapsed().as_nanos() / n, cpu / n);
     Ok(())
 }
 
@@ -111,7 +147,8 @@ impl Drop for Cgroup {
     }
 }
 
-fn run_worker(cgroup: &Cgroup, kind: &str, n: u32) -> Result<u64> {
+/// Wall and CPU nanoseconds per operation of one loop run in `cgroup`.
+fn run_worker(cgroup: &Cgroup, kind: &str, n: u32) -> Result<(u64, u64)> {
     let procs = std::ffi::CString::new(
         cgroup
             .0
@@ -142,61 +179,108 @@ fn run_worker(cgroup: &Cgroup, kind: &str, n: u32) -> Result<u64> {
     if !out.status.success() {
         bail!("bench worker {kind} failed: {}", out.status);
     }
-    Ok(String::from_utf8(out.stdout)?.trim().parse()?)
+    let text = String::from_utf8(out.stdout)?;
+    let mut cells = text.split_whitespace().map(str::parse::<u64>);
+    match (cells.next(), cells.next()) {
+        (Some(wall), Some(cpu)) => Ok((wall?, cpu?)),
+        _ => bail!("bench worker {kind} printed {text:?}"),
+    }
 }
 
-fn bench(n: u32) -> Result<()> {
+fn median(v: &mut [u64]) -> u64 {
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0)
+}
+
+/// The loops, in each mode, `rounds` times interleaved (so that a burst of load elsewhere on
+/// the machine hits every mode alike); prints the median per mode and loop.
+fn bench(n: u32, rounds: u32) -> Result<()> {
     let root = format!("/sys/fs/bpf/palisade-bench-{}", std::process::id());
     let measured = Cgroup::new("measured")?;
-    let others: Vec<Cgroup> = (0..19)
+    let others: Vec<Cgroup> = (0..20)
         .map(|i| Cgroup::new(&format!("idle{i}")))
         .collect::<Result<_>>()?;
-    let loops = ["exec", "open", "connect"];
-    println!("iterations per loop: {n}; ns per operation (lower is better)");
-    println!(
-        "{:<24} {:>10} {:>10} {:>10}",
-        "mode", "exec", "open", "connect"
-    );
-    let row = |mode: &str| -> Result<()> {
-        let mut cells = Vec::new();
-        for l in loops {
-            cells.push(run_worker(&measured, l, n)?);
-        }
-        println!(
-            "{mode:<24} {:>10} {:>10} {:>10}",
-            cells[0], cells[1], cells[2]
-        );
-        Ok(())
-    };
-    row("no monitor")?;
-    for watched in [1usize, 20] {
-        let (tx, rx) = sync_channel(1 << 16);
-        let drain = std::thread::spawn(move || rx.iter().count());
-        let monitor = NodeMonitor::open(config(&root), tx)?;
-        let mut watches = Vec::new();
-        for cg in std::iter::once(&measured)
-            .chain(others.iter())
-            .take(watched)
-        {
-            let container = ContainerRef {
-                cgroup_id: cgroup_id_of_dir(&cg.0)?,
-                namespace: "bench".into(),
-                pod: cg.0.display().to_string(),
-                container: "c".into(),
-                ..Default::default()
+    // Each loop's iterations, scaled so that each takes a comparable time.
+    let loops = [
+        ("exec", (n / 4).max(1)),
+        ("open", n * 10),
+        ("connect", n),
+        ("getppid", n * 50),
+    ];
+    // (mode, watch the measured cgroup, other cgroups watched)
+    let modes: [(&str, bool, usize); 4] = [
+        ("no monitor", false, 0),
+        ("monitor, not watched", false, 20),
+        ("monitor, 1 watched", true, 0),
+        ("monitor, 20 watched", true, 19),
+    ];
+    // [mode][loop] -> samples of (wall, cpu)
+    let mut samples = vec![vec![(Vec::new(), Vec::new()); loops.len()]; modes.len()];
+    let (mut delivered, mut dropped) = (0usize, 0u64);
+    for _ in 0..rounds {
+        for (m, &(_, watch_measured, idle)) in modes.iter().enumerate() {
+            let run_loops = |samples: &mut Vec<(Vec<u64>, Vec<u64>)>| -> Result<()> {
+                for (l, (kind, iterations)) in loops.iter().enumerate() {
+                    let (wall, cpu) = run_worker(&measured, kind, *iterations)?;
+                    samples[l].0.push(wall);
+                    samples[l].1.push(cpu);
+                }
+                Ok(())
             };
-            watches.push(monitor.watch(container, ContainerRules::default())?);
+            if m == 0 {
+                run_loops(&mut samples[m])?;
+                continue;
+            }
+            let (tx, rx) = sync_channel(1 << 16);
+            let drain = std::thread::spawn(move || rx.iter().count());
+            let monitor = NodeMonitor::open(config(&root), tx)?;
+            let mut watches = Vec::new();
+            let cgroups = watch_measured
+                .then_some(&measured)
+                .into_iter()
+                .chain(others.iter().take(idle));
+            for cg in cgroups {
+                let container = ContainerRef {
+                    cgroup_id: cgroup_id_of_dir(&cg.0)?,
+                    namespace: "bench".into(),
+                    pod: cg.0.display().to_string(),
+                    container: "c".into(),
+                    ..Default::default()
+                };
+                watches.push(monitor.watch(container, ContainerRules::default())?);
+            }
+            run_loops(&mut samples[m])?;
+            dropped += watches.iter().map(|w| w.stats().drops).sum::<u64>();
+            drop(watches);
+            drop(monitor);
+            delivered += drain
+                .join()
+                .map_err(|_| anyhow::anyhow!("drain thread panicked"))?;
         }
-        row(&format!("monitor, {watched} watched"))?;
-        let drops: u64 = watches.iter().map(|w| w.stats().drops).sum();
-        drop(watches);
-        drop(monitor);
-        let events = drain
-            .join()
-            .map_err(|_| anyhow::anyhow!("drain thread panicked"))?;
-        println!("  ({events} events delivered, {drops} dropped in the kernel)");
     }
-    let _ = std::fs::remove_dir(&root);
+    let counts: Vec<String> = loops.iter().map(|(k, i)| format!("{k} {i}")).collect();
+    println!(
+        "iterations: {}; {rounds} rounds interleaved, medians; ns per operation, wall / CPU \
+         (lower is better)",
+        counts.join(", ")
+    );
+    println!(
+        "{:<22} {:>19} {:>13} {:>15} {:>11}",
+        "mode", "exec", "open", "connect", "getppid"
+    );
+    for (m, (mode, _, _)) in modes.iter().enumerate() {
+        let cells: Vec<String> = samples[m]
+            .iter_mut()
+            .map(|(wall, cpu)| format!("{} / {}", median(wall), median(cpu)))
+            .collect();
+        println!(
+            "{mode:<22} {:>19} {:>13} {:>15} {:>11}",
+            cells[0], cells[1], cells[2], cells[3]
+        );
+    }
+    println!("({delivered} events delivered, {dropped} dropped in the kernel)");
+    // The pin root holds the cached BPF-LSM probe answer besides the (removed) pins.
+    let _ = std::fs::remove_dir_all(&root);
     Ok(())
 }
 
@@ -237,7 +321,7 @@ fn flood(ops: &[u32]) -> Result<()> {
         };
         let watch = monitor.watch(container, rules)?;
         let start = Instant::now();
-        let ns = run_worker(&measured, "open", n)?;
+        let (ns, _) = run_worker(&measured, "open", n)?;
         // Let the reader's next poll collect the tail before the handle goes away.
         std::thread::sleep(Duration::from_millis(200));
         let stats = watch.stats();
@@ -261,6 +345,7 @@ fn flood(ops: &[u32]) -> Result<()> {
             rate(delivered, span),
         );
     }
-    let _ = std::fs::remove_dir(&root);
+    // The pin root holds the cached BPF-LSM probe answer besides the (removed) pins.
+    let _ = std::fs::remove_dir_all(&root);
     Ok(())
 }

@@ -12,6 +12,10 @@
 #define MAX_RINGS 256
 #define MAX_CONTAINERS 8192
 
+/* Entries of the syscall number -> sys_kind table (every watched number is below this on
+ * x86_64 and arm64). */
+#define SYS_TABLE 512
+
 enum event_kind {
 	EV_EXEC = 1,
 	EV_EXIT = 2,

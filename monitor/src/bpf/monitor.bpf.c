@@ -23,6 +23,9 @@ const volatile __u32 enforce = 1;
 /* Set when this kernel lets cgroup sock_addr programs read the current task (fromSource);
  * with 0 the verifier never sees that code, so the object still loads on older kernels. */
 const volatile __u32 source_check = 1;
+/* Watched syscalls by number (enum sys_kind, 0: not watched), filled by user space with the
+ * running architecture's numbers before load. */
+const volatile __u8 sys_kinds[SYS_TABLE] = {};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -82,20 +85,6 @@ struct {
 	__type(value, struct path_buf);
 } scratch SEC(".maps");
 
-struct inflight {
-	__u32 sys;
-	__u32 pad;
-	__u64 args[6];
-};
-
-/* Arguments saved at syscall entry for the exit hook, keyed by thread id. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32);
-	__type(value, struct inflight);
-} inflight SEC(".maps");
-
 /* Holder table: which process owns which ring index (see the Rust `pins` module). */
 struct holder {
 	__u32 pid;
@@ -110,19 +99,6 @@ struct {
 	__type(value, struct holder);
 } holders SEC(".maps");
 
-/* Syscall tracepoint records: fixed ABI of the syscalls event class, not relocated. */
-struct sys_enter_ctx {
-	__u64 common;
-	__s64 nr;
-	__u64 args[6];
-};
-
-struct sys_exit_ctx {
-	__u64 common;
-	__s64 nr;
-	__s64 ret;
-};
-
 /* Referenced so the skeleton generator emits Rust types for every record user space decodes. */
 struct exec_event _exec_event = {};
 struct exit_event _exit_event = {};
@@ -136,12 +112,14 @@ static __always_inline struct container_info *current_container(__u64 *cg)
 	return bpf_map_lookup_elem(&containers, cg);
 }
 
-static __always_inline void *reserve(struct container_info *ci, __u64 size)
+/* The container's ring is looked up once per record and handed on to submit(). */
+static __always_inline void *reserve(struct container_info *ci, __u64 size, void **ring)
 {
 	__u32 idx = ci->ring;
 	void *rb = bpf_map_lookup_elem(&rings, &idx);
 	void *e;
 
+	*ring = rb;
 	if (!rb) {
 		__sync_fetch_and_add(&ci->drops, 1);
 		return 0;
@@ -152,19 +130,27 @@ static __always_inline void *reserve(struct container_info *ci, __u64 size)
 	return e;
 }
 
-/* Waking the reader for every record costs a context switch per event. Records wait for the
- * reader's next poll (it polls every 50 ms) unless they are urgent or the ring is a quarter
- * full. */
-static __always_inline void submit(struct container_info *ci, void *e, bool urgent)
+/* Waking the reader costs the producer an irq_work and a wake-up, and the reader a context
+ * switch. Records wait for the reader's next poll (it polls every 50 ms) unless they are
+ * urgent or this record is the one that fills the ring past a quarter: only that one wakes the
+ * reader, which then drains everything (waking it again for every record until it gets a CPU
+ * would cost the producer a wake-up per event on a busy node). */
+static __always_inline void submit(struct container_info *ci, void *rb, void *e, __u64 size,
+				   bool urgent)
 {
-	__u32 idx = ci->ring;
-	void *rb = bpf_map_lookup_elem(&rings, &idx);
-	__u64 flags = BPF_RB_NO_WAKEUP;
+	__u64 flags = BPF_RB_NO_WAKEUP, avail, mark;
+	/* what this record adds to the ring: an 8-byte header, the record rounded up to 8 */
+	__u64 rec = 8 + ((size + 7) & ~7ULL);
 
 	__sync_fetch_and_add(&ci->events, 1);
-	if (urgent || !rb ||
-	    bpf_ringbuf_query(rb, BPF_RB_AVAIL_DATA) >= bpf_ringbuf_query(rb, BPF_RB_RING_SIZE) / 4)
+	if (urgent || !rb) {
 		flags = BPF_RB_FORCE_WAKEUP;
+	} else {
+		avail = bpf_ringbuf_query(rb, BPF_RB_AVAIL_DATA);
+		mark = bpf_ringbuf_query(rb, BPF_RB_RING_SIZE) / 4;
+		if (avail >= mark && avail < mark + rec)
+			flags = BPF_RB_FORCE_WAKEUP;
+	}
 	bpf_ringbuf_submit(e, flags);
 }
 
@@ -185,7 +171,7 @@ static __always_inline bool source_matches(struct deny_value *d)
 static __always_inline void fill_header(struct event_header *h, __u32 kind,
 					struct container_info *ci, __u64 cg)
 {
-	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	struct task_struct *t = bpf_get_current_task_btf();
 	__u64 pt = bpf_get_current_pid_tgid();
 	__u64 ug = bpf_get_current_uid_gid();
 
@@ -195,7 +181,8 @@ static __always_inline void fill_header(struct event_header *h, __u32 kind,
 	h->ktime = bpf_ktime_get_ns();
 	h->pid = pt >> 32;
 	h->tid = (__u32)pt;
-	h->ppid = BPF_CORE_READ(t, real_parent, tgid);
+	/* direct loads from the task (BTF pointers): no helper call per field */
+	h->ppid = t->real_parent->tgid;
 	h->uid = (__u32)ug;
 	h->gid = ug >> 32;
 	h->pad = 0;
@@ -209,6 +196,7 @@ int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 	struct container_info *ci;
 	struct deny_value *deny;
 	struct exec_event *e;
+	void *rb;
 	struct path_buf *pb, *fname;
 	struct exec_key key = {};
 	unsigned long start, end;
@@ -235,7 +223,7 @@ int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 		}
 	}
 
-	e = reserve(ci, sizeof(*e));
+	e = reserve(ci, sizeof(*e), &rb);
 	if (!e)
 		return 0;
 	fill_header(&e->h, EV_EXEC, ci, cg);
@@ -272,7 +260,7 @@ int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 
 	pid = e->h.pid;
 	bpf_map_update_elem(&procs, &pid, fname, BPF_ANY);
-	submit(ci, e, rule != 0);
+	submit(ci, rb, e, sizeof(*e), rule != 0);
 	return 0;
 }
 
@@ -286,6 +274,7 @@ int BPF_PROG(lsm_exec, struct linux_binprm *bprm, int ret)
 	struct container_info *ci;
 	struct deny_value *deny;
 	struct exec_event *e;
+	void *rb;
 	struct exec_key key = {};
 	const unsigned char *name;
 	__u64 cg;
@@ -305,7 +294,7 @@ int BPF_PROG(lsm_exec, struct linux_binprm *bprm, int ret)
 		return 0;
 	__sync_fetch_and_add(&deny->hits, 1);
 
-	e = reserve(ci, sizeof(*e));
+	e = reserve(ci, sizeof(*e), &rb);
 	if (e) {
 		fill_header(&e->h, EV_EXEC, ci, cg);
 		e->ino = key.ino;
@@ -319,7 +308,7 @@ int BPF_PROG(lsm_exec, struct linux_binprm *bprm, int ret)
 		/* The caller is still its old image: it is the parent of the refused exec. */
 		name = BPF_CORE_READ(t, mm, exe_file, f_path.dentry, d_name.name);
 		bpf_probe_read_kernel_str(e->parent, sizeof(e->parent), name);
-		submit(ci, e, true);
+		submit(ci, rb, e, sizeof(*e), true);
 	}
 	return -EPERM;
 }
@@ -329,6 +318,7 @@ int BPF_PROG(on_exit, struct task_struct *p)
 {
 	struct container_info *ci;
 	struct exit_event *e;
+	void *rb;
 	__u32 pid;
 	__u64 cg;
 
@@ -339,13 +329,13 @@ int BPF_PROG(on_exit, struct task_struct *p)
 		return 0;
 	pid = BPF_CORE_READ(p, tgid);
 	bpf_map_delete_elem(&procs, &pid);
-	e = reserve(ci, sizeof(*e));
+	e = reserve(ci, sizeof(*e), &rb);
 	if (!e)
 		return 0;
 	fill_header(&e->h, EV_EXIT, ci, cg);
 	e->exit_code = BPF_CORE_READ(p, exit_code);
 	e->pad = 0;
-	submit(ci, e, false);
+	submit(ci, rb, e, sizeof(*e), false);
 	return 0;
 }
 
@@ -354,6 +344,7 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 {
 	struct container_info *ci;
 	struct fork_event *e;
+	void *rb;
 	__u64 cg;
 
 	/* New threads are not new processes. */
@@ -362,43 +353,50 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 	ci = current_container(&cg);
 	if (!ci)
 		return 0;
-	e = reserve(ci, sizeof(*e));
+	e = reserve(ci, sizeof(*e), &rb);
 	if (!e)
 		return 0;
 	fill_header(&e->h, EV_FORK, ci, cg);
 	e->child_pid = BPF_CORE_READ(child, tgid);
 	e->pad = 0;
-	submit(ci, e, false);
+	submit(ci, rb, e, sizeof(*e), false);
 	return 0;
 }
 
-/* Only the syscall's own arguments may be read: the kernel refuses to attach a program that
- * reads past the end of the tracepoint's record. */
-static __always_inline int sys_enter(struct sys_enter_ctx *ctx, __u32 sys, int nargs)
+/* Record of the syscalls:sys_exit_* tracepoints: fixed ABI of the event class, not relocated. */
+struct sys_exit_ctx {
+	__u64 common;
+	__s32 nr;
+	__u32 pad; /* not zeroed by the kernel */
+	__s64 ret;
+};
+
+/* The arguments, from the registers the syscall entered with (the ABI preserves them across the
+ * syscall; the tracepoint runs before they are restored to user space). */
+#if defined(__TARGET_ARCH_x86)
+static __always_inline void syscall_args(struct pt_regs *regs, __u64 *a)
 {
-	struct inflight in = {};
-	__u32 tid;
-	__u64 cg;
-
-	if (!current_container(&cg))
-		return 0;
-	in.sys = sys;
-	if (nargs > 0)
-		in.args[0] = ctx->args[0];
-	if (nargs > 1)
-		in.args[1] = ctx->args[1];
-	if (nargs > 2)
-		in.args[2] = ctx->args[2];
-	if (nargs > 3)
-		in.args[3] = ctx->args[3];
-	if (nargs > 4)
-		in.args[4] = ctx->args[4];
-	if (nargs > 5)
-		in.args[5] = ctx->args[5];
-	tid = (__u32)bpf_get_current_pid_tgid();
-	bpf_map_update_elem(&inflight, &tid, &in, BPF_ANY);
-	return 0;
+	a[0] = regs->di;
+	a[1] = regs->si;
+	a[2] = regs->dx;
+	a[3] = regs->r10;
+	a[4] = regs->r8;
+	a[5] = regs->r9;
 }
+#elif defined(__TARGET_ARCH_arm64)
+/* x0 holds the return value by now; the first argument is kept in orig_x0. */
+static __always_inline void syscall_args(struct pt_regs *regs, __u64 *a)
+{
+	a[0] = regs->orig_x0;
+	a[1] = regs->regs[1];
+	a[2] = regs->regs[2];
+	a[3] = regs->regs[3];
+	a[4] = regs->regs[4];
+	a[5] = regs->regs[5];
+}
+#else
+#error "syscall arguments are read from pt_regs on x86_64 and arm64 only"
+#endif
 
 static __always_inline bool has_prefix(const char *s, const char *prefix, int n)
 {
@@ -407,7 +405,6 @@ static __always_inline bool has_prefix(const char *s, const char *prefix, int n)
 			return false;
 	return true;
 }
-
 
 /* Without CF_ALL_OPENS only the opens a detection can use are reported: writes, denials and
  * the Kubernetes secret mounts. */
@@ -434,103 +431,75 @@ static __always_inline void read_sockaddr(struct syscall_event *e, __u64 ptr, __
 	bpf_probe_read_user(e->addr, len & 0x1f, (void *)ptr);
 }
 
-static __always_inline int sys_exit(struct sys_exit_ctx *ctx, __u32 sys)
+/* One program, attached by user space to the sys_exit tracepoint of every watched syscall (the
+ * kernel only runs it for those: other syscalls pay nothing), and verified once. Everything
+ * is done on the way out, from the saved registers: no entry hook, no per-thread map, and a
+ * syscall seccomp refused before it ran (no entry tracepoint) reports its arguments too. */
+SEC("tracepoint")
+int on_sys_exit(struct sys_exit_ctx *ctx)
 {
 	struct container_info *ci;
 	struct syscall_event *e;
-	struct inflight *saved;
-	bool had_entry = false;
+	void *rb;
 	struct path_buf *pb = 0;
-	struct inflight in;
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	__u32 zero = 0;
+	struct pt_regs *regs;
+	long nr = ctx->nr, ret = ctx->ret;
+	__u64 args[6];
+	__u32 sys, zero = 0;
 	__u64 cg;
 	int alen = 0;
 
-	saved = bpf_map_lookup_elem(&inflight, &tid);
-	if (saved) {
-		in = *saved;
-		had_entry = true;
-		bpf_map_delete_elem(&inflight, &tid);
-	} else if (ctx->ret == -EPERM || ctx->ret == -EACCES) {
-		/* seccomp refused it before sys_enter ran: no arguments, but the denial is reported */
-		__builtin_memset(&in, 0, sizeof(in));
-		in.sys = sys;
-	} else {
+	if (nr < 0 || nr >= SYS_TABLE)
 		return 0;
-	}
+	sys = sys_kinds[nr];
+	if (!sys)
+		return 0;
 	ci = current_container(&cg);
 	if (!ci)
 		return 0;
-	if ((in.sys == SYS_OPENAT || in.sys == SYS_MOUNT) && had_entry) {
+	regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	syscall_args(regs, args);
+	if (sys == SYS_OPENAT || sys == SYS_MOUNT) {
 		pb = bpf_map_lookup_elem(&scratch, &zero);
 		if (!pb)
 			return 0;
-		bpf_probe_read_user_str(pb->s, sizeof(pb->s), (void *)in.args[1]);
-		if (in.sys == SYS_OPENAT && !(ci->flags & CF_ALL_OPENS) &&
-		    !open_is_interesting(in.args[2], ctx->ret, pb->s))
+		bpf_probe_read_user_str(pb->s, sizeof(pb->s), (void *)args[1]);
+		if (sys == SYS_OPENAT && !(ci->flags & CF_ALL_OPENS) &&
+		    !open_is_interesting(args[2], ret, pb->s))
 			return 0;
 	}
 
-	e = reserve(ci, sizeof(*e));
+	e = reserve(ci, sizeof(*e), &rb);
 	if (!e)
 		return 0;
 	fill_header(&e->h, EV_SYSCALL, ci, cg);
-	e->sys = in.sys;
-	e->ret = ctx->ret;
+	e->sys = sys;
+	e->ret = ret;
 	e->addr_len = 0;
 	e->pad = 0;
 	for (int i = 0; i < 6; i++)
-		e->args[i] = in.args[i];
+		e->args[i] = args[i];
 	if (pb)
 		__builtin_memcpy(e->path, pb->s, sizeof(e->path));
 	else
 		e->path[0] = 0;
 
-	switch (in.sys) {
+	switch (sys) {
 	case SYS_CONNECT:
 	case SYS_BIND:
-		read_sockaddr(e, in.args[1], in.args[2]);
+		read_sockaddr(e, args[1], args[2]);
 		break;
 	case SYS_ACCEPT:
 	case SYS_ACCEPT4:
-		if (e->ret >= 0 && in.args[1] && in.args[2]) {
-			bpf_probe_read_user(&alen, sizeof(alen), (void *)in.args[2]);
-			read_sockaddr(e, in.args[1], (__u64)(__u32)alen);
+		if (e->ret >= 0 && args[1] && args[2]) {
+			bpf_probe_read_user(&alen, sizeof(alen), (void *)args[2]);
+			read_sockaddr(e, args[1], (__u64)(__u32)alen);
 		}
 		break;
 	}
-	submit(ci, e, false);
+	submit(ci, rb, e, sizeof(*e), false);
 	return 0;
 }
-
-#define SYSCALL_PAIR(name, kind, nargs)                                       \
-	SEC("tracepoint/syscalls/sys_enter_" #name)                           \
-	int enter_##name(struct sys_enter_ctx *ctx) { return sys_enter(ctx, kind, nargs); } \
-	SEC("tracepoint/syscalls/sys_exit_" #name)                            \
-	int exit_##name(struct sys_exit_ctx *ctx) { return sys_exit(ctx, kind); }
-
-SYSCALL_PAIR(openat, SYS_OPENAT, 4)
-SYSCALL_PAIR(connect, SYS_CONNECT, 3)
-SYSCALL_PAIR(bind, SYS_BIND, 3)
-SYSCALL_PAIR(listen, SYS_LISTEN, 2)
-SYSCALL_PAIR(accept, SYS_ACCEPT, 3)
-SYSCALL_PAIR(accept4, SYS_ACCEPT4, 4)
-SYSCALL_PAIR(socket, SYS_SOCKET, 3)
-SYSCALL_PAIR(setuid, SYS_SETUID, 1)
-SYSCALL_PAIR(setgid, SYS_SETGID, 1)
-SYSCALL_PAIR(setreuid, SYS_SETREUID, 2)
-SYSCALL_PAIR(setregid, SYS_SETREGID, 2)
-SYSCALL_PAIR(setresuid, SYS_SETRESUID, 3)
-SYSCALL_PAIR(setresgid, SYS_SETRESGID, 3)
-SYSCALL_PAIR(capset, SYS_CAPSET, 2)
-SYSCALL_PAIR(setns, SYS_SETNS, 2)
-SYSCALL_PAIR(unshare, SYS_UNSHARE, 1)
-SYSCALL_PAIR(ptrace, SYS_PTRACE, 4)
-SYSCALL_PAIR(mount, SYS_MOUNT, 5)
-SYSCALL_PAIR(init_module, SYS_INIT_MODULE, 3)
-SYSCALL_PAIR(finit_module, SYS_FINIT_MODULE, 3)
-SYSCALL_PAIR(bpf, SYS_BPF, 3)
 
 /* cgroup sock_addr hooks: attached per container cgroup by user space, refusing (EPERM)
  * destinations in the container's deny trie. Port 0 in the trie means any port. */

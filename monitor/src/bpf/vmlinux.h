@@ -126,6 +126,23 @@ struct linux_binprm {
 	const char *filename;
 };
 
+/* The registers a syscall entered with: its arguments. */
+#if defined(__TARGET_ARCH_x86)
+struct pt_regs {
+	unsigned long r10;
+	unsigned long r9;
+	unsigned long r8;
+	unsigned long dx;
+	unsigned long si;
+	unsigned long di;
+};
+#elif defined(__TARGET_ARCH_arm64)
+struct pt_regs {
+	u64 regs[31];
+	u64 orig_x0;
+};
+#endif
+
 #pragma clang attribute pop
 
 #endif
