@@ -41,7 +41,7 @@ impl Default for MonitorSettings {
             pin_root: PathBuf::from("/sys/fs/bpf/palisade"),
             enforce: true,
             allow_unmonitored: true,
-            ring_bytes: 256 * 1024,
+            ring_bytes: 128 * 1024,
         }
     }
 }
@@ -64,29 +64,24 @@ impl ShimMonitor {
         reporter: Reporter,
         node_name: String,
     ) -> Result<Self, MonitorError> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<MonitorEvent>(4096);
         let config = MonitorConfig {
             pin_root: settings.pin_root.clone(),
             enforce: settings.enforce,
             ring_size: settings.ring_bytes,
             ..MonitorConfig::default()
         };
-        let node = NodeMonitor::open(config, tx)?;
-        let spawned = std::thread::Builder::new()
-            .name("palisade-monitor-events".into())
-            .spawn(move || {
-                for ev in rx.iter() {
-                    for e in ev.to_events(&node_name) {
-                        reporter.report(e);
-                    }
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::error!("monitor event reader: {e}");
-        }
+        // The monitor's reader thread hands the events straight to the reporter, which only
+        // queues them: no channel of MonitorEvents (4096 preallocated slots were over a MiB
+        // per shim) and no thread of our own.
+        let node = NodeMonitor::open(config, move |ev: MonitorEvent| {
+            for e in ev.to_events(&node_name) {
+                reporter.report(e);
+            }
+            true
+        })?;
         tracing::info!(features = ?node.features(), "monitor joined");
-        // Joining parses the kernel's BTF and the BPF object: megabytes of short-lived heap that
-        // glibc would otherwise keep for the shim's whole life, once per pod.
+        // Loading (first holder) parses the kernel's BTF and the BPF object: megabytes of
+        // short-lived heap that glibc would otherwise keep for the shim's whole life.
         // SAFETY: malloc_trim only returns free heap pages to the kernel.
         unsafe {
             libc::malloc_trim(0);
