@@ -746,7 +746,14 @@ fn built_in_detections_fire_on_real_syscalls_after_the_entrypoint() {
 
     let (_, st) = run(Some(&cg), None, &exec("/bin/true", &["true"]));
     assert_eq!(exited(st), Some(0));
-    let (pid, st) = run(Some(&cg), None, &Act::Call(escape_attempts));
+    // The same calls from a program the container runs (it entered by exec, as its own code
+    // does, not from outside as runc init does).
+    let probe = env!("CARGO_BIN_EXE_palisade-monitor");
+    let (pid, st) = run(
+        Some(&cg),
+        None,
+        &exec(probe, &["palisade-monitor", "detect-probe"]),
+    );
     assert_eq!(exited(st), Some(0));
     let mut rules = Vec::new();
     for kind in ["unshare", "socket", "setuid"] {

@@ -16,7 +16,7 @@ use palisade_monitor::{
 
 const USAGE: &str = "usage: palisade-monitor hold <pin-root> | cleanup <pin-root> | \
 bench [iterations [rounds]] | bench-flood [operations...] | \
-bench-worker <exec|open|connect|getppid> <iterations>";
+bench-worker <exec|open|connect|getppid> <iterations> | detect-probe";
 
 fn config(root: &str) -> MonitorConfig {
     MonitorConfig {
@@ -53,8 +53,30 @@ fn main() -> Result<()> {
                 .collect::<Result<Vec<u32>>>()?,
         ),
         ["bench-worker", kind, n] => worker(kind, n.parse().context("iterations")?),
+        ["detect-probe"] => detect_probe(),
         _ => bail!("{USAGE}"),
     }
+}
+
+/// Makes the calls three built-in detections look for (unshare, a raw socket, setuid to 0) and
+/// exits: run inside a watched container, after its entrypoint, it checks that the node's
+/// detections fire on real syscalls of the container's own processes.
+fn detect_probe() -> Result<()> {
+    // SAFETY: plain syscalls on this process; the socket is closed right away.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWUTS) != 0 {
+            return Err(std::io::Error::last_os_error()).context("unshare");
+        }
+        let s = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+        if s < 0 {
+            return Err(std::io::Error::last_os_error()).context("raw socket");
+        }
+        libc::close(s);
+        if libc::setuid(0) != 0 {
+            return Err(std::io::Error::last_os_error()).context("setuid 0");
+        }
+    }
+    Ok(())
 }
 
 /// Opens a handle, says so on stdout, and keeps it until killed.
