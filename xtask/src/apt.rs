@@ -24,6 +24,8 @@ pub const PACKAGES: &[&str] = &[
     "iproute2",
     "bpftool",
     "jq",
+    // fetching other containerd releases (--containerd)
+    "curl",
     "libc6-dev",
     // the monitor's vendored libbpf and BPF objects
     "make",

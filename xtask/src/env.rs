@@ -21,6 +21,8 @@ pub struct Options {
     pub shim: Option<PathBuf>,
     /// The suite binary; teardown uses its `cleanup` command to remove pods via CRI.
     pub conformance: PathBuf,
+    /// Where another containerd release's binaries are (None: the system's).
+    pub containerd_bin: Option<PathBuf>,
 }
 
 /// A running private containerd and everything made for it.
@@ -58,7 +60,12 @@ impl Env {
     /// Run dirs left by harness processes that no longer exist are torn down first.
     pub fn new(base: &Path, opts: Options) -> Result<Arc<Self>> {
         sweep_stale(base, &opts.conformance);
-        let env = Arc::new(Self::layout(base, std::process::id(), opts.conformance));
+        let env = Arc::new(Self::layout(
+            base,
+            std::process::id(),
+            opts.conformance,
+            opts.containerd_bin.as_deref(),
+        ));
         if env.run_dir.exists() {
             fs::remove_dir_all(&env.run_dir)
                 .with_context(|| format!("clear {}", env.run_dir.display()))?;
@@ -83,11 +90,16 @@ impl Env {
     }
 
     /// Every name and path of the environment of harness process `id`.
-    fn layout(base: &Path, id: u32, conformance: PathBuf) -> Self {
+    fn layout(base: &Path, id: u32, conformance: PathBuf, containerd_bin: Option<&Path>) -> Self {
         let run_dir = base.join(format!("run-{id}"));
         let bin = run_dir.join("bin");
         let host_path = std::env::var("PATH").unwrap_or_default();
         let mut path_env = bin.display().to_string();
+        // Another containerd release's containerd, ctr and runc shim come before the system's.
+        if let Some(c) = containerd_bin {
+            path_env.push(':');
+            path_env.push_str(&c.display().to_string());
+        }
         for p in host_path.split(':').chain([
             "/usr/local/sbin",
             "/usr/local/bin",
@@ -304,6 +316,14 @@ oom_score = 0
             .open(&self.log)
             .with_context(|| format!("open {}", self.log.display()))?;
         let _ = fs::remove_file(&self.socket);
+        // Which containerd runs matters (--containerd): say it once, in the harness output.
+        if let Ok(out) = Command::new("containerd")
+            .arg("--version")
+            .env("PATH", &self.path_env)
+            .output()
+        {
+            eprintln!("xtask: {}", String::from_utf8_lossy(&out.stdout).trim());
+        }
         let mut child = Command::new("containerd")
             .arg("--config")
             .arg(&self.config)
@@ -564,6 +584,6 @@ fn sweep_stale(base: &Path, conformance: &Path) {
             continue;
         }
         eprintln!("xtask: tearing down stale {}", entry.path().display());
-        Env::layout(base, id, conformance.to_path_buf()).teardown(false);
+        Env::layout(base, id, conformance.to_path_buf(), None).teardown(false);
     }
 }

@@ -3,6 +3,7 @@
 
 mod apt;
 mod cargo;
+mod containerd;
 mod env;
 mod images;
 mod manifests;
@@ -30,6 +31,8 @@ options (test):
   --handlers a,b      runtime handlers to test (default runc,palisade)
   --filter NAME       only the checks whose name contains NAME (repeatable)
   --no-shim           do not build or install the palisade shim
+  --containerd V      containerd release: 1.6 (the system's, default), 1.7 or 2.1
+                      (Debian's packages, fetched once into .palisade-run; test, demo, bench)
 options (bench):
   --suite S           start, syscalls, monitor or all (default all)
   --handlers a,b      start: default runc,palisade; syscalls: default
