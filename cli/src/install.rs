@@ -64,28 +64,12 @@ pub struct Layout {
 impl Layout {
     /// Where the node's `path` is in this process's view.
     pub fn host(&self, path: &Path) -> PathBuf {
-        match &self.host_root {
-            Some(root) => root.join(path.strip_prefix("/").unwrap_or(path)),
-            None => path.to_path_buf(),
-        }
+        under_root(self.host_root.as_deref(), path)
     }
 
-    /// The file a (possibly symlinked) node path finally names, in this process's view: an
-    /// absolute link target is the node's path, so it is resolved under the host root too.
+    /// The file a (possibly symlinked) node path finally names, in this process's view.
     fn resolve(&self, path: &Path) -> PathBuf {
-        let mut real = self.host(path);
-        // As many hops as the kernel follows before ELOOP.
-        for _ in 0..40 {
-            let Ok(target) = fs::read_link(&real) else {
-                break;
-            };
-            real = if target.is_absolute() {
-                self.host(&target)
-            } else {
-                real.parent().map_or(target.clone(), |d| d.join(&target))
-            };
-        }
-        real
+        resolve_under(self.host_root.as_deref(), path)
     }
 
     pub fn gate_state_dir(&self) -> PathBuf {
@@ -105,6 +89,32 @@ impl Layout {
             log_dir: self.log_dir.clone(),
         }
     }
+}
+
+/// Where the node's `path` is when the node's root is mounted at `root` (`--host-root`).
+pub fn under_root(root: Option<&Path>, path: &Path) -> PathBuf {
+    match root {
+        Some(root) => root.join(path.strip_prefix("/").unwrap_or(path)),
+        None => path.to_path_buf(),
+    }
+}
+
+/// The file a (possibly symlinked) node path finally names, in this process's view: an
+/// absolute link target is the node's path, so it is resolved under the root too.
+pub fn resolve_under(root: Option<&Path>, path: &Path) -> PathBuf {
+    let mut real = under_root(root, path);
+    // As many hops as the kernel follows before ELOOP.
+    for _ in 0..40 {
+        let Ok(target) = fs::read_link(&real) else {
+            break;
+        };
+        real = if target.is_absolute() {
+            under_root(root, &target)
+        } else {
+            real.parent().map_or(target.clone(), |d| d.join(&target))
+        };
+    }
+    real
 }
 
 /// `palisade install`'s options beyond the layout.

@@ -120,6 +120,9 @@ struct StatusArgs {
     containerd_config: PathBuf,
     #[arg(long, default_value = "/usr/local/bin")]
     bin_dir: PathBuf,
+    /// The node's root directory as mounted here: the paths are the node's, read under DIR.
+    #[arg(long, value_name = "DIR")]
+    host_root: Option<PathBuf>,
     #[arg(long)]
     json: bool,
 }
@@ -359,6 +362,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 bin_dir: args.bin_dir,
                 containerd_config: args.containerd_config,
                 proc_root: PathBuf::from("/proc"),
+                host_root: args.host_root,
             })?;
             if args.json {
                 print_json(&s)?;

@@ -9,7 +9,7 @@ use palisade_sandbox::KernelFeatures;
 use serde::Serialize;
 
 use crate::containerd::{ConfigVersion, ContainerdConfig};
-use crate::install::{INIT_BINARY, SHIM_BINARY};
+use crate::install::{resolve_under, under_root, INIT_BINARY, SHIM_BINARY};
 use crate::placement;
 
 /// Gathering the status failed.
@@ -107,6 +107,8 @@ pub struct StatusOptions {
     pub bin_dir: PathBuf,
     pub containerd_config: PathBuf,
     pub proc_root: PathBuf,
+    /// The node's root as mounted here; the paths above and in the files are the node's.
+    pub host_root: Option<PathBuf>,
 }
 
 /// The enforcer each sample rule gets with `kernel`.
@@ -133,9 +135,9 @@ pub fn kind_table(kernel: &KernelFeatures) -> Result<Vec<KindRow>, StatusError> 
     Ok(rows)
 }
 
-fn binary(bin_dir: &Path, name: &'static str) -> BinaryStatus {
+fn binary(root: Option<&Path>, bin_dir: &Path, name: &'static str) -> BinaryStatus {
     let path = bin_dir.join(name);
-    let installed = std::fs::metadata(&path)
+    let installed = std::fs::metadata(under_root(root, &path))
         .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         .unwrap_or(false);
     BinaryStatus {
@@ -145,7 +147,7 @@ fn binary(bin_dir: &Path, name: &'static str) -> BinaryStatus {
     }
 }
 
-fn containerd_status(path: &Path) -> ContainerdStatus {
+fn containerd_status(root: Option<&Path>, path: &Path) -> ContainerdStatus {
     let mut status = ContainerdStatus {
         path: path.to_path_buf(),
         error: None,
@@ -153,7 +155,7 @@ fn containerd_status(path: &Path) -> ContainerdStatus {
         cri_disabled: false,
         runtimes: Vec::new(),
     };
-    let text = match std::fs::read_to_string(path) {
+    let text = match std::fs::read_to_string(resolve_under(root, path)) {
         Ok(t) => t,
         Err(e) => {
             status.error = Some(format!("containerd config {}: {e}", path.display()));
@@ -175,7 +177,7 @@ fn containerd_status(path: &Path) -> ContainerdStatus {
         .map(|r| {
             let config = match &r.config_path {
                 None => "no ConfigPath: the shim reads /etc/palisade/palisade.toml".to_string(),
-                Some(p) => match palisade_shim::config::Config::load(p) {
+                Some(p) => match palisade_shim::config::Config::load(&resolve_under(root, p)) {
                     Ok(_) => "ok".to_string(),
                     Err(e) => e.to_string(),
                 },
@@ -243,6 +245,7 @@ pub fn status(opts: &StatusOptions) -> Result<Status, StatusError> {
     let kernel = KernelFeatures::probe()?;
     let enforcement = kind_table(&kernel)?;
     let shims = shim_processes(&opts.proc_root);
+    let root = opts.host_root.as_deref();
     Ok(Status {
         kernel: KernelStatus {
             landlock_abi: kernel.landlock_abi,
@@ -253,10 +256,10 @@ pub fn status(opts: &StatusOptions) -> Result<Status, StatusError> {
         },
         enforcement,
         binaries: vec![
-            binary(&opts.bin_dir, SHIM_BINARY),
-            binary(&opts.bin_dir, INIT_BINARY),
+            binary(root, &opts.bin_dir, SHIM_BINARY),
+            binary(root, &opts.bin_dir, INIT_BINARY),
         ],
-        containerd: containerd_status(&opts.containerd_config),
+        containerd: containerd_status(root, &opts.containerd_config),
         pods_served: shims.len(),
         shims,
     })

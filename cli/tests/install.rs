@@ -603,6 +603,31 @@ fn host_root_installs_under_the_root_with_the_nodes_paths() {
         "{stdout}"
     );
 
+    // status reads the same node through the same root.
+    let out = Command::new(PALISADE)
+        .args(["status", "--json", "--host-root"])
+        .arg(root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for b in status["binaries"].as_array().unwrap() {
+        assert_eq!(b["installed"], true, "{b}");
+        assert!(
+            b["path"].as_str().unwrap().starts_with("/usr/local/bin/"),
+            "{b}"
+        );
+    }
+    let runtimes = status["containerd"]["runtimes"].as_array().unwrap();
+    assert_eq!(runtimes.len(), 3, "{status}");
+    for r in runtimes {
+        assert_eq!(r["config"], "ok", "{r}");
+    }
+
     run(&["uninstall", "--purge"]);
     assert_eq!(
         std::fs::read_to_string(at("/opt/node-config/containerd.toml")).unwrap(),

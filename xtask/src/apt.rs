@@ -47,7 +47,12 @@ fn installed(pkg: &str) -> bool {
 
 /// Installs the missing packages with apt-get (one `apt-get update` first).
 pub fn ensure_packages() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    ensure(PACKAGES)
+}
+
+/// Installs those of `packages` that are missing.
+pub fn ensure(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
         return Ok(());
     }

@@ -126,7 +126,8 @@ fn probe_files(rootfs: &Path, probe: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Creates an OCI layout with one layer made by `fill`, configures it and tars it to `out`.
+/// Creates an OCI layout (`<work>/<name>-layout`, tag [`TAG`]) with one layer made by `fill`,
+/// configures it and tars it to `out`.
 fn pack(
     work: &Path,
     name: &str,
@@ -134,9 +135,21 @@ fn pack(
     config: &[&str],
     fill: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<()> {
+    pack_tagged(work, name, TAG, out, config, fill)
+}
+
+/// [`pack`] with the image's tag given.
+pub(crate) fn pack_tagged(
+    work: &Path,
+    name: &str,
+    tag: &str,
+    out: &Path,
+    config: &[&str],
+    fill: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
     let layout = work.join(format!("{name}-layout"));
     let bundle = work.join(format!("{name}-bundle"));
-    let image = format!("{}:{TAG}", layout.display());
+    let image = format!("{}:{tag}", layout.display());
     run(Command::new("umoci")
         .args(["init", "--layout"])
         .arg(&layout))?;
@@ -164,7 +177,17 @@ fn pack(
 
 /// The shared libraries the dynamic busybox loads (resolved host paths).
 fn busybox_libs() -> Result<Vec<PathBuf>> {
-    let out = run(Command::new("ldd").arg(BUSYBOX))?;
+    libs_of(Path::new(BUSYBOX))
+}
+
+/// The shared libraries a dynamic binary loads, from `ldd` (none for a static one).
+pub(crate) fn libs_of(binary: &Path) -> Result<Vec<PathBuf>> {
+    let out = Command::new("ldd")
+        .arg(binary)
+        .output()
+        .with_context(|| format!("run ldd {}", binary.display()))?;
+    // ldd fails on a static binary ("not a dynamic executable"): nothing to copy.
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
     let mut libs = Vec::new();
     for line in out.lines() {
         // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"

@@ -6,6 +6,7 @@ mod cargo;
 mod containerd;
 mod env;
 mod images;
+mod installer;
 mod manifests;
 mod procs;
 mod tasks;
@@ -26,6 +27,7 @@ commands:
           under runc, palisade-nomon, palisade, palisade-strict), monitor (exec, open/close,
           connect loops with the monitor off, on for 1 pod, on among --pods pods)
   manifests  the Kubernetes manifests under runtimeclass/ against the API schemas (also in test)
+  installer-image  the DaemonSet installer image (runtimeclass/deploy/) as an OCI layout
 options (test):
   --suite-only        skip fmt, clippy and cargo test
   --handlers a,b      runtime handlers to test (default runc,palisade)
@@ -60,6 +62,7 @@ fn main() -> ExitCode {
         "demo" => tasks::demo(&opts),
         "bench" => tasks::bench(&opts),
         "manifests" => tasks::manifests(),
+        "installer-image" => installer::command(),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
