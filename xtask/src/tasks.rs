@@ -403,6 +403,9 @@ impl Opts {
     /// The command line that reproduces this bench run, for the doc.
     fn bench_command(&self) -> String {
         let mut c = String::from("cargo xtask bench");
+        if let Some(v) = &self.containerd {
+            c += &format!(" --containerd {v}");
+        }
         if let Some(s) = &self.suite {
             c += &format!(" --suite {s}");
         }
@@ -603,6 +606,8 @@ mod tests {
             "cargo xtask bench --suite monitor --rounds 3 --scale 0.01"
         );
         assert!(Opts::parse(&["--suite".into(), "fast".into()]).is_err());
+        let o = Opts::parse(&["--containerd".into(), "2.1".into()]).unwrap();
+        assert_eq!(o.bench_command(), "cargo xtask bench --containerd 2.1");
     }
 
     #[test]
