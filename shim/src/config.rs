@@ -291,6 +291,24 @@ mod tests {
     use super::*;
     use containerd_shim::protos::protobuf::CodedOutputStream;
 
+    #[test]
+    fn the_shipped_runtimeclass_configurations_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtimeclass");
+        let load = |name: &str| {
+            let path = dir.join(name);
+            Config::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        };
+        let default = load("palisade.toml");
+        assert_eq!(default.mode, Mode::Enforce);
+        assert_eq!(
+            default.compromise,
+            crate::compromise::CompromiseSettings::default(),
+            "palisade.toml spells out the defaults"
+        );
+        assert!(load("palisade-strict.toml").strict.is_some());
+        assert!(load("palisade-audit.toml").audit());
+    }
+
     fn runtime_options_any(config_path: &str) -> Any {
         let mut value = Vec::new();
         {
