@@ -63,10 +63,19 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug {
     async fn resume(&self, id: &str) -> Result<(), RuncError>;
     async fn update(&self, id: &str, resources_json: &Path) -> Result<(), RuncError>;
     async fn ps(&self, id: &str) -> Result<Vec<i32>, RuncError>;
+    /// Whether the container's init is a real process the shim may signal itself (through a
+    /// pidfd) instead of asking the runtime; the fake of the tests says no.
+    fn signals_init_directly(&self) -> bool {
+        false
+    }
 }
 
 #[async_trait::async_trait]
 impl ContainerRuntime for Runc {
+    fn signals_init_directly(&self) -> bool {
+        true
+    }
+
     async fn create(&self, id: &str, bundle: &Path, opts: LaunchOpts<'_>) -> Result<(), RuncError> {
         Runc::create(self, id, bundle, opts).await
     }

@@ -123,6 +123,8 @@ struct Container {
     judge: Option<judge::Judged>,
     /// For a sandbox with a gate: the container its evidence counts against (all when none).
     gate_container: Option<String>,
+    /// A pidfd of the init: kill(2) without a runc exec, and without pid reuse races.
+    init_pidfd: Option<std::os::fd::OwnedFd>,
 }
 
 impl Container {
@@ -386,6 +388,10 @@ impl TaskService {
                 let oom_watch = cgroups
                     .clone()
                     .map(|c| tokio::spawn(watch_oom(id.clone(), c, self.events.clone())));
+                let init_pidfd = runc
+                    .signals_init_directly()
+                    .then(|| pidfd_open(pid))
+                    .flatten();
                 let container = Container {
                     id: id.clone(),
                     bundle: bundle.clone(),
@@ -402,6 +408,7 @@ impl TaskService {
                         a.judged
                     }),
                     gate_container,
+                    init_pidfd,
                 };
                 let early_exit = {
                     let mut table = self.table.lock().await;
@@ -870,18 +877,35 @@ impl TaskService {
         signal: u32,
         all: bool,
     ) -> Result<(), ShimError> {
-        let (runc, pid, state) = {
+        let (runc, pid, state, signalled) = {
             let table = self.table.lock().await;
             let c = table.container(id)?;
             let p = c.process(key)?;
-            (c.runc.clone(), p.pid, p.state)
+            // The init alone, while it runs: signalled through its pidfd at once, under the
+            // lock that orders it with the reaper's record of its exit. Exec'ing `runc kill`
+            // takes long enough for the exit, containerd's cleanup and a closed connection to
+            // overtake the reply (seen under containerd 1.7).
+            let signalled = match (key, &c.init_pidfd) {
+                (ProcessId::Init, Some(fd)) if !all && p.state != State::Stopped => {
+                    Some(pidfd_send_signal(fd, signal))
+                }
+                _ => None,
+            };
+            (c.runc.clone(), p.pid, p.state, signalled)
         };
         match key {
             ProcessId::Init => {
                 if state == State::Stopped && !all {
                     return Err(ShimError::ProcessFinished(format!("container {id}")));
                 }
-                runc.kill(id, signal, all).await?;
+                match signalled {
+                    Some(Ok(())) => {}
+                    Some(Err(nix::errno::Errno::ESRCH)) => {
+                        return Err(ShimError::ProcessFinished(format!("container {id}")))
+                    }
+                    // A signal the kernel refuses through a pidfd: runc decides as before.
+                    Some(Err(_)) | None => runc.kill(id, signal, all).await?,
+                }
             }
             ProcessId::Exec(exec) => {
                 if state != State::Running || pid <= 0 {
@@ -1239,6 +1263,38 @@ fn join_monitor<'a>(
         }
     })
     .as_ref()
+}
+
+/// A pidfd for `pid` (Linux 5.3+); none where the kernel has no pidfd_open.
+fn pidfd_open(pid: i32) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd as _;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        tracing::debug!(pid, "pidfd_open: {}", std::io::Error::last_os_error());
+        return None;
+    }
+    // SAFETY: the fd was just returned to us and is owned by nobody else.
+    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
+fn pidfd_send_signal(fd: &std::os::fd::OwnedFd, signal: u32) -> Result<(), nix::errno::Errno> {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: a valid pidfd, a signal number, no siginfo, no flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            signal as libc::c_int,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(nix::errno::Errno::last())
+    }
 }
 
 /// Work left after an exit was recorded under the lock: draining io and telling containerd.
@@ -1651,6 +1707,7 @@ mod tests {
                 watch: None,
                 judge: None,
                 gate_container: None,
+                init_pidfd: None,
             },
         );
         let exit = Exit {

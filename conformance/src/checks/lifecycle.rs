@@ -169,6 +169,19 @@ pub async fn exit_codes(ctx: &Ctx) -> Result<()> {
         .cri
         .run_container(&pod, &ctx.container("killed", &["sleep", "3600"]), &cfg)
         .await?;
+    // Until runc's init has exec'd sleep, the init is runc (Go), whose runtime handles
+    // SIGTERM and exits 2: stop only once sleep runs, under either runtime.
+    let pid = ctx.cri.container_pid(&id).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|c| c.trim() != "sleep")
+        .unwrap_or(false)
+    {
+        ensure(tokio::time::Instant::now() < deadline, || {
+            format!("container {id}: pid {pid} never became sleep")
+        })?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     ctx.cri.stop_container(&id, 1).await?;
     let st = ctx.cri.wait_exited(&id, Duration::from_secs(20)).await?;
     ensure(st.exit_code == 137, || {
