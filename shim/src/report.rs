@@ -26,7 +26,7 @@ use self::metrics::Metrics;
 pub const EVENTS_FILE: &str = "events.jsonl";
 /// The rule name of the runtime event that reports what the rate limit dropped.
 pub const EVENTS_DROPPED_RULE: &str = "events-dropped";
-const QUEUE: usize = 4096;
+const QUEUE: usize = 1024;
 const SINK_QUEUE: usize = 1024;
 const TICK: Duration = Duration::from_millis(250);
 const METRICS_EVERY: Duration = Duration::from_secs(5);
@@ -363,7 +363,9 @@ fn file_safe(id: &str) -> String {
 /// counted drop.
 struct Sink {
     name: &'static str,
-    tx: Option<mpsc::SyncSender<Event>>,
+    /// Boxed: a bounded std channel touches every slot when it is made, and an event is
+    /// hundreds of bytes.
+    tx: Option<mpsc::SyncSender<Box<Event>>>,
     done: mpsc::Receiver<()>,
     metrics: Arc<Metrics>,
 }
@@ -374,7 +376,7 @@ impl Sink {
         metrics: &Arc<Metrics>,
         mut deliver: impl FnMut(&Event) -> Result<(), E> + Send + 'static,
     ) -> Option<Sink> {
-        let (tx, rx) = mpsc::sync_channel::<Event>(SINK_QUEUE);
+        let (tx, rx) = mpsc::sync_channel::<Box<Event>>(SINK_QUEUE);
         let (done_tx, done) = mpsc::channel::<()>();
         let thread_metrics = metrics.clone();
         let spawned = std::thread::Builder::new()
@@ -418,7 +420,7 @@ impl Sink {
 
     fn offer(&self, event: &Event) {
         let Some(tx) = &self.tx else { return };
-        if tx.try_send(event.clone()).is_err() {
+        if tx.try_send(Box::new(event.clone())).is_err() {
             self.metrics.dropped(self.name, event.count.max(1));
         }
     }
