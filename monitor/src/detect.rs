@@ -171,6 +171,35 @@ pub(crate) fn findings(
                 }
             }
         }
+        EventKind::SockCreate {
+            class,
+            refused,
+            rule: Some(name),
+            ..
+        } => {
+            let rule = set.rules.sock_create.iter().find(|r| &r.name == name);
+            let what = class.map_or("socket", |c| c.as_str());
+            out.push(Finding {
+                rule: name.clone(),
+                severity: rule.map(|r| r.severity).unwrap_or(6),
+                tags: vec!["network".to_string()],
+                message: match rule {
+                    Some(r) if !r.message.is_empty() => r.message.clone(),
+                    _ if *refused => format!("{what} socket creation refused"),
+                    _ => format!("{what} socket created by a binary the rule does not list"),
+                },
+                action: if *refused {
+                    Action::Block
+                } else {
+                    Action::Audit
+                },
+                enforcer: if *refused {
+                    Enforcer::BpfSockCreate.as_str()
+                } else {
+                    Enforcer::AuditOnly.as_str()
+                },
+            });
+        }
         _ => {}
     }
     if set.rules.builtins {

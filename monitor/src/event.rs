@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use palisade_events::{Action, Event, Parent, Process, Rule, Severity, Source, Workload};
 
-use crate::rules::ContainerRef;
+use crate::rules::{ContainerRef, SockClass};
 
 /// The process an event is about.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -149,6 +149,21 @@ pub enum EventKind {
         flags: u64,
         result: i64,
     },
+    /// A socket creation a socket rule did not let through: refused (EPERM) or, in audit,
+    /// reported.
+    SockCreate {
+        family: u32,
+        /// The socket type (`SOCK_STREAM`, ...).
+        kind: u32,
+        protocol: u32,
+        class: Option<SockClass>,
+        refused: bool,
+        /// The socket rule behind it.
+        rule: Option<String>,
+        /// Device (kernel encoding) and inode of the creating executable (zero when the
+        /// kernel could not read it).
+        exe_id: (u32, u64),
+    },
     Syscall {
         call: Syscall,
         args: [u64; 6],
@@ -170,6 +185,7 @@ impl EventKind {
             EventKind::Accept { .. } => "accept",
             EventKind::Socket { .. } => "socket",
             EventKind::Mount { .. } => "mount",
+            EventKind::SockCreate { .. } => "socket-create",
             EventKind::Syscall { call, .. } => call.name(),
         }
     }
@@ -316,6 +332,24 @@ impl MonitorEvent {
                     .with_evidence("target", target.as_str())
                     .with_evidence("flags", *flags)
                     .with_evidence("result", *result);
+            }
+            EventKind::SockCreate {
+                family,
+                kind,
+                protocol,
+                class,
+                refused,
+                exe_id,
+                ..
+            } => {
+                event = event
+                    .with_evidence("domain", *family)
+                    .with_evidence("type", *kind)
+                    .with_evidence("protocol", *protocol)
+                    .with_evidence("class", class.map_or("", |c| c.as_str()))
+                    .with_evidence("refused", *refused)
+                    .with_evidence("dev", exe_id.0)
+                    .with_evidence("inode", exe_id.1);
             }
             EventKind::Syscall { call, args, result } => {
                 event = event

@@ -16,6 +16,7 @@ mod monitor;
 mod pins;
 mod raw;
 mod rules;
+mod sock;
 
 pub use cgroup::{
     cgroup_dir_of_pid, cgroup_id_of_dir, cgroup_id_of_pid, find_cgroup_dir, unified_mount,
@@ -29,6 +30,7 @@ pub use monitor::{
 pub use pins::PinError;
 pub use rules::{
     ConnectRule, ContainerRef, ContainerRules, Enforcer, ExecRule, RuleEnforcement, RuleError,
+    SockClass, SockRule, MAX_SOCK_SOURCES,
 };
 
 /// Sends libbpf's own messages (verifier logs, probe failures) to `tracing` under the target

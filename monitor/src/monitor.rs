@@ -24,7 +24,9 @@ use crate::pins::{self, NodeMaps, PinError};
 use crate::raw::{self, bytes_of, cstr, Record};
 use crate::rules::{
     exec_key, file_id, net_key, ContainerRef, ContainerRules, Enforcer, RuleEnforcement, RuleError,
+    SockClass,
 };
+use crate::sock;
 
 /// How a shim's monitor handle is set up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +65,9 @@ pub struct Features {
     pub bpf_lsm: bool,
     /// Connect rules' `only_from` is checked in the kernel.
     pub from_source: bool,
+    /// Socket creation rules ([`crate::SockRule`]) are checked in the kernel (the cgroup
+    /// `sock_create` program loaded).
+    pub sock_create: bool,
     /// This handle loaded the programs (it was the first holder).
     pub loaded: bool,
 }
@@ -133,6 +138,11 @@ pub enum MonitorError {
         container: String,
         rule: String,
         severity: u8,
+    },
+    #[error("container {container}: {what}")]
+    Unsupported {
+        container: String,
+        what: &'static str,
     },
     #[error("container {container}: no free container slot in this handle")]
     Slots { container: String },
@@ -225,6 +235,7 @@ pub struct Watch {
     exec_keys: Vec<types::exec_key>,
     /// Connect rule index and its trie key.
     net_keys: Vec<(usize, types::net_key)>,
+    sock_keys: Vec<types::sock_key>,
     links: Vec<OwnedFd>,
     enforcement: Vec<RuleEnforcement>,
 }
@@ -291,12 +302,14 @@ impl NodeMonitor {
             missing_syscalls: pins::missing_syscalls(),
             bpf_lsm: shared.maps.lsm,
             from_source: shared.maps.config.source_check != 0,
+            sock_create: shared.maps.sock_create.is_some(),
             loaded,
         };
         info!(
             index,
             loaded,
             bpf_lsm = features.bpf_lsm,
+            sock_create = features.sock_create,
             missing = ?features.missing_syscalls,
             "monitor handle open"
         );
@@ -391,6 +404,7 @@ impl NodeMonitor {
             .iter()
             .map(|r| (&r.name, r.severity))
             .chain(rules.deny_connect.iter().map(|r| (&r.name, r.severity)))
+            .chain(rules.sock_create.iter().map(|r| (&r.name, r.severity)))
         {
             if !(1..=10).contains(&severity) {
                 return Err(MonitorError::Severity {
@@ -413,6 +427,7 @@ impl NodeMonitor {
             registered: false,
             exec_keys: Vec::new(),
             net_keys: Vec::new(),
+            sock_keys: Vec::new(),
             links: Vec::new(),
             enforcement: Vec::new(),
         };
@@ -516,6 +531,24 @@ impl NodeMonitor {
                 note,
             });
         }
+        let sock_notes =
+            sock::install(maps, &name, slot, &rules.sock_create, &mut watch.sock_keys)?;
+        if let (false, Some(prog)) = (watch.sock_keys.is_empty(), &maps.sock_create) {
+            let dir = match &container.cgroup_dir {
+                Some(d) => d.clone(),
+                None => find_cgroup_dir(container.cgroup_id)?,
+            };
+            let prog = prog.try_clone().map_err(|source| MonitorError::Attach {
+                container: name.clone(),
+                program: pins::SOCK_PROG.0,
+                path: dir.clone(),
+                source,
+            })?;
+            let links =
+                attach_cgroup(&name, &dir, &[(pins::SOCK_PROG.0, pins::SOCK_PROG.1, prog)])?;
+            watch.links.extend(links);
+        }
+        watch.enforcement.extend(sock_notes);
         let info = types::container_info {
             slot,
             ring: self.shared.index,
@@ -748,6 +781,17 @@ impl Watch {
                 out.push((rule.name.clone(), hits(&maps.deny_connect, bytes_of(key))));
             }
         }
+        for (rule, key) in entry.set.rules.sock_create.iter().zip(&self.sock_keys) {
+            let n = maps
+                .sock_rules
+                .lookup(bytes_of(key), MapFlags::ANY)
+                .ok()
+                .flatten()
+                .and_then(|v| raw::read::<types::sock_rule>(&v))
+                .map(|v| v.hits)
+                .unwrap_or(0);
+            out.push((rule.name.clone(), n));
+        }
         out
     }
 }
@@ -763,6 +807,9 @@ impl Drop for Watch {
         }
         for (_, key) in &self.net_keys {
             let _ = maps.deny_connect.delete(bytes_of(key));
+        }
+        for key in &self.sock_keys {
+            let _ = maps.sock_rules.delete(bytes_of(key));
         }
         self.links.clear();
         if let Some(entry) = self
@@ -797,6 +844,7 @@ impl Reader {
             Record::Exit(e) => e.h,
             Record::Fork(e) => e.h,
             Record::Syscall(e) => e.h,
+            Record::Sock(e) => e.h,
         };
         let entry = self
             .shared
@@ -875,6 +923,22 @@ impl Reader {
                     process.exe_id = exe_id(h.pid);
                 }
                 kind
+            }
+            Record::Sock(e) => {
+                process.binary = self.binary_of(h.pid);
+                let rule = (e.rule > 0)
+                    .then(|| entry.set.rules.sock_create.get(e.rule as usize - 1))
+                    .flatten()
+                    .map(|r| r.name.clone());
+                EventKind::SockCreate {
+                    family: e.family,
+                    kind: e.r#type,
+                    protocol: e.protocol,
+                    class: SockClass::from_code(e.class),
+                    refused: e.flags & raw::SOCK_REFUSED != 0,
+                    rule,
+                    exe_id: (e.dev, e.ino),
+                }
             }
         };
         let findings = detect::findings(&entry.set, &mut state, &process, &kind, Instant::now());

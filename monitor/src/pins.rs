@@ -29,6 +29,7 @@ const MAPS: &[&str] = &[
     "deny_exec",
     "deny_connect",
     "holders",
+    "sock_rules",
 ];
 
 /// The cgroup sock_addr programs, attached per container, with their attach types.
@@ -38,6 +39,13 @@ pub(crate) const CGROUP_PROGS: &[(&str, libbpf_rs::libbpf_sys::bpf_attach_type)]
     ("sendmsg4", libbpf_rs::libbpf_sys::BPF_CGROUP_UDP4_SENDMSG),
     ("sendmsg6", libbpf_rs::libbpf_sys::BPF_CGROUP_UDP6_SENDMSG),
 ];
+
+/// The cgroup sock program checking socket creation, attached per container with socket
+/// rules; optional: a kernel refusing it still gets the rest.
+pub(crate) const SOCK_PROG: (&str, libbpf_rs::libbpf_sys::bpf_attach_type) = (
+    "sock_create",
+    libbpf_rs::libbpf_sys::BPF_CGROUP_INET_SOCK_CREATE,
+);
 
 /// Why the node's programs could not be loaded, opened or released.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +98,9 @@ pub(crate) struct NodeMaps {
     pub deny_exec: MapHandle,
     pub deny_connect: MapHandle,
     pub holders: MapHandle,
+    pub sock_rules: MapHandle,
+    /// The pinned `sock_create` program, when this kernel loaded it.
+    pub sock_create: Option<OwnedFd>,
     pub cgroup_progs: Vec<(
         &'static str,
         libbpf_rs::libbpf_sys::bpf_attach_type,
@@ -369,6 +380,7 @@ pub(crate) fn load_or_open(
 struct Attempt {
     lsm: bool,
     source_check: bool,
+    sock: bool,
 }
 
 fn open_and_load(
@@ -389,6 +401,9 @@ fn open_and_load(
         if prog.section().to_string_lossy().starts_with("lsm/") {
             prog.set_autoload(attempt.lsm);
         }
+        if prog.section().to_string_lossy() == "cgroup/sock_create" {
+            prog.set_autoload(attempt.sock);
+        }
     }
     open.load().map_err(load_err("load"))
 }
@@ -405,14 +420,22 @@ fn load_and_pin(dir: &Path, enforce: bool) -> Result<(), PinError> {
         Attempt {
             lsm,
             source_check: true,
+            sock: true,
         },
         Attempt {
             lsm: false,
             source_check: true,
+            sock: true,
         },
         Attempt {
             lsm: false,
             source_check: false,
+            sock: true,
+        },
+        Attempt {
+            lsm: false,
+            source_check: false,
+            sock: false,
         },
     ];
     attempts.dedup();
@@ -448,7 +471,7 @@ fn load_and_pin(dir: &Path, enforce: bool) -> Result<(), PinError> {
         if !prog.autoload() {
             continue;
         }
-        if cgroup_names.contains(&name.as_str()) {
+        if cgroup_names.contains(&name.as_str()) || name == SOCK_PROG.0 {
             pin_fd(prog.as_fd(), &dir.join("progs").join(&name))?;
         } else if name == "on_sys_exit" {
             // One program behind every syscall's exit tracepoint; a syscall this kernel has
@@ -526,6 +549,17 @@ fn open_pins(dir: &Path) -> Result<NodeMaps, PinError> {
             Program::fd_from_pinned_path(&path).map_err(|source| PinError::Pin { path, source })?;
         cgroup_progs.push((*name, *attach, fd));
     }
+    let sock_path = dir.join("progs").join(SOCK_PROG.0);
+    let sock_create = if sock_path.exists() {
+        Some(
+            Program::fd_from_pinned_path(&sock_path).map_err(|source| PinError::Pin {
+                path: sock_path,
+                source,
+            })?,
+        )
+    } else {
+        None
+    };
     let config = map("config")?
         .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
         .map_err(|source| PinError::Pin {
@@ -545,6 +579,8 @@ fn open_pins(dir: &Path) -> Result<NodeMaps, PinError> {
         deny_exec: map("deny_exec")?,
         deny_connect: map("deny_connect")?,
         holders: map("holders")?,
+        sock_rules: map("sock_rules")?,
+        sock_create,
         cgroup_progs,
     })
 }
@@ -626,6 +662,11 @@ pub(crate) fn release_index(maps: &NodeMaps, idx: u32) {
             let _ = maps.deny_connect.delete(&key);
         }
     }
+    for key in maps.sock_rules.keys().collect::<Vec<_>>() {
+        if read::<types::sock_key>(&key).is_some_and(|k| owned(k.slot)) {
+            let _ = maps.sock_rules.delete(&key);
+        }
+    }
     let empty = types::holder::default();
     let _ = maps
         .holders
@@ -693,6 +734,7 @@ mod tests {
             Attempt {
                 lsm: true,
                 source_check: true,
+                sock: true,
             },
         );
         assert_eq!(with_lsm.is_ok(), lsm, "probe said bpf-lsm = {lsm}");
@@ -703,6 +745,7 @@ mod tests {
             Attempt {
                 lsm: false,
                 source_check: false,
+                sock: false,
             },
         );
         assert!(without.is_ok(), "{:?}", without.err());

@@ -28,12 +28,15 @@ pub(crate) const EV_EXEC: u32 = 1;
 pub(crate) const EV_EXIT: u32 = 2;
 pub(crate) const EV_FORK: u32 = 3;
 pub(crate) const EV_SYSCALL: u32 = 4;
+pub(crate) const EV_SOCK: u32 = 5;
 
 /// container_info.flags (events.h).
 pub(crate) const CF_ALL_OPENS: u32 = 1;
 /// exec_event.flags (events.h).
 pub(crate) const EXEC_KILLED: u32 = 1;
 pub(crate) const EXEC_REFUSED: u32 = 4;
+/// sock_event.flags (events.h).
+pub(crate) const SOCK_REFUSED: u32 = 1;
 
 /// One decoded ring buffer record.
 pub(crate) enum Record {
@@ -41,6 +44,7 @@ pub(crate) enum Record {
     Exit(types::exit_event),
     Fork(types::fork_event),
     Syscall(Box<types::syscall_event>),
+    Sock(types::sock_event),
 }
 
 pub(crate) fn decode(data: &[u8]) -> Option<Record> {
@@ -50,6 +54,7 @@ pub(crate) fn decode(data: &[u8]) -> Option<Record> {
         EV_EXIT => read(data).map(Record::Exit),
         EV_FORK => read(data).map(Record::Fork),
         EV_SYSCALL => read(data).map(|e| Record::Syscall(Box::new(e))),
+        EV_SOCK => read(data).map(Record::Sock),
         _ => None,
     }
 }
@@ -86,6 +91,12 @@ mod tests {
         assert_eq!(size_of::<types::net_key>(), 28);
         assert_eq!(size_of::<types::deny_value>(), 24);
         assert_eq!(size_of::<types::holder>(), 16);
+        assert_eq!(size_of::<types::sock_key>(), 8);
+        assert_eq!(size_of::<types::sock_source>(), 16);
+        assert_eq!(size_of::<types::sock_rule>(), 24 + 4 * 16);
+        assert_eq!(offset_of!(types::sock_rule, allow), 24);
+        assert_eq!(size_of::<types::sock_event>(), 64 + 40);
+        assert_eq!(offset_of!(types::sock_event, ino), 96);
     }
 
     #[test]

@@ -59,11 +59,86 @@ pub struct ConnectRule {
     pub message: String,
 }
 
+/// A protocol class of socket creation, as KubeArmor names them: TCP is `SOCK_STREAM`, UDP
+/// `SOCK_DGRAM`, ICMP an ICMP or ICMPv6 protocol (datagram or raw), raw `SOCK_RAW`, all over
+/// AF_INET or AF_INET6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SockClass {
+    Tcp,
+    Udp,
+    Icmp,
+    Raw,
+}
+
+impl SockClass {
+    /// The class as KubeArmor writes it (`tcp`, `udp`, `icmp`, `raw`); case-insensitive.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "tcp" => Some(SockClass::Tcp),
+            "udp" => Some(SockClass::Udp),
+            "icmp" => Some(SockClass::Icmp),
+            "raw" => Some(SockClass::Raw),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SockClass::Tcp => "tcp",
+            SockClass::Udp => "udp",
+            SockClass::Icmp => "icmp",
+            SockClass::Raw => "raw",
+        }
+    }
+
+    /// `sock_key.class` (SC_* in events.h).
+    pub(crate) fn code(self) -> u32 {
+        match self {
+            SockClass::Tcp => 1,
+            SockClass::Udp => 2,
+            SockClass::Icmp => 3,
+            SockClass::Raw => 4,
+        }
+    }
+
+    pub(crate) fn from_code(code: u32) -> Option<Self> {
+        [
+            SockClass::Tcp,
+            SockClass::Udp,
+            SockClass::Icmp,
+            SockClass::Raw,
+        ]
+        .into_iter()
+        .find(|c| c.code() == code)
+    }
+}
+
+/// Binaries a socket rule may list (`SOCK_MAX_SOURCES` in events.h); a rule listing more is
+/// refused rather than cut short.
+pub const MAX_SOCK_SOURCES: usize = 4;
+
+/// Who may create sockets of a class in the container, checked in the kernel when the socket
+/// is created (cgroup `sock_create`): with an empty `allow_from`, nobody; otherwise only the
+/// processes running one of these executables (matched by inode and device at registration,
+/// like exec rules). The others are refused with EPERM, or only reported when
+/// `audit_unlisted`. AF_PACKET sockets are not seen by this hook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SockRule {
+    pub name: String,
+    pub class: SockClass,
+    pub allow_from: Vec<PathBuf>,
+    pub audit_unlisted: bool,
+    pub severity: u8,
+    pub message: String,
+}
+
 /// Everything enforced and detected for one container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerRules {
     pub deny_exec: Vec<ExecRule>,
     pub deny_connect: Vec<ConnectRule>,
+    /// Socket creation allow-lists, at most one per class.
+    pub sock_create: Vec<SockRule>,
     /// The built-in detections (shell, package manager, system writes, ...).
     pub builtins: bool,
     /// Report every file open, not only writes, denials and secret reads (costly: every open
@@ -79,6 +154,7 @@ impl Default for ContainerRules {
         ContainerRules {
             deny_exec: Vec::new(),
             deny_connect: Vec::new(),
+            sock_create: Vec::new(),
             builtins: true,
             report_all_opens: false,
             learning_window: Some(Duration::from_secs(600)),
@@ -95,6 +171,8 @@ pub enum Enforcer {
     BpfSockAddr,
     /// A BPF-LSM hook returning an errno.
     BpfLsm,
+    /// The cgroup sock_create hook refusing the socket with EPERM.
+    BpfSockCreate,
     /// Reported only.
     AuditOnly,
 }
@@ -106,6 +184,7 @@ impl Enforcer {
             Enforcer::BpfExecKill => "bpf-exec-kill",
             Enforcer::BpfSockAddr => "bpf-sock-addr",
             Enforcer::BpfLsm => "bpf-lsm",
+            Enforcer::BpfSockCreate => "bpf-sock-create",
             Enforcer::AuditOnly => "audit-only",
         }
     }
@@ -141,6 +220,18 @@ pub enum RuleError {
         name: String,
         addr: IpAddr,
         prefix_len: u8,
+    },
+    #[error("socket rule {name}: {count} allowed binaries, at most {max} fit in the kernel rule")]
+    SockSources {
+        name: String,
+        count: usize,
+        max: usize,
+    },
+    #[error("socket rules {first} and {second}: both for {class}, one rule per protocol")]
+    SockClassTwice {
+        first: String,
+        second: String,
+        class: &'static str,
     },
 }
 

@@ -138,4 +138,55 @@ struct syscall_event {
 	char path[PATH_LEN];
 };
 
+/* Socket creation rules (cgroup/sock_create), per container slot and protocol class. */
+#define EV_SOCK 5
+#define SOCK_MAX_SOURCES 4
+
+/* sock_key.class: KubeArmor's protocols over AF_INET/AF_INET6 */
+#define SC_TCP 1
+#define SC_UDP 2
+#define SC_ICMP 3
+#define SC_RAW 4
+
+/* sock_rule.flags */
+#define SR_AUDIT 1u /* binaries not listed are reported, not refused */
+
+/* sock_event.flags */
+#define SOCK_REFUSED 1u
+
+struct sock_key {
+	__u32 slot;
+	__u32 class;
+};
+
+struct sock_source {
+	__u32 dev;
+	__u32 pad;
+	__u64 ino;
+};
+
+/* count == 0: the class is refused to every process; otherwise only the executables in
+ * allow[0..count) create such sockets, the others are refused (or reported with SR_AUDIT). */
+struct sock_rule {
+	__u32 rule;
+	__u32 flags;
+	__u32 count;
+	__u32 pad;
+	__u64 hits;
+	struct sock_source allow[SOCK_MAX_SOURCES];
+};
+
+struct sock_event {
+	struct event_header h;
+	__u32 family;
+	__u32 type;
+	__u32 protocol;
+	__u32 class;
+	__u32 rule;
+	__u32 flags;
+	__u32 dev;
+	__u32 pad;
+	__u64 ino;
+};
+
 #endif

@@ -577,3 +577,124 @@ int sendmsg6(struct bpf_sock_addr *ctx)
 {
 	return sock_check(ctx, true);
 }
+
+/* Socket creation allow-lists (cgroup/sock_create), attached per container cgroup by user space
+ * when the container has socket rules. The hook runs in inet_create/inet6_create for sockets
+ * made by user space, so it sees AF_INET and AF_INET6 only (AF_PACKET stays with seccomp). */
+#define AF_INET 2
+#define AF_INET6 10
+#define SOCK_STREAM 1
+#define SOCK_DGRAM 2
+#define SOCK_RAW 3
+#define IPPROTO_ICMP 1
+#define IPPROTO_ICMPV6 58
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4 * MAX_CONTAINERS);
+	__type(key, struct sock_key);
+	__type(value, struct sock_rule);
+} sock_rules SEC(".maps");
+
+struct sock_event _sock_event = {};
+
+/* Returns 1 to let the socket be created, 0 to refuse it (EPERM). */
+static __always_inline int sock_class_check(struct bpf_sock *ctx, struct container_info *ci,
+					    __u64 cg, __u32 class)
+{
+	struct sock_key key = { .slot = ci->slot, .class = class };
+	struct sock_rule *r;
+	struct sock_event *e;
+	void *rb;
+	__u32 dev = 0, refuse;
+	__u64 ino = 0, pt, ug;
+
+	r = bpf_map_lookup_elem(&sock_rules, &key);
+	if (!r)
+		return 1;
+	/* User space installs allow-lists only when source_check is set: without it the
+	 * executable cannot be read here and every process counts as unlisted. */
+	if (source_check) {
+		struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+		struct file *exe = BPF_CORE_READ(t, mm, exe_file);
+
+		ino = BPF_CORE_READ(exe, f_inode, i_ino);
+		dev = BPF_CORE_READ(exe, f_inode, i_sb, s_dev);
+		for (int i = 0; i < SOCK_MAX_SOURCES; i++) {
+			if (i < r->count && r->allow[i].ino == ino && r->allow[i].dev == dev)
+				return 1;
+		}
+	}
+	__sync_fetch_and_add(&r->hits, 1);
+	refuse = enforce && !(r->flags & SR_AUDIT);
+
+	e = reserve(ci, sizeof(*e), &rb);
+	if (e) {
+		pt = bpf_get_current_pid_tgid();
+		ug = bpf_get_current_uid_gid();
+		e->h.kind = EV_SOCK;
+		e->h.slot = ci->slot;
+		e->h.cgroup_id = cg;
+		e->h.ktime = bpf_ktime_get_ns();
+		e->h.pid = pt >> 32;
+		e->h.tid = (__u32)pt;
+		e->h.ppid = 0;
+		if (source_check) {
+			struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+
+			e->h.ppid = BPF_CORE_READ(t, real_parent, tgid);
+		}
+		e->h.uid = (__u32)ug;
+		e->h.gid = ug >> 32;
+		e->h.pad = 0;
+		bpf_get_current_comm(e->h.comm, sizeof(e->h.comm));
+		e->family = ctx->family;
+		e->type = ctx->type;
+		e->protocol = ctx->protocol;
+		e->class = class;
+		e->rule = r->rule;
+		e->flags = refuse ? SOCK_REFUSED : 0;
+		e->dev = dev;
+		e->pad = 0;
+		e->ino = ino;
+		submit(ci, rb, e, sizeof(*e), true);
+	}
+	return refuse ? 0 : 1;
+}
+
+SEC("cgroup/sock_create")
+int sock_create(struct bpf_sock *ctx)
+{
+	struct container_info *ci;
+	__u32 family, type, protocol, class, also = 0;
+	bool icmp;
+	__u64 cg;
+
+	ci = current_container(&cg);
+	if (!ci)
+		return 1;
+	family = ctx->family;
+	type = ctx->type;
+	protocol = ctx->protocol;
+	if (family != AF_INET && family != AF_INET6)
+		return 1;
+	icmp = (family == AF_INET && protocol == IPPROTO_ICMP) ||
+	       (family == AF_INET6 && protocol == IPPROTO_ICMPV6);
+	if (type == SOCK_STREAM) {
+		class = SC_TCP;
+	} else if (type == SOCK_DGRAM) {
+		class = icmp ? SC_ICMP : SC_UDP;
+	} else if (type == SOCK_RAW) {
+		/* A raw ICMP socket is both raw and ICMP: either class may refuse it. */
+		class = SC_RAW;
+		if (icmp)
+			also = SC_ICMP;
+	} else {
+		return 1;
+	}
+	if (!sock_class_check(ctx, ci, cg, class))
+		return 0;
+	if (also && !sock_class_check(ctx, ci, cg, also))
+		return 0;
+	return 1;
+}

@@ -79,6 +79,17 @@ struct bpf_sock_addr {
 	__u64 sk;
 };
 
+/* UAPI context of cgroup sock programs (struct bpf_sock, include/uapi/linux/bpf.h): only the
+ * leading fields sock_create reads; the verifier rewrites accesses by offset. */
+struct bpf_sock {
+	__u32 bound_dev_if;
+	__u32 family;
+	__u32 type;
+	__u32 protocol;
+	__u32 mark;
+	__u32 priority;
+};
+
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
 
 struct qstr {
