@@ -128,6 +128,9 @@ pub fn describe(enforcer: &Enforcer, kernel: &KernelFeatures, note: Option<&str>
                 .to_string()
         }
         Enforcer::MonitorSockAddr => "monitor: cgroup socket hooks".to_string(),
+        Enforcer::MonitorSockCreate => {
+            "monitor: socket creation allow-list per binary (cgroup sock_create)".to_string()
+        }
         Enforcer::MonitorAudit => "monitor: reported through its built-in detections only".to_string(),
         Enforcer::AuditOnly => format!(
             "unenforceable here: {} (audit only)",

@@ -1042,6 +1042,89 @@ fn network_from_source_is_refused_or_handed_to_the_monitor() -> Result<()> {
     Ok(())
 }
 
+/// KubeArmor's "limit TCP/UDP/raw sockets to named binaries" fixture, as users write it.
+const NETWORK_SPECIFIC_PROCESSES: &str =
+    include_str!("../../policy/tests/fixtures/network-specific-processes.yaml");
+
+#[test]
+fn network_allow_from_source_becomes_a_socket_allow_list_in_the_monitor() -> Result<()> {
+    let yaml = NETWORK_SPECIFIC_PROCESSES
+        .replace("namespace: shop", "namespace: demo")
+        .replace("app: nginx", "app: web");
+    let p = policy(&yaml)?;
+    let mut s = spec()?;
+    let e = enforce(ID, &mut s, Some(&p), None, &node())?;
+    for origin in [
+        "spec.network.matchProtocols[0]",
+        "spec.network.matchProtocols[1]",
+    ] {
+        assert_eq!(enforcer_of(&e, origin), Enforcer::MonitorSockCreate);
+    }
+    assert_eq!(
+        enforcer_of(&e, "spec.network.matchProtocols[2]"),
+        Enforcer::Seccomp
+    );
+    // Seccomp lets TCP and UDP through (the monitor decides per binary) and keeps refusing
+    // raw and ICMP sockets, which no binary may open.
+    for (args, want) in [
+        ([AF_INET, STREAM, 0], ALLOW),
+        ([AF_INET6, STREAM | NONBLOCK_CLOEXEC, 6], ALLOW),
+        ([AF_INET, DGRAM, 0], ALLOW),
+        ([AF_INET, DGRAM, 1], EPERM),
+        ([AF_INET, RAW, 1], EPERM),
+        ([AF_PACKET, RAW, 0], EPERM),
+    ] {
+        assert_eq!(seccomp_action(&s, "socket", args), want, "socket{args:?}");
+    }
+    let targets: Vec<_> = e
+        .monitor
+        .network
+        .iter()
+        .map(|r| (format!("{:?}", r.target), r.action, r.from_source.clone()))
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            (
+                "Protocol(\"tcp\")".to_owned(),
+                palisade_policy::Action::Allow,
+                vec!["/usr/sbin/nginx".to_owned()]
+            ),
+            (
+                "Protocol(\"udp\")".to_owned(),
+                palisade_policy::Action::Allow,
+                vec!["/usr/sbin/nginx".to_owned()]
+            ),
+        ]
+    );
+    let unlisted: Vec<_> = e.monitor.socket_unlisted.iter().collect();
+    assert_eq!(
+        unlisted,
+        [
+            (&"tcp".to_owned(), &palisade_policy::Action::Block),
+            (&"udp".to_owned(), &palisade_policy::Action::Block)
+        ]
+    );
+    Ok(())
+}
+
+#[test]
+fn network_allow_from_source_of_raw_sockets_is_refused() -> Result<()> {
+    let yaml = NETWORK_SPECIFIC_PROCESSES
+        .replace("namespace: shop", "namespace: demo")
+        .replace("app: nginx", "app: web")
+        .replace("protocol: udp", "protocol: raw")
+        .replace("    - protocol: raw\n      action: Block\n", "");
+    let err = enforce(ID, &mut spec()?, Some(&policy(&yaml)?), None, &node()).unwrap_err();
+    assert!(
+        err.to_string().contains(
+            "network rule raw: fromSource: the socket-creation hook does not see AF_PACKET"
+        ),
+        "{err}"
+    );
+    Ok(())
+}
+
 const CAPS: &str = r#"
 apiVersion: security.kubearmor.com/v1
 kind: KubeArmorPolicy

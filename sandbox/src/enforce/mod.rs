@@ -64,6 +64,8 @@ pub enum Enforcer {
     MonitorExecKill,
     /// The monitor's cgroup socket address hooks.
     MonitorSockAddr,
+    /// The monitor's cgroup socket creation hook (an allow-list of binaries per protocol).
+    MonitorSockCreate,
     /// The monitor reports it (an Audit rule).
     MonitorAudit,
     /// A Block rule this node cannot enforce, run anyway because the configuration allows
@@ -83,6 +85,7 @@ impl fmt::Display for Enforcer {
             Self::CapabilitiesBounding => "capabilities-bounding",
             Self::MonitorExecKill => "monitor-exec-kill",
             Self::MonitorSockAddr => "monitor-sock-addr",
+            Self::MonitorSockCreate => "monitor-sock-create",
             Self::MonitorAudit => "monitor-audit",
             Self::AuditOnly => "audit-only",
             Self::Unenforceable(why) => return write!(f, "unenforceable: {why}"),

@@ -2,6 +2,8 @@
 //! not depend on the monitor crate, the shim passes these on.
 
 use palisade_policy::{Action, FileTarget, PathMatch, ProcessTarget, RuleMeta};
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use super::RuleKind;
@@ -68,8 +70,13 @@ pub struct MonitorRules {
     /// audit posture.
     pub audit: Vec<MonitorRule>,
     /// Network rules limited to source binaries (`fromSource`), which socket filters
-    /// cannot tell apart.
+    /// cannot tell apart. Allow rules among them are socket allow-lists the monitor checks at
+    /// socket creation, with [`MonitorRules::socket_unlisted`] for the other binaries.
     pub network: Vec<MonitorRule>,
+    /// Per protocol (`tcp`, `udp`, `icmp`) with a fromSource allow-list in
+    /// [`MonitorRules::network`]: what binaries the list does not name get (`Block` or
+    /// `Audit`). Seccomp lets these sockets through; the monitor decides per binary.
+    pub socket_unlisted: BTreeMap<String, Action>,
 }
 
 impl MonitorRules {

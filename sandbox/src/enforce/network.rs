@@ -25,8 +25,18 @@ const SOCK_TYPE_MASK: u64 = 0xf;
 const IPPROTO_ICMP: u64 = 1;
 const IPPROTO_ICMPV6: u64 = 58;
 
-/// The policy's decision for sockets matching a set of protocols.
-fn decide(policy: &CompiledPolicy, protocols: &[Protocol], degraded_allows: &[Protocol]) -> Action {
+/// The policy's decision for sockets matching a set of protocols. Protocols in `carried` have
+/// a fromSource allow-list that the monitor checks per binary at socket creation: seccomp lets
+/// them through.
+fn decide(
+    policy: &CompiledPolicy,
+    protocols: &[Protocol],
+    degraded_allows: &[Protocol],
+    carried: &[Protocol],
+) -> Action {
+    if !protocols.is_empty() && protocols.iter().all(|p| carried.contains(p)) {
+        return Action::Allow;
+    }
     let rules = || {
         policy
             .network
@@ -73,6 +83,7 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, seccomp: &mut Editor<'_>, policy: &Compil
         Treatment::Conditional => None,
     };
     let mut degraded_allows: Vec<Protocol> = Vec::new();
+    let mut carried: Vec<Protocol> = Vec::new();
     let mut ids = Vec::new();
     for compiled in &policy.network {
         let r = &compiled.rule;
@@ -115,11 +126,44 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, seccomp: &mut Editor<'_>, policy: &Compil
                     }
                 }
                 Action::Allow => {
-                    let why = "fromSource: socket filters would permit the protocol to every \
-                               process of the container";
-                    if ctx.cannot(&id, why, Enforcer::Seccomp) {
+                    // What the binaries the rule does not list get (fromSource rules decide
+                    // alone for the binaries they name).
+                    let unlisted = decide(policy, &[r.protocol], &[], &[]);
+                    if unlisted == Action::Allow {
+                        let note = "every process may create these sockets: no allow-list \
+                                    posture or a rule without fromSource lets them through";
+                        ctx.record(&id, Enforcer::Seccomp, Some(note.to_owned()));
+                    } else if r.protocol == Protocol::Raw {
+                        let why = "fromSource: the socket-creation hook does not see AF_PACKET \
+                                   sockets, and socket filters would permit raw sockets to every \
+                                   process of the container";
+                        if ctx.cannot(&id, why, Enforcer::Seccomp) {
+                            ctx.out.monitor.network.push(rule);
+                            degraded_allows.push(r.protocol);
+                        }
+                    } else {
+                        let p = r.protocol.as_str();
                         ctx.out.monitor.network.push(rule);
-                        degraded_allows.push(r.protocol);
+                        ctx.out
+                            .monitor
+                            .socket_unlisted
+                            .insert(p.to_owned(), unlisted);
+                        if !carried.contains(&r.protocol) {
+                            carried.push(r.protocol);
+                        }
+                        let other = if unlisted == Action::Block {
+                            "fail with EPERM"
+                        } else {
+                            "are reported"
+                        };
+                        ctx.record(
+                            &id,
+                            Enforcer::MonitorSockCreate,
+                            Some(format!(
+                                "checked at socket creation (cgroup sock_create): {p} sockets of \
+                                 binaries fromSource does not name {other}"
+                            )),
+                        );
                     }
                 }
             }
@@ -130,7 +174,7 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, seccomp: &mut Editor<'_>, policy: &Compil
     let Some(base) = base else { return };
 
     let final_act = |protocols: &[Protocol]| -> Act {
-        match decide(policy, protocols, &degraded_allows) {
+        match decide(policy, protocols, &degraded_allows, &carried) {
             Action::Block => Act::eperm(),
             Action::Audit if base == Act::allow() && log => Act::log(),
             _ => base.clone(),
