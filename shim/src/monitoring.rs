@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use palisade_monitor::{
     cgroup_dir_of_pid, cgroup_id_of_pid, ContainerRef, ContainerRules, ExecRule, MonitorConfig,
-    MonitorError, MonitorEvent, NodeMonitor, Watch,
+    MonitorError, MonitorEvent, NodeMonitor, SockClass, SockRule, Watch, MAX_SOCK_SOURCES,
 };
+use palisade_policy::Action;
 use palisade_sandbox::{MonitorRule, MonitorRules, MonitorTarget};
 use serde::{Deserialize, Serialize};
 
@@ -134,13 +135,89 @@ pub fn rules_for(rootfs: &Path, m: &MonitorRules) -> (ContainerRules, Vec<String
             r.rule
         ));
     }
+    let mut allow_lists: Vec<SockRule> = Vec::new();
     for r in &m.network {
-        cannot.push(format!(
-            "{}: network rules limited to source binaries are not in the monitor yet",
-            r.rule
-        ));
+        match sock_rule(rootfs, m, r) {
+            Ok(rule) => match allow_lists.iter_mut().find(|l| l.class == rule.class) {
+                // Several rules allowing one protocol make one list: their binaries together.
+                Some(list) => list.allow_from.extend(rule.allow_from),
+                None => allow_lists.push(rule),
+            },
+            Err(why) => cannot.push(format!("{}: {why}", r.rule)),
+        }
     }
+    for list in &mut allow_lists {
+        list.allow_from.sort();
+        list.allow_from.dedup();
+        if list.allow_from.len() > MAX_SOCK_SOURCES {
+            cannot.push(format!(
+                "{}: {} sockets allowed to {} binaries, the monitor holds {MAX_SOCK_SOURCES} per protocol",
+                list.name,
+                list.class.as_str(),
+                list.allow_from.len()
+            ));
+        }
+    }
+    allow_lists.retain(|l| l.allow_from.len() <= MAX_SOCK_SOURCES);
+    rules.sock_create = allow_lists;
     (rules, cannot)
+}
+
+/// A fromSource Allow rule on a protocol: a socket allow-list checked at socket creation.
+/// Binaries missing from the image allow nothing; the other binaries get the posture the
+/// sandbox worked out for the protocol.
+fn sock_rule(rootfs: &Path, m: &MonitorRules, r: &MonitorRule) -> Result<SockRule, String> {
+    let MonitorTarget::Protocol(p) = &r.target else {
+        return Err(format!("{:?}: not a protocol", r.target));
+    };
+    if r.action != Action::Allow {
+        return Err(
+            "network rules limited to source binaries other than Allow are not in the monitor yet"
+                .into(),
+        );
+    }
+    let class = SockClass::parse(p).ok_or_else(|| format!("protocol {p}: unknown"))?;
+    let audit_unlisted = match m.socket_unlisted.get(p.as_str()) {
+        Some(Action::Block) => false,
+        Some(Action::Audit) => true,
+        other => {
+            return Err(format!(
+                "protocol {p}: no allow-list posture for other binaries ({other:?})"
+            ))
+        }
+    };
+    let mut allow_from = Vec::new();
+    for source in &r.from_source {
+        if source.ends_with('/') {
+            return Err(format!(
+                "fromSource {source}: a directory; the monitor matches files"
+            ));
+        }
+        let host = inside(rootfs, source);
+        if std::fs::symlink_metadata(&host).is_ok_and(|m| m.file_type().is_symlink()) {
+            // The kernel matches the executable's inode: through a symlink (busybox applets)
+            // every other name of the same file would be allowed too.
+            return Err(format!(
+                "fromSource {source} is a symlink; the monitor matches the file it points to, which other names may share"
+            ));
+        }
+        if host.exists() {
+            allow_from.push(host);
+        } else {
+            tracing::info!(
+                "socket rule {}: {source} does not exist in the image",
+                r.rule
+            );
+        }
+    }
+    Ok(SockRule {
+        name: r.rule.clone(),
+        class,
+        allow_from,
+        audit_unlisted,
+        severity: r.severity.clamp(1, 10),
+        message: r.message.clone().unwrap_or_default(),
+    })
 }
 
 fn exec_rules(rootfs: &Path, r: &MonitorRule) -> Result<Vec<ExecRule>, String> {
@@ -284,5 +361,91 @@ mod tests {
             "ns/deny-apt: /usr/bin/apt-link is a symlink; the monitor matches the file it points to, which other names may share"
         );
         assert!(rules.builtins, "built-in detections stay on");
+    }
+
+    fn net(protocol: &str, action: Action, from: &[&str]) -> MonitorRule {
+        MonitorRule {
+            rule: format!("ns/p: {protocol}"),
+            kind: RuleKind::Network,
+            action,
+            target: MonitorTarget::Protocol(protocol.into()),
+            from_source: from.iter().map(|s| s.to_string()).collect(),
+            owner_only: false,
+            severity: 6,
+            message: None,
+        }
+    }
+
+    #[test]
+    fn socket_allow_lists_map_sources_into_the_rootfs_with_their_posture() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("usr/sbin")).unwrap();
+        std::fs::create_dir_all(root.path().join("bin")).unwrap();
+        std::fs::write(root.path().join("usr/sbin/nginx"), b"x").unwrap();
+        std::fs::write(root.path().join("bin/busybox"), b"x").unwrap();
+        std::os::unix::fs::symlink("busybox", root.path().join("bin/nc")).unwrap();
+        let mut m = MonitorRules {
+            network: vec![
+                net("tcp", Action::Allow, &["/usr/sbin/nginx"]),
+                net(
+                    "udp",
+                    Action::Allow,
+                    &["/usr/sbin/nginx", "/usr/bin/missing"],
+                ),
+                net("icmp", Action::Allow, &["/bin/nc"]),
+                net("raw", Action::Block, &["/usr/sbin/nginx"]),
+            ],
+            ..Default::default()
+        };
+        m.socket_unlisted.insert("tcp".into(), Action::Block);
+        m.socket_unlisted.insert("udp".into(), Action::Audit);
+        m.socket_unlisted.insert("icmp".into(), Action::Block);
+        let (rules, cannot) = rules_for(root.path(), &m);
+        let got: Vec<_> = rules
+            .sock_create
+            .iter()
+            .map(|r| (r.class, r.allow_from.clone(), r.audit_unlisted))
+            .collect();
+        let nginx = root.path().join("usr/sbin/nginx");
+        assert_eq!(
+            got,
+            vec![
+                (SockClass::Tcp, vec![nginx.clone()], false),
+                (SockClass::Udp, vec![nginx], true),
+            ]
+        );
+        assert_eq!(cannot.len(), 2, "{cannot:?}");
+        assert!(cannot[0].contains("/bin/nc is a symlink"), "{cannot:?}");
+        assert!(cannot[1].contains("other than Allow"), "{cannot:?}");
+    }
+
+    #[test]
+    fn socket_allow_lists_of_one_protocol_merge_and_stay_bounded() {
+        let root = tempfile::tempdir().unwrap();
+        let names: Vec<String> = (0..5).map(|i| format!("/b{i}")).collect();
+        for n in &names {
+            std::fs::write(root.path().join(&n[1..]), b"x").unwrap();
+        }
+        let mut m = MonitorRules {
+            network: vec![
+                net("tcp", Action::Allow, &[&names[0], &names[1]]),
+                net("tcp", Action::Allow, &[&names[1], &names[2]]),
+            ],
+            ..Default::default()
+        };
+        m.socket_unlisted.insert("tcp".into(), Action::Block);
+        let (rules, cannot) = rules_for(root.path(), &m);
+        assert!(cannot.is_empty(), "{cannot:?}");
+        assert_eq!(rules.sock_create.len(), 1);
+        assert_eq!(rules.sock_create[0].allow_from.len(), 3);
+
+        m.network
+            .push(net("tcp", Action::Allow, &[&names[3], &names[4]]));
+        let (rules, cannot) = rules_for(root.path(), &m);
+        assert!(rules.sock_create.is_empty());
+        assert_eq!(
+            cannot,
+            vec!["ns/p: tcp: tcp sockets allowed to 5 binaries, the monitor holds 4 per protocol"]
+        );
     }
 }
