@@ -55,6 +55,7 @@ const PTRACE_DETACH: c_long = 17;
 const CLONE_NEWUSER: c_long = 0x1000_0000;
 const AF_INET: c_int = 2;
 const SOCK_STREAM: c_int = 1;
+const SOCK_DGRAM: c_int = 2;
 const SOCK_RAW: c_int = 3;
 const IPPROTO_ICMP: c_int = 1;
 const O_RDONLY_CLOEXEC: c_int = 0o2000000;
@@ -163,6 +164,7 @@ fn probe(op: &str, arg: Option<&str>) -> u8 {
             ))),
             "rawsock" => report(c_long::from(socket(AF_INET, SOCK_RAW, IPPROTO_ICMP))),
             "tcpsock" => report(c_long::from(socket(AF_INET, SOCK_STREAM, 0))),
+            "udpsock" => report(c_long::from(socket(AF_INET, SOCK_DGRAM, 0))),
             // Run from a setuid-root copy: the effective uid says whether exec raised it.
             "setuid" => {
                 let (uid, euid) = (getuid(), geteuid());

@@ -7,12 +7,17 @@ use anyhow::{bail, Context as _, Result};
 use k8s_cri::v1::{Mount, PodSandboxConfig};
 
 use super::attacks::{probe, PROBE};
+use super::eventlog::{field, summary, EventLog};
 use super::{events_log, Observed, Scope, SecCheck, PALISADE};
 use crate::cri::SLEEPER;
 use crate::sec_check;
 use crate::suite::{ensure, Ctx};
 
 pub const POLICY_ANNOTATION: &str = "palisade.dev/policy";
+
+/// A copy of the probe at another path (another inode): the binary a fromSource rule does not
+/// name.
+const OTHER: &str = "/usr/bin/apt";
 
 const SERVICE_ACCOUNT: &str =
     include_str!("../../../policy/tests/fixtures/block-service-account-token.yaml");
@@ -70,12 +75,7 @@ pub fn all() -> Vec<SecCheck> {
         sec_check!("policy_process_allow_list", 60, only, process_allow_list),
         sec_check!("policy_block_apt", 60, only, block_apt),
         sec_check!("policy_raw_socket_block", 60, only, raw_socket_block),
-        sec_check!(
-            "policy_raw_socket_from_source",
-            60,
-            only,
-            raw_socket_from_source
-        ),
+        sec_check!("policy_sockets_from_source", 60, only, sockets_from_source),
         sec_check!(
             "policy_selects_by_pod_labels",
             60,
@@ -358,16 +358,69 @@ async fn raw_socket_block(ctx: &Ctx) -> Result<Observed> {
     )))
 }
 
-/// Raw sockets for named binaries only (`fromSource`): seccomp cannot tell the binary, so the
-/// container is refused with a message naming the rule.
-async fn raw_socket_from_source(ctx: &Ctx) -> Result<Observed> {
-    let err = super::bad_input::refused(ctx, NETWORK_FROM_SOURCE).await?;
-    for want in ["ksp-nginx-network-only", "fromSource", "refused"] {
-        ensure(err.contains(want), || {
-            format!("refusal does not mention {want:?}: {err}")
+/// KubeArmor's "limit TCP/UDP/raw sockets to named binaries": the fixture as written, with the
+/// probe in nginx's place (the test image has no nginx). The probe opens TCP and UDP sockets; a
+/// copy of it at another path (`/usr/bin/apt`, another inode) is refused both at socket
+/// creation, with the refusals in the violation log; nobody opens a raw socket.
+async fn sockets_from_source(ctx: &Ctx) -> Result<Observed> {
+    let log = EventLog::mark(ctx)?;
+    let policy = NETWORK_FROM_SOURCE.replace("/usr/sbin/nginx", PROBE);
+    let (pod, cfg) = policy_pod(ctx, &policy).await?;
+    let pod_name = crate::cri::pod_name(&cfg).to_string();
+    let c = ctx
+        .cri
+        .run_container(&pod, &ctx.container("app", SLEEPER), &cfg)
+        .await?;
+    for op in ["tcpsock", "udpsock"] {
+        let p = probe(ctx, &c, PROBE, &[op]).await?;
+        ensure(!p.blocked, || format!("listed {PROBE} {op}: {}", p.detail))?;
+        let p = probe(ctx, &c, OTHER, &[op]).await?;
+        ensure(p.blocked && p.detail.contains("EPERM"), || {
+            format!("unlisted {OTHER} {op}: {}, want EPERM", p.detail)
         })?;
     }
-    Ok(Observed::blocked("(StartContainer refused: fromSource)"))
+    for bin in [PROBE, OTHER] {
+        let p = probe(ctx, &c, bin, &["rawsock"]).await?;
+        ensure(p.blocked, || format!("{bin} rawsock: {}", p.detail))?;
+    }
+    let refusal = |class: &'static str| {
+        let pod_name = pod_name.clone();
+        move |e: &serde_json::Value| {
+            field(e, "/workload/pod") == pod_name
+                && field(e, "/action") == "block"
+                && field(e, "/enforcer") == "bpf-sock-create"
+                && field(e, "/rule/name").contains("ksp-nginx-network-only")
+                && field(e, "/process/binary") == OTHER
+                && field(e, "/evidence/class") == class
+        }
+    };
+    for class in ["tcp", "udp"] {
+        if log
+            .wait_for(Duration::from_secs(10), refusal(class))
+            .await?
+            .is_none()
+        {
+            let seen = log.matching(|e| field(e, "/workload/pod") == pod_name)?;
+            bail!(
+                "no bpf-sock-create block event for {OTHER}'s {class} socket of pod {pod_name}; saw {}",
+                summary(&seen)
+            );
+        }
+    }
+    let listed = log.matching(|e| {
+        field(e, "/workload/pod") == pod_name
+            && field(e, "/enforcer") == "bpf-sock-create"
+            && field(e, "/process/binary") == PROBE
+    })?;
+    ensure(listed.is_empty(), || {
+        format!(
+            "the listed probe's sockets were refused: {}",
+            summary(&listed)
+        )
+    })?;
+    Ok(Observed::blocked(format!(
+        "({PROBE} opens tcp and udp; {OTHER} EPERM for both, events enforcer=bpf-sock-create; raw EPERM for both)"
+    )))
 }
 
 #[cfg(test)]
