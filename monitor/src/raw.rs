@@ -97,6 +97,11 @@ mod tests {
         assert_eq!(offset_of!(types::sock_rule, allow), 24);
         assert_eq!(size_of::<types::sock_event>(), 64 + 40);
         assert_eq!(offset_of!(types::sock_event, ino), 96);
+        assert_eq!(
+            types::sock_rule::default().allow.len(),
+            crate::rules::MAX_SOCK_SOURCES,
+            "SOCK_MAX_SOURCES in events.h"
+        );
     }
 
     #[test]
