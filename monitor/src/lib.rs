@@ -27,7 +27,7 @@ pub use event::{EventKind, Finding, MonitorEvent, ProcessInfo, Syscall, WATCHED_
 pub use monitor::{
     cleanup_stale, EventSink, Features, MonitorConfig, MonitorError, NodeMonitor, Watch, WatchStats,
 };
-pub use pins::PinError;
+pub use pins::{PinError, SyscallHook};
 pub use rules::{
     ConnectRule, ContainerRef, ContainerRules, Enforcer, ExecRule, RuleEnforcement, RuleError,
     SockClass, SockRule, MAX_SOCK_SOURCES,

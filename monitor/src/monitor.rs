@@ -20,7 +20,7 @@ use crate::cgroup::{find_cgroup_dir, CgroupError};
 use crate::detect::{self, DetectState, RuleSet};
 use crate::event::{parse_sockaddr, EventKind, MonitorEvent, ProcessInfo, Syscall};
 use crate::monitor_skel::types;
-use crate::pins::{self, NodeMaps, PinError};
+use crate::pins::{self, NodeMaps, PinError, SyscallHook};
 use crate::raw::{self, bytes_of, cstr, Record};
 use crate::rules::{
     exec_key, file_id, net_key, ContainerRef, ContainerRules, Enforcer, RuleEnforcement, RuleError,
@@ -41,6 +41,10 @@ pub struct MonitorConfig {
     pub ring_size: u32,
     /// Kill and refuse in the kernel; `false` turns every rule into audit only.
     pub enforce: bool,
+    /// Load the raw sys_exit syscall program (what kernels before 5.15 get) even where the
+    /// exit-tracepoint one loads: tests and benchmarks of that variant. Such handles pin under
+    /// their own directory, so they never join programs loaded without it.
+    pub raw_sys_exit: bool,
 }
 
 impl Default for MonitorConfig {
@@ -51,6 +55,7 @@ impl Default for MonitorConfig {
             mount_bpffs: true,
             ring_size: 1 << 20,
             enforce: true,
+            raw_sys_exit: false,
         }
     }
 }
@@ -68,6 +73,8 @@ pub struct Features {
     /// Socket creation rules ([`crate::SockRule`]) are checked in the kernel (the cgroup
     /// `sock_create` program loaded).
     pub sock_create: bool,
+    /// How the syscalls are watched (which variant the loader chose for this kernel).
+    pub syscall_hook: SyscallHook,
     /// This handle loaded the programs (it was the first holder).
     pub loaded: bool,
 }
@@ -253,7 +260,12 @@ pub fn cleanup_stale(config: &MonitorConfig) -> Result<bool, MonitorError> {
         }
         return Ok(false);
     }
-    let (maps, _) = pins::load_or_open(&dir, config.enforce, config.mount_bpffs)?;
+    let (maps, _) = pins::load_or_open(
+        &dir,
+        config.enforce,
+        config.mount_bpffs,
+        config.raw_sys_exit,
+    )?;
     if pins::reap(&maps) == 0 {
         pins::remove_pins(&dir)?;
         return Ok(true);
@@ -269,6 +281,9 @@ fn mode_dir(config: &MonitorConfig) -> PathBuf {
         .map(|n| n.to_os_string())
         .unwrap_or_default();
     name.push(format!("-{mode}"));
+    if config.raw_sys_exit {
+        name.push("-raw");
+    }
     base.with_file_name(name)
 }
 
@@ -279,7 +294,12 @@ impl NodeMonitor {
         pins::ensure_bpffs(&config.bpffs, config.mount_bpffs)?;
         let dir = mode_dir(&config);
         let lock = pins::lock_root(&config.pin_root)?;
-        let (maps, loaded) = pins::load_or_open(&dir, config.enforce, config.mount_bpffs)?;
+        let (maps, loaded) = pins::load_or_open(
+            &dir,
+            config.enforce,
+            config.mount_bpffs,
+            config.raw_sys_exit,
+        )?;
         pins::reap(&maps);
         let index = pins::claim(&maps)?;
         let ring = match create_ring(&maps, index, config.ring_size) {
@@ -299,8 +319,9 @@ impl NodeMonitor {
             watches: Mutex::new(HashMap::new()),
         });
         let features = Features {
-            missing_syscalls: pins::missing_syscalls(),
+            missing_syscalls: pins::missing_syscalls(shared.maps.syscall_hook),
             bpf_lsm: shared.maps.lsm,
+            syscall_hook: shared.maps.syscall_hook,
             from_source: shared.maps.config.source_check != 0,
             sock_create: shared.maps.sock_create.is_some(),
             loaded,
@@ -310,6 +331,7 @@ impl NodeMonitor {
             loaded,
             bpf_lsm = features.bpf_lsm,
             sock_create = features.sock_create,
+            syscall_hook = %features.syscall_hook,
             missing = ?features.missing_syscalls,
             "monitor handle open"
         );

@@ -86,6 +86,33 @@ pub enum PinError {
     Full(u32),
 }
 
+/// How the programs learn a watched syscall's arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyscallHook {
+    /// One program at the exit tracepoint of each watched syscall, reading the saved
+    /// registers (kernel 5.15 and later); other syscalls run no program.
+    ExitTracepoints,
+    /// One program at the raw sys_exit tracepoint, which hands over the registers (kernels
+    /// before 5.15): it runs at the exit of every syscall on the node for a table lookup.
+    RawSysExit,
+}
+
+impl SyscallHook {
+    /// The name logs and `palisade status` show.
+    pub fn name(self) -> &'static str {
+        match self {
+            SyscallHook::ExitTracepoints => "exit-tracepoints",
+            SyscallHook::RawSysExit => "raw-sys-exit",
+        }
+    }
+}
+
+impl std::fmt::Display for SyscallHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Handles on the pinned maps and programs, as every holder sees them.
 #[derive(Debug)]
 pub(crate) struct NodeMaps {
@@ -93,6 +120,8 @@ pub(crate) struct NodeMaps {
     pub config: types::rodata,
     /// The exec deny rules are enforced by the BPF-LSM program (attached and pinned).
     pub lsm: bool,
+    /// The syscall program the loader chose (told by `task_btf` in the pinned config).
+    pub syscall_hook: SyscallHook,
     pub containers: MapHandle,
     pub rings: MapHandle,
     pub deny_exec: MapHandle,
@@ -212,8 +241,12 @@ fn tracepoint_exists(event: &str) -> bool {
 }
 
 /// Watched syscalls without an exit tracepoint on this kernel (a kernel without modules has
-/// none for init_module): not reported. The loader attaches to the others.
-pub(crate) fn missing_syscalls() -> Vec<String> {
+/// none for init_module): not reported by the exit-tracepoint programs. The loader attaches
+/// to the others; the raw sys_exit program sees every syscall.
+pub(crate) fn missing_syscalls(hook: SyscallHook) -> Vec<String> {
+    if hook == SyscallHook::RawSysExit {
+        return Vec::new();
+    }
     crate::event::WATCHED_SYSCALLS
         .iter()
         .filter(|s| !tracepoint_exists(&format!("syscalls/sys_exit_{s}")))
@@ -351,10 +384,13 @@ fn load_err(what: impl Into<String>) -> impl FnOnce(libbpf_rs::Error) -> PinErro
 
 /// Opens the pinned maps and programs of `dir`, loading and pinning them first when no
 /// complete set is there. Must be called under the root lock. Returns whether it loaded.
+/// `raw_sys_exit` loads the raw sys_exit program even where the exit-tracepoint one would
+/// load (tests of the older kernels' variant).
 pub(crate) fn load_or_open(
     dir: &Path,
     enforce: bool,
     mount: bool,
+    raw_sys_exit: bool,
 ) -> Result<(NodeMaps, bool), PinError> {
     // `holders` is pinned before `config`, which comes last: its presence marks a complete set.
     let loaded = if dir.join("maps/config").exists() {
@@ -365,7 +401,7 @@ pub(crate) fn load_or_open(
             remove_pins(dir)?;
         }
         ensure_tracefs(mount)?;
-        if let Err(e) = load_and_pin(dir, enforce) {
+        if let Err(e) = load_and_pin(dir, enforce, raw_sys_exit) {
             // Leave no half-pinned set behind for the next holder to trip over.
             let _ = remove_pins(dir);
             return Err(e);
@@ -381,6 +417,7 @@ struct Attempt {
     lsm: bool,
     source_check: bool,
     sock: bool,
+    hook: SyscallHook,
 }
 
 fn open_and_load(
@@ -396,6 +433,7 @@ fn open_and_load(
         rodata.enforce = u32::from(enforce);
         rodata.source_check = u32::from(source_check);
         rodata.sys_kinds = syscall_kinds();
+        rodata.task_btf = u32::from(attempt.hook == SyscallHook::ExitTracepoints);
     }
     for mut prog in open.open_object_mut().progs_mut() {
         if prog.section().to_string_lossy().starts_with("lsm/") {
@@ -404,41 +442,51 @@ fn open_and_load(
         if prog.section().to_string_lossy() == "cgroup/sock_create" {
             prog.set_autoload(attempt.sock);
         }
+        let name = prog.name().to_string_lossy().into_owned();
+        if name == "on_sys_exit" {
+            prog.set_autoload(attempt.hook == SyscallHook::ExitTracepoints);
+        } else if name == "on_sys_exit_raw" {
+            prog.set_autoload(attempt.hook == SyscallHook::RawSysExit);
+        }
     }
     open.load().map_err(load_err("load"))
 }
 
-fn load_and_pin(dir: &Path, enforce: bool) -> Result<(), PinError> {
+fn load_and_pin(dir: &Path, enforce: bool, raw_sys_exit: bool) -> Result<(), PinError> {
     for sub in ["links", "progs", "maps"] {
         let p = dir.join(sub);
         fs::create_dir_all(&p).map_err(|source| PinError::Dir { path: p, source })?;
     }
     // Ask for the most, then less: BPF-LSM where the probe says it works, fromSource in the
-    // sock_addr hooks; a kernel refusing either still gets the rest.
+    // sock_addr hooks, the sock_create program; a kernel refusing one still gets the rest.
+    // For each, the
+    // exit-tracepoint syscall program first, then the raw sys_exit one a kernel before 5.15
+    // takes (the first refuses to verify there: unknown helper).
     let lsm = dir.parent().map_or_else(probe_lsm, probe_lsm_cached);
-    let mut attempts = vec![
-        Attempt {
-            lsm,
-            source_check: true,
-            sock: true,
-        },
-        Attempt {
-            lsm: false,
-            source_check: true,
-            sock: true,
-        },
-        Attempt {
-            lsm: false,
-            source_check: false,
-            sock: true,
-        },
-        Attempt {
-            lsm: false,
-            source_check: false,
-            sock: false,
-        },
-    ];
-    attempts.dedup();
+    let hooks: &[SyscallHook] = if raw_sys_exit {
+        &[SyscallHook::RawSysExit]
+    } else {
+        &[SyscallHook::ExitTracepoints, SyscallHook::RawSysExit]
+    };
+    let mut attempts = Vec::new();
+    for (lsm, source_check, sock) in [
+        (lsm, true, true),
+        (false, true, true),
+        (false, false, true),
+        (false, false, false),
+    ] {
+        for hook in hooks {
+            let attempt = Attempt {
+                lsm,
+                source_check,
+                sock,
+                hook: *hook,
+            };
+            if !attempts.contains(&attempt) {
+                attempts.push(attempt);
+            }
+        }
+    }
     let mut storages: Vec<MaybeUninit<libbpf_rs::OpenObject>> =
         attempts.iter().map(|_| MaybeUninit::uninit()).collect();
     let mut loaded = None;
@@ -446,7 +494,7 @@ fn load_and_pin(dir: &Path, enforce: bool) -> Result<(), PinError> {
     for (attempt, storage) in attempts.iter().zip(storages.iter_mut()) {
         match open_and_load(storage, enforce, *attempt) {
             Ok(skel) => {
-                loaded = Some(skel);
+                loaded = Some((skel, *attempt));
                 break;
             }
             Err(e) => {
@@ -455,8 +503,8 @@ fn load_and_pin(dir: &Path, enforce: bool) -> Result<(), PinError> {
             }
         }
     }
-    let skel = match (loaded, last_err) {
-        (Some(skel), _) => skel,
+    let (skel, attempt) = match (loaded, last_err) {
+        (Some(loaded), _) => loaded,
         (None, Some(e)) => return Err(e),
         (None, None) => {
             return Err(PinError::Load {
@@ -517,7 +565,14 @@ fn load_and_pin(dir: &Path, enforce: bool) -> Result<(), PinError> {
             source: libbpf_rs::Error::from(io::Error::from(io::ErrorKind::NotFound)),
         })?;
     pin_fd(rodata.as_fd(), &dir.join("maps").join("config"))?;
-    debug!(dir = %dir.display(), "programs loaded and pinned");
+    info!(
+        dir = %dir.display(),
+        syscall_hook = %attempt.hook,
+        bpf_lsm = attempt.lsm,
+        from_source = attempt.source_check,
+        sock_create = attempt.sock,
+        "monitor programs loaded and pinned"
+    );
     Ok(())
 }
 
@@ -571,8 +626,14 @@ fn open_pins(dir: &Path) -> Result<NodeMaps, PinError> {
             path: dir.join("maps/config"),
             source: libbpf_rs::Error::from(io::Error::from(io::ErrorKind::UnexpectedEof)),
         })?;
+    let syscall_hook = if config.task_btf != 0 {
+        SyscallHook::ExitTracepoints
+    } else {
+        SyscallHook::RawSysExit
+    };
     Ok(NodeMaps {
         lsm: dir.join("links/lsm_exec").exists(),
+        syscall_hook,
         config,
         containers: map("containers")?,
         rings: map("rings")?,
@@ -723,9 +784,10 @@ mod tests {
     use super::*;
 
     /// The load ladder on the running kernel: the LSM program loads exactly when the probe
-    /// says BPF-LSM works, and the attempt without it always loads.
+    /// says BPF-LSM works, the attempt without it always loads, and so does the raw sys_exit
+    /// variant (the one kernels before 5.15 get).
     #[test]
-    fn lsm_attempt_follows_the_probe_and_the_fallback_loads() {
+    fn lsm_attempt_follows_the_probe_and_the_fallbacks_load() {
         let lsm = probe_lsm();
         let mut a = MaybeUninit::uninit();
         let with_lsm = open_and_load(
@@ -735,20 +797,35 @@ mod tests {
                 lsm: true,
                 source_check: true,
                 sock: true,
+                hook: SyscallHook::ExitTracepoints,
             },
         );
         assert_eq!(with_lsm.is_ok(), lsm, "probe said bpf-lsm = {lsm}");
-        let mut b = MaybeUninit::uninit();
-        let without = open_and_load(
-            &mut b,
-            true,
-            Attempt {
-                lsm: false,
-                source_check: false,
-                sock: false,
-            },
-        );
-        assert!(without.is_ok(), "{:?}", without.err());
+        for hook in [SyscallHook::ExitTracepoints, SyscallHook::RawSysExit] {
+            let mut b = MaybeUninit::uninit();
+            let without = open_and_load(
+                &mut b,
+                true,
+                Attempt {
+                    lsm: false,
+                    source_check: false,
+                    sock: false,
+                    hook,
+                },
+            );
+            let skel = without.unwrap_or_else(|e| panic!("{hook}: {e}"));
+            let loaded: Vec<String> = skel
+                .object()
+                .progs_mut()
+                .filter(|p| p.autoload() && p.name().to_string_lossy().starts_with("on_sys_exit"))
+                .map(|p| p.name().to_string_lossy().into_owned())
+                .collect();
+            let want = match hook {
+                SyscallHook::ExitTracepoints => "on_sys_exit",
+                SyscallHook::RawSysExit => "on_sys_exit_raw",
+            };
+            assert_eq!(loaded, [want], "{hook}");
+        }
     }
 
     #[test]

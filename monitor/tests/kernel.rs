@@ -15,6 +15,7 @@ use palisade_events::Action as EventAction;
 use palisade_monitor::{
     cgroup_id_of_dir, cleanup_stale, unified_mount, ConnectRule, ContainerRef, ContainerRules,
     Enforcer, EventKind, ExecRule, MonitorConfig, MonitorEvent, NodeMonitor, SockClass, SockRule,
+    SyscallHook,
 };
 
 /// A cgroup of the unified hierarchy for one test; removed (after killing what is left in it)
@@ -86,12 +87,31 @@ impl PinRoot {
             ..Default::default()
         }
     }
+
+    /// With `raw`, the raw sys_exit syscall program kernels before 5.15 get.
+    fn config_for(&self, raw: bool) -> MonitorConfig {
+        MonitorConfig {
+            raw_sys_exit: raw,
+            ..self.config()
+        }
+    }
 }
 
 impl Drop for PinRoot {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// The handle runs the syscall program asked for: the forced raw sys_exit one, or on this
+/// kernel (5.15 or later) the exit-tracepoint one.
+fn assert_hook(monitor: &NodeMonitor, raw: bool) {
+    let want = if raw {
+        SyscallHook::RawSysExit
+    } else {
+        SyscallHook::ExitTracepoints
+    };
+    assert_eq!(monitor.features().syscall_hook, want);
 }
 
 /// What a forked child does; everything is prepared before the fork so that the child only
@@ -304,9 +324,20 @@ impl Drop for Scratch {
 
 #[test]
 fn events_are_attributed_to_the_watched_cgroup_only() {
-    let root = PinRoot::new("attr");
-    let cg = TestCgroup::new("attr");
-    let scratch = Scratch::new("attr");
+    check_attribution(false);
+}
+
+/// The same with the raw sys_exit program kernels before 5.15 get.
+#[test]
+fn events_are_attributed_to_the_watched_cgroup_only_with_raw_sys_exit() {
+    check_attribution(true);
+}
+
+fn check_attribution(raw: bool) {
+    let name = if raw { "attr-raw" } else { "attr" };
+    let root = PinRoot::new(name);
+    let cg = TestCgroup::new(name);
+    let scratch = Scratch::new(name);
     let readable = scratch.0.join("readable");
     std::fs::write(&readable, "x").unwrap();
     std::fs::set_permissions(&readable, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -317,7 +348,8 @@ fn events_are_attributed_to_the_watched_cgroup_only() {
     let dest = listener.local_addr().unwrap();
 
     let (tx, rx) = sync_channel(4096);
-    let monitor = NodeMonitor::open(root.config(), tx).unwrap();
+    let monitor = NodeMonitor::open(root.config_for(raw), tx).unwrap();
+    assert_hook(&monitor, raw);
     let rules = ContainerRules {
         report_all_opens: true,
         ..Default::default()
@@ -728,8 +760,19 @@ fn escape_attempts() -> i32 {
 
 #[test]
 fn built_in_detections_fire_on_real_syscalls_after_the_entrypoint() {
-    let root = PinRoot::new("builtin");
-    let cg = TestCgroup::new("builtin");
+    check_built_in_detections(false);
+}
+
+/// The same with the raw sys_exit program kernels before 5.15 get.
+#[test]
+fn built_in_detections_fire_on_real_syscalls_after_the_entrypoint_with_raw_sys_exit() {
+    check_built_in_detections(true);
+}
+
+fn check_built_in_detections(raw: bool) {
+    let name = if raw { "builtin-raw" } else { "builtin" };
+    let root = PinRoot::new(name);
+    let cg = TestCgroup::new(name);
     let (tx, rx) = sync_channel(4096);
     let monitor = NodeMonitor::open(root.config(), tx).unwrap();
     let _watch = monitor
@@ -974,8 +1017,19 @@ fn serve_one_connection() -> i32 {
 
 #[test]
 fn bind_listen_and_accept_are_reported_with_addresses() {
-    let root = PinRoot::new("server");
-    let cg = TestCgroup::new("server");
+    check_server_calls(false);
+}
+
+/// The same with the raw sys_exit program kernels before 5.15 get.
+#[test]
+fn bind_listen_and_accept_are_reported_with_addresses_with_raw_sys_exit() {
+    check_server_calls(true);
+}
+
+fn check_server_calls(raw: bool) {
+    let name = if raw { "server-raw" } else { "server" };
+    let root = PinRoot::new(name);
+    let cg = TestCgroup::new(name);
     let (tx, rx) = sync_channel(4096);
     let monitor = NodeMonitor::open(root.config(), tx).unwrap();
     let _watch = monitor

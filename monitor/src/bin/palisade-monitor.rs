@@ -14,7 +14,7 @@ use palisade_monitor::{
     cgroup_id_of_dir, unified_mount, ContainerRef, ContainerRules, MonitorConfig, NodeMonitor,
 };
 
-const USAGE: &str = "usage: palisade-monitor hold <pin-root> | cleanup <pin-root> | \
+const USAGE: &str = "usage: palisade-monitor hold <pin-root> [raw] | cleanup <pin-root> | \
 bench [iterations [rounds]] | bench-flood [operations...] | \
 bench-worker <exec|open|connect|getppid> <iterations> | detect-probe";
 
@@ -34,7 +34,11 @@ fn main() -> Result<()> {
         .collect::<Vec<_>>()
         .as_slice()
     {
-        ["hold", root] => hold(root),
+        ["hold", root] => hold(config(root)),
+        ["hold", root, "raw"] => hold(MonitorConfig {
+            raw_sys_exit: true,
+            ..config(root)
+        }),
         ["cleanup", root] => {
             let removed = palisade_monitor::cleanup_stale(&config(root))?;
             println!("{}", if removed { "removed" } else { "in use" });
@@ -80,9 +84,10 @@ fn detect_probe() -> Result<()> {
 }
 
 /// Opens a handle, says so on stdout, and keeps it until killed.
-fn hold(root: &str) -> Result<()> {
+fn hold(config: MonitorConfig) -> Result<()> {
     let (tx, _rx) = sync_channel(16);
-    let monitor = NodeMonitor::open(config(root), tx)?;
+    let monitor = NodeMonitor::open(config, tx)?;
+    eprintln!("syscall hook: {}", monitor.features().syscall_hook);
     println!("ready {}", monitor.pin_dir().display());
     std::io::stdout().flush()?;
     loop {
@@ -229,18 +234,20 @@ fn bench(n: u32, rounds: u32) -> Result<()> {
         ("connect", n),
         ("getppid", n * 50),
     ];
-    // (mode, watch the measured cgroup, other cgroups watched)
-    let modes: [(&str, bool, usize); 4] = [
-        ("no monitor", false, 0),
-        ("monitor, not watched", false, 20),
-        ("monitor, 1 watched", true, 0),
-        ("monitor, 20 watched", true, 19),
+    // (mode, watch the measured cgroup, other cgroups watched, raw sys_exit variant)
+    let modes: [(&str, bool, usize, bool); 6] = [
+        ("no monitor", false, 0, false),
+        ("monitor, not watched", false, 20, false),
+        ("monitor, 1 watched", true, 0, false),
+        ("monitor, 20 watched", true, 19, false),
+        ("raw exit, not watched", false, 20, true),
+        ("raw exit, 1 watched", true, 0, true),
     ];
     // [mode][loop] -> samples of (wall, cpu)
     let mut samples = vec![vec![(Vec::new(), Vec::new()); loops.len()]; modes.len()];
     let (mut delivered, mut dropped) = (0usize, 0u64);
     for _ in 0..rounds {
-        for (m, &(_, watch_measured, idle)) in modes.iter().enumerate() {
+        for (m, &(_, watch_measured, idle, raw_sys_exit)) in modes.iter().enumerate() {
             let run_loops = |samples: &mut Vec<(Vec<u64>, Vec<u64>)>| -> Result<()> {
                 for (l, (kind, iterations)) in loops.iter().enumerate() {
                     let (wall, cpu) = run_worker(&measured, kind, *iterations)?;
@@ -255,7 +262,13 @@ fn bench(n: u32, rounds: u32) -> Result<()> {
             }
             let (tx, rx) = sync_channel(1 << 16);
             let drain = std::thread::spawn(move || rx.iter().count());
-            let monitor = NodeMonitor::open(config(&root), tx)?;
+            let monitor = NodeMonitor::open(
+                MonitorConfig {
+                    raw_sys_exit,
+                    ..config(&root)
+                },
+                tx,
+            )?;
             let mut watches = Vec::new();
             let cgroups = watch_measured
                 .then_some(&measured)
@@ -290,7 +303,7 @@ fn bench(n: u32, rounds: u32) -> Result<()> {
         "{:<22} {:>19} {:>13} {:>15} {:>11}",
         "mode", "exec", "open", "connect", "getppid"
     );
-    for (m, (mode, _, _)) in modes.iter().enumerate() {
+    for (m, (mode, _, _, _)) in modes.iter().enumerate() {
         let cells: Vec<String> = samples[m]
             .iter_mut()
             .map(|(wall, cpu)| format!("{} / {}", median(wall), median(cpu)))

@@ -15,6 +15,8 @@
 #define O_RDWR 02
 #define O_CREAT 0100
 #define O_TRUNC 01000
+/* x86_64 user code segment selector (__USER_CS) */
+#define USER64_CS 0x33
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -23,6 +25,10 @@ const volatile __u32 enforce = 1;
 /* Set when this kernel lets cgroup sock_addr programs read the current task (fromSource);
  * with 0 the verifier never sees that code, so the object still loads on older kernels. */
 const volatile __u32 source_check = 1;
+/* Set when the kernel has bpf_get_current_task_btf (5.11) and bpf_task_pt_regs (5.15), that is
+ * when the exit-only syscall program loads; with 0 those helpers are never verified, so the
+ * object still loads on 5.10. */
+const volatile __u32 task_btf = 1;
 /* Watched syscalls by number (enum sys_kind, 0: not watched), filled by user space with the
  * running architecture's numbers before load. */
 const volatile __u8 sys_kinds[SYS_TABLE] = {};
@@ -171,7 +177,6 @@ static __always_inline bool source_matches(struct deny_value *d)
 static __always_inline void fill_header(struct event_header *h, __u32 kind,
 					struct container_info *ci, __u64 cg)
 {
-	struct task_struct *t = bpf_get_current_task_btf();
 	__u64 pt = bpf_get_current_pid_tgid();
 	__u64 ug = bpf_get_current_uid_gid();
 
@@ -181,8 +186,16 @@ static __always_inline void fill_header(struct event_header *h, __u32 kind,
 	h->ktime = bpf_ktime_get_ns();
 	h->pid = pt >> 32;
 	h->tid = (__u32)pt;
-	/* direct loads from the task (BTF pointers): no helper call per field */
-	h->ppid = t->real_parent->tgid;
+	if (task_btf) {
+		/* direct loads from the task (BTF pointers): no helper call per field */
+		struct task_struct *t = bpf_get_current_task_btf();
+
+		h->ppid = t->real_parent->tgid;
+	} else {
+		struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+
+		h->ppid = BPF_CORE_READ(t, real_parent, tgid);
+	}
 	h->uid = (__u32)ug;
 	h->gid = ug >> 32;
 	h->pad = 0;
@@ -431,33 +444,17 @@ static __always_inline void read_sockaddr(struct syscall_event *e, __u64 ptr, __
 	bpf_probe_read_user(e->addr, len & 0x1f, (void *)ptr);
 }
 
-/* One program, attached by user space to the sys_exit tracepoint of every watched syscall (the
- * kernel only runs it for those: other syscalls pay nothing), and verified once. Everything
- * is done on the way out, from the saved registers: no entry hook, no per-thread map, and a
- * syscall seccomp refused before it ran (no entry tracepoint) reports its arguments too. */
-SEC("tracepoint")
-int on_sys_exit(struct sys_exit_ctx *ctx)
+/* The event of one watched syscall, once its container is known. */
+static __always_inline int report_syscall(struct container_info *ci, __u64 cg, __u32 sys,
+					  long ret, struct pt_regs *regs)
 {
-	struct container_info *ci;
 	struct syscall_event *e;
 	void *rb;
 	struct path_buf *pb = 0;
-	struct pt_regs *regs;
-	long nr = ctx->nr, ret = ctx->ret;
 	__u64 args[6];
-	__u32 sys, zero = 0;
-	__u64 cg;
+	__u32 zero = 0;
 	int alen = 0;
 
-	if (nr < 0 || nr >= SYS_TABLE)
-		return 0;
-	sys = sys_kinds[nr];
-	if (!sys)
-		return 0;
-	ci = current_container(&cg);
-	if (!ci)
-		return 0;
-	regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 	syscall_args(regs, args);
 	if (sys == SYS_OPENAT || sys == SYS_MOUNT) {
 		pb = bpf_map_lookup_elem(&scratch, &zero);
@@ -499,6 +496,62 @@ int on_sys_exit(struct sys_exit_ctx *ctx)
 	}
 	submit(ci, rb, e, sizeof(*e), false);
 	return 0;
+}
+
+/* One program, attached by user space to the sys_exit tracepoint of every watched syscall (the
+ * kernel only runs it for those: other syscalls pay nothing), and verified once. Everything
+ * is done on the way out, from the saved registers: no entry hook, no per-thread map, and a
+ * syscall seccomp refused before it ran (no entry tracepoint) reports its arguments too.
+ * Needs 5.15 (bpf_task_pt_regs, and links of tracepoint programs that can be pinned). */
+SEC("tracepoint")
+int on_sys_exit(struct sys_exit_ctx *ctx)
+{
+	struct container_info *ci;
+	long nr = ctx->nr;
+	__u32 sys;
+	__u64 cg;
+
+	if (nr < 0 || nr >= SYS_TABLE)
+		return 0;
+	sys = sys_kinds[nr];
+	if (!sys)
+		return 0;
+	ci = current_container(&cg);
+	if (!ci)
+		return 0;
+	return report_syscall(ci, cg, sys, ctx->ret,
+			      (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf()));
+}
+
+/* The same events for kernels before 5.15, loaded instead of on_sys_exit: the raw sys_exit
+ * tracepoint hands over the registers itself, and its link can be pinned (a per-syscall
+ * tracepoint's cannot before 5.15). The price: it runs at the exit of every syscall on the
+ * node, watched or not, for one table lookup. */
+SEC("tp_btf/sys_exit")
+int BPF_PROG(on_sys_exit_raw, struct pt_regs *regs, long ret)
+{
+	struct container_info *ci;
+	long nr;
+	__u32 sys;
+	__u64 cg;
+
+#if defined(__TARGET_ARCH_x86)
+	/* the per-syscall tracepoints skip 32-bit syscalls, whose numbers mean other calls */
+	if (regs->cs != USER64_CS)
+		return 0;
+	nr = regs->orig_ax;
+#else
+	nr = regs->syscallno;
+#endif
+	if (nr < 0 || nr >= SYS_TABLE)
+		return 0;
+	sys = sys_kinds[nr];
+	if (!sys)
+		return 0;
+	ci = current_container(&cg);
+	if (!ci)
+		return 0;
+	return report_syscall(ci, cg, sys, ret, regs);
 }
 
 /* cgroup sock_addr hooks: attached per container cgroup by user space, refusing (EPERM)

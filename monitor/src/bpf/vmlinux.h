@@ -146,11 +146,14 @@ struct pt_regs {
 	unsigned long dx;
 	unsigned long si;
 	unsigned long di;
+	unsigned long orig_ax;
+	unsigned long cs;
 };
 #elif defined(__TARGET_ARCH_arm64)
 struct pt_regs {
 	u64 regs[31];
 	u64 orig_x0;
+	s32 syscallno;
 };
 #endif
 
