@@ -5,6 +5,7 @@ mod apt;
 mod cargo;
 mod containerd;
 mod env;
+mod fuzz;
 mod images;
 mod installer;
 mod manifests;
@@ -26,6 +27,8 @@ commands:
           cold and warm node), syscalls (getpid, open/close, exec loops in a container
           under runc, palisade-nomon, palisade, palisade-strict), monitor (exec, open/close,
           connect loops with the monitor off, on for 1 pod, on among --pods pods)
+  fuzz    the policy parser's libFuzzer target on stable, seeded with the fixtures, for
+          --seconds N (default 60; also a step of test)
   manifests  the Kubernetes manifests under runtimeclass/ against the API schemas (also in test)
   installer-image  the DaemonSet installer image (runtimeclass/deploy/) as an OCI layout
 options (test):
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         "demo" => tasks::demo(&opts),
         "bench" => tasks::bench(&opts),
         "manifests" => tasks::manifests(),
+        "fuzz" => tasks::fuzz(&opts),
         "installer-image" => installer::command(),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");

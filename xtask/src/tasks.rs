@@ -27,6 +27,8 @@ pub struct Opts {
     pub pods: Option<u32>,
     /// Run against this containerd release (1.6 the system's; 1.7 and 2.1 fetched).
     pub containerd: Option<String>,
+    /// `fuzz`: how long to run.
+    pub seconds: Option<u32>,
 }
 
 impl Opts {
@@ -56,6 +58,7 @@ impl Opts {
                 "--scale" => o.scale = Some(val()?.parse().context("--scale")?),
                 "--pods" => o.pods = Some(val()?.parse().context("--pods")?),
                 "--containerd" => o.containerd = Some(val()?),
+                "--seconds" => o.seconds = Some(val()?.parse().context("--seconds")?),
                 other => bail!("unknown option {other}"),
             }
         }
@@ -194,6 +197,9 @@ impl Steps {
     }
 }
 
+/// How long the full test run fuzzes the policy parser.
+const FUZZ_SECONDS: u32 = 60;
+
 /// The newer containerd the full test run also runs the conformance suite under.
 const NEWER_CONTAINERD: &str = "2.1";
 
@@ -217,6 +223,11 @@ pub fn test(opts: &Opts) -> Result<()> {
             ]),
         );
         steps.record("cargo test", ws.cargo(&["test", "--workspace"]));
+        steps.record(
+            "fuzz the policy parser",
+            crate::fuzz::run(&ws.root, &ws.target, FUZZ_SECONDS)
+                .map(|done| eprintln!("xtask: policy fuzz: {done}")),
+        );
         steps.record("kubernetes manifests", validate_manifests(&ws).map(|_| ()));
     }
     let shim = if opts.no_shim {
@@ -321,6 +332,14 @@ pub fn test(opts: &Opts) -> Result<()> {
 
 fn validate_manifests(ws: &Workspace) -> Result<usize> {
     manifests::validate(&ws.root, &ws.root.join(".palisade-run").join("tools"))
+}
+
+/// `cargo xtask fuzz`: only the policy fuzz run of `cargo xtask test`.
+pub fn fuzz(opts: &Opts) -> Result<()> {
+    let ws = Workspace::locate()?;
+    let done = crate::fuzz::run(&ws.root, &ws.target, opts.seconds.unwrap_or(FUZZ_SECONDS))?;
+    println!("fuzz: {done}");
+    Ok(())
 }
 
 /// `cargo xtask manifests`: only the manifest validation of `cargo xtask test`.
