@@ -2,7 +2,7 @@
 //! narrowed by the kernel's features through the sandbox's own translation (the code the
 //! shim runs at container start), on a container spec shaped like CRI's.
 
-use palisade_policy::{compile, CompileOptions, Policy, Workload};
+use palisade_policy::{compile, Action, CompileOptions, Policy, Workload};
 use palisade_sandbox::{
     enforce, harden_spec, EnforceError, Enforcer, HardeningConfig, KernelFeatures, StrictConfig,
 };
@@ -140,6 +140,12 @@ pub fn describe(enforcer: &Enforcer, kernel: &KernelFeatures, note: Option<&str>
     }
 }
 
+/// Whether the shim turns a source-limited network rule into a socket allow-list whatever
+/// the image holds (shim/src/monitoring.rs `sock_rule`): an Allow whose sources are files.
+fn socket_allow_list(r: &palisade_sandbox::MonitorRule) -> bool {
+    r.action == Action::Allow && r.from_source.iter().all(|s| !s.ends_with('/'))
+}
+
 /// Places every rule of `policy` on a node with `kernel`.
 pub fn place(policy: &Policy, kernel: &KernelFeatures) -> Result<PolicyPlacement, PlacementError> {
     let id = policy.id.to_string();
@@ -169,8 +175,9 @@ pub fn place(policy: &Policy, kernel: &KernelFeatures) -> Result<PolicyPlacement
         None,
         kernel,
     ) {
-        // The shim's monitor carries exec rules on files; exec allow-lists with fromSource or
-        // ownerOnly, source-limited network rules and exec rules by name or pattern refuse the
+        // The shim's monitor carries exec rules on files and fromSource Allow network rules
+        // naming files (socket allow-lists); exec allow-lists with fromSource or ownerOnly,
+        // other source-limited network rules and exec rules by name or pattern refuse the
         // container (shim/src/monitoring.rs `rules_for`).
         Ok(out) => {
             let m = &out.monitor;
@@ -185,7 +192,7 @@ pub fn place(policy: &Policy, kernel: &KernelFeatures) -> Result<PolicyPlacement
                 .iter()
                 .filter(|r| !by_file(r))
                 .chain(&m.allow_exec)
-                .chain(&m.network)
+                .chain(m.network.iter().filter(|r| !socket_allow_list(r)))
                 .map(|r| {
                     let rule = r.rule.strip_prefix(&prefix).unwrap_or(&r.rule);
                     format!("{rule}: {} rule the eBPF monitor cannot carry", r.kind)

@@ -62,6 +62,16 @@ fn kubearmor_use_cases_are_valid_and_placed() {
         !stdout.contains("refused unless the runtime allows degrading: spec.process.matchPaths[0]"),
         "{stdout}"
     );
+    // fromSource Allow rules on tcp and udp are the shim's socket allow-lists: not refused.
+    assert!(
+        stdout.contains("    spec.network.matchProtocols[0]: network tcp (Allow): monitor: socket creation allow-list per binary"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout
+            .contains("refused unless the runtime allows degrading: spec.network.matchProtocols["),
+        "{stdout}"
+    );
     // Warnings carry the file and the place.
     let fim = files
         .iter()
@@ -169,4 +179,38 @@ fn usage_errors_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     let (out, _) = check(&["--no-such-flag"], &[PathBuf::from("x.yaml")]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn source_limited_network_block_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("nc-block.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: security.kubearmor.com/v1
+kind: KubeArmorPolicy
+metadata:
+  name: nc-no-udp
+  namespace: shop
+spec:
+  selector:
+    matchLabels: {app: web}
+  network:
+    matchProtocols:
+    - protocol: udp
+      fromSource:
+      - path: /usr/bin/nc
+  action: Block
+",
+    )
+    .unwrap();
+    let (out, stdout) = check(&[], &[file]);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    // The socket allow-lists only allow: a Block limited to a binary is not in the monitor.
+    assert!(
+        stdout.contains(
+            "refused unless the runtime allows degrading: spec.network.matchProtocols[0]"
+        ),
+        "{stdout}"
+    );
 }
