@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use palisade_events::Action;
 
 use crate::event::{EventKind, Finding, ProcessInfo, Syscall, EACCES, EPERM, O_WRITE_FLAGS};
-use crate::rules::{connect_matches, ContainerRules, Enforcer};
+use crate::rules::{connect_matches, AuditOn, ContainerRules, Enforcer};
 
 const SHELLS: &[&str] = &[
     "sh", "bash", "dash", "zsh", "ash", "ksh", "mksh", "csh", "tcsh", "fish",
@@ -202,6 +202,7 @@ pub(crate) fn findings(
         }
         _ => {}
     }
+    audits(set, kind, &mut out);
     if set.rules.builtins {
         builtins(set, state, process, kind, now, &mut out);
     }
@@ -221,6 +222,43 @@ pub(crate) fn findings(
         _ => {}
     }
     out
+}
+
+/// The policy's Audit rules that match an exec or an open: reported, never refused.
+fn audits(set: &RuleSet, kind: &EventKind, out: &mut Vec<Finding>) {
+    let (path, exec) = match kind {
+        EventKind::Exec {
+            filename,
+            killed: false,
+            refused: false,
+            ..
+        } => (filename.as_str(), true),
+        EventKind::Open { path, .. } => (path.as_str(), false),
+        _ => return,
+    };
+    for r in &set.rules.audit {
+        let hit = match (&r.on, exec) {
+            (AuditOn::Exec(t), true) | (AuditOn::Open(t), false) => t.matches(path),
+            _ => false,
+        };
+        if hit {
+            out.push(Finding {
+                rule: r.name.clone(),
+                severity: r.severity,
+                tags: vec!["audit".to_string()],
+                message: if r.message.is_empty() {
+                    format!(
+                        "{} {path} (audit rule)",
+                        if exec { "exec of" } else { "open of" }
+                    )
+                } else {
+                    r.message.clone()
+                },
+                action: Action::Audit,
+                enforcer: Enforcer::AuditOnly.as_str(),
+            });
+        }
+    }
 }
 
 fn builtins(
@@ -504,6 +542,60 @@ mod tests {
             result: 0,
         };
         assert!(findings(&s, &mut st, &p, &setuid_user, now).is_empty());
+    }
+
+    #[test]
+    fn audit_rules_report_matching_execs_and_opens_only() {
+        use crate::rules::{AuditRule, AuditTarget};
+        let rule = |name: &str, on: AuditOn| AuditRule {
+            name: name.into(),
+            on,
+            severity: 4,
+            message: String::new(),
+        };
+        let s = set(ContainerRules {
+            audit: vec![
+                rule(
+                    "apt",
+                    AuditOn::Exec(AuditTarget::Path("/usr/bin/apt".into())),
+                ),
+                rule(
+                    "etc",
+                    AuditOn::Open(AuditTarget::Directory {
+                        dir: "/etc/ssl/".into(),
+                        recursive: false,
+                    }),
+                ),
+            ],
+            builtins: false,
+            ..ContainerRules::default()
+        });
+        let now = Instant::now();
+        let mut st = DetectState::new(now);
+        let p = ProcessInfo::default();
+        let open = |path: &str| EventKind::Open {
+            path: path.into(),
+            flags: 0,
+            result: 3,
+        };
+        let f = findings(&s, &mut st, &p, &exec("/usr/bin/apt"), now);
+        assert_eq!(names(&f), ["apt"]);
+        assert_eq!(f[0].action, Action::Audit);
+        assert_eq!(f[0].enforcer, "audit-only");
+        assert!(findings(&s, &mut st, &p, &exec("/usr/bin/apt-get"), now).is_empty());
+        assert!(
+            findings(&s, &mut st, &p, &open("/usr/bin/apt"), now).is_empty(),
+            "an exec rule is not about opens"
+        );
+        assert_eq!(
+            names(&findings(&s, &mut st, &p, &open("/etc/ssl/cert.pem"), now)),
+            ["etc"]
+        );
+        assert!(
+            findings(&s, &mut st, &p, &open("/etc/ssl/certs/a.pem"), now).is_empty(),
+            "not recursive"
+        );
+        assert!(findings(&s, &mut st, &p, &open("/etc/ssl"), now).is_empty());
     }
 
     #[test]

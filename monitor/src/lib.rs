@@ -29,8 +29,8 @@ pub use monitor::{
 };
 pub use pins::{PinError, SyscallHook};
 pub use rules::{
-    ConnectRule, ContainerRef, ContainerRules, Enforcer, ExecRule, RuleEnforcement, RuleError,
-    SockClass, SockRule, MAX_SOCK_SOURCES,
+    AuditOn, AuditRule, AuditTarget, ConnectRule, ContainerRef, ContainerRules, Enforcer, ExecRule,
+    RuleEnforcement, RuleError, SockClass, SockRule, MAX_SOCK_SOURCES,
 };
 
 /// Sends libbpf's own messages (verifier logs, probe failures) to `tracing` under the target

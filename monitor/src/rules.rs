@@ -42,6 +42,44 @@ pub struct ExecRule {
     pub message: String,
 }
 
+/// What an Audit rule reports: the execution or the opening of a file, or of anything below a
+/// directory. Matched in user space on the container's exec and open events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditOn {
+    Exec(AuditTarget),
+    Open(AuditTarget),
+}
+
+/// A file, or a directory (ending with `/`) and, when `recursive`, its whole subtree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditTarget {
+    Path(String),
+    Directory { dir: String, recursive: bool },
+}
+
+impl AuditTarget {
+    /// Whether the absolute `path` is the file or lies in the directory.
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            AuditTarget::Path(p) => p == path,
+            AuditTarget::Directory { dir, recursive } => match path.strip_prefix(dir.as_str()) {
+                Some(rest) => !rest.is_empty() && (*recursive || !rest.contains('/')),
+                None => false,
+            },
+        }
+    }
+}
+
+/// Report (never refuse) what matches `on`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRule {
+    pub name: String,
+    pub on: AuditOn,
+    /// 1..=10, KubeArmor's scale.
+    pub severity: u8,
+    pub message: String,
+}
+
 /// Refuse connections (TCP connect, UDP sendmsg) to a destination with EPERM.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectRule {
@@ -136,6 +174,8 @@ pub struct SockRule {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerRules {
     pub deny_exec: Vec<ExecRule>,
+    /// Executions and opens reported, never refused: a policy's Audit rules.
+    pub audit: Vec<AuditRule>,
     pub deny_connect: Vec<ConnectRule>,
     /// Socket creation allow-lists, at most one per class.
     pub sock_create: Vec<SockRule>,
@@ -153,6 +193,7 @@ impl Default for ContainerRules {
     fn default() -> Self {
         ContainerRules {
             deny_exec: Vec::new(),
+            audit: Vec::new(),
             deny_connect: Vec::new(),
             sock_create: Vec::new(),
             builtins: true,

@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use palisade_monitor::{
-    cgroup_dir_of_pid, cgroup_id_of_pid, ContainerRef, ContainerRules, ExecRule, MonitorConfig,
-    MonitorError, MonitorEvent, NodeMonitor, SockClass, SockRule, Watch, MAX_SOCK_SOURCES,
+    cgroup_dir_of_pid, cgroup_id_of_pid, AuditOn, AuditRule, AuditTarget, ContainerRef,
+    ContainerRules, ExecRule, MonitorConfig, MonitorError, MonitorEvent, NodeMonitor, SockClass,
+    SockRule, Watch, MAX_SOCK_SOURCES,
 };
 use palisade_policy::Action;
 use palisade_sandbox::{MonitorRule, MonitorRules, MonitorTarget};
@@ -160,7 +161,44 @@ pub fn rules_for(rootfs: &Path, m: &MonitorRules) -> (ContainerRules, Vec<String
     }
     allow_lists.retain(|l| l.allow_from.len() <= MAX_SOCK_SOURCES);
     rules.sock_create = allow_lists;
+    rules.audit = m.audit.iter().filter_map(audit_rule).collect();
+    // An audited open is matched in user space: the kernel must send every open, not only
+    // writes, denials and secret reads.
+    rules.report_all_opens = rules.audit.iter().any(|a| matches!(a.on, AuditOn::Open(_)));
     (rules, cannot)
+}
+
+/// Whether the monitor reports what `r` audits (exec and open of files and directories,
+/// for every process); other Audit rules are only logged by the shim.
+pub fn audit_reported(r: &MonitorRule) -> bool {
+    audit_rule(r).is_some()
+}
+
+/// An Audit rule on executing or opening a file or directory, for every process: matched
+/// on the container's exec and open events and reported.
+fn audit_rule(r: &MonitorRule) -> Option<AuditRule> {
+    if r.action != Action::Audit || !r.from_source.is_empty() || r.owner_only {
+        return None;
+    }
+    let target = match &r.target {
+        MonitorTarget::Path(p) => AuditTarget::Path(p.clone()),
+        MonitorTarget::Directory { dir, recursive } => AuditTarget::Directory {
+            dir: dir.clone(),
+            recursive: *recursive,
+        },
+        _ => return None,
+    };
+    let on = match r.kind {
+        palisade_sandbox::RuleKind::Process => AuditOn::Exec(target),
+        palisade_sandbox::RuleKind::File => AuditOn::Open(target),
+        _ => return None,
+    };
+    Some(AuditRule {
+        name: r.rule.clone(),
+        on,
+        severity: r.severity,
+        message: r.message.clone().unwrap_or_default(),
+    })
 }
 
 /// A fromSource Allow rule on a protocol: a socket allow-list checked at socket creation.

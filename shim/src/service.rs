@@ -537,7 +537,9 @@ impl TaskService {
             degraded(c);
         }
         for a in &m.audit {
-            tracing::info!(container = %id, rule = %a.rule, "audit rule: reported through the monitor's built-in detections only");
+            if !crate::monitoring::audit_reported(a) {
+                tracing::info!(container = %id, rule = %a.rule, "audit rule: not reported by the monitor (only through its built-in detections)");
+            }
         }
         let w = crate::policy::workload_of(&hardened.spec);
         let who = palisade_monitor::ContainerRef {

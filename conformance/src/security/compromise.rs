@@ -236,6 +236,9 @@ spec:
   file:
     matchPaths:
     - path: /etc/hostname
+  process:
+    matchPaths:
+    - path: /usr/bin/apt
   action: Block
 "#;
 
@@ -257,6 +260,32 @@ pub async fn audit_mode(ctx: &Ctx) -> Result<Observed> {
     ensure(code == 0 && !out.trim().is_empty(), || {
         format!("the audited read was denied: exit {code} {out:?} {err:?}")
     })?;
+    let (_, _, apt) = ctx
+        .cri
+        .exec_sync(&c, &["/usr/bin/apt", "tcpsock"], 10)
+        .await?;
+    ensure(apt == 0, || {
+        format!("the audited exec of /usr/bin/apt was stopped: exit {apt}")
+    })?;
+    for (what, path) in [("open", "/etc/hostname"), ("exec", "/usr/bin/apt")] {
+        let ev = log
+            .wait_for(Duration::from_secs(10), |e| {
+                field(e, "/workload/pod") == pod_name
+                    && field(e, "/rule/name").contains("no-hostname-read")
+                    && field(e, "/evidence/path") == path
+            })
+            .await?
+            .with_context(|| {
+                format!(
+                    "no audit event for the {what} of {path}: {}",
+                    summary(&log.events().unwrap_or_default())
+                )
+            })?;
+        ensure(
+            field(&ev, "/action") == "audit" && field(&ev, "/enforcer") == "audit-only",
+            || format!("{what} of {path}: {ev}"),
+        )?;
+    }
     let probe = attack(ctx, &c).await?;
     ensure(probe.contains("denied"), || {
         format!("unshare not denied by the default hardening: {probe}")
@@ -292,6 +321,6 @@ pub async fn audit_mode(ctx: &Ctx) -> Result<Observed> {
         },
     )?;
     Ok(Observed::blocked(format!(
-        "Block rule audited (read allowed), unshare still denied ({probe}), compromise reported not killed"
+        "Block rules audited (read and exec allowed, both reported), unshare still denied ({probe}), compromise reported not killed"
     )))
 }
