@@ -131,7 +131,12 @@ pub fn describe(enforcer: &Enforcer, kernel: &KernelFeatures, note: Option<&str>
         Enforcer::MonitorSockCreate => {
             "monitor: socket creation allow-list per binary (cgroup sock_create)".to_string()
         }
-        Enforcer::MonitorAudit => "monitor: reported through its built-in detections only".to_string(),
+        // The shim reports Audit rules on executing or opening files and directories; the
+        // rest (fromSource, ownerOnly, patterns, capabilities) it only logs.
+        Enforcer::MonitorAudit => {
+            "monitor: reported (exec and open of files and directories; fromSource, ownerOnly, patterns and capabilities only logged)"
+                .to_string()
+        }
         Enforcer::AuditOnly => format!(
             "unenforceable here: {} (audit only)",
             note.unwrap_or("no mechanism on this node")
