@@ -14,8 +14,6 @@ use tonic::transport::{Endpoint, Uri};
 /// when no policy needs them).
 const TIMEOUT: Duration = Duration::from_secs(3);
 const GET: &str = "/containerd.services.containers.v1.Containers/Get";
-/// CRI's annotation naming the pod sandbox a container belongs to.
-pub const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
 /// Labels containerd's CRI adds to the sandbox record itself, not the pod's.
 const CRI_LABEL_PREFIXES: [&str; 2] = ["io.cri-containerd.", "io.containerd."];
 

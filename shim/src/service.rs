@@ -281,17 +281,12 @@ impl TaskService {
     }
 
     /// The labels of the pod a container belongs to, from containerd's sandbox record.
-    async fn pod_labels(&self, id: &str, bundle: &Path) -> crate::policy::PodLabels {
+    async fn pod_labels(&self, id: &str, spec: &serde_json::Value) -> crate::policy::PodLabels {
         use crate::policy::PodLabels;
-        let sandbox = read_config(id, bundle).ok().and_then(|spec| {
-            (!crate::policy::is_sandbox(&spec))
-                .then(|| {
-                    spec["annotations"][crate::labels::SANDBOX_ID]
-                        .as_str()
-                        .map(String::from)
-                })
-                .flatten()
-        });
+        let sandbox = (!crate::policy::is_sandbox(spec))
+            .then(|| spec["annotations"][crate::shim::SANDBOX_ID_ANNOTATION].as_str())
+            .flatten()
+            .map(String::from);
         let Some(sandbox) = sandbox else {
             return PodLabels::Known(Default::default());
         };
@@ -342,8 +337,16 @@ impl TaskService {
             "container {id}: write {RUNTIME_FILE}"
         )))?;
 
-        let labels = self.pod_labels(&id, &bundle).await;
-        let hardened = harden_bundle(&id, &bundle, &config, &labels, &self.reporter(&config))?;
+        let spec = read_config(&id, &bundle)?;
+        let labels = self.pod_labels(&id, &spec).await;
+        let hardened = harden_bundle(
+            &id,
+            &bundle,
+            spec,
+            &config,
+            &labels,
+            &self.reporter(&config),
+        )?;
         let (spec, wrapped) = (&hardened.spec, hardened.wrapped);
         // A pod's gate is set up with its sandbox container; bad annotations stop the pod here.
         let gate_request = if crate::policy::is_sandbox(spec) {
@@ -1513,21 +1516,16 @@ struct Hardened {
     degrade: bool,
 }
 
+/// Hardens `spec`, the bundle's config.json as read, and writes it back over the file.
 fn harden_bundle(
     id: &str,
     bundle: &Path,
+    mut spec: serde_json::Value,
     config: &Config,
     labels: &crate::policy::PodLabels,
     reporter: &crate::report::Reporter,
 ) -> Result<Hardened, ShimError> {
     let path = bundle.join("config.json");
-    let bytes =
-        std::fs::read(&path).map_err(ShimError::io(format!("container {id}: read config.json")))?;
-    let mut spec: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|source| ShimError::Json {
-            context: format!("container {id}: config.json"),
-            source,
-        })?;
     let report = palisade_sandbox::harden_spec(id, &mut spec, &config.hardening)?;
     let compiled = crate::policy::policy_for(
         id,

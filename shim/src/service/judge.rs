@@ -23,8 +23,6 @@ const TERMINATION_MESSAGE_MAX: usize = 4000;
 const DEFAULT_TERMINATION_PATH: &str = "/dev/termination-log";
 /// The kubelet's annotation naming the container's termination message path, when passed on.
 const TERMINATION_PATH_ANNOTATION: &str = "io.kubernetes.container.terminationMessagePath";
-const CONTAINER_NAME: &str = "io.kubernetes.cri.container-name";
-const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
 
 /// Rule names of the compromise policy's own events.
 pub const RULE_COMPROMISED: &str = "container-compromised";
@@ -92,6 +90,11 @@ impl Judge {
             return Ok(None);
         }
         let w = crate::policy::workload_of(spec);
+        let name = if w.container_name.is_empty() {
+            id.to_string()
+        } else {
+            w.container_name.clone()
+        };
         let workload = Workload {
             namespace: w.namespace,
             pod: w.pod_name,
@@ -99,9 +102,11 @@ impl Judge {
             container_id: id.to_string(),
             image: w.image,
         };
-        let name = ann[CONTAINER_NAME].as_str().unwrap_or(id).to_string();
         let judged = Judged {
-            sandbox: ann[SANDBOX_ID].as_str().unwrap_or_default().to_string(),
+            sandbox: ann[crate::shim::SANDBOX_ID_ANNOTATION]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
             termination_log: termination_log(spec),
             tracker: Tracker::new(settings.clone()),
             audit: config.audit(),
@@ -110,7 +115,8 @@ impl Judge {
             verdict: None,
             name,
         };
-        let admission = lock(&self.history).admit(&judged.name, &settings, Instant::now());
+        let admission =
+            crate::report::lock(&self.history).admit(&judged.name, &settings, Instant::now());
         let refuse = |rule: &str, severity: u8, message: String, previous: &Verdict| {
             reporter.report(judged.event(rule, severity, Action::Block, &message, previous));
             Err(ShimError::Compromised {
@@ -334,7 +340,7 @@ async fn carry_out(
             if !running {
                 return;
             }
-            let count = lock(history).killed(&j.name, &verdict, Instant::now());
+            let count = crate::report::lock(history).killed(&j.name, &verdict, Instant::now());
             let msg = format!(
                 "container {} judged compromised ({}): killed, exit code {COMPROMISED_EXIT_CODE}; compromise {count} in this pod",
                 j.name, verdict.reason
@@ -397,13 +403,6 @@ fn write_termination_message(path: &Path, message: &str, verdict: &Verdict) {
     }
     if let Err(e) = std::fs::write(path, text) {
         tracing::warn!(path = %path.display(), "termination message: {e}");
-    }
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
     }
 }
 
