@@ -23,53 +23,8 @@ GATE_PORT=${GATE_PORT:-18181}
 NGINX_PORT=${NGINX_PORT:-18182}
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-root=$(cd "$(dirname "$0")/.." && pwd)
-target=${CARGO_TARGET_DIR:-$root/target}
-(cd "$root" && cargo build --release -q -p palisade-gate --example gate-bench) >&2
-bin=$target/release/examples/gate-bench
-
-tmp=$(mktemp -d /tmp/palisade-gate-bench.XXXXXX)
-pids=()
-cleanup() {
-    local p
-    for p in "${pids[@]}"; do
-        kill -TERM "$p" 2>/dev/null || true
-    done
-    for p in "${pids[@]}"; do
-        wait "$p" 2>/dev/null || true
-    done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# wait_ready <pid> <file>: until <file> has a line starting with "ready", or the process exits.
-wait_ready() {
-    local i
-    for i in $(seq 1 600); do
-        if grep -q '^ready' "$2" 2>/dev/null; then return 0; fi
-        if ! kill -0 "$1" 2>/dev/null; then
-            echo "process $1 exited before it was ready:" >&2
-            cat "$2" "$2.err" >&2 2>/dev/null || true
-            return 1
-        fi
-        sleep 0.1
-    done
-    echo "process $1 not ready after 60 s" >&2
-    return 1
-}
-
-# wait_port <pid> <port>: until something accepts on 127.0.0.1:<port>.
-wait_port() {
-    local i
-    for i in $(seq 1 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; then return 0; fi
-        kill -0 "$1" 2>/dev/null || { echo "process $1 exited" >&2; return 1; }
-        sleep 0.1
-    done
-    echo "nothing listens on $2 after 10 s" >&2
-    return 1
-}
+# shellcheck source=gate/bench-lib.sh
+. "$(dirname "$0")/bench-lib.sh"
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
@@ -82,34 +37,9 @@ gate_pid=$!
 pids+=("$gate_pid")
 wait_ready "$gate_pid" "$tmp/gate.out"
 
-mkdir -p "$tmp/nginx/logs"
-cat >"$tmp/nginx/nginx.conf" <<EOF
-daemon off;
-worker_processes 1;
-pid $tmp/nginx/nginx.pid;
-error_log $tmp/nginx/logs/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path $tmp/nginx/body;
-    proxy_temp_path $tmp/nginx/proxy;
-    fastcgi_temp_path $tmp/nginx/fastcgi;
-    uwsgi_temp_path $tmp/nginx/uwsgi;
-    scgi_temp_path $tmp/nginx/scgi;
-    upstream service { server 127.0.0.1:$UP_PORT; keepalive 64; }
-    server {
-        listen 127.0.0.1:$NGINX_PORT;
-        location / {
-            proxy_pass http://service;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-}
-EOF
+nginx_conf
 nginx -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" -e "$tmp/nginx/logs/error.log" \
-    >"$tmp/nginx/out" 2>&1 &
+    -g 'daemon off;' >"$tmp/nginx/out" 2>&1 &
 pids+=($!)
 wait_port "${pids[-1]}" "$NGINX_PORT"
 

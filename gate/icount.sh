@@ -26,56 +26,11 @@ GATE_PORT=${GATE_PORT:-18191}
 NGINX_PORT=${NGINX_PORT:-18192}
 TARGETS=${TARGETS:-gate nginx}
 
-root=$(cd "$(dirname "$0")/.." && pwd)
-target=${CARGO_TARGET_DIR:-$root/target}
-# BIN names a gate-bench built otherwise (say with symbols, for callgrind_annotate).
-if [ -z "${BIN:-}" ]; then
-    (cd "$root" && cargo build --release -q -p palisade-gate --example gate-bench) >&2
-fi
-bin=${BIN:-$target/release/examples/gate-bench}
-
-tmp=$(mktemp -d /tmp/palisade-gate-icount.XXXXXX)
-pids=()
-cleanup() {
-    local p
-    for p in "${pids[@]}"; do
-        kill -TERM "$p" 2>/dev/null || true
-    done
-    for p in "${pids[@]}"; do
-        wait "$p" 2>/dev/null || true
-    done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# wait_ready <pid> <file>: until <file> has a line starting with "ready", or the process exits.
-wait_ready() {
-    local i
-    for i in $(seq 1 1800); do
-        if grep -q '^ready' "$2" 2>/dev/null; then return 0; fi
-        if ! kill -0 "$1" 2>/dev/null; then
-            echo "process $1 exited before it was ready:" >&2
-            cat "$2" "$2.err" >&2 2>/dev/null || true
-            return 1
-        fi
-        sleep 0.1
-    done
-    echo "process $1 not ready after 180 s" >&2
-    return 1
-}
-
-# wait_port <pid> <port>: until something accepts on 127.0.0.1:<port>.
-wait_port() {
-    local i
-    for i in $(seq 1 600); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; then return 0; fi
-        kill -0 "$1" 2>/dev/null || { echo "process $1 exited" >&2; return 1; }
-        sleep 0.1
-    done
-    echo "nothing listens on $2 after 60 s" >&2
-    return 1
-}
+# callgrind starts processes about 50 times slower.
+READY_SECS=180
+PORT_SECS=60
+# shellcheck source=gate/bench-lib.sh
+. "$(dirname "$0")/bench-lib.sh"
 
 drive() { "$bin" drive "127.0.0.1:$1" "$CONNS" "$2" >/dev/null; }
 
@@ -83,34 +38,6 @@ drive() { "$bin" drive "127.0.0.1:$1" "$CONNS" "$2" >/dev/null; }
 stop() {
     kill -TERM "$1" 2>/dev/null || true
     wait "$1" 2>/dev/null || true
-}
-
-nginx_conf() {
-    mkdir -p "$tmp/nginx/logs"
-    cat >"$tmp/nginx/nginx.conf" <<EOF
-worker_processes 1;
-pid $tmp/nginx/nginx.pid;
-error_log $tmp/nginx/logs/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path $tmp/nginx/body;
-    proxy_temp_path $tmp/nginx/proxy;
-    fastcgi_temp_path $tmp/nginx/fastcgi;
-    uwsgi_temp_path $tmp/nginx/uwsgi;
-    scgi_temp_path $tmp/nginx/scgi;
-    upstream service { server 127.0.0.1:$UP_PORT; keepalive 64; }
-    server {
-        listen 127.0.0.1:$NGINX_PORT;
-        location / {
-            proxy_pass http://service;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-}
-EOF
 }
 
 # start <target> [wrapper...]: starts the gate or nginx (master process off, so that the one
