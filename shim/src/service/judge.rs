@@ -201,6 +201,12 @@ impl Judge {
 }
 
 impl Judged {
+    /// Whether the gate of pod sandbox `sandbox`, aimed at container `only` (every container
+    /// of the pod when `None`), fronts this container: its evidence counts against it.
+    fn fronted_by(&self, sandbox: &str, only: Option<&str>) -> bool {
+        self.sandbox == sandbox && only.is_none_or(|name| name == self.name)
+    }
+
     fn event(
         &self,
         rule: &str,
@@ -267,7 +273,7 @@ async fn observe(table: &Mutex<Table>, e: &Event) -> Vec<(String, Verdict)> {
         let Some(j) = c.judge.as_mut() else { continue };
         let evidence_of = match &gate_for {
             None => id == target,
-            Some(only) => j.sandbox == target && only.as_ref().is_none_or(|name| *name == j.name),
+            Some(only) => j.fronted_by(target, only.as_deref()),
         };
         if evidence_of {
             if let Some(v) = j.tracker.observe(e, now) {
@@ -296,7 +302,7 @@ async fn poll_gates(table: &Mutex<Table>) -> Vec<(String, Verdict)> {
     for (sandbox, only, violations, peers) in gates {
         for (id, c) in t.containers.iter_mut() {
             let Some(j) = c.judge.as_mut() else { continue };
-            if j.sandbox != sandbox || only.as_ref().is_some_and(|name| *name != j.name) {
+            if !j.fronted_by(&sandbox, only.as_deref()) {
                 continue;
             }
             if let Some(v) = j.tracker.observe_gate(violations, peers, now) {
