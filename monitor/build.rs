@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use libbpf_cargo::SkeletonBuilder;
 
-const PROGRAMS: &[&str] = &["monitor", "probe"];
+const PROGRAMS: &[&str] = &["monitor", "probe", "floor"];
 
 fn main() -> Result<()> {
     let out = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);

@@ -4,6 +4,10 @@ mod monitor_skel {
     #![allow(clippy::all, clippy::unwrap_used, clippy::expect_used, warnings)]
     include!(concat!(env!("OUT_DIR"), "/monitor.skel.rs"));
 }
+mod floor_skel {
+    #![allow(clippy::all, clippy::unwrap_used, clippy::expect_used, warnings)]
+    include!(concat!(env!("OUT_DIR"), "/floor.skel.rs"));
+}
 mod probe_skel {
     #![allow(clippy::all, clippy::unwrap_used, clippy::expect_used, warnings)]
     include!(concat!(env!("OUT_DIR"), "/probe.skel.rs"));
@@ -12,6 +16,7 @@ mod probe_skel {
 mod cgroup;
 mod detect;
 mod event;
+mod floor;
 mod monitor;
 mod pins;
 mod raw;
@@ -24,6 +29,7 @@ pub use cgroup::{
 };
 pub use detect::MINER_PORTS;
 pub use event::{EventKind, Finding, MonitorEvent, ProcessInfo, Syscall, WATCHED_SYSCALLS};
+pub use floor::HookFloor;
 pub use monitor::{
     cleanup_stale, EventSink, Features, MonitorConfig, MonitorError, NodeMonitor, Watch, WatchStats,
 };

@@ -231,7 +231,7 @@ pub(crate) fn ensure_tracefs(mount: bool) -> Result<(), PinError> {
     Ok(())
 }
 
-fn tracepoint_exists(event: &str) -> bool {
+pub(crate) fn tracepoint_exists(event: &str) -> bool {
     [
         "/sys/kernel/tracing/events",
         "/sys/kernel/debug/tracing/events",
@@ -377,7 +377,7 @@ pub(crate) fn lock_root(root: &Path) -> Result<RootLock, PinError> {
     Ok(RootLock { _fd: fd })
 }
 
-fn load_err(what: impl Into<String>) -> impl FnOnce(libbpf_rs::Error) -> PinError {
+pub(crate) fn load_err(what: impl Into<String>) -> impl FnOnce(libbpf_rs::Error) -> PinError {
     let what = what.into();
     move |source| PinError::Load { what, source }
 }

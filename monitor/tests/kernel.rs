@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use palisade_events::Action as EventAction;
 use palisade_monitor::{
     cgroup_id_of_dir, cleanup_stale, unified_mount, ConnectRule, ContainerRef, ContainerRules,
-    Enforcer, EventKind, ExecRule, MonitorConfig, MonitorEvent, NodeMonitor, SockClass, SockRule,
-    SyscallHook,
+    Enforcer, EventKind, ExecRule, HookFloor, MonitorConfig, MonitorEvent, NodeMonitor, SockClass,
+    SockRule, SyscallHook,
 };
 
 /// A cgroup of the unified hierarchy for one test; removed (after killing what is left in it)
@@ -1421,4 +1421,34 @@ fn socket_rules_listing_too_many_binaries_refuse_the_watch() {
     // Nothing was registered: the same cgroup can be watched again.
     let again = monitor.watch(cg.container("sock-many"), ContainerRules::default());
     assert!(again.is_ok(), "{:?}", again.err());
+}
+
+/// Ids of the loaded programs named `name`.
+fn programs_named(name: &str) -> Vec<u32> {
+    libbpf_rs::query::ProgInfoIter::default()
+        .filter(|p| p.name.to_str() == Some(name))
+        .map(|p| p.id)
+        .collect()
+}
+
+#[test]
+fn the_hook_floor_attaches_empty_programs_and_drops_them() {
+    for (hook, name) in [
+        (SyscallHook::ExitTracepoints, "floor_sys_exit"),
+        // the kernel keeps 15 bytes of a program's name
+        (SyscallHook::RawSysExit, "floor_sys_exit_"),
+    ] {
+        let floor = HookFloor::attach(hook).unwrap();
+        let ids = programs_named(name);
+        assert_eq!(ids.len(), 1, "{name}: {ids:?}");
+        drop(floor);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while prog_loaded(ids[0]) {
+            assert!(
+                Instant::now() < deadline,
+                "{name} still loaded 10 s after the drop"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use palisade_monitor::{
-    cgroup_id_of_dir, unified_mount, ContainerRef, ContainerRules, MonitorConfig, NodeMonitor,
+    cgroup_id_of_dir, unified_mount, ContainerRef, ContainerRules, HookFloor, MonitorConfig,
+    NodeMonitor, SyscallHook,
 };
 
 const USAGE: &str = "usage: palisade-monitor hold <pin-root> [raw] | cleanup <pin-root> | \
@@ -234,9 +235,12 @@ fn bench(n: u32, rounds: u32) -> Result<()> {
         ("connect", n),
         ("getppid", n * 50),
     ];
-    // (mode, watch the measured cgroup, other cgroups watched, raw sys_exit variant)
-    let modes: [(&str, bool, usize, bool); 6] = [
+    // (mode, watch the measured cgroup, other cgroups watched, raw sys_exit variant); the two
+    // "empty" modes are the floor: empty programs on the same hooks, no monitor.
+    let modes: [(&str, bool, usize, bool); 8] = [
         ("no monitor", false, 0, false),
+        ("empty programs", false, 0, false),
+        ("empty raw exit", false, 0, true),
         ("monitor, not watched", false, 20, false),
         ("monitor, 1 watched", true, 0, false),
         ("monitor, 20 watched", true, 19, false),
@@ -258,6 +262,17 @@ fn bench(n: u32, rounds: u32) -> Result<()> {
             };
             if m == 0 {
                 run_loops(&mut samples[m])?;
+                continue;
+            }
+            if m <= 2 {
+                let hook = if raw_sys_exit {
+                    SyscallHook::RawSysExit
+                } else {
+                    SyscallHook::ExitTracepoints
+                };
+                let floor = HookFloor::attach(hook)?;
+                run_loops(&mut samples[m])?;
+                drop(floor);
                 continue;
             }
             let (tx, rx) = sync_channel(1 << 16);

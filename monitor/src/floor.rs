@@ -1,0 +1,57 @@
+//! Empty programs on the monitor's syscall hooks, to measure what the kernel itself charges
+//! for such a hook (the floor under the monitor's cost), beside the monitor in the same run.
+
+use std::mem::MaybeUninit;
+
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::Link;
+use tracing::warn;
+
+use crate::floor_skel::FloorSkelBuilder;
+use crate::pins::{load_err, tracepoint_exists, PinError, SyscallHook};
+
+/// Empty programs attached where the monitor's syscall program would be, for as long as this
+/// value lives. Nothing is pinned: dropping it detaches them.
+pub struct HookFloor {
+    _links: Vec<Link>,
+}
+
+impl HookFloor {
+    /// Attaches an empty program to every watched syscall's exit tracepoint
+    /// ([`SyscallHook::ExitTracepoints`]) or to the raw `sys_exit` tracepoint
+    /// ([`SyscallHook::RawSysExit`]).
+    pub fn attach(hook: SyscallHook) -> Result<Self, PinError> {
+        let mut storage = MaybeUninit::uninit();
+        let mut open = FloorSkelBuilder::default()
+            .open(&mut storage)
+            .map_err(load_err("open floor programs"))?;
+        let raw = hook == SyscallHook::RawSysExit;
+        open.progs.floor_sys_exit.set_autoload(!raw);
+        open.progs.floor_sys_exit_raw.set_autoload(raw);
+        let skel = open.load().map_err(load_err("load floor programs"))?;
+        let mut links = Vec::new();
+        if raw {
+            links.push(
+                skel.progs
+                    .floor_sys_exit_raw
+                    .attach()
+                    .map_err(load_err("attach floor_sys_exit_raw"))?,
+            );
+        } else {
+            for sys in crate::event::WATCHED_SYSCALLS {
+                let event = format!("sys_exit_{sys}");
+                if !tracepoint_exists(&format!("syscalls/{event}")) {
+                    warn!(tracepoint = %event, "tracepoint missing on this kernel, not attached");
+                    continue;
+                }
+                links.push(
+                    skel.progs
+                        .floor_sys_exit
+                        .attach_tracepoint(libbpf_rs::TracepointCategory::Syscalls, &event)
+                        .map_err(load_err(format!("attach floor_sys_exit to {event}")))?,
+                );
+            }
+        }
+        Ok(HookFloor { _links: links })
+    }
+}
