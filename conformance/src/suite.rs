@@ -45,6 +45,42 @@ pub struct Check {
     pub name: &'static str,
     pub timeout: Duration,
     pub run: for<'a> fn(&'a Ctx) -> CheckFuture<'a>,
+    /// Why this containerd release (major, minor) cannot run the check at all, for any
+    /// handler; such a check is listed as not run and counted neither way.
+    pub unsupported: fn((u32, u32)) -> Option<&'static str>,
+}
+
+impl Check {
+    /// The same check, not run on the containerd releases `unsupported` names.
+    pub fn unsupported_on(self, unsupported: fn((u32, u32)) -> Option<&'static str>) -> Self {
+        Check {
+            unsupported,
+            ..self
+        }
+    }
+}
+
+/// Major and minor release of the containerd behind `cri`, from the CRI Version call
+/// (`v1.6.20`, `1.7.24~ds1`, `2.1.9+unknown`).
+pub async fn containerd_release(cri: &Cri) -> Result<(u32, u32)> {
+    let v = cri
+        .rt
+        .clone()
+        .version(k8s_cri::v1::VersionRequest {
+            version: "v1".into(),
+        })
+        .await
+        .context("cri version")?
+        .into_inner();
+    parse_release(&v.runtime_version)
+        .with_context(|| format!("runtime version {:?}", v.runtime_version))
+}
+
+fn parse_release(v: &str) -> Option<(u32, u32)> {
+    let mut parts = v.trim_start_matches('v').split(['.', '~', '+', '-']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
 }
 
 /// Builds a [`Check`] from an `async fn(&Ctx) -> Result<()>`.
@@ -55,6 +91,7 @@ macro_rules! check {
             name: $name,
             timeout: ::std::time::Duration::from_secs($secs),
             run: |ctx| Box::pin($f(ctx)),
+            unsupported: |_| None,
         }
     };
 }
@@ -244,11 +281,22 @@ pub const SMOKE: &str = "pod_sandbox_lifecycle";
 /// Runs the checks for each handler in turn and returns the report.
 pub async fn run(settings: &Settings, checks: &[Check]) -> Result<Report> {
     let cri = Cri::connect(&settings.cri_socket).await?;
+    let release = containerd_release(&cri).await?;
     let selected: Vec<&Check> = checks
         .iter()
         .filter(|c| {
             settings.filter.is_empty()
                 || settings.filter.iter().any(|f| c.name.contains(f.as_str()))
+        })
+        .filter(|c| match (c.unsupported)(release) {
+            Some(why) => {
+                eprintln!(
+                    "{}: not run on containerd {}.{}: {why}",
+                    c.name, release.0, release.1
+                );
+                false
+            }
+            None => true,
         })
         .collect();
     let run_tag = format!(
@@ -356,6 +404,15 @@ pub fn ensure(cond: bool, what: impl FnOnce() -> String) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn containerd_release_from_the_cri_version_strings() {
+        assert_eq!(parse_release("v1.6.20"), Some((1, 6)));
+        assert_eq!(parse_release("1.7.24~ds1"), Some((1, 7)));
+        assert_eq!(parse_release("2.1.9+unknown"), Some((2, 1)));
+        assert_eq!(parse_release("2"), None);
+        assert_eq!(parse_release("containerd"), None);
+    }
 
     #[test]
     fn report_counts_and_closing_line() {

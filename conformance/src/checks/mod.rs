@@ -44,6 +44,8 @@ pub fn all() -> Vec<Check> {
         check!("update_resources", 60, resources::update_resources),
         check!("container_stats", 60, resources::container_stats),
         check!("host_namespaces", 60, namespaces::host_namespaces),
+        check!("user_namespace", 60, namespaces::user_namespace)
+            .unsupported_on(namespaces::user_namespace_unsupported),
         check!("containerd_restart", 120, reliability::containerd_restart),
         check!("shim_killed", 90, reliability::shim_killed),
         check!("pod_churn", 240, reliability::pod_churn),
