@@ -32,6 +32,12 @@ pub enum ShimError {
     Runc(#[from] RuncError),
     #[error(transparent)]
     Stdio(#[from] StdioError),
+    #[error("container {container}: idmapped rootfs: {source}")]
+    Idmap {
+        container: String,
+        #[source]
+        source: crate::idmap::IdmapError,
+    },
     #[error("container {container}: mount rootfs: {source}")]
     Mount {
         container: String,
@@ -100,6 +106,11 @@ impl ShimError {
             | ShimError::Unenforced { .. }
             | ShimError::Compromised { .. } => Code::FAILED_PRECONDITION,
             ShimError::CompromisePolicy(_) => Code::INVALID_ARGUMENT,
+            ShimError::Idmap {
+                source: crate::idmap::IdmapError::Option { .. },
+                ..
+            } => Code::INVALID_ARGUMENT,
+            ShimError::Idmap { .. } => Code::INTERNAL,
             ShimError::Unsupported(_) => Code::UNIMPLEMENTED,
             ShimError::Runc(RuncError::NotFound { .. }) => Code::NOT_FOUND,
             ShimError::Runc(_)

@@ -5,6 +5,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod gate;
+pub mod idmap;
 pub mod labels;
 pub mod logging;
 pub mod monitoring;

@@ -30,6 +30,7 @@ use crate::config::{Config, RuntimeOptions};
 use crate::error::ShimError;
 use crate::events::EventSender;
 use crate::gate::RunningGate;
+use crate::idmap::IdmappedOverlay;
 use crate::runc::{ContainerRuntime, LaunchOpts, Runc};
 use crate::stats::Cgroups;
 use crate::stdio::{pid_file, PendingIo, ProcessIo, StdioPaths};
@@ -598,21 +599,26 @@ impl TaskService {
         std::fs::create_dir_all(&target)
             .map_err(ShimError::io(format!("container {id}: create rootfs dir")))?;
         for m in &req.rootfs {
-            if let Some(opt) = m.options.iter().find(|o| is_idmap_option(o)) {
-                return Err(ShimError::InvalidArgument {
-                    what: format!("container {id}: rootfs {} mount option {opt}", m.type_),
-                    reason: "idmapped root filesystems (user-namespaced pods on containerd 2.x) \
-                             are not supported by palisade yet; run the pod with hostUsers: \
-                             true, or on containerd 1.7"
-                        .to_string(),
-                });
-            }
-            if let Err(source) = containerd_shim::util::mount_rootfs(m, &target).await {
+            let idmap = |source| ShimError::Idmap {
+                container: id.to_string(),
+                source,
+            };
+            // containerd 2.x asks for an idmapped root filesystem for user-namespaced pods
+            let mounted = match IdmappedOverlay::parse(m).map_err(idmap)? {
+                Some(overlay) => overlay
+                    .mount(m, &bundle.join("idmapped"), &target)
+                    .await
+                    .map_err(idmap),
+                None => containerd_shim::util::mount_rootfs(m, &target)
+                    .await
+                    .map_err(|source| ShimError::Mount {
+                        container: id.to_string(),
+                        source,
+                    }),
+            };
+            if let Err(e) = mounted {
                 unmount(&target);
-                return Err(ShimError::Mount {
-                    container: id.to_string(),
-                    source,
-                });
+                return Err(e);
             }
         }
         Ok(Some(target))
@@ -1670,12 +1676,6 @@ fn delete_response(pid: i32, exit: Exit) -> DeleteResponse {
     }
 }
 
-/// The mount options containerd 2.x adds to a root filesystem it wants idmapped
-/// (`uidmap=0:327680:65536`, `gidmap=...`), which a plain mount(2) refuses with EINVAL.
-fn is_idmap_option(option: &str) -> bool {
-    option.starts_with("uidmap=") || option.starts_with("gidmap=")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1692,14 +1692,6 @@ mod tests {
             Err("must be a JSON object".into())
         );
         assert!(check_json_object(b"{", &[]).unwrap_err().contains("EOF"));
-    }
-
-    #[test]
-    fn idmap_options_of_containerd_2_are_recognised() {
-        assert!(is_idmap_option("uidmap=0:327680:65536"));
-        assert!(is_idmap_option("gidmap=0:327680:65536"));
-        assert!(!is_idmap_option("lowerdir=/a:/b"));
-        assert!(!is_idmap_option("index=off"));
     }
 
     #[test]

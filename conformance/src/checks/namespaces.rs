@@ -65,16 +65,17 @@ pub async fn host_namespaces(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-/// containerd 1.6's CRI has no user namespaces (it ignores the request), and 2.x maps the
-/// root filesystem with idmapped mounts, which need runc 1.2 (Debian 12 has 1.1) and which
-/// palisade's shim does not set up yet (docs/install.md, "containerd versions").
+/// containerd 1.6's CRI has no user namespaces (it ignores the request). containerd 2.x
+/// idmaps the pod's mounts: its runc shim needs runc 1.2 for that (Debian 12 has 1.1), and for
+/// any other runtime it reads the runtime's options as runc's and refuses the container
+/// before the shim is asked (docs/hardening.md, "Pods with a user namespace").
 pub fn user_namespace_unsupported(release: (u32, u32)) -> Option<&'static str> {
     match release {
         (1, 7) => None,
         (1, _) => Some("its CRI has no user namespaces before 1.7"),
         _ => Some(
-            "user-namespaced pods need idmapped mounts from runc 1.2 or later and from the \
-             palisade shim (not implemented)",
+            "containerd 2.x idmaps the pod's mounts, which needs runc 1.2 or later in its runc \
+             shim, and refuses other runtimes' options for it",
         ),
     }
 }
