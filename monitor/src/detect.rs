@@ -298,6 +298,7 @@ fn builtins(
             path,
             flags,
             result,
+            secret,
         } => {
             if *result == -EACCES || *result == -EPERM {
                 out.push(builtin(
@@ -315,7 +316,12 @@ fn builtins(
                         format!("{path} opened for writing"),
                     ));
                 }
-                if TOKEN_DIRS.iter().any(|d| path.starts_with(d)) && path.ends_with("token") {
+                // the kernel's mount test catches every spelling of the path; the prefix only
+                // serves when the container's secret mounts were not given
+                let token_file = std::path::Path::new(path.as_str())
+                    .file_name()
+                    .is_some_and(|n| n == "token");
+                if token_file && (*secret || TOKEN_DIRS.iter().any(|d| path.starts_with(d))) {
                     out.push(builtin(
                         "service-account-token-read",
                         6,
@@ -577,6 +583,7 @@ mod tests {
             path: path.into(),
             flags: 0,
             result: 3,
+            secret: false,
         };
         let f = findings(&s, &mut st, &p, &exec("/usr/bin/apt"), now);
         assert_eq!(names(&f), ["apt"]);
@@ -646,6 +653,13 @@ mod tests {
             path: path.into(),
             flags,
             result,
+            secret: false,
+        };
+        let secret_open = |path: &str| EventKind::Open {
+            path: path.into(),
+            flags: 0,
+            result: 3,
+            secret: true,
         };
         assert_eq!(
             names(&findings(
@@ -668,6 +682,25 @@ mod tests {
                 now
             )),
             ["service-account-token-read"]
+        );
+        // spelled so that no prefix matches: the kernel's mount test decides
+        for path in [
+            "token",
+            "/var//run/secrets/kubernetes.io/serviceaccount/..data/token",
+        ] {
+            assert_eq!(
+                names(&findings(&s, &mut st, &p, &secret_open(path), now)),
+                ["service-account-token-read"],
+                "{path}"
+            );
+            assert!(
+                findings(&s, &mut st, &p, &open(path, 0, 3), now).is_empty(),
+                "{path} off a secret mount"
+            );
+        }
+        assert!(
+            findings(&s, &mut st, &p, &secret_open("ca.crt"), now).is_empty(),
+            "another file of the token volume"
         );
         assert_eq!(
             names(&findings(&s, &mut st, &p, &open("/root/x", 0, -13), now)),

@@ -120,6 +120,9 @@ pub enum EventKind {
         path: String,
         flags: u64,
         result: i64,
+        /// The file opened is on one of the container's secret mounts (decided in the kernel
+        /// on the mount, not on the path).
+        secret: bool,
     },
     Connect {
         addr: Option<SocketAddr>,
@@ -289,11 +292,13 @@ impl MonitorEvent {
                 path,
                 flags,
                 result,
+                secret,
             } => {
                 event = event
                     .with_evidence("path", path.as_str())
                     .with_evidence("flags", *flags)
                     .with_evidence("result", *result)
+                    .with_evidence("secret_mount", *secret)
                     .with_evidence("denied", *result == -EACCES || *result == -EPERM);
             }
             EventKind::Connect { addr, result }

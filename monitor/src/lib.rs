@@ -36,7 +36,7 @@ pub use monitor::{
 pub use pins::{PinError, SyscallHook};
 pub use rules::{
     AuditOn, AuditRule, AuditTarget, ConnectRule, ContainerRef, ContainerRules, Enforcer, ExecRule,
-    RuleEnforcement, RuleError, SockClass, SockRule, MAX_SOCK_SOURCES,
+    RuleEnforcement, RuleError, SockClass, SockRule, MAX_SECRET_MOUNTS, MAX_SOCK_SOURCES,
 };
 
 /// Sends libbpf's own messages (verifier logs, probe failures) to `tracing` under the target

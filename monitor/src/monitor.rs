@@ -582,6 +582,7 @@ impl NodeMonitor {
             pad: 0,
             events: 0,
             drops: 0,
+            secrets: secret_mounts(&name, &rules.secret_mounts),
         };
         let sources = rules
             .deny_connect
@@ -996,6 +997,37 @@ fn exe_id(pid: u32) -> Option<(u32, u64)> {
     Some((crate::rules::kernel_dev(meta.dev()), meta.ino()))
 }
 
+/// The kernel's table of a container's secret mounts: the device and inode of each mounted
+/// directory. One that cannot be read is left out, with a warning: its reads then go
+/// unreported, the container still runs.
+fn secret_mounts(
+    container: &str,
+    dirs: &[PathBuf],
+) -> [types::secret_mount; crate::rules::MAX_SECRET_MOUNTS] {
+    use std::os::unix::fs::MetadataExt;
+    let mut table = [types::secret_mount::default(); crate::rules::MAX_SECRET_MOUNTS];
+    if dirs.len() > table.len() {
+        warn!(
+            container,
+            count = dirs.len(),
+            "more secret mounts than the monitor tells apart, only the first {} are watched",
+            table.len()
+        );
+    }
+    for (slot, dir) in table.iter_mut().zip(dirs) {
+        match std::fs::metadata(dir) {
+            Ok(meta) => {
+                slot.dev = crate::rules::kernel_dev(meta.dev());
+                slot.ino = meta.ino();
+            }
+            Err(e) => {
+                warn!(container, dir = %dir.display(), error = %e, "secret mount not watched")
+            }
+        }
+    }
+    table
+}
+
 fn syscall_kind(e: &types::syscall_event) -> EventKind {
     let addr = || -> Option<SocketAddr> { parse_sockaddr(&e.addr, e.addr_len as usize) };
     let result = e.ret;
@@ -1010,6 +1042,7 @@ fn syscall_kind(e: &types::syscall_event) -> EventKind {
             path: cstr(&e.path),
             flags: a[2],
             result,
+            secret: e.flags & raw::SE_SECRET != 0,
         },
         2 => EventKind::Connect {
             addr: addr(),

@@ -32,6 +32,8 @@ pub(crate) const EV_SOCK: u32 = 5;
 
 /// container_info.flags (events.h).
 pub(crate) const CF_ALL_OPENS: u32 = 1;
+/// syscall_event.flags (events.h).
+pub(crate) const SE_SECRET: u32 = 1;
 /// exec_event.flags (events.h).
 pub(crate) const EXEC_KILLED: u32 = 1;
 pub(crate) const EXEC_REFUSED: u32 = 4;
@@ -86,7 +88,7 @@ mod tests {
         assert_eq!(size_of::<types::fork_event>(), 72);
         assert_eq!(size_of::<types::syscall_event>(), 64 + 16 + 48 + 32 + 256);
         assert_eq!(offset_of!(types::syscall_event, path), 64 + 16 + 48 + 32);
-        assert_eq!(size_of::<types::container_info>(), 32);
+        assert_eq!(size_of::<types::container_info>(), 32 + 4 * 16);
         assert_eq!(size_of::<types::exec_key>(), 16);
         assert_eq!(size_of::<types::net_key>(), 28);
         assert_eq!(size_of::<types::deny_value>(), 24);

@@ -187,7 +187,14 @@ pub struct ContainerRules {
     /// Destinations contacted during this window after registration are learned; later new
     /// ones are reported. `None` disables the detection.
     pub learning_window: Option<Duration>,
+    /// Directories mounted into the container whose files are secrets (service account token
+    /// volumes), as host paths: an open of any file on such a mount is reported, whatever path
+    /// the process spelled. At most [`MAX_SECRET_MOUNTS`].
+    pub secret_mounts: Vec<PathBuf>,
 }
+
+/// How many secret mounts the kernel tells apart per container (events.h).
+pub const MAX_SECRET_MOUNTS: usize = 4;
 
 impl Default for ContainerRules {
     fn default() -> Self {
@@ -199,6 +206,7 @@ impl Default for ContainerRules {
             builtins: true,
             report_all_opens: false,
             learning_window: Some(Duration::from_secs(600)),
+            secret_mounts: Vec::new(),
         }
     }
 }

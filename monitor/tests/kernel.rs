@@ -407,6 +407,7 @@ fn check_attribution(raw: bool) {
         path,
         flags,
         result,
+        ..
     } = &ev.kind
     else {
         unreachable!()
@@ -1451,4 +1452,99 @@ fn the_hook_floor_attaches_empty_programs_and_drops_them() {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct TmpfsMount(PathBuf);
+
+impl TmpfsMount {
+    fn new(path: PathBuf) -> Self {
+        std::fs::create_dir_all(&path).unwrap();
+        let c = CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: valid NUL-terminated strings; a fresh tmpfs on a directory of our own.
+        let rc = unsafe {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                c.as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(rc, 0, "mount tmpfs on {}", path.display());
+        TmpfsMount(path)
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        let c = CString::new(self.0.to_str().unwrap()).unwrap();
+        // SAFETY: unmounting the tmpfs this value mounted.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+#[test]
+fn reads_on_a_secret_mount_are_reported_however_the_path_is_spelled() {
+    check_secret_reads(false);
+}
+
+#[test]
+fn reads_on_a_secret_mount_are_reported_however_the_path_is_spelled_with_raw_sys_exit() {
+    check_secret_reads(true);
+}
+
+fn check_secret_reads(raw: bool) {
+    let name = if raw { "secret-raw" } else { "secret" };
+    let root = PinRoot::new(name);
+    let cg = TestCgroup::new(name);
+    let tmp = tempfile::tempdir().unwrap();
+    let secrets = TmpfsMount::new(tmp.path().join("secrets"));
+    let plain = tmp.path().join("plain");
+    std::fs::create_dir(&plain).unwrap();
+    std::fs::write(secrets.0.join("token"), "t").unwrap();
+    std::fs::write(plain.join("token"), "p").unwrap();
+    let (tx, rx) = sync_channel(4096);
+    let monitor = NodeMonitor::open(
+        MonitorConfig {
+            raw_sys_exit: raw,
+            ..root.config()
+        },
+        tx,
+    )
+    .unwrap();
+    let _watch = monitor
+        .watch(
+            cg.container(name),
+            ContainerRules {
+                secret_mounts: vec![secrets.0.clone()],
+                ..ContainerRules::default()
+            },
+        )
+        .unwrap();
+    // relative to the mount, a lookalike off it, then a spelling no prefix test expects
+    let script = format!(
+        "cd {s} && cat token >/dev/null && cat ../plain/token >/dev/null && cat {t}/./secrets//token >/dev/null",
+        s = secrets.0.display(),
+        t = tmp.path().display()
+    );
+    let (_, st) = run(Some(&cg), None, &exec("/bin/sh", &["sh", "-c", &script]));
+    assert_eq!(exited(st), Some(0));
+    let is_open = |e: &MonitorEvent, want: &str| matches!(&e.kind, EventKind::Open { path, .. } if path == want);
+    let (first, _) = until(&rx, "relative secret read", |e| is_open(e, "token"));
+    let spelled = format!("{}/./secrets//token", tmp.path().display());
+    let (last, between) = until(&rx, "oddly spelled secret read", |e| is_open(e, &spelled));
+    for ev in [&first, &last] {
+        assert!(
+            matches!(ev.kind, EventKind::Open { secret: true, .. }),
+            "{:?}",
+            ev.kind
+        );
+        let rules: Vec<&str> = ev.findings.iter().map(|f| f.rule.as_str()).collect();
+        assert!(rules.contains(&"service-account-token-read"), "{rules:?}");
+    }
+    assert!(
+        !between.iter().any(|e| is_open(e, "../plain/token")),
+        "a read off the secret mount was reported: {between:#?}"
+    );
 }

@@ -168,6 +168,34 @@ pub fn rules_for(rootfs: &Path, m: &MonitorRules) -> (ContainerRules, Vec<String
     (rules, cannot)
 }
 
+/// Where Kubernetes mounts secrets in a container (the service account token volume, and
+/// secret volumes by convention).
+const SECRET_DIRS: [&str; 2] = ["/var/run/secrets", "/run/secrets"];
+
+/// The host directories bind-mounted at or below [`SECRET_DIRS`] in a container's spec: the
+/// monitor reports every open of a file on those mounts, however its path is spelled.
+pub fn secret_mounts(spec: &serde_json::Value) -> Vec<PathBuf> {
+    let Some(mounts) = spec["mounts"].as_array() else {
+        return Vec::new();
+    };
+    mounts
+        .iter()
+        .filter(|m| {
+            let dest = m["destination"].as_str().unwrap_or_default();
+            let dest = dest.trim_end_matches('/');
+            SECRET_DIRS.iter().any(|d| {
+                dest == *d
+                    || dest
+                        .strip_prefix(d)
+                        .is_some_and(|rest| rest.starts_with('/'))
+            })
+        })
+        .filter_map(|m| m["source"].as_str())
+        .filter(|s| Path::new(s).is_absolute())
+        .map(PathBuf::from)
+        .collect()
+}
+
 /// Whether the monitor reports what `r` audits (exec and open of files and directories,
 /// for every process); other Audit rules are only logged by the shim.
 pub fn audit_reported(r: &MonitorRule) -> bool {
@@ -333,6 +361,30 @@ mod tests {
     use super::*;
     use palisade_policy::Action;
     use palisade_sandbox::RuleKind;
+
+    #[test]
+    fn secret_mounts_are_the_binds_at_or_below_the_secret_dirs() {
+        let spec = serde_json::json!({"mounts": [
+            {"destination": "/var/run/secrets/kubernetes.io/serviceaccount",
+             "source": "/var/lib/kubelet/pods/p/volumes/kubernetes.io~projected/kube-api-access-x",
+             "type": "bind"},
+            {"destination": "/run/secrets/", "source": "/host/run-secrets", "type": "bind"},
+            {"destination": "/var/run/secretsx", "source": "/host/lookalike", "type": "bind"},
+            {"destination": "/etc/hosts", "source": "/host/hosts", "type": "bind"},
+            {"destination": "/run/secrets/tmp", "source": "tmpfs", "type": "tmpfs"},
+            {"destination": "/proc", "source": "proc", "type": "proc"}
+        ]});
+        assert_eq!(
+            secret_mounts(&spec),
+            [
+                PathBuf::from(
+                    "/var/lib/kubelet/pods/p/volumes/kubernetes.io~projected/kube-api-access-x"
+                ),
+                PathBuf::from("/host/run-secrets"),
+            ]
+        );
+        assert!(secret_mounts(&serde_json::json!({})).is_empty());
+    }
 
     fn rule(target: MonitorTarget, from: &[&str]) -> MonitorRule {
         MonitorRule {

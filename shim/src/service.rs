@@ -530,7 +530,8 @@ impl TaskService {
             Some(p) => bundle.join(p),
             None => bundle.join("rootfs"),
         };
-        let (rules, cannot) = crate::monitoring::rules_for(&rootfs, m);
+        let (mut rules, cannot) = crate::monitoring::rules_for(&rootfs, m);
+        rules.secret_mounts = crate::monitoring::secret_mounts(&hardened.spec);
         if !cannot.is_empty() && !hardened.degrade {
             return Err(ShimError::Unenforced {
                 container: id.into(),

@@ -80,7 +80,7 @@ pub async fn monitor_attribution(ctx: &Ctx) -> Result<Observed> {
             "sh",
             "-c",
             &format!(
-                "echo probe > /etc/palisade-monitor-probe && cat {TOKEN_DIR}/token >/dev/null && \
+                "echo probe > /etc/palisade-monitor-probe && (cd {TOKEN_DIR} && cat token >/dev/null) && \
                  (nc -l -p {MINER_PORT} </dev/null >/dev/null 2>&1 &) && sleep 0.3 && echo hi | nc -w 2 127.0.0.1 {MINER_PORT}"
             ),
         ],

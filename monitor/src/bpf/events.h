@@ -56,6 +56,15 @@ enum sys_kind {
 #define EXEC_REFUSED 4u
 
 /* Value of the `containers` map, keyed by the cgroup v2 id. */
+/* A mount whose files are secrets (a service account token volume): the device (kernel
+ * encoding) and inode of the directory mounted, i.e. of the mount's root. dev 0: unused. */
+#define MAX_SECRET_MOUNTS 4
+struct secret_mount {
+	__u32 dev;
+	__u32 pad;
+	__u64 ino;
+};
+
 struct container_info {
 	__u32 slot;
 	__u32 ring;
@@ -63,6 +72,7 @@ struct container_info {
 	__u32 pad;
 	__u64 events;
 	__u64 drops;
+	struct secret_mount secrets[MAX_SECRET_MOUNTS];
 };
 
 /* Key of `deny_exec`: the executable's inode and device (kernel encoding) per container. */
@@ -127,6 +137,9 @@ struct fork_event {
 	__u32 pad;
 };
 
+/* syscall_event.flags */
+#define SE_SECRET 1u /* an open that returned a file on one of the container's secret mounts */
+
 struct syscall_event {
 	struct event_header h;
 	__u32 sys;
@@ -134,7 +147,7 @@ struct syscall_event {
 	__s64 ret;
 	__u64 args[6];
 	__u8 addr[SOCKADDR_LEN];
-	__u32 pad;
+	__u32 flags;
 	char path[PATH_LEN];
 };
 

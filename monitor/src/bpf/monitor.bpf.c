@@ -411,27 +411,43 @@ static __always_inline void syscall_args(struct pt_regs *regs, __u64 *a)
 #error "syscall arguments are read from pt_regs on x86_64 and arm64 only"
 #endif
 
-static __always_inline bool has_prefix(const char *s, const char *prefix, int n)
+/* Whether file descriptor `fd` of the current process is a file on one of the container's
+ * secret mounts: the mount it was opened through has the root a secret mount names. Decided
+ * on the kernel's own objects, so no spelling of the path (`//`, `..`, relative to a
+ * directory, through /proc/self/root) escapes it. */
+static __always_inline bool on_secret_mount(struct container_info *ci, long fd)
 {
-	for (int i = 0; i < n; i++)
-		if (s[i] != prefix[i])
-			return false;
-	return true;
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = 0;
+	struct dentry *root;
+	__u32 dev;
+	__u64 ino;
+
+	if (fd < 0 || (__u64)fd >= BPF_CORE_READ(fdt, max_fds))
+		return false;
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
+		return false;
+	root = BPF_CORE_READ(f, f_path.mnt, mnt_root);
+	dev = BPF_CORE_READ(root, d_sb, s_dev);
+	ino = BPF_CORE_READ(root, d_inode, i_ino);
+	for (int i = 0; i < MAX_SECRET_MOUNTS; i++)
+		if (ci->secrets[i].dev && ci->secrets[i].dev == dev && ci->secrets[i].ino == ino)
+			return true;
+	return false;
 }
 
 /* Without CF_ALL_OPENS only the opens a detection can use are reported: writes, denials and
- * the Kubernetes secret mounts. */
-static __always_inline bool open_is_interesting(__u64 flags, __s64 ret, const char *path)
+ * reads of secrets. Decided before the path is read: a read of an ordinary file, the bulk of
+ * all opens, costs no copy from user memory. */
+static __always_inline bool open_is_interesting(__u64 flags, __s64 ret, bool secret)
 {
 	if (flags & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC))
 		return true;
 	if (ret == -EACCES || ret == -EPERM)
 		return true;
-	if (has_prefix(path, "/var/run/secrets/", 17))
-		return true;
-	if (has_prefix(path, "/run/secrets/", 13))
-		return true;
-	return false;
+	return secret;
 }
 
 static __always_inline void read_sockaddr(struct syscall_event *e, __u64 ptr, __u64 len)
@@ -454,16 +470,19 @@ static __always_inline int report_syscall(struct container_info *ci, __u64 cg, _
 	__u64 args[6];
 	__u32 zero = 0;
 	int alen = 0;
+	bool secret = false;
 
 	syscall_args(regs, args);
+	if (sys == SYS_OPENAT) {
+		secret = ret >= 0 && ci->secrets[0].dev && on_secret_mount(ci, ret);
+		if (!(ci->flags & CF_ALL_OPENS) && !open_is_interesting(args[2], ret, secret))
+			return 0;
+	}
 	if (sys == SYS_OPENAT || sys == SYS_MOUNT) {
 		pb = bpf_map_lookup_elem(&scratch, &zero);
 		if (!pb)
 			return 0;
 		bpf_probe_read_user_str(pb->s, sizeof(pb->s), (void *)args[1]);
-		if (sys == SYS_OPENAT && !(ci->flags & CF_ALL_OPENS) &&
-		    !open_is_interesting(args[2], ret, pb->s))
-			return 0;
 	}
 
 	e = reserve(ci, sizeof(*e), &rb);
@@ -473,7 +492,7 @@ static __always_inline int report_syscall(struct container_info *ci, __u64 cg, _
 	e->sys = sys;
 	e->ret = ret;
 	e->addr_len = 0;
-	e->pad = 0;
+	e->flags = secret ? SE_SECRET : 0;
 	for (int i = 0; i < 6; i++)
 		e->args[i] = args[i];
 	if (pb)

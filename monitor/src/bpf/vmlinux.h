@@ -107,9 +107,16 @@ struct inode {
 
 struct dentry {
 	struct qstr d_name;
+	struct inode *d_inode;
+	struct super_block *d_sb;
+};
+
+struct vfsmount {
+	struct dentry *mnt_root;
 };
 
 struct path {
+	struct vfsmount *mnt;
 	struct dentry *dentry;
 };
 
@@ -124,12 +131,22 @@ struct mm_struct {
 	struct file *exe_file;
 };
 
+struct fdtable {
+	unsigned int max_fds;
+	struct file **fd;
+};
+
+struct files_struct {
+	struct fdtable *fdt;
+};
+
 struct task_struct {
 	pid_t pid;
 	pid_t tgid;
 	int exit_code;
 	struct task_struct *real_parent;
 	struct mm_struct *mm;
+	struct files_struct *files;
 };
 
 struct linux_binprm {
