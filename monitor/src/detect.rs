@@ -299,6 +299,7 @@ fn builtins(
             flags,
             result,
             secret,
+            system_dir,
         } => {
             if *result == -EACCES || *result == -EPERM {
                 out.push(builtin(
@@ -308,7 +309,11 @@ fn builtins(
                     format!("open of {path} refused by the kernel ({})", -result),
                 ));
             } else if *result >= 0 {
-                if flags & O_WRITE_FLAGS != 0 && SYSTEM_DIRS.iter().any(|d| path.starts_with(d)) {
+                // the kernel judges files on the root filesystem by their parents; the
+                // prefix still catches files bind-mounted there (/etc/hosts)
+                if flags & O_WRITE_FLAGS != 0
+                    && (*system_dir || SYSTEM_DIRS.iter().any(|d| path.starts_with(d)))
+                {
                     out.push(builtin(
                         "write-below-system-dir",
                         6,
@@ -584,6 +589,7 @@ mod tests {
             flags: 0,
             result: 3,
             secret: false,
+            system_dir: false,
         };
         let f = findings(&s, &mut st, &p, &exec("/usr/bin/apt"), now);
         assert_eq!(names(&f), ["apt"]);
@@ -654,12 +660,14 @@ mod tests {
             flags,
             result,
             secret: false,
+            system_dir: false,
         };
         let secret_open = |path: &str| EventKind::Open {
             path: path.into(),
             flags: 0,
             result: 3,
             secret: true,
+            system_dir: false,
         };
         assert_eq!(
             names(&findings(
@@ -673,6 +681,18 @@ mod tests {
         );
         assert!(findings(&s, &mut st, &p, &open("/etc/passwd", 0, 3), now).is_empty());
         assert!(findings(&s, &mut st, &p, &open("/etcetera", 0o1, 3), now).is_empty());
+        let system_write = |path: &str| EventKind::Open {
+            path: path.into(),
+            flags: 0o1,
+            result: 3,
+            secret: false,
+            system_dir: true,
+        };
+        assert_eq!(
+            names(&findings(&s, &mut st, &p, &system_write("passwd"), now)),
+            ["write-below-system-dir"],
+            "a relative path the kernel placed below /etc"
+        );
         assert_eq!(
             names(&findings(
                 &s,

@@ -123,6 +123,9 @@ pub enum EventKind {
         /// The file opened is on one of the container's secret mounts (decided in the kernel
         /// on the mount, not on the path).
         secret: bool,
+        /// A write open of a file below /etc, /bin, /sbin or /usr of the process's root
+        /// filesystem (decided in the kernel on the file's parents, not on the path).
+        system_dir: bool,
     },
     Connect {
         addr: Option<SocketAddr>,
@@ -293,12 +296,14 @@ impl MonitorEvent {
                 flags,
                 result,
                 secret,
+                system_dir,
             } => {
                 event = event
                     .with_evidence("path", path.as_str())
                     .with_evidence("flags", *flags)
                     .with_evidence("result", *result)
                     .with_evidence("secret_mount", *secret)
+                    .with_evidence("system_dir", *system_dir)
                     .with_evidence("denied", *result == -EACCES || *result == -EPERM);
             }
             EventKind::Connect { addr, result }

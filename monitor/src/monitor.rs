@@ -1043,6 +1043,7 @@ fn syscall_kind(e: &types::syscall_event) -> EventKind {
             flags: a[2],
             result,
             secret: e.flags & raw::SE_SECRET != 0,
+            system_dir: e.flags & raw::SE_SYSTEM_DIR != 0,
         },
         2 => EventKind::Connect {
             addr: addr(),

@@ -34,6 +34,7 @@ pub(crate) const EV_SOCK: u32 = 5;
 pub(crate) const CF_ALL_OPENS: u32 = 1;
 /// syscall_event.flags (events.h).
 pub(crate) const SE_SECRET: u32 = 1;
+pub(crate) const SE_SYSTEM_DIR: u32 = 2;
 /// exec_event.flags (events.h).
 pub(crate) const EXEC_KILLED: u32 = 1;
 pub(crate) const EXEC_REFUSED: u32 = 4;

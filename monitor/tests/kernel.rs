@@ -1548,3 +1548,100 @@ fn check_secret_reads(raw: bool) {
         "a read off the secret mount was reported: {between:#?}"
     );
 }
+
+const SYSDIR_ROOT: &str = "/tmp/palisade-monitor-sysdir";
+const SYSDIR_ROOT_RAW: &str = "/tmp/palisade-monitor-sysdir-raw";
+
+/// In a chroot at `root`: a write by a path relative to /etc, a write to a lookalike /etcx,
+/// and a read below /etc. Raw calls only (it runs in a forked child).
+fn sysdir_writes(root: &std::ffi::CStr) -> i32 {
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC;
+    // SAFETY: raw system calls on NUL-terminated constants, no allocation.
+    unsafe {
+        if libc::chroot(root.as_ptr()) != 0 || libc::chdir(c"/etc".as_ptr()) != 0 {
+            return 1;
+        }
+        for (path, fl) in [
+            (c"written", flags),
+            (c"/etcx/written", flags),
+            (c"hostname", libc::O_RDONLY),
+        ] {
+            let fd = libc::open(path.as_ptr(), fl, 0o644);
+            if fd < 0 {
+                return 2;
+            }
+            libc::close(fd);
+        }
+    }
+    0
+}
+
+fn sysdir_writes_plain() -> i32 {
+    sysdir_writes(c"/tmp/palisade-monitor-sysdir")
+}
+
+fn sysdir_writes_raw() -> i32 {
+    sysdir_writes(c"/tmp/palisade-monitor-sysdir-raw")
+}
+
+#[test]
+fn writes_below_system_dirs_are_judged_on_the_file_not_the_path() {
+    check_sysdir_writes(false);
+}
+
+#[test]
+fn writes_below_system_dirs_are_judged_on_the_file_not_the_path_with_raw_sys_exit() {
+    check_sysdir_writes(true);
+}
+
+fn check_sysdir_writes(raw: bool) {
+    let (name, dir, call): (_, _, fn() -> i32) = if raw {
+        ("sysdir-raw", SYSDIR_ROOT_RAW, sysdir_writes_raw)
+    } else {
+        ("sysdir", SYSDIR_ROOT, sysdir_writes_plain)
+    };
+    let root = PinRoot::new(name);
+    let cg = TestCgroup::new(name);
+    let _ = std::fs::remove_dir_all(dir);
+    for sub in ["etc", "etcx"] {
+        std::fs::create_dir_all(Path::new(dir).join(sub)).unwrap();
+    }
+    std::fs::write(Path::new(dir).join("etc/hostname"), "h").unwrap();
+    let (tx, rx) = sync_channel(4096);
+    let monitor = NodeMonitor::open(
+        MonitorConfig {
+            raw_sys_exit: raw,
+            ..root.config()
+        },
+        tx,
+    )
+    .unwrap();
+    let _watch = monitor
+        .watch(cg.container(name), ContainerRules::default())
+        .unwrap();
+    let (pid, st) = run(Some(&cg), None, &Act::Call(call));
+    let _ = std::fs::remove_dir_all(dir);
+    assert_eq!(exited(st), Some(0));
+    let system_dir = |e: &MonitorEvent, want: &str| match &e.kind {
+        EventKind::Open {
+            path, system_dir, ..
+        } if path == want && e.process.pid == pid as u32 => Some(*system_dir),
+        _ => None,
+    };
+    let (relative, _) = until(&rx, "relative write", |e| {
+        system_dir(e, "written").is_some()
+    });
+    let (lookalike, between) = until(&rx, "lookalike write", |e| {
+        system_dir(e, "/etcx/written").is_some()
+    });
+    assert_eq!(system_dir(&relative, "written"), Some(true));
+    assert_eq!(system_dir(&lookalike, "/etcx/written"), Some(false));
+    assert!(between.is_empty(), "unexpected events: {between:#?}");
+    // the read below /etc is not a write: the kernel does not even send it
+    std::thread::sleep(Duration::from_millis(300));
+    let late: Vec<MonitorEvent> = rx.try_iter().collect();
+    assert!(
+        !late.iter().any(|e| system_dir(e, "hostname").is_some()),
+        "{late:#?}"
+    );
+}

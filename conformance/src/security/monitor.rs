@@ -80,7 +80,7 @@ pub async fn monitor_attribution(ctx: &Ctx) -> Result<Observed> {
             "sh",
             "-c",
             &format!(
-                "echo probe > /etc/palisade-monitor-probe && (cd {TOKEN_DIR} && cat token >/dev/null) && \
+                "(cd /etc && echo probe > palisade-monitor-probe) && (cd {TOKEN_DIR} && cat token >/dev/null) && \
                  (nc -l -p {MINER_PORT} </dev/null >/dev/null 2>&1 &) && sleep 0.3 && echo hi | nc -w 2 127.0.0.1 {MINER_PORT}"
             ),
         ],
@@ -96,7 +96,8 @@ pub async fn monitor_attribution(ctx: &Ctx) -> Result<Observed> {
     })?;
     let expected = [
         ("shell-in-container", ""),
-        ("write-below-system-dir", "/etc/palisade-monitor-probe"),
+        // both by a relative path: judged in the kernel on the file, not on the spelling
+        ("write-below-system-dir", "palisade-monitor-probe"),
         ("service-account-token-read", "token"),
         ("crypto-miner-pool-port", ""),
     ];

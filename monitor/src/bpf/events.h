@@ -139,6 +139,7 @@ struct fork_event {
 
 /* syscall_event.flags */
 #define SE_SECRET 1u /* an open that returned a file on one of the container's secret mounts */
+#define SE_SYSTEM_DIR 2u /* a write open of a file below /etc, /bin, /sbin or /usr of the root */
 
 struct syscall_event {
 	struct event_header h;

@@ -106,6 +106,7 @@ struct inode {
 };
 
 struct dentry {
+	struct dentry *d_parent;
 	struct qstr d_name;
 	struct inode *d_inode;
 	struct super_block *d_sb;
@@ -140,6 +141,10 @@ struct files_struct {
 	struct fdtable *fdt;
 };
 
+struct fs_struct {
+	struct path root;
+};
+
 struct task_struct {
 	pid_t pid;
 	pid_t tgid;
@@ -147,6 +152,7 @@ struct task_struct {
 	struct task_struct *real_parent;
 	struct mm_struct *mm;
 	struct files_struct *files;
+	struct fs_struct *fs;
 };
 
 struct linux_binprm {
