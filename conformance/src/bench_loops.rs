@@ -18,6 +18,9 @@ const PROBE: &str = "/usr/bin/palisade-probe";
 /// The harness's palisade handler whose shim runs with `[monitor] enabled = false`.
 pub const NOMON_HANDLER: &str = "palisade-nomon";
 
+/// The harness's `palisade-strict` configuration with `[monitor] enabled = false`.
+pub const STRICT_NOMON_HANDLER: &str = "palisade-strict-nomon";
+
 /// The harness's palisade handler with the default configuration (monitor on).
 const PALISADE_HANDLER: &str = "palisade";
 
@@ -90,7 +93,7 @@ fn syscalls_plan(handlers: &[String], opts: &Options) -> Plan {
             handler: h.clone(),
             idle_pods: 0,
             monitor: match h.as_str() {
-                "runc" | NOMON_HANDLER => Some(false),
+                "runc" | NOMON_HANDLER | STRICT_NOMON_HANDLER => Some(false),
                 "palisade" | "palisade-strict" => Some(true),
                 _ => None,
             },
@@ -502,11 +505,13 @@ mod tests {
             pods: 5,
             ..Options::default()
         };
-        let handlers: Vec<String> = ["runc", "palisade", "palisade-strict"]
+        let handlers: Vec<String> = ["runc", STRICT_NOMON_HANDLER, "palisade-strict"]
             .map(String::from)
             .into();
         let sys = syscalls_plan(&handlers, &opts);
         assert_eq!(sys.comparisons, vec![(1, 0), (2, 0)]);
+        let monitors: Vec<_> = sys.configs.iter().map(|c| c.monitor).collect();
+        assert_eq!(monitors, [Some(false), Some(false), Some(true)]);
         assert_eq!(sys.loops[0].iterations, 10_000);
         assert_eq!(sys.loops[2].iterations, 10);
         let mon = monitor_plan(&opts);

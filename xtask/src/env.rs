@@ -225,6 +225,14 @@ impl Env {
             &palisade_nomon_toml,
             format!("{header}{shim_config}enabled = false\n"),
         )?;
+        // The syscalls bench's strict sandbox alone: strict mode with the monitor off.
+        let palisade_strict_nomon_toml = r.join("palisade-strict-nomon.toml");
+        fs::write(
+            &palisade_strict_nomon_toml,
+            format!(
+                "{header}{shim_config}enabled = false\n\n[strict]\nwritable_paths = [\"/tmp\"]\n"
+            ),
+        )?;
         let cri = "plugins.\"io.containerd.grpc.v1.cri\"";
         let config = format!(
             r#"# private containerd for palisade's tests (written by cargo xtask)
@@ -289,6 +297,13 @@ oom_score = 0
 [{cri}.containerd.runtimes.palisade-nomon.options]
   ConfigPath = "{palisade_nomon_toml}"
 
+[{cri}.containerd.runtimes.palisade-strict-nomon]
+  runtime_type = "io.containerd.palisade.v2"
+  pod_annotations = ["palisade.dev/*"]
+
+[{cri}.containerd.runtimes.palisade-strict-nomon.options]
+  ConfigPath = "{palisade_strict_nomon_toml}"
+
 [{cri}.cni]
   bin_dir = "/usr/lib/cni"
   conf_dir = "{cni_conf}"
@@ -302,6 +317,7 @@ oom_score = 0
             palisade_strict_toml = palisade_strict_toml.display(),
             palisade_audit_toml = palisade_audit_toml.display(),
             palisade_nomon_toml = palisade_nomon_toml.display(),
+            palisade_strict_nomon_toml = palisade_strict_nomon_toml.display(),
             cni_conf = cni_conf.display(),
         );
         fs::write(&self.config, config)?;

@@ -25,8 +25,9 @@ commands:
   bench   benchmarks against a private containerd, each suite rewriting its section of
           docs/benchmarks.md: start (pod+container start latency and shim memory per pod,
           cold and warm node), syscalls (getpid, open/close, exec loops in a container
-          under runc, palisade-nomon, palisade, palisade-strict), monitor (exec, open/close,
-          connect loops with the monitor off, on for 1 pod, on among --pods pods)
+          under runc, palisade-nomon, palisade-strict-nomon, palisade, palisade-strict),
+          monitor (exec, open/close, connect loops with the monitor off, on for 1 pod,
+          on among --pods pods)
   fuzz    the policy parser's libFuzzer target on stable, seeded with the fixtures, for
           --seconds N (default 60; also a step of test)
   manifests  the Kubernetes manifests under runtimeclass/ against the API schemas (also in test)
@@ -41,7 +42,8 @@ options (test):
 options (bench):
   --suite S           start, syscalls, monitor or all (default all)
   --handlers a,b      start: default runc,palisade; syscalls: default
-                      runc,palisade-nomon,palisade,palisade-strict (the first is the baseline)
+                      runc,palisade-nomon,palisade-strict-nomon,palisade,palisade-strict
+                      (the first is the baseline)
   --runs N            start: measured pods per handler and node state (default 30)
   --rounds N          syscalls, monitor: rounds over all configurations (default 5)
   --scale F           syscalls, monitor: factor on the loops' iteration counts (default 1)

@@ -413,9 +413,10 @@ const BENCH_SUITES: [BenchSuite; 3] = [
     },
 ];
 
-/// The handlers of the syscalls suite: the baseline first, then palisade without its monitor
-/// (the sandbox alone), as configured by default, and strict.
-const SYSCALLS_HANDLERS: &str = "runc,palisade-nomon,palisade,palisade-strict";
+/// The handlers of the syscalls suite: the baseline first, then the default sandbox and the
+/// strict one without the monitor (the sandbox's own cost), then both as configured (monitor on).
+const SYSCALLS_HANDLERS: &str =
+    "runc,palisade-nomon,palisade-strict-nomon,palisade,palisade-strict";
 
 impl Opts {
     fn bench_suites(&self) -> Vec<&'static BenchSuite> {
