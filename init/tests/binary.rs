@@ -155,6 +155,128 @@ fn exec_outside_the_execute_paths_is_denied() {
     assert_init_failure(&out, 126, &format!("exec {copy}: permission denied"));
 }
 
+/// The rights the palisade-strict ruleset handles, every kind of write landlock knows (the
+/// sandbox's enforce tests pin its set to this list).
+const STRICT_HANDLED: [&str; 12] = [
+    "write_file",
+    "remove_dir",
+    "remove_file",
+    "make_char",
+    "make_dir",
+    "make_reg",
+    "make_sock",
+    "make_fifo",
+    "make_block",
+    "make_sym",
+    "refer",
+    "truncate",
+];
+
+/// Each kind of write, as a shell script over `{o}` (a directory holding the file `f` and the
+/// empty directory `e`) and `{a}` (an empty directory in the writable dir).
+const WRITE_KINDS: [(&str, &str); 16] = [
+    ("append", "echo x >> {o}/f"),
+    ("truncating open for writing", ": > {o}/f"),
+    (
+        "truncate(2)",
+        "perl -e 'truncate($ARGV[0], 0) or die \"$!\\n\"' {o}/f",
+    ),
+    (
+        "O_RDONLY|O_TRUNC open",
+        "perl -MFcntl -e 'sysopen(my $f, $ARGV[0], O_RDONLY|O_TRUNC) or die \"$!\\n\"' {o}/f",
+    ),
+    ("create a file", "touch {o}/new"),
+    ("mkdir", "mkdir {o}/d"),
+    ("remove a file", "rm {o}/f"),
+    ("remove a directory", "rmdir {o}/e"),
+    ("rename in place", "mv {o}/f {o}/g"),
+    ("rename into the writable dir", "mv {o}/f {a}/f"),
+    ("hard link into the writable dir", "ln {o}/f {a}/f"),
+    ("symlink", "ln -s f {o}/s"),
+    ("fifo", "mkfifo {o}/p"),
+    ("char device", "mknod {o}/c c 1 3"),
+    ("block device", "mknod {o}/b b 7 0"),
+    (
+        "unix socket",
+        "perl -MIO::Socket::UNIX -e 'IO::Socket::UNIX->new(Type => SOCK_STREAM(), \
+         Local => $ARGV[0], Listen => 1) or die \"$!\\n\"' {o}/sock",
+    ),
+];
+
+/// A fresh `{o}` under `parent`: the file `f` ("keep") and the empty directory `e`.
+fn write_fixture(parent: &Path, name: &str) -> std::path::PathBuf {
+    let dir = parent.join(name);
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("f"), "keep").unwrap();
+    std::fs::create_dir(dir.join("e")).unwrap();
+    dir
+}
+
+/// What a fixture holds: names and the content of `f`.
+fn fixture_state(dir: &Path) -> (Vec<String>, Option<String>) {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    (names, std::fs::read_to_string(dir.join("f")).ok())
+}
+
+#[test]
+fn strict_rights_refuse_every_kind_of_write_outside_the_writable_dir() {
+    let allowed = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let plan = json!({"version": 1, "no_new_privs": true, "landlock": {
+        "required_abi": 3,
+        "handled_fs": STRICT_HANDLED,
+        "fs": [{"path": allowed.path(), "access": STRICT_HANDLED}],
+    }});
+    for (i, (kind, script)) in WRITE_KINDS.iter().enumerate() {
+        let target = allowed.path().join(format!("a{i}"));
+        std::fs::create_dir(&target).unwrap();
+        let fill = |o: &Path| {
+            script
+                .replace("{o}", o.to_str().unwrap())
+                .replace("{a}", target.to_str().unwrap())
+        };
+
+        // Inside the writable dir the same script works: the refusal below is landlock's.
+        let inside = write_fixture(allowed.path(), &format!("in{i}"));
+        let out = sh(&plan, &fill(&inside));
+        assert!(
+            out.status.success(),
+            "{kind} inside the writable dir: {}",
+            stderr(&out)
+        );
+        let untouched = (strings(&["e", "f"]), Some("keep".to_owned()));
+        assert!(
+            fixture_state(&inside) != untouched || !fixture_state(&target).0.is_empty(),
+            "{kind} inside the writable dir changed nothing"
+        );
+        std::fs::remove_dir_all(&target).unwrap();
+        std::fs::create_dir(&target).unwrap();
+
+        let outside = write_fixture(other.path(), &format!("out{i}"));
+        let out = sh(&plan, &fill(&outside));
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{kind} outside must be refused");
+        assert!(
+            err.contains("Permission denied") || err.contains("cross-device"),
+            "{kind}: {err}"
+        );
+        assert_eq!(
+            fixture_state(&outside),
+            untouched,
+            "{kind} outside changed the fixture"
+        );
+        assert_eq!(fixture_state(&target).0, Vec::<String>::new(), "{kind}");
+    }
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| (*s).to_owned()).collect()
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -3,7 +3,9 @@
 //! The security suite copies it into the busybox test image (the xtask compiles this file alone
 //! with rustc as a static binary, so it uses no crates): busybox has no keyctl, bpf or
 //! perf_event_open applets. It prints `allowed` and exits 0 when the call succeeded, or
-//! `denied errno=N NAME` and exits 1 when it failed; 2 is a usage error.
+//! `denied errno=N NAME` and exits 1 when it failed; 2 is a usage error. The file writes
+//! busybox cannot make take a path: `truncate PATH` (truncate(2)), `otrunc PATH` (an
+//! `O_RDONLY|O_TRUNC` open), `bindunix PATH` (a unix socket bound at PATH).
 //!
 //! The benchmarks use two more commands: `palisade-probe loop OP N` times N iterations of one
 //! operation (`getpid`, `open`, `exec`, `connect`, `udp`) after N/20 unmeasured ones and prints
@@ -22,6 +24,7 @@ extern "C" {
     fn setuid(uid: u32) -> c_int;
     fn socket(domain: c_int, kind: c_int, protocol: c_int) -> c_int;
     fn open(path: *const c_char, flags: c_int, ...) -> c_int;
+    fn truncate(path: *const c_char, length: i64) -> c_int;
     fn close(fd: c_int) -> c_int;
     fn fork() -> c_int;
     fn execv(path: *const c_char, argv: *const *const c_char) -> c_int;
@@ -59,6 +62,7 @@ const SOCK_DGRAM: c_int = 2;
 const SOCK_RAW: c_int = 3;
 const IPPROTO_ICMP: c_int = 1;
 const O_RDONLY_CLOEXEC: c_int = 0o2000000;
+const O_TRUNC: c_int = 0o1000;
 const SOL_SOCKET: c_int = 1;
 const SO_LINGER: c_int = 13;
 const RUSAGE_SELF: c_int = 0;
@@ -162,6 +166,32 @@ fn probe(op: &str, arg: Option<&str>) -> u8 {
                 0,
                 std::ptr::null(),
             ))),
+            // The writes busybox has no applet for: truncate(2) by path (no open for writing),
+            // an O_RDONLY|O_TRUNC open, a unix socket bound in the filesystem.
+            "truncate" | "otrunc" | "bindunix" => {
+                let Some(path) = arg.and_then(|a| std::ffi::CString::new(a).ok()) else {
+                    eprintln!("{op} needs a path");
+                    return 2;
+                };
+                match op {
+                    "truncate" => report(c_long::from(truncate(path.as_ptr(), 0))),
+                    "otrunc" => {
+                        let fd = open(path.as_ptr(), O_RDONLY_CLOEXEC | O_TRUNC);
+                        if fd >= 0 {
+                            close(fd);
+                        }
+                        report(c_long::from(fd))
+                    }
+                    _ => match std::os::unix::net::UnixListener::bind(arg.unwrap_or("")) {
+                        Ok(_) => report(0),
+                        Err(e) => {
+                            let e = e.raw_os_error().unwrap_or(0);
+                            println!("denied errno={e} {}", errno_name(e));
+                            1
+                        }
+                    },
+                }
+            }
             "rawsock" => report(c_long::from(socket(AF_INET, SOCK_RAW, IPPROTO_ICMP))),
             "tcpsock" => report(c_long::from(socket(AF_INET, SOCK_STREAM, 0))),
             "udpsock" => report(c_long::from(socket(AF_INET, SOCK_DGRAM, 0))),

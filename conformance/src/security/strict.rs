@@ -4,7 +4,7 @@
 use anyhow::{Context as _, Result};
 use k8s_cri::v1::Mount;
 
-use super::attacks::{shell, sleeper};
+use super::attacks::{probe, shell, sleeper, PROBE};
 use super::{Observed, Scope, SecCheck, STRICT};
 use crate::sec_check;
 use crate::suite::{ensure, Ctx};
@@ -22,6 +22,62 @@ pub fn all() -> Vec<SecCheck> {
             60,
             Scope::CompareWith(STRICT),
             write_home
+        ),
+        sec_check!(
+            "strict_truncate_path",
+            60,
+            Scope::CompareWith(STRICT),
+            truncate_path
+        ),
+        sec_check!(
+            "strict_truncate_open_rdonly",
+            60,
+            Scope::CompareWith(STRICT),
+            truncate_open_rdonly
+        ),
+        sec_check!(
+            "strict_remove_file",
+            60,
+            Scope::CompareWith(STRICT),
+            remove_file
+        ),
+        sec_check!(
+            "strict_remove_dir",
+            60,
+            Scope::CompareWith(STRICT),
+            remove_dir
+        ),
+        sec_check!(
+            "strict_rename_across_dirs",
+            60,
+            Scope::CompareWith(STRICT),
+            rename_across_dirs
+        ),
+        sec_check!(
+            "strict_hard_link",
+            60,
+            Scope::CompareWith(STRICT),
+            hard_link
+        ),
+        sec_check!("strict_symlink", 60, Scope::CompareWith(STRICT), symlink),
+        sec_check!("strict_mkfifo", 60, Scope::CompareWith(STRICT), mkfifo),
+        sec_check!(
+            "strict_mknod_char",
+            60,
+            Scope::CompareWith(STRICT),
+            mknod_char
+        ),
+        sec_check!(
+            "strict_mknod_block",
+            60,
+            Scope::CompareWith(STRICT),
+            mknod_block
+        ),
+        sec_check!(
+            "strict_bind_unix_socket",
+            60,
+            Scope::CompareWith(STRICT),
+            bind_unix_socket
         ),
         sec_check!(
             "strict_write_proc_self",
@@ -57,6 +113,70 @@ async fn write_home(ctx: &Ctx) -> Result<Observed> {
         "mkdir -p /home/tester/new && echo x > /home/tester/new/f",
     )
     .await
+}
+
+// Each kind of write landlock knows, attempted outside the writable paths (under runc
+// each succeeds, which shows the command itself works). Under strict the read-only root
+// refuses them (EROFS) and the landlock write allow-list would too; init/tests/binary.rs
+// shows landlock's share alone, on a writable filesystem, with the same handled rights.
+
+/// truncate(2) by path: no open for writing, so only the truncate right (or a read-only
+/// mount) stops it.
+async fn truncate_path(ctx: &Ctx) -> Result<Observed> {
+    let c = sleeper(ctx, |_| {}).await?;
+    probe(ctx, &c, PROBE, &["truncate", "/etc/group"]).await
+}
+
+/// `O_RDONLY|O_TRUNC` truncates without asking for the write_file right.
+async fn truncate_open_rdonly(ctx: &Ctx) -> Result<Observed> {
+    let c = sleeper(ctx, |_| {}).await?;
+    probe(ctx, &c, PROBE, &["otrunc", "/etc/passwd"]).await
+}
+
+async fn remove_file(ctx: &Ctx) -> Result<Observed> {
+    let c = sleeper(ctx, |_| {}).await?;
+    shell(ctx, &c, "rm /etc/group").await
+}
+
+async fn remove_dir(ctx: &Ctx) -> Result<Observed> {
+    let c = sleeper(ctx, |_| {}).await?;
+    shell(ctx, &c, "rmdir /var/tmp").await
+}
+
+/// A rename into another directory (landlock's refer right).
+async fn rename_across_dirs(ctx: &Ctx) -> Result<Observed> {
+    let c = sleeper(ctx, |_| {}).await?;
+    shell(ctx, &c, "mv /etc/group /root/group").await
+}
+
+async fn hard_link(ctx: &Ctx) -> Result<Observed> {
+    let c = sleeper(ctx, |_| {}).await?;
+    shell(ctx, &c, "ln /etc/passwd /root/passwd").await
+}
+
+async fn symlink(ctx: &Ctx) -> Result<Observed> {
+    let c = sleeper(ctx, |_| {}).await?;
+    shell(ctx, &c, "ln -s /tmp/x /etc/palisade-link").await
+}
+
+async fn mkfifo(ctx: &Ctx) -> Result<Observed> {
+    let c = sleeper(ctx, |_| {}).await?;
+    shell(ctx, &c, "mkfifo /etc/palisade-fifo").await
+}
+
+async fn mknod_char(ctx: &Ctx) -> Result<Observed> {
+    let c = sleeper(ctx, |_| {}).await?;
+    shell(ctx, &c, "mknod /etc/palisade-null c 1 3").await
+}
+
+async fn mknod_block(ctx: &Ctx) -> Result<Observed> {
+    let c = sleeper(ctx, |_| {}).await?;
+    shell(ctx, &c, "mknod /etc/palisade-loop b 7 0").await
+}
+
+async fn bind_unix_socket(ctx: &Ctx) -> Result<Observed> {
+    let c = sleeper(ctx, |_| {}).await?;
+    probe(ctx, &c, PROBE, &["bindunix", "/etc/palisade.sock"]).await
 }
 
 /// /proc is a read-write mount, but a kernel interface strict mode grants no writes in.
