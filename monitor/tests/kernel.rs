@@ -1454,6 +1454,27 @@ fn the_hook_floor_attaches_empty_programs_and_drops_them() {
     }
 }
 
+/// A monitor of its own under `root` (the raw sys_exit variant when `raw`) watching `cg` with
+/// `rules`; the monitor and watch must outlive the events awaited on the receiver.
+fn watch_with(
+    root: &PinRoot,
+    cg: &TestCgroup,
+    raw: bool,
+    rules: ContainerRules,
+) -> (Receiver<MonitorEvent>, NodeMonitor, palisade_monitor::Watch) {
+    let (tx, rx) = sync_channel(4096);
+    let monitor = NodeMonitor::open(
+        MonitorConfig {
+            raw_sys_exit: raw,
+            ..root.config()
+        },
+        tx,
+    )
+    .unwrap();
+    let watch = monitor.watch(cg.container("watched"), rules).unwrap();
+    (rx, monitor, watch)
+}
+
 /// A tmpfs mounted for one test, unmounted when dropped.
 struct TmpfsMount(PathBuf);
 
@@ -1504,24 +1525,15 @@ fn check_secret_reads(raw: bool) {
     std::fs::create_dir(&plain).unwrap();
     std::fs::write(secrets.0.join("token"), "t").unwrap();
     std::fs::write(plain.join("token"), "p").unwrap();
-    let (tx, rx) = sync_channel(4096);
-    let monitor = NodeMonitor::open(
-        MonitorConfig {
-            raw_sys_exit: raw,
-            ..root.config()
+    let (rx, _monitor, _watch) = watch_with(
+        &root,
+        &cg,
+        raw,
+        ContainerRules {
+            secret_mounts: vec![secrets.0.clone()],
+            ..ContainerRules::default()
         },
-        tx,
-    )
-    .unwrap();
-    let _watch = monitor
-        .watch(
-            cg.container(name),
-            ContainerRules {
-                secret_mounts: vec![secrets.0.clone()],
-                ..ContainerRules::default()
-            },
-        )
-        .unwrap();
+    );
     // relative to the mount, a lookalike off it, then a spelling no prefix test expects
     let script = format!(
         "cd {s} && cat token >/dev/null && cat ../plain/token >/dev/null && cat {t}/./secrets//token >/dev/null",
@@ -1607,18 +1619,7 @@ fn check_sysdir_writes(raw: bool) {
         std::fs::create_dir_all(Path::new(dir).join(sub)).unwrap();
     }
     std::fs::write(Path::new(dir).join("etc/hostname"), "h").unwrap();
-    let (tx, rx) = sync_channel(4096);
-    let monitor = NodeMonitor::open(
-        MonitorConfig {
-            raw_sys_exit: raw,
-            ..root.config()
-        },
-        tx,
-    )
-    .unwrap();
-    let _watch = monitor
-        .watch(cg.container(name), ContainerRules::default())
-        .unwrap();
+    let (rx, _monitor, _watch) = watch_with(&root, &cg, raw, ContainerRules::default());
     let (pid, st) = run(Some(&cg), None, &Act::Call(call));
     let _ = std::fs::remove_dir_all(dir);
     assert_eq!(exited(st), Some(0));

@@ -18,6 +18,27 @@ fn mounted_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The overlay mount containerd 2.x hands the shim for a pod mapped to host ids 327680 on:
+/// `lowers` (directories under `t`), `t/upper` and `t/work`.
+fn idmapped_overlay(t: &Path, lowers: &[&str]) -> Mount {
+    let lowerdir: Vec<String> = lowers
+        .iter()
+        .map(|l| t.join(l).display().to_string())
+        .collect();
+    Mount {
+        type_: "overlay".into(),
+        source: "overlay".into(),
+        options: vec![
+            format!("lowerdir={}", lowerdir.join(":")),
+            format!("upperdir={}", t.join("upper").display()),
+            format!("workdir={}", t.join("work").display()),
+            "uidmap=0:327680:65536".into(),
+            "gidmap=0:327680:65536".into(),
+        ],
+        ..Default::default()
+    }
+}
+
 #[tokio::test]
 async fn lower_layers_are_seen_through_the_mapping() {
     let tmp = tempfile::tempdir().unwrap();
@@ -30,22 +51,7 @@ async fn lower_layers_are_seen_through_the_mapping() {
     chown(t.join("l2/owned-by-1000"), Some(1000), Some(1000)).unwrap();
     // containerd's snapshotter hands the upper layer to the mapped root
     chown(t.join("upper"), Some(327_680), Some(327_680)).unwrap();
-    let m = Mount {
-        type_: "overlay".into(),
-        source: "overlay".into(),
-        options: vec![
-            format!(
-                "lowerdir={}:{}",
-                t.join("l1").display(),
-                t.join("l2").display()
-            ),
-            format!("upperdir={}", t.join("upper").display()),
-            format!("workdir={}", t.join("work").display()),
-            "uidmap=0:327680:65536".into(),
-            "gidmap=0:327680:65536".into(),
-        ],
-        ..Default::default()
-    };
+    let m = idmapped_overlay(t, &["l1", "l2"]);
     let overlay = IdmappedOverlay::parse(&m).unwrap().expect("idmap options");
     let rootfs = t.join("rootfs");
     let scratch = t.join("idmapped");
@@ -94,22 +100,7 @@ async fn a_missing_lower_layer_fails_and_leaves_nothing_mounted() {
     for d in ["l1", "upper", "work", "rootfs"] {
         std::fs::create_dir(t.join(d)).unwrap();
     }
-    let m = Mount {
-        type_: "overlay".into(),
-        source: "overlay".into(),
-        options: vec![
-            format!(
-                "lowerdir={}:{}",
-                t.join("l1").display(),
-                t.join("gone").display()
-            ),
-            format!("upperdir={}", t.join("upper").display()),
-            format!("workdir={}", t.join("work").display()),
-            "uidmap=0:327680:65536".into(),
-            "gidmap=0:327680:65536".into(),
-        ],
-        ..Default::default()
-    };
+    let m = idmapped_overlay(t, &["l1", "gone"]);
     let overlay = IdmappedOverlay::parse(&m).unwrap().expect("idmap options");
     let err = overlay
         .mount(&m, &t.join("idmapped"), &t.join("rootfs"))
