@@ -60,6 +60,24 @@ impl Check {
     }
 }
 
+/// Calls `f` every 50 ms until it returns a value or `timeout` has passed (`None`); an error
+/// of `f` ends the wait at once.
+pub async fn poll<T>(
+    timeout: Duration,
+    mut f: impl FnMut() -> Result<Option<T>>,
+) -> Result<Option<T>> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f()? {
+            return Ok(Some(v));
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Major and minor release of the containerd behind `cri`, from the CRI Version call
 /// (`v1.6.20`, `1.7.24~ds1`, `2.1.9+unknown`).
 pub async fn containerd_release(cri: &Cri) -> Result<(u32, u32)> {

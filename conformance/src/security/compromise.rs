@@ -12,9 +12,10 @@ use serde_json::Value;
 
 use super::attacks::PROBE;
 use super::eventlog::{field, summary, EventLog};
-use super::sinks::{eventually, metrics_text, CtrEvents, Webhook};
+use super::sinks::{metrics_text, CtrEvents, Webhook};
 use super::{Observed, Scope, SecCheck, AUDIT, PALISADE};
 use crate::sec_check;
+use crate::suite::poll;
 use crate::suite::{ensure, Ctx};
 
 /// The exit status palisade gives a container it killed as compromised.
@@ -190,7 +191,7 @@ pub async fn compromise_restart(ctx: &Ctx) -> Result<Observed> {
         field(restarted, "/evidence/reason").contains("namespace-change"),
         || format!("restart event without the evidence: {restarted}"),
     )?;
-    let falco = eventually(Duration::from_secs(10), || {
+    let falco = poll(Duration::from_secs(10), || {
         let b = hook.bodies();
         let n = b
             .iter()
@@ -199,19 +200,19 @@ pub async fn compromise_restart(ctx: &Ctx) -> Result<Observed> {
                     && field(v, "/output_fields/k8s.pod.name") == pod_name
             })
             .count();
-        (n >= 2).then_some(n)
+        Ok((n >= 2).then_some(n))
     })
-    .await
+    .await?
     .context("the webhook did not receive both container-compromised events")?;
-    let topic = eventually(Duration::from_secs(10), || {
+    let topic = poll(Duration::from_secs(10), || {
         let l = ctr.matching("/palisade/violation");
         let n = l
             .iter()
             .filter(|l| l.contains("container-quarantined") && l.contains(&pod_name))
             .count();
-        (n >= 1).then_some(l.len())
+        Ok((n >= 1).then_some(l.len()))
     })
-    .await
+    .await?
     .context("ctr events did not show the quarantine on /palisade/violation")?;
     let metrics = metrics_text(ctx)?;
     ensure(

@@ -59,16 +59,7 @@ impl EventLog {
         timeout: Duration,
         pred: impl Fn(&Value) -> bool,
     ) -> Result<Option<Value>> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if let Some(e) = self.events()?.into_iter().find(|e| pred(e)) {
-                return Ok(Some(e));
-            }
-            if tokio::time::Instant::now() > deadline {
-                return Ok(None);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        crate::suite::poll(timeout, || Ok(self.events()?.into_iter().find(|e| pred(e)))).await
     }
 }
 

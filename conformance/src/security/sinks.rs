@@ -12,7 +12,7 @@ use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, Buf
 use super::eventlog::{field, summary, EventLog};
 use super::{Observed, Scope, SecCheck, PALISADE};
 use crate::sec_check;
-use crate::suite::{ensure, Ctx};
+use crate::suite::{ensure, poll, Ctx};
 
 pub fn all() -> Vec<SecCheck> {
     vec![sec_check!(
@@ -149,19 +149,6 @@ impl Drop for CtrEvents {
 }
 
 /// Polls `pred` for up to `timeout`.
-pub async fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if tokio::time::Instant::now() > deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Every shim's Prometheus textfile, concatenated (one file per pod's shim).
 pub fn metrics_text(ctx: &Ctx) -> Result<String> {
     let dir = ctx
@@ -214,14 +201,14 @@ pub async fn sinks_attack_sequence(ctx: &Ctx) -> Result<Observed> {
         field(e, "/workload/pod") == pod_name
             && SEQUENCE.iter().any(|(r, _)| field(e, "/rule/name") == *r)
     };
-    let logged = eventually(Duration::from_secs(10), || {
-        let got = log.matching(of_pod).ok()?;
-        SEQUENCE
+    let logged = poll(Duration::from_secs(10), || {
+        let got = log.matching(of_pod)?;
+        Ok(SEQUENCE
             .iter()
             .all(|(r, _)| got.iter().any(|e| field(e, "/rule/name") == *r))
-            .then_some(got)
+            .then_some(got))
     })
-    .await
+    .await?
     .with_context(|| {
         format!(
             "the log lacks some of the sequence: {}",
@@ -240,7 +227,7 @@ pub async fn sinks_attack_sequence(ctx: &Ctx) -> Result<Observed> {
             .iter()
             .filter(|e| field(e, "/rule/name") == *rule)
             .count();
-        let hooked = eventually(Duration::from_secs(10), || {
+        let hooked = poll(Duration::from_secs(10), || {
             let n = hook
                 .bodies()
                 .iter()
@@ -249,29 +236,29 @@ pub async fn sinks_attack_sequence(ctx: &Ctx) -> Result<Observed> {
                         && field(v, "/output_fields/k8s.pod.name") == pod_name
                 })
                 .count();
-            (n == want).then_some(n)
+            Ok((n == want).then_some(n))
         })
-        .await;
+        .await?;
         ensure(hooked.is_some(), || {
             format!("webhook: {rule}: not the {want} event(s) of the log")
         })?;
-        let topic = eventually(Duration::from_secs(10), || {
+        let topic = poll(Duration::from_secs(10), || {
             let n = ctr
                 .matching("/palisade/violation")
                 .iter()
                 .filter(|l| l.contains(rule) && l.contains(&pod_name))
                 .count();
-            (n == want).then_some(n)
+            Ok((n == want).then_some(n))
         })
-        .await;
+        .await?;
         ensure(topic.is_some(), || {
             let seen = ctr.matching(rule).len();
             format!("ctr events: {rule}: {seen} line(s), want the log's {want}")
         })?;
     }
-    let metrics = eventually(Duration::from_secs(12), || {
-        let text = metrics_text(ctx).ok()?;
-        SEQUENCE
+    let metrics = poll(Duration::from_secs(12), || {
+        let text = metrics_text(ctx)?;
+        Ok(SEQUENCE
             .iter()
             .all(|(rule, _)| {
                 let want = count(rule);
@@ -285,9 +272,9 @@ pub async fn sinks_attack_sequence(ctx: &Ctx) -> Result<Observed> {
                     .sum();
                 got >= want
             })
-            .then_some(text)
+            .then_some(text))
     })
-    .await
+    .await?
     .context("the metrics files do not count every event of the sequence")?;
     let dropped: Vec<&str> = metrics
         .lines()
