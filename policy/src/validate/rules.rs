@@ -221,22 +221,13 @@ impl Validator<'_> {
         let mut out = Vec::new();
         for (i, r) in protocols.iter().enumerate() {
             let at = format!("{base}.matchProtocols[{i}]");
-            let protocol = match r.protocol.as_deref() {
-                None => {
-                    self.error(&format!("{at}.protocol"), "is required");
-                    None
-                }
-                Some(p) => {
-                    let parsed = Protocol::parse(p);
-                    if parsed.is_none() {
-                        self.error(
-                            &format!("{at}.protocol"),
-                            format!("unknown protocol {p}, expected one of tcp, udp, icmp, raw"),
-                        );
-                    }
-                    parsed
-                }
-            };
+            let protocol = self.required_name(
+                r.protocol.as_deref(),
+                &at,
+                "protocol",
+                Protocol::parse,
+                |p| format!("unknown protocol {p}, expected one of tcp, udp, icmp, raw"),
+            );
             let from_source = self.sources(r.from_source.as_deref(), &at);
             let meta = self.rule_meta(r.meta(), &at, &section, spec, Action::Block);
             if let Some(protocol) = protocol {
@@ -248,6 +239,28 @@ impl Validator<'_> {
             }
         }
         out
+    }
+
+    /// A required field naming one of a fixed set (`parse` knows them): an error at
+    /// `{at}.{field}` when it is missing or unknown.
+    fn required_name<T>(
+        &mut self,
+        value: Option<&str>,
+        at: &str,
+        field: &str,
+        parse: impl Fn(&str) -> Option<T>,
+        unknown: impl Fn(&str) -> String,
+    ) -> Option<T> {
+        let path = format!("{at}.{field}");
+        let Some(name) = value else {
+            self.error(&path, "is required");
+            return None;
+        };
+        let parsed = parse(name);
+        if parsed.is_none() {
+            self.error(&path, unknown(name));
+        }
+        parsed
     }
 
     pub(super) fn capabilities(
@@ -262,22 +275,13 @@ impl Validator<'_> {
         let mut out = Vec::new();
         for (i, r) in caps.iter().enumerate() {
             let at = format!("{base}.matchCapabilities[{i}]");
-            let capability = match r.capability.as_deref() {
-                None => {
-                    self.error(&format!("{at}.capability"), "is required");
-                    None
-                }
-                Some(name) => {
-                    let parsed = Capability::parse(name);
-                    if parsed.is_none() {
-                        self.error(
-                            &format!("{at}.capability"),
-                            format!("unknown capability {name}"),
-                        );
-                    }
-                    parsed
-                }
-            };
+            let capability = self.required_name(
+                r.capability.as_deref(),
+                &at,
+                "capability",
+                Capability::parse,
+                |name| format!("unknown capability {name}"),
+            );
             let from_source = self.sources(r.from_source.as_deref(), &at);
             let meta = self.rule_meta(r.meta(), &at, &section, spec, Action::Block);
             if let Some(capability) = capability {
