@@ -291,18 +291,22 @@ impl NodeMonitor {
     /// Joins (or loads) the node's monitor and starts this handle's event reader, which hands
     /// every event to `sink`.
     pub fn open(config: MonitorConfig, sink: impl EventSink) -> Result<Self, MonitorError> {
+        let started = Instant::now();
         pins::ensure_bpffs(&config.bpffs, config.mount_bpffs)?;
         let dir = mode_dir(&config);
         let lock = pins::lock_root(&config.pin_root)?;
+        let locked = started.elapsed();
         let (maps, loaded) = pins::load_or_open(
             &dir,
             config.enforce,
             config.mount_bpffs,
             config.raw_sys_exit,
         )?;
+        let opened = started.elapsed();
         pins::reap(&maps);
         let index = pins::claim(&maps)?;
-        let ring = match create_ring(&maps, index, config.ring_size) {
+        let claimed = started.elapsed();
+        let (ring, inserted) = match create_ring(&maps, index, config.ring_size) {
             Ok(r) => r,
             Err(e) => {
                 pins::release_index(&maps, index);
@@ -310,6 +314,7 @@ impl NodeMonitor {
             }
         };
         drop(lock);
+        let ringed = started.elapsed();
         let shared = Arc::new(Shared {
             maps,
             root: config.pin_root.clone(),
@@ -333,6 +338,11 @@ impl NodeMonitor {
             sock_create = features.sock_create,
             syscall_hook = %features.syscall_hook,
             missing = ?features.missing_syscalls,
+            lock_ms = pins::ms(locked),
+            load_or_open_ms = pins::ms(opened - locked),
+            claim_ms = pins::ms(claimed - opened),
+            ring_ms = pins::ms(ringed - claimed),
+            ring_insert_ms = pins::ms(inserted),
             "monitor handle open"
         );
 
@@ -684,7 +694,11 @@ fn report_drops(shared: &Shared, last: &mut HashMap<u32, u64>) {
     }
 }
 
-fn create_ring(maps: &NodeMaps, index: u32, size: u32) -> Result<MapHandle, MonitorError> {
+fn create_ring(
+    maps: &NodeMaps,
+    index: u32,
+    size: u32,
+) -> Result<(MapHandle, Duration), MonitorError> {
     let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
         sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
         ..Default::default()
@@ -692,10 +706,12 @@ fn create_ring(maps: &NodeMaps, index: u32, size: u32) -> Result<MapHandle, Moni
     let ring = MapHandle::create(MapType::RingBuf, Some("palisade_ring"), 0, 0, size, &opts)
         .map_err(|source| MonitorError::Ring { size, source })?;
     let fd = ring.as_fd().as_raw_fd() as u32;
+    let inserting = Instant::now();
     maps.rings
         .update(&index.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
         .map_err(|source| MonitorError::Ring { size, source })?;
-    Ok(ring)
+    // A map-in-map update from user space waits for an RCU grace period: timed apart.
+    Ok((ring, inserting.elapsed()))
 }
 
 fn attach_cgroup(

@@ -9,6 +9,7 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, Program};
@@ -426,9 +427,11 @@ fn open_and_load(
     attempt: Attempt,
 ) -> Result<MonitorSkel<'_>, PinError> {
     let source_check = attempt.source_check;
+    let started = Instant::now();
     let mut open = MonitorSkelBuilder::default()
         .open(storage)
         .map_err(load_err("open"))?;
+    let opened = started.elapsed();
     if let Some(rodata) = open.maps.rodata_data.as_mut() {
         rodata.enforce = u32::from(enforce);
         rodata.source_check = u32::from(source_check);
@@ -449,10 +452,24 @@ fn open_and_load(
             prog.set_autoload(attempt.hook == SyscallHook::RawSysExit);
         }
     }
-    open.load().map_err(load_err("load"))
+    let skel = open.load().map_err(load_err("load"))?;
+    // Open parses the object's own BTF; load parses the kernel's (CO-RE), creates the maps
+    // and has every program verified.
+    info!(
+        open_ms = ms(opened),
+        load_ms = ms(started.elapsed() - opened),
+        "monitor object loaded"
+    );
+    Ok(skel)
+}
+
+/// Milliseconds with a fraction, for the timings in the logs.
+pub(crate) fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }
 
 fn load_and_pin(dir: &Path, enforce: bool, raw_sys_exit: bool) -> Result<(), PinError> {
+    let started = Instant::now();
     for sub in ["links", "progs", "maps"] {
         let p = dir.join(sub);
         fs::create_dir_all(&p).map_err(|source| PinError::Dir { path: p, source })?;
@@ -463,6 +480,7 @@ fn load_and_pin(dir: &Path, enforce: bool, raw_sys_exit: bool) -> Result<(), Pin
     // exit-tracepoint syscall program first, then the raw sys_exit one a kernel before 5.15
     // takes (the first refuses to verify there: unknown helper).
     let lsm = dir.parent().map_or_else(probe_lsm, probe_lsm_cached);
+    let probed = started.elapsed();
     let hooks: &[SyscallHook] = if raw_sys_exit {
         &[SyscallHook::RawSysExit]
     } else {
@@ -513,6 +531,7 @@ fn load_and_pin(dir: &Path, enforce: bool, raw_sys_exit: bool) -> Result<(), Pin
             })
         }
     };
+    let verified = started.elapsed();
     let cgroup_names: Vec<&str> = CGROUP_PROGS.iter().map(|(n, _)| *n).collect();
     for prog in skel.object().progs_mut() {
         let name = prog.name().to_string_lossy().into_owned();
@@ -565,8 +584,14 @@ fn load_and_pin(dir: &Path, enforce: bool, raw_sys_exit: bool) -> Result<(), Pin
             source: libbpf_rs::Error::from(io::Error::from(io::ErrorKind::NotFound)),
         })?;
     pin_fd(rodata.as_fd(), &dir.join("maps").join("config"))?;
+    let pinned = started.elapsed();
+    drop(skel);
     info!(
         dir = %dir.display(),
+        probe_ms = ms(probed),
+        load_ms = ms(verified - probed),
+        attach_pin_ms = ms(pinned - verified),
+        close_ms = ms(started.elapsed() - pinned),
         syscall_hook = %attempt.hook,
         bpf_lsm = attempt.lsm,
         from_source = attempt.source_check,

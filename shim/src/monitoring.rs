@@ -66,6 +66,7 @@ impl ShimMonitor {
         reporter: Reporter,
         node_name: String,
     ) -> Result<Self, MonitorError> {
+        let started = std::time::Instant::now();
         let config = MonitorConfig {
             pin_root: settings.pin_root.clone(),
             enforce: settings.enforce,
@@ -81,13 +82,19 @@ impl ShimMonitor {
             }
             true
         })?;
-        tracing::info!(features = ?node.features(), "monitor joined");
+        let opened = started.elapsed();
         // Loading (first holder) parses the kernel's BTF and the BPF object: megabytes of
         // short-lived heap that glibc would otherwise keep for the shim's whole life.
         // SAFETY: malloc_trim only returns free heap pages to the kernel.
         unsafe {
             libc::malloc_trim(0);
         }
+        tracing::info!(
+            features = ?node.features(),
+            open_ms = opened.as_secs_f64() * 1000.0,
+            trim_ms = (started.elapsed() - opened).as_secs_f64() * 1000.0,
+            "monitor joined"
+        );
         Ok(ShimMonitor {
             node: Arc::new(node),
         })

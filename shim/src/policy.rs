@@ -101,20 +101,26 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Policy>, PolicyError> {
     Ok(policies)
 }
 
-/// The compiled policy for a container, or `None` when no policy selects it. With `audit`
-/// (a `mode = "audit"` configuration) every Block becomes Audit, allow-lists included: what
-/// the policies would deny is reported and permitted.
-pub fn policy_for(
+/// The policies that may apply to a container, loaded before the pod's labels are known:
+/// containerd is asked for them only when one of these policies selects by labels.
+#[derive(Debug)]
+pub struct Candidates {
+    container: String,
+    workload: Workload,
+    policies: Vec<Policy>,
+}
+
+/// Loads the configuration's policy directory and the pod's inline annotation for a container;
+/// `None` for a pod's sandbox container or when there is no policy at all.
+pub fn candidates_for(
     container: &str,
     spec: &Value,
     dir: Option<&Path>,
-    labels: &PodLabels,
-    audit: bool,
-) -> Result<Option<CompiledPolicy>, PolicyError> {
+) -> Result<Option<Candidates>, PolicyError> {
     if is_sandbox(spec) {
         return Ok(None);
     }
-    let mut workload = workload_of(spec);
+    let workload = workload_of(spec);
     let mut policies = match dir {
         Some(d) => load_dir(d)?,
         None => Vec::new(),
@@ -138,32 +144,66 @@ pub fn policy_for(
     if policies.is_empty() {
         return Ok(None);
     }
-    match labels {
-        PodLabels::Known(l) => workload.labels = l.clone(),
-        PodLabels::Unknown(reason) => {
-            if let Some(p) = policies.iter().find(|p| {
-                p.active
-                    && (!p.selector.match_labels.is_empty()
-                        || !p.selector.match_expressions.is_empty())
-            }) {
-                return Err(PolicyError::Labels {
-                    policy: p.id.to_string(),
-                    reason: reason.clone(),
-                });
+    Ok(Some(Candidates {
+        container: container.to_string(),
+        workload,
+        policies,
+    }))
+}
+
+/// The first active policy of `namespace` that selects by pod labels (or expressions on
+/// them); a policy of another namespace never applies to the container, so never needs them.
+fn label_selector<'a>(policies: &'a [Policy], namespace: &str) -> Option<&'a Policy> {
+    policies.iter().find(|p| {
+        p.active
+            && p.id.namespace == namespace
+            && (!p.selector.match_labels.is_empty() || !p.selector.match_expressions.is_empty())
+    })
+}
+
+impl Candidates {
+    /// Whether selecting needs the pod's labels (a lookup over containerd's API).
+    pub fn need_labels(&self) -> bool {
+        label_selector(&self.policies, &self.workload.namespace).is_some()
+    }
+
+    /// Selects and compiles the policies for the container, `None` when none selects it. With
+    /// `audit` (a `mode = "audit"` configuration) every Block becomes Audit, allow-lists
+    /// included: what the policies would deny is reported and permitted. `labels` matter only
+    /// when [`Candidates::need_labels`]; unknown labels then refuse the container.
+    pub fn select(
+        self,
+        labels: &PodLabels,
+        audit: bool,
+    ) -> Result<Option<CompiledPolicy>, PolicyError> {
+        let Candidates {
+            container,
+            mut workload,
+            mut policies,
+        } = self;
+        match labels {
+            PodLabels::Known(l) => workload.labels = l.clone(),
+            PodLabels::Unknown(reason) => {
+                if let Some(p) = label_selector(&policies, &workload.namespace) {
+                    return Err(PolicyError::Labels {
+                        policy: p.id.to_string(),
+                        reason: reason.clone(),
+                    });
+                }
             }
         }
+        let mut options = CompileOptions::default();
+        if audit {
+            audit_only(&mut policies);
+            options.deny_posture = DenyPosture::Audit;
+        }
+        let compiled = compile_for(&policies, &workload, &options);
+        if compiled.rule_count() == 0 {
+            return Ok(None);
+        }
+        tracing::info!(container = %container, policies = ?compiled.policies, rules = compiled.rule_count(), "policies selected");
+        Ok(Some(compiled))
     }
-    let mut options = CompileOptions::default();
-    if audit {
-        audit_only(&mut policies);
-        options.deny_posture = DenyPosture::Audit;
-    }
-    let compiled = compile_for(&policies, &workload, &options);
-    if compiled.rule_count() == 0 {
-        return Ok(None);
-    }
-    tracing::info!(container = %container, policies = ?compiled.policies, rules = compiled.rule_count(), "policies selected");
-    Ok(Some(compiled))
 }
 
 /// Turns every Block rule into an Audit rule.
@@ -191,6 +231,77 @@ mod tests {
 
     fn no_labels() -> PodLabels {
         PodLabels::Known(BTreeMap::new())
+    }
+
+    /// What the shim's Create does: load the candidates, then select with the labels.
+    fn policy_for(
+        container: &str,
+        spec: &Value,
+        dir: Option<&Path>,
+        labels: &PodLabels,
+        audit: bool,
+    ) -> Result<Option<CompiledPolicy>, PolicyError> {
+        match candidates_for(container, spec, dir)? {
+            Some(c) => c.select(labels, audit),
+            None => Ok(None),
+        }
+    }
+
+    fn needs_labels(policy: &str) -> bool {
+        candidates_for("c1", &spec(Some(policy)), None)
+            .unwrap()
+            .expect("candidates")
+            .need_labels()
+    }
+
+    #[test]
+    fn labels_are_needed_only_by_active_label_selectors_of_the_pods_namespace() {
+        assert!(
+            !needs_labels(TOKEN_POLICY),
+            "an empty selector takes every pod"
+        );
+        let by_label = TOKEN_POLICY.replace("matchLabels: {}", "matchLabels:\n      app: web");
+        assert!(needs_labels(&by_label));
+        let by_expression = TOKEN_POLICY.replace(
+            "matchLabels: {}",
+            "matchExpressions:\n    - key: app\n      operator: In\n      values: [web]",
+        );
+        assert!(needs_labels(&by_expression));
+        let inactive =
+            by_label.replace("  action: Block\n", "  action: Block\n  status: Inactive\n");
+        assert_ne!(inactive, by_label);
+        assert!(
+            !needs_labels(&inactive),
+            "an inactive policy selects nothing"
+        );
+        // The annotation's policies take the pod's namespace; a directory may hold others'.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("other.yaml"),
+            by_label.replace("namespace: shop", "namespace: other"),
+        )
+        .unwrap();
+        let other = candidates_for("c1", &spec(None), Some(dir.path()))
+            .unwrap()
+            .expect("candidates");
+        assert!(
+            !other.need_labels(),
+            "another namespace's policy never applies"
+        );
+        assert_eq!(
+            other
+                .select(&PodLabels::Unknown("not read".into()), false)
+                .unwrap()
+                .map(|c| c.rule_count()),
+            None
+        );
+        assert!(candidates_for(
+            "c1",
+            &json!({"annotations": {"io.kubernetes.cri.container-type": "sandbox"}}),
+            Some(dir.path())
+        )
+        .unwrap()
+        .is_none());
     }
 
     const TOKEN_POLICY: &str = r#"apiVersion: security.kubearmor.com/v1

@@ -314,6 +314,7 @@ impl TaskService {
     }
 
     pub async fn create(&self, req: CreateTaskRequest) -> Result<u32, ShimError> {
+        let started = std::time::Instant::now();
         let id = req.id.clone();
         if self.table.lock().await.containers.contains_key(&id) {
             return Err(ShimError::ContainerExists(id));
@@ -339,12 +340,20 @@ impl TaskService {
         )))?;
 
         let spec = read_config(&id, &bundle)?;
-        let labels = self.pod_labels(&id, &spec).await;
+        let candidates = crate::policy::candidates_for(&id, &spec, config.policy_dir.as_deref())?;
+        // A lookup over containerd's API on every Create otherwise: only a policy that selects
+        // by labels needs them.
+        let labels = match &candidates {
+            Some(c) if c.need_labels() => self.pod_labels(&id, &spec).await,
+            _ => crate::policy::PodLabels::Unknown("not read: no policy selects by labels".into()),
+        };
+        let labelled = started.elapsed();
         let hardened = harden_bundle(
             &id,
             &bundle,
             spec,
             &config,
+            candidates,
             &labels,
             &self.reporter(&config),
         )?;
@@ -362,25 +371,31 @@ impl TaskService {
             .judge
             .admit(&id, spec, &config, &self.reporter(&config))?;
         let rootfs = self.mount_rootfs(&id, &bundle, &req).await?;
+        let prepared = started.elapsed();
         let stdio = StdioPaths {
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),
             stderr: req.stderr.clone(),
             terminal: req.terminal,
         };
+        let mut runc_created = prepared;
         let launched = match self.launch_init(&id, &bundle, runc.as_ref(), &stdio).await {
-            Ok((pid, io)) => match self
-                .attach(&id, pid, &bundle, &hardened, gate_request, &config)
-                .await
-            {
-                Ok((watch, gate)) => Ok((pid, io, watch, gate)),
-                Err(e) => {
-                    let _ = runc.delete(&id, true).await;
-                    Err(e)
+            Ok((pid, io)) => {
+                runc_created = started.elapsed();
+                match self
+                    .attach(&id, pid, &bundle, &hardened, gate_request, &config)
+                    .await
+                {
+                    Ok((watch, gate)) => Ok((pid, io, watch, gate)),
+                    Err(e) => {
+                        let _ = runc.delete(&id, true).await;
+                        Err(e)
+                    }
                 }
-            },
+            }
             Err(e) => Err(e),
         };
+        let attached = started.elapsed();
         match launched {
             Ok((pid, io, watch, gate)) => {
                 let cgroups = Cgroups::of_pid(pid)
@@ -420,7 +435,16 @@ impl TaskService {
                     // Killed from outside between runc create and now: the reaper saw it first.
                     table.unknown_exits.remove(&pid).map(|(exit, _)| exit)
                 };
-                tracing::info!(container = %id, pid, "container created");
+                // Where a Create's time went, for docs/benchmarks.md.
+                tracing::info!(
+                    container = %id,
+                    pid,
+                    labels_ms = ms(labelled),
+                    prepare_ms = ms(prepared - labelled),
+                    runc_create_ms = ms(runc_created - prepared),
+                    attach_ms = ms(attached - runc_created),
+                    "container created"
+                );
                 let id_for_exit = id.clone();
                 self.events
                     .send(TaskCreate {
@@ -512,7 +536,10 @@ impl TaskService {
                 what,
             ))
         };
-        let Some(monitor) = self.monitor(config) else {
+        let waiting = std::time::Instant::now();
+        let joined = self.monitor(config);
+        let waited = waiting.elapsed();
+        let Some(monitor) = joined else {
             if needed && !hardened.degrade {
                 return Err(ShimError::Unenforced {
                     container: id.into(),
@@ -556,8 +583,15 @@ impl TaskService {
             container_id: id.to_string(),
             image: w.image,
         };
+        let watching = std::time::Instant::now();
         match monitor.watch(pid, who, rules) {
             Ok(watch) => {
+                tracing::info!(
+                    container = %id,
+                    join_wait_ms = ms(waited),
+                    watch_ms = ms(watching.elapsed()),
+                    "container watched"
+                );
                 for r in watch.0.enforcement() {
                     tracing::info!(container = %id, rule = %r.rule, enforcer = r.enforcer.as_str(), note = ?r.note, "monitor rule");
                     if r.enforcer == palisade_monitor::Enforcer::AuditOnly {
@@ -680,7 +714,9 @@ impl TaskService {
             }
             (c.runc.clone(), init.pid)
         };
+        let starting = std::time::Instant::now();
         runc.start(id).await?;
+        let runc_start = starting.elapsed();
         {
             let mut table = self.table.lock().await;
             if let Some(p) = table
@@ -694,7 +730,7 @@ impl TaskService {
                 }
             }
         }
-        tracing::info!(container = %id, pid, "container started");
+        tracing::info!(container = %id, pid, runc_start_ms = ms(runc_start), "container started");
         self.events
             .send(TaskStart {
                 container_id: id.into(),
@@ -1261,6 +1297,11 @@ fn reporter_of(cell: &crate::report::ReporterCell, config: &Config) -> crate::re
     cell.get_or_start(&config.events).clone()
 }
 
+/// Milliseconds with a fraction, for the timings in the logs.
+fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
 /// The shim's monitor, joined once; `None` when disabled or unavailable (logged once).
 fn join_monitor<'a>(
     cell: &'a std::sync::OnceLock<Option<crate::monitoring::ShimMonitor>>,
@@ -1538,18 +1579,16 @@ fn harden_bundle(
     bundle: &Path,
     mut spec: serde_json::Value,
     config: &Config,
+    candidates: Option<crate::policy::Candidates>,
     labels: &crate::policy::PodLabels,
     reporter: &crate::report::Reporter,
 ) -> Result<Hardened, ShimError> {
     let path = bundle.join("config.json");
     let report = palisade_sandbox::harden_spec(id, &mut spec, &config.hardening)?;
-    let compiled = crate::policy::policy_for(
-        id,
-        &spec,
-        config.policy_dir.as_deref(),
-        labels,
-        config.audit(),
-    )?;
+    let compiled = match candidates {
+        Some(c) => c.select(labels, config.audit())?,
+        None => None,
+    };
     let kernel = palisade_sandbox::KernelFeatures::probe().map_err(|e| ShimError::Unenforced {
         container: id.to_string(),
         reason: format!("kernel features: {e}"),
