@@ -296,17 +296,25 @@ impl NodeMonitor {
         let dir = mode_dir(&config);
         let lock = pins::lock_root(&config.pin_root)?;
         let locked = started.elapsed();
-        let (maps, loaded) = pins::load_or_open(
+        // A loader claims its index and sets up its ring while its programs are attached.
+        let ring_size = config.ring_size;
+        let (maps, loaded, early) = pins::load_or_open_with(
             &dir,
             config.enforce,
             config.mount_bpffs,
             config.raw_sys_exit,
+            |m: &pins::Maps| claim_ring(&m.holders, &m.rings, ring_size),
         )?;
         let opened = started.elapsed();
-        pins::reap(&maps);
-        let index = pins::claim(&maps)?;
-        let claimed = started.elapsed();
-        let (ring, inserted) = match create_ring(&maps, index, config.ring_size) {
+        let claimed = match early {
+            Some(claimed) => claimed,
+            None => {
+                pins::reap(&maps);
+                claim_ring(&maps.holders, &maps.rings, ring_size)
+            }
+        };
+        let Claimed { index, ring } = claimed?;
+        let (ring, ring_time) = match ring {
             Ok(r) => r,
             Err(e) => {
                 pins::release_index(&maps, index);
@@ -314,7 +322,6 @@ impl NodeMonitor {
             }
         };
         drop(lock);
-        let ringed = started.elapsed();
         let shared = Arc::new(Shared {
             maps,
             root: config.pin_root.clone(),
@@ -340,9 +347,9 @@ impl NodeMonitor {
             missing = ?features.missing_syscalls,
             lock_ms = pins::ms(locked),
             load_or_open_ms = pins::ms(opened - locked),
-            claim_ms = pins::ms(claimed - opened),
-            ring_ms = pins::ms(ringed - claimed),
-            ring_insert_ms = pins::ms(inserted),
+            ring_ms = pins::ms(ring_time.total),
+            ring_insert_ms = pins::ms(ring_time.insert),
+            ring_beside_load = loaded,
             "monitor handle open"
         );
 
@@ -694,8 +701,38 @@ fn report_drops(shared: &Shared, last: &mut HashMap<u32, u64>) {
     }
 }
 
+/// How long a holder's ring set-up took, and the insertion into `rings` within it (a
+/// map-in-map update from user space waits for an RCU grace period).
+struct RingTime {
+    total: Duration,
+    insert: Duration,
+}
+
+/// A holder's index, claimed in `holders`, and its ring or why the ring could not be set up
+/// (the caller then releases the index).
+struct Claimed {
+    index: u32,
+    ring: Result<(MapHandle, RingTime), MonitorError>,
+}
+
+/// Claims a holder's index and creates and inserts its ring into `rings`.
+fn claim_ring(holders: &MapHandle, rings: &MapHandle, size: u32) -> Result<Claimed, PinError> {
+    let started = Instant::now();
+    let index = pins::claim(holders)?;
+    let ring = create_ring(rings, index, size).map(|(ring, insert)| {
+        (
+            ring,
+            RingTime {
+                total: started.elapsed(),
+                insert,
+            },
+        )
+    });
+    Ok(Claimed { index, ring })
+}
+
 fn create_ring(
-    maps: &NodeMaps,
+    rings: &MapHandle,
     index: u32,
     size: u32,
 ) -> Result<(MapHandle, Duration), MonitorError> {
@@ -707,10 +744,9 @@ fn create_ring(
         .map_err(|source| MonitorError::Ring { size, source })?;
     let fd = ring.as_fd().as_raw_fd() as u32;
     let inserting = Instant::now();
-    maps.rings
+    rings
         .update(&index.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
         .map_err(|source| MonitorError::Ring { size, source })?;
-    // A map-in-map update from user space waits for an RCU grace period: timed apart.
     Ok((ring, inserting.elapsed()))
 }
 

@@ -9,6 +9,7 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
@@ -393,23 +394,46 @@ pub(crate) fn load_or_open(
     mount: bool,
     raw_sys_exit: bool,
 ) -> Result<(NodeMaps, bool), PinError> {
+    let (maps, loaded, _) = load_or_open_with(dir, enforce, mount, raw_sys_exit, |_: &Maps| ())?;
+    Ok((maps, loaded))
+}
+
+/// The `holders` and `rings` maps of a set just loaded, for [`load_or_open_with`]'s set-up.
+pub(crate) struct Maps {
+    pub holders: MapHandle,
+    pub rings: MapHandle,
+}
+
+/// [`load_or_open`], and when this call loads, `beside` runs on the new `holders` and `rings`
+/// maps in a thread of its own while the programs are attached and pinned (the loader's own
+/// ring: its insertion waits for an RCU grace period, which then overlaps the attaching).
+/// Returns `beside`'s result when it ran; a failed load drops it.
+pub(crate) fn load_or_open_with<R: Send>(
+    dir: &Path,
+    enforce: bool,
+    mount: bool,
+    raw_sys_exit: bool,
+    beside: impl FnOnce(&Maps) -> R + Send,
+) -> Result<(NodeMaps, bool, Option<R>), PinError> {
     // `holders` is pinned before `config`, which comes last: its presence marks a complete set.
-    let loaded = if dir.join("maps/config").exists() {
-        false
+    let (loaded, early) = if dir.join("maps/config").exists() {
+        (false, None)
     } else {
         if dir.exists() {
             warn!(dir = %dir.display(), "incomplete pin dir (a loader died midway), removing it");
             remove_pins(dir)?;
         }
         ensure_tracefs(mount)?;
-        if let Err(e) = load_and_pin(dir, enforce, raw_sys_exit) {
-            // Leave no half-pinned set behind for the next holder to trip over.
-            let _ = remove_pins(dir);
-            return Err(e);
+        match load_and_pin(dir, enforce, raw_sys_exit, beside) {
+            Ok(r) => (true, Some(r)),
+            Err(e) => {
+                // Leave no half-pinned set behind for the next holder to trip over.
+                let _ = remove_pins(dir);
+                return Err(e);
+            }
         }
-        true
     };
-    Ok((open_pins(dir)?, loaded))
+    Ok((open_pins(dir)?, loaded, early))
 }
 
 /// What a load attempt asks of the kernel.
@@ -468,7 +492,12 @@ pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn load_and_pin(dir: &Path, enforce: bool, raw_sys_exit: bool) -> Result<(), PinError> {
+fn load_and_pin<R: Send>(
+    dir: &Path,
+    enforce: bool,
+    raw_sys_exit: bool,
+    beside: impl FnOnce(&Maps) -> R + Send,
+) -> Result<R, PinError> {
     let started = Instant::now();
     for sub in ["links", "progs", "maps"] {
         let p = dir.join(sub);
@@ -532,6 +561,79 @@ fn load_and_pin(dir: &Path, enforce: bool, raw_sys_exit: bool) -> Result<(), Pin
         }
     };
     let verified = started.elapsed();
+    for name in MAPS {
+        let map = skel
+            .object()
+            .maps()
+            .find(|m| m.name() == *name)
+            .ok_or_else(|| PinError::Load {
+                what: format!("map {name}"),
+                source: libbpf_rs::Error::from(io::Error::from(io::ErrorKind::NotFound)),
+            })?;
+        pin_fd(map.as_fd(), &dir.join("maps").join(name))?;
+    }
+    let pinned_map = |name: &str| {
+        let path = dir.join("maps").join(name);
+        MapHandle::from_pinned_path(&path).map_err(|source| PinError::Pin { path, source })
+    };
+    let early = Maps {
+        holders: pinned_map("holders")?,
+        rings: pinned_map("rings")?,
+    };
+    let beside = Mutex::new(Some(beside));
+    let run = || {
+        beside
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .map(|f| f(&early))
+    };
+    let (attached, ran) = std::thread::scope(|scope| {
+        let thread = std::thread::Builder::new()
+            .name("palisade-ring-setup".into())
+            .spawn_scoped(scope, run)
+            .ok();
+        let attached = attach_and_pin(&skel, dir);
+        (attached, thread.and_then(|t| t.join().ok()).flatten())
+    });
+    attached?;
+    // A set-up thread that could not start leaves the set-up to this one.
+    let Some(early) = ran.or_else(run) else {
+        return Err(PinError::Load {
+            what: "holder set-up beside the attaching".to_string(),
+            source: libbpf_rs::Error::from(io::Error::from(io::ErrorKind::Interrupted)),
+        });
+    };
+    // The read-only configuration, so that later holders learn what the loader chose.
+    let rodata = skel
+        .object()
+        .maps()
+        .find(|m| m.name().to_string_lossy().ends_with(".rodata"))
+        .ok_or_else(|| PinError::Load {
+            what: "map .rodata".to_string(),
+            source: libbpf_rs::Error::from(io::Error::from(io::ErrorKind::NotFound)),
+        })?;
+    pin_fd(rodata.as_fd(), &dir.join("maps").join("config"))?;
+    let pinned = started.elapsed();
+    drop(skel);
+    info!(
+        dir = %dir.display(),
+        probe_ms = ms(probed),
+        load_ms = ms(verified - probed),
+        attach_pin_ms = ms(pinned - verified),
+        close_ms = ms(started.elapsed() - pinned),
+        syscall_hook = %attempt.hook,
+        bpf_lsm = attempt.lsm,
+        from_source = attempt.source_check,
+        sock_create = attempt.sock,
+        "monitor programs loaded and pinned"
+    );
+    Ok(early)
+}
+
+/// Attaches the loaded programs (the syscall program to each watched syscall's exit
+/// tracepoint) and pins their links, and pins the cgroup programs attached per container.
+fn attach_and_pin(skel: &MonitorSkel<'_>, dir: &Path) -> Result<(), PinError> {
     let cgroup_names: Vec<&str> = CGROUP_PROGS.iter().map(|(n, _)| *n).collect();
     for prog in skel.object().progs_mut() {
         let name = prog.name().to_string_lossy().into_owned();
@@ -563,41 +665,6 @@ fn load_and_pin(dir: &Path, enforce: bool, raw_sys_exit: bool) -> Result<(), Pin
                 .map_err(|source| PinError::Pin { path, source })?;
         }
     }
-    for name in MAPS {
-        let map = skel
-            .object()
-            .maps()
-            .find(|m| m.name() == *name)
-            .ok_or_else(|| PinError::Load {
-                what: format!("map {name}"),
-                source: libbpf_rs::Error::from(io::Error::from(io::ErrorKind::NotFound)),
-            })?;
-        pin_fd(map.as_fd(), &dir.join("maps").join(name))?;
-    }
-    // The read-only configuration, so that later holders learn what the loader chose.
-    let rodata = skel
-        .object()
-        .maps()
-        .find(|m| m.name().to_string_lossy().ends_with(".rodata"))
-        .ok_or_else(|| PinError::Load {
-            what: "map .rodata".to_string(),
-            source: libbpf_rs::Error::from(io::Error::from(io::ErrorKind::NotFound)),
-        })?;
-    pin_fd(rodata.as_fd(), &dir.join("maps").join("config"))?;
-    let pinned = started.elapsed();
-    drop(skel);
-    info!(
-        dir = %dir.display(),
-        probe_ms = ms(probed),
-        load_ms = ms(verified - probed),
-        attach_pin_ms = ms(pinned - verified),
-        close_ms = ms(started.elapsed() - pinned),
-        syscall_hook = %attempt.hook,
-        bpf_lsm = attempt.lsm,
-        from_source = attempt.source_check,
-        sock_create = attempt.sock,
-        "monitor programs loaded and pinned"
-    );
     Ok(())
 }
 
@@ -711,7 +778,11 @@ pub(crate) fn holder_alive(h: &types::holder) -> bool {
 }
 
 pub(crate) fn read_holder(maps: &NodeMaps, idx: u32) -> types::holder {
-    maps.holders
+    holder_at(&maps.holders, idx)
+}
+
+fn holder_at(holders: &MapHandle, idx: u32) -> types::holder {
+    holders
         .lookup(&idx.to_ne_bytes(), MapFlags::ANY)
         .ok()
         .flatten()
@@ -782,17 +853,17 @@ pub(crate) fn reap(maps: &NodeMaps) -> u32 {
 }
 
 /// Claims a free holder index for the calling process.
-pub(crate) fn claim(maps: &NodeMaps) -> Result<u32, PinError> {
+pub(crate) fn claim(holders: &MapHandle) -> Result<u32, PinError> {
     let pid = std::process::id();
     let start = start_time(pid).unwrap_or(0);
     for idx in 0..MAX_RINGS {
-        if read_holder(maps, idx).pid == 0 {
+        if holder_at(holders, idx).pid == 0 {
             let h = types::holder {
                 pid,
                 pad: 0,
                 start_time: start,
             };
-            maps.holders
+            holders
                 .update(&idx.to_ne_bytes(), bytes_of(&h), MapFlags::ANY)
                 .map_err(|source| PinError::Pin {
                     path: PathBuf::from("holders"),
