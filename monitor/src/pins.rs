@@ -634,6 +634,12 @@ fn load_and_pin<R: Send>(
 /// Attaches the loaded programs (the syscall program to each watched syscall's exit
 /// tracepoint) and pins their links, and pins the cgroup programs attached per container.
 fn attach_and_pin(skel: &MonitorSkel<'_>, dir: &Path) -> Result<(), PinError> {
+    let started = Instant::now();
+    // How long the exit tracepoints took, the first of them apart (it enables the kernel's
+    // syscall tracing) and the slowest: for docs/benchmarks.md.
+    let mut first: Option<Duration> = None;
+    let mut slowest = (Duration::ZERO, String::new());
+    let mut tracepoints = Duration::ZERO;
     let cgroup_names: Vec<&str> = CGROUP_PROGS.iter().map(|(n, _)| *n).collect();
     for prog in skel.object().progs_mut() {
         let name = prog.name().to_string_lossy().into_owned();
@@ -651,9 +657,16 @@ fn attach_and_pin(skel: &MonitorSkel<'_>, dir: &Path) -> Result<(), PinError> {
                     warn!(tracepoint = %event, "tracepoint missing on this kernel, not watched");
                     continue;
                 }
+                let attaching = Instant::now();
                 let mut link = prog
                     .attach_tracepoint(libbpf_rs::TracepointCategory::Syscalls, &event)
                     .map_err(load_err(format!("attach {name} to {event}")))?;
+                let took = attaching.elapsed();
+                first.get_or_insert(took);
+                tracepoints += took;
+                if took > slowest.0 {
+                    slowest = (took, event.clone());
+                }
                 let path = dir.join("links").join(&event);
                 link.pin(&path)
                     .map_err(|source| PinError::Pin { path, source })?;
@@ -665,6 +678,14 @@ fn attach_and_pin(skel: &MonitorSkel<'_>, dir: &Path) -> Result<(), PinError> {
                 .map_err(|source| PinError::Pin { path, source })?;
         }
     }
+    info!(
+        total_ms = ms(started.elapsed()),
+        tracepoints_ms = ms(tracepoints),
+        first_tracepoint_ms = ms(first.unwrap_or_default()),
+        slowest_tracepoint = %slowest.1,
+        slowest_tracepoint_ms = ms(slowest.0),
+        "monitor programs attached"
+    );
     Ok(())
 }
 
