@@ -557,6 +557,19 @@ oom_score = 0
         }
     }
 
+    /// Copies containerd's log, the shims' lines with it, out of the run dir (removed at
+    /// teardown) to `<name>/containerd.log` beside it; returns where.
+    pub fn keep_log(&self, name: &str) -> Result<PathBuf> {
+        let dir = match self.failure_dir.parent() {
+            Some(base) => base.join(name),
+            None => bail!("run dir {}: no parent", self.run_dir.display()),
+        };
+        fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        let kept = dir.join("containerd.log");
+        fs::copy(&self.log, &kept).with_context(|| format!("copy {}", self.log.display()))?;
+        Ok(kept)
+    }
+
     /// Copies containerd's log out of the run dir and prints its tail.
     fn keep_logs(&self) {
         let _ = fs::remove_dir_all(&self.failure_dir);

@@ -507,6 +507,10 @@ pub fn bench(opts: &Opts) -> Result<()> {
             println!("{header}\n\n{out}");
             eprintln!("xtask: wrote {} ({})", doc.display(), suite.begin);
         }
+        // The shims' timing lines (Create, the monitor's join and load) are in it: see
+        // docs/benchmarks.md, "Where palisade's start latency and memory go".
+        let kept = env.keep_log("last-bench")?;
+        eprintln!("xtask: containerd log kept at {}", kept.display());
         Ok(())
     })
 }
