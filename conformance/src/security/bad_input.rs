@@ -3,7 +3,7 @@
 use anyhow::{bail, Result};
 use k8s_cri::v1::LinuxSandboxSecurityContext;
 
-use super::policies::policy_pod;
+use super::policies::policy_sleeper;
 use super::{security, Observed, Scope, SecCheck, PALISADE};
 use crate::cri::SLEEPER;
 use crate::sec_check;
@@ -41,13 +41,8 @@ pub fn all() -> Vec<SecCheck> {
 /// creates the task (the shim's Create, where policies are read) in StartContainer, so that is
 /// the call that fails; CreateContainer only records the container.
 pub async fn refused(ctx: &Ctx, policy: &str) -> Result<String> {
-    let (pod, cfg) = policy_pod(ctx, policy).await?;
-    match ctx
-        .cri
-        .run_container(&pod, &ctx.container("app", SLEEPER), &cfg)
-        .await
-    {
-        Ok(id) => bail!("container {id} started"),
+    match policy_sleeper(ctx, policy).await {
+        Ok((id, _)) => bail!("container {id} started"),
         Err(e) => Ok(format!("{e:#}")),
     }
 }

@@ -190,6 +190,17 @@ pub async fn policy_pod(ctx: &Ctx, policy: &str) -> Result<(String, PodSandboxCo
     Ok((id, cfg))
 }
 
+/// A pod carrying `policy` with the sleeper running as its container `app`: the container's
+/// id and the pod's name.
+pub async fn policy_sleeper(ctx: &Ctx, policy: &str) -> Result<(String, String)> {
+    let (pod, cfg) = policy_pod(ctx, policy).await?;
+    let c = ctx
+        .cri
+        .run_container(&pod, &ctx.container("app", SLEEPER), &cfg)
+        .await?;
+    Ok((c, crate::cri::pod_name(&cfg).to_string()))
+}
+
 /// Runs a shell snippet, returning (stdout, stderr, exit code).
 async fn sh(ctx: &Ctx, c: &str, script: &str) -> Result<(String, String, i32)> {
     ctx.cri.exec_sync(c, &["sh", "-c", script], 20).await
@@ -234,11 +245,7 @@ async fn service_account_token(ctx: &Ctx) -> Result<Observed> {
 }
 
 async fn file_integrity(ctx: &Ctx) -> Result<Observed> {
-    let (pod, cfg) = policy_pod(ctx, FILE_INTEGRITY).await?;
-    let c = ctx
-        .cri
-        .run_container(&pod, &ctx.container("app", SLEEPER), &cfg)
-        .await?;
+    let (c, _) = policy_sleeper(ctx, FILE_INTEGRITY).await?;
     let mut denied = Vec::new();
     for target in ["/bin/evil", "/usr/bin/evil", "/usr/bin/apt"] {
         let (_, err, code) = sh(ctx, &c, &format!("echo x >> {target}")).await?;
@@ -267,11 +274,7 @@ async fn file_integrity(ctx: &Ctx) -> Result<Observed> {
 }
 
 async fn process_allow_list(ctx: &Ctx) -> Result<Observed> {
-    let (pod, cfg) = policy_pod(ctx, PROCESS_ALLOW_LIST).await?;
-    let c = ctx
-        .cri
-        .run_container(&pod, &ctx.container("app", SLEEPER), &cfg)
-        .await?;
+    let (c, _) = policy_sleeper(ctx, PROCESS_ALLOW_LIST).await?;
     // Listed: the shell and the probe.
     let out = ctx.cri.sh(&c, "echo shell-ok").await?;
     ensure(out == "shell-ok\n", || format!("sh: {out:?}"))?;
@@ -304,12 +307,7 @@ fn kill_events(log: &std::path::Path, pod: &str, binary: &str) -> Vec<serde_json
 
 async fn block_apt(ctx: &Ctx) -> Result<Observed> {
     let log = events_log(ctx)?;
-    let (pod, cfg) = policy_pod(ctx, PACKAGE_MANAGERS).await?;
-    let pod_name = crate::cri::pod_name(&cfg).to_string();
-    let c = ctx
-        .cri
-        .run_container(&pod, &ctx.container("app", SLEEPER), &cfg)
-        .await?;
+    let (c, pod_name) = policy_sleeper(ctx, PACKAGE_MANAGERS).await?;
     for bin in ["/usr/bin/apt", "/usr/bin/apt-get"] {
         let (out, err, code) = ctx.cri.exec_sync(&c, &[bin, "tcpsock"], 20).await?;
         ensure(code == 137, || {
@@ -343,11 +341,7 @@ async fn block_apt(ctx: &Ctx) -> Result<Observed> {
 }
 
 async fn raw_socket_block(ctx: &Ctx) -> Result<Observed> {
-    let (pod, cfg) = policy_pod(ctx, RAW_BLOCK).await?;
-    let c = ctx
-        .cri
-        .run_container(&pod, &ctx.container("app", SLEEPER), &cfg)
-        .await?;
+    let (c, _) = policy_sleeper(ctx, RAW_BLOCK).await?;
     let raw = probe(ctx, &c, PROBE, &["rawsock"]).await?;
     ensure(raw.blocked, || format!("raw socket: {}", raw.detail))?;
     let tcp = probe(ctx, &c, PROBE, &["tcpsock"]).await?;
@@ -365,12 +359,7 @@ async fn raw_socket_block(ctx: &Ctx) -> Result<Observed> {
 async fn sockets_from_source(ctx: &Ctx) -> Result<Observed> {
     let log = EventLog::mark(ctx)?;
     let policy = NETWORK_FROM_SOURCE.replace("/usr/sbin/nginx", PROBE);
-    let (pod, cfg) = policy_pod(ctx, &policy).await?;
-    let pod_name = crate::cri::pod_name(&cfg).to_string();
-    let c = ctx
-        .cri
-        .run_container(&pod, &ctx.container("app", SLEEPER), &cfg)
-        .await?;
+    let (c, pod_name) = policy_sleeper(ctx, &policy).await?;
     for op in ["tcpsock", "udpsock"] {
         let p = probe(ctx, &c, PROBE, &[op]).await?;
         ensure(!p.blocked, || format!("listed {PROBE} {op}: {}", p.detail))?;
