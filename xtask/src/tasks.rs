@@ -455,6 +455,43 @@ impl Opts {
     }
 }
 
+/// Operations of the pipeline flood the monitor suite ends with (one event each).
+const FLOOD_OPS: [&str; 2] = ["100000", "1000000"];
+
+/// The rate of events the monitor's pipeline delivers without loss: `palisade-monitor
+/// bench-flood` after the monitor suite's pods are gone (its own pins, its own cgroup), as a
+/// paragraph for the suite's section.
+fn event_pipeline_rate(ws: &Workspace) -> Result<String> {
+    ws.cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "palisade-monitor",
+        "--bin",
+        "palisade-monitor",
+    ])?;
+    let bin = ws.target.join("release/palisade-monitor");
+    let out = Command::new(&bin)
+        .arg("bench-flood")
+        .args(FLOOD_OPS)
+        .output()
+        .with_context(|| format!("run {}", bin.display()))?;
+    if !out.status.success() {
+        bail!(
+            "palisade-monitor bench-flood failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(format!(
+        "\nEvent pipeline, in the same run (`palisade-monitor bench-flood {}`: an open loop in a \
+         cgroup watched with `report_all_opens`, one event per open, delivered to a channel; \
+         dropped = lost in the kernel because the ring was full):\n\n```\n{}```\n",
+        FLOOD_OPS.join(" "),
+        String::from_utf8_lossy(&out.stdout)
+    ))
+}
+
 /// `cargo xtask bench`: runs the chosen suites against one private containerd and rewrites
 /// each suite's marked section of docs/benchmarks.md as soon as it has finished.
 pub fn bench(opts: &Opts) -> Result<()> {
@@ -497,9 +534,12 @@ pub fn bench(opts: &Opts) -> Result<()> {
             // Other work on the machine moves every figure: the section records the load.
             let before = loadavg();
             eprintln!("xtask: bench suite {} (load average {before})", suite.name);
-            let (st, out) = env.run_child_output(&mut cmd)?;
+            let (st, mut out) = env.run_child_output(&mut cmd)?;
             if !st.success() {
                 bail!("bench suite {} failed ({st})", suite.name);
+            }
+            if suite.name == "monitor" {
+                out += &event_pipeline_rate(&ws)?;
             }
             let after = loadavg();
             let header = section_header(&command, &before, &after);
