@@ -87,6 +87,15 @@ pub(super) fn apply_strict(
 }
 
 /// Destinations of the spec's read-write mounts, kernel interfaces excepted.
+/// Whether `path` is `dir` or lies below it (both cleaned).
+fn within(path: &str, dir: &str) -> bool {
+    dir == "/"
+        || path == dir
+        || path
+            .strip_prefix(dir)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
 fn writable_mounts(root: &Map<String, Value>) -> Result<Vec<String>, SpecError> {
     let wrong = |path: &str, expected| SpecError::WrongType {
         path: path.to_owned(),
@@ -108,13 +117,14 @@ fn writable_mounts(root: &Map<String, Value>) -> Result<Vec<String>, SpecError> 
             .ok_or_else(|| wrong(&format!("mounts[{i}].destination"), "a string"))?;
         let kind = mount.get("type").and_then(Value::as_str).unwrap_or("");
         let options = spec::string_list(mount, "options", &format!("mounts[{i}].options"))?;
+        let destination = clean(destination);
+        // A mount covers whatever earlier mounts put at or below its destination (CRI's pause
+        // container gets /dev/shm as a tmpfs, then a read-only bind over it).
+        out.retain(|w: &String| !within(w, &destination));
         if KERNEL_MOUNT_TYPES.contains(&kind) || options.iter().any(|o| o == "ro") {
             continue;
         }
-        let destination = clean(destination);
-        if !out.contains(&destination) {
-            out.push(destination);
-        }
+        out.push(destination);
     }
     Ok(out)
 }
@@ -443,6 +453,21 @@ mod tests {
         let Value::Object(root) = root else {
             unreachable!()
         };
-        assert_eq!(writable_mounts(&root).unwrap(), ["/dev", "/data"]);
+        assert_eq!(writable_mounts(&root).unwrap(), ["/data", "/dev"]);
+    }
+
+    #[test]
+    fn a_later_mount_covers_earlier_ones_at_or_below_it() {
+        let root = json!({"mounts": [
+            {"destination": "/dev/shm", "type": "tmpfs", "options": ["rw"]},
+            {"destination": "/data/cache", "type": "bind", "options": ["rbind", "rw"]},
+            {"destination": "/data2", "type": "bind", "options": ["rbind", "rw"]},
+            {"destination": "/dev/shm", "type": "bind", "options": ["rbind", "ro"]},
+            {"destination": "/data", "type": "bind", "options": ["rbind", "ro"]}
+        ]});
+        let Value::Object(root) = root else {
+            unreachable!()
+        };
+        assert_eq!(writable_mounts(&root).unwrap(), ["/data2"]);
     }
 }
