@@ -520,14 +520,18 @@ static __always_inline int report_syscall(struct container_info *ci, __u64 cg, _
 	syscall_args(regs, args);
 	if (sys == SYS_OPENAT) {
 		struct task_struct *t = (struct task_struct *)bpf_get_current_task();
-		struct file *f = ret >= 0 ? fd_file(t, ret) : 0;
+		bool write = args[2] & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC);
+		bool secrets = ci->secrets[0].dev != 0;
+		/* the opened file is looked up only when a test needs it: a read in a container
+		 * without secret mounts costs nothing more here */
+		struct file *f = ret >= 0 && (secrets || write) ? fd_file(t, ret) : 0;
 
-		if (f && ci->secrets[0].dev && on_secret_mount(ci, f))
+		if (f && secrets && on_secret_mount(ci, f))
 			oflags |= SE_SECRET;
 		if (!(ci->flags & CF_ALL_OPENS) &&
 		    !open_is_interesting(args[2], ret, oflags & SE_SECRET))
 			return 0;
-		if (f && (args[2] & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC)) && below_system_dir(t, f))
+		if (f && write && below_system_dir(t, f))
 			oflags |= SE_SYSTEM_DIR;
 	}
 	if (sys == SYS_OPENAT || sys == SYS_MOUNT) {
