@@ -59,9 +59,11 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 }
 
 fn lines(log_dir: &Path) -> Vec<Event> {
-    std::fs::read_to_string(log_dir.join(EVENTS_FILE))
-        .unwrap_or_default()
-        .lines()
+    let text = std::fs::read_to_string(log_dir.join(EVENTS_FILE)).unwrap_or_default();
+    // the writer may be in the middle of a line while the test reads: only the lines it has
+    // finished (ended by a newline) count, and each of those must be one whole event
+    let done = text.rfind('\n').map_or("", |end| &text[..end]);
+    done.lines()
         .map(|l| serde_json::from_str(l).expect("a whole event per line"))
         .collect()
 }
