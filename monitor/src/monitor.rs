@@ -1056,7 +1056,6 @@ fn secret_mounts(
     container: &str,
     dirs: &[PathBuf],
 ) -> [types::secret_mount; crate::rules::MAX_SECRET_MOUNTS] {
-    use std::os::unix::fs::MetadataExt;
     let mut table = [types::secret_mount::default(); crate::rules::MAX_SECRET_MOUNTS];
     if dirs.len() > table.len() {
         warn!(
@@ -1067,14 +1066,12 @@ fn secret_mounts(
         );
     }
     for (slot, dir) in table.iter_mut().zip(dirs) {
-        match std::fs::metadata(dir) {
-            Ok(meta) => {
-                slot.dev = crate::rules::kernel_dev(meta.dev());
-                slot.ino = meta.ino();
+        match crate::rules::file_id("service-account-token-read", dir) {
+            Ok((dev, ino)) => {
+                slot.dev = dev;
+                slot.ino = ino;
             }
-            Err(e) => {
-                warn!(container, dir = %dir.display(), error = %e, "secret mount not watched")
-            }
+            Err(e) => warn!(container, error = %e, "secret mount not watched"),
         }
     }
     table

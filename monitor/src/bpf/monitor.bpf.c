@@ -573,6 +573,19 @@ static __always_inline int report_syscall(struct container_info *ci, __u64 cg, _
 	return 0;
 }
 
+/* The watched kind of syscall `nr` (into *sys) and the container of the current process, when
+ * both exist: the one lookup every syscall program makes before anything else. The registers
+ * are left to the caller, so the raw variant never touches bpf_task_pt_regs. */
+static __always_inline struct container_info *watched_syscall(long nr, __u32 *sys, __u64 *cg)
+{
+	if (nr < 0 || nr >= SYS_TABLE)
+		return 0;
+	*sys = sys_kinds[nr];
+	if (!*sys)
+		return 0;
+	return current_container(cg);
+}
+
 /* One program, attached by user space to the sys_exit tracepoint of every watched syscall (the
  * kernel only runs it for those: other syscalls pay nothing), and verified once. Everything
  * is done on the way out, from the saved registers: no entry hook, no per-thread map, and a
@@ -582,16 +595,10 @@ SEC("tracepoint")
 int on_sys_exit(struct sys_exit_ctx *ctx)
 {
 	struct container_info *ci;
-	long nr = ctx->nr;
 	__u32 sys;
 	__u64 cg;
 
-	if (nr < 0 || nr >= SYS_TABLE)
-		return 0;
-	sys = sys_kinds[nr];
-	if (!sys)
-		return 0;
-	ci = current_container(&cg);
+	ci = watched_syscall(ctx->nr, &sys, &cg);
 	if (!ci)
 		return 0;
 	return report_syscall(ci, cg, sys, ctx->ret,
@@ -618,12 +625,7 @@ int BPF_PROG(on_sys_exit_raw, struct pt_regs *regs, long ret)
 #else
 	nr = regs->syscallno;
 #endif
-	if (nr < 0 || nr >= SYS_TABLE)
-		return 0;
-	sys = sys_kinds[nr];
-	if (!sys)
-		return 0;
-	ci = current_container(&cg);
+	ci = watched_syscall(nr, &sys, &cg);
 	if (!ci)
 		return 0;
 	return report_syscall(ci, cg, sys, ret, regs);
