@@ -41,10 +41,14 @@ pub struct MonitorConfig {
     pub ring_size: u32,
     /// Kill and refuse in the kernel; `false` turns every rule into audit only.
     pub enforce: bool,
-    /// Load the raw sys_exit syscall program (what kernels before 5.15 get) even where the
-    /// exit-tracepoint one loads: tests and benchmarks of that variant. Such handles pin under
-    /// their own directory, so they never join programs loaded without it.
-    pub raw_sys_exit: bool,
+    /// The syscall program to load. [`SyscallHook::RawSysExit`], the default, is one link on
+    /// the raw `sys_exit` tracepoint; [`SyscallHook::ExitTracepoints`] is one link per watched
+    /// syscall (and falls back to the raw program on kernels before 5.15). The raw program is
+    /// the default because the exit tracepoints' links are perf events, whose release waits
+    /// for RCU grace periods under a kernel-wide mutex: a node's first pod after the last one
+    /// left waited 450-660 ms for that here (docs/monitor.md). Each choice pins under its own
+    /// directory, so handles of the two never share programs.
+    pub syscall_hook: SyscallHook,
 }
 
 impl Default for MonitorConfig {
@@ -55,7 +59,7 @@ impl Default for MonitorConfig {
             mount_bpffs: true,
             ring_size: 1 << 20,
             enforce: true,
-            raw_sys_exit: false,
+            syscall_hook: SyscallHook::RawSysExit,
         }
     }
 }
@@ -264,7 +268,7 @@ pub fn cleanup_stale(config: &MonitorConfig) -> Result<bool, MonitorError> {
         &dir,
         config.enforce,
         config.mount_bpffs,
-        config.raw_sys_exit,
+        config.syscall_hook,
     )?;
     if pins::reap(&maps) == 0 {
         pins::remove_pins(&dir)?;
@@ -281,9 +285,10 @@ fn mode_dir(config: &MonitorConfig) -> PathBuf {
         .map(|n| n.to_os_string())
         .unwrap_or_default();
     name.push(format!("-{mode}"));
-    if config.raw_sys_exit {
-        name.push("-raw");
-    }
+    name.push(match config.syscall_hook {
+        SyscallHook::RawSysExit => "-raw",
+        SyscallHook::ExitTracepoints => "-tp",
+    });
     base.with_file_name(name)
 }
 
@@ -302,7 +307,7 @@ impl NodeMonitor {
             &dir,
             config.enforce,
             config.mount_bpffs,
-            config.raw_sys_exit,
+            config.syscall_hook,
             |m: &pins::Maps| claim_ring(&m.holders, &m.rings, ring_size),
         )?;
         let opened = started.elapsed();

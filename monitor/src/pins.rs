@@ -386,15 +386,15 @@ pub(crate) fn load_err(what: impl Into<String>) -> impl FnOnce(libbpf_rs::Error)
 
 /// Opens the pinned maps and programs of `dir`, loading and pinning them first when no
 /// complete set is there. Must be called under the root lock. Returns whether it loaded.
-/// `raw_sys_exit` loads the raw sys_exit program even where the exit-tracepoint one would
-/// load (tests of the older kernels' variant).
+/// `hook` is the syscall program asked for; the exit-tracepoint one falls back to the raw
+/// sys_exit one on kernels before 5.15.
 pub(crate) fn load_or_open(
     dir: &Path,
     enforce: bool,
     mount: bool,
-    raw_sys_exit: bool,
+    hook: SyscallHook,
 ) -> Result<(NodeMaps, bool), PinError> {
-    let (maps, loaded, _) = load_or_open_with(dir, enforce, mount, raw_sys_exit, |_: &Maps| ())?;
+    let (maps, loaded, _) = load_or_open_with(dir, enforce, mount, hook, |_: &Maps| ())?;
     Ok((maps, loaded))
 }
 
@@ -412,7 +412,7 @@ pub(crate) fn load_or_open_with<R: Send>(
     dir: &Path,
     enforce: bool,
     mount: bool,
-    raw_sys_exit: bool,
+    hook: SyscallHook,
     beside: impl FnOnce(&Maps) -> R + Send,
 ) -> Result<(NodeMaps, bool, Option<R>), PinError> {
     // `holders` is pinned before `config`, which comes last: its presence marks a complete set.
@@ -424,7 +424,7 @@ pub(crate) fn load_or_open_with<R: Send>(
             remove_pins(dir)?;
         }
         ensure_tracefs(mount)?;
-        match load_and_pin(dir, enforce, raw_sys_exit, beside) {
+        match load_and_pin(dir, enforce, hook, beside) {
             Ok(r) => (true, Some(r)),
             Err(e) => {
                 // Leave no half-pinned set behind for the next holder to trip over.
@@ -495,7 +495,7 @@ pub(crate) fn ms(d: Duration) -> f64 {
 fn load_and_pin<R: Send>(
     dir: &Path,
     enforce: bool,
-    raw_sys_exit: bool,
+    hook: SyscallHook,
     beside: impl FnOnce(&Maps) -> R + Send,
 ) -> Result<R, PinError> {
     let started = Instant::now();
@@ -505,15 +505,14 @@ fn load_and_pin<R: Send>(
     }
     // Ask for the most, then less: BPF-LSM where the probe says it works, fromSource in the
     // sock_addr hooks, the sock_create program; a kernel refusing one still gets the rest.
-    // For each, the
-    // exit-tracepoint syscall program first, then the raw sys_exit one a kernel before 5.15
-    // takes (the first refuses to verify there: unknown helper).
+    // For each, the syscall program asked for; when that is the exit-tracepoint one, then the
+    // raw sys_exit one a kernel before 5.15 takes (the first refuses to verify there: unknown
+    // helper).
     let lsm = dir.parent().map_or_else(probe_lsm, probe_lsm_cached);
     let probed = started.elapsed();
-    let hooks: &[SyscallHook] = if raw_sys_exit {
-        &[SyscallHook::RawSysExit]
-    } else {
-        &[SyscallHook::ExitTracepoints, SyscallHook::RawSysExit]
+    let hooks: &[SyscallHook] = match hook {
+        SyscallHook::RawSysExit => &[SyscallHook::RawSysExit],
+        SyscallHook::ExitTracepoints => &[SyscallHook::ExitTracepoints, SyscallHook::RawSysExit],
     };
     let mut attempts = Vec::new();
     for (lsm, source_check, sock) in [

@@ -91,7 +91,7 @@ impl PinRoot {
     /// With `raw`, the raw sys_exit syscall program kernels before 5.15 get.
     fn config_for(&self, raw: bool) -> MonitorConfig {
         MonitorConfig {
-            raw_sys_exit: raw,
+            syscall_hook: hook(raw),
             ..self.config()
         }
     }
@@ -106,12 +106,16 @@ impl Drop for PinRoot {
 /// The handle runs the syscall program asked for: the forced raw sys_exit one, or on this
 /// kernel (5.15 or later) the exit-tracepoint one.
 fn assert_hook(monitor: &NodeMonitor, raw: bool) {
-    let want = if raw {
+    assert_eq!(monitor.features().syscall_hook, hook(raw));
+}
+
+/// The raw sys_exit program (the default) or the exit-tracepoint one.
+fn hook(raw: bool) -> SyscallHook {
+    if raw {
         SyscallHook::RawSysExit
     } else {
         SyscallHook::ExitTracepoints
-    };
-    assert_eq!(monitor.features().syscall_hook, want);
+    }
 }
 
 /// What a forked child does; everything is prepared before the fork so that the child only
@@ -775,7 +779,8 @@ fn check_built_in_detections(raw: bool) {
     let root = PinRoot::new(name);
     let cg = TestCgroup::new(name);
     let (tx, rx) = sync_channel(4096);
-    let monitor = NodeMonitor::open(root.config(), tx).unwrap();
+    let monitor = NodeMonitor::open(root.config_for(raw), tx).unwrap();
+    assert_hook(&monitor, raw);
     let _watch = monitor
         .watch(cg.container("builtin"), ContainerRules::default())
         .unwrap();
@@ -1032,7 +1037,8 @@ fn check_server_calls(raw: bool) {
     let root = PinRoot::new(name);
     let cg = TestCgroup::new(name);
     let (tx, rx) = sync_channel(4096);
-    let monitor = NodeMonitor::open(root.config(), tx).unwrap();
+    let monitor = NodeMonitor::open(root.config_for(raw), tx).unwrap();
+    assert_hook(&monitor, raw);
     let _watch = monitor
         .watch(cg.container("server"), ContainerRules::default())
         .unwrap();
@@ -1465,7 +1471,7 @@ fn watch_with(
     let (tx, rx) = sync_channel(4096);
     let monitor = NodeMonitor::open(
         MonitorConfig {
-            raw_sys_exit: raw,
+            syscall_hook: hook(raw),
             ..root.config()
         },
         tx,

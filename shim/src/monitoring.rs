@@ -7,7 +7,7 @@ use std::sync::Arc;
 use palisade_monitor::{
     cgroup_dir_of_pid, cgroup_id_of_pid, AuditOn, AuditRule, AuditTarget, ContainerRef,
     ContainerRules, ExecRule, MonitorConfig, MonitorError, MonitorEvent, NodeMonitor, SockClass,
-    SockRule, Watch, MAX_SOCK_SOURCES,
+    SockRule, SyscallHook, Watch, MAX_SOCK_SOURCES,
 };
 use palisade_policy::Action;
 use palisade_sandbox::{MonitorRule, MonitorRules, MonitorTarget};
@@ -34,6 +34,28 @@ pub struct MonitorSettings {
     /// This shim's event ring (a power of two); the kernel filters events per container, so a
     /// pod's ring can be small. Overruns are counted and reported.
     pub ring_bytes: u32,
+    /// Where the syscall program sits: `raw-sys-exit` (one link on the raw `sys_exit`
+    /// tracepoint, the default) or `exit-tracepoints` (one link per watched syscall; a node's
+    /// first pod after a teardown waits for the kernel's release of the previous links).
+    pub syscall_hook: HookSetting,
+}
+
+/// The `[monitor] syscall_hook` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HookSetting {
+    #[default]
+    RawSysExit,
+    ExitTracepoints,
+}
+
+impl From<HookSetting> for SyscallHook {
+    fn from(h: HookSetting) -> Self {
+        match h {
+            HookSetting::RawSysExit => SyscallHook::RawSysExit,
+            HookSetting::ExitTracepoints => SyscallHook::ExitTracepoints,
+        }
+    }
 }
 
 impl Default for MonitorSettings {
@@ -44,6 +66,7 @@ impl Default for MonitorSettings {
             enforce: true,
             allow_unmonitored: true,
             ring_bytes: 128 * 1024,
+            syscall_hook: HookSetting::RawSysExit,
         }
     }
 }
@@ -71,6 +94,7 @@ impl ShimMonitor {
             pin_root: settings.pin_root.clone(),
             enforce: settings.enforce,
             ring_size: settings.ring_bytes,
+            syscall_hook: settings.syscall_hook.into(),
             ..MonitorConfig::default()
         };
         // The monitor's reader thread hands the events straight to the reporter, which only

@@ -15,7 +15,7 @@ use palisade_monitor::{
     NodeMonitor, SyscallHook,
 };
 
-const USAGE: &str = "usage: palisade-monitor hold <pin-root> [raw] | cleanup <pin-root> | \
+const USAGE: &str = "usage: palisade-monitor hold <pin-root> [raw|tp] | cleanup <pin-root> | \
 bench [iterations [rounds]] | bench-flood [operations...] | \
 bench-worker <exec|open|connect|getppid> <iterations> | detect-probe";
 
@@ -35,9 +35,9 @@ fn main() -> Result<()> {
         .collect::<Vec<_>>()
         .as_slice()
     {
-        ["hold", root] => hold(config(root)),
-        ["hold", root, "raw"] => hold(MonitorConfig {
-            raw_sys_exit: true,
+        ["hold", root] | ["hold", root, "raw"] => hold(config(root)),
+        ["hold", root, "tp"] => hold(MonitorConfig {
+            syscall_hook: SyscallHook::ExitTracepoints,
             ..config(root)
         }),
         ["cleanup", root] => {
@@ -241,9 +241,9 @@ fn bench(n: u32, rounds: u32) -> Result<()> {
         ("no monitor", false, 0, false),
         ("empty programs", false, 0, false),
         ("empty raw exit", false, 0, true),
-        ("monitor, not watched", false, 20, false),
-        ("monitor, 1 watched", true, 0, false),
-        ("monitor, 20 watched", true, 19, false),
+        ("exit tps, not watched", false, 20, false),
+        ("exit tps, 1 watched", true, 0, false),
+        ("exit tps, 20 watched", true, 19, false),
         ("raw exit, not watched", false, 20, true),
         ("raw exit, 1 watched", true, 0, true),
     ];
@@ -251,7 +251,12 @@ fn bench(n: u32, rounds: u32) -> Result<()> {
     let mut samples = vec![vec![(Vec::new(), Vec::new()); loops.len()]; modes.len()];
     let (mut delivered, mut dropped) = (0usize, 0u64);
     for _ in 0..rounds {
-        for (m, &(_, watch_measured, idle, raw_sys_exit)) in modes.iter().enumerate() {
+        for (m, &(_, watch_measured, idle, raw)) in modes.iter().enumerate() {
+            let hook = if raw {
+                SyscallHook::RawSysExit
+            } else {
+                SyscallHook::ExitTracepoints
+            };
             let run_loops = |samples: &mut Vec<(Vec<u64>, Vec<u64>)>| -> Result<()> {
                 for (l, (kind, iterations)) in loops.iter().enumerate() {
                     let (wall, cpu) = run_worker(&measured, kind, *iterations)?;
@@ -265,11 +270,6 @@ fn bench(n: u32, rounds: u32) -> Result<()> {
                 continue;
             }
             if m <= 2 {
-                let hook = if raw_sys_exit {
-                    SyscallHook::RawSysExit
-                } else {
-                    SyscallHook::ExitTracepoints
-                };
                 let floor = HookFloor::attach(hook)?;
                 run_loops(&mut samples[m])?;
                 drop(floor);
@@ -279,7 +279,7 @@ fn bench(n: u32, rounds: u32) -> Result<()> {
             let drain = std::thread::spawn(move || rx.iter().count());
             let monitor = NodeMonitor::open(
                 MonitorConfig {
-                    raw_sys_exit,
+                    syscall_hook: hook,
                     ..config(&root)
                 },
                 tx,
