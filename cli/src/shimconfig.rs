@@ -81,6 +81,8 @@ pub fn render(name: &str, path: &Path, settings: &Settings) -> Result<String, Co
          allow_privileged = false\n\
          # Leave containers that ask for no seccomp profile unconfined.\n\
          allow_unconfined_seccomp = false\n\
+         # Let the seccomp profile allow 32-bit system calls; by default they kill.\n\
+         allow_32bit_syscalls = false\n\
          # Remove CAP_NET_RAW from the default capability set.\n\
          drop_net_raw = true\n\
          # Capabilities beyond containerd's default set that pods may add.\n\

@@ -232,7 +232,7 @@ fn ensure_seccomp(
             let arch = Arch::host().ok_or_else(|| HardenError::UnsupportedArch {
                 container: container_id.to_owned(),
             })?;
-            let profile = seccomp::default_profile(arch, bounding);
+            let profile = seccomp::default_profile(arch, bounding, cfg.allow_32bit_syscalls);
             let rules = profile.syscalls.len();
             let value =
                 serde_json::to_value(&profile).map_err(|source| HardenError::Serialize {
@@ -241,7 +241,12 @@ fn ensure_seccomp(
                 })?;
             linux.insert("seccomp".to_owned(), value);
             report.applied.push(format!(
-                "seccomp: installed palisade's default profile ({arch:?}, {rules} rules)"
+                "seccomp: installed palisade's default profile ({arch:?}, {rules} rules, {})",
+                if cfg.allow_32bit_syscalls {
+                    "32-bit entries allowed"
+                } else {
+                    "32-bit entries kill"
+                }
             ));
         }
         Some(_) => {

@@ -743,9 +743,11 @@ fn int80_binary(rootfs: &Path) -> Result<()> {
 fn filtered_socket_leaves_no_way_around_through_32_bit_socketcall() -> Result<()> {
     // libseccomp cannot filter socketcall's arguments, so the x86 personality leaves the
     // filter: a 32-bit system call kills the process instead of reaching socket(). The
-    // same program without the policy makes its 32-bit calls.
+    // same program without the policy makes its 32-bit calls (with the 32-bit entries
+    // allowed: by default they kill, see the next test).
     let keep_net_raw = HardeningConfig {
         drop_net_raw: false,
+        allow_32bit_syscalls: true,
         ..HardeningConfig::default()
     };
     let script = "/bin/int80; echo exit=$?";
@@ -777,6 +779,41 @@ fn filtered_socket_leaves_no_way_around_through_32_bit_socketcall() -> Result<()
         .applied
         .iter()
         .any(|a| a.contains("without SCMP_ARCH_X86")));
+    Ok(())
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn the_default_profile_kills_32_bit_system_calls_unless_allowed() -> Result<()> {
+    let script = "/bin/int80; echo exit=$?";
+    let mut case = Case::new("int80def", script);
+    case.setup = Some(int80_binary);
+    let ran = run(case)?;
+    assert_eq!(
+        lines(&ran.stdout),
+        ["exit=159"],
+        "killed by SIGSYS (128 + 31) at the first 32-bit call; stderr: {}",
+        ran.stderr
+    );
+
+    let mut allowed = Case::new("int80compat", script);
+    allowed.hardening = HardeningConfig {
+        allow_32bit_syscalls: true,
+        ..HardeningConfig::default()
+    };
+    allowed.setup = Some(int80_binary);
+    let ran = run(allowed)?;
+    let out = lines(&ran.stdout);
+    assert_eq!(out.len(), 3, "{out:?} stderr: {}", ran.stderr);
+    assert!(
+        out[0].starts_with("getpid32=") && out[0] != "getpid32=-1",
+        "the allowed getpid went through the 32-bit entry: {out:?}"
+    );
+    assert_eq!(
+        out[1], "socketcall32=-1",
+        "a raw socket through socketcall is refused (EPERM, CAP_NET_RAW dropped): {out:?}"
+    );
+    assert_eq!(out[2], "exit=0");
     Ok(())
 }
 

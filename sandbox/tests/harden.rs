@@ -51,7 +51,19 @@ fn installs_the_default_profile_when_the_spec_has_none() {
     let Some(arch) = Arch::host() else {
         panic!("tests run on a supported architecture")
     };
-    assert_eq!(installed, seccomp::default_profile(arch, &bounding));
+    assert_eq!(installed, seccomp::default_profile(arch, &bounding, false));
+    assert_eq!(installed.architectures, arch.scmp_native());
+
+    // allow_32bit_syscalls keeps the same names and covers the 32-bit entries too.
+    let mut compat_spec = fixture(CONTAINER);
+    let compat_cfg = HardeningConfig {
+        allow_32bit_syscalls: true,
+        ..HardeningConfig::default()
+    };
+    harden_spec(ID, &mut compat_spec, &compat_cfg).unwrap();
+    let compat: Profile = serde_json::from_value(compat_spec["linux"]["seccomp"].clone()).unwrap();
+    assert_eq!(compat, seccomp::default_profile(arch, &bounding, true));
+    assert_eq!(compat.architectures, arch.scmp_architectures());
     assert!(
         report
             .applied

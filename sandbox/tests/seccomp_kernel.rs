@@ -43,7 +43,7 @@ fn default_filter() -> Result<Vec<libc::sock_filter>> {
         .filter(|c| **c != "CAP_NET_RAW")
         .map(|c| (*c).to_owned())
         .collect();
-    bpf::compile(&default_profile(arch, &bounding)).map_err(anyhow::Error::msg)
+    bpf::compile(&default_profile(arch, &bounding, false)).map_err(anyhow::Error::msg)
 }
 
 fn is_root() -> bool {

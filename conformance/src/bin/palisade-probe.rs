@@ -99,6 +99,29 @@ fn report(ret: c_long) -> u8 {
     }
 }
 
+/// getpid through the 32-bit x86 entry (`int $0x80`, ia32 number 20) of this 64-bit process:
+/// a seccomp filter that names only x86_64 kills the process here (SIGSYS).
+#[cfg(target_arch = "x86_64")]
+fn compat32() -> u8 {
+    let ret: i64;
+    // SAFETY: ia32 getpid takes no arguments and touches no memory; the kernel preserves
+    // every register but eax across int 0x80.
+    unsafe { std::arch::asm!("int 0x80", inlateout("rax") 20i64 => ret, options(nostack)) };
+    if ret > 0 {
+        println!("allowed");
+        0
+    } else {
+        println!("denied errno={} {}", -ret, errno_name(-ret as c_int));
+        1
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn compat32() -> u8 {
+    println!("compat32: only on x86_64");
+    2
+}
+
 fn probe(op: &str, arg: Option<&str>) -> u8 {
     // SAFETY: each call gets valid pointers to live buffers or null where the kernel accepts it.
     unsafe {
@@ -159,6 +182,7 @@ fn probe(op: &str, arg: Option<&str>) -> u8 {
                 code
             }
             "unshare" => report(syscall(SYS_UNSHARE, CLONE_NEWUSER)),
+            "compat32" => compat32(),
             "mount" => report(c_long::from(mount(
                 c"palisade-probe".as_ptr(),
                 c"/tmp".as_ptr(),

@@ -19,6 +19,7 @@ pub fn all() -> Vec<SecCheck> {
         sec_check!("attack_mount_syscall", 60, Scope::Attack, mount_syscall),
         sec_check!("attack_unshare_userns", 60, Scope::Attack, unshare_userns),
         sec_check!("attack_unshare_syscall", 60, Scope::Attack, unshare_syscall),
+        sec_check!("attack_compat_syscall", 60, Scope::Attack, compat_syscall),
         sec_check!("attack_read_proc_kcore", 60, Scope::Attack, read_kcore),
         sec_check!("attack_read_proc_keys", 60, Scope::Attack, read_keys),
         sec_check!("attack_write_proc_sys", 60, Scope::Attack, write_proc_sys),
@@ -106,6 +107,20 @@ async fn unshare_userns(ctx: &Ctx) -> Result<Observed> {
 
 async fn unshare_syscall(ctx: &Ctx) -> Result<Observed> {
     probe_op(ctx, &["unshare"]).await
+}
+
+/// A system call through the 32-bit entry (x86's `int 0x80`), which reaches kernel code that
+/// 64-bit containers never need: under palisade's profile the process is killed (SIGSYS).
+async fn compat_syscall(ctx: &Ctx) -> Result<Observed> {
+    let c = sleeper(ctx, |_| {}).await?;
+    let (out, err, code) = ctx.cri.exec_sync(&c, &[PROBE, "compat32"], 20).await?;
+    match code {
+        0 => Ok(Observed::allowed("(ia32 getpid answered)")),
+        // 128 + SIGSYS: the seccomp filter's bad-architecture action.
+        159 => Ok(Observed::blocked("(killed by SIGSYS)")),
+        1 => Ok(Observed::blocked(format!("({})", out.trim()))),
+        _ => bail!("probe compat32 exited {code}: stdout {out:?} stderr {err:?}"),
+    }
 }
 
 /// Reads the start of a kernel file: nothing (a mask) or an error is blocked.

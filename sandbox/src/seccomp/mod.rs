@@ -141,13 +141,23 @@ impl Arch {
         }
     }
 
-    /// The `SCMP_ARCH_*` names a filter for this machine must cover: a filter that named
-    /// only the native one would let a 32-bit binary reach every syscall through the compat
-    /// entry points with the default action of the kernel, not ours.
+    /// The `SCMP_ARCH_*` names of the native system call entry and of the 32-bit ones this
+    /// machine also runs (x86 and x32 on x86_64, arm on aarch64).
     pub fn scmp_architectures(self) -> &'static [&'static str] {
         match self {
             Self::X86_64 => &["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
             Self::Aarch64 => &["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
+        }
+    }
+
+    /// The `SCMP_ARCH_*` name of the native system call entry alone. A filter naming only it
+    /// kills the process at any 32-bit system call: libseccomp's filter checks the
+    /// architecture first and gives every other one its bad-architecture action, which runc
+    /// leaves at kill (the security suite's `attack_compat_syscall` checks it).
+    pub fn scmp_native(self) -> &'static [&'static str] {
+        match self {
+            Self::X86_64 => &["SCMP_ARCH_X86_64"],
+            Self::Aarch64 => &["SCMP_ARCH_AARCH64"],
         }
     }
 
@@ -163,8 +173,10 @@ impl Arch {
 ///
 /// An allow-list: anything unnamed fails with EPERM. Capability-gated syscalls (ptrace with
 /// `CAP_SYS_PTRACE`, ...) are added only when the capability is in `bounding`; the names in
-/// [`NEVER_ALLOWED`] are never added.
-pub fn default_profile(arch: Arch, bounding: &BTreeSet<String>) -> Profile {
+/// [`NEVER_ALLOWED`] are never added. Without `compat` the filter covers the native entry
+/// only, so a 32-bit system call kills the process ([`Arch::scmp_native`]); with it the same
+/// names are allowed through the 32-bit entries too.
+pub fn default_profile(arch: Arch, bounding: &BTreeSet<String>, compat: bool) -> Profile {
     let mut allowed: BTreeSet<&str> = [
         lists::FILES,
         lists::EVENTS,
@@ -236,11 +248,14 @@ pub fn default_profile(arch: Arch, bounding: &BTreeSet<String>) -> Profile {
     Profile {
         default_action: Action::Errno,
         default_errno_ret: Some(EPERM),
-        architectures: arch
-            .scmp_architectures()
-            .iter()
-            .map(|a| (*a).to_owned())
-            .collect(),
+        architectures: if compat {
+            arch.scmp_architectures()
+        } else {
+            arch.scmp_native()
+        }
+        .iter()
+        .map(|a| (*a).to_owned())
+        .collect(),
         syscalls,
     }
 }
@@ -290,7 +305,7 @@ mod tests {
     #[test]
     fn no_never_allowed_name_is_allowed_even_with_every_capability() {
         for arch in [Arch::X86_64, Arch::Aarch64] {
-            let profile = default_profile(arch, &caps(&KNOWN_CAPABILITIES));
+            let profile = default_profile(arch, &caps(&KNOWN_CAPABILITIES), false);
             let allowed = profile.allowed_names();
             for name in NEVER_ALLOWED {
                 assert!(!allowed.contains(name), "{arch:?}: {name} is allowed");
@@ -300,7 +315,7 @@ mod tests {
 
     #[test]
     fn capability_gated_syscalls_follow_the_bounding_set() {
-        let default = default_profile(Arch::X86_64, &caps(&DEFAULT_CAPABILITIES));
+        let default = default_profile(Arch::X86_64, &caps(&DEFAULT_CAPABILITIES), false);
         let allowed = default.allowed_names();
         assert!(
             allowed.contains("chroot"),
@@ -309,7 +324,7 @@ mod tests {
         assert!(!allowed.contains("ptrace"));
         assert!(!allowed.contains("settimeofday"));
 
-        let ptrace = default_profile(Arch::X86_64, &caps(&["CAP_SYS_PTRACE"]));
+        let ptrace = default_profile(Arch::X86_64, &caps(&["CAP_SYS_PTRACE"]), false);
         let allowed = ptrace.allowed_names();
         assert!(allowed.contains("ptrace"));
         assert!(allowed.contains("process_vm_readv"));
@@ -318,7 +333,7 @@ mod tests {
 
     #[test]
     fn clone_is_allowed_only_without_namespace_flags_and_clone3_gets_enosys() {
-        let profile = default_profile(Arch::X86_64, &BTreeSet::new());
+        let profile = default_profile(Arch::X86_64, &BTreeSet::new(), false);
         let clone: Vec<_> = profile.rules_for("clone").collect();
         assert_eq!(clone.len(), 1);
         assert_eq!(
@@ -338,7 +353,7 @@ mod tests {
 
     #[test]
     fn every_mknod_rule_excludes_device_types() {
-        let profile = default_profile(Arch::Aarch64, &BTreeSet::new());
+        let profile = default_profile(Arch::Aarch64, &BTreeSet::new(), false);
         for name in ["mknod", "mknodat"] {
             let rules: Vec<_> = profile.rules_for(name).collect();
             assert_eq!(rules.len(), MKNOD_ALLOWED_TYPES.len(), "{name}");
@@ -357,16 +372,11 @@ mod tests {
 
     #[test]
     fn architecture_specific_names_stay_on_their_architecture() {
-        let x86 = default_profile(Arch::X86_64, &BTreeSet::new());
-        let arm = default_profile(Arch::Aarch64, &BTreeSet::new());
+        let x86 = default_profile(Arch::X86_64, &BTreeSet::new(), true);
+        let arm = default_profile(Arch::Aarch64, &BTreeSet::new(), true);
         assert!(x86.allowed_names().contains("arch_prctl"));
         assert!(!arm.allowed_names().contains("arch_prctl"));
         assert!(arm.allowed_names().contains("set_tls"));
-        assert_eq!(
-            x86.architectures,
-            ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
-        );
-        assert_eq!(arm.architectures, ["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]);
     }
 
     #[test]
@@ -393,7 +403,7 @@ mod tests {
     #[test]
     fn never_allowed_in_our_own_profile_is_empty() {
         let caps = caps(&KNOWN_CAPABILITIES);
-        let json = serde_json::to_value(default_profile(Arch::X86_64, &caps)).unwrap();
+        let json = serde_json::to_value(default_profile(Arch::X86_64, &caps, false)).unwrap();
         let Value::Object(profile) = json else {
             unreachable!()
         };
@@ -401,8 +411,33 @@ mod tests {
     }
 
     #[test]
+    fn only_the_native_entry_is_covered_unless_compat_is_asked_for() {
+        for (arch, native, all) in [
+            (
+                Arch::X86_64,
+                vec!["SCMP_ARCH_X86_64"],
+                vec!["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+            ),
+            (
+                Arch::Aarch64,
+                vec!["SCMP_ARCH_AARCH64"],
+                vec!["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
+            ),
+        ] {
+            let strict = default_profile(arch, &BTreeSet::new(), false);
+            let compat = default_profile(arch, &BTreeSet::new(), true);
+            assert_eq!(strict.architectures, native, "{arch:?}");
+            assert_eq!(compat.architectures, all, "{arch:?}");
+            assert_eq!(
+                strict.syscalls, compat.syscalls,
+                "{arch:?}: same names either way"
+            );
+        }
+    }
+
+    #[test]
     fn serializes_in_the_oci_form() {
-        let profile = default_profile(Arch::X86_64, &BTreeSet::new());
+        let profile = default_profile(Arch::X86_64, &BTreeSet::new(), false);
         let json = serde_json::to_value(&profile).unwrap();
         assert_eq!(json["defaultAction"], "SCMP_ACT_ERRNO");
         assert_eq!(json["defaultErrnoRet"], 1);
