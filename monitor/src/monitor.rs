@@ -49,6 +49,11 @@ pub struct MonitorConfig {
     /// left waited 450-660 ms for that here (docs/monitor.md). Each choice pins under its own
     /// directory, so handles of the two never share programs.
     pub syscall_hook: SyscallHook,
+    /// When the last holder leaves, park the programs (detached, still loaded and pinned)
+    /// instead of unloading them, so that the node's next first pod attaches them again
+    /// without loading and verifying (docs/monitor.md, "Parked programs"). Their maps keep
+    /// their kernel memory meanwhile. The exit-tracepoint variant is always unloaded.
+    pub keep_loaded: bool,
 }
 
 impl Default for MonitorConfig {
@@ -60,6 +65,7 @@ impl Default for MonitorConfig {
             ring_size: 1 << 20,
             enforce: true,
             syscall_hook: SyscallHook::RawSysExit,
+            keep_loaded: true,
         }
     }
 }
@@ -79,8 +85,10 @@ pub struct Features {
     pub sock_create: bool,
     /// How the syscalls are watched (which variant the loader chose for this kernel).
     pub syscall_hook: SyscallHook,
-    /// This handle loaded the programs (it was the first holder).
+    /// This handle loaded the programs (it was the first holder and found no parked set).
     pub loaded: bool,
+    /// This handle attached a parked set again (it was the first holder; nothing was loaded).
+    pub reattached: bool,
 }
 
 /// Where a handle's reader thread delivers the events of its containers. The reader never
@@ -200,6 +208,7 @@ struct Shared {
     maps: NodeMaps,
     root: PathBuf,
     dir: PathBuf,
+    keep_loaded: bool,
     index: u32,
     next_slot: AtomicU32,
     watches: Mutex<HashMap<u32, Arc<WatchEntry>>>,
@@ -216,6 +225,16 @@ impl Drop for Shared {
         };
         pins::release_index(&self.maps, self.index);
         if pins::reap(&self.maps) == 0 {
+            if self.keep_loaded {
+                match pins::park(&self.dir) {
+                    Ok(true) => {
+                        info!(dir = %self.dir.display(), "last holder out: programs parked");
+                        return;
+                    }
+                    Ok(false) => {}
+                    Err(e) => warn!(error = %e, "monitor release: park, unpinning instead"),
+                }
+            }
             match pins::remove_pins(&self.dir) {
                 Ok(()) => info!(dir = %self.dir.display(), "last holder out: programs unpinned"),
                 Err(e) => warn!(error = %e, "monitor release: unpin"),
@@ -251,12 +270,17 @@ pub struct Watch {
     enforcement: Vec<RuleEnforcement>,
 }
 
-/// Releases the programs of dead holders and unpins them when no live holder is left (for a
-/// shim's start-up or a node cleanup). Returns whether the pins were removed.
+/// Releases the programs of dead holders and unpins them when no live holder is left, parked
+/// ones included (a node cleanup: `palisade-monitor cleanup`). Returns whether the pins were
+/// removed.
 pub fn cleanup_stale(config: &MonitorConfig) -> Result<bool, MonitorError> {
     pins::ensure_bpffs(&config.bpffs, config.mount_bpffs)?;
     let dir = mode_dir(config);
     let _lock = pins::lock_root(&config.pin_root)?;
+    if pins::is_parked(&dir) {
+        pins::remove_pins(&dir)?;
+        return Ok(true);
+    }
     if !dir.join("maps/config").exists() {
         if dir.exists() {
             pins::remove_pins(&dir)?;
@@ -303,7 +327,7 @@ impl NodeMonitor {
         let locked = started.elapsed();
         // A loader claims its index and sets up its ring while its programs are attached.
         let ring_size = config.ring_size;
-        let (maps, loaded, early) = pins::load_or_open_with(
+        let (maps, how, early) = pins::load_or_open_with(
             &dir,
             config.enforce,
             config.mount_bpffs,
@@ -331,6 +355,7 @@ impl NodeMonitor {
             maps,
             root: config.pin_root.clone(),
             dir,
+            keep_loaded: config.keep_loaded,
             index,
             next_slot: AtomicU32::new(1),
             watches: Mutex::new(HashMap::new()),
@@ -341,11 +366,12 @@ impl NodeMonitor {
             syscall_hook: shared.maps.syscall_hook,
             from_source: shared.maps.config.source_check != 0,
             sock_create: shared.maps.sock_create.is_some(),
-            loaded,
+            loaded: how == pins::Opened::Loaded,
+            reattached: how == pins::Opened::Reattached,
         };
         info!(
             index,
-            loaded,
+            opened = how.name(),
             bpf_lsm = features.bpf_lsm,
             sock_create = features.sock_create,
             syscall_hook = %features.syscall_hook,
@@ -354,7 +380,7 @@ impl NodeMonitor {
             load_or_open_ms = pins::ms(opened - locked),
             ring_ms = pins::ms(ring_time.total),
             ring_insert_ms = pins::ms(ring_time.insert),
-            ring_beside_load = loaded,
+            ring_beside_load = features.loaded,
             "monitor handle open"
         );
 

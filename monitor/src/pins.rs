@@ -24,7 +24,7 @@ pub(crate) const MAX_RINGS: u32 = 256;
 /// Entries of the syscall table in read-only data (SYS_TABLE in events.h).
 const SYS_TABLE: usize = 512;
 
-/// Maps user space reaches through pins.
+/// Maps user space reaches through pins (`procs` only to empty it when the set is parked).
 const MAPS: &[&str] = &[
     "containers",
     "rings",
@@ -32,6 +32,7 @@ const MAPS: &[&str] = &[
     "deny_connect",
     "holders",
     "sock_rules",
+    "procs",
 ];
 
 /// The cgroup sock_addr programs, attached per container, with their attach types.
@@ -384,8 +385,32 @@ pub(crate) fn load_err(what: impl Into<String>) -> impl FnOnce(libbpf_rs::Error)
     move |source| PinError::Load { what, source }
 }
 
+/// How a handle came by the node's programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opened {
+    /// No set was pinned: this handle loaded (verified) and attached the programs.
+    Loaded,
+    /// The set was parked (loaded, detached) by the last holder before: this handle attached
+    /// the pinned programs again, without loading anything.
+    Reattached,
+    /// Another live holder had the programs attached: this handle only joined.
+    Joined,
+}
+
+impl Opened {
+    /// The name logs show.
+    pub fn name(self) -> &'static str {
+        match self {
+            Opened::Loaded => "loaded",
+            Opened::Reattached => "reattached",
+            Opened::Joined => "joined",
+        }
+    }
+}
+
 /// Opens the pinned maps and programs of `dir`, loading and pinning them first when no
-/// complete set is there. Must be called under the root lock. Returns whether it loaded.
+/// complete set is there, and attaching them again when the set is parked. Must be called
+/// under the root lock. Returns how it came by them.
 /// `hook` is the syscall program asked for; the exit-tracepoint one falls back to the raw
 /// sys_exit one on kernels before 5.15.
 pub(crate) fn load_or_open(
@@ -393,7 +418,7 @@ pub(crate) fn load_or_open(
     enforce: bool,
     mount: bool,
     hook: SyscallHook,
-) -> Result<(NodeMaps, bool), PinError> {
+) -> Result<(NodeMaps, Opened), PinError> {
     let (maps, loaded, _) = load_or_open_with(dir, enforce, mount, hook, |_: &Maps| ())?;
     Ok((maps, loaded))
 }
@@ -414,10 +439,15 @@ pub(crate) fn load_or_open_with<R: Send>(
     mount: bool,
     hook: SyscallHook,
     beside: impl FnOnce(&Maps) -> R + Send,
-) -> Result<(NodeMaps, bool, Option<R>), PinError> {
+) -> Result<(NodeMaps, Opened, Option<R>), PinError> {
     // `holders` is pinned before `config`, which comes last: its presence marks a complete set.
     let (loaded, early) = if dir.join("maps/config").exists() {
-        (false, None)
+        if is_parked(dir) {
+            reattach(dir)?;
+            (Opened::Reattached, None)
+        } else {
+            (Opened::Joined, None)
+        }
     } else {
         if dir.exists() {
             warn!(dir = %dir.display(), "incomplete pin dir (a loader died midway), removing it");
@@ -425,7 +455,12 @@ pub(crate) fn load_or_open_with<R: Send>(
         }
         ensure_tracefs(mount)?;
         match load_and_pin(dir, enforce, hook, beside) {
-            Ok(r) => (true, Some(r)),
+            Ok(r) => {
+                if let Some(root) = dir.parent() {
+                    remove_other_parked(root, dir);
+                }
+                (Opened::Loaded, Some(r))
+            }
             Err(e) => {
                 // Leave no half-pinned set behind for the next holder to trip over.
                 let _ = remove_pins(dir);
@@ -671,6 +706,8 @@ fn attach_and_pin(skel: &MonitorSkel<'_>, dir: &Path) -> Result<(), PinError> {
                     .map_err(|source| PinError::Pin { path, source })?;
             }
         } else {
+            // Pinned too, so that a parked set can be attached again without a load.
+            pin_fd(prog.as_fd(), &dir.join("progs").join(&name))?;
             let mut link = prog.attach().map_err(load_err(format!("attach {name}")))?;
             let path = dir.join("links").join(&name);
             link.pin(&path)
@@ -756,6 +793,115 @@ fn open_pins(dir: &Path) -> Result<NodeMaps, PinError> {
         sock_create,
         cgroup_progs,
     })
+}
+
+/// Whether `dir` holds a parked set: complete, no link pinned, its programs pinned.
+pub(crate) fn is_parked(dir: &Path) -> bool {
+    let no_links = fs::read_dir(dir.join("links")).map_or(true, |mut e| e.next().is_none());
+    dir.join("maps/config").exists() && no_links && dir.join("progs/on_exec").exists()
+}
+
+/// Parks the set of `dir` when no holder is left: its links are unpinned, which detaches every
+/// program (nothing runs on any syscall of the node any more), while the loaded programs and
+/// their maps stay pinned for the next holder to attach again without loading and verifying
+/// them (docs/monitor.md, "Parked programs"). The processes the programs remembered are
+/// forgotten, as their exits will not be seen. Returns false, having done nothing, for a set
+/// whose syscall links are perf events (the exit-tracepoint variant): those programs cannot
+/// be attached again from a pin here, so the caller removes that set.
+pub(crate) fn park(dir: &Path) -> Result<bool, PinError> {
+    let links = dir.join("links");
+    let entries: Vec<PathBuf> = fs::read_dir(&links)
+        .map_err(|source| PinError::Dir {
+            path: links.clone(),
+            source,
+        })?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    let perf_links = entries.iter().any(|p| {
+        p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("sys_exit_"))
+    });
+    if perf_links || !dir.join("progs/on_exec").exists() {
+        return Ok(false);
+    }
+    for path in entries {
+        fs::remove_file(&path).map_err(|source| PinError::Dir { path, source })?;
+    }
+    let procs = dir.join("maps/procs");
+    if let Ok(map) = MapHandle::from_pinned_path(&procs) {
+        for key in map.keys().collect::<Vec<_>>() {
+            let _ = map.delete(&key);
+        }
+    }
+    Ok(true)
+}
+
+/// Attaches the programs of a parked set again, from their pins (the BTF-typed tracepoint and
+/// LSM programs: the cgroup ones are attached per container anyway), and pins the new links.
+fn reattach(dir: &Path) -> Result<(), PinError> {
+    let started = Instant::now();
+    let progs = dir.join("progs");
+    let skip: Vec<&str> = CGROUP_PROGS
+        .iter()
+        .map(|(n, _)| *n)
+        .chain([SOCK_PROG.0])
+        .collect();
+    let entries = fs::read_dir(&progs).map_err(|source| PinError::Dir {
+        path: progs.clone(),
+        source,
+    })?;
+    let mut attached = 0;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if skip.contains(&name.as_str()) {
+            continue;
+        }
+        let path = e.path();
+        let prog = Program::fd_from_pinned_path(&path).map_err(|source| PinError::Pin {
+            path: path.clone(),
+            source,
+        })?;
+        // A BTF-typed program names its own attach point: no tracepoint name is passed.
+        // SAFETY: a valid program fd and a null name, which the kernel accepts for these.
+        let fd = unsafe {
+            libbpf_rs::libbpf_sys::bpf_raw_tracepoint_open(std::ptr::null(), prog.as_raw_fd())
+        };
+        if fd < 0 {
+            return Err(PinError::Load {
+                what: format!("attach parked {name} again"),
+                source: libbpf_rs::Error::from(io::Error::from_raw_os_error(-fd)),
+            });
+        }
+        // SAFETY: the kernel just returned this link fd, owned by nobody else.
+        let link = unsafe { OwnedFd::from_raw_fd(fd) };
+        pin_fd(link.as_fd(), &dir.join("links").join(&name))?;
+        attached += 1;
+    }
+    info!(
+        dir = %dir.display(),
+        programs = attached,
+        attach_ms = ms(started.elapsed()),
+        "parked monitor programs attached again"
+    );
+    Ok(())
+}
+
+/// Removes the parked sets under `root` other than `keep` (other builds' programs: no holder
+/// of this build will attach them again).
+pub(crate) fn remove_other_parked(root: &Path, keep: &Path) {
+    let Ok(entries) = fs::read_dir(root) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path != keep && e.file_name().to_string_lossy().starts_with('v') && is_parked(&path) {
+            match remove_pins(&path) {
+                Ok(()) => info!(dir = %path.display(), "removed another build's parked programs"),
+                Err(e) => warn!(error = %e, "remove another build's parked programs"),
+            }
+        }
+    }
 }
 
 /// Removes every pin of `dir` and the directory: links first (detaching the programs), then

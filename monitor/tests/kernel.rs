@@ -655,8 +655,12 @@ fn prog_loaded(id: u32) -> bool {
 fn holders_share_pins_and_the_last_one_out_unloads() {
     let root = PinRoot::new("pins");
     let (tx, _rx) = sync_channel(16);
-    let first = NodeMonitor::open(root.config(), tx.clone()).unwrap();
-    let second = NodeMonitor::open(root.config(), tx.clone()).unwrap();
+    let unload = MonitorConfig {
+        keep_loaded: false,
+        ..root.config()
+    };
+    let first = NodeMonitor::open(unload.clone(), tx.clone()).unwrap();
+    let second = NodeMonitor::open(unload.clone(), tx.clone()).unwrap();
     assert!(first.features().loaded);
     assert!(
         !second.features().loaded,
@@ -717,10 +721,105 @@ fn holders_share_pins_and_the_last_one_out_unloads() {
         dir.exists(),
         "a killed holder's pins stay until someone cleans up"
     );
-    let third = NodeMonitor::open(root.config(), tx).unwrap();
+    let third = NodeMonitor::open(unload, tx).unwrap();
     assert!(!third.features().loaded);
     drop(third);
     assert!(!dir.exists(), "the dead holder no longer counts");
+}
+
+#[test]
+fn the_last_holder_parks_the_programs_and_the_next_attaches_them_again() {
+    let root = PinRoot::new("park");
+    let cg = TestCgroup::new("park");
+    let (tx, rx) = sync_channel(4096);
+    let first = NodeMonitor::open(root.config(), tx.clone()).unwrap();
+    assert!(first.features().loaded && !first.features().reattached);
+    let dir = first.pin_dir().to_path_buf();
+    let exec_prog = pinned_prog_id(&dir.join("progs/on_exec"));
+    let sys_prog = pinned_prog_id(&dir.join("progs/on_sys_exit_raw"));
+    drop(first);
+
+    // Parked: no link is left (nothing runs on the node's syscalls), the programs and maps
+    // stay loaded under their pins.
+    assert!(dir.join("maps/config").exists(), "the set is still pinned");
+    let links: Vec<_> = std::fs::read_dir(dir.join("links"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(links.is_empty(), "links left on a parked set: {links:?}");
+    assert!(prog_loaded(exec_prog) && prog_loaded(sys_prog));
+    assert!(!prog_attached(exec_prog) && !prog_attached(sys_prog));
+
+    // The next holder attaches the same programs again, without loading, and they report.
+    let second = NodeMonitor::open(root.config(), tx.clone()).unwrap();
+    assert!(!second.features().loaded && second.features().reattached);
+    assert_eq!(pinned_prog_id(&dir.join("links/on_exec")), exec_prog);
+    assert_eq!(pinned_prog_id(&dir.join("links/on_sys_exit_raw")), sys_prog);
+    let _watch = second
+        .watch(cg.container("parked"), ContainerRules::default())
+        .unwrap();
+    let (pid, st) = run(Some(&cg), None, &exec("/bin/true", &["true"]));
+    assert_eq!(exited(st), Some(0));
+    until(&rx, "exec after reattaching", |e| {
+        e.process.pid == pid as u32 && e.kind.name() == "exec"
+    });
+    assert!(prog_attached(exec_prog) && prog_attached(sys_prog));
+    let third = NodeMonitor::open(root.config(), tx).unwrap();
+    assert!(!third.features().loaded && !third.features().reattached);
+    drop(third);
+    drop(_watch);
+    drop(second);
+    assert!(pins_parked(&dir), "parked again by the last holder");
+
+    // Another build's parked set goes when this build loads; a cleanup unloads a parked set.
+    let other = root.0.join("v0_0_0-0000000000000000-enforce-raw");
+    std::fs::rename(&dir, &other).unwrap();
+    let fresh = NodeMonitor::open(root.config(), sync_channel(16).0).unwrap();
+    assert!(fresh.features().loaded);
+    assert!(!other.exists(), "the other build's parked set is removed");
+    drop(fresh);
+    assert!(cleanup_stale(&root.config()).unwrap());
+    assert!(!dir.exists(), "cleanup removes a parked set");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while prog_loaded(exec_prog) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !prog_loaded(exec_prog),
+        "the renamed set's program is unloaded"
+    );
+}
+
+/// Whether any BPF link of the kernel holds program `id`.
+fn prog_attached(id: u32) -> bool {
+    use libbpf_rs::libbpf_sys as sys;
+    let mut next = 0u32;
+    // SAFETY: the id walk and info calls get valid pointers; each fd is closed.
+    unsafe {
+        while sys::bpf_link_get_next_id(next, &mut next) == 0 {
+            let fd = sys::bpf_link_get_fd_by_id(next);
+            if fd < 0 {
+                continue;
+            }
+            let mut info: sys::bpf_link_info = std::mem::zeroed();
+            let mut len = std::mem::size_of::<sys::bpf_link_info>() as u32;
+            let rc = sys::bpf_link_get_info_by_fd(fd, &mut info, &mut len);
+            libc::close(fd);
+            if rc == 0 && info.prog_id == id {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// A complete set with no link pinned.
+fn pins_parked(dir: &Path) -> bool {
+    dir.join("maps/config").exists()
+        && std::fs::read_dir(dir.join("links"))
+            .map(|mut e| e.next().is_none())
+            .unwrap_or(false)
 }
 
 #[test]

@@ -5,6 +5,10 @@ use std::process::Command;
 
 use anyhow::{bail, Context as _, Result};
 
+/// The target triple of the static builds (naming it keeps RUSTFLAGS off build scripts and
+/// proc macros).
+const STATIC_TARGET: &str = "x86_64-unknown-linux-gnu";
+
 /// Where the workspace is and where cargo puts what it builds.
 #[derive(Clone, Debug)]
 pub struct Workspace {
@@ -54,24 +58,19 @@ impl Workspace {
         Ok(())
     }
 
-    pub fn shim_binary(&self) -> PathBuf {
-        self.target.join("release").join(crate::SHIM_BINARY)
-    }
-
     pub fn conformance_binary(&self) -> PathBuf {
         self.target.join("debug").join("palisade-conformance")
     }
 
-    /// Builds the release shim and the static palisade-init, and lays them out as a node has
+    /// Builds the release shim and palisade-init statically and lays them out as a node has
     /// them (init beside the shim, where the shim looks for it); returns the shim's path there.
     pub fn build_shim(&self) -> Result<PathBuf> {
-        self.cargo(&["build", "--release", "-p", "palisade-shim"])?;
-        let init = self.build_init()?;
+        let [shim_built, init] = self.build_static(&["palisade-shim", "palisade-init"])?;
         let dir = self.target.join("palisade-bin");
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         let shim = dir.join(crate::SHIM_BINARY);
         for (from, to) in [
-            (self.shim_binary(), shim.clone()),
+            (shim_built, shim.clone()),
             (init, dir.join("palisade-init")),
         ] {
             let tmp = to.with_extension("tmp");
@@ -81,28 +80,42 @@ impl Workspace {
         Ok(shim)
     }
 
-    /// Builds palisade-init statically (it runs inside containers whatever their libc), into a
-    /// target dir of its own so the static flags never invalidate the workspace's builds.
-    pub fn build_init(&self) -> Result<PathBuf> {
+    /// Builds the release binaries of `packages` statically linked (glibc, libelf and zlib
+    /// included): palisade-init runs inside containers whatever their libc, and the shim on
+    /// nodes whatever their libraries (a node without libelf runs it too), and maps no shared
+    /// library (a smaller resident set per pod, docs/benchmarks.md). Built into a target dir
+    /// of its own so the static flags never invalidate the workspace's builds. Returns the
+    /// binaries, in the order of `packages` (each package's binary has the name the node
+    /// uses).
+    pub fn build_static<const N: usize>(&self, packages: &[&str; N]) -> Result<[PathBuf; N]> {
         let target_dir = self.target.join("init-static");
-        let st = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "palisade-init",
-                "--target",
-                "x86_64-unknown-linux-gnu",
-            ])
+        let mut cmd = Command::new(cargo_bin());
+        cmd.args(["build", "--release", "--target", STATIC_TARGET]);
+        for p in packages {
+            cmd.args(["-p", p]);
+        }
+        eprintln!(
+            "xtask: cargo build --release (static) -p {}",
+            packages.join(" -p ")
+        );
+        let st = cmd
             .arg("--target-dir")
             .arg(&target_dir)
+            .current_dir(&self.root)
             .env("RUSTFLAGS", "-C target-feature=+crt-static")
             .status()
-            .context("run cargo build palisade-init")?;
+            .context("run cargo build (static)")?;
         if !st.success() {
-            bail!("cargo build palisade-init (static) failed: {st}");
+            bail!("cargo build {} (static) failed: {st}", packages.join(", "));
         }
-        Ok(target_dir.join("x86_64-unknown-linux-gnu/release/palisade-init"))
+        let release = target_dir.join(STATIC_TARGET).join("release");
+        Ok(packages.map(|p| {
+            release.join(match p {
+                "palisade-shim" => crate::SHIM_BINARY,
+                "palisade-cli" => "palisade",
+                other => other,
+            })
+        }))
     }
 
     /// Builds the suite binary (dev profile: its dependencies are already built by `cargo test`).

@@ -25,19 +25,12 @@ const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// Builds the image; returns the OCI layout's directory and its tar (for `ctr images import`).
 pub fn build(ws: &Workspace) -> Result<(PathBuf, PathBuf)> {
     crate::apt::ensure(&["busybox", "curl", "util-linux", "ca-certificates", "umoci"])?;
-    ws.cargo(&[
-        "build",
-        "--release",
-        "-p",
-        "palisade-shim",
-        "-p",
-        "palisade-cli",
-    ])?;
-    let init = ws.build_init()?;
+    ws.cargo(&["build", "--release", "-p", "palisade-cli"])?;
+    let [shim, init] = ws.build_static(&["palisade-shim", "palisade-init"])?;
     let release = ws.target.join("release");
     let ours = [
         release.join("palisade"),
-        release.join(crate::SHIM_BINARY),
+        shim,
         init,
         ws.root.join("runtimeclass/deploy/palisade-deploy.sh"),
     ];

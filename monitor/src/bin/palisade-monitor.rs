@@ -280,6 +280,7 @@ fn bench(n: u32, rounds: u32) -> Result<()> {
             let monitor = NodeMonitor::open(
                 MonitorConfig {
                     syscall_hook: hook,
+                    keep_loaded: false,
                     ..config(&root)
                 },
                 tx,
