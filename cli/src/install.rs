@@ -34,6 +34,12 @@ pub enum InstallError {
         flag: &'static str,
         path: PathBuf,
     },
+    #[error("monitor programs under {path}: {source}")]
+    Monitor {
+        path: PathBuf,
+        #[source]
+        source: palisade_monitor::MonitorError,
+    },
     #[error("containerd config {path}: runtime {name} exists with runtime_type {runtime_type:?}; not touching it")]
     ForeignRuntime {
         path: PathBuf,
@@ -41,6 +47,9 @@ pub enum InstallError {
         runtime_type: String,
     },
 }
+
+/// Where the shims pin the monitor's programs (the `[monitor] pin_root` default).
+const MONITOR_PIN_ROOT: &str = "/sys/fs/bpf/palisade";
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> InstallError {
     let path = path.to_path_buf();
@@ -436,6 +445,23 @@ pub fn uninstall(layout: &Layout, dry_run: bool, purge: bool) -> Result<Report, 
                 fs::remove_file(&real).map_err(io("binary", &real))?;
             }
         }
+    }
+    // The monitor's programs parked by the last palisade pod (docs/monitor.md): loaded, not
+    // attached, holding their maps' kernel memory. Sets still held by running pods stay.
+    let pins = layout.host(Path::new(MONITOR_PIN_ROOT));
+    let parked = palisade_monitor::unload_parked(&pins, dry_run).map_err(|source| {
+        InstallError::Monitor {
+            path: pins.clone(),
+            source,
+        }
+    })?;
+    for dir in parked {
+        // Shown as the node's path, like every other action.
+        let shown = Path::new(MONITOR_PIN_ROOT).join(dir.file_name().unwrap_or_default());
+        report.actions.push(format!(
+            "monitor programs {}: {verb}unload (parked)",
+            shown.display()
+        ));
     }
     let mut purged = Vec::new();
     if purge {

@@ -628,7 +628,32 @@ fn host_root_installs_under_the_root_with_the_nodes_paths() {
         assert_eq!(r["config"], "ok", "{r}");
     }
 
-    run(&["uninstall", "--purge"]);
+    // A set of monitor programs the last pod parked (no link) goes; one still attached for
+    // running pods stays. Plain files stand in for the pins: only their layout is read.
+    let pins = at("/sys/fs/bpf/palisade");
+    for (set, link) in [
+        ("v0_1_0-aa-enforce-raw", false),
+        ("v0_1_0-aa-audit-raw", true),
+    ] {
+        for sub in ["maps", "progs", "links"] {
+            std::fs::create_dir_all(pins.join(set).join(sub)).unwrap();
+        }
+        std::fs::write(pins.join(set).join("maps/config"), "").unwrap();
+        std::fs::write(pins.join(set).join("progs/on_exec"), "").unwrap();
+        if link {
+            std::fs::write(pins.join(set).join("links/on_exec"), "").unwrap();
+        }
+    }
+    let out = run(&["uninstall", "--purge"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(
+            "monitor programs /sys/fs/bpf/palisade/v0_1_0-aa-enforce-raw: unload (parked)"
+        ),
+        "{stdout}"
+    );
+    assert!(!pins.join("v0_1_0-aa-enforce-raw").exists());
+    assert!(pins.join("v0_1_0-aa-audit-raw/links/on_exec").exists());
     assert_eq!(
         std::fs::read_to_string(at("/opt/node-config/containerd.toml")).unwrap(),
         original,

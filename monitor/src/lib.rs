@@ -31,7 +31,8 @@ pub use detect::MINER_PORTS;
 pub use event::{EventKind, Finding, MonitorEvent, ProcessInfo, Syscall, WATCHED_SYSCALLS};
 pub use floor::HookFloor;
 pub use monitor::{
-    cleanup_stale, EventSink, Features, MonitorConfig, MonitorError, NodeMonitor, Watch, WatchStats,
+    cleanup_stale, unload_parked, EventSink, Features, MonitorConfig, MonitorError, NodeMonitor,
+    Watch, WatchStats,
 };
 pub use pins::{PinError, SyscallHook};
 pub use rules::{

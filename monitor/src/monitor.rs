@@ -301,6 +301,33 @@ pub fn cleanup_stale(config: &MonitorConfig) -> Result<bool, MonitorError> {
     Ok(false)
 }
 
+/// The parked sets under `pin_root`, of every build and mode, and unloads them unless
+/// `dry_run`: what a node's uninstall does, so that no palisade program stays loaded after it.
+/// Sets with a live holder (pods still running) are left alone. Returns the directories.
+pub fn unload_parked(pin_root: &Path, dry_run: bool) -> Result<Vec<PathBuf>, MonitorError> {
+    if !pin_root.is_dir() {
+        return Ok(Vec::new());
+    }
+    let _lock = pins::lock_root(pin_root)?;
+    let mut parked: Vec<PathBuf> = std::fs::read_dir(pin_root)
+        .map_err(|source| PinError::Dir {
+            path: pin_root.to_path_buf(),
+            source,
+        })?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| pins::is_parked(p))
+        .collect();
+    parked.sort();
+    if !dry_run {
+        for dir in &parked {
+            pins::remove_pins(dir)?;
+            info!(dir = %dir.display(), "parked monitor programs unloaded");
+        }
+    }
+    Ok(parked)
+}
+
 fn mode_dir(config: &MonitorConfig) -> PathBuf {
     let base = pins::version_dir(&config.pin_root);
     let mode = if config.enforce { "enforce" } else { "audit" };

@@ -457,7 +457,7 @@ pub(crate) fn load_or_open_with<R: Send>(
         match load_and_pin(dir, enforce, hook, beside) {
             Ok(r) => {
                 if let Some(root) = dir.parent() {
-                    remove_other_parked(root, dir);
+                    remove_other_builds_parked(root);
                 }
                 (Opened::Loaded, Some(r))
             }
@@ -887,15 +887,20 @@ fn reattach(dir: &Path) -> Result<(), PinError> {
     Ok(())
 }
 
-/// Removes the parked sets under `root` other than `keep` (other builds' programs: no holder
-/// of this build will attach them again).
-pub(crate) fn remove_other_parked(root: &Path, keep: &Path) {
+/// Removes the parked sets of other builds under `root` (no holder of this build will attach
+/// them again); this build's sets of other modes stay.
+pub(crate) fn remove_other_builds_parked(root: &Path) {
+    let this_build = version_dir(root)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let Ok(entries) = fs::read_dir(root) else {
         return;
     };
     for e in entries.flatten() {
         let path = e.path();
-        if path != keep && e.file_name().to_string_lossy().starts_with('v') && is_parked(&path) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('v') && !name.starts_with(&this_build) && is_parked(&path) {
             match remove_pins(&path) {
                 Ok(()) => info!(dir = %path.display(), "removed another build's parked programs"),
                 Err(e) => warn!(error = %e, "remove another build's parked programs"),

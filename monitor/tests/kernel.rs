@@ -781,6 +781,30 @@ fn the_last_holder_parks_the_programs_and_the_next_attaches_them_again() {
     drop(fresh);
     assert!(cleanup_stale(&root.config()).unwrap());
     assert!(!dir.exists(), "cleanup removes a parked set");
+
+    // An uninstall unloads parked sets of every mode and leaves those with a live holder.
+    let audit = MonitorConfig {
+        enforce: false,
+        ..root.config()
+    };
+    drop(NodeMonitor::open(audit.clone(), sync_channel(16).0).unwrap());
+    let live = NodeMonitor::open(root.config(), sync_channel(16).0).unwrap();
+    let parked = palisade_monitor::unload_parked(&root.0, true).unwrap();
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert!(
+        parked[0].to_string_lossy().ends_with("-audit-raw"),
+        "{parked:?}"
+    );
+    assert!(parked[0].exists(), "a dry run removes nothing");
+    assert_eq!(
+        palisade_monitor::unload_parked(&root.0, false).unwrap(),
+        parked
+    );
+    assert!(!parked[0].exists());
+    assert!(
+        live.pin_dir().join("links/on_exec").exists(),
+        "the live set stays"
+    );
     let deadline = Instant::now() + Duration::from_secs(5);
     while prog_loaded(exec_prog) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
