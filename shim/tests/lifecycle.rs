@@ -8,12 +8,11 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use containerd_shim::api::{CreateTaskRequest, ExecProcessRequest, Status};
 use containerd_shim::asynchronous::ExitSignal;
-use containerd_shim::event::Event;
 use containerd_shim::monitor::monitor_notify_by_pid;
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::protobuf::MessageField;
 use palisade_shim::config::{Config, RuntimeOptions};
-use palisade_shim::events::EventSender;
+use palisade_shim::events::{Encoded, EventSender};
 use palisade_shim::runc::{ContainerRuntime, LaunchOpts, RuncError};
 use palisade_shim::service::{ProcessId, RuntimeFactory, TaskService};
 
@@ -126,12 +125,13 @@ const SPEC: &str = r#"{
     "maskedPaths": ["/proc/kcore"], "readonlyPaths": ["/proc/sys"]}
 }"#;
 
-async fn next_topic(rx: &mut tokio::sync::mpsc::Receiver<Box<dyn Event + Send>>) -> String {
+async fn next_topic(rx: &mut tokio::sync::mpsc::Receiver<Encoded>) -> String {
     tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
         .await
         .expect("event within 5s")
         .expect("event channel open")
         .topic()
+        .to_owned()
 }
 
 #[tokio::test]
