@@ -441,13 +441,18 @@ pub(crate) fn load_or_open_with<R: Send>(
     beside: impl FnOnce(&Maps) -> R + Send,
 ) -> Result<(NodeMaps, Opened, Option<R>), PinError> {
     // `holders` is pinned before `config`, which comes last: its presence marks a complete set.
-    let (loaded, early) = if dir.join("maps/config").exists() {
-        if is_parked(dir) {
-            reattach(dir)?;
-            (Opened::Reattached, None)
-        } else {
-            (Opened::Joined, None)
+    if is_parked(dir) {
+        match reattach(dir) {
+            Ok(()) => return Ok((open_pins(dir)?, Opened::Reattached, None)),
+            Err(e) => {
+                // Links attached before the failure go with the set; a fresh load follows.
+                warn!(dir = %dir.display(), error = %e, "parked programs not attached again, loading anew");
+                remove_pins(dir)?;
+            }
         }
+    }
+    let (loaded, early) = if dir.join("maps/config").exists() {
+        (Opened::Joined, None)
     } else {
         if dir.exists() {
             warn!(dir = %dir.display(), "incomplete pin dir (a loader died midway), removing it");

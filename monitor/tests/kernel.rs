@@ -5,6 +5,7 @@
 use std::ffi::CString;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -812,6 +813,44 @@ fn the_last_holder_parks_the_programs_and_the_next_attaches_them_again() {
     assert!(
         !prog_loaded(exec_prog),
         "the renamed set's program is unloaded"
+    );
+}
+
+#[test]
+fn a_parked_set_that_cannot_be_attached_again_is_loaded_anew() {
+    let root = PinRoot::new("park-bad");
+    let (tx, _rx) = sync_channel(16);
+    let first = NodeMonitor::open(root.config(), tx.clone()).unwrap();
+    let dir = first.pin_dir().to_path_buf();
+    let old_exec = pinned_prog_id(&dir.join("progs/on_exec"));
+    drop(first);
+    assert!(pins_parked(&dir));
+    // A pin under progs/ that is not a program: attaching it again fails midway.
+    let map = libbpf_rs::MapHandle::from_pinned_path(dir.join("maps/holders")).unwrap();
+    let bogus = CString::new(dir.join("progs/on_zz").to_str().unwrap()).unwrap();
+    // SAFETY: a valid map fd and a NUL-terminated path.
+    let rc = unsafe { libbpf_rs::libbpf_sys::bpf_obj_pin(map.as_fd().as_raw_fd(), bogus.as_ptr()) };
+    assert_eq!(rc, 0);
+    drop(map);
+
+    let second = NodeMonitor::open(root.config(), tx).unwrap();
+    assert!(
+        second.features().loaded,
+        "loaded anew: {:?}",
+        second.features()
+    );
+    assert!(!dir.join("progs/on_zz").exists(), "the broken set is gone");
+    let new_exec = pinned_prog_id(&dir.join("links/on_exec"));
+    assert_ne!(new_exec, old_exec);
+    assert!(prog_attached(new_exec));
+    drop(second);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while prog_loaded(old_exec) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !prog_loaded(old_exec),
+        "the broken set's programs are unloaded"
     );
 }
 
