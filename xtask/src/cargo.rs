@@ -5,6 +5,8 @@ use std::process::Command;
 
 use anyhow::{bail, Context as _, Result};
 
+use crate::procs::Children;
+
 /// The target triple of the static builds (naming it keeps RUSTFLAGS off build scripts and
 /// proc macros).
 const STATIC_TARGET: &str = "x86_64-unknown-linux-gnu";
@@ -20,6 +22,8 @@ const STATIC_RUSTFLAGS: &str =
 pub struct Workspace {
     pub root: PathBuf,
     pub target: PathBuf,
+    /// The cargo runs under way, for a signal's teardown to stop.
+    pub children: Children,
 }
 
 fn cargo_bin() -> String {
@@ -47,16 +51,16 @@ impl Workspace {
         Ok(Self {
             root: field("workspace_root")?,
             target: field("target_directory")?,
+            children: Children::default(),
         })
     }
 
     /// Runs `cargo <args>` in the workspace root, streaming its output.
     pub fn cargo(&self, args: &[&str]) -> Result<()> {
         eprintln!("xtask: cargo {}", args.join(" "));
-        let st = Command::new(cargo_bin())
-            .args(args)
-            .current_dir(&self.root)
-            .status()
+        let st = self
+            .children
+            .status(Command::new(cargo_bin()).args(args).current_dir(&self.root))
             .with_context(|| format!("run cargo {}", args.join(" ")))?;
         if !st.success() {
             bail!("cargo {} failed: {st}", args.join(" "));
@@ -104,12 +108,13 @@ impl Workspace {
             "xtask: cargo build --release (static) -p {}",
             packages.join(" -p ")
         );
-        let st = cmd
-            .arg("--target-dir")
+        cmd.arg("--target-dir")
             .arg(&target_dir)
             .current_dir(&self.root)
-            .env("RUSTFLAGS", STATIC_RUSTFLAGS)
-            .status()
+            .env("RUSTFLAGS", STATIC_RUSTFLAGS);
+        let st = self
+            .children
+            .status(&mut cmd)
             .context("run cargo build (static)")?;
         if !st.success() {
             bail!("cargo build {} (static) failed: {st}", packages.join(", "));

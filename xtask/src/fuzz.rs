@@ -8,6 +8,8 @@ use std::process::Command;
 
 use anyhow::{bail, Context as _, Result};
 
+use crate::procs::Children;
+
 /// The instrumentation cargo-fuzz adds, minus the sanitizer (which needs nightly).
 const RUSTFLAGS: &str = "-Cpasses=sancov-module \
     -Cllvm-args=-sanitizer-coverage-level=4 \
@@ -19,15 +21,17 @@ const TARGET: &str = "x86_64-unknown-linux-gnu";
 
 /// Builds and runs the parser's fuzz target for `seconds`; fails on any crash, leaving the
 /// input that caused it under `<target>/fuzz/artifacts`.
-pub fn run(root: &Path, target_dir: &Path, seconds: u32) -> Result<String> {
+pub fn run(root: &Path, target_dir: &Path, seconds: u32, children: &Children) -> Result<String> {
     let fuzz_dir = root.join("policy/fuzz");
     let out = target_dir.join("fuzz");
-    let st = Command::new("cargo")
-        .args(["build", "--release", "--bin", "parse", "--target", TARGET])
-        .current_dir(&fuzz_dir)
-        .env("RUSTFLAGS", RUSTFLAGS)
-        .env("CARGO_TARGET_DIR", &out)
-        .status()
+    let st = children
+        .status(
+            Command::new("cargo")
+                .args(["build", "--release", "--bin", "parse", "--target", TARGET])
+                .current_dir(&fuzz_dir)
+                .env("RUSTFLAGS", RUSTFLAGS)
+                .env("CARGO_TARGET_DIR", &out),
+        )
         .context("build the policy fuzz target")?;
     if !st.success() {
         bail!("build the policy fuzz target: {st}");

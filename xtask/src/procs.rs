@@ -3,8 +3,10 @@
 //! Reading /proc and mountinfo is shared with the suite (`palisade_conformance::host`).
 
 use std::fs;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
@@ -13,6 +15,49 @@ use nix::unistd::Pid;
 pub use palisade_conformance::host::{
     alive, cgroup_mounts, cmdline, mounts_under, shim_pids as shims_of,
 };
+
+/// The long-running steps xtask is waiting for (cargo builds and tests), each in a process group
+/// of its own: a signal's teardown stops them by their group ids, so that none outlives xtask.
+#[derive(Clone, Debug, Default)]
+pub struct Children(Arc<Mutex<Vec<i32>>>);
+
+impl Children {
+    /// Runs `cmd` to its end as the leader of a new process group, known while it runs.
+    pub fn status(&self, cmd: &mut Command) -> std::io::Result<ExitStatus> {
+        let mut child = cmd.process_group(0).spawn()?;
+        let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(pid);
+        let status = child.wait();
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|&p| p != pid);
+        status
+    }
+
+    /// SIGTERM to every running step's process group, SIGKILL to those left after `grace`.
+    pub fn stop_all(&self, grace: Duration) {
+        let groups: Vec<i32> = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for &g in &groups {
+            eprintln!("xtask: stopping step process group {g}");
+            signal(-g, Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + grace;
+        while groups.iter().any(|&g| alive(g)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for &g in &groups {
+            signal(-g, Signal::SIGKILL);
+        }
+    }
+}
 
 pub fn signal(pid: i32, sig: Signal) {
     let _ = kill(Pid::from_raw(pid), sig);

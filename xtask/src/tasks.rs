@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -10,6 +11,7 @@ use signal_hook::iterator::Signals;
 
 use crate::cargo::Workspace;
 use crate::env::{self, Env};
+use crate::procs::Children;
 use crate::{apt, images, manifests};
 
 /// Options shared by the commands.
@@ -91,7 +93,7 @@ type Slot = Arc<Mutex<Option<Arc<Env>>>>;
 /// Handles SIGINT/SIGTERM in a thread: tear down, then exit. The signals are
 /// caught, not blocked: a blocked mask would be inherited by every child (cargo
 /// test included) and change what the tests see.
-fn install_signal_teardown() -> Result<Slot> {
+fn install_signal_teardown(children: Children) -> Result<Slot> {
     let slot: Slot = Arc::new(Mutex::new(None));
     let mut signals = Signals::new([SIGINT, SIGTERM]).context("catch SIGINT/SIGTERM")?;
     let slot2 = Arc::clone(&slot);
@@ -99,6 +101,8 @@ fn install_signal_teardown() -> Result<Slot> {
         if let Some(sig) = signals.forever().next() {
             eprintln!("\nxtask: signal {sig}: tearing down");
             let env = slot2.lock().ok().and_then(|s| s.clone());
+            // The steps first, so that none starts a pod or a build into the teardown.
+            children.stop_all(Duration::from_secs(5));
             if let Some(env) = env {
                 env.teardown(true);
             }
@@ -212,9 +216,9 @@ const OTHER_CONTAINERDS: [(&str, &str, &[&str]); 2] = [
 
 /// `cargo xtask test`.
 pub fn test(opts: &Opts) -> Result<()> {
-    let slot = install_signal_teardown()?;
-    apt::ensure_packages()?;
     let ws = Workspace::locate()?;
+    let slot = install_signal_teardown(ws.children.clone())?;
+    apt::ensure_packages()?;
     let mut steps = Steps::default();
     if !opts.suite_only {
         steps.record("cargo fmt", ws.cargo(&["fmt", "--all", "--check"]));
@@ -232,7 +236,7 @@ pub fn test(opts: &Opts) -> Result<()> {
         steps.record("cargo test", ws.cargo(&["test", "--workspace"]));
         steps.record(
             "fuzz the policy parser",
-            crate::fuzz::run(&ws.root, &ws.target, FUZZ_SECONDS)
+            crate::fuzz::run(&ws.root, &ws.target, FUZZ_SECONDS, &ws.children)
                 .map(|done| eprintln!("xtask: policy fuzz: {done}")),
         );
         steps.record("kubernetes manifests", validate_manifests(&ws).map(|_| ()));
@@ -344,7 +348,12 @@ fn validate_manifests(ws: &Workspace) -> Result<usize> {
 /// `cargo xtask fuzz`: only the policy fuzz run of `cargo xtask test`.
 pub fn fuzz(opts: &Opts) -> Result<()> {
     let ws = Workspace::locate()?;
-    let done = crate::fuzz::run(&ws.root, &ws.target, opts.seconds.unwrap_or(FUZZ_SECONDS))?;
+    let done = crate::fuzz::run(
+        &ws.root,
+        &ws.target,
+        opts.seconds.unwrap_or(FUZZ_SECONDS),
+        &ws.children,
+    )?;
     println!("fuzz: {done}");
     Ok(())
 }
@@ -368,9 +377,9 @@ fn closing_counts(out: &str) -> Option<(usize, usize)> {
 
 /// `cargo xtask demo`.
 pub fn demo(opts: &Opts) -> Result<()> {
-    let slot = install_signal_teardown()?;
-    apt::ensure_packages()?;
     let ws = Workspace::locate()?;
+    let slot = install_signal_teardown(ws.children.clone())?;
+    apt::ensure_packages()?;
     let shim = if opts.no_shim {
         None
     } else {
@@ -499,9 +508,9 @@ pub fn bench(opts: &Opts) -> Result<()> {
     if opts.no_shim && suites.iter().any(|b| b.name != "start") {
         bail!("--no-shim: only --suite start runs without the palisade shim");
     }
-    let slot = install_signal_teardown()?;
-    apt::ensure_packages()?;
     let ws = Workspace::locate()?;
+    let slot = install_signal_teardown(ws.children.clone())?;
+    apt::ensure_packages()?;
     let shim = if opts.no_shim {
         None
     } else {
