@@ -225,7 +225,7 @@ impl Drop for Shared {
         };
         pins::release_index(&self.maps, self.index);
         if pins::reap(&self.maps) == 0 {
-            if self.keep_loaded {
+            if self.keep_loaded && self.maps.syscall_hook == SyscallHook::RawSysExit {
                 match pins::park(&self.dir) {
                     Ok(true) => {
                         info!(dir = %self.dir.display(), "last holder out: programs parked");
@@ -309,16 +309,7 @@ pub fn unload_parked(pin_root: &Path, dry_run: bool) -> Result<Vec<PathBuf>, Mon
         return Ok(Vec::new());
     }
     let _lock = pins::lock_root(pin_root)?;
-    let mut parked: Vec<PathBuf> = std::fs::read_dir(pin_root)
-        .map_err(|source| PinError::Dir {
-            path: pin_root.to_path_buf(),
-            source,
-        })?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| pins::is_parked(p))
-        .collect();
-    parked.sort();
+    let parked = pins::parked_sets(pin_root)?;
     if !dry_run {
         for dir in &parked {
             pins::remove_pins(dir)?;

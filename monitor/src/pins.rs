@@ -50,6 +50,11 @@ pub(crate) const SOCK_PROG: (&str, libbpf_rs::libbpf_sys::bpf_attach_type) = (
     libbpf_rs::libbpf_sys::BPF_CGROUP_INET_SOCK_CREATE,
 );
 
+/// The programs attached per container (to its cgroup), not by the loader.
+fn attached_per_container(name: &str) -> bool {
+    name == SOCK_PROG.0 || CGROUP_PROGS.iter().any(|(n, _)| *n == name)
+}
+
 /// Why the node's programs could not be loaded, opened or released.
 #[derive(Debug, thiserror::Error)]
 pub enum PinError {
@@ -679,13 +684,12 @@ fn attach_and_pin(skel: &MonitorSkel<'_>, dir: &Path) -> Result<(), PinError> {
     let mut first: Option<Duration> = None;
     let mut slowest = (Duration::ZERO, String::new());
     let mut tracepoints = Duration::ZERO;
-    let cgroup_names: Vec<&str> = CGROUP_PROGS.iter().map(|(n, _)| *n).collect();
     for prog in skel.object().progs_mut() {
         let name = prog.name().to_string_lossy().into_owned();
         if !prog.autoload() {
             continue;
         }
-        if cgroup_names.contains(&name.as_str()) || name == SOCK_PROG.0 {
+        if attached_per_container(&name) {
             pin_fd(prog.as_fd(), &dir.join("progs").join(&name))?;
         } else if name == "on_sys_exit" {
             // One program behind every syscall's exit tracepoint; a syscall this kernel has
@@ -810,29 +814,15 @@ pub(crate) fn is_parked(dir: &Path) -> bool {
 /// program (nothing runs on any syscall of the node any more), while the loaded programs and
 /// their maps stay pinned for the next holder to attach again without loading and verifying
 /// them (docs/monitor.md, "Parked programs"). The processes the programs remembered are
-/// forgotten, as their exits will not be seen. Returns false, having done nothing, for a set
-/// whose syscall links are perf events (the exit-tracepoint variant): those programs cannot
-/// be attached again from a pin here, so the caller removes that set.
+/// forgotten, as their exits will not be seen. Only for a set of the raw sys_exit program: the
+/// exit-tracepoint program's links are perf events, which cannot be attached again from a pin
+/// here. Returns false, having done nothing, for a set whose programs are not pinned (loaded
+/// by a build before parking), which the caller then removes.
 pub(crate) fn park(dir: &Path) -> Result<bool, PinError> {
-    let links = dir.join("links");
-    let entries: Vec<PathBuf> = fs::read_dir(&links)
-        .map_err(|source| PinError::Dir {
-            path: links.clone(),
-            source,
-        })?
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    let perf_links = entries.iter().any(|p| {
-        p.file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("sys_exit_"))
-    });
-    if perf_links || !dir.join("progs/on_exec").exists() {
+    if !dir.join("progs/on_exec").exists() {
         return Ok(false);
     }
-    for path in entries {
-        fs::remove_file(&path).map_err(|source| PinError::Dir { path, source })?;
-    }
+    unpin_entries(&dir.join("links"))?;
     let procs = dir.join("maps/procs");
     if let Ok(map) = MapHandle::from_pinned_path(&procs) {
         for key in map.keys().collect::<Vec<_>>() {
@@ -847,11 +837,6 @@ pub(crate) fn park(dir: &Path) -> Result<bool, PinError> {
 fn reattach(dir: &Path) -> Result<(), PinError> {
     let started = Instant::now();
     let progs = dir.join("progs");
-    let skip: Vec<&str> = CGROUP_PROGS
-        .iter()
-        .map(|(n, _)| *n)
-        .chain([SOCK_PROG.0])
-        .collect();
     let entries = fs::read_dir(&progs).map_err(|source| PinError::Dir {
         path: progs.clone(),
         source,
@@ -859,7 +844,7 @@ fn reattach(dir: &Path) -> Result<(), PinError> {
     let mut attached = 0;
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if skip.contains(&name.as_str()) {
+        if attached_per_container(&name) {
             continue;
         }
         let path = e.path();
@@ -892,6 +877,21 @@ fn reattach(dir: &Path) -> Result<(), PinError> {
     Ok(())
 }
 
+/// The parked sets under `root`, of every build and mode, sorted.
+pub(crate) fn parked_sets(root: &Path) -> Result<Vec<PathBuf>, PinError> {
+    let mut parked: Vec<PathBuf> = fs::read_dir(root)
+        .map_err(|source| PinError::Dir {
+            path: root.to_path_buf(),
+            source,
+        })?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| is_parked(p))
+        .collect();
+    parked.sort();
+    Ok(parked)
+}
+
 /// Removes the parked sets of other builds under `root` (no holder of this build will attach
 /// them again); this build's sets of other modes stay.
 pub(crate) fn remove_other_builds_parked(root: &Path) {
@@ -899,13 +899,11 @@ pub(crate) fn remove_other_builds_parked(root: &Path) {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let Ok(entries) = fs::read_dir(root) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let path = e.path();
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with('v') && !name.starts_with(&this_build) && is_parked(&path) {
+    for path in parked_sets(root).unwrap_or_default() {
+        let ours = path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(&this_build));
+        if !ours {
             match remove_pins(&path) {
                 Ok(()) => info!(dir = %path.display(), "removed another build's parked programs"),
                 Err(e) => warn!(error = %e, "remove another build's parked programs"),
@@ -919,14 +917,7 @@ pub(crate) fn remove_other_builds_parked(root: &Path) {
 pub(crate) fn remove_pins(dir: &Path) -> Result<(), PinError> {
     for sub in ["links", "progs", "maps"] {
         let p = dir.join(sub);
-        if let Ok(entries) = fs::read_dir(&p) {
-            for e in entries.flatten() {
-                fs::remove_file(e.path()).map_err(|source| PinError::Dir {
-                    path: e.path(),
-                    source,
-                })?;
-            }
-        }
+        unpin_entries(&p)?;
         if p.exists() {
             fs::remove_dir(&p).map_err(|source| PinError::Dir { path: p, source })?;
         }
@@ -936,6 +927,19 @@ pub(crate) fn remove_pins(dir: &Path) -> Result<(), PinError> {
             path: dir.to_path_buf(),
             source,
         })?;
+    }
+    Ok(())
+}
+
+/// Unpins every entry of the directory `dir` (none when it does not exist).
+fn unpin_entries(dir: &Path) -> Result<(), PinError> {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            fs::remove_file(e.path()).map_err(|source| PinError::Dir {
+                path: e.path(),
+                source,
+            })?;
+        }
     }
     Ok(())
 }

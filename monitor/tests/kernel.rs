@@ -806,6 +806,13 @@ fn the_last_holder_parks_the_programs_and_the_next_attaches_them_again() {
         live.pin_dir().join("links/on_exec").exists(),
         "the live set stays"
     );
+
+    // The exit-tracepoint program's perf links cannot be attached again: that set is unloaded.
+    let tp = NodeMonitor::open(root.config_for(false), sync_channel(16).0).unwrap();
+    assert_hook(&tp, false);
+    let tp_dir = tp.pin_dir().to_path_buf();
+    drop(tp);
+    assert!(!tp_dir.exists(), "an exit-tracepoint set is not parked");
     let deadline = Instant::now() + Duration::from_secs(5);
     while prog_loaded(exec_prog) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
