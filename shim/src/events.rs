@@ -1,16 +1,16 @@
 //! Task events: one bounded channel into one forwarder that publishes them to containerd in order.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use containerd_shim::event::Event;
 use containerd_shim::publisher::RemotePublisher;
+use containerd_shim::util::timestamp;
 use containerd_shim_protos::events::task::{
     TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskOOM, TaskPaused,
     TaskResumed, TaskStart,
 };
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
-use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::shim::event::Envelope;
 use containerd_shim_protos::shim::events::ForwardRequest;
@@ -110,19 +110,14 @@ impl EventSender {
 
 /// The envelope containerd's events service takes for `event` in `namespace`.
 fn envelope(event: Encoded, namespace: &str) -> Envelope {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
     let mut any = Any::new();
     any.type_url = event.type_name.to_owned();
     any.value = event.value;
-    let mut ts = Timestamp::new();
-    ts.seconds = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-    ts.nanos = i32::try_from(now.subsec_nanos()).unwrap_or(0);
     let mut env = Envelope::new();
     env.set_topic(event.topic);
     env.set_namespace(namespace.to_owned());
-    env.set_timestamp(ts);
+    // A clock before 1970 leaves the timestamp at zero rather than losing the event.
+    env.set_timestamp(timestamp().unwrap_or_default());
     env.set_event(any);
     env
 }

@@ -731,7 +731,6 @@ impl TaskService {
             }
         }
         tracing::info!(container = %id, pid, runc_start_ms = ms(runc_start), "container started");
-        trim_heap(id);
         self.events
             .send(TaskStart {
                 container_id: id.into(),
@@ -739,6 +738,7 @@ impl TaskService {
                 ..Default::default()
             })
             .await;
+        trim_heap(id);
         Ok(pid as u32)
     }
 
