@@ -652,6 +652,19 @@ fn prog_loaded(id: u32) -> bool {
     fd >= 0
 }
 
+/// Whether every program of `ids` is unloaded within `limit`: unloading is asynchronous (RCU),
+/// so the kernel gets a moment.
+fn unloaded_within(ids: &[u32], limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while ids.iter().any(|&id| prog_loaded(id)) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
 #[test]
 fn holders_share_pins_and_the_last_one_out_unloads() {
     let root = PinRoot::new("pins");
@@ -680,13 +693,8 @@ fn holders_share_pins_and_the_last_one_out_unloads() {
     assert!(dir.join("links").exists(), "one holder is left");
     drop(second);
     assert!(!dir.exists(), "the last holder out unpins everything");
-    // Unloading is asynchronous (RCU): give the kernel a moment.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while programs.iter().any(|&id| prog_loaded(id)) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
     assert!(
-        programs.iter().all(|&id| !prog_loaded(id)),
+        unloaded_within(&programs, Duration::from_secs(5)),
         "programs {programs:?} still loaded"
     );
 
@@ -813,12 +821,8 @@ fn the_last_holder_parks_the_programs_and_the_next_attaches_them_again() {
     let tp_dir = tp.pin_dir().to_path_buf();
     drop(tp);
     assert!(!tp_dir.exists(), "an exit-tracepoint set is not parked");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while prog_loaded(exec_prog) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
     assert!(
-        !prog_loaded(exec_prog),
+        unloaded_within(&[exec_prog], Duration::from_secs(5)),
         "the renamed set's program is unloaded"
     );
 }
@@ -851,12 +855,8 @@ fn a_parked_set_that_cannot_be_attached_again_is_loaded_anew() {
     assert_ne!(new_exec, old_exec);
     assert!(prog_attached(new_exec));
     drop(second);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while prog_loaded(old_exec) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
     assert!(
-        !prog_loaded(old_exec),
+        unloaded_within(&[old_exec], Duration::from_secs(5)),
         "the broken set's programs are unloaded"
     );
 }
@@ -1618,14 +1618,10 @@ fn the_hook_floor_attaches_empty_programs_and_drops_them() {
         let ids = programs_named(name);
         assert_eq!(ids.len(), 1, "{name}: {ids:?}");
         drop(floor);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while prog_loaded(ids[0]) {
-            assert!(
-                Instant::now() < deadline,
-                "{name} still loaded 10 s after the drop"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        assert!(
+            unloaded_within(&ids[..1], Duration::from_secs(10)),
+            "{name} still loaded 10 s after the drop"
+        );
     }
 }
 

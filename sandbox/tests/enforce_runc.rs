@@ -738,6 +738,44 @@ fn int80_binary(rootfs: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Runs the `int $0x80` program in a container hardened by `hardening` (and `policy`).
+#[cfg(target_arch = "x86_64")]
+fn run_int80(
+    name: &'static str,
+    hardening: HardeningConfig,
+    policy: Option<&'static str>,
+) -> Result<Ran> {
+    let mut case = Case::new(name, "/bin/int80; echo exit=$?");
+    case.hardening = hardening;
+    case.setup = Some(int80_binary);
+    case.policy = policy;
+    run(case)
+}
+
+/// The program was killed by SIGSYS (128 + 31) at its first 32-bit call.
+#[cfg(target_arch = "x86_64")]
+fn assert_killed_at_first_32bit_call(ran: &Ran) {
+    assert_eq!(
+        lines(&ran.stdout),
+        ["exit=159"],
+        "killed by SIGSYS (128 + 31) at the first 32-bit call; stderr: {}",
+        ran.stderr
+    );
+}
+
+/// The program made its 32-bit calls and exited 0; returns its three lines.
+#[cfg(target_arch = "x86_64")]
+fn assert_32bit_calls_made(ran: &Ran) -> Vec<&str> {
+    let out = lines(&ran.stdout);
+    assert_eq!(out.len(), 3, "{out:?} stderr: {}", ran.stderr);
+    assert!(
+        out[0].starts_with("getpid32=") && out[0] != "getpid32=-1",
+        "the getpid went through the 32-bit entry: {out:?}"
+    );
+    assert_eq!(out[2], "exit=0");
+    out
+}
+
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn filtered_socket_leaves_no_way_around_through_32_bit_socketcall() -> Result<()> {
@@ -750,30 +788,10 @@ fn filtered_socket_leaves_no_way_around_through_32_bit_socketcall() -> Result<()
         allow_32bit_syscalls: true,
         ..HardeningConfig::default()
     };
-    let script = "/bin/int80; echo exit=$?";
-    let mut control = Case::new("int80ctl", script);
-    control.hardening = keep_net_raw.clone();
-    control.setup = Some(int80_binary);
-    let ran = run(control)?;
-    let out = lines(&ran.stdout);
-    assert_eq!(out.len(), 3, "{out:?} stderr: {}", ran.stderr);
-    assert!(
-        out[0].starts_with("getpid32=") && out[0] != "getpid32=-1",
-        "{out:?}"
-    );
-    assert_eq!(out[2], "exit=0");
+    assert_32bit_calls_made(&run_int80("int80ctl", keep_net_raw.clone(), None)?);
 
-    let mut case = Case::new("int80", script);
-    case.hardening = keep_net_raw;
-    case.setup = Some(int80_binary);
-    case.policy = Some(BLOCK_RAW);
-    let ran = run(case)?;
-    assert_eq!(
-        lines(&ran.stdout),
-        ["exit=159"],
-        "killed by SIGSYS (128 + 31) at the first 32-bit call; stderr: {}",
-        ran.stderr
-    );
+    let ran = run_int80("int80", keep_net_raw, Some(BLOCK_RAW))?;
+    assert_killed_at_first_32bit_call(&ran);
     assert!(ran
         .enforcement
         .applied
@@ -785,35 +803,18 @@ fn filtered_socket_leaves_no_way_around_through_32_bit_socketcall() -> Result<()
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn the_default_profile_kills_32_bit_system_calls_unless_allowed() -> Result<()> {
-    let script = "/bin/int80; echo exit=$?";
-    let mut case = Case::new("int80def", script);
-    case.setup = Some(int80_binary);
-    let ran = run(case)?;
-    assert_eq!(
-        lines(&ran.stdout),
-        ["exit=159"],
-        "killed by SIGSYS (128 + 31) at the first 32-bit call; stderr: {}",
-        ran.stderr
-    );
+    assert_killed_at_first_32bit_call(&run_int80("int80def", HardeningConfig::default(), None)?);
 
-    let mut allowed = Case::new("int80compat", script);
-    allowed.hardening = HardeningConfig {
+    let compat = HardeningConfig {
         allow_32bit_syscalls: true,
         ..HardeningConfig::default()
     };
-    allowed.setup = Some(int80_binary);
-    let ran = run(allowed)?;
-    let out = lines(&ran.stdout);
-    assert_eq!(out.len(), 3, "{out:?} stderr: {}", ran.stderr);
-    assert!(
-        out[0].starts_with("getpid32=") && out[0] != "getpid32=-1",
-        "the allowed getpid went through the 32-bit entry: {out:?}"
-    );
+    let ran = run_int80("int80compat", compat, None)?;
+    let out = assert_32bit_calls_made(&ran);
     assert_eq!(
         out[1], "socketcall32=-1",
         "a raw socket through socketcall is refused (EPERM, CAP_NET_RAW dropped): {out:?}"
     );
-    assert_eq!(out[2], "exit=0");
     Ok(())
 }
 
