@@ -1,7 +1,7 @@
 //! Host network, pid and ipc namespace options versus the pod's own namespaces.
 
 use anyhow::Result;
-use k8s_cri::v1::{IdMapping, NamespaceMode, NamespaceOption, UserNamespace};
+use k8s_cri::v1::{IdMapping, NamespaceMode, NamespaceOption, PodSandboxConfig, UserNamespace};
 
 use crate::host::ns_link;
 use crate::suite::{ensure, Ctx};
@@ -22,6 +22,29 @@ async fn container_ns(ctx: &Ctx, c: &str) -> Result<Vec<String>> {
     Ok(v)
 }
 
+/// A pod from `cfg` and its sleeper container `name`, both with the namespace options `opts`;
+/// returns the container's id.
+async fn sleeper_with_namespaces(
+    ctx: &Ctx,
+    name: &str,
+    mut cfg: PodSandboxConfig,
+    opts: NamespaceOption,
+) -> Result<String> {
+    cfg.linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+        .namespace_options = Some(opts.clone());
+    let pod = ctx.run_pod(&cfg).await?;
+    let mut cc = ctx.container(name, crate::cri::SLEEPER);
+    cc.linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+        .namespace_options = Some(opts);
+    ctx.cri.run_container(&pod, &cc, &cfg).await
+}
+
 pub async fn host_namespaces(ctx: &Ctx) -> Result<()> {
     let host: Vec<String> = NAMESPACES
         .iter()
@@ -36,17 +59,7 @@ pub async fn host_namespaces(ctx: &Ctx) -> Result<()> {
     };
     let mut cfg = ctx.pod_config();
     cfg.hostname = String::new();
-    if let Some(sc) = cfg.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
-        sc.namespace_options = Some(node.clone());
-    }
-    let pod = ctx.run_pod(&cfg).await?;
-    let mut cc = ctx.container("hostns", crate::cri::SLEEPER);
-    cc.linux
-        .get_or_insert_with(Default::default)
-        .security_context
-        .get_or_insert_with(Default::default)
-        .namespace_options = Some(node);
-    let c = ctx.cri.run_container(&pod, &cc, &cfg).await?;
+    let c = sleeper_with_namespaces(ctx, "hostns", cfg, node).await?;
     let inside = container_ns(ctx, &c).await?;
     for ((ns, h), i) in NAMESPACES.iter().zip(&host).zip(&inside) {
         ensure(h == i, || {
@@ -103,20 +116,7 @@ pub async fn user_namespace(ctx: &Ctx) -> Result<()> {
         }),
         ..Default::default()
     };
-    let mut cfg = ctx.pod_config();
-    cfg.linux
-        .get_or_insert_with(Default::default)
-        .security_context
-        .get_or_insert_with(Default::default)
-        .namespace_options = Some(userns.clone());
-    let pod = ctx.run_pod(&cfg).await?;
-    let mut cc = ctx.container("userns", crate::cri::SLEEPER);
-    cc.linux
-        .get_or_insert_with(Default::default)
-        .security_context
-        .get_or_insert_with(Default::default)
-        .namespace_options = Some(userns);
-    let c = ctx.cri.run_container(&pod, &cc, &cfg).await?;
+    let c = sleeper_with_namespaces(ctx, "userns", ctx.pod_config(), userns).await?;
 
     let map = ctx.cri.sh(&c, "cat /proc/self/uid_map").await?;
     let fields: Vec<&str> = map.split_whitespace().collect();
