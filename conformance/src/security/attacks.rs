@@ -86,14 +86,20 @@ fn brief(s: &str) -> String {
     }
 }
 
-async fn probe_op(ctx: &Ctx, args: &[&str]) -> Result<Observed> {
+/// The probe with `args` in a fresh default sleeper.
+pub async fn probe_op(ctx: &Ctx, args: &[&str]) -> Result<Observed> {
     let c = sleeper(ctx, |_| {}).await?;
     probe(ctx, &c, PROBE, args).await
 }
 
-async fn mount_tmpfs(ctx: &Ctx) -> Result<Observed> {
+/// A shell snippet in a fresh default sleeper.
+pub async fn shell_op(ctx: &Ctx, script: &str) -> Result<Observed> {
     let c = sleeper(ctx, |_| {}).await?;
-    shell(ctx, &c, "mount -t tmpfs x /tmp").await
+    shell(ctx, &c, script).await
+}
+
+async fn mount_tmpfs(ctx: &Ctx) -> Result<Observed> {
+    shell_op(ctx, "mount -t tmpfs x /tmp").await
 }
 
 async fn mount_syscall(ctx: &Ctx) -> Result<Observed> {
@@ -101,8 +107,7 @@ async fn mount_syscall(ctx: &Ctx) -> Result<Observed> {
 }
 
 async fn unshare_userns(ctx: &Ctx) -> Result<Observed> {
-    let c = sleeper(ctx, |_| {}).await?;
-    shell(ctx, &c, "unshare -U true").await
+    shell_op(ctx, "unshare -U true").await
 }
 
 async fn unshare_syscall(ctx: &Ctx) -> Result<Observed> {
@@ -172,8 +177,7 @@ async fn raw_socket(ctx: &Ctx) -> Result<Observed> {
 }
 
 async fn ping(ctx: &Ctx) -> Result<Observed> {
-    let c = sleeper(ctx, |_| {}).await?;
-    shell(ctx, &c, "ping -c 1 -W 2 127.0.0.1 >/dev/null").await
+    shell_op(ctx, "ping -c 1 -W 2 127.0.0.1 >/dev/null").await
 }
 
 async fn keyctl(ctx: &Ctx) -> Result<Observed> {

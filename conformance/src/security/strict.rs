@@ -4,7 +4,7 @@
 use anyhow::{Context as _, Result};
 use k8s_cri::v1::Mount;
 
-use super::attacks::{probe, shell, sleeper, PROBE};
+use super::attacks::{probe_op, shell, shell_op, sleeper};
 use super::{Observed, Scope, SecCheck, STRICT};
 use crate::sec_check;
 use crate::suite::{ensure, Ctx};
@@ -101,8 +101,7 @@ pub fn all() -> Vec<SecCheck> {
 }
 
 async fn root_readonly(ctx: &Ctx) -> Result<Observed> {
-    let c = sleeper(ctx, |_| {}).await?;
-    shell(ctx, &c, "echo x > /etc/palisade-strict").await
+    shell_op(ctx, "echo x > /etc/palisade-strict").await
 }
 
 async fn write_home(ctx: &Ctx) -> Result<Observed> {
@@ -123,66 +122,54 @@ async fn write_home(ctx: &Ctx) -> Result<Observed> {
 /// truncate(2) by path: no open for writing, so only the truncate right (or a read-only
 /// mount) stops it.
 async fn truncate_path(ctx: &Ctx) -> Result<Observed> {
-    let c = sleeper(ctx, |_| {}).await?;
-    probe(ctx, &c, PROBE, &["truncate", "/etc/group"]).await
+    probe_op(ctx, &["truncate", "/etc/group"]).await
 }
 
 /// `O_RDONLY|O_TRUNC` truncates without asking for the write_file right.
 async fn truncate_open_rdonly(ctx: &Ctx) -> Result<Observed> {
-    let c = sleeper(ctx, |_| {}).await?;
-    probe(ctx, &c, PROBE, &["otrunc", "/etc/passwd"]).await
+    probe_op(ctx, &["otrunc", "/etc/passwd"]).await
 }
 
 async fn remove_file(ctx: &Ctx) -> Result<Observed> {
-    let c = sleeper(ctx, |_| {}).await?;
-    shell(ctx, &c, "rm /etc/group").await
+    shell_op(ctx, "rm /etc/group").await
 }
 
 async fn remove_dir(ctx: &Ctx) -> Result<Observed> {
-    let c = sleeper(ctx, |_| {}).await?;
-    shell(ctx, &c, "rmdir /var/tmp").await
+    shell_op(ctx, "rmdir /var/tmp").await
 }
 
 /// A rename into another directory (landlock's refer right).
 async fn rename_across_dirs(ctx: &Ctx) -> Result<Observed> {
-    let c = sleeper(ctx, |_| {}).await?;
-    shell(ctx, &c, "mv /etc/group /root/group").await
+    shell_op(ctx, "mv /etc/group /root/group").await
 }
 
 async fn hard_link(ctx: &Ctx) -> Result<Observed> {
-    let c = sleeper(ctx, |_| {}).await?;
-    shell(ctx, &c, "ln /etc/passwd /root/passwd").await
+    shell_op(ctx, "ln /etc/passwd /root/passwd").await
 }
 
 async fn symlink(ctx: &Ctx) -> Result<Observed> {
-    let c = sleeper(ctx, |_| {}).await?;
-    shell(ctx, &c, "ln -s /tmp/x /etc/palisade-link").await
+    shell_op(ctx, "ln -s /tmp/x /etc/palisade-link").await
 }
 
 async fn mkfifo(ctx: &Ctx) -> Result<Observed> {
-    let c = sleeper(ctx, |_| {}).await?;
-    shell(ctx, &c, "mkfifo /etc/palisade-fifo").await
+    shell_op(ctx, "mkfifo /etc/palisade-fifo").await
 }
 
 async fn mknod_char(ctx: &Ctx) -> Result<Observed> {
-    let c = sleeper(ctx, |_| {}).await?;
-    shell(ctx, &c, "mknod /etc/palisade-null c 1 3").await
+    shell_op(ctx, "mknod /etc/palisade-null c 1 3").await
 }
 
 async fn mknod_block(ctx: &Ctx) -> Result<Observed> {
-    let c = sleeper(ctx, |_| {}).await?;
-    shell(ctx, &c, "mknod /etc/palisade-loop b 7 0").await
+    shell_op(ctx, "mknod /etc/palisade-loop b 7 0").await
 }
 
 async fn bind_unix_socket(ctx: &Ctx) -> Result<Observed> {
-    let c = sleeper(ctx, |_| {}).await?;
-    probe(ctx, &c, PROBE, &["bindunix", "/etc/palisade.sock"]).await
+    probe_op(ctx, &["bindunix", "/etc/palisade.sock"]).await
 }
 
 /// /proc is a read-write mount, but a kernel interface strict mode grants no writes in.
 async fn write_proc_self(ctx: &Ctx) -> Result<Observed> {
-    let c = sleeper(ctx, |_| {}).await?;
-    shell(ctx, &c, "echo renamed > /proc/self/comm").await
+    shell_op(ctx, "echo renamed > /proc/self/comm").await
 }
 
 /// What strict mode keeps writable: `/tmp` (writable_paths) and a read-write volume.
