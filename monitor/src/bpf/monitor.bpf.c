@@ -18,6 +18,12 @@
 /* x86_64 user code segment selector (__USER_CS) */
 #define USER64_CS 0x33
 
+/* A length about to be masked for a helper's size argument: the empty asm makes clang forget
+ * the earlier clamp, so it keeps the mask, and keeps the value in a register. Without it clang
+ * drops the mask as redundant, and 6.1's verifier, which loses the clamp's bound when the value
+ * is spilled to the stack and reloaded, rejects the helper call (`R2 min value is negative`). */
+#define keep_in_register(v) asm volatile("" : "+r"(v))
+
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* Set by user space before load: 0 turns every kill and refusal into audit only. */
@@ -268,7 +274,9 @@ int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 	if (len > ARGS_LEN - 1)
 		len = ARGS_LEN - 1;
 	e->args_len = len;
-	/* The mask restates the bound where the verifier can see it. */
+	/* The mask restates the bound where the verifier can see it; the barrier keeps clang
+	 * from dropping it (see keep_in_register). */
+	keep_in_register(len);
 	bpf_probe_read_user(e->args, len & (ARGS_LEN - 1), (void *)start);
 
 	pid = e->h.pid;
@@ -502,6 +510,7 @@ static __always_inline void read_sockaddr(struct syscall_event *e, __u64 ptr, __
 	if (len > SOCKADDR_LEN)
 		len = SOCKADDR_LEN;
 	e->addr_len = len;
+	keep_in_register(len);
 	bpf_probe_read_user(e->addr, len & 0x1f, (void *)ptr);
 }
 
