@@ -33,6 +33,13 @@ pub const PACKAGES: &[&str] = &[
     // palisade-init's and the sandbox's tests (scoping probes, capability setup)
     "python3",
     "util-linux",
+    // the kernel matrix: guests, their root disk, kernels' modules and payloads
+    "qemu-system-x86",
+    "debootstrap",
+    "kmod",
+    "e2fsprogs",
+    "xz-utils",
+    "zstd",
 ];
 
 fn installed(pkg: &str) -> bool {

@@ -9,6 +9,7 @@ mod fuzz;
 mod images;
 mod installer;
 mod manifests;
+mod matrix;
 mod procs;
 mod tasks;
 
@@ -32,6 +33,9 @@ commands:
           --seconds N (default 60; also a step of test)
   manifests  the Kubernetes manifests under runtimeclass/ against the API schemas (also in test)
   installer-image  the DaemonSet installer image (runtimeclass/deploy/) as an OCI layout
+  matrix  the monitor's and sandbox's kernel tests in qemu guests booting Debian's 5.10
+          (default LSMs, then with bpf), 6.1, 6.12 and sid kernels, cgroup v2 only
+          (--filter LABEL picks boots; also a step of test)
 options (test):
   --suite-only        skip fmt, clippy and cargo test
   --handlers a,b      runtime handlers to test (default runc,palisade)
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
         "manifests" => tasks::manifests(),
         "fuzz" => tasks::fuzz(&opts),
         "installer-image" => installer::command(),
+        "matrix" => matrix::command(&opts.filters),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

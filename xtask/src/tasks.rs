@@ -234,6 +234,7 @@ pub fn test(opts: &Opts) -> Result<()> {
             ]),
         );
         steps.record("cargo test", ws.cargo(&["test", "--workspace"]));
+        steps.record("kernel matrix", crate::matrix::run(&ws, &[]));
         steps.record(
             "fuzz the policy parser",
             crate::fuzz::run(&ws.root, &ws.target, FUZZ_SECONDS, &ws.children)

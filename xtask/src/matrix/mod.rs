@@ -1,0 +1,240 @@
+//! The kernel matrix: Debian's 5.10 (default LSMs, then with `bpf` added), 6.1, 6.12 and sid
+//! kernels booted under qemu on a cgroup-v2-only guest, each running the monitor's tests and
+//! the sandbox's kernel tests built on this host; one results row per boot.
+
+mod apt;
+mod guest;
+mod initramfs;
+mod kernels;
+mod qemu;
+mod rootfs;
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::cargo::Workspace;
+use guest::Outcome;
+use qemu::{Accel, Boot};
+
+/// One boot of the matrix.
+struct BootSpec {
+    label: &'static str,
+    suite: &'static str,
+    cmdline: &'static str,
+}
+
+/// The boots, oldest kernel first. Debian 11's 5.10 leaves `bpf` out of its LSM list, so it
+/// runs twice: as shipped, and with `bpf` added on the command line.
+const BOOTS: &[BootSpec] = &[
+    BootSpec {
+        label: "5.10",
+        suite: "bullseye-security",
+        cmdline: "",
+    },
+    BootSpec {
+        label: "5.10 lsm+bpf",
+        suite: "bullseye-security",
+        cmdline: "lsm=lockdown,capability,yama,apparmor,bpf",
+    },
+    BootSpec {
+        label: "6.1",
+        suite: "bookworm",
+        cmdline: "",
+    },
+    BootSpec {
+        label: "6.12",
+        suite: "trixie-security",
+        cmdline: "",
+    },
+    BootSpec {
+        label: "sid",
+        suite: "sid",
+        cmdline: "",
+    },
+];
+
+/// How long one guest may run (boot, probe, tests) before it is stopped.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// The matrix's cache: kernels, apt state, the root image, the last run's logs.
+fn cache_dir(ws: &Workspace) -> PathBuf {
+    ws.root.join(".palisade-run").join("matrix")
+}
+
+/// One row of the results table.
+struct Row {
+    label: &'static str,
+    version: String,
+    outcome: Result<Outcome>,
+    seconds: f64,
+}
+
+/// Runs the matrix's boots whose label contains one of `filters` (all when empty), prints the
+/// results table and keeps it with each boot's logs under `.palisade-run/matrix/last/`; fails
+/// when a boot could not run or a test failed, naming them.
+pub fn run(ws: &Workspace, filters: &[String]) -> Result<()> {
+    let started = Instant::now();
+    let cache = cache_dir(ws);
+    fs::create_dir_all(&cache).with_context(|| format!("create {}", cache.display()))?;
+    let last = cache.join("last");
+    let _ = fs::remove_dir_all(&last);
+    fs::create_dir_all(&last).with_context(|| format!("create {}", last.display()))?;
+    let accel = Accel::detect();
+    let binaries = guest::build_tests(ws, &last)?;
+    let busybox = initramfs::busybox_static(&cache).context("fetch busybox-static")?;
+    let root = rootfs::image(&cache)?;
+    let target_debug = ws.target.join("debug");
+    let mut rows = Vec::new();
+    for spec in BOOTS
+        .iter()
+        .filter(|b| filters.is_empty() || filters.iter().any(|f| b.label.contains(f.as_str())))
+    {
+        let t = Instant::now();
+        let dir = last.join(spec.label.replace([' ', '+'], "-"));
+        let (version, outcome) = match kernels::fetch(&cache, spec.suite, &busybox) {
+            Err(e) => (
+                String::new(),
+                Err(e.context(format!("fetch the {} kernel", spec.suite))),
+            ),
+            Ok(k) => {
+                eprintln!(
+                    "xtask: matrix: booting {} ({}, {})",
+                    spec.label,
+                    k.release,
+                    accel.name()
+                );
+                let boot = Boot {
+                    vmlinux: &k.vmlinux,
+                    initramfs: &k.initramfs,
+                    root: &root,
+                    cmdline: spec.cmdline,
+                    run_dir: &dir,
+                    target: &target_debug,
+                    console: dir.join("console.log"),
+                    timeout: BOOT_TIMEOUT,
+                    accel,
+                };
+                (k.version, guest::run_boot(&boot, &binaries, &ws.children))
+            }
+        };
+        let row = Row {
+            label: spec.label,
+            version,
+            outcome,
+            seconds: t.elapsed().as_secs_f64(),
+        };
+        eprintln!("xtask: matrix: {}", summary(&row));
+        rows.push(row);
+    }
+    let table = table(&rows, accel, started.elapsed());
+    fs::write(last.join("results.md"), &table).context("write the matrix results")?;
+    println!("{table}");
+    let bad: Vec<String> = rows
+        .iter()
+        .filter(|r| !r.outcome.as_ref().is_ok_and(Outcome::passed))
+        .map(summary)
+        .collect();
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        bail!(
+            "kernel matrix: {} (logs in {})",
+            bad.join("; "),
+            last.display()
+        )
+    }
+}
+
+/// `cargo xtask matrix`: the matrix alone, stopping qemu by its process group on SIGINT/SIGTERM.
+pub fn command(filters: &[String]) -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let ws = Workspace::locate()?;
+    let children = ws.children.clone();
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("catch SIGINT/SIGTERM")?;
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            eprintln!("\nxtask: signal {sig}: stopping the guest");
+            children.stop_all(Duration::from_secs(5));
+            std::process::exit(130);
+        }
+    });
+    crate::apt::ensure(crate::apt::PACKAGES)?;
+    run(&ws, filters)
+}
+
+fn summary(r: &Row) -> String {
+    match &r.outcome {
+        Ok(o) if o.passed() => format!(
+            "{}: {} passed in {:.0} s",
+            r.label, o.tests_passed, r.seconds
+        ),
+        Ok(o) => format!(
+            "{}: {} passed, {} failed{}{}",
+            r.label,
+            o.tests_passed,
+            o.tests_failed,
+            if o.failed_names.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", o.failed_names.join(", "))
+            },
+            o.problem
+                .as_ref()
+                .map(|p| format!(": {p}"))
+                .unwrap_or_default()
+        ),
+        Err(e) => format!("{}: {e:#}", r.label),
+    }
+}
+
+/// The results in Markdown, labelled with how the guests ran.
+fn table(rows: &[Row], accel: Accel, total: Duration) -> String {
+    let mut s = format!(
+        "Kernel matrix, guests under {} (2 vCPUs, 2 GiB), cgroup v2 only; {:.0} s in all.\n\n\
+         | boot | kernel | package | LSMs | hooks chosen | passed | failed | seconds |\n\
+         | --- | --- | --- | --- | --- | ---: | ---: | ---: |\n",
+        accel.name(),
+        total.as_secs_f64()
+    );
+    for r in rows {
+        match &r.outcome {
+            Ok(o) => {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {} | {} | {:.0} |",
+                    r.label,
+                    o.kernel,
+                    r.version,
+                    o.lsm,
+                    o.hooks,
+                    o.tests_passed,
+                    o.tests_failed,
+                    r.seconds
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(
+                    s,
+                    "| {} | not run: {} | {} | | | 0 | 0 | {:.0} |",
+                    r.label,
+                    format!("{e:#}").replace('|', "/"),
+                    r.version,
+                    r.seconds
+                );
+            }
+        }
+    }
+    for r in rows {
+        if let Ok(o) = &r.outcome {
+            if !o.failed_names.is_empty() || o.problem.is_some() {
+                let _ = writeln!(s, "\n{}", summary(r));
+            }
+        }
+    }
+    s
+}
