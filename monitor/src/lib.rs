@@ -1,26 +1,16 @@
 #![doc = include_str!("../README.md")]
 
-mod monitor_skel {
-    #![allow(clippy::all, clippy::unwrap_used, clippy::expect_used, warnings)]
-    include!(concat!(env!("OUT_DIR"), "/monitor.skel.rs"));
-}
-mod floor_skel {
-    #![allow(clippy::all, clippy::unwrap_used, clippy::expect_used, warnings)]
-    include!(concat!(env!("OUT_DIR"), "/floor.skel.rs"));
-}
-mod probe_skel {
-    #![allow(clippy::all, clippy::unwrap_used, clippy::expect_used, warnings)]
-    include!(concat!(env!("OUT_DIR"), "/probe.skel.rs"));
-}
-
 mod cgroup;
 mod detect;
+mod error;
 mod event;
 mod floor;
+mod kernel;
 mod monitor;
 mod pins;
 mod raw;
 mod rules;
+mod skel;
 mod sock;
 
 pub use cgroup::{
@@ -28,13 +18,14 @@ pub use cgroup::{
     CgroupError,
 };
 pub use detect::MINER_PORTS;
+pub use error::{MonitorError, PinError};
 pub use event::{EventKind, Finding, MonitorEvent, ProcessInfo, Syscall, WATCHED_SYSCALLS};
 pub use floor::HookFloor;
+pub use kernel::SyscallHook;
 pub use monitor::{
-    cleanup_stale, unload_parked, EventSink, Features, MonitorConfig, MonitorError, NodeMonitor,
-    Watch, WatchStats,
+    cleanup_stale, unload_parked, EventSink, Features, MonitorConfig, NodeMonitor, Watch,
+    WatchStats,
 };
-pub use pins::{PinError, SyscallHook};
 pub use rules::{
     AuditOn, AuditRule, AuditTarget, ConnectRule, ContainerRef, ContainerRules, Enforcer, ExecRule,
     RuleEnforcement, RuleError, SockClass, SockRule, MAX_SECRET_MOUNTS, MAX_SOCK_SOURCES,

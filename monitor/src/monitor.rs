@@ -16,16 +16,17 @@ use std::time::{Duration, Instant, SystemTime};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType, RingBufferBuilder};
 use tracing::{debug, info, warn};
 
-use crate::cgroup::{find_cgroup_dir, CgroupError};
+use crate::cgroup::find_cgroup_dir;
 use crate::detect::{self, DetectState, RuleSet};
+use crate::error::{MonitorError, PinError};
 use crate::event::{parse_sockaddr, EventKind, MonitorEvent, ProcessInfo, Syscall};
-use crate::monitor_skel::types;
-use crate::pins::{self, NodeMaps, PinError, SyscallHook};
+use crate::kernel::{self, SyscallHook};
+use crate::pins::{self, NodeMaps};
 use crate::raw::{self, bytes_of, cstr, Record};
 use crate::rules::{
-    exec_key, file_id, net_key, ContainerRef, ContainerRules, Enforcer, RuleEnforcement, RuleError,
-    SockClass,
+    exec_key, file_id, net_key, ContainerRef, ContainerRules, Enforcer, RuleEnforcement, SockClass,
 };
+use crate::skel::monitor::types;
 use crate::sock;
 
 /// How a shim's monitor handle is set up.
@@ -124,55 +125,6 @@ pub struct WatchStats {
     pub events: u64,
     /// Events lost because the ring buffer was full.
     pub drops: u64,
-}
-
-/// Errors of the monitor handle and its watches.
-#[derive(Debug, thiserror::Error)]
-pub enum MonitorError {
-    #[error(transparent)]
-    Pin(#[from] PinError),
-    #[error(transparent)]
-    Cgroup(#[from] CgroupError),
-    #[error(transparent)]
-    Rule(#[from] RuleError),
-    #[error("ring buffer of {size} bytes: {source}")]
-    Ring {
-        size: u32,
-        #[source]
-        source: libbpf_rs::Error,
-    },
-    #[error("event reader thread: {0}")]
-    Thread(#[source] io::Error),
-    #[error("container {container}: cgroup {cgroup_id} is already watched")]
-    AlreadyWatched { container: String, cgroup_id: u64 },
-    #[error("container {container}: {what}: {source}")]
-    Map {
-        container: String,
-        what: &'static str,
-        #[source]
-        source: libbpf_rs::Error,
-    },
-    #[error("container {container}: rule {rule}: severity {severity}: must be between 1 and 10")]
-    Severity {
-        container: String,
-        rule: String,
-        severity: u8,
-    },
-    #[error("container {container}: {what}")]
-    Unsupported {
-        container: String,
-        what: &'static str,
-    },
-    #[error("container {container}: no free container slot in this handle")]
-    Slots { container: String },
-    #[error("container {container}: attach {program} to {path}: {source}")]
-    Attach {
-        container: String,
-        program: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
 }
 
 struct WatchEntry {
@@ -274,7 +226,7 @@ pub struct Watch {
 /// ones included (a node cleanup: `palisade-monitor cleanup`). Returns whether the pins were
 /// removed.
 pub fn cleanup_stale(config: &MonitorConfig) -> Result<bool, MonitorError> {
-    pins::ensure_bpffs(&config.bpffs, config.mount_bpffs)?;
+    kernel::ensure_bpffs(&config.bpffs, config.mount_bpffs)?;
     let dir = mode_dir(config);
     let _lock = pins::lock_root(&config.pin_root)?;
     if pins::is_parked(&dir) {
@@ -339,7 +291,7 @@ impl NodeMonitor {
     /// every event to `sink`.
     pub fn open(config: MonitorConfig, sink: impl EventSink) -> Result<Self, MonitorError> {
         let started = Instant::now();
-        pins::ensure_bpffs(&config.bpffs, config.mount_bpffs)?;
+        kernel::ensure_bpffs(&config.bpffs, config.mount_bpffs)?;
         let dir = mode_dir(&config);
         let lock = pins::lock_root(&config.pin_root)?;
         let locked = started.elapsed();
@@ -379,7 +331,7 @@ impl NodeMonitor {
             watches: Mutex::new(HashMap::new()),
         });
         let features = Features {
-            missing_syscalls: pins::missing_syscalls(shared.maps.syscall_hook),
+            missing_syscalls: kernel::missing_syscalls(shared.maps.syscall_hook),
             bpf_lsm: shared.maps.lsm,
             syscall_hook: shared.maps.syscall_hook,
             from_source: shared.maps.config.source_check != 0,
