@@ -7,9 +7,9 @@ mod event;
 mod floor;
 mod kernel;
 mod monitor;
-mod pins;
 mod raw;
 mod rules;
+mod set;
 mod skel;
 mod sock;
 

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::ffi::CString;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -13,19 +13,23 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType, RingBufferBuilder};
+use libbpf_rs::{MapCore, MapFlags, MapHandle, RingBufferBuilder};
 use tracing::{debug, info, warn};
 
 use crate::cgroup::find_cgroup_dir;
 use crate::detect::{self, DetectState, RuleSet};
-use crate::error::{MonitorError, PinError};
+use crate::error::MonitorError;
 use crate::event::{parse_sockaddr, EventKind, MonitorEvent, ProcessInfo, Syscall};
 use crate::kernel::{self, SyscallHook};
-use crate::pins::{self, NodeMaps};
 use crate::raw::{self, bytes_of, cstr, Record};
 use crate::rules::{
     exec_key, file_id, net_key, ContainerRef, ContainerRules, Enforcer, RuleEnforcement, SockClass,
 };
+use crate::set::holders::{claim_ring, reap, release_index, Claimed};
+use crate::set::load::{load_or_open, load_or_open_with, Maps, Opened};
+use crate::set::park::{is_parked, park, parked_sets};
+use crate::set::pin::{lock_root, remove_pins, version_dir, SOCK_PROG};
+use crate::set::{ms, NodeMaps};
 use crate::skel::monitor::types;
 use crate::sock;
 
@@ -168,17 +172,17 @@ struct Shared {
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        let _lock = match pins::lock_root(&self.root) {
+        let _lock = match lock_root(&self.root) {
             Ok(l) => l,
             Err(e) => {
                 warn!(error = %e, "monitor release: cannot lock the pin root, leaving pins");
                 return;
             }
         };
-        pins::release_index(&self.maps, self.index);
-        if pins::reap(&self.maps) == 0 {
+        release_index(&self.maps, self.index);
+        if reap(&self.maps) == 0 {
             if self.keep_loaded && self.maps.syscall_hook == SyscallHook::RawSysExit {
-                match pins::park(&self.dir) {
+                match park(&self.dir) {
                     Ok(true) => {
                         info!(dir = %self.dir.display(), "last holder out: programs parked");
                         return;
@@ -187,7 +191,7 @@ impl Drop for Shared {
                     Err(e) => warn!(error = %e, "monitor release: park, unpinning instead"),
                 }
             }
-            match pins::remove_pins(&self.dir) {
+            match remove_pins(&self.dir) {
                 Ok(()) => info!(dir = %self.dir.display(), "last holder out: programs unpinned"),
                 Err(e) => warn!(error = %e, "monitor release: unpin"),
             }
@@ -228,26 +232,26 @@ pub struct Watch {
 pub fn cleanup_stale(config: &MonitorConfig) -> Result<bool, MonitorError> {
     kernel::ensure_bpffs(&config.bpffs, config.mount_bpffs)?;
     let dir = mode_dir(config);
-    let _lock = pins::lock_root(&config.pin_root)?;
-    if pins::is_parked(&dir) {
-        pins::remove_pins(&dir)?;
+    let _lock = lock_root(&config.pin_root)?;
+    if is_parked(&dir) {
+        remove_pins(&dir)?;
         return Ok(true);
     }
     if !dir.join("maps/config").exists() {
         if dir.exists() {
-            pins::remove_pins(&dir)?;
+            remove_pins(&dir)?;
             return Ok(true);
         }
         return Ok(false);
     }
-    let (maps, _) = pins::load_or_open(
+    let (maps, _) = load_or_open(
         &dir,
         config.enforce,
         config.mount_bpffs,
         config.syscall_hook,
     )?;
-    if pins::reap(&maps) == 0 {
-        pins::remove_pins(&dir)?;
+    if reap(&maps) == 0 {
+        remove_pins(&dir)?;
         return Ok(true);
     }
     Ok(false)
@@ -260,11 +264,11 @@ pub fn unload_parked(pin_root: &Path, dry_run: bool) -> Result<Vec<PathBuf>, Mon
     if !pin_root.is_dir() {
         return Ok(Vec::new());
     }
-    let _lock = pins::lock_root(pin_root)?;
-    let parked = pins::parked_sets(pin_root)?;
+    let _lock = lock_root(pin_root)?;
+    let parked = parked_sets(pin_root)?;
     if !dry_run {
         for dir in &parked {
-            pins::remove_pins(dir)?;
+            remove_pins(dir)?;
             info!(dir = %dir.display(), "parked monitor programs unloaded");
         }
     }
@@ -272,7 +276,7 @@ pub fn unload_parked(pin_root: &Path, dry_run: bool) -> Result<Vec<PathBuf>, Mon
 }
 
 fn mode_dir(config: &MonitorConfig) -> PathBuf {
-    let base = pins::version_dir(&config.pin_root);
+    let base = version_dir(&config.pin_root);
     let mode = if config.enforce { "enforce" } else { "audit" };
     let mut name = base
         .file_name()
@@ -293,22 +297,22 @@ impl NodeMonitor {
         let started = Instant::now();
         kernel::ensure_bpffs(&config.bpffs, config.mount_bpffs)?;
         let dir = mode_dir(&config);
-        let lock = pins::lock_root(&config.pin_root)?;
+        let lock = lock_root(&config.pin_root)?;
         let locked = started.elapsed();
         // A loader claims its index and sets up its ring while its programs are attached.
         let ring_size = config.ring_size;
-        let (maps, how, early) = pins::load_or_open_with(
+        let (maps, how, early) = load_or_open_with(
             &dir,
             config.enforce,
             config.mount_bpffs,
             config.syscall_hook,
-            |m: &pins::Maps| claim_ring(&m.holders, &m.rings, ring_size),
+            |m: &Maps| claim_ring(&m.holders, &m.rings, ring_size),
         )?;
         let opened = started.elapsed();
         let claimed = match early {
             Some(claimed) => claimed,
             None => {
-                pins::reap(&maps);
+                reap(&maps);
                 claim_ring(&maps.holders, &maps.rings, ring_size)
             }
         };
@@ -316,7 +320,7 @@ impl NodeMonitor {
         let (ring, ring_time) = match ring {
             Ok(r) => r,
             Err(e) => {
-                pins::release_index(&maps, index);
+                release_index(&maps, index);
                 return Err(e);
             }
         };
@@ -336,8 +340,8 @@ impl NodeMonitor {
             syscall_hook: shared.maps.syscall_hook,
             from_source: shared.maps.config.source_check != 0,
             sock_create: shared.maps.sock_create.is_some(),
-            loaded: how == pins::Opened::Loaded,
-            reattached: how == pins::Opened::Reattached,
+            loaded: how == Opened::Loaded,
+            reattached: how == Opened::Reattached,
         };
         info!(
             index,
@@ -346,10 +350,10 @@ impl NodeMonitor {
             sock_create = features.sock_create,
             syscall_hook = %features.syscall_hook,
             missing = ?features.missing_syscalls,
-            lock_ms = pins::ms(locked),
-            load_or_open_ms = pins::ms(opened - locked),
-            ring_ms = pins::ms(ring_time.total),
-            ring_insert_ms = pins::ms(ring_time.insert),
+            lock_ms = ms(locked),
+            load_or_open_ms = ms(opened - locked),
+            ring_ms = ms(ring_time.total),
+            ring_insert_ms = ms(ring_time.insert),
             ring_beside_load = features.loaded,
             "monitor handle open"
         );
@@ -580,12 +584,11 @@ impl NodeMonitor {
             };
             let prog = prog.try_clone().map_err(|source| MonitorError::Attach {
                 container: name.clone(),
-                program: pins::SOCK_PROG.0,
+                program: SOCK_PROG.0,
                 path: dir.clone(),
                 source,
             })?;
-            let links =
-                attach_cgroup(&name, &dir, &[(pins::SOCK_PROG.0, pins::SOCK_PROG.1, prog)])?;
+            let links = attach_cgroup(&name, &dir, &[(SOCK_PROG.0, SOCK_PROG.1, prog)])?;
             watch.links.extend(links);
         }
         watch.enforcement.extend(sock_notes);
@@ -700,55 +703,6 @@ fn report_drops(shared: &Shared, last: &mut HashMap<u32, u64>) {
             );
         }
     }
-}
-
-/// How long a holder's ring set-up took, and the insertion into `rings` within it (a
-/// map-in-map update from user space waits for an RCU grace period).
-struct RingTime {
-    total: Duration,
-    insert: Duration,
-}
-
-/// A holder's index, claimed in `holders`, and its ring or why the ring could not be set up
-/// (the caller then releases the index).
-struct Claimed {
-    index: u32,
-    ring: Result<(MapHandle, RingTime), MonitorError>,
-}
-
-/// Claims a holder's index and creates and inserts its ring into `rings`.
-fn claim_ring(holders: &MapHandle, rings: &MapHandle, size: u32) -> Result<Claimed, PinError> {
-    let started = Instant::now();
-    let index = pins::claim(holders)?;
-    let ring = create_ring(rings, index, size).map(|(ring, insert)| {
-        (
-            ring,
-            RingTime {
-                total: started.elapsed(),
-                insert,
-            },
-        )
-    });
-    Ok(Claimed { index, ring })
-}
-
-fn create_ring(
-    rings: &MapHandle,
-    index: u32,
-    size: u32,
-) -> Result<(MapHandle, Duration), MonitorError> {
-    let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
-        sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
-        ..Default::default()
-    };
-    let ring = MapHandle::create(MapType::RingBuf, Some("palisade_ring"), 0, 0, size, &opts)
-        .map_err(|source| MonitorError::Ring { size, source })?;
-    let fd = ring.as_fd().as_raw_fd() as u32;
-    let inserting = Instant::now();
-    rings
-        .update(&index.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
-        .map_err(|source| MonitorError::Ring { size, source })?;
-    Ok((ring, inserting.elapsed()))
 }
 
 fn attach_cgroup(

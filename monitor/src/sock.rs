@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use libbpf_rs::{MapCore, MapFlags};
 
 use crate::error::MonitorError;
-use crate::pins::NodeMaps;
 use crate::raw::bytes_of;
 use crate::rules::{file_id, Enforcer, RuleEnforcement, RuleError, SockRule, MAX_SOCK_SOURCES};
+use crate::set::NodeMaps;
 use crate::skel::monitor::types;
 
 /// `sock_rule.flags`: unlisted binaries are reported, not refused (SR_AUDIT in events.h).
