@@ -2,16 +2,19 @@
 
 mod cgroup;
 mod detect;
+mod enforce;
 mod error;
 mod event;
 mod floor;
+mod handle;
 mod kernel;
-mod monitor;
 mod raw;
+mod reader;
 mod rules;
 mod set;
+mod shared;
 mod skel;
-mod sock;
+mod watch;
 
 pub use cgroup::{
     cgroup_dir_of_pid, cgroup_id_of_dir, cgroup_id_of_pid, find_cgroup_dir, unified_mount,
@@ -21,15 +24,14 @@ pub use detect::MINER_PORTS;
 pub use error::{MonitorError, PinError};
 pub use event::{EventKind, Finding, MonitorEvent, ProcessInfo, Syscall, WATCHED_SYSCALLS};
 pub use floor::HookFloor;
+pub use handle::{cleanup_stale, unload_parked, Features, MonitorConfig, NodeMonitor};
 pub use kernel::SyscallHook;
-pub use monitor::{
-    cleanup_stale, unload_parked, EventSink, Features, MonitorConfig, NodeMonitor, Watch,
-    WatchStats,
-};
 pub use rules::{
     AuditOn, AuditRule, AuditTarget, ConnectRule, ContainerRef, ContainerRules, Enforcer, ExecRule,
     RuleEnforcement, RuleError, SockClass, SockRule, MAX_SECRET_MOUNTS, MAX_SOCK_SOURCES,
 };
+pub use shared::EventSink;
+pub use watch::{Watch, WatchStats};
 
 /// Sends libbpf's own messages (verifier logs, probe failures) to `tracing` under the target
 /// `libbpf` instead of stderr. libbpf has one printer per process, so the binary (not this
