@@ -72,7 +72,9 @@ pub struct Features {
     /// Watched syscalls without a tracepoint on this kernel: not reported.
     pub missing_syscalls: Vec<String>,
     /// Exec deny rules are enforced through BPF-LSM (the exec fails with EPERM) rather than by
-    /// killing the process at exec.
+    /// killing the process at exec. Only where `bpf` is an active LSM
+    /// (`/sys/kernel/security/lsm`) and a probe program, attached to `file_open`, was seen to
+    /// run on an open of the loader's own: a kernel may attach BPF-LSM programs it never calls.
     pub bpf_lsm: bool,
     /// Connect rules' `only_from` is checked in the kernel.
     pub from_source: bool,

@@ -183,21 +183,63 @@ pub(crate) fn syscall_kinds() -> [u8; SYS_TABLE] {
     table
 }
 
-/// Whether this kernel loads and attaches a BPF-LSM program (it may list `bpf` among its
-/// LSMs and still refuse). Tried with a program that allows everything.
+/// Where the kernel lists its active LSMs, in the order it calls them.
+const LSM_LIST: &str = "/sys/kernel/security/lsm";
+
+/// Whether `bpf` is among the active LSMs of a `/sys/kernel/security/lsm` text.
+fn lists_bpf(lsms: &str) -> bool {
+    lsms.trim().split(',').any(|l| l == "bpf")
+}
+
+/// Whether BPF-LSM is in force on this kernel: `bpf` is among the active LSMs, and a BPF-LSM
+/// program, loaded and attached, is then seen to run when this process opens a file. Both
+/// are needed: a kernel may refuse the program while listing `bpf`, and Debian 11's 5.10 loads
+/// and attaches it without `bpf` in its list, and never calls it (enforcement claimed there
+/// would be enforcement that does not exist).
 pub(crate) fn probe_lsm() -> bool {
-    let mut storage = MaybeUninit::uninit();
-    let result = crate::skel::probe::ProbeSkelBuilder::default()
-        .open(&mut storage)
-        .and_then(|open| open.load())
-        .and_then(|skel| skel.progs.probe_lsm.attach().map(|_link| ()));
-    match result {
-        Ok(()) => true,
+    match fs::read_to_string(LSM_LIST) {
+        Ok(lsms) if lists_bpf(&lsms) => {}
+        Ok(lsms) => {
+            debug!(
+                lsms = lsms.trim(),
+                "bpf-lsm unavailable: bpf is not an active lsm"
+            );
+            return false;
+        }
+        Err(e) => {
+            debug!(error = %e, "bpf-lsm unavailable: cannot read {LSM_LIST}");
+            return false;
+        }
+    }
+    match probe_lsm_runs() {
+        Ok(true) => true,
+        Ok(false) => {
+            debug!("bpf-lsm unavailable: the attached probe program never ran");
+            false
+        }
         Err(e) => {
             debug!(error = %e, "bpf-lsm unavailable");
             false
         }
     }
+}
+
+/// Loads and attaches the probe program, opens a file, and says whether the program saw it.
+fn probe_lsm_runs() -> Result<bool, libbpf_rs::Error> {
+    let mut storage = MaybeUninit::uninit();
+    let mut skel = crate::skel::probe::ProbeSkelBuilder::default()
+        .open(&mut storage)?
+        .load()?;
+    let _link = skel.progs.probe_lsm.attach()?;
+    let Some(bss) = skel.maps.bss_data.as_deref_mut() else {
+        return Ok(false);
+    };
+    bss.probe_tgid = std::process::id();
+    // The trigger: any open by this process passes the file_open hook.
+    let opened = fs::File::open("/proc/self/stat").is_ok();
+    // SAFETY: a plain read of a u64 in the mapped .bss, which the program writes to.
+    let hits = unsafe { std::ptr::read_volatile(&raw const bss.probe_hits) };
+    Ok(opened && hits > 0)
 }
 
 /// [`probe_lsm`], asked once per boot: the answer is kept as an empty directory under the pin
@@ -231,4 +273,28 @@ pub(crate) fn probe_lsm_cached(root: &Path) -> bool {
         debug!(error = %e, "bpf-lsm probe result not cached");
     }
     lsm
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bpf_must_be_named_in_the_lsm_list() {
+        assert!(lists_bpf(
+            "lockdown,capability,landlock,yama,apparmor,bpf\n"
+        ));
+        assert!(!lists_bpf("lockdown,capability,yama,apparmor"));
+        assert!(!lists_bpf("bpfx,capability"));
+    }
+
+    /// The running kernel: the probe claims BPF-LSM only where `bpf` is an active LSM.
+    #[test]
+    fn the_probe_claims_bpf_lsm_only_with_bpf_in_the_lsm_list() {
+        let listed = fs::read_to_string(LSM_LIST).is_ok_and(|l| lists_bpf(&l));
+        assert!(
+            !probe_lsm() || listed,
+            "bpf-lsm claimed without bpf in {LSM_LIST}"
+        );
+    }
 }

@@ -88,7 +88,11 @@ fn detect_probe() -> Result<()> {
 fn hold(config: MonitorConfig) -> Result<()> {
     let (tx, _rx) = sync_channel(16);
     let monitor = NodeMonitor::open(config, tx)?;
-    eprintln!("syscall hook: {}", monitor.features().syscall_hook);
+    let f = monitor.features();
+    eprintln!("syscall hook: {}", f.syscall_hook);
+    eprintln!("bpf-lsm: {}", f.bpf_lsm);
+    eprintln!("from-source: {}", f.from_source);
+    eprintln!("sock-create: {}", f.sock_create);
     println!("ready {}", monitor.pin_dir().display());
     std::io::stdout().flush()?;
     loop {
