@@ -183,6 +183,23 @@ pub(crate) fn syscall_kinds() -> [u8; SYS_TABLE] {
     table
 }
 
+/// Whether the running kernel's release (`/proc/sys/kernel/osrelease`) is `major.minor` or
+/// later; an unreadable release counts as the newest.
+pub(crate) fn release_at_least(major: u32, minor: u32) -> bool {
+    let Ok(release) = fs::read_to_string("/proc/sys/kernel/osrelease") else {
+        return true;
+    };
+    release_is_at_least(&release, major, minor)
+}
+
+fn release_is_at_least(release: &str, major: u32, minor: u32) -> bool {
+    let mut parts = release
+        .trim()
+        .split(['.', '-', '+'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (major, minor)
+}
+
 /// Where the kernel lists its active LSMs, in the order it calls them.
 const LSM_LIST: &str = "/sys/kernel/security/lsm";
 
@@ -278,6 +295,15 @@ pub(crate) fn probe_lsm_cached(root: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn releases_compare_by_major_then_minor() {
+        assert!(!release_is_at_least("5.10.0-46-amd64", 5, 13));
+        assert!(release_is_at_least("6.1.0-50-amd64", 5, 13));
+        assert!(release_is_at_least("6.12.118+deb13-amd64", 5, 15));
+        assert!(release_is_at_least("5.15.0", 5, 15));
+        assert!(!release_is_at_least("4.19.0", 5, 10));
+    }
 
     #[test]
     fn bpf_must_be_named_in_the_lsm_list() {

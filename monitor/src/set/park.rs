@@ -5,7 +5,7 @@ use std::fs;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use libbpf_rs::{MapCore, MapHandle, Program};
 use tracing::{info, warn};
@@ -13,6 +13,7 @@ use tracing::{info, warn};
 use super::ms;
 use super::pin::{attached_per_container, pin_fd, remove_pins, unpin_entries, version_dir};
 use crate::error::PinError;
+use crate::kernel::release_at_least;
 
 /// Whether `dir` holds a parked set: complete, no link pinned, its programs pinned.
 pub(crate) fn is_parked(dir: &Path) -> bool {
@@ -27,9 +28,14 @@ pub(crate) fn is_parked(dir: &Path) -> bool {
 /// forgotten, as their exits will not be seen. Only for a set of the raw sys_exit program: the
 /// exit-tracepoint program's links are perf events, which cannot be attached again from a pin
 /// here. Returns false, having done nothing, for a set whose programs are not pinned (loaded
-/// by a build before parking), which the caller then removes.
+/// by a build before parking), and for a set whose BPF-LSM program the kernel would not attach
+/// again (before 5.13 a trampoline program is attached once: a second attach fails with
+/// ENOENT), which the caller then removes.
 pub(crate) fn park(dir: &Path) -> Result<bool, PinError> {
     if !dir.join("progs/on_exec").exists() {
+        return Ok(false);
+    }
+    if dir.join("progs/lsm_exec").exists() && !release_at_least(5, 13) {
         return Ok(false);
     }
     unpin_entries(&dir.join("links"))?;
@@ -62,11 +68,7 @@ pub(crate) fn reattach(dir: &Path) -> Result<(), PinError> {
             path: path.clone(),
             source,
         })?;
-        // A BTF-typed program names its own attach point: no tracepoint name is passed.
-        // SAFETY: a valid program fd and a null name, which the kernel accepts for these.
-        let fd = unsafe {
-            libbpf_rs::libbpf_sys::bpf_raw_tracepoint_open(std::ptr::null(), prog.as_raw_fd())
-        };
+        let fd = attach_again(prog.as_raw_fd());
         if fd < 0 {
             return Err(PinError::Load {
                 what: format!("attach parked {name} again"),
@@ -85,6 +87,26 @@ pub(crate) fn reattach(dir: &Path) -> Result<(), PinError> {
         "parked monitor programs attached again"
     );
     Ok(())
+}
+
+/// How long a program's attach is retried while its previous link is still being released.
+const RELEASE_WAIT: Duration = Duration::from_secs(2);
+
+/// Attaches a BTF-typed program again (it names its own attach point: no tracepoint name is
+/// passed); the link fd, or the negative errno. The links a park unpinned are released after
+/// an RCU grace period, and until then 5.10 refuses the same program on the same tracepoint
+/// (EEXIST): that answer is retried for a moment.
+fn attach_again(prog_fd: i32) -> i32 {
+    let deadline = Instant::now() + RELEASE_WAIT;
+    loop {
+        // SAFETY: a valid program fd and a null name, which the kernel accepts for these.
+        let fd =
+            unsafe { libbpf_rs::libbpf_sys::bpf_raw_tracepoint_open(std::ptr::null(), prog_fd) };
+        if fd != -libc::EEXIST || Instant::now() >= deadline {
+            return fd;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// The parked sets under `root`, of every build and mode, sorted.
