@@ -76,7 +76,7 @@ pub fn fetch(cache: &Path, suite: &'static str, busybox: &Path) -> Result<Kernel
             .with_context(|| format!("unpack {}", deb.display()))?;
     }
     let (release, vmlinuz) = find_vmlinuz(&tree.0)
-        .with_context(|| format!("{suite}: no /boot/vmlinuz-* in {}", debs_names(&debs)))?;
+        .with_context(|| format!("{suite}: no kernel image in {}", debs_names(&debs)))?;
     let bz = fs::read(&vmlinuz).with_context(|| format!("read {}", vmlinuz.display()))?;
     let elf = vmlinux_of(&bz).with_context(|| format!("{suite}: extract vmlinux of {release}"))?;
     write_atomic(&kernel.vmlinux, &elf)?;
@@ -95,16 +95,26 @@ fn debs_names(debs: &[PathBuf]) -> String {
         .join(", ")
 }
 
-/// The kernel release and path of the one `boot/vmlinuz-*` in an unpacked tree.
+/// The kernel release and path of the kernel image in an unpacked tree: `boot/vmlinuz-RELEASE`
+/// (bullseye to trixie), or `usr/lib/modules/RELEASE/vmlinuz` (sid's `linux-binary-*`).
 fn find_vmlinuz(tree: &Path) -> Option<(String, PathBuf)> {
-    fs::read_dir(tree.join("boot"))
-        .ok()?
-        .flatten()
-        .find_map(|e| {
+    let in_boot = fs::read_dir(tree.join("boot")).ok().and_then(|rd| {
+        rd.flatten().find_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
             let release = name.strip_prefix("vmlinuz-")?.to_string();
             Some((release, e.path()))
         })
+    });
+    in_boot.or_else(|| {
+        ["usr/lib/modules", "lib/modules"].iter().find_map(|m| {
+            fs::read_dir(tree.join(m)).ok()?.flatten().find_map(|e| {
+                let image = e.path().join("vmlinuz");
+                image
+                    .is_file()
+                    .then(|| (e.file_name().to_string_lossy().into_owned(), image))
+            })
+        })
+    })
 }
 
 /// The uncompressed kernel ELF inside a bzImage: the setup header gives the compressed
@@ -229,6 +239,28 @@ mod tests {
             let packed = pipe_through(tool, args, &elf).unwrap();
             assert_eq!(vmlinux_of(&bz_with(&packed)).unwrap(), elf, "{tool}");
         }
+    }
+
+    #[test]
+    fn the_image_is_found_in_boot_or_beside_the_modules() {
+        let base = std::env::temp_dir().join(format!("xtask-vmlinuz-{}", std::process::id()));
+        let sid = TempDir::new(base.join("sid")).unwrap();
+        let dir = sid.0.join("usr/lib/modules/7.2.13+deb14-amd64");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("vmlinuz"), b"k").unwrap();
+        assert_eq!(
+            find_vmlinuz(&sid.0),
+            Some(("7.2.13+deb14-amd64".into(), dir.join("vmlinuz")))
+        );
+        let old = TempDir::new(base.join("old")).unwrap();
+        fs::create_dir_all(old.0.join("boot")).unwrap();
+        fs::write(old.0.join("boot/vmlinuz-6.1.0-50-amd64"), b"k").unwrap();
+        assert_eq!(
+            find_vmlinuz(&old.0).map(|(r, _)| r),
+            Some("6.1.0-50-amd64".into())
+        );
+        drop((sid, old));
+        let _ = fs::remove_dir_all(&base);
     }
 
     #[test]
