@@ -24,11 +24,21 @@ pub struct Kernel {
 }
 
 /// The package prefixes a kernel image is made of: the image itself, and on sid the
-/// `linux-binary-*` and `linux-modules-*` packages the image depends on.
-const KERNEL_PACKAGES: [&str; 3] = ["linux-image-", "linux-binary-", "linux-modules-"];
+/// `linux-binary-*`, `linux-modules-*` and `linux-base-*` (config, `modules.builtin`, which
+/// modprobe needs to tell a built-in module from a missing one) packages it depends on.
+const KERNEL_PACKAGES: [&str; 4] = [
+    "linux-image-",
+    "linux-binary-",
+    "linux-modules-",
+    "linux-base-",
+];
 
+/// A package of one kernel version (its name carries the version: not the `-amd64` metapackages).
 fn is_kernel_package(name: &str) -> bool {
-    KERNEL_PACKAGES.iter().any(|p| name.starts_with(p)) && name != "linux-image-amd64"
+    KERNEL_PACKAGES.iter().any(|p| {
+        name.strip_prefix(p)
+            .is_some_and(|v| v.starts_with(|c: char| c.is_ascii_digit()))
+    })
 }
 
 /// Resolves, downloads (once) and prepares the newest `linux-image-amd64` of `suite`.
@@ -274,7 +284,9 @@ mod tests {
         assert!(is_kernel_package("linux-binary-7.2.13+deb14-amd64"));
         assert!(is_kernel_package("linux-image-6.1.0-57-amd64"));
         assert!(!is_kernel_package("linux-image-amd64"));
-        assert!(!is_kernel_package("linux-base-7.2.13+deb14-amd64"));
+        assert!(is_kernel_package("linux-base-7.2.13+deb14-amd64"));
+        assert!(!is_kernel_package("linux-base-amd64"));
+        assert!(!is_kernel_package("linux-base"));
         assert!(!is_kernel_package("initramfs-tools"));
     }
 }
