@@ -5,7 +5,9 @@ pub mod bench_loops;
 pub mod checks;
 pub mod cri;
 pub mod demo;
-pub mod host;
 pub mod security;
 pub mod stream;
 pub mod suite;
+
+/// Host-side views (processes, mounts, cgroups), shared with the harness.
+pub use palisade_host as host;

@@ -31,6 +31,8 @@ pub struct Opts {
     pub containerd: Option<String>,
     /// `fuzz`: how long to run.
     pub seconds: Option<u32>,
+    /// `fresh`: the checkout whose xtask is built (default: this workspace).
+    pub source: Option<PathBuf>,
 }
 
 impl Opts {
@@ -61,6 +63,7 @@ impl Opts {
                 "--pods" => o.pods = Some(val()?.parse().context("--pods")?),
                 "--containerd" => o.containerd = Some(val()?),
                 "--seconds" => o.seconds = Some(val()?.parse().context("--seconds")?),
+                "--source" => o.source = Some(PathBuf::from(val()?)),
                 other => bail!("unknown option {other}"),
             }
         }
@@ -223,6 +226,10 @@ pub fn test(opts: &Opts) -> Result<()> {
     if !opts.suite_only {
         steps.record("cargo fmt", ws.cargo(&["fmt", "--all", "--check"]));
         steps.record(
+            "fresh-machine build of xtask",
+            fresh_check(&ws, &ws.root).map(|line| eprintln!("xtask: {line}")),
+        );
+        steps.record(
             "cargo clippy",
             ws.cargo(&[
                 "clippy",
@@ -355,6 +362,18 @@ pub fn fuzz(opts: &Opts) -> Result<()> {
         &ws.children,
     )?;
     println!("fuzz: {done}");
+    Ok(())
+}
+
+fn fresh_check(ws: &Workspace, source: &Path) -> Result<String> {
+    crate::fresh::check(source, &ws.target.join("fresh-check"), &ws.children)
+}
+
+/// `cargo xtask fresh`: only the fresh-machine check of `cargo xtask test`.
+pub fn fresh(opts: &Opts) -> Result<()> {
+    let ws = Workspace::locate()?;
+    let source = opts.source.clone().unwrap_or_else(|| ws.root.clone());
+    println!("fresh: {}", fresh_check(&ws, &source)?);
     Ok(())
 }
 
