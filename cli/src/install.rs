@@ -13,6 +13,9 @@ use crate::shimconfig;
 pub const SHIM_BINARY: &str = "containerd-shim-palisade-v2";
 /// The helper the shim bind-mounts into each container; it must sit beside the shim.
 pub const INIT_BINARY: &str = "palisade-init";
+/// This program, installed beside the shim so that the steps after the install (`palisade
+/// status`, `palisade events`) find it on PATH.
+pub const CLI_BINARY: &str = "palisade";
 
 /// Installing or uninstalling failed.
 #[derive(Debug, thiserror::Error)]
@@ -341,7 +344,8 @@ pub fn install(layout: &Layout, opts: &InstallOptions) -> Result<Report, Install
 
     let shim = binary_source(opts.shim.as_deref(), SHIM_BINARY, "shim")?;
     let init = binary_source(opts.init.as_deref(), INIT_BINARY, "init")?;
-    let binaries = [(shim, SHIM_BINARY), (init, INIT_BINARY)];
+    let cli = std::env::current_exe().map_err(io("binary", Path::new(CLI_BINARY)))?;
+    let binaries = [(shim, SHIM_BINARY), (init, INIT_BINARY), (cli, CLI_BINARY)];
     let mut copies = Vec::new();
     for (src, name) in binaries {
         let dst = layout.bin_dir.join(name);
@@ -434,7 +438,7 @@ pub fn uninstall(layout: &Layout, dry_run: bool, purge: bool) -> Result<Report, 
             }
         }
     }
-    for name in [SHIM_BINARY, INIT_BINARY] {
+    for name in [SHIM_BINARY, INIT_BINARY, CLI_BINARY] {
         let bin = layout.bin_dir.join(name);
         let real = layout.host(&bin);
         if real.exists() {

@@ -206,11 +206,16 @@ fn install_twice_keeps_comments_and_the_other_runtime() {
         );
     }
 
-    for name in ["containerd-shim-palisade-v2", "palisade-init"] {
+    for name in ["containerd-shim-palisade-v2", "palisade-init", "palisade"] {
         let bin = node.path().join("bin").join(name);
         let meta = std::fs::metadata(&bin).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o755, "{name}");
     }
+    // The CLI the later steps call from PATH is the one that ran the install.
+    assert_eq!(
+        std::fs::read(node.path().join("bin/palisade")).unwrap(),
+        std::fs::read(PALISADE).unwrap()
+    );
     assert_eq!(
         std::fs::read(node.path().join("bin/containerd-shim-palisade-v2")).unwrap(),
         std::fs::read(node.path().join("shim-build")).unwrap()
@@ -236,6 +241,7 @@ fn install_twice_keeps_comments_and_the_other_runtime() {
     );
     assert!(!node.path().join("bin/containerd-shim-palisade-v2").exists());
     assert!(!node.path().join("bin/palisade-init").exists());
+    assert!(!node.path().join("bin/palisade").exists());
     assert!(edited.is_file(), "configs kept without --purge");
     assert!(node.path().join("var/lib/palisade/gate").is_dir());
     node.run("uninstall", &["--purge"]);
@@ -600,6 +606,10 @@ fn host_root_installs_under_the_root_with_the_nodes_paths() {
     assert!(stdout.contains("already present"), "{stdout}");
     assert!(
         stdout.contains("binary /usr/local/bin/palisade-init: up to date"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("binary /usr/local/bin/palisade: up to date"),
         "{stdout}"
     );
 
