@@ -21,8 +21,6 @@ fn events_are_attributed_to_the_watched_cgroup_only() {
 
 fn check_attribution(raw: bool) {
     let name = if raw { "attr-raw" } else { "attr" };
-    let root = PinRoot::new(name);
-    let cg = TestCgroup::new(name);
     let scratch = Scratch::new(name);
     let readable = scratch.0.join("readable");
     std::fs::write(&readable, "x").unwrap();
@@ -33,15 +31,12 @@ fn check_attribution(raw: bool) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let dest = listener.local_addr().unwrap();
 
-    let (tx, rx) = sync_channel(4096);
-    let monitor = NodeMonitor::open(root.config_for(raw), tx).unwrap();
-    assert_hook(&monitor, raw);
     let rules = ContainerRules {
         report_all_opens: true,
         ..Default::default()
     };
-    let watch = monitor.watch(cg.container("attr"), rules).unwrap();
-    assert_eq!(watch.stats().events, 0);
+    let w = Watched::on_hook("attr", raw, rules);
+    assert_eq!(w.watch.stats().events, 0);
 
     // The same actions from outside the cgroup first: none of them may come through.
     let (outside_exec, st) = run(None, None, &exec("/bin/true", &["true"]));
@@ -51,9 +46,9 @@ fn check_attribution(raw: bool) {
     let (outside_connect, st) = run(None, None, &connect(dest));
     assert_eq!(exited(st), Some(0));
 
-    let (pid, st) = run(Some(&cg), None, &exec("/bin/true", &["true", "--marker"]));
+    let (pid, st) = run(Some(&w.cg), None, &exec("/bin/true", &["true", "--marker"]));
     assert_eq!(exited(st), Some(0));
-    let (ev, before) = until(&rx, "exec", |e| {
+    let (ev, before) = until(&w.rx, "exec", |e| {
         e.process.pid == pid as u32 && matches!(e.kind, EventKind::Exec { .. })
     });
     let outsiders = [outside_exec, outside_open, outside_connect].map(|p| p as u32);
@@ -61,7 +56,7 @@ fn check_attribution(raw: bool) {
         before.iter().all(|e| !outsiders.contains(&e.process.pid)),
         "an event of a process outside the cgroup arrived"
     );
-    assert_eq!(ev.slot, watch.slot());
+    assert_eq!(ev.slot, w.watch.slot());
     assert_eq!(ev.container.pod, "attr");
     assert_eq!(ev.process.uid, 0);
     assert_eq!(ev.process.ppid, std::process::id());
@@ -84,9 +79,9 @@ fn check_attribution(raw: bool) {
     assert!(!killed);
     assert!(!ev.parent_binary.is_empty(), "parent binary is known");
 
-    let (pid, st) = run(Some(&cg), None, &open(&readable, 1));
+    let (pid, st) = run(Some(&w.cg), None, &open(&readable, 1));
     assert_eq!(exited(st), Some(0));
-    let (ev, _) = until(&rx, "open", |e| {
+    let (ev, _) = until(&w.rx, "open", |e| {
         e.process.pid == pid as u32 && matches!(e.kind, EventKind::Open { .. })
     });
     let EventKind::Open {
@@ -103,9 +98,9 @@ fn check_attribution(raw: bool) {
     assert!(*result >= 0, "open succeeded: {result}");
     assert!(ev.findings.is_empty(), "a plain read is no finding");
 
-    let (pid, st) = run(Some(&cg), Some(65534), &open(&secret, 1));
+    let (pid, st) = run(Some(&w.cg), Some(65534), &open(&secret, 1));
     assert_eq!(exited(st), Some(libc::EACCES));
-    let (ev, _) = until(&rx, "denied open", |e| {
+    let (ev, _) = until(&w.rx, "denied open", |e| {
         e.process.pid == pid as u32 && matches!(e.kind, EventKind::Open { .. })
     });
     assert_eq!(ev.process.uid, 65534);
@@ -118,9 +113,9 @@ fn check_attribution(raw: bool) {
     assert_eq!(schema[0].evidence["denied"], true);
     assert_eq!(schema[0].workload.container_id, "id-attr");
 
-    let (pid, st) = run(Some(&cg), None, &connect(dest));
+    let (pid, st) = run(Some(&w.cg), None, &connect(dest));
     assert_eq!(exited(st), Some(0));
-    let (ev, _) = until(&rx, "connect", |e| {
+    let (ev, _) = until(&w.rx, "connect", |e| {
         e.process.pid == pid as u32 && matches!(e.kind, EventKind::Connect { .. })
     });
     assert_eq!(
@@ -132,24 +127,24 @@ fn check_attribution(raw: bool) {
     );
 
     // A second exec is no longer the entrypoint; a shell there is flagged.
-    let (pid, st) = run(Some(&cg), None, &exec("/bin/sh", &["sh", "-c", "exit 3"]));
+    let (pid, st) = run(Some(&w.cg), None, &exec("/bin/sh", &["sh", "-c", "exit 3"]));
     assert_eq!(exited(st), Some(3));
-    let (ev, _) = until(&rx, "shell exec", |e| {
+    let (ev, _) = until(&w.rx, "shell exec", |e| {
         e.process.pid == pid as u32 && matches!(e.kind, EventKind::Exec { .. })
     });
     assert_eq!(ev.findings[0].rule, "shell-in-container");
-    let (ev, _) = until(&rx, "exit", |e| {
+    let (ev, _) = until(&w.rx, "exit", |e| {
         e.process.pid == pid as u32 && matches!(e.kind, EventKind::Exit { .. })
     });
     assert_eq!(ev.kind, EventKind::Exit { code: 3 << 8 });
-    assert!(watch.stats().events >= 6);
-    assert_eq!(watch.stats().drops, 0);
+    assert!(w.watch.stats().events >= 6);
+    assert_eq!(w.watch.stats().drops, 0);
 
     // Dropping the watch stops the events of the cgroup.
-    drop(watch);
-    let (pid, _) = run(Some(&cg), None, &exec("/bin/true", &["true"]));
+    drop(w.watch);
+    let (pid, _) = run(Some(&w.cg), None, &exec("/bin/true", &["true"]));
     std::thread::sleep(Duration::from_millis(300));
-    while let Ok(e) = rx.try_recv() {
+    while let Ok(e) = w.rx.try_recv() {
         assert_ne!(
             e.process.pid, pid as u32,
             "event after the watch was dropped"
@@ -204,38 +199,30 @@ fn built_in_detections_fire_on_real_syscalls_after_the_entrypoint() {
 }
 
 fn check_built_in_detections(raw: bool) {
-    let name = if raw { "builtin-raw" } else { "builtin" };
-    let root = PinRoot::new(name);
-    let cg = TestCgroup::new(name);
-    let (tx, rx) = sync_channel(4096);
-    let monitor = NodeMonitor::open(root.config_for(raw), tx).unwrap();
-    assert_hook(&monitor, raw);
-    let _watch = monitor
-        .watch(cg.container("builtin"), ContainerRules::default())
-        .unwrap();
+    let w = Watched::on_hook("builtin", raw, ContainerRules::default());
 
     // Before the entrypoint the same calls are the runtime's set-up: reported, not flagged.
-    let (early, st) = run(Some(&cg), None, &Act::Call(escape_attempts));
+    let (early, st) = run(Some(&w.cg), None, &Act::Call(escape_attempts));
     assert_eq!(exited(st), Some(0));
-    let (ev, _) = until(&rx, "early unshare", |e| {
+    let (ev, _) = until(&w.rx, "early unshare", |e| {
         e.process.pid == early as u32 && e.kind.name() == "unshare"
     });
     assert!(ev.findings.is_empty(), "{:?}", ev.findings);
 
-    let (_, st) = run(Some(&cg), None, &exec("/bin/true", &["true"]));
+    let (_, st) = run(Some(&w.cg), None, &exec("/bin/true", &["true"]));
     assert_eq!(exited(st), Some(0));
     // The same calls from a program the container runs (it entered by exec, as its own code
     // does, not from outside as runc init does).
     let probe = env!("CARGO_BIN_EXE_palisade-monitor");
     let (pid, st) = run(
-        Some(&cg),
+        Some(&w.cg),
         None,
         &exec(probe, &["palisade-monitor", "detect-probe"]),
     );
     assert_eq!(exited(st), Some(0));
     let mut rules = Vec::new();
     for kind in ["unshare", "socket", "setuid"] {
-        let (ev, _) = until(&rx, kind, |e| {
+        let (ev, _) = until(&w.rx, kind, |e| {
             e.process.pid == pid as u32 && e.kind.name() == kind
         });
         rules.extend(ev.findings.iter().map(|f| f.rule.clone()));
@@ -298,21 +285,13 @@ fn bind_listen_and_accept_are_reported_with_addresses() {
 }
 
 fn check_server_calls(raw: bool) {
-    let name = if raw { "server-raw" } else { "server" };
-    let root = PinRoot::new(name);
-    let cg = TestCgroup::new(name);
-    let (tx, rx) = sync_channel(4096);
-    let monitor = NodeMonitor::open(root.config_for(raw), tx).unwrap();
-    assert_hook(&monitor, raw);
-    let _watch = monitor
-        .watch(cg.container("server"), ContainerRules::default())
-        .unwrap();
-    let (pid, st) = run(Some(&cg), None, &Act::Call(serve_one_connection));
+    let w = Watched::on_hook("server", raw, ContainerRules::default());
+    let (pid, st) = run(Some(&w.cg), None, &Act::Call(serve_one_connection));
     assert_eq!(exited(st), Some(0));
     let mine = |kind: &'static str| {
         move |e: &MonitorEvent| e.process.pid == pid as u32 && e.kind.name() == kind
     };
-    let (bind, _) = until(&rx, "bind", mine("bind"));
+    let (bind, _) = until(&w.rx, "bind", mine("bind"));
     let EventKind::Bind {
         addr: Some(bound),
         result: 0,
@@ -321,7 +300,7 @@ fn check_server_calls(raw: bool) {
         panic!("{:?}", bind.kind)
     };
     assert_eq!(bound, "127.0.0.1:0".parse::<SocketAddr>().unwrap());
-    let (listen, _) = until(&rx, "listen", mine("listen"));
+    let (listen, _) = until(&w.rx, "listen", mine("listen"));
     assert!(
         matches!(
             listen.kind,
@@ -334,7 +313,7 @@ fn check_server_calls(raw: bool) {
         "{:?}",
         listen.kind
     );
-    let (connect_ev, _) = until(&rx, "connect", mine("connect"));
+    let (connect_ev, _) = until(&w.rx, "connect", mine("connect"));
     let EventKind::Connect {
         addr: Some(server),
         result: 0,
@@ -342,7 +321,7 @@ fn check_server_calls(raw: bool) {
     else {
         panic!("{:?}", connect_ev.kind)
     };
-    let (accept, _) = until(&rx, "accept", mine("accept"));
+    let (accept, _) = until(&w.rx, "accept", mine("accept"));
     let EventKind::Accept {
         peer: Some(peer),
         result,

@@ -3,24 +3,19 @@
 
 use std::net::TcpListener;
 use std::path::Path;
-use std::sync::mpsc::sync_channel;
 
 use palisade_events::Action as EventAction;
-use palisade_monitor::{ConnectRule, ContainerRules, Enforcer, EventKind, NodeMonitor};
+use palisade_monitor::{ConnectRule, ContainerRules, Enforcer, EventKind};
 
 use crate::harness::*;
 
 #[test]
 fn connect_to_a_denied_destination_is_refused_with_eperm() {
-    let root = PinRoot::new("connect");
-    let cg = TestCgroup::new("connect");
     let denied = TcpListener::bind("127.0.0.1:0").unwrap();
     let allowed = TcpListener::bind("127.0.0.1:0").unwrap();
     let a = denied.local_addr().unwrap();
     let b = allowed.local_addr().unwrap();
 
-    let (tx, rx) = sync_channel(4096);
-    let monitor = NodeMonitor::open(root.config(), tx).unwrap();
     let rules = ContainerRules {
         deny_connect: vec![ConnectRule {
             name: "no-port-a".into(),
@@ -33,12 +28,12 @@ fn connect_to_a_denied_destination_is_refused_with_eperm() {
         }],
         ..Default::default()
     };
-    let watch = monitor.watch(cg.container("connect"), rules).unwrap();
-    assert_eq!(watch.enforcement()[0].enforcer, Enforcer::BpfSockAddr);
+    let w = Watched::new("connect", rules);
+    assert_eq!(w.watch.enforcement()[0].enforcer, Enforcer::BpfSockAddr);
 
-    let (pid, st) = run(Some(&cg), None, &connect(a));
+    let (pid, st) = run(Some(&w.cg), None, &connect(a));
     assert_eq!(exited(st), Some(libc::EPERM), "connect to the denied port");
-    let (_, st) = run(Some(&cg), None, &connect(b));
+    let (_, st) = run(Some(&w.cg), None, &connect(b));
     assert_eq!(exited(st), Some(0), "connect to the other port");
     let (_, st) = run(None, None, &connect(a));
     assert_eq!(
@@ -47,7 +42,7 @@ fn connect_to_a_denied_destination_is_refused_with_eperm() {
         "outside the cgroup the rule does not apply"
     );
 
-    let (ev, _) = until(&rx, "refused connect", |e| {
+    let (ev, _) = until(&w.rx, "refused connect", |e| {
         e.process.pid == pid as u32 && matches!(e.kind, EventKind::Connect { .. })
     });
     assert_eq!(
@@ -62,18 +57,16 @@ fn connect_to_a_denied_destination_is_refused_with_eperm() {
         (f.rule.as_str(), f.action, f.enforcer),
         ("no-port-a", EventAction::Block, "bpf-sock-addr")
     );
-    assert_eq!(watch.rule_hits(), vec![("no-port-a".to_string(), 1)]);
+    assert_eq!(w.watch.rule_hits(), vec![("no-port-a".to_string(), 1)]);
 
     // Dropping the watch detaches the hook.
-    drop(watch);
-    let (_, st) = run(Some(&cg), None, &connect(a));
+    drop(w.watch);
+    let (_, st) = run(Some(&w.cg), None, &connect(a));
     assert_eq!(exited(st), Some(0));
 }
 
 #[test]
 fn from_source_lets_only_the_named_executable_connect() {
-    let root = PinRoot::new("source");
-    let cg = TestCgroup::new("source");
     let a = TcpListener::bind("127.0.0.1:0").unwrap();
     let b = TcpListener::bind("127.0.0.1:0").unwrap();
     let (a, b) = (a.local_addr().unwrap(), b.local_addr().unwrap());
@@ -89,8 +82,6 @@ fn from_source_lets_only_the_named_executable_connect() {
         severity: 6,
         message: String::new(),
     };
-    let (tx, rx) = sync_channel(4096);
-    let monitor = NodeMonitor::open(root.config(), tx).unwrap();
     let rules = ContainerRules {
         deny_connect: vec![
             rule("only-true", a.port(), Path::new("/bin/true")),
@@ -98,25 +89,25 @@ fn from_source_lets_only_the_named_executable_connect() {
         ],
         ..Default::default()
     };
-    let watch = monitor.watch(cg.container("source"), rules).unwrap();
-    for e in watch.enforcement() {
+    let w = Watched::new("source", rules);
+    for e in w.watch.enforcement() {
         assert_eq!(e.enforcer, Enforcer::BpfSockAddr, "{e:?}");
     }
 
-    let (refused, st) = run(Some(&cg), None, &connect(a));
+    let (refused, st) = run(Some(&w.cg), None, &connect(a));
     assert_eq!(exited(st), Some(libc::EPERM), "not /bin/true: refused");
-    let (allowed, st) = run(Some(&cg), None, &connect(b));
+    let (allowed, st) = run(Some(&w.cg), None, &connect(b));
     assert_eq!(exited(st), Some(0), "the named executable connects");
     assert_eq!(
-        watch.rule_hits(),
+        w.watch.rule_hits(),
         vec![("only-true".to_string(), 1), ("only-me".to_string(), 0)]
     );
-    let (ev, _) = until(&rx, "refused connect", |e| {
+    let (ev, _) = until(&w.rx, "refused connect", |e| {
         e.process.pid == refused as u32 && matches!(e.kind, EventKind::Connect { .. })
     });
     assert_eq!(ev.findings[0].rule, "only-true");
     assert_eq!(ev.findings[0].action, EventAction::Block);
-    let (ev, _) = until(&rx, "allowed connect", |e| {
+    let (ev, _) = until(&w.rx, "allowed connect", |e| {
         e.process.pid == allowed as u32 && matches!(e.kind, EventKind::Connect { .. })
     });
     assert!(
@@ -128,15 +119,11 @@ fn from_source_lets_only_the_named_executable_connect() {
 
 #[test]
 fn ipv6_connect_rules_use_the_connect6_hook() {
-    let root = PinRoot::new("v6");
-    let cg = TestCgroup::new("v6");
     let Ok(denied) = TcpListener::bind("[::1]:0") else {
         panic!("no IPv6 loopback on this machine")
     };
     let allowed = TcpListener::bind("[::1]:0").unwrap();
     let (a, b) = (denied.local_addr().unwrap(), allowed.local_addr().unwrap());
-    let (tx, rx) = sync_channel(4096);
-    let monitor = NodeMonitor::open(root.config(), tx).unwrap();
     let rules = ContainerRules {
         deny_connect: vec![ConnectRule {
             name: "no-v6-a".into(),
@@ -149,12 +136,12 @@ fn ipv6_connect_rules_use_the_connect6_hook() {
         }],
         ..Default::default()
     };
-    let _watch = monitor.watch(cg.container("v6"), rules).unwrap();
-    let (pid, st) = run(Some(&cg), None, &connect(a));
+    let w = Watched::new("v6", rules);
+    let (pid, st) = run(Some(&w.cg), None, &connect(a));
     assert_eq!(exited(st), Some(libc::EPERM));
-    let (_, st) = run(Some(&cg), None, &connect(b));
+    let (_, st) = run(Some(&w.cg), None, &connect(b));
     assert_eq!(exited(st), Some(0));
-    let (ev, _) = until(&rx, "refused v6 connect", |e| {
+    let (ev, _) = until(&w.rx, "refused v6 connect", |e| {
         e.process.pid == pid as u32 && matches!(e.kind, EventKind::Connect { .. })
     });
     assert_eq!(

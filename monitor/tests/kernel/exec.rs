@@ -5,19 +5,14 @@ use std::ffi::CString;
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::sync::mpsc::sync_channel;
 
 use palisade_events::Action as EventAction;
-use palisade_monitor::{
-    ConnectRule, ContainerRules, Enforcer, EventKind, ExecRule, MonitorConfig, NodeMonitor,
-};
+use palisade_monitor::{ConnectRule, ContainerRules, Enforcer, EventKind, ExecRule, MonitorConfig};
 
 use crate::harness::*;
 
 #[test]
 fn exec_of_a_denied_binary_is_killed_by_inode_not_by_name() {
-    let root = PinRoot::new("kill");
-    let cg = TestCgroup::new("kill");
     let scratch = Scratch::new("kill");
     // A hard link shares the inode under another name (and comm); a copy of `true` named `id`
     // has the forbidden name but another inode. Hard links need the same filesystem.
@@ -37,8 +32,6 @@ fn exec_of_a_denied_binary_is_killed_by_inode_not_by_name() {
     let fake_id = scratch.0.join("id");
     std::fs::copy("/bin/true", &fake_id).unwrap();
 
-    let (tx, rx) = sync_channel(4096);
-    let monitor = NodeMonitor::open(root.config(), tx).unwrap();
     let rules = ContainerRules {
         deny_exec: vec![ExecRule {
             name: "no-id".into(),
@@ -49,16 +42,16 @@ fn exec_of_a_denied_binary_is_killed_by_inode_not_by_name() {
         }],
         ..Default::default()
     };
-    let watch = monitor.watch(cg.container("kill"), rules).unwrap();
-    assert_eq!(watch.enforcement()[0].enforcer, Enforcer::BpfExecKill);
+    let w = Watched::new("kill", rules);
+    assert_eq!(w.watch.enforcement()[0].enforcer, Enforcer::BpfExecKill);
 
-    let (pid, mut out) = spawn(Some(&cg), None, &exec("/usr/bin/id", &["id"]));
+    let (pid, mut out) = spawn(Some(&w.cg), None, &exec("/usr/bin/id", &["id"]));
     let st = wait(pid);
     assert_eq!(killed_by(st), Some(libc::SIGKILL), "status {st:#x}");
     let mut printed = String::new();
     out.read_to_string(&mut printed).unwrap();
     assert_eq!(printed, "", "id ran before it was killed");
-    let (ev, _) = until(&rx, "killed exec", |e| {
+    let (ev, _) = until(&w.rx, "killed exec", |e| {
         e.process.pid == pid as u32 && matches!(e.kind, EventKind::Exec { .. })
     });
     let EventKind::Exec {
@@ -77,7 +70,7 @@ fn exec_of_a_denied_binary_is_killed_by_inode_not_by_name() {
 
     let link_name = link.file_name().unwrap().to_str().unwrap().to_string();
     let (_, st) = run(
-        Some(&cg),
+        Some(&w.cg),
         None,
         &exec(link.to_str().unwrap(), &[&link_name]),
     );
@@ -87,33 +80,25 @@ fn exec_of_a_denied_binary_is_killed_by_inode_not_by_name() {
         "renamed hard link: status {st:#x}"
     );
 
-    let (_, st) = run(Some(&cg), None, &exec(fake_id.to_str().unwrap(), &["id"]));
+    let (_, st) = run(Some(&w.cg), None, &exec(fake_id.to_str().unwrap(), &["id"]));
     assert_eq!(
         exited(st),
         Some(0),
         "a copy of true named id is not the denied inode"
     );
-    let (_, st) = run(Some(&cg), None, &exec("/bin/true", &["true"]));
+    let (_, st) = run(Some(&w.cg), None, &exec("/bin/true", &["true"]));
     assert_eq!(exited(st), Some(0));
 
     // The same binary outside the cgroup runs.
     let (_, st) = run(None, None, &exec("/usr/bin/id", &["id"]));
     assert_eq!(exited(st), Some(0));
-    assert_eq!(watch.rule_hits(), vec![("no-id".to_string(), 2)]);
+    assert_eq!(w.watch.rule_hits(), vec![("no-id".to_string(), 2)]);
 }
 
 #[test]
 fn audit_mode_reports_deny_rules_without_killing_or_refusing() {
-    let root = PinRoot::new("audit");
-    let cg = TestCgroup::new("audit");
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let dest = listener.local_addr().unwrap();
-    let (tx, rx) = sync_channel(4096);
-    let config = MonitorConfig {
-        enforce: false,
-        ..root.config()
-    };
-    let monitor = NodeMonitor::open(config, tx).unwrap();
     let rules = ContainerRules {
         deny_exec: vec![ExecRule {
             name: "no-id".into(),
@@ -133,17 +118,25 @@ fn audit_mode_reports_deny_rules_without_killing_or_refusing() {
         }],
         ..Default::default()
     };
-    let watch = monitor.watch(cg.container("audit"), rules).unwrap();
-    assert!(watch
+    let w = Watched::with(
+        "audit",
+        |c| MonitorConfig {
+            enforce: false,
+            ..c
+        },
+        rules,
+    );
+    assert!(w
+        .watch
         .enforcement()
         .iter()
         .all(|e| e.enforcer == Enforcer::AuditOnly));
-    let (pid, mut out) = spawn(Some(&cg), None, &exec("/usr/bin/id", &["id"]));
+    let (pid, mut out) = spawn(Some(&w.cg), None, &exec("/usr/bin/id", &["id"]));
     assert_eq!(exited(wait(pid)), Some(0), "audit mode does not kill");
     let mut printed = String::new();
     out.read_to_string(&mut printed).unwrap();
     assert!(printed.starts_with("uid=0"), "{printed:?}");
-    let (ev, _) = until(&rx, "audited exec", |e| {
+    let (ev, _) = until(&w.rx, "audited exec", |e| {
         e.process.pid == pid as u32 && matches!(e.kind, EventKind::Exec { .. })
     });
     let f = &ev.findings[0];
@@ -151,15 +144,15 @@ fn audit_mode_reports_deny_rules_without_killing_or_refusing() {
         (f.rule.as_str(), f.action, f.enforcer),
         ("no-id", EventAction::Audit, "audit-only")
     );
-    let (pid, st) = run(Some(&cg), None, &connect(dest));
+    let (pid, st) = run(Some(&w.cg), None, &connect(dest));
     assert_eq!(exited(st), Some(0), "audit mode does not refuse");
-    let (ev, _) = until(&rx, "audited connect", |e| {
+    let (ev, _) = until(&w.rx, "audited connect", |e| {
         e.process.pid == pid as u32 && matches!(e.kind, EventKind::Connect { .. })
     });
     assert_eq!(ev.findings[0].rule, "no-dest");
     assert_eq!(ev.findings[0].action, EventAction::Audit);
     assert_eq!(
-        watch.rule_hits(),
+        w.watch.rule_hits(),
         vec![("no-id".to_string(), 1), ("no-dest".to_string(), 1)],
         "the kernel still matched both"
     );
@@ -215,11 +208,7 @@ impl Drop for Overlay {
 
 #[test]
 fn exec_rules_match_binaries_on_an_overlay_root_filesystem() {
-    let root = PinRoot::new("ovl");
-    let cg = TestCgroup::new("ovl");
     let ovl = Overlay::new("exec", &[("/usr/bin/id", "id"), ("/bin/true", "true")]);
-    let (tx, _rx) = sync_channel(4096);
-    let monitor = NodeMonitor::open(root.config(), tx).unwrap();
     let rules = ContainerRules {
         deny_exec: vec![ExecRule {
             name: "no-id".into(),
@@ -230,21 +219,17 @@ fn exec_rules_match_binaries_on_an_overlay_root_filesystem() {
         }],
         ..Default::default()
     };
-    let _watch = monitor.watch(cg.container("ovl"), rules).unwrap();
+    let w = Watched::new("ovl", rules);
     let id = ovl.merged.join("id");
-    let (_, st) = run(Some(&cg), None, &exec(id.to_str().unwrap(), &["id"]));
+    let (_, st) = run(Some(&w.cg), None, &exec(id.to_str().unwrap(), &["id"]));
     assert_eq!(killed_by(st), Some(libc::SIGKILL), "status {st:#x}");
     let t = ovl.merged.join("true");
-    let (_, st) = run(Some(&cg), None, &exec(t.to_str().unwrap(), &["true"]));
+    let (_, st) = run(Some(&w.cg), None, &exec(t.to_str().unwrap(), &["true"]));
     assert_eq!(exited(st), Some(0));
 }
 
 #[test]
 fn exec_rules_with_a_source_apply_only_under_that_parent() {
-    let root = PinRoot::new("parent");
-    let cg = TestCgroup::new("parent");
-    let (tx, rx) = sync_channel(4096);
-    let monitor = NodeMonitor::open(root.config(), tx).unwrap();
     let sh = std::fs::canonicalize("/bin/sh").unwrap();
     let rules = ContainerRules {
         deny_exec: vec![ExecRule {
@@ -256,19 +241,19 @@ fn exec_rules_with_a_source_apply_only_under_that_parent() {
         }],
         ..Default::default()
     };
-    let watch = monitor.watch(cg.container("parent"), rules).unwrap();
+    let w = Watched::new("parent", rules);
 
     // Started by this test binary: the rule does not apply.
-    let (_, st) = run(Some(&cg), None, &exec("/usr/bin/id", &["id"]));
+    let (_, st) = run(Some(&w.cg), None, &exec("/usr/bin/id", &["id"]));
     assert_eq!(exited(st), Some(0));
     // Started by sh (not its last command, so sh forks for it): killed; sh goes on.
     let (shell, st) = run(
-        Some(&cg),
+        Some(&w.cg),
         None,
         &exec("/bin/sh", &["sh", "-c", "/usr/bin/id; exit 7"]),
     );
     assert_eq!(exited(st), Some(7), "sh itself runs on");
-    let (ev, _) = until(&rx, "id under sh", |e| {
+    let (ev, _) = until(&w.rx, "id under sh", |e| {
         e.process.ppid == shell as u32
             && matches!(&e.kind, EventKind::Exec { filename, .. } if filename == "/usr/bin/id")
     });
@@ -276,5 +261,5 @@ fn exec_rules_with_a_source_apply_only_under_that_parent() {
         unreachable!()
     };
     assert!(killed);
-    assert_eq!(watch.rule_hits(), vec![("no-id-from-sh".to_string(), 1)]);
+    assert_eq!(w.watch.rule_hits(), vec![("no-id-from-sh".to_string(), 1)]);
 }

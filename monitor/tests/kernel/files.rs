@@ -46,36 +46,29 @@ fn reads_on_a_secret_mount_are_reported_however_the_path_is_spelled() {
 }
 
 fn check_secret_reads(raw: bool) {
-    let name = if raw { "secret-raw" } else { "secret" };
-    let root = PinRoot::new(name);
-    let cg = TestCgroup::new(name);
     let tmp = tempfile::tempdir().unwrap();
     let secrets = TmpfsMount::new(tmp.path().join("secrets"));
     let plain = tmp.path().join("plain");
     std::fs::create_dir(&plain).unwrap();
     std::fs::write(secrets.0.join("token"), "t").unwrap();
     std::fs::write(plain.join("token"), "p").unwrap();
-    let (rx, _monitor, _watch) = watch_with(
-        root.config_for(raw),
-        &cg,
-        "watched",
-        ContainerRules {
-            secret_mounts: vec![secrets.0.clone()],
-            ..ContainerRules::default()
-        },
-    );
+    let rules = ContainerRules {
+        secret_mounts: vec![secrets.0.clone()],
+        ..ContainerRules::default()
+    };
+    let w = Watched::on_hook("secret", raw, rules);
     // relative to the mount, a lookalike off it, then a spelling no prefix test expects
     let script = format!(
         "cd {s} && cat token >/dev/null && cat ../plain/token >/dev/null && cat {t}/./secrets//token >/dev/null",
         s = secrets.0.display(),
         t = tmp.path().display()
     );
-    let (_, st) = run(Some(&cg), None, &exec("/bin/sh", &["sh", "-c", &script]));
+    let (_, st) = run(Some(&w.cg), None, &exec("/bin/sh", &["sh", "-c", &script]));
     assert_eq!(exited(st), Some(0));
     let is_open = |e: &MonitorEvent, want: &str| matches!(&e.kind, EventKind::Open { path, .. } if path == want);
-    let (first, _) = until(&rx, "relative secret read", |e| is_open(e, "token"));
+    let (first, _) = until(&w.rx, "relative secret read", |e| is_open(e, "token"));
     let spelled = format!("{}/./secrets//token", tmp.path().display());
-    let (last, between) = until(&rx, "oddly spelled secret read", |e| is_open(e, &spelled));
+    let (last, between) = until(&w.rx, "oddly spelled secret read", |e| is_open(e, &spelled));
     for ev in [&first, &last] {
         assert!(
             matches!(ev.kind, EventKind::Open { secret: true, .. }),
@@ -133,25 +126,18 @@ fn writes_below_system_dirs_are_judged_on_the_file_not_the_path() {
 }
 
 fn check_sysdir_writes(raw: bool) {
-    let (name, dir, call): (_, _, fn() -> i32) = if raw {
-        ("sysdir-raw", SYSDIR_ROOT_RAW, sysdir_writes_raw)
+    let (dir, call): (_, fn() -> i32) = if raw {
+        (SYSDIR_ROOT_RAW, sysdir_writes_raw)
     } else {
-        ("sysdir", SYSDIR_ROOT, sysdir_writes_plain)
+        (SYSDIR_ROOT, sysdir_writes_plain)
     };
-    let root = PinRoot::new(name);
-    let cg = TestCgroup::new(name);
     let _ = std::fs::remove_dir_all(dir);
     for sub in ["etc", "etcx"] {
         std::fs::create_dir_all(Path::new(dir).join(sub)).unwrap();
     }
     std::fs::write(Path::new(dir).join("etc/hostname"), "h").unwrap();
-    let (rx, _monitor, _watch) = watch_with(
-        root.config_for(raw),
-        &cg,
-        "watched",
-        ContainerRules::default(),
-    );
-    let (pid, st) = run(Some(&cg), None, &Act::Call(call));
+    let w = Watched::on_hook("sysdir", raw, ContainerRules::default());
+    let (pid, st) = run(Some(&w.cg), None, &Act::Call(call));
     let _ = std::fs::remove_dir_all(dir);
     assert_eq!(exited(st), Some(0));
     let system_dir = |e: &MonitorEvent, want: &str| match &e.kind {
@@ -160,10 +146,10 @@ fn check_sysdir_writes(raw: bool) {
         } if path == want && e.process.pid == pid as u32 => Some(*system_dir),
         _ => None,
     };
-    let (relative, _) = until(&rx, "relative write", |e| {
+    let (relative, _) = until(&w.rx, "relative write", |e| {
         system_dir(e, "written").is_some()
     });
-    let (lookalike, between) = until(&rx, "lookalike write", |e| {
+    let (lookalike, between) = until(&w.rx, "lookalike write", |e| {
         system_dir(e, "/etcx/written").is_some()
     });
     assert_eq!(system_dir(&relative, "written"), Some(true));
@@ -171,7 +157,7 @@ fn check_sysdir_writes(raw: bool) {
     assert!(between.is_empty(), "unexpected events: {between:#?}");
     // the read below /etc is not a write: the kernel does not even send it
     std::thread::sleep(Duration::from_millis(300));
-    let late: Vec<MonitorEvent> = rx.try_iter().collect();
+    let late: Vec<MonitorEvent> = w.rx.try_iter().collect();
     assert!(
         !late.iter().any(|e| system_dir(e, "hostname").is_some()),
         "{late:#?}"

@@ -332,16 +332,71 @@ pub fn with_each_hook(check: fn(bool)) {
     }
 }
 
-/// A monitor of its own with `config` watching `cg` as pod `pod` with `rules`; the monitor and
-/// watch must outlive the events awaited on the receiver.
-pub fn watch_with(
-    config: MonitorConfig,
-    cg: &TestCgroup,
-    pod: &str,
-    rules: ContainerRules,
-) -> (Receiver<MonitorEvent>, NodeMonitor, Watch) {
-    let (tx, rx) = sync_channel(4096);
-    let monitor = NodeMonitor::open(config, tx).unwrap();
-    let watch = monitor.watch(cg.container(pod), rules).unwrap();
-    (rx, monitor, watch)
+/// A monitor of its own (pin root and cgroup of their own) watching its cgroup with `rules`:
+/// what most tests start with. The fields drop in their order: the watch, the monitor, the
+/// events, the cgroup (killing what is left in it), the pins.
+pub struct Watched {
+    pub watch: Watch,
+    pub monitor: NodeMonitor,
+    pub rx: Receiver<MonitorEvent>,
+    pub cg: TestCgroup,
+    /// Kept for its drop: the pins go last.
+    _root: PinRoot,
+}
+
+impl Watched {
+    /// Pin root and cgroup named `name`, the container of pod `name`, the default configuration.
+    pub fn new(name: &str, rules: ContainerRules) -> Self {
+        Self::open(name, name, |c| c, rules)
+    }
+
+    /// [`Watched::new`] with the configuration changed by `config`.
+    pub fn with(
+        name: &str,
+        config: impl FnOnce(MonitorConfig) -> MonitorConfig,
+        rules: ContainerRules,
+    ) -> Self {
+        Self::open(name, name, config, rules)
+    }
+
+    /// [`Watched::new`] with the exit-tracepoint program, or the raw sys_exit one with `raw`
+    /// (its pin root and cgroup then named `name-raw`); checks the handle runs that one.
+    pub fn on_hook(name: &str, raw: bool, rules: ContainerRules) -> Self {
+        let dir = if raw {
+            format!("{name}-raw")
+        } else {
+            name.to_string()
+        };
+        let w = Self::open(
+            &dir,
+            name,
+            |c| MonitorConfig {
+                syscall_hook: hook(raw),
+                ..c
+            },
+            rules,
+        );
+        assert_hook(&w.monitor, raw);
+        w
+    }
+
+    fn open(
+        name: &str,
+        pod: &str,
+        config: impl FnOnce(MonitorConfig) -> MonitorConfig,
+        rules: ContainerRules,
+    ) -> Self {
+        let root = PinRoot::new(name);
+        let cg = TestCgroup::new(name);
+        let (tx, rx) = sync_channel(4096);
+        let monitor = NodeMonitor::open(config(root.config()), tx).unwrap();
+        let watch = monitor.watch(cg.container(pod), rules).unwrap();
+        Watched {
+            watch,
+            monitor,
+            rx,
+            cg,
+            _root: root,
+        }
+    }
 }

@@ -51,11 +51,6 @@ fn sock_rule(name: &str, class: SockClass, allow_from: &[&Path], audit: bool) ->
 
 #[test]
 fn socket_creation_is_limited_to_the_listed_executables() {
-    let root = PinRoot::new("sock");
-    let cg = TestCgroup::new("sock");
-    let (tx, rx) = sync_channel(4096);
-    let monitor = NodeMonitor::open(root.config(), tx).unwrap();
-    assert!(monitor.features().sock_create, "{:?}", monitor.features());
     // The forked children run this test binary's image: listing it lets them through, listing
     // /bin/true only does not.
     let me = std::env::current_exe().unwrap();
@@ -73,22 +68,27 @@ fn socket_creation_is_limited_to_the_listed_executables() {
         learning_window: None,
         ..Default::default()
     };
-    let watch = monitor.watch(cg.container("sock"), rules).unwrap();
-    for e in watch.enforcement() {
+    let w = Watched::new("sock", rules);
+    assert!(
+        w.monitor.features().sock_create,
+        "{:?}",
+        w.monitor.features()
+    );
+    for e in w.watch.enforcement() {
         assert_eq!(e.enforcer, Enforcer::BpfSockCreate, "{e:?}");
     }
 
-    let (_, st) = run(Some(&cg), None, &Act::Call(tcp_socket));
+    let (_, st) = run(Some(&w.cg), None, &Act::Call(tcp_socket));
     assert_eq!(exited(st), Some(0), "listed executable: tcp socket");
-    let (_, st) = run(Some(&cg), None, &Act::Call(tcp6_socket));
+    let (_, st) = run(Some(&w.cg), None, &Act::Call(tcp6_socket));
     assert_eq!(exited(st), Some(0), "listed executable: tcp6 socket");
-    let (udp, st) = run(Some(&cg), None, &Act::Call(udp_socket));
+    let (udp, st) = run(Some(&w.cg), None, &Act::Call(udp_socket));
     assert_eq!(
         exited(st),
         Some(libc::EPERM),
         "unlisted executable: udp refused"
     );
-    let (raw, st) = run(Some(&cg), None, &Act::Call(raw_socket));
+    let (raw, st) = run(Some(&w.cg), None, &Act::Call(raw_socket));
     assert_eq!(exited(st), Some(libc::EPERM), "raw refused to everyone");
     // Outside the cgroup the rules do not apply.
     let (_, st) = run(None, None, &Act::Call(udp_socket));
@@ -97,7 +97,7 @@ fn socket_creation_is_limited_to_the_listed_executables() {
     assert_eq!(exited(st), Some(0), "raw outside the cgroup (root)");
 
     assert_eq!(
-        watch.rule_hits(),
+        w.watch.rule_hits(),
         vec![
             ("tcp-me".to_string(), 0),
             ("udp-true".to_string(), 1),
@@ -108,7 +108,7 @@ fn socket_creation_is_limited_to_the_listed_executables() {
         (udp, "udp-true", SockClass::Udp),
         (raw, "no-raw", SockClass::Raw),
     ] {
-        let (ev, seen) = until(&rx, rule, |e| {
+        let (ev, seen) = until(&w.rx, rule, |e| {
             e.process.pid == pid as u32 && matches!(e.kind, EventKind::SockCreate { .. })
         });
         let EventKind::SockCreate {
@@ -135,17 +135,13 @@ fn socket_creation_is_limited_to_the_listed_executables() {
         assert_eq!(schema[0].evidence["class"], class.as_str());
     }
     // Dropping the watch detaches the hook: the cgroup creates udp sockets again.
-    drop(watch);
-    let (_, st) = run(Some(&cg), None, &Act::Call(udp_socket));
+    drop(w.watch);
+    let (_, st) = run(Some(&w.cg), None, &Act::Call(udp_socket));
     assert_eq!(exited(st), Some(0), "udp after the watch is gone");
 }
 
 #[test]
 fn socket_rules_in_audit_report_unlisted_executables_without_refusing() {
-    let root = PinRoot::new("sock-audit");
-    let cg = TestCgroup::new("sock-audit");
-    let (tx, rx) = sync_channel(4096);
-    let monitor = NodeMonitor::open(root.config(), tx).unwrap();
     let rules = ContainerRules {
         sock_create: vec![sock_rule(
             "tcp-true",
@@ -156,11 +152,11 @@ fn socket_rules_in_audit_report_unlisted_executables_without_refusing() {
         learning_window: None,
         ..Default::default()
     };
-    let watch = monitor.watch(cg.container("sock-audit"), rules).unwrap();
-    assert_eq!(watch.enforcement()[0].enforcer, Enforcer::AuditOnly);
-    let (pid, st) = run(Some(&cg), None, &Act::Call(tcp_socket));
+    let w = Watched::new("sock-audit", rules);
+    assert_eq!(w.watch.enforcement()[0].enforcer, Enforcer::AuditOnly);
+    let (pid, st) = run(Some(&w.cg), None, &Act::Call(tcp_socket));
     assert_eq!(exited(st), Some(0), "audit posture does not refuse");
-    let (ev, _) = until(&rx, "audited socket", |e| {
+    let (ev, _) = until(&w.rx, "audited socket", |e| {
         e.process.pid == pid as u32 && matches!(e.kind, EventKind::SockCreate { .. })
     });
     let f = &ev.findings[0];
@@ -168,7 +164,7 @@ fn socket_rules_in_audit_report_unlisted_executables_without_refusing() {
         (f.rule.as_str(), f.action, f.enforcer),
         ("tcp-true", EventAction::Audit, "audit-only")
     );
-    assert_eq!(watch.rule_hits(), vec![("tcp-true".to_string(), 1)]);
+    assert_eq!(w.watch.rule_hits(), vec![("tcp-true".to_string(), 1)]);
 }
 
 #[test]
