@@ -48,9 +48,7 @@ fn check_attribution(raw: bool) {
 
     let (pid, st) = run(Some(&w.cg), None, &exec("/bin/true", &["true", "--marker"]));
     assert_eq!(exited(st), Some(0));
-    let (ev, before) = until(&w.rx, "exec", |e| {
-        e.process.pid == pid as u32 && matches!(e.kind, EventKind::Exec { .. })
-    });
+    let (ev, before) = event_of(&w.rx, "exec", pid, "exec");
     let outsiders = [outside_exec, outside_open, outside_connect].map(|p| p as u32);
     assert!(
         before.iter().all(|e| !outsiders.contains(&e.process.pid)),
@@ -81,9 +79,7 @@ fn check_attribution(raw: bool) {
 
     let (pid, st) = run(Some(&w.cg), None, &open(&readable, 1));
     assert_eq!(exited(st), Some(0));
-    let (ev, _) = until(&w.rx, "open", |e| {
-        e.process.pid == pid as u32 && matches!(e.kind, EventKind::Open { .. })
-    });
+    let (ev, _) = event_of(&w.rx, "open", pid, "open");
     let EventKind::Open {
         path,
         flags,
@@ -100,9 +96,7 @@ fn check_attribution(raw: bool) {
 
     let (pid, st) = run(Some(&w.cg), Some(65534), &open(&secret, 1));
     assert_eq!(exited(st), Some(libc::EACCES));
-    let (ev, _) = until(&w.rx, "denied open", |e| {
-        e.process.pid == pid as u32 && matches!(e.kind, EventKind::Open { .. })
-    });
+    let (ev, _) = event_of(&w.rx, "denied open", pid, "open");
     assert_eq!(ev.process.uid, 65534);
     let EventKind::Open { result, .. } = &ev.kind else {
         unreachable!()
@@ -115,9 +109,7 @@ fn check_attribution(raw: bool) {
 
     let (pid, st) = run(Some(&w.cg), None, &connect(dest));
     assert_eq!(exited(st), Some(0));
-    let (ev, _) = until(&w.rx, "connect", |e| {
-        e.process.pid == pid as u32 && matches!(e.kind, EventKind::Connect { .. })
-    });
+    let (ev, _) = event_of(&w.rx, "connect", pid, "connect");
     assert_eq!(
         ev.kind,
         EventKind::Connect {
@@ -129,13 +121,9 @@ fn check_attribution(raw: bool) {
     // A second exec is no longer the entrypoint; a shell there is flagged.
     let (pid, st) = run(Some(&w.cg), None, &exec("/bin/sh", &["sh", "-c", "exit 3"]));
     assert_eq!(exited(st), Some(3));
-    let (ev, _) = until(&w.rx, "shell exec", |e| {
-        e.process.pid == pid as u32 && matches!(e.kind, EventKind::Exec { .. })
-    });
+    let (ev, _) = event_of(&w.rx, "shell exec", pid, "exec");
     assert_eq!(ev.findings[0].rule, "shell-in-container");
-    let (ev, _) = until(&w.rx, "exit", |e| {
-        e.process.pid == pid as u32 && matches!(e.kind, EventKind::Exit { .. })
-    });
+    let (ev, _) = event_of(&w.rx, "exit", pid, "exit");
     assert_eq!(ev.kind, EventKind::Exit { code: 3 << 8 });
     assert!(w.watch.stats().events >= 6);
     assert_eq!(w.watch.stats().drops, 0);

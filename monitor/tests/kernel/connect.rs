@@ -42,9 +42,7 @@ fn connect_to_a_denied_destination_is_refused_with_eperm() {
         "outside the cgroup the rule does not apply"
     );
 
-    let (ev, _) = until(&w.rx, "refused connect", |e| {
-        e.process.pid == pid as u32 && matches!(e.kind, EventKind::Connect { .. })
-    });
+    let (ev, _) = event_of(&w.rx, "refused connect", pid, "connect");
     assert_eq!(
         ev.kind,
         EventKind::Connect {
@@ -102,14 +100,10 @@ fn from_source_lets_only_the_named_executable_connect() {
         w.watch.rule_hits(),
         vec![("only-true".to_string(), 1), ("only-me".to_string(), 0)]
     );
-    let (ev, _) = until(&w.rx, "refused connect", |e| {
-        e.process.pid == refused as u32 && matches!(e.kind, EventKind::Connect { .. })
-    });
+    let (ev, _) = event_of(&w.rx, "refused connect", refused, "connect");
     assert_eq!(ev.findings[0].rule, "only-true");
     assert_eq!(ev.findings[0].action, EventAction::Block);
-    let (ev, _) = until(&w.rx, "allowed connect", |e| {
-        e.process.pid == allowed as u32 && matches!(e.kind, EventKind::Connect { .. })
-    });
+    let (ev, _) = event_of(&w.rx, "allowed connect", allowed, "connect");
     assert!(
         ev.findings.iter().all(|f| f.rule != "only-me"),
         "the allowed source is not reported: {:?}",
@@ -141,9 +135,7 @@ fn ipv6_connect_rules_use_the_connect6_hook() {
     assert_eq!(exited(st), Some(libc::EPERM));
     let (_, st) = run(Some(&w.cg), None, &connect(b));
     assert_eq!(exited(st), Some(0));
-    let (ev, _) = until(&w.rx, "refused v6 connect", |e| {
-        e.process.pid == pid as u32 && matches!(e.kind, EventKind::Connect { .. })
-    });
+    let (ev, _) = event_of(&w.rx, "refused v6 connect", pid, "connect");
     assert_eq!(
         ev.kind,
         EventKind::Connect {

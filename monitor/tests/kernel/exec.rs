@@ -11,6 +11,17 @@ use palisade_monitor::{ConnectRule, ContainerRules, Enforcer, EventKind, ExecRul
 
 use crate::harness::*;
 
+/// The rule denying /usr/bin/id, with `message`.
+fn no_id(message: &str) -> ExecRule {
+    ExecRule {
+        name: "no-id".into(),
+        path: "/usr/bin/id".into(),
+        from_parent: None,
+        severity: 9,
+        message: message.into(),
+    }
+}
+
 #[test]
 fn exec_of_a_denied_binary_is_killed_by_inode_not_by_name() {
     let scratch = Scratch::new("kill");
@@ -33,13 +44,7 @@ fn exec_of_a_denied_binary_is_killed_by_inode_not_by_name() {
     std::fs::copy("/bin/true", &fake_id).unwrap();
 
     let rules = ContainerRules {
-        deny_exec: vec![ExecRule {
-            name: "no-id".into(),
-            path: "/usr/bin/id".into(),
-            from_parent: None,
-            severity: 9,
-            message: "id is not allowed".into(),
-        }],
+        deny_exec: vec![no_id("id is not allowed")],
         ..Default::default()
     };
     let w = Watched::new("kill", rules);
@@ -51,9 +56,7 @@ fn exec_of_a_denied_binary_is_killed_by_inode_not_by_name() {
     let mut printed = String::new();
     out.read_to_string(&mut printed).unwrap();
     assert_eq!(printed, "", "id ran before it was killed");
-    let (ev, _) = until(&w.rx, "killed exec", |e| {
-        e.process.pid == pid as u32 && matches!(e.kind, EventKind::Exec { .. })
-    });
+    let (ev, _) = event_of(&w.rx, "killed exec", pid, "exec");
     let EventKind::Exec {
         killed, deny_rule, ..
     } = &ev.kind
@@ -100,13 +103,7 @@ fn audit_mode_reports_deny_rules_without_killing_or_refusing() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let dest = listener.local_addr().unwrap();
     let rules = ContainerRules {
-        deny_exec: vec![ExecRule {
-            name: "no-id".into(),
-            path: "/usr/bin/id".into(),
-            from_parent: None,
-            severity: 9,
-            message: String::new(),
-        }],
+        deny_exec: vec![no_id("")],
         deny_connect: vec![ConnectRule {
             name: "no-dest".into(),
             addr: dest.ip(),
@@ -136,9 +133,7 @@ fn audit_mode_reports_deny_rules_without_killing_or_refusing() {
     let mut printed = String::new();
     out.read_to_string(&mut printed).unwrap();
     assert!(printed.starts_with("uid=0"), "{printed:?}");
-    let (ev, _) = until(&w.rx, "audited exec", |e| {
-        e.process.pid == pid as u32 && matches!(e.kind, EventKind::Exec { .. })
-    });
+    let (ev, _) = event_of(&w.rx, "audited exec", pid, "exec");
     let f = &ev.findings[0];
     assert_eq!(
         (f.rule.as_str(), f.action, f.enforcer),
@@ -146,9 +141,7 @@ fn audit_mode_reports_deny_rules_without_killing_or_refusing() {
     );
     let (pid, st) = run(Some(&w.cg), None, &connect(dest));
     assert_eq!(exited(st), Some(0), "audit mode does not refuse");
-    let (ev, _) = until(&w.rx, "audited connect", |e| {
-        e.process.pid == pid as u32 && matches!(e.kind, EventKind::Connect { .. })
-    });
+    let (ev, _) = event_of(&w.rx, "audited connect", pid, "connect");
     assert_eq!(ev.findings[0].rule, "no-dest");
     assert_eq!(ev.findings[0].action, EventAction::Audit);
     assert_eq!(

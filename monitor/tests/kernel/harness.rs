@@ -302,6 +302,19 @@ pub fn until(
     );
 }
 
+/// The first event of kind `kind` ([`palisade_monitor::EventKind::name`]) from process `pid`,
+/// as [`until`].
+pub fn event_of(
+    rx: &Receiver<MonitorEvent>,
+    what: &str,
+    pid: i32,
+    kind: &str,
+) -> (MonitorEvent, Vec<MonitorEvent>) {
+    until(rx, what, |e| {
+        e.process.pid == pid as u32 && e.kind.name() == kind
+    })
+}
+
 /// A scratch directory readable by everyone, removed when dropped.
 pub struct Scratch(pub PathBuf);
 

@@ -108,9 +108,7 @@ fn socket_creation_is_limited_to_the_listed_executables() {
         (udp, "udp-true", SockClass::Udp),
         (raw, "no-raw", SockClass::Raw),
     ] {
-        let (ev, seen) = until(&w.rx, rule, |e| {
-            e.process.pid == pid as u32 && matches!(e.kind, EventKind::SockCreate { .. })
-        });
+        let (ev, seen) = event_of(&w.rx, rule, pid, "socket-create");
         let EventKind::SockCreate {
             class: got,
             refused,
@@ -156,9 +154,7 @@ fn socket_rules_in_audit_report_unlisted_executables_without_refusing() {
     assert_eq!(w.watch.enforcement()[0].enforcer, Enforcer::AuditOnly);
     let (pid, st) = run(Some(&w.cg), None, &Act::Call(tcp_socket));
     assert_eq!(exited(st), Some(0), "audit posture does not refuse");
-    let (ev, _) = until(&w.rx, "audited socket", |e| {
-        e.process.pid == pid as u32 && matches!(e.kind, EventKind::SockCreate { .. })
-    });
+    let (ev, _) = event_of(&w.rx, "audited socket", pid, "socket-create");
     let f = &ev.findings[0];
     assert_eq!(
         (f.rule.as_str(), f.action, f.enforcer),
