@@ -7,8 +7,9 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::Link;
 use tracing::warn;
 
-use crate::floor_skel::FloorSkelBuilder;
-use crate::pins::{load_err, tracepoint_exists, PinError, SyscallHook};
+use crate::error::{load_err, PinError};
+use crate::kernel::{tracepoint_exists, SyscallHook};
+use crate::skel::floor::FloorSkelBuilder;
 
 /// Empty programs attached where the monitor's syscall program would be, for as long as this
 /// value lives. Nothing is pinned: dropping it detaches them.

@@ -1,44 +1,37 @@
 #![doc = include_str!("../README.md")]
 
-mod monitor_skel {
-    #![allow(clippy::all, clippy::unwrap_used, clippy::expect_used, warnings)]
-    include!(concat!(env!("OUT_DIR"), "/monitor.skel.rs"));
-}
-mod floor_skel {
-    #![allow(clippy::all, clippy::unwrap_used, clippy::expect_used, warnings)]
-    include!(concat!(env!("OUT_DIR"), "/floor.skel.rs"));
-}
-mod probe_skel {
-    #![allow(clippy::all, clippy::unwrap_used, clippy::expect_used, warnings)]
-    include!(concat!(env!("OUT_DIR"), "/probe.skel.rs"));
-}
-
 mod cgroup;
 mod detect;
+mod enforce;
+mod error;
 mod event;
 mod floor;
-mod monitor;
-mod pins;
+mod handle;
+mod kernel;
 mod raw;
+mod reader;
 mod rules;
-mod sock;
+mod set;
+mod shared;
+mod skel;
+mod watch;
 
 pub use cgroup::{
     cgroup_dir_of_pid, cgroup_id_of_dir, cgroup_id_of_pid, find_cgroup_dir, unified_mount,
     CgroupError,
 };
 pub use detect::MINER_PORTS;
+pub use error::{MonitorError, PinError};
 pub use event::{EventKind, Finding, MonitorEvent, ProcessInfo, Syscall, WATCHED_SYSCALLS};
 pub use floor::HookFloor;
-pub use monitor::{
-    cleanup_stale, unload_parked, EventSink, Features, MonitorConfig, MonitorError, NodeMonitor,
-    Watch, WatchStats,
-};
-pub use pins::{PinError, SyscallHook};
+pub use handle::{cleanup_stale, unload_parked, Features, MonitorConfig, NodeMonitor};
+pub use kernel::SyscallHook;
 pub use rules::{
     AuditOn, AuditRule, AuditTarget, ConnectRule, ContainerRef, ContainerRules, Enforcer, ExecRule,
     RuleEnforcement, RuleError, SockClass, SockRule, MAX_SECRET_MOUNTS, MAX_SOCK_SOURCES,
 };
+pub use shared::EventSink;
+pub use watch::{Watch, WatchStats};
 
 /// Sends libbpf's own messages (verifier logs, probe failures) to `tracing` under the target
 /// `libbpf` instead of stderr. libbpf has one printer per process, so the binary (not this

@@ -2,7 +2,7 @@
 
 use std::mem::size_of;
 
-use crate::monitor_skel::types;
+use crate::skel::monitor::types;
 
 /// The bytes of a plain record. Only used on the skeleton's `repr(C)` integer-only types, whose
 /// sizes are checked below to have no implicit padding.

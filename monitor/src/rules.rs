@@ -7,9 +7,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::monitor_skel::types;
+use crate::skel::monitor::types;
 
-/// The container a watch is for: its cgroup v2 id (see [`crate::cgroup_id_of_pid`]) and the
+/// The container a watch is for: its cgroup v2 id (see [`crate::cgroup::cgroup_id_of_pid`]) and the
 /// names events are reported under.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ContainerRef {

@@ -1,15 +1,15 @@
 //! Socket creation allow-lists: a container's [`SockRule`]s encoded into the `sock_rules` map
-//! that the cgroup `sock_create` program reads, and the enforcer each rule gets.
+//! that the cgroup `sock_create` program reads (attached to the container's cgroup when it has
+//! such a rule), and the enforcer each rule gets.
 
 use std::collections::HashMap;
 
-use libbpf_rs::{MapCore, MapFlags};
-
-use crate::monitor::MonitorError;
-use crate::monitor_skel::types;
-use crate::pins::NodeMaps;
+use super::{attach_cgroup, Installed, Target};
+use crate::error::MonitorError;
 use crate::raw::bytes_of;
 use crate::rules::{file_id, Enforcer, RuleEnforcement, RuleError, SockRule, MAX_SOCK_SOURCES};
+use crate::set::pin::SOCK_PROG;
+use crate::skel::monitor::types;
 
 /// `sock_rule.flags`: unlisted binaries are reported, not refused (SR_AUDIT in events.h).
 const SR_AUDIT: u32 = 1;
@@ -64,16 +64,16 @@ pub(crate) fn validate(rules: &[SockRule]) -> Result<(), RuleError> {
     Ok(())
 }
 
-/// Puts a container's socket rules into `sock_rules`; returns the keys written and, per rule,
-/// its enforcer. Refuses what the loaded programs cannot carry: no `sock_create` program on
-/// this node, or binaries to tell apart where the hook cannot read the current task.
+/// Puts a container's socket rules into `sock_rules` and attaches the `sock_create` program to
+/// its cgroup; returns, per rule, its enforcer. Refuses what the loaded programs cannot carry:
+/// no `sock_create` program on this node, or binaries to tell apart where the hook cannot read
+/// the current task.
 pub(crate) fn install(
-    maps: &NodeMaps,
-    container: &str,
-    slot: u32,
+    t: &Target<'_>,
     rules: &[SockRule],
-    written: &mut Vec<types::sock_key>,
+    installed: &mut Installed,
 ) -> Result<Vec<RuleEnforcement>, MonitorError> {
+    let (maps, container, slot) = (t.maps, t.name, t.slot);
     validate(rules)?;
     if rules.is_empty() {
         return Ok(Vec::new());
@@ -105,14 +105,13 @@ pub(crate) fn install(
             slot,
             class: rule.class.code(),
         };
-        maps.sock_rules
-            .update(bytes_of(&key), bytes_of(&value), MapFlags::ANY)
-            .map_err(|source| MonitorError::Map {
-                container: container.to_string(),
-                what: "sock_rules",
-                source,
-            })?;
-        written.push(key);
+        t.insert(
+            &maps.sock_rules,
+            "sock_rules",
+            bytes_of(&key),
+            bytes_of(&value),
+        )?;
+        installed.sock_keys.push(key);
         let who = if rule.allow_from.is_empty() {
             "every process".to_string()
         } else {
@@ -145,6 +144,17 @@ pub(crate) fn install(
             enforcer,
             note: Some(note),
         });
+    }
+    if let (false, Some(prog)) = (installed.sock_keys.is_empty(), &maps.sock_create) {
+        let dir = t.cgroup_dir()?;
+        let prog = prog.try_clone().map_err(|source| MonitorError::Attach {
+            container: container.to_string(),
+            program: SOCK_PROG.0,
+            path: dir.clone(),
+            source,
+        })?;
+        let links = attach_cgroup(container, &dir, &[(SOCK_PROG.0, SOCK_PROG.1, prog)])?;
+        installed.links.extend(links);
     }
     Ok(out)
 }

@@ -1,0 +1,406 @@
+//! Unit tests of the detections and rule matching, on made-up events.
+
+use super::*;
+use crate::rules::{ConnectRule, ExecRule};
+
+fn set(rules: ContainerRules) -> RuleSet {
+    RuleSet {
+        sources: rules.deny_connect.iter().map(|_| None).collect(),
+        sources_in_kernel: true,
+        rules,
+        connect_enforcer: Enforcer::BpfSockAddr,
+    }
+}
+
+fn exec(path: &str) -> EventKind {
+    EventKind::Exec {
+        filename: path.into(),
+        args: vec![],
+        parent: String::new(),
+        ino: 1,
+        dev: 1,
+        killed: false,
+        refused: false,
+        deny_rule: None,
+        entrypoint: false,
+    }
+}
+
+fn names(f: &[Finding]) -> Vec<&str> {
+    f.iter().map(|f| f.rule.as_str()).collect()
+}
+
+#[test]
+fn the_entrypoint_shell_is_not_flagged_later_shells_are() {
+    let s = set(ContainerRules::default());
+    let now = Instant::now();
+    let mut st = DetectState::new(now);
+    let p = ProcessInfo::default();
+    assert!(findings(&s, &mut st, &p, &exec("/bin/sh"), now).is_empty());
+    assert_eq!(
+        names(&findings(&s, &mut st, &p, &exec("/bin/bash"), now)),
+        ["shell-in-container"]
+    );
+    assert_eq!(
+        names(&findings(&s, &mut st, &p, &exec("/usr/bin/apt-get"), now)),
+        ["package-manager-in-container"]
+    );
+    assert!(findings(&s, &mut st, &p, &exec("/usr/bin/shasum"), now).is_empty());
+}
+
+#[test]
+fn runtime_setup_before_the_entrypoint_is_not_flagged() {
+    let s = set(ContainerRules::default());
+    let now = Instant::now();
+    let mut st = DetectState::new(now);
+    let p = ProcessInfo::default();
+    let unshare = EventKind::Syscall {
+        call: Syscall::Unshare,
+        args: [0; 6],
+        result: 0,
+    };
+    let setuid = EventKind::Syscall {
+        call: Syscall::Setuid,
+        args: [0; 6],
+        result: 0,
+    };
+    assert!(findings(&s, &mut st, &p, &unshare, now).is_empty());
+    assert!(findings(&s, &mut st, &p, &setuid, now).is_empty());
+    // palisade-init's exec is still the runtime's setup.
+    findings(&s, &mut st, &p, &exec(RUNTIME_INIT), now);
+    assert!(findings(&s, &mut st, &p, &setuid, now).is_empty());
+    findings(&s, &mut st, &p, &exec("/app"), now);
+    assert_eq!(
+        names(&findings(&s, &mut st, &p, &unshare, now)),
+        ["namespace-change"]
+    );
+    assert_eq!(
+        names(&findings(&s, &mut st, &p, &setuid, now)),
+        ["privilege-gain"]
+    );
+    let setuid_user = EventKind::Syscall {
+        call: Syscall::Setuid,
+        args: [1000, 0, 0, 0, 0, 0],
+        result: 0,
+    };
+    assert!(findings(&s, &mut st, &p, &setuid_user, now).is_empty());
+}
+
+#[test]
+fn audit_rules_report_matching_execs_and_opens_only() {
+    use crate::rules::{AuditRule, AuditTarget};
+    let rule = |name: &str, on: AuditOn| AuditRule {
+        name: name.into(),
+        on,
+        severity: 4,
+        message: String::new(),
+    };
+    let s = set(ContainerRules {
+        audit: vec![
+            rule(
+                "apt",
+                AuditOn::Exec(AuditTarget::Path("/usr/bin/apt".into())),
+            ),
+            rule(
+                "etc",
+                AuditOn::Open(AuditTarget::Directory {
+                    dir: "/etc/ssl/".into(),
+                    recursive: false,
+                }),
+            ),
+        ],
+        builtins: false,
+        ..ContainerRules::default()
+    });
+    let now = Instant::now();
+    let mut st = DetectState::new(now);
+    let p = ProcessInfo::default();
+    let open = |path: &str| EventKind::Open {
+        path: path.into(),
+        flags: 0,
+        result: 3,
+        secret: false,
+        system_dir: false,
+    };
+    let f = findings(&s, &mut st, &p, &exec("/usr/bin/apt"), now);
+    assert_eq!(names(&f), ["apt"]);
+    assert_eq!(f[0].action, Action::Audit);
+    assert_eq!(f[0].enforcer, "audit-only");
+    assert!(findings(&s, &mut st, &p, &exec("/usr/bin/apt-get"), now).is_empty());
+    assert!(
+        findings(&s, &mut st, &p, &open("/usr/bin/apt"), now).is_empty(),
+        "an exec rule is not about opens"
+    );
+    assert_eq!(
+        names(&findings(&s, &mut st, &p, &open("/etc/ssl/cert.pem"), now)),
+        ["etc"]
+    );
+    assert!(
+        findings(&s, &mut st, &p, &open("/etc/ssl/certs/a.pem"), now).is_empty(),
+        "not recursive"
+    );
+    assert!(findings(&s, &mut st, &p, &open("/etc/ssl"), now).is_empty());
+}
+
+#[test]
+fn an_execs_runc_init_is_the_runtime_and_forked_children_are_the_container() {
+    let s = set(ContainerRules::default());
+    let now = Instant::now();
+    let mut st = DetectState::new(now);
+    let proc_of = |pid: u32| ProcessInfo {
+        pid,
+        ..ProcessInfo::default()
+    };
+    let setuid = EventKind::Syscall {
+        call: Syscall::Setuid,
+        args: [0; 6],
+        result: 0,
+    };
+    let (entry, runc_exec, child) = (proc_of(10), proc_of(20), proc_of(11));
+    findings(&s, &mut st, &entry, &exec("/app"), now);
+    // runc init of a later exec: it entered from outside and has not exec'd yet.
+    assert!(findings(&s, &mut st, &runc_exec, &setuid, now).is_empty());
+    findings(&s, &mut st, &runc_exec, &exec(RUNTIME_INIT), now);
+    assert!(findings(&s, &mut st, &runc_exec, &setuid, now).is_empty());
+    findings(&s, &mut st, &runc_exec, &exec("/bin/sh"), now);
+    assert_eq!(
+        names(&findings(&s, &mut st, &runc_exec, &setuid, now)),
+        ["privilege-gain"]
+    );
+    // A child forked by the entrypoint is the container's without an exec of its own.
+    findings(&s, &mut st, &entry, &EventKind::Fork { child_pid: 11 }, now);
+    assert_eq!(
+        names(&findings(&s, &mut st, &child, &setuid, now)),
+        ["privilege-gain"]
+    );
+    findings(&s, &mut st, &child, &EventKind::Exit { code: 0 }, now);
+    assert!(
+        findings(&s, &mut st, &child, &setuid, now).is_empty(),
+        "a reused pid starts unknown"
+    );
+}
+
+#[test]
+fn file_detections() {
+    let s = set(ContainerRules::default());
+    let now = Instant::now();
+    let mut st = DetectState::new(now);
+    let p = ProcessInfo::default();
+    let open = |path: &str, flags: u64, result: i64| EventKind::Open {
+        path: path.into(),
+        flags,
+        result,
+        secret: false,
+        system_dir: false,
+    };
+    let secret_open = |path: &str| EventKind::Open {
+        path: path.into(),
+        flags: 0,
+        result: 3,
+        secret: true,
+        system_dir: false,
+    };
+    assert_eq!(
+        names(&findings(
+            &s,
+            &mut st,
+            &p,
+            &open("/etc/passwd", 0o1 | 0o1000, 3),
+            now
+        )),
+        ["write-below-system-dir"]
+    );
+    assert!(findings(&s, &mut st, &p, &open("/etc/passwd", 0, 3), now).is_empty());
+    assert!(findings(&s, &mut st, &p, &open("/etcetera", 0o1, 3), now).is_empty());
+    let system_write = |path: &str| EventKind::Open {
+        path: path.into(),
+        flags: 0o1,
+        result: 3,
+        secret: false,
+        system_dir: true,
+    };
+    assert_eq!(
+        names(&findings(&s, &mut st, &p, &system_write("passwd"), now)),
+        ["write-below-system-dir"],
+        "a relative path the kernel placed below /etc"
+    );
+    assert_eq!(
+        names(&findings(
+            &s,
+            &mut st,
+            &p,
+            &open("/var/run/secrets/kubernetes.io/serviceaccount/token", 0, 3),
+            now
+        )),
+        ["service-account-token-read"]
+    );
+    // spelled so that no prefix matches: the kernel's mount test decides
+    for path in [
+        "token",
+        "/var//run/secrets/kubernetes.io/serviceaccount/..data/token",
+    ] {
+        assert_eq!(
+            names(&findings(&s, &mut st, &p, &secret_open(path), now)),
+            ["service-account-token-read"],
+            "{path}"
+        );
+        assert!(
+            findings(&s, &mut st, &p, &open(path, 0, 3), now).is_empty(),
+            "{path} off a secret mount"
+        );
+    }
+    assert!(
+        findings(&s, &mut st, &p, &secret_open("ca.crt"), now).is_empty(),
+        "another file of the token volume"
+    );
+    assert_eq!(
+        names(&findings(&s, &mut st, &p, &open("/root/x", 0, -13), now)),
+        ["file-access-denied"]
+    );
+}
+
+#[test]
+fn network_detections_and_learning_window() {
+    let mut rules = ContainerRules {
+        learning_window: Some(Duration::from_secs(60)),
+        ..Default::default()
+    };
+    rules.deny_connect.push(ConnectRule {
+        name: "no-metadata".into(),
+        addr: "169.254.169.254".parse().unwrap(),
+        prefix_len: 32,
+        port: None,
+        only_from: None,
+        severity: 9,
+        message: String::new(),
+    });
+    let s = set(rules);
+    let t0 = Instant::now();
+    let mut st = DetectState::new(t0);
+    let p = ProcessInfo::default();
+    let connect = |a: &str, result: i64| EventKind::Connect {
+        addr: Some(a.parse().unwrap()),
+        result,
+    };
+    assert!(findings(&s, &mut st, &p, &connect("10.0.0.1:443", 0), t0).is_empty());
+    let later = t0 + Duration::from_secs(61);
+    assert!(findings(&s, &mut st, &p, &connect("10.0.0.1:443", 0), later).is_empty());
+    assert_eq!(
+        names(&findings(
+            &s,
+            &mut st,
+            &p,
+            &connect("10.0.0.2:443", -115),
+            later
+        )),
+        ["new-outbound-destination"]
+    );
+    assert!(findings(&s, &mut st, &p, &connect("10.0.0.2:443", 0), later).is_empty());
+    let miner = findings(&s, &mut st, &p, &connect("10.0.0.1:3333", 0), t0);
+    assert_eq!(names(&miner), ["crypto-miner-pool-port"]);
+    let blocked = findings(&s, &mut st, &p, &connect("169.254.169.254:80", -1), t0);
+    assert_eq!(names(&blocked), ["no-metadata"]);
+    assert_eq!(blocked[0].action, Action::Block);
+    assert_eq!(blocked[0].enforcer, "bpf-sock-addr");
+    let raw = EventKind::Socket {
+        domain: 2,
+        kind: 3,
+        protocol: 1,
+        result: 4,
+    };
+    assert_eq!(names(&findings(&s, &mut st, &p, &raw, t0)), ["raw-socket"]);
+}
+
+#[test]
+fn only_from_rules_spare_their_source_in_kernel_and_in_audit() {
+    let rule = |name: &str, port: u16| ConnectRule {
+        name: name.into(),
+        addr: "10.0.0.1".parse().unwrap(),
+        prefix_len: 32,
+        port: Some(port),
+        only_from: Some("/app/client".into()),
+        severity: 6,
+        message: String::new(),
+    };
+    let rules = ContainerRules {
+        deny_connect: vec![rule("only-client", 5432), rule("general", 5432)],
+        learning_window: None,
+        ..Default::default()
+    };
+    let mut s = set(rules);
+    s.sources = vec![Some((8, 42)), None];
+    s.rules.deny_connect[1].only_from = None;
+    let now = Instant::now();
+    let mut st = DetectState::new(now);
+    let connect = EventKind::Connect {
+        addr: Some("10.0.0.1:5432".parse().unwrap()),
+        result: 0,
+    };
+    let client = ProcessInfo {
+        exe_id: Some((8, 42)),
+        ..Default::default()
+    };
+    let other = ProcessInfo {
+        exe_id: Some((8, 43)),
+        ..Default::default()
+    };
+    // In the kernel: a connect that went through was the source; the general rule still
+    // matches (audit, since the kernel did not refuse it).
+    assert_eq!(
+        names(&findings(&s, &mut st, &other, &connect, now)),
+        ["general"]
+    );
+    s.sources_in_kernel = false;
+    assert_eq!(
+        names(&findings(&s, &mut st, &client, &connect, now)),
+        ["general"]
+    );
+    // One finding per connect: the first rule that applies.
+    let f = findings(&s, &mut st, &other, &connect, now);
+    assert_eq!(names(&f), ["only-client"]);
+    assert_eq!(f[0].action, Action::Audit);
+}
+
+#[test]
+fn exec_deny_reports_kill_or_audit() {
+    let mut rules = ContainerRules::default();
+    rules.deny_exec.push(ExecRule {
+        name: "no-id".into(),
+        path: "/usr/bin/id".into(),
+        from_parent: None,
+        severity: 9,
+        message: "id is forbidden".into(),
+    });
+    let s = set(rules);
+    let now = Instant::now();
+    let mut st = DetectState::new(now);
+    let kind = EventKind::Exec {
+        filename: "/usr/bin/id".into(),
+        args: vec![],
+        parent: String::new(),
+        ino: 1,
+        dev: 1,
+        killed: true,
+        refused: false,
+        deny_rule: Some("no-id".into()),
+        entrypoint: true,
+    };
+    let f = findings(&s, &mut st, &ProcessInfo::default(), &kind, now);
+    assert_eq!(names(&f), ["no-id"]);
+    assert_eq!(f[0].action, Action::Kill);
+    assert_eq!(f[0].enforcer, "bpf-exec-kill");
+    assert_eq!(f[0].severity, 9);
+    let refused = EventKind::Exec {
+        filename: "/usr/bin/id".into(),
+        args: vec![],
+        parent: String::new(),
+        ino: 1,
+        dev: 1,
+        killed: false,
+        refused: true,
+        deny_rule: Some("no-id".into()),
+        entrypoint: false,
+    };
+    let f = findings(&s, &mut st, &ProcessInfo::default(), &refused, now);
+    assert_eq!((f[0].action, f[0].enforcer), (Action::Block, "bpf-lsm"));
+}

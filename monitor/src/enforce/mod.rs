@@ -1,0 +1,188 @@
+//! A container's rules enforced in the kernel, one installer per rule kind ([`exec`],
+//! [`connect`], [`sock`]): each writes its keys into the node's maps, attaches the cgroup
+//! programs it needs and says which enforcer each rule got. [`Installed`] is what they wrote,
+//! to read the kernel's hit counters from and to take out again.
+
+pub(crate) mod connect;
+pub(crate) mod exec;
+pub(crate) mod sock;
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+
+use crate::cgroup::find_cgroup_dir;
+use crate::error::MonitorError;
+use crate::raw::{self, bytes_of};
+use crate::rules::{file_id, ContainerRef, ContainerRules, RuleError};
+use crate::set::NodeMaps;
+use crate::skel::monitor::types;
+
+/// The container an installer works for.
+pub(crate) struct Target<'a> {
+    pub maps: &'a NodeMaps,
+    pub container: &'a ContainerRef,
+    /// `namespace/pod/container`, for errors and logs.
+    pub name: &'a str,
+    /// The container's slot in the kernel maps.
+    pub slot: u32,
+}
+
+impl Target<'_> {
+    /// Writes one key of this container into `map` (named `what` in the error).
+    fn insert(
+        &self,
+        map: &MapHandle,
+        what: &'static str,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), MonitorError> {
+        map.update(key, value, MapFlags::ANY)
+            .map_err(|source| MonitorError::Map {
+                container: self.name.to_string(),
+                what,
+                source,
+            })
+    }
+
+    /// The container's cgroup v2 directory: the one it was given, or found by its id.
+    fn cgroup_dir(&self) -> Result<PathBuf, MonitorError> {
+        match &self.container.cgroup_dir {
+            Some(d) => Ok(d.clone()),
+            None => Ok(find_cgroup_dir(self.container.cgroup_id)?),
+        }
+    }
+}
+
+/// The `deny_exec` or `deny_connect` value of the rule at `index` (the kernel reports
+/// `index + 1`), with the device and inode of the binary it names as its source, if any.
+fn deny_value(
+    index: usize,
+    name: &str,
+    source: Option<&Path>,
+) -> Result<types::deny_value, RuleError> {
+    let (src_dev, src_ino) = match source {
+        Some(path) => file_id(name, path)?,
+        None => (0, 0),
+    };
+    Ok(types::deny_value {
+        rule: index as u32 + 1,
+        src_dev,
+        src_ino,
+        hits: 0,
+    })
+}
+
+/// What the installers put into the kernel for one container.
+#[derive(Default)]
+pub(crate) struct Installed {
+    pub exec_keys: Vec<types::exec_key>,
+    /// Connect rule index and its trie key.
+    pub net_keys: Vec<(usize, types::net_key)>,
+    pub sock_keys: Vec<types::sock_key>,
+    /// The cgroup programs' links: dropping one detaches its program.
+    pub links: Vec<OwnedFd>,
+}
+
+impl Installed {
+    /// How many times the kernel matched each exec, connect and socket rule, by rule name.
+    pub fn hits(&self, maps: &NodeMaps, rules: &ContainerRules) -> Vec<(String, u64)> {
+        let hits = |map: &MapHandle, key: &[u8]| {
+            map.lookup(key, MapFlags::ANY)
+                .ok()
+                .flatten()
+                .and_then(|v| raw::read::<types::deny_value>(&v))
+                .map(|v| v.hits)
+                .unwrap_or(0)
+        };
+        let mut out = Vec::new();
+        for (rule, key) in rules.deny_exec.iter().zip(&self.exec_keys) {
+            out.push((rule.name.clone(), hits(&maps.deny_exec, bytes_of(key))));
+        }
+        for (i, key) in &self.net_keys {
+            if let Some(rule) = rules.deny_connect.get(*i) {
+                out.push((rule.name.clone(), hits(&maps.deny_connect, bytes_of(key))));
+            }
+        }
+        for (rule, key) in rules.sock_create.iter().zip(&self.sock_keys) {
+            let n = maps
+                .sock_rules
+                .lookup(bytes_of(key), MapFlags::ANY)
+                .ok()
+                .flatten()
+                .and_then(|v| raw::read::<types::sock_rule>(&v))
+                .map(|v| v.hits)
+                .unwrap_or(0);
+            out.push((rule.name.clone(), n));
+        }
+        out
+    }
+
+    /// Takes every key out of the maps and detaches the cgroup programs.
+    pub fn remove(&mut self, maps: &NodeMaps) {
+        for key in &self.exec_keys {
+            let _ = maps.deny_exec.delete(bytes_of(key));
+        }
+        for (_, key) in &self.net_keys {
+            let _ = maps.deny_connect.delete(bytes_of(key));
+        }
+        for key in &self.sock_keys {
+            let _ = maps.sock_rules.delete(bytes_of(key));
+        }
+        self.links.clear();
+    }
+}
+
+/// Attaches `progs` to the cgroup v2 directory `dir`; returns the links.
+pub(crate) fn attach_cgroup(
+    container: &str,
+    dir: &Path,
+    progs: &[(
+        &'static str,
+        libbpf_rs::libbpf_sys::bpf_attach_type,
+        OwnedFd,
+    )],
+) -> Result<Vec<OwnedFd>, MonitorError> {
+    let err = |program, source| MonitorError::Attach {
+        container: container.to_string(),
+        program,
+        path: dir.to_path_buf(),
+        source,
+    };
+    let c = CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| err("cgroup", io::Error::from(io::ErrorKind::InvalidInput)))?;
+    // SAFETY: valid NUL-terminated path; the fd is checked.
+    let cg = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if cg < 0 {
+        return Err(err("cgroup", io::Error::last_os_error()));
+    }
+    // SAFETY: freshly opened fd, owned here.
+    let cg = unsafe { OwnedFd::from_raw_fd(cg) };
+    let mut links = Vec::new();
+    for (name, attach, prog) in progs {
+        // SAFETY: both fds are valid; a null opts pointer means defaults.
+        let fd = unsafe {
+            libbpf_rs::libbpf_sys::bpf_link_create(
+                prog.as_raw_fd(),
+                cg.as_raw_fd(),
+                *attach,
+                std::ptr::null(),
+            )
+        };
+        if fd < 0 {
+            return Err(err(name, io::Error::from_raw_os_error(-fd)));
+        }
+        // SAFETY: bpf_link_create returned a new fd we own.
+        links.push(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+    Ok(links)
+}

@@ -1,0 +1,234 @@
+//! What this kernel offers: bpffs and tracefs (mounted when missing), the syscall exit
+//! tracepoints, the syscall numbers of this architecture, and whether BPF-LSM programs load
+//! and attach; and [`SyscallHook`], the two ways the programs watch syscalls.
+
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use tracing::{debug, info};
+
+use crate::error::PinError;
+
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+/// Entries of the syscall table in read-only data (SYS_TABLE in events.h).
+const SYS_TABLE: usize = 512;
+
+/// How the programs learn a watched syscall's arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyscallHook {
+    /// One program at the exit tracepoint of each watched syscall, reading the saved
+    /// registers (kernel 5.15 and later); other syscalls run no program.
+    ExitTracepoints,
+    /// One program at the raw sys_exit tracepoint, which hands over the registers (kernels
+    /// before 5.15): it runs at the exit of every syscall on the node for a table lookup.
+    RawSysExit,
+}
+
+impl SyscallHook {
+    /// The name logs and `palisade status` show.
+    pub fn name(self) -> &'static str {
+        match self {
+            SyscallHook::ExitTracepoints => "exit-tracepoints",
+            SyscallHook::RawSysExit => "raw-sys-exit",
+        }
+    }
+}
+
+impl std::fmt::Display for SyscallHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+fn statfs_magic(path: &Path) -> io::Result<i64> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut st = MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: c is a valid NUL-terminated path and st points to writable statfs storage.
+    let rc = unsafe { libc::statfs(c.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statfs succeeded and filled the struct.
+    let st = unsafe { st.assume_init() };
+    // f_type is i64 on x86_64 but narrower elsewhere.
+    #[allow(clippy::unnecessary_cast)]
+    Ok(st.f_type as i64)
+}
+
+/// Makes sure `bpffs` is a bpf filesystem, mounting one there when `mount` is set (nodes
+/// without systemd, such as this CI, do not mount it).
+pub(crate) fn ensure_bpffs(bpffs: &Path, mount: bool) -> Result<(), PinError> {
+    let err = |source| PinError::Bpffs {
+        path: bpffs.to_path_buf(),
+        source,
+    };
+    if statfs_magic(bpffs).map_err(err)? == BPF_FS_MAGIC {
+        return Ok(());
+    }
+    if !mount {
+        return Err(PinError::NotBpffs(bpffs.to_path_buf()));
+    }
+    let target = CString::new(bpffs.as_os_str().as_bytes())
+        .map_err(|_| err(io::Error::from(io::ErrorKind::InvalidInput)))?;
+    // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
+    let rc = unsafe {
+        libc::mount(
+            c"bpf".as_ptr(),
+            target.as_ptr(),
+            c"bpf".as_ptr(),
+            0,
+            c"mode=0700".as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        return Err(err(io::Error::last_os_error()));
+    }
+    info!(path = %bpffs.display(), "mounted bpffs");
+    Ok(())
+}
+
+/// The syscall tracepoints are found by their ids under tracefs; mount it at its usual place
+/// when neither it nor debugfs' copy is there (minimal hosts mount neither).
+pub(crate) fn ensure_tracefs(mount: bool) -> Result<(), PinError> {
+    let tracing = Path::new("/sys/kernel/tracing");
+    if tracing.join("events").exists() || Path::new("/sys/kernel/debug/tracing/events").exists() {
+        return Ok(());
+    }
+    if !mount {
+        return Ok(());
+    }
+    // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
+    let rc = unsafe {
+        libc::mount(
+            c"tracefs".as_ptr(),
+            c"/sys/kernel/tracing".as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(PinError::Bpffs {
+            path: tracing.to_path_buf(),
+            source: io::Error::last_os_error(),
+        });
+    }
+    info!("mounted tracefs at /sys/kernel/tracing");
+    Ok(())
+}
+
+pub(crate) fn tracepoint_exists(event: &str) -> bool {
+    [
+        "/sys/kernel/tracing/events",
+        "/sys/kernel/debug/tracing/events",
+    ]
+    .iter()
+    .any(|base| Path::new(base).join(event).exists())
+}
+
+/// Watched syscalls without an exit tracepoint on this kernel (a kernel without modules has
+/// none for init_module): not reported by the exit-tracepoint programs. The loader attaches
+/// to the others; the raw sys_exit program sees every syscall.
+pub(crate) fn missing_syscalls(hook: SyscallHook) -> Vec<String> {
+    if hook == SyscallHook::RawSysExit {
+        return Vec::new();
+    }
+    crate::event::WATCHED_SYSCALLS
+        .iter()
+        .filter(|s| !tracepoint_exists(&format!("syscalls/sys_exit_{s}")))
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// Syscall numbers of the running architecture, by name, with their `enum sys_kind` value
+/// (events.h): the programs learn them through read-only data.
+const SYSCALL_NUMBERS: &[(&str, libc::c_long)] = &[
+    ("openat", libc::SYS_openat),
+    ("connect", libc::SYS_connect),
+    ("bind", libc::SYS_bind),
+    ("listen", libc::SYS_listen),
+    ("accept", libc::SYS_accept),
+    ("accept4", libc::SYS_accept4),
+    ("socket", libc::SYS_socket),
+    ("setuid", libc::SYS_setuid),
+    ("setgid", libc::SYS_setgid),
+    ("setreuid", libc::SYS_setreuid),
+    ("setregid", libc::SYS_setregid),
+    ("setresuid", libc::SYS_setresuid),
+    ("setresgid", libc::SYS_setresgid),
+    ("capset", libc::SYS_capset),
+    ("setns", libc::SYS_setns),
+    ("unshare", libc::SYS_unshare),
+    ("ptrace", libc::SYS_ptrace),
+    ("mount", libc::SYS_mount),
+    ("init_module", libc::SYS_init_module),
+    ("finit_module", libc::SYS_finit_module),
+    ("bpf", libc::SYS_bpf),
+];
+
+/// The syscall number -> kind table the programs look every syscall up in.
+pub(crate) fn syscall_kinds() -> [u8; SYS_TABLE] {
+    let mut table = [0u8; SYS_TABLE];
+    for (kind, (_, nr)) in SYSCALL_NUMBERS.iter().enumerate() {
+        if let Some(slot) = usize::try_from(*nr).ok().and_then(|n| table.get_mut(n)) {
+            *slot = kind as u8 + 1;
+        }
+    }
+    table
+}
+
+/// Whether this kernel loads and attaches a BPF-LSM program (it may list `bpf` among its
+/// LSMs and still refuse). Tried with a program that allows everything.
+pub(crate) fn probe_lsm() -> bool {
+    let mut storage = MaybeUninit::uninit();
+    let result = crate::skel::probe::ProbeSkelBuilder::default()
+        .open(&mut storage)
+        .and_then(|open| open.load())
+        .and_then(|skel| skel.progs.probe_lsm.attach().map(|_link| ()));
+    match result {
+        Ok(()) => true,
+        Err(e) => {
+            debug!(error = %e, "bpf-lsm unavailable");
+            false
+        }
+    }
+}
+
+/// [`probe_lsm`], asked once per boot: the answer is kept as an empty directory under the pin
+/// root, named after the boot id (bpffs is emptied by a reboot anyway; the id also covers a
+/// pin root elsewhere). The probe loads a program and parses the kernel's BTF: milliseconds on
+/// every first pod of a node otherwise.
+pub(crate) fn probe_lsm_cached(root: &Path) -> bool {
+    let boot = fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    if boot.is_empty() {
+        return probe_lsm();
+    }
+    let marker =
+        |yes: bool| root.join(format!("bpf-lsm-{}-{boot}", if yes { "yes" } else { "no" }));
+    for yes in [true, false] {
+        if marker(yes).is_dir() {
+            return yes;
+        }
+    }
+    let lsm = probe_lsm();
+    // Answers of earlier boots (a pin root outside bpffs keeps them) are dropped.
+    if let Ok(entries) = fs::read_dir(root) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with("bpf-lsm-") {
+                let _ = fs::remove_dir(e.path());
+            }
+        }
+    }
+    if let Err(e) = fs::create_dir(marker(lsm)) {
+        debug!(error = %e, "bpf-lsm probe result not cached");
+    }
+    lsm
+}

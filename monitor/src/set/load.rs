@@ -1,0 +1,505 @@
+//! Loading the node's set: the load ladder (the most this kernel accepts), attaching and
+//! pinning the programs, and opening a set from its pins, attaching a parked one again.
+
+use std::fs;
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+use libbpf_rs::{MapCore, MapFlags, MapHandle, Program};
+use tracing::{info, warn};
+
+use super::park::{is_parked, reattach, remove_other_builds_parked};
+use super::pin::{attached_per_container, pin_fd, remove_pins, CGROUP_PROGS, SOCK_PROG};
+use super::{ms, NodeMaps};
+use crate::error::{load_err, PinError};
+use crate::kernel::{
+    ensure_tracefs, probe_lsm, probe_lsm_cached, syscall_kinds, tracepoint_exists, SyscallHook,
+};
+use crate::raw::read;
+use crate::skel::monitor::{types, MonitorSkel, MonitorSkelBuilder};
+
+/// Maps user space reaches through pins (`procs` only to empty it when the set is parked).
+const MAPS: &[&str] = &[
+    "containers",
+    "rings",
+    "deny_exec",
+    "deny_connect",
+    "holders",
+    "sock_rules",
+    "procs",
+];
+
+/// How a handle came by the node's programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opened {
+    /// No set was pinned: this handle loaded (verified) and attached the programs.
+    Loaded,
+    /// The set was parked (loaded, detached) by the last holder before: this handle attached
+    /// the pinned programs again, without loading anything.
+    Reattached,
+    /// Another live holder had the programs attached: this handle only joined.
+    Joined,
+}
+
+impl Opened {
+    /// The name logs show.
+    pub fn name(self) -> &'static str {
+        match self {
+            Opened::Loaded => "loaded",
+            Opened::Reattached => "reattached",
+            Opened::Joined => "joined",
+        }
+    }
+}
+
+/// Opens the pinned maps and programs of `dir`, loading and pinning them first when no
+/// complete set is there, and attaching them again when the set is parked. Must be called
+/// under the root lock. Returns how it came by them.
+/// `hook` is the syscall program asked for; the exit-tracepoint one falls back to the raw
+/// sys_exit one on kernels before 5.15.
+pub(crate) fn load_or_open(
+    dir: &Path,
+    enforce: bool,
+    mount: bool,
+    hook: SyscallHook,
+) -> Result<(NodeMaps, Opened), PinError> {
+    let (maps, loaded, _) = load_or_open_with(dir, enforce, mount, hook, |_: &Maps| ())?;
+    Ok((maps, loaded))
+}
+
+/// The `holders` and `rings` maps of a set just loaded, for [`load_or_open_with`]'s set-up.
+pub(crate) struct Maps {
+    pub holders: MapHandle,
+    pub rings: MapHandle,
+}
+
+/// [`load_or_open`], and when this call loads, `beside` runs on the new `holders` and `rings`
+/// maps in a thread of its own while the programs are attached and pinned (the loader's own
+/// ring: its insertion waits for an RCU grace period, which then overlaps the attaching).
+/// Returns `beside`'s result when it ran; a failed load drops it.
+pub(crate) fn load_or_open_with<R: Send>(
+    dir: &Path,
+    enforce: bool,
+    mount: bool,
+    hook: SyscallHook,
+    beside: impl FnOnce(&Maps) -> R + Send,
+) -> Result<(NodeMaps, Opened, Option<R>), PinError> {
+    // `holders` is pinned before `config`, which comes last: its presence marks a complete set.
+    if is_parked(dir) {
+        match reattach(dir) {
+            Ok(()) => return Ok((open_pins(dir)?, Opened::Reattached, None)),
+            Err(e) => {
+                // Links attached before the failure go with the set; a fresh load follows.
+                warn!(dir = %dir.display(), error = %e, "parked programs not attached again, loading anew");
+                remove_pins(dir)?;
+            }
+        }
+    }
+    let (loaded, early) = if dir.join("maps/config").exists() {
+        (Opened::Joined, None)
+    } else {
+        if dir.exists() {
+            warn!(dir = %dir.display(), "incomplete pin dir (a loader died midway), removing it");
+            remove_pins(dir)?;
+        }
+        ensure_tracefs(mount)?;
+        match load_and_pin(dir, enforce, hook, beside) {
+            Ok(r) => {
+                if let Some(root) = dir.parent() {
+                    remove_other_builds_parked(root);
+                }
+                (Opened::Loaded, Some(r))
+            }
+            Err(e) => {
+                // Leave no half-pinned set behind for the next holder to trip over.
+                let _ = remove_pins(dir);
+                return Err(e);
+            }
+        }
+    };
+    Ok((open_pins(dir)?, loaded, early))
+}
+
+/// What a load attempt asks of the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Attempt {
+    lsm: bool,
+    source_check: bool,
+    sock: bool,
+    hook: SyscallHook,
+}
+
+fn open_and_load(
+    storage: &mut MaybeUninit<libbpf_rs::OpenObject>,
+    enforce: bool,
+    attempt: Attempt,
+) -> Result<MonitorSkel<'_>, PinError> {
+    let source_check = attempt.source_check;
+    let started = Instant::now();
+    let mut open = MonitorSkelBuilder::default()
+        .open(storage)
+        .map_err(load_err("open"))?;
+    let opened = started.elapsed();
+    if let Some(rodata) = open.maps.rodata_data.as_mut() {
+        rodata.enforce = u32::from(enforce);
+        rodata.source_check = u32::from(source_check);
+        rodata.sys_kinds = syscall_kinds();
+        rodata.task_btf = u32::from(attempt.hook == SyscallHook::ExitTracepoints);
+    }
+    for mut prog in open.open_object_mut().progs_mut() {
+        if prog.section().to_string_lossy().starts_with("lsm/") {
+            prog.set_autoload(attempt.lsm);
+        }
+        if prog.section().to_string_lossy() == "cgroup/sock_create" {
+            prog.set_autoload(attempt.sock);
+        }
+        let name = prog.name().to_string_lossy().into_owned();
+        if name == "on_sys_exit" {
+            prog.set_autoload(attempt.hook == SyscallHook::ExitTracepoints);
+        } else if name == "on_sys_exit_raw" {
+            prog.set_autoload(attempt.hook == SyscallHook::RawSysExit);
+        }
+    }
+    let skel = open.load().map_err(load_err("load"))?;
+    // Open parses the object's own BTF; load parses the kernel's (CO-RE), creates the maps
+    // and has every program verified.
+    info!(
+        open_ms = ms(opened),
+        load_ms = ms(started.elapsed() - opened),
+        "monitor object loaded"
+    );
+    Ok(skel)
+}
+
+/// Loads the set into `dir`: the most this kernel accepts ([`attempts`]), the maps pinned, the
+/// programs attached and pinned while `beside` runs on the new `holders` and `rings` maps, and
+/// the configuration pinned last. Returns `beside`'s result.
+fn load_and_pin<R: Send>(
+    dir: &Path,
+    enforce: bool,
+    hook: SyscallHook,
+    beside: impl FnOnce(&Maps) -> R + Send,
+) -> Result<R, PinError> {
+    let started = Instant::now();
+    for sub in ["links", "progs", "maps"] {
+        let p = dir.join(sub);
+        fs::create_dir_all(&p).map_err(|source| PinError::Dir { path: p, source })?;
+    }
+    let lsm = dir.parent().map_or_else(probe_lsm, probe_lsm_cached);
+    let probed = started.elapsed();
+    let attempts = attempts(lsm, hook);
+    let mut storages: Vec<MaybeUninit<libbpf_rs::OpenObject>> =
+        attempts.iter().map(|_| MaybeUninit::uninit()).collect();
+    let (skel, attempt) = load_first(&attempts, &mut storages, enforce)?;
+    let verified = started.elapsed();
+    let early = pin_maps(&skel, dir)?;
+    let ran = attach_beside(&skel, dir, &early, beside)?;
+    pin_config(&skel, dir)?;
+    let pinned = started.elapsed();
+    drop(skel);
+    info!(
+        dir = %dir.display(),
+        probe_ms = ms(probed),
+        load_ms = ms(verified - probed),
+        attach_pin_ms = ms(pinned - verified),
+        close_ms = ms(started.elapsed() - pinned),
+        syscall_hook = %attempt.hook,
+        bpf_lsm = attempt.lsm,
+        from_source = attempt.source_check,
+        sock_create = attempt.sock,
+        "monitor programs loaded and pinned"
+    );
+    Ok(ran)
+}
+
+/// The load ladder. Ask for the most, then less: BPF-LSM where the probe (`lsm`) says it works,
+/// fromSource in the sock_addr hooks, the sock_create program; a kernel refusing one still gets
+/// the rest. For each, the syscall program asked for; when that is the exit-tracepoint one,
+/// then the raw sys_exit one a kernel before 5.15 takes (the first refuses to verify there:
+/// unknown helper).
+fn attempts(lsm: bool, hook: SyscallHook) -> Vec<Attempt> {
+    let hooks: &[SyscallHook] = match hook {
+        SyscallHook::RawSysExit => &[SyscallHook::RawSysExit],
+        SyscallHook::ExitTracepoints => &[SyscallHook::ExitTracepoints, SyscallHook::RawSysExit],
+    };
+    let mut attempts = Vec::new();
+    for (lsm, source_check, sock) in [
+        (lsm, true, true),
+        (false, true, true),
+        (false, false, true),
+        (false, false, false),
+    ] {
+        for hook in hooks {
+            let attempt = Attempt {
+                lsm,
+                source_check,
+                sock,
+                hook: *hook,
+            };
+            if !attempts.contains(&attempt) {
+                attempts.push(attempt);
+            }
+        }
+    }
+    attempts
+}
+
+/// The first of `attempts` this kernel loads (one storage each), or the last refusal.
+fn load_first<'a>(
+    attempts: &[Attempt],
+    storages: &'a mut [MaybeUninit<libbpf_rs::OpenObject>],
+    enforce: bool,
+) -> Result<(MonitorSkel<'a>, Attempt), PinError> {
+    let mut last_err = None;
+    for (attempt, storage) in attempts.iter().zip(storages.iter_mut()) {
+        match open_and_load(storage, enforce, *attempt) {
+            Ok(skel) => return Ok((skel, *attempt)),
+            Err(e) => {
+                info!(?attempt, error = %e, "load refused, asking for less");
+                last_err = Some(e);
+            }
+        }
+    }
+    Err(last_err.unwrap_or_else(|| PinError::Load {
+        what: "load".to_string(),
+        source: libbpf_rs::Error::from(io::Error::from(io::ErrorKind::NotFound)),
+    }))
+}
+
+/// Pins the maps user space reaches ([`MAPS`]) and opens the `holders` and `rings` pins for
+/// the set-up beside the attaching.
+fn pin_maps(skel: &MonitorSkel<'_>, dir: &Path) -> Result<Maps, PinError> {
+    for name in MAPS {
+        let map = skel
+            .object()
+            .maps()
+            .find(|m| m.name() == *name)
+            .ok_or_else(|| PinError::Load {
+                what: format!("map {name}"),
+                source: libbpf_rs::Error::from(io::Error::from(io::ErrorKind::NotFound)),
+            })?;
+        pin_fd(map.as_fd(), &dir.join("maps").join(name))?;
+    }
+    let pinned_map = |name: &str| {
+        let path = dir.join("maps").join(name);
+        MapHandle::from_pinned_path(&path).map_err(|source| PinError::Pin { path, source })
+    };
+    Ok(Maps {
+        holders: pinned_map("holders")?,
+        rings: pinned_map("rings")?,
+    })
+}
+
+/// Attaches and pins the programs ([`attach_and_pin`]) while `beside` runs on `early` in a
+/// thread of its own; returns `beside`'s result.
+fn attach_beside<R: Send>(
+    skel: &MonitorSkel<'_>,
+    dir: &Path,
+    early: &Maps,
+    beside: impl FnOnce(&Maps) -> R + Send,
+) -> Result<R, PinError> {
+    let beside = Mutex::new(Some(beside));
+    let run = || {
+        beside
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .map(|f| f(early))
+    };
+    let (attached, ran) = std::thread::scope(|scope| {
+        let thread = std::thread::Builder::new()
+            .name("palisade-ring-setup".into())
+            .spawn_scoped(scope, run)
+            .ok();
+        let attached = attach_and_pin(skel, dir);
+        (attached, thread.and_then(|t| t.join().ok()).flatten())
+    });
+    attached?;
+    // A set-up thread that could not start leaves the set-up to this one.
+    ran.or_else(run).ok_or_else(|| PinError::Load {
+        what: "holder set-up beside the attaching".to_string(),
+        source: libbpf_rs::Error::from(io::Error::from(io::ErrorKind::Interrupted)),
+    })
+}
+
+/// Pins the read-only configuration, so that later holders learn what the loader chose. Last:
+/// its presence marks a complete set.
+fn pin_config(skel: &MonitorSkel<'_>, dir: &Path) -> Result<(), PinError> {
+    let rodata = skel
+        .object()
+        .maps()
+        .find(|m| m.name().to_string_lossy().ends_with(".rodata"))
+        .ok_or_else(|| PinError::Load {
+            what: "map .rodata".to_string(),
+            source: libbpf_rs::Error::from(io::Error::from(io::ErrorKind::NotFound)),
+        })?;
+    pin_fd(rodata.as_fd(), &dir.join("maps").join("config"))
+}
+
+/// Attaches the loaded programs (the syscall program to each watched syscall's exit
+/// tracepoint) and pins their links, and pins the cgroup programs attached per container.
+fn attach_and_pin(skel: &MonitorSkel<'_>, dir: &Path) -> Result<(), PinError> {
+    let started = Instant::now();
+    // How long the exit tracepoints took, the first of them apart (it enables the kernel's
+    // syscall tracing) and the slowest: for docs/benchmarks.md.
+    let mut first: Option<Duration> = None;
+    let mut slowest = (Duration::ZERO, String::new());
+    let mut tracepoints = Duration::ZERO;
+    for prog in skel.object().progs_mut() {
+        let name = prog.name().to_string_lossy().into_owned();
+        if !prog.autoload() {
+            continue;
+        }
+        if attached_per_container(&name) {
+            pin_fd(prog.as_fd(), &dir.join("progs").join(&name))?;
+        } else if name == "on_sys_exit" {
+            // One program behind every syscall's exit tracepoint; a syscall this kernel has
+            // no tracepoint for (no modules, say) is not watched.
+            for sys in crate::event::WATCHED_SYSCALLS {
+                let event = format!("sys_exit_{sys}");
+                if !tracepoint_exists(&format!("syscalls/{event}")) {
+                    warn!(tracepoint = %event, "tracepoint missing on this kernel, not watched");
+                    continue;
+                }
+                let attaching = Instant::now();
+                let mut link = prog
+                    .attach_tracepoint(libbpf_rs::TracepointCategory::Syscalls, &event)
+                    .map_err(load_err(format!("attach {name} to {event}")))?;
+                let took = attaching.elapsed();
+                first.get_or_insert(took);
+                tracepoints += took;
+                if took > slowest.0 {
+                    slowest = (took, event.clone());
+                }
+                let path = dir.join("links").join(&event);
+                link.pin(&path)
+                    .map_err(|source| PinError::Pin { path, source })?;
+            }
+        } else {
+            // Pinned too, so that a parked set can be attached again without a load.
+            pin_fd(prog.as_fd(), &dir.join("progs").join(&name))?;
+            let mut link = prog.attach().map_err(load_err(format!("attach {name}")))?;
+            let path = dir.join("links").join(&name);
+            link.pin(&path)
+                .map_err(|source| PinError::Pin { path, source })?;
+        }
+    }
+    info!(
+        total_ms = ms(started.elapsed()),
+        tracepoints_ms = ms(tracepoints),
+        first_tracepoint_ms = ms(first.unwrap_or_default()),
+        slowest_tracepoint = %slowest.1,
+        slowest_tracepoint_ms = ms(slowest.0),
+        "monitor programs attached"
+    );
+    Ok(())
+}
+
+fn open_pins(dir: &Path) -> Result<NodeMaps, PinError> {
+    let map = |name: &str| {
+        let path = dir.join("maps").join(name);
+        MapHandle::from_pinned_path(&path).map_err(|source| PinError::Pin { path, source })
+    };
+    let mut cgroup_progs = Vec::new();
+    for (name, attach) in CGROUP_PROGS {
+        let path = dir.join("progs").join(name);
+        let fd =
+            Program::fd_from_pinned_path(&path).map_err(|source| PinError::Pin { path, source })?;
+        cgroup_progs.push((*name, *attach, fd));
+    }
+    let sock_path = dir.join("progs").join(SOCK_PROG.0);
+    let sock_create = if sock_path.exists() {
+        Some(
+            Program::fd_from_pinned_path(&sock_path).map_err(|source| PinError::Pin {
+                path: sock_path,
+                source,
+            })?,
+        )
+    } else {
+        None
+    };
+    let config = map("config")?
+        .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+        .map_err(|source| PinError::Pin {
+            path: dir.join("maps/config"),
+            source,
+        })?
+        .and_then(|v| read::<types::rodata>(&v))
+        .ok_or_else(|| PinError::Pin {
+            path: dir.join("maps/config"),
+            source: libbpf_rs::Error::from(io::Error::from(io::ErrorKind::UnexpectedEof)),
+        })?;
+    let syscall_hook = if config.task_btf != 0 {
+        SyscallHook::ExitTracepoints
+    } else {
+        SyscallHook::RawSysExit
+    };
+    Ok(NodeMaps {
+        lsm: dir.join("links/lsm_exec").exists(),
+        syscall_hook,
+        config,
+        containers: map("containers")?,
+        rings: map("rings")?,
+        deny_exec: map("deny_exec")?,
+        deny_connect: map("deny_connect")?,
+        holders: map("holders")?,
+        sock_rules: map("sock_rules")?,
+        sock_create,
+        cgroup_progs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The load ladder on the running kernel: the LSM program loads exactly when the probe
+    /// says BPF-LSM works, the attempt without it always loads, and so does the raw sys_exit
+    /// variant (the one kernels before 5.15 get).
+    #[test]
+    fn lsm_attempt_follows_the_probe_and_the_fallbacks_load() {
+        let lsm = probe_lsm();
+        let mut a = MaybeUninit::uninit();
+        let with_lsm = open_and_load(
+            &mut a,
+            true,
+            Attempt {
+                lsm: true,
+                source_check: true,
+                sock: true,
+                hook: SyscallHook::ExitTracepoints,
+            },
+        );
+        assert_eq!(with_lsm.is_ok(), lsm, "probe said bpf-lsm = {lsm}");
+        for hook in [SyscallHook::ExitTracepoints, SyscallHook::RawSysExit] {
+            let mut b = MaybeUninit::uninit();
+            let without = open_and_load(
+                &mut b,
+                true,
+                Attempt {
+                    lsm: false,
+                    source_check: false,
+                    sock: false,
+                    hook,
+                },
+            );
+            let skel = without.unwrap_or_else(|e| panic!("{hook}: {e}"));
+            let loaded: Vec<String> = skel
+                .object()
+                .progs_mut()
+                .filter(|p| p.autoload() && p.name().to_string_lossy().starts_with("on_sys_exit"))
+                .map(|p| p.name().to_string_lossy().into_owned())
+                .collect();
+            let want = match hook {
+                SyscallHook::ExitTracepoints => "on_sys_exit",
+                SyscallHook::RawSysExit => "on_sys_exit_raw",
+            };
+            assert_eq!(loaded, [want], "{hook}");
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! One set of programs and maps per node, pinned under bpffs and shared by every shim: the
+//! first holder loads and pins, each holder registers in the pinned `holders` map, and the last
+//! live holder out unpins everything. A holder whose process is dead does not count.
+//!
+//! [`load`] loads, attaches and opens the set; [`pin`] names its directory, takes the root lock
+//! and removes pins; [`park`] detaches a set for the next holder to attach again; [`holders`]
+//! keeps who holds the set, with each holder's ring.
+
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+use libbpf_rs::MapHandle;
+
+use crate::kernel::SyscallHook;
+use crate::skel::monitor::types;
+
+pub(crate) mod holders;
+pub(crate) mod load;
+pub(crate) mod park;
+pub(crate) mod pin;
+
+/// Handles on the pinned maps and programs, as every holder sees them.
+#[derive(Debug)]
+pub(crate) struct NodeMaps {
+    /// The read-only data the programs were loaded with.
+    pub config: types::rodata,
+    /// The exec deny rules are enforced by the BPF-LSM program (attached and pinned).
+    pub lsm: bool,
+    /// The syscall program the loader chose (told by `task_btf` in the pinned config).
+    pub syscall_hook: SyscallHook,
+    pub containers: MapHandle,
+    pub rings: MapHandle,
+    pub deny_exec: MapHandle,
+    pub deny_connect: MapHandle,
+    pub holders: MapHandle,
+    pub sock_rules: MapHandle,
+    /// The pinned `sock_create` program, when this kernel loaded it.
+    pub sock_create: Option<OwnedFd>,
+    pub cgroup_progs: Vec<(
+        &'static str,
+        libbpf_rs::libbpf_sys::bpf_attach_type,
+        OwnedFd,
+    )>,
+}
+
+/// Milliseconds with a fraction, for the timings in the logs.
+pub(crate) fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}

@@ -1,0 +1,256 @@
+//! A watched container: [`register`] puts its rules and then its entry into the kernel maps
+//! (from then on the kernel reports and enforces for its cgroup), and the [`Watch`] guard takes
+//! them out again when dropped. [`WatchStats`] and [`Watch::rule_hits`] are the kernel's
+//! counters.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use libbpf_rs::{MapCore, MapFlags};
+use tracing::{debug, info, warn};
+
+use crate::detect::{DetectState, RuleSet};
+use crate::enforce::{self, Installed, Target};
+use crate::error::MonitorError;
+use crate::raw::{self, bytes_of};
+use crate::rules::{file_id, ContainerRef, ContainerRules, Enforcer, RuleEnforcement};
+use crate::shared::{Shared, WatchEntry};
+use crate::skel::monitor::types;
+
+/// Counters of one watch, from the kernel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WatchStats {
+    /// Events written into the ring buffer.
+    pub events: u64,
+    /// Events lost because the ring buffer was full.
+    pub drops: u64,
+}
+
+/// Guard of one watched container: dropping it removes the container from the kernel maps
+/// and detaches its cgroup hooks.
+pub struct Watch {
+    shared: Arc<Shared>,
+    container: String,
+    slot: u32,
+    cgroup_id: u64,
+    registered: bool,
+    installed: Installed,
+    enforcement: Vec<RuleEnforcement>,
+}
+
+/// Starts watching a container for the holder of `shared`: its rules are installed, then the
+/// reader learns it, then (last) the kernel. A failure at any step leaves nothing behind (the
+/// half-made [`Watch`] is dropped).
+pub(crate) fn register(
+    shared: &Arc<Shared>,
+    container: ContainerRef,
+    rules: ContainerRules,
+) -> Result<Watch, MonitorError> {
+    let name = format!(
+        "{}/{}/{}",
+        container.namespace, container.pod, container.container
+    );
+    check_severities(&name, &rules)?;
+    let local = shared.next_slot.fetch_add(1, Ordering::Relaxed);
+    if local > 0xffff {
+        return Err(MonitorError::Slots { container: name });
+    }
+    let slot = (shared.index << 16) | local;
+    let mut watch = Watch {
+        shared: shared.clone(),
+        container: name.clone(),
+        slot,
+        cgroup_id: container.cgroup_id,
+        registered: false,
+        installed: Installed::default(),
+        enforcement: Vec::new(),
+    };
+    let maps = &shared.maps;
+    let target = Target {
+        maps,
+        container: &container,
+        name: &name,
+        slot,
+    };
+    let installed = &mut watch.installed;
+    let exec = enforce::exec::install(&target, &rules.deny_exec, installed)?;
+    watch.enforcement.extend(exec);
+    let connect = enforce::connect::install(&target, &rules.deny_connect, installed)?;
+    watch.enforcement.extend(connect);
+    let sock = enforce::sock::install(&target, &rules.sock_create, installed)?;
+    watch.enforcement.extend(sock);
+    let connect_enforcer = enforce::connect::enforcer(&target, installed);
+    let info = types::container_info {
+        slot,
+        ring: shared.index,
+        flags: if rules.report_all_opens {
+            raw::CF_ALL_OPENS
+        } else {
+            0
+        },
+        pad: 0,
+        events: 0,
+        drops: 0,
+        secrets: secret_mounts(&name, &rules.secret_mounts),
+    };
+    let entry = watch_entry(&maps.config, &container, rules, connect_enforcer);
+    shared.watches().insert(slot, Arc::new(entry));
+    // Last: from here on the kernel reports and enforces for this cgroup.
+    maps.containers
+        .update(
+            &container.cgroup_id.to_ne_bytes(),
+            bytes_of(&info),
+            MapFlags::NO_EXIST,
+        )
+        .map_err(|source| {
+            if source.kind() == libbpf_rs::ErrorKind::AlreadyExists {
+                MonitorError::AlreadyWatched {
+                    container: name.clone(),
+                    cgroup_id: container.cgroup_id,
+                }
+            } else {
+                MonitorError::Map {
+                    container: name.clone(),
+                    what: "containers",
+                    source,
+                }
+            }
+        })?;
+    watch.registered = true;
+    info!(
+        container = %name,
+        container_id = %container.container_id,
+        pod = %container.pod,
+        cgroup_id = container.cgroup_id,
+        slot,
+        "watching"
+    );
+    Ok(watch)
+}
+
+/// Every exec, connect and socket rule's severity is between 1 and 10.
+fn check_severities(name: &str, rules: &ContainerRules) -> Result<(), MonitorError> {
+    for (rule, severity) in rules
+        .deny_exec
+        .iter()
+        .map(|r| (&r.name, r.severity))
+        .chain(rules.deny_connect.iter().map(|r| (&r.name, r.severity)))
+        .chain(rules.sock_create.iter().map(|r| (&r.name, r.severity)))
+    {
+        if !(1..=10).contains(&severity) {
+            return Err(MonitorError::Severity {
+                container: name.to_string(),
+                rule: rule.clone(),
+                severity,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The reader's view of a container being registered: its rules and what the kernel checks of
+/// them (`config` is what the programs were loaded with).
+fn watch_entry(
+    config: &types::rodata,
+    container: &ContainerRef,
+    rules: ContainerRules,
+    connect_enforcer: Enforcer,
+) -> WatchEntry {
+    let sources = rules
+        .deny_connect
+        .iter()
+        .map(|r| r.only_from.as_ref().and_then(|p| file_id(&r.name, p).ok()))
+        .collect();
+    WatchEntry {
+        container: Arc::new(container.clone()),
+        exec_rules: rules.deny_exec.iter().map(|r| r.name.clone()).collect(),
+        set: RuleSet {
+            sources,
+            sources_in_kernel: config.enforce != 0 && config.source_check != 0,
+            rules,
+            connect_enforcer,
+        },
+        state: Mutex::new(DetectState::new(Instant::now())),
+        closed: Mutex::new(None),
+    }
+}
+
+/// The kernel's table of a container's secret mounts: the device and inode of each mounted
+/// directory. One that cannot be read is left out, with a warning: its reads then go
+/// unreported, the container still runs.
+fn secret_mounts(
+    container: &str,
+    dirs: &[PathBuf],
+) -> [types::secret_mount; crate::rules::MAX_SECRET_MOUNTS] {
+    let mut table = [types::secret_mount::default(); crate::rules::MAX_SECRET_MOUNTS];
+    if dirs.len() > table.len() {
+        warn!(
+            container,
+            count = dirs.len(),
+            "more secret mounts than the monitor tells apart, only the first {} are watched",
+            table.len()
+        );
+    }
+    for (slot, dir) in table.iter_mut().zip(dirs) {
+        match crate::rules::file_id("service-account-token-read", dir) {
+            Ok((dev, ino)) => {
+                slot.dev = dev;
+                slot.ino = ino;
+            }
+            Err(e) => warn!(container, error = %e, "secret mount not watched"),
+        }
+    }
+    table
+}
+
+impl Watch {
+    /// The container's slot, as carried by its events.
+    pub fn slot(&self) -> u32 {
+        self.slot
+    }
+
+    /// Which enforcer each rule got.
+    pub fn enforcement(&self) -> &[RuleEnforcement] {
+        &self.enforcement
+    }
+
+    /// The kernel's counters for this container.
+    pub fn stats(&self) -> WatchStats {
+        self.shared
+            .maps
+            .containers
+            .lookup(&self.cgroup_id.to_ne_bytes(), MapFlags::ANY)
+            .ok()
+            .flatten()
+            .and_then(|v| raw::read::<types::container_info>(&v))
+            .map(|i| WatchStats {
+                events: i.events,
+                drops: i.drops,
+            })
+            .unwrap_or_default()
+    }
+
+    /// How many times the kernel matched each exec and connect deny rule, by rule name.
+    pub fn rule_hits(&self) -> Vec<(String, u64)> {
+        match self.shared.entry(self.slot) {
+            Some(entry) => self.installed.hits(&self.shared.maps, &entry.set.rules),
+            None => Vec::new(),
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let maps = &self.shared.maps;
+        if self.registered {
+            let _ = maps.containers.delete(&self.cgroup_id.to_ne_bytes());
+        }
+        self.installed.remove(maps);
+        if let Some(entry) = self.shared.watches().get(&self.slot) {
+            *entry.closed.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+        }
+        debug!(container = %self.container, slot = self.slot, "watch removed");
+    }
+}
