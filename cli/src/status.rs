@@ -9,7 +9,8 @@ use palisade_sandbox::KernelFeatures;
 use serde::Serialize;
 
 use crate::containerd::{ConfigVersion, ContainerdConfig};
-use crate::install::{resolve_under, under_root, INIT_BINARY, SHIM_BINARY};
+use crate::hostroot::{resolve_under, under_root};
+use crate::install::{INIT_BINARY, SHIM_BINARY};
 use crate::placement;
 
 /// Gathering the status failed.
