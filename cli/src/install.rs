@@ -21,7 +21,7 @@ pub enum InstallError {
     #[error(transparent)]
     Containerd(#[from] ContainerdError),
     #[error("shim config: {0}")]
-    ShimConfig(#[from] palisade_shim::config::ConfigError),
+    ShimConfig(#[from] palisade_config::ConfigError),
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -298,7 +298,7 @@ pub fn install(layout: &Layout, opts: &InstallOptions) -> Result<Report, Install
     for f in shim_configs {
         let real = layout.host(&f.path);
         if real.exists() {
-            let state = match palisade_shim::config::Config::load(&real) {
+            let state = match palisade_config::Config::load(&real) {
                 Ok(_) => "kept as it is".to_string(),
                 Err(e) => format!("kept as it is, but the shim will refuse it: {e}"),
             };

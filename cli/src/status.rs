@@ -178,7 +178,7 @@ fn containerd_status(root: Option<&Path>, path: &Path) -> ContainerdStatus {
         .map(|r| {
             let config = match &r.config_path {
                 None => "no ConfigPath: the shim reads /etc/palisade/palisade.toml".to_string(),
-                Some(p) => match palisade_shim::config::Config::load(&resolve_under(root, p)) {
+                Some(p) => match palisade_config::Config::load(&resolve_under(root, p)) {
                     Ok(_) => "ok".to_string(),
                     Err(e) => e.to_string(),
                 },

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod falco;
+pub mod log;
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -10,7 +10,6 @@ use std::time::Duration;
 use palisade_gate::{
     AutoAlert, Connector, EventSink, Gate, GateConfig, GateEvent, Mode, Profile, SharedProfile,
 };
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -44,27 +43,7 @@ pub enum GateSetupError {
     Store { path: PathBuf, reason: String },
 }
 
-/// The shim configuration's `[gate]` table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct GateSettings {
-    /// Where learned profiles are kept, one directory per service.
-    pub state_dir: PathBuf,
-    /// A gate in `learn` switches to `alert` after this many requests ...
-    pub learn_requests: u64,
-    /// ... and at least this many seconds.
-    pub learn_seconds: u64,
-}
-
-impl Default for GateSettings {
-    fn default() -> Self {
-        GateSettings {
-            state_dir: PathBuf::from("/var/lib/palisade/gate"),
-            learn_requests: 10_000,
-            learn_seconds: 3600,
-        }
-    }
-}
+pub use palisade_config::GateSettings;
 
 /// What the pod's annotations ask for.
 #[derive(Debug, Clone, PartialEq, Eq)]
