@@ -186,12 +186,10 @@ fn service_name(v: &str) -> Result<String, GateSetupError> {
 /// Deployments (`-<hash>-<5 chars>`) and StatefulSets (`-<ordinal>`) add.
 fn default_service(spec: &Value) -> Result<String, GateSetupError> {
     let ann = &spec["annotations"];
-    let ns = ann["io.kubernetes.cri.sandbox-namespace"]
+    let ns = ann[crate::cri::SANDBOX_NAMESPACE]
         .as_str()
         .unwrap_or("default");
-    let pod = ann["io.kubernetes.cri.sandbox-name"]
-        .as_str()
-        .unwrap_or("pod");
+    let pod = ann[crate::cri::SANDBOX_NAME].as_str().unwrap_or("pod");
     service_name(&format!("{ns}_{}", workload_of(pod)))
 }
 
@@ -309,11 +307,11 @@ impl RunningGate {
         let shared = SharedProfile::new(profile);
         let ann = &spec["annotations"];
         let workload = palisade_events::Workload {
-            namespace: ann["io.kubernetes.cri.sandbox-namespace"]
+            namespace: ann[crate::cri::SANDBOX_NAMESPACE]
                 .as_str()
                 .unwrap_or_default()
                 .into(),
-            pod: ann["io.kubernetes.cri.sandbox-name"]
+            pod: ann[crate::cri::SANDBOX_NAME]
                 .as_str()
                 .unwrap_or_default()
                 .into(),

@@ -67,14 +67,11 @@ impl ShimMonitor {
         let opened = started.elapsed();
         // Loading (first holder) parses the kernel's BTF and the BPF object: megabytes of
         // short-lived heap that glibc would otherwise keep for the shim's whole life.
-        // SAFETY: malloc_trim only returns free heap pages to the kernel.
-        unsafe {
-            libc::malloc_trim(0);
-        }
+        crate::sys::trim_heap();
         tracing::info!(
             features = ?node.features(),
-            open_ms = opened.as_secs_f64() * 1000.0,
-            trim_ms = (started.elapsed() - opened).as_secs_f64() * 1000.0,
+            open_ms = crate::sys::ms(opened),
+            trim_ms = crate::sys::ms(started.elapsed() - opened),
             "monitor joined"
         );
         Ok(ShimMonitor {

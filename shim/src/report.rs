@@ -6,6 +6,7 @@
 pub mod containerd;
 pub mod limit;
 pub mod metrics;
+pub mod runtime;
 pub mod webhook;
 
 use std::fmt::Display;
