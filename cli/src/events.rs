@@ -210,20 +210,11 @@ pub fn human_line(event: &Event) -> String {
         event.workload.pod,
         event.workload.container,
         event.rule.name,
-        action_name(event.action),
+        event.action.as_str(),
         summary.trim_end()
     )
     .trim_end()
     .to_string()
-}
-
-fn action_name(action: Action) -> &'static str {
-    match action {
-        Action::Audit => "audit",
-        Action::Block => "block",
-        Action::Kill => "kill",
-        Action::Restart => "restart",
-    }
 }
 
 /// The event's time to the millisecond: `2026-11-23T01:02:03.123Z`.
