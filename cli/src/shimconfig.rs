@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use palisade_shim::config::{Config, ConfigError};
+use palisade_config::{Config, ConfigError};
 
 /// What the `[strict]` table says when the shim's configuration has one.
 const STRICT_TABLE: &str = "\n# palisade-strict: read-only root, writes confined by landlock to the\n# container's writable mounts and these paths, landlock IPC scoping (docs/policies.md).\n[strict]\n# /tmp stays writable (a tmpfs unless a mount covers it), as in\n# runtimeclass/palisade-strict.toml and the strict example pod.\nwritable_paths = [\"/tmp\"]\nscope_signals = true\nscope_abstract_unix = true\n# Run rules this node cannot enforce as audit-only (each named in a warning)\n# instead of refusing the container.\nallow_degraded = false\n";
@@ -97,7 +97,7 @@ pub fn render(name: &str, path: &Path, settings: &Settings) -> Result<String, Co
          [events]\n\
          log_dir = {log_dir}\n",
         path = path.display(),
-        runc_root = palisade_shim::config::DEFAULT_RUNC_ROOT,
+        runc_root = palisade_config::DEFAULT_RUNC_ROOT,
         state_dir = quoted(&settings.gate_state_dir),
         policy_dir = quoted(&settings.policy_dir),
         init_binary = quoted(&settings.init_binary),

@@ -176,7 +176,7 @@ fn install_twice_keeps_comments_and_the_other_runtime() {
             rt["options"]["ConfigPath"].as_str(),
             Some(config_path.to_str().unwrap())
         );
-        let shim_config = palisade_shim::config::Config::load(&config_path)
+        let shim_config = palisade_config::Config::load(&config_path)
             .unwrap_or_else(|e| panic!("{name}: the shim refuses its config: {e}"));
         assert_eq!(
             shim_config.strict.is_some(),
@@ -576,7 +576,7 @@ fn host_root_installs_under_the_root_with_the_nodes_paths() {
             Some(node_path.as_str()),
             "the node's path, not the installer's"
         );
-        let config = palisade_shim::config::Config::load(&at(&node_path)).unwrap();
+        let config = palisade_config::Config::load(&at(&node_path)).unwrap();
         assert_eq!(
             config.init_binary,
             Some(PathBuf::from("/usr/local/bin/palisade-init"))

@@ -1,7 +1,6 @@
 #![doc = include_str!("../README.md")]
 
 pub mod bench;
-pub mod bench_loops;
 pub mod checks;
 pub mod cri;
 pub mod demo;
