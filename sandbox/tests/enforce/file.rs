@@ -86,12 +86,7 @@ fn file_allow_list_becomes_landlock_read_and_write_grants() -> Result<()> {
     let mut s = spec()?;
     let e = enforce(ID, &mut s, Some(&policy(FILE_ALLOW)?), None, &node())?;
     let ll = landlock(&e);
-    let handled: BTreeSet<FsAccess> = ll
-        .handled_fs
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
+    let handled = handled(ll);
     assert!(handled.contains(&FsAccess::ReadFile) && handled.contains(&FsAccess::WriteFile));
     assert!(
         !handled.contains(&FsAccess::Execute),

@@ -58,6 +58,11 @@ fn spec() -> Result<Value> {
 }
 
 fn policy(yaml: &str) -> Result<CompiledPolicy> {
+    policy_with(yaml, &CompileOptions::default())
+}
+
+/// The policy compiled for the fixture's container (demo/web-0, `app: web`).
+fn policy_with(yaml: &str, options: &CompileOptions) -> Result<CompiledPolicy> {
     let parsed = parse_policies(yaml.as_bytes()).map_err(|d| anyhow::anyhow!("{d}"))?;
     let refs: Vec<_> = parsed.policies.iter().collect();
     let workload = Workload {
@@ -67,7 +72,16 @@ fn policy(yaml: &str) -> Result<CompiledPolicy> {
         image: "nginx:1.25".into(),
         labels: [("app".to_owned(), "web".to_owned())].into(),
     };
-    Ok(compile(&refs, &workload, &CompileOptions::default()))
+    Ok(compile(&refs, &workload, options))
+}
+
+/// The rights the plan's landlock ruleset handles (none when it names none).
+fn handled(ll: &palisade_init::plan::LandlockPlan) -> BTreeSet<FsAccess> {
+    ll.handled_fs
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
 }
 
 fn degraded() -> StrictConfig {

@@ -7,12 +7,7 @@ fn process_allow_list_grants_execute_to_the_listed_binaries_and_the_loader() -> 
     let mut s = spec()?;
     let e = enforce(ID, &mut s, Some(&policy(PROCESS_ALLOW)?), None, &node())?;
     let ll = landlock(&e);
-    let handled: BTreeSet<FsAccess> = ll
-        .handled_fs
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
+    let handled = handled(ll);
     assert!(handled.contains(&FsAccess::Execute));
     for bin in ["/bin/bash", "/bin/ping", "/bin/sh", "/usr/sbin/apache2"] {
         assert_eq!(grant(&e, bin), [FsAccess::Execute].into(), "{bin}");
@@ -58,19 +53,10 @@ fn process_allow_list_grants_execute_to_the_listed_binaries_and_the_loader() -> 
 
 #[test]
 fn allow_lists_in_audit_posture_restrict_nothing_and_go_to_the_monitor() -> Result<()> {
-    let parsed = parse_policies(PROCESS_ALLOW.as_bytes()).map_err(|d| anyhow::anyhow!("{d}"))?;
-    let refs: Vec<_> = parsed.policies.iter().collect();
-    let workload = Workload {
-        namespace: "demo".into(),
-        pod_name: "web-0".into(),
-        container_name: "web".into(),
-        image: "nginx:1.25".into(),
-        labels: [("app".to_owned(), "web".to_owned())].into(),
-    };
     let options = CompileOptions {
         deny_posture: palisade_policy::DenyPosture::Audit,
     };
-    let p = compile(&refs, &workload, &options);
+    let p = policy_with(PROCESS_ALLOW, &options)?;
     let e = enforce(ID, &mut spec()?, Some(&p), None, &node())?;
     assert!(
         e.plan.is_none(),
@@ -148,10 +134,6 @@ fn process_allow_list_by_name_is_refused_or_handed_to_the_monitor() -> Result<()
         .all(|r| r.enforcer == Enforcer::MonitorExecKill));
     assert_eq!(e.rules.len(), 2);
     let ll = landlock(&e);
-    assert!(!ll
-        .handled_fs
-        .clone()
-        .unwrap_or_default()
-        .contains(&FsAccess::Execute));
+    assert!(!handled(ll).contains(&FsAccess::Execute));
     Ok(())
 }
