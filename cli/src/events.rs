@@ -7,8 +7,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use palisade_events::log::{rotated_index, EVENTS_FILE};
 use palisade_events::{Action, Event, Severity, SCHEMA_VERSION};
-use palisade_shim::report::EVENTS_FILE;
 
 /// Reading the log or understanding a filter failed.
 #[derive(Debug, thiserror::Error)]
@@ -210,20 +210,11 @@ pub fn human_line(event: &Event) -> String {
         event.workload.pod,
         event.workload.container,
         event.rule.name,
-        action_name(event.action),
+        event.action.as_str(),
         summary.trim_end()
     )
     .trim_end()
     .to_string()
-}
-
-fn action_name(action: Action) -> &'static str {
-    match action {
-        Action::Audit => "audit",
-        Action::Block => "block",
-        Action::Kill => "kill",
-        Action::Restart => "restart",
-    }
 }
 
 /// The event's time to the millisecond: `2026-11-23T01:02:03.123Z`.
@@ -275,7 +266,6 @@ pub fn parse_line(raw: &str, file: &Path, line: u64) -> Line {
 
 /// The rotated files of the log in `dir`, oldest first (`events.jsonl.3`, `.2`, `.1`).
 pub fn rotated_files(dir: &Path) -> Result<Vec<PathBuf>, EventsError> {
-    let prefix = format!("{EVENTS_FILE}.");
     let mut found: Vec<(u64, PathBuf)> = Vec::new();
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
@@ -285,11 +275,7 @@ pub fn rotated_files(dir: &Path) -> Result<Vec<PathBuf>, EventsError> {
     for entry in entries {
         let entry = entry.map_err(io(dir))?;
         let name = entry.file_name();
-        let Some(n) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(&prefix))
-            .and_then(|n| n.parse::<u64>().ok())
-        else {
+        let Some(n) = name.to_str().and_then(rotated_index) else {
             continue;
         };
         found.push((n, entry.path()));

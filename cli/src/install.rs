@@ -7,12 +7,16 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::containerd::{ConfigVersion, ContainerdConfig, ContainerdError, RUNTIMES};
+use crate::hostroot::{resolve_under, under_root};
 use crate::shimconfig;
 
 /// The shim's binary name, which containerd derives from `io.containerd.palisade.v2`.
 pub const SHIM_BINARY: &str = "containerd-shim-palisade-v2";
 /// The helper the shim bind-mounts into each container; it must sit beside the shim.
 pub const INIT_BINARY: &str = "palisade-init";
+/// This program, installed beside the shim so that the steps after the install (`palisade
+/// status`, `palisade events`) find it on PATH.
+pub const CLI_BINARY: &str = "palisade";
 
 /// Installing or uninstalling failed.
 #[derive(Debug, thiserror::Error)]
@@ -20,7 +24,7 @@ pub enum InstallError {
     #[error(transparent)]
     Containerd(#[from] ContainerdError),
     #[error("shim config: {0}")]
-    ShimConfig(#[from] palisade_shim::config::ConfigError),
+    ShimConfig(#[from] palisade_config::ConfigError),
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -98,32 +102,6 @@ impl Layout {
             log_dir: self.log_dir.clone(),
         }
     }
-}
-
-/// Where the node's `path` is when the node's root is mounted at `root` (`--host-root`).
-pub fn under_root(root: Option<&Path>, path: &Path) -> PathBuf {
-    match root {
-        Some(root) => root.join(path.strip_prefix("/").unwrap_or(path)),
-        None => path.to_path_buf(),
-    }
-}
-
-/// The file a (possibly symlinked) node path finally names, in this process's view: an
-/// absolute link target is the node's path, so it is resolved under the root too.
-pub fn resolve_under(root: Option<&Path>, path: &Path) -> PathBuf {
-    let mut real = under_root(root, path);
-    // As many hops as the kernel follows before ELOOP.
-    for _ in 0..40 {
-        let Ok(target) = fs::read_link(&real) else {
-            break;
-        };
-        real = if target.is_absolute() {
-            under_root(root, &target)
-        } else {
-            real.parent().map_or(target.clone(), |d| d.join(&target))
-        };
-    }
-    real
 }
 
 /// `palisade install`'s options beyond the layout.
@@ -323,7 +301,7 @@ pub fn install(layout: &Layout, opts: &InstallOptions) -> Result<Report, Install
     for f in shim_configs {
         let real = layout.host(&f.path);
         if real.exists() {
-            let state = match palisade_shim::config::Config::load(&real) {
+            let state = match palisade_config::Config::load(&real) {
                 Ok(_) => "kept as it is".to_string(),
                 Err(e) => format!("kept as it is, but the shim will refuse it: {e}"),
             };
@@ -341,7 +319,8 @@ pub fn install(layout: &Layout, opts: &InstallOptions) -> Result<Report, Install
 
     let shim = binary_source(opts.shim.as_deref(), SHIM_BINARY, "shim")?;
     let init = binary_source(opts.init.as_deref(), INIT_BINARY, "init")?;
-    let binaries = [(shim, SHIM_BINARY), (init, INIT_BINARY)];
+    let cli = std::env::current_exe().map_err(io("binary", Path::new(CLI_BINARY)))?;
+    let binaries = [(shim, SHIM_BINARY), (init, INIT_BINARY), (cli, CLI_BINARY)];
     let mut copies = Vec::new();
     for (src, name) in binaries {
         let dst = layout.bin_dir.join(name);
@@ -434,7 +413,7 @@ pub fn uninstall(layout: &Layout, dry_run: bool, purge: bool) -> Result<Report, 
             }
         }
     }
-    for name in [SHIM_BINARY, INIT_BINARY] {
+    for name in [SHIM_BINARY, INIT_BINARY, CLI_BINARY] {
         let bin = layout.bin_dir.join(name);
         let real = layout.host(&bin);
         if real.exists() {

@@ -4,6 +4,7 @@ pub mod check;
 pub mod containerd;
 pub mod events;
 pub mod gate;
+pub mod hostroot;
 pub mod install;
 pub mod placement;
 pub mod shimconfig;

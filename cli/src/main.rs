@@ -149,7 +149,7 @@ struct InstallArgs {
 struct EventsArgs {
     /// The shim configuration whose `[events] log_dir` holds the log (defaults apply when
     /// the default file is absent).
-    #[arg(long, default_value = palisade_shim::config::DEFAULT_CONFIG_PATH)]
+    #[arg(long, default_value = palisade_config::DEFAULT_CONFIG_PATH)]
     config: PathBuf,
     /// Read the log here instead of the configuration's `[events] log_dir`.
     #[arg(long)]
@@ -226,13 +226,11 @@ fn events_log_dir(args: &EventsArgs) -> anyhow::Result<PathBuf> {
     if let Some(dir) = &args.log_dir {
         return Ok(dir.clone());
     }
-    let default = std::path::Path::new(palisade_shim::config::DEFAULT_CONFIG_PATH);
+    let default = std::path::Path::new(palisade_config::DEFAULT_CONFIG_PATH);
     if args.config == default && !default.exists() {
-        return Ok(palisade_shim::report::EventSettings::default().log_dir);
+        return Ok(palisade_config::EventSettings::default().log_dir);
     }
-    Ok(palisade_shim::config::Config::load(&args.config)?
-        .events
-        .log_dir)
+    Ok(palisade_config::Config::load(&args.config)?.events.log_dir)
 }
 
 /// How often a followed log is checked for new lines.

@@ -3,10 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use palisade_shim::config::{Config, ConfigError};
+use palisade_config::{Config, ConfigError};
 
 /// What the `[strict]` table says when the shim's configuration has one.
-const STRICT_TABLE: &str = "\n# palisade-strict: read-only root, writes confined by landlock to the\n# container's writable mounts and these paths, landlock IPC scoping (docs/policies.md).\n[strict]\nwritable_paths = []\nscope_signals = true\nscope_abstract_unix = true\n# Run rules this node cannot enforce as audit-only (each named in a warning)\n# instead of refusing the container.\nallow_degraded = false\n";
+const STRICT_TABLE: &str = "\n# palisade-strict: read-only root, writes confined by landlock to the\n# container's writable mounts and these paths, landlock IPC scoping (docs/policies.md).\n[strict]\n# /tmp stays writable (a tmpfs unless a mount covers it), as in\n# runtimeclass/palisade-strict.toml and the strict example pod.\nwritable_paths = [\"/tmp\"]\nscope_signals = true\nscope_abstract_unix = true\n# Run rules this node cannot enforce as audit-only (each named in a warning)\n# instead of refusing the container.\nallow_degraded = false\n";
 
 /// A shim configuration to write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,7 +97,7 @@ pub fn render(name: &str, path: &Path, settings: &Settings) -> Result<String, Co
          [events]\n\
          log_dir = {log_dir}\n",
         path = path.display(),
-        runc_root = palisade_shim::config::DEFAULT_RUNC_ROOT,
+        runc_root = palisade_config::DEFAULT_RUNC_ROOT,
         state_dir = quoted(&settings.gate_state_dir),
         policy_dir = quoted(&settings.policy_dir),
         init_binary = quoted(&settings.init_binary),
@@ -174,8 +174,44 @@ mod tests {
         assert!(shim_supports_strict(), "the shim has a [strict] table");
         let strict = Config::parse(&files[1].path, &files[1].text).unwrap();
         assert_eq!(
-            strict.strict,
-            Some(palisade_sandbox::StrictConfig::default())
+            strict.strict.as_ref().map(|s| s.writable_paths.clone()),
+            Some(vec!["/tmp".to_string()])
         );
+    }
+
+    /// What `palisade install` writes is what `runtimeclass/` documents: each file parsed, the
+    /// installer's node paths set on the documented one, and the two compared whole.
+    #[test]
+    fn installed_configurations_are_the_documented_ones() {
+        let documented = [
+            ("palisade", include_str!("../../runtimeclass/palisade.toml")),
+            (
+                "palisade-strict",
+                include_str!("../../runtimeclass/palisade-strict.toml"),
+            ),
+            (
+                "palisade-audit",
+                include_str!("../../runtimeclass/palisade-audit.toml"),
+            ),
+        ];
+        let settings = Settings {
+            gate_state_dir: PathBuf::from("/var/lib/palisade/gate"),
+            policy_dir: PathBuf::from("/etc/palisade/policies"),
+            init_binary: PathBuf::from("/usr/local/bin/palisade-init"),
+            log_dir: PathBuf::from("/var/log/palisade"),
+        };
+        for (name, text) in documented {
+            let path = PathBuf::from(format!("/etc/palisade/{name}.toml"));
+            let installed = Config::parse(&path, &render(name, &path, &settings).unwrap()).unwrap();
+            let mut doc = Config::parse(&path, text).unwrap();
+            doc.gate.state_dir = settings.gate_state_dir.clone();
+            doc.policy_dir = Some(settings.policy_dir.clone());
+            doc.init_binary = Some(settings.init_binary.clone());
+            doc.events.log_dir = settings.log_dir.clone();
+            assert_eq!(
+                installed, doc,
+                "runtimeclass/{name}.toml and what palisade install writes differ"
+            );
+        }
     }
 }

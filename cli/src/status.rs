@@ -9,7 +9,8 @@ use palisade_sandbox::KernelFeatures;
 use serde::Serialize;
 
 use crate::containerd::{ConfigVersion, ContainerdConfig};
-use crate::install::{resolve_under, under_root, INIT_BINARY, SHIM_BINARY};
+use crate::hostroot::{resolve_under, under_root};
+use crate::install::{INIT_BINARY, SHIM_BINARY};
 use crate::placement;
 
 /// Gathering the status failed.
@@ -177,7 +178,7 @@ fn containerd_status(root: Option<&Path>, path: &Path) -> ContainerdStatus {
         .map(|r| {
             let config = match &r.config_path {
                 None => "no ConfigPath: the shim reads /etc/palisade/palisade.toml".to_string(),
-                Some(p) => match palisade_shim::config::Config::load(&resolve_under(root, p)) {
+                Some(p) => match palisade_config::Config::load(&resolve_under(root, p)) {
                     Ok(_) => "ok".to_string(),
                     Err(e) => e.to_string(),
                 },

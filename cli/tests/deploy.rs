@@ -195,7 +195,7 @@ fn installs_restarts_labels_and_uninstalls() {
         "{config}"
     );
     let audit =
-        palisade_shim::config::Config::load(&h.root("/etc/palisade/palisade-audit.toml")).unwrap();
+        palisade_config::Config::load(&h.root("/etc/palisade/palisade-audit.toml")).unwrap();
     assert!(audit.audit());
     assert_eq!(
         std::fs::read_to_string(h.root("/usr/local/bin/palisade-init")).unwrap(),

@@ -176,7 +176,7 @@ fn install_twice_keeps_comments_and_the_other_runtime() {
             rt["options"]["ConfigPath"].as_str(),
             Some(config_path.to_str().unwrap())
         );
-        let shim_config = palisade_shim::config::Config::load(&config_path)
+        let shim_config = palisade_config::Config::load(&config_path)
             .unwrap_or_else(|e| panic!("{name}: the shim refuses its config: {e}"));
         assert_eq!(
             shim_config.strict.is_some(),
@@ -206,11 +206,16 @@ fn install_twice_keeps_comments_and_the_other_runtime() {
         );
     }
 
-    for name in ["containerd-shim-palisade-v2", "palisade-init"] {
+    for name in ["containerd-shim-palisade-v2", "palisade-init", "palisade"] {
         let bin = node.path().join("bin").join(name);
         let meta = std::fs::metadata(&bin).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o755, "{name}");
     }
+    // The CLI the later steps call from PATH is the one that ran the install.
+    assert_eq!(
+        std::fs::read(node.path().join("bin/palisade")).unwrap(),
+        std::fs::read(PALISADE).unwrap()
+    );
     assert_eq!(
         std::fs::read(node.path().join("bin/containerd-shim-palisade-v2")).unwrap(),
         std::fs::read(node.path().join("shim-build")).unwrap()
@@ -236,6 +241,7 @@ fn install_twice_keeps_comments_and_the_other_runtime() {
     );
     assert!(!node.path().join("bin/containerd-shim-palisade-v2").exists());
     assert!(!node.path().join("bin/palisade-init").exists());
+    assert!(!node.path().join("bin/palisade").exists());
     assert!(edited.is_file(), "configs kept without --purge");
     assert!(node.path().join("var/lib/palisade/gate").is_dir());
     node.run("uninstall", &["--purge"]);
@@ -570,7 +576,7 @@ fn host_root_installs_under_the_root_with_the_nodes_paths() {
             Some(node_path.as_str()),
             "the node's path, not the installer's"
         );
-        let config = palisade_shim::config::Config::load(&at(&node_path)).unwrap();
+        let config = palisade_config::Config::load(&at(&node_path)).unwrap();
         assert_eq!(
             config.init_binary,
             Some(PathBuf::from("/usr/local/bin/palisade-init"))
@@ -600,6 +606,10 @@ fn host_root_installs_under_the_root_with_the_nodes_paths() {
     assert!(stdout.contains("already present"), "{stdout}");
     assert!(
         stdout.contains("binary /usr/local/bin/palisade-init: up to date"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("binary /usr/local/bin/palisade: up to date"),
         "{stdout}"
     );
 

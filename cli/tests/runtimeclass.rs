@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use palisade_cli::containerd::{ConfigVersion, ContainerdConfig, RUNTIMES};
-use palisade_shim::config::{Config, Mode};
+use palisade_config::{Config, Mode};
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtimeclass")

@@ -10,7 +10,7 @@ const USAGE: &str = "usage: palisade-conformance run --cri-socket PATH --image R
 [--work-dir DIR] [--cgroup-root PATH] [--control-socket PATH] [--containerd-address PATH] [--filter NAME]...
        palisade-conformance security --cri-socket PATH --image REF [--handlers runc,palisade,palisade-strict] \
 [--work-dir DIR] [--cgroup-root PATH] [--events-dir DIR] [--gate-state-dir DIR] [--metrics-dir DIR] [--webhook-listen ADDR] [--filter NAME]...
-       palisade-conformance demo --cri-socket PATH --image REF [--handlers palisade]
+       palisade-conformance demo --cri-socket PATH --image REF --events-dir DIR --gate-state-dir DIR --cli PATH
        palisade-conformance bench --cri-socket PATH --image REF [--suite start|syscalls|monitor] \
 [--handlers runc,palisade] [--runs N] [--rounds N] [--scale F] [--pods N]
        palisade-conformance cleanup --cri-socket PATH
@@ -32,6 +32,7 @@ fn parse(args: &[String]) -> Result<(String, suite::Settings, bench::Options)> {
         gate_state_dir: None,
         metrics_dir: None,
         webhook_listen: None,
+        cli: None,
     };
     let mut bench = bench::Options::default();
     while let Some(flag) = it.next() {
@@ -52,6 +53,7 @@ fn parse(args: &[String]) -> Result<(String, suite::Settings, bench::Options)> {
             "--events-dir" => s.events_dir = Some(val()?.into()),
             "--gate-state-dir" => s.gate_state_dir = Some(val()?.into()),
             "--metrics-dir" => s.metrics_dir = Some(val()?.into()),
+            "--cli" => s.cli = Some(val()?.into()),
             "--webhook-listen" => {
                 s.webhook_listen = Some(val()?.parse().context("--webhook-listen")?)
             }

@@ -36,6 +36,8 @@ pub struct Settings {
     pub metrics_dir: Option<PathBuf>,
     /// Where the shims POST Falco JSON (`[events] webhook_url`); the suite listens there.
     pub webhook_listen: Option<std::net::SocketAddr>,
+    /// The `palisade` CLI, for the demo's `palisade events`.
+    pub cli: Option<PathBuf>,
 }
 
 pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Result<()>> + 'a>>;

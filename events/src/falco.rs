@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Action, Event};
+use crate::Event;
 
 /// Falco's JSON output: the fields Falcosidekick reads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,15 +33,6 @@ pub fn priority(severity: u8) -> &'static str {
     }
 }
 
-fn action_word(a: Action) -> &'static str {
-    match a {
-        Action::Audit => "audit",
-        Action::Block => "block",
-        Action::Kill => "kill",
-        Action::Restart => "restart",
-    }
-}
-
 /// The Falco form of an event; palisade's own fields go under `palisade.*` and the usual
 /// `k8s.*`/`container.*`/`proc.*` names Falco users filter on.
 pub fn to_falco(e: &Event) -> FalcoEvent {
@@ -63,7 +54,7 @@ pub fn to_falco(e: &Event) -> FalcoEvent {
             f.insert("proc.pexepath".into(), parent.binary.clone().into());
         }
     }
-    f.insert("palisade.action".into(), action_word(e.action).into());
+    f.insert("palisade.action".into(), e.action.as_str().into());
     f.insert("palisade.enforcer".into(), e.enforcer.clone().into());
     f.insert("palisade.count".into(), e.count.into());
     f.insert("palisade.schema".into(), e.schema.clone().into());
@@ -83,7 +74,7 @@ pub fn to_falco(e: &Event) -> FalcoEvent {
         } else {
             &e.rule.message
         },
-        action_word(e.action),
+        e.action.as_str(),
         e.enforcer,
         e.workload.namespace,
         e.workload.pod,
@@ -105,7 +96,7 @@ pub fn to_falco(e: &Event) -> FalcoEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Process, Rule, Severity, Source, Workload};
+    use crate::{Action, Process, Rule, Severity, Source, Workload};
 
     #[test]
     fn falco_form_carries_the_fields_falcosidekick_reads() {

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod falco;
+pub mod log;
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -38,6 +39,31 @@ pub enum Action {
     Kill,
     /// The container was restarted as compromised.
     Restart,
+}
+
+impl Source {
+    /// The word the JSON form uses (`sandbox`, `monitor`, ...), for labels and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Sandbox => "sandbox",
+            Source::Monitor => "monitor",
+            Source::Gate => "gate",
+            Source::Compromise => "compromise",
+            Source::Runtime => "runtime",
+        }
+    }
+}
+
+impl Action {
+    /// The word the JSON form uses (`audit`, `block`, `kill`, `restart`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Audit => "audit",
+            Action::Block => "block",
+            Action::Kill => "kill",
+            Action::Restart => "restart",
+        }
+    }
 }
 
 /// Severity on KubeArmor's 1 (lowest) to 10 (highest) scale.
@@ -242,6 +268,22 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn action_and_source_words_are_their_json_form() {
+        for a in [Action::Audit, Action::Block, Action::Kill, Action::Restart] {
+            assert_eq!(serde_json::to_value(a).unwrap(), a.as_str());
+        }
+        for s in [
+            Source::Sandbox,
+            Source::Monitor,
+            Source::Gate,
+            Source::Compromise,
+            Source::Runtime,
+        ] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+    }
 
     fn sample() -> Event {
         Event::new(

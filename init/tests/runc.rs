@@ -5,16 +5,12 @@
 use serde_json::{json, Value};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-const RUNC: &str = "/usr/sbin/runc";
-const BUSYBOX: &str = "/usr/bin/busybox";
-
-#[cfg(target_arch = "x86_64")]
-const TARGET: &str = "x86_64-unknown-linux-gnu";
-#[cfg(target_arch = "aarch64")]
-const TARGET: &str = "aarch64-unknown-linux-gnu";
+#[path = "support/runc.rs"]
+mod support;
+use support::{busybox, run_with_timeout, runc_spec, static_init, Container, RUNC};
 
 /// Whether an ELF file asks for a program interpreter (PT_INTERP), i.e. is dynamic.
 fn has_interpreter(elf: &[u8]) -> bool {
@@ -27,52 +23,6 @@ fn has_interpreter(elf: &[u8]) -> bool {
         let at = phoff + i * phentsize;
         u32::from_le_bytes(elf[at..at + 4].try_into().unwrap()) == 3
     })
-}
-
-/// The static helper the shim ships: PALISADE_INIT_STATIC if set, otherwise built here
-/// with the documented release command into a target dir of its own, so the outer
-/// cargo's build lock is not in the way.
-fn static_init() -> PathBuf {
-    if let Some(p) = std::env::var_os("PALISADE_INIT_STATIC") {
-        return PathBuf::from(p);
-    }
-    let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("static-init");
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "palisade-init",
-            "--bin",
-            "palisade-init",
-        ])
-        .args(["--target", TARGET])
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run cargo for the static build");
-    assert!(
-        out.status.success(),
-        "static build failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    target_dir
-        .join(TARGET)
-        .join("release")
-        .join("palisade-init")
-}
-
-/// Copies `src` to the same absolute path under `root`, contents only (symlinks followed).
-fn copy_into(root: &Path, src: &Path) {
-    let dst = root.join(src.strip_prefix("/").unwrap());
-    fs::create_dir_all(dst.parent().unwrap()).unwrap();
-    fs::copy(src, &dst).unwrap_or_else(|e| panic!("copy {}: {e}", src.display()));
 }
 
 /// A rootfs with busybox, the libraries ldd lists for it, and applet links.
@@ -89,65 +39,8 @@ fn busybox_rootfs(root: &Path) {
     ] {
         fs::create_dir_all(root.join(d)).unwrap();
     }
-    fs::copy(BUSYBOX, root.join("bin/busybox")).unwrap();
-    let ldd = Command::new("ldd").arg(BUSYBOX).output().unwrap();
-    assert!(ldd.status.success(), "ldd {BUSYBOX} failed");
-    let mut libs = 0;
-    for line in String::from_utf8(ldd.stdout).unwrap().lines() {
-        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
-        let path = match line.split_once("=>") {
-            Some((_, rest)) => rest.split_whitespace().next(),
-            None => line.split_whitespace().next(),
-        };
-        if let Some(p) = path.filter(|p| p.starts_with('/')) {
-            copy_into(root, Path::new(p));
-            libs += 1;
-        }
-    }
+    let libs = busybox(root, &["sh", "cat", "echo", "grep", "touch", "ls", "sleep"]).unwrap();
     assert!(libs >= 2, "busybox should need libc and the loader");
-    for applet in ["sh", "cat", "echo", "grep", "touch", "ls", "sleep"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
-}
-
-/// Deletes the container even when the test fails half way.
-struct Container {
-    root: PathBuf,
-    id: String,
-}
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        let _ = Command::new(RUNC)
-            .arg("--root")
-            .arg(&self.root)
-            .args(["delete", "--force", &self.id])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + limit;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "runc run timed out; stderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().unwrap()
 }
 
 const PREFIX: [&str; 4] = [
@@ -188,19 +81,8 @@ fn bundle(helper: &Path, plan: &Value, args: &[&str]) -> tempfile::TempDir {
     let plan_path = bundle.path().join("plan.json");
     fs::write(&plan_path, serde_json::to_vec(plan).unwrap()).unwrap();
 
-    let spec = Command::new(RUNC)
-        .arg("spec")
-        .arg("--bundle")
-        .arg(bundle.path())
-        .output()
-        .unwrap();
-    assert!(
-        spec.status.success(),
-        "runc spec: {}",
-        String::from_utf8_lossy(&spec.stderr)
-    );
     let config_path = bundle.path().join("config.json");
-    let mut config: Value = serde_json::from_slice(&fs::read(&config_path).unwrap()).unwrap();
+    let mut config = runc_spec(bundle.path()).unwrap();
     config["process"]["terminal"] = json!(false);
     let full: Vec<&str> = PREFIX.iter().chain(args).copied().collect();
     config["process"]["args"] = json!(full);
@@ -229,7 +111,7 @@ fn bundle(helper: &Path, plan: &Value, args: &[&str]) -> tempfile::TempDir {
 }
 
 fn checked_static_init() -> PathBuf {
-    let helper = static_init();
+    let helper = static_init().unwrap();
     let elf = fs::read(&helper).unwrap();
     assert!(
         !has_interpreter(&elf),
@@ -258,7 +140,7 @@ fn landlock_confines_a_runc_container() {
 
     let id = format!("palisade-init-run-{}", std::process::id());
     let _container = Container {
-        root: state.path().to_owned(),
+        state: state.path().to_owned(),
         id: id.clone(),
     };
     let out = run_with_timeout(
@@ -268,7 +150,8 @@ fn landlock_confines_a_runc_container() {
             .arg(bundle.path())
             .arg(&id),
         Duration::from_secs(60),
-    );
+    )
+    .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "runc run failed: {stdout}\n{stderr}");
@@ -293,7 +176,7 @@ fn exec_processes_get_their_own_domain() {
     let state = tempfile::tempdir().unwrap();
     let id = format!("palisade-init-exec-{}", std::process::id());
     let _container = Container {
-        root: state.path().to_owned(),
+        state: state.path().to_owned(),
         id: id.clone(),
     };
     // Detached: runc hands its stdio to the container, so none of it may be a pipe
@@ -329,7 +212,8 @@ fn exec_processes_get_their_own_domain() {
     let out = run_with_timeout(
         runc(state.path()).arg("exec").arg(&id).args(&args),
         Duration::from_secs(60),
-    );
+    )
+    .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "runc exec failed: {stdout}\n{stderr}");
@@ -352,7 +236,8 @@ fn exec_processes_get_their_own_domain() {
             "/data/never",
         ]),
         Duration::from_secs(60),
-    );
+    )
+    .unwrap();
     assert_eq!(out.status.code(), Some(121));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use palisade_events::Action;
 
 use crate::event::{EventKind, Finding, ProcessInfo, Syscall, EACCES, EPERM, O_WRITE_FLAGS};
-use crate::rules::{connect_matches, AuditOn, ContainerRules, Enforcer};
+use crate::rules::{connect_matches, AuditOn, ContainerRules, Enforcer, SockClass};
 
 const SHELLS: &[&str] = &[
     "sh", "bash", "dash", "zsh", "ash", "ksh", "mksh", "csh", "tcsh", "fish",
@@ -109,103 +109,125 @@ pub(crate) fn findings(
             refused,
             deny_rule: Some(name),
             ..
-        } => {
-            let rule = set.rules.deny_exec.iter().find(|r| &r.name == name);
-            out.push(Finding {
-                rule: name.clone(),
-                severity: rule.map(|r| r.severity).unwrap_or(8),
-                tags: Vec::new(),
-                message: rule
-                    .map(|r| r.message.clone())
-                    .unwrap_or_else(|| format!("exec of {filename} denied")),
-                action: match (*killed, *refused) {
-                    (true, _) => Action::Kill,
-                    (_, true) => Action::Block,
-                    _ => Action::Audit,
-                },
-                enforcer: match (*killed, *refused) {
-                    (true, _) => Enforcer::BpfExecKill.as_str(),
-                    (_, true) => Enforcer::BpfLsm.as_str(),
-                    _ => Enforcer::AuditOnly.as_str(),
-                },
-            });
-        }
+        } => out.push(exec_denied(set, name, filename, *killed, *refused)),
         EventKind::Connect {
             addr: Some(addr),
             result,
-        } => {
-            for (i, rule) in set.rules.deny_connect.iter().enumerate() {
-                if connect_matches(rule, addr.ip(), addr.port()) {
-                    let blocked = *result == -EPERM;
-                    let source = set.sources.get(i).copied().flatten();
-                    let allowed_source = if set.sources_in_kernel {
-                        true
-                    } else {
-                        source.is_some() && process.exe_id == source
-                    };
-                    if !blocked && rule.only_from.is_some() && allowed_source {
-                        // The one executable this rule lets through; another may still match.
-                        continue;
-                    }
-                    out.push(Finding {
-                        rule: rule.name.clone(),
-                        severity: rule.severity,
-                        tags: Vec::new(),
-                        message: if rule.message.is_empty() {
-                            format!("connect to {addr} denied")
-                        } else {
-                            rule.message.clone()
-                        },
-                        action: if blocked {
-                            Action::Block
-                        } else {
-                            Action::Audit
-                        },
-                        enforcer: if blocked {
-                            set.connect_enforcer.as_str()
-                        } else {
-                            Enforcer::AuditOnly.as_str()
-                        },
-                    });
-                    break;
-                }
-            }
-        }
+        } => out.extend(connect_denied(set, process, addr, *result)),
         EventKind::SockCreate {
             class,
             refused,
             rule: Some(name),
             ..
-        } => {
-            let rule = set.rules.sock_create.iter().find(|r| &r.name == name);
-            let what = class.map_or("socket", |c| c.as_str());
-            out.push(Finding {
-                rule: name.clone(),
-                severity: rule.map(|r| r.severity).unwrap_or(6),
-                tags: vec!["network".to_string()],
-                message: match rule {
-                    Some(r) if !r.message.is_empty() => r.message.clone(),
-                    _ if *refused => format!("{what} socket creation refused"),
-                    _ => format!("{what} socket created by a binary the rule does not list"),
-                },
-                action: if *refused {
-                    Action::Block
-                } else {
-                    Action::Audit
-                },
-                enforcer: if *refused {
-                    Enforcer::BpfSockCreate.as_str()
-                } else {
-                    Enforcer::AuditOnly.as_str()
-                },
-            });
-        }
+        } => out.push(sock_denied(set, name, *class, *refused)),
         _ => {}
     }
     audits(set, kind, &mut out);
     if set.rules.builtins {
         builtins(set, state, process, kind, now, &mut out);
     }
+    follow(state, process, kind);
+    out
+}
+
+/// An exec the kernel matched with the deny rule `name`: killed, refused or (audit) let run.
+fn exec_denied(set: &RuleSet, name: &str, filename: &str, killed: bool, refused: bool) -> Finding {
+    let rule = set.rules.deny_exec.iter().find(|r| r.name == name);
+    Finding {
+        rule: name.to_string(),
+        severity: rule.map(|r| r.severity).unwrap_or(8),
+        tags: Vec::new(),
+        message: rule
+            .map(|r| r.message.clone())
+            .unwrap_or_else(|| format!("exec of {filename} denied")),
+        action: match (killed, refused) {
+            (true, _) => Action::Kill,
+            (_, true) => Action::Block,
+            _ => Action::Audit,
+        },
+        enforcer: match (killed, refused) {
+            (true, _) => Enforcer::BpfExecKill.as_str(),
+            (_, true) => Enforcer::BpfLsm.as_str(),
+            _ => Enforcer::AuditOnly.as_str(),
+        },
+    }
+}
+
+/// The first connect deny rule a connect to `addr` matches, unless it came from the one
+/// executable the rule lets through.
+fn connect_denied(
+    set: &RuleSet,
+    process: &ProcessInfo,
+    addr: &SocketAddr,
+    result: i64,
+) -> Option<Finding> {
+    for (i, rule) in set.rules.deny_connect.iter().enumerate() {
+        if connect_matches(rule, addr.ip(), addr.port()) {
+            let blocked = result == -EPERM;
+            let source = set.sources.get(i).copied().flatten();
+            let allowed_source = if set.sources_in_kernel {
+                true
+            } else {
+                source.is_some() && process.exe_id == source
+            };
+            if !blocked && rule.only_from.is_some() && allowed_source {
+                // The one executable this rule lets through; another may still match.
+                continue;
+            }
+            return Some(Finding {
+                rule: rule.name.clone(),
+                severity: rule.severity,
+                tags: Vec::new(),
+                message: if rule.message.is_empty() {
+                    format!("connect to {addr} denied")
+                } else {
+                    rule.message.clone()
+                },
+                action: if blocked {
+                    Action::Block
+                } else {
+                    Action::Audit
+                },
+                enforcer: if blocked {
+                    set.connect_enforcer.as_str()
+                } else {
+                    Enforcer::AuditOnly.as_str()
+                },
+            });
+        }
+    }
+    None
+}
+
+/// A socket creation the kernel matched with the socket rule `name`: refused, or (audit)
+/// reported.
+fn sock_denied(set: &RuleSet, name: &str, class: Option<SockClass>, refused: bool) -> Finding {
+    let rule = set.rules.sock_create.iter().find(|r| r.name == name);
+    let what = class.map_or("socket", |c| c.as_str());
+    Finding {
+        rule: name.to_string(),
+        severity: rule.map(|r| r.severity).unwrap_or(6),
+        tags: vec!["network".to_string()],
+        message: match rule {
+            Some(r) if !r.message.is_empty() => r.message.clone(),
+            _ if refused => format!("{what} socket creation refused"),
+            _ => format!("{what} socket created by a binary the rule does not list"),
+        },
+        action: if refused {
+            Action::Block
+        } else {
+            Action::Audit
+        },
+        enforcer: if refused {
+            Enforcer::BpfSockCreate.as_str()
+        } else {
+            Enforcer::AuditOnly.as_str()
+        },
+    }
+}
+
+/// Follows the container's own processes: its entrypoint's exec and what it forks.
+fn follow(state: &mut DetectState, process: &ProcessInfo, kind: &EventKind) {
     match kind {
         // palisade-init is the runtime's too: it sets ids and capabilities, then execs the
         // entrypoint (or the exec'd command), whose exec starts the container's own code.
@@ -221,7 +243,6 @@ pub(crate) fn findings(
         }
         _ => {}
     }
-    out
 }
 
 /// The policy's Audit rules that match an exec or an open: reported, never refused.
@@ -275,67 +296,14 @@ fn builtins(
     let started = state.entrypoint_seen;
     let own = started && state.own.contains(&process.pid);
     match kind {
-        EventKind::Exec { filename, .. } => {
-            let name = basename(filename);
-            if started && SHELLS.contains(&name) {
-                out.push(builtin(
-                    "shell-in-container",
-                    7,
-                    &["MITRE_T1059.004", "shell"],
-                    format!("shell {filename} spawned in the container"),
-                ));
-            }
-            if PACKAGE_MANAGERS.contains(&name) {
-                out.push(builtin(
-                    "package-manager-in-container",
-                    5,
-                    &["MITRE_T1072", "drift"],
-                    format!("package manager {filename} run in the container"),
-                ));
-            }
-        }
+        EventKind::Exec { filename, .. } => exec_builtins(filename, started, out),
         EventKind::Open {
             path,
             flags,
             result,
             secret,
             system_dir,
-        } => {
-            if *result == -EACCES || *result == -EPERM {
-                out.push(builtin(
-                    "file-access-denied",
-                    3,
-                    &["file"],
-                    format!("open of {path} refused by the kernel ({})", -result),
-                ));
-            } else if *result >= 0 {
-                // the kernel judges files on the root filesystem by their parents; the
-                // prefix still catches files bind-mounted there (/etc/hosts)
-                if flags & O_WRITE_FLAGS != 0
-                    && (*system_dir || SYSTEM_DIRS.iter().any(|d| path.starts_with(d)))
-                {
-                    out.push(builtin(
-                        "write-below-system-dir",
-                        6,
-                        &["MITRE_T1543", "file"],
-                        format!("{path} opened for writing"),
-                    ));
-                }
-                // the kernel's mount test catches every spelling of the path; the prefix only
-                // serves when the container's secret mounts were not given
-                let token_file = std::path::Path::new(path.as_str())
-                    .file_name()
-                    .is_some_and(|n| n == "token");
-                if token_file && (*secret || TOKEN_DIRS.iter().any(|d| path.starts_with(d))) {
-                    out.push(builtin(
-                        "service-account-token-read",
-                        6,
-                        &["MITRE_T1528", "credentials"],
-                        format!("service account token {path} read"),
-                    ));
-                }
-            }
-        }
+        } => open_builtins(path, *flags, *result, *secret, *system_dir, out),
         EventKind::Connect {
             addr: Some(addr),
             result,
@@ -378,6 +346,73 @@ fn builtins(
             syscall_builtin(*call, args, *result, process, out);
         }
         _ => {}
+    }
+}
+
+/// Shells started after the entrypoint, and package managers.
+fn exec_builtins(filename: &str, started: bool, out: &mut Vec<Finding>) {
+    let name = basename(filename);
+    if started && SHELLS.contains(&name) {
+        out.push(builtin(
+            "shell-in-container",
+            7,
+            &["MITRE_T1059.004", "shell"],
+            format!("shell {filename} spawned in the container"),
+        ));
+    }
+    if PACKAGE_MANAGERS.contains(&name) {
+        out.push(builtin(
+            "package-manager-in-container",
+            5,
+            &["MITRE_T1072", "drift"],
+            format!("package manager {filename} run in the container"),
+        ));
+    }
+}
+
+/// Opens the kernel refused, writes below system directories, and service account token
+/// reads.
+fn open_builtins(
+    path: &str,
+    flags: u64,
+    result: i64,
+    secret: bool,
+    system_dir: bool,
+    out: &mut Vec<Finding>,
+) {
+    if result == -EACCES || result == -EPERM {
+        out.push(builtin(
+            "file-access-denied",
+            3,
+            &["file"],
+            format!("open of {path} refused by the kernel ({})", -result),
+        ));
+    } else if result >= 0 {
+        // the kernel judges files on the root filesystem by their parents; the
+        // prefix still catches files bind-mounted there (/etc/hosts)
+        if flags & O_WRITE_FLAGS != 0
+            && (system_dir || SYSTEM_DIRS.iter().any(|d| path.starts_with(d)))
+        {
+            out.push(builtin(
+                "write-below-system-dir",
+                6,
+                &["MITRE_T1543", "file"],
+                format!("{path} opened for writing"),
+            ));
+        }
+        // the kernel's mount test catches every spelling of the path; the prefix only
+        // serves when the container's secret mounts were not given
+        let token_file = std::path::Path::new(path)
+            .file_name()
+            .is_some_and(|n| n == "token");
+        if token_file && (secret || TOKEN_DIRS.iter().any(|d| path.starts_with(d))) {
+            out.push(builtin(
+                "service-account-token-read",
+                6,
+                &["MITRE_T1528", "credentials"],
+                format!("service account token {path} read"),
+            ));
+        }
     }
 }
 

@@ -273,7 +273,14 @@ impl MonitorEvent {
             }),
         });
         event = event.with_evidence("event", self.kind.name());
-        match &self.kind {
+        Some(self.kind.add_evidence(event))
+    }
+}
+
+impl EventKind {
+    /// The kind's own fields as evidence on `event`.
+    fn add_evidence(&self, mut event: Event) -> Event {
+        match self {
             EventKind::Exec {
                 filename,
                 ino,
@@ -368,7 +375,7 @@ impl MonitorEvent {
                     .with_evidence("result", *result);
             }
         }
-        Some(event)
+        event
     }
 }
 

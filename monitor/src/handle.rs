@@ -78,7 +78,7 @@ pub struct Features {
     pub bpf_lsm: bool,
     /// Connect rules' `only_from` is checked in the kernel.
     pub from_source: bool,
-    /// Socket creation rules ([`crate::SockRule`]) are checked in the kernel (the cgroup
+    /// Socket creation rules ([`crate::rules::SockRule`]) are checked in the kernel (the cgroup
     /// `sock_create` program loaded).
     pub sock_create: bool,
     /// How the syscalls are watched (which variant the loader chose for this kernel).

@@ -80,7 +80,7 @@ pub(crate) fn spawn(
 }
 
 /// Logs, once a second at most, the containers whose events the kernel dropped since the last
-/// look (the ring buffer was full): the counters themselves are in [`crate::Watch::stats`].
+/// look (the ring buffer was full): the counters themselves are in `Watch::stats`.
 fn report_drops(shared: &Shared, last: &mut HashMap<u32, u64>) {
     let watches: Vec<(u32, Arc<WatchEntry>)> = shared
         .watches()

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::skel::monitor::types;
 
-/// The container a watch is for: its cgroup v2 id (see [`crate::cgroup_id_of_pid`]) and the
+/// The container a watch is for: its cgroup v2 id (see [`crate::cgroup::cgroup_id_of_pid`]) and the
 /// names events are reported under.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ContainerRef {

@@ -7,7 +7,8 @@ use crate::model::{
     Action, CapabilityRule, FileRule, FileTarget, NetworkRule, Policy, PolicyId, ProcessRule,
     ProcessTarget, SyscallRule,
 };
-use crate::selector::{select, Workload};
+use crate::select::select;
+use crate::selector::Workload;
 
 /// A mechanism palisade can use to carry out a rule. The sandbox and monitor pick among the
 /// candidates per node, depending on what the kernel offers.

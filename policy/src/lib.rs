@@ -7,6 +7,7 @@ pub mod model;
 pub mod names;
 pub mod parse;
 pub mod raw;
+pub mod select;
 pub mod selector;
 mod spans;
 mod validate;
@@ -26,5 +27,6 @@ pub use parse::{
     parse_pod_annotation, parse_policies, parse_policies_with, Limits, Parsed,
     POD_POLICY_ANNOTATION,
 };
-pub use selector::{select, Expression, Operator, Selector, Workload};
+pub use select::select;
+pub use selector::{Expression, Operator, Selector, Workload};
 pub use validate::{API_VERSION, KIND};

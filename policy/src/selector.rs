@@ -4,8 +4,6 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Policy, Scope};
-
 /// Selector key KubeArmor reserves for the container name; its value is a name or `[a, b]`.
 pub const CONTAINER_NAME_KEY: &str = "kubearmor.io/container.name";
 
@@ -152,26 +150,6 @@ impl Selector {
             .all(|(k, v)| label_matches(w, k, v))
             && self.match_expressions.iter().all(|e| e.matches(w))
     }
-}
-
-impl Policy {
-    /// Whether this policy applies to the workload: active, same namespace, in scope, selector matches.
-    pub fn applies_to(&self, w: &Workload) -> bool {
-        if !self.active || self.id.namespace != w.namespace {
-            return false;
-        }
-        if let Scope::Pod { pod_name } = &self.scope {
-            if *pod_name != w.pod_name {
-                return false;
-            }
-        }
-        self.selector.matches(w)
-    }
-}
-
-/// The policies that apply to one container, in the order given.
-pub fn select<'a>(policies: &'a [Policy], w: &Workload) -> Vec<&'a Policy> {
-    policies.iter().filter(|p| p.applies_to(w)).collect()
 }
 
 #[cfg(test)]

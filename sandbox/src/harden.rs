@@ -12,9 +12,10 @@ use crate::spec::{self, SpecError};
 
 /// The annotation CRI sets to `sandbox` on the pod's pause container and to `container` on
 /// the others.
-pub const CONTAINER_TYPE_ANNOTATION: &str = "io.kubernetes.cri.container-type";
-const POD_NAME_ANNOTATION: &str = "io.kubernetes.cri.sandbox-name";
-const POD_NAMESPACE_ANNOTATION: &str = "io.kubernetes.cri.sandbox-namespace";
+pub use crate::spec::cri::CONTAINER_TYPE as CONTAINER_TYPE_ANNOTATION;
+use crate::spec::cri::{
+    SANDBOX_NAME as POD_NAME_ANNOTATION, SANDBOX_NAMESPACE as POD_NAMESPACE_ANNOTATION,
+};
 
 /// What [`harden_spec`] did, for the shim's log and the event pipeline.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -1,6 +1,8 @@
 //! Access to the few places of an OCI runtime spec that hardening reads or rewrites, on the
 //! raw JSON so that every field containerd wrote and palisade does not know survives.
 
+pub mod cri;
+
 use serde_json::{Map, Value};
 
 /// A part of the spec does not have the shape the OCI runtime spec gives it.

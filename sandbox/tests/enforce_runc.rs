@@ -7,8 +7,8 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{anyhow, ensure, Context, Result};
 use palisade_policy::{compile, parse_policies, CompileOptions, Workload};
@@ -17,60 +17,13 @@ use palisade_sandbox::install::install_init;
 use palisade_sandbox::{
     enforce, harden_spec, Enforcement, Enforcer, HardeningConfig, KernelFeatures, StrictConfig,
 };
-use serde_json::{json, Value};
+use serde_json::json;
 
-const RUNC: &str = "/usr/sbin/runc";
-const BUSYBOX: &str = "/usr/bin/busybox";
-
-#[cfg(target_arch = "x86_64")]
-const TARGET: &str = "x86_64-unknown-linux-gnu";
-#[cfg(target_arch = "aarch64")]
-const TARGET: &str = "aarch64-unknown-linux-gnu";
-
-/// The static palisade-init: `PALISADE_INIT_STATIC`, or built here with the documented
-/// release command into a target dir of its own (the outer cargo holds the usual one).
-fn static_init() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("PALISADE_INIT_STATIC") {
-        return Ok(PathBuf::from(p));
-    }
-    let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("static-init");
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "palisade-init",
-            "--bin",
-            "palisade-init",
-        ])
-        .args(["--target", TARGET])
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .stdin(Stdio::null())
-        .output()
-        .context("run cargo for the static palisade-init")?;
-    ensure!(
-        out.status.success(),
-        "static build of palisade-init failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(target_dir
-        .join(TARGET)
-        .join("release")
-        .join("palisade-init"))
-}
-
-fn copy_into(root: &Path, src: &Path, dest: &str) -> Result<()> {
-    let dst = root.join(dest.trim_start_matches('/'));
-    fs::create_dir_all(dst.parent().context("parent")?)?;
-    fs::copy(src, &dst).with_context(|| format!("copy {} to {dest}", src.display()))?;
-    Ok(())
-}
+#[path = "../../init/tests/support/runc.rs"]
+mod support;
+use support::{
+    busybox, copy_into, run_with_timeout, runc_spec, static_init, Container, BUSYBOX, RUNC,
+};
 
 /// busybox at /bin/busybox with applet links, the libraries `ldd` lists at their own
 /// paths, and separate copies (own inodes) where a test needs a binary of its own.
@@ -80,38 +33,27 @@ fn busybox_rootfs(root: &Path) -> Result<()> {
     ] {
         fs::create_dir_all(root.join(d))?;
     }
-    copy_into(root, Path::new(BUSYBOX), "/bin/busybox")?;
-    let ldd = Command::new("ldd").arg(BUSYBOX).output().context("ldd")?;
-    ensure!(ldd.status.success(), "ldd {BUSYBOX} failed");
-    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
-        let path = match line.split_once("=>") {
-            Some((_, rest)) => rest.split_whitespace().next(),
-            None => line.split_whitespace().next(),
-        };
-        if let Some(p) = path.filter(|p| p.starts_with('/')) {
-            copy_into(root, Path::new(p), p)?;
-        }
-    }
-    for applet in [
-        "sh",
-        "cat",
-        "echo",
-        "touch",
-        "rm",
-        "chmod",
-        "mv",
-        "ls",
-        "ping",
-        "arping",
-        "nc",
-        "sleep",
-        "grep",
-        "id",
-        "mkdir",
-        "traceroute",
-    ] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))?;
-    }
+    busybox(
+        root,
+        &[
+            "sh",
+            "cat",
+            "echo",
+            "touch",
+            "rm",
+            "chmod",
+            "mv",
+            "ls",
+            "ping",
+            "arping",
+            "nc",
+            "sleep",
+            "grep",
+            "id",
+            "mkdir",
+            "traceroute",
+        ],
+    )?;
     for copy in [
         "/usr/bin/id",
         "/opt/allowed/echo",
@@ -122,46 +64,6 @@ fn busybox_rootfs(root: &Path) -> Result<()> {
     }
     fs::write(root.join("etc/motd"), "welcome\n")?;
     Ok(())
-}
-
-/// Deletes the container and its state even when the test fails half way.
-struct Container {
-    state: tempfile::TempDir,
-    id: String,
-}
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        let _ = Command::new(RUNC)
-            .arg("--root")
-            .arg(self.state.path())
-            .args(["delete", "--force", &self.id])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Result<Output> {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("spawn runc")?;
-    let deadline = Instant::now() + limit;
-    while child.try_wait()?.is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output()?;
-            return Err(anyhow!(
-                "runc run timed out; stderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(child.wait_with_output()?)
 }
 
 /// One container run: what to enforce, what to run.
@@ -202,7 +104,7 @@ struct Ran {
     /// The host directory bound read-write at /data, checked from outside.
     data: PathBuf,
     /// The container is deleted before its bundle goes (fields drop in order).
-    _dirs: (Container, tempfile::TempDir),
+    _dirs: (Container<tempfile::TempDir>, tempfile::TempDir),
 }
 
 fn run(case: Case<'_>) -> Result<Ran> {
@@ -227,14 +129,8 @@ fn run(case: Case<'_>) -> Result<Ran> {
     let hosts = dir.path().join("etc-hosts");
     fs::write(&hosts, "127.0.0.1 localhost\n")?;
 
-    let status = Command::new(RUNC)
-        .args(["spec", "--bundle"])
-        .arg(&bundle)
-        .status()
-        .context("runc spec")?;
-    ensure!(status.success(), "runc spec: {status}");
     let config = bundle.join("config.json");
-    let mut spec: Value = serde_json::from_slice(&fs::read(&config)?)?;
+    let mut spec = runc_spec(&bundle)?;
     // Shaped like CRI's spec: containerd's default capabilities, no masks of its own,
     // writable root, the kubelet's volumes.
     spec["process"]["terminal"] = json!(false);
@@ -376,22 +272,7 @@ fn strict_mode_confines_writes_to_the_writable_mounts() -> Result<()> {
     Ok(())
 }
 
-const BLOCK_TOKEN: &str = r#"
-apiVersion: security.kubearmor.com/v1
-kind: KubeArmorPolicy
-metadata:
-  name: block-sa-token
-  namespace: demo
-spec:
-  severity: 7
-  selector:
-    matchLabels:
-      app: web
-  file:
-    matchPaths:
-    - path: /run/secrets/kubernetes.io/serviceaccount/token
-  action: Block
-"#;
+const BLOCK_TOKEN: &str = include_str!("policies/block-token-runc.yaml");
 
 #[test]
 fn service_account_token_is_masked_and_its_neighbour_stays_readable() -> Result<()> {
@@ -412,24 +293,7 @@ fn service_account_token_is_masked_and_its_neighbour_stays_readable() -> Result<
     Ok(())
 }
 
-const BLOCK_SA_DIR: &str = r#"
-apiVersion: security.kubearmor.com/v1
-kind: KubeArmorPolicy
-metadata:
-  name: ksp-wordpress-block-sa
-  namespace: demo
-spec:
-  severity: 7
-  selector:
-    matchLabels:
-      app: web
-  file:
-    matchDirectories:
-    - dir: /run/secrets/kubernetes.io/serviceaccount/
-      recursive: true
-  action:
-    Block
-"#;
+const BLOCK_SA_DIR: &str = include_str!("policies/block-sa-dir.yaml");
 
 #[test]
 fn service_account_directory_block_hides_the_whole_directory() -> Result<()> {
@@ -450,34 +314,7 @@ fn service_account_directory_block_hides_the_whole_directory() -> Result<()> {
     Ok(())
 }
 
-const FIM: &str = r#"
-apiVersion: security.kubearmor.com/v1
-kind: KubeArmorPolicy
-metadata:
-  name: fim-for-system-paths
-  namespace: demo
-spec:
-  action: Block
-  selector:
-    matchLabels:
-      app: web
-  file:
-    matchDirectories:
-    - dir: /bin/
-      readOnly: true
-      recursive: true
-    - dir: /sbin/
-      readOnly: true
-      recursive: true
-    - dir: /usr/sbin/
-      readOnly: true
-      recursive: true
-    - dir: /usr/bin/
-      readOnly: true
-      recursive: true
-  message: Alert! An attempt to write to system directories denied.
-  severity: 5
-"#;
+const FIM: &str = include_str!("policies/fim.yaml");
 
 #[test]
 fn file_integrity_policy_refuses_writes_to_system_dirs_and_binaries_still_run() -> Result<()> {
@@ -513,27 +350,7 @@ fn file_integrity_policy_refuses_writes_to_system_dirs_and_binaries_still_run() 
     Ok(())
 }
 
-const PROCESS_ALLOW: &str = r#"
-apiVersion: security.kubearmor.com/v1
-kind: KubeArmorPolicy
-metadata:
-  name: allow-specific-process
-  namespace: demo
-spec:
-  action: Allow
-  file:
-    matchDirectories:
-    - dir: /
-      recursive: true
-  process:
-    matchPaths:
-    - path: /bin/sh
-    - path: /opt/allowed/echo
-  selector:
-    matchLabels:
-      app: web
-  severity: 1
-"#;
+const PROCESS_ALLOW: &str = include_str!("policies/process-allow-runc.yaml");
 
 #[test]
 fn process_allow_list_runs_only_the_listed_binaries() -> Result<()> {
@@ -595,24 +412,7 @@ fn the_dynamic_loader_needs_execute_under_an_exec_allow_list() -> Result<()> {
     Ok(())
 }
 
-const BLOCK_APT: &str = r#"
-apiVersion: security.kubearmor.com/v1
-kind: KubeArmorPolicy
-metadata:
-  name: ksp-wordpress-block-process
-  namespace: demo
-spec:
-  severity: 3
-  selector:
-    matchLabels:
-      app: web
-  process:
-    matchPaths:
-    - path: /usr/bin/apt
-    - path: /usr/bin/apt-get
-  action:
-    Block
-"#;
+const BLOCK_APT: &str = include_str!("policies/block-apt.yaml");
 
 #[test]
 fn package_manager_block_is_handed_to_the_monitor() -> Result<()> {
@@ -645,21 +445,7 @@ fn package_manager_block_is_handed_to_the_monitor() -> Result<()> {
     Ok(())
 }
 
-const BLOCK_RAW: &str = r#"
-apiVersion: security.kubearmor.com/v1
-kind: KubeArmorPolicy
-metadata:
-  name: block-raw-sockets
-  namespace: demo
-spec:
-  selector:
-    matchLabels:
-      app: web
-  network:
-    matchProtocols:
-    - protocol: raw
-  action: Block
-"#;
+const BLOCK_RAW: &str = include_str!("policies/block-raw.yaml");
 
 /// Raw and packet sockets, then a TCP connection over loopback.
 const NETWORK_SCRIPT: &str = "ping -c 1 -W 2 127.0.0.1 >/dev/null 2>&1 && echo ping-ok || echo ping-failed; \
@@ -818,23 +604,7 @@ fn the_default_profile_kills_32_bit_system_calls_unless_allowed() -> Result<()> 
     Ok(())
 }
 
-const BLOCK_SYSCALLS: &str = r#"
-apiVersion: security.kubearmor.com/v1
-kind: KubeArmorPolicy
-metadata:
-  name: no-unlink-chmod
-  namespace: demo
-spec:
-  selector:
-    matchLabels:
-      app: web
-  syscalls:
-    matchSyscalls:
-    - syscall:
-      - unlink
-      - chmod
-  action: Block
-"#;
+const BLOCK_SYSCALLS: &str = include_str!("policies/block-syscalls.yaml");
 
 #[test]
 fn syscall_block_refuses_unlink_and_chmod_while_rename_works() -> Result<()> {
@@ -863,24 +633,7 @@ fn syscall_block_refuses_unlink_and_chmod_while_rename_works() -> Result<()> {
     Ok(())
 }
 
-const AUDITS: &str = r#"
-apiVersion: security.kubearmor.com/v1
-kind: KubeArmorPolicy
-metadata:
-  name: audit-mkdir-icmp
-  namespace: demo
-spec:
-  selector:
-    matchLabels:
-      app: web
-  syscalls:
-    matchSyscalls:
-    - syscall: [mkdir]
-  network:
-    matchProtocols:
-    - protocol: icmp
-  action: Audit
-"#;
+const AUDITS: &str = include_str!("policies/audits.yaml");
 
 #[test]
 fn audit_rules_log_through_seccomp_and_permit() -> Result<()> {

@@ -5,6 +5,7 @@ use containerd_shim::protos::ttrpc::{Code, Status};
 
 use crate::config::ConfigError;
 use crate::runc::RuncError;
+use crate::service::table::{State, Transition};
 use crate::stdio::StdioError;
 
 /// Everything a task call can fail with.
@@ -20,8 +21,16 @@ pub enum ShimError {
     ExecExists { container: String, exec: String },
     #[error("{0}: process already finished")]
     ProcessFinished(String),
+    /// The process's state does not allow the call (`container c1: not running`).
+    #[error("{what}: {}", .asked.refusal())]
+    InvalidState {
+        what: String,
+        from: State,
+        asked: Transition,
+    },
+    /// Something the call needs is not there (`container c1: cgroups unknown`).
     #[error("{what}: {reason}")]
-    InvalidState { what: String, reason: String },
+    Precondition { what: String, reason: String },
     #[error("{what}: {reason}")]
     InvalidArgument { what: String, reason: String },
     #[error("{0}: not supported by palisade")]
@@ -95,7 +104,9 @@ impl ShimError {
             | ShimError::ExecNotFound { .. }
             | ShimError::ProcessFinished(_) => Code::NOT_FOUND,
             ShimError::ContainerExists(_) | ShimError::ExecExists { .. } => Code::ALREADY_EXISTS,
-            ShimError::InvalidState { .. } => Code::FAILED_PRECONDITION,
+            ShimError::InvalidState { .. } | ShimError::Precondition { .. } => {
+                Code::FAILED_PRECONDITION
+            }
             ShimError::InvalidArgument { .. }
             | ShimError::Config(_)
             | ShimError::Refused(_)
@@ -186,9 +197,16 @@ mod tests {
     fn precondition_argument_and_unsupported_arms() {
         let state = ShimError::InvalidState {
             what: "container a".into(),
-            reason: "not running".into(),
+            from: State::Stopped,
+            asked: Transition::Pause,
         };
+        assert_eq!(state.to_string(), "container a: not running");
         assert_eq!(code_of(state), Code::FAILED_PRECONDITION);
+        let missing = ShimError::Precondition {
+            what: "container a".into(),
+            reason: "cgroups unknown".into(),
+        };
+        assert_eq!(code_of(missing), Code::FAILED_PRECONDITION);
         let arg = ShimError::InvalidArgument {
             what: "exec spec".into(),
             reason: "empty".into(),

@@ -10,7 +10,6 @@ use std::time::Duration;
 use palisade_gate::{
     AutoAlert, Connector, EventSink, Gate, GateConfig, GateEvent, Mode, Profile, SharedProfile,
 };
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -44,27 +43,7 @@ pub enum GateSetupError {
     Store { path: PathBuf, reason: String },
 }
 
-/// The shim configuration's `[gate]` table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct GateSettings {
-    /// Where learned profiles are kept, one directory per service.
-    pub state_dir: PathBuf,
-    /// A gate in `learn` switches to `alert` after this many requests ...
-    pub learn_requests: u64,
-    /// ... and at least this many seconds.
-    pub learn_seconds: u64,
-}
-
-impl Default for GateSettings {
-    fn default() -> Self {
-        GateSettings {
-            state_dir: PathBuf::from("/var/lib/palisade/gate"),
-            learn_requests: 10_000,
-            learn_seconds: 3600,
-        }
-    }
-}
+pub use palisade_config::GateSettings;
 
 /// What the pod's annotations ask for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,12 +186,10 @@ fn service_name(v: &str) -> Result<String, GateSetupError> {
 /// Deployments (`-<hash>-<5 chars>`) and StatefulSets (`-<ordinal>`) add.
 fn default_service(spec: &Value) -> Result<String, GateSetupError> {
     let ann = &spec["annotations"];
-    let ns = ann["io.kubernetes.cri.sandbox-namespace"]
+    let ns = ann[crate::cri::SANDBOX_NAMESPACE]
         .as_str()
         .unwrap_or("default");
-    let pod = ann["io.kubernetes.cri.sandbox-name"]
-        .as_str()
-        .unwrap_or("pod");
+    let pod = ann[crate::cri::SANDBOX_NAME].as_str().unwrap_or("pod");
     service_name(&format!("{ns}_{}", workload_of(pod)))
 }
 
@@ -330,11 +307,11 @@ impl RunningGate {
         let shared = SharedProfile::new(profile);
         let ann = &spec["annotations"];
         let workload = palisade_events::Workload {
-            namespace: ann["io.kubernetes.cri.sandbox-namespace"]
+            namespace: ann[crate::cri::SANDBOX_NAMESPACE]
                 .as_str()
                 .unwrap_or_default()
                 .into(),
-            pod: ann["io.kubernetes.cri.sandbox-name"]
+            pod: ann[crate::cri::SANDBOX_NAME]
                 .as_str()
                 .unwrap_or_default()
                 .into(),

@@ -1,7 +1,9 @@
 #![doc = include_str!("../README.md")]
 
+pub mod bundle;
 pub mod compromise;
 pub mod config;
+pub mod cri;
 pub mod error;
 pub mod events;
 pub mod gate;
@@ -17,4 +19,5 @@ pub mod service;
 pub mod shim;
 pub mod stats;
 pub mod stdio;
+pub mod sys;
 pub mod task;

@@ -11,68 +11,20 @@ use palisade_monitor::{
 };
 use palisade_policy::Action;
 use palisade_sandbox::{MonitorRule, MonitorRules, MonitorTarget};
-use serde::{Deserialize, Serialize};
 
 use crate::report::Reporter;
 
 /// Files one directory rule may expand to; a larger tree is refused rather than cut short.
 const MAX_DIR_FILES: usize = 4096;
 
-/// The shim configuration's `[monitor]` table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct MonitorSettings {
-    /// Watch every container with the node's eBPF programs.
-    pub enabled: bool,
-    /// Where the shared programs are pinned.
-    pub pin_root: PathBuf,
-    /// Kill/refuse for Block rules; off reports only.
-    pub enforce: bool,
-    /// Run containers unwatched (reported) when the monitor cannot start, instead of refusing
-    /// the containers whose rules need it.
-    pub allow_unmonitored: bool,
-    /// This shim's event ring (a power of two); the kernel filters events per container, so a
-    /// pod's ring can be small. Overruns are counted and reported.
-    pub ring_bytes: u32,
-    /// Where the syscall program sits: `raw-sys-exit` (one link on the raw `sys_exit`
-    /// tracepoint, the default) or `exit-tracepoints` (one link per watched syscall; a node's
-    /// first pod after a teardown waits for the kernel's release of the previous links).
-    pub syscall_hook: HookSetting,
-    /// When the node's last palisade pod goes, park the programs (detached, still loaded)
-    /// so that the next first pod does not load and verify them again; their maps keep
-    /// about 14 MiB of kernel memory meanwhile. `palisade-monitor cleanup` unloads them.
-    pub keep_loaded: bool,
-}
+pub use palisade_config::{HookSetting, MonitorSettings};
 
-/// The `[monitor] syscall_hook` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum HookSetting {
-    #[default]
-    RawSysExit,
-    ExitTracepoints,
-}
-
-impl From<HookSetting> for SyscallHook {
-    fn from(h: HookSetting) -> Self {
-        match h {
-            HookSetting::RawSysExit => SyscallHook::RawSysExit,
-            HookSetting::ExitTracepoints => SyscallHook::ExitTracepoints,
-        }
-    }
-}
-
-impl Default for MonitorSettings {
-    fn default() -> Self {
-        MonitorSettings {
-            enabled: true,
-            pin_root: PathBuf::from("/sys/fs/bpf/palisade"),
-            enforce: true,
-            allow_unmonitored: true,
-            ring_bytes: 128 * 1024,
-            syscall_hook: HookSetting::RawSysExit,
-            keep_loaded: true,
-        }
+/// The monitor's hook for a `[monitor] syscall_hook` value (a function, not a `From`: neither
+/// type is the shim's).
+pub fn syscall_hook(h: HookSetting) -> SyscallHook {
+    match h {
+        HookSetting::RawSysExit => SyscallHook::RawSysExit,
+        HookSetting::ExitTracepoints => SyscallHook::ExitTracepoints,
     }
 }
 
@@ -99,7 +51,7 @@ impl ShimMonitor {
             pin_root: settings.pin_root.clone(),
             enforce: settings.enforce,
             ring_size: settings.ring_bytes,
-            syscall_hook: settings.syscall_hook.into(),
+            syscall_hook: syscall_hook(settings.syscall_hook),
             keep_loaded: settings.keep_loaded,
             ..MonitorConfig::default()
         };
@@ -115,14 +67,11 @@ impl ShimMonitor {
         let opened = started.elapsed();
         // Loading (first holder) parses the kernel's BTF and the BPF object: megabytes of
         // short-lived heap that glibc would otherwise keep for the shim's whole life.
-        // SAFETY: malloc_trim only returns free heap pages to the kernel.
-        unsafe {
-            libc::malloc_trim(0);
-        }
+        crate::sys::trim_heap();
         tracing::info!(
             features = ?node.features(),
-            open_ms = opened.as_secs_f64() * 1000.0,
-            trim_ms = (started.elapsed() - opened).as_secs_f64() * 1000.0,
+            open_ms = crate::sys::ms(opened),
+            trim_ms = crate::sys::ms(started.elapsed() - opened),
             "monitor joined"
         );
         Ok(ShimMonitor {

@@ -10,12 +10,7 @@ use palisade_policy::{
 };
 use serde_json::Value;
 
-/// CRI's annotations on every container spec.
-const POD_NAME: &str = "io.kubernetes.cri.sandbox-name";
-const POD_NAMESPACE: &str = "io.kubernetes.cri.sandbox-namespace";
-const CONTAINER_NAME: &str = "io.kubernetes.cri.container-name";
-const IMAGE_NAME: &str = "io.kubernetes.cri.image-name";
-const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+use crate::cri::CriContainer;
 
 /// Loading or selecting a container's policies failed; the container must not start.
 #[derive(Debug, thiserror::Error)]
@@ -46,29 +41,6 @@ pub enum PodLabels {
     Known(BTreeMap<String, String>),
     /// containerd could not be asked; a policy that selects by labels refuses the container.
     Unknown(String),
-}
-
-/// Who a container is, read from the annotations CRI put into its spec.
-pub fn workload_of(spec: &Value) -> Workload {
-    let ann = |k: &str| {
-        spec["annotations"][k]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    };
-    Workload {
-        namespace: ann(POD_NAMESPACE),
-        pod_name: ann(POD_NAME),
-        container_name: ann(CONTAINER_NAME),
-        image: ann(IMAGE_NAME),
-        // Pod labels live in containerd's record of the sandbox, not in the spec.
-        labels: BTreeMap::new(),
-    }
-}
-
-/// Whether this spec is a pod's sandbox ("pause") container, which policies do not target.
-pub fn is_sandbox(spec: &Value) -> bool {
-    spec["annotations"][CONTAINER_TYPE].as_str() == Some("sandbox")
 }
 
 /// Reads every `*.yaml`/`*.yml` file of `dir` (sorted, so errors are reported in a stable order).
@@ -113,14 +85,15 @@ pub struct Candidates {
 /// Loads the configuration's policy directory and the pod's inline annotation for a container;
 /// `None` for a pod's sandbox container or when there is no policy at all.
 pub fn candidates_for(
-    container: &str,
+    cri: &CriContainer,
     spec: &Value,
     dir: Option<&Path>,
 ) -> Result<Option<Candidates>, PolicyError> {
-    if is_sandbox(spec) {
+    if cri.is_sandbox() {
         return Ok(None);
     }
-    let workload = workload_of(spec);
+    let container = cri.id.as_str();
+    let workload = Workload::from(cri);
     let mut policies = match dir {
         Some(d) => load_dir(d)?,
         None => Vec::new(),
@@ -241,14 +214,23 @@ mod tests {
         labels: &PodLabels,
         audit: bool,
     ) -> Result<Option<CompiledPolicy>, PolicyError> {
-        match candidates_for(container, spec, dir)? {
+        match candidates(container, spec, dir)? {
             Some(c) => c.select(labels, audit),
             None => Ok(None),
         }
     }
 
+    /// The candidates for a container with this spec, its identity read as Create reads it.
+    fn candidates(
+        container: &str,
+        spec: &Value,
+        dir: Option<&Path>,
+    ) -> Result<Option<Candidates>, PolicyError> {
+        candidates_for(&CriContainer::of(container, spec), spec, dir)
+    }
+
     fn needs_labels(policy: &str) -> bool {
-        candidates_for("c1", &spec(Some(policy)), None)
+        candidates("c1", &spec(Some(policy)), None)
             .unwrap()
             .expect("candidates")
             .need_labels()
@@ -281,7 +263,7 @@ mod tests {
             by_label.replace("namespace: shop", "namespace: other"),
         )
         .unwrap();
-        let other = candidates_for("c1", &spec(None), Some(dir.path()))
+        let other = candidates("c1", &spec(None), Some(dir.path()))
             .unwrap()
             .expect("candidates");
         assert!(
@@ -295,7 +277,7 @@ mod tests {
                 .map(|c| c.rule_count()),
             None
         );
-        assert!(candidates_for(
+        assert!(candidates(
             "c1",
             &json!({"annotations": {"io.kubernetes.cri.container-type": "sandbox"}}),
             Some(dir.path())
@@ -331,24 +313,6 @@ spec:
             ann["palisade.dev/policy"] = json!(p);
         }
         json!({"annotations": ann, "process": {"args": ["sh"]}})
-    }
-
-    #[test]
-    fn workload_comes_from_cri_annotations() {
-        let w = workload_of(&spec(None));
-        assert_eq!(
-            (
-                w.namespace.as_str(),
-                w.pod_name.as_str(),
-                w.container_name.as_str()
-            ),
-            ("shop", "web-0", "app")
-        );
-        assert_eq!(w.image, "localhost/app:1");
-        assert!(!is_sandbox(&spec(None)));
-        assert!(is_sandbox(
-            &json!({"annotations": {"io.kubernetes.cri.container-type": "sandbox"}})
-        ));
     }
 
     #[test]

@@ -12,6 +12,8 @@ use std::process::{Command, Stdio};
 use containerd_shim::monitor::{monitor_subscribe, monitor_unsubscribe, Subject, Topic};
 use serde::Deserialize;
 
+use crate::config::Config;
+
 /// A runc invocation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RuncError {
@@ -108,6 +110,21 @@ impl ContainerRuntime for Runc {
     async fn ps(&self, id: &str) -> Result<Vec<i32>, RuncError> {
         Runc::ps(self, id).await
     }
+}
+
+/// Makes the runtime for a configuration: runc, or a fake in tests.
+pub type RuntimeFactory =
+    std::sync::Arc<dyn Fn(&Config) -> std::sync::Arc<dyn ContainerRuntime> + Send + Sync>;
+
+/// The production factory: runc as the configuration describes it.
+pub fn runc_factory() -> RuntimeFactory {
+    std::sync::Arc::new(|c: &Config| -> std::sync::Arc<dyn ContainerRuntime> {
+        std::sync::Arc::new(Runc::new(
+            c.runc_binary.clone(),
+            c.runc_root.clone(),
+            c.systemd_cgroup,
+        ))
+    })
 }
 
 /// How runc is found and where it keeps its state.

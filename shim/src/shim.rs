@@ -14,14 +14,14 @@ use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{Config as ShimLibConfig, Error as LibError, Flags, StartOpts};
 
+use crate::bundle::{unmount, RuntimeRecord, RUNTIME_FILE};
 use crate::config::{Config, RuntimeOptions};
+use crate::cri::SANDBOX_ID as SANDBOX_ID_ANNOTATION;
 use crate::events::{self, EventSender};
 use crate::runc::{Runc, RuncError};
-use crate::service::{unmount, RuntimeRecord, TaskService, RUNTIME_FILE};
+use crate::service::TaskService;
 use crate::task::TaskAdapter;
 
-/// The annotation CRI sets on every container of a pod, naming the pod sandbox.
-pub const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
 /// Exit status reported for a container whose shim died (SIGKILL).
 const KILLED_STATUS: u32 = 128 + 9;
 
@@ -120,7 +120,7 @@ impl Shim for PalisadeShim {
             sender,
             self.exit.clone(),
             self.start_options.clone(),
-            crate::service::runc_factory(),
+            crate::runc::runc_factory(),
         )
         .await
         {

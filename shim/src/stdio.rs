@@ -4,7 +4,7 @@
 //! turns into EPIPE for the container; output is buffered in the FIFO until a reader returns.
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -372,15 +372,11 @@ async fn copy_into_pty(mut input: pipe::Receiver, master: Arc<AsyncFd<OwnedFd>>)
     }
 }
 
-/// The path runc writes a process's pid to.
-pub fn pid_file(bundle: &Path, name: &str) -> PathBuf {
-    bundle.join(format!("{name}.pid"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use nix::sys::stat::Mode;
+    use std::path::Path;
 
     fn mkfifo(dir: &Path, name: &str) -> String {
         let p = dir.join(name);

@@ -75,19 +75,43 @@ impl Workspace {
     /// Builds the release shim and palisade-init statically and lays them out as a node has
     /// them (init beside the shim, where the shim looks for it); returns the shim's path there.
     pub fn build_shim(&self) -> Result<PathBuf> {
-        let [shim_built, init] = self.build_static(&["palisade-shim", "palisade-init"])?;
+        let [shim, init] = self.build_static(&["palisade-shim", "palisade-init"])?;
+        self.lay_out(&[(shim, crate::SHIM_BINARY), (init, "palisade-init")])
+    }
+
+    /// What the demo runs, in one static build with the `demo` profile (`Cargo.toml`: the
+    /// release profile with parallel code generation and thin LTO, for build time): the shim
+    /// and palisade-init laid out as for `build_shim`, the `palisade` CLI beside them, and the
+    /// suite binary. Returns (shim, cli, suite).
+    pub fn build_demo(&self) -> Result<(PathBuf, PathBuf, PathBuf)> {
+        let [shim, init, cli, suite] = self.build_static_with(
+            "demo",
+            &[
+                "palisade-shim",
+                "palisade-init",
+                "palisade-cli",
+                "palisade-conformance",
+            ],
+        )?;
+        let shim = self.lay_out(&[
+            (shim, crate::SHIM_BINARY),
+            (init, "palisade-init"),
+            (cli, "palisade"),
+        ])?;
+        Ok((shim.clone(), shim.with_file_name("palisade"), suite))
+    }
+
+    /// Copies built binaries into `palisade-bin/` under their node names; returns the first.
+    fn lay_out(&self, bins: &[(PathBuf, &str)]) -> Result<PathBuf> {
         let dir = self.target.join("palisade-bin");
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-        let shim = dir.join(crate::SHIM_BINARY);
-        for (from, to) in [
-            (shim_built, shim.clone()),
-            (init, dir.join("palisade-init")),
-        ] {
+        for (from, name) in bins {
+            let to = dir.join(name);
             let tmp = to.with_extension("tmp");
-            std::fs::copy(&from, &tmp).with_context(|| format!("copy {}", from.display()))?;
+            std::fs::copy(from, &tmp).with_context(|| format!("copy {}", from.display()))?;
             std::fs::rename(&tmp, &to).with_context(|| format!("install {}", to.display()))?;
         }
-        Ok(shim)
+        Ok(dir.join(bins.first().map_or("", |b| b.1)))
     }
 
     /// Builds the release binaries of `packages` statically linked (glibc, libelf and zlib
@@ -98,14 +122,23 @@ impl Workspace {
     /// binaries, in the order of `packages` (each package's binary has the name the node
     /// uses).
     pub fn build_static<const N: usize>(&self, packages: &[&str; N]) -> Result<[PathBuf; N]> {
+        self.build_static_with("release", packages)
+    }
+
+    /// As `build_static`, with the cargo profile `profile`.
+    fn build_static_with<const N: usize>(
+        &self,
+        profile: &str,
+        packages: &[&str; N],
+    ) -> Result<[PathBuf; N]> {
         let target_dir = self.target.join("init-static");
         let mut cmd = Command::new(cargo_bin());
-        cmd.args(["build", "--release", "--target", STATIC_TARGET]);
+        cmd.args(["build", "--profile", profile, "--target", STATIC_TARGET]);
         for p in packages {
             cmd.args(["-p", p]);
         }
         eprintln!(
-            "xtask: cargo build --release (static) -p {}",
+            "xtask: cargo build --profile {profile} (static) -p {}",
             packages.join(" -p ")
         );
         cmd.arg("--target-dir")
@@ -119,9 +152,9 @@ impl Workspace {
         if !st.success() {
             bail!("cargo build {} (static) failed: {st}", packages.join(", "));
         }
-        let release = target_dir.join(STATIC_TARGET).join("release");
+        let out = target_dir.join(STATIC_TARGET).join(profile);
         Ok(packages.map(|p| {
-            release.join(match p {
+            out.join(match p {
                 "palisade-shim" => crate::SHIM_BINARY,
                 "palisade-cli" => "palisade",
                 other => other,

@@ -5,6 +5,7 @@ mod apt;
 mod cargo;
 mod containerd;
 mod env;
+mod fresh;
 mod fuzz;
 mod images;
 mod installer;
@@ -31,6 +32,8 @@ commands:
           on among --pods pods)
   fuzz    the policy parser's libFuzzer target on stable, seeded with the fixtures, for
           --seconds N (default 60; also a step of test)
+  fresh   build xtask as a fresh machine would (tools and headers it lacks hidden) and run
+          it (also in test); --source DIR checks another checkout
   manifests  the Kubernetes manifests under runtimeclass/ against the API schemas (also in test)
   installer-image  the DaemonSet installer image (runtimeclass/deploy/) as an OCI layout
   matrix  the monitor's and sandbox's kernel tests in qemu guests booting Debian's 5.10
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
         "bench" => tasks::bench(&opts),
         "manifests" => tasks::manifests(),
         "fuzz" => tasks::fuzz(&opts),
+        "fresh" => tasks::fresh(&opts),
         "installer-image" => installer::command(),
         "matrix" => matrix::command(&opts.filters),
         "help" | "--help" | "-h" => {

@@ -1,6 +1,6 @@
 //! Process, mount, cgroup and link helpers for teardown: everything by pid or by path, never by name.
 //!
-//! Reading /proc and mountinfo is shared with the suite (`palisade_conformance::host`).
+//! Reading /proc and mountinfo is shared with the suite (`palisade_host`).
 
 use std::fs;
 use std::os::unix::process::CommandExt;
@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-pub use palisade_conformance::host::{
-    alive, cgroup_mounts, cmdline, mounts_under, shim_pids as shims_of,
-};
+pub use palisade_host::{alive, cgroup_mounts, cmdline, mounts_under, shim_pids as shims_of};
 
 /// The long-running steps xtask is waiting for (cargo builds and tests), each in a process group
 /// of its own: a signal's teardown stops them by their group ids, so that none outlives xtask.

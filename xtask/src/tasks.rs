@@ -31,6 +31,8 @@ pub struct Opts {
     pub containerd: Option<String>,
     /// `fuzz`: how long to run.
     pub seconds: Option<u32>,
+    /// `fresh`: the checkout whose xtask is built (default: this workspace).
+    pub source: Option<PathBuf>,
 }
 
 impl Opts {
@@ -61,6 +63,7 @@ impl Opts {
                 "--pods" => o.pods = Some(val()?.parse().context("--pods")?),
                 "--containerd" => o.containerd = Some(val()?),
                 "--seconds" => o.seconds = Some(val()?.parse().context("--seconds")?),
+                "--source" => o.source = Some(PathBuf::from(val()?)),
                 other => bail!("unknown option {other}"),
             }
         }
@@ -129,9 +132,13 @@ fn with_env<T>(
     slot: &Slot,
     shim: Option<PathBuf>,
     containerd: Option<&str>,
+    conformance: Option<&Path>,
     body: impl FnOnce(&Arc<Env>) -> Result<T>,
 ) -> Result<T> {
-    let conformance = ws.build_conformance()?;
+    let conformance = match conformance {
+        Some(c) => c.to_path_buf(),
+        None => ws.build_conformance()?,
+    };
     let base = ws.root.join(".palisade-run");
     let images = images::build(&ws.root, &base.join("images")).context("build test images")?;
     let containerd_bin = match containerd {
@@ -161,7 +168,11 @@ fn with_env<T>(
 }
 
 fn suite_cmd(env: &Env, ws: &Workspace, sub: &str) -> Command {
-    let mut cmd = Command::new(ws.conformance_binary());
+    suite_cmd_of(env, &ws.conformance_binary(), sub)
+}
+
+fn suite_cmd_of(env: &Env, suite: &Path, sub: &str) -> Command {
+    let mut cmd = Command::new(suite);
     cmd.arg(sub)
         .arg("--cri-socket")
         .arg(&env.socket)
@@ -223,6 +234,10 @@ pub fn test(opts: &Opts) -> Result<()> {
     if !opts.suite_only {
         steps.record("cargo fmt", ws.cargo(&["fmt", "--all", "--check"]));
         steps.record(
+            "fresh-machine build of xtask",
+            fresh_check(&ws, &ws.root).map(|line| eprintln!("xtask: {line}")),
+        );
+        steps.record(
             "cargo clippy",
             ws.cargo(&[
                 "clippy",
@@ -247,7 +262,7 @@ pub fn test(opts: &Opts) -> Result<()> {
     } else {
         steps.record("build shim", ws.build_shim())
     };
-    let suite = with_env(&ws, &slot, shim, opts.containerd.as_deref(), |env| {
+    let suite = with_env(&ws, &slot, shim, opts.containerd.as_deref(), None, |env| {
         let mut cmd = suite_cmd(env, &ws, "run");
         cmd.arg("--handlers").arg(opts.handlers());
         for f in &opts.filters {
@@ -278,7 +293,7 @@ pub fn test(opts: &Opts) -> Result<()> {
     if !(opts.suite_only || opts.no_shim || opts.containerd.is_some()) {
         for (release, handlers, filters) in OTHER_CONTAINERDS {
             let shim = ws.build_shim().ok();
-            let run = with_env(&ws, &slot, shim, Some(release), |env| {
+            let run = with_env(&ws, &slot, shim, Some(release), None, |env| {
                 let mut cmd = suite_cmd(env, &ws, "run");
                 cmd.arg("--handlers").arg(handlers);
                 for f in filters {
@@ -359,6 +374,18 @@ pub fn fuzz(opts: &Opts) -> Result<()> {
     Ok(())
 }
 
+fn fresh_check(ws: &Workspace, source: &Path) -> Result<String> {
+    crate::fresh::check(source, &ws.target.join("fresh-check"), &ws.children)
+}
+
+/// `cargo xtask fresh`: only the fresh-machine check of `cargo xtask test`.
+pub fn fresh(opts: &Opts) -> Result<()> {
+    let ws = Workspace::locate()?;
+    let source = opts.source.clone().unwrap_or_else(|| ws.root.clone());
+    println!("fresh: {}", fresh_check(&ws, &source)?);
+    Ok(())
+}
+
 /// `cargo xtask manifests`: only the manifest validation of `cargo xtask test`.
 pub fn manifests() -> Result<()> {
     let ws = Workspace::locate()?;
@@ -376,26 +403,39 @@ fn closing_counts(out: &str) -> Option<(usize, usize)> {
     })
 }
 
-/// `cargo xtask demo`.
+/// `cargo xtask demo`: the shim, the CLI and the suite in one static build, then the demo
+/// against the private containerd.
 pub fn demo(opts: &Opts) -> Result<()> {
     let ws = Workspace::locate()?;
     let slot = install_signal_teardown(ws.children.clone())?;
     apt::ensure_packages()?;
-    let shim = if opts.no_shim {
-        None
-    } else {
-        Some(ws.build_shim()?)
-    };
-    let handler = opts.handlers.clone().unwrap_or_else(|| "palisade".into());
-    with_env(&ws, &slot, shim, opts.containerd.as_deref(), |env| {
-        let mut cmd = suite_cmd(env, &ws, "demo");
-        cmd.arg("--handlers").arg(&handler);
-        let st = env.run_child(&mut cmd)?;
-        if !st.success() {
-            bail!("demo failed ({st})");
-        }
-        Ok(())
-    })
+    let started = std::time::Instant::now();
+    let (shim, cli, suite) = ws.build_demo()?;
+    eprintln!(
+        "xtask: demo build took {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    with_env(
+        &ws,
+        &slot,
+        Some(shim),
+        opts.containerd.as_deref(),
+        Some(&suite),
+        |env| {
+            let mut cmd = suite_cmd_of(env, &suite, "demo");
+            cmd.arg("--events-dir")
+                .arg(env.events_dir())
+                .arg("--gate-state-dir")
+                .arg(env.gate_state_dir())
+                .arg("--cli")
+                .arg(&cli);
+            let st = env.run_child(&mut cmd)?;
+            if !st.success() {
+                bail!("demo failed ({st})");
+            }
+            Ok(())
+        },
+    )
 }
 
 /// One bench suite and the marked section of docs/benchmarks.md it rewrites.
@@ -519,7 +559,7 @@ pub fn bench(opts: &Opts) -> Result<()> {
     };
     let command = opts.bench_command();
     let doc = ws.root.join("docs/benchmarks.md");
-    with_env(&ws, &slot, shim, opts.containerd.as_deref(), |env| {
+    with_env(&ws, &slot, shim, opts.containerd.as_deref(), None, |env| {
         for suite in &suites {
             let mut cmd = suite_cmd(env, &ws, "bench");
             cmd.arg("--suite").arg(suite.name);

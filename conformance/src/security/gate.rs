@@ -15,17 +15,17 @@ use super::{Observed, Scope, SecCheck, PALISADE};
 use crate::sec_check;
 use crate::suite::{ensure, Ctx};
 
-const GATE: &str = "palisade.dev/gate";
+pub(crate) const GATE: &str = "palisade.dev/gate";
 const GATE_MODE: &str = "palisade.dev/gate-mode";
-const LISTEN: u16 = 8000;
+pub(crate) const LISTEN: u16 = 8000;
 /// What the static page and the CGI script answer with: proof that the upstream answered.
 const PAGE_MARK: &str = "palisade gate test page";
 const APP_MARK: &str = "palisade gate test app";
 /// Benign requests per learning pod.
-const LEARN_EACH: usize = 150;
+pub(crate) const LEARN_EACH: usize = 150;
 /// How long a gate event may take to reach the log: a bound for a loaded CI machine (the
 /// shim's event thread competes with the load), not an expectation.
-const EVENT_WAIT: Duration = Duration::from_secs(15);
+pub(crate) const EVENT_WAIT: Duration = Duration::from_secs(15);
 
 pub fn all() -> Vec<SecCheck> {
     vec![
@@ -51,17 +51,17 @@ pub fn all() -> Vec<SecCheck> {
 }
 
 /// Words seen while learning, and others seen only afterwards (ordinary, never learned).
-const LEARN_WORDS: &[&str] = &[
+pub(crate) const LEARN_WORDS: &[&str] = &[
     "shoes", "boots", "socks", "scarf", "gloves", "jacket", "shirt", "dress", "skirt", "jeans",
     "hat", "belt", "coat", "vest", "tie", "cap", "parka", "shorts", "blazer", "loafers",
 ];
-const FRESH_WORDS: &[&str] = &[
+pub(crate) const FRESH_WORDS: &[&str] = &[
     "sandals", "sweater", "hoodie", "blouse", "trousers", "beanie", "mittens", "poncho",
 ];
 
 /// The learned endpoints: the static page takes `q`, `page` and `sort`, the CGI app `id`,
 /// `name` and `lang`. Each learning pod sees one of them, so only the merged profile knows both.
-fn page_request(word: &str, n: usize) -> String {
+pub(crate) fn page_request(word: &str, n: usize) -> String {
     let sort = ["name", "price", "date"][n % 3];
     format!("/index.html?q={word}&page={}&sort={sort}", 1 + n % 40)
 }
@@ -75,7 +75,7 @@ fn app_request(word: &str, n: usize) -> String {
 }
 
 /// An attack: its family, the request target, and whether it goes to the static page.
-fn attacks() -> Vec<(&'static str, String)> {
+pub(crate) fn attacks() -> Vec<(&'static str, String)> {
     vec![
         (
             "sqli",
@@ -123,7 +123,7 @@ fn path_of(target: &str) -> &str {
 }
 
 /// The document root shared read-only by every httpd of the check.
-fn write_www(dir: &Path) -> Result<std::path::PathBuf> {
+pub(crate) fn write_www(dir: &Path) -> Result<std::path::PathBuf> {
     let www = dir.join("www");
     let cgi = www.join("cgi-bin");
     std::fs::create_dir_all(&cgi).with_context(|| format!("create {}", cgi.display()))?;
@@ -146,7 +146,7 @@ fn write_www(dir: &Path) -> Result<std::path::PathBuf> {
 }
 
 /// A gated pod with the httpd upstream; returns (pod id, pod name, gate address).
-async fn gated_pod(
+pub(crate) async fn gated_pod(
     ctx: &Ctx,
     www: &Path,
     mode: Option<&str>,
@@ -200,7 +200,7 @@ async fn gated_pod_with(
     Ok((pod, name, addr, httpd))
 }
 
-async fn expect_forwarded(addr: SocketAddr, target: &str) -> Result<()> {
+pub(crate) async fn expect_forwarded(addr: SocketAddr, target: &str) -> Result<()> {
     let r = get(addr, target).await?;
     let mark = if path_of(target) == "/index.html" {
         PAGE_MARK
@@ -215,13 +215,13 @@ async fn expect_forwarded(addr: SocketAddr, target: &str) -> Result<()> {
     })
 }
 
-async fn remove(ctx: &Ctx, pod: &str) -> Result<()> {
+pub(crate) async fn remove(ctx: &Ctx, pod: &str) -> Result<()> {
     ctx.cri.remove_pod(pod).await?;
     ctx.untrack(pod);
     Ok(())
 }
 
-fn is_gate_event_of(e: &serde_json::Value, pod: &str) -> bool {
+pub(crate) fn is_gate_event_of(e: &serde_json::Value, pod: &str) -> bool {
     field(e, "/source") == "gate" && field(e, "/workload/pod") == pod
 }
 

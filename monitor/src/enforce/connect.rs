@@ -2,13 +2,10 @@
 //! prefix), enforced by the cgroup sock_addr programs (connect and sendmsg fail with EPERM),
 //! attached to the container's cgroup when it has such a rule.
 
-use libbpf_rs::{MapCore, MapFlags};
-
-use super::{attach_cgroup, Installed, Target};
+use super::{attach_cgroup, deny_value, Installed, Target};
 use crate::error::MonitorError;
 use crate::raw::bytes_of;
-use crate::rules::{file_id, net_key, ConnectRule, Enforcer, RuleEnforcement};
-use crate::skel::monitor::types;
+use crate::rules::{net_key, ConnectRule, Enforcer, RuleEnforcement};
 
 /// Puts a container's connect deny rules into `deny_connect` and attaches the sock_addr
 /// programs to its cgroup; returns, per rule, its enforcer. A rule letting one binary through
@@ -24,10 +21,7 @@ pub(crate) fn install(
     let source_check = maps.config.source_check != 0;
     let mut notes = Vec::new();
     for (i, rule) in rules.iter().enumerate() {
-        let (src_dev, src_ino) = match &rule.only_from {
-            Some(path) => file_id(&rule.name, path)?,
-            None => (0, 0),
-        };
+        let value = deny_value(i, &rule.name, rule.only_from.as_deref())?;
         if rule.only_from.is_some() && !source_check {
             // Refusing everyone would break the allowed binary; report instead.
             notes.push((
@@ -37,15 +31,12 @@ pub(crate) fn install(
             continue;
         }
         let key = net_key(t.slot, rule)?;
-        let value = types::deny_value {
-            rule: i as u32 + 1,
-            src_dev,
-            src_ino,
-            hits: 0,
-        };
-        maps.deny_connect
-            .update(bytes_of(&key), bytes_of(&value), MapFlags::ANY)
-            .map_err(t.map_err("deny_connect"))?;
+        t.insert(
+            &maps.deny_connect,
+            "deny_connect",
+            bytes_of(&key),
+            bytes_of(&value),
+        )?;
         installed.net_keys.push((i, key));
         notes.push((
             if enforce {

@@ -2,13 +2,10 @@
 //! and device, taken now), enforced by the BPF-LSM program (the exec fails with EPERM) where
 //! the node loaded it, else by a kill at exec.
 
-use libbpf_rs::{MapCore, MapFlags};
-
-use super::{Installed, Target};
+use super::{deny_value, Installed, Target};
 use crate::error::MonitorError;
 use crate::raw::bytes_of;
-use crate::rules::{exec_key, file_id, Enforcer, ExecRule, RuleEnforcement};
-use crate::skel::monitor::types;
+use crate::rules::{exec_key, Enforcer, ExecRule, RuleEnforcement};
 
 /// Puts a container's exec deny rules into `deny_exec`; returns, per rule, its enforcer.
 pub(crate) fn install(
@@ -26,19 +23,13 @@ pub(crate) fn install(
     let mut out = Vec::new();
     for (i, rule) in rules.iter().enumerate() {
         let key = exec_key(t.slot, &rule.name, &rule.path)?;
-        let (src_dev, src_ino) = match &rule.from_parent {
-            Some(path) => file_id(&rule.name, path)?,
-            None => (0, 0),
-        };
-        let value = types::deny_value {
-            rule: i as u32 + 1,
-            src_dev,
-            src_ino,
-            hits: 0,
-        };
-        maps.deny_exec
-            .update(bytes_of(&key), bytes_of(&value), MapFlags::ANY)
-            .map_err(t.map_err("deny_exec"))?;
+        let value = deny_value(i, &rule.name, rule.from_parent.as_deref())?;
+        t.insert(
+            &maps.deny_exec,
+            "deny_exec",
+            bytes_of(&key),
+            bytes_of(&value),
+        )?;
         installed.exec_keys.push(key);
         out.push(RuleEnforcement {
             rule: rule.name.clone(),

@@ -18,7 +18,7 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use crate::cgroup::find_cgroup_dir;
 use crate::error::MonitorError;
 use crate::raw::{self, bytes_of};
-use crate::rules::{ContainerRef, ContainerRules};
+use crate::rules::{file_id, ContainerRef, ContainerRules, RuleError};
 use crate::set::NodeMaps;
 use crate::skel::monitor::types;
 
@@ -33,14 +33,20 @@ pub(crate) struct Target<'a> {
 }
 
 impl Target<'_> {
-    /// A [`MonitorError::Map`] for this container's update of `what`, for `map_err`.
-    fn map_err(&self, what: &'static str) -> impl FnOnce(libbpf_rs::Error) -> MonitorError {
-        let container = self.name.to_string();
-        move |source| MonitorError::Map {
-            container,
-            what,
-            source,
-        }
+    /// Writes one key of this container into `map` (named `what` in the error).
+    fn insert(
+        &self,
+        map: &MapHandle,
+        what: &'static str,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), MonitorError> {
+        map.update(key, value, MapFlags::ANY)
+            .map_err(|source| MonitorError::Map {
+                container: self.name.to_string(),
+                what,
+                source,
+            })
     }
 
     /// The container's cgroup v2 directory: the one it was given, or found by its id.
@@ -50,6 +56,25 @@ impl Target<'_> {
             None => Ok(find_cgroup_dir(self.container.cgroup_id)?),
         }
     }
+}
+
+/// The `deny_exec` or `deny_connect` value of the rule at `index` (the kernel reports
+/// `index + 1`), with the device and inode of the binary it names as its source, if any.
+fn deny_value(
+    index: usize,
+    name: &str,
+    source: Option<&Path>,
+) -> Result<types::deny_value, RuleError> {
+    let (src_dev, src_ino) = match source {
+        Some(path) => file_id(name, path)?,
+        None => (0, 0),
+    };
+    Ok(types::deny_value {
+        rule: index as u32 + 1,
+        src_dev,
+        src_ino,
+        hits: 0,
+    })
 }
 
 /// What the installers put into the kernel for one container.

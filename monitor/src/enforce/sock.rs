@@ -4,8 +4,6 @@
 
 use std::collections::HashMap;
 
-use libbpf_rs::{MapCore, MapFlags};
-
 use super::{attach_cgroup, Installed, Target};
 use crate::error::MonitorError;
 use crate::raw::bytes_of;
@@ -107,9 +105,12 @@ pub(crate) fn install(
             slot,
             class: rule.class.code(),
         };
-        maps.sock_rules
-            .update(bytes_of(&key), bytes_of(&value), MapFlags::ANY)
-            .map_err(t.map_err("sock_rules"))?;
+        t.insert(
+            &maps.sock_rules,
+            "sock_rules",
+            bytes_of(&key),
+            bytes_of(&value),
+        )?;
         installed.sock_keys.push(key);
         let who = if rule.allow_from.is_empty() {
             "every process".to_string()

@@ -1,5 +1,6 @@
 //! Validation: turns a raw document into a [`Policy`], reporting every problem with its field path.
 
+pub mod limits;
 mod paths;
 mod rules;
 mod selector;
@@ -10,8 +11,8 @@ use crate::diag::Diagnostic;
 use crate::model::{
     Action, Policy, PolicyId, RuleMeta, Scope, Source, DEFAULT_NAMESPACE, DEFAULT_SEVERITY,
 };
-use crate::parse::Limits;
 use crate::raw::{HasMeta, RawMeta, RawMetadata, RawPolicy};
+use limits::Limits;
 
 pub const API_VERSION: &str = "security.kubearmor.com/v1";
 pub const KIND: &str = "KubeArmorPolicy";

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use palisade_events::{Action, Event, Source};
+use palisade_events::{Event, Source};
 
 /// Writing or serving the metrics failed.
 #[derive(Debug, thiserror::Error)]
@@ -43,25 +43,6 @@ pub struct Metrics {
     counters: Mutex<Counters>,
 }
 
-fn action_word(a: Action) -> &'static str {
-    match a {
-        Action::Audit => "audit",
-        Action::Block => "block",
-        Action::Kill => "kill",
-        Action::Restart => "restart",
-    }
-}
-
-fn source_word(s: Source) -> &'static str {
-    match s {
-        Source::Sandbox => "sandbox",
-        Source::Monitor => "monitor",
-        Source::Gate => "gate",
-        Source::Compromise => "compromise",
-        Source::Runtime => "runtime",
-    }
-}
-
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -88,8 +69,8 @@ impl Metrics {
     /// Counts a reported event (all `count` occurrences it stands for).
     pub fn observe(&self, e: &Event) {
         let n = e.count.max(1);
-        let action = action_word(e.action);
-        let source = source_word(e.source);
+        let action = e.action.as_str();
+        let source = e.source.as_str();
         self.with(|c| {
             *c.violations
                 .entry((e.rule.name.clone(), e.rule.severity.level(), action, source))
@@ -255,7 +236,7 @@ pub fn serve(metrics: Arc<Metrics>, addr: SocketAddr) -> Result<SocketAddr, Metr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use palisade_events::{Rule, Severity, Workload};
+    use palisade_events::{Action, Rule, Severity, Workload};
 
     #[test]
     fn render_has_labels_and_escapes_them() {

@@ -5,13 +5,12 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
+pub use palisade_config::WebhookTarget as Target;
 use palisade_events::Event;
 
 /// Posting one event failed.
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
-    #[error("webhook {url}: {reason}")]
-    Url { url: String, reason: &'static str },
     #[error("webhook {host}: resolve: {source}")]
     Resolve {
         host: String,
@@ -30,58 +29,6 @@ pub enum WebhookError {
     Status { addr: String, status: String },
     #[error("webhook: encode event: {0}")]
     Encode(#[from] serde_json::Error),
-}
-
-/// Where events are posted, parsed once from the configured URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    host: String,
-    port: u16,
-    path: String,
-}
-
-impl Target {
-    /// Parses `http://host[:port][/path]`; https is not spoken.
-    pub fn parse(url: &str) -> Result<Self, WebhookError> {
-        let bad = |reason| WebhookError::Url {
-            url: url.to_string(),
-            reason,
-        };
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| bad("only http:// URLs are supported"))?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        if authority.is_empty() || authority.contains('@') {
-            return Err(bad("needs a host and no user info"));
-        }
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-                let port = p.parse::<u16>().map_err(|_| bad("port is not a number"))?;
-                (h, port)
-            }
-            _ => (authority, 80),
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() {
-            return Err(bad("needs a host"));
-        }
-        Ok(Target {
-            host: host.to_string(),
-            port,
-            path: path.to_string(),
-        })
-    }
-
-    fn authority(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
-    }
 }
 
 /// The request body for one event: its Falco JSON output.
@@ -184,28 +131,5 @@ pub fn post(target: &Target, event: &Event, timeout: Duration) -> Result<(), Web
                 status_line
             },
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_parse_into_host_port_and_path() {
-        let t = Target::parse("http://127.0.0.1:2801/falco").unwrap();
-        assert_eq!(
-            (t.host.as_str(), t.port, t.path.as_str()),
-            ("127.0.0.1", 2801, "/falco")
-        );
-        let t = Target::parse("http://sidekick.falco").unwrap();
-        assert_eq!((t.port, t.path.as_str()), (80, "/"));
-        let t = Target::parse("http://[::1]:9000/x").unwrap();
-        assert_eq!((t.host.as_str(), t.port), ("::1", 9000));
-        assert_eq!(t.authority(), "[::1]:9000");
-        let err = Target::parse("https://x").unwrap_err().to_string();
-        assert_eq!(err, "webhook https://x: only http:// URLs are supported");
-        assert!(Target::parse("http://h:port/").is_err());
-        assert!(Target::parse("http:///x").is_err());
     }
 }

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, Mutex};
 
 use super::{Config, ShimError, Table};
 use crate::compromise::{Admission, History, Tracker, Verdict, COMPROMISED_EXIT_CODE};
+use crate::cri::CriContainer;
 use crate::report::ReporterCell;
 
 /// Events waiting for the judge; past this, evidence is dropped and counted in the log.
@@ -19,10 +20,6 @@ pub(super) const QUEUE: usize = 1024;
 const GATE_POLL: Duration = Duration::from_secs(2);
 /// The kubelet reads at most 4 KiB of a termination message.
 const TERMINATION_MESSAGE_MAX: usize = 4000;
-/// Where the kubelet mounts the termination message file unless the pod says otherwise.
-const DEFAULT_TERMINATION_PATH: &str = "/dev/termination-log";
-/// The kubelet's annotation naming the container's termination message path, when passed on.
-const TERMINATION_PATH_ANNOTATION: &str = "io.kubernetes.container.terminationMessagePath";
 
 /// Rule names of the compromise policy's own events.
 pub const RULE_COMPROMISED: &str = "container-compromised";
@@ -73,14 +70,15 @@ impl Judge {
     /// for containers the policy does not cover (the sandbox, or a disabled policy).
     pub(super) fn admit(
         &self,
-        id: &str,
+        cri: &CriContainer,
         spec: &serde_json::Value,
         config: &Config,
         reporter: &crate::report::Reporter,
     ) -> Result<Option<Admitted>, ShimError> {
-        if crate::policy::is_sandbox(spec) {
+        if cri.is_sandbox() {
             return Ok(None);
         }
+        let id = cri.id.as_str();
         let ann = &spec["annotations"];
         let settings = match ann[crate::compromise::ANNOTATION].as_str() {
             Some(v) => config.compromise.with_annotation(v)?,
@@ -89,29 +87,18 @@ impl Judge {
         if !settings.enabled {
             return Ok(None);
         }
-        let w = crate::policy::workload_of(spec);
-        let name = if w.container_name.is_empty() {
+        let name = if cri.container.is_empty() {
             id.to_string()
         } else {
-            w.container_name.clone()
-        };
-        let workload = Workload {
-            namespace: w.namespace,
-            pod: w.pod_name,
-            container: w.container_name,
-            container_id: id.to_string(),
-            image: w.image,
+            cri.container.clone()
         };
         let judged = Judged {
-            sandbox: ann[crate::shim::SANDBOX_ID_ANNOTATION]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-            termination_log: termination_log(spec),
+            sandbox: cri.sandbox_id.clone().unwrap_or_default(),
+            termination_log: crate::cri::termination_log(spec),
             tracker: Tracker::new(settings.clone()),
             audit: config.audit(),
             node: config.node_name.clone(),
-            workload,
+            workload: Workload::from(cri),
             verdict: None,
             name,
         };
@@ -374,19 +361,6 @@ async fn carry_out(
     }
 }
 
-/// The host file the kubelet reads the container's termination message from.
-fn termination_log(spec: &serde_json::Value) -> Option<PathBuf> {
-    let dest = spec["annotations"][TERMINATION_PATH_ANNOTATION]
-        .as_str()
-        .unwrap_or(DEFAULT_TERMINATION_PATH);
-    spec["mounts"].as_array()?.iter().find_map(|m| {
-        (m["destination"].as_str() == Some(dest))
-            .then(|| m["source"].as_str().map(PathBuf::from))
-            .flatten()
-            .filter(|p| p.is_absolute())
-    })
-}
-
 /// Writes the compromise into the termination message, where `kubectl describe` shows it.
 fn write_termination_message(path: &Path, message: &str, verdict: &Verdict) {
     let mut text = format!("palisade: {message}\nevidence:\n");
@@ -415,25 +389,6 @@ fn write_termination_message(path: &Path, message: &str, verdict: &Verdict) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn termination_log_is_the_mount_behind_the_message_path() {
-        let spec = json!({"mounts": [
-            {"destination": "/etc/hosts", "source": "/var/lib/x/hosts"},
-            {"destination": "/dev/termination-log", "source": "/var/lib/kubelet/pods/u/containers/web/1"},
-        ]});
-        assert_eq!(
-            termination_log(&spec),
-            Some(PathBuf::from("/var/lib/kubelet/pods/u/containers/web/1"))
-        );
-        let custom = json!({
-            "annotations": {TERMINATION_PATH_ANNOTATION: "/tmp/msg"},
-            "mounts": [{"destination": "/tmp/msg", "source": "/host/msg"}],
-        });
-        assert_eq!(termination_log(&custom), Some(PathBuf::from("/host/msg")));
-        assert_eq!(termination_log(&json!({"mounts": []})), None);
-    }
 
     #[test]
     fn termination_message_names_the_reason_and_evidence_within_the_kubelet_limit() {

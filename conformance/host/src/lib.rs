@@ -1,4 +1,4 @@
-//! Host-side views the reliability checks compare: processes, mounts, netns, cgroups, fds.
+#![doc = include_str!("../README.md")]
 
 use std::fs;
 use std::path::{Path, PathBuf};

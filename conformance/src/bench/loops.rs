@@ -7,7 +7,7 @@ use anyhow::{bail, Context as _, Result};
 
 use k8s_cri::v1::PodSandboxConfig;
 
-use crate::bench::{quantile, sleeper_pod_config, start_sleeper_pod, Options};
+use super::{quantile, sleeper_pod_config, start_sleeper_pod, Options};
 use crate::cri::{self, Cri};
 use crate::host;
 use crate::suite::Settings;

@@ -1,0 +1,13 @@
+#![doc = include_str!("../README.md")]
+
+pub mod compromise;
+mod config;
+pub mod events;
+pub mod gate;
+pub mod monitor;
+
+pub use compromise::{CompromiseError, CompromiseSettings, COMPROMISE_ANNOTATION};
+pub use config::{Config, ConfigError, Mode, DEFAULT_CONFIG_PATH, DEFAULT_RUNC_ROOT};
+pub use events::{EventSettings, EventSettingsError, WebhookTarget, WebhookUrlError};
+pub use gate::GateSettings;
+pub use monitor::{HookSetting, MonitorSettings};

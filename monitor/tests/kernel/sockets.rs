@@ -1,0 +1,188 @@
+//! Socket creation rules: limited to the listed executables, reported only in audit, and a
+//! rule that does not fit the kernel refusing the watch.
+
+use std::path::Path;
+use std::sync::mpsc::sync_channel;
+
+use palisade_events::Action as EventAction;
+use palisade_monitor::{ContainerRules, Enforcer, EventKind, NodeMonitor, SockClass, SockRule};
+
+use crate::harness::*;
+
+/// Creates one socket and closes it: 0, or the errno of `socket()`.
+fn make_socket(family: i32, kind: i32, protocol: i32) -> i32 {
+    // SAFETY: raw socket calls in a forked child that exits right after.
+    unsafe {
+        let s = libc::socket(family, kind, protocol);
+        if s < 0 {
+            return *libc::__errno_location();
+        }
+        libc::close(s);
+        0
+    }
+}
+
+fn tcp_socket() -> i32 {
+    make_socket(libc::AF_INET, libc::SOCK_STREAM, 0)
+}
+
+fn tcp6_socket() -> i32 {
+    make_socket(libc::AF_INET6, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
+}
+
+fn udp_socket() -> i32 {
+    make_socket(libc::AF_INET, libc::SOCK_DGRAM, 0)
+}
+
+fn raw_socket() -> i32 {
+    make_socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP)
+}
+
+fn sock_rule(name: &str, class: SockClass, allow_from: &[&Path], audit: bool) -> SockRule {
+    SockRule {
+        name: name.into(),
+        class,
+        allow_from: allow_from.iter().map(|p| p.to_path_buf()).collect(),
+        audit_unlisted: audit,
+        severity: 6,
+        message: String::new(),
+    }
+}
+
+#[test]
+fn socket_creation_is_limited_to_the_listed_executables() {
+    // The forked children run this test binary's image: listing it lets them through, listing
+    // /bin/true only does not.
+    let me = std::env::current_exe().unwrap();
+    let rules = ContainerRules {
+        sock_create: vec![
+            sock_rule(
+                "tcp-me",
+                SockClass::Tcp,
+                &[Path::new("/bin/true"), &me],
+                false,
+            ),
+            sock_rule("udp-true", SockClass::Udp, &[Path::new("/bin/true")], false),
+            sock_rule("no-raw", SockClass::Raw, &[], false),
+        ],
+        learning_window: None,
+        ..Default::default()
+    };
+    let w = Watched::new("sock", rules);
+    assert!(
+        w.monitor.features().sock_create,
+        "{:?}",
+        w.monitor.features()
+    );
+    for e in w.watch.enforcement() {
+        assert_eq!(e.enforcer, Enforcer::BpfSockCreate, "{e:?}");
+    }
+
+    let (_, st) = run(Some(&w.cg), None, &Act::Call(tcp_socket));
+    assert_eq!(exited(st), Some(0), "listed executable: tcp socket");
+    let (_, st) = run(Some(&w.cg), None, &Act::Call(tcp6_socket));
+    assert_eq!(exited(st), Some(0), "listed executable: tcp6 socket");
+    let (udp, st) = run(Some(&w.cg), None, &Act::Call(udp_socket));
+    assert_eq!(
+        exited(st),
+        Some(libc::EPERM),
+        "unlisted executable: udp refused"
+    );
+    let (raw, st) = run(Some(&w.cg), None, &Act::Call(raw_socket));
+    assert_eq!(exited(st), Some(libc::EPERM), "raw refused to everyone");
+    // Outside the cgroup the rules do not apply.
+    let (_, st) = run(None, None, &Act::Call(udp_socket));
+    assert_eq!(exited(st), Some(0), "udp outside the cgroup");
+    let (_, st) = run(None, None, &Act::Call(raw_socket));
+    assert_eq!(exited(st), Some(0), "raw outside the cgroup (root)");
+
+    assert_eq!(
+        w.watch.rule_hits(),
+        vec![
+            ("tcp-me".to_string(), 0),
+            ("udp-true".to_string(), 1),
+            ("no-raw".to_string(), 1)
+        ]
+    );
+    for (pid, rule, class) in [
+        (udp, "udp-true", SockClass::Udp),
+        (raw, "no-raw", SockClass::Raw),
+    ] {
+        let (ev, seen) = event_of(&w.rx, rule, pid, "socket-create");
+        let EventKind::SockCreate {
+            class: got,
+            refused,
+            ..
+        } = &ev.kind
+        else {
+            unreachable!()
+        };
+        assert_eq!((*got, *refused), (Some(class), true), "{:?}", ev.kind);
+        let f = &ev.findings[0];
+        assert_eq!(
+            (f.rule.as_str(), f.action, f.enforcer),
+            (rule, EventAction::Block, "bpf-sock-create")
+        );
+        assert!(
+            seen.iter()
+                .all(|e| !matches!(e.kind, EventKind::SockCreate { refused: false, .. })),
+            "an allowed socket was reported"
+        );
+        let schema = ev.to_events("node");
+        assert_eq!(schema[0].rule.name, rule);
+        assert_eq!(schema[0].evidence["class"], class.as_str());
+    }
+    // Dropping the watch detaches the hook: the cgroup creates udp sockets again.
+    drop(w.watch);
+    let (_, st) = run(Some(&w.cg), None, &Act::Call(udp_socket));
+    assert_eq!(exited(st), Some(0), "udp after the watch is gone");
+}
+
+#[test]
+fn socket_rules_in_audit_report_unlisted_executables_without_refusing() {
+    let rules = ContainerRules {
+        sock_create: vec![sock_rule(
+            "tcp-true",
+            SockClass::Tcp,
+            &[Path::new("/bin/true")],
+            true,
+        )],
+        learning_window: None,
+        ..Default::default()
+    };
+    let w = Watched::new("sock-audit", rules);
+    assert_eq!(w.watch.enforcement()[0].enforcer, Enforcer::AuditOnly);
+    let (pid, st) = run(Some(&w.cg), None, &Act::Call(tcp_socket));
+    assert_eq!(exited(st), Some(0), "audit posture does not refuse");
+    let (ev, _) = event_of(&w.rx, "audited socket", pid, "socket-create");
+    let f = &ev.findings[0];
+    assert_eq!(
+        (f.rule.as_str(), f.action, f.enforcer),
+        ("tcp-true", EventAction::Audit, "audit-only")
+    );
+    assert_eq!(w.watch.rule_hits(), vec![("tcp-true".to_string(), 1)]);
+}
+
+#[test]
+fn socket_rules_listing_too_many_binaries_refuse_the_watch() {
+    let root = PinRoot::new("sock-many");
+    let cg = TestCgroup::new("sock-many");
+    let (tx, _rx) = sync_channel(16);
+    let monitor = NodeMonitor::open(root.config(), tx).unwrap();
+    let t = Path::new("/bin/true");
+    let rules = ContainerRules {
+        sock_create: vec![sock_rule("tcp", SockClass::Tcp, &[t, t, t, t, t], false)],
+        ..Default::default()
+    };
+    let err = monitor
+        .watch(cg.container("sock-many"), rules)
+        .err()
+        .expect("five binaries do not fit");
+    assert_eq!(
+        err.to_string(),
+        "socket rule tcp: 5 allowed binaries, at most 4 fit in the kernel rule"
+    );
+    // Nothing was registered: the same cgroup can be watched again.
+    let again = monitor.watch(cg.container("sock-many"), ContainerRules::default());
+    assert!(again.is_ok(), "{:?}", again.err());
+}

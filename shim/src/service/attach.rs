@@ -1,0 +1,173 @@
+//! After `runc create` and before start: the container joins the node's eBPF monitor with the
+//! rules only the monitor can carry, and a pod's sandbox starts its HTTP gate. A rule that
+//! needs the monitor and cannot get it refuses the container.
+
+use std::path::{Path, PathBuf};
+
+use super::create::Hardened;
+use super::{reporter_of, TaskService};
+use crate::config::Config;
+use crate::cri::CriContainer;
+use crate::error::ShimError;
+use crate::gate::RunningGate;
+use crate::report::runtime::runtime_event;
+use crate::sys;
+
+impl TaskService {
+    /// After `runc create`, before start: the monitor's watch and the pod's gate. A rule that
+    /// needs the monitor and cannot get it refuses the container.
+    pub(super) async fn attach(
+        &self,
+        cri: &CriContainer,
+        pid: i32,
+        bundle: &Path,
+        hardened: &Hardened,
+        gate_request: Option<crate::gate::GateRequest>,
+        config: &Config,
+    ) -> Result<(Option<crate::monitoring::Watched>, Option<RunningGate>), ShimError> {
+        let id = cri.id.as_str();
+        let watch = self.watch(cri, pid, bundle, hardened, config)?;
+        let gate = match gate_request {
+            None => None,
+            Some(mut r) => Some(
+                RunningGate::start(
+                    id,
+                    &hardened.spec,
+                    {
+                        if config.audit() && r.mode == palisade_gate::Mode::Block {
+                            tracing::info!(pod = %id, "audit mode: gate blocks nothing, it alerts");
+                            r.mode = palisade_gate::Mode::Alert;
+                        }
+                        r
+                    },
+                    &config.gate,
+                    &config.node_name,
+                    self.reporter(config),
+                )
+                .await?,
+            ),
+        };
+        Ok((watch, gate))
+    }
+
+    fn watch(
+        &self,
+        cri: &CriContainer,
+        pid: i32,
+        bundle: &Path,
+        hardened: &Hardened,
+        config: &Config,
+    ) -> Result<Option<crate::monitoring::Watched>, ShimError> {
+        let id = cri.id.as_str();
+        let m = &hardened.monitor;
+        let needed = !m.deny_exec.is_empty() || !m.allow_exec.is_empty() || !m.network.is_empty();
+        let reporter = self.reporter(config);
+        let degraded = |what: &str| {
+            reporter.report(runtime_event(
+                &config.node_name,
+                cri,
+                "enforcement-degraded",
+                what,
+            ))
+        };
+        let waiting = std::time::Instant::now();
+        let joined = self.monitor(config);
+        let waited = waiting.elapsed();
+        let Some(monitor) = joined else {
+            if needed && !hardened.degrade {
+                return Err(ShimError::Unenforced {
+                    container: id.into(),
+                    reason: "policy rules need the eBPF monitor, which is not running in this shim"
+                        .into(),
+                });
+            }
+            if needed {
+                degraded("policy rules that need the eBPF monitor run unenforced: the monitor is not running");
+            }
+            return Ok(None);
+        };
+        let rootfs = match hardened.spec["root"]["path"].as_str() {
+            Some(p) if Path::new(p).is_absolute() => PathBuf::from(p),
+            Some(p) => bundle.join(p),
+            None => bundle.join("rootfs"),
+        };
+        let (mut rules, cannot) = crate::monitoring::rules_for(&rootfs, m);
+        rules.secret_mounts = crate::monitoring::secret_mounts(&hardened.spec);
+        if !cannot.is_empty() && !hardened.degrade {
+            return Err(ShimError::Unenforced {
+                container: id.into(),
+                reason: cannot.join("; "),
+            });
+        }
+        for c in &cannot {
+            degraded(c);
+        }
+        for a in &m.audit {
+            if !crate::monitoring::audit_reported(a) {
+                tracing::info!(container = %id, rule = %a.rule, "audit rule: not reported by the monitor (only through its built-in detections)");
+            }
+        }
+        let who = palisade_monitor::ContainerRef::from(cri);
+        let watching = std::time::Instant::now();
+        match monitor.watch(pid, who, rules) {
+            Ok(watch) => {
+                tracing::info!(
+                    container = %id,
+                    join_wait_ms = sys::ms(waited),
+                    watch_ms = sys::ms(watching.elapsed()),
+                    "container watched"
+                );
+                for r in watch.0.enforcement() {
+                    tracing::info!(container = %id, rule = %r.rule, enforcer = r.enforcer.as_str(), note = ?r.note, "monitor rule");
+                    if r.enforcer == palisade_monitor::Enforcer::AuditOnly {
+                        degraded(&format!(
+                            "{}: reported only: {}",
+                            r.rule,
+                            r.note.as_deref().unwrap_or("no enforcer")
+                        ));
+                    }
+                }
+                Ok(Some(watch))
+            }
+            Err(e) if needed && !hardened.degrade => Err(ShimError::Unenforced {
+                container: id.into(),
+                reason: format!("monitor: {e}"),
+            }),
+            Err(e) => {
+                degraded(&format!("container not monitored: {e}"));
+                Ok(None)
+            }
+        }
+    }
+
+    /// The shim's monitor, joined with the first container's configuration; `None` when it is
+    /// disabled or could not start (reported once).
+    fn monitor(&self, config: &Config) -> Option<&crate::monitoring::ShimMonitor> {
+        join_monitor(&self.monitor, &self.reporter, config)
+    }
+}
+
+/// The shim's monitor, joined once; `None` when disabled or unavailable (logged once).
+pub(super) fn join_monitor<'a>(
+    cell: &'a std::sync::OnceLock<Option<crate::monitoring::ShimMonitor>>,
+    reporter: &crate::report::ReporterCell,
+    config: &Config,
+) -> Option<&'a crate::monitoring::ShimMonitor> {
+    cell.get_or_init(|| {
+        if !config.monitor.enabled {
+            return None;
+        }
+        match crate::monitoring::ShimMonitor::open(
+            &config.monitor,
+            reporter_of(reporter, config),
+            config.node_name.clone(),
+        ) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::error!("monitor unavailable: {e}");
+                None
+            }
+        }
+    })
+    .as_ref()
+}

@@ -1,0 +1,341 @@
+//! Create, up to `runc create`: the runtime record, the container's identity and policies, the
+//! hardened spec, the gate's request, the compromise judge's admission, the root filesystem,
+//! and the init launched; then the attach step, the table entry and `TaskCreate`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use containerd_shim::api::CreateTaskRequest;
+use containerd_shim::protos::events::task::{TaskCreate, TaskIO};
+use containerd_shim::protos::protobuf::MessageField;
+
+use super::table::{finish_exit, record_exit, watch_oom, Container, Process, ProcessId};
+use super::TaskService;
+use crate::bundle::{
+    mount_rootfs, pid_file, read_config, read_pid, unmount, write_config, RuntimeRecord, PLAN_FILE,
+};
+use crate::config::{Config, RuntimeOptions};
+use crate::cri::CriContainer;
+use crate::error::ShimError;
+use crate::report::runtime::runtime_event;
+use crate::runc::{ContainerRuntime, LaunchOpts};
+use crate::stats::Cgroups;
+use crate::stdio::{PendingIo, ProcessIo, StdioPaths};
+use crate::sys::{self, PidFd};
+
+impl TaskService {
+    /// The labels of the pod a container belongs to, from containerd's sandbox record.
+    async fn pod_labels(&self, cri: &CriContainer) -> crate::policy::PodLabels {
+        use crate::policy::PodLabels;
+        let id = &cri.id;
+        let sandbox = (!cri.is_sandbox())
+            .then(|| cri.sandbox_id.clone())
+            .flatten();
+        let Some(sandbox) = sandbox else {
+            return PodLabels::Known(Default::default());
+        };
+        let Some(address) = &self.containerd else {
+            return PodLabels::Unknown("the shim was not told containerd's address".into());
+        };
+        match crate::labels::pod_labels(address, &self.namespace, &sandbox).await {
+            Ok(l) => PodLabels::Known(l),
+            Err(e) => {
+                tracing::warn!(container = %id, "pod labels: {e}");
+                PodLabels::Unknown(e.to_string())
+            }
+        }
+    }
+
+    pub async fn create(&self, req: CreateTaskRequest) -> Result<u32, ShimError> {
+        let started = std::time::Instant::now();
+        let id = req.id.clone();
+        if self.table.lock().await.containers.contains_key(&id) {
+            return Err(ShimError::ContainerExists(id));
+        }
+        let options = match req.options.as_ref() {
+            Some(any) if !any.type_url.is_empty() => RuntimeOptions::from_any(any)?,
+            _ => self.start_options.clone(),
+        };
+        let config: Config = options.load_config()?;
+        let runc = (self.runtime_for)(&config);
+        let bundle = PathBuf::from(&req.bundle);
+        let record = RuntimeRecord {
+            runc_binary: config.runc_binary.clone(),
+            runc_root: config.runc_root.clone(),
+            systemd_cgroup: config.systemd_cgroup,
+        };
+        record.write(&id, &bundle)?;
+
+        let spec = read_config(&id, &bundle)?;
+        // Who the container is, read once: policies, events, the monitor and the judge take it.
+        let cri = CriContainer::of(&id, &spec);
+        let candidates = crate::policy::candidates_for(&cri, &spec, config.policy_dir.as_deref())?;
+        // A lookup over containerd's API on every Create otherwise: only a policy that selects
+        // by labels needs them.
+        let labels = match &candidates {
+            Some(c) if c.need_labels() => self.pod_labels(&cri).await,
+            _ => crate::policy::PodLabels::Unknown("not read: no policy selects by labels".into()),
+        };
+        let labelled = started.elapsed();
+        let hardened = harden_bundle(
+            &cri,
+            &bundle,
+            spec,
+            &config,
+            candidates,
+            &labels,
+            &self.reporter(&config),
+        )?;
+        let (spec, wrapped) = (&hardened.spec, hardened.wrapped);
+        // A pod's gate is set up with its sandbox container; bad annotations stop the pod here.
+        let gate_request = if cri.is_sandbox() {
+            crate::gate::requested(spec)?
+        } else {
+            None
+        };
+        let gate_container = gate_request.as_ref().and_then(|r| r.container.clone());
+        // A container killed as compromised comes back only after its backoff, and not at all
+        // once quarantined.
+        let admitted = self
+            .judge
+            .admit(&cri, spec, &config, &self.reporter(&config))?;
+        let rootfs = mount_rootfs(&id, &bundle, &req.rootfs).await?;
+        let prepared = started.elapsed();
+        let stdio = StdioPaths {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            terminal: req.terminal,
+        };
+        let mut runc_created = prepared;
+        let launched = match self.launch_init(&id, &bundle, runc.as_ref(), &stdio).await {
+            Ok((pid, io)) => {
+                runc_created = started.elapsed();
+                match self
+                    .attach(&cri, pid, &bundle, &hardened, gate_request, &config)
+                    .await
+                {
+                    Ok((watch, gate)) => Ok((pid, io, watch, gate)),
+                    Err(e) => {
+                        let _ = runc.delete(&id, true).await;
+                        Err(e)
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        };
+        let attached = started.elapsed();
+        match launched {
+            Ok((pid, io, watch, gate)) => {
+                let cgroups = Cgroups::of_pid(pid)
+                    .map_err(|e| tracing::warn!(container = %id, "cgroups not found, no stats or oom events: {e}"))
+                    .ok();
+                let mut init = Process::new(stdio.clone(), None);
+                init.pid = pid;
+                init.io = Some(io);
+                let oom_watch = cgroups
+                    .clone()
+                    .map(|c| tokio::spawn(watch_oom(id.clone(), c, self.events.clone())));
+                let init_pidfd = runc
+                    .signals_init_directly()
+                    .then(|| PidFd::open(pid))
+                    .flatten();
+                let container = Container {
+                    id: id.clone(),
+                    bundle: bundle.clone(),
+                    rootfs,
+                    runc,
+                    processes: HashMap::from([(ProcessId::Init, init)]),
+                    cgroups,
+                    oom_watch,
+                    gate,
+                    wrapped,
+                    watch,
+                    judge: admitted.map(|a| {
+                        a.announce(&self.reporter(&config));
+                        a.judged
+                    }),
+                    gate_container,
+                    init_pidfd,
+                };
+                let early_exit = {
+                    let mut table = self.table.lock().await;
+                    table.containers.insert(id.clone(), container);
+                    // Killed from outside between runc create and now: the reaper saw it first.
+                    table.unknown_exits.remove(&pid).map(|(exit, _)| exit)
+                };
+                // Where a Create's time went, for docs/benchmarks.md.
+                tracing::info!(
+                    container = %id,
+                    pid,
+                    labels_ms = sys::ms(labelled),
+                    prepare_ms = sys::ms(prepared - labelled),
+                    runc_create_ms = sys::ms(runc_created - prepared),
+                    attach_ms = sys::ms(attached - runc_created),
+                    "container created"
+                );
+                let id_for_exit = id.clone();
+                self.events
+                    .send(TaskCreate {
+                        container_id: id,
+                        bundle: req.bundle,
+                        rootfs: req.rootfs,
+                        io: MessageField::some(TaskIO {
+                            stdin: stdio.stdin,
+                            stdout: stdio.stdout,
+                            stderr: stdio.stderr,
+                            terminal: stdio.terminal,
+                            ..Default::default()
+                        }),
+                        checkpoint: req.checkpoint,
+                        pid: pid as u32,
+                        ..Default::default()
+                    })
+                    .await;
+                if let Some(exit) = early_exit {
+                    if let Some(work) =
+                        record_exit(&self.table, &id_for_exit, &ProcessId::Init, exit).await
+                    {
+                        finish_exit(work, &self.events).await;
+                    }
+                }
+                Ok(pid as u32)
+            }
+            Err(e) => {
+                if let Some(r) = &rootfs {
+                    unmount(r);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn launch_init(
+        &self,
+        id: &str,
+        bundle: &Path,
+        runc: &dyn ContainerRuntime,
+        stdio: &StdioPaths,
+    ) -> Result<(i32, ProcessIo), ShimError> {
+        let pending = PendingIo::prepare(stdio).await?;
+        let pid_path = pid_file(bundle, "init");
+        let log = bundle.join("log.json");
+        let console = pending.console_socket.clone();
+        let mut pending = pending;
+        let child = std::mem::take(&mut pending.child);
+        let opts = LaunchOpts {
+            pid_file: &pid_path,
+            console_socket: console.as_deref(),
+            log_file: &log,
+            stdio: child,
+        };
+        if let Err(e) = runc.create(id, bundle, opts).await {
+            pending.abandon();
+            let _ = runc.delete(id, true).await;
+            return Err(e.into());
+        }
+        let io = match pending.finish().await {
+            Ok(io) => io,
+            Err(e) => {
+                let _ = runc.delete(id, true).await;
+                return Err(e.into());
+            }
+        };
+        let pid = read_pid(&pid_path)?;
+        Ok((pid, io))
+    }
+}
+
+/// The spec runc runs, and whether palisade-init stands in front of its processes.
+pub(super) struct Hardened {
+    pub(super) spec: serde_json::Value,
+    pub(super) wrapped: bool,
+    /// What only the eBPF monitor can carry.
+    pub(super) monitor: palisade_sandbox::MonitorRules,
+    /// The configuration lets protection the node cannot give be reported instead.
+    pub(super) degrade: bool,
+}
+
+/// Rewrites the bundle's config.json with palisade's default hardening and the container's
+/// policies (`spec` is the file as read), or refuses the container.
+fn harden_bundle(
+    cri: &CriContainer,
+    bundle: &Path,
+    mut spec: serde_json::Value,
+    config: &Config,
+    candidates: Option<crate::policy::Candidates>,
+    labels: &crate::policy::PodLabels,
+    reporter: &crate::report::Reporter,
+) -> Result<Hardened, ShimError> {
+    let id = cri.id.as_str();
+    let report = palisade_sandbox::harden_spec(id, &mut spec, &config.hardening)?;
+    let compiled = match candidates {
+        Some(c) => c.select(labels, config.audit())?,
+        None => None,
+    };
+    let kernel = palisade_sandbox::KernelFeatures::probe().map_err(|e| ShimError::Unenforced {
+        container: id.to_string(),
+        reason: format!("kernel features: {e}"),
+    })?;
+    let enforcement = palisade_sandbox::enforce(
+        id,
+        &mut spec,
+        compiled.as_ref(),
+        config.strict.as_ref(),
+        &kernel,
+    )?;
+    let wrapped = match &enforcement.plan {
+        Some(plan) => {
+            let plan_path = bundle.join(PLAN_FILE);
+            let plan_json = serde_json::to_vec(plan).map_err(|source| ShimError::Json {
+                context: format!("container {id}: landlock plan"),
+                source,
+            })?;
+            std::fs::write(&plan_path, plan_json).map_err(ShimError::io(format!(
+                "container {id}: write landlock plan"
+            )))?;
+            palisade_sandbox::install::install_init(
+                id,
+                &mut spec,
+                &config.init_binary_path(),
+                &plan_path,
+            )?;
+            true
+        }
+        None => false,
+    };
+    for r in &enforcement.rules {
+        tracing::info!(container = %id, rule = %r.rule, target = %r.target, enforcer = ?r.enforcer, note = ?r.note, "policy rule");
+    }
+    for line in &enforcement.applied {
+        tracing::debug!(container = %id, "enforcement: {line}");
+    }
+    for line in &enforcement.warnings {
+        reporter.report(runtime_event(
+            &config.node_name,
+            cri,
+            "enforcement-degraded",
+            line,
+        ));
+    }
+    for line in &report.applied {
+        tracing::debug!(container = %id, "hardening: {line}");
+    }
+    for line in &report.warnings {
+        reporter.report(runtime_event(
+            &config.node_name,
+            cri,
+            "hardening-relaxed",
+            line,
+        ));
+    }
+    write_config(id, bundle, &spec)?;
+    tracing::info!(container = %id, applied = report.applied.len(), relaxed = report.warnings.len(), wrapped, "hardened");
+    let degrade = config.strict.as_ref().is_some_and(|s| s.allow_degraded);
+    Ok(Hardened {
+        spec,
+        wrapped,
+        monitor: enforcement.monitor,
+        degrade,
+    })
+}
