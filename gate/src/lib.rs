@@ -9,6 +9,7 @@ pub mod mode;
 pub mod persist;
 pub mod profile;
 pub mod proxy;
+mod refusal;
 pub mod request;
 pub mod rules;
 pub mod upstream;

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use hyper::body::Body as _;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, UPGRADE};
 use hyper::server::conn::http1 as server;
 use hyper::service::service_fn;
@@ -24,6 +25,7 @@ use crate::idle::{within_idle_timeout, Activity};
 use crate::indicators::{IndicatorState, PodIndicators};
 use crate::mode::{AutoAlert, Mode, ModeSwitch};
 use crate::profile::Profile;
+use crate::refusal::{close_after, drain, parser_reason, Recording};
 use crate::request::{pairs_retained_bytes, refill_headers, Request, Response};
 use crate::upstream::{tunnel, Connector, DirectConnector, Upstream};
 
@@ -351,12 +353,26 @@ impl Gate {
             .writev(false)
             .max_buf_size(self.inner.config.max_head_bytes.max(8192))
             .keep_alive(true);
+        let (stream, last_read) = Recording::new(stream);
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
         let timeout = self.inner.config.header_read_timeout;
         match within_idle_timeout(conn, &activity, timeout).await {
             Some(Ok(())) => {}
+            // hyper answered 400 or 431 itself; the request never reached the rules, so the
+            // refusal is reported here with what was sent.
+            Some(Err(e)) if e.is_parse() || e.is_parse_too_large() => {
+                let reason = parser_reason(&e, &last_read);
+                let id = self.request_id();
+                self.report(
+                    EventKind::Refused,
+                    id,
+                    vec![reason],
+                    peer,
+                    &Request::default(),
+                );
+            }
             Some(Err(e)) => tracing::debug!(%peer, error = %e, "gate: connection ended"),
             None => tracing::debug!(%peer, "gate: no request head in time, connection closed"),
         }
@@ -411,7 +427,15 @@ impl Gate {
         } else {
             GateBody::stream(body)
         };
-        if let Some(refusal) = self.learn_or_decide(mode, id, peer, sample) {
+        if let Some(mut refusal) = self.learn_or_decide(mode, id, peer, sample) {
+            // The client may send its next request on this connection: read the rest of this
+            // one's body first, or close the connection saying so.
+            let cfg = &self.inner.config;
+            if !body.is_end_stream()
+                && !drain(body, cfg.max_inspected_body, cfg.body_read_timeout).await
+            {
+                close_after(&mut refusal);
+            }
             return refusal;
         }
 
@@ -470,11 +494,9 @@ impl Gate {
         match read.await {
             Err(_) => {
                 tracing::debug!(request_id = %id, "gate: request body too slow");
-                Err(plain(
-                    StatusCode::REQUEST_TIMEOUT,
-                    id,
-                    "request body too slow",
-                ))
+                let mut resp = plain(StatusCode::REQUEST_TIMEOUT, id, "request body too slow");
+                close_after(&mut resp);
+                Err(resp)
             }
             Ok(Ok((Some(bytes), forward))) => {
                 sample.attach_body(&bytes);
@@ -487,11 +509,9 @@ impl Gate {
             }
             Ok(Err(e)) => {
                 tracing::debug!(request_id = %id, error = %e, "gate: request body unreadable");
-                Err(plain(
-                    StatusCode::BAD_REQUEST,
-                    id,
-                    "request body unreadable",
-                ))
+                let mut resp = plain(StatusCode::BAD_REQUEST, id, "request body unreadable");
+                close_after(&mut resp);
+                Err(resp)
             }
         }
     }
