@@ -3,12 +3,15 @@
 pub mod body;
 pub mod decide;
 pub mod events;
+pub mod grammar;
 mod idle;
 pub mod indicators;
 pub mod mode;
+pub mod path;
 pub mod persist;
 pub mod profile;
 pub mod proxy;
+pub mod ranges;
 mod refusal;
 pub mod request;
 pub mod rules;

@@ -181,7 +181,7 @@ mod tests {
     fn wrong_version_and_garbage_are_refused() {
         let doc = export(&Profile::default())
             .unwrap()
-            .replace("\"version\":1", "\"version\":9");
+            .replace("\"version\":2", "\"version\":9");
         assert!(matches!(
             import(&doc),
             Err(PersistError::Version { found: 9 })

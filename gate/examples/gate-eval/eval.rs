@@ -22,6 +22,8 @@ pub struct Tally {
     pub false_positives: Vec<String>,
     /// Attacks let through.
     pub missed: Vec<String>,
+    /// Shape-fitting injections refused, with the first reason.
+    pub caught_fitting: Vec<String>,
 }
 
 impl Tally {
@@ -36,9 +38,17 @@ impl Tally {
                 sample.service,
                 sample.class,
                 sample.what,
-                reason.unwrap_or_default()
+                reason.clone().unwrap_or_default()
             ));
-        } else if !benign && !refused {
+        } else if sample.class == Class::ShapeFit && refused {
+            self.caught_fitting.push(format!(
+                "{} {}: {}",
+                sample.service,
+                sample.what,
+                reason.clone().unwrap_or_default()
+            ));
+        }
+        if !benign && !refused {
             self.missed.push(format!(
                 "{} {:?} {}",
                 sample.service, sample.class, sample.what

@@ -60,6 +60,9 @@ fn main() -> Result<()> {
         }
     }
     if verbose {
+        for l in &gate_all.caught_fitting {
+            eprintln!("refused fitting injection: {l}");
+        }
         for l in gate_all.false_positives.iter().take(200) {
             eprintln!("false positive: {l}");
         }
@@ -112,4 +115,5 @@ fn merge(into: &mut Tally, from: Tally) {
     }
     into.false_positives.extend(from.false_positives);
     into.missed.extend(from.missed);
+    into.caught_fitting.extend(from.caught_fitting);
 }

@@ -47,8 +47,32 @@ impl Client {
     }
 
     /// Sends `raw` and returns the status of the answer; retries once on a fresh connection
-    /// when a kept-alive one was closed before answering.
+    /// when a kept-alive one was closed before answering. Bytes that hold more than one
+    /// request head (a smuggled or split request) go on a connection of their own, and every
+    /// answer on it counts: the first refusal among them, else the first answer.
     pub fn status(&mut self, raw: &[u8]) -> Result<u16> {
+        let heads = raw.windows(4).filter(|w| w == b"\r\n\r\n").count();
+        if heads > 1 {
+            self.conn = None;
+            let first = self.exchange(raw)?;
+            let mut answers = vec![first];
+            if let Some(conn) = self.conn.as_mut() {
+                conn.get_mut()
+                    .set_read_timeout(Some(Duration::from_millis(500)))?;
+            }
+            while self.conn.is_some() {
+                match self.exchange(b"") {
+                    Ok(s) => answers.push(s),
+                    Err(_) => break,
+                }
+            }
+            self.conn = None;
+            return Ok(answers
+                .iter()
+                .copied()
+                .find(|s| !(200..400).contains(s))
+                .unwrap_or(first));
+        }
         let reused = self.conn.is_some();
         match self.exchange(raw) {
             Ok(s) => Ok(s),

