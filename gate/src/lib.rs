@@ -15,13 +15,14 @@ pub mod ranges;
 mod refusal;
 pub mod request;
 pub mod rules;
+pub mod shared;
 pub mod upstream;
 pub mod value;
 
 pub use decide::{decide, decide_response, Decision};
 pub use events::{EventKind, EventSink, GateEvent, LogSink};
 pub use indicators::PodIndicators;
-pub use mode::{AutoAlert, Mode, ModeSwitch};
+pub use mode::{AutoAlert, Mode, Promotion, Stages, Variety};
 pub use persist::{export, import, load, path_in, save, PersistError};
 pub use profile::{Limits, Profile};
 pub use proxy::{Gate, GateConfig, GateError, SharedProfile};

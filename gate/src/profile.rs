@@ -200,6 +200,25 @@ impl Profile {
         self.requests
     }
 
+    /// How many fields (query keys, headers, form fields, JSON leaves, path parameters) the
+    /// profile has, and how many of them learned fewer than `min_values` values.
+    pub fn variety(&self, min_values: u32) -> crate::mode::Variety {
+        let r = &self.req;
+        let fields = r
+            .query
+            .rules()
+            .chain(r.headers.rules())
+            .chain(r.form.rules())
+            .chain(r.json.rules().filter_map(|j| j.value.as_ref()))
+            .chain(r.paths.rules().flat_map(|p| p.params.iter()));
+        let mut v = crate::mode::Variety::default();
+        for f in fields {
+            v.fields += 1;
+            v.thin += usize::from(f.seen() < min_values);
+        }
+        v
+    }
+
     /// The bounds of this profile.
     pub fn limits(&self) -> Limits {
         self.limits

@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hyper::body::Body as _;
@@ -23,10 +23,10 @@ use crate::decide::{decide, decide_response_parts, is_slow_after};
 use crate::events::{Dedup, EventKind, EventSink, GateEvent};
 use crate::idle::{within_idle_timeout, Activity};
 use crate::indicators::{IndicatorState, PodIndicators};
-use crate::mode::{AutoAlert, Mode, ModeSwitch};
-use crate::profile::Profile;
+use crate::mode::{AutoAlert, Mode, Promotion, Stages};
 use crate::refusal::{close_after, drain, parser_reason, Recording};
 use crate::request::{pairs_retained_bytes, refill_headers, Request, Response};
+pub use crate::shared::SharedProfile;
 use crate::upstream::{tunnel, Connector, DirectConnector, Upstream};
 
 /// How a gate runs.
@@ -36,8 +36,11 @@ pub struct GateConfig {
     pub service: String,
     /// Mode at start.
     pub mode: Mode,
-    /// Switch from learn to alert once enough was learned; `None` stays in the start mode.
+    /// Promote from learn to alert once enough was learned (and on to block by
+    /// `promotion`); `None` holds the gate at `mode`.
     pub auto_alert: Option<AutoAlert>,
+    /// The rest of the promotion rule (`mode.rs`): variety per field, quiet window.
+    pub promotion: Promotion,
     /// Time a client has to send a request head, also the idle time of a kept-alive
     /// connection: a client that sends headers slowly (slowloris) is dropped after it.
     pub header_read_timeout: Duration,
@@ -68,6 +71,7 @@ impl Default for GateConfig {
                 min_requests: 10_000,
                 min_duration: Duration::from_secs(3600),
             }),
+            promotion: Promotion::default(),
             header_read_timeout: Duration::from_secs(10),
             max_connections: 256,
             max_head_bytes: 16 * 1024,
@@ -88,43 +92,6 @@ pub enum GateError {
     Listener(#[source] std::io::Error),
 }
 
-/// The profile of one service, shared by the gate (which learns and decides with it) and the
-/// shim (which saves, merges and exports it).
-#[derive(Clone, Debug, Default)]
-pub struct SharedProfile(Arc<RwLock<Profile>>);
-
-impl SharedProfile {
-    /// Shares `profile`.
-    pub fn new(profile: Profile) -> Self {
-        SharedProfile(Arc::new(RwLock::new(profile)))
-    }
-
-    /// A copy of the profile as it is now, to save or export.
-    pub fn snapshot(&self) -> Profile {
-        self.read().clone()
-    }
-
-    /// Merges the profile of another pod of the service into this one.
-    pub fn merge(&self, other: &Profile) {
-        self.write().merge(other);
-    }
-
-    /// Replaces the profile (an import).
-    pub fn replace(&self, profile: Profile) {
-        *self.write() = profile;
-    }
-
-    // A panic while holding the lock cannot leave a profile half-updated in a way that
-    // matters (learning only widens rules), so a poisoned lock is used as it is.
-    fn read(&self) -> RwLockReadGuard<'_, Profile> {
-        self.0.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn write(&self) -> RwLockWriteGuard<'_, Profile> {
-        self.0.write().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -140,7 +107,7 @@ struct Inner {
     profile: SharedProfile,
     sink: Arc<dyn EventSink>,
     connector: Arc<dyn Connector>,
-    mode: Mutex<ModeSwitch>,
+    mode: Mutex<Stages>,
     dedup: Mutex<Dedup>,
     indicators: Mutex<IndicatorState>,
     id_prefix: u32,
@@ -222,9 +189,10 @@ impl Gate {
         let id_prefix = (now.as_nanos() as u32) ^ std::process::id().rotate_left(16);
         Gate {
             inner: Arc::new(Inner {
-                mode: Mutex::new(ModeSwitch::new(
+                mode: Mutex::new(Stages::new(
                     config.mode,
                     config.auto_alert,
+                    config.promotion,
                     Instant::now(),
                 )),
                 dedup: Mutex::new(Dedup::new(config.alert_window, DEDUP_ENTRIES)),
@@ -246,7 +214,7 @@ impl Gate {
 
     /// Sets the mode by hand; the automatic switch no longer applies.
     pub fn set_mode(&self, mode: Mode) {
-        lock(&self.inner.mode).set(mode);
+        lock(&self.inner.mode).set(mode, Instant::now());
     }
 
     /// The profile this gate learns into.
@@ -380,7 +348,19 @@ impl Gate {
 
     fn current_mode(&self) -> Mode {
         let learned = self.inner.profile.read().requests_learned();
-        lock(&self.inner.mode).current(learned, Instant::now())
+        let variety = |min| self.inner.profile.read().variety(min);
+        let (mode, promoted) = lock(&self.inner.mode).current(learned, variety, Instant::now());
+        if let Some(why) = promoted {
+            let peer = SocketAddr::from(([0, 0, 0, 0], 0));
+            self.report(
+                EventKind::Stage,
+                self.request_id(),
+                vec![why],
+                peer,
+                &Request::default(),
+            );
+        }
+        mode
     }
 
     fn request_id(&self) -> RequestId {
@@ -530,6 +510,9 @@ impl Gate {
             return None;
         }
         let decision = decide(&self.inner.profile.read(), sample);
+        if mode == Mode::Alert {
+            lock(&self.inner.mode).decided(!decision.is_clean(), Instant::now());
+        }
         if decision.is_clean() {
             return None;
         }
@@ -759,23 +742,6 @@ mod tests {
         assert!(is_upgrade(&h));
         strip_hop_by_hop(&mut h, true);
         assert_eq!(h.len(), 3);
-    }
-
-    #[test]
-    fn shared_profile_merges_replaces_and_snapshots() {
-        let shared = SharedProfile::default();
-        let mut pod = Profile::default();
-        pod.learn(&Request::new("GET", "HTTP/1.1", "/a?x=1", vec![], None));
-        shared.merge(&pod);
-        shared.merge(&pod);
-        assert_eq!(shared.snapshot().requests_learned(), 2);
-        let clone = shared.clone();
-        clone.replace(Profile::default());
-        assert_eq!(
-            shared.snapshot(),
-            Profile::default(),
-            "clones share one profile"
-        );
     }
 
     #[test]

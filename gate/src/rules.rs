@@ -83,6 +83,11 @@ impl<R: Rule> KeyedRules<R> {
         self.keys.keys()
     }
 
+    /// The rules learned, by name and folded.
+    pub fn rules(&self) -> impl Iterator<Item = &R> {
+        self.keys.values().chain(self.other.as_ref())
+    }
+
     /// Number of keys learned by name.
     pub fn len(&self) -> usize {
         self.keys.len()

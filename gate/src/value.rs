@@ -364,6 +364,11 @@ impl ValueProfile {
         self.normalize();
     }
 
+    /// Values learned.
+    pub fn seen(&self) -> u32 {
+        self.seen
+    }
+
     /// Whether the field holds free text and has seen enough distinct values to earn the
     /// prose tolerance.
     pub fn is_varied_text(&self) -> bool {

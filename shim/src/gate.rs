@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_gate::{
-    AutoAlert, Connector, EventSink, Gate, GateConfig, GateEvent, Mode, Profile, SharedProfile,
+    AutoAlert, Connector, EventSink, Gate, GateConfig, GateEvent, Mode, Profile, Promotion,
+    SharedProfile,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -21,7 +22,8 @@ use crate::report::Reporter;
 
 /// `listen=8000,upstream=8080[,service=name][,bodies=off]`
 pub const GATE_ANNOTATION: &str = "palisade.dev/gate";
-/// `learn` (default), `alert` or `block`.
+/// `auto` (default: learn, then alert, then block by the gate's promotion rule), or `learn`,
+/// `alert`, `block` to hold the service at that stage.
 pub const GATE_MODE_ANNOTATION: &str = "palisade.dev/gate-mode";
 /// How often a running gate writes what it learned.
 const SAVE_EVERY: Duration = Duration::from_secs(30);
@@ -52,8 +54,13 @@ pub struct GateSettings {
     pub state_dir: PathBuf,
     /// A gate in `learn` switches to `alert` after this many requests ...
     pub learn_requests: u64,
-    /// ... and at least this many seconds.
+    /// ... and at least this many seconds ...
     pub learn_seconds: u64,
+    /// ... once nine in ten fields learned at least this many values, ...
+    pub field_values: u32,
+    /// ... and switches on to `block` after this many seconds in `alert` without an alert
+    /// (0: never blocks on its own).
+    pub quiet_seconds: u64,
 }
 
 impl Default for GateSettings {
@@ -62,6 +69,8 @@ impl Default for GateSettings {
             state_dir: PathBuf::from("/var/lib/palisade/gate"),
             learn_requests: 10_000,
             learn_seconds: 3600,
+            field_values: 20,
+            quiet_seconds: 3600,
         }
     }
 }
@@ -73,6 +82,8 @@ pub struct GateRequest {
     pub upstream: SocketAddr,
     pub service: String,
     pub mode: Mode,
+    /// Whether the operator holds the service at `mode` (no automatic promotion).
+    pub held: bool,
     pub inspect_bodies: bool,
     /// The container the gate's evidence counts against in compromise decisions; every
     /// container of the pod when unset.
@@ -141,14 +152,15 @@ pub fn requested(spec: &Value) -> Result<Option<GateRequest>, GateSetupError> {
             format!("listen and upstream are both port {}", listen.port()),
         ));
     }
-    let mode = match ann[GATE_MODE_ANNOTATION].as_str().map(str::trim) {
-        None | Some("learn") => Mode::Learn,
-        Some("alert") => Mode::Alert,
-        Some("block") => Mode::Block,
+    let (mode, held) = match ann[GATE_MODE_ANNOTATION].as_str().map(str::trim) {
+        None | Some("auto") => (Mode::Learn, false),
+        Some("learn") => (Mode::Learn, true),
+        Some("alert") => (Mode::Alert, true),
+        Some("block") => (Mode::Block, true),
         Some(other) => {
             return Err(bad(
                 GATE_MODE_ANNOTATION,
-                format!("{other:?}: expected learn, alert or block"),
+                format!("{other:?}: expected auto, learn, alert or block"),
             ))
         }
     };
@@ -161,6 +173,7 @@ pub fn requested(spec: &Value) -> Result<Option<GateRequest>, GateSetupError> {
         upstream,
         service,
         mode,
+        held,
         inspect_bodies: bodies,
         container,
     }))
@@ -345,10 +358,16 @@ impl RunningGate {
         let config = GateConfig {
             service: format!("{}/{}", workload.namespace, workload.pod),
             mode: req.mode,
-            auto_alert: (req.mode == Mode::Learn).then_some(AutoAlert {
+            auto_alert: (!req.held).then_some(AutoAlert {
                 min_requests: settings.learn_requests,
                 min_duration: Duration::from_secs(settings.learn_seconds),
             }),
+            promotion: Promotion {
+                field_values: settings.field_values,
+                quiet: (settings.quiet_seconds > 0)
+                    .then(|| Duration::from_secs(settings.quiet_seconds)),
+                ..Promotion::default()
+            },
             inspect_bodies: req.inspect_bodies,
             ..GateConfig::default()
         };
@@ -488,7 +507,7 @@ mod tests {
             .unwrap();
         assert_eq!(r.listen, "0.0.0.0:8000".parse().unwrap());
         assert_eq!(r.upstream, "127.0.0.1:8080".parse().unwrap());
-        assert_eq!(r.mode, Mode::Block);
+        assert_eq!((r.mode, r.held), (Mode::Block, true));
         assert_eq!(r.service, "shop_web");
         assert!(r.inspect_bodies);
         let r = requested(&spec(
@@ -501,6 +520,7 @@ mod tests {
             (r.service.as_str(), r.mode, r.inspect_bodies),
             ("cart", Mode::Learn, false)
         );
+        assert!(!r.held, "no gate-mode: promoted automatically");
         assert_eq!(r.container.as_deref(), Some("web"));
         assert_eq!(requested(&spec(None, None)).unwrap(), None);
         assert_eq!(
@@ -517,7 +537,7 @@ mod tests {
             (spec(Some("listen=8000,upstream=8080,color=red"), None), "pod annotation palisade.dev/gate: unknown key \"color\": expected listen, upstream, service, bodies, container"),
             (spec(Some("listen=8000,upstream=8080,container="), None), "pod annotation palisade.dev/gate: container= needs a name"),
             (spec(Some("listen=8000,upstream=8000"), None), "pod annotation palisade.dev/gate: listen and upstream are both port 8000"),
-            (spec(Some("listen=8000,upstream=8080"), Some("deny")), "pod annotation palisade.dev/gate-mode: \"deny\": expected learn, alert or block"),
+            (spec(Some("listen=8000,upstream=8080"), Some("deny")), "pod annotation palisade.dev/gate-mode: \"deny\": expected auto, learn, alert or block"),
             (spec(None, Some("block")), "pod annotation palisade.dev/gate-mode: set without palisade.dev/gate"),
             (spec(Some("listen=8000,upstream=8080,service=../etc"), None), "pod annotation palisade.dev/gate: service=\"../etc\": letters, digits, '-', '_' and '.' only"),
         ];
