@@ -16,6 +16,7 @@ mod refusal;
 pub mod request;
 pub mod rules;
 pub mod shared;
+pub mod store;
 pub mod upstream;
 pub mod value;
 
@@ -23,7 +24,7 @@ pub use decide::{decide, decide_response, Decision};
 pub use events::{EventKind, EventSink, GateEvent, LogSink};
 pub use indicators::PodIndicators;
 pub use mode::{AutoAlert, Mode, Promotion, Stages, Variety};
-pub use persist::{export, import, load, path_in, save, PersistError};
+pub use persist::{export, import, load, path_in, save, PersistError, ServiceProfiles, Strictness};
 pub use profile::{Limits, Profile};
 pub use proxy::{Gate, GateConfig, GateError, SharedProfile};
 pub use request::{Body, Request, Response};

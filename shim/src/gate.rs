@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use palisade_gate::{
     AutoAlert, Connector, EventSink, Gate, GateConfig, GateEvent, Mode, Profile, Promotion,
-    SharedProfile,
+    ServiceProfiles, SharedProfile, Strictness,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -27,8 +27,6 @@ pub const GATE_ANNOTATION: &str = "palisade.dev/gate";
 pub const GATE_MODE_ANNOTATION: &str = "palisade.dev/gate-mode";
 /// How often a running gate writes what it learned.
 const SAVE_EVERY: Duration = Duration::from_secs(30);
-/// Per-pod profile files kept per service; older ones are folded away at the next start.
-const KEPT_POD_FILES: usize = 8;
 
 /// A gate that cannot be set up; the pod must not start.
 #[derive(Debug, thiserror::Error)]
@@ -334,12 +332,20 @@ impl RunningGate {
         let netns = netns_path(spec).ok_or(GateSetupError::NoNetns)?;
         let sockets = NetnsSockets::enter(&netns)?;
         let listener = sockets.listen(req.listen).await?;
-        let dir = settings.state_dir.join(&req.service);
-        let profile = load_service(&dir)?;
-        let file = palisade_gate::path_in(&dir, pod_id).map_err(|e| GateSetupError::Store {
-            path: dir.clone(),
+        let store_err = |e: palisade_gate::PersistError| GateSetupError::Store {
+            path: settings.state_dir.join(&req.service),
             reason: e.to_string(),
-        })?;
+        };
+        let store = ServiceProfiles::of(&settings.state_dir, &req.service).map_err(store_err)?;
+        let (profile, unreadable) = load_service(&store)?;
+        let file = store.file(pod_id).map_err(store_err)?;
+        // The gate never decides with a profile it could not read: back to learning.
+        let (mode, held) = if unreadable && profile.requests_learned() == 0 {
+            tracing::error!(service = %req.service, "gate: no readable profile, the service learns afresh");
+            (Mode::Learn, false)
+        } else {
+            (req.mode, req.held)
+        };
         let shared = SharedProfile::new(profile);
         let ann = &spec["annotations"];
         let workload = palisade_events::Workload {
@@ -357,8 +363,8 @@ impl RunningGate {
         };
         let config = GateConfig {
             service: format!("{}/{}", workload.namespace, workload.pod),
-            mode: req.mode,
-            auto_alert: (!req.held).then_some(AutoAlert {
+            mode,
+            auto_alert: (!held).then_some(AutoAlert {
                 min_requests: settings.learn_requests,
                 min_duration: Duration::from_secs(settings.learn_seconds),
             }),
@@ -444,41 +450,26 @@ fn save(profile: &Profile, file: &Path) {
     }
 }
 
-/// Merges the profiles every pod of the service left on this node (newest first, bounded).
-fn load_service(dir: &Path) -> Result<Profile, GateSetupError> {
-    let mut files: Vec<(std::time::SystemTime, PathBuf)> = match std::fs::read_dir(dir) {
-        Ok(rd) => rd
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.to_string_lossy().ends_with(".profile.json"))
-            .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
-            .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Profile::default()),
-        Err(e) => {
-            return Err(GateSetupError::Store {
-                path: dir.into(),
-                reason: e.to_string(),
-            })
-        }
+/// Merges the profiles the pods of the service left on this node (`ServiceProfiles`, newest
+/// first, bounded) and prunes older files. A file that cannot be read is skipped with an error
+/// in the log; the second value says whether one was, so that a service whose profile is
+/// unreadable learns afresh instead of deciding with what is left.
+fn load_service(store: &ServiceProfiles) -> Result<(Profile, bool), GateSetupError> {
+    let store_err = |e: palisade_gate::PersistError| GateSetupError::Store {
+        path: store.dir.clone(),
+        reason: e.to_string(),
     };
-    files.sort_by_key(|f| std::cmp::Reverse(f.0));
-    let mut merged: Option<Profile> = None;
-    for (i, (_, path)) in files.iter().enumerate() {
-        if i >= KEPT_POD_FILES {
-            // What older pods learned is already in the newer files, which merged it at their start.
-            let _ = std::fs::remove_file(path);
-            continue;
-        }
-        match palisade_gate::load(path) {
-            Ok(Some(p)) => match merged.as_mut() {
-                Some(m) => m.merge(&p),
-                None => merged = Some(p),
-            },
-            Ok(None) => {}
-            Err(e) => tracing::warn!("gate profile {}: {e}: skipped", path.display()),
-        }
+    let merged = store.merged(Strictness::Lenient).map_err(store_err)?;
+    for (_, e) in &merged.skipped {
+        tracing::error!("gate {e}: skipped, the service learns without it");
     }
-    Ok(merged.unwrap_or_default())
+    if let Err(e) = store.prune() {
+        tracing::warn!("gate: pruning old profiles: {e}");
+    }
+    Ok((
+        merged.profile.unwrap_or_default(),
+        !merged.skipped.is_empty(),
+    ))
 }
 
 #[cfg(test)]
@@ -556,22 +547,23 @@ mod tests {
 
     #[test]
     fn service_profiles_merge_across_pods() {
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(
-            load_service(&dir.path().join("none"))
-                .unwrap()
-                .requests_learned(),
-            0
-        );
+        let state = tempfile::tempdir().unwrap();
+        let none = ServiceProfiles::of(state.path(), "none").unwrap();
+        assert_eq!(load_service(&none).unwrap().0.requests_learned(), 0);
+        let store = ServiceProfiles::of(state.path(), "shop_web").unwrap();
+        std::fs::create_dir_all(&store.dir).unwrap();
+        let dir = &store;
         let mut a = Profile::default();
         let mut b = Profile::default();
         let get = palisade_gate::Request::new("GET", "HTTP/1.1", "/a?id=1", vec![], None);
         let post = palisade_gate::Request::new("POST", "HTTP/1.1", "/b", vec![], None);
         a.learn(&get);
         b.learn(&post);
-        palisade_gate::save(&a, &dir.path().join("pod1.profile.json")).unwrap();
-        palisade_gate::save(&b, &dir.path().join("pod2.profile.json")).unwrap();
-        let merged = load_service(dir.path()).unwrap();
+        palisade_gate::save(&a, &dir.file("pod1").unwrap()).unwrap();
+        palisade_gate::save(&b, &dir.file("pod2").unwrap()).unwrap();
+        std::fs::write(dir.file("pod3").unwrap(), "{\"version\":1}").unwrap();
+        let (merged, unreadable) = load_service(dir).unwrap();
+        assert!(unreadable, "the old file is skipped");
         assert_eq!(merged.requests_learned(), 2);
         assert!(palisade_gate::decide(&merged, &get).is_clean());
         assert!(palisade_gate::decide(&merged, &post).is_clean());
