@@ -90,16 +90,74 @@ fn is_trigger(b: u8) -> bool {
 
 /// The structures of `value`.
 pub fn structures(value: &str) -> u32 {
-    if !value.bytes().any(is_trigger) {
+    let mut has = 0u32;
+    for b in value.bytes() {
+        if is_trigger(b) || b == b'\n' {
+            has |= presence(b);
+        }
+    }
+    // SQL needs no punctuation to be SQL: `shoes union select password from users`.
+    let keywords =
+        has & P_SPACE != 0 && (contains_ci(value, b"union") || contains_ci(value, b"select"));
+    if has & !P_SPACE == 0 && !keywords {
         return 0;
     }
     let lower = value.to_ascii_lowercase();
     let s = lower.as_str();
-    let mut bits = sql(s);
-    bits |= markup(s);
-    bits |= shell(s);
-    bits |= other(s);
-    bits
+    let mut bits = 0;
+    if keywords || has & (P_QUOTE | P_SEMI | P_EQ | P_LT | P_PAREN | P_STAR) != 0 {
+        bits |= sql(s);
+    }
+    if has & (P_LT | P_EQ | P_COLON | P_PAREN | P_DOT | P_QUOTE) != 0 {
+        bits |= markup(s);
+    }
+    if has & (P_SEMI | P_PIPE | P_QUOTE | P_DOLLAR) != 0 {
+        bits |= shell(s);
+    }
+    bits | other(s, has)
+}
+
+fn contains_ci(value: &str, word: &[u8]) -> bool {
+    value
+        .as_bytes()
+        .windows(word.len())
+        .any(|w| w.eq_ignore_ascii_case(word))
+}
+
+/// Which characters of the grammars a value has, one bit per group, so that each scanner
+/// runs only on values that can hold its structures.
+const P_QUOTE: u32 = 1 << 0;
+const P_SEMI: u32 = 1 << 1;
+const P_PIPE: u32 = 1 << 2;
+const P_DOLLAR: u32 = 1 << 3;
+const P_BRACE: u32 = 1 << 4;
+const P_LT: u32 = 1 << 5;
+const P_PAREN: u32 = 1 << 6;
+const P_EQ: u32 = 1 << 7;
+const P_DOT: u32 = 1 << 8;
+const P_SLASH: u32 = 1 << 9;
+const P_PERCENT: u32 = 1 << 10;
+const P_COLON: u32 = 1 << 11;
+const P_STAR: u32 = 1 << 12;
+const P_SPACE: u32 = 1 << 13;
+
+fn presence(b: u8) -> u32 {
+    match b {
+        b'\'' | b'"' | b'`' => P_QUOTE,
+        b';' => P_SEMI,
+        b'|' | b'&' | b'\n' => P_PIPE,
+        b'$' => P_DOLLAR,
+        b'{' | b'}' => P_BRACE,
+        b'<' | b'>' => P_LT,
+        b'(' | b')' => P_PAREN,
+        b'=' => P_EQ,
+        b'.' => P_DOT,
+        b'/' | b'\\' => P_SLASH,
+        b'%' => P_PERCENT,
+        b':' => P_COLON,
+        b'*' | b'#' | b'-' => P_STAR,
+        _ => P_SPACE,
+    }
 }
 
 /// A SQL token, as far as the patterns below need one.
@@ -477,81 +535,88 @@ fn closes(s: &str, open: &str, close: &str) -> bool {
         .any(|(i, _)| s[i + open.len()..].contains(close))
 }
 
-fn other(s: &str) -> u32 {
+fn other(s: &str, has: u32) -> u32 {
     let mut bits = 0;
-    if closes(s, "{{", "}}")
-        || closes(s, "{%", "%}")
-        || closes(s, "${", "}")
-        || closes(s, "#{", "}")
-        || closes(s, "*{", "}")
-        || closes(s, "<%", "%>")
+    if has & (P_BRACE | P_PERCENT) != 0
+        && (closes(s, "{{", "}}")
+            || closes(s, "{%", "%}")
+            || closes(s, "${", "}")
+            || closes(s, "#{", "}")
+            || closes(s, "*{", "}")
+            || closes(s, "<%", "%>"))
     {
         bits |= TEMPLATE;
     }
-    if s.match_indices("${").any(|(i, _)| {
-        let rest = &s[i + 2..];
-        let end = rest.find('}').unwrap_or(rest.len()).min(48);
-        rest[..end].contains(':') || rest.starts_with("${")
-    }) {
+    if has & P_DOLLAR != 0
+        && s.match_indices("${").any(|(i, _)| {
+            let rest = &s[i + 2..];
+            let end = rest.find('}').unwrap_or(rest.len()).min(48);
+            rest[..end].contains(':') || rest.starts_with("${")
+        })
+    {
         bits |= LOOKUP;
     }
-    if [")(", "(|(", "(&(", "(!("].iter().any(|p| s.contains(p)) {
+    if has & P_PAREN != 0 && [")(", "(|(", "(&(", "(!("].iter().any(|p| s.contains(p)) {
         bits |= LDAP_FILTER;
     }
-    if s == ".."
-        || [
-            "../", "..\\", "/..", "\\..", "%2e%2e", "..%2f", "..%5c", "%2e./", ".%2e/",
+    if has & (P_DOT | P_PERCENT) != 0
+        && (s == ".."
+            || [
+                "../", "..\\", "/..", "\\..", "%2e%2e", "..%2f", "..%5c", "%2e./", ".%2e/",
+            ]
+            .iter()
+            .any(|p| s.contains(p)))
+    {
+        bits |= PATH_PARENT;
+    }
+    if has & (P_SLASH | P_DOT | P_COLON) != 0
+        && [
+            "/etc/",
+            "/proc/",
+            "/bin/",
+            "/dev/tcp",
+            "/usr/bin",
+            "win.ini",
+            "boot.ini",
+            "c:\\windows",
+            "\\windows\\",
+            "file:/",
+            "/var/log/",
+            "/root/",
+            ".ssh/",
+            ".htaccess",
+            "/etc%2f",
         ]
         .iter()
         .any(|p| s.contains(p))
     {
-        bits |= PATH_PARENT;
-    }
-    if [
-        "/etc/",
-        "/proc/",
-        "/bin/",
-        "/dev/tcp",
-        "/usr/bin",
-        "win.ini",
-        "boot.ini",
-        "c:\\windows",
-        "\\windows\\",
-        "file:/",
-        "/var/log/",
-        "/root/",
-        ".ssh/",
-        ".htaccess",
-        "/etc%2f",
-    ]
-    .iter()
-    .any(|p| s.contains(p))
-    {
         bits |= PATH_SYSTEM;
     }
-    if [
-        "$ne",
-        "$gt",
-        "$lt",
-        "$regex",
-        "$where",
-        "$in",
-        "$nin",
-        "$exists",
-        "$or",
-        "$and",
-        "$expr",
-        "$function",
-        "$eq",
-    ]
-    .iter()
-    .any(|p| s.contains(p))
+    if has & P_DOLLAR != 0
+        && [
+            "$ne",
+            "$gt",
+            "$lt",
+            "$regex",
+            "$where",
+            "$in",
+            "$nin",
+            "$exists",
+            "$or",
+            "$and",
+            "$expr",
+            "$function",
+            "$eq",
+        ]
+        .iter()
+        .any(|p| s.contains(p))
     {
         bits |= NOSQL_OPERATOR;
     }
-    if ["%0d", "%0a", "\\r\\n", "\\u000d", "\\u000a"]
-        .iter()
-        .any(|p| s.contains(p))
+    if has & (P_PERCENT | P_SLASH) != 0
+        && ["%0d", "%0a", "\\r\\n", "\\u000d", "\\u000a"]
+            .iter()
+            .any(|p| s.contains(p))
     {
         bits |= ENCODED_LINE_BREAK;
     }
