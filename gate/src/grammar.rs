@@ -109,7 +109,7 @@ pub fn structures(value: &str) -> u32 {
         bits |= sql(s);
     }
     if has & (P_LT | P_EQ | P_COLON | P_PAREN | P_DOT | P_QUOTE) != 0 {
-        bits |= markup(s);
+        bits |= markup(s, has);
     }
     if has & (P_SEMI | P_PIPE | P_QUOTE | P_DOLLAR) != 0 {
         bits |= shell(s);
@@ -118,10 +118,12 @@ pub fn structures(value: &str) -> u32 {
 }
 
 fn contains_ci(value: &str, word: &[u8]) -> bool {
-    value
-        .as_bytes()
-        .windows(word.len())
-        .any(|w| w.eq_ignore_ascii_case(word))
+    let b = value.as_bytes();
+    b.iter().enumerate().any(|(i, c)| {
+        c.to_ascii_lowercase() == word[0]
+            && b.get(i..i + word.len())
+                .is_some_and(|w| w.eq_ignore_ascii_case(word))
+    })
 }
 
 /// Which characters of the grammars a value has, one bit per group, so that each scanner
@@ -372,29 +374,47 @@ fn sql(s: &str) -> u32 {
     bits
 }
 
-const SINKS: &[&str] = &[
-    "alert(",
-    "alert`",
-    "prompt(",
-    "confirm(",
-    "eval(",
-    "fetch(",
-    "document.cookie",
-    "document.domain",
-    "document.write",
-    "window.location",
-    "fromcharcode",
+/// Functions a script payload calls, found before `(` or a backtick.
+const SINK_CALLS: &[&str] = &[
+    "alert",
+    "prompt",
+    "confirm",
+    "eval",
+    "fetch",
+    "settimeout",
+    "setinterval",
+    "import",
+];
+/// Members a script payload reads or writes.
+const SINK_MEMBERS: &[&str] = &[
+    ".cookie",
+    ".domain",
+    ".write(",
+    ".location",
     ".innerhtml",
-    "settimeout(",
-    "setinterval(",
-    "import(",
-    "xmlhttprequest",
+    ".fromcharcode",
 ];
 
-fn markup(s: &str) -> u32 {
+/// Whether one of `patterns` starts at a byte of `s` equal to its own first byte: one pass
+/// over the value, comparing only where a pattern can start.
+fn at_delimiters(s: &str, patterns: &[&str]) -> bool {
+    let firsts = patterns
+        .iter()
+        .fold(0u128, |m, p| m | 1u128 << (p.as_bytes()[0] & 0x7F));
+    let b = s.as_bytes();
+    b.iter().enumerate().any(|(i, c)| {
+        *c < 0x80
+            && firsts & (1u128 << c) != 0
+            && patterns
+                .iter()
+                .any(|p| p.as_bytes()[0] == *c && b[i..].starts_with(p.as_bytes()))
+    })
+}
+
+fn markup(s: &str, has: u32) -> u32 {
     let b = s.as_bytes();
     let mut bits = 0;
-    for (i, _) in s.match_indices('<') {
+    for (i, _) in s.match_indices('<').filter(|_| has & P_LT != 0) {
         let mut j = i + 1;
         if b.get(j) == Some(&b'/') || b.get(j) == Some(&b'!') {
             j += 1;
@@ -411,7 +431,7 @@ fn markup(s: &str) -> u32 {
             bits |= HTML_TAG;
         }
     }
-    for (i, _) in s.match_indices("on") {
+    for (i, _) in s.match_indices("on").filter(|_| has & P_EQ != 0) {
         if i > 0 && b[i - 1].is_ascii_alphanumeric() {
             continue;
         }
@@ -427,13 +447,20 @@ fn markup(s: &str) -> u32 {
             bits |= HTML_HANDLER;
         }
     }
-    if ["javascript:", "vbscript:", "livescript:", "data:text/html"]
-        .iter()
-        .any(|p| s.contains(p))
-    {
+    let scheme = |i: usize| {
+        let before = &s[..i];
+        ["javascript", "vbscript", "livescript"]
+            .iter()
+            .any(|w| before.ends_with(w))
+            || (before.ends_with("data") && s[i..].starts_with(":text/html"))
+    };
+    if has & P_COLON != 0 && s.match_indices(':').any(|(i, _)| scheme(i)) {
         bits |= JS_SCHEME;
     }
-    if SINKS.iter().any(|p| s.contains(p)) {
+    let call = |i: usize| SINK_CALLS.iter().any(|w| s[..i].ends_with(w));
+    if (has & (P_PAREN | P_QUOTE) != 0 && s.match_indices(['(', '`']).any(|(i, _)| call(i)))
+        || (has & P_DOT != 0 && at_delimiters(s, SINK_MEMBERS))
+    {
         bits |= JS_SINK;
     }
     bits
@@ -556,67 +583,60 @@ fn other(s: &str, has: u32) -> u32 {
     {
         bits |= LOOKUP;
     }
-    if has & P_PAREN != 0 && [")(", "(|(", "(&(", "(!("].iter().any(|p| s.contains(p)) {
+    if has & P_PAREN != 0 && at_delimiters(s, &[")(", "(|(", "(&(", "(!("]) {
         bits |= LDAP_FILTER;
     }
     if has & (P_DOT | P_PERCENT) != 0
         && (s == ".."
-            || [
-                "../", "..\\", "/..", "\\..", "%2e%2e", "..%2f", "..%5c", "%2e./", ".%2e/",
-            ]
-            .iter()
-            .any(|p| s.contains(p)))
+            || at_delimiters(
+                s,
+                &[
+                    "../", "..\\", "/..", "\\..", "%2e%2e", "..%2f", "..%5c", "%2e./", ".%2e/",
+                ],
+            ))
     {
         bits |= PATH_PARENT;
     }
-    if has & (P_SLASH | P_DOT | P_COLON) != 0
-        && [
-            "/etc/",
-            "/proc/",
-            "/bin/",
-            "/dev/tcp",
-            "/usr/bin",
-            "win.ini",
-            "boot.ini",
-            "c:\\windows",
-            "\\windows\\",
-            "file:/",
-            "/var/log/",
-            "/root/",
-            ".ssh/",
-            ".htaccess",
-            "/etc%2f",
-        ]
-        .iter()
-        .any(|p| s.contains(p))
+    let system = [
+        "/etc/",
+        "/proc/",
+        "/bin/",
+        "/dev/tcp",
+        "/usr/bin",
+        ".ini",
+        ":\\windows",
+        "\\windows\\",
+        "/var/log/",
+        "/root/",
+        ".ssh/",
+        ".htaccess",
+        "/etc%2f",
+    ];
+    if (has & (P_SLASH | P_DOT | P_COLON) != 0 && at_delimiters(s, &system))
+        || (has & P_COLON != 0 && s.contains("file:/"))
     {
         bits |= PATH_SYSTEM;
     }
-    if has & P_DOLLAR != 0
-        && [
-            "$ne",
-            "$gt",
-            "$lt",
-            "$regex",
-            "$where",
-            "$in",
-            "$nin",
-            "$exists",
-            "$or",
-            "$and",
-            "$expr",
-            "$function",
-            "$eq",
-        ]
-        .iter()
-        .any(|p| s.contains(p))
-    {
+    let operators = [
+        "$ne",
+        "$gt",
+        "$lt",
+        "$regex",
+        "$where",
+        "$in",
+        "$nin",
+        "$exists",
+        "$or",
+        "$and",
+        "$expr",
+        "$function",
+        "$eq",
+    ];
+    if has & P_DOLLAR != 0 && at_delimiters(s, &operators) {
         bits |= NOSQL_OPERATOR;
     }
     if has & (P_PERCENT | P_SLASH) != 0
-        && ["%0d", "%0a", "\\r\\n", "\\u000d", "\\u000a"]
-            .iter()
-            .any(|p| s.contains(p))
+        && at_delimiters(s, &["%0d", "%0a", "\\r\\n", "\\u000d", "\\u000a"])
     {
         bits |= ENCODED_LINE_BREAK;
     }

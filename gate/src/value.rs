@@ -39,6 +39,17 @@ const fn bits_of(chars: &[u8]) -> u32 {
 }
 
 const PROSE_BITS: u32 = bits_of(PROSE);
+
+/// Bit of each ASCII byte in the punctuation map (zero for bytes that are not punctuation).
+const PUNCTUATION_BIT: [u32; 128] = {
+    let mut t = [0u32; 128];
+    let mut i = 0;
+    while i < PUNCTUATION.len() {
+        t[PUNCTUATION[i] as usize] = 1 << i;
+        i += 1;
+    }
+    t
+};
 const JOINER_BITS: u32 = bits_of(JOINERS);
 /// Punctuation an identifier may hold besides letters and digits.
 const IDENT_BITS: u32 = bits_of(b"-._~:+=@");
@@ -208,7 +219,7 @@ impl ValueSample {
                 if b.is_ascii_digit() {
                     digits += 1;
                 } else if b.is_ascii_punctuation() {
-                    punctuation |= 1 << PUNCTUATION.iter().position(|p| *p == b).unwrap_or(0);
+                    punctuation |= PUNCTUATION_BIT[usize::from(b)];
                     flags |= marker_bit(before, b);
                 } else if b == b' ' || b == b'\t' {
                     classes |= SPACE;
