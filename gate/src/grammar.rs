@@ -385,30 +385,91 @@ const SINK_CALLS: &[&str] = &[
     "setinterval",
     "import",
 ];
-/// Members a script payload reads or writes.
-const SINK_MEMBERS: &[&str] = &[
-    ".cookie",
-    ".domain",
-    ".write(",
-    ".location",
-    ".innerhtml",
-    ".fromcharcode",
+/// Patterns that start at a delimiter, with the structure each marks; `delimited` finds them
+/// all in one pass over a value.
+const DELIMITED: &[(&str, u32)] = &[
+    (".cookie", JS_SINK),
+    (".domain", JS_SINK),
+    (".write(", JS_SINK),
+    (".location", JS_SINK),
+    (".innerhtml", JS_SINK),
+    (".fromcharcode", JS_SINK),
+    (")(", LDAP_FILTER),
+    ("(|(", LDAP_FILTER),
+    ("(&(", LDAP_FILTER),
+    ("(!(", LDAP_FILTER),
+    ("../", PATH_PARENT),
+    ("..\\", PATH_PARENT),
+    ("/..", PATH_PARENT),
+    ("\\..", PATH_PARENT),
+    ("%2e%2e", PATH_PARENT),
+    ("..%2f", PATH_PARENT),
+    ("..%5c", PATH_PARENT),
+    ("%2e./", PATH_PARENT),
+    (".%2e/", PATH_PARENT),
+    ("/etc/", PATH_SYSTEM),
+    ("/etc%2f", PATH_SYSTEM),
+    ("/proc/", PATH_SYSTEM),
+    ("/bin/", PATH_SYSTEM),
+    ("/dev/tcp", PATH_SYSTEM),
+    ("/usr/bin", PATH_SYSTEM),
+    (".ini", PATH_SYSTEM),
+    (":\\windows", PATH_SYSTEM),
+    ("\\windows\\", PATH_SYSTEM),
+    ("/var/log/", PATH_SYSTEM),
+    ("/root/", PATH_SYSTEM),
+    (".ssh/", PATH_SYSTEM),
+    (".htaccess", PATH_SYSTEM),
+    ("$ne", NOSQL_OPERATOR),
+    ("$gt", NOSQL_OPERATOR),
+    ("$lt", NOSQL_OPERATOR),
+    ("$regex", NOSQL_OPERATOR),
+    ("$where", NOSQL_OPERATOR),
+    ("$in", NOSQL_OPERATOR),
+    ("$nin", NOSQL_OPERATOR),
+    ("$exists", NOSQL_OPERATOR),
+    ("$or", NOSQL_OPERATOR),
+    ("$and", NOSQL_OPERATOR),
+    ("$expr", NOSQL_OPERATOR),
+    ("$function", NOSQL_OPERATOR),
+    ("$eq", NOSQL_OPERATOR),
+    ("%0d", ENCODED_LINE_BREAK),
+    ("%0a", ENCODED_LINE_BREAK),
+    ("\\r\\n", ENCODED_LINE_BREAK),
+    ("\\u000d", ENCODED_LINE_BREAK),
+    ("\\u000a", ENCODED_LINE_BREAK),
 ];
 
-/// Whether one of `patterns` starts at a byte of `s` equal to its own first byte: one pass
-/// over the value, comparing only where a pattern can start.
-fn at_delimiters(s: &str, patterns: &[&str]) -> bool {
-    let firsts = patterns
-        .iter()
-        .fold(0u128, |m, p| m | 1u128 << (p.as_bytes()[0] & 0x7F));
+/// Bytes some pattern of `DELIMITED` starts with.
+const DELIMITERS: u128 = {
+    let mut m = 0u128;
+    let mut i = 0;
+    while i < DELIMITED.len() {
+        m |= 1u128 << DELIMITED[i].0.as_bytes()[0];
+        i += 1;
+    }
+    m
+};
+
+/// The structures of `DELIMITED` in `s`: one pass, comparing only where a pattern can start.
+fn delimited(s: &str) -> u32 {
     let b = s.as_bytes();
-    b.iter().enumerate().any(|(i, c)| {
-        *c < 0x80
-            && firsts & (1u128 << c) != 0
-            && patterns
-                .iter()
-                .any(|p| p.as_bytes()[0] == *c && b[i..].starts_with(p.as_bytes()))
-    })
+    let mut bits = 0;
+    for i in 0..b.len() {
+        let c = b[i];
+        if c >= 0x80 || DELIMITERS & (1u128 << c) == 0 {
+            continue;
+        }
+        for (p, bit) in DELIMITED {
+            let p = p.as_bytes();
+            // The first two bytes inline: most delimiters in ordinary text are followed by
+            // something no pattern has.
+            if p[0] == c && b.get(i + 1) == p.get(1) && b[i..].starts_with(p) {
+                bits |= bit;
+            }
+        }
+    }
+    bits
 }
 
 fn markup(s: &str, has: u32) -> u32 {
@@ -459,7 +520,7 @@ fn markup(s: &str, has: u32) -> u32 {
     }
     let call = |i: usize| SINK_CALLS.iter().any(|w| s[..i].ends_with(w));
     if (has & (P_PAREN | P_QUOTE) != 0 && s.match_indices(['(', '`']).any(|(i, _)| call(i)))
-        || (has & P_DOT != 0 && at_delimiters(s, SINK_MEMBERS))
+        || (has & P_DOT != 0 && delimited(s) & JS_SINK != 0)
     {
         bits |= JS_SINK;
     }
@@ -583,62 +644,14 @@ fn other(s: &str, has: u32) -> u32 {
     {
         bits |= LOOKUP;
     }
-    if has & P_PAREN != 0 && at_delimiters(s, &[")(", "(|(", "(&(", "(!("]) {
-        bits |= LDAP_FILTER;
+    if has & (P_PAREN | P_DOT | P_PERCENT | P_SLASH | P_COLON | P_DOLLAR) != 0 {
+        bits |= delimited(s) & !JS_SINK;
     }
-    if has & (P_DOT | P_PERCENT) != 0
-        && (s == ".."
-            || at_delimiters(
-                s,
-                &[
-                    "../", "..\\", "/..", "\\..", "%2e%2e", "..%2f", "..%5c", "%2e./", ".%2e/",
-                ],
-            ))
-    {
+    if s == ".." {
         bits |= PATH_PARENT;
     }
-    let system = [
-        "/etc/",
-        "/proc/",
-        "/bin/",
-        "/dev/tcp",
-        "/usr/bin",
-        ".ini",
-        ":\\windows",
-        "\\windows\\",
-        "/var/log/",
-        "/root/",
-        ".ssh/",
-        ".htaccess",
-        "/etc%2f",
-    ];
-    if (has & (P_SLASH | P_DOT | P_COLON) != 0 && at_delimiters(s, &system))
-        || (has & P_COLON != 0 && s.contains("file:/"))
-    {
+    if has & P_COLON != 0 && s.contains("file:/") {
         bits |= PATH_SYSTEM;
-    }
-    let operators = [
-        "$ne",
-        "$gt",
-        "$lt",
-        "$regex",
-        "$where",
-        "$in",
-        "$nin",
-        "$exists",
-        "$or",
-        "$and",
-        "$expr",
-        "$function",
-        "$eq",
-    ];
-    if has & P_DOLLAR != 0 && at_delimiters(s, &operators) {
-        bits |= NOSQL_OPERATOR;
-    }
-    if has & (P_PERCENT | P_SLASH) != 0
-        && at_delimiters(s, &["%0d", "%0a", "\\r\\n", "\\u000d", "\\u000a"])
-    {
-        bits |= ENCODED_LINE_BREAK;
     }
     bits
 }
