@@ -3,11 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
+use palisade_gate::persist::{ServiceProfiles, Strictness};
 use palisade_gate::{PersistError, Profile};
 
 /// The file an imported profile is written to in the service's directory; the shim merges it
 /// with the pods' files when the next pod of the service starts.
-pub const IMPORTED: &str = "imported";
+pub const IMPORTED: &str = palisade_gate::persist::IMPORTED;
 
 /// Exporting or importing a profile failed.
 #[derive(Debug, thiserror::Error)]
@@ -16,74 +17,24 @@ pub enum GateError {
     Persist(#[from] PersistError),
     #[error("service {service}: no profiles in {dir}")]
     NoProfiles { service: String, dir: PathBuf },
-    #[error("{what} {path}: {source}")]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("profile {path}: {source}")]
-    Profile {
-        path: PathBuf,
-        #[source]
-        source: PersistError,
-    },
 }
 
 /// The directory of `service` under `state_dir`, refusing names that are not plain file names.
 pub fn service_dir(state_dir: &Path, service: &str) -> Result<PathBuf, GateError> {
-    // path_in checks the name; the shim keeps one directory per service under that name.
-    palisade_gate::path_in(state_dir, service)?;
-    Ok(state_dir.join(service))
+    Ok(ServiceProfiles::of(state_dir, service)?.dir)
 }
 
-/// The profile files of a service directory, sorted by name.
-fn profile_files(dir: &Path) -> Result<Vec<PathBuf>, GateError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(GateError::Io {
-                what: "service directory",
-                path: dir.to_path_buf(),
-                source,
-            })
-        }
-    };
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.to_string_lossy().ends_with(".profile.json") && p.is_file())
-        .collect();
-    files.sort();
-    Ok(files)
-}
-
-/// The service's profile: every pod's file merged, as the shim loads it at a pod's start.
-/// A file that is not a profile is an error here (the shim skips it with a warning), so an
+/// The service's profile as the shim loads it at a pod's start (`ServiceProfiles::merged`),
+/// except that a file that is not a profile is an error here (the shim skips it), so an
 /// export never silently leaves a pod out.
 pub fn merged(state_dir: &Path, service: &str) -> Result<(Profile, Vec<PathBuf>), GateError> {
-    let dir = service_dir(state_dir, service)?;
-    let files = profile_files(&dir)?;
-    let mut merged: Option<Profile> = None;
-    for path in &files {
-        let profile = palisade_gate::load(path).map_err(|source| GateError::Profile {
-            path: path.clone(),
-            source,
-        })?;
-        if let Some(p) = profile {
-            match merged.as_mut() {
-                Some(m) => m.merge(&p),
-                None => merged = Some(p),
-            }
-        }
-    }
-    match merged {
-        Some(p) => Ok((p, files)),
+    let store = ServiceProfiles::of(state_dir, service)?;
+    let merged = store.merged(Strictness::Strict)?;
+    match merged.profile {
+        Some(p) => Ok((p, merged.files)),
         None => Err(GateError::NoProfiles {
             service: service.to_string(),
-            dir,
+            dir: store.dir,
         }),
     }
 }
@@ -96,16 +47,7 @@ pub fn export(state_dir: &Path, service: &str) -> Result<String, GateError> {
 
 /// Validates `document` and writes it as the service's imported profile; returns its path.
 pub fn import(state_dir: &Path, service: &str, document: &str) -> Result<PathBuf, GateError> {
-    let profile = palisade_gate::import(document)?;
-    let dir = service_dir(state_dir, service)?;
-    std::fs::create_dir_all(&dir).map_err(|source| GateError::Io {
-        what: "service directory",
-        path: dir.clone(),
-        source,
-    })?;
-    let path = palisade_gate::path_in(&dir, IMPORTED)?;
-    palisade_gate::save(&profile, &path)?;
-    Ok(path)
+    Ok(ServiceProfiles::of(state_dir, service)?.import(document)?)
 }
 
 #[cfg(test)]

@@ -16,6 +16,12 @@ pub enum EventKind {
     Block,
     /// A response broke the response rules (reported, never refused).
     Response,
+    /// The HTTP parser refused the request (400, 431) before any rule could see it; the
+    /// reason says what it found.
+    Refused,
+    /// The gate changed stage (learn, alert, block) on its own or by the operator; the
+    /// reasons say why.
+    Stage,
 }
 
 /// One reported violation; `count` says how many identical ones it stands for.
@@ -44,9 +50,10 @@ impl GateEvent {
     /// a response anomaly below both.
     pub fn severity(&self) -> u8 {
         match self.kind {
-            EventKind::Block => 6,
+            EventKind::Block | EventKind::Refused => 6,
             EventKind::Alert => 5,
             EventKind::Response => 4,
+            EventKind::Stage => 3,
         }
     }
 
@@ -60,7 +67,7 @@ impl GateEvent {
     ) -> Result<palisade_events::Event, palisade_events::SeverityError> {
         use palisade_events::{Action, Event, Rule, Severity, Source};
         let (name, action, tags) = match self.kind {
-            EventKind::Block => (
+            EventKind::Block | EventKind::Refused => (
                 "gate-request-rules",
                 Action::Block,
                 vec!["MITRE_T1190".to_string()],
@@ -71,6 +78,7 @@ impl GateEvent {
                 vec!["MITRE_T1190".to_string()],
             ),
             EventKind::Response => ("gate-response-rules", Action::Audit, Vec::new()),
+            EventKind::Stage => ("gate-stage", Action::Audit, Vec::new()),
         };
         let rule = Rule {
             name: name.to_string(),

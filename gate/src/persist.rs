@@ -5,6 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::profile::{Profile, PROFILE_VERSION};
+pub use crate::store::{Merged, ServiceProfiles, Strictness, IMPORTED, KEPT_FILES};
 
 /// Documents larger than this are refused: a profile is bounded far below it, so a larger
 /// file is not a profile.
@@ -46,6 +47,16 @@ pub enum PersistError {
     /// The document is larger than any profile can be.
     #[error("profile document: {0} bytes is over the limit")]
     TooLarge(usize),
+    /// A file that is not a profile this version can use (corrupt, edited into nonsense, or
+    /// from an incompatible version).
+    #[error("profile {path}: {source}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: Box<PersistError>,
+    },
     /// A service name that cannot name a file in the state directory.
     #[error("profile of service {0:?}: name not usable as a file name")]
     ServiceName(String),
@@ -91,7 +102,10 @@ pub fn import(document: &str) -> Result<Profile, PersistError> {
 /// Loads the profile at `path`; `Ok(None)` when there is none yet.
 pub fn load(path: &Path) -> Result<Option<Profile>, PersistError> {
     match fs::read_to_string(path) {
-        Ok(doc) => import(&doc).map(Some),
+        Ok(doc) => import(&doc).map(Some).map_err(|e| PersistError::Invalid {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(PersistError::Read {
             path: path.to_path_buf(),
@@ -181,7 +195,7 @@ mod tests {
     fn wrong_version_and_garbage_are_refused() {
         let doc = export(&Profile::default())
             .unwrap()
-            .replace("\"version\":1", "\"version\":9");
+            .replace("\"version\":2", "\"version\":9");
         assert!(matches!(
             import(&doc),
             Err(PersistError::Version { found: 9 })

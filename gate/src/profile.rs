@@ -2,15 +2,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::request::{
-    flatten_json, path_template, percent_decode_cow, segment_count, Body, JsonKind, Request,
-    Response,
-};
+use crate::path::{PathRule, Positions};
+use crate::request::{flatten_json, Body, JsonKind, Request, Response};
 use crate::rules::{network_of, KeyedRules, MediaRule, Rule, SmallSet};
 use crate::value::{compress, Ranges, ValueProfile, ValueSample};
 
 /// Version of the serialized profile document; bumped on an incompatible change.
-pub const PROFILE_VERSION: u32 = 1;
+pub const PROFILE_VERSION: u32 = 2;
 
 /// Bounds that keep a profile small whatever the traffic; stored in the profile so that a
 /// merge or an import keeps the bounds it was learned with.
@@ -38,49 +36,6 @@ impl Default for Limits {
             values: 16,
             networks: 16,
         }
-    }
-}
-
-/// Rules of one path template: how many segments, and the profile of the decoded path.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PathRule {
-    #[serde(rename = "s")]
-    pub(crate) segments: Ranges,
-    #[serde(rename = "v")]
-    pub(crate) value: ValueProfile,
-}
-
-/// What one request contributes to a path rule.
-pub struct PathSample {
-    segments: u64,
-    value: ValueSample,
-}
-
-impl Rule for PathRule {
-    type Sample = PathSample;
-    fn learn(&mut self, s: &PathSample) {
-        self.segments.learn(compress(s.segments));
-        self.value.learn(&s.value);
-    }
-    fn merge(&mut self, other: &Self) {
-        self.segments.merge(&other.segments);
-        self.value.merge(&other.value);
-    }
-    fn check(&self, s: &PathSample, at: &str, reasons: &mut Vec<String>) {
-        if !self.segments.contains(compress(s.segments)) {
-            reasons.push(format!(
-                "{at}: {} segments outside learned range",
-                s.segments
-            ));
-        }
-        self.value.check(&s.value, at, reasons);
-    }
-    fn accepts(&self, s: &PathSample) -> bool {
-        self.segments.contains(compress(s.segments)) && self.value.accepts(&s.value)
-    }
-    fn normalize(&mut self) {
-        self.segments.normalize();
-        self.value.normalize();
     }
 }
 
@@ -163,6 +118,9 @@ pub struct RequestRules {
     pub(crate) methods: SmallSet<String>,
     pub(crate) protocols: SmallSet<String>,
     pub(crate) paths: KeyedRules<PathRule>,
+    /// Which path positions are parameters.
+    #[serde(default, skip_serializing_if = "crate::profile::no_positions")]
+    pub(crate) positions: Positions,
     pub(crate) query: KeyedRules<ValueProfile>,
     pub(crate) headers: KeyedRules<ValueProfile>,
     pub(crate) content_type: MediaRule,
@@ -242,6 +200,25 @@ impl Profile {
         self.requests
     }
 
+    /// How many fields (query keys, headers, form fields, JSON leaves, path parameters) the
+    /// profile has, and how many of them learned fewer than `min_values` values.
+    pub fn variety(&self, min_values: u32) -> crate::mode::Variety {
+        let r = &self.req;
+        let fields = r
+            .query
+            .rules()
+            .chain(r.headers.rules())
+            .chain(r.form.rules())
+            .chain(r.json.rules().filter_map(|j| j.value.as_ref()))
+            .chain(r.paths.rules().flat_map(|p| p.params.iter()));
+        let mut v = crate::mode::Variety::default();
+        for f in fields {
+            v.fields += 1;
+            v.thin += usize::from(f.seen() < min_values);
+        }
+        v
+    }
+
     /// The bounds of this profile.
     pub fn limits(&self) -> Limits {
         self.limits
@@ -254,8 +231,7 @@ impl Profile {
         self.requests += 1;
         r.methods.learn(req.method.clone(), l.values);
         r.protocols.learn(req.protocol.clone(), l.values);
-        r.paths
-            .learn(&path_template(&req.raw_path), &path_sample(req), l.paths);
+        crate::path::learn(&mut r.paths, &mut r.positions, &req.raw_path, l.paths);
         for (k, v) in &req.query {
             r.query.learn(k, &ValueSample::of(v), l.keys);
         }
@@ -324,6 +300,9 @@ impl Profile {
         a.methods.merge(&b.methods, l.values);
         a.protocols.merge(&b.protocols, l.values);
         a.paths.merge(&b.paths, l.paths);
+        for prefix in a.positions.merge(&b.positions, l.paths) {
+            crate::path::fold(&mut a.paths, &prefix);
+        }
         a.query.merge(&b.query, l.keys);
         a.headers.merge(&b.headers, l.keys);
         a.content_type.merge(&b.content_type);
@@ -349,6 +328,7 @@ impl Profile {
         r.methods.normalize(l.values);
         r.protocols.normalize(l.values);
         r.paths.normalize(l.paths);
+        r.positions.normalize(l.paths);
         r.query.normalize(l.keys);
         r.headers.normalize(l.keys);
         r.content_type.normalize();
@@ -366,11 +346,8 @@ impl Profile {
     }
 }
 
-pub(crate) fn path_sample(req: &Request) -> PathSample {
-    PathSample {
-        segments: segment_count(&req.raw_path),
-        value: ValueSample::of(&percent_decode_cow(&req.raw_path, false)),
-    }
+pub(crate) fn no_positions(p: &Positions) -> bool {
+    *p == Positions::default()
 }
 
 /// `$.user.name` is learned as `.user.name`, the root as the empty key.
@@ -464,7 +441,9 @@ mod tests {
             ));
         }
         let l = p.limits();
-        assert_eq!(p.req.paths.len(), l.paths);
+        // Thousands of distinct first segments make that position a parameter: one template.
+        assert!(p.req.paths.len() <= l.paths);
+        assert!(p.req.positions.is_parameter(""));
         assert_eq!(p.req.query.len(), l.keys);
         assert!(
             p.req.client.contains(&"192.0.2.0/24".to_string()),

@@ -5,9 +5,10 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use hyper::body::Body as _;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, UPGRADE};
 use hyper::server::conn::http1 as server;
 use hyper::service::service_fn;
@@ -22,9 +23,10 @@ use crate::decide::{decide, decide_response_parts, is_slow_after};
 use crate::events::{Dedup, EventKind, EventSink, GateEvent};
 use crate::idle::{within_idle_timeout, Activity};
 use crate::indicators::{IndicatorState, PodIndicators};
-use crate::mode::{AutoAlert, Mode, ModeSwitch};
-use crate::profile::Profile;
+use crate::mode::{AutoAlert, Mode, Promotion, Stages};
+use crate::refusal::{close_after, drain, parser_reason, Recording};
 use crate::request::{pairs_retained_bytes, refill_headers, Request, Response};
+pub use crate::shared::SharedProfile;
 use crate::upstream::{tunnel, Connector, DirectConnector, Upstream};
 
 /// How a gate runs.
@@ -34,8 +36,11 @@ pub struct GateConfig {
     pub service: String,
     /// Mode at start.
     pub mode: Mode,
-    /// Switch from learn to alert once enough was learned; `None` stays in the start mode.
+    /// Promote from learn to alert once enough was learned (and on to block by
+    /// `promotion`); `None` holds the gate at `mode`.
     pub auto_alert: Option<AutoAlert>,
+    /// The rest of the promotion rule (`mode.rs`): variety per field, quiet window.
+    pub promotion: Promotion,
     /// Time a client has to send a request head, also the idle time of a kept-alive
     /// connection: a client that sends headers slowly (slowloris) is dropped after it.
     pub header_read_timeout: Duration,
@@ -66,6 +71,7 @@ impl Default for GateConfig {
                 min_requests: 10_000,
                 min_duration: Duration::from_secs(3600),
             }),
+            promotion: Promotion::default(),
             header_read_timeout: Duration::from_secs(10),
             max_connections: 256,
             max_head_bytes: 16 * 1024,
@@ -86,43 +92,6 @@ pub enum GateError {
     Listener(#[source] std::io::Error),
 }
 
-/// The profile of one service, shared by the gate (which learns and decides with it) and the
-/// shim (which saves, merges and exports it).
-#[derive(Clone, Debug, Default)]
-pub struct SharedProfile(Arc<RwLock<Profile>>);
-
-impl SharedProfile {
-    /// Shares `profile`.
-    pub fn new(profile: Profile) -> Self {
-        SharedProfile(Arc::new(RwLock::new(profile)))
-    }
-
-    /// A copy of the profile as it is now, to save or export.
-    pub fn snapshot(&self) -> Profile {
-        self.read().clone()
-    }
-
-    /// Merges the profile of another pod of the service into this one.
-    pub fn merge(&self, other: &Profile) {
-        self.write().merge(other);
-    }
-
-    /// Replaces the profile (an import).
-    pub fn replace(&self, profile: Profile) {
-        *self.write() = profile;
-    }
-
-    // A panic while holding the lock cannot leave a profile half-updated in a way that
-    // matters (learning only widens rules), so a poisoned lock is used as it is.
-    fn read(&self) -> RwLockReadGuard<'_, Profile> {
-        self.0.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn write(&self) -> RwLockWriteGuard<'_, Profile> {
-        self.0.write().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -138,7 +107,7 @@ struct Inner {
     profile: SharedProfile,
     sink: Arc<dyn EventSink>,
     connector: Arc<dyn Connector>,
-    mode: Mutex<ModeSwitch>,
+    mode: Mutex<Stages>,
     dedup: Mutex<Dedup>,
     indicators: Mutex<IndicatorState>,
     id_prefix: u32,
@@ -220,9 +189,10 @@ impl Gate {
         let id_prefix = (now.as_nanos() as u32) ^ std::process::id().rotate_left(16);
         Gate {
             inner: Arc::new(Inner {
-                mode: Mutex::new(ModeSwitch::new(
+                mode: Mutex::new(Stages::new(
                     config.mode,
                     config.auto_alert,
+                    config.promotion,
                     Instant::now(),
                 )),
                 dedup: Mutex::new(Dedup::new(config.alert_window, DEDUP_ENTRIES)),
@@ -244,7 +214,7 @@ impl Gate {
 
     /// Sets the mode by hand; the automatic switch no longer applies.
     pub fn set_mode(&self, mode: Mode) {
-        lock(&self.inner.mode).set(mode);
+        lock(&self.inner.mode).set(mode, Instant::now());
     }
 
     /// The profile this gate learns into.
@@ -351,12 +321,26 @@ impl Gate {
             .writev(false)
             .max_buf_size(self.inner.config.max_head_bytes.max(8192))
             .keep_alive(true);
+        let (stream, last_read) = Recording::new(stream);
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
         let timeout = self.inner.config.header_read_timeout;
         match within_idle_timeout(conn, &activity, timeout).await {
             Some(Ok(())) => {}
+            // hyper answered 400 or 431 itself; the request never reached the rules, so the
+            // refusal is reported here with what was sent.
+            Some(Err(e)) if e.is_parse() || e.is_parse_too_large() => {
+                let reason = parser_reason(&e, &last_read);
+                let id = self.request_id();
+                self.report(
+                    EventKind::Refused,
+                    id,
+                    vec![reason],
+                    peer,
+                    &Request::default(),
+                );
+            }
             Some(Err(e)) => tracing::debug!(%peer, error = %e, "gate: connection ended"),
             None => tracing::debug!(%peer, "gate: no request head in time, connection closed"),
         }
@@ -364,7 +348,19 @@ impl Gate {
 
     fn current_mode(&self) -> Mode {
         let learned = self.inner.profile.read().requests_learned();
-        lock(&self.inner.mode).current(learned, Instant::now())
+        let variety = |min| self.inner.profile.read().variety(min);
+        let (mode, promoted) = lock(&self.inner.mode).current(learned, variety, Instant::now());
+        if let Some(why) = promoted {
+            let peer = SocketAddr::from(([0, 0, 0, 0], 0));
+            self.report(
+                EventKind::Stage,
+                self.request_id(),
+                vec![why],
+                peer,
+                &Request::default(),
+            );
+        }
+        mode
     }
 
     fn request_id(&self) -> RequestId {
@@ -411,7 +407,15 @@ impl Gate {
         } else {
             GateBody::stream(body)
         };
-        if let Some(refusal) = self.learn_or_decide(mode, id, peer, sample) {
+        if let Some(mut refusal) = self.learn_or_decide(mode, id, peer, sample) {
+            // The client may send its next request on this connection: read the rest of this
+            // one's body first, or close the connection saying so.
+            let cfg = &self.inner.config;
+            if !body.is_end_stream()
+                && !drain(body, cfg.max_inspected_body, cfg.body_read_timeout).await
+            {
+                close_after(&mut refusal);
+            }
             return refusal;
         }
 
@@ -470,11 +474,9 @@ impl Gate {
         match read.await {
             Err(_) => {
                 tracing::debug!(request_id = %id, "gate: request body too slow");
-                Err(plain(
-                    StatusCode::REQUEST_TIMEOUT,
-                    id,
-                    "request body too slow",
-                ))
+                let mut resp = plain(StatusCode::REQUEST_TIMEOUT, id, "request body too slow");
+                close_after(&mut resp);
+                Err(resp)
             }
             Ok(Ok((Some(bytes), forward))) => {
                 sample.attach_body(&bytes);
@@ -487,11 +489,9 @@ impl Gate {
             }
             Ok(Err(e)) => {
                 tracing::debug!(request_id = %id, error = %e, "gate: request body unreadable");
-                Err(plain(
-                    StatusCode::BAD_REQUEST,
-                    id,
-                    "request body unreadable",
-                ))
+                let mut resp = plain(StatusCode::BAD_REQUEST, id, "request body unreadable");
+                close_after(&mut resp);
+                Err(resp)
             }
         }
     }
@@ -510,6 +510,9 @@ impl Gate {
             return None;
         }
         let decision = decide(&self.inner.profile.read(), sample);
+        if mode == Mode::Alert {
+            lock(&self.inner.mode).decided(!decision.is_clean(), Instant::now());
+        }
         if decision.is_clean() {
             return None;
         }
@@ -739,23 +742,6 @@ mod tests {
         assert!(is_upgrade(&h));
         strip_hop_by_hop(&mut h, true);
         assert_eq!(h.len(), 3);
-    }
-
-    #[test]
-    fn shared_profile_merges_replaces_and_snapshots() {
-        let shared = SharedProfile::default();
-        let mut pod = Profile::default();
-        pod.learn(&Request::new("GET", "HTTP/1.1", "/a?x=1", vec![], None));
-        shared.merge(&pod);
-        shared.merge(&pod);
-        assert_eq!(shared.snapshot().requests_learned(), 2);
-        let clone = shared.clone();
-        clone.replace(Profile::default());
-        assert_eq!(
-            shared.snapshot(),
-            Profile::default(),
-            "clones share one profile"
-        );
     }
 
     #[test]

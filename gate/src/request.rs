@@ -491,37 +491,6 @@ fn refill_urlencoded(out: &mut Vec<(String, String)>, s: &str) {
     out.truncate(n);
 }
 
-/// The template a path is learned under: its first three segments, each kept when it looks
-/// like a fixed name (letters, `-`, `_`, at most 32 long) and replaced by `*` otherwise, so
-/// that `/users/42/orders` and `/users/7/orders` share one profile.
-pub fn path_template(raw_path: &str) -> String {
-    let mut segments = raw_path.split('/').filter(|s| !s.is_empty());
-    let mut t = String::with_capacity(raw_path.len().min(64) + 4);
-    for seg in segments.by_ref().take(3) {
-        t.push('/');
-        let fixed = seg.len() <= 32
-            && seg
-                .bytes()
-                .all(|b| b.is_ascii_alphabetic() || b == b'-' || b == b'_');
-        if fixed {
-            t.push_str(seg);
-        } else {
-            t.push('*');
-        }
-    }
-    if t.is_empty() {
-        t.push('/');
-    } else if segments.next().is_some() {
-        t.push_str("/…");
-    }
-    t
-}
-
-/// Number of non-empty segments of a path.
-pub fn segment_count(raw_path: &str) -> u64 {
-    raw_path.split('/').filter(|s| !s.is_empty()).count() as u64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -602,15 +571,6 @@ mod tests {
     fn percent_decode_keeps_broken_escapes() {
         assert_eq!(percent_decode("%zz%4", false), "%zz%4");
         assert_eq!(percent_decode("%2e%2E/", false), "../");
-    }
-
-    #[test]
-    fn templates_hide_identifiers() {
-        assert_eq!(path_template("/users/42/orders"), "/users/*/orders");
-        assert_eq!(path_template("/static/app.js"), "/static/*");
-        assert_eq!(path_template("/"), "/");
-        assert_eq!(path_template("/a/b/c/d/e"), "/a/b/c/…");
-        assert_eq!(segment_count("/a//b/"), 2);
     }
 
     #[test]

@@ -78,6 +78,16 @@ impl<R> Default for KeyedRules<R> {
 }
 
 impl<R: Rule> KeyedRules<R> {
+    /// The keys learned by name.
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.keys.keys()
+    }
+
+    /// The rules learned, by name and folded.
+    pub fn rules(&self) -> impl Iterator<Item = &R> {
+        self.keys.values().chain(self.other.as_ref())
+    }
+
     /// Number of keys learned by name.
     pub fn len(&self) -> usize {
         self.keys.len()
@@ -182,6 +192,32 @@ impl<R: Rule> KeyedRules<R> {
             names.check(&ValueSample::of(key), &format!("{at} (key name)"), reasons);
         }
         rule.check(sample, at, reasons);
+    }
+
+    /// Moves every rule whose key `rename` maps to a new key there (merged with what is
+    /// already there), after `adjust` made it fit the new key.
+    pub(crate) fn rekey(
+        &mut self,
+        rename: impl Fn(&str) -> Option<String>,
+        adjust: impl Fn(&str, &mut R),
+    ) {
+        let moving: Vec<String> = self
+            .keys
+            .keys()
+            .filter(|k| rename(k).is_some())
+            .cloned()
+            .collect();
+        for old in moving {
+            if let (Some(mut rule), Some(new)) = (self.keys.remove(&old), rename(&old)) {
+                adjust(&old, &mut rule);
+                match self.keys.get_mut(&new) {
+                    Some(there) => there.merge(&rule),
+                    None => {
+                        self.keys.insert(new, rule);
+                    }
+                }
+            }
+        }
     }
 
     /// The rule that applies to `key`: its own, or `other` when keys were folded.

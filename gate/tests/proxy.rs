@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use common::{start_gate, start_upstream, test_config, Client, TestRequest};
-use palisade_gate::{AutoAlert, EventKind, GateConfig, Mode, Profile};
+use palisade_gate::{AutoAlert, EventKind, GateConfig, Mode, Profile, Promotion};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
 
@@ -284,6 +284,10 @@ async fn learning_switches_to_alert_after_enough_requests_and_time() -> Result<(
             min_requests: 10,
             min_duration: Duration::from_secs(2),
         }),
+        promotion: Promotion {
+            field_values: 5,
+            ..Promotion::default()
+        },
         ..test_config(Mode::Learn)
     };
     let started = tokio::time::Instant::now();

