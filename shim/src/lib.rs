@@ -2,6 +2,7 @@
 
 pub mod compromise;
 pub mod config;
+pub mod contract;
 pub mod error;
 pub mod events;
 pub mod gate;

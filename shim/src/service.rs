@@ -1585,7 +1585,15 @@ fn harden_bundle(
     reporter: &crate::report::Reporter,
 ) -> Result<Hardened, ShimError> {
     let path = bundle.join("config.json");
-    let report = palisade_sandbox::harden_spec(id, &mut spec, &config.hardening)?;
+    let report = match palisade_sandbox::harden_spec(id, &mut spec, &config.hardening) {
+        Ok(report) => report,
+        Err(e) => {
+            if let Some(event) = crate::contract::refusal_event(&config.node_name, id, &spec, &e) {
+                reporter.report(event);
+            }
+            return Err(e.into());
+        }
+    };
     let compiled = match candidates {
         Some(c) => c.select(labels, config.audit())?,
         None => None,
@@ -1639,8 +1647,8 @@ fn harden_bundle(
     for line in &report.applied {
         tracing::debug!(container = %id, "hardening: {line}");
     }
-    for line in &report.warnings {
-        reporter.report(runtime_event(config, id, &spec, "hardening-relaxed", line));
+    for event in crate::contract::decision_events(&config.node_name, id, &spec, &report) {
+        reporter.report(event);
     }
     let out = serde_json::to_vec(&spec).map_err(|source| ShimError::Json {
         context: format!("container {id}: config.json"),
@@ -1654,7 +1662,7 @@ fn harden_bundle(
     std::fs::rename(&tmp, &path).map_err(ShimError::io(format!(
         "container {id}: replace config.json"
     )))?;
-    tracing::info!(container = %id, applied = report.applied.len(), relaxed = report.warnings.len(), wrapped, "hardened");
+    tracing::info!(container = %id, applied = report.applied.len(), relaxed = report.relaxed.len(), wrapped, "hardened");
     let degrade = config.strict.as_ref().is_some_and(|s| s.allow_degraded);
     Ok(Hardened {
         spec,
