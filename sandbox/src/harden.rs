@@ -319,24 +319,56 @@ fn ensure_seccomp(
     Ok(())
 }
 
-/// CRI's spec for a privileged container holds every capability and masks nothing (and a
-/// pod that adds `ALL` with an unmasked /proc gets the same spec, which is just as
-/// privileged). Only capabilities every supported kernel has are required, so that the
-/// check holds on kernels older than the list of capabilities palisade knows.
+/// CRI's spec for a privileged container holds every capability the runtime can give and
+/// allows every device in the device cgroup; containerd 2.x also empties the masked and
+/// read-only path lists, 1.6 keeps its defaults there. A spec is privileged when its bounding
+/// set holds `CAP_SYS_ADMIN` and its device cgroup allows every device (nothing else in CRI
+/// asks for that), or when it holds every capability up to `CAP_AUDIT_READ` and masks
+/// nothing (what a pod that adds `ALL` and asks for an unmasked /proc gets, which is just as
+/// privileged). The capability test does not ask for every capability the kernel knows: a
+/// containerd running under a reduced bounding set (in a container, or a systemd unit with
+/// `CapabilityBoundingSet`) gives its privileged containers that set.
 fn is_privileged(root: &Map<String, Value>) -> Result<bool, SpecError> {
     let bounding = match root.get("process") {
         Some(Value::Object(process)) => capabilities::bounding(process)?,
         _ => return Ok(false),
     };
+    let Some(Value::Object(linux)) = root.get("linux") else {
+        return Ok(PRIVILEGED_MINIMUM.iter().all(|c| bounding.contains(*c)));
+    };
+    if bounding.contains("CAP_SYS_ADMIN") && allows_every_device(linux) {
+        return Ok(true);
+    }
     if !PRIVILEGED_MINIMUM.iter().all(|c| bounding.contains(*c)) {
         return Ok(false);
     }
-    let Some(Value::Object(linux)) = root.get("linux") else {
-        return Ok(true);
-    };
     let masked = spec::string_list(linux, "maskedPaths", "linux.maskedPaths")?;
     let readonly = spec::string_list(linux, "readonlyPaths", "linux.readonlyPaths")?;
     Ok(masked.is_empty() && readonly.is_empty())
+}
+
+/// Whether `linux.resources.devices` has a rule allowing read, write and mknod of every
+/// device (no type, or type `a`, and no major or minor number), as containerd writes for a
+/// privileged container.
+fn allows_every_device(linux: &Map<String, Value>) -> bool {
+    let Some(Value::Array(rules)) = linux.get("resources").and_then(|r| r.get("devices")) else {
+        return false;
+    };
+    rules.iter().any(|rule| {
+        let any_type = match rule.get("type") {
+            None | Some(Value::Null) => true,
+            Some(t) => t.as_str() == Some("a"),
+        };
+        let any_number = ["major", "minor"].iter().all(|k| {
+            rule.get(*k)
+                .is_none_or(|v| v.is_null() || v.as_i64() == Some(-1))
+        });
+        let access = rule.get("access").and_then(Value::as_str).unwrap_or("");
+        rule.get("allow").and_then(Value::as_bool) == Some(true)
+            && any_type
+            && any_number
+            && ["r", "w", "m"].iter().all(|a| access.contains(a))
+    })
 }
 
 /// The CRI annotations that identify the container in logs.

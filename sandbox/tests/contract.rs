@@ -147,6 +147,38 @@ fn a_missing_profile_is_an_explicit_unconfined_only_where_the_node_says_so() {
     assert!(o.message.contains("allow_unconfined_seccomp"), "{o:?}");
 }
 
+/// The spec containerd 1.6 writes for `privileged: true` under a containerd whose own bounding
+/// set lacks a capability (as in a container): every device allowed, its default masked paths
+/// kept, `CAP_LEASE` missing.
+fn privileged_on_containerd_1_6_reduced() -> Value {
+    let caps: Vec<&str> = KNOWN_CAPABILITIES
+        .iter()
+        .copied()
+        .filter(|c| *c != "CAP_LEASE")
+        .collect();
+    let mut spec = with_caps(&caps);
+    spec["linux"]["resources"]["devices"] = json!([{"allow": true, "access": "rwm"}]);
+    spec
+}
+
+#[test]
+fn a_privileged_spec_is_told_by_its_devices_when_the_paths_stay_masked() {
+    let mut spec = privileged_on_containerd_1_6_reduced();
+    assert!(!spec["linux"]["maskedPaths"].as_array().unwrap().is_empty());
+    let err = harden_spec(ID, &mut spec, &HardeningConfig::default()).unwrap_err();
+    assert!(matches!(err, HardenError::Privileged { .. }), "{err:?}");
+
+    let before = spec.clone();
+    let report = harden_spec(ID, &mut spec, &HardeningConfig::compat()).unwrap();
+    assert_eq!(spec, before, "palisade-compat runs it as CRI wrote it");
+    assert!(report.relaxed[0].starts_with("privileged:"), "{report:?}");
+
+    // Every capability without the devices is `add: [ALL]`: the capability rule.
+    let mut all = with_caps(&KNOWN_CAPABILITIES);
+    let err = harden_spec(ID, &mut all, &HardeningConfig::default()).unwrap_err();
+    assert!(matches!(err, HardenError::Capabilities { .. }), "{err:?}");
+}
+
 #[test]
 fn refusals_name_the_field_the_key_and_the_runtime_class() {
     let mut spec = with_caps(&KNOWN_CAPABILITIES);
