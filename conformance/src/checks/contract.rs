@@ -104,12 +104,21 @@ async fn status(ctx: &Ctx, c: &str, field: &str) -> Result<String> {
         .with_context(|| format!("no {field} in /proc/self/status: {out:?}"))
 }
 
-/// CapEff of the same container run under `runc`, the reference: what "every capability"
-/// means here (containerd gives a privileged container its own bounding set, which on a node
-/// where containerd runs with a reduced one is less than the kernel's). It must hold at least
-/// CAP_SYS_ADMIN, CAP_NET_ADMIN and CAP_SYS_MODULE, so that a reference that itself lost
-/// them fails the check instead of passing it.
-async fn runc_cap_eff(ctx: &Ctx, cc: &ContainerConfig, privileged: bool) -> Result<u64> {
+/// What the same container gets under `runc`, the reference.
+struct Reference {
+    /// CapEff: what "every capability" means here (containerd gives a privileged container
+    /// its own bounding set, which on a node where containerd runs with a reduced one is less
+    /// than the kernel's).
+    caps: u64,
+    /// The options of the `/sys` mount (containerd 1.6 mounts it read-only even for a
+    /// privileged container).
+    sys: String,
+}
+
+/// Runs `cc` under `runc` as the reference. Its CapEff must hold at least CAP_SYS_ADMIN,
+/// CAP_NET_ADMIN and CAP_SYS_MODULE, so that a reference that itself lost them fails the
+/// check instead of passing it.
+async fn runc_reference(ctx: &Ctx, cc: &ContainerConfig, privileged: bool) -> Result<Reference> {
     let cfg = if privileged {
         privileged_pod_config(ctx)
     } else {
@@ -132,7 +141,19 @@ async fn runc_cap_eff(ctx: &Ctx, cc: &ContainerConfig, privileged: bool) -> Resu
     ensure(caps & REFERENCE_MINIMUM == REFERENCE_MINIMUM, || {
         format!("runc's reference CapEff {caps:x} lacks SYS_ADMIN, NET_ADMIN or SYS_MODULE")
     })?;
-    Ok(caps)
+    Ok(Reference {
+        caps,
+        sys: sys_options(ctx, &c).await?,
+    })
+}
+
+/// The options of the container's `/sys` mount.
+async fn sys_options(ctx: &Ctx, c: &str) -> Result<String> {
+    let out = ctx
+        .cri
+        .sh(c, "awk '$2 == \"/sys\" {print $4}' /proc/self/mounts")
+        .await?;
+    Ok(out.trim().to_owned())
 }
 
 /// CAP_NET_ADMIN, CAP_SYS_MODULE, CAP_SYS_ADMIN.
@@ -149,8 +170,8 @@ const CAP_SYS_ADMIN: u64 = 1 << 21;
 /// Host device nodes a container gets only when privileged (the first that exists is used).
 const HOST_ONLY_DEVICES: [&str; 3] = ["/dev/kmsg", "/dev/loop-control", "/dev/mem"];
 
-/// `privileged: true`: every capability, every host device, no seccomp filter, /sys
-/// writable; refused by the hardened default naming the field and `allow_privileged`.
+/// `privileged: true`: every capability, every host device, no seccomp filter, /sys mounted
+/// as under runc; refused by the hardened default naming the field and `allow_privileged`.
 pub async fn privileged(ctx: &Ctx) -> Result<()> {
     let mut cc = ctx.container("privileged", SLEEPER);
     security(&mut cc).privileged = true;
@@ -158,10 +179,13 @@ pub async fn privileged(ctx: &Ctx) -> Result<()> {
     let Some(c) = run_or_refused(ctx, &cc, true, &parts).await? else {
         return Ok(());
     };
-    let want = runc_cap_eff(ctx, &cc, true).await?;
+    let want = runc_reference(ctx, &cc, true).await?;
     let caps = cap_eff(ctx, &c).await?;
-    ensure(caps == want, || {
-        format!("CapEff {caps:x}, want every capability as under runc {want:x}")
+    ensure(caps == want.caps, || {
+        format!(
+            "CapEff {caps:x}, want every capability as under runc {:x}",
+            want.caps
+        )
     })?;
     let seccomp = status(ctx, &c, "Seccomp").await?;
     ensure(seccomp == "0", || format!("Seccomp {seccomp}, want 0"))?;
@@ -173,12 +197,11 @@ pub async fn privileged(ctx: &Ctx) -> Result<()> {
         .sh(&c, &format!("test -c {device}"))
         .await
         .with_context(|| format!("host device {device} in the container"))?;
-    let sys = ctx
-        .cri
-        .sh(&c, "awk '$2 == \"/sys\" {print $4}' /proc/self/mounts")
-        .await?;
-    ensure(sys.starts_with("rw"), || {
-        format!("/sys mounted {sys:?}, want rw")
+    // rw or ro as under runc: containerd 1.6 mounts it read-only, later releases writable.
+    let sys = sys_options(ctx, &c).await?;
+    let mode = |o: &str| o.split(',').next().map(str::to_owned);
+    ensure(mode(&sys) == mode(&want.sys), || {
+        format!("/sys mounted {sys:?}, under runc {:?}", want.sys)
     })
 }
 
@@ -220,10 +243,13 @@ pub async fn all_capabilities_added(ctx: &Ctx) -> Result<()> {
     let Some(c) = run_or_refused(ctx, &cc, false, &parts).await? else {
         return Ok(());
     };
-    let want = runc_cap_eff(ctx, &cc, false).await?;
+    let want = runc_reference(ctx, &cc, false).await?;
     let caps = cap_eff(ctx, &c).await?;
-    ensure(caps == want, || {
-        format!("CapEff {caps:x}, want every capability as under runc {want:x}")
+    ensure(caps == want.caps, || {
+        format!(
+            "CapEff {caps:x}, want every capability as under runc {:x}",
+            want.caps
+        )
     })
 }
 
