@@ -41,8 +41,8 @@ pub enum HardenError {
     #[error(
         "container {container}: privileged containers are refused by this configuration \
          (allow_privileged): securityContext.privileged gives the container every \
-         capability, every host device, no seccomp filter and a writable /sys, the node's \
-         root in all but name; set [hardening] allow_privileged = true or use the \
+         capability, every host device and no seccomp filter, the node's root in all but \
+         name; set [hardening] allow_privileged = true or use the \
          RuntimeClass {COMPAT_RUNTIME_CLASS}"
     )]
     Privileged {
@@ -119,8 +119,8 @@ pub fn harden_spec(
                 container: container_id.to_owned(),
             });
         }
-        let mut granted = "privileged: every capability, every host device, no seccomp \
-                           filter, writable /sys and nothing masked (allow_privileged)"
+        let mut granted = "privileged: every capability, every host device and no seccomp \
+                           filter (allow_privileged)"
             .to_owned();
         let shared = contract::shared_mounts(root);
         if !shared.is_empty() {

@@ -261,8 +261,8 @@ fn refuses_a_privileged_container() {
         err.to_string(),
         "container 3c1d2e4f5a6b: privileged containers are refused by this configuration \
          (allow_privileged): securityContext.privileged gives the container every \
-         capability, every host device, no seccomp filter and a writable /sys, the node's \
-         root in all but name; set [hardening] allow_privileged = true or use the \
+         capability, every host device and no seccomp filter, the node's root in all but \
+         name; set [hardening] allow_privileged = true or use the \
          RuntimeClass palisade-compat"
     );
     assert_eq!(spec, before);
