@@ -13,6 +13,7 @@ use k8s_cri::v1::{
 };
 
 use crate::cri::SLEEPER;
+use crate::security::eventlog::{field, summary, EventLog};
 use crate::suite::{ensure, Ctx};
 
 /// The handlers that honour every security context as it is asked for.
@@ -44,38 +45,92 @@ fn privileged_pod_config(ctx: &Ctx) -> PodSandboxConfig {
     cfg
 }
 
+/// The shims' event log from now on, under the palisade handlers (runc raises none).
+fn event_log(ctx: &Ctx) -> Result<Option<EventLog>> {
+    if ctx.handler == "runc" {
+        return Ok(None);
+    }
+    EventLog::mark(ctx).map(Some)
+}
+
+/// Waits for the runtime event `rule` about pod `pod` whose message holds `part`.
+async fn expect_event(log: &EventLog, pod: &str, rule: &str, part: &str) -> Result<()> {
+    let found = log
+        .wait_for(std::time::Duration::from_secs(10), |e| {
+            field(e, "/rule/name") == rule
+                && field(e, "/workload/pod") == pod
+                && field(e, "/rule/message").contains(part)
+        })
+        .await?;
+    ensure(found.is_some(), || {
+        format!(
+            "no {rule} event for pod {pod} naming {part:?}; events: {}",
+            summary(&log.events().unwrap_or_default())
+        )
+    })
+}
+
+/// Under `palisade-compat`, the `hardening-relaxed` event of the container in `pod` names
+/// `grant`.
+async fn expect_relaxed(ctx: &Ctx, log: Option<&EventLog>, pod: &str, grant: &str) -> Result<()> {
+    match log {
+        Some(log) if relaxed(ctx) => expect_event(log, pod, "hardening-relaxed", grant).await,
+        _ => Ok(()),
+    }
+}
+
 /// Runs `cc` in a new pod (privileged when `privileged`): the container id, or the error
 /// text of the call that refused it (RunPodSandbox for the pod's pause container,
 /// StartContainer for the container: containerd's CRI creates the task there).
-async fn run(ctx: &Ctx, cc: &ContainerConfig, privileged: bool) -> Result<Result<String, String>> {
-    let cfg = if privileged {
-        privileged_pod_config(ctx)
-    } else {
-        ctx.pod_config()
-    };
-    let pod = match ctx.run_pod(&cfg).await {
+async fn run(
+    ctx: &Ctx,
+    cfg: &PodSandboxConfig,
+    cc: &ContainerConfig,
+    privileged: bool,
+) -> Result<Result<String, String>> {
+    let pod = match ctx.run_pod(cfg).await {
         Ok(pod) => pod,
         Err(e) if privileged => return Ok(Err(format!("{e:#}"))),
         Err(e) => return Err(e),
     };
     Ok(ctx
         .cri
-        .run_container(&pod, cc, &cfg)
+        .run_container(&pod, cc, cfg)
         .await
         .map_err(|e| format!("{e:#}")))
 }
 
-/// Under a relaxed handler the container must run; under a hardened one it must be refused
-/// with a message holding every one of `parts` (the field, the key, the RuntimeClass).
-/// Returns the running container, or `None` once the refusal is checked.
+fn pod_name(cfg: &PodSandboxConfig) -> String {
+    cfg.metadata
+        .as_ref()
+        .map(|m| m.name.clone())
+        .unwrap_or_default()
+}
+
+/// Under a relaxed handler the container must run (under `palisade-compat` with a
+/// `hardening-relaxed` event naming `grant`); under a hardened one it must be refused with a
+/// message holding every one of `parts` (the field, the key, the RuntimeClass) and a
+/// `hardening-refused` event. Returns the running container, or `None` once the refusal is
+/// checked.
 async fn run_or_refused(
     ctx: &Ctx,
     cc: &ContainerConfig,
     privileged: bool,
     parts: &[&str],
+    grant: &str,
 ) -> Result<Option<String>> {
-    match (run(ctx, cc, privileged).await?, relaxed(ctx)) {
-        (Ok(c), true) => Ok(Some(c)),
+    let cfg = if privileged {
+        privileged_pod_config(ctx)
+    } else {
+        ctx.pod_config()
+    };
+    let pod = pod_name(&cfg);
+    let log = event_log(ctx)?;
+    match (run(ctx, &cfg, cc, privileged).await?, relaxed(ctx)) {
+        (Ok(c), true) => {
+            expect_relaxed(ctx, log.as_ref(), &pod, grant).await?;
+            Ok(Some(c))
+        }
         (Err(e), true) => bail!("refused under {}: {e}", ctx.handler),
         (Ok(c), false) => bail!(
             "container {c} started under {}, which must refuse it",
@@ -86,6 +141,9 @@ async fn run_or_refused(
                 ensure(e.contains(part), || {
                     format!("refusal does not name {part:?}: {e}")
                 })?;
+            }
+            if let Some(log) = &log {
+                expect_event(log, &pod, "hardening-refused", parts[0]).await?;
             }
             Ok(None)
         }
@@ -176,7 +234,7 @@ pub async fn privileged(ctx: &Ctx) -> Result<()> {
     let mut cc = ctx.container("privileged", SLEEPER);
     security(&mut cc).privileged = true;
     let parts = ["securityContext.privileged", "allow_privileged"];
-    let Some(c) = run_or_refused(ctx, &cc, true, &parts).await? else {
+    let Some(c) = run_or_refused(ctx, &cc, true, &parts, "privileged:").await? else {
         return Ok(());
     };
     let want = runc_reference(ctx, &cc, true).await?;
@@ -218,7 +276,8 @@ pub async fn added_capability(ctx: &Ctx) -> Result<()> {
         "securityContext.capabilities.add",
         "allowed_added_capabilities",
     ];
-    let Some(c) = run_or_refused(ctx, &cc, false, &parts).await? else {
+    let grant = "capabilities: CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN beyond";
+    let Some(c) = run_or_refused(ctx, &cc, false, &parts, grant).await? else {
         return Ok(());
     };
     let caps = cap_eff(ctx, &c).await?;
@@ -240,7 +299,7 @@ pub async fn all_capabilities_added(ctx: &Ctx) -> Result<()> {
         "securityContext.capabilities.add",
         "allowed_added_capabilities",
     ];
-    let Some(c) = run_or_refused(ctx, &cc, false, &parts).await? else {
+    let Some(c) = run_or_refused(ctx, &cc, false, &parts, "CAP_SYS_MODULE").await? else {
         return Ok(());
     };
     let want = runc_reference(ctx, &cc, false).await?;
@@ -253,12 +312,21 @@ pub async fn all_capabilities_added(ctx: &Ctx) -> Result<()> {
     })
 }
 
-/// Runs a sleeper with `profile` (None: the field unset) and returns its `Seccomp:` mode.
+/// Runs a sleeper with `profile` (None: the field unset) and returns its `Seccomp:` mode;
+/// without a profile, under `palisade-compat`, its `hardening-relaxed` event must name the
+/// missing filter.
 async fn seccomp_mode(ctx: &Ctx, profile: Option<SecurityProfile>) -> Result<(String, String)> {
+    let log = event_log(ctx)?;
     let (pod, cfg) = ctx.pod().await?;
     let mut cc = ctx.container("seccomp", SLEEPER);
+    let unconfined = profile
+        .as_ref()
+        .is_none_or(|p| p.profile_type == ProfileType::Unconfined as i32);
     security(&mut cc).seccomp = profile;
     let c = ctx.cri.run_container(&pod, &cc, &cfg).await?;
+    if unconfined {
+        expect_relaxed(ctx, log.as_ref(), &pod_name(&cfg), "seccomp: no filter").await?;
+    }
     let mode = status(ctx, &c, "Seccomp").await?;
     Ok((c, mode))
 }
@@ -323,10 +391,12 @@ pub async fn seccomp_localhost(ctx: &Ctx) -> Result<()> {
 /// uid 1000 gets euid 0 under the relaxed handlers; the hardened default sets no_new_privs
 /// anyway (the documented override). `no_new_privs: true` holds everywhere.
 pub async fn no_new_privs_false(ctx: &Ctx) -> Result<()> {
+    let log = event_log(ctx)?;
     let (pod, cfg) = ctx.pod().await?;
     let mut cc = ctx.container("escalate", SLEEPER);
     security(&mut cc).run_as_user = Some(Int64Value { value: 1000 });
     let c = ctx.cri.run_container(&pod, &cc, &cfg).await?;
+    expect_relaxed(ctx, log.as_ref(), &pod_name(&cfg), "no_new_privs: left off").await?;
     let nnp = status(ctx, &c, "NoNewPrivs").await?;
     let (out, _, _) = ctx
         .cri
@@ -479,7 +549,8 @@ pub async fn propagation_rshared(ctx: &Ctx) -> Result<()> {
     std::fs::create_dir_all(dir.path.join("back"))?;
     let cc = propagation_container(ctx, &dir, MountPropagation::PropagationBidirectional, true);
     let parts = ["securityContext.privileged", "allow_privileged"];
-    let Some(c) = run_or_refused(ctx, &cc, true, &parts).await? else {
+    let grant = "mount propagation to the host: rshared /mnt/p";
+    let Some(c) = run_or_refused(ctx, &cc, true, &parts, grant).await? else {
         return Ok(());
     };
     dir.mount_tmpfs("sub")?;
