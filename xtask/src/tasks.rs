@@ -263,7 +263,11 @@ pub fn test(opts: &Opts) -> Result<()> {
     };
     let suite = with_env(&ws, &slot, shim, opts.containerd.as_deref(), None, |env| {
         let mut cmd = suite_cmd(env, &ws, "run");
-        cmd.arg("--handlers").arg(opts.handlers());
+        // The contract_* checks read the shims' runtime events.
+        cmd.arg("--handlers")
+            .arg(opts.handlers())
+            .arg("--events-dir")
+            .arg(env.events_dir());
         for f in &opts.filters {
             cmd.arg("--filter").arg(f);
         }
