@@ -10,7 +10,12 @@ pub const RUNTIME_TYPE: &str = "io.containerd.palisade.v2";
 /// The annotations containerd passes to the shim.
 pub const POD_ANNOTATIONS: &str = "palisade.dev/*";
 /// The runtime handlers `palisade install` adds, each with its own shim configuration.
-pub const RUNTIMES: [&str; 3] = ["palisade", "palisade-strict", "palisade-audit"];
+pub const RUNTIMES: [&str; 4] = [
+    "palisade",
+    "palisade-strict",
+    "palisade-audit",
+    "palisade-compat",
+];
 
 /// Something is wrong with containerd's configuration.
 #[derive(Debug, thiserror::Error)]
@@ -185,6 +190,7 @@ impl ContainerdConfig {
             let role = match name {
                 "palisade-strict" => "palisade in strict mode",
                 "palisade-audit" => "palisade for trying policies out",
+                "palisade-compat" => "palisade honouring every CRI security context as runc does",
                 _ => "palisade's hardened runtime",
             };
             t.decor_mut().set_prefix(format!(
@@ -408,7 +414,7 @@ mod tests {
         }
         assert_eq!(again.render(), once);
         let found = again.palisade_runtimes();
-        assert_eq!(found.len(), 3);
+        assert_eq!(found.len(), 4);
         assert_eq!(
             found[0].config_path,
             Some(PathBuf::from("/etc/palisade/palisade.toml"))

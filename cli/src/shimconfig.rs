@@ -8,6 +8,18 @@ use palisade_config::{Config, ConfigError};
 /// What the `[strict]` table says when the shim's configuration has one.
 const STRICT_TABLE: &str = "\n# palisade-strict: read-only root, writes confined by landlock to the\n# container's writable mounts and these paths, landlock IPC scoping (docs/policies.md).\n[strict]\n# /tmp stays writable (a tmpfs unless a mount covers it), as in\n# runtimeclass/palisade-strict.toml and the strict example pod.\nwritable_paths = [\"/tmp\"]\nscope_signals = true\nscope_abstract_unix = true\n# Run rules this node cannot enforce as audit-only (each named in a warning)\n# instead of refusing the container.\nallow_degraded = false\n";
 
+/// The `[hardening]` table of the default runtimes: every switch at its hardened choice.
+const HARDENED_TABLE: &str = "# Default hardening of every container (docs/hardening.md). Every switch defaults\n# to the hardened choice; relax only what your workloads need.\n[hardening]\n# Run privileged containers as they are (reported) instead of refusing them.\nallow_privileged = false\n# Leave containers that ask for no seccomp profile unconfined.\nallow_unconfined_seccomp = false\n# Let the seccomp profile allow 32-bit system calls; by default they kill.\nallow_32bit_syscalls = false\n# Remove CAP_NET_RAW from the default capability set.\ndrop_net_raw = true\n# Capabilities beyond containerd's default set that pods may add (\"ALL\" for every one).\nallowed_added_capabilities = []\n# Leave no_new_privs off where the pod does not set allowPrivilegeEscalation: false.\nallow_privilege_escalation = false\n# Leave /proc and /sys unmasked for procMount: Unmasked.\nallow_unmasked_proc = false\n# The kubelet runs with --seccomp-default (or containerd's unset_seccomp_profile is\n# runtime/default): a missing profile is then an explicit Unconfined, and overriding it\n# is reported as an event (docs/cri-contract.md).\nunset_seccomp_is_runtime_default = false\n";
+
+/// The palisade-compat runtime's `[hardening]` table: the shipped one
+/// (`runtimeclass/palisade-compat.toml`, whose last table it is).
+fn compat_table() -> &'static str {
+    const SHIPPED: &str = include_str!("../../runtimeclass/palisade-compat.toml");
+    SHIPPED
+        .find("[hardening]")
+        .map_or(SHIPPED, |at| &SHIPPED[at..])
+}
+
 /// A shim configuration to write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShimConfigFile {
@@ -47,6 +59,9 @@ pub fn render(name: &str, path: &Path, settings: &Settings) -> Result<String, Co
         "palisade-strict" => {
             "# The palisade-strict runtime. This shim has no [strict] table yet (read-only root,\n# landlock write confinement: docs/policies.md), so until it has, this runtime runs\n# with the same settings as `palisade`.\n".to_string()
         }
+        "palisade-compat" => {
+            "# The palisade-compat runtime: every security context a pod asks CRI for is\n# honoured as runc honours it; the monitor, policies, gate, reports and compromise\n# restarts stay on, and each grant beyond the hardened default is a hardening-relaxed\n# event (docs/cri-contract.md).\n".to_string()
+        }
         "palisade-audit" => {
             "# The palisade-audit runtime, for trying policies out: the default hardening stays\n# on; policy Block rules, the gate's block mode and compromise kills are reported\n# (action audit) instead of carried out (`mode` below).\n".to_string()
         }
@@ -74,19 +89,7 @@ pub fn render(name: &str, path: &Path, settings: &Settings) -> Result<String, Co
          # The helper that applies landlock in front of every process of a container.\n\
          init_binary = {init_binary}\n\
          \n\
-         # Default hardening of every container (docs/hardening.md). Every switch defaults\n\
-         # to the hardened choice; relax only what your workloads need.\n\
-         [hardening]\n\
-         # Run privileged containers as they are (reported) instead of refusing them.\n\
-         allow_privileged = false\n\
-         # Leave containers that ask for no seccomp profile unconfined.\n\
-         allow_unconfined_seccomp = false\n\
-         # Let the seccomp profile allow 32-bit system calls; by default they kill.\n\
-         allow_32bit_syscalls = false\n\
-         # Remove CAP_NET_RAW from the default capability set.\n\
-         drop_net_raw = true\n\
-         # Capabilities beyond containerd's default set that pods may add.\n\
-         allowed_added_capabilities = []\n\
+         {hardening}\
          \n\
          # The pods' HTTP gates (pod annotation palisade.dev/gate).\n\
          [gate]\n\
@@ -102,6 +105,11 @@ pub fn render(name: &str, path: &Path, settings: &Settings) -> Result<String, Co
         policy_dir = quoted(&settings.policy_dir),
         init_binary = quoted(&settings.init_binary),
         log_dir = quoted(&settings.log_dir),
+        hardening = if name == "palisade-compat" {
+            compat_table()
+        } else {
+            HARDENED_TABLE
+        },
         mode = if name == "palisade-audit" {
             "audit"
         } else {
@@ -115,7 +123,7 @@ pub fn render(name: &str, path: &Path, settings: &Settings) -> Result<String, Co
     Ok(text)
 }
 
-/// The three configurations, for the files of `config_dir`.
+/// The configurations of `names`, for the files of `config_dir`.
 pub fn files(
     config_dir: &Path,
     settings: &Settings,
@@ -145,13 +153,18 @@ mod tests {
             log_dir: PathBuf::from("/srv/log/palisade"),
         };
         let files = files(dir, &settings, &crate::containerd::RUNTIMES).unwrap();
-        assert_eq!(files.len(), 3);
+        assert_eq!(files.len(), 4);
         for f in &files {
             let c = Config::parse(&f.path, &f.text).unwrap();
             assert_eq!(c.gate.state_dir, settings.gate_state_dir);
             assert_eq!(c.policy_dir.as_ref(), Some(&settings.policy_dir));
             assert_eq!(c.init_binary.as_ref(), Some(&settings.init_binary));
-            assert_eq!(c.hardening, palisade_sandbox::HardeningConfig::default());
+            let want = if f.path.ends_with("palisade-compat.toml") {
+                palisade_sandbox::HardeningConfig::compat()
+            } else {
+                palisade_sandbox::HardeningConfig::default()
+            };
+            assert_eq!(c.hardening, want, "{}", f.path.display());
             assert_eq!(c.events.log_dir, settings.log_dir);
             assert_eq!(
                 c.audit(),
@@ -192,6 +205,10 @@ mod tests {
             (
                 "palisade-audit",
                 include_str!("../../runtimeclass/palisade-audit.toml"),
+            ),
+            (
+                "palisade-compat",
+                include_str!("../../runtimeclass/palisade-compat.toml"),
             ),
         ];
         let settings = Settings {

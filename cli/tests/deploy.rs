@@ -173,7 +173,7 @@ fn installs_restarts_labels_and_uninstalls() {
     let h = Host::new();
     let out = h.run_until_ready("install");
     assert!(
-        out.contains("add runtimes palisade, palisade-strict, palisade-audit"),
+        out.contains("add runtimes palisade, palisade-strict, palisade-audit, palisade-compat"),
         "{out}"
     );
     let calls = h.calls();
@@ -225,7 +225,7 @@ fn installs_restarts_labels_and_uninstalls() {
     std::fs::remove_file(h.path("calls")).unwrap();
     let out = h.run_until_ready("uninstall");
     assert!(
-        out.contains("remove runtimes palisade, palisade-strict, palisade-audit"),
+        out.contains("remove runtimes palisade, palisade-strict, palisade-audit, palisade-compat"),
         "{out}"
     );
     let calls = h.calls();

@@ -141,7 +141,9 @@ fn install_twice_keeps_comments_and_the_other_runtime() {
     assert_eq!(node.text(), once, "a second install changes nothing");
     let again = String::from_utf8(again.stdout).unwrap();
     assert!(
-        again.contains("runtimes palisade, palisade-strict, palisade-audit already present"),
+        again.contains(
+            "runtimes palisade, palisade-strict, palisade-audit, palisade-compat already present"
+        ),
         "{again}"
     );
     assert!(
@@ -161,7 +163,12 @@ fn install_twice_keeps_comments_and_the_other_runtime() {
         runtimes(&before, plugin)["runc"]
     );
     assert_eq!(after["metrics"], before["metrics"]);
-    for name in ["palisade", "palisade-strict", "palisade-audit"] {
+    for name in [
+        "palisade",
+        "palisade-strict",
+        "palisade-audit",
+        "palisade-compat",
+    ] {
         let rt = &runtimes(&after, plugin)[name];
         assert_eq!(
             rt["runtime_type"].as_str(),
@@ -269,7 +276,8 @@ fn dry_run_prints_a_diff_and_changes_nothing() {
         stdout.contains("--- /dev/null\n"),
         "new shim configs shown: {stdout}"
     );
-    assert!(stdout.contains("would add runtimes palisade, palisade-strict, palisade-audit"));
+    assert!(stdout
+        .contains("would add runtimes palisade, palisade-strict, palisade-audit, palisade-compat"));
     assert_eq!(node.text(), original);
     assert!(!node.path().join("bin").exists());
     assert!(!node.path().join("etc/palisade").exists());
@@ -343,7 +351,7 @@ fn version_3_and_a_missing_file() {
     fresh.run("install", &["--config-version", "3"]);
     let t = table(&fresh.text());
     assert_eq!(t["version"].as_integer(), Some(3));
-    assert_eq!(runtimes(&t, "io.containerd.cri.v1.runtime").len(), 3);
+    assert_eq!(runtimes(&t, "io.containerd.cri.v1.runtime").len(), 4);
 
     // Without the flag, a new file is of the version the installed containerd reads.
     let version = Command::new("containerd")
@@ -374,7 +382,7 @@ fn version_3_and_a_missing_file() {
         Some(number),
         "containerd {version}"
     );
-    assert_eq!(runtimes(&t, plugin).len(), 3);
+    assert_eq!(runtimes(&t, plugin).len(), 4);
 }
 
 #[test]
@@ -454,7 +462,12 @@ fn containerd_loads_the_installed_runtimes() {
         String::from_utf8_lossy(&dump.stderr)
     );
     let dumped = String::from_utf8(dump.stdout).unwrap();
-    for name in ["palisade", "palisade-strict", "palisade-audit"] {
+    for name in [
+        "palisade",
+        "palisade-strict",
+        "palisade-audit",
+        "palisade-compat",
+    ] {
         let header = format!("[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.{name}]");
         let at = dumped
             .find(&header)
@@ -500,7 +513,12 @@ fn containerd_loads_the_installed_runtimes() {
         .lines()
         .find(|l| l.contains("Start cri plugin with config"))
         .unwrap_or_else(|| panic!("containerd did not start its cri plugin:\n{text}"));
-    for name in ["palisade", "palisade-strict", "palisade-audit"] {
+    for name in [
+        "palisade",
+        "palisade-strict",
+        "palisade-audit",
+        "palisade-compat",
+    ] {
         let config_path = node.path().join(format!("etc/palisade/{name}.toml"));
         let entry = format!("{name}:{{Type:io.containerd.palisade.v2 ");
         let at = [format!("[{entry}"), format!(" {entry}")]
@@ -569,7 +587,12 @@ fn host_root_installs_under_the_root_with_the_nodes_paths() {
     assert!(text.starts_with("# Operator's containerd configuration.\n"));
     let doc: toml::Table = text.parse().unwrap();
     let runtimes = &doc["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"];
-    for name in ["palisade", "palisade-strict", "palisade-audit"] {
+    for name in [
+        "palisade",
+        "palisade-strict",
+        "palisade-audit",
+        "palisade-compat",
+    ] {
         let node_path = format!("/etc/palisade/{name}.toml");
         assert_eq!(
             runtimes[name]["options"]["ConfigPath"].as_str(),
@@ -633,7 +656,7 @@ fn host_root_installs_under_the_root_with_the_nodes_paths() {
         );
     }
     let runtimes = status["containerd"]["runtimes"].as_array().unwrap();
-    assert_eq!(runtimes.len(), 3, "{status}");
+    assert_eq!(runtimes.len(), 4, "{status}");
     for r in runtimes {
         assert_eq!(r["config"], "ok", "{r}");
     }

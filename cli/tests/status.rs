@@ -118,7 +118,15 @@ fn reports_kernel_install_runtimes_and_pods() {
         .iter()
         .map(|r| r["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["palisade", "palisade-strict", "palisade-audit"]);
+    assert_eq!(
+        names,
+        [
+            "palisade",
+            "palisade-strict",
+            "palisade-audit",
+            "palisade-compat"
+        ]
+    );
     assert_eq!(runtimes[0]["config"], "ok");
     let broken = runtimes[2]["config"].as_str().unwrap();
     assert!(broken.contains("unknown field `log_levle`"), "{broken}");

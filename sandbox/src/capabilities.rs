@@ -52,8 +52,12 @@ pub enum CapabilityError {
     /// not allow; it is refused rather than silently weakened, so the pod owner learns why.
     #[error(
         "{} beyond the default set and not allowed by this configuration \
-         (allowed_added_capabilities)",
-        list_refused(.0)
+         (allowed_added_capabilities): securityContext.capabilities.add asks for more than \
+         containerd's default set, which widens what a compromised process can do to the \
+         kernel and the node; list it in [hardening] allowed_added_capabilities (\"ALL\" for \
+         every one) or use the RuntimeClass {compat}",
+        list_refused(.0),
+        compat = crate::contract::COMPAT_RUNTIME_CLASS
     )]
     NotAllowed(Vec<String>),
     /// `process.capabilities` has the wrong shape.
@@ -84,16 +88,22 @@ pub fn normalize(name: &str) -> Result<String, CapabilityError> {
     }
 }
 
+/// What operators write in `allowed_added_capabilities` to allow every capability.
+pub const ALL: &str = "ALL";
+
 /// The capabilities a container may keep.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CapabilityPolicy {
     allowed: BTreeSet<String>,
+    /// `ALL` was listed: every capability, known to palisade or not, may be kept.
+    all: bool,
     drop_net_raw: bool,
 }
 
 impl CapabilityPolicy {
     /// The default set, less `CAP_NET_RAW` when `drop_net_raw`, plus `added` (names in any
-    /// form [`normalize`] accepts). Listing `CAP_NET_RAW` in `added` keeps it.
+    /// form [`normalize`] accepts, or [`ALL`] for every capability). Listing `CAP_NET_RAW`
+    /// (or `ALL`) in `added` keeps it.
     pub fn new(drop_net_raw: bool, added: &[String]) -> Result<Self, CapabilityError> {
         let mut allowed: BTreeSet<String> = DEFAULT_CAPABILITIES
             .iter()
@@ -101,21 +111,43 @@ impl CapabilityPolicy {
             .map(|c| (*c).to_owned())
             .collect();
         let mut explicit_net_raw = false;
+        let mut all = false;
         for name in added {
+            if is_all(name) {
+                all = true;
+                explicit_net_raw = true;
+                continue;
+            }
             let cap = normalize(name)?;
             explicit_net_raw |= cap == "CAP_NET_RAW";
             allowed.insert(cap);
         }
         Ok(Self {
             allowed,
+            all,
             drop_net_raw: drop_net_raw && !explicit_net_raw,
         })
     }
 
     /// Whether the container may keep `cap`.
     pub fn allows(&self, cap: &str) -> bool {
-        self.allowed.contains(cap)
+        self.all || self.allowed.contains(cap)
     }
+}
+
+/// `ALL` or `CAP_ALL`, in any case.
+fn is_all(name: &str) -> bool {
+    let upper = name.trim().to_ascii_uppercase();
+    upper == ALL || upper == "CAP_ALL"
+}
+
+/// The capabilities of `held` beyond what the hardened default lets a container keep
+/// (containerd's default set without `CAP_NET_RAW`): what a configuration granted.
+pub fn beyond_hardened_default<'a>(held: impl IntoIterator<Item = &'a String>) -> Vec<String> {
+    held.into_iter()
+        .filter(|c| *c == "CAP_NET_RAW" || !DEFAULT_CAPABILITIES.contains(&c.as_str()))
+        .cloned()
+        .collect()
 }
 
 /// What [`restrict`] did.
@@ -291,7 +323,11 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "capabilities CAP_NET_ADMIN, CAP_SYS_ADMIN are beyond the default set and not \
-             allowed by this configuration (allowed_added_capabilities)"
+             allowed by this configuration (allowed_added_capabilities): \
+             securityContext.capabilities.add asks for more than containerd's default set, \
+             which widens what a compromised process can do to the kernel and the node; list \
+             it in [hardening] allowed_added_capabilities (\"ALL\" for every one) or use the \
+             RuntimeClass palisade-compat"
         );
         assert_eq!(p, before, "a refused spec is left as it was");
     }
@@ -303,6 +339,20 @@ mod tests {
         let change = restrict(&mut p, &policy).unwrap();
         assert_eq!(set(&p, "permitted"), ["CAP_CHOWN", "CAP_SYS_PTRACE"]);
         assert!(change.bounding.contains("CAP_SYS_PTRACE"));
+    }
+
+    #[test]
+    fn all_allows_every_capability_and_keeps_net_raw() {
+        let policy = CapabilityPolicy::new(true, &["all".to_owned()]).unwrap();
+        let mut p = process(&KNOWN_CAPABILITIES);
+        let change = restrict(&mut p, &policy).unwrap();
+        assert!(change.dropped.is_empty());
+        assert_eq!(change.bounding.len(), KNOWN_CAPABILITIES.len());
+        let granted = beyond_hardened_default(&change.bounding);
+        assert!(granted.contains(&"CAP_NET_RAW".to_owned()));
+        assert!(granted.contains(&"CAP_SYS_ADMIN".to_owned()));
+        assert!(!granted.contains(&"CAP_CHOWN".to_owned()));
+        assert_eq!(granted.len(), KNOWN_CAPABILITIES.len() - 13);
     }
 
     #[test]

@@ -16,7 +16,15 @@ use serde::{Deserialize, Serialize};
 /// allow_32bit_syscalls = false
 /// drop_net_raw = true
 /// allowed_added_capabilities = ["NET_ADMIN"]
+/// allow_privilege_escalation = false
+/// allow_unmasked_proc = false
+/// unset_seccomp_is_runtime_default = false
 /// ```
+///
+/// The `palisade-compat` RuntimeClass (`runtimeclass/palisade-compat.toml`) turns every
+/// relaxation on, so that a container gets what it asks CRI for, exactly as under runc;
+/// [`HardeningConfig::compat`] is that configuration. `docs/cri-contract.md` lists what
+/// the hardened default refuses or overrides, and which switch allows each.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HardeningConfig {
@@ -37,8 +45,23 @@ pub struct HardeningConfig {
     pub drop_net_raw: bool,
     /// Capabilities beyond the default set that a container may hold (as a pod adds them
     /// with `securityContext.capabilities.add`), written `NET_ADMIN` or `CAP_NET_ADMIN`.
-    /// Any other capability beyond the default set refuses the container.
+    /// Any other capability beyond the default set refuses the container. `ALL` allows
+    /// every capability (what `securityContext.capabilities.add: [ALL]` asks for).
     pub allowed_added_capabilities: Vec<String>,
+    /// Leave `process.noNewPrivileges` as the spec has it. CRI leaves it off for every
+    /// container whose pod does not say `allowPrivilegeEscalation: false`; off, setuid
+    /// binaries and file capabilities can raise a process's privilege.
+    pub allow_privilege_escalation: bool,
+    /// Leave a spec whose masked and read-only path lists are both empty (what CRI writes
+    /// for `procMount: Unmasked`) unmasked, instead of merging palisade's lists in.
+    pub allow_unmasked_proc: bool,
+    /// The node turns an unspecified seccomp profile into `RuntimeDefault` before the
+    /// runtime sees it (the kubelet's `--seccomp-default`, or containerd's CRI option
+    /// `unset_seccomp_profile = "runtime/default"`). A spec without `linux.seccomp` is then
+    /// an explicit `Unconfined` (or a privileged container), and the hardened default
+    /// reports overriding it as an event; otherwise it cannot be told from a pod that said
+    /// nothing, and is only logged. It changes nothing in the spec.
+    pub unset_seccomp_is_runtime_default: bool,
 }
 
 impl Default for HardeningConfig {
@@ -49,6 +72,27 @@ impl Default for HardeningConfig {
             allow_32bit_syscalls: false,
             drop_net_raw: true,
             allowed_added_capabilities: Vec::new(),
+            allow_privilege_escalation: false,
+            allow_unmasked_proc: false,
+            unset_seccomp_is_runtime_default: false,
+        }
+    }
+}
+
+impl HardeningConfig {
+    /// Every relaxation on: what CRI asks for is what the container gets, as under runc
+    /// (the `palisade-compat` RuntimeClass). Each grant beyond the hardened default is still
+    /// reported in [`HardeningReport::relaxed`](crate::HardeningReport::relaxed).
+    pub fn compat() -> Self {
+        Self {
+            allow_privileged: true,
+            allow_unconfined_seccomp: true,
+            allow_32bit_syscalls: false,
+            drop_net_raw: false,
+            allowed_added_capabilities: vec!["ALL".to_owned()],
+            allow_privilege_escalation: true,
+            allow_unmasked_proc: true,
+            unset_seccomp_is_runtime_default: false,
         }
     }
 }
@@ -63,6 +107,16 @@ mod tests {
         assert_eq!(cfg, HardeningConfig::default());
         assert!(cfg.drop_net_raw);
         assert!(!cfg.allow_privileged && !cfg.allow_unconfined_seccomp);
+        assert!(!cfg.allow_privilege_escalation && !cfg.allow_unmasked_proc);
+    }
+
+    #[test]
+    fn compat_is_the_shipped_compat_configuration() {
+        let text = include_str!("../../runtimeclass/palisade-compat.toml");
+        let table: toml::Table = toml::from_str(text).unwrap();
+        let hardening = table["hardening"].clone();
+        let cfg: HardeningConfig = hardening.try_into().unwrap();
+        assert_eq!(cfg, HardeningConfig::compat());
     }
 
     #[test]

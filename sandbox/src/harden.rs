@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 
 use crate::capabilities::{self, CapabilityError, CapabilityPolicy, PRIVILEGED_MINIMUM};
 use crate::config::HardeningConfig;
+use crate::contract::{self, Override, COMPAT_RUNTIME_CLASS};
 use crate::paths::{self, MASKED_PATHS, READONLY_PATHS};
 use crate::seccomp::{self, Arch};
 use crate::spec::{self, SpecError};
@@ -24,8 +25,13 @@ pub struct HardeningReport {
     /// with the rule (`seccomp:`, `capabilities:`, `process:`, `maskedPaths:`,
     /// `readonlyPaths:`).
     pub applied: Vec<String>,
-    /// Hardening the configuration let the container skip.
-    pub warnings: Vec<String>,
+    /// What the configuration granted the container beyond the hardened default, one line
+    /// each (`privileged: ...`, `capabilities: ...`, `seccomp: ...`, `no_new_privs: ...`,
+    /// `procMount: ...`). Empty under the hardened default: a container that asked for
+    /// nothing more than the default gets nothing here.
+    pub relaxed: Vec<String>,
+    /// What the pod asked for that the hardened default replaced with something stricter.
+    pub overridden: Vec<Override>,
 }
 
 /// Why a container's spec was refused or could not be hardened. Every message names the
@@ -35,7 +41,10 @@ pub enum HardenError {
     /// The container is privileged and the configuration does not allow it.
     #[error(
         "container {container}: privileged containers are refused by this configuration \
-         (allow_privileged)"
+         (allow_privileged): securityContext.privileged gives the container every \
+         capability, every host device and no seccomp filter, the node's root in all but \
+         name; set [hardening] allow_privileged = true or use the \
+         RuntimeClass {COMPAT_RUNTIME_CLASS}"
     )]
     Privileged {
         /// The container id.
@@ -81,9 +90,13 @@ pub enum HardenError {
 ///
 /// Refuses privileged containers (unless `cfg.allow_privileged`) and containers holding
 /// capabilities beyond the default set that `cfg` does not allow; otherwise cuts the
-/// capability sets, sets `noNewPrivileges`, merges the masked and read-only paths and, when
-/// the spec has no `linux.seccomp`, installs [`seccomp::default_profile`]. A refused spec
-/// is left exactly as it was. Fields this function does not rewrite keep their values.
+/// capability sets, sets `noNewPrivileges` (unless `cfg.allow_privilege_escalation`), merges
+/// the masked and read-only paths (unless the spec has none and `cfg.allow_unmasked_proc`)
+/// and, when the spec has no `linux.seccomp`, installs [`seccomp::default_profile`] (unless
+/// `cfg.allow_unconfined_seccomp`). A refused spec is left exactly as it was. Fields this
+/// function does not rewrite keep their values. What `cfg` granted beyond the hardened
+/// default is in [`HardeningReport::relaxed`], what the hardened default overrode in
+/// [`HardeningReport::overridden`].
 pub fn harden_spec(
     container_id: &str,
     spec: &mut Value,
@@ -107,11 +120,14 @@ pub fn harden_spec(
                 container: container_id.to_owned(),
             });
         }
-        report.warnings.push(
-            "privileged: the container holds every capability and nothing is masked; \
-             allow_privileged is set, so its spec is left as it is"
-                .to_owned(),
-        );
+        let mut granted = "privileged: every capability, every host device and no seccomp \
+                           filter (allow_privileged)"
+            .to_owned();
+        let shared = contract::shared_mounts(root);
+        if !shared.is_empty() {
+            granted += &format!("; mount propagation to the host: {}", shared.join(", "));
+        }
+        report.relaxed.push(granted);
         labels.log(container_id, &report);
         return Ok(report);
     }
@@ -127,9 +143,9 @@ pub fn harden_spec(
         None => return Err(spec_err(SpecError::Missing { path: "process" })),
     };
     let bounding = cut_capabilities(container_id, process, cfg, &mut report)?;
-    set_no_new_privileges(process, &mut report);
+    set_no_new_privileges(process, cfg, &mut report);
     let linux = spec::object_entry(root, "linux", "linux").map_err(spec_err)?;
-    merge_paths(linux, &mut report).map_err(spec_err)?;
+    merge_paths(linux, cfg, &mut report).map_err(spec_err)?;
     ensure_seccomp(container_id, linux, &bounding, cfg, &mut report)?;
 
     *spec = work;
@@ -157,28 +173,64 @@ fn cut_capabilities(
             .applied
             .push(format!("capabilities: dropped {}", dropped.join(", ")));
     }
+    let granted = capabilities::beyond_hardened_default(&change.bounding);
+    if !granted.is_empty() {
+        report.relaxed.push(format!(
+            "capabilities: {} beyond palisade's default set (allowed_added_capabilities{})",
+            granted.join(", "),
+            if granted.iter().any(|c| c == "CAP_NET_RAW") && !cfg.drop_net_raw {
+                ", drop_net_raw = false"
+            } else {
+                ""
+            }
+        ));
+    }
     Ok(change.bounding)
 }
 
-fn set_no_new_privileges(process: &mut Map<String, Value>, report: &mut HardeningReport) {
-    match process.get("noNewPrivileges") {
-        Some(Value::Bool(true)) => {}
-        Some(Value::Bool(false)) => report.applied.push(
-            "process: noNewPrivileges set (the spec had false: privilege escalation is \
-             never allowed)"
-                .to_owned(),
-        ),
-        _ => report
-            .applied
-            .push("process: noNewPrivileges set".to_owned()),
+fn set_no_new_privileges(
+    process: &mut Map<String, Value>,
+    cfg: &HardeningConfig,
+    report: &mut HardeningReport,
+) {
+    if process.get("noNewPrivileges") == Some(&Value::Bool(true)) {
+        return;
     }
+    if cfg.allow_privilege_escalation {
+        report.relaxed.push(
+            "no_new_privs: left off as the spec has it (allowPrivilegeEscalation is not \
+             false; allow_privilege_escalation)"
+                .to_owned(),
+        );
+        return;
+    }
+    report.applied.push(
+        "process: noNewPrivileges set (the spec left it off: allowPrivilegeEscalation is \
+         not false)"
+            .to_owned(),
+    );
+    report.overridden.push(Override::no_new_privileges());
     process.insert("noNewPrivileges".to_owned(), Value::Bool(true));
 }
 
 fn merge_paths(
     linux: &mut Map<String, Value>,
+    cfg: &HardeningConfig,
     report: &mut HardeningReport,
 ) -> Result<(), SpecError> {
+    let unmasked = spec::string_list(linux, "maskedPaths", "linux.maskedPaths")?.is_empty()
+        && spec::string_list(linux, "readonlyPaths", "linux.readonlyPaths")?.is_empty();
+    if unmasked && cfg.allow_unmasked_proc {
+        report.relaxed.push(
+            "procMount: /proc and /sys left unmasked as the spec has them (procMount: \
+             Unmasked; allow_unmasked_proc)"
+                .to_owned(),
+        );
+        return Ok(());
+    }
+    if unmasked {
+        report.overridden.push(Override::unmasked_proc());
+    }
     for (key, required) in [
         ("maskedPaths", &MASKED_PATHS[..]),
         ("readonlyPaths", &READONLY_PATHS[..]),
@@ -207,29 +259,34 @@ fn ensure_seccomp(
                 .get("defaultAction")
                 .and_then(Value::as_str)
                 .unwrap_or("unset");
+            // The pod's own profile (RuntimeDefault or Localhost) is what it asked for and
+            // what the hardened default keeps: logged, not raised as a relaxation.
             report.applied.push(format!(
                 "seccomp: kept the profile in the spec (defaultAction {default_action})"
             ));
             if matches!(default_action, "SCMP_ACT_ALLOW" | "SCMP_ACT_LOG") {
-                report.warnings.push(format!(
+                report.applied.push(format!(
                     "seccomp: the spec's profile lets through every syscall it does not \
                      name (defaultAction {default_action})"
                 ));
             }
             let risky = seccomp::never_allowed_in(existing);
             if !risky.is_empty() {
-                report.warnings.push(format!(
+                report.applied.push(format!(
                     "seccomp: the spec's profile allows what palisade's never does: {}",
                     risky.join(", ")
                 ));
             }
         }
-        Some(Value::Null) | None if cfg.allow_unconfined_seccomp => report.warnings.push(
-            "seccomp: the spec has no profile and allow_unconfined_seccomp is set: the \
-             container runs without a filter"
+        Some(Value::Null) | None if cfg.allow_unconfined_seccomp => report.relaxed.push(
+            "seccomp: no filter, as the spec asks (Unconfined, or unset on a node whose \
+             default is unconfined; allow_unconfined_seccomp)"
                 .to_owned(),
         ),
         Some(Value::Null) | None => {
+            report.overridden.push(Override::seccomp_unconfined(
+                cfg.unset_seccomp_is_runtime_default,
+            ));
             let arch = Arch::host().ok_or_else(|| HardenError::UnsupportedArch {
                 container: container_id.to_owned(),
             })?;
@@ -263,24 +320,56 @@ fn ensure_seccomp(
     Ok(())
 }
 
-/// CRI's spec for a privileged container holds every capability and masks nothing (and a
-/// pod that adds `ALL` with an unmasked /proc gets the same spec, which is just as
-/// privileged). Only capabilities every supported kernel has are required, so that the
-/// check holds on kernels older than the list of capabilities palisade knows.
+/// CRI's spec for a privileged container holds every capability the runtime can give and
+/// allows every device in the device cgroup; containerd 2.x also empties the masked and
+/// read-only path lists, 1.6 keeps its defaults there. A spec is privileged when its bounding
+/// set holds `CAP_SYS_ADMIN` and its device cgroup allows every device (nothing else in CRI
+/// asks for that), or when it holds every capability up to `CAP_AUDIT_READ` and masks
+/// nothing (what a pod that adds `ALL` and asks for an unmasked /proc gets, which is just as
+/// privileged). The capability test does not ask for every capability the kernel knows: a
+/// containerd running under a reduced bounding set (in a container, or a systemd unit with
+/// `CapabilityBoundingSet`) gives its privileged containers that set.
 fn is_privileged(root: &Map<String, Value>) -> Result<bool, SpecError> {
     let bounding = match root.get("process") {
         Some(Value::Object(process)) => capabilities::bounding(process)?,
         _ => return Ok(false),
     };
+    let Some(Value::Object(linux)) = root.get("linux") else {
+        return Ok(PRIVILEGED_MINIMUM.iter().all(|c| bounding.contains(*c)));
+    };
+    if bounding.contains("CAP_SYS_ADMIN") && allows_every_device(linux) {
+        return Ok(true);
+    }
     if !PRIVILEGED_MINIMUM.iter().all(|c| bounding.contains(*c)) {
         return Ok(false);
     }
-    let Some(Value::Object(linux)) = root.get("linux") else {
-        return Ok(true);
-    };
     let masked = spec::string_list(linux, "maskedPaths", "linux.maskedPaths")?;
     let readonly = spec::string_list(linux, "readonlyPaths", "linux.readonlyPaths")?;
     Ok(masked.is_empty() && readonly.is_empty())
+}
+
+/// Whether `linux.resources.devices` has a rule allowing read, write and mknod of every
+/// device (no type, or type `a`, and no major or minor number), as containerd writes for a
+/// privileged container.
+fn allows_every_device(linux: &Map<String, Value>) -> bool {
+    let Some(Value::Array(rules)) = linux.get("resources").and_then(|r| r.get("devices")) else {
+        return false;
+    };
+    rules.iter().any(|rule| {
+        let any_type = match rule.get("type") {
+            None | Some(Value::Null) => true,
+            Some(t) => t.as_str() == Some("a"),
+        };
+        let any_number = ["major", "minor"].iter().all(|k| {
+            rule.get(*k)
+                .is_none_or(|v| v.is_null() || v.as_i64() == Some(-1))
+        });
+        let access = rule.get("access").and_then(Value::as_str).unwrap_or("");
+        rule.get("allow").and_then(Value::as_bool) == Some(true)
+            && any_type
+            && any_number
+            && ["r", "w", "m"].iter().all(|a| access.contains(a))
+    })
 }
 
 /// The CRI annotations that identify the container in logs.
@@ -317,7 +406,8 @@ impl Labels {
             pod = %self.pod,
             kind = %self.kind,
             applied = ?report.applied,
-            warnings = ?report.warnings,
+            relaxed = ?report.relaxed,
+            overridden = ?report.overridden,
             "spec hardened"
         );
     }

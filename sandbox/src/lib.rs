@@ -2,6 +2,7 @@
 
 pub mod capabilities;
 pub mod config;
+pub mod contract;
 pub mod enforce;
 mod harden;
 pub mod install;
@@ -12,6 +13,7 @@ pub mod spec;
 pub mod strict;
 
 pub use config::HardeningConfig;
+pub use contract::{Override, COMPAT_RUNTIME_CLASS};
 pub use enforce::{
     enforce, EnforceError, Enforcement, Enforcer, MonitorRule, MonitorRules, MonitorTarget,
     RuleEnforcement, RuleKind,

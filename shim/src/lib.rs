@@ -3,6 +3,7 @@
 pub mod bundle;
 pub mod compromise;
 pub mod config;
+pub mod contract;
 pub mod cri;
 pub mod error;
 pub mod events;

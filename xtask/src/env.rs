@@ -218,6 +218,23 @@ impl Env {
             &palisade_audit_toml,
             format!("{header}mode = \"audit\"\n{shim_config}"),
         )?;
+        // The CRI contract's relaxed handler: the same, with the shipped palisade-compat
+        // [hardening] table (the last table of that file) in place of the suite's.
+        let palisade_compat_toml = r.join("palisade-compat.toml");
+        let compat_hardening = include_str!("../../runtimeclass/palisade-compat.toml")
+            .split_once("[hardening]")
+            .map(|(_, table)| format!("[hardening]{table}"))
+            .context("runtimeclass/palisade-compat.toml has no [hardening] table")?;
+        fs::write(
+            &palisade_compat_toml,
+            format!(
+                "{header}{}",
+                shim_config.replace(
+                    "[hardening]\nallowed_added_capabilities = [\"NET_ADMIN\"]\n",
+                    &compat_hardening
+                )
+            ),
+        )?;
         // The monitor bench's baseline: the same shim with the monitor off (the line joins the
         // `[monitor]` table, which ends the shared configuration).
         let palisade_nomon_toml = r.join("palisade-nomon.toml");
@@ -290,6 +307,13 @@ oom_score = 0
 [{cri}.containerd.runtimes.palisade-audit.options]
   ConfigPath = "{palisade_audit_toml}"
 
+[{cri}.containerd.runtimes.palisade-compat]
+  runtime_type = "io.containerd.palisade.v2"
+  pod_annotations = ["palisade.dev/*"]
+
+[{cri}.containerd.runtimes.palisade-compat.options]
+  ConfigPath = "{palisade_compat_toml}"
+
 [{cri}.containerd.runtimes.palisade-nomon]
   runtime_type = "io.containerd.palisade.v2"
   pod_annotations = ["palisade.dev/*"]
@@ -316,6 +340,7 @@ oom_score = 0
             palisade_toml = palisade_toml.display(),
             palisade_strict_toml = palisade_strict_toml.display(),
             palisade_audit_toml = palisade_audit_toml.display(),
+            palisade_compat_toml = palisade_compat_toml.display(),
             palisade_nomon_toml = palisade_nomon_toml.display(),
             palisade_strict_nomon_toml = palisade_strict_nomon_toml.display(),
             cni_conf = cni_conf.display(),

@@ -260,7 +260,7 @@ mod tests {
         assert!(alive(me));
         assert!(pids().contains(&me));
         assert!(ppid(me).is_some());
-        assert!(cmdline(me).unwrap().contains("palisade_conformance"));
+        assert!(cmdline(me).unwrap().contains("palisade_host"));
         assert!(fd_count(me).unwrap() >= 3);
         assert!(ns_link("self", "net").unwrap().starts_with("net:["));
     }

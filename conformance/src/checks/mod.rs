@@ -1,6 +1,7 @@
 //! The conformance checks, grouped by area; [`all`] lists them in run order.
 
 pub mod config;
+pub mod contract;
 pub mod exec;
 pub mod lifecycle;
 pub mod logs;
@@ -46,6 +47,44 @@ pub fn all() -> Vec<Check> {
         check!("host_namespaces", 60, namespaces::host_namespaces),
         check!("user_namespace", 60, namespaces::user_namespace)
             .unsupported_on(namespaces::user_namespace_unsupported),
+        check!("contract_privileged", 60, contract::privileged),
+        check!("contract_added_capability", 60, contract::added_capability),
+        check!(
+            "contract_all_capabilities",
+            60,
+            contract::all_capabilities_added
+        ),
+        check!(
+            "contract_seccomp_unconfined",
+            60,
+            contract::seccomp_unconfined
+        ),
+        check!("contract_seccomp_unset", 60, contract::seccomp_unset),
+        check!(
+            "contract_seccomp_localhost",
+            60,
+            contract::seccomp_localhost
+        ),
+        check!(
+            "contract_no_new_privs_false",
+            60,
+            contract::no_new_privs_false
+        ),
+        check!(
+            "contract_propagation_private",
+            60,
+            contract::propagation_private
+        ),
+        check!(
+            "contract_propagation_rslave",
+            60,
+            contract::propagation_rslave
+        ),
+        check!(
+            "contract_propagation_rshared",
+            60,
+            contract::propagation_rshared
+        ),
         check!("containerd_restart", 120, reliability::containerd_restart),
         check!("shim_killed", 90, reliability::shim_killed),
         check!("pod_churn", 240, reliability::pod_churn),

@@ -268,7 +268,15 @@ fn harden_bundle(
     reporter: &crate::report::Reporter,
 ) -> Result<Hardened, ShimError> {
     let id = cri.id.as_str();
-    let report = palisade_sandbox::harden_spec(id, &mut spec, &config.hardening)?;
+    let report = match palisade_sandbox::harden_spec(id, &mut spec, &config.hardening) {
+        Ok(report) => report,
+        Err(e) => {
+            if let Some(event) = crate::contract::refusal_event(&config.node_name, id, &spec, &e) {
+                reporter.report(event);
+            }
+            return Err(e.into());
+        }
+    };
     let compiled = match candidates {
         Some(c) => c.select(labels, config.audit())?,
         None => None,
@@ -321,16 +329,11 @@ fn harden_bundle(
     for line in &report.applied {
         tracing::debug!(container = %id, "hardening: {line}");
     }
-    for line in &report.warnings {
-        reporter.report(runtime_event(
-            &config.node_name,
-            cri,
-            "hardening-relaxed",
-            line,
-        ));
+    for event in crate::contract::decision_events(&config.node_name, id, &spec, &report) {
+        reporter.report(event);
     }
     write_config(id, bundle, &spec)?;
-    tracing::info!(container = %id, applied = report.applied.len(), relaxed = report.warnings.len(), wrapped, "hardened");
+    tracing::info!(container = %id, applied = report.applied.len(), relaxed = report.relaxed.len(), wrapped, "hardened");
     let degrade = config.strict.as_ref().is_some_and(|s| s.allow_degraded);
     Ok(Hardened {
         spec,
