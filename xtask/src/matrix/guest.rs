@@ -145,6 +145,10 @@ pub struct Outcome {
     /// Something other than a failed test: a binary that ended without its summary, a guest
     /// that never finished its script.
     pub problem: Option<String>,
+    /// The guest ran into its deadline and was stopped.
+    pub hung: bool,
+    /// The console log of an earlier boot of the same kernel that hung and was run again.
+    pub hung_before: Option<PathBuf>,
 }
 
 impl Outcome {
@@ -174,6 +178,7 @@ pub fn run_boot(boot: &Boot<'_>, tests: &[TestBinary], children: &Children) -> R
     };
     let mut problems = Vec::new();
     if !finished {
+        o.hung = true;
         problems.push(format!("stopped after {} s", boot.timeout.as_secs()));
     }
     match read(EXIT_FILE).as_str() {
