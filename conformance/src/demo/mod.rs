@@ -13,13 +13,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
-use k8s_cri::v1::{Mount, PodSandboxConfig};
+use k8s_cri::v1::Mount;
 
 use crate::cri::{Cri, SLEEPER};
 use crate::host;
 use crate::security::attacks::PROBE;
 use crate::security::eventlog::{field, EventLog};
-use crate::security::policies::{adapt, POLICY_ANNOTATION};
+use crate::security::policies::policy_pod_with;
 use crate::security::{PALISADE, RUNC};
 use crate::suite::{poll, Ctx, Settings};
 
@@ -137,31 +137,13 @@ async fn steps(runc: &Ctx, palisade: &Ctx) -> Result<()> {
 /// A pod with the package-manager policy and compromise restarts off (so that the attempts
 /// are refused and reported, not cut short by a kill), and its sleeper: (container, pod name).
 async fn attack_pod(ctx: &Ctx) -> Result<(String, String)> {
-    let (pod, cfg) = policy_pod_with(ctx, &[("palisade.dev/compromise", "off")]).await?;
+    let (pod, cfg) =
+        policy_pod_with(ctx, PACKAGE_MANAGERS, &[("palisade.dev/compromise", "off")]).await?;
     let c = ctx
         .cri
         .run_container(&pod, &ctx.container("app", SLEEPER), &cfg)
         .await?;
     Ok((c, crate::cri::pod_name(&cfg).to_string()))
-}
-
-async fn policy_pod_with(
-    ctx: &Ctx,
-    annotations: &[(&str, &str)],
-) -> Result<(String, PodSandboxConfig)> {
-    let mut cfg = ctx.pod_config();
-    let ns = cfg
-        .metadata
-        .as_ref()
-        .map(|m| m.namespace.clone())
-        .unwrap_or_default();
-    cfg.annotations
-        .insert(POLICY_ANNOTATION.into(), adapt(PACKAGE_MANAGERS, &ns));
-    for (k, v) in annotations {
-        cfg.annotations.insert((*k).into(), (*v).into());
-    }
-    let pod = ctx.run_pod(&cfg).await?;
-    Ok((pod, cfg))
 }
 
 /// Runs `cmd` in `c`: its exit code and a short text of what happened.

@@ -178,6 +178,15 @@ pub fn adapt(yaml: &str, namespace: &str) -> String {
 
 /// A pod carrying `policy` (adapted to its namespace) in its annotation.
 pub async fn policy_pod(ctx: &Ctx, policy: &str) -> Result<(String, PodSandboxConfig)> {
+    policy_pod_with(ctx, policy, &[]).await
+}
+
+/// As [`policy_pod`], with more pod annotations.
+pub async fn policy_pod_with(
+    ctx: &Ctx,
+    policy: &str,
+    annotations: &[(&str, &str)],
+) -> Result<(String, PodSandboxConfig)> {
     let mut cfg = ctx.pod_config();
     let ns = cfg
         .metadata
@@ -186,6 +195,9 @@ pub async fn policy_pod(ctx: &Ctx, policy: &str) -> Result<(String, PodSandboxCo
         .unwrap_or_default();
     cfg.annotations
         .insert(POLICY_ANNOTATION.into(), adapt(policy, &ns));
+    for (k, v) in annotations {
+        cfg.annotations.insert((*k).into(), (*v).into());
+    }
     let id = ctx.run_pod(&cfg).await?;
     Ok((id, cfg))
 }
