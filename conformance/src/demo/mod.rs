@@ -48,7 +48,7 @@ const ATTEMPTS: &[Attempt] = &[
     },
     Attempt {
         what: "trace another process (ptrace pid 1)",
-        cmd: &[PROBE, "ptrace"],
+        cmd: &[PROBE, "ptrace", "1"],
     },
     Attempt {
         what: "a 32-bit system call (int 0x80)",
