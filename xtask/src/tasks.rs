@@ -312,7 +312,11 @@ pub fn test(opts: &Opts) -> Result<()> {
             let shim = ws.build_shim().ok();
             let run = with_env(&ws, &slot, shim, Some(release), None, |env| {
                 let mut cmd = suite_cmd(env, &ws, "run");
-                cmd.arg("--handlers").arg(handlers);
+                // The contract_* checks read the shims' runtime events here too.
+                cmd.arg("--handlers")
+                    .arg(handlers)
+                    .arg("--events-dir")
+                    .arg(env.events_dir());
                 for f in filters {
                     cmd.arg("--filter").arg(f);
                 }
