@@ -233,10 +233,11 @@ fn summary(r: &Row) -> String {
 /// The results in Markdown, labelled with how the guests ran.
 fn table(rows: &[Row], accel: Accel, total: Duration) -> String {
     let mut s = format!(
-        "Kernel matrix, guests under {} (2 vCPUs, 2 GiB), cgroup v2 only; {:.0} s in all.\n\n\
+        "Kernel matrix, guests under {} ({} vCPU(s), 2 GiB), cgroup v2 only; {:.0} s in all.\n\n\
          | boot | kernel | package | LSMs | hooks chosen | passed | failed | seconds |\n\
          | --- | --- | --- | --- | --- | ---: | ---: | ---: |\n",
         accel.name(),
+        accel.cpus(),
         total.as_secs_f64()
     );
     for r in rows {
