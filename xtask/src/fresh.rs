@@ -102,7 +102,7 @@ fn hidden_paths(packages: &[String]) -> Result<BTreeSet<PathBuf>> {
 }
 
 /// An overlay's upper directory that whites out `paths` (relative to the lower directory).
-fn write_whiteouts(upper: &Path, paths: &BTreeSet<PathBuf>) -> Result<()> {
+pub fn write_whiteouts(upper: &Path, paths: &BTreeSet<PathBuf>) -> Result<()> {
     for rel in paths {
         let at = upper.join(rel);
         if let Some(parent) = at.parent() {
@@ -153,20 +153,25 @@ impl View {
         cmd.args(["--mount", "--propagation", "private"])
             .arg(&self.script)
             .args(args);
-        for var in [
-            "PROTOC",
-            "PROTOC_INCLUDE",
-            "CLANG",
-            "BPF_CLANG",
-            "LIBCLANG_PATH",
-            "LLVM_CONFIG_PATH",
-            "PKG_CONFIG",
-            "PKG_CONFIG_PATH",
-            "LIBBPF_SYS_LIBRARY_PATH",
-        ] {
-            cmd.env_remove(var);
-        }
+        scrub_env(&mut cmd);
         cmd
+    }
+}
+
+/// Removes from `cmd`'s environment the variables that would point a build at a tool.
+pub fn scrub_env(cmd: &mut Command) {
+    for var in [
+        "PROTOC",
+        "PROTOC_INCLUDE",
+        "CLANG",
+        "BPF_CLANG",
+        "LIBCLANG_PATH",
+        "LLVM_CONFIG_PATH",
+        "PKG_CONFIG",
+        "PKG_CONFIG_PATH",
+        "LIBBPF_SYS_LIBRARY_PATH",
+    ] {
+        cmd.env_remove(var);
     }
 }
 

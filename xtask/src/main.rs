@@ -6,6 +6,7 @@ mod cargo;
 mod containerd;
 mod env;
 mod fresh;
+mod fresh_machine;
 mod fuzz;
 mod images;
 mod installer;
@@ -34,6 +35,10 @@ commands:
           --seconds N (default 60; also a step of test)
   fresh   build xtask as a fresh machine would (tools and headers it lacks hidden) and run
           it (also in test); --source DIR checks another checkout
+  fresh-machine [-C DIR] [--keep] -- COMMAND
+          run COMMAND as on a fresh machine: in a private mount namespace, overlays on
+          /usr, /etc and /var uninstall every package a fresh machine lacks (files and
+          dpkg's database), so COMMAND's own apt-get installs them again into the overlays
   manifests  the Kubernetes manifests under runtimeclass/ against the API schemas (also in test)
   installer-image  the DaemonSet installer image (runtimeclass/deploy/) as an OCI layout
   matrix  the monitor's and sandbox's kernel tests in qemu guests booting Debian's 5.10
@@ -62,6 +67,16 @@ fn main() -> ExitCode {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
+    if cmd == "fresh-machine" {
+        let children = procs::Children::default();
+        return match fresh_machine::command(&args[1..], &children) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("xtask: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let opts = match tasks::Opts::parse(&args[1..]) {
         Ok(o) => o,
         Err(e) => {
