@@ -638,8 +638,9 @@ fn other(s: &str, has: u32) -> u32 {
     if has & P_DOLLAR != 0
         && s.match_indices("${").any(|(i, _)| {
             let rest = &s[i + 2..];
+            // Bytes, not a `str` slice: the 48th byte may fall inside a character.
             let end = rest.find('}').unwrap_or(rest.len()).min(48);
-            rest[..end].contains(':') || rest.starts_with("${")
+            rest.as_bytes()[..end].contains(&b':') || rest.starts_with("${")
         })
     {
         bits |= LOOKUP;
@@ -662,6 +663,15 @@ mod tests {
 
     fn has(v: &str, bit: u32) -> bool {
         structures(v) & bit != 0
+    }
+
+    #[test]
+    fn a_lookup_cut_inside_a_character_is_scanned() {
+        // The 48 bytes after `${` end inside the three bytes of U+200B.
+        let v = format!("${{{}\u{200b}:x}}", "a".repeat(46));
+        assert_eq!(structures(&v) & LOOKUP, 0);
+        let v = format!("${{{}:\u{200b}}}", "a".repeat(45));
+        assert_ne!(structures(&v) & LOOKUP, 0);
     }
 
     #[test]
