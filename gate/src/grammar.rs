@@ -59,7 +59,7 @@ pub fn names(bits: u32) -> impl Iterator<Item = &'static str> {
 
 /// Bytes whose presence makes a value worth tokenising; a value without any of them (and
 /// without spaces) has no structure in these grammars.
-fn is_trigger(b: u8) -> bool {
+const fn is_trigger(b: u8) -> bool {
     matches!(
         b,
         b'\''
@@ -92,9 +92,7 @@ fn is_trigger(b: u8) -> bool {
 pub fn structures(value: &str) -> u32 {
     let mut has = 0u32;
     for b in value.bytes() {
-        if is_trigger(b) || b == b'\n' {
-            has |= presence(b);
-        }
+        has |= PRESENCE[usize::from(b)];
     }
     // SQL needs no punctuation to be SQL: `shoes union select password from users`.
     let keywords =
@@ -102,8 +100,16 @@ pub fn structures(value: &str) -> u32 {
     if has & !P_SPACE == 0 && !keywords {
         return 0;
     }
-    let lower = value.to_ascii_lowercase();
-    let s = lower.as_str();
+    // Lowercased on the stack when short, as most values are: no allocation per value.
+    let mut buf = [0u8; LOWERED_ON_STACK];
+    let owned: String;
+    let s = match lowered(value, &mut buf) {
+        Some(s) => s,
+        None => {
+            owned = value.to_ascii_lowercase();
+            owned.as_str()
+        }
+    };
     // The path, lookup and encoding patterns, and the script sinks: one pass for both
     // scanners that need them.
     let delimiters = if has & (P_PAREN | P_DOT | P_PERCENT | P_SLASH | P_COLON | P_DOLLAR) != 0 {
@@ -122,6 +128,18 @@ pub fn structures(value: &str) -> u32 {
         bits |= shell(s);
     }
     bits | other(s, has, delimiters)
+}
+
+/// Longest value lowercased in a buffer on the stack.
+const LOWERED_ON_STACK: usize = 256;
+
+/// `value` in ASCII lowercase, written into `buf`; `None` when it does not fit.
+fn lowered<'b>(value: &str, buf: &'b mut [u8; LOWERED_ON_STACK]) -> Option<&'b str> {
+    let out = buf.get_mut(..value.len())?;
+    out.copy_from_slice(value.as_bytes());
+    out.make_ascii_lowercase();
+    // Lowercasing ASCII letters keeps the text valid UTF-8; the check cannot fail.
+    std::str::from_utf8(out).ok()
 }
 
 fn contains_ci(value: &str, word: &[u8]) -> bool {
@@ -150,7 +168,7 @@ const P_COLON: u32 = 1 << 11;
 const P_STAR: u32 = 1 << 12;
 const P_SPACE: u32 = 1 << 13;
 
-fn presence(b: u8) -> u32 {
+const fn presence(b: u8) -> u32 {
     match b {
         b'\'' | b'"' | b'`' => P_QUOTE,
         b';' => P_SEMI,
@@ -168,6 +186,20 @@ fn presence(b: u8) -> u32 {
         _ => P_SPACE,
     }
 }
+
+/// `presence` of each byte that is a trigger or a line break, zero for the others.
+const PRESENCE: [u32; 256] = {
+    let mut t = [0u32; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if is_trigger(c) || c == b'\n' {
+            t[b] = presence(c);
+        }
+        b += 1;
+    }
+    t
+};
 
 /// A SQL token, as far as the patterns below need one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -671,7 +703,7 @@ fn other(s: &str, has: u32, delimiters: u32) -> u32 {
     if s == ".." {
         bits |= PATH_PARENT;
     }
-    if has & P_COLON != 0 && s.contains("file:/") {
+    if has & P_COLON != 0 && s.as_bytes().windows(6).any(|w| w == b"file:/") {
         bits |= PATH_SYSTEM;
     }
     bits
