@@ -51,7 +51,7 @@ pub fn decide(profile: &Profile, req: &Request) -> Decision {
             printable(&req.protocol)
         ));
     }
-    let split = crate::path::split(&req.raw_path, &r.positions);
+    let split = crate::path::split_to_decide(&req.raw_path, &r.positions);
     match r.paths.rule_for(&split.template) {
         Some(rule) => {
             let sample = PathSample::of(&split);
