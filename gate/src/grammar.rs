@@ -526,37 +526,43 @@ fn delimited(s: &str) -> u32 {
 fn markup(s: &str, has: u32, delimiters: u32) -> u32 {
     let b = s.as_bytes();
     let mut bits = 0;
-    for (i, _) in s.match_indices('<').filter(|_| has & P_LT != 0) {
-        let mut j = i + 1;
-        if b.get(j) == Some(&b'/') || b.get(j) == Some(&b'!') {
-            j += 1;
-        }
-        let name_start = j;
-        while b.get(j).is_some_and(|c| c.is_ascii_alphanumeric()) {
-            j += 1;
-        }
-        let named = j > name_start && b[name_start].is_ascii_alphabetic();
-        if named
-            && b.get(j)
-                .is_none_or(|c| matches!(c, b' ' | b'/' | b'>' | b'\t' | b'\n'))
-        {
-            bits |= HTML_TAG;
+    // Searched only when the value has the character: a searcher built for nothing
+    // costs more than the rest of the scan.
+    if has & P_LT != 0 {
+        for (i, _) in s.match_indices('<') {
+            let mut j = i + 1;
+            if b.get(j) == Some(&b'/') || b.get(j) == Some(&b'!') {
+                j += 1;
+            }
+            let name_start = j;
+            while b.get(j).is_some_and(|c| c.is_ascii_alphanumeric()) {
+                j += 1;
+            }
+            let named = j > name_start && b[name_start].is_ascii_alphabetic();
+            if named
+                && b.get(j)
+                    .is_none_or(|c| matches!(c, b' ' | b'/' | b'>' | b'\t' | b'\n'))
+            {
+                bits |= HTML_TAG;
+            }
         }
     }
-    for (i, _) in s.match_indices("on").filter(|_| has & P_EQ != 0) {
-        if i > 0 && b[i - 1].is_ascii_alphanumeric() {
-            continue;
-        }
-        let mut j = i + 2;
-        while b.get(j).is_some_and(|c| c.is_ascii_alphabetic()) {
-            j += 1;
-        }
-        let letters = j - i - 2;
-        while b.get(j) == Some(&b' ') {
-            j += 1;
-        }
-        if letters >= 3 && b.get(j) == Some(&b'=') {
-            bits |= HTML_HANDLER;
+    if has & P_EQ != 0 {
+        for (i, _) in s.match_indices("on") {
+            if i > 0 && b[i - 1].is_ascii_alphanumeric() {
+                continue;
+            }
+            let mut j = i + 2;
+            while b.get(j).is_some_and(|c| c.is_ascii_alphabetic()) {
+                j += 1;
+            }
+            let letters = j - i - 2;
+            while b.get(j) == Some(&b' ') {
+                j += 1;
+            }
+            if letters >= 3 && b.get(j) == Some(&b'=') {
+                bits |= HTML_HANDLER;
+            }
         }
     }
     let scheme = |i: usize| {

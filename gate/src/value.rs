@@ -299,7 +299,8 @@ impl ValueSample {
             if is_date(value, digits) {
                 kinds |= DATE;
             }
-            if ident && value.contains('@') && is_email(value) {
+            // `@` is punctuation: its bit says whether the value has one.
+            if ident && punctuation & PUNCTUATION_BIT[usize::from(b'@')] != 0 && is_email(value) {
                 kinds |= EMAIL;
             }
         }
