@@ -19,7 +19,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use crate::body::{read_ahead, GateBody};
-use crate::decide::{decide, decide_response_parts, is_slow_after};
+use crate::decide::{decide_remembering, decide_response_parts, is_slow_after, Accepted};
 use crate::events::{Dedup, EventKind, EventSink, GateEvent};
 use crate::idle::{within_idle_timeout, Activity};
 use crate::indicators::{IndicatorState, PodIndicators};
@@ -128,6 +128,9 @@ struct Connection {
 struct Scratch {
     req: Request,
     resp: Response,
+    /// Request and response header values the profile accepted on this connection.
+    accepted_req: Accepted,
+    accepted_resp: Accepted,
 }
 
 /// Samples holding more memory than this are dropped after their request rather than kept
@@ -142,7 +145,10 @@ impl Connection {
     fn keep_scratch(&self, mut scratch: Scratch) {
         // A parsed body is no buffer to reuse; it would only hold memory.
         scratch.req.body = None;
-        let held = scratch.req.retained_bytes() + pairs_retained_bytes(&scratch.resp.headers);
+        let held = scratch.req.retained_bytes()
+            + pairs_retained_bytes(&scratch.resp.headers)
+            + scratch.accepted_req.retained_bytes()
+            + scratch.accepted_resp.retained_bytes();
         if held <= SCRATCH_KEPT_BYTES {
             *lock(&self.scratch) = Some(scratch);
         }
@@ -407,7 +413,8 @@ impl Gate {
         } else {
             GateBody::stream(body)
         };
-        if let Some(mut refusal) = self.learn_or_decide(mode, id, peer, sample) {
+        let accepted = &mut scratch.accepted_req;
+        if let Some(mut refusal) = self.learn_or_decide(mode, id, peer, sample, accepted) {
             // The client may send its next request on this connection: read the rest of this
             // one's body first, or close the connection saying so.
             let cfg = &self.inner.config;
@@ -504,12 +511,17 @@ impl Gate {
         id: RequestId,
         peer: SocketAddr,
         sample: &Request,
+        accepted: &mut Accepted,
     ) -> Option<hyper::Response<GateBody>> {
         if mode == Mode::Learn {
             self.inner.profile.write().learn(sample);
             return None;
         }
-        let decision = decide(&self.inner.profile.read(), sample);
+        let decision = {
+            let (profile, generation) = self.inner.profile.read_with_generation();
+            accepted.renew(generation);
+            decide_remembering(&profile, sample, Some(accepted))
+        };
         if mode == Mode::Alert {
             lock(&self.inner.mode).decided(!decision.is_clean(), Instant::now());
         }
@@ -545,10 +557,12 @@ impl Gate {
             return;
         }
         let (decision, slow) = {
-            let profile = self.inner.profile.read();
+            let (profile, generation) = self.inner.profile.read_with_generation();
+            let accepted = &mut scratch.accepted_resp;
+            accepted.renew(generation);
             let headers = || header_bytes(resp.headers());
             (
-                decide_response_parts(&profile, status, headers, elapsed),
+                decide_response_parts(&profile, status, headers, elapsed, Some(accepted)),
                 is_slow_after(&profile, elapsed),
             )
         };
