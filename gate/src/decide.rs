@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::path::PathSample;
 use crate::profile::{json_key, json_sample, length_bucket, Profile};
 use crate::request::{flatten_json, Body, Request, Response};
-use crate::rules::{network_of, printable, KeyedRules, MediaType, Rule, MAX_KEY_LEN};
+use crate::rules::{network_of, printable, with_network, KeyedRules, MediaType, Rule, MAX_KEY_LEN};
 use crate::value::{decompress_max, ValueProfile, ValueSample};
 
 /// Reasons kept per decision: enough to act on, bounded so an event stays small.
@@ -189,10 +189,11 @@ pub(crate) fn decide_remembering(
         }
     }
     if let Some(ip) = req.client_ip {
-        let net = network_of(ip);
-        if !r.client.contains(&net) {
-            reasons.push(format!("client: {net} not known"));
-        }
+        with_network(ip, |net| {
+            if !r.client.contains_str(net) {
+                reasons.push(format!("client: {net} not known"));
+            }
+        });
     }
     if let Some(ip) = req.forwarded_hop() {
         let net = network_of(ip);

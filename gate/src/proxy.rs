@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -122,6 +122,9 @@ struct Connection {
     /// The request and response samples of the last request, whose strings the next request
     /// of the connection refills instead of allocating its own.
     scratch: Mutex<Option<Scratch>>,
+    /// Whether the pod indicators know the peer already (they never forget one): its
+    /// requests are then counted without looking it up.
+    peer_known: AtomicBool,
 }
 
 #[derive(Default)]
@@ -303,6 +306,7 @@ impl Gate {
             slot: Arc::new(slot),
             peer,
             scratch: Mutex::new(None),
+            peer_known: AtomicBool::new(false),
         });
         let activity = Activity::new();
         let gate = self.clone();
@@ -396,7 +400,11 @@ impl Gate {
         let (peer, up) = (conn.peer, &conn.upstream);
         let id = self.request_id();
         let mode = self.current_mode();
-        lock(&self.inner.indicators).request(peer.ip(), mode == Mode::Learn);
+        if conn.peer_known.load(Ordering::Relaxed) {
+            lock(&self.inner.indicators).request_from_known();
+        } else if lock(&self.inner.indicators).request(peer.ip(), mode == Mode::Learn) {
+            conn.peer_known.store(true, Ordering::Relaxed);
+        }
         let upgrade = is_upgrade(req.headers());
         let on_client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let sample = &mut scratch.req;
