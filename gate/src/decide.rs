@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::path::PathSample;
 use crate::profile::{json_key, json_sample, length_bucket, Profile};
 use crate::request::{flatten_json, Body, Request, Response};
-use crate::rules::{network_of, printable, MediaType, Rule};
-use crate::value::{decompress_max, ValueSample};
+use crate::rules::{network_of, printable, with_network, KeyedRules, MediaType, Rule, MAX_KEY_LEN};
+use crate::value::{decompress_max, ValueProfile, ValueSample};
 
 /// Reasons kept per decision: enough to act on, bounded so an event stays small.
 pub const MAX_REASONS: usize = 24;
@@ -38,8 +38,108 @@ impl Decision {
     }
 }
 
+/// Header values remembered per connection and direction.
+const ACCEPTED_PAIRS: usize = 12;
+/// Longest header value remembered.
+const ACCEPTED_VALUE_LEN: usize = 128;
+
+/// Header values a connection sent before that the profile accepted, and the generation of
+/// the profile then (`SharedProfile::read_with_generation`). A client sends much the same
+/// headers on every request of a connection (`Host`, `User-Agent`, `Accept`), and what a
+/// profile accepted once it accepts again: a value remembered is not sampled again until the
+/// profile changes. Bounded: `ACCEPTED_PAIRS` values of at most `ACCEPTED_VALUE_LEN` bytes.
+#[derive(Debug, Default)]
+pub(crate) struct Accepted {
+    generation: u64,
+    pairs: Vec<(String, String)>,
+    /// The pair replaced next when all are taken by other names.
+    next: usize,
+}
+
+impl Accepted {
+    /// Forgets every value when the profile is not the one they were accepted by.
+    pub(crate) fn renew(&mut self, generation: u64) {
+        if self.generation != generation {
+            self.pairs.clear();
+            self.next = 0;
+            self.generation = generation;
+        }
+    }
+
+    fn has(&self, name: &str, value: &str) -> bool {
+        self.pairs.iter().any(|(k, v)| k == name && v == value)
+    }
+
+    /// Remembers `value` of `name`, in place of the value remembered for the same name (a
+    /// `Date` replaces the previous second's), else in a free or the oldest place.
+    fn add(&mut self, name: &str, value: &str) {
+        if value.len() > ACCEPTED_VALUE_LEN || name.len() > MAX_KEY_LEN {
+            return;
+        }
+        let at = match self.pairs.iter().position(|(k, _)| k == name) {
+            Some(at) => at,
+            None if self.pairs.len() < ACCEPTED_PAIRS => {
+                self.pairs.push(Default::default());
+                self.pairs.len() - 1
+            }
+            None => {
+                let at = self.next;
+                self.next = (at + 1) % ACCEPTED_PAIRS;
+                at
+            }
+        };
+        let (k, v) = &mut self.pairs[at];
+        k.clear();
+        k.push_str(name);
+        v.clear();
+        v.push_str(value);
+    }
+
+    /// Bytes of memory held.
+    pub(crate) fn retained_bytes(&self) -> usize {
+        self.pairs
+            .iter()
+            .map(|(k, v)| k.capacity() + v.capacity())
+            .sum()
+    }
+}
+
+/// `rules.check` of header `name`, skipped for a value `accepted` remembers; a value that
+/// breaks nothing is remembered.
+fn check_header(
+    rules: &KeyedRules<ValueProfile>,
+    prefix: &str,
+    name: &str,
+    value: &str,
+    accepted: Option<&mut Accepted>,
+    reasons: &mut Vec<String>,
+) {
+    let Some(accepted) = accepted else {
+        return rules.check(prefix, name, &ValueSample::of(value), reasons);
+    };
+    if accepted.has(name, value) {
+        return;
+    }
+    let sample = ValueSample::of(value);
+    if rules.accepts(name, &sample) {
+        accepted.add(name, value);
+    } else {
+        rules.check(prefix, name, &sample, reasons);
+    }
+}
+
 /// Checks `req` against the request rules of `profile`.
 pub fn decide(profile: &Profile, req: &Request) -> Decision {
+    decide_remembering(profile, req, None)
+}
+
+/// `decide`, skipping the header values `accepted` remembers (it must have been renewed with
+/// the generation of `profile`) and remembering those that pass.
+pub(crate) fn decide_remembering(
+    profile: &Profile,
+    req: &Request,
+    mut accepted: Option<&mut Accepted>,
+) -> Decision {
     let r = &profile.req;
     let mut reasons = Vec::new();
     if !r.methods.contains(&req.method) {
@@ -51,7 +151,7 @@ pub fn decide(profile: &Profile, req: &Request) -> Decision {
             printable(&req.protocol)
         ));
     }
-    let split = crate::path::split(&req.raw_path, &r.positions);
+    let split = crate::path::split_to_decide(&req.raw_path, &r.positions);
     match r.paths.rule_for(&split.template) {
         Some(rule) => {
             let sample = PathSample::of(&split);
@@ -68,8 +168,14 @@ pub fn decide(profile: &Profile, req: &Request) -> Decision {
         r.query.check("query", k, &ValueSample::of(v), &mut reasons);
     }
     for (k, v) in &req.headers {
-        r.headers
-            .check("header", k, &ValueSample::of(v), &mut reasons);
+        check_header(
+            &r.headers,
+            "header",
+            k,
+            v,
+            accepted.as_deref_mut(),
+            &mut reasons,
+        );
     }
     if let Some(ct) = req.header("content-type") {
         if !r.content_type.accepts_value(ct) {
@@ -83,10 +189,11 @@ pub fn decide(profile: &Profile, req: &Request) -> Decision {
         }
     }
     if let Some(ip) = req.client_ip {
-        let net = network_of(ip);
-        if !r.client.contains(&net) {
-            reasons.push(format!("client: {net} not known"));
-        }
+        with_network(ip, |net| {
+            if !r.client.contains_str(net) {
+                reasons.push(format!("client: {net} not known"));
+            }
+        });
     }
     if let Some(ip) = req.forwarded_hop() {
         let net = network_of(ip);
@@ -129,17 +236,19 @@ pub fn decide(profile: &Profile, req: &Request) -> Decision {
 /// not a reason; a slower one is.
 pub fn decide_response(profile: &Profile, resp: &Response) -> Decision {
     let headers = || resp.headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes()));
-    decide_response_parts(profile, resp.status, headers, resp.elapsed)
+    decide_response_parts(profile, resp.status, headers, resp.elapsed, None)
 }
 
 /// `decide_response` of a response given by its parts (`headers` iterates over the headers
 /// from the first, values as bytes read as lossy UTF-8 like `Response` holds them): the proxy
 /// checks the upstream's headers where they are, without copying them into a `Response`.
+/// Header values `accepted` remembers are skipped, as by `decide_remembering`.
 pub(crate) fn decide_response_parts<'h, H>(
     profile: &Profile,
     status: u16,
     headers: impl Fn() -> H,
     elapsed: Duration,
+    mut accepted: Option<&mut Accepted>,
 ) -> Decision
 where
     H: Iterator<Item = (&'h str, &'h [u8])>,
@@ -150,10 +259,12 @@ where
         reasons.push(format!("response.status: {status} not known"));
     }
     for (k, v) in headers() {
-        r.headers.check(
+        check_header(
+            &r.headers,
             "response.header",
             k,
-            &ValueSample::of(&text(v)),
+            &text(v),
+            accepted.as_deref_mut(),
             &mut reasons,
         );
     }
@@ -253,6 +364,49 @@ mod tests {
             ),
         );
         assert!(d.is_clean(), "{:?}", d.reasons);
+    }
+
+    #[test]
+    fn remembered_header_values_give_the_same_decisions() {
+        let p = learned();
+        let mut accepted = Accepted::default();
+        accepted.renew(1);
+        let requests = [
+            get("/search?q=shoes", &[("user-agent", "curl/8.4.0")]),
+            get("/search?q=shoes", &[("user-agent", "curl/8$5.0")]),
+            get("/search?q=red+shoes", &[("user-agent", "curl/8.4.0")]),
+            get("/search?q=shoes", &[("user-agent", "curl/8$5.0")]),
+            get("/search?q=x", &[("user-agent", "curl/8.4.0"), ("x-a", "1")]),
+        ];
+        for req in requests.iter().chain(&requests) {
+            assert_eq!(
+                decide_remembering(&p, req, Some(&mut accepted)),
+                decide(&p, req)
+            );
+        }
+        assert!(accepted.has("user-agent", "curl/8.4.0"));
+        assert!(
+            !accepted.has("user-agent", "curl/8$5.0"),
+            "refused values are not kept"
+        );
+        assert!(!accepted.has("x-a", "1"), "unknown headers are not kept");
+        accepted.renew(2);
+        assert!(
+            !accepted.has("user-agent", "curl/8.4.0"),
+            "a new profile forgets"
+        );
+        for i in 0..3 * ACCEPTED_PAIRS {
+            accepted.add(&format!("h{i}"), "v");
+            accepted.add("date", &i.to_string());
+        }
+        assert_eq!(accepted.pairs.len(), ACCEPTED_PAIRS);
+        assert!(accepted.has("date", &(3 * ACCEPTED_PAIRS - 1).to_string()));
+        assert_eq!(
+            accepted.pairs.iter().filter(|(k, _)| k == "date").count(),
+            1
+        );
+        accepted.add("long", &"x".repeat(ACCEPTED_VALUE_LEN + 1));
+        assert!(!accepted.pairs.iter().any(|(k, _)| k == "long"));
     }
 
     #[test]
@@ -416,7 +570,8 @@ mod tests {
                     .collect(),
                 elapsed: Duration::from_millis(50),
             };
-            let by_parts = decide_response_parts(&p, 500, || headers.iter().copied(), resp.elapsed);
+            let by_parts =
+                decide_response_parts(&p, 500, || headers.iter().copied(), resp.elapsed, None);
             assert_eq!(by_parts, decide_response(&p, &resp), "{headers:?}");
             assert!(!by_parts.is_clean());
         }

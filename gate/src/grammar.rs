@@ -59,7 +59,7 @@ pub fn names(bits: u32) -> impl Iterator<Item = &'static str> {
 
 /// Bytes whose presence makes a value worth tokenising; a value without any of them (and
 /// without spaces) has no structure in these grammars.
-fn is_trigger(b: u8) -> bool {
+const fn is_trigger(b: u8) -> bool {
     matches!(
         b,
         b'\''
@@ -92,9 +92,7 @@ fn is_trigger(b: u8) -> bool {
 pub fn structures(value: &str) -> u32 {
     let mut has = 0u32;
     for b in value.bytes() {
-        if is_trigger(b) || b == b'\n' {
-            has |= presence(b);
-        }
+        has |= PRESENCE[usize::from(b)];
     }
     // SQL needs no punctuation to be SQL: `shoes union select password from users`.
     let keywords =
@@ -102,19 +100,46 @@ pub fn structures(value: &str) -> u32 {
     if has & !P_SPACE == 0 && !keywords {
         return 0;
     }
-    let lower = value.to_ascii_lowercase();
-    let s = lower.as_str();
+    // Lowercased on the stack when short, as most values are: no allocation per value.
+    let mut buf = [0u8; LOWERED_ON_STACK];
+    let owned: String;
+    let s = match lowered(value, &mut buf) {
+        Some(s) => s,
+        None => {
+            owned = value.to_ascii_lowercase();
+            owned.as_str()
+        }
+    };
+    // The path, lookup and encoding patterns, and the script sinks: one pass for both
+    // scanners that need them.
+    let delimiters = if has & (P_PAREN | P_DOT | P_PERCENT | P_SLASH | P_COLON | P_DOLLAR) != 0 {
+        delimited(s)
+    } else {
+        0
+    };
     let mut bits = 0;
     if keywords || has & (P_QUOTE | P_SEMI | P_EQ | P_LT | P_PAREN | P_STAR) != 0 {
         bits |= sql(s);
     }
     if has & (P_LT | P_EQ | P_COLON | P_PAREN | P_DOT | P_QUOTE) != 0 {
-        bits |= markup(s, has);
+        bits |= markup(s, has, delimiters);
     }
     if has & (P_SEMI | P_PIPE | P_QUOTE | P_DOLLAR) != 0 {
         bits |= shell(s);
     }
-    bits | other(s, has)
+    bits | other(s, has, delimiters)
+}
+
+/// Longest value lowercased in a buffer on the stack.
+const LOWERED_ON_STACK: usize = 256;
+
+/// `value` in ASCII lowercase, written into `buf`; `None` when it does not fit.
+fn lowered<'b>(value: &str, buf: &'b mut [u8; LOWERED_ON_STACK]) -> Option<&'b str> {
+    let out = buf.get_mut(..value.len())?;
+    out.copy_from_slice(value.as_bytes());
+    out.make_ascii_lowercase();
+    // Lowercasing ASCII letters keeps the text valid UTF-8; the check cannot fail.
+    std::str::from_utf8(out).ok()
 }
 
 fn contains_ci(value: &str, word: &[u8]) -> bool {
@@ -143,7 +168,7 @@ const P_COLON: u32 = 1 << 11;
 const P_STAR: u32 = 1 << 12;
 const P_SPACE: u32 = 1 << 13;
 
-fn presence(b: u8) -> u32 {
+const fn presence(b: u8) -> u32 {
     match b {
         b'\'' | b'"' | b'`' => P_QUOTE,
         b';' => P_SEMI,
@@ -161,6 +186,20 @@ fn presence(b: u8) -> u32 {
         _ => P_SPACE,
     }
 }
+
+/// `presence` of each byte that is a trigger or a line break, zero for the others.
+const PRESENCE: [u32; 256] = {
+    let mut t = [0u32; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if is_trigger(c) || c == b'\n' {
+            t[b] = presence(c);
+        }
+        b += 1;
+    }
+    t
+};
 
 /// A SQL token, as far as the patterns below need one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -385,8 +424,8 @@ const SINK_CALLS: &[&str] = &[
     "setinterval",
     "import",
 ];
-/// Patterns that start at a delimiter, with the structure each marks; `delimited` finds them
-/// all in one pass over a value.
+/// Patterns that start at a delimiter, with the structure each marks, those with the same
+/// first byte together; `delimited` finds them all in one pass over a value.
 const DELIMITED: &[(&str, u32)] = &[
     (".cookie", JS_SINK),
     (".domain", JS_SINK),
@@ -394,32 +433,37 @@ const DELIMITED: &[(&str, u32)] = &[
     (".location", JS_SINK),
     (".innerhtml", JS_SINK),
     (".fromcharcode", JS_SINK),
+    ("../", PATH_PARENT),
+    ("..\\", PATH_PARENT),
+    ("..%2f", PATH_PARENT),
+    ("..%5c", PATH_PARENT),
+    (".%2e/", PATH_PARENT),
+    (".ini", PATH_SYSTEM),
+    (".ssh/", PATH_SYSTEM),
+    (".htaccess", PATH_SYSTEM),
     (")(", LDAP_FILTER),
     ("(|(", LDAP_FILTER),
     ("(&(", LDAP_FILTER),
     ("(!(", LDAP_FILTER),
-    ("../", PATH_PARENT),
-    ("..\\", PATH_PARENT),
     ("/..", PATH_PARENT),
-    ("\\..", PATH_PARENT),
-    ("%2e%2e", PATH_PARENT),
-    ("..%2f", PATH_PARENT),
-    ("..%5c", PATH_PARENT),
-    ("%2e./", PATH_PARENT),
-    (".%2e/", PATH_PARENT),
     ("/etc/", PATH_SYSTEM),
     ("/etc%2f", PATH_SYSTEM),
     ("/proc/", PATH_SYSTEM),
     ("/bin/", PATH_SYSTEM),
     ("/dev/tcp", PATH_SYSTEM),
     ("/usr/bin", PATH_SYSTEM),
-    (".ini", PATH_SYSTEM),
-    (":\\windows", PATH_SYSTEM),
-    ("\\windows\\", PATH_SYSTEM),
     ("/var/log/", PATH_SYSTEM),
     ("/root/", PATH_SYSTEM),
-    (".ssh/", PATH_SYSTEM),
-    (".htaccess", PATH_SYSTEM),
+    ("\\..", PATH_PARENT),
+    ("\\windows\\", PATH_SYSTEM),
+    ("\\r\\n", ENCODED_LINE_BREAK),
+    ("\\u000d", ENCODED_LINE_BREAK),
+    ("\\u000a", ENCODED_LINE_BREAK),
+    ("%2e%2e", PATH_PARENT),
+    ("%2e./", PATH_PARENT),
+    ("%0d", ENCODED_LINE_BREAK),
+    ("%0a", ENCODED_LINE_BREAK),
+    (":\\windows", PATH_SYSTEM),
     ("$ne", NOSQL_OPERATOR),
     ("$gt", NOSQL_OPERATOR),
     ("$lt", NOSQL_OPERATOR),
@@ -433,38 +477,44 @@ const DELIMITED: &[(&str, u32)] = &[
     ("$expr", NOSQL_OPERATOR),
     ("$function", NOSQL_OPERATOR),
     ("$eq", NOSQL_OPERATOR),
-    ("%0d", ENCODED_LINE_BREAK),
-    ("%0a", ENCODED_LINE_BREAK),
-    ("\\r\\n", ENCODED_LINE_BREAK),
-    ("\\u000d", ENCODED_LINE_BREAK),
-    ("\\u000a", ENCODED_LINE_BREAK),
 ];
 
-/// Bytes some pattern of `DELIMITED` starts with.
-const DELIMITERS: u128 = {
-    let mut m = 0u128;
+/// For each ASCII byte, the range of `DELIMITED` whose patterns start with it (empty for the
+/// bytes none starts with).
+const DELIMITER_RANGE: [(u8, u8); 128] = {
+    let mut t = [(0u8, 0u8); 128];
     let mut i = 0;
     while i < DELIMITED.len() {
-        m |= 1u128 << DELIMITED[i].0.as_bytes()[0];
+        let first = DELIMITED[i].0.as_bytes()[0] as usize;
+        let (start, end) = t[first];
+        if end == 0 {
+            t[first] = (i as u8, i as u8 + 1);
+        } else if end as usize == i {
+            t[first] = (start, end + 1);
+        } else {
+            panic!("DELIMITED: patterns with the same first byte must be together");
+        }
         i += 1;
     }
-    m
+    t
 };
 
-/// The structures of `DELIMITED` in `s`: one pass, comparing only where a pattern can start.
+/// The structures of `DELIMITED` in `s`: one pass, comparing only the patterns that start
+/// with the byte at hand.
 fn delimited(s: &str) -> u32 {
     let b = s.as_bytes();
     let mut bits = 0;
     for i in 0..b.len() {
-        let c = b[i];
-        if c >= 0x80 || DELIMITERS & (1u128 << c) == 0 {
+        let Some(&(start, end)) = DELIMITER_RANGE.get(usize::from(b[i])) else {
             continue;
-        }
-        for (p, bit) in DELIMITED {
+        };
+        let group = &DELIMITED[usize::from(start)..usize::from(end)];
+        let rest = &b[i..];
+        for (p, bit) in group {
             let p = p.as_bytes();
-            // The first two bytes inline: most delimiters in ordinary text are followed by
+            // The second byte inline: most delimiters in ordinary text are followed by
             // something no pattern has.
-            if p[0] == c && b.get(i + 1) == p.get(1) && b[i..].starts_with(p) {
+            if rest.get(1) == p.get(1) && rest.starts_with(p) {
                 bits |= bit;
             }
         }
@@ -472,40 +522,47 @@ fn delimited(s: &str) -> u32 {
     bits
 }
 
-fn markup(s: &str, has: u32) -> u32 {
+/// `delimiters` is `delimited(s)`, computed whenever `has` holds `P_DOT`.
+fn markup(s: &str, has: u32, delimiters: u32) -> u32 {
     let b = s.as_bytes();
     let mut bits = 0;
-    for (i, _) in s.match_indices('<').filter(|_| has & P_LT != 0) {
-        let mut j = i + 1;
-        if b.get(j) == Some(&b'/') || b.get(j) == Some(&b'!') {
-            j += 1;
-        }
-        let name_start = j;
-        while b.get(j).is_some_and(|c| c.is_ascii_alphanumeric()) {
-            j += 1;
-        }
-        let named = j > name_start && b[name_start].is_ascii_alphabetic();
-        if named
-            && b.get(j)
-                .is_none_or(|c| matches!(c, b' ' | b'/' | b'>' | b'\t' | b'\n'))
-        {
-            bits |= HTML_TAG;
+    // Searched only when the value has the character: a searcher built for nothing
+    // costs more than the rest of the scan.
+    if has & P_LT != 0 {
+        for (i, _) in s.match_indices('<') {
+            let mut j = i + 1;
+            if b.get(j) == Some(&b'/') || b.get(j) == Some(&b'!') {
+                j += 1;
+            }
+            let name_start = j;
+            while b.get(j).is_some_and(|c| c.is_ascii_alphanumeric()) {
+                j += 1;
+            }
+            let named = j > name_start && b[name_start].is_ascii_alphabetic();
+            if named
+                && b.get(j)
+                    .is_none_or(|c| matches!(c, b' ' | b'/' | b'>' | b'\t' | b'\n'))
+            {
+                bits |= HTML_TAG;
+            }
         }
     }
-    for (i, _) in s.match_indices("on").filter(|_| has & P_EQ != 0) {
-        if i > 0 && b[i - 1].is_ascii_alphanumeric() {
-            continue;
-        }
-        let mut j = i + 2;
-        while b.get(j).is_some_and(|c| c.is_ascii_alphabetic()) {
-            j += 1;
-        }
-        let letters = j - i - 2;
-        while b.get(j) == Some(&b' ') {
-            j += 1;
-        }
-        if letters >= 3 && b.get(j) == Some(&b'=') {
-            bits |= HTML_HANDLER;
+    if has & P_EQ != 0 {
+        for (i, _) in s.match_indices("on") {
+            if i > 0 && b[i - 1].is_ascii_alphanumeric() {
+                continue;
+            }
+            let mut j = i + 2;
+            while b.get(j).is_some_and(|c| c.is_ascii_alphabetic()) {
+                j += 1;
+            }
+            let letters = j - i - 2;
+            while b.get(j) == Some(&b' ') {
+                j += 1;
+            }
+            if letters >= 3 && b.get(j) == Some(&b'=') {
+                bits |= HTML_HANDLER;
+            }
         }
     }
     let scheme = |i: usize| {
@@ -520,7 +577,7 @@ fn markup(s: &str, has: u32) -> u32 {
     }
     let call = |i: usize| SINK_CALLS.iter().any(|w| s[..i].ends_with(w));
     if (has & (P_PAREN | P_QUOTE) != 0 && s.match_indices(['(', '`']).any(|(i, _)| call(i)))
-        || (has & P_DOT != 0 && delimited(s) & JS_SINK != 0)
+        || (has & P_DOT != 0 && delimiters & JS_SINK != 0)
     {
         bits |= JS_SINK;
     }
@@ -623,7 +680,8 @@ fn closes(s: &str, open: &str, close: &str) -> bool {
         .any(|(i, _)| s[i + open.len()..].contains(close))
 }
 
-fn other(s: &str, has: u32) -> u32 {
+/// `delimiters` is `delimited(s)`, computed whenever `has` holds one of the groups it needs.
+fn other(s: &str, has: u32, delimiters: u32) -> u32 {
     let mut bits = 0;
     if has & (P_BRACE | P_PERCENT) != 0
         && (closes(s, "{{", "}}")
@@ -638,19 +696,20 @@ fn other(s: &str, has: u32) -> u32 {
     if has & P_DOLLAR != 0
         && s.match_indices("${").any(|(i, _)| {
             let rest = &s[i + 2..];
+            // Bytes, not a `str` slice: the 48th byte may fall inside a character.
             let end = rest.find('}').unwrap_or(rest.len()).min(48);
-            rest[..end].contains(':') || rest.starts_with("${")
+            rest.as_bytes()[..end].contains(&b':') || rest.starts_with("${")
         })
     {
         bits |= LOOKUP;
     }
     if has & (P_PAREN | P_DOT | P_PERCENT | P_SLASH | P_COLON | P_DOLLAR) != 0 {
-        bits |= delimited(s) & !JS_SINK;
+        bits |= delimiters & !JS_SINK;
     }
     if s == ".." {
         bits |= PATH_PARENT;
     }
-    if has & P_COLON != 0 && s.contains("file:/") {
+    if has & P_COLON != 0 && s.as_bytes().windows(6).any(|w| w == b"file:/") {
         bits |= PATH_SYSTEM;
     }
     bits
@@ -662,6 +721,23 @@ mod tests {
 
     fn has(v: &str, bit: u32) -> bool {
         structures(v) & bit != 0
+    }
+
+    #[test]
+    fn every_delimited_pattern_is_found_where_it_starts() {
+        for (p, bit) in DELIMITED {
+            assert_eq!(delimited(p) & bit, *bit, "{p}");
+            assert_eq!(delimited(&format!("x {p} y")) & bit, *bit, "{p}");
+        }
+    }
+
+    #[test]
+    fn a_lookup_cut_inside_a_character_is_scanned() {
+        // The 48 bytes after `${` end inside the three bytes of U+200B.
+        let v = format!("${{{}\u{200b}:x}}", "a".repeat(46));
+        assert_eq!(structures(&v) & LOOKUP, 0);
+        let v = format!("${{{}:\u{200b}}}", "a".repeat(45));
+        assert_ne!(structures(&v) & LOOKUP, 0);
     }
 
     #[test]

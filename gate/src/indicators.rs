@@ -33,23 +33,32 @@ pub struct IndicatorState {
 }
 
 impl IndicatorState {
-    /// Records a request from `peer`; while learning, peers become known silently.
-    pub fn request(&mut self, peer: IpAddr, learning: bool) {
+    /// Records a request from `peer`; while learning, peers become known silently. Returns
+    /// whether `peer` is known now, and so stays known: its next requests can be recorded
+    /// with `request_from_known`.
+    pub fn request(&mut self, peer: IpAddr, learning: bool) -> bool {
         self.pending.requests += 1;
         if self.known.contains(&peer) {
-            return;
+            return true;
         }
-        if self.known.len() < MAX_KNOWN_PEERS {
+        let known = self.known.len() < MAX_KNOWN_PEERS;
+        if known {
             self.known.insert(peer);
         }
         if learning {
-            return;
+            return known;
         }
         if self.pending.new_peers.len() < MAX_LISTED_PEERS {
             self.pending.new_peers.push(peer);
         } else {
             self.pending.new_peers_unlisted += 1;
         }
+        known
+    }
+
+    /// Records a request from a peer `request` said is known (peers are never forgotten).
+    pub fn request_from_known(&mut self) {
+        self.pending.requests += 1;
     }
 
     /// Records a response slower than learned.
@@ -77,10 +86,10 @@ mod tests {
         let mut s = IndicatorState::default();
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
-        s.request(a, true);
-        s.request(a, false);
-        s.request(b, false);
-        s.request(b, false);
+        assert!(s.request(a, true));
+        assert!(s.request(a, false));
+        assert!(s.request(b, false));
+        s.request_from_known();
         s.slow_response();
         let i = s.take();
         assert_eq!(i.new_peers, vec![b]);

@@ -85,7 +85,8 @@ pub struct Split<'a> {
     /// Decoded segments past `TEMPLATE_SEGMENTS`, joined by `/`.
     pub rest: Option<Cow<'a, str>>,
     pub segments: u64,
-    /// Literal names kept: the prefix before each and the name's hash, for learning.
+    /// Literal names kept: the prefix before each and the name's hash, for learning (empty
+    /// from `split_to_decide`).
     pub literals: Vec<(String, u32)>,
 }
 
@@ -99,6 +100,16 @@ fn looks_fixed(seg: &str) -> bool {
 
 /// Splits `raw_path` by the learned `positions`.
 pub fn split<'a>(raw_path: &'a str, positions: &Positions) -> Split<'a> {
+    split_keeping(raw_path, positions, true)
+}
+
+/// `split` without the literal names, which only learning needs: deciding does not hash
+/// them.
+pub fn split_to_decide<'a>(raw_path: &'a str, positions: &Positions) -> Split<'a> {
+    split_keeping(raw_path, positions, false)
+}
+
+fn split_keeping<'a>(raw_path: &'a str, positions: &Positions, literals_too: bool) -> Split<'a> {
     let mut segs = raw_path.split('/').filter(|s| !s.is_empty());
     let mut template = String::with_capacity(raw_path.len().min(64) + 4);
     let mut params = Vec::new();
@@ -108,8 +119,10 @@ pub fn split<'a>(raw_path: &'a str, positions: &Positions) -> Split<'a> {
         count += 1;
         let decoded = percent_decode_cow(seg, false);
         if looks_fixed(&decoded) && !positions.is_parameter(&template) {
-            let hash = ValueSample::of(&decoded).hash;
-            literals.push((template.clone(), hash));
+            if literals_too {
+                let hash = ValueSample::of(&decoded).hash;
+                literals.push((template.clone(), hash));
+            }
             template.push('/');
             template.push_str(seg);
         } else {

@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -19,7 +19,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use crate::body::{read_ahead, GateBody};
-use crate::decide::{decide, decide_response_parts, is_slow_after};
+use crate::decide::{decide_remembering, decide_response_parts, is_slow_after, Accepted};
 use crate::events::{Dedup, EventKind, EventSink, GateEvent};
 use crate::idle::{within_idle_timeout, Activity};
 use crate::indicators::{IndicatorState, PodIndicators};
@@ -122,12 +122,18 @@ struct Connection {
     /// The request and response samples of the last request, whose strings the next request
     /// of the connection refills instead of allocating its own.
     scratch: Mutex<Option<Scratch>>,
+    /// Whether the pod indicators know the peer already (they never forget one): its
+    /// requests are then counted without looking it up.
+    peer_known: AtomicBool,
 }
 
 #[derive(Default)]
 struct Scratch {
     req: Request,
     resp: Response,
+    /// Request and response header values the profile accepted on this connection.
+    accepted_req: Accepted,
+    accepted_resp: Accepted,
 }
 
 /// Samples holding more memory than this are dropped after their request rather than kept
@@ -142,7 +148,10 @@ impl Connection {
     fn keep_scratch(&self, mut scratch: Scratch) {
         // A parsed body is no buffer to reuse; it would only hold memory.
         scratch.req.body = None;
-        let held = scratch.req.retained_bytes() + pairs_retained_bytes(&scratch.resp.headers);
+        let held = scratch.req.retained_bytes()
+            + pairs_retained_bytes(&scratch.resp.headers)
+            + scratch.accepted_req.retained_bytes()
+            + scratch.accepted_resp.retained_bytes();
         if held <= SCRATCH_KEPT_BYTES {
             *lock(&self.scratch) = Some(scratch);
         }
@@ -297,6 +306,7 @@ impl Gate {
             slot: Arc::new(slot),
             peer,
             scratch: Mutex::new(None),
+            peer_known: AtomicBool::new(false),
         });
         let activity = Activity::new();
         let gate = self.clone();
@@ -390,7 +400,11 @@ impl Gate {
         let (peer, up) = (conn.peer, &conn.upstream);
         let id = self.request_id();
         let mode = self.current_mode();
-        lock(&self.inner.indicators).request(peer.ip(), mode == Mode::Learn);
+        if conn.peer_known.load(Ordering::Relaxed) {
+            lock(&self.inner.indicators).request_from_known();
+        } else if lock(&self.inner.indicators).request(peer.ip(), mode == Mode::Learn) {
+            conn.peer_known.store(true, Ordering::Relaxed);
+        }
         let upgrade = is_upgrade(req.headers());
         let on_client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let sample = &mut scratch.req;
@@ -407,7 +421,8 @@ impl Gate {
         } else {
             GateBody::stream(body)
         };
-        if let Some(mut refusal) = self.learn_or_decide(mode, id, peer, sample) {
+        let accepted = &mut scratch.accepted_req;
+        if let Some(mut refusal) = self.learn_or_decide(mode, id, peer, sample, accepted) {
             // The client may send its next request on this connection: read the rest of this
             // one's body first, or close the connection saying so.
             let cfg = &self.inner.config;
@@ -504,12 +519,17 @@ impl Gate {
         id: RequestId,
         peer: SocketAddr,
         sample: &Request,
+        accepted: &mut Accepted,
     ) -> Option<hyper::Response<GateBody>> {
         if mode == Mode::Learn {
             self.inner.profile.write().learn(sample);
             return None;
         }
-        let decision = decide(&self.inner.profile.read(), sample);
+        let decision = {
+            let (profile, generation) = self.inner.profile.read_with_generation();
+            accepted.renew(generation);
+            decide_remembering(&profile, sample, Some(accepted))
+        };
         if mode == Mode::Alert {
             lock(&self.inner.mode).decided(!decision.is_clean(), Instant::now());
         }
@@ -545,10 +565,12 @@ impl Gate {
             return;
         }
         let (decision, slow) = {
-            let profile = self.inner.profile.read();
+            let (profile, generation) = self.inner.profile.read_with_generation();
+            let accepted = &mut scratch.accepted_resp;
+            accepted.renew(generation);
             let headers = || header_bytes(resp.headers());
             (
-                decide_response_parts(&profile, status, headers, elapsed),
+                decide_response_parts(&profile, status, headers, elapsed, Some(accepted)),
                 is_slow_after(&profile, elapsed),
             )
         };

@@ -380,6 +380,49 @@ pub fn network_of(ip: IpAddr) -> String {
     }
 }
 
+/// `f` of `network_of(ip)`, the text written on the stack for IPv4: every request's client
+/// is checked, and its network need not be allocated for that.
+pub fn with_network<R>(ip: IpAddr, f: impl FnOnce(&str) -> R) -> R {
+    let v4 = match ip {
+        IpAddr::V4(v4) => v4,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4,
+            None => return f(&network_of(ip)),
+        },
+    };
+    // `255.255.255.0/24` at most.
+    let mut buf = [0u8; 16];
+    let mut n = 0;
+    for octet in &v4.octets()[..3] {
+        for digit in decimal_digits(*octet) {
+            buf[n] = digit;
+            n += 1;
+        }
+        buf[n] = b'.';
+        n += 1;
+    }
+    buf[n..n + 4].copy_from_slice(b"0/24");
+    n += 4;
+    match std::str::from_utf8(&buf[..n]) {
+        Ok(net) => f(net),
+        // Digits, dots and a slash are always text.
+        Err(_) => f(&network_of(ip)),
+    }
+}
+
+/// The decimal digits of `n`, without leading zeros.
+fn decimal_digits(n: u8) -> impl Iterator<Item = u8> {
+    let digits = [b'0' + n / 100, b'0' + n / 10 % 10, b'0' + n % 10];
+    let skip = if n >= 100 {
+        0
+    } else if n >= 10 {
+        1
+    } else {
+        2
+    };
+    digits.into_iter().skip(skip)
+}
+
 fn push_decimal(out: &mut String, n: u8) {
     if n >= 100 {
         out.push(char::from(b'0' + n / 100));
@@ -592,6 +635,18 @@ mod tests {
         let c: IpAddr = "::ffff:10.1.2.9".parse().unwrap();
         assert_eq!(network_of(a), "10.1.2.0/24");
         assert_eq!(network_of(a), network_of(b));
+        for ip in [
+            "0.0.0.0",
+            "10.1.2.3",
+            "192.168.100.7",
+            "255.255.255.255",
+            "9.99.100.1",
+            "::ffff:10.9.8.7",
+            "fd00:1:2:3::5",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(with_network(ip, str::to_string), network_of(ip), "{ip}");
+        }
         assert_eq!(network_of(a), network_of(c));
         for (ip, net) in [
             ("0.0.0.0", "0.0.0.0/24"),

@@ -51,6 +51,33 @@ const PUNCTUATION_BIT: [u32; 128] = {
     t
 };
 const JOINER_BITS: u32 = bits_of(JOINERS);
+/// What an ASCII byte is to `ValueSample::of`: one of the `A_` classes.
+const ASCII_CLASS: [u8; 128] = {
+    let mut t = [A_CONTROL; 128];
+    let mut b = 0;
+    while b < 128 {
+        let c = b as u8;
+        t[b] = if c.is_ascii_digit() {
+            A_DIGIT
+        } else if c.is_ascii_punctuation() {
+            A_PUNCTUATION
+        } else if c == b' ' || c == b'\t' {
+            A_SPACE
+        } else if c.is_ascii_alphabetic() {
+            A_LETTER
+        } else {
+            A_CONTROL
+        };
+        b += 1;
+    }
+    t
+};
+const A_DIGIT: u8 = 0;
+const A_PUNCTUATION: u8 = 1;
+const A_SPACE: u8 = 2;
+const A_CONTROL: u8 = 3;
+const A_LETTER: u8 = 4;
+
 /// Punctuation an identifier may hold besides letters and digits.
 const IDENT_BITS: u32 = bits_of(b"-._~:+=@");
 
@@ -211,26 +238,32 @@ impl ValueSample {
         let (mut digits, mut len, mut other) = (0u32, 0u32, false);
         let mut hash: u32 = 0x811C_9DC5;
         let mut before = 0u8;
-        for c in value.chars() {
+        let bytes = value.as_bytes();
+        let mut i = 0;
+        // By bytes, decoding a character only where one does not fit in a byte: most values
+        // are ASCII.
+        while let Some(&b) = bytes.get(i) {
             len += 1;
-            if c.is_ascii() {
-                let b = c as u8;
+            if b.is_ascii() {
+                i += 1;
                 hash = (hash ^ u32::from(b)).wrapping_mul(0x0100_0193);
-                if b.is_ascii_digit() {
-                    digits += 1;
-                } else if b.is_ascii_punctuation() {
-                    punctuation |= PUNCTUATION_BIT[usize::from(b)];
-                    flags |= marker_bit(before, b);
-                } else if b == b' ' || b == b'\t' {
-                    classes |= SPACE;
-                } else if !b.is_ascii_alphabetic() {
-                    classes |= CONTROL;
-                } else {
-                    flags |= marker_bit(before, b);
+                match ASCII_CLASS[usize::from(b)] {
+                    A_DIGIT => digits += 1,
+                    A_PUNCTUATION => {
+                        punctuation |= PUNCTUATION_BIT[usize::from(b)];
+                        flags |= marker_bit(before, b);
+                    }
+                    A_SPACE => classes |= SPACE,
+                    A_CONTROL => classes |= CONTROL,
+                    _ => flags |= marker_bit(before, b),
                 }
                 before = b;
                 continue;
             }
+            let Some(c) = value.get(i..).and_then(|rest| rest.chars().next()) else {
+                break;
+            };
+            i += c.len_utf8();
             hash = (hash ^ c as u32).wrapping_mul(0x0100_0193);
             before = 0;
             if c.is_alphabetic() || ('\u{300}'..='\u{36F}').contains(&c) {
@@ -266,7 +299,8 @@ impl ValueSample {
             if is_date(value, digits) {
                 kinds |= DATE;
             }
-            if ident && value.contains('@') && is_email(value) {
+            // `@` is punctuation: its bit says whether the value has one.
+            if ident && punctuation & PUNCTUATION_BIT[usize::from(b'@')] != 0 && is_email(value) {
                 kinds |= EMAIL;
             }
         }
