@@ -244,36 +244,18 @@ pub fn place(policy: &Policy, kernel: &KernelFeatures) -> Result<PolicyPlacement
         source,
     })?;
 
-    let mut candidates: Vec<(String, Vec<String>, Vec<String>)> = Vec::new();
-    let mut push = |origin: &str, e: &palisade_policy::Enforcement| {
-        candidates.push((
-            origin.to_string(),
-            e.enforcers()
-                .map(|c| candidate_name(c).to_string())
-                .collect(),
-            e.unenforceable.clone(),
-        ));
-    };
-    compiled
-        .file
-        .iter()
-        .for_each(|r| push(&r.rule.meta.origin, &r.enforcement));
-    compiled
-        .process
-        .iter()
-        .for_each(|r| push(&r.rule.meta.origin, &r.enforcement));
-    compiled
-        .network
-        .iter()
-        .for_each(|r| push(&r.rule.meta.origin, &r.enforcement));
-    compiled
-        .capabilities
-        .iter()
-        .for_each(|r| push(&r.rule.meta.origin, &r.enforcement));
-    compiled
-        .syscalls
-        .iter()
-        .for_each(|r| push(&r.rule.meta.origin, &r.enforcement));
+    let candidates: Vec<(String, Vec<String>, Vec<String>)> = compiled
+        .enforcements()
+        .map(|(_, origin, e)| {
+            (
+                origin.to_string(),
+                e.enforcers()
+                    .map(|c| candidate_name(c).to_string())
+                    .collect(),
+                e.unenforceable.clone(),
+            )
+        })
+        .collect();
 
     let rules = out
         .rules

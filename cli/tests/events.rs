@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use palisade_events::{Action, Event, Rule, Severity, Source, Workload};
 use palisade_shim::report::{EventSettings, Reporter, SinkContext};
 
-const PALISADE: &str = env!("CARGO_BIN_EXE_palisade");
+mod support;
+use support::{fails, succeeds, PALISADE};
 /// The longest a test waits for the follower to print what was written.
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -56,6 +57,14 @@ fn reporter(dir: &Path) -> Reporter {
     Reporter::start_with(settings, SinkContext::default())
 }
 
+/// Reports events 0..n through `r` and waits until they are all in the log in `dir`.
+fn report_written(r: &Reporter, dir: &Path, n: u32) {
+    for i in 0..n {
+        r.report(event(i));
+    }
+    wait_for_lines(dir, n as usize);
+}
+
 /// Waits (bounded) until the log in `dir` holds `n` lines in all its files.
 fn wait_for_lines(dir: &Path, n: usize) {
     let deadline = Instant::now() + WAIT;
@@ -81,14 +90,11 @@ fn wait_for_lines(dir: &Path, n: usize) {
 }
 
 fn events(args: &[&str]) -> (String, String) {
-    let out = Command::new(PALISADE)
-        .arg("events")
-        .args(args)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(out.status.success(), "palisade events {args:?}: {stderr}");
-    (String::from_utf8(out.stdout).unwrap(), stderr)
+    let out = succeeds(Command::new(PALISADE).arg("events").args(args));
+    (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
 }
 
 fn rules(json_lines: &str) -> Vec<String> {
@@ -110,10 +116,7 @@ fn reads_rotated_files_in_order_with_filters() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log");
     let r = reporter(&log);
-    for n in 0..12 {
-        r.report(event(n));
-    }
-    wait_for_lines(&log, 12);
+    report_written(&r, &log, 12);
     r.shutdown();
     let rotated = std::fs::read_dir(&log)
         .unwrap()
@@ -220,12 +223,7 @@ fn reads_rotated_files_in_order_with_filters() {
     assert_eq!(rules(&out), names(0..12));
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[events]\nlog_dir = \"relative\"\n").unwrap();
-    let out = Command::new(PALISADE)
-        .args(["events", "--config", bad.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = fails(Command::new(PALISADE).args(["events", "--config", bad.to_str().unwrap()]));
     assert!(
         err.contains("events.log_dir: must be an absolute path"),
         "{err}"
@@ -297,10 +295,7 @@ fn follows_the_live_file_across_rotations() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log");
     let r = reporter(&log);
-    for n in 0..5 {
-        r.report(event(n));
-    }
-    wait_for_lines(&log, 5);
+    report_written(&r, &log, 5);
     let d = log.to_str().unwrap();
     let f = Follower::start(&["--log-dir", d, "--json", "--follow"]);
     assert_eq!(rules(&f.take(5).join("\n")), names(0..5));
@@ -335,12 +330,7 @@ fn follow_waits_for_a_log_that_does_not_exist_yet() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("later");
     let d = log.to_str().unwrap();
-    let out = Command::new(PALISADE)
-        .args(["events", "--log-dir", d])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = fails(Command::new(PALISADE).args(["events", "--log-dir", d]));
     assert!(
         err.contains(&format!("event log {d}: no such directory")),
         "{err}"

@@ -4,11 +4,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use palisade_gate::{decide, Profile, Request};
 
-const PALISADE: &str = env!("CARGO_BIN_EXE_palisade");
+mod support;
+use support::{fails, succeeds, PALISADE};
 
 fn get(target: &str, agent: &str) -> Request {
     Request::new(
@@ -20,15 +21,15 @@ fn get(target: &str, agent: &str) -> Request {
     )
 }
 
-fn palisade(args: &[&str], state: &Path) -> Output {
-    Command::new(PALISADE)
-        .args(["gate"])
+/// `palisade gate ARGS[0] --state-dir STATE ARGS[1..]`.
+fn palisade(args: &[&str], state: &Path) -> Command {
+    let mut cmd = Command::new(PALISADE);
+    cmd.args(["gate"])
         .args(&args[..1])
         .arg("--state-dir")
         .arg(state)
-        .args(&args[1..])
-        .output()
-        .unwrap()
+        .args(&args[1..]);
+    cmd
 }
 
 #[test]
@@ -47,7 +48,7 @@ fn export_merges_the_pods_and_import_round_trips() {
     palisade_gate::save(&b, &service.join("web-6f9c7-fghij.profile.json")).unwrap();
 
     let exported = node.path().join("shop_web.json");
-    let out = palisade(
+    succeeds(&mut palisade(
         &[
             "export",
             "--service",
@@ -56,12 +57,7 @@ fn export_merges_the_pods_and_import_round_trips() {
             exported.to_str().unwrap(),
         ],
         &state,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ));
     let doc = std::fs::read_to_string(&exported).unwrap();
     let profile = palisade_gate::import(&doc).unwrap();
     let mut merged = a.clone();
@@ -77,7 +73,7 @@ fn export_merges_the_pods_and_import_round_trips() {
     );
 
     // Export to stdout is the same document.
-    let out = palisade(&["export", "--service", "shop_web"], &state);
+    let out = succeeds(&mut palisade(&["export", "--service", "shop_web"], &state));
     assert_eq!(
         String::from_utf8(out.stdout).unwrap().trim_end(),
         doc.trim_end()
@@ -85,7 +81,7 @@ fn export_merges_the_pods_and_import_round_trips() {
 
     // Import on another node: the service's next pod finds it in the shim's layout.
     let other = tempfile::tempdir().unwrap();
-    let out = palisade(
+    let out = succeeds(&mut palisade(
         &[
             "import",
             "--service",
@@ -93,12 +89,7 @@ fn export_merges_the_pods_and_import_round_trips() {
             exported.to_str().unwrap(),
         ],
         other.path(),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ));
     let imported = other.path().join("shop_web/imported.profile.json");
     assert_eq!(
         palisade_gate::load(&imported).unwrap(),
@@ -109,9 +100,23 @@ fn export_merges_the_pods_and_import_round_trips() {
         .contains(&imported.display().to_string()));
 
     // And an export there gives back the same profile.
-    let out = palisade(&["export", "--service", "shop_web"], other.path());
+    let out = succeeds(&mut palisade(
+        &["export", "--service", "shop_web"],
+        other.path(),
+    ));
     let again = palisade_gate::import(&String::from_utf8(out.stdout).unwrap()).unwrap();
     assert_eq!(again, merged);
+}
+
+/// Asserts that palisade's error `err` names `file` as a profile that is no profile document.
+fn assert_not_a_profile(err: &str, file: &Path) {
+    assert!(
+        err.starts_with(&format!(
+            "palisade: profile {}: profile document: ",
+            file.display()
+        )),
+        "{err}"
+    );
 }
 
 #[test]
@@ -119,32 +124,26 @@ fn refuses_bad_documents_and_names() {
     let node = tempfile::tempdir().unwrap();
     let bad = node.path().join("bad.json");
     std::fs::write(&bad, "{\"version\": 999}").unwrap();
-    let out = palisade(
+    let err = fails(&mut palisade(
         &["import", "--service", "shop_web", bad.to_str().unwrap()],
         node.path(),
-    );
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(
-        err.starts_with(&format!(
-            "palisade: profile {}: profile document: ",
-            bad.display()
-        )),
-        "{err}"
-    );
+    ));
+    assert_not_a_profile(&err, &bad);
     assert!(!node.path().join("shop_web").exists(), "nothing written");
 
-    let out = palisade(&["export", "--service", "../etc"], node.path());
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8(out.stderr).unwrap();
+    let err = fails(&mut palisade(
+        &["export", "--service", "../etc"],
+        node.path(),
+    ));
     assert_eq!(
         err,
         "palisade: profile of service \"../etc\": name not usable as a file name\n"
     );
 
-    let out = palisade(&["export", "--service", "shop_web"], node.path());
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8(out.stderr).unwrap();
+    let err = fails(&mut palisade(
+        &["export", "--service", "shop_web"],
+        node.path(),
+    ));
     assert!(
         err.starts_with("palisade: service shop_web: no profiles in "),
         "{err}"
@@ -158,14 +157,9 @@ fn refuses_bad_documents_and_names() {
     palisade_gate::save(&p, &service.join("a.profile.json")).unwrap();
     let torn = service.join("b.profile.json");
     std::fs::write(&torn, "{\"version\":").unwrap();
-    let out = palisade(&["export", "--service", "shop_web"], node.path());
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(
-        err.starts_with(&format!(
-            "palisade: profile {}: profile document: ",
-            torn.display()
-        )),
-        "{err}"
-    );
+    let err = fails(&mut palisade(
+        &["export", "--service", "shop_web"],
+        node.path(),
+    ));
+    assert_not_a_profile(&err, &torn);
 }

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const PALISADE: &str = env!("CARGO_BIN_EXE_palisade");
+mod support;
+use support::{fails, succeeds, PALISADE};
 
 /// An operator's containerd 1.6 configuration: comments, a runc runtime with options and a
 /// comment above it, other sections. `{dir}` is the test's directory.
@@ -110,14 +111,7 @@ impl Node {
             ]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        let out = Command::new(PALISADE).args(&args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "palisade {args:?}: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        succeeds(Command::new(PALISADE).args(&args))
     }
 }
 
@@ -400,30 +394,26 @@ fn warns_when_the_cri_plugin_is_off() {
 #[test]
 fn refuses_a_version_1_config_and_a_missing_binary() {
     let node = Node::new(Some("root = \"/var/lib/containerd\"\n"));
-    let out = Command::new(PALISADE)
-        .args(["install", "--containerd-config"])
-        .arg(node.config())
-        .arg("--dry-run")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8(out.stderr).unwrap();
+    let err = fails(
+        Command::new(PALISADE)
+            .args(["install", "--containerd-config"])
+            .arg(node.config())
+            .arg("--dry-run"),
+    );
     assert!(
         err.contains("version 1 (no version key): only versions 2"),
         "{err}"
     );
 
     let node = Node::new(Some("version = 2\n"));
-    let out = Command::new(PALISADE)
-        .args(["install", "--containerd-config"])
-        .arg(node.config())
-        .args(["--config-dir"])
-        .arg(node.path().join("etc/palisade"))
-        .args(["--shim", "/nonexistent/containerd-shim-palisade-v2"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8(out.stderr).unwrap();
+    let err = fails(
+        Command::new(PALISADE)
+            .args(["install", "--containerd-config"])
+            .arg(node.config())
+            .args(["--config-dir"])
+            .arg(node.path().join("etc/palisade"))
+            .args(["--shim", "/nonexistent/containerd-shim-palisade-v2"]),
+    );
     assert!(
         err.contains("binary containerd-shim-palisade-v2: not found at /nonexistent/containerd-shim-palisade-v2"),
         "{err}"
@@ -450,16 +440,11 @@ fn containerd_loads_the_installed_runtimes() {
     let node = Node::new(Some(V2_CONFIG));
     node.run("install", &[]);
 
-    let dump = Command::new("/usr/bin/containerd")
-        .arg("--config")
-        .arg(node.config())
-        .args(["config", "dump"])
-        .output()
-        .unwrap();
-    assert!(
-        dump.status.success(),
-        "{}",
-        String::from_utf8_lossy(&dump.stderr)
+    let dump = succeeds(
+        Command::new("/usr/bin/containerd")
+            .arg("--config")
+            .arg(node.config())
+            .args(["config", "dump"]),
     );
     let dumped = String::from_utf8(dump.stdout).unwrap();
     for name in [
@@ -558,18 +543,12 @@ fn host_root_installs_under_the_root_with_the_nodes_paths() {
     std::fs::write(&shim, "#!/bin/sh\necho shim\n").unwrap();
 
     let run = |args: &[&str]| -> Output {
-        let out = Command::new(PALISADE)
-            .args(args)
-            .arg("--host-root")
-            .arg(root)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "palisade {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        succeeds(
+            Command::new(PALISADE)
+                .args(args)
+                .arg("--host-root")
+                .arg(root),
+        )
     };
     let s = shim.to_str().unwrap();
     let out = run(&["install", "--shim", s, "--init", s]);
@@ -637,15 +616,10 @@ fn host_root_installs_under_the_root_with_the_nodes_paths() {
     );
 
     // status reads the same node through the same root.
-    let out = Command::new(PALISADE)
-        .args(["status", "--json", "--host-root"])
-        .arg(root)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeeds(
+        Command::new(PALISADE)
+            .args(["status", "--json", "--host-root"])
+            .arg(root),
     );
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     for b in status["binaries"].as_array().unwrap() {
@@ -697,13 +671,11 @@ fn host_root_installs_under_the_root_with_the_nodes_paths() {
     assert!(!at("/etc/palisade").exists());
     assert!(!at("/var/log/palisade").exists());
 
-    let out = Command::new(PALISADE)
-        .args(["install", "--bin-dir", "relative/bin", "--host-root"])
-        .arg(root)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = fails(
+        Command::new(PALISADE)
+            .args(["install", "--bin-dir", "relative/bin", "--host-root"])
+            .arg(root),
+    );
     assert!(
         err.contains(
             "path relative/bin: with --host-root, paths are the node's and must be absolute"

@@ -5,7 +5,8 @@
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 
-const PALISADE: &str = env!("CARGO_BIN_EXE_palisade");
+mod support;
+use support::{succeeds, PALISADE};
 
 /// A process that looks like a serving shim in /proc (its argv[0] is the shim's path), killed
 /// by its PID when dropped, also when the test fails.
@@ -19,16 +20,7 @@ impl Drop for FakeShim {
 }
 
 fn status(args: &[&std::ffi::OsStr]) -> serde_json::Value {
-    let out = Command::new(PALISADE)
-        .args(["status", "--json"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = succeeds(Command::new(PALISADE).args(["status", "--json"]).args(args));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -39,28 +31,23 @@ fn reports_kernel_install_runtimes_and_pods() {
     std::fs::write(&config, "version = 2\n# operator\n").unwrap();
     let bin = node.path().join("bin");
     std::fs::write(node.path().join("shim"), "#!/bin/sh\n").unwrap();
-    let out = Command::new(PALISADE)
-        .arg("install")
-        .arg("--containerd-config")
-        .arg(&config)
-        .arg("--bin-dir")
-        .arg(&bin)
-        .arg("--config-dir")
-        .arg(node.path().join("etc"))
-        .arg("--state-dir")
-        .arg(node.path().join("state"))
-        .arg("--log-dir")
-        .arg(node.path().join("log"))
-        .arg("--shim")
-        .arg(node.path().join("shim"))
-        .arg("--init")
-        .arg(node.path().join("shim"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeeds(
+        Command::new(PALISADE)
+            .arg("install")
+            .arg("--containerd-config")
+            .arg(&config)
+            .arg("--bin-dir")
+            .arg(&bin)
+            .arg("--config-dir")
+            .arg(node.path().join("etc"))
+            .arg("--state-dir")
+            .arg(node.path().join("state"))
+            .arg("--log-dir")
+            .arg(node.path().join("log"))
+            .arg("--shim")
+            .arg(node.path().join("shim"))
+            .arg("--init")
+            .arg(node.path().join("shim")),
     );
     // One runtime's config broken by hand: status says why the shim would refuse it.
     let audit = node.path().join("etc/palisade-audit.toml");

@@ -81,6 +81,23 @@ impl Cri {
         Ok(())
     }
 
+    /// The containers containerd lists for `filter`.
+    pub async fn list_containers(
+        &self,
+        filter: k8s_cri::v1::ContainerFilter,
+    ) -> Result<Vec<k8s_cri::v1::Container>> {
+        Ok(self
+            .rt
+            .clone()
+            .list_containers(k8s_cri::v1::ListContainersRequest {
+                filter: Some(filter),
+            })
+            .await
+            .context("list containers")?
+            .into_inner()
+            .containers)
+    }
+
     /// Removes every pod sandbox containerd knows about (teardown helper).
     pub async fn remove_all_pods(&self) -> Result<usize> {
         let pods = self
@@ -207,18 +224,26 @@ impl Cri {
 
     /// The host pid of a pod sandbox's pause process.
     pub async fn sandbox_pid(&self, id: &str) -> Result<i32> {
-        let info = self
+        let info = self.pod_status(id, true).await?.info;
+        info_pid(&info).with_context(|| format!("pod sandbox {id}"))
+    }
+
+    /// CRI's status of pod sandbox `id`, with containerd's `info` when `verbose`.
+    pub async fn pod_status(
+        &self,
+        id: &str,
+        verbose: bool,
+    ) -> Result<k8s_cri::v1::PodSandboxStatusResponse> {
+        Ok(self
             .rt
             .clone()
             .pod_sandbox_status(PodSandboxStatusRequest {
                 pod_sandbox_id: id.to_string(),
-                verbose: true,
+                verbose,
             })
             .await
             .with_context(|| format!("pod sandbox status {id}"))?
-            .into_inner()
-            .info;
-        info_pid(&info).with_context(|| format!("pod sandbox {id}"))
+            .into_inner())
     }
 
     /// Polls until the container has exited, failing after `timeout`.

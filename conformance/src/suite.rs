@@ -277,22 +277,37 @@ impl Report {
             }
             out.push('\n');
         }
-        let mut reasons = String::new();
-        for (name, outcomes) in &self.rows {
-            for (h, o) in self.handlers.iter().zip(outcomes) {
-                if let Outcome::Fail(r) = o {
-                    reasons += &format!("  {name} [{h}]: {r}\n");
-                }
-            }
-        }
-        if !reasons.is_empty() {
-            out += "\nfailures:\n";
-            out += &reasons;
-        }
-        let (pass, fail) = self.counts();
-        out += &format!("\n{pass} passed, {fail} failed\n");
+        let failures = self.rows.iter().flat_map(|(name, outcomes)| {
+            self.handlers
+                .iter()
+                .zip(outcomes)
+                .filter_map(move |(h, o)| match o {
+                    Outcome::Fail(r) => Some((*name, h.as_str(), r.as_str())),
+                    Outcome::Pass => None,
+                })
+        });
+        out += &failures_and_counts(failures, self.counts());
         out
     }
+}
+
+/// The end of a report (this suite's and the security suite's): the failure reasons, one
+/// `(check, handler, reason)` a line, and the closing `N passed, N failed` line.
+pub fn failures_and_counts<'a>(
+    failures: impl Iterator<Item = (&'a str, &'a str, &'a str)>,
+    (pass, fail): (usize, usize),
+) -> String {
+    let mut out = String::new();
+    let mut reasons = String::new();
+    for (name, h, r) in failures {
+        reasons += &format!("  {name} [{h}]: {r}\n");
+    }
+    if !reasons.is_empty() {
+        out += "\nfailures:\n";
+        out += &reasons;
+    }
+    out += &format!("\n{pass} passed, {fail} failed\n");
+    out
 }
 
 /// The check every other depends on: when it fails for a handler the rest are not tried.

@@ -28,13 +28,7 @@ fn block_mode_after_learning_meets_the_targets() -> Result<()> {
     for service in generate::services() {
         let samples = generate::corpus(service, 11, generate::Sizes::SHORT);
         let (tally, _) = eval::through_gate(&samples)?;
-        for (c, (n, r)) in tally.counts {
-            let e = all.counts.entry(c).or_default();
-            e.0 += n;
-            e.1 += r;
-        }
-        all.false_positives.extend(tally.false_positives);
-        all.missed.extend(tally.missed);
+        all.merge(tally);
     }
     for class in Attack::ALL {
         assert!(

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use anyhow::Result;
-use common::{start_gate, start_upstream, test_config, Client, TestRequest};
+use common::{gate_to_upstream, start_gate, start_upstream, test_config, Client, TestRequest};
 use palisade_gate::{AutoAlert, EventKind, GateConfig, Mode, Profile, Promotion};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
@@ -27,8 +27,7 @@ async fn learn(addr: std::net::SocketAddr, n: usize) -> Result<()> {
 
 #[tokio::test]
 async fn keep_alive_serves_many_requests_on_one_connection() -> Result<()> {
-    let up = start_upstream().await?;
-    let gate = start_gate(test_config(Mode::Learn), Profile::default(), up.addr).await?;
+    let (up, gate) = gate_to_upstream(test_config(Mode::Learn)).await?;
     let mut c = Client::connect(gate.addr).await?;
     for i in 0..5 {
         let resp = c.send(&search(&format!("item{i}"))).await?;
@@ -65,12 +64,11 @@ async fn send_chunked(c: &mut Client, content_type: &str, chunks: &[&[u8]]) -> R
 
 #[tokio::test]
 async fn chunked_bodies_pass_through_inspected_or_not() -> Result<()> {
-    let up = start_upstream().await?;
     let config = GateConfig {
         max_inspected_body: 64,
         ..test_config(Mode::Learn)
     };
-    let gate = start_gate(config, Profile::default(), up.addr).await?;
+    let (up, gate) = gate_to_upstream(config).await?;
     let mut c = Client::connect(gate.addr).await?;
 
     // Small JSON body: read ahead, inspected (learned), then forwarded whole.
@@ -101,8 +99,7 @@ async fn chunked_bodies_pass_through_inspected_or_not() -> Result<()> {
 
 #[tokio::test]
 async fn websocket_upgrade_tunnels_bytes_both_ways() -> Result<()> {
-    let up = start_upstream().await?;
-    let gate = start_gate(test_config(Mode::Learn), Profile::default(), up.addr).await?;
+    let (_up, gate) = gate_to_upstream(test_config(Mode::Learn)).await?;
     let mut c = Client::connect(gate.addr).await?;
     let upgrade = TestRequest::get("/ws")
         .header("connection", "Upgrade")
@@ -123,8 +120,7 @@ async fn websocket_upgrade_tunnels_bytes_both_ways() -> Result<()> {
 
 #[tokio::test]
 async fn h2c_upgrade_is_passed_through() -> Result<()> {
-    let up = start_upstream().await?;
-    let gate = start_gate(test_config(Mode::Learn), Profile::default(), up.addr).await?;
+    let (_up, gate) = gate_to_upstream(test_config(Mode::Learn)).await?;
     let mut c = Client::connect(gate.addr).await?;
     let upgrade = TestRequest::get("/")
         .header("connection", "Upgrade, HTTP2-Settings")
@@ -148,12 +144,11 @@ async fn h2c_upgrade_is_passed_through() -> Result<()> {
 
 #[tokio::test]
 async fn slow_headers_are_dropped_after_the_timeout() -> Result<()> {
-    let up = start_upstream().await?;
     let config = GateConfig {
         header_read_timeout: Duration::from_millis(400),
         ..test_config(Mode::Learn)
     };
-    let gate = start_gate(config, Profile::default(), up.addr).await?;
+    let (up, gate) = gate_to_upstream(config).await?;
     let mut slow = Client::connect(gate.addr).await?;
     slow.stream
         .write_all(b"GET / HTTP/1.1\r\nhost: t\r\n")
@@ -192,12 +187,11 @@ async fn slow_headers_are_dropped_after_the_timeout() -> Result<()> {
 
 #[tokio::test]
 async fn connections_beyond_the_limit_are_closed() -> Result<()> {
-    let up = start_upstream().await?;
     let config = GateConfig {
         max_connections: 2,
         ..test_config(Mode::Learn)
     };
-    let gate = start_gate(config, Profile::default(), up.addr).await?;
+    let (_up, gate) = gate_to_upstream(config).await?;
     let mut a = Client::connect(gate.addr).await?;
     let mut b = Client::connect(gate.addr).await?;
     assert_eq!(a.send(&search("a")).await?.status, 200);
@@ -232,12 +226,11 @@ async fn unreachable_upstream_answers_502() -> Result<()> {
 
 #[tokio::test]
 async fn repeated_alerts_are_reported_once_with_a_count() -> Result<()> {
-    let up = start_upstream().await?;
     let config = GateConfig {
         alert_window: Duration::from_millis(1500),
         ..test_config(Mode::Learn)
     };
-    let mut gate = start_gate(config, Profile::default(), up.addr).await?;
+    let (up, mut gate) = gate_to_upstream(config).await?;
     learn(gate.addr, 20).await?;
     gate.gate.set_mode(Mode::Alert);
     let mut c = Client::connect(gate.addr).await?;
@@ -317,8 +310,7 @@ async fn learning_switches_to_alert_after_enough_requests_and_time() -> Result<(
 
 #[tokio::test]
 async fn pod_indicators_report_new_peers_and_slow_responses() -> Result<()> {
-    let up = start_upstream().await?;
-    let gate = start_gate(test_config(Mode::Learn), Profile::default(), up.addr).await?;
+    let (_up, gate) = gate_to_upstream(test_config(Mode::Learn)).await?;
     learn(gate.addr, 10).await?;
     let mut c = Client::connect(gate.addr).await?;
     assert_eq!(
@@ -360,12 +352,11 @@ async fn pod_indicators_report_new_peers_and_slow_responses() -> Result<()> {
 
 #[tokio::test]
 async fn the_header_timeout_counts_idle_time_not_answer_time() -> Result<()> {
-    let up = start_upstream().await?;
     let config = GateConfig {
         header_read_timeout: Duration::from_millis(200),
         ..test_config(Mode::Learn)
     };
-    let gate = start_gate(config, Profile::default(), up.addr).await?;
+    let (up, gate) = gate_to_upstream(config).await?;
     let mut c = Client::connect(gate.addr).await?;
     // The upstream takes 400 ms over /slow, twice the header timeout: the connection is busy
     // answering, not waiting for a head, so it is not cut, and stays usable afterwards.
@@ -385,8 +376,7 @@ async fn the_header_timeout_counts_idle_time_not_answer_time() -> Result<()> {
 
 #[tokio::test]
 async fn slow_responses_after_learning_are_indicators() -> Result<()> {
-    let up = start_upstream().await?;
-    let gate = start_gate(test_config(Mode::Learn), Profile::default(), up.addr).await?;
+    let (_up, gate) = gate_to_upstream(test_config(Mode::Learn)).await?;
     learn(gate.addr, 10).await?;
     gate.gate.set_mode(Mode::Alert);
     let mut c = Client::connect(gate.addr).await?;
@@ -443,12 +433,11 @@ async fn upstream_closing_idle_connections_causes_no_errors() -> Result<()> {
 
 #[tokio::test]
 async fn slow_inspected_bodies_are_answered_408() -> Result<()> {
-    let up = start_upstream().await?;
     let config = GateConfig {
         body_read_timeout: Duration::from_millis(300),
         ..test_config(Mode::Learn)
     };
-    let gate = start_gate(config, Profile::default(), up.addr).await?;
+    let (up, gate) = gate_to_upstream(config).await?;
     let mut c = Client::connect(gate.addr).await?;
     c.stream
         .write_all(b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"a\":")
@@ -463,12 +452,11 @@ async fn slow_inspected_bodies_are_answered_408() -> Result<()> {
 
 #[tokio::test]
 async fn upgraded_connections_count_against_the_limit() -> Result<()> {
-    let up = start_upstream().await?;
     let config = GateConfig {
         max_connections: 1,
         ..test_config(Mode::Learn)
     };
-    let gate = start_gate(config, Profile::default(), up.addr).await?;
+    let (_up, gate) = gate_to_upstream(config).await?;
     let mut ws = Client::connect(gate.addr).await?;
     let upgrade = TestRequest::get("/ws")
         .header("connection", "upgrade")
@@ -497,12 +485,11 @@ async fn upgraded_connections_count_against_the_limit() -> Result<()> {
 
 #[tokio::test]
 async fn oversized_request_heads_are_refused() -> Result<()> {
-    let up = start_upstream().await?;
     let config = GateConfig {
         max_head_bytes: 8192,
         ..test_config(Mode::Learn)
     };
-    let gate = start_gate(config, Profile::default(), up.addr).await?;
+    let (up, gate) = gate_to_upstream(config).await?;
     let mut c = Client::connect(gate.addr).await?;
     let big = search("red").header("cookie", &"a".repeat(20_000));
     let resp = c.send(&big).await?;
@@ -548,8 +535,7 @@ async fn serve_until_returns_on_shutdown_and_stops_listening() -> Result<()> {
 
 #[tokio::test]
 async fn ambiguous_framing_never_reaches_the_upstream_undecided() -> Result<()> {
-    let up = start_upstream().await?;
-    let gate = start_gate(test_config(Mode::Learn), Profile::default(), up.addr).await?;
+    let (up, gate) = gate_to_upstream(test_config(Mode::Learn)).await?;
     // Content-Length and Transfer-Encoding together: the classic request-smuggling shape. If
     // gate and upstream framed it differently, "/smuggled" would reach the upstream without
     // passing the gate's decision.
@@ -576,12 +562,11 @@ async fn ambiguous_framing_never_reaches_the_upstream_undecided() -> Result<()> 
 
 #[tokio::test]
 async fn bodies_padded_past_the_inspection_cap_are_reported() -> Result<()> {
-    let up = start_upstream().await?;
     let config = GateConfig {
         max_inspected_body: 256,
         ..test_config(Mode::Learn)
     };
-    let mut gate = start_gate(config, Profile::default(), up.addr).await?;
+    let (_up, mut gate) = gate_to_upstream(config).await?;
     let mut c = Client::connect(gate.addr).await?;
     for i in 0..20 {
         let body = format!("{{\"name\":\"box{i}\"}}");

@@ -6,8 +6,8 @@ mod common;
 use std::time::Duration;
 
 use anyhow::Result;
-use common::{start_gate, start_upstream, test_config, Client, TestRequest};
-use palisade_gate::{AutoAlert, EventKind, GateConfig, Mode, Profile, Promotion};
+use common::{gate_to_upstream, test_config, Client, TestRequest};
+use palisade_gate::{AutoAlert, EventKind, GateConfig, Mode, Promotion};
 
 fn search(q: &str) -> TestRequest {
     TestRequest::get(&format!("/search?q={q}")).header("user-agent", "shop/1.0")
@@ -26,7 +26,6 @@ const WORDS: [&str; 8] = [
 
 #[tokio::test]
 async fn learn_then_alert_then_block_with_events() -> Result<()> {
-    let up = start_upstream().await?;
     let config = GateConfig {
         auto_alert: Some(AutoAlert {
             min_requests: 30,
@@ -40,7 +39,7 @@ async fn learn_then_alert_then_block_with_events() -> Result<()> {
         },
         ..test_config(Mode::Learn)
     };
-    let mut gate = start_gate(config, Profile::default(), up.addr).await?;
+    let (_up, mut gate) = gate_to_upstream(config).await?;
     let mut c = Client::connect(gate.addr).await?;
     for i in 0..30 {
         assert_eq!(c.send(&search(WORDS[i % WORDS.len()])).await?.status, 200);
@@ -85,8 +84,7 @@ async fn learn_then_alert_then_block_with_events() -> Result<()> {
 
 #[tokio::test]
 async fn a_held_service_stays_at_its_stage() -> Result<()> {
-    let up = start_upstream().await?;
-    let gate = start_gate(test_config(Mode::Learn), Profile::default(), up.addr).await?;
+    let (_up, gate) = gate_to_upstream(test_config(Mode::Learn)).await?;
     let mut c = Client::connect(gate.addr).await?;
     for i in 0..100 {
         assert_eq!(c.send(&search(WORDS[i % WORDS.len()])).await?.status, 200);

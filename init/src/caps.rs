@@ -201,33 +201,27 @@ pub fn restrict(keep: u64) -> Result<(), CapsError> {
     }
 
     for cap in to_drop(u64::MAX, keep) {
-        let arg = libc::c_ulong::from(cap);
-        // SAFETY: prctl with integer arguments only.
-        let set = unsafe {
-            libc::prctl(
-                libc::PR_CAP_AMBIENT,
-                libc::PR_CAP_AMBIENT_IS_SET as libc::c_ulong,
-                arg,
-                0 as libc::c_ulong,
-                0 as libc::c_ulong,
-            )
-        };
-        if set == 1 {
-            // SAFETY: as above.
-            let ret = unsafe {
-                libc::prctl(
-                    libc::PR_CAP_AMBIENT,
-                    libc::PR_CAP_AMBIENT_LOWER as libc::c_ulong,
-                    arg,
-                    0 as libc::c_ulong,
-                    0 as libc::c_ulong,
-                )
-            };
+        if ambient(libc::PR_CAP_AMBIENT_IS_SET, cap) == 1 {
+            let ret = ambient(libc::PR_CAP_AMBIENT_LOWER, cap);
             sys::check(libc::c_long::from(ret))
                 .map_err(|source| CapsError::LowerAmbient { cap, source })?;
         }
     }
     Ok(())
+}
+
+/// `prctl(PR_CAP_AMBIENT, op, cap, 0, 0)`: the kernel's answer, or -1 with errno set.
+fn ambient(op: libc::c_int, cap: u32) -> libc::c_int {
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            op as libc::c_ulong,
+            libc::c_ulong::from(cap),
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    }
 }
 
 #[cfg(test)]

@@ -104,6 +104,22 @@ impl FsAccess {
         FsAccess::IoctlDev,
     ];
 
+    /// Everything that changes the filesystem: every right but execute, reading and ioctl.
+    pub const WRITE: [FsAccess; 12] = [
+        FsAccess::WriteFile,
+        FsAccess::RemoveDir,
+        FsAccess::RemoveFile,
+        FsAccess::MakeChar,
+        FsAccess::MakeDir,
+        FsAccess::MakeReg,
+        FsAccess::MakeSock,
+        FsAccess::MakeFifo,
+        FsAccess::MakeBlock,
+        FsAccess::MakeSym,
+        FsAccess::Refer,
+        FsAccess::Truncate,
+    ];
+
     /// The name used in plans.
     pub fn name(self) -> &'static str {
         match self {

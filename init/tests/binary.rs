@@ -626,24 +626,19 @@ fn failures_have_their_exit_code_and_one_line() {
         "capabilities.bounding_keep[0]: unknown capability \"CAP_FLY\"",
     );
 
-    let out = run(
-        &json!({"version": 1, "no_new_privs": true}),
-        &["/nonexistent/entrypoint"],
-    );
-    assert_init_failure(
-        &out,
-        127,
-        "exec /nonexistent/entrypoint: no such file or directory",
-    );
-    let out = run(
-        &json!({"version": 1, "no_new_privs": true}),
-        &["no-such-command-palisade"],
-    );
-    assert_init_failure(
-        &out,
-        127,
-        "exec no-such-command-palisade: not found in PATH",
-    );
+    let plan = json!({"version": 1, "no_new_privs": true});
+    for (entrypoint, message) in [
+        (
+            "/nonexistent/entrypoint",
+            "exec /nonexistent/entrypoint: no such file or directory",
+        ),
+        (
+            "no-such-command-palisade",
+            "exec no-such-command-palisade: not found in PATH",
+        ),
+    ] {
+        assert_init_failure(&run(&plan, &[entrypoint]), 127, message);
+    }
 
     let out = run_raw(&["--plan"], &[], |_| {});
     assert_init_failure(&out, 120, "usage: --plan needs a file");

@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 #[path = "support/runc.rs"]
@@ -127,6 +127,14 @@ fn runc(state: &Path) -> Command {
     cmd
 }
 
+/// The output of a `what` (`runc run`, `runc exec`) that must have succeeded: stdout, stderr.
+fn succeeded(out: &Output, what: &str) -> (String, String) {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{what} failed: {stdout}\n{stderr}");
+    (stdout, stderr)
+}
+
 #[test]
 fn landlock_confines_a_runc_container() {
     let helper = checked_static_init();
@@ -152,9 +160,7 @@ fn landlock_confines_a_runc_container() {
         Duration::from_secs(60),
     )
     .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "runc run failed: {stdout}\n{stderr}");
+    let (stdout, stderr) = succeeded(&out, "runc run");
     assert_eq!(
         stdout, "allowed\nother-refused\nroot-refused\nCapBnd:\t0000000000000420\nNoNewPrivs:\t1\n",
         "stderr: {stderr}"
@@ -214,9 +220,7 @@ fn exec_processes_get_their_own_domain() {
         Duration::from_secs(60),
     )
     .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "runc exec failed: {stdout}\n{stderr}");
+    let (stdout, stderr) = succeeded(&out, "runc exec");
     assert_eq!(
         stdout, "from-exec\nother-refused\ninit-unreachable\nown-child-signalled\n",
         "stderr: {stderr}"

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{
     Action, CapabilityRule, FileRule, FileTarget, NetworkRule, Policy, PolicyId, ProcessRule,
-    ProcessTarget, SyscallRule,
+    ProcessTarget, RuleMeta, SyscallRule,
 };
 use crate::select::select;
 use crate::selector::Workload;
@@ -151,35 +151,34 @@ pub struct CompiledPolicy {
 
 impl CompiledPolicy {
     pub fn rule_count(&self) -> usize {
-        self.process.len()
-            + self.file.len()
-            + self.network.len()
-            + self.capabilities.len()
-            + self.syscalls.len()
+        self.enforcements().count()
+    }
+
+    /// Every rule as `(its policy, its origin, its enforcement)`, kind by kind: process, file,
+    /// network, capabilities, syscalls.
+    pub fn enforcements(&self) -> impl Iterator<Item = (&PolicyId, &str, &Enforcement)> {
+        fn each<'a, R: 'a>(
+            rules: &'a [CompiledRule<R>],
+            meta: fn(&R) -> &RuleMeta,
+        ) -> impl Iterator<Item = (&'a PolicyId, &'a str, &'a Enforcement)> {
+            rules
+                .iter()
+                .map(move |r| (&r.policy, meta(&r.rule).origin.as_str(), &r.enforcement))
+        }
+        each(&self.process, |r| &r.meta)
+            .chain(each(&self.file, |r| &r.meta))
+            .chain(each(&self.network, |r| &r.meta))
+            .chain(each(&self.capabilities, |r| &r.meta))
+            .chain(each(&self.syscalls, |r| &r.meta))
     }
 
     /// Every rule's origin and unenforceable notes, for reporting at container start.
     pub fn unenforceable(&self) -> Vec<String> {
         let mut out = self.unenforced.clone();
-        let mut push = |policy: &PolicyId, origin: &str, e: &Enforcement| {
+        for (policy, origin, e) in self.enforcements() {
             for note in &e.unenforceable {
                 out.push(format!("{policy}: {origin}: {note}"));
             }
-        };
-        for r in &self.process {
-            push(&r.policy, &r.rule.meta.origin, &r.enforcement);
-        }
-        for r in &self.file {
-            push(&r.policy, &r.rule.meta.origin, &r.enforcement);
-        }
-        for r in &self.network {
-            push(&r.policy, &r.rule.meta.origin, &r.enforcement);
-        }
-        for r in &self.capabilities {
-            push(&r.policy, &r.rule.meta.origin, &r.enforcement);
-        }
-        for r in &self.syscalls {
-            push(&r.policy, &r.rule.meta.origin, &r.enforcement);
         }
         out
     }

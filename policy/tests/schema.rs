@@ -127,6 +127,21 @@ fn a_policy_with_every_field_passes_both() -> Result<()> {
     Ok(())
 }
 
+/// Asserts that the schema and the parser both refuse a file policy whose `matchPaths` is
+/// `rules` (`what` names the mistake).
+fn both_reject(v: &jsonschema::Validator, what: &str, rules: &str) -> Result<()> {
+    let yaml = format!(
+        "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorPolicy\nmetadata:\n  name: p\nspec:\n  file:\n    matchPaths:\n{rules}"
+    );
+    let doc = documents(&yaml)?.remove(0);
+    assert!(!v.is_valid(&doc), "schema accepted {what}");
+    assert!(
+        palisade_policy::parse_policies(yaml.as_bytes()).is_err(),
+        "parser accepted {what}"
+    );
+    Ok(())
+}
+
 #[test]
 fn schema_and_parser_reject_the_same_mistakes() -> Result<()> {
     let v = validator()?;
@@ -136,15 +151,7 @@ fn schema_and_parser_reject_the_same_mistakes() -> Result<()> {
         ("severity", "      severity: 11\n"),
     ];
     for (what, extra) in cases {
-        let yaml = format!(
-            "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorPolicy\nmetadata:\n  name: p\nspec:\n  file:\n    matchPaths:\n    - path: /etc/shadow\n{extra}"
-        );
-        let doc = documents(&yaml)?.remove(0);
-        assert!(!v.is_valid(&doc), "schema accepted {what}");
-        assert!(
-            palisade_policy::parse_policies(yaml.as_bytes()).is_err(),
-            "parser accepted {what}"
-        );
+        both_reject(&v, what, &format!("    - path: /etc/shadow\n{extra}"))?;
     }
     let bad_values = [
         ("relative path", "    - path: etc/shadow\n"),
@@ -159,15 +166,7 @@ fn schema_and_parser_reject_the_same_mistakes() -> Result<()> {
         ),
     ];
     for (what, rule) in bad_values {
-        let yaml = format!(
-            "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorPolicy\nmetadata:\n  name: p\nspec:\n  file:\n    matchPaths:\n{rule}"
-        );
-        let doc = documents(&yaml)?.remove(0);
-        assert!(!v.is_valid(&doc), "schema accepted {what}");
-        assert!(
-            palisade_policy::parse_policies(yaml.as_bytes()).is_err(),
-            "parser accepted {what}"
-        );
+        both_reject(&v, what, rule)?;
     }
     let dir = "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorPolicy\nmetadata:\n  name: p\nspec:\n  file:\n    matchDirectories:\n    - dir: /var/log\n";
     assert!(!v.is_valid(&documents(dir)?.remove(0)));

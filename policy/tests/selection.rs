@@ -260,14 +260,12 @@ fn block_beats_allow_and_audit_is_reported() {
     assert_eq!(hosts.action, Action::Allow);
     assert_eq!(hosts.rules[0].policy.name, "b-open-files");
     // Globs.
-    assert_eq!(
-        c.decide_file(&file("/home/ann/.ssh/id_ed25519")).action,
-        Action::Block
-    );
-    assert_eq!(
-        c.decide_file(&file("/home/ann/notes")).action,
-        Action::Allow
-    );
+    for (path, action) in [
+        ("/home/ann/.ssh/id_ed25519", Action::Block),
+        ("/home/ann/notes", Action::Allow),
+    ] {
+        assert_eq!(c.decide_file(&file(path)).action, action, "{path}");
+    }
 
     let exec = |path| Exec {
         path,

@@ -61,6 +61,14 @@ fn write(path: &str) -> FileAccess<'_> {
     }
 }
 
+/// Asserts the action `c` decides for each file access of `want`.
+#[track_caller]
+fn assert_files<const N: usize>(c: &CompiledPolicy, want: [(FileAccess<'_>, Action); N]) {
+    for (access, action) in want {
+        assert_eq!(c.decide_file(&access).action, action, "{access:?}");
+    }
+}
+
 #[test]
 fn every_fixture_parses_without_errors() -> Result<()> {
     let mut names: Vec<_> = std::fs::read_dir(fixture_dir())?
@@ -131,12 +139,16 @@ fn service_account_token_is_blocked() -> Result<()> {
     let w = workload("wordpress-mysql", &[("app", "wordpress")]);
     let c = compiled(&p, &w);
     assert_eq!(c.policies.len(), 1);
-    assert_eq!(
-        c.decide_file(&read("/run/secrets/kubernetes.io/serviceaccount/token"))
-            .action,
-        Action::Block
+    assert_files(
+        &c,
+        [
+            (
+                read("/run/secrets/kubernetes.io/serviceaccount/token"),
+                Action::Block,
+            ),
+            (read("/etc/hostname"), Action::Allow),
+        ],
     );
-    assert_eq!(c.decide_file(&read("/etc/hostname")).action, Action::Allow);
     let e = &c.file[0].enforcement;
     assert!(e.is_fully_enforceable());
     assert_eq!(
@@ -187,13 +199,12 @@ fn trust_bundles_are_read_only() -> Result<()> {
     );
     assert_eq!(p.file[2].meta.severity, 1);
     let c = compiled(&p, &workload("dvwa", &[]));
-    assert_eq!(
-        c.decide_file(&write("/etc/ssl/certs/evil.pem")).action,
-        Action::Block
-    );
-    assert_eq!(
-        c.decide_file(&read("/etc/ssl/certs/ca.pem")).action,
-        Action::Allow
+    assert_files(
+        &c,
+        [
+            (write("/etc/ssl/certs/evil.pem"), Action::Block),
+            (read("/etc/ssl/certs/ca.pem"), Action::Allow),
+        ],
     );
     let bind = c.file[0]
         .enforcement
@@ -294,18 +305,14 @@ fn raw_tables_only_for_mysql_binaries() -> Result<()> {
         by_owner: true,
         source: Some(source),
     };
-    assert_eq!(
-        c.decide_file(&access("/usr/sbin/mysqld")).action,
-        Action::Allow
-    );
-    assert_eq!(
-        c.decide_file(&access("/usr/bin/mysqldump")).action,
-        Action::Allow
-    );
-    assert_eq!(c.decide_file(&access("/bin/cat")).action, Action::Block);
-    assert_eq!(
-        c.decide_file(&read("/etc/mysql/my.cnf")).action,
-        Action::Allow
+    assert_files(
+        &c,
+        [
+            (access("/usr/sbin/mysqld"), Action::Allow),
+            (access("/usr/bin/mysqldump"), Action::Allow),
+            (access("/bin/cat"), Action::Block),
+            (read("/etc/mysql/my.cnf"), Action::Allow),
+        ],
     );
     // The fromSource Allow cannot be done by landlock: stated, not hidden.
     let allow = &c.file[1];

@@ -47,6 +47,19 @@ fn assert_error(yaml: &str, path: &str, message: &str) {
     );
 }
 
+/// Asserts that `yaml` is refused with each `(path below at, message)` of `want`.
+#[track_caller]
+fn assert_errors(yaml: &str, at: &str, want: &[(&str, &str)]) {
+    let errs = errors(yaml);
+    for (path, message) in want {
+        let path = format!("{at}{path}");
+        assert!(
+            has(&errs, &path, message),
+            "expected `{path}: {message}` in {errs:#?}"
+        );
+    }
+}
+
 #[test]
 fn every_problem_is_reported_at_once() {
     let yaml = doc(
@@ -248,21 +261,17 @@ fn from_source_problems() {
     let yaml = doc(
         "  process:\n    matchPaths:\n    - path: /bin/sleep\n      fromSource:\n      - path: bash\n      - dir: /usr/bin\n      - path: /bin/sh\n        dir: /bin/\n      - {}\n      - path: /bin/dash\n        recursive: true\n",
     );
-    let errs = errors(&yaml);
-    let at = "spec.process.matchPaths[0].fromSource";
-    assert!(has(&errs, &format!("{at}[0].path"), "must be absolute"));
-    assert!(has(&errs, &format!("{at}[1].dir"), "must end with /"));
-    assert!(has(
-        &errs,
-        &format!("{at}[2]"),
-        "set either path or dir, not both"
-    ));
-    assert!(has(&errs, &format!("{at}[3]"), "must set path or dir"));
-    assert!(has(
-        &errs,
-        &format!("{at}[4].recursive"),
-        "applies only to dir"
-    ));
+    assert_errors(
+        &yaml,
+        "spec.process.matchPaths[0].fromSource",
+        &[
+            ("[0].path", "must be absolute"),
+            ("[1].dir", "must end with /"),
+            ("[2]", "set either path or dir, not both"),
+            ("[3]", "must set path or dir"),
+            ("[4].recursive", "applies only to dir"),
+        ],
+    );
 
     let ok = parse_ok(&doc(
         "  process:\n    matchPaths:\n    - path: /bin/sleep\n      fromSource:\n      - path: /bin/bash\n      - dir: /opt/tools/\n        recursive: true\n",
@@ -448,24 +457,19 @@ fn syscall_paths_recursive_only_on_directories() {
 #[test]
 fn selector_problems() {
     let yaml = "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorPolicy\nmetadata:\n  name: p\nspec:\n  selector:\n    matchExpressions:\n    - key: label\n      operator: Exists\n      values: [app=web]\n    - key: label\n      operator: In\n      values: [appweb]\n    - operator: In\n      values: [x]\n    - key: tier\n      operator: NotIn\n  process:\n    matchPaths:\n    - path: /bin/sh\n";
-    let errs = errors(yaml);
-    let at = "spec.selector.matchExpressions";
-    assert!(has(
-        &errs,
-        &format!("{at}[0].operator"),
-        "unsupported operator Exists, expected In or NotIn"
-    ));
-    assert!(has(
-        &errs,
-        &format!("{at}[1].values[0]"),
-        "must have the form key=value"
-    ));
-    assert!(has(&errs, &format!("{at}[2].key"), "is required"));
-    assert!(has(
-        &errs,
-        &format!("{at}[3].values"),
-        "must list at least one value"
-    ));
+    assert_errors(
+        yaml,
+        "spec.selector.matchExpressions",
+        &[
+            (
+                "[0].operator",
+                "unsupported operator Exists, expected In or NotIn",
+            ),
+            ("[1].values[0]", "must have the form key=value"),
+            ("[2].key", "is required"),
+            ("[3].values", "must list at least one value"),
+        ],
+    );
 }
 
 #[test]

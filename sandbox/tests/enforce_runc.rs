@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{anyhow, ensure, Context, Result};
-use palisade_policy::{compile, parse_policies, CompileOptions, Workload};
+use anyhow::{ensure, Context, Result};
+use palisade_policy::CompileOptions;
 use palisade_sandbox::capabilities::DEFAULT_CAPABILITIES;
 use palisade_sandbox::install::install_init;
 use palisade_sandbox::{
@@ -19,6 +19,8 @@ use palisade_sandbox::{
 };
 use serde_json::json;
 
+#[path = "support/policy.rs"]
+mod fixtures;
 #[path = "../../init/tests/support/runc.rs"]
 mod support;
 use support::{
@@ -156,18 +158,11 @@ fn run(case: Case<'_>) -> Result<Ran> {
 
     harden_spec(case.name, &mut spec, &case.hardening)?;
     let policy = match case.policy {
-        Some(yaml) => {
-            let parsed = parse_policies(yaml.as_bytes()).map_err(|d| anyhow!("{d}"))?;
-            let refs: Vec<_> = parsed.policies.iter().collect();
-            let workload = Workload {
-                namespace: "demo".into(),
-                pod_name: "web-0".into(),
-                container_name: "web".into(),
-                image: "busybox".into(),
-                labels: [("app".to_owned(), "web".to_owned())].into(),
-            };
-            Some(compile(&refs, &workload, &CompileOptions::default()))
-        }
+        Some(yaml) => Some(fixtures::policy_for(
+            yaml,
+            "busybox",
+            &CompileOptions::default(),
+        )?),
         None => None,
     };
     let kernel = KernelFeatures::probe()?;

@@ -84,10 +84,6 @@ impl Tracker {
         }
     }
 
-    pub fn settings(&self) -> &CompromiseSettings {
-        &self.settings
-    }
-
     /// Takes a violation of this container into account; a verdict at most once.
     pub fn observe(&mut self, e: &Event, now: Instant) -> Option<Verdict> {
         if !self.settings.enabled || self.judged || !is_violation(e) {

@@ -1,24 +1,29 @@
 #![doc = include_str!("../README.md")]
 
-pub mod bundle;
-pub mod compromise;
+// What other crates and the shim's integration tests use: the binary (`shim`, `sys`), the task
+// service with its runtime seam and configuration (`service`, `runc`, `config`, `error`,
+// `events`), the event pipeline (`report`, used by the cli's tests too) and idmapped mounts.
 pub mod config;
-pub mod contract;
-pub mod cri;
 pub mod error;
 pub mod events;
-pub mod gate;
 pub mod idmap;
-pub mod labels;
-pub mod logging;
-pub mod monitoring;
-pub mod netns;
-pub mod policy;
 pub mod report;
 pub mod runc;
 pub mod service;
 pub mod shim;
-pub mod stats;
-pub mod stdio;
 pub mod sys;
-pub mod task;
+
+// The rest serves the task service only.
+pub(crate) mod bundle;
+pub(crate) mod compromise;
+pub(crate) mod contract;
+pub(crate) mod cri;
+pub(crate) mod gate;
+pub(crate) mod labels;
+pub(crate) mod logging;
+pub(crate) mod monitoring;
+pub(crate) mod netns;
+pub(crate) mod policy;
+pub(crate) mod stats;
+pub(crate) mod stdio;
+pub(crate) mod task;

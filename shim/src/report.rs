@@ -3,11 +3,11 @@
 //! containerd events), each behind its own bounded queue so that a slow sink never blocks a
 //! container or the shim.
 
-pub mod containerd;
-pub mod limit;
-pub mod metrics;
-pub mod runtime;
-pub mod webhook;
+pub(crate) mod containerd;
+pub(crate) mod limit;
+pub(crate) mod metrics;
+pub(crate) mod runtime;
+pub(crate) mod webhook;
 
 use std::fmt::Display;
 use std::fs::{File, OpenOptions};

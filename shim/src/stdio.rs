@@ -4,7 +4,7 @@
 //! turns into EPIPE for the container; output is buffered in the FIFO until a reader returns.
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use tokio::net::unix::pipe;
 use tokio::net::UnixListener;
 use tokio::task::JoinHandle;
 
-use crate::runc::ChildStdio;
+use crate::runc::{ChildStdio, LaunchOpts};
 
 /// How long runc may take to hand over the pty master.
 const CONSOLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -63,8 +63,8 @@ pub struct ProcessIo {
 
 /// Stdio being prepared for a runc launch: what runc's child gets, and how to finish afterwards.
 pub struct PendingIo {
-    pub child: ChildStdio,
-    pub console_socket: Option<PathBuf>,
+    child: ChildStdio,
+    console_socket: Option<PathBuf>,
     console_rx: Option<JoinHandle<Result<OwnedFd, StdioError>>>,
     console_dir: Option<tempfile::TempDir>,
     io: ProcessIo,
@@ -72,6 +72,18 @@ pub struct PendingIo {
 }
 
 impl PendingIo {
+    /// runc's options for launching the process this stdio is for (Create's init or an
+    /// exec): the child's ends of the pipes, handed over once, the console socket when a
+    /// terminal was asked for, and where runc writes the pid and its log.
+    pub fn launch_opts<'a>(&'a mut self, pid_file: &'a Path, log_file: &'a Path) -> LaunchOpts<'a> {
+        LaunchOpts {
+            pid_file,
+            console_socket: self.console_socket.as_deref(),
+            log_file,
+            stdio: std::mem::take(&mut self.child),
+        }
+    }
+
     /// Opens the FIFOs and pipes (or a console socket when a terminal is asked for) before runc runs.
     pub async fn prepare(paths: &StdioPaths) -> Result<Self, StdioError> {
         let mut pending = PendingIo {

@@ -125,6 +125,50 @@ const SPEC: &str = r#"{
     "maskedPaths": ["/proc/kcore"], "readonlyPaths": ["/proc/sys"]}
 }"#;
 
+/// A task service reading the configuration at `config`, every runtime it builds being `fake`;
+/// the receiver of its events comes with it.
+async fn fake_service(
+    config: &Path,
+    fake: &Arc<FakeRuntime>,
+) -> (TaskService, tokio::sync::mpsc::Receiver<Encoded>) {
+    let fake = fake.clone();
+    let factory: RuntimeFactory =
+        Arc::new(move |_: &Config| -> Arc<dyn ContainerRuntime> { fake.clone() });
+    let (events, rx) = EventSender::channel();
+    let options = RuntimeOptions {
+        config_path: Some(config.to_path_buf()),
+        ..Default::default()
+    };
+    let svc = TaskService::new(
+        "k8s.io".into(),
+        events,
+        Arc::new(ExitSignal::default()),
+        options,
+        factory,
+    )
+    .await
+    .unwrap();
+    (svc, rx)
+}
+
+/// Create's request for container `id` with its bundle at `bundle`.
+fn create_request(id: &str, bundle: &Path) -> CreateTaskRequest {
+    CreateTaskRequest {
+        id: id.into(),
+        bundle: bundle.to_string_lossy().into(),
+        ..Default::default()
+    }
+}
+
+/// The state of container `id`'s init process, as the service reports it.
+async fn init_status(svc: &TaskService, id: &str) -> Result<Status, i32> {
+    svc.state(id, &ProcessId::Init)
+        .await
+        .unwrap()
+        .status
+        .enum_value()
+}
+
 async fn next_topic(rx: &mut tokio::sync::mpsc::Receiver<Encoded>) -> String {
     tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
         .await
@@ -163,11 +207,7 @@ async fn create_start_exec_kill_delete_shutdown() {
         .await
         .unwrap();
 
-    let req = CreateTaskRequest {
-        id: "c1".into(),
-        bundle: bundle.to_string_lossy().into(),
-        ..Default::default()
-    };
+    let req = create_request("c1", &bundle);
     let pid = svc.create(req.clone()).await.unwrap();
     assert_eq!(pid, 910_001);
     assert_eq!(
@@ -181,25 +221,11 @@ async fn create_start_exec_kill_delete_shutdown() {
     );
     let err = svc.create(req).await.unwrap_err();
     assert_eq!(err.to_string(), "container c1: already exists");
-    assert_eq!(
-        svc.state("c1", &ProcessId::Init)
-            .await
-            .unwrap()
-            .status
-            .enum_value(),
-        Ok(Status::CREATED)
-    );
+    assert_eq!(init_status(&svc, "c1").await, Ok(Status::CREATED));
 
     assert_eq!(svc.start("c1", ProcessId::Init).await.unwrap(), 910_001);
     assert_eq!(next_topic(&mut rx).await, "/tasks/start");
-    assert_eq!(
-        svc.state("c1", &ProcessId::Init)
-            .await
-            .unwrap()
-            .status
-            .enum_value(),
-        Ok(Status::RUNNING)
-    );
+    assert_eq!(init_status(&svc, "c1").await, Ok(Status::RUNNING));
 
     let spec = Any {
         type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
@@ -246,14 +272,7 @@ async fn create_start_exec_kill_delete_shutdown() {
 
     svc.pause("c1").await.unwrap();
     assert_eq!(next_topic(&mut rx).await, "/tasks/paused");
-    assert_eq!(
-        svc.state("c1", &ProcessId::Init)
-            .await
-            .unwrap()
-            .status
-            .enum_value(),
-        Ok(Status::PAUSED)
-    );
+    assert_eq!(init_status(&svc, "c1").await, Ok(Status::PAUSED));
     svc.resume("c1").await.unwrap();
     assert_eq!(next_topic(&mut rx).await, "/tasks/resumed");
 
@@ -309,29 +328,8 @@ async fn capability_beyond_the_default_set_refuses_the_container() {
     let spec = SPEC.replace("\"CAP_KILL\"", "\"CAP_SYS_ADMIN\"");
     std::fs::write(dir.path().join("config.json"), &spec).unwrap();
     let fake = Arc::new(FakeRuntime::new(930_000));
-    let factory: RuntimeFactory = {
-        let fake = fake.clone();
-        Arc::new(move |_: &Config| -> Arc<dyn ContainerRuntime> { fake.clone() })
-    };
-    let (events, _rx) = EventSender::channel();
-    let options = RuntimeOptions {
-        config_path: Some(config.clone()),
-        ..Default::default()
-    };
-    let svc = TaskService::new(
-        "k8s.io".into(),
-        events,
-        Arc::new(ExitSignal::default()),
-        options,
-        factory,
-    )
-    .await
-    .unwrap();
-    let req = CreateTaskRequest {
-        id: "c3".into(),
-        bundle: dir.path().to_string_lossy().into(),
-        ..Default::default()
-    };
+    let (svc, _rx) = fake_service(&config, &fake).await;
+    let req = create_request("c3", dir.path());
     let err = svc.create(req.clone()).await.unwrap_err().to_string();
     assert!(
         err.starts_with("container c3: capability CAP_SYS_ADMIN"),
@@ -359,28 +357,9 @@ async fn bad_config_fails_create_with_its_path() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("broken.toml");
     std::fs::write(&config, "runc_root = \"relative\"\n").unwrap();
-    let (events, _rx) = EventSender::channel();
-    let options = RuntimeOptions {
-        config_path: Some(config.clone()),
-        ..Default::default()
-    };
     let fake = Arc::new(FakeRuntime::new(920_000));
-    let factory: RuntimeFactory =
-        Arc::new(move |_: &Config| -> Arc<dyn ContainerRuntime> { fake.clone() });
-    let svc = TaskService::new(
-        "k8s.io".into(),
-        events,
-        Arc::new(ExitSignal::default()),
-        options,
-        factory,
-    )
-    .await
-    .unwrap();
-    let req = CreateTaskRequest {
-        id: "c2".into(),
-        bundle: dir.path().to_string_lossy().into(),
-        ..Default::default()
-    };
+    let (svc, _rx) = fake_service(&config, &fake).await;
+    let req = create_request("c2", dir.path());
     let err = svc.create(req).await.unwrap_err();
     assert_eq!(
         err.to_string(),

@@ -251,6 +251,25 @@ impl Env {
             ),
         )?;
         let cri = "plugins.\"io.containerd.grpc.v1.cri\"";
+        // One runtime a shim configuration, all of them io.containerd.palisade.v2.
+        let palisade_runtimes: String = [
+            ("palisade", &palisade_toml),
+            ("palisade-strict", &palisade_strict_toml),
+            ("palisade-audit", &palisade_audit_toml),
+            ("palisade-compat", &palisade_compat_toml),
+            ("palisade-nomon", &palisade_nomon_toml),
+            ("palisade-strict-nomon", &palisade_strict_nomon_toml),
+        ]
+        .iter()
+        .map(|(name, toml)| {
+            format!(
+                "[{cri}.containerd.runtimes.{name}]\n  runtime_type = \"io.containerd.palisade.v2\"\n  \
+                 pod_annotations = [\"palisade.dev/*\"]\n\n\
+                 [{cri}.containerd.runtimes.{name}.options]\n  ConfigPath = \"{}\"\n\n",
+                toml.display()
+            )
+        })
+        .collect();
         let config = format!(
             r#"# private containerd for palisade's tests (written by cargo xtask)
 version = 2
@@ -286,49 +305,7 @@ oom_score = 0
 [{cri}.containerd.runtimes.runc]
   runtime_type = "io.containerd.runc.v2"
 
-[{cri}.containerd.runtimes.palisade]
-  runtime_type = "io.containerd.palisade.v2"
-  pod_annotations = ["palisade.dev/*"]
-
-[{cri}.containerd.runtimes.palisade.options]
-  ConfigPath = "{palisade_toml}"
-
-[{cri}.containerd.runtimes.palisade-strict]
-  runtime_type = "io.containerd.palisade.v2"
-  pod_annotations = ["palisade.dev/*"]
-
-[{cri}.containerd.runtimes.palisade-strict.options]
-  ConfigPath = "{palisade_strict_toml}"
-
-[{cri}.containerd.runtimes.palisade-audit]
-  runtime_type = "io.containerd.palisade.v2"
-  pod_annotations = ["palisade.dev/*"]
-
-[{cri}.containerd.runtimes.palisade-audit.options]
-  ConfigPath = "{palisade_audit_toml}"
-
-[{cri}.containerd.runtimes.palisade-compat]
-  runtime_type = "io.containerd.palisade.v2"
-  pod_annotations = ["palisade.dev/*"]
-
-[{cri}.containerd.runtimes.palisade-compat.options]
-  ConfigPath = "{palisade_compat_toml}"
-
-[{cri}.containerd.runtimes.palisade-nomon]
-  runtime_type = "io.containerd.palisade.v2"
-  pod_annotations = ["palisade.dev/*"]
-
-[{cri}.containerd.runtimes.palisade-nomon.options]
-  ConfigPath = "{palisade_nomon_toml}"
-
-[{cri}.containerd.runtimes.palisade-strict-nomon]
-  runtime_type = "io.containerd.palisade.v2"
-  pod_annotations = ["palisade.dev/*"]
-
-[{cri}.containerd.runtimes.palisade-strict-nomon.options]
-  ConfigPath = "{palisade_strict_nomon_toml}"
-
-[{cri}.cni]
+{palisade_runtimes}[{cri}.cni]
   bin_dir = "/usr/lib/cni"
   conf_dir = "{cni_conf}"
   max_conf_num = 1
@@ -337,12 +314,6 @@ oom_score = 0
             state = r.join("state").display(),
             sock = self.socket.display(),
             pause = images::PAUSE_REF,
-            palisade_toml = palisade_toml.display(),
-            palisade_strict_toml = palisade_strict_toml.display(),
-            palisade_audit_toml = palisade_audit_toml.display(),
-            palisade_compat_toml = palisade_compat_toml.display(),
-            palisade_nomon_toml = palisade_nomon_toml.display(),
-            palisade_strict_nomon_toml = palisade_strict_nomon_toml.display(),
             cni_conf = cni_conf.display(),
         );
         fs::write(&self.config, config)?;

@@ -222,6 +222,17 @@ async fn cap_eff(ctx: &Ctx, c: &str) -> Result<u64> {
     u64::from_str_radix(&hex, 16).with_context(|| format!("CapEff {hex:?}"))
 }
 
+/// Checks that container `c` holds the effective capabilities runc gave the same container.
+async fn caps_as_under_runc(ctx: &Ctx, c: &str, want: &Reference) -> Result<()> {
+    let caps = cap_eff(ctx, c).await?;
+    ensure(caps == want.caps, || {
+        format!(
+            "CapEff {caps:x}, want every capability as under runc {:x}",
+            want.caps
+        )
+    })
+}
+
 const CAP_NET_ADMIN: u64 = 1 << 12;
 const CAP_SYS_ADMIN: u64 = 1 << 21;
 
@@ -238,13 +249,7 @@ pub async fn privileged(ctx: &Ctx) -> Result<()> {
         return Ok(());
     };
     let want = runc_reference(ctx, &cc, true).await?;
-    let caps = cap_eff(ctx, &c).await?;
-    ensure(caps == want.caps, || {
-        format!(
-            "CapEff {caps:x}, want every capability as under runc {:x}",
-            want.caps
-        )
-    })?;
+    caps_as_under_runc(ctx, &c, &want).await?;
     let seccomp = status(ctx, &c, "Seccomp").await?;
     ensure(seccomp == "0", || format!("Seccomp {seccomp}, want 0"))?;
     let device = HOST_ONLY_DEVICES
@@ -303,13 +308,7 @@ pub async fn all_capabilities_added(ctx: &Ctx) -> Result<()> {
         return Ok(());
     };
     let want = runc_reference(ctx, &cc, false).await?;
-    let caps = cap_eff(ctx, &c).await?;
-    ensure(caps == want.caps, || {
-        format!(
-            "CapEff {caps:x}, want every capability as under runc {:x}",
-            want.caps
-        )
-    })
+    caps_as_under_runc(ctx, &c, &want).await
 }
 
 /// Runs a sleeper with `profile` (None: the field unset) and returns its `Seccomp:` mode;

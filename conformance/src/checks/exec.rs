@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
-use k8s_cri::v1::{AttachRequest, ExecRequest};
+use k8s_cri::v1::{AttachRequest, ContainerConfig, ExecRequest};
 
 use crate::stream::Session;
 use crate::suite::{ensure, Ctx};
@@ -119,6 +119,14 @@ pub async fn exec_stream_tty(ctx: &Ctx) -> Result<()> {
     ensure(code == 5, || format!("exit code {code}, want 5"))
 }
 
+/// Runs `cc` (its stdin open, a terminal when `cc.tty`) in a new pod and attaches to it.
+async fn run_attached(ctx: &Ctx, cc: &ContainerConfig) -> Result<Session> {
+    let (pod, cfg) = ctx.pod().await?;
+    let c = ctx.cri.run_container(&pod, cc, &cfg).await?;
+    let url = attach_url(ctx, &c, cc.tty).await?;
+    Session::connect(&url).await
+}
+
 async fn attach_url(ctx: &Ctx, c: &str, tty: bool) -> Result<String> {
     Ok(ctx
         .cri
@@ -138,7 +146,6 @@ async fn attach_url(ctx: &Ctx, c: &str, tty: bool) -> Result<String> {
 }
 
 pub async fn attach(ctx: &Ctx) -> Result<()> {
-    let (pod, cfg) = ctx.pod().await?;
     let mut cc = ctx.container(
         "reader",
         &[
@@ -148,9 +155,7 @@ pub async fn attach(ctx: &Ctx) -> Result<()> {
         ],
     );
     cc.stdin = true;
-    let c = ctx.cri.run_container(&pod, &cc, &cfg).await?;
-    let url = attach_url(ctx, &c, false).await?;
-    let mut s = Session::connect(&url).await?;
+    let mut s = run_attached(ctx, &cc).await?;
     s.stdin(b"ping\n").await?;
     s.read_until("out:ping", STREAM_TIMEOUT).await?;
     s.stdin(b"pong\n").await?;
@@ -164,13 +169,10 @@ pub async fn attach(ctx: &Ctx) -> Result<()> {
 }
 
 pub async fn attach_tty(ctx: &Ctx) -> Result<()> {
-    let (pod, cfg) = ctx.pod().await?;
     let mut cc = ctx.container("shell", &["sh"]);
     cc.stdin = true;
     cc.tty = true;
-    let c = ctx.cri.run_container(&pod, &cc, &cfg).await?;
-    let url = attach_url(ctx, &c, true).await?;
-    let mut s = Session::connect(&url).await?;
+    let mut s = run_attached(ctx, &cc).await?;
     s.stdin(b"echo att-$((2+3))\n").await?;
     s.read_until("att-5", STREAM_TIMEOUT).await?;
     expect_size(&mut s, 100, 30).await?;

@@ -4,9 +4,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use k8s_cri::v1::{
-    ContainerFilter, ContainerState, ContainerStateValue, ListContainersRequest,
-    ListPodSandboxRequest, PodSandboxFilter, PodSandboxState, PodSandboxStatusRequest,
-    RemovePodSandboxRequest, StopPodSandboxRequest,
+    ContainerFilter, ContainerState, ContainerStateValue, ListPodSandboxRequest, PodSandboxFilter,
+    PodSandboxState, RemovePodSandboxRequest, StopPodSandboxRequest,
 };
 
 use crate::cri::{container_config, state_name};
@@ -16,14 +15,10 @@ pub async fn pod_sandbox_lifecycle(ctx: &Ctx) -> Result<()> {
     let cfg = ctx.pod_config();
     let id = ctx.run_pod(&cfg).await?;
     let mut rt = ctx.cri.rt.clone();
-    let status = rt
-        .pod_sandbox_status(PodSandboxStatusRequest {
-            pod_sandbox_id: id.clone(),
-            verbose: false,
-        })
-        .await
-        .context("pod sandbox status")?
-        .into_inner()
+    let status = ctx
+        .cri
+        .pod_status(&id, false)
+        .await?
         .status
         .context("pod sandbox status: empty")?;
     ensure(status.state == PodSandboxState::SandboxReady as i32, || {
@@ -62,14 +57,11 @@ pub async fn pod_sandbox_lifecycle(ctx: &Ctx) -> Result<()> {
     })
     .await
     .context("stop pod sandbox")?;
-    let status = rt
-        .pod_sandbox_status(PodSandboxStatusRequest {
-            pod_sandbox_id: id.clone(),
-            verbose: false,
-        })
+    let status = ctx
+        .cri
+        .pod_status(&id, false)
         .await
-        .context("pod sandbox status after stop")?
-        .into_inner()
+        .context("after stop")?
         .status
         .context("pod sandbox status: empty")?;
     ensure(
@@ -82,12 +74,7 @@ pub async fn pod_sandbox_lifecycle(ctx: &Ctx) -> Result<()> {
     .await
     .context("remove pod sandbox")?;
     ctx.untrack(&id);
-    let gone = rt
-        .pod_sandbox_status(PodSandboxStatusRequest {
-            pod_sandbox_id: id.clone(),
-            verbose: false,
-        })
-        .await;
+    let gone = ctx.cri.pod_status(&id, false).await;
     ensure(gone.is_err(), || {
         "pod status still answers after remove".into()
     })
@@ -112,21 +99,14 @@ pub async fn container_lifecycle(ctx: &Ctx) -> Result<()> {
     crate::host::expect_shim(pid, &ctx.handler)?;
     let listed = ctx
         .cri
-        .rt
-        .clone()
-        .list_containers(ListContainersRequest {
-            filter: Some(ContainerFilter {
-                pod_sandbox_id: pod.clone(),
-                state: Some(ContainerStateValue {
-                    state: ContainerState::ContainerRunning as i32,
-                }),
-                ..Default::default()
+        .list_containers(ContainerFilter {
+            pod_sandbox_id: pod.clone(),
+            state: Some(ContainerStateValue {
+                state: ContainerState::ContainerRunning as i32,
             }),
+            ..Default::default()
         })
-        .await
-        .context("list containers")?
-        .into_inner()
-        .containers;
+        .await?;
     ensure(listed.iter().any(|c| c.id == id), || {
         format!("running container {id} not listed in its pod")
     })?;
@@ -237,18 +217,11 @@ pub async fn many_containers(ctx: &Ctx) -> Result<()> {
     })?;
     let listed = ctx
         .cri
-        .rt
-        .clone()
-        .list_containers(ListContainersRequest {
-            filter: Some(ContainerFilter {
-                pod_sandbox_id: pod.clone(),
-                ..Default::default()
-            }),
+        .list_containers(ContainerFilter {
+            pod_sandbox_id: pod.clone(),
+            ..Default::default()
         })
-        .await
-        .context("list containers")?
-        .into_inner()
-        .containers;
+        .await?;
     ensure(listed.len() == 5, || {
         format!("pod lists {} containers, want 5", listed.len())
     })?;

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
-use k8s_cri::v1::{ContainerState, PodSandboxState, PodSandboxStatusRequest};
+use k8s_cri::v1::{ContainerState, PodSandboxState};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::UnixStream;
 
@@ -82,17 +82,7 @@ pub async fn containerd_restart(ctx: &Ctx) -> Result<()> {
         ensure(out == "still-here\n", || {
             format!("exec after restart: {out:?}")
         })?;
-        let ready = cri
-            .rt
-            .clone()
-            .pod_sandbox_status(PodSandboxStatusRequest {
-                pod_sandbox_id: pod.clone(),
-                verbose: false,
-            })
-            .await?
-            .into_inner()
-            .status
-            .map(|s| s.state);
+        let ready = cri.pod_status(pod, false).await?.status.map(|s| s.state);
         ensure(ready == Some(PodSandboxState::SandboxReady as i32), || {
             format!("pod {pod} state {ready:?} after restart")
         })?;

@@ -40,6 +40,16 @@ pub async fn oom_killed(ctx: &Ctx) -> Result<()> {
     })
 }
 
+/// Checks the cgroup limits of process `pid` (`when`: initial, updated): its cpu quota
+/// `(quota, period)` and its memory limit.
+fn limits_are(pid: i32, when: &str, cpu: (i64, i64), memory: i64) -> Result<()> {
+    let (quota, mem) = (host::cpu_quota(pid)?, host::memory_limit(pid)?);
+    ensure(quota == Some(cpu), || format!("{when} cpu quota {quota:?}"))?;
+    ensure(mem == Some(memory), || {
+        format!("{when} memory limit {mem:?}")
+    })
+}
+
 pub async fn update_resources(ctx: &Ctx) -> Result<()> {
     let (pod, cfg) = ctx.pod().await?;
     let mut cc = ctx.container("limited", crate::cri::SLEEPER);
@@ -51,13 +61,7 @@ pub async fn update_resources(ctx: &Ctx) -> Result<()> {
     }
     let c = ctx.cri.run_container(&pod, &cc, &cfg).await?;
     let pid = ctx.cri.container_pid(&c).await?;
-    let (quota, mem) = (host::cpu_quota(pid)?, host::memory_limit(pid)?);
-    ensure(quota == Some((50_000, 100_000)), || {
-        format!("initial cpu quota {quota:?}")
-    })?;
-    ensure(mem == Some(64 * MIB), || {
-        format!("initial memory limit {mem:?}")
-    })?;
+    limits_are(pid, "initial", (50_000, 100_000), 64 * MIB)?;
     ctx.cri
         .rt
         .clone()
@@ -73,13 +77,7 @@ pub async fn update_resources(ctx: &Ctx) -> Result<()> {
         })
         .await
         .context("update container resources")?;
-    let (quota, mem) = (host::cpu_quota(pid)?, host::memory_limit(pid)?);
-    ensure(quota == Some((20_000, 100_000)), || {
-        format!("updated cpu quota {quota:?}")
-    })?;
-    ensure(mem == Some(128 * MIB), || {
-        format!("updated memory limit {mem:?}")
-    })?;
+    limits_are(pid, "updated", (20_000, 100_000), 128 * MIB)?;
     let st = ctx.cri.container_status(&c).await?;
     let reported = st
         .resources

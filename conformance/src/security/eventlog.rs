@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
-use k8s_cri::v1::PodSandboxStatusRequest;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -93,15 +92,8 @@ pub fn summary(events: &[Value]) -> String {
 pub async fn pod_ip(ctx: &Ctx, pod: &str) -> Result<IpAddr> {
     let status = ctx
         .cri
-        .rt
-        .clone()
-        .pod_sandbox_status(PodSandboxStatusRequest {
-            pod_sandbox_id: pod.to_string(),
-            verbose: false,
-        })
-        .await
-        .with_context(|| format!("pod sandbox status {pod}"))?
-        .into_inner()
+        .pod_status(pod, false)
+        .await?
         .status
         .with_context(|| format!("pod sandbox status {pod}: empty"))?;
     let ip = status.network.map(|n| n.ip).unwrap_or_default();

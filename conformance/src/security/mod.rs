@@ -170,20 +170,16 @@ impl Report {
             out += line.trim_end();
             out.push('\n');
         }
-        let mut reasons = String::new();
-        for (name, cells) in &self.rows {
-            for (h, c) in self.handlers.iter().zip(cells) {
-                if let Cell::Fail(r) = c {
-                    reasons += &format!("  {name} [{h}]: {r}\n");
-                }
-            }
-        }
-        if !reasons.is_empty() {
-            out += "\nfailures:\n";
-            out += &reasons;
-        }
-        let (pass, fail) = self.counts();
-        out += &format!("\n{pass} passed, {fail} failed\n");
+        let failures = self.rows.iter().flat_map(|(name, cells)| {
+            self.handlers
+                .iter()
+                .zip(cells)
+                .filter_map(move |(h, c)| match c {
+                    Cell::Fail(r) => Some((*name, h.as_str(), r.as_str())),
+                    _ => None,
+                })
+        });
+        out += &crate::suite::failures_and_counts(failures, self.counts());
         out
     }
 }

@@ -110,11 +110,7 @@ async fn selects_by_pod_labels(ctx: &Ctx) -> Result<Observed> {
     let mut outcomes = Vec::new();
     for (app, denied) in [("web", true), ("db", false)] {
         let mut cfg = ctx.pod_config();
-        let ns = cfg
-            .metadata
-            .as_ref()
-            .map(|m| m.namespace.clone())
-            .unwrap_or_default();
+        let ns = namespace(&cfg);
         cfg.labels.insert("app".into(), app.into());
         cfg.labels.insert("tier".into(), "front".into());
         cfg.annotations.insert(
@@ -181,6 +177,14 @@ pub async fn policy_pod(ctx: &Ctx, policy: &str) -> Result<(String, PodSandboxCo
     policy_pod_with(ctx, policy, &[]).await
 }
 
+/// The namespace the pod of `cfg` is created in.
+fn namespace(cfg: &PodSandboxConfig) -> String {
+    cfg.metadata
+        .as_ref()
+        .map(|m| m.namespace.clone())
+        .unwrap_or_default()
+}
+
 /// As [`policy_pod`], with more pod annotations.
 pub async fn policy_pod_with(
     ctx: &Ctx,
@@ -188,11 +192,7 @@ pub async fn policy_pod_with(
     annotations: &[(&str, &str)],
 ) -> Result<(String, PodSandboxConfig)> {
     let mut cfg = ctx.pod_config();
-    let ns = cfg
-        .metadata
-        .as_ref()
-        .map(|m| m.namespace.clone())
-        .unwrap_or_default();
+    let ns = namespace(&cfg);
     cfg.annotations
         .insert(POLICY_ANNOTATION.into(), adapt(policy, &ns));
     for (k, v) in annotations {

@@ -27,6 +27,18 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// Adds `from`'s counts and lists to this tally (a run over several services).
+    pub fn merge(&mut self, from: Tally) {
+        for (c, (n, r)) in from.counts {
+            let e = self.counts.entry(c).or_default();
+            e.0 += n;
+            e.1 += r;
+        }
+        self.false_positives.extend(from.false_positives);
+        self.missed.extend(from.missed);
+        self.caught_fitting.extend(from.caught_fitting);
+    }
+
     pub fn add(&mut self, sample: &Sample, refused: bool, reason: Option<String>) {
         let e = self.counts.entry(sample.class).or_default();
         e.0 += 1;

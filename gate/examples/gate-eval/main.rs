@@ -54,9 +54,9 @@ fn main() -> Result<()> {
             profile.requests_learned(),
             palisade_gate::export(&profile)?.len()
         );
-        merge(&mut gate_all, tally);
+        gate_all.merge(tally);
         if let (Some(proxy), Some(up)) = (crs, up) {
-            merge(&mut crs_all, eval::through_proxy(&samples, proxy, up)?);
+            crs_all.merge(eval::through_proxy(&samples, proxy, up)?);
         }
     }
     if verbose {
@@ -105,15 +105,4 @@ fn main() -> Result<()> {
         }
     );
     Ok(())
-}
-
-fn merge(into: &mut Tally, from: Tally) {
-    for (c, (n, r)) in from.counts {
-        let e = into.counts.entry(c).or_default();
-        e.0 += n;
-        e.1 += r;
-    }
-    into.false_positives.extend(from.false_positives);
-    into.missed.extend(from.missed);
-    into.caught_fitting.extend(from.caught_fitting);
 }

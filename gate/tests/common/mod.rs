@@ -19,6 +19,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
+#[path = "../../examples/gate-eval/corpus.rs"]
+mod corpus;
+pub use corpus::Rng;
+
 /// The upstream service: answers every request, echoes bodies on `/echo`, echoes bytes after
 /// a WebSocket upgrade, and counts what it received.
 pub struct Upstream {
@@ -162,6 +166,14 @@ pub async fn start_gate(
     })
 }
 
+/// A real upstream and a gate in front of it with `config` and an empty profile; the test holds
+/// both for as long as it sends.
+pub async fn gate_to_upstream(config: GateConfig) -> Result<(Upstream, TestGate)> {
+    let up = start_upstream().await?;
+    let gate = start_gate(config, Profile::default(), up.addr).await?;
+    Ok((up, gate))
+}
+
 /// One HTTP/1.1 exchange's answer.
 #[derive(Debug)]
 pub struct HttpResponse {
@@ -295,39 +307,35 @@ impl Client {
     }
 }
 
-/// A request as the tests describe it.
+/// A request of the shop's traffic: the evaluation corpus's request (`gate-eval`), written
+/// out with `host: shop.test`.
 #[derive(Clone, Debug)]
-pub struct TestRequest {
-    pub method: String,
-    pub target: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Option<Vec<u8>>,
+pub struct TestRequest(corpus::Req);
+
+impl std::ops::Deref for TestRequest {
+    type Target = corpus::Req;
+
+    fn deref(&self) -> &corpus::Req {
+        &self.0
+    }
 }
 
 impl TestRequest {
     pub fn get(target: &str) -> Self {
-        TestRequest {
-            method: "GET".into(),
-            target: target.into(),
-            headers: Vec::new(),
-            body: None,
-        }
+        TestRequest(corpus::Req::get(target))
     }
 
     pub fn post(target: &str, content_type: &str, body: &[u8]) -> Self {
-        TestRequest {
-            method: "POST".into(),
-            target: target.into(),
-            headers: vec![("content-type".into(), content_type.into())],
-            body: Some(body.to_vec()),
-        }
+        TestRequest(corpus::Req::send(
+            "POST",
+            target,
+            content_type,
+            body.to_vec(),
+        ))
     }
 
-    pub fn header(mut self, k: &str, v: &str) -> Self {
-        self.headers
-            .retain(|(name, _)| !name.eq_ignore_ascii_case(k));
-        self.headers.push((k.into(), v.into()));
-        self
+    pub fn header(self, k: &str, v: &str) -> Self {
+        TestRequest(self.0.header(k, v))
     }
 
     /// The gate's view of this request, as the proxy would build it.
@@ -351,52 +359,7 @@ impl TestRequest {
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = format!(
-            "{} {} HTTP/1.1\r\nhost: shop.test\r\n",
-            self.method, self.target
-        );
-        for (k, v) in &self.headers {
-            out.push_str(&format!("{k}: {v}\r\n"));
-        }
-        if let Some(b) = &self.body {
-            out.push_str(&format!("content-length: {}\r\n", b.len()));
-        }
-        out.push_str("\r\n");
-        let mut bytes = out.into_bytes();
-        if let Some(b) = &self.body {
-            bytes.extend_from_slice(b);
-        }
-        bytes
-    }
-}
-
-/// A small deterministic PRNG (xorshift64*), so every run sends the same corpus.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len() as u64) as usize]
-    }
-
-    pub fn hex(&mut self, len: usize) -> String {
-        (0..len)
-            .map(|_| char::from_digit(self.below(16) as u32, 16).unwrap_or('0'))
-            .collect()
+        self.0.to_bytes("shop.test")
     }
 }
 
@@ -532,7 +495,7 @@ pub fn benign(rng: &mut Rng, fresh: bool) -> TestRequest {
         5 => TestRequest::get(&format!(
             "/users/{}/orders?limit={}",
             10 + rng.below(5000),
-            rng.pick(&[10, 20, 50])
+            rng.pick(&["10", "20", "50"])
         )),
         6 => TestRequest::get(&format!("/static/{}", rng.pick(FILES))),
         7 => {

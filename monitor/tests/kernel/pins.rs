@@ -44,12 +44,12 @@ fn prog_loaded(id: u32) -> bool {
     fd >= 0
 }
 
-/// Whether no link runs any program of `ids` within `limit`: a link whose pin is removed is
-/// released once an RCU grace period has passed (5.10 takes longer than later kernels), so the
-/// kernel gets a moment.
-fn detached_within(ids: &[u32], limit: Duration) -> bool {
+/// Whether no program of `ids` is `still` (attached, loaded) within `limit`: a link whose pin
+/// is removed is released, and a program unloaded, once an RCU grace period has passed (5.10
+/// takes longer than later kernels), so the kernel gets a moment.
+fn gone_within(ids: &[u32], still: fn(u32) -> bool, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
-    while ids.iter().any(|&id| prog_attached(id)) {
+    while ids.iter().any(|&id| still(id)) {
         if Instant::now() >= deadline {
             return false;
         }
@@ -58,17 +58,14 @@ fn detached_within(ids: &[u32], limit: Duration) -> bool {
     true
 }
 
-/// Whether every program of `ids` is unloaded within `limit`: unloading is asynchronous (RCU),
-/// so the kernel gets a moment.
+/// Whether no link runs any program of `ids` within `limit`.
+fn detached_within(ids: &[u32], limit: Duration) -> bool {
+    gone_within(ids, prog_attached, limit)
+}
+
+/// Whether every program of `ids` is unloaded within `limit`.
 fn unloaded_within(ids: &[u32], limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    while ids.iter().any(|&id| prog_loaded(id)) {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    true
+    gone_within(ids, prog_loaded, limit)
 }
 
 #[test]

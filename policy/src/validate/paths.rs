@@ -20,11 +20,12 @@ pub(super) fn matches_everything(pattern: &str) -> bool {
 }
 
 impl Validator<'_> {
-    pub(super) fn abs_path(&mut self, s: &str, at: &str, kind: PathKind) -> Option<String> {
-        let before = self.errors;
+    /// The checks every path and pattern gets first: not empty, not over the length limit
+    /// (false for these two: nothing more is worth checking), no NUL byte.
+    fn path_text(&mut self, s: &str, at: &str) -> bool {
         if s.is_empty() {
             self.error(at, "must not be empty");
-            return None;
+            return false;
         }
         if s.len() > self.ctx.limits.max_path_len {
             self.error(
@@ -35,10 +36,18 @@ impl Validator<'_> {
                     self.ctx.limits.max_path_len
                 ),
             );
-            return None;
+            return false;
         }
         if s.contains('\0') {
             self.error(at, "must not contain NUL bytes");
+        }
+        true
+    }
+
+    pub(super) fn abs_path(&mut self, s: &str, at: &str, kind: PathKind) -> Option<String> {
+        let before = self.errors;
+        if !self.path_text(s, at) {
+            return None;
         }
         if !s.starts_with('/') {
             self.error(at, "must be absolute");
@@ -68,23 +77,8 @@ impl Validator<'_> {
 
     pub(super) fn pattern(&mut self, s: &str, at: &str) -> Option<String> {
         let before = self.errors;
-        if s.is_empty() {
-            self.error(at, "must not be empty");
+        if !self.path_text(s, at) {
             return None;
-        }
-        if s.len() > self.ctx.limits.max_path_len {
-            self.error(
-                at,
-                format!(
-                    "is {} bytes long, limit is {}",
-                    s.len(),
-                    self.ctx.limits.max_path_len
-                ),
-            );
-            return None;
-        }
-        if s.contains('\0') {
-            self.error(at, "must not contain NUL bytes");
         }
         if matches_everything(s) {
             self.error(at, "matches every path; name what to match");

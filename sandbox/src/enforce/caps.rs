@@ -50,11 +50,8 @@ pub(super) fn apply(
                 ctx.record(&id, Enforcer::CapabilitiesBounding, None);
             }
             (Action::Block, false) => {
-                let rule = to_monitor(Action::Block);
                 let why = "fromSource: the capability sets are the whole container's";
-                if ctx.cannot(&id, why, Enforcer::AuditOnly) {
-                    ctx.out.monitor.audit.push(rule);
-                }
+                ctx.audit_instead(&id, why, to_monitor(Action::Block));
             }
             (Action::Allow, true) => {
                 allowed.insert(name.clone());

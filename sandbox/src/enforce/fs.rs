@@ -162,10 +162,7 @@ pub(super) fn file_rules(ctx: &mut Ctx<'_>, policy: &CompiledPolicy, layers: &mu
             }
             Action::Block => {
                 if let Some(why) = unexpressible {
-                    let rule = to_monitor(Action::Block);
-                    if ctx.cannot(&id, why, Enforcer::AuditOnly) {
-                        ctx.out.monitor.audit.push(rule);
-                    }
+                    ctx.audit_instead(&id, why, to_monitor(Action::Block));
                     continue;
                 }
                 let (path, subtree_note) = match &r.target {

@@ -10,21 +10,6 @@ use super::{Ctx, EnforceError, Enforcer};
 
 /// Opening a file to read it, listing a directory.
 pub(super) const READ: [FsAccess; 2] = [FsAccess::ReadFile, FsAccess::ReadDir];
-/// Everything that changes the filesystem.
-pub(super) const WRITE: [FsAccess; 12] = [
-    FsAccess::WriteFile,
-    FsAccess::RemoveDir,
-    FsAccess::RemoveFile,
-    FsAccess::MakeChar,
-    FsAccess::MakeDir,
-    FsAccess::MakeReg,
-    FsAccess::MakeSock,
-    FsAccess::MakeFifo,
-    FsAccess::MakeBlock,
-    FsAccess::MakeSym,
-    FsAccess::Refer,
-    FsAccess::Truncate,
-];
 
 /// First landlock ABI with signal and abstract unix socket scoping.
 const ABI_SCOPE: u32 = 6;
@@ -113,7 +98,7 @@ pub(super) fn plan(ctx: &mut Ctx<'_>, layers: &Layers) -> Result<Option<Plan>, E
     let mut grants: BTreeMap<String, BTreeSet<FsAccess>> = BTreeMap::new();
     for (paths, rights) in [
         (&layers.file_read, &READ[..]),
-        (&write, &WRITE[..]),
+        (&write, &FsAccess::WRITE[..]),
         (&exec, &[FsAccess::Execute][..]),
     ] {
         let Some(paths) = paths else { continue };

@@ -289,6 +289,14 @@ impl Ctx<'_> {
         degrade
     }
 
+    /// A rule no enforcer here can carry out: refused, or (`allow_degraded`) recorded as
+    /// audit-only and handed to the monitor as `rule`, to report.
+    fn audit_instead(&mut self, id: &RuleId, why: &str, rule: monitor::MonitorRule) {
+        if self.cannot(id, why, Enforcer::AuditOnly) {
+            self.out.monitor.audit.push(rule);
+        }
+    }
+
     /// [`Ctx::cannot`] without recording the rule (the caller records it its own way).
     fn refuse_or_warn(&mut self, id: &RuleId, why: &str, fallback: &Enforcer) -> bool {
         let line = format!("policy {}: {} rule {}: {why}", id.rule, id.kind, id.target);

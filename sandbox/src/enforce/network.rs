@@ -107,9 +107,7 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, seccomp: &mut Editor<'_>, policy: &Compil
         if base.is_none() && r.meta.action != Action::Audit {
             let why = "the spec's seccomp profile filters socket() by argument already, \
                        palisade cannot combine its rules with them";
-            if ctx.cannot(&id, why, Enforcer::AuditOnly) {
-                ctx.out.monitor.audit.push(to_monitor(r.meta.action));
-            }
+            ctx.audit_instead(&id, why, to_monitor(r.meta.action));
             continue;
         }
         if !r.from_source.is_empty() {

@@ -113,10 +113,7 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, seccomp: &mut Editor<'_>, policy: &Compil
             }
             Action::Block => {
                 if let Some(why) = unexpressible {
-                    let rule = to_monitor(Action::Block);
-                    if ctx.cannot(&id, why, Enforcer::AuditOnly) {
-                        ctx.out.monitor.audit.push(rule);
-                    }
+                    ctx.audit_instead(&id, why, to_monitor(Action::Block));
                     continue;
                 }
                 blocked.extend(r.syscalls.iter().cloned());

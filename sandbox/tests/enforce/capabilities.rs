@@ -12,13 +12,12 @@ fn capability_block_leaves_every_set_and_audit_goes_to_the_monitor() -> Result<(
         assert!(!caps.contains(&"CAP_CHOWN".to_owned()), "{set}: {caps:?}");
         assert!(caps.contains(&"CAP_KILL".to_owned()), "{set}: {caps:?}");
     }
-    assert_eq!(
-        enforcer_of(&e, "matchCapabilities[0]"),
-        Enforcer::CapabilitiesBounding
-    );
-    assert_eq!(
-        enforcer_of(&e, "matchCapabilities[1]"),
-        Enforcer::MonitorAudit
+    assert_enforcers(
+        &e,
+        &[
+            ("matchCapabilities[0]", Enforcer::CapabilitiesBounding),
+            ("matchCapabilities[1]", Enforcer::MonitorAudit),
+        ],
     );
     assert_eq!(e.monitor.audit.len(), 1);
     assert!(
@@ -31,8 +30,7 @@ fn capability_block_leaves_every_set_and_audit_goes_to_the_monitor() -> Result<(
 #[test]
 fn capability_allow_list_keeps_only_what_it_lists() -> Result<()> {
     let yaml = include_str!("../policies/caps-allowed.yaml");
-    let mut s = spec()?;
-    enforce(ID, &mut s, Some(&policy(yaml)?), None, &node())?;
+    let (s, _) = enforced(yaml)?;
     for set in ["bounding", "effective", "permitted"] {
         assert_eq!(
             strings(&s["process"]["capabilities"][set]),

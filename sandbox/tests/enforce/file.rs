@@ -26,8 +26,7 @@ fn file_block_masks_the_path_and_only_that_path() -> Result<()> {
         "demo/block-sa-token: spec.file.matchPaths[0]"
     );
 
-    let mut s = spec()?;
-    let e = enforce(ID, &mut s, Some(&policy(BLOCK_SA_DIR)?), None, &node())?;
+    let (s, e) = enforced(BLOCK_SA_DIR)?;
     assert!(strings(&s["linux"]["maskedPaths"])
         .contains(&"/run/secrets/kubernetes.io/serviceaccount".to_owned()));
     assert_eq!(e.rules[0].enforcer.to_string(), "bind-mount-mask");
@@ -36,8 +35,7 @@ fn file_block_masks_the_path_and_only_that_path() -> Result<()> {
 
 #[test]
 fn file_integrity_read_only_block_becomes_readonly_paths() -> Result<()> {
-    let mut s = spec()?;
-    let e = enforce(ID, &mut s, Some(&policy(FIM)?), None, &node())?;
+    let (s, e) = enforced(FIM)?;
     let ro = strings(&s["linux"]["readonlyPaths"]);
     for dir in ["/bin", "/sbin", "/usr/sbin", "/usr/bin"] {
         assert!(ro.contains(&dir.to_owned()), "{dir} in {ro:?}");
@@ -83,8 +81,7 @@ fn file_rules_landlock_and_mounts_cannot_express_are_refused_or_degraded_to_audi
 
 #[test]
 fn file_allow_list_becomes_landlock_read_and_write_grants() -> Result<()> {
-    let mut s = spec()?;
-    let e = enforce(ID, &mut s, Some(&policy(FILE_ALLOW)?), None, &node())?;
+    let (_, e) = enforced(FILE_ALLOW)?;
     let ll = landlock(&e);
     let handled = handled(ll);
     assert!(handled.contains(&FsAccess::ReadFile) && handled.contains(&FsAccess::WriteFile));

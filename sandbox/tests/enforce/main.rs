@@ -7,6 +7,8 @@
 
 mod capabilities;
 mod file;
+#[path = "../support/policy.rs"]
+mod fixtures;
 mod network;
 mod process;
 mod strict;
@@ -16,7 +18,7 @@ use std::collections::BTreeSet;
 
 use anyhow::{bail, Context, Result};
 use palisade_init::plan::{FsAccess, Plan};
-use palisade_policy::{compile, parse_policies, CompileOptions, CompiledPolicy, Workload};
+use palisade_policy::{CompileOptions, CompiledPolicy};
 use palisade_sandbox::{
     enforce, harden_spec, EnforceError, Enforcement, Enforcer, HardeningConfig, KernelFeatures,
     StrictConfig,
@@ -63,16 +65,7 @@ fn policy(yaml: &str) -> Result<CompiledPolicy> {
 
 /// The policy compiled for the fixture's container (demo/web-0, `app: web`).
 fn policy_with(yaml: &str, options: &CompileOptions) -> Result<CompiledPolicy> {
-    let parsed = parse_policies(yaml.as_bytes()).map_err(|d| anyhow::anyhow!("{d}"))?;
-    let refs: Vec<_> = parsed.policies.iter().collect();
-    let workload = Workload {
-        namespace: "demo".into(),
-        pod_name: "web-0".into(),
-        container_name: "web".into(),
-        image: "nginx:1.25".into(),
-        labels: [("app".to_owned(), "web".to_owned())].into(),
-    };
-    Ok(compile(&refs, &workload, options))
+    fixtures::policy_for(yaml, "nginx:1.25", options)
 }
 
 /// The rights the plan's landlock ruleset handles (none when it names none).
@@ -177,6 +170,21 @@ const STREAM: u64 = 1;
 const DGRAM: u64 = 2;
 const RAW: u64 = 3;
 const NONBLOCK_CLOEXEC: u64 = 0o4000 | 0o2_000_000;
+
+/// Asserts which enforcer each rule got: `(where the rule stands in the policy, enforcer)`.
+fn assert_enforcers(e: &Enforcement, want: &[(&str, Enforcer)]) {
+    for (origin, enforcer) in want {
+        assert_eq!(&enforcer_of(e, origin), enforcer, "{origin}");
+    }
+}
+
+/// The fixture spec after the default hardening and `yaml`'s policy, with no strict mode, on a
+/// node with landlock abi 7; the enforcement report with it.
+fn enforced(yaml: &str) -> Result<(Value, Enforcement)> {
+    let mut s = spec()?;
+    let e = enforce(ID, &mut s, Some(&policy(yaml)?), None, &node())?;
+    Ok((s, e))
+}
 
 fn enforcer_of(e: &Enforcement, origin: &str) -> Enforcer {
     e.rules

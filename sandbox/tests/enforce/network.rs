@@ -34,8 +34,7 @@ fn network_block_raw_filters_socket_by_family_and_type() -> Result<()> {
 
 #[test]
 fn network_allow_list_refuses_the_complement_and_logs_audited_protocols() -> Result<()> {
-    let mut s = spec()?;
-    let e = enforce(ID, &mut s, Some(&policy(TCP_ONLY)?), None, &node())?;
+    let (s, e) = enforced(TCP_ONLY)?;
     for (args, want) in [
         ([AF_INET, STREAM, 0], ALLOW),
         ([AF_INET6, STREAM, 0], ALLOW),
@@ -49,22 +48,20 @@ fn network_allow_list_refuses_the_complement_and_logs_audited_protocols() -> Res
     ] {
         assert_eq!(seccomp_action(&s, "socket", args), want, "socket{args:?}");
     }
-    assert_eq!(
-        enforcer_of(&e, "spec.network.matchProtocols[0]"),
-        Enforcer::Seccomp
-    );
     // icmp is audited but the allow-list's posture refuses it: nothing to log in seccomp.
-    assert_eq!(
-        enforcer_of(&e, "spec.network.matchProtocols[1]"),
-        Enforcer::MonitorAudit
+    assert_enforcers(
+        &e,
+        &[
+            ("spec.network.matchProtocols[0]", Enforcer::Seccomp),
+            ("spec.network.matchProtocols[1]", Enforcer::MonitorAudit),
+        ],
     );
     Ok(())
 }
 
 #[test]
 fn network_audit_logs_through_seccomp_or_goes_to_the_monitor() -> Result<()> {
-    let mut s = spec()?;
-    let e = enforce(ID, &mut s, Some(&policy(AUDIT_UDP)?), None, &node())?;
+    let (s, e) = enforced(AUDIT_UDP)?;
     assert_eq!(seccomp_action(&s, "socket", [AF_INET, DGRAM, 0]), LOG);
     assert_eq!(
         seccomp_action(&s, "socket", [AF_INET, DGRAM, 1]),
@@ -104,8 +101,7 @@ fn network_audit_logs_through_seccomp_or_goes_to_the_monitor() -> Result<()> {
 #[test]
 fn network_audit_of_icmp_tells_ping_sockets_and_raw_icmp_apart() -> Result<()> {
     let yaml = AUDIT_UDP.replace("protocol: udp", "protocol: icmp");
-    let mut s = spec()?;
-    let e = enforce(ID, &mut s, Some(&policy(&yaml)?), None, &node())?;
+    let (s, e) = enforced(&yaml)?;
     for (args, want) in [
         ([AF_INET, DGRAM, 1], LOG),
         ([AF_INET, DGRAM, 0], ALLOW),

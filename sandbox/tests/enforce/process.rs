@@ -4,8 +4,7 @@ use super::*;
 
 #[test]
 fn process_allow_list_grants_execute_to_the_listed_binaries_and_the_loader() -> Result<()> {
-    let mut s = spec()?;
-    let e = enforce(ID, &mut s, Some(&policy(PROCESS_ALLOW)?), None, &node())?;
+    let (_, e) = enforced(PROCESS_ALLOW)?;
     let ll = landlock(&e);
     let handled = handled(ll);
     assert!(handled.contains(&FsAccess::Execute));
@@ -22,13 +21,12 @@ fn process_allow_list_grants_execute_to_the_listed_binaries_and_the_loader() -> 
     assert!(root.contains(&FsAccess::ReadFile) && root.contains(&FsAccess::WriteFile));
     assert!(!root.contains(&FsAccess::Execute));
 
-    assert_eq!(
-        enforcer_of(&e, "spec.process.matchPaths[0]"),
-        Enforcer::Landlock
-    );
-    assert_eq!(
-        enforcer_of(&e, "spec.process.matchPaths[1]"),
-        Enforcer::MonitorExecKill
+    assert_enforcers(
+        &e,
+        &[
+            ("spec.process.matchPaths[0]", Enforcer::Landlock),
+            ("spec.process.matchPaths[1]", Enforcer::MonitorExecKill),
+        ],
     );
     let allow_exec: Vec<&str> = e
         .monitor

@@ -32,9 +32,7 @@ fn syscall_block_refuses_the_calls_with_eperm() -> Result<()> {
 
 #[test]
 fn syscall_audit_logs_what_the_profile_lets_through() -> Result<()> {
-    let yaml = include_str!("../policies/audit-calls.yaml");
-    let mut s = spec()?;
-    let e = enforce(ID, &mut s, Some(&policy(yaml)?), None, &node())?;
+    let (s, e) = enforced(include_str!("../policies/audit-calls.yaml"))?;
     assert_eq!(seccomp_action(&s, "fchownat", [0; 3]), LOG);
     assert_eq!(
         seccomp_action(&s, "ptrace", [0; 3]),
@@ -48,9 +46,7 @@ fn syscall_audit_logs_what_the_profile_lets_through() -> Result<()> {
 
 #[test]
 fn syscall_allow_list_narrows_the_profile() -> Result<()> {
-    let yaml = include_str!("../policies/few-calls.yaml");
-    let mut s = spec()?;
-    enforce(ID, &mut s, Some(&policy(yaml)?), None, &node())?;
+    let (s, _) = enforced(include_str!("../policies/few-calls.yaml"))?;
     assert_eq!(seccomp_action(&s, "nanosleep", [0; 3]), ALLOW);
     assert_eq!(
         seccomp_action(&s, "execve", [0; 3]),

@@ -18,7 +18,7 @@ use crate::config::{Config, RuntimeOptions};
 use crate::cri::CriContainer;
 use crate::error::ShimError;
 use crate::report::runtime::runtime_event;
-use crate::runc::{ContainerRuntime, LaunchOpts};
+use crate::runc::ContainerRuntime;
 use crate::stats::Cgroups;
 use crate::stdio::{PendingIo, ProcessIo, StdioPaths};
 use crate::sys::{self, PidFd};
@@ -217,19 +217,13 @@ impl TaskService {
         runc: &dyn ContainerRuntime,
         stdio: &StdioPaths,
     ) -> Result<(i32, ProcessIo), ShimError> {
-        let pending = PendingIo::prepare(stdio).await?;
+        let mut pending = PendingIo::prepare(stdio).await?;
         let pid_path = pid_file(bundle, "init");
         let log = bundle.join("log.json");
-        let console = pending.console_socket.clone();
-        let mut pending = pending;
-        let child = std::mem::take(&mut pending.child);
-        let opts = LaunchOpts {
-            pid_file: &pid_path,
-            console_socket: console.as_deref(),
-            log_file: &log,
-            stdio: child,
-        };
-        if let Err(e) = runc.create(id, bundle, opts).await {
+        if let Err(e) = runc
+            .create(id, bundle, pending.launch_opts(&pid_path, &log))
+            .await
+        {
             pending.abandon();
             let _ = runc.delete(id, true).await;
             return Err(e.into());

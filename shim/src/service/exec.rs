@@ -10,7 +10,6 @@ use super::table::{finish_exit, record_exit, Exit, Process, ProcessId, Transitio
 use super::TaskService;
 use crate::bundle::{pid_file, read_config, read_pid};
 use crate::error::ShimError;
-use crate::runc::LaunchOpts;
 use crate::stdio::{PendingIo, StdioPaths};
 
 impl TaskService {
@@ -54,15 +53,9 @@ impl TaskService {
         let mut pending = PendingIo::prepare(&stdio).await?;
         let pid_path = pid_file(&bundle, &format!("exec-{exec}"));
         let log = bundle.join(format!("exec-{exec}-log.json"));
-        let console = pending.console_socket.clone();
-        let child = std::mem::take(&mut pending.child);
-        let opts = LaunchOpts {
-            pid_file: &pid_path,
-            console_socket: console.as_deref(),
-            log_file: &log,
-            stdio: child,
-        };
-        let launched = runc.exec(id, &spec_path, opts).await;
+        let launched = runc
+            .exec(id, &spec_path, pending.launch_opts(&pid_path, &log))
+            .await;
         let _ = std::fs::remove_file(&spec_path);
         let _ = std::fs::remove_file(&log);
         if let Err(e) = launched {

@@ -31,7 +31,7 @@ mod attach;
 mod create;
 mod exec;
 mod judge;
-pub mod table;
+pub(crate) mod table;
 
 pub use crate::runc::{runc_factory, RuntimeFactory};
 use table::{delete_response, handle_exits, timestamp, Table};
