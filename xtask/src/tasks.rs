@@ -673,20 +673,10 @@ fn loaded(load: &str, cores: usize) -> bool {
         .is_some_and(|l| l > cores as f64)
 }
 
-pub(crate) fn write_bench_section(
-    doc: &Path,
-    suite: &BenchSuite,
-    header: &str,
-    body: &str,
-) -> Result<()> {
-    let section = format!(
-        "{}\n{header}\n\n{}\n{}",
-        suite.begin,
-        body.trim(),
-        suite.end
-    );
+pub(crate) fn write_bench_section(doc: &Path, b: &BenchSuite, head: &str, md: &str) -> Result<()> {
+    let section = format!("{}\n{head}\n\n{}\n{}", b.begin, md.trim(), b.end);
     let current = std::fs::read_to_string(doc).unwrap_or_default();
-    let updated = replace_section(&current, suite, &section);
+    let updated = replace_section(&current, b, &section);
     std::fs::write(doc, updated).with_context(|| format!("write {}", doc.display()))
 }
 
