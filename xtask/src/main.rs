@@ -60,12 +60,8 @@ options (bench):
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some(cmd) = args.first() else {
-        eprintln!("{USAGE}");
-        return ExitCode::from(2);
-    };
     // Run inside a kernel matrix guest, not by hand: its own options.
-    if cmd == "matrix-guest-suite" {
+    if args.first().is_some_and(|c| c == "matrix-guest-suite") {
         return match matrix::suite::guest_main(&args[1..]) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -74,6 +70,10 @@ fn main() -> ExitCode {
             }
         };
     }
+    let Some(cmd) = args.first() else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
     let opts = match tasks::Opts::parse(&args[1..]) {
         Ok(o) => o,
         Err(e) => {
