@@ -12,7 +12,7 @@ const USAGE: &str = "usage: palisade-conformance run --cri-socket PATH --image R
 [--work-dir DIR] [--cgroup-root PATH] [--events-dir DIR] [--gate-state-dir DIR] [--metrics-dir DIR] [--webhook-listen ADDR] [--filter NAME]...
        palisade-conformance demo --cri-socket PATH --image REF --events-dir DIR --gate-state-dir DIR --cli PATH
        palisade-conformance bench --cri-socket PATH --image REF [--suite start|syscalls|monitor] \
-[--handlers runc,palisade] [--runs N] [--rounds N] [--scale F] [--pods N]
+[--handlers runc,palisade] [--runs N] [--rounds N] [--scale F] [--pods N] [--host-probe PATH]
        palisade-conformance cleanup --cri-socket PATH
        palisade-conformance list";
 
@@ -57,7 +57,7 @@ fn parse(args: &[String]) -> Result<(String, suite::Settings, bench::Options)> {
             "--webhook-listen" => {
                 s.webhook_listen = Some(val()?.parse().context("--webhook-listen")?)
             }
-            f @ ("--suite" | "--runs" | "--rounds" | "--scale" | "--pods") => {
+            f @ ("--suite" | "--runs" | "--rounds" | "--scale" | "--pods" | "--host-probe") => {
                 bench.set(f, &val()?)?
             }
             other => bail!("unknown argument {other}\n{USAGE}"),

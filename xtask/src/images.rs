@@ -84,7 +84,7 @@ pub fn build(workspace_root: &Path, cache: &Path) -> Result<Images> {
 }
 
 /// Compiles one program alone with rustc into a static binary (no crates needed).
-fn compile_static(src: &Path, out: &Path) -> Result<()> {
+pub(crate) fn compile_static(src: &Path, out: &Path) -> Result<()> {
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     run(Command::new(rustc)
         .args([

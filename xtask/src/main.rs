@@ -43,7 +43,9 @@ commands:
   installer-image  the DaemonSet installer image (runtimeclass/deploy/) as an OCI layout
   matrix  the monitor's and sandbox's kernel tests in qemu guests booting Debian's 5.10
           (default LSMs, then with bpf), 6.1, 6.12 and sid kernels, cgroup v2 only
-          (--filter LABEL picks boots; also a step of test)
+          (--filter LABEL picks boots; also a step of test); with --bench, instead a
+          benchmark through containerd in the 6.1 and 6.12 guests (--rounds, --scale, --pods),
+          written to docs/benchmarks.md
 options (test):
   --suite-only        skip fmt, clippy and cargo test
   --handlers a,b      runtime handlers to test (default runc,palisade)
@@ -63,6 +65,16 @@ options (bench):
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // Run inside a kernel matrix guest, not by hand: its own options.
+    if args.first().is_some_and(|c| c == "matrix-guest-suite") {
+        return match matrix::suite::guest_main(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("xtask: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let Some(cmd) = args.first() else {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
@@ -92,7 +104,7 @@ fn main() -> ExitCode {
         "fuzz" => tasks::fuzz(&opts),
         "fresh" => tasks::fresh(&opts),
         "installer-image" => installer::command(),
-        "matrix" => matrix::command(&opts.filters),
+        "matrix" => matrix::command(&opts),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

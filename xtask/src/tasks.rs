@@ -33,6 +33,8 @@ pub struct Opts {
     pub seconds: Option<u32>,
     /// `fresh`: the checkout whose xtask is built (default: this workspace).
     pub source: Option<PathBuf>,
+    /// `matrix`: the benchmark in the guests instead of the tests.
+    pub bench: bool,
 }
 
 impl Opts {
@@ -64,6 +66,7 @@ impl Opts {
                 "--containerd" => o.containerd = Some(val()?),
                 "--seconds" => o.seconds = Some(val()?.parse().context("--seconds")?),
                 "--source" => o.source = Some(PathBuf::from(val()?)),
+                "--bench" => o.bench = true,
                 other => bail!("unknown option {other}"),
             }
         }
@@ -171,7 +174,7 @@ fn suite_cmd(env: &Env, ws: &Workspace, sub: &str) -> Command {
     suite_cmd_of(env, &ws.conformance_binary(), sub)
 }
 
-fn suite_cmd_of(env: &Env, suite: &Path, sub: &str) -> Command {
+pub(crate) fn suite_cmd_of(env: &Env, suite: &Path, sub: &str) -> Command {
     let mut cmd = Command::new(suite);
     cmd.arg(sub)
         .arg("--cri-socket")
@@ -462,10 +465,10 @@ pub fn demo(opts: &Opts) -> Result<()> {
 }
 
 /// One bench suite and the marked section of docs/benchmarks.md it rewrites.
-struct BenchSuite {
-    name: &'static str,
-    begin: &'static str,
-    end: &'static str,
+pub(crate) struct BenchSuite {
+    pub(crate) name: &'static str,
+    pub(crate) begin: &'static str,
+    pub(crate) end: &'static str,
 }
 
 const BENCH_SUITES: [BenchSuite; 3] = [
@@ -629,7 +632,7 @@ pub fn bench(opts: &Opts) -> Result<()> {
 }
 
 /// The three load averages from /proc/loadavg.
-fn loadavg() -> String {
+pub(crate) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
         .split_whitespace()
@@ -670,15 +673,10 @@ fn loaded(load: &str, cores: usize) -> bool {
         .is_some_and(|l| l > cores as f64)
 }
 
-fn write_bench_section(doc: &Path, suite: &BenchSuite, header: &str, body: &str) -> Result<()> {
-    let section = format!(
-        "{}\n{header}\n\n{}\n{}",
-        suite.begin,
-        body.trim(),
-        suite.end
-    );
+pub(crate) fn write_bench_section(doc: &Path, b: &BenchSuite, head: &str, md: &str) -> Result<()> {
+    let section = format!("{}\n{head}\n\n{}\n{}", b.begin, md.trim(), b.end);
     let current = std::fs::read_to_string(doc).unwrap_or_default();
-    let updated = replace_section(&current, suite, &section);
+    let updated = replace_section(&current, b, &section);
     std::fs::write(doc, updated).with_context(|| format!("write {}", doc.display()))
 }
 
@@ -694,7 +692,7 @@ fn replace_section(current: &str, suite: &BenchSuite, section: &str) -> String {
     }
 }
 
-fn date_utc() -> String {
+pub(crate) fn date_utc() -> String {
     Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M"])
         .output()

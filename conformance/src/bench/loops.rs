@@ -38,6 +38,8 @@ struct Loop {
     iterations: u64,
     /// Largest acceptable overhead over the baseline, in percent; None: not targeted.
     target_pct: Option<f64>,
+    /// Run as a process of the node outside any container (the host probe), not in the pod.
+    unwatched: bool,
 }
 
 impl Loop {
@@ -46,6 +48,16 @@ impl Loop {
             op,
             iterations: ((default_iterations as f64 * scale).round() as u64).max(1),
             target_pct,
+            unwatched: false,
+        }
+    }
+
+    /// The loop's name in the tables.
+    fn label(&self) -> String {
+        if self.unwatched {
+            format!("{} (unwatched process)", self.op)
+        } else {
+            self.op.to_string()
         }
     }
 }
@@ -71,6 +83,8 @@ struct Plan {
     /// (measured, reference) pairs of indices into `configs`.
     comparisons: Vec<(usize, usize)>,
     rounds: u32,
+    /// The probe binary the unwatched loops run outside any container.
+    host_probe: Option<std::path::PathBuf>,
 }
 
 /// ns/op per configuration, per loop, per round (in round order).
@@ -108,13 +122,27 @@ fn syscalls_plan(handlers: &[String], opts: &Options) -> Plan {
             Loop::new("exec", 1_000, Some(5.0), opts.scale),
         ],
         rounds: opts.rounds,
+        host_probe: None,
     }
 }
 
 /// Issue targets of the monitor work: 3% on open/close and connect, 5% on exec, and the same
-/// with many pods as with one.
+/// with many pods as with one; with a host probe, also a `getppid` loop in a process outside
+/// any container, which should pay nothing measurable (1% allowed for noise) for the monitor
+/// of the pods beside it.
 fn monitor_plan(opts: &Options) -> Plan {
     let pods = opts.pods.max(2);
+    let mut loops = vec![
+        Loop::new("exec", 1_000, Some(5.0), opts.scale),
+        Loop::new("open", 100_000, Some(3.0), opts.scale),
+        Loop::new("connect", 10_000, Some(3.0), opts.scale),
+    ];
+    if opts.host_probe.is_some() {
+        loops.push(Loop {
+            unwatched: true,
+            ..Loop::new("getppid", 1_000_000, Some(1.0), opts.scale)
+        });
+    }
     Plan {
         configs: vec![
             Config {
@@ -136,13 +164,10 @@ fn monitor_plan(opts: &Options) -> Plan {
                 monitor: Some(true),
             },
         ],
-        loops: vec![
-            Loop::new("exec", 1_000, Some(5.0), opts.scale),
-            Loop::new("open", 100_000, Some(3.0), opts.scale),
-            Loop::new("connect", 10_000, Some(3.0), opts.scale),
-        ],
+        loops,
         comparisons: vec![(1, 0), (2, 0), (2, 1)],
         rounds: opts.rounds,
+        host_probe: opts.host_probe.clone(),
     }
 }
 
@@ -251,7 +276,10 @@ async fn measure_config(
         };
         let mut ns = Vec::new();
         for l in &plan.loops {
-            ns.push(run_loop(cri, &target, l).await?);
+            ns.push(match (&plan.host_probe, l.unwatched) {
+                (Some(probe), true) => run_unwatched(probe, l).await?,
+                _ => run_loop(cri, &target, l).await?,
+            });
         }
         Ok::<_, anyhow::Error>(ns)
     }
@@ -305,6 +333,31 @@ async fn run_loop(cri: &Cri, pod: &Pod<'_>, l: &Loop) -> Result<(f64, f64)> {
     let ns = result?;
     removed?;
     Ok(ns)
+}
+
+/// Runs `PROBE loop OP N` as a process of the node, outside any container and pod cgroup (the
+/// monitor must leave it alone), and returns its ns/op.
+async fn run_unwatched(probe: &std::path::Path, l: &Loop) -> Result<(f64, f64)> {
+    let probe = probe.to_path_buf();
+    let (op, n) = (l.op, l.iterations);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(&probe)
+            .args(["loop", op, &n.to_string()])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .with_context(|| format!("run {}", probe.display()))
+    })
+    .await
+    .context("join the unwatched loop")??;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "unwatched loop {op} exited {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    parse_loop_line(&text, op, n).with_context(|| format!("unwatched loop {op}: {text:?}"))
 }
 
 /// The container log's text once it holds `needle` (the runtime may write it just after the
@@ -397,7 +450,7 @@ fn ns_table(plan: &Plan, samples: &Samples) -> String {
     md += &"---|".repeat(plan.configs.len());
     md += "\n";
     for (li, l) in plan.loops.iter().enumerate() {
-        md += &format!("| {} |", l.op);
+        md += &format!("| {} |", l.label());
         for per_config in samples {
             let v = &per_config[li];
             let (lo, hi) = range(v);
@@ -425,7 +478,7 @@ fn render(plan: &Plan, m: &Measured, loads: &[String]) -> String {
     let loops = plan
         .loops
         .iter()
-        .map(|l| format!("{} ×{}", l.op, l.iterations))
+        .map(|l| format!("{} ×{}", l.label(), l.iterations))
         .collect::<Vec<_>>()
         .join(", ");
     let mut md = format!(
@@ -448,7 +501,9 @@ fn render(plan: &Plan, m: &Measured, loads: &[String]) -> String {
         for &(a, b) in &plan.comparisons {
             md += &format!(
                 "| {} | {} vs {} |",
-                l.op, plan.configs[a].label, plan.configs[b].label
+                l.label(),
+                plan.configs[a].label,
+                plan.configs[b].label
             );
             for samples in [&m.cpu, &m.wall] {
                 let (ratio, lo, hi) = compare(&samples[a][li], &samples[b][li]);
@@ -519,6 +574,15 @@ mod tests {
         assert_eq!(mon.configs[2].idle_pods, 4);
         assert_eq!(mon.configs[2].label, "monitor on, 5 pods");
         assert_eq!(mon.comparisons, vec![(1, 0), (2, 0), (2, 1)]);
+        assert!(mon.loops.iter().all(|l| !l.unwatched));
+        let with_probe = monitor_plan(&Options {
+            host_probe: Some("/p".into()),
+            ..opts
+        });
+        let last = with_probe.loops.last().unwrap();
+        assert_eq!((last.op, last.unwatched), ("getppid", true));
+        assert_eq!(last.label(), "getppid (unwatched process)");
+        assert_eq!(last.iterations, 10_000);
     }
 
     #[test]
@@ -544,6 +608,7 @@ mod tests {
             loops: vec![Loop::new("open", 100, Some(5.0), 1.0)],
             comparisons: vec![(1, 0)],
             rounds: 3,
+            host_probe: None,
         };
         let m = Measured {
             cpu: vec![

@@ -46,6 +46,9 @@ pub struct Options {
     pub scale: f64,
     /// Monitor suite: monitored pods on the node in the crowded configuration.
     pub pods: u32,
+    /// Monitor suite: the probe binary for a `getppid` loop run outside any container (the
+    /// kernel matrix's bench); None: no such loop.
+    pub host_probe: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -56,6 +59,7 @@ impl Default for Options {
             rounds: 5,
             scale: 1.0,
             pods: 20,
+            host_probe: None,
         }
     }
 }
@@ -70,6 +74,7 @@ impl Options {
             "--rounds" => self.rounds = value.parse().with_context(ctx)?,
             "--scale" => self.scale = value.parse().with_context(ctx)?,
             "--pods" => self.pods = value.parse().with_context(ctx)?,
+            "--host-probe" => self.host_probe = Some(value.into()),
             other => bail!("{other}: not a bench option"),
         }
         if self.rounds == 0 || self.runs == 0 || self.pods == 0 {

@@ -49,6 +49,7 @@ const SYS_PERF_EVENT_OPEN: c_long = 298;
 const SYS_KEYCTL: c_long = 250;
 const SYS_BPF: c_long = 321;
 const SYS_GETPID: c_long = 39;
+const SYS_GETPPID: c_long = 110;
 
 const KEYCTL_JOIN_SESSION_KEYRING: c_long = 1;
 const BPF_MAP_CREATE: c_long = 0;
@@ -243,6 +244,8 @@ const OPEN_PATH: &std::ffi::CStr = c"/etc/hostname";
 /// One iteration of a benchmark loop.
 enum LoopOp {
     Getpid,
+    /// What the kernel matrix's bench times in a process outside any container.
+    Getppid,
     Open,
     /// fork, exec of this binary with `noop`, wait: what a shell does for every command.
     Exec(std::ffi::CString),
@@ -259,6 +262,7 @@ impl LoopOp {
     fn new(name: &str) -> Result<Self, String> {
         Ok(match name {
             "getpid" => LoopOp::Getpid,
+            "getppid" => LoopOp::Getppid,
             "open" => LoopOp::Open,
             "exec" => {
                 let exe = std::env::current_exe().map_err(|e| format!("current exe: {e}"))?;
@@ -292,6 +296,10 @@ impl LoopOp {
             // SAFETY: getpid takes no arguments.
             LoopOp::Getpid => unsafe {
                 syscall(SYS_GETPID);
+            },
+            // SAFETY: getppid takes no arguments.
+            LoopOp::Getppid => unsafe {
+                syscall(SYS_GETPPID);
             },
             LoopOp::Open => {
                 // SAFETY: a NUL-terminated path; the descriptor is closed at once.
@@ -370,7 +378,7 @@ fn cpu_us() -> i64 {
 /// `loop OP N`: N/20 unmeasured iterations, then N timed ones; prints the parseable line.
 fn run_loop(op: &str, n: Option<&str>) -> u8 {
     let Some(n) = n.and_then(|n| n.parse::<u64>().ok()).filter(|&n| n > 0) else {
-        eprintln!("usage: palisade-probe loop getpid|open|exec|connect|udp ITERATIONS");
+        eprintln!("usage: palisade-probe loop getpid|getppid|open|exec|connect|udp ITERATIONS");
         return 2;
     };
     let run = || -> Result<(u128, i64), String> {

@@ -233,7 +233,8 @@ fn block_policy(name: &str, path: &str) -> String {
 }
 
 /// Two pods on the node, each with its own process Block rule on a real file: each pod's
-/// target is killed at exec (137) while the other pod's target, its neighbour, runs.
+/// target is stopped at exec (refused with EPERM where BPF-LSM runs, else killed, 137) while
+/// the other pod's target, its neighbour, runs.
 pub async fn monitor_block_rule_per_pod(ctx: &Ctx) -> Result<Observed> {
     let log = EventLog::mark(ctx)?;
     let mut pods = Vec::new();
@@ -260,32 +261,48 @@ pub async fn monitor_block_rule_per_pod(ctx: &Ctx) -> Result<Observed> {
     let mut seen = Vec::new();
     for (pod_name, c, policy, blocked, allowed) in &pods {
         let (code, out) = exec(ctx, c, &[blocked, "tcpsock"]).await?;
-        ensure(code == 137 && !out.contains("allowed"), || {
-            format!("{policy}: {blocked} exited {code} ({out:?}), want 137 (killed at exec)")
-        })?;
-        let (code, out) = exec(ctx, c, &[allowed, "tcpsock"]).await?;
-        ensure(code == 0 && out.contains("allowed"), || {
-            format!("{policy}: neighbour {allowed} exited {code} ({out:?}), want 0")
+        let (n_code, n_out) = exec(ctx, c, &[allowed, "tcpsock"]).await?;
+        ensure(n_code == 0 && n_out.contains("allowed"), || {
+            format!("{policy}: neighbour {allowed} exited {n_code} ({n_out:?}), want 0")
         })?;
         let ev = log
             .wait_for(Duration::from_secs(5), |e| {
                 of_container(e, pod_name, c)
-                    && field(e, "/action") == "kill"
+                    && matches!(field(e, "/action"), "kill" | "block")
                     && field(e, "/rule/name").contains(policy)
             })
             .await?;
         let Some(ev) = ev else {
             let all = log.matching(|e| field(e, "/workload/pod") == pod_name.as_str())?;
             bail!(
-                "{policy}: no kill event; the pod's events: {}",
+                "{policy}: {blocked} exited {code} ({out:?}) and no kill or block event; the \
+                 pod's events: {}",
                 summary(&all)
             );
         };
         let path = field(&ev, "/evidence/path");
         ensure(path == *blocked, || {
-            format!("{policy}: kill event for {path:?}, want {blocked}")
+            format!("{policy}: event for {path:?}, want {blocked}")
         })?;
-        seen.push(format!("{policy}: 137, neighbour 0"));
+        // The monitor refuses the exec through BPF-LSM where the kernel runs it, else kills
+        // the process at exec; the event names which, and the exit must match it.
+        let (action, enforcer) = (field(&ev, "/action"), field(&ev, "/enforcer"));
+        let held = !out.contains("allowed")
+            && match (action, enforcer) {
+                ("kill", "bpf-exec-kill") => code == 137,
+                ("block", "bpf-lsm") => code != 0 && code != 137,
+                _ => false,
+            };
+        ensure(held, || {
+            format!(
+                "{policy}: {blocked} exited {code} ({out:?}) with event action={action} \
+                 enforcer={enforcer}; want 137 with kill/bpf-exec-kill, or a failed exec with \
+                 block/bpf-lsm"
+            )
+        })?;
+        seen.push(format!(
+            "{policy}: {code} ({action}, {enforcer}), neighbour 0"
+        ));
     }
     Ok(Observed::blocked(seen.join("; ")))
 }

@@ -306,13 +306,16 @@ async fn process_allow_list(ctx: &Ctx) -> Result<Observed> {
     ))
 }
 
-/// Event lines of the violation log that name `pod` and `binary` with action `kill`.
-fn kill_events(log: &std::path::Path, pod: &str, binary: &str) -> Vec<serde_json::Value> {
+/// Event lines of the violation log that name `pod` and `binary` with action `kill` or
+/// `block` (the exec stopped by the monitor).
+fn stop_events(log: &std::path::Path, pod: &str, binary: &str) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     text.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|e| {
-            e["action"] == "kill" && e["workload"]["pod"] == pod && e.to_string().contains(binary)
+            (e["action"] == "kill" || e["action"] == "block")
+                && e["workload"]["pod"] == pod
+                && e.to_string().contains(binary)
         })
         .collect()
 }
@@ -320,25 +323,27 @@ fn kill_events(log: &std::path::Path, pod: &str, binary: &str) -> Vec<serde_json
 async fn block_apt(ctx: &Ctx) -> Result<Observed> {
     let log = events_log(ctx)?;
     let (c, pod_name) = policy_sleeper(ctx, PACKAGE_MANAGERS).await?;
+    let mut codes = Vec::new();
     for bin in ["/usr/bin/apt", "/usr/bin/apt-get"] {
         let (out, err, code) = ctx.cri.exec_sync(&c, &[bin, "tcpsock"], 20).await?;
-        ensure(code == 137, || {
-            format!("{bin}: exit {code} stdout {out:?} stderr {err:?}, want 137 (killed)")
+        ensure(code != 0 && !out.contains("allowed"), || {
+            format!("{bin}: exit {code} stdout {out:?} stderr {err:?}, want it stopped")
         })?;
+        codes.push((bin, code, format!("{out}{err}")));
     }
     // The same program under its own name still runs.
     let p = probe(ctx, &c, PROBE, &["tcpsock"]).await?;
     ensure(!p.blocked, || format!("{PROBE}: {}", p.detail))?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let found = loop {
-        let apt = kill_events(&log, &pod_name, "/usr/bin/apt\"");
-        let apt_get = kill_events(&log, &pod_name, "/usr/bin/apt-get");
+        let apt = stop_events(&log, &pod_name, "/usr/bin/apt\"");
+        let apt_get = stop_events(&log, &pod_name, "/usr/bin/apt-get");
         if !apt.is_empty() && !apt_get.is_empty() {
-            break apt;
+            break [apt, apt_get];
         }
         if tokio::time::Instant::now() > deadline {
             bail!(
-                "no kill events for /usr/bin/apt and /usr/bin/apt-get of pod {pod_name} in {} (apt: {}, apt-get: {})",
+                "no kill or block events for /usr/bin/apt and /usr/bin/apt-get of pod {pod_name} in {} (apt: {}, apt-get: {})",
                 log.display(),
                 apt.len(),
                 apt_get.len()
@@ -346,10 +351,29 @@ async fn block_apt(ctx: &Ctx) -> Result<Observed> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let enforcer = found[0]["enforcer"].as_str().unwrap_or("?").to_string();
-    Ok(Observed::blocked(format!(
-        "(exit 137, event action=kill enforcer={enforcer})"
-    )))
+    // Refused with EPERM where BPF-LSM runs (event action=block enforcer=bpf-lsm), else killed
+    // at exec (137, action=kill enforcer=bpf-exec-kill): each exit must match its event.
+    let mut seen = Vec::new();
+    for ((bin, code, output), events) in codes.iter().zip(&found) {
+        let e = &events[0];
+        let action = e["action"].as_str().unwrap_or("?");
+        let enforcer = e["enforcer"].as_str().unwrap_or("?");
+        let held = match (action, enforcer) {
+            ("kill", "bpf-exec-kill") => *code == 137,
+            ("block", "bpf-lsm") => *code != 137,
+            _ => false,
+        };
+        ensure(held, || {
+            format!(
+                "{bin}: exit {code} ({output:?}) with event action={action} enforcer={enforcer}; \
+                 want 137 with kill/bpf-exec-kill, or a failed exec with block/bpf-lsm"
+            )
+        })?;
+        seen.push(format!(
+            "{bin} exit {code}, action={action} enforcer={enforcer}"
+        ));
+    }
+    Ok(Observed::blocked(format!("({})", seen.join("; "))))
 }
 
 async fn raw_socket_block(ctx: &Ctx) -> Result<Observed> {

@@ -1,6 +1,7 @@
 //! What a guest runs and what it reports: the test binaries built on the host (seen in the
 //! guest at their host paths through the read-only target share, so `CARGO_BIN_EXE_*` paths
-//! hold), the hook probe, and the parsing of their results from the run share.
+//! hold), the hook probe, the security suite through containerd where the boot asks for it,
+//! and the parsing of their results from the run share.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use anyhow::{bail, Context as _, Result};
 
 use super::initramfs::{EXIT_FILE, GUEST_SCRIPT, RUN_DIR};
 use super::qemu::{self, Boot, TARGET_TAG};
+use super::suite::{self, Job, SuiteOutcome};
 use crate::cargo::Workspace;
 use crate::procs::Children;
 
@@ -100,8 +102,10 @@ fn package_name(id: &str) -> String {
 /// The pin root of the hook probe (its own, removed after).
 const PROBE_PIN_ROOT: &str = "/sys/fs/bpf/palisade-matrix-probe";
 
-/// The script a guest runs (as root, chrooted into the root disk, cgroup2 mounted).
-fn script(target: &Path, monitor: &Path, tests: &[TestBinary]) -> String {
+/// The script a guest runs (as root, in the root disk, cgroup2 mounted): `target` is the
+/// workspace's target directory, shared at the same path.
+fn script(target: &Path, tests: &[TestBinary], job: Option<&Job<'_>>) -> String {
+    let monitor = target.join("debug").join("palisade-monitor");
     let target = target.display();
     let monitor = monitor.display();
     let mut s = format!(
@@ -130,6 +134,9 @@ kill $probe 2>/dev/null; wait $probe
             name = t.name
         );
     }
+    if let Some(j) = job {
+        s += &suite::job_script(j, RUN_DIR);
+    }
     s
 }
 
@@ -149,20 +156,33 @@ pub struct Outcome {
     pub hung: bool,
     /// The console log of an earlier boot of the same kernel that hung and was run again.
     pub hung_before: Option<PathBuf>,
+    /// The security suite through containerd, in the boots that run it.
+    pub suite: Option<SuiteOutcome>,
 }
 
 impl Outcome {
     pub fn passed(&self) -> bool {
-        self.tests_failed == 0 && self.problem.is_none() && self.tests_passed > 0
+        self.tests_failed == 0
+            && self.problem.is_none()
+            && self.tests_passed > 0
+            && self.suite.as_ref().is_none_or(SuiteOutcome::ok)
     }
 }
 
-/// Boots one guest with `tests` and reads what it reported from its run share.
-pub fn run_boot(boot: &Boot<'_>, tests: &[TestBinary], children: &Children) -> Result<Outcome> {
+/// Boots one guest with `tests` (and then `job` through containerd) and reads what it
+/// reported from its run share (a bench's figures are read by its caller).
+pub fn run_boot(
+    boot: &Boot<'_>,
+    tests: &[TestBinary],
+    job: Option<&Job<'_>>,
+    children: &Children,
+) -> Result<Outcome> {
     let dir = boot.run_dir;
     fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    let monitor = boot.target.join("palisade-monitor");
-    fs::write(dir.join(GUEST_SCRIPT), script(boot.target, &monitor, tests))
+    if let Some(j) = job {
+        suite::stage(j, dir)?;
+    }
+    fs::write(dir.join(GUEST_SCRIPT), script(boot.target, tests, job))
         .context("write the guest script")?;
     let finished = qemu::run(boot, children)?;
     let read = |name: &str| {
@@ -207,6 +227,14 @@ pub fn run_boot(boot: &Boot<'_>, tests: &[TestBinary], children: &Children) -> R
                 if rc.is_empty() { "none" } else { &rc }
             )),
         }
+    }
+    if let Some(Job::Suite(_)) = job {
+        o.suite = Some(suite::outcome(
+            &read("suite.log"),
+            &read("suite.err"),
+            &read("suite.rc"),
+            &read("suite.seconds"),
+        ));
     }
     if !problems.is_empty() {
         o.problem = Some(problems.join("; "));
@@ -290,18 +318,43 @@ mod tests {
             name: "palisade-monitor-kernel".into(),
             path: PathBuf::from("/w/target/debug/deps/kernel-2"),
         }];
-        let s = script(
-            Path::new("/w/target/debug"),
-            Path::new("/w/target/debug/palisade-monitor"),
-            &t,
-        );
+        let s = script(Path::new("/w/target"), &t, None);
         assert!(s.contains(
-            "mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 target /w/target/debug"
+            "mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 target /w/target"
         ));
+        assert!(!s.contains("matrix-guest-suite"));
         assert!(
             s.contains("/w/target/debug/palisade-monitor hold /sys/fs/bpf/palisade-matrix-probe")
         );
         assert!(s.contains("/w/target/debug/deps/kernel-2 > $R/test-palisade-monitor-kernel.log"));
+    }
+
+    #[test]
+    fn a_containerd_boot_runs_the_suite_after_the_tests() {
+        let p = suite::Payload {
+            xtask: PathBuf::from("/w/target/debug/xtask"),
+            shim: PathBuf::from("/w/target/palisade-bin/containerd-shim-palisade-v2"),
+            conformance: PathBuf::from("/w/target/debug/palisade-conformance"),
+            images: crate::images::Images {
+                busybox: PathBuf::from("/c/busybox.tar"),
+                pause: PathBuf::from("/c/pause.tar"),
+            },
+        };
+        let t = [TestBinary {
+            name: "k".into(),
+            path: PathBuf::from("/w/target/debug/deps/kernel-2"),
+        }];
+        let s = script(Path::new("/w/target"), &t, Some(&Job::Suite(&p)));
+        let tests = s.find("test-k.rc").unwrap();
+        let suite = s
+            .find("/w/target/debug/xtask matrix-guest-suite --shim /w/target/palisade-bin/")
+            .unwrap();
+        assert!(tests < suite);
+        assert!(s.contains("--busybox /mnt/run/images/busybox.tar"));
+        assert!(s.contains(
+            "--handlers runc,palisade --filter policy_process_allow_list --filter policy_block_apt"
+        ));
+        assert!(s.contains("> /mnt/run/suite.log 2> /mnt/run/suite.err"));
     }
 
     #[test]

@@ -13,7 +13,8 @@ use super::kernels::{write_atomic, TempDir};
 use crate::procs;
 
 /// The modules loaded at boot, with what `modprobe --show-depends` says they need: the
-/// virtio disk and its ext4, the 9p shares, and overlayfs for the monitor's overlay tests.
+/// virtio disk and its ext4, the 9p shares, overlayfs for the monitor's overlay tests and
+/// containerd's snapshots, and the bridge and veth pairs of the CNI network.
 const MODULES: &[&str] = &[
     "virtio_pci",
     "virtio_blk",
@@ -21,7 +22,18 @@ const MODULES: &[&str] = &[
     "9pnet_virtio",
     "9p",
     "overlay",
+    "bridge",
+    "veth",
 ];
+
+/// The name of a kernel's cached modules directory: it follows [`MODULES`].
+pub fn modules_dir_name() -> String {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in MODULES.join(",").bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    format!("modules-{h:08x}")
+}
 
 /// The tag of the 9p share that carries the run's script and takes its results.
 pub const RUN_TAG: &str = "run";

@@ -59,7 +59,8 @@ pub fn fetch(cache: &Path, suite: &'static str, busybox: &Path) -> Result<Kernel
         vmlinux: dir.join("vmlinux"),
         initramfs: dir.join("initramfs.cpio"),
     };
-    let modules = dir.join("modules");
+    // Named after the module list, so that a changed list collects the modules again.
+    let modules = dir.join(initramfs::modules_dir_name());
     if let Ok(release) = fs::read_to_string(dir.join("release")) {
         if kernel.vmlinux.is_file() && modules.is_dir() {
             initramfs::build(&modules, busybox, &kernel.initramfs)?;

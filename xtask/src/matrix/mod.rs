@@ -1,13 +1,17 @@
 //! The kernel matrix: Debian's 5.10 (default LSMs, then with `bpf` added), 6.1, 6.12 and sid
 //! kernels booted under qemu on a cgroup-v2-only guest, each running the monitor's tests and
-//! the sandbox's kernel tests built on this host; one results row per boot.
+//! the sandbox's kernel tests built on this host, and the 6.1 and 6.12 guests also the
+//! security suite's policy and monitor checks through containerd, runc and the palisade shim;
+//! one results row per boot.
 
 mod apt;
+mod bench;
 mod guest;
 mod initramfs;
 mod kernels;
 mod qemu;
 mod rootfs;
+pub mod suite;
 
 use std::fmt::Write as _;
 use std::fs;
@@ -25,6 +29,8 @@ struct BootSpec {
     label: &'static str,
     suite: &'static str,
     cmdline: &'static str,
+    /// Whether the guest also runs the security suite through containerd.
+    containerd: bool,
 }
 
 /// The boots, oldest kernel first. Debian 11's 5.10 leaves `bpf` out of its LSM list, so it
@@ -34,31 +40,36 @@ const BOOTS: &[BootSpec] = &[
         label: "5.10",
         suite: "bullseye-security",
         cmdline: "",
+        containerd: false,
     },
     BootSpec {
         label: "5.10 lsm+bpf",
         suite: "bullseye-security",
         cmdline: "lsm=lockdown,capability,yama,apparmor,bpf",
+        containerd: false,
     },
     BootSpec {
         label: "6.1",
         suite: "bookworm",
         cmdline: "",
+        containerd: true,
     },
     BootSpec {
         label: "6.12",
         suite: "trixie-security",
         cmdline: "",
+        containerd: true,
     },
     BootSpec {
         label: "sid",
         suite: "sid",
         cmdline: "",
+        containerd: false,
     },
 ];
 
-/// How long one guest may run (boot, probe, tests) before it is stopped: three to four times
-/// the slowest boot seen under emulation on a loaded 2-core host (about 210 s).
+/// How long one guest may run (boot, probe, tests, the suite) before it is stopped: three to
+/// four times the slowest boot seen under emulation on a loaded 2-core host (about 210 s).
 const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The matrix's cache: kernels, apt state, the root image, the last run's logs.
@@ -88,12 +99,17 @@ pub fn run(ws: &Workspace, filters: &[String]) -> Result<()> {
     let binaries = guest::build_tests(ws, &last)?;
     let busybox = initramfs::busybox_static(&cache).context("fetch busybox-static")?;
     let root = rootfs::image(&cache)?;
-    let target_debug = ws.target.join("debug");
-    let mut rows = Vec::new();
-    for spec in BOOTS
+    let boots: Vec<&BootSpec> = BOOTS
         .iter()
         .filter(|b| filters.is_empty() || filters.iter().any(|f| b.label.contains(f.as_str())))
-    {
+        .collect();
+    let payload = if boots.iter().any(|b| b.containerd) {
+        Some(suite::prepare(ws).context("prepare the guests' containerd run")?)
+    } else {
+        None
+    };
+    let mut rows = Vec::new();
+    for spec in boots {
         let t = Instant::now();
         let dir = last.join(spec.label.replace([' ', '+'], "-"));
         let (version, outcome) = match kernels::fetch(&cache, spec.suite, &busybox) {
@@ -114,12 +130,19 @@ pub fn run(ws: &Workspace, filters: &[String]) -> Result<()> {
                     root: &root,
                     cmdline: spec.cmdline,
                     run_dir: &dir,
-                    target: &target_debug,
+                    target: &ws.target,
                     console: dir.join("console.log"),
                     timeout: BOOT_TIMEOUT,
                     accel,
                 };
-                (k.version, boot_once_more_if_hung(&boot, &binaries, ws))
+                let job = payload
+                    .as_ref()
+                    .filter(|_| spec.containerd)
+                    .map(suite::Job::Suite);
+                (
+                    k.version,
+                    boot_once_more_if_hung(&boot, &binaries, job.as_ref(), ws),
+                )
             }
         };
         let row = Row {
@@ -156,9 +179,10 @@ pub fn run(ws: &Workspace, filters: &[String]) -> Result<()> {
 fn boot_once_more_if_hung(
     boot: &Boot<'_>,
     binaries: &[guest::TestBinary],
+    job: Option<&suite::Job<'_>>,
     ws: &Workspace,
 ) -> Result<guest::Outcome> {
-    let first = guest::run_boot(boot, binaries, &ws.children)?;
+    let first = guest::run_boot(boot, binaries, job, &ws.children)?;
     if !first.hung {
         return Ok(first);
     }
@@ -176,13 +200,14 @@ fn boot_once_more_if_hung(
         boot.timeout.as_secs(),
         kept.display()
     );
-    let mut again = guest::run_boot(boot, binaries, &ws.children)?;
+    let mut again = guest::run_boot(boot, binaries, job, &ws.children)?;
     again.hung_before = Some(kept.join("console.log"));
     Ok(again)
 }
 
-/// `cargo xtask matrix`: the matrix alone, stopping qemu by its process group on SIGINT/SIGTERM.
-pub fn command(filters: &[String]) -> Result<()> {
+/// `cargo xtask matrix`: the matrix alone (with `--bench`, the bench in the guests instead),
+/// stopping qemu by its process group on SIGINT/SIGTERM.
+pub fn command(opts: &crate::tasks::Opts) -> Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let ws = Workspace::locate()?;
     let children = ws.children.clone();
@@ -196,15 +221,23 @@ pub fn command(filters: &[String]) -> Result<()> {
         }
     });
     crate::apt::ensure(crate::apt::PACKAGES)?;
-    run(&ws, filters)
+    if opts.bench {
+        bench::run(&ws, &opts.filters, opts.rounds, opts.scale, opts.pods)
+    } else {
+        run(&ws, &opts.filters)
+    }
 }
 
 fn summary(r: &Row) -> String {
     match &r.outcome {
         Ok(o) if o.passed() => format!(
-            "{}: {} passed in {:.0} s{}",
+            "{}: {} passed{} in {:.0} s{}",
             r.label,
             o.tests_passed,
+            o.suite
+                .as_ref()
+                .map(|s| format!(", security suite through containerd {}", s.cell()))
+                .unwrap_or_default(),
             r.seconds,
             o.hung_before
                 .as_ref()
@@ -212,7 +245,7 @@ fn summary(r: &Row) -> String {
                 .unwrap_or_default()
         ),
         Ok(o) => format!(
-            "{}: {} passed, {} failed{}{}",
+            "{}: {} passed, {} failed{}{}{}",
             r.label,
             o.tests_passed,
             o.tests_failed,
@@ -224,6 +257,15 @@ fn summary(r: &Row) -> String {
             o.problem
                 .as_ref()
                 .map(|p| format!(": {p}"))
+                .unwrap_or_default(),
+            o.suite
+                .as_ref()
+                .filter(|s| !s.ok())
+                .map(|s| format!(
+                    "; security suite through containerd {}: {}",
+                    s.cell(),
+                    s.problems.join("; ")
+                ))
                 .unwrap_or_default()
         ),
         Err(e) => format!("{}: {e:#}", r.label),
@@ -233,19 +275,27 @@ fn summary(r: &Row) -> String {
 /// The results in Markdown, labelled with how the guests ran.
 fn table(rows: &[Row], accel: Accel, total: Duration) -> String {
     let mut s = format!(
-        "Kernel matrix, guests under {} ({} vCPU(s), 2 GiB), cgroup v2 only; {:.0} s in all.\n\n\
-         | boot | kernel | package | LSMs | hooks chosen | passed | failed | seconds |\n\
-         | --- | --- | --- | --- | --- | ---: | ---: | ---: |\n",
+        "Kernel matrix, guests under {} ({} vCPU(s), 2 GiB), cgroup v2 only; {:.0} s in all. \
+         The suite column: the security suite's {} checks under {} through containerd in the \
+         guest.\n\n\
+         | boot | kernel | package | LSMs | hooks chosen | passed | failed | suite | seconds |\n\
+         | --- | --- | --- | --- | --- | ---: | ---: | --- | ---: |\n",
         accel.name(),
         accel.cpus(),
-        total.as_secs_f64()
+        total.as_secs_f64(),
+        suite::FILTERS
+            .iter()
+            .map(|f| format!("`{f}`"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        suite::HANDLERS,
     );
     for r in rows {
         match &r.outcome {
             Ok(o) => {
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {} | {} | {} | {} | {:.0} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |",
                     r.label,
                     o.kernel,
                     r.version,
@@ -253,13 +303,16 @@ fn table(rows: &[Row], accel: Accel, total: Duration) -> String {
                     o.hooks,
                     o.tests_passed,
                     o.tests_failed,
+                    o.suite
+                        .as_ref()
+                        .map_or("not run".into(), suite::SuiteOutcome::cell),
                     r.seconds
                 );
             }
             Err(e) => {
                 let _ = writeln!(
                     s,
-                    "| {} | not run: {} | {} | | | 0 | 0 | {:.0} |",
+                    "| {} | not run: {} | {} | | | 0 | 0 | | {:.0} |",
                     r.label,
                     format!("{e:#}").replace('|', "/"),
                     r.version,
@@ -270,7 +323,7 @@ fn table(rows: &[Row], accel: Accel, total: Duration) -> String {
     }
     for r in rows {
         if let Ok(o) = &r.outcome {
-            if !o.failed_names.is_empty() || o.problem.is_some() || o.hung_before.is_some() {
+            if !o.passed() || o.hung_before.is_some() {
                 let _ = writeln!(s, "\n{}", summary(r));
             }
         }

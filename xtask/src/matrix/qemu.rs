@@ -75,7 +75,8 @@ pub struct Boot<'a> {
     pub cmdline: &'a str,
     /// Shared read-write as `run`: the script in, the results out.
     pub run_dir: &'a Path,
-    /// Shared read-only as `target`, mounted at the same path in the guest.
+    /// The workspace's target directory (the test binaries, the release shim, the suite and
+    /// xtask), shared read-only as `target` and mounted at the same path in the guest.
     pub target: &'a Path,
     pub console: PathBuf,
     pub timeout: Duration,
@@ -146,7 +147,7 @@ mod tests {
             root: Path::new("/c/root.ext4"),
             cmdline: "lsm=bpf",
             run_dir: Path::new("/r"),
-            target: Path::new("/t/debug"),
+            target: Path::new("/t"),
             console: PathBuf::from("/r/console.log"),
             timeout: Duration::from_secs(600),
             accel: Accel::Tcg,
@@ -162,7 +163,7 @@ mod tests {
         assert!(line.contains("-smp 1 "));
         assert!(line.contains("-kernel /k/vmlinux"));
         assert!(line.contains("file=/c/root.ext4,format=raw,if=virtio,snapshot=on"));
-        assert!(line.contains("path=/t/debug,security_model=none,readonly=on"));
+        assert!(line.contains("path=/t,security_model=none,readonly=on"));
         assert!(line.contains("mount_tag=run"));
         assert!(line.ends_with("virtio-9p-pci,fsdev=target,mount_tag=target"));
         assert!(args.iter().any(|a| a.ends_with("lsm=bpf")));

@@ -12,9 +12,18 @@ use anyhow::{Context as _, Result};
 use super::kernels::TempDir;
 use crate::procs;
 
-/// What the tests need beyond minbase: the monitor's libraries, and busybox and the
-/// network tools the sandbox's and the monitor's tests run.
-const PACKAGES: &[&str] = &["libelf1", "zlib1g", "busybox", "iproute2"];
+/// What the tests need beyond minbase: the monitor's libraries, busybox and the network
+/// tools the sandbox's and the monitor's tests run, and containerd, runc and the CNI plugins
+/// for the security suite's run through containerd (bookworm's, as on the host).
+const PACKAGES: &[&str] = &[
+    "libelf1",
+    "zlib1g",
+    "busybox",
+    "iproute2",
+    "containerd",
+    "runc",
+    "containernetworking-plugins",
+];
 
 /// The suite the root is made of: the host's, so that binaries built here run there.
 const SUITE: &str = "bookworm";

@@ -1,0 +1,396 @@
+//! The security suite (or the monitor bench) through a real containerd inside a guest: on the
+//! host, what the guest needs (the release shim and palisade-init, the suite binary, xtask
+//! itself, the test images) and the lines of the guest script that run it; in the guest,
+//! `xtask matrix-guest-suite`, which sets up the same private containerd as `cargo xtask test`
+//! (env.rs) on the guest's root disk, runs the suite's chosen checks (or, with `--bench`, the
+//! monitor bench) and always tears it down.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::cargo::Workspace;
+use crate::env::{self, Env};
+use crate::images::{self, Images};
+
+/// The checks run in the guests (each name a `--filter`, matched as a substring): the
+/// KubeArmor policy checks whose enforcement depends on the kernel (landlock's ABI for the
+/// process allow-list, BPF-LSM or the exec kill for a process Block, the cgroup socket hooks
+/// for `fromSource`) and the monitor's detection and Block-rule checks. Under emulation a
+/// check takes 20 to 50 s, so the list is focused: the whole suite is `cargo xtask test`'s,
+/// on the host.
+pub const FILTERS: &[&str] = &[
+    "policy_process_allow_list",
+    "policy_block_apt",
+    "policy_sockets_from_source",
+    "monitor_attribution",
+    "monitor_block_rule_per_pod",
+];
+/// The handlers they run under (the policy checks concern palisade only; the monitor's
+/// attribution check records runc's behaviour for comparison).
+pub const HANDLERS: &str = "runc,palisade";
+
+/// Where the private containerd's run dirs go in the guest: on its root disk (ext4: overlayfs
+/// and unix sockets work there, not over 9p), with short socket paths.
+const GUEST_BASE: &str = "/var/lib/palisade-matrix";
+
+/// The host's binaries the guest runs, all under the workspace's target directory (shared
+/// read-only into the guest at the same path).
+pub struct Payload {
+    pub xtask: PathBuf,
+    pub shim: PathBuf,
+    pub conformance: PathBuf,
+    pub images: Images,
+}
+
+/// Builds the release shim and the suite binary, and the test images (cached as for `test`);
+/// checks that every binary lies under the shared target directory.
+pub fn prepare(ws: &Workspace) -> Result<Payload> {
+    let shim = ws.build_shim().context("build the shim for the guests")?;
+    let conformance = ws.build_conformance()?;
+    let xtask = std::env::current_exe().context("find xtask's own binary")?;
+    let base = ws.root.join(".palisade-run");
+    let images = images::build(&ws.root, &base.join("images")).context("build test images")?;
+    for b in [&shim, &conformance, &xtask] {
+        if !b.starts_with(&ws.target) {
+            bail!(
+                "{} is not under {}, which the guests see",
+                b.display(),
+                ws.target.display()
+            );
+        }
+    }
+    Ok(Payload {
+        xtask,
+        shim,
+        conformance,
+        images,
+    })
+}
+
+/// What a guest runs through containerd after (or instead of) the kernel tests.
+pub enum Job<'a> {
+    /// The security suite's [`FILTERS`] checks under [`HANDLERS`].
+    Suite(&'a Payload),
+    /// The monitor bench with an unwatched loop; the probe binary is staged beside the images.
+    Bench(&'a Payload, &'a BenchArgs),
+}
+
+impl Job<'_> {
+    fn payload(&self) -> &Payload {
+        match self {
+            Job::Suite(p) | Job::Bench(p, _) => p,
+        }
+    }
+}
+
+/// The monitor bench's options in the guests.
+#[derive(Debug, Clone)]
+pub struct BenchArgs {
+    pub rounds: u32,
+    pub scale: f64,
+    pub pods: u32,
+    /// `palisade-probe` compiled on the host (static), for the unwatched loop.
+    pub probe: PathBuf,
+}
+
+/// Copies the image archives (and the bench's probe) into the boot's run share (the image
+/// cache is not shared).
+pub fn stage(job: &Job<'_>, run_dir: &Path) -> Result<()> {
+    let p = job.payload();
+    let dir = run_dir.join("images");
+    fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    fs::copy(&p.images.busybox, dir.join("busybox.tar")).context("stage the busybox image")?;
+    fs::copy(&p.images.pause, dir.join("pause.tar")).context("stage the pause image")?;
+    if let Job::Bench(_, b) = job {
+        fs::copy(&b.probe, run_dir.join("palisade-probe")).context("stage the probe")?;
+    }
+    Ok(())
+}
+
+/// The guest script's lines for `job`.
+pub fn job_script(job: &Job<'_>, run: &str) -> String {
+    match job {
+        Job::Suite(p) => script(p, run),
+        Job::Bench(p, b) => bench_script(p, b, run),
+    }
+}
+
+/// The files CRI copies from the node into every pod.
+const NODE_FILES: &str = r#"[ -s /etc/resolv.conf ] || echo "nameserver 127.0.0.1" > /etc/resolv.conf
+[ -s /etc/hosts ] || echo "127.0.0.1 localhost" > /etc/hosts
+[ -s /etc/hostname ] || echo matrix > /etc/hostname
+"#;
+
+/// The lines of the guest script that run the monitor bench: its table in `bench.md`, the
+/// harness's lines in `bench.err`, the exit code in `bench.rc`.
+fn bench_script(p: &Payload, b: &BenchArgs, run: &str) -> String {
+    format!(
+        "# The monitor bench through containerd, and a loop outside any container.\n\
+         {NODE_FILES}\
+         {xtask} matrix-guest-suite --bench --rounds {rounds} --scale {scale} --pods {pods} \\\n    \
+         --probe {run}/palisade-probe --shim {shim} --conformance {conformance} \\\n    \
+         --busybox {run}/images/busybox.tar --pause {run}/images/pause.tar \
+         > {run}/bench.md 2> {run}/bench.err\n\
+         echo $? > {run}/bench.rc\n",
+        xtask = p.xtask.display(),
+        shim = p.shim.display(),
+        conformance = p.conformance.display(),
+        rounds = b.rounds,
+        scale = b.scale,
+        pods = b.pods,
+    )
+}
+
+/// The lines of the guest script that run the suite (after the kernel tests); `run` is the run
+/// share's path in the guest. The results: `suite.log` (the suite's table), `suite.err`
+/// (the harness's and containerd's lines), `suite.rc`, `suite.seconds`.
+fn script(p: &Payload, run: &str) -> String {
+    let filters: String = FILTERS.iter().map(|f| format!(" --filter {f}")).collect();
+    format!(
+        r#"# The security suite through containerd.
+{NODE_FILES}t0=$(date +%s)
+{xtask} matrix-guest-suite --shim {shim} --conformance {conformance} \
+    --busybox {run}/images/busybox.tar --pause {run}/images/pause.tar \
+    --handlers {HANDLERS}{filters} > {run}/suite.log 2> {run}/suite.err
+echo $? > {run}/suite.rc
+echo $(( $(date +%s) - t0 )) > {run}/suite.seconds
+"#,
+        xtask = p.xtask.display(),
+        shim = p.shim.display(),
+        conformance = p.conformance.display(),
+    )
+}
+
+/// What the suite reported in a guest.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SuiteOutcome {
+    pub passed: usize,
+    pub failed: usize,
+    pub seconds: u64,
+    /// The suite's failure lines (`  check [handler]: reason`), or why it gave no table.
+    pub problems: Vec<String>,
+}
+
+impl SuiteOutcome {
+    pub fn ok(&self) -> bool {
+        self.failed == 0 && self.problems.is_empty() && self.passed > 0
+    }
+
+    /// The cell of the results table.
+    pub fn cell(&self) -> String {
+        format!(
+            "{} passed, {} failed ({} s)",
+            self.passed, self.failed, self.seconds
+        )
+    }
+}
+
+/// Reads the suite's results from the run share: its table's closing counts and failures.
+pub fn outcome(log: &str, err: &str, rc: &str, seconds: &str) -> SuiteOutcome {
+    let mut o = SuiteOutcome {
+        seconds: seconds.trim().parse().unwrap_or(0),
+        ..SuiteOutcome::default()
+    };
+    let closing = log.lines().rev().find_map(|l| {
+        let (p, rest) = l.trim().split_once(" passed, ")?;
+        let f = rest.strip_suffix(" failed")?;
+        Some((p.parse().ok()?, f.parse().ok()?))
+    });
+    match closing {
+        Some((p, f)) => {
+            o.passed = p;
+            o.failed = f;
+            let mut in_failures = false;
+            for l in log.lines() {
+                if l.starts_with("failures:") {
+                    in_failures = true;
+                } else if in_failures && l.starts_with("  ") {
+                    o.problems.push(l.trim().to_string());
+                }
+            }
+            if f == 0 && rc.trim() != "0" {
+                o.problems.push(format!("the suite exited {}", rc.trim()));
+            }
+        }
+        None => {
+            let last = err
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("no output");
+            o.problems.push(format!(
+                "the suite gave no table (exit {}): {}",
+                if rc.trim().is_empty() {
+                    "none"
+                } else {
+                    rc.trim()
+                },
+                last.trim()
+            ));
+        }
+    }
+    o
+}
+
+/// The guest side's options.
+struct GuestArgs {
+    shim: PathBuf,
+    conformance: PathBuf,
+    busybox: PathBuf,
+    pause: PathBuf,
+    handlers: String,
+    filters: Vec<String>,
+    /// `--bench`: the monitor bench's options (rounds, scale, pods, probe) instead of the suite.
+    bench: Option<Vec<(String, String)>>,
+}
+
+fn parse(args: &[String]) -> Result<GuestArgs> {
+    let mut g = GuestArgs {
+        shim: PathBuf::new(),
+        conformance: PathBuf::new(),
+        busybox: PathBuf::new(),
+        pause: PathBuf::new(),
+        handlers: HANDLERS.into(),
+        filters: Vec::new(),
+        bench: None,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--bench" {
+            g.bench.get_or_insert_with(Vec::new);
+            continue;
+        }
+        let v = it
+            .next()
+            .cloned()
+            .with_context(|| format!("{a} needs a value"))?;
+        match a.as_str() {
+            "--shim" => g.shim = v.into(),
+            "--conformance" => g.conformance = v.into(),
+            "--busybox" => g.busybox = v.into(),
+            "--pause" => g.pause = v.into(),
+            "--handlers" => g.handlers = v,
+            "--filter" => g.filters.push(v),
+            "--rounds" | "--scale" | "--pods" => {
+                g.bench.get_or_insert_with(Vec::new).push((a.clone(), v));
+            }
+            "--probe" => g
+                .bench
+                .get_or_insert_with(Vec::new)
+                .push(("--host-probe".into(), v)),
+            other => bail!("matrix-guest-suite: unknown option {other}"),
+        }
+    }
+    for (name, p) in [
+        ("--shim", &g.shim),
+        ("--conformance", &g.conformance),
+        ("--busybox", &g.busybox),
+        ("--pause", &g.pause),
+    ] {
+        if !p.is_file() {
+            bail!("matrix-guest-suite: {name} {}: no such file", p.display());
+        }
+    }
+    Ok(g)
+}
+
+/// `xtask matrix-guest-suite`, run inside a guest: the private containerd, the security
+/// suite's chosen checks (their table on stdout) or with `--bench` the monitor bench (its
+/// Markdown on stdout), teardown; fails when the suite or bench did.
+pub fn guest_main(args: &[String]) -> Result<()> {
+    let g = parse(args)?;
+    let env = Env::new(
+        Path::new(GUEST_BASE),
+        env::Options {
+            shim: Some(g.shim.clone()),
+            conformance: g.conformance.clone(),
+            containerd_bin: None,
+        },
+    )?;
+    let images = Images {
+        busybox: g.busybox.clone(),
+        pause: g.pause.clone(),
+    };
+    let result = env
+        .start(&images)
+        .and_then(|()| env.serve_control())
+        .and_then(|()| {
+            if let Some(bench) = &g.bench {
+                let mut cmd = crate::tasks::suite_cmd_of(&env, &g.conformance, "bench");
+                cmd.args(["--suite", "monitor"]);
+                for (flag, v) in bench {
+                    cmd.arg(flag).arg(v);
+                }
+                cmd.stdin(Stdio::null());
+                return env.run_child(&mut cmd);
+            }
+            let mut cmd = crate::tasks::suite_cmd_of(&env, &g.conformance, "security");
+            cmd.arg("--handlers")
+                .arg(&g.handlers)
+                .arg("--events-dir")
+                .arg(env.events_dir())
+                .arg("--gate-state-dir")
+                .arg(env.gate_state_dir())
+                .arg("--metrics-dir")
+                .arg(env.metrics_dir())
+                .arg("--webhook-listen")
+                .arg(env.webhook.to_string());
+            for f in &g.filters {
+                cmd.arg("--filter").arg(f);
+            }
+            cmd.stdin(Stdio::null());
+            env.run_child(&mut cmd)
+        });
+    let failed = !matches!(&result, Ok(st) if st.success());
+    if failed {
+        // containerd's log (the shims' lines with it) goes to stderr, which the run share keeps.
+        eprintln!(
+            "xtask: containerd log (last lines):\n{}",
+            crate::procs::tail(&env.log, 60)
+        );
+    }
+    env.teardown(false);
+    match result {
+        Ok(st) if st.success() => Ok(()),
+        Ok(st) => bail!(
+            "the {} exited {st}",
+            if g.bench.is_some() {
+                "monitor bench"
+            } else {
+                "security suite"
+            }
+        ),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_suite_s_counts_and_failures_are_read_from_its_table() {
+        let log = "security check  runc  palisade\npolicy_block_apt  n/a  PASS ok\n\
+                   \nfailures:\n  monitor_attribution [palisade]: no event\n\n3 passed, 1 failed\n";
+        let o = outcome(log, "", "1", "95\n");
+        assert_eq!((o.passed, o.failed, o.seconds), (3, 1, 95));
+        assert_eq!(o.problems, ["monitor_attribution [palisade]: no event"]);
+        assert!(!o.ok());
+        let good = outcome("x\n\n10 passed, 0 failed\n", "", "0", "80");
+        assert!(good.ok(), "{good:?}");
+        assert_eq!(good.cell(), "10 passed, 0 failed (80 s)");
+    }
+
+    #[test]
+    fn a_suite_without_a_table_says_why() {
+        let o = outcome("", "xtask: start containerd: No such file\n", "1", "");
+        assert!(!o.ok());
+        assert_eq!(
+            o.problems,
+            ["the suite gave no table (exit 1): xtask: start containerd: No such file"]
+        );
+    }
+}
