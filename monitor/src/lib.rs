@@ -28,7 +28,8 @@ pub use handle::{cleanup_stale, unload_parked, Features, MonitorConfig, NodeMoni
 pub use kernel::SyscallHook;
 pub use rules::{
     AuditOn, AuditRule, AuditTarget, ConnectRule, ContainerRef, ContainerRules, Enforcer, ExecRule,
-    RuleEnforcement, RuleError, SockClass, SockRule, MAX_SECRET_MOUNTS, MAX_SOCK_SOURCES,
+    FileRule, FileTarget, RuleEnforcement, RuleError, SockClass, SockRule, MAX_SECRET_MOUNTS,
+    MAX_SOCK_SOURCES,
 };
 pub use shared::EventSink;
 pub use watch::{Watch, WatchStats};

@@ -42,6 +42,49 @@ pub struct ExecRule {
     pub message: String,
 }
 
+/// What a file deny rule names: one file, or a directory and the files directly in it (its
+/// whole subtree when `recursive`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileTarget {
+    Path(PathBuf),
+    Directory { path: PathBuf, recursive: bool },
+}
+
+impl FileTarget {
+    /// The file or directory named, as the caller gave it.
+    pub fn path(&self) -> &Path {
+        match self {
+            FileTarget::Path(p) | FileTarget::Directory { path: p, .. } => p,
+        }
+    }
+}
+
+/// Refuse opens of a file with EACCES: a file Block rule, checked by the BPF-LSM `file_open`
+/// program, so only where BPF-LSM is in force ([`crate::Features::bpf_lsm`]); elsewhere
+/// registering it fails ([`crate::MonitorError::NoBpfLsm`]).
+///
+/// The rule keys on the device and inode of its target, resolved at registration with
+/// symlinks followed: every path the kernel resolves to that file (`/var/run/x` and `/run/x`
+/// when `/var/run` is a link to `/run`, a relative path, a hard link) is refused, and a file
+/// created later at the path is not (a directory rule covers new files in it). A directory
+/// rule covers the files below it within the directory's own mount. `target` must be
+/// reachable from the caller (for a container, under its root as the shim sees it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRule {
+    pub name: String,
+    pub target: FileTarget,
+    /// readOnly: opens for reading pass; opens for writing are refused.
+    pub read_only: bool,
+    /// ownerOnly: refused only to callers whose filesystem uid does not own the file.
+    pub owner_only: bool,
+    /// fromSource: when set, the rule applies only to processes running this executable
+    /// (matched by inode and device, like exec rules).
+    pub from_source: Option<PathBuf>,
+    /// 1..=10, KubeArmor's scale.
+    pub severity: u8,
+    pub message: String,
+}
+
 /// What an Audit rule reports: the execution or the opening of a file, or of anything below a
 /// directory. Matched in user space on the container's exec and open events.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,6 +222,8 @@ pub struct ContainerRules {
     pub deny_connect: Vec<ConnectRule>,
     /// Socket creation allow-lists, at most one per class.
     pub sock_create: Vec<SockRule>,
+    /// File Block rules, refused in the kernel through BPF-LSM.
+    pub deny_file: Vec<FileRule>,
     /// The built-in detections (shell, package manager, system writes, ...).
     pub builtins: bool,
     /// Report every file open, not only writes, denials and secret reads (costly: every open
@@ -203,6 +248,7 @@ impl Default for ContainerRules {
             audit: Vec::new(),
             deny_connect: Vec::new(),
             sock_create: Vec::new(),
+            deny_file: Vec::new(),
             builtins: true,
             report_all_opens: false,
             learning_window: Some(Duration::from_secs(600)),
