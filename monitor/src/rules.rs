@@ -80,6 +80,10 @@ pub struct FileRule {
     /// fromSource: when set, the rule applies only to processes running this executable
     /// (matched by inode and device, like exec rules).
     pub from_source: Option<PathBuf>,
+    /// When set, `target` and `from_source` are paths inside this root (a container's
+    /// `/proc/<pid>/root`), resolved as the container resolves them: symlinks and `..` stay
+    /// inside it and its mounts count (openat2 with RESOLVE_IN_ROOT).
+    pub root: Option<PathBuf>,
     /// 1..=10, KubeArmor's scale.
     pub severity: u8,
     pub message: String,
@@ -345,6 +349,55 @@ pub(crate) fn file_id(name: &str, path: &Path) -> Result<(u32, u64), RuleError> 
         path: path.to_path_buf(),
         source,
     })?;
+    Ok((kernel_dev(meta.dev()), meta.ino()))
+}
+
+/// The (kernel device, inode) of `path` inside `root` when given (see [`FileRule::root`]),
+/// else of `path` itself.
+pub(crate) fn file_id_in(
+    name: &str,
+    root: Option<&Path>,
+    path: &Path,
+) -> Result<(u32, u64), RuleError> {
+    let Some(root) = root else {
+        return file_id(name, path);
+    };
+    let err = |source| RuleError::ExecPath {
+        name: name.to_string(),
+        path: root.join(path.strip_prefix("/").unwrap_or(path)),
+        source,
+    };
+    let dir = std::fs::File::open(root).map_err(err)?;
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| err(std::io::Error::from(std::io::ErrorKind::InvalidInput)))?;
+    // struct open_how (linux/openat2.h); libc's own cannot be built outside the crate.
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_IN_ROOT,
+    };
+    // SAFETY: a valid directory fd, a NUL-terminated path and an open_how of the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            std::os::fd::AsRawFd::as_raw_fd(&dir),
+            c.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if fd < 0 {
+        return Err(err(std::io::Error::last_os_error()));
+    }
+    // SAFETY: openat2 returned a new fd owned here.
+    let file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+    let meta = file.metadata().map_err(err)?;
     Ok((kernel_dev(meta.dev()), meta.ino()))
 }
 

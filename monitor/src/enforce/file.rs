@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use super::{Installed, Target};
 use crate::error::MonitorError;
 use crate::raw::{self, bytes_of};
-use crate::rules::{file_id, Enforcer, FileRule, FileTarget, RuleEnforcement};
+use crate::rules::{file_id_in, Enforcer, FileRule, FileTarget, RuleEnforcement};
 use crate::skel::monitor::types;
 
 /// Puts a container's file deny rules into `deny_file`; returns, per rule, its enforcer.
@@ -33,7 +33,7 @@ pub(crate) fn install(
     let mut keys: HashMap<(u32, u64), (usize, types::file_rule)> = HashMap::new();
     let mut order = Vec::new();
     for (i, rule) in rules.iter().enumerate() {
-        let (dev, ino) = file_id(&rule.name, rule.target.path())?;
+        let (dev, ino) = file_id_in(&rule.name, rule.root.as_deref(), rule.target.path())?;
         let value = file_value(i, rule)?;
         match keys.get_mut(&(dev, ino)) {
             Some((_, existing)) => *existing = stricter(*existing, value),
@@ -91,7 +91,7 @@ fn file_value(index: usize, rule: &FileRule) -> Result<types::file_rule, Monitor
         }
     }
     let (src_dev, src_ino) = match &rule.from_source {
-        Some(path) => file_id(&rule.name, path)?,
+        Some(path) => file_id_in(&rule.name, rule.root.as_deref(), path)?,
         None => (0, 0),
     };
     Ok(types::file_rule {

@@ -23,6 +23,7 @@ fn rule(name: &str, target: FileTarget) -> FileRule {
         read_only: false,
         owner_only: false,
         from_source: None,
+        root: None,
         severity: 6,
         message: String::new(),
     }
