@@ -427,6 +427,7 @@ mod tests {
                 seccomp_actions: ["errno", "log", "allow"].map(String::from).into(),
                 user_namespaces: true,
                 unprivileged_user_namespaces: None,
+                bpf_lsm: false,
             };
             let rows = kind_table(&kernel).unwrap();
             assert_eq!(rows.len(), SAMPLES.len());

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use super::{Installed, Target};
 use crate::error::MonitorError;
 use crate::raw::{self, bytes_of};
-use crate::rules::{file_id_in, Enforcer, FileRule, FileTarget, RuleEnforcement};
+use crate::rules::{file_id_in, Enforcer, FileRule, FileTarget, RuleEnforcement, RuleError};
 use crate::skel::monitor::types;
 
 /// Puts a container's file deny rules into `deny_file`; returns, per rule, its enforcer.
@@ -32,8 +32,19 @@ pub(crate) fn install(
     // Two rules on one file make one key: the stricter conditions of the two.
     let mut keys: HashMap<(u32, u64), (usize, types::file_rule)> = HashMap::new();
     let mut order = Vec::new();
+    let mut missing = vec![false; rules.len()];
     for (i, rule) in rules.iter().enumerate() {
-        let (dev, ino) = file_id_in(&rule.name, rule.root.as_deref(), rule.target.path())?;
+        let (dev, ino) = match file_id_in(&rule.name, rule.root.as_deref(), rule.target.path()) {
+            Ok(id) => id,
+            // Nothing to open there now: an inode rule cannot key a file that does not exist.
+            Err(RuleError::ExecPath { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                missing[i] = true;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         let value = file_value(i, rule)?;
         match keys.get_mut(&(dev, ino)) {
             Some((_, existing)) => *existing = stricter(*existing, value),
@@ -63,14 +74,23 @@ pub(crate) fn install(
     let enforce = maps.config.enforce != 0;
     Ok(rules
         .iter()
-        .map(|rule| RuleEnforcement {
+        .zip(missing)
+        .map(|(rule, missing)| RuleEnforcement {
             rule: rule.name.clone(),
             enforcer: if enforce {
                 Enforcer::BpfLsm
             } else {
                 Enforcer::AuditOnly
             },
-            note: Some(note(rule, enforce)),
+            note: Some(if missing {
+                format!(
+                    "{} does not exist in the container at registration: nothing keyed, a file \
+                     created there later is not refused",
+                    rule.target.path().display()
+                )
+            } else {
+                note(rule, enforce)
+            }),
         })
         .collect())
 }

@@ -160,6 +160,21 @@ pub(super) fn file_rules(ctx: &mut Ctx<'_>, policy: &CompiledPolicy, layers: &mu
                 ctx.out.monitor.audit.push(to_monitor(Action::Audit));
                 ctx.record(&id, Enforcer::MonitorAudit, None);
             }
+            Action::Block if ctx.kernel.bpf_lsm => {
+                // Refused in the kernel with EACCES, on the file the kernel resolves, for
+                // every rule kind (patterns are expanded when the container is watched).
+                let mut rule = to_monitor(Action::Block);
+                rule.read_only = r.read_only;
+                ctx.out.monitor.deny_file.push(rule);
+                let note = match &r.target {
+                    FileTarget::Pattern(_) => {
+                        "bpf-lsm file_open refuses with EACCES; the pattern is expanded to the \
+                         files present when the container starts"
+                    }
+                    _ => "bpf-lsm file_open refuses with EACCES, on every path to the file",
+                };
+                ctx.record(&id, Enforcer::MonitorBpfLsm, Some(note.into()));
+            }
             Action::Block => {
                 if let Some(why) = unexpressible {
                     let rule = to_monitor(Action::Block);
@@ -192,9 +207,17 @@ pub(super) fn file_rules(ctx: &mut Ctx<'_>, policy: &CompiledPolicy, layers: &mu
                          directory as an empty read-only tmpfs",
                     )
                 };
+                // Without BPF-LSM a masked file reads as empty with no error: the monitor
+                // at least reports the opens of what the rule names.
+                let what = if r.read_only {
+                    what.to_owned()
+                } else {
+                    ctx.out.monitor.audit.push(to_monitor(Action::Audit));
+                    format!("{what}; opens reported by the monitor")
+                };
                 let note = match subtree_note {
                     Some(s) => format!("{what}; {s}"),
-                    None => what.to_owned(),
+                    None => what,
                 };
                 ctx.record(&id, enforcer, Some(note));
             }

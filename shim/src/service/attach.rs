@@ -60,7 +60,10 @@ impl TaskService {
     ) -> Result<Option<crate::monitoring::Watched>, ShimError> {
         let id = cri.id.as_str();
         let m = &hardened.monitor;
-        let needed = !m.deny_exec.is_empty() || !m.allow_exec.is_empty() || !m.network.is_empty();
+        let needed = !m.deny_exec.is_empty()
+            || !m.deny_file.is_empty()
+            || !m.allow_exec.is_empty()
+            || !m.network.is_empty();
         let reporter = self.reporter(config);
         let degraded = |what: &str| {
             reporter.report(runtime_event(
@@ -91,7 +94,8 @@ impl TaskService {
             Some(p) => bundle.join(p),
             None => bundle.join("rootfs"),
         };
-        let (mut rules, cannot) = crate::monitoring::rules_for(&rootfs, m);
+        let root = PathBuf::from(format!("/proc/{pid}/root"));
+        let (mut rules, cannot) = crate::monitoring::rules_for(&rootfs, &root, m);
         rules.secret_mounts = crate::monitoring::secret_mounts(&hardened.spec);
         if !cannot.is_empty() && !hardened.degrade {
             return Err(ShimError::Unenforced {

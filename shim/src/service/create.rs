@@ -85,6 +85,10 @@ impl TaskService {
             candidates,
             &labels,
             &self.reporter(&config),
+            || {
+                super::attach::join_monitor(&self.monitor, &self.reporter, &config)
+                    .is_some_and(|m| m.bpf_lsm())
+            },
         )?;
         let (spec, wrapped) = (&hardened.spec, hardened.wrapped);
         // A pod's gate is set up with its sandbox container; bad annotations stop the pod here.
@@ -266,6 +270,7 @@ fn harden_bundle(
     candidates: Option<crate::policy::Candidates>,
     labels: &crate::policy::PodLabels,
     reporter: &crate::report::Reporter,
+    bpf_lsm: impl FnOnce() -> bool,
 ) -> Result<Hardened, ShimError> {
     let id = cri.id.as_str();
     let report = match palisade_sandbox::harden_spec(id, &mut spec, &config.hardening) {
@@ -281,10 +286,18 @@ fn harden_bundle(
         Some(c) => c.select(labels, config.audit())?,
         None => None,
     };
-    let kernel = palisade_sandbox::KernelFeatures::probe().map_err(|e| ShimError::Unenforced {
-        container: id.to_string(),
-        reason: format!("kernel features: {e}"),
-    })?;
+    let mut kernel =
+        palisade_sandbox::KernelFeatures::probe().map_err(|e| ShimError::Unenforced {
+            container: id.to_string(),
+            reason: format!("kernel features: {e}"),
+        })?;
+    // Only a policy with file Block rules waits for the node's monitor to tell.
+    let file_blocks = compiled.as_ref().is_some_and(|c| {
+        c.file
+            .iter()
+            .any(|r| r.rule.meta.action == palisade_policy::Action::Block)
+    });
+    kernel.bpf_lsm = file_blocks && bpf_lsm();
     let enforcement = palisade_sandbox::enforce(
         id,
         &mut spec,
