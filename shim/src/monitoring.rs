@@ -167,6 +167,51 @@ pub fn rules_for(rootfs: &Path, root: &Path, m: &MonitorRules) -> (ContainerRule
     (rules, cannot)
 }
 
+/// The enforcer really in force for each policy rule of a container, for its start's
+/// `enforcement-record` event: the sandbox's choice, with the monitor's own answer in place of
+/// the sandbox's plan for the rules the monitor carries (BPF-LSM or the kill at exec, say),
+/// and `none: not watched` when the monitor did not take them. Landlock names its ABI.
+pub fn enforcement_record(
+    rules: &[palisade_sandbox::RuleEnforcement],
+    watched: Option<&[palisade_monitor::RuleEnforcement]>,
+    landlock_abi: Option<u32>,
+) -> Vec<serde_json::Value> {
+    rules
+        .iter()
+        .map(|r| {
+            let planned = r.enforcer.to_string();
+            let (enforcer, note) = if planned.starts_with("monitor-") {
+                let found: Vec<&palisade_monitor::RuleEnforcement> = watched
+                    .unwrap_or_default()
+                    .iter()
+                    .filter(|m| m.rule == r.rule)
+                    .collect();
+                match (watched, found.first()) {
+                    (None, _) => ("none: not watched by the monitor".to_string(), None),
+                    (Some(_), Some(m)) => (m.enforcer.as_str().to_string(), m.note.clone()),
+                    // An Audit rule the monitor matches in user space.
+                    (Some(_), None) => (planned, r.note.clone()),
+                }
+            } else if planned == "landlock" {
+                match landlock_abi {
+                    Some(abi) => (format!("landlock (ABI {abi})"), r.note.clone()),
+                    None => (planned, r.note.clone()),
+                }
+            } else {
+                (planned, r.note.clone())
+            };
+            serde_json::json!({
+                "rule": r.rule,
+                "kind": r.kind.to_string(),
+                "target": r.target,
+                "action": format!("{:?}", r.action),
+                "enforcer": enforcer,
+                "note": note,
+            })
+        })
+        .collect()
+}
+
 /// Where Kubernetes mounts secrets in a container (the service account token volume, and
 /// secret volumes by convention).
 const SECRET_DIRS: [&str; 2] = ["/var/run/secrets", "/run/secrets"];
@@ -476,6 +521,45 @@ mod tests {
     use super::*;
     use palisade_policy::Action;
     use palisade_sandbox::RuleKind;
+
+    #[test]
+    fn the_record_names_the_monitors_own_choice_and_never_claims_an_unwatched_rule() {
+        use palisade_sandbox::{Enforcer as Planned, RuleEnforcement as Plan};
+        let plan = |rule: &str, enforcer| Plan {
+            rule: rule.into(),
+            kind: RuleKind::File,
+            target: "/etc/shadow".into(),
+            action: Action::Block,
+            enforcer,
+            note: None,
+        };
+        let rules = [
+            plan("ns/p: file", Planned::MonitorBpfLsm),
+            plan("ns/p: exec", Planned::MonitorExecKill),
+            plan("ns/p: fs", Planned::Landlock),
+        ];
+        let watched = [
+            palisade_monitor::RuleEnforcement {
+                rule: "ns/p: file".into(),
+                enforcer: palisade_monitor::Enforcer::BpfLsm,
+                note: None,
+            },
+            palisade_monitor::RuleEnforcement {
+                rule: "ns/p: exec".into(),
+                enforcer: palisade_monitor::Enforcer::BpfExecKill,
+                note: None,
+            },
+        ];
+        let got = enforcement_record(&rules, Some(&watched), Some(4));
+        let enforcers: Vec<&str> = got
+            .iter()
+            .map(|r| r["enforcer"].as_str().unwrap())
+            .collect();
+        assert_eq!(enforcers, ["bpf-lsm", "bpf-exec-kill", "landlock (ABI 4)"]);
+        let unwatched = enforcement_record(&rules, None, None);
+        assert_eq!(unwatched[0]["enforcer"], "none: not watched by the monitor");
+        assert_eq!(unwatched[2]["enforcer"], "landlock");
+    }
 
     #[test]
     fn globs_match_within_and_across_segments() {

@@ -276,14 +276,15 @@ fn unexpressible_file(
     target: &FileTarget,
 ) -> Option<&'static str> {
     if let FileTarget::Pattern(_) = target {
-        return Some("matchPatterns: landlock and mounts cannot express globs");
+        return Some("matchPatterns: landlock and mounts cannot express globs, and BPF-LSM is not in force here");
     }
     if from_source {
-        return Some("fromSource: landlock and mounts apply to every process of the container");
+        return Some("fromSource: landlock and mounts apply to every process of the container, and BPF-LSM is not in force here");
     }
     if owner_only {
         return Some(
-            "ownerOnly: landlock and mounts cannot compare the caller with the file owner",
+            "ownerOnly: landlock and mounts cannot compare the caller with the file owner, and BPF-LSM \
+             is not in force here",
         );
     }
     None

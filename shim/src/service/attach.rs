@@ -27,6 +27,25 @@ impl TaskService {
     ) -> Result<(Option<crate::monitoring::Watched>, Option<RunningGate>), ShimError> {
         let id = cri.id.as_str();
         let watch = self.watch(cri, pid, bundle, hardened, config)?;
+        if !hardened.rules.is_empty() {
+            let record = crate::monitoring::enforcement_record(
+                &hardened.rules,
+                watch.as_ref().map(|w| w.0.enforcement()),
+                hardened.landlock_abi,
+            );
+            self.reporter(config).report(
+                runtime_event(
+                    &config.node_name,
+                    cri,
+                    "enforcement-record",
+                    &format!(
+                        "{} policy rules, each with the enforcer in force",
+                        record.len()
+                    ),
+                )
+                .with_evidence("rules", serde_json::Value::Array(record)),
+            );
+        }
         let gate = match gate_request {
             None => None,
             Some(mut r) => Some(

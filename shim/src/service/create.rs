@@ -258,6 +258,11 @@ pub(super) struct Hardened {
     pub(super) monitor: palisade_sandbox::MonitorRules,
     /// The configuration lets protection the node cannot give be reported instead.
     pub(super) degrade: bool,
+    /// Per policy rule, the mechanism the sandbox chose (the monitor's own choice replaces
+    /// its share once the container is watched: `monitoring::enforcement_record`).
+    pub(super) rules: Vec<palisade_sandbox::RuleEnforcement>,
+    /// The landlock ABI of this kernel, for the record.
+    pub(super) landlock_abi: Option<u32>,
 }
 
 /// Rewrites the bundle's config.json with palisade's default hardening and the container's
@@ -353,5 +358,7 @@ fn harden_bundle(
         wrapped,
         monitor: enforcement.monitor,
         degrade,
+        rules: enforcement.rules,
+        landlock_abi: kernel.landlock_abi,
     })
 }
