@@ -31,6 +31,8 @@ pub fn syscall_hook(h: HookSetting) -> SyscallHook {
 /// The monitor of one shim.
 pub struct ShimMonitor {
     node: Arc<NodeMonitor>,
+    /// The monitor refuses and kills (`[monitor] enforce`), or only reports.
+    enforce: bool,
 }
 
 impl std::fmt::Debug for ShimMonitor {
@@ -76,13 +78,15 @@ impl ShimMonitor {
         );
         Ok(ShimMonitor {
             node: Arc::new(node),
+            enforce: settings.enforce,
         })
     }
 
-    /// Whether BPF-LSM is in force in the node's programs: file Block rules are then refused
-    /// in the kernel.
+    /// Whether BPF-LSM is in force in the node's programs and this monitor enforces: file
+    /// Block rules are then refused in the kernel (an audit-only monitor would only report
+    /// them, so they keep their masks).
     pub fn bpf_lsm(&self) -> bool {
-        self.node.features().bpf_lsm
+        self.enforce && self.node.features().bpf_lsm
     }
 
     /// Watches a created container (its init waits for `start`).

@@ -180,6 +180,10 @@ fn denied(w: &Watched, pid: i32, name: &str) -> MonitorEvent {
     ev
 }
 
+/// A check: what, as which user, the act, the exit code it must end with, and the rule whose
+/// refusal must be reported.
+type Case<'a> = (&'a str, Option<u32>, &'a Act, i32, Option<&'a str>);
+
 /// Whether `bpf` is among the running kernel's active LSMs.
 fn bpf_listed() -> bool {
     std::fs::read_to_string("/sys/kernel/security/lsm")
@@ -221,7 +225,7 @@ fn file_rules_refuse_with_eacces_under_bpf_lsm_and_are_refused_without_it() {
     let cat = std::fs::canonicalize("/bin/cat").unwrap();
     let cat = cat.to_str().unwrap();
     let sourced = path("sourced");
-    let cases: [(&str, Option<u32>, &Act, i32, Option<&str>); 14] = [
+    let cases: [Case<'_>; 14] = [
         (
             "the file",
             None,

@@ -84,10 +84,12 @@ impl TaskService {
             &config,
             candidates,
             &labels,
-            &self.reporter(&config),
-            || {
-                super::attach::join_monitor(&self.monitor, &self.reporter, &config)
-                    .is_some_and(|m| m.bpf_lsm())
+            NodeSide {
+                reporter: &self.reporter(&config),
+                bpf_lsm: || {
+                    super::attach::join_monitor(&self.monitor, &self.reporter, &config)
+                        .is_some_and(|m| m.bpf_lsm())
+                },
             },
         )?;
         let (spec, wrapped) = (&hardened.spec, hardened.wrapped);
@@ -265,6 +267,14 @@ pub(super) struct Hardened {
     pub(super) landlock_abi: Option<u32>,
 }
 
+/// What the node offers a container being hardened: where its events go, and whether the
+/// node's monitor has BPF-LSM in force (asked only when a policy has file Block rules: the
+/// answer waits for the monitor to be joined).
+struct NodeSide<'a, F: FnOnce() -> bool> {
+    reporter: &'a crate::report::Reporter,
+    bpf_lsm: F,
+}
+
 /// Rewrites the bundle's config.json with palisade's default hardening and the container's
 /// policies (`spec` is the file as read), or refuses the container.
 fn harden_bundle(
@@ -274,9 +284,9 @@ fn harden_bundle(
     config: &Config,
     candidates: Option<crate::policy::Candidates>,
     labels: &crate::policy::PodLabels,
-    reporter: &crate::report::Reporter,
-    bpf_lsm: impl FnOnce() -> bool,
+    node: NodeSide<'_, impl FnOnce() -> bool>,
 ) -> Result<Hardened, ShimError> {
+    let NodeSide { reporter, bpf_lsm } = node;
     let id = cri.id.as_str();
     let report = match palisade_sandbox::harden_spec(id, &mut spec, &config.hardening) {
         Ok(report) => report,
