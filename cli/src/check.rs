@@ -210,6 +210,7 @@ mod tests {
                 .into(),
             user_namespaces: true,
             unprivileged_user_namespaces: None,
+            bpf_lsm: false,
         }
     }
 

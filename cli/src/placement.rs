@@ -127,6 +127,10 @@ pub fn describe(enforcer: &Enforcer, kernel: &KernelFeatures, note: Option<&str>
             "monitor: killed at exec (files only; names, patterns and symlinks refused unless degrading)"
                 .to_string()
         }
+        Enforcer::MonitorBpfLsm => {
+            "monitor: refused with EACCES by BPF-LSM file_open (inode keys resolved at start; patterns expanded then)"
+                .to_string()
+        }
         Enforcer::MonitorSockAddr => "monitor: cgroup socket hooks".to_string(),
         Enforcer::MonitorSockCreate => {
             "monitor: socket creation allow-list per binary (cgroup sock_create)".to_string()

@@ -48,6 +48,9 @@ pub struct KernelStatus {
     pub unprivileged_user_namespaces: Option<bool>,
     /// BPF program types are not probed by this tool yet.
     pub bpf_program_types: &'static str,
+    /// BPF-LSM is in force (the monitor's probe: `bpf` among the active LSMs and a probe
+    /// program seen to run): file Block rules are refused in the kernel with EACCES.
+    pub bpf_lsm: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -243,7 +246,9 @@ pub fn shim_processes(proc_root: &Path) -> Vec<ShimProcess> {
 
 /// Gathers the status of this node.
 pub fn status(opts: &StatusOptions) -> Result<Status, StatusError> {
-    let kernel = KernelFeatures::probe()?;
+    let mut kernel = KernelFeatures::probe()?;
+    // What the shim's monitor would find: the enforcers below follow it.
+    kernel.bpf_lsm = palisade_monitor::bpf_lsm_in_force();
     let enforcement = kind_table(&kernel)?;
     let shims = shim_processes(&opts.proc_root);
     let root = opts.host_root.as_deref();
@@ -254,6 +259,7 @@ pub fn status(opts: &StatusOptions) -> Result<Status, StatusError> {
             user_namespaces: kernel.user_namespaces,
             unprivileged_user_namespaces: kernel.unprivileged_user_namespaces,
             bpf_program_types: "not checked yet",
+            bpf_lsm: kernel.bpf_lsm,
         },
         enforcement,
         binaries: vec![
@@ -305,6 +311,15 @@ impl Status {
             }
         );
         let _ = writeln!(out, "  bpf program types: {}", k.bpf_program_types);
+        let _ = writeln!(
+            out,
+            "  bpf-lsm: {}",
+            if k.bpf_lsm {
+                "in force (file Block rules refused in the kernel)"
+            } else {
+                "not in force (file Block rules masked; globs, ownerOnly, fromSource refused)"
+            }
+        );
         let _ = writeln!(out, "enforcement on this node:");
         let width = self
             .enforcement
@@ -427,6 +442,7 @@ mod tests {
                 seccomp_actions: ["errno", "log", "allow"].map(String::from).into(),
                 user_namespaces: true,
                 unprivileged_user_namespaces: None,
+                bpf_lsm: false,
             };
             let rows = kind_table(&kernel).unwrap();
             assert_eq!(rows.len(), SAMPLES.len());

@@ -83,6 +83,17 @@ pub enum MonitorError {
         container: String,
         what: &'static str,
     },
+    /// A file deny rule on a node where BPF-LSM is not in force: nothing could refuse the
+    /// open, so the container must not run as if it were protected.
+    #[error(
+        "container {container}: file rule {rule} needs BPF-LSM, which is not in force on this node \
+         ({reason}); refused"
+    )]
+    NoBpfLsm {
+        container: String,
+        rule: String,
+        reason: &'static str,
+    },
     #[error("container {container}: no free container slot in this handle")]
     Slots { container: String },
     #[error("container {container}: attach {program} to {path}: {source}")]

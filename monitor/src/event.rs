@@ -175,6 +175,25 @@ pub enum EventKind {
         args: [u64; 6],
         result: i64,
     },
+    /// A file open a file deny rule matched, seen by the BPF-LSM `file_open` program: refused
+    /// with EACCES or, in audit mode, reported.
+    FileDenied {
+        /// The file's name, and the file or directory the rule names.
+        name: String,
+        target: String,
+        /// How many parents up the rule's directory is (0: the rule names the file).
+        depth: u32,
+        /// Device (kernel encoding) and inode of what the rule matched.
+        dev: u32,
+        ino: u64,
+        /// The open asked for writing.
+        write: bool,
+        /// The file's owner (uid).
+        owner: u32,
+        refused: bool,
+        /// The file rule behind it.
+        rule: Option<String>,
+    },
 }
 
 impl EventKind {
@@ -193,6 +212,7 @@ impl EventKind {
             EventKind::Mount { .. } => "mount",
             EventKind::SockCreate { .. } => "socket-create",
             EventKind::Syscall { call, .. } => call.name(),
+            EventKind::FileDenied { .. } => "file-open",
         }
     }
 }
@@ -374,8 +394,40 @@ impl EventKind {
                     .with_evidence("args", args.to_vec())
                     .with_evidence("result", *result);
             }
+            EventKind::FileDenied {
+                name,
+                target,
+                depth,
+                dev,
+                ino,
+                write,
+                owner,
+                refused,
+                ..
+            } => {
+                event = event
+                    .with_evidence("path", file_path(target, name, *depth))
+                    .with_evidence("rule_target", target.as_str())
+                    .with_evidence("dev", *dev)
+                    .with_evidence("inode", *ino)
+                    .with_evidence("write", *write)
+                    .with_evidence("owner", *owner)
+                    .with_evidence("refused", *refused)
+                    .with_evidence("result", if *refused { -EACCES } else { 0 });
+            }
         }
         event
+    }
+}
+
+/// The path of a file a file rule matched, as far as the kernel's record tells it: the rule's
+/// own file, the file in the rule's directory, or deeper (`dir/.../name`).
+pub(crate) fn file_path(target: &str, name: &str, depth: u32) -> String {
+    let dir = target.trim_end_matches('/');
+    match depth {
+        0 => target.to_string(),
+        1 => format!("{dir}/{name}"),
+        _ => format!("{dir}/.../{name}"),
     }
 }
 

@@ -25,10 +25,11 @@ pub use error::{MonitorError, PinError};
 pub use event::{EventKind, Finding, MonitorEvent, ProcessInfo, Syscall, WATCHED_SYSCALLS};
 pub use floor::HookFloor;
 pub use handle::{cleanup_stale, unload_parked, Features, MonitorConfig, NodeMonitor};
-pub use kernel::SyscallHook;
+pub use kernel::{bpf_lsm_in_force, SyscallHook};
 pub use rules::{
     AuditOn, AuditRule, AuditTarget, ConnectRule, ContainerRef, ContainerRules, Enforcer, ExecRule,
-    RuleEnforcement, RuleError, SockClass, SockRule, MAX_SECRET_MOUNTS, MAX_SOCK_SOURCES,
+    FileRule, FileTarget, RuleEnforcement, RuleError, SockClass, SockRule, MAX_SECRET_MOUNTS,
+    MAX_SOCK_SOURCES,
 };
 pub use shared::EventSink;
 pub use watch::{Watch, WatchStats};

@@ -29,6 +29,8 @@ pub(crate) const EV_EXIT: u32 = 2;
 pub(crate) const EV_FORK: u32 = 3;
 pub(crate) const EV_SYSCALL: u32 = 4;
 pub(crate) const EV_SOCK: u32 = 5;
+/// A file open a file deny rule matched (lsm_files.h).
+pub(crate) const EV_FILE: u32 = 6;
 
 /// container_info.flags (events.h).
 pub(crate) const CF_ALL_OPENS: u32 = 1;
@@ -40,6 +42,12 @@ pub(crate) const EXEC_KILLED: u32 = 1;
 pub(crate) const EXEC_REFUSED: u32 = 4;
 /// sock_event.flags (events.h).
 pub(crate) const SOCK_REFUSED: u32 = 1;
+/// file_rule.flags and file_event.flags (lsm_files.h).
+pub(crate) const FR_WRITE_ONLY: u32 = 1;
+pub(crate) const FR_OWNER_ONLY: u32 = 2;
+pub(crate) const FR_DIR: u32 = 4;
+pub(crate) const FR_RECURSIVE: u32 = 8;
+pub(crate) const FILE_REFUSED: u32 = 1;
 
 /// One decoded ring buffer record.
 pub(crate) enum Record {
@@ -48,6 +56,7 @@ pub(crate) enum Record {
     Fork(types::fork_event),
     Syscall(Box<types::syscall_event>),
     Sock(types::sock_event),
+    File(Box<types::file_event>),
 }
 
 pub(crate) fn decode(data: &[u8]) -> Option<Record> {
@@ -58,6 +67,7 @@ pub(crate) fn decode(data: &[u8]) -> Option<Record> {
         EV_FORK => read(data).map(Record::Fork),
         EV_SYSCALL => read(data).map(|e| Record::Syscall(Box::new(e))),
         EV_SOCK => read(data).map(Record::Sock),
+        EV_FILE => read(data).map(|e| Record::File(Box::new(e))),
         _ => None,
     }
 }

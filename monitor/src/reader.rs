@@ -14,11 +14,14 @@ use tracing::{debug, warn};
 
 use crate::detect;
 use crate::error::MonitorError;
-use crate::event::{parse_sockaddr, EventKind, MonitorEvent, ProcessInfo, Syscall};
+use crate::event::{
+    file_path, parse_sockaddr, EventKind, Finding, MonitorEvent, ProcessInfo, Syscall,
+};
 use crate::raw::{self, cstr, Record};
-use crate::rules::SockClass;
+use crate::rules::{Enforcer, SockClass};
 use crate::shared::{sweep_closed, EventSink, Shared, WatchEntry, CLOSE_GRACE};
 use crate::skel::monitor::types;
+use palisade_events::Action;
 
 /// Starts a handle's reader thread on `ring` (of `ring_size` bytes), delivering to `sink` and
 /// counting in `lost` what it does not take, until `stop` is set. Whatever is still in the
@@ -176,8 +179,14 @@ impl Reader {
                 process.binary = self.binary_of(h.pid);
                 sock_kind(&entry, &e)
             }
+            Record::File(e) => {
+                process.binary = self.binary_of(h.pid);
+                file_kind(&entry, &e)
+            }
         };
-        let findings = detect::findings(&entry.set, &mut state, &process, &kind, Instant::now());
+        let mut findings =
+            detect::findings(&entry.set, &mut state, &process, &kind, Instant::now());
+        findings.extend(file_denied(&entry, &kind));
         drop(state);
         let event = MonitorEvent {
             time: SystemTime::now(),
@@ -253,7 +262,66 @@ fn header(record: &Record) -> types::event_header {
         Record::Fork(e) => e.h,
         Record::Syscall(e) => e.h,
         Record::Sock(e) => e.h,
+        Record::File(e) => e.h,
     }
+}
+
+/// A file open the `lsm_file_open` program matched, with the rule behind it.
+fn file_kind(entry: &WatchEntry, e: &types::file_event) -> EventKind {
+    let rule = (e.rule > 0)
+        .then(|| entry.set.rules.deny_file.get(e.rule as usize - 1))
+        .flatten();
+    EventKind::FileDenied {
+        name: cstr(&e.name),
+        target: rule
+            .map(|r| r.target.path().display().to_string())
+            .unwrap_or_default(),
+        depth: e.depth,
+        dev: e.dev,
+        ino: e.ino,
+        write: e.mode & FMODE_WRITE != 0,
+        owner: e.owner,
+        refused: e.flags & raw::FILE_REFUSED != 0,
+        rule: rule.map(|r| r.name.clone()),
+    }
+}
+
+/// `struct file`'s f_mode bit for an open for writing.
+const FMODE_WRITE: u32 = 0x2;
+
+/// The finding of a file open a file rule matched: refused by BPF-LSM, or (audit) reported.
+fn file_denied(entry: &WatchEntry, kind: &EventKind) -> Option<Finding> {
+    let EventKind::FileDenied {
+        name,
+        target,
+        depth,
+        refused,
+        rule: Some(rule),
+        ..
+    } = kind
+    else {
+        return None;
+    };
+    let r = entry.set.rules.deny_file.iter().find(|r| &r.name == rule);
+    Some(Finding {
+        rule: rule.clone(),
+        severity: r.map_or(8, |r| r.severity),
+        tags: Vec::new(),
+        message: match r {
+            Some(r) if !r.message.is_empty() => r.message.clone(),
+            _ => format!("open of {} denied", file_path(target, name, *depth)),
+        },
+        action: if *refused {
+            Action::Block
+        } else {
+            Action::Audit
+        },
+        enforcer: if *refused {
+            Enforcer::BpfLsm.as_str()
+        } else {
+            Enforcer::AuditOnly.as_str()
+        },
+    })
 }
 
 /// A socket creation the `sock_create` program reported, with the rule that matched.

@@ -42,6 +42,53 @@ pub struct ExecRule {
     pub message: String,
 }
 
+/// What a file deny rule names: one file, or a directory and the files directly in it (its
+/// whole subtree when `recursive`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileTarget {
+    Path(PathBuf),
+    Directory { path: PathBuf, recursive: bool },
+}
+
+impl FileTarget {
+    /// The file or directory named, as the caller gave it.
+    pub fn path(&self) -> &Path {
+        match self {
+            FileTarget::Path(p) | FileTarget::Directory { path: p, .. } => p,
+        }
+    }
+}
+
+/// Refuse opens of a file with EACCES: a file Block rule, checked by the BPF-LSM `file_open`
+/// program, so only where BPF-LSM is in force ([`crate::Features::bpf_lsm`]); elsewhere
+/// registering it fails ([`crate::MonitorError::NoBpfLsm`]).
+///
+/// The rule keys on the device and inode of its target, resolved at registration with
+/// symlinks followed: every path the kernel resolves to that file (`/var/run/x` and `/run/x`
+/// when `/var/run` is a link to `/run`, a relative path, a hard link) is refused, and a file
+/// created later at the path is not (a directory rule covers new files in it). A directory
+/// rule covers the files below it within the directory's own mount. `target` must be
+/// reachable from the caller (for a container, under its root as the shim sees it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRule {
+    pub name: String,
+    pub target: FileTarget,
+    /// readOnly: opens for reading pass; opens for writing are refused.
+    pub read_only: bool,
+    /// ownerOnly: refused only to callers whose filesystem uid does not own the file.
+    pub owner_only: bool,
+    /// fromSource: when set, the rule applies only to processes running this executable
+    /// (matched by inode and device, like exec rules).
+    pub from_source: Option<PathBuf>,
+    /// When set, `target` and `from_source` are paths inside this root (a container's
+    /// `/proc/<pid>/root`), resolved as the container resolves them: symlinks and `..` stay
+    /// inside it and its mounts count (openat2 with RESOLVE_IN_ROOT).
+    pub root: Option<PathBuf>,
+    /// 1..=10, KubeArmor's scale.
+    pub severity: u8,
+    pub message: String,
+}
+
 /// What an Audit rule reports: the execution or the opening of a file, or of anything below a
 /// directory. Matched in user space on the container's exec and open events.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,6 +226,8 @@ pub struct ContainerRules {
     pub deny_connect: Vec<ConnectRule>,
     /// Socket creation allow-lists, at most one per class.
     pub sock_create: Vec<SockRule>,
+    /// File Block rules, refused in the kernel through BPF-LSM.
+    pub deny_file: Vec<FileRule>,
     /// The built-in detections (shell, package manager, system writes, ...).
     pub builtins: bool,
     /// Report every file open, not only writes, denials and secret reads (costly: every open
@@ -203,6 +252,7 @@ impl Default for ContainerRules {
             audit: Vec::new(),
             deny_connect: Vec::new(),
             sock_create: Vec::new(),
+            deny_file: Vec::new(),
             builtins: true,
             report_all_opens: false,
             learning_window: Some(Duration::from_secs(600)),
@@ -299,6 +349,55 @@ pub(crate) fn file_id(name: &str, path: &Path) -> Result<(u32, u64), RuleError> 
         path: path.to_path_buf(),
         source,
     })?;
+    Ok((kernel_dev(meta.dev()), meta.ino()))
+}
+
+/// The (kernel device, inode) of `path` inside `root` when given (see [`FileRule::root`]),
+/// else of `path` itself.
+pub(crate) fn file_id_in(
+    name: &str,
+    root: Option<&Path>,
+    path: &Path,
+) -> Result<(u32, u64), RuleError> {
+    let Some(root) = root else {
+        return file_id(name, path);
+    };
+    let err = |source| RuleError::ExecPath {
+        name: name.to_string(),
+        path: root.join(path.strip_prefix("/").unwrap_or(path)),
+        source,
+    };
+    let dir = std::fs::File::open(root).map_err(err)?;
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| err(std::io::Error::from(std::io::ErrorKind::InvalidInput)))?;
+    // struct open_how (linux/openat2.h); libc's own cannot be built outside the crate.
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_IN_ROOT,
+    };
+    // SAFETY: a valid directory fd, a NUL-terminated path and an open_how of the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            std::os::fd::AsRawFd::as_raw_fd(&dir),
+            c.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if fd < 0 {
+        return Err(err(std::io::Error::last_os_error()));
+    }
+    // SAFETY: openat2 returned a new fd owned here.
+    let file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+    let meta = file.metadata().map_err(err)?;
     Ok((kernel_dev(meta.dev()), meta.ino()))
 }
 

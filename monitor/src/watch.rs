@@ -81,6 +81,8 @@ pub(crate) fn register(
     watch.enforcement.extend(connect);
     let sock = enforce::sock::install(&target, &rules.sock_create, installed)?;
     watch.enforcement.extend(sock);
+    let file = enforce::file::install(&target, &rules.deny_file, installed)?;
+    watch.enforcement.extend(file);
     let connect_enforcer = enforce::connect::enforcer(&target, installed);
     let info = types::container_info {
         slot,
@@ -138,6 +140,7 @@ fn check_severities(name: &str, rules: &ContainerRules) -> Result<(), MonitorErr
         .map(|r| (&r.name, r.severity))
         .chain(rules.deny_connect.iter().map(|r| (&r.name, r.severity)))
         .chain(rules.sock_create.iter().map(|r| (&r.name, r.severity)))
+        .chain(rules.deny_file.iter().map(|r| (&r.name, r.severity)))
     {
         if !(1..=10).contains(&severity) {
             return Err(MonitorError::Severity {

@@ -47,6 +47,10 @@ pub struct KernelFeatures {
     /// Debian's switch for unprivileged user namespaces
     /// (`/proc/sys/kernel/unprivileged_userns_clone`), `None` on kernels without it.
     pub unprivileged_user_namespaces: Option<bool>,
+    /// BPF-LSM is in force in the node's eBPF monitor (its file_open program refuses file
+    /// Block rules). Not probed here: the caller that holds the monitor sets it; `false` from
+    /// [`KernelFeatures::probe`].
+    pub bpf_lsm: bool,
 }
 
 impl KernelFeatures {
@@ -75,6 +79,7 @@ impl KernelFeatures {
             seccomp_actions: actions,
             user_namespaces: max_userns > 0,
             unprivileged_user_namespaces: unprivileged,
+            bpf_lsm: false,
         })
     }
 

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use palisade_monitor::{
     cgroup_dir_of_pid, cgroup_id_of_pid, AuditOn, AuditRule, AuditTarget, ContainerRef,
-    ContainerRules, ExecRule, MonitorConfig, MonitorError, MonitorEvent, NodeMonitor, SockClass,
-    SockRule, SyscallHook, Watch, MAX_SOCK_SOURCES,
+    ContainerRules, ExecRule, FileRule, FileTarget, MonitorConfig, MonitorError, MonitorEvent,
+    NodeMonitor, SockClass, SockRule, SyscallHook, Watch, MAX_SOCK_SOURCES,
 };
 use palisade_policy::Action;
 use palisade_sandbox::{MonitorRule, MonitorRules, MonitorTarget};
@@ -31,6 +31,8 @@ pub fn syscall_hook(h: HookSetting) -> SyscallHook {
 /// The monitor of one shim.
 pub struct ShimMonitor {
     node: Arc<NodeMonitor>,
+    /// The monitor refuses and kills (`[monitor] enforce`), or only reports.
+    enforce: bool,
 }
 
 impl std::fmt::Debug for ShimMonitor {
@@ -76,7 +78,15 @@ impl ShimMonitor {
         );
         Ok(ShimMonitor {
             node: Arc::new(node),
+            enforce: settings.enforce,
         })
+    }
+
+    /// Whether BPF-LSM is in force in the node's programs and this monitor enforces: file
+    /// Block rules are then refused in the kernel (an audit-only monitor would only report
+    /// them, so they keep their masks).
+    pub fn bpf_lsm(&self) -> bool {
+        self.enforce && self.node.features().bpf_lsm
     }
 
     /// Watches a created container (its init waits for `start`).
@@ -106,10 +116,17 @@ impl std::fmt::Debug for Watched {
 }
 
 /// Turns the sandbox's monitor-only rules into kernel rules for a container whose root is
-/// `rootfs` (as the shim sees it). Rules the monitor cannot carry come back as reasons.
-pub fn rules_for(rootfs: &Path, m: &MonitorRules) -> (ContainerRules, Vec<String>) {
+/// `rootfs` (as the shim sees it) and, as its processes see it with its mounts, `root` (its
+/// init's `/proc/<pid>/root`). Rules the monitor cannot carry come back as reasons.
+pub fn rules_for(rootfs: &Path, root: &Path, m: &MonitorRules) -> (ContainerRules, Vec<String>) {
     let mut rules = ContainerRules::default();
     let mut cannot = Vec::new();
+    for r in &m.deny_file {
+        match file_rules(root, r) {
+            Ok(mut v) => rules.deny_file.append(&mut v),
+            Err(why) => cannot.push(format!("{}: {why}", r.rule)),
+        }
+    }
     for r in &m.deny_exec {
         match exec_rules(rootfs, r) {
             Ok(mut v) => rules.deny_exec.append(&mut v),
@@ -152,6 +169,51 @@ pub fn rules_for(rootfs: &Path, m: &MonitorRules) -> (ContainerRules, Vec<String
     // writes, denials and secret reads.
     rules.report_all_opens = rules.audit.iter().any(|a| matches!(a.on, AuditOn::Open(_)));
     (rules, cannot)
+}
+
+/// The enforcer really in force for each policy rule of a container, for its start's
+/// `enforcement-record` event: the sandbox's choice, with the monitor's own answer in place of
+/// the sandbox's plan for the rules the monitor carries (BPF-LSM or the kill at exec, say),
+/// and `none: not watched` when the monitor did not take them. Landlock names its ABI.
+pub fn enforcement_record(
+    rules: &[palisade_sandbox::RuleEnforcement],
+    watched: Option<&[palisade_monitor::RuleEnforcement]>,
+    landlock_abi: Option<u32>,
+) -> Vec<serde_json::Value> {
+    rules
+        .iter()
+        .map(|r| {
+            let planned = r.enforcer.to_string();
+            let (enforcer, note) = if planned.starts_with("monitor-") {
+                let found: Vec<&palisade_monitor::RuleEnforcement> = watched
+                    .unwrap_or_default()
+                    .iter()
+                    .filter(|m| m.rule == r.rule)
+                    .collect();
+                match (watched, found.first()) {
+                    (None, _) => ("none: not watched by the monitor".to_string(), None),
+                    (Some(_), Some(m)) => (m.enforcer.as_str().to_string(), m.note.clone()),
+                    // An Audit rule the monitor matches in user space.
+                    (Some(_), None) => (planned, r.note.clone()),
+                }
+            } else if planned == "landlock" {
+                match landlock_abi {
+                    Some(abi) => (format!("landlock (ABI {abi})"), r.note.clone()),
+                    None => (planned, r.note.clone()),
+                }
+            } else {
+                (planned, r.note.clone())
+            };
+            serde_json::json!({
+                "rule": r.rule,
+                "kind": r.kind.to_string(),
+                "target": r.target,
+                "action": format!("{:?}", r.action),
+                "enforcer": enforcer,
+                "note": note,
+            })
+        })
+        .collect()
 }
 
 /// Where Kubernetes mounts secrets in a container (the service account token volume, and
@@ -315,6 +377,122 @@ fn exec_rules(rootfs: &Path, r: &MonitorRule) -> Result<Vec<ExecRule>, String> {
     }
 }
 
+/// A file Block rule as BPF-LSM file rules, paths resolved inside the container's `root` when
+/// the watch is registered. A pattern is expanded now to the files it matches (at most
+/// [`MAX_DIR_FILES`]): files created later are not covered, and the rule's note says so.
+fn file_rules(root: &Path, r: &MonitorRule) -> Result<Vec<FileRule>, String> {
+    let from_source = match r.from_source.as_slice() {
+        [] => None,
+        [one] if !one.ends_with('/') => Some(PathBuf::from(one)),
+        [_] => {
+            return Err("fromSource naming a directory is not in the monitor's file rules".into())
+        }
+        _ => return Err("more than one fromSource is not in the monitor's file rules yet".into()),
+    };
+    let rule = |target| FileRule {
+        name: r.rule.clone(),
+        target,
+        read_only: r.read_only,
+        owner_only: r.owner_only,
+        from_source: from_source.clone(),
+        root: Some(root.to_path_buf()),
+        severity: r.severity.clamp(1, 10),
+        message: r.message.clone().unwrap_or_default(),
+    };
+    // A path missing from the container is left to the monitor, which resolves it as the
+    // container does and says that it keyed nothing.
+    match &r.target {
+        MonitorTarget::Path(p) => Ok(vec![rule(FileTarget::Path(p.into()))]),
+        MonitorTarget::Directory { dir, recursive } => Ok(vec![rule(FileTarget::Directory {
+            path: dir.into(),
+            recursive: *recursive,
+        })]),
+        MonitorTarget::Pattern(glob) => {
+            let mut found = Vec::new();
+            expand(root, glob, &mut found)?;
+            Ok(found
+                .into_iter()
+                .map(|p| rule(FileTarget::Path(p)))
+                .collect())
+        }
+        other => Err(format!("{other:?}: not a file target")),
+    }
+}
+
+/// The files of the container (under `root`) that `glob` matches, as container paths: the
+/// walk starts at the glob's literal directory and never follows a symlink.
+fn expand(root: &Path, glob: &str, out: &mut Vec<PathBuf>) -> Result<(), String> {
+    let pattern: Vec<&str> = glob.split('/').filter(|s| !s.is_empty()).collect();
+    let literal = pattern
+        .iter()
+        .take_while(|s| !s.contains(['*', '?', '[']))
+        .count();
+    let start: PathBuf = std::iter::once("/")
+        .chain(pattern[..literal].iter().copied())
+        .collect();
+    let mut stack = vec![start];
+    let mut seen = 0usize;
+    while let Some(dir) = stack.pop() {
+        let host = root.join(dir.strip_prefix("/").unwrap_or(&dir));
+        let Ok(entries) = std::fs::read_dir(&host) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = dir.join(e.file_name());
+            seen += 1;
+            if seen > MAX_DIR_FILES * 4 {
+                return Err(format!(
+                    "matchPatterns {glob}: more than {} entries to look at",
+                    MAX_DIR_FILES * 4
+                ));
+            }
+            let Ok(ft) = e.file_type() else { continue };
+            let segments: Vec<String> = path
+                .components()
+                .skip(1)
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+            if ft.is_dir() {
+                stack.push(path.clone());
+            }
+            if !ft.is_dir() && glob_matches(&pattern, &segments) {
+                out.push(path);
+                if out.len() > MAX_DIR_FILES {
+                    return Err(format!(
+                        "matchPatterns {glob}: more than {MAX_DIR_FILES} files"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether the path segments match the glob's: `*` and `?` within a segment, `**` across any
+/// number of them.
+fn glob_matches(pattern: &[&str], path: &[&str]) -> bool {
+    match pattern.split_first() {
+        None => path.is_empty(),
+        Some((&"**", rest)) => (0..=path.len()).any(|i| glob_matches(rest, &path[i..])),
+        Some((p, rest)) => match path.split_first() {
+            Some((s, tail)) => {
+                segment_matches(p.as_bytes(), s.as_bytes()) && glob_matches(rest, tail)
+            }
+            None => false,
+        },
+    }
+}
+
+fn segment_matches(p: &[u8], s: &[u8]) -> bool {
+    match p.split_first() {
+        None => s.is_empty(),
+        Some((b'*', rest)) => (0..=s.len()).any(|i| segment_matches(rest, &s[i..])),
+        Some((b'?', rest)) => !s.is_empty() && segment_matches(rest, &s[1..]),
+        Some((c, rest)) => s.first() == Some(c) && segment_matches(rest, &s[1..]),
+    }
+}
+
 fn collect_files(dir: &Path, recursive: bool, out: &mut Vec<PathBuf>) -> Result<(), String> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(());
@@ -349,6 +527,98 @@ mod tests {
     use palisade_sandbox::RuleKind;
 
     #[test]
+    fn the_record_names_the_monitors_own_choice_and_never_claims_an_unwatched_rule() {
+        use palisade_sandbox::{Enforcer as Planned, RuleEnforcement as Plan};
+        let plan = |rule: &str, enforcer| Plan {
+            rule: rule.into(),
+            kind: RuleKind::File,
+            target: "/etc/shadow".into(),
+            action: Action::Block,
+            enforcer,
+            note: None,
+        };
+        let rules = [
+            plan("ns/p: file", Planned::MonitorBpfLsm),
+            plan("ns/p: exec", Planned::MonitorExecKill),
+            plan("ns/p: fs", Planned::Landlock),
+        ];
+        let watched = [
+            palisade_monitor::RuleEnforcement {
+                rule: "ns/p: file".into(),
+                enforcer: palisade_monitor::Enforcer::BpfLsm,
+                note: None,
+            },
+            palisade_monitor::RuleEnforcement {
+                rule: "ns/p: exec".into(),
+                enforcer: palisade_monitor::Enforcer::BpfExecKill,
+                note: None,
+            },
+        ];
+        let got = enforcement_record(&rules, Some(&watched), Some(4));
+        let enforcers: Vec<&str> = got
+            .iter()
+            .map(|r| r["enforcer"].as_str().unwrap())
+            .collect();
+        assert_eq!(enforcers, ["bpf-lsm", "bpf-exec-kill", "landlock (ABI 4)"]);
+        let unwatched = enforcement_record(&rules, None, None);
+        assert_eq!(unwatched[0]["enforcer"], "none: not watched by the monitor");
+        assert_eq!(unwatched[2]["enforcer"], "landlock");
+    }
+
+    #[test]
+    fn globs_match_within_and_across_segments() {
+        let m = |g: &str, p: &str| {
+            let g: Vec<&str> = g.split('/').filter(|s| !s.is_empty()).collect();
+            let p: Vec<&str> = p.split('/').filter(|s| !s.is_empty()).collect();
+            glob_matches(&g, &p)
+        };
+        assert!(m("/etc/*.conf", "/etc/resolv.conf"));
+        assert!(!m("/etc/*.conf", "/etc/ssl/openssl.conf"));
+        assert!(m("/etc/**/*.conf", "/etc/ssl/openssl.conf"));
+        assert!(m("/etc/**/*.conf", "/etc/x.conf"));
+        assert!(m("/root/.ssh/id_?sa", "/root/.ssh/id_rsa"));
+        assert!(!m("/root/.ssh/id_?sa", "/root/.ssh/id_ecdsa"));
+    }
+
+    #[test]
+    fn file_block_rules_resolve_in_the_container_root_and_patterns_expand() {
+        let root = tempfile::tempdir().unwrap();
+        for f in ["etc/shadow", "etc/ssl/a.key", "etc/ssl/b.pem", "etc/c.key"] {
+            let p = root.path().join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, "x").unwrap();
+        }
+        let block = |target| MonitorRule {
+            read_only: true,
+            ..rule(target, &[])
+        };
+        let rules = MonitorRules {
+            deny_file: vec![
+                block(MonitorTarget::Path("/etc/shadow".into())),
+                block(MonitorTarget::Path("/etc/absent".into())),
+                block(MonitorTarget::Pattern("/etc/**/*.key".into())),
+            ],
+            ..MonitorRules::default()
+        };
+        let (out, cannot) = rules_for(Path::new("/nonexistent"), root.path(), &rules);
+        assert!(cannot.is_empty(), "{cannot:?}");
+        let mut targets: Vec<_> = out
+            .deny_file
+            .iter()
+            .map(|r| r.target.path().display().to_string())
+            .collect();
+        targets.sort();
+        assert_eq!(
+            targets,
+            ["/etc/absent", "/etc/c.key", "/etc/shadow", "/etc/ssl/a.key"]
+        );
+        assert!(out
+            .deny_file
+            .iter()
+            .all(|r| r.read_only && r.root.as_deref() == Some(root.path())));
+    }
+
+    #[test]
     fn secret_mounts_are_the_binds_at_or_below_the_secret_dirs() {
         let spec = serde_json::json!({"mounts": [
             {"destination": "/var/run/secrets/kubernetes.io/serviceaccount",
@@ -380,6 +650,7 @@ mod tests {
             target,
             from_source: from.iter().map(|s| s.to_string()).collect(),
             owner_only: false,
+            read_only: false,
             severity: 7,
             message: Some("no package managers".into()),
         }
@@ -410,7 +681,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        let (rules, cannot) = rules_for(root.path(), &m);
+        let (rules, cannot) = rules_for(root.path(), root.path(), &m);
         let mut paths: Vec<_> = rules.deny_exec.iter().map(|r| r.path.clone()).collect();
         paths.sort();
         assert_eq!(
@@ -447,6 +718,7 @@ mod tests {
             target: MonitorTarget::Protocol(protocol.into()),
             from_source: from.iter().map(|s| s.to_string()).collect(),
             owner_only: false,
+            read_only: false,
             severity: 6,
             message: None,
         }
@@ -476,7 +748,7 @@ mod tests {
         m.socket_unlisted.insert("tcp".into(), Action::Block);
         m.socket_unlisted.insert("udp".into(), Action::Audit);
         m.socket_unlisted.insert("icmp".into(), Action::Block);
-        let (rules, cannot) = rules_for(root.path(), &m);
+        let (rules, cannot) = rules_for(root.path(), root.path(), &m);
         let got: Vec<_> = rules
             .sock_create
             .iter()
@@ -510,14 +782,14 @@ mod tests {
             ..Default::default()
         };
         m.socket_unlisted.insert("tcp".into(), Action::Block);
-        let (rules, cannot) = rules_for(root.path(), &m);
+        let (rules, cannot) = rules_for(root.path(), root.path(), &m);
         assert!(cannot.is_empty(), "{cannot:?}");
         assert_eq!(rules.sock_create.len(), 1);
         assert_eq!(rules.sock_create[0].allow_from.len(), 3);
 
         m.network
             .push(net("tcp", Action::Allow, &[&names[3], &names[4]]));
-        let (rules, cannot) = rules_for(root.path(), &m);
+        let (rules, cannot) = rules_for(root.path(), root.path(), &m);
         assert!(rules.sock_create.is_empty());
         assert_eq!(
             cannot,

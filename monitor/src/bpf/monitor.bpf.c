@@ -334,6 +334,8 @@ int BPF_PROG(lsm_exec, struct linux_binprm *bprm, int ret)
 	return -EPERM;
 }
 
+#include "lsm_files.h"
+
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(on_exit, struct task_struct *p)
 {

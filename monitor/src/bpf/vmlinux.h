@@ -100,9 +100,14 @@ struct super_block {
 	dev_t s_dev;
 };
 
+typedef struct {
+	__u32 val;
+} kuid_t;
+
 struct inode {
 	unsigned long i_ino;
 	struct super_block *i_sb;
+	kuid_t i_uid;
 };
 
 struct dentry {
@@ -124,6 +129,11 @@ struct path {
 struct file {
 	struct path f_path;
 	struct inode *f_inode;
+	unsigned int f_mode;
+};
+
+struct cred {
+	kuid_t fsuid;
 };
 
 struct mm_struct {
@@ -153,6 +163,7 @@ struct task_struct {
 	struct mm_struct *mm;
 	struct files_struct *files;
 	struct fs_struct *fs;
+	const struct cred *cred;
 };
 
 struct linux_binprm {

@@ -5,6 +5,7 @@
 
 pub(crate) mod connect;
 pub(crate) mod exec;
+pub(crate) mod file;
 pub(crate) mod sock;
 
 use std::ffi::CString;
@@ -84,6 +85,8 @@ pub(crate) struct Installed {
     /// Connect rule index and its trie key.
     pub net_keys: Vec<(usize, types::net_key)>,
     pub sock_keys: Vec<types::sock_key>,
+    /// File rule index and its `deny_file` key.
+    pub file_keys: Vec<(usize, types::file_key)>,
     /// The cgroup programs' links: dropping one detaches its program.
     pub links: Vec<OwnedFd>,
 }
@@ -119,6 +122,20 @@ impl Installed {
                 .unwrap_or(0);
             out.push((rule.name.clone(), n));
         }
+        for (i, key) in &self.file_keys {
+            let Some(rule) = rules.deny_file.get(*i) else {
+                continue;
+            };
+            let n = maps
+                .deny_file
+                .lookup(bytes_of(key), MapFlags::ANY)
+                .ok()
+                .flatten()
+                .and_then(|v| raw::read::<types::file_rule>(&v))
+                .map(|v| v.hits)
+                .unwrap_or(0);
+            out.push((rule.name.clone(), n));
+        }
         out
     }
 
@@ -132,6 +149,9 @@ impl Installed {
         }
         for key in &self.sock_keys {
             let _ = maps.sock_rules.delete(bytes_of(key));
+        }
+        for (_, key) in &self.file_keys {
+            let _ = maps.deny_file.delete(bytes_of(key));
         }
         self.links.clear();
     }

@@ -32,6 +32,7 @@ const MAPS: &[&str] = &[
     "holders",
     "sock_rules",
     "procs",
+    "deny_file",
 ];
 
 /// How a handle came by the node's programs.
@@ -449,6 +450,7 @@ fn open_pins(dir: &Path) -> Result<NodeMaps, PinError> {
         deny_connect: map("deny_connect")?,
         holders: map("holders")?,
         sock_rules: map("sock_rules")?,
+        deny_file: map("deny_file")?,
         sock_create,
         cgroup_progs,
     })

@@ -34,6 +34,8 @@ pub(crate) struct NodeMaps {
     pub deny_connect: MapHandle,
     pub holders: MapHandle,
     pub sock_rules: MapHandle,
+    /// File deny rules, read by the BPF-LSM `file_open` program (when `lsm`).
+    pub deny_file: MapHandle,
     /// The pinned `sock_create` program, when this kernel loaded it.
     pub sock_create: Option<OwnedFd>,
     pub cgroup_progs: Vec<(

@@ -442,6 +442,23 @@ impl Watched {
         w
     }
 
+    /// A watch opened by the caller (who needed the monitor before watching).
+    pub fn from_parts(
+        watch: Watch,
+        monitor: NodeMonitor,
+        rx: Receiver<MonitorEvent>,
+        cg: TestCgroup,
+        root: PinRoot,
+    ) -> Self {
+        Watched {
+            watch,
+            monitor,
+            rx,
+            cg,
+            _root: root,
+        }
+    }
+
     fn open(
         name: &str,
         pod: &str,

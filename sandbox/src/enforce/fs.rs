@@ -160,6 +160,21 @@ pub(super) fn file_rules(ctx: &mut Ctx<'_>, policy: &CompiledPolicy, layers: &mu
                 ctx.out.monitor.audit.push(to_monitor(Action::Audit));
                 ctx.record(&id, Enforcer::MonitorAudit, None);
             }
+            Action::Block if ctx.kernel.bpf_lsm => {
+                // Refused in the kernel with EACCES, on the file the kernel resolves, for
+                // every rule kind (patterns are expanded when the container is watched).
+                let mut rule = to_monitor(Action::Block);
+                rule.read_only = r.read_only;
+                ctx.out.monitor.deny_file.push(rule);
+                let note = match &r.target {
+                    FileTarget::Pattern(_) => {
+                        "bpf-lsm file_open refuses with EACCES; the pattern is expanded to the \
+                         files present when the container starts"
+                    }
+                    _ => "bpf-lsm file_open refuses with EACCES, on every path to the file",
+                };
+                ctx.record(&id, Enforcer::MonitorBpfLsm, Some(note.into()));
+            }
             Action::Block => {
                 if let Some(why) = unexpressible {
                     ctx.audit_instead(&id, why, to_monitor(Action::Block));
@@ -189,9 +204,17 @@ pub(super) fn file_rules(ctx: &mut Ctx<'_>, policy: &CompiledPolicy, layers: &mu
                          directory as an empty read-only tmpfs",
                     )
                 };
+                // Without BPF-LSM a masked file reads as empty with no error: the monitor
+                // at least reports the opens of what the rule names.
+                let what = if r.read_only {
+                    what.to_owned()
+                } else {
+                    ctx.out.monitor.audit.push(to_monitor(Action::Audit));
+                    format!("{what}; opens reported by the monitor")
+                };
                 let note = match subtree_note {
                     Some(s) => format!("{what}; {s}"),
-                    None => what.to_owned(),
+                    None => what,
                 };
                 ctx.record(&id, enforcer, Some(note));
             }
@@ -250,14 +273,15 @@ fn unexpressible_file(
     target: &FileTarget,
 ) -> Option<&'static str> {
     if let FileTarget::Pattern(_) = target {
-        return Some("matchPatterns: landlock and mounts cannot express globs");
+        return Some("matchPatterns: landlock and mounts cannot express globs, and BPF-LSM is not in force here");
     }
     if from_source {
-        return Some("fromSource: landlock and mounts apply to every process of the container");
+        return Some("fromSource: landlock and mounts apply to every process of the container, and BPF-LSM is not in force here");
     }
     if owner_only {
         return Some(
-            "ownerOnly: landlock and mounts cannot compare the caller with the file owner",
+            "ownerOnly: landlock and mounts cannot compare the caller with the file owner, and BPF-LSM \
+             is not in force here",
         );
     }
     None

@@ -62,6 +62,8 @@ pub enum Enforcer {
     CapabilitiesBounding,
     /// The monitor kills the process at `execve`.
     MonitorExecKill,
+    /// The monitor's BPF-LSM `file_open` program refuses the open with EACCES.
+    MonitorBpfLsm,
     /// The monitor's cgroup socket address hooks.
     MonitorSockAddr,
     /// The monitor's cgroup socket creation hook (an allow-list of binaries per protocol).
@@ -84,6 +86,7 @@ impl fmt::Display for Enforcer {
             Self::Seccomp => "seccomp",
             Self::CapabilitiesBounding => "capabilities-bounding",
             Self::MonitorExecKill => "monitor-exec-kill",
+            Self::MonitorBpfLsm => "monitor-bpf-lsm",
             Self::MonitorSockAddr => "monitor-sock-addr",
             Self::MonitorSockCreate => "monitor-sock-create",
             Self::MonitorAudit => "monitor-audit",

@@ -47,6 +47,8 @@ pub struct MonitorRule {
     /// The rule concerns callers that do not own the file (Block, Audit) or only the owner
     /// (Allow).
     pub owner_only: bool,
+    /// readOnly (file rules): only writes are concerned.
+    pub read_only: bool,
     pub severity: u8,
     pub message: Option<String>,
 }
@@ -66,6 +68,9 @@ pub struct MonitorRules {
     pub exec_allow_list: bool,
     /// What an unlisted execution gets when `exec_allow_list` is set (`Block` or `Audit`).
     pub exec_posture: Option<Action>,
+    /// File Block rules the monitor refuses with EACCES through BPF-LSM (set only where the
+    /// caller said BPF-LSM is in force, [`crate::KernelFeatures::bpf_lsm`]).
+    pub deny_file: Vec<MonitorRule>,
     /// Operations to report: Audit rules, Block rules degraded to a report, allow-lists in
     /// audit posture.
     pub audit: Vec<MonitorRule>,
@@ -83,6 +88,7 @@ impl MonitorRules {
     /// Whether there is anything for the monitor to do.
     pub fn is_empty(&self) -> bool {
         self.deny_exec.is_empty()
+            && self.deny_file.is_empty()
             && self.allow_exec.is_empty()
             && self.audit.is_empty()
             && self.network.is_empty()
@@ -137,6 +143,7 @@ pub(super) fn rule(
         target,
         from_source: sources(from_source),
         owner_only,
+        read_only: false,
         severity: meta.severity,
         message: meta.message.clone(),
     }

@@ -40,6 +40,7 @@ fn kernel(landlock_abi: Option<u32>, log: bool) -> KernelFeatures {
         seccomp_actions: actions,
         user_namespaces: true,
         unprivileged_user_namespaces: None,
+        bpf_lsm: false,
     }
 }
 

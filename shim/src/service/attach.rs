@@ -27,6 +27,25 @@ impl TaskService {
     ) -> Result<(Option<crate::monitoring::Watched>, Option<RunningGate>), ShimError> {
         let id = cri.id.as_str();
         let watch = self.watch(cri, pid, bundle, hardened, config)?;
+        if !hardened.rules.is_empty() {
+            let record = crate::monitoring::enforcement_record(
+                &hardened.rules,
+                watch.as_ref().map(|w| w.0.enforcement()),
+                hardened.landlock_abi,
+            );
+            self.reporter(config).report(
+                runtime_event(
+                    &config.node_name,
+                    cri,
+                    "enforcement-record",
+                    &format!(
+                        "{} policy rules, each with the enforcer in force",
+                        record.len()
+                    ),
+                )
+                .with_evidence("rules", serde_json::Value::Array(record)),
+            );
+        }
         let gate = match gate_request {
             None => None,
             Some(mut r) => Some(
@@ -60,7 +79,10 @@ impl TaskService {
     ) -> Result<Option<crate::monitoring::Watched>, ShimError> {
         let id = cri.id.as_str();
         let m = &hardened.monitor;
-        let needed = !m.deny_exec.is_empty() || !m.allow_exec.is_empty() || !m.network.is_empty();
+        let needed = !m.deny_exec.is_empty()
+            || !m.deny_file.is_empty()
+            || !m.allow_exec.is_empty()
+            || !m.network.is_empty();
         let reporter = self.reporter(config);
         let degraded = |what: &str| {
             reporter.report(runtime_event(
@@ -91,7 +113,8 @@ impl TaskService {
             Some(p) => bundle.join(p),
             None => bundle.join("rootfs"),
         };
-        let (mut rules, cannot) = crate::monitoring::rules_for(&rootfs, m);
+        let root = PathBuf::from(format!("/proc/{pid}/root"));
+        let (mut rules, cannot) = crate::monitoring::rules_for(&rootfs, &root, m);
         rules.secret_mounts = crate::monitoring::secret_mounts(&hardened.spec);
         if !cannot.is_empty() && !hardened.degrade {
             return Err(ShimError::Unenforced {

@@ -84,7 +84,13 @@ impl TaskService {
             &config,
             candidates,
             &labels,
-            &self.reporter(&config),
+            NodeSide {
+                reporter: &self.reporter(&config),
+                bpf_lsm: || {
+                    super::attach::join_monitor(&self.monitor, &self.reporter, &config)
+                        .is_some_and(|m| m.bpf_lsm())
+                },
+            },
         )?;
         let (spec, wrapped) = (&hardened.spec, hardened.wrapped);
         // A pod's gate is set up with its sandbox container; bad annotations stop the pod here.
@@ -248,6 +254,19 @@ pub(super) struct Hardened {
     pub(super) monitor: palisade_sandbox::MonitorRules,
     /// The configuration lets protection the node cannot give be reported instead.
     pub(super) degrade: bool,
+    /// Per policy rule, the mechanism the sandbox chose (the monitor's own choice replaces
+    /// its share once the container is watched: `monitoring::enforcement_record`).
+    pub(super) rules: Vec<palisade_sandbox::RuleEnforcement>,
+    /// The landlock ABI of this kernel, for the record.
+    pub(super) landlock_abi: Option<u32>,
+}
+
+/// What the node offers a container being hardened: where its events go, and whether the
+/// node's monitor has BPF-LSM in force (asked only when a policy has file Block rules: the
+/// answer waits for the monitor to be joined).
+struct NodeSide<'a, F: FnOnce() -> bool> {
+    reporter: &'a crate::report::Reporter,
+    bpf_lsm: F,
 }
 
 /// Rewrites the bundle's config.json with palisade's default hardening and the container's
@@ -259,8 +278,9 @@ fn harden_bundle(
     config: &Config,
     candidates: Option<crate::policy::Candidates>,
     labels: &crate::policy::PodLabels,
-    reporter: &crate::report::Reporter,
+    node: NodeSide<'_, impl FnOnce() -> bool>,
 ) -> Result<Hardened, ShimError> {
+    let NodeSide { reporter, bpf_lsm } = node;
     let id = cri.id.as_str();
     let report = match palisade_sandbox::harden_spec(id, &mut spec, &config.hardening) {
         Ok(report) => report,
@@ -275,10 +295,18 @@ fn harden_bundle(
         Some(c) => c.select(labels, config.audit())?,
         None => None,
     };
-    let kernel = palisade_sandbox::KernelFeatures::probe().map_err(|e| ShimError::Unenforced {
-        container: id.to_string(),
-        reason: format!("kernel features: {e}"),
-    })?;
+    let mut kernel =
+        palisade_sandbox::KernelFeatures::probe().map_err(|e| ShimError::Unenforced {
+            container: id.to_string(),
+            reason: format!("kernel features: {e}"),
+        })?;
+    // Only a policy with file Block rules waits for the node's monitor to tell.
+    let file_blocks = compiled.as_ref().is_some_and(|c| {
+        c.file
+            .iter()
+            .any(|r| r.rule.meta.action == palisade_policy::Action::Block)
+    });
+    kernel.bpf_lsm = file_blocks && bpf_lsm();
     let enforcement = palisade_sandbox::enforce(
         id,
         &mut spec,
@@ -334,5 +362,7 @@ fn harden_bundle(
         wrapped,
         monitor: enforcement.monitor,
         degrade,
+        rules: enforcement.rules,
+        landlock_abi: kernel.landlock_abi,
     })
 }
