@@ -27,8 +27,9 @@ pub use floor::HookFloor;
 pub use handle::{cleanup_stale, unload_parked, Features, MonitorConfig, NodeMonitor};
 pub use kernel::SyscallHook;
 pub use rules::{
-    AuditOn, AuditRule, AuditTarget, ConnectRule, ContainerRef, ContainerRules, Enforcer, ExecRule,
-    RuleEnforcement, RuleError, SockClass, SockRule, MAX_SECRET_MOUNTS, MAX_SOCK_SOURCES,
+    seccomp_refused, AuditOn, AuditRule, AuditTarget, ConnectRule, ContainerRef, ContainerRules,
+    Enforcer, ExecRule, IdMaps, IdRange, RuleEnforcement, RuleError, SockClass, SockRule,
+    MAX_SECRET_MOUNTS, MAX_SOCK_SOURCES,
 };
 pub use shared::EventSink;
 pub use watch::{Watch, WatchStats};

@@ -1,7 +1,8 @@
 //! The monitor against the running kernel (root), by theme: what is reported and to which
 //! container (`attribution`), exec deny rules (`exec`), connect deny rules (`connect`),
 //! socket creation rules (`sockets`), shared pins, parking and the hook floor (`pins`), and
-//! file reads and writes the detections judge (`files`). `harness` has the test cgroups, pin
+//! file reads and writes the detections judge (`files`), ordinary calls that raise nothing
+//! and real gains that do (`precision`). `harness` has the test cgroups, pin
 //! roots, forked children and event waits they share.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,4 +12,5 @@ mod exec;
 mod files;
 mod harness;
 mod pins;
+mod precision;
 mod sockets;

@@ -59,6 +59,13 @@ impl TaskService {
         config: &Config,
     ) -> Result<Option<crate::monitoring::Watched>, ShimError> {
         let id = cri.id.as_str();
+        let detection =
+            crate::cri::detection_settings(&hardened.spec, &config.detection).map_err(|e| {
+                ShimError::InvalidArgument {
+                    what: format!("container {id}"),
+                    reason: e.to_string(),
+                }
+            })?;
         let m = &hardened.monitor;
         let needed = !m.deny_exec.is_empty() || !m.allow_exec.is_empty() || !m.network.is_empty();
         let reporter = self.reporter(config);
@@ -92,7 +99,12 @@ impl TaskService {
             None => bundle.join("rootfs"),
         };
         let (mut rules, cannot) = crate::monitoring::rules_for(&rootfs, m);
+        crate::cri::apply_detection(&mut rules, &detection);
+        rules.rootfs = Some(rootfs.clone());
         rules.secret_mounts = crate::monitoring::secret_mounts(&hardened.spec);
+        rules.id_maps = crate::cri::id_maps(&hardened.spec);
+        rules.seccomp_refused =
+            palisade_monitor::seccomp_refused(&hardened.spec["linux"]["seccomp"]);
         if !cannot.is_empty() && !hardened.degrade {
             return Err(ShimError::Unenforced {
                 container: id.into(),
