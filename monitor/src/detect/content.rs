@@ -114,6 +114,38 @@ impl Known {
                 }
             }
         }
+        self.drop_shared(rootfs, names);
+    }
+
+    /// Forgets a content the image also ships under a name that is neither a shell nor a
+    /// package manager (a multi-call binary copied rather than linked, a test image's
+    /// stand-in): an exec of that other name is not one of them. Only files of a known
+    /// binary's size are read.
+    fn drop_shared(&mut self, rootfs: &Path, names: &[&str]) {
+        for dir in BIN_DIRS {
+            let Ok(entries) = std::fs::read_dir(rootfs.join(dir)) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name();
+                if names.iter().any(|n| name == *n) {
+                    continue;
+                }
+                let Ok(meta) = std::fs::metadata(e.path()) else {
+                    continue;
+                };
+                if !meta.is_file() || !self.by_size.contains_key(&meta.len()) {
+                    continue;
+                }
+                let Some(hash) = hash_file(&e.path()) else {
+                    continue;
+                };
+                if let Some(list) = self.by_size.get_mut(&meta.len()) {
+                    list.retain(|(h, _)| *h != hash);
+                }
+            }
+        }
+        self.by_size.retain(|_, list| !list.is_empty());
     }
 }
 
@@ -165,7 +197,11 @@ mod tests {
         std::fs::copy(root.join("usr/bin/dash"), root.join("tmp/y")).unwrap();
         std::fs::copy(root.join("bin/busybox"), root.join("tmp/z")).unwrap();
         std::fs::write(root.join("tmp/w"), b"something else").unwrap();
-        let names = ["apt-get", "dash", "sh", "ash"];
+        // a stand-in: the same program as apt and under its own name too
+        std::fs::write(root.join("usr/bin/apt"), b"probe's code!!").unwrap();
+        std::fs::write(root.join("usr/bin/probe"), b"probe's code!!").unwrap();
+        std::fs::copy(root.join("usr/bin/probe"), root.join("tmp/v")).unwrap();
+        let names = ["apt-get", "apt", "dash", "sh", "ash"];
         let mut k = Known::default();
         // no process of that pid: the path under the root is read
         let pid = u32::MAX;
@@ -178,5 +214,10 @@ mod tests {
         );
         assert_eq!(id("/tmp/z"), None, "busybox is every applet");
         assert_eq!(id("/tmp/w"), None, "same size, other content");
+        assert_eq!(
+            id("/tmp/v"),
+            None,
+            "the image ships that content as probe too"
+        );
     }
 }
