@@ -131,7 +131,9 @@ pub async fn precision_detection_annotation(ctx: &Ctx) -> Result<Observed> {
         },
     };
     ensure(
-        err.contains(ANNOTATION) && err.contains("\"5m\" is not a number of seconds"),
+        err.contains(ANNOTATION)
+            && err.contains("5m")
+            && err.contains("is not a number of seconds"),
         || format!("refused without naming the annotation and the value: {err}"),
     )?;
     Ok(Observed::blocked(
