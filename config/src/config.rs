@@ -67,6 +67,8 @@ pub struct Config {
     pub mode: Mode,
     /// What marks a container compromised and how its restarts are limited.
     pub compromise: crate::CompromiseSettings,
+    /// The monitor's built-in detections per container (the `[detection]` table).
+    pub detection: crate::DetectionSettings,
 }
 
 /// Whether this configuration enforces its policies or only reports what they would do.
@@ -95,6 +97,7 @@ impl Default for Config {
             monitor: crate::MonitorSettings::default(),
             mode: Mode::Enforce,
             compromise: crate::CompromiseSettings::default(),
+            detection: crate::DetectionSettings::default(),
         }
     }
 }
@@ -160,6 +163,9 @@ impl Config {
         if let Err(crate::CompromiseError::Setting { field, reason }) = self.compromise.validate() {
             return Err(invalid(field, &reason));
         }
+        if let Err(crate::DetectionError::Setting { field, reason }) = self.detection.validate() {
+            return Err(invalid(field, &reason));
+        }
         Ok(())
     }
 }
@@ -180,6 +186,11 @@ mod tests {
         assert_eq!(
             default.compromise,
             crate::CompromiseSettings::default(),
+            "palisade.toml spells out the defaults"
+        );
+        assert_eq!(
+            default.detection,
+            crate::DetectionSettings::default(),
             "palisade.toml spells out the defaults"
         );
         assert!(load("palisade-strict.toml").strict.is_some());

@@ -9,12 +9,13 @@ use hyper_util::rt::TokioIo;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
-    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatus, ContainerStatusRequest,
-    CreateContainerRequest, ExecSyncRequest, ImageSpec, LinuxContainerConfig,
-    LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
-    ListPodSandboxRequest, NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata,
-    PodSandboxStatusRequest, RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
-    StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
+    Container, ContainerConfig, ContainerFilter, ContainerMetadata, ContainerState,
+    ContainerStatus, ContainerStatusRequest, CreateContainerRequest, ExecSyncRequest, ImageSpec,
+    LinuxContainerConfig, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
+    LinuxSandboxSecurityContext, ListPodSandboxRequest, NamespaceMode, NamespaceOption,
+    PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest, RemoveContainerRequest,
+    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
+    StopPodSandboxRequest,
 };
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -188,6 +189,42 @@ impl Cri {
             .await
             .with_context(|| format!("remove container {id}"))?;
         Ok(())
+    }
+
+    /// The containers of pod sandbox `pod_id`, in any state.
+    pub async fn pod_containers(&self, pod_id: &str) -> Result<Vec<Container>> {
+        self.list_containers(ContainerFilter {
+            pod_sandbox_id: pod_id.to_string(),
+            ..Default::default()
+        })
+        .await
+        .with_context(|| format!("list the containers of pod {pod_id}"))
+    }
+
+    /// What the kubelet shows for container `name` of a pod: its current container (the newest
+    /// of that name) and its Last State (the one created before it, when any), by creation
+    /// time as the kubelet sorts them.
+    pub async fn kubelet_view(
+        &self,
+        pod_id: &str,
+        name: &str,
+    ) -> Result<(ContainerStatus, Option<ContainerStatus>)> {
+        let mut mine: Vec<Container> = self
+            .pod_containers(pod_id)
+            .await?
+            .into_iter()
+            .filter(|c| c.metadata.as_ref().is_some_and(|m| m.name == name))
+            .collect();
+        mine.sort_by_key(|c| std::cmp::Reverse(c.created_at));
+        let mut statuses = Vec::new();
+        for c in mine.iter().take(2) {
+            statuses.push(self.container_status(&c.id).await?);
+        }
+        let mut it = statuses.into_iter();
+        let current = it
+            .next()
+            .with_context(|| format!("pod {pod_id} has no container {name}"))?;
+        Ok((current, it.next()))
     }
 
     pub async fn container_status(&self, id: &str) -> Result<ContainerStatus> {
@@ -375,6 +412,11 @@ pub fn container_config(
         linux: Some(LinuxContainerConfig {
             security_context: Some(LinuxContainerSecurityContext {
                 namespace_options: Some(own_pid_namespace()),
+                masked_paths: KUBELET_MASKED_PATHS.iter().map(|p| p.to_string()).collect(),
+                readonly_paths: KUBELET_READONLY_PATHS
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect(),
                 ..Default::default()
             }),
             ..Default::default()
@@ -382,6 +424,32 @@ pub fn container_config(
         ..Default::default()
     }
 }
+
+/// The paths the kubelet asks CRI to mask in every container whose `procMount` is `Default`
+/// (Kubernetes' `pkg/securitycontext`, 1.31 and later): a harness request without them reads
+/// as `procMount: Unmasked`, which no ordinary pod asks for.
+pub const KUBELET_MASKED_PATHS: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// The paths the kubelet asks CRI to make read-only with `procMount: Default`.
+pub const KUBELET_READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
 
 /// Each container in its own pid namespace, as the kubelet asks unless the pod
 /// shares its process namespace (CRI's zero value would share the sandbox's).

@@ -9,6 +9,12 @@ use palisade_events::Action;
 use crate::event::{EventKind, Finding, ProcessInfo, Syscall, EACCES, EPERM, O_WRITE_FLAGS};
 use crate::rules::{connect_matches, AuditOn, ContainerRules, Enforcer, SockClass};
 
+mod content;
+mod creds;
+mod paths;
+
+use creds::{Change, Creds};
+
 const SHELLS: &[&str] = &[
     "sh", "bash", "dash", "zsh", "ash", "ksh", "mksh", "csh", "tcsh", "fish",
 ];
@@ -16,16 +22,19 @@ const PACKAGE_MANAGERS: &[&str] = &[
     "apt", "apt-get", "aptitude", "dpkg", "apk", "yum", "dnf", "microdnf", "rpm", "zypper", "pip",
     "pip3", "pipx",
 ];
-const SYSTEM_DIRS: &[&str] = &["/etc/", "/bin/", "/sbin/", "/usr/"];
 const TOKEN_DIRS: &[&str] = &[
     "/var/run/secrets/kubernetes.io/serviceaccount/",
     "/run/secrets/kubernetes.io/serviceaccount/",
 ];
 /// Ports of common mining pools (stratum).
 pub const MINER_PORTS: &[u16] = &[3333, 4444, 5555, 6666, 7777, 14433, 14444, 45560, 45700];
+const AF_INET: i32 = 2;
+const AF_INET6: i32 = 10;
 const AF_PACKET: i32 = 17;
 const SOCK_RAW: i32 = 3;
-const EINPROGRESS: i64 = 115;
+/// Connect results that still mean the process tried to reach its peer: in progress,
+/// refused by the peer, timed out, unreachable host or network, reset.
+const CONNECT_ATTEMPTED: &[i64] = &[115, 111, 110, 113, 101, 104];
 
 /// Where the shim bind-mounts palisade-init, which runs before the entrypoint.
 const RUNTIME_INIT: &str = "/.palisade/palisade-init";
@@ -45,6 +54,10 @@ pub(crate) struct DetectState {
     /// outside, at create and for every exec, and sets ids, capabilities and namespaces
     /// before its exec: that is the runtime's doing, not the container's.
     own: HashSet<u32>,
+    /// The ids each process holds, to judge its privilege changes.
+    creds: Creds,
+    /// The image's shells and package managers by content.
+    known: content::Known,
 }
 
 impl DetectState {
@@ -54,6 +67,8 @@ impl DetectState {
             registered,
             learned: HashSet::new(),
             own: HashSet::new(),
+            creds: Creds::default(),
+            known: content::Known::default(),
         }
     }
 
@@ -123,10 +138,18 @@ pub(crate) fn findings(
         _ => {}
     }
     audits(set, kind, &mut out);
+    let change = match kind {
+        EventKind::Syscall {
+            call,
+            args,
+            result: 0,
+        } => state.creds.set_ids(process.pid, *call, args),
+        _ => None,
+    };
     if set.rules.builtins {
-        builtins(set, state, process, kind, now, &mut out);
+        builtins(set, state, process, kind, change, now, &mut out);
     }
-    follow(state, process, kind);
+    follow(set, state, process, kind);
     out
 }
 
@@ -226,8 +249,22 @@ fn sock_denied(set: &RuleSet, name: &str, class: Option<SockClass>, refused: boo
     }
 }
 
-/// Follows the container's own processes: its entrypoint's exec and what it forks.
-fn follow(state: &mut DetectState, process: &ProcessInfo, kind: &EventKind) {
+/// Follows the container's own processes (its entrypoint's exec and what it forks) and the
+/// ids every process holds.
+fn follow(set: &RuleSet, state: &mut DetectState, process: &ProcessInfo, kind: &EventKind) {
+    let maps = &set.rules.id_maps;
+    match kind {
+        EventKind::Exec { .. } => state
+            .creds
+            .exec(maps, process.pid, process.uid, process.gid),
+        EventKind::Fork { child_pid } => {
+            state
+                .creds
+                .fork(maps, process.pid, *child_pid, process.uid, process.gid)
+        }
+        EventKind::Exit { .. } => state.creds.exit(process.pid),
+        _ => {}
+    }
     match kind {
         // palisade-init is the runtime's too: it sets ids and capabilities, then execs the
         // entrypoint (or the exec'd command), whose exec starts the container's own code.
@@ -287,6 +324,7 @@ fn builtins(
     state: &mut DetectState,
     process: &ProcessInfo,
     kind: &EventKind,
+    change: Option<Change>,
     now: Instant,
     out: &mut Vec<Finding>,
 ) {
@@ -296,7 +334,20 @@ fn builtins(
     let started = state.entrypoint_seen;
     let own = started && state.own.contains(&process.pid);
     match kind {
-        EventKind::Exec { filename, .. } => exec_builtins(filename, started, out),
+        EventKind::Exec { filename, .. } => {
+            let name = basename(filename);
+            let known = SHELLS.contains(&name) || PACKAGE_MANAGERS.contains(&name);
+            // a file of another name is judged by its content: a copy of apt-get is apt-get
+            let alias = match &set.rules.rootfs {
+                Some(root) if !known => {
+                    state
+                        .known
+                        .identify(root, &known_names(), process.pid, filename)
+                }
+                _ => None,
+            };
+            exec_builtins(filename, alias.as_deref(), started, out)
+        }
         EventKind::Open {
             path,
             flags,
@@ -308,14 +359,33 @@ fn builtins(
             addr: Some(addr),
             result,
         } => {
-            let attempted = *result == 0 || *result == -EINPROGRESS;
-            if attempted && MINER_PORTS.contains(&addr.port()) {
-                out.push(builtin(
+            // An attempt counts whatever the peer or the network answered: a pool that
+            // refused the connection, or was not reachable, was still sought.
+            let attempted = *result == 0 || CONNECT_ATTEMPTED.contains(&-*result);
+            if MINER_PORTS.contains(&addr.port()) {
+                let f = builtin(
                     "crypto-miner-pool-port",
                     8,
                     &["MITRE_T1496", "network"],
-                    format!("connection to mining pool port {addr}"),
-                ));
+                    format!("connection to mining pool port {addr} (result {result})"),
+                );
+                if attempted {
+                    out.push(f);
+                } else if *result == -EPERM || *result == -EACCES {
+                    // refused before it left: by a connect rule in the kernel, or else the
+                    // container's seccomp filter or permissions
+                    let ruled = set
+                        .rules
+                        .deny_connect
+                        .iter()
+                        .any(|r| connect_matches(r, addr.ip(), addr.port()));
+                    let by = if ruled {
+                        set.connect_enforcer
+                    } else {
+                        refuser(set, "connect")
+                    };
+                    out.push(blocked(f, "connect", by));
+                }
             }
             if attempted {
                 learn_or_flag(set.rules.learning_window, state, *addr, now, out);
@@ -326,38 +396,61 @@ fn builtins(
             kind,
             result,
             ..
-        } if *result >= 0 && (*domain == AF_PACKET || kind & 0xf == SOCK_RAW) => {
-            out.push(builtin(
-                "raw-socket",
-                6,
-                &["MITRE_T1040", "network"],
-                format!("raw socket opened (domain {domain}, type {kind})"),
+        } if raw_network_socket(*domain, *kind) => {
+            let what = format!("raw socket (domain {domain}, type {kind})");
+            out.push(attempt(
+                set,
+                "socket",
+                *result,
+                builtin(
+                    "raw-socket",
+                    6,
+                    &["MITRE_T1040", "network"],
+                    format!("{what} opened"),
+                ),
             ));
         }
         EventKind::Mount { target, result, .. } if own => {
-            out.push(builtin(
-                "mount-in-container",
-                7,
-                &["MITRE_T1611", "escape"],
-                format!("mount on {target} (result {result})"),
+            out.push(attempt(
+                set,
+                "mount",
+                *result,
+                builtin(
+                    "mount-in-container",
+                    7,
+                    &["MITRE_T1611", "escape"],
+                    format!("mount on {target} (result {result})"),
+                ),
             ));
         }
         EventKind::Syscall { call, args, result } if own => {
-            syscall_builtin(*call, args, *result, process, out);
+            if let Some(f) = syscall_builtin(*call, args, *result, change, process) {
+                out.push(attempt(set, call.name(), *result, f));
+            }
         }
         _ => {}
     }
 }
 
-/// Shells started after the entrypoint, and package managers.
-fn exec_builtins(filename: &str, started: bool, out: &mut Vec<Finding>) {
-    let name = basename(filename);
+/// The names whose files the image's content identifies.
+fn known_names() -> Vec<&'static str> {
+    SHELLS.iter().chain(PACKAGE_MANAGERS).copied().collect()
+}
+
+/// Shells started after the entrypoint, and package managers; `alias` is the known program
+/// whose content the file has, when its own name is not one.
+fn exec_builtins(filename: &str, alias: Option<&str>, started: bool, out: &mut Vec<Finding>) {
+    let name = alias.unwrap_or(basename(filename));
+    let what = match alias {
+        Some(a) => format!("{filename} (the content of {a})"),
+        None => filename.to_string(),
+    };
     if started && SHELLS.contains(&name) {
         out.push(builtin(
             "shell-in-container",
             7,
             &["MITRE_T1059.004", "shell"],
-            format!("shell {filename} spawned in the container"),
+            format!("shell {what} spawned in the container"),
         ));
     }
     if PACKAGE_MANAGERS.contains(&name) {
@@ -365,9 +458,17 @@ fn exec_builtins(filename: &str, started: bool, out: &mut Vec<Finding>) {
             "package-manager-in-container",
             5,
             &["MITRE_T1072", "drift"],
-            format!("package manager {filename} run in the container"),
+            format!("package manager {what} run in the container"),
         ));
     }
+}
+
+/// A socket that reads or forges network packets below the transport layer: a raw IPv4 or
+/// IPv6 socket, or any packet socket. Netlink (how programs ask the kernel about their own
+/// interfaces: `ip addr`, every server that lists its addresses), unix and the other families
+/// are not.
+fn raw_network_socket(domain: i32, kind: i32) -> bool {
+    domain == AF_PACKET || ((domain == AF_INET || domain == AF_INET6) && kind & 0xf == SOCK_RAW)
 }
 
 /// Opens the kernel refused, writes below system directories, and service account token
@@ -390,9 +491,7 @@ fn open_builtins(
     } else if result >= 0 {
         // the kernel judges files on the root filesystem by their parents; the
         // prefix still catches files bind-mounted there (/etc/hosts)
-        if flags & O_WRITE_FLAGS != 0
-            && (system_dir || SYSTEM_DIRS.iter().any(|d| path.starts_with(d)))
-        {
+        if flags & O_WRITE_FLAGS != 0 && paths::system_write(path, system_dir) {
             out.push(builtin(
                 "write-below-system-dir",
                 6,
@@ -420,33 +519,33 @@ fn syscall_builtin(
     call: Syscall,
     args: &[u64; 6],
     result: i64,
+    change: Option<Change>,
     process: &ProcessInfo,
-    out: &mut Vec<Finding>,
-) {
-    let to_root = |n: usize| args[..n].iter().any(|&a| a as u32 == 0);
+) -> Option<Finding> {
     match call {
-        Syscall::Setuid | Syscall::Setgid if result == 0 && to_root(1) => {
-            out.push(privilege_gain(call, process));
+        // A successful set*id call is a gain only when the process now holds root's uid or
+        // gid and did not before (`setgid(0)` with gid 0 already is nothing). A successful
+        // capset never is: the kernel lets a process raise only what its permitted set
+        // already holds.
+        Syscall::Setuid
+        | Syscall::Setgid
+        | Syscall::Setreuid
+        | Syscall::Setregid
+        | Syscall::Setresuid
+        | Syscall::Setresgid
+            if result == 0 =>
+        {
+            change
+                .filter(Change::gains_root)
+                .map(|c| privilege_gain(call, &c, process))
         }
-        Syscall::Setreuid | Syscall::Setregid if result == 0 && to_root(2) => {
-            out.push(privilege_gain(call, process));
-        }
-        Syscall::Setresuid | Syscall::Setresgid if result == 0 && to_root(3) => {
-            out.push(privilege_gain(call, process));
-        }
-        Syscall::Capset if result == 0 => out.push(builtin(
-            "capability-change",
-            5,
-            &["MITRE_T1548", "privilege"],
-            "capabilities changed by capset".to_string(),
-        )),
-        Syscall::Setns | Syscall::Unshare => out.push(builtin(
+        Syscall::Setns | Syscall::Unshare => Some(builtin(
             "namespace-change",
             8,
             &["MITRE_T1611", "escape"],
             format!("{} called (result {result})", call.name()),
         )),
-        Syscall::Ptrace => out.push(builtin(
+        Syscall::Ptrace => Some(builtin(
             "ptrace-in-container",
             7,
             &["MITRE_T1055", "injection"],
@@ -455,28 +554,73 @@ fn syscall_builtin(
                 args[0], args[1]
             ),
         )),
-        Syscall::InitModule | Syscall::FinitModule => out.push(builtin(
+        Syscall::InitModule | Syscall::FinitModule => Some(builtin(
             "kernel-module-load",
             9,
             &["MITRE_T1547.006", "escape"],
             format!("{} called (result {result})", call.name()),
         )),
-        Syscall::Bpf => out.push(builtin(
+        Syscall::Bpf => Some(builtin(
             "bpf-in-container",
             6,
             &["MITRE_T1014"],
             format!("bpf command {} (result {result})", args[0]),
         )),
-        _ => {}
+        _ => None,
     }
 }
 
-fn privilege_gain(call: Syscall, process: &ProcessInfo) -> Finding {
+/// The severity of a refused attempt: two below the detection's, and at most 6, so that
+/// an attempt the hardening stopped never counts towards a compromise kill by default (a
+/// pod's `rules` can still make it decisive by name).
+const REFUSED_SEVERITY_MAX: u8 = 6;
+
+/// A detection on syscall `call` with its `result`: as it is when the call ran (or failed
+/// for another reason), or, when the kernel refused it (EPERM, EACCES), a `block` naming
+/// the enforcer that refused it.
+fn attempt(set: &RuleSet, call: &str, result: i64, f: Finding) -> Finding {
+    if result != -EPERM && result != -EACCES {
+        return f;
+    }
+    blocked(f, call, refuser(set, call))
+}
+
+/// A detection on a call `enforcer` refused: reported as a `block` by it.
+fn blocked(mut f: Finding, call: &str, enforcer: Enforcer) -> Finding {
+    f.action = Action::Block;
+    f.enforcer = enforcer.as_str();
+    f.severity = f.severity.saturating_sub(2).clamp(1, REFUSED_SEVERITY_MAX);
+    f.message = format!("{call} refused by {enforcer}: {}", f.message);
+    f.tags.push("blocked".to_string());
+    f
+}
+
+/// What refused a syscall with EPERM or EACCES: the container's seccomp filter when it
+/// refuses that syscall outright, else the kernel's own permission checks (capabilities,
+/// the user namespace).
+fn refuser(set: &RuleSet, call: &str) -> Enforcer {
+    if set.rules.seccomp_refused.iter().any(|c| c == call) {
+        Enforcer::Seccomp
+    } else {
+        Enforcer::Capabilities
+    }
+}
+
+fn privilege_gain(call: Syscall, change: &Change, process: &ProcessInfo) -> Finding {
+    let ids = |v: [u32; 3]| format!("{}/{}/{}", v[0], v[1], v[2]);
     builtin(
         "privilege-gain",
         8,
         &["MITRE_T1548", "privilege"],
-        format!("{} to root by {}", call.name(), process.comm),
+        format!(
+            "{} to root by {}: uids {} -> {}, gids {} -> {} (real/effective/saved)",
+            call.name(),
+            process.comm,
+            ids(change.before.uid),
+            ids(change.after.uid),
+            ids(change.before.gid),
+            ids(change.after.gid)
+        ),
     )
 }
 

@@ -240,6 +240,54 @@ pub struct ContainerRules {
     /// volumes), as host paths: an open of any file on such a mount is reported, whatever path
     /// the process spelled. At most [`MAX_SECRET_MOUNTS`].
     pub secret_mounts: Vec<PathBuf>,
+    /// The container's user namespace mappings (empty: none, ids are the host's): the kernel
+    /// reports host ids, the set*id calls name ids inside.
+    pub id_maps: IdMaps,
+    /// The watched syscalls (`WATCHED_SYSCALLS` names) the container's seccomp filter refuses
+    /// outright with an errno: a refused attempt of one of them names `seccomp` as its
+    /// enforcer, of the others `capabilities`.
+    pub seccomp_refused: Vec<String>,
+    /// The container's root filesystem as the caller sees it: the image's own shells and
+    /// package managers are read there, so that a copy under another name is known by its
+    /// content. `None`: by name only.
+    pub rootfs: Option<PathBuf>,
+}
+
+/// One range of a user namespace's uid or gid map: `count` ids from `inside` in the
+/// container are `outside` and on on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdRange {
+    pub inside: u32,
+    pub outside: u32,
+    pub count: u32,
+}
+
+/// A container's uid and gid maps; empty maps mean no user namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdMaps {
+    pub uid: Vec<IdRange>,
+    pub gid: Vec<IdRange>,
+}
+
+impl IdMaps {
+    /// The container's view of host uid `host` (the overflow id 65534 when it is not mapped).
+    pub fn uid_inside(&self, host: u32) -> u32 {
+        inside(&self.uid, host)
+    }
+
+    /// The container's view of host gid `host` (the overflow id 65534 when it is not mapped).
+    pub fn gid_inside(&self, host: u32) -> u32 {
+        inside(&self.gid, host)
+    }
+}
+
+fn inside(map: &[IdRange], host: u32) -> u32 {
+    if map.is_empty() {
+        return host;
+    }
+    map.iter()
+        .find(|r| host >= r.outside && u64::from(host) < u64::from(r.outside) + u64::from(r.count))
+        .map_or(65534, |r| r.inside + (host - r.outside))
 }
 
 /// How many secret mounts the kernel tells apart per container (events.h).
@@ -257,6 +305,9 @@ impl Default for ContainerRules {
             report_all_opens: false,
             learning_window: Some(Duration::from_secs(600)),
             secret_mounts: Vec::new(),
+            id_maps: IdMaps::default(),
+            seccomp_refused: Vec::new(),
+            rootfs: None,
         }
     }
 }
@@ -272,6 +323,10 @@ pub enum Enforcer {
     BpfLsm,
     /// The cgroup sock_create hook refusing the socket with EPERM.
     BpfSockCreate,
+    /// The container's seccomp filter returning an errno.
+    Seccomp,
+    /// The kernel's permission checks: a capability the container lacks.
+    Capabilities,
     /// Reported only.
     AuditOnly,
 }
@@ -284,6 +339,8 @@ impl Enforcer {
             Enforcer::BpfSockAddr => "bpf-sock-addr",
             Enforcer::BpfLsm => "bpf-lsm",
             Enforcer::BpfSockCreate => "bpf-sock-create",
+            Enforcer::Seccomp => "seccomp",
+            Enforcer::Capabilities => "capabilities",
             Enforcer::AuditOnly => "audit-only",
         }
     }
@@ -332,6 +389,42 @@ pub enum RuleError {
         second: String,
         class: &'static str,
     },
+}
+
+/// The watched syscalls an OCI seccomp filter (`linux.seccomp` of a runtime spec) refuses
+/// outright with an errno: named by a rule without argument conditions whose action is
+/// `SCMP_ACT_ERRNO`, or left to a default action of `SCMP_ACT_ERRNO`. A syscall refused only
+/// for some arguments is not listed.
+pub fn seccomp_refused(seccomp: &serde_json::Value) -> Vec<String> {
+    const ERRNO: &str = "SCMP_ACT_ERRNO";
+    let Some(default) = seccomp["defaultAction"].as_str() else {
+        return Vec::new();
+    };
+    let rules = seccomp["syscalls"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    crate::event::WATCHED_SYSCALLS
+        .iter()
+        .filter(|name| {
+            let named: Vec<&serde_json::Value> = rules
+                .iter()
+                .filter(|r| {
+                    r["names"]
+                        .as_array()
+                        .is_some_and(|n| n.iter().any(|n| n.as_str() == Some(**name)))
+                })
+                .collect();
+            let unconditional = named
+                .iter()
+                .find(|r| r["args"].as_array().is_none_or(Vec::is_empty));
+            match unconditional {
+                Some(r) => r["action"].as_str() == Some(ERRNO),
+                None => named.is_empty() && default == ERRNO,
+            }
+        })
+        .map(|n| n.to_string())
+        .collect()
 }
 
 /// The kernel's internal dev_t encoding (MKDEV: 12-bit major, 20-bit minor), which is what
@@ -527,6 +620,31 @@ mod tests {
         assert!(connect_matches(&any, IpAddr::V4(Ipv4Addr::LOCALHOST), 1));
         let mapped = IpAddr::V6(Ipv4Addr::new(10, 1, 2, 9).to_ipv6_mapped());
         assert!(connect_matches(&r, mapped, 443));
+    }
+
+    #[test]
+    fn seccomp_refusals_are_the_unconditional_errno_ones() {
+        let profile = serde_json::json!({
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "syscalls": [
+                {"names": ["openat", "connect", "socket"], "action": "SCMP_ACT_ALLOW"},
+                {"names": ["ptrace"], "action": "SCMP_ACT_ERRNO"},
+                {"names": ["setns"], "action": "SCMP_ACT_ALLOW",
+                 "args": [{"index": 1, "value": 0, "op": "SCMP_CMP_EQ"}]},
+            ]
+        });
+        let refused = seccomp_refused(&profile);
+        assert!(refused.iter().any(|s| s == "ptrace"));
+        assert!(
+            refused.iter().any(|s| s == "unshare"),
+            "left to the default"
+        );
+        assert!(!refused.iter().any(|s| s == "socket" || s == "openat"));
+        assert!(
+            !refused.iter().any(|s| s == "setns"),
+            "only for some arguments"
+        );
+        assert!(seccomp_refused(&serde_json::Value::Null).is_empty());
     }
 
     #[test]

@@ -49,7 +49,7 @@ impl Evidence {
 /// Why a container was judged compromised.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verdict {
-    /// One line naming the decisive evidence (`rule kernel-module-load is decisive`).
+    /// One line naming the decisive evidence (`rule namespace-change is decisive`).
     pub reason: String,
     /// The events that led to it, oldest first.
     pub evidence: Vec<Evidence>,
@@ -288,8 +288,11 @@ mod tests {
         );
         let v = t
             .observe(&event("kernel-module-load", 9, Source::Monitor), t0)
-            .expect("decisive rule");
-        assert_eq!(v.reason, "rule kernel-module-load is decisive");
+            .expect("decisive severity");
+        assert_eq!(
+            v.reason,
+            "rule kernel-module-load has severity 9, decisive from 9"
+        );
         assert_eq!(
             v.evidence
                 .iter()

@@ -123,6 +123,54 @@ pub fn termination_log(spec: &Value) -> Option<PathBuf> {
     })
 }
 
+/// The monitor's detection settings for a container: the configuration's `[detection]` table
+/// with the pod's `palisade.dev/detection` annotation applied; a malformed annotation is an
+/// error naming it.
+pub fn detection_settings(
+    spec: &Value,
+    config: &palisade_config::DetectionSettings,
+) -> Result<palisade_config::DetectionSettings, palisade_config::DetectionError> {
+    match spec["annotations"][palisade_config::DETECTION_ANNOTATION].as_str() {
+        Some(v) => config.with_annotation(v),
+        None => Ok(config.clone()),
+    }
+}
+
+/// Puts detection settings into a container's monitor rules.
+pub fn apply_detection(
+    rules: &mut palisade_monitor::ContainerRules,
+    s: &palisade_config::DetectionSettings,
+) {
+    rules.builtins = s.builtins;
+    rules.learning_window = (s.learning_window_secs > 0)
+        .then(|| std::time::Duration::from_secs(s.learning_window_secs));
+}
+
+/// The user namespace mappings of a container's spec (`linux.uidMappings`/`gidMappings`),
+/// which the monitor reads the kernel's host ids through; empty without a user namespace.
+pub fn id_maps(spec: &Value) -> palisade_monitor::IdMaps {
+    let ranges = |key: &str| -> Vec<palisade_monitor::IdRange> {
+        spec["linux"][key]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+            .iter()
+            .filter_map(|m| {
+                let n = |k: &str| m[k].as_u64().and_then(|v| u32::try_from(v).ok());
+                Some(palisade_monitor::IdRange {
+                    inside: n("containerID")?,
+                    outside: n("hostID")?,
+                    count: n("size")?,
+                })
+            })
+            .collect()
+    };
+    palisade_monitor::IdMaps {
+        uid: ranges("uidMappings"),
+        gid: ranges("gidMappings"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +216,46 @@ mod tests {
         .is_sandbox());
         let bare = CriContainer::of("x", &json!({}));
         assert_eq!((bare.kind, bare.pod.as_str()), (Kind::Container, ""));
+    }
+
+    #[test]
+    fn detection_settings_come_from_the_configuration_and_the_annotation() {
+        let config = palisade_config::DetectionSettings {
+            learning_window_secs: 300,
+            ..Default::default()
+        };
+        let plain = detection_settings(&spec(), &config).unwrap();
+        assert_eq!(plain, config);
+        let mut rules = palisade_monitor::ContainerRules::default();
+        apply_detection(&mut rules, &plain);
+        assert_eq!(
+            rules.learning_window,
+            Some(std::time::Duration::from_secs(300))
+        );
+        let mut annotated = spec();
+        annotated["annotations"]["palisade.dev/detection"] = json!("learning-window=off");
+        let s = detection_settings(&annotated, &config).unwrap();
+        apply_detection(&mut rules, &s);
+        assert_eq!((rules.learning_window, rules.builtins), (None, true));
+        annotated["annotations"]["palisade.dev/detection"] = json!("learning-window=5m");
+        let err = detection_settings(&annotated, &config).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("pod annotation palisade.dev/detection: learning-window: \"5m\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn id_maps_come_from_the_specs_user_namespace() {
+        let spec = json!({"linux": {
+            "uidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}],
+            "gidMappings": [{"containerID": 0, "hostID": 200000, "size": 1}],
+        }});
+        let m = id_maps(&spec);
+        assert_eq!((m.uid_inside(100_033), m.gid_inside(200_000)), (33, 0));
+        assert_eq!(m.gid_inside(200_001), 65534, "not mapped");
+        assert_eq!(id_maps(&json!({})), palisade_monitor::IdMaps::default());
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::suite::{ensure, Ctx};
 const COMPROMISED_EXIT: i32 = 173;
 const ANNOTATION: &str = "palisade.dev/compromise";
 const POLICY: &str = "palisade.dev/policy";
-/// Short enough for a test, long enough to see a restart refused inside it.
+/// Short enough for a test, long enough to see a restart held back inside it.
 const BACKOFF_SECS: u64 = 4;
 
 pub fn all() -> Vec<SecCheck> {
@@ -101,33 +101,70 @@ pub async fn compromise_restart(ctx: &Ctx) -> Result<Observed> {
         || format!("termination message {message:?}"),
     )?;
 
-    // The kubelet's part: remove, recreate at once: held back by the backoff.
-    ctx.cri.remove_container(&c0).await?;
+    // The kubelet's part: it keeps the dead container (`kubectl logs --previous` reads its
+    // log) and creates the next attempt at once in the same sandbox. The start waits out the
+    // backoff inside palisade instead of failing: meanwhile and afterwards the killed
+    // container is the newest one that terminated, which is what the kubelet shows under
+    // Last State (a refused start would be: exit code 128, StartError).
     let c1 = ctx
         .cri
         .create_container(&pod, &attempt(ctx, 1, &termination), &cfg)
         .await?;
-    let held = ctx.cri.start_container(&c1).await;
-    let held = match held {
-        Ok(()) => bail!("a restart right after the compromise was let through"),
-        Err(e) => format!("{e:#}"),
+    let during = async {
+        let held = log
+            .wait_for(Duration::from_secs(10), |e| {
+                field(e, "/workload/pod") == pod_name
+                    && field(e, "/rule/name") == "compromised-restart-held-back"
+            })
+            .await?
+            .context("no compromised-restart-held-back event while the start waited")?;
+        let view = ctx.cri.kubelet_view(&pod, "web").await?;
+        anyhow::Ok((held, view))
     };
-    ensure(held.contains("restart held back"), || {
-        format!("start refused for another reason: {held}")
+    let (started, during) = tokio::join!(ctx.cri.start_container(&c1), during);
+    let (held, (current, last)) = during?;
+    started.context("the restart held back by the backoff was not started after it")?;
+    ensure(field(&held, "/rule/message").contains("held back"), || {
+        format!("held-back event: {held}")
     })?;
-    ctx.cri.remove_container(&c1).await?;
-
-    // After the backoff the restart goes through, from a clean image, and says why.
-    tokio::time::sleep(Duration::from_secs(BACKOFF_SECS) + Duration::from_millis(500)).await;
-    let c2 = ctx
-        .cri
-        .run_container(&pod, &attempt(ctx, 2, &termination), &cfg)
-        .await
-        .context("restart after the backoff")?;
-    let (_, _, code) = ctx.cri.exec_sync(&c2, &["true"], 10).await?;
+    let last_of = |last: Option<&k8s_cri::v1::ContainerStatus>| {
+        last.map(|l| (l.id.clone(), l.exit_code, l.reason.clone()))
+    };
+    ensure(
+        current.id == c1
+            && last_of(last.as_ref())
+                .is_some_and(|(id, code, _)| id == c0 && code == COMPROMISED_EXIT),
+        || {
+            format!(
+                "while the start waited the kubelet would show current {} ({}), last state {:?}",
+                current.id,
+                crate::cri::state_name(current.state),
+                last_of(last.as_ref())
+            )
+        },
+    )?;
+    let (current, last) = ctx.cri.kubelet_view(&pod, "web").await?;
+    ensure(
+        current.id == c1
+            && crate::cri::state_name(current.state) == "RUNNING"
+            && last_of(last.as_ref())
+                .is_some_and(|(id, code, _)| id == c0 && code == COMPROMISED_EXIT),
+        || {
+            format!(
+                "after the start the kubelet would show current {} ({}), last state {:?}",
+                current.id,
+                crate::cri::state_name(current.state),
+                last_of(last.as_ref())
+            )
+        },
+    )?;
+    let (_, _, code) = ctx.cri.exec_sync(&c1, &["true"], 10).await?;
     ensure(code == 0, || {
         format!("the restarted container does not run commands (exit {code})")
     })?;
+    // The kubelet removes the older dead container once a newer one has run.
+    ctx.cri.remove_container(&c0).await?;
+    let c2 = c1;
 
     // Compromised again: killed, and with max-restarts=1 quarantined for good.
     let probe = attack(ctx, &c2).await?;
@@ -143,7 +180,7 @@ pub async fn compromise_restart(ctx: &Ctx) -> Result<Observed> {
     tokio::time::sleep(Duration::from_secs(2 * BACKOFF_SECS) + Duration::from_millis(500)).await;
     let c3 = ctx
         .cri
-        .create_container(&pod, &attempt(ctx, 3, &termination), &cfg)
+        .create_container(&pod, &attempt(ctx, 2, &termination), &cfg)
         .await?;
     let quarantined = match ctx.cri.start_container(&c3).await {
         Ok(()) => bail!("a container compromised twice with max-restarts=1 was started again"),
@@ -223,7 +260,7 @@ pub async fn compromise_restart(ctx: &Ctx) -> Result<Observed> {
         || format!("metrics: no palisade_compromise_total of 2 kills in {metrics:?}"),
     )?;
     Ok(Observed::blocked(format!(
-        "killed twice with exit {COMPROMISED_EXIT}, restart held back then let through, quarantined; webhook {falco} kills, ctr events {topic} lines, metrics counted"
+        "killed twice with exit {COMPROMISED_EXIT}, the next attempt's start held back (exit {COMPROMISED_EXIT} stayed Last State) then run, quarantined; webhook {falco} kills, ctr events {topic} lines, metrics counted"
     )))
 }
 

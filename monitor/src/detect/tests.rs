@@ -53,7 +53,11 @@ fn runtime_setup_before_the_entrypoint_is_not_flagged() {
     let s = set(ContainerRules::default());
     let now = Instant::now();
     let mut st = DetectState::new(now);
-    let p = ProcessInfo::default();
+    let p = ProcessInfo {
+        uid: 1000,
+        gid: 1000,
+        ..ProcessInfo::default()
+    };
     let unshare = EventKind::Syscall {
         call: Syscall::Unshare,
         args: [0; 6],
@@ -149,6 +153,8 @@ fn an_execs_runc_init_is_the_runtime_and_forked_children_are_the_container() {
     let mut st = DetectState::new(now);
     let proc_of = |pid: u32| ProcessInfo {
         pid,
+        uid: 1000,
+        gid: 1000,
         ..ProcessInfo::default()
     };
     let setuid = EventKind::Syscall {
@@ -309,6 +315,122 @@ fn network_detections_and_learning_window() {
         result: 4,
     };
     assert_eq!(names(&findings(&s, &mut st, &p, &raw, t0)), ["raw-socket"]);
+    let packet = EventKind::Socket {
+        domain: 17,
+        kind: 2,
+        protocol: 768,
+        result: 4,
+    };
+    assert_eq!(
+        names(&findings(&s, &mut st, &p, &packet, t0)),
+        ["raw-socket"]
+    );
+    // `ip addr` and Apache httpd: AF_NETLINK SOCK_RAW (also with SOCK_CLOEXEC); AF_UNIX
+    for (domain, kind) in [(16, 3), (16, 524291), (1, 3), (1, 1), (2, 2)] {
+        let s_ = EventKind::Socket {
+            domain,
+            kind,
+            protocol: 0,
+            result: 4,
+        };
+        assert!(
+            findings(&s, &mut st, &p, &s_, t0).is_empty(),
+            "domain {domain} type {kind}"
+        );
+    }
+}
+
+#[test]
+fn a_privilege_change_is_a_gain_only_when_the_process_gets_root_it_did_not_hold() {
+    let s = set(ContainerRules::default());
+    let now = Instant::now();
+    let mut st = DetectState::new(now);
+    // busybox as uid 1000 with group 0 (no runAsGroup): setgid(0) at every start
+    let busybox = ProcessInfo {
+        pid: 30,
+        uid: 1000,
+        gid: 0,
+        ..ProcessInfo::default()
+    };
+    findings(&s, &mut st, &busybox, &exec("/bin/sh"), now);
+    let setgid0 = EventKind::Syscall {
+        call: Syscall::Setgid,
+        args: [0, 0, 0, 0, 0, 0],
+        result: 0,
+    };
+    assert!(findings(&s, &mut st, &busybox, &setgid0, now).is_empty());
+    let setuid_self = EventKind::Syscall {
+        call: Syscall::Setuid,
+        args: [1000, 0, 0, 0, 0, 0],
+        result: 0,
+    };
+    assert!(findings(&s, &mut st, &busybox, &setuid_self, now).is_empty());
+    // a root server dropping to its service user gains nothing either
+    let server = ProcessInfo {
+        pid: 31,
+        ..ProcessInfo::default()
+    };
+    findings(&s, &mut st, &server, &exec("/usr/sbin/apache2"), now);
+    let drop = EventKind::Syscall {
+        call: Syscall::Setresuid,
+        args: [33, 33, 33, 0, 0, 0],
+        result: 0,
+    };
+    assert!(findings(&s, &mut st, &server, &drop, now).is_empty());
+    // a refused call changes nothing
+    let refused = EventKind::Syscall {
+        call: Syscall::Setuid,
+        args: [0; 6],
+        result: -1,
+    };
+    assert!(findings(&s, &mut st, &server, &refused, now).is_empty());
+    // the dropped process getting uid 0 back without holding it anywhere is a gain
+    let regain = EventKind::Syscall {
+        call: Syscall::Setuid,
+        args: [0; 6],
+        result: 0,
+    };
+    let f = findings(&s, &mut st, &server, &regain, now);
+    assert_eq!(names(&f), ["privilege-gain"]);
+    assert!(
+        f[0].message.contains("uids 33/33/33 -> 33/0/33"),
+        "{}",
+        f[0].message
+    );
+    // a capset that succeeded raised nothing beyond the permitted set
+    let capset = EventKind::Syscall {
+        call: Syscall::Capset,
+        args: [0; 6],
+        result: 0,
+    };
+    assert!(findings(&s, &mut st, &busybox, &capset, now).is_empty());
+}
+
+#[test]
+fn an_applications_pid_file_below_usr_local_is_not_a_system_write() {
+    let s = set(ContainerRules::default());
+    let now = Instant::now();
+    let mut st = DetectState::new(now);
+    let p = ProcessInfo::default();
+    let write = |path: &str| EventKind::Open {
+        path: path.into(),
+        flags: 0o1 | 0o100 | 0o1000,
+        result: 3,
+        secret: false,
+        system_dir: true,
+    };
+    assert!(findings(
+        &s,
+        &mut st,
+        &p,
+        &write("/usr/local/apache2/logs/httpd.pid"),
+        now
+    )
+    .is_empty());
+    assert_eq!(
+        names(&findings(&s, &mut st, &p, &write("/usr/bin/x"), now)),
+        ["write-below-system-dir"]
+    );
 }
 
 #[test]
@@ -403,4 +525,77 @@ fn exec_deny_reports_kill_or_audit() {
     };
     let f = findings(&s, &mut st, &ProcessInfo::default(), &refused, now);
     assert_eq!((f[0].action, f[0].enforcer), (Action::Block, "bpf-lsm"));
+}
+
+#[test]
+fn refused_attempts_are_blocks_by_their_enforcer_below_the_counted_severities() {
+    let mut rules = ContainerRules {
+        seccomp_refused: vec!["unshare".into()],
+        ..ContainerRules::default()
+    };
+    rules.deny_connect.push(ConnectRule {
+        name: "no-pool".into(),
+        addr: "10.0.0.9".parse().unwrap(),
+        prefix_len: 32,
+        port: None,
+        only_from: None,
+        severity: 5,
+        message: String::new(),
+    });
+    let s = set(rules);
+    let now = Instant::now();
+    let mut st = DetectState::new(now);
+    let p = ProcessInfo::default();
+    findings(&s, &mut st, &p, &exec("/app"), now);
+    let call = |call, result| EventKind::Syscall {
+        call,
+        args: [0; 6],
+        result,
+    };
+    let f = findings(&s, &mut st, &p, &call(Syscall::Unshare, -1), now);
+    assert_eq!(names(&f), ["namespace-change"]);
+    assert_eq!((f[0].action, f[0].enforcer), (Action::Block, "seccomp"));
+    assert_eq!(f[0].severity, 6);
+    assert!(
+        f[0].message.starts_with("unshare refused by seccomp: "),
+        "{}",
+        f[0].message
+    );
+    let f = findings(&s, &mut st, &p, &call(Syscall::FinitModule, -1), now);
+    assert_eq!((f[0].enforcer, f[0].severity), ("capabilities", 6));
+    let ran = findings(&s, &mut st, &p, &call(Syscall::Unshare, 0), now);
+    assert_eq!((ran[0].action, ran[0].severity), (Action::Audit, 8));
+    let raw = EventKind::Socket {
+        domain: 2,
+        kind: 3,
+        protocol: 1,
+        result: -1,
+    };
+    let f = findings(&s, &mut st, &p, &raw, now);
+    assert_eq!(names(&f), ["raw-socket"]);
+    assert_eq!(
+        (f[0].action, f[0].enforcer, f[0].severity),
+        (Action::Block, "capabilities", 4)
+    );
+    // mining pool ports: a refused or unreachable pool still counts; a connect rule's refusal
+    // names the rule's enforcer
+    let connect = |a: &str, result: i64| EventKind::Connect {
+        addr: Some(a.parse().unwrap()),
+        result,
+    };
+    for result in [-111, -110, -113] {
+        let f = findings(&s, &mut st, &p, &connect("10.0.0.1:3333", result), now);
+        assert_eq!(names(&f), ["crypto-miner-pool-port"], "result {result}");
+        assert_eq!((f[0].action, f[0].severity), (Action::Audit, 8));
+    }
+    let f = findings(&s, &mut st, &p, &connect("10.0.0.9:4444", -1), now);
+    assert_eq!(names(&f), ["no-pool", "crypto-miner-pool-port"]);
+    assert_eq!(
+        (f[1].action, f[1].enforcer),
+        (Action::Block, "bpf-sock-addr")
+    );
+    assert!(
+        findings(&s, &mut st, &p, &connect("10.0.0.1:3333", -22), now).is_empty(),
+        "EINVAL: no attempt reached the network"
+    );
 }

@@ -1,8 +1,9 @@
 //! The monitor against the running kernel (root), by theme: what is reported and to which
 //! container (`attribution`), exec deny rules (`exec`), connect deny rules (`connect`),
 //! socket creation rules (`sockets`), shared pins, parking and the hook floor (`pins`),
-//! file reads and writes the detections judge (`files`), and file deny rules through BPF-LSM
-//! (`file_rules`). `harness` has the test cgroups, pin
+//! file reads and writes the detections judge (`files`), file deny rules through BPF-LSM
+//! (`file_rules`), and ordinary calls that raise nothing and real gains that do
+//! (`precision`). `harness` has the test cgroups, pin
 //! roots, forked children and event waits they share.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,4 +14,5 @@ mod file_rules;
 mod files;
 mod harness;
 mod pins;
+mod precision;
 mod sockets;

@@ -78,6 +78,13 @@ impl TaskService {
         config: &Config,
     ) -> Result<Option<crate::monitoring::Watched>, ShimError> {
         let id = cri.id.as_str();
+        let detection =
+            crate::cri::detection_settings(&hardened.spec, &config.detection).map_err(|e| {
+                ShimError::InvalidArgument {
+                    what: format!("container {id}"),
+                    reason: e.to_string(),
+                }
+            })?;
         let m = &hardened.monitor;
         let needed = !m.deny_exec.is_empty()
             || !m.deny_file.is_empty()
@@ -115,7 +122,12 @@ impl TaskService {
         };
         let root = PathBuf::from(format!("/proc/{pid}/root"));
         let (mut rules, cannot) = crate::monitoring::rules_for(&rootfs, &root, m);
+        crate::cri::apply_detection(&mut rules, &detection);
+        rules.rootfs = Some(rootfs.clone());
         rules.secret_mounts = crate::monitoring::secret_mounts(&hardened.spec);
+        rules.id_maps = crate::cri::id_maps(&hardened.spec);
+        rules.seccomp_refused =
+            palisade_monitor::seccomp_refused(&hardened.spec["linux"]["seccomp"]);
         if !cannot.is_empty() && !hardened.degrade {
             return Err(ShimError::Unenforced {
                 container: id.into(),

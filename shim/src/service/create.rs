@@ -100,8 +100,11 @@ impl TaskService {
             None
         };
         let gate_container = gate_request.as_ref().and_then(|r| r.container.clone());
-        // A container killed as compromised comes back only after its backoff, and not at all
-        // once quarantined.
+        // A container killed as compromised comes back only after its backoff (its create
+        // waits for it when it is short), and not at all once quarantined.
+        self.judge
+            .hold(&cri, spec, &config, &self.reporter(&config))
+            .await?;
         let admitted = self
             .judge
             .admit(&cri, spec, &config, &self.reporter(&config))?;

@@ -20,6 +20,9 @@ pub(super) const QUEUE: usize = 1024;
 const GATE_POLL: Duration = Duration::from_secs(2);
 /// The kubelet reads at most 4 KiB of a termination message.
 const TERMINATION_MESSAGE_MAX: usize = 4000;
+/// The longest a restart is held back inside its create call (well within the kubelet's
+/// 2-minute runtime request timeout); a longer backoff refuses the start instead.
+pub(super) const HOLD_MAX: Duration = Duration::from_secs(60);
 
 /// Rule names of the compromise policy's own events.
 pub const RULE_COMPROMISED: &str = "container-compromised";
@@ -65,7 +68,72 @@ impl Admitted {
     }
 }
 
+/// The compromise policy of a container (`None` for the sandbox or a disabled policy) and
+/// the name its restarts share.
+fn policy_of(
+    cri: &CriContainer,
+    spec: &serde_json::Value,
+    config: &Config,
+) -> Result<Option<(crate::compromise::CompromiseSettings, String)>, ShimError> {
+    if cri.is_sandbox() {
+        return Ok(None);
+    }
+    let settings = match spec["annotations"][crate::compromise::ANNOTATION].as_str() {
+        Some(v) => config.compromise.with_annotation(v)?,
+        None => config.compromise.clone(),
+    };
+    if !settings.enabled {
+        return Ok(None);
+    }
+    let name = if cri.container.is_empty() {
+        cri.id.clone()
+    } else {
+        cri.container.clone()
+    };
+    Ok(Some((settings, name)))
+}
+
 impl Judge {
+    /// Holds back the restart of a container killed as compromised until its backoff has
+    /// passed, when that is at most [`HOLD_MAX`]: the create call waits instead of failing.
+    /// A refused start would be the newest terminated container of its name, and the kubelet
+    /// would show it (exit code 128, StartError) under Last State instead of the kill's 173
+    /// and termination message; a start that waits leaves the killed container the last one
+    /// that terminated.
+    pub(super) async fn hold(
+        &self,
+        cri: &CriContainer,
+        spec: &serde_json::Value,
+        config: &Config,
+        reporter: &crate::report::Reporter,
+    ) -> Result<(), ShimError> {
+        let Some((settings, name)) = policy_of(cri, spec, config)? else {
+            return Ok(());
+        };
+        let admission = crate::report::lock(&self.history).admit(&name, &settings, Instant::now());
+        let Admission::BackingOff {
+            count,
+            wait,
+            previous,
+        } = admission
+        else {
+            return Ok(());
+        };
+        if wait > HOLD_MAX {
+            return Ok(());
+        }
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        let message = format!(
+            "container {name} was killed as compromised {count} time(s) ({}); restart held back for {secs}s: it starts then",
+            previous.reason
+        );
+        let judged = Judged::new(cri, &settings, config, name);
+        reporter.report(judged.event(RULE_HELD_BACK, 8, Action::Block, &message, &previous));
+        tracing::info!(container = %cri.id, wait_ms = wait.as_millis() as u64, "compromised restart held back");
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+
     /// Decides whether a container may be created, given its predecessors in this pod; `None`
     /// for containers the policy does not cover (the sandbox, or a disabled policy).
     pub(super) fn admit(
@@ -75,33 +143,12 @@ impl Judge {
         config: &Config,
         reporter: &crate::report::Reporter,
     ) -> Result<Option<Admitted>, ShimError> {
-        if cri.is_sandbox() {
+        let Some((settings, name)) = policy_of(cri, spec, config)? else {
             return Ok(None);
-        }
+        };
         let id = cri.id.as_str();
-        let ann = &spec["annotations"];
-        let settings = match ann[crate::compromise::ANNOTATION].as_str() {
-            Some(v) => config.compromise.with_annotation(v)?,
-            None => config.compromise.clone(),
-        };
-        if !settings.enabled {
-            return Ok(None);
-        }
-        let name = if cri.container.is_empty() {
-            id.to_string()
-        } else {
-            cri.container.clone()
-        };
-        let judged = Judged {
-            sandbox: cri.sandbox_id.clone().unwrap_or_default(),
-            termination_log: crate::cri::termination_log(spec),
-            tracker: Tracker::new(settings.clone()),
-            audit: config.audit(),
-            node: config.node_name.clone(),
-            workload: Workload::from(cri),
-            verdict: None,
-            name,
-        };
+        let mut judged = Judged::new(cri, &settings, config, name);
+        judged.termination_log = crate::cri::termination_log(spec);
         let admission =
             crate::report::lock(&self.history).admit(&judged.name, &settings, Instant::now());
         let refuse = |rule: &str, severity: u8, message: String, previous: &Verdict| {
@@ -188,6 +235,24 @@ impl Judge {
 }
 
 impl Judged {
+    fn new(
+        cri: &CriContainer,
+        settings: &crate::compromise::CompromiseSettings,
+        config: &Config,
+        name: String,
+    ) -> Self {
+        Judged {
+            sandbox: cri.sandbox_id.clone().unwrap_or_default(),
+            termination_log: None,
+            tracker: Tracker::new(settings.clone()),
+            audit: config.audit(),
+            node: config.node_name.clone(),
+            workload: Workload::from(cri),
+            verdict: None,
+            name,
+        }
+    }
+
     /// Whether the gate of pod sandbox `sandbox`, aimed at container `only` (every container
     /// of the pod when `None`), fronts this container: its evidence counts against it.
     fn fronted_by(&self, sandbox: &str, only: Option<&str>) -> bool {
