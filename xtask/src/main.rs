@@ -4,6 +4,8 @@
 mod apt;
 mod cargo;
 mod containerd;
+mod corpus;
+mod detections;
 mod env;
 mod fresh;
 mod fuzz;
@@ -30,6 +32,10 @@ commands:
           under runc, palisade-nomon, palisade-strict-nomon, palisade, palisade-strict),
           monitor (exec, open/close, connect loops with the monitor off, on for 1 pod,
           on among --pods pods)
+  detections  the detection corpus: ordinary servers from Debian's packages (nginx, Apache,
+          Redis, PostgreSQL, a Python app, busybox as uid 1000) under traffic for ten minutes
+          each (--short: 15 s; --seconds N), then a post-exploitation chain with benign twins;
+          the results table into docs/monitor.md (--short is also a step of test)
   fuzz    the policy parser's libFuzzer target on stable, seeded with the fixtures, for
           --seconds N (default 60; also a step of test)
   fresh   build xtask as a fresh machine would (tools and headers it lacks hidden) and run
@@ -73,6 +79,7 @@ fn main() -> ExitCode {
         "test" => tasks::test(&opts),
         "demo" => tasks::demo(&opts),
         "bench" => tasks::bench(&opts),
+        "detections" => detections::command(&opts),
         "manifests" => tasks::manifests(),
         "fuzz" => tasks::fuzz(&opts),
         "fresh" => tasks::fresh(&opts),

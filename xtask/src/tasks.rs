@@ -33,6 +33,8 @@ pub struct Opts {
     pub seconds: Option<u32>,
     /// `fresh`: the checkout whose xtask is built (default: this workspace).
     pub source: Option<PathBuf>,
+    /// `detections`: the short form.
+    pub short: bool,
 }
 
 impl Opts {
@@ -64,6 +66,7 @@ impl Opts {
                 "--containerd" => o.containerd = Some(val()?),
                 "--seconds" => o.seconds = Some(val()?.parse().context("--seconds")?),
                 "--source" => o.source = Some(PathBuf::from(val()?)),
+                "--short" => o.short = true,
                 other => bail!("unknown option {other}"),
             }
         }
@@ -91,12 +94,12 @@ impl Opts {
 }
 
 /// Where the environment lives once set up, for the signal thread to tear it down.
-type Slot = Arc<Mutex<Option<Arc<Env>>>>;
+pub(crate) type Slot = Arc<Mutex<Option<Arc<Env>>>>;
 
 /// Handles SIGINT/SIGTERM in a thread: tear down, then exit. The signals are
 /// caught, not blocked: a blocked mask would be inherited by every child (cargo
 /// test included) and change what the tests see.
-fn install_signal_teardown(children: Children) -> Result<Slot> {
+pub(crate) fn install_signal_teardown(children: Children) -> Result<Slot> {
     let slot: Slot = Arc::new(Mutex::new(None));
     let mut signals = Signals::new([SIGINT, SIGTERM]).context("catch SIGINT/SIGTERM")?;
     let slot2 = Arc::clone(&slot);
@@ -127,7 +130,7 @@ fn run_base(base: &Path) -> PathBuf {
 }
 
 /// Runs `body` against a freshly started environment and always tears it down.
-fn with_env<T>(
+pub(crate) fn with_env<T>(
     ws: &Workspace,
     slot: &Slot,
     shim: Option<PathBuf>,
@@ -167,7 +170,7 @@ fn with_env<T>(
     result
 }
 
-fn suite_cmd(env: &Env, ws: &Workspace, sub: &str) -> Command {
+pub(crate) fn suite_cmd(env: &Env, ws: &Workspace, sub: &str) -> Command {
     suite_cmd_of(env, &ws.conformance_binary(), sub)
 }
 
@@ -292,6 +295,13 @@ pub fn test(opts: &Opts) -> Result<()> {
             ("conformance suite", conformance),
             ("security suite", security),
         ];
+        // The detection corpus, short form (docs/monitor.md, "Detection corpus").
+        if opts.handlers.is_none() && opts.filters.is_empty() && !opts.no_shim {
+            suites.push((
+                "detection corpus, short form",
+                crate::detections::test_step(env, &ws),
+            ));
+        }
         // The CRI contract under the configuration that honours it (docs/cri-contract.md):
         // the contract_* checks again under palisade-compat, graded as runc.
         if opts.handlers.is_none() && opts.filters.is_empty() && !opts.no_shim {
@@ -629,7 +639,7 @@ pub fn bench(opts: &Opts) -> Result<()> {
 }
 
 /// The three load averages from /proc/loadavg.
-fn loadavg() -> String {
+pub(crate) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
         .split_whitespace()
@@ -645,7 +655,7 @@ fn cores() -> usize {
 }
 
 /// Date, machine and load of a section; says so when the load passed the core count.
-fn section_header(command: &str, before: &str, after: &str) -> String {
+pub(crate) fn section_header(command: &str, before: &str, after: &str) -> String {
     let cores = cores();
     let mut h = format!(
         "Measured by `{command}` on {} UTC ({cores} cores, kernel {}; load average (1, 5, 15 min) \
