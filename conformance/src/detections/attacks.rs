@@ -29,8 +29,10 @@ const UPSTREAM_PORT: u16 = 8080;
 const CLOSED_POOL_PORT: &str = "4444";
 const CLOSED_PORT: &str = "8081";
 
-/// A connect from python: `connect_ex` result printed; argv: host port.
-const CONNECT: &str = "import socket,sys\ns=socket.socket()\ns.settimeout(3)\n\
+/// A blocking connect from python (as nc or a miner's own client makes it, not through
+/// EINPROGRESS): `connect_ex`'s result printed; argv: host port. Every target is on the pod
+/// network, so a closed port answers at once.
+const CONNECT: &str = "import socket,sys\ns=socket.socket()\n\
 print(s.connect_ex((sys.argv[1],int(sys.argv[2]))))";
 
 /// A step or a twin: the commands run in order (exec, no shell unless the step is one); the
@@ -80,9 +82,14 @@ pub const STEPS: &[Step] = &[
     Step {
         id: "package-manager-renamed",
         tactic: "defense evasion",
-        what: "cp /usr/bin/apt-get /tmp/x; /tmp/x check",
+        // dpkg, not apt-get: apt-get runs dpkg under its own name, whose report would
+        // stand for the copy's (and arrives seconds later, in the next twin's window)
+        what: "cp /usr/bin/dpkg /tmp/x; /tmp/x --print-architecture",
         step: Action {
-            cmds: &[&["cp", "/usr/bin/apt-get", "/tmp/x"], &["/tmp/x", "check"]],
+            cmds: &[
+                &["cp", "/usr/bin/dpkg", "/tmp/x"],
+                &["/tmp/x", "--print-architecture"],
+            ],
         },
         twin: Action {
             cmds: &[&["cp", "/bin/ls", "/tmp/y"], &["/tmp/y", "/tmp"]],
@@ -267,7 +274,7 @@ pub const STEPS: &[Step] = &[
             cmds: &[&[
                 "python3",
                 "-c",
-                "import os,socket\ns=socket.socket()\ns.settimeout(3)\nprint(s.connect_ex((os.environ['KUBERNETES_SERVICE_HOST'],int(os.environ['KUBERNETES_SERVICE_PORT']))))",
+                "import os,socket\ns=socket.socket()\nprint(s.connect_ex((os.environ['KUBERNETES_SERVICE_HOST'],int(os.environ['KUBERNETES_SERVICE_PORT']))))",
             ]],
         },
         twin: Action {
@@ -400,7 +407,7 @@ pub async fn run(ctx: &Ctx, neighbour: &Ctx, corpus_image: &str) -> Result<Vec<S
             })
             .await?;
         // Let the step's other events land before the next twin's mark.
-        let settle = Duration::from_millis(800).saturating_sub(started.elapsed());
+        let settle = Duration::from_millis(1500).saturating_sub(started.elapsed());
         tokio::time::sleep(settle).await;
         let step_events = log.matching(|e| field(e, "/workload/pod") == pod_name)?;
         eprintln!(

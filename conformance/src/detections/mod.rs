@@ -159,6 +159,25 @@ fn counts_text(events: &[Value]) -> String {
         .join(", ")
 }
 
+/// One line per distinct (source/rule, binary, message) among `events`, with its count.
+fn describe(whose: &str, events: &[Value]) -> Vec<String> {
+    let mut m: BTreeMap<(String, String, String), usize> = BTreeMap::new();
+    for e in events {
+        let key = (
+            format!("{}/{}", field(e, "/source"), field(e, "/rule/name")),
+            field(e, "/process/binary").to_string(),
+            field(e, "/rule/message").chars().take(160).collect(),
+        );
+        *m.entry(key).or_insert(0) += 1;
+    }
+    m.into_iter()
+        .map(|((rule, bin, msg), n)| {
+            let bin = if bin.is_empty() { "-".into() } else { bin };
+            format!("{whose}: {rule} ×{n} by {bin}: {msg}")
+        })
+        .collect()
+}
+
 /// The three tables (per detection, per workload, per step), the graded items that did not
 /// pass, and the closing `N passed, N failed` line.
 pub fn render(r: &Results, grades: &[(String, Grade)]) -> String {
@@ -257,6 +276,22 @@ pub fn render(r: &Results, grades: &[(String, Grade)]) -> String {
                 format!("noisy: {}", counts_text(&run.twin_events))
             },
             counts_text(&run.step_events)
+        );
+    }
+    // What raised each event (deduplicated), for whoever fixes the detection.
+    let mut details = Vec::new();
+    for w in &r.workloads {
+        details.extend(describe(&format!("workload {}", w.name), &w.events));
+    }
+    for run in &r.steps {
+        details.extend(describe(&format!("twin of {}", run.id), &run.twin_events));
+    }
+    if !details.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nWhat raised the events on the workloads and twins (source/rule, binary, message; \
+             repeats folded):\n```\n{}\n```",
+            details.join("\n")
         );
     }
     let known: Vec<_> = grades

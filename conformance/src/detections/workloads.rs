@@ -108,6 +108,9 @@ pub const WORKLOADS: &[Workload] = &[
     },
 ];
 
+/// The stop's grace period: a server that ignores SIGTERM is killed after it (exit code 137).
+pub const STOP_GRACE_SECONDS: i64 = 10;
+
 /// What one workload run produced.
 pub struct WorkloadRun {
     pub name: &'static str,
@@ -196,7 +199,7 @@ pub async fn run(
     // Shutdown as the kubelet does it: StopContainer with a grace period, then the pod.
     let st = ctx.cri.container_status(&c).await?;
     let was_running = st.state == ContainerState::ContainerRunning as i32;
-    ctx.cri.stop_container(&c, 30).await?;
+    ctx.cri.stop_container(&c, STOP_GRACE_SECONDS).await?;
     let st = ctx.cri.container_status(&c).await?;
     ctx.cleanup().await?;
     let seconds = started.elapsed().as_secs_f64();
