@@ -68,7 +68,14 @@ fn main() -> ExitCode {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
-    let opts = match tasks::Opts::parse(&args[1..]) {
+    // `detections --short` is that command's own flag.
+    let short = cmd == "detections" && args.iter().any(|a| a == "--short");
+    let rest: Vec<String> = args[1..]
+        .iter()
+        .filter(|a| *a != "--short")
+        .cloned()
+        .collect();
+    let opts = match tasks::Opts::parse(if short { &rest } else { &args[1..] }) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("xtask: {e:#}\n{USAGE}");
@@ -79,7 +86,7 @@ fn main() -> ExitCode {
         "test" => tasks::test(&opts),
         "demo" => tasks::demo(&opts),
         "bench" => tasks::bench(&opts),
-        "detections" => detections::command(&opts),
+        "detections" => detections::command(&opts, short),
         "manifests" => tasks::manifests(),
         "fuzz" => tasks::fuzz(&opts),
         "fresh" => tasks::fresh(&opts),

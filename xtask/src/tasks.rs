@@ -33,8 +33,6 @@ pub struct Opts {
     pub seconds: Option<u32>,
     /// `fresh`: the checkout whose xtask is built (default: this workspace).
     pub source: Option<PathBuf>,
-    /// `detections`: the short form.
-    pub short: bool,
 }
 
 impl Opts {
@@ -66,7 +64,6 @@ impl Opts {
                 "--containerd" => o.containerd = Some(val()?),
                 "--seconds" => o.seconds = Some(val()?.parse().context("--seconds")?),
                 "--source" => o.source = Some(PathBuf::from(val()?)),
-                "--short" => o.short = true,
                 other => bail!("unknown option {other}"),
             }
         }
@@ -296,12 +293,7 @@ pub fn test(opts: &Opts) -> Result<()> {
             ("security suite", security),
         ];
         // The detection corpus, short form (docs/monitor.md, "Detection corpus").
-        if opts.handlers.is_none() && opts.filters.is_empty() && !opts.no_shim {
-            suites.push((
-                "detection corpus, short form",
-                crate::detections::test_step(env, &ws),
-            ));
-        }
+        suites.extend(crate::detections::test_step(env, &ws, opts));
         // The CRI contract under the configuration that honours it (docs/cri-contract.md):
         // the contract_* checks again under palisade-compat, graded as runc.
         if opts.handlers.is_none() && opts.filters.is_empty() && !opts.no_shim {
