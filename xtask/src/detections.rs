@@ -107,7 +107,7 @@ pub fn command(opts: &Opts, short: bool) -> Result<()> {
     // The doc gets complete runs of all of it only.
     if opts.filters.is_empty() && st.code().is_some() && out.contains(" passed, ") {
         let header = format!(
-            "{} Environment and image set-up included, the run took {} min {} s.",
+            "{} Environment set-up and image import included (image build not), the run took {} min {} s.",
             tasks::section_header(&command_line(opts, short), &load_before, &tasks::loadavg()),
             took / 60,
             took % 60
