@@ -4,6 +4,7 @@ pub mod bench;
 pub mod checks;
 pub mod cri;
 pub mod demo;
+pub mod detections;
 pub mod security;
 pub mod stream;
 pub mod suite;

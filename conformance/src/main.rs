@@ -13,6 +13,8 @@ const USAGE: &str = "usage: palisade-conformance run --cri-socket PATH --image R
        palisade-conformance demo --cri-socket PATH --image REF --events-dir DIR --gate-state-dir DIR --cli PATH
        palisade-conformance bench --cri-socket PATH --image REF [--suite start|syscalls|monitor] \
 [--handlers runc,palisade] [--runs N] [--rounds N] [--scale F] [--pods N] [--host-probe PATH]
+       palisade-conformance detections --cri-socket PATH --image REF --corpus-image REF --events-dir DIR \
+[--workload-seconds N] [--results FILE] [--filter NAME]...
        palisade-conformance cleanup --cri-socket PATH
        palisade-conformance list";
 
@@ -67,7 +69,11 @@ fn parse(args: &[String]) -> Result<(String, suite::Settings, bench::Options)> {
 }
 
 async fn real_main() -> Result<bool> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let corpus = match args.first().map(String::as_str) {
+        Some("detections") => Some(palisade_conformance::detections::Options::take(&mut args)?),
+        _ => None,
+    };
     let (cmd, settings, bench) = parse(&args)?;
     match cmd.as_str() {
         "list" => {
@@ -92,6 +98,14 @@ async fn real_main() -> Result<bool> {
         "bench" => {
             print!("{}", bench::run(&settings, &bench).await?);
             Ok(true)
+        }
+        "detections" => {
+            let opts = corpus.context(USAGE)?;
+            std::fs::create_dir_all(&settings.work_dir)
+                .with_context(|| format!("create {}", settings.work_dir.display()))?;
+            let (report, passed) = palisade_conformance::detections::run(&settings, &opts).await?;
+            print!("{report}");
+            Ok(passed)
         }
         "security" => {
             if settings.image.is_empty() {

@@ -4,6 +4,8 @@
 mod apt;
 mod cargo;
 mod containerd;
+mod corpus;
+mod detections;
 mod env;
 mod fresh;
 mod fresh_machine;
@@ -31,6 +33,10 @@ commands:
           under runc, palisade-nomon, palisade-strict-nomon, palisade, palisade-strict),
           monitor (exec, open/close, connect loops with the monitor off, on for 1 pod,
           on among --pods pods)
+  detections  the detection corpus: ordinary servers from Debian's packages (nginx, Apache,
+          Redis, PostgreSQL, a Python app, busybox as uid 1000) under traffic for ten minutes
+          each (--short: 15 s; --seconds N), then a post-exploitation chain with benign twins;
+          the results table into docs/monitor.md (--short is also a step of test)
   fuzz    the policy parser's libFuzzer target on stable, seeded with the fixtures, for
           --seconds N (default 60; also a step of test)
   fresh   build xtask as a fresh machine would (tools and headers it lacks hidden) and run
@@ -89,7 +95,14 @@ fn main() -> ExitCode {
             }
         };
     }
-    let opts = match tasks::Opts::parse(&args[1..]) {
+    // `detections --short` is that command's own flag.
+    let short = cmd == "detections" && args.iter().any(|a| a == "--short");
+    let rest: Vec<String> = args[1..]
+        .iter()
+        .filter(|a| *a != "--short")
+        .cloned()
+        .collect();
+    let opts = match tasks::Opts::parse(if short { &rest } else { &args[1..] }) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("xtask: {e:#}\n{USAGE}");
@@ -100,6 +113,7 @@ fn main() -> ExitCode {
         "test" => tasks::test(&opts),
         "demo" => tasks::demo(&opts),
         "bench" => tasks::bench(&opts),
+        "detections" => detections::command(&opts, short),
         "manifests" => tasks::manifests(),
         "fuzz" => tasks::fuzz(&opts),
         "fresh" => tasks::fresh(&opts),

@@ -94,12 +94,12 @@ impl Opts {
 }
 
 /// Where the environment lives once set up, for the signal thread to tear it down.
-type Slot = Arc<Mutex<Option<Arc<Env>>>>;
+pub(crate) type Slot = Arc<Mutex<Option<Arc<Env>>>>;
 
 /// Handles SIGINT/SIGTERM in a thread: tear down, then exit. The signals are
 /// caught, not blocked: a blocked mask would be inherited by every child (cargo
 /// test included) and change what the tests see.
-fn install_signal_teardown(children: Children) -> Result<Slot> {
+pub(crate) fn install_signal_teardown(children: Children) -> Result<Slot> {
     let slot: Slot = Arc::new(Mutex::new(None));
     let mut signals = Signals::new([SIGINT, SIGTERM]).context("catch SIGINT/SIGTERM")?;
     let slot2 = Arc::clone(&slot);
@@ -130,7 +130,7 @@ fn run_base(base: &Path) -> PathBuf {
 }
 
 /// Runs `body` against a freshly started environment and always tears it down.
-fn with_env<T>(
+pub(crate) fn with_env<T>(
     ws: &Workspace,
     slot: &Slot,
     shim: Option<PathBuf>,
@@ -170,7 +170,7 @@ fn with_env<T>(
     result
 }
 
-fn suite_cmd(env: &Env, ws: &Workspace, sub: &str) -> Command {
+pub(crate) fn suite_cmd(env: &Env, ws: &Workspace, sub: &str) -> Command {
     suite_cmd_of(env, &ws.conformance_binary(), sub)
 }
 
@@ -295,6 +295,8 @@ pub fn test(opts: &Opts) -> Result<()> {
             ("conformance suite", conformance),
             ("security suite", security),
         ];
+        // The detection corpus, short form (docs/monitor.md, "Detection corpus").
+        suites.extend(crate::detections::test_step(env, &ws, opts));
         // The CRI contract under the configuration that honours it (docs/cri-contract.md):
         // the contract_* checks again under palisade-compat, graded as runc.
         if opts.handlers.is_none() && opts.filters.is_empty() && !opts.no_shim {
@@ -648,7 +650,7 @@ fn cores() -> usize {
 }
 
 /// Date, machine and load of a section; says so when the load passed the core count.
-fn section_header(command: &str, before: &str, after: &str) -> String {
+pub(crate) fn section_header(command: &str, before: &str, after: &str) -> String {
     let cores = cores();
     let mut h = format!(
         "Measured by `{command}` on {} UTC ({cores} cores, kernel {}; load average (1, 5, 15 min) \
