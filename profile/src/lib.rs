@@ -8,3 +8,6 @@ pub use fold::Cidr;
 pub use record::{
     Access, Category, Observation, Parents, Peer, Port, RecordError, Recording, WorkloadId,
 };
+pub mod stage;
+
+pub use stage::{Command, Departure, Event, EventKind, Mode, Rule, Stage, StageError, StageState};
