@@ -2,6 +2,7 @@
 
 pub mod floor;
 pub mod fold;
+pub mod persist;
 pub mod record;
 
 pub use fold::Cidr;

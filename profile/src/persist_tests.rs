@@ -1,0 +1,155 @@
+//! Tests of the learned-profile documents: round trip, atomic replacement, and every kind of
+//! unusable file.
+
+use super::*;
+use crate::record::Observation;
+
+fn wl() -> WorkloadId {
+    WorkloadId::new("shop", "frontend").unwrap()
+}
+
+fn doc(stage: Stage) -> Document {
+    let mut rec = Recording::new(wl());
+    rec.add_pod("frontend-a");
+    rec.observe(
+        10,
+        &Observation::Open {
+            path: "/etc/app.conf".into(),
+            write: false,
+        },
+    );
+    rec.observe(
+        11,
+        &Observation::Syscall {
+            name: "accept4".into(),
+        },
+    );
+    let mut state = StageState::new(5);
+    state.stage = stage;
+    Document::new(rec, state)
+}
+
+#[test]
+fn round_trip_and_replace() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(matches!(load(dir.path(), &wl()), Loaded::Absent));
+    let d = doc(Stage::Audit);
+    let path = save(dir.path(), &d).unwrap();
+    assert_eq!(path, dir.path().join("shop_frontend.learned.json"));
+    let Loaded::Present(back) = load(dir.path(), &wl()) else {
+        panic!("not loaded");
+    };
+    assert_eq!(*back, d);
+
+    let mut d2 = d.clone();
+    d2.recording.observe(
+        12,
+        &Observation::Syscall {
+            name: "sendto".into(),
+        },
+    );
+    save(dir.path(), &d2).unwrap();
+    let Loaded::Present(back) = load(dir.path(), &wl()) else {
+        panic!("not loaded");
+    };
+    assert_eq!(*back, d2);
+    let names: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["shop_frontend.learned.json"],
+        "no temporary file left"
+    );
+}
+
+#[test]
+fn a_planted_temporary_file_is_not_written_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let planted = dir
+        .path()
+        .join(format!(".shop_frontend.{}.0.tmp", std::process::id()));
+    fs::write(&planted, "planted").unwrap();
+    save(dir.path(), &doc(Stage::Learn)).unwrap();
+    assert_eq!(fs::read_to_string(&planted).unwrap(), "planted");
+    assert!(matches!(load(dir.path(), &wl()), Loaded::Present(_)));
+}
+
+fn unusable(dir: &Path, text: &[u8]) -> PersistError {
+    fs::write(path_in(dir, &wl()), text).unwrap();
+    match load(dir, &wl()) {
+        Loaded::Unusable(e) => e,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn bad_documents_are_unusable_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = serde_json::to_string(&doc(Stage::Enforce)).unwrap();
+
+    let e = unusable(dir.path(), b"{\"version\":1,\"recording\":");
+    assert!(matches!(e, PersistError::Parse { .. }), "{e}");
+    assert!(e.to_string().starts_with("learned profile "), "{e}");
+
+    let e = unusable(
+        dir.path(),
+        good.replace("\"version\":1", "\"version\":2").as_bytes(),
+    );
+    assert!(
+        matches!(e, PersistError::Version { found: Some(2), .. }),
+        "{e}"
+    );
+    let e = unusable(dir.path(), b"[]");
+    assert!(
+        matches!(e, PersistError::Version { found: None, .. }),
+        "{e}"
+    );
+
+    let other = good.replace("\"name\":\"frontend\"", "\"name\":\"backend\"");
+    let e = unusable(dir.path(), other.as_bytes());
+    assert!(matches!(e, PersistError::Workload { .. }), "{e}");
+
+    let edited = good.replace("\"drops\":0", "\"drops\":3");
+    let e = unusable(dir.path(), edited.as_bytes());
+    assert!(
+        matches!(
+            e,
+            PersistError::Stage {
+                stage: Stage::Enforce,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("lossy"), "{e}");
+
+    let mut empty = doc(Stage::Enforce);
+    empty.recording = Recording::new(wl());
+    let e = unusable(
+        dir.path(),
+        serde_json::to_string(&empty).unwrap().as_bytes(),
+    );
+    assert!(e.to_string().contains("empty"), "{e}");
+
+    let huge = vec![b' '; MAX_DOCUMENT_BYTES as usize + 1];
+    let e = unusable(dir.path(), &huge);
+    assert!(matches!(e, PersistError::TooLarge { .. }), "{e}");
+}
+
+#[test]
+fn loading_reimposes_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = doc(Stage::Learn);
+    d.recording.syscalls.insert("not_a_syscall".into());
+    d.stage.recent_restarts = (0..(MAX_RECENT as u64 + 10)).rev().collect();
+    fs::write(path_in(dir.path(), &wl()), serde_json::to_vec(&d).unwrap()).unwrap();
+    let Loaded::Present(back) = load(dir.path(), &wl()) else {
+        panic!("learn-stage documents with overflow still load");
+    };
+    assert!(!back.recording.syscalls.contains("not_a_syscall"));
+    assert!(back.recording.promotable().is_err());
+    assert_eq!(back.stage.recent_restarts.len(), MAX_RECENT);
+    assert_eq!(back.stage.recent_restarts[0], 10, "the oldest go");
+}
