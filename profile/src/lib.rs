@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod export;
 pub mod floor;
 pub mod fold;
 pub mod persist;
@@ -11,4 +12,6 @@ pub use record::{
 };
 pub mod stage;
 
+pub use export::{Arch, Export, ExportError};
+pub use persist::{Document, Loaded, PersistError};
 pub use stage::{Command, Departure, Event, EventKind, Mode, Rule, Stage, StageError, StageState};
