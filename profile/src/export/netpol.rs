@@ -285,3 +285,31 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod fixture {
+    use super::*;
+    use crate::export::kubearmor::tests::{selector, service};
+
+    /// `runtimeclass/examples/learned-networkpolicy.yaml` is this export of the test service,
+    /// after its comment lines; `cargo xtask manifests` validates it against the Kubernetes
+    /// API schemas.
+    #[test]
+    fn the_validated_example_is_what_the_export_produces() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../runtimeclass/examples/learned-networkpolicy.yaml"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        let body: String = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let e = network_policy(&service(), "frontend-learned", &selector(), None).unwrap();
+        if std::env::var_os("PALISADE_PRINT_EXAMPLE").is_some() {
+            print!("{}", e.text);
+        }
+        assert_eq!(body, e.text, "regenerate the example from this export");
+    }
+}
