@@ -37,10 +37,19 @@ pub enum FoldError {
     Cidr(String),
 }
 
+/// The longest path the recording keeps (bytes). Linux allows 4096; the recording keeps less
+/// so that a document's worst case stays under `persist::MAX_DOCUMENT_BYTES`.
+pub const MAX_PATH_BYTES: usize = 1024;
+
 /// Whether `path` is a path the recording keeps: absolute, normalized (no empty, `.` or `..`
-/// segments), no NUL, at most 4096 bytes, segments of at most 255 bytes, not ending in `/`.
+/// segments), no control characters, at most [`MAX_PATH_BYTES`], segments of at most 255
+/// bytes, not ending in `/`.
 pub fn valid_file_path(path: &str) -> bool {
-    if path.len() > 4096 || !path.starts_with('/') || path.ends_with('/') || path.contains('\0') {
+    if path.len() > MAX_PATH_BYTES
+        || !path.starts_with('/')
+        || path.ends_with('/')
+        || path.chars().any(char::is_control)
+    {
         return false;
     }
     path[1..]

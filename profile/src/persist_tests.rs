@@ -153,3 +153,102 @@ fn loading_reimposes_bounds() {
     assert_eq!(back.stage.recent_restarts.len(), MAX_RECENT);
     assert_eq!(back.stage.recent_restarts[0], 10, "the oldest go");
 }
+
+#[test]
+fn the_worst_case_document_fits_the_size_limit() {
+    use crate::fold::MAX_PATH_BYTES;
+    use crate::record::{
+        Access, Category, Parents, Peer, Port, MAX_EXECUTABLES, MAX_FILES, MAX_LISTENING,
+        MAX_PARENTS, MAX_PEERS, MAX_PODS, MAX_POD_NAME,
+    };
+    use crate::stage::Departure;
+    use palisade_policy::{Capability, Protocol};
+
+    // Every category full, every path and name at its longest.
+    let path = |i: usize| {
+        let head = format!("/{i:08}/");
+        format!("{head}{}", "p".repeat(MAX_PATH_BYTES - head.len()))
+    };
+    let mut rec = Recording::new(wl());
+    rec.pods = (0..MAX_PODS)
+        .map(|i| format!("{i:04}{}", "x".repeat(MAX_POD_NAME - 4)))
+        .collect();
+    for i in 0..MAX_EXECUTABLES {
+        rec.executables.insert(
+            path(i),
+            Parents {
+                runtime: true,
+                paths: (0..MAX_PARENTS).map(|j| path(100_000 + j)).collect(),
+                any: false,
+            },
+        );
+        rec.sockets.insert(
+            path(i),
+            [Protocol::Tcp, Protocol::Udp, Protocol::Icmp, Protocol::Raw].into(),
+        );
+    }
+    for i in 0..MAX_FILES {
+        rec.files.insert(
+            path(i),
+            Access {
+                read: true,
+                write: true,
+            },
+        );
+    }
+    for i in 0..MAX_LISTENING {
+        rec.listening.insert(Port {
+            port: i as u16,
+            protocol: Protocol::Tcp,
+        });
+    }
+    for i in 0..MAX_PEERS {
+        let net = crate::fold::Cidr::host(format!("fd00::{i:x}:ffff:ffff").parse().unwrap());
+        rec.peers.insert(Peer {
+            net,
+            port: 65535,
+            protocol: Protocol::Udp,
+        });
+    }
+    rec.capabilities = Capability::all().collect();
+    rec.syscalls = SYSCALL_TABLE
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    assert!(rec.syscalls.len() > 300);
+    rec.overflow = [
+        (Category::Files, u64::MAX),
+        (Category::Unrecognized, u64::MAX),
+    ]
+    .into();
+    let mut stage = StageState::new(u64::MAX);
+    stage.departures = (0..MAX_DEPARTURES)
+        .map(|i| Departure {
+            at: u64::MAX,
+            pod: "p".repeat(MAX_POD_NAME),
+            refused: true,
+            observation: Observation::Exec {
+                path: path(i),
+                parent: Some(path(i + 1)),
+            },
+        })
+        .collect();
+    stage.recent_departures = vec![u64::MAX; MAX_RECENT];
+    stage.recent_restarts = vec![u64::MAX; MAX_RECENT];
+    stage.refusal = Some("r".repeat(4096));
+    let size = serde_json::to_vec(&Document::new(rec, stage))
+        .unwrap()
+        .len();
+    // About 6.5 MB (the figure docs/profiles.md gives), under the 8 MiB limit.
+    assert!(
+        (size as u64) < MAX_DOCUMENT_BYTES,
+        "{size} bytes, limit {MAX_DOCUMENT_BYTES}"
+    );
+}
+
+/// palisade-policy's whole system-call table: every name a recording can hold.
+const SYSCALL_TABLE: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../policy/src/data/syscalls.txt"
+));

@@ -27,6 +27,8 @@ pub const MAX_LISTENING: usize = 64;
 pub const MAX_PEERS: usize = 256;
 /// Pod names kept (informational: the count of the others is kept in `pods_beyond`).
 pub const MAX_PODS: usize = 64;
+/// The longest pod name kept (a Kubernetes object name).
+pub const MAX_POD_NAME: usize = 253;
 
 /// Errors of this module: a workload identity that cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -233,7 +235,7 @@ impl Recording {
         if self.pods.contains(pod) {
             return;
         }
-        if self.pods.len() < MAX_PODS {
+        if self.pods.len() < MAX_PODS && pod.len() <= MAX_POD_NAME {
             self.pods.insert(pod.to_string());
         } else {
             self.pods_beyond += 1;
@@ -251,6 +253,22 @@ impl Recording {
         self.first_seen = Some(self.first_seen.map_or(now, |f| f.min(now)));
         self.last_seen = Some(self.last_seen.map_or(now, |l| l.max(now)));
         self.apply(obs);
+    }
+
+    /// Whether `obs` is small enough to keep as it is (every path within the path limit).
+    pub fn bounded(obs: &Observation) -> bool {
+        let path_ok = |p: &str| p.len() <= fold::MAX_PATH_BYTES;
+        match obs {
+            Observation::Exec { path, parent } => {
+                path_ok(path) && parent.as_deref().is_none_or(path_ok)
+            }
+            Observation::Open { path, .. } => path_ok(path),
+            Observation::Socket { executable, .. } => path_ok(executable),
+            Observation::Syscall { name } => name.len() <= 64,
+            Observation::Listen { .. }
+            | Observation::Connect { .. }
+            | Observation::Capability { .. } => true,
+        }
     }
 
     /// Whether the recording already covers `obs` (so it is no departure from the profile).

@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::record::{Observation, Recording};
 
-/// Distinct pending departures kept as evidence; more are counted in `departures_beyond`.
+/// Distinct pending departures kept as evidence; more (and departures with a path or pod name
+/// over the recording's limits) are counted in `departures_beyond`.
 pub const MAX_DEPARTURES: usize = 256;
 /// Recent departure and restart times kept for the rollback windows.
 pub const MAX_RECENT: usize = 1024;
@@ -297,13 +298,15 @@ impl StageState {
         }
         let now = departure.at;
         push_recent(&mut self.recent_departures, now);
+        let keepable = Recording::bounded(&departure.observation)
+            && departure.pod.len() <= crate::record::MAX_POD_NAME;
         if self
             .departures
             .iter()
             .any(|d| d.observation == departure.observation)
         {
             // Already evidence.
-        } else if self.departures.len() < MAX_DEPARTURES {
+        } else if keepable && self.departures.len() < MAX_DEPARTURES {
             self.departures.push(departure);
         } else {
             self.departures_beyond = self.departures_beyond.saturating_add(1);

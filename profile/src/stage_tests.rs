@@ -287,3 +287,21 @@ fn state_and_events_serialize() {
     let cmd: Command = serde_json::from_str(r#"{"command":"pin","stage":"canary"}"#).unwrap();
     assert_eq!(cmd, Command::Pin(Stage::Canary));
 }
+
+#[test]
+fn oversized_departures_are_counted_not_kept() {
+    let (mut s, now) = at_stage(Stage::Audit);
+    let long = Departure {
+        at: now + 1,
+        pod: "p1".into(),
+        refused: false,
+        observation: Observation::Open {
+            path: format!("/{}", "a".repeat(2000)),
+            write: true,
+        },
+    };
+    assert_eq!(s.departure(long, &rule()), None);
+    assert!(s.departures.is_empty());
+    assert_eq!(s.departures_beyond, 1);
+    assert_eq!(s.recent_departures, vec![now + 1], "still delays promotion");
+}
