@@ -5,7 +5,8 @@
 //!   start came from a recorded parent (none when the runtime started it, or past the caps);
 //! - file: `matchPaths` per file and `matchDirectories` (recursive) per folded directory,
 //!   `readOnly` where nothing was written;
-//! - network: `matchProtocols` per protocol, `fromSource` naming the executables that used it;
+//! - network: `matchProtocols` per protocol, `fromSource` naming the executables that used it
+//!   (none for raw sockets, nor past `MAX_SOCKET_SOURCES` executables, with a note);
 //! - capabilities: `matchCapabilities`;
 //! - syscalls: one `matchSyscalls` with the learned calls and the floor.
 //!
@@ -16,7 +17,7 @@
 
 use std::collections::BTreeMap;
 
-use palisade_policy::{parse_policies, API_VERSION, KIND};
+use palisade_policy::{parse_policies, Protocol, API_VERSION, KIND};
 use serde::Serialize;
 
 use super::{check_selector, Export, ExportError};
@@ -28,6 +29,11 @@ pub const RULES_PER_DOCUMENT: usize = 1000;
 
 /// The most `fromSource` entries one rule may carry (the validator's list limit).
 const MAX_SOURCES: usize = 64;
+
+/// The most executables a protocol's `fromSource` names: the monitor's socket-creation hook
+/// holds four binaries per protocol (`monitor::rules::MAX_SOCK_SOURCES`), and the shim drops a
+/// longer list, so a longer one is exported without `fromSource`.
+pub const MAX_SOCKET_SOURCES: usize = 4;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -218,19 +224,27 @@ pub fn kubearmor(
                 .push(Source { path: exe.clone() });
         }
     }
-    let network = (!by_protocol.is_empty()).then(|| Network {
-        match_protocols: by_protocol
-            .into_iter()
-            .map(|(protocol, sources)| ProtocolRule {
-                protocol,
-                from_source: if sources.len() <= MAX_SOURCES {
-                    sources
-                } else {
-                    Vec::new()
-                },
-            })
-            .collect(),
-    });
+    let mut match_protocols = Vec::new();
+    for (protocol, sources) in by_protocol {
+        // Raw sockets cannot be restricted to binaries (the socket-creation hook does not see
+        // AF_PACKET), and past the monitor's list the restriction would be dropped.
+        let from_source = if protocol == Protocol::Raw.as_str() {
+            Vec::new()
+        } else if sources.len() > MAX_SOCKET_SOURCES {
+            notes.push(format!(
+                "{protocol} sockets were created by {} executables; the monitor restricts at most {MAX_SOCKET_SOURCES} per protocol, so {protocol} is allowed to every executable",
+                sources.len()
+            ));
+            Vec::new()
+        } else {
+            sources
+        };
+        match_protocols.push(ProtocolRule {
+            protocol,
+            from_source,
+        });
+    }
+    let network = (!match_protocols.is_empty()).then_some(Network { match_protocols });
 
     let capabilities = (!rec.capabilities.is_empty()).then(|| Capabilities {
         match_capabilities: rec

@@ -240,3 +240,42 @@ fn an_empty_recording_still_allows_the_floor() {
     assert!(p.process.is_empty() && p.file.is_empty());
     assert_eq!(p.syscalls[0].syscalls.len(), SYSCALL_FLOOR.len());
 }
+
+#[test]
+fn socket_sources_follow_the_monitor_limits() {
+    let mut r = service();
+    for i in 0..5 {
+        r.observe(
+            1,
+            &Observation::Socket {
+                executable: format!("/usr/bin/t{i}"),
+                protocol: Protocol::Tcp,
+            },
+        );
+    }
+    r.observe(
+        1,
+        &Observation::Socket {
+            executable: "/usr/bin/ping".into(),
+            protocol: Protocol::Raw,
+        },
+    );
+    let e = kubearmor(&r, "frontend-learned", &selector()).unwrap();
+    assert!(
+        e.notes
+            .iter()
+            .any(|n| n.starts_with("tcp sockets were created by 6 executables")),
+        "{:?}",
+        e.notes
+    );
+    let parsed = parse_policies(e.text.as_bytes()).unwrap();
+    let net = &parsed.policies[0].network;
+    let by = |p: Protocol| net.iter().find(|r| r.protocol == p).unwrap();
+    assert!(by(Protocol::Tcp).from_source.is_empty());
+    assert!(by(Protocol::Raw).from_source.is_empty());
+    assert_eq!(
+        by(Protocol::Udp).from_source.len(),
+        1,
+        "udp stays with the CGI script"
+    );
+}
