@@ -13,5 +13,5 @@ pub use record::{
 pub mod stage;
 
 pub use export::{Arch, Export, ExportError};
-pub use persist::{Document, Loaded, PersistError};
+pub use persist::{Document, Loaded, PersistError, Updated};
 pub use stage::{Command, Departure, Event, EventKind, Mode, Rule, Stage, StageError, StageState};

@@ -228,6 +228,55 @@ fn write_all(mut f: fs::File, text: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
+/// The suffix an unusable document is renamed to by [`update`], kept for the operator.
+pub const UNUSABLE_SUFFIX: &str = ".unusable";
+
+/// What [`update`] did.
+#[derive(Debug)]
+pub struct Updated {
+    pub document: Document,
+    pub path: PathBuf,
+    /// The reason the previous document was unusable; it was renamed to `...learned.json.unusable`
+    /// (replacing an older one) and the workload started again from learn.
+    pub replaced_unusable: Option<PersistError>,
+}
+
+/// Loads the document of `workload` (a new one in learn at `now` when there is none), applies
+/// `change`, and saves it. An unusable document is set aside, never merged into or overwritten
+/// unseen: it is renamed with [`UNUSABLE_SUFFIX`] and the workload starts from learn.
+pub fn update(
+    state_dir: &Path,
+    workload: &WorkloadId,
+    now: u64,
+    change: impl FnOnce(&mut Document),
+) -> Result<Updated, PersistError> {
+    let fresh = || Document::new(Recording::new(workload.clone()), StageState::new(now));
+    let (mut document, replaced_unusable) = match load(state_dir, workload) {
+        Loaded::Absent => (fresh(), None),
+        Loaded::Present(doc) => (*doc, None),
+        Loaded::Unusable(e) => {
+            let path = path_in(state_dir, workload);
+            let mut aside = path.clone().into_os_string();
+            aside.push(UNUSABLE_SUFFIX);
+            // A read error leaves nothing to rename; any other failure to set it aside stops
+            // here rather than overwrite it.
+            match fs::rename(&path, &aside) {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(PersistError::Write { path, source }),
+            }
+            (fresh(), Some(e))
+        }
+    };
+    change(&mut document);
+    let path = save(state_dir, &document)?;
+    Ok(Updated {
+        document,
+        path,
+        replaced_unusable,
+    })
+}
+
 #[cfg(test)]
 #[path = "persist_tests.rs"]
 mod tests;

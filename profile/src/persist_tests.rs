@@ -252,3 +252,37 @@ const SYSCALL_TABLE: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../policy/src/data/syscalls.txt"
 ));
+
+#[test]
+fn update_merges_and_sets_unusable_documents_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let pod = |name: &str, call: &str| {
+        let mut r = Recording::new(wl());
+        r.add_pod(name);
+        r.observe(20, &Observation::Syscall { name: call.into() });
+        r
+    };
+    let merge = |r: Recording| move |d: &mut Document| d.recording = d.recording.merge(&r).unwrap();
+    let u = update(dir.path(), &wl(), 7, merge(pod("a", "read"))).unwrap();
+    assert!(u.replaced_unusable.is_none());
+    assert_eq!(u.document.stage.since, 7, "a new workload learns from now");
+    let u = update(dir.path(), &wl(), 8, merge(pod("b", "write"))).unwrap();
+    assert_eq!(u.document.recording.pods.len(), 2);
+    assert_eq!(u.document.recording.observations, 2);
+    assert_eq!(u.document.stage.since, 7, "the stage is kept");
+
+    fs::write(&u.path, b"{\"version\":1,").unwrap();
+    let u = update(dir.path(), &wl(), 9, merge(pod("c", "read"))).unwrap();
+    assert!(matches!(
+        u.replaced_unusable,
+        Some(PersistError::Parse { .. })
+    ));
+    assert_eq!(u.document.recording.observations, 1, "started again");
+    assert_eq!(u.document.stage.stage, Stage::Learn);
+    let aside = dir.path().join("shop_frontend.learned.json.unusable");
+    assert_eq!(
+        fs::read(&aside).unwrap(),
+        b"{\"version\":1,",
+        "kept for the operator"
+    );
+}
