@@ -69,6 +69,15 @@ impl WorkloadId {
         })
     }
 
+    /// The workload of pod `pod` in `namespace` when no annotation names it: the pod name
+    /// without the suffixes controllers add, `-<template hash>-<5 characters>` (Deployment),
+    /// `-<5 characters>` (ReplicaSet, DaemonSet, Job) and `-<ordinal>` (StatefulSet). Generated
+    /// parts are recognised by Kubernetes' alphabet for them (consonants and the digits 2-9), so
+    /// a pod named `web-cache` keeps its name.
+    pub fn from_pod(namespace: &str, pod: &str) -> Result<Self, RecordError> {
+        Self::new(namespace, workload_of_pod(pod))
+    }
+
     /// `namespace_name`: unambiguous, since neither part may contain `_`.
     pub fn file_stem(&self) -> String {
         format!("{}_{}", self.namespace, self.name)
@@ -686,6 +695,33 @@ impl Recording {
             None => self.count_overflow(Category::Unrecognized, 1),
         }
     }
+}
+
+/// Kubernetes' alphabet for generated name parts (`k8s.io/apimachinery` `rand.String` and
+/// `SafeEncodeString`): no vowels, no 0, 1 or 3.
+fn generated_part(s: &str, lengths: std::ops::RangeInclusive<usize>) -> bool {
+    lengths.contains(&s.len())
+        && s.bytes()
+            .all(|b| b"bcdfghjklmnpqrstvwxz2456789".contains(&b))
+}
+
+fn workload_of_pod(pod: &str) -> &str {
+    let Some((head, tail)) = pod.rsplit_once('-') else {
+        return pod;
+    };
+    if head.is_empty() {
+        return pod;
+    }
+    if generated_part(tail, 5..=5) {
+        return match head.rsplit_once('-') {
+            Some((name, hash)) if !name.is_empty() && generated_part(hash, 6..=10) => name,
+            _ => head,
+        };
+    }
+    if !tail.is_empty() && tail.len() <= 5 && tail.bytes().all(|b| b.is_ascii_digit()) {
+        return head;
+    }
+    pod
 }
 
 fn min_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {

@@ -363,3 +363,23 @@ fn canonicalize_reimposes_bounds_on_edited_recordings() {
     assert_eq!(r.overflow[&Category::Unrecognized], 3);
     assert!(r.promotable().is_err());
 }
+
+#[test]
+fn workloads_from_pod_names() {
+    for (pod, workload) in [
+        ("web-7d9c8b6f5d-x2x9k", "web"),
+        ("web-x2x9k", "web"),
+        ("db-0", "db"),
+        ("db-12", "db"),
+        ("web-cache", "web-cache"),
+        ("nginx-proxy", "nginx-proxy"),
+        ("single", "single"),
+        ("api-v2", "api-v2"),
+        ("-0", "-0"),
+    ] {
+        let got = workload_of_pod(pod);
+        assert_eq!(got, workload, "{pod}");
+    }
+    let id = WorkloadId::from_pod("shop", "frontend-5f7b9c4d8-kq2zt").unwrap();
+    assert_eq!(id.to_string(), "shop/frontend");
+}
