@@ -385,24 +385,37 @@ impl Recording {
     /// edited, or after a merge), in a canonical order.
     pub fn canonicalize(&mut self) {
         let executables = std::mem::take(&mut self.executables);
+        self.overflow.retain(|_, n| *n > 0);
+        let mut unrecognized = 0u64;
         for (path, parents) in executables {
             if !fold::valid_file_path(&path) {
-                self.count_overflow(Category::Unrecognized, 1);
+                unrecognized += 1;
                 continue;
             }
-            if parents.runtime {
-                self.add_exec(&path, None);
+            if self.executables.len() >= MAX_EXECUTABLES {
+                self.count_overflow(Category::Executables, 1);
+                continue;
             }
-            for parent in &parents.paths {
-                self.add_exec(&path, Some(parent));
-            }
-            if parents.any {
-                if let Some(p) = self.executables.get_mut(&path) {
-                    p.any = true;
-                    p.paths.clear();
+            let mut kept = Parents {
+                runtime: parents.runtime,
+                paths: BTreeSet::new(),
+                any: parents.any,
+            };
+            for parent in parents.paths {
+                if !fold::valid_file_path(&parent) {
+                    unrecognized += 1;
+                } else if kept.paths.len() < MAX_PARENTS {
+                    kept.paths.insert(parent);
+                } else {
+                    kept.any = true;
                 }
             }
+            if kept.any {
+                kept.paths.clear();
+            }
+            self.executables.insert(path, kept);
         }
+        self.count_overflow(Category::Unrecognized, unrecognized);
         let files = std::mem::take(&mut self.files);
         // Directories first, shortest first, so that files land in them.
         let (dirs, plain): (Vec<_>, Vec<_>) =
@@ -527,6 +540,9 @@ impl Recording {
     }
 
     fn count_overflow(&mut self, category: Category, n: u64) {
+        if n == 0 {
+            return;
+        }
         let e = self.overflow.entry(category).or_insert(0);
         *e = e.saturating_add(n);
     }

@@ -383,3 +383,18 @@ fn workloads_from_pod_names() {
     let id = WorkloadId::from_pod("shop", "frontend-5f7b9c4d8-kq2zt").unwrap();
     assert_eq!(id.to_string(), "shop/frontend");
 }
+
+#[test]
+fn merge_keeps_executables_started_from_anywhere() {
+    let mut a = Recording::new(wl());
+    for i in 0..=MAX_PARENTS {
+        a.observe(1, &exec("/bin/sh", Some(&format!("/usr/bin/p{i}"))));
+    }
+    assert!(a.executables["/bin/sh"].any);
+    let b = pod_b();
+    let ab = a.merge(&b).unwrap();
+    assert_eq!(ab, b.merge(&a).unwrap());
+    assert!(ab.executables["/bin/sh"].any, "kept, still from anywhere");
+    assert!(ab.executables["/usr/sbin/nginx"].runtime);
+    assert!(ab.promotable().is_ok());
+}
