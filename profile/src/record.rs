@@ -256,6 +256,11 @@ impl Recording {
         self.drops = self.drops.saturating_add(n);
     }
 
+    /// Whether events were lost before they reached the recording (it then cannot be promoted).
+    pub fn lossy(&self) -> bool {
+        self.drops > 0
+    }
+
     /// Records one observation made at `now` (seconds since the epoch).
     pub fn observe(&mut self, now: u64, obs: &Observation) {
         self.observations = self.observations.saturating_add(1);

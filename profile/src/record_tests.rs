@@ -233,7 +233,9 @@ fn caps_count_overflow_and_block_promotion() {
 #[test]
 fn drops_and_unrecognized_observations_block_promotion() {
     let mut r = pod_a();
+    assert!(!r.lossy());
     r.add_drops(12);
+    assert!(r.lossy());
     let reasons = r.promotable().unwrap_err();
     assert!(
         reasons[0].contains("lossy") && reasons[0].contains("12"),
