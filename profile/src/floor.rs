@@ -106,4 +106,29 @@ mod tests {
             assert!(SYSCALL_FLOOR.contains(&needed), "{needed}");
         }
     }
+
+    /// The sandbox's start-up list is what its own allow-lists always keep; the floor must
+    /// never hold less (read from its source, so that a name added there fails here).
+    #[test]
+    fn floor_holds_the_sandbox_startup_list() {
+        let source = include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../sandbox/src/enforce/syscalls.rs"
+        ));
+        let (_, rest) = source.split_once("pub const STARTUP_SYSCALLS").unwrap();
+        let (_, list) = rest.split_once("= [").unwrap();
+        let (list, _) = list.split_once("];").unwrap();
+        let names: Vec<&str> = list
+            .split(',')
+            .map(|n| n.trim().trim_matches('"'))
+            .filter(|n| !n.is_empty())
+            .collect();
+        assert!(names.len() > 30, "{names:?}");
+        for name in names {
+            assert!(
+                SYSCALL_FLOOR.contains(&name),
+                "{name} is missing from the floor"
+            );
+        }
+    }
 }
