@@ -1,0 +1,134 @@
+//! The system-call floor: what the start-up and exit path of every container needs, whatever
+//! the workload does, so that a learned profile never misses it.
+//!
+//! The container's seccomp filter is loaded by runc's init just before it executes the
+//! container's first program (or `palisade-init`, which applies landlock and then executes
+//! it), so these calls happen under the filter without the workload asking for them:
+//! - runc's last steps after loading the filter: closing and marking descriptors, the
+//!   synchronisation write, `execve`, and, when `noNewPrivileges` is off and the filter goes in
+//!   earlier, dropping to the container's user (`setgroups`, `setgid`, `setuid`, `capset`);
+//! - `palisade-init`: `prctl`, the landlock calls, `execve`/`execveat`;
+//! - the dynamic loader and the C library's start-up: mapping, `brk`, thread and signal set-up,
+//!   `getrandom`, reading the libraries;
+//! - every process's exit: `exit`, `exit_group`, and `rt_sigreturn` for signal handlers.
+//!
+//! The list is the sandbox's `STARTUP_SYSCALLS` (what its seccomp allow-lists always keep) plus
+//! the exit path and the loader calls that list leaves to the workload's own rules. Names are
+//! the union of the x86_64 and arm64 tables; runtimes skip the names an architecture lacks.
+
+/// System calls every exported profile allows (sorted, unique).
+pub const SYSCALL_FLOOR: &[&str] = &[
+    "access",
+    "arch_prctl",
+    "brk",
+    "capget",
+    "capset",
+    "close",
+    "close_range",
+    "dup3",
+    "execve",
+    "execveat",
+    "exit",
+    "exit_group",
+    "faccessat",
+    "faccessat2",
+    "fcntl",
+    "fstat",
+    "futex",
+    "getcwd",
+    "getegid",
+    "geteuid",
+    "getgid",
+    "getpid",
+    "getppid",
+    "getrandom",
+    "gettid",
+    "getuid",
+    "landlock_add_rule",
+    "landlock_create_ruleset",
+    "landlock_restrict_self",
+    "lseek",
+    "madvise",
+    "mmap",
+    "mprotect",
+    "munmap",
+    "nanosleep",
+    "newfstatat",
+    "open",
+    "openat",
+    "poll",
+    "prctl",
+    "pread64",
+    "prlimit64",
+    "read",
+    "readlink",
+    "readlinkat",
+    "restart_syscall",
+    "rseq",
+    "rt_sigaction",
+    "rt_sigprocmask",
+    "rt_sigreturn",
+    "sched_getaffinity",
+    "set_robust_list",
+    "set_tid_address",
+    "setgid",
+    "setgroups",
+    "setuid",
+    "sigaltstack",
+    "statx",
+    "uname",
+    "write",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floor_is_sorted_known_and_holds_the_exit_path() {
+        let mut sorted = SYSCALL_FLOOR.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted, SYSCALL_FLOOR, "sorted and unique");
+        for name in SYSCALL_FLOOR {
+            assert!(
+                palisade_policy::names::syscall(name).is_some(),
+                "{name} is not a known system call"
+            );
+        }
+        for needed in [
+            "exit",
+            "exit_group",
+            "execve",
+            "rt_sigreturn",
+            "landlock_restrict_self",
+        ] {
+            assert!(SYSCALL_FLOOR.contains(&needed), "{needed}");
+        }
+    }
+
+    /// The sandbox's start-up list is what its own allow-lists always keep; the floor must
+    /// never hold less (read from its source, so that a name added there fails here).
+    #[test]
+    fn floor_holds_the_sandbox_startup_list() {
+        let source = include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../sandbox/src/enforce/syscalls.rs"
+        ));
+        let (_, rest) = source.split_once("pub const STARTUP_SYSCALLS").unwrap();
+        let (_, list) = rest.split_once("= [").unwrap();
+        let (list, _) = list.split_once("];").unwrap();
+        let names: Vec<&str> = list
+            .split(',')
+            .map(|n| n.trim().trim_matches('"'))
+            .filter(|n| !n.is_empty())
+            .collect();
+        assert!(names.len() > 30, "{names:?}");
+        for name in names {
+            assert!(
+                SYSCALL_FLOOR.contains(&name),
+                "{name} is missing from the floor"
+            );
+        }
+    }
+}

@@ -1,0 +1,17 @@
+#![doc = include_str!("../README.md")]
+
+pub mod export;
+pub mod floor;
+pub mod fold;
+pub mod persist;
+pub mod record;
+
+pub use fold::Cidr;
+pub use record::{
+    Access, Category, Observation, Parents, Peer, Port, RecordError, Recording, WorkloadId,
+};
+pub mod stage;
+
+pub use export::{Arch, Export, ExportError};
+pub use persist::{Document, Loaded, PersistError, Updated};
+pub use stage::{Command, Departure, Event, EventKind, Mode, Rule, Stage, StageError, StageState};
