@@ -270,8 +270,13 @@ fn map_text(ranges: &[IdRange]) -> String {
 /// A user namespace holding the mapping, as an fd: a forked child enters a new user namespace
 /// and waits while its maps are written and its namespace is opened, then exits.
 fn user_namespace(uids: &[IdRange], gids: &[IdRange]) -> Result<OwnedFd, IdmapError> {
-    let (ready_r, ready_w) = nix::unistd::pipe().map_err(|e| sys("pipe")(e.into()))?;
-    let (go_r, go_w) = nix::unistd::pipe().map_err(|e| sys("pipe")(e.into()))?;
+    // Close-on-exec, so that nothing the shim runs later holds them. A child forked at the same
+    // time by another thread still inherits copies of these ends, so neither side may wait for
+    // an end of file: each waits for the one byte the other writes.
+    let pipe =
+        || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| sys("pipe")(e.into()));
+    let (ready_r, ready_w) = pipe()?;
+    let (go_r, go_w) = pipe()?;
     // SAFETY: the child only makes raw system calls (unshare, write, read, _exit) before it
     // exits, which is what a child of a multi-threaded process may do.
     let pid = unsafe { libc::fork() };
@@ -281,7 +286,7 @@ fn user_namespace(uids: &[IdRange], gids: &[IdRange]) -> Result<OwnedFd, IdmapEr
     if pid == 0 {
         // SAFETY: async-signal-safe calls on fds this process holds; never returns.
         unsafe {
-            // the parent's ends: holding go_w would keep the read below from ever seeing EOF
+            // the parent's ends
             libc::close(go_w.as_raw_fd());
             libc::close(ready_r.as_raw_fd());
             let ok = libc::unshare(libc::CLONE_NEWUSER) == 0;
@@ -316,6 +321,10 @@ fn user_namespace(uids: &[IdRange], gids: &[IdRange]) -> Result<OwnedFd, IdmapEr
             .map(OwnedFd::from)
             .map_err(sys("open the user namespace"))
     })();
+    // The byte the child waits for, whatever the result: an end of file would never come while
+    // a sibling forked by another thread holds a copy of this end.
+    // SAFETY: a one-byte write to the pipe this process created above.
+    unsafe { libc::write(go_w.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
     drop(go_w);
     // The shim reaps its children elsewhere too; ECHILD then is fine.
     // SAFETY: waiting for the child forked above.
@@ -334,6 +343,37 @@ mod tests {
             options: options.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         }
+    }
+
+    /// Many threads making user namespaces at once, as a shim starting several containers does:
+    /// each child inherits the others' pipe ends, which once deadlocked parent and children.
+    #[test]
+    fn concurrent_user_namespaces_do_not_deadlock() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let workers: Vec<_> = (0..8)
+                .map(|_| {
+                    std::thread::spawn(|| {
+                        let range = IdRange {
+                            container: 0,
+                            host: 327_680,
+                            len: 65_536,
+                        };
+                        (0..25)
+                            .map(|_| user_namespace(&[range], &[range]).is_ok())
+                            .filter(|ok| *ok)
+                            .count()
+                    })
+                })
+                .collect();
+            let made: usize = workers.into_iter().map(|w| w.join().unwrap_or(0)).sum();
+            let _ = tx.send(made);
+        });
+        // Not a timing check: 200 namespaces take well under a second; a deadlock never ends.
+        let made = rx
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("user_namespace deadlocked under concurrent calls");
+        assert_eq!(made, 200, "every call made its namespace");
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub const CONTAINER: &str = "web";
 
 /// The neighbour's listeners: the API server's stand-in, Redis, a mining pool's stratum port
 /// and an ordinary service the target talks to from its start (its learned upstream).
+/// The chain pod's learning window for new outbound destinations (`palisade.dev/detection`).
+const LEARNING_WINDOW: Duration = Duration::from_secs(15);
+
 const API_PORT: u16 = 6443;
 const REDIS_PORT: u16 = 6379;
 const POOL_PORT: u16 = 3333;
@@ -358,6 +361,11 @@ pub async fn run(ctx: &Ctx, neighbour: &Ctx, corpus_image: &str) -> Result<Vec<S
     // The chain runs to its end: no compromise kill in between.
     cfg.annotations
         .insert("palisade.dev/compromise".into(), "off".into());
+    // A learning window for new outbound destinations short enough for a run to leave it.
+    cfg.annotations.insert(
+        "palisade.dev/detection".into(),
+        format!("learning-window={}s", LEARNING_WINDOW.as_secs()),
+    );
     let pod = ctx.run_pod(&cfg).await?;
     let pod_name = cri::pod_name(&cfg).to_string();
     let mut cc = cri::container_config(CONTAINER, 0, corpus_image, &["nginx", "-g", "daemon off;"]);
@@ -378,6 +386,7 @@ pub async fn run(ctx: &Ctx, neighbour: &Ctx, corpus_image: &str) -> Result<Vec<S
         },
     ];
     let c = ctx.cri.run_container(&pod, &cc, &cfg).await?;
+    let learning = Instant::now();
     let addr = std::net::SocketAddr::new(pod_ip(ctx, &pod).await?, 80);
     clients::wait_listening(addr, Duration::from_secs(60))
         .await
@@ -388,8 +397,11 @@ pub async fn run(ctx: &Ctx, neighbour: &Ctx, corpus_image: &str) -> Result<Vec<S
         out.trim() == "0",
         "the upstream {peer}:{UPSTREAM_PORT} refused: {out:?}"
     );
-    // What the start-up raised is the workload's, not the first twin's.
+    // What the start-up raised is the workload's, not the first twin's; the steps start once
+    // the learning window (counted from the container's start) has surely ended.
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let wait = (LEARNING_WINDOW + Duration::from_secs(5)).saturating_sub(learning.elapsed());
+    tokio::time::sleep(wait).await;
     let mut runs = Vec::new();
     for s in STEPS {
         let log = EventLog::mark(ctx)?;
