@@ -69,14 +69,14 @@ fn installed_packages() -> Result<Vec<String>> {
         .collect())
 }
 
-/// The paths under /usr (relative to it) of the hidden packages' files: files and symlinks,
-/// not directories, with merged-/usr aliases (`/bin`, `/lib`) resolved.
-fn hidden_paths(packages: &[String]) -> Result<BTreeSet<PathBuf>> {
+/// The files and symlinks (not directories) that dpkg lists for `packages`, as absolute paths
+/// with merged-/usr aliases (`/bin`, `/lib`) resolved.
+pub fn package_files<S: AsRef<str>>(packages: &[S]) -> Result<BTreeSet<PathBuf>> {
     let mut paths = BTreeSet::new();
     for chunk in packages.chunks(64) {
         let out = Command::new("dpkg")
             .arg("-L")
-            .args(chunk)
+            .args(chunk.iter().map(AsRef::as_ref))
             .output()
             .context("run dpkg -L")?;
         for line in String::from_utf8_lossy(&out.stdout).lines() {
@@ -90,15 +90,20 @@ fn hidden_paths(packages: &[String]) -> Result<BTreeSet<PathBuf>> {
             let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
                 continue;
             };
-            let Ok(dir) = fs::canonicalize(parent) else {
-                continue;
-            };
-            if let Ok(rel) = dir.join(name).strip_prefix("/usr") {
-                paths.insert(rel.to_path_buf());
+            if let Ok(dir) = fs::canonicalize(parent) {
+                paths.insert(dir.join(name));
             }
         }
     }
     Ok(paths)
+}
+
+/// The paths under /usr (relative to it) of the hidden packages' files.
+fn hidden_paths(packages: &[String]) -> Result<BTreeSet<PathBuf>> {
+    Ok(package_files(packages)?
+        .iter()
+        .filter_map(|p| p.strip_prefix("/usr").ok().map(Path::to_path_buf))
+        .collect())
 }
 
 /// An overlay's upper directory that whites out `paths` (relative to the lower directory).

@@ -214,43 +214,23 @@ pub fn filter_status(status: &str, gone: &BTreeSet<String>) -> String {
     out
 }
 
-/// The files of `packages` (absolute, through merged-/usr links), grouped by the overlay
-/// that holds them; files outside every overlay are counted, not hidden.
-fn package_files(
-    packages: &BTreeSet<String>,
-) -> Result<(BTreeMap<&'static str, BTreeSet<PathBuf>>, usize)> {
-    let mut by_mount: BTreeMap<&'static str, BTreeSet<PathBuf>> = BTreeMap::new();
-    let mut outside = 0;
+/// The files of `packages` grouped by the overlay that holds them (relative to its mount
+/// point); files outside every overlay are counted, not hidden.
+type ByMount = BTreeMap<&'static str, BTreeSet<PathBuf>>;
+
+fn package_files(packages: &BTreeSet<String>) -> Result<(ByMount, usize)> {
     let names: Vec<&String> = packages.iter().collect();
-    for chunk in names.chunks(64) {
-        let out = Command::new("dpkg")
-            .arg("-L")
-            .args(chunk.iter().map(|s| s.as_str()))
-            .output()
-            .context("run dpkg -L")?;
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let p = Path::new(line);
-            let Ok(meta) = fs::symlink_metadata(p) else {
-                continue;
-            };
-            if meta.is_dir() {
-                continue;
+    let mut by_mount = ByMount::new();
+    let mut outside = 0;
+    for abs in crate::fresh::package_files(&names)? {
+        let at = MOUNTS
+            .iter()
+            .find_map(|m| abs.strip_prefix(m).ok().map(|rel| (*m, rel.to_path_buf())));
+        match at {
+            Some((m, rel)) => {
+                by_mount.entry(m).or_default().insert(rel);
             }
-            let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
-                continue;
-            };
-            let Ok(dir) = fs::canonicalize(parent) else {
-                continue;
-            };
-            let abs = dir.join(name);
-            match MOUNTS.iter().find(|m| abs.starts_with(m)) {
-                Some(m) => {
-                    if let Ok(rel) = abs.strip_prefix(m) {
-                        by_mount.entry(m).or_default().insert(rel.to_path_buf());
-                    }
-                }
-                None => outside += 1,
-            }
+            None => outside += 1,
         }
     }
     Ok((by_mount, outside))
