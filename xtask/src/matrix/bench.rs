@@ -63,9 +63,10 @@ pub fn run(
     let before = tasks::loadavg();
     let mut body = String::new();
     let mut failed = Vec::new();
-    for spec in BOOTS.iter().filter(|b| {
-        b.containerd && (filters.is_empty() || filters.iter().any(|f| b.label.contains(f.as_str())))
-    }) {
+    for spec in BOOTS
+        .iter()
+        .filter(|b| b.containerd && super::picked(b.label, filters))
+    {
         let t = Instant::now();
         let dir = last.join(spec.label.replace([' ', '+'], "-"));
         let k = kernels::fetch(&cache, spec.suite, &busybox)

@@ -85,7 +85,21 @@ struct Row {
     seconds: f64,
 }
 
-/// Runs the matrix's boots whose label contains one of `filters` (all when empty), prints the
+/// True when a boot labelled `label` is picked by `filters`: all when there is none; a filter
+/// that is a boot's whole label picks that boot alone (`6.1` is not `6.12`); any other filter
+/// picks the labels that contain it.
+pub fn picked(label: &str, filters: &[String]) -> bool {
+    filters.is_empty()
+        || filters.iter().any(|f| {
+            if BOOTS.iter().any(|b| b.label == f) {
+                label == f
+            } else {
+                label.contains(f.as_str())
+            }
+        })
+}
+
+/// Runs the matrix's boots picked by `filters` (`picked`; all when empty), prints the
 /// results table and keeps it with each boot's logs under `.palisade-run/matrix/last/`; fails
 /// when a boot could not run or a test failed, naming them.
 pub fn run(ws: &Workspace, filters: &[String]) -> Result<()> {
@@ -99,10 +113,7 @@ pub fn run(ws: &Workspace, filters: &[String]) -> Result<()> {
     let binaries = guest::build_tests(ws, &last)?;
     let busybox = initramfs::busybox_static(&cache).context("fetch busybox-static")?;
     let root = rootfs::image(&cache)?;
-    let boots: Vec<&BootSpec> = BOOTS
-        .iter()
-        .filter(|b| filters.is_empty() || filters.iter().any(|f| b.label.contains(f.as_str())))
-        .collect();
+    let boots: Vec<&BootSpec> = BOOTS.iter().filter(|b| picked(b.label, filters)).collect();
     let payload = if boots.iter().any(|b| b.containerd) {
         Some(suite::prepare(ws).context("prepare the guests' containerd run")?)
     } else {
@@ -329,4 +340,18 @@ fn table(rows: &[Row], accel: Accel, total: Duration) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_whole_label_picks_that_boot_alone() {
+        let f = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(picked("6.1", &f(&["6.1"])) && !picked("6.12", &f(&["6.1"])));
+        assert!(picked("5.10", &f(&["5.10"])) && !picked("5.10 lsm+bpf", &f(&["5.10"])));
+        assert!(picked("5.10 lsm+bpf", &f(&["lsm"])) && picked("sid", &f(&[])));
+        assert!(!picked("sid", &f(&["6.1"])));
+    }
 }
