@@ -55,7 +55,7 @@ print("done", flush=True)
 #[test]
 fn ordinary_calls_raise_nothing_and_real_gains_still_do() {
     if !Path::new(PYTHON).exists() {
-        panic!("{PYTHON} is needed for this test (Debian's python3-minimal)");
+        panic!("{PYTHON} is needed for this test (Debian's python3)");
     }
     let scratch = Scratch::new("precision");
     let root = scratch.0.join("root");
