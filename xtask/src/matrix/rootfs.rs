@@ -13,9 +13,10 @@ use super::kernels::TempDir;
 use crate::procs;
 
 /// What the tests need beyond minbase: the monitor's libraries, busybox, the network tools
-/// and python3 with its standard library (the monitor's precision test drives netlink and setgid calls from it) that the
-/// sandbox's and the monitor's tests run, and containerd, runc and the CNI plugins for the
-/// security suite's run through containerd (bookworm's, as on the host).
+/// and python3 with its standard library (the monitor's precision test drives netlink and
+/// setgid calls from it) that the sandbox's and the monitor's tests run, and containerd, runc
+/// and the CNI plugins for the security suite's run through containerd (bookworm's, as on
+/// the host).
 const PACKAGES: &[&str] = &[
     "libelf1",
     "python3",
