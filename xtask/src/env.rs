@@ -145,6 +145,27 @@ impl Env {
         self.run_dir.join("work")
     }
 
+    /// The security suite of the conformance binary `suite` for `handlers` and `filters`,
+    /// pointed at this environment's event log, gate state, metrics and webhook (the host's
+    /// run and the kernel matrix's guests alike).
+    pub fn security_cmd(&self, suite: &Path, handlers: &str, filters: &[String]) -> Command {
+        let mut cmd = crate::tasks::suite_cmd_of(self, suite, "security");
+        cmd.arg("--handlers")
+            .arg(handlers)
+            .arg("--events-dir")
+            .arg(self.events_dir())
+            .arg("--gate-state-dir")
+            .arg(self.gate_state_dir())
+            .arg("--metrics-dir")
+            .arg(self.metrics_dir())
+            .arg("--webhook-listen")
+            .arg(self.webhook.to_string());
+        for f in filters {
+            cmd.arg("--filter").arg(f);
+        }
+        cmd
+    }
+
     /// The shims' violation log directory (`[events] log_dir` in palisade.toml).
     pub fn events_dir(&self) -> PathBuf {
         self.run_dir.join("events")

@@ -276,20 +276,11 @@ pub fn test(opts: &Opts) -> Result<()> {
             cmd.arg("--filter").arg(f);
         }
         let conformance = env.run_child_output(&mut cmd)?;
-        let mut cmd = suite_cmd(env, &ws, "security");
-        cmd.arg("--handlers")
-            .arg(opts.security_handlers())
-            .arg("--events-dir")
-            .arg(env.events_dir())
-            .arg("--gate-state-dir")
-            .arg(env.gate_state_dir())
-            .arg("--metrics-dir")
-            .arg(env.metrics_dir())
-            .arg("--webhook-listen")
-            .arg(env.webhook.to_string());
-        for f in &opts.filters {
-            cmd.arg("--filter").arg(f);
-        }
+        let mut cmd = env.security_cmd(
+            &ws.conformance_binary(),
+            &opts.security_handlers(),
+            &opts.filters,
+        );
         let security = env.run_child_output(&mut cmd)?;
         let mut suites = vec![
             ("conformance suite", conformance),

@@ -327,20 +327,7 @@ pub fn guest_main(args: &[String]) -> Result<()> {
                 cmd.stdin(Stdio::null());
                 return env.run_child(&mut cmd);
             }
-            let mut cmd = crate::tasks::suite_cmd_of(&env, &g.conformance, "security");
-            cmd.arg("--handlers")
-                .arg(&g.handlers)
-                .arg("--events-dir")
-                .arg(env.events_dir())
-                .arg("--gate-state-dir")
-                .arg(env.gate_state_dir())
-                .arg("--metrics-dir")
-                .arg(env.metrics_dir())
-                .arg("--webhook-listen")
-                .arg(env.webhook.to_string());
-            for f in &g.filters {
-                cmd.arg("--filter").arg(f);
-            }
+            let mut cmd = env.security_cmd(&g.conformance, &g.handlers, &g.filters);
             cmd.stdin(Stdio::null());
             env.run_child(&mut cmd)
         });
