@@ -241,7 +241,7 @@ pub(crate) fn probe_lsm() -> bool {
     }
 }
 
-/// Whether BPF-LSM is in force on this node, as the monitor's loader decides it ([`probe_lsm`]:
+/// Whether BPF-LSM is in force on this node, as the monitor's loader decides it (`probe_lsm`:
 /// `bpf` among the active LSMs and a probe program seen to run). Needs the rights to load BPF
 /// programs (root); without them the answer is `false`.
 pub fn bpf_lsm_in_force() -> bool {

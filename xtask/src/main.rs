@@ -24,7 +24,7 @@ pub const SHIM_BINARY: &str = "containerd-shim-palisade-v2";
 
 const USAGE: &str = "usage: cargo xtask <command> [options]
 commands:
-  test    apt packages, fmt, clippy, cargo test, release shim, then the CRI conformance
+  test    apt packages, fmt, clippy, cargo doc, cargo test, release shim, then the CRI conformance
           suite against a private containerd (handlers runc and palisade)
   demo    private containerd, one pod + container with runtime handler palisade, exec, teardown
   bench   benchmarks against a private containerd, each suite rewriting its section of

@@ -251,6 +251,16 @@ pub fn test(opts: &Opts) -> Result<()> {
                 "warnings",
             ]),
         );
+        steps.record(
+            "cargo doc",
+            ws.cargo(&[
+                "doc",
+                "--workspace",
+                "--no-deps",
+                "--config",
+                "build.rustdocflags=[\"-D\",\"warnings\"]",
+            ]),
+        );
         steps.record("cargo test", ws.cargo(&["test", "--workspace"]));
         steps.record("kernel matrix", crate::matrix::run(&ws, &[]));
         steps.record(

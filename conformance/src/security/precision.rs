@@ -47,7 +47,7 @@ const WATCHED_FOR: Duration = Duration::from_secs(5);
 
 /// A pod with a uid 1000 busybox container (group 0) and a root "server" writing its pid file
 /// below `/usr/local`: under palisade no event of any source names the pod, and both
-/// containers still run after [`WATCHED_FOR`].
+/// containers still run after `WATCHED_FOR`.
 pub async fn precision_ordinary_pod_raises_nothing(ctx: &Ctx) -> Result<Observed> {
     let log = EventLog::mark(ctx)?;
     let (pod, cfg) = ctx.pod().await?;

@@ -1,7 +1,7 @@
 //! The task service: containers and their processes, as plain async methods over runc.
 //!
 //! The ttrpc `Task` implementation in `task.rs` is a thin adapter over this; nothing here knows
-//! about ttrpc contexts. Each verb looks its process up in the [`table`], checks that the
+//! about ttrpc contexts. Each verb looks its process up in the `table`, checks that the
 //! process's state allows the call ([`State::check`]), calls the runtime and sends the event.
 //! Create (`create`), the monitor and gate that follow `runc create` (`attach`) and Exec
 //! (`exec`) have modules of their own, as does the compromise judge (`judge`).
