@@ -106,6 +106,7 @@ fn candidate_name(e: palisade_policy::Enforcer) -> &'static str {
         E::CapabilityBoundingSet => "capability-bounding-set",
         E::EbpfExecKill => "ebpf-exec-kill",
         E::EbpfCgroupSock => "ebpf-cgroup-sock",
+        E::BpfLsm => "bpf-lsm",
         E::AuditOnly => "audit-only",
     }
 }

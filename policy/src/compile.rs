@@ -27,6 +27,10 @@ pub enum Enforcer {
     EbpfExecKill,
     /// eBPF cgroup socket hooks that refuse socket creation.
     EbpfCgroupSock,
+    /// The monitor's BPF-LSM programs (file_open) refusing with EACCES. Only where `bpf` is
+    /// among the kernel's active LSMs and the monitor saw its probe program run; elsewhere a
+    /// rule that needs it refuses the container (or, with `allow_degraded`, is only audited).
+    BpfLsm,
     /// The monitor reports the event; nothing is prevented.
     AuditOnly,
 }
@@ -184,30 +188,69 @@ impl CompiledPolicy {
     }
 }
 
-const FROM_SOURCE_NOTE: &str =
-    "fromSource: this enforcer applies to every process in the container and cannot tell the source binary; only the monitor can, so the rule is audited instead";
+/// Why a rule limited to source binaries falls to the audit, with `what` the enforcers that
+/// apply to the whole container.
+fn from_source_note(what: &str) -> String {
+    format!(
+        "fromSource: {what} applies to every process in the container and cannot tell the source \
+         binary; the container is refused unless the runtime allows degrading, then the rule is \
+         only audited"
+    )
+}
+
+/// Where BPF-LSM carries a file Block rule, and what happens elsewhere.
+const BPF_LSM_WHERE: &str =
+    "refused in the kernel with EACCES where BPF-LSM is in force (bpf among \
+     the active LSMs and the monitor's probe seen to run); elsewhere the container is refused, \
+     or with allow_degraded the rule is only audited";
 
 fn file_enforcement(r: &FileRule) -> Enforcement {
     let action = r.meta.action;
     if action == Action::Audit {
         return Enforcement::of(&[Enforcer::AuditOnly]);
     }
-    if let FileTarget::Pattern(_) = r.target {
+    let pattern = matches!(r.target, FileTarget::Pattern(_));
+    let from_source = !r.from_source.is_empty();
+    if action == Action::Block && (pattern || from_source || r.owner_only) {
+        // Only the monitor's file_open program sees the opener (its executable and fsuid)
+        // and the file the kernel resolved; landlock and mounts do not.
+        let mut caveat = BPF_LSM_WHERE.to_string();
+        if pattern {
+            caveat.push_str(
+                "; the glob is expanded to the files present when the container starts, a \
+                 matching file created later is not refused",
+            );
+        }
+        return Enforcement::of(&[Enforcer::BpfLsm]).caveat(&[Enforcer::BpfLsm], &caveat);
+    }
+    if pattern {
         return Enforcement::audit_only(
-            "matchPatterns: landlock and mounts cannot express globs; only the monitor matches them, so the rule is audited instead",
+            "matchPatterns on an Allow rule: landlock and mounts cannot express globs, and \
+             landlock would have to grant the glob's whole literal prefix; the container is \
+             refused unless the runtime allows degrading",
         );
     }
-    if !r.from_source.is_empty() {
-        return Enforcement::audit_only(FROM_SOURCE_NOTE.replace("this enforcer", "landlock"));
+    if from_source {
+        return Enforcement::audit_only(from_source_note("landlock's allow-list"));
     }
     if r.owner_only {
         return Enforcement::audit_only(
-            "ownerOnly: landlock and mounts cannot check the caller against the file owner; only the monitor can, so the rule is audited instead",
+            "ownerOnly on an Allow rule: landlock cannot compare the caller with the file \
+             owner; the container is refused unless the runtime allows degrading, then the rule \
+             is only audited",
         );
     }
     let mut e = match action {
         Action::Allow => Enforcement::of(&[Enforcer::Landlock]),
-        _ => Enforcement::of(&[Enforcer::Landlock, Enforcer::BindMountMask]),
+        _ => Enforcement::of(&[
+            Enforcer::BpfLsm,
+            Enforcer::Landlock,
+            Enforcer::BindMountMask,
+        ])
+        .caveat(
+            &[Enforcer::BpfLsm],
+            "where BPF-LSM is in force; elsewhere the path is masked",
+        ),
     };
     if r.read_only && action == Action::Block {
         e = e.caveat(
@@ -269,8 +312,14 @@ fn process_enforcement(r: &ProcessRule) -> Enforcement {
 fn network_enforcement(r: &NetworkRule) -> Enforcement {
     match r.meta.action {
         Action::Audit => Enforcement::of(&[Enforcer::AuditOnly]),
-        _ if !r.from_source.is_empty() => Enforcement::audit_only(
-            FROM_SOURCE_NOTE.replace("this enforcer", "seccomp and cgroup socket hooks"),
+        // The cgroup sock_create hook reads the creating process's executable: an Allow makes
+        // a per-protocol allow-list, a Block a list of binaries refused.
+        _ if !r.from_source.is_empty() => Enforcement::of(&[Enforcer::EbpfCgroupSock]).caveat(
+            &[Enforcer::EbpfCgroupSock],
+            "checked on the executable at socket creation (matched by inode); refuses the \
+             container where the kernel's cgroup socket hooks cannot read the current task, and \
+             for raw sockets (the hook does not see AF_PACKET), unless the runtime allows \
+             degrading",
         ),
         _ => Enforcement::of(&[Enforcer::EbpfCgroupSock, Enforcer::Seccomp]),
     }
@@ -279,9 +328,9 @@ fn network_enforcement(r: &NetworkRule) -> Enforcement {
 fn capability_enforcement(r: &CapabilityRule) -> Enforcement {
     match r.meta.action {
         Action::Audit => Enforcement::of(&[Enforcer::AuditOnly]),
-        _ if !r.from_source.is_empty() => Enforcement::audit_only(
-            FROM_SOURCE_NOTE.replace("this enforcer", "the capability bounding set"),
-        ),
+        _ if !r.from_source.is_empty() => {
+            Enforcement::audit_only(from_source_note("the capability bounding set"))
+        }
         _ => Enforcement::of(&[Enforcer::CapabilityBoundingSet]),
     }
 }
@@ -290,10 +339,10 @@ fn syscall_enforcement(r: &SyscallRule) -> Enforcement {
     match r.meta.action {
         Action::Audit => Enforcement::of(&[Enforcer::AuditOnly]),
         _ if r.target.is_some() => Enforcement::audit_only(
-            "matchPaths: seccomp cannot read path arguments; only the monitor can, so the rule is audited instead",
+            "matchPaths: seccomp cannot read path arguments; the container is refused unless the runtime allows degrading, then the rule is only audited",
         ),
         _ if !r.from_source.is_empty() => {
-            Enforcement::audit_only(FROM_SOURCE_NOTE.replace("this enforcer", "seccomp"))
+            Enforcement::audit_only(from_source_note("seccomp"))
         }
         _ => Enforcement::of(&[Enforcer::Seccomp]),
     }

@@ -335,11 +335,18 @@ fn unenforceable_parts_are_stated_per_rule() {
     let c = merged(&CompileOptions::default());
     let pattern = &c.file[2];
     assert_eq!(pattern.rule.meta.origin, "spec.file.matchPatterns[0]");
+    // A glob Block is the monitor's BPF-LSM program's alone, on the files present at start.
     assert_eq!(
         pattern.enforcement.enforcers().collect::<Vec<_>>(),
-        [Enforcer::AuditOnly]
+        [Enforcer::BpfLsm]
     );
-    assert!(pattern.enforcement.unenforceable[0].starts_with("matchPatterns:"));
+    assert!(pattern.enforcement.is_fully_enforceable());
+    let caveat = pattern.enforcement.candidates[0].caveat.as_deref();
+    assert!(
+        caveat.is_some_and(|c| c.contains("where BPF-LSM is in force")
+            && c.contains("a matching file created later is not refused")),
+        "{caveat:?}"
+    );
 
     let by_origin = |origin: &str| {
         c.syscalls
@@ -366,10 +373,13 @@ fn unenforceable_parts_are_stated_per_rule() {
     assert!(cap.enforcement.unenforceable[0].contains("capability bounding set"));
 
     let notes = c.unenforceable();
-    assert_eq!(notes.len(), 3, "{notes:#?}");
-    assert!(notes
-        .iter()
-        .any(|n| n.starts_with("shop/a-secrets: spec.file.matchPatterns[0]: matchPatterns")));
+    assert_eq!(notes.len(), 2, "{notes:#?}");
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("spec.syscalls.matchPaths[0]: matchPaths: seccomp")),
+        "{notes:#?}"
+    );
 }
 
 #[test]
@@ -383,8 +393,15 @@ fn non_recursive_directories_warn_that_enforcers_cover_the_subtree() {
     );
     let e = &c.file[0].enforcement;
     assert!(e.is_fully_enforceable());
-    assert!(e.candidates.iter().all(|c| c.caveat.as_deref()
-        == Some("covers the whole subtree, stricter than the non-recursive rule")));
+    // BPF-LSM keys the directory itself and covers only its files; the others the subtree.
+    for c in &e.candidates {
+        let want = if c.enforcer == Enforcer::BpfLsm {
+            "where BPF-LSM is in force; elsewhere the path is masked"
+        } else {
+            "covers the whole subtree, stricter than the non-recursive rule"
+        };
+        assert_eq!(c.caveat.as_deref(), Some(want), "{c:?}");
+    }
     assert_eq!(c.decide_file(&file("/etc/passwd")).action, Action::Block);
     assert_eq!(
         c.decide_file(&file("/etc/ssl/cert.pem")).action,

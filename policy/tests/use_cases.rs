@@ -153,7 +153,11 @@ fn service_account_token_is_blocked() -> Result<()> {
     assert!(e.is_fully_enforceable());
     assert_eq!(
         e.enforcers().collect::<Vec<_>>(),
-        [Enforcer::Landlock, Enforcer::BindMountMask]
+        [
+            Enforcer::BpfLsm,
+            Enforcer::Landlock,
+            Enforcer::BindMountMask
+        ]
     );
     // Another app in the namespace is not selected.
     let other = workload("wordpress-mysql", &[("app", "mysql")]);
