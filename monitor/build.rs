@@ -35,6 +35,7 @@ fn main() -> Result<()> {
     println!("cargo:rustc-env=PALISADE_BPF_HASH={h:016x}");
     println!("cargo:rerun-if-changed=src/bpf/events.h");
     println!("cargo:rerun-if-changed=src/bpf/files.h");
+    println!("cargo:rerun-if-changed=src/bpf/creds.h");
     println!("cargo:rerun-if-changed=src/bpf/lsm_files.h");
     println!("cargo:rerun-if-changed=src/bpf/vmlinux.h");
     Ok(())

@@ -10,6 +10,7 @@ use crate::event::{EventKind, Finding, ProcessInfo, Syscall, EACCES, EPERM, O_WR
 use crate::rules::{connect_matches, AuditOn, ContainerRules, Enforcer, SockClass};
 
 mod content;
+pub(crate) mod credfiles;
 mod creds;
 mod paths;
 
@@ -354,7 +355,18 @@ fn builtins(
             result,
             secret,
             system_dir,
-        } => open_builtins(path, *flags, *result, *secret, *system_dir, out),
+            credential,
+        } => open_builtins(
+            path,
+            *flags,
+            *result,
+            OpenPlace {
+                secret: *secret,
+                system_dir: *system_dir,
+                credential: *credential,
+            },
+            out,
+        ),
         EventKind::Connect {
             addr: Some(addr),
             result,
@@ -471,16 +483,25 @@ fn raw_network_socket(domain: i32, kind: i32) -> bool {
     domain == AF_PACKET || ((domain == AF_INET || domain == AF_INET6) && kind & 0xf == SOCK_RAW)
 }
 
-/// Opens the kernel refused, writes below system directories, and service account token
-/// reads.
-fn open_builtins(
-    path: &str,
-    flags: u64,
-    result: i64,
+/// Where the kernel placed an opened file.
+#[derive(Debug, Clone, Copy)]
+struct OpenPlace {
+    /// On one of the container's secret mounts.
     secret: bool,
+    /// Below a system directory of its root (write opens only).
     system_dir: bool,
-    out: &mut Vec<Finding>,
-) {
+    /// One of the container's credential files (by device and inode).
+    credential: bool,
+}
+
+/// Opens the kernel refused, writes below system directories, service account token reads
+/// and credential file opens.
+fn open_builtins(path: &str, flags: u64, result: i64, place: OpenPlace, out: &mut Vec<Finding>) {
+    let OpenPlace {
+        secret,
+        system_dir,
+        credential,
+    } = place;
     if result == -EACCES || result == -EPERM {
         out.push(builtin(
             "file-access-denied",
@@ -510,6 +531,21 @@ fn open_builtins(
                 6,
                 &["MITRE_T1528", "credentials"],
                 format!("service account token {path} read"),
+            ));
+        }
+        // the kernel knows the file by its inode: every spelling of the path, and every hard
+        // link to it, is the file
+        if credential {
+            let how = if flags & O_WRITE_FLAGS != 0 {
+                "opened for writing"
+            } else {
+                "read"
+            };
+            out.push(builtin(
+                "credential-file-read",
+                6,
+                &["MITRE_T1552.001", "credentials"],
+                format!("credential file {path} {how}"),
             ));
         }
     }

@@ -126,6 +126,9 @@ pub enum EventKind {
         /// A write open of a file below /etc, /bin, /sbin or /usr of the process's root
         /// filesystem (decided in the kernel on the file's parents, not on the path).
         system_dir: bool,
+        /// The file opened is one of the container's credential files found at registration
+        /// (decided in the kernel on its device and inode, not on the path).
+        credential: bool,
     },
     Connect {
         addr: Option<SocketAddr>,
@@ -324,6 +327,7 @@ impl EventKind {
                 result,
                 secret,
                 system_dir,
+                credential,
             } => {
                 event = event
                     .with_evidence("path", path.as_str())
@@ -331,6 +335,7 @@ impl EventKind {
                     .with_evidence("result", *result)
                     .with_evidence("secret_mount", *secret)
                     .with_evidence("system_dir", *system_dir)
+                    .with_evidence("credential_file", *credential)
                     .with_evidence("denied", *result == -EACCES || *result == -EPERM);
             }
             EventKind::Connect { addr, result }

@@ -34,9 +34,13 @@ pub(crate) const EV_FILE: u32 = 6;
 
 /// container_info.flags (events.h).
 pub(crate) const CF_ALL_OPENS: u32 = 1;
+/// container_info.flags (creds.h).
+pub(crate) const CF_CREDENTIALS: u32 = 2;
 /// syscall_event.flags (events.h).
 pub(crate) const SE_SECRET: u32 = 1;
 pub(crate) const SE_SYSTEM_DIR: u32 = 2;
+/// syscall_event.flags (creds.h).
+pub(crate) const SE_CREDENTIAL: u32 = 4;
 /// exec_event.flags (events.h).
 pub(crate) const EXEC_KILLED: u32 = 1;
 pub(crate) const EXEC_REFUSED: u32 = 4;

@@ -364,6 +364,7 @@ fn syscall_kind(e: &types::syscall_event) -> EventKind {
             result,
             secret: e.flags & raw::SE_SECRET != 0,
             system_dir: e.flags & raw::SE_SYSTEM_DIR != 0,
+            credential: e.flags & raw::SE_CREDENTIAL != 0,
         },
         2 => EventKind::Connect {
             addr: addr(),

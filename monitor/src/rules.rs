@@ -251,6 +251,11 @@ pub struct ContainerRules {
     /// package managers are read there, so that a copy under another name is known by its
     /// content. `None`: by name only.
     pub rootfs: Option<PathBuf>,
+    /// The container's root as its processes see it (`/proc/PID/root` of its first process),
+    /// its own mounts included: its credential files (`/etc/shadow`, SSH host keys, a mounted
+    /// kubeconfig) are found there at registration. `None`: in `rootfs`, without the
+    /// container's mounts; neither: no credential files are watched.
+    pub process_root: Option<PathBuf>,
 }
 
 /// One range of a user namespace's uid or gid map: `count` ids from `inside` in the
@@ -308,6 +313,7 @@ impl Default for ContainerRules {
             id_maps: IdMaps::default(),
             seccomp_refused: Vec::new(),
             rootfs: None,
+            process_root: None,
         }
     }
 }
@@ -460,9 +466,17 @@ pub(crate) fn file_id_in(
         path: root.join(path.strip_prefix("/").unwrap_or(path)),
         source,
     };
-    let dir = std::fs::File::open(root).map_err(err)?;
+    let file = open_in_root(root, path, libc::O_PATH).map_err(err)?;
+    let meta = file.metadata().map_err(err)?;
+    Ok((kernel_dev(meta.dev()), meta.ino()))
+}
+
+/// Opens `path` with `flags` (and `O_CLOEXEC`) inside `root`, resolved as if `root` were the
+/// filesystem's root (`RESOLVE_IN_ROOT`: absolute symbolic links and `..` stay inside it).
+pub(crate) fn open_in_root(root: &Path, path: &Path, flags: i32) -> std::io::Result<std::fs::File> {
+    let dir = std::fs::File::open(root)?;
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|_| err(std::io::Error::from(std::io::ErrorKind::InvalidInput)))?;
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
     // struct open_how (linux/openat2.h); libc's own cannot be built outside the crate.
     #[repr(C)]
     struct OpenHow {
@@ -471,7 +485,7 @@ pub(crate) fn file_id_in(
         resolve: u64,
     }
     let how = OpenHow {
-        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
+        flags: (flags | libc::O_CLOEXEC) as u64,
         mode: 0,
         resolve: libc::RESOLVE_IN_ROOT,
     };
@@ -486,12 +500,10 @@ pub(crate) fn file_id_in(
         )
     };
     if fd < 0 {
-        return Err(err(std::io::Error::last_os_error()));
+        return Err(std::io::Error::last_os_error());
     }
     // SAFETY: openat2 returned a new fd owned here.
-    let file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
-    let meta = file.metadata().map_err(err)?;
-    Ok((kernel_dev(meta.dev()), meta.ino()))
+    Ok(unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
 }
 
 pub(crate) fn exec_key(slot: u32, name: &str, path: &Path) -> Result<types::exec_key, RuleError> {

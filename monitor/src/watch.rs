@@ -84,14 +84,24 @@ pub(crate) fn register(
     let file = enforce::file::install(&target, &rules.deny_file, installed)?;
     watch.enforcement.extend(file);
     let connect_enforcer = enforce::connect::enforcer(&target, installed);
+    let cred_root = rules.process_root.as_ref().or(rules.rootfs.as_ref());
+    let credentials = match cred_root {
+        Some(root) if rules.builtins => {
+            crate::detect::credfiles::install(maps, &name, slot, root, installed)
+        }
+        _ => 0,
+    };
+    let mut flags = 0;
+    if rules.report_all_opens {
+        flags |= raw::CF_ALL_OPENS;
+    }
+    if credentials > 0 {
+        flags |= raw::CF_CREDENTIALS;
+    }
     let info = types::container_info {
         slot,
         ring: shared.index,
-        flags: if rules.report_all_opens {
-            raw::CF_ALL_OPENS
-        } else {
-            0
-        },
+        flags,
         pad: 0,
         events: 0,
         drops: 0,

@@ -224,9 +224,9 @@ pub const STEPS: &[Step] = &[
             cmds: &[&["cat", "/etc/shadow"]],
         },
         twin: Action {
-            cmds: &[&["cat", "/etc/hostname"]],
+            cmds: &[&["cat", "/etc/passwd"]],
         },
-        twin_what: "cat /etc/hostname",
+        twin_what: "cat /etc/passwd",
         rule: "credential-file-read",
     },
     Step {
@@ -322,7 +322,7 @@ pub const STEPS: &[Step] = &[
         twin: Action {
             cmds: &[&["python3", "-c", CONNECT, "{peer}", CLOSED_PORT]],
         },
-        twin_what: "connect to an ordinary closed port (8081, refused)",
+        twin_what: "connect to an upstream that is down (8081, refused; tried at start too)",
         rule: "crypto-miner-pool-port",
     },
 ];
@@ -396,6 +396,14 @@ pub async fn run(ctx: &Ctx, neighbour: &Ctx, corpus_image: &str) -> Result<Vec<S
     anyhow::ensure!(
         out.trim() == "0",
         "the upstream {peer}:{UPSTREAM_PORT} refused: {out:?}"
+    );
+    // An optional upstream that is down from the start (a cache not deployed yet): its
+    // refused attempts are learned like the answered ones, so the same refusal later is not
+    // a new destination.
+    let (_, out) = exec(ctx, &c, &["python3", "-c", CONNECT, &peer, CLOSED_PORT]).await?;
+    anyhow::ensure!(
+        out.trim() == "111",
+        "the closed port {peer}:{CLOSED_PORT} was not refused (ECONNREFUSED): {out:?}"
     );
     // What the start-up raised is the workload's, not the first twin's; the steps start once
     // the learning window (counted from the container's start) has surely ended.

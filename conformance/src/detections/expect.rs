@@ -13,26 +13,14 @@ use crate::security::eventlog::field;
 /// Items that do not meet the expectation on today's main: `step:<id>` (not reported),
 /// `twin:<id>` (not silent), `workload:<name>:<rule>` (the rule fired on an ordinary
 /// workload; `compromise-kill` when the workload was killed).
-pub const KNOWN_MISSES: &[(&str, &str)] = &[
-    (
-        "step:shadow-read",
-        "no detection watches credential files (/etc/shadow, SSH host keys, kubeconfigs)",
-    ),
-    (
-        "twin:miner-pool-refused",
-        "the twin's refused connect to a port never seen (8081) comes after the chain pod's \
-         15 s learning window, so new-outbound-destination reports it: a true report of a new \
-         destination, but the twin meant to show an ordinary refused connect silent needs a \
-         destination learned as refused, which the learning does not record",
-    ),
-];
+pub const KNOWN_MISSES: &[(&str, &str)] = &[];
 
-/// The reason an item is listed, if it is.
-pub fn known(id: &str) -> Option<&'static str> {
-    KNOWN_MISSES
-        .iter()
-        .find(|(k, _)| *k == id)
-        .map(|(_, why)| *why)
+/// A list of known misses: (item, reason).
+type Misses = [(&'static str, &'static str)];
+
+/// The reason an item is listed in `misses`, if it is.
+fn known(misses: &Misses, id: &str) -> Option<&'static str> {
+    misses.iter().find(|(k, _)| *k == id).map(|(_, why)| *why)
 }
 
 /// One graded item.
@@ -46,6 +34,15 @@ pub enum Grade {
 
 /// The items of one run, in order: (id, grade).
 pub fn grade(workloads: &[WorkloadRun], steps: &[StepRun]) -> Vec<(String, Grade)> {
+    grade_against(KNOWN_MISSES, workloads, steps)
+}
+
+/// [`grade`] with `misses` as the known misses.
+fn grade_against(
+    misses: &Misses,
+    workloads: &[WorkloadRun],
+    steps: &[StepRun],
+) -> Vec<(String, Grade)> {
     let mut out = Vec::new();
     for w in workloads {
         let mut rules: BTreeSet<String> = w
@@ -68,13 +65,13 @@ pub fn grade(workloads: &[WorkloadRun], steps: &[StepRun]) -> Vec<(String, Grade
                 .iter()
                 .filter(|e| field(e, "/rule/name") == r.as_str())
                 .count();
-            let g = match known(&id) {
+            let g = match known(misses, &id) {
                 Some(why) => Grade::KnownMiss(why.into()),
                 None => Grade::Fail(format!("{n} {r} event(s) on an ordinary workload")),
             };
             out.push((id, g));
         }
-        for (id, _) in KNOWN_MISSES.iter().filter(|(k, _)| k.starts_with(&prefix)) {
+        for (id, _) in misses.iter().filter(|(k, _)| k.starts_with(&prefix)) {
             if !rules.contains(&id[prefix.len()..]) {
                 out.push((
                     id.to_string(),
@@ -85,11 +82,13 @@ pub fn grade(workloads: &[WorkloadRun], steps: &[StepRun]) -> Vec<(String, Grade
     }
     for s in steps {
         out.push(item(
+            misses,
             format!("step:{}", s.id),
             s.reported,
             "not reported under its rule for the pod and container",
         ));
         out.push(item(
+            misses,
             format!("twin:{}", s.id),
             s.twin_events.is_empty(),
             &format!("{} event(s) raised", s.twin_events.len()),
@@ -98,8 +97,8 @@ pub fn grade(workloads: &[WorkloadRun], steps: &[StepRun]) -> Vec<(String, Grade
     out
 }
 
-fn item(id: String, met: bool, why_not: &str) -> (String, Grade) {
-    let g = match (met, known(&id)) {
+fn item(misses: &Misses, id: String, met: bool, why_not: &str) -> (String, Grade) {
+    let g = match (met, known(misses, &id)) {
         (true, None) => Grade::Pass,
         (true, Some(_)) => Grade::Fail("listed in KNOWN_MISSES but met: remove it".into()),
         (false, Some(why)) => Grade::KnownMiss(why.into()),
@@ -158,13 +157,21 @@ mod tests {
 
     #[test]
     fn listed_misses_are_known_and_listed_passes_fail() {
+        let misses = [("step:shadow-read", "a reason")];
         // listed, missed: known miss
-        let g = grade(&[], &[step("shadow-read", false, 0)]);
+        let g = grade_against(&misses, &[], &[step("shadow-read", false, 0)]);
         assert!(matches!(g[0].1, Grade::KnownMiss(_)));
         assert_eq!(g[1].1, Grade::Pass);
         // listed, met: fails
-        let g = grade(&[], &[step("shadow-read", true, 0)]);
+        let g = grade_against(&misses, &[], &[step("shadow-read", true, 0)]);
         assert!(matches!(&g[0].1, Grade::Fail(r) if r.contains("remove it")));
+        // a listed workload miss that did not happen fails too
+        let misses = [("workload:quiet:raw-socket", "a reason")];
+        let g = grade_against(&misses, &[workload("quiet", &[], 0)], &[]);
+        assert!(
+            matches!(&g[1], (id, Grade::Fail(r)) if id == "workload:quiet:raw-socket" && r.contains("did not happen")),
+            "{g:?}"
+        );
         // not listed, missed or noisy: fails
         let g = grade(&[], &[step("interactive-shell", false, 2)]);
         assert!(matches!(g[0].1, Grade::Fail(_)));

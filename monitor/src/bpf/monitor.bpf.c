@@ -422,9 +422,10 @@ static __always_inline void syscall_args(struct pt_regs *regs, __u64 *a)
 #endif
 
 #include "files.h"
+#include "creds.h"
 
 /* Without CF_ALL_OPENS only the opens a detection can use are reported: writes, denials and
- * reads of secrets. Decided before the path is read: a read of an ordinary file, the bulk of
+ * reads of secrets and credential files. Decided before the path is read: a read of an ordinary file, the bulk of
  * all opens, costs no copy from user memory. */
 static __always_inline bool open_is_interesting(__u64 flags, __s64 ret, bool secret)
 {
@@ -463,14 +464,17 @@ static __always_inline int report_syscall(struct container_info *ci, __u64 cg, _
 		struct task_struct *t = (struct task_struct *)bpf_get_current_task();
 		bool write = args[2] & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC);
 		bool secrets = ci->secrets[0].dev != 0;
+		bool creds = ci->flags & CF_CREDENTIALS;
 		/* the opened file is looked up only when a test needs it: a read in a container
-		 * without secret mounts costs nothing more here */
-		struct file *f = ret >= 0 && (secrets || write) ? fd_file(t, ret) : 0;
+		 * without secret mounts or credential files costs nothing more here */
+		struct file *f = ret >= 0 && (secrets || creds || write) ? fd_file(t, ret) : 0;
 
 		if (f && secrets && on_secret_mount(ci, f))
 			oflags |= SE_SECRET;
+		if (f && creds && credential_file(ci, f))
+			oflags |= SE_CREDENTIAL;
 		if (!(ci->flags & CF_ALL_OPENS) &&
-		    !open_is_interesting(args[2], ret, oflags & SE_SECRET))
+		    !open_is_interesting(args[2], ret, oflags & (SE_SECRET | SE_CREDENTIAL)))
 			return 0;
 		if (f && write && below_system_dir(t, f))
 			oflags |= SE_SYSTEM_DIR;

@@ -125,6 +125,7 @@ fn audit_rules_report_matching_execs_and_opens_only() {
         result: 3,
         secret: false,
         system_dir: false,
+        credential: false,
     };
     let f = findings(&s, &mut st, &p, &exec("/usr/bin/apt"), now);
     assert_eq!(names(&f), ["apt"]);
@@ -198,6 +199,7 @@ fn file_detections() {
         result,
         secret: false,
         system_dir: false,
+        credential: false,
     };
     let secret_open = |path: &str| EventKind::Open {
         path: path.into(),
@@ -205,6 +207,7 @@ fn file_detections() {
         result: 3,
         secret: true,
         system_dir: false,
+        credential: false,
     };
     assert_eq!(
         names(&findings(
@@ -224,6 +227,7 @@ fn file_detections() {
         result: 3,
         secret: false,
         system_dir: true,
+        credential: false,
     };
     assert_eq!(
         names(&findings(&s, &mut st, &p, &system_write("passwd"), now)),
@@ -418,6 +422,7 @@ fn an_applications_pid_file_below_usr_local_is_not_a_system_write() {
         result: 3,
         secret: false,
         system_dir: true,
+        credential: false,
     };
     assert!(findings(
         &s,
@@ -598,4 +603,60 @@ fn refused_attempts_are_blocks_by_their_enforcer_below_the_counted_severities() 
         findings(&s, &mut st, &p, &connect("10.0.0.1:3333", -22), now).is_empty(),
         "EINVAL: no attempt reached the network"
     );
+}
+
+#[test]
+fn credential_files_are_reported_by_what_the_kernel_says_not_the_path() {
+    let s = set(ContainerRules::default());
+    let now = Instant::now();
+    let mut st = DetectState::new(now);
+    let p = ProcessInfo::default();
+    let open = |path: &str, flags: u64, result: i64, credential: bool| EventKind::Open {
+        path: path.into(),
+        flags,
+        result,
+        secret: false,
+        system_dir: false,
+        credential,
+    };
+    let f = findings(&s, &mut st, &p, &open("shadow", 0, 3, true), now);
+    assert_eq!(names(&f), ["credential-file-read"], "a relative spelling");
+    assert_eq!(f[0].severity, 6);
+    assert!(f[0].message.contains("shadow read"), "{}", f[0].message);
+    // the twin: a file of the same directory the kernel does not know as a credential
+    assert!(findings(&s, &mut st, &p, &open("/etc/passwd", 0, 3, false), now).is_empty());
+    assert!(
+        findings(&s, &mut st, &p, &open("/etc/shadow", 0, 3, false), now).is_empty(),
+        "the path alone decides nothing: the kernel keyed no such file in this container"
+    );
+    // refused: no file was opened, the refusal is its own report
+    assert_eq!(
+        names(&findings(
+            &s,
+            &mut st,
+            &p,
+            &open("/etc/shadow", 0, -13, false),
+            now
+        )),
+        ["file-access-denied"]
+    );
+    let f = findings(
+        &s,
+        &mut st,
+        &p,
+        &open("/root/.kube/config", 0o2, 3, true),
+        now,
+    );
+    assert_eq!(names(&f), ["credential-file-read"]);
+    assert!(
+        f[0].message.contains("opened for writing"),
+        "{}",
+        f[0].message
+    );
+    // the built-in detections off: nothing
+    let off = set(ContainerRules {
+        builtins: false,
+        ..ContainerRules::default()
+    });
+    assert!(findings(&off, &mut st, &p, &open("shadow", 0, 3, true), now).is_empty());
 }

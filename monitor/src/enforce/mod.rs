@@ -87,6 +87,8 @@ pub(crate) struct Installed {
     pub sock_keys: Vec<types::sock_key>,
     /// File rule index and its `deny_file` key.
     pub file_keys: Vec<(usize, types::file_key)>,
+    /// The container's `cred_files` keys.
+    pub cred_keys: Vec<types::cred_key>,
     /// The cgroup programs' links: dropping one detaches its program.
     pub links: Vec<OwnedFd>,
 }
@@ -152,6 +154,9 @@ impl Installed {
         }
         for (_, key) in &self.file_keys {
             let _ = maps.deny_file.delete(bytes_of(key));
+        }
+        for key in &self.cred_keys {
+            let _ = maps.cred_files.delete(bytes_of(key));
         }
         self.links.clear();
     }

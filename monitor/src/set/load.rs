@@ -33,6 +33,7 @@ const MAPS: &[&str] = &[
     "sock_rules",
     "procs",
     "deny_file",
+    "cred_files",
 ];
 
 /// How a handle came by the node's programs.
@@ -451,6 +452,7 @@ fn open_pins(dir: &Path) -> Result<NodeMaps, PinError> {
         holders: map("holders")?,
         sock_rules: map("sock_rules")?,
         deny_file: map("deny_file")?,
+        cred_files: map("cred_files")?,
         sock_create,
         cgroup_progs,
     })

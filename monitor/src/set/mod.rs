@@ -36,6 +36,8 @@ pub(crate) struct NodeMaps {
     pub sock_rules: MapHandle,
     /// File deny rules, read by the BPF-LSM `file_open` program (when `lsm`).
     pub deny_file: MapHandle,
+    /// The credential files of each container, by device and inode (creds.h).
+    pub cred_files: MapHandle,
     /// The pinned `sock_create` program, when this kernel loaded it.
     pub sock_create: Option<OwnedFd>,
     pub cgroup_progs: Vec<(

@@ -163,3 +163,59 @@ fn check_sysdir_writes(raw: bool) {
         "{late:#?}"
     );
 }
+
+/// With either syscall hook.
+#[test]
+fn credential_file_reads_are_reported_by_inode_and_other_reads_are_not() {
+    with_each_hook(check_credential_reads);
+}
+
+fn check_credential_reads(raw: bool) {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    for dir in ["etc", "root/.aws"] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    std::fs::write(root.join("etc/shadow"), "root:*:1::::::\n").unwrap();
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+    std::fs::write(root.join("root/.aws/credentials"), "[default]\n").unwrap();
+    // a hard link elsewhere is the same file
+    std::fs::hard_link(root.join("etc/shadow"), root.join("shadow-link")).unwrap();
+    let rules = ContainerRules {
+        process_root: Some(root.to_path_buf()),
+        ..ContainerRules::default()
+    };
+    let w = Watched::on_hook("creds", raw, rules);
+    let script = format!(
+        "cd {r}/etc && cat passwd >/dev/null && cat shadow >/dev/null && cat ../root/.aws/credentials >/dev/null && cat {r}//shadow-link >/dev/null",
+        r = root.display()
+    );
+    let (_, st) = run(Some(&w.cg), None, &exec("/bin/sh", &["sh", "-c", &script]));
+    assert_eq!(exited(st), Some(0));
+    let is_open = |e: &MonitorEvent, want: &str| matches!(&e.kind, EventKind::Open { path, .. } if path == want);
+    let (shadow, before) = until(&w.rx, "relative read of shadow", |e| is_open(e, "shadow"));
+    let (aws, _) = until(&w.rx, "read of the aws credentials", |e| {
+        is_open(e, "../root/.aws/credentials")
+    });
+    let link = format!("{}//shadow-link", root.display());
+    let (linked, _) = until(&w.rx, "read through a hard link", |e| is_open(e, &link));
+    for ev in [&shadow, &aws, &linked] {
+        assert!(
+            matches!(
+                ev.kind,
+                EventKind::Open {
+                    credential: true,
+                    ..
+                }
+            ),
+            "{:?}",
+            ev.kind
+        );
+        let rules: Vec<&str> = ev.findings.iter().map(|f| f.rule.as_str()).collect();
+        assert_eq!(rules, ["credential-file-read"], "{ev:?}");
+    }
+    assert!(
+        !before.iter().any(|e| is_open(e, "passwd")),
+        "a read of an ordinary file was reported: {before:#?}"
+    );
+}

@@ -124,6 +124,7 @@ impl TaskService {
         let (mut rules, cannot) = crate::monitoring::rules_for(&rootfs, &root, m);
         crate::cri::apply_detection(&mut rules, &detection);
         rules.rootfs = Some(rootfs.clone());
+        rules.process_root = Some(root.clone());
         rules.secret_mounts = crate::monitoring::secret_mounts(&hardened.spec);
         rules.id_maps = crate::cri::id_maps(&hardened.spec);
         rules.seccomp_refused =
