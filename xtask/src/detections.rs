@@ -44,6 +44,20 @@ fn seconds(opts: &Opts, short: bool) -> u64 {
 pub fn run_in(env: &Env, ws: &Workspace, opts: &Opts, short: bool) -> Result<(ExitStatus, String)> {
     let archive = corpus::image(&ws.root.join(".palisade-run").join("images"))
         .context("build the corpus image")?;
+    import(env, &archive)?;
+    let results = ws.root.join(".palisade-run").join("detections.md");
+    let mut cmd = corpus_cmd(
+        env,
+        &ws.conformance_binary(),
+        seconds(opts, short),
+        &opts.filters,
+    );
+    cmd.arg("--results").arg(&results);
+    env.run_child_output(&mut cmd)
+}
+
+/// Imports the corpus image archive into `env`'s containerd as [`corpus::CORPUS_REF`].
+pub fn import(env: &Env, archive: &Path) -> Result<()> {
     let base = corpus::CORPUS_REF
         .rsplit_once(':')
         .map_or(corpus::CORPUS_REF, |(b, _)| b);
@@ -52,23 +66,27 @@ pub fn run_in(env: &Env, ws: &Workspace, opts: &Opts, short: bool) -> Result<(Ex
             .arg("-a")
             .arg(&env.socket)
             .args(["-n", "k8s.io", "images", "import", "--base-name", base])
-            .arg(&archive),
+            .arg(archive),
     )
     .context("import the corpus image")?;
-    let results = ws.root.join(".palisade-run").join("detections.md");
-    let mut cmd = tasks::suite_cmd(env, ws, "detections");
+    Ok(())
+}
+
+/// `palisade-conformance detections` (the binary `suite`) against `env`: `seconds` of traffic
+/// per workload, the workloads and `chain` picked by `filters` (all without one); the report
+/// on stdout.
+pub fn corpus_cmd(env: &Env, suite: &Path, seconds: u64, filters: &[String]) -> Command {
+    let mut cmd = tasks::suite_cmd_of(env, suite, "detections");
     cmd.arg("--events-dir")
         .arg(env.events_dir())
         .arg("--corpus-image")
         .arg(corpus::CORPUS_REF)
         .arg("--workload-seconds")
-        .arg(seconds(opts, short).to_string())
-        .arg("--results")
-        .arg(&results);
-    for f in &opts.filters {
+        .arg(seconds.to_string());
+    for f in filters {
         cmd.arg("--filter").arg(f);
     }
-    env.run_child_output(&mut cmd)
+    cmd
 }
 
 /// The short form as a step of `cargo xtask test` (not when the run picks handlers, checks or
@@ -135,7 +153,12 @@ fn command_line(opts: &Opts, short: bool) -> String {
 }
 
 /// Replaces the marked section of `doc` (appends it when the marks are missing).
-fn write_section(doc: &Path, (begin, end): (&str, &str), header: &str, body: &str) -> Result<()> {
+pub fn write_section(
+    doc: &Path,
+    (begin, end): (&str, &str),
+    header: &str,
+    body: &str,
+) -> Result<()> {
     let current =
         std::fs::read_to_string(doc).with_context(|| format!("read {}", doc.display()))?;
     let section = format!("{begin}\n{header}\n\n{}\n{end}", body.trim());

@@ -51,7 +51,9 @@ commands:
           (default LSMs, then with bpf), 6.1, 6.12 and sid kernels, cgroup v2 only
           (--filter LABEL picks boots; also a step of test); with --bench, instead a
           benchmark through containerd in the 6.1 and 6.12 guests (--rounds, --scale, --pods),
-          written to docs/benchmarks.md
+          written to docs/benchmarks.md; with --detections, instead the detection corpus
+          through containerd in the 6.1 guest (busybox, nginx and the chain, 60 s each;
+          --seconds N, --filter 6.12 or a workload), written to docs/monitor.md
 options (test):
   --suite-only        skip fmt, clippy and cargo test
   --handlers a,b      runtime handlers to test (default runc,palisade)
@@ -74,6 +76,15 @@ fn main() -> ExitCode {
     // Run inside a kernel matrix guest, not by hand: its own options.
     if args.first().is_some_and(|c| c == "matrix-guest-suite") {
         return match matrix::suite::guest_main(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("xtask: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if args.first().is_some_and(|c| c == "matrix-guest-detections") {
+        return match matrix::detections::guest_main(&args[1..]) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("xtask: {e:#}");

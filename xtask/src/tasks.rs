@@ -35,6 +35,8 @@ pub struct Opts {
     pub source: Option<PathBuf>,
     /// `matrix`: the benchmark in the guests instead of the tests.
     pub bench: bool,
+    /// `matrix`: the detection corpus in the guests instead of the tests.
+    pub detections: bool,
 }
 
 impl Opts {
@@ -67,6 +69,7 @@ impl Opts {
                 "--seconds" => o.seconds = Some(val()?.parse().context("--seconds")?),
                 "--source" => o.source = Some(PathBuf::from(val()?)),
                 "--bench" => o.bench = true,
+                "--detections" => o.detections = true,
                 other => bail!("unknown option {other}"),
             }
         }

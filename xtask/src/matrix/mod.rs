@@ -6,6 +6,7 @@
 
 mod apt;
 mod bench;
+pub mod detections;
 mod guest;
 mod initramfs;
 mod kernels;
@@ -216,7 +217,8 @@ fn boot_once_more_if_hung(
     Ok(again)
 }
 
-/// `cargo xtask matrix`: the matrix alone (with `--bench`, the bench in the guests instead),
+/// `cargo xtask matrix`: the matrix alone (with `--bench`, the bench in the guests instead;
+/// with `--detections`, the detection corpus),
 /// stopping qemu by its process group on SIGINT/SIGTERM.
 pub fn command(opts: &crate::tasks::Opts) -> Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
@@ -234,6 +236,8 @@ pub fn command(opts: &crate::tasks::Opts) -> Result<()> {
     crate::apt::ensure(crate::apt::PACKAGES)?;
     if opts.bench {
         bench::run(&ws, &opts.filters, opts.rounds, opts.scale, opts.pods)
+    } else if opts.detections {
+        detections::run(&ws, &opts.filters, opts.seconds)
     } else {
         run(&ws, &opts.filters)
     }

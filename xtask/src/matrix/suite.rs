@@ -34,7 +34,7 @@ pub const HANDLERS: &str = "runc,palisade";
 
 /// Where the private containerd's run dirs go in the guest: on its root disk (ext4: overlayfs
 /// and unix sockets work there, not over 9p), with short socket paths.
-const GUEST_BASE: &str = "/var/lib/palisade-matrix";
+pub(super) const GUEST_BASE: &str = "/var/lib/palisade-matrix";
 
 /// The host's binaries the guest runs, all under the workspace's target directory (shared
 /// read-only into the guest at the same path).
@@ -76,12 +76,14 @@ pub enum Job<'a> {
     Suite(&'a Payload),
     /// The monitor bench with an unwatched loop; the probe binary is staged beside the images.
     Bench(&'a Payload, &'a BenchArgs),
+    /// The detection corpus (`super::detections`).
+    Detections(&'a Payload, &'a super::detections::Args),
 }
 
 impl Job<'_> {
     fn payload(&self) -> &Payload {
         match self {
-            Job::Suite(p) | Job::Bench(p, _) => p,
+            Job::Suite(p) | Job::Bench(p, _) | Job::Detections(p, _) => p,
         }
     }
 }
@@ -107,6 +109,9 @@ pub fn stage(job: &Job<'_>, run_dir: &Path) -> Result<()> {
     if let Job::Bench(_, b) = job {
         fs::copy(&b.probe, run_dir.join("palisade-probe")).context("stage the probe")?;
     }
+    if let Job::Detections(_, a) = job {
+        super::detections::stage(a, run_dir)?;
+    }
     Ok(())
 }
 
@@ -115,11 +120,12 @@ pub fn job_script(job: &Job<'_>, run: &str) -> String {
     match job {
         Job::Suite(p) => script(p, run),
         Job::Bench(p, b) => bench_script(p, b, run),
+        Job::Detections(p, a) => super::detections::script(p, a, run),
     }
 }
 
 /// The files CRI copies from the node into every pod.
-const NODE_FILES: &str = r#"[ -s /etc/resolv.conf ] || echo "nameserver 127.0.0.1" > /etc/resolv.conf
+pub(super) const NODE_FILES: &str = r#"[ -s /etc/resolv.conf ] || echo "nameserver 127.0.0.1" > /etc/resolv.conf
 [ -s /etc/hosts ] || echo "127.0.0.1 localhost" > /etc/hosts
 [ -s /etc/hostname ] || echo matrix > /etc/hostname
 "#;
