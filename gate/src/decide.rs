@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 use crate::path::PathSample;
 use crate::profile::{json_key, json_sample, length_bucket, Profile};
 use crate::request::{flatten_json, Body, Request, Response};
-use crate::rules::{network_of, printable, with_network, KeyedRules, MediaType, Rule, MAX_KEY_LEN};
+use crate::rules::{
+    network_of, printable, with_network, KeyedRules, MediaRule, MediaType, Rule, MAX_KEY_LEN,
+};
 use crate::value::{decompress_max, ValueProfile, ValueSample};
 
 /// Reasons kept per decision: enough to act on, bounded so an event stays small.
@@ -47,13 +49,18 @@ const ACCEPTED_VALUE_LEN: usize = 128;
 /// the profile then (`SharedProfile::read_with_generation`). A client sends much the same
 /// headers on every request of a connection (`Host`, `User-Agent`, `Accept`), and what a
 /// profile accepted once it accepts again: a value remembered is not sampled again until the
-/// profile changes. Bounded: `ACCEPTED_PAIRS` values of at most `ACCEPTED_VALUE_LEN` bytes.
+/// profile changes. The same holds for the `Content-Type` rule, whose last accepted value is
+/// remembered too. Bounded: `ACCEPTED_PAIRS` values and one media type, each of at most
+/// `ACCEPTED_VALUE_LEN` bytes.
 #[derive(Debug, Default)]
 pub(crate) struct Accepted {
     generation: u64,
     pairs: Vec<(String, String)>,
     /// The pair replaced next when all are taken by other names.
     next: usize,
+    /// The last `Content-Type` value the content-type rule accepted, when `media_known`.
+    media: String,
+    media_known: bool,
 }
 
 impl Accepted {
@@ -62,6 +69,7 @@ impl Accepted {
         if self.generation != generation {
             self.pairs.clear();
             self.next = 0;
+            self.media_known = false;
             self.generation = generation;
         }
     }
@@ -100,8 +108,27 @@ impl Accepted {
         self.pairs
             .iter()
             .map(|(k, v)| k.capacity() + v.capacity())
-            .sum()
+            .sum::<usize>()
+            + self.media.capacity()
     }
+}
+
+/// `rule.accepts_value(value)`, answered from `accepted` when it remembers `value`; a value
+/// accepted is remembered.
+fn media_accepted(rule: &MediaRule, value: &str, accepted: Option<&mut Accepted>) -> bool {
+    let Some(accepted) = accepted else {
+        return rule.accepts_value(value);
+    };
+    if accepted.media_known && accepted.media == value {
+        return true;
+    }
+    let ok = rule.accepts_value(value);
+    if ok && value.len() <= ACCEPTED_VALUE_LEN {
+        accepted.media.clear();
+        accepted.media.push_str(value);
+        accepted.media_known = true;
+    }
+    ok
 }
 
 /// `rules.check` of header `name`, skipped for a value `accepted` remembers; a value that
@@ -178,7 +205,7 @@ pub(crate) fn decide_remembering(
         );
     }
     if let Some(ct) = req.header("content-type") {
-        if !r.content_type.accepts_value(ct) {
+        if !media_accepted(&r.content_type, ct, accepted) {
             r.content_type
                 .check(&MediaType::parse(ct), "content-type", &mut reasons);
         }
@@ -270,7 +297,7 @@ where
     }
     let first = |name: &str| headers().find(|(k, _)| *k == name).map(|(_, v)| text(v));
     if let Some(ct) = first("content-type") {
-        if !r.content_type.accepts_value(&ct) {
+        if !media_accepted(&r.content_type, &ct, accepted) {
             r.content_type.check(
                 &MediaType::parse(&ct),
                 "response.content-type",
@@ -407,6 +434,33 @@ mod tests {
         );
         accepted.add("long", &"x".repeat(ACCEPTED_VALUE_LEN + 1));
         assert!(!accepted.pairs.iter().any(|(k, _)| k == "long"));
+    }
+
+    #[test]
+    fn remembered_media_types_give_the_same_decisions() {
+        let mut p = Profile::default();
+        let json = [("content-type", "application/json; charset=utf-8")];
+        p.learn(&get("/a", &json));
+        let mut accepted = Accepted::default();
+        accepted.renew(1);
+        let requests = [
+            get("/a", &json),
+            get("/a", &[("content-type", "text/html")]),
+            get("/a", &[("content-type", "application/json; charset=x$y")]),
+            get("/a", &json),
+        ];
+        for req in requests.iter().chain(&requests) {
+            assert_eq!(
+                decide_remembering(&p, req, Some(&mut accepted)),
+                decide(&p, req)
+            );
+        }
+        assert!(accepted.media_known && accepted.media == json[0].1);
+        accepted.renew(2);
+        assert!(!accepted.media_known, "a new profile forgets");
+        let rule = &p.req.content_type;
+        assert!(!media_accepted(rule, "text/html", Some(&mut accepted)));
+        assert!(!accepted.media_known, "refused types are not kept");
     }
 
     #[test]

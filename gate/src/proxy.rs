@@ -324,10 +324,15 @@ impl Gate {
         // The header read timeout is kept by `within_idle_timeout`, with one timer per
         // connection, rather than by hyper, which arms a fresh timer for every request. Head
         // and body are copied into one buffer and written at once (`writev(false)`): cheaper
-        // than a vectored write for the small answers most are.
+        // than a vectored write for the small answers most are. `half_close`: while a request
+        // is being answered, hyper does not read ahead to notice the client closing (such a
+        // read reserves a fresh read buffer each request, the old one being still held by the
+        // request's head); a client that shuts down its side after sending a request gets its
+        // answer, and one that went away is noticed when the answer is written.
         let mut builder = server::Builder::new();
         builder
             .header_read_timeout(None)
+            .half_close(true)
             .writev(false)
             .max_buf_size(self.inner.config.max_head_bytes.max(8192))
             .keep_alive(true);
