@@ -6,8 +6,11 @@ mod common;
 use std::time::Duration;
 
 use anyhow::Result;
-use common::{gate_to_upstream, start_gate, start_upstream, test_config, Client, TestRequest};
-use palisade_gate::{AutoAlert, EventKind, GateConfig, Mode, Profile, Promotion};
+use common::{
+    gate_to_upstream, start_gate, start_upstream, test_config, Client, TestGate, TestRequest,
+    Upstream,
+};
+use palisade_gate::{AutoAlert, EventKind, GateConfig, GateEvent, Mode, Profile, Promotion};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
 
@@ -25,10 +28,61 @@ async fn learn(addr: std::net::SocketAddr, n: usize) -> Result<()> {
     Ok(())
 }
 
+/// The configuration every gate here starts from: learning, test limits.
+fn learning() -> GateConfig {
+    test_config(Mode::Learn)
+}
+
+/// A gate built from `config` in front of the test upstream, and one client connected to it.
+async fn connected(config: GateConfig) -> Result<(Upstream, TestGate, Client)> {
+    let (up, gate) = gate_to_upstream(config).await?;
+    let c = Client::connect(gate.addr).await?;
+    Ok((up, gate, c))
+}
+
+/// The request alerts among `events`.
+fn alerts(events: Vec<GateEvent>) -> Vec<GateEvent> {
+    events
+        .into_iter()
+        .filter(|e| e.kind == EventKind::Alert)
+        .collect()
+}
+
+/// Writes `msg` into an upgraded connection and expects the upstream's echo of it.
+async fn assert_echoed(c: &mut Client, msg: &[u8]) -> Result<()> {
+    c.stream.write_all(msg).await?;
+    let mut got = vec![0u8; msg.len()];
+    tokio::time::timeout(Duration::from_secs(5), c.stream.read_exact(&mut got)).await??;
+    assert_eq!(got, msg, "echoed through the tunnel");
+    Ok(())
+}
+
+/// With every connection slot taken, a new connection is closed at once; `settle` after
+/// `holder` closes, a new one is served in its slot.
+async fn refused_until_freed(
+    addr: std::net::SocketAddr,
+    holder: Client,
+    settle: Duration,
+) -> Result<()> {
+    let mut refused = Client::connect(addr).await?;
+    assert!(
+        refused.closed_within(Duration::from_secs(2)).await,
+        "a connection beyond the limit is closed"
+    );
+    drop(holder);
+    tokio::time::sleep(settle).await;
+    let mut again = Client::connect(addr).await?;
+    assert_eq!(
+        again.send(&search("red")).await?.status,
+        200,
+        "the freed slot is reused"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn keep_alive_serves_many_requests_on_one_connection() -> Result<()> {
-    let (up, gate) = gate_to_upstream(test_config(Mode::Learn)).await?;
-    let mut c = Client::connect(gate.addr).await?;
+    let (up, gate, mut c) = connected(learning()).await?;
     for i in 0..5 {
         let resp = c.send(&search(&format!("item{i}"))).await?;
         assert_eq!(resp.status, 200);
@@ -66,10 +120,9 @@ async fn send_chunked(c: &mut Client, content_type: &str, chunks: &[&[u8]]) -> R
 async fn chunked_bodies_pass_through_inspected_or_not() -> Result<()> {
     let config = GateConfig {
         max_inspected_body: 64,
-        ..test_config(Mode::Learn)
+        ..learning()
     };
-    let (up, gate) = gate_to_upstream(config).await?;
-    let mut c = Client::connect(gate.addr).await?;
+    let (up, gate, mut c) = connected(config).await?;
 
     // Small JSON body: read ahead, inspected (learned), then forwarded whole.
     let body = send_chunked(
@@ -99,8 +152,7 @@ async fn chunked_bodies_pass_through_inspected_or_not() -> Result<()> {
 
 #[tokio::test]
 async fn websocket_upgrade_tunnels_bytes_both_ways() -> Result<()> {
-    let (_up, gate) = gate_to_upstream(test_config(Mode::Learn)).await?;
-    let mut c = Client::connect(gate.addr).await?;
+    let (_up, _gate, mut c) = connected(learning()).await?;
     let upgrade = TestRequest::get("/ws")
         .header("connection", "Upgrade")
         .header("upgrade", "websocket")
@@ -110,18 +162,14 @@ async fn websocket_upgrade_tunnels_bytes_both_ways() -> Result<()> {
     assert_eq!(resp.status, 101);
     assert_eq!(resp.header("upgrade"), Some("websocket"));
     for msg in [&b"hello"[..], b"\x81\x05world", b"binary\x00\xff"] {
-        c.stream.write_all(msg).await?;
-        let mut got = vec![0u8; msg.len()];
-        tokio::time::timeout(Duration::from_secs(5), c.stream.read_exact(&mut got)).await??;
-        assert_eq!(got, msg, "echoed through the tunnel");
+        assert_echoed(&mut c, msg).await?;
     }
     Ok(())
 }
 
 #[tokio::test]
 async fn h2c_upgrade_is_passed_through() -> Result<()> {
-    let (_up, gate) = gate_to_upstream(test_config(Mode::Learn)).await?;
-    let mut c = Client::connect(gate.addr).await?;
+    let (_up, _gate, mut c) = connected(learning()).await?;
     let upgrade = TestRequest::get("/")
         .header("connection", "Upgrade, HTTP2-Settings")
         .header("upgrade", "h2c")
@@ -134,11 +182,7 @@ async fn h2c_upgrade_is_passed_through() -> Result<()> {
         Some("yes"),
         "connection-named header forwarded"
     );
-    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-    c.stream.write_all(preface).await?;
-    let mut got = vec![0u8; preface.len()];
-    tokio::time::timeout(Duration::from_secs(5), c.stream.read_exact(&mut got)).await??;
-    assert_eq!(&got[..], &preface[..]);
+    assert_echoed(&mut c, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await?;
     Ok(())
 }
 
@@ -146,10 +190,9 @@ async fn h2c_upgrade_is_passed_through() -> Result<()> {
 async fn slow_headers_are_dropped_after_the_timeout() -> Result<()> {
     let config = GateConfig {
         header_read_timeout: Duration::from_millis(400),
-        ..test_config(Mode::Learn)
+        ..learning()
     };
-    let (up, gate) = gate_to_upstream(config).await?;
-    let mut slow = Client::connect(gate.addr).await?;
+    let (up, gate, mut slow) = connected(config).await?;
     slow.stream
         .write_all(b"GET / HTTP/1.1\r\nhost: t\r\n")
         .await?;
@@ -189,34 +232,21 @@ async fn slow_headers_are_dropped_after_the_timeout() -> Result<()> {
 async fn connections_beyond_the_limit_are_closed() -> Result<()> {
     let config = GateConfig {
         max_connections: 2,
-        ..test_config(Mode::Learn)
+        ..learning()
     };
-    let (_up, gate) = gate_to_upstream(config).await?;
-    let mut a = Client::connect(gate.addr).await?;
+    let (_up, gate, mut a) = connected(config).await?;
     let mut b = Client::connect(gate.addr).await?;
     assert_eq!(a.send(&search("a")).await?.status, 200);
     assert_eq!(b.send(&search("b")).await?.status, 200);
-    let mut c = Client::connect(gate.addr).await?;
-    assert!(
-        c.closed_within(Duration::from_secs(2)).await,
-        "third connection closed"
-    );
-    drop(a);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut d = Client::connect(gate.addr).await?;
-    assert_eq!(
-        d.send(&search("d")).await?.status,
-        200,
-        "a freed slot is reused"
-    );
-    Ok(())
+    // The third connection is closed; once `a` goes, its slot is reused.
+    refused_until_freed(gate.addr, a, Duration::from_millis(100)).await
 }
 
 #[tokio::test]
 async fn unreachable_upstream_answers_502() -> Result<()> {
     // Bind then drop a listener: nothing listens on that port any more.
     let dead = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let gate = start_gate(test_config(Mode::Learn), Profile::default(), dead).await?;
+    let gate = start_gate(learning(), Profile::default(), dead).await?;
     let mut c = Client::connect(gate.addr).await?;
     let resp = c.send(&search("x")).await?;
     assert_eq!(resp.status, 502);
@@ -228,7 +258,7 @@ async fn unreachable_upstream_answers_502() -> Result<()> {
 async fn repeated_alerts_are_reported_once_with_a_count() -> Result<()> {
     let config = GateConfig {
         alert_window: Duration::from_millis(1500),
-        ..test_config(Mode::Learn)
+        ..learning()
     };
     let (up, mut gate) = gate_to_upstream(config).await?;
     learn(gate.addr, 20).await?;
@@ -239,13 +269,7 @@ async fn repeated_alerts_are_reported_once_with_a_count() -> Result<()> {
         assert_eq!(c.send(&attack).await?.status, 200);
     }
     // Response-time alerts may come too; this test is about request alerts.
-    let alerts_only = |events: Vec<palisade_gate::GateEvent>| -> Vec<palisade_gate::GateEvent> {
-        events
-            .into_iter()
-            .filter(|e| e.kind == EventKind::Alert)
-            .collect()
-    };
-    let first = alerts_only(gate.drain_events());
+    let first = alerts(gate.drain_events());
     assert_eq!(first.len(), 1, "{first:?}");
     assert_eq!(first[0].count, 1);
     assert_eq!(first[0].kind, EventKind::Alert);
@@ -259,7 +283,7 @@ async fn repeated_alerts_are_reported_once_with_a_count() -> Result<()> {
     );
     tokio::time::sleep(Duration::from_millis(1600)).await;
     assert_eq!(c.send(&attack).await?.status, 200);
-    let second = alerts_only(gate.drain_events());
+    let second = alerts(gate.drain_events());
     assert_eq!(second.len(), 1);
     assert_eq!(
         second[0].count, 3,
@@ -281,7 +305,7 @@ async fn learning_switches_to_alert_after_enough_requests_and_time() -> Result<(
             field_values: 5,
             ..Promotion::default()
         },
-        ..test_config(Mode::Learn)
+        ..learning()
     };
     let started = tokio::time::Instant::now();
     let mut gate = start_gate(config, Profile::default(), up.addr).await?;
@@ -296,11 +320,7 @@ async fn learning_switches_to_alert_after_enough_requests_and_time() -> Result<(
     assert_eq!(gate.gate.mode(), Mode::Alert, "enough time and requests");
     let mut c = Client::connect(gate.addr).await?;
     assert_eq!(c.send(&search("shoes&debug=1")).await?.status, 200);
-    let events: Vec<_> = gate
-        .drain_events()
-        .into_iter()
-        .filter(|e| e.kind == EventKind::Alert)
-        .collect();
+    let events = alerts(gate.drain_events());
     assert_eq!(events.len(), 1);
     assert!(events[0]
         .reasons
@@ -310,7 +330,7 @@ async fn learning_switches_to_alert_after_enough_requests_and_time() -> Result<(
 
 #[tokio::test]
 async fn pod_indicators_report_new_peers_and_slow_responses() -> Result<()> {
-    let (_up, gate) = gate_to_upstream(test_config(Mode::Learn)).await?;
+    let (_up, gate) = gate_to_upstream(learning()).await?;
     learn(gate.addr, 10).await?;
     let mut c = Client::connect(gate.addr).await?;
     assert_eq!(
@@ -354,10 +374,9 @@ async fn pod_indicators_report_new_peers_and_slow_responses() -> Result<()> {
 async fn the_header_timeout_counts_idle_time_not_answer_time() -> Result<()> {
     let config = GateConfig {
         header_read_timeout: Duration::from_millis(200),
-        ..test_config(Mode::Learn)
+        ..learning()
     };
-    let (up, gate) = gate_to_upstream(config).await?;
-    let mut c = Client::connect(gate.addr).await?;
+    let (up, _gate, mut c) = connected(config).await?;
     // The upstream takes 400 ms over /slow, twice the header timeout: the connection is busy
     // answering, not waiting for a head, so it is not cut, and stays usable afterwards.
     for _ in 0..2 {
@@ -376,7 +395,7 @@ async fn the_header_timeout_counts_idle_time_not_answer_time() -> Result<()> {
 
 #[tokio::test]
 async fn slow_responses_after_learning_are_indicators() -> Result<()> {
-    let (_up, gate) = gate_to_upstream(test_config(Mode::Learn)).await?;
+    let (_up, gate) = gate_to_upstream(learning()).await?;
     learn(gate.addr, 10).await?;
     gate.gate.set_mode(Mode::Alert);
     let mut c = Client::connect(gate.addr).await?;
@@ -417,7 +436,7 @@ async fn start_closing_upstream() -> Result<std::net::SocketAddr> {
 #[tokio::test]
 async fn upstream_closing_idle_connections_causes_no_errors() -> Result<()> {
     let upstream = start_closing_upstream().await?;
-    let gate = start_gate(test_config(Mode::Learn), Profile::default(), upstream).await?;
+    let gate = start_gate(learning(), Profile::default(), upstream).await?;
     let mut c = Client::connect(gate.addr).await?;
     for i in 0..10 {
         let resp = c.send(&search("red")).await?;
@@ -435,10 +454,9 @@ async fn upstream_closing_idle_connections_causes_no_errors() -> Result<()> {
 async fn slow_inspected_bodies_are_answered_408() -> Result<()> {
     let config = GateConfig {
         body_read_timeout: Duration::from_millis(300),
-        ..test_config(Mode::Learn)
+        ..learning()
     };
-    let (up, gate) = gate_to_upstream(config).await?;
-    let mut c = Client::connect(gate.addr).await?;
+    let (up, _gate, mut c) = connected(config).await?;
     c.stream
         .write_all(b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"a\":")
         .await?;
@@ -454,43 +472,25 @@ async fn slow_inspected_bodies_are_answered_408() -> Result<()> {
 async fn upgraded_connections_count_against_the_limit() -> Result<()> {
     let config = GateConfig {
         max_connections: 1,
-        ..test_config(Mode::Learn)
+        ..learning()
     };
-    let (_up, gate) = gate_to_upstream(config).await?;
-    let mut ws = Client::connect(gate.addr).await?;
+    let (_up, gate, mut ws) = connected(config).await?;
     let upgrade = TestRequest::get("/ws")
         .header("connection", "upgrade")
         .header("upgrade", "websocket");
     assert_eq!(ws.send(&upgrade).await?.status, 101);
-    ws.stream.write_all(b"ping").await?;
-    let mut got = [0u8; 4];
-    tokio::time::timeout(Duration::from_secs(5), ws.stream.read_exact(&mut got)).await??;
-    assert_eq!(&got, b"ping");
-
-    let mut other = Client::connect(gate.addr).await?;
-    assert!(
-        other.closed_within(Duration::from_secs(2)).await,
-        "the tunnel holds the only slot"
-    );
-    drop(ws);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut again = Client::connect(gate.addr).await?;
-    assert_eq!(
-        again.send(&search("red")).await?.status,
-        200,
-        "slot freed when the tunnel closed"
-    );
-    Ok(())
+    assert_echoed(&mut ws, b"ping").await?;
+    // The tunnel holds the only slot, and frees it when it closes.
+    refused_until_freed(gate.addr, ws, Duration::from_millis(200)).await
 }
 
 #[tokio::test]
 async fn oversized_request_heads_are_refused() -> Result<()> {
     let config = GateConfig {
         max_head_bytes: 8192,
-        ..test_config(Mode::Learn)
+        ..learning()
     };
-    let (up, gate) = gate_to_upstream(config).await?;
-    let mut c = Client::connect(gate.addr).await?;
+    let (up, gate, mut c) = connected(config).await?;
     let big = search("red").header("cookie", &"a".repeat(20_000));
     let resp = c.send(&big).await?;
     assert_eq!(resp.status, 431, "oversized head refused");
@@ -507,7 +507,7 @@ async fn serve_until_returns_on_shutdown_and_stops_listening() -> Result<()> {
     let addr = listener.local_addr()?;
     let (events, _rx) = tokio::sync::mpsc::channel(16);
     let gate = palisade_gate::Gate::new(
-        test_config(Mode::Learn),
+        learning(),
         palisade_gate::SharedProfile::default(),
         std::sync::Arc::new(events),
     );
@@ -535,7 +535,7 @@ async fn serve_until_returns_on_shutdown_and_stops_listening() -> Result<()> {
 
 #[tokio::test]
 async fn ambiguous_framing_never_reaches_the_upstream_undecided() -> Result<()> {
-    let (up, gate) = gate_to_upstream(test_config(Mode::Learn)).await?;
+    let (up, gate) = gate_to_upstream(learning()).await?;
     // Content-Length and Transfer-Encoding together: the classic request-smuggling shape. If
     // gate and upstream framed it differently, "/smuggled" would reach the upstream without
     // passing the gate's decision.
@@ -564,10 +564,9 @@ async fn ambiguous_framing_never_reaches_the_upstream_undecided() -> Result<()> 
 async fn bodies_padded_past_the_inspection_cap_are_reported() -> Result<()> {
     let config = GateConfig {
         max_inspected_body: 256,
-        ..test_config(Mode::Learn)
+        ..learning()
     };
-    let (_up, mut gate) = gate_to_upstream(config).await?;
-    let mut c = Client::connect(gate.addr).await?;
+    let (_up, mut gate, mut c) = connected(config).await?;
     for i in 0..20 {
         let body = format!("{{\"name\":\"box{i}\"}}");
         send_chunked(&mut c, "application/json", &[body.as_bytes()]).await?;

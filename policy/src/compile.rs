@@ -258,16 +258,26 @@ fn file_enforcement(r: &FileRule) -> Enforcement {
             "read-only bind mount: writes fail with EROFS rather than EACCES",
         );
     }
-    if let FileTarget::Directory {
-        recursive: false, ..
-    } = r.target
-    {
-        e = e.caveat(
-            &[Enforcer::Landlock, Enforcer::BindMountMask],
-            "covers the whole subtree, stricter than the non-recursive rule",
-        );
+    let shallow = matches!(
+        r.target,
+        FileTarget::Directory {
+            recursive: false,
+            ..
+        }
+    );
+    subtree_caveat(e, shallow)
+}
+
+/// Landlock and bind mounts cover a directory's whole subtree: a non-recursive (`shallow`)
+/// directory rule is enforced more strictly than written, and says so.
+fn subtree_caveat(e: Enforcement, shallow: bool) -> Enforcement {
+    if !shallow {
+        return e;
     }
-    e
+    e.caveat(
+        &[Enforcer::Landlock, Enforcer::BindMountMask],
+        "covers the whole subtree, stricter than the non-recursive rule",
+    )
 }
 
 fn process_enforcement(r: &ProcessRule) -> Enforcement {
@@ -287,7 +297,7 @@ fn process_enforcement(r: &ProcessRule) -> Enforcement {
             "the glob is matched by the monitor at exec",
         ),
         ProcessTarget::Path(_) | ProcessTarget::Directory { .. } => {
-            let mut e = match action {
+            let e = match action {
                 Action::Allow => Enforcement::of(&[Enforcer::Landlock, Enforcer::EbpfExecKill]),
                 _ => Enforcement::of(&[
                     Enforcer::EbpfExecKill,
@@ -295,16 +305,14 @@ fn process_enforcement(r: &ProcessRule) -> Enforcement {
                     Enforcer::BindMountMask,
                 ]),
             };
-            if let ProcessTarget::Directory {
-                recursive: false, ..
-            } = r.target
-            {
-                e = e.caveat(
-                    &[Enforcer::Landlock, Enforcer::BindMountMask],
-                    "covers the whole subtree, stricter than the non-recursive rule",
-                );
-            }
-            e
+            let shallow = matches!(
+                r.target,
+                ProcessTarget::Directory {
+                    recursive: false,
+                    ..
+                }
+            );
+            subtree_caveat(e, shallow)
         }
     }
 }

@@ -260,23 +260,16 @@ impl Budget<'_> {
     fn charge<E: de::Error>(&mut self, scalar_bytes: usize) -> Result<(), E> {
         self.nodes += 1;
         self.scalar_bytes = self.scalar_bytes.saturating_add(scalar_bytes);
-        if self.nodes > self.limits.max_nodes {
-            let msg = format!(
-                "input expands to more than {} YAML nodes (are aliases repeating large parts?)",
-                self.limits.max_nodes
-            );
-            self.exceeded = Some(msg.clone());
-            return Err(E::custom(msg));
-        }
-        if self.scalar_bytes > self.limits.max_scalar_bytes {
-            let msg = format!(
-                "input expands to more than {} bytes of scalars (are aliases repeating large parts?)",
-                self.limits.max_scalar_bytes
-            );
-            self.exceeded = Some(msg.clone());
-            return Err(E::custom(msg));
-        }
-        Ok(())
+        let over = if self.nodes > self.limits.max_nodes {
+            format!("{} YAML nodes", self.limits.max_nodes)
+        } else if self.scalar_bytes > self.limits.max_scalar_bytes {
+            format!("{} bytes of scalars", self.limits.max_scalar_bytes)
+        } else {
+            return Ok(());
+        };
+        let msg = format!("input expands to more than {over} (are aliases repeating large parts?)");
+        self.exceeded = Some(msg.clone());
+        Err(E::custom(msg))
     }
 }
 

@@ -43,25 +43,6 @@ pub struct RawStatus {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RawSpec {
-    pub selector: Option<RawSelector>,
-    pub process: Option<RawProcess>,
-    pub file: Option<RawFile>,
-    pub network: Option<RawNetwork>,
-    pub capabilities: Option<RawCapabilities>,
-    pub syscalls: Option<RawSyscalls>,
-    /// A raw AppArmor profile; palisade has no AppArmor enforcer.
-    pub apparmor: Option<String>,
-    pub severity: Option<i64>,
-    pub tags: Option<Vec<String>>,
-    pub message: Option<String>,
-    pub action: Option<String>,
-    /// `Active` (default) or `Inactive`.
-    pub status: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RawSelector {
     pub match_labels: Option<BTreeMap<String, String>>,
     pub match_expressions: Option<Vec<RawExpression>>,
@@ -98,9 +79,22 @@ pub trait HasMeta {
     fn meta(&self) -> RawMeta<'_>;
 }
 
-macro_rules! impl_has_meta {
-    ($($t:ty),* $(,)?) => {$(
-        impl HasMeta for $t {
+/// Declares raw structs that carry, after their own fields, the four fields every rule and every
+/// section may set (`severity`, `tags`, `message`, `action`), and their `HasMeta`.
+macro_rules! with_meta {
+    ($($(#[$doc:meta])* pub struct $name:ident { $($(#[$fdoc:meta])* pub $field:ident: $ty:ty,)* })*) => {$(
+        $(#[$doc])*
+        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields, rename_all = "camelCase")]
+        pub struct $name {
+            $($(#[$fdoc])* pub $field: $ty,)*
+            pub severity: Option<i64>,
+            pub tags: Option<Vec<String>>,
+            pub message: Option<String>,
+            pub action: Option<String>,
+        }
+
+        impl HasMeta for $name {
             fn meta(&self) -> RawMeta<'_> {
                 RawMeta {
                     severity: self.severity,
@@ -113,199 +107,105 @@ macro_rules! impl_has_meta {
     )*};
 }
 
-impl_has_meta!(
-    RawSpec,
-    RawProcess,
-    RawProcessPath,
-    RawProcessDirectory,
-    RawProcessPattern,
-    RawFile,
-    RawFilePath,
-    RawFileDirectory,
-    RawFilePattern,
-    RawNetwork,
-    RawProtocol,
-    RawCapabilities,
-    RawCapability,
-    RawSyscalls,
-    RawSyscallMatch,
-    RawSyscallPath,
-);
+with_meta! {
+    pub struct RawSpec {
+        pub selector: Option<RawSelector>,
+        pub process: Option<RawProcess>,
+        pub file: Option<RawFile>,
+        pub network: Option<RawNetwork>,
+        pub capabilities: Option<RawCapabilities>,
+        pub syscalls: Option<RawSyscalls>,
+        /// A raw AppArmor profile; palisade has no AppArmor enforcer.
+        pub apparmor: Option<String>,
+        /// `Active` (default) or `Inactive`.
+        pub status: Option<String>,
+    }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RawProcess {
-    pub match_paths: Option<Vec<RawProcessPath>>,
-    pub match_directories: Option<Vec<RawProcessDirectory>>,
-    pub match_patterns: Option<Vec<RawProcessPattern>>,
-    pub severity: Option<i64>,
-    pub tags: Option<Vec<String>>,
-    pub message: Option<String>,
-    pub action: Option<String>,
-}
+    pub struct RawProcess {
+        pub match_paths: Option<Vec<RawProcessPath>>,
+        pub match_directories: Option<Vec<RawProcessDirectory>>,
+        pub match_patterns: Option<Vec<RawProcessPattern>>,
+    }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RawProcessPath {
-    pub path: Option<String>,
-    /// Match by process name instead of path (newer KubeArmor releases).
-    pub execname: Option<String>,
-    pub owner_only: Option<bool>,
-    pub from_source: Option<Vec<RawSource>>,
-    pub severity: Option<i64>,
-    pub tags: Option<Vec<String>>,
-    pub message: Option<String>,
-    pub action: Option<String>,
-}
+    pub struct RawProcessPath {
+        pub path: Option<String>,
+        /// Match by process name instead of path (newer KubeArmor releases).
+        pub execname: Option<String>,
+        pub owner_only: Option<bool>,
+        pub from_source: Option<Vec<RawSource>>,
+    }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RawProcessDirectory {
-    pub dir: Option<String>,
-    pub recursive: Option<bool>,
-    pub owner_only: Option<bool>,
-    pub from_source: Option<Vec<RawSource>>,
-    pub severity: Option<i64>,
-    pub tags: Option<Vec<String>>,
-    pub message: Option<String>,
-    pub action: Option<String>,
-}
+    pub struct RawProcessDirectory {
+        pub dir: Option<String>,
+        pub recursive: Option<bool>,
+        pub owner_only: Option<bool>,
+        pub from_source: Option<Vec<RawSource>>,
+    }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RawProcessPattern {
-    pub pattern: Option<String>,
-    pub owner_only: Option<bool>,
-    pub severity: Option<i64>,
-    pub tags: Option<Vec<String>>,
-    pub message: Option<String>,
-    pub action: Option<String>,
-}
+    pub struct RawProcessPattern {
+        pub pattern: Option<String>,
+        pub owner_only: Option<bool>,
+    }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RawFile {
-    pub match_paths: Option<Vec<RawFilePath>>,
-    pub match_directories: Option<Vec<RawFileDirectory>>,
-    pub match_patterns: Option<Vec<RawFilePattern>>,
-    pub severity: Option<i64>,
-    pub tags: Option<Vec<String>>,
-    pub message: Option<String>,
-    pub action: Option<String>,
-}
+    pub struct RawFile {
+        pub match_paths: Option<Vec<RawFilePath>>,
+        pub match_directories: Option<Vec<RawFileDirectory>>,
+        pub match_patterns: Option<Vec<RawFilePattern>>,
+    }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RawFilePath {
-    pub path: Option<String>,
-    pub read_only: Option<bool>,
-    pub owner_only: Option<bool>,
-    pub from_source: Option<Vec<RawSource>>,
-    pub severity: Option<i64>,
-    pub tags: Option<Vec<String>>,
-    pub message: Option<String>,
-    pub action: Option<String>,
-}
+    pub struct RawFilePath {
+        pub path: Option<String>,
+        pub read_only: Option<bool>,
+        pub owner_only: Option<bool>,
+        pub from_source: Option<Vec<RawSource>>,
+    }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RawFileDirectory {
-    pub dir: Option<String>,
-    pub recursive: Option<bool>,
-    pub read_only: Option<bool>,
-    pub owner_only: Option<bool>,
-    pub from_source: Option<Vec<RawSource>>,
-    pub severity: Option<i64>,
-    pub tags: Option<Vec<String>>,
-    pub message: Option<String>,
-    pub action: Option<String>,
-}
+    pub struct RawFileDirectory {
+        pub dir: Option<String>,
+        pub recursive: Option<bool>,
+        pub read_only: Option<bool>,
+        pub owner_only: Option<bool>,
+        pub from_source: Option<Vec<RawSource>>,
+    }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RawFilePattern {
-    pub pattern: Option<String>,
-    pub read_only: Option<bool>,
-    pub owner_only: Option<bool>,
-    pub severity: Option<i64>,
-    pub tags: Option<Vec<String>>,
-    pub message: Option<String>,
-    pub action: Option<String>,
-}
+    pub struct RawFilePattern {
+        pub pattern: Option<String>,
+        pub read_only: Option<bool>,
+        pub owner_only: Option<bool>,
+    }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RawNetwork {
-    pub match_protocols: Option<Vec<RawProtocol>>,
-    pub severity: Option<i64>,
-    pub tags: Option<Vec<String>>,
-    pub message: Option<String>,
-    pub action: Option<String>,
-}
+    pub struct RawNetwork {
+        pub match_protocols: Option<Vec<RawProtocol>>,
+    }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RawProtocol {
-    pub protocol: Option<String>,
-    pub from_source: Option<Vec<RawSource>>,
-    pub severity: Option<i64>,
-    pub tags: Option<Vec<String>>,
-    pub message: Option<String>,
-    pub action: Option<String>,
-}
+    pub struct RawProtocol {
+        pub protocol: Option<String>,
+        pub from_source: Option<Vec<RawSource>>,
+    }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RawCapabilities {
-    pub match_capabilities: Option<Vec<RawCapability>>,
-    pub severity: Option<i64>,
-    pub tags: Option<Vec<String>>,
-    pub message: Option<String>,
-    pub action: Option<String>,
-}
+    pub struct RawCapabilities {
+        pub match_capabilities: Option<Vec<RawCapability>>,
+    }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RawCapability {
-    pub capability: Option<String>,
-    pub from_source: Option<Vec<RawSource>>,
-    pub severity: Option<i64>,
-    pub tags: Option<Vec<String>>,
-    pub message: Option<String>,
-    pub action: Option<String>,
-}
+    pub struct RawCapability {
+        pub capability: Option<String>,
+        pub from_source: Option<Vec<RawSource>>,
+    }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RawSyscalls {
-    pub match_syscalls: Option<Vec<RawSyscallMatch>>,
-    pub match_paths: Option<Vec<RawSyscallPath>>,
-    pub severity: Option<i64>,
-    pub tags: Option<Vec<String>>,
-    pub message: Option<String>,
-    pub action: Option<String>,
-}
+    pub struct RawSyscalls {
+        pub match_syscalls: Option<Vec<RawSyscallMatch>>,
+        pub match_paths: Option<Vec<RawSyscallPath>>,
+    }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RawSyscallMatch {
-    pub syscall: Option<Vec<String>>,
-    pub from_source: Option<Vec<RawSource>>,
-    pub severity: Option<i64>,
-    pub tags: Option<Vec<String>>,
-    pub message: Option<String>,
-    pub action: Option<String>,
-}
+    pub struct RawSyscallMatch {
+        pub syscall: Option<Vec<String>>,
+        pub from_source: Option<Vec<RawSource>>,
+    }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RawSyscallPath {
-    pub path: Option<String>,
-    pub recursive: Option<bool>,
-    pub syscall: Option<Vec<String>>,
-    pub from_source: Option<Vec<RawSource>>,
-    pub severity: Option<i64>,
-    pub tags: Option<Vec<String>>,
-    pub message: Option<String>,
-    pub action: Option<String>,
+    pub struct RawSyscallPath {
+        pub path: Option<String>,
+        pub recursive: Option<bool>,
+        pub syscall: Option<Vec<String>>,
+        pub from_source: Option<Vec<RawSource>>,
+    }
 }

@@ -96,6 +96,12 @@ impl<'a> Case<'a> {
             setup: None,
         }
     }
+
+    /// The same run under a KubeArmor policy.
+    fn with_policy(mut self, policy: &'a str) -> Self {
+        self.policy = Some(policy);
+        self
+    }
 }
 
 struct Ran {
@@ -219,6 +225,16 @@ fn lines(s: &str) -> Vec<&str> {
     s.lines().collect()
 }
 
+/// The container printed exactly `want`, line by line.
+fn assert_lines(ran: &Ran, want: &[&str]) {
+    assert_eq!(lines(&ran.stdout), want, "stderr: {}", ran.stderr);
+}
+
+/// The container's stderr says `what` exactly `count` times.
+fn assert_stderr_count(ran: &Ran, what: &str, count: usize) {
+    assert_eq!(ran.stderr.matches(what).count(), count, "{}", ran.stderr);
+}
+
 #[test]
 fn strict_mode_confines_writes_to_the_writable_mounts() -> Result<()> {
     let mut case = Case::new(
@@ -236,19 +252,17 @@ fn strict_mode_confines_writes_to_the_writable_mounts() -> Result<()> {
         ..StrictConfig::default()
     });
     let ran = run(case)?;
-    assert_eq!(
-        lines(&ran.stdout),
-        [
+    assert_lines(
+        &ran,
+        &[
             "vol",
             "moved",
             "tmp",
             "root-refused",
             "proc-refused",
             "welcome",
-            "1"
+            "1",
         ],
-        "stderr: {}",
-        ran.stderr
     );
     assert!(
         ran.stderr.contains("Read-only file system"),
@@ -271,19 +285,13 @@ const BLOCK_TOKEN: &str = include_str!("policies/block-token-runc.yaml");
 
 #[test]
 fn service_account_token_is_masked_and_its_neighbour_stays_readable() -> Result<()> {
-    let mut case = Case::new(
+    let ran = run(Case::new(
         "token",
         "echo \"token=[$(cat /run/secrets/kubernetes.io/serviceaccount/token)]\"; \
          cat /run/secrets/kubernetes.io/serviceaccount/ca.crt",
-    );
-    case.policy = Some(BLOCK_TOKEN);
-    let ran = run(case)?;
-    assert_eq!(
-        lines(&ran.stdout),
-        ["token=[]", "-----BEGIN CERTIFICATE-----"],
-        "stderr: {}",
-        ran.stderr
-    );
+    )
+    .with_policy(BLOCK_TOKEN))?;
+    assert_lines(&ran, &["token=[]", "-----BEGIN CERTIFICATE-----"]);
     assert_eq!(ran.enforcement.rules[0].enforcer, Enforcer::BindMountMask);
     Ok(())
 }
@@ -292,20 +300,14 @@ const BLOCK_SA_DIR: &str = include_str!("policies/block-sa-dir.yaml");
 
 #[test]
 fn service_account_directory_block_hides_the_whole_directory() -> Result<()> {
-    let mut case = Case::new(
+    let ran = run(Case::new(
         "sadir",
         "ls -A /run/secrets/kubernetes.io/serviceaccount | grep -c . ; \
          cat /run/secrets/kubernetes.io/serviceaccount/token || echo token-hidden; \
          cat /etc/motd",
-    );
-    case.policy = Some(BLOCK_SA_DIR);
-    let ran = run(case)?;
-    assert_eq!(
-        lines(&ran.stdout),
-        ["0", "token-hidden", "welcome"],
-        "stderr: {}",
-        ran.stderr
-    );
+    )
+    .with_policy(BLOCK_SA_DIR))?;
+    assert_lines(&ran, &["0", "token-hidden", "welcome"]);
     Ok(())
 }
 
@@ -313,34 +315,26 @@ const FIM: &str = include_str!("policies/fim.yaml");
 
 #[test]
 fn file_integrity_policy_refuses_writes_to_system_dirs_and_binaries_still_run() -> Result<()> {
-    let mut case = Case::new(
+    let ran = run(Case::new(
         "fim",
         "touch /usr/bin/implant || echo usr-bin-refused; \
          touch /sbin/implant || echo sbin-refused; \
          rm /bin/cat || echo bin-refused; \
          /usr/bin/id -u; \
          touch /data/ok && echo data-ok",
-    );
-    case.policy = Some(FIM);
-    let ran = run(case)?;
-    assert_eq!(
-        lines(&ran.stdout),
-        [
+    )
+    .with_policy(FIM))?;
+    assert_lines(
+        &ran,
+        &[
             "usr-bin-refused",
             "sbin-refused",
             "bin-refused",
             "0",
-            "data-ok"
+            "data-ok",
         ],
-        "stderr: {}",
-        ran.stderr
     );
-    assert_eq!(
-        ran.stderr.matches("Read-only file system").count(),
-        3,
-        "{}",
-        ran.stderr
-    );
+    assert_stderr_count(&ran, "Read-only file system", 3);
     assert!(ran.data.join("ok").exists());
     Ok(())
 }
@@ -349,27 +343,19 @@ const PROCESS_ALLOW: &str = include_str!("policies/process-allow-runc.yaml");
 
 #[test]
 fn process_allow_list_runs_only_the_listed_binaries() -> Result<()> {
-    let mut case = Case::new(
+    let ran = run(Case::new(
         "procallow",
         "/opt/allowed/echo allowed-ran; \
          /opt/denied/echo denied-ran || echo denied-refused; \
          /usr/bin/id -u || echo id-refused; \
          echo written > /data/f && echo write-ok",
+    )
+    .with_policy(PROCESS_ALLOW))?;
+    assert_lines(
+        &ran,
+        &["allowed-ran", "denied-refused", "id-refused", "write-ok"],
     );
-    case.policy = Some(PROCESS_ALLOW);
-    let ran = run(case)?;
-    assert_eq!(
-        lines(&ran.stdout),
-        ["allowed-ran", "denied-refused", "id-refused", "write-ok"],
-        "stderr: {}",
-        ran.stderr
-    );
-    assert_eq!(
-        ran.stderr.matches("Permission denied").count(),
-        2,
-        "{}",
-        ran.stderr
-    );
+    assert_stderr_count(&ran, "Permission denied", 2);
     assert!(ran
         .enforcement
         .rules
@@ -411,10 +397,8 @@ const BLOCK_APT: &str = include_str!("policies/block-apt.yaml");
 
 #[test]
 fn package_manager_block_is_handed_to_the_monitor() -> Result<()> {
-    let mut case = Case::new("apt", "/usr/bin/id -u");
-    case.policy = Some(BLOCK_APT);
-    let ran = run(case)?;
-    assert_eq!(lines(&ran.stdout), ["0"], "stderr: {}", ran.stderr);
+    let ran = run(Case::new("apt", "/usr/bin/id -u").with_policy(BLOCK_APT))?;
+    assert_lines(&ran, &["0"]);
     let e = &ran.enforcement;
     assert!(
         e.plan.is_none(),
@@ -458,12 +442,7 @@ fn raw_socket_block_fails_ping_while_tcp_still_connects() -> Result<()> {
     let mut control = Case::new("rawctl", NETWORK_SCRIPT);
     control.hardening = keep_net_raw.clone();
     let ran = run(control)?;
-    assert_eq!(
-        lines(&ran.stdout),
-        ["ping-ok", "hello-tcp"],
-        "stderr: {}",
-        ran.stderr
-    );
+    assert_lines(&ran, &["ping-ok", "hello-tcp"]);
 
     let mut case = Case::new(
         "raw",
@@ -474,12 +453,7 @@ fn raw_socket_block_fails_ping_while_tcp_still_connects() -> Result<()> {
     case.hardening = keep_net_raw;
     case.policy = Some(BLOCK_RAW);
     let ran = run(case)?;
-    assert_eq!(
-        lines(&ran.stdout),
-        ["ping-refused", "arping-eperm", "hello-tcp"],
-        "stderr: {}",
-        ran.stderr
-    );
+    assert_lines(&ran, &["ping-refused", "arping-eperm", "hello-tcp"]);
     assert_eq!(ran.enforcement.rules[0].enforcer, Enforcer::Seccomp);
     Ok(())
 }
@@ -603,27 +577,16 @@ const BLOCK_SYSCALLS: &str = include_str!("policies/block-syscalls.yaml");
 
 #[test]
 fn syscall_block_refuses_unlink_and_chmod_while_rename_works() -> Result<()> {
-    let mut case = Case::new(
+    let ran = run(Case::new(
         "syscalls",
         "touch /data/a /data/b; \
          rm /data/a || echo rm-refused; \
          chmod 600 /data/b || echo chmod-refused; \
          mv /data/b /data/c && echo mv-ok",
-    );
-    case.policy = Some(BLOCK_SYSCALLS);
-    let ran = run(case)?;
-    assert_eq!(
-        lines(&ran.stdout),
-        ["rm-refused", "chmod-refused", "mv-ok"],
-        "stderr: {}",
-        ran.stderr
-    );
-    assert_eq!(
-        ran.stderr.matches("Operation not permitted").count(),
-        2,
-        "{}",
-        ran.stderr
-    );
+    )
+    .with_policy(BLOCK_SYSCALLS))?;
+    assert_lines(&ran, &["rm-refused", "chmod-refused", "mv-ok"]);
+    assert_stderr_count(&ran, "Operation not permitted", 2);
     assert!(ran.data.join("a").exists() && ran.data.join("c").exists());
     Ok(())
 }
@@ -647,12 +610,7 @@ fn audit_rules_log_through_seccomp_and_permit() -> Result<()> {
     };
     case.policy = Some(AUDITS);
     let ran = run(case)?;
-    assert_eq!(
-        lines(&ran.stdout),
-        ["mkdir-ok", "ping-ok", "udp-ok", "Seccomp:\t2"],
-        "stderr: {}",
-        ran.stderr
-    );
+    assert_lines(&ran, &["mkdir-ok", "ping-ok", "udp-ok", "Seccomp:\t2"]);
     assert!(ran.data.join("d").is_dir());
     let kernel = KernelFeatures::probe()?;
     let want = if kernel.seccomp_action("log") {

@@ -33,6 +33,26 @@ struct Probe<'a> {
     expect: Expect,
 }
 
+impl<'a> Probe<'a> {
+    fn new(name: &'static str, expect: Expect, call: impl Fn() -> libc::c_long + 'a) -> Self {
+        Probe {
+            name,
+            call: Box::new(call),
+            expect,
+        }
+    }
+
+    /// A call the filter must refuse with EPERM.
+    fn refused(name: &'static str, call: impl Fn() -> libc::c_long + 'a) -> Self {
+        Self::new(name, Expect::Errno(libc::EPERM), call)
+    }
+
+    /// A call that must go through.
+    fn works(name: &'static str, call: impl Fn() -> libc::c_long + 'a) -> Self {
+        Self::new(name, Expect::Success, call)
+    }
+}
+
 /// What a failing probe reports through the pipe: its index, errno and return value.
 const RECORD: usize = 16;
 
@@ -180,6 +200,33 @@ fn raw_clone(flags: libc::c_long) -> libc::c_long {
     }
 }
 
+/// mknodat(AT_FDCWD, `path`, `kind` | 0600, `dev`).
+fn mknod(path: &CString, kind: libc::mode_t, dev: libc::dev_t) -> libc::c_long {
+    // SAFETY: `path` is a NUL-terminated string that outlives the call.
+    unsafe {
+        libc::syscall(
+            libc::SYS_mknodat,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            kind | 0o600,
+            dev,
+        )
+    }
+}
+
+/// keyctl(KEYCTL_GET_KEYRING_ID, the session keyring): reads an id, creates nothing.
+fn session_keyring() -> libc::c_long {
+    // SAFETY: integer arguments only.
+    unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            KEYCTL_GET_KEYRING_ID,
+            KEY_SPEC_SESSION_KEYRING,
+            0,
+        )
+    }
+}
+
 fn cstr(s: &str) -> CString {
     CString::new(s).unwrap_or_else(|e| panic!("{s:?}: {e}"))
 }
@@ -201,280 +248,136 @@ fn default_profile_refuses_what_it_claims_on_the_running_kernel() -> Result<()> 
     let user_key = cstr("user");
 
     use libc::{syscall as sys, AT_FDCWD};
-    const EPERM: i32 = libc::EPERM;
     // SAFETY (every probe): raw syscalls with arguments that are harmless even if the filter
     // let them through: missing paths, bad descriptors, null or invalid pointers the
     // kernel checks, invalid magic numbers.
     let probes: Vec<Probe<'_>> = vec![
-        Probe {
-            name: "unshare(CLONE_NEWUSER)",
-            call: Box::new(|| unsafe { sys(libc::SYS_unshare, CLONE_NEWUSER) }),
-            expect: Expect::Errno(EPERM),
-        },
-        Probe {
-            name: "clone(CLONE_NEWUSER)",
-            call: Box::new(|| raw_clone(CLONE_NEWUSER)),
-            expect: Expect::Errno(EPERM),
-        },
-        Probe {
-            name: "clone3",
-            call: Box::new(|| unsafe { sys(libc::SYS_clone3, 0usize, 0usize) }),
-            expect: Expect::Errno(libc::ENOSYS),
-        },
-        Probe {
-            name: "setns",
-            call: Box::new(|| unsafe { sys(libc::SYS_setns, -1, 0) }),
-            expect: Expect::Errno(EPERM),
-        },
-        Probe {
-            name: "mount",
-            call: Box::new(|| unsafe {
-                sys(
-                    libc::SYS_mount,
-                    tmpfs.as_ptr(),
-                    missing.as_ptr(),
-                    tmpfs.as_ptr(),
-                    0,
-                    0usize,
-                )
-            }),
-            expect: Expect::Errno(EPERM),
-        },
-        Probe {
-            name: "umount2",
-            call: Box::new(|| unsafe { sys(libc::SYS_umount2, missing.as_ptr(), 0) }),
-            expect: Expect::Errno(EPERM),
-        },
-        Probe {
-            name: "pivot_root",
-            call: Box::new(|| unsafe {
-                sys(libc::SYS_pivot_root, missing.as_ptr(), missing2.as_ptr())
-            }),
-            expect: Expect::Errno(EPERM),
-        },
-        Probe {
-            name: "keyctl",
-            call: Box::new(|| unsafe {
-                sys(
-                    libc::SYS_keyctl,
-                    KEYCTL_GET_KEYRING_ID,
-                    KEY_SPEC_SESSION_KEYRING,
-                    0,
-                )
-            }),
-            expect: Expect::Errno(EPERM),
-        },
-        Probe {
-            name: "add_key",
-            call: Box::new(|| unsafe {
-                sys(
-                    libc::SYS_add_key,
-                    user_key.as_ptr(),
-                    0usize,
-                    0usize,
-                    0usize,
-                    KEY_SPEC_SESSION_KEYRING,
-                )
-            }),
-            expect: Expect::Errno(EPERM),
-        },
-        Probe {
-            name: "request_key",
-            call: Box::new(|| unsafe {
-                sys(libc::SYS_request_key, user_key.as_ptr(), 0usize, 0usize, 0)
-            }),
-            expect: Expect::Errno(EPERM),
-        },
-        Probe {
-            name: "bpf",
-            call: Box::new(|| unsafe { sys(libc::SYS_bpf, 0, 0usize, 0) }),
-            expect: Expect::Errno(EPERM),
-        },
-        Probe {
-            name: "perf_event_open",
-            call: Box::new(|| unsafe { sys(libc::SYS_perf_event_open, 0usize, 0, -1, -1, 0) }),
-            expect: Expect::Errno(EPERM),
-        },
-        Probe {
-            name: "io_uring_setup",
-            call: Box::new(|| unsafe { sys(libc::SYS_io_uring_setup, 1, 0usize) }),
-            expect: Expect::Errno(EPERM),
-        },
-        Probe {
-            name: "ptrace",
-            call: Box::new(|| unsafe {
-                sys(libc::SYS_ptrace, libc::PTRACE_CONT, 0x7fff_fff0, 0, 0)
-            }),
-            expect: Expect::Errno(EPERM),
-        },
-        Probe {
-            name: "mknodat(S_IFCHR)",
-            call: Box::new(|| unsafe {
-                sys(
-                    libc::SYS_mknodat,
-                    AT_FDCWD,
-                    device.as_ptr(),
-                    libc::S_IFCHR | 0o600,
-                    libc::makedev(1, 3),
-                )
-            }),
-            expect: Expect::Errno(EPERM),
-        },
-        Probe {
-            name: "mknodat(S_IFBLK)",
-            call: Box::new(|| unsafe {
-                sys(
-                    libc::SYS_mknodat,
-                    AT_FDCWD,
-                    device.as_ptr(),
-                    libc::S_IFBLK | 0o600,
-                    libc::makedev(7, 0),
-                )
-            }),
-            expect: Expect::Errno(EPERM),
-        },
-        Probe {
-            name: "init_module",
-            call: Box::new(|| unsafe {
-                sys(libc::SYS_init_module, 0usize, 0usize, empty.as_ptr())
-            }),
-            expect: Expect::Errno(EPERM),
-        },
-        Probe {
-            name: "finit_module",
-            call: Box::new(|| unsafe { sys(libc::SYS_finit_module, -1, empty.as_ptr(), 0) }),
-            expect: Expect::Errno(EPERM),
-        },
-        Probe {
-            name: "delete_module",
-            call: Box::new(|| unsafe { sys(libc::SYS_delete_module, module.as_ptr(), 0) }),
-            expect: Expect::Errno(EPERM),
-        },
-        Probe {
-            name: "kexec_load",
-            call: Box::new(|| unsafe {
-                sys(
-                    libc::SYS_kexec_load,
-                    0usize,
-                    0usize,
-                    0usize,
-                    0xdead_0000usize,
-                )
-            }),
-            expect: Expect::Errno(EPERM),
-        },
-        Probe {
-            name: "open_by_handle_at",
-            call: Box::new(|| unsafe { sys(libc::SYS_open_by_handle_at, -1, 0usize, 0) }),
-            expect: Expect::Errno(EPERM),
-        },
-        Probe {
-            name: "swapon",
-            call: Box::new(|| unsafe { sys(libc::SYS_swapon, missing.as_ptr(), 0) }),
-            expect: Expect::Errno(EPERM),
-        },
-        Probe {
-            name: "swapoff",
-            call: Box::new(|| unsafe { sys(libc::SYS_swapoff, missing.as_ptr()) }),
-            expect: Expect::Errno(EPERM),
-        },
-        Probe {
-            name: "reboot (bad magic)",
-            call: Box::new(|| unsafe { sys(libc::SYS_reboot, 0, 0, 0, 0usize) }),
-            expect: Expect::Errno(EPERM),
-        },
-        Probe {
-            name: "acct",
-            call: Box::new(|| unsafe { sys(libc::SYS_acct, missing.as_ptr()) }),
-            expect: Expect::Errno(EPERM),
-        },
-        Probe {
-            name: "userfaultfd",
-            call: Box::new(|| unsafe { sys(libc::SYS_userfaultfd, libc::O_CLOEXEC) }),
-            expect: Expect::Errno(EPERM),
-        },
-        Probe {
-            name: "sethostname (too long)",
-            call: Box::new(|| unsafe { sys(libc::SYS_sethostname, empty.as_ptr(), 100_000usize) }),
-            expect: Expect::Errno(EPERM),
-        },
-        Probe {
-            name: "personality(ADDR_NO_RANDOMIZE)",
-            call: Box::new(|| unsafe { sys(libc::SYS_personality, ADDR_NO_RANDOMIZE) }),
-            expect: Expect::Errno(EPERM),
-        },
+        Probe::refused("unshare(CLONE_NEWUSER)", || unsafe {
+            sys(libc::SYS_unshare, CLONE_NEWUSER)
+        }),
+        Probe::refused("clone(CLONE_NEWUSER)", || raw_clone(CLONE_NEWUSER)),
+        Probe::new("clone3", Expect::Errno(libc::ENOSYS), || unsafe {
+            sys(libc::SYS_clone3, 0usize, 0usize)
+        }),
+        Probe::refused("setns", || unsafe { sys(libc::SYS_setns, -1, 0) }),
+        Probe::refused("mount", || unsafe {
+            sys(
+                libc::SYS_mount,
+                tmpfs.as_ptr(),
+                missing.as_ptr(),
+                tmpfs.as_ptr(),
+                0,
+                0usize,
+            )
+        }),
+        Probe::refused("umount2", || unsafe {
+            sys(libc::SYS_umount2, missing.as_ptr(), 0)
+        }),
+        Probe::refused("pivot_root", || unsafe {
+            sys(libc::SYS_pivot_root, missing.as_ptr(), missing2.as_ptr())
+        }),
+        Probe::refused("keyctl", session_keyring),
+        Probe::refused("add_key", || unsafe {
+            sys(
+                libc::SYS_add_key,
+                user_key.as_ptr(),
+                0usize,
+                0usize,
+                0usize,
+                KEY_SPEC_SESSION_KEYRING,
+            )
+        }),
+        Probe::refused("request_key", || unsafe {
+            sys(libc::SYS_request_key, user_key.as_ptr(), 0usize, 0usize, 0)
+        }),
+        Probe::refused("bpf", || unsafe { sys(libc::SYS_bpf, 0, 0usize, 0) }),
+        Probe::refused("perf_event_open", || unsafe {
+            sys(libc::SYS_perf_event_open, 0usize, 0, -1, -1, 0)
+        }),
+        Probe::refused("io_uring_setup", || unsafe {
+            sys(libc::SYS_io_uring_setup, 1, 0usize)
+        }),
+        Probe::refused("ptrace", || unsafe {
+            sys(libc::SYS_ptrace, libc::PTRACE_CONT, 0x7fff_fff0, 0, 0)
+        }),
+        Probe::refused("mknodat(S_IFCHR)", || {
+            mknod(&device, libc::S_IFCHR, libc::makedev(1, 3))
+        }),
+        Probe::refused("mknodat(S_IFBLK)", || {
+            mknod(&device, libc::S_IFBLK, libc::makedev(7, 0))
+        }),
+        Probe::refused("init_module", || unsafe {
+            sys(libc::SYS_init_module, 0usize, 0usize, empty.as_ptr())
+        }),
+        Probe::refused("finit_module", || unsafe {
+            sys(libc::SYS_finit_module, -1, empty.as_ptr(), 0)
+        }),
+        Probe::refused("delete_module", || unsafe {
+            sys(libc::SYS_delete_module, module.as_ptr(), 0)
+        }),
+        Probe::refused("kexec_load", || unsafe {
+            sys(
+                libc::SYS_kexec_load,
+                0usize,
+                0usize,
+                0usize,
+                0xdead_0000usize,
+            )
+        }),
+        Probe::refused("open_by_handle_at", || unsafe {
+            sys(libc::SYS_open_by_handle_at, -1, 0usize, 0)
+        }),
+        Probe::refused("swapon", || unsafe {
+            sys(libc::SYS_swapon, missing.as_ptr(), 0)
+        }),
+        Probe::refused("swapoff", || unsafe {
+            sys(libc::SYS_swapoff, missing.as_ptr())
+        }),
+        Probe::refused("reboot (bad magic)", || unsafe {
+            sys(libc::SYS_reboot, 0, 0, 0, 0usize)
+        }),
+        Probe::refused("acct", || unsafe { sys(libc::SYS_acct, missing.as_ptr()) }),
+        Probe::refused("userfaultfd", || unsafe {
+            sys(libc::SYS_userfaultfd, libc::O_CLOEXEC)
+        }),
+        Probe::refused("sethostname (too long)", || unsafe {
+            sys(libc::SYS_sethostname, empty.as_ptr(), 100_000usize)
+        }),
+        Probe::refused("personality(ADDR_NO_RANDOMIZE)", || unsafe {
+            sys(libc::SYS_personality, ADDR_NO_RANDOMIZE)
+        }),
         // What ordinary programs do must keep working.
-        Probe {
-            name: "personality(query)",
-            call: Box::new(|| unsafe { sys(libc::SYS_personality, 0xffff_ffffusize) }),
-            expect: Expect::Success,
-        },
-        Probe {
-            name: "getpid",
-            call: Box::new(|| unsafe { sys(libc::SYS_getpid) }),
-            expect: Expect::Success,
-        },
-        Probe {
-            name: "openat + write + close",
-            call: Box::new(|| unsafe {
-                let fd = sys(
-                    libc::SYS_openat,
-                    AT_FDCWD,
-                    dev_null.as_ptr(),
-                    libc::O_WRONLY | libc::O_CLOEXEC,
-                );
-                if fd < 0 {
-                    return fd;
-                }
-                let n = sys(libc::SYS_write, fd, b"x".as_ptr(), 1usize);
-                sys(libc::SYS_close, fd);
-                if n == 1 {
-                    0
-                } else {
-                    -1
-                }
-            }),
-            expect: Expect::Success,
-        },
-        Probe {
-            name: "clone without namespace flags (fork)",
-            call: Box::new(|| raw_clone(0)),
-            expect: Expect::Success,
-        },
-        Probe {
-            name: "mknodat(S_IFIFO)",
-            call: Box::new(|| unsafe {
-                sys(
-                    libc::SYS_mknodat,
-                    AT_FDCWD,
-                    fifo.as_ptr(),
-                    libc::S_IFIFO | 0o600,
-                    0,
-                )
-            }),
-            expect: Expect::Success,
-        },
-        Probe {
-            name: "mknodat(S_IFSOCK)",
-            call: Box::new(|| unsafe {
-                sys(
-                    libc::SYS_mknodat,
-                    AT_FDCWD,
-                    socket_node.as_ptr(),
-                    libc::S_IFSOCK | 0o600,
-                    0,
-                )
-            }),
-            expect: Expect::Success,
-        },
-        Probe {
-            name: "getrandom",
-            call: Box::new(|| unsafe {
-                let mut buf = [0u8; 8];
-                sys(libc::SYS_getrandom, buf.as_mut_ptr(), buf.len(), 0)
-            }),
-            expect: Expect::Success,
-        },
+        Probe::works("personality(query)", || unsafe {
+            sys(libc::SYS_personality, 0xffff_ffffusize)
+        }),
+        Probe::works("getpid", || unsafe { sys(libc::SYS_getpid) }),
+        Probe::works("openat + write + close", || unsafe {
+            let fd = sys(
+                libc::SYS_openat,
+                AT_FDCWD,
+                dev_null.as_ptr(),
+                libc::O_WRONLY | libc::O_CLOEXEC,
+            );
+            if fd < 0 {
+                return fd;
+            }
+            let n = sys(libc::SYS_write, fd, b"x".as_ptr(), 1usize);
+            sys(libc::SYS_close, fd);
+            if n == 1 {
+                0
+            } else {
+                -1
+            }
+        }),
+        Probe::works("clone without namespace flags (fork)", || raw_clone(0)),
+        Probe::works("mknodat(S_IFIFO)", || mknod(&fifo, libc::S_IFIFO, 0)),
+        Probe::works("mknodat(S_IFSOCK)", || {
+            mknod(&socket_node, libc::S_IFSOCK, 0)
+        }),
+        Probe::works("getrandom", || unsafe {
+            let mut buf = [0u8; 8];
+            sys(libc::SYS_getrandom, buf.as_mut_ptr(), buf.len(), 0)
+        }),
     ];
     run_probes(&prog, &probes)?;
 
@@ -499,41 +402,14 @@ fn the_same_probes_succeed_without_the_filter() -> Result<()> {
         k: 0x7fff_0000,
     }];
     let probes: Vec<Probe<'_>> = vec![
-        Probe {
-            name: "clone(CLONE_NEWUSER)",
-            call: Box::new(|| raw_clone(CLONE_NEWUSER)),
-            expect: Expect::Success,
-        },
-        Probe {
-            name: "keyctl",
-            call: Box::new(|| unsafe {
-                libc::syscall(
-                    libc::SYS_keyctl,
-                    KEYCTL_GET_KEYRING_ID,
-                    KEY_SPEC_SESSION_KEYRING,
-                    0,
-                )
-            }),
-            expect: Expect::Success,
-        },
-        Probe {
-            name: "mknodat(S_IFCHR)",
-            call: Box::new(|| unsafe {
-                libc::syscall(
-                    libc::SYS_mknodat,
-                    libc::AT_FDCWD,
-                    device.as_ptr(),
-                    libc::S_IFCHR | 0o600,
-                    libc::makedev(1, 3),
-                )
-            }),
-            expect: Expect::Success,
-        },
-        Probe {
-            name: "personality(ADDR_NO_RANDOMIZE)",
-            call: Box::new(|| unsafe { libc::syscall(libc::SYS_personality, ADDR_NO_RANDOMIZE) }),
-            expect: Expect::Success,
-        },
+        Probe::works("clone(CLONE_NEWUSER)", || raw_clone(CLONE_NEWUSER)),
+        Probe::works("keyctl", session_keyring),
+        Probe::works("mknodat(S_IFCHR)", || {
+            mknod(&device, libc::S_IFCHR, libc::makedev(1, 3))
+        }),
+        Probe::works("personality(ADDR_NO_RANDOMIZE)", || unsafe {
+            libc::syscall(libc::SYS_personality, ADDR_NO_RANDOMIZE)
+        }),
     ];
     run_probes(&allow_all, &probes)
 }

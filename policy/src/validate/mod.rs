@@ -153,31 +153,12 @@ impl Validator<'_> {
             return None;
         }
 
-        let process = spec
-            .process
-            .as_ref()
-            .map(|p| self.process(p, &spec_level))
-            .unwrap_or_default();
-        let file = spec
-            .file
-            .as_ref()
-            .map(|f| self.file(f, &spec_level))
-            .unwrap_or_default();
-        let network = spec
-            .network
-            .as_ref()
-            .map(|n| self.network(n, &spec_level))
-            .unwrap_or_default();
-        let capabilities = spec
-            .capabilities
-            .as_ref()
-            .map(|c| self.capabilities(c, &spec_level))
-            .unwrap_or_default();
-        let syscalls = spec
-            .syscalls
-            .as_ref()
-            .map(|s| self.syscalls(s, &spec_level))
-            .unwrap_or_default();
+        let process = self.section(spec.process.as_ref(), &spec_level, Self::process);
+        let file = self.section(spec.file.as_ref(), &spec_level, Self::file);
+        let network = self.section(spec.network.as_ref(), &spec_level, Self::network);
+        let capabilities =
+            self.section(spec.capabilities.as_ref(), &spec_level, Self::capabilities);
+        let syscalls = self.section(spec.syscalls.as_ref(), &spec_level, Self::syscalls);
 
         self.overlaps(
             process
@@ -291,6 +272,16 @@ impl Validator<'_> {
             }
         };
         PolicyId { namespace, name }
+    }
+
+    /// Checks one rule section when the spec has it; a missing section has no rules.
+    fn section<S, R>(
+        &mut self,
+        raw: Option<&S>,
+        spec: &Level,
+        check: impl FnOnce(&mut Self, &S, &Level) -> Vec<R>,
+    ) -> Vec<R> {
+        raw.map(|r| check(self, r, spec)).unwrap_or_default()
     }
 
     fn level(&mut self, m: RawMeta<'_>, at: &str) -> Level {

@@ -2,115 +2,182 @@
 
 use crate::model::{
     Action, CapabilityRule, FileRule, FileTarget, NetworkRule, PathMatch, ProcessRule,
-    ProcessTarget, SyscallRule,
+    ProcessTarget, RuleMeta, Source, SyscallRule,
 };
 use crate::names::{self, Capability, Protocol};
-use crate::raw::{HasMeta, RawCapabilities, RawFile, RawNetwork, RawProcess, RawSyscalls};
+use crate::raw::{
+    HasMeta, RawCapabilities, RawFile, RawMeta, RawNetwork, RawProcess, RawProcessPath, RawSource,
+    RawSyscallPath, RawSyscalls,
+};
 
 use super::paths::{PathKind, NAME_MAX};
 use super::{Level, Validator};
 
 impl Validator<'_> {
-    pub(super) fn empty_section(&mut self, at: &str, lists: &[usize], names: &str) {
-        if lists.iter().all(|n| *n == 0) {
-            self.error(at, format!("has no rules: set at least one of {names}"));
+    /// Starts checking one rule section: its own meta, and an error when none of its `lists`
+    /// (name, length) has an entry.
+    fn open<'a>(
+        &mut self,
+        base: &'a str,
+        meta: RawMeta<'_>,
+        spec: &'a Level,
+        default: Action,
+        lists: &[(&str, usize)],
+    ) -> Section<'a> {
+        let level = self.level(meta, base);
+        if lists.iter().all(|(_, n)| *n == 0) {
+            let names: Vec<&str> = lists.iter().map(|(name, _)| *name).collect();
+            self.error(
+                base,
+                format!("has no rules: set at least one of {}", names.join(", ")),
+            );
+        }
+        Section {
+            base,
+            level,
+            spec,
+            default,
         }
     }
 
     pub(super) fn process(&mut self, p: &RawProcess, spec: &Level) -> Vec<ProcessRule> {
-        let base = "spec.process";
-        let section = self.level(p.meta(), base);
         let paths = p.match_paths.as_deref().unwrap_or_default();
         let dirs = p.match_directories.as_deref().unwrap_or_default();
         let patterns = p.match_patterns.as_deref().unwrap_or_default();
-        self.empty_section(
-            base,
-            &[paths.len(), dirs.len(), patterns.len()],
-            "matchPaths, matchDirectories, matchPatterns",
+        let lists = [
+            ("matchPaths", paths.len()),
+            ("matchDirectories", dirs.len()),
+            ("matchPatterns", patterns.len()),
+        ];
+        let section = self.open("spec.process", p.meta(), spec, Action::Block, &lists);
+        let rule = |owner_only: Option<bool>, e: Checked<ProcessTarget>| ProcessRule {
+            target: e.target,
+            owner_only: owner_only.unwrap_or(false),
+            from_source: e.from_source,
+            meta: e.meta,
+        };
+        let mut out = self.each(
+            &section,
+            "matchPaths",
+            paths,
+            |v, r, at| v.process_path(r, at),
+            |r| r.from_source.as_deref(),
+            |_, r, e| rule(r.owner_only, e),
         );
+        out.extend(self.each(
+            &section,
+            "matchDirectories",
+            dirs,
+            |v, r, at| v.required(r.dir.as_deref(), at, "dir", PathKind::Dir),
+            |r| r.from_source.as_deref(),
+            |v, r, e| {
+                v.whole_tree(&e.target, r.recursive, e.meta.action, &e.at);
+                let recursive = r.recursive.unwrap_or(false);
+                rule(
+                    r.owner_only,
+                    e.with(|dir| ProcessTarget::Directory { dir, recursive }),
+                )
+            },
+        ));
+        out.extend(self.each(
+            &section,
+            "matchPatterns",
+            patterns,
+            |v, r, at| v.required_pattern(r.pattern.as_deref(), at),
+            |_| None,
+            |_, r, e| rule(r.owner_only, e.with(ProcessTarget::Pattern)),
+        ));
+        out
+    }
+
+    /// A process `matchPaths` entry names its binary by path or by name, exactly one of them.
+    fn process_path(&mut self, r: &RawProcessPath, at: &str) -> Option<ProcessTarget> {
+        match (&r.path, &r.execname) {
+            (Some(p), None) => self
+                .abs_path(p, &format!("{at}.path"), PathKind::File)
+                .map(ProcessTarget::Path),
+            (None, Some(n)) => {
+                let nat = format!("{at}.execname");
+                if n.is_empty() {
+                    self.error(&nat, "must not be empty");
+                    None
+                } else if n.contains('/') || n.contains('\0') || n.len() > NAME_MAX {
+                    self.error(
+                        &nat,
+                        "must be a process name (no / or NUL, at most 255 bytes)",
+                    );
+                    None
+                } else {
+                    Some(ProcessTarget::ExecName(n.clone()))
+                }
+            }
+            (Some(_), Some(_)) => {
+                self.error(at, "set either path or execname, not both");
+                None
+            }
+            (None, None) => {
+                self.error(&format!("{at}.path"), "is required");
+                None
+            }
+        }
+    }
+
+    /// A required absolute path at `{at}.{field}`.
+    fn required(
+        &mut self,
+        value: Option<&str>,
+        at: &str,
+        field: &str,
+        kind: PathKind,
+    ) -> Option<String> {
+        let path = format!("{at}.{field}");
+        match value {
+            Some(v) => self.abs_path(v, &path, kind),
+            None => {
+                self.error(&path, "is required");
+                None
+            }
+        }
+    }
+
+    /// A required `pattern` at `{at}.pattern`.
+    fn required_pattern(&mut self, value: Option<&str>, at: &str) -> Option<String> {
+        let path = format!("{at}.pattern");
+        match value {
+            Some(v) => self.pattern(v, &path),
+            None => {
+                self.error(&path, "is required");
+                None
+            }
+        }
+    }
+
+    /// Checks every entry of one rule list, `{base}.{list}[i]`: first what the entry matches
+    /// (`target`, which reports its own errors), then its `fromSource` and its meta; `rule`
+    /// builds the rule of each entry whose target is good.
+    fn each<E: HasMeta, T, R>(
+        &mut self,
+        section: &Section<'_>,
+        list: &str,
+        entries: &[E],
+        target: impl Fn(&mut Self, &E, &str) -> Option<T>,
+        sources: impl Fn(&E) -> Option<&[RawSource]>,
+        rule: impl Fn(&mut Self, &E, Checked<T>) -> R,
+    ) -> Vec<R> {
         let mut out = Vec::new();
-        for (i, r) in paths.iter().enumerate() {
-            let at = format!("{base}.matchPaths[{i}]");
-            let target = match (&r.path, &r.execname) {
-                (Some(p), None) => self
-                    .abs_path(p, &format!("{at}.path"), PathKind::File)
-                    .map(ProcessTarget::Path),
-                (None, Some(n)) => {
-                    let nat = format!("{at}.execname");
-                    if n.is_empty() {
-                        self.error(&nat, "must not be empty");
-                        None
-                    } else if n.contains('/') || n.contains('\0') || n.len() > NAME_MAX {
-                        self.error(
-                            &nat,
-                            "must be a process name (no / or NUL, at most 255 bytes)",
-                        );
-                        None
-                    } else {
-                        Some(ProcessTarget::ExecName(n.clone()))
-                    }
-                }
-                (Some(_), Some(_)) => {
-                    self.error(&at, "set either path or execname, not both");
-                    None
-                }
-                (None, None) => {
-                    self.error(&format!("{at}.path"), "is required");
-                    None
-                }
-            };
-            let from_source = self.sources(r.from_source.as_deref(), &at);
-            let meta = self.rule_meta(r.meta(), &at, &section, spec, Action::Block);
+        for (i, r) in entries.iter().enumerate() {
+            let at = format!("{}.{list}[{i}]", section.base);
+            let target = target(self, r, &at);
+            let from_source = self.sources(sources(r), &at);
+            let meta = self.rule_meta(r.meta(), &at, &section.level, section.spec, section.default);
             if let Some(target) = target {
-                out.push(ProcessRule {
+                let checked = Checked {
+                    at,
                     target,
-                    owner_only: r.owner_only.unwrap_or(false),
                     from_source,
                     meta,
-                });
-            }
-        }
-        for (i, r) in dirs.iter().enumerate() {
-            let at = format!("{base}.matchDirectories[{i}]");
-            let target = match &r.dir {
-                Some(d) => self.abs_path(d, &format!("{at}.dir"), PathKind::Dir),
-                None => {
-                    self.error(&format!("{at}.dir"), "is required");
-                    None
-                }
-            };
-            let from_source = self.sources(r.from_source.as_deref(), &at);
-            let meta = self.rule_meta(r.meta(), &at, &section, spec, Action::Block);
-            if let Some(dir) = target {
-                self.whole_tree(&dir, r.recursive, meta.action, &at);
-                out.push(ProcessRule {
-                    target: ProcessTarget::Directory {
-                        dir,
-                        recursive: r.recursive.unwrap_or(false),
-                    },
-                    owner_only: r.owner_only.unwrap_or(false),
-                    from_source,
-                    meta,
-                });
-            }
-        }
-        for (i, r) in patterns.iter().enumerate() {
-            let at = format!("{base}.matchPatterns[{i}]");
-            let target = match &r.pattern {
-                Some(p) => self.pattern(p, &format!("{at}.pattern")),
-                None => {
-                    self.error(&format!("{at}.pattern"), "is required");
-                    None
-                }
-            };
-            let meta = self.rule_meta(r.meta(), &at, &section, spec, Action::Block);
-            if let Some(pattern) = target {
-                out.push(ProcessRule {
-                    target: ProcessTarget::Pattern(pattern),
-                    owner_only: r.owner_only.unwrap_or(false),
-                    from_source: Vec::new(),
-                    meta,
-                });
+                };
+                out.push(rule(self, r, checked));
             }
         }
         out
@@ -133,112 +200,78 @@ impl Validator<'_> {
     }
 
     pub(super) fn file(&mut self, f: &RawFile, spec: &Level) -> Vec<FileRule> {
-        let base = "spec.file";
-        let section = self.level(f.meta(), base);
         let paths = f.match_paths.as_deref().unwrap_or_default();
         let dirs = f.match_directories.as_deref().unwrap_or_default();
         let patterns = f.match_patterns.as_deref().unwrap_or_default();
-        self.empty_section(
-            base,
-            &[paths.len(), dirs.len(), patterns.len()],
-            "matchPaths, matchDirectories, matchPatterns",
+        let lists = [
+            ("matchPaths", paths.len()),
+            ("matchDirectories", dirs.len()),
+            ("matchPatterns", patterns.len()),
+        ];
+        let section = self.open("spec.file", f.meta(), spec, Action::Block, &lists);
+        let rule = |r: (Option<bool>, Option<bool>), e: Checked<FileTarget>| FileRule {
+            target: e.target,
+            read_only: r.0.unwrap_or(false),
+            owner_only: r.1.unwrap_or(false),
+            from_source: e.from_source,
+            meta: e.meta,
+        };
+        let mut out = self.each(
+            &section,
+            "matchPaths",
+            paths,
+            |v, r, at| v.required(r.path.as_deref(), at, "path", PathKind::File),
+            |r| r.from_source.as_deref(),
+            |_, r, e| rule((r.read_only, r.owner_only), e.with(FileTarget::Path)),
         );
-        let mut out = Vec::new();
-        for (i, r) in paths.iter().enumerate() {
-            let at = format!("{base}.matchPaths[{i}]");
-            let target = match &r.path {
-                Some(p) => self.abs_path(p, &format!("{at}.path"), PathKind::File),
-                None => {
-                    self.error(&format!("{at}.path"), "is required");
-                    None
-                }
-            };
-            let from_source = self.sources(r.from_source.as_deref(), &at);
-            let meta = self.rule_meta(r.meta(), &at, &section, spec, Action::Block);
-            if let Some(path) = target {
-                out.push(FileRule {
-                    target: FileTarget::Path(path),
-                    read_only: r.read_only.unwrap_or(false),
-                    owner_only: r.owner_only.unwrap_or(false),
-                    from_source,
-                    meta,
-                });
-            }
-        }
-        for (i, r) in dirs.iter().enumerate() {
-            let at = format!("{base}.matchDirectories[{i}]");
-            let target = match &r.dir {
-                Some(d) => self.abs_path(d, &format!("{at}.dir"), PathKind::Dir),
-                None => {
-                    self.error(&format!("{at}.dir"), "is required");
-                    None
-                }
-            };
-            let from_source = self.sources(r.from_source.as_deref(), &at);
-            let meta = self.rule_meta(r.meta(), &at, &section, spec, Action::Block);
-            if let Some(dir) = target {
-                self.whole_tree(&dir, r.recursive, meta.action, &at);
-                out.push(FileRule {
-                    target: FileTarget::Directory {
-                        dir,
-                        recursive: r.recursive.unwrap_or(false),
-                    },
-                    read_only: r.read_only.unwrap_or(false),
-                    owner_only: r.owner_only.unwrap_or(false),
-                    from_source,
-                    meta,
-                });
-            }
-        }
-        for (i, r) in patterns.iter().enumerate() {
-            let at = format!("{base}.matchPatterns[{i}]");
-            let target = match &r.pattern {
-                Some(p) => self.pattern(p, &format!("{at}.pattern")),
-                None => {
-                    self.error(&format!("{at}.pattern"), "is required");
-                    None
-                }
-            };
-            let meta = self.rule_meta(r.meta(), &at, &section, spec, Action::Block);
-            if let Some(pattern) = target {
-                out.push(FileRule {
-                    target: FileTarget::Pattern(pattern),
-                    read_only: r.read_only.unwrap_or(false),
-                    owner_only: r.owner_only.unwrap_or(false),
-                    from_source: Vec::new(),
-                    meta,
-                });
-            }
-        }
+        out.extend(self.each(
+            &section,
+            "matchDirectories",
+            dirs,
+            |v, r, at| v.required(r.dir.as_deref(), at, "dir", PathKind::Dir),
+            |r| r.from_source.as_deref(),
+            |v, r, e| {
+                v.whole_tree(&e.target, r.recursive, e.meta.action, &e.at);
+                let recursive = r.recursive.unwrap_or(false);
+                let e = e.with(|dir| FileTarget::Directory { dir, recursive });
+                rule((r.read_only, r.owner_only), e)
+            },
+        ));
+        out.extend(self.each(
+            &section,
+            "matchPatterns",
+            patterns,
+            |v, r, at| v.required_pattern(r.pattern.as_deref(), at),
+            |_| None,
+            |_, r, e| rule((r.read_only, r.owner_only), e.with(FileTarget::Pattern)),
+        ));
         out
     }
 
     pub(super) fn network(&mut self, n: &RawNetwork, spec: &Level) -> Vec<NetworkRule> {
-        let base = "spec.network";
-        let section = self.level(n.meta(), base);
         let protocols = n.match_protocols.as_deref().unwrap_or_default();
-        self.empty_section(base, &[protocols.len()], "matchProtocols");
-        let mut out = Vec::new();
-        for (i, r) in protocols.iter().enumerate() {
-            let at = format!("{base}.matchProtocols[{i}]");
-            let protocol = self.required_name(
-                r.protocol.as_deref(),
-                &at,
-                "protocol",
-                Protocol::parse,
-                |p| format!("unknown protocol {p}, expected one of tcp, udp, icmp, raw"),
-            );
-            let from_source = self.sources(r.from_source.as_deref(), &at);
-            let meta = self.rule_meta(r.meta(), &at, &section, spec, Action::Block);
-            if let Some(protocol) = protocol {
-                out.push(NetworkRule {
-                    protocol,
-                    from_source,
-                    meta,
-                });
-            }
-        }
-        out
+        let lists = [("matchProtocols", protocols.len())];
+        let section = self.open("spec.network", n.meta(), spec, Action::Block, &lists);
+        self.each(
+            &section,
+            "matchProtocols",
+            protocols,
+            |v, r, at| {
+                v.required_name(
+                    r.protocol.as_deref(),
+                    at,
+                    "protocol",
+                    Protocol::parse,
+                    |p| format!("unknown protocol {p}, expected one of tcp, udp, icmp, raw"),
+                )
+            },
+            |r| r.from_source.as_deref(),
+            |_, _, e| NetworkRule {
+                protocol: e.target,
+                from_source: e.from_source,
+                meta: e.meta,
+            },
+        )
     }
 
     /// A required field naming one of a fixed set (`parse` knows them): an error at
@@ -268,31 +301,29 @@ impl Validator<'_> {
         c: &RawCapabilities,
         spec: &Level,
     ) -> Vec<CapabilityRule> {
-        let base = "spec.capabilities";
-        let section = self.level(c.meta(), base);
         let caps = c.match_capabilities.as_deref().unwrap_or_default();
-        self.empty_section(base, &[caps.len()], "matchCapabilities");
-        let mut out = Vec::new();
-        for (i, r) in caps.iter().enumerate() {
-            let at = format!("{base}.matchCapabilities[{i}]");
-            let capability = self.required_name(
-                r.capability.as_deref(),
-                &at,
-                "capability",
-                Capability::parse,
-                |name| format!("unknown capability {name}"),
-            );
-            let from_source = self.sources(r.from_source.as_deref(), &at);
-            let meta = self.rule_meta(r.meta(), &at, &section, spec, Action::Block);
-            if let Some(capability) = capability {
-                out.push(CapabilityRule {
-                    capability,
-                    from_source,
-                    meta,
-                });
-            }
-        }
-        out
+        let lists = [("matchCapabilities", caps.len())];
+        let section = self.open("spec.capabilities", c.meta(), spec, Action::Block, &lists);
+        self.each(
+            &section,
+            "matchCapabilities",
+            caps,
+            |v, r, at| {
+                v.required_name(
+                    r.capability.as_deref(),
+                    at,
+                    "capability",
+                    Capability::parse,
+                    |name| format!("unknown capability {name}"),
+                )
+            },
+            |r| r.from_source.as_deref(),
+            |_, _, e| CapabilityRule {
+                capability: e.target,
+                from_source: e.from_source,
+                meta: e.meta,
+            },
+        )
     }
 
     pub(super) fn syscall_names(
@@ -335,73 +366,103 @@ impl Validator<'_> {
     }
 
     pub(super) fn syscalls(&mut self, s: &RawSyscalls, spec: &Level) -> Vec<SyscallRule> {
-        let base = "spec.syscalls";
-        let section = self.level(s.meta(), base);
         let matches = s.match_syscalls.as_deref().unwrap_or_default();
         let paths = s.match_paths.as_deref().unwrap_or_default();
-        self.empty_section(
-            base,
-            &[matches.len(), paths.len()],
-            "matchSyscalls, matchPaths",
-        );
         // KubeArmor only ever audits syscalls, so an unset action means Audit here, not Block.
-        let mut out = Vec::new();
-        for (i, r) in matches.iter().enumerate() {
-            let at = format!("{base}.matchSyscalls[{i}]");
-            let syscalls = self.syscall_names(r.syscall.as_deref(), &at, true);
-            let from_source = self.sources(r.from_source.as_deref(), &at);
-            let meta = self.rule_meta(r.meta(), &at, &section, spec, Action::Audit);
-            if !syscalls.is_empty() {
-                out.push(SyscallRule {
-                    syscalls,
-                    target: None,
-                    from_source,
-                    meta,
-                });
-            }
-        }
-        for (i, r) in paths.iter().enumerate() {
-            let at = format!("{base}.matchPaths[{i}]");
-            let target = match r.path.as_deref() {
-                None => {
-                    self.error(&format!("{at}.path"), "is required");
-                    None
-                }
-                Some(p) if p.ends_with('/') => self
-                    .abs_path(p, &format!("{at}.path"), PathKind::Dir)
-                    .map(|dir| PathMatch::Directory {
-                        dir,
-                        recursive: r.recursive.unwrap_or(false),
-                    }),
-                Some(p) => {
-                    if r.recursive.is_some() {
-                        self.error(
-                            &format!("{at}.recursive"),
-                            "applies only to a directory path (ending with /)",
-                        );
-                    }
-                    self.abs_path(p, &format!("{at}.path"), PathKind::File)
-                        .map(PathMatch::Path)
-                }
-            };
-            let syscalls = self.syscall_names(r.syscall.as_deref(), &at, false);
-            let from_source = self.sources(r.from_source.as_deref(), &at);
-            let meta = self.rule_meta(r.meta(), &at, &section, spec, Action::Audit);
-            if let Some(target) = target {
-                out.push(SyscallRule {
-                    syscalls,
-                    target: Some(target),
-                    from_source,
-                    meta,
-                });
-            }
-        }
+        let lists = [
+            ("matchSyscalls", matches.len()),
+            ("matchPaths", paths.len()),
+        ];
+        let section = self.open("spec.syscalls", s.meta(), spec, Action::Audit, &lists);
+        let rule = |e: Checked<(Option<PathMatch>, Vec<String>)>| SyscallRule {
+            syscalls: e.target.1,
+            target: e.target.0,
+            from_source: e.from_source,
+            meta: e.meta,
+        };
+        let mut out = self.each(
+            &section,
+            "matchSyscalls",
+            matches,
+            |v, r, at| {
+                Some(v.syscall_names(r.syscall.as_deref(), at, true)).filter(|s| !s.is_empty())
+            },
+            |r| r.from_source.as_deref(),
+            |_, _, e| rule(e.with(|syscalls| (None, syscalls))),
+        );
+        out.extend(self.each(
+            &section,
+            "matchPaths",
+            paths,
+            |v, r, at| {
+                let target = v.syscall_path(r, at);
+                let syscalls = v.syscall_names(r.syscall.as_deref(), at, false);
+                target.map(|t| (t, syscalls))
+            },
+            |r| r.from_source.as_deref(),
+            |_, _, e| rule(e.with(|(target, syscalls)| (Some(target), syscalls))),
+        ));
         if out.iter().any(|r| r.meta.action != Action::Audit) {
             self.warn(
-                base,
+                section.base,
                 "KubeArmor only audits syscalls; palisade enforces Allow and Block where seccomp can",
             );
         }
         out
+    }
+
+    /// A syscalls `matchPaths` entry: a directory when the path ends with `/`, else one file.
+    fn syscall_path(&mut self, r: &RawSyscallPath, at: &str) -> Option<PathMatch> {
+        match r.path.as_deref() {
+            None => {
+                self.error(&format!("{at}.path"), "is required");
+                None
+            }
+            Some(p) if p.ends_with('/') => self
+                .abs_path(p, &format!("{at}.path"), PathKind::Dir)
+                .map(|dir| PathMatch::Directory {
+                    dir,
+                    recursive: r.recursive.unwrap_or(false),
+                }),
+            Some(p) => {
+                if r.recursive.is_some() {
+                    self.error(
+                        &format!("{at}.recursive"),
+                        "applies only to a directory path (ending with /)",
+                    );
+                }
+                self.abs_path(p, &format!("{at}.path"), PathKind::File)
+                    .map(PathMatch::Path)
+            }
+        }
+    }
+}
+
+/// One rule section being checked: where it is, the meta set on it and on the spec, and the
+/// action a rule gets when no level sets one.
+struct Section<'a> {
+    base: &'a str,
+    level: Level,
+    spec: &'a Level,
+    default: Action,
+}
+
+/// A rule entry whose target checked good, with its field path, sources and resolved meta.
+struct Checked<T> {
+    at: String,
+    target: T,
+    from_source: Vec<Source>,
+    meta: RuleMeta,
+}
+
+impl<T> Checked<T> {
+    /// The same entry with its target turned into the rule's target type.
+    fn with<U>(self, f: impl FnOnce(T) -> U) -> Checked<U> {
+        Checked {
+            at: self.at,
+            target: f(self.target),
+            from_source: self.from_source,
+            meta: self.meta,
+        }
     }
 }
