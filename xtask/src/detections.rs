@@ -9,6 +9,7 @@ use std::process::{Command, ExitStatus};
 
 use anyhow::{bail, Context as _, Result};
 
+use crate::bench;
 use crate::cargo::Workspace;
 use crate::env::Env;
 use crate::procs;
@@ -115,7 +116,7 @@ pub fn command(opts: &Opts, short: bool) -> Result<()> {
     apt::ensure_packages()?;
     let shim = ws.build_shim()?;
     let started = std::time::Instant::now();
-    let load_before = tasks::loadavg();
+    let load_before = bench::loadavg();
     let (st, out) = tasks::with_env(&ws, &slot, Some(shim), None, None, |env| {
         run_in(env, &ws, opts, short)
     })?;
@@ -126,7 +127,7 @@ pub fn command(opts: &Opts, short: bool) -> Result<()> {
     if opts.filters.is_empty() && st.code().is_some() && out.contains(" passed, ") {
         let header = format!(
             "{} Environment set-up and image import included (image build not), the run took {} min {} s.",
-            tasks::section_header(&command_line(opts, short), &load_before, &tasks::loadavg()),
+            bench::section_header(&command_line(opts, short), &load_before, &bench::loadavg()),
             took / 60,
             took % 60
         );

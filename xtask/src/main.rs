@@ -2,6 +2,7 @@
 #![doc = include_str!("../README.md")]
 
 mod apt;
+mod bench;
 mod cargo;
 mod containerd;
 mod corpus;
@@ -123,7 +124,7 @@ fn main() -> ExitCode {
     let result = match cmd.as_str() {
         "test" => tasks::test(&opts),
         "demo" => tasks::demo(&opts),
-        "bench" => tasks::bench(&opts),
+        "bench" => bench::bench(&opts),
         "detections" => detections::command(&opts, short),
         "manifests" => tasks::manifests(),
         "fuzz" => tasks::fuzz(&opts),

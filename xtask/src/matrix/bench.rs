@@ -12,8 +12,8 @@ use anyhow::{bail, Context as _, Result};
 use super::qemu::{Accel, Boot};
 use super::suite::{self, BenchArgs, Job};
 use super::{cache_dir, guest, initramfs, kernels, rootfs, BOOTS};
+use crate::bench::{self, BenchSuite};
 use crate::cargo::Workspace;
-use crate::tasks::{self, BenchSuite};
 
 /// The section of docs/benchmarks.md this command rewrites.
 const SECTION: BenchSuite = BenchSuite {
@@ -60,7 +60,7 @@ pub fn run(
     };
     let busybox = initramfs::busybox_static(&cache).context("fetch busybox-static")?;
     let root = rootfs::image(&cache)?;
-    let before = tasks::loadavg();
+    let before = bench::loadavg();
     let mut body = String::new();
     let mut failed = Vec::new();
     for spec in BOOTS
@@ -122,10 +122,10 @@ pub fn run(
     if body.is_empty() {
         bail!("matrix bench: no boot matches the filter (6.1, 6.12)");
     }
-    let after = tasks::loadavg();
+    let after = bench::loadavg();
     let header = header(accel, &args, &before, &after, started.elapsed());
     let doc = ws.root.join("docs/benchmarks.md");
-    tasks::write_bench_section(&doc, &SECTION, &header, &body)?;
+    bench::write_bench_section(&doc, &SECTION, &header, &body)?;
     println!("{header}\n{body}");
     eprintln!("xtask: wrote {} ({})", doc.display(), SECTION.begin);
     if failed.is_empty() {
@@ -149,7 +149,7 @@ fn header(accel: Accel, a: &BenchArgs, before: &str, after: &str, total: Duratio
         a.rounds,
         a.scale,
         a.pods,
-        tasks::date_utc(),
+        bench::date_utc(),
         accel.name(),
         accel.cpus(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),

@@ -18,7 +18,7 @@ use super::{cache_dir, guest, initramfs, kernels, rootfs, BOOTS};
 use crate::cargo::Workspace;
 use crate::env::{self, Env};
 use crate::images::Images;
-use crate::{corpus, tasks};
+use crate::{bench, corpus};
 
 /// What a guest runs when `--filter` names no workload: the busybox pod as uid 1000 with
 /// group 0, one server, and the post-exploitation chain with its twins.
@@ -231,7 +231,7 @@ pub fn run(ws: &Workspace, filters: &[String], seconds: Option<u32>) -> Result<(
     };
     let busybox = initramfs::busybox_static(&cache).context("fetch busybox-static")?;
     let root = rootfs::image(&cache)?;
-    let before = tasks::loadavg();
+    let before = bench::loadavg();
     let mut runs = Vec::new();
     for spec in BOOTS.iter().filter(|b| boots.contains(&b.label)) {
         let t = Instant::now();
@@ -275,7 +275,7 @@ pub fn run(ws: &Workspace, filters: &[String], seconds: Option<u32>) -> Result<(
     if runs.is_empty() {
         bail!("matrix detections: no containerd boot matches the filter (6.1, 6.12)");
     }
-    let after = tasks::loadavg();
+    let after = bench::loadavg();
     let body = render(&runs);
     println!("{body}");
     if runs.iter().all(|r| r.report.is_some()) {
@@ -383,7 +383,7 @@ fn header(
          release shim, the corpus image built on the host and imported there, and \
          `palisade-conformance detections` for {} ({} s of traffic per workload), graded by the \
          same expectations as on the host (`conformance/src/detections/expect.rs`).",
-        tasks::date_utc(),
+        bench::date_utc(),
         accel.name(),
         accel.cpus(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
