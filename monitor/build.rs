@@ -36,6 +36,7 @@ fn main() -> Result<()> {
     println!("cargo:rerun-if-changed=src/bpf/events.h");
     println!("cargo:rerun-if-changed=src/bpf/files.h");
     println!("cargo:rerun-if-changed=src/bpf/lsm_files.h");
+    println!("cargo:rerun-if-changed=src/bpf/syscalls.h");
     println!("cargo:rerun-if-changed=src/bpf/vmlinux.h");
     Ok(())
 }
