@@ -20,8 +20,10 @@ pub struct MonitorSettings {
     /// This shim's event ring (a power of two); the kernel filters events per container, so a
     /// pod's ring can be small. Overruns are counted and reported.
     pub ring_bytes: u32,
-    /// Where the syscall program sits: `raw-sys-exit` (one link on the raw `sys_exit`
-    /// tracepoint, the default) or `exit-tracepoints` (one link per watched syscall; a node's
+    /// Where the syscalls are watched: `fexit` (the default: fexit programs on the watched
+    /// syscalls' entry points where the kernel's BPF trampolines work, no syscall tracepoint;
+    /// the raw `sys_exit` tracepoint where they do not), `raw-sys-exit` (one link on the raw
+    /// `sys_exit` tracepoint) or `exit-tracepoints` (one link per watched syscall; a node's
     /// first pod after a teardown waits for the kernel's release of the previous links).
     pub syscall_hook: HookSetting,
     /// When the node's last palisade pod goes, park the programs (detached, still loaded)
@@ -35,6 +37,7 @@ pub struct MonitorSettings {
 #[serde(rename_all = "kebab-case")]
 pub enum HookSetting {
     #[default]
+    Fexit,
     RawSysExit,
     ExitTracepoints,
 }
@@ -47,7 +50,7 @@ impl Default for MonitorSettings {
             enforce: true,
             allow_unmonitored: true,
             ring_bytes: 128 * 1024,
-            syscall_hook: HookSetting::RawSysExit,
+            syscall_hook: HookSetting::Fexit,
             keep_loaded: true,
         }
     }

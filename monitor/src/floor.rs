@@ -20,8 +20,17 @@ pub struct HookFloor {
 impl HookFloor {
     /// Attaches an empty program to every watched syscall's exit tracepoint
     /// ([`SyscallHook::ExitTracepoints`]) or to the raw `sys_exit` tracepoint
-    /// ([`SyscallHook::RawSysExit`]).
+    /// ([`SyscallHook::RawSysExit`]). There is no floor for [`SyscallHook::Fexit`] (asking
+    /// for one is an error): its programs cost nothing to the syscalls they do not watch.
     pub fn attach(hook: SyscallHook) -> Result<Self, PinError> {
+        if hook == SyscallHook::Fexit {
+            return Err(PinError::Load {
+                what: "hook floor for fexit (none: only tracepoint hooks have one)".to_string(),
+                source: libbpf_rs::Error::from(std::io::Error::from(
+                    std::io::ErrorKind::Unsupported,
+                )),
+            });
+        }
         let mut storage = MaybeUninit::uninit();
         let mut open = FloorSkelBuilder::default()
             .open(&mut storage)

@@ -37,18 +37,22 @@ pub struct MonitorConfig {
     pub ring_size: u32,
     /// Kill and refuse in the kernel; `false` turns every rule into audit only.
     pub enforce: bool,
-    /// The syscall program to load. [`SyscallHook::RawSysExit`], the default, is one link on
-    /// the raw `sys_exit` tracepoint; [`SyscallHook::ExitTracepoints`] is one link per watched
-    /// syscall (and falls back to the raw program on kernels before 5.15). The raw program is
-    /// the default because the exit tracepoints' links are perf events, whose release waits
-    /// for RCU grace periods under a kernel-wide mutex: a node's first pod after the last one
-    /// left waited 450-660 ms for that here (docs/monitor.md). Each choice pins under its own
-    /// directory, so handles of the two never share programs.
+    /// Where to watch syscalls. [`SyscallHook::Fexit`], the default, puts fexit programs on
+    /// the watched syscalls' entry points where this kernel's BPF trampolines work (a probe
+    /// decides, once per boot) and falls back to [`SyscallHook::RawSysExit`] (one link on the
+    /// raw `sys_exit` tracepoint) where they do not; [`SyscallHook::ExitTracepoints`] is one
+    /// link per watched syscall (and falls back to the raw program on kernels before 5.15),
+    /// whose perf-event links' release waits for RCU grace periods under a kernel-wide mutex:
+    /// a node's first pod after the last one left waited 450-660 ms for that here
+    /// (docs/monitor.md). Each choice pins under its own directory, so handles asking for
+    /// different hooks never share programs; [`Features::syscall_hook`] tells what runs.
     pub syscall_hook: SyscallHook,
     /// When the last holder leaves, park the programs (detached, still loaded and pinned)
     /// instead of unloading them, so that the node's next first pod attaches them again
     /// without loading and verifying (docs/monitor.md, "Parked programs"). Their maps keep
-    /// their kernel memory meanwhile. The exit-tracepoint variant is always unloaded.
+    /// their kernel memory meanwhile. The exit-tracepoint variant is always unloaded, and so
+    /// is a set with trampoline programs (fexit, BPF-LSM) before 5.13, which attaches those
+    /// once only.
     pub keep_loaded: bool,
 }
 
@@ -60,7 +64,7 @@ impl Default for MonitorConfig {
             mount_bpffs: true,
             ring_size: 1 << 20,
             enforce: true,
-            syscall_hook: SyscallHook::RawSysExit,
+            syscall_hook: SyscallHook::Fexit,
             keep_loaded: true,
         }
     }
@@ -69,7 +73,8 @@ impl Default for MonitorConfig {
 /// What the kernel offered when the handle was opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Features {
-    /// Watched syscalls without a tracepoint on this kernel: not reported.
+    /// Watched syscalls the chosen hook cannot see on this kernel (no exit tracepoint, no
+    /// entry point in the kernel's BTF): not reported.
     pub missing_syscalls: Vec<String>,
     /// Exec deny rules are enforced through BPF-LSM (the exec fails with EPERM) rather than by
     /// killing the process at exec. Only where `bpf` is an active LSM
@@ -160,6 +165,7 @@ fn mode_dir(config: &MonitorConfig) -> PathBuf {
     name.push(match config.syscall_hook {
         SyscallHook::RawSysExit => "-raw",
         SyscallHook::ExitTracepoints => "-tp",
+        SyscallHook::Fexit => "-fx",
     });
     base.with_file_name(name)
 }
@@ -231,7 +237,7 @@ fn join(config: &MonitorConfig) -> Result<Joined, MonitorError> {
 /// What the kernel offered, as the joined set tells.
 fn features(maps: &NodeMaps, how: Opened) -> Features {
     Features {
-        missing_syscalls: kernel::missing_syscalls(maps.syscall_hook),
+        missing_syscalls: maps.missing_syscalls.clone(),
         bpf_lsm: maps.lsm,
         syscall_hook: maps.syscall_hook,
         from_source: maps.config.source_check != 0,

@@ -1,6 +1,7 @@
 //! What this kernel offers: bpffs and tracefs (mounted when missing), the syscall exit
-//! tracepoints, the syscall numbers of this architecture, and whether BPF-LSM programs load
-//! and attach; and [`SyscallHook`], the two ways the programs watch syscalls.
+//! tracepoints, the syscall numbers of this architecture, the syscall entry points in the
+//! kernel's BTF, and whether BPF trampolines (fexit) and BPF-LSM programs attach and run; and
+//! [`SyscallHook`], the three ways the programs watch syscalls.
 
 use std::ffi::CString;
 use std::fs;
@@ -18,14 +19,21 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 /// Entries of the syscall table in read-only data (SYS_TABLE in events.h).
 const SYS_TABLE: usize = 512;
 
-/// How the programs learn a watched syscall's arguments.
+/// Where the programs watch syscalls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyscallHook {
+    /// One fexit program on each watched syscall's entry point (`__x64_sys_<name>`), reading
+    /// the registers it was given and its result, and one on `__secure_computing` for the
+    /// calls seccomp refused. BPF trampolines, no tracepoint: other syscalls, and unwatched
+    /// processes' syscalls other than the watched ones, run no program and take no slow path.
+    /// Where the kernel refuses trampolines, the loader falls back to [`SyscallHook::RawSysExit`].
+    Fexit,
     /// One program at the exit tracepoint of each watched syscall, reading the saved
-    /// registers (kernel 5.15 and later); other syscalls run no program.
+    /// registers (kernel 5.15 and later); other syscalls run no program, but any syscall
+    /// tracepoint puts every syscall of the node on the kernel's slow exit path.
     ExitTracepoints,
-    /// One program at the raw sys_exit tracepoint, which hands over the registers (kernels
-    /// before 5.15): it runs at the exit of every syscall on the node for a table lookup.
+    /// One program at the raw sys_exit tracepoint, which hands over the registers: it runs at
+    /// the exit of every syscall on the node for a table lookup.
     RawSysExit,
 }
 
@@ -33,9 +41,31 @@ impl SyscallHook {
     /// The name logs and `palisade status` show.
     pub fn name(self) -> &'static str {
         match self {
+            SyscallHook::Fexit => "fexit",
             SyscallHook::ExitTracepoints => "exit-tracepoints",
             SyscallHook::RawSysExit => "raw-sys-exit",
         }
+    }
+
+    /// The value the programs' read-only `syscall_hook` holds for this hook (monitor.bpf.c),
+    /// which tells the holders that join what the loader chose.
+    pub(crate) fn code(self) -> u32 {
+        match self {
+            SyscallHook::RawSysExit => 1,
+            SyscallHook::ExitTracepoints => 2,
+            SyscallHook::Fexit => 3,
+        }
+    }
+
+    /// The hook of a `syscall_hook` value ([`SyscallHook::code`]).
+    pub(crate) fn from_code(code: u32) -> Option<Self> {
+        [
+            SyscallHook::RawSysExit,
+            SyscallHook::ExitTracepoints,
+            SyscallHook::Fexit,
+        ]
+        .into_iter()
+        .find(|h| h.code() == code)
     }
 }
 
@@ -134,15 +164,41 @@ pub(crate) fn tracepoint_exists(event: &str) -> bool {
 
 /// Watched syscalls without an exit tracepoint on this kernel (a kernel without modules has
 /// none for init_module): not reported by the exit-tracepoint programs. The loader attaches
-/// to the others; the raw sys_exit program sees every syscall.
-pub(crate) fn missing_syscalls(hook: SyscallHook) -> Vec<String> {
-    if hook == SyscallHook::RawSysExit {
-        return Vec::new();
-    }
+/// to the others; the raw sys_exit program sees every syscall. (The fexit programs' gaps are
+/// read from the pinned set: [`missing_entry_points`] at load.)
+pub(crate) fn missing_tracepoints() -> Vec<String> {
     crate::event::WATCHED_SYSCALLS
         .iter()
         .filter(|s| !tracepoint_exists(&format!("syscalls/sys_exit_{s}")))
         .map(|s| s.to_string())
+        .collect()
+}
+
+/// The prefix of a syscall's entry point, the function the syscall table calls with the
+/// registers (`SYSCALL_ENTRY` in syscalls.h).
+#[cfg(target_arch = "x86_64")]
+pub(crate) const SYSCALL_ENTRY: &str = "__x64_sys_";
+#[cfg(target_arch = "aarch64")]
+pub(crate) const SYSCALL_ENTRY: &str = "__arm64_sys_";
+
+/// The function names (fexit targets) among `targets` that the kernel's BTF does not list:
+/// their programs cannot be loaded here (a kernel without modules may lack
+/// `__x64_sys_init_module`). All of them when the kernel's BTF cannot be read.
+pub(crate) fn missing_entry_points<'a>(targets: &[&'a str]) -> Vec<&'a str> {
+    let btf = match libbpf_rs::btf::Btf::from_vmlinux() {
+        Ok(b) => b,
+        Err(e) => {
+            debug!(error = %e, "kernel btf unreadable: no fexit targets");
+            return targets.to_vec();
+        }
+    };
+    targets
+        .iter()
+        .filter(|t| {
+            btf.type_by_name::<libbpf_rs::btf::types::Func<'_>>(t)
+                .is_none()
+        })
+        .copied()
         .collect()
 }
 
@@ -251,9 +307,9 @@ pub fn bpf_lsm_in_force() -> bool {
 /// Loads and attaches the probe program, opens a file, and says whether the program saw it.
 fn probe_lsm_runs() -> Result<bool, libbpf_rs::Error> {
     let mut storage = MaybeUninit::uninit();
-    let mut skel = crate::skel::probe::ProbeSkelBuilder::default()
-        .open(&mut storage)?
-        .load()?;
+    let mut open = crate::skel::probe::ProbeSkelBuilder::default().open(&mut storage)?;
+    open.progs.probe_fexit.set_autoload(false);
+    let mut skel = open.load()?;
     let _link = skel.progs.probe_lsm.attach()?;
     let Some(bss) = skel.maps.bss_data.as_deref_mut() else {
         return Ok(false);
@@ -266,37 +322,93 @@ fn probe_lsm_runs() -> Result<bool, libbpf_rs::Error> {
     Ok(opened && hits > 0)
 }
 
-/// [`probe_lsm`], asked once per boot: the answer is kept as an empty directory under the pin
-/// root, named after the boot id (bpffs is emptied by a reboot anyway; the id also covers a
-/// pin root elsewhere). The probe loads a program and parses the kernel's BTF: milliseconds on
-/// every first pod of a node otherwise.
+/// Whether BPF trampolines work on this kernel: a probe fexit program on the openat entry
+/// point loads, attaches and is seen to run when this process opens a file. Kernels built
+/// without a usable ftrace (this CI machine's 6.18 refuses the attach with EPERM) fall back
+/// to the raw sys_exit tracepoint.
+pub(crate) fn probe_trampolines() -> bool {
+    match probe_fexit_runs() {
+        Ok(true) => true,
+        Ok(false) => {
+            debug!("fexit unavailable: the attached probe program never ran");
+            false
+        }
+        Err(e) => {
+            debug!(error = %e, "fexit unavailable");
+            false
+        }
+    }
+}
+
+/// Whether the monitor's syscall programs can sit on BPF trampolines on this node (fexit on
+/// the syscalls' entry points), as the loader decides it ([`probe_trampolines`]). Needs the
+/// rights to load BPF programs (root); without them the answer is `false`.
+pub fn bpf_trampolines_work() -> bool {
+    probe_trampolines()
+}
+
+/// Loads and attaches the fexit probe, opens a file, and says whether the program saw it.
+fn probe_fexit_runs() -> Result<bool, libbpf_rs::Error> {
+    let mut storage = MaybeUninit::uninit();
+    let mut open = crate::skel::probe::ProbeSkelBuilder::default().open(&mut storage)?;
+    open.progs.probe_lsm.set_autoload(false);
+    let mut skel = open.load()?;
+    let _link = skel.progs.probe_fexit.attach()?;
+    let Some(bss) = skel.maps.bss_data.as_deref_mut() else {
+        return Ok(false);
+    };
+    bss.probe_tgid = std::process::id();
+    let opened = fs::File::open("/proc/self/stat").is_ok();
+    // SAFETY: a plain read of a u64 in the mapped .bss, which the program writes to.
+    let hits = unsafe { std::ptr::read_volatile(&raw const bss.probe_fexit_hits) };
+    Ok(opened && hits > 0)
+}
+
+/// [`probe_lsm`], asked once per boot ([`cached_per_boot`]).
 pub(crate) fn probe_lsm_cached(root: &Path) -> bool {
+    cached_per_boot(root, "bpf-lsm", probe_lsm)
+}
+
+/// [`probe_trampolines`], asked once per boot ([`cached_per_boot`]).
+pub(crate) fn probe_trampolines_cached(root: &Path) -> bool {
+    cached_per_boot(root, "fexit", probe_trampolines)
+}
+
+/// A probe asked once per boot: the answer is kept as an empty directory under the pin root,
+/// named after the probe and the boot id (bpffs is emptied by a reboot anyway; the id also
+/// covers a pin root elsewhere). A probe loads a program and parses the kernel's BTF:
+/// milliseconds on every first pod of a node otherwise.
+fn cached_per_boot(root: &Path, what: &str, probe: fn() -> bool) -> bool {
     let boot = fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
     if boot.is_empty() {
-        return probe_lsm();
+        return probe();
     }
-    let marker =
-        |yes: bool| root.join(format!("bpf-lsm-{}-{boot}", if yes { "yes" } else { "no" }));
+    let marker = |yes: bool| root.join(format!("{what}-{}-{boot}", if yes { "yes" } else { "no" }));
     for yes in [true, false] {
         if marker(yes).is_dir() {
             return yes;
         }
     }
-    let lsm = probe_lsm();
+    let answer = probe();
     // Answers of earlier boots (a pin root outside bpffs keeps them) are dropped.
+    let earlier = |name: &str| {
+        ["yes", "no"]
+            .iter()
+            .any(|a| name.starts_with(&format!("{what}-{a}-")))
+    };
     if let Ok(entries) = fs::read_dir(root) {
         for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with("bpf-lsm-") {
+            if earlier(&e.file_name().to_string_lossy()) {
                 let _ = fs::remove_dir(e.path());
             }
         }
     }
-    if let Err(e) = fs::create_dir(marker(lsm)) {
-        debug!(error = %e, "bpf-lsm probe result not cached");
+    if let Err(e) = fs::create_dir(marker(answer)) {
+        debug!(error = %e, probe = what, "probe result not cached");
     }
-    lsm
+    answer
 }
 
 #[cfg(test)]
@@ -310,6 +422,33 @@ mod tests {
         assert!(release_is_at_least("6.12.118+deb13-amd64", 5, 15));
         assert!(release_is_at_least("5.15.0", 5, 15));
         assert!(!release_is_at_least("4.19.0", 5, 10));
+    }
+
+    #[test]
+    fn hook_codes_round_trip_and_zero_is_none() {
+        for h in [
+            SyscallHook::Fexit,
+            SyscallHook::ExitTracepoints,
+            SyscallHook::RawSysExit,
+        ] {
+            assert_eq!(SyscallHook::from_code(h.code()), Some(h));
+        }
+        assert_eq!(SyscallHook::from_code(0), None);
+        assert_eq!(SyscallHook::Fexit.to_string(), "fexit");
+    }
+
+    /// The kernel's BTF names the entry points of the watched syscalls wherever the fexit
+    /// programs can run; a name it does not have is reported missing.
+    #[test]
+    fn entry_points_missing_from_the_btf_are_named() {
+        let openat = format!("{SYSCALL_ENTRY}openat");
+        let bogus = format!("{SYSCALL_ENTRY}no_such_call");
+        let missing = missing_entry_points(&[openat.as_str(), bogus.as_str()]);
+        if std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
+            assert_eq!(missing, [bogus.as_str()]);
+        } else {
+            assert_eq!(missing.len(), 2);
+        }
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub use error::{MonitorError, PinError};
 pub use event::{EventKind, Finding, MonitorEvent, ProcessInfo, Syscall, WATCHED_SYSCALLS};
 pub use floor::HookFloor;
 pub use handle::{cleanup_stale, unload_parked, Features, MonitorConfig, NodeMonitor};
-pub use kernel::{bpf_lsm_in_force, SyscallHook};
+pub use kernel::{bpf_lsm_in_force, bpf_trampolines_work, SyscallHook};
 pub use rules::{
     seccomp_refused, AuditOn, AuditRule, AuditTarget, ConnectRule, ContainerRef, ContainerRules,
     Enforcer, ExecRule, FileRule, FileTarget, IdMaps, IdRange, RuleEnforcement, RuleError,

@@ -107,7 +107,8 @@ impl Drop for Shared {
         };
         release_index(&self.maps, self.index);
         if reap(&self.maps) == 0 {
-            if self.keep_loaded && self.maps.syscall_hook == SyscallHook::RawSysExit {
+            // The exit-tracepoint program's perf links cannot be attached again from a pin.
+            if self.keep_loaded && self.maps.syscall_hook != SyscallHook::ExitTracepoints {
                 match park(&self.dir) {
                     Ok(true) => {
                         info!(dir = %self.dir.display(), "last holder out: programs parked");

@@ -23,6 +23,7 @@ pub use palisade_config::{HookSetting, MonitorSettings};
 /// type is the shim's).
 pub fn syscall_hook(h: HookSetting) -> SyscallHook {
     match h {
+        HookSetting::Fexit => SyscallHook::Fexit,
         HookSetting::RawSysExit => SyscallHook::RawSysExit,
         HookSetting::ExitTracepoints => SyscallHook::ExitTracepoints,
     }

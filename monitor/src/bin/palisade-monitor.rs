@@ -15,7 +15,8 @@ use palisade_monitor::{
     NodeMonitor, SyscallHook,
 };
 
-const USAGE: &str = "usage: palisade-monitor hold <pin-root> [raw|tp] | cleanup <pin-root> | \
+const USAGE: &str =
+    "usage: palisade-monitor hold <pin-root> [fexit|raw|tp] | cleanup <pin-root> | \
 bench [iterations [rounds]] | bench-flood [operations...] | \
 bench-worker <exec|open|connect|getppid> <iterations> | detect-probe";
 
@@ -35,7 +36,11 @@ fn main() -> Result<()> {
         .collect::<Vec<_>>()
         .as_slice()
     {
-        ["hold", root] | ["hold", root, "raw"] => hold(config(root)),
+        ["hold", root] | ["hold", root, "fexit"] => hold(config(root)),
+        ["hold", root, "raw"] => hold(MonitorConfig {
+            syscall_hook: SyscallHook::RawSysExit,
+            ..config(root)
+        }),
         ["hold", root, "tp"] => hold(MonitorConfig {
             syscall_hook: SyscallHook::ExitTracepoints,
             ..config(root)
@@ -90,6 +95,9 @@ fn hold(config: MonitorConfig) -> Result<()> {
     let monitor = NodeMonitor::open(config, tx)?;
     let f = monitor.features();
     eprintln!("syscall hook: {}", f.syscall_hook);
+    if !f.missing_syscalls.is_empty() {
+        eprintln!("syscalls not watched: {}", f.missing_syscalls.join(" "));
+    }
     eprintln!("bpf-lsm: {}", f.bpf_lsm);
     eprintln!("from-source: {}", f.from_source);
     eprintln!("sock-create: {}", f.sock_create);

@@ -31,10 +31,13 @@ const volatile __u32 enforce = 1;
 /* Set when this kernel lets cgroup sock_addr programs read the current task (fromSource);
  * with 0 the verifier never sees that code, so the object still loads on older kernels. */
 const volatile __u32 source_check = 1;
-/* Set when the kernel has bpf_get_current_task_btf (5.11) and bpf_task_pt_regs (5.15), that is
- * when the exit-only syscall program loads; with 0 those helpers are never verified, so the
- * object still loads on 5.10. */
+/* Set when the kernel has bpf_get_current_task_btf (5.11) and bpf_task_pt_regs (5.15): the
+ * exit-tracepoint program needs them, the fexit ones use them where they load; with 0 those
+ * helpers are never verified, so the object still loads on 5.10. */
 const volatile __u32 task_btf = 1;
+/* The syscall hook user space loaded (kernel.rs SyscallHook: 1 raw sys_exit, 2 exit
+ * tracepoints, 3 fexit), pinned with this configuration for the holders that join. */
+const volatile __u32 syscall_hook = 0;
 /* Watched syscalls by number (enum sys_kind, 0: not watched), filled by user space with the
  * running architecture's numbers before load. */
 const volatile __u8 sys_kinds[SYS_TABLE] = {};
@@ -386,195 +389,7 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 	return 0;
 }
 
-/* Record of the syscalls:sys_exit_* tracepoints: fixed ABI of the event class, not relocated. */
-struct sys_exit_ctx {
-	__u64 common;
-	__s32 nr;
-	__u32 pad; /* not zeroed by the kernel */
-	__s64 ret;
-};
-
-/* The arguments, from the registers the syscall entered with (the ABI preserves them across the
- * syscall; the tracepoint runs before they are restored to user space). */
-#if defined(__TARGET_ARCH_x86)
-static __always_inline void syscall_args(struct pt_regs *regs, __u64 *a)
-{
-	a[0] = regs->di;
-	a[1] = regs->si;
-	a[2] = regs->dx;
-	a[3] = regs->r10;
-	a[4] = regs->r8;
-	a[5] = regs->r9;
-}
-#elif defined(__TARGET_ARCH_arm64)
-/* x0 holds the return value by now; the first argument is kept in orig_x0. */
-static __always_inline void syscall_args(struct pt_regs *regs, __u64 *a)
-{
-	a[0] = regs->orig_x0;
-	a[1] = regs->regs[1];
-	a[2] = regs->regs[2];
-	a[3] = regs->regs[3];
-	a[4] = regs->regs[4];
-	a[5] = regs->regs[5];
-}
-#else
-#error "syscall arguments are read from pt_regs on x86_64 and arm64 only"
-#endif
-
-#include "files.h"
-#include "creds.h"
-
-/* Without CF_ALL_OPENS only the opens a detection can use are reported: writes, denials and
- * reads of secrets and credential files. Decided before the path is read: a read of an ordinary file, the bulk of
- * all opens, costs no copy from user memory. */
-static __always_inline bool open_is_interesting(__u64 flags, __s64 ret, bool secret)
-{
-	if (flags & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC))
-		return true;
-	if (ret == -EACCES || ret == -EPERM)
-		return true;
-	return secret;
-}
-
-static __always_inline void read_sockaddr(struct syscall_event *e, __u64 ptr, __u64 len)
-{
-	if (!ptr)
-		return;
-	if (len > SOCKADDR_LEN)
-		len = SOCKADDR_LEN;
-	e->addr_len = len;
-	keep_in_register(len);
-	bpf_probe_read_user(e->addr, len & 0x1f, (void *)ptr);
-}
-
-/* The event of one watched syscall, once its container is known. */
-static __always_inline int report_syscall(struct container_info *ci, __u64 cg, __u32 sys,
-					  long ret, struct pt_regs *regs)
-{
-	struct syscall_event *e;
-	void *rb;
-	struct path_buf *pb = 0;
-	__u64 args[6];
-	__u32 zero = 0;
-	int alen = 0;
-	__u32 oflags = 0;
-
-	syscall_args(regs, args);
-	if (sys == SYS_OPENAT) {
-		struct task_struct *t = (struct task_struct *)bpf_get_current_task();
-		bool write = args[2] & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC);
-		bool secrets = ci->secrets[0].dev != 0;
-		bool creds = ci->flags & CF_CREDENTIALS;
-		/* the opened file is looked up only when a test needs it: a read in a container
-		 * without secret mounts or credential files costs nothing more here */
-		struct file *f = ret >= 0 && (secrets || creds || write) ? fd_file(t, ret) : 0;
-
-		if (f && secrets && on_secret_mount(ci, f))
-			oflags |= SE_SECRET;
-		if (f && creds && credential_file(ci, f))
-			oflags |= SE_CREDENTIAL;
-		if (!(ci->flags & CF_ALL_OPENS) &&
-		    !open_is_interesting(args[2], ret, oflags & (SE_SECRET | SE_CREDENTIAL)))
-			return 0;
-		if (f && write && below_system_dir(t, f))
-			oflags |= SE_SYSTEM_DIR;
-	}
-	if (sys == SYS_OPENAT || sys == SYS_MOUNT) {
-		pb = bpf_map_lookup_elem(&scratch, &zero);
-		if (!pb)
-			return 0;
-		bpf_probe_read_user_str(pb->s, sizeof(pb->s), (void *)args[1]);
-	}
-
-	e = reserve(ci, sizeof(*e), &rb);
-	if (!e)
-		return 0;
-	fill_header(&e->h, EV_SYSCALL, ci, cg);
-	e->sys = sys;
-	e->ret = ret;
-	e->addr_len = 0;
-	e->flags = oflags;
-	for (int i = 0; i < 6; i++)
-		e->args[i] = args[i];
-	if (pb)
-		__builtin_memcpy(e->path, pb->s, sizeof(e->path));
-	else
-		e->path[0] = 0;
-
-	switch (sys) {
-	case SYS_CONNECT:
-	case SYS_BIND:
-		read_sockaddr(e, args[1], args[2]);
-		break;
-	case SYS_ACCEPT:
-	case SYS_ACCEPT4:
-		if (e->ret >= 0 && args[1] && args[2]) {
-			bpf_probe_read_user(&alen, sizeof(alen), (void *)args[2]);
-			read_sockaddr(e, args[1], (__u64)(__u32)alen);
-		}
-		break;
-	}
-	submit(ci, rb, e, sizeof(*e), false);
-	return 0;
-}
-
-/* The watched kind of syscall `nr` (into *sys) and the container of the current process, when
- * both exist: the one lookup every syscall program makes before anything else. The registers
- * are left to the caller, so the raw variant never touches bpf_task_pt_regs. */
-static __always_inline struct container_info *watched_syscall(long nr, __u32 *sys, __u64 *cg)
-{
-	if (nr < 0 || nr >= SYS_TABLE)
-		return 0;
-	*sys = sys_kinds[nr];
-	if (!*sys)
-		return 0;
-	return current_container(cg);
-}
-
-/* One program, attached by user space to the sys_exit tracepoint of every watched syscall (the
- * kernel only runs it for those: other syscalls pay nothing), and verified once. Everything
- * is done on the way out, from the saved registers: no entry hook, no per-thread map, and a
- * syscall seccomp refused before it ran (no entry tracepoint) reports its arguments too.
- * Needs 5.15 (bpf_task_pt_regs, and links of tracepoint programs that can be pinned). */
-SEC("tracepoint")
-int on_sys_exit(struct sys_exit_ctx *ctx)
-{
-	struct container_info *ci;
-	__u32 sys;
-	__u64 cg;
-
-	ci = watched_syscall(ctx->nr, &sys, &cg);
-	if (!ci)
-		return 0;
-	return report_syscall(ci, cg, sys, ctx->ret,
-			      (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf()));
-}
-
-/* The same events for kernels before 5.15, loaded instead of on_sys_exit: the raw sys_exit
- * tracepoint hands over the registers itself, and its link can be pinned (a per-syscall
- * tracepoint's cannot before 5.15). The price: it runs at the exit of every syscall on the
- * node, watched or not, for one table lookup. */
-SEC("tp_btf/sys_exit")
-int BPF_PROG(on_sys_exit_raw, struct pt_regs *regs, long ret)
-{
-	struct container_info *ci;
-	long nr;
-	__u32 sys;
-	__u64 cg;
-
-#if defined(__TARGET_ARCH_x86)
-	/* the per-syscall tracepoints skip 32-bit syscalls, whose numbers mean other calls */
-	if (regs->cs != USER64_CS)
-		return 0;
-	nr = regs->orig_ax;
-#else
-	nr = regs->syscallno;
-#endif
-	ci = watched_syscall(nr, &sys, &cg);
-	if (!ci)
-		return 0;
-	return report_syscall(ci, cg, sys, ret, regs);
-}
+#include "syscalls.h"
 
 /* cgroup sock_addr hooks: attached per container cgroup by user space, refusing (EPERM)
  * destinations in the container's deny trie. Port 0 in the trie means any port. */

@@ -164,6 +164,7 @@ struct task_struct {
 	struct files_struct *files;
 	struct fs_struct *fs;
 	const struct cred *cred;
+	void *stack;
 };
 
 struct linux_binprm {
@@ -180,6 +181,7 @@ struct pt_regs {
 	unsigned long dx;
 	unsigned long si;
 	unsigned long di;
+	unsigned long ax;
 	unsigned long orig_ax;
 	unsigned long cs;
 };

@@ -26,8 +26,10 @@ pub(crate) struct NodeMaps {
     pub config: types::rodata,
     /// The exec deny rules are enforced by the BPF-LSM program (attached and pinned).
     pub lsm: bool,
-    /// The syscall program the loader chose (told by `task_btf` in the pinned config).
+    /// The syscall hook the loader chose (told by `syscall_hook` in the pinned config).
     pub syscall_hook: SyscallHook,
+    /// Watched syscalls that hook cannot see on this kernel (no tracepoint, no entry point).
+    pub missing_syscalls: Vec<String>,
     pub containers: MapHandle,
     pub rings: MapHandle,
     pub deny_exec: MapHandle,

@@ -25,17 +25,17 @@ pub(crate) fn is_parked(dir: &Path) -> bool {
 /// program (nothing runs on any syscall of the node any more), while the loaded programs and
 /// their maps stay pinned for the next holder to attach again without loading and verifying
 /// them (docs/monitor.md, "Parked programs"). The processes the programs remembered are
-/// forgotten, as their exits will not be seen. Only for a set of the raw sys_exit program: the
-/// exit-tracepoint program's links are perf events, which cannot be attached again from a pin
-/// here. Returns false, having done nothing, for a set whose programs are not pinned (loaded
-/// by a build before parking), and for a set whose BPF-LSM program the kernel would not attach
-/// again (before 5.13 a trampoline program is attached once: a second attach fails with
-/// ENOENT), which the caller then removes.
+/// forgotten, as their exits will not be seen. Only for a set of the raw sys_exit or the fexit
+/// programs: the exit-tracepoint program's links are perf events, which cannot be attached
+/// again from a pin here. Returns false, having done nothing, for a set whose programs are not
+/// pinned (loaded by a build before parking), and for a set with a trampoline program (BPF-LSM
+/// or fexit) the kernel would not attach again (before 5.13 a trampoline program is attached
+/// once: a second attach fails with ENOENT), which the caller then removes.
 pub(crate) fn park(dir: &Path) -> Result<bool, PinError> {
     if !dir.join("progs/on_exec").exists() {
         return Ok(false);
     }
-    if dir.join("progs/lsm_exec").exists() && !release_at_least(5, 13) {
+    if has_trampoline_programs(dir) && !release_at_least(5, 13) {
         return Ok(false);
     }
     unpin_entries(&dir.join("links"))?;
@@ -48,8 +48,24 @@ pub(crate) fn park(dir: &Path) -> Result<bool, PinError> {
     Ok(true)
 }
 
-/// Attaches the programs of a parked set again, from their pins (the BTF-typed tracepoint and
-/// LSM programs: the cgroup ones are attached per container anyway), and pins the new links.
+/// Whether the set of `dir` pinned a program that sits on a BPF trampoline: a BPF-LSM
+/// (`lsm_*`) or fexit (`fexit_*`) program.
+pub(crate) fn has_trampoline_programs(dir: &Path) -> bool {
+    fs::read_dir(dir.join("progs")).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| is_trampoline_program(&e.file_name().to_string_lossy()))
+    })
+}
+
+/// Whether the program pinned as `name` is attached through a BPF trampoline.
+fn is_trampoline_program(name: &str) -> bool {
+    name.starts_with("lsm_") || name.starts_with("fexit_")
+}
+
+/// Attaches the programs of a parked set again, from their pins (the BTF-typed tracepoint,
+/// fexit and LSM programs: the cgroup ones are attached per container anyway), and pins the
+/// new links.
 pub(crate) fn reattach(dir: &Path) -> Result<(), PinError> {
     let started = Instant::now();
     let progs = dir.join("progs");
@@ -141,5 +157,21 @@ pub(crate) fn remove_other_builds_parked(root: &Path) {
                 Err(e) => warn!(error = %e, "remove another build's parked programs"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsm_and_fexit_programs_are_the_trampoline_ones() {
+        assert!(is_trampoline_program("lsm_exec"));
+        assert!(is_trampoline_program("lsm_file_open"));
+        assert!(is_trampoline_program("fexit_openat"));
+        assert!(is_trampoline_program("fexit_seccomp"));
+        assert!(!is_trampoline_program("on_exec"));
+        assert!(!is_trampoline_program("on_sys_exit_raw"));
+        assert!(!is_trampoline_program("connect4"));
     }
 }

@@ -8,7 +8,7 @@ use std::sync::mpsc::sync_channel;
 use std::time::Duration;
 
 use palisade_monitor::{
-    ContainerRules, EventKind, ExecRule, MonitorConfig, MonitorEvent, NodeMonitor,
+    ContainerRules, EventKind, ExecRule, MonitorConfig, MonitorEvent, NodeMonitor, SyscallHook,
 };
 
 use crate::harness::*;
@@ -19,8 +19,9 @@ fn events_are_attributed_to_the_watched_cgroup_only() {
     with_each_hook(check_attribution);
 }
 
-fn check_attribution(raw: bool) {
-    let name = if raw { "attr-raw" } else { "attr" };
+fn check_attribution(hook: SyscallHook) {
+    let name = format!("attr-{}", hook_tag(hook));
+    let name = name.as_str();
     let scratch = Scratch::new(name);
     let readable = scratch.0.join("readable");
     std::fs::write(&readable, "x").unwrap();
@@ -35,7 +36,7 @@ fn check_attribution(raw: bool) {
         report_all_opens: true,
         ..Default::default()
     };
-    let w = Watched::on_hook("attr", raw, rules);
+    let w = Watched::on_hook("attr", hook, rules);
     assert_eq!(w.watch.stats().events, 0);
 
     // The same actions from outside the cgroup first: none of them may come through.
@@ -186,8 +187,8 @@ fn built_in_detections_fire_on_real_syscalls_after_the_entrypoint() {
     with_each_hook(check_built_in_detections);
 }
 
-fn check_built_in_detections(raw: bool) {
-    let w = Watched::on_hook("builtin", raw, ContainerRules::default());
+fn check_built_in_detections(hook: SyscallHook) {
+    let w = Watched::on_hook("builtin", hook, ContainerRules::default());
 
     // Before the entrypoint the same calls are the runtime's set-up: reported, not flagged.
     let (early, st) = run(Some(&w.cg), None, &Act::Call(escape_attempts));
@@ -273,8 +274,8 @@ fn bind_listen_and_accept_are_reported_with_addresses() {
     with_each_hook(check_server_calls);
 }
 
-fn check_server_calls(raw: bool) {
-    let w = Watched::on_hook("server", raw, ContainerRules::default());
+fn check_server_calls(hook: SyscallHook) {
+    let w = Watched::on_hook("server", hook, ContainerRules::default());
     let (pid, st) = run(Some(&w.cg), None, &Act::Call(serve_one_connection));
     assert_eq!(exited(st), Some(0));
     let mine = |kind: &'static str| {

@@ -5,7 +5,7 @@ use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use palisade_monitor::{ContainerRules, EventKind, MonitorEvent};
+use palisade_monitor::{ContainerRules, EventKind, MonitorEvent, SyscallHook};
 
 use crate::harness::*;
 
@@ -45,7 +45,7 @@ fn reads_on_a_secret_mount_are_reported_however_the_path_is_spelled() {
     with_each_hook(check_secret_reads);
 }
 
-fn check_secret_reads(raw: bool) {
+fn check_secret_reads(hook: SyscallHook) {
     let tmp = tempfile::tempdir().unwrap();
     let secrets = TmpfsMount::new(tmp.path().join("secrets"));
     let plain = tmp.path().join("plain");
@@ -56,7 +56,7 @@ fn check_secret_reads(raw: bool) {
         secret_mounts: vec![secrets.0.clone()],
         ..ContainerRules::default()
     };
-    let w = Watched::on_hook("secret", raw, rules);
+    let w = Watched::on_hook("secret", hook, rules);
     // relative to the mount, a lookalike off it, then a spelling no prefix test expects
     let script = format!(
         "cd {s} && cat token >/dev/null && cat ../plain/token >/dev/null && cat {t}/./secrets//token >/dev/null",
@@ -125,8 +125,8 @@ fn writes_below_system_dirs_are_judged_on_the_file_not_the_path() {
     with_each_hook(check_sysdir_writes);
 }
 
-fn check_sysdir_writes(raw: bool) {
-    let (dir, call): (_, fn() -> i32) = if raw {
+fn check_sysdir_writes(hook: SyscallHook) {
+    let (dir, call): (_, fn() -> i32) = if hook == SyscallHook::RawSysExit {
         (SYSDIR_ROOT_RAW, sysdir_writes_raw)
     } else {
         (SYSDIR_ROOT, sysdir_writes_plain)
@@ -136,7 +136,7 @@ fn check_sysdir_writes(raw: bool) {
         std::fs::create_dir_all(Path::new(dir).join(sub)).unwrap();
     }
     std::fs::write(Path::new(dir).join("etc/hostname"), "h").unwrap();
-    let w = Watched::on_hook("sysdir", raw, ContainerRules::default());
+    let w = Watched::on_hook("sysdir", hook, ContainerRules::default());
     let (pid, st) = run(Some(&w.cg), None, &Act::Call(call));
     let _ = std::fs::remove_dir_all(dir);
     assert_eq!(exited(st), Some(0));

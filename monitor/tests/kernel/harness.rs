@@ -83,10 +83,10 @@ impl PinRoot {
         }
     }
 
-    /// With `raw`, the raw sys_exit syscall program kernels before 5.15 get.
-    pub fn config_for(&self, raw: bool) -> MonitorConfig {
+    /// The default configuration asking for `hook`.
+    pub fn config_for(&self, hook: SyscallHook) -> MonitorConfig {
         MonitorConfig {
-            syscall_hook: hook(raw),
+            syscall_hook: hook,
             ..self.config()
         }
     }
@@ -98,16 +98,21 @@ impl Drop for PinRoot {
     }
 }
 
-/// The handle runs the syscall program asked for: the forced raw sys_exit one, or the
-/// exit-tracepoint one where the kernel takes it (5.15 and later; before, the loader falls
-/// back to raw sys_exit).
-pub fn assert_hook(monitor: &NodeMonitor, raw: bool) {
-    let want = if kernel_at_least(5, 15) {
-        hook(raw)
+/// The handle runs the syscall hook asked for where the kernel takes it: the raw sys_exit
+/// program always; the exit-tracepoint one from 5.15 on; the fexit programs where BPF
+/// trampolines attach and run. Otherwise the loader fell back to the raw sys_exit program.
+pub fn assert_hook(monitor: &NodeMonitor, asked: SyscallHook) {
+    let taken = match asked {
+        SyscallHook::RawSysExit => true,
+        SyscallHook::ExitTracepoints => kernel_at_least(5, 15),
+        SyscallHook::Fexit => palisade_monitor::bpf_trampolines_work(),
+    };
+    let want = if taken {
+        asked
     } else {
         SyscallHook::RawSysExit
     };
-    assert_eq!(monitor.features().syscall_hook, want);
+    assert_eq!(monitor.features().syscall_hook, want, "asked for {asked}");
 }
 
 /// Whether the running kernel's release is `major.minor` or later.
@@ -153,12 +158,19 @@ pub fn assert_exec_stopped(enforcer: Enforcer, st: i32, what: &str) {
     }
 }
 
-/// The raw sys_exit program (the default) or the exit-tracepoint one.
-pub fn hook(raw: bool) -> SyscallHook {
-    if raw {
-        SyscallHook::RawSysExit
-    } else {
-        SyscallHook::ExitTracepoints
+/// The three syscall hooks, the default (fexit) first.
+pub const HOOKS: [SyscallHook; 3] = [
+    SyscallHook::Fexit,
+    SyscallHook::ExitTracepoints,
+    SyscallHook::RawSysExit,
+];
+
+/// A short name of `hook` for pin roots, cgroups and scratch directories.
+pub fn hook_tag(hook: SyscallHook) -> &'static str {
+    match hook {
+        SyscallHook::Fexit => "fx",
+        SyscallHook::ExitTracepoints => "tp",
+        SyscallHook::RawSysExit => "raw",
     }
 }
 
@@ -383,12 +395,12 @@ impl Drop for Scratch {
     }
 }
 
-/// Runs `check` with the exit-tracepoint program, then with the raw sys_exit one kernels before
-/// 5.15 get (`raw`); a failure says which.
-pub fn with_each_hook(check: fn(bool)) {
-    for raw in [false, true] {
-        if let Err(panic) = std::panic::catch_unwind(|| check(raw)) {
-            eprintln!("failed with the {} program", hook(raw));
+/// Runs `check` with each syscall hook asked for ([`HOOKS`]: where the kernel refuses one,
+/// the loader's fallback runs); a failure says which.
+pub fn with_each_hook(check: fn(SyscallHook)) {
+    for hook in HOOKS {
+        if let Err(panic) = std::panic::catch_unwind(|| check(hook)) {
+            eprintln!("failed with the {hook} hook asked for");
             std::panic::resume_unwind(panic);
         }
     }
@@ -421,24 +433,20 @@ impl Watched {
         Self::open(name, name, config, rules)
     }
 
-    /// [`Watched::new`] with the exit-tracepoint program, or the raw sys_exit one with `raw`
-    /// (its pin root and cgroup then named `name-raw`); checks the handle runs that one.
-    pub fn on_hook(name: &str, raw: bool, rules: ContainerRules) -> Self {
-        let dir = if raw {
-            format!("{name}-raw")
-        } else {
-            name.to_string()
-        };
+    /// [`Watched::new`] asking for the syscall `hook` (its pin root and cgroup then named
+    /// `name-<tag>`); checks the handle runs that one, or the fallback the kernel needs.
+    pub fn on_hook(name: &str, hook: SyscallHook, rules: ContainerRules) -> Self {
+        let dir = format!("{name}-{}", hook_tag(hook));
         let w = Self::open(
             &dir,
             name,
             |c| MonitorConfig {
-                syscall_hook: hook(raw),
+                syscall_hook: hook,
                 ..c
             },
             rules,
         );
-        assert_hook(&w.monitor, raw);
+        assert_hook(&w.monitor, hook);
         w
     }
 

@@ -1,6 +1,7 @@
 //! The monitor against the running kernel (root), by theme: what is reported and to which
 //! container (`attribution`), exec deny rules (`exec`), connect deny rules (`connect`),
-//! socket creation rules (`sockets`), shared pins, parking and the hook floor (`pins`),
+//! socket creation rules (`sockets`), shared pins, parking and the hook floor (`pins`), where
+//! the syscalls are watched (`hooks`: fexit, no syscall tracepoint, where trampolines work),
 //! file reads and writes the detections judge (`files`), file deny rules through BPF-LSM
 //! (`file_rules`), and ordinary calls that raise nothing and real gains that do
 //! (`precision`). `harness` has the test cgroups, pin
@@ -13,6 +14,7 @@ mod exec;
 mod file_rules;
 mod files;
 mod harness;
+mod hooks;
 mod pins;
 mod precision;
 mod sockets;

@@ -154,22 +154,30 @@ fn the_last_holder_parks_the_programs_and_the_next_attaches_them_again() {
     let first = NodeMonitor::open(root.config(), tx.clone()).unwrap();
     assert!(first.features().loaded && !first.features().reattached);
     let dir = first.pin_dir().to_path_buf();
-    if first.features().bpf_lsm && !kernel_at_least(5, 13) {
-        // Before 5.13 a BPF-LSM program is attached once: such a set is unloaded, not parked.
-        let lsm_prog = pinned_prog_id(&dir.join("progs/lsm_exec"));
+    // The syscall program this set runs: the fexit one on openat, or the raw sys_exit one.
+    let sys_name = syscall_prog_name(&first);
+    if trampoline_set(&first) && !kernel_at_least(5, 13) {
+        // Before 5.13 a trampoline program (BPF-LSM, fexit) is attached once: such a set is
+        // unloaded, not parked.
+        let tramp = if first.features().bpf_lsm {
+            "progs/lsm_exec"
+        } else {
+            "progs/fexit_openat"
+        };
+        let tramp_prog = pinned_prog_id(&dir.join(tramp));
         drop(first);
         assert!(
             !dir.exists(),
-            "a set with an lsm program 5.10 cannot attach again is parked"
+            "a set with a trampoline program 5.10 cannot attach again is parked"
         );
         assert!(
-            unloaded_within(&[lsm_prog], Duration::from_secs(10)),
-            "the lsm program is unloaded"
+            unloaded_within(&[tramp_prog], Duration::from_secs(10)),
+            "the trampoline program is unloaded"
         );
         return;
     }
     let exec_prog = pinned_prog_id(&dir.join("progs/on_exec"));
-    let sys_prog = pinned_prog_id(&dir.join("progs/on_sys_exit_raw"));
+    let sys_prog = pinned_prog_id(&dir.join("progs").join(sys_name));
     drop(first);
 
     // Parked: no link is left (nothing runs on the node's syscalls), the programs and maps
@@ -191,7 +199,7 @@ fn the_last_holder_parks_the_programs_and_the_next_attaches_them_again() {
     let second = NodeMonitor::open(root.config(), tx.clone()).unwrap();
     assert!(!second.features().loaded && second.features().reattached);
     assert_eq!(pinned_prog_id(&dir.join("links/on_exec")), exec_prog);
-    assert_eq!(pinned_prog_id(&dir.join("links/on_sys_exit_raw")), sys_prog);
+    assert_eq!(pinned_prog_id(&dir.join("links").join(sys_name)), sys_prog);
     let _watch = second
         .watch(cg.container("parked"), ContainerRules::default())
         .unwrap();
@@ -209,7 +217,7 @@ fn the_last_holder_parks_the_programs_and_the_next_attaches_them_again() {
     assert!(pins_parked(&dir), "parked again by the last holder");
 
     // Another build's parked set goes when this build loads; a cleanup unloads a parked set.
-    let other = root.0.join("v0_0_0-0000000000000000-enforce-raw");
+    let other = root.0.join("v0_0_0-0000000000000000-enforce-fx");
     std::fs::rename(&dir, &other).unwrap();
     let fresh = NodeMonitor::open(root.config(), sync_channel(16).0).unwrap();
     assert!(fresh.features().loaded);
@@ -228,7 +236,7 @@ fn the_last_holder_parks_the_programs_and_the_next_attaches_them_again() {
     let parked = palisade_monitor::unload_parked(&root.0, true).unwrap();
     assert_eq!(parked.len(), 1, "{parked:?}");
     assert!(
-        parked[0].to_string_lossy().ends_with("-audit-raw"),
+        parked[0].to_string_lossy().ends_with("-audit-fx"),
         "{parked:?}"
     );
     assert!(parked[0].exists(), "a dry run removes nothing");
@@ -244,8 +252,12 @@ fn the_last_holder_parks_the_programs_and_the_next_attaches_them_again() {
 
     // The exit-tracepoint program's perf links cannot be attached again: that set is unloaded.
     // Before 5.15 the loader falls back to the raw sys_exit program, and that set parks.
-    let tp = NodeMonitor::open(root.config_for(false), sync_channel(16).0).unwrap();
-    assert_hook(&tp, false);
+    let tp = NodeMonitor::open(
+        root.config_for(SyscallHook::ExitTracepoints),
+        sync_channel(16).0,
+    )
+    .unwrap();
+    assert_hook(&tp, SyscallHook::ExitTracepoints);
     let tp_hook = tp.features().syscall_hook;
     let tp_dir = tp.pin_dir().to_path_buf();
     drop(tp);
@@ -270,13 +282,13 @@ fn a_parked_set_that_cannot_be_attached_again_is_loaded_anew() {
     let first = NodeMonitor::open(root.config(), tx.clone()).unwrap();
     let dir = first.pin_dir().to_path_buf();
     let old_exec = pinned_prog_id(&dir.join("progs/on_exec"));
-    let unparkable = first.features().bpf_lsm && !kernel_at_least(5, 13);
+    let unparkable = trampoline_set(&first) && !kernel_at_least(5, 13);
     drop(first);
     if unparkable {
-        // Before 5.13 a set with the BPF-LSM program is never parked (see the test above).
+        // Before 5.13 a set with a trampoline program is never parked (see the test above).
         assert!(
             !dir.exists(),
-            "a set with an lsm program 5.10 cannot attach again is parked"
+            "a set with a trampoline program 5.10 cannot attach again is parked"
         );
         return;
     }
@@ -304,6 +316,20 @@ fn a_parked_set_that_cannot_be_attached_again_is_loaded_anew() {
         unloaded_within(&[old_exec], Duration::from_secs(5)),
         "the broken set's programs are unloaded"
     );
+}
+
+/// Whether the handle's set has programs on BPF trampolines (BPF-LSM or fexit).
+fn trampoline_set(monitor: &NodeMonitor) -> bool {
+    monitor.features().bpf_lsm || monitor.features().syscall_hook == SyscallHook::Fexit
+}
+
+/// The pinned name of the handle's program for openat: `fexit_openat` or `on_sys_exit_raw`.
+fn syscall_prog_name(monitor: &NodeMonitor) -> &'static str {
+    match monitor.features().syscall_hook {
+        SyscallHook::Fexit => "fexit_openat",
+        SyscallHook::RawSysExit => "on_sys_exit_raw",
+        SyscallHook::ExitTracepoints => "on_sys_exit",
+    }
 }
 
 /// Whether any BPF link of the kernel holds program `id`.

@@ -32,6 +32,9 @@ struct BootSpec {
     cmdline: &'static str,
     /// Whether the guest also runs the security suite through containerd.
     containerd: bool,
+    /// The syscall hook the monitor must choose there (`palisade-monitor hold`'s line): fexit
+    /// wherever BPF trampolines work, which is every kernel of the matrix.
+    hook: &'static str,
 }
 
 /// The boots, oldest kernel first. Debian 11's 5.10 leaves `bpf` out of its LSM list, so it
@@ -42,30 +45,35 @@ const BOOTS: &[BootSpec] = &[
         suite: "bullseye-security",
         cmdline: "",
         containerd: false,
+        hook: "fexit",
     },
     BootSpec {
         label: "5.10 lsm+bpf",
         suite: "bullseye-security",
         cmdline: "lsm=lockdown,capability,yama,apparmor,bpf",
         containerd: false,
+        hook: "fexit",
     },
     BootSpec {
         label: "6.1",
         suite: "bookworm",
         cmdline: "",
         containerd: true,
+        hook: "fexit",
     },
     BootSpec {
         label: "6.12",
         suite: "trixie-security",
         cmdline: "",
         containerd: true,
+        hook: "fexit",
     },
     BootSpec {
         label: "sid",
         suite: "sid",
         cmdline: "",
         containerd: false,
+        hook: "fexit",
     },
 ];
 
@@ -157,6 +165,7 @@ pub fn run(ws: &Workspace, filters: &[String]) -> Result<()> {
                 )
             }
         };
+        let outcome = outcome.map(|o| expect_hook(o, spec.hook));
         let row = Row {
             label: spec.label,
             version,
@@ -183,6 +192,20 @@ pub fn run(ws: &Workspace, filters: &[String]) -> Result<()> {
             last.display()
         )
     }
+}
+
+/// Fails a boot's outcome whose monitor did not choose the syscall hook `want` (a matrix
+/// kernel that fell back to a syscall tracepoint would tax every syscall of its node).
+fn expect_hook(mut o: Outcome, want: &str) -> Outcome {
+    let chosen = format!("syscall hook={want}");
+    if !o.hooks.split(", ").any(|h| h == chosen) {
+        let problem = format!("the monitor chose {:?}, not {chosen}", o.hooks);
+        o.problem = Some(match o.problem.take() {
+            Some(p) => format!("{p}; {problem}"),
+            None => problem,
+        });
+    }
+    o
 }
 
 /// Runs a boot; a guest that hung (seen once in about ten boots under emulation: soft lockups
@@ -357,5 +380,24 @@ mod tests {
         assert!(picked("5.10", &f(&["5.10"])) && !picked("5.10 lsm+bpf", &f(&["5.10"])));
         assert!(picked("5.10 lsm+bpf", &f(&["lsm"])) && picked("sid", &f(&[])));
         assert!(!picked("sid", &f(&["6.1"])));
+    }
+
+    #[test]
+    fn a_boot_whose_monitor_chose_another_hook_fails() {
+        let chose = |hooks: &str| Outcome {
+            hooks: hooks.into(),
+            tests_passed: 3,
+            ..Outcome::default()
+        };
+        let ok = expect_hook(chose("syscall hook=fexit, bpf-lsm=true"), "fexit");
+        assert!(ok.passed(), "{:?}", ok.problem);
+        let fell_back = expect_hook(chose("syscall hook=raw-sys-exit, bpf-lsm=true"), "fexit");
+        assert!(!fell_back.passed());
+        assert!(fell_back
+            .problem
+            .unwrap()
+            .contains("not syscall hook=fexit"));
+        let no_load = expect_hook(chose("monitor did not load: x"), "fexit");
+        assert!(!no_load.passed());
     }
 }
