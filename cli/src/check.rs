@@ -226,7 +226,7 @@ mod tests {
         assert_eq!(dir.origin, "spec.file.matchDirectories[0]");
         assert!(dir.summary.starts_with("masked path; "), "{dir:?}");
         assert_eq!(dir.enforcer, "bind-mount-mask");
-        assert_eq!(dir.candidates, ["landlock", "bind-mount-mask"]);
+        assert_eq!(dir.candidates, ["bpf-lsm", "landlock", "bind-mount-mask"]);
         let pattern = &p.rules[1];
         assert!(
             pattern.summary.starts_with("unenforceable here: ")
@@ -234,6 +234,18 @@ mod tests {
             "{pattern:?}"
         );
         assert_eq!(p.refused_without_degrade.len(), 1, "{p:?}");
+
+        // Where BPF-LSM is in force, both go to the monitor's file_open program.
+        let lsm = KernelFeatures {
+            bpf_lsm: true,
+            ..kernel(Some(6))
+        };
+        let r = check_bytes(Path::new("t.yaml"), TOKEN.as_bytes(), &lsm).unwrap();
+        let p = &r.policies[0];
+        for rule in &p.rules {
+            assert_eq!(rule.enforcer, "monitor-bpf-lsm", "{rule:?}");
+        }
+        assert!(p.refused_without_degrade.is_empty(), "{p:?}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::containerd::{ConfigVersion, ContainerdConfig};
 use crate::hostroot::{resolve_under, under_root};
 use crate::install::{INIT_BINARY, SHIM_BINARY};
 use crate::placement;
+use crate::records::{container_records, ContainerRecord};
 
 /// Gathering the status failed.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +104,10 @@ pub struct Status {
     pub containerd: ContainerdStatus,
     pub pods_served: usize,
     pub shims: Vec<ShimProcess>,
+    /// Per container the shims serve, the enforcer in force for each of its policy rules.
+    pub containers: Vec<ContainerRecord>,
+    /// Records that could not be read, as `path: reason`.
+    pub record_problems: Vec<String>,
 }
 
 /// Where `status` looks.
@@ -252,6 +257,7 @@ pub fn status(opts: &StatusOptions) -> Result<Status, StatusError> {
     let enforcement = kind_table(&kernel)?;
     let shims = shim_processes(&opts.proc_root);
     let root = opts.host_root.as_deref();
+    let (containers, record_problems) = container_records(&opts.proc_root, root, &shims);
     Ok(Status {
         kernel: KernelStatus {
             landlock_abi: kernel.landlock_abi,
@@ -269,6 +275,8 @@ pub fn status(opts: &StatusOptions) -> Result<Status, StatusError> {
         containerd: containerd_status(root, &opts.containerd_config),
         pods_served: shims.len(),
         shims,
+        containers,
+        record_problems,
     })
 }
 
@@ -387,7 +395,47 @@ impl Status {
                 s.id.as_deref().unwrap_or("(no -id)")
             );
         }
+        render_containers(&mut out, &self.containers, &self.record_problems);
         out
+    }
+}
+
+/// Each served container with the enforcer in force for each of its policy rules.
+fn render_containers(out: &mut String, containers: &[ContainerRecord], problems: &[String]) {
+    let _ = writeln!(
+        out,
+        "containers (the enforcer in force for each policy rule, recorded at start): {}",
+        containers.len()
+    );
+    for c in containers {
+        let name = if c.container.is_empty() {
+            format!("{}/{} (pod sandbox)", c.namespace, c.pod)
+        } else {
+            format!("{}/{}/{}", c.namespace, c.pod, c.container)
+        };
+        let rules = match c.rules.len() {
+            0 => "no policy rules".to_string(),
+            1 => "1 policy rule".to_string(),
+            n => format!("{n} policy rules"),
+        };
+        let _ = writeln!(out, "  {name} [{}]: {rules}", c.id);
+        for r in &c.rules {
+            let _ = writeln!(
+                out,
+                "    {} {} {} ({}): {}{}",
+                r.kind,
+                r.target,
+                r.action,
+                r.rule,
+                r.enforcer,
+                r.note
+                    .as_deref()
+                    .map_or(String::new(), |n| format!("; {n}"))
+            );
+        }
+    }
+    for p in problems {
+        let _ = writeln!(out, "  unreadable record {p}");
     }
 }
 

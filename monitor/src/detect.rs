@@ -235,6 +235,9 @@ fn sock_denied(set: &RuleSet, name: &str, class: Option<SockClass>, refused: boo
         message: match rule {
             Some(r) if !r.message.is_empty() => r.message.clone(),
             _ if refused => format!("{what} socket creation refused"),
+            Some(r) if r.block_listed => {
+                format!("{what} socket created by a binary the rule lists")
+            }
             _ => format!("{what} socket created by a binary the rule does not list"),
         },
         action: if refused {

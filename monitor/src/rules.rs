@@ -203,16 +203,19 @@ impl SockClass {
 pub const MAX_SOCK_SOURCES: usize = 4;
 
 /// Who may create sockets of a class in the container, checked in the kernel when the socket
-/// is created (cgroup `sock_create`): with an empty `allow_from`, nobody; otherwise only the
-/// processes running one of these executables (matched by inode and device at registration,
-/// like exec rules). The others are refused with EPERM, or only reported when
-/// `audit_unlisted`. AF_PACKET sockets are not seen by this hook.
+/// is created (cgroup `sock_create`), on the executable of the creating process (matched by
+/// inode and device at registration, like exec rules). An allow-list (`block_listed` false):
+/// with no `sources`, nobody; otherwise only the processes running one of `sources`. A block
+/// list (`block_listed`, KubeArmor's fromSource on a Block rule): the processes running one of
+/// `sources`, every other process passes. The processes a rule stops are refused with EPERM,
+/// or only reported when `audit`. AF_PACKET sockets are not seen by this hook.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SockRule {
     pub name: String,
     pub class: SockClass,
-    pub allow_from: Vec<PathBuf>,
-    pub audit_unlisted: bool,
+    pub sources: Vec<PathBuf>,
+    pub block_listed: bool,
+    pub audit: bool,
     pub severity: u8,
     pub message: String,
 }
@@ -224,7 +227,7 @@ pub struct ContainerRules {
     /// Executions and opens reported, never refused: a policy's Audit rules.
     pub audit: Vec<AuditRule>,
     pub deny_connect: Vec<ConnectRule>,
-    /// Socket creation allow-lists, at most one per class.
+    /// Socket creation allow-lists and block lists, at most one per class.
     pub sock_create: Vec<SockRule>,
     /// File Block rules, refused in the kernel through BPF-LSM.
     pub deny_file: Vec<FileRule>,

@@ -18,6 +18,10 @@ pub const CONFIG_FILE: &str = "config.json";
 const CONFIG_TEMP: &str = ".config.json.palisade";
 /// palisade-init's plan (landlock and the rest), bind-mounted into the container.
 pub const PLAN_FILE: &str = "palisade-plan.json";
+/// The enforcer in force for each policy rule, written when the container is created (the
+/// same list as its `enforcement-record` event), read by `palisade status`. It goes with the
+/// bundle when containerd deletes the container.
+pub const ENFORCEMENT_FILE: &str = "palisade-enforcement.json";
 
 /// What `delete` needs to find runc again after the shim is gone.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,6 +42,35 @@ impl RuntimeRecord {
             "container {id}: write {RUNTIME_FILE}"
         )))
     }
+}
+
+/// Writes the container's enforcement record into its bundle: `{"id", "namespace", "pod",
+/// "container", "rules": [...]}` with the rules as [`crate::monitoring::enforcement_record`]
+/// gives them. Written beside, then renamed, so a reader never sees half of it.
+pub fn write_enforcement(
+    cri: &crate::cri::CriContainer,
+    bundle: &Path,
+    rules: &[serde_json::Value],
+) -> Result<(), ShimError> {
+    let id = &cri.id;
+    let record = serde_json::json!({
+        "id": id,
+        "namespace": cri.namespace,
+        "pod": cri.pod,
+        "container": cri.container,
+        "rules": rules,
+    });
+    let out = serde_json::to_vec(&record).map_err(|source| ShimError::Json {
+        context: format!("container {id}: {ENFORCEMENT_FILE}"),
+        source,
+    })?;
+    let tmp = bundle.join(format!(".{ENFORCEMENT_FILE}"));
+    std::fs::write(&tmp, out).map_err(ShimError::io(format!(
+        "container {id}: write {ENFORCEMENT_FILE}"
+    )))?;
+    std::fs::rename(&tmp, bundle.join(ENFORCEMENT_FILE)).map_err(ShimError::io(format!(
+        "container {id}: write {ENFORCEMENT_FILE}"
+    )))
 }
 
 /// The bundle's config.json, as hardened at Create.

@@ -5,7 +5,8 @@
 //! perf_event_open applets. It prints `allowed` and exits 0 when the call succeeded, or
 //! `denied errno=N NAME` and exits 1 when it failed; 2 is a usage error. The file writes
 //! busybox cannot make take a path: `truncate PATH` (truncate(2)), `otrunc PATH` (an
-//! `O_RDONLY|O_TRUNC` open), `bindunix PATH` (a unix socket bound at PATH).
+//! `O_RDONLY|O_TRUNC` open), `bindunix PATH` (a unix socket bound at PATH); and `read PATH`
+//! (a plain `O_RDONLY` open by the probe itself, for file rules limited to a source binary).
 //!
 //! The benchmarks use two more commands: `palisade-probe loop OP N` times N iterations of one
 //! operation (`getpid`, `open`, `exec`, `connect`, `udp`) after N/20 unmeasured ones and prints
@@ -192,16 +193,18 @@ fn probe(op: &str, arg: Option<&str>) -> u8 {
                 std::ptr::null(),
             ))),
             // The writes busybox has no applet for: truncate(2) by path (no open for writing),
-            // an O_RDONLY|O_TRUNC open, a unix socket bound in the filesystem.
-            "truncate" | "otrunc" | "bindunix" => {
+            // an O_RDONLY|O_TRUNC open, a unix socket bound in the filesystem; and a plain
+            // O_RDONLY open (`read`), made by this binary itself for fromSource rules.
+            "truncate" | "otrunc" | "read" | "bindunix" => {
                 let Some(path) = arg.and_then(|a| std::ffi::CString::new(a).ok()) else {
                     eprintln!("{op} needs a path");
                     return 2;
                 };
                 match op {
                     "truncate" => report(c_long::from(truncate(path.as_ptr(), 0))),
-                    "otrunc" => {
-                        let fd = open(path.as_ptr(), O_RDONLY_CLOEXEC | O_TRUNC);
+                    "otrunc" | "read" => {
+                        let flags = if op == "read" { 0 } else { O_TRUNC };
+                        let fd = open(path.as_ptr(), O_RDONLY_CLOEXEC | flags);
                         if fd >= 0 {
                             close(fd);
                         }

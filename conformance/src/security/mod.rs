@@ -10,6 +10,7 @@ pub mod bad_input;
 pub mod compromise;
 pub mod eventlog;
 pub mod gate;
+pub mod lsm;
 pub mod monitor;
 pub mod policies;
 pub mod precision;
@@ -95,6 +96,7 @@ macro_rules! sec_check {
 pub fn all() -> Vec<SecCheck> {
     let mut v = attacks::all();
     v.extend(policies::all());
+    v.extend(lsm::all());
     v.extend(strict::all());
     v.extend(bad_input::all());
     v.extend(gate::all());

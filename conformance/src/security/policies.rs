@@ -223,6 +223,7 @@ async fn service_account_token(ctx: &Ctx) -> Result<Observed> {
     std::fs::create_dir_all(&src).with_context(|| format!("create {}", src.display()))?;
     std::fs::write(src.join("token"), "eyJhbGciOiJSUzI1NiJ9.secret-token\n")?;
     std::fs::write(src.join("ca.crt"), "-----BEGIN CERTIFICATE-----\n")?;
+    let log = EventLog::mark(ctx)?;
     let (pod, cfg) = policy_pod(ctx, SERVICE_ACCOUNT).await?;
     let mut cc = ctx.container("app", SLEEPER);
     cc.mounts = vec![Mount {
@@ -251,8 +252,46 @@ async fn service_account_token(ctx: &Ctx) -> Result<Observed> {
     } else {
         format!("exit {code}: {}", err.trim())
     };
+    // The container's start recorded the enforcer in force: BPF-LSM where the kernel lists
+    // it among its LSMs (the open then fails with EACCES), the mask elsewhere.
+    let bpf_lsm = std::fs::read_to_string("/sys/kernel/security/lsm")
+        .unwrap_or_default()
+        .trim()
+        .split(',')
+        .any(|l| l == "bpf");
+    let want = if bpf_lsm {
+        "bpf-lsm"
+    } else {
+        "bind-mount-mask"
+    };
+    let pod_name = cfg
+        .metadata
+        .as_ref()
+        .map(|m| m.name.clone())
+        .unwrap_or_default();
+    let record = log
+        .wait_for(Duration::from_secs(10), |e| {
+            field(e, "/workload/pod") == pod_name && field(e, "/rule/name") == "enforcement-record"
+        })
+        .await?;
+    let Some(record) = record else {
+        let seen = log.matching(|e| field(e, "/workload/pod") == pod_name)?;
+        bail!(
+            "no enforcement-record event for pod {pod_name}; saw {}",
+            summary(&seen)
+        );
+    };
+    let got = field(&record, "/evidence/rules/0/enforcer");
+    ensure(got == want, || {
+        format!("enforcement-record says {got:?} for the token rule, want {want:?}")
+    })?;
+    if bpf_lsm {
+        ensure(code != 0 && err.contains("Permission denied"), || {
+            format!("cat token under bpf-lsm: exit {code}, {err:?}, want Permission denied")
+        })?;
+    }
     Ok(Observed::blocked(format!(
-        "(token {how}, directory masked; /etc/passwd readable)"
+        "(token {how}, directory refused; /etc/passwd readable; recorded enforcer {got})"
     )))
 }
 

@@ -163,7 +163,8 @@ struct syscall_event {
 #define SC_RAW 4
 
 /* sock_rule.flags */
-#define SR_AUDIT 1u /* binaries not listed are reported, not refused */
+#define SR_AUDIT 1u /* what the rule covers is reported, not refused */
+#define SR_LISTED 2u /* a block list: the listed binaries are covered, the others pass */
 
 /* sock_event.flags */
 #define SOCK_REFUSED 1u
@@ -179,8 +180,10 @@ struct sock_source {
 	__u64 ino;
 };
 
-/* count == 0: the class is refused to every process; otherwise only the executables in
- * allow[0..count) create such sockets, the others are refused (or reported with SR_AUDIT). */
+/* An allow-list: count == 0, the class is refused to every process; otherwise only the
+ * executables in allow[0..count) create such sockets, the others are refused (or reported
+ * with SR_AUDIT). With SR_LISTED, a block list: the executables in allow[0..count) are
+ * refused (or reported), the others pass. */
 struct sock_rule {
 	__u32 rule;
 	__u32 flags;

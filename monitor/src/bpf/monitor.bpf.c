@@ -496,13 +496,13 @@ static __always_inline int sock_class_check(struct bpf_sock *ctx, struct contain
 	struct sock_rule *r;
 	struct sock_event *e;
 	void *rb;
-	__u32 dev = 0, refuse;
+	__u32 dev = 0, refuse, listed = 0;
 	__u64 ino = 0, pt, ug;
 
 	r = bpf_map_lookup_elem(&sock_rules, &key);
 	if (!r)
 		return 1;
-	/* User space installs allow-lists only when source_check is set: without it the
+	/* User space installs lists of binaries only when source_check is set: without it the
 	 * executable cannot be read here and every process counts as unlisted. */
 	if (source_check) {
 		struct task_struct *t = (struct task_struct *)bpf_get_current_task();
@@ -512,9 +512,12 @@ static __always_inline int sock_class_check(struct bpf_sock *ctx, struct contain
 		dev = BPF_CORE_READ(exe, f_inode, i_sb, s_dev);
 		for (int i = 0; i < SOCK_MAX_SOURCES; i++) {
 			if (i < r->count && r->allow[i].ino == ino && r->allow[i].dev == dev)
-				return 1;
+				listed = 1;
 		}
 	}
+	/* An allow-list lets its binaries through, a block list every other one. */
+	if (listed != !!(r->flags & SR_LISTED))
+		return 1;
 	__sync_fetch_and_add(&r->hits, 1);
 	refuse = enforce && !(r->flags & SR_AUDIT);
 

@@ -1,4 +1,4 @@
-//! Socket creation allow-lists: a container's [`SockRule`]s encoded into the `sock_rules` map
+//! Socket creation allow-lists and block lists: a container's [`SockRule`]s encoded into the `sock_rules` map
 //! that the cgroup `sock_create` program reads (attached to the container's cgroup when it has
 //! such a rule), and the enforcer each rule gets.
 
@@ -11,8 +11,10 @@ use crate::rules::{file_id, Enforcer, RuleEnforcement, RuleError, SockRule, MAX_
 use crate::set::pin::SOCK_PROG;
 use crate::skel::monitor::types;
 
-/// `sock_rule.flags`: unlisted binaries are reported, not refused (SR_AUDIT in events.h).
+/// `sock_rule.flags`: what the rule covers is reported, not refused (SR_AUDIT in events.h).
 const SR_AUDIT: u32 = 1;
+/// `sock_rule.flags`: a block list, the listed binaries are covered (SR_LISTED in events.h).
+const SR_LISTED: u32 = 2;
 
 /// The map value of one rule: `index` is its position in the container's rules (the kernel
 /// reports `index + 1`).
@@ -30,7 +32,8 @@ pub(crate) fn sock_value(
     }
     let mut value = types::sock_rule {
         rule: index as u32 + 1,
-        flags: if rule.audit_unlisted { SR_AUDIT } else { 0 },
+        flags: if rule.audit { SR_AUDIT } else { 0 }
+            | if rule.block_listed { SR_LISTED } else { 0 },
         count: sources.len() as u32,
         ..Default::default()
     };
@@ -46,10 +49,10 @@ pub(crate) fn sock_value(
 pub(crate) fn validate(rules: &[SockRule]) -> Result<(), RuleError> {
     let mut seen: HashMap<u32, &str> = HashMap::new();
     for r in rules {
-        if r.allow_from.len() > MAX_SOCK_SOURCES {
+        if r.sources.len() > MAX_SOCK_SOURCES {
             return Err(RuleError::SockSources {
                 name: r.name.clone(),
-                count: r.allow_from.len(),
+                count: r.sources.len(),
                 max: MAX_SOCK_SOURCES,
             });
         }
@@ -85,18 +88,18 @@ pub(crate) fn install(
         });
     }
     let source_check = maps.config.source_check != 0;
-    if !source_check && rules.iter().any(|r| !r.allow_from.is_empty()) {
+    if !source_check && rules.iter().any(|r| !r.sources.is_empty()) {
         return Err(MonitorError::Unsupported {
             container: container.to_string(),
-            what: "socket rules with allowed binaries: this kernel's cgroup sock hooks cannot \
-                   read the current task",
+            what: "socket rules naming binaries (fromSource): this kernel's cgroup sock hooks \
+                   cannot read the current task",
         });
     }
     let enforce = maps.config.enforce != 0;
     let mut out = Vec::new();
     for (i, rule) in rules.iter().enumerate() {
         let sources = rule
-            .allow_from
+            .sources
             .iter()
             .map(|p| file_id(&rule.name, p))
             .collect::<Result<Vec<_>, _>>()?;
@@ -112,17 +115,17 @@ pub(crate) fn install(
             bytes_of(&value),
         )?;
         installed.sock_keys.push(key);
-        let who = if rule.allow_from.is_empty() {
-            "every process".to_string()
-        } else {
-            let names: Vec<String> = rule
-                .allow_from
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect();
-            format!("processes other than {}", names.join(", "))
+        let names: Vec<String> = rule
+            .sources
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        let who = match (rule.block_listed, names.is_empty()) {
+            (true, _) => format!("processes running {}", names.join(", ")),
+            (false, true) => "every process".to_string(),
+            (false, false) => format!("processes other than {}", names.join(", ")),
         };
-        let (enforcer, note) = match (enforce, rule.audit_unlisted) {
+        let (enforcer, note) = match (enforce, rule.audit) {
             (true, false) => (
                 Enforcer::BpfSockCreate,
                 format!(
@@ -168,8 +171,9 @@ mod tests {
         SockRule {
             name: name.into(),
             class,
-            allow_from: (0..n).map(|i| format!("/bin/b{i}").into()).collect(),
-            audit_unlisted: false,
+            sources: (0..n).map(|i| format!("/bin/b{i}").into()).collect(),
+            block_listed: false,
+            audit: false,
             severity: 6,
             message: String::new(),
         }
@@ -178,13 +182,15 @@ mod tests {
     #[test]
     fn values_carry_rule_id_posture_and_sources() {
         let mut r = rule("tcp-nginx", SockClass::Tcp, 2);
-        r.audit_unlisted = true;
+        r.audit = true;
         let v = sock_value(2, &r, &[(8, 100), (9, 200)]).unwrap();
         assert_eq!(v.rule, 3);
         assert_eq!(v.flags, SR_AUDIT);
         assert_eq!(v.count, 2);
         assert_eq!((v.allow[1].dev, v.allow[1].ino), (9, 200));
         assert_eq!(v.allow[2].ino, 0);
+        r.block_listed = true;
+        assert_eq!(sock_value(0, &r, &[]).unwrap().flags, SR_AUDIT | SR_LISTED);
         let too_many = vec![(1, 1); MAX_SOCK_SOURCES + 1];
         assert!(matches!(
             sock_value(0, &r, &too_many),

@@ -1,5 +1,6 @@
-//! Socket creation rules: limited to the listed executables, reported only in audit, and a
-//! rule that does not fit the kernel refusing the watch.
+//! Socket creation rules: limited to the listed executables (allow-lists), refused to the
+//! listed executables (block lists, fromSource Block), reported only in audit, and a rule that
+//! does not fit the kernel refusing the watch.
 
 use std::path::Path;
 use std::sync::mpsc::sync_channel;
@@ -38,12 +39,13 @@ fn raw_socket() -> i32 {
     make_socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP)
 }
 
-fn sock_rule(name: &str, class: SockClass, allow_from: &[&Path], audit: bool) -> SockRule {
+fn sock_rule(name: &str, class: SockClass, sources: &[&Path], audit: bool) -> SockRule {
     SockRule {
         name: name.into(),
         class,
-        allow_from: allow_from.iter().map(|p| p.to_path_buf()).collect(),
-        audit_unlisted: audit,
+        sources: sources.iter().map(|p| p.to_path_buf()).collect(),
+        block_listed: false,
+        audit,
         severity: 6,
         message: String::new(),
     }
@@ -136,6 +138,95 @@ fn socket_creation_is_limited_to_the_listed_executables() {
     drop(w.watch);
     let (_, st) = run(Some(&w.cg), None, &Act::Call(udp_socket));
     assert_eq!(exited(st), Some(0), "udp after the watch is gone");
+}
+
+/// A fromSource Block: the listed executable's sockets of the class fail with EPERM and are
+/// reported naming the enforcer, every other executable's pass, and the other classes are
+/// untouched. Where the hooks cannot read the current task, the watch is refused with the
+/// reason.
+#[test]
+fn socket_block_lists_refuse_only_the_listed_executables() {
+    let me = std::env::current_exe().unwrap();
+    let block = |name: &str, class, sources: &[&Path]| SockRule {
+        block_listed: true,
+        ..sock_rule(name, class, sources, false)
+    };
+    let rules = ContainerRules {
+        sock_create: vec![
+            block("tcp-not-me", SockClass::Tcp, &[&me]),
+            block("udp-not-true", SockClass::Udp, &[Path::new("/bin/true")]),
+        ],
+        learning_window: None,
+        ..Default::default()
+    };
+    let root = PinRoot::new("sock-block");
+    let cg = TestCgroup::new("sock-block");
+    let (tx, rx) = sync_channel(4096);
+    let monitor = NodeMonitor::open(root.config(), tx).unwrap();
+    if !monitor.features().from_source {
+        let err = monitor
+            .watch(cg.container("sock-block"), rules)
+            .err()
+            .expect("a block list registered where the hook cannot read the task");
+        assert!(
+            err.to_string().contains("cannot read the current task"),
+            "{err}"
+        );
+        return;
+    }
+    let watch = monitor.watch(cg.container("sock-block"), rules).unwrap();
+    for e in watch.enforcement() {
+        assert_eq!(e.enforcer, Enforcer::BpfSockCreate, "{e:?}");
+        let note = e.note.as_deref().unwrap_or_default();
+        assert!(note.contains("sockets of processes running "), "{note}");
+    }
+    let w = Watched::from_parts(watch, monitor, rx, cg, root);
+
+    let (tcp, st) = run(Some(&w.cg), None, &Act::Call(tcp_socket));
+    assert_eq!(
+        exited(st),
+        Some(libc::EPERM),
+        "listed executable: tcp refused"
+    );
+    let (_, st) = run(Some(&w.cg), None, &Act::Call(tcp6_socket));
+    assert_eq!(
+        exited(st),
+        Some(libc::EPERM),
+        "listed executable: tcp6 refused"
+    );
+    let (_, st) = run(Some(&w.cg), None, &Act::Call(udp_socket));
+    assert_eq!(exited(st), Some(0), "udp lists another executable");
+    let (_, st) = run(Some(&w.cg), None, &Act::Call(raw_socket));
+    assert_eq!(exited(st), Some(0), "no raw rule");
+    assert_eq!(
+        w.watch.rule_hits(),
+        vec![
+            ("tcp-not-me".to_string(), 2),
+            ("udp-not-true".to_string(), 0)
+        ]
+    );
+
+    let (ev, seen) = event_of(&w.rx, "tcp-not-me", tcp, "socket-create");
+    let EventKind::SockCreate { class, refused, .. } = &ev.kind else {
+        unreachable!()
+    };
+    assert_eq!(
+        (*class, *refused),
+        (Some(SockClass::Tcp), true),
+        "{:?}",
+        ev.kind
+    );
+    let f = &ev.findings[0];
+    assert_eq!(
+        (f.rule.as_str(), f.action, f.enforcer),
+        ("tcp-not-me", EventAction::Block, "bpf-sock-create")
+    );
+    assert_eq!(f.message, "tcp socket creation refused");
+    assert!(
+        seen.iter()
+            .all(|e| !matches!(e.kind, EventKind::SockCreate { refused: false, .. })),
+        "an allowed socket was reported"
+    );
 }
 
 #[test]

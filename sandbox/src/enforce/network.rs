@@ -117,11 +117,27 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, seccomp: &mut Editor<'_>, policy: &Compil
                     ctx.out.monitor.network.push(rule);
                     ctx.record(&id, Enforcer::MonitorAudit, None);
                 }
-                Action::Block => {
-                    let why = "fromSource: socket filters apply to every process of the container";
+                Action::Block if r.protocol == Protocol::Raw => {
+                    let why = "fromSource: the socket-creation hook does not see AF_PACKET \
+                               sockets, and socket filters apply to every process of the \
+                               container";
                     if ctx.cannot(&id, why, Enforcer::AuditOnly) {
-                        ctx.out.monitor.network.push(rule);
+                        ctx.out.monitor.network.push(to_monitor(Action::Audit));
                     }
+                }
+                Action::Block => {
+                    // A block list: the monitor refuses the named binaries' sockets at
+                    // creation; seccomp keeps what the other rules decide for the protocol.
+                    ctx.out.monitor.network.push(rule);
+                    ctx.record(
+                        &id,
+                        Enforcer::MonitorSockCreate,
+                        Some(format!(
+                            "checked at socket creation (cgroup sock_create): {} sockets of the \
+                             binaries fromSource names fail with EPERM",
+                            r.protocol.as_str()
+                        )),
+                    );
                 }
                 Action::Allow => {
                     // What the binaries the rule does not list get (fromSource rules decide

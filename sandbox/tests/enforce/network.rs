@@ -122,19 +122,29 @@ fn network_audit_of_icmp_tells_ping_sockets_and_raw_icmp_apart() -> Result<()> {
 }
 
 #[test]
-fn network_from_source_is_refused_or_handed_to_the_monitor() -> Result<()> {
+fn network_block_from_source_becomes_a_socket_block_list_in_the_monitor() -> Result<()> {
     let p = policy(NETWORK_FROM_SOURCE)?;
-    let err = enforce(ID, &mut spec()?, Some(&p), None, &node()).unwrap_err();
-    assert!(
-        err.to_string().contains("network rule udp: fromSource"),
-        "{err}"
-    );
     let mut s = spec()?;
-    let e = enforce(ID, &mut s, Some(&p), Some(&degraded()), &node())?;
-    assert_eq!(e.rules[0].enforcer, Enforcer::AuditOnly);
+    let e = enforce(ID, &mut s, Some(&p), None, &node())?;
+    assert_eq!(e.rules[0].enforcer, Enforcer::MonitorSockCreate);
     assert_eq!(e.monitor.network.len(), 1);
     assert_eq!(e.monitor.network[0].from_source, ["/usr/bin/curl"]);
+    assert_eq!(e.monitor.network[0].action, palisade_policy::Action::Block);
+    // Seccomp lets every other binary's UDP sockets through.
     assert_eq!(seccomp_action(&s, "socket", [AF_INET, DGRAM, 0]), ALLOW);
+
+    // Raw sockets also come as AF_PACKET, which the hook does not see: refused, or audited.
+    let raw = policy(&NETWORK_FROM_SOURCE.replace("protocol: udp", "protocol: raw"))?;
+    let err = enforce(ID, &mut spec()?, Some(&raw), None, &node()).unwrap_err();
+    assert!(
+        err.to_string().contains(
+            "network rule raw: fromSource: the socket-creation hook does not see AF_PACKET"
+        ),
+        "{err}"
+    );
+    let e = enforce(ID, &mut spec()?, Some(&raw), Some(&degraded()), &node())?;
+    assert_eq!(e.rules[0].enforcer, Enforcer::AuditOnly);
+    assert_eq!(e.monitor.network[0].action, palisade_policy::Action::Audit);
     Ok(())
 }
 

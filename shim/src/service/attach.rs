@@ -27,12 +27,16 @@ impl TaskService {
     ) -> Result<(Option<crate::monitoring::Watched>, Option<RunningGate>), ShimError> {
         let id = cri.id.as_str();
         let watch = self.watch(cri, pid, bundle, hardened, config)?;
+        let record = crate::monitoring::enforcement_record(
+            &hardened.rules,
+            watch.as_ref().map(|w| w.0.enforcement()),
+            hardened.landlock_abi,
+        );
+        // For `palisade status`: the record of every container the shim serves, rules or not.
+        if let Err(e) = crate::bundle::write_enforcement(cri, bundle, &record) {
+            tracing::warn!(container = %id, "{e}");
+        }
         if !hardened.rules.is_empty() {
-            let record = crate::monitoring::enforcement_record(
-                &hardened.rules,
-                watch.as_ref().map(|w| w.0.enforcement()),
-                hardened.landlock_abi,
-            );
             self.reporter(config).report(
                 runtime_event(
                     &config.node_name,

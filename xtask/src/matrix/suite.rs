@@ -18,13 +18,16 @@ use crate::images::{self, Images};
 /// The checks run in the guests (each name a `--filter`, matched as a substring): the
 /// KubeArmor policy checks whose enforcement depends on the kernel (landlock's ABI for the
 /// process allow-list, BPF-LSM or the exec kill for a process Block, the cgroup socket hooks
-/// for `fromSource`) and the monitor's detection and Block-rule checks. Under emulation a
+/// for `fromSource`, BPF-LSM or the masks for file Block rules, each checked against the
+/// container's enforcement record) and the monitor's detection and Block-rule checks. Under emulation a
 /// check takes 20 to 50 s, so the list is focused: the whole suite is `cargo xtask test`'s,
 /// on the host.
 pub const FILTERS: &[&str] = &[
     "policy_process_allow_list",
     "policy_block_apt",
     "policy_sockets_from_source",
+    "policy_service_account_token",
+    "policy_file_glob_and_source",
     "monitor_attribution",
     "monitor_block_rule_per_pod",
 ];

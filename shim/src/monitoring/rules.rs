@@ -1,120 +1,18 @@
-//! The eBPF monitor in the shim: the node's shared programs joined once per shim, one watch per
-//! container, the sandbox's monitor-only rules turned into kernel rules, and events into the log.
+//! The sandbox's monitor-only rules turned into the monitor's kernel rules: exec kills,
+//! BPF-LSM file rules (globs expanded at start), socket rules and the audits matched in user
+//! space, with the reasons for what the monitor cannot carry.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use palisade_monitor::{
-    cgroup_dir_of_pid, cgroup_id_of_pid, AuditOn, AuditRule, AuditTarget, ContainerRef,
-    ContainerRules, ExecRule, FileRule, FileTarget, MonitorConfig, MonitorError, MonitorEvent,
-    NodeMonitor, SockClass, SockRule, SyscallHook, Watch, MAX_SOCK_SOURCES,
+    AuditOn, AuditRule, AuditTarget, ContainerRules, ExecRule, FileRule, FileTarget, SockClass,
+    SockRule, MAX_SOCK_SOURCES,
 };
 use palisade_policy::Action;
 use palisade_sandbox::{MonitorRule, MonitorRules, MonitorTarget};
 
-use crate::report::Reporter;
-
 /// Files one directory rule may expand to; a larger tree is refused rather than cut short.
 const MAX_DIR_FILES: usize = 4096;
-
-pub use palisade_config::{HookSetting, MonitorSettings};
-
-/// The monitor's hook for a `[monitor] syscall_hook` value (a function, not a `From`: neither
-/// type is the shim's).
-pub fn syscall_hook(h: HookSetting) -> SyscallHook {
-    match h {
-        HookSetting::Fexit => SyscallHook::Fexit,
-        HookSetting::RawSysExit => SyscallHook::RawSysExit,
-        HookSetting::ExitTracepoints => SyscallHook::ExitTracepoints,
-    }
-}
-
-/// The monitor of one shim.
-pub struct ShimMonitor {
-    node: Arc<NodeMonitor>,
-    /// The monitor refuses and kills (`[monitor] enforce`), or only reports.
-    enforce: bool,
-}
-
-impl std::fmt::Debug for ShimMonitor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ShimMonitor")
-    }
-}
-
-impl ShimMonitor {
-    /// Joins (or loads) the node's programs and forwards this shim's events to `reporter`.
-    pub fn open(
-        settings: &MonitorSettings,
-        reporter: Reporter,
-        node_name: String,
-    ) -> Result<Self, MonitorError> {
-        let started = std::time::Instant::now();
-        let config = MonitorConfig {
-            pin_root: settings.pin_root.clone(),
-            enforce: settings.enforce,
-            ring_size: settings.ring_bytes,
-            syscall_hook: syscall_hook(settings.syscall_hook),
-            keep_loaded: settings.keep_loaded,
-            ..MonitorConfig::default()
-        };
-        // The monitor's reader thread hands the events straight to the reporter, which only
-        // queues them: no channel of MonitorEvents (4096 preallocated slots were over a MiB
-        // per shim) and no thread of our own.
-        let node = NodeMonitor::open(config, move |ev: MonitorEvent| {
-            for e in ev.to_events(&node_name) {
-                reporter.report(e);
-            }
-            true
-        })?;
-        let opened = started.elapsed();
-        // Loading (first holder) parses the kernel's BTF and the BPF object: megabytes of
-        // short-lived heap that glibc would otherwise keep for the shim's whole life.
-        crate::sys::trim_heap();
-        tracing::info!(
-            features = ?node.features(),
-            open_ms = crate::sys::ms(opened),
-            trim_ms = crate::sys::ms(started.elapsed() - opened),
-            "monitor joined"
-        );
-        Ok(ShimMonitor {
-            node: Arc::new(node),
-            enforce: settings.enforce,
-        })
-    }
-
-    /// Whether BPF-LSM is in force in the node's programs and this monitor enforces: file
-    /// Block rules are then refused in the kernel (an audit-only monitor would only report
-    /// them, so they keep their masks).
-    pub fn bpf_lsm(&self) -> bool {
-        self.enforce && self.node.features().bpf_lsm
-    }
-
-    /// Watches a created container (its init waits for `start`).
-    pub fn watch(
-        &self,
-        init_pid: i32,
-        who: ContainerRef,
-        rules: ContainerRules,
-    ) -> Result<Watched, MonitorError> {
-        let pid = u32::try_from(init_pid).unwrap_or(0);
-        let who = ContainerRef {
-            cgroup_id: cgroup_id_of_pid(pid)?,
-            cgroup_dir: Some(cgroup_dir_of_pid(pid)?),
-            ..who
-        };
-        self.node.watch(who, rules).map(Watched)
-    }
-}
-
-/// The monitor's hold on one container; dropping it detaches the container.
-pub struct Watched(pub Watch);
-
-impl std::fmt::Debug for Watched {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Watched")
-    }
-}
 
 /// Turns the sandbox's monitor-only rules into kernel rules for a container whose root is
 /// `rootfs` (as the shim sees it) and, as its processes see it with its mounts, `root` (its
@@ -140,109 +38,55 @@ pub fn rules_for(rootfs: &Path, root: &Path, m: &MonitorRules) -> (ContainerRule
             r.rule
         ));
     }
-    let mut allow_lists: Vec<SockRule> = Vec::new();
+    // One kernel rule per protocol: several rules of one kind (allowing, blocking or auditing
+    // binaries) make one list, their binaries together; two kinds on one protocol cannot share
+    // the key.
+    let mut lists: Vec<SockRule> = Vec::new();
     for r in &m.network {
         match sock_rule(rootfs, m, r) {
-            Ok(rule) => match allow_lists.iter_mut().find(|l| l.class == rule.class) {
-                // Several rules allowing one protocol make one list: their binaries together.
-                Some(list) => list.allow_from.extend(rule.allow_from),
-                None => allow_lists.push(rule),
+            Ok(rule) => match lists.iter_mut().find(|l| l.class == rule.class) {
+                Some(list) if (list.block_listed, list.audit) == (rule.block_listed, rule.audit) => {
+                    list.sources.extend(rule.sources)
+                }
+                Some(list) => cannot.push(format!(
+                    "{}: {} sockets: {} already {} binaries, the monitor holds one list per protocol",
+                    r.rule,
+                    rule.class.as_str(),
+                    list.name,
+                    if list.block_listed { "lists blocked" } else { "allows" },
+                )),
+                None => lists.push(rule),
             },
             Err(why) => cannot.push(format!("{}: {why}", r.rule)),
         }
     }
-    for list in &mut allow_lists {
-        list.allow_from.sort();
-        list.allow_from.dedup();
-        if list.allow_from.len() > MAX_SOCK_SOURCES {
+    for list in &mut lists {
+        list.sources.sort();
+        list.sources.dedup();
+        if list.sources.len() > MAX_SOCK_SOURCES {
             cannot.push(format!(
-                "{}: {} sockets allowed to {} binaries, the monitor holds {MAX_SOCK_SOURCES} per protocol",
+                "{}: {} sockets {} {} binaries, the monitor holds {MAX_SOCK_SOURCES} per protocol",
                 list.name,
                 list.class.as_str(),
-                list.allow_from.len()
+                if list.block_listed {
+                    "limited for"
+                } else {
+                    "allowed to"
+                },
+                list.sources.len()
             ));
         }
     }
-    allow_lists.retain(|l| l.allow_from.len() <= MAX_SOCK_SOURCES);
-    rules.sock_create = allow_lists;
+    // A block list whose binaries are all missing from the image has nothing to stop.
+    lists.retain(|l| {
+        l.sources.len() <= MAX_SOCK_SOURCES && !(l.block_listed && l.sources.is_empty())
+    });
+    rules.sock_create = lists;
     rules.audit = m.audit.iter().filter_map(audit_rule).collect();
     // An audited open is matched in user space: the kernel must send every open, not only
     // writes, denials and secret reads.
     rules.report_all_opens = rules.audit.iter().any(|a| matches!(a.on, AuditOn::Open(_)));
     (rules, cannot)
-}
-
-/// The enforcer really in force for each policy rule of a container, for its start's
-/// `enforcement-record` event: the sandbox's choice, with the monitor's own answer in place of
-/// the sandbox's plan for the rules the monitor carries (BPF-LSM or the kill at exec, say),
-/// and `none: not watched` when the monitor did not take them. Landlock names its ABI.
-pub fn enforcement_record(
-    rules: &[palisade_sandbox::RuleEnforcement],
-    watched: Option<&[palisade_monitor::RuleEnforcement]>,
-    landlock_abi: Option<u32>,
-) -> Vec<serde_json::Value> {
-    rules
-        .iter()
-        .map(|r| {
-            let planned = r.enforcer.to_string();
-            let (enforcer, note) = if planned.starts_with("monitor-") {
-                let found: Vec<&palisade_monitor::RuleEnforcement> = watched
-                    .unwrap_or_default()
-                    .iter()
-                    .filter(|m| m.rule == r.rule)
-                    .collect();
-                match (watched, found.first()) {
-                    (None, _) => ("none: not watched by the monitor".to_string(), None),
-                    (Some(_), Some(m)) => (m.enforcer.as_str().to_string(), m.note.clone()),
-                    // An Audit rule the monitor matches in user space.
-                    (Some(_), None) => (planned, r.note.clone()),
-                }
-            } else if planned == "landlock" {
-                match landlock_abi {
-                    Some(abi) => (format!("landlock (ABI {abi})"), r.note.clone()),
-                    None => (planned, r.note.clone()),
-                }
-            } else {
-                (planned, r.note.clone())
-            };
-            serde_json::json!({
-                "rule": r.rule,
-                "kind": r.kind.to_string(),
-                "target": r.target,
-                "action": format!("{:?}", r.action),
-                "enforcer": enforcer,
-                "note": note,
-            })
-        })
-        .collect()
-}
-
-/// Where Kubernetes mounts secrets in a container (the service account token volume, and
-/// secret volumes by convention).
-const SECRET_DIRS: [&str; 2] = ["/var/run/secrets", "/run/secrets"];
-
-/// The host directories bind-mounted at or below [`SECRET_DIRS`] in a container's spec: the
-/// monitor reports every open of a file on those mounts, however its path is spelled.
-pub fn secret_mounts(spec: &serde_json::Value) -> Vec<PathBuf> {
-    let Some(mounts) = spec["mounts"].as_array() else {
-        return Vec::new();
-    };
-    mounts
-        .iter()
-        .filter(|m| {
-            let dest = m["destination"].as_str().unwrap_or_default();
-            let dest = dest.trim_end_matches('/');
-            SECRET_DIRS.iter().any(|d| {
-                dest == *d
-                    || dest
-                        .strip_prefix(d)
-                        .is_some_and(|rest| rest.starts_with('/'))
-            })
-        })
-        .filter_map(|m| m["source"].as_str())
-        .filter(|s| Path::new(s).is_absolute())
-        .map(PathBuf::from)
-        .collect()
 }
 
 /// Whether the monitor reports what `r` audits (exec and open of files and directories,
@@ -278,30 +122,29 @@ fn audit_rule(r: &MonitorRule) -> Option<AuditRule> {
     })
 }
 
-/// A fromSource Allow rule on a protocol: a socket allow-list checked at socket creation.
-/// Binaries missing from the image allow nothing; the other binaries get the posture the
-/// sandbox worked out for the protocol.
+/// A fromSource rule on a protocol, checked at socket creation on the creating process's
+/// executable. Allow: an allow-list, the other binaries get the posture the sandbox worked out
+/// for the protocol. Block or Audit: a block list, the named binaries are refused or reported.
+/// Binaries missing from the image are left out.
 fn sock_rule(rootfs: &Path, m: &MonitorRules, r: &MonitorRule) -> Result<SockRule, String> {
     let MonitorTarget::Protocol(p) = &r.target else {
         return Err(format!("{:?}: not a protocol", r.target));
     };
-    if r.action != Action::Allow {
-        return Err(
-            "network rules limited to source binaries other than Allow are not in the monitor yet"
-                .into(),
-        );
-    }
     let class = SockClass::parse(p).ok_or_else(|| format!("protocol {p}: unknown"))?;
-    let audit_unlisted = match m.socket_unlisted.get(p.as_str()) {
-        Some(Action::Block) => false,
-        Some(Action::Audit) => true,
-        other => {
-            return Err(format!(
-                "protocol {p}: no allow-list posture for other binaries ({other:?})"
-            ))
-        }
+    let (block_listed, audit) = match r.action {
+        Action::Block => (true, false),
+        Action::Audit => (true, true),
+        Action::Allow => match m.socket_unlisted.get(p.as_str()) {
+            Some(Action::Block) => (false, false),
+            Some(Action::Audit) => (false, true),
+            other => {
+                return Err(format!(
+                    "protocol {p}: no allow-list posture for other binaries ({other:?})"
+                ))
+            }
+        },
     };
-    let mut allow_from = Vec::new();
+    let mut sources = Vec::new();
     for source in &r.from_source {
         if source.ends_with('/') {
             return Err(format!(
@@ -311,13 +154,13 @@ fn sock_rule(rootfs: &Path, m: &MonitorRules, r: &MonitorRule) -> Result<SockRul
         let host = inside(rootfs, source);
         if std::fs::symlink_metadata(&host).is_ok_and(|m| m.file_type().is_symlink()) {
             // The kernel matches the executable's inode: through a symlink (busybox applets)
-            // every other name of the same file would be allowed too.
+            // every other name of the same file would be allowed, or blocked, too.
             return Err(format!(
                 "fromSource {source} is a symlink; the monitor matches the file it points to, which other names may share"
             ));
         }
         if host.exists() {
-            allow_from.push(host);
+            sources.push(host);
         } else {
             tracing::info!(
                 "socket rule {}: {source} does not exist in the image",
@@ -328,8 +171,9 @@ fn sock_rule(rootfs: &Path, m: &MonitorRules, r: &MonitorRule) -> Result<SockRul
     Ok(SockRule {
         name: r.rule.clone(),
         class,
-        allow_from,
-        audit_unlisted,
+        sources,
+        block_listed,
+        audit,
         severity: r.severity.clamp(1, 10),
         message: r.message.clone().unwrap_or_default(),
     })
@@ -528,45 +372,6 @@ mod tests {
     use palisade_sandbox::RuleKind;
 
     #[test]
-    fn the_record_names_the_monitors_own_choice_and_never_claims_an_unwatched_rule() {
-        use palisade_sandbox::{Enforcer as Planned, RuleEnforcement as Plan};
-        let plan = |rule: &str, enforcer| Plan {
-            rule: rule.into(),
-            kind: RuleKind::File,
-            target: "/etc/shadow".into(),
-            action: Action::Block,
-            enforcer,
-            note: None,
-        };
-        let rules = [
-            plan("ns/p: file", Planned::MonitorBpfLsm),
-            plan("ns/p: exec", Planned::MonitorExecKill),
-            plan("ns/p: fs", Planned::Landlock),
-        ];
-        let watched = [
-            palisade_monitor::RuleEnforcement {
-                rule: "ns/p: file".into(),
-                enforcer: palisade_monitor::Enforcer::BpfLsm,
-                note: None,
-            },
-            palisade_monitor::RuleEnforcement {
-                rule: "ns/p: exec".into(),
-                enforcer: palisade_monitor::Enforcer::BpfExecKill,
-                note: None,
-            },
-        ];
-        let got = enforcement_record(&rules, Some(&watched), Some(4));
-        let enforcers: Vec<&str> = got
-            .iter()
-            .map(|r| r["enforcer"].as_str().unwrap())
-            .collect();
-        assert_eq!(enforcers, ["bpf-lsm", "bpf-exec-kill", "landlock (ABI 4)"]);
-        let unwatched = enforcement_record(&rules, None, None);
-        assert_eq!(unwatched[0]["enforcer"], "none: not watched by the monitor");
-        assert_eq!(unwatched[2]["enforcer"], "landlock");
-    }
-
-    #[test]
     fn globs_match_within_and_across_segments() {
         let m = |g: &str, p: &str| {
             let g: Vec<&str> = g.split('/').filter(|s| !s.is_empty()).collect();
@@ -617,30 +422,6 @@ mod tests {
             .deny_file
             .iter()
             .all(|r| r.read_only && r.root.as_deref() == Some(root.path())));
-    }
-
-    #[test]
-    fn secret_mounts_are_the_binds_at_or_below_the_secret_dirs() {
-        let spec = serde_json::json!({"mounts": [
-            {"destination": "/var/run/secrets/kubernetes.io/serviceaccount",
-             "source": "/var/lib/kubelet/pods/p/volumes/kubernetes.io~projected/kube-api-access-x",
-             "type": "bind"},
-            {"destination": "/run/secrets/", "source": "/host/run-secrets", "type": "bind"},
-            {"destination": "/var/run/secretsx", "source": "/host/lookalike", "type": "bind"},
-            {"destination": "/etc/hosts", "source": "/host/hosts", "type": "bind"},
-            {"destination": "/run/secrets/tmp", "source": "tmpfs", "type": "tmpfs"},
-            {"destination": "/proc", "source": "proc", "type": "proc"}
-        ]});
-        assert_eq!(
-            secret_mounts(&spec),
-            [
-                PathBuf::from(
-                    "/var/lib/kubelet/pods/p/volumes/kubernetes.io~projected/kube-api-access-x"
-                ),
-                PathBuf::from("/host/run-secrets"),
-            ]
-        );
-        assert!(secret_mounts(&serde_json::json!({})).is_empty());
     }
 
     fn rule(target: MonitorTarget, from: &[&str]) -> MonitorRule {
@@ -726,7 +507,7 @@ mod tests {
     }
 
     #[test]
-    fn socket_allow_lists_map_sources_into_the_rootfs_with_their_posture() {
+    fn socket_lists_map_sources_into_the_rootfs_with_their_posture() {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(root.path().join("usr/sbin")).unwrap();
         std::fs::create_dir_all(root.path().join("bin")).unwrap();
@@ -743,6 +524,9 @@ mod tests {
                 ),
                 net("icmp", Action::Allow, &["/bin/nc"]),
                 net("raw", Action::Block, &["/usr/sbin/nginx"]),
+                net("raw", Action::Block, &["/usr/bin/missing"]),
+                net("tcp", Action::Block, &["/usr/sbin/nginx"]),
+                net("udp", Action::Audit, &["/usr/bin/missing"]),
             ],
             ..Default::default()
         };
@@ -753,19 +537,28 @@ mod tests {
         let got: Vec<_> = rules
             .sock_create
             .iter()
-            .map(|r| (r.class, r.allow_from.clone(), r.audit_unlisted))
+            .map(|r| (r.class, r.sources.clone(), r.block_listed, r.audit))
             .collect();
         let nginx = root.path().join("usr/sbin/nginx");
         assert_eq!(
             got,
             vec![
-                (SockClass::Tcp, vec![nginx.clone()], false),
-                (SockClass::Udp, vec![nginx], true),
+                (SockClass::Tcp, vec![nginx.clone()], false, false),
+                (SockClass::Udp, vec![nginx.clone()], false, true),
+                (SockClass::Raw, vec![nginx], true, false),
             ]
         );
-        assert_eq!(cannot.len(), 2, "{cannot:?}");
+        assert_eq!(cannot.len(), 3, "{cannot:?}");
         assert!(cannot[0].contains("/bin/nc is a symlink"), "{cannot:?}");
-        assert!(cannot[1].contains("other than Allow"), "{cannot:?}");
+        assert_eq!(
+            cannot[1],
+            "ns/p: tcp: tcp sockets: ns/p: tcp already allows binaries, the monitor holds one \
+             list per protocol"
+        );
+        assert!(
+            cannot[2].starts_with("ns/p: udp: udp sockets: "),
+            "{cannot:?}"
+        );
     }
 
     #[test]
@@ -786,7 +579,7 @@ mod tests {
         let (rules, cannot) = rules_for(root.path(), root.path(), &m);
         assert!(cannot.is_empty(), "{cannot:?}");
         assert_eq!(rules.sock_create.len(), 1);
-        assert_eq!(rules.sock_create[0].allow_from.len(), 3);
+        assert_eq!(rules.sock_create[0].sources.len(), 3);
 
         m.network
             .push(net("tcp", Action::Allow, &[&names[3], &names[4]]));
