@@ -7,5 +7,6 @@ pub mod gate;
 pub mod hostroot;
 pub mod install;
 pub mod placement;
+pub mod profile;
 pub mod shimconfig;
 pub mod status;

@@ -103,6 +103,9 @@ pub struct Status {
     pub containerd: ContainerdStatus,
     pub pods_served: usize,
     pub shims: Vec<ShimProcess>,
+    /// The learned profiles' directory (the node's path) and each workload's stage.
+    pub profile_state_dir: PathBuf,
+    pub profiles: Vec<crate::profile::WorkloadStatus>,
 }
 
 /// Where `status` looks.
@@ -113,6 +116,8 @@ pub struct StatusOptions {
     pub proc_root: PathBuf,
     /// The node's root as mounted here; the paths above and in the files are the node's.
     pub host_root: Option<PathBuf>,
+    /// The learned profiles (the shims' `[profile] state_dir`).
+    pub profile_state_dir: PathBuf,
 }
 
 /// The enforcer each sample rule gets with `kernel`.
@@ -269,6 +274,11 @@ pub fn status(opts: &StatusOptions) -> Result<Status, StatusError> {
         containerd: containerd_status(root, &opts.containerd_config),
         pods_served: shims.len(),
         shims,
+        profile_state_dir: opts.profile_state_dir.clone(),
+        profiles: crate::profile::workloads(&crate::hostroot::under_root(
+            root,
+            &opts.profile_state_dir,
+        )),
     })
 }
 
@@ -387,6 +397,10 @@ impl Status {
                 s.id.as_deref().unwrap_or("(no -id)")
             );
         }
+        out.push_str(&crate::profile::render_workloads(
+            &self.profile_state_dir,
+            &self.profiles,
+        ));
         out
     }
 }
