@@ -8,5 +8,6 @@ pub mod hostroot;
 pub mod install;
 pub mod placement;
 pub mod records;
+pub mod profile;
 pub mod shimconfig;
 pub mod status;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use palisade_cli::containerd::ConfigVersion;
-use palisade_cli::{check, events, gate, install, status};
+use palisade_cli::{check, events, gate, install, profile, status};
 
 #[derive(Parser)]
 #[command(name = "palisade", version, about = "Palisade's operator tool")]
@@ -24,6 +24,9 @@ enum Command {
     /// The HTTP gate's learned profiles.
     #[command(subcommand)]
     Gate(GateCommand),
+    /// Learned per-workload profiles: show, export, promote.
+    #[command(subcommand)]
+    Profile(ProfileCommand),
     /// This node: kernel features, enforcers, installation, pods served.
     Status(StatusArgs),
     /// Add palisade's runtimes to containerd and install the binaries.
@@ -64,6 +67,67 @@ enum GateCommand {
         service: String,
         file: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum ProfileCommand {
+    /// What a workload's profile holds, its stage, and whether it can be promoted.
+    Show {
+        #[command(flatten)]
+        at: ProfileAt,
+    },
+    /// The profile as a KubeArmorPolicy, a seccomp profile or a NetworkPolicy.
+    Export {
+        #[command(flatten)]
+        at: ProfileAt,
+        #[arg(long, default_value = "kubearmor", value_parser = ["kubearmor", "seccomp", "networkpolicy"])]
+        format: String,
+        /// A label of the workload's pods (key=value, repeatable); `app=<name>` when none.
+        #[arg(long = "selector", value_parser = profile::parse_selector)]
+        selector: Vec<(String, String)>,
+        /// The cluster's service range, noted in the NetworkPolicy export.
+        #[arg(long, value_parser = profile::parse_cidr)]
+        service_range: Option<palisade_profile::Cidr>,
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+    },
+    /// To the next stage now (never with a lossy or overflowed recording).
+    Promote {
+        #[command(flatten)]
+        at: ProfileAt,
+    },
+    /// To STAGE, and hold it there: no promotion and no rollback by the rule.
+    Pin {
+        #[command(flatten)]
+        at: ProfileAt,
+        #[arg(value_parser = profile::parse_stage)]
+        stage: palisade_profile::Stage,
+    },
+    /// Hold the stage the workload is in.
+    Hold {
+        #[command(flatten)]
+        at: ProfileAt,
+    },
+    /// Let the rule promote and roll back again.
+    Unpin {
+        #[command(flatten)]
+        at: ProfileAt,
+    },
+    /// Add the pending departures to the profile.
+    Accept {
+        #[command(flatten)]
+        at: ProfileAt,
+    },
+}
+
+#[derive(Args)]
+struct ProfileAt {
+    /// NAMESPACE/NAME.
+    #[arg(value_parser = profile::parse_workload)]
+    workload: palisade_profile::WorkloadId,
+    /// The shims' `[profile] state_dir`.
+    #[arg(long, default_value = profile::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
 }
 
 #[derive(Args)]
@@ -123,6 +187,9 @@ struct StatusArgs {
     /// The node's root directory as mounted here: the paths are the node's, read under DIR.
     #[arg(long, value_name = "DIR")]
     host_root: Option<PathBuf>,
+    /// The learned profiles (the shims' `[profile] state_dir`).
+    #[arg(long, default_value = profile::DEFAULT_STATE_DIR)]
+    profile_state_dir: PathBuf,
     #[arg(long)]
     json: bool,
 }
@@ -310,8 +377,72 @@ fn absolute(path: PathBuf) -> anyhow::Result<PathBuf> {
     std::path::absolute(&path).with_context(|| format!("path {}", path.display()))
 }
 
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn run_profile(command: ProfileCommand) -> anyhow::Result<ExitCode> {
+    let change = |at: ProfileAt, command| -> anyhow::Result<ExitCode> {
+        let (event, stage) = profile::apply(&at.state_dir, &at.workload, command, now_secs())?;
+        emit(&format!(
+            "workload {}: {:?}: {}, now {}\n",
+            at.workload,
+            event.kind,
+            event.reason,
+            profile::stage_name(stage)
+        ))?;
+        Ok(ExitCode::SUCCESS)
+    };
+    match command {
+        ProfileCommand::Show { at } => {
+            let doc = profile::load(&at.state_dir, &at.workload)?;
+            emit(&profile::show(&doc))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ProfileCommand::Export {
+            at,
+            format,
+            selector,
+            service_range,
+            output,
+        } => {
+            let doc = profile::load(&at.state_dir, &at.workload)?;
+            let selector = selector.into_iter().collect();
+            let out = profile::export(&doc, format.parse()?, &selector, service_range)?;
+            for note in &out.notes {
+                eprintln!("palisade: note: {note}");
+            }
+            match output {
+                Some(path) => std::fs::write(&path, &out.text)
+                    .with_context(|| format!("writing {}", path.display()))?,
+                None => emit(&out.text)?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ProfileCommand::Promote { at } => change(at, palisade_profile::Command::Promote),
+        ProfileCommand::Pin { at, stage } => change(at, palisade_profile::Command::Pin(stage)),
+        ProfileCommand::Unpin { at } => change(at, palisade_profile::Command::Unpin),
+        ProfileCommand::Accept { at } => change(at, palisade_profile::Command::Accept),
+        ProfileCommand::Hold { at } => {
+            let (event, stage) = profile::hold(&at.state_dir, &at.workload, now_secs())?;
+            emit(&format!(
+                "workload {}: {:?}: {}, held at {}\n",
+                at.workload,
+                event.kind,
+                event.reason,
+                profile::stage_name(stage)
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Profile(command) => run_profile(command),
         Command::Policy(PolicyCommand::Check { files, json }) => {
             let kernel = palisade_sandbox::KernelFeatures::probe()
                 .context("probing this node's kernel features")?;
@@ -361,6 +492,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 containerd_config: args.containerd_config,
                 proc_root: PathBuf::from("/proc"),
                 host_root: args.host_root,
+                profile_state_dir: args.profile_state_dir,
             })?;
             if args.json {
                 print_json(&s)?;

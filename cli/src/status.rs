@@ -108,6 +108,9 @@ pub struct Status {
     pub containers: Vec<ContainerRecord>,
     /// Records that could not be read, as `path: reason`.
     pub record_problems: Vec<String>,
+    /// The learned profiles' directory (the node's path) and each workload's stage.
+    pub profile_state_dir: PathBuf,
+    pub profiles: Vec<crate::profile::WorkloadStatus>,
 }
 
 /// Where `status` looks.
@@ -118,6 +121,8 @@ pub struct StatusOptions {
     pub proc_root: PathBuf,
     /// The node's root as mounted here; the paths above and in the files are the node's.
     pub host_root: Option<PathBuf>,
+    /// The learned profiles (the shims' `[profile] state_dir`).
+    pub profile_state_dir: PathBuf,
 }
 
 /// The enforcer each sample rule gets with `kernel`.
@@ -277,6 +282,11 @@ pub fn status(opts: &StatusOptions) -> Result<Status, StatusError> {
         shims,
         containers,
         record_problems,
+        profile_state_dir: opts.profile_state_dir.clone(),
+        profiles: crate::profile::workloads(&crate::hostroot::under_root(
+            root,
+            &opts.profile_state_dir,
+        )),
     })
 }
 
@@ -396,6 +406,10 @@ impl Status {
             );
         }
         render_containers(&mut out, &self.containers, &self.record_problems);
+        out.push_str(&crate::profile::render_workloads(
+            &self.profile_state_dir,
+            &self.profiles,
+        ));
         out
     }
 }

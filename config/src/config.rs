@@ -69,6 +69,8 @@ pub struct Config {
     pub compromise: crate::CompromiseSettings,
     /// The monitor's built-in detections per container (the `[detection]` table).
     pub detection: crate::DetectionSettings,
+    /// Learned per-workload profiles (the `[profile]` table).
+    pub profile: crate::ProfileSettings,
 }
 
 /// Whether this configuration enforces its policies or only reports what they would do.
@@ -98,6 +100,7 @@ impl Default for Config {
             mode: Mode::Enforce,
             compromise: crate::CompromiseSettings::default(),
             detection: crate::DetectionSettings::default(),
+            profile: crate::ProfileSettings::default(),
         }
     }
 }
@@ -164,6 +167,9 @@ impl Config {
             return Err(invalid(field, &reason));
         }
         if let Err(crate::DetectionError::Setting { field, reason }) = self.detection.validate() {
+            return Err(invalid(field, &reason));
+        }
+        if let Err(crate::ProfileError::Setting { field, reason }) = self.profile.validate() {
             return Err(invalid(field, &reason));
         }
         Ok(())

@@ -6,6 +6,7 @@ pub mod detection;
 pub mod events;
 pub mod gate;
 pub mod monitor;
+pub mod profile;
 
 pub use compromise::{CompromiseError, CompromiseSettings, COMPROMISE_ANNOTATION};
 pub use config::{Config, ConfigError, Mode, DEFAULT_CONFIG_PATH, DEFAULT_RUNC_ROOT};
@@ -13,3 +14,4 @@ pub use detection::{DetectionError, DetectionSettings, DETECTION_ANNOTATION};
 pub use events::{EventSettings, EventSettingsError, WebhookTarget, WebhookUrlError};
 pub use gate::GateSettings;
 pub use monitor::{HookSetting, MonitorSettings};
+pub use profile::{Learning, ProfileError, ProfileSettings, PROFILE_ANNOTATION};

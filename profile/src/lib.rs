@@ -8,7 +8,8 @@ pub mod record;
 
 pub use fold::Cidr;
 pub use record::{
-    Access, Category, Observation, Parents, Peer, Port, RecordError, Recording, WorkloadId,
+    workload_name, Access, Category, Observation, Parents, Peer, Port, RecordError, Recording,
+    WorkloadId,
 };
 pub mod stage;
 

@@ -242,7 +242,8 @@ pub struct Updated {
 }
 
 /// Loads the document of `workload` (a new one in learn at `now` when there is none), applies
-/// `change`, and saves it. An unusable document is set aside, never merged into or overwritten
+/// `change`, and saves it, holding the workload's lock (other processes' updates wait). An
+/// unusable document is set aside, never merged into or overwritten
 /// unseen: it is renamed with [`UNUSABLE_SUFFIX`] and the workload starts from learn.
 pub fn update(
     state_dir: &Path,
@@ -250,6 +251,8 @@ pub fn update(
     now: u64,
     change: impl FnOnce(&mut Document),
 ) -> Result<Updated, PersistError> {
+    // Shims of several pods and the operator's commands update one document: one at a time.
+    let _lock = lock(state_dir, workload)?;
     let fresh = || Document::new(Recording::new(workload.clone()), StageState::new(now));
     let (mut document, replaced_unusable) = match load(state_dir, workload) {
         Loaded::Absent => (fresh(), None),
@@ -275,6 +278,28 @@ pub fn update(
         path,
         replaced_unusable,
     })
+}
+
+/// An exclusive lock on `workload`'s document across processes (`flock` on a lock file beside
+/// it, `.namespace_name.lock`), held until the file is dropped.
+fn lock(state_dir: &Path, workload: &WorkloadId) -> Result<fs::File, PersistError> {
+    use std::os::fd::AsRawFd;
+    let path = state_dir.join(format!(".{}.lock", workload.file_stem()));
+    let err = |source| PersistError::Write {
+        path: path.clone(),
+        source,
+    };
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(err)?;
+    // SAFETY: flock on a descriptor this function owns; no memory is passed.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(err(std::io::Error::last_os_error()));
+    }
+    Ok(file)
 }
 
 #[cfg(test)]

@@ -75,7 +75,7 @@ impl WorkloadId {
     /// parts are recognised by Kubernetes' alphabet for them (consonants and the digits 2-9), so
     /// a pod named `web-cache` keeps its name.
     pub fn from_pod(namespace: &str, pod: &str) -> Result<Self, RecordError> {
-        Self::new(namespace, workload_of_pod(pod))
+        Self::new(namespace, workload_name(pod))
     }
 
     /// `namespace_name`: unambiguous, since neither part may contain `_`.
@@ -726,7 +726,10 @@ fn generated_part(s: &str, lengths: std::ops::RangeInclusive<usize>) -> bool {
             .all(|b| b"bcdfghjklmnpqrstvwxz2456789".contains(&b))
 }
 
-fn workload_of_pod(pod: &str) -> &str {
+/// The workload a pod belongs to, from its name alone: the pod name without the suffixes
+/// controllers add (see [`WorkloadId::from_pod`]). The one derivation of the node: the gate's
+/// services and the learned profiles both use it.
+pub fn workload_name(pod: &str) -> &str {
     let Some((head, tail)) = pod.rsplit_once('-') else {
         return pod;
     };

@@ -379,7 +379,7 @@ fn workloads_from_pod_names() {
         ("api-v2", "api-v2"),
         ("-0", "-0"),
     ] {
-        let got = workload_of_pod(pod);
+        let got = workload_name(pod);
         assert_eq!(got, workload, "{pod}");
     }
     let id = WorkloadId::from_pod("shop", "frontend-5f7b9c4d8-kq2zt").unwrap();

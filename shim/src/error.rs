@@ -89,6 +89,8 @@ pub enum ShimError {
     Compromised { container: String, reason: String },
     #[error(transparent)]
     CompromisePolicy(#[from] crate::compromise::CompromiseError),
+    #[error(transparent)]
+    Profile(#[from] crate::profile::ProfileError),
 }
 
 impl ShimError {
@@ -117,6 +119,11 @@ impl ShimError {
             | ShimError::Unenforced { .. }
             | ShimError::Compromised { .. } => Code::FAILED_PRECONDITION,
             ShimError::CompromisePolicy(_) => Code::INVALID_ARGUMENT,
+            ShimError::Profile(
+                crate::profile::ProfileError::Annotation { .. }
+                | crate::profile::ProfileError::Workload { .. },
+            ) => Code::INVALID_ARGUMENT,
+            ShimError::Profile(_) => Code::FAILED_PRECONDITION,
             ShimError::Idmap {
                 source: crate::idmap::IdmapError::Option { .. },
                 ..

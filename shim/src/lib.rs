@@ -24,6 +24,7 @@ pub(crate) mod logging;
 pub(crate) mod monitoring;
 pub(crate) mod netns;
 pub(crate) mod policy;
+pub(crate) mod profile;
 pub(crate) mod stats;
 pub(crate) mod stdio;
 pub(crate) mod task;

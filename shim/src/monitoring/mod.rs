@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use palisade_monitor::{
     cgroup_dir_of_pid, cgroup_id_of_pid, ContainerRef, ContainerRules, MonitorConfig, MonitorError,
-    MonitorEvent, NodeMonitor, SyscallHook, Watch,
+    MonitorEvent, NodeMonitor, SyscallHook,
 };
 
 use crate::report::Reporter;
@@ -32,6 +32,8 @@ pub struct ShimMonitor {
     node: Arc<NodeMonitor>,
     /// The monitor refuses and kills (`[monitor] enforce`), or only reports.
     enforce: bool,
+    /// The learning containers, fed from the reader before the reporter.
+    pub(crate) recorders: crate::profile::Recorders,
 }
 
 impl std::fmt::Debug for ShimMonitor {
@@ -56,10 +58,12 @@ impl ShimMonitor {
             keep_loaded: settings.keep_loaded,
             ..MonitorConfig::default()
         };
-        // The monitor's reader thread hands the events straight to the reporter, which only
-        // queues them: no channel of MonitorEvents (4096 preallocated slots were over a MiB
-        // per shim) and no thread of our own.
+        // The reader thread hands the events to the learning containers' recorders and
+        // straight to the reporter, which only queues them: no channel, no thread of our own.
+        let recorders = crate::profile::Recorders::default();
+        let tap = recorders.clone();
         let node = NodeMonitor::open(config, move |ev: MonitorEvent| {
+            tap.observe(&ev);
             for e in ev.to_events(&node_name) {
                 reporter.report(e);
             }
@@ -78,6 +82,7 @@ impl ShimMonitor {
         Ok(ShimMonitor {
             node: Arc::new(node),
             enforce: settings.enforce,
+            recorders,
         })
     }
 
@@ -101,18 +106,12 @@ impl ShimMonitor {
             cgroup_dir: Some(cgroup_dir_of_pid(pid)?),
             ..who
         };
-        self.node.watch(who, rules).map(Watched)
+        self.node.watch(who, rules).map(|w| Watched(w, None))
     }
 }
 
-/// The monitor's hold on one container; dropping it detaches the container.
-pub struct Watched(pub Watch);
-
-impl std::fmt::Debug for Watched {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Watched")
-    }
-}
+/// The monitor's hold on one container (with its recording when it learns).
+pub use crate::profile::Watched;
 
 /// The enforcer really in force for each policy rule of a container, for its start's
 /// `enforcement-record` event: the sandbox's choice, with the monitor's own answer in place of

@@ -89,6 +89,7 @@ impl TaskService {
                     reason: e.to_string(),
                 }
             })?;
+        let learn = crate::profile::requested(id, &hardened.spec, cri, &config.profile)?;
         let m = &hardened.monitor;
         let needed = !m.deny_exec.is_empty()
             || !m.deny_file.is_empty()
@@ -107,6 +108,11 @@ impl TaskService {
         let joined = self.monitor(config);
         let waited = waiting.elapsed();
         let Some(monitor) = joined else {
+            if let Some(w) = &learn {
+                degraded(&format!(
+                    "learned profile of {w}: not recorded: the eBPF monitor is not running"
+                ));
+            }
             if needed && !hardened.degrade {
                 return Err(ShimError::Unenforced {
                     container: id.into(),
@@ -147,10 +153,21 @@ impl TaskService {
                 tracing::info!(container = %id, rule = %a.rule, "audit rule: not reported by the monitor (only through its built-in detections)");
             }
         }
+        // A learning container's every open is recorded, not only writes and secret reads.
+        rules.report_all_opens |= learn.is_some();
+        let learning = match learn {
+            Some(w) => Some(
+                monitor
+                    .recorders
+                    .start(id, &cri.pod, w, &config.profile.state_dir)?,
+            ),
+            None => None,
+        };
         let who = palisade_monitor::ContainerRef::from(cri);
         let watching = std::time::Instant::now();
         match monitor.watch(pid, who, rules) {
-            Ok(watch) => {
+            Ok(mut watch) => {
+                watch.1 = learning;
                 tracing::info!(
                     container = %id,
                     join_wait_ms = sys::ms(waited),

@@ -539,9 +539,10 @@ impl TaskService {
     pub async fn shutdown(&self) {
         if self.table.lock().await.containers.is_empty() {
             tracing::info!("no containers left: shutting down");
-            if matches!(self.monitor.get(), Some(Some(_))) {
+            if let Some(Some(m)) = self.monitor.get() {
                 // The last container's final events are still in the monitor's ring.
                 tokio::time::sleep(MONITOR_DRAIN * 2).await;
+                m.recorders.wait_idle(Duration::from_secs(5)).await;
             }
             if let Some(r) = self.reporter.get().cloned() {
                 // Folded events out, metrics file removed: bounded, off the runtime's threads.

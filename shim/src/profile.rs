@@ -1,0 +1,513 @@
+//! Learned profiles in the shim: a learning container's monitor events recorded into its
+//! workload's `palisade_profile::Recording` and merged into the node's document for it.
+//!
+//! A container learns when its pod says `palisade.dev/profile: learn` or its configuration's
+//! `[profile] learn` is on. Its events are taken from the monitor's reader (before the
+//! reporter, which may drop under load) and turned into observations here; what was recorded
+//! is merged into `<state_dir>/<namespace>_<workload>.learned.json` every [`FLUSH_EVERY`] and
+//! when the container is detached, with the kernel's count of the container's dropped events,
+//! so that a lossy recording cannot be promoted. Only a workload still in learn takes new
+//! observations; the later stages are not changed by recording.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use palisade_monitor::{EventKind, MonitorEvent};
+use palisade_policy::Protocol;
+use palisade_profile::{persist, Observation, Recording, Stage, WorkloadId};
+
+/// How often a learning container's recording is merged into its workload's document.
+pub const FLUSH_EVERY: Duration = Duration::from_secs(10);
+
+/// Processes whose last socket and bound port are remembered, per container (a connect or a
+/// listen names neither its socket's protocol nor, for a listen, its port).
+const MAX_TRACKED_PIDS: usize = 4096;
+
+/// Errors of this module: a learning request that cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error("container {container}: {source}")]
+    Annotation {
+        container: String,
+        #[source]
+        source: palisade_config::ProfileError,
+    },
+    #[error("container {container}: profile workload: {source}")]
+    Workload {
+        container: String,
+        #[source]
+        source: palisade_profile::RecordError,
+    },
+    #[error("learned profile state directory {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("learned profile of {workload}: {reason}")]
+    Merge { workload: String, reason: String },
+    #[error(transparent)]
+    Persist(#[from] palisade_profile::PersistError),
+}
+
+/// The workload a container learns into, when it learns: from the pod's annotation and the
+/// configuration's `[profile]` table. A malformed annotation or workload name refuses the
+/// container.
+pub fn requested(
+    id: &str,
+    spec: &serde_json::Value,
+    cri: &crate::cri::CriContainer,
+    settings: &palisade_config::ProfileSettings,
+) -> Result<Option<WorkloadId>, ProfileError> {
+    let annotation = spec["annotations"][palisade_config::PROFILE_ANNOTATION].as_str();
+    let learning = settings
+        .learning(annotation)
+        .map_err(|source| ProfileError::Annotation {
+            container: id.to_string(),
+            source,
+        })?;
+    let palisade_config::Learning::Learn { workload } = learning else {
+        return Ok(None);
+    };
+    if cri.is_sandbox() {
+        // The pause container does nothing of the workload's.
+        return Ok(None);
+    }
+    let namespace = if cri.namespace.is_empty() {
+        "default"
+    } else {
+        cri.namespace.as_str()
+    };
+    let pod = if cri.pod.is_empty() { id } else { &cri.pod };
+    let workload = match workload {
+        Some(name) => WorkloadId::new(namespace, &name),
+        None => WorkloadId::from_pod(namespace, pod),
+    };
+    workload.map(Some).map_err(|source| ProfileError::Workload {
+        container: id.to_string(),
+        source,
+    })
+}
+
+/// The learning containers of this shim, by container id: the monitor's sink hands every
+/// event to [`Recorders::observe`].
+#[derive(Clone, Default)]
+pub struct Recorders(Arc<Mutex<HashMap<String, Arc<Learner>>>>);
+
+impl std::fmt::Debug for Recorders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Recorders")
+    }
+}
+
+impl Recorders {
+    /// Records `ev` if its container is learning. Called on the monitor's reader thread: only
+    /// memory work, except for reading a process's working directory for a relative path.
+    pub fn observe(&self, ev: &MonitorEvent) {
+        let learner = {
+            let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            if map.is_empty() {
+                return;
+            }
+            match map.get(&ev.container.container_id) {
+                Some(l) => l.clone(),
+                None => return,
+            }
+        };
+        let now = epoch_secs(ev.time);
+        let mut state = learner.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let observations = observations(ev, &mut state.net, &cwd_of);
+        for o in &observations {
+            state.delta.observe(now, o);
+        }
+    }
+
+    /// Waits, at most `limit`, until no container learns any more (their last recordings are
+    /// merged when their watches are dropped, shortly after their delete).
+    pub async fn wait_idle(&self, limit: Duration) {
+        let start = std::time::Instant::now();
+        while !self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+            && start.elapsed() < limit
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Starts recording container `id` of `pod` into `workload`'s document in `state_dir`
+    /// (created if missing). Call before the container is watched, so that its first exec is
+    /// recorded.
+    pub fn start(
+        &self,
+        id: &str,
+        pod: &str,
+        workload: WorkloadId,
+        state_dir: &Path,
+    ) -> Result<Learning, ProfileError> {
+        std::fs::create_dir_all(state_dir).map_err(|source| ProfileError::StateDir {
+            path: state_dir.to_path_buf(),
+            source,
+        })?;
+        let learner = Arc::new(Learner {
+            pod: pod.to_string(),
+            state_dir: state_dir.to_path_buf(),
+            state: Mutex::new(LearnState {
+                delta: Recording::new(workload.clone()),
+                net: NetState::default(),
+            }),
+            workload,
+            flush: Mutex::new(()),
+        });
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.to_string(), learner.clone());
+        let flusher = tokio::runtime::Handle::try_current().ok().map(|rt| {
+            let l = learner.clone();
+            rt.spawn(async move {
+                loop {
+                    tokio::time::sleep(FLUSH_EVERY).await;
+                    let l = l.clone();
+                    let _ = tokio::task::spawn_blocking(move || l.flush_logged(0)).await;
+                }
+            })
+        });
+        tracing::info!(container = %id, workload = %learner.workload, "learning a profile");
+        Ok(Learning {
+            id: id.to_string(),
+            learner,
+            recorders: self.clone(),
+            flusher,
+            closed: false,
+        })
+    }
+}
+
+/// The monitor's hold on one container, and its recording when it learns: dropping it
+/// detaches the container and, first, merges the rest of the recording with the kernel's count
+/// of the container's dropped events.
+pub struct Watched(pub palisade_monitor::Watch, pub Option<Learning>);
+
+impl std::fmt::Debug for Watched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Watched")
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        if let Some(learning) = self.1.take() {
+            learning.finish(self.0.stats().drops);
+        }
+    }
+}
+
+/// One learning container's hold on its recorder; [`Learning::finish`] merges what is left.
+pub struct Learning {
+    id: String,
+    learner: Arc<Learner>,
+    recorders: Recorders,
+    flusher: Option<tokio::task::JoinHandle<()>>,
+    closed: bool,
+}
+
+impl std::fmt::Debug for Learning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Learning({})", self.id)
+    }
+}
+
+impl Learning {
+    /// Stops recording and merges the rest, with the `drops` the kernel counted for the
+    /// container over its life (events lost before they were recorded).
+    pub fn finish(mut self, drops: u64) {
+        self.close(drops);
+    }
+
+    fn close(&mut self, drops: u64) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        if let Some(f) = self.flusher.take() {
+            f.abort();
+        }
+        // Flushed before it leaves the map: a shim ending waits for the map to empty.
+        self.learner.flush_logged(drops);
+        self.recorders
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
+    }
+}
+
+impl Drop for Learning {
+    /// A container refused after its recording started: what it did is merged, no drops known.
+    fn drop(&mut self) {
+        self.close(0);
+    }
+}
+
+/// The recorder of one container.
+struct Learner {
+    pod: String,
+    workload: WorkloadId,
+    state_dir: PathBuf,
+    state: Mutex<LearnState>,
+    /// One flush at a time within this shim (`persist::update` locks out other processes).
+    flush: Mutex<()>,
+}
+
+struct LearnState {
+    /// What was recorded since the last flush.
+    delta: Recording,
+    net: NetState,
+}
+
+impl Learner {
+    fn flush_logged(&self, drops: u64) {
+        match self.flush(drops) {
+            Ok(Some(stage)) if stage != Stage::Learn => tracing::info!(
+                workload = %self.workload,
+                stage = ?stage,
+                "learned profile: the workload is past learn, its recording is left unchanged"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(workload = %self.workload, "learned profile not saved: {e}"),
+        }
+    }
+
+    /// Merges the delta into the document; `drops` (the kernel's total for the container) is
+    /// added as the recording's lost events. `None` when there was nothing to merge.
+    fn flush(&self, drops: u64) -> Result<Option<Stage>, ProfileError> {
+        let _one = self.flush.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut delta = {
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            std::mem::replace(&mut state.delta, Recording::new(self.workload.clone()))
+        };
+        if delta.observations == 0 && drops == 0 {
+            return Ok(None);
+        }
+        delta.add_pod(&self.pod);
+        delta.add_drops(drops);
+        let now = epoch_secs(SystemTime::now());
+        let mut merged = Ok(());
+        let updated = persist::update(&self.state_dir, &self.workload, now, |doc| {
+            if doc.stage.stage != Stage::Learn {
+                return;
+            }
+            match doc.recording.merge(&delta) {
+                Ok(r) => doc.recording = r,
+                Err(e) => merged = Err(e),
+            }
+        })?;
+        if let Some(e) = &updated.replaced_unusable {
+            tracing::warn!(workload = %self.workload, "learned profile set aside, learning again: {e}");
+        }
+        merged.map_err(|e| ProfileError::Merge {
+            workload: self.workload.to_string(),
+            reason: e.to_string(),
+        })?;
+        if drops > 0 {
+            tracing::warn!(workload = %self.workload, drops, "learned profile is lossy: events were dropped");
+        }
+        Ok(Some(updated.document.stage.stage))
+    }
+}
+
+/// Per process: the protocol of its last network socket and the port it last bound.
+#[derive(Default)]
+pub(crate) struct NetState {
+    socket: HashMap<u32, Protocol>,
+    bound: HashMap<u32, u16>,
+}
+
+impl NetState {
+    fn remember<T>(map: &mut HashMap<u32, T>, pid: u32, v: T) {
+        if map.len() >= MAX_TRACKED_PIDS && !map.contains_key(&pid) {
+            map.clear();
+        }
+        map.insert(pid, v);
+    }
+}
+
+const AF_INET: i32 = 2;
+const AF_INET6: i32 = 10;
+const AF_PACKET: i32 = 17;
+const IPPROTO_ICMP: i32 = 1;
+const IPPROTO_ICMPV6: i32 = 58;
+const O_WRITE_FLAGS: u64 = (libc::O_WRONLY | libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC) as u64;
+
+/// The observations in one monitor event. Only what succeeded is recorded (a refused or failed
+/// operation is no part of the workload's normal behaviour). `cwd` gives a process's working
+/// directory as the container sees it, for relative paths.
+pub(crate) fn observations(
+    ev: &MonitorEvent,
+    net: &mut NetState,
+    cwd: &dyn Fn(u32) -> Option<String>,
+) -> Vec<Observation> {
+    let pid = ev.process.pid;
+    let path = |p: &str| absolute(p, || cwd(pid));
+    let call = |name: &str| Observation::Syscall { name: name.into() };
+    let mut out = Vec::new();
+    match &ev.kind {
+        EventKind::Exec {
+            filename,
+            parent,
+            killed,
+            refused,
+            entrypoint,
+            ..
+        } => {
+            if *killed || *refused {
+                return out;
+            }
+            out.push(Observation::Exec {
+                path: path(filename),
+                parent: (!*entrypoint).then(|| parent.clone()),
+            });
+            out.push(call("execve"));
+        }
+        EventKind::Open {
+            path: p,
+            flags,
+            result,
+            ..
+        } if *result >= 0 => {
+            out.push(Observation::Open {
+                path: path(p),
+                write: flags & O_WRITE_FLAGS != 0,
+            });
+            out.push(call("openat"));
+        }
+        EventKind::Socket {
+            domain,
+            kind,
+            protocol,
+            result,
+        } if *result >= 0 => {
+            out.push(call("socket"));
+            for p in protocols(*domain, *kind, *protocol) {
+                NetState::remember(&mut net.socket, pid, p);
+                out.push(Observation::Socket {
+                    executable: ev.process.binary.clone(),
+                    protocol: p,
+                });
+            }
+        }
+        EventKind::Connect { addr, result } if *result >= 0 || *result == -115 => {
+            // EINPROGRESS (-115): a non-blocking connect under way.
+            out.push(call("connect"));
+            if let Some(a) = addr.filter(|a| a.port() != 0) {
+                let protocol = net.socket.get(&pid).copied().unwrap_or(Protocol::Tcp);
+                out.push(Observation::Connect {
+                    address: a.ip(),
+                    port: a.port(),
+                    protocol,
+                });
+            }
+        }
+        EventKind::Bind { addr, result } if *result >= 0 => {
+            out.push(call("bind"));
+            if let Some(port) = addr.map(|a: SocketAddr| a.port()).filter(|p| *p != 0) {
+                NetState::remember(&mut net.bound, pid, port);
+                if net.socket.get(&pid) == Some(&Protocol::Udp) {
+                    out.push(Observation::Listen {
+                        port,
+                        protocol: Protocol::Udp,
+                    });
+                }
+            }
+        }
+        EventKind::Listen { result, .. } if *result >= 0 => {
+            out.push(call("listen"));
+            if let Some(port) = net.bound.get(&pid) {
+                out.push(Observation::Listen {
+                    port: *port,
+                    protocol: Protocol::Tcp,
+                });
+            }
+        }
+        EventKind::Accept { result, .. } if *result >= 0 => {
+            // The event does not say which of the two it was.
+            out.push(call("accept"));
+            out.push(call("accept4"));
+        }
+        EventKind::Mount { result, .. } if *result >= 0 => out.push(call("mount")),
+        EventKind::Syscall {
+            call: c, result, ..
+        } if *result >= 0 => out.push(call(c.name())),
+        _ => {}
+    }
+    out
+}
+
+/// KubeArmor's protocols for a socket: a raw ICMP socket is both raw and ICMP, a packet
+/// socket is raw, other families are none.
+fn protocols(domain: i32, kind: i32, protocol: i32) -> Vec<Protocol> {
+    let kind = kind & 0xf;
+    match domain {
+        AF_PACKET => vec![Protocol::Raw],
+        AF_INET | AF_INET6 => {
+            let icmp = (domain == AF_INET && protocol == IPPROTO_ICMP)
+                || (domain == AF_INET6 && protocol == IPPROTO_ICMPV6);
+            match kind {
+                libc::SOCK_STREAM => vec![Protocol::Tcp],
+                libc::SOCK_DGRAM if icmp => vec![Protocol::Icmp],
+                libc::SOCK_DGRAM => vec![Protocol::Udp],
+                libc::SOCK_RAW if icmp => vec![Protocol::Raw, Protocol::Icmp],
+                libc::SOCK_RAW => vec![Protocol::Raw],
+                _ => Vec::new(),
+            }
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// `p` made absolute against the working directory (when relative) and normalized lexically;
+/// unchanged when the directory is unknown (the recording then counts it as unrecognized).
+fn absolute(p: &str, cwd: impl FnOnce() -> Option<String>) -> String {
+    let joined = if p.starts_with('/') {
+        p.to_string()
+    } else {
+        match cwd() {
+            Some(dir) if dir.starts_with('/') => format!("{}/{p}", dir.trim_end_matches('/')),
+            _ => return p.to_string(),
+        }
+    };
+    let mut parts: Vec<&str> = Vec::new();
+    for seg in joined.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            s => parts.push(s),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// A process's working directory as its own mount namespace names it.
+fn cwd_of(pid: u32) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/cwd"))
+        .ok()
+        .and_then(|p| p.to_str().map(str::to_string))
+}
+
+fn epoch_secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+#[path = "profile_tests.rs"]
+mod tests;

@@ -1,0 +1,436 @@
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use palisade_monitor::{ContainerRef, ProcessInfo, Syscall};
+use serde_json::json;
+
+use super::*;
+use crate::cri::CriContainer;
+
+fn event(container: &str, pid: u32, binary: &str, kind: EventKind) -> MonitorEvent {
+    MonitorEvent {
+        time: SystemTime::UNIX_EPOCH + Duration::from_secs(1_000),
+        slot: 1,
+        container: Arc::new(ContainerRef {
+            cgroup_id: 7,
+            namespace: "shop".into(),
+            pod: "web-7d9f8c6b5-x2k4q".into(),
+            container: "app".into(),
+            container_id: container.into(),
+            image: "localhost/web:1".into(),
+            cgroup_dir: None,
+        }),
+        process: ProcessInfo {
+            pid,
+            binary: binary.into(),
+            ..ProcessInfo::default()
+        },
+        parent_binary: String::new(),
+        kind,
+        findings: Vec::new(),
+    }
+}
+
+fn exec(filename: &str, parent: &str, entrypoint: bool) -> EventKind {
+    EventKind::Exec {
+        filename: filename.into(),
+        args: Vec::new(),
+        parent: parent.into(),
+        ino: 1,
+        dev: 1,
+        killed: false,
+        refused: false,
+        deny_rule: None,
+        entrypoint,
+    }
+}
+
+fn open(path: &str, flags: u64, result: i64) -> EventKind {
+    EventKind::Open {
+        path: path.into(),
+        flags,
+        result,
+        secret: false,
+        credential: false,
+        system_dir: false,
+    }
+}
+
+fn socket(domain: i32, kind: i32, protocol: i32) -> EventKind {
+    EventKind::Socket {
+        domain,
+        kind,
+        protocol,
+        result: 3,
+    }
+}
+
+fn obs(kind: EventKind) -> Vec<Observation> {
+    observations(
+        &event("c1", 10, "/usr/sbin/httpd", kind),
+        &mut NetState::default(),
+        &|_| Some("/srv/www".into()),
+    )
+}
+
+#[test]
+fn execs_carry_their_parent_and_the_entrypoint_comes_from_the_runtime() {
+    assert_eq!(
+        obs(exec("/usr/sbin/httpd", "/usr/bin/runc", true)),
+        [
+            Observation::Exec {
+                path: "/usr/sbin/httpd".into(),
+                parent: None
+            },
+            Observation::Syscall {
+                name: "execve".into()
+            }
+        ]
+    );
+    assert_eq!(
+        obs(exec(
+            "cgi-bin/../cgi-bin/report.sh",
+            "/usr/sbin/httpd",
+            false
+        ))[0],
+        Observation::Exec {
+            path: "/srv/www/cgi-bin/report.sh".into(),
+            parent: Some("/usr/sbin/httpd".into())
+        }
+    );
+    let mut refused = exec("/bin/sh", "/usr/sbin/httpd", false);
+    if let EventKind::Exec { refused: r, .. } = &mut refused {
+        *r = true;
+    }
+    assert!(obs(refused).is_empty(), "a refused exec is not learned");
+}
+
+#[test]
+fn opens_are_reads_or_writes_and_failed_ones_are_not_learned() {
+    assert_eq!(
+        obs(open("/etc/passwd", 0, 3))[0],
+        Observation::Open {
+            path: "/etc/passwd".into(),
+            write: false
+        }
+    );
+    let append = (libc::O_WRONLY | libc::O_APPEND) as u64;
+    assert_eq!(
+        obs(open("./logs/access.log", append, 4))[0],
+        Observation::Open {
+            path: "/srv/www/logs/access.log".into(),
+            write: true
+        }
+    );
+    assert!(obs(open("/etc/shadow", 0, -13)).is_empty());
+    // A relative path whose directory is unknown stays relative: the recording counts it as
+    // unrecognized (which blocks promotion) rather than guess.
+    let got = observations(
+        &event("c1", 10, "/bin/cat", open("notes.txt", 0, 3)),
+        &mut NetState::default(),
+        &|_| None,
+    );
+    assert_eq!(
+        got[0],
+        Observation::Open {
+            path: "notes.txt".into(),
+            write: false
+        }
+    );
+}
+
+#[test]
+fn sockets_map_to_kubearmor_protocols_and_connects_take_their_processes_last_socket() {
+    let (inet, inet6, packet) = (2, 10, 17);
+    let p = |d, k, pr| protocols(d, k, pr);
+    assert_eq!(p(inet, libc::SOCK_STREAM, 0), [Protocol::Tcp]);
+    assert_eq!(
+        p(inet6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0),
+        [Protocol::Udp]
+    );
+    assert_eq!(p(inet, libc::SOCK_DGRAM, 1), [Protocol::Icmp]);
+    assert_eq!(p(inet, libc::SOCK_RAW, 1), [Protocol::Raw, Protocol::Icmp]);
+    assert_eq!(p(inet, libc::SOCK_RAW, 255), [Protocol::Raw]);
+    assert_eq!(p(packet, libc::SOCK_RAW, 768), [Protocol::Raw]);
+    assert!(
+        p(1, libc::SOCK_STREAM, 0).is_empty(),
+        "unix sockets are no protocol"
+    );
+
+    let mut net = NetState::default();
+    let mut run =
+        |pid, kind| observations(&event("c1", pid, "/usr/bin/dig", kind), &mut net, &|_| None);
+    assert_eq!(
+        run(20, socket(inet, libc::SOCK_DGRAM, 0))[1],
+        Observation::Socket {
+            executable: "/usr/bin/dig".into(),
+            protocol: Protocol::Udp
+        }
+    );
+    let dns = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 96, 0, 10)), 53);
+    assert_eq!(
+        run(
+            20,
+            EventKind::Connect {
+                addr: Some(dns),
+                result: 0
+            }
+        )[1],
+        Observation::Connect {
+            address: dns.ip(),
+            port: 53,
+            protocol: Protocol::Udp
+        }
+    );
+    let api = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5)), 443);
+    assert_eq!(
+        run(
+            21,
+            EventKind::Connect {
+                addr: Some(api),
+                result: -115
+            }
+        )[1],
+        Observation::Connect {
+            address: api.ip(),
+            port: 443,
+            protocol: Protocol::Tcp
+        },
+        "a process with no socket seen connects over tcp; EINPROGRESS is a connect"
+    );
+    assert_eq!(
+        run(
+            21,
+            EventKind::Connect {
+                addr: Some(api),
+                result: -111
+            }
+        ),
+        []
+    );
+    // A server: tcp socket, bind, listen.
+    run(30, socket(inet, libc::SOCK_STREAM, 0));
+    let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8080);
+    assert_eq!(
+        run(
+            30,
+            EventKind::Bind {
+                addr: Some(any),
+                result: 0
+            }
+        )
+        .len(),
+        1
+    );
+    assert_eq!(
+        run(
+            30,
+            EventKind::Listen {
+                fd: 3,
+                backlog: 128,
+                result: 0
+            }
+        )[1],
+        Observation::Listen {
+            port: 8080,
+            protocol: Protocol::Tcp
+        }
+    );
+    // A udp server listens by binding.
+    run(31, socket(inet, libc::SOCK_DGRAM, 0));
+    let syslog = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 514);
+    assert_eq!(
+        run(
+            31,
+            EventKind::Bind {
+                addr: Some(syslog),
+                result: 0
+            }
+        )[1],
+        Observation::Listen {
+            port: 514,
+            protocol: Protocol::Udp
+        }
+    );
+}
+
+#[test]
+fn successful_watched_syscalls_are_learned_by_name() {
+    let call = |result| EventKind::Syscall {
+        call: Syscall::Unshare,
+        args: [0; 6],
+        result,
+    };
+    assert_eq!(
+        obs(call(0)),
+        [Observation::Syscall {
+            name: "unshare".into()
+        }]
+    );
+    assert!(obs(call(-1)).is_empty(), "a refused unshare is not learned");
+}
+
+#[test]
+fn paths_are_made_absolute_and_normal() {
+    let cwd = || Some("/app/".to_string());
+    assert_eq!(absolute("/a/./b//c/../d", cwd), "/a/b/d");
+    assert_eq!(absolute("../../../etc/passwd", cwd), "/etc/passwd");
+    assert_eq!(absolute("x", || None), "x");
+    assert_eq!(absolute("x", || Some("relative".into())), "x");
+}
+
+fn pod_spec(annotation: Option<&str>, kind: &str) -> serde_json::Value {
+    let mut spec = json!({"annotations": {
+        "io.kubernetes.cri.container-type": kind,
+        "io.kubernetes.cri.sandbox-name": "web-7d9f8c6b5-x2k4q",
+        "io.kubernetes.cri.sandbox-namespace": "shop",
+        "io.kubernetes.cri.container-name": "app",
+    }});
+    if let Some(a) = annotation {
+        spec["annotations"]["palisade.dev/profile"] = json!(a);
+    }
+    spec
+}
+
+#[test]
+fn the_annotation_or_the_configuration_picks_the_workload_and_bad_values_refuse() {
+    let settings = palisade_config::ProfileSettings::default();
+    let ask = |annotation, kind, settings: &palisade_config::ProfileSettings| {
+        let spec = pod_spec(annotation, kind);
+        requested("c1", &spec, &CriContainer::of("c1", &spec), settings)
+    };
+    let learn = ask(Some("learn"), "container", &settings).unwrap().unwrap();
+    assert_eq!(learn.to_string(), "shop/web");
+    let named = ask(Some("learn,workload=storefront"), "container", &settings);
+    assert_eq!(named.unwrap().unwrap().to_string(), "shop/storefront");
+    assert_eq!(ask(None, "container", &settings).unwrap(), None);
+    assert_eq!(ask(Some("learn"), "sandbox", &settings).unwrap(), None);
+    let on = palisade_config::ProfileSettings {
+        learn: true,
+        ..settings.clone()
+    };
+    assert!(ask(None, "container", &on).unwrap().is_some());
+    assert_eq!(ask(Some("off"), "container", &on).unwrap(), None);
+    let bad = ask(Some("enforce"), "sandbox", &settings).unwrap_err();
+    assert_eq!(
+        bad.to_string(),
+        "container c1: pod annotation palisade.dev/profile: \"enforce\": expected learn, learn,workload=NAME or off"
+    );
+    let bad = ask(Some("learn,workload=Store_Front"), "container", &settings).unwrap_err();
+    assert!(
+        bad.to_string()
+            .starts_with("container c1: profile workload: workload \"shop\"/\"Store_Front\""),
+        "{bad}"
+    );
+}
+
+#[test]
+fn a_learning_container_is_merged_into_its_workloads_document_with_its_drops() {
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().join("profiles");
+    let workload = WorkloadId::new("shop", "web").unwrap();
+    let recorders = Recorders::default();
+    let learning = recorders
+        .start("c1", "web-1", workload.clone(), &dir)
+        .unwrap();
+    recorders.observe(&event(
+        "c1",
+        10,
+        "/usr/sbin/httpd",
+        exec("/usr/sbin/httpd", "", true),
+    ));
+    recorders.observe(&event(
+        "c1",
+        10,
+        "/usr/sbin/httpd",
+        open("/srv/www/index.html", 0, 5),
+    ));
+    // Another container's events are not this one's.
+    recorders.observe(&event("c2", 11, "/bin/sh", exec("/bin/sh", "", true)));
+    learning.finish(0);
+    let doc = match persist::load(&dir, &workload) {
+        persist::Loaded::Present(d) => d,
+        other => panic!("{other:?}"),
+    };
+    let r = &doc.recording;
+    assert_eq!(r.observations, 4, "exec + execve, open + openat");
+    assert!(r.executables.contains_key("/usr/sbin/httpd"));
+    assert!(!r.executables.contains_key("/bin/sh"));
+    assert!(r.files.contains_key("/srv/www/index.html"));
+    assert!(r.pods.contains("web-1"));
+    assert!(r.promotable().is_ok());
+
+    // A second pod of the workload, whose events the kernel dropped: merged, and the
+    // workload's recording can no longer be promoted.
+    let learning = recorders
+        .start("c3", "web-2", workload.clone(), &dir)
+        .unwrap();
+    recorders.observe(&event(
+        "c3",
+        12,
+        "/usr/sbin/httpd",
+        open("/srv/www/a.css", 0, 5),
+    ));
+    learning.finish(3);
+    let persist::Loaded::Present(doc) = persist::load(&dir, &workload) else {
+        panic!("document unreadable");
+    };
+    assert_eq!(doc.recording.pods.len(), 2);
+    assert!(doc.recording.files.contains_key("/srv/www/a.css"));
+    assert_eq!(
+        doc.recording.promotable().unwrap_err(),
+        ["recording is lossy: 3 events were dropped before they were recorded"]
+    );
+    // Finished containers are no longer recorded.
+    recorders.observe(&event(
+        "c3",
+        12,
+        "/usr/sbin/httpd",
+        open("/srv/www/late", 0, 5),
+    ));
+    let persist::Loaded::Present(again) = persist::load(&dir, &workload) else {
+        panic!("document unreadable");
+    };
+    assert_eq!(again.recording, doc.recording);
+    assert!(recorders.0.lock().unwrap().is_empty());
+}
+
+#[test]
+fn a_workload_past_learn_keeps_its_recording() {
+    let state = tempfile::tempdir().unwrap();
+    let workload = WorkloadId::new("shop", "web").unwrap();
+    let recorders = Recorders::default();
+    let learning = recorders
+        .start("c1", "web-1", workload.clone(), state.path())
+        .unwrap();
+    recorders.observe(&event(
+        "c1",
+        10,
+        "/usr/sbin/httpd",
+        open("/srv/www/index.html", 0, 5),
+    ));
+    learning.finish(0);
+    persist::update(state.path(), &workload, 2_000, |doc| {
+        let mut r = doc.recording.clone();
+        doc.stage
+            .command(2_000, palisade_profile::Command::Pin(Stage::Audit), &mut r)
+            .unwrap();
+        doc.recording = r;
+    })
+    .unwrap();
+    let learning = recorders
+        .start("c2", "web-2", workload.clone(), state.path())
+        .unwrap();
+    recorders.observe(&event(
+        "c2",
+        11,
+        "/bin/sh",
+        exec("/bin/sh", "/usr/sbin/httpd", false),
+    ));
+    learning.finish(0);
+    let persist::Loaded::Present(doc) = persist::load(state.path(), &workload) else {
+        panic!("document unreadable");
+    };
+    assert_eq!(doc.stage.stage, Stage::Audit);
+    assert!(!doc.recording.executables.contains_key("/bin/sh"));
+}
