@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -63,6 +64,11 @@ impl Drop for Busy {
 /// Runs `conn` until it ends (`Some` of its output), or until it has been idle without a
 /// complete request head for `timeout` (`None`; `conn` is dropped, which closes it). The timer
 /// fires at most once per `timeout` while requests flow, and is then re-armed from `activity`.
+///
+/// The timer is polled once after each arming, which registers this task to be woken when it
+/// fires; until then, the many wake-ups of the connection only look whether it has fired,
+/// instead of polling it again each time (the connection runs in one task, whose waker the
+/// timer keeps).
 pub(crate) async fn within_idle_timeout<F: Future>(
     conn: F,
     activity: &Activity,
@@ -71,22 +77,32 @@ pub(crate) async fn within_idle_timeout<F: Future>(
     tokio::pin!(conn);
     let timer = tokio::time::sleep(timeout);
     tokio::pin!(timer);
-    loop {
-        tokio::select! {
-            biased;
-            out = &mut conn => return Some(out),
-            () = &mut timer => {
-                let now = Instant::now();
-                match activity.deadline(timeout) {
-                    // Busy: look again one timeout from now, which is before any deadline
-                    // that can follow from the answer ending later.
-                    None => timer.as_mut().reset(now + timeout),
-                    Some(deadline) if deadline > now => timer.as_mut().reset(deadline),
-                    Some(_) => return None,
-                }
-            }
+    let mut armed = false;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = conn.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
         }
-    }
+        while !armed || timer.is_elapsed() {
+            // A poll refused for want of the task's budget registers nothing (and wakes the
+            // task to poll again): the timer counts as armed only after a poll with budget.
+            let registers = tokio::task::coop::has_budget_remaining();
+            if timer.as_mut().poll(cx).is_pending() {
+                armed = registers;
+                break;
+            }
+            let now = Instant::now();
+            match activity.deadline(timeout) {
+                // Busy: look again one timeout from now, which is before any deadline
+                // that can follow from the answer ending later.
+                None => timer.as_mut().reset(now + timeout),
+                Some(deadline) if deadline > now => timer.as_mut().reset(deadline),
+                Some(_) => return Poll::Ready(None),
+            }
+            armed = false;
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -121,5 +137,26 @@ mod tests {
         let activity = Activity::new();
         let out = within_idle_timeout(async { 7 }, &activity, timeout).await;
         assert_eq!(out, Some(7));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_timer_is_armed_when_the_connection_spends_the_task_budget() {
+        let timeout = Duration::from_secs(10);
+        let activity = Activity::new();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
+        for i in 0..1000 {
+            tx.send(i).unwrap();
+        }
+        // Receives until the task's budget is spent (the first polls) or nothing is left.
+        let conn = std::future::poll_fn(move |cx| {
+            while let Poll::Ready(Some(_)) = rx.poll_recv(cx) {}
+            Poll::<()>::Pending
+        });
+        let t0 = Instant::now();
+        let out =
+            tokio::time::timeout(3 * timeout, within_idle_timeout(conn, &activity, timeout)).await;
+        assert_eq!(out, Ok(None), "the idle timeout must fire");
+        assert_eq!(t0.elapsed(), timeout);
+        drop(tx);
     }
 }

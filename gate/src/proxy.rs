@@ -120,8 +120,9 @@ struct Connection {
     slot: Arc<OwnedSemaphorePermit>,
     peer: SocketAddr,
     /// The request and response samples of the last request, whose strings the next request
-    /// of the connection refills instead of allocating its own.
-    scratch: Mutex<Option<Scratch>>,
+    /// of the connection refills instead of allocating its own. Boxed: a request takes it
+    /// and puts it back by moving a pointer, not the whole.
+    scratch: Mutex<Option<Box<Scratch>>>,
     /// Whether the pod indicators know the peer already (they never forget one): its
     /// requests are then counted without looking it up.
     peer_known: AtomicBool,
@@ -141,11 +142,11 @@ struct Scratch {
 const SCRATCH_KEPT_BYTES: usize = 4096;
 
 impl Connection {
-    fn take_scratch(&self) -> Scratch {
+    fn take_scratch(&self) -> Box<Scratch> {
         lock(&self.scratch).take().unwrap_or_default()
     }
 
-    fn keep_scratch(&self, mut scratch: Scratch) {
+    fn keep_scratch(&self, mut scratch: Box<Scratch>) {
         // A parsed body is no buffer to reuse; it would only hold memory.
         scratch.req.body = None;
         let held = scratch.req.retained_bytes()
