@@ -104,21 +104,25 @@ impl FsAccess {
         FsAccess::IoctlDev,
     ];
 
-    /// Everything that changes the filesystem: every right but execute, reading and ioctl.
-    pub const WRITE: [FsAccess; 12] = [
-        FsAccess::WriteFile,
-        FsAccess::RemoveDir,
-        FsAccess::RemoveFile,
-        FsAccess::MakeChar,
-        FsAccess::MakeDir,
-        FsAccess::MakeReg,
-        FsAccess::MakeSock,
-        FsAccess::MakeFifo,
-        FsAccess::MakeBlock,
-        FsAccess::MakeSym,
-        FsAccess::Refer,
-        FsAccess::Truncate,
-    ];
+    /// Everything that changes the filesystem: every right but execute, reading and ioctl
+    /// ([`FsAccess::ALL`] without those four), in kernel bit order.
+    pub const WRITE: [FsAccess; 12] = {
+        let mut out = [FsAccess::WriteFile; 12];
+        let (mut i, mut n) = (0, 0);
+        while i < Self::ALL.len() {
+            let a = Self::ALL[i];
+            if !matches!(
+                a,
+                FsAccess::Execute | FsAccess::ReadFile | FsAccess::ReadDir | FsAccess::IoctlDev
+            ) {
+                out[n] = a;
+                n += 1;
+            }
+            i += 1;
+        }
+        assert!(n == out.len(), "every slot of WRITE is filled");
+        out
+    };
 
     /// The name used in plans.
     pub fn name(self) -> &'static str {

@@ -433,6 +433,13 @@ async fn wait_oom_v2(dir: &Path, mut seen: u64) -> Result<bool, StatsError> {
 mod tests {
     use super::*;
 
+    /// Writes a cgroup directory's files, (name, content) each.
+    fn write_files(dir: &Path, files: &[(&str, &str)]) {
+        for (name, content) in files {
+            std::fs::write(dir.join(name), content).unwrap();
+        }
+    }
+
     #[test]
     fn parses_hybrid_proc_cgroup() {
         let text = "12:pids:/k8s/abc\n5:cpu,cpuacct:/k8s/abc\n4:memory:/k8s/abc\n0::/k8s/abc\n";
@@ -465,25 +472,24 @@ mod tests {
     fn v2_metrics_from_files() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        std::fs::write(
-            d.join("memory.stat"),
-            "anon 100\nfile 50\ninactive_file 20\npgfault 7\n",
-        )
-        .unwrap();
-        std::fs::write(d.join("memory.current"), "4096\n").unwrap();
-        std::fs::write(d.join("memory.max"), "max\n").unwrap();
-        std::fs::write(
-            d.join("memory.events"),
-            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
-        )
-        .unwrap();
-        std::fs::write(
-            d.join("cpu.stat"),
-            "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n",
-        )
-        .unwrap();
-        std::fs::write(d.join("pids.current"), "3\n").unwrap();
-        std::fs::write(d.join("pids.max"), "max\n").unwrap();
+        write_files(
+            d,
+            &[
+                (
+                    "memory.stat",
+                    "anon 100\nfile 50\ninactive_file 20\npgfault 7\n",
+                ),
+                ("memory.current", "4096\n"),
+                ("memory.max", "max\n"),
+                ("memory.events", "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n"),
+                (
+                    "cpu.stat",
+                    "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n",
+                ),
+                ("pids.current", "3\n"),
+                ("pids.max", "max\n"),
+            ],
+        );
         let c = Cgroups::V2(d.to_path_buf());
         let any = c.metrics().unwrap();
         assert_eq!(any.type_url, "io.containerd.cgroups.v2.Metrics");
@@ -500,21 +506,21 @@ mod tests {
     fn v1_metrics_from_files() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        std::fs::write(
-            d.join("memory.stat"),
-            "cache 10\nrss 20\ntotal_inactive_file 5\n",
-        )
-        .unwrap();
-        std::fs::write(d.join("memory.usage_in_bytes"), "8192\n").unwrap();
-        std::fs::write(d.join("memory.limit_in_bytes"), "1048576\n").unwrap();
-        std::fs::write(d.join("cpuacct.usage"), "123456\n").unwrap();
-        std::fs::write(d.join("cpuacct.usage_percpu"), "100000 23456 \n").unwrap();
-        std::fs::write(d.join("pids.current"), "2\n").unwrap();
-        std::fs::write(
-            d.join("memory.oom_control"),
-            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
-        )
-        .unwrap();
+        write_files(
+            d,
+            &[
+                ("memory.stat", "cache 10\nrss 20\ntotal_inactive_file 5\n"),
+                ("memory.usage_in_bytes", "8192\n"),
+                ("memory.limit_in_bytes", "1048576\n"),
+                ("cpuacct.usage", "123456\n"),
+                ("cpuacct.usage_percpu", "100000 23456 \n"),
+                ("pids.current", "2\n"),
+                (
+                    "memory.oom_control",
+                    "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+                ),
+            ],
+        );
         let c = Cgroups::V1 {
             memory: d.into(),
             cpuacct: d.into(),
