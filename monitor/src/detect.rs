@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use palisade_events::Action;
 
@@ -22,6 +22,18 @@ const SHELLS: &[&str] = &[
 const PACKAGE_MANAGERS: &[&str] = &[
     "apt", "apt-get", "aptitude", "dpkg", "apk", "yum", "dnf", "microdnf", "rpm", "zypper", "pip",
     "pip3", "pipx",
+];
+/// Tools that open arbitrary connections or scan: netcat's variants, socat and nmap. Not curl or
+/// wget: images use them for health checks and entrypoints, and a download is judged by what
+/// it is followed by (a new file run, a new destination).
+const NETWORK_TOOLS: &[&str] = &[
+    "nc",
+    "ncat",
+    "netcat",
+    "nc.openbsd",
+    "nc.traditional",
+    "socat",
+    "nmap",
 ];
 const TOKEN_DIRS: &[&str] = &[
     "/var/run/secrets/kubernetes.io/serviceaccount/",
@@ -49,6 +61,8 @@ const MAX_OWN_PROCESSES: usize = 65_536;
 pub(crate) struct DetectState {
     pub entrypoint_seen: bool,
     pub registered: Instant,
+    /// The registration on the wall clock: files changed later were written by the container.
+    pub registered_at: SystemTime,
     pub learned: HashSet<(IpAddr, u16)>,
     /// Processes that run the container's own code: forked inside it by one of these, or
     /// that exec'd a program other than palisade-init. runc init enters the cgroup from
@@ -66,6 +80,7 @@ impl DetectState {
         DetectState {
             entrypoint_seen: false,
             registered,
+            registered_at: SystemTime::now(),
             learned: HashSet::new(),
             own: HashSet::new(),
             creds: Creds::default(),
@@ -340,7 +355,7 @@ fn builtins(
     match kind {
         EventKind::Exec { filename, .. } => {
             let name = basename(filename);
-            let known = SHELLS.contains(&name) || PACKAGE_MANAGERS.contains(&name);
+            let known = known_names().contains(&name);
             // a file of another name is judged by its content: a copy of apt-get is apt-get
             let alias = match &set.rules.rootfs {
                 Some(root) if !known => {
@@ -350,7 +365,22 @@ fn builtins(
                 }
                 _ => None,
             };
-            exec_builtins(filename, alias.as_deref(), started, out)
+            exec_builtins(filename, alias.as_deref(), started, out);
+            // a program written since the start that carries a miner's strings
+            if let Some(root) = &set.rules.rootfs {
+                let since = state.registered_at;
+                if alias.is_none() && state.known.miner(root, process.pid, filename, since) {
+                    out.push(builtin(
+                        "crypto-miner",
+                        8,
+                        &["MITRE_T1496"],
+                        format!(
+                            "{filename}, written since the container started, carries a crypto \
+                             miner's strings (a mining pool's URL scheme and a miner's name)"
+                        ),
+                    ));
+                }
+            }
         }
         EventKind::Open {
             path,
@@ -449,11 +479,16 @@ fn builtins(
 
 /// The names whose files the image's content identifies.
 fn known_names() -> Vec<&'static str> {
-    SHELLS.iter().chain(PACKAGE_MANAGERS).copied().collect()
+    SHELLS
+        .iter()
+        .chain(PACKAGE_MANAGERS)
+        .chain(NETWORK_TOOLS)
+        .copied()
+        .collect()
 }
 
-/// Shells started after the entrypoint, and package managers; `alias` is the known program
-/// whose content the file has, when its own name is not one.
+/// Shells and network tools started after the entrypoint, and package managers; `alias` is
+/// the known program whose content the file has, when its own name is not one.
 fn exec_builtins(filename: &str, alias: Option<&str>, started: bool, out: &mut Vec<Finding>) {
     let name = alias.unwrap_or(basename(filename));
     let what = match alias {
@@ -474,6 +509,14 @@ fn exec_builtins(filename: &str, alias: Option<&str>, started: bool, out: &mut V
             5,
             &["MITRE_T1072", "drift"],
             format!("package manager {what} run in the container"),
+        ));
+    }
+    if started && NETWORK_TOOLS.contains(&name) {
+        out.push(builtin(
+            "network-tool-in-container",
+            5,
+            &["MITRE_T1095", "network"],
+            format!("network tool {what} run in the container"),
         ));
     }
 }

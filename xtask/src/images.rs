@@ -13,7 +13,7 @@ pub const BUSYBOX_REF: &str = "localhost/palisade-test/busybox:1";
 pub const PAUSE_REF: &str = "localhost/palisade-test/pause:1";
 const TAG: &str = "1";
 /// Bump when the way images are built changes, to invalidate caches.
-const RECIPE: &str = "images-v2";
+const RECIPE: &str = "images-v3";
 const BUSYBOX: &str = "/usr/bin/busybox";
 
 /// OCI archives ready for `ctr images import`.
@@ -109,7 +109,9 @@ pub(crate) fn compile_static(src: &Path, out: &Path) -> Result<()> {
 
 /// The security suite's probe: `/usr/bin/palisade-probe`, a setuid-root copy
 /// (`palisade-probe-suid`), and real files (not busybox links) at `/usr/bin/apt` and
-/// `/usr/bin/apt-get` for the package manager policy.
+/// `/usr/bin/apt-get` for the package manager policy. `apt-get` has a content of its own (the
+/// probe and a trailing line), so that a copy of it is known by its content; `apt` is the
+/// probe's.
 fn probe_files(rootfs: &Path, probe: &Path) -> Result<()> {
     let bin = rootfs.join("usr/bin");
     fs::create_dir_all(&bin)?;
@@ -121,6 +123,10 @@ fn probe_files(rootfs: &Path, probe: &Path) -> Result<()> {
     ] {
         let dest = bin.join(name);
         fs::copy(probe, &dest).with_context(|| format!("copy probe to {}", dest.display()))?;
+        if name == "apt-get" {
+            let mut f = fs::OpenOptions::new().append(true).open(&dest)?;
+            std::io::Write::write_all(&mut f, b"\npalisade test image: apt-get\n")?;
+        }
         fs::set_permissions(&dest, fs::Permissions::from_mode(mode))?;
     }
     Ok(())
@@ -249,6 +255,13 @@ fn busybox_rootfs(rootfs: &Path, libs: &[PathBuf]) -> Result<()> {
         rootfs.join("etc/group"),
         "root:x:0:\ntester:x:1000:\nnogroup:x:65534:\n",
     )?;
+    // no password for anyone; there for the credential-file-read check
+    let shadow = rootfs.join("etc/shadow");
+    fs::write(
+        &shadow,
+        "root:*:19000:0:99999:7:::\ntester:!:19000:0:99999:7:::\n",
+    )?;
+    fs::set_permissions(&shadow, fs::Permissions::from_mode(0o640))?;
     Ok(())
 }
 

@@ -325,7 +325,45 @@ pub const STEPS: &[Step] = &[
         twin_what: "connect to an upstream that is down (8081, refused; tried at start too)",
         rule: "crypto-miner-pool-port",
     },
+    Step {
+        id: "miner-dropped",
+        tactic: "impact",
+        // a stand-in: no real miner is fetched; what the detection reads is what every XMRig
+        // build carries
+        what: "a program written to /tmp/kswapd0 carrying XMRig's strings, run",
+        step: Action {
+            cmds: &[
+                &[
+                    "python3",
+                    "-c",
+                    DROP,
+                    "/tmp/kswapd0",
+                    "XMRig/6.21 stratum+tcp://pool.example:3333 rx/0 RandomX",
+                ],
+                &["/tmp/kswapd0"],
+            ],
+        },
+        twin: Action {
+            cmds: &[
+                &[
+                    "python3",
+                    "-c",
+                    DROP,
+                    "/tmp/kswapd1",
+                    "fetch https://example.com/index.html",
+                ],
+                &["/tmp/kswapd1"],
+            ],
+        },
+        twin_what: "a program written to /tmp/kswapd1 carrying an ordinary URL, run",
+        rule: "crypto-miner",
+    },
 ];
+
+/// Writes argv[1] as a copy of /bin/true followed by argv[2] (an executable that runs and
+/// exits 0 whatever it carries).
+const DROP: &str = "import shutil,sys\nshutil.copy('/bin/true',sys.argv[1])\n\
+open(sys.argv[1],'ab').write(sys.argv[2].encode())";
 
 /// What one step and its twin produced.
 pub struct StepRun {

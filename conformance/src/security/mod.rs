@@ -14,6 +14,7 @@ pub mod lsm;
 pub mod monitor;
 pub mod policies;
 pub mod precision;
+pub mod recall;
 pub mod sinks;
 pub mod strict;
 
@@ -102,6 +103,7 @@ pub fn all() -> Vec<SecCheck> {
     v.extend(gate::all());
     v.extend(monitor::all());
     v.extend(precision::all());
+    v.extend(recall::all());
     v.extend(compromise::all());
     v.extend(sinks::all());
     v

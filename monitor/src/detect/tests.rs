@@ -660,3 +660,56 @@ fn credential_files_are_reported_by_what_the_kernel_says_not_the_path() {
     });
     assert!(findings(&off, &mut st, &p, &open("shadow", 0, 3, true), now).is_empty());
 }
+
+#[test]
+fn network_tools_after_the_entrypoint_are_reported_by_name_and_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for d in ["usr/bin", "tmp"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::write(root.join("usr/bin/ncat"), b"ncat's own code").unwrap();
+    std::fs::write(root.join("usr/bin/socat"), b"socat's own code").unwrap();
+    let s = set(ContainerRules {
+        rootfs: Some(root.to_path_buf()),
+        ..ContainerRules::default()
+    });
+    let now = Instant::now();
+    let mut st = DetectState::new(now);
+    let p = ProcessInfo {
+        pid: u32::MAX,
+        ..ProcessInfo::default()
+    };
+    assert!(
+        findings(&s, &mut st, &p, &exec("/usr/bin/socat"), now).is_empty(),
+        "the entrypoint: a proxy"
+    );
+    for tool in [
+        "/bin/nc",
+        "/usr/bin/ncat",
+        "/usr/bin/nmap",
+        "/bin/nc.openbsd",
+    ] {
+        assert_eq!(
+            names(&findings(&s, &mut st, &p, &exec(tool), now)),
+            ["network-tool-in-container"],
+            "{tool}"
+        );
+    }
+    assert!(findings(&s, &mut st, &p, &exec("/usr/bin/curl"), now).is_empty());
+    std::fs::copy(root.join("usr/bin/ncat"), root.join("tmp/z")).unwrap();
+    let f = findings(&s, &mut st, &p, &exec("/tmp/z"), now);
+    assert_eq!(names(&f), ["network-tool-in-container"]);
+    assert!(
+        f[0].message.contains("the content of ncat"),
+        "{}",
+        f[0].message
+    );
+    // written since the registration, carrying a miner's strings
+    std::fs::write(root.join("tmp/kswapd0"), b"XMRig stratum+tcp://pool:3333").unwrap();
+    std::fs::write(root.join("tmp/kswapd1"), b"https://example.com/").unwrap();
+    let f = findings(&s, &mut st, &p, &exec("/tmp/kswapd0"), now);
+    assert_eq!(names(&f), ["crypto-miner"]);
+    assert_eq!(f[0].severity, 8);
+    assert!(findings(&s, &mut st, &p, &exec("/tmp/kswapd1"), now).is_empty());
+}

@@ -1,0 +1,148 @@
+//! Recall through CRI, as the kubelet drives it: an attempt the hardening refused is still
+//! reported (a `block` naming what refused it), a package manager copied under another name is
+//! still one (judged by its content), and a credential file read is reported.
+
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use serde_json::Value;
+
+use super::eventlog::{field, summary, EventLog};
+use super::{Observed, Scope, SecCheck, PALISADE};
+use crate::sec_check;
+use crate::suite::{ensure, Ctx};
+
+pub fn all() -> Vec<SecCheck> {
+    vec![sec_check!(
+        "monitor_refused_renamed_and_credentials",
+        90,
+        Scope::Only(PALISADE),
+        monitor_refused_renamed_and_credentials
+    )]
+}
+
+/// Enforcers that refuse a raw socket: the dropped `CAP_NET_RAW` (the kernel's permission
+/// check) or the seccomp filter.
+const RAW_SOCKET_ENFORCERS: &[&str] = &["capabilities", "seccomp"];
+
+fn tags(e: &Value) -> Vec<&str> {
+    e.pointer("/rule/tags")
+        .and_then(Value::as_array)
+        .map(|t| t.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+async fn exec(ctx: &Ctx, c: &str, cmd: &[&str]) -> Result<(i32, String)> {
+    let (out, err, code) = ctx.cri.exec_sync(c, cmd, 20).await?;
+    Ok((code, format!("{out}{err}")))
+}
+
+/// In one container of the test image: a raw socket (refused, since palisade drops
+/// `CAP_NET_RAW`) must arrive as a `raw-socket` event with action `block`, the tag `blocked`
+/// and the enforcer that refused it; apt-get copied to `/tmp/x` and run must arrive as a
+/// `package-manager-in-container` naming `/tmp/x` and the content of apt-get, while a copy of
+/// `palisade-probe` (also the content of `/usr/bin/apt` in this image, so no content is named)
+/// raises nothing; `cat /etc/shadow` must arrive as a `credential-file-read`, `cat
+/// /etc/passwd` must not.
+pub async fn monitor_refused_renamed_and_credentials(ctx: &Ctx) -> Result<Observed> {
+    let (_pod, c, cfg) = ctx.pod_with_sleeper().await?;
+    let pod_name = crate::cri::pod_name(&cfg).to_string();
+    let ours = |e: &Value| {
+        field(e, "/source") == "monitor"
+            && field(e, "/workload/pod") == pod_name
+            && field(e, "/workload/container_id") == c
+    };
+    let mut seen = Vec::new();
+
+    // A refused raw socket.
+    let log = EventLog::mark(ctx)?;
+    let (code, out) = exec(ctx, &c, &["/usr/bin/palisade-probe", "rawsock"]).await?;
+    ensure(code != 0 && out.contains("denied"), || {
+        format!("the raw socket was not refused: exit {code}, {out:?}")
+    })?;
+    let Some(ev) = log
+        .wait_for(Duration::from_secs(5), |e| {
+            ours(e) && field(e, "/rule/name") == "raw-socket"
+        })
+        .await?
+    else {
+        bail!(
+            "the refused raw socket ({}) was not reported; the pod's events: {}",
+            out.trim(),
+            summary(&log.matching(|e| field(e, "/workload/pod") == pod_name)?)
+        );
+    };
+    let (action, enforcer) = (field(&ev, "/action"), field(&ev, "/enforcer"));
+    ensure(
+        action == "block"
+            && RAW_SOCKET_ENFORCERS.contains(&enforcer)
+            && tags(&ev).contains(&"blocked"),
+        || {
+            format!(
+                "raw-socket event with action {action:?}, enforcer {enforcer:?}, tags {:?}; want \
+                 block by one of {RAW_SOCKET_ENFORCERS:?}, tagged blocked",
+                tags(&ev)
+            )
+        },
+    )?;
+    seen.push(format!(
+        "raw socket refused ({}): block by {enforcer}",
+        out.trim()
+    ));
+
+    // A renamed package manager, and a renamed ordinary program.
+    let log = EventLog::mark(ctx)?;
+    for cmd in [
+        &["cp", "/usr/bin/palisade-probe", "/tmp/y"][..],
+        &["/tmp/y", "tcpsock"],
+        &["cp", "/usr/bin/apt-get", "/tmp/x"],
+        &["/tmp/x", "tcpsock"],
+    ] {
+        let (code, out) = exec(ctx, &c, cmd).await?;
+        ensure(code == 0, || format!("{cmd:?} exited {code}: {out:?}"))?;
+    }
+    let pm = |e: &Value| ours(e) && field(e, "/rule/name") == "package-manager-in-container";
+    let Some(ev) = log.wait_for(Duration::from_secs(5), pm).await? else {
+        bail!(
+            "the copy of apt-get at /tmp/x ran and was not reported; the pod's events: {}",
+            summary(&log.matching(|e| field(e, "/workload/pod") == pod_name)?)
+        );
+    };
+    let (path, message) = (field(&ev, "/evidence/path"), field(&ev, "/rule/message"));
+    ensure(
+        path == "/tmp/x" && message.contains("the content of apt-get"),
+        || format!("package manager event for {path:?}: {message:?}"),
+    )?;
+    let all_pm = log.matching(pm)?;
+    ensure(all_pm.len() == 1, || {
+        format!(
+            "package manager events (the copy of palisade-probe is none): {}",
+            summary(&all_pm)
+        )
+    })?;
+    seen.push(format!("{path} reported as {message:?}"));
+
+    // A credential file read, and its twin.
+    let log = EventLog::mark(ctx)?;
+    for file in ["/etc/passwd", "/etc/shadow"] {
+        let (code, out) = exec(ctx, &c, &["cat", file]).await?;
+        ensure(code == 0, || format!("cat {file} exited {code}: {out:?}"))?;
+    }
+    let cred = |e: &Value| ours(e) && field(e, "/rule/name") == "credential-file-read";
+    let Some(ev) = log.wait_for(Duration::from_secs(5), cred).await? else {
+        bail!(
+            "cat /etc/shadow was not reported; the pod's events: {}",
+            summary(&log.matching(|e| field(e, "/workload/pod") == pod_name)?)
+        );
+    };
+    let path = field(&ev, "/evidence/path");
+    ensure(path == "/etc/shadow", || {
+        format!("credential-file-read for {path:?}")
+    })?;
+    let others = log.matching(|e| ours(e) && field(e, "/rule/name") != "credential-file-read")?;
+    ensure(others.is_empty(), || {
+        format!("events besides the shadow read: {}", summary(&others))
+    })?;
+    seen.push("cat /etc/shadow reported, cat /etc/passwd not".into());
+    Ok(Observed::blocked(seen.join("; ")))
+}
