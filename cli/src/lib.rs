@@ -7,7 +7,7 @@ pub mod gate;
 pub mod hostroot;
 pub mod install;
 pub mod placement;
-pub mod records;
 pub mod profile;
+pub mod records;
 pub mod shimconfig;
 pub mod status;

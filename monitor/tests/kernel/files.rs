@@ -170,7 +170,7 @@ fn credential_file_reads_are_reported_by_inode_and_other_reads_are_not() {
     with_each_hook(check_credential_reads);
 }
 
-fn check_credential_reads(raw: bool) {
+fn check_credential_reads(hook: SyscallHook) {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     for dir in ["etc", "root/.aws"] {
@@ -185,7 +185,7 @@ fn check_credential_reads(raw: bool) {
         process_root: Some(root.to_path_buf()),
         ..ContainerRules::default()
     };
-    let w = Watched::on_hook("creds", raw, rules);
+    let w = Watched::on_hook("creds", hook, rules);
     let script = format!(
         "cd {r}/etc && cat passwd >/dev/null && cat shadow >/dev/null && cat ../root/.aws/credentials >/dev/null && cat {r}//shadow-link >/dev/null",
         r = root.display()
