@@ -13,6 +13,7 @@ pub mod gate;
 pub mod monitor;
 pub mod policies;
 pub mod precision;
+pub mod profile;
 pub mod sinks;
 pub mod strict;
 
@@ -98,6 +99,7 @@ pub fn all() -> Vec<SecCheck> {
     v.extend(strict::all());
     v.extend(bad_input::all());
     v.extend(gate::all());
+    v.extend(profile::all());
     v.extend(monitor::all());
     v.extend(precision::all());
     v.extend(compromise::all());
