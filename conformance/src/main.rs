@@ -9,7 +9,7 @@ use palisade_conformance::{bench, checks, cri::Cri, suite};
 const USAGE: &str = "usage: palisade-conformance run --cri-socket PATH --image REF [--handlers runc,palisade] \
 [--work-dir DIR] [--cgroup-root PATH] [--control-socket PATH] [--containerd-address PATH] [--filter NAME]...
        palisade-conformance security --cri-socket PATH --image REF [--handlers runc,palisade,palisade-strict] \
-[--work-dir DIR] [--cgroup-root PATH] [--events-dir DIR] [--gate-state-dir DIR] [--metrics-dir DIR] [--webhook-listen ADDR] [--filter NAME]...
+[--work-dir DIR] [--cgroup-root PATH] [--events-dir DIR] [--gate-state-dir DIR] [--profile-state-dir DIR] [--metrics-dir DIR] [--webhook-listen ADDR] [--filter NAME]...
        palisade-conformance demo --cri-socket PATH --image REF --events-dir DIR --gate-state-dir DIR --cli PATH
        palisade-conformance bench --cri-socket PATH --image REF [--suite start|syscalls|monitor] \
 [--handlers runc,palisade] [--runs N] [--rounds N] [--scale F] [--pods N] [--host-probe PATH]
@@ -32,6 +32,7 @@ fn parse(args: &[String]) -> Result<(String, suite::Settings, bench::Options)> {
         filter: Vec::new(),
         events_dir: None,
         gate_state_dir: None,
+        profile_state_dir: None,
         metrics_dir: None,
         webhook_listen: None,
         cli: None,
@@ -54,6 +55,7 @@ fn parse(args: &[String]) -> Result<(String, suite::Settings, bench::Options)> {
             "--filter" => s.filter.push(val()?),
             "--events-dir" => s.events_dir = Some(val()?.into()),
             "--gate-state-dir" => s.gate_state_dir = Some(val()?.into()),
+            "--profile-state-dir" => s.profile_state_dir = Some(val()?.into()),
             "--metrics-dir" => s.metrics_dir = Some(val()?.into()),
             "--cli" => s.cli = Some(val()?.into()),
             "--webhook-listen" => {

@@ -32,6 +32,8 @@ pub struct Settings {
     pub events_dir: Option<PathBuf>,
     /// The palisade shim's learned gate profiles (`[gate] state_dir`), for the gate checks.
     pub gate_state_dir: Option<PathBuf>,
+    /// The palisade shim's learned workload profiles (`[profile] state_dir`).
+    pub profile_state_dir: Option<PathBuf>,
     /// The shims' Prometheus textfiles (`[events] metrics_dir`).
     pub metrics_dir: Option<PathBuf>,
     /// Where the shims POST Falco JSON (`[events] webhook_url`); the suite listens there.

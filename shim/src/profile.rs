@@ -338,6 +338,8 @@ impl NetState {
     }
 }
 
+/// palisade-init in the container, the runtime's last step before the container's program.
+const RUNTIME_INIT: &str = palisade_sandbox::install::INIT_PATH;
 const AF_INET: i32 = 2;
 const AF_INET6: i32 = 10;
 const AF_PACKET: i32 = 17;
@@ -369,11 +371,20 @@ pub(crate) fn observations(
             if *killed || *refused {
                 return out;
             }
-            out.push(Observation::Exec {
-                path: path(filename),
-                parent: (!*entrypoint).then(|| parent.clone()),
-            });
             out.push(call("execve"));
+            // palisade-init is the runtime's: it is not learned, and what it starts (the
+            // entrypoint, each CRI exec) is started by the runtime, as is the first exec.
+            if filename == RUNTIME_INIT {
+                return out;
+            }
+            let by_runtime = *entrypoint || parent == RUNTIME_INIT;
+            out.insert(
+                0,
+                Observation::Exec {
+                    path: path(filename),
+                    parent: (!by_runtime).then(|| parent.clone()),
+                },
+            );
         }
         EventKind::Open {
             path: p,

@@ -98,6 +98,20 @@ fn execs_carry_their_parent_and_the_entrypoint_comes_from_the_runtime() {
             parent: Some("/usr/sbin/httpd".into())
         }
     );
+    // palisade-init is the runtime's, and what it starts is started by the runtime.
+    assert_eq!(
+        obs(exec("/.palisade/palisade-init", "/usr/bin/runc", true)),
+        [Observation::Syscall {
+            name: "execve".into()
+        }]
+    );
+    assert_eq!(
+        obs(exec("/bin/sh", "/.palisade/palisade-init", false))[0],
+        Observation::Exec {
+            path: "/bin/sh".into(),
+            parent: None
+        }
+    );
     let mut refused = exec("/bin/sh", "/usr/sbin/httpd", false);
     if let EventKind::Exec { refused: r, .. } = &mut refused {
         *r = true;

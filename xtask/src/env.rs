@@ -156,6 +156,8 @@ impl Env {
             .arg(self.events_dir())
             .arg("--gate-state-dir")
             .arg(self.gate_state_dir())
+            .arg("--profile-state-dir")
+            .arg(self.profile_state_dir())
             .arg("--metrics-dir")
             .arg(self.metrics_dir())
             .arg("--webhook-listen")
@@ -179,6 +181,11 @@ impl Env {
     /// Where the shims keep learned gate profiles (`[gate] state_dir` in palisade.toml).
     pub fn gate_state_dir(&self) -> PathBuf {
         self.run_dir.join("gate")
+    }
+
+    /// Where the shims keep learned workload profiles (`[profile] state_dir`).
+    pub fn profile_state_dir(&self) -> PathBuf {
+        self.run_dir.join("profiles")
     }
 
     fn write_configs(&self) -> Result<()> {
@@ -216,7 +223,7 @@ impl Env {
                  [hardening]\nallowed_added_capabilities = [\"NET_ADMIN\"]\n\n\
                  [events]\nlog_dir = \"{}\"\nmetrics_dir = \"{}\"\n\
                  webhook_url = \"http://{}/falco\"\ncontainerd_topic = true\n\n[gate]\nstate_dir = \"{}\"\n\n\
-                 [monitor]\npin_root = \"{}\"\n",
+                 [profile]\nstate_dir = \"{}\"\n\n[monitor]\npin_root = \"{}\"\n",
             which("runc", &self.path_env)
                 .unwrap_or_else(|| "runc".into())
                 .display(),
@@ -225,6 +232,7 @@ impl Env {
             self.metrics_dir().display(),
             self.webhook,
             self.gate_state_dir().display(),
+            self.profile_state_dir().display(),
             self.bpf_pin_root().display()
         );
         let header = "# palisade shim configuration (TOML), written by cargo xtask\n";

@@ -14,6 +14,7 @@ pub mod lsm;
 pub mod monitor;
 pub mod policies;
 pub mod precision;
+pub mod profile;
 pub mod recall;
 pub mod sinks;
 pub mod strict;
@@ -101,6 +102,7 @@ pub fn all() -> Vec<SecCheck> {
     v.extend(strict::all());
     v.extend(bad_input::all());
     v.extend(gate::all());
+    v.extend(profile::all());
     v.extend(monitor::all());
     v.extend(precision::all());
     v.extend(recall::all());
