@@ -1,7 +1,7 @@
 //! Runs every check once per runtime handler, cleans up after each, prints the table.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
@@ -40,6 +40,13 @@ pub struct Settings {
     pub webhook_listen: Option<std::net::SocketAddr>,
     /// The `palisade` CLI, for the demo's `palisade events`.
     pub cli: Option<PathBuf>,
+}
+
+impl Settings {
+    /// Whether `--filter` selects the check named `name` (no filter selects every check).
+    pub fn selects(&self, name: &str) -> bool {
+        self.filter.is_empty() || self.filter.iter().any(|f| name.contains(f.as_str()))
+    }
 }
 
 pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Result<()>> + 'a>>;
@@ -235,6 +242,16 @@ pub enum Outcome {
     Fail(String),
 }
 
+impl Outcome {
+    /// Why the check failed, when it did.
+    fn failure(&self) -> Option<&str> {
+        match self {
+            Outcome::Fail(r) => Some(r),
+            Outcome::Pass => None,
+        }
+    }
+}
+
 pub struct Report {
     pub handlers: Vec<String>,
     /// (check name, one outcome per handler, in `handlers` order)
@@ -279,26 +296,26 @@ impl Report {
             }
             out.push('\n');
         }
-        let failures = self.rows.iter().flat_map(|(name, outcomes)| {
-            self.handlers
-                .iter()
-                .zip(outcomes)
-                .filter_map(move |(h, o)| match o {
-                    Outcome::Fail(r) => Some((*name, h.as_str(), r.as_str())),
-                    Outcome::Pass => None,
-                })
-        });
-        out += &failures_and_counts(failures, self.counts());
+        out += &failures_and_counts(&self.handlers, &self.rows, Outcome::failure, self.counts());
         out
     }
 }
 
 /// The end of a report (this suite's and the security suite's): the failure reasons, one
-/// `(check, handler, reason)` a line, and the closing `N passed, N failed` line.
-pub fn failures_and_counts<'a>(
-    failures: impl Iterator<Item = (&'a str, &'a str, &'a str)>,
+/// `check [handler]: reason` a line for each cell of `rows` that `failed` gives a reason for
+/// (one cell per handler), and the closing `N passed, N failed` line.
+pub fn failures_and_counts<C>(
+    handlers: &[String],
+    rows: &[(&str, Vec<C>)],
+    failed: impl Fn(&C) -> Option<&str>,
     (pass, fail): (usize, usize),
 ) -> String {
+    let failures = rows.iter().flat_map(|(name, cells)| {
+        handlers
+            .iter()
+            .zip(cells)
+            .filter_map(|(h, c)| failed(c).map(|r| (*name, h, r)))
+    });
     let mut out = String::new();
     let mut reasons = String::new();
     for (name, h, r) in failures {
@@ -317,14 +334,11 @@ pub const SMOKE: &str = "pod_sandbox_lifecycle";
 
 /// Runs the checks for each handler in turn and returns the report.
 pub async fn run(settings: &Settings, checks: &[Check]) -> Result<Report> {
-    let cri = Cri::connect(&settings.cri_socket).await?;
-    let release = containerd_release(&cri).await?;
+    let run = Run::start(settings, "").await?;
+    let release = containerd_release(&run.cri).await?;
     let selected: Vec<&Check> = checks
         .iter()
-        .filter(|c| {
-            settings.filter.is_empty()
-                || settings.filter.iter().any(|f| c.name.contains(f.as_str()))
-        })
+        .filter(|c| settings.selects(c.name))
         .filter(|c| match (c.unsupported)(release) {
             Some(why) => {
                 eprintln!(
@@ -336,14 +350,6 @@ pub async fn run(settings: &Settings, checks: &[Check]) -> Result<Report> {
             None => true,
         })
         .collect();
-    let run_tag = format!(
-        "{}{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() % 1_000_000)
-            .unwrap_or(0)
-    );
     let mut rows: Vec<(&'static str, Vec<Outcome>)> =
         selected.iter().map(|c| (c.name, Vec::new())).collect();
     for handler in &settings.handlers {
@@ -352,7 +358,7 @@ pub async fn run(settings: &Settings, checks: &[Check]) -> Result<Report> {
             let outcome = if let Some(reason) = &smoke_failed {
                 Outcome::Fail(format!("not run: {SMOKE} failed: {reason}"))
             } else {
-                run_one(&cri, settings, handler, check, &run_tag).await
+                run_one(&run, handler, check).await
             };
             if check.name == SMOKE {
                 if let Outcome::Fail(r) = &outcome {
@@ -368,52 +374,99 @@ pub async fn run(settings: &Settings, checks: &[Check]) -> Result<Report> {
     })
 }
 
-async fn run_one(
-    cri: &Cri,
-    settings: &Settings,
-    handler: &str,
-    check: &Check,
-    run_tag: &str,
-) -> Outcome {
-    let dir = settings.work_dir.join(format!("{}-{handler}", check.name));
-    let ctx = Ctx {
-        cri: cri.clone(),
-        handler: handler.to_string(),
-        settings: settings.clone(),
-        check: check.name,
-        dir: dir.clone(),
-        pods: Mutex::new(Vec::new()),
-        seq: AtomicU32::new(0),
-        run_tag: run_tag.to_string(),
-    };
+async fn run_one(run: &Run<'_>, handler: &str, check: &Check) -> Outcome {
+    let dir = run
+        .settings
+        .work_dir
+        .join(format!("{}-{handler}", check.name));
+    let ctx = run.ctx(handler, check.name, dir.clone());
     let started = Instant::now();
-    let result = match std::fs::create_dir_all(&dir) {
-        Err(e) => Err(anyhow::anyhow!("create check dir {}: {e}", dir.display())),
-        Ok(()) => match tokio::time::timeout(check.timeout, (check.run)(&ctx)).await {
-            Ok(r) => r,
-            Err(_) => Err(anyhow::anyhow!("timed out after {:?}", check.timeout)),
-        },
-    };
-    let cleanup = match tokio::time::timeout(Duration::from_secs(90), ctx.cleanup()).await {
-        Ok(r) => r,
-        Err(_) => Err(anyhow::anyhow!("cleanup timed out")),
-    };
+    let result = run_body(&dir, check.timeout, (check.run)(&ctx)).await;
+    let cleanup = cleanup_within(&ctx).await;
     let outcome = match (result, cleanup) {
         (Ok(()), Ok(())) => Outcome::Pass,
-        (Err(e), _) => Outcome::Fail(one_line(&format!("{e:#}"))),
-        (Ok(()), Err(e)) => Outcome::Fail(one_line(&format!("{e:#}"))),
+        (Err(e), _) | (Ok(()), Err(e)) => Outcome::Fail(reason(&e)),
     };
     let tag = match &outcome {
         Outcome::Pass => "PASS".to_string(),
         Outcome::Fail(r) => format!("FAIL: {r}"),
     };
+    finish(handler, check.name, started, &tag, &dir);
+    outcome
+}
+
+/// Says how one check went under `handler` (`tag`, after the time it took) and removes its
+/// work directory.
+pub fn finish(handler: &str, check: &str, started: Instant, tag: &str, dir: &Path) {
     eprintln!(
-        "[{handler}] {} ({:.1}s) {tag}",
-        check.name,
+        "[{handler}] {check} ({:.1}s) {tag}",
         started.elapsed().as_secs_f64()
     );
-    let _ = std::fs::remove_dir_all(&dir);
-    outcome
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// What every check of one run of a suite shares: the CRI client, the settings, and a tag
+/// unique to the run (a prefix, the process id and the clock) that tells its pods apart from
+/// an earlier run's.
+pub struct Run<'a> {
+    pub cri: Cri,
+    pub settings: &'a Settings,
+    pub tag: String,
+}
+
+impl<'a> Run<'a> {
+    /// Connects to CRI; `prefix` starts the run's tag.
+    pub async fn start(settings: &'a Settings, prefix: &str) -> Result<Self> {
+        let cri = Cri::connect(&settings.cri_socket).await?;
+        Ok(Run {
+            cri,
+            settings,
+            tag: run_tag(prefix),
+        })
+    }
+
+    /// The context of `check` under `handler`, its scratch dir `dir` (created by the caller).
+    pub fn ctx(&self, handler: &str, check: &'static str, dir: PathBuf) -> Ctx {
+        Ctx::new(&self.cri, self.settings, handler, check, dir, &self.tag)
+    }
+}
+
+fn run_tag(prefix: &str) -> String {
+    format!(
+        "{prefix}{}{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() % 1_000_000)
+            .unwrap_or(0)
+    )
+}
+
+/// Runs one check's `body` in its work directory `dir` (created first), within `timeout`.
+pub async fn run_body<T>(
+    dir: &Path,
+    timeout: Duration,
+    body: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| anyhow::anyhow!("create check dir {}: {e}", dir.display()))?;
+    match tokio::time::timeout(timeout, body).await {
+        Ok(r) => r,
+        Err(_) => Err(anyhow::anyhow!("timed out after {timeout:?}")),
+    }
+}
+
+/// Removes what one check left behind ([`Ctx::cleanup`]), within 90 s.
+pub async fn cleanup_within(ctx: &Ctx) -> Result<()> {
+    match tokio::time::timeout(Duration::from_secs(90), ctx.cleanup()).await {
+        Ok(r) => r,
+        Err(_) => Err(anyhow::anyhow!("cleanup timed out")),
+    }
+}
+
+/// An error as the report shows it: its whole chain on one line.
+pub fn reason(e: &anyhow::Error) -> String {
+    one_line(&format!("{e:#}"))
 }
 
 pub fn one_line(s: &str) -> String {

@@ -460,10 +460,10 @@ async fn slow_inspected_bodies_are_answered_408() -> Result<()> {
     c.stream
         .write_all(b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"a\":")
         .await?;
-    let started = std::time::Instant::now();
+    // 408 is the body timer's answer (a client that never sends the rest would otherwise wait
+    // for the connection's idle timeout); no timing is asserted.
     let resp = c.read_response().await?;
     assert_eq!(resp.status, 408);
-    assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(up.hits(), 0);
     Ok(())
 }

@@ -296,10 +296,10 @@ mod tests {
     #[test]
     fn glob_is_linear_on_hostile_patterns() {
         let pattern = "/*a*a*a*a*a*a*a*a*a*a*a*a*a*b".to_string();
+        // A backtracking matcher would need on the order of 4000^13 steps here and never return;
+        // the linear one answers at once (no timing is asserted: the test would hang instead).
         let path = format!("/{}", "a".repeat(4000));
-        let start = std::time::Instant::now();
         assert!(!glob_match(&pattern, &path));
-        assert!(start.elapsed() < std::time::Duration::from_secs(2));
     }
 
     #[test]

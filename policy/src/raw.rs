@@ -94,6 +94,13 @@ macro_rules! with_meta {
             pub action: Option<String>,
         }
 
+        has_meta!($name);
+    )*};
+}
+
+/// `HasMeta` for a struct with the four meta fields.
+macro_rules! has_meta {
+    ($name:ident) => {
         impl HasMeta for $name {
             fn meta(&self) -> RawMeta<'_> {
                 RawMeta {
@@ -104,23 +111,33 @@ macro_rules! with_meta {
                 }
             }
         }
-    )*};
+    };
 }
 
-with_meta! {
-    pub struct RawSpec {
-        pub selector: Option<RawSelector>,
-        pub process: Option<RawProcess>,
-        pub file: Option<RawFile>,
-        pub network: Option<RawNetwork>,
-        pub capabilities: Option<RawCapabilities>,
-        pub syscalls: Option<RawSyscalls>,
-        /// A raw AppArmor profile; palisade has no AppArmor enforcer.
-        pub apparmor: Option<String>,
-        /// `Active` (default) or `Inactive`.
-        pub status: Option<String>,
-    }
+// `status` follows the meta fields, as in KubeArmor's schema: serde names the fields in this
+// order when it rejects an unknown one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawSpec {
+    pub selector: Option<RawSelector>,
+    pub process: Option<RawProcess>,
+    pub file: Option<RawFile>,
+    pub network: Option<RawNetwork>,
+    pub capabilities: Option<RawCapabilities>,
+    pub syscalls: Option<RawSyscalls>,
+    /// A raw AppArmor profile; palisade has no AppArmor enforcer.
+    pub apparmor: Option<String>,
+    pub severity: Option<i64>,
+    pub tags: Option<Vec<String>>,
+    pub message: Option<String>,
+    pub action: Option<String>,
+    /// `Active` (default) or `Inactive`.
+    pub status: Option<String>,
+}
 
+has_meta!(RawSpec);
+
+with_meta! {
     pub struct RawProcess {
         pub match_paths: Option<Vec<RawProcessPath>>,
         pub match_directories: Option<Vec<RawProcessDirectory>>,

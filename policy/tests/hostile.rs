@@ -1,19 +1,12 @@
 //! Hostile inputs: bad YAML, huge inputs, deep nesting, alias bombs and random mutations are all
-//! rejected with a diagnostic, quickly, without panicking.
-
-use std::time::{Duration, Instant};
+//! rejected with a diagnostic, without panicking; the parser's budgets (nodes, depth, size),
+//! whose diagnostics these tests check, are what bound its work (no timing is asserted).
 
 use palisade_policy::{parse_policies, parse_policies_with, Diagnostics, Limits};
 
-/// Generous bound for a debug build on a small machine; the real cost is far lower.
-const QUICK: Duration = Duration::from_secs(10);
-
 #[track_caller]
 fn rejected(bytes: &[u8]) -> Diagnostics {
-    let start = Instant::now();
     let result = parse_policies(bytes);
-    let elapsed = start.elapsed();
-    assert!(elapsed < QUICK, "took {elapsed:?}");
     match result {
         Ok(p) => panic!("expected a rejection, got {} policies", p.policies.len()),
         Err(d) => {
@@ -93,9 +86,7 @@ fn ten_megabytes_within_a_raised_size_limit_still_hits_the_budget() {
     while many.len() < 10 * 1024 * 1024 {
         many.push_str("    - path: /bin/a\n");
     }
-    let start = Instant::now();
     let d = parse_policies_with(many.as_bytes(), &limits).expect_err("over budget");
-    assert!(start.elapsed() < QUICK);
     assert!(
         first_message(&d).starts_with("input expands to more than 200000 YAML nodes"),
         "{d}"
@@ -302,7 +293,6 @@ fn random_mutations_never_panic() {
             .map(|e| std::fs::read(e.expect("entry").path()).expect("fixture"))
             .collect();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let start = Instant::now();
     let cases = 3000;
     let mut accepted = 0;
     for case in 0..cases {
@@ -326,7 +316,6 @@ fn random_mutations_never_panic() {
         accepted > 0 && accepted < cases,
         "accepted {accepted} of {cases}"
     );
-    assert!(start.elapsed() < Duration::from_secs(120));
 }
 
 #[test]

@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use palisade_policy::{
-    compile_for, parse_policies, Action, Capability, CompileOptions, CompiledPolicy, Enforcer,
-    Exec, FileAccess, FileTarget, Parsed, Policy, ProcessTarget, Protocol, Source, Workload,
+    compile_for, parse_policies, Action, Capability, CompileOptions, CompiledPolicy, Enforcement,
+    Enforcer, Exec, FileAccess, FileTarget, Parsed, Policy, ProcessTarget, Protocol, Source,
+    Workload,
 };
 
 fn fixture_dir() -> PathBuf {
@@ -63,6 +64,11 @@ fn write(path: &str) -> FileAccess<'_> {
 
 /// Asserts the action `c` decides for each file access of `want`.
 #[track_caller]
+/// The mechanisms that carry a rule, in order.
+fn enforcers(e: &Enforcement) -> Vec<Enforcer> {
+    e.enforcers().collect()
+}
+
 fn assert_files<const N: usize>(c: &CompiledPolicy, want: [(FileAccess<'_>, Action); N]) {
     for (access, action) in want {
         assert_eq!(c.decide_file(&access).action, action, "{access:?}");
@@ -152,7 +158,7 @@ fn service_account_token_is_blocked() -> Result<()> {
     let e = &c.file[0].enforcement;
     assert!(e.is_fully_enforceable());
     assert_eq!(
-        e.enforcers().collect::<Vec<_>>(),
+        enforcers(e),
         [
             Enforcer::BpfLsm,
             Enforcer::Landlock,
@@ -263,11 +269,11 @@ fn process_allow_list_denies_everything_else() -> Result<()> {
     assert_eq!(c.decide_file(&write("/var/www/x")).action, Action::Allow);
     // fromSource process rules need the exec hook; plain paths can use landlock too.
     assert_eq!(
-        c.process[1].enforcement.enforcers().collect::<Vec<_>>(),
+        enforcers(&c.process[1].enforcement),
         [Enforcer::EbpfExecKill]
     );
     assert_eq!(
-        c.process[0].enforcement.enforcers().collect::<Vec<_>>(),
+        enforcers(&c.process[0].enforcement),
         [Enforcer::Landlock, Enforcer::EbpfExecKill]
     );
     // The selector needs both labels.
@@ -321,10 +327,7 @@ fn raw_tables_only_for_mysql_binaries() -> Result<()> {
     // The fromSource Allow cannot be done by landlock: stated, not hidden.
     let allow = &c.file[1];
     assert!(!allow.enforcement.is_fully_enforceable());
-    assert_eq!(
-        allow.enforcement.enforcers().collect::<Vec<_>>(),
-        [Enforcer::AuditOnly]
-    );
+    assert_eq!(enforcers(&allow.enforcement), [Enforcer::AuditOnly]);
     assert!(c.unenforceable().iter().any(|n| n.starts_with(
         "wordpress-mysql/ksp-mysql-raw-tables: spec.file.matchDirectories[1]: fromSource"
     )));
@@ -360,10 +363,7 @@ fn network_only_for_nginx() -> Result<()> {
     let net_raw = Capability::parse("net_raw").context("cap")?;
     assert_eq!(c.decide_capability(net_raw, None).action, Action::Block);
     assert_eq!(
-        c.capabilities[0]
-            .enforcement
-            .enforcers()
-            .collect::<Vec<_>>(),
+        enforcers(&c.capabilities[0].enforcement),
         [Enforcer::CapabilityBoundingSet]
     );
     Ok(())

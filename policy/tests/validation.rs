@@ -39,6 +39,14 @@ fn has(errs: &[(String, String)], path: &str, message: &str) -> bool {
 }
 
 #[track_caller]
+/// Whether `parsed` has a warning at `path` (saying `message`, when given).
+fn warns(parsed: &Parsed, path: &str, message: Option<&str>) -> bool {
+    parsed
+        .warnings
+        .iter()
+        .any(|d| d.path == path && message.is_none_or(|m| d.message == m))
+}
+
 fn assert_error(yaml: &str, path: &str, message: &str) {
     let errs = errors(yaml);
     assert!(
@@ -477,11 +485,11 @@ fn duplicates_warn_and_conflicts_fail() {
     let dup = parse_ok(&doc(
         "  file:\n    matchPaths:\n    - path: /etc/shadow\n    - path: /etc/shadow\n",
     ));
-    assert!(dup
-        .warnings
-        .iter()
-        .any(|d| d.path == "spec.file.matchPaths[1]"
-            && d.message == "duplicates spec.file.matchPaths[0]"));
+    assert!(warns(
+        &dup,
+        "spec.file.matchPaths[1]",
+        Some("duplicates spec.file.matchPaths[0]")
+    ));
 
     assert_error(
         &doc("  file:\n    matchPaths:\n    - path: /etc/shadow\n      action: Allow\n    - path: /etc/shadow\n      action: Block\n"),
@@ -520,17 +528,11 @@ fn root_directory_with_block_warns_but_allow_does_not() {
     let block = parse_ok(&doc(
         "  file:\n    matchDirectories:\n    - dir: /\n      recursive: true\n",
     ));
-    assert!(block
-        .warnings
-        .iter()
-        .any(|d| d.path == "spec.file.matchDirectories[0].dir"));
+    assert!(warns(&block, "spec.file.matchDirectories[0].dir", None));
     let allow = parse_ok(&doc(
         "  file:\n    matchDirectories:\n    - dir: /\n      recursive: true\n  action: Allow\n",
     ));
-    assert!(!allow
-        .warnings
-        .iter()
-        .any(|d| d.path == "spec.file.matchDirectories[0].dir"));
+    assert!(!warns(&allow, "spec.file.matchDirectories[0].dir", None));
 }
 
 #[test]
@@ -696,12 +698,7 @@ fn remaining_limits_and_warnings() {
     let repeats = parse_ok(&doc(
         "  syscalls:\n    matchSyscalls:\n    - syscall: [read, read]\n      fromSource:\n      - path: /bin/a\n      - path: /bin/a\n",
     ));
-    let warned = |path: &str, message: &str| {
-        repeats
-            .warnings
-            .iter()
-            .any(|d| d.path == path && d.message == message)
-    };
+    let warned = |path: &str, message: &str| warns(&repeats, path, Some(message));
     assert!(warned(
         "spec.syscalls.matchSyscalls[0].syscall[1]",
         "lists read twice"

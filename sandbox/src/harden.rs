@@ -106,49 +106,45 @@ pub fn harden_spec(
         container: container_id.to_owned(),
         source,
     };
-    let mut work = spec.clone();
-    let root = work
-        .as_object_mut()
-        .ok_or(SpecError::NotAnObject)
-        .map_err(spec_err)?;
-    let labels = Labels::read(root);
-    let mut report = HardeningReport::default();
+    let (labels, report) = spec::edit(spec, spec_err, |root| {
+        let labels = Labels::read(root);
+        let mut report = HardeningReport::default();
 
-    if is_privileged(root).map_err(spec_err)? {
-        if !cfg.allow_privileged {
-            return Err(HardenError::Privileged {
-                container: container_id.to_owned(),
-            });
+        if is_privileged(root).map_err(spec_err)? {
+            if !cfg.allow_privileged {
+                return Err(HardenError::Privileged {
+                    container: container_id.to_owned(),
+                });
+            }
+            let mut granted = "privileged: every capability, every host device and no seccomp \
+                               filter (allow_privileged)"
+                .to_owned();
+            let shared = contract::shared_mounts(root);
+            if !shared.is_empty() {
+                granted += &format!("; mount propagation to the host: {}", shared.join(", "));
+            }
+            report.relaxed.push(granted);
+            return Ok((labels, report));
         }
-        let mut granted = "privileged: every capability, every host device and no seccomp \
-                           filter (allow_privileged)"
-            .to_owned();
-        let shared = contract::shared_mounts(root);
-        if !shared.is_empty() {
-            granted += &format!("; mount propagation to the host: {}", shared.join(", "));
-        }
-        report.relaxed.push(granted);
-        labels.log(container_id, &report);
-        return Ok(report);
-    }
 
-    let process = match root.get_mut("process") {
-        Some(Value::Object(p)) => p,
-        Some(_) => {
-            return Err(spec_err(SpecError::WrongType {
-                path: "process".to_owned(),
-                expected: "an object",
-            }))
-        }
-        None => return Err(spec_err(SpecError::Missing { path: "process" })),
-    };
-    let bounding = cut_capabilities(container_id, process, cfg, &mut report)?;
-    set_no_new_privileges(process, cfg, &mut report);
-    let linux = spec::object_entry(root, "linux", "linux").map_err(spec_err)?;
-    merge_paths(linux, cfg, &mut report).map_err(spec_err)?;
-    ensure_seccomp(container_id, linux, &bounding, cfg, &mut report)?;
+        let process = match root.get_mut("process") {
+            Some(Value::Object(p)) => p,
+            Some(_) => {
+                return Err(spec_err(SpecError::WrongType {
+                    path: "process".to_owned(),
+                    expected: "an object",
+                }))
+            }
+            None => return Err(spec_err(SpecError::Missing { path: "process" })),
+        };
+        let bounding = cut_capabilities(container_id, process, cfg, &mut report)?;
+        set_no_new_privileges(process, cfg, &mut report);
+        let linux = spec::object_entry(root, "linux", "linux").map_err(spec_err)?;
+        merge_paths(linux, cfg, &mut report).map_err(spec_err)?;
+        ensure_seccomp(container_id, linux, &bounding, cfg, &mut report)?;
 
-    *spec = work;
+        Ok((labels, report))
+    })?;
     labels.log(container_id, &report);
     Ok(report)
 }

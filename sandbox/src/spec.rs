@@ -65,6 +65,24 @@ pub(crate) fn string_list(
     }
 }
 
+/// Edits a copy of `spec`'s root object with `f` and puts the copy in place only when `f`
+/// succeeds, so a refused spec is left exactly as it was. `not_object` turns the error for a
+/// spec that is not a JSON object into the caller's.
+pub(crate) fn edit<T, E>(
+    spec: &mut Value,
+    not_object: impl FnOnce(SpecError) -> E,
+    f: impl FnOnce(&mut Map<String, Value>) -> Result<T, E>,
+) -> Result<T, E> {
+    let mut work = spec.clone();
+    let root = work
+        .as_object_mut()
+        .ok_or(SpecError::NotAnObject)
+        .map_err(not_object)?;
+    let out = f(root)?;
+    *spec = work;
+    Ok(out)
+}
+
 /// Replaces the array under `key` with `items`.
 pub(crate) fn set_string_list(parent: &mut Map<String, Value>, key: &str, items: &[String]) {
     parent.insert(

@@ -27,8 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use k8s_cri::v1::{ContainerConfig, LinuxContainerSecurityContext};
 
-use crate::cri::Cri;
-use crate::suite::{one_line, Ctx, Settings};
+use crate::suite::{cleanup_within, finish, reason, run_body, Ctx, Run, Settings};
 
 /// The handler every comparison is made against.
 pub const RUNC: &str = "runc";
@@ -121,6 +120,16 @@ pub enum Cell {
     NotApplicable,
 }
 
+impl Cell {
+    /// Why the check failed, when it did.
+    fn failure(&self) -> Option<&str> {
+        match self {
+            Cell::Fail(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
 pub struct Report {
     pub handlers: Vec<String>,
     pub rows: Vec<(&'static str, Vec<Cell>)>,
@@ -178,16 +187,12 @@ impl Report {
             out += line.trim_end();
             out.push('\n');
         }
-        let failures = self.rows.iter().flat_map(|(name, cells)| {
-            self.handlers
-                .iter()
-                .zip(cells)
-                .filter_map(move |(h, c)| match c {
-                    Cell::Fail(r) => Some((*name, h.as_str(), r.as_str())),
-                    _ => None,
-                })
-        });
-        out += &crate::suite::failures_and_counts(failures, self.counts());
+        out += &crate::suite::failures_and_counts(
+            &self.handlers,
+            &self.rows,
+            Cell::failure,
+            self.counts(),
+        );
         out
     }
 }
@@ -204,24 +209,14 @@ fn role(scope: Scope, handler: &str) -> Option<bool> {
 
 /// Runs every selected check under each handler and returns the report.
 pub async fn run(settings: &Settings, checks: &[SecCheck]) -> Result<Report> {
-    let cri = Cri::connect(&settings.cri_socket).await?;
-    let run_tag = format!(
-        "s{}{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() % 1_000_000)
-            .unwrap_or(0)
-    );
+    let run = Run::start(settings, "s").await?;
     let mut rows = Vec::new();
-    for check in checks.iter().filter(|c| {
-        settings.filter.is_empty() || settings.filter.iter().any(|f| c.name.contains(f.as_str()))
-    }) {
+    for check in checks.iter().filter(|c| settings.selects(c.name)) {
         let mut cells = Vec::new();
         for handler in &settings.handlers {
             let cell = match role(check.scope, handler) {
                 None => Cell::NotApplicable,
-                Some(graded) => run_one(&cri, settings, handler, check, &run_tag, graded).await,
+                Some(graded) => run_one(&run, handler, check, graded).await,
             };
             cells.push(cell);
         }
@@ -233,47 +228,28 @@ pub async fn run(settings: &Settings, checks: &[SecCheck]) -> Result<Report> {
     })
 }
 
-async fn run_one(
-    cri: &Cri,
-    settings: &Settings,
-    handler: &str,
-    check: &SecCheck,
-    run_tag: &str,
-    graded: bool,
-) -> Cell {
-    let dir = settings
+async fn run_one(run: &Run<'_>, handler: &str, check: &SecCheck, graded: bool) -> Cell {
+    let dir = run
+        .settings
         .work_dir
         .join(format!("sec-{}-{handler}", check.name));
-    let ctx = Ctx::new(cri, settings, handler, check.name, dir.clone(), run_tag);
+    let ctx = run.ctx(handler, check.name, dir.clone());
     let started = Instant::now();
-    let result = match std::fs::create_dir_all(&dir) {
-        Err(e) => Err(anyhow::anyhow!("create check dir {}: {e}", dir.display())),
-        Ok(()) => match tokio::time::timeout(check.timeout, (check.run)(&ctx)).await {
-            Ok(r) => r,
-            Err(_) => Err(anyhow::anyhow!("timed out after {:?}", check.timeout)),
-        },
-    };
-    let mut cleanup = match tokio::time::timeout(Duration::from_secs(90), ctx.cleanup()).await {
-        Ok(r) => r,
-        Err(_) => Err(anyhow::anyhow!("cleanup timed out")),
-    };
+    let result = run_body(&dir, check.timeout, (check.run)(&ctx)).await;
+    let mut cleanup = cleanup_within(&ctx).await;
     if let Err(e) = &cleanup {
         // A shim that went away during StopPodSandbox leaves containerd to clean up after it;
         // a second removal then succeeds. Say so, and fail only if the pods stay.
         eprintln!(
             "[{handler}] security {}: cleanup retried after: {}",
             check.name,
-            one_line(&format!("{e:#}"))
+            reason(e)
         );
         tokio::time::sleep(Duration::from_secs(2)).await;
-        cleanup = match tokio::time::timeout(Duration::from_secs(90), ctx.cleanup()).await {
-            Ok(r) => r,
-            Err(_) => Err(anyhow::anyhow!("cleanup timed out")),
-        };
+        cleanup = cleanup_within(&ctx).await;
     }
     let cell = match (result, cleanup, graded) {
-        (Err(e), _, _) => Cell::Fail(one_line(&format!("{e:#}"))),
-        (Ok(_), Err(e), _) => Cell::Fail(one_line(&format!("{e:#}"))),
+        (Err(e), _, _) | (Ok(_), Err(e), _) => Cell::Fail(reason(&e)),
         (Ok(o), Ok(()), false) => Cell::Info(kind(&o)),
         (Ok(o), Ok(()), true) if o.blocked => Cell::Pass(o.detail),
         (Ok(o), Ok(()), true) => Cell::Fail(format!("not blocked: {}", o.detail)),
@@ -284,12 +260,8 @@ async fn run_one(
         Cell::Info(d) => format!("(not graded) {d}"),
         Cell::NotApplicable => "n/a".into(),
     };
-    eprintln!(
-        "[{handler}] security {} ({:.1}s) {tag}",
-        check.name,
-        started.elapsed().as_secs_f64()
-    );
-    let _ = std::fs::remove_dir_all(&dir);
+    let what = format!("security {}", check.name);
+    finish(handler, &what, started, &tag, &dir);
     cell
 }
 

@@ -185,60 +185,57 @@ pub fn enforce(
         container: container_id.to_owned(),
         source,
     };
-    let mut work = spec.clone();
-    let root = work
-        .as_object_mut()
-        .ok_or(SpecError::NotAnObject)
-        .map_err(spec_err)?;
-    let mut ctx = Ctx {
-        container: container_id,
-        kernel,
-        degrade: strict.is_some_and(|s| s.allow_degraded),
-        out: Enforcement::default(),
-        refused: Vec::new(),
-    };
-    let mut layers = landlock::Layers::default();
+    let out = crate::spec::edit(spec, spec_err, |root| {
+        let mut ctx = Ctx {
+            container: container_id,
+            kernel,
+            degrade: strict.is_some_and(|s| s.allow_degraded),
+            out: Enforcement::default(),
+            refused: Vec::new(),
+        };
+        let mut layers = landlock::Layers::default();
 
-    if let Some(strict) = strict {
-        let writable = fs::apply_strict(&mut ctx, root, strict)?;
-        layers.write = Some(writable);
-        layers.scope_signal = strict.scope_signals;
-        layers.scope_abstract_unix = strict.scope_abstract_unix;
-    }
-    if let Some(policy) = policy {
-        for part in &policy.unenforced {
-            ctx.out
-                .warnings
-                .push(format!("policy {part}: not enforced by palisade"));
+        if let Some(strict) = strict {
+            let writable = fs::apply_strict(&mut ctx, root, strict)?;
+            layers.write = Some(writable);
+            layers.scope_signal = strict.scope_signals;
+            layers.scope_abstract_unix = strict.scope_abstract_unix;
         }
-        let masks = fs::file_rules(&mut ctx, policy, &mut layers);
-        fs::process_rules(&mut ctx, policy, &mut layers);
-        fs::apply_masks(root, &masks).map_err(spec_err)?;
-        caps::apply(&mut ctx, root, policy).map_err(spec_err)?;
-        let linux = crate::spec::object_entry(root, "linux", "linux").map_err(spec_err)?;
-        let mut seccomp = profile::Editor::new(linux);
-        syscalls::apply(&mut ctx, &mut seccomp, policy);
-        network::apply(&mut ctx, &mut seccomp, policy);
-        seccomp.finish(&mut ctx);
-    }
-    let plan = landlock::plan(&mut ctx, &layers)?;
+        if let Some(policy) = policy {
+            for part in &policy.unenforced {
+                ctx.out
+                    .warnings
+                    .push(format!("policy {part}: not enforced by palisade"));
+            }
+            let masks = fs::file_rules(&mut ctx, policy, &mut layers);
+            fs::process_rules(&mut ctx, policy, &mut layers);
+            fs::apply_masks(root, &masks).map_err(spec_err)?;
+            caps::apply(&mut ctx, root, policy).map_err(spec_err)?;
+            let linux = crate::spec::object_entry(root, "linux", "linux").map_err(spec_err)?;
+            let mut seccomp = profile::Editor::new(linux);
+            syscalls::apply(&mut ctx, &mut seccomp, policy);
+            network::apply(&mut ctx, &mut seccomp, policy);
+            seccomp.finish(&mut ctx);
+        }
+        let plan = landlock::plan(&mut ctx, &layers)?;
 
-    if !ctx.refused.is_empty() {
-        return Err(EnforceError::Unenforceable {
-            container: container_id.to_owned(),
-            reasons: ctx.refused,
-        });
-    }
-    ctx.out.plan = plan;
-    *spec = work;
+        if !ctx.refused.is_empty() {
+            return Err(EnforceError::Unenforceable {
+                container: container_id.to_owned(),
+                reasons: ctx.refused,
+            });
+        }
+        ctx.out.plan = plan;
+        Ok(ctx.out)
+    })?;
     tracing::debug!(
         container = container_id,
-        plan = ctx.out.plan.is_some(),
-        rules = ctx.out.rules.len(),
-        warnings = ?ctx.out.warnings,
+        plan = out.plan.is_some(),
+        rules = out.rules.len(),
+        warnings = ?out.warnings,
         "enforcement translated"
     );
-    Ok(ctx.out)
+    Ok(out)
 }
 
 /// The state of one translation.
