@@ -290,8 +290,9 @@ async fn service_account_token(ctx: &Ctx) -> Result<Observed> {
             format!("cat token under bpf-lsm: exit {code}, {err:?}, want Permission denied")
         })?;
     }
+    let dir_state = if bpf_lsm { "refused" } else { "masked" };
     Ok(Observed::blocked(format!(
-        "(token {how}, directory refused; /etc/passwd readable; recorded enforcer {got})"
+        "(token {how}, directory {dir_state}; /etc/passwd readable; recorded enforcer {got})"
     )))
 }
 
