@@ -309,21 +309,33 @@ FEXIT_SYSCALL(bpf, SYS_BPF)
  * detections use it (a `block` naming seccomp). `__secure_computing` returns -1 for a call it
  * skips, having written the error into the saved registers: the same report is made from
  * there. Every syscall of a seccomp-filtered process passes this trampoline; the check of the
- * result comes first. Its argument is not read (see above). */
-SEC("fexit/__secure_computing")
-int fexit_seccomp(unsigned long long *ctx)
+ * result comes first. Its argument is not read (see above). It took one argument (the
+ * seccomp data) until 7.x, none since: the return value is the context's second or first
+ * slot, so there are two programs, and user space loads the one the kernel's BTF matches. */
+static __always_inline int report_seccomp_skip(int skipped)
 {
 	struct container_info *ci;
 	__u64 cg, args[6];
 	long nr, ret;
 	__u32 sys;
 
-	/* ctx[1]: the int __secure_computing returned */
-	if ((int)ctx[1] != -1)
+	if (skipped != -1)
 		return 0;
 	current_syscall(args, &nr, &ret);
 	ci = watched_syscall(nr, &sys, &cg);
 	if (!ci)
 		return 0;
 	return report_syscall(ci, cg, sys, ret, args);
+}
+
+SEC("fexit/__secure_computing")
+int fexit_seccomp(unsigned long long *ctx)
+{
+	return report_seccomp_skip((int)ctx[1]);
+}
+
+SEC("fexit/__secure_computing")
+int fexit_seccomp_void(unsigned long long *ctx)
+{
+	return report_seccomp_skip((int)ctx[0]);
 }
