@@ -322,6 +322,15 @@ fn probe_lsm_runs() -> Result<bool, libbpf_rs::Error> {
     Ok(opened && hits > 0)
 }
 
+/// How many parameters the kernel's BTF gives function `name`, when it lists it
+/// (`__secure_computing` took one until 7.x, none since).
+pub(crate) fn function_params(name: &str) -> Option<usize> {
+    let btf = libbpf_rs::btf::Btf::from_vmlinux().ok()?;
+    let func = btf.type_by_name::<libbpf_rs::btf::types::Func<'_>>(name)?;
+    let proto = libbpf_rs::btf::types::FuncProto::try_from(func.next_type()?).ok()?;
+    Some(proto.len())
+}
+
 /// Whether BPF trampolines work on this kernel: a probe fexit program on the openat entry
 /// point loads, attaches and is seen to run when this process opens a file. Kernels built
 /// without a usable ftrace (this CI machine's 6.18 refuses the attach with EPERM) fall back

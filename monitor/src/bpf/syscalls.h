@@ -214,11 +214,56 @@ int BPF_PROG(on_sys_exit_raw, struct pt_regs *regs, long ret)
 }
 
 
+/* The kernel's stack size, from which 5.10 (no bpf_task_pt_regs) finds a task's saved
+ * registers at the top of its stack: 16 KiB on x86_64 and arm64 without KASAN. */
+#define THREAD_SIZE 16384
+
+/* The registers the current task's syscall entered with: through bpf_task_pt_regs (5.15),
+ * else at the top of the task's stack, read field by field. Into args, with the syscall's
+ * number (-1 for a 32-bit one) and the result the registers hold. */
+static __always_inline void current_syscall(__u64 *args, long *nr, long *ret)
+{
+	if (task_btf) {
+		struct pt_regs *regs =
+			(struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+
+		syscall_args(regs, args);
+		*nr = syscall_nr(regs);
+		*ret = syscall_ret(regs);
+		return;
+	}
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	struct pt_regs *regs = (struct pt_regs *)(BPF_CORE_READ(t, stack) + THREAD_SIZE -
+						  bpf_core_type_size(struct pt_regs));
+#if defined(__TARGET_ARCH_x86)
+	*nr = BPF_CORE_READ(regs, cs) == USER64_CS ? (long)BPF_CORE_READ(regs, orig_ax) : -1;
+	args[0] = BPF_CORE_READ(regs, di);
+	args[1] = BPF_CORE_READ(regs, si);
+	args[2] = BPF_CORE_READ(regs, dx);
+	args[3] = BPF_CORE_READ(regs, r10);
+	args[4] = BPF_CORE_READ(regs, r8);
+	args[5] = BPF_CORE_READ(regs, r9);
+	*ret = BPF_CORE_READ(regs, ax);
+#else
+	*nr = BPF_CORE_READ(regs, syscallno);
+	args[0] = BPF_CORE_READ(regs, orig_x0);
+	args[1] = BPF_CORE_READ(regs, regs[1]);
+	args[2] = BPF_CORE_READ(regs, regs[2]);
+	args[3] = BPF_CORE_READ(regs, regs[3]);
+	args[4] = BPF_CORE_READ(regs, regs[4]);
+	args[5] = BPF_CORE_READ(regs, regs[5]);
+	*ret = BPF_CORE_READ(regs, regs[0]);
+#endif
+}
+
 /* The fexit programs: one per watched syscall, on the entry point the syscall table calls
- * (`__x64_sys_<name>`, whose one argument is the registers the syscall entered with), run as
- * the entry point returns, with its result. User space leaves out (autoload off) those whose
- * entry point this kernel's BTF lacks, and loads these only where a probe trampoline attached
- * and ran (kernel.rs). */
+ * (`__x64_sys_<name>`), run as the entry point returns, with its result. The entry point's
+ * one argument is the task's saved registers, but it is not read from the program's context:
+ * 5.10's BTF types it, for some entry points (connect's), as a pointer to a forward
+ * declaration, which the verifier refuses to read; the same registers are found through the
+ * task (current_syscall). User space leaves out (autoload off) the programs whose entry point
+ * this kernel's BTF lacks, and loads these only where a probe trampoline attached and ran
+ * (kernel.rs). */
 #if defined(__TARGET_ARCH_x86)
 #define SYSCALL_ENTRY "__x64_sys_"
 #else
@@ -227,16 +272,18 @@ int BPF_PROG(on_sys_exit_raw, struct pt_regs *regs, long ret)
 
 #define FEXIT_SYSCALL(name, kind)                                                          \
 	SEC("fexit/" SYSCALL_ENTRY #name)                                                  \
-	int BPF_PROG(fexit_##name, struct pt_regs *regs, long ret)                         \
+	int fexit_##name(unsigned long long *ctx)                                          \
 	{                                                                                  \
 		struct container_info *ci;                                                 \
 		__u64 cg, args[6];                                                         \
+		long nr, saved;                                                            \
                                                                                            \
 		ci = current_container(&cg);                                               \
 		if (!ci)                                                                   \
 			return 0;                                                          \
-		syscall_args(regs, args);                                                  \
-		return report_syscall(ci, cg, kind, ret, args);                            \
+		current_syscall(args, &nr, &saved);                                        \
+		/* ctx[1]: the entry point's return value */                              \
+		return report_syscall(ci, cg, kind, (long)ctx[1], args);                   \
 	}
 
 FEXIT_SYSCALL(openat, SYS_OPENAT)
@@ -261,62 +308,38 @@ FEXIT_SYSCALL(init_module, SYS_INIT_MODULE)
 FEXIT_SYSCALL(finit_module, SYS_FINIT_MODULE)
 FEXIT_SYSCALL(bpf, SYS_BPF)
 
-/* The kernel's stack size, from which 5.10 (no bpf_task_pt_regs) finds a task's saved
- * registers at the top of its stack: 16 KiB on x86_64 and arm64 without KASAN. */
-#define THREAD_SIZE 16384
-
 /* A syscall seccomp refused (SECCOMP_RET_ERRNO, a supervisor's error) never reaches its entry
  * point, so the fexit programs above do not see it; the raw and exit tracepoints do, and the
  * detections use it (a `block` naming seccomp). `__secure_computing` returns -1 for a call it
  * skips, having written the error into the saved registers: the same report is made from
  * there. Every syscall of a seccomp-filtered process passes this trampoline; the check of the
- * result comes first. */
-SEC("fexit/__secure_computing")
-int BPF_PROG(fexit_seccomp, const void *sd, int skipped)
+ * result comes first. Its argument is not read (see above). It took one argument (the
+ * seccomp data) until 7.x, none since: the return value is the context's second or first
+ * slot, so there are two programs, and user space loads the one the kernel's BTF matches. */
+static __always_inline int report_seccomp_skip(int skipped)
 {
 	struct container_info *ci;
-	struct pt_regs *regs;
 	__u64 cg, args[6];
+	long nr, ret;
 	__u32 sys;
-	long ret;
 
 	if (skipped != -1)
 		return 0;
-	if (task_btf) {
-		regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-		ci = watched_syscall(syscall_nr(regs), &sys, &cg);
-		if (!ci)
-			return 0;
-		syscall_args(regs, args);
-		ret = syscall_ret(regs);
-	} else {
-		struct task_struct *t = (struct task_struct *)bpf_get_current_task();
-		long nr;
-
-		regs = (struct pt_regs *)(BPF_CORE_READ(t, stack) + THREAD_SIZE -
-					  bpf_core_type_size(struct pt_regs));
-#if defined(__TARGET_ARCH_x86)
-		nr = BPF_CORE_READ(regs, cs) == USER64_CS ? (long)BPF_CORE_READ(regs, orig_ax) : -1;
-		args[0] = BPF_CORE_READ(regs, di);
-		args[1] = BPF_CORE_READ(regs, si);
-		args[2] = BPF_CORE_READ(regs, dx);
-		args[3] = BPF_CORE_READ(regs, r10);
-		args[4] = BPF_CORE_READ(regs, r8);
-		args[5] = BPF_CORE_READ(regs, r9);
-		ret = BPF_CORE_READ(regs, ax);
-#else
-		nr = BPF_CORE_READ(regs, syscallno);
-		args[0] = BPF_CORE_READ(regs, orig_x0);
-		args[1] = BPF_CORE_READ(regs, regs[1]);
-		args[2] = BPF_CORE_READ(regs, regs[2]);
-		args[3] = BPF_CORE_READ(regs, regs[3]);
-		args[4] = BPF_CORE_READ(regs, regs[4]);
-		args[5] = BPF_CORE_READ(regs, regs[5]);
-		ret = BPF_CORE_READ(regs, regs[0]);
-#endif
-		ci = watched_syscall(nr, &sys, &cg);
-		if (!ci)
-			return 0;
-	}
+	current_syscall(args, &nr, &ret);
+	ci = watched_syscall(nr, &sys, &cg);
+	if (!ci)
+		return 0;
 	return report_syscall(ci, cg, sys, ret, args);
+}
+
+SEC("fexit/__secure_computing")
+int fexit_seccomp(unsigned long long *ctx)
+{
+	return report_seccomp_skip((int)ctx[1]);
+}
+
+SEC("fexit/__secure_computing")
+int fexit_seccomp_void(unsigned long long *ctx)
+{
+	return report_seccomp_skip((int)ctx[0]);
 }

@@ -18,9 +18,9 @@ use super::pin::{attached_per_container, pin_fd, remove_pins, CGROUP_PROGS, SOCK
 use super::{ms, NodeMaps};
 use crate::error::{load_err, PinError};
 use crate::kernel::{
-    ensure_tracefs, missing_entry_points, missing_tracepoints, probe_lsm, probe_lsm_cached,
-    probe_trampolines, probe_trampolines_cached, syscall_kinds, tracepoint_exists, SyscallHook,
-    SYSCALL_ENTRY,
+    ensure_tracefs, function_params, missing_entry_points, missing_tracepoints, probe_lsm,
+    probe_lsm_cached, probe_trampolines, probe_trampolines_cached, syscall_kinds,
+    tracepoint_exists, SyscallHook, SYSCALL_ENTRY,
 };
 use crate::raw::read;
 use crate::skel::monitor::{types, MonitorSkel, MonitorSkelBuilder};
@@ -150,17 +150,34 @@ fn fexit_targets() -> Vec<String> {
         .collect()
 }
 
-/// Whether a program of `section` is loaded by `attempt`, given the fexit targets this
-/// kernel lacks (`missing`).
-fn autoload(section: &str, name: &str, attempt: &Attempt, missing: &[String]) -> bool {
+/// The fexit programs to leave out on this kernel: those of the targets its BTF lacks
+/// (`missing`), and the `__secure_computing` program that does not match its parameters
+/// (`seccomp_params`: one until 7.x, none since).
+fn fexit_skipped(missing: &[String], seccomp_params: Option<usize>) -> Vec<String> {
+    let mut skip: Vec<String> = crate::event::WATCHED_SYSCALLS
+        .iter()
+        .filter(|s| missing.contains(&format!("{SYSCALL_ENTRY}{s}")))
+        .map(|s| format!("fexit_{s}"))
+        .collect();
+    match seccomp_params {
+        Some(0) => skip.push("fexit_seccomp".into()),
+        Some(1) => skip.push("fexit_seccomp_void".into()),
+        _ => skip.extend(["fexit_seccomp".into(), "fexit_seccomp_void".into()]),
+    }
+    skip
+}
+
+/// Whether the program `name` of `section` is loaded by `attempt`, given the fexit programs
+/// left out on this kernel (`skip`, [`fexit_skipped`]).
+fn autoload(section: &str, name: &str, attempt: &Attempt, skip: &[String]) -> bool {
     if section.starts_with("lsm/") {
         return attempt.lsm;
     }
     if section == "cgroup/sock_create" {
         return attempt.sock;
     }
-    if let Some(target) = section.strip_prefix("fexit/") {
-        return attempt.hook == SyscallHook::Fexit && !missing.iter().any(|m| m == target);
+    if section.starts_with("fexit/") {
+        return attempt.hook == SyscallHook::Fexit && !skip.iter().any(|m| m == name);
     }
     match name {
         "on_sys_exit" => attempt.hook == SyscallHook::ExitTracepoints,
@@ -236,7 +253,7 @@ fn load_and_pin<R: Send>(
                 "fexit targets missing from the kernel's btf, not watched"
             );
         }
-        missing
+        fexit_skipped(&missing, function_params("__secure_computing"))
     } else {
         Vec::new()
     };
@@ -587,7 +604,17 @@ mod tests {
             hook,
             task_btf: false,
         };
-        let missing = vec![format!("{SYSCALL_ENTRY}init_module")];
+        let missing = fexit_skipped(&[format!("{SYSCALL_ENTRY}init_module")], Some(1));
+        assert_eq!(
+            missing,
+            ["fexit_init_module", "fexit_seccomp_void"],
+            "one argument: the void program is left out"
+        );
+        assert_eq!(fexit_skipped(&[], Some(0)), ["fexit_seccomp"]);
+        assert_eq!(
+            fexit_skipped(&[], None),
+            ["fexit_seccomp", "fexit_seccomp_void"]
+        );
         let fx = at(SyscallHook::Fexit);
         let openat = format!("fexit/{SYSCALL_ENTRY}openat");
         let init = format!("fexit/{SYSCALL_ENTRY}init_module");
@@ -648,6 +675,8 @@ mod tests {
             .into_iter()
             .map(str::to_string)
             .collect();
+        let seccomp_params = function_params("__secure_computing");
+        let skip = fexit_skipped(&missing, seccomp_params);
         let mut a = MaybeUninit::uninit();
         let with_lsm = open_and_load(
             &mut a,
@@ -659,7 +688,7 @@ mod tests {
                 hook: SyscallHook::RawSysExit,
                 task_btf: false,
             },
-            &missing,
+            &skip,
         );
         assert!(
             !lsm || with_lsm.is_ok(),
@@ -682,7 +711,7 @@ mod tests {
                     hook,
                     task_btf: hook == SyscallHook::ExitTracepoints,
                 },
-                &missing,
+                &skip,
             );
             if hook == SyscallHook::ExitTracepoints && !exit_tracepoints {
                 assert!(without.is_err(), "{hook} loaded before 5.15");
@@ -712,8 +741,10 @@ mod tests {
                         .filter(|s| !missing.contains(&format!("{SYSCALL_ENTRY}{s}")))
                         .map(|s| format!("fexit_{s}"))
                         .collect();
-                    if !missing.iter().any(|m| m == "__secure_computing") {
-                        w.push("fexit_seccomp".into());
+                    match seccomp_params {
+                        Some(0) => w.push("fexit_seccomp_void".into()),
+                        Some(1) => w.push("fexit_seccomp".into()),
+                        _ => {}
                     }
                     w.sort();
                     w

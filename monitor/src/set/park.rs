@@ -111,14 +111,15 @@ const RELEASE_WAIT: Duration = Duration::from_secs(2);
 /// Attaches a BTF-typed program again (it names its own attach point: no tracepoint name is
 /// passed); the link fd, or the negative errno. The links a park unpinned are released after
 /// an RCU grace period, and until then 5.10 refuses the same program on the same tracepoint
-/// (EEXIST): that answer is retried for a moment.
+/// (EEXIST), and a trampoline still holding the program refuses it again (EBUSY): those
+/// answers are retried for a moment.
 fn attach_again(prog_fd: i32) -> i32 {
     let deadline = Instant::now() + RELEASE_WAIT;
     loop {
         // SAFETY: a valid program fd and a null name, which the kernel accepts for these.
         let fd =
             unsafe { libbpf_rs::libbpf_sys::bpf_raw_tracepoint_open(std::ptr::null(), prog_fd) };
-        if fd != -libc::EEXIST || Instant::now() >= deadline {
+        if (fd != -libc::EEXIST && fd != -libc::EBUSY) || Instant::now() >= deadline {
             return fd;
         }
         std::thread::sleep(Duration::from_millis(20));

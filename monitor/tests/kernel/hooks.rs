@@ -178,7 +178,13 @@ fn fexit_sets_attach_no_syscall_tracepoint_and_still_report() {
                 !ours.iter().any(|(n, _)| n.starts_with("on_sys_exit")),
                 "a syscall tracepoint program is loaded: {ours:?}"
             );
-            for want in ["fexit_openat", "fexit_unshare", "fexit_seccomp"] {
+            // __secure_computing's program: one of two, by the kernel's signature
+            let seccomp = if ours.iter().any(|(n, _)| n == "fexit_seccomp_void") {
+                "fexit_seccomp_void"
+            } else {
+                "fexit_seccomp"
+            };
+            for want in ["fexit_openat", "fexit_unshare", seccomp] {
                 let (_, id) = ours
                     .iter()
                     .find(|(n, _)| n == want)
