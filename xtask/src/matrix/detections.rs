@@ -78,8 +78,8 @@ pub fn stage(a: &Args, run_dir: &Path) -> Result<()> {
 }
 
 /// The lines of the guest script that run the corpus: its report in `detections.md`, the
-/// harness's and containerd's lines in `detections.err`, `detections.rc`,
-/// `detections.seconds`.
+/// harness's and containerd's lines in `detections.err`, the shims' event log in `events/`,
+/// `detections.rc`, `detections.seconds`.
 pub fn script(p: &Payload, a: &Args, run: &str) -> String {
     let filters: String = a
         .workloads
@@ -92,7 +92,7 @@ pub fn script(p: &Payload, a: &Args, run: &str) -> String {
 {xtask} matrix-guest-detections --shim {shim} --conformance {conformance} \
     --busybox {run}/images/busybox.tar --pause {run}/images/pause.tar \
     --corpus {run}/images/corpus.tar --seconds {seconds}{filters} \
-    > {run}/detections.md 2> {run}/detections.err
+    --keep-events {run}/events > {run}/detections.md 2> {run}/detections.err
 echo $? > {run}/detections.rc
 echo $(( $(date +%s) - t0 )) > {run}/detections.seconds
 "#,
@@ -113,6 +113,8 @@ struct GuestArgs {
     corpus: PathBuf,
     seconds: u64,
     filters: Vec<String>,
+    /// Where the shims' event log is copied after the run (the run share), if anywhere.
+    keep_events: Option<PathBuf>,
 }
 
 fn parse(args: &[String]) -> Result<GuestArgs> {
@@ -124,6 +126,7 @@ fn parse(args: &[String]) -> Result<GuestArgs> {
         corpus: PathBuf::new(),
         seconds: SECONDS,
         filters: Vec::new(),
+        keep_events: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -139,6 +142,7 @@ fn parse(args: &[String]) -> Result<GuestArgs> {
             "--corpus" => g.corpus = v.into(),
             "--seconds" => g.seconds = v.parse().with_context(|| format!("--seconds {v}"))?,
             "--filter" => g.filters.push(v),
+            "--keep-events" => g.keep_events = Some(v.into()),
             other => bail!("matrix-guest-detections: unknown option {other}"),
         }
     }
@@ -192,12 +196,29 @@ pub fn guest_main(args: &[String]) -> Result<()> {
             crate::procs::tail(&env.log, 60)
         );
     }
+    if let Some(dir) = &g.keep_events {
+        if let Err(e) = copy_files(&env.events_dir(), dir) {
+            eprintln!("xtask: keep the event log: {e:#}");
+        }
+    }
     env.teardown(false);
     match result {
         Ok(st) if st.success() => Ok(()),
         Ok(st) => bail!("the detection corpus exited {st}"),
         Err(e) => Err(e),
     }
+}
+
+/// Copies the files of `from` (not its subdirectories) into `to`.
+fn copy_files(from: &Path, to: &Path) -> Result<()> {
+    fs::create_dir_all(to).with_context(|| format!("create {}", to.display()))?;
+    for entry in fs::read_dir(from).with_context(|| format!("read {}", from.display()))? {
+        let path = entry?.path();
+        if let (true, Some(name)) = (path.is_file(), path.file_name()) {
+            fs::copy(&path, to.join(name)).with_context(|| format!("copy {}", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// What one boot's corpus run gave.
@@ -222,6 +243,14 @@ pub fn run(ws: &Workspace, filters: &[String], seconds: Option<u32>) -> Result<(
     fs::create_dir_all(&last).with_context(|| format!("create {}", last.display()))?;
     let accel = Accel::detect();
     let payload = super::suite::prepare(ws).context("prepare the guests' containerd run")?;
+    // The guest script's hook probe (`palisade-monitor hold`) gives the heading's hooks.
+    ws.cargo(&[
+        "build",
+        "-p",
+        "palisade-monitor",
+        "--bin",
+        "palisade-monitor",
+    ])?;
     let corpus = corpus::image(&ws.root.join(".palisade-run").join("images"))
         .context("build the corpus image")?;
     let args = Args {
@@ -442,7 +471,9 @@ mod tests {
         assert!(s.contains(
             "--corpus /mnt/run/images/corpus.tar --seconds 30 --filter busybox --filter chain"
         ));
-        assert!(s.contains("> /mnt/run/detections.md 2> /mnt/run/detections.err"));
+        assert!(s.contains(
+            "--keep-events /mnt/run/events > /mnt/run/detections.md 2> /mnt/run/detections.err"
+        ));
         assert!(s.contains("echo $? > /mnt/run/detections.rc"));
     }
 
@@ -452,6 +483,23 @@ mod tests {
         assert!(format!("{e}").contains("--shim /nonexistent/shim: no such file"));
         let e = parse(&strings(&["--bogus", "1"])).unwrap_err();
         assert!(format!("{e}").contains("unknown option --bogus"));
+    }
+
+    #[test]
+    fn the_event_log_s_files_are_copied_without_subdirectories() {
+        let base = std::env::temp_dir().join(format!("xtask-copy-files-{}", std::process::id()));
+        let (from, to) = (base.join("events"), base.join("kept"));
+        fs::create_dir_all(from.join("sub")).unwrap();
+        fs::write(from.join("violations.jsonl"), "{}\n").unwrap();
+        let copied = copy_files(&from, &to);
+        let kept = fs::read_to_string(to.join("violations.jsonl"));
+        let sub = to.join("sub").exists();
+        let missing = copy_files(&base.join("none"), &to);
+        let _ = fs::remove_dir_all(&base);
+        copied.unwrap();
+        assert_eq!(kept.unwrap(), "{}\n");
+        assert!(!sub);
+        assert!(format!("{:#}", missing.unwrap_err()).contains("read "));
     }
 
     #[test]
