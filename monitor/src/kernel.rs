@@ -350,7 +350,7 @@ pub(crate) fn probe_trampolines() -> bool {
 }
 
 /// Whether the monitor's syscall programs can sit on BPF trampolines on this node (fexit on
-/// the syscalls' entry points), as the loader decides it ([`probe_trampolines`]). Needs the
+/// the syscalls' entry points), as the loader decides it (`probe_trampolines`). Needs the
 /// rights to load BPF programs (root); without them the answer is `false`.
 pub fn bpf_trampolines_work() -> bool {
     probe_trampolines()
