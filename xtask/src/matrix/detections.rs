@@ -13,11 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 
 use super::qemu::{Accel, Boot};
-use super::suite::{Job, Payload, GUEST_BASE, NODE_FILES};
+use super::suite::{require_files, with_guest_node, GuestNode, Job, Payload, NODE_FILES};
 use super::{cache_dir, guest, initramfs, kernels, rootfs, BOOTS};
 use crate::cargo::Workspace;
-use crate::env::{self, Env};
-use crate::images::Images;
 use crate::{bench, corpus};
 
 /// What a guest runs when `--filter` names no workload: the busybox pod as uid 1000 with
@@ -146,20 +144,16 @@ fn parse(args: &[String]) -> Result<GuestArgs> {
             other => bail!("matrix-guest-detections: unknown option {other}"),
         }
     }
-    for (name, p) in [
-        ("--shim", &g.shim),
-        ("--conformance", &g.conformance),
-        ("--busybox", &g.busybox),
-        ("--pause", &g.pause),
-        ("--corpus", &g.corpus),
-    ] {
-        if !p.is_file() {
-            bail!(
-                "matrix-guest-detections: {name} {}: no such file",
-                p.display()
-            );
-        }
-    }
+    require_files(
+        "matrix-guest-detections",
+        &[
+            ("--shim", &g.shim),
+            ("--conformance", &g.conformance),
+            ("--busybox", &g.busybox),
+            ("--pause", &g.pause),
+            ("--corpus", &g.corpus),
+        ],
+    )?;
     Ok(g)
 }
 
@@ -167,41 +161,28 @@ fn parse(args: &[String]) -> Result<GuestArgs> {
 /// image imported, the corpus (its report on stdout), teardown; fails when the corpus did.
 pub fn guest_main(args: &[String]) -> Result<()> {
     let g = parse(args)?;
-    let env = Env::new(
-        Path::new(GUEST_BASE),
-        env::Options {
-            shim: Some(g.shim.clone()),
-            conformance: g.conformance.clone(),
-            containerd_bin: None,
-        },
-    )?;
-    let images = Images {
-        busybox: g.busybox.clone(),
-        pause: g.pause.clone(),
+    let node = GuestNode {
+        shim: &g.shim,
+        conformance: &g.conformance,
+        busybox: &g.busybox,
+        pause: &g.pause,
     };
-    let result = env
-        .start(&images)
-        .and_then(|()| env.serve_control())
-        .and_then(|()| crate::detections::import(&env, &g.corpus))
-        .and_then(|()| {
-            let mut cmd =
-                crate::detections::corpus_cmd(&env, &g.conformance, g.seconds, &g.filters);
+    let result = with_guest_node(
+        &node,
+        |env| {
+            crate::detections::import(env, &g.corpus)?;
+            let mut cmd = crate::detections::corpus_cmd(env, &g.conformance, g.seconds, &g.filters);
             cmd.stdin(Stdio::null());
             env.run_child(&mut cmd)
-        });
-    let failed = !matches!(&result, Ok(st) if st.success());
-    if failed {
-        eprintln!(
-            "xtask: containerd log (last lines):\n{}",
-            crate::procs::tail(&env.log, 60)
-        );
-    }
-    if let Some(dir) = &g.keep_events {
-        if let Err(e) = copy_files(&env.events_dir(), dir) {
-            eprintln!("xtask: keep the event log: {e:#}");
-        }
-    }
-    env.teardown(false);
+        },
+        |env| {
+            if let Some(dir) = &g.keep_events {
+                if let Err(e) = copy_files(&env.events_dir(), dir) {
+                    eprintln!("xtask: keep the event log: {e:#}");
+                }
+            }
+        },
+    );
     match result {
         Ok(st) if st.success() => Ok(()),
         Ok(st) => bail!("the detection corpus exited {st}"),
@@ -432,6 +413,7 @@ fn header(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::images::Images;
 
     fn strings(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()

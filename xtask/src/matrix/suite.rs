@@ -293,17 +293,69 @@ fn parse(args: &[String]) -> Result<GuestArgs> {
             other => bail!("matrix-guest-suite: unknown option {other}"),
         }
     }
-    for (name, p) in [
-        ("--shim", &g.shim),
-        ("--conformance", &g.conformance),
-        ("--busybox", &g.busybox),
-        ("--pause", &g.pause),
-    ] {
+    require_files(
+        "matrix-guest-suite",
+        &[
+            ("--shim", &g.shim),
+            ("--conformance", &g.conformance),
+            ("--busybox", &g.busybox),
+            ("--pause", &g.pause),
+        ],
+    )?;
+    Ok(g)
+}
+
+/// Fails, naming the command and the option, unless each of `files` is a file.
+pub(super) fn require_files(command: &str, files: &[(&str, &PathBuf)]) -> Result<()> {
+    for (name, p) in files {
         if !p.is_file() {
-            bail!("matrix-guest-suite: {name} {}: no such file", p.display());
+            bail!("{command}: {name} {}: no such file", p.display());
         }
     }
-    Ok(g)
+    Ok(())
+}
+
+/// What a guest's private containerd is started with.
+pub(super) struct GuestNode<'a> {
+    pub shim: &'a Path,
+    pub conformance: &'a Path,
+    pub busybox: &'a Path,
+    pub pause: &'a Path,
+}
+
+/// Inside a guest: starts the private containerd and its control server, runs `body`, calls
+/// `after` (whatever the result), and always tears containerd down; when `body` failed,
+/// containerd's last log lines (the shims' with them) go to stderr, which the run share keeps.
+pub(super) fn with_guest_node(
+    node: &GuestNode<'_>,
+    body: impl FnOnce(&Env) -> Result<std::process::ExitStatus>,
+    after: impl FnOnce(&Env),
+) -> Result<std::process::ExitStatus> {
+    let env = Env::new(
+        Path::new(GUEST_BASE),
+        env::Options {
+            shim: Some(node.shim.to_path_buf()),
+            conformance: node.conformance.to_path_buf(),
+            containerd_bin: None,
+        },
+    )?;
+    let images = Images {
+        busybox: node.busybox.to_path_buf(),
+        pause: node.pause.to_path_buf(),
+    };
+    let result = env
+        .start(&images)
+        .and_then(|()| env.serve_control())
+        .and_then(|()| body(&env));
+    if !matches!(&result, Ok(st) if st.success()) {
+        eprintln!(
+            "xtask: containerd log (last lines):\n{}",
+            crate::procs::tail(&env.log, 60)
+        );
+    }
+    after(&env);
+    env.teardown(false);
+    result
 }
 
 /// `xtask matrix-guest-suite`, run inside a guest: the private containerd, the security
@@ -311,24 +363,17 @@ fn parse(args: &[String]) -> Result<GuestArgs> {
 /// Markdown on stdout), teardown; fails when the suite or bench did.
 pub fn guest_main(args: &[String]) -> Result<()> {
     let g = parse(args)?;
-    let env = Env::new(
-        Path::new(GUEST_BASE),
-        env::Options {
-            shim: Some(g.shim.clone()),
-            conformance: g.conformance.clone(),
-            containerd_bin: None,
-        },
-    )?;
-    let images = Images {
-        busybox: g.busybox.clone(),
-        pause: g.pause.clone(),
+    let node = GuestNode {
+        shim: &g.shim,
+        conformance: &g.conformance,
+        busybox: &g.busybox,
+        pause: &g.pause,
     };
-    let result = env
-        .start(&images)
-        .and_then(|()| env.serve_control())
-        .and_then(|()| {
+    let result = with_guest_node(
+        &node,
+        |env| {
             if let Some(bench) = &g.bench {
-                let mut cmd = crate::tasks::suite_cmd_of(&env, &g.conformance, "bench");
+                let mut cmd = crate::tasks::suite_cmd_of(env, &g.conformance, "bench");
                 cmd.args(["--suite", "monitor"]);
                 for (flag, v) in bench {
                     cmd.arg(flag).arg(v);
@@ -339,16 +384,9 @@ pub fn guest_main(args: &[String]) -> Result<()> {
             let mut cmd = env.security_cmd(&g.conformance, &g.handlers, &g.filters);
             cmd.stdin(Stdio::null());
             env.run_child(&mut cmd)
-        });
-    let failed = !matches!(&result, Ok(st) if st.success());
-    if failed {
-        // containerd's log (the shims' lines with it) goes to stderr, which the run share keeps.
-        eprintln!(
-            "xtask: containerd log (last lines):\n{}",
-            crate::procs::tail(&env.log, 60)
-        );
-    }
-    env.teardown(false);
+        },
+        |_| {},
+    );
     match result {
         Ok(st) if st.success() => Ok(()),
         Ok(st) => bail!(
