@@ -15,21 +15,27 @@ use crate::cargo::Workspace;
 use crate::env::{self, Env};
 use crate::images::{self, Images};
 
-/// The checks run in the guests (each name a `--filter`, matched as a substring): the
-/// KubeArmor policy checks whose enforcement depends on the kernel (landlock's ABI for the
-/// process allow-list, BPF-LSM or the exec kill for a process Block, the cgroup socket hooks
-/// for `fromSource`, BPF-LSM or the masks for file Block rules, each checked against the
-/// container's enforcement record) and the monitor's detection and Block-rule checks. Under emulation a
-/// check takes 20 to 50 s, so the list is focused: the whole suite is `cargo xtask test`'s,
-/// on the host.
+/// The checks run in the guests (each name a `--filter`, matched as a substring): every
+/// KubeArmor policy check and every monitor check of the security suite, whose enforcement and
+/// detections depend on the kernel (landlock's ABI for the process allow-list, BPF-LSM or the
+/// exec kill for a process Block, the cgroup socket hooks for `fromSource` and raw sockets,
+/// BPF-LSM or the masks for file Block rules, each checked against the container's enforcement
+/// record; the monitor's hooks for detections, attribution and content identity). The rest of
+/// the suite (sinks, the gate, bad input, compromise) does not depend on the kernel and runs on
+/// the host in `cargo xtask test`.
 pub const FILTERS: &[&str] = &[
     "policy_process_allow_list",
     "policy_block_apt",
     "policy_sockets_from_source",
     "policy_service_account_token",
     "policy_file_glob_and_source",
+    "policy_file_integrity",
+    "policy_raw_socket_block",
+    "policy_selects_by_pod_labels",
     "monitor_attribution",
     "monitor_block_rule_per_pod",
+    "monitor_shell_and_package_manager",
+    "monitor_refused_renamed_and_credentials",
 ];
 /// The handlers they run under (the policy checks concern palisade only; the monitor's
 /// attribution check records runc's behaviour for comparison).
