@@ -13,7 +13,7 @@ pub const BUSYBOX_REF: &str = "localhost/palisade-test/busybox:1";
 pub const PAUSE_REF: &str = "localhost/palisade-test/pause:1";
 const TAG: &str = "1";
 /// Bump when the way images are built changes, to invalidate caches.
-const RECIPE: &str = "images-v4";
+const RECIPE: &str = "images-v5";
 const BUSYBOX: &str = "/usr/bin/busybox";
 
 /// OCI archives ready for `ctr images import`.
@@ -109,9 +109,10 @@ pub(crate) fn compile_static(src: &Path, out: &Path) -> Result<()> {
 
 /// The security suite's probe: `/usr/bin/palisade-probe`, a setuid-root copy
 /// (`palisade-probe-suid`), and real files (not busybox links) at `/usr/bin/apt` and
-/// `/usr/bin/apt-get` for the package manager policy, and `/usr/bin/nc` for the network tool
-/// detection. `apt-get` and `nc` each have a content of their own (the probe and a trailing
-/// line), so that a copy of either is known by its content; `apt` is the probe's.
+/// `/usr/bin/apt-get` for the package manager policy, and `/usr/bin/ncat` for the network tool
+/// detection (not `nc`, which would shadow the busybox applet that checks use). `apt-get` and
+/// `ncat` each have a content of their own (the probe and a trailing line), so that a copy of
+/// either is known by its content; `apt` is the probe's.
 fn probe_files(rootfs: &Path, probe: &Path) -> Result<()> {
     let bin = rootfs.join("usr/bin");
     fs::create_dir_all(&bin)?;
@@ -120,11 +121,11 @@ fn probe_files(rootfs: &Path, probe: &Path) -> Result<()> {
         ("palisade-probe-suid", 0o4755),
         ("apt", 0o755),
         ("apt-get", 0o755),
-        ("nc", 0o755),
+        ("ncat", 0o755),
     ] {
         let dest = bin.join(name);
         fs::copy(probe, &dest).with_context(|| format!("copy probe to {}", dest.display()))?;
-        if name == "apt-get" || name == "nc" {
+        if name == "apt-get" || name == "ncat" {
             let mut f = fs::OpenOptions::new().append(true).open(&dest)?;
             std::io::Write::write_all(
                 &mut f,

@@ -40,8 +40,8 @@ async fn exec(ctx: &Ctx, c: &str, cmd: &[&str]) -> Result<(i32, String)> {
 /// In one container of the test image: a raw socket (refused, since palisade drops
 /// `CAP_NET_RAW`) must arrive as a `raw-socket` event with action `block`, the tag `blocked`
 /// and the enforcer that refused it; apt-get copied to `/tmp/x` and run must arrive as a
-/// `package-manager-in-container` naming `/tmp/x` and the content of apt-get, nc copied to
-/// `/tmp/n` and run a `network-tool-in-container` naming `/tmp/n` and the content of nc, while
+/// `package-manager-in-container` naming `/tmp/x` and the content of apt-get, ncat copied to
+/// `/tmp/n` and run a `network-tool-in-container` naming `/tmp/n` and the content of ncat, while
 /// a copy of `palisade-probe` (also the content of `/usr/bin/apt` in this image, so no content
 /// is named) raises nothing; `cat /etc/shadow` must arrive as a `credential-file-read`, `cat
 /// /etc/passwd` must not.
@@ -98,7 +98,7 @@ pub async fn monitor_refused_renamed_and_credentials(ctx: &Ctx) -> Result<Observ
         &["/tmp/y", "tcpsock"],
         &["cp", "/usr/bin/apt-get", "/tmp/x"],
         &["/tmp/x", "tcpsock"],
-        &["cp", "/usr/bin/nc", "/tmp/n"],
+        &["cp", "/usr/bin/ncat", "/tmp/n"],
         &["/tmp/n", "tcpsock"],
     ] {
         let (code, out) = exec(ctx, &c, cmd).await?;
@@ -127,13 +127,13 @@ pub async fn monitor_refused_renamed_and_credentials(ctx: &Ctx) -> Result<Observ
     let tool = |e: &Value| ours(e) && field(e, "/rule/name") == "network-tool-in-container";
     let Some(ev) = log.wait_for(Duration::from_secs(5), tool).await? else {
         bail!(
-            "the copy of nc at /tmp/n ran and was not reported; the pod's events: {}",
+            "the copy of ncat at /tmp/n ran and was not reported; the pod's events: {}",
             summary(&log.matching(|e| field(e, "/workload/pod") == pod_name)?)
         );
     };
     let (path, message) = (field(&ev, "/evidence/path"), field(&ev, "/rule/message"));
     ensure(
-        path == "/tmp/n" && message.contains("the content of nc"),
+        path == "/tmp/n" && message.contains("the content of ncat"),
         || format!("network tool event for {path:?}: {message:?}"),
     )?;
     seen.push(format!("{path} reported as {message:?}"));

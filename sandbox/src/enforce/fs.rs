@@ -166,14 +166,30 @@ pub(super) fn file_rules(ctx: &mut Ctx<'_>, policy: &CompiledPolicy, layers: &mu
                 let mut rule = to_monitor(Action::Block);
                 rule.read_only = r.read_only;
                 ctx.out.monitor.deny_file.push(rule);
-                let note = match &r.target {
+                let mut note = match &r.target {
                     FileTarget::Pattern(_) => {
                         "bpf-lsm file_open refuses with EACCES; the pattern is expanded to the \
                          files present when the container starts"
                     }
                     _ => "bpf-lsm file_open refuses with EACCES, on every path to the file",
-                };
-                ctx.record(&id, Enforcer::MonitorBpfLsm, Some(note.into()));
+                }
+                .to_owned();
+                // file_open sees the writes that open a file, not an unlink, a rename, a
+                // mkdir or a link: a read-only rule keeps its read-only remount for those.
+                if r.read_only {
+                    match &r.target {
+                        FileTarget::Path(p) => masks.readonly.push(p.clone()),
+                        FileTarget::Directory { dir, .. } => masks.readonly.push(clean(dir)),
+                        FileTarget::Pattern(_) => {}
+                    }
+                    if !matches!(r.target, FileTarget::Pattern(_)) {
+                        note.push_str(
+                            "; the read-only remount refuses unlink, rename and the other \
+                             writes that open no file (EROFS)",
+                        );
+                    }
+                }
+                ctx.record(&id, Enforcer::MonitorBpfLsm, Some(note));
             }
             Action::Block => {
                 if let Some(why) = unexpressible {

@@ -48,6 +48,31 @@ fn file_integrity_read_only_block_becomes_readonly_paths() -> Result<()> {
     Ok(())
 }
 
+/// Where BPF-LSM is in force a read-only rule goes to its `file_open` program and keeps the
+/// read-only remount: file_open does not see an unlink, a rename or a mkdir (the 6.1 guest
+/// deleted /bin/ls under a BPF-LSM-only read-only rule before this).
+#[test]
+fn read_only_block_under_bpf_lsm_keeps_the_read_only_remount() -> Result<()> {
+    let mut s = spec()?;
+    let lsm = KernelFeatures {
+        bpf_lsm: true,
+        ..node()
+    };
+    let e = enforce(ID, &mut s, Some(&policy(FIM)?), None, &lsm)?;
+    let ro = strings(&s["linux"]["readonlyPaths"]);
+    for dir in ["/bin", "/sbin", "/usr/sbin", "/usr/bin"] {
+        assert!(ro.contains(&dir.to_owned()), "{dir} in {ro:?}");
+    }
+    assert_eq!(e.monitor.deny_file.len(), 4);
+    assert!(e.monitor.deny_file.iter().all(|r| r.read_only));
+    assert!(e
+        .rules
+        .iter()
+        .all(|r| r.enforcer == Enforcer::MonitorBpfLsm));
+    assert!(e.rules[0].note.as_deref().unwrap_or("").contains("unlink"));
+    Ok(())
+}
+
 #[test]
 fn file_rules_landlock_and_mounts_cannot_express_are_refused_or_degraded_to_audit() -> Result<()> {
     let mut s = spec()?;
