@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
-use super::qemu::{Accel, Boot};
+use super::qemu::Accel;
 use super::suite::{self, BenchArgs, Job};
 use super::{cache_dir, guest, initramfs, kernels, rootfs, BOOTS};
 use crate::bench::{self, BenchSuite};
@@ -77,17 +77,7 @@ pub fn run(
             k.release,
             accel.name()
         );
-        let boot = Boot {
-            vmlinux: &k.vmlinux,
-            initramfs: &k.initramfs,
-            root: &root,
-            cmdline: spec.cmdline,
-            run_dir: &dir,
-            target: &ws.target,
-            console: dir.join("console.log"),
-            timeout: BENCH_TIMEOUT,
-            accel,
-        };
+        let boot = spec.boot(&k, &root, &dir, &ws.target, BENCH_TIMEOUT, accel);
         let o = guest::run_boot(&boot, &[], Some(&Job::Bench(&payload, &args)), &ws.children)?;
         let read = |name: &str| fs::read_to_string(dir.join(name)).unwrap_or_default();
         let md = read("bench.md");

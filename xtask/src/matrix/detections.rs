@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
-use super::qemu::{Accel, Boot};
+use super::qemu::Accel;
 use super::suite::{require_files, with_guest_node, GuestNode, Job, Payload, NODE_FILES};
 use super::{cache_dir, guest, initramfs, kernels, rootfs, BOOTS};
 use crate::cargo::Workspace;
@@ -256,17 +256,7 @@ pub fn run(ws: &Workspace, filters: &[String], seconds: Option<u32>) -> Result<(
             args.workloads.join(", "),
             args.seconds
         );
-        let boot = Boot {
-            vmlinux: &k.vmlinux,
-            initramfs: &k.initramfs,
-            root: &root,
-            cmdline: spec.cmdline,
-            run_dir: &dir,
-            target: &ws.target,
-            console: dir.join("console.log"),
-            timeout: TIMEOUT,
-            accel,
-        };
+        let boot = spec.boot(&k, &root, &dir, &ws.target, TIMEOUT, accel);
         let job = Job::Detections(&payload, &args);
         let o = guest::run_boot(&boot, &[], Some(&job), &ws.children)?;
         let read = |name: &str| fs::read_to_string(dir.join(name)).unwrap_or_default();

@@ -16,7 +16,7 @@ pub mod suite;
 
 use std::fmt::Write as _;
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
@@ -39,6 +39,31 @@ struct BootSpec {
 
 /// The boots, oldest kernel first. Debian 11's 5.10 leaves `bpf` out of its LSM list, so it
 /// runs twice: as shipped, and with `bpf` added on the command line.
+impl BootSpec {
+    /// The qemu boot of this spec with its kernel `k` on `root`, its run directory `dir`.
+    fn boot<'a>(
+        &'a self,
+        k: &'a kernels::Kernel,
+        root: &'a Path,
+        dir: &'a Path,
+        target: &'a Path,
+        timeout: Duration,
+        accel: Accel,
+    ) -> Boot<'a> {
+        Boot {
+            vmlinux: &k.vmlinux,
+            initramfs: &k.initramfs,
+            root,
+            cmdline: self.cmdline,
+            run_dir: dir,
+            target,
+            console: dir.join("console.log"),
+            timeout,
+            accel,
+        }
+    }
+}
+
 const BOOTS: &[BootSpec] = &[
     BootSpec {
         label: "5.10",
@@ -144,25 +169,13 @@ pub fn run(ws: &Workspace, filters: &[String]) -> Result<()> {
                     k.release,
                     accel.name()
                 );
-                let boot = Boot {
-                    vmlinux: &k.vmlinux,
-                    initramfs: &k.initramfs,
-                    root: &root,
-                    cmdline: spec.cmdline,
-                    run_dir: &dir,
-                    target: &ws.target,
-                    console: dir.join("console.log"),
-                    timeout: BOOT_TIMEOUT,
-                    accel,
-                };
+                let boot = spec.boot(&k, &root, &dir, &ws.target, BOOT_TIMEOUT, accel);
                 let job = payload
                     .as_ref()
                     .filter(|_| spec.containerd)
                     .map(suite::Job::Suite);
-                (
-                    k.version,
-                    boot_once_more_if_hung(&boot, &binaries, job.as_ref(), ws),
-                )
+                let outcome = boot_once_more_if_hung(&boot, &binaries, job.as_ref(), ws);
+                (k.version.clone(), outcome)
             }
         };
         let outcome = outcome.map(|o| expect_hook(o, spec.hook));
