@@ -9,13 +9,27 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use crate::idle::Busy;
+use crate::upstream::UpstreamBody;
+
+/// The error of a forwarded body: the client's side (hyper) or the upstream's (the gate's
+/// own HTTP/1.1 reader).
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What is left to stream after the frames read ahead.
+#[derive(Debug)]
+enum Rest {
+    /// A request body, still arriving from the client.
+    Client(Incoming),
+    /// A response body, still arriving from the upstream.
+    Upstream(UpstreamBody),
+}
 
 /// A body that replays the frames already read, then streams whatever is left of the
 /// original; with nothing read ahead it is a plain pass-through.
 #[derive(Debug)]
 pub struct GateBody {
     read_ahead: VecDeque<Frame<Bytes>>,
-    rest: Option<Incoming>,
+    rest: Option<Rest>,
     /// For a response: its request, busy until the body is written and dropped.
     busy: Option<Busy>,
 }
@@ -25,8 +39,39 @@ impl GateBody {
     pub fn stream(body: Incoming) -> Self {
         GateBody {
             read_ahead: VecDeque::new(),
-            rest: Some(body),
+            rest: Some(Rest::Client(body)),
             busy: None,
+        }
+    }
+
+    /// Streams a response body from the upstream.
+    pub(crate) fn upstream(body: UpstreamBody) -> Self {
+        GateBody {
+            read_ahead: VecDeque::new(),
+            rest: Some(Rest::Upstream(body)),
+            busy: None,
+        }
+    }
+
+    /// No body at all.
+    pub(crate) fn empty() -> Self {
+        GateBody {
+            read_ahead: VecDeque::new(),
+            rest: None,
+            busy: None,
+        }
+    }
+
+    /// Takes the data frames read ahead while nothing else is left: the whole body, which can
+    /// be written with the head at once. `None` when part of the body is still to come.
+    pub(crate) fn take_whole(&mut self) -> Option<VecDeque<Frame<Bytes>>> {
+        match &self.rest {
+            Some(Rest::Client(body)) if !body.is_end_stream() => None,
+            Some(Rest::Upstream(_)) => None,
+            _ => {
+                self.rest = None;
+                Some(std::mem::take(&mut self.read_ahead))
+            }
         }
     }
 
@@ -56,24 +101,32 @@ impl GateBody {
 
 impl Body for GateBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         if let Some(frame) = this.read_ahead.pop_front() {
             return Poll::Ready(Some(Ok(frame)));
         }
         match &mut this.rest {
-            Some(rest) => Pin::new(rest).poll_frame(cx),
+            Some(Rest::Client(rest)) => Pin::new(rest)
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(BodyError::from))),
+            Some(Rest::Upstream(rest)) => rest.poll_frame(cx),
             None => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.read_ahead.is_empty() && self.rest.as_ref().is_none_or(|r| r.is_end_stream())
+        self.read_ahead.is_empty()
+            && match &self.rest {
+                None => true,
+                Some(Rest::Client(r)) => r.is_end_stream(),
+                Some(Rest::Upstream(r)) => r.is_end_stream(),
+            }
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -81,7 +134,10 @@ impl Body for GateBody {
         match &self.rest {
             None => SizeHint::with_exact(buffered),
             Some(rest) => {
-                let h = rest.size_hint();
+                let h = match rest {
+                    Rest::Client(r) => r.size_hint(),
+                    Rest::Upstream(r) => r.size_hint(),
+                };
                 let mut hint = SizeHint::new();
                 hint.set_lower(h.lower() + buffered);
                 if let Some(upper) = h.upper() {
@@ -131,7 +187,7 @@ pub async fn read_ahead(
                 if data.len() > cap {
                     let forward = GateBody {
                         read_ahead: frames,
-                        rest: Some(body),
+                        rest: Some(Rest::Client(body)),
                         busy: None,
                     };
                     return Ok((None, forward));

@@ -19,6 +19,7 @@ pub mod shared;
 pub mod store;
 pub mod upstream;
 pub mod value;
+mod wire;
 
 pub use decide::{decide, decide_response, Decision};
 pub use events::{EventKind, EventSink, GateEvent, LogSink};

@@ -441,28 +441,25 @@ impl Gate {
         }
 
         strip_hop_by_hop(&mut parts.headers, upgrade);
-        parts.uri = origin_form(std::mem::take(&mut parts.uri));
-        let upstream_req = hyper::Request::from_parts(parts, body);
         let started = Instant::now();
+        let target = origin_form(&parts.uri);
         let sent = if upgrade {
-            Box::pin(up.send_upgrade(upstream_req)).await
+            Box::pin(up.send(&parts, target, body, true)).await
         } else {
-            up.send(upstream_req).await
+            up.send(&parts, target, body, false).await
         };
-        let mut resp = match sent {
-            Ok(r) => r,
+        let answer = match sent {
+            Ok(a) => a,
             Err(e) => {
                 tracing::warn!(request_id = %id, upstream = %up.addr, error = %e, "gate: upstream failed");
                 return plain(StatusCode::BAD_GATEWAY, id, "upstream unavailable");
             }
         };
         let elapsed = started.elapsed();
+        let mut resp = answer.response;
         self.observe_response(&resp, elapsed, mode, id, peer, scratch);
 
-        if let (Some(client_side), StatusCode::SWITCHING_PROTOCOLS) =
-            (on_client_upgrade, resp.status())
-        {
-            let upstream_side = hyper::upgrade::on(&mut resp);
+        if let (Some(client_side), Some(upstream_side)) = (on_client_upgrade, answer.upgraded) {
             // The tunnel outlives the HTTP connection; it keeps the connection's slot so that
             // upgraded connections count against the limit too.
             let slot = conn.slot.clone();
@@ -471,12 +468,9 @@ impl Gate {
                 drop(slot);
             });
         }
-        let (mut parts, body) = resp.into_parts();
-        strip_hop_by_hop(
-            &mut parts.headers,
-            parts.status == StatusCode::SWITCHING_PROTOCOLS,
-        );
-        hyper::Response::from_parts(parts, GateBody::stream(body))
+        let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        strip_hop_by_hop(resp.headers_mut(), switching);
+        resp
     }
 
     /// Reads the body ahead for inspection and attaches it to `sample`; returns the body to
@@ -554,7 +548,7 @@ impl Gate {
 
     fn observe_response(
         &self,
-        resp: &hyper::Response<hyper::body::Incoming>,
+        resp: &hyper::Response<GateBody>,
         elapsed: Duration,
         mode: Mode,
         id: RequestId,
@@ -684,15 +678,10 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
-/// The upstream is a plain origin server: send it `path?query`, never an absolute URI.
-fn origin_form(uri: Uri) -> Uri {
-    // Already in origin form (or `*`): nothing to rebuild.
-    if uri.scheme().is_none() && uri.authority().is_none() && uri.path_and_query().is_some() {
-        return uri;
-    }
-    uri.path_and_query()
-        .and_then(|pq| Uri::try_from(pq.as_str()).ok())
-        .unwrap_or_else(|| Uri::from_static("/"))
+/// The upstream is a plain origin server: send it `path?query` (or `*`), never an absolute
+/// URI.
+fn origin_form(uri: &Uri) -> &str {
+    uri.path_and_query().map_or("/", |pq| pq.as_str())
 }
 
 fn header_bytes(headers: &HeaderMap) -> impl Iterator<Item = (&str, &[u8])> {
@@ -775,12 +764,12 @@ mod tests {
     #[test]
     fn absolute_targets_become_origin_form() {
         let u: Uri = "http://example.test/a/b?c=1".parse().unwrap();
-        assert_eq!(origin_form(u), "/a/b?c=1");
+        assert_eq!(origin_form(&u), "/a/b?c=1");
         let u: Uri = "/a/b?c=1".parse().unwrap();
-        assert_eq!(origin_form(u), "/a/b?c=1");
+        assert_eq!(origin_form(&u), "/a/b?c=1");
         let u: Uri = "*".parse().unwrap();
-        assert_eq!(origin_form(u), "*");
+        assert_eq!(origin_form(&u), "*");
         let u: Uri = "example.test:443".parse().unwrap();
-        assert_eq!(origin_form(u), "/");
+        assert_eq!(origin_form(&u), "/");
     }
 }
