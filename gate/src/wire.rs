@@ -150,18 +150,30 @@ pub(crate) fn parse_head(
             return Err(WireError::UnrequestedUpgrade);
         }
         let http11 = resp.version == Some(1);
-        let mut headers = HeaderMap::with_capacity(resp.headers.len());
+        // Where each name and value lies in the head, so that the values can share the head's
+        // bytes once it is split off the buffer instead of each being copied.
+        let base = buf.as_ptr() as usize;
+        let at = |part: &[u8]| (part.as_ptr() as usize - base, part.len());
+        let mut spans = [((0, 0), (0, 0)); MAX_RESPONSE_HEADERS];
+        let count = resp.headers.len();
+        for (span, h) in spans.iter_mut().zip(resp.headers.iter()) {
+            *span = (at(h.name.as_bytes()), at(h.value));
+        }
+        let head = buf.split_to(len).freeze();
+        let mut headers = HeaderMap::with_capacity(count);
         let mut close = !http11;
         let mut chunked = None;
         let mut length: Option<u64> = None;
         let mut lengths_agree = true;
-        for h in resp.headers.iter() {
-            let name = HeaderName::from_bytes(h.name.as_bytes())
-                .map_err(|_| WireError::Header(h.name.to_string()))?;
-            let value = HeaderValue::from_bytes(h.value)
-                .map_err(|_| WireError::Header(h.name.to_string()))?;
+        for &((name_at, name_len), (value_at, value_len)) in &spans[..count] {
+            let raw_name = &head[name_at..name_at + name_len];
+            let unnamed = || WireError::Header(String::from_utf8_lossy(raw_name).into_owned());
+            let name = HeaderName::from_bytes(raw_name).map_err(|_| unnamed())?;
+            let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
+                .map_err(|_| unnamed())?;
+            let h_value = value.as_bytes();
             if name == CONNECTION {
-                for token in h.value.split(|b| *b == b',') {
+                for token in h_value.split(|b| *b == b',') {
                     let token = token.trim_ascii();
                     if token.eq_ignore_ascii_case(b"close") {
                         close = true;
@@ -172,10 +184,10 @@ pub(crate) fn parse_head(
             } else if name == hyper::header::TRANSFER_ENCODING {
                 // The last coding decides: chunked delimits the body, anything else leaves
                 // it to the connection's end.
-                let last = h.value.rsplit(|b| *b == b',').next().unwrap_or_default();
+                let last = h_value.rsplit(|b| *b == b',').next().unwrap_or_default();
                 chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
             } else if name == CONTENT_LENGTH {
-                for part in h.value.split(|b| *b == b',') {
+                for part in h_value.split(|b| *b == b',') {
                     match parse_length(part.trim_ascii()) {
                         Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
                         _ => lengths_agree = false,
@@ -212,7 +224,6 @@ pub(crate) fn parse_head(
             close = true;
             Framing::Close
         };
-        buf.advance(len);
         return Ok(Some(Head {
             status,
             headers,
@@ -291,7 +302,7 @@ impl Chunked {
                     *self = Chunked::Size;
                 }
                 Chunked::Trailers(seen) => {
-                    let Some(end) = find_crlf(buf, MAX_TRAILERS - seen)? else {
+                    let Some(end) = find_crlf(buf, MAX_TRAILERS.saturating_sub(seen))? else {
                         return Ok(None);
                     };
                     buf.advance(end + 2);
