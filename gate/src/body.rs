@@ -22,6 +22,9 @@ enum Rest {
     Client(Incoming),
     /// A response body, still arriving from the upstream.
     Upstream(UpstreamBody),
+    /// One piece, known whole (a response body that came with its head, or the gate's own
+    /// answer): no queue to allocate.
+    Once(Option<Bytes>),
 }
 
 /// A body that replays the frames already read, then streams whatever is left of the
@@ -69,7 +72,9 @@ impl GateBody {
             Some(Rest::Client(body)) if !body.is_end_stream() => None,
             Some(Rest::Upstream(_)) => None,
             _ => {
-                self.rest = None;
+                if let Some(Rest::Once(Some(bytes))) = self.rest.take() {
+                    self.read_ahead.push_back(Frame::data(bytes));
+                }
                 Some(std::mem::take(&mut self.read_ahead))
             }
         }
@@ -78,8 +83,8 @@ impl GateBody {
     /// A body made of `bytes` alone (the gate's own responses).
     pub fn full(bytes: impl Into<Bytes>) -> Self {
         GateBody {
-            read_ahead: VecDeque::from([Frame::data(bytes.into())]),
-            rest: None,
+            read_ahead: VecDeque::new(),
+            rest: Some(Rest::Once(Some(bytes.into()))),
             busy: None,
         }
     }
@@ -116,6 +121,7 @@ impl Body for GateBody {
                 .poll_frame(cx)
                 .map(|f| f.map(|f| f.map_err(BodyError::from))),
             Some(Rest::Upstream(rest)) => rest.poll_frame(cx),
+            Some(Rest::Once(once)) => Poll::Ready(once.take().map(|b| Ok(Frame::data(b)))),
             None => Poll::Ready(None),
         }
     }
@@ -126,6 +132,7 @@ impl Body for GateBody {
                 None => true,
                 Some(Rest::Client(r)) => r.is_end_stream(),
                 Some(Rest::Upstream(r)) => r.is_end_stream(),
+                Some(Rest::Once(once)) => once.is_none(),
             }
     }
 
@@ -137,6 +144,9 @@ impl Body for GateBody {
                 let h = match rest {
                     Rest::Client(r) => r.size_hint(),
                     Rest::Upstream(r) => r.size_hint(),
+                    Rest::Once(once) => {
+                        SizeHint::with_exact(once.as_ref().map_or(0, |b| b.len() as u64))
+                    }
                 };
                 let mut hint = SizeHint::new();
                 hint.set_lower(h.lower() + buffered);
