@@ -122,6 +122,58 @@ pub(crate) struct Head {
     pub(crate) keep_alive: bool,
 }
 
+/// Headers whose places are noted for sharing the head's bytes; a head with more has its
+/// values copied instead (the note is a stack array, set up for every response).
+const SHARED_HEADERS: usize = 32;
+
+/// What the headers of a response say about its framing, gathered as they are read.
+struct Seen {
+    http11: bool,
+    close: bool,
+    chunked: Option<bool>,
+    length: Option<u64>,
+    lengths_agree: bool,
+}
+
+impl Seen {
+    /// Notes one header, checks that it can be forwarded, and adds it to `headers`.
+    fn add(
+        &mut self,
+        headers: &mut HeaderMap,
+        raw_name: &[u8],
+        value: Result<HeaderValue, hyper::header::InvalidHeaderValue>,
+    ) -> Result<(), WireError> {
+        let unnamed = || WireError::Header(String::from_utf8_lossy(raw_name).into_owned());
+        let name = HeaderName::from_bytes(raw_name).map_err(|_| unnamed())?;
+        let value = value.map_err(|_| unnamed())?;
+        let bytes = value.as_bytes();
+        if name == CONNECTION {
+            for token in bytes.split(|b| *b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    self.close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && !self.http11 {
+                    self.close = false;
+                }
+            }
+        } else if name == hyper::header::TRANSFER_ENCODING {
+            // The last coding decides: chunked delimits the body, anything else leaves it
+            // to the connection's end.
+            let last = bytes.rsplit(|b| *b == b',').next().unwrap_or_default();
+            self.chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name == CONTENT_LENGTH {
+            for part in bytes.split(|b| *b == b',') {
+                match parse_length(part.trim_ascii()) {
+                    Some(n) if self.length.is_none_or(|l| l == n) => self.length = Some(n),
+                    _ => self.lengths_agree = false,
+                }
+            }
+        }
+        headers.append(name, value);
+        Ok(())
+    }
+}
+
 /// Parses a response head from the start of `buf`. Returns `None` while the head is still
 /// incomplete; on success, the head's bytes are consumed from `buf`. Interim (1xx other than
 /// 101) responses are consumed and skipped.
@@ -131,9 +183,13 @@ pub(crate) fn parse_head(
     upgrade: bool,
 ) -> Result<Option<Head>, WireError> {
     loop {
-        let mut slots = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-        let mut resp = httparse::Response::new(&mut slots);
-        let len = match resp.parse(buf)? {
+        // Left uninitialised: httparse writes what it parses, and filling 128 empty headers
+        // for every response would cost more than parsing a small head.
+        let mut slots = [const { std::mem::MaybeUninit::uninit() }; MAX_RESPONSE_HEADERS];
+        let mut resp = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut resp, buf, &mut slots);
+        let len = match parsed? {
             httparse::Status::Partial if buf.len() > MAX_RESPONSE_HEAD => {
                 return Err(WireError::HeadTooLarge)
             }
@@ -150,52 +206,47 @@ pub(crate) fn parse_head(
             return Err(WireError::UnrequestedUpgrade);
         }
         let http11 = resp.version == Some(1);
-        // Where each name and value lies in the head, so that the values can share the head's
-        // bytes once it is split off the buffer instead of each being copied.
-        let base = buf.as_ptr() as usize;
-        let at = |part: &[u8]| (part.as_ptr() as usize - base, part.len());
-        let mut spans = [((0, 0), (0, 0)); MAX_RESPONSE_HEADERS];
+        let mut seen = Seen {
+            http11,
+            close: !http11,
+            chunked: None,
+            length: None,
+            lengths_agree: true,
+        };
         let count = resp.headers.len();
-        for (span, h) in spans.iter_mut().zip(resp.headers.iter()) {
-            *span = (at(h.name.as_bytes()), at(h.value));
-        }
-        let head = buf.split_to(len).freeze();
         let mut headers = HeaderMap::with_capacity(count);
-        let mut close = !http11;
-        let mut chunked = None;
-        let mut length: Option<u64> = None;
-        let mut lengths_agree = true;
-        for &((name_at, name_len), (value_at, value_len)) in &spans[..count] {
-            let raw_name = &head[name_at..name_at + name_len];
-            let unnamed = || WireError::Header(String::from_utf8_lossy(raw_name).into_owned());
-            let name = HeaderName::from_bytes(raw_name).map_err(|_| unnamed())?;
-            let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
-                .map_err(|_| unnamed())?;
-            let h_value = value.as_bytes();
-            if name == CONNECTION {
-                for token in h_value.split(|b| *b == b',') {
-                    let token = token.trim_ascii();
-                    if token.eq_ignore_ascii_case(b"close") {
-                        close = true;
-                    } else if token.eq_ignore_ascii_case(b"keep-alive") && !http11 {
-                        close = false;
-                    }
-                }
-            } else if name == hyper::header::TRANSFER_ENCODING {
-                // The last coding decides: chunked delimits the body, anything else leaves
-                // it to the connection's end.
-                let last = h_value.rsplit(|b| *b == b',').next().unwrap_or_default();
-                chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-            } else if name == CONTENT_LENGTH {
-                for part in h_value.split(|b| *b == b',') {
-                    match parse_length(part.trim_ascii()) {
-                        Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
-                        _ => lengths_agree = false,
-                    }
-                }
+        if count <= SHARED_HEADERS {
+            // Where each name and value lies in the head, so that the values can share the
+            // head's bytes once it is split off the buffer instead of each being copied.
+            let base = buf.as_ptr() as usize;
+            let at = |part: &[u8]| (part.as_ptr() as usize - base, part.len());
+            let mut spans = [((0, 0), (0, 0)); SHARED_HEADERS];
+            for (span, h) in spans.iter_mut().zip(resp.headers.iter()) {
+                *span = (at(h.name.as_bytes()), at(h.value));
             }
-            headers.append(name, value);
+            let head = buf.split_to(len).freeze();
+            for &((name_at, name_len), (value_at, value_len)) in &spans[..count] {
+                let value =
+                    HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len));
+                seen.add(&mut headers, &head[name_at..name_at + name_len], value)?;
+            }
+        } else {
+            for h in resp.headers.iter() {
+                seen.add(
+                    &mut headers,
+                    h.name.as_bytes(),
+                    HeaderValue::from_bytes(h.value),
+                )?;
+            }
+            buf.advance(len);
         }
+        let Seen {
+            mut close,
+            chunked,
+            length,
+            lengths_agree,
+            ..
+        } = seen;
         let no_body = *method == Method::HEAD
             || code == 101
             || code == 204
@@ -424,6 +475,29 @@ mod tests {
         assert!(head(b"HTTP/1.1 200 OK\r\ncontent-le", Method::GET)
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn heads_with_many_headers_keep_every_value() {
+        for n in [3, SHARED_HEADERS, SHARED_HEADERS + 1, 100] {
+            let mut wire = b"HTTP/1.1 200 OK\r\n".to_vec();
+            for i in 0..n {
+                wire.extend_from_slice(format!("x-h{i}: v{i}\r\n").as_bytes());
+            }
+            wire.extend_from_slice(b"content-length: 2\r\n\r\nok");
+            let mut buf = BytesMut::from(&wire[..]);
+            let h = parse_head(&mut buf, &Method::GET, false).unwrap().unwrap();
+            assert_eq!(h.headers.len(), n + 1);
+            for i in 0..n {
+                assert_eq!(
+                    h.headers[format!("x-h{i}").as_str()],
+                    format!("v{i}").as_str()
+                );
+            }
+            assert_eq!((h.framing, &buf[..]), (Framing::Length(2), &b"ok"[..]));
+        }
+        let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nx-bad\x01: v\r\n\r\n"[..]);
+        assert!(parse_head(&mut buf, &Method::GET, false).is_err());
     }
 
     #[test]
