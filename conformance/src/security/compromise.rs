@@ -26,14 +26,10 @@ const POLICY: &str = "palisade.dev/policy";
 const BACKOFF_SECS: u64 = 4;
 
 pub fn all() -> Vec<SecCheck> {
+    let only = Scope::Only(PALISADE);
     vec![
-        sec_check!(
-            "compromise_restart",
-            150,
-            Scope::Only(PALISADE),
-            compromise_restart
-        ),
-        sec_check!("audit_mode", 90, Scope::Only(AUDIT), audit_mode),
+        sec_check!(compromise_restart, 150, only),
+        sec_check!(audit_mode, 90, Scope::Only(AUDIT)),
     ]
 }
 

@@ -14,10 +14,9 @@ use crate::suite::{ensure, Ctx};
 
 pub fn all() -> Vec<SecCheck> {
     vec![sec_check!(
-        "monitor_refused_renamed_and_credentials",
+        monitor_refused_renamed_and_credentials,
         90,
-        Scope::Only(PALISADE),
-        monitor_refused_renamed_and_credentials
+        Scope::Only(PALISADE)
     )]
 }
 
