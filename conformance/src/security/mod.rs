@@ -80,13 +80,17 @@ pub struct SecCheck {
     pub run: for<'a> fn(&'a Ctx) -> SecFuture<'a>,
 }
 
-/// Builds a [`SecCheck`] from an `async fn(&Ctx) -> Result<Observed>` (named after it when no
-/// name is given), or from one attempt in a fresh default sleeper: `shell: "script"` runs a
-/// shell snippet, `probe: ["arg", ...]` the probe with those arguments.
+/// Builds a [`SecCheck`] from an `async fn(&Ctx) -> Result<Observed>`, named by a literal or
+/// after the function (`f`, or `"prefix_" + f`), or from one attempt in a fresh default
+/// sleeper: `shell: "script"` runs a shell snippet, `probe: ["arg", ...]` the probe with
+/// those arguments.
 #[macro_export]
 macro_rules! sec_check {
     ($f:ident, $secs:expr, $scope:expr) => {
         $crate::sec_check!(stringify!($f), $secs, $scope, $f)
+    };
+    ($prefix:literal + $f:ident, $secs:expr, $scope:expr) => {
+        $crate::sec_check!(concat!($prefix, stringify!($f)), $secs, $scope, $f)
     };
     ($name:literal, $secs:expr, $scope:expr, shell: $script:literal) => {
         $crate::sec_check!(@run $name, $secs, $scope, |ctx| Box::pin(

@@ -65,23 +65,13 @@ spec:
 pub fn all() -> Vec<SecCheck> {
     let only = Scope::Only(PALISADE);
     vec![
-        sec_check!(
-            "policy_service_account_token",
-            60,
-            only,
-            service_account_token
-        ),
-        sec_check!("policy_file_integrity", 60, only, file_integrity),
-        sec_check!("policy_process_allow_list", 60, only, process_allow_list),
-        sec_check!("policy_block_apt", 60, only, block_apt),
-        sec_check!("policy_raw_socket_block", 60, only, raw_socket_block),
-        sec_check!("policy_sockets_from_source", 60, only, sockets_from_source),
-        sec_check!(
-            "policy_selects_by_pod_labels",
-            60,
-            only,
-            selects_by_pod_labels
-        ),
+        sec_check!("policy_" + service_account_token, 60, only),
+        sec_check!("policy_" + file_integrity, 60, only),
+        sec_check!("policy_" + process_allow_list, 60, only),
+        sec_check!("policy_" + block_apt, 60, only),
+        sec_check!("policy_" + raw_socket_block, 60, only),
+        sec_check!("policy_" + sockets_from_source, 60, only),
+        sec_check!("policy_" + selects_by_pod_labels, 60, only),
     ]
 }
 

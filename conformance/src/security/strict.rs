@@ -22,7 +22,7 @@ pub fn all() -> Vec<SecCheck> {
     // in.
     vec![
         sec_check!("strict_root_readonly", 60, strict, shell: "echo x > /etc/palisade-strict"),
-        sec_check!("strict_write_home", 60, strict, write_home),
+        sec_check!("strict_" + write_home, 60, strict),
         sec_check!("strict_truncate_path", 60, strict, probe: ["truncate", "/etc/group"]),
         sec_check!("strict_truncate_open_rdonly", 60, strict, probe: ["otrunc", "/etc/passwd"]),
         sec_check!("strict_remove_file", 60, strict, shell: "rm /etc/group"),
@@ -36,13 +36,8 @@ pub fn all() -> Vec<SecCheck> {
         sec_check!("strict_bind_unix_socket", 60, strict,
             probe: ["bindunix", "/etc/palisade.sock"]),
         sec_check!("strict_write_proc_self", 60, strict, shell: "echo renamed > /proc/self/comm"),
-        sec_check!(
-            "strict_writable_paths",
-            60,
-            Scope::Only(STRICT),
-            writable_paths
-        ),
-        sec_check!("strict_signal_pid1", 60, strict, signal_pid1),
+        sec_check!("strict_" + writable_paths, 60, Scope::Only(STRICT)),
+        sec_check!("strict_" + signal_pid1, 60, strict),
     ]
 }
 
