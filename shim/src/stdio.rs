@@ -130,8 +130,8 @@ impl PendingIo {
             }
             let mut fifo = open_fifo_sender(path)?;
             let (read_end, write_end) = pipe_pair()?;
-            let mut receiver = pipe::Receiver::from_owned_fd(read_end)
-                .map_err(fifo_error("output pipe", &path))?;
+            let mut receiver =
+                pipe::Receiver::from_owned_fd(read_end).map_err(fifo_error("output pipe", path))?;
             if slot == 1 {
                 pending.child.stdout = Some(write_end);
             } else {
