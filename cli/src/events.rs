@@ -479,107 +479,38 @@ mod tests {
             "2026-11-23T01:00:00.5Z",
         );
         assert!(Filter::default().matches(&e));
-        let cases: Vec<(Filter, bool)> = vec![
+        // Each case sets one or two fields on an empty filter.
+        type Set = fn(&mut Filter);
+        let cases: [(Set, bool); 14] = [
+            (|f| f.namespace = Some("shop".into()), true),
+            (|f| f.namespace = Some("kube-system".into()), false),
+            (|f| f.pod = Some("web-1".into()), false),
+            (|f| f.container = Some("app".into()), true),
+            (|f| f.container = Some("sidecar".into()), false),
+            (|f| f.rule = Some("shell".into()), true),
+            (|f| f.rule = Some("shel".into()), false),
+            (|f| f.min_severity = Some(Severity::new(7).unwrap()), true),
+            (|f| f.min_severity = Some(Severity::new(8).unwrap()), false),
+            (|f| f.action = Some(Action::Kill), true),
+            (|f| f.action = Some(Action::Audit), false),
+            (|f| f.since = parse_rfc3339("2026-11-23T01:00:00.5Z"), true),
             (
-                Filter {
-                    namespace: Some("shop".into()),
-                    ..Default::default()
-                },
-                true,
-            ),
-            (
-                Filter {
-                    namespace: Some("kube-system".into()),
-                    ..Default::default()
-                },
+                |f| f.since = parse_rfc3339("2026-11-23T01:00:00.500000001Z"),
                 false,
             ),
             (
-                Filter {
-                    pod: Some("web-1".into()),
-                    ..Default::default()
-                },
-                false,
-            ),
-            (
-                Filter {
-                    container: Some("app".into()),
-                    ..Default::default()
-                },
-                true,
-            ),
-            (
-                Filter {
-                    container: Some("sidecar".into()),
-                    ..Default::default()
-                },
-                false,
-            ),
-            (
-                Filter {
-                    rule: Some("shell".into()),
-                    ..Default::default()
-                },
-                true,
-            ),
-            (
-                Filter {
-                    rule: Some("shel".into()),
-                    ..Default::default()
-                },
-                false,
-            ),
-            (
-                Filter {
-                    min_severity: Some(Severity::new(7).unwrap()),
-                    ..Default::default()
-                },
-                true,
-            ),
-            (
-                Filter {
-                    min_severity: Some(Severity::new(8).unwrap()),
-                    ..Default::default()
-                },
-                false,
-            ),
-            (
-                Filter {
-                    action: Some(Action::Kill),
-                    ..Default::default()
-                },
-                true,
-            ),
-            (
-                Filter {
-                    action: Some(Action::Audit),
-                    ..Default::default()
-                },
-                false,
-            ),
-            (
-                Filter {
-                    since: parse_rfc3339("2026-11-23T01:00:00.5Z"),
-                    ..Default::default()
-                },
-                true,
-            ),
-            (
-                Filter {
-                    since: parse_rfc3339("2026-11-23T01:00:00.500000001Z"),
-                    ..Default::default()
-                },
-                false,
-            ),
-            (
-                Filter {
-                    namespace: Some("shop".into()),
-                    action: Some(Action::Block),
-                    ..Default::default()
+                |f| {
+                    f.namespace = Some("shop".into());
+                    f.action = Some(Action::Block);
                 },
                 false,
             ),
         ];
+        let cases = cases.map(|(set, want)| {
+            let mut f = Filter::default();
+            set(&mut f);
+            (f, want)
+        });
         for (i, (f, want)) in cases.iter().enumerate() {
             assert_eq!(f.matches(&e), *want, "case {i}: {f:?}");
         }

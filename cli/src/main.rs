@@ -384,17 +384,27 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
+/// One line for what a profile command did: `now` the stage it moved to, `held at` the one
+/// it pinned.
+fn told(
+    at: &ProfileAt,
+    (event, stage): (palisade_profile::Event, palisade_profile::Stage),
+    verb: &str,
+) -> anyhow::Result<ExitCode> {
+    emit(&format!(
+        "workload {}: {:?}: {}, {verb} {}\n",
+        at.workload,
+        event.kind,
+        event.reason,
+        profile::stage_name(stage)
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn run_profile(command: ProfileCommand) -> anyhow::Result<ExitCode> {
     let change = |at: ProfileAt, command| -> anyhow::Result<ExitCode> {
-        let (event, stage) = profile::apply(&at.state_dir, &at.workload, command, now_secs())?;
-        emit(&format!(
-            "workload {}: {:?}: {}, now {}\n",
-            at.workload,
-            event.kind,
-            event.reason,
-            profile::stage_name(stage)
-        ))?;
-        Ok(ExitCode::SUCCESS)
+        let changed = profile::apply(&at.state_dir, &at.workload, command, now_secs())?;
+        told(&at, changed, "now")
     };
     match command {
         ProfileCommand::Show { at } => {
@@ -427,15 +437,8 @@ fn run_profile(command: ProfileCommand) -> anyhow::Result<ExitCode> {
         ProfileCommand::Unpin { at } => change(at, palisade_profile::Command::Unpin),
         ProfileCommand::Accept { at } => change(at, palisade_profile::Command::Accept),
         ProfileCommand::Hold { at } => {
-            let (event, stage) = profile::hold(&at.state_dir, &at.workload, now_secs())?;
-            emit(&format!(
-                "workload {}: {:?}: {}, held at {}\n",
-                at.workload,
-                event.kind,
-                event.reason,
-                profile::stage_name(stage)
-            ))?;
-            Ok(ExitCode::SUCCESS)
+            let held = profile::hold(&at.state_dir, &at.workload, now_secs())?;
+            told(&at, held, "held at")
         }
     }
 }

@@ -112,10 +112,17 @@ fn parse_release(v: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
-/// Builds a [`Check`] from an `async fn(&Ctx) -> Result<()>`.
+/// Builds a [`Check`] from an `async fn(&Ctx) -> Result<()>`, named after the function (with
+/// `"prefix_" +` in front of it, that prefix first) unless a name is given.
 #[macro_export]
 macro_rules! check {
-    ($name:literal, $secs:expr, $f:path) => {
+    ($m:ident :: $f:ident, $secs:expr) => {
+        $crate::check!(stringify!($f), $secs, $m::$f)
+    };
+    ($prefix:literal + $m:ident :: $f:ident, $secs:expr) => {
+        $crate::check!(concat!($prefix, stringify!($f)), $secs, $m::$f)
+    };
+    ($name:expr, $secs:expr, $f:path) => {
         $crate::suite::Check {
             name: $name,
             timeout: ::std::time::Duration::from_secs($secs),

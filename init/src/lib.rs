@@ -102,6 +102,12 @@ mod tests {
     #[test]
     fn every_error_kind_has_its_exit_code() {
         let io = || io::Error::from_raw_os_error(libc::EPERM);
+        let execve = |errno| {
+            InitError::from(exec::ExecError::Execve {
+                path: "/x".into(),
+                source: io::Error::from_raw_os_error(errno),
+            })
+        };
         let cases: Vec<(InitError, i32)> = vec![
             (args::ArgsError::MissingPlan.into(), 120),
             (plan::PlanError::TooLarge { path: "/p".into() }.into(), 121),
@@ -126,23 +132,9 @@ mod tests {
             (caps::CapsError::Get(io()).into(), 124),
             (nnp::NnpError::Set(io()).into(), 125),
             (exec::ExecError::NotExecutable("/x".into()).into(), 126),
-            (
-                exec::ExecError::Execve {
-                    path: "/x".into(),
-                    source: io::Error::from_raw_os_error(libc::EACCES),
-                }
-                .into(),
-                126,
-            ),
+            (execve(libc::EACCES), 126),
             (exec::ExecError::NotInPath("x".into()).into(), 127),
-            (
-                exec::ExecError::Execve {
-                    path: "/x".into(),
-                    source: io::Error::from_raw_os_error(libc::ENOENT),
-                }
-                .into(),
-                127,
-            ),
+            (execve(libc::ENOENT), 127),
         ];
         for (err, code) in cases {
             assert_eq!(err.exit_code(), code, "{err}");

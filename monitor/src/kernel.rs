@@ -284,17 +284,7 @@ pub(crate) fn probe_lsm() -> bool {
             return false;
         }
     }
-    match probe_lsm_runs() {
-        Ok(true) => true,
-        Ok(false) => {
-            debug!("bpf-lsm unavailable: the attached probe program never ran");
-            false
-        }
-        Err(e) => {
-            debug!(error = %e, "bpf-lsm unavailable");
-            false
-        }
-    }
+    seen_to_run(Probe::Lsm)
 }
 
 /// Whether BPF-LSM is in force on this node, as the monitor's loader decides it (`probe_lsm`:
@@ -304,21 +294,61 @@ pub fn bpf_lsm_in_force() -> bool {
     probe_lsm()
 }
 
-/// Loads and attaches the probe program, opens a file, and says whether the program saw it.
-fn probe_lsm_runs() -> Result<bool, libbpf_rs::Error> {
+/// The probe object's two programs, each loaded alone and watched for one open.
+#[derive(Clone, Copy)]
+enum Probe {
+    /// On BPF-LSM's `file_open` hook.
+    Lsm,
+    /// fexit on the openat entry point (a BPF trampoline).
+    Fexit,
+}
+
+/// Whether `probe`'s program, loaded and attached, is seen to run; why not goes to the debug
+/// log.
+fn seen_to_run(probe: Probe) -> bool {
+    let what = match probe {
+        Probe::Lsm => "bpf-lsm",
+        Probe::Fexit => "fexit",
+    };
+    match probe_runs(probe) {
+        Ok(true) => true,
+        Ok(false) => {
+            debug!("{what} unavailable: the attached probe program never ran");
+            false
+        }
+        Err(e) => {
+            debug!(error = %e, "{what} unavailable");
+            false
+        }
+    }
+}
+
+/// Loads and attaches `probe`'s program alone, opens a file, and says whether the program saw
+/// it.
+fn probe_runs(probe: Probe) -> Result<bool, libbpf_rs::Error> {
     let mut storage = MaybeUninit::uninit();
     let mut open = crate::skel::probe::ProbeSkelBuilder::default().open(&mut storage)?;
-    open.progs.probe_fexit.set_autoload(false);
+    match probe {
+        Probe::Lsm => open.progs.probe_fexit.set_autoload(false),
+        Probe::Fexit => open.progs.probe_lsm.set_autoload(false),
+    }
     let mut skel = open.load()?;
-    let _link = skel.progs.probe_lsm.attach()?;
+    let _link = match probe {
+        Probe::Lsm => skel.progs.probe_lsm.attach()?,
+        Probe::Fexit => skel.progs.probe_fexit.attach()?,
+    };
     let Some(bss) = skel.maps.bss_data.as_deref_mut() else {
         return Ok(false);
     };
     bss.probe_tgid = std::process::id();
-    // The trigger: any open by this process passes the file_open hook.
+    // The trigger: any open by this process passes both hooks.
     let opened = fs::File::open("/proc/self/stat").is_ok();
+    let hits = match probe {
+        Probe::Lsm => &raw const bss.probe_hits,
+        Probe::Fexit => &raw const bss.probe_fexit_hits,
+    };
     // SAFETY: a plain read of a u64 in the mapped .bss, which the program writes to.
-    let hits = unsafe { std::ptr::read_volatile(&raw const bss.probe_hits) };
+    let hits = unsafe { std::ptr::read_volatile(hits) };
     Ok(opened && hits > 0)
 }
 
@@ -336,17 +366,7 @@ pub(crate) fn function_params(name: &str) -> Option<usize> {
 /// without a usable ftrace (this CI machine's 6.18 refuses the attach with EPERM) fall back
 /// to the raw sys_exit tracepoint.
 pub(crate) fn probe_trampolines() -> bool {
-    match probe_fexit_runs() {
-        Ok(true) => true,
-        Ok(false) => {
-            debug!("fexit unavailable: the attached probe program never ran");
-            false
-        }
-        Err(e) => {
-            debug!(error = %e, "fexit unavailable");
-            false
-        }
-    }
+    seen_to_run(Probe::Fexit)
 }
 
 /// Whether the monitor's syscall programs can sit on BPF trampolines on this node (fexit on
@@ -354,23 +374,6 @@ pub(crate) fn probe_trampolines() -> bool {
 /// rights to load BPF programs (root); without them the answer is `false`.
 pub fn bpf_trampolines_work() -> bool {
     probe_trampolines()
-}
-
-/// Loads and attaches the fexit probe, opens a file, and says whether the program saw it.
-fn probe_fexit_runs() -> Result<bool, libbpf_rs::Error> {
-    let mut storage = MaybeUninit::uninit();
-    let mut open = crate::skel::probe::ProbeSkelBuilder::default().open(&mut storage)?;
-    open.progs.probe_lsm.set_autoload(false);
-    let mut skel = open.load()?;
-    let _link = skel.progs.probe_fexit.attach()?;
-    let Some(bss) = skel.maps.bss_data.as_deref_mut() else {
-        return Ok(false);
-    };
-    bss.probe_tgid = std::process::id();
-    let opened = fs::File::open("/proc/self/stat").is_ok();
-    // SAFETY: a plain read of a u64 in the mapped .bss, which the program writes to.
-    let hits = unsafe { std::ptr::read_volatile(&raw const bss.probe_fexit_hits) };
-    Ok(opened && hits > 0)
 }
 
 /// [`probe_lsm`], asked once per boot ([`cached_per_boot`]).

@@ -278,6 +278,15 @@ struct Counter<'b, 'l> {
     budget: &'b mut Budget<'l>,
 }
 
+impl<'l> Counter<'_, 'l> {
+    /// A counter for a node below this one, charging the same budget.
+    fn child(&mut self) -> Counter<'_, 'l> {
+        Counter {
+            budget: &mut *self.budget,
+        }
+    }
+}
+
 impl<'de> DeserializeSeed<'de> for Counter<'_, '_> {
     type Value = ();
 
@@ -323,41 +332,22 @@ impl<'de> Visitor<'de> for Counter<'_, '_> {
     fn visit_newtype_struct<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_any(self)
     }
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+    fn visit_seq<A: de::SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
         self.budget.charge(0)?;
-        while seq
-            .next_element_seed(Counter {
-                budget: &mut *self.budget,
-            })?
-            .is_some()
-        {}
+        while seq.next_element_seed(self.child())?.is_some() {}
         Ok(())
     }
-    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+    fn visit_map<A: de::MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
         self.budget.charge(0)?;
-        while map
-            .next_key_seed(Counter {
-                budget: &mut *self.budget,
-            })?
-            .is_some()
-        {
-            map.next_value_seed(Counter {
-                budget: &mut *self.budget,
-            })?;
+        while map.next_key_seed(self.child())?.is_some() {
+            map.next_value_seed(self.child())?;
         }
         Ok(())
     }
-    fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<(), A::Error> {
+    fn visit_enum<A: de::EnumAccess<'de>>(mut self, data: A) -> Result<(), A::Error> {
         // Tagged values (`!tag value`) arrive as enums: charge the tag and walk the value.
-        let ((), variant) = data.variant_seed(Counter {
-            budget: &mut *self.budget,
-        })?;
-        de::VariantAccess::newtype_variant_seed(
-            variant,
-            Counter {
-                budget: &mut *self.budget,
-            },
-        )
+        let ((), variant) = data.variant_seed(self.child())?;
+        de::VariantAccess::newtype_variant_seed(variant, self.child())
     }
 }
 
@@ -448,32 +438,49 @@ fn rewrite(parent: &str, msg: &str) -> (String, String) {
 mod tests {
     use super::*;
 
+    /// Each (parent path, serde's message) comes out as (path, message).
+    #[track_caller]
+    fn assert_rewrites(cases: &[(&str, &str, &str, &str)]) {
+        for &(parent, raw, path, message) in cases {
+            let want = (path.to_string(), message.to_string());
+            assert_eq!(rewrite(parent, raw), want, "{parent}: {raw}");
+        }
+    }
+
     #[test]
     fn rewrite_moves_unknown_field_into_path() {
-        let (p, m) = rewrite(
-            "spec.file",
-            "unknown field `matchPath`, expected one of `matchPaths`, `matchDirectories`",
-        );
-        assert_eq!(p, "spec.file.matchPath");
-        assert_eq!(
-            m,
-            "unknown field, expected one of matchPaths, matchDirectories"
-        );
-        let (p, m) = rewrite(".", "unknown field `spek`, expected `spec`");
-        assert_eq!(p, "spek");
-        assert_eq!(m, "unknown field, expected spec");
+        assert_rewrites(&[
+            (
+                "spec.file",
+                "unknown field `matchPath`, expected one of `matchPaths`, `matchDirectories`",
+                "spec.file.matchPath",
+                "unknown field, expected one of matchPaths, matchDirectories",
+            ),
+            (
+                ".",
+                "unknown field `spek`, expected `spec`",
+                "spek",
+                "unknown field, expected spec",
+            ),
+        ]);
     }
 
     #[test]
     fn rewrite_hides_rust_type_names() {
-        let (p, m) = rewrite(
-            "spec.file",
-            "invalid type: sequence, expected struct RawFile",
-        );
-        assert_eq!(p, "spec.file");
-        assert_eq!(m, "invalid type: sequence, expected a mapping");
-        let (_, m) = rewrite("spec.severity", "invalid type: string \"x\", expected i64");
-        assert_eq!(m, "invalid type: string \"x\", expected an integer");
+        assert_rewrites(&[
+            (
+                "spec.file",
+                "invalid type: sequence, expected struct RawFile",
+                "spec.file",
+                "invalid type: sequence, expected a mapping",
+            ),
+            (
+                "spec.severity",
+                "invalid type: string \"x\", expected i64",
+                "spec.severity",
+                "invalid type: string \"x\", expected an integer",
+            ),
+        ]);
     }
 
     #[test]

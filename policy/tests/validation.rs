@@ -34,8 +34,21 @@ fn errors(yaml: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn has(errs: &[(String, String)], path: &str, message: &str) -> bool {
-    errs.iter().any(|(p, m)| p == path && m == message)
+/// Fails naming each (path below `at`, message) of `want` that `errs` lacks.
+#[track_caller]
+fn assert_has_below(errs: &[(String, String)], at: &str, want: &[(&str, &str)]) {
+    for (path, message) in want {
+        let path = format!("{at}{path}");
+        assert!(
+            errs.iter().any(|(p, m)| *p == path && m == message),
+            "expected `{path}: {message}` in {errs:#?}"
+        );
+    }
+}
+
+#[track_caller]
+fn assert_has(errs: &[(String, String)], want: &[(&str, &str)]) {
+    assert_has_below(errs, "", want);
 }
 
 #[track_caller]
@@ -47,25 +60,15 @@ fn warns(parsed: &Parsed, path: &str, message: Option<&str>) -> bool {
         .any(|d| d.path == path && message.is_none_or(|m| d.message == m))
 }
 
+#[track_caller]
 fn assert_error(yaml: &str, path: &str, message: &str) {
-    let errs = errors(yaml);
-    assert!(
-        has(&errs, path, message),
-        "expected `{path}: {message}` in {errs:#?}"
-    );
+    assert_has(&errors(yaml), &[(path, message)]);
 }
 
 /// Asserts that `yaml` is refused with each `(path below at, message)` of `want`.
 #[track_caller]
 fn assert_errors(yaml: &str, at: &str, want: &[(&str, &str)]) {
-    let errs = errors(yaml);
-    for (path, message) in want {
-        let path = format!("{at}{path}");
-        assert!(
-            has(&errs, &path, message),
-            "expected `{path}: {message}` in {errs:#?}"
-        );
-    }
+    assert_has_below(&errors(yaml), at, want);
 }
 
 #[test]
@@ -74,27 +77,19 @@ fn every_problem_is_reported_at_once() {
         "  severity: 11\n  file:\n    matchPaths:\n    - path: etc/passwd\n    matchDirectories:\n    - dir: /etc/\n    - dir: /var/log\n  process:\n    matchPaths:\n    - path: bin/sh\n  action: Deny\n",
     );
     let errs = errors(&yaml);
-    assert!(has(&errs, "spec.severity", "must be between 1 and 10"));
-    assert!(has(
+    assert_has(
         &errs,
-        "spec.file.matchPaths[0].path",
-        "must be absolute"
-    ));
-    assert!(has(
-        &errs,
-        "spec.file.matchDirectories[1].dir",
-        "must end with /"
-    ));
-    assert!(has(
-        &errs,
-        "spec.process.matchPaths[0].path",
-        "must be absolute"
-    ));
-    assert!(has(
-        &errs,
-        "spec.action",
-        "unknown action Deny, expected one of Allow, Audit, Block"
-    ));
+        &[
+            ("spec.severity", "must be between 1 and 10"),
+            ("spec.file.matchPaths[0].path", "must be absolute"),
+            ("spec.file.matchDirectories[1].dir", "must end with /"),
+            ("spec.process.matchPaths[0].path", "must be absolute"),
+            (
+                "spec.action",
+                "unknown action Deny, expected one of Allow, Audit, Block",
+            ),
+        ],
+    );
     assert_eq!(errs.len(), 5, "{errs:#?}");
     // Display names the document and path, like the issue asks.
     let text = parse_err(&yaml).to_string();
@@ -105,32 +100,35 @@ fn every_problem_is_reported_at_once() {
 fn header_fields_are_checked() {
     let yaml = "apiVersion: v1\nkind: KubeArmorHostPolicy\nmetadata:\n  name: Bad_Name\n  namespace: Bad\nspec:\n  process:\n    matchPaths:\n    - path: /bin/sh\n";
     let errs = errors(yaml);
-    assert!(has(
+    assert_has(
         &errs,
-        "apiVersion",
-        "must be security.kubearmor.com/v1, not v1"
-    ));
-    assert!(has(
-        &errs,
-        "kind",
-        "unsupported kind KubeArmorHostPolicy, expected KubeArmorPolicy"
-    ));
-    assert!(has(
-        &errs,
-        "metadata.name",
-        "must be a DNS subdomain name (lowercase letters, digits, - and ., at most 253)"
-    ));
-    assert!(has(
-        &errs,
-        "metadata.namespace",
-        "must be a DNS label (lowercase letters, digits and -, at most 63)"
-    ));
+        &[
+            ("apiVersion", "must be security.kubearmor.com/v1, not v1"),
+            (
+                "kind",
+                "unsupported kind KubeArmorHostPolicy, expected KubeArmorPolicy",
+            ),
+            (
+                "metadata.name",
+                "must be a DNS subdomain name (lowercase letters, digits, - and ., at most 253)",
+            ),
+            (
+                "metadata.namespace",
+                "must be a DNS label (lowercase letters, digits and -, at most 63)",
+            ),
+        ],
+    );
 
     let missing = "spec:\n  process:\n    matchPaths:\n    - path: /bin/sh\n";
     let errs = errors(missing);
-    assert!(has(&errs, "apiVersion", "is required"));
-    assert!(has(&errs, "kind", "is required"));
-    assert!(has(&errs, "metadata.name", "is required"));
+    assert_has(
+        &errs,
+        &[
+            ("apiVersion", "is required"),
+            ("kind", "is required"),
+            ("metadata.name", "is required"),
+        ],
+    );
 
     assert_error(
         "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorPolicy\nmetadata:\n  name: p\n",
@@ -341,12 +339,16 @@ fn severity_bounds_at_every_level() {
             parse_ok(&yaml);
         } else {
             let errs = errors(&yaml);
-            assert!(has(&errs, "spec.file.severity", "must be between 1 and 10"));
-            assert!(has(
+            assert_has(
                 &errs,
-                "spec.file.matchPaths[0].severity",
-                "must be between 1 and 10"
-            ));
+                &[
+                    ("spec.file.severity", "must be between 1 and 10"),
+                    (
+                        "spec.file.matchPaths[0].severity",
+                        "must be between 1 and 10",
+                    ),
+                ],
+            );
         }
     }
 }

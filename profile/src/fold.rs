@@ -145,25 +145,20 @@ impl Cidr {
     /// The network of `prefix` bits containing `addr` (host bits cleared); `None` when the
     /// prefix is longer than the address.
     pub fn new(addr: IpAddr, prefix: u8) -> Option<Self> {
-        match addr {
+        // The mask keeps the top `prefix` bits; a shift by the whole width leaves none.
+        let bits = u32::from(prefix);
+        let addr = match addr {
             IpAddr::V4(a) if prefix <= 32 => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-                let net = Ipv4Addr::from(u32::from(a) & mask);
-                Some(Self {
-                    addr: IpAddr::V4(net),
-                    prefix,
-                })
+                let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+                IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
             }
             IpAddr::V6(a) if prefix <= 128 => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-                let net = Ipv6Addr::from(u128::from(a) & mask);
-                Some(Self {
-                    addr: IpAddr::V6(net),
-                    prefix,
-                })
+                let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+                IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
             }
-            _ => None,
-        }
+            _ => return None,
+        };
+        Some(Self { addr, prefix })
     }
 
     pub fn addr(&self) -> IpAddr {

@@ -193,18 +193,8 @@ impl Runc {
         bundle: &Path,
         opts: LaunchOpts<'_>,
     ) -> Result<(), RuncError> {
-        let mut args = self.base_args(Some(opts.log_file));
-        args.extend([
-            "create".into(),
-            "--bundle".into(),
-            bundle.as_os_str().to_owned(),
-        ]);
-        args.extend(["--pid-file".into(), opts.pid_file.as_os_str().to_owned()]);
-        if let Some(sock) = opts.console_socket {
-            args.extend(["--console-socket".into(), sock.as_os_str().to_owned()]);
-        }
-        args.push(id.into());
-        self.launch("create", args, opts.stdio, opts.log_file).await
+        let command: [OsString; 3] = ["create".into(), "--bundle".into(), bundle.into()];
+        self.launch_with("create", command, id, opts).await
     }
 
     /// `runc exec --detach`: starts an extra process described by a process.json.
@@ -214,19 +204,32 @@ impl Runc {
         process_json: &Path,
         opts: LaunchOpts<'_>,
     ) -> Result<(), RuncError> {
-        let mut args = self.base_args(Some(opts.log_file));
-        args.extend([
+        let command: [OsString; 4] = [
             "exec".into(),
             "--detach".into(),
             "--process".into(),
-            process_json.as_os_str().to_owned(),
-        ]);
-        args.extend(["--pid-file".into(), opts.pid_file.as_os_str().to_owned()]);
+            process_json.into(),
+        ];
+        self.launch_with("exec", command, id, opts).await
+    }
+
+    /// Launches `runc <command>` for container `id` with the pid file, console socket, log and
+    /// stdio of `opts`.
+    async fn launch_with(
+        &self,
+        what: &'static str,
+        command: impl IntoIterator<Item = OsString>,
+        id: &str,
+        opts: LaunchOpts<'_>,
+    ) -> Result<(), RuncError> {
+        let mut args = self.base_args(Some(opts.log_file));
+        args.extend(command);
+        args.extend(["--pid-file".into(), opts.pid_file.into()]);
         if let Some(sock) = opts.console_socket {
-            args.extend(["--console-socket".into(), sock.as_os_str().to_owned()]);
+            args.extend(["--console-socket".into(), sock.into()]);
         }
         args.push(id.into());
-        self.launch("exec", args, opts.stdio, opts.log_file).await
+        self.launch(what, args, opts.stdio, opts.log_file).await
     }
 
     pub async fn start(&self, id: &str) -> Result<(), RuncError> {

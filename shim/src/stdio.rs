@@ -116,12 +116,8 @@ impl PendingIo {
         if !paths.stdin.is_empty() {
             let fifo = open_fifo_receiver(&paths.stdin)?;
             let (read_end, write_end) = pipe_pair()?;
-            let mut sender =
-                pipe::Sender::from_owned_fd(write_end).map_err(|source| StdioError::Fifo {
-                    what: "stdin pipe",
-                    path: paths.stdin.clone(),
-                    source,
-                })?;
+            let mut sender = pipe::Sender::from_owned_fd(write_end)
+                .map_err(fifo_error("stdin pipe", &paths.stdin))?;
             pending.child.stdin = Some(read_end);
             pending.io.stdin = Some(tokio::spawn(async move {
                 let mut fifo = fifo;
@@ -135,11 +131,7 @@ impl PendingIo {
             let mut fifo = open_fifo_sender(path)?;
             let (read_end, write_end) = pipe_pair()?;
             let mut receiver =
-                pipe::Receiver::from_owned_fd(read_end).map_err(|source| StdioError::Fifo {
-                    what: "output pipe",
-                    path: path.clone(),
-                    source,
-                })?;
+                pipe::Receiver::from_owned_fd(read_end).map_err(fifo_error("output pipe", path))?;
             if slot == 1 {
                 pending.child.stdout = Some(write_end);
             } else {
@@ -261,26 +253,24 @@ fn pipe_pair() -> Result<(OwnedFd, OwnedFd), StdioError> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(StdioError::Pipe)
 }
 
+/// Names the fifo or pipe, and what was being done with it, in an I/O error.
+fn fifo_error(what: &'static str, path: &str) -> impl FnOnce(std::io::Error) -> StdioError {
+    let path = path.to_string();
+    move |source| StdioError::Fifo { what, path, source }
+}
+
 fn open_fifo_sender(path: &str) -> Result<pipe::Sender, StdioError> {
     pipe::OpenOptions::new()
         .read_write(true)
         .open_sender(path)
-        .map_err(|source| StdioError::Fifo {
-            what: "open output fifo",
-            path: path.into(),
-            source,
-        })
+        .map_err(fifo_error("open output fifo", path))
 }
 
 fn open_fifo_receiver(path: &str) -> Result<pipe::Receiver, StdioError> {
     pipe::OpenOptions::new()
         .read_write(true)
         .open_receiver(path)
-        .map_err(|source| StdioError::Fifo {
-            what: "open stdin fifo",
-            path: path.into(),
-            source,
-        })
+        .map_err(fifo_error("open stdin fifo", path))
 }
 
 /// Accepts runc's connection on the console socket and takes the pty master it sends.

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::images::pack_tagged;
+use crate::images::pack;
 use crate::procs;
 
 pub const CORPUS_REF: &str = "localhost/palisade-test/corpus:1";
@@ -121,7 +121,7 @@ fn build(work: &Path, debs: &Path, out: &Path) -> Result<()> {
     unmount_below(work);
     let _ = fs::remove_dir_all(work);
     fs::create_dir_all(work)?;
-    pack_tagged(
+    pack(
         work,
         "corpus",
         TAG,

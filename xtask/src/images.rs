@@ -56,6 +56,7 @@ pub fn build(workspace_root: &Path, cache: &Path) -> Result<Images> {
     pack(
         &work,
         "pause",
+        TAG,
         &images.pause,
         &["--config.entrypoint", "/pause"],
         |rootfs| {
@@ -66,6 +67,7 @@ pub fn build(workspace_root: &Path, cache: &Path) -> Result<Images> {
     pack(
         &work,
         "busybox",
+        TAG,
         &images.busybox,
         &[
             "--config.env",
@@ -137,20 +139,9 @@ fn probe_files(rootfs: &Path, probe: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Creates an OCI layout (`<work>/<name>-layout`, tag [`TAG`]) with one layer made by `fill`,
-/// configures it and tars it to `out`.
-fn pack(
-    work: &Path,
-    name: &str,
-    out: &Path,
-    config: &[&str],
-    fill: impl FnOnce(&Path) -> Result<()>,
-) -> Result<()> {
-    pack_tagged(work, name, TAG, out, config, fill)
-}
-
-/// [`pack`] with the image's tag given.
-pub(crate) fn pack_tagged(
+/// Creates an OCI layout (`<work>/<name>-layout`, tagged `tag`: [`TAG`] for the test images)
+/// with one layer made by `fill`, configures it and tars it to `out`.
+pub(crate) fn pack(
     work: &Path,
     name: &str,
     tag: &str,

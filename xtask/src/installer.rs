@@ -52,7 +52,7 @@ pub fn build(ws: &Workspace) -> Result<(PathBuf, PathBuf)> {
     fs::create_dir_all(&work).with_context(|| format!("create {}", work.display()))?;
     let tar = work.join("palisade-installer.tar");
     let entrypoint = "/opt/palisade/bin/palisade-deploy.sh";
-    images::pack_tagged(
+    images::pack(
         &work,
         "installer",
         INSTALLER_TAG,

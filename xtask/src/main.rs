@@ -74,39 +74,22 @@ options (bench):
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    // Run inside a kernel matrix guest, not by hand: its own options.
-    if args.first().is_some_and(|c| c == "matrix-guest-suite") {
-        return match matrix::suite::guest_main(&args[1..]) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("xtask: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
+    // Commands with options of their own: the kernel matrix's guest sides (run inside a
+    // guest, not by hand) and the fresh-machine check.
+    match args.first().map(String::as_str) {
+        Some("matrix-guest-suite") => return exit(matrix::suite::guest_main(&args[1..])),
+        Some("matrix-guest-detections") => return exit(matrix::detections::guest_main(&args[1..])),
+        Some("fresh-machine") => {
+            let children = procs::Children::default();
+            return exit(fresh_machine::command(&args[1..], &children));
+        }
+        Some(_) => {}
+        None => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
     }
-    if args.first().is_some_and(|c| c == "matrix-guest-detections") {
-        return match matrix::detections::guest_main(&args[1..]) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("xtask: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    let Some(cmd) = args.first() else {
-        eprintln!("{USAGE}");
-        return ExitCode::from(2);
-    };
-    if cmd == "fresh-machine" {
-        let children = procs::Children::default();
-        return match fresh_machine::command(&args[1..], &children) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("xtask: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
-    }
+    let cmd = &args[0];
     // `detections --short` is that command's own flag.
     let short = cmd == "detections" && args.iter().any(|a| a == "--short");
     let rest: Vec<String> = args[1..]
@@ -140,6 +123,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    exit(result)
+}
+
+/// The process's exit status for a command's result, its error chain on stderr.
+fn exit(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

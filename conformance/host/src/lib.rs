@@ -250,6 +250,16 @@ pub fn ns_link(pid: &str, ns: &str) -> Result<String> {
         .to_string())
 }
 
+/// Whether the kernel lists `bpf` among its active LSMs (`/sys/kernel/security/lsm`), where
+/// the shim puts file Block rules into BPF-LSM, whose refusal is EACCES.
+pub fn bpf_lsm_listed() -> bool {
+    fs::read_to_string("/sys/kernel/security/lsm")
+        .unwrap_or_default()
+        .trim()
+        .split(',')
+        .any(|l| l == "bpf")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -294,20 +294,21 @@ pub fn render(r: &Results, grades: &[(String, Grade)]) -> String {
             details.join("\n")
         );
     }
-    let known: Vec<_> = grades
-        .iter()
-        .filter_map(|(id, g)| match g {
-            Grade::KnownMiss(why) => Some(format!("  {id}: {why}")),
-            _ => None,
-        })
-        .collect();
-    let failed: Vec<_> = grades
-        .iter()
-        .filter_map(|(id, g)| match g {
-            Grade::Fail(why) => Some(format!("  {id}: {why}")),
-            _ => None,
-        })
-        .collect();
+    // One line per step whose grade `why` picks out, with the reason it gives.
+    let lines = |why: fn(&Grade) -> Option<&String>| -> Vec<String> {
+        grades
+            .iter()
+            .filter_map(|(id, g)| why(g).map(|why| format!("  {id}: {why}")))
+            .collect()
+    };
+    let known = lines(|g| match g {
+        Grade::KnownMiss(why) => Some(why),
+        _ => None,
+    });
+    let failed = lines(|g| match g {
+        Grade::Fail(why) => Some(why),
+        _ => None,
+    });
     let passed = grades.iter().filter(|(_, g)| *g == Grade::Pass).count();
     if !known.is_empty() {
         let _ = writeln!(

@@ -14,29 +14,27 @@ pub const PROBE: &str = "/usr/bin/palisade-probe";
 pub const PROBE_SUID: &str = "/usr/bin/palisade-probe-suid";
 
 pub fn all() -> Vec<SecCheck> {
+    let attack = Scope::Attack;
+    // `ptrace 1` is an exec'd process attaching to the container's init: outside what it
+    // may trace.
     vec![
-        sec_check!("attack_mount_tmpfs", 60, Scope::Attack, mount_tmpfs),
-        sec_check!("attack_mount_syscall", 60, Scope::Attack, mount_syscall),
-        sec_check!("attack_unshare_userns", 60, Scope::Attack, unshare_userns),
-        sec_check!("attack_unshare_syscall", 60, Scope::Attack, unshare_syscall),
-        sec_check!("attack_compat_syscall", 60, Scope::Attack, compat_syscall),
-        sec_check!("attack_read_proc_kcore", 60, Scope::Attack, read_kcore),
-        sec_check!("attack_read_proc_keys", 60, Scope::Attack, read_keys),
-        sec_check!("attack_write_proc_sys", 60, Scope::Attack, write_proc_sys),
-        sec_check!("attack_raw_socket", 60, Scope::Attack, raw_socket),
-        sec_check!("attack_ping", 60, Scope::Attack, ping),
-        sec_check!("attack_keyctl", 60, Scope::Attack, keyctl),
-        sec_check!("attack_bpf", 60, Scope::Attack, bpf),
-        sec_check!("attack_perf_event_open", 60, Scope::Attack, perf_event_open),
-        sec_check!("attack_init_module", 60, Scope::Attack, init_module),
-        sec_check!("attack_ptrace_pid1", 60, Scope::Attack, ptrace_pid1),
-        sec_check!("attack_setuid_binary", 60, Scope::Attack, setuid_binary),
-        sec_check!(
-            "attack_host_path_readonly",
-            60,
-            Scope::Attack,
-            host_path_readonly
-        ),
+        sec_check!("attack_mount_tmpfs", 60, attack, shell: "mount -t tmpfs x /tmp"),
+        sec_check!("attack_mount_syscall", 60, attack, probe: ["mount"]),
+        sec_check!("attack_unshare_userns", 60, attack, shell: "unshare -U true"),
+        sec_check!("attack_unshare_syscall", 60, attack, probe: ["unshare"]),
+        sec_check!("attack_compat_syscall", 60, attack, compat_syscall),
+        sec_check!("attack_read_proc_kcore", 60, attack, read_kcore),
+        sec_check!("attack_read_proc_keys", 60, attack, read_keys),
+        sec_check!("attack_write_proc_sys", 60, attack, write_proc_sys),
+        sec_check!("attack_raw_socket", 60, attack, probe: ["rawsock"]),
+        sec_check!("attack_ping", 60, attack, shell: "ping -c 1 -W 2 127.0.0.1 >/dev/null"),
+        sec_check!("attack_keyctl", 60, attack, probe: ["keyctl"]),
+        sec_check!("attack_bpf", 60, attack, probe: ["bpf"]),
+        sec_check!("attack_perf_event_open", 60, attack, probe: ["perf_event_open"]),
+        sec_check!("attack_init_module", 60, attack, probe: ["init_module"]),
+        sec_check!("attack_ptrace_pid1", 60, attack, probe: ["ptrace", "1"]),
+        sec_check!("attack_setuid_binary", 60, attack, setuid_binary),
+        sec_check!("attack_host_path_readonly", 60, attack, host_path_readonly),
     ]
 }
 
@@ -98,22 +96,6 @@ pub async fn shell_op(ctx: &Ctx, script: &str) -> Result<Observed> {
     shell(ctx, &c, script).await
 }
 
-async fn mount_tmpfs(ctx: &Ctx) -> Result<Observed> {
-    shell_op(ctx, "mount -t tmpfs x /tmp").await
-}
-
-async fn mount_syscall(ctx: &Ctx) -> Result<Observed> {
-    probe_op(ctx, &["mount"]).await
-}
-
-async fn unshare_userns(ctx: &Ctx) -> Result<Observed> {
-    shell_op(ctx, "unshare -U true").await
-}
-
-async fn unshare_syscall(ctx: &Ctx) -> Result<Observed> {
-    probe_op(ctx, &["unshare"]).await
-}
-
 /// A system call through the 32-bit entry (x86's `int 0x80`), which reaches kernel code that
 /// 64-bit containers never need: under palisade's profile the process is killed (SIGSYS).
 async fn compat_syscall(ctx: &Ctx) -> Result<Observed> {
@@ -170,35 +152,6 @@ async fn write_proc_sys(ctx: &Ctx) -> Result<Observed> {
         "v=$(cat /proc/sys/kernel/panic) && echo \"$v\" > /proc/sys/kernel/panic",
     )
     .await
-}
-
-async fn raw_socket(ctx: &Ctx) -> Result<Observed> {
-    probe_op(ctx, &["rawsock"]).await
-}
-
-async fn ping(ctx: &Ctx) -> Result<Observed> {
-    shell_op(ctx, "ping -c 1 -W 2 127.0.0.1 >/dev/null").await
-}
-
-async fn keyctl(ctx: &Ctx) -> Result<Observed> {
-    probe_op(ctx, &["keyctl"]).await
-}
-
-async fn bpf(ctx: &Ctx) -> Result<Observed> {
-    probe_op(ctx, &["bpf"]).await
-}
-
-async fn perf_event_open(ctx: &Ctx) -> Result<Observed> {
-    probe_op(ctx, &["perf_event_open"]).await
-}
-
-async fn init_module(ctx: &Ctx) -> Result<Observed> {
-    probe_op(ctx, &["init_module"]).await
-}
-
-/// An exec'd process attaching to the container's init: outside what it may trace.
-async fn ptrace_pid1(ctx: &Ctx) -> Result<Observed> {
-    probe_op(ctx, &["ptrace", "1"]).await
 }
 
 /// A setuid-root binary run by uid 1000: with no_new_privs it stays uid 1000.

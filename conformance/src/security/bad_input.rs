@@ -25,14 +25,10 @@ const NOT_YAML: &str =
     "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorPolicy\nspec: [unclosed\n";
 
 pub fn all() -> Vec<SecCheck> {
+    let only = Scope::Only(PALISADE);
     vec![
-        sec_check!(
-            "bad_policy_relative_path",
-            60,
-            Scope::Only(PALISADE),
-            relative_path
-        ),
-        sec_check!("bad_policy_not_yaml", 60, Scope::Only(PALISADE), not_yaml),
+        sec_check!("bad_policy_relative_path", 60, only, relative_path),
+        sec_check!("bad_policy_not_yaml", 60, only, not_yaml),
         sec_check!("bad_privileged", 60, Scope::Attack, privileged),
     ]
 }

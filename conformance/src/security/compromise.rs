@@ -26,14 +26,10 @@ const POLICY: &str = "palisade.dev/policy";
 const BACKOFF_SECS: u64 = 4;
 
 pub fn all() -> Vec<SecCheck> {
+    let only = Scope::Only(PALISADE);
     vec![
-        sec_check!(
-            "compromise_restart",
-            150,
-            Scope::Only(PALISADE),
-            compromise_restart
-        ),
-        sec_check!("audit_mode", 90, Scope::Only(AUDIT), audit_mode),
+        sec_check!(compromise_restart, 150, only),
+        sec_check!(audit_mode, 90, Scope::Only(AUDIT)),
     ]
 }
 
@@ -53,6 +49,26 @@ fn attempt(ctx: &Ctx, attempt: u32, termination: &std::path::Path) -> k8s_cri::v
 async fn attack(ctx: &Ctx, c: &str) -> Result<String> {
     let (out, err, code) = ctx.cri.exec_sync(c, &[PROBE, "unshare"], 20).await?;
     Ok(format!("exit {code}: {}{}", out.trim(), err.trim()))
+}
+
+/// Attacks container `c`, the `which` compromised one, and checks that palisade kills it with
+/// its exit code.
+async fn attacked_and_killed(ctx: &Ctx, c: &str, which: &str) -> Result<()> {
+    let probe = attack(ctx, c).await?;
+    let st = ctx
+        .cri
+        .wait_exited(c, Duration::from_secs(15))
+        .await
+        .with_context(|| {
+            format!("the {which} compromised container was not killed (probe {probe})")
+        })?;
+    ensure(st.exit_code == COMPROMISED_EXIT, || {
+        format!(
+            "the {which} compromised container's exit code {} (reason {:?}), expected \
+             {COMPROMISED_EXIT}",
+            st.exit_code, st.reason
+        )
+    })
 }
 
 fn of_pod<'a>(events: &'a [Value], pod: &str, rule: &str) -> Vec<&'a Value> {
@@ -83,18 +99,7 @@ pub async fn compromise_restart(ctx: &Ctx) -> Result<Observed> {
         .await?;
     // ctr events subscribes after it starts: the attack comes once it surely has.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let probe = attack(ctx, &c0).await?;
-    let st = ctx
-        .cri
-        .wait_exited(&c0, Duration::from_secs(15))
-        .await
-        .with_context(|| format!("the compromised container was not killed (probe {probe})"))?;
-    ensure(st.exit_code == COMPROMISED_EXIT, || {
-        format!(
-            "exit code {} (reason {:?}), expected {COMPROMISED_EXIT}",
-            st.exit_code, st.reason
-        )
-    })?;
+    attacked_and_killed(ctx, &c0, "first").await?;
     let message = std::fs::read_to_string(&termination).context("read termination message")?;
     ensure(
         message.contains("judged compromised") && message.contains("namespace-change"),
@@ -127,37 +132,30 @@ pub async fn compromise_restart(ctx: &Ctx) -> Result<Observed> {
     ensure(field(&held, "/rule/message").contains("held back"), || {
         format!("held-back event: {held}")
     })?;
-    let last_of = |last: Option<&k8s_cri::v1::ContainerStatus>| {
-        last.map(|l| (l.id.clone(), l.exit_code, l.reason.clone()))
-    };
-    ensure(
-        current.id == c1
-            && last_of(last.as_ref())
-                .is_some_and(|(id, code, _)| id == c0 && code == COMPROMISED_EXIT),
-        || {
-            format!(
-                "while the start waited the kubelet would show current {} ({}), last state {:?}",
-                current.id,
-                crate::cri::state_name(current.state),
-                last_of(last.as_ref())
+    // The kubelet would show c1 as the current container (running, once started) and the
+    // killed c0 under Last State.
+    type Status = k8s_cri::v1::ContainerStatus;
+    let shows_c1_after_c0 =
+        |when: &str, running: bool, (current, last): (Status, Option<Status>)| {
+            let state = crate::cri::state_name(current.state);
+            let last = last.map(|l| (l.id, l.exit_code, l.reason));
+            ensure(
+                current.id == c1
+                    && (!running || state == "RUNNING")
+                    && last
+                        .as_ref()
+                        .is_some_and(|(id, code, _)| *id == c0 && *code == COMPROMISED_EXIT),
+                || {
+                    format!(
+                        "{when} the kubelet would show current {} ({state}), last state {last:?}",
+                        current.id
+                    )
+                },
             )
-        },
-    )?;
-    let (current, last) = ctx.cri.kubelet_view(&pod, "web").await?;
-    ensure(
-        current.id == c1
-            && crate::cri::state_name(current.state) == "RUNNING"
-            && last_of(last.as_ref())
-                .is_some_and(|(id, code, _)| id == c0 && code == COMPROMISED_EXIT),
-        || {
-            format!(
-                "after the start the kubelet would show current {} ({}), last state {:?}",
-                current.id,
-                crate::cri::state_name(current.state),
-                last_of(last.as_ref())
-            )
-        },
-    )?;
+        };
+    shows_c1_after_c0("while the start waited", false, (current, last))?;
+    let view = ctx.cri.kubelet_view(&pod, "web").await?;
+    shows_c1_after_c0("after the start", true, view)?;
     let (_, _, code) = ctx.cri.exec_sync(&c1, &["true"], 10).await?;
     ensure(code == 0, || {
         format!("the restarted container does not run commands (exit {code})")
@@ -167,15 +165,7 @@ pub async fn compromise_restart(ctx: &Ctx) -> Result<Observed> {
     let c2 = c1;
 
     // Compromised again: killed, and with max-restarts=1 quarantined for good.
-    let probe = attack(ctx, &c2).await?;
-    let st = ctx
-        .cri
-        .wait_exited(&c2, Duration::from_secs(15))
-        .await
-        .with_context(|| format!("second compromise not killed (probe {probe})"))?;
-    ensure(st.exit_code == COMPROMISED_EXIT, || {
-        format!("second exit code {}", st.exit_code)
-    })?;
+    attacked_and_killed(ctx, &c2, "second").await?;
     ctx.cri.remove_container(&c2).await?;
     tokio::time::sleep(Duration::from_secs(2 * BACKOFF_SECS) + Duration::from_millis(500)).await;
     let c3 = ctx

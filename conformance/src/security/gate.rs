@@ -28,25 +28,11 @@ pub(crate) const LEARN_EACH: usize = 150;
 pub(crate) const EVENT_WAIT: Duration = Duration::from_secs(15);
 
 pub fn all() -> Vec<SecCheck> {
+    let only = Scope::Only(PALISADE);
     vec![
-        sec_check!(
-            "gate_learn_alert_block",
-            180,
-            Scope::Only(PALISADE),
-            gate_learn_alert_block
-        ),
-        sec_check!(
-            "gate_indicators_compromise",
-            150,
-            Scope::Only(PALISADE),
-            gate_indicators_compromise
-        ),
-        sec_check!(
-            "gate_bad_annotation",
-            60,
-            Scope::Only(PALISADE),
-            gate_bad_annotation
-        ),
+        sec_check!(gate_learn_alert_block, 180, only),
+        sec_check!(gate_indicators_compromise, 150, only),
+        sec_check!(gate_bad_annotation, 60, only),
     ]
 }
 

@@ -80,15 +80,37 @@ pub struct SecCheck {
     pub run: for<'a> fn(&'a Ctx) -> SecFuture<'a>,
 }
 
-/// Builds a [`SecCheck`] from an `async fn(&Ctx) -> Result<Observed>`.
+/// Builds a [`SecCheck`] from an `async fn(&Ctx) -> Result<Observed>`, named by a literal or
+/// after the function (`f`, or `"prefix_" + f`), or from one attempt in a fresh default
+/// sleeper: `shell: "script"` runs a shell snippet, `probe: ["arg", ...]` the probe with
+/// those arguments.
 #[macro_export]
 macro_rules! sec_check {
-    ($name:literal, $secs:expr, $scope:expr, $f:path) => {
+    ($f:ident, $secs:expr, $scope:expr) => {
+        $crate::sec_check!(stringify!($f), $secs, $scope, $f)
+    };
+    ($prefix:literal + $f:ident, $secs:expr, $scope:expr) => {
+        $crate::sec_check!(concat!($prefix, stringify!($f)), $secs, $scope, $f)
+    };
+    ($name:literal, $secs:expr, $scope:expr, shell: $script:literal) => {
+        $crate::sec_check!(@run $name, $secs, $scope, |ctx| Box::pin(
+            $crate::security::attacks::shell_op(ctx, $script)
+        ))
+    };
+    ($name:literal, $secs:expr, $scope:expr, probe: [$($arg:literal),+]) => {
+        $crate::sec_check!(@run $name, $secs, $scope, |ctx| Box::pin(
+            $crate::security::attacks::probe_op(ctx, &[$($arg),+])
+        ))
+    };
+    ($name:expr, $secs:expr, $scope:expr, $f:path) => {
+        $crate::sec_check!(@run $name, $secs, $scope, |ctx| Box::pin($f(ctx)))
+    };
+    (@run $name:expr, $secs:expr, $scope:expr, $run:expr) => {
         $crate::security::SecCheck {
             name: $name,
             timeout: ::std::time::Duration::from_secs($secs),
             scope: $scope,
-            run: |ctx| Box::pin($f(ctx)),
+            run: $run,
         }
     };
 }

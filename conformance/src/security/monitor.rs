@@ -19,25 +19,11 @@ const MINER_PORT: u16 = 3333;
 const POLICY: &str = "palisade.dev/policy";
 
 pub fn all() -> Vec<SecCheck> {
+    let only = Scope::Only(PALISADE);
     vec![
-        sec_check!(
-            "monitor_attribution",
-            90,
-            Scope::CompareWith(PALISADE),
-            monitor_attribution
-        ),
-        sec_check!(
-            "monitor_shell_and_package_manager",
-            60,
-            Scope::Only(PALISADE),
-            monitor_shell_and_package_manager
-        ),
-        sec_check!(
-            "monitor_block_rule_per_pod",
-            90,
-            Scope::Only(PALISADE),
-            monitor_block_rule_per_pod
-        ),
+        sec_check!(monitor_attribution, 90, Scope::CompareWith(PALISADE)),
+        sec_check!(monitor_shell_and_package_manager, 60, only),
+        sec_check!(monitor_block_rule_per_pod, 90, only),
     ]
 }
 

@@ -65,23 +65,13 @@ spec:
 pub fn all() -> Vec<SecCheck> {
     let only = Scope::Only(PALISADE);
     vec![
-        sec_check!(
-            "policy_service_account_token",
-            60,
-            only,
-            service_account_token
-        ),
-        sec_check!("policy_file_integrity", 60, only, file_integrity),
-        sec_check!("policy_process_allow_list", 60, only, process_allow_list),
-        sec_check!("policy_block_apt", 60, only, block_apt),
-        sec_check!("policy_raw_socket_block", 60, only, raw_socket_block),
-        sec_check!("policy_sockets_from_source", 60, only, sockets_from_source),
-        sec_check!(
-            "policy_selects_by_pod_labels",
-            60,
-            only,
-            selects_by_pod_labels
-        ),
+        sec_check!("policy_" + service_account_token, 60, only),
+        sec_check!("policy_" + file_integrity, 60, only),
+        sec_check!("policy_" + process_allow_list, 60, only),
+        sec_check!("policy_" + block_apt, 60, only),
+        sec_check!("policy_" + raw_socket_block, 60, only),
+        sec_check!("policy_" + sockets_from_source, 60, only),
+        sec_check!("policy_" + selects_by_pod_labels, 60, only),
     ]
 }
 
@@ -254,7 +244,7 @@ async fn service_account_token(ctx: &Ctx) -> Result<Observed> {
     };
     // The container's start recorded the enforcer in force: BPF-LSM where the kernel lists
     // it among its LSMs (the open then fails with EACCES), the mask elsewhere.
-    let bpf_lsm = bpf_lsm_listed();
+    let bpf_lsm = palisade_host::bpf_lsm_listed();
     let want = if bpf_lsm {
         "bpf-lsm"
     } else {
@@ -292,22 +282,12 @@ async fn service_account_token(ctx: &Ctx) -> Result<Observed> {
     )))
 }
 
-/// Whether the kernel lists `bpf` among its active LSMs (where the shim puts file Block rules
-/// into BPF-LSM, whose refusal is EACCES).
-fn bpf_lsm_listed() -> bool {
-    std::fs::read_to_string("/sys/kernel/security/lsm")
-        .unwrap_or_default()
-        .trim()
-        .split(',')
-        .any(|l| l == "bpf")
-}
-
 async fn file_integrity(ctx: &Ctx) -> Result<Observed> {
     let (c, _) = policy_sleeper(ctx, FILE_INTEGRITY).await?;
     // The read-only bind mount refuses a write with EROFS. Where BPF-LSM is in force, the
     // kernel may refuse it first with EACCES (BPF-LSM or landlock, depending on the kernel's
     // order of checks): either is a refusal, anything else is not.
-    let bpf_lsm = bpf_lsm_listed();
+    let bpf_lsm = palisade_host::bpf_lsm_listed();
     let errno = if bpf_lsm { "EROFS or EACCES" } else { "EROFS" };
     let mut denied = Vec::new();
     for target in ["/bin/evil", "/usr/bin/evil", "/usr/bin/apt"] {

@@ -16,17 +16,11 @@ use crate::suite::{ensure, Ctx};
 pub fn all() -> Vec<SecCheck> {
     vec![
         sec_check!(
-            "precision_ordinary_pod_raises_nothing",
+            precision_ordinary_pod_raises_nothing,
             90,
-            Scope::CompareWith(PALISADE),
-            precision_ordinary_pod_raises_nothing
+            Scope::CompareWith(PALISADE)
         ),
-        sec_check!(
-            "precision_detection_annotation",
-            60,
-            Scope::Only(PALISADE),
-            precision_detection_annotation
-        ),
+        sec_check!(precision_detection_annotation, 60, Scope::Only(PALISADE)),
     ]
 }
 

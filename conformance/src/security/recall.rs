@@ -14,10 +14,9 @@ use crate::suite::{ensure, Ctx};
 
 pub fn all() -> Vec<SecCheck> {
     vec![sec_check!(
-        "monitor_refused_renamed_and_credentials",
+        monitor_refused_renamed_and_credentials,
         90,
-        Scope::Only(PALISADE),
-        monitor_refused_renamed_and_credentials
+        Scope::Only(PALISADE)
     )]
 }
 
@@ -30,6 +29,29 @@ fn tags(e: &Value) -> Vec<&str> {
         .and_then(Value::as_array)
         .map(|t| t.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default()
+}
+
+/// The first `rule` event that `ours` (the watched container's) finds in `log` within 5 s, or
+/// an error saying `what` was not reported, with the pod's events.
+async fn reported(
+    log: &EventLog,
+    ours: impl Fn(&Value) -> bool,
+    pod_name: &str,
+    rule: &str,
+    what: &str,
+) -> Result<Value> {
+    let hit = log
+        .wait_for(Duration::from_secs(5), |e| {
+            ours(e) && field(e, "/rule/name") == rule
+        })
+        .await?;
+    match hit {
+        Some(ev) => Ok(ev),
+        None => bail!(
+            "{what} was not reported; the pod's events: {}",
+            summary(&log.matching(|e| field(e, "/workload/pod") == pod_name)?)
+        ),
+    }
 }
 
 async fn exec(ctx: &Ctx, c: &str, cmd: &[&str]) -> Result<(i32, String)> {
@@ -61,18 +83,8 @@ pub async fn monitor_refused_renamed_and_credentials(ctx: &Ctx) -> Result<Observ
     ensure(code != 0 && out.contains("denied"), || {
         format!("the raw socket was not refused: exit {code}, {out:?}")
     })?;
-    let Some(ev) = log
-        .wait_for(Duration::from_secs(5), |e| {
-            ours(e) && field(e, "/rule/name") == "raw-socket"
-        })
-        .await?
-    else {
-        bail!(
-            "the refused raw socket ({}) was not reported; the pod's events: {}",
-            out.trim(),
-            summary(&log.matching(|e| field(e, "/workload/pod") == pod_name)?)
-        );
-    };
+    let what = format!("the refused raw socket ({})", out.trim());
+    let ev = reported(&log, ours, &pod_name, "raw-socket", &what).await?;
     let (action, enforcer) = (field(&ev, "/action"), field(&ev, "/enforcer"));
     ensure(
         action == "block"
@@ -104,18 +116,30 @@ pub async fn monitor_refused_renamed_and_credentials(ctx: &Ctx) -> Result<Observ
         let (code, out) = exec(ctx, &c, cmd).await?;
         ensure(code == 0, || format!("{cmd:?} exited {code}: {out:?}"))?;
     }
+    for (rule, copy, of, kind) in [
+        (
+            "package-manager-in-container",
+            "/tmp/x",
+            "apt-get",
+            "package manager",
+        ),
+        (
+            "network-tool-in-container",
+            "/tmp/n",
+            "ncat",
+            "network tool",
+        ),
+    ] {
+        let what = format!("the copy of {of} at {copy} ran and");
+        let ev = reported(&log, ours, &pod_name, rule, &what).await?;
+        let (path, message) = (field(&ev, "/evidence/path"), field(&ev, "/rule/message"));
+        ensure(
+            path == copy && message.contains(&format!("the content of {of}")),
+            || format!("{kind} event for {path:?}: {message:?}"),
+        )?;
+        seen.push(format!("{path} reported as {message:?}"));
+    }
     let pm = |e: &Value| ours(e) && field(e, "/rule/name") == "package-manager-in-container";
-    let Some(ev) = log.wait_for(Duration::from_secs(5), pm).await? else {
-        bail!(
-            "the copy of apt-get at /tmp/x ran and was not reported; the pod's events: {}",
-            summary(&log.matching(|e| field(e, "/workload/pod") == pod_name)?)
-        );
-    };
-    let (path, message) = (field(&ev, "/evidence/path"), field(&ev, "/rule/message"));
-    ensure(
-        path == "/tmp/x" && message.contains("the content of apt-get"),
-        || format!("package manager event for {path:?}: {message:?}"),
-    )?;
     let all_pm = log.matching(pm)?;
     ensure(all_pm.len() == 1, || {
         format!(
@@ -123,20 +147,6 @@ pub async fn monitor_refused_renamed_and_credentials(ctx: &Ctx) -> Result<Observ
             summary(&all_pm)
         )
     })?;
-    seen.push(format!("{path} reported as {message:?}"));
-    let tool = |e: &Value| ours(e) && field(e, "/rule/name") == "network-tool-in-container";
-    let Some(ev) = log.wait_for(Duration::from_secs(5), tool).await? else {
-        bail!(
-            "the copy of ncat at /tmp/n ran and was not reported; the pod's events: {}",
-            summary(&log.matching(|e| field(e, "/workload/pod") == pod_name)?)
-        );
-    };
-    let (path, message) = (field(&ev, "/evidence/path"), field(&ev, "/rule/message"));
-    ensure(
-        path == "/tmp/n" && message.contains("the content of ncat"),
-        || format!("network tool event for {path:?}: {message:?}"),
-    )?;
-    seen.push(format!("{path} reported as {message:?}"));
 
     // A credential file read, and its twin.
     let log = EventLog::mark(ctx)?;
@@ -144,13 +154,14 @@ pub async fn monitor_refused_renamed_and_credentials(ctx: &Ctx) -> Result<Observ
         let (code, out) = exec(ctx, &c, &["cat", file]).await?;
         ensure(code == 0, || format!("cat {file} exited {code}: {out:?}"))?;
     }
-    let cred = |e: &Value| ours(e) && field(e, "/rule/name") == "credential-file-read";
-    let Some(ev) = log.wait_for(Duration::from_secs(5), cred).await? else {
-        bail!(
-            "cat /etc/shadow was not reported; the pod's events: {}",
-            summary(&log.matching(|e| field(e, "/workload/pod") == pod_name)?)
-        );
-    };
+    let ev = reported(
+        &log,
+        ours,
+        &pod_name,
+        "credential-file-read",
+        "cat /etc/shadow",
+    )
+    .await?;
     let path = field(&ev, "/evidence/path");
     ensure(path == "/etc/shadow", || {
         format!("credential-file-read for {path:?}")

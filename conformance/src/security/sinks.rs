@@ -15,12 +15,7 @@ use crate::sec_check;
 use crate::suite::{ensure, poll, Ctx};
 
 pub fn all() -> Vec<SecCheck> {
-    vec![sec_check!(
-        "sinks_attack_sequence",
-        90,
-        Scope::Only(PALISADE),
-        sinks_attack_sequence
-    )]
+    vec![sec_check!(sinks_attack_sequence, 90, Scope::Only(PALISADE))]
 }
 
 /// A Falco webhook receiver on the address the shims post to; keeps every body.

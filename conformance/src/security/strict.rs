@@ -4,104 +4,41 @@
 use anyhow::{Context as _, Result};
 use k8s_cri::v1::Mount;
 
-use super::attacks::{probe_op, shell, shell_op, sleeper};
+use super::attacks::{shell, sleeper};
 use super::{Observed, Scope, SecCheck, STRICT};
 use crate::sec_check;
 use crate::suite::{ensure, Ctx};
 
 pub fn all() -> Vec<SecCheck> {
+    let strict = Scope::CompareWith(STRICT);
+    // Each kind of write landlock knows is attempted outside the writable paths (under runc
+    // each succeeds, which shows the command itself works). Under strict the read-only root
+    // refuses them (EROFS) and the landlock write allow-list would too; init/tests/binary.rs
+    // shows landlock's share alone, on a writable filesystem, with the same handled rights.
+    // `truncate` is truncate(2) by path: no open for writing, so only the truncate right (or a
+    // read-only mount) stops it; `otrunc` is `O_RDONLY|O_TRUNC`, which truncates without asking
+    // for the write_file right; the `mv` is a rename into another directory (landlock's refer
+    // right); /proc is a read-write mount, but a kernel interface strict mode grants no writes
+    // in.
     vec![
-        sec_check!(
-            "strict_root_readonly",
-            60,
-            Scope::CompareWith(STRICT),
-            root_readonly
-        ),
-        sec_check!(
-            "strict_write_home",
-            60,
-            Scope::CompareWith(STRICT),
-            write_home
-        ),
-        sec_check!(
-            "strict_truncate_path",
-            60,
-            Scope::CompareWith(STRICT),
-            truncate_path
-        ),
-        sec_check!(
-            "strict_truncate_open_rdonly",
-            60,
-            Scope::CompareWith(STRICT),
-            truncate_open_rdonly
-        ),
-        sec_check!(
-            "strict_remove_file",
-            60,
-            Scope::CompareWith(STRICT),
-            remove_file
-        ),
-        sec_check!(
-            "strict_remove_dir",
-            60,
-            Scope::CompareWith(STRICT),
-            remove_dir
-        ),
-        sec_check!(
-            "strict_rename_across_dirs",
-            60,
-            Scope::CompareWith(STRICT),
-            rename_across_dirs
-        ),
-        sec_check!(
-            "strict_hard_link",
-            60,
-            Scope::CompareWith(STRICT),
-            hard_link
-        ),
-        sec_check!("strict_symlink", 60, Scope::CompareWith(STRICT), symlink),
-        sec_check!("strict_mkfifo", 60, Scope::CompareWith(STRICT), mkfifo),
-        sec_check!(
-            "strict_mknod_char",
-            60,
-            Scope::CompareWith(STRICT),
-            mknod_char
-        ),
-        sec_check!(
-            "strict_mknod_block",
-            60,
-            Scope::CompareWith(STRICT),
-            mknod_block
-        ),
-        sec_check!(
-            "strict_bind_unix_socket",
-            60,
-            Scope::CompareWith(STRICT),
-            bind_unix_socket
-        ),
-        sec_check!(
-            "strict_write_proc_self",
-            60,
-            Scope::CompareWith(STRICT),
-            write_proc_self
-        ),
-        sec_check!(
-            "strict_writable_paths",
-            60,
-            Scope::Only(STRICT),
-            writable_paths
-        ),
-        sec_check!(
-            "strict_signal_pid1",
-            60,
-            Scope::CompareWith(STRICT),
-            signal_pid1
-        ),
+        sec_check!("strict_root_readonly", 60, strict, shell: "echo x > /etc/palisade-strict"),
+        sec_check!("strict_" + write_home, 60, strict),
+        sec_check!("strict_truncate_path", 60, strict, probe: ["truncate", "/etc/group"]),
+        sec_check!("strict_truncate_open_rdonly", 60, strict, probe: ["otrunc", "/etc/passwd"]),
+        sec_check!("strict_remove_file", 60, strict, shell: "rm /etc/group"),
+        sec_check!("strict_remove_dir", 60, strict, shell: "rmdir /var/tmp"),
+        sec_check!("strict_rename_across_dirs", 60, strict, shell: "mv /etc/group /root/group"),
+        sec_check!("strict_hard_link", 60, strict, shell: "ln /etc/passwd /root/passwd"),
+        sec_check!("strict_symlink", 60, strict, shell: "ln -s /tmp/x /etc/palisade-link"),
+        sec_check!("strict_mkfifo", 60, strict, shell: "mkfifo /etc/palisade-fifo"),
+        sec_check!("strict_mknod_char", 60, strict, shell: "mknod /etc/palisade-null c 1 3"),
+        sec_check!("strict_mknod_block", 60, strict, shell: "mknod /etc/palisade-loop b 7 0"),
+        sec_check!("strict_bind_unix_socket", 60, strict,
+            probe: ["bindunix", "/etc/palisade.sock"]),
+        sec_check!("strict_write_proc_self", 60, strict, shell: "echo renamed > /proc/self/comm"),
+        sec_check!("strict_" + writable_paths, 60, Scope::Only(STRICT)),
+        sec_check!("strict_" + signal_pid1, 60, strict),
     ]
-}
-
-async fn root_readonly(ctx: &Ctx) -> Result<Observed> {
-    shell_op(ctx, "echo x > /etc/palisade-strict").await
 }
 
 async fn write_home(ctx: &Ctx) -> Result<Observed> {
@@ -112,64 +49,6 @@ async fn write_home(ctx: &Ctx) -> Result<Observed> {
         "mkdir -p /home/tester/new && echo x > /home/tester/new/f",
     )
     .await
-}
-
-// Each kind of write landlock knows, attempted outside the writable paths (under runc
-// each succeeds, which shows the command itself works). Under strict the read-only root
-// refuses them (EROFS) and the landlock write allow-list would too; init/tests/binary.rs
-// shows landlock's share alone, on a writable filesystem, with the same handled rights.
-
-/// truncate(2) by path: no open for writing, so only the truncate right (or a read-only
-/// mount) stops it.
-async fn truncate_path(ctx: &Ctx) -> Result<Observed> {
-    probe_op(ctx, &["truncate", "/etc/group"]).await
-}
-
-/// `O_RDONLY|O_TRUNC` truncates without asking for the write_file right.
-async fn truncate_open_rdonly(ctx: &Ctx) -> Result<Observed> {
-    probe_op(ctx, &["otrunc", "/etc/passwd"]).await
-}
-
-async fn remove_file(ctx: &Ctx) -> Result<Observed> {
-    shell_op(ctx, "rm /etc/group").await
-}
-
-async fn remove_dir(ctx: &Ctx) -> Result<Observed> {
-    shell_op(ctx, "rmdir /var/tmp").await
-}
-
-/// A rename into another directory (landlock's refer right).
-async fn rename_across_dirs(ctx: &Ctx) -> Result<Observed> {
-    shell_op(ctx, "mv /etc/group /root/group").await
-}
-
-async fn hard_link(ctx: &Ctx) -> Result<Observed> {
-    shell_op(ctx, "ln /etc/passwd /root/passwd").await
-}
-
-async fn symlink(ctx: &Ctx) -> Result<Observed> {
-    shell_op(ctx, "ln -s /tmp/x /etc/palisade-link").await
-}
-
-async fn mkfifo(ctx: &Ctx) -> Result<Observed> {
-    shell_op(ctx, "mkfifo /etc/palisade-fifo").await
-}
-
-async fn mknod_char(ctx: &Ctx) -> Result<Observed> {
-    shell_op(ctx, "mknod /etc/palisade-null c 1 3").await
-}
-
-async fn mknod_block(ctx: &Ctx) -> Result<Observed> {
-    shell_op(ctx, "mknod /etc/palisade-loop b 7 0").await
-}
-
-async fn bind_unix_socket(ctx: &Ctx) -> Result<Observed> {
-    probe_op(ctx, &["bindunix", "/etc/palisade.sock"]).await
-}
-
-/// /proc is a read-write mount, but a kernel interface strict mode grants no writes in.
-async fn write_proc_self(ctx: &Ctx) -> Result<Observed> {
-    shell_op(ctx, "echo renamed > /proc/self/comm").await
 }
 
 /// What strict mode keeps writable: `/tmp` (writable_paths) and a read-write volume.

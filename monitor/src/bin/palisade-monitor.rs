@@ -179,6 +179,17 @@ impl Cgroup {
         std::fs::create_dir_all(&path).with_context(|| format!("cgroup {}", path.display()))?;
         Ok(Cgroup(path))
     }
+
+    /// The bench's stand-in for a container living in this cgroup.
+    fn container(&self) -> Result<ContainerRef> {
+        Ok(ContainerRef {
+            cgroup_id: cgroup_id_of_dir(&self.0)?,
+            namespace: "bench".into(),
+            pod: self.0.display().to_string(),
+            container: "c".into(),
+            ..Default::default()
+        })
+    }
 }
 
 impl Drop for Cgroup {
@@ -303,14 +314,7 @@ fn bench(n: u32, rounds: u32) -> Result<()> {
                 .into_iter()
                 .chain(others.iter().take(idle));
             for cg in cgroups {
-                let container = ContainerRef {
-                    cgroup_id: cgroup_id_of_dir(&cg.0)?,
-                    namespace: "bench".into(),
-                    pod: cg.0.display().to_string(),
-                    container: "c".into(),
-                    ..Default::default()
-                };
-                watches.push(monitor.watch(container, ContainerRules::default())?);
+                watches.push(monitor.watch(cg.container()?, ContainerRules::default())?);
             }
             run_loops(&mut samples[m])?;
             dropped += watches.iter().map(|w| w.stats().drops).sum::<u64>();
@@ -371,18 +375,11 @@ fn flood(ops: &[u32]) -> Result<()> {
             (count, last)
         });
         let monitor = NodeMonitor::open(config(&root), tx)?;
-        let container = ContainerRef {
-            cgroup_id: cgroup_id_of_dir(&measured.0)?,
-            namespace: "bench".into(),
-            pod: measured.0.display().to_string(),
-            container: "c".into(),
-            ..Default::default()
-        };
         let rules = ContainerRules {
             report_all_opens: true,
             ..Default::default()
         };
-        let watch = monitor.watch(container, rules)?;
+        let watch = monitor.watch(measured.container()?, rules)?;
         let start = Instant::now();
         let (ns, _) = run_worker(&measured, "open", n)?;
         // Let the reader's next poll collect the tail before the handle goes away.

@@ -441,20 +441,20 @@ mod tests {
         let json = serde_json::to_value(&profile).unwrap();
         assert_eq!(json["defaultAction"], "SCMP_ACT_ERRNO");
         assert_eq!(json["defaultErrnoRet"], 1);
-        let clone3 = json["syscalls"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["names"] == serde_json::json!(["clone3"]))
-            .unwrap();
+        // The rule that names only `name`.
+        let rule_for = |name: &str| {
+            json["syscalls"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["names"] == serde_json::json!([name]))
+                .unwrap()
+                .clone()
+        };
+        let clone3 = rule_for("clone3");
         assert_eq!(clone3["action"], "SCMP_ACT_ERRNO");
         assert_eq!(clone3["errnoRet"], 38);
-        let clone = json["syscalls"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["names"] == serde_json::json!(["clone"]))
-            .unwrap();
+        let clone = rule_for("clone");
         assert_eq!(
             clone["args"],
             serde_json::json!([{"index": 0, "value": 0x7E02_0000u64, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}])
