@@ -246,13 +246,20 @@ pub fn kubearmor(
     }
     let network = (!match_protocols.is_empty()).then_some(Network { match_protocols });
 
-    let capabilities = (!rec.capabilities.is_empty()).then(|| Capabilities {
-        match_capabilities: rec
-            .capabilities
-            .iter()
-            .map(|c| CapabilityRule { capability: c.name })
-            .collect(),
-    });
+    if !rec.capabilities_observed() {
+        notes.push(
+            "capabilities: not observable where this profile was recorded, so no capability rules are exported (the hardened capability set still applies)"
+                .to_string(),
+        );
+    }
+    let capabilities =
+        (rec.capabilities_observed() && !rec.capabilities.is_empty()).then(|| Capabilities {
+            match_capabilities: rec
+                .capabilities
+                .iter()
+                .map(|c| CapabilityRule { capability: c.name })
+                .collect(),
+        });
 
     let mut calls: Vec<String> = rec.syscalls.iter().cloned().collect();
     calls.extend(SYSCALL_FLOOR.iter().map(|s| s.to_string()));
