@@ -147,6 +147,12 @@ pub fn bench(opts: &Opts) -> Result<()> {
                 _ => opts.handlers(),
             };
             cmd.arg("--handlers").arg(handlers);
+            // The learning suite's getppid loop outside any container (what a learning pod
+            // costs the rest of the node): the probe built beside the suite binary.
+            let probe = ws.conformance_binary().with_file_name("palisade-probe");
+            if suite.name == "learn" && probe.exists() {
+                cmd.arg("--host-probe").arg(&probe);
+            }
             for (flag, v) in [
                 ("--runs", opts.runs.map(|v| v.to_string())),
                 ("--rounds", opts.rounds.map(|v| v.to_string())),
