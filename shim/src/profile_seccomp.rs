@@ -16,24 +16,7 @@ use palisade_profile::floor::SYSCALL_FLOOR;
 use palisade_profile::Recording;
 use serde_json::{json, Value};
 
-/// What runc's init does after loading the container's filter and before it executes the
-/// container's program, that the recording may not see: with `noNewPrivileges` off, runc
-/// loads the filter before it waits for `runc start`, so these calls happen before the shim
-/// watches the container. `chdir` (to the process's working directory) is made on every start:
-/// without it the real-runc test of this module fails (`chdir to cwd ("/") set in config.json
-/// failed: operation not permitted`). The others are runc's Go runtime in that window, made
-/// or not depending on timing and on the container's user (a new thread, a preemption signal,
-/// the per-thread set*id calls Go makes on every thread, its poller).
-pub const RUNTIME_AFTER_FILTER: &[&str] = &[
-    "chdir",
-    "clone",
-    "epoll_ctl",
-    "epoll_pwait",
-    "sched_yield",
-    "setresgid",
-    "setresuid",
-    "tgkill",
-];
+pub use palisade_profile::floor::RUNTIME_AFTER_FILTER;
 
 /// Errors of this module: a filter that cannot be narrowed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
