@@ -203,7 +203,14 @@ pub fn show(doc: &Document) -> String {
         .collect();
     let _ = writeln!(out, "  peers: {}", peers.join(", "));
     let caps: Vec<String> = r.capabilities.iter().map(|c| format!("{c:?}")).collect();
-    let _ = writeln!(out, "  capabilities: {}", caps.join(", "));
+    if r.capabilities_observed() {
+        let _ = writeln!(out, "  capabilities: {}", caps.join(", "));
+    } else {
+        let _ = writeln!(
+            out,
+            "  capabilities: not observable on the node(s) that recorded this profile: incomplete, no capability rules are exported"
+        );
+    }
     let calls: Vec<&str> = r.syscalls.iter().map(String::as_str).collect();
     let _ = writeln!(out, "  system calls: {}", calls.join(", "));
     let _ = writeln!(

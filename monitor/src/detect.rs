@@ -389,6 +389,7 @@ fn builtins(
             secret,
             system_dir,
             credential,
+            ..
         } => open_builtins(
             path,
             *flags,

@@ -117,7 +117,12 @@ pub enum EventKind {
         child_pid: u32,
     },
     Open {
+        /// As the process spelled it: relative to `dirfd` (or its working directory, with
+        /// `AT_FDCWD`) when it does not start with `/`.
         path: String,
+        /// The directory descriptor the path is relative to (`AT_FDCWD`, -100: the working
+        /// directory).
+        dirfd: i32,
         flags: u64,
         result: i64,
         /// The file opened is on one of the container's secret mounts (decided in the kernel
@@ -328,6 +333,7 @@ impl EventKind {
                 secret,
                 system_dir,
                 credential,
+                ..
             } => {
                 event = event
                     .with_evidence("path", path.as_str())

@@ -223,6 +223,7 @@ fn join(config: &MonitorConfig) -> Result<Joined, MonitorError> {
         index,
         next_slot: AtomicU32::new(1),
         watches: Mutex::new(HashMap::new()),
+        learners: Mutex::new(Default::default()),
     };
     Ok(Joined {
         shared,
@@ -295,6 +296,12 @@ impl NodeMonitor {
     /// Where this handle's programs are pinned.
     pub fn pin_dir(&self) -> &Path {
         &self.shared.dir
+    }
+
+    /// Whether this handle has the learning program attached (it has a watch with
+    /// [`ContainerRules::record_syscalls`]).
+    pub fn learning(&self) -> bool {
+        self.shared.learning()
     }
 
     /// Events decoded but not delivered because the channel was full or closed.

@@ -17,7 +17,7 @@ use crate::error::PinError;
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 /// Entries of the syscall table in read-only data (SYS_TABLE in events.h).
-const SYS_TABLE: usize = 512;
+pub(crate) const SYS_TABLE: usize = 512;
 
 /// Where the programs watch syscalls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

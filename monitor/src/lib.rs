@@ -32,7 +32,7 @@ pub use rules::{
     SockClass, SockRule, MAX_SECRET_MOUNTS, MAX_SOCK_SOURCES,
 };
 pub use shared::EventSink;
-pub use watch::{Watch, WatchStats};
+pub use watch::{Watch, WatchReader, WatchStats};
 
 /// Sends libbpf's own messages (verifier logs, probe failures) to `tracing` under the target
 /// `libbpf` instead of stderr. libbpf has one printer per process, so the binary (not this

@@ -360,6 +360,7 @@ fn syscall_kind(e: &types::syscall_event) -> EventKind {
     match e.sys {
         1 => EventKind::Open {
             path: cstr(&e.path),
+            dirfd: a[0] as i32,
             flags: a[2],
             result,
             secret: e.flags & raw::SE_SECRET != 0,

@@ -259,6 +259,10 @@ pub struct ContainerRules {
     /// kubeconfig) are found there at registration. `None`: in `rootfs`, without the
     /// container's mounts; neither: no credential files are watched.
     pub process_root: Option<PathBuf>,
+    /// Record every system call number the container's processes make (a learned profile):
+    /// the holder attaches the learning program while it has such a container, and
+    /// [`crate::Watch::syscalls_seen`] reads the table.
+    pub record_syscalls: bool,
 }
 
 /// One range of a user namespace's uid or gid map: `count` ids from `inside` in the
@@ -317,6 +321,7 @@ impl Default for ContainerRules {
             seccomp_refused: Vec::new(),
             rootfs: None,
             process_root: None,
+            record_syscalls: false,
         }
     }
 }

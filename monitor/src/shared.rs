@@ -4,6 +4,8 @@
 //! events ([`EventSink`]).
 
 use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU32;
 use std::sync::mpsc::SyncSender;
@@ -82,12 +84,66 @@ pub(crate) struct Shared {
     pub index: u32,
     pub next_slot: AtomicU32,
     pub watches: Mutex<HashMap<u32, Arc<WatchEntry>>>,
+    /// This holder's learning containers and, while there is one, its link of the learning
+    /// program (`bpf/learn.h`) on the sys_enter tracepoint.
+    pub learners: Mutex<Learners>,
+}
+
+/// A holder's learning containers: how many, and the learning program's link while any.
+#[derive(Default)]
+pub(crate) struct Learners {
+    pub count: usize,
+    pub link: Option<OwnedFd>,
 }
 
 impl Shared {
     /// The watched containers by slot (a poisoned lock is taken over: the map stays valid).
     pub fn watches(&self) -> MutexGuard<'_, HashMap<u32, Arc<WatchEntry>>> {
         self.watches.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// One more learning container: the first attaches the learning program (its link is this
+    /// holder's own; other holders' learners have theirs).
+    pub fn learn_acquire(&self) -> io::Result<()> {
+        let mut l = self.learners.lock().unwrap_or_else(PoisonError::into_inner);
+        if l.link.is_none() {
+            let prog = self
+                .maps
+                .learn_prog
+                .as_ref()
+                .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+            // SAFETY: a valid program fd and a null name: the BTF-typed program names its
+            // tracepoint itself.
+            let fd = unsafe {
+                libbpf_rs::libbpf_sys::bpf_raw_tracepoint_open(std::ptr::null(), prog.as_raw_fd())
+            };
+            if fd < 0 {
+                return Err(io::Error::from_raw_os_error(-fd));
+            }
+            // SAFETY: the kernel just returned this link fd, owned by nobody else.
+            l.link = Some(unsafe { OwnedFd::from_raw_fd(fd) });
+            info!("learning program attached (sys_enter)");
+        }
+        l.count += 1;
+        Ok(())
+    }
+
+    /// One learning container fewer: the last one detaches the learning program.
+    pub fn learn_release(&self) {
+        let mut l = self.learners.lock().unwrap_or_else(PoisonError::into_inner);
+        l.count = l.count.saturating_sub(1);
+        if l.count == 0 && l.link.take().is_some() {
+            info!("learning program detached: no learning container left in this holder");
+        }
+    }
+
+    /// Whether this holder has the learning program attached.
+    pub fn learning(&self) -> bool {
+        self.learners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .link
+            .is_some()
     }
 
     /// The watched container of `slot`.

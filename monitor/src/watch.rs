@@ -28,6 +28,60 @@ pub struct WatchStats {
     pub drops: u64,
 }
 
+/// Reads one watched container's kernel counters and system call table ([`Watch::reader`]).
+#[derive(Clone)]
+pub struct WatchReader {
+    shared: Arc<Shared>,
+    cgroup_id: u64,
+    learning: bool,
+}
+
+impl std::fmt::Debug for WatchReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WatchReader(cgroup {})", self.cgroup_id)
+    }
+}
+
+impl WatchReader {
+    /// The kernel's counters for the container (zero once its watch is dropped).
+    pub fn stats(&self) -> WatchStats {
+        self.shared
+            .maps
+            .containers
+            .lookup(&self.cgroup_id.to_ne_bytes(), MapFlags::ANY)
+            .ok()
+            .flatten()
+            .and_then(|v| raw::read::<types::container_info>(&v))
+            .map(|i| WatchStats {
+                events: i.events,
+                drops: i.drops,
+            })
+            .unwrap_or_default()
+    }
+
+    /// See [`Watch::syscalls_seen`].
+    pub fn syscalls_seen(&self) -> Option<Vec<u32>> {
+        if !self.learning {
+            return None;
+        }
+        let table = self
+            .shared
+            .maps
+            .learn_syscalls
+            .lookup(&self.cgroup_id.to_ne_bytes(), MapFlags::ANY)
+            .ok()
+            .flatten()?;
+        Some(
+            table
+                .iter()
+                .enumerate()
+                .filter(|(_, seen)| **seen != 0)
+                .filter_map(|(nr, _)| u32::try_from(nr).ok())
+                .collect(),
+        )
+    }
+}
+
 /// Guard of one watched container: dropping it removes the container from the kernel maps
 /// and detaches its cgroup hooks.
 pub struct Watch {
@@ -36,6 +90,8 @@ pub struct Watch {
     slot: u32,
     cgroup_id: u64,
     registered: bool,
+    /// Its system calls are recorded (a `learn_syscalls` entry, a share of the learning link).
+    learning: bool,
     installed: Installed,
     enforcement: Vec<RuleEnforcement>,
 }
@@ -64,6 +120,7 @@ pub(crate) fn register(
         slot,
         cgroup_id: container.cgroup_id,
         registered: false,
+        learning: false,
         installed: Installed::default(),
         enforcement: Vec::new(),
     };
@@ -107,6 +164,10 @@ pub(crate) fn register(
         drops: 0,
         secrets: secret_mounts(&name, &rules.secret_mounts),
     };
+    if rules.record_syscalls {
+        start_learning(shared, &name, container.cgroup_id)?;
+        watch.learning = true;
+    }
     let entry = watch_entry(&maps.config, &container, rules, connect_enforcer);
     shared.watches().insert(slot, Arc::new(entry));
     // Last: from here on the kernel reports and enforces for this cgroup.
@@ -140,6 +201,31 @@ pub(crate) fn register(
         "watching"
     );
     Ok(watch)
+}
+
+/// Gives cgroup `cgroup_id` an empty table of system calls seen and makes sure the learning
+/// program runs; before the container's `containers` entry, so that no call of its start-up
+/// path after the watch began is missed. Nothing is left behind on failure.
+fn start_learning(shared: &Shared, name: &str, cgroup_id: u64) -> Result<(), MonitorError> {
+    let maps = &shared.maps;
+    let empty = [0u8; crate::kernel::SYS_TABLE];
+    maps.learn_syscalls
+        .update(&cgroup_id.to_ne_bytes(), &empty, MapFlags::NO_EXIST)
+        .map_err(|source| MonitorError::Map {
+            container: name.to_string(),
+            what: "learn_syscalls",
+            source,
+        })?;
+    if let Err(source) = shared.learn_acquire() {
+        let _ = maps.learn_syscalls.delete(&cgroup_id.to_ne_bytes());
+        return Err(MonitorError::Attach {
+            container: name.to_string(),
+            program: crate::set::pin::LEARN_PROG,
+            path: shared.dir.join("progs").join(crate::set::pin::LEARN_PROG),
+            source,
+        });
+    }
+    Ok(())
 }
 
 /// Every exec, connect and socket rule's severity is between 1 and 10.
@@ -231,18 +317,26 @@ impl Watch {
 
     /// The kernel's counters for this container.
     pub fn stats(&self) -> WatchStats {
-        self.shared
-            .maps
-            .containers
-            .lookup(&self.cgroup_id.to_ne_bytes(), MapFlags::ANY)
-            .ok()
-            .flatten()
-            .and_then(|v| raw::read::<types::container_info>(&v))
-            .map(|i| WatchStats {
-                events: i.events,
-                drops: i.drops,
-            })
-            .unwrap_or_default()
+        self.reader().stats()
+    }
+
+    /// The system call numbers (of this architecture's native table) the container's
+    /// processes made since it was watched, when it records them
+    /// ([`ContainerRules::record_syscalls`]); `None` when it does not, or the table cannot be
+    /// read.
+    pub fn syscalls_seen(&self) -> Option<Vec<u32>> {
+        self.reader().syscalls_seen()
+    }
+
+    /// A reader of this container's counters and system call table that others may keep (a
+    /// learning container's recorder reads them at each merge); once the watch is dropped it
+    /// reads nothing.
+    pub fn reader(&self) -> WatchReader {
+        WatchReader {
+            shared: self.shared.clone(),
+            cgroup_id: self.cgroup_id,
+            learning: self.learning,
+        }
     }
 
     /// How many times the kernel matched each exec and connect deny rule, by rule name.
@@ -259,6 +353,10 @@ impl Drop for Watch {
         let maps = &self.shared.maps;
         if self.registered {
             let _ = maps.containers.delete(&self.cgroup_id.to_ne_bytes());
+        }
+        if self.learning {
+            let _ = maps.learn_syscalls.delete(&self.cgroup_id.to_ne_bytes());
+            self.shared.learn_release();
         }
         self.installed.remove(maps);
         if let Some(entry) = self.shared.watches().get(&self.slot) {

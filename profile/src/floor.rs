@@ -12,6 +12,9 @@
 //!   `getrandom`, reading the libraries;
 //! - every process's exit: `exit`, `exit_group`, and `rt_sigreturn` for signal handlers.
 //!
+//! [`RUNTIME_AFTER_FILTER`] is the rest of runc's init after an early filter, which a recording
+//! that began after `runc create` cannot see; every export and the shim's narrowing add it too.
+//!
 //! The list is the sandbox's `STARTUP_SYSCALLS` (what its seccomp allow-lists always keep) plus
 //! the exit path and the loader calls that list leaves to the workload's own rules. Names are
 //! the union of the x86_64 and arm64 tables; runtimes skip the names an architecture lacks.
@@ -80,6 +83,25 @@ pub const SYSCALL_FLOOR: &[&str] = &[
     "write",
 ];
 
+/// What runc's init does after loading the container's filter and before it executes the
+/// container's program, that the recording may not see: with `noNewPrivileges` off, runc
+/// loads the filter before it waits for `runc start`, so these calls happen before the shim
+/// watches the container. `chdir` (to the process's working directory) is made on every start:
+/// without it the shim's real-runc test of `profile_seccomp` fails (`chdir to cwd ("/") set in config.json
+/// failed: operation not permitted`). The others are runc's Go runtime in that window, made
+/// or not depending on timing and on the container's user (a new thread, a preemption signal,
+/// the per-thread set*id calls Go makes on every thread, its poller).
+pub const RUNTIME_AFTER_FILTER: &[&str] = &[
+    "chdir",
+    "clone",
+    "epoll_ctl",
+    "epoll_pwait",
+    "sched_yield",
+    "setresgid",
+    "setresuid",
+    "tgkill",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +126,17 @@ mod tests {
             "landlock_restrict_self",
         ] {
             assert!(SYSCALL_FLOOR.contains(&needed), "{needed}");
+        }
+    }
+
+    #[test]
+    fn runtime_list_is_sorted_and_known() {
+        let mut sorted = RUNTIME_AFTER_FILTER.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted, RUNTIME_AFTER_FILTER);
+        for n in RUNTIME_AFTER_FILTER {
+            assert!(palisade_policy::names::syscall(n).is_some(), "{n}");
         }
     }
 

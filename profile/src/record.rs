@@ -212,6 +212,12 @@ pub struct Recording {
     pub listening: BTreeSet<Port>,
     pub peers: BTreeSet<Peer>,
     pub capabilities: BTreeSet<Capability>,
+    /// Recordings merged in whose node could not observe the capabilities used (no kernel
+    /// hook for it there): while non-zero, `capabilities` is incomplete, no export emits
+    /// capability rules from it and `palisade profile show` says so. A document written before
+    /// this field existed could not observe them either (read as 1).
+    #[serde(default = "one")]
+    pub capabilities_unobserved: u64,
     /// System calls by name (the floor is added by the exports, not stored here).
     pub syscalls: BTreeSet<String>,
     /// Observations not kept, per category.
@@ -234,9 +240,16 @@ impl Recording {
             listening: BTreeSet::new(),
             peers: BTreeSet::new(),
             capabilities: BTreeSet::new(),
+            capabilities_unobserved: 0,
             syscalls: BTreeSet::new(),
             overflow: BTreeMap::new(),
         }
+    }
+
+    /// Whether the capabilities used were observed by every recording merged in (so that
+    /// `capabilities` is the complete set).
+    pub fn capabilities_observed(&self) -> bool {
+        self.capabilities_unobserved == 0
     }
 
     /// Notes that `pod` contributes to this recording.
@@ -371,6 +384,9 @@ impl Recording {
         let mut out = Recording::new(self.workload.clone());
         out.observations = self.observations.saturating_add(other.observations);
         out.drops = self.drops.saturating_add(other.drops);
+        out.capabilities_unobserved = self
+            .capabilities_unobserved
+            .saturating_add(other.capabilities_unobserved);
         out.first_seen = min_opt(self.first_seen, other.first_seen);
         out.last_seen = self.last_seen.max(other.last_seen);
         out.pods_beyond = self.pods_beyond.saturating_add(other.pods_beyond);
@@ -746,6 +762,10 @@ pub fn workload_name(pod: &str) -> &str {
         return head;
     }
     pod
+}
+
+fn one() -> u64 {
+    1
 }
 
 fn min_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {

@@ -2,11 +2,13 @@
 
 // What other crates and the shim's integration tests use: the binary (`shim`, `sys`), the task
 // service with its runtime seam and configuration (`service`, `runc`, `config`, `error`,
-// `events`), the event pipeline (`report`, used by the cli's tests too) and idmapped mounts.
+// `events`), the event pipeline (`report`, used by the cli's tests too), idmapped mounts, and
+// the learned profile's seccomp narrowing (`profile_seccomp`, proven with real runc in tests/).
 pub mod config;
 pub mod error;
 pub mod events;
 pub mod idmap;
+pub mod profile_seccomp;
 pub mod report;
 pub mod runc;
 pub mod service;

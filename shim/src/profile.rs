@@ -6,16 +6,21 @@
 //! reporter, which may drop under load) and turned into observations here; what was recorded
 //! is merged into `<state_dir>/<namespace>_<workload>.learned.json` every [`FLUSH_EVERY`] and
 //! when the container is detached, with the kernel's count of the container's dropped events,
-//! so that a lossy recording cannot be promoted. Only a workload still in learn takes new
-//! observations; the later stages are not changed by recording.
+//! so that a lossy recording cannot be promoted. Each merge also reads the kernel's side
+//! directly ([`Learning::attach_kernel`]): the container's drop count so far (so `palisade
+//! profile show` and promotion see a lossy recording while it still runs), and its table of
+//! every system call number its processes made (`palisade_monitor::Watch::syscalls_seen`,
+//! the runtime's start-up path after the watch began included), added by name. Only a
+//! workload still in learn takes new observations; the later stages are not changed by
+//! recording.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use palisade_monitor::{EventKind, MonitorEvent};
+use palisade_monitor::{EventKind, MonitorEvent, WatchReader};
 use palisade_policy::Protocol;
 use palisade_profile::{persist, Observation, Recording, Stage, WorkloadId};
 
@@ -119,7 +124,7 @@ impl Recorders {
         };
         let now = epoch_secs(ev.time);
         let mut state = learner.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let observations = observations(ev, &mut state.net, &cwd_of);
+        let observations = observations(ev, &mut state.net, &dir_of);
         for o in &observations {
             state.delta.observe(now, o);
         }
@@ -163,6 +168,7 @@ impl Recorders {
             }),
             workload,
             flush: Mutex::new(()),
+            kernel: Mutex::new(KernelSide::default()),
         });
         self.0
             .lock()
@@ -174,7 +180,7 @@ impl Recorders {
                 loop {
                     tokio::time::sleep(FLUSH_EVERY).await;
                     let l = l.clone();
-                    let _ = tokio::task::spawn_blocking(move || l.flush_logged(0)).await;
+                    let _ = tokio::task::spawn_blocking(move || l.flush_logged(None)).await;
                 }
             })
         });
@@ -224,13 +230,24 @@ impl std::fmt::Debug for Learning {
 }
 
 impl Learning {
-    /// Stops recording and merges the rest, with the `drops` the kernel counted for the
-    /// container over its life (events lost before they were recorded).
-    pub fn finish(mut self, drops: u64) {
-        self.close(drops);
+    /// From now on each merge reads the container's kernel side through `reader`: its drop
+    /// count and its system call table. Call once the container is watched.
+    pub fn attach_kernel(&self, reader: WatchReader) {
+        self.learner
+            .kernel
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .reader = Some(reader);
     }
 
-    fn close(&mut self, drops: u64) {
+    /// Stops recording and merges the rest, with the `drops` the kernel counted for the
+    /// container over its life (events lost before they were recorded). Call while the watch
+    /// is still registered, so that its system call table is read a last time.
+    pub fn finish(mut self, drops: u64) {
+        self.close(Some(drops));
+    }
+
+    fn close(&mut self, drops: Option<u64>) {
         if self.closed {
             return;
         }
@@ -249,9 +266,10 @@ impl Learning {
 }
 
 impl Drop for Learning {
-    /// A container refused after its recording started: what it did is merged, no drops known.
+    /// A container refused after its recording started: what it did is merged, with what its
+    /// kernel side says, if it was watched.
     fn drop(&mut self) {
-        self.close(0);
+        self.close(None);
     }
 }
 
@@ -263,6 +281,51 @@ struct Learner {
     state: Mutex<LearnState>,
     /// One flush at a time within this shim (`persist::update` locks out other processes).
     flush: Mutex<()>,
+    kernel: Mutex<KernelSide>,
+}
+
+/// What a recorder reads from the kernel at each merge, and how much of it it has merged.
+#[derive(Default)]
+struct KernelSide {
+    reader: Option<WatchReader>,
+    /// The kernel's drop count already added to the document.
+    drops_merged: u64,
+    /// System call numbers already added.
+    syscalls: BTreeSet<u32>,
+}
+
+impl KernelSide {
+    /// The drops not yet merged, given the kernel's total (`total`, or the reader's count), and
+    /// the observations of the system calls not yet recorded.
+    fn take(&mut self, total: Option<u64>) -> (u64, Vec<Observation>) {
+        let Some(reader) = &self.reader else {
+            return (
+                total.unwrap_or(0).saturating_sub(self.drops_merged),
+                Vec::new(),
+            );
+        };
+        let total = total.unwrap_or_else(|| reader.stats().drops);
+        let new_drops = total.saturating_sub(self.drops_merged);
+        self.drops_merged = self.drops_merged.max(total);
+        let mut calls = Vec::new();
+        for nr in reader.syscalls_seen().unwrap_or_default() {
+            if self.syscalls.insert(nr) {
+                calls.push(syscall_observation(nr));
+            }
+        }
+        (new_drops, calls)
+    }
+}
+
+/// A system call number of this architecture's native table, by name; a number the table does
+/// not name is kept as `syscall_<nr>`, which the recording counts as unrecognized (a profile
+/// could not allow it).
+pub(crate) fn syscall_observation(nr: u32) -> Observation {
+    let name = usize::try_from(nr)
+        .ok()
+        .and_then(syscalls::Sysno::new)
+        .map_or_else(|| format!("syscall_{nr}"), |s| s.name().to_string());
+    Observation::Syscall { name }
 }
 
 struct LearnState {
@@ -272,7 +335,7 @@ struct LearnState {
 }
 
 impl Learner {
-    fn flush_logged(&self, drops: u64) {
+    fn flush_logged(&self, drops: Option<u64>) {
         match self.flush(drops) {
             Ok(Some(stage)) if stage != Stage::Learn => tracing::info!(
                 workload = %self.workload,
@@ -284,20 +347,32 @@ impl Learner {
         }
     }
 
-    /// Merges the delta into the document; `drops` (the kernel's total for the container) is
-    /// added as the recording's lost events. `None` when there was nothing to merge.
-    fn flush(&self, drops: u64) -> Result<Option<Stage>, ProfileError> {
+    /// Merges the delta into the document, with what the kernel side adds: the drops not yet
+    /// counted (`drops`, the kernel's total for the container, or its count read now) and the
+    /// system calls not yet recorded. `None` when there was nothing to merge.
+    fn flush(&self, drops: Option<u64>) -> Result<Option<Stage>, ProfileError> {
         let _one = self.flush.lock().unwrap_or_else(PoisonError::into_inner);
+        let (drops, calls) = self
+            .kernel
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take(drops);
         let mut delta = {
             let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             std::mem::replace(&mut state.delta, Recording::new(self.workload.clone()))
         };
+        let now = epoch_secs(SystemTime::now());
+        for c in &calls {
+            delta.observe(now, c);
+        }
         if delta.observations == 0 && drops == 0 {
             return Ok(None);
         }
         delta.add_pod(&self.pod);
         delta.add_drops(drops);
-        let now = epoch_secs(SystemTime::now());
+        // The monitor has no capability hook yet (neither BPF-LSM `capable` nor fexit on
+        // `cap_capable`): the capabilities this container used are not known.
+        delta.capabilities_unobserved = 1;
         let mut merged = Ok(());
         let updated = persist::update(&self.state_dir, &self.workload, now, |doc| {
             if doc.stage.stage != Stage::Learn {
@@ -322,10 +397,13 @@ impl Learner {
     }
 }
 
-/// Per process: the protocol of its last network socket and the port it last bound.
+/// Per process: the protocols of the network sockets it created and the port it last bound.
+/// A connect names neither its socket nor its protocol: it is recorded for every protocol the
+/// process's sockets have (one when it made sockets of one kind, the usual case; more is
+/// wider than what happened, never narrower).
 #[derive(Default)]
 pub(crate) struct NetState {
-    socket: HashMap<u32, Protocol>,
+    socket: HashMap<u32, BTreeSet<Protocol>>,
     bound: HashMap<u32, u16>,
 }
 
@@ -348,15 +426,18 @@ const IPPROTO_ICMPV6: i32 = 58;
 const O_WRITE_FLAGS: u64 = (libc::O_WRONLY | libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC) as u64;
 
 /// The observations in one monitor event. Only what succeeded is recorded (a refused or failed
-/// operation is no part of the workload's normal behaviour). `cwd` gives a process's working
-/// directory as the container sees it, for relative paths.
+/// operation is no part of the workload's normal behaviour). `dir(pid, dirfd)` gives the
+/// directory a relative path starts from: the process's working directory for `AT_FDCWD`, the
+/// directory its descriptor `dirfd` names otherwise (`None` when it is not known any more: the
+/// path then stays relative and the recording counts it as unrecognized, never as a wrong
+/// path).
 pub(crate) fn observations(
     ev: &MonitorEvent,
     net: &mut NetState,
-    cwd: &dyn Fn(u32) -> Option<String>,
+    dir: &dyn Fn(u32, i32) -> Option<String>,
 ) -> Vec<Observation> {
     let pid = ev.process.pid;
-    let path = |p: &str| absolute(p, || cwd(pid));
+    let path = |p: &str| absolute(p, || dir(pid, libc::AT_FDCWD));
     let call = |name: &str| Observation::Syscall { name: name.into() };
     let mut out = Vec::new();
     match &ev.kind {
@@ -388,12 +469,13 @@ pub(crate) fn observations(
         }
         EventKind::Open {
             path: p,
+            dirfd,
             flags,
             result,
             ..
         } if *result >= 0 => {
             out.push(Observation::Open {
-                path: path(p),
+                path: absolute(p, || dir(pid, *dirfd)),
                 write: flags & O_WRITE_FLAGS != 0,
             });
             out.push(call("openat"));
@@ -406,7 +488,9 @@ pub(crate) fn observations(
         } if *result >= 0 => {
             out.push(call("socket"));
             for p in protocols(*domain, *kind, *protocol) {
-                NetState::remember(&mut net.socket, pid, p);
+                let mut seen = net.socket.get(&pid).cloned().unwrap_or_default();
+                seen.insert(p);
+                NetState::remember(&mut net.socket, pid, seen);
                 out.push(Observation::Socket {
                     executable: ev.process.binary.clone(),
                     protocol: p,
@@ -417,19 +501,30 @@ pub(crate) fn observations(
             // EINPROGRESS (-115): a non-blocking connect under way.
             out.push(call("connect"));
             if let Some(a) = addr.filter(|a| a.port() != 0) {
-                let protocol = net.socket.get(&pid).copied().unwrap_or(Protocol::Tcp);
-                out.push(Observation::Connect {
-                    address: a.ip(),
-                    port: a.port(),
-                    protocol,
-                });
+                // A process whose sockets all predate the watch: tcp, the common case.
+                let seen = net.socket.get(&pid);
+                let kinds: Vec<Protocol> = match seen {
+                    Some(s) if !s.is_empty() => s.iter().copied().collect(),
+                    _ => vec![Protocol::Tcp],
+                };
+                for protocol in kinds {
+                    out.push(Observation::Connect {
+                        address: a.ip(),
+                        port: a.port(),
+                        protocol,
+                    });
+                }
             }
         }
         EventKind::Bind { addr, result } if *result >= 0 => {
             out.push(call("bind"));
             if let Some(port) = addr.map(|a: SocketAddr| a.port()).filter(|p| *p != 0) {
                 NetState::remember(&mut net.bound, pid, port);
-                if net.socket.get(&pid) == Some(&Protocol::Udp) {
+                if net
+                    .socket
+                    .get(&pid)
+                    .is_some_and(|s| s.contains(&Protocol::Udp))
+                {
                     out.push(Observation::Listen {
                         port,
                         protocol: Protocol::Udp,
@@ -506,11 +601,21 @@ fn absolute(p: &str, cwd: impl FnOnce() -> Option<String>) -> String {
     format!("/{}", parts.join("/"))
 }
 
-/// A process's working directory as its own mount namespace names it.
-fn cwd_of(pid: u32) -> Option<String> {
-    std::fs::read_link(format!("/proc/{pid}/cwd"))
+/// The directory a process's relative path starts from, as its own mount namespace names it:
+/// its working directory for `AT_FDCWD`, else what its descriptor `dirfd` refers to (read
+/// now: a descriptor closed or reused since is not known, or names a directory it has now).
+fn dir_of(pid: u32, dirfd: i32) -> Option<String> {
+    let link = if dirfd == libc::AT_FDCWD {
+        format!("/proc/{pid}/cwd")
+    } else if dirfd >= 0 {
+        format!("/proc/{pid}/fd/{dirfd}")
+    } else {
+        return None;
+    };
+    std::fs::read_link(link)
         .ok()
         .and_then(|p| p.to_str().map(str::to_string))
+        .filter(|p| p.starts_with('/') && !p.ends_with(" (deleted)"))
 }
 
 fn epoch_secs(t: SystemTime) -> u64 {

@@ -48,6 +48,7 @@ fn exec(filename: &str, parent: &str, entrypoint: bool) -> EventKind {
 fn open(path: &str, flags: u64, result: i64) -> EventKind {
     EventKind::Open {
         path: path.into(),
+        dirfd: -100,
         flags,
         result,
         secret: false,
@@ -69,7 +70,7 @@ fn obs(kind: EventKind) -> Vec<Observation> {
     observations(
         &event("c1", 10, "/usr/sbin/httpd", kind),
         &mut NetState::default(),
-        &|_| Some("/srv/www".into()),
+        &|_, _| Some("/srv/www".into()),
     )
 }
 
@@ -142,7 +143,7 @@ fn opens_are_reads_or_writes_and_failed_ones_are_not_learned() {
     let got = observations(
         &event("c1", 10, "/bin/cat", open("notes.txt", 0, 3)),
         &mut NetState::default(),
-        &|_| None,
+        &|_, _| None,
     );
     assert_eq!(
         got[0],
@@ -151,6 +152,77 @@ fn opens_are_reads_or_writes_and_failed_ones_are_not_learned() {
             write: false
         }
     );
+}
+
+/// An openat relative to a directory descriptor starts from that directory, not from the
+/// working directory; a descriptor no longer known leaves the path relative (unrecognized).
+#[test]
+fn a_path_relative_to_a_directory_descriptor_starts_there() {
+    let at = |dirfd| EventKind::Open {
+        path: "cache/item".into(),
+        dirfd,
+        flags: 0,
+        result: 4,
+        secret: false,
+        credential: false,
+        system_dir: false,
+    };
+    let dirs = |_: u32, fd: i32| match fd {
+        libc::AT_FDCWD => Some("/srv/www".to_string()),
+        7 => Some("/var/lib/app".to_string()),
+        _ => None,
+    };
+    let ev = |kind| event("c1", 10, "/usr/sbin/httpd", kind);
+    let mut net = NetState::default();
+    assert_eq!(
+        observations(&ev(at(7)), &mut net, &dirs)[0],
+        Observation::Open {
+            path: "/var/lib/app/cache/item".into(),
+            write: false
+        }
+    );
+    assert_eq!(
+        observations(&ev(at(libc::AT_FDCWD)), &mut net, &dirs)[0],
+        Observation::Open {
+            path: "/srv/www/cache/item".into(),
+            write: false
+        }
+    );
+    assert_eq!(
+        observations(&ev(at(9)), &mut net, &dirs)[0],
+        Observation::Open {
+            path: "cache/item".into(),
+            write: false
+        },
+        "never the working directory for another descriptor"
+    );
+}
+
+/// A process with sockets of two protocols: its connect is recorded for both (which one it
+/// used is not in the event), never for only the last one made.
+#[test]
+fn a_connect_of_a_process_with_two_socket_kinds_is_recorded_for_both() {
+    let mut net = NetState::default();
+    let mut run = |kind| {
+        observations(&event("c1", 40, "/usr/bin/app", kind), &mut net, &|_, _| {
+            None
+        })
+    };
+    run(socket(2, libc::SOCK_DGRAM, 0));
+    run(socket(2, libc::SOCK_STREAM, 0));
+    let peer = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9)), 53);
+    let got = run(EventKind::Connect {
+        addr: Some(peer),
+        result: 0,
+    });
+    let protocols: Vec<Protocol> = got
+        .iter()
+        .filter_map(|o| match o {
+            Observation::Connect { protocol, .. } => Some(*protocol),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(protocols, [Protocol::Tcp, Protocol::Udp]);
 }
 
 #[test]
@@ -172,8 +244,13 @@ fn sockets_map_to_kubearmor_protocols_and_connects_take_their_processes_last_soc
     );
 
     let mut net = NetState::default();
-    let mut run =
-        |pid, kind| observations(&event("c1", pid, "/usr/bin/dig", kind), &mut net, &|_| None);
+    let mut run = |pid, kind| {
+        observations(
+            &event("c1", pid, "/usr/bin/dig", kind),
+            &mut net,
+            &|_, _| None,
+        )
+    };
     assert_eq!(
         run(20, socket(inet, libc::SOCK_DGRAM, 0))[1],
         Observation::Socket {
@@ -447,4 +524,21 @@ fn a_workload_past_learn_keeps_its_recording() {
     };
     assert_eq!(doc.stage.stage, Stage::Audit);
     assert!(!doc.recording.executables.contains_key("/bin/sh"));
+}
+
+/// The kernel's table of syscall numbers is recorded by this architecture's names; a number
+/// it does not name is kept as such, which the recording counts as unrecognized.
+#[test]
+fn syscall_numbers_are_recorded_by_name() {
+    let execve = u32::try_from(libc::SYS_execve).unwrap();
+    assert_eq!(
+        syscall_observation(execve),
+        Observation::Syscall {
+            name: "execve".into()
+        }
+    );
+    let mut r = Recording::new(WorkloadId::new("shop", "web").unwrap());
+    r.observe(1, &syscall_observation(511));
+    assert!(r.syscalls.is_empty());
+    assert!(r.promotable().is_err(), "an unnamed call is unrecognized");
 }

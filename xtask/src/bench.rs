@@ -16,7 +16,7 @@ pub(crate) struct BenchSuite {
     pub(crate) end: &'static str,
 }
 
-pub(crate) const BENCH_SUITES: [BenchSuite; 3] = [
+pub(crate) const BENCH_SUITES: [BenchSuite; 4] = [
     BenchSuite {
         name: "start",
         begin: "<!-- BEGIN xtask bench -->",
@@ -31,6 +31,11 @@ pub(crate) const BENCH_SUITES: [BenchSuite; 3] = [
         name: "monitor",
         begin: "<!-- BEGIN xtask bench monitor -->",
         end: "<!-- END xtask bench monitor -->",
+    },
+    BenchSuite {
+        name: "learn",
+        begin: "<!-- BEGIN xtask bench learn -->",
+        end: "<!-- END xtask bench learn -->",
     },
 ];
 
@@ -142,6 +147,12 @@ pub fn bench(opts: &Opts) -> Result<()> {
                 _ => opts.handlers(),
             };
             cmd.arg("--handlers").arg(handlers);
+            // The learning suite's getppid loop outside any container (what a learning pod
+            // costs the rest of the node): the probe built beside the suite binary.
+            let probe = ws.conformance_binary().with_file_name("palisade-probe");
+            if suite.name == "learn" && probe.exists() {
+                cmd.arg("--host-probe").arg(&probe);
+            }
             for (flag, v) in [
                 ("--runs", opts.runs.map(|v| v.to_string())),
                 ("--rounds", opts.rounds.map(|v| v.to_string())),
@@ -251,7 +262,7 @@ mod tests {
 
     #[test]
     fn section_is_replaced_in_place() {
-        let [start, sys, _] = &BENCH_SUITES;
+        let [start, sys, _, _] = &BENCH_SUITES;
         let (b, e) = (start.begin, start.end);
         let (sb, se) = (sys.begin, sys.end);
         let doc = format!("# B\n\n{b}\nold\n{e}\n\nmid\n\n{sb}\nold sys\n{se}\n\ntail\n");
@@ -280,7 +291,7 @@ mod tests {
     #[test]
     fn bench_options_select_suites_and_name_the_command() {
         let o = Opts::parse(&[]).unwrap();
-        assert_eq!(o.bench_suites().len(), 3);
+        assert_eq!(o.bench_suites().len(), 4);
         assert_eq!(o.bench_command(), "cargo xtask bench");
         let args: Vec<String> = ["--suite", "monitor", "--rounds", "3", "--scale", "0.01"]
             .map(String::from)

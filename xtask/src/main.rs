@@ -33,7 +33,8 @@ commands:
           cold and warm node), syscalls (getpid, open/close, exec loops in a container
           under runc, palisade-nomon, palisade-strict-nomon, palisade, palisade-strict),
           monitor (exec, open/close, connect loops with the monitor off, on for 1 pod,
-          on among --pods pods)
+          on among --pods pods), learn (the same loops and the pod start in a pod
+          recording a learned profile against one that does not)
   detections  the detection corpus: ordinary servers from Debian's packages (nginx, Apache,
           Redis, PostgreSQL, a Python app, busybox as uid 1000) under traffic for ten minutes
           each (--short: 15 s; --seconds N), then a post-exploitation chain with benign twins;
@@ -63,13 +64,13 @@ options (test):
   --containerd V      containerd release: 1.6 (the system's, default), 1.7 or 2.1
                       (Debian's packages, fetched once into .palisade-run; test, demo, bench)
 options (bench):
-  --suite S           start, syscalls, monitor or all (default all)
+  --suite S           start, syscalls, monitor, learn or all (default all)
   --handlers a,b      start: default runc,palisade; syscalls: default
                       runc,palisade-nomon,palisade-strict-nomon,palisade,palisade-strict
                       (the first is the baseline)
   --runs N            start: measured pods per handler and node state (default 30)
-  --rounds N          syscalls, monitor: rounds over all configurations (default 5)
-  --scale F           syscalls, monitor: factor on the loops' iteration counts (default 1)
+  --rounds N          syscalls, monitor, learn: rounds over all configurations (default 5)
+  --scale F           syscalls, monitor, learn: factor on the loops' iteration counts (default 1)
   --pods N            monitor: monitored pods in the crowded configuration (default 20)";
 
 fn main() -> ExitCode {

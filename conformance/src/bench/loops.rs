@@ -40,6 +40,9 @@ struct Loop {
     target_pct: Option<f64>,
     /// Run as a process of the node outside any container (the host probe), not in the pod.
     unwatched: bool,
+    /// Not a loop: the measured pod's start (RunPodSandbox to its container running), wall
+    /// clock, in both tables.
+    start: bool,
 }
 
 impl Loop {
@@ -49,12 +52,15 @@ impl Loop {
             iterations: ((default_iterations as f64 * scale).round() as u64).max(1),
             target_pct,
             unwatched: false,
+            start: false,
         }
     }
 
     /// The loop's name in the tables.
     fn label(&self) -> String {
-        if self.unwatched {
+        if self.start {
+            "pod start (wall clock in both tables)".to_string()
+        } else if self.unwatched {
             format!("{} (unwatched process)", self.op)
         } else {
             self.op.to_string()
@@ -73,6 +79,9 @@ struct Config {
     /// Whether the measured pod's shim must hold BPF objects (its monitor is on); checked so
     /// that a configuration mistake cannot pass for a measurement. None: not checked.
     monitor: Option<bool>,
+    /// The pods are annotated `palisade.dev/profile: learn` (their containers record a
+    /// learned profile).
+    learn: bool,
 }
 
 /// One suite: its configurations (the first is the baseline), loops and comparisons.
@@ -111,6 +120,7 @@ fn syscalls_plan(handlers: &[String], opts: &Options) -> Plan {
                 "palisade" | "palisade-strict" => Some(true),
                 _ => None,
             },
+            learn: false,
         })
         .collect();
     Plan {
@@ -150,18 +160,21 @@ fn monitor_plan(opts: &Options) -> Plan {
                 handler: NOMON_HANDLER.into(),
                 idle_pods: 0,
                 monitor: Some(false),
+                learn: false,
             },
             Config {
                 label: "monitor on, 1 pod".into(),
                 handler: PALISADE_HANDLER.into(),
                 idle_pods: 0,
                 monitor: Some(true),
+                learn: false,
             },
             Config {
                 label: format!("monitor on, {pods} pods"),
                 handler: PALISADE_HANDLER.into(),
                 idle_pods: pods - 1,
                 monitor: Some(true),
+                learn: false,
             },
         ],
         loops,
@@ -169,6 +182,49 @@ fn monitor_plan(opts: &Options) -> Plan {
         rounds: opts.rounds,
         host_probe: opts.host_probe.clone(),
     }
+}
+
+/// The learning benchmark (issue 17): the monitor's loops in a palisade pod that records a
+/// learned profile against one that does not, the pod's start, and with a host probe a
+/// `getppid` loop outside any container (what a learning pod costs the rest of the node: the
+/// learning program runs at every system call's entry while a container learns).
+fn learn_plan(opts: &Options) -> Plan {
+    let mut loops = vec![
+        Loop::new("exec", 1_000, None, opts.scale),
+        Loop::new("open", 100_000, None, opts.scale),
+        Loop::new("connect", 10_000, None, opts.scale),
+        Loop {
+            start: true,
+            ..Loop::new("start", 1, None, 1.0)
+        },
+    ];
+    if opts.host_probe.is_some() {
+        loops.push(Loop {
+            unwatched: true,
+            ..Loop::new("getppid", 1_000_000, None, opts.scale)
+        });
+    }
+    let config = |label: &str, learn| Config {
+        label: label.into(),
+        handler: PALISADE_HANDLER.into(),
+        idle_pods: 0,
+        monitor: Some(true),
+        learn,
+    };
+    Plan {
+        configs: vec![config("not learning", false), config("learning", true)],
+        loops,
+        comparisons: vec![(1, 0)],
+        rounds: opts.rounds,
+        host_probe: opts.host_probe.clone(),
+    }
+}
+
+/// `bench --suite learn`: a learning palisade pod against one that does not learn.
+pub async fn learn(settings: &Settings, opts: &Options) -> Result<String> {
+    let plan = learn_plan(opts);
+    let (measured, loads) = measure(settings, &plan, "learn").await?;
+    Ok(render(&plan, &measured, &loads))
 }
 
 /// `bench --suite syscalls`: the handlers' sandboxes (the first handler is the baseline).
@@ -249,12 +305,15 @@ async fn measure_config(
         for i in 0..config.idle_pods {
             let idle = format!("{name}-idle{i}");
             pods.push(
-                start_sleeper_pod(cri, settings, &idle, &config.handler)
+                start_sleeper_pod(cri, settings, &idle, &config.handler, config.learn)
                     .await?
                     .0,
             );
         }
-        let (pod, container) = start_sleeper_pod(cri, settings, name, &config.handler).await?;
+        let starting = std::time::Instant::now();
+        let (pod, container) =
+            start_sleeper_pod(cri, settings, name, &config.handler, config.learn).await?;
+        let start_ns = starting.elapsed().as_nanos() as f64;
         pods.push(pod.clone());
         if let Some(want) = config.monitor {
             let (shim, _) = host::shim_of(cri.container_pid(&container).await?)?;
@@ -268,7 +327,7 @@ async fn measure_config(
             }
         }
         tokio::time::sleep(SETTLE).await;
-        let pod_config = sleeper_pod_config(settings, name);
+        let pod_config = sleeper_pod_config(settings, name, config.learn);
         let target = Pod {
             id: &pod,
             config: &pod_config,
@@ -277,6 +336,7 @@ async fn measure_config(
         let mut ns = Vec::new();
         for l in &plan.loops {
             ns.push(match (&plan.host_probe, l.unwatched) {
+                _ if l.start => (start_ns, start_ns),
                 (Some(probe), true) => run_unwatched(probe, l).await?,
                 _ => run_loop(cri, &target, l).await?,
             });
@@ -603,6 +663,7 @@ mod tests {
                     handler: l.to_string(),
                     idle_pods: 0,
                     monitor: None,
+                    learn: false,
                 })
                 .collect(),
             loops: vec![Loop::new("open", 100, Some(5.0), 1.0)],

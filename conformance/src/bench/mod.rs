@@ -19,6 +19,8 @@ pub enum Suite {
     Syscalls,
     /// System call loops with the monitor off, on for one pod, on among many pods.
     Monitor,
+    /// The monitor's loops and the pod start in a learning pod against a pod not learning.
+    Learn,
 }
 
 impl std::str::FromStr for Suite {
@@ -29,7 +31,8 @@ impl std::str::FromStr for Suite {
             "start" => Suite::Start,
             "syscalls" => Suite::Syscalls,
             "monitor" => Suite::Monitor,
-            other => bail!("unknown bench suite {other} (start, syscalls, monitor)"),
+            "learn" => Suite::Learn,
+            other => bail!("unknown bench suite {other} (start, syscalls, monitor, learn)"),
         })
     }
 }
@@ -95,6 +98,7 @@ pub async fn run(settings: &Settings, opts: &Options) -> Result<String> {
         Suite::Start => pod::start(settings, opts.runs).await,
         Suite::Syscalls => loops::syscalls(settings, opts).await,
         Suite::Monitor => loops::monitor(settings, opts).await,
+        Suite::Learn => loops::learn(settings, opts).await,
     }
 }
 
@@ -109,15 +113,24 @@ pub fn quantile(samples: &[f64], q: f64) -> f64 {
     v[rank - 1]
 }
 
-/// The configuration of the bench pod `name` (logs under the work dir).
-pub fn sleeper_pod_config(settings: &Settings, name: &str) -> PodSandboxConfig {
+/// The pod annotation that makes a palisade pod record a learned profile.
+const LEARN_ANNOTATION: (&str, &str) = ("palisade.dev/profile", "learn");
+
+/// The configuration of the bench pod `name` (logs under the work dir), annotated to record a
+/// learned profile when `learn`.
+pub fn sleeper_pod_config(settings: &Settings, name: &str, learn: bool) -> PodSandboxConfig {
     let uid = format!("{}-{name}", std::process::id());
-    cri::pod_config(
+    let mut cfg = cri::pod_config(
         name,
         &uid,
         &settings.work_dir.join(name),
         &settings.cgroup_root,
-    )
+    );
+    if learn {
+        cfg.annotations
+            .insert(LEARN_ANNOTATION.0.into(), LEARN_ANNOTATION.1.into());
+    }
+    cfg
 }
 
 /// Starts a pod with one sleeper container; returns (pod id, container id). A pod whose
@@ -127,11 +140,11 @@ pub async fn start_sleeper_pod(
     settings: &Settings,
     name: &str,
     handler: &str,
+    learn: bool,
 ) -> Result<(String, String)> {
-    let uid = format!("{}-{name}", std::process::id());
     let log_dir = settings.work_dir.join(name);
     std::fs::create_dir_all(&log_dir).with_context(|| format!("create {}", log_dir.display()))?;
-    let pod_cfg = cri::pod_config(name, &uid, &log_dir, &settings.cgroup_root);
+    let pod_cfg = sleeper_pod_config(settings, name, learn);
     let cfg = cri::container_config("sleeper", 0, &settings.image, cri::SLEEPER);
     let pod = cri.run_pod(&pod_cfg, handler).await?;
     match cri.run_container(&pod, &cfg, &pod_cfg).await {

@@ -108,7 +108,11 @@ async fn measure_handler(
         Node::Cold => None,
         Node::Warm => {
             let name = format!("bench-idle-{handler}");
-            Some(start_sleeper_pod(cri, settings, &name, handler).await?.0)
+            Some(
+                start_sleeper_pod(cri, settings, &name, handler, false)
+                    .await?
+                    .0,
+            )
         }
     };
     let mut s = Samples::default();

@@ -390,6 +390,7 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 }
 
 #include "syscalls.h"
+#include "learn.h"
 
 /* cgroup sock_addr hooks: attached per container cgroup by user space, refusing (EPERM)
  * destinations in the container's deny trie. Port 0 in the trie means any port. */

@@ -121,6 +121,7 @@ fn audit_rules_report_matching_execs_and_opens_only() {
     let p = ProcessInfo::default();
     let open = |path: &str| EventKind::Open {
         path: path.into(),
+        dirfd: -100,
         flags: 0,
         result: 3,
         secret: false,
@@ -195,6 +196,7 @@ fn file_detections() {
     let p = ProcessInfo::default();
     let open = |path: &str, flags: u64, result: i64| EventKind::Open {
         path: path.into(),
+        dirfd: -100,
         flags,
         result,
         secret: false,
@@ -203,6 +205,7 @@ fn file_detections() {
     };
     let secret_open = |path: &str| EventKind::Open {
         path: path.into(),
+        dirfd: -100,
         flags: 0,
         result: 3,
         secret: true,
@@ -223,6 +226,7 @@ fn file_detections() {
     assert!(findings(&s, &mut st, &p, &open("/etcetera", 0o1, 3), now).is_empty());
     let system_write = |path: &str| EventKind::Open {
         path: path.into(),
+        dirfd: -100,
         flags: 0o1,
         result: 3,
         secret: false,
@@ -418,6 +422,7 @@ fn an_applications_pid_file_below_usr_local_is_not_a_system_write() {
     let p = ProcessInfo::default();
     let write = |path: &str| EventKind::Open {
         path: path.into(),
+        dirfd: -100,
         flags: 0o1 | 0o100 | 0o1000,
         result: 3,
         secret: false,
@@ -613,6 +618,7 @@ fn credential_files_are_reported_by_what_the_kernel_says_not_the_path() {
     let p = ProcessInfo::default();
     let open = |path: &str, flags: u64, result: i64, credential: bool| EventKind::Open {
         path: path.into(),
+        dirfd: -100,
         flags,
         result,
         secret: false,

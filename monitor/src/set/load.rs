@@ -14,7 +14,9 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle, Program};
 use tracing::{info, warn};
 
 use super::park::{is_parked, reattach, remove_other_builds_parked};
-use super::pin::{attached_per_container, pin_fd, remove_pins, CGROUP_PROGS, SOCK_PROG};
+use super::pin::{
+    attached_per_container, pin_fd, remove_pins, CGROUP_PROGS, LEARN_PROG, SOCK_PROG,
+};
 use super::{ms, NodeMaps};
 use crate::error::{load_err, PinError};
 use crate::kernel::{
@@ -36,6 +38,7 @@ const MAPS: &[&str] = &[
     "procs",
     "deny_file",
     "cred_files",
+    "learn_syscalls",
 ];
 
 /// How a handle came by the node's programs.
@@ -499,6 +502,17 @@ fn open_pins(dir: &Path) -> Result<NodeMaps, PinError> {
     } else {
         None
     };
+    let learn_path = dir.join("progs").join(LEARN_PROG);
+    let learn_prog = if learn_path.exists() {
+        Some(
+            Program::fd_from_pinned_path(&learn_path).map_err(|source| PinError::Pin {
+                path: learn_path,
+                source,
+            })?,
+        )
+    } else {
+        None
+    };
     let config = map("config")?
         .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
         .map_err(|source| PinError::Pin {
@@ -538,6 +552,8 @@ fn open_pins(dir: &Path) -> Result<NodeMaps, PinError> {
         sock_rules: map("sock_rules")?,
         deny_file: map("deny_file")?,
         cred_files: map("cred_files")?,
+        learn_syscalls: map("learn_syscalls")?,
+        learn_prog,
         sock_create,
         cgroup_progs,
     })

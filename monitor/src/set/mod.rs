@@ -40,6 +40,10 @@ pub(crate) struct NodeMaps {
     pub deny_file: MapHandle,
     /// The credential files of each container, by device and inode (creds.h).
     pub cred_files: MapHandle,
+    /// Learning cgroups' tables of system calls seen (learn.h).
+    pub learn_syscalls: MapHandle,
+    /// The pinned program that fills them, attached by a holder while it has a learner.
+    pub learn_prog: Option<OwnedFd>,
     /// The pinned `sock_create` program, when this kernel loaded it.
     pub sock_create: Option<OwnedFd>,
     pub cgroup_progs: Vec<(

@@ -25,9 +25,14 @@ pub(crate) const SOCK_PROG: (&str, libbpf_rs::libbpf_sys::bpf_attach_type) = (
     libbpf_rs::libbpf_sys::BPF_CGROUP_INET_SOCK_CREATE,
 );
 
-/// The programs attached per container (to its cgroup), not by the loader.
+/// The program recording a learning container's system calls (`bpf/learn.h`), attached by a
+/// holder while it has a learning container, not by the loader.
+pub(crate) const LEARN_PROG: &str = "learn_sys_enter";
+
+/// The programs attached per container (to its cgroup) or per learning holder, not by the
+/// loader (nor again when a parked set is attached).
 pub(crate) fn attached_per_container(name: &str) -> bool {
-    name == SOCK_PROG.0 || CGROUP_PROGS.iter().any(|(n, _)| *n == name)
+    name == SOCK_PROG.0 || name == LEARN_PROG || CGROUP_PROGS.iter().any(|(n, _)| *n == name)
 }
 
 /// Exclusive lock over the pin root; dropping it closes the fd and releases the lock.

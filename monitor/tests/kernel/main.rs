@@ -3,8 +3,8 @@
 //! socket creation rules (`sockets`), shared pins, parking and the hook floor (`pins`), where
 //! the syscalls are watched (`hooks`: fexit, no syscall tracepoint, where trampolines work),
 //! file reads and writes the detections judge (`files`), file deny rules through BPF-LSM
-//! (`file_rules`), and ordinary calls that raise nothing and real gains that do
-//! (`precision`). `harness` has the test cgroups, pin
+//! (`file_rules`), ordinary calls that raise nothing and real gains that do
+//! (`precision`), and a learning container's system calls (`learn`). `harness` has the test cgroups, pin
 //! roots, forked children and event waits they share.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,6 +15,7 @@ mod file_rules;
 mod files;
 mod harness;
 mod hooks;
+mod learn;
 mod pins;
 mod precision;
 mod sockets;

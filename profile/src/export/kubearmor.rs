@@ -8,7 +8,8 @@
 //! - network: `matchProtocols` per protocol, `fromSource` naming the executables that used it
 //!   (none for raw sockets, nor past `MAX_SOCKET_SOURCES` executables, with a note);
 //! - capabilities: `matchCapabilities`;
-//! - syscalls: one `matchSyscalls` with the learned calls and the floor.
+//! - syscalls: one `matchSyscalls` with the learned calls, the floor and the runtime's calls
+//!   after its filter is loaded (`floor::RUNTIME_AFTER_FILTER`).
 //!
 //! The deny posture is not a field of the policy: palisade takes it from the shim's
 //! configuration (`Block`, or `Audit` to try an allow-list out), which is what the audit and
@@ -21,7 +22,7 @@ use palisade_policy::{parse_policies, Protocol, API_VERSION, KIND};
 use serde::Serialize;
 
 use super::{check_selector, Export, ExportError};
-use crate::floor::SYSCALL_FLOOR;
+use crate::floor::{RUNTIME_AFTER_FILTER, SYSCALL_FLOOR};
 use crate::record::Recording;
 
 /// Rules per document, under the validator's limit of 1024.
@@ -246,16 +247,24 @@ pub fn kubearmor(
     }
     let network = (!match_protocols.is_empty()).then_some(Network { match_protocols });
 
-    let capabilities = (!rec.capabilities.is_empty()).then(|| Capabilities {
-        match_capabilities: rec
-            .capabilities
-            .iter()
-            .map(|c| CapabilityRule { capability: c.name })
-            .collect(),
-    });
+    if !rec.capabilities_observed() {
+        notes.push(
+            "capabilities: not observable where this profile was recorded, so no capability rules are exported (the hardened capability set still applies)"
+                .to_string(),
+        );
+    }
+    let capabilities =
+        (rec.capabilities_observed() && !rec.capabilities.is_empty()).then(|| Capabilities {
+            match_capabilities: rec
+                .capabilities
+                .iter()
+                .map(|c| CapabilityRule { capability: c.name })
+                .collect(),
+        });
 
     let mut calls: Vec<String> = rec.syscalls.iter().cloned().collect();
     calls.extend(SYSCALL_FLOOR.iter().map(|s| s.to_string()));
+    calls.extend(RUNTIME_AFTER_FILTER.iter().map(|s| s.to_string()));
     calls.sort();
     calls.dedup();
     let syscalls = Some(Syscalls {

@@ -238,7 +238,14 @@ fn an_empty_recording_still_allows_the_floor() {
     let parsed = parse_policies(e.text.as_bytes()).unwrap();
     let p = &parsed.policies[0];
     assert!(p.process.is_empty() && p.file.is_empty());
-    assert_eq!(p.syscalls[0].syscalls.len(), SYSCALL_FLOOR.len());
+    let mut want: Vec<&str> = SYSCALL_FLOOR
+        .iter()
+        .chain(crate::floor::RUNTIME_AFTER_FILTER)
+        .copied()
+        .collect();
+    want.sort_unstable();
+    want.dedup();
+    assert_eq!(p.syscalls[0].syscalls.len(), want.len());
 }
 
 #[test]
@@ -278,4 +285,34 @@ fn socket_sources_follow_the_monitor_limits() {
         1,
         "udp stays with the CGI script"
     );
+}
+
+/// Capabilities a recording could not observe are not exported as rules (an allow-list of
+/// them would be a guess), and a note says so.
+#[test]
+fn unobserved_capabilities_export_no_rules() {
+    let mut r = service();
+    let cap = palisade_policy::Capability::parse("net_bind_service").unwrap();
+    r.observe(1, &Observation::Capability { capability: cap });
+    let observed = kubearmor(&r, "web", &selector()).unwrap();
+    assert!(observed.text.contains("matchCapabilities"));
+    r.capabilities_unobserved = 1;
+    let e = kubearmor(&r, "web", &selector()).unwrap();
+    assert!(!e.text.contains("matchCapabilities"), "{}", e.text);
+    assert!(
+        e.notes
+            .iter()
+            .any(|n| n.contains("capabilities: not observable")),
+        "{:?}",
+        e.notes
+    );
+    // merged recordings add up; a document from before the field could not observe them
+    let merged = r.merge(&service()).unwrap();
+    assert!(!merged.capabilities_observed());
+    let mut old = serde_json::to_value(service()).unwrap();
+    old.as_object_mut()
+        .unwrap()
+        .remove("capabilities_unobserved");
+    let old: Recording = serde_json::from_value(old).unwrap();
+    assert_eq!(old.capabilities_unobserved, 1);
 }

@@ -1,7 +1,8 @@
 //! The seccomp export: a profile in the JSON format containerd loads (`seccomp_profile` /
 //! `localhost/` profiles) and the Security Profiles Operator's `SeccompProfile` spec carries:
 //! `defaultAction: SCMP_ACT_ERRNO`, the node's native architecture, and one rule allowing the
-//! learned system calls plus the floor.
+//! learned system calls plus the floor and what runc's init does after loading the filter
+//! (`floor::RUNTIME_AFTER_FILTER`): a recording that began after `runc create` misses those.
 //!
 //! Only the native architecture is listed: the 32-bit compatibility ABIs (x86, x32, arm) get
 //! the default action, since a recording of 64-bit processes says nothing about them.
@@ -9,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Export, ExportError};
-use crate::floor::SYSCALL_FLOOR;
+use crate::floor::{RUNTIME_AFTER_FILTER, SYSCALL_FLOOR};
 use crate::record::Recording;
 
 /// The architecture a profile is written for.
@@ -54,10 +55,12 @@ pub struct SyscallGroup {
     pub action: String,
 }
 
-/// Exports the learned system calls of `rec`, with the floor, as a seccomp profile for `arch`.
+/// Exports the learned system calls of `rec`, with the floor and the runtime's calls after its
+/// filter is loaded ([`RUNTIME_AFTER_FILTER`]), as a seccomp profile for `arch`.
 pub fn seccomp(rec: &Recording, arch: Arch) -> Result<Export, ExportError> {
     let mut names: Vec<String> = rec.syscalls.iter().cloned().collect();
     names.extend(SYSCALL_FLOOR.iter().map(|s| s.to_string()));
+    names.extend(RUNTIME_AFTER_FILTER.iter().map(|s| s.to_string()));
     names.sort();
     names.dedup();
     let profile = SeccompProfile {
@@ -90,8 +93,11 @@ mod tests {
         assert_eq!(p.syscalls.len(), 1);
         assert_eq!(p.syscalls[0].action, "SCMP_ACT_ALLOW");
         let names = &p.syscalls[0].names;
-        for floor in SYSCALL_FLOOR {
+        for floor in SYSCALL_FLOOR.iter().chain(RUNTIME_AFTER_FILTER) {
             assert!(names.iter().any(|n| n == floor), "{floor}");
+        }
+        for exit in ["exit", "exit_group", "rt_sigreturn", "chdir"] {
+            assert!(names.iter().any(|n| n == exit), "{exit}");
         }
         assert!(names.iter().any(|n| n == "accept4") && names.iter().any(|n| n == "sendto"));
         assert!(!names.iter().any(|n| n == "unshare"), "never learned");

@@ -155,6 +155,8 @@ impl TaskService {
         }
         // A learning container's every open is recorded, not only writes and secret reads.
         rules.report_all_opens |= learn.is_some();
+        // And every system call it makes, through the learning program's table.
+        rules.record_syscalls = learn.is_some();
         let learning = match learn {
             Some(w) => Some(
                 monitor
@@ -167,6 +169,9 @@ impl TaskService {
         let watching = std::time::Instant::now();
         match monitor.watch(pid, who, rules) {
             Ok(mut watch) => {
+                if let Some(l) = &learning {
+                    l.attach_kernel(watch.0.reader());
+                }
                 watch.1 = learning;
                 tracing::info!(
                     container = %id,
