@@ -421,7 +421,30 @@ struct HookMode {
     monitor: bool,
     watched: bool,
     detach: fn(&str) -> bool,
+    /// Count each program's runs and run time (`kernel.bpf_stats_enabled`), which costs every
+    /// run two clock reads: this mode's loop figures are not comparable with the others'.
+    stats: bool,
 }
+
+/// The kernel's count of runs and run time of every loaded program whose name starts like
+/// the monitor's (names are cut to 15 bytes), for `bench-hooks`' stats mode.
+fn program_stats() -> Vec<(String, u64, u64)> {
+    let mut out: Vec<(String, u64, u64)> = libbpf_rs::query::ProgInfoIter::default()
+        .filter(|p| p.run_cnt > 0)
+        .map(|p| {
+            (
+                p.name.to_string_lossy().into_owned(),
+                p.run_cnt,
+                p.run_time_ns,
+            )
+        })
+        .filter(|(n, _, _)| ["fexit_", "lsm_", "on_"].iter().any(|k| n.starts_with(k)))
+        .collect();
+    out.sort();
+    out
+}
+
+const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
 /// Where a watched process's time goes under the default hook (fexit where trampolines work):
 /// the loops, under a seccomp filter as in a container, with no monitor, with the monitor and
@@ -446,44 +469,59 @@ fn bench_hooks(n: u32, rounds: u32) -> Result<()> {
             monitor: false,
             watched: false,
             detach: |_| false,
+            stats: false,
         },
         HookMode {
             name: "on, not watched",
             monitor: true,
             watched: false,
             detach: |_| false,
+            stats: false,
         },
         HookMode {
             name: "on, watched",
             monitor: true,
             watched: true,
             detach: |_| false,
+            stats: false,
         },
         HookMode {
             name: "watched, no seccomp hook",
             monitor: true,
             watched: true,
             detach: seccomp_hook,
+            stats: false,
         },
         HookMode {
             name: "watched, no syscall fexit",
             monitor: true,
             watched: true,
             detach: syscall_fexit,
+            stats: false,
         },
         HookMode {
             name: "watched, no LSM",
             monitor: true,
             watched: true,
             detach: lsm,
+            stats: false,
         },
         HookMode {
             name: "watched, no fexit, no LSM",
             monitor: true,
             watched: true,
             detach: |l| l.starts_with("fexit_") || l.starts_with("lsm_"),
+            stats: false,
+        },
+        HookMode {
+            name: "watched, program stats",
+            monitor: true,
+            watched: true,
+            detach: |_| false,
+            stats: true,
         },
     ];
+    let mut stats = Vec::new();
     let mut samples = vec![vec![(Vec::new(), Vec::new()); loops.len()]; modes.len()];
     let mut hook = String::new();
     let mut detached: Vec<Vec<String>> = vec![Vec::new(); modes.len()];
@@ -541,7 +579,15 @@ fn bench_hooks(n: u32, rounds: u32) -> Result<()> {
                 ..Default::default()
             };
             let watch = monitor.watch(container, rules)?;
-            run_loops(&mut samples[m])?;
+            if mode.stats {
+                std::fs::write(BPF_STATS, "1").with_context(|| format!("write {BPF_STATS}"))?;
+            }
+            let ran = run_loops(&mut samples[m]);
+            if mode.stats {
+                stats = program_stats();
+                std::fs::write(BPF_STATS, "0").with_context(|| format!("write {BPF_STATS}"))?;
+            }
+            ran?;
             drop(watch);
             drop(monitor);
             drain
@@ -568,6 +614,10 @@ fn bench_hooks(n: u32, rounds: u32) -> Result<()> {
             "{:<26} {:>21} {:>15} {:>17} {:>11}",
             mode.name, cells[0], cells[1], cells[2], cells[3]
         );
+    }
+    println!("programs run in the last round's stats mode: name, runs, mean run time (ns)");
+    for (name, runs, ns) in &stats {
+        println!("{name:<26} {runs:>10} {:>10}", ns / runs.max(&1));
     }
     for (m, mode) in modes.iter().enumerate() {
         if !detached[m].is_empty() {
