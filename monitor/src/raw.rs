@@ -36,6 +36,8 @@ pub(crate) const EV_FILE: u32 = 6;
 pub(crate) const CF_ALL_OPENS: u32 = 1;
 /// container_info.flags (creds.h).
 pub(crate) const CF_CREDENTIALS: u32 = 2;
+/// container_info.flags (events.h): the container has file deny rules.
+pub(crate) const CF_FILE_RULES: u32 = 4;
 /// syscall_event.flags (events.h).
 pub(crate) const SE_SECRET: u32 = 1;
 pub(crate) const SE_SYSTEM_DIR: u32 = 2;

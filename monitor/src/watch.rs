@@ -155,6 +155,11 @@ pub(crate) fn register(
     if credentials > 0 {
         flags |= raw::CF_CREDENTIALS;
     }
+    // Without file rules the file_open program has nothing to look up: it returns after the
+    // container lookup instead of walking the opened file's parents on every open.
+    if !rules.deny_file.is_empty() {
+        flags |= raw::CF_FILE_RULES;
+    }
     let info = types::container_info {
         slot,
         ring: shared.index,

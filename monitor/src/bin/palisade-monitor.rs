@@ -17,8 +17,9 @@ use palisade_monitor::{
 
 const USAGE: &str =
     "usage: palisade-monitor hold <pin-root> [fexit|raw|tp] | cleanup <pin-root> | \
-bench [iterations [rounds]] | bench-flood [operations...] | \
-bench-worker <exec|open|connect|getppid> <iterations> | detect-probe";
+bench [iterations [rounds]] | bench-hooks [iterations [rounds]] | \
+bench-flood [operations...] | bench-worker <exec|open|connect|getppid> <iterations> [seccomp] | \
+detect-probe";
 
 fn config(root: &str) -> MonitorConfig {
     MonitorConfig {
@@ -62,7 +63,16 @@ fn main() -> Result<()> {
                 .map(|n| n.parse().context("operations"))
                 .collect::<Result<Vec<u32>>>()?,
         ),
-        ["bench-worker", kind, n] => worker(kind, n.parse().context("iterations")?),
+        ["bench-hooks"] => bench_hooks(2000, 3),
+        ["bench-hooks", n] => bench_hooks(n.parse().context("iterations")?, 3),
+        ["bench-hooks", n, rounds] => bench_hooks(
+            n.parse().context("iterations")?,
+            rounds.parse().context("rounds")?,
+        ),
+        ["bench-worker", kind, n] => worker(kind, n.parse().context("iterations")?, false),
+        ["bench-worker", kind, n, "seccomp"] => {
+            worker(kind, n.parse().context("iterations")?, true)
+        }
         ["detect-probe"] => detect_probe(),
         _ => bail!("{USAGE}"),
     }
@@ -124,8 +134,12 @@ fn cpu_ns() -> u128 {
 
 /// Runs one loop in this process and prints wall and CPU nanoseconds per operation. CPU time
 /// (user and system, the BPF programs included) leaves out the time the loop waited for a
-/// CPU, which on a shared machine is most of the noise.
-fn worker(kind: &str, n: u32) -> Result<()> {
+/// CPU, which on a shared machine is most of the noise. With `seccomp`, the loop (and what it
+/// executes) runs under a seccomp filter first, as a container's processes do.
+fn worker(kind: &str, n: u32, seccomp: bool) -> Result<()> {
+    if seccomp {
+        install_seccomp_filter()?;
+    }
     let start;
     let cpu;
     match kind {
@@ -171,6 +185,52 @@ fn worker(kind: &str, n: u32) -> Result<()> {
     Ok(())
 }
 
+/// A seccomp filter that refuses one syscall (`acct`, EPERM) and allows every other: enough to
+/// put every syscall of the process through `__secure_computing`, as a container's filter does.
+fn install_seccomp_filter() -> Result<()> {
+    const RET_ERRNO_EPERM: u32 = 0x0005_0000 | libc::EPERM as u32;
+    const RET_ALLOW: u32 = 0x7fff_0000;
+    let stmt = |code: u32, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let filter = [
+        // A = seccomp_data.nr
+        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0),
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 1,
+            k: libc::SYS_acct as u32,
+        },
+        stmt(libc::BPF_RET | libc::BPF_K, RET_ERRNO_EPERM),
+        stmt(libc::BPF_RET | libc::BPF_K, RET_ALLOW),
+    ];
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr().cast_mut(),
+    };
+    // SAFETY: prctl with a filter program that outlives the call; no_new_privs first, as an
+    // unprivileged filter needs.
+    let rc = unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            -1
+        } else {
+            libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &prog as *const libc::sock_fprog,
+            )
+        }
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context("install the bench's seccomp filter");
+    }
+    Ok(())
+}
+
 struct Cgroup(PathBuf);
 
 impl Cgroup {
@@ -200,6 +260,11 @@ impl Drop for Cgroup {
 
 /// Wall and CPU nanoseconds per operation of one loop run in `cgroup`.
 fn run_worker(cgroup: &Cgroup, kind: &str, n: u32) -> Result<(u64, u64)> {
+    run_worker_with(cgroup, kind, n, false)
+}
+
+/// [`run_worker`], the loop under a seccomp filter when `seccomp` is set.
+fn run_worker_with(cgroup: &Cgroup, kind: &str, n: u32, seccomp: bool) -> Result<(u64, u64)> {
     let procs = std::ffi::CString::new(
         cgroup
             .0
@@ -209,6 +274,7 @@ fn run_worker(cgroup: &Cgroup, kind: &str, n: u32) -> Result<(u64, u64)> {
     )?;
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.args(["bench-worker", kind, &n.to_string()])
+        .args(seccomp.then_some("seccomp"))
         .stdout(Stdio::piped());
     // SAFETY: the hook only calls async-signal-safe open/write/close.
     unsafe {
@@ -347,6 +413,221 @@ fn bench(n: u32, rounds: u32) -> Result<()> {
     }
     println!("({delivered} events delivered, {dropped} dropped in the kernel)");
     // The pin root holds the cached BPF-LSM probe answer besides the (removed) pins.
+    let _ = std::fs::remove_dir_all(&root);
+    Ok(())
+}
+
+/// One configuration of `bench-hooks`: whether the monitor is loaded and the measured cgroup
+/// watched, and which of the set's pinned links are removed (which detaches those programs)
+/// before the loops run.
+struct HookMode {
+    name: &'static str,
+    monitor: bool,
+    watched: bool,
+    detach: fn(&str) -> bool,
+    /// Count each program's runs and run time (`kernel.bpf_stats_enabled`), which costs every
+    /// run two clock reads: this mode's loop figures are not comparable with the others'.
+    stats: bool,
+}
+
+/// The kernel's count of runs and run time of every loaded program whose name starts like
+/// the monitor's (names are cut to 15 bytes), for `bench-hooks`' stats mode.
+fn program_stats() -> Vec<(String, u64, u64)> {
+    let mut out: Vec<(String, u64, u64)> = libbpf_rs::query::ProgInfoIter::default()
+        .filter(|p| p.run_cnt > 0)
+        .map(|p| {
+            (
+                p.name.to_string_lossy().into_owned(),
+                p.run_cnt,
+                p.run_time_ns,
+            )
+        })
+        .filter(|(n, _, _)| ["fexit_", "lsm_", "on_"].iter().any(|k| n.starts_with(k)))
+        .collect();
+    out.sort();
+    out
+}
+
+const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+/// Where a watched process's time goes under the default hook (fexit where trampolines work):
+/// the loops, under a seccomp filter as in a container, with no monitor, with the monitor and
+/// the cgroup not watched, watched, and watched with groups of programs detached (the seccomp
+/// hook, the per-syscall fexit programs, the BPF-LSM programs). Rounds interleave the modes.
+fn bench_hooks(n: u32, rounds: u32) -> Result<()> {
+    let root = format!("/sys/fs/bpf/palisade-bench-{}", std::process::id());
+    let measured = Cgroup::new("measured")?;
+    let idle = Cgroup::new("idle")?;
+    let loops = [
+        ("exec", (n / 4).max(1)),
+        ("open", n * 10),
+        ("connect", n),
+        ("getppid", n * 50),
+    ];
+    let seccomp_hook = |l: &str| l.starts_with("fexit_seccomp");
+    let syscall_fexit = |l: &str| l.starts_with("fexit_") && !l.starts_with("fexit_seccomp");
+    let lsm = |l: &str| l.starts_with("lsm_");
+    let modes = [
+        HookMode {
+            name: "no monitor",
+            monitor: false,
+            watched: false,
+            detach: |_| false,
+            stats: false,
+        },
+        HookMode {
+            name: "on, not watched",
+            monitor: true,
+            watched: false,
+            detach: |_| false,
+            stats: false,
+        },
+        HookMode {
+            name: "on, watched",
+            monitor: true,
+            watched: true,
+            detach: |_| false,
+            stats: false,
+        },
+        HookMode {
+            name: "watched, no seccomp hook",
+            monitor: true,
+            watched: true,
+            detach: seccomp_hook,
+            stats: false,
+        },
+        HookMode {
+            name: "watched, no syscall fexit",
+            monitor: true,
+            watched: true,
+            detach: syscall_fexit,
+            stats: false,
+        },
+        HookMode {
+            name: "watched, no LSM",
+            monitor: true,
+            watched: true,
+            detach: lsm,
+            stats: false,
+        },
+        HookMode {
+            name: "watched, no fexit, no LSM",
+            monitor: true,
+            watched: true,
+            detach: |l| l.starts_with("fexit_") || l.starts_with("lsm_"),
+            stats: false,
+        },
+        HookMode {
+            name: "watched, program stats",
+            monitor: true,
+            watched: true,
+            detach: |_| false,
+            stats: true,
+        },
+    ];
+    let mut stats = Vec::new();
+    let mut samples = vec![vec![(Vec::new(), Vec::new()); loops.len()]; modes.len()];
+    let mut hook = String::new();
+    let mut detached: Vec<Vec<String>> = vec![Vec::new(); modes.len()];
+    for _ in 0..rounds {
+        for (m, mode) in modes.iter().enumerate() {
+            let run_loops = |samples: &mut Vec<(Vec<u64>, Vec<u64>)>| -> Result<()> {
+                for (l, (kind, iterations)) in loops.iter().enumerate() {
+                    let (wall, cpu) = run_worker_with(&measured, kind, *iterations, true)?;
+                    samples[l].0.push(wall);
+                    samples[l].1.push(cpu);
+                }
+                Ok(())
+            };
+            if !mode.monitor {
+                run_loops(&mut samples[m])?;
+                continue;
+            }
+            let (tx, rx) = sync_channel(1 << 16);
+            let drain = std::thread::spawn(move || rx.iter().count());
+            let monitor = NodeMonitor::open(
+                MonitorConfig {
+                    keep_loaded: false,
+                    ..config(&root)
+                },
+                tx,
+            )?;
+            hook = monitor.features().syscall_hook.to_string();
+            let links = monitor.pin_dir().join("links");
+            let mut names = Vec::new();
+            for entry in
+                std::fs::read_dir(&links).with_context(|| format!("read {}", links.display()))?
+            {
+                let entry = entry?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if (mode.detach)(&name) {
+                    std::fs::remove_file(entry.path()).with_context(|| format!("detach {name}"))?;
+                    names.push(name);
+                }
+            }
+            names.sort();
+            detached[m] = names;
+            let cg = if mode.watched { &measured } else { &idle };
+            let container = ContainerRef {
+                cgroup_id: cgroup_id_of_dir(&cg.0)?,
+                namespace: "bench".into(),
+                pod: cg.0.display().to_string(),
+                container: "c".into(),
+                ..Default::default()
+            };
+            // As the shim watches a container: the built-in detections, with the credential
+            // files of its root (here the node's own) looked up on every open.
+            let rules = ContainerRules {
+                builtins: true,
+                process_root: Some(PathBuf::from("/")),
+                ..Default::default()
+            };
+            let watch = monitor.watch(container, rules)?;
+            if mode.stats {
+                std::fs::write(BPF_STATS, "1").with_context(|| format!("write {BPF_STATS}"))?;
+            }
+            let ran = run_loops(&mut samples[m]);
+            if mode.stats {
+                stats = program_stats();
+                std::fs::write(BPF_STATS, "0").with_context(|| format!("write {BPF_STATS}"))?;
+            }
+            ran?;
+            drop(watch);
+            drop(monitor);
+            drain
+                .join()
+                .map_err(|_| anyhow::anyhow!("drain thread panicked"))?;
+        }
+    }
+    let counts: Vec<String> = loops.iter().map(|(k, i)| format!("{k} {i}")).collect();
+    println!(
+        "syscall hook: {hook}; loops under a seccomp filter; iterations: {}; {rounds} rounds \
+         interleaved, medians; ns per operation, wall / CPU (lower is better)",
+        counts.join(", ")
+    );
+    println!(
+        "{:<26} {:>21} {:>15} {:>17} {:>11}",
+        "mode", "exec", "open", "connect", "getppid"
+    );
+    for (m, mode) in modes.iter().enumerate() {
+        let cells: Vec<String> = samples[m]
+            .iter_mut()
+            .map(|(wall, cpu)| format!("{} / {}", median(wall), median(cpu)))
+            .collect();
+        println!(
+            "{:<26} {:>21} {:>15} {:>17} {:>11}",
+            mode.name, cells[0], cells[1], cells[2], cells[3]
+        );
+    }
+    println!("programs run in the last round's stats mode: name, runs, mean run time (ns)");
+    for (name, runs, ns) in &stats {
+        println!("{name:<26} {runs:>10} {:>10}", ns / runs.max(&1));
+    }
+    for (m, mode) in modes.iter().enumerate() {
+        if !detached[m].is_empty() {
+            println!("{}: detached {}", mode.name, detached[m].join(" "));
+        }
+    }
     let _ = std::fs::remove_dir_all(&root);
     Ok(())
 }

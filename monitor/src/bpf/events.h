@@ -49,6 +49,9 @@ enum sys_kind {
 
 /* container_info.flags */
 #define CF_ALL_OPENS 1u
+/* The container has file deny rules: without it the BPF-LSM file programs return right after
+ * the container lookup, before any walk of the file's parents (lsm_files.h). */
+#define CF_FILE_RULES 4u
 
 /* exec_event.flags */
 #define EXEC_KILLED 1u

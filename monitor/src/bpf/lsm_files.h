@@ -131,7 +131,7 @@ int BPF_PROG(lsm_file_open, struct file *file, int ret)
 	if (ret)
 		return ret;
 	ci = current_container(&cg);
-	if (!ci)
+	if (!ci || !(ci->flags & CF_FILE_RULES))
 		return 0;
 	r = file_rule_of(file, ci->slot, &key, &depth);
 	if (!r || !file_rule_applies(r, file, &owner))
