@@ -645,6 +645,31 @@ mod tests {
         assert_eq!(last.iterations, 10_000);
     }
 
+    /// The learning suite: the same palisade handler with and without the learn annotation,
+    /// one comparison, the pod start among the rows (measured once, not scaled), the unwatched
+    /// loop only with a probe.
+    #[test]
+    fn learn_plan_compares_a_learning_pod_with_one_that_does_not_learn() {
+        let opts = Options {
+            scale: 0.01,
+            ..Options::default()
+        };
+        let plan = learn_plan(&opts);
+        let learn: Vec<_> = plan.configs.iter().map(|c| (c.learn, c.monitor)).collect();
+        assert_eq!(learn, [(false, Some(true)), (true, Some(true))]);
+        assert!(plan.configs.iter().all(|c| c.handler == PALISADE_HANDLER));
+        assert_eq!(plan.comparisons, vec![(1, 0)]);
+        let start = plan.loops.iter().find(|l| l.start).unwrap();
+        assert_eq!(start.iterations, 1);
+        assert!(start.label().starts_with("pod start"));
+        assert!(plan.loops.iter().all(|l| !l.unwatched));
+        let with_probe = learn_plan(&Options {
+            host_probe: Some("/p".into()),
+            ..opts
+        });
+        assert!(with_probe.loops.last().unwrap().unwatched);
+    }
+
     #[test]
     fn verdict_says_by_how_much_a_target_is_missed() {
         assert_eq!(verdict(1.02, Some(3.0)), "≤ 3%: **met**");
