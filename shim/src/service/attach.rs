@@ -89,7 +89,7 @@ impl TaskService {
                     reason: e.to_string(),
                 }
             })?;
-        let learn = crate::profile::requested(id, &hardened.spec, cri, &config.profile)?;
+        let learn = hardened.learn.clone();
         let m = &hardened.monitor;
         let needed = !m.deny_exec.is_empty()
             || !m.deny_file.is_empty()
