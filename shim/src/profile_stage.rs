@@ -16,7 +16,7 @@ use std::path::Path;
 
 use palisade_policy::Policy;
 use palisade_profile::persist::{self, Loaded};
-use palisade_profile::{Mode, Recording, Stage, WorkloadId};
+use palisade_profile::{Event, EventKind, Mode, Recording, Rule, Stage, WorkloadId};
 
 use crate::cri::CriContainer;
 
@@ -68,6 +68,8 @@ pub struct Applied {
     pub recording: Recording,
     /// What the export could not express, and what was left out.
     pub notes: Vec<String>,
+    /// The stage's transitions this Create caused (a restart's rollback).
+    pub events: Vec<Event>,
 }
 
 impl Applied {
@@ -87,6 +89,29 @@ impl Applied {
     }
 }
 
+/// A stage event of `workload` as one line: kind, trigger, stages and reason.
+pub fn event_line(workload: &WorkloadId, e: &Event) -> String {
+    let kind = match e.kind {
+        EventKind::Promoted => "promoted",
+        EventKind::RolledBack => "rolled back",
+        EventKind::RollbackHeld => "rollback held",
+        EventKind::PromotionRefused => "promotion refused",
+        EventKind::Pinned => "pinned",
+        EventKind::Unpinned => "unpinned",
+        EventKind::Accepted => "departures accepted",
+    };
+    let by = match e.trigger {
+        palisade_profile::stage::Trigger::Rule => "the rule",
+        palisade_profile::stage::Trigger::Operator => "the operator",
+    };
+    format!(
+        "learned profile of {workload}: {kind} by {by}, {} -> {}: {}",
+        stage_name(e.from),
+        stage_name(e.to),
+        e.reason
+    )
+}
+
 /// The name of the policy a workload's learned profile becomes.
 pub fn policy_name(workload: &WorkloadId) -> String {
     format!("palisade-learned-{}", workload.name)
@@ -94,12 +119,15 @@ pub fn policy_name(workload: &WorkloadId) -> String {
 
 /// Decides at Create what `workload`'s container `cri` runs under, from the workload's
 /// document in `state_dir`, `now` in seconds since the epoch. During canary the first pod to
-/// ask enforces; that choice is saved (under the workload's lock).
+/// ask enforces; that choice is saved (under the workload's lock), as is the container, so
+/// that its next Create counts as a restart of its pod, which may roll the workload back
+/// (`Applied::events`).
 pub fn governed(
     state_dir: &Path,
     workload: WorkloadId,
     cri: &CriContainer,
     now: u64,
+    rule: &Rule,
 ) -> Result<Governed, ProfileStageError> {
     let container = cri.id.clone();
     let pod = if cri.pod.is_empty() {
@@ -123,12 +151,25 @@ pub fn governed(
             });
         }
     };
-    let (stage, mode, recording) = match doc.stage.stage {
-        Stage::Learn => return Ok(Governed::Learn(workload)),
-        Stage::Canary => {
-            // The canary pod is chosen once for the workload, by whoever asks first.
+    if doc.stage.stage == Stage::Learn {
+        return Ok(Governed::Learn(workload));
+    }
+    let key = format!(
+        "{}/{}",
+        cri.sandbox_id.as_deref().unwrap_or(pod),
+        cri.container
+    );
+    let (stage, mode, recording, events) = {
+        {
+            // Under the workload's lock: a second Create of the pod's container is a restart
+            // (which may roll the workload back first), and the canary pod is chosen once,
+            // by whoever asks first.
             let mut mode = Mode::Audit;
+            let mut events = Vec::new();
             let updated = persist::update(state_dir, &workload, now, |d| {
+                if d.stage.stage != Stage::Learn {
+                    events.extend(d.stage.container_created(now, &key, pod, rule));
+                }
                 mode = d.stage.mode_for(pod);
             })
             .map_err(|source| ProfileStageError::Persist {
@@ -148,12 +189,7 @@ pub fn governed(
             if d.stage.stage == Stage::Learn {
                 return Ok(Governed::Learn(workload));
             }
-            (d.stage.stage, mode, d.recording)
-        }
-        _ => {
-            let mut stage = doc.stage;
-            let mode = stage.mode_for(pod);
-            (stage.stage, mode, doc.recording)
+            (d.stage.stage, mode, d.recording, events)
         }
     };
     let (policies, notes) = profile_policies(&recording, &cri.namespace).map_err(|reason| {
@@ -170,6 +206,7 @@ pub fn governed(
         policies,
         recording,
         notes,
+        events,
     })))
 }
 

@@ -1,7 +1,7 @@
 use super::*;
 use palisade_policy::{Action, Protocol};
 use palisade_profile::persist::Document;
-use palisade_profile::{Command, Observation, StageState};
+use palisade_profile::{Command, Observation, Rule, StageState};
 use serde_json::json;
 
 fn cri(id: &str, pod: &str) -> CriContainer {
@@ -61,6 +61,8 @@ fn saved_at(dir: &Path, stage: Stage) {
     let mut s = StageState::new(1_000);
     if stage != Stage::Learn {
         s.command(1_000, Command::Pin(stage), &mut rec).unwrap();
+        // Not held there: the rule may roll it back.
+        s.command(1_000, Command::Unpin, &mut rec).unwrap();
     }
     persist::save(dir, &Document::new(rec, s)).unwrap();
 }
@@ -75,10 +77,24 @@ fn applied(g: Governed) -> Applied {
 #[test]
 fn absent_or_learning_workloads_learn() {
     let dir = tempfile::tempdir().unwrap();
-    let g = governed(dir.path(), workload(), &cri("c1", "web-1"), 2_000).unwrap();
+    let g = governed(
+        dir.path(),
+        workload(),
+        &cri("c1", "web-1"),
+        2_000,
+        &Rule::default(),
+    )
+    .unwrap();
     assert!(matches!(g, Governed::Learn(w) if w == workload()));
     saved_at(dir.path(), Stage::Learn);
-    let g = governed(dir.path(), workload(), &cri("c1", "web-1"), 2_000).unwrap();
+    let g = governed(
+        dir.path(),
+        workload(),
+        &cri("c1", "web-1"),
+        2_000,
+        &Rule::default(),
+    )
+    .unwrap();
     assert!(matches!(g, Governed::Learn(_)));
 }
 
@@ -86,7 +102,16 @@ fn absent_or_learning_workloads_learn() {
 fn audit_and_enforce_apply_the_export_without_its_system_calls() {
     let dir = tempfile::tempdir().unwrap();
     saved_at(dir.path(), Stage::Audit);
-    let a = applied(governed(dir.path(), workload(), &cri("c1", "web-1"), 2_000).unwrap());
+    let a = applied(
+        governed(
+            dir.path(),
+            workload(),
+            &cri("c1", "web-1"),
+            2_000,
+            &Rule::default(),
+        )
+        .unwrap(),
+    );
     assert_eq!((a.stage, a.mode), (Stage::Audit, Mode::Audit));
     assert_eq!(a.policies.len(), 1);
     let p = &a.policies[0];
@@ -105,7 +130,16 @@ fn audit_and_enforce_apply_the_export_without_its_system_calls() {
         "learned profile of shop/web applied in audit (stage audit): 6 observations"
     );
     saved_at(dir.path(), Stage::Enforce);
-    let a = applied(governed(dir.path(), workload(), &cri("c1", "web-1"), 2_000).unwrap());
+    let a = applied(
+        governed(
+            dir.path(),
+            workload(),
+            &cri("c1", "web-1"),
+            2_000,
+            &Rule::default(),
+        )
+        .unwrap(),
+    );
     assert_eq!((a.stage, a.mode), (Stage::Enforce, Mode::Enforce));
 }
 
@@ -113,17 +147,55 @@ fn audit_and_enforce_apply_the_export_without_its_system_calls() {
 fn canary_enforces_on_the_first_pod_to_ask_and_saves_the_choice() {
     let dir = tempfile::tempdir().unwrap();
     saved_at(dir.path(), Stage::Canary);
-    let first = applied(governed(dir.path(), workload(), &cri("c1", "web-1"), 2_000).unwrap());
+    let first = applied(
+        governed(
+            dir.path(),
+            workload(),
+            &cri("c1", "web-1"),
+            2_000,
+            &Rule::default(),
+        )
+        .unwrap(),
+    );
     assert_eq!(first.mode, Mode::Enforce);
-    let other = applied(governed(dir.path(), workload(), &cri("c2", "web-2"), 2_001).unwrap());
+    let other = applied(
+        governed(
+            dir.path(),
+            workload(),
+            &cri("c2", "web-2"),
+            2_001,
+            &Rule::default(),
+        )
+        .unwrap(),
+    );
     assert_eq!(other.mode, Mode::Audit);
-    // The canary pod's next container enforces too.
-    let again = applied(governed(dir.path(), workload(), &cri("c3", "web-1"), 2_002).unwrap());
-    assert_eq!(again.mode, Mode::Enforce);
     let Loaded::Present(doc) = persist::load(dir.path(), &workload()) else {
         panic!("document unreadable");
     };
     assert_eq!(doc.stage.canary_pod.as_deref(), Some("web-1"));
+    assert!(first.events.is_empty() && other.events.is_empty());
+    // The canary pod's container created again: a restart, which rolls the workload back.
+    let again = applied(
+        governed(
+            dir.path(),
+            workload(),
+            &cri("c3", "web-1"),
+            2_002,
+            &Rule::default(),
+        )
+        .unwrap(),
+    );
+    assert_eq!((again.stage, again.mode), (Stage::Audit, Mode::Audit));
+    assert_eq!(again.events.len(), 1);
+    let line = event_line(&workload(), &again.events[0]);
+    assert!(
+        line.starts_with("learned profile of shop/web: rolled back by the rule, canary -> audit: pod web-1 restarted"),
+        "{line}"
+    );
+    let Loaded::Present(doc) = persist::load(dir.path(), &workload()) else {
+        panic!("document unreadable");
+    };
+    assert_eq!(doc.stage.stage, Stage::Audit);
 }
 
 #[test]
@@ -131,7 +203,14 @@ fn an_unusable_document_refuses_unless_it_says_learn() {
     let dir = tempfile::tempdir().unwrap();
     let path = persist::path_in(dir.path(), &workload());
     std::fs::write(&path, b"{ not json").unwrap();
-    let err = governed(dir.path(), workload(), &cri("c1", "web-1"), 2_000).unwrap_err();
+    let err = governed(
+        dir.path(),
+        workload(),
+        &cri("c1", "web-1"),
+        2_000,
+        &Rule::default(),
+    )
+    .unwrap_err();
     let msg = err.to_string();
     assert!(
         msg.starts_with("container c1: learned profile of shop/web is at a stage above learn or unknown, and its document cannot be used: "),
@@ -146,13 +225,27 @@ fn an_unusable_document_refuses_unless_it_says_learn() {
         "stage": "enforce", "since": 1, "pinned": false, "canary_pod": null, "departures": [],
         "departures_beyond": 0, "recent_departures": [], "recent_restarts": [], "refusal": null}});
     std::fs::write(&path, serde_json::to_vec(&doc).unwrap()).unwrap();
-    assert!(governed(dir.path(), workload(), &cri("c1", "web-1"), 2_000).is_err());
+    assert!(governed(
+        dir.path(),
+        workload(),
+        &cri("c1", "web-1"),
+        2_000,
+        &Rule::default()
+    )
+    .is_err());
     // The same document in learn but of another version: learning again loses nothing.
     let mut learn = doc.clone();
     learn["version"] = json!(99);
     learn["stage"]["stage"] = json!("learn");
     std::fs::write(&path, serde_json::to_vec(&learn).unwrap()).unwrap();
-    let g = governed(dir.path(), workload(), &cri("c1", "web-1"), 2_000).unwrap();
+    let g = governed(
+        dir.path(),
+        workload(),
+        &cri("c1", "web-1"),
+        2_000,
+        &Rule::default(),
+    )
+    .unwrap();
     assert!(matches!(g, Governed::Learn(_)));
 }
 
@@ -164,7 +257,7 @@ fn the_profile_compiles_with_the_containers_policies_in_its_mode() {
     saved_at(dir.path(), Stage::Audit);
     let c = cri("c1", "web-1");
     let compile = |mode: Mode, user: Option<&str>| {
-        let mut a = applied(governed(dir.path(), workload(), &c, 2_000).unwrap());
+        let mut a = applied(governed(dir.path(), workload(), &c, 2_000, &Rule::default()).unwrap());
         a.mode = mode;
         let mut spec = json!({"annotations": {
             "io.kubernetes.cri.container-type": "container",

@@ -78,6 +78,7 @@ impl TaskService {
                 w,
                 &cri,
                 crate::profile_stage::epoch_now(),
+                &palisade_profile::Rule::default(),
             )?),
             None => None,
         };
@@ -371,6 +372,17 @@ fn harden_bundle(
             // MERGE(s8-learnsys): the seccomp narrowing of an enforced learned profile is
             // applied here, on the spec the sandbox has just written:
             // `crate::profile_seccomp::...(&mut spec, &applied.recording)?`.
+        }
+        for e in &applied.events {
+            reporter.report(
+                runtime_event(
+                    &config.node_name,
+                    cri,
+                    "profile-stage",
+                    &crate::profile_stage::event_line(&applied.workload, e),
+                )
+                .with_evidence("transition", serde_json::json!(e)),
+            );
         }
         reporter.report(
             runtime_event(
