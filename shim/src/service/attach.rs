@@ -154,7 +154,7 @@ impl TaskService {
             }
         }
         // A learning container's every open is recorded, not only writes and secret reads.
-        rules.report_all_opens |= learn.is_some();
+        rules.report_all_opens |= learn.is_some() || hardened.govern.is_some();
         let learning = match learn {
             Some(w) => Some(
                 monitor
@@ -168,6 +168,14 @@ impl TaskService {
         match monitor.watch(pid, who, rules) {
             Ok(mut watch) => {
                 watch.1 = learning;
+                watch.2 = hardened.govern.as_ref().map(|t| {
+                    monitor.governors.start(
+                        cri,
+                        t.clone(),
+                        reporter.clone(),
+                        config.node_name.clone(),
+                    )
+                });
                 tracing::info!(
                     container = %id,
                     join_wait_ms = sys::ms(waited),

@@ -295,6 +295,8 @@ pub(super) struct Hardened {
     pub(super) landlock_abi: Option<u32>,
     /// The workload the container learns into, when it learns.
     pub(super) learn: Option<palisade_profile::WorkloadId>,
+    /// The learned profile applied to the container, to judge its departures against.
+    pub(super) govern: Option<crate::profile_govern::Target>,
 }
 
 /// The container's candidate policies, its pod's labels and its learned profile.
@@ -446,5 +448,12 @@ fn harden_bundle(
         rules: enforcement.rules,
         landlock_abi: kernel.landlock_abi,
         learn: governance.learn,
+        govern: governance.applied.map(|a| crate::profile_govern::Target {
+            workload: a.workload,
+            mode: a.mode,
+            recording: a.recording,
+            state_dir: config.profile.state_dir.clone(),
+            rule: palisade_profile::Rule::default(),
+        }),
     })
 }
