@@ -223,6 +223,20 @@ pub fn show(doc: &Document) -> String {
             String::new()
         }
     );
+    // What `accept` would add to the profile: the evidence behind a rollback, for instance.
+    for d in &s.departures {
+        let what = serde_json::to_string(&d.observation).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "    at {} pod {} {}: {what}",
+            d.at,
+            d.pod,
+            if d.refused { "refused" } else { "reported" }
+        );
+    }
+    if let Some(pod) = &s.canary_pod {
+        let _ = writeln!(out, "  canary pod: {pod}");
+    }
     out
 }
 

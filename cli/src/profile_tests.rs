@@ -164,3 +164,33 @@ fn status_lists_each_workloads_stage_and_unusable_documents() {
     assert!(text.contains("  shop/broken: unusable: "), "{text}");
     assert!(workloads(&dir.path().join("missing")).is_empty());
 }
+
+#[test]
+fn show_lists_the_pending_departures_and_the_canary_pod() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = saved(dir.path(), 0);
+    apply(dir.path(), &w, Command::Pin(Stage::Canary), 2_000).unwrap();
+    persist::update(dir.path(), &w, 2_001, |doc| {
+        doc.stage.mode_for("web-1");
+        doc.stage.departure(
+            palisade_profile::Departure {
+                at: 2_001,
+                pod: "web-1".into(),
+                refused: true,
+                observation: Observation::Syscall {
+                    name: "unshare".into(),
+                },
+            },
+            &palisade_profile::Rule::default(),
+        );
+    })
+    .unwrap();
+    let shown = show(&load(dir.path(), &w).unwrap());
+    assert!(
+        shown.contains(
+            "  pending departures: 1\n    at 2001 pod web-1 refused: {\"kind\":\"syscall\",\"name\":\"unshare\"}\n"
+        ),
+        "{shown}"
+    );
+    assert!(shown.ends_with("  canary pod: web-1\n"), "{shown}");
+}

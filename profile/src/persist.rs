@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::record::{Recording, WorkloadId};
-use crate::stage::{Stage, StageState, MAX_DEPARTURES, MAX_RECENT};
+use crate::stage::{Stage, StageState, MAX_DEPARTURES, MAX_RECENT, MAX_SEEN};
 
 /// The document format this version reads and writes.
 pub const DOCUMENT_VERSION: u32 = 1;
@@ -144,6 +144,8 @@ pub fn parse(path: &Path, text: &[u8], workload: &WorkloadId) -> Result<Document
         let excess = times.len().saturating_sub(MAX_RECENT);
         times.drain(..excess);
     }
+    let excess = s.seen.len().saturating_sub(MAX_SEEN);
+    s.seen.drain(..excess);
     Ok(doc)
 }
 

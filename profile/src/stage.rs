@@ -24,6 +24,8 @@ use crate::record::{Observation, Recording};
 pub const MAX_DEPARTURES: usize = 256;
 /// Recent departure and restart times kept for the rollback windows.
 pub const MAX_RECENT: usize = 1024;
+/// Containers created above learn remembered to tell a restart (the oldest are forgotten).
+pub const MAX_SEEN: usize = 256;
 
 /// Errors of this module: operator commands that cannot be carried out.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -184,6 +186,10 @@ pub struct StageState {
     pub recent_restarts: Vec<u64>,
     /// The last promotion refusal reported, so that it is reported once.
     pub refusal: Option<String>,
+    /// The pods' containers created above learn (`SANDBOX/CONTAINER`), oldest first: a second
+    /// Create of one is a restart.
+    #[serde(default)]
+    pub seen: Vec<String>,
 }
 
 impl StageState {
@@ -199,7 +205,31 @@ impl StageState {
             recent_departures: Vec::new(),
             recent_restarts: Vec::new(),
             refusal: None,
+            seen: Vec::new(),
         }
+    }
+
+    /// A container `key` (`SANDBOX/CONTAINER`, one per container of a pod) of `pod` is
+    /// created at `now`: when it was created before above learn, the pod restarted it
+    /// ([`StageState::pod_restarted`]). In learn nothing is remembered.
+    pub fn container_created(
+        &mut self,
+        now: u64,
+        key: &str,
+        pod: &str,
+        rule: &Rule,
+    ) -> Option<Event> {
+        if self.stage == Stage::Learn {
+            return None;
+        }
+        if self.seen.iter().any(|k| k == key) {
+            return self.pod_restarted(now, pod, rule);
+        }
+        if self.seen.len() >= MAX_SEEN {
+            self.seen.remove(0);
+        }
+        self.seen.push(key.to_string());
+        None
     }
 
     /// The mode `pod` runs under; during canary the first pod to ask enforces.

@@ -305,3 +305,37 @@ fn oversized_departures_are_counted_not_kept() {
     assert_eq!(s.departures_beyond, 1);
     assert_eq!(s.recent_departures, vec![now + 1], "still delays promotion");
 }
+
+#[test]
+fn a_second_create_of_a_pods_container_is_a_restart() {
+    let rule = rule();
+    // In learn and audit a Create counts nothing towards rollback.
+    let mut learning = StageState::new(T0);
+    assert_eq!(learning.container_created(T0, "sb1/app", "p1", &rule), None);
+    assert!(learning.seen.is_empty());
+    let (mut s, now) = at_stage(Stage::Enforce);
+    assert_eq!(s.container_created(now + 1, "sb1/app", "p1", &rule), None);
+    assert_eq!(s.container_created(now + 2, "sb2/app", "p2", &rule), None);
+    assert_eq!(
+        s.container_created(now + 3, "sb1/sidecar", "p1", &rule),
+        None
+    );
+    let e = s
+        .container_created(now + 4, "sb1/app", "p1", &rule)
+        .expect("a restart rolls enforce back");
+    assert_eq!(
+        (e.kind, e.from, e.to, e.trigger),
+        (
+            EventKind::RolledBack,
+            Stage::Enforce,
+            Stage::Audit,
+            Trigger::Rule
+        )
+    );
+    assert!(e.reason.starts_with("pod p1 restarted"), "{}", e.reason);
+    // Bounded: the oldest are forgotten.
+    for i in 0..(MAX_SEEN + 10) {
+        s.container_created(now + 5, &format!("x{i}/app"), "p", &rule);
+    }
+    assert_eq!(s.seen.len(), MAX_SEEN);
+}

@@ -91,6 +91,8 @@ pub enum ShimError {
     CompromisePolicy(#[from] crate::compromise::CompromiseError),
     #[error(transparent)]
     Profile(#[from] crate::profile::ProfileError),
+    #[error(transparent)]
+    ProfileStage(#[from] crate::profile_stage::ProfileStageError),
 }
 
 impl ShimError {
@@ -123,7 +125,7 @@ impl ShimError {
                 crate::profile::ProfileError::Annotation { .. }
                 | crate::profile::ProfileError::Workload { .. },
             ) => Code::INVALID_ARGUMENT,
-            ShimError::Profile(_) => Code::FAILED_PRECONDITION,
+            ShimError::Profile(_) | ShimError::ProfileStage(_) => Code::FAILED_PRECONDITION,
             ShimError::Idmap {
                 source: crate::idmap::IdmapError::Option { .. },
                 ..

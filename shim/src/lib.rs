@@ -27,6 +27,8 @@ pub(crate) mod monitoring;
 pub(crate) mod netns;
 pub(crate) mod policy;
 pub(crate) mod profile;
+pub(crate) mod profile_govern;
+pub(crate) mod profile_stage;
 pub(crate) mod stats;
 pub(crate) mod stdio;
 pub(crate) mod task;

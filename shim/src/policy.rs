@@ -80,6 +80,17 @@ pub struct Candidates {
     container: String,
     workload: Workload,
     policies: Vec<Policy>,
+    /// The learned profile's policies among `policies`, and whether they only audit.
+    learned: Vec<palisade_policy::PolicyId>,
+    learned_audit: bool,
+}
+
+/// A learned profile's policies for a container (`crate::profile_stage`), and whether they
+/// run in audit (what they would deny is reported and permitted) rather than enforced.
+#[derive(Debug)]
+pub struct LearnedPolicies {
+    pub policies: Vec<Policy>,
+    pub audit: bool,
 }
 
 /// Loads the configuration's policy directory and the pod's inline annotation for a container;
@@ -121,7 +132,29 @@ pub fn candidates_for(
         container: container.to_string(),
         workload,
         policies,
+        learned: Vec::new(),
+        learned_audit: false,
     }))
+}
+
+/// Adds a learned profile's policies to a container's candidates (which may be none yet).
+pub fn with_learned(
+    candidates: Option<Candidates>,
+    cri: &CriContainer,
+    learned: LearnedPolicies,
+) -> Option<Candidates> {
+    let mut c = candidates.unwrap_or_else(|| Candidates {
+        container: cri.id.clone(),
+        workload: Workload::from(cri),
+        policies: Vec::new(),
+        learned: Vec::new(),
+        learned_audit: false,
+    });
+    c.learned
+        .extend(learned.policies.iter().map(|p| p.id.clone()));
+    c.learned_audit = learned.audit;
+    c.policies.extend(learned.policies);
+    (!c.policies.is_empty()).then_some(c)
 }
 
 /// The first active policy of `namespace` that selects by pod labels (or expressions on
@@ -153,6 +186,8 @@ impl Candidates {
             container,
             mut workload,
             mut policies,
+            learned,
+            learned_audit,
         } = self;
         match labels {
             PodLabels::Known(l) => workload.labels = l.clone(),
@@ -170,13 +205,59 @@ impl Candidates {
             audit_only(&mut policies);
             options.deny_posture = DenyPosture::Audit;
         }
-        let compiled = compile_for(&policies, &workload, &options);
+        let mut compiled = compile_for(&policies, &workload, &options);
+        if learned_audit {
+            learned_in_audit(&mut compiled, &learned);
+        }
         if compiled.rule_count() == 0 {
             return Ok(None);
         }
         tracing::info!(container = %container, policies = ?compiled.policies, rules = compiled.rule_count(), "policies selected");
         Ok(Some(compiled))
     }
+}
+
+/// A learned profile in audit: each kind it allow-lists reports, rather than refuses, what
+/// it does not list, unless a user's own policy allow-lists that kind too (whose Block posture
+/// stays). The profile's rules are all Allow: nothing else of them refuses.
+fn learned_in_audit(compiled: &mut CompiledPolicy, learned: &[palisade_policy::PolicyId]) {
+    fn only_learned<R>(
+        rules: &[palisade_policy::CompiledRule<R>],
+        meta: fn(&R) -> &RuleMeta,
+        learned: &[palisade_policy::PolicyId],
+    ) -> bool {
+        let allows = |r: &&palisade_policy::CompiledRule<R>| meta(&r.rule).action == Action::Allow;
+        rules
+            .iter()
+            .filter(allows)
+            .all(|r| learned.contains(&r.policy))
+    }
+    let p = &mut compiled.posture;
+    let soften = |posture: &mut Action, only: bool| {
+        if only && *posture == Action::Block {
+            *posture = Action::Audit;
+        }
+    };
+    soften(
+        &mut p.process,
+        only_learned(&compiled.process, |r| &r.meta, learned),
+    );
+    soften(
+        &mut p.file,
+        only_learned(&compiled.file, |r| &r.meta, learned),
+    );
+    soften(
+        &mut p.network,
+        only_learned(&compiled.network, |r| &r.meta, learned),
+    );
+    soften(
+        &mut p.capabilities,
+        only_learned(&compiled.capabilities, |r| &r.meta, learned),
+    );
+    soften(
+        &mut p.syscalls,
+        only_learned(&compiled.syscalls, |r| &r.meta, learned),
+    );
 }
 
 /// Turns every Block rule into an Audit rule.

@@ -198,7 +198,12 @@ impl Recorders {
 /// The monitor's hold on one container, and its recording when it learns: dropping it
 /// detaches the container and, first, merges the rest of the recording with the kernel's count
 /// of the container's dropped events.
-pub struct Watched(pub palisade_monitor::Watch, pub Option<Learning>);
+pub struct Watched(
+    pub palisade_monitor::Watch,
+    pub Option<Learning>,
+    /// The container's applied learned profile, judged for departures (`profile_govern`).
+    pub Option<crate::profile_govern::Governing>,
+);
 
 impl std::fmt::Debug for Watched {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -423,7 +428,8 @@ const AF_INET6: i32 = 10;
 const AF_PACKET: i32 = 17;
 const IPPROTO_ICMP: i32 = 1;
 const IPPROTO_ICMPV6: i32 = 58;
-const O_WRITE_FLAGS: u64 = (libc::O_WRONLY | libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC) as u64;
+pub(crate) const O_WRITE_FLAGS: u64 =
+    (libc::O_WRONLY | libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC) as u64;
 
 /// The observations in one monitor event. Only what succeeded is recorded (a refused or failed
 /// operation is no part of the workload's normal behaviour). `dir(pid, dirfd)` gives the
@@ -557,7 +563,7 @@ pub(crate) fn observations(
 
 /// KubeArmor's protocols for a socket: a raw ICMP socket is both raw and ICMP, a packet
 /// socket is raw, other families are none.
-fn protocols(domain: i32, kind: i32, protocol: i32) -> Vec<Protocol> {
+pub(crate) fn protocols(domain: i32, kind: i32, protocol: i32) -> Vec<Protocol> {
     let kind = kind & 0xf;
     match domain {
         AF_PACKET => vec![Protocol::Raw],

@@ -34,6 +34,8 @@ pub struct ShimMonitor {
     enforce: bool,
     /// The learning containers, fed from the reader before the reporter.
     pub(crate) recorders: crate::profile::Recorders,
+    /// The containers with an applied learned profile, judged from the reader too.
+    pub(crate) governors: crate::profile_govern::Governors,
 }
 
 impl std::fmt::Debug for ShimMonitor {
@@ -62,8 +64,11 @@ impl ShimMonitor {
         // straight to the reporter, which only queues them: no channel, no thread of our own.
         let recorders = crate::profile::Recorders::default();
         let tap = recorders.clone();
+        let governors = crate::profile_govern::Governors::default();
+        let judge = governors.clone();
         let node = NodeMonitor::open(config, move |ev: MonitorEvent| {
             tap.observe(&ev);
+            judge.observe(&ev);
             for e in ev.to_events(&node_name) {
                 reporter.report(e);
             }
@@ -83,6 +88,7 @@ impl ShimMonitor {
             node: Arc::new(node),
             enforce: settings.enforce,
             recorders,
+            governors,
         })
     }
 
@@ -106,7 +112,7 @@ impl ShimMonitor {
             cgroup_dir: Some(cgroup_dir_of_pid(pid)?),
             ..who
         };
-        self.node.watch(who, rules).map(|w| Watched(w, None))
+        self.node.watch(who, rules).map(|w| Watched(w, None, None))
     }
 }
 

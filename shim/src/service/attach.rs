@@ -89,7 +89,7 @@ impl TaskService {
                     reason: e.to_string(),
                 }
             })?;
-        let learn = crate::profile::requested(id, &hardened.spec, cri, &config.profile)?;
+        let learn = hardened.learn.clone();
         let m = &hardened.monitor;
         let needed = !m.deny_exec.is_empty()
             || !m.deny_file.is_empty()
@@ -154,7 +154,7 @@ impl TaskService {
             }
         }
         // A learning container's every open is recorded, not only writes and secret reads.
-        rules.report_all_opens |= learn.is_some();
+        rules.report_all_opens |= learn.is_some() || hardened.govern.is_some();
         // And every system call it makes, through the learning program's table.
         rules.record_syscalls = learn.is_some();
         let learning = match learn {
@@ -173,6 +173,14 @@ impl TaskService {
                     l.attach_kernel(watch.0.reader());
                 }
                 watch.1 = learning;
+                watch.2 = hardened.govern.as_ref().map(|t| {
+                    monitor.governors.start(
+                        cri,
+                        t.clone(),
+                        reporter.clone(),
+                        config.node_name.clone(),
+                    )
+                });
                 tracing::info!(
                     container = %id,
                     join_wait_ms = sys::ms(waited),

@@ -70,6 +70,34 @@ impl TaskService {
         // Who the container is, read once: policies, events, the monitor and the judge take it.
         let cri = CriContainer::of(&id, &spec);
         let candidates = crate::policy::candidates_for(&cri, &spec, config.policy_dir.as_deref())?;
+        // A container governed by its workload's learned profile learns, or gets the profile
+        // in the mode its workload's stage gives its pod.
+        let governed = match crate::profile::requested(&id, &spec, &cri, &config.profile)? {
+            Some(w) => Some(crate::profile_stage::governed(
+                &config.profile.state_dir,
+                w,
+                &cri,
+                crate::profile_stage::epoch_now(),
+                &palisade_profile::Rule::default(),
+            )?),
+            None => None,
+        };
+        let (learn, applied) = match governed {
+            Some(crate::profile_stage::Governed::Learn(w)) => (Some(w), None),
+            Some(crate::profile_stage::Governed::Apply(a)) => (None, Some(a)),
+            None => (None, None),
+        };
+        let candidates = match &applied {
+            Some(a) => crate::policy::with_learned(
+                candidates,
+                &cri,
+                crate::policy::LearnedPolicies {
+                    policies: a.policies.clone(),
+                    audit: a.mode != palisade_profile::Mode::Enforce,
+                },
+            ),
+            None => candidates,
+        };
         // A lookup over containerd's API on every Create otherwise: only a policy that selects
         // by labels needs them.
         let labels = match &candidates {
@@ -82,8 +110,11 @@ impl TaskService {
             &bundle,
             spec,
             &config,
-            candidates,
-            &labels,
+            Selection {
+                candidates,
+                labels: &labels,
+                governance: Governance { learn, applied },
+            },
             NodeSide {
                 reporter: &self.reporter(&config),
                 bpf_lsm: || {
@@ -262,6 +293,23 @@ pub(super) struct Hardened {
     pub(super) rules: Vec<palisade_sandbox::RuleEnforcement>,
     /// The landlock ABI of this kernel, for the record.
     pub(super) landlock_abi: Option<u32>,
+    /// The workload the container learns into, when it learns.
+    pub(super) learn: Option<palisade_profile::WorkloadId>,
+    /// The learned profile applied to the container, to judge its departures against.
+    pub(super) govern: Option<crate::profile_govern::Target>,
+}
+
+/// The container's candidate policies, its pod's labels and its learned profile.
+struct Selection<'a> {
+    candidates: Option<crate::policy::Candidates>,
+    labels: &'a crate::policy::PodLabels,
+    governance: Governance,
+}
+
+/// What the container's workload's learned profile asks of it (`crate::profile_stage`).
+struct Governance {
+    learn: Option<palisade_profile::WorkloadId>,
+    applied: Option<Box<crate::profile_stage::Applied>>,
 }
 
 /// What the node offers a container being hardened: where its events go, and whether the
@@ -279,10 +327,14 @@ fn harden_bundle(
     bundle: &Path,
     mut spec: serde_json::Value,
     config: &Config,
-    candidates: Option<crate::policy::Candidates>,
-    labels: &crate::policy::PodLabels,
+    selection: Selection<'_>,
     node: NodeSide<'_, impl FnOnce() -> bool>,
 ) -> Result<Hardened, ShimError> {
+    let Selection {
+        candidates,
+        labels,
+        governance,
+    } = selection;
     let NodeSide { reporter, bpf_lsm } = node;
     let id = cri.id.as_str();
     let report = match palisade_sandbox::harden_spec(id, &mut spec, &config.hardening) {
@@ -317,6 +369,33 @@ fn harden_bundle(
         config.strict.as_ref(),
         &kernel,
     )?;
+    if let Some(applied) = &governance.applied {
+        // An enforced learned profile does not narrow the seccomp filter yet
+        // (`profile_seccomp::narrow` is not called here): no document says which of its
+        // recordings hold every system call, so the export's system-call rules are left out
+        // of the applied policy instead, and no refusal of an unseen call is claimed.
+        for e in &applied.events {
+            reporter.report(
+                runtime_event(
+                    &config.node_name,
+                    cri,
+                    "profile-stage",
+                    &crate::profile_stage::event_line(&applied.workload, e),
+                )
+                .with_evidence("transition", serde_json::json!(e)),
+            );
+        }
+        reporter.report(
+            runtime_event(
+                &config.node_name,
+                cri,
+                "profile-applied",
+                &applied.describe(),
+            )
+            .with_evidence("notes", serde_json::json!(applied.notes)),
+        );
+        tracing::info!(container = %id, workload = %applied.workload, mode = ?applied.mode, "learned profile applied");
+    }
     let wrapped = match &enforcement.plan {
         Some(plan) => {
             let plan_path = bundle.join(PLAN_FILE);
@@ -367,5 +446,13 @@ fn harden_bundle(
         degrade,
         rules: enforcement.rules,
         landlock_abi: kernel.landlock_abi,
+        learn: governance.learn,
+        govern: governance.applied.map(|a| crate::profile_govern::Target {
+            workload: a.workload,
+            mode: a.mode,
+            recording: a.recording,
+            state_dir: config.profile.state_dir.clone(),
+            rule: palisade_profile::Rule::default(),
+        }),
     })
 }

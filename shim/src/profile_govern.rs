@@ -1,0 +1,370 @@
+//! The running side of an applied learned profile: what a governed container does that its
+//! profile does not cover is a departure, fed to its workload's state machine with the rule's
+//! promotion check at each merge, and every transition reported as a `profile-stage` event.
+//!
+//! The monitor's reader hands every event to [`Governors::observe`] (memory only); departures
+//! are merged into the workload's document every [`crate::profile::FLUSH_EVERY`] and when the
+//! container is detached, under the workload's lock. An unusable document is left alone (never
+//! replaced by a fresh one from here). A rollback cannot loosen a running container's
+//! landlock or seccomp: its containers keep the enforced profile until they are created again,
+//! which the event says.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use palisade_monitor::{EventKind, MonitorEvent};
+use palisade_policy::Protocol;
+use palisade_profile::persist::{self, Loaded};
+use palisade_profile::{Departure, Event, Mode, Observation, Recording, Rule, Stage, WorkloadId};
+
+use crate::cri::CriContainer;
+use crate::report::runtime::runtime_event;
+use crate::report::Reporter;
+
+/// Departures kept between two merges of one container; more are counted and logged.
+const MAX_PENDING: usize = 1024;
+const EPERM: i64 = 1;
+const EACCES: i64 = 13;
+
+/// The governed containers of this shim, by container id.
+#[derive(Clone, Default)]
+pub struct Governors(Arc<Mutex<HashMap<String, Arc<Governor>>>>);
+
+impl std::fmt::Debug for Governors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Governors")
+    }
+}
+
+/// What one governed container is judged against, and where its departures go.
+pub struct Governor {
+    workload: WorkloadId,
+    pod: String,
+    mode: Mode,
+    recording: Recording,
+    state_dir: PathBuf,
+    rule: Rule,
+    report: Box<dyn Fn(&Event) + Send + Sync>,
+    pending: Mutex<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    departures: Vec<Departure>,
+    beyond: u64,
+}
+
+impl Governors {
+    /// Judges `ev` if its container is governed: each observation its profile does not cover
+    /// is a departure, refused when the operation failed with EPERM/EACCES or was killed.
+    pub fn observe(&self, ev: &MonitorEvent) {
+        let governor = {
+            let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            if map.is_empty() {
+                return;
+            }
+            match map.get(&ev.container.container_id) {
+                Some(g) => g.clone(),
+                None => return,
+            }
+        };
+        let at = epoch_secs(ev.time);
+        let found = judged(ev);
+        let mut pending = governor
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (observation, refused) in found {
+            if governor.covered(&observation) {
+                continue;
+            }
+            if pending.departures.len() >= MAX_PENDING {
+                pending.beyond += 1;
+                continue;
+            }
+            pending.departures.push(Departure {
+                at,
+                pod: governor.pod.clone(),
+                refused: refused && governor.mode == Mode::Enforce,
+                observation,
+            });
+        }
+    }
+
+    /// Starts judging container `id` of `cri`'s pod against `recording`, the profile it was
+    /// given in `mode`; stage events go to `reporter`.
+    pub fn start(
+        &self,
+        cri: &CriContainer,
+        target: Target,
+        reporter: Reporter,
+        node_name: String,
+    ) -> Governing {
+        let who = cri.clone();
+        let workload = target.workload.clone();
+        let report = Box::new(move |e: &Event| {
+            reporter.report(
+                runtime_event(&node_name, &who, "profile-stage", &stage_line(&workload, e))
+                    .with_evidence("transition", serde_json::json!(e)),
+            );
+        });
+        self.start_with(cri, target, report)
+    }
+
+    /// [`Governors::start`] with the stage events handed to `report`.
+    pub fn start_with(
+        &self,
+        cri: &CriContainer,
+        target: Target,
+        report: Box<dyn Fn(&Event) + Send + Sync>,
+    ) -> Governing {
+        let governor = Arc::new(Governor {
+            workload: target.workload,
+            pod: if cri.pod.is_empty() {
+                cri.id.clone()
+            } else {
+                cri.pod.clone()
+            },
+            mode: target.mode,
+            recording: target.recording,
+            state_dir: target.state_dir,
+            rule: target.rule,
+            report,
+            pending: Mutex::new(Pending::default()),
+        });
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(cri.id.clone(), governor.clone());
+        let flusher = tokio::runtime::Handle::try_current().ok().map(|rt| {
+            let g = governor.clone();
+            rt.spawn(async move {
+                loop {
+                    tokio::time::sleep(crate::profile::FLUSH_EVERY).await;
+                    let g = g.clone();
+                    let _ = tokio::task::spawn_blocking(move || g.flush()).await;
+                }
+            })
+        });
+        Governing {
+            id: cri.id.clone(),
+            governor,
+            governors: self.clone(),
+            flusher,
+        }
+    }
+}
+
+/// What a governed container is judged against.
+#[derive(Clone)]
+pub struct Target {
+    pub workload: WorkloadId,
+    pub mode: Mode,
+    pub recording: Recording,
+    pub state_dir: PathBuf,
+    pub rule: Rule,
+}
+
+/// One governed container's hold: dropping it merges its last departures and stops judging.
+pub struct Governing {
+    id: String,
+    governor: Arc<Governor>,
+    governors: Governors,
+    flusher: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Governing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Governing({})", self.id)
+    }
+}
+
+impl Drop for Governing {
+    fn drop(&mut self) {
+        if let Some(f) = self.flusher.take() {
+            f.abort();
+        }
+        self.governor.flush();
+        self.governors
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
+    }
+}
+
+impl Governor {
+    fn covered(&self, o: &Observation) -> bool {
+        match o {
+            // The event does not name the protocol of the socket connected: either learned one.
+            Observation::Connect { address, port, .. } => {
+                [Protocol::Tcp, Protocol::Udp].into_iter().any(|protocol| {
+                    self.recording.covers(&Observation::Connect {
+                        address: *address,
+                        port: *port,
+                        protocol,
+                    })
+                })
+            }
+            _ => self.recording.covers(o),
+        }
+    }
+
+    /// Merges the pending departures into the workload's state machine, then the rule's
+    /// promotion check; reports every transition.
+    fn flush(&self) {
+        let Pending { departures, beyond } =
+            std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
+        if beyond > 0 {
+            tracing::warn!(workload = %self.workload, beyond, "learned profile: departures over the pending limit were not kept");
+        }
+        let now = epoch_secs(std::time::SystemTime::now());
+        match persist::load(&self.state_dir, &self.workload) {
+            Loaded::Present(_) => {}
+            Loaded::Absent => return,
+            Loaded::Unusable(e) => {
+                tracing::error!(workload = %self.workload, "learned profile: departures not merged: {e}");
+                return;
+            }
+        }
+        let mut events = Vec::new();
+        let updated = persist::update(&self.state_dir, &self.workload, now, |doc| {
+            if doc.stage.stage == Stage::Learn {
+                return;
+            }
+            for d in departures {
+                events.extend(doc.stage.departure(d, &self.rule));
+            }
+            events.extend(doc.stage.tick(now, &doc.recording, &self.rule));
+        });
+        if let Err(e) = updated {
+            tracing::error!(workload = %self.workload, "learned profile: departures not merged: {e}");
+            return;
+        }
+        for e in &events {
+            tracing::warn!(workload = %self.workload, "{}", stage_line(&self.workload, e));
+            (self.report)(e);
+        }
+    }
+}
+
+/// A stage event's line, with what a rollback leaves running.
+fn stage_line(workload: &WorkloadId, e: &Event) -> String {
+    let line = crate::profile_stage::event_line(workload, e);
+    if e.kind == palisade_profile::EventKind::RolledBack {
+        format!("{line}; containers already running keep the enforced profile until they are created again, in audit")
+    } else {
+        line
+    }
+}
+
+/// The observations of one event a profile may not cover, each with whether it was refused.
+fn judged(ev: &MonitorEvent) -> Vec<(Observation, bool)> {
+    let denied = |r: i64| r == -EPERM || r == -EACCES;
+    match &ev.kind {
+        EventKind::Exec {
+            filename,
+            parent,
+            killed,
+            refused,
+            entrypoint,
+            ..
+        } => {
+            let init = palisade_sandbox::install::INIT_PATH;
+            if filename == init || !filename.starts_with('/') {
+                return Vec::new();
+            }
+            let by_runtime = *entrypoint || parent == init;
+            vec![(
+                Observation::Exec {
+                    path: filename.clone(),
+                    parent: (!by_runtime).then(|| parent.clone()),
+                },
+                *killed || *refused,
+            )]
+        }
+        EventKind::Open {
+            path,
+            flags,
+            result,
+            ..
+        } if path.starts_with('/') && (*result >= 0 || denied(*result)) => {
+            let write = flags & crate::profile::O_WRITE_FLAGS != 0;
+            vec![(
+                Observation::Open {
+                    path: path.clone(),
+                    write,
+                },
+                denied(*result),
+            )]
+        }
+        EventKind::Socket {
+            domain,
+            kind,
+            protocol,
+            result,
+        } if *result >= 0 || denied(*result) => {
+            crate::profile::protocols(*domain, *kind, *protocol)
+                .into_iter()
+                .map(|p| {
+                    (
+                        Observation::Socket {
+                            executable: ev.process.binary.clone(),
+                            protocol: p,
+                        },
+                        denied(*result),
+                    )
+                })
+                .collect()
+        }
+        EventKind::Connect { addr, result }
+            if *result >= 0 || *result == -115 || denied(*result) =>
+        {
+            match addr.filter(|a| a.port() != 0) {
+                Some(a) => vec![(
+                    Observation::Connect {
+                        address: a.ip(),
+                        port: a.port(),
+                        protocol: Protocol::Tcp,
+                    },
+                    denied(*result),
+                )],
+                None => Vec::new(),
+            }
+        }
+        EventKind::Mount { result, .. } => vec![(
+            Observation::Syscall {
+                name: "mount".into(),
+            },
+            denied(*result),
+        )],
+        EventKind::Bind { result, .. } | EventKind::Listen { result, .. }
+            if *result >= 0 || denied(*result) =>
+        {
+            let name = if matches!(ev.kind, EventKind::Bind { .. }) {
+                "bind"
+            } else {
+                "listen"
+            };
+            vec![(Observation::Syscall { name: name.into() }, denied(*result))]
+        }
+        EventKind::Syscall { call, result, .. } => vec![(
+            Observation::Syscall {
+                name: call.name().to_string(),
+            },
+            denied(*result),
+        )],
+        _ => Vec::new(),
+    }
+}
+
+fn epoch_secs(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+#[path = "profile_govern_tests.rs"]
+mod tests;

@@ -1,0 +1,210 @@
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
+use palisade_monitor::{ContainerRef, ProcessInfo};
+use palisade_profile::persist::Document;
+use palisade_profile::{Command, EventKind as StageEventKind, StageState};
+use serde_json::json;
+
+use super::*;
+
+fn workload() -> WorkloadId {
+    WorkloadId::new("shop", "web").unwrap()
+}
+
+fn cri(id: &str) -> CriContainer {
+    let spec = json!({"annotations": {
+        "io.kubernetes.cri.container-type": "container",
+        "io.kubernetes.cri.sandbox-id": "sb1",
+        "io.kubernetes.cri.sandbox-name": "web-1",
+        "io.kubernetes.cri.sandbox-namespace": "shop",
+        "io.kubernetes.cri.container-name": "app",
+    }});
+    CriContainer::of(id, &spec)
+}
+
+fn event(container: &str, binary: &str, kind: EventKind) -> MonitorEvent {
+    MonitorEvent {
+        time: SystemTime::now(),
+        slot: 1,
+        container: Arc::new(ContainerRef {
+            cgroup_id: 7,
+            namespace: "shop".into(),
+            pod: "web-1".into(),
+            container: "app".into(),
+            container_id: container.into(),
+            image: "localhost/web:1".into(),
+            cgroup_dir: None,
+        }),
+        process: ProcessInfo {
+            pid: 10,
+            binary: binary.into(),
+            ..ProcessInfo::default()
+        },
+        parent_binary: String::new(),
+        kind,
+        findings: Vec::new(),
+    }
+}
+
+fn open(path: &str, flags: u64, result: i64) -> EventKind {
+    EventKind::Open {
+        path: path.into(),
+        flags,
+        result,
+        secret: false,
+        credential: false,
+        system_dir: false,
+    }
+}
+
+fn connect(addr: &str, result: i64) -> EventKind {
+    EventKind::Connect {
+        addr: Some(addr.parse::<SocketAddr>().unwrap()),
+        result,
+    }
+}
+
+/// The profile of a web server that reads /srv/www and calls 10.0.0.5:5432.
+fn recording() -> Recording {
+    let mut r = Recording::new(workload());
+    for o in [
+        Observation::Open {
+            path: "/srv/www/index.html".into(),
+            write: false,
+        },
+        Observation::Connect {
+            address: "10.0.0.5".parse().unwrap(),
+            port: 5432,
+            protocol: Protocol::Tcp,
+        },
+    ] {
+        r.observe(1_000, &o);
+    }
+    r
+}
+
+/// The workload's document at `stage` (not pinned), and a governor of container c1 under it.
+fn governed(
+    dir: &std::path::Path,
+    stage: Stage,
+    mode: Mode,
+) -> (Governors, Governing, Arc<Mutex<Vec<Event>>>) {
+    // Now, as the flush's promotion check reads the clock: the stage was just entered.
+    let now = epoch_secs(SystemTime::now());
+    let mut rec = recording();
+    let mut s = StageState::new(now);
+    s.command(now, Command::Pin(stage), &mut rec).unwrap();
+    s.command(now, Command::Unpin, &mut rec).unwrap();
+    persist::save(dir, &Document::new(rec.clone(), s)).unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let governors = Governors::default();
+    let hold = governors.start_with(
+        &cri("c1"),
+        Target {
+            workload: workload(),
+            mode,
+            recording: rec,
+            state_dir: dir.to_path_buf(),
+            rule: Rule::default(),
+        },
+        Box::new(move |e: &Event| sink.lock().unwrap().push(e.clone())),
+    );
+    (governors, hold, seen)
+}
+
+#[test]
+fn what_the_profile_covers_is_no_departure() {
+    let dir = tempfile::tempdir().unwrap();
+    let (governors, hold, events) = governed(dir.path(), Stage::Audit, Mode::Audit);
+    governors.observe(&event(
+        "c1",
+        "/bin/httpd",
+        open("/srv/www/index.html", 0, 3),
+    ));
+    governors.observe(&event("c1", "/bin/httpd", connect("10.0.0.5:5432", 0)));
+    // Another container's events are not this governor's.
+    governors.observe(&event("c9", "/bin/sh", open("/etc/shadow", 0, 3)));
+    drop(hold);
+    assert!(governors.0.lock().unwrap().is_empty());
+    let Loaded::Present(doc) = persist::load(dir.path(), &workload()) else {
+        panic!("document unreadable");
+    };
+    assert!(
+        doc.stage.departures.is_empty(),
+        "{:?}",
+        doc.stage.departures
+    );
+    assert!(events.lock().unwrap().is_empty());
+}
+
+#[test]
+fn departures_are_kept_in_audit_and_roll_enforce_back_with_their_evidence() {
+    let dir = tempfile::tempdir().unwrap();
+    let (governors, hold, _) = governed(dir.path(), Stage::Audit, Mode::Audit);
+    governors.observe(&event("c1", "/bin/httpd", open("/etc/passwd", 0o1, 3)));
+    drop(hold);
+    let Loaded::Present(doc) = persist::load(dir.path(), &workload()) else {
+        panic!("document unreadable");
+    };
+    assert_eq!(doc.stage.stage, Stage::Audit);
+    assert_eq!(doc.stage.departures.len(), 1);
+    let d = &doc.stage.departures[0];
+    assert_eq!(
+        d.observation,
+        Observation::Open {
+            path: "/etc/passwd".into(),
+            write: true
+        }
+    );
+    assert!(!d.refused, "nothing is refused in audit");
+
+    let (governors, hold, events) = governed(dir.path(), Stage::Enforce, Mode::Enforce);
+    // Five refused departures (the rule's default limit) within the window.
+    for peer in ["10.9.9.1:80", "10.9.9.2:80", "10.9.9.3:80"] {
+        governors.observe(&event("c1", "/bin/httpd", connect(peer, -1)));
+    }
+    governors.observe(&event("c1", "/bin/sh", open("/etc/motd", 0o1, -13)));
+    governors.observe(&event(
+        "c1",
+        "/bin/sh",
+        EventKind::Syscall {
+            call: palisade_monitor::Syscall::Unshare,
+            args: [0; 6],
+            result: -1,
+        },
+    ));
+    drop(hold);
+    let events = events.lock().unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let e = &events[0];
+    assert_eq!(
+        (e.kind, e.from, e.to),
+        (StageEventKind::RolledBack, Stage::Enforce, Stage::Audit)
+    );
+    assert_eq!(e.evidence.len(), 5);
+    assert!(e.evidence.iter().all(|d| d.refused));
+    assert!(stage_line(&workload(), e)
+        .contains("keep the enforced profile until they are created again"));
+    let Loaded::Present(doc) = persist::load(dir.path(), &workload()) else {
+        panic!("document unreadable");
+    };
+    assert_eq!(doc.stage.stage, Stage::Audit);
+    assert_eq!(
+        doc.stage.departures.len(),
+        5,
+        "kept for the operator to accept"
+    );
+}
+
+#[test]
+fn an_unusable_document_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (governors, hold, _) = governed(dir.path(), Stage::Enforce, Mode::Enforce);
+    let path = persist::path_in(dir.path(), &workload());
+    std::fs::write(&path, b"{ corrupt").unwrap();
+    governors.observe(&event("c1", "/bin/sh", open("/etc/motd", 0o1, -13)));
+    drop(hold);
+    assert_eq!(std::fs::read(&path).unwrap(), b"{ corrupt");
+}

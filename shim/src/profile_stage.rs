@@ -1,0 +1,279 @@
+//! Learned profiles applied to pods: at Create, a container governed by its workload's profile
+//! (`palisade.dev/profile: learn`, or `[profile] learn`) either keeps learning (the workload is
+//! in learn) or gets the learned profile as a KubeArmor policy, in audit or enforce as the
+//! workload's stage says for its pod (`StageState::mode_for`).
+//!
+//! The profile is the workload's document in the state directory, exported with
+//! `palisade_profile::export::kubearmor` and compiled with the container's other policies, so
+//! the sandbox and the monitor enforce it as they would a user's policy, with its enforcement
+//! record. A document that cannot be read refuses the container, unless what is left of it
+//! says the workload is still in learn (then the recorder sets it aside and learns afresh, as
+//! before). Its system-call rules are left out: the recording does not yet hold every call a
+//! workload makes (`docs/profiles.md`); the seccomp narrowing comes from `profile_seccomp`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use palisade_policy::Policy;
+use palisade_profile::persist::{self, Loaded};
+use palisade_profile::{Event, EventKind, Mode, Recording, Rule, Stage, WorkloadId};
+
+use crate::cri::CriContainer;
+
+/// Errors of this module: a governed container whose profile cannot be applied; it must not
+/// start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileStageError {
+    #[error("container {container}: learned profile of {workload} is at a stage above learn or unknown, and its document cannot be used: {reason}; fix or remove {path}")]
+    Unusable {
+        container: String,
+        workload: String,
+        reason: String,
+        path: String,
+    },
+    #[error("container {container}: learned profile of {workload}: {source}")]
+    Persist {
+        container: String,
+        workload: String,
+        #[source]
+        source: palisade_profile::PersistError,
+    },
+    #[error("container {container}: learned profile of {workload}: export: {reason}")]
+    Export {
+        container: String,
+        workload: String,
+        reason: String,
+    },
+}
+
+/// What a governed container runs under.
+#[derive(Debug)]
+pub enum Governed {
+    /// The workload learns: the container is recorded (`crate::profile`).
+    Learn(WorkloadId),
+    /// The learned profile applies.
+    Apply(Box<Applied>),
+}
+
+/// The learned profile as applied to one container.
+#[derive(Debug)]
+pub struct Applied {
+    pub workload: WorkloadId,
+    pub stage: Stage,
+    /// Audit or Enforce.
+    pub mode: Mode,
+    /// The profile as policies of the pod's namespace (the export, system calls left out).
+    pub policies: Vec<Policy>,
+    /// The recording they were exported from (for the seccomp narrowing).
+    pub recording: Recording,
+    /// What the export could not express, and what was left out.
+    pub notes: Vec<String>,
+    /// The stage's transitions this Create caused (a restart's rollback).
+    pub events: Vec<Event>,
+}
+
+impl Applied {
+    /// The one-line account of the profile applied, for the container's event.
+    pub fn describe(&self) -> String {
+        let mode = match self.mode {
+            Mode::Enforce => "enforce",
+            Mode::Audit => "audit",
+            Mode::Learn => "learn",
+        };
+        format!(
+            "learned profile of {} applied in {mode} (stage {}): {} observations",
+            self.workload,
+            stage_name(self.stage),
+            self.recording.observations
+        )
+    }
+}
+
+/// A stage event of `workload` as one line: kind, trigger, stages and reason.
+pub fn event_line(workload: &WorkloadId, e: &Event) -> String {
+    let kind = match e.kind {
+        EventKind::Promoted => "promoted",
+        EventKind::RolledBack => "rolled back",
+        EventKind::RollbackHeld => "rollback held",
+        EventKind::PromotionRefused => "promotion refused",
+        EventKind::Pinned => "pinned",
+        EventKind::Unpinned => "unpinned",
+        EventKind::Accepted => "departures accepted",
+    };
+    let by = match e.trigger {
+        palisade_profile::stage::Trigger::Rule => "the rule",
+        palisade_profile::stage::Trigger::Operator => "the operator",
+    };
+    format!(
+        "learned profile of {workload}: {kind} by {by}, {} -> {}: {}",
+        stage_name(e.from),
+        stage_name(e.to),
+        e.reason
+    )
+}
+
+/// The name of the policy a workload's learned profile becomes.
+pub fn policy_name(workload: &WorkloadId) -> String {
+    format!("palisade-learned-{}", workload.name)
+}
+
+/// Decides at Create what `workload`'s container `cri` runs under, from the workload's
+/// document in `state_dir`, `now` in seconds since the epoch. During canary the first pod to
+/// ask enforces; that choice is saved (under the workload's lock), as is the container, so
+/// that its next Create counts as a restart of its pod, which may roll the workload back
+/// (`Applied::events`).
+pub fn governed(
+    state_dir: &Path,
+    workload: WorkloadId,
+    cri: &CriContainer,
+    now: u64,
+    rule: &Rule,
+) -> Result<Governed, ProfileStageError> {
+    let container = cri.id.clone();
+    let pod = if cri.pod.is_empty() {
+        cri.id.as_str()
+    } else {
+        cri.pod.as_str()
+    };
+    let doc = match persist::load(state_dir, &workload) {
+        Loaded::Absent => return Ok(Governed::Learn(workload)),
+        Loaded::Present(doc) => doc,
+        Loaded::Unusable(e) => {
+            let path = persist::path_in(state_dir, &workload);
+            if still_learning(&path) {
+                return Ok(Governed::Learn(workload));
+            }
+            return Err(ProfileStageError::Unusable {
+                container,
+                workload: workload.to_string(),
+                reason: e.to_string(),
+                path: path.display().to_string(),
+            });
+        }
+    };
+    if doc.stage.stage == Stage::Learn {
+        return Ok(Governed::Learn(workload));
+    }
+    let key = format!(
+        "{}/{}",
+        cri.sandbox_id.as_deref().unwrap_or(pod),
+        cri.container
+    );
+    let (stage, mode, recording, events) = {
+        {
+            // Under the workload's lock: a second Create of the pod's container is a restart
+            // (which may roll the workload back first), and the canary pod is chosen once,
+            // by whoever asks first.
+            let mut mode = Mode::Audit;
+            let mut events = Vec::new();
+            let updated = persist::update(state_dir, &workload, now, |d| {
+                if d.stage.stage != Stage::Learn {
+                    events.extend(d.stage.container_created(now, &key, pod, rule));
+                }
+                mode = d.stage.mode_for(pod);
+            })
+            .map_err(|source| ProfileStageError::Persist {
+                container: container.clone(),
+                workload: workload.to_string(),
+                source,
+            })?;
+            if let Some(e) = updated.replaced_unusable {
+                return Err(ProfileStageError::Unusable {
+                    container,
+                    workload: workload.to_string(),
+                    reason: e.to_string(),
+                    path: updated.path.display().to_string(),
+                });
+            }
+            let d = updated.document;
+            if d.stage.stage == Stage::Learn {
+                return Ok(Governed::Learn(workload));
+            }
+            (d.stage.stage, mode, d.recording, events)
+        }
+    };
+    let (policies, notes) = profile_policies(&recording, &cri.namespace).map_err(|reason| {
+        ProfileStageError::Export {
+            container,
+            workload: workload.to_string(),
+            reason,
+        }
+    })?;
+    Ok(Governed::Apply(Box::new(Applied {
+        workload,
+        stage,
+        mode,
+        policies,
+        recording,
+        notes,
+        events,
+    })))
+}
+
+/// The learned profile as policies of `namespace` selecting every pod there (they are only
+/// ever added to the governed container's own policies), system-call rules left out.
+fn profile_policies(
+    recording: &Recording,
+    namespace: &str,
+) -> Result<(Vec<Policy>, Vec<String>), String> {
+    let export = palisade_profile::export::kubearmor(
+        recording,
+        &policy_name(&recording.workload),
+        &BTreeMap::new(),
+    )
+    .map_err(|e| e.to_string())?;
+    let parsed = palisade_policy::parse_policies(export.text.as_bytes())
+        .map_err(|d| format!("the exported policy does not parse: {d}"))?;
+    let mut notes = export.notes;
+    let mut policies = parsed.policies;
+    let mut dropped = false;
+    for p in &mut policies {
+        // The export names the workload's namespace; the pod's is what selection compares.
+        p.id.namespace = namespace.to_string();
+        dropped |= !p.syscalls.is_empty();
+        p.syscalls.clear();
+    }
+    if dropped {
+        notes.push(
+            "system-call rules left out: the recording holds only the calls the monitor watches"
+                .into(),
+        );
+    }
+    Ok((policies, notes))
+}
+
+/// Whether an unusable document still says, as far as it can be read, that its workload is
+/// in learn (then learning again loses nothing that was enforced).
+fn still_learning(path: &Path) -> bool {
+    let Ok(text) = std::fs::read(path) else {
+        return false;
+    };
+    if text.len() as u64 > persist::MAX_DOCUMENT_BYTES {
+        return false;
+    }
+    serde_json::from_slice::<serde_json::Value>(&text)
+        .ok()
+        .is_some_and(|v| v["stage"]["stage"].as_str() == Some("learn"))
+}
+
+/// Seconds since the epoch, the state machine's time.
+pub fn epoch_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The stage's name as the CLI and the documents spell it.
+pub fn stage_name(s: Stage) -> &'static str {
+    match s {
+        Stage::Learn => "learn",
+        Stage::Audit => "audit",
+        Stage::Canary => "canary",
+        Stage::Enforce => "enforce",
+    }
+}
+
+#[cfg(test)]
+#[path = "profile_stage_tests.rs"]
+mod tests;

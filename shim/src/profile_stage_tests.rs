@@ -1,0 +1,316 @@
+use super::*;
+use palisade_policy::{Action, Protocol};
+use palisade_profile::persist::Document;
+use palisade_profile::{Command, Observation, Rule, StageState};
+use serde_json::json;
+
+fn cri(id: &str, pod: &str) -> CriContainer {
+    let spec = json!({"annotations": {
+        "io.kubernetes.cri.container-type": "container",
+        "io.kubernetes.cri.sandbox-id": format!("sb-{pod}"),
+        "io.kubernetes.cri.sandbox-name": pod,
+        "io.kubernetes.cri.sandbox-namespace": "shop",
+        "io.kubernetes.cri.container-name": "app",
+        "palisade.dev/profile": "learn",
+    }});
+    CriContainer::of(id, &spec)
+}
+
+fn workload() -> WorkloadId {
+    WorkloadId::new("shop", "web").unwrap()
+}
+
+/// A promotable recording of a small web server.
+fn recording() -> Recording {
+    let mut r = Recording::new(workload());
+    for o in [
+        Observation::Exec {
+            path: "/bin/httpd".into(),
+            parent: None,
+        },
+        Observation::Open {
+            path: "/srv/www/index.html".into(),
+            write: false,
+        },
+        Observation::Open {
+            path: "/srv/www/data/log".into(),
+            write: true,
+        },
+        Observation::Socket {
+            executable: "/bin/httpd".into(),
+            protocol: Protocol::Tcp,
+        },
+        Observation::Listen {
+            port: 8080,
+            protocol: Protocol::Tcp,
+        },
+        Observation::Syscall {
+            name: "openat".into(),
+        },
+    ] {
+        r.observe(1_000, &o);
+    }
+    r.add_pod("web-1");
+    assert!(r.promotable().is_ok());
+    r
+}
+
+/// Saves the workload's document at `stage`.
+fn saved_at(dir: &Path, stage: Stage) {
+    let mut rec = recording();
+    let mut s = StageState::new(1_000);
+    if stage != Stage::Learn {
+        s.command(1_000, Command::Pin(stage), &mut rec).unwrap();
+        // Not held there: the rule may roll it back.
+        s.command(1_000, Command::Unpin, &mut rec).unwrap();
+    }
+    persist::save(dir, &Document::new(rec, s)).unwrap();
+}
+
+fn applied(g: Governed) -> Applied {
+    match g {
+        Governed::Apply(a) => *a,
+        Governed::Learn(w) => panic!("{w} learns"),
+    }
+}
+
+#[test]
+fn absent_or_learning_workloads_learn() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = governed(
+        dir.path(),
+        workload(),
+        &cri("c1", "web-1"),
+        2_000,
+        &Rule::default(),
+    )
+    .unwrap();
+    assert!(matches!(g, Governed::Learn(w) if w == workload()));
+    saved_at(dir.path(), Stage::Learn);
+    let g = governed(
+        dir.path(),
+        workload(),
+        &cri("c1", "web-1"),
+        2_000,
+        &Rule::default(),
+    )
+    .unwrap();
+    assert!(matches!(g, Governed::Learn(_)));
+}
+
+#[test]
+fn audit_and_enforce_apply_the_export_without_its_system_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    saved_at(dir.path(), Stage::Audit);
+    let a = applied(
+        governed(
+            dir.path(),
+            workload(),
+            &cri("c1", "web-1"),
+            2_000,
+            &Rule::default(),
+        )
+        .unwrap(),
+    );
+    assert_eq!((a.stage, a.mode), (Stage::Audit, Mode::Audit));
+    assert_eq!(a.policies.len(), 1);
+    let p = &a.policies[0];
+    assert_eq!(p.id.to_string(), "shop/palisade-learned-web");
+    assert!(!p.process.is_empty() && !p.file.is_empty() && !p.network.is_empty());
+    assert!(p.syscalls.is_empty(), "system calls are left out");
+    assert!(
+        a.notes
+            .iter()
+            .any(|n| n.starts_with("system-call rules left out")),
+        "{:?}",
+        a.notes
+    );
+    assert_eq!(
+        a.describe(),
+        "learned profile of shop/web applied in audit (stage audit): 6 observations"
+    );
+    saved_at(dir.path(), Stage::Enforce);
+    let a = applied(
+        governed(
+            dir.path(),
+            workload(),
+            &cri("c1", "web-1"),
+            2_000,
+            &Rule::default(),
+        )
+        .unwrap(),
+    );
+    assert_eq!((a.stage, a.mode), (Stage::Enforce, Mode::Enforce));
+}
+
+#[test]
+fn canary_enforces_on_the_first_pod_to_ask_and_saves_the_choice() {
+    let dir = tempfile::tempdir().unwrap();
+    saved_at(dir.path(), Stage::Canary);
+    let first = applied(
+        governed(
+            dir.path(),
+            workload(),
+            &cri("c1", "web-1"),
+            2_000,
+            &Rule::default(),
+        )
+        .unwrap(),
+    );
+    assert_eq!(first.mode, Mode::Enforce);
+    let other = applied(
+        governed(
+            dir.path(),
+            workload(),
+            &cri("c2", "web-2"),
+            2_001,
+            &Rule::default(),
+        )
+        .unwrap(),
+    );
+    assert_eq!(other.mode, Mode::Audit);
+    let Loaded::Present(doc) = persist::load(dir.path(), &workload()) else {
+        panic!("document unreadable");
+    };
+    assert_eq!(doc.stage.canary_pod.as_deref(), Some("web-1"));
+    assert!(first.events.is_empty() && other.events.is_empty());
+    // The canary pod's container created again: a restart, which rolls the workload back.
+    let again = applied(
+        governed(
+            dir.path(),
+            workload(),
+            &cri("c3", "web-1"),
+            2_002,
+            &Rule::default(),
+        )
+        .unwrap(),
+    );
+    assert_eq!((again.stage, again.mode), (Stage::Audit, Mode::Audit));
+    assert_eq!(again.events.len(), 1);
+    let line = event_line(&workload(), &again.events[0]);
+    assert!(
+        line.starts_with("learned profile of shop/web: rolled back by the rule, canary -> audit: pod web-1 restarted"),
+        "{line}"
+    );
+    let Loaded::Present(doc) = persist::load(dir.path(), &workload()) else {
+        panic!("document unreadable");
+    };
+    assert_eq!(doc.stage.stage, Stage::Audit);
+}
+
+#[test]
+fn an_unusable_document_refuses_unless_it_says_learn() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = persist::path_in(dir.path(), &workload());
+    std::fs::write(&path, b"{ not json").unwrap();
+    let err = governed(
+        dir.path(),
+        workload(),
+        &cri("c1", "web-1"),
+        2_000,
+        &Rule::default(),
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("container c1: learned profile of shop/web is at a stage above learn or unknown, and its document cannot be used: "),
+        "{msg}"
+    );
+    assert!(
+        msg.ends_with(&format!("fix or remove {}", path.display())),
+        "{msg}"
+    );
+    // An enforced stage with an empty recording is refused by the loader: still refused.
+    let doc = json!({"version": 1, "recording": Recording::new(workload()), "stage": {
+        "stage": "enforce", "since": 1, "pinned": false, "canary_pod": null, "departures": [],
+        "departures_beyond": 0, "recent_departures": [], "recent_restarts": [], "refusal": null}});
+    std::fs::write(&path, serde_json::to_vec(&doc).unwrap()).unwrap();
+    assert!(governed(
+        dir.path(),
+        workload(),
+        &cri("c1", "web-1"),
+        2_000,
+        &Rule::default()
+    )
+    .is_err());
+    // The same document in learn but of another version: learning again loses nothing.
+    let mut learn = doc.clone();
+    learn["version"] = json!(99);
+    learn["stage"]["stage"] = json!("learn");
+    std::fs::write(&path, serde_json::to_vec(&learn).unwrap()).unwrap();
+    let g = governed(
+        dir.path(),
+        workload(),
+        &cri("c1", "web-1"),
+        2_000,
+        &Rule::default(),
+    )
+    .unwrap();
+    assert!(matches!(g, Governed::Learn(_)));
+}
+
+/// The profile compiled with the container's other policies: audit reports what it does not
+/// list in each kind it lists, enforce refuses it, and a user's own allow-list keeps Block.
+#[test]
+fn the_profile_compiles_with_the_containers_policies_in_its_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    saved_at(dir.path(), Stage::Audit);
+    let c = cri("c1", "web-1");
+    let compile = |mode: Mode, user: Option<&str>| {
+        let mut a = applied(governed(dir.path(), workload(), &c, 2_000, &Rule::default()).unwrap());
+        a.mode = mode;
+        let mut spec = json!({"annotations": {
+            "io.kubernetes.cri.container-type": "container",
+            "io.kubernetes.cri.sandbox-name": "web-1",
+            "io.kubernetes.cri.sandbox-namespace": "shop",
+            "io.kubernetes.cri.container-name": "app",
+        }});
+        if let Some(u) = user {
+            spec["annotations"]["palisade.dev/policy"] = json!(u);
+        }
+        let candidates = crate::policy::candidates_for(&c, &spec, None).unwrap();
+        let candidates = crate::policy::with_learned(
+            candidates,
+            &c,
+            crate::policy::LearnedPolicies {
+                policies: a.policies,
+                audit: mode != Mode::Enforce,
+            },
+        )
+        .expect("candidates");
+        candidates
+            .select(&crate::policy::PodLabels::Known(Default::default()), false)
+            .unwrap()
+            .expect("compiled")
+    };
+    let audited = compile(Mode::Audit, None);
+    assert_eq!(audited.posture.process, Action::Audit);
+    assert_eq!(audited.posture.file, Action::Audit);
+    assert_eq!(audited.posture.network, Action::Audit);
+    assert!(audited
+        .policies
+        .iter()
+        .any(|p| p.name == "palisade-learned-web"));
+    let enforced = compile(Mode::Enforce, None);
+    assert_eq!(enforced.posture.process, Action::Block);
+    assert_eq!(enforced.posture.file, Action::Block);
+    assert_eq!(enforced.posture.network, Action::Block);
+    // A user's file allow-list keeps its Block posture while the profile audits.
+    let user = r#"apiVersion: security.kubearmor.com/v1
+kind: KubeArmorPolicy
+metadata:
+  name: only-www
+  namespace: shop
+spec:
+  selector:
+    matchLabels: {}
+  file:
+    matchDirectories:
+    - dir: /srv/www/
+      recursive: true
+  action: Allow
+"#;
+    let mixed = compile(Mode::Audit, Some(user));
+    assert_eq!(mixed.posture.file, Action::Block);
+    assert_eq!(mixed.posture.process, Action::Audit);
+}
