@@ -1,6 +1,7 @@
 //! File deny rules: one `deny_file` key per rule (the container's slot and the device and
 //! inode of the file or directory it names, resolved now with symlinks followed), refused with
-//! EACCES by the BPF-LSM `file_open` program. Without BPF-LSM in force nothing could refuse
+//! EACCES by the BPF-LSM programs: `file_open` for opens, the inode hooks (lsm_file_ops.h) for
+//! removal, renames, links, attribute changes and new names in a covered directory. Without BPF-LSM in force nothing could refuse
 //! the open, so registering such a rule fails (the caller refuses the container, or degrades
 //! the rule to a report before asking, when its configuration allows degrading).
 
@@ -165,16 +166,17 @@ fn stricter(a: types::file_rule, b: types::file_rule) -> types::file_rule {
 
 fn note(rule: &FileRule, enforce: bool) -> String {
     let what = if rule.read_only {
-        "opens for writing fail with EACCES"
+        "opens for writing and changes (removal, rename, link, chmod, chown, truncate) fail \
+         with EACCES"
     } else {
-        "opens fail with EACCES"
+        "opens and changes (removal, rename, link, chmod, chown, truncate) fail with EACCES"
     };
     let mut s = format!(
         "matched on device and inode at registration (every path to the file); {what} in the \
-         lsm file_open hook"
+         lsm hooks"
     );
     if let FileTarget::Directory { .. } = rule.target {
-        s.push_str("; files below the directory within its own mount");
+        s.push_str("; files below the directory within its own mount, and new names in it");
     }
     if !enforce {
         s.push_str("; reported only (the monitor runs in audit mode)");
