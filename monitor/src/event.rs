@@ -183,9 +183,12 @@ pub enum EventKind {
         args: [u64; 6],
         result: i64,
     },
-    /// A file open a file deny rule matched, seen by the BPF-LSM `file_open` program: refused
-    /// with EACCES or, in audit mode, reported.
+    /// A file open, or a change of a file's name, contents or attributes, that a file deny rule
+    /// matched, seen by a BPF-LSM program (`file_open`, `inode_unlink`, ...): refused with
+    /// EACCES or, in audit mode, reported.
     FileDenied {
+        /// What was attempted.
+        op: FileOp,
         /// The file's name, and the file or directory the rule names.
         name: String,
         target: String,
@@ -220,7 +223,80 @@ impl EventKind {
             EventKind::Mount { .. } => "mount",
             EventKind::SockCreate { .. } => "socket-create",
             EventKind::Syscall { call, .. } => call.name(),
-            EventKind::FileDenied { .. } => "file-open",
+            EventKind::FileDenied { op, .. } => op.kind_name(),
+        }
+    }
+}
+
+/// What a file deny rule saw attempted on a file it covers (`file_event.op`, FOP_* in
+/// lsm_files.h).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileOp {
+    Open,
+    Unlink,
+    Rmdir,
+    Rename,
+    /// A hard link to the file, or a new name made in a covered directory by a link.
+    Link,
+    Create,
+    Mkdir,
+    Mknod,
+    Symlink,
+    /// A change of mode, owner, size (truncate) or times.
+    Setattr,
+}
+
+impl FileOp {
+    const ALL: [FileOp; 10] = [
+        FileOp::Open,
+        FileOp::Unlink,
+        FileOp::Rmdir,
+        FileOp::Rename,
+        FileOp::Link,
+        FileOp::Create,
+        FileOp::Mkdir,
+        FileOp::Mknod,
+        FileOp::Symlink,
+        FileOp::Setattr,
+    ];
+
+    /// The kernel's code for it (FOP_*); an unknown code reads as an open.
+    pub(crate) fn from_code(code: u32) -> Self {
+        Self::ALL
+            .get(code as usize)
+            .copied()
+            .unwrap_or(FileOp::Open)
+    }
+
+    /// The operation's name, as in events (`op`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileOp::Open => "open",
+            FileOp::Unlink => "unlink",
+            FileOp::Rmdir => "rmdir",
+            FileOp::Rename => "rename",
+            FileOp::Link => "link",
+            FileOp::Create => "create",
+            FileOp::Mkdir => "mkdir",
+            FileOp::Mknod => "mknod",
+            FileOp::Symlink => "symlink",
+            FileOp::Setattr => "setattr",
+        }
+    }
+
+    /// [`EventKind::name`] of a [`EventKind::FileDenied`] with this operation.
+    fn kind_name(self) -> &'static str {
+        match self {
+            FileOp::Open => "file-open",
+            FileOp::Unlink => "file-unlink",
+            FileOp::Rmdir => "file-rmdir",
+            FileOp::Rename => "file-rename",
+            FileOp::Link => "file-link",
+            FileOp::Create => "file-create",
+            FileOp::Mkdir => "file-mkdir",
+            FileOp::Mknod => "file-mknod",
+            FileOp::Symlink => "file-symlink",
+            FileOp::Setattr => "file-setattr",
         }
     }
 }
@@ -406,6 +482,7 @@ impl EventKind {
                     .with_evidence("result", *result);
             }
             EventKind::FileDenied {
+                op,
                 name,
                 target,
                 depth,
@@ -417,6 +494,7 @@ impl EventKind {
                 ..
             } => {
                 event = event
+                    .with_evidence("op", op.as_str())
                     .with_evidence("path", file_path(target, name, *depth))
                     .with_evidence("rule_target", target.as_str())
                     .with_evidence("dev", *dev)

@@ -22,7 +22,7 @@ pub use cgroup::{
 };
 pub use detect::MINER_PORTS;
 pub use error::{MonitorError, PinError};
-pub use event::{EventKind, Finding, MonitorEvent, ProcessInfo, Syscall, WATCHED_SYSCALLS};
+pub use event::{EventKind, FileOp, Finding, MonitorEvent, ProcessInfo, Syscall, WATCHED_SYSCALLS};
 pub use floor::HookFloor;
 pub use handle::{cleanup_stale, unload_parked, Features, MonitorConfig, NodeMonitor};
 pub use kernel::{bpf_lsm_in_force, bpf_trampolines_work, SyscallHook};

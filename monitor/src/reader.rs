@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 use crate::detect;
 use crate::error::MonitorError;
 use crate::event::{
-    file_path, parse_sockaddr, EventKind, Finding, MonitorEvent, ProcessInfo, Syscall,
+    file_path, parse_sockaddr, EventKind, FileOp, Finding, MonitorEvent, ProcessInfo, Syscall,
 };
 use crate::raw::{self, cstr, Record};
 use crate::rules::{Enforcer, SockClass};
@@ -266,12 +266,13 @@ fn header(record: &Record) -> types::event_header {
     }
 }
 
-/// A file open the `lsm_file_open` program matched, with the rule behind it.
+/// A file open or change a BPF-LSM file program matched, with the rule behind it.
 fn file_kind(entry: &WatchEntry, e: &types::file_event) -> EventKind {
     let rule = (e.rule > 0)
         .then(|| entry.set.rules.deny_file.get(e.rule as usize - 1))
         .flatten();
     EventKind::FileDenied {
+        op: FileOp::from_code(e.op),
         name: cstr(&e.name),
         target: rule
             .map(|r| r.target.path().display().to_string())
@@ -292,6 +293,7 @@ const FMODE_WRITE: u32 = 0x2;
 /// The finding of a file open a file rule matched: refused by BPF-LSM, or (audit) reported.
 fn file_denied(entry: &WatchEntry, kind: &EventKind) -> Option<Finding> {
     let EventKind::FileDenied {
+        op,
         name,
         target,
         depth,
@@ -309,7 +311,11 @@ fn file_denied(entry: &WatchEntry, kind: &EventKind) -> Option<Finding> {
         tags: Vec::new(),
         message: match r {
             Some(r) if !r.message.is_empty() => r.message.clone(),
-            _ => format!("open of {} denied", file_path(target, name, *depth)),
+            _ => format!(
+                "{} of {} denied",
+                op.as_str(),
+                file_path(target, name, *depth)
+            ),
         },
         action: if *refused {
             Action::Block

@@ -27,9 +27,11 @@ pub enum Enforcer {
     EbpfExecKill,
     /// eBPF cgroup socket hooks that refuse socket creation.
     EbpfCgroupSock,
-    /// The monitor's BPF-LSM programs (file_open) refusing with EACCES. Only where `bpf` is
-    /// among the kernel's active LSMs and the monitor saw its probe program run; elsewhere a
-    /// rule that needs it refuses the container (or, with `allow_degraded`, is only audited).
+    /// The monitor's BPF-LSM programs refusing with EACCES: `file_open` for opens, the inode
+    /// hooks for removal, renames, hard links, attribute changes (chmod, chown, truncate) and
+    /// new names in a covered directory. Only where `bpf` is among the kernel's active LSMs and
+    /// the monitor saw its probe program run; elsewhere a rule that needs it refuses the
+    /// container (or, with `allow_degraded`, is only audited).
     BpfLsm,
     /// The monitor reports the event; nothing is prevented.
     AuditOnly,
@@ -200,9 +202,10 @@ fn from_source_note(what: &str) -> String {
 
 /// Where BPF-LSM carries a file Block rule, and what happens elsewhere.
 const BPF_LSM_WHERE: &str =
-    "refused in the kernel with EACCES where BPF-LSM is in force (bpf among \
-     the active LSMs and the monitor's probe seen to run); elsewhere the container is refused, \
-     or with allow_degraded the rule is only audited";
+    "opens, removal, renames, hard links, attribute changes and new names in a covered \
+     directory refused in the kernel with EACCES where BPF-LSM is in force (bpf among the \
+     active LSMs and the monitor's probe seen to run); elsewhere the container is refused, or \
+     with allow_degraded the rule is only audited";
 
 fn file_enforcement(r: &FileRule) -> Enforcement {
     let action = r.meta.action;

@@ -17,6 +17,18 @@
 /* file_event.flags */
 #define FILE_REFUSED 1u
 
+/* file_event.op: what was refused (the ops other than an open: lsm_file_ops.h) */
+#define FOP_OPEN 0u
+#define FOP_UNLINK 1u
+#define FOP_RMDIR 2u
+#define FOP_RENAME 3u
+#define FOP_LINK 4u
+#define FOP_CREATE 5u
+#define FOP_MKDIR 6u
+#define FOP_MKNOD 7u
+#define FOP_SYMLINK 8u
+#define FOP_SETATTR 9u /* chmod, chown, truncate, utimes */
+
 /* How many parents of an opened file are looked up for a directory rule. */
 #define FILE_DEPTH 16
 
@@ -49,6 +61,9 @@ struct file_event {
 	__u32 depth;
 	__u32 mode;
 	__u32 owner;
+	/* FOP_*: an open, or a change of the file's name, contents or attributes */
+	__u32 op;
+	__u32 pad;
 	char name[PATH_LEN];
 };
 
@@ -63,22 +78,25 @@ struct file_event _file_event = {};
 struct file_rule _file_rule = {};
 struct file_key _file_key = {};
 
-/* The rule covering the opened file: one on the file itself, else a directory rule on one of
- * its parents within its mount (the direct parent, or further up when recursive). */
-static __always_inline struct file_rule *file_rule_of(struct file *file, __u32 slot,
-						      struct file_key *key, __u32 *depth)
+/* The rule covering dentry `d` (whose own inode is `self`, 0 for a name not yet created): one
+ * on the file itself, else a directory rule on one of its parents within its filesystem (the
+ * direct parent, or further up when recursive). */
+static __always_inline struct file_rule *dentry_rule(struct dentry *d, struct inode *self,
+						     __u32 slot, struct file_key *key,
+						     __u32 *depth)
 {
-	struct dentry *d = BPF_CORE_READ(file, f_path.dentry);
 	struct dentry *p;
 	struct file_rule *r;
 
 	key->slot = slot;
-	key->dev = BPF_CORE_READ(file, f_inode, i_sb, s_dev);
-	key->ino = BPF_CORE_READ(file, f_inode, i_ino);
 	*depth = 0;
-	r = bpf_map_lookup_elem(&deny_file, key);
-	if (r)
-		return r;
+	if (self) {
+		key->dev = BPF_CORE_READ(self, i_sb, s_dev);
+		key->ino = BPF_CORE_READ(self, i_ino);
+		r = bpf_map_lookup_elem(&deny_file, key);
+		if (r)
+			return r;
+	}
 	for (int i = 1; i <= FILE_DEPTH; i++) {
 		p = BPF_CORE_READ(d, d_parent);
 		if (!p || p == d)
@@ -95,16 +113,21 @@ static __always_inline struct file_rule *file_rule_of(struct file *file, __u32 s
 	return 0;
 }
 
-/* Whether the rule's conditions hold for this open by the current task. */
-static __always_inline bool file_rule_applies(struct file_rule *r, struct file *file,
-					      __u32 *owner)
+/* The rule covering the opened file. */
+static __always_inline struct file_rule *file_rule_of(struct file *file, __u32 slot,
+						      struct file_key *key, __u32 *depth)
+{
+	return dentry_rule(BPF_CORE_READ(file, f_path.dentry), BPF_CORE_READ(file, f_inode), slot,
+			   key, depth);
+}
+
+/* fromSource and ownerOnly: whether the current task is one the rule applies to, for a file
+ * owned by `owner`. */
+static __always_inline bool file_rule_holds(struct file_rule *r, __u32 owner)
 {
 	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
 
-	*owner = BPF_CORE_READ(file, f_inode, i_uid.val);
-	if ((r->flags & FR_WRITE_ONLY) && !(BPF_CORE_READ(file, f_mode) & FMODE_WRITE))
-		return false;
-	if ((r->flags & FR_OWNER_ONLY) && BPF_CORE_READ(t, cred, fsuid.val) == *owner)
+	if ((r->flags & FR_OWNER_ONLY) && BPF_CORE_READ(t, cred, fsuid.val) == owner)
 		return false;
 	if (r->src_ino) {
 		struct file *exe = BPF_CORE_READ(t, mm, exe_file);
@@ -114,6 +137,16 @@ static __always_inline bool file_rule_applies(struct file_rule *r, struct file *
 			return false;
 	}
 	return true;
+}
+
+/* Whether the rule's conditions hold for this open by the current task. */
+static __always_inline bool file_rule_applies(struct file_rule *r, struct file *file,
+					      __u32 *owner)
+{
+	*owner = BPF_CORE_READ(file, f_inode, i_uid.val);
+	if ((r->flags & FR_WRITE_ONLY) && !(BPF_CORE_READ(file, f_mode) & FMODE_WRITE))
+		return false;
+	return file_rule_holds(r, *owner);
 }
 
 /* File Block rules: the open fails with EACCES and is reported (in audit mode, reported only). */
@@ -147,11 +180,15 @@ int BPF_PROG(lsm_file_open, struct file *file, int ret)
 		e->depth = depth;
 		e->mode = BPF_CORE_READ(file, f_mode);
 		e->owner = owner;
+		e->op = FOP_OPEN;
+		e->pad = 0;
 		bpf_probe_read_kernel_str(e->name, sizeof(e->name),
 					  BPF_CORE_READ(file, f_path.dentry, d_name.name));
 		submit(ci, rb, e, sizeof(*e), true);
 	}
 	return enforce ? -EACCES : 0;
 }
+
+#include "lsm_file_ops.h"
 
 #endif /* PALISADE_LSM_FILES_H */

@@ -1,6 +1,7 @@
 //! File deny rules: one `deny_file` key per rule (the container's slot and the device and
 //! inode of the file or directory it names, resolved now with symlinks followed), refused with
-//! EACCES by the BPF-LSM `file_open` program. Without BPF-LSM in force nothing could refuse
+//! EACCES by the BPF-LSM programs: `file_open` for opens, the inode hooks (lsm_file_ops.h) for
+//! removal, renames, links, attribute changes and new names in a covered directory. Without BPF-LSM in force nothing could refuse
 //! the open, so registering such a rule fails (the caller refuses the container, or degrades
 //! the rule to a report before asking, when its configuration allows degrading).
 
@@ -8,9 +9,34 @@ use std::collections::HashMap;
 
 use super::{Installed, Target};
 use crate::error::MonitorError;
+use crate::kernel::function_params;
 use crate::raw::{self, bytes_of};
 use crate::rules::{file_id_in, Enforcer, FileRule, FileTarget, RuleEnforcement, RuleError};
 use crate::skel::monitor::types;
+
+/// Whether the LSM program `name` matches the running kernel's hook: of the two
+/// `inode_setattr` programs, the one with the hook's arguments (a `mnt_idmap` first from 6.10
+/// on; read from the kernel's BTF). Where the BTF does not tell, the older one is tried: it
+/// loads or the LSM programs fail to load together, and BPF-LSM is then not claimed. Every
+/// other program fits.
+pub(crate) fn fits_kernel(name: &str) -> bool {
+    let idmap = match name {
+        "lsm_setattr" => false,
+        "lsm_setattr_idmap" => true,
+        _ => return true,
+    };
+    setattr_has_idmap(function_params("bpf_lsm_inode_setattr")).unwrap_or(false) == idmap
+}
+
+/// From the number of parameters of `bpf_lsm_inode_setattr`: whether it takes a `mnt_idmap`
+/// (three) or not (two); `None` when the kernel's BTF does not say.
+fn setattr_has_idmap(params: Option<usize>) -> Option<bool> {
+    match params? {
+        2 => Some(false),
+        3 => Some(true),
+        _ => None,
+    }
+}
 
 /// Puts a container's file deny rules into `deny_file`; returns, per rule, its enforcer.
 pub(crate) fn install(
@@ -140,16 +166,17 @@ fn stricter(a: types::file_rule, b: types::file_rule) -> types::file_rule {
 
 fn note(rule: &FileRule, enforce: bool) -> String {
     let what = if rule.read_only {
-        "opens for writing fail with EACCES"
+        "opens for writing and changes (removal, rename, link, chmod, chown, truncate) fail \
+         with EACCES"
     } else {
-        "opens fail with EACCES"
+        "opens and changes (removal, rename, link, chmod, chown, truncate) fail with EACCES"
     };
     let mut s = format!(
         "matched on device and inode at registration (every path to the file); {what} in the \
-         lsm file_open hook"
+         lsm hooks"
     );
     if let FileTarget::Directory { .. } = rule.target {
-        s.push_str("; files below the directory within its own mount");
+        s.push_str("; files below the directory within its own mount, and new names in it");
     }
     if !enforce {
         s.push_str("; reported only (the monitor runs in audit mode)");
@@ -170,6 +197,20 @@ mod tests {
             src_ino: src.1,
             hits: 0,
         }
+    }
+
+    #[test]
+    fn the_setattr_program_follows_the_hook_arguments() {
+        assert_eq!(setattr_has_idmap(Some(2)), Some(false));
+        assert_eq!(setattr_has_idmap(Some(3)), Some(true));
+        assert_eq!(setattr_has_idmap(Some(4)), None);
+        assert_eq!(setattr_has_idmap(None), None);
+        assert!(fits_kernel("lsm_file_open"));
+        assert_ne!(
+            fits_kernel("lsm_setattr"),
+            fits_kernel("lsm_setattr_idmap"),
+            "one setattr program per kernel"
+        );
     }
 
     #[test]

@@ -174,7 +174,7 @@ fn fexit_skipped(missing: &[String], seccomp_params: Option<usize>) -> Vec<Strin
 /// left out on this kernel (`skip`, [`fexit_skipped`]).
 fn autoload(section: &str, name: &str, attempt: &Attempt, skip: &[String]) -> bool {
     if section.starts_with("lsm/") {
-        return attempt.lsm;
+        return attempt.lsm && crate::enforce::file::fits_kernel(name);
     }
     if section == "cgroup/sock_create" {
         return attempt.sock;

@@ -29,6 +29,7 @@ pub const FILTERS: &[&str] = &[
     "policy_sockets_from_source",
     "policy_service_account_token",
     "policy_file_glob_and_source",
+    "policy_file_owner_only",
     "policy_file_integrity",
     "policy_raw_socket_block",
     "policy_selects_by_pod_labels",
