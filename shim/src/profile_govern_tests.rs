@@ -51,6 +51,7 @@ fn open(path: &str, flags: u64, result: i64) -> EventKind {
     EventKind::Open {
         path: path.into(),
         flags,
+        dirfd: libc::AT_FDCWD,
         result,
         secret: false,
         credential: false,
