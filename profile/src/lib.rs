@@ -4,6 +4,7 @@ pub mod export;
 pub mod floor;
 pub mod fold;
 pub mod persist;
+mod promotable;
 pub mod record;
 
 pub use fold::Cidr;

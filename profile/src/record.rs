@@ -29,6 +29,8 @@ pub const MAX_PEERS: usize = 256;
 pub const MAX_PODS: usize = 64;
 /// The longest pod name kept (a Kubernetes object name).
 pub const MAX_POD_NAME: usize = 253;
+/// Unrecognized observations kept as examples (`Recording::unrecognized`), each cut to 200 bytes.
+pub const MAX_UNRECOGNIZED: usize = 16;
 
 /// Errors of this module: a workload identity that cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -222,6 +224,10 @@ pub struct Recording {
     pub syscalls: BTreeSet<String>,
     /// Observations not kept, per category.
     pub overflow: BTreeMap<Category, u64>,
+    /// Examples of the unrecognized ones (`open <path>`, `exec <path>`, ...), so that a
+    /// recording refused for them says what they were.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub unrecognized: BTreeSet<String>,
 }
 
 impl Recording {
@@ -243,6 +249,7 @@ impl Recording {
             capabilities_unobserved: 0,
             syscalls: BTreeSet::new(),
             overflow: BTreeMap::new(),
+            unrecognized: BTreeSet::new(),
         }
     }
 
@@ -342,36 +349,6 @@ impl Recording {
         }
     }
 
-    /// Why this recording cannot be promoted to a profile, or `Ok` when it can.
-    pub fn promotable(&self) -> Result<(), Vec<String>> {
-        let mut reasons = Vec::new();
-        if self.drops > 0 {
-            reasons.push(format!(
-                "recording is lossy: {} events were dropped before they were recorded",
-                self.drops
-            ));
-        }
-        for (category, n) in &self.overflow {
-            let name = serde_json::to_value(category)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            match category.cap() {
-                Some(cap) => reasons.push(format!(
-                    "{name}: {n} observations over the cap of {cap} were not kept"
-                )),
-                None => reasons.push(format!(
-                    "{name}: {n} observations cannot be expressed in a policy"
-                )),
-            }
-        }
-        if reasons.is_empty() {
-            Ok(())
-        } else {
-            Err(reasons)
-        }
-    }
-
     /// Merges `other` (another pod's recording of the same workload) into this one.
     /// Commutative: `a.merge(b)` and `b.merge(a)` give the same recording.
     pub fn merge(&self, other: &Recording) -> Result<Recording, RecordError> {
@@ -407,10 +384,10 @@ impl Recording {
     pub fn canonicalize(&mut self) {
         let executables = std::mem::take(&mut self.executables);
         self.overflow.retain(|_, n| *n > 0);
-        let mut unrecognized = 0u64;
+        let mut unrecognized = Vec::new();
         for (path, parents) in executables {
             if !fold::valid_file_path(&path) {
-                unrecognized += 1;
+                unrecognized.push(format!("exec {path}"));
                 continue;
             }
             if self.executables.len() >= MAX_EXECUTABLES {
@@ -424,7 +401,7 @@ impl Recording {
             };
             for parent in parents.paths {
                 if !fold::valid_file_path(&parent) {
-                    unrecognized += 1;
+                    unrecognized.push(format!("parent {parent}"));
                 } else if kept.paths.len() < MAX_PARENTS {
                     kept.paths.insert(parent);
                 } else {
@@ -436,7 +413,9 @@ impl Recording {
             }
             self.executables.insert(path, kept);
         }
-        self.count_overflow(Category::Unrecognized, unrecognized);
+        for what in unrecognized {
+            self.unrecognized(what);
+        }
         let files = std::mem::take(&mut self.files);
         // Directories first, shortest first, so that files land in them.
         let (dirs, plain): (Vec<_>, Vec<_>) =
@@ -446,7 +425,7 @@ impl Recording {
         for (dir, access) in dirs {
             let as_file = dir.trim_end_matches('/');
             if !fold::valid_file_path(as_file) || !fold::foldable_dir(&dir) {
-                self.count_overflow(Category::Unrecognized, 1);
+                self.unrecognized(format!("directory {dir}"));
                 continue;
             }
             self.add_dir(&dir, access);
@@ -455,13 +434,13 @@ impl Recording {
             if fold::valid_file_path(&path) {
                 self.add_file(&path, access);
             } else {
-                self.count_overflow(Category::Unrecognized, 1);
+                self.unrecognized(format!("open {path}"));
             }
         }
         let sockets = std::mem::take(&mut self.sockets);
         for (exe, protocols) in sockets {
             if !fold::valid_file_path(&exe) {
-                self.count_overflow(Category::Unrecognized, 1);
+                self.unrecognized(format!("socket of {exe:?}"));
                 continue;
             }
             for protocol in protocols {
@@ -507,6 +486,11 @@ impl Recording {
         self.peers.extend(other.peers.iter().copied());
         self.capabilities.extend(other.capabilities.iter().copied());
         self.syscalls.extend(other.syscalls.iter().cloned());
+        for what in &other.unrecognized {
+            if self.unrecognized.len() < MAX_UNRECOGNIZED {
+                self.unrecognized.insert(what.clone());
+            }
+        }
     }
 
     fn apply(&mut self, obs: &Observation) {
@@ -516,7 +500,7 @@ impl Recording {
                 if fold::valid_file_path(path) && parent_ok {
                     self.add_exec(path, parent.as_deref());
                 } else {
-                    self.count_overflow(Category::Unrecognized, 1);
+                    self.unrecognized(format!("exec {path:?} from {parent:?}"));
                 }
             }
             Observation::Open { path, write } => {
@@ -527,7 +511,7 @@ impl Recording {
                     };
                     self.add_file(path, access);
                 } else {
-                    self.count_overflow(Category::Unrecognized, 1);
+                    self.unrecognized(format!("open {path:?}"));
                 }
             }
             Observation::Socket {
@@ -537,7 +521,7 @@ impl Recording {
                 if fold::valid_file_path(executable) {
                     self.add_socket(executable, *protocol);
                 } else {
-                    self.count_overflow(Category::Unrecognized, 1);
+                    self.unrecognized(format!("socket of {executable:?}"));
                 }
             }
             Observation::Listen { port, protocol } => self.add_listen(Port {
@@ -557,6 +541,19 @@ impl Recording {
                 self.capabilities.insert(*capability);
             }
             Observation::Syscall { name } => self.add_syscall(name),
+        }
+    }
+
+    /// Counts one unrecognized observation and keeps `what` as an example (bounded).
+    fn unrecognized(&mut self, mut what: String) {
+        self.count_overflow(Category::Unrecognized, 1);
+        if self.unrecognized.len() < MAX_UNRECOGNIZED {
+            let mut cut = what.len().min(200);
+            while !what.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            what.truncate(cut);
+            self.unrecognized.insert(what);
         }
     }
 
@@ -729,7 +726,7 @@ impl Recording {
             Some(canonical) => {
                 self.syscalls.insert(canonical.to_string());
             }
-            None => self.count_overflow(Category::Unrecognized, 1),
+            None => self.unrecognized(format!("system call {name:?}")),
         }
     }
 }

@@ -251,7 +251,24 @@ fn drops_and_unrecognized_observations_block_promotion() {
         },
     );
     assert_eq!(u.overflow[&Category::Unrecognized], 2);
-    assert!(u.promotable().unwrap_err()[0].contains("cannot be expressed"));
+    let reason = &u.promotable().unwrap_err()[0];
+    assert!(reason.contains("cannot be expressed"), "{reason}");
+    // The refusal says what they were, and the examples survive a merge.
+    assert!(
+        reason.contains(r#"open "relative/path""#)
+            && reason.contains(r#"system call "no_such_call""#),
+        "{reason}"
+    );
+    let merged = pod_a().merge(&u).unwrap();
+    assert_eq!(merged.unrecognized, u.unrecognized);
+    for i in 0..(2 * MAX_UNRECOGNIZED) {
+        u.observe(1, &open(&format!("rel/{i}"), false));
+    }
+    assert_eq!(u.unrecognized.len(), MAX_UNRECOGNIZED);
+    assert_eq!(
+        u.overflow[&Category::Unrecognized],
+        2 + 2 * MAX_UNRECOGNIZED as u64
+    );
 }
 
 #[test]
