@@ -150,8 +150,9 @@ pub async fn profile_learn_record_export(ctx: &Ctx) -> Result<Observed> {
         "the export holds no policy".into()
     })?;
     Ok(Observed::blocked(format!(
-        "{} observations, 0 dropped, {unrecognized} unrecognized: {} executables, {} files, {} peers, {} calls; export {} lines",
+        "{} observations, 0 dropped, {unrecognized} unrecognized {:?}: {} executables, {} files, {} peers, {} calls; export {} lines",
         r.observations,
+        r.unrecognized,
         r.executables.len(),
         r.files.len(),
         r.peers.len(),
