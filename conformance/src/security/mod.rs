@@ -17,6 +17,7 @@ pub mod precision;
 pub mod profile;
 pub mod recall;
 pub mod sinks;
+pub mod status;
 pub mod strict;
 
 use std::future::Future;
@@ -98,6 +99,7 @@ pub fn all() -> Vec<SecCheck> {
     let mut v = attacks::all();
     v.extend(policies::all());
     v.extend(lsm::all());
+    v.extend(status::all());
     v.extend(strict::all());
     v.extend(bad_input::all());
     v.extend(gate::all());
