@@ -171,7 +171,8 @@ pub struct Records {
     pub containers: usize,
     /// Rule kind (`file`, `process`, ...) to the enforcers recorded for its rules.
     pub enforcers: BTreeMap<String, BTreeSet<String>>,
-    /// containerd's log lines refusing a container for want of BPF-LSM.
+    /// Containers refused for want of BPF-LSM (containerd's log lines saying so, counted once
+    /// per container id they name: the shim's warning and containerd's error name the same).
     pub refusals: usize,
 }
 
@@ -192,18 +193,27 @@ impl Records {
             .iter()
             .map(|(k, e)| format!("{k}: {}", e.iter().cloned().collect::<Vec<_>>().join(", ")))
             .collect();
-        parts.push(format!("refused for BPF-LSM: {}", self.refusals));
+        parts.push(format!("refused for want of BPF-LSM: {}", self.refusals));
         format!("{} containers; {}", self.containers, parts.join("; "))
     }
 }
 
 /// Reads the records kept by the guest ([`suite::RECORDS_FILE`], [`suite::REFUSALS_FILE`]).
 pub fn records_of(jsonl: &str, refusals: &str) -> Records {
+    let mut refused = BTreeSet::new();
+    for (n, l) in refusals
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains(suite::BPF_LSM_REFUSAL))
+    {
+        let id = l
+            .split(|c: char| !c.is_ascii_hexdigit())
+            .find(|w| w.len() == 64)
+            .map_or_else(|| format!("line {n}"), str::to_string);
+        refused.insert(id);
+    }
     let mut r = Records {
-        refusals: refusals
-            .lines()
-            .filter(|l| l.contains(suite::BPF_LSM_REFUSAL))
-            .count(),
+        refusals: refused.len(),
         ..Records::default()
     };
     for line in jsonl.lines() {
@@ -436,17 +446,21 @@ mod tests {
             r#"{"rule":{"name":"enforcement-record"},"evidence":{"rules":[{"kind":"file","enforcer":"bind-mount-mask"},{"kind":"network","enforcer":"seccomp"}]}}"#,
             "\nnot json\n"
         );
-        let refusals =
-            "level=error msg=\"RunContainer failed\" error=\"matchPatterns: landlock and \
-                        mounts cannot express globs, and BPF-LSM is not in force here\"\nother\n";
-        let r = records_of(jsonl, refusals);
+        let id = "c4e254a9a55587e905dac518eaeb53683ad5fa79572535a60dd4b73468aa6075";
+        let refusals = format!(
+            "WARN task{{container={id}}}: BPF-LSM is not in force here\n\
+             level=error msg=\"StartContainer {id} failed\" error=\"matchPatterns: \
+             landlock and mounts cannot express globs, and BPF-LSM is not in force here\"\n\
+             other\nno id, and BPF-LSM is not in force here\n"
+        );
+        let r = records_of(jsonl, &refusals);
         assert_eq!(r.containers, 2);
-        assert_eq!(r.refusals, 1);
+        assert_eq!(r.refusals, 2);
         assert_eq!(r.bpf_lsm_kinds(), ["file", "process"]);
         assert_eq!(
             r.cell(),
             "2 containers; file: bind-mount-mask, bpf-lsm; network: seccomp; process: bpf-lsm; \
-             refused for BPF-LSM: 1"
+             refused for want of BPF-LSM: 2"
         );
     }
 
