@@ -162,7 +162,8 @@ impl Workspace {
         }))
     }
 
-    /// Builds the suite binary (dev profile: its dependencies are already built by `cargo test`).
+    /// Builds the suite binary and, beside it, the `palisade` CLI that its status check runs
+    /// (dev profile: their dependencies are already built by `cargo test`).
     pub fn build_conformance(&self) -> Result<PathBuf> {
         self.cargo(&[
             "build",
@@ -170,6 +171,10 @@ impl Workspace {
             "palisade-conformance",
             "--bin",
             "palisade-conformance",
+            "-p",
+            "palisade-cli",
+            "--bin",
+            "palisade",
         ])?;
         Ok(self.conformance_binary())
     }

@@ -18,6 +18,7 @@ pub mod profile;
 pub mod profile_enforce;
 pub mod recall;
 pub mod sinks;
+pub mod status;
 pub mod strict;
 
 use std::future::Future;
@@ -121,6 +122,7 @@ pub fn all() -> Vec<SecCheck> {
     let mut v = attacks::all();
     v.extend(policies::all());
     v.extend(lsm::all());
+    v.extend(status::all());
     v.extend(strict::all());
     v.extend(bad_input::all());
     v.extend(gate::all());

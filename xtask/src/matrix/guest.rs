@@ -3,6 +3,7 @@
 //! hold), the hook probe, the security suite through containerd where the boot asks for it,
 //! and the parsing of their results from the run share.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -158,6 +159,78 @@ pub struct Outcome {
     pub hung_before: Option<PathBuf>,
     /// The security suite through containerd, in the boots that run it.
     pub suite: Option<SuiteOutcome>,
+    /// What the shims recorded in the suite's containers, in the boots that run it.
+    pub records: Option<Records>,
+}
+
+/// The enforcers the shims recorded for the containers of a boot's suite, per rule kind, and
+/// how many containers were refused because a rule needed BPF-LSM that was not in force.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Records {
+    /// Containers with an `enforcement-record` event.
+    pub containers: usize,
+    /// Rule kind (`file`, `process`, ...) to the enforcers recorded for its rules.
+    pub enforcers: BTreeMap<String, BTreeSet<String>>,
+    /// Containers refused for want of BPF-LSM (containerd's log lines saying so, counted once
+    /// per container id they name: the shim's warning and containerd's error name the same).
+    pub refusals: usize,
+}
+
+impl Records {
+    /// The rule kinds with a rule recorded as enforced by BPF-LSM.
+    pub fn bpf_lsm_kinds(&self) -> Vec<&str> {
+        self.enforcers
+            .iter()
+            .filter(|(_, e)| e.iter().any(|e| e.contains("bpf-lsm")))
+            .map(|(k, _)| k.as_str())
+            .collect()
+    }
+
+    /// The table's cell: `file: bpf-lsm, seccomp; process: bpf-lsm; refused: 1`.
+    pub fn cell(&self) -> String {
+        let mut parts: Vec<String> = self
+            .enforcers
+            .iter()
+            .map(|(k, e)| format!("{k}: {}", e.iter().cloned().collect::<Vec<_>>().join(", ")))
+            .collect();
+        parts.push(format!("refused for want of BPF-LSM: {}", self.refusals));
+        format!("{} containers; {}", self.containers, parts.join("; "))
+    }
+}
+
+/// Reads the records kept by the guest ([`suite::RECORDS_FILE`], [`suite::REFUSALS_FILE`]).
+pub fn records_of(jsonl: &str, refusals: &str) -> Records {
+    let mut refused = BTreeSet::new();
+    for (n, l) in refusals
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains(suite::BPF_LSM_REFUSAL))
+    {
+        let id = l
+            .split(|c: char| !c.is_ascii_hexdigit())
+            .find(|w| w.len() == 64)
+            .map_or_else(|| format!("line {n}"), str::to_string);
+        refused.insert(id);
+    }
+    let mut r = Records {
+        refusals: refused.len(),
+        ..Records::default()
+    };
+    for line in jsonl.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let Some(rules) = v.pointer("/evidence/rules").and_then(|r| r.as_array()) else {
+            continue;
+        };
+        r.containers += 1;
+        for rule in rules {
+            let kind = rule["kind"].as_str().unwrap_or("?").to_string();
+            let enforcer = rule["enforcer"].as_str().unwrap_or("?").to_string();
+            r.enforcers.entry(kind).or_default().insert(enforcer);
+        }
+    }
+    r
 }
 
 impl Outcome {
@@ -228,12 +301,16 @@ pub fn run_boot(
             )),
         }
     }
-    if let Some(Job::Suite(_)) = job {
+    if let Some(Job::Suite(..)) = job {
         o.suite = Some(suite::outcome(
             &read("suite.log"),
             &read("suite.err"),
             &read("suite.rc"),
             &read("suite.seconds"),
+        ));
+        o.records = Some(records_of(
+            &read(suite::RECORDS_FILE),
+            &read(suite::REFUSALS_FILE),
         ));
     }
     if !problems.is_empty() {
@@ -344,7 +421,11 @@ mod tests {
             name: "k".into(),
             path: PathBuf::from("/w/target/debug/deps/kernel-2"),
         }];
-        let s = script(Path::new("/w/target"), &t, Some(&Job::Suite(&p)));
+        let s = script(
+            Path::new("/w/target"),
+            &t,
+            Some(&Job::Suite(&p, suite::FILTERS)),
+        );
         let tests = s.find("test-k.rc").unwrap();
         let suite = s
             .find("/w/target/debug/xtask matrix-guest-suite --shim /w/target/palisade-bin/")
@@ -355,6 +436,32 @@ mod tests {
             "--handlers runc,palisade --filter policy_process_allow_list --filter policy_block_apt"
         ));
         assert!(s.contains("> /mnt/run/suite.log 2> /mnt/run/suite.err"));
+    }
+
+    #[test]
+    fn the_records_give_each_kind_s_enforcers_and_the_refusals() {
+        let jsonl = concat!(
+            r#"{"rule":{"name":"enforcement-record"},"evidence":{"rules":[{"kind":"file","enforcer":"bpf-lsm"},{"kind":"process","enforcer":"bpf-lsm"}]}}"#,
+            "\n",
+            r#"{"rule":{"name":"enforcement-record"},"evidence":{"rules":[{"kind":"file","enforcer":"bind-mount-mask"},{"kind":"network","enforcer":"seccomp"}]}}"#,
+            "\nnot json\n"
+        );
+        let id = "c4e254a9a55587e905dac518eaeb53683ad5fa79572535a60dd4b73468aa6075";
+        let refusals = format!(
+            "WARN task{{container={id}}}: BPF-LSM is not in force here\n\
+             level=error msg=\"StartContainer {id} failed\" error=\"matchPatterns: \
+             landlock and mounts cannot express globs, and BPF-LSM is not in force here\"\n\
+             other\nno id, and BPF-LSM is not in force here\n"
+        );
+        let r = records_of(jsonl, &refusals);
+        assert_eq!(r.containers, 2);
+        assert_eq!(r.refusals, 2);
+        assert_eq!(r.bpf_lsm_kinds(), ["file", "process"]);
+        assert_eq!(
+            r.cell(),
+            "2 containers; file: bind-mount-mask, bpf-lsm; network: seccomp; process: bpf-lsm; \
+             refused for want of BPF-LSM: 2"
+        );
     }
 
     #[test]

@@ -30,8 +30,12 @@ struct BootSpec {
     label: &'static str,
     suite: &'static str,
     cmdline: &'static str,
-    /// Whether the guest also runs the security suite through containerd.
+    /// Whether the guest is a full node for the bench and the detection corpus (`--bench`,
+    /// `--detections`): the kernels with BPF-LSM on by default.
     containerd: bool,
+    /// The security suite's checks the guest runs through containerd after the kernel tests
+    /// (none: no containerd run).
+    cri: &'static [&'static str],
     /// The syscall hook the monitor must choose there (`palisade-monitor hold`'s line): fexit
     /// wherever BPF trampolines work, which is every kernel of the matrix.
     hook: &'static str,
@@ -70,6 +74,7 @@ const BOOTS: &[BootSpec] = &[
         suite: "bullseye-security",
         cmdline: "",
         containerd: false,
+        cri: suite::FILTERS_5_10,
         hook: "fexit",
     },
     BootSpec {
@@ -77,6 +82,7 @@ const BOOTS: &[BootSpec] = &[
         suite: "bullseye-security",
         cmdline: "lsm=lockdown,capability,yama,apparmor,bpf",
         containerd: false,
+        cri: suite::FILTERS_5_10,
         hook: "fexit",
     },
     BootSpec {
@@ -84,6 +90,7 @@ const BOOTS: &[BootSpec] = &[
         suite: "bookworm",
         cmdline: "",
         containerd: true,
+        cri: suite::FILTERS,
         hook: "fexit",
     },
     BootSpec {
@@ -91,6 +98,7 @@ const BOOTS: &[BootSpec] = &[
         suite: "trixie-security",
         cmdline: "",
         containerd: true,
+        cri: suite::FILTERS,
         hook: "fexit",
     },
     BootSpec {
@@ -98,6 +106,7 @@ const BOOTS: &[BootSpec] = &[
         suite: "sid",
         cmdline: "",
         containerd: false,
+        cri: &[],
         hook: "fexit",
     },
 ];
@@ -148,7 +157,7 @@ pub fn run(ws: &Workspace, filters: &[String]) -> Result<()> {
     let busybox = initramfs::busybox_static(&cache).context("fetch busybox-static")?;
     let root = rootfs::image(&cache)?;
     let boots: Vec<&BootSpec> = BOOTS.iter().filter(|b| picked(b.label, filters)).collect();
-    let payload = if boots.iter().any(|b| b.containerd) {
+    let payload = if boots.iter().any(|b| !b.cri.is_empty()) {
         Some(suite::prepare(ws).context("prepare the guests' containerd run")?)
     } else {
         None
@@ -172,13 +181,13 @@ pub fn run(ws: &Workspace, filters: &[String]) -> Result<()> {
                 let boot = spec.boot(&k, &root, &dir, &ws.target, BOOT_TIMEOUT, accel);
                 let job = payload
                     .as_ref()
-                    .filter(|_| spec.containerd)
-                    .map(suite::Job::Suite);
+                    .filter(|_| !spec.cri.is_empty())
+                    .map(|p| suite::Job::Suite(p, spec.cri));
                 let outcome = boot_once_more_if_hung(&boot, &binaries, job.as_ref(), ws);
                 (k.version.clone(), outcome)
             }
         };
-        let outcome = outcome.map(|o| expect_hook(o, spec.hook));
+        let outcome = outcome.map(|o| expect_records(expect_hook(o, spec.hook)));
         let row = Row {
             label: spec.label,
             version,
@@ -213,6 +222,49 @@ fn expect_hook(mut o: Outcome, want: &str) -> Outcome {
     let chosen = format!("syscall hook={want}");
     if !o.hooks.split(", ").any(|h| h == chosen) {
         let problem = format!("the monitor chose {:?}, not {chosen}", o.hooks);
+        o.problem = Some(match o.problem.take() {
+            Some(p) => format!("{p}; {problem}"),
+            None => problem,
+        });
+    }
+    o
+}
+
+/// Fails a boot's outcome whose containers' enforcement records disagree with its kernel: a
+/// rule recorded as enforced by BPF-LSM where `bpf` is not among the LSMs or the monitor's
+/// probe found BPF-LSM not in force, a container refused for want of BPF-LSM where it is in
+/// force, or a suite that recorded no container at all.
+fn expect_records(mut o: Outcome) -> Outcome {
+    let Some(r) = &o.records else {
+        return o;
+    };
+    let listed = o.lsm.split(',').any(|l| l.trim() == "bpf");
+    let works = o.hooks.split(", ").any(|h| h == "bpf-lsm=true");
+    let mut problems = Vec::new();
+    let claimed = r.bpf_lsm_kinds();
+    let in_force = listed && works;
+    if !claimed.is_empty() && !in_force {
+        problems.push(format!(
+            "the record claims bpf-lsm for {} rules, yet {}",
+            claimed.join(", "),
+            if listed {
+                "the monitor's probe found BPF-LSM not in force"
+            } else {
+                "bpf is not among the LSMs"
+            }
+        ));
+    }
+    if r.refusals > 0 && works {
+        problems.push(format!(
+            "{} container(s) refused for want of BPF-LSM where it is in force",
+            r.refusals
+        ));
+    }
+    if r.containers == 0 {
+        problems.push("no container's enforcement record was kept".to_string());
+    }
+    if !problems.is_empty() {
+        let problem = problems.join("; ");
         o.problem = Some(match o.problem.take() {
             Some(p) => format!("{p}; {problem}"),
             None => problem,
@@ -323,30 +375,48 @@ fn summary(r: &Row) -> String {
     }
 }
 
+/// Which boots run which checks through containerd, for the table's heading: `6.1, 6.12:
+/// `a`, `b`; 5.10, ...: `a``.
+fn checks_per_boot() -> String {
+    let mut groups: Vec<(&[&str], Vec<&str>)> = Vec::new();
+    for b in BOOTS.iter().filter(|b| !b.cri.is_empty()) {
+        match groups.iter_mut().find(|(c, _)| *c == b.cri) {
+            Some((_, labels)) => labels.push(b.label),
+            None => groups.push((b.cri, vec![b.label])),
+        }
+    }
+    groups
+        .iter()
+        .map(|(checks, labels)| {
+            let checks: Vec<String> = checks.iter().map(|c| format!("`{c}`")).collect();
+            format!("{}: {}", labels.join(", "), checks.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// The results in Markdown, labelled with how the guests ran.
 fn table(rows: &[Row], accel: Accel, total: Duration) -> String {
     let mut s = format!(
         "Kernel matrix, guests under {} ({} vCPU(s), 2 GiB), cgroup v2 only; {:.0} s in all. \
-         The suite column: the security suite's {} checks under {} through containerd in the \
-         guest.\n\n\
-         | boot | kernel | package | LSMs | hooks chosen | passed | failed | suite | seconds |\n\
-         | --- | --- | --- | --- | --- | ---: | ---: | --- | ---: |\n",
+         The suite column: the security suite's checks under {} through containerd in the \
+         guest ({}).\n\n\
+         The records column: per rule kind, the enforcers the shims recorded in those \
+         containers, checked against the LSMs and the monitor's BPF-LSM probe.\n\n\
+         | boot | kernel | package | LSMs | hooks chosen | passed | failed | suite | records | seconds |\n\
+         | --- | --- | --- | --- | --- | ---: | ---: | --- | --- | ---: |\n",
         accel.name(),
         accel.cpus(),
         total.as_secs_f64(),
-        suite::FILTERS
-            .iter()
-            .map(|f| format!("`{f}`"))
-            .collect::<Vec<_>>()
-            .join(", "),
         suite::HANDLERS,
+        checks_per_boot(),
     );
     for r in rows {
         match &r.outcome {
             Ok(o) => {
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |",
                     r.label,
                     o.kernel,
                     r.version,
@@ -357,13 +427,16 @@ fn table(rows: &[Row], accel: Accel, total: Duration) -> String {
                     o.suite
                         .as_ref()
                         .map_or("not run".into(), suite::SuiteOutcome::cell),
+                    o.records
+                        .as_ref()
+                        .map_or("none".into(), guest::Records::cell),
                     r.seconds
                 );
             }
             Err(e) => {
                 let _ = writeln!(
                     s,
-                    "| {} | not run: {} | {} | | | 0 | 0 | | {:.0} |",
+                    "| {} | not run: {} | {} | | | 0 | 0 | | | {:.0} |",
                     r.label,
                     format!("{e:#}").replace('|', "/"),
                     r.version,
@@ -393,6 +466,48 @@ mod tests {
         assert!(picked("5.10", &f(&["5.10"])) && !picked("5.10 lsm+bpf", &f(&["5.10"])));
         assert!(picked("5.10 lsm+bpf", &f(&["lsm"])) && picked("sid", &f(&[])));
         assert!(!picked("sid", &f(&["6.1"])));
+    }
+
+    #[test]
+    fn a_record_that_disagrees_with_the_kernel_fails_the_boot() {
+        let boot = |lsm: &str, bpf_lsm: bool, kind_enforcer: (&str, &str), refusals: usize| {
+            let mut r = guest::Records {
+                containers: 1,
+                refusals,
+                ..guest::Records::default()
+            };
+            r.enforcers
+                .entry(kind_enforcer.0.into())
+                .or_default()
+                .insert(kind_enforcer.1.into());
+            expect_records(Outcome {
+                lsm: lsm.into(),
+                hooks: format!("syscall hook=fexit, bpf-lsm={bpf_lsm}"),
+                tests_passed: 3,
+                records: Some(r),
+                ..Outcome::default()
+            })
+        };
+        let with_bpf = "lockdown,capability,yama,apparmor,bpf";
+        let without = "lockdown,capability,yama,apparmor,tomoyo";
+        assert!(boot(with_bpf, true, ("file", "bpf-lsm"), 0).passed());
+        assert!(boot(without, false, ("file", "bind-mount-mask"), 2).passed());
+        let unlisted = boot(without, false, ("file", "bpf-lsm"), 0);
+        assert!(unlisted
+            .problem
+            .unwrap()
+            .contains("claims bpf-lsm for file rules, yet bpf is not among the LSMs"));
+        let not_running = boot(with_bpf, false, ("process", "bpf-lsm"), 0);
+        assert!(!not_running.passed());
+        let refused = boot(with_bpf, true, ("file", "bpf-lsm"), 1);
+        assert!(refused
+            .problem
+            .unwrap()
+            .contains("1 container(s) refused for want of BPF-LSM where it is in force"));
+        let mut empty = boot(with_bpf, true, ("file", "bpf-lsm"), 0);
+        empty.problem = None;
+        empty.records = Some(guest::Records::default());
+        assert!(!expect_records(empty).passed());
     }
 
     #[test]

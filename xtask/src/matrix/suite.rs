@@ -33,10 +33,22 @@ pub const FILTERS: &[&str] = &[
     "policy_file_integrity",
     "policy_raw_socket_block",
     "policy_selects_by_pod_labels",
+    "policy_status_per_container",
     "monitor_attribution",
     "monitor_block_rule_per_pod",
     "monitor_shell_and_package_manager",
     "monitor_refused_renamed_and_credentials",
+];
+/// The checks run in the 5.10 guests: those whose outcome turns on BPF-LSM. With Debian 11's
+/// default LSMs (`bpf` not among them) a policy that needs BPF-LSM (a glob, a fromSource file
+/// rule) is refused with the reason, the service account token is masked and a process Block is
+/// killed at exec; with `bpf` added the same policies are enforced by BPF-LSM. Each checks the
+/// container's enforcement record against the kernel's LSM list.
+pub const FILTERS_5_10: &[&str] = &[
+    "policy_file_glob_and_source",
+    "policy_service_account_token",
+    "policy_block_apt",
+    "policy_status_per_container",
 ];
 /// The handlers they run under (the policy checks concern palisade only; the monitor's
 /// attribution check records runc's behaviour for comparison).
@@ -82,8 +94,8 @@ pub fn prepare(ws: &Workspace) -> Result<Payload> {
 
 /// What a guest runs through containerd after (or instead of) the kernel tests.
 pub enum Job<'a> {
-    /// The security suite's [`FILTERS`] checks under [`HANDLERS`].
-    Suite(&'a Payload),
+    /// These checks of the security suite (each a `--filter`) under [`HANDLERS`].
+    Suite(&'a Payload, &'a [&'a str]),
     /// The monitor bench with an unwatched loop; the probe binary is staged beside the images.
     Bench(&'a Payload, &'a BenchArgs),
     /// The detection corpus (`super::detections`).
@@ -93,7 +105,7 @@ pub enum Job<'a> {
 impl Job<'_> {
     fn payload(&self) -> &Payload {
         match self {
-            Job::Suite(p) | Job::Bench(p, _) | Job::Detections(p, _) => p,
+            Job::Suite(p, _) | Job::Bench(p, _) | Job::Detections(p, _) => p,
         }
     }
 }
@@ -128,7 +140,7 @@ pub fn stage(job: &Job<'_>, run_dir: &Path) -> Result<()> {
 /// The guest script's lines for `job`.
 pub fn job_script(job: &Job<'_>, run: &str) -> String {
     match job {
-        Job::Suite(p) => script(p, run),
+        Job::Suite(p, checks) => script(p, checks, run),
         Job::Bench(p, b) => bench_script(p, b, run),
         Job::Detections(p, a) => super::detections::script(p, a, run),
     }
@@ -162,15 +174,16 @@ fn bench_script(p: &Payload, b: &BenchArgs, run: &str) -> String {
 
 /// The lines of the guest script that run the suite (after the kernel tests); `run` is the run
 /// share's path in the guest. The results: `suite.log` (the suite's table), `suite.err`
-/// (the harness's and containerd's lines), `suite.rc`, `suite.seconds`.
-fn script(p: &Payload, run: &str) -> String {
-    let filters: String = FILTERS.iter().map(|f| format!(" --filter {f}")).collect();
+/// (the harness's and containerd's lines), `suite.rc`, `suite.seconds`, and what the shims
+/// recorded ([`RECORDS_FILE`], [`REFUSALS_FILE`]).
+fn script(p: &Payload, checks: &[&str], run: &str) -> String {
+    let filters: String = checks.iter().map(|f| format!(" --filter {f}")).collect();
     format!(
         r#"# The security suite through containerd.
 {NODE_FILES}t0=$(date +%s)
 {xtask} matrix-guest-suite --shim {shim} --conformance {conformance} \
     --busybox {run}/images/busybox.tar --pause {run}/images/pause.tar \
-    --handlers {HANDLERS}{filters} > {run}/suite.log 2> {run}/suite.err
+    --handlers {HANDLERS}{filters} --out {run} > {run}/suite.log 2> {run}/suite.err
 echo $? > {run}/suite.rc
 echo $(( $(date +%s) - t0 )) > {run}/suite.seconds
 "#,
@@ -259,6 +272,8 @@ struct GuestArgs {
     pause: PathBuf,
     handlers: String,
     filters: Vec<String>,
+    /// `--out`: where the containers' enforcement records and BPF-LSM refusals are kept.
+    out: Option<PathBuf>,
     /// `--bench`: the monitor bench's options (rounds, scale, pods, probe) instead of the suite.
     bench: Option<Vec<(String, String)>>,
 }
@@ -271,6 +286,7 @@ fn parse(args: &[String]) -> Result<GuestArgs> {
         pause: PathBuf::new(),
         handlers: HANDLERS.into(),
         filters: Vec::new(),
+        out: None,
         bench: None,
     };
     let mut it = args.iter();
@@ -290,6 +306,7 @@ fn parse(args: &[String]) -> Result<GuestArgs> {
             "--pause" => g.pause = v.into(),
             "--handlers" => g.handlers = v,
             "--filter" => g.filters.push(v),
+            "--out" => g.out = Some(v.into()),
             "--rounds" | "--scale" | "--pods" => {
                 g.bench.get_or_insert_with(Vec::new).push((a.clone(), v));
             }
@@ -365,6 +382,36 @@ pub(super) fn with_guest_node(
     result
 }
 
+/// The file in a boot's run share with the shims' `enforcement-record` events (JSON lines).
+pub const RECORDS_FILE: &str = "records.jsonl";
+/// The file with containerd's log lines of containers refused because BPF-LSM is not in force.
+pub const REFUSALS_FILE: &str = "refusals.log";
+/// The words of every refusal of a rule only BPF-LSM carries (`sandbox/src/enforce/fs.rs`).
+pub const BPF_LSM_REFUSAL: &str = "BPF-LSM is not in force here";
+
+/// Keeps, in `out`, the `enforcement-record` events of the shims' log and containerd's log
+/// lines that refuse a container for want of BPF-LSM: what the matrix checks against the
+/// kernel (`super::records`).
+fn keep_records(env: &Env, out: &Path) -> Result<()> {
+    let log = env.events_dir().join("events.jsonl");
+    let events = fs::read_to_string(&log).unwrap_or_default();
+    let records: String = events
+        .lines()
+        .filter(|l| l.contains("\"enforcement-record\""))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fs::write(out.join(RECORDS_FILE), records)
+        .with_context(|| format!("write {}", out.join(RECORDS_FILE).display()))?;
+    let containerd = fs::read_to_string(&env.log).unwrap_or_default();
+    let refusals: String = containerd
+        .lines()
+        .filter(|l| l.contains(BPF_LSM_REFUSAL))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fs::write(out.join(REFUSALS_FILE), refusals)
+        .with_context(|| format!("write {}", out.join(REFUSALS_FILE).display()))
+}
+
 /// `xtask matrix-guest-suite`, run inside a guest: the private containerd, the security
 /// suite's chosen checks (their table on stdout) or with `--bench` the monitor bench (its
 /// Markdown on stdout), teardown; fails when the suite or bench did.
@@ -392,7 +439,13 @@ pub fn guest_main(args: &[String]) -> Result<()> {
             cmd.stdin(Stdio::null());
             env.run_child(&mut cmd)
         },
-        |_| {},
+        |env| {
+            if let (Some(out), None) = (&g.out, &g.bench) {
+                if let Err(e) = keep_records(env, out) {
+                    eprintln!("xtask: keep the enforcement records: {e:#}");
+                }
+            }
+        },
     );
     match result {
         Ok(st) if st.success() => Ok(()),
