@@ -464,7 +464,10 @@ pub(crate) fn observations(
             if filename == RUNTIME_INIT {
                 return out;
             }
-            let by_runtime = *entrypoint || parent == RUNTIME_INIT;
+            // A parent named without a path was never executed inside the container: it is
+            // runc's init, which enters the container from outside (a CRI exec started by runc
+            // directly, not through palisade-init), so it is the runtime too.
+            let by_runtime = *entrypoint || parent == RUNTIME_INIT || !parent.starts_with('/');
             out.insert(
                 0,
                 Observation::Exec {
@@ -480,10 +483,15 @@ pub(crate) fn observations(
             result,
             ..
         } if *result >= 0 => {
-            out.push(Observation::Open {
-                path: absolute(p, || dir(pid, *dirfd)),
-                write: flags & O_WRITE_FLAGS != 0,
-            });
+            let path = absolute(p, || dir(pid, *dirfd));
+            // The root directory itself (opened to list it, or as a directory descriptor to
+            // start a lookup from: runc's init does) is no file a policy names: not recorded.
+            if path != "/" {
+                out.push(Observation::Open {
+                    path,
+                    write: flags & O_WRITE_FLAGS != 0,
+                });
+            }
             out.push(call("openat"));
         }
         EventKind::Socket {

@@ -227,11 +227,24 @@ fn profile_policies(
     let mut notes = export.notes;
     let mut policies = parsed.policies;
     let mut dropped = false;
+    let mut parents = false;
     for p in &mut policies {
         // The export names the workload's namespace; the pod's is what selection compares.
         p.id.namespace = namespace.to_string();
         dropped |= !p.syscalls.is_empty();
         p.syscalls.clear();
+        // Exec allow-lists by parent are refused by the monitor (no kernel enforces them
+        // yet): the learned executables are allowed whoever starts them.
+        for r in &mut p.process {
+            parents |= !r.from_source.is_empty();
+            r.from_source.clear();
+        }
+    }
+    if parents {
+        notes.push(
+            "process fromSource left out: exec allow-lists by parent are not enforced yet, so the learned executables may be started by any process of the container"
+                .into(),
+        );
     }
     if dropped {
         notes.push(

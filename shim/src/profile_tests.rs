@@ -113,6 +113,22 @@ fn execs_carry_their_parent_and_the_entrypoint_comes_from_the_runtime() {
             parent: None
         }
     );
+    // runc's init, named by its file name only (it was never executed in the container),
+    // starting a CRI exec's process: the runtime as well (it was counted unrecognized).
+    assert_eq!(
+        obs(exec("/bin/sh", "runc", false))[0],
+        Observation::Exec {
+            path: "/bin/sh".into(),
+            parent: None
+        }
+    );
+    // The root directory itself is no file a policy names: only the call is recorded.
+    assert_eq!(
+        obs(open("/", 0, 3)),
+        [Observation::Syscall {
+            name: "openat".into()
+        }]
+    );
     let mut refused = exec("/bin/sh", "/usr/sbin/httpd", false);
     if let EventKind::Exec { refused: r, .. } = &mut refused {
         *r = true;

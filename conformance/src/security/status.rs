@@ -51,7 +51,7 @@ pub fn all() -> Vec<SecCheck> {
 }
 
 /// The `palisade` CLI: `--cli`, or the binary beside this one (the workspace's build).
-fn cli(ctx: &Ctx) -> Result<PathBuf> {
+pub(super) fn cli(ctx: &Ctx) -> Result<PathBuf> {
     if let Some(c) = &ctx.settings.cli {
         return Ok(c.clone());
     }
