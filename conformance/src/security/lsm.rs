@@ -72,17 +72,8 @@ pub fn all() -> Vec<SecCheck> {
     ]
 }
 
-/// Whether `bpf` is among the running kernel's active LSMs.
-fn bpf_listed() -> bool {
-    std::fs::read_to_string("/sys/kernel/security/lsm")
-        .unwrap_or_default()
-        .trim()
-        .split(',')
-        .any(|l| l == "bpf")
-}
-
 async fn file_glob_and_source(ctx: &Ctx) -> Result<Observed> {
-    if !bpf_listed() {
+    if !palisade_host::bpf_lsm_listed() {
         let err = refused(ctx, FILE_KINDS).await?;
         let want = "matchPatterns: landlock and mounts cannot express globs, and BPF-LSM is not \
                     in force here";
@@ -164,7 +155,7 @@ async fn file_glob_and_source(ctx: &Ctx) -> Result<Observed> {
 /// ownerOnly: in one pod, a container running as root (the owner of `/etc/group`) reads it, one
 /// running as uid 1000 is refused with EACCES by bpf-lsm, reported and recorded so.
 async fn file_owner_only(ctx: &Ctx) -> Result<Observed> {
-    if !bpf_listed() {
+    if !palisade_host::bpf_lsm_listed() {
         let err = refused(ctx, OWNER_ONLY).await?;
         let want = "ownerOnly: landlock and mounts cannot compare the caller with the file \
                     owner, and BPF-LSM is not in force here";

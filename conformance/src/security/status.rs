@@ -97,15 +97,6 @@ fn state_dir(config: &Path) -> Result<PathBuf> {
         .with_context(|| format!("containerd config {}: no state directory", config.display()))
 }
 
-/// Whether `bpf` is among the running kernel's active LSMs.
-fn bpf_listed() -> bool {
-    std::fs::read_to_string("/sys/kernel/security/lsm")
-        .unwrap_or_default()
-        .trim()
-        .split(',')
-        .any(|l| l == "bpf")
-}
-
 /// The enforcer a rule of `kind` in [`FOUR_KINDS`] gets on a node where BPF-LSM is (or is not)
 /// in force.
 fn expected(kind: &str, bpf_lsm: bool) -> Option<&'static str> {
@@ -193,7 +184,7 @@ async fn status_per_container(ctx: &Ctx) -> Result<Observed> {
     })?;
 
     let bpf_lsm = status["kernel"]["bpf_lsm"].as_bool().unwrap_or(false);
-    let listed_lsm = bpf_listed();
+    let listed_lsm = palisade_host::bpf_lsm_listed();
     ensure(!bpf_lsm || listed_lsm, || {
         "status claims BPF-LSM in force, yet bpf is not among /sys/kernel/security/lsm".to_string()
     })?;
