@@ -108,19 +108,25 @@ impl std::fmt::Debug for Recorders {
     }
 }
 
+/// The entry of `ev`'s container in a per-container table of the reader thread (the learners,
+/// the governors), cloned out so that the table's lock is not held while it is used.
+pub(crate) fn of_container<T>(
+    table: &Mutex<HashMap<String, Arc<T>>>,
+    ev: &MonitorEvent,
+) -> Option<Arc<T>> {
+    let map = table.lock().unwrap_or_else(PoisonError::into_inner);
+    if map.is_empty() {
+        return None;
+    }
+    map.get(&ev.container.container_id).cloned()
+}
+
 impl Recorders {
     /// Records `ev` if its container is learning. Called on the monitor's reader thread: only
     /// memory work, except for reading a process's working directory for a relative path.
     pub fn observe(&self, ev: &MonitorEvent) {
-        let learner = {
-            let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-            if map.is_empty() {
-                return;
-            }
-            match map.get(&ev.container.container_id) {
-                Some(l) => l.clone(),
-                None => return,
-            }
+        let Some(learner) = of_container(&self.0, ev) else {
+            return;
         };
         let now = epoch_secs(ev.time);
         let mut state = learner.state.lock().unwrap_or_else(PoisonError::into_inner);

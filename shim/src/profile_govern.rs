@@ -59,15 +59,8 @@ impl Governors {
     /// Judges `ev` if its container is governed: each observation its profile does not cover
     /// is a departure, refused when the operation failed with EPERM/EACCES or was killed.
     pub fn observe(&self, ev: &MonitorEvent) {
-        let governor = {
-            let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-            if map.is_empty() {
-                return;
-            }
-            match map.get(&ev.container.container_id) {
-                Some(g) => g.clone(),
-                None => return,
-            }
+        let Some(governor) = crate::profile::of_container(&self.0, ev) else {
+            return;
         };
         let at = epoch_secs(ev.time);
         let found = judged(ev);
