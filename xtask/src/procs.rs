@@ -14,35 +14,55 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 pub use palisade_host::{alive, cgroup_mounts, cmdline, mounts_under, shim_pids as shims_of};
 
-/// The long-running steps xtask is waiting for (cargo builds and tests), each in a process group
-/// of its own: a signal's teardown stops them by their group ids, so that none outlives xtask.
+/// The long-running steps xtask is waiting for (cargo builds and tests, guests), each in a
+/// process group of its own: a signal's teardown stops them by their group ids, so that none
+/// outlives xtask, and none starts after it (threads running steps side by side may be about
+/// to start their next one).
 #[derive(Clone, Debug, Default)]
-pub struct Children(Arc<Mutex<Vec<i32>>>);
+pub struct Children(Arc<Mutex<Steps>>);
+
+#[derive(Debug, Default)]
+struct Steps {
+    groups: Vec<i32>,
+    /// Set by [`Children::stop_all`]: no step starts any more.
+    stopping: bool,
+}
 
 impl Children {
-    /// Runs `cmd` to its end as the leader of a new process group, known while it runs.
+    /// Runs `cmd` to its end as the leader of a new process group, known while it runs; fails
+    /// without starting it once the steps are being stopped.
     pub fn status(&self, cmd: &mut Command) -> std::io::Result<ExitStatus> {
-        let mut child = cmd.process_group(0).spawn()?;
+        let mut child = {
+            let mut steps = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            if steps.stopping {
+                return Err(std::io::Error::other(
+                    "xtask is stopping: the step was not started",
+                ));
+            }
+            let child = cmd.process_group(0).spawn()?;
+            steps
+                .groups
+                .push(i32::try_from(child.id()).unwrap_or(i32::MAX));
+            child
+        };
         let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(pid);
         let status = child.wait();
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .groups
             .retain(|&p| p != pid);
         status
     }
 
-    /// SIGTERM to every running step's process group, SIGKILL to those left after `grace`.
+    /// Stops starting steps; SIGTERM to every running step's process group, SIGKILL to those
+    /// left after `grace`.
     pub fn stop_all(&self, grace: Duration) {
-        let groups: Vec<i32> = self
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let groups: Vec<i32> = {
+            let mut steps = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            steps.stopping = true;
+            steps.groups.clone()
+        };
         for &g in &groups {
             eprintln!("xtask: stopping step process group {g}");
             signal(-g, Signal::SIGTERM);
@@ -182,6 +202,22 @@ pub fn tail(path: &Path, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_step_starts_once_the_steps_are_stopped() {
+        let children = Children::default();
+        let marker = std::env::temp_dir().join(format!("xtask-steps-{}", std::process::id()));
+        let mut touch = Command::new("touch");
+        touch.arg(&marker);
+        assert!(children.status(&mut touch).unwrap().success());
+        std::fs::remove_file(&marker).unwrap();
+        children.stop_all(Duration::from_millis(10));
+        let err = children.status(&mut touch).unwrap_err();
+        assert!(err.to_string().contains("stopping"), "{err}");
+        let ran = marker.exists();
+        let _ = std::fs::remove_file(&marker);
+        assert!(!ran, "the step ran after stop_all");
+    }
 
     #[test]
     fn stop_child_terminates_and_reaps() {
