@@ -196,14 +196,32 @@ pub(crate) fn suite_cmd_of(env: &Env, suite: &Path, sub: &str) -> Command {
 }
 
 /// The harness's own steps (fmt, clippy, cargo test, shim build, the suite run itself).
-#[derive(Default)]
 struct Steps {
     passed: usize,
     failed: Vec<String>,
+    /// When the step being recorded began (the steps run one after another).
+    since: std::time::Instant,
+}
+
+impl Default for Steps {
+    fn default() -> Self {
+        Self {
+            passed: 0,
+            failed: Vec::new(),
+            since: std::time::Instant::now(),
+        }
+    }
 }
 
 impl Steps {
+    /// Counts step `name`'s result and prints how long it took (since the step before).
     fn record<T>(&mut self, name: &str, r: Result<T>) -> Option<T> {
+        let secs = self.since.elapsed().as_secs();
+        self.since = std::time::Instant::now();
+        eprintln!(
+            "xtask: step {name}: {} in {secs} s",
+            if r.is_ok() { "done" } else { "failed" }
+        );
         match r {
             Ok(v) => {
                 self.passed += 1;
@@ -315,6 +333,11 @@ pub fn test(opts: &Opts) -> Result<()> {
         }
         Ok(suites)
     });
+    let suites = steps.record("conformance suite setup", suite).map(|s| {
+        s.into_iter()
+            .map(|(n, r)| (n.to_string(), r))
+            .collect::<Vec<_>>()
+    });
     let mut others = Vec::new();
     if !(opts.suite_only || opts.no_shim || opts.containerd.is_some()) {
         for (release, handlers, filters) in OTHER_CONTAINERDS {
@@ -345,11 +368,6 @@ pub fn test(opts: &Opts) -> Result<()> {
     // and the harness's own steps.
     let (mut passed, mut failed) = (0, 0);
     let mut report = String::new();
-    let suites = steps.record("conformance suite setup", suite).map(|s| {
-        s.into_iter()
-            .map(|(n, r)| (n.to_string(), r))
-            .collect::<Vec<_>>()
-    });
     if let Some(suites) = suites.map(|mut s| {
         s.extend(others);
         s
