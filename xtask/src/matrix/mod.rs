@@ -17,6 +17,8 @@ pub mod suite;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
@@ -163,42 +165,54 @@ pub fn run(ws: &Workspace, filters: &[String]) -> Result<()> {
     } else {
         None
     };
-    let mut rows = Vec::new();
-    for spec in boots {
-        let t = Instant::now();
-        let dir = last.join(spec.label.replace([' ', '+'], "-"));
-        let (version, outcome) = match kernels::fetch(&cache, spec.suite, &busybox) {
-            Err(e) => (
-                String::new(),
-                Err(e.context(format!("fetch the {} kernel", spec.suite))),
-            ),
-            Ok(k) => {
-                eprintln!(
-                    "xtask: matrix: booting {} ({}, {})",
-                    spec.label,
-                    k.release,
-                    accel.name()
-                );
-                let boot = spec.boot(&k, &root, &dir, &ws.target, BOOT_TIMEOUT, accel);
-                let job = payload
-                    .as_ref()
-                    .filter(|_| !spec.cri.is_empty())
-                    .map(|p| suite::Job::Suite(p, spec.cri));
-                let outcome = boot_once_more_if_hung(&boot, &binaries, job.as_ref(), ws);
-                (k.version.clone(), outcome)
-            }
-        };
-        let outcome = outcome.map(|o| expect_records(expect_hook(o, spec.hook)));
-        let row = Row {
-            label: spec.label,
-            version,
-            outcome,
-            seconds: t.elapsed().as_secs_f64(),
-        };
-        eprintln!("xtask: matrix: {}", summary(&row));
-        rows.push(row);
-    }
-    let table = table(&rows, accel, started.elapsed());
+    // The kernels first, one download at a time (the two 5.10 boots share one).
+    let kernels: Vec<Result<kernels::Kernel>> = boots
+        .iter()
+        .map(|spec| {
+            kernels::fetch(&cache, spec.suite, &busybox)
+                .with_context(|| format!("fetch the {} kernel", spec.suite))
+        })
+        .collect();
+    let lanes = lanes(accel, boots.len());
+    eprintln!(
+        "xtask: matrix: {} boots in {lanes} lane(s) of one guest each",
+        boots.len()
+    );
+    // The boots with the most to do start first, so that the lanes end close together.
+    let mut order: Vec<usize> = (0..boots.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(boots[i].cri.len()));
+    let shared = Shared {
+        ws,
+        root: &root,
+        binaries: &binaries,
+        last: &last,
+        accel,
+    };
+    let next = AtomicUsize::new(0);
+    let done: Mutex<Vec<Option<Row>>> = Mutex::new((0..boots.len()).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..lanes {
+            s.spawn(|| {
+                while let Some(&i) = order.get(next.fetch_add(1, Ordering::SeqCst)) {
+                    let spec = boots[i];
+                    let job = payload
+                        .as_ref()
+                        .filter(|_| !spec.cri.is_empty())
+                        .map(|p| suite::Job::Suite(p, spec.cri));
+                    let row = boot_row(spec, &kernels[i], job.as_ref(), &shared);
+                    eprintln!("xtask: matrix: {}", summary(&row));
+                    done.lock().unwrap_or_else(PoisonError::into_inner)[i] = Some(row);
+                }
+            });
+        }
+    });
+    let rows: Vec<Row> = done
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+        .into_iter()
+        .flatten()
+        .collect();
+    let table = table(&rows, accel, lanes, started.elapsed());
     fs::write(last.join("results.md"), &table).context("write the matrix results")?;
     println!("{table}");
     let bad: Vec<String> = rows
@@ -214,6 +228,58 @@ pub fn run(ws: &Workspace, filters: &[String]) -> Result<()> {
             bad.join("; "),
             last.display()
         )
+    }
+}
+
+/// How many guests run at once: one per host CPU their vCPUs can have to themselves (two on
+/// the 2-core CI machine under emulation, where a guest has one vCPU), at least one.
+fn lanes(accel: Accel, boots: usize) -> usize {
+    let host = std::thread::available_parallelism().map_or(1, usize::from);
+    let per_guest = accel.cpus().parse::<usize>().unwrap_or(1).max(1);
+    (host / per_guest).clamp(1, boots.max(1))
+}
+
+/// What every boot of a run shares.
+struct Shared<'a> {
+    ws: &'a Workspace,
+    root: &'a Path,
+    binaries: &'a [guest::TestBinary],
+    /// The run's logs: a directory per boot below it.
+    last: &'a Path,
+    accel: Accel,
+}
+
+/// Boots `spec` on its fetched kernel and judges the outcome: its row of the table.
+fn boot_row(
+    spec: &BootSpec,
+    kernel: &Result<kernels::Kernel>,
+    job: Option<&suite::Job<'_>>,
+    sh: &Shared<'_>,
+) -> Row {
+    let t = Instant::now();
+    let (ws, accel) = (sh.ws, sh.accel);
+    let dir = sh.last.join(spec.label.replace([' ', '+'], "-"));
+    let (version, outcome) = match kernel {
+        Err(e) => (String::new(), Err(anyhow::anyhow!("{e:#}"))),
+        Ok(k) => {
+            eprintln!(
+                "xtask: matrix: booting {} ({}, {})",
+                spec.label,
+                k.release,
+                accel.name()
+            );
+            let boot = spec.boot(k, sh.root, &dir, &ws.target, BOOT_TIMEOUT, accel);
+            (
+                k.version.clone(),
+                boot_once_more_if_hung(&boot, sh.binaries, job, ws),
+            )
+        }
+    };
+    Row {
+        label: spec.label,
+        version,
+        outcome: outcome.map(|o| expect_records(expect_hook(o, spec.hook))),
+        seconds: t.elapsed().as_secs_f64(),
     }
 }
 
@@ -397,9 +463,10 @@ fn checks_per_boot() -> String {
 }
 
 /// The results in Markdown, labelled with how the guests ran.
-fn table(rows: &[Row], accel: Accel, total: Duration) -> String {
+fn table(rows: &[Row], accel: Accel, lanes: usize, total: Duration) -> String {
     let mut s = format!(
-        "Kernel matrix, guests under {} ({} vCPU(s), 2 GiB), cgroup v2 only; {:.0} s in all. \
+        "Kernel matrix, guests under {} ({} vCPU(s), 2 GiB, {} at a time), cgroup v2 only; \
+         {:.0} s in all. \
          The suite column: the security suite's checks under {} through containerd in the \
          guest ({}).\n\n\
          The records column: per rule kind, the enforcers the shims recorded in those \
@@ -408,6 +475,7 @@ fn table(rows: &[Row], accel: Accel, total: Duration) -> String {
          | --- | --- | --- | --- | --- | ---: | ---: | --- | --- | ---: |\n",
         accel.name(),
         accel.cpus(),
+        lanes,
         total.as_secs_f64(),
         suite::HANDLERS,
         checks_per_boot(),
