@@ -110,14 +110,7 @@ fn check_attribution(hook: SyscallHook) {
 
     let (pid, st) = run(Some(&w.cg), None, &connect(dest));
     assert_eq!(exited(st), Some(0));
-    let (ev, _) = event_of(&w.rx, "connect", pid, "connect");
-    assert_eq!(
-        ev.kind,
-        EventKind::Connect {
-            addr: Some(dest),
-            result: 0
-        }
-    );
+    connect_event(&w.rx, "connect", pid, dest, 0);
 
     // A second exec is no longer the entrypoint; a shell there is flagged.
     let (pid, st) = run(Some(&w.cg), None, &exec("/bin/sh", &["sh", "-c", "exit 3"]));
@@ -326,10 +319,8 @@ fn check_server_calls(hook: SyscallHook) {
 
 #[test]
 fn a_cgroup_is_watched_once_and_a_failed_watch_leaves_nothing() {
-    let root = PinRoot::new("once");
-    let cg = TestCgroup::new("once");
-    let (tx, _rx) = sync_channel(16);
-    let monitor = NodeMonitor::open(root.config(), tx).unwrap();
+    let node = Unwatched::new("once");
+    let (monitor, cg) = (&node.monitor, &node.cg);
     let bad = ContainerRules {
         deny_exec: vec![ExecRule {
             name: "missing".into(),

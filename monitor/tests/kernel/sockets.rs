@@ -3,10 +3,9 @@
 //! does not fit the kernel refusing the watch.
 
 use std::path::Path;
-use std::sync::mpsc::sync_channel;
 
 use palisade_events::Action as EventAction;
-use palisade_monitor::{ContainerRules, Enforcer, EventKind, NodeMonitor, SockClass, SockRule};
+use palisade_monitor::{ContainerRules, Enforcer, EventKind, SockClass, SockRule};
 
 use crate::harness::*;
 
@@ -159,13 +158,11 @@ fn socket_block_lists_refuse_only_the_listed_executables() {
         learning_window: None,
         ..Default::default()
     };
-    let root = PinRoot::new("sock-block");
-    let cg = TestCgroup::new("sock-block");
-    let (tx, rx) = sync_channel(4096);
-    let monitor = NodeMonitor::open(root.config(), tx).unwrap();
-    if !monitor.features().from_source {
-        let err = monitor
-            .watch(cg.container("sock-block"), rules)
+    let node = Unwatched::new("sock-block");
+    if !node.monitor.features().from_source {
+        let err = node
+            .monitor
+            .watch(node.cg.container("sock-block"), rules)
             .err()
             .expect("a block list registered where the hook cannot read the task");
         assert!(
@@ -174,13 +171,16 @@ fn socket_block_lists_refuse_only_the_listed_executables() {
         );
         return;
     }
-    let watch = monitor.watch(cg.container("sock-block"), rules).unwrap();
+    let watch = node
+        .monitor
+        .watch(node.cg.container("sock-block"), rules)
+        .unwrap();
     for e in watch.enforcement() {
         assert_eq!(e.enforcer, Enforcer::BpfSockCreate, "{e:?}");
         let note = e.note.as_deref().unwrap_or_default();
         assert!(note.contains("sockets of processes running "), "{note}");
     }
-    let w = Watched::from_parts(watch, monitor, rx, cg, root);
+    let w = node.watched(watch);
 
     let (tcp, st) = run(Some(&w.cg), None, &Act::Call(tcp_socket));
     assert_eq!(
@@ -256,10 +256,8 @@ fn socket_rules_in_audit_report_unlisted_executables_without_refusing() {
 
 #[test]
 fn socket_rules_listing_too_many_binaries_refuse_the_watch() {
-    let root = PinRoot::new("sock-many");
-    let cg = TestCgroup::new("sock-many");
-    let (tx, _rx) = sync_channel(16);
-    let monitor = NodeMonitor::open(root.config(), tx).unwrap();
+    let node = Unwatched::new("sock-many");
+    let (monitor, cg) = (&node.monitor, &node.cg);
     let t = Path::new("/bin/true");
     let rules = ContainerRules {
         sock_create: vec![sock_rule("tcp", SockClass::Tcp, &[t, t, t, t, t], false)],
