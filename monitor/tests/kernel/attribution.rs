@@ -184,8 +184,7 @@ fn check_built_in_detections(hook: SyscallHook) {
     let w = Watched::on_hook("builtin", hook, ContainerRules::default());
 
     // Before the entrypoint the same calls are the runtime's set-up: reported, not flagged.
-    let (early, st) = run(Some(&w.cg), None, &Act::Call(escape_attempts));
-    assert_eq!(exited(st), Some(0));
+    let early = call_in(&w, escape_attempts, 0, "escape attempts");
     let (ev, _) = until(&w.rx, "early unshare", |e| {
         e.process.pid == early as u32 && e.kind.name() == "unshare"
     });
@@ -269,8 +268,7 @@ fn bind_listen_and_accept_are_reported_with_addresses() {
 
 fn check_server_calls(hook: SyscallHook) {
     let w = Watched::on_hook("server", hook, ContainerRules::default());
-    let (pid, st) = run(Some(&w.cg), None, &Act::Call(serve_one_connection));
-    assert_eq!(exited(st), Some(0));
+    let pid = call_in(&w, serve_one_connection, 0, "serve one connection");
     let mine = |kind: &'static str| {
         move |e: &MonitorEvent| e.process.pid == pid as u32 && e.kind.name() == kind
     };

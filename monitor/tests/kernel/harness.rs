@@ -303,6 +303,14 @@ pub fn run(cgroup: Option<&TestCgroup>, uid: Option<u32>, act: &Act) -> (i32, i3
     (pid, wait(pid))
 }
 
+/// Runs `call` (raw syscalls; its return is the exit code) in `w`'s cgroup, which must exit
+/// with `want`; `what` names it in a failure. Its pid.
+pub fn call_in(w: &Watched, call: fn() -> i32, want: i32, what: &str) -> i32 {
+    let (pid, st) = run(Some(&w.cg), None, &Act::Call(call));
+    assert_eq!(exited(st), Some(want), "{what}");
+    pid
+}
+
 pub fn exited(status: i32) -> Option<i32> {
     libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status))
 }

@@ -79,18 +79,15 @@ fn socket_creation_is_limited_to_the_listed_executables() {
         assert_eq!(e.enforcer, Enforcer::BpfSockCreate, "{e:?}");
     }
 
-    let (_, st) = run(Some(&w.cg), None, &Act::Call(tcp_socket));
-    assert_eq!(exited(st), Some(0), "listed executable: tcp socket");
-    let (_, st) = run(Some(&w.cg), None, &Act::Call(tcp6_socket));
-    assert_eq!(exited(st), Some(0), "listed executable: tcp6 socket");
-    let (udp, st) = run(Some(&w.cg), None, &Act::Call(udp_socket));
-    assert_eq!(
-        exited(st),
-        Some(libc::EPERM),
-        "unlisted executable: udp refused"
+    call_in(&w, tcp_socket, 0, "listed executable: tcp socket");
+    call_in(&w, tcp6_socket, 0, "listed executable: tcp6 socket");
+    let udp = call_in(
+        &w,
+        udp_socket,
+        libc::EPERM,
+        "unlisted executable: udp refused",
     );
-    let (raw, st) = run(Some(&w.cg), None, &Act::Call(raw_socket));
-    assert_eq!(exited(st), Some(libc::EPERM), "raw refused to everyone");
+    let raw = call_in(&w, raw_socket, libc::EPERM, "raw refused to everyone");
     // Outside the cgroup the rules do not apply.
     let (_, st) = run(None, None, &Act::Call(udp_socket));
     assert_eq!(exited(st), Some(0), "udp outside the cgroup");
@@ -182,22 +179,20 @@ fn socket_block_lists_refuse_only_the_listed_executables() {
     }
     let w = node.watched(watch);
 
-    let (tcp, st) = run(Some(&w.cg), None, &Act::Call(tcp_socket));
-    assert_eq!(
-        exited(st),
-        Some(libc::EPERM),
-        "listed executable: tcp refused"
+    let tcp = call_in(
+        &w,
+        tcp_socket,
+        libc::EPERM,
+        "listed executable: tcp refused",
     );
-    let (_, st) = run(Some(&w.cg), None, &Act::Call(tcp6_socket));
-    assert_eq!(
-        exited(st),
-        Some(libc::EPERM),
-        "listed executable: tcp6 refused"
+    call_in(
+        &w,
+        tcp6_socket,
+        libc::EPERM,
+        "listed executable: tcp6 refused",
     );
-    let (_, st) = run(Some(&w.cg), None, &Act::Call(udp_socket));
-    assert_eq!(exited(st), Some(0), "udp lists another executable");
-    let (_, st) = run(Some(&w.cg), None, &Act::Call(raw_socket));
-    assert_eq!(exited(st), Some(0), "no raw rule");
+    call_in(&w, udp_socket, 0, "udp lists another executable");
+    call_in(&w, raw_socket, 0, "no raw rule");
     assert_eq!(
         w.watch.rule_hits(),
         vec![
@@ -243,8 +238,7 @@ fn socket_rules_in_audit_report_unlisted_executables_without_refusing() {
     };
     let w = Watched::new("sock-audit", rules);
     assert_eq!(w.watch.enforcement()[0].enforcer, Enforcer::AuditOnly);
-    let (pid, st) = run(Some(&w.cg), None, &Act::Call(tcp_socket));
-    assert_eq!(exited(st), Some(0), "audit posture does not refuse");
+    let pid = call_in(&w, tcp_socket, 0, "audit posture does not refuse");
     let (ev, _) = event_of(&w.rx, "audited socket", pid, "socket-create");
     let f = &ev.findings[0];
     assert_eq!(
