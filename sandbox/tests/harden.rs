@@ -8,13 +8,11 @@ use palisade_sandbox::seccomp::{self, Arch, Profile};
 use palisade_sandbox::{harden_spec, HardenError, HardeningConfig, HardeningReport};
 use serde_json::{json, Value};
 
-const CONTAINER: &str = include_str!("fixtures/cri-container.json");
-const SANDBOX: &str = include_str!("fixtures/cri-sandbox.json");
-const ID: &str = "3c1d2e4f5a6b";
+#[path = "support/cri.rs"]
+mod cri;
+use cri::{fixture, overridden, CONTAINER, ID};
 
-fn fixture(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("fixture does not parse: {e}"))
-}
+const SANDBOX: &str = include_str!("fixtures/cri-sandbox.json");
 
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()
@@ -157,10 +155,7 @@ fn allow_unconfined_seccomp_leaves_the_spec_without_a_filter_and_says_so() {
     assert!(spec["linux"].get("seccomp").is_none());
     assert_eq!(report.relaxed.len(), 1, "{report:?}");
     assert!(report.relaxed[0].starts_with("seccomp: no filter, as the spec asks"));
-    assert!(report
-        .overridden
-        .iter()
-        .all(|o| o.field != "securityContext.seccompProfile"));
+    assert!(overridden(&report, "securityContext.seccompProfile").is_none());
 }
 
 #[test]
