@@ -111,7 +111,14 @@ impl LandlockError {
 
 /// The kernel's landlock ABI version; 0 when landlock is not built in or not enabled.
 pub fn abi() -> u32 {
-    // SAFETY: a null attribute with size 0 and the version flag is the documented probe.
+    probe_abi().unwrap_or(0)
+}
+
+/// The kernel's landlock ABI version, or why the probe failed: ENOSYS when landlock is not
+/// built in, EOPNOTSUPP when it is but was not enabled at boot.
+pub fn probe_abi() -> io::Result<u32> {
+    // SAFETY: with a null attribute pointer, size 0 and the version flag (the documented
+    // probe) the kernel reads no memory and creates no descriptor.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_landlock_create_ruleset,
@@ -120,7 +127,10 @@ pub fn abi() -> u32 {
             CREATE_RULESET_VERSION,
         )
     };
-    u32::try_from(ret).unwrap_or(0)
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    u32::try_from(ret).map_err(|_| io::Error::from_raw_os_error(libc::ERANGE))
 }
 
 /// One path-beneath rule, rights already fitted to the ABI.

@@ -5,12 +5,12 @@
 use serde_json::{json, Value};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 #[path = "support/runc.rs"]
 mod support;
-use support::{busybox, run_with_timeout, runc_spec, static_init, Container, RUNC};
+use support::{busybox, run_with_timeout, runc_spec, static_init, Container};
 
 /// Whether an ELF file asks for a program interpreter (PT_INTERP), i.e. is dynamic.
 fn has_interpreter(elf: &[u8]) -> bool {
@@ -121,14 +121,10 @@ fn checked_static_init() -> PathBuf {
     helper
 }
 
-fn runc(state: &Path) -> Command {
-    let mut cmd = Command::new(RUNC);
-    cmd.arg("--root").arg(state);
-    cmd
-}
-
-/// The output of a `what` (`runc run`, `runc exec`) that must have succeeded: stdout, stderr.
-fn succeeded(out: &Output, what: &str) -> (String, String) {
+/// Runs `cmd`, a `what` (`runc run`, `runc exec`) that must succeed within a minute: its
+/// stdout and stderr.
+fn runc_ok(cmd: &mut Command, what: &str) -> (String, String) {
+    let out = run_with_timeout(cmd, Duration::from_secs(60)).unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{what} failed: {stdout}\n{stderr}");
@@ -144,23 +140,15 @@ fn landlock_confines_a_runc_container() {
                   grep -E '^(CapBnd|NoNewPrivs):' /proc/self/status";
     let bundle = bundle(&helper, &plan(false), &["/bin/sh", "-c", script]);
     let rootfs = bundle.path().join("rootfs");
-    let state = tempfile::tempdir().unwrap();
-
-    let id = format!("palisade-init-run-{}", std::process::id());
-    let _container = Container {
-        state: state.path().to_owned(),
-        id: id.clone(),
-    };
-    let out = run_with_timeout(
-        runc(state.path())
+    let c = Container::fresh("palisade-init-run").unwrap();
+    let (stdout, stderr) = runc_ok(
+        c.runc()
             .arg("run")
             .arg("--bundle")
             .arg(bundle.path())
-            .arg(&id),
-        Duration::from_secs(60),
-    )
-    .unwrap();
-    let (stdout, stderr) = succeeded(&out, "runc run");
+            .arg(&c.id),
+        "runc run",
+    );
     assert_eq!(
         stdout, "allowed\nother-refused\nroot-refused\nCapBnd:\t0000000000000420\nNoNewPrivs:\t1\n",
         "stderr: {stderr}"
@@ -179,25 +167,21 @@ fn exec_processes_get_their_own_domain() {
     let helper = checked_static_init();
     let bundle = bundle(&helper, &plan(true), &["/bin/sleep", "60"]);
     let rootfs = bundle.path().join("rootfs");
-    let state = tempfile::tempdir().unwrap();
-    let id = format!("palisade-init-exec-{}", std::process::id());
-    let _container = Container {
-        state: state.path().to_owned(),
-        id: id.clone(),
-    };
+    let c = Container::fresh("palisade-init-exec").unwrap();
     // Detached: runc hands its stdio to the container, so none of it may be a pipe
     // this test waits on.
-    let started = runc(state.path())
+    let started = c
+        .runc()
         .args(["run", "--detach", "--bundle"])
         .arg(bundle.path())
-        .arg(&id)
+        .arg(&c.id)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .unwrap();
     assert!(started.success(), "runc run --detach failed");
-    let state_out = runc(state.path()).arg("state").arg(&id).output().unwrap();
+    let state_out = c.runc().arg("state").arg(&c.id).output().unwrap();
     let container_state: Value = serde_json::from_slice(&state_out.stdout).unwrap_or_else(|e| {
         panic!(
             "runc state: {e}: {}",
@@ -215,12 +199,7 @@ fn exec_processes_get_their_own_domain() {
         .copied()
         .chain(["/bin/sh", "-c", script])
         .collect();
-    let out = run_with_timeout(
-        runc(state.path()).arg("exec").arg(&id).args(&args),
-        Duration::from_secs(60),
-    )
-    .unwrap();
-    let (stdout, stderr) = succeeded(&out, "runc exec");
+    let (stdout, stderr) = runc_ok(c.runc().arg("exec").arg(&c.id).args(&args), "runc exec");
     assert_eq!(
         stdout, "from-exec\nother-refused\ninit-unreachable\nown-child-signalled\n",
         "stderr: {stderr}"
@@ -231,7 +210,7 @@ fn exec_processes_get_their_own_domain() {
 
     // A plan error in an exec is reported with its code and the command never runs.
     let out = run_with_timeout(
-        runc(state.path()).arg("exec").arg(&id).args([
+        c.runc().arg("exec").arg(&c.id).args([
             "/.palisade/palisade-init",
             "--plan",
             "/.palisade/missing.json",

@@ -605,7 +605,9 @@ fn syscall_builtin(
     change: Option<Change>,
     process: &ProcessInfo,
 ) -> Option<Finding> {
-    match call {
+    let called = || format!("{} called (result {result})", call.name());
+    // (name, severity, tags, message) of the detection.
+    let (name, severity, tags, message): (&str, u8, &[&str], String) = match call {
         // A successful set*id call is a gain only when the process now holds root's uid or
         // gid and did not before (`setgid(0)` with gid 0 already is nothing). A successful
         // capset never is: the kernel lets a process raise only what its permitted set
@@ -618,17 +620,14 @@ fn syscall_builtin(
         | Syscall::Setresgid
             if result == 0 =>
         {
-            change
+            return change
                 .filter(Change::gains_root)
-                .map(|c| privilege_gain(call, &c, process))
+                .map(|c| privilege_gain(call, &c, process));
         }
-        Syscall::Setns | Syscall::Unshare => Some(builtin(
-            "namespace-change",
-            8,
-            &["MITRE_T1611", "escape"],
-            format!("{} called (result {result})", call.name()),
-        )),
-        Syscall::Ptrace => Some(builtin(
+        Syscall::Setns | Syscall::Unshare => {
+            ("namespace-change", 8, &["MITRE_T1611", "escape"], called())
+        }
+        Syscall::Ptrace => (
             "ptrace-in-container",
             7,
             &["MITRE_T1055", "injection"],
@@ -636,21 +635,22 @@ fn syscall_builtin(
                 "ptrace request {} on pid {} (result {result})",
                 args[0], args[1]
             ),
-        )),
-        Syscall::InitModule | Syscall::FinitModule => Some(builtin(
+        ),
+        Syscall::InitModule | Syscall::FinitModule => (
             "kernel-module-load",
             9,
             &["MITRE_T1547.006", "escape"],
-            format!("{} called (result {result})", call.name()),
-        )),
-        Syscall::Bpf => Some(builtin(
+            called(),
+        ),
+        Syscall::Bpf => (
             "bpf-in-container",
             6,
             &["MITRE_T1014"],
             format!("bpf command {} (result {result})", args[0]),
-        )),
-        _ => None,
-    }
+        ),
+        _ => return None,
+    };
+    Some(builtin(name, severity, tags, message))
 }
 
 /// The severity of a refused attempt: two below the detection's, and at most 6, so that

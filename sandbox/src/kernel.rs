@@ -5,9 +5,6 @@ use std::collections::BTreeSet;
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// `LANDLOCK_CREATE_RULESET_VERSION`: ask `landlock_create_ruleset` for the ABI version.
-const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
-
 /// A file under /proc could not be read for a reason other than its absence (absence means
 /// the feature is not built in).
 #[derive(Debug, thiserror::Error)]
@@ -92,25 +89,12 @@ impl KernelFeatures {
 /// The landlock ABI version of the running kernel: `None` when the syscall does not exist
 /// (ENOSYS) or landlock is built in but not enabled at boot (EOPNOTSUPP).
 pub fn landlock_abi() -> Result<Option<u32>, KernelError> {
-    // SAFETY: with a null attribute pointer, size 0 and the VERSION flag the kernel reads no
-    // memory and creates no descriptor; it only returns the ABI version or an error.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_landlock_create_ruleset,
-            std::ptr::null::<libc::c_void>(),
-            0usize,
-            LANDLOCK_CREATE_RULESET_VERSION,
-        )
-    };
-    if ret >= 0 {
-        return u32::try_from(ret)
-            .map(Some)
-            .map_err(|_| KernelError::Landlock(io::Error::from_raw_os_error(libc::ERANGE)));
-    }
-    let err = io::Error::last_os_error();
-    match err.raw_os_error() {
-        Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP) => Ok(None),
-        _ => Err(KernelError::Landlock(err)),
+    match palisade_init::landlock::probe_abi() {
+        Ok(abi) => Ok(Some(abi)),
+        Err(err) => match err.raw_os_error() {
+            Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP) => Ok(None),
+            _ => Err(KernelError::Landlock(err)),
+        },
     }
 }
 

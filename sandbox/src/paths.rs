@@ -58,14 +58,8 @@ pub fn merge(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::tests::map as linux;
     use serde_json::json;
-
-    fn linux(v: Value) -> Map<String, Value> {
-        match v {
-            Value::Object(m) => m,
-            other => panic!("not an object: {other}"),
-        }
-    }
 
     #[test]
     fn merge_keeps_existing_order_appends_missing_and_drops_duplicates() {

@@ -92,11 +92,12 @@ pub(crate) fn set_string_list(parent: &mut Map<String, Value>, key: &str, items:
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
-    fn map(v: Value) -> Map<String, Value> {
+    /// The object `v` is (the tests of the modules that edit the spec build theirs with it).
+    pub(crate) fn map(v: Value) -> Map<String, Value> {
         match v {
             Value::Object(m) => m,
             other => panic!("not an object: {other}"),

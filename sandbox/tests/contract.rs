@@ -5,15 +5,12 @@ use palisade_sandbox::capabilities::KNOWN_CAPABILITIES;
 use palisade_sandbox::{harden_spec, HardenError, HardeningConfig, COMPAT_RUNTIME_CLASS};
 use serde_json::{json, Value};
 
-const CONTAINER: &str = include_str!("fixtures/cri-container.json");
-const ID: &str = "3c1d2e4f5a6b";
-
-fn fixture() -> Value {
-    serde_json::from_str(CONTAINER).unwrap_or_else(|e| panic!("fixture does not parse: {e}"))
-}
+#[path = "support/cri.rs"]
+mod cri;
+use cri::{fixture, overridden, CONTAINER, ID};
 
 fn with_caps(caps: &[&str]) -> Value {
-    let mut spec = fixture();
+    let mut spec = fixture(CONTAINER);
     for set in ["bounding", "effective", "permitted"] {
         spec["process"]["capabilities"][set] = json!(caps);
     }
@@ -22,7 +19,7 @@ fn with_caps(caps: &[&str]) -> Value {
 
 #[test]
 fn compat_leaves_an_ordinary_container_as_cri_wrote_it_and_lists_every_grant() {
-    let mut spec = fixture();
+    let mut spec = fixture(CONTAINER);
     spec["process"]["noNewPrivileges"] = json!(false);
     let before = spec.clone();
     let report = harden_spec(ID, &mut spec, &HardeningConfig::compat()).unwrap();
@@ -85,7 +82,7 @@ fn compat_runs_privileged_as_it_is_and_names_the_shared_mounts() {
 
 #[test]
 fn compat_keeps_an_unmasked_proc_and_the_hardened_default_masks_it_and_says_so() {
-    let mut spec = fixture();
+    let mut spec = fixture(CONTAINER);
     spec["linux"]["maskedPaths"] = json!([]);
     spec["linux"]["readonlyPaths"] = json!([]);
     let mut compat = spec.clone();
@@ -95,11 +92,8 @@ fn compat_keeps_an_unmasked_proc_and_the_hardened_default_masks_it_and_says_so()
 
     let report = harden_spec(ID, &mut spec, &HardeningConfig::default()).unwrap();
     assert!(!spec["linux"]["maskedPaths"].as_array().unwrap().is_empty());
-    let o = report
-        .overridden
-        .iter()
-        .find(|o| o.field == "securityContext.procMount")
-        .unwrap_or_else(|| panic!("{report:?}"));
+    let o =
+        overridden(&report, "securityContext.procMount").unwrap_or_else(|| panic!("{report:?}"));
     assert!(
         o.explicit,
         "CRI masks by default: empty lists were asked for"
@@ -108,14 +102,11 @@ fn compat_keeps_an_unmasked_proc_and_the_hardened_default_masks_it_and_says_so()
 
 #[test]
 fn hardened_default_sets_no_new_privs_and_reports_the_override_as_not_explicit() {
-    let mut spec = fixture();
+    let mut spec = fixture(CONTAINER);
     spec["process"]["noNewPrivileges"] = json!(false);
     let report = harden_spec(ID, &mut spec, &HardeningConfig::default()).unwrap();
     assert_eq!(spec["process"]["noNewPrivileges"], true);
-    let o = report
-        .overridden
-        .iter()
-        .find(|o| o.field == "securityContext.allowPrivilegeEscalation")
+    let o = overridden(&report, "securityContext.allowPrivilegeEscalation")
         .unwrap_or_else(|| panic!("{report:?}"));
     assert!(!o.explicit);
     assert!(o.message.contains("allow_privilege_escalation"), "{o:?}");
@@ -123,10 +114,7 @@ fn hardened_default_sets_no_new_privs_and_reports_the_override_as_not_explicit()
 
     // A spec that already has it: nothing overridden.
     let report = harden_spec(ID, &mut spec, &HardeningConfig::default()).unwrap();
-    assert!(report
-        .overridden
-        .iter()
-        .all(|o| o.field != "securityContext.allowPrivilegeEscalation"));
+    assert!(overridden(&report, "securityContext.allowPrivilegeEscalation").is_none());
 }
 
 #[test]
@@ -135,13 +123,10 @@ fn a_missing_profile_is_an_explicit_unconfined_only_where_the_node_says_so() {
         unset_seccomp_is_runtime_default: true,
         ..HardeningConfig::default()
     };
-    let mut spec = fixture();
+    let mut spec = fixture(CONTAINER);
     let report = harden_spec(ID, &mut spec, &cfg).unwrap();
     assert_eq!(spec["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
-    let o = report
-        .overridden
-        .iter()
-        .find(|o| o.field == "securityContext.seccompProfile")
+    let o = overridden(&report, "securityContext.seccompProfile")
         .unwrap_or_else(|| panic!("{report:?}"));
     assert!(o.explicit);
     assert!(o.message.contains("allow_unconfined_seccomp"), "{o:?}");
@@ -211,7 +196,7 @@ fn refusals_name_the_field_the_key_and_the_runtime_class() {
 
 #[test]
 fn the_hardened_default_raises_nothing_for_a_container_that_asks_nothing_more() {
-    let mut spec = fixture();
+    let mut spec = fixture(CONTAINER);
     let report = harden_spec(ID, &mut spec, &HardeningConfig::default()).unwrap();
     assert!(report.relaxed.is_empty(), "{report:?}");
     assert!(report.overridden.iter().all(|o| !o.explicit), "{report:?}");

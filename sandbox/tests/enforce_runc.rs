@@ -24,7 +24,7 @@ mod fixtures;
 #[path = "../../init/tests/support/runc.rs"]
 mod support;
 use support::{
-    busybox, copy_into, run_with_timeout, runc_spec, static_init, Container, BUSYBOX, RUNC,
+    busybox, copy_into, run_with_timeout, runc_spec, static_init, succeeded, Container, BUSYBOX,
 };
 
 /// busybox at /bin/busybox with applet links, the libraries `ldd` lists at their own
@@ -189,18 +189,13 @@ fn run(case: Case<'_>) -> Result<Ran> {
     }
     fs::write(&config, serde_json::to_vec_pretty(&spec)?)?;
 
-    let id = format!("palisade-enforce-{}-{}", case.name, std::process::id());
-    let container = Container {
-        state: tempfile::tempdir()?,
-        id: id.clone(),
-    };
+    let container = Container::fresh(&format!("palisade-enforce-{}", case.name))?;
     let out = run_with_timeout(
-        Command::new(RUNC)
-            .arg("--root")
-            .arg(container.state.path())
+        container
+            .runc()
             .args(["run", "--bundle"])
             .arg(&bundle)
-            .arg(&id),
+            .arg(&container.id),
         Duration::from_secs(60),
     )?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -479,17 +474,13 @@ fn int80_binary(rootfs: &Path) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let src = dir.path().join("int80.c");
     fs::write(&src, INT80_C)?;
-    let out = Command::new("cc")
-        .args(["-static", "-O1", "-o"])
-        .arg(rootfs.join("bin/int80"))
-        .arg(&src)
-        .output()
-        .context("run cc")?;
-    ensure!(
-        out.status.success(),
-        "cc -static int80.c: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(
+        Command::new("cc")
+            .args(["-static", "-O1", "-o"])
+            .arg(rootfs.join("bin/int80"))
+            .arg(&src),
+        "cc -static int80.c",
+    )?;
     Ok(())
 }
 

@@ -5,16 +5,14 @@ use std::collections::BTreeSet;
 use palisade_sandbox::capabilities::{DEFAULT_CAPABILITIES, KNOWN_CAPABILITIES};
 use palisade_sandbox::paths::{MASKED_PATHS, READONLY_PATHS};
 use palisade_sandbox::seccomp::{self, Arch, Profile};
-use palisade_sandbox::{harden_spec, HardenError, HardeningConfig};
+use palisade_sandbox::{harden_spec, HardenError, HardeningConfig, HardeningReport};
 use serde_json::{json, Value};
 
-const CONTAINER: &str = include_str!("fixtures/cri-container.json");
-const SANDBOX: &str = include_str!("fixtures/cri-sandbox.json");
-const ID: &str = "3c1d2e4f5a6b";
+#[path = "support/cri.rs"]
+mod cri;
+use cri::{fixture, overridden, CONTAINER, ID};
 
-fn fixture(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("fixture does not parse: {e}"))
-}
+const SANDBOX: &str = include_str!("fixtures/cri-sandbox.json");
 
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()
@@ -25,6 +23,27 @@ fn strings(v: &Value) -> Vec<String> {
             None => panic!("not a string: {s}"),
         })
         .collect()
+}
+
+/// The CRI container fixture hardened under `cfg`, and the report.
+fn hardened(cfg: &HardeningConfig) -> (Value, HardeningReport) {
+    let mut spec = fixture(CONTAINER);
+    let report = harden_spec(ID, &mut spec, cfg).unwrap_or_else(|e| panic!("harden: {e}"));
+    (spec, report)
+}
+
+/// Asserts that the report's `applied` list has `line`.
+fn assert_applied(report: &HardeningReport, line: &str) {
+    assert!(
+        report.applied.iter().any(|l| l == line),
+        "no {line:?} in {:#?}",
+        report.applied
+    );
+}
+
+/// Whether a line of the report's `applied` list starts with `start`.
+fn applied_starting(report: &HardeningReport, start: &str) -> bool {
+    report.applied.iter().any(|l| l.starts_with(start))
 }
 
 /// The spec CRI writes for `privileged: true`: every capability, nothing masked.
@@ -65,10 +84,7 @@ fn installs_the_default_profile_when_the_spec_has_none() {
     assert_eq!(compat, seccomp::default_profile(arch, &bounding, true));
     assert_eq!(compat.architectures, arch.scmp_architectures());
     assert!(
-        report
-            .applied
-            .iter()
-            .any(|l| l.starts_with("seccomp: installed palisade's default profile")),
+        applied_starting(&report, "seccomp: installed palisade's default profile"),
         "{report:?}"
     );
     assert!(report.relaxed.is_empty(), "{report:?}");
@@ -92,9 +108,10 @@ fn keeps_a_profile_the_pod_asked_for() {
     let before = spec["linux"]["seccomp"].clone();
     let report = harden_spec("8e1f0b4c5d3a", &mut spec, &HardeningConfig::default()).unwrap();
     assert_eq!(spec["linux"]["seccomp"], before);
-    assert!(report
-        .applied
-        .contains(&"seccomp: kept the profile in the spec (defaultAction SCMP_ACT_ERRNO)".into()));
+    assert_applied(
+        &report,
+        "seccomp: kept the profile in the spec (defaultAction SCMP_ACT_ERRNO)",
+    );
 }
 
 #[test]
@@ -121,34 +138,29 @@ fn logs_what_a_kept_profile_allows_that_ours_never_does() {
     // containerd 1.6's RuntimeDefault lists io_uring: a pod asking for RuntimeDefault gets
     // it, which is the hardened default's choice, so nothing is raised for it.
     assert!(report.relaxed.is_empty(), "{report:?}");
-    assert!(report.applied.contains(
-        &"seccomp: the spec's profile allows what palisade's never does: io_uring_enter, \
-          io_uring_setup"
-            .to_owned()
-    ));
+    assert_applied(
+        &report,
+        "seccomp: the spec's profile allows what palisade's never does: io_uring_enter, \
+         io_uring_setup",
+    );
 }
 
 #[test]
 fn allow_unconfined_seccomp_leaves_the_spec_without_a_filter_and_says_so() {
-    let mut spec = fixture(CONTAINER);
     let cfg = HardeningConfig {
         allow_unconfined_seccomp: true,
         ..HardeningConfig::default()
     };
-    let report = harden_spec(ID, &mut spec, &cfg).unwrap();
+    let (spec, report) = hardened(&cfg);
     assert!(spec["linux"].get("seccomp").is_none());
     assert_eq!(report.relaxed.len(), 1, "{report:?}");
     assert!(report.relaxed[0].starts_with("seccomp: no filter, as the spec asks"));
-    assert!(report
-        .overridden
-        .iter()
-        .all(|o| o.field != "securityContext.seccompProfile"));
+    assert!(overridden(&report, "securityContext.seccompProfile").is_none());
 }
 
 #[test]
 fn cuts_net_raw_from_every_set_and_keeps_the_rest_of_the_default_set() {
-    let mut spec = fixture(CONTAINER);
-    let report = harden_spec(ID, &mut spec, &HardeningConfig::default()).unwrap();
+    let (spec, report) = hardened(&HardeningConfig::default());
     let expected: Vec<&str> = [
         "CAP_CHOWN",
         "CAP_DAC_OVERRIDE",
@@ -173,26 +185,20 @@ fn cuts_net_raw_from_every_set_and_keeps_the_rest_of_the_default_set() {
         );
     }
     assert!(spec["process"]["capabilities"].get("ambient").is_none());
-    assert!(report
-        .applied
-        .contains(&"capabilities: dropped CAP_NET_RAW".into()));
+    assert_applied(&report, "capabilities: dropped CAP_NET_RAW");
 }
 
 #[test]
 fn keeps_net_raw_when_configured_to() {
-    let mut spec = fixture(CONTAINER);
     let cfg = HardeningConfig {
         drop_net_raw: false,
         ..HardeningConfig::default()
     };
-    let report = harden_spec(ID, &mut spec, &cfg).unwrap();
+    let (spec, report) = hardened(&cfg);
     let bounding = strings(&spec["process"]["capabilities"]["bounding"]);
     assert_eq!(bounding.len(), DEFAULT_CAPABILITIES.len());
     assert!(bounding.contains(&"CAP_NET_RAW".to_owned()));
-    assert!(!report
-        .applied
-        .iter()
-        .any(|l| l.starts_with("capabilities:")));
+    assert!(!applied_starting(&report, "capabilities:"));
 }
 
 #[test]
@@ -320,10 +326,10 @@ fn sets_no_new_privileges_even_over_an_explicit_false() {
     spec["process"]["noNewPrivileges"] = json!(false);
     let report = harden_spec(ID, &mut spec, &HardeningConfig::default()).unwrap();
     assert_eq!(spec["process"]["noNewPrivileges"], true);
-    assert!(report
-        .applied
-        .iter()
-        .any(|l| l.starts_with("process: noNewPrivileges set (the spec left it off")));
+    assert!(applied_starting(
+        &report,
+        "process: noNewPrivileges set (the spec left it off"
+    ));
 }
 
 #[test]
@@ -346,13 +352,11 @@ fn merges_masked_and_readonly_paths_without_duplicates() {
     // containerd 1.6 lists /proc/asound as read-only; that entry stays, and it is masked too.
     assert!(readonly.contains(&"/proc/asound".to_owned()));
     assert_eq!(masked.len(), MASKED_PATHS.len());
-    assert!(report
-        .applied
-        .contains(&"maskedPaths: added /proc/asound, /sys/devices/virtual/powercap".to_owned()));
-    assert!(!report
-        .applied
-        .iter()
-        .any(|l| l.starts_with("readonlyPaths:")));
+    assert_applied(
+        &report,
+        "maskedPaths: added /proc/asound, /sys/devices/virtual/powercap",
+    );
+    assert!(!applied_starting(&report, "readonlyPaths:"));
 }
 
 #[test]

@@ -6,8 +6,18 @@ use anyhow::{bail, Context as _, Result};
 
 /// Everything the tests use from Debian: containerd and runc, CNI plugins, the
 /// dynamic busybox for the test image, umoci for packing images, and the
-/// toolchain pieces other crates build with (protoc, clang/llvm, libbpf).
-pub const PACKAGES: &[&str] = &[
+/// toolchain pieces other crates build with (protoc, clang/llvm, libbpf): what a fresh
+/// machine of CI's kind lacks, then what it already has.
+pub const PACKAGES: &[&str] = &joined::<
+    { FRESH_LACKS.len() },
+    { FRESH_HAS.len() },
+    { FRESH_LACKS.len() + FRESH_HAS.len() },
+>(FRESH_LACKS, FRESH_HAS);
+
+/// The packages of [`PACKAGES`] a fresh machine of CI's kind (Debian 12 with the Rust
+/// toolchain, gcc, make, python3, git, curl, ...) does not have: `cargo xtask fresh-machine`
+/// uninstalls these in its view.
+pub const FRESH_LACKS: [&str; 14] = [
     "containerd",
     "runc",
     "containernetworking-plugins",
@@ -16,13 +26,21 @@ pub const PACKAGES: &[&str] = &[
     "skopeo",
     "protobuf-compiler",
     "clang",
-    "llvm",
     "libbpf-dev",
     "libelf-dev",
+    "bpftool",
+    // the kernel matrix: guests, their root disk, kernels' modules
+    "qemu-system-x86",
+    "debootstrap",
+    "kmod",
+];
+
+/// The packages of [`PACKAGES`] a fresh machine of CI's kind already has.
+const FRESH_HAS: [&str; 14] = [
+    "llvm",
     "zlib1g-dev",
     "pkg-config",
     "iproute2",
-    "bpftool",
     "jq",
     // fetching other containerd releases (--containerd)
     "curl",
@@ -33,14 +51,26 @@ pub const PACKAGES: &[&str] = &[
     // palisade-init's and the sandbox's tests (scoping probes, capability setup)
     "python3",
     "util-linux",
-    // the kernel matrix: guests, their root disk, kernels' modules and payloads
-    "qemu-system-x86",
-    "debootstrap",
-    "kmod",
+    // the kernel matrix: root disk, kernels' payloads
     "e2fsprogs",
     "xz-utils",
     "zstd",
 ];
+
+/// `a` then `b`, at compile time (`N` must be `A + B`).
+const fn joined<const A: usize, const B: usize, const N: usize>(
+    a: [&'static str; A],
+    b: [&'static str; B],
+) -> [&'static str; N] {
+    assert!(A + B == N, "joined: N must be A + B");
+    let mut out = [""; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = if i < A { a[i] } else { b[i - A] };
+        i += 1;
+    }
+    out
+}
 
 fn installed(pkg: &str) -> bool {
     Command::new("dpkg-query")

@@ -12,7 +12,6 @@ use anyhow::{bail, Context as _, Result};
 use crate::bench;
 use crate::cargo::Workspace;
 use crate::env::Env;
-use crate::procs;
 use crate::tasks::{self, Opts};
 use crate::{apt, corpus};
 
@@ -59,18 +58,7 @@ pub fn run_in(env: &Env, ws: &Workspace, opts: &Opts, short: bool) -> Result<(Ex
 
 /// Imports the corpus image archive into `env`'s containerd as [`corpus::CORPUS_REF`].
 pub fn import(env: &Env, archive: &Path) -> Result<()> {
-    let base = corpus::CORPUS_REF
-        .rsplit_once(':')
-        .map_or(corpus::CORPUS_REF, |(b, _)| b);
-    procs::run(
-        Command::new("ctr")
-            .arg("-a")
-            .arg(&env.socket)
-            .args(["-n", "k8s.io", "images", "import", "--base-name", base])
-            .arg(archive),
-    )
-    .context("import the corpus image")?;
-    Ok(())
+    env.import(archive, corpus::CORPUS_REF)
 }
 
 /// `palisade-conformance detections` (the binary `suite`) against `env`: `seconds` of traffic

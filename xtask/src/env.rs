@@ -434,7 +434,8 @@ oom_score = 0
         self.start_containerd()
     }
 
-    fn import(&self, archive: &Path, reference: &str) -> Result<()> {
+    /// Imports an image archive into this containerd's `k8s.io` namespace as `reference`.
+    pub fn import(&self, archive: &Path, reference: &str) -> Result<()> {
         let base = reference
             .rsplit_once(':')
             .map(|(b, _)| b)

@@ -8,12 +8,12 @@
 //! unpacks and configures them again, into the overlays. Nothing outside the view changes:
 //! when the command ends, the overlays' directories are deleted.
 //!
-//! Which packages: those of `apt::PACKAGES` that a fresh machine does not have (protoc, clang,
-//! libelf-dev, libbpf-dev, containerd, runc, qemu, ...), and, so that dpkg's database stays
-//! consistent, every installed package that depends on one of them with no other installed
-//! package to satisfy the dependency, and what `apt-get autoremove` would then take (the
-//! automatically installed packages nothing kept needs). The result is the fresh machine's
-//! package list, give or take what was installed by hand.
+//! Which packages: `apt::FRESH_LACKS`, those of `apt::PACKAGES` that a fresh machine does not
+//! have (protoc, clang, libelf-dev, libbpf-dev, containerd, runc, qemu, ...), and, so that
+//! dpkg's database stays consistent, every installed package that depends on one of them with
+//! no other installed package to satisfy the dependency, and what `apt-get autoremove` would
+//! then take (the automatically installed packages nothing kept needs). The result is the
+//! fresh machine's package list, give or take what was installed by hand.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -24,26 +24,6 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context as _, Result};
 
 use crate::procs::Children;
-
-/// The packages of `apt::PACKAGES` that a fresh machine of CI's kind already has (its package
-/// list: Debian 12 with the Rust toolchain, gcc, make, python3, git, curl, ...): the view keeps
-/// them. Every other package of that list is uninstalled in the view.
-const FRESH_HAS: &[&str] = &[
-    "llvm",
-    "zlib1g-dev",
-    "pkg-config",
-    "iproute2",
-    "jq",
-    "curl",
-    "libc6-dev",
-    "make",
-    "gcc",
-    "python3",
-    "util-linux",
-    "e2fsprogs",
-    "xz-utils",
-    "zstd",
-];
 
 /// The overlays' mount points. Everything a Debian package installs lives below one of them
 /// (`/bin`, `/lib` and `/sbin` are links into `/usr`).
@@ -422,7 +402,7 @@ pub fn command(args: &[String], children: &Children) -> Result<()> {
     let seeds: BTreeSet<String> = installed
         .iter()
         .map(|p| p.name.clone())
-        .filter(|n| crate::apt::PACKAGES.contains(&n.as_str()) && !FRESH_HAS.contains(&n.as_str()))
+        .filter(|n| crate::apt::FRESH_LACKS.contains(&n.as_str()))
         .collect();
     let auto: BTreeSet<String> = crate::procs::run(Command::new("apt-mark").arg("showauto"))?
         .lines()

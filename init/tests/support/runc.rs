@@ -29,7 +29,8 @@ pub fn static_init() -> Result<PathBuf> {
     let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("static-init");
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = Command::new(cargo)
+    let mut cargo = Command::new(cargo);
+    cargo
         .args([
             "build",
             "--release",
@@ -44,14 +45,8 @@ pub fn static_init() -> Result<PathBuf> {
         .arg("--target-dir")
         .arg(&target_dir)
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .stdin(Stdio::null())
-        .output()
-        .context("run cargo for the static palisade-init")?;
-    ensure!(
-        out.status.success(),
-        "static build of palisade-init failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .stdin(Stdio::null());
+    succeeded(&mut cargo, "static build of palisade-init")?;
     Ok(target_dir
         .join(TARGET)
         .join("release")
@@ -92,20 +87,26 @@ pub fn busybox(root: &Path, applets: &[&str]) -> Result<usize> {
 
 /// The spec `runc spec` writes into `bundle`, to be shaped by the test and written back.
 pub fn runc_spec(bundle: &Path) -> Result<Value> {
-    let out = Command::new(RUNC)
-        .args(["spec", "--bundle"])
-        .arg(bundle)
-        .output()
-        .context("runc spec")?;
-    ensure!(
-        out.status.success(),
-        "runc spec: {}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(
+        Command::new(RUNC).args(["spec", "--bundle"]).arg(bundle),
+        "runc spec",
+    )?;
     Ok(serde_json::from_slice(&fs::read(
         bundle.join("config.json"),
     )?)?)
+}
+
+/// Runs `cmd`, a `what` that must succeed, to its end: its output, or an error with its exit
+/// status and stderr.
+pub fn succeeded(cmd: &mut Command, what: &str) -> Result<Output> {
+    let out = cmd.output().with_context(|| format!("run {what}"))?;
+    ensure!(
+        out.status.success(),
+        "{what}: {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(out)
 }
 
 /// Deletes the container and its state even when the test fails half way; `state` is runc's
@@ -124,6 +125,24 @@ impl<S: AsRef<Path>> Drop for Container<S> {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+    }
+}
+
+impl Container<tempfile::TempDir> {
+    /// A container to run, with runc state of its own: its id is `name` and this test
+    /// process's pid.
+    pub fn fresh(name: &str) -> Result<Self> {
+        Ok(Self {
+            state: tempfile::tempdir().context("create a runc state directory")?,
+            id: format!("{name}-{}", std::process::id()),
+        })
+    }
+
+    /// `runc --root STATE`, to add the subcommand to.
+    pub fn runc(&self) -> Command {
+        let mut cmd = Command::new(RUNC);
+        cmd.arg("--root").arg(self.state.path());
+        cmd
     }
 }
 

@@ -304,6 +304,37 @@ fn run_worker_with(cgroup: &Cgroup, kind: &str, n: u32, seccomp: bool) -> Result
     }
 }
 
+/// A node monitor whose events a thread counts and throws away.
+struct Drained {
+    monitor: NodeMonitor,
+    drain: std::thread::JoinHandle<usize>,
+}
+
+impl Drained {
+    fn open(config: MonitorConfig) -> Result<Self> {
+        let (tx, rx) = sync_channel(1 << 16);
+        let drain = std::thread::spawn(move || rx.iter().count());
+        let monitor = NodeMonitor::open(config, tx)?;
+        Ok(Self { monitor, drain })
+    }
+
+    /// Closes the monitor; how many events it delivered.
+    fn close(self) -> Result<usize> {
+        drop(self.monitor);
+        self.drain
+            .join()
+            .map_err(|_| anyhow::anyhow!("drain thread panicked"))
+    }
+}
+
+/// A mode's row: each loop's median wall and CPU time, `wall / cpu`.
+fn median_cells(loops: &mut [(Vec<u64>, Vec<u64>)]) -> Vec<String> {
+    loops
+        .iter_mut()
+        .map(|(wall, cpu)| format!("{} / {}", median(wall), median(cpu)))
+        .collect()
+}
+
 fn median(v: &mut [u64]) -> u64 {
     v.sort_unstable();
     v.get(v.len() / 2).copied().unwrap_or(0)
@@ -364,16 +395,12 @@ fn bench(n: u32, rounds: u32) -> Result<()> {
                 drop(floor);
                 continue;
             }
-            let (tx, rx) = sync_channel(1 << 16);
-            let drain = std::thread::spawn(move || rx.iter().count());
-            let monitor = NodeMonitor::open(
-                MonitorConfig {
-                    syscall_hook: hook,
-                    keep_loaded: false,
-                    ..config(&root)
-                },
-                tx,
-            )?;
+            let drained = Drained::open(MonitorConfig {
+                syscall_hook: hook,
+                keep_loaded: false,
+                ..config(&root)
+            })?;
+            let monitor = &drained.monitor;
             let mut watches = Vec::new();
             let cgroups = watch_measured
                 .then_some(&measured)
@@ -385,10 +412,7 @@ fn bench(n: u32, rounds: u32) -> Result<()> {
             run_loops(&mut samples[m])?;
             dropped += watches.iter().map(|w| w.stats().drops).sum::<u64>();
             drop(watches);
-            drop(monitor);
-            delivered += drain
-                .join()
-                .map_err(|_| anyhow::anyhow!("drain thread panicked"))?;
+            delivered += drained.close()?;
         }
     }
     let counts: Vec<String> = loops.iter().map(|(k, i)| format!("{k} {i}")).collect();
@@ -402,10 +426,7 @@ fn bench(n: u32, rounds: u32) -> Result<()> {
         "mode", "exec", "open", "connect", "getppid"
     );
     for (m, (mode, _, _, _)) in modes.iter().enumerate() {
-        let cells: Vec<String> = samples[m]
-            .iter_mut()
-            .map(|(wall, cpu)| format!("{} / {}", median(wall), median(cpu)))
-            .collect();
+        let cells = median_cells(&mut samples[m]);
         println!(
             "{mode:<22} {:>19} {:>13} {:>15} {:>11}",
             cells[0], cells[1], cells[2], cells[3]
@@ -543,15 +564,11 @@ fn bench_hooks(n: u32, rounds: u32) -> Result<()> {
                 run_loops(&mut samples[m])?;
                 continue;
             }
-            let (tx, rx) = sync_channel(1 << 16);
-            let drain = std::thread::spawn(move || rx.iter().count());
-            let monitor = NodeMonitor::open(
-                MonitorConfig {
-                    keep_loaded: false,
-                    ..config(&root)
-                },
-                tx,
-            )?;
+            let drained = Drained::open(MonitorConfig {
+                keep_loaded: false,
+                ..config(&root)
+            })?;
+            let monitor = &drained.monitor;
             hook = monitor.features().syscall_hook.to_string();
             let links = monitor.pin_dir().join("links");
             let mut names = Vec::new();
@@ -593,10 +610,7 @@ fn bench_hooks(n: u32, rounds: u32) -> Result<()> {
             }
             ran?;
             drop(watch);
-            drop(monitor);
-            drain
-                .join()
-                .map_err(|_| anyhow::anyhow!("drain thread panicked"))?;
+            drained.close()?;
         }
     }
     let counts: Vec<String> = loops.iter().map(|(k, i)| format!("{k} {i}")).collect();
@@ -610,10 +624,7 @@ fn bench_hooks(n: u32, rounds: u32) -> Result<()> {
         "mode", "exec", "open", "connect", "getppid"
     );
     for (m, mode) in modes.iter().enumerate() {
-        let cells: Vec<String> = samples[m]
-            .iter_mut()
-            .map(|(wall, cpu)| format!("{} / {}", median(wall), median(cpu)))
-            .collect();
+        let cells = median_cells(&mut samples[m]);
         println!(
             "{:<26} {:>21} {:>15} {:>17} {:>11}",
             mode.name, cells[0], cells[1], cells[2], cells[3]

@@ -160,11 +160,17 @@ mod tests {
         out
     }
 
+    /// The credentials of a followed process `pid` that exec'd with host ids `uid`, `gid`.
+    fn execed(maps: &IdMaps, pid: u32, uid: u32, gid: u32) -> Creds {
+        let mut c = Creds::default();
+        c.exec(maps, pid, uid, gid);
+        c
+    }
+
     #[test]
     fn setgid_to_a_group_already_held_gains_nothing() {
         let maps = IdMaps::default();
-        let mut c = Creds::default();
-        c.exec(&maps, 7, 1000, 0);
+        let mut c = execed(&maps, 7, 1000, 0);
         let ch = c.set_ids(7, Syscall::Setgid, &args(&[0])).unwrap();
         assert!(!ch.gains_root(), "{ch:?}");
         assert_eq!(ch.after, ch.before);
@@ -173,13 +179,11 @@ mod tests {
     #[test]
     fn setuid_to_root_from_an_unprivileged_uid_is_a_gain() {
         let maps = IdMaps::default();
-        let mut c = Creds::default();
-        c.exec(&maps, 7, 1000, 1000);
+        let mut c = execed(&maps, 7, 1000, 1000);
         let ch = c.set_ids(7, Syscall::Setuid, &args(&[0])).unwrap();
         assert!(ch.gains_root());
         // Root dropping to a service user, then back through its saved uid: it had uid 0.
-        let mut c = Creds::default();
-        c.exec(&maps, 8, 0, 0);
+        let mut c = execed(&maps, 8, 0, 0);
         let drop = c
             .set_ids(8, Syscall::Setresuid, &args(&[33, 33, 0]))
             .unwrap();
@@ -193,8 +197,7 @@ mod tests {
             "unprivileged setuid sets the effective uid"
         );
         // A root process taking gid 0 gains nothing new.
-        let mut c = Creds::default();
-        c.exec(&maps, 9, 0, 1000);
+        let mut c = execed(&maps, 9, 0, 1000);
         assert!(!c
             .set_ids(9, Syscall::Setgid, &args(&[0]))
             .unwrap()
@@ -204,8 +207,7 @@ mod tests {
     #[test]
     fn forks_inherit_and_unfollowed_processes_are_not_judged() {
         let maps = IdMaps::default();
-        let mut c = Creds::default();
-        c.exec(&maps, 7, 1000, 1000);
+        let mut c = execed(&maps, 7, 1000, 1000);
         c.fork(&maps, 7, 8, 1000, 1000);
         assert!(c
             .set_ids(8, Syscall::Setreuid, &args(&[0, 0]))
@@ -229,8 +231,7 @@ mod tests {
                 count: 65_536,
             }],
         };
-        let mut c = Creds::default();
-        c.exec(&maps, 7, 101_000, 100_000);
+        let mut c = execed(&maps, 7, 101_000, 100_000);
         let ch = c.set_ids(7, Syscall::Setgid, &args(&[0])).unwrap();
         assert!(!ch.gains_root(), "group 0 inside is host gid 100000");
         assert!(c

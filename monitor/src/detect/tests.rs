@@ -12,6 +12,45 @@ fn set(rules: ContainerRules) -> RuleSet {
     }
 }
 
+/// One container's rules and detection state, fed made-up events at `now`: what each test
+/// starts with.
+struct Feed {
+    set: RuleSet,
+    st: DetectState,
+    now: Instant,
+}
+
+impl Feed {
+    fn new(rules: ContainerRules) -> Self {
+        let now = Instant::now();
+        Feed {
+            set: set(rules),
+            st: DetectState::new(now),
+            now,
+        }
+    }
+
+    /// The findings on event `kind` of process `p`.
+    fn of(&mut self, p: &ProcessInfo, kind: &EventKind) -> Vec<Finding> {
+        findings(&self.set, &mut self.st, p, kind, self.now)
+    }
+
+    /// The rule names of those findings.
+    fn names(&mut self, p: &ProcessInfo, kind: &EventKind) -> Vec<String> {
+        self.of(p, kind).into_iter().map(|f| f.rule).collect()
+    }
+}
+
+/// Process `pid` with these ids.
+fn process(pid: u32, uid: u32, gid: u32) -> ProcessInfo {
+    ProcessInfo {
+        pid,
+        uid,
+        gid,
+        ..ProcessInfo::default()
+    }
+}
+
 fn exec(path: &str) -> EventKind {
     EventKind::Exec {
         filename: path.into(),
@@ -26,68 +65,96 @@ fn exec(path: &str) -> EventKind {
     }
 }
 
+/// What the kernel can mark on an open, for [`marked_open`]: on a secret mount, a write
+/// below a system directory, a credential file.
+const SECRET: u8 = 1;
+const SYSTEM_DIR: u8 = 2;
+const CREDENTIAL: u8 = 4;
+
+/// An open of `path` relative to the working directory.
+fn open(path: &str, flags: u64, result: i64) -> EventKind {
+    marked_open(path, flags, result, 0)
+}
+
+/// [`open`] with what the kernel marked on it (`SECRET`, `SYSTEM_DIR`, `CREDENTIAL`).
+fn marked_open(path: &str, flags: u64, result: i64, marks: u8) -> EventKind {
+    EventKind::Open {
+        path: path.into(),
+        dirfd: -100,
+        flags,
+        result,
+        secret: marks & SECRET != 0,
+        system_dir: marks & SYSTEM_DIR != 0,
+        credential: marks & CREDENTIAL != 0,
+    }
+}
+
+fn syscall(call: Syscall, args: [u64; 6], result: i64) -> EventKind {
+    EventKind::Syscall { call, args, result }
+}
+
+fn socket(domain: i32, kind: i32, protocol: i32, result: i64) -> EventKind {
+    EventKind::Socket {
+        domain,
+        kind,
+        protocol,
+        result,
+    }
+}
+
+fn connect(addr: &str, result: i64) -> EventKind {
+    EventKind::Connect {
+        addr: Some(addr.parse().unwrap()),
+        result,
+    }
+}
+
+/// A connect rule refusing `addr` (one host) on `port` (every port: `None`).
+fn deny_connect(name: &str, addr: &str, port: Option<u16>, severity: u8) -> ConnectRule {
+    ConnectRule {
+        name: name.into(),
+        addr: addr.parse().unwrap(),
+        prefix_len: 32,
+        port,
+        only_from: None,
+        severity,
+        message: String::new(),
+    }
+}
+
 fn names(f: &[Finding]) -> Vec<&str> {
     f.iter().map(|f| f.rule.as_str()).collect()
 }
 
 #[test]
 fn the_entrypoint_shell_is_not_flagged_later_shells_are() {
-    let s = set(ContainerRules::default());
-    let now = Instant::now();
-    let mut st = DetectState::new(now);
+    let mut f = Feed::new(ContainerRules::default());
     let p = ProcessInfo::default();
-    assert!(findings(&s, &mut st, &p, &exec("/bin/sh"), now).is_empty());
+    assert!(f.of(&p, &exec("/bin/sh")).is_empty());
+    assert_eq!(f.names(&p, &exec("/bin/bash")), ["shell-in-container"]);
     assert_eq!(
-        names(&findings(&s, &mut st, &p, &exec("/bin/bash"), now)),
-        ["shell-in-container"]
-    );
-    assert_eq!(
-        names(&findings(&s, &mut st, &p, &exec("/usr/bin/apt-get"), now)),
+        f.names(&p, &exec("/usr/bin/apt-get")),
         ["package-manager-in-container"]
     );
-    assert!(findings(&s, &mut st, &p, &exec("/usr/bin/shasum"), now).is_empty());
+    assert!(f.of(&p, &exec("/usr/bin/shasum")).is_empty());
 }
 
 #[test]
 fn runtime_setup_before_the_entrypoint_is_not_flagged() {
-    let s = set(ContainerRules::default());
-    let now = Instant::now();
-    let mut st = DetectState::new(now);
-    let p = ProcessInfo {
-        uid: 1000,
-        gid: 1000,
-        ..ProcessInfo::default()
-    };
-    let unshare = EventKind::Syscall {
-        call: Syscall::Unshare,
-        args: [0; 6],
-        result: 0,
-    };
-    let setuid = EventKind::Syscall {
-        call: Syscall::Setuid,
-        args: [0; 6],
-        result: 0,
-    };
-    assert!(findings(&s, &mut st, &p, &unshare, now).is_empty());
-    assert!(findings(&s, &mut st, &p, &setuid, now).is_empty());
+    let mut f = Feed::new(ContainerRules::default());
+    let p = process(0, 1000, 1000);
+    let unshare = syscall(Syscall::Unshare, [0; 6], 0);
+    let setuid = syscall(Syscall::Setuid, [0; 6], 0);
+    assert!(f.of(&p, &unshare).is_empty());
+    assert!(f.of(&p, &setuid).is_empty());
     // palisade-init's exec is still the runtime's setup.
-    findings(&s, &mut st, &p, &exec(RUNTIME_INIT), now);
-    assert!(findings(&s, &mut st, &p, &setuid, now).is_empty());
-    findings(&s, &mut st, &p, &exec("/app"), now);
-    assert_eq!(
-        names(&findings(&s, &mut st, &p, &unshare, now)),
-        ["namespace-change"]
-    );
-    assert_eq!(
-        names(&findings(&s, &mut st, &p, &setuid, now)),
-        ["privilege-gain"]
-    );
-    let setuid_user = EventKind::Syscall {
-        call: Syscall::Setuid,
-        args: [1000, 0, 0, 0, 0, 0],
-        result: 0,
-    };
-    assert!(findings(&s, &mut st, &p, &setuid_user, now).is_empty());
+    f.of(&p, &exec(RUNTIME_INIT));
+    assert!(f.of(&p, &setuid).is_empty());
+    f.of(&p, &exec("/app"));
+    assert_eq!(f.names(&p, &unshare), ["namespace-change"]);
+    assert_eq!(f.names(&p, &setuid), ["privilege-gain"]);
+    let setuid_user = syscall(Syscall::Setuid, [1000, 0, 0, 0, 0, 0], 0);
+    assert!(f.of(&p, &setuid_user).is_empty());
 }
 
 #[test]
@@ -99,7 +166,7 @@ fn audit_rules_report_matching_execs_and_opens_only() {
         severity: 4,
         message: String::new(),
     };
-    let s = set(ContainerRules {
+    let mut f = Feed::new(ContainerRules {
         audit: vec![
             rule(
                 "apt",
@@ -116,136 +183,67 @@ fn audit_rules_report_matching_execs_and_opens_only() {
         builtins: false,
         ..ContainerRules::default()
     });
-    let now = Instant::now();
-    let mut st = DetectState::new(now);
     let p = ProcessInfo::default();
-    let open = |path: &str| EventKind::Open {
-        path: path.into(),
-        dirfd: -100,
-        flags: 0,
-        result: 3,
-        secret: false,
-        system_dir: false,
-        credential: false,
-    };
-    let f = findings(&s, &mut st, &p, &exec("/usr/bin/apt"), now);
-    assert_eq!(names(&f), ["apt"]);
-    assert_eq!(f[0].action, Action::Audit);
-    assert_eq!(f[0].enforcer, "audit-only");
-    assert!(findings(&s, &mut st, &p, &exec("/usr/bin/apt-get"), now).is_empty());
+    let read = |path: &str| open(path, 0, 3);
+    let apt = f.of(&p, &exec("/usr/bin/apt"));
+    assert_eq!(names(&apt), ["apt"]);
+    assert_eq!(apt[0].action, Action::Audit);
+    assert_eq!(apt[0].enforcer, "audit-only");
+    assert!(f.of(&p, &exec("/usr/bin/apt-get")).is_empty());
     assert!(
-        findings(&s, &mut st, &p, &open("/usr/bin/apt"), now).is_empty(),
+        f.of(&p, &read("/usr/bin/apt")).is_empty(),
         "an exec rule is not about opens"
     );
-    assert_eq!(
-        names(&findings(&s, &mut st, &p, &open("/etc/ssl/cert.pem"), now)),
-        ["etc"]
-    );
+    assert_eq!(f.names(&p, &read("/etc/ssl/cert.pem")), ["etc"]);
     assert!(
-        findings(&s, &mut st, &p, &open("/etc/ssl/certs/a.pem"), now).is_empty(),
+        f.of(&p, &read("/etc/ssl/certs/a.pem")).is_empty(),
         "not recursive"
     );
-    assert!(findings(&s, &mut st, &p, &open("/etc/ssl"), now).is_empty());
+    assert!(f.of(&p, &read("/etc/ssl")).is_empty());
 }
 
 #[test]
 fn an_execs_runc_init_is_the_runtime_and_forked_children_are_the_container() {
-    let s = set(ContainerRules::default());
-    let now = Instant::now();
-    let mut st = DetectState::new(now);
-    let proc_of = |pid: u32| ProcessInfo {
-        pid,
-        uid: 1000,
-        gid: 1000,
-        ..ProcessInfo::default()
-    };
-    let setuid = EventKind::Syscall {
-        call: Syscall::Setuid,
-        args: [0; 6],
-        result: 0,
-    };
+    let mut f = Feed::new(ContainerRules::default());
+    let proc_of = |pid: u32| process(pid, 1000, 1000);
+    let setuid = syscall(Syscall::Setuid, [0; 6], 0);
     let (entry, runc_exec, child) = (proc_of(10), proc_of(20), proc_of(11));
-    findings(&s, &mut st, &entry, &exec("/app"), now);
+    f.of(&entry, &exec("/app"));
     // runc init of a later exec: it entered from outside and has not exec'd yet.
-    assert!(findings(&s, &mut st, &runc_exec, &setuid, now).is_empty());
-    findings(&s, &mut st, &runc_exec, &exec(RUNTIME_INIT), now);
-    assert!(findings(&s, &mut st, &runc_exec, &setuid, now).is_empty());
-    findings(&s, &mut st, &runc_exec, &exec("/bin/sh"), now);
-    assert_eq!(
-        names(&findings(&s, &mut st, &runc_exec, &setuid, now)),
-        ["privilege-gain"]
-    );
+    assert!(f.of(&runc_exec, &setuid).is_empty());
+    f.of(&runc_exec, &exec(RUNTIME_INIT));
+    assert!(f.of(&runc_exec, &setuid).is_empty());
+    f.of(&runc_exec, &exec("/bin/sh"));
+    assert_eq!(f.names(&runc_exec, &setuid), ["privilege-gain"]);
     // A child forked by the entrypoint is the container's without an exec of its own.
-    findings(&s, &mut st, &entry, &EventKind::Fork { child_pid: 11 }, now);
-    assert_eq!(
-        names(&findings(&s, &mut st, &child, &setuid, now)),
-        ["privilege-gain"]
-    );
-    findings(&s, &mut st, &child, &EventKind::Exit { code: 0 }, now);
+    f.of(&entry, &EventKind::Fork { child_pid: 11 });
+    assert_eq!(f.names(&child, &setuid), ["privilege-gain"]);
+    f.of(&child, &EventKind::Exit { code: 0 });
     assert!(
-        findings(&s, &mut st, &child, &setuid, now).is_empty(),
+        f.of(&child, &setuid).is_empty(),
         "a reused pid starts unknown"
     );
 }
 
 #[test]
 fn file_detections() {
-    let s = set(ContainerRules::default());
-    let now = Instant::now();
-    let mut st = DetectState::new(now);
+    let mut f = Feed::new(ContainerRules::default());
     let p = ProcessInfo::default();
-    let open = |path: &str, flags: u64, result: i64| EventKind::Open {
-        path: path.into(),
-        dirfd: -100,
-        flags,
-        result,
-        secret: false,
-        system_dir: false,
-        credential: false,
-    };
-    let secret_open = |path: &str| EventKind::Open {
-        path: path.into(),
-        dirfd: -100,
-        flags: 0,
-        result: 3,
-        secret: true,
-        system_dir: false,
-        credential: false,
-    };
+    let secret_open = |path: &str| marked_open(path, 0, 3, SECRET);
     assert_eq!(
-        names(&findings(
-            &s,
-            &mut st,
-            &p,
-            &open("/etc/passwd", 0o1 | 0o1000, 3),
-            now
-        )),
+        f.names(&p, &open("/etc/passwd", 0o1 | 0o1000, 3)),
         ["write-below-system-dir"]
     );
-    assert!(findings(&s, &mut st, &p, &open("/etc/passwd", 0, 3), now).is_empty());
-    assert!(findings(&s, &mut st, &p, &open("/etcetera", 0o1, 3), now).is_empty());
-    let system_write = |path: &str| EventKind::Open {
-        path: path.into(),
-        dirfd: -100,
-        flags: 0o1,
-        result: 3,
-        secret: false,
-        system_dir: true,
-        credential: false,
-    };
+    assert!(f.of(&p, &open("/etc/passwd", 0, 3)).is_empty());
+    assert!(f.of(&p, &open("/etcetera", 0o1, 3)).is_empty());
     assert_eq!(
-        names(&findings(&s, &mut st, &p, &system_write("passwd"), now)),
+        f.names(&p, &marked_open("passwd", 0o1, 3, SYSTEM_DIR)),
         ["write-below-system-dir"],
         "a relative path the kernel placed below /etc"
     );
+    let token = "/var/run/secrets/kubernetes.io/serviceaccount/token";
     assert_eq!(
-        names(&findings(
-            &s,
-            &mut st,
-            &p,
-            &open("/var/run/secrets/kubernetes.io/serviceaccount/token", 0, 3),
-            now
-        )),
+        f.names(&p, &open(token, 0, 3)),
         ["service-account-token-read"]
     );
     // spelled so that no prefix matches: the kernel's mount test decides
@@ -254,21 +252,21 @@ fn file_detections() {
         "/var//run/secrets/kubernetes.io/serviceaccount/..data/token",
     ] {
         assert_eq!(
-            names(&findings(&s, &mut st, &p, &secret_open(path), now)),
+            f.names(&p, &secret_open(path)),
             ["service-account-token-read"],
             "{path}"
         );
         assert!(
-            findings(&s, &mut st, &p, &open(path, 0, 3), now).is_empty(),
+            f.of(&p, &open(path, 0, 3)).is_empty(),
             "{path} off a secret mount"
         );
     }
     assert!(
-        findings(&s, &mut st, &p, &secret_open("ca.crt"), now).is_empty(),
+        f.of(&p, &secret_open("ca.crt")).is_empty(),
         "another file of the token volume"
     );
     assert_eq!(
-        names(&findings(&s, &mut st, &p, &open("/root/x", 0, -13), now)),
+        f.names(&p, &open("/root/x", 0, -13)),
         ["file-access-denied"]
     );
 }
@@ -279,70 +277,33 @@ fn network_detections_and_learning_window() {
         learning_window: Some(Duration::from_secs(60)),
         ..Default::default()
     };
-    rules.deny_connect.push(ConnectRule {
-        name: "no-metadata".into(),
-        addr: "169.254.169.254".parse().unwrap(),
-        prefix_len: 32,
-        port: None,
-        only_from: None,
-        severity: 9,
-        message: String::new(),
-    });
-    let s = set(rules);
-    let t0 = Instant::now();
-    let mut st = DetectState::new(t0);
+    rules
+        .deny_connect
+        .push(deny_connect("no-metadata", "169.254.169.254", None, 9));
+    let mut f = Feed::new(rules);
+    let t0 = f.now;
     let p = ProcessInfo::default();
-    let connect = |a: &str, result: i64| EventKind::Connect {
-        addr: Some(a.parse().unwrap()),
-        result,
-    };
-    assert!(findings(&s, &mut st, &p, &connect("10.0.0.1:443", 0), t0).is_empty());
-    let later = t0 + Duration::from_secs(61);
-    assert!(findings(&s, &mut st, &p, &connect("10.0.0.1:443", 0), later).is_empty());
+    assert!(f.of(&p, &connect("10.0.0.1:443", 0)).is_empty());
+    f.now = t0 + Duration::from_secs(61);
+    assert!(f.of(&p, &connect("10.0.0.1:443", 0)).is_empty());
     assert_eq!(
-        names(&findings(
-            &s,
-            &mut st,
-            &p,
-            &connect("10.0.0.2:443", -115),
-            later
-        )),
+        f.names(&p, &connect("10.0.0.2:443", -115)),
         ["new-outbound-destination"]
     );
-    assert!(findings(&s, &mut st, &p, &connect("10.0.0.2:443", 0), later).is_empty());
-    let miner = findings(&s, &mut st, &p, &connect("10.0.0.1:3333", 0), t0);
+    assert!(f.of(&p, &connect("10.0.0.2:443", 0)).is_empty());
+    f.now = t0;
+    let miner = f.of(&p, &connect("10.0.0.1:3333", 0));
     assert_eq!(names(&miner), ["crypto-miner-pool-port"]);
-    let blocked = findings(&s, &mut st, &p, &connect("169.254.169.254:80", -1), t0);
+    let blocked = f.of(&p, &connect("169.254.169.254:80", -1));
     assert_eq!(names(&blocked), ["no-metadata"]);
     assert_eq!(blocked[0].action, Action::Block);
     assert_eq!(blocked[0].enforcer, "bpf-sock-addr");
-    let raw = EventKind::Socket {
-        domain: 2,
-        kind: 3,
-        protocol: 1,
-        result: 4,
-    };
-    assert_eq!(names(&findings(&s, &mut st, &p, &raw, t0)), ["raw-socket"]);
-    let packet = EventKind::Socket {
-        domain: 17,
-        kind: 2,
-        protocol: 768,
-        result: 4,
-    };
-    assert_eq!(
-        names(&findings(&s, &mut st, &p, &packet, t0)),
-        ["raw-socket"]
-    );
+    assert_eq!(f.names(&p, &socket(2, 3, 1, 4)), ["raw-socket"]);
+    assert_eq!(f.names(&p, &socket(17, 2, 768, 4)), ["raw-socket"]);
     // `ip addr` and Apache httpd: AF_NETLINK SOCK_RAW (also with SOCK_CLOEXEC); AF_UNIX
     for (domain, kind) in [(16, 3), (16, 524291), (1, 3), (1, 1), (2, 2)] {
-        let s_ = EventKind::Socket {
-            domain,
-            kind,
-            protocol: 0,
-            result: 4,
-        };
         assert!(
-            findings(&s, &mut st, &p, &s_, t0).is_empty(),
+            f.of(&p, &socket(domain, kind, 0, 4)).is_empty(),
             "domain {domain} type {kind}"
         );
     }
@@ -350,124 +311,64 @@ fn network_detections_and_learning_window() {
 
 #[test]
 fn a_privilege_change_is_a_gain_only_when_the_process_gets_root_it_did_not_hold() {
-    let s = set(ContainerRules::default());
-    let now = Instant::now();
-    let mut st = DetectState::new(now);
+    let mut f = Feed::new(ContainerRules::default());
     // busybox as uid 1000 with group 0 (no runAsGroup): setgid(0) at every start
-    let busybox = ProcessInfo {
-        pid: 30,
-        uid: 1000,
-        gid: 0,
-        ..ProcessInfo::default()
-    };
-    findings(&s, &mut st, &busybox, &exec("/bin/sh"), now);
-    let setgid0 = EventKind::Syscall {
-        call: Syscall::Setgid,
-        args: [0, 0, 0, 0, 0, 0],
-        result: 0,
-    };
-    assert!(findings(&s, &mut st, &busybox, &setgid0, now).is_empty());
-    let setuid_self = EventKind::Syscall {
-        call: Syscall::Setuid,
-        args: [1000, 0, 0, 0, 0, 0],
-        result: 0,
-    };
-    assert!(findings(&s, &mut st, &busybox, &setuid_self, now).is_empty());
+    let busybox = process(30, 1000, 0);
+    f.of(&busybox, &exec("/bin/sh"));
+    let setgid0 = syscall(Syscall::Setgid, [0, 0, 0, 0, 0, 0], 0);
+    assert!(f.of(&busybox, &setgid0).is_empty());
+    let setuid_self = syscall(Syscall::Setuid, [1000, 0, 0, 0, 0, 0], 0);
+    assert!(f.of(&busybox, &setuid_self).is_empty());
     // a root server dropping to its service user gains nothing either
-    let server = ProcessInfo {
-        pid: 31,
-        ..ProcessInfo::default()
-    };
-    findings(&s, &mut st, &server, &exec("/usr/sbin/apache2"), now);
-    let drop = EventKind::Syscall {
-        call: Syscall::Setresuid,
-        args: [33, 33, 33, 0, 0, 0],
-        result: 0,
-    };
-    assert!(findings(&s, &mut st, &server, &drop, now).is_empty());
+    let server = process(31, 0, 0);
+    f.of(&server, &exec("/usr/sbin/apache2"));
+    let drop = syscall(Syscall::Setresuid, [33, 33, 33, 0, 0, 0], 0);
+    assert!(f.of(&server, &drop).is_empty());
     // a refused call changes nothing
-    let refused = EventKind::Syscall {
-        call: Syscall::Setuid,
-        args: [0; 6],
-        result: -1,
-    };
-    assert!(findings(&s, &mut st, &server, &refused, now).is_empty());
+    let refused = syscall(Syscall::Setuid, [0; 6], -1);
+    assert!(f.of(&server, &refused).is_empty());
     // the dropped process getting uid 0 back without holding it anywhere is a gain
-    let regain = EventKind::Syscall {
-        call: Syscall::Setuid,
-        args: [0; 6],
-        result: 0,
-    };
-    let f = findings(&s, &mut st, &server, &regain, now);
-    assert_eq!(names(&f), ["privilege-gain"]);
+    let regain = f.of(&server, &syscall(Syscall::Setuid, [0; 6], 0));
+    assert_eq!(names(&regain), ["privilege-gain"]);
     assert!(
-        f[0].message.contains("uids 33/33/33 -> 33/0/33"),
+        regain[0].message.contains("uids 33/33/33 -> 33/0/33"),
         "{}",
-        f[0].message
+        regain[0].message
     );
     // a capset that succeeded raised nothing beyond the permitted set
-    let capset = EventKind::Syscall {
-        call: Syscall::Capset,
-        args: [0; 6],
-        result: 0,
-    };
-    assert!(findings(&s, &mut st, &busybox, &capset, now).is_empty());
+    let capset = syscall(Syscall::Capset, [0; 6], 0);
+    assert!(f.of(&busybox, &capset).is_empty());
 }
 
 #[test]
 fn an_applications_pid_file_below_usr_local_is_not_a_system_write() {
-    let s = set(ContainerRules::default());
-    let now = Instant::now();
-    let mut st = DetectState::new(now);
+    let mut f = Feed::new(ContainerRules::default());
     let p = ProcessInfo::default();
-    let write = |path: &str| EventKind::Open {
-        path: path.into(),
-        dirfd: -100,
-        flags: 0o1 | 0o100 | 0o1000,
-        result: 3,
-        secret: false,
-        system_dir: true,
-        credential: false,
-    };
-    assert!(findings(
-        &s,
-        &mut st,
-        &p,
-        &write("/usr/local/apache2/logs/httpd.pid"),
-        now
-    )
-    .is_empty());
+    let write = |path: &str| marked_open(path, 0o1 | 0o100 | 0o1000, 3, SYSTEM_DIR);
+    assert!(f
+        .of(&p, &write("/usr/local/apache2/logs/httpd.pid"))
+        .is_empty());
     assert_eq!(
-        names(&findings(&s, &mut st, &p, &write("/usr/bin/x"), now)),
+        f.names(&p, &write("/usr/bin/x")),
         ["write-below-system-dir"]
     );
 }
 
 #[test]
 fn only_from_rules_spare_their_source_in_kernel_and_in_audit() {
-    let rule = |name: &str, port: u16| ConnectRule {
-        name: name.into(),
-        addr: "10.0.0.1".parse().unwrap(),
-        prefix_len: 32,
-        port: Some(port),
+    let rule = |name: &str| ConnectRule {
         only_from: Some("/app/client".into()),
-        severity: 6,
-        message: String::new(),
+        ..deny_connect(name, "10.0.0.1", Some(5432), 6)
     };
     let rules = ContainerRules {
-        deny_connect: vec![rule("only-client", 5432), rule("general", 5432)],
+        deny_connect: vec![rule("only-client"), rule("general")],
         learning_window: None,
         ..Default::default()
     };
-    let mut s = set(rules);
-    s.sources = vec![Some((8, 42)), None];
-    s.rules.deny_connect[1].only_from = None;
-    let now = Instant::now();
-    let mut st = DetectState::new(now);
-    let connect = EventKind::Connect {
-        addr: Some("10.0.0.1:5432".parse().unwrap()),
-        result: 0,
-    };
+    let mut f = Feed::new(rules);
+    f.set.sources = vec![Some((8, 42)), None];
+    f.set.rules.deny_connect[1].only_from = None;
+    let connect = connect("10.0.0.1:5432", 0);
     let client = ProcessInfo {
         exe_id: Some((8, 42)),
         ..Default::default()
@@ -478,19 +379,13 @@ fn only_from_rules_spare_their_source_in_kernel_and_in_audit() {
     };
     // In the kernel: a connect that went through was the source; the general rule still
     // matches (audit, since the kernel did not refuse it).
-    assert_eq!(
-        names(&findings(&s, &mut st, &other, &connect, now)),
-        ["general"]
-    );
-    s.sources_in_kernel = false;
-    assert_eq!(
-        names(&findings(&s, &mut st, &client, &connect, now)),
-        ["general"]
-    );
+    assert_eq!(f.names(&other, &connect), ["general"]);
+    f.set.sources_in_kernel = false;
+    assert_eq!(f.names(&client, &connect), ["general"]);
     // One finding per connect: the first rule that applies.
-    let f = findings(&s, &mut st, &other, &connect, now);
-    assert_eq!(names(&f), ["only-client"]);
-    assert_eq!(f[0].action, Action::Audit);
+    let found = f.of(&other, &connect);
+    assert_eq!(names(&found), ["only-client"]);
+    assert_eq!(found[0].action, Action::Audit);
 }
 
 #[test]
@@ -503,38 +398,28 @@ fn exec_deny_reports_kill_or_audit() {
         severity: 9,
         message: "id is forbidden".into(),
     });
-    let s = set(rules);
-    let now = Instant::now();
-    let mut st = DetectState::new(now);
-    let kind = EventKind::Exec {
+    let mut f = Feed::new(rules);
+    let denied = |killed: bool, refused: bool, entrypoint: bool| EventKind::Exec {
         filename: "/usr/bin/id".into(),
         args: vec![],
         parent: String::new(),
         ino: 1,
         dev: 1,
-        killed: true,
-        refused: false,
+        killed,
+        refused,
         deny_rule: Some("no-id".into()),
-        entrypoint: true,
+        entrypoint,
     };
-    let f = findings(&s, &mut st, &ProcessInfo::default(), &kind, now);
-    assert_eq!(names(&f), ["no-id"]);
-    assert_eq!(f[0].action, Action::Kill);
-    assert_eq!(f[0].enforcer, "bpf-exec-kill");
-    assert_eq!(f[0].severity, 9);
-    let refused = EventKind::Exec {
-        filename: "/usr/bin/id".into(),
-        args: vec![],
-        parent: String::new(),
-        ino: 1,
-        dev: 1,
-        killed: false,
-        refused: true,
-        deny_rule: Some("no-id".into()),
-        entrypoint: false,
-    };
-    let f = findings(&s, &mut st, &ProcessInfo::default(), &refused, now);
-    assert_eq!((f[0].action, f[0].enforcer), (Action::Block, "bpf-lsm"));
+    let killed = f.of(&ProcessInfo::default(), &denied(true, false, true));
+    assert_eq!(names(&killed), ["no-id"]);
+    assert_eq!(killed[0].action, Action::Kill);
+    assert_eq!(killed[0].enforcer, "bpf-exec-kill");
+    assert_eq!(killed[0].severity, 9);
+    let refused = f.of(&ProcessInfo::default(), &denied(false, true, false));
+    assert_eq!(
+        (refused[0].action, refused[0].enforcer),
+        (Action::Block, "bpf-lsm")
+    );
 }
 
 #[test]
@@ -543,128 +428,101 @@ fn refused_attempts_are_blocks_by_their_enforcer_below_the_counted_severities() 
         seccomp_refused: vec!["unshare".into()],
         ..ContainerRules::default()
     };
-    rules.deny_connect.push(ConnectRule {
-        name: "no-pool".into(),
-        addr: "10.0.0.9".parse().unwrap(),
-        prefix_len: 32,
-        port: None,
-        only_from: None,
-        severity: 5,
-        message: String::new(),
-    });
-    let s = set(rules);
-    let now = Instant::now();
-    let mut st = DetectState::new(now);
+    rules
+        .deny_connect
+        .push(deny_connect("no-pool", "10.0.0.9", None, 5));
+    let mut f = Feed::new(rules);
     let p = ProcessInfo::default();
-    findings(&s, &mut st, &p, &exec("/app"), now);
-    let call = |call, result| EventKind::Syscall {
-        call,
-        args: [0; 6],
-        result,
-    };
-    let f = findings(&s, &mut st, &p, &call(Syscall::Unshare, -1), now);
-    assert_eq!(names(&f), ["namespace-change"]);
-    assert_eq!((f[0].action, f[0].enforcer), (Action::Block, "seccomp"));
-    assert_eq!(f[0].severity, 6);
-    assert!(
-        f[0].message.starts_with("unshare refused by seccomp: "),
-        "{}",
-        f[0].message
-    );
-    let f = findings(&s, &mut st, &p, &call(Syscall::FinitModule, -1), now);
-    assert_eq!((f[0].enforcer, f[0].severity), ("capabilities", 6));
-    let ran = findings(&s, &mut st, &p, &call(Syscall::Unshare, 0), now);
-    assert_eq!((ran[0].action, ran[0].severity), (Action::Audit, 8));
-    let raw = EventKind::Socket {
-        domain: 2,
-        kind: 3,
-        protocol: 1,
-        result: -1,
-    };
-    let f = findings(&s, &mut st, &p, &raw, now);
-    assert_eq!(names(&f), ["raw-socket"]);
+    f.of(&p, &exec("/app"));
+    let call = |call, result| syscall(call, [0; 6], result);
+    let unshare = f.of(&p, &call(Syscall::Unshare, -1));
+    assert_eq!(names(&unshare), ["namespace-change"]);
     assert_eq!(
-        (f[0].action, f[0].enforcer, f[0].severity),
+        (unshare[0].action, unshare[0].enforcer),
+        (Action::Block, "seccomp")
+    );
+    assert_eq!(unshare[0].severity, 6);
+    assert!(
+        unshare[0]
+            .message
+            .starts_with("unshare refused by seccomp: "),
+        "{}",
+        unshare[0].message
+    );
+    let module = f.of(&p, &call(Syscall::FinitModule, -1));
+    assert_eq!(
+        (module[0].enforcer, module[0].severity),
+        ("capabilities", 6)
+    );
+    let ran = f.of(&p, &call(Syscall::Unshare, 0));
+    assert_eq!((ran[0].action, ran[0].severity), (Action::Audit, 8));
+    let raw = f.of(&p, &socket(2, 3, 1, -1));
+    assert_eq!(names(&raw), ["raw-socket"]);
+    assert_eq!(
+        (raw[0].action, raw[0].enforcer, raw[0].severity),
         (Action::Block, "capabilities", 4)
     );
     // mining pool ports: a refused or unreachable pool still counts; a connect rule's refusal
     // names the rule's enforcer
-    let connect = |a: &str, result: i64| EventKind::Connect {
-        addr: Some(a.parse().unwrap()),
-        result,
-    };
     for result in [-111, -110, -113] {
-        let f = findings(&s, &mut st, &p, &connect("10.0.0.1:3333", result), now);
-        assert_eq!(names(&f), ["crypto-miner-pool-port"], "result {result}");
-        assert_eq!((f[0].action, f[0].severity), (Action::Audit, 8));
+        let pool = f.of(&p, &connect("10.0.0.1:3333", result));
+        assert_eq!(names(&pool), ["crypto-miner-pool-port"], "result {result}");
+        assert_eq!((pool[0].action, pool[0].severity), (Action::Audit, 8));
     }
-    let f = findings(&s, &mut st, &p, &connect("10.0.0.9:4444", -1), now);
-    assert_eq!(names(&f), ["no-pool", "crypto-miner-pool-port"]);
+    let pool = f.of(&p, &connect("10.0.0.9:4444", -1));
+    assert_eq!(names(&pool), ["no-pool", "crypto-miner-pool-port"]);
     assert_eq!(
-        (f[1].action, f[1].enforcer),
+        (pool[1].action, pool[1].enforcer),
         (Action::Block, "bpf-sock-addr")
     );
     assert!(
-        findings(&s, &mut st, &p, &connect("10.0.0.1:3333", -22), now).is_empty(),
+        f.of(&p, &connect("10.0.0.1:3333", -22)).is_empty(),
         "EINVAL: no attempt reached the network"
     );
 }
 
 #[test]
 fn credential_files_are_reported_by_what_the_kernel_says_not_the_path() {
-    let s = set(ContainerRules::default());
-    let now = Instant::now();
-    let mut st = DetectState::new(now);
+    let mut f = Feed::new(ContainerRules::default());
     let p = ProcessInfo::default();
-    let open = |path: &str, flags: u64, result: i64, credential: bool| EventKind::Open {
-        path: path.into(),
-        dirfd: -100,
-        flags,
-        result,
-        secret: false,
-        system_dir: false,
-        credential,
-    };
-    let f = findings(&s, &mut st, &p, &open("shadow", 0, 3, true), now);
-    assert_eq!(names(&f), ["credential-file-read"], "a relative spelling");
-    assert_eq!(f[0].severity, 6);
-    assert!(f[0].message.contains("shadow read"), "{}", f[0].message);
-    // the twin: a file of the same directory the kernel does not know as a credential
-    assert!(findings(&s, &mut st, &p, &open("/etc/passwd", 0, 3, false), now).is_empty());
+    let credential = |path: &str, flags: u64| marked_open(path, flags, 3, CREDENTIAL);
+    let shadow = f.of(&p, &credential("shadow", 0));
+    assert_eq!(
+        names(&shadow),
+        ["credential-file-read"],
+        "a relative spelling"
+    );
+    assert_eq!(shadow[0].severity, 6);
     assert!(
-        findings(&s, &mut st, &p, &open("/etc/shadow", 0, 3, false), now).is_empty(),
+        shadow[0].message.contains("shadow read"),
+        "{}",
+        shadow[0].message
+    );
+    // the twin: a file of the same directory the kernel does not know as a credential
+    assert!(f.of(&p, &open("/etc/passwd", 0, 3)).is_empty());
+    assert!(
+        f.of(&p, &open("/etc/shadow", 0, 3)).is_empty(),
         "the path alone decides nothing: the kernel keyed no such file in this container"
     );
     // refused: no file was opened, the refusal is its own report
     assert_eq!(
-        names(&findings(
-            &s,
-            &mut st,
-            &p,
-            &open("/etc/shadow", 0, -13, false),
-            now
-        )),
+        f.names(&p, &open("/etc/shadow", 0, -13)),
         ["file-access-denied"]
     );
-    let f = findings(
-        &s,
-        &mut st,
-        &p,
-        &open("/root/.kube/config", 0o2, 3, true),
-        now,
-    );
-    assert_eq!(names(&f), ["credential-file-read"]);
+    let kubeconfig = f.of(&p, &credential("/root/.kube/config", 0o2));
+    assert_eq!(names(&kubeconfig), ["credential-file-read"]);
     assert!(
-        f[0].message.contains("opened for writing"),
+        kubeconfig[0].message.contains("opened for writing"),
         "{}",
-        f[0].message
+        kubeconfig[0].message
     );
     // the built-in detections off: nothing
     let off = set(ContainerRules {
         builtins: false,
         ..ContainerRules::default()
     });
-    assert!(findings(&off, &mut st, &p, &open("shadow", 0, 3, true), now).is_empty());
+    let shadow = credential("shadow", 0);
+    assert!(findings(&off, &mut f.st, &p, &shadow, f.now).is_empty());
 }
 
 #[test]
@@ -676,18 +534,16 @@ fn network_tools_after_the_entrypoint_are_reported_by_name_and_content() {
     }
     std::fs::write(root.join("usr/bin/ncat"), b"ncat's own code").unwrap();
     std::fs::write(root.join("usr/bin/socat"), b"socat's own code").unwrap();
-    let s = set(ContainerRules {
+    let mut f = Feed::new(ContainerRules {
         rootfs: Some(root.to_path_buf()),
         ..ContainerRules::default()
     });
-    let now = Instant::now();
-    let mut st = DetectState::new(now);
     let p = ProcessInfo {
         pid: u32::MAX,
         ..ProcessInfo::default()
     };
     assert!(
-        findings(&s, &mut st, &p, &exec("/usr/bin/socat"), now).is_empty(),
+        f.of(&p, &exec("/usr/bin/socat")).is_empty(),
         "the entrypoint: a proxy"
     );
     for tool in [
@@ -697,25 +553,25 @@ fn network_tools_after_the_entrypoint_are_reported_by_name_and_content() {
         "/bin/nc.openbsd",
     ] {
         assert_eq!(
-            names(&findings(&s, &mut st, &p, &exec(tool), now)),
+            f.names(&p, &exec(tool)),
             ["network-tool-in-container"],
             "{tool}"
         );
     }
-    assert!(findings(&s, &mut st, &p, &exec("/usr/bin/curl"), now).is_empty());
+    assert!(f.of(&p, &exec("/usr/bin/curl")).is_empty());
     std::fs::copy(root.join("usr/bin/ncat"), root.join("tmp/z")).unwrap();
-    let f = findings(&s, &mut st, &p, &exec("/tmp/z"), now);
-    assert_eq!(names(&f), ["network-tool-in-container"]);
+    let copy = f.of(&p, &exec("/tmp/z"));
+    assert_eq!(names(&copy), ["network-tool-in-container"]);
     assert!(
-        f[0].message.contains("the content of ncat"),
+        copy[0].message.contains("the content of ncat"),
         "{}",
-        f[0].message
+        copy[0].message
     );
     // written since the registration, carrying a miner's strings
     std::fs::write(root.join("tmp/kswapd0"), b"XMRig stratum+tcp://pool:3333").unwrap();
     std::fs::write(root.join("tmp/kswapd1"), b"https://example.com/").unwrap();
-    let f = findings(&s, &mut st, &p, &exec("/tmp/kswapd0"), now);
-    assert_eq!(names(&f), ["crypto-miner"]);
-    assert_eq!(f[0].severity, 8);
-    assert!(findings(&s, &mut st, &p, &exec("/tmp/kswapd1"), now).is_empty());
+    let miner = f.of(&p, &exec("/tmp/kswapd0"));
+    assert_eq!(names(&miner), ["crypto-miner"]);
+    assert_eq!(miner[0].severity, 8);
+    assert!(f.of(&p, &exec("/tmp/kswapd1")).is_empty());
 }

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use super::{Installed, Target};
+use super::{source_id, Installed, Target};
 use crate::error::MonitorError;
 use crate::kernel::function_params;
 use crate::raw::{self, bytes_of};
@@ -136,10 +136,11 @@ fn file_value(index: usize, rule: &FileRule) -> Result<types::file_rule, Monitor
             flags |= raw::FR_RECURSIVE;
         }
     }
-    let (src_dev, src_ino) = match &rule.from_source {
-        Some(path) => file_id_in(&rule.name, rule.root.as_deref(), path)?,
-        None => (0, 0),
-    };
+    let (src_dev, src_ino) = source_id(
+        &rule.name,
+        rule.root.as_deref(),
+        rule.from_source.as_deref(),
+    )?;
     Ok(types::file_rule {
         rule: index as u32 + 1,
         flags,

@@ -19,7 +19,7 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use crate::cgroup::find_cgroup_dir;
 use crate::error::MonitorError;
 use crate::raw::{self, bytes_of};
-use crate::rules::{file_id, ContainerRef, ContainerRules, RuleError};
+use crate::rules::{file_id_in, ContainerRef, ContainerRules, RuleError};
 use crate::set::NodeMaps;
 use crate::skel::monitor::types;
 
@@ -66,16 +66,34 @@ fn deny_value(
     name: &str,
     source: Option<&Path>,
 ) -> Result<types::deny_value, RuleError> {
-    let (src_dev, src_ino) = match source {
-        Some(path) => file_id(name, path)?,
-        None => (0, 0),
-    };
+    let (src_dev, src_ino) = source_id(name, None, source)?;
     Ok(types::deny_value {
         rule: index as u32 + 1,
         src_dev,
         src_ino,
         hits: 0,
     })
+}
+
+/// The (kernel device, inode) of a rule's source binary `source` (inside `root` when given,
+/// see [`crate::rules::FileRule::root`]); (0, 0), which no file has, for a rule without one.
+fn source_id(
+    name: &str,
+    root: Option<&Path>,
+    source: Option<&Path>,
+) -> Result<(u32, u64), RuleError> {
+    source.map_or(Ok((0, 0)), |path| file_id_in(name, root, path))
+}
+
+/// The hit counter of `key`'s value in `map`, a `V` whose counter `hits` reads; 0 when the
+/// key is not there.
+fn hits_in<V: Copy>(map: &MapHandle, key: &[u8], hits: impl Fn(&V) -> u64) -> u64 {
+    map.lookup(key, MapFlags::ANY)
+        .ok()
+        .flatten()
+        .and_then(|v| raw::read::<V>(&v))
+        .map(|v| hits(&v))
+        .unwrap_or(0)
 }
 
 /// What the installers put into the kernel for one container.
@@ -96,14 +114,7 @@ pub(crate) struct Installed {
 impl Installed {
     /// How many times the kernel matched each exec, connect and socket rule, by rule name.
     pub fn hits(&self, maps: &NodeMaps, rules: &ContainerRules) -> Vec<(String, u64)> {
-        let hits = |map: &MapHandle, key: &[u8]| {
-            map.lookup(key, MapFlags::ANY)
-                .ok()
-                .flatten()
-                .and_then(|v| raw::read::<types::deny_value>(&v))
-                .map(|v| v.hits)
-                .unwrap_or(0)
-        };
+        let hits = |map: &MapHandle, key: &[u8]| hits_in(map, key, |v: &types::deny_value| v.hits);
         let mut out = Vec::new();
         for (rule, key) in rules.deny_exec.iter().zip(&self.exec_keys) {
             out.push((rule.name.clone(), hits(&maps.deny_exec, bytes_of(key))));
@@ -114,28 +125,18 @@ impl Installed {
             }
         }
         for (rule, key) in rules.sock_create.iter().zip(&self.sock_keys) {
-            let n = maps
-                .sock_rules
-                .lookup(bytes_of(key), MapFlags::ANY)
-                .ok()
-                .flatten()
-                .and_then(|v| raw::read::<types::sock_rule>(&v))
-                .map(|v| v.hits)
-                .unwrap_or(0);
+            let n = hits_in(&maps.sock_rules, bytes_of(key), |v: &types::sock_rule| {
+                v.hits
+            });
             out.push((rule.name.clone(), n));
         }
         for (i, key) in &self.file_keys {
             let Some(rule) = rules.deny_file.get(*i) else {
                 continue;
             };
-            let n = maps
-                .deny_file
-                .lookup(bytes_of(key), MapFlags::ANY)
-                .ok()
-                .flatten()
-                .and_then(|v| raw::read::<types::file_rule>(&v))
-                .map(|v| v.hits)
-                .unwrap_or(0);
+            let n = hits_in(&maps.deny_file, bytes_of(key), |v: &types::file_rule| {
+                v.hits
+            });
             out.push((rule.name.clone(), n));
         }
         out

@@ -110,14 +110,7 @@ fn check_attribution(hook: SyscallHook) {
 
     let (pid, st) = run(Some(&w.cg), None, &connect(dest));
     assert_eq!(exited(st), Some(0));
-    let (ev, _) = event_of(&w.rx, "connect", pid, "connect");
-    assert_eq!(
-        ev.kind,
-        EventKind::Connect {
-            addr: Some(dest),
-            result: 0
-        }
-    );
+    connect_event(&w.rx, "connect", pid, dest, 0);
 
     // A second exec is no longer the entrypoint; a shell there is flagged.
     let (pid, st) = run(Some(&w.cg), None, &exec("/bin/sh", &["sh", "-c", "exit 3"]));
@@ -191,8 +184,7 @@ fn check_built_in_detections(hook: SyscallHook) {
     let w = Watched::on_hook("builtin", hook, ContainerRules::default());
 
     // Before the entrypoint the same calls are the runtime's set-up: reported, not flagged.
-    let (early, st) = run(Some(&w.cg), None, &Act::Call(escape_attempts));
-    assert_eq!(exited(st), Some(0));
+    let early = call_in(&w, escape_attempts, 0, "escape attempts");
     let (ev, _) = until(&w.rx, "early unshare", |e| {
         e.process.pid == early as u32 && e.kind.name() == "unshare"
     });
@@ -276,8 +268,7 @@ fn bind_listen_and_accept_are_reported_with_addresses() {
 
 fn check_server_calls(hook: SyscallHook) {
     let w = Watched::on_hook("server", hook, ContainerRules::default());
-    let (pid, st) = run(Some(&w.cg), None, &Act::Call(serve_one_connection));
-    assert_eq!(exited(st), Some(0));
+    let pid = call_in(&w, serve_one_connection, 0, "serve one connection");
     let mine = |kind: &'static str| {
         move |e: &MonitorEvent| e.process.pid == pid as u32 && e.kind.name() == kind
     };
@@ -326,10 +317,8 @@ fn check_server_calls(hook: SyscallHook) {
 
 #[test]
 fn a_cgroup_is_watched_once_and_a_failed_watch_leaves_nothing() {
-    let root = PinRoot::new("once");
-    let cg = TestCgroup::new("once");
-    let (tx, _rx) = sync_channel(16);
-    let monitor = NodeMonitor::open(root.config(), tx).unwrap();
+    let node = Unwatched::new("once");
+    let (monitor, cg) = (&node.monitor, &node.cg);
     let bad = ContainerRules {
         deny_exec: vec![ExecRule {
             name: "missing".into(),

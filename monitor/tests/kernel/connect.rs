@@ -5,7 +5,7 @@ use std::net::TcpListener;
 use std::path::Path;
 
 use palisade_events::Action as EventAction;
-use palisade_monitor::{ConnectRule, ContainerRules, Enforcer, EventKind};
+use palisade_monitor::{ConnectRule, ContainerRules, Enforcer};
 
 use crate::harness::*;
 
@@ -17,15 +17,7 @@ fn connect_to_a_denied_destination_is_refused_with_eperm() {
     let b = allowed.local_addr().unwrap();
 
     let rules = ContainerRules {
-        deny_connect: vec![ConnectRule {
-            name: "no-port-a".into(),
-            addr: a.ip(),
-            prefix_len: 32,
-            port: Some(a.port()),
-            only_from: None,
-            severity: 7,
-            message: String::new(),
-        }],
+        deny_connect: vec![deny_connect_to("no-port-a", a, 7)],
         ..Default::default()
     };
     let w = Watched::new("connect", rules);
@@ -42,14 +34,7 @@ fn connect_to_a_denied_destination_is_refused_with_eperm() {
         "outside the cgroup the rule does not apply"
     );
 
-    let (ev, _) = event_of(&w.rx, "refused connect", pid, "connect");
-    assert_eq!(
-        ev.kind,
-        EventKind::Connect {
-            addr: Some(a),
-            result: -(libc::EPERM as i64)
-        }
-    );
+    let ev = connect_event(&w.rx, "refused connect", pid, a, libc::EPERM);
     let f = &ev.findings[0];
     assert_eq!(
         (f.rule.as_str(), f.action, f.enforcer),
@@ -119,15 +104,7 @@ fn ipv6_connect_rules_use_the_connect6_hook() {
     let allowed = TcpListener::bind("[::1]:0").unwrap();
     let (a, b) = (denied.local_addr().unwrap(), allowed.local_addr().unwrap());
     let rules = ContainerRules {
-        deny_connect: vec![ConnectRule {
-            name: "no-v6-a".into(),
-            addr: "::1".parse().unwrap(),
-            prefix_len: 128,
-            port: Some(a.port()),
-            only_from: None,
-            severity: 5,
-            message: String::new(),
-        }],
+        deny_connect: vec![deny_connect_to("no-v6-a", a, 5)],
         ..Default::default()
     };
     let w = Watched::new("v6", rules);
@@ -135,12 +112,5 @@ fn ipv6_connect_rules_use_the_connect6_hook() {
     assert_eq!(exited(st), Some(libc::EPERM));
     let (_, st) = run(Some(&w.cg), None, &connect(b));
     assert_eq!(exited(st), Some(0));
-    let (ev, _) = event_of(&w.rx, "refused v6 connect", pid, "connect");
-    assert_eq!(
-        ev.kind,
-        EventKind::Connect {
-            addr: Some(a),
-            result: -(libc::EPERM as i64)
-        }
-    );
+    connect_event(&w.rx, "refused v6 connect", pid, a, libc::EPERM);
 }

@@ -9,8 +9,8 @@ use std::sync::mpsc::{sync_channel, Receiver};
 use std::time::{Duration, Instant};
 
 use palisade_monitor::{
-    cgroup_id_of_dir, unified_mount, ContainerRef, ContainerRules, Enforcer, MonitorConfig,
-    MonitorEvent, NodeMonitor, SyscallHook, Watch,
+    cgroup_id_of_dir, unified_mount, ConnectRule, ContainerRef, ContainerRules, Enforcer,
+    EventKind, MonitorConfig, MonitorEvent, NodeMonitor, SyscallHook, Watch,
 };
 
 /// A cgroup of the unified hierarchy for one test; removed (after killing what is left in it)
@@ -255,24 +255,8 @@ pub fn spawn(cgroup: Option<&TestCgroup>, uid: Option<u32>, act: &Act) -> (i32, 
                     }
                     fail(0);
                 }
-                Act::Connect { addr } => {
-                    let s = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-                    let rc = libc::connect(
-                        s,
-                        (addr as *const libc::sockaddr_in).cast(),
-                        std::mem::size_of::<libc::sockaddr_in>() as u32,
-                    );
-                    fail(if rc == 0 { 0 } else { errno() });
-                }
-                Act::Connect6 { addr } => {
-                    let s = libc::socket(libc::AF_INET6, libc::SOCK_STREAM, 0);
-                    let rc = libc::connect(
-                        s,
-                        (addr as *const libc::sockaddr_in6).cast(),
-                        std::mem::size_of::<libc::sockaddr_in6>() as u32,
-                    );
-                    fail(if rc == 0 { 0 } else { errno() });
-                }
+                Act::Connect { addr } => fail(tcp_connect(libc::AF_INET, addr)),
+                Act::Connect6 { addr } => fail(tcp_connect(libc::AF_INET6, addr)),
                 Act::Call(f) => fail(f()),
             }
         }
@@ -281,6 +265,29 @@ pub fn spawn(cgroup: Option<&TestCgroup>, uid: Option<u32>, act: &Act) -> (i32, 
     unsafe { libc::close(fds[1]) };
     let out = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fds[0]) };
     (pid, out)
+}
+
+/// A TCP connect from a new `family` socket to `addr` (a `sockaddr_in` or `sockaddr_in6`):
+/// 0 or the errno. Raw syscalls only, for a forked child.
+///
+/// # Safety
+/// `A` must be the socket address type of `family`.
+unsafe fn tcp_connect<A>(family: libc::c_int, addr: &A) -> i32 {
+    // SAFETY: raw syscalls on a valid address of the size given; the caller vouches that it
+    // is of `family`'s type.
+    unsafe {
+        let s = libc::socket(family, libc::SOCK_STREAM, 0);
+        let rc = libc::connect(
+            s,
+            (addr as *const A).cast(),
+            std::mem::size_of::<A>() as u32,
+        );
+        if rc == 0 {
+            0
+        } else {
+            *libc::__errno_location()
+        }
+    }
 }
 
 /// Waits for a child; returns the raw wait status.
@@ -294,6 +301,14 @@ pub fn wait(pid: i32) -> i32 {
 pub fn run(cgroup: Option<&TestCgroup>, uid: Option<u32>, act: &Act) -> (i32, i32) {
     let (pid, _out) = spawn(cgroup, uid, act);
     (pid, wait(pid))
+}
+
+/// Runs `call` (raw syscalls; its return is the exit code) in `w`'s cgroup, which must exit
+/// with `want`; `what` names it in a failure. Its pid.
+pub fn call_in(w: &Watched, call: fn() -> i32, want: i32, what: &str) -> i32 {
+    let (pid, st) = run(Some(&w.cg), None, &Act::Call(call));
+    assert_eq!(exited(st), Some(want), "{what}");
+    pid
 }
 
 pub fn exited(status: i32) -> Option<i32> {
@@ -382,6 +397,40 @@ pub fn event_of(
     until(rx, what, |e| {
         e.process.pid == pid as u32 && e.kind.name() == kind
     })
+}
+
+/// The event of `pid`'s connect to `addr`, which ended with `errno` (0: connected); `what`
+/// names it in a failure.
+pub fn connect_event(
+    rx: &Receiver<MonitorEvent>,
+    what: &str,
+    pid: i32,
+    addr: SocketAddr,
+    errno: i32,
+) -> MonitorEvent {
+    let (ev, _) = event_of(rx, what, pid, "connect");
+    assert_eq!(
+        ev.kind,
+        EventKind::Connect {
+            addr: Some(addr),
+            result: -i64::from(errno)
+        },
+        "{what}"
+    );
+    ev
+}
+
+/// A connect rule refusing `dest` (that host, that port) to every executable.
+pub fn deny_connect_to(name: &str, dest: SocketAddr, severity: u8) -> ConnectRule {
+    ConnectRule {
+        name: name.into(),
+        addr: dest.ip(),
+        prefix_len: if dest.is_ipv4() { 32 } else { 128 },
+        port: Some(dest.port()),
+        only_from: None,
+        severity,
+        message: String::new(),
+    }
 }
 
 /// A scratch directory readable by everyone, removed when dropped.
@@ -481,17 +530,43 @@ impl Watched {
         config: impl FnOnce(MonitorConfig) -> MonitorConfig,
         rules: ContainerRules,
     ) -> Self {
+        let node = Unwatched::with(name, config);
+        let watch = node.monitor.watch(node.cg.container(pod), rules).unwrap();
+        node.watched(watch)
+    }
+}
+
+/// [`Watched`] before its watch, for the tests that use the monitor first (or only try to
+/// watch): a monitor with a pin root of its own, its events, and a cgroup of its own. The
+/// fields drop in their order, as in [`Watched`].
+pub struct Unwatched {
+    pub monitor: NodeMonitor,
+    pub rx: Receiver<MonitorEvent>,
+    pub cg: TestCgroup,
+    pub root: PinRoot,
+}
+
+impl Unwatched {
+    /// Pin root and cgroup named `name`, the default configuration.
+    pub fn new(name: &str) -> Self {
+        Self::with(name, |c| c)
+    }
+
+    fn with(name: &str, config: impl FnOnce(MonitorConfig) -> MonitorConfig) -> Self {
         let root = PinRoot::new(name);
         let cg = TestCgroup::new(name);
         let (tx, rx) = sync_channel(4096);
         let monitor = NodeMonitor::open(config(root.config()), tx).unwrap();
-        let watch = monitor.watch(cg.container(pod), rules).unwrap();
-        Watched {
-            watch,
+        Unwatched {
             monitor,
             rx,
             cg,
-            _root: root,
+            root,
         }
+    }
+
+    /// The [`Watched`] of `watch`, a watch of this monitor.
+    pub fn watched(self, watch: Watch) -> Watched {
+        Watched::from_parts(watch, self.monitor, self.rx, self.cg, self.root)
     }
 }

@@ -3,10 +3,9 @@
 //! does not fit the kernel refusing the watch.
 
 use std::path::Path;
-use std::sync::mpsc::sync_channel;
 
 use palisade_events::Action as EventAction;
-use palisade_monitor::{ContainerRules, Enforcer, EventKind, NodeMonitor, SockClass, SockRule};
+use palisade_monitor::{ContainerRules, Enforcer, EventKind, SockClass, SockRule};
 
 use crate::harness::*;
 
@@ -80,18 +79,15 @@ fn socket_creation_is_limited_to_the_listed_executables() {
         assert_eq!(e.enforcer, Enforcer::BpfSockCreate, "{e:?}");
     }
 
-    let (_, st) = run(Some(&w.cg), None, &Act::Call(tcp_socket));
-    assert_eq!(exited(st), Some(0), "listed executable: tcp socket");
-    let (_, st) = run(Some(&w.cg), None, &Act::Call(tcp6_socket));
-    assert_eq!(exited(st), Some(0), "listed executable: tcp6 socket");
-    let (udp, st) = run(Some(&w.cg), None, &Act::Call(udp_socket));
-    assert_eq!(
-        exited(st),
-        Some(libc::EPERM),
-        "unlisted executable: udp refused"
+    call_in(&w, tcp_socket, 0, "listed executable: tcp socket");
+    call_in(&w, tcp6_socket, 0, "listed executable: tcp6 socket");
+    let udp = call_in(
+        &w,
+        udp_socket,
+        libc::EPERM,
+        "unlisted executable: udp refused",
     );
-    let (raw, st) = run(Some(&w.cg), None, &Act::Call(raw_socket));
-    assert_eq!(exited(st), Some(libc::EPERM), "raw refused to everyone");
+    let raw = call_in(&w, raw_socket, libc::EPERM, "raw refused to everyone");
     // Outside the cgroup the rules do not apply.
     let (_, st) = run(None, None, &Act::Call(udp_socket));
     assert_eq!(exited(st), Some(0), "udp outside the cgroup");
@@ -159,13 +155,11 @@ fn socket_block_lists_refuse_only_the_listed_executables() {
         learning_window: None,
         ..Default::default()
     };
-    let root = PinRoot::new("sock-block");
-    let cg = TestCgroup::new("sock-block");
-    let (tx, rx) = sync_channel(4096);
-    let monitor = NodeMonitor::open(root.config(), tx).unwrap();
-    if !monitor.features().from_source {
-        let err = monitor
-            .watch(cg.container("sock-block"), rules)
+    let node = Unwatched::new("sock-block");
+    if !node.monitor.features().from_source {
+        let err = node
+            .monitor
+            .watch(node.cg.container("sock-block"), rules)
             .err()
             .expect("a block list registered where the hook cannot read the task");
         assert!(
@@ -174,30 +168,31 @@ fn socket_block_lists_refuse_only_the_listed_executables() {
         );
         return;
     }
-    let watch = monitor.watch(cg.container("sock-block"), rules).unwrap();
+    let watch = node
+        .monitor
+        .watch(node.cg.container("sock-block"), rules)
+        .unwrap();
     for e in watch.enforcement() {
         assert_eq!(e.enforcer, Enforcer::BpfSockCreate, "{e:?}");
         let note = e.note.as_deref().unwrap_or_default();
         assert!(note.contains("sockets of processes running "), "{note}");
     }
-    let w = Watched::from_parts(watch, monitor, rx, cg, root);
+    let w = node.watched(watch);
 
-    let (tcp, st) = run(Some(&w.cg), None, &Act::Call(tcp_socket));
-    assert_eq!(
-        exited(st),
-        Some(libc::EPERM),
-        "listed executable: tcp refused"
+    let tcp = call_in(
+        &w,
+        tcp_socket,
+        libc::EPERM,
+        "listed executable: tcp refused",
     );
-    let (_, st) = run(Some(&w.cg), None, &Act::Call(tcp6_socket));
-    assert_eq!(
-        exited(st),
-        Some(libc::EPERM),
-        "listed executable: tcp6 refused"
+    call_in(
+        &w,
+        tcp6_socket,
+        libc::EPERM,
+        "listed executable: tcp6 refused",
     );
-    let (_, st) = run(Some(&w.cg), None, &Act::Call(udp_socket));
-    assert_eq!(exited(st), Some(0), "udp lists another executable");
-    let (_, st) = run(Some(&w.cg), None, &Act::Call(raw_socket));
-    assert_eq!(exited(st), Some(0), "no raw rule");
+    call_in(&w, udp_socket, 0, "udp lists another executable");
+    call_in(&w, raw_socket, 0, "no raw rule");
     assert_eq!(
         w.watch.rule_hits(),
         vec![
@@ -243,8 +238,7 @@ fn socket_rules_in_audit_report_unlisted_executables_without_refusing() {
     };
     let w = Watched::new("sock-audit", rules);
     assert_eq!(w.watch.enforcement()[0].enforcer, Enforcer::AuditOnly);
-    let (pid, st) = run(Some(&w.cg), None, &Act::Call(tcp_socket));
-    assert_eq!(exited(st), Some(0), "audit posture does not refuse");
+    let pid = call_in(&w, tcp_socket, 0, "audit posture does not refuse");
     let (ev, _) = event_of(&w.rx, "audited socket", pid, "socket-create");
     let f = &ev.findings[0];
     assert_eq!(
@@ -256,10 +250,8 @@ fn socket_rules_in_audit_report_unlisted_executables_without_refusing() {
 
 #[test]
 fn socket_rules_listing_too_many_binaries_refuse_the_watch() {
-    let root = PinRoot::new("sock-many");
-    let cg = TestCgroup::new("sock-many");
-    let (tx, _rx) = sync_channel(16);
-    let monitor = NodeMonitor::open(root.config(), tx).unwrap();
+    let node = Unwatched::new("sock-many");
+    let (monitor, cg) = (&node.monitor, &node.cg);
     let t = Path::new("/bin/true");
     let rules = ContainerRules {
         sock_create: vec![sock_rule("tcp", SockClass::Tcp, &[t, t, t, t, t], false)],

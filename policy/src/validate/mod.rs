@@ -94,6 +94,24 @@ impl Validator<'_> {
             .push(Diagnostic::warning(self.ctx.document, path, message));
     }
 
+    /// An error at `path` when a list of `len` `what` is longer than `limit`; whether it was.
+    fn over_count(&mut self, path: &str, len: usize, what: &str, limit: usize) -> bool {
+        let over = len > limit;
+        if over {
+            self.error(path, format!("has {len} {what}, limit is {limit}"));
+        }
+        over
+    }
+
+    /// An error at `path` when a text of `len` bytes is longer than `limit`; whether it was.
+    fn over_length(&mut self, path: &str, len: usize, limit: usize) -> bool {
+        let over = len > limit;
+        if over {
+            self.error(path, format!("is {len} bytes long, limit is {limit}"));
+        }
+        over
+    }
+
     fn policy(&mut self, raw: &RawPolicy) -> Option<Policy> {
         match raw.api_version.as_deref() {
             None => self.error("apiVersion", "is required"),
@@ -145,11 +163,7 @@ impl Validator<'_> {
             return None;
         }
         let total = raw_rule_count(spec);
-        if total > self.ctx.limits.max_rules {
-            self.error(
-                "spec",
-                format!("has {total} rules, limit is {}", self.ctx.limits.max_rules),
-            );
+        if self.over_count("spec", total, "rules", self.ctx.limits.max_rules) {
             return None;
         }
 
@@ -303,39 +317,25 @@ impl Validator<'_> {
         }
         if let Some(tags) = m.tags {
             let limits = self.ctx.limits;
-            if tags.len() > limits.max_list_len {
-                self.error(
-                    &format!("{at}.tags"),
-                    format!("has {} tags, limit is {}", tags.len(), limits.max_list_len),
-                );
-            }
+            self.over_count(
+                &format!("{at}.tags"),
+                tags.len(),
+                "tags",
+                limits.max_list_len,
+            );
             for (i, t) in tags.iter().enumerate() {
+                let path = format!("{at}.tags[{i}]");
                 if t.trim().is_empty() {
-                    self.error(&format!("{at}.tags[{i}]"), "must not be empty");
-                } else if t.len() > limits.max_string_len {
-                    self.error(
-                        &format!("{at}.tags[{i}]"),
-                        format!(
-                            "is {} bytes long, limit is {}",
-                            t.len(),
-                            limits.max_string_len
-                        ),
-                    );
+                    self.error(&path, "must not be empty");
+                } else {
+                    self.over_length(&path, t.len(), limits.max_string_len);
                 }
             }
             level.tags = Some(tags.to_vec());
         }
         if let Some(msg) = m.message {
-            if msg.len() > self.ctx.limits.max_string_len {
-                self.error(
-                    &format!("{at}.message"),
-                    format!(
-                        "is {} bytes long, limit is {}",
-                        msg.len(),
-                        self.ctx.limits.max_string_len
-                    ),
-                );
-            }
+            let limit = self.ctx.limits.max_string_len;
+            self.over_length(&format!("{at}.message"), msg.len(), limit);
             level.message = Some(msg.to_string());
         }
         level

@@ -27,15 +27,7 @@ impl Validator<'_> {
             self.error(at, "must not be empty");
             return false;
         }
-        if s.len() > self.ctx.limits.max_path_len {
-            self.error(
-                at,
-                format!(
-                    "is {} bytes long, limit is {}",
-                    s.len(),
-                    self.ctx.limits.max_path_len
-                ),
-            );
+        if self.over_length(at, s.len(), self.ctx.limits.max_path_len) {
             return false;
         }
         if s.contains('\0') {
@@ -94,15 +86,7 @@ impl Validator<'_> {
     pub(super) fn sources(&mut self, list: Option<&[RawSource]>, at: &str) -> Vec<Source> {
         let list = list.unwrap_or_default();
         let at = format!("{at}.fromSource");
-        if list.len() > self.ctx.limits.max_list_len {
-            self.error(
-                &at,
-                format!(
-                    "has {} entries, limit is {}",
-                    list.len(),
-                    self.ctx.limits.max_list_len
-                ),
-            );
+        if self.over_count(&at, list.len(), "entries", self.ctx.limits.max_list_len) {
             return Vec::new();
         }
         let mut out: Vec<Source> = Vec::new();

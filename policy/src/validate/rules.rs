@@ -340,15 +340,7 @@ impl Validator<'_> {
             }
             return Vec::new();
         }
-        if list.len() > self.ctx.limits.max_rules {
-            self.error(
-                &at,
-                format!(
-                    "has {} syscalls, limit is {}",
-                    list.len(),
-                    self.ctx.limits.max_rules
-                ),
-            );
+        if self.over_count(&at, list.len(), "syscalls", self.ctx.limits.max_rules) {
             return Vec::new();
         }
         let mut out: Vec<String> = Vec::new();

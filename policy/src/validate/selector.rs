@@ -25,16 +25,7 @@ impl Validator<'_> {
         let limits = self.ctx.limits;
         if let Some(labels) = &s.match_labels {
             let at = "spec.selector.matchLabels";
-            if labels.len() > limits.max_list_len {
-                self.error(
-                    at,
-                    format!(
-                        "has {} labels, limit is {}",
-                        labels.len(),
-                        limits.max_list_len
-                    ),
-                );
-            }
+            self.over_count(at, labels.len(), "labels", limits.max_list_len);
             for (k, v) in labels {
                 if k.trim().is_empty() {
                     self.error(at, "label keys must not be empty");
@@ -52,15 +43,8 @@ impl Validator<'_> {
             }
         }
         let exprs = s.match_expressions.as_deref().unwrap_or_default();
-        if exprs.len() > limits.max_list_len {
-            self.error(
-                "spec.selector.matchExpressions",
-                format!(
-                    "has {} expressions, limit is {}",
-                    exprs.len(),
-                    limits.max_list_len
-                ),
-            );
+        let at = "spec.selector.matchExpressions";
+        if self.over_count(at, exprs.len(), "expressions", limits.max_list_len) {
             return out;
         }
         for (i, e) in exprs.iter().enumerate() {
@@ -90,15 +74,12 @@ impl Validator<'_> {
             let values = e.values.as_deref().unwrap_or_default();
             if values.is_empty() {
                 self.error(&format!("{at}.values"), "must list at least one value");
-            } else if values.len() > limits.max_list_len {
-                self.error(
-                    &format!("{at}.values"),
-                    format!(
-                        "has {} values, limit is {}",
-                        values.len(),
-                        limits.max_list_len
-                    ),
-                );
+            } else if self.over_count(
+                &format!("{at}.values"),
+                values.len(),
+                "values",
+                limits.max_list_len,
+            ) {
                 continue;
             }
             let (Some(key), Some(operator)) = (key, operator) else {

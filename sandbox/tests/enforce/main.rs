@@ -16,12 +16,12 @@ mod syscalls;
 
 use std::collections::BTreeSet;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use palisade_init::plan::{FsAccess, Plan};
 use palisade_policy::{CompileOptions, CompiledPolicy};
 use palisade_sandbox::{
     enforce, harden_spec, EnforceError, Enforcement, Enforcer, HardeningConfig, KernelFeatures,
-    StrictConfig,
+    RuleEnforcement, StrictConfig,
 };
 use serde_json::{json, Value};
 
@@ -185,6 +185,14 @@ fn enforced(yaml: &str) -> Result<(Value, Enforcement)> {
     let mut s = spec()?;
     let e = enforce(ID, &mut s, Some(&policy(yaml)?), None, &node())?;
     Ok((s, e))
+}
+
+/// The report's rule on `target` (the first when several are).
+fn rule_on<'a>(e: &'a Enforcement, target: &str) -> &'a RuleEnforcement {
+    e.rules
+        .iter()
+        .find(|r| r.target == target)
+        .unwrap_or_else(|| panic!("no rule on {target} in {:#?}", e.rules))
 }
 
 fn enforcer_of(e: &Enforcement, origin: &str) -> Enforcer {

@@ -105,12 +105,7 @@ fn process_block_without_allow_list_goes_to_the_monitor() -> Result<()> {
 fn process_block_outside_an_allow_list_is_already_landlock_s() -> Result<()> {
     let yaml = format!("{PROCESS_ALLOW}\n---\n{BLOCK_APT}");
     let e = enforce(ID, &mut spec()?, Some(&policy(&yaml)?), None, &node())?;
-    let apt = e
-        .rules
-        .iter()
-        .find(|r| r.target == "/usr/bin/apt")
-        .context("apt rule")?;
-    assert_eq!(apt.enforcer, Enforcer::Landlock);
+    assert_eq!(rule_on(&e, "/usr/bin/apt").enforcer, Enforcer::Landlock);
     assert!(e.monitor.deny_exec.is_empty());
     Ok(())
 }

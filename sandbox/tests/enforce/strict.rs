@@ -139,14 +139,8 @@ fn degraded_landlock_is_not_reported_as_enforced() -> Result<()> {
         Some(&degraded()),
         &kernel(None, true),
     )?;
-    let first = &e
-        .rules
-        .iter()
-        .find(|r| r.target == "/bin/bash")
-        .context("rule")?
-        .enforcer;
     assert_eq!(
-        first.to_string(),
+        rule_on(&e, "/bin/bash").enforcer.to_string(),
         "unenforceable: the kernel has no landlock (allow_degraded)"
     );
     let e = enforce(
@@ -156,11 +150,7 @@ fn degraded_landlock_is_not_reported_as_enforced() -> Result<()> {
         Some(&degraded()),
         &kernel(Some(2), true),
     )?;
-    let bash = e
-        .rules
-        .iter()
-        .find(|r| r.target == "/bin/bash")
-        .context("rule")?;
+    let bash = rule_on(&e, "/bin/bash");
     assert_eq!(bash.enforcer, Enforcer::Landlock);
     assert_eq!(
         bash.note.as_deref(),

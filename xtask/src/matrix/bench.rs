@@ -11,7 +11,7 @@ use anyhow::{bail, Context as _, Result};
 
 use super::qemu::Accel;
 use super::suite::{self, BenchArgs, Job};
-use super::{cache_dir, guest, initramfs, kernels, rootfs, BOOTS};
+use super::{cache_dir, guest, initramfs, rootfs, BOOTS};
 use crate::bench::{self, BenchSuite};
 use crate::cargo::Workspace;
 
@@ -68,15 +68,7 @@ pub fn run(
         .filter(|b| b.containerd && super::picked(b.label, filters))
     {
         let t = Instant::now();
-        let dir = last.join(spec.label.replace([' ', '+'], "-"));
-        let k = kernels::fetch(&cache, spec.suite, &busybox)
-            .with_context(|| format!("fetch the {} kernel", spec.suite))?;
-        eprintln!(
-            "xtask: matrix bench: booting {} ({}, {})",
-            spec.label,
-            k.release,
-            accel.name()
-        );
+        let (dir, k) = suite::fetch_boot("matrix bench", spec, &cache, &last, &busybox, accel, "")?;
         let boot = spec.boot(&k, &root, &dir, &ws.target, BENCH_TIMEOUT, accel);
         let o = guest::run_boot(&boot, &[], Some(&Job::Bench(&payload, &args)), &ws.children)?;
         let read = |name: &str| fs::read_to_string(dir.join(name)).unwrap_or_default();

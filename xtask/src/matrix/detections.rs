@@ -13,8 +13,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 
 use super::qemu::Accel;
-use super::suite::{require_files, with_guest_node, GuestNode, Job, Payload, NODE_FILES};
-use super::{cache_dir, guest, initramfs, kernels, rootfs, BOOTS};
+use super::suite::{
+    fetch_boot, require_files, value, with_guest_node, GuestJob, GuestNode, Job, Payload,
+};
+use super::{cache_dir, guest, initramfs, rootfs, BOOTS};
 use crate::cargo::Workspace;
 use crate::{bench, corpus};
 
@@ -84,30 +86,24 @@ pub fn script(p: &Payload, a: &Args, run: &str) -> String {
         .iter()
         .map(|f| format!(" --filter {f}"))
         .collect();
-    format!(
-        r#"# The detection corpus through containerd.
-{NODE_FILES}t0=$(date +%s)
-{xtask} matrix-guest-detections --shim {shim} --conformance {conformance} \
-    --busybox {run}/images/busybox.tar --pause {run}/images/pause.tar \
-    --corpus {run}/images/corpus.tar --seconds {seconds}{filters} \
-    --keep-events {run}/events > {run}/detections.md 2> {run}/detections.err
-echo $? > {run}/detections.rc
-echo $(( $(date +%s) - t0 )) > {run}/detections.seconds
-"#,
-        xtask = p.xtask.display(),
-        shim = p.shim.display(),
-        conformance = p.conformance.display(),
-        seconds = a.seconds,
-    )
+    GuestJob {
+        title: "The detection corpus through containerd.",
+        command: "matrix-guest-detections",
+        args: format!(
+            "--corpus {run}/images/corpus.tar --seconds {}{filters} \\\n    \
+             --keep-events {run}/events",
+            a.seconds
+        ),
+        stdout: "detections.md",
+        name: "detections",
+    }
+    .script(p, run)
 }
 
 /// The guest side's options.
 #[derive(Debug)]
 struct GuestArgs {
-    shim: PathBuf,
-    conformance: PathBuf,
-    busybox: PathBuf,
-    pause: PathBuf,
+    node: GuestNode,
     corpus: PathBuf,
     seconds: u64,
     filters: Vec<String>,
@@ -116,62 +112,44 @@ struct GuestArgs {
 }
 
 fn parse(args: &[String]) -> Result<GuestArgs> {
-    let mut g = GuestArgs {
-        shim: PathBuf::new(),
-        conformance: PathBuf::new(),
-        busybox: PathBuf::new(),
-        pause: PathBuf::new(),
-        corpus: PathBuf::new(),
-        seconds: SECONDS,
-        filters: Vec::new(),
-        keep_events: None,
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let v = it
-            .next()
-            .cloned()
-            .with_context(|| format!("{a} needs a value"))?;
-        match a.as_str() {
-            "--shim" => g.shim = v.into(),
-            "--conformance" => g.conformance = v.into(),
-            "--busybox" => g.busybox = v.into(),
-            "--pause" => g.pause = v.into(),
-            "--corpus" => g.corpus = v.into(),
-            "--seconds" => g.seconds = v.parse().with_context(|| format!("--seconds {v}"))?,
-            "--filter" => g.filters.push(v),
-            "--keep-events" => g.keep_events = Some(v.into()),
-            other => bail!("matrix-guest-detections: unknown option {other}"),
+    const COMMAND: &str = "matrix-guest-detections";
+    let mut corpus = PathBuf::new();
+    let mut seconds = SECONDS;
+    let mut filters = Vec::new();
+    let mut keep_events = None;
+    let node = GuestNode::parse(COMMAND, args, |a, it| {
+        match a {
+            "--corpus" => corpus = value(a, it)?.into(),
+            "--seconds" => {
+                let v = value(a, it)?;
+                seconds = v.parse().with_context(|| format!("--seconds {v}"))?;
+            }
+            "--filter" => filters.push(value(a, it)?),
+            "--keep-events" => keep_events = Some(value(a, it)?.into()),
+            _ => return Ok(false),
         }
-    }
-    require_files(
-        "matrix-guest-detections",
-        &[
-            ("--shim", &g.shim),
-            ("--conformance", &g.conformance),
-            ("--busybox", &g.busybox),
-            ("--pause", &g.pause),
-            ("--corpus", &g.corpus),
-        ],
-    )?;
-    Ok(g)
+        Ok(true)
+    })?;
+    require_files(COMMAND, &[("--corpus", &corpus)])?;
+    Ok(GuestArgs {
+        node,
+        corpus,
+        seconds,
+        filters,
+        keep_events,
+    })
 }
 
 /// `xtask matrix-guest-detections`, run inside a guest: the private containerd, the corpus
 /// image imported, the corpus (its report on stdout), teardown; fails when the corpus did.
 pub fn guest_main(args: &[String]) -> Result<()> {
     let g = parse(args)?;
-    let node = GuestNode {
-        shim: &g.shim,
-        conformance: &g.conformance,
-        busybox: &g.busybox,
-        pause: &g.pause,
-    };
     let result = with_guest_node(
-        &node,
+        &g.node,
         |env| {
             crate::detections::import(env, &g.corpus)?;
-            let mut cmd = crate::detections::corpus_cmd(env, &g.conformance, g.seconds, &g.filters);
+            let mut cmd =
+                crate::detections::corpus_cmd(env, &g.node.conformance, g.seconds, &g.filters);
             cmd.stdin(Stdio::null());
             env.run_child(&mut cmd)
         },
@@ -245,17 +223,20 @@ pub fn run(ws: &Workspace, filters: &[String], seconds: Option<u32>) -> Result<(
     let mut runs = Vec::new();
     for spec in BOOTS.iter().filter(|b| boots.contains(&b.label)) {
         let t = Instant::now();
-        let dir = last.join(spec.label.replace([' ', '+'], "-"));
-        let k = kernels::fetch(&cache, spec.suite, &busybox)
-            .with_context(|| format!("fetch the {} kernel", spec.suite))?;
-        eprintln!(
-            "xtask: matrix detections: booting {} ({}, {}): {} for {} s each",
-            spec.label,
-            k.release,
-            accel.name(),
+        let what = format!(
+            ": {} for {} s each",
             args.workloads.join(", "),
             args.seconds
         );
+        let (dir, k) = fetch_boot(
+            "matrix detections",
+            spec,
+            &cache,
+            &last,
+            &busybox,
+            accel,
+            &what,
+        )?;
         let boot = spec.boot(&k, &root, &dir, &ws.target, TIMEOUT, accel);
         let job = Job::Detections(&payload, &args);
         let o = guest::run_boot(&boot, &[], Some(&job), &ws.children)?;

@@ -178,19 +178,55 @@ fn bench_script(p: &Payload, b: &BenchArgs, run: &str) -> String {
 /// recorded ([`RECORDS_FILE`], [`REFUSALS_FILE`]).
 fn script(p: &Payload, checks: &[&str], run: &str) -> String {
     let filters: String = checks.iter().map(|f| format!(" --filter {f}")).collect();
-    format!(
-        r#"# The security suite through containerd.
+    GuestJob {
+        title: "The security suite through containerd.",
+        command: "matrix-guest-suite",
+        args: format!("--handlers {HANDLERS}{filters} --out {run}"),
+        stdout: "suite.log",
+        name: "suite",
+    }
+    .script(p, run)
+}
+
+/// A timed run of a guest command (`xtask matrix-guest-suite`, `matrix-guest-detections`)
+/// on the node's files, in a guest script.
+pub(super) struct GuestJob<'a> {
+    /// The script comment heading the lines.
+    pub title: &'a str,
+    pub command: &'a str,
+    /// The options after the node's files.
+    pub args: String,
+    /// The file of the run share that keeps its stdout.
+    pub stdout: &'a str,
+    /// The run share's `NAME.err`, `NAME.rc` and `NAME.seconds` keep its stderr, exit code
+    /// and time.
+    pub name: &'a str,
+}
+
+impl GuestJob<'_> {
+    /// The script lines; `run` is the run share's path in the guest.
+    pub(super) fn script(&self, p: &Payload, run: &str) -> String {
+        let GuestJob {
+            title,
+            command,
+            args,
+            stdout,
+            name,
+        } = self;
+        format!(
+            r#"# {title}
 {NODE_FILES}t0=$(date +%s)
-{xtask} matrix-guest-suite --shim {shim} --conformance {conformance} \
+{xtask} {command} --shim {shim} --conformance {conformance} \
     --busybox {run}/images/busybox.tar --pause {run}/images/pause.tar \
-    --handlers {HANDLERS}{filters} --out {run} > {run}/suite.log 2> {run}/suite.err
-echo $? > {run}/suite.rc
-echo $(( $(date +%s) - t0 )) > {run}/suite.seconds
+    {args} > {run}/{stdout} 2> {run}/{name}.err
+echo $? > {run}/{name}.rc
+echo $(( $(date +%s) - t0 )) > {run}/{name}.seconds
 "#,
-        xtask = p.xtask.display(),
-        shim = p.shim.display(),
-        conformance = p.conformance.display(),
-    )
+            xtask = p.xtask.display(),
+            shim = p.shim.display(),
+            conformance = p.conformance.display(),
+        )
+    }
 }
 
 /// What the suite reported in a guest.
@@ -264,12 +300,33 @@ pub fn outcome(log: &str, err: &str, rc: &str, seconds: &str) -> SuiteOutcome {
     o
 }
 
+/// The host side of one boot of `matrix bench` or `matrix detections` (`command`): the boot's
+/// run directory below `last`, and its kernel, fetched into `cache`; says on stderr that the
+/// boot starts, with `what` after the kernel and the accelerator.
+pub(super) fn fetch_boot(
+    command: &str,
+    spec: &super::BootSpec,
+    cache: &Path,
+    last: &Path,
+    busybox: &Path,
+    accel: super::qemu::Accel,
+    what: &str,
+) -> Result<(PathBuf, super::kernels::Kernel)> {
+    let dir = last.join(spec.label.replace([' ', '+'], "-"));
+    let k = super::kernels::fetch(cache, spec.suite, busybox)
+        .with_context(|| format!("fetch the {} kernel", spec.suite))?;
+    eprintln!(
+        "xtask: {command}: booting {} ({}, {}){what}",
+        spec.label,
+        k.release,
+        accel.name()
+    );
+    Ok((dir, k))
+}
+
 /// The guest side's options.
 struct GuestArgs {
-    shim: PathBuf,
-    conformance: PathBuf,
-    busybox: PathBuf,
-    pause: PathBuf,
+    node: GuestNode,
     handlers: String,
     filters: Vec<String>,
     /// `--out`: where the containers' enforcement records and BPF-LSM refusals are kept.
@@ -279,54 +336,39 @@ struct GuestArgs {
 }
 
 fn parse(args: &[String]) -> Result<GuestArgs> {
-    let mut g = GuestArgs {
-        shim: PathBuf::new(),
-        conformance: PathBuf::new(),
-        busybox: PathBuf::new(),
-        pause: PathBuf::new(),
-        handlers: HANDLERS.into(),
-        filters: Vec::new(),
-        out: None,
-        bench: None,
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        if a == "--bench" {
-            g.bench.get_or_insert_with(Vec::new);
-            continue;
-        }
-        let v = it
-            .next()
-            .cloned()
-            .with_context(|| format!("{a} needs a value"))?;
-        match a.as_str() {
-            "--shim" => g.shim = v.into(),
-            "--conformance" => g.conformance = v.into(),
-            "--busybox" => g.busybox = v.into(),
-            "--pause" => g.pause = v.into(),
-            "--handlers" => g.handlers = v,
-            "--filter" => g.filters.push(v),
-            "--out" => g.out = Some(v.into()),
-            "--rounds" | "--scale" | "--pods" => {
-                g.bench.get_or_insert_with(Vec::new).push((a.clone(), v));
+    let mut handlers = HANDLERS.to_string();
+    let mut filters = Vec::new();
+    let mut out = None;
+    let mut bench: Option<Vec<(String, String)>> = None;
+    let node = GuestNode::parse("matrix-guest-suite", args, |a, it| {
+        match a {
+            "--bench" => {
+                bench.get_or_insert_with(Vec::new);
             }
-            "--probe" => g
-                .bench
-                .get_or_insert_with(Vec::new)
-                .push(("--host-probe".into(), v)),
-            other => bail!("matrix-guest-suite: unknown option {other}"),
+            "--handlers" => handlers = value(a, it)?,
+            "--filter" => filters.push(value(a, it)?),
+            "--out" => out = Some(value(a, it)?.into()),
+            "--rounds" | "--scale" | "--pods" => {
+                let v = value(a, it)?;
+                bench.get_or_insert_with(Vec::new).push((a.to_string(), v));
+            }
+            "--probe" => {
+                let v = value(a, it)?;
+                bench
+                    .get_or_insert_with(Vec::new)
+                    .push(("--host-probe".into(), v));
+            }
+            _ => return Ok(false),
         }
-    }
-    require_files(
-        "matrix-guest-suite",
-        &[
-            ("--shim", &g.shim),
-            ("--conformance", &g.conformance),
-            ("--busybox", &g.busybox),
-            ("--pause", &g.pause),
-        ],
-    )?;
-    Ok(g)
+        Ok(true)
+    })?;
+    Ok(GuestArgs {
+        node,
+        handlers,
+        filters,
+        out,
+        bench,
+    })
 }
 
 /// Fails, naming the command and the option, unless each of `files` is a file.
@@ -339,33 +381,77 @@ pub(super) fn require_files(command: &str, files: &[(&str, &PathBuf)]) -> Result
     Ok(())
 }
 
+/// The value after option `a` in a guest command's arguments.
+pub(super) fn value(a: &str, it: &mut std::slice::Iter<'_, String>) -> Result<String> {
+    it.next()
+        .cloned()
+        .with_context(|| format!("{a} needs a value"))
+}
+
 /// What a guest's private containerd is started with.
-pub(super) struct GuestNode<'a> {
-    pub shim: &'a Path,
-    pub conformance: &'a Path,
-    pub busybox: &'a Path,
-    pub pause: &'a Path,
+#[derive(Debug, Default)]
+pub(super) struct GuestNode {
+    pub shim: PathBuf,
+    pub conformance: PathBuf,
+    pub busybox: PathBuf,
+    pub pause: PathBuf,
+}
+
+impl GuestNode {
+    /// Reads guest command `command`'s options: `--shim`, `--conformance`, `--busybox` and
+    /// `--pause` here (each must name a file), every other one through `other`, which takes
+    /// its value from the iterator with [`value`] when it has one and answers `false` for an
+    /// option it does not know.
+    pub(super) fn parse(
+        command: &str,
+        args: &[String],
+        mut other: impl FnMut(&str, &mut std::slice::Iter<'_, String>) -> Result<bool>,
+    ) -> Result<Self> {
+        let mut node = Self::default();
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let file = match a.as_str() {
+                "--shim" => &mut node.shim,
+                "--conformance" => &mut node.conformance,
+                "--busybox" => &mut node.busybox,
+                "--pause" => &mut node.pause,
+                _ if other(a, &mut it)? => continue,
+                _ => bail!("{command}: unknown option {a}"),
+            };
+            *file = value(a, &mut it)?.into();
+        }
+        require_files(
+            command,
+            &[
+                ("--shim", &node.shim),
+                ("--conformance", &node.conformance),
+                ("--busybox", &node.busybox),
+                ("--pause", &node.pause),
+            ],
+        )?;
+        Ok(node)
+    }
 }
 
 /// Inside a guest: starts the private containerd and its control server, runs `body`, calls
 /// `after` (whatever the result), and always tears containerd down; when `body` failed,
 /// containerd's last log lines (the shims' with them) go to stderr, which the run share keeps.
 pub(super) fn with_guest_node(
-    node: &GuestNode<'_>,
+    node: &GuestNode,
     body: impl FnOnce(&Env) -> Result<std::process::ExitStatus>,
     after: impl FnOnce(&Env),
 ) -> Result<std::process::ExitStatus> {
     let env = Env::new(
         Path::new(GUEST_BASE),
         env::Options {
-            shim: Some(node.shim.to_path_buf()),
-            conformance: node.conformance.to_path_buf(),
+            shim: Some(node.shim.clone()),
+            conformance: node.conformance.clone(),
             containerd_bin: None,
         },
     )?;
     let images = Images {
-        busybox: node.busybox.to_path_buf(),
-        pause: node.pause.to_path_buf(),
+        busybox: node.busybox.clone(),
+        pause: node.pause.clone(),
     };
     let result = env
         .start(&images)
@@ -417,17 +503,11 @@ fn keep_records(env: &Env, out: &Path) -> Result<()> {
 /// Markdown on stdout), teardown; fails when the suite or bench did.
 pub fn guest_main(args: &[String]) -> Result<()> {
     let g = parse(args)?;
-    let node = GuestNode {
-        shim: &g.shim,
-        conformance: &g.conformance,
-        busybox: &g.busybox,
-        pause: &g.pause,
-    };
     let result = with_guest_node(
-        &node,
+        &g.node,
         |env| {
             if let Some(bench) = &g.bench {
-                let mut cmd = crate::tasks::suite_cmd_of(env, &g.conformance, "bench");
+                let mut cmd = crate::tasks::suite_cmd_of(env, &g.node.conformance, "bench");
                 cmd.args(["--suite", "monitor"]);
                 for (flag, v) in bench {
                     cmd.arg(flag).arg(v);
@@ -435,7 +515,7 @@ pub fn guest_main(args: &[String]) -> Result<()> {
                 cmd.stdin(Stdio::null());
                 return env.run_child(&mut cmd);
             }
-            let mut cmd = env.security_cmd(&g.conformance, &g.handlers, &g.filters);
+            let mut cmd = env.security_cmd(&g.node.conformance, &g.handlers, &g.filters);
             cmd.stdin(Stdio::null());
             env.run_child(&mut cmd)
         },
