@@ -17,7 +17,7 @@ use palisade_monitor::{
 
 const USAGE: &str =
     "usage: palisade-monitor hold <pin-root> [fexit|raw|tp] | cleanup <pin-root> | \
-bench [iterations [rounds]] | bench-hooks [iterations [rounds]] | \
+bench [iterations [rounds]] | bench-hooks [iterations [rounds [modes]]] | \
 bench-flood [operations...] | bench-worker <exec|open|connect|getppid> <iterations> [seccomp] | \
 detect-probe";
 
@@ -63,11 +63,17 @@ fn main() -> Result<()> {
                 .map(|n| n.parse().context("operations"))
                 .collect::<Result<Vec<u32>>>()?,
         ),
-        ["bench-hooks"] => bench_hooks(2000, 3),
-        ["bench-hooks", n] => bench_hooks(n.parse().context("iterations")?, 3),
+        ["bench-hooks"] => bench_hooks(2000, 3, None),
+        ["bench-hooks", n] => bench_hooks(n.parse().context("iterations")?, 3, None),
         ["bench-hooks", n, rounds] => bench_hooks(
             n.parse().context("iterations")?,
             rounds.parse().context("rounds")?,
+            None,
+        ),
+        ["bench-hooks", n, rounds, modes] => bench_hooks(
+            n.parse().context("iterations")?,
+            rounds.parse().context("rounds")?,
+            Some(mode_list(modes)?),
         ),
         ["bench-worker", kind, n] => worker(kind, n.parse().context("iterations")?, false),
         ["bench-worker", kind, n, "seccomp"] => {
@@ -335,6 +341,18 @@ fn median_cells(loops: &mut [(Vec<u64>, Vec<u64>)]) -> Vec<String> {
         .collect()
 }
 
+/// `bench-hooks`' mode numbers: "1,3,8".
+fn mode_list(s: &str) -> Result<Vec<usize>> {
+    let modes = s
+        .split(',')
+        .map(|m| m.parse().with_context(|| format!("bench-hooks mode {m:?}")))
+        .collect::<Result<Vec<usize>>>()?;
+    if let Some(m) = modes.iter().find(|m| !(1..=8).contains(*m)) {
+        bail!("bench-hooks mode {m}: the modes are numbered 1 to 8");
+    }
+    Ok(modes)
+}
+
 fn median(v: &mut [u64]) -> u64 {
     v.sort_unstable();
     v.get(v.len() / 2).copied().unwrap_or(0)
@@ -474,8 +492,9 @@ const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
 /// Where a watched process's time goes under the default hook (fexit where trampolines work):
 /// the loops, under a seccomp filter as in a container, with no monitor, with the monitor and
 /// the cgroup not watched, watched, and watched with groups of programs detached (the seccomp
-/// hook, the per-syscall fexit programs, the BPF-LSM programs). Rounds interleave the modes.
-fn bench_hooks(n: u32, rounds: u32) -> Result<()> {
+/// hook, the per-syscall fexit programs, the BPF-LSM programs). Rounds interleave the modes;
+/// `only` keeps the modes of those numbers (1 to 8, in the printed order).
+fn bench_hooks(n: u32, rounds: u32, only: Option<Vec<usize>>) -> Result<()> {
     let root = format!("/sys/fs/bpf/palisade-bench-{}", std::process::id());
     let measured = Cgroup::new("measured")?;
     let idle = Cgroup::new("idle")?;
@@ -550,8 +569,9 @@ fn bench_hooks(n: u32, rounds: u32) -> Result<()> {
     let mut samples = vec![vec![(Vec::new(), Vec::new()); loops.len()]; modes.len()];
     let mut hook = String::new();
     let mut detached: Vec<Vec<String>> = vec![Vec::new(); modes.len()];
+    let chosen = |m: usize| only.as_ref().is_none_or(|o| o.contains(&(m + 1)));
     for _ in 0..rounds {
-        for (m, mode) in modes.iter().enumerate() {
+        for (m, mode) in modes.iter().enumerate().filter(|(m, _)| chosen(*m)) {
             let run_loops = |samples: &mut Vec<(Vec<u64>, Vec<u64>)>| -> Result<()> {
                 for (l, (kind, iterations)) in loops.iter().enumerate() {
                     let (wall, cpu) = run_worker_with(&measured, kind, *iterations, true)?;
@@ -623,7 +643,7 @@ fn bench_hooks(n: u32, rounds: u32) -> Result<()> {
         "{:<26} {:>21} {:>15} {:>17} {:>11}",
         "mode", "exec", "open", "connect", "getppid"
     );
-    for (m, mode) in modes.iter().enumerate() {
+    for (m, mode) in modes.iter().enumerate().filter(|(m, _)| chosen(*m)) {
         let cells = median_cells(&mut samples[m]);
         println!(
             "{:<26} {:>21} {:>15} {:>17} {:>11}",

@@ -12,14 +12,33 @@ static __always_inline bool has_name(const char *s, const char *want, int n)
 	return true;
 }
 
-/* The open file behind descriptor `fd` of the current process, or 0. */
-static __always_inline struct file *fd_file(struct task_struct *t, long fd)
+/* The open file behind descriptor `fd` of the current process, or 0. Where the task is a BTF
+ * pointer (task_btf), the descriptor table is reached by direct loads and only its slot, in an
+ * array of pointers the verifier has no type for, is read with a helper: one helper call
+ * instead of five on each open whose file a test needs. */
+static __always_inline struct file *fd_file(long fd)
 {
-	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
-	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct fdtable *fdt;
+	struct file **fds;
+	__u32 max;
 	struct file *f = 0;
 
-	if (fd < 0 || (__u64)fd >= BPF_CORE_READ(fdt, max_fds))
+	if (fd < 0)
+		return 0;
+	if (task_btf) {
+		struct task_struct *t = bpf_get_current_task_btf();
+
+		fdt = t->files->fdt;
+		fds = fdt->fd;
+		max = fdt->max_fds;
+	} else {
+		struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+
+		fdt = BPF_CORE_READ(t, files, fdt);
+		fds = BPF_CORE_READ(fdt, fd);
+		max = BPF_CORE_READ(fdt, max_fds);
+	}
+	if ((__u64)fd >= max)
 		return 0;
 	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]))
 		return 0;
@@ -32,9 +51,17 @@ static __always_inline struct file *fd_file(struct task_struct *t, long fd)
 static __always_inline bool on_secret_mount(struct container_info *ci, struct file *f)
 {
 	struct dentry *root = BPF_CORE_READ(f, f_path.mnt, mnt_root);
-	__u32 dev = BPF_CORE_READ(root, d_sb, s_dev);
 	__u64 ino = BPF_CORE_READ(root, d_inode, i_ino);
+	bool named = false;
+	__u32 dev;
 
+	/* the inode first: the device is read only when a secret mount's root has this inode */
+	for (int i = 0; i < MAX_SECRET_MOUNTS; i++)
+		if (ci->secrets[i].dev && ci->secrets[i].ino == ino)
+			named = true;
+	if (!named)
+		return false;
+	dev = BPF_CORE_READ(root, d_sb, s_dev);
 	for (int i = 0; i < MAX_SECRET_MOUNTS; i++)
 		if (ci->secrets[i].dev && ci->secrets[i].dev == dev && ci->secrets[i].ino == ino)
 			return true;

@@ -183,32 +183,40 @@ static __always_inline bool source_matches(struct deny_value *d)
 	       BPF_CORE_READ(exe, f_inode, i_sb, s_dev) == d->src_dev;
 }
 
+/* Where the task is a BTF pointer (task_btf), the header's fields are direct loads from it and
+ * its credentials: one helper call (the clock) instead of five on every record. */
 static __always_inline void fill_header(struct event_header *h, __u32 kind,
 					struct container_info *ci, __u64 cg)
 {
-	__u64 pt = bpf_get_current_pid_tgid();
-	__u64 ug = bpf_get_current_uid_gid();
-
 	h->kind = kind;
 	h->slot = ci->slot;
 	h->cgroup_id = cg;
 	h->ktime = bpf_ktime_get_ns();
-	h->pid = pt >> 32;
-	h->tid = (__u32)pt;
+	h->pad = 0;
 	if (task_btf) {
-		/* direct loads from the task (BTF pointers): no helper call per field */
 		struct task_struct *t = bpf_get_current_task_btf();
+		const struct cred *c = t->cred;
 
+		h->pid = t->tgid;
+		h->tid = t->pid;
 		h->ppid = t->real_parent->tgid;
+		h->uid = c->uid.val;
+		h->gid = c->gid.val;
+		/* the kernel keeps the name NUL-padded (__set_task_comm), as bpf_get_current_comm
+		 * copies it */
+		__builtin_memcpy(h->comm, t->comm, sizeof(h->comm));
 	} else {
 		struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+		__u64 pt = bpf_get_current_pid_tgid();
+		__u64 ug = bpf_get_current_uid_gid();
 
+		h->pid = pt >> 32;
+		h->tid = (__u32)pt;
 		h->ppid = BPF_CORE_READ(t, real_parent, tgid);
+		h->uid = (__u32)ug;
+		h->gid = ug >> 32;
+		bpf_get_current_comm(h->comm, sizeof(h->comm));
 	}
-	h->uid = (__u32)ug;
-	h->gid = ug >> 32;
-	h->pad = 0;
-	bpf_get_current_comm(h->comm, sizeof(h->comm));
 }
 
 SEC("tp_btf/sched_process_exec")

@@ -106,13 +106,12 @@ static __always_inline int report_syscall(struct container_info *ci, __u64 cg, _
 	__u32 oflags = 0;
 
 	if (sys == SYS_OPENAT) {
-		struct task_struct *t = (struct task_struct *)bpf_get_current_task();
 		bool write = args[2] & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC);
 		bool secrets = ci->secrets[0].dev != 0;
 		bool creds = ci->flags & CF_CREDENTIALS;
 		/* the opened file is looked up only when a test needs it: a read in a container
 		 * without secret mounts or credential files costs nothing more here */
-		struct file *f = ret >= 0 && (secrets || creds || write) ? fd_file(t, ret) : 0;
+		struct file *f = ret >= 0 && (secrets || creds || write) ? fd_file(ret) : 0;
 
 		if (f && secrets && on_secret_mount(ci, f))
 			oflags |= SE_SECRET;
@@ -121,7 +120,7 @@ static __always_inline int report_syscall(struct container_info *ci, __u64 cg, _
 		if (!(ci->flags & CF_ALL_OPENS) &&
 		    !open_is_interesting(args[2], ret, oflags & (SE_SECRET | SE_CREDENTIAL)))
 			return 0;
-		if (f && write && below_system_dir(t, f))
+		if (f && write && below_system_dir((struct task_struct *)bpf_get_current_task(), f))
 			oflags |= SE_SYSTEM_DIR;
 	}
 	if (sys == SYS_OPENAT || sys == SYS_MOUNT) {

@@ -132,7 +132,13 @@ struct file {
 	unsigned int f_mode;
 };
 
+typedef struct {
+	__u32 val;
+} kgid_t;
+
 struct cred {
+	kuid_t uid;
+	kgid_t gid;
 	kuid_t fsuid;
 };
 
@@ -165,6 +171,7 @@ struct task_struct {
 	struct fs_struct *fs;
 	const struct cred *cred;
 	void *stack;
+	char comm[16];
 };
 
 struct linux_binprm {
