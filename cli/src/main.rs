@@ -396,7 +396,7 @@ fn told(
         at.workload,
         event.kind,
         event.reason,
-        profile::stage_name(stage)
+        stage.name()
     ))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -68,13 +68,7 @@ pub fn parse_workload(s: &str) -> Result<WorkloadId, ProfileCliError> {
 
 /// A stage by name.
 pub fn parse_stage(s: &str) -> Result<Stage, ProfileCliError> {
-    match s {
-        "learn" => Ok(Stage::Learn),
-        "audit" => Ok(Stage::Audit),
-        "canary" => Ok(Stage::Canary),
-        "enforce" => Ok(Stage::Enforce),
-        other => Err(ProfileCliError::StageName(other.to_string())),
-    }
+    Stage::named(s).ok_or_else(|| ProfileCliError::StageName(s.to_string()))
 }
 
 /// `key=value`, for the exports' pod selector.
@@ -89,16 +83,6 @@ pub fn parse_selector(s: &str) -> Result<(String, String), ProfileCliError> {
 pub fn parse_cidr(s: &str) -> Result<Cidr, ProfileCliError> {
     s.parse()
         .map_err(|_| ProfileCliError::ServiceRange(s.to_string()))
-}
-
-/// The stage's name as the commands take it.
-pub fn stage_name(s: Stage) -> &'static str {
-    match s {
-        Stage::Learn => "learn",
-        Stage::Audit => "audit",
-        Stage::Canary => "canary",
-        Stage::Enforce => "enforce",
-    }
 }
 
 /// The workload's document; absent or unusable is an error naming the file.
@@ -122,7 +106,7 @@ pub fn show(doc: &Document) -> String {
     let _ = writeln!(
         out,
         "  stage: {}{} since {}",
-        stage_name(s.stage),
+        s.stage.name(),
         if s.pinned { " (pinned)" } else { "" },
         s.since
     );
@@ -335,7 +319,7 @@ pub fn workloads(state_dir: &Path) -> Vec<WorkloadStatus> {
         out.push(match persist::load(state_dir, &workload) {
             Loaded::Present(doc) => WorkloadStatus {
                 workload: workload.to_string(),
-                stage: Some(stage_name(doc.stage.stage).to_string()),
+                stage: Some(doc.stage.stage.name().to_string()),
                 pinned: doc.stage.pinned,
                 observations: doc.recording.observations,
                 drops: doc.recording.drops,

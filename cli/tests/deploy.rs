@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+mod support;
+use support::assert_contains;
+
 const PALISADE: &str = env!("CARGO_BIN_EXE_palisade");
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -161,7 +164,7 @@ fn label_patch(calls: &str) -> Vec<String> {
                 l.contains("-X PATCH") && l.ends_with("https://10.96.0.1:443/api/v1/nodes/node-1"),
                 "{l}"
             );
-            assert!(l.contains("Authorization: Bearer token-1"), "{l}");
+            assert_contains(l, "Authorization: Bearer token-1");
             let body = l.split(" -d ").nth(1).unwrap();
             body.split(' ').next().unwrap().to_string()
         })
@@ -172,9 +175,9 @@ fn label_patch(calls: &str) -> Vec<String> {
 fn installs_restarts_labels_and_uninstalls() {
     let h = Host::new();
     let out = h.run_until_ready("install");
-    assert!(
-        out.contains("add runtimes palisade, palisade-strict, palisade-audit, palisade-compat"),
-        "{out}"
+    assert_contains(
+        &out,
+        "add runtimes palisade, palisade-strict, palisade-audit, palisade-compat",
     );
     let calls = h.calls();
     let restarts = calls.matches("systemctl restart containerd").count();
@@ -190,9 +193,9 @@ fn installs_restarts_labels_and_uninstalls() {
     );
     let config = std::fs::read_to_string(h.root("/etc/containerd/config.toml")).unwrap();
     assert!(config.starts_with("# the node's containerd configuration\n"));
-    assert!(
-        config.contains("ConfigPath = \"/etc/palisade/palisade-audit.toml\""),
-        "{config}"
+    assert_contains(
+        &config,
+        "ConfigPath = \"/etc/palisade/palisade-audit.toml\"",
     );
     let audit =
         palisade_config::Config::load(&h.root("/etc/palisade/palisade-audit.toml")).unwrap();
@@ -205,7 +208,7 @@ fn installs_restarts_labels_and_uninstalls() {
     // A second pod (a rolling update): nothing changed, so containerd is left alone.
     std::fs::remove_file(h.path("calls")).unwrap();
     let out = h.run_until_ready("install");
-    assert!(out.contains("already present"), "{out}");
+    assert_contains(&out, "already present");
     let calls = h.calls();
     assert!(!calls.contains("systemctl restart"), "{calls}");
     assert_eq!(label_patch(&calls).len(), 1);
@@ -224,9 +227,9 @@ fn installs_restarts_labels_and_uninstalls() {
     // The cleanup DaemonSet: label first, then uninstall, then the restart.
     std::fs::remove_file(h.path("calls")).unwrap();
     let out = h.run_until_ready("uninstall");
-    assert!(
-        out.contains("remove runtimes palisade, palisade-strict, palisade-audit, palisade-compat"),
-        "{out}"
+    assert_contains(
+        &out,
+        "remove runtimes palisade, palisade-strict, palisade-audit, palisade-compat",
     );
     let calls = h.calls();
     assert!(
@@ -253,11 +256,8 @@ fn a_failing_install_does_not_label_the_node() {
     let out = h.script("install").output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("palisade-deploy: palisade install failed"),
-        "{err}"
-    );
-    assert!(err.contains("only versions 2"), "{err}");
+    assert_contains(&err, "palisade-deploy: palisade install failed");
+    assert_contains(&err, "only versions 2");
     let calls = h.calls();
     assert!(!calls.contains("curl"), "{calls}");
     assert!(!calls.contains("systemctl restart"), "{calls}");

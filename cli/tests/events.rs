@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -14,7 +14,7 @@ use palisade_events::{Action, Event, Rule, Severity, Source, Workload};
 use palisade_shim::report::{EventSettings, Reporter, SinkContext};
 
 mod support;
-use support::{fails, succeeds, PALISADE};
+use support::{assert_contains, fails, succeeds, PALISADE};
 /// The longest a test waits for the follower to print what was written.
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -55,6 +55,15 @@ fn reporter(dir: &Path) -> Reporter {
         ..Default::default()
     };
     Reporter::start_with(settings, SinkContext::default())
+}
+
+/// A new directory with a reporter's log `log` in it, holding events 0..n.
+fn written_log(n: u32) -> (tempfile::TempDir, PathBuf, Reporter) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let r = reporter(&log);
+    report_written(&r, &log, n);
+    (dir, log, r)
 }
 
 /// Reports events 0..n through `r` and waits until they are all in the log in `dir`.
@@ -113,10 +122,7 @@ fn names(range: std::ops::Range<u32>) -> Vec<String> {
 
 #[test]
 fn reads_rotated_files_in_order_with_filters() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("log");
-    let r = reporter(&log);
-    report_written(&r, &log, 12);
+    let (dir, log, r) = written_log(12);
     r.shutdown();
     let rotated = std::fs::read_dir(&log)
         .unwrap()
@@ -224,10 +230,7 @@ fn reads_rotated_files_in_order_with_filters() {
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[events]\nlog_dir = \"relative\"\n").unwrap();
     let err = fails(Command::new(PALISADE).args(["events", "--config", bad.to_str().unwrap()]));
-    assert!(
-        err.contains("events.log_dir: must be an absolute path"),
-        "{err}"
-    );
+    assert_contains(&err, "events.log_dir: must be an absolute path");
 
     let out = Command::new(PALISADE)
         .args(["events", "--log-dir", d, "--severity", "11"])
@@ -235,10 +238,7 @@ fn reads_rotated_files_in_order_with_filters() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "a usage error");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("severity \"11\": expected a level from 1 to 10"),
-        "{err}"
-    );
+    assert_contains(&err, "severity \"11\": expected a level from 1 to 10");
 }
 
 /// Kills the follower by its PID when dropped, also when the test fails.
@@ -292,10 +292,7 @@ impl Drop for Follower {
 
 #[test]
 fn follows_the_live_file_across_rotations() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("log");
-    let r = reporter(&log);
-    report_written(&r, &log, 5);
+    let (_dir, log, r) = written_log(5);
     let d = log.to_str().unwrap();
     let f = Follower::start(&["--log-dir", d, "--json", "--follow"]);
     assert_eq!(rules(&f.take(5).join("\n")), names(0..5));
@@ -331,10 +328,7 @@ fn follow_waits_for_a_log_that_does_not_exist_yet() {
     let log = dir.path().join("later");
     let d = log.to_str().unwrap();
     let err = fails(Command::new(PALISADE).args(["events", "--log-dir", d]));
-    assert!(
-        err.contains(&format!("event log {d}: no such directory")),
-        "{err}"
-    );
+    assert_contains(&err, &format!("event log {d}: no such directory"));
 
     let f = Follower::start(&["--log-dir", d, "--follow", "--severity", "5"]);
     let r = reporter(&log);
@@ -344,12 +338,9 @@ fn follow_waits_for_a_log_that_does_not_exist_yet() {
     r.shutdown();
     // Severities 1..6: the ones from 5 up, in the human form.
     let lines = f.take(2);
-    assert!(
-        lines[0].contains(" 5 shop/web-0/app rule-4 block event number 4"),
-        "{lines:?}"
-    );
-    assert!(
-        lines[1].contains(" 6 kube-system/web-1/app rule-5 kill event number 5"),
-        "{lines:?}"
+    assert_contains(&lines[0], " 5 shop/web-0/app rule-4 block event number 4");
+    assert_contains(
+        &lines[1],
+        " 6 kube-system/web-1/app rule-5 kill event number 5",
     );
 }

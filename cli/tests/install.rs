@@ -10,7 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod support;
-use support::{fails, succeeds, PALISADE};
+use support::{assert_contains, fails, succeeds, PALISADE};
 
 /// An operator's containerd 1.6 configuration: comments, a runc runtime with options and a
 /// comment above it, other sections. `{dir}` is the test's directory.
@@ -140,11 +140,8 @@ fn install_twice_keeps_comments_and_the_other_runtime() {
         ),
         "{again}"
     );
-    assert!(
-        again.contains("containerd-shim-palisade-v2: up to date"),
-        "{again}"
-    );
-    assert!(again.contains("palisade.toml: kept as it is"), "{again}");
+    assert_contains(&again, "containerd-shim-palisade-v2: up to date");
+    assert_contains(&again, "palisade.toml: kept as it is");
 
     assert!(once.starts_with(&original[..original.find("[metrics]").unwrap()]));
     assert!(once.contains("# runc stays the default runtime; SystemdCgroup matches the kubelet.\n"));
@@ -258,10 +255,7 @@ fn dry_run_prints_a_diff_and_changes_nothing() {
     let out = node.run("install", &["--dry-run"]);
     let stdout = String::from_utf8(out.stdout).unwrap();
     let config = node.config().display().to_string();
-    assert!(
-        stdout.contains(&format!("--- {config}\n+++ {config}\n")),
-        "{stdout}"
-    );
+    assert_contains(&stdout, &format!("--- {config}\n+++ {config}\n"));
     assert!(
         stdout.contains("+[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.palisade]\n")
     );
@@ -309,7 +303,7 @@ fn a_symlinked_config_stays_a_symlink() {
     // A comment after the file's last setting stays the file's last line.
     assert!(text.starts_with("version = 2\n"), "{text}");
     assert!(text.ends_with("\n# kept in git\n"), "{text}");
-    assert!(text.contains("runtimes.palisade-audit]"), "{text}");
+    assert_contains(&text, "runtimes.palisade-audit]");
     let mode = std::fs::metadata(&real).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the config's mode is kept");
     node.run("uninstall", &[]);
@@ -385,10 +379,7 @@ fn warns_when_the_cri_plugin_is_off() {
     let node = Node::new(Some("version = 2\ndisabled_plugins = [\"cri\"]\n"));
     let out = node.run("install", &["--dry-run"]);
     let stdout = String::from_utf8(out.stdout).unwrap();
-    assert!(
-        stdout.contains("disabled_plugins turns the CRI plugin off"),
-        "{stdout}"
-    );
+    assert_contains(&stdout, "disabled_plugins turns the CRI plugin off");
 }
 
 #[test]
@@ -400,10 +391,7 @@ fn refuses_a_version_1_config_and_a_missing_binary() {
             .arg(node.config())
             .arg("--dry-run"),
     );
-    assert!(
-        err.contains("version 1 (no version key): only versions 2"),
-        "{err}"
-    );
+    assert_contains(&err, "version 1 (no version key): only versions 2");
 
     let node = Node::new(Some("version = 2\n"));
     let err = fails(
@@ -414,9 +402,9 @@ fn refuses_a_version_1_config_and_a_missing_binary() {
             .arg(node.path().join("etc/palisade"))
             .args(["--shim", "/nonexistent/containerd-shim-palisade-v2"]),
     );
-    assert!(
-        err.contains("binary containerd-shim-palisade-v2: not found at /nonexistent/containerd-shim-palisade-v2"),
-        "{err}"
+    assert_contains(
+        &err,
+        "binary containerd-shim-palisade-v2: not found at /nonexistent/containerd-shim-palisade-v2",
     );
     assert_eq!(
         node.text(),
@@ -461,14 +449,8 @@ fn containerd_loads_the_installed_runtimes() {
         let section = &section[..section[1..]
             .find("\n        [")
             .map_or(section.len(), |e| e + 1)];
-        assert!(
-            section.contains("runtime_type = \"io.containerd.palisade.v2\""),
-            "{section}"
-        );
-        assert!(
-            section.contains("pod_annotations = [\"palisade.dev/*\"]"),
-            "{section}"
-        );
+        assert_contains(section, "runtime_type = \"io.containerd.palisade.v2\"");
+        assert_contains(section, "pod_annotations = [\"palisade.dev/*\"]");
     }
 
     let log_path = node.path().join("containerd.log");
@@ -513,13 +495,13 @@ fn containerd_loads_the_installed_runtimes() {
         // One entry of the map ends with its last field.
         let rest = &line[at..];
         let rest = &rest[..rest.find("NetworkPluginMaxConfNum").unwrap()];
-        assert!(rest.contains("PodAnnotations:[palisade.dev/*]"), "{rest}");
+        assert_contains(rest, "PodAnnotations:[palisade.dev/*]");
         assert!(
             rest.contains(&format!("ConfigPath:{}", config_path.display())),
             "{rest}"
         );
     }
-    assert!(line.contains("runc:{Type:io.containerd.runc.v2"), "{line}");
+    assert_contains(line, "runc:{Type:io.containerd.runc.v2");
 }
 
 /// An installer in a container: the node's root mounted at a directory, the node's paths
@@ -553,9 +535,9 @@ fn host_root_installs_under_the_root_with_the_nodes_paths() {
     let s = shim.to_str().unwrap();
     let out = run(&["install", "--shim", s, "--init", s]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("containerd config /etc/containerd/config.toml (version 2): add runtimes"),
-        "{stdout}"
+    assert_contains(
+        &stdout,
+        "containerd config /etc/containerd/config.toml (version 2): add runtimes",
     );
 
     assert!(
@@ -605,15 +587,9 @@ fn host_root_installs_under_the_root_with_the_nodes_paths() {
     // Again: nothing to change.
     let out = run(&["install", "--shim", s, "--init", s]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("already present"), "{stdout}");
-    assert!(
-        stdout.contains("binary /usr/local/bin/palisade-init: up to date"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("binary /usr/local/bin/palisade: up to date"),
-        "{stdout}"
-    );
+    assert_contains(&stdout, "already present");
+    assert_contains(&stdout, "binary /usr/local/bin/palisade-init: up to date");
+    assert_contains(&stdout, "binary /usr/local/bin/palisade: up to date");
 
     // status reads the same node through the same root.
     let out = succeeds(

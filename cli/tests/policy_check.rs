@@ -5,6 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod support;
+use support::assert_contains;
+
 const PALISADE: &str = env!("CARGO_BIN_EXE_palisade");
 
 fn fixtures() -> Vec<PathBuf> {
@@ -48,10 +51,7 @@ fn kubearmor_use_cases_are_valid_and_placed() {
         );
     }
     // The service account token directory is masked whatever the kernel offers.
-    assert!(
-        stdout.contains("    spec.file.matchDirectories[0]: file /run/secrets/kubernetes.io/serviceaccount/ (Block): masked path; "),
-        "{stdout}"
-    );
+    assert_contains(&stdout, "    spec.file.matchDirectories[0]: file /run/secrets/kubernetes.io/serviceaccount/ (Block): masked path; ");
     // A Block on a binary's path is the monitor's kill at exec, which the shim runs: the
     // container is not refused for it.
     assert!(
@@ -63,10 +63,7 @@ fn kubearmor_use_cases_are_valid_and_placed() {
         "{stdout}"
     );
     // fromSource Allow rules on tcp and udp are the shim's socket allow-lists: not refused.
-    assert!(
-        stdout.contains("    spec.network.matchProtocols[0]: network tcp (Allow): monitor: socket creation allow-list per binary"),
-        "{stdout}"
-    );
+    assert_contains(&stdout, "    spec.network.matchProtocols[0]: network tcp (Allow): monitor: socket creation allow-list per binary");
     assert!(
         !stdout
             .contains("refused unless the runtime allows degrading: spec.network.matchProtocols["),

@@ -6,7 +6,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 
 mod support;
-use support::{succeeds, PALISADE};
+use support::{assert_contains, succeeds, PALISADE};
 
 /// A process that looks like a serving shim in /proc (its argv[0] is the shim's path), killed
 /// by its PID when dropped, also when the test fails.
@@ -116,7 +116,7 @@ fn reports_kernel_install_runtimes_and_pods() {
     );
     assert_eq!(runtimes[0]["config"], "ok");
     let broken = runtimes[2]["config"].as_str().unwrap();
-    assert!(broken.contains("unknown field `log_levle`"), "{broken}");
+    assert_contains(broken, "unknown field `log_levle`");
 
     let pid = shim.0.id();
     let shims = s["shims"].as_array().unwrap();
@@ -150,10 +150,7 @@ fn reports_kernel_install_runtimes_and_pods() {
         .output()
         .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(
-        text.contains("bpf program types: not checked yet"),
-        "{text}"
-    );
+    assert_contains(&text, "bpf program types: not checked yet");
     assert!(
         text.contains(&format!(
             "containerd config: containerd config {}: ",
@@ -161,8 +158,5 @@ fn reports_kernel_install_runtimes_and_pods() {
         )),
         "{text}"
     );
-    assert!(
-        text.contains("containerd-shim-palisade-v2: missing"),
-        "{text}"
-    );
+    assert_contains(&text, "containerd-shim-palisade-v2: missing");
 }

@@ -92,70 +92,63 @@ impl CompromiseSettings {
     /// pairs: `rules=a|b`, `severity=N`, `violations=N/SECONDSs`, `count-severity=N`,
     /// `gate-violations=N`, `gate-new-peers=N`, `backoff=SECONDSs`, `max-restarts=N`.
     pub fn with_annotation(&self, value: &str) -> Result<Self, CompromiseError> {
-        let mut s = self.clone();
-        let value = value.trim();
-        if value == "off" {
-            s.enabled = false;
-            return Ok(s);
-        }
-        let bad = |reason: String| CompromiseError::Annotation(reason);
-        for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (key, v) = pair
-                .split_once('=')
-                .ok_or_else(|| bad(format!("{pair:?}: expected key=value or \"off\"")))?;
-            let (key, v) = (key.trim(), v.trim());
-            let number = |v: &str| -> Result<u64, CompromiseError> {
-                v.parse::<u64>()
-                    .map_err(|_| bad(format!("{key}: {v:?} is not a whole number")))
-            };
-            let seconds = |v: &str| -> Result<u64, CompromiseError> {
-                let digits = v.strip_suffix('s').unwrap_or(v);
-                number(digits)
-            };
-            let level = |v: &str| -> Result<u8, CompromiseError> {
-                match number(v)? {
-                    n @ 0..=10 => Ok(n as u8),
-                    _ => Err(bad(format!("{key}: {v} is not between 0 and 10"))),
-                }
-            };
-            match key {
-                "rules" => {
-                    s.rules = v
-                        .split('|')
-                        .map(str::trim)
-                        .filter(|r| !r.is_empty())
-                        .map(String::from)
-                        .collect()
-                }
-                "severity" => s.severity = level(v)?,
-                "count-severity" => s.count_severity = level(v)?,
-                "violations" => {
-                    let (n, window) = match v.split_once('/') {
-                        Some((n, w)) => (n, Some(w)),
-                        None => (v, None),
-                    };
-                    s.violations = u32::try_from(number(n)?)
-                        .map_err(|_| bad(format!("violations: {n} is too large")))?;
-                    if let Some(w) = window {
-                        s.window_secs = seconds(w)?;
-                    }
-                }
-                "gate-violations" => s.gate_violations = number(v)?,
-                "gate-new-peers" => s.gate_new_peers = number(v)?,
-                "backoff" => s.backoff_secs = seconds(v)?,
-                "max-restarts" => {
-                    s.max_restarts = u32::try_from(number(v)?)
-                        .map_err(|_| bad(format!("max-restarts: {v} is too large")))?
-                }
-                other => {
-                    return Err(bad(format!(
-                        "unknown key {other:?}: expected rules, severity, violations, count-severity, gate-violations, gate-new-peers, backoff or max-restarts"
-                    )))
+        let validate = |s: &Self| s.validate().map_err(|e| e.to_string());
+        crate::annotation::applied(self, value, |s| s.enabled = false, Self::set, validate)
+            .map_err(CompromiseError::Annotation)
+    }
+
+    /// One `key=value` pair of the annotation applied.
+    fn set(&mut self, key: &str, v: &str) -> Result<(), String> {
+        let number = |v: &str| -> Result<u64, String> {
+            v.parse::<u64>()
+                .map_err(|_| format!("{key}: {v:?} is not a whole number"))
+        };
+        let seconds = |v: &str| -> Result<u64, String> {
+            let digits = v.strip_suffix('s').unwrap_or(v);
+            number(digits)
+        };
+        let level = |v: &str| -> Result<u8, String> {
+            match number(v)? {
+                n @ 0..=10 => Ok(n as u8),
+                _ => Err(format!("{key}: {v} is not between 0 and 10")),
+            }
+        };
+        match key {
+            "rules" => {
+                self.rules = v
+                    .split('|')
+                    .map(str::trim)
+                    .filter(|r| !r.is_empty())
+                    .map(String::from)
+                    .collect()
+            }
+            "severity" => self.severity = level(v)?,
+            "count-severity" => self.count_severity = level(v)?,
+            "violations" => {
+                let (n, window) = match v.split_once('/') {
+                    Some((n, w)) => (n, Some(w)),
+                    None => (v, None),
+                };
+                self.violations = u32::try_from(number(n)?)
+                    .map_err(|_| format!("violations: {n} is too large"))?;
+                if let Some(w) = window {
+                    self.window_secs = seconds(w)?;
                 }
             }
+            "gate-violations" => self.gate_violations = number(v)?,
+            "gate-new-peers" => self.gate_new_peers = number(v)?,
+            "backoff" => self.backoff_secs = seconds(v)?,
+            "max-restarts" => {
+                self.max_restarts = u32::try_from(number(v)?)
+                    .map_err(|_| format!("max-restarts: {v} is too large"))?
+            }
+            other => {
+                return Err(format!(
+                    "unknown key {other:?}: expected rules, severity, violations, count-severity, gate-violations, gate-new-peers, backoff or max-restarts"
+                ))
+            }
         }
-        s.validate().map_err(|e| bad(e.to_string()))?;
-        Ok(s)
+        Ok(())
     }
 
     /// The window of `violations` and of the gate thresholds.

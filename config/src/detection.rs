@@ -57,46 +57,37 @@ impl DetectionSettings {
     /// These settings with a pod's annotation applied: `off` (no built-in detection), or
     /// comma-separated `key=value` pairs: `builtins=on|off`, `learning-window=SECONDSs|off`.
     pub fn with_annotation(&self, value: &str) -> Result<Self, DetectionError> {
-        let mut s = self.clone();
-        let value = value.trim();
-        if value == "off" {
-            s.builtins = false;
-            return Ok(s);
-        }
-        let bad = |reason: String| DetectionError::Annotation(reason);
-        for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (key, v) = pair
-                .split_once('=')
-                .ok_or_else(|| bad(format!("{pair:?}: expected key=value or \"off\"")))?;
-            let (key, v) = (key.trim(), v.trim());
-            match key {
-                "builtins" => {
-                    s.builtins = match v {
-                        "on" | "true" => true,
-                        "off" | "false" => false,
-                        _ => return Err(bad(format!("builtins: {v:?} is not on or off"))),
-                    }
-                }
-                "learning-window" => {
-                    s.learning_window_secs = if v == "off" {
-                        0
-                    } else {
-                        v.strip_suffix('s').unwrap_or(v).parse().map_err(|_| {
-                            bad(format!(
-                                "learning-window: {v:?} is not a number of seconds (600s) or off"
-                            ))
-                        })?
-                    }
-                }
-                other => {
-                    return Err(bad(format!(
-                        "unknown key {other:?}: expected builtins or learning-window"
-                    )))
+        let validate = |s: &Self| s.validate().map_err(|e| e.to_string());
+        crate::annotation::applied(self, value, |s| s.builtins = false, Self::set, validate)
+            .map_err(DetectionError::Annotation)
+    }
+
+    /// One `key=value` pair of the annotation applied.
+    fn set(&mut self, key: &str, v: &str) -> Result<(), String> {
+        match key {
+            "builtins" => {
+                self.builtins = match v {
+                    "on" | "true" => true,
+                    "off" | "false" => false,
+                    _ => return Err(format!("builtins: {v:?} is not on or off")),
                 }
             }
+            "learning-window" => {
+                self.learning_window_secs = if v == "off" {
+                    0
+                } else {
+                    v.strip_suffix('s').unwrap_or(v).parse().map_err(|_| {
+                        format!("learning-window: {v:?} is not a number of seconds (600s) or off")
+                    })?
+                }
+            }
+            other => {
+                return Err(format!(
+                    "unknown key {other:?}: expected builtins or learning-window"
+                ))
+            }
         }
-        s.validate().map_err(|e| bad(e.to_string()))?;
-        Ok(s)
+        Ok(())
     }
 }
 

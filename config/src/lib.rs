@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod annotation;
 pub mod compromise;
 mod config;
 pub mod detection;

@@ -425,6 +425,14 @@ pub fn container_config(
     }
 }
 
+/// The security context of a container config, created when missing.
+pub fn security(cc: &mut ContainerConfig) -> &mut LinuxContainerSecurityContext {
+    cc.linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+}
+
 /// The paths the kubelet asks CRI to mask in every container whose `procMount` is `Default`
 /// (Kubernetes' `pkg/securitycontext`, 1.31 and later): a harness request without them reads
 /// as `procMount: Unmasked`, which no ordinary pod asks for.

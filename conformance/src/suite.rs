@@ -49,7 +49,7 @@ impl Settings {
     }
 }
 
-pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Result<()>> + 'a>>;
+pub type CheckFuture<'a, T = ()> = Pin<Box<dyn Future<Output = Result<T>> + 'a>>;
 
 /// One conformance check: a name, a time limit and the async body.
 pub struct Check {
@@ -216,12 +216,23 @@ impl Ctx {
 
     /// Runs a pod with one long-running container; returns (pod, container, pod config).
     pub async fn pod_with_sleeper(&self) -> Result<(String, String, PodSandboxConfig)> {
-        let (pod, cfg) = self.pod().await?;
+        let cfg = self.pod_config();
+        let (pod, c) = self.run_sleeper_pod(&cfg, "sleeper").await?;
+        Ok((pod, c, cfg))
+    }
+
+    /// Runs a pod of `cfg` with one long-running container `name`; returns (pod, container).
+    pub async fn run_sleeper_pod(
+        &self,
+        cfg: &PodSandboxConfig,
+        name: &str,
+    ) -> Result<(String, String)> {
+        let pod = self.run_pod(cfg).await?;
         let c = self
             .cri
-            .run_container(&pod, &self.container("sleeper", crate::cri::SLEEPER), &cfg)
+            .run_container(&pod, &self.container(name, crate::cri::SLEEPER), cfg)
             .await?;
-        Ok((pod, c, cfg))
+        Ok((pod, c))
     }
 
     /// Removes every pod recorded for this check.
@@ -280,13 +291,7 @@ impl Report {
 
     /// The table, the failure reasons and the closing `N passed, N failed` line.
     pub fn render(&self) -> String {
-        let width = self
-            .rows
-            .iter()
-            .map(|(n, _)| n.len())
-            .max()
-            .unwrap_or(5)
-            .max(5);
+        let width = name_width(&self.rows, "check");
         let mut out = format!("{:<width$}", "check");
         for h in &self.handlers {
             out += &format!("  {h:<10}");
@@ -306,6 +311,15 @@ impl Report {
         out += &failures_and_counts(&self.handlers, &self.rows, Outcome::failure, self.counts());
         out
     }
+}
+
+/// The width of a report's first column: its longest check name, and at least `header`.
+pub fn name_width<C>(rows: &[(&str, Vec<C>)], header: &str) -> usize {
+    rows.iter()
+        .map(|(n, _)| n.len())
+        .max()
+        .unwrap_or(0)
+        .max(header.len())
 }
 
 /// The end of a report (this suite's and the security suite's): the failure reasons, one
@@ -382,15 +396,11 @@ pub async fn run(settings: &Settings, checks: &[Check]) -> Result<Report> {
 }
 
 async fn run_one(run: &Run<'_>, handler: &str, check: &Check) -> Outcome {
-    let dir = run
-        .settings
-        .work_dir
-        .join(format!("{}-{handler}", check.name));
-    let ctx = run.ctx(handler, check.name, dir.clone());
-    let started = Instant::now();
-    let result = run_body(&dir, check.timeout, (check.run)(&ctx)).await;
-    let cleanup = cleanup_within(&ctx).await;
-    let outcome = match (result, cleanup) {
+    let dir_name = format!("{}-{handler}", check.name);
+    let ran = run
+        .check(handler, check.name, dir_name, check.timeout, check.run)
+        .await;
+    let outcome = match (ran.result, ran.cleanup) {
         (Ok(()), Ok(())) => Outcome::Pass,
         (Err(e), _) | (Ok(()), Err(e)) => Outcome::Fail(reason(&e)),
     };
@@ -398,7 +408,7 @@ async fn run_one(run: &Run<'_>, handler: &str, check: &Check) -> Outcome {
         Outcome::Pass => "PASS".to_string(),
         Outcome::Fail(r) => format!("FAIL: {r}"),
     };
-    finish(handler, check.name, started, &tag, &dir);
+    finish(handler, check.name, ran.started, &tag, &ran.dir);
     outcome
 }
 
@@ -436,6 +446,43 @@ impl<'a> Run<'a> {
     pub fn ctx(&self, handler: &str, check: &'static str, dir: PathBuf) -> Ctx {
         Ctx::new(&self.cri, self.settings, handler, check, dir, &self.tag)
     }
+
+    /// Runs check `name`'s `body` under `handler` within `timeout`, in the work directory
+    /// `dir_name` of its own, and then cleans up what it left behind.
+    pub async fn check<T>(
+        &self,
+        handler: &str,
+        name: &'static str,
+        dir_name: String,
+        timeout: Duration,
+        body: for<'c> fn(&'c Ctx) -> CheckFuture<'c, T>,
+    ) -> Ran<T> {
+        let dir = self.settings.work_dir.join(dir_name);
+        let ctx = self.ctx(handler, name, dir.clone());
+        let started = Instant::now();
+        let result = run_body(&dir, timeout, body(&ctx)).await;
+        let cleanup = cleanup_within(&ctx).await;
+        Ran {
+            ctx,
+            dir,
+            started,
+            result,
+            cleanup,
+        }
+    }
+}
+
+/// How one check ran ([`Run::check`]).
+pub struct Ran<T> {
+    /// Its context, for a second cleanup.
+    pub ctx: Ctx,
+    /// Its work directory.
+    pub dir: PathBuf,
+    pub started: Instant,
+    /// What its body returned.
+    pub result: Result<T>,
+    /// Whether what it left behind was removed.
+    pub cleanup: Result<()>,
 }
 
 fn run_tag(prefix: &str) -> String {
@@ -496,6 +543,20 @@ pub fn ensure(cond: bool, what: impl FnOnce() -> String) -> Result<()> {
     } else {
         Err(anyhow::anyhow!(what()))
     }
+}
+
+/// Runs `cmd` to its end and returns its standard output; fails naming `what`, with the exit
+/// status and standard error, when it cannot run or exits unsuccessfully.
+pub fn stdout_of(cmd: &mut std::process::Command, what: &str) -> Result<Vec<u8>> {
+    let out = cmd.output().with_context(|| format!("run {what}"))?;
+    ensure(out.status.success(), || {
+        format!(
+            "{what} exited {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+    })?;
+    Ok(out.stdout)
 }
 
 #[cfg(test)]

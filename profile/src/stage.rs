@@ -58,6 +58,30 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// Each stage with its name as the commands and the documents spell it, in promotion order.
+    const NAMES: [(Stage, &'static str); 4] = [
+        (Stage::Learn, "learn"),
+        (Stage::Audit, "audit"),
+        (Stage::Canary, "canary"),
+        (Stage::Enforce, "enforce"),
+    ];
+
+    /// The stage's name (`learn`, `audit`, `canary`, `enforce`).
+    pub fn name(self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|(s, _)| *s == self)
+            .map_or("", |(_, n)| n)
+    }
+
+    /// The stage called `name`, if any.
+    pub fn named(name: &str) -> Option<Stage> {
+        Self::NAMES
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(s, _)| *s)
+    }
+
     pub fn next(self) -> Option<Stage> {
         match self {
             Self::Learn => Some(Self::Audit),
@@ -344,15 +368,8 @@ impl StageState {
         if !matches!(self.stage, Stage::Canary | Stage::Enforce) {
             return None;
         }
-        let since = now.saturating_sub(rule.departure_window);
-        let n = self
-            .recent_departures
-            .iter()
-            .filter(|t| **t > since && **t >= self.since)
-            .count();
-        if n < rule.departure_limit {
-            return None;
-        }
+        let (window, limit) = (rule.departure_window, rule.departure_limit);
+        let (since, n) = self.reached(&self.recent_departures, now, window, limit)?;
         let reason = format!(
             "{n} departures within {}s in {:?} (rule: {})",
             rule.departure_window, self.stage, rule.departure_limit
@@ -361,21 +378,25 @@ impl StageState {
         Some(self.roll_back(now, reason, since))
     }
 
+    /// The start of the `window` seconds before `now`, and how many of `times` fall within it
+    /// and in the current stage, when they are `limit` or more.
+    fn reached(&self, times: &[u64], now: u64, window: u64, limit: usize) -> Option<(u64, usize)> {
+        let since = now.saturating_sub(window);
+        let n = times
+            .iter()
+            .filter(|t| **t > since && **t >= self.since)
+            .count();
+        (n >= limit).then_some((since, n))
+    }
+
     /// A pod of the workload restarted at `now`.
     pub fn pod_restarted(&mut self, now: u64, pod: &str, rule: &Rule) -> Option<Event> {
         if !matches!(self.stage, Stage::Canary | Stage::Enforce) {
             return None;
         }
         push_recent(&mut self.recent_restarts, now);
-        let since = now.saturating_sub(rule.restart_window);
-        let n = self
-            .recent_restarts
-            .iter()
-            .filter(|t| **t > since && **t >= self.since)
-            .count();
-        if n < rule.restart_limit {
-            return None;
-        }
+        let (window, limit) = (rule.restart_window, rule.restart_limit);
+        let (_, n) = self.reached(&self.recent_restarts, now, window, limit)?;
         let reason = format!(
             "pod {pod} restarted: {n} restarts within {}s in {:?} (rule: {})",
             rule.restart_window, self.stage, rule.restart_limit

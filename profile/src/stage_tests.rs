@@ -5,6 +5,11 @@ use crate::record::WorkloadId;
 
 const T0: u64 = 1_000_000;
 
+/// Asserts that `e` is of `kind` and went from stage `from` to `to`.
+fn assert_moved(e: &Event, kind: EventKind, from: Stage, to: Stage) {
+    assert_eq!((e.kind, e.from, e.to), (kind, from, to), "{e:?}");
+}
+
 fn rule() -> Rule {
     Rule {
         min_learn: 100,
@@ -55,15 +60,8 @@ fn the_rule_promotes_step_by_step() {
     assert_eq!(s.mode_for("p1"), Mode::Learn);
     assert_eq!(s.tick(T0 + 99, &rec, &rule), None, "too early");
     let e = s.tick(T0 + 100, &rec, &rule).unwrap();
-    assert_eq!(
-        (e.kind, e.trigger, e.from, e.to),
-        (
-            EventKind::Promoted,
-            Trigger::Rule,
-            Stage::Learn,
-            Stage::Audit
-        )
-    );
+    assert_moved(&e, EventKind::Promoted, Stage::Learn, Stage::Audit);
+    assert_eq!(e.trigger, Trigger::Rule);
     assert!(e.reason.contains("3 observations"), "{}", e.reason);
     assert_eq!(s.mode_for("p1"), Mode::Audit);
 
@@ -152,10 +150,7 @@ fn a_restart_after_promotion_rolls_back_with_evidence() {
         None
     );
     let e = s.pod_restarted(now + 5, "p1", &rule).unwrap();
-    assert_eq!(
-        (e.kind, e.from, e.to),
-        (EventKind::RolledBack, Stage::Canary, Stage::Audit)
-    );
+    assert_moved(&e, EventKind::RolledBack, Stage::Canary, Stage::Audit);
     assert!(e.reason.contains("pod p1 restarted"), "{}", e.reason);
     assert_eq!(e.evidence.len(), 1);
     assert_eq!(
@@ -185,10 +180,7 @@ fn a_jump_in_refusals_rolls_enforce_back() {
     let e = s
         .departure(departure(now + 28, "p2", "mount"), &rule)
         .unwrap();
-    assert_eq!(
-        (e.kind, e.from, e.to),
-        (EventKind::RolledBack, Stage::Enforce, Stage::Audit)
-    );
+    assert_moved(&e, EventKind::RolledBack, Stage::Enforce, Stage::Audit);
     assert!(
         e.reason.starts_with("3 departures within 10s"),
         "{}",
@@ -216,10 +208,7 @@ fn pinned_workloads_neither_promote_nor_roll_back() {
     let e = s
         .command(now, Command::Pin(Stage::Enforce), &mut rec)
         .unwrap();
-    assert_eq!(
-        (e.kind, e.from, e.to),
-        (EventKind::Pinned, Stage::Enforce, Stage::Enforce)
-    );
+    assert_moved(&e, EventKind::Pinned, Stage::Enforce, Stage::Enforce);
     let e = s.pod_restarted(now + 1, "p1", &rule).unwrap();
     assert_eq!(e.kind, EventKind::RollbackHeld);
     assert_eq!(s.stage, Stage::Enforce);
@@ -323,19 +312,21 @@ fn a_second_create_of_a_pods_container_is_a_restart() {
     let e = s
         .container_created(now + 4, "sb1/app", "p1", &rule)
         .expect("a restart rolls enforce back");
-    assert_eq!(
-        (e.kind, e.from, e.to, e.trigger),
-        (
-            EventKind::RolledBack,
-            Stage::Enforce,
-            Stage::Audit,
-            Trigger::Rule
-        )
-    );
+    assert_moved(&e, EventKind::RolledBack, Stage::Enforce, Stage::Audit);
+    assert_eq!(e.trigger, Trigger::Rule);
     assert!(e.reason.starts_with("pod p1 restarted"), "{}", e.reason);
     // Bounded: the oldest are forgotten.
     for i in 0..(MAX_SEEN + 10) {
         s.container_created(now + 5, &format!("x{i}/app"), "p", &rule);
     }
     assert_eq!(s.seen.len(), MAX_SEEN);
+}
+
+#[test]
+fn stage_names_are_the_documents_and_read_back() {
+    for s in [Stage::Learn, Stage::Audit, Stage::Canary, Stage::Enforce] {
+        assert_eq!(Stage::named(s.name()), Some(s));
+        assert_eq!(serde_json::to_value(s).unwrap(), s.name());
+    }
+    assert_eq!(Stage::named("on"), None);
 }

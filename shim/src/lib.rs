@@ -32,3 +32,5 @@ pub(crate) mod profile_stage;
 pub(crate) mod stats;
 pub(crate) mod stdio;
 pub(crate) mod task;
+#[cfg(test)]
+mod test_support;

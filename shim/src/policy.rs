@@ -233,31 +233,15 @@ fn learned_in_audit(compiled: &mut CompiledPolicy, learned: &[palisade_policy::P
             .all(|r| learned.contains(&r.policy))
     }
     let p = &mut compiled.posture;
-    let soften = |posture: &mut Action, only: bool| {
-        if only && *posture == Action::Block {
-            *posture = Action::Audit;
-        }
-    };
-    soften(
-        &mut p.process,
-        only_learned(&compiled.process, |r| &r.meta, learned),
-    );
-    soften(
-        &mut p.file,
-        only_learned(&compiled.file, |r| &r.meta, learned),
-    );
-    soften(
-        &mut p.network,
-        only_learned(&compiled.network, |r| &r.meta, learned),
-    );
-    soften(
-        &mut p.capabilities,
-        only_learned(&compiled.capabilities, |r| &r.meta, learned),
-    );
-    soften(
-        &mut p.syscalls,
-        only_learned(&compiled.syscalls, |r| &r.meta, learned),
-    );
+    // The same for each kind: its rules are of a different type, its posture a field by name.
+    macro_rules! soften {
+        ($($kind:ident),+) => {$(
+            if p.$kind == Action::Block && only_learned(&compiled.$kind, |r| &r.meta, learned) {
+                p.$kind = Action::Audit;
+            }
+        )+};
+    }
+    soften!(process, file, network, capabilities, syscalls);
 }
 
 /// Turns every Block rule into an Audit rule.

@@ -4,24 +4,9 @@ use std::time::SystemTime;
 use palisade_monitor::{ContainerRef, ProcessInfo};
 use palisade_profile::persist::Document;
 use palisade_profile::{Command, EventKind as StageEventKind, StageState};
-use serde_json::json;
 
 use super::*;
-
-fn workload() -> WorkloadId {
-    WorkloadId::new("shop", "web").unwrap()
-}
-
-fn cri(id: &str) -> CriContainer {
-    let spec = json!({"annotations": {
-        "io.kubernetes.cri.container-type": "container",
-        "io.kubernetes.cri.sandbox-id": "sb1",
-        "io.kubernetes.cri.sandbox-name": "web-1",
-        "io.kubernetes.cri.sandbox-namespace": "shop",
-        "io.kubernetes.cri.container-name": "app",
-    }});
-    CriContainer::of(id, &spec)
-}
+use crate::test_support::{cri_in, recording_of, saved_document, workload};
 
 fn event(container: &str, binary: &str, kind: EventKind) -> MonitorEvent {
     MonitorEvent {
@@ -68,8 +53,7 @@ fn connect(addr: &str, result: i64) -> EventKind {
 
 /// The profile of a web server that reads /srv/www and calls 10.0.0.5:5432.
 fn recording() -> Recording {
-    let mut r = Recording::new(workload());
-    for o in [
+    recording_of(&[
         Observation::Open {
             path: "/srv/www/index.html".into(),
             write: false,
@@ -79,10 +63,7 @@ fn recording() -> Recording {
             port: 5432,
             protocol: Protocol::Tcp,
         },
-    ] {
-        r.observe(1_000, &o);
-    }
-    r
+    ])
 }
 
 /// The workload's document at `stage` (not pinned), and a governor of container c1 under it.
@@ -102,7 +83,7 @@ fn governed(
     let sink = seen.clone();
     let governors = Governors::default();
     let hold = governors.start_with(
-        &cri("c1"),
+        &cri_in("c1", "web-1", "sb1", false),
         Target {
             workload: workload(),
             mode,
@@ -129,9 +110,7 @@ fn what_the_profile_covers_is_no_departure() {
     governors.observe(&event("c9", "/bin/sh", open("/etc/shadow", 0, 3)));
     drop(hold);
     assert!(governors.0.lock().unwrap().is_empty());
-    let Loaded::Present(doc) = persist::load(dir.path(), &workload()) else {
-        panic!("document unreadable");
-    };
+    let doc = saved_document(dir.path());
     assert!(
         doc.stage.departures.is_empty(),
         "{:?}",
@@ -146,9 +125,7 @@ fn departures_are_kept_in_audit_and_roll_enforce_back_with_their_evidence() {
     let (governors, hold, _) = governed(dir.path(), Stage::Audit, Mode::Audit);
     governors.observe(&event("c1", "/bin/httpd", open("/etc/passwd", 0o1, 3)));
     drop(hold);
-    let Loaded::Present(doc) = persist::load(dir.path(), &workload()) else {
-        panic!("document unreadable");
-    };
+    let doc = saved_document(dir.path());
     assert_eq!(doc.stage.stage, Stage::Audit);
     assert_eq!(doc.stage.departures.len(), 1);
     let d = &doc.stage.departures[0];
@@ -188,9 +165,7 @@ fn departures_are_kept_in_audit_and_roll_enforce_back_with_their_evidence() {
     assert!(e.evidence.iter().all(|d| d.refused));
     assert!(stage_line(&workload(), e)
         .contains("keep the enforced profile until they are created again"));
-    let Loaded::Present(doc) = persist::load(dir.path(), &workload()) else {
-        panic!("document unreadable");
-    };
+    let doc = saved_document(dir.path());
     assert_eq!(doc.stage.stage, Stage::Audit);
     assert_eq!(
         doc.stage.departures.len(),

@@ -4,26 +4,11 @@ use palisade_profile::persist::Document;
 use palisade_profile::{Command, Observation, Rule, StageState};
 use serde_json::json;
 
-fn cri(id: &str, pod: &str) -> CriContainer {
-    let spec = json!({"annotations": {
-        "io.kubernetes.cri.container-type": "container",
-        "io.kubernetes.cri.sandbox-id": format!("sb-{pod}"),
-        "io.kubernetes.cri.sandbox-name": pod,
-        "io.kubernetes.cri.sandbox-namespace": "shop",
-        "io.kubernetes.cri.container-name": "app",
-        "palisade.dev/profile": "learn",
-    }});
-    CriContainer::of(id, &spec)
-}
-
-fn workload() -> WorkloadId {
-    WorkloadId::new("shop", "web").unwrap()
-}
+use crate::test_support::{assert_noted, cri_in, recording_of, saved_document, workload};
 
 /// A promotable recording of a small web server.
 fn recording() -> Recording {
-    let mut r = Recording::new(workload());
-    for o in [
+    let mut r = recording_of(&[
         Observation::Exec {
             path: "/bin/httpd".into(),
             parent: None,
@@ -47,9 +32,7 @@ fn recording() -> Recording {
         Observation::Syscall {
             name: "openat".into(),
         },
-    ] {
-        r.observe(1_000, &o);
-    }
+    ]);
     r.add_pod("web-1");
     assert!(r.promotable().is_ok());
     r
@@ -67,8 +50,26 @@ fn saved_at(dir: &Path, stage: Stage) {
     persist::save(dir, &Document::new(rec, s)).unwrap();
 }
 
-fn applied(g: Governed) -> Applied {
-    match g {
+/// A new state directory with the workload's document at `stage`.
+fn dir_at(stage: Stage) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    saved_at(dir.path(), stage);
+    dir
+}
+
+/// Container `id` of pod `pod`, which asks to learn.
+fn cri(id: &str, pod: &str) -> CriContainer {
+    cri_in(id, pod, &format!("sb-{pod}"), true)
+}
+
+/// What the document in `dir` decides for container `id` of pod `pod` at `now`.
+fn govern(dir: &Path, id: &str, pod: &str, now: u64) -> Result<Governed, ProfileStageError> {
+    governed(dir, workload(), &cri(id, pod), now, &Rule::default())
+}
+
+/// The same, when the decision is to apply the profile.
+fn applied(dir: &Path, id: &str, pod: &str, now: u64) -> Applied {
+    match govern(dir, id, pod, now).unwrap() {
         Governed::Apply(a) => *a,
         Governed::Learn(w) => panic!("{w} learns"),
     }
@@ -77,114 +78,45 @@ fn applied(g: Governed) -> Applied {
 #[test]
 fn absent_or_learning_workloads_learn() {
     let dir = tempfile::tempdir().unwrap();
-    let g = governed(
-        dir.path(),
-        workload(),
-        &cri("c1", "web-1"),
-        2_000,
-        &Rule::default(),
-    )
-    .unwrap();
+    let g = govern(dir.path(), "c1", "web-1", 2_000).unwrap();
     assert!(matches!(g, Governed::Learn(w) if w == workload()));
     saved_at(dir.path(), Stage::Learn);
-    let g = governed(
-        dir.path(),
-        workload(),
-        &cri("c1", "web-1"),
-        2_000,
-        &Rule::default(),
-    )
-    .unwrap();
+    let g = govern(dir.path(), "c1", "web-1", 2_000).unwrap();
     assert!(matches!(g, Governed::Learn(_)));
 }
 
 #[test]
 fn audit_and_enforce_apply_the_export_without_its_system_calls() {
-    let dir = tempfile::tempdir().unwrap();
-    saved_at(dir.path(), Stage::Audit);
-    let a = applied(
-        governed(
-            dir.path(),
-            workload(),
-            &cri("c1", "web-1"),
-            2_000,
-            &Rule::default(),
-        )
-        .unwrap(),
-    );
+    let dir = dir_at(Stage::Audit);
+    let a = applied(dir.path(), "c1", "web-1", 2_000);
     assert_eq!((a.stage, a.mode), (Stage::Audit, Mode::Audit));
     assert_eq!(a.policies.len(), 1);
     let p = &a.policies[0];
     assert_eq!(p.id.to_string(), "shop/palisade-learned-web");
     assert!(!p.process.is_empty() && !p.file.is_empty() && !p.network.is_empty());
     assert!(p.syscalls.is_empty(), "system calls are left out");
-    assert!(
-        a.notes
-            .iter()
-            .any(|n| n.starts_with("system-call rules left out")),
-        "{:?}",
-        a.notes
-    );
+    assert_noted(&a.notes, "system-call rules left out");
     assert_eq!(
         a.describe(),
         "learned profile of shop/web applied in audit (stage audit): 6 observations"
     );
     saved_at(dir.path(), Stage::Enforce);
-    let a = applied(
-        governed(
-            dir.path(),
-            workload(),
-            &cri("c1", "web-1"),
-            2_000,
-            &Rule::default(),
-        )
-        .unwrap(),
-    );
+    let a = applied(dir.path(), "c1", "web-1", 2_000);
     assert_eq!((a.stage, a.mode), (Stage::Enforce, Mode::Enforce));
 }
 
 #[test]
 fn canary_enforces_on_the_first_pod_to_ask_and_saves_the_choice() {
-    let dir = tempfile::tempdir().unwrap();
-    saved_at(dir.path(), Stage::Canary);
-    let first = applied(
-        governed(
-            dir.path(),
-            workload(),
-            &cri("c1", "web-1"),
-            2_000,
-            &Rule::default(),
-        )
-        .unwrap(),
-    );
+    let dir = dir_at(Stage::Canary);
+    let first = applied(dir.path(), "c1", "web-1", 2_000);
     assert_eq!(first.mode, Mode::Enforce);
-    let other = applied(
-        governed(
-            dir.path(),
-            workload(),
-            &cri("c2", "web-2"),
-            2_001,
-            &Rule::default(),
-        )
-        .unwrap(),
-    );
+    let other = applied(dir.path(), "c2", "web-2", 2_001);
     assert_eq!(other.mode, Mode::Audit);
-    let Loaded::Present(doc) = persist::load(dir.path(), &workload()) else {
-        panic!("document unreadable");
-    };
+    let doc = saved_document(dir.path());
     assert_eq!(doc.stage.canary_pod.as_deref(), Some("web-1"));
     assert!(first.events.is_empty() && other.events.is_empty());
     // The canary pod's container created again: a restart, which rolls the workload back.
-    let again = applied(
-        governed(
-            dir.path(),
-            workload(),
-            &cri("c3", "web-1"),
-            2_002,
-            &Rule::default(),
-        )
-        .unwrap(),
-    );
+    let again = applied(dir.path(), "c3", "web-1", 2_002);
     assert_eq!((again.stage, again.mode), (Stage::Audit, Mode::Audit));
     assert_eq!(again.events.len(), 1);
     let line = event_line(&workload(), &again.events[0]);
@@ -192,9 +124,7 @@ fn canary_enforces_on_the_first_pod_to_ask_and_saves_the_choice() {
         line.starts_with("learned profile of shop/web: rolled back by the rule, canary -> audit: pod web-1 restarted"),
         "{line}"
     );
-    let Loaded::Present(doc) = persist::load(dir.path(), &workload()) else {
-        panic!("document unreadable");
-    };
+    let doc = saved_document(dir.path());
     assert_eq!(doc.stage.stage, Stage::Audit);
 }
 
@@ -203,14 +133,7 @@ fn an_unusable_document_refuses_unless_it_says_learn() {
     let dir = tempfile::tempdir().unwrap();
     let path = persist::path_in(dir.path(), &workload());
     std::fs::write(&path, b"{ not json").unwrap();
-    let err = governed(
-        dir.path(),
-        workload(),
-        &cri("c1", "web-1"),
-        2_000,
-        &Rule::default(),
-    )
-    .unwrap_err();
+    let err = govern(dir.path(), "c1", "web-1", 2_000).unwrap_err();
     let msg = err.to_string();
     assert!(
         msg.starts_with("container c1: learned profile of shop/web is at a stage above learn or unknown, and its document cannot be used: "),
@@ -225,27 +148,13 @@ fn an_unusable_document_refuses_unless_it_says_learn() {
         "stage": "enforce", "since": 1, "pinned": false, "canary_pod": null, "departures": [],
         "departures_beyond": 0, "recent_departures": [], "recent_restarts": [], "refusal": null}});
     std::fs::write(&path, serde_json::to_vec(&doc).unwrap()).unwrap();
-    assert!(governed(
-        dir.path(),
-        workload(),
-        &cri("c1", "web-1"),
-        2_000,
-        &Rule::default()
-    )
-    .is_err());
+    assert!(govern(dir.path(), "c1", "web-1", 2_000).is_err());
     // The same document in learn but of another version: learning again loses nothing.
     let mut learn = doc.clone();
     learn["version"] = json!(99);
     learn["stage"]["stage"] = json!("learn");
     std::fs::write(&path, serde_json::to_vec(&learn).unwrap()).unwrap();
-    let g = governed(
-        dir.path(),
-        workload(),
-        &cri("c1", "web-1"),
-        2_000,
-        &Rule::default(),
-    )
-    .unwrap();
+    let g = govern(dir.path(), "c1", "web-1", 2_000).unwrap();
     assert!(matches!(g, Governed::Learn(_)));
 }
 
@@ -253,11 +162,10 @@ fn an_unusable_document_refuses_unless_it_says_learn() {
 /// list in each kind it lists, enforce refuses it, and a user's own allow-list keeps Block.
 #[test]
 fn the_profile_compiles_with_the_containers_policies_in_its_mode() {
-    let dir = tempfile::tempdir().unwrap();
-    saved_at(dir.path(), Stage::Audit);
+    let dir = dir_at(Stage::Audit);
     let c = cri("c1", "web-1");
     let compile = |mode: Mode, user: Option<&str>| {
-        let mut a = applied(governed(dir.path(), workload(), &c, 2_000, &Rule::default()).unwrap());
+        let mut a = applied(dir.path(), "c1", "web-1", 2_000);
         a.mode = mode;
         let mut spec = json!({"annotations": {
             "io.kubernetes.cri.container-type": "container",
@@ -296,20 +204,7 @@ fn the_profile_compiles_with_the_containers_policies_in_its_mode() {
     assert_eq!(enforced.posture.file, Action::Block);
     assert_eq!(enforced.posture.network, Action::Block);
     // A user's file allow-list keeps its Block posture while the profile audits.
-    let user = r#"apiVersion: security.kubearmor.com/v1
-kind: KubeArmorPolicy
-metadata:
-  name: only-www
-  namespace: shop
-spec:
-  selector:
-    matchLabels: {}
-  file:
-    matchDirectories:
-    - dir: /srv/www/
-      recursive: true
-  action: Allow
-"#;
+    let user = include_str!("../tests/fixtures/only-www.yaml");
     let mixed = compile(Mode::Audit, Some(user));
     assert_eq!(mixed.posture.file, Action::Block);
     assert_eq!(mixed.posture.process, Action::Audit);

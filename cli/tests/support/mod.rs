@@ -31,3 +31,8 @@ pub fn fails(cmd: &mut Command) -> String {
     );
     String::from_utf8(out.stderr).unwrap()
 }
+
+/// Asserts that `text` holds `part`, showing the whole text when it does not.
+pub fn assert_contains(text: &str, part: &str) {
+    assert!(text.contains(part), "{part:?} not in:\n{text}");
+}

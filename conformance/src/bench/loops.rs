@@ -10,7 +10,7 @@ use k8s_cri::v1::PodSandboxConfig;
 use super::{quantile, sleeper_pod_config, start_sleeper_pod, Options};
 use crate::cri::{self, Cri};
 use crate::host;
-use crate::suite::Settings;
+use crate::suite::{stdout_of, Settings};
 
 /// The loop program inside the busybox test image.
 const PROBE: &str = "/usr/bin/palisade-probe";
@@ -401,22 +401,14 @@ async fn run_unwatched(probe: &std::path::Path, l: &Loop) -> Result<(f64, f64)> 
     let probe = probe.to_path_buf();
     let (op, n) = (l.op, l.iterations);
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(&probe)
-            .args(["loop", op, &n.to_string()])
-            .stdin(std::process::Stdio::null())
-            .output()
-            .with_context(|| format!("run {}", probe.display()))
+        let mut cmd = std::process::Command::new(&probe);
+        cmd.args(["loop", op, &n.to_string()])
+            .stdin(std::process::Stdio::null());
+        stdout_of(&mut cmd, &format!("unwatched loop {op}"))
     })
     .await
     .context("join the unwatched loop")??;
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        bail!(
-            "unwatched loop {op} exited {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
+    let text = String::from_utf8_lossy(&out);
     parse_loop_line(&text, op, n).with_context(|| format!("unwatched loop {op}: {text:?}"))
 }
 

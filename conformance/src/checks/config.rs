@@ -4,17 +4,11 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
-use k8s_cri::v1::{Capability, Int64Value, KeyValue, LinuxContainerSecurityContext, Mount};
+use k8s_cri::v1::{Capability, Int64Value, KeyValue, Mount};
 
 use super::logs::output_of;
+use crate::cri::security;
 use crate::suite::{ensure, Ctx};
-
-fn security(cc: &mut k8s_cri::v1::ContainerConfig) -> &mut LinuxContainerSecurityContext {
-    cc.linux
-        .get_or_insert_with(Default::default)
-        .security_context
-        .get_or_insert_with(Default::default)
-}
 
 pub async fn env_args_workdir(ctx: &Ctx) -> Result<()> {
     let (pod, cfg) = ctx.pod().await?;
@@ -213,11 +207,7 @@ pub async fn sysctls(ctx: &Ctx) -> Result<()> {
         ),
         ("kernel.shm_rmid_forced".to_string(), "1".to_string()),
     ]);
-    let pod = ctx.run_pod(&cfg).await?;
-    let c = ctx
-        .cri
-        .run_container(&pod, &ctx.container("sysctl", crate::cri::SLEEPER), &cfg)
-        .await?;
+    let (_, c) = ctx.run_sleeper_pod(&cfg, "sysctl").await?;
     let port = ctx
         .cri
         .sh(&c, "cat /proc/sys/net/ipv4/ip_unprivileged_port_start")

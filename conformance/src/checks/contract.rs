@@ -8,13 +8,13 @@ use std::process::Command;
 use anyhow::{bail, Context as _, Result};
 use k8s_cri::v1::security_profile::ProfileType;
 use k8s_cri::v1::{
-    Capability, ContainerConfig, Int64Value, LinuxContainerSecurityContext,
-    LinuxSandboxSecurityContext, Mount, MountPropagation, PodSandboxConfig, SecurityProfile,
+    Capability, ContainerConfig, Int64Value, LinuxSandboxSecurityContext, Mount, MountPropagation,
+    PodSandboxConfig, SecurityProfile,
 };
 
-use crate::cri::SLEEPER;
-use crate::security::eventlog::{field, summary, EventLog};
-use crate::suite::{ensure, Ctx};
+use crate::cri::{security, SLEEPER};
+use crate::security::eventlog::{field, EventLog};
+use crate::suite::{ensure, stdout_of, Ctx};
 
 /// The handlers that honour every security context as it is asked for.
 const RELAXED: [&str; 2] = ["runc", "palisade-compat"];
@@ -24,13 +24,6 @@ const COMPAT: &str = "palisade-compat";
 
 fn relaxed(ctx: &Ctx) -> bool {
     RELAXED.contains(&ctx.handler.as_str())
-}
-
-fn security(cc: &mut ContainerConfig) -> &mut LinuxContainerSecurityContext {
-    cc.linux
-        .get_or_insert_with(Default::default)
-        .security_context
-        .get_or_insert_with(Default::default)
 }
 
 /// A pod whose sandbox is privileged, as CRI requires of a pod with a privileged container.
@@ -65,7 +58,7 @@ async fn expect_event(log: &EventLog, pod: &str, rule: &str, part: &str) -> Resu
     ensure(found.is_some(), || {
         format!(
             "no {rule} event for pod {pod} naming {part:?}; events: {}",
-            summary(&log.events().unwrap_or_default())
+            log.seen()
         )
     })
 }
@@ -464,16 +457,7 @@ impl Drop for SharedDir {
 }
 
 fn mount(args: &[&str]) -> Result<()> {
-    let out = Command::new("mount")
-        .args(args)
-        .output()
-        .with_context(|| format!("mount {args:?}"))?;
-    ensure(out.status.success(), || {
-        format!(
-            "mount {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )
-    })
+    stdout_of(Command::new("mount").args(args), &format!("mount {args:?}")).map(drop)
 }
 
 /// A container with `dir` at `/mnt/p` under `propagation`, privileged when `privileged`.

@@ -37,11 +37,7 @@ async fn sleeper_with_namespaces(
         .namespace_options = Some(opts.clone());
     let pod = ctx.run_pod(&cfg).await?;
     let mut cc = ctx.container(name, crate::cri::SLEEPER);
-    cc.linux
-        .get_or_insert_with(Default::default)
-        .security_context
-        .get_or_insert_with(Default::default)
-        .namespace_options = Some(opts);
+    crate::cri::security(&mut cc).namespace_options = Some(opts);
     ctx.cri.run_container(&pod, &cc, &cfg).await
 }
 

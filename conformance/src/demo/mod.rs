@@ -21,7 +21,7 @@ use crate::security::attacks::PROBE;
 use crate::security::eventlog::{field, EventLog};
 use crate::security::policies::policy_pod_with;
 use crate::security::{PALISADE, RUNC};
-use crate::suite::{poll, Ctx, Settings};
+use crate::suite::{poll, stdout_of, Ctx, Settings};
 
 /// The package-manager policy of the KubeArmor use cases, given to both pods (runc ignores it).
 const PACKAGE_MANAGERS: &str =
@@ -204,21 +204,13 @@ async fn show_events(ctx: &Ctx, log: &EventLog, pod: &str) -> Result<()> {
 }
 
 fn palisade_events(cli: &Path, dir: &Path, pod: &str) -> Result<Vec<String>> {
-    let out = std::process::Command::new(cli)
-        .arg("events")
+    let mut cmd = std::process::Command::new(cli);
+    cmd.arg("events")
         .arg("--log-dir")
         .arg(dir)
-        .args(["--pod", pod])
-        .output()
-        .with_context(|| format!("run {} events", cli.display()))?;
-    if !out.status.success() {
-        bail!(
-            "palisade events failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
+        .args(["--pod", pod]);
+    let out = stdout_of(&mut cmd, &format!("{} events", cli.display()))?;
+    Ok(String::from_utf8_lossy(&out)
         .lines()
         .map(str::to_string)
         .collect())

@@ -279,11 +279,7 @@ pub async fn audit_mode(ctx: &Ctx) -> Result<Observed> {
     cfg.annotations
         .insert(ANNOTATION.into(), "rules=namespace-change".into());
     let pod_name = crate::cri::pod_name(&cfg).to_string();
-    let pod = ctx.run_pod(&cfg).await?;
-    let c = ctx
-        .cri
-        .run_container(&pod, &ctx.container("web", crate::cri::SLEEPER), &cfg)
-        .await?;
+    let (_, c) = ctx.run_sleeper_pod(&cfg, "web").await?;
     let (out, err, code) = ctx.cri.exec_sync(&c, &["cat", "/etc/hostname"], 10).await?;
     ensure(code == 0 && !out.trim().is_empty(), || {
         format!("the audited read was denied: exit {code} {out:?} {err:?}")
@@ -303,12 +299,7 @@ pub async fn audit_mode(ctx: &Ctx) -> Result<Observed> {
                     && field(e, "/evidence/path") == path
             })
             .await?
-            .with_context(|| {
-                format!(
-                    "no audit event for the {what} of {path}: {}",
-                    summary(&log.events().unwrap_or_default())
-                )
-            })?;
+            .with_context(|| format!("no audit event for the {what} of {path}: {}", log.seen()))?;
         ensure(
             field(&ev, "/action") == "audit" && field(&ev, "/enforcer") == "audit-only",
             || format!("{what} of {path}: {ev}"),
@@ -324,12 +315,7 @@ pub async fn audit_mode(ctx: &Ctx) -> Result<Observed> {
                 && field(e, "/rule/name") == "container-compromised"
         })
         .await?
-        .with_context(|| {
-            format!(
-                "no container-compromised event: {}",
-                summary(&log.events().unwrap_or_default())
-            )
-        })?;
+        .with_context(|| format!("no container-compromised event: {}", log.seen()))?;
     ensure(field(&judged, "/action") == "audit", || {
         format!(
             "compromise action {:?}, want audit",

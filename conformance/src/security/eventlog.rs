@@ -60,6 +60,30 @@ impl EventLog {
     ) -> Result<Option<Value>> {
         crate::suite::poll(timeout, || Ok(self.events()?.into_iter().find(|e| pred(e)))).await
     }
+
+    /// A summary of every event since the mark, for a failure message (empty when the log
+    /// cannot be read).
+    pub fn seen(&self) -> String {
+        summary(&self.events().unwrap_or_default())
+    }
+
+    /// Waits up to `timeout` for an event satisfying `pred`; without one, fails with `missing`
+    /// and the events of pod `pod` that were seen.
+    pub async fn expect(
+        &self,
+        timeout: Duration,
+        pod: &str,
+        pred: impl Fn(&Value) -> bool,
+        missing: impl FnOnce() -> String,
+    ) -> Result<Value> {
+        match self.wait_for(timeout, pred).await? {
+            Some(e) => Ok(e),
+            None => {
+                let seen = self.matching(|e| field(e, "/workload/pod") == pod)?;
+                bail!("{}; saw {}", missing(), summary(&seen))
+            }
+        }
+    }
 }
 
 /// A string field of an event by JSON pointer (`/workload/pod`), empty when absent.

@@ -11,9 +11,9 @@ use k8s_cri::v1::Int64Value;
 
 use super::attacks::{probe, PROBE};
 use super::bad_input::refused;
-use super::eventlog::{field, summary, EventLog};
+use super::eventlog::{field, EventLog};
 use super::policies::{policy_pod, policy_sleeper};
-use super::{Observed, Scope, SecCheck, PALISADE};
+use super::{security, Observed, Scope, SecCheck, PALISADE};
 use crate::cri::SLEEPER;
 use crate::sec_check;
 use crate::suite::{ensure, Ctx};
@@ -72,39 +72,56 @@ pub fn all() -> Vec<SecCheck> {
     ]
 }
 
+/// Where BPF-LSM is not in force, a container under `policy` is refused with `want` in the error.
+async fn refused_without_bpf_lsm(ctx: &Ctx, policy: &str, want: &str) -> Result<Observed> {
+    let err = refused(ctx, policy).await?;
+    ensure(err.contains(want), || {
+        format!("error lacks {want:?}: {err}")
+    })?;
+    Ok(Observed::blocked(
+        "(no BPF-LSM: the container is refused with the reason)".to_string(),
+    ))
+}
+
+/// What a read must come to.
+#[derive(Clone, Copy)]
+enum Read {
+    Allowed,
+    /// Refused with EACCES.
+    Refused,
+}
+
+/// `bin` in container `c` reads `path`, which must come to `want`; `what` names the read in
+/// the failure.
+async fn read(ctx: &Ctx, c: &str, bin: &str, path: &str, want: Read, what: &str) -> Result<()> {
+    let got = probe(ctx, c, bin, &["read", path]).await?;
+    let (ok, wanted) = match want {
+        Read::Allowed => (!got.blocked, "allowed"),
+        Read::Refused => (got.blocked && got.detail.contains("EACCES"), "EACCES"),
+    };
+    ensure(ok, || format!("{what}: {}, want {wanted}", got.detail))
+}
+
 async fn file_glob_and_source(ctx: &Ctx) -> Result<Observed> {
     if !palisade_host::bpf_lsm_listed() {
-        let err = refused(ctx, FILE_KINDS).await?;
-        let want = "matchPatterns: landlock and mounts cannot express globs, and BPF-LSM is not \
-                    in force here";
-        ensure(err.contains(want), || {
-            format!("error lacks {want:?}: {err}")
-        })?;
-        return Ok(Observed::blocked(
-            "(no BPF-LSM: the container is refused with the reason)".to_string(),
-        ));
+        return refused_without_bpf_lsm(
+            ctx,
+            FILE_KINDS,
+            "matchPatterns: landlock and mounts cannot express globs, and BPF-LSM is not in \
+             force here",
+        )
+        .await;
     }
     let log = EventLog::mark(ctx)?;
     let (c, pod_name) = policy_sleeper(ctx, FILE_KINDS).await?;
-    let glob = probe(ctx, &c, PROBE, &["read", "/etc/passwd"]).await?;
-    ensure(glob.blocked && glob.detail.contains("EACCES"), || {
-        format!("read /etc/passwd (glob): {}, want EACCES", glob.detail)
-    })?;
-    let sourced = probe(ctx, &c, PROBE, &["read", "/etc/group"]).await?;
-    ensure(sourced.blocked && sourced.detail.contains("EACCES"), || {
-        format!(
-            "probe read /etc/group (fromSource): {}, want EACCES",
-            sourced.detail
-        )
-    })?;
-    let other = probe(ctx, &c, OTHER, &["read", "/etc/group"]).await?;
-    ensure(!other.blocked, || {
-        format!("{OTHER} read /etc/group: {}, want allowed", other.detail)
-    })?;
-    let neighbour = probe(ctx, &c, PROBE, &["read", "/etc/hostname"]).await?;
-    ensure(!neighbour.blocked, || {
-        format!("read /etc/hostname: {}, want allowed", neighbour.detail)
-    })?;
+    let glob = "read /etc/passwd (glob)";
+    read(ctx, &c, PROBE, "/etc/passwd", Read::Refused, glob).await?;
+    let sourced = "probe read /etc/group (fromSource)";
+    read(ctx, &c, PROBE, "/etc/group", Read::Refused, sourced).await?;
+    let other = format!("{OTHER} read /etc/group");
+    read(ctx, &c, OTHER, "/etc/group", Read::Allowed, &other).await?;
+    let neighbour = "read /etc/hostname";
+    read(ctx, &c, PROBE, "/etc/hostname", Read::Allowed, neighbour).await?;
     for origin in ["spec.file.matchPatterns[0]", "spec.file.matchPaths[0]"] {
         let refusal = |e: &serde_json::Value| {
             field(e, "/workload/pod") == pod_name
@@ -112,17 +129,10 @@ async fn file_glob_and_source(ctx: &Ctx) -> Result<Observed> {
                 && field(e, "/enforcer") == "bpf-lsm"
                 && field(e, "/rule/name").contains(origin)
         };
-        if log
-            .wait_for(Duration::from_secs(10), refusal)
-            .await?
-            .is_none()
-        {
-            let seen = log.matching(|e| field(e, "/workload/pod") == pod_name)?;
-            bail!(
-                "no bpf-lsm block event for {origin} in pod {pod_name}; saw {}",
-                summary(&seen)
-            );
-        }
+        log.expect(Duration::from_secs(10), &pod_name, refusal, || {
+            format!("no bpf-lsm block event for {origin} in pod {pod_name}")
+        })
+        .await?;
     }
     let record = log
         .matching(|e| {
@@ -156,15 +166,13 @@ async fn file_glob_and_source(ctx: &Ctx) -> Result<Observed> {
 /// running as uid 1000 is refused with EACCES by bpf-lsm, reported and recorded so.
 async fn file_owner_only(ctx: &Ctx) -> Result<Observed> {
     if !palisade_host::bpf_lsm_listed() {
-        let err = refused(ctx, OWNER_ONLY).await?;
-        let want = "ownerOnly: landlock and mounts cannot compare the caller with the file \
-                    owner, and BPF-LSM is not in force here";
-        ensure(err.contains(want), || {
-            format!("error lacks {want:?}: {err}")
-        })?;
-        return Ok(Observed::blocked(
-            "(no BPF-LSM: the container is refused with the reason)".to_string(),
-        ));
+        return refused_without_bpf_lsm(
+            ctx,
+            OWNER_ONLY,
+            "ownerOnly: landlock and mounts cannot compare the caller with the file owner, and \
+             BPF-LSM is not in force here",
+        )
+        .await;
     }
     let log = EventLog::mark(ctx)?;
     let (pod, cfg) = policy_pod(ctx, OWNER_ONLY).await?;
@@ -174,53 +182,24 @@ async fn file_owner_only(ctx: &Ctx) -> Result<Observed> {
         .run_container(&pod, &ctx.container("owner", SLEEPER), &cfg)
         .await?;
     let mut cc = ctx.container("other", SLEEPER);
-    cc.linux
-        .get_or_insert_with(Default::default)
-        .security_context
-        .get_or_insert_with(Default::default)
-        .run_as_user = Some(Int64Value { value: 1000 });
+    security(&mut cc).run_as_user = Some(Int64Value { value: 1000 });
     let other = ctx.cri.run_container(&pod, &cc, &cfg).await?;
-    let read = probe(ctx, &owner, PROBE, &["read", "/etc/group"]).await?;
-    ensure(!read.blocked, || {
-        format!(
-            "the owner (root) read /etc/group: {}, want allowed",
-            read.detail
-        )
-    })?;
-    let refused_read = probe(ctx, &other, PROBE, &["read", "/etc/group"]).await?;
-    ensure(
-        refused_read.blocked && refused_read.detail.contains("EACCES"),
-        || {
-            format!(
-                "uid 1000 read /etc/group: {}, want EACCES",
-                refused_read.detail
-            )
-        },
-    )?;
-    let neighbour = probe(ctx, &other, PROBE, &["read", "/etc/passwd"]).await?;
-    ensure(!neighbour.blocked, || {
-        format!(
-            "uid 1000 read /etc/passwd: {}, want allowed",
-            neighbour.detail
-        )
-    })?;
+    let owner_reads = "the owner (root) read /etc/group";
+    read(ctx, &owner, PROBE, "/etc/group", Read::Allowed, owner_reads).await?;
+    let other_reads = "uid 1000 read /etc/group";
+    read(ctx, &other, PROBE, "/etc/group", Read::Refused, other_reads).await?;
+    let neighbour = "uid 1000 read /etc/passwd";
+    read(ctx, &other, PROBE, "/etc/passwd", Read::Allowed, neighbour).await?;
     let refusal = |e: &serde_json::Value| {
         field(e, "/workload/pod") == pod_name
             && field(e, "/action") == "block"
             && field(e, "/enforcer") == "bpf-lsm"
             && field(e, "/rule/name").contains("spec.file.matchPaths[0]")
     };
-    if log
-        .wait_for(Duration::from_secs(10), refusal)
-        .await?
-        .is_none()
-    {
-        let seen = log.matching(|e| field(e, "/workload/pod") == pod_name)?;
-        bail!(
-            "no bpf-lsm block event for the ownerOnly rule in pod {pod_name}; saw {}",
-            summary(&seen)
-        );
-    }
+    log.expect(Duration::from_secs(10), &pod_name, refusal, || {
+        format!("no bpf-lsm block event for the ownerOnly rule in pod {pod_name}")
+    })
+    .await?;
     let records = log.matching(|e| {
         field(e, "/workload/pod") == pod_name && field(e, "/rule/name") == "enforcement-record"
     })?;

@@ -24,12 +24,12 @@ pub mod strict;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use k8s_cri::v1::{ContainerConfig, LinuxContainerSecurityContext};
 
-use crate::suite::{cleanup_within, finish, reason, run_body, Ctx, Run, Settings};
+pub use crate::cri::security;
+use crate::suite::{cleanup_within, finish, reason, Ctx, Run, Settings};
 
 /// The handler every comparison is made against.
 pub const RUNC: &str = "runc";
@@ -119,20 +119,22 @@ macro_rules! sec_check {
 
 /// Every security check, in run order.
 pub fn all() -> Vec<SecCheck> {
-    let mut v = attacks::all();
-    v.extend(policies::all());
-    v.extend(lsm::all());
-    v.extend(status::all());
-    v.extend(strict::all());
-    v.extend(bad_input::all());
-    v.extend(gate::all());
-    v.extend(profile::all());
-    v.extend(monitor::all());
-    v.extend(precision::all());
-    v.extend(recall::all());
-    v.extend(compromise::all());
-    v.extend(sinks::all());
-    v
+    let modules: [fn() -> Vec<SecCheck>; 13] = [
+        attacks::all,
+        policies::all,
+        lsm::all,
+        status::all,
+        strict::all,
+        bad_input::all,
+        gate::all,
+        profile::all,
+        monitor::all,
+        precision::all,
+        recall::all,
+        compromise::all,
+        sinks::all,
+    ];
+    modules.iter().flat_map(|all| all()).collect()
 }
 
 /// One cell of the table.
@@ -181,13 +183,7 @@ impl Report {
             Cell::Info(d) => d.clone(),
             Cell::NotApplicable => "n/a".to_string(),
         };
-        let name_w = self
-            .rows
-            .iter()
-            .map(|(n, _)| n.len())
-            .max()
-            .unwrap_or(5)
-            .max("security check".len());
+        let name_w = crate::suite::name_width(&self.rows, "security check");
         let widths: Vec<usize> = (0..self.handlers.len())
             .map(|i| {
                 self.rows
@@ -254,14 +250,11 @@ pub async fn run(settings: &Settings, checks: &[SecCheck]) -> Result<Report> {
 }
 
 async fn run_one(run: &Run<'_>, handler: &str, check: &SecCheck, graded: bool) -> Cell {
-    let dir = run
-        .settings
-        .work_dir
-        .join(format!("sec-{}-{handler}", check.name));
-    let ctx = run.ctx(handler, check.name, dir.clone());
-    let started = Instant::now();
-    let result = run_body(&dir, check.timeout, (check.run)(&ctx)).await;
-    let mut cleanup = cleanup_within(&ctx).await;
+    let dir_name = format!("sec-{}-{handler}", check.name);
+    let ran = run
+        .check(handler, check.name, dir_name, check.timeout, check.run)
+        .await;
+    let mut cleanup = ran.cleanup;
     if let Err(e) = &cleanup {
         // A shim that went away during StopPodSandbox leaves containerd to clean up after it;
         // a second removal then succeeds. Say so, and fail only if the pods stay.
@@ -271,9 +264,9 @@ async fn run_one(run: &Run<'_>, handler: &str, check: &SecCheck, graded: bool) -
             reason(e)
         );
         tokio::time::sleep(Duration::from_secs(2)).await;
-        cleanup = cleanup_within(&ctx).await;
+        cleanup = cleanup_within(&ran.ctx).await;
     }
-    let cell = match (result, cleanup, graded) {
+    let cell = match (ran.result, cleanup, graded) {
         (Err(e), _, _) | (Ok(_), Err(e), _) => Cell::Fail(reason(&e)),
         (Ok(o), Ok(()), false) => Cell::Info(kind(&o)),
         (Ok(o), Ok(()), true) if o.blocked => Cell::Pass(o.detail),
@@ -286,7 +279,7 @@ async fn run_one(run: &Run<'_>, handler: &str, check: &SecCheck, graded: bool) -
         Cell::NotApplicable => "n/a".into(),
     };
     let what = format!("security {}", check.name);
-    finish(handler, &what, started, &tag, &dir);
+    finish(handler, &what, ran.started, &tag, &ran.dir);
     cell
 }
 
@@ -296,14 +289,6 @@ fn kind(o: &Observed) -> String {
     } else {
         format!("allowed {}", o.detail)
     }
-}
-
-/// The security context of a container config, created when missing.
-pub fn security(cc: &mut ContainerConfig) -> &mut LinuxContainerSecurityContext {
-    cc.linux
-        .get_or_insert_with(Default::default)
-        .security_context
-        .get_or_insert_with(Default::default)
 }
 
 /// The shim's violation log (`events.jsonl` in the configuration's `[events] log_dir`).

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use k8s_cri::v1::Mount;
 use serde_json::Value;
 
@@ -105,19 +105,17 @@ pub async fn monitor_attribution(ctx: &Ctx) -> Result<Observed> {
     let mut found = Vec::new();
     for (rule, path) in expected {
         let ev = log
-            .wait_for(Duration::from_secs(5), |e| {
-                of_container(e, &pod_name, &c)
-                    && field(e, "/rule/name") == rule
-                    && (path.is_empty() || field(e, "/evidence/path").ends_with(path))
-            })
+            .expect(
+                Duration::from_secs(5),
+                &pod_name,
+                |e| {
+                    of_container(e, &pod_name, &c)
+                        && field(e, "/rule/name") == rule
+                        && (path.is_empty() || field(e, "/evidence/path").ends_with(path))
+                },
+                || format!("no {rule} event for the container"),
+            )
             .await?;
-        let Some(ev) = ev else {
-            let all = log.matching(|e| field(e, "/workload/pod") == pod_name)?;
-            bail!(
-                "no {rule} event for the container; its events: {}",
-                summary(&all)
-            );
-        };
         let names = (
             field(&ev, "/workload/namespace"),
             field(&ev, "/workload/container"),
@@ -231,11 +229,7 @@ pub async fn monitor_block_rule_per_pod(ctx: &Ctx) -> Result<Observed> {
         let mut cfg = ctx.pod_config();
         cfg.annotations
             .insert(POLICY.into(), block_policy(policy, blocked));
-        let pod = ctx.run_pod(&cfg).await?;
-        let c = ctx
-            .cri
-            .run_container(&pod, &ctx.container("guarded", crate::cri::SLEEPER), &cfg)
-            .await?;
+        let (_, c) = ctx.run_sleeper_pod(&cfg, "guarded").await?;
         pods.push((
             crate::cri::pod_name(&cfg).to_string(),
             c,
@@ -252,20 +246,21 @@ pub async fn monitor_block_rule_per_pod(ctx: &Ctx) -> Result<Observed> {
             format!("{policy}: neighbour {allowed} exited {n_code} ({n_out:?}), want 0")
         })?;
         let ev = log
-            .wait_for(Duration::from_secs(5), |e| {
-                of_container(e, pod_name, c)
-                    && matches!(field(e, "/action"), "kill" | "block")
-                    && field(e, "/rule/name").contains(policy)
-            })
+            .expect(
+                Duration::from_secs(5),
+                pod_name,
+                |e| {
+                    of_container(e, pod_name, c)
+                        && matches!(field(e, "/action"), "kill" | "block")
+                        && field(e, "/rule/name").contains(policy)
+                },
+                || {
+                    format!(
+                        "{policy}: {blocked} exited {code} ({out:?}) and no kill or block event"
+                    )
+                },
+            )
             .await?;
-        let Some(ev) = ev else {
-            let all = log.matching(|e| field(e, "/workload/pod") == pod_name.as_str())?;
-            bail!(
-                "{policy}: {blocked} exited {code} ({out:?}) and no kill or block event; the \
-                 pod's events: {}",
-                summary(&all)
-            );
-        };
         let path = field(&ev, "/evidence/path");
         ensure(path == *blocked, || {
             format!("{policy}: event for {path:?}, want {blocked}")

@@ -110,11 +110,7 @@ async fn selects_by_pod_labels(ctx: &Ctx) -> Result<Observed> {
                 &format!("name: web-no-hostname\n  namespace: {ns}"),
             ),
         );
-        let pod = ctx.run_pod(&cfg).await?;
-        let c = ctx
-            .cri
-            .run_container(&pod, &ctx.container("app", SLEEPER), &cfg)
-            .await?;
+        let (_, c) = ctx.run_sleeper_pod(&cfg, "app").await?;
         let (out, err, code) = sh(ctx, &c, "cat /etc/hostname").await?;
         // A Block on one file masks it: the read finds nothing (or fails).
         let refused = code != 0 || out.trim().is_empty();
@@ -256,17 +252,16 @@ async fn service_account_token(ctx: &Ctx) -> Result<Observed> {
         .map(|m| m.name.clone())
         .unwrap_or_default();
     let record = log
-        .wait_for(Duration::from_secs(10), |e| {
-            field(e, "/workload/pod") == pod_name && field(e, "/rule/name") == "enforcement-record"
-        })
+        .expect(
+            Duration::from_secs(10),
+            &pod_name,
+            |e| {
+                field(e, "/workload/pod") == pod_name
+                    && field(e, "/rule/name") == "enforcement-record"
+            },
+            || format!("no enforcement-record event for pod {pod_name}"),
+        )
         .await?;
-    let Some(record) = record else {
-        let seen = log.matching(|e| field(e, "/workload/pod") == pod_name)?;
-        bail!(
-            "no enforcement-record event for pod {pod_name}; saw {}",
-            summary(&seen)
-        );
-    };
     let got = field(&record, "/evidence/rules/0/enforcer");
     ensure(got == want, || {
         format!("enforcement-record says {got:?} for the token rule, want {want:?}")
@@ -453,17 +448,10 @@ async fn sockets_from_source(ctx: &Ctx) -> Result<Observed> {
         }
     };
     for class in ["tcp", "udp"] {
-        if log
-            .wait_for(Duration::from_secs(10), refusal(class))
-            .await?
-            .is_none()
-        {
-            let seen = log.matching(|e| field(e, "/workload/pod") == pod_name)?;
-            bail!(
-                "no bpf-sock-create block event for {OTHER}'s {class} socket of pod {pod_name}; saw {}",
-                summary(&seen)
-            );
-        }
+        log.expect(Duration::from_secs(10), &pod_name, refusal(class), || {
+            format!("no bpf-sock-create block event for {OTHER}'s {class} socket of pod {pod_name}")
+        })
+        .await?;
     }
     let listed = log.matching(|e| {
         field(e, "/workload/pod") == pod_name

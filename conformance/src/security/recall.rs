@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use serde_json::Value;
 
 use super::eventlog::{field, summary, EventLog};
@@ -40,18 +40,13 @@ async fn reported(
     rule: &str,
     what: &str,
 ) -> Result<Value> {
-    let hit = log
-        .wait_for(Duration::from_secs(5), |e| {
-            ours(e) && field(e, "/rule/name") == rule
-        })
-        .await?;
-    match hit {
-        Some(ev) => Ok(ev),
-        None => bail!(
-            "{what} was not reported; the pod's events: {}",
-            summary(&log.matching(|e| field(e, "/workload/pod") == pod_name)?)
-        ),
-    }
+    log.expect(
+        Duration::from_secs(5),
+        pod_name,
+        |e| ours(e) && field(e, "/rule/name") == rule,
+        || format!("{what} was not reported"),
+    )
+    .await
 }
 
 async fn exec(ctx: &Ctx, c: &str, cmd: &[&str]) -> Result<(i32, String)> {

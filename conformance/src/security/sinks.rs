@@ -9,7 +9,7 @@ use anyhow::{bail, Context as _, Result};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 
-use super::eventlog::{field, summary, EventLog};
+use super::eventlog::{field, EventLog};
 use super::{Observed, Scope, SecCheck, PALISADE};
 use crate::sec_check;
 use crate::suite::{ensure, poll, Ctx};
@@ -183,11 +183,7 @@ pub async fn sinks_attack_sequence(ctx: &Ctx) -> Result<Observed> {
     cfg.annotations
         .insert("palisade.dev/compromise".into(), "off".into());
     let pod_name = crate::cri::pod_name(&cfg).to_string();
-    let pod = ctx.run_pod(&cfg).await?;
-    let c = ctx
-        .cri
-        .run_container(&pod, &ctx.container("target", crate::cri::SLEEPER), &cfg)
-        .await?;
+    let (pod, c) = ctx.run_sleeper_pod(&cfg, "target").await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     for (_, cmd) in SEQUENCE {
         ctx.cri.exec_sync(&c, cmd, 20).await?;
@@ -204,12 +200,7 @@ pub async fn sinks_attack_sequence(ctx: &Ctx) -> Result<Observed> {
             .then_some(got))
     })
     .await?
-    .with_context(|| {
-        format!(
-            "the log lacks some of the sequence: {}",
-            summary(&log.events().unwrap_or_default())
-        )
-    })?;
+    .with_context(|| format!("the log lacks some of the sequence: {}", log.seen()))?;
     let count = |rule: &str| {
         logged
             .iter()

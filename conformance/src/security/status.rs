@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::policies::policy_sleeper;
 use super::{Observed, Scope, SecCheck, PALISADE};
 use crate::sec_check;
-use crate::suite::{ensure, Ctx};
+use crate::suite::{ensure, stdout_of, Ctx};
 
 /// A process, a file, a network and a capabilities Block rule: none needs BPF-LSM (each has a
 /// fallback: the kill at exec, the mask, seccomp, the bounding set), so the pod runs on every
@@ -146,19 +146,8 @@ async fn status_per_container(ctx: &Ctx) -> Result<Observed> {
     if let Some(p) = &ctx.settings.profile_state_dir {
         cmd.arg("--profile-state-dir").arg(p);
     }
-    let out = cmd
-        .output()
-        .with_context(|| format!("run {} status", cli.display()))?;
-    if !out.status.success() {
-        bail!(
-            "{} status exited {}: {}",
-            cli.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let status: Value =
-        serde_json::from_slice(&out.stdout).context("parse `palisade status --json`")?;
+    let out = stdout_of(&mut cmd, &format!("{} status", cli.display()))?;
+    let status: Value = serde_json::from_slice(&out).context("parse `palisade status --json`")?;
 
     let Some(listed) = status["containers"]
         .as_array()

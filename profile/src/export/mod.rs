@@ -73,6 +73,15 @@ pub(crate) fn check_selector(
     Ok(())
 }
 
+/// Asserts that one of an export's `notes` starts with `prefix`, showing them all when none does.
+#[cfg(test)]
+pub(crate) fn assert_noted(notes: &[String], prefix: &str) {
+    assert!(
+        notes.iter().any(|n| n.starts_with(prefix)),
+        "{prefix:?} not in {notes:?}"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

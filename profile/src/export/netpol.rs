@@ -265,13 +265,7 @@ mod tests {
                 }
             }]
         );
-        assert!(
-            e.notes
-                .iter()
-                .any(|n| n.starts_with("icmp peer 198.51.100.1/32")),
-            "{:?}",
-            e.notes
-        );
+        crate::export::assert_noted(&e.notes, "icmp peer 198.51.100.1/32");
     }
 
     #[test]

@@ -1,0 +1,55 @@
+//! What the learned profile's unit tests share: the workload shop/web, its containers, a
+//! recording of what it did, and reading its saved document back.
+
+use std::path::Path;
+
+use palisade_profile::persist::{self, Document, Loaded};
+use palisade_profile::{Observation, Recording, WorkloadId};
+use serde_json::json;
+
+use crate::cri::CriContainer;
+
+/// The workload the tests learn: web in namespace shop.
+pub(crate) fn workload() -> WorkloadId {
+    WorkloadId::new("shop", "web").unwrap()
+}
+
+/// Container `id` of shop/web's pod `pod`, with the given extra annotations.
+pub(crate) fn cri_in(id: &str, pod: &str, sandbox: &str, learn: bool) -> CriContainer {
+    let mut spec = json!({"annotations": {
+        "io.kubernetes.cri.container-type": "container",
+        "io.kubernetes.cri.sandbox-id": sandbox,
+        "io.kubernetes.cri.sandbox-name": pod,
+        "io.kubernetes.cri.sandbox-namespace": "shop",
+        "io.kubernetes.cri.container-name": "app",
+    }});
+    if learn {
+        spec["annotations"]["palisade.dev/profile"] = json!("learn");
+    }
+    CriContainer::of(id, &spec)
+}
+
+/// shop/web's recording of `observations`, each seen at second 1,000.
+pub(crate) fn recording_of(observations: &[Observation]) -> Recording {
+    let mut r = Recording::new(workload());
+    for o in observations {
+        r.observe(1_000, o);
+    }
+    r
+}
+
+/// shop/web's document as saved in `dir`; panics when it is absent or unreadable.
+pub(crate) fn saved_document(dir: &Path) -> Document {
+    let Loaded::Present(doc) = persist::load(dir, &workload()) else {
+        panic!("document unreadable");
+    };
+    *doc
+}
+
+/// Asserts that one of `notes` starts with `prefix`, showing them all when none does.
+pub(crate) fn assert_noted(notes: &[String], prefix: &str) {
+    assert!(
+        notes.iter().any(|n| n.starts_with(prefix)),
+        "{prefix:?} not in {notes:?}"
+    );
+}
