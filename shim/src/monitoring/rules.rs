@@ -223,8 +223,9 @@ fn exec_rules(rootfs: &Path, r: &MonitorRule) -> Result<Vec<ExecRule>, String> {
 }
 
 /// A file Block rule as BPF-LSM file rules, paths resolved inside the container's `root` when
-/// the watch is registered. A pattern is expanded now to the files it matches (at most
-/// [`MAX_DIR_FILES`]): files created later are not covered, and the rule's note says so.
+/// the watch is registered. A pattern goes to the monitor as it is, followed by the files it
+/// matches now (at most [`MAX_DIR_FILES`]): the monitor matches the glob itself on each new or
+/// opened name where its form allows, else refuses only those files, and its note says which.
 fn file_rules(root: &Path, r: &MonitorRule) -> Result<Vec<FileRule>, String> {
     let from_source = match r.from_source.as_slice() {
         [] => None,
@@ -253,11 +254,11 @@ fn file_rules(root: &Path, r: &MonitorRule) -> Result<Vec<FileRule>, String> {
             recursive: *recursive,
         })]),
         MonitorTarget::Pattern(glob) => {
+            // The glob first (its enforcement is the rule's), then the files it matches now.
             let mut found = Vec::new();
             expand(root, glob, &mut found)?;
-            Ok(found
-                .into_iter()
-                .map(|p| rule(FileTarget::Path(p)))
+            Ok(std::iter::once(rule(FileTarget::pattern(glob)))
+                .chain(found.into_iter().map(|p| rule(FileTarget::Path(p))))
                 .collect())
         }
         other => Err(format!("{other:?}: not a file target")),
@@ -371,7 +372,15 @@ mod tests {
         targets.sort();
         // `**` stands for characters, `/` included, as in matchPatterns (AppArmor's globs): the
         // `/` after it must be in the path, so /etc/c.key is not below /etc/**/
-        assert_eq!(targets, ["/etc/absent", "/etc/shadow", "/etc/ssl/a.key"]);
+        // the glob itself (its literal directory here), then the files it matches at start
+        assert_eq!(
+            targets,
+            ["/etc", "/etc/absent", "/etc/shadow", "/etc/ssl/a.key"]
+        );
+        assert!(out.deny_file.iter().any(|r| matches!(
+            &r.target,
+            FileTarget::Pattern { glob, .. } if glob == "/etc/**/*.key"
+        )));
         assert!(out
             .deny_file
             .iter()
