@@ -5,13 +5,13 @@
 //! Where BPF-LSM is not in force the rules are refused with the reason.
 
 use std::ffi::CStr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use palisade_monitor::{
-    ContainerRules, Enforcer, EventKind, FileOp, FileRule, FileTarget, MonitorError, NodeMonitor,
+    ContainerRules, Enforcer, FileOp, FileRule, FileTarget, MonitorError, NodeMonitor,
 };
 
+use crate::file_common::{rc, refused, rule, try_open, Tree};
 use crate::harness::*;
 
 /// Fixed, so that the forked children use constant paths (they make raw syscalls only).
@@ -24,54 +24,39 @@ fn path(rel: &str) -> PathBuf {
 }
 
 fn glob(name: &str, rel: &str) -> FileRule {
-    FileRule {
-        name: name.into(),
-        target: FileTarget::pattern(&format!("{ROOT}/{rel}")),
-        read_only: false,
-        owner_only: false,
-        from_source: None,
-        root: None,
-        severity: 6,
-        message: String::new(),
-    }
+    rule(name, FileTarget::pattern(&format!("{ROOT}/{rel}")))
 }
 
 /// The directories the globs start from, empty at registration; removed when dropped.
-struct Tree;
-
-impl Tree {
-    fn new() -> Self {
-        let _ = std::fs::remove_dir_all(ROOT);
-        for d in ["keys", "deep/a/b"] {
-            std::fs::create_dir_all(path(d)).unwrap();
-        }
-        for d in ["", "keys", "deep", "deep/a", "deep/a/b"] {
-            std::fs::set_permissions(path(d), std::fs::Permissions::from_mode(0o777)).unwrap();
-        }
-        Tree
-    }
-
-    /// Files made after the watch started, outside the container.
-    fn add_files(&self) {
-        let long = format!("keys/{LONG}");
-        for f in [
-            "keys/new.key",
-            "keys/new.txt",
-            "keys/x.keyx",
-            long.as_str(),
-            "deep/id_rsa",
-            "deep/a/id_rsa",
-            "deep/a/id_rsa.pub",
-            "deep/a/b/id_dsa",
-        ] {
-            std::fs::write(path(f), "x").unwrap();
-        }
-    }
+fn tree() -> Tree {
+    Tree::new(
+        ROOT,
+        &["keys", "deep/a/b"],
+        &[],
+        &[
+            ("", 0o777),
+            ("keys", 0o777),
+            ("deep", 0o777),
+            ("deep/a", 0o777),
+            ("deep/a/b", 0o777),
+        ],
+    )
 }
 
-impl Drop for Tree {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(ROOT);
+/// Files made after the watch started, outside the container.
+fn add_files() {
+    let long = format!("keys/{LONG}");
+    for f in [
+        "keys/new.key",
+        "keys/new.txt",
+        "keys/x.keyx",
+        long.as_str(),
+        "deep/id_rsa",
+        "deep/a/id_rsa",
+        "deep/a/id_rsa.pub",
+        "deep/a/b/id_dsa",
+    ] {
+        std::fs::write(path(f), "x").unwrap();
     }
 }
 
@@ -84,19 +69,6 @@ fn rules() -> ContainerRules {
         ],
         ..ContainerRules::default()
     }
-}
-
-/// 0 when `p` opens with `flags`, else the errno. Raw syscalls only.
-fn try_open(p: &CStr, flags: i32) -> i32 {
-    // SAFETY: a NUL-terminated constant path; the fd is closed at once.
-    unsafe {
-        let fd = libc::open(p.as_ptr(), flags, 0o644);
-        if fd < 0 {
-            return *libc::__errno_location();
-        }
-        libc::close(fd);
-    }
-    0
 }
 
 /// The constant C path of `$rel` in the tree.
@@ -148,18 +120,12 @@ fn create_key() -> i32 {
 }
 fn rename_to_key() -> i32 {
     // SAFETY: NUL-terminated constant paths.
-    let r = unsafe {
+    rc(unsafe {
         libc::rename(
             at!("keys/new.txt").as_ptr(),
             at!("keys/renamed.key").as_ptr(),
         )
-    };
-    if r == 0 {
-        0
-    } else {
-        // SAFETY: reading this thread's errno.
-        unsafe { *libc::__errno_location() }
-    }
+    })
 }
 
 /// A check: what, the call, the errno it must end with, and the rule and operation whose
@@ -170,7 +136,7 @@ type Case<'a> = (&'a str, fn() -> i32, i32, Option<(&'a str, FileOp)>);
 /// with EACCES and reported, the others open; elsewhere the rules are refused with the reason.
 #[test]
 fn globs_refuse_files_made_after_registration_under_bpf_lsm() {
-    let tree = Tree::new();
+    let _tree = tree();
     let root = PinRoot::new("lsm-globs");
     let cg = TestCgroup::new("lsm-globs");
     let (tx, rx) = std::sync::mpsc::sync_channel(4096);
@@ -197,7 +163,7 @@ fn globs_refuse_files_made_after_registration_under_bpf_lsm() {
             .contains("nothing is refused"),
         "{odd:?}"
     );
-    tree.add_files();
+    add_files();
     let w = Watched::from_parts(watch, monitor, rx, cg, root);
     let acces = libc::EACCES;
     let cases: [Case<'_>; 10] = [
@@ -246,23 +212,9 @@ fn globs_refuse_files_made_after_registration_under_bpf_lsm() {
     for (what, call, want, rule) in cases {
         let (pid, st) = run(Some(&w.cg), None, &Act::Call(call));
         assert_eq!(exited(st), Some(want), "{what}: status {st:#x}");
-        let Some((name, op)) = rule else { continue };
-        let (ev, _) = until(&w.rx, what, |e| {
-            e.process.pid == pid as u32
-                && matches!(&e.kind, EventKind::FileDenied { rule: Some(r), op: o, .. }
-                    if r == name && *o == op)
-        });
-        assert!(
-            matches!(ev.kind, EventKind::FileDenied { refused: true, .. }),
-            "{what}: {:?}",
-            ev.kind
-        );
-        let f = ev
-            .findings
-            .iter()
-            .find(|f| f.rule == name)
-            .expect("finding");
-        assert_eq!(f.enforcer, "bpf-lsm", "{what}: {f:?}");
+        if let Some((name, op)) = rule {
+            refused(&w, pid, name, op, what);
+        }
     }
     assert!(!path("keys/made.key").exists());
     assert!(path("keys/new.txt").exists());

@@ -6,13 +6,14 @@
 //! (`file_rules`: opens; `file_ops`: removals, renames, links, attribute changes and new names;
 //! `file_globs`: globs matched on each name, files made later included), ordinary calls that
 //! raise nothing and real gains that do (`precision`), and a learning container's system calls
-//! (`learn`). `harness` has the test cgroups, pin roots, forked children and event waits they
-//! share.
+//! (`learn`). `file_common` what the file rule tests share; `harness` has the test cgroups, pin
+//! roots, forked children and event waits they share.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod attribution;
 mod connect;
 mod exec;
+mod file_common;
 mod file_globs;
 mod file_ops;
 mod file_rules;
