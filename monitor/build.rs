@@ -37,6 +37,8 @@ fn main() -> Result<()> {
     println!("cargo:rerun-if-changed=src/bpf/files.h");
     println!("cargo:rerun-if-changed=src/bpf/creds.h");
     println!("cargo:rerun-if-changed=src/bpf/lsm_files.h");
+    println!("cargo:rerun-if-changed=src/bpf/lsm_file_ops.h");
+    println!("cargo:rerun-if-changed=src/bpf/lsm_globs.h");
     println!("cargo:rerun-if-changed=src/bpf/learn.h");
     println!("cargo:rerun-if-changed=src/bpf/syscalls.h");
     println!("cargo:rerun-if-changed=src/bpf/vmlinux.h");

@@ -42,25 +42,55 @@ pub struct ExecRule {
     pub message: String,
 }
 
-/// What a file deny rule names: one file, or a directory and the files directly in it (its
-/// whole subtree when `recursive`).
+/// What a file deny rule names: one file, a directory and the files directly in it (its
+/// whole subtree when `recursive`), or the files a glob matches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FileTarget {
     Path(PathBuf),
-    Directory { path: PathBuf, recursive: bool },
+    Directory {
+        path: PathBuf,
+        recursive: bool,
+    },
+    /// A glob (`*` and `?` within a segment, `**` across, as matchPatterns), `dir` its literal
+    /// directory ([`FileTarget::pattern`]). Matched by the kernel on each name below `dir`
+    /// where its form allows: its wildcards all in its last segment (one `*` at most), or
+    /// after a `**`. For the other forms only the files the caller expanded it to (rules of
+    /// the same name) are refused.
+    Pattern {
+        glob: String,
+        dir: PathBuf,
+    },
 }
 
 impl FileTarget {
-    /// The file or directory named, as the caller gave it.
+    /// The glob `glob` with its literal directory (the segments before the first wildcard).
+    pub fn pattern(glob: &str) -> Self {
+        let dir: PathBuf = std::iter::once("/")
+            .chain(
+                glob.split('/')
+                    .filter(|s| !s.is_empty())
+                    .take_while(|s| !s.contains(['*', '?'])),
+            )
+            .collect();
+        FileTarget::Pattern {
+            glob: glob.to_string(),
+            dir,
+        }
+    }
+
+    /// The file or directory named, as the caller gave it (a glob's literal directory).
     pub fn path(&self) -> &Path {
         match self {
-            FileTarget::Path(p) | FileTarget::Directory { path: p, .. } => p,
+            FileTarget::Path(p)
+            | FileTarget::Directory { path: p, .. }
+            | FileTarget::Pattern { dir: p, .. } => p,
         }
     }
 }
 
 /// Refuse opens of a file with EACCES: a file Block rule, checked by the BPF-LSM `file_open`
-/// program, so only where BPF-LSM is in force ([`crate::Features::bpf_lsm`]); elsewhere
+/// program (and its removal, renames, links, attribute changes and new names in a covered
+/// directory by the inode hooks), so only where BPF-LSM is in force ([`crate::Features::bpf_lsm`]); elsewhere
 /// registering it fails ([`crate::MonitorError::NoBpfLsm`]).
 ///
 /// The rule keys on the device and inode of its target, resolved at registration with
@@ -395,6 +425,12 @@ pub enum RuleError {
     SockSources {
         name: String,
         count: usize,
+        max: usize,
+    },
+    #[error("file rule {name}: more than {max} globs in {dir} for one container")]
+    GlobsPerDir {
+        name: String,
+        dir: PathBuf,
         max: usize,
     },
     #[error("socket rules {first} and {second}: both for {class}, one rule per protocol")]

@@ -220,8 +220,9 @@ fn file_enforcement(r: &FileRule) -> Enforcement {
         let mut caveat = BPF_LSM_WHERE.to_string();
         if pattern {
             caveat.push_str(
-                "; the glob is expanded to the files present when the container starts, a \
-                 matching file created later is not refused",
+                "; a glob whose wildcards are all in its last segment (one `*`) or follow a \
+                 `**` is matched by the kernel on each name opened or made, files created \
+                 later included; another only on the files present when the container starts",
             );
         }
         return Enforcement::of(&[Enforcer::BpfLsm]).caveat(&[Enforcer::BpfLsm], &caveat);

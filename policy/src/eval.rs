@@ -46,7 +46,12 @@ pub struct Decision {
     pub rules: Vec<RuleRef>,
 }
 
-/// Glob match: `**` crosses `/`, `*` and `?` stay within one segment, everything else is literal.
+/// Glob match as KubeArmor's `matchPatterns` (AppArmor's globs, which KubeArmor hands the
+/// pattern to): `*` is any run of characters but `/`, `?` one character but `/`, `**` any run
+/// of characters `/` included, everything else literal. The one matcher of the workspace: the
+/// shim expands a pattern to a container's files with it too. `**` matches characters, not
+/// whole directories: `/etc/**/*.key` needs the `/` after `**` in the path, so it covers
+/// `/etc/ssl/a.key` but not `/etc/a.key` (`/etc/**.key` covers both).
 pub fn glob_match(pattern: &str, path: &str) -> bool {
     enum Tok {
         Lit(u8),
@@ -291,6 +296,23 @@ mod tests {
         assert!(!glob_match("/var/log/**", "/var/lib/x"));
         assert!(glob_match("/exact", "/exact"));
         assert!(!glob_match("/exact", "/exactly"));
+        // `**` then `/`: at least one directory between (AppArmor's reading, KubeArmor's)
+        assert!(glob_match("/etc/**/*.key", "/etc/ssl/a.key"));
+        assert!(glob_match("/etc/**/*.key", "/etc/ssl/private/a.key"));
+        assert!(!glob_match("/etc/**/*.key", "/etc/c.key"));
+        assert!(glob_match("/etc/**.key", "/etc/c.key"));
+        assert!(glob_match("/etc/**.key", "/etc/ssl/a.key"));
+        assert!(!glob_match("/etc/**.key", "/etc/ssl/a.key/x"));
+        // a `*` segment needs at least nothing, not a missing directory
+        assert!(glob_match("/home/*/secret", "/home/bob/secret"));
+        assert!(!glob_match("/home/*/secret", "/home/secret"));
+        assert!(glob_match("/root/.ssh/id_?sa", "/root/.ssh/id_rsa"));
+        assert!(!glob_match("/root/.ssh/id_?sa", "/root/.ssh/id_ecdsa"));
+        assert!(glob_match("/etc/*hado?", "/etc/shadow"));
+        assert!(glob_match("/etc/*hado?", "/etc/gshadow"));
+        // `[` has no meaning in matchPatterns here: literal
+        assert!(glob_match("/etc/[ab]", "/etc/[ab]"));
+        assert!(!glob_match("/etc/[ab]", "/etc/a"));
     }
 
     #[test]

@@ -335,7 +335,8 @@ fn unenforceable_parts_are_stated_per_rule() {
     let c = merged(&CompileOptions::default());
     let pattern = &c.file[2];
     assert_eq!(pattern.rule.meta.origin, "spec.file.matchPatterns[0]");
-    // A glob Block is the monitor's BPF-LSM program's alone, on the files present at start.
+    // A glob Block is the monitor's BPF-LSM programs' alone, matched by the kernel where its
+    // form allows.
     assert_eq!(
         pattern.enforcement.enforcers().collect::<Vec<_>>(),
         [Enforcer::BpfLsm]
@@ -344,7 +345,7 @@ fn unenforceable_parts_are_stated_per_rule() {
     let caveat = pattern.enforcement.candidates[0].caveat.as_deref();
     assert!(
         caveat.is_some_and(|c| c.contains("where BPF-LSM is in force")
-            && c.contains("a matching file created later is not refused")),
+            && c.contains("files created later included")),
         "{caveat:?}"
     );
 

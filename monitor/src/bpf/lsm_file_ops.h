@@ -11,16 +11,18 @@
 #define PALISADE_LSM_FILE_OPS_H
 
 /* The write-like `op` of the current task on dentry `d`: refused with EACCES and reported
- * when a file rule of its container covers `d` (in audit mode, reported only). */
-static __always_inline int file_op_check(struct dentry *d, __u32 op)
+ * when a file rule of its container covers `d` (in audit mode, reported only). `new_name`:
+ * `d` is a name being made (created, linked or renamed to), which globs are matched on too
+ * (lsm_globs.h); the other ops act on an existing name, which a glob covers through the
+ * files it matched at start (keyed by user space): a matching file the host made later is
+ * covered at its opens only. */
+static __always_inline int file_op_check(struct dentry *d, __u32 op, bool new_name)
 {
 	struct container_info *ci;
 	struct file_rule *r;
-	struct file_event *e;
 	struct file_key key = {};
 	struct inode *self;
 	__u32 depth, owner;
-	void *rb;
 	__u64 cg;
 
 	ci = current_container(&cg);
@@ -28,6 +30,8 @@ static __always_inline int file_op_check(struct dentry *d, __u32 op)
 		return 0;
 	self = BPF_CORE_READ(d, d_inode);
 	r = dentry_rule(d, self, ci->slot, &key, &depth);
+	if (!r && new_name)
+		r = glob_rule_of(d, ci->slot, &key, &depth);
 	if (!r)
 		return 0;
 	/* a name not yet created belongs to its directory's owner */
@@ -37,24 +41,8 @@ static __always_inline int file_op_check(struct dentry *d, __u32 op)
 		owner = BPF_CORE_READ(d, d_parent, d_inode, i_uid.val);
 	if (!file_rule_holds(r, owner))
 		return 0;
-	__sync_fetch_and_add(&r->hits, 1);
-	e = reserve(ci, sizeof(*e), &rb);
-	if (e) {
-		fill_header(&e->h, EV_FILE, ci, cg);
-		e->ino = key.ino;
-		e->dev = key.dev;
-		e->rule = r->rule;
-		e->flags = enforce ? FILE_REFUSED : 0;
-		e->depth = depth;
-		e->mode = FMODE_WRITE;
-		e->owner = owner;
-		e->op = op;
-		e->pad = 0;
-		bpf_probe_read_kernel_str(e->name, sizeof(e->name),
-					  BPF_CORE_READ(d, d_name.name));
-		submit(ci, rb, e, sizeof(*e), true);
-	}
-	return enforce ? -EACCES : 0;
+	return file_refusal(ci, cg, r, &key, depth, FMODE_WRITE, owner, op,
+			    BPF_CORE_READ(d, d_name.name));
 }
 
 SEC("lsm/inode_unlink")
@@ -62,7 +50,7 @@ int BPF_PROG(lsm_unlink, struct inode *dir, struct dentry *dentry, int ret)
 {
 	if (ret)
 		return ret;
-	return file_op_check(dentry, FOP_UNLINK);
+	return file_op_check(dentry, FOP_UNLINK, false);
 }
 
 SEC("lsm/inode_rmdir")
@@ -70,7 +58,7 @@ int BPF_PROG(lsm_rmdir, struct inode *dir, struct dentry *dentry, int ret)
 {
 	if (ret)
 		return ret;
-	return file_op_check(dentry, FOP_RMDIR);
+	return file_op_check(dentry, FOP_RMDIR, false);
 }
 
 /* Both ends: moving a covered file away (then opening it under the new name, outside the
@@ -83,10 +71,10 @@ int BPF_PROG(lsm_rename, struct inode *old_dir, struct dentry *old_dentry, struc
 
 	if (ret)
 		return ret;
-	rc = file_op_check(old_dentry, FOP_RENAME);
+	rc = file_op_check(old_dentry, FOP_RENAME, false);
 	if (rc)
 		return rc;
-	return file_op_check(new_dentry, FOP_RENAME);
+	return file_op_check(new_dentry, FOP_RENAME, true);
 }
 
 /* A hard link keeps the inode, so its opens stay refused by a rule on the file itself; not by
@@ -100,10 +88,10 @@ int BPF_PROG(lsm_link, struct dentry *old_dentry, struct inode *dir, struct dent
 
 	if (ret)
 		return ret;
-	rc = file_op_check(old_dentry, FOP_LINK);
+	rc = file_op_check(old_dentry, FOP_LINK, false);
 	if (rc)
 		return rc;
-	return file_op_check(new_dentry, FOP_LINK);
+	return file_op_check(new_dentry, FOP_LINK, true);
 }
 
 SEC("lsm/inode_create")
@@ -111,7 +99,7 @@ int BPF_PROG(lsm_create, struct inode *dir, struct dentry *dentry, unsigned shor
 {
 	if (ret)
 		return ret;
-	return file_op_check(dentry, FOP_CREATE);
+	return file_op_check(dentry, FOP_CREATE, true);
 }
 
 SEC("lsm/inode_mkdir")
@@ -119,7 +107,7 @@ int BPF_PROG(lsm_mkdir, struct inode *dir, struct dentry *dentry, unsigned short
 {
 	if (ret)
 		return ret;
-	return file_op_check(dentry, FOP_MKDIR);
+	return file_op_check(dentry, FOP_MKDIR, true);
 }
 
 SEC("lsm/inode_mknod")
@@ -128,7 +116,7 @@ int BPF_PROG(lsm_mknod, struct inode *dir, struct dentry *dentry, unsigned short
 {
 	if (ret)
 		return ret;
-	return file_op_check(dentry, FOP_MKNOD);
+	return file_op_check(dentry, FOP_MKNOD, true);
 }
 
 SEC("lsm/inode_symlink")
@@ -136,7 +124,7 @@ int BPF_PROG(lsm_symlink, struct inode *dir, struct dentry *dentry, const char *
 {
 	if (ret)
 		return ret;
-	return file_op_check(dentry, FOP_SYMLINK);
+	return file_op_check(dentry, FOP_SYMLINK, true);
 }
 
 /* A change of the file's attributes: its mode, owner, size (truncate(2), ftruncate(2) and an
@@ -148,7 +136,7 @@ int BPF_PROG(lsm_setattr, struct dentry *dentry, void *attr, int ret)
 {
 	if (ret)
 		return ret;
-	return file_op_check(dentry, FOP_SETATTR);
+	return file_op_check(dentry, FOP_SETATTR, false);
 }
 
 SEC("lsm/inode_setattr")
@@ -156,7 +144,7 @@ int BPF_PROG(lsm_setattr_idmap, void *idmap, struct dentry *dentry, void *attr, 
 {
 	if (ret)
 		return ret;
-	return file_op_check(dentry, FOP_SETATTR);
+	return file_op_check(dentry, FOP_SETATTR, false);
 }
 
 #endif /* PALISADE_LSM_FILE_OPS_H */

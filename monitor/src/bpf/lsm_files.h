@@ -121,6 +121,8 @@ static __always_inline struct file_rule *file_rule_of(struct file *file, __u32 s
 			   key, depth);
 }
 
+#include "lsm_globs.h"
+
 /* fromSource and ownerOnly: whether the current task is one the rule applies to, for a file
  * owned by `owner`. */
 static __always_inline bool file_rule_holds(struct file_rule *r, __u32 owner)
@@ -149,16 +151,43 @@ static __always_inline bool file_rule_applies(struct file_rule *r, struct file *
 	return file_rule_holds(r, *owner);
 }
 
+/* A file rule's refusal of `op` on the name `name` by the current task: counted on the rule,
+ * reported as a file event (key and depth: what the rule is keyed on, and how many parents up
+ * it is), and -EACCES (in audit mode, reported only: 0). */
+static __always_inline int file_refusal(struct container_info *ci, __u64 cg, struct file_rule *r,
+					struct file_key *key, __u32 depth, __u32 mode, __u32 owner,
+					__u32 op, const unsigned char *name)
+{
+	struct file_event *e;
+	void *rb;
+
+	__sync_fetch_and_add(&r->hits, 1);
+	e = reserve(ci, sizeof(*e), &rb);
+	if (e) {
+		fill_header(&e->h, EV_FILE, ci, cg);
+		e->ino = key->ino;
+		e->dev = key->dev;
+		e->rule = r->rule;
+		e->flags = enforce ? FILE_REFUSED : 0;
+		e->depth = depth;
+		e->mode = mode;
+		e->owner = owner;
+		e->op = op;
+		e->pad = 0;
+		bpf_probe_read_kernel_str(e->name, sizeof(e->name), name);
+		submit(ci, rb, e, sizeof(*e), true);
+	}
+	return enforce ? -EACCES : 0;
+}
+
 /* File Block rules: the open fails with EACCES and is reported (in audit mode, reported only). */
 SEC("lsm/file_open")
 int BPF_PROG(lsm_file_open, struct file *file, int ret)
 {
 	struct container_info *ci;
 	struct file_rule *r;
-	struct file_event *e;
 	struct file_key key = {};
 	__u32 depth, owner = 0;
-	void *rb;
 	__u64 cg;
 
 	if (ret)
@@ -167,26 +196,12 @@ int BPF_PROG(lsm_file_open, struct file *file, int ret)
 	if (!ci || !(ci->flags & CF_FILE_RULES))
 		return 0;
 	r = file_rule_of(file, ci->slot, &key, &depth);
+	if (!r)
+		r = glob_rule_of(BPF_CORE_READ(file, f_path.dentry), ci->slot, &key, &depth);
 	if (!r || !file_rule_applies(r, file, &owner))
 		return 0;
-	__sync_fetch_and_add(&r->hits, 1);
-	e = reserve(ci, sizeof(*e), &rb);
-	if (e) {
-		fill_header(&e->h, EV_FILE, ci, cg);
-		e->ino = key.ino;
-		e->dev = key.dev;
-		e->rule = r->rule;
-		e->flags = enforce ? FILE_REFUSED : 0;
-		e->depth = depth;
-		e->mode = BPF_CORE_READ(file, f_mode);
-		e->owner = owner;
-		e->op = FOP_OPEN;
-		e->pad = 0;
-		bpf_probe_read_kernel_str(e->name, sizeof(e->name),
-					  BPF_CORE_READ(file, f_path.dentry, d_name.name));
-		submit(ci, rb, e, sizeof(*e), true);
-	}
-	return enforce ? -EACCES : 0;
+	return file_refusal(ci, cg, r, &key, depth, BPF_CORE_READ(file, f_mode), owner, FOP_OPEN,
+			    BPF_CORE_READ(file, f_path.dentry, d_name.name));
 }
 
 #include "lsm_file_ops.h"

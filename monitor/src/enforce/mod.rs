@@ -105,6 +105,10 @@ pub(crate) struct Installed {
     pub sock_keys: Vec<types::sock_key>,
     /// File rule index and its `deny_file` key.
     pub file_keys: Vec<(usize, types::file_key)>,
+    /// Glob rule index and its `deny_glob` key.
+    pub glob_keys: Vec<(usize, types::glob_key)>,
+    /// The container's slot in `glob_slots`, when it has globs.
+    pub glob_slot: Option<u32>,
     /// The container's `cred_files` keys.
     pub cred_keys: Vec<types::cred_key>,
     /// The cgroup programs' links: dropping one detaches its program.
@@ -139,6 +143,20 @@ impl Installed {
             });
             out.push((rule.name.clone(), n));
         }
+        for (i, key) in &self.glob_keys {
+            let Some(rule) = rules.deny_file.get(*i) else {
+                continue;
+            };
+            let n = maps
+                .deny_glob
+                .lookup(bytes_of(key), MapFlags::ANY)
+                .ok()
+                .flatten()
+                .and_then(|v| raw::read::<types::glob_rule>(&v))
+                .map(|v| v.r.hits)
+                .unwrap_or(0);
+            out.push((rule.name.clone(), n));
+        }
         out
     }
 
@@ -155,6 +173,12 @@ impl Installed {
         }
         for (_, key) in &self.file_keys {
             let _ = maps.deny_file.delete(bytes_of(key));
+        }
+        for (_, key) in &self.glob_keys {
+            let _ = maps.deny_glob.delete(bytes_of(key));
+        }
+        if let Some(slot) = self.glob_slot.take() {
+            let _ = maps.glob_slots.delete(bytes_of(&slot));
         }
         for key in &self.cred_keys {
             let _ = maps.cred_files.delete(bytes_of(key));

@@ -37,6 +37,8 @@ const MAPS: &[&str] = &[
     "sock_rules",
     "procs",
     "deny_file",
+    "deny_glob",
+    "glob_slots",
     "cred_files",
     "learn_syscalls",
 ];
@@ -551,6 +553,8 @@ fn open_pins(dir: &Path) -> Result<NodeMaps, PinError> {
         holders: map("holders")?,
         sock_rules: map("sock_rules")?,
         deny_file: map("deny_file")?,
+        deny_glob: map("deny_glob")?,
+        glob_slots: map("glob_slots")?,
         cred_files: map("cred_files")?,
         learn_syscalls: map("learn_syscalls")?,
         learn_prog,

@@ -38,6 +38,8 @@ pub(crate) struct NodeMaps {
     pub sock_rules: MapHandle,
     /// File deny rules, read by the BPF-LSM `file_open` program (when `lsm`).
     pub deny_file: MapHandle,
+    pub deny_glob: MapHandle,
+    pub glob_slots: MapHandle,
     /// The credential files of each container, by device and inode (creds.h).
     pub cred_files: MapHandle,
     /// Learning cgroups' tables of system calls seen (learn.h).

@@ -5,13 +5,13 @@
 //! BPF-LSM is not in force the rules are refused with the reason.
 
 use std::ffi::CStr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use palisade_monitor::{
-    ContainerRules, Enforcer, EventKind, FileOp, FileRule, FileTarget, MonitorError, NodeMonitor,
+    ContainerRules, Enforcer, FileOp, FileRule, FileTarget, MonitorError, NodeMonitor,
 };
 
+use crate::file_common::{rc, refused, rule, try_open, Tree};
 use crate::harness::*;
 
 /// Fixed, so that the forked children use constant paths (they make raw syscalls only).
@@ -21,46 +21,23 @@ fn path(rel: &str) -> PathBuf {
     Path::new(ROOT).join(rel)
 }
 
-fn rule(name: &str, target: FileTarget) -> FileRule {
-    FileRule {
-        name: name.into(),
-        target,
-        read_only: false,
-        owner_only: false,
-        from_source: None,
-        root: None,
-        severity: 6,
-        message: String::new(),
-    }
-}
-
 /// The tree the rules name, writable by everyone (so that the ownerOnly case is refused by
 /// the rule, not by the permissions); removed when dropped.
-struct Tree;
-
-impl Tree {
-    fn new() -> Self {
-        let _ = std::fs::remove_dir_all(ROOT);
-        for d in ["dir", "tree/sub", "free"] {
-            std::fs::create_dir_all(path(d)).unwrap();
-        }
-        for f in [
+fn tree() -> Tree {
+    Tree::new(
+        ROOT,
+        &["dir", "tree/sub", "free"],
+        &[
             "secret", "ro", "owned", "sourced", "dir/a", "free/a", "free/b", "free/c",
-        ] {
-            std::fs::write(path(f), "xyz").unwrap();
-            std::fs::set_permissions(path(f), std::fs::Permissions::from_mode(0o666)).unwrap();
-        }
-        for d in ["", "dir", "tree", "tree/sub", "free"] {
-            std::fs::set_permissions(path(d), std::fs::Permissions::from_mode(0o777)).unwrap();
-        }
-        Tree
-    }
-}
-
-impl Drop for Tree {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(ROOT);
-    }
+        ],
+        &[
+            ("", 0o777),
+            ("dir", 0o777),
+            ("tree", 0o777),
+            ("tree/sub", 0o777),
+            ("free", 0o777),
+        ],
+    )
 }
 
 fn rules() -> ContainerRules {
@@ -99,16 +76,6 @@ fn rules() -> ContainerRules {
     }
 }
 
-/// 0 when the call returned 0, else its errno.
-fn rc(r: i32) -> i32 {
-    if r == 0 {
-        0
-    } else {
-        // SAFETY: reading this thread's errno.
-        unsafe { *libc::__errno_location() }
-    }
-}
-
 fn unlink(p: &CStr) -> i32 {
     // SAFETY: a NUL-terminated constant path.
     rc(unsafe { libc::unlink(p.as_ptr()) })
@@ -138,34 +105,14 @@ fn mkdir(p: &CStr) -> i32 {
     rc(unsafe { libc::mkdir(p.as_ptr(), 0o755) })
 }
 fn create(p: &CStr) -> i32 {
-    // SAFETY: a NUL-terminated constant path; the fd is closed at once.
-    unsafe {
-        let fd = libc::open(
-            p.as_ptr(),
-            libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
-            0o644,
-        );
-        if fd < 0 {
-            return *libc::__errno_location();
-        }
-        libc::close(fd);
-    }
-    0
+    try_open(p, libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY)
 }
 fn symlink(target: &CStr, p: &CStr) -> i32 {
     // SAFETY: NUL-terminated constant paths.
     rc(unsafe { libc::symlink(target.as_ptr(), p.as_ptr()) })
 }
 fn read(p: &CStr) -> i32 {
-    // SAFETY: a NUL-terminated constant path; the fd is closed at once.
-    unsafe {
-        let fd = libc::open(p.as_ptr(), libc::O_RDONLY);
-        if fd < 0 {
-            return *libc::__errno_location();
-        }
-        libc::close(fd);
-    }
-    0
+    try_open(p, libc::O_RDONLY)
 }
 
 /// The constant C path of `$rel` in the tree.
@@ -263,28 +210,6 @@ fn unlink_sourced() -> i32 {
     unlink(at!("sourced"))
 }
 
-/// Waits for the report of rule `name` refusing `op` to process `pid`: refused, by bpf-lsm.
-fn refused(w: &Watched, pid: i32, name: &str, op: FileOp, what: &str) {
-    let (ev, _) = until(&w.rx, what, |e| {
-        e.process.pid == pid as u32
-            && matches!(&e.kind, EventKind::FileDenied { rule: Some(r), op: o, .. }
-                if r == name && *o == op)
-    });
-    assert!(
-        matches!(ev.kind, EventKind::FileDenied { refused: true, .. }),
-        "{what}: {:?}",
-        ev.kind
-    );
-    let f = ev
-        .findings
-        .iter()
-        .find(|f| f.rule == name)
-        .expect("finding");
-    assert_eq!(f.enforcer, "bpf-lsm", "{what}: {f:?}");
-    let e = ev.to_events("node");
-    assert_eq!(e[0].evidence["op"], op.as_str(), "{what}: {e:?}");
-}
-
 /// A check: what, as which user, the call, the errno it must end with, and the rule and
 /// operation whose refusal must be reported.
 type Case<'a> = (
@@ -299,7 +224,7 @@ type Case<'a> = (
 /// reported, the neighbours' work; elsewhere the rules are refused with the reason.
 #[test]
 fn file_rules_refuse_removal_rename_link_and_attribute_changes_under_bpf_lsm() {
-    let _tree = Tree::new();
+    let _tree = tree();
     let root = PinRoot::new("lsm-ops");
     let cg = TestCgroup::new("lsm-ops");
     let (tx, rx) = std::sync::mpsc::sync_channel(4096);

@@ -2,47 +2,28 @@
 //! open fails with EACCES, the permitted neighbour opens, and the event names the rule and the
 //! enforcer; where it is not, registering the rules fails with the reason (fail closed).
 
-use std::ffi::CStr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use palisade_monitor::{
-    ContainerRules, Enforcer, EventKind, FileRule, FileTarget, MonitorError, MonitorEvent,
-    NodeMonitor,
+    ContainerRules, Enforcer, FileOp, FileRule, FileTarget, MonitorError, NodeMonitor,
 };
 
+use crate::file_common::{refused, rule, try_open, Tree};
 use crate::harness::*;
 
 /// Fixed, so that the forked children open constant paths (they make raw syscalls only).
 const ROOT: &str = "/tmp/palisade-monitor-lsm-files";
-
-fn rule(name: &str, target: FileTarget) -> FileRule {
-    FileRule {
-        name: name.into(),
-        target,
-        read_only: false,
-        owner_only: false,
-        from_source: None,
-        root: None,
-        severity: 6,
-        message: String::new(),
-    }
-}
 
 fn path(rel: &str) -> PathBuf {
     Path::new(ROOT).join(rel)
 }
 
 /// The tree the rules name, readable by everyone; removed when dropped.
-struct Tree;
-
-impl Tree {
-    fn new() -> Self {
-        let _ = std::fs::remove_dir_all(ROOT);
-        for d in ["dir/sub", "tree/sub"] {
-            std::fs::create_dir_all(path(d)).unwrap();
-        }
-        for f in [
+fn tree() -> Tree {
+    let t = Tree::new(
+        ROOT,
+        &["dir/sub", "tree/sub"],
+        &[
             "secret",
             "neighbour",
             "dir/a",
@@ -51,22 +32,17 @@ impl Tree {
             "ro",
             "owned",
             "sourced",
-        ] {
-            std::fs::write(path(f), "x").unwrap();
-            std::fs::set_permissions(path(f), std::fs::Permissions::from_mode(0o666)).unwrap();
-        }
-        std::os::unix::fs::symlink(path("secret"), path("link")).unwrap();
-        for d in ["", "dir", "dir/sub", "tree", "tree/sub"] {
-            std::fs::set_permissions(path(d), std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
-        Tree
-    }
-}
-
-impl Drop for Tree {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(ROOT);
-    }
+        ],
+        &[
+            ("", 0o755),
+            ("dir", 0o755),
+            ("dir/sub", 0o755),
+            ("tree", 0o755),
+            ("tree/sub", 0o755),
+        ],
+    );
+    std::os::unix::fs::symlink(path("secret"), path("link")).unwrap();
+    t
 }
 
 fn rules() -> ContainerRules {
@@ -103,19 +79,6 @@ fn rules() -> ContainerRules {
         ],
         ..ContainerRules::default()
     }
-}
-
-/// 0 when `p` opens with `flags`, else the errno. Raw syscalls only.
-fn try_open(p: &CStr, flags: i32) -> i32 {
-    // SAFETY: a NUL-terminated constant path; the fd is closed at once.
-    unsafe {
-        let fd = libc::open(p.as_ptr(), flags);
-        if fd < 0 {
-            return *libc::__errno_location();
-        }
-        libc::close(fd);
-    }
-    0
 }
 
 fn read_secret() -> i32 {
@@ -159,27 +122,6 @@ fn read_sourced() -> i32 {
     try_open(c"/tmp/palisade-monitor-lsm-files/sourced", libc::O_RDONLY)
 }
 
-/// The file-open event of rule `name` from process `pid`.
-fn denied(w: &Watched, pid: i32, name: &str) -> MonitorEvent {
-    let (ev, _) = until(&w.rx, name, |e| {
-        e.process.pid == pid as u32
-            && matches!(&e.kind, EventKind::FileDenied { rule: Some(r), .. } if r == name)
-    });
-    assert!(
-        matches!(ev.kind, EventKind::FileDenied { refused: true, .. }),
-        "{:?}",
-        ev.kind
-    );
-    let f = ev
-        .findings
-        .iter()
-        .find(|f| f.rule == name)
-        .expect("finding");
-    assert_eq!(f.enforcer, "bpf-lsm", "{f:?}");
-    assert_eq!(f.action, palisade_events::Action::Block, "{f:?}");
-    ev
-}
-
 /// A check: what, as which user, the act, the exit code it must end with, and the rule whose
 /// refusal must be reported.
 type Case<'a> = (&'a str, Option<u32>, &'a Act, i32, Option<&'a str>);
@@ -197,7 +139,7 @@ fn bpf_listed() -> bool {
 /// its neighbour through; elsewhere the same rules are refused with the reason.
 #[test]
 fn file_rules_refuse_with_eacces_under_bpf_lsm_and_are_refused_without_it() {
-    let _tree = Tree::new();
+    let _tree = tree();
     let root = PinRoot::new("lsm-files");
     let cg = TestCgroup::new("lsm-files");
     let (tx, rx) = std::sync::mpsc::sync_channel(4096);
@@ -317,7 +259,7 @@ fn file_rules_refuse_with_eacces_under_bpf_lsm_and_are_refused_without_it() {
         let (pid, st) = run(Some(&w.cg), uid, act);
         assert_eq!(exited(st), Some(want), "{what}: status {st:#x}");
         if let Some(name) = rule {
-            let ev = denied(&w, pid, name);
+            let ev = refused(&w, pid, name, FileOp::Open, what);
             if name == "file-tree" {
                 let e = ev.to_events("node");
                 assert_eq!(e[0].evidence["path"], format!("{ROOT}/tree/.../b"), "{e:?}");

@@ -8,7 +8,7 @@ use palisade_monitor::{
     AuditOn, AuditRule, AuditTarget, ContainerRules, ExecRule, FileRule, FileTarget, SockClass,
     SockRule, MAX_SOCK_SOURCES,
 };
-use palisade_policy::Action;
+use palisade_policy::{glob_match, Action};
 use palisade_sandbox::{MonitorRule, MonitorRules, MonitorTarget};
 
 /// Files one directory rule may expand to; a larger tree is refused rather than cut short.
@@ -223,8 +223,9 @@ fn exec_rules(rootfs: &Path, r: &MonitorRule) -> Result<Vec<ExecRule>, String> {
 }
 
 /// A file Block rule as BPF-LSM file rules, paths resolved inside the container's `root` when
-/// the watch is registered. A pattern is expanded now to the files it matches (at most
-/// [`MAX_DIR_FILES`]): files created later are not covered, and the rule's note says so.
+/// the watch is registered. A pattern goes to the monitor as it is, followed by the files it
+/// matches now (at most [`MAX_DIR_FILES`]): the monitor matches the glob itself on each new or
+/// opened name where its form allows, else refuses only those files, and its note says which.
 fn file_rules(root: &Path, r: &MonitorRule) -> Result<Vec<FileRule>, String> {
     let from_source = match r.from_source.as_slice() {
         [] => None,
@@ -253,11 +254,11 @@ fn file_rules(root: &Path, r: &MonitorRule) -> Result<Vec<FileRule>, String> {
             recursive: *recursive,
         })]),
         MonitorTarget::Pattern(glob) => {
+            // The glob first (its enforcement is the rule's), then the files it matches now.
             let mut found = Vec::new();
             expand(root, glob, &mut found)?;
-            Ok(found
-                .into_iter()
-                .map(|p| rule(FileTarget::Path(p)))
+            Ok(std::iter::once(rule(FileTarget::pattern(glob)))
+                .chain(found.into_iter().map(|p| rule(FileTarget::Path(p))))
                 .collect())
         }
         other => Err(format!("{other:?}: not a file target")),
@@ -292,16 +293,10 @@ fn expand(root: &Path, glob: &str, out: &mut Vec<PathBuf>) -> Result<(), String>
                 ));
             }
             let Ok(ft) = e.file_type() else { continue };
-            let segments: Vec<String> = path
-                .components()
-                .skip(1)
-                .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                .collect();
-            let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
             if ft.is_dir() {
                 stack.push(path.clone());
             }
-            if !ft.is_dir() && glob_matches(&pattern, &segments) {
+            if !ft.is_dir() && glob_match(glob, &path.to_string_lossy()) {
                 out.push(path);
                 if out.len() > MAX_DIR_FILES {
                     return Err(format!(
@@ -312,30 +307,6 @@ fn expand(root: &Path, glob: &str, out: &mut Vec<PathBuf>) -> Result<(), String>
         }
     }
     Ok(())
-}
-
-/// Whether the path segments match the glob's: `*` and `?` within a segment, `**` across any
-/// number of them.
-fn glob_matches(pattern: &[&str], path: &[&str]) -> bool {
-    match pattern.split_first() {
-        None => path.is_empty(),
-        Some((&"**", rest)) => (0..=path.len()).any(|i| glob_matches(rest, &path[i..])),
-        Some((p, rest)) => match path.split_first() {
-            Some((s, tail)) => {
-                segment_matches(p.as_bytes(), s.as_bytes()) && glob_matches(rest, tail)
-            }
-            None => false,
-        },
-    }
-}
-
-fn segment_matches(p: &[u8], s: &[u8]) -> bool {
-    match p.split_first() {
-        None => s.is_empty(),
-        Some((b'*', rest)) => (0..=s.len()).any(|i| segment_matches(rest, &s[i..])),
-        Some((b'?', rest)) => !s.is_empty() && segment_matches(rest, &s[1..]),
-        Some((c, rest)) => s.first() == Some(c) && segment_matches(rest, &s[1..]),
-    }
 }
 
 fn collect_files(dir: &Path, recursive: bool, out: &mut Vec<PathBuf>) -> Result<(), String> {
@@ -372,21 +343,6 @@ mod tests {
     use palisade_sandbox::RuleKind;
 
     #[test]
-    fn globs_match_within_and_across_segments() {
-        let m = |g: &str, p: &str| {
-            let g: Vec<&str> = g.split('/').filter(|s| !s.is_empty()).collect();
-            let p: Vec<&str> = p.split('/').filter(|s| !s.is_empty()).collect();
-            glob_matches(&g, &p)
-        };
-        assert!(m("/etc/*.conf", "/etc/resolv.conf"));
-        assert!(!m("/etc/*.conf", "/etc/ssl/openssl.conf"));
-        assert!(m("/etc/**/*.conf", "/etc/ssl/openssl.conf"));
-        assert!(m("/etc/**/*.conf", "/etc/x.conf"));
-        assert!(m("/root/.ssh/id_?sa", "/root/.ssh/id_rsa"));
-        assert!(!m("/root/.ssh/id_?sa", "/root/.ssh/id_ecdsa"));
-    }
-
-    #[test]
     fn file_block_rules_resolve_in_the_container_root_and_patterns_expand() {
         let root = tempfile::tempdir().unwrap();
         for f in ["etc/shadow", "etc/ssl/a.key", "etc/ssl/b.pem", "etc/c.key"] {
@@ -414,10 +370,17 @@ mod tests {
             .map(|r| r.target.path().display().to_string())
             .collect();
         targets.sort();
+        // `**` stands for characters, `/` included, as in matchPatterns (AppArmor's globs): the
+        // `/` after it must be in the path, so /etc/c.key is not below /etc/**/
+        // the glob itself (its literal directory here), then the files it matches at start
         assert_eq!(
             targets,
-            ["/etc/absent", "/etc/c.key", "/etc/shadow", "/etc/ssl/a.key"]
+            ["/etc", "/etc/absent", "/etc/shadow", "/etc/ssl/a.key"]
         );
+        assert!(out.deny_file.iter().any(|r| matches!(
+            &r.target,
+            FileTarget::Pattern { glob, .. } if glob == "/etc/**/*.key"
+        )));
         assert!(out
             .deny_file
             .iter()
