@@ -257,6 +257,7 @@ fn profile_policies(
     let mut policies = parsed.policies;
     let mut dropped = false;
     let mut parents = false;
+    let mut sockets = false;
     for p in &mut policies {
         // The export names the workload's namespace; the pod's is what selection compares.
         p.id.namespace = namespace.to_string();
@@ -268,6 +269,20 @@ fn profile_policies(
             parents |= !r.from_source.is_empty();
             r.from_source.clear();
         }
+        // Socket allow-lists by binary name the recorded executables, which in images of
+        // multi-call binaries (busybox) are symlinks to one file shared by every applet: the
+        // monitor matches that file, so the container would be refused at Create. The learned
+        // protocols are allowed to every executable of the container instead.
+        for r in &mut p.network {
+            sockets |= !r.from_source.is_empty();
+            r.from_source.clear();
+        }
+    }
+    if sockets {
+        notes.push(
+            "network fromSource left out: the learned protocols are allowed to every executable of the container (a recorded executable may be a symlink to a file other binaries share, which the monitor cannot tell apart)"
+                .into(),
+        );
     }
     if parents {
         notes.push(

@@ -1,7 +1,7 @@
 //! Learned profiles through CRI: a palisade pod annotated `palisade.dev/profile: learn` has what
 //! its container does recorded into its workload's document in the shims' `[profile]
 //! state_dir` with no event dropped, and the document exports a KubeArmorPolicy palisade accepts; a
-//! malformed annotation refuses the pod.
+//! malformed annotation refuses the pod. The enforced profile's check is `profile_enforce`.
 
 use std::time::Duration;
 
@@ -33,6 +33,12 @@ pub fn all() -> Vec<SecCheck> {
             60,
             Scope::Only(PALISADE),
             profile_bad_annotation
+        ),
+        sec_check!(
+            "profile_enforce_refuses_departures",
+            150,
+            Scope::Only(PALISADE),
+            super::profile_enforce::profile_enforce_refuses_departures
         ),
     ];
     v.extend(super::profile_canary::all());

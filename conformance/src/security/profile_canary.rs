@@ -173,11 +173,12 @@ pub async fn profile_drops_refuse_promotion(ctx: &Ctx) -> Result<Observed> {
     )))
 }
 
-/// The service's normal work while learning and under its profile: a read, and a write below
-/// its own directory (`profile_enforce`'s service), `sync` (the `sync` call, never `fsync`) and
-/// the probe's `noop` (so that both are learned executables: what the canary pod runs later
-/// is refused for its system calls, not for its executable).
-const SERVICE: &str = "cat /etc/hostname >/dev/null && mkdir -p /tmp/svc && echo x > /tmp/svc/out && cat /tmp/svc/out >/dev/null && sync && /usr/bin/palisade-probe noop";
+/// The service's normal work while learning and under its profile: reads, a write to
+/// `/dev/null`, `sync` (the `sync` call, never `fsync`) and the probe's `noop` (so that both
+/// are learned executables: what the canary pod runs later is refused for its system calls,
+/// not for its executable). No file it creates: landlock grants only paths present when the
+/// container starts (docs/profiles.md).
+const SERVICE: &str = "cat /etc/hostname >/dev/null && sync && /usr/bin/palisade-probe noop";
 /// What the canary pod starts doing: writes below /etc, one departure each; with the
 /// `unshare` before them, over the handler's rule of 3 departures within 120 s.
 const NEW_WORK: &[&str] = &[
@@ -218,9 +219,7 @@ pub async fn profile_canary_rolls_back(ctx: &Ctx) -> Result<Observed> {
     ctx.untrack(&pod);
     let doc = poll(MERGE_WAIT, || {
         Ok(match persist::load(&state, &workload) {
-            Loaded::Present(d) if d.recording.files.keys().any(|p| p.starts_with("/tmp/svc")) => {
-                Some(d)
-            }
+            Loaded::Present(d) if d.recording.files.contains_key("/etc/hostname") => Some(d),
             _ => None,
         })
     })
@@ -285,7 +284,7 @@ pub async fn profile_canary_rolls_back(ctx: &Ctx) -> Result<Observed> {
     // A system call never seen while learning (fsync, allowed by the hardened filter): EPERM.
     let (out, err, code) = ctx
         .cri
-        .exec_sync(&c2, &["sync", "/tmp/svc/out"], 20)
+        .exec_sync(&c2, &["sync", "/etc/hostname"], 20)
         .await?;
     ensure(code != 0 && err.contains("Operation not permitted"), || {
         format!("canary: sync (fsync) exited {code}: {out}{err}")

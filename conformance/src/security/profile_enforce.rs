@@ -1,119 +1,291 @@
-//! A learned profile enforced through CRI: a workload learned from a shell that reads a file and
-//! writes below its own directory is pinned at enforce through the real `palisade` CLI; a new
-//! pod of the workload gets the profile at Create (a `profile-applied` event in enforce), the
-//! same actions still pass, and a write below /etc is refused.
-//!
-//! Not in the suite yet (`profile::all`). Run through CRI on 2026-12-07 (`cargo xtask test
-//! --suite-only --filter profile_enforce --handlers palisade`, with it registered) it now gets
-//! past learning (the recording is promotable), the CLI's pin and Create (the
-//! `profile-applied` event in enforce arrives), and stops at the first exec into the enforced
-//! container: it is no longer running. Why it exits under its learned profile is not found yet.
+//! A learned profile enforced through CRI, the scenario of issue 17: a real service (an HTTP
+//! server, `nc -ll -e` running a CGI-like shell script per connection that reads a file, writes
+//! below its own directory and calls a peer pod) learns under HTTP traffic from the host, is
+//! pinned at enforce through the real `palisade` CLI, and a new pod of the workload gets the
+//! profile at Create; the same traffic still passes, and the attack steps are made from a CRI
+//! exec (what `kubectl exec` gives an attacker). What this host enforces (no BPF-LSM: files and
+//! executions through landlock; the raw socket and the unshare fail with EPERM, from the
+//! learned socket allow-list or the hardening, not told apart here) is asserted refused, what it does not is asserted to go through; every step the
+//! monitor sees is asserted reported as a departure of the workload, and the pinned workload's
+//! held rollback (a `profile-stage` event) carries departures as evidence. The table of what is
+//! and is not refused here is in docs/profiles.md ("Enforced through CRI").
 
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
+use k8s_cri::v1::{Mount, PodSandboxConfig};
 use palisade_profile::persist::{self, Loaded};
-use palisade_profile::WorkloadId;
+use palisade_profile::{Departure, Observation, WorkloadId};
+use serde_json::Value;
 
-use super::eventlog::{field, EventLog};
+use super::eventlog::{field, get, pod_ip, EventLog};
 use super::Observed;
 use crate::suite::{ensure, poll, Ctx};
 
 const PROFILE: &str = "palisade.dev/profile";
 /// How long the last merge may take after the pod is removed: a bound for a loaded machine.
 const MERGE_WAIT: Duration = Duration::from_secs(30);
-/// How long the profile-applied event may take to reach the log.
-const EVENT_WAIT: Duration = Duration::from_secs(20);
+/// How long an event may take to reach the log (the departures are merged every 10 s).
+const EVENT_WAIT: Duration = Duration::from_secs(40);
+/// The service's port, in the pod's network.
+const HTTP: u16 = 8080;
+/// The peer the service calls, and another port of the same peer it never called.
+const PEER_PORT: u16 = 9000;
+const NEW_PEER_PORT: u16 = 9001;
+/// Requests while learning and again under enforce: seconds of traffic.
+const REQUESTS: usize = 8;
+/// The CGI's mark in a good answer.
+const DONE: &str = "palisade-cgi done";
 
-/// The service's normal work: a read, and a write below its own directory. No network: a
-/// socket of a process gone before it was named is counted unrecognized, which blocks
-/// promotion (docs/profiles.md).
-const SERVICE: &str = "cat /etc/hostname >/dev/null && mkdir -p /tmp/svc && echo x > /tmp/svc/out && cat /tmp/svc/out >/dev/null";
-/// The attack step this check makes: a write below /etc.
-const ATTACK: &str = "echo x > /etc/palisade-attack";
+/// The service's request handler, a CGI-like shell script run by `nc -ll -e` for each
+/// connection: it reads the request, reads its data and /etc/hostname, writes the query below
+/// its own directory, calls the peer (PEER is replaced) and answers with the peer's exit
+/// status. Not busybox `httpd`: it opens its files and runs its CGIs by paths relative to its
+/// home, from children gone before the recorder reads their working directory, so its
+/// recording holds unrecognized observations and cannot be promoted (docs/profiles.md).
+const HANDLER: &str = "#!/bin/sh
+cr=$(printf '\\r')
+read -r request
+while read -r h && [ \"$h\" != \"$cr\" ] && [ -n \"$h\" ]; do :; done
+set -- $request
+printf 'HTTP/1.1 200 OK\\r\\nContent-Type: text/plain\\r\\nConnection: close\\r\\n\\r\\n'
+cat /www/data/seed /etc/hostname >/dev/null || echo 'read failed'
+echo \"$2\" > /www/data/last || echo 'write failed'
+echo hello | nc -w 2 PEER >/dev/null 2>&1
+echo \"peer $?\"
+echo 'palisade-cgi done'
+";
+
+/// What a CRI exec tries under the enforced profile, each with what this host does about it.
+struct Attack {
+    name: &'static str,
+    argv: &'static [&'static str],
+    /// Whether this host refuses it: the step's command must fail.
+    refused: bool,
+    /// The departure the step must leave in the workload's document; `None` where the
+    /// monitor does not see the step (landlock refused an exec before any event).
+    departs: Option<fn(&Observation) -> bool>,
+}
+
+fn shell_exec(o: &Observation) -> bool {
+    matches!(o, Observation::Exec { path, .. } if path.ends_with("/sh"))
+}
+
+fn etc_write(o: &Observation) -> bool {
+    matches!(o, Observation::Open { path, write: true } if path == "/etc/palisade-attack")
+}
+
+fn raw_socket(o: &Observation) -> bool {
+    matches!(o, Observation::Socket { protocol, .. } if *protocol == palisade_policy::Protocol::Raw)
+}
+
+fn unshare_call(o: &Observation) -> bool {
+    matches!(o, Observation::Syscall { name } if name == "unshare")
+}
+
+/// The attack steps. `sh` runs the shell steps because every exec here is one: the first is
+/// the interactive shell itself (`sh` started by the runtime, which the service never did: its
+/// handler's interpreter is started by nc).
+fn attacks() -> Vec<Attack> {
+    vec![
+        Attack {
+            name: "an interactive shell (sh started by a CRI exec)",
+            argv: &["sh", "-c", "true"],
+            // /bin/sh is busybox, which the service runs: landlock's execute right is the
+            // inode's, and an exec allow-list by parent is not enforced here.
+            refused: false,
+            departs: Some(shell_exec),
+        },
+        Attack {
+            name: "a write below /etc",
+            argv: &["sh", "-c", "echo x > /etc/palisade-attack"],
+            refused: true,
+            departs: Some(etc_write),
+        },
+        Attack {
+            name: "a binary the service never ran",
+            argv: &["/usr/bin/palisade-probe", "getpid"],
+            refused: true,
+            departs: None,
+        },
+        Attack {
+            name: "a raw socket (busybox ping)",
+            argv: &["ping", "-c", "1", "-W", "1", "127.0.0.1"],
+            refused: true,
+            departs: Some(raw_socket),
+        },
+        Attack {
+            name: "an unshare",
+            argv: &["unshare", "-U", "-r", "true"],
+            refused: true,
+            departs: Some(unshare_call),
+        },
+    ]
+}
+
+/// The host directory mounted at /www: the handler (calling `peer`) and its data.
+fn write_www(dir: &Path, peer: SocketAddr) -> Result<PathBuf> {
+    let www = dir.join("profile-www");
+    let _ = std::fs::remove_dir_all(&www);
+    for d in ["cgi-bin", "data"] {
+        std::fs::create_dir_all(www.join(d)).with_context(|| format!("create {d} in www"))?;
+    }
+    std::fs::write(www.join("data/seed"), "seed\n")?;
+    // The file the CGI writes exists from the start (a volume's file): landlock grants only
+    // paths present when a container starts.
+    std::fs::write(www.join("data/last"), "")?;
+    let cgi = www.join("cgi-bin/svc");
+    let peer = format!("{} {}", peer.ip(), peer.port());
+    std::fs::write(&cgi, HANDLER.replace("PEER", &peer))?;
+    std::fs::set_permissions(&cgi, std::fs::Permissions::from_mode(0o755))?;
+    for p in [www.join("data"), www.join("data/last")] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777))?;
+    }
+    Ok(www)
+}
+
+/// A pod of the workload with its service; returns the pod, its name, the container and the
+/// service's address.
+async fn service_pod(
+    ctx: &Ctx,
+    governed: &str,
+    www: &Path,
+) -> Result<(String, String, String, SocketAddr)> {
+    let mut cfg: PodSandboxConfig = ctx.pod_config();
+    cfg.annotations.insert(PROFILE.into(), governed.into());
+    let name = crate::cri::pod_name(&cfg).to_string();
+    let pod = ctx.run_pod(&cfg).await?;
+    let port = HTTP.to_string();
+    let mut cc = ctx.container(
+        "svc",
+        &["nc", "-ll", "-p", port.as_str(), "-e", "/www/cgi-bin/svc"],
+    );
+    cc.mounts = vec![Mount {
+        container_path: "/www".into(),
+        host_path: www.display().to_string(),
+        readonly: false,
+        ..Default::default()
+    }];
+    let c = ctx
+        .cri
+        .run_container(&pod, &cc, &cfg)
+        .await
+        .with_context(|| format!("the service's container in pod {name} did not start"))?;
+    let addr = SocketAddr::new(pod_ip(ctx, &pod).await?, HTTP);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match get(addr, "/ready").await {
+            Ok(r) if r.status == 200 => break,
+            other if tokio::time::Instant::now() > deadline => {
+                let status = ctx.cri.container_status(&c).await.ok();
+                bail!(
+                    "service of pod {name} at {addr} not answering after 20s: {other:?}; container {:?}",
+                    status.map(|s| (crate::cri::state_name(s.state), s.exit_code, s.reason, s.message))
+                )
+            }
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    Ok((pod, name, c, addr))
+}
+
+/// The service's traffic, each answer checked.
+async fn traffic(addr: SocketAddr, phase: &str) -> Result<()> {
+    for n in 0..REQUESTS {
+        let r = get(addr, &format!("/cgi-bin/svc?order={n}")).await?;
+        ensure(
+            r.status == 200 && r.body.contains(DONE) && r.body.contains("peer 0"),
+            || {
+                format!(
+                    "{phase}: GET /cgi-bin/svc?order={n}: status {}, body {:.200?}",
+                    r.status, r.body
+                )
+            },
+        )?;
+        ensure(!r.body.contains("failed"), || {
+            format!("{phase}: the CGI said {:.200?}", r.body)
+        })?;
+    }
+    Ok(())
+}
 
 pub async fn profile_enforce_refuses_departures(ctx: &Ctx) -> Result<Observed> {
     let Some(state) = ctx.settings.profile_state_dir.clone() else {
         bail!("the suite was not given --profile-state-dir (the shims' [profile] state_dir)");
     };
-    let mut cfg = ctx.pod_config();
-    let meta = cfg.metadata.clone().unwrap_or_default();
+    // The peer: another pod (not governed) answering on two ports.
+    let peer_cfg = ctx.pod_config();
+    let peer_pod = ctx.run_pod(&peer_cfg).await?;
+    let listen = format!(
+        "nc -ll -p {PEER_PORT} -e /bin/true & nc -ll -p {NEW_PEER_PORT} -e /bin/true & wait"
+    );
+    ctx.cri
+        .run_container(
+            &peer_pod,
+            &ctx.container("peer", &["sh", "-c", listen.as_str()]),
+            &peer_cfg,
+        )
+        .await?;
+    let peer = SocketAddr::new(pod_ip(ctx, &peer_pod).await?, PEER_PORT);
+    let www = write_www(&ctx.dir, peer)?;
+
+    let naming = ctx.pod_config();
+    let meta = naming.metadata.clone().unwrap_or_default();
     let workload = WorkloadId::from_pod(&meta.namespace, &meta.name)?;
     let governed = format!("learn,workload={}", workload.name);
-    cfg.annotations.insert(PROFILE.into(), governed.clone());
     // A document of an earlier run of this check in the same state directory.
     let _ = std::fs::remove_file(persist::path_in(&state, &workload));
 
-    // Learn.
-    let pod = ctx.run_pod(&cfg).await?;
-    let c = ctx
-        .cri
-        .run_container(&pod, &ctx.container("svc", crate::cri::SLEEPER), &cfg)
-        .await?;
-    for _ in 0..2 {
-        let (out, err, code) = ctx.cri.exec_sync(&c, &["sh", "-c", SERVICE], 20).await?;
-        ensure(code == 0, || {
-            format!("learning: service exited {code}: {out}{err}")
-        })?;
-    }
+    // Learn, under traffic from the host.
+    let (pod, _, _, addr) = service_pod(ctx, &governed, &www).await?;
+    traffic(addr, "learning").await?;
     ctx.cri.remove_pod(&pod).await?;
     ctx.untrack(&pod);
+    let learned_write = |r: &palisade_profile::Recording| {
+        r.files
+            .iter()
+            .any(|(p, a)| a.write && "/www/data/last".starts_with(p.as_str()))
+    };
     let doc = poll(MERGE_WAIT, || {
         Ok(match persist::load(&state, &workload) {
-            Loaded::Present(doc)
-                if doc
-                    .recording
-                    .files
-                    .keys()
-                    .any(|p| p.starts_with("/tmp/svc")) =>
-            {
-                Some(doc)
-            }
+            Loaded::Present(doc) if learned_write(&doc.recording) => Some(doc),
             _ => None,
         })
     })
     .await?
-    .with_context(|| format!("no learned profile of {workload} after {MERGE_WAIT:?}"))?;
-    if let Err(reasons) = doc.recording.promotable() {
+    .with_context(|| {
+        format!("no learned profile of {workload} with the CGI's write after {MERGE_WAIT:?}")
+    })?;
+    let r = &doc.recording;
+    ensure(r.peers.iter().any(|p| p.port == PEER_PORT), || {
+        format!(
+            "the learned profile has no peer on port {PEER_PORT}: {:?}",
+            r.peers
+        )
+    })?;
+    if let Err(reasons) = r.promotable() {
         bail!(
             "the learned profile cannot be promoted: {}",
             reasons.join("; ")
         );
     }
+    let learned = format!(
+        "{} observations: {} executables, {} files, {} peers",
+        r.observations,
+        r.executables.len(),
+        r.files.len(),
+        r.peers.len()
+    );
 
     // Enforce, by the operator's command through the real CLI.
-    let cli = super::status::cli(ctx)?;
-    let out = std::process::Command::new(&cli)
-        .args([
-            "profile",
-            "pin",
-            &workload.to_string(),
-            "enforce",
-            "--state-dir",
-        ])
-        .arg(&state)
-        .output()
-        .with_context(|| format!("run {}", cli.display()))?;
-    ensure(out.status.success(), || {
-        format!(
-            "palisade profile pin enforce: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })?;
-    let by = "palisade profile pin";
+    pin_enforce(ctx, &state, &workload)?;
 
-    // A new pod of the workload.
+    // A new pod of the workload: the profile is applied at Create, the traffic still passes.
     let log = EventLog::mark(ctx)?;
-    let mut cfg2 = ctx.pod_config();
-    cfg2.annotations.insert(PROFILE.into(), governed);
-    let pod2_name = cfg2.metadata.clone().unwrap_or_default().name;
-    let pod2 = ctx.run_pod(&cfg2).await?;
-    let c2 = ctx
-        .cri
-        .run_container(&pod2, &ctx.container("svc", crate::cri::SLEEPER), &cfg2)
-        .await
-        .context("the enforced pod's container did not start")?;
+    let (pod2, pod2_name, c2, addr2) = service_pod(ctx, &governed, &www).await?;
     let applied = log
         .wait_for(EVENT_WAIT, |e| {
             field(e, "/workload/pod") == pod2_name && field(e, "/rule/name") == "profile-applied"
@@ -124,25 +296,141 @@ pub async fn profile_enforce_refuses_departures(ctx: &Ctx) -> Result<Observed> {
     ensure(message.contains("applied in enforce"), || {
         format!("profile-applied says {message:?}")
     })?;
-    let (out, err, code) = ctx.cri.exec_sync(&c2, &["sh", "-c", SERVICE], 20).await?;
-    ensure(code == 0, || {
-        format!("enforced: the learned service exited {code}: {out}{err}")
-    })?;
-    let (_, _, code) = ctx.cri.exec_sync(&c2, &["sh", "-c", ATTACK], 20).await?;
-    ensure(code != 0, || {
-        "enforced: a write below /etc succeeded".into()
-    })?;
+    traffic(addr2, "enforced").await?;
+
+    // The attack steps, from a CRI exec; every outcome is gathered before judging, so that a
+    // failure names them all.
+    let mut outcomes = Vec::new();
+    for a in attacks() {
+        let code = match ctx.cri.exec_sync(&c2, a.argv, 20).await {
+            Ok((out, err, code)) => (code, format!("{out}{err}")),
+            // The exec itself refused (the runtime could not start it).
+            Err(e) => (-1, format!("{e:#}")),
+        };
+        outcomes.push((a, code));
+    }
     let (_, _, present) = ctx
         .cri
         .exec_sync(&c2, &["test", "-e", "/etc/palisade-attack"], 20)
         .await?;
-    ensure(present != 0, || {
-        "enforced: /etc/palisade-attack was created".into()
+    let wrong: Vec<String> = outcomes
+        .iter()
+        .filter(|(a, (code, _))| a.refused != (*code != 0))
+        .map(|(a, (code, text))| format!("{}: exit {code}: {:.200}", a.name, text.trim()))
+        .collect();
+    // A new peer: the peer's other port, from the CGI's own tool.
+    let new_peer = format!("echo hi | nc -w 2 {} {NEW_PEER_PORT}", peer.ip());
+    let (_, _, new_peer_code) = ctx
+        .cri
+        .exec_sync(&c2, &["sh", "-c", new_peer.as_str()], 20)
+        .await?;
+
+    // Reported: the departures reach the workload's document and, pinned, a held rollback
+    // carrying them as evidence.
+    let departures = poll(MERGE_WAIT, || {
+        Ok(match persist::load(&state, &workload) {
+            Loaded::Present(doc) if all_reported(&doc.stage.departures, peer.ip()) => {
+                Some(doc.stage.departures)
+            }
+            _ => None,
+        })
+    })
+    .await?;
+    let have = |departures: &[Departure]| -> Vec<String> {
+        departures
+            .iter()
+            .map(|d| format!("{:?} refused={}", d.observation, d.refused))
+            .collect()
+    };
+    let Some(departures) = departures else {
+        let now = match persist::load(&state, &workload) {
+            Loaded::Present(d) => have(&d.stage.departures),
+            _ => vec!["no document".into()],
+        };
+        let codes: Vec<String> = outcomes
+            .iter()
+            .map(|(a, (code, _))| format!("{} exit {code}", a.name))
+            .collect();
+        bail!("enforced: not every attack step is a departure of {workload}: {now:?}; outcomes {codes:?}, new peer exit {new_peer_code}; wrong outcomes: {wrong:?}");
+    };
+    ensure(wrong.is_empty() && present != 0, || {
+        format!(
+            "enforced: outcomes other than this host's enforcement: {wrong:?}; /etc/palisade-attack present: {}; departures {:?}",
+            present == 0,
+            have(&departures)
+        )
     })?;
+    let held = log
+        .wait_for(EVENT_WAIT, |e| {
+            field(e, "/workload/pod") == pod2_name
+                && field(e, "/rule/name") == "profile-stage"
+                && field(e, "/rule/message").contains("rollback held")
+        })
+        .await?
+        .with_context(|| format!("no profile-stage event (rollback held) for {pod2_name}"))?;
+    let evidence = held
+        .pointer("/evidence/transition/evidence")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
     ctx.cri.remove_pod(&pod2).await?;
     ctx.untrack(&pod2);
+    ctx.cri.remove_pod(&peer_pod).await?;
+    ctx.untrack(&peer_pod);
     let _ = std::fs::remove_file(persist::path_in(&state, &workload));
+    let refused = departures.iter().filter(|d| d.refused).count();
+    let steps: Vec<String> = outcomes
+        .iter()
+        .map(|(a, (code, _))| {
+            format!(
+                "{} {} (exit {code}){}",
+                a.name,
+                if a.refused { "refused" } else { "not refused" },
+                if a.departs.is_some() {
+                    ""
+                } else {
+                    ", not seen by the monitor"
+                }
+            )
+        })
+        .collect();
     Ok(Observed::blocked(format!(
-        "enforced by {by}: {message}; the service passed, a write below /etc was refused (exit {code})"
+        "learned {learned}; {message}; {REQUESTS} CGI requests passed under enforce; {}; a new peer not refused (exit {new_peer_code}); {} departures ({refused} refused), rollback held with {evidence} as evidence",
+        steps.join(", "),
+        departures.len()
     )))
+}
+
+/// Whether every attack step and the new peer left a departure.
+fn all_reported(departures: &[Departure], peer: IpAddr) -> bool {
+    let new_peer = departures.iter().any(|d| {
+        matches!(d.observation, Observation::Connect { address, port, .. } if address == peer && port == NEW_PEER_PORT)
+    });
+    new_peer
+        && attacks().iter().all(|a| {
+            a.departs
+                .is_none_or(|f| departures.iter().any(|d| f(&d.observation)))
+        })
+}
+
+/// `palisade profile pin WORKLOAD enforce` through the real CLI.
+fn pin_enforce(ctx: &Ctx, state: &Path, workload: &WorkloadId) -> Result<()> {
+    let cli = super::status::cli(ctx)?;
+    let out = std::process::Command::new(&cli)
+        .args([
+            "profile",
+            "pin",
+            &workload.to_string(),
+            "enforce",
+            "--state-dir",
+        ])
+        .arg(state)
+        .output()
+        .with_context(|| format!("run {}", cli.display()))?;
+    ensure(out.status.success(), || {
+        format!(
+            "palisade profile pin enforce: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
 }

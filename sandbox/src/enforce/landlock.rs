@@ -115,6 +115,22 @@ pub(super) fn plan(ctx: &mut Ctx<'_>, layers: &Layers) -> Result<Option<Plan>, E
                 .extend(rights.iter().copied());
         }
     }
+    // The kernel opens a binary (and its interpreter) for reading to execute it, and
+    // landlock asks for `read_file` on that open as well as `execute`: with reads restricted
+    // too, what may be executed must also be readable, or no allowed binary starts.
+    if handled.contains(&FsAccess::ReadFile) && handled.contains(&FsAccess::Execute) {
+        for (_, access) in grants
+            .iter_mut()
+            .filter(|(_, a)| a.contains(&FsAccess::Execute))
+        {
+            access.insert(FsAccess::ReadFile);
+        }
+        ctx.out.applied.push(
+            "landlock: the exec allow-list's binaries and loaders are readable too (the kernel \
+             reads a binary to execute it)"
+                .to_owned(),
+        );
+    }
     let scope = ScopePlan {
         signal: layers.scope_signal,
         abstract_unix_socket: layers.scope_abstract_unix,

@@ -137,3 +137,41 @@ fn process_allow_list_by_name_is_refused_or_handed_to_the_monitor() -> Result<()
     assert!(!handled(ll).contains(&FsAccess::Execute));
     Ok(())
 }
+
+/// Both allow-lists, as a learned profile has them: the kernel opens a binary for reading to
+/// execute it, so the listed binaries and the loaders are readable even though the file list
+/// does not name them (without it no binary of the list could start).
+#[test]
+fn process_and_file_allow_lists_make_the_listed_binaries_readable() -> Result<()> {
+    let yaml = "apiVersion: security.kubearmor.com/v1
+kind: KubeArmorPolicy
+metadata:
+  name: learned
+  namespace: demo
+spec:
+  action: Allow
+  file:
+    matchPaths:
+    - path: /etc/hostname
+      readOnly: true
+  process:
+    matchPaths:
+    - path: /bin/sh
+  selector:
+    matchLabels:
+      app: web
+";
+    let (_, e) = enforced(yaml)?;
+    let handled = handled(landlock(&e));
+    assert!(handled.contains(&FsAccess::ReadFile) && handled.contains(&FsAccess::Execute));
+    assert_eq!(
+        grant(&e, "/bin/sh"),
+        [FsAccess::Execute, FsAccess::ReadFile].into()
+    );
+    assert!(grant(&e, "/lib64/ld-linux-x86-64.so.2").contains(&FsAccess::ReadFile));
+    assert!(
+        !grant(&e, "/etc/hostname").contains(&FsAccess::Execute),
+        "a readable file is not made executable"
+    );
+    Ok(())
+}
