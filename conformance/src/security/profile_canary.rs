@@ -5,9 +5,9 @@
 //! merge (a `profile-stage` event "promotion refused" naming the drops) and by the operator
 //! through the real `palisade profile promote` and `pin` commands, which fail with the reason.
 //!
-//! [`profile_canary_rolls_back`] (the canary rollback, and the narrowed seccomp filter of an
-//! enforcing pod) is not in the suite yet: it needs a pod that runs under an enforced profile,
-//! which `profile_enforce` does not show yet (docs/profiles.md); it has not been run.
+//! [`profile_canary_rolls_back`]: a workload promoted to canary with the CLI; its canary pod
+//! enforces (its seccomp filter narrowed: `fsync`, never learned, gets EPERM), then does
+//! something new, and the rule returns the workload to audit with the departures as evidence.
 
 use std::time::Duration;
 
@@ -34,12 +34,20 @@ const BURSTS: usize = 4;
 const MIN_OBSERVATIONS: u64 = 10_000;
 
 pub fn all() -> Vec<SecCheck> {
-    vec![sec_check!(
-        "profile_drops_refuse_promotion",
-        240,
-        Scope::Only(PALISADE),
-        profile_drops_refuse_promotion
-    )]
+    vec![
+        sec_check!(
+            "profile_drops_refuse_promotion",
+            240,
+            Scope::Only(PALISADE),
+            profile_drops_refuse_promotion
+        ),
+        sec_check!(
+            "profile_canary_rolls_back",
+            240,
+            Scope::Only(PALISADE),
+            profile_canary_rolls_back
+        ),
+    ]
 }
 
 /// Runs `palisade ARGS --state-dir STATE` and returns (success, stdout + stderr).
