@@ -15,4 +15,4 @@ pub use detection::{DetectionError, DetectionSettings, DETECTION_ANNOTATION};
 pub use events::{EventSettings, EventSettingsError, WebhookTarget, WebhookUrlError};
 pub use gate::GateSettings;
 pub use monitor::{HookSetting, MonitorSettings};
-pub use profile::{Learning, ProfileError, ProfileSettings, PROFILE_ANNOTATION};
+pub use profile::{Learning, ProfileError, ProfileSettings, PromotionRule, PROFILE_ANNOTATION};

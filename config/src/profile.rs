@@ -1,5 +1,6 @@
 //! The `[profile]` table: whether this configuration's containers are learned into
-//! per-workload profiles, and where those are kept; and the pod annotation that asks for it.
+//! per-workload profiles, where those are kept and the rule that promotes and rolls them back
+//! (`[profile.rule]`); and the pod annotation that asks for it.
 
 use std::path::PathBuf;
 
@@ -17,6 +18,8 @@ pub struct ProfileSettings {
     pub learn: bool,
     /// Where the learned profiles are kept, one document per workload.
     pub state_dir: PathBuf,
+    /// The figures of the rule that promotes a workload and rolls it back by itself.
+    pub rule: PromotionRule,
 }
 
 impl Default for ProfileSettings {
@@ -24,6 +27,46 @@ impl Default for ProfileSettings {
         ProfileSettings {
             learn: false,
             state_dir: PathBuf::from("/var/lib/palisade/profiles"),
+            rule: PromotionRule::default(),
+        }
+    }
+}
+
+/// The `[profile.rule]` table: the promotion and rollback rule's figures (`docs/profiles.md`,
+/// "Promotion and rollback"); times in seconds. The defaults are the rule's own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PromotionRule {
+    /// learn -> audit: at least this long in learn,
+    pub min_learn_secs: u64,
+    /// and at least this many observations.
+    pub min_observations: u64,
+    /// audit -> canary: at least this long in audit, with no departure in the quiet window.
+    pub min_audit_secs: u64,
+    /// canary -> enforce: at least this long in canary, quiet, and no recent pod restart.
+    pub min_canary_secs: u64,
+    pub quiet_window_secs: u64,
+    /// Rollback to audit: `restart_limit` pod restarts within `restart_window_secs` of the
+    /// promotion,
+    pub restart_window_secs: u64,
+    pub restart_limit: u32,
+    /// or `departure_limit` departures within `departure_window_secs`.
+    pub departure_window_secs: u64,
+    pub departure_limit: u32,
+}
+
+impl Default for PromotionRule {
+    fn default() -> Self {
+        PromotionRule {
+            min_learn_secs: 24 * 3600,
+            min_observations: 10_000,
+            min_audit_secs: 24 * 3600,
+            min_canary_secs: 3600,
+            quiet_window_secs: 6 * 3600,
+            restart_window_secs: 600,
+            restart_limit: 1,
+            departure_window_secs: 300,
+            departure_limit: 5,
         }
     }
 }
@@ -55,6 +98,26 @@ impl ProfileSettings {
                 field: "profile.state_dir",
                 reason: "must be an absolute path".into(),
             });
+        }
+        let r = &self.rule;
+        for (field, zero) in [
+            (
+                "profile.rule.restart_window_secs",
+                r.restart_window_secs == 0,
+            ),
+            ("profile.rule.restart_limit", r.restart_limit == 0),
+            (
+                "profile.rule.departure_window_secs",
+                r.departure_window_secs == 0,
+            ),
+            ("profile.rule.departure_limit", r.departure_limit == 0),
+        ] {
+            if zero {
+                return Err(ProfileError::Setting {
+                    field,
+                    reason: "must be at least 1 (a rollback needs a window and a count)".into(),
+                });
+            }
         }
         Ok(())
     }
@@ -146,5 +209,32 @@ mod tests {
             s.validate().unwrap_err().to_string(),
             "profile.state_dir: must be an absolute path"
         );
+    }
+
+    #[test]
+    fn the_rule_table_parses_with_defaults_and_refuses_a_zero_window() {
+        let s: ProfileSettings = toml::from_str(
+            "state_dir = \"/p\"\n[rule]\ndeparture_window_secs = 60\ndeparture_limit = 2\n",
+        )
+        .unwrap();
+        assert_eq!(s.rule.departure_window_secs, 60);
+        assert_eq!(s.rule.departure_limit, 2);
+        assert_eq!(
+            s.rule.min_learn_secs,
+            PromotionRule::default().min_learn_secs
+        );
+        assert!(s.validate().is_ok());
+        let zero = ProfileSettings {
+            rule: PromotionRule {
+                departure_limit: 0,
+                ..PromotionRule::default()
+            },
+            ..ProfileSettings::default()
+        };
+        assert_eq!(
+            zero.validate().unwrap_err().to_string(),
+            "profile.rule.departure_limit: must be at least 1 (a rollback needs a window and a count)"
+        );
+        assert!(toml::from_str::<ProfileSettings>("[rule]\nwindow = 1\n").is_err());
     }
 }

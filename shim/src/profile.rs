@@ -12,7 +12,11 @@
 //! every system call number its processes made (`palisade_monitor::Watch::syscalls_seen`,
 //! the runtime's start-up path after the watch began included), added by name. Only a
 //! workload still in learn takes new observations; the later stages are not changed by
-//! recording.
+//! recording. Each merge in learn also runs the rule's promotion check
+//! (`StageState::tick`, with the configuration's `[profile.rule]`): a workload that learned
+//! long enough moves to audit, one whose recording cannot be promoted (drops, overflow) stays
+//! in learn with a `promotion_refused` event naming why; each transition goes to
+//! [`Promotion::report`].
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -22,7 +26,7 @@ use std::time::{Duration, SystemTime};
 
 use palisade_monitor::{EventKind, MonitorEvent, WatchReader};
 use palisade_policy::Protocol;
-use palisade_profile::{persist, Observation, Recording, Stage, WorkloadId};
+use palisade_profile::{persist, Event, Observation, Recording, Rule, Stage, WorkloadId};
 
 /// How often a learning container's recording is merged into its workload's document.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(10);
@@ -152,14 +156,15 @@ impl Recorders {
     }
 
     /// Starts recording container `id` of `pod` into `workload`'s document in `state_dir`
-    /// (created if missing). Call before the container is watched, so that its first exec is
-    /// recorded.
+    /// (created if missing), each merge followed by `promotion`'s check. Call before the
+    /// container is watched, so that its first exec is recorded.
     pub fn start(
         &self,
         id: &str,
         pod: &str,
         workload: WorkloadId,
         state_dir: &Path,
+        promotion: Promotion,
     ) -> Result<Learning, ProfileError> {
         std::fs::create_dir_all(state_dir).map_err(|source| ProfileError::StateDir {
             path: state_dir.to_path_buf(),
@@ -175,6 +180,7 @@ impl Recorders {
             workload,
             flush: Mutex::new(()),
             kernel: Mutex::new(KernelSide::default()),
+            promotion,
         });
         self.0
             .lock()
@@ -199,6 +205,13 @@ impl Recorders {
             closed: false,
         })
     }
+}
+
+/// The rule a learning workload's promotion is checked against at each merge, and where the
+/// transitions (a promotion, a refused promotion) go.
+pub struct Promotion {
+    pub rule: Rule,
+    pub report: Box<dyn Fn(&Event) + Send + Sync>,
 }
 
 /// The monitor's hold on one container, and its recording when it learns: dropping it
@@ -293,6 +306,7 @@ struct Learner {
     /// One flush at a time within this shim (`persist::update` locks out other processes).
     flush: Mutex<()>,
     kernel: Mutex<KernelSide>,
+    promotion: Promotion,
 }
 
 /// What a recorder reads from the kernel at each merge, and how much of it it has merged.
@@ -385,6 +399,7 @@ impl Learner {
         // `cap_capable`): the capabilities this container used are not known.
         delta.capabilities_unobserved = 1;
         let mut merged = Ok(());
+        let mut events = Vec::new();
         let updated = persist::update(&self.state_dir, &self.workload, now, |doc| {
             if doc.stage.stage != Stage::Learn {
                 return;
@@ -393,7 +408,12 @@ impl Learner {
                 Ok(r) => doc.recording = r,
                 Err(e) => merged = Err(e),
             }
+            events.extend(doc.stage.tick(now, &doc.recording, &self.promotion.rule));
         })?;
+        for e in &events {
+            tracing::warn!(workload = %self.workload, "{}", crate::profile_stage::event_line(&self.workload, e));
+            (self.promotion.report)(e);
+        }
         if let Some(e) = &updated.replaced_unusable {
             tracing::warn!(workload = %self.workload, "learned profile set aside, learning again: {e}");
         }

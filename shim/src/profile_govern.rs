@@ -94,14 +94,7 @@ impl Governors {
         reporter: Reporter,
         node_name: String,
     ) -> Governing {
-        let who = cri.clone();
-        let workload = target.workload.clone();
-        let report = Box::new(move |e: &Event| {
-            reporter.report(
-                runtime_event(&node_name, &who, "profile-stage", &stage_line(&workload, e))
-                    .with_evidence("transition", serde_json::json!(e)),
-            );
-        });
+        let report = stage_reporter(cri, &target.workload, reporter, node_name);
         self.start_with(cri, target, report)
     }
 
@@ -240,6 +233,24 @@ impl Governor {
             (self.report)(e);
         }
     }
+}
+
+/// Where `workload`'s stage events caused by container `cri` go: `profile-stage` events of
+/// `reporter`, the transition as evidence.
+pub fn stage_reporter(
+    cri: &CriContainer,
+    workload: &WorkloadId,
+    reporter: Reporter,
+    node_name: String,
+) -> Box<dyn Fn(&Event) + Send + Sync> {
+    let who = cri.clone();
+    let workload = workload.clone();
+    Box::new(move |e: &Event| {
+        reporter.report(
+            runtime_event(&node_name, &who, "profile-stage", &stage_line(&workload, e))
+                .with_evidence("transition", serde_json::json!(e)),
+        );
+    })
 }
 
 /// A stage event's line, with what a rollback leaves running.

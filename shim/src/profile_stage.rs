@@ -8,8 +8,10 @@
 //! the sandbox and the monitor enforce it as they would a user's policy, with its enforcement
 //! record. A document that cannot be read refuses the container, unless what is left of it
 //! says the workload is still in learn (then the recorder sets it aside and learns afresh, as
-//! before). Its system-call rules are left out: the recording does not yet hold every call a
-//! workload makes (`docs/profiles.md`); the seccomp narrowing comes from `profile_seccomp`.
+//! before). Its system-call rules are left out of the policy: an enforced profile narrows the
+//! container's hardened seccomp filter to the learned calls instead ([`narrow_seccomp`], through
+//! `profile_seccomp`); an audited one leaves the filter as it is (seccomp cannot report a call
+//! without refusing it).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -43,6 +45,12 @@ pub enum ProfileStageError {
         container: String,
         workload: String,
         reason: String,
+    },
+    #[error("container {container}: {source}")]
+    Narrow {
+        container: String,
+        #[source]
+        source: crate::profile_seccomp::NarrowError,
     },
 }
 
@@ -87,6 +95,27 @@ impl Applied {
             self.recording.observations
         )
     }
+}
+
+/// Narrows `spec`'s hardened seccomp filter (after the container's policies are applied to it)
+/// to the learned system calls when `applied` enforces: every call the hardened filter allowed
+/// and the recording never saw (apart from the floor and the runtime's own calls) gets EPERM.
+/// `None` in audit, where the filter stays as it is. An error refuses the container: an
+/// enforced profile is never applied without its system calls.
+pub fn narrow_seccomp(
+    container: &str,
+    applied: &Applied,
+    spec: &mut serde_json::Value,
+) -> Result<Option<crate::profile_seccomp::Narrowed>, ProfileStageError> {
+    if applied.mode != Mode::Enforce {
+        return Ok(None);
+    }
+    crate::profile_seccomp::narrow(spec, &applied.recording)
+        .map(Some)
+        .map_err(|source| ProfileStageError::Narrow {
+            container: container.to_string(),
+            source,
+        })
 }
 
 /// A stage event of `workload` as one line: kind, trigger, stages and reason.
@@ -263,7 +292,7 @@ fn profile_policies(
     }
     if dropped {
         notes.push(
-            "system-call rules left out: the recording holds only the calls the monitor watches"
+            "system-call rules left out of the policy: enforced, the container's seccomp filter is narrowed to the learned calls instead (refused with EPERM); in audit the filter is not narrowed"
                 .into(),
         );
     }
@@ -282,6 +311,22 @@ fn still_learning(path: &Path) -> bool {
     serde_json::from_slice::<serde_json::Value>(&text)
         .ok()
         .is_some_and(|v| v["stage"]["stage"].as_str() == Some("learn"))
+}
+
+/// The promotion and rollback rule of a configuration's `[profile.rule]` table.
+pub fn rule_of(settings: &palisade_config::ProfileSettings) -> Rule {
+    let r = &settings.rule;
+    Rule {
+        min_learn: r.min_learn_secs,
+        min_observations: r.min_observations,
+        min_audit: r.min_audit_secs,
+        min_canary: r.min_canary_secs,
+        quiet_window: r.quiet_window_secs,
+        restart_window: r.restart_window_secs,
+        restart_limit: r.restart_limit as usize,
+        departure_window: r.departure_window_secs,
+        departure_limit: r.departure_limit as usize,
+    }
 }
 
 /// Seconds since the epoch, the state machine's time.

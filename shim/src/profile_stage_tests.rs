@@ -217,3 +217,56 @@ fn the_profile_compiles_with_the_containers_policies_in_its_mode() {
     assert_eq!(mixed.posture.file, Action::Block);
     assert_eq!(mixed.posture.process, Action::Audit);
 }
+
+/// Enforced, the learned calls narrow the hardened filter (a call never learned is refused);
+/// audited, the filter stays; a spec without a filter refuses the enforced container.
+#[test]
+fn an_enforced_profile_narrows_the_seccomp_filter_and_an_audited_one_does_not() {
+    use palisade_sandbox::seccomp::{default_profile, Arch};
+    let dir = tempfile::tempdir().unwrap();
+    saved_at(dir.path(), Stage::Enforce);
+    let mut a = applied(dir.path(), "c1", "web-1", 2_000);
+    let bounding = ["CAP_CHOWN".to_string()].into();
+    let hardened = json!({"linux": {"seccomp":
+        serde_json::to_value(default_profile(Arch::X86_64, &bounding, false)).unwrap()}});
+    let names = |spec: &serde_json::Value| -> Vec<String> {
+        spec["linux"]["seccomp"]["syscalls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["action"] == "SCMP_ACT_ALLOW")
+            .flat_map(|r| r["names"].as_array().unwrap().iter())
+            .map(|n| n.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(names(&hardened).iter().any(|n| n == "fsync"));
+    let mut spec = hardened.clone();
+    let n = narrow_seccomp("c1", &a, &mut spec)
+        .unwrap()
+        .expect("narrowed");
+    assert!(n.refused.iter().any(|c| c == "fsync"), "{:?}", n.refused);
+    assert!(n.allowed.iter().any(|c| c == "openat" || c == "execve"));
+    assert!(!names(&spec).iter().any(|c| c == "fsync"));
+    assert_eq!(spec["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+
+    a.mode = Mode::Audit;
+    let mut spec = hardened.clone();
+    assert!(narrow_seccomp("c1", &a, &mut spec).unwrap().is_none());
+    assert_eq!(spec, hardened);
+
+    a.mode = Mode::Enforce;
+    let err = narrow_seccomp("c1", &a, &mut json!({"linux": {}})).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "container c1: container spec has no linux.seccomp filter to narrow to the learned profile of shop/web"
+    );
+}
+
+/// The configuration's default `[profile.rule]` is the rule's own default.
+#[test]
+fn the_default_rule_table_is_the_rules_default() {
+    assert_eq!(
+        rule_of(&palisade_config::ProfileSettings::default()),
+        Rule::default()
+    );
+}

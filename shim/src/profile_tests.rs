@@ -438,7 +438,7 @@ fn a_learning_container_is_merged_into_its_workloads_document_with_its_drops() {
     let workload = WorkloadId::new("shop", "web").unwrap();
     let recorders = Recorders::default();
     let learning = recorders
-        .start("c1", "web-1", workload.clone(), &dir)
+        .start("c1", "web-1", workload.clone(), &dir, quiet())
         .unwrap();
     recorders.observe(&event(
         "c1",
@@ -470,7 +470,7 @@ fn a_learning_container_is_merged_into_its_workloads_document_with_its_drops() {
     // A second pod of the workload, whose events the kernel dropped: merged, and the
     // workload's recording can no longer be promoted.
     let learning = recorders
-        .start("c3", "web-2", workload.clone(), &dir)
+        .start("c3", "web-2", workload.clone(), &dir, quiet())
         .unwrap();
     recorders.observe(&event(
         "c3",
@@ -508,7 +508,7 @@ fn a_workload_past_learn_keeps_its_recording() {
     let workload = WorkloadId::new("shop", "web").unwrap();
     let recorders = Recorders::default();
     let learning = recorders
-        .start("c1", "web-1", workload.clone(), state.path())
+        .start("c1", "web-1", workload.clone(), state.path(), quiet())
         .unwrap();
     recorders.observe(&event(
         "c1",
@@ -526,7 +526,7 @@ fn a_workload_past_learn_keeps_its_recording() {
     })
     .unwrap();
     let learning = recorders
-        .start("c2", "web-2", workload.clone(), state.path())
+        .start("c2", "web-2", workload.clone(), state.path(), quiet())
         .unwrap();
     recorders.observe(&event(
         "c2",
@@ -557,4 +557,66 @@ fn syscall_numbers_are_recorded_by_name() {
     r.observe(1, &syscall_observation(511));
     assert!(r.syscalls.is_empty());
     assert!(r.promotable().is_err(), "an unnamed call is unrecognized");
+}
+
+/// The default rule: nothing learned in a test is old enough to move, so nothing is reported.
+fn quiet() -> Promotion {
+    Promotion {
+        rule: Rule::default(),
+        report: Box::new(|e| panic!("unexpected stage event {e:?}")),
+    }
+}
+
+/// A rule that promotes at the first merge, and the events it reports.
+fn eager() -> (Promotion, Arc<Mutex<Vec<Event>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let rule = Rule {
+        min_learn: 0,
+        min_observations: 1,
+        ..Rule::default()
+    };
+    let report = Box::new(move |e: &Event| sink.lock().unwrap().push(e.clone()));
+    (Promotion { rule, report }, seen)
+}
+
+#[test]
+fn a_merge_in_learn_runs_the_rule_and_a_lossy_recording_is_refused_promotion() {
+    let state = tempfile::tempdir().unwrap();
+    let workload = WorkloadId::new("shop", "web").unwrap();
+    let recorders = Recorders::default();
+    let (promotion, seen) = eager();
+    let learning = recorders
+        .start("c1", "web-1", workload.clone(), state.path(), promotion)
+        .unwrap();
+    recorders.observe(&event("c1", 10, "/bin/sh", open("/etc/hostname", 0, 5)));
+    learning.finish(3);
+    let events = seen.lock().unwrap().clone();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        events[0].kind,
+        palisade_profile::EventKind::PromotionRefused
+    );
+    assert!(
+        events[0].reason.contains("3 events were dropped"),
+        "{}",
+        events[0].reason
+    );
+    let persist::Loaded::Present(doc) = persist::load(state.path(), &workload) else {
+        panic!("no document");
+    };
+    assert_eq!(doc.stage.stage, Stage::Learn);
+
+    // A lossless recording of another workload is promoted to audit by the same rule.
+    let other = WorkloadId::new("shop", "api").unwrap();
+    let (promotion, seen) = eager();
+    let learning = recorders
+        .start("c2", "api-1", other.clone(), state.path(), promotion)
+        .unwrap();
+    recorders.observe(&event("c2", 11, "/bin/sh", open("/etc/hostname", 0, 5)));
+    learning.finish(0);
+    let events = seen.lock().unwrap().clone();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].kind, palisade_profile::EventKind::Promoted);
+    assert_eq!(events[0].to, Stage::Audit);
 }

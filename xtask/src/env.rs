@@ -279,6 +279,16 @@ impl Env {
                 "{header}{shim_config}enabled = false\n\n[strict]\nwritable_paths = [\"/tmp\"]\n"
             ),
         )?;
+        // The learned profiles' safety-net checks: the same, with the promotion rule's figures
+        // small enough for a test (`[profile.rule]`; the table joins the configuration's end).
+        let palisade_rule_toml = r.join("palisade-rule.toml");
+        fs::write(
+            &palisade_rule_toml,
+            format!(
+                "{header}{shim_config}\n[profile.rule]\nmin_learn_secs = 0\n\
+                 departure_window_secs = 120\ndeparture_limit = 3\n"
+            ),
+        )?;
         let cri = "plugins.\"io.containerd.grpc.v1.cri\"";
         // One runtime a shim configuration, all of them io.containerd.palisade.v2.
         let palisade_runtimes: String = [
@@ -288,6 +298,7 @@ impl Env {
             ("palisade-compat", &palisade_compat_toml),
             ("palisade-nomon", &palisade_nomon_toml),
             ("palisade-strict-nomon", &palisade_strict_nomon_toml),
+            ("palisade-rule", &palisade_rule_toml),
         ]
         .iter()
         .map(|(name, toml)| {

@@ -15,6 +15,7 @@ pub mod monitor;
 pub mod policies;
 pub mod precision;
 pub mod profile;
+pub mod profile_canary;
 pub mod profile_enforce;
 pub mod recall;
 pub mod sinks;

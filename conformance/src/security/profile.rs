@@ -21,7 +21,7 @@ const PORT: u16 = 8081;
 const MERGE_WAIT: Duration = Duration::from_secs(30);
 
 pub fn all() -> Vec<SecCheck> {
-    vec![
+    let mut v = vec![
         sec_check!(
             "profile_learn_record_export",
             150,
@@ -40,7 +40,9 @@ pub fn all() -> Vec<SecCheck> {
             Scope::Only(PALISADE),
             super::profile_enforce::profile_enforce_refuses_departures
         ),
-    ]
+    ];
+    v.extend(super::profile_canary::all());
+    v
 }
 
 /// What the learning container does, each by a path the recording must show.

@@ -158,11 +158,24 @@ impl TaskService {
         // And every system call it makes, through the learning program's table.
         rules.record_syscalls = learn.is_some();
         let learning = match learn {
-            Some(w) => Some(
-                monitor
-                    .recorders
-                    .start(id, &cri.pod, w, &config.profile.state_dir)?,
-            ),
+            Some(w) => {
+                let promotion = crate::profile::Promotion {
+                    rule: crate::profile_stage::rule_of(&config.profile),
+                    report: crate::profile_govern::stage_reporter(
+                        cri,
+                        &w,
+                        reporter.clone(),
+                        config.node_name.clone(),
+                    ),
+                };
+                Some(monitor.recorders.start(
+                    id,
+                    &cri.pod,
+                    w,
+                    &config.profile.state_dir,
+                    promotion,
+                )?)
+            }
             None => None,
         };
         let who = palisade_monitor::ContainerRef::from(cri);

@@ -78,7 +78,7 @@ impl TaskService {
                 w,
                 &cri,
                 crate::profile_stage::epoch_now(),
-                &palisade_profile::Rule::default(),
+                &crate::profile_stage::rule_of(&config.profile),
             )?),
             None => None,
         };
@@ -370,10 +370,6 @@ fn harden_bundle(
         &kernel,
     )?;
     if let Some(applied) = &governance.applied {
-        // An enforced learned profile does not narrow the seccomp filter yet
-        // (`profile_seccomp::narrow` is not called here): no document says which of its
-        // recordings hold every system call, so the export's system-call rules are left out
-        // of the applied policy instead, and no refusal of an unseen call is claimed.
         for e in &applied.events {
             reporter.report(
                 runtime_event(
@@ -385,14 +381,24 @@ fn harden_bundle(
                 .with_evidence("transition", serde_json::json!(e)),
             );
         }
+        // Enforced, the learned system calls narrow the filter the policies left: a call the
+        // workload never made while learning gets EPERM.
+        let narrowed = crate::profile_stage::narrow_seccomp(id, applied, &mut spec)?;
+        let mut message = applied.describe();
+        if let Some(n) = &narrowed {
+            message.push_str(&format!(
+                "; seccomp narrowed to {} system calls, {} more refused with EPERM",
+                n.allowed.len(),
+                n.refused.len()
+            ));
+        }
         reporter.report(
-            runtime_event(
-                &config.node_name,
-                cri,
-                "profile-applied",
-                &applied.describe(),
-            )
-            .with_evidence("notes", serde_json::json!(applied.notes)),
+            runtime_event(&config.node_name, cri, "profile-applied", &message)
+                .with_evidence("notes", serde_json::json!(applied.notes))
+                .with_evidence(
+                    "seccomp_refused",
+                    serde_json::json!(narrowed.as_ref().map(|n| &n.refused)),
+                ),
         );
         tracing::info!(container = %id, workload = %applied.workload, mode = ?applied.mode, "learned profile applied");
     }
@@ -452,7 +458,7 @@ fn harden_bundle(
             mode: a.mode,
             recording: a.recording,
             state_dir: config.profile.state_dir.clone(),
-            rule: palisade_profile::Rule::default(),
+            rule: crate::profile_stage::rule_of(&config.profile),
         }),
     })
 }
