@@ -13,7 +13,7 @@ use libbpf_rs::MapHandle;
 use tracing::info;
 
 use crate::error::MonitorError;
-use crate::kernel::{self, SyscallHook};
+use crate::kernel::{self, CapabilityHook, SyscallHook};
 use crate::reader;
 use crate::rules::{ContainerRef, ContainerRules};
 use crate::set::holders::{claim_ring, reap, release_index, Claimed, RingTime};
@@ -88,6 +88,9 @@ pub struct Features {
     pub sock_create: bool,
     /// How the syscalls are watched (which variant the loader chose for this kernel).
     pub syscall_hook: SyscallHook,
+    /// Where a learning container's capability checks are seen, if anywhere on this kernel
+    /// ([`crate::WatchReader::capabilities_seen`] is `None` without one).
+    pub capability_hook: Option<CapabilityHook>,
     /// This handle loaded the programs (it was the first holder and found no parked set).
     pub loaded: bool,
     /// This handle attached a parked set again (it was the first holder; nothing was loaded).
@@ -223,7 +226,6 @@ fn join(config: &MonitorConfig) -> Result<Joined, MonitorError> {
         index,
         next_slot: AtomicU32::new(1),
         watches: Mutex::new(HashMap::new()),
-        learners: Mutex::new(Default::default()),
     };
     Ok(Joined {
         shared,
@@ -241,6 +243,7 @@ fn features(maps: &NodeMaps, how: Opened) -> Features {
         missing_syscalls: maps.missing_syscalls.clone(),
         bpf_lsm: maps.lsm,
         syscall_hook: maps.syscall_hook,
+        capability_hook: maps.learn_cap.as_ref().map(|(h, _)| *h),
         from_source: maps.config.source_check != 0,
         sock_create: maps.sock_create.is_some(),
         loaded: how == Opened::Loaded,
@@ -261,6 +264,7 @@ impl NodeMonitor {
             bpf_lsm = features.bpf_lsm,
             sock_create = features.sock_create,
             syscall_hook = %features.syscall_hook,
+            capability_hook = features.capability_hook.map_or("none", CapabilityHook::name),
             missing = ?features.missing_syscalls,
             lock_ms = ms(joined.lock),
             load_or_open_ms = ms(joined.load_or_open),
@@ -298,8 +302,9 @@ impl NodeMonitor {
         &self.shared.dir
     }
 
-    /// Whether this handle has the learning program attached (it has a watch with
-    /// [`ContainerRules::record_syscalls`]).
+    /// Whether the node's learning programs are attached: some container of this or another
+    /// holder on the node has [`ContainerRules::record_syscalls`] (one attachment for the
+    /// node, removed with its last learning container).
     pub fn learning(&self) -> bool {
         self.shared.learning()
     }

@@ -75,6 +75,63 @@ impl std::fmt::Display for SyscallHook {
     }
 }
 
+/// Where the learning programs see a learning container's capability checks (`bpf/learn.h`):
+/// the loader takes the first this kernel offers (`capability_hook`), or none, and then no
+/// capability is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapabilityHook {
+    /// fexit on `cap_capable` (a BPF trampoline: kernels from 5.10 where trampolines work).
+    /// Before 5.13 a trampoline program attaches once only: there it stays attached from the
+    /// node's first learning container until the set is unloaded (a set parked and attached
+    /// again cannot attach it again: its learners' capabilities are then not observed).
+    Fexit,
+    /// The `capability:cap_capable` tracepoint of recent kernels, where trampolines do not work.
+    Tracepoint,
+}
+
+impl CapabilityHook {
+    /// The name logs and `palisade-monitor hold` show.
+    pub fn name(self) -> &'static str {
+        match self {
+            CapabilityHook::Fexit => "fexit",
+            CapabilityHook::Tracepoint => "tracepoint",
+        }
+    }
+
+    /// Its program in `bpf/learn.h` (and its pin's name).
+    pub(crate) fn program(self) -> &'static str {
+        match self {
+            CapabilityHook::Fexit => crate::set::pin::LEARN_CAP_FEXIT,
+            CapabilityHook::Tracepoint => crate::set::pin::LEARN_CAP_TP,
+        }
+    }
+
+    /// Its link is kept from its first attach until the set goes: a trampoline program
+    /// attaches once only before 5.13.
+    pub(crate) fn attaches_once(self) -> bool {
+        self == CapabilityHook::Fexit && !release_at_least(5, 13)
+    }
+}
+
+impl std::fmt::Display for CapabilityHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The capability hook this kernel offers: fexit on `cap_capable` where BPF trampolines work
+/// (`trampolines`) and the kernel's BTF gives the function the four parameters the program
+/// reads, else the `capability:cap_capable` tracepoint where the kernel has one, else none.
+pub(crate) fn capability_hook(trampolines: impl FnOnce() -> bool) -> Option<CapabilityHook> {
+    if function_params("cap_capable") == Some(4) && trampolines() {
+        Some(CapabilityHook::Fexit)
+    } else if tracepoint_exists("capability/cap_capable") {
+        Some(CapabilityHook::Tracepoint)
+    } else {
+        None
+    }
+}
+
 fn statfs_magic(path: &Path) -> io::Result<i64> {
     let c = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;

@@ -25,14 +25,14 @@ pub use error::{MonitorError, PinError};
 pub use event::{EventKind, FileOp, Finding, MonitorEvent, ProcessInfo, Syscall, WATCHED_SYSCALLS};
 pub use floor::HookFloor;
 pub use handle::{cleanup_stale, unload_parked, Features, MonitorConfig, NodeMonitor};
-pub use kernel::{bpf_lsm_in_force, bpf_trampolines_work, SyscallHook};
+pub use kernel::{bpf_lsm_in_force, bpf_trampolines_work, CapabilityHook, SyscallHook};
 pub use rules::{
     seccomp_refused, AuditOn, AuditRule, AuditTarget, ConnectRule, ContainerRef, ContainerRules,
     Enforcer, ExecRule, FileRule, FileTarget, IdMaps, IdRange, RuleEnforcement, RuleError,
     SockClass, SockRule, MAX_SECRET_MOUNTS, MAX_SOCK_SOURCES,
 };
 pub use shared::EventSink;
-pub use watch::{Watch, WatchReader, WatchStats};
+pub use watch::{CapabilitiesSeen, Watch, WatchReader, WatchStats};
 
 /// Sends libbpf's own messages (verifier logs, probe failures) to `tracing` under the target
 /// `libbpf` instead of stderr. libbpf has one printer per process, so the binary (not this

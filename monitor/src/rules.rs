@@ -289,9 +289,10 @@ pub struct ContainerRules {
     /// kubeconfig) are found there at registration. `None`: in `rootfs`, without the
     /// container's mounts; neither: no credential files are watched.
     pub process_root: Option<PathBuf>,
-    /// Record every system call number the container's processes make (a learned profile):
-    /// the holder attaches the learning program while it has such a container, and
-    /// [`crate::Watch::syscalls_seen`] reads the table.
+    /// Record every system call number the container's processes make and every capability
+    /// the kernel checks for them (a learned profile): the node's learning programs are
+    /// attached while any container of the node has this, and [`crate::Watch::syscalls_seen`]
+    /// and [`crate::Watch::capabilities_seen`] read the table.
     pub record_syscalls: bool,
 }
 

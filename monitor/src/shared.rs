@@ -4,21 +4,22 @@
 //! events ([`EventSink`]).
 
 use std::collections::HashMap;
-use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU32;
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use libbpf_rs::MapCore;
 use tracing::{info, warn};
 
 use crate::detect::{DetectState, RuleSet};
+use crate::error::MonitorError;
 use crate::event::MonitorEvent;
 use crate::kernel::SyscallHook;
 use crate::rules::ContainerRef;
 use crate::set::holders::{reap, release_index};
+use crate::set::learn::{self, LearnError};
 use crate::set::park::park;
 use crate::set::pin::{lock_root, remove_pins};
 use crate::set::NodeMaps;
@@ -84,16 +85,6 @@ pub(crate) struct Shared {
     pub index: u32,
     pub next_slot: AtomicU32,
     pub watches: Mutex<HashMap<u32, Arc<WatchEntry>>>,
-    /// This holder's learning containers and, while there is one, its link of the learning
-    /// program (`bpf/learn.h`) on the sys_enter tracepoint.
-    pub learners: Mutex<Learners>,
-}
-
-/// A holder's learning containers: how many, and the learning program's link while any.
-#[derive(Default)]
-pub(crate) struct Learners {
-    pub count: usize,
-    pub link: Option<OwnedFd>,
 }
 
 impl Shared {
@@ -102,48 +93,42 @@ impl Shared {
         self.watches.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// One more learning container: the first attaches the learning program (its link is this
-    /// holder's own; other holders' learners have theirs).
-    pub fn learn_acquire(&self) -> io::Result<()> {
-        let mut l = self.learners.lock().unwrap_or_else(PoisonError::into_inner);
-        if l.link.is_none() {
-            let prog = self
-                .maps
-                .learn_prog
-                .as_ref()
-                .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-            // SAFETY: a valid program fd and a null name: the BTF-typed program names its
-            // tracepoint itself.
-            let fd = unsafe {
-                libbpf_rs::libbpf_sys::bpf_raw_tracepoint_open(std::ptr::null(), prog.as_raw_fd())
-            };
-            if fd < 0 {
-                return Err(io::Error::from_raw_os_error(-fd));
+    /// Cgroup `cgroup_id` of this holder starts learning: its table, and the node's learning
+    /// programs attached when they were not (under the root lock: one attachment for the
+    /// node, whichever holder asks first).
+    pub fn learn_start(&self, container: &str, cgroup_id: u64) -> Result<(), MonitorError> {
+        let _lock = lock_root(&self.root)?;
+        learn::start(&self.maps, self.index, cgroup_id).map_err(|e| match e {
+            LearnError::Table(source) => MonitorError::Map {
+                container: container.to_string(),
+                what: "learn_syscalls",
+                source,
+            },
+            LearnError::Attach { program, source } => MonitorError::Attach {
+                container: container.to_string(),
+                program,
+                path: self.dir.join("progs").join(program),
+                source,
+            },
+            LearnError::Pin(e) => MonitorError::Pin(e),
+        })
+    }
+
+    /// Cgroup `cgroup_id` stops learning: the node's last learner detaches the programs.
+    pub fn learn_stop(&self, cgroup_id: u64) {
+        match lock_root(&self.root) {
+            Ok(_lock) => learn::stop(&self.maps, cgroup_id),
+            Err(e) => {
+                // Its table goes anyway; the programs stay until the next release.
+                let _ = self.maps.learn_syscalls.delete(&cgroup_id.to_ne_bytes());
+                warn!(error = %e, "learning stop: cannot lock the pin root");
             }
-            // SAFETY: the kernel just returned this link fd, owned by nobody else.
-            l.link = Some(unsafe { OwnedFd::from_raw_fd(fd) });
-            info!("learning program attached (sys_enter)");
-        }
-        l.count += 1;
-        Ok(())
-    }
-
-    /// One learning container fewer: the last one detaches the learning program.
-    pub fn learn_release(&self) {
-        let mut l = self.learners.lock().unwrap_or_else(PoisonError::into_inner);
-        l.count = l.count.saturating_sub(1);
-        if l.count == 0 && l.link.take().is_some() {
-            info!("learning program detached: no learning container left in this holder");
         }
     }
 
-    /// Whether this holder has the learning program attached.
+    /// Whether the node's learning program is attached (some container on the node learns).
     pub fn learning(&self) -> bool {
-        self.learners
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .link
-            .is_some()
+        learn::attached(&self.maps)
     }
 
     /// The watched container of `slot`.

@@ -28,6 +28,33 @@ pub struct WatchStats {
     pub drops: u64,
 }
 
+/// The capabilities a learning container's processes were checked for, since it was watched:
+/// bit N is capability number N (`CAP_NET_RAW` is 13), as in `linux/capability.h`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CapabilitiesSeen {
+    /// Checked and granted: the capabilities the container used.
+    pub granted: u64,
+    /// Checked and refused (not in the process's effective set).
+    pub refused: u64,
+}
+
+impl CapabilitiesSeen {
+    /// The capability numbers of a mask, in order.
+    pub fn numbers(mask: u64) -> impl Iterator<Item = u8> {
+        (0u8..64).filter(move |n| mask & (1u64 << n) != 0)
+    }
+}
+
+/// A mask of the table's set bytes (byte N set: bit N).
+fn bits(table: &[u8]) -> u64 {
+    table
+        .iter()
+        .take(64)
+        .enumerate()
+        .filter(|(_, set)| **set != 0)
+        .fold(0, |mask, (n, _)| mask | (1u64 << n))
+}
+
 /// Reads one watched container's kernel counters and system call table ([`Watch::reader`]).
 #[derive(Clone)]
 pub struct WatchReader {
@@ -59,26 +86,44 @@ impl WatchReader {
             .unwrap_or_default()
     }
 
-    /// See [`Watch::syscalls_seen`].
-    pub fn syscalls_seen(&self) -> Option<Vec<u32>> {
+    /// The container's learning table, when it learns and the table can be read.
+    fn table(&self) -> Option<types::learn_table> {
         if !self.learning {
             return None;
         }
-        let table = self
-            .shared
+        self.shared
             .maps
             .learn_syscalls
             .lookup(&self.cgroup_id.to_ne_bytes(), MapFlags::ANY)
             .ok()
-            .flatten()?;
+            .flatten()
+            .and_then(|v| raw::read::<types::learn_table>(&v))
+    }
+
+    /// See [`Watch::syscalls_seen`].
+    pub fn syscalls_seen(&self) -> Option<Vec<u32>> {
+        let table = self.table()?;
         Some(
             table
+                .seen
                 .iter()
                 .enumerate()
                 .filter(|(_, seen)| **seen != 0)
                 .filter_map(|(nr, _)| u32::try_from(nr).ok())
                 .collect(),
         )
+    }
+
+    /// See [`Watch::capabilities_seen`].
+    pub fn capabilities_seen(&self) -> Option<CapabilitiesSeen> {
+        if !crate::set::learn::capabilities_attached(&self.shared.maps) {
+            return None;
+        }
+        let table = self.table()?;
+        Some(CapabilitiesSeen {
+            granted: bits(&table.cap_granted),
+            refused: bits(&table.cap_refused),
+        })
     }
 }
 
@@ -169,8 +214,10 @@ pub(crate) fn register(
         drops: 0,
         secrets: secret_mounts(&name, &rules.secret_mounts),
     };
+    // Before the container's `containers` entry, so that no call of its start-up path after
+    // the watch began is missed; nothing is left behind on failure.
     if rules.record_syscalls {
-        start_learning(shared, &name, container.cgroup_id)?;
+        shared.learn_start(&name, container.cgroup_id)?;
         watch.learning = true;
     }
     let entry = watch_entry(&maps.config, &container, rules, connect_enforcer);
@@ -206,31 +253,6 @@ pub(crate) fn register(
         "watching"
     );
     Ok(watch)
-}
-
-/// Gives cgroup `cgroup_id` an empty table of system calls seen and makes sure the learning
-/// program runs; before the container's `containers` entry, so that no call of its start-up
-/// path after the watch began is missed. Nothing is left behind on failure.
-fn start_learning(shared: &Shared, name: &str, cgroup_id: u64) -> Result<(), MonitorError> {
-    let maps = &shared.maps;
-    let empty = [0u8; crate::kernel::SYS_TABLE];
-    maps.learn_syscalls
-        .update(&cgroup_id.to_ne_bytes(), &empty, MapFlags::NO_EXIST)
-        .map_err(|source| MonitorError::Map {
-            container: name.to_string(),
-            what: "learn_syscalls",
-            source,
-        })?;
-    if let Err(source) = shared.learn_acquire() {
-        let _ = maps.learn_syscalls.delete(&cgroup_id.to_ne_bytes());
-        return Err(MonitorError::Attach {
-            container: name.to_string(),
-            program: crate::set::pin::LEARN_PROG,
-            path: shared.dir.join("progs").join(crate::set::pin::LEARN_PROG),
-            source,
-        });
-    }
-    Ok(())
 }
 
 /// Every exec, connect and socket rule's severity is between 1 and 10.
@@ -333,6 +355,15 @@ impl Watch {
         self.reader().syscalls_seen()
     }
 
+    /// The capabilities the container's processes were checked for since it was watched,
+    /// granted and refused, when it learns ([`ContainerRules::record_syscalls`]) and this
+    /// kernel offers a capability hook ([`crate::Features::capability_hook`]) whose program
+    /// is attached; `None` otherwise: then the capabilities it used are not known (never an
+    /// empty set that would look recorded).
+    pub fn capabilities_seen(&self) -> Option<CapabilitiesSeen> {
+        self.reader().capabilities_seen()
+    }
+
     /// A reader of this container's counters and system call table that others may keep (a
     /// learning container's recorder reads them at each merge); once the watch is dropped it
     /// reads nothing.
@@ -360,8 +391,7 @@ impl Drop for Watch {
             let _ = maps.containers.delete(&self.cgroup_id.to_ne_bytes());
         }
         if self.learning {
-            let _ = maps.learn_syscalls.delete(&self.cgroup_id.to_ne_bytes());
-            self.shared.learn_release();
+            self.shared.learn_stop(self.cgroup_id);
         }
         self.installed.remove(maps);
         if let Some(entry) = self.shared.watches().get(&self.slot) {

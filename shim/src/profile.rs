@@ -10,7 +10,9 @@
 //! directly ([`Learning::attach_kernel`]): the container's drop count so far (so `palisade
 //! profile show` and promotion see a lossy recording while it still runs), and its table of
 //! every system call number its processes made (`palisade_monitor::Watch::syscalls_seen`,
-//! the runtime's start-up path after the watch began included), added by name. Only a
+//! the runtime's start-up path after the watch began included), added by name, and the
+//! capabilities the kernel checked and granted it (`Watch::capabilities_seen`); where the
+//! kernel offers no capability hook, each merge says the capabilities were not observed. Only a
 //! workload still in learn takes new observations; the later stages are not changed by
 //! recording. Each merge in learn also runs the rule's promotion check
 //! (`StageState::tick`, with the configuration's `[profile.rule]`): a workload that learned
@@ -24,8 +26,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use palisade_monitor::{EventKind, MonitorEvent, WatchReader};
-use palisade_policy::Protocol;
+use palisade_monitor::{CapabilitiesSeen, EventKind, MonitorEvent, WatchReader};
+use palisade_policy::{Capability, Protocol};
 use palisade_profile::{persist, Event, Observation, Recording, Rule, Stage, WorkloadId};
 
 /// How often a learning container's recording is merged into its workload's document.
@@ -255,7 +257,7 @@ impl std::fmt::Debug for Learning {
 
 impl Learning {
     /// From now on each merge reads the container's kernel side through `reader`: its drop
-    /// count and its system call table. Call once the container is watched.
+    /// count, its system call table and its capabilities. Call once the container is watched.
     pub fn attach_kernel(&self, reader: WatchReader) {
         self.learner
             .kernel
@@ -317,17 +319,30 @@ struct KernelSide {
     drops_merged: u64,
     /// System call numbers already added.
     syscalls: BTreeSet<u32>,
+    /// Capabilities (granted, by bit) already added.
+    capabilities: u64,
+}
+
+/// What a merge takes from the kernel side.
+struct Taken {
+    /// Drops not yet merged.
+    drops: u64,
+    /// System calls and capabilities not yet recorded.
+    observations: Vec<Observation>,
+    /// The kernel told the capabilities the container used (a capability hook runs).
+    capabilities_observed: bool,
 }
 
 impl KernelSide {
     /// The drops not yet merged, given the kernel's total (`total`, or the reader's count), and
     /// the observations of the system calls not yet recorded.
-    fn take(&mut self, total: Option<u64>) -> (u64, Vec<Observation>) {
+    fn take(&mut self, total: Option<u64>) -> Taken {
         let Some(reader) = &self.reader else {
-            return (
-                total.unwrap_or(0).saturating_sub(self.drops_merged),
-                Vec::new(),
-            );
+            return Taken {
+                drops: total.unwrap_or(0).saturating_sub(self.drops_merged),
+                observations: Vec::new(),
+                capabilities_observed: false,
+            };
         };
         let total = total.unwrap_or_else(|| reader.stats().drops);
         let new_drops = total.saturating_sub(self.drops_merged);
@@ -338,7 +353,20 @@ impl KernelSide {
                 calls.push(syscall_observation(nr));
             }
         }
-        (new_drops, calls)
+        let caps = reader.capabilities_seen();
+        if let Some(caps) = caps {
+            for nr in CapabilitiesSeen::numbers(caps.granted & !self.capabilities) {
+                if let Some(capability) = Capability::all().nth(usize::from(nr)) {
+                    calls.push(Observation::Capability { capability });
+                }
+            }
+            self.capabilities |= caps.granted;
+        }
+        Taken {
+            drops: new_drops,
+            observations: calls,
+            capabilities_observed: caps.is_some(),
+        }
     }
 }
 
@@ -377,7 +405,11 @@ impl Learner {
     /// system calls not yet recorded. `None` when there was nothing to merge.
     fn flush(&self, drops: Option<u64>) -> Result<Option<Stage>, ProfileError> {
         let _one = self.flush.lock().unwrap_or_else(PoisonError::into_inner);
-        let (drops, calls) = self
+        let Taken {
+            drops,
+            observations: calls,
+            capabilities_observed,
+        } = self
             .kernel
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -395,9 +427,11 @@ impl Learner {
         }
         delta.add_pod(&self.pod);
         delta.add_drops(drops);
-        // The monitor has no capability hook yet (neither BPF-LSM `capable` nor fexit on
-        // `cap_capable`): the capabilities this container used are not known.
-        delta.capabilities_unobserved = 1;
+        // Without a capability hook on this kernel (or before the container is watched) the
+        // capabilities it used are not known: the merged recording says so.
+        if !capabilities_observed {
+            delta.capabilities_unobserved = 1;
+        }
         let mut merged = Ok(());
         let mut events = Vec::new();
         let updated = persist::update(&self.state_dir, &self.workload, now, |doc| {

@@ -117,6 +117,10 @@ fn hold(config: MonitorConfig) -> Result<()> {
     eprintln!("bpf-lsm: {}", f.bpf_lsm);
     eprintln!("from-source: {}", f.from_source);
     eprintln!("sock-create: {}", f.sock_create);
+    eprintln!(
+        "capability-hook: {}",
+        f.capability_hook.map_or("none", |h| h.name())
+    );
     println!("ready {}", monitor.pin_dir().display());
     std::io::stdout().flush()?;
     loop {

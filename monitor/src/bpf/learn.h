@@ -1,18 +1,36 @@
 /* The learning section of monitor.bpf.c: every system call a learning container's processes
- * make, as a table of seen syscall numbers per cgroup. One small program on the sys_enter
- * tracepoint, attached by a holder only while it has a learning container (and detached with
- * its last one): a node where nothing learns never runs it. It sees every syscall at entry,
+ * make, and every capability the kernel checks for them, as a table per cgroup. Small programs
+ * attached only while something on the node learns (by the node's first learning container,
+ * detached with its last one): a node where nothing learns never runs them, and they return at
+ * once for cgroups that do not learn.
+ *
+ * System calls: one program on the sys_enter tracepoint. It sees every syscall at entry,
  * before seccomp, so a call the filter refuses is seen too, and the runtime's own calls in the
  * container's cgroup (runc init after the watch began, palisade-init) are among them.
  *
- * One byte per syscall number rather than one bit: setting a byte is a plain store, safe
- * against another CPU setting its neighbour without the atomic or that 5.10 lacks, and a byte
- * already set is only read, so a hot syscall does not dirty the cache line again. Included by
- * monitor.bpf.c after its maps and helpers. */
+ * Capabilities: one program on the capability check, `cap_capable` (every check a capable()
+ * or ns_capable() call makes ends there), with the check's result: fexit where BPF trampolines
+ * work (any kernel from 5.10), else the `capability:cap_capable` tracepoint where the kernel
+ * has it (recent kernels); the loader picks the one the kernel takes, or none, and user space then
+ * says capabilities were not recorded.
+ *
+ * One byte per syscall or capability number rather than one bit: setting a byte is a plain
+ * store, safe against another CPU setting its neighbour without the atomic or that 5.10 lacks,
+ * and a byte already set is only read, so a hot call does not dirty the cache line again.
+ * Included by monitor.bpf.c after its maps and helpers. */
+
+/* Capability numbers a table holds (CAP_LAST_CAP is 40 in 6.x). */
+#define LEARN_CAPS 64
 
 /* The table of one learning cgroup (SYS_TABLE entries: every number of x86_64 and arm64). */
 struct learn_table {
 	__u8 seen[SYS_TABLE];
+	/* capabilities checked and granted, and checked and refused, by number */
+	__u8 cap_granted[LEARN_CAPS];
+	__u8 cap_refused[LEARN_CAPS];
+	/* the holder (ring index) whose container this is: its tables go when it dies */
+	__u32 ring;
+	__u32 pad;
 };
 
 /* Learning cgroups by cgroup v2 id; user space inserts a zeroed table when a container starts
@@ -45,4 +63,44 @@ int BPF_PROG(learn_sys_enter, struct pt_regs *regs, long id)
 	if (!t->seen[id])
 		t->seen[id] = 1;
 	return 0;
+}
+
+/* A capability check of the current task: `ret` is 0 when granted. */
+static __always_inline int learn_cap(int cap, int ret)
+{
+	__u64 cg = bpf_get_current_cgroup_id();
+	struct learn_table *t = bpf_map_lookup_elem(&learn_syscalls, &cg);
+	__u32 nr = (__u32)cap;
+
+	if (!t || nr >= LEARN_CAPS)
+		return 0;
+	/* the verifier loses the check above once the compiler folds it into a mask test:
+	 * bound the index again where it cannot be folded away */
+	barrier_var(nr);
+	nr &= LEARN_CAPS - 1;
+	if (ret == 0) {
+		if (!t->cap_granted[nr])
+			t->cap_granted[nr] = 1;
+	} else if (!t->cap_refused[nr]) {
+		t->cap_refused[nr] = 1;
+	}
+	return 0;
+}
+
+/* int cap_capable(const struct cred *cred, struct user_namespace *ns, int cap,
+ *                 unsigned int opts), 5.10 to this day */
+SEC("fexit/cap_capable")
+int BPF_PROG(learn_cap_fexit, const void *cred, const void *ns, int cap, unsigned int opts,
+	     int ret)
+{
+	return learn_cap(cap, ret);
+}
+
+/* TP_PROTO(const struct cred *cred, struct user_namespace *target_ns,
+ *          const struct user_namespace *capable_ns, int cap, int ret) */
+SEC("tp_btf/cap_capable")
+int BPF_PROG(learn_cap_tp, const void *cred, const void *target_ns, const void *capable_ns,
+	     int cap, int ret)
+{
+	return learn_cap(cap, ret);
 }

@@ -42,7 +42,8 @@ fn holder_at(holders: &MapHandle, idx: u32) -> types::holder {
         .unwrap_or_default()
 }
 
-/// Frees a ring index: its ring, its containers and their deny entries, its holder entry.
+/// Frees a ring index: its ring, its containers and their deny entries and learning tables
+/// (the learning programs go with the node's last table), its holder entry.
 pub(crate) fn release_index(maps: &NodeMaps, idx: u32) {
     let _ = maps.rings.delete(&idx.to_ne_bytes());
     let owned = |slot: u32| slot >> 16 == idx;
@@ -76,6 +77,7 @@ pub(crate) fn release_index(maps: &NodeMaps, idx: u32) {
             let _ = maps.sock_rules.delete(&key);
         }
     }
+    super::learn::release_tables(maps, idx);
     let empty = types::holder::default();
     let _ = maps
         .holders

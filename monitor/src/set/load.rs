@@ -15,14 +15,15 @@ use tracing::{info, warn};
 
 use super::park::{is_parked, reattach, remove_other_builds_parked};
 use super::pin::{
-    attached_per_container, pin_fd, remove_pins, CGROUP_PROGS, LEARN_PROG, SOCK_PROG,
+    attached_per_container, pin_fd, remove_pins, CGROUP_PROGS, LEARN_CAP_FEXIT, LEARN_CAP_TP,
+    LEARN_PROG, SOCK_PROG,
 };
 use super::{ms, NodeMaps};
 use crate::error::{load_err, PinError};
 use crate::kernel::{
-    ensure_tracefs, function_params, missing_entry_points, missing_tracepoints, probe_lsm,
-    probe_lsm_cached, probe_trampolines, probe_trampolines_cached, syscall_kinds,
-    tracepoint_exists, SyscallHook, SYSCALL_ENTRY,
+    capability_hook, ensure_tracefs, function_params, missing_entry_points, missing_tracepoints,
+    probe_lsm, probe_lsm_cached, probe_trampolines, probe_trampolines_cached, syscall_kinds,
+    tracepoint_exists, CapabilityHook, SyscallHook, SYSCALL_ENTRY,
 };
 use crate::raw::read;
 use crate::skel::monitor::{types, MonitorSkel, MonitorSkelBuilder};
@@ -143,6 +144,8 @@ struct Attempt {
     hook: SyscallHook,
     /// The programs may use bpf_get_current_task_btf and bpf_task_pt_regs (5.15).
     task_btf: bool,
+    /// The learning program on capability checks, when any.
+    caps: Option<CapabilityHook>,
 }
 
 /// The fexit programs' targets (the sections' `fexit/<function>`): every watched syscall's
@@ -175,6 +178,12 @@ fn fexit_skipped(missing: &[String], seccomp_params: Option<usize>) -> Vec<Strin
 /// Whether the program `name` of `section` is loaded by `attempt`, given the fexit programs
 /// left out on this kernel (`skip`, [`fexit_skipped`]).
 fn autoload(section: &str, name: &str, attempt: &Attempt, skip: &[String]) -> bool {
+    if name == LEARN_CAP_FEXIT {
+        return attempt.caps == Some(CapabilityHook::Fexit);
+    }
+    if name == LEARN_CAP_TP {
+        return attempt.caps == Some(CapabilityHook::Tracepoint);
+    }
     if section.starts_with("lsm/") {
         return attempt.lsm && crate::enforce::file::fits_kernel(name);
     }
@@ -262,8 +271,14 @@ fn load_and_pin<R: Send>(
     } else {
         Vec::new()
     };
+    let caps = capability_hook(|| {
+        trampolines
+            || dir
+                .parent()
+                .map_or_else(probe_trampolines, probe_trampolines_cached)
+    });
     let probed = started.elapsed();
-    let attempts = attempts(lsm, hook, trampolines);
+    let attempts = attempts(lsm, hook, trampolines, caps);
     let mut storages: Vec<MaybeUninit<libbpf_rs::OpenObject>> =
         attempts.iter().map(|_| MaybeUninit::uninit()).collect();
     let (skel, attempt) = load_first(&attempts, &mut storages, enforce, &missing)?;
@@ -285,6 +300,7 @@ fn load_and_pin<R: Send>(
         bpf_lsm = attempt.lsm,
         from_source = attempt.source_check,
         sock_create = attempt.sock,
+        capability_hook = attempt.caps.map_or("none", CapabilityHook::name),
         "monitor programs loaded and pinned"
     );
     Ok(ran)
@@ -295,8 +311,15 @@ fn load_and_pin<R: Send>(
 /// the rest. For each, the syscall hooks in order: the one asked for, then what a kernel that
 /// refuses it takes. Fexit, only where the trampoline probe passed (`trampolines`), first with
 /// the helpers of 5.15 (`task_btf`) and then without (5.10), then the raw sys_exit program;
-/// the exit-tracepoint program (5.15), then the raw one.
-fn attempts(lsm: bool, hook: SyscallHook, trampolines: bool) -> Vec<Attempt> {
+/// the exit-tracepoint program (5.15), then the raw one. With a capability hook (`caps`), the
+/// whole ladder is asked with it first, then without it: a kernel refusing the learning
+/// program on capability checks loses that program, never a rung of protection.
+fn attempts(
+    lsm: bool,
+    hook: SyscallHook,
+    trampolines: bool,
+    caps: Option<CapabilityHook>,
+) -> Vec<Attempt> {
     let raw = (SyscallHook::RawSysExit, false);
     let hooks: Vec<(SyscallHook, bool)> = match hook {
         SyscallHook::RawSysExit => vec![raw],
@@ -307,22 +330,25 @@ fn attempts(lsm: bool, hook: SyscallHook, trampolines: bool) -> Vec<Attempt> {
         SyscallHook::Fexit => vec![raw],
     };
     let mut attempts = Vec::new();
-    for (lsm, source_check, sock) in [
-        (lsm, true, true),
-        (false, true, true),
-        (false, false, true),
-        (false, false, false),
-    ] {
-        for &(hook, task_btf) in &hooks {
-            let attempt = Attempt {
-                lsm,
-                source_check,
-                sock,
-                hook,
-                task_btf,
-            };
-            if !attempts.contains(&attempt) {
-                attempts.push(attempt);
+    for caps in [caps, None] {
+        for (lsm, source_check, sock) in [
+            (lsm, true, true),
+            (false, true, true),
+            (false, false, true),
+            (false, false, false),
+        ] {
+            for &(hook, task_btf) in &hooks {
+                let attempt = Attempt {
+                    lsm,
+                    source_check,
+                    sock,
+                    hook,
+                    task_btf,
+                    caps,
+                };
+                if !attempts.contains(&attempt) {
+                    attempts.push(attempt);
+                }
             }
         }
     }
@@ -515,6 +541,15 @@ fn open_pins(dir: &Path) -> Result<NodeMaps, PinError> {
     } else {
         None
     };
+    let mut learn_cap = None;
+    for hook in [CapabilityHook::Fexit, CapabilityHook::Tracepoint] {
+        let path = dir.join("progs").join(hook.program());
+        if path.exists() {
+            let fd = Program::fd_from_pinned_path(&path)
+                .map_err(|source| PinError::Pin { path, source })?;
+            learn_cap = Some((hook, fd));
+        }
+    }
     let config = map("config")?
         .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
         .map_err(|source| PinError::Pin {
@@ -542,6 +577,7 @@ fn open_pins(dir: &Path) -> Result<NodeMaps, PinError> {
             .collect(),
     };
     Ok(NodeMaps {
+        dir: dir.to_path_buf(),
         lsm: dir.join("links/lsm_exec").exists(),
         syscall_hook,
         missing_syscalls,
@@ -558,219 +594,12 @@ fn open_pins(dir: &Path) -> Result<NodeMaps, PinError> {
         cred_files: map("cred_files")?,
         learn_syscalls: map("learn_syscalls")?,
         learn_prog,
+        learn_cap,
         sock_create,
         cgroup_progs,
     })
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Whether the running kernel's release is `major.minor` or later.
-    fn kernel_at_least(major: u32, minor: u32) -> bool {
-        crate::kernel::release_at_least(major, minor)
-    }
-
-    fn hooks_of(attempts: &[Attempt]) -> Vec<(SyscallHook, bool)> {
-        let mut hooks = Vec::new();
-        for a in attempts {
-            if !hooks.contains(&(a.hook, a.task_btf)) {
-                hooks.push((a.hook, a.task_btf));
-            }
-        }
-        hooks
-    }
-
-    /// The ladder asks for fexit only where the trampoline probe passed, with the 5.15
-    /// helpers first, and always ends at the raw sys_exit program; BPF-LSM is asked first
-    /// only where its probe passed, and every hook is tried at each rung.
-    #[test]
-    fn the_ladder_tries_fexit_only_where_trampolines_work_and_ends_raw() {
-        let raw = (SyscallHook::RawSysExit, false);
-        let fx = attempts(true, SyscallHook::Fexit, true);
-        assert_eq!(
-            hooks_of(&fx),
-            [(SyscallHook::Fexit, true), (SyscallHook::Fexit, false), raw]
-        );
-        assert!(fx[0].lsm && fx[0].source_check && fx[0].sock);
-        assert_eq!(fx[0].hook, SyscallHook::Fexit);
-        assert!(!fx.last().unwrap().lsm && fx.last().unwrap().hook == SyscallHook::RawSysExit);
-        // every rung tries the three hooks, no attempt twice
-        assert_eq!(fx.len(), 4 * 3);
-        assert!(fx.iter().enumerate().all(|(i, a)| !fx[..i].contains(a)));
-
-        let refused = attempts(true, SyscallHook::Fexit, false);
-        assert_eq!(hooks_of(&refused), [raw]);
-        assert!(refused.iter().all(|a| a.hook == SyscallHook::RawSysExit));
-
-        let tp = attempts(false, SyscallHook::ExitTracepoints, true);
-        assert_eq!(hooks_of(&tp), [(SyscallHook::ExitTracepoints, true), raw]);
-        assert!(tp.iter().all(|a| !a.lsm));
-        assert_eq!(
-            hooks_of(&attempts(false, SyscallHook::RawSysExit, true)),
-            [raw]
-        );
-    }
-
-    /// Which programs an attempt loads: the fexit ones with the fexit hook only, minus the
-    /// targets the kernel lacks; exactly one of the tracepoint variants otherwise.
-    #[test]
-    fn autoload_follows_the_hook_and_the_missing_targets() {
-        let at = |hook| Attempt {
-            lsm: false,
-            source_check: true,
-            sock: true,
-            hook,
-            task_btf: false,
-        };
-        let missing = fexit_skipped(&[format!("{SYSCALL_ENTRY}init_module")], Some(1));
-        assert_eq!(
-            missing,
-            ["fexit_init_module", "fexit_seccomp_void"],
-            "one argument: the void program is left out"
-        );
-        assert_eq!(fexit_skipped(&[], Some(0)), ["fexit_seccomp"]);
-        assert_eq!(
-            fexit_skipped(&[], None),
-            ["fexit_seccomp", "fexit_seccomp_void"]
-        );
-        let fx = at(SyscallHook::Fexit);
-        let openat = format!("fexit/{SYSCALL_ENTRY}openat");
-        let init = format!("fexit/{SYSCALL_ENTRY}init_module");
-        assert!(autoload(&openat, "fexit_openat", &fx, &missing));
-        assert!(!autoload(&init, "fexit_init_module", &fx, &missing));
-        assert!(autoload(
-            "fexit/__secure_computing",
-            "fexit_seccomp",
-            &fx,
-            &missing
-        ));
-        assert!(!autoload(
-            "tp_btf/sys_exit",
-            "on_sys_exit_raw",
-            &fx,
-            &missing
-        ));
-        assert!(!autoload("tracepoint", "on_sys_exit", &fx, &missing));
-        assert!(autoload(
-            "tp_btf/sched_process_exec",
-            "on_exec",
-            &fx,
-            &missing
-        ));
-        assert!(!autoload(
-            "lsm/bprm_check_security",
-            "lsm_exec",
-            &fx,
-            &missing
-        ));
-        let raw = at(SyscallHook::RawSysExit);
-        assert!(!autoload(&openat, "fexit_openat", &raw, &[]));
-        assert!(autoload("tp_btf/sys_exit", "on_sys_exit_raw", &raw, &[]));
-        assert!(!autoload("tracepoint", "on_sys_exit", &raw, &[]));
-        let tp = at(SyscallHook::ExitTracepoints);
-        assert!(autoload("tracepoint", "on_sys_exit", &tp, &[]));
-        assert!(!autoload(
-            "fexit/__secure_computing",
-            "fexit_seccomp",
-            &tp,
-            &[]
-        ));
-    }
-
-    /// The load ladder on the running kernel: where the probe finds BPF-LSM in force, the LSM
-    /// program loads (with the syscall program this kernel takes); without it the object
-    /// always loads with the raw sys_exit variant, with the exit-tracepoint one exactly from
-    /// 5.15 on (it needs bpf_get_current_task_btf and bpf_task_pt_regs, which 5.10 lacks), and
-    /// with the fexit programs (without the 5.15 helpers) wherever the trampoline probe passes.
-    #[test]
-    fn lsm_attempt_follows_the_probe_and_the_fallbacks_load() {
-        let lsm = probe_lsm();
-        let trampolines = probe_trampolines();
-        let exit_tracepoints = kernel_at_least(5, 15);
-        let targets = fexit_targets();
-        let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
-        let missing: Vec<String> = missing_entry_points(&targets)
-            .into_iter()
-            .map(str::to_string)
-            .collect();
-        let seccomp_params = function_params("__secure_computing");
-        let skip = fexit_skipped(&missing, seccomp_params);
-        let mut a = MaybeUninit::uninit();
-        let with_lsm = open_and_load(
-            &mut a,
-            true,
-            Attempt {
-                lsm: true,
-                source_check: false,
-                sock: false,
-                hook: SyscallHook::RawSysExit,
-                task_btf: false,
-            },
-            &skip,
-        );
-        assert!(
-            !lsm || with_lsm.is_ok(),
-            "the probe found bpf-lsm in force, the lsm program did not load: {:?}",
-            with_lsm.err()
-        );
-        for hook in [
-            SyscallHook::Fexit,
-            SyscallHook::ExitTracepoints,
-            SyscallHook::RawSysExit,
-        ] {
-            let mut b = MaybeUninit::uninit();
-            let without = open_and_load(
-                &mut b,
-                true,
-                Attempt {
-                    lsm: false,
-                    source_check: false,
-                    sock: false,
-                    hook,
-                    task_btf: hook == SyscallHook::ExitTracepoints,
-                },
-                &skip,
-            );
-            if hook == SyscallHook::ExitTracepoints && !exit_tracepoints {
-                assert!(without.is_err(), "{hook} loaded before 5.15");
-                continue;
-            }
-            if hook == SyscallHook::Fexit && !trampolines {
-                // Where trampolines are refused the loader never asks for these.
-                continue;
-            }
-            let skel = without.unwrap_or_else(|e| panic!("{hook}: {e}"));
-            let mut loaded: Vec<String> = skel
-                .object()
-                .progs_mut()
-                .filter(|p| {
-                    let n = p.name().to_string_lossy();
-                    p.autoload() && (n.starts_with("on_sys_exit") || n.starts_with("fexit_"))
-                })
-                .map(|p| p.name().to_string_lossy().into_owned())
-                .collect();
-            loaded.sort();
-            let want: Vec<String> = match hook {
-                SyscallHook::ExitTracepoints => vec!["on_sys_exit".into()],
-                SyscallHook::RawSysExit => vec!["on_sys_exit_raw".into()],
-                SyscallHook::Fexit => {
-                    let mut w: Vec<String> = crate::event::WATCHED_SYSCALLS
-                        .iter()
-                        .filter(|s| !missing.contains(&format!("{SYSCALL_ENTRY}{s}")))
-                        .map(|s| format!("fexit_{s}"))
-                        .collect();
-                    match seccomp_params {
-                        Some(0) => w.push("fexit_seccomp_void".into()),
-                        Some(1) => w.push("fexit_seccomp".into()),
-                        _ => {}
-                    }
-                    w.sort();
-                    w
-                }
-            };
-            assert_eq!(loaded, want, "{hook}");
-        }
-    }
-}
+#[path = "load_tests.rs"]
+mod tests;

@@ -7,14 +7,16 @@
 //! keeps who holds the set, with each holder's ring.
 
 use std::os::fd::OwnedFd;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use libbpf_rs::MapHandle;
 
-use crate::kernel::SyscallHook;
+use crate::kernel::{CapabilityHook, SyscallHook};
 use crate::skel::monitor::types;
 
 pub(crate) mod holders;
+pub(crate) mod learn;
 pub(crate) mod load;
 pub(crate) mod park;
 pub(crate) mod pin;
@@ -22,6 +24,8 @@ pub(crate) mod pin;
 /// Handles on the pinned maps and programs, as every holder sees them.
 #[derive(Debug)]
 pub(crate) struct NodeMaps {
+    /// The set's pin directory.
+    pub dir: PathBuf,
     /// The read-only data the programs were loaded with.
     pub config: types::rodata,
     /// The exec deny rules are enforced by the BPF-LSM program (attached and pinned).
@@ -42,10 +46,12 @@ pub(crate) struct NodeMaps {
     pub glob_slots: MapHandle,
     /// The credential files of each container, by device and inode (creds.h).
     pub cred_files: MapHandle,
-    /// Learning cgroups' tables of system calls seen (learn.h).
+    /// Learning cgroups' tables of system calls seen and capabilities checked (learn.h).
     pub learn_syscalls: MapHandle,
-    /// The pinned program that fills them, attached by a holder while it has a learner.
+    /// The pinned program that fills the system calls, attached while the node learns.
     pub learn_prog: Option<OwnedFd>,
+    /// The pinned program that fills the capabilities, when this kernel offers a hook.
+    pub learn_cap: Option<(CapabilityHook, OwnedFd)>,
     /// The pinned `sock_create` program, when this kernel loaded it.
     pub sock_create: Option<OwnedFd>,
     pub cgroup_progs: Vec<(

@@ -25,14 +25,24 @@ pub(crate) const SOCK_PROG: (&str, libbpf_rs::libbpf_sys::bpf_attach_type) = (
     libbpf_rs::libbpf_sys::BPF_CGROUP_INET_SOCK_CREATE,
 );
 
-/// The program recording a learning container's system calls (`bpf/learn.h`), attached by a
-/// holder while it has a learning container, not by the loader.
+/// The program recording a learning container's system calls (`bpf/learn.h`), attached while
+/// the node has a learning container, not by the loader.
 pub(crate) const LEARN_PROG: &str = "learn_sys_enter";
 
-/// The programs attached per container (to its cgroup) or per learning holder, not by the
+/// The programs recording a learning container's capability checks (`bpf/learn.h`): fexit on
+/// `cap_capable`, or its tracepoint; the loader loads one of them at most. Attached like
+/// [`LEARN_PROG`].
+pub(crate) const LEARN_CAP_FEXIT: &str = "learn_cap_fexit";
+pub(crate) const LEARN_CAP_TP: &str = "learn_cap_tp";
+
+/// The programs attached per container (to its cgroup) or while the node learns, not by the
 /// loader (nor again when a parked set is attached).
 pub(crate) fn attached_per_container(name: &str) -> bool {
-    name == SOCK_PROG.0 || name == LEARN_PROG || CGROUP_PROGS.iter().any(|(n, _)| *n == name)
+    name == SOCK_PROG.0
+        || name == LEARN_PROG
+        || name == LEARN_CAP_FEXIT
+        || name == LEARN_CAP_TP
+        || CGROUP_PROGS.iter().any(|(n, _)| *n == name)
 }
 
 /// Exclusive lock over the pin root; dropping it closes the fd and releases the lock.
