@@ -91,7 +91,7 @@ impl Applied {
         format!(
             "learned profile of {} applied in {mode} (stage {}): {} observations",
             self.workload,
-            stage_name(self.stage),
+            self.stage.name(),
             self.recording.observations
         )
     }
@@ -135,8 +135,8 @@ pub fn event_line(workload: &WorkloadId, e: &Event) -> String {
     };
     format!(
         "learned profile of {workload}: {kind} by {by}, {} -> {}: {}",
-        stage_name(e.from),
-        stage_name(e.to),
+        e.from.name(),
+        e.to.name(),
         e.reason
     )
 }
@@ -335,16 +335,6 @@ pub fn epoch_now() -> u64 {
         .duration_since(std::time::SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-/// The stage's name as the CLI and the documents spell it.
-pub fn stage_name(s: Stage) -> &'static str {
-    match s {
-        Stage::Learn => "learn",
-        Stage::Audit => "audit",
-        Stage::Canary => "canary",
-        Stage::Enforce => "enforce",
-    }
 }
 
 #[cfg(test)]
