@@ -1,5 +1,6 @@
 //! Learned profiles through CRI: a palisade pod annotated `palisade.dev/profile: learn` has what
-//! its container does recorded into its workload's document in the shims' `[profile]
+//! its container does (the capabilities it used too, where the node can observe them) recorded
+//! into its workload's document in the shims' `[profile]
 //! state_dir` with no event dropped, and the document exports a KubeArmorPolicy palisade accepts; a
 //! malformed annotation refuses the pod. The enforced profile's check is `profile_enforce`.
 
@@ -45,9 +46,11 @@ pub fn all() -> Vec<SecCheck> {
     v
 }
 
-/// What the learning container does, each by a path the recording must show.
+/// What the learning container does, each by a path the recording must show. The chown to
+/// another owner needs CAP_CHOWN (in the default set), which the recording must show where the
+/// node can observe capabilities.
 const ACTIONS: &str = "cat /etc/hostname >/dev/null && mkdir -p /tmp/learn && echo x > /tmp/learn/out \
-     && (nc -l -p 8081 </dev/null >/dev/null 2>&1 &) && sleep 0.5 && echo hi | nc -w 2 127.0.0.1 8081; true";
+     && chown 1:1 /tmp/learn/out && (nc -l -p 8081 </dev/null >/dev/null 2>&1 &) && sleep 0.5 && echo hi | nc -w 2 127.0.0.1 8081; true";
 
 /// Whether the recording holds every action of [`ACTIONS`] (and says which one it misses).
 fn missing(r: &Recording) -> Option<String> {
@@ -67,8 +70,11 @@ fn missing(r: &Recording) -> Option<String> {
     let calls = ["execve", "openat", "socket", "bind", "listen", "connect"]
         .iter()
         .find(|c| !r.syscalls.contains(**c));
+    // Where the node has no capability hook the recording says so, and has none to show.
+    let chown = !r.capabilities_observed() || r.capabilities.iter().any(|c| c.name == "chown");
     let checks = [
         (shell, "an exec of sh".to_string()),
+        (chown, "the capability chown".into()),
         (read_hostname, "a read of /etc/hostname".into()),
         (wrote, "a write of /tmp/learn/out".into()),
         (listens, format!("tcp port {PORT} listening")),
@@ -157,8 +163,17 @@ pub async fn profile_learn_record_export(ctx: &Ctx) -> Result<Observed> {
     ensure(!parsed.policies.is_empty(), || {
         "the export holds no policy".into()
     })?;
+    let capabilities = if r.capabilities_observed() {
+        let names: Vec<&str> = r.capabilities.iter().map(|c| c.name).collect();
+        ensure(export.text.contains("matchCapabilities"), || {
+            "capabilities recorded, the export has no matchCapabilities".into()
+        })?;
+        format!("capabilities {}", names.join(","))
+    } else {
+        "capabilities not observable on this kernel".to_string()
+    };
     Ok(Observed::blocked(format!(
-        "{} observations, 0 dropped, {unrecognized} unrecognized {:?}: {} executables, {} files, {} peers, {} calls; export {} lines",
+        "{} observations, 0 dropped, {unrecognized} unrecognized {:?}: {} executables, {} files, {} peers, {} calls, {capabilities}; export {} lines",
         r.observations,
         r.unrecognized,
         r.executables.len(),
