@@ -289,6 +289,21 @@ impl Env {
                  departure_window_secs = 120\ndeparture_limit = 3\n"
             ),
         )?;
+        // Promotion refused for drops: the same rule, a one-page event ring (the line joins
+        // the `[monitor]` table) and a small observation count, so that an open loop overruns
+        // the ring whatever the machine's speed.
+        let palisade_drops_toml = r.join("palisade-drops.toml");
+        fs::write(
+            &palisade_drops_toml,
+            format!(
+                "{header}{shim_config}ring_bytes = 4096
+
+[profile.rule]
+min_learn_secs = 0
+                 min_observations = 100
+"
+            ),
+        )?;
         let cri = "plugins.\"io.containerd.grpc.v1.cri\"";
         // One runtime a shim configuration, all of them io.containerd.palisade.v2.
         let palisade_runtimes: String = [
@@ -299,6 +314,7 @@ impl Env {
             ("palisade-nomon", &palisade_nomon_toml),
             ("palisade-strict-nomon", &palisade_strict_nomon_toml),
             ("palisade-rule", &palisade_rule_toml),
+            ("palisade-drops", &palisade_drops_toml),
         ]
         .iter()
         .map(|(name, toml)| {
