@@ -156,23 +156,26 @@ pub fn run(ws: &Workspace, filters: &[String]) -> Result<()> {
     let _ = fs::remove_dir_all(&last);
     fs::create_dir_all(&last).with_context(|| format!("create {}", last.display()))?;
     let accel = Accel::detect();
-    let binaries = guest::build_tests(ws, &last)?;
-    let busybox = initramfs::busybox_static(&cache).context("fetch busybox-static")?;
-    let root = rootfs::image(&cache)?;
     let boots: Vec<&BootSpec> = BOOTS.iter().filter(|b| picked(b.label, filters)).collect();
-    let payload = if boots.iter().any(|b| !b.cri.is_empty()) {
-        Some(suite::prepare(ws).context("prepare the guests' containerd run")?)
-    } else {
-        None
-    };
-    // The kernels first, one download at a time (the two 5.10 boots share one).
-    let kernels: Vec<Result<kernels::Kernel>> = boots
-        .iter()
-        .map(|spec| {
-            kernels::fetch(&cache, spec.suite, &busybox)
-                .with_context(|| format!("fetch the {} kernel", spec.suite))
-        })
-        .collect();
+    // The downloads (busybox, the root image, the kernels) run beside the builds (the test
+    // binaries, the guests' containerd payload): on a fresh machine each takes minutes.
+    let (fetched, built) = std::thread::scope(|s| {
+        let fetch = s.spawn(|| fetch_all(&cache, &boots));
+        let built = guest::build_tests(ws, &last).and_then(|binaries| {
+            let payload = if boots.iter().any(|b| !b.cri.is_empty()) {
+                Some(suite::prepare(ws).context("prepare the guests' containerd run")?)
+            } else {
+                None
+            };
+            Ok((binaries, payload))
+        });
+        let fetched = fetch
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the matrix's download thread panicked")));
+        (fetched, built)
+    });
+    let (root, kernels) = fetched?;
+    let (binaries, payload) = built?;
     let lanes = lanes(accel, boots.len());
     eprintln!(
         "xtask: matrix: {} boots in {lanes} lane(s) of one guest each",
@@ -229,6 +232,21 @@ pub fn run(ws: &Workspace, filters: &[String]) -> Result<()> {
             last.display()
         )
     }
+}
+
+/// The busybox binary, the guests' root image and each boot's kernel (one download at a time:
+/// the two 5.10 boots share one); a kernel that cannot be fetched fails its boot alone.
+fn fetch_all(cache: &Path, boots: &[&BootSpec]) -> Result<(PathBuf, Vec<Result<kernels::Kernel>>)> {
+    let busybox = initramfs::busybox_static(cache).context("fetch busybox-static")?;
+    let root = rootfs::image(cache)?;
+    let kernels = boots
+        .iter()
+        .map(|spec| {
+            kernels::fetch(cache, spec.suite, &busybox)
+                .with_context(|| format!("fetch the {} kernel", spec.suite))
+        })
+        .collect();
+    Ok((root, kernels))
 }
 
 /// How many guests run at once: one per host CPU their vCPUs can have to themselves (two on
