@@ -158,6 +158,16 @@ fn fexit_targets() -> Vec<String> {
         .collect()
 }
 
+/// The fexit targets this kernel's BTF lacks (their programs are not loaded).
+fn missing_fexit_targets() -> Vec<String> {
+    let targets = fexit_targets();
+    let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
+    missing_entry_points(&targets)
+        .into_iter()
+        .map(str::to_string)
+        .collect()
+}
+
 /// The fexit programs to leave out on this kernel: those of the targets its BTF lacks
 /// (`missing`), and the `__secure_computing` program that does not match its parameters
 /// (`seccomp_params`: one until 7.x, none since).
@@ -255,12 +265,7 @@ fn load_and_pin<R: Send>(
             .parent()
             .map_or_else(probe_trampolines, probe_trampolines_cached);
     let missing: Vec<String> = if trampolines {
-        let targets = fexit_targets();
-        let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
-        let missing: Vec<String> = missing_entry_points(&targets)
-            .into_iter()
-            .map(str::to_string)
-            .collect();
+        let missing = missing_fexit_targets();
         if !missing.is_empty() {
             warn!(
                 ?missing,

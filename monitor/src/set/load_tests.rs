@@ -202,12 +202,7 @@ fn lsm_attempt_follows_the_probe_and_the_fallbacks_load() {
     let lsm = probe_lsm();
     let trampolines = probe_trampolines();
     let exit_tracepoints = kernel_at_least(5, 15);
-    let targets = fexit_targets();
-    let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
-    let missing: Vec<String> = missing_entry_points(&targets)
-        .into_iter()
-        .map(str::to_string)
-        .collect();
+    let missing = missing_fexit_targets();
     let seccomp_params = function_params("__secure_computing");
     let skip = fexit_skipped(&missing, seccomp_params);
     let mut a = MaybeUninit::uninit();
