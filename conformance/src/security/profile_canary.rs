@@ -1,7 +1,8 @@
-//! The safety nets of learned profiles through CRI, under the `palisade-rule` handler (the
-//! suite's shim configuration with the promotion rule's `[profile.rule]` figures made small:
-//! no minimum time in learn). A workload whose recording dropped events, forced by a real open
-//! loop faster than the shim's event ring is read, refuses promotion: by the rule at its next
+//! The safety nets of learned profiles through CRI, under the `palisade-rule` and
+//! `palisade-drops` handlers (the suite's shim configuration with the promotion rule's
+//! `[profile.rule]` figures made small: no minimum time in learn; `palisade-drops` also has a
+//! one-page event ring). A workload whose recording dropped events, forced by a real open
+//! loop faster than the shim's one-page event ring is read, refuses promotion: by the rule at its next
 //! merge (a `profile-stage` event "promotion refused" naming the drops) and by the operator
 //! through the real `palisade profile promote` and `pin` commands, which fail with the reason.
 //!
