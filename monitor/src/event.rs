@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use palisade_events::{Action, Event, Parent, Process, Rule, Severity, Source, Workload};
+use serde_json::json;
 
 use crate::rules::{ContainerRef, SockClass};
 
@@ -383,8 +384,8 @@ impl MonitorEvent {
 
 impl EventKind {
     /// The kind's own fields as evidence on `event`.
-    fn add_evidence(&self, mut event: Event) -> Event {
-        match self {
+    fn add_evidence(&self, event: Event) -> Event {
+        let fields = match self {
             EventKind::Exec {
                 filename,
                 ino,
@@ -392,71 +393,44 @@ impl EventKind {
                 killed,
                 refused,
                 ..
-            } => {
-                event = event
-                    .with_evidence("refused", *refused)
-                    .with_evidence("path", filename.as_str())
-                    .with_evidence("inode", *ino)
-                    .with_evidence("dev", *dev)
-                    .with_evidence("killed", *killed);
-            }
-            EventKind::Exit { code } => event = event.with_evidence("exit_code", *code),
-            EventKind::Fork { child_pid } => event = event.with_evidence("child_pid", *child_pid),
+            } => json!({
+                "refused": refused, "path": filename, "inode": ino, "dev": dev, "killed": killed,
+            }),
+            EventKind::Exit { code } => json!({ "exit_code": code }),
+            EventKind::Fork { child_pid } => json!({ "child_pid": child_pid }),
             EventKind::Open {
                 path,
                 flags,
                 result,
-                secret,
+                secret: secret_mount,
                 system_dir,
-                credential,
+                credential: credential_file,
                 ..
-            } => {
-                event = event
-                    .with_evidence("path", path.as_str())
-                    .with_evidence("flags", *flags)
-                    .with_evidence("result", *result)
-                    .with_evidence("secret_mount", *secret)
-                    .with_evidence("system_dir", *system_dir)
-                    .with_evidence("credential_file", *credential)
-                    .with_evidence("denied", *result == -EACCES || *result == -EPERM);
-            }
+            } => json!({
+                "path": path, "flags": flags, "result": result, "secret_mount": secret_mount,
+                "system_dir": system_dir, "credential_file": credential_file,
+                "denied": *result == -EACCES || *result == -EPERM,
+            }),
             EventKind::Connect { addr, result }
             | EventKind::Bind { addr, result }
-            | EventKind::Accept { peer: addr, result } => {
-                if let Some(a) = addr {
-                    event = event
-                        .with_evidence("address", a.ip().to_string())
-                        .with_evidence("port", a.port());
+            | EventKind::Accept { peer: addr, result } => match addr {
+                Some(a) => {
+                    json!({ "address": a.ip().to_string(), "port": a.port(), "result": result })
                 }
-                event = event.with_evidence("result", *result);
-            }
-            EventKind::Listen { fd, result, .. } => {
-                event = event
-                    .with_evidence("fd", *fd)
-                    .with_evidence("result", *result);
-            }
+                None => json!({ "result": result }),
+            },
+            EventKind::Listen { fd, result, .. } => json!({ "fd": fd, "result": result }),
             EventKind::Socket {
                 domain,
                 kind,
                 protocol,
                 result,
-            } => {
-                event = event
-                    .with_evidence("domain", *domain)
-                    .with_evidence("type", *kind)
-                    .with_evidence("protocol", *protocol)
-                    .with_evidence("result", *result);
-            }
+            } => json!({ "domain": domain, "type": kind, "protocol": protocol, "result": result }),
             EventKind::Mount {
                 target,
                 flags,
                 result,
-            } => {
-                event = event
-                    .with_evidence("target", target.as_str())
-                    .with_evidence("flags", *flags)
-                    .with_evidence("result", *result);
-            }
+            } => json!({ "target": target, "flags": flags, "result": result }),
             EventKind::SockCreate {
                 family,
                 kind,
@@ -465,21 +439,13 @@ impl EventKind {
                 refused,
                 exe_id,
                 ..
-            } => {
-                event = event
-                    .with_evidence("domain", *family)
-                    .with_evidence("type", *kind)
-                    .with_evidence("protocol", *protocol)
-                    .with_evidence("class", class.map_or("", |c| c.as_str()))
-                    .with_evidence("refused", *refused)
-                    .with_evidence("dev", exe_id.0)
-                    .with_evidence("inode", exe_id.1);
-            }
+            } => json!({
+                "domain": family, "type": kind, "protocol": protocol,
+                "class": class.map_or("", |c| c.as_str()), "refused": refused,
+                "dev": exe_id.0, "inode": exe_id.1,
+            }),
             EventKind::Syscall { call, args, result } => {
-                event = event
-                    .with_evidence("syscall", call.name())
-                    .with_evidence("args", args.to_vec())
-                    .with_evidence("result", *result);
+                json!({ "syscall": call.name(), "args": args, "result": result })
             }
             EventKind::FileDenied {
                 op,
@@ -492,17 +458,16 @@ impl EventKind {
                 owner,
                 refused,
                 ..
-            } => {
-                event = event
-                    .with_evidence("op", op.as_str())
-                    .with_evidence("path", file_path(target, name, *depth))
-                    .with_evidence("rule_target", target.as_str())
-                    .with_evidence("dev", *dev)
-                    .with_evidence("inode", *ino)
-                    .with_evidence("write", *write)
-                    .with_evidence("owner", *owner)
-                    .with_evidence("refused", *refused)
-                    .with_evidence("result", if *refused { -EACCES } else { 0 });
+            } => json!({
+                "op": op.as_str(), "path": file_path(target, name, *depth), "rule_target": target,
+                "dev": dev, "inode": ino, "write": write, "owner": owner, "refused": refused,
+                "result": if *refused { -EACCES } else { 0 },
+            }),
+        };
+        let mut event = event;
+        if let serde_json::Value::Object(fields) = fields {
+            for (key, value) in fields {
+                event = event.with_evidence(&key, value);
             }
         }
         event

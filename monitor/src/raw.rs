@@ -2,6 +2,8 @@
 
 use std::mem::size_of;
 
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+
 use crate::skel::monitor::types;
 
 /// The bytes of a plain record. Only used on the skeleton's `repr(C)` integer-only types, whose
@@ -21,6 +23,14 @@ pub(crate) fn read<T: Copy>(data: &[u8]) -> Option<T> {
     // SAFETY: the buffer holds at least size_of::<T>() bytes and every bit pattern is a valid
     // value of the skeleton's integer-only record types.
     Some(unsafe { std::ptr::read_unaligned(data.as_ptr().cast::<T>()) })
+}
+
+/// The value under `key` in `map` as a record; `None` when it is absent, unreadable or short.
+pub(crate) fn lookup<T: Copy>(map: &MapHandle, key: &[u8]) -> Option<T> {
+    map.lookup(key, MapFlags::ANY)
+        .ok()
+        .flatten()
+        .and_then(|v| read::<T>(&v))
 }
 
 /// Kinds of records in the ring buffer (enum event_kind in events.h).

@@ -9,7 +9,7 @@ use std::sync::{Arc, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use libbpf_rs::{MapCore, MapFlags, MapHandle, RingBufferBuilder};
+use libbpf_rs::{MapHandle, RingBufferBuilder};
 use tracing::{debug, warn};
 
 use crate::detect;
@@ -92,14 +92,8 @@ fn report_drops(shared: &Shared, last: &mut HashMap<u32, u64>) {
         .collect();
     last.retain(|slot, _| watches.iter().any(|(s, _)| s == slot));
     for (slot, entry) in watches {
-        let Some(info) = shared
-            .maps
-            .containers
-            .lookup(&entry.container.cgroup_id.to_ne_bytes(), MapFlags::ANY)
-            .ok()
-            .flatten()
-            .and_then(|v| raw::read::<types::container_info>(&v))
-        else {
+        let key = entry.container.cgroup_id.to_ne_bytes();
+        let Some(info) = raw::lookup::<types::container_info>(&shared.maps.containers, &key) else {
             continue;
         };
         let before = last.insert(slot, info.drops).unwrap_or(0);

@@ -681,7 +681,7 @@ mod tests {
 
     #[test]
     fn seccomp_refusals_are_the_unconditional_errno_ones() {
-        let profile = serde_json::json!({
+        let refused = seccomp_refused(&serde_json::json!({
             "defaultAction": "SCMP_ACT_ERRNO",
             "syscalls": [
                 {"names": ["openat", "connect", "socket"], "action": "SCMP_ACT_ALLOW"},
@@ -689,8 +689,7 @@ mod tests {
                 {"names": ["setns"], "action": "SCMP_ACT_ALLOW",
                  "args": [{"index": 1, "value": 0, "op": "SCMP_CMP_EQ"}]},
             ]
-        });
-        let refused = seccomp_refused(&profile);
+        }));
         assert!(refused.iter().any(|s| s == "ptrace"));
         assert!(
             refused.iter().any(|s| s == "unshare"),

@@ -72,13 +72,8 @@ impl std::fmt::Debug for WatchReader {
 impl WatchReader {
     /// The kernel's counters for the container (zero once its watch is dropped).
     pub fn stats(&self) -> WatchStats {
-        self.shared
-            .maps
-            .containers
-            .lookup(&self.cgroup_id.to_ne_bytes(), MapFlags::ANY)
-            .ok()
-            .flatten()
-            .and_then(|v| raw::read::<types::container_info>(&v))
+        let key = self.cgroup_id.to_ne_bytes();
+        raw::lookup::<types::container_info>(&self.shared.maps.containers, &key)
             .map(|i| WatchStats {
                 events: i.events,
                 drops: i.drops,
@@ -91,13 +86,8 @@ impl WatchReader {
         if !self.learning {
             return None;
         }
-        self.shared
-            .maps
-            .learn_syscalls
-            .lookup(&self.cgroup_id.to_ne_bytes(), MapFlags::ANY)
-            .ok()
-            .flatten()
-            .and_then(|v| raw::read::<types::learn_table>(&v))
+        let key = self.cgroup_id.to_ne_bytes();
+        raw::lookup::<types::learn_table>(&self.shared.maps.learn_syscalls, &key)
     }
 
     /// See [`Watch::syscalls_seen`].

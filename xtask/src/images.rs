@@ -283,14 +283,10 @@ mod tests {
 
     #[test]
     fn hash_changes_with_content() {
-        let dir = std::env::temp_dir().join(format!("xtask-hash-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        let f = dir.join("a");
-        fs::write(&f, "one").unwrap();
-        let h1 = hash_files(std::slice::from_ref(&f)).unwrap();
-        fs::write(&f, "two").unwrap();
-        let h2 = hash_files(std::slice::from_ref(&f)).unwrap();
+        let f = crate::procs::ScratchFile::new("hash", "a", "one");
+        let h1 = hash_files(std::slice::from_ref(&f.path)).unwrap();
+        fs::write(&f.path, "two").unwrap();
+        let h2 = hash_files(std::slice::from_ref(&f.path)).unwrap();
         assert_ne!(h1, h2);
-        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -199,6 +199,32 @@ pub fn tail(path: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// A file with `contents` in a directory of its own under the temporary directory (named
+/// after `name` and this process), removed with the directory when dropped: for tests.
+#[cfg(test)]
+pub struct ScratchFile {
+    dir: PathBuf,
+    pub path: PathBuf,
+}
+
+#[cfg(test)]
+impl ScratchFile {
+    pub fn new(name: &str, file: &str, contents: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("xtask-{name}-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(file);
+        fs::write(&path, contents).unwrap();
+        ScratchFile { dir, path }
+    }
+}
+
+#[cfg(test)]
+impl Drop for ScratchFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,11 +256,7 @@ mod tests {
 
     #[test]
     fn tail_keeps_last_lines() {
-        let dir = std::env::temp_dir().join(format!("xtask-tail-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        let f = dir.join("log");
-        fs::write(&f, "a\nb\nc\n").unwrap();
-        assert_eq!(tail(&f, 2), "b\nc");
-        fs::remove_dir_all(&dir).unwrap();
+        let f = ScratchFile::new("tail", "log", "a\nb\nc\n");
+        assert_eq!(tail(&f.path, 2), "b\nc");
     }
 }

@@ -282,6 +282,18 @@ struct GlobForm {
     tail: Vec<u8>,
 }
 
+impl GlobForm {
+    fn new(min_depth: u32, recursive: bool, star: bool, head: &str, tail: &str) -> Self {
+        GlobForm {
+            min_depth,
+            recursive,
+            star,
+            head: head.as_bytes().to_vec(),
+            tail: tail.as_bytes().to_vec(),
+        }
+    }
+}
+
 fn glob_form(glob: &str) -> Option<GlobForm> {
     let segments: Vec<&str> = glob.split('/').filter(|s| !s.is_empty()).collect();
     let literal = segments
@@ -317,13 +329,7 @@ fn glob_form(glob: &str) -> Option<GlobForm> {
     if head.len() > GLOB_PART || tail.len() > GLOB_PART {
         return None;
     }
-    Some(GlobForm {
-        min_depth,
-        recursive,
-        star,
-        head: head.as_bytes().to_vec(),
-        tail: tail.as_bytes().to_vec(),
-    })
+    Some(GlobForm::new(min_depth, recursive, star, head, tail))
 }
 
 /// A glob's head or tail as the kernel compares it: GLOB_PART bytes as words and the mask of
@@ -443,14 +449,8 @@ mod tests {
 
     #[test]
     fn globs_the_kernel_matches_and_the_others() {
-        let form = |min_depth, recursive, star, head: &str, tail: &str| {
-            Some(GlobForm {
-                min_depth,
-                recursive,
-                star,
-                head: head.as_bytes().to_vec(),
-                tail: tail.as_bytes().to_vec(),
-            })
+        let form = |min_depth, recursive, star, head, tail| {
+            Some(GlobForm::new(min_depth, recursive, star, head, tail))
         };
         assert_eq!(glob_form("/etc/*.key"), form(1, false, true, "", ".key"));
         assert_eq!(

@@ -88,12 +88,7 @@ fn source_id(
 /// The hit counter of `key`'s value in `map`, a `V` whose counter `hits` reads; 0 when the
 /// key is not there.
 fn hits_in<V: Copy>(map: &MapHandle, key: &[u8], hits: impl Fn(&V) -> u64) -> u64 {
-    map.lookup(key, MapFlags::ANY)
-        .ok()
-        .flatten()
-        .and_then(|v| raw::read::<V>(&v))
-        .map(|v| hits(&v))
-        .unwrap_or(0)
+    raw::lookup::<V>(map, key).map(|v| hits(&v)).unwrap_or(0)
 }
 
 /// What the installers put into the kernel for one container.
@@ -134,28 +129,22 @@ impl Installed {
             });
             out.push((rule.name.clone(), n));
         }
-        for (i, key) in &self.file_keys {
-            let Some(rule) = rules.deny_file.get(*i) else {
-                continue;
-            };
+        let file_hits = self.file_keys.iter().map(|(i, key)| {
             let n = hits_in(&maps.deny_file, bytes_of(key), |v: &types::file_rule| {
                 v.hits
             });
-            out.push((rule.name.clone(), n));
-        }
-        for (i, key) in &self.glob_keys {
-            let Some(rule) = rules.deny_file.get(*i) else {
-                continue;
-            };
-            let n = maps
-                .deny_glob
-                .lookup(bytes_of(key), MapFlags::ANY)
-                .ok()
-                .flatten()
-                .and_then(|v| raw::read::<types::glob_rule>(&v))
-                .map(|v| v.r.hits)
-                .unwrap_or(0);
-            out.push((rule.name.clone(), n));
+            (*i, n)
+        });
+        let glob_hits = self.glob_keys.iter().map(|(i, key)| {
+            let n = hits_in(&maps.deny_glob, bytes_of(key), |v: &types::glob_rule| {
+                v.r.hits
+            });
+            (*i, n)
+        });
+        for (i, n) in file_hits.chain(glob_hits) {
+            if let Some(rule) = rules.deny_file.get(i) {
+                out.push((rule.name.clone(), n));
+            }
         }
         out
     }

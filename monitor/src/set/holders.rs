@@ -11,7 +11,7 @@ use tracing::info;
 
 use super::NodeMaps;
 use crate::error::{MonitorError, PinError};
-use crate::raw::{bytes_of, read};
+use crate::raw::{bytes_of, lookup, read};
 use crate::skel::monitor::types;
 
 pub(crate) const MAX_RINGS: u32 = 256;
@@ -34,12 +34,7 @@ pub(crate) fn read_holder(maps: &NodeMaps, idx: u32) -> types::holder {
 }
 
 fn holder_at(holders: &MapHandle, idx: u32) -> types::holder {
-    holders
-        .lookup(&idx.to_ne_bytes(), MapFlags::ANY)
-        .ok()
-        .flatten()
-        .and_then(|v| read::<types::holder>(&v))
-        .unwrap_or_default()
+    lookup::<types::holder>(holders, &idx.to_ne_bytes()).unwrap_or_default()
 }
 
 /// Frees a ring index: its ring, its containers and their deny entries and learning tables
@@ -48,12 +43,7 @@ pub(crate) fn release_index(maps: &NodeMaps, idx: u32) {
     let _ = maps.rings.delete(&idx.to_ne_bytes());
     let owned = |slot: u32| slot >> 16 == idx;
     for key in maps.containers.keys().collect::<Vec<_>>() {
-        let info = maps
-            .containers
-            .lookup(&key, MapFlags::ANY)
-            .ok()
-            .flatten()
-            .and_then(|v| read::<types::container_info>(&v));
+        let info = lookup::<types::container_info>(&maps.containers, &key);
         if info.is_some_and(|i| i.ring == idx) {
             let _ = maps.containers.delete(&key);
         }

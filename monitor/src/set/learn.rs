@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use super::pin::{pin_fd, LEARN_PROG};
 use super::NodeMaps;
 use crate::error::PinError;
-use crate::raw::{bytes_of, read};
+use crate::raw::{bytes_of, lookup};
 use crate::skel::monitor::types;
 
 /// Why a container could not start learning.
@@ -83,13 +83,7 @@ pub(crate) fn stop(maps: &NodeMaps, cgroup_id: u64) {
 /// programs when no other learns.
 pub(crate) fn release_tables(maps: &NodeMaps, ring: u32) {
     for key in maps.learn_syscalls.keys().collect::<Vec<_>>() {
-        let owner = maps
-            .learn_syscalls
-            .lookup(&key, MapFlags::ANY)
-            .ok()
-            .flatten()
-            .and_then(|v| read::<types::learn_table>(&v))
-            .map(|t| t.ring);
+        let owner = lookup::<types::learn_table>(&maps.learn_syscalls, &key).map(|t| t.ring);
         if owner == Some(ring) {
             let _ = maps.learn_syscalls.delete(&key);
         }

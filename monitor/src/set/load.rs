@@ -517,41 +517,27 @@ fn open_pins(dir: &Path) -> Result<NodeMaps, PinError> {
         let path = dir.join("maps").join(name);
         MapHandle::from_pinned_path(&path).map_err(|source| PinError::Pin { path, source })
     };
+    let prog = |name: &str| {
+        let path = dir.join("progs").join(name);
+        Program::fd_from_pinned_path(&path).map_err(|source| PinError::Pin { path, source })
+    };
+    // The optional programs: absent where the kernel could not load them.
+    let optional_prog = |name: &str| {
+        if dir.join("progs").join(name).exists() {
+            prog(name).map(Some)
+        } else {
+            Ok(None)
+        }
+    };
     let mut cgroup_progs = Vec::new();
     for (name, attach) in CGROUP_PROGS {
-        let path = dir.join("progs").join(name);
-        let fd =
-            Program::fd_from_pinned_path(&path).map_err(|source| PinError::Pin { path, source })?;
-        cgroup_progs.push((*name, *attach, fd));
+        cgroup_progs.push((*name, *attach, prog(name)?));
     }
-    let sock_path = dir.join("progs").join(SOCK_PROG.0);
-    let sock_create = if sock_path.exists() {
-        Some(
-            Program::fd_from_pinned_path(&sock_path).map_err(|source| PinError::Pin {
-                path: sock_path,
-                source,
-            })?,
-        )
-    } else {
-        None
-    };
-    let learn_path = dir.join("progs").join(LEARN_PROG);
-    let learn_prog = if learn_path.exists() {
-        Some(
-            Program::fd_from_pinned_path(&learn_path).map_err(|source| PinError::Pin {
-                path: learn_path,
-                source,
-            })?,
-        )
-    } else {
-        None
-    };
+    let sock_create = optional_prog(SOCK_PROG.0)?;
+    let learn_prog = optional_prog(LEARN_PROG)?;
     let mut learn_cap = None;
     for hook in [CapabilityHook::Fexit, CapabilityHook::Tracepoint] {
-        let path = dir.join("progs").join(hook.program());
-        if path.exists() {
-            let fd = Program::fd_from_pinned_path(&path)
-                .map_err(|source| PinError::Pin { path, source })?;
+        if let Some(fd) = optional_prog(hook.program())? {
             learn_cap = Some((hook, fd));
         }
     }

@@ -7,6 +7,27 @@ fn kernel_at_least(major: u32, minor: u32) -> bool {
     crate::kernel::release_at_least(major, minor)
 }
 
+/// An attempt with `hook` alone: no LSM, no source check, no socket or capability program.
+fn bare(hook: SyscallHook) -> Attempt {
+    Attempt {
+        lsm: false,
+        source_check: false,
+        sock: false,
+        hook,
+        task_btf: false,
+        caps: None,
+    }
+}
+
+/// [`bare`] with the source check and the socket program.
+fn checked(hook: SyscallHook) -> Attempt {
+    Attempt {
+        source_check: true,
+        sock: true,
+        ..bare(hook)
+    }
+}
+
 fn hooks_of(attempts: &[Attempt]) -> Vec<(SyscallHook, bool)> {
     let mut hooks = Vec::new();
     for a in attempts {
@@ -62,12 +83,8 @@ fn the_ladder_drops_the_capability_program_before_any_rung() {
     assert_eq!(first.iter().map(strip).collect::<Vec<_>>(), without);
 
     let at = |caps| Attempt {
-        lsm: false,
-        source_check: true,
-        sock: true,
-        hook: SyscallHook::RawSysExit,
-        task_btf: false,
         caps,
+        ..checked(SyscallHook::RawSysExit)
     };
     let fexit = "fexit/cap_capable";
     let tp = "tp_btf/cap_capable";
@@ -99,20 +116,12 @@ fn the_capability_program_this_kernel_offers_loads() {
         }
     }
     let mut storage = MaybeUninit::uninit();
-    let skel = open_and_load(
-        &mut storage,
-        true,
-        Attempt {
-            lsm: false,
-            source_check: false,
-            sock: false,
-            hook: SyscallHook::RawSysExit,
-            task_btf: false,
-            caps,
-        },
-        &[],
-    )
-    .unwrap_or_else(|e| panic!("{caps:?}: {e}"));
+    let attempt = Attempt {
+        caps,
+        ..bare(SyscallHook::RawSysExit)
+    };
+    let skel =
+        open_and_load(&mut storage, true, attempt, &[]).unwrap_or_else(|e| panic!("{caps:?}: {e}"));
     let loaded: Vec<String> = skel
         .object()
         .progs_mut()
@@ -129,14 +138,7 @@ fn the_capability_program_this_kernel_offers_loads() {
 /// targets the kernel lacks; exactly one of the tracepoint variants otherwise.
 #[test]
 fn autoload_follows_the_hook_and_the_missing_targets() {
-    let at = |hook| Attempt {
-        lsm: false,
-        source_check: true,
-        sock: true,
-        hook,
-        task_btf: false,
-        caps: None,
-    };
+    let at = checked;
     let missing = fexit_skipped(&[format!("{SYSCALL_ENTRY}init_module")], Some(1));
     assert_eq!(
         missing,
@@ -206,19 +208,11 @@ fn lsm_attempt_follows_the_probe_and_the_fallbacks_load() {
     let seccomp_params = function_params("__secure_computing");
     let skip = fexit_skipped(&missing, seccomp_params);
     let mut a = MaybeUninit::uninit();
-    let with_lsm = open_and_load(
-        &mut a,
-        true,
-        Attempt {
-            lsm: true,
-            source_check: false,
-            sock: false,
-            hook: SyscallHook::RawSysExit,
-            task_btf: false,
-            caps: None,
-        },
-        &skip,
-    );
+    let attempt = Attempt {
+        lsm: true,
+        ..bare(SyscallHook::RawSysExit)
+    };
+    let with_lsm = open_and_load(&mut a, true, attempt, &skip);
     assert!(
         !lsm || with_lsm.is_ok(),
         "the probe found bpf-lsm in force, the lsm program did not load: {:?}",
@@ -230,19 +224,11 @@ fn lsm_attempt_follows_the_probe_and_the_fallbacks_load() {
         SyscallHook::RawSysExit,
     ] {
         let mut b = MaybeUninit::uninit();
-        let without = open_and_load(
-            &mut b,
-            true,
-            Attempt {
-                lsm: false,
-                source_check: false,
-                sock: false,
-                hook,
-                task_btf: hook == SyscallHook::ExitTracepoints,
-                caps: None,
-            },
-            &skip,
-        );
+        let attempt = Attempt {
+            task_btf: hook == SyscallHook::ExitTracepoints,
+            ..bare(hook)
+        };
+        let without = open_and_load(&mut b, true, attempt, &skip);
         if hook == SyscallHook::ExitTracepoints && !exit_tracepoints {
             assert!(without.is_err(), "{hook} loaded before 5.15");
             continue;

@@ -167,12 +167,12 @@ mod tests {
 
     #[test]
     fn lsm_and_fexit_programs_are_the_trampoline_ones() {
-        assert!(is_trampoline_program("lsm_exec"));
-        assert!(is_trampoline_program("lsm_file_open"));
-        assert!(is_trampoline_program("fexit_openat"));
-        assert!(is_trampoline_program("fexit_seccomp"));
-        assert!(!is_trampoline_program("on_exec"));
-        assert!(!is_trampoline_program("on_sys_exit_raw"));
-        assert!(!is_trampoline_program("connect4"));
+        let trampolines = ["lsm_exec", "lsm_file_open", "fexit_openat", "fexit_seccomp"];
+        for name in trampolines {
+            assert!(is_trampoline_program(name), "{name}");
+        }
+        for name in ["on_exec", "on_sys_exit_raw", "connect4"] {
+            assert!(!is_trampoline_program(name), "{name}");
+        }
     }
 }

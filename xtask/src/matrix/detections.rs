@@ -269,15 +269,7 @@ pub fn run(ws: &Workspace, filters: &[String], seconds: Option<u32>) -> Result<(
         .iter()
         .filter_map(|r| r.problem.as_ref().map(|p| format!("{}: {p}", r.label)))
         .collect();
-    if bad.is_empty() {
-        Ok(())
-    } else {
-        bail!(
-            "matrix detections: {} (logs in {})",
-            bad.join("; "),
-            last.display()
-        )
-    }
+    super::fail_on_bad("matrix detections", &bad, &last)
 }
 
 /// Reads one boot's results: the report when it closed with its counts, and what went wrong.

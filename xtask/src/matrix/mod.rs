@@ -223,15 +223,15 @@ pub fn run(ws: &Workspace, filters: &[String]) -> Result<()> {
         .filter(|r| !r.outcome.as_ref().is_ok_and(Outcome::passed))
         .map(summary)
         .collect();
+    fail_on_bad("kernel matrix", &bad, &last)
+}
+
+/// Fails with the runs in `bad` (`what: a; b (logs in LAST)`) when there are any.
+fn fail_on_bad(what: &str, bad: &[String], last: &Path) -> Result<()> {
     if bad.is_empty() {
-        Ok(())
-    } else {
-        bail!(
-            "kernel matrix: {} (logs in {})",
-            bad.join("; "),
-            last.display()
-        )
+        return Ok(());
     }
+    bail!("{what}: {} (logs in {})", bad.join("; "), last.display())
 }
 
 /// The busybox binary, the guests' root image and each boot's kernel (one download at a time:
