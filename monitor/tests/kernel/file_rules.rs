@@ -4,12 +4,13 @@
 
 use std::path::{Path, PathBuf};
 
-use palisade_monitor::{
-    ContainerRules, Enforcer, FileOp, FileRule, FileTarget, MonitorError, NodeMonitor,
-};
+use palisade_monitor::{ContainerRules, Enforcer, FileOp::Open, FileTarget};
 
-use crate::file_common::{refused, rule, try_open, Tree};
-use crate::harness::*;
+use crate::file_common::{
+    assert_hits, check, from_source, owner_only, read, read_only, register, rule, try_open, Case,
+    Tree,
+};
+use crate::harness::exec;
 
 /// Fixed, so that the forked children open constant paths (they make raw syscalls only).
 const ROOT: &str = "/tmp/palisade-monitor-lsm-files";
@@ -64,67 +65,28 @@ fn rules() -> ContainerRules {
                     recursive: true,
                 },
             ),
-            FileRule {
-                read_only: true,
-                ..rule("file-readonly", FileTarget::Path(path("ro")))
-            },
-            FileRule {
-                owner_only: true,
-                ..rule("file-owner", FileTarget::Path(path("owned")))
-            },
-            FileRule {
-                from_source: Some(cat),
-                ..rule("file-source", FileTarget::Path(path("sourced")))
-            },
+            read_only(rule("file-readonly", FileTarget::Path(path("ro")))),
+            owner_only(rule("file-owner", FileTarget::Path(path("owned")))),
+            from_source(cat, rule("file-source", FileTarget::Path(path("sourced")))),
         ],
         ..ContainerRules::default()
     }
 }
 
-fn read_secret() -> i32 {
-    try_open(c"/tmp/palisade-monitor-lsm-files/secret", libc::O_RDONLY)
-}
-fn read_secret_through_link() -> i32 {
-    try_open(c"/tmp/palisade-monitor-lsm-files/link", libc::O_RDONLY)
-}
-fn read_secret_relative() -> i32 {
-    // SAFETY: a NUL-terminated constant path.
-    if unsafe { libc::chdir(c"/tmp/palisade-monitor-lsm-files/dir".as_ptr()) } != 0 {
-        return 200;
-    }
-    try_open(c"./..//secret", libc::O_RDONLY)
-}
-fn read_neighbour() -> i32 {
-    try_open(c"/tmp/palisade-monitor-lsm-files/neighbour", libc::O_RDONLY)
-}
-fn read_dir_file() -> i32 {
-    try_open(c"/tmp/palisade-monitor-lsm-files/dir/a", libc::O_RDONLY)
-}
-fn read_dir_subdir_file() -> i32 {
-    try_open(c"/tmp/palisade-monitor-lsm-files/dir/sub/b", libc::O_RDONLY)
-}
-fn read_tree_file() -> i32 {
-    try_open(
-        c"/tmp/palisade-monitor-lsm-files/tree/sub/b",
-        libc::O_RDONLY,
-    )
-}
-fn read_ro() -> i32 {
-    try_open(c"/tmp/palisade-monitor-lsm-files/ro", libc::O_RDONLY)
-}
-fn write_ro() -> i32 {
-    try_open(c"/tmp/palisade-monitor-lsm-files/ro", libc::O_WRONLY)
-}
-fn read_owned() -> i32 {
-    try_open(c"/tmp/palisade-monitor-lsm-files/owned", libc::O_RDONLY)
-}
-fn read_sourced() -> i32 {
-    try_open(c"/tmp/palisade-monitor-lsm-files/sourced", libc::O_RDONLY)
+/// The constant C path of `$rel` in the tree.
+macro_rules! at {
+    ($rel:literal) => {
+        crate::c_path!("/tmp/palisade-monitor-lsm-files/", $rel)
+    };
 }
 
-/// A check: what, as which user, the act, the exit code it must end with, and the rule whose
-/// refusal must be reported.
-type Case<'a> = (&'a str, Option<u32>, &'a Act, i32, Option<&'a str>);
+fn read_secret_relative() -> i32 {
+    // SAFETY: a NUL-terminated constant path.
+    if unsafe { libc::chdir(at!("dir").as_ptr()) } != 0 {
+        return 200;
+    }
+    read(c"./..//secret")
+}
 
 /// Whether `bpf` is among the running kernel's active LSMs.
 fn bpf_listed() -> bool {
@@ -140,133 +102,57 @@ fn bpf_listed() -> bool {
 #[test]
 fn file_rules_refuse_with_eacces_under_bpf_lsm_and_are_refused_without_it() {
     let _tree = tree();
-    let root = PinRoot::new("lsm-files");
-    let cg = TestCgroup::new("lsm-files");
-    let (tx, rx) = std::sync::mpsc::sync_channel(4096);
-    let monitor = NodeMonitor::open(root.config(), tx).unwrap();
-    if !monitor.features().bpf_lsm {
-        let err = match monitor.watch(cg.container("lsm-files"), rules()) {
-            Ok(_) => panic!("file rules registered without bpf-lsm"),
-            Err(e) => e,
-        };
-        assert!(matches!(err, MonitorError::NoBpfLsm { .. }), "{err}");
-        let text = err.to_string();
-        assert!(text.contains("needs BPF-LSM"), "{text}");
-        assert!(text.contains("file-path"), "{text}");
-        // With nothing else asked, the container is still watched.
-        drop(monitor.watch(cg.container("lsm-files"), ContainerRules::default()));
-        return;
-    }
+    let w = match register("lsm-files", rules()) {
+        Ok(w) => w,
+        Err(no) => {
+            assert!(no.err.to_string().contains("file-path"), "{}", no.err);
+            // With nothing else asked, the container is still watched.
+            drop(
+                no.monitor
+                    .watch(no.cg.container("lsm-files"), ContainerRules::default()),
+            );
+            return;
+        }
+    };
     assert!(bpf_listed(), "bpf-lsm claimed without bpf among the LSMs");
-    let watch = monitor.watch(cg.container("lsm-files"), rules()).unwrap();
-    for e in watch.enforcement() {
+    for e in w.watch.enforcement() {
         assert_eq!(e.enforcer, Enforcer::BpfLsm, "{e:?}");
     }
-    let w = Watched::from_parts(watch, monitor, rx, cg, root);
-    let nobody = Some(65534);
     let cat = std::fs::canonicalize("/bin/cat").unwrap();
     let cat = cat.to_str().unwrap();
     let sourced = path("sourced");
-    let cases: [Case<'_>; 14] = [
-        (
-            "the file",
-            None,
-            &Act::Call(read_secret),
-            libc::EACCES,
-            Some("file-path"),
-        ),
-        (
-            "through a symlink",
-            None,
-            &Act::Call(read_secret_through_link),
-            libc::EACCES,
-            Some("file-path"),
-        ),
-        (
-            "by a relative path",
-            None,
-            &Act::Call(read_secret_relative),
-            libc::EACCES,
-            Some("file-path"),
-        ),
-        ("the neighbour", None, &Act::Call(read_neighbour), 0, None),
-        (
-            "a file in the directory",
-            None,
-            &Act::Call(read_dir_file),
-            libc::EACCES,
-            Some("file-dir"),
-        ),
-        (
-            "a file below the non-recursive directory",
-            None,
-            &Act::Call(read_dir_subdir_file),
-            0,
-            None,
-        ),
-        (
-            "a file below the recursive directory",
-            None,
-            &Act::Call(read_tree_file),
-            libc::EACCES,
-            Some("file-tree"),
-        ),
-        ("readOnly: a read", None, &Act::Call(read_ro), 0, None),
-        (
-            "readOnly: a write",
-            None,
-            &Act::Call(write_ro),
-            libc::EACCES,
-            Some("file-readonly"),
-        ),
-        (
-            "ownerOnly: the owner",
-            None,
-            &Act::Call(read_owned),
-            0,
-            None,
-        ),
-        (
-            "ownerOnly: another user",
-            nobody,
-            &Act::Call(read_owned),
-            libc::EACCES,
-            Some("file-owner"),
-        ),
-        (
-            "fromSource: another binary",
-            None,
-            &Act::Call(read_sourced),
-            0,
-            None,
-        ),
-        (
-            "fromSource: the source",
-            None,
-            &exec(cat, &["cat", sourced.to_str().unwrap()]),
-            1,
-            Some("file-source"),
-        ),
-        (
-            "the neighbour by another user",
-            nobody,
-            &Act::Call(read_neighbour),
-            0,
-            None,
-        ),
+    let by_cat = Case {
+        what: "fromSource: the source",
+        uid: None,
+        act: exec(cat, &["cat", sourced.to_str().unwrap()]),
+        want: 1,
+        refusal: Some(("file-source", Open)),
+    };
+    #[rustfmt::skip]
+    let cases = [
+        Case::refused("the file", || read(at!("secret")), "file-path", Open),
+        Case::refused("through a symlink", || read(at!("link")), "file-path", Open),
+        Case::refused("by a relative path", read_secret_relative, "file-path", Open),
+        Case::passes("the neighbour", || read(at!("neighbour"))),
+        Case::refused("a file in the directory", || read(at!("dir/a")), "file-dir", Open),
+        Case::passes("a file below the non-recursive directory", || read(at!("dir/sub/b"))),
+        Case::refused("a file below the recursive directory", || read(at!("tree/sub/b")),
+            "file-tree", Open),
+        Case::passes("readOnly: a read", || read(at!("ro"))),
+        Case::refused("readOnly: a write", || try_open(at!("ro"), libc::O_WRONLY),
+            "file-readonly", Open),
+        Case::passes("ownerOnly: the owner", || read(at!("owned"))),
+        Case::refused("ownerOnly: another user", || read(at!("owned")), "file-owner", Open)
+            .by(65534),
+        Case::passes("fromSource: another binary", || read(at!("sourced"))),
+        by_cat,
+        Case::passes("the neighbour by another user", || read(at!("neighbour"))).by(65534),
     ];
-    for (what, uid, act, want, rule) in cases {
-        let (pid, st) = run(Some(&w.cg), uid, act);
-        assert_eq!(exited(st), Some(want), "{what}: status {st:#x}");
-        if let Some(name) = rule {
-            let ev = refused(&w, pid, name, FileOp::Open, what);
-            if name == "file-tree" {
-                let e = ev.to_events("node");
-                assert_eq!(e[0].evidence["path"], format!("{ROOT}/tree/.../b"), "{e:?}");
-            }
+    for (what, ev) in check(&w, &cases) {
+        if what == "a file below the recursive directory" {
+            let e = ev.to_events("node");
+            assert_eq!(e[0].evidence["path"], format!("{ROOT}/tree/.../b"), "{e:?}");
         }
     }
-    let hits = w.watch.rule_hits();
-    let path_hits = hits.iter().find(|(n, _)| n == "file-path").map(|(_, h)| *h);
-    assert_eq!(path_hits, Some(3), "{hits:?}");
+    assert_hits(&w, "file-path", 3);
 }
