@@ -156,24 +156,6 @@ fn overruns_of_a_tiny_ring_are_counted() {
     assert!(stats.events > 0, "some events fit: {stats:?}");
 }
 
-fn escape_attempts() -> i32 {
-    // SAFETY: raw syscalls in a forked child that exits right after.
-    unsafe {
-        if libc::unshare(libc::CLONE_NEWUTS) != 0 {
-            return 10;
-        }
-        let s = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
-        if s < 0 {
-            return 11;
-        }
-        libc::close(s);
-        if libc::setuid(0) != 0 {
-            return 12;
-        }
-    }
-    0
-}
-
 /// With either syscall hook.
 #[test]
 fn built_in_detections_fire_on_real_syscalls_after_the_entrypoint() {
@@ -181,10 +163,8 @@ fn built_in_detections_fire_on_real_syscalls_after_the_entrypoint() {
 }
 
 fn check_built_in_detections(hook: SyscallHook) {
-    let w = Watched::on_hook("builtin", hook, ContainerRules::default());
-
     // Before the entrypoint the same calls are the runtime's set-up: reported, not flagged.
-    let early = call_in(&w, escape_attempts, 0, "escape attempts");
+    let (w, early) = Watched::after_call("builtin", hook, escape_attempts, "escape attempts");
     let (ev, _) = until(&w.rx, "early unshare", |e| {
         e.process.pid == early as u32 && e.kind.name() == "unshare"
     });
@@ -225,6 +205,80 @@ fn check_built_in_detections(hook: SyscallHook) {
     assert_eq!(rules, ["namespace-change", "raw-socket"]);
 }
 
+fn escape_attempts() -> i32 {
+    // SAFETY: raw syscalls in a forked child that exits right after.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWUTS) != 0 {
+            return 10;
+        }
+        let s = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+        if s < 0 {
+            return 11;
+        }
+        libc::close(s);
+        if libc::setuid(0) != 0 {
+            return 12;
+        }
+    }
+    0
+}
+
+/// With either syscall hook.
+#[test]
+fn bind_listen_and_accept_are_reported_with_addresses() {
+    with_each_hook(check_server_calls);
+}
+
+fn check_server_calls(hook: SyscallHook) {
+    let (w, pid) =
+        Watched::after_call("server", hook, serve_one_connection, "serve one connection");
+    let mine = |kind: &'static str| {
+        move |e: &MonitorEvent| e.process.pid == pid as u32 && e.kind.name() == kind
+    };
+    // The address a successful bind or connect names.
+    let addr_of = |kind: &'static str| {
+        let (ev, _) = until(&w.rx, kind, mine(kind));
+        match ev.kind {
+            EventKind::Bind {
+                addr: Some(a),
+                result: 0,
+            }
+            | EventKind::Connect {
+                addr: Some(a),
+                result: 0,
+            } => a,
+            other => panic!("{kind}: {other:?}"),
+        }
+    };
+    let bound = addr_of("bind");
+    assert_eq!(bound, "127.0.0.1:0".parse::<SocketAddr>().unwrap());
+    let (listen, _) = until(&w.rx, "listen", mine("listen"));
+    assert!(
+        matches!(
+            listen.kind,
+            EventKind::Listen {
+                backlog: 4,
+                result: 0,
+                ..
+            }
+        ),
+        "{:?}",
+        listen.kind
+    );
+    let server = addr_of("connect");
+    let (accept, _) = until(&w.rx, "accept", mine("accept"));
+    let EventKind::Accept {
+        peer: Some(peer),
+        result,
+    } = accept.kind
+    else {
+        panic!("{:?}", accept.kind)
+    };
+    assert!(result >= 0);
+    assert_eq!(peer.ip(), server.ip());
+    assert_ne!(peer.port(), server.port(), "the peer is the client side");
+}
+
 fn serve_one_connection() -> i32 {
     // SAFETY: raw socket calls in a forked child that exits right after.
     unsafe {
@@ -258,61 +312,6 @@ fn serve_one_connection() -> i32 {
         }
     }
     0
-}
-
-/// With either syscall hook.
-#[test]
-fn bind_listen_and_accept_are_reported_with_addresses() {
-    with_each_hook(check_server_calls);
-}
-
-fn check_server_calls(hook: SyscallHook) {
-    let w = Watched::on_hook("server", hook, ContainerRules::default());
-    let pid = call_in(&w, serve_one_connection, 0, "serve one connection");
-    let mine = |kind: &'static str| {
-        move |e: &MonitorEvent| e.process.pid == pid as u32 && e.kind.name() == kind
-    };
-    let (bind, _) = until(&w.rx, "bind", mine("bind"));
-    let EventKind::Bind {
-        addr: Some(bound),
-        result: 0,
-    } = bind.kind
-    else {
-        panic!("{:?}", bind.kind)
-    };
-    assert_eq!(bound, "127.0.0.1:0".parse::<SocketAddr>().unwrap());
-    let (listen, _) = until(&w.rx, "listen", mine("listen"));
-    assert!(
-        matches!(
-            listen.kind,
-            EventKind::Listen {
-                backlog: 4,
-                result: 0,
-                ..
-            }
-        ),
-        "{:?}",
-        listen.kind
-    );
-    let (connect_ev, _) = until(&w.rx, "connect", mine("connect"));
-    let EventKind::Connect {
-        addr: Some(server),
-        result: 0,
-    } = connect_ev.kind
-    else {
-        panic!("{:?}", connect_ev.kind)
-    };
-    let (accept, _) = until(&w.rx, "accept", mine("accept"));
-    let EventKind::Accept {
-        peer: Some(peer),
-        result,
-    } = accept.kind
-    else {
-        panic!("{:?}", accept.kind)
-    };
-    assert!(result >= 0);
-    assert_eq!(peer.ip(), server.ip());
-    assert_ne!(peer.port(), server.port(), "the peer is the client side");
 }
 
 #[test]

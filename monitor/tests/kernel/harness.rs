@@ -507,6 +507,14 @@ impl Watched {
         w
     }
 
+    /// A container watched on `hook` with no rules ([`Watched::on_hook`]), and the pid of
+    /// `call` run in it, which must exit 0 (`what` names it in a failure).
+    pub fn after_call(name: &str, hook: SyscallHook, call: fn() -> i32, what: &str) -> (Self, i32) {
+        let w = Self::on_hook(name, hook, ContainerRules::default());
+        let pid = call_in(&w, call, 0, what);
+        (w, pid)
+    }
+
     /// A watch opened by the caller (who needed the monitor before watching).
     pub fn from_parts(
         watch: Watch,
