@@ -39,16 +39,19 @@ pub struct Opts {
     pub detections: bool,
 }
 
+/// The value that follows `flag` on the command line.
+fn value_of(flag: &str, it: &mut std::slice::Iter<'_, String>) -> Result<String> {
+    it.next()
+        .cloned()
+        .with_context(|| format!("{flag} needs a value"))
+}
+
 impl Opts {
     pub fn parse(args: &[String]) -> Result<Self> {
         let mut o = Self::default();
         let mut it = args.iter();
         while let Some(a) = it.next() {
-            let mut val = || {
-                it.next()
-                    .cloned()
-                    .with_context(|| format!("{a} needs a value"))
-            };
+            let mut val = || value_of(a, &mut it);
             match a.as_str() {
                 "--suite-only" => o.suite_only = true,
                 "--no-shim" => o.no_shim = true,

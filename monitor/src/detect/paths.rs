@@ -49,8 +49,7 @@ pub(super) fn system_write(path: &str, kernel_says: bool) -> bool {
 /// `path` with empty and `.` components dropped and `..` folded (lexically: links are the
 /// kernel's answer's business).
 fn normalize(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in path.split('/') {
+    let parts = path.split('/').fold(Vec::new(), |mut parts, c| {
         match c {
             "" | "." => {}
             ".." => {
@@ -58,16 +57,9 @@ fn normalize(path: &str) -> String {
             }
             c => parts.push(c),
         }
-    }
-    let mut out = String::with_capacity(path.len());
-    for p in parts {
-        out.push('/');
-        out.push_str(p);
-    }
-    if out.is_empty() {
-        out.push('/');
-    }
-    out
+        parts
+    });
+    format!("/{}", parts.join("/"))
 }
 
 #[cfg(test)]

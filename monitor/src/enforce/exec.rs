@@ -2,17 +2,12 @@
 //! and device, taken now), enforced by the BPF-LSM program (the exec fails with EPERM) where
 //! the node loaded it, else by a kill at exec.
 
-use super::{deny_value, Installed, Target};
-use crate::error::MonitorError;
+use super::{deny_value, Enforced, Installed, Target};
 use crate::raw::bytes_of;
 use crate::rules::{exec_key, Enforcer, ExecRule, RuleEnforcement};
 
 /// Puts a container's exec deny rules into `deny_exec`; returns, per rule, its enforcer.
-pub(crate) fn install(
-    t: &Target<'_>,
-    rules: &[ExecRule],
-    installed: &mut Installed,
-) -> Result<Vec<RuleEnforcement>, MonitorError> {
+pub(crate) fn install(t: &Target<'_>, rules: &[ExecRule], installed: &mut Installed) -> Enforced {
     let maps = t.maps;
     // What the loaded programs do, whatever this handle asked for.
     let enforcer = match (maps.config.enforce != 0, maps.lsm) {

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::{source_id, Installed, Target};
+use super::{source_id, Enforced, Installed, Target};
 use crate::error::MonitorError;
 use crate::kernel::function_params;
 use crate::raw::{self, bytes_of};
@@ -49,11 +49,7 @@ fn setattr_has_idmap(params: Option<usize>) -> Option<bool> {
 
 /// Puts a container's file deny rules into `deny_file` (and its globs into `deny_glob`);
 /// returns, per rule, its enforcer.
-pub(crate) fn install(
-    t: &Target<'_>,
-    rules: &[FileRule],
-    installed: &mut Installed,
-) -> Result<Vec<RuleEnforcement>, MonitorError> {
+pub(crate) fn install(t: &Target<'_>, rules: &[FileRule], installed: &mut Installed) -> Enforced {
     let maps = t.maps;
     let Some(first) = rules.first() else {
         return Ok(Vec::new());

@@ -23,6 +23,9 @@ use crate::rules::{file_id_in, ContainerRef, ContainerRules, RuleError};
 use crate::set::NodeMaps;
 use crate::skel::monitor::types;
 
+/// What an installer returns: per rule, the enforcer that holds it.
+pub(crate) type Enforced = Result<Vec<crate::rules::RuleEnforcement>, MonitorError>;
+
 /// The container an installer works for.
 pub(crate) struct Target<'a> {
     pub maps: &'a NodeMaps,
