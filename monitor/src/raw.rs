@@ -1,4 +1,5 @@
-//! Byte views of the records shared with the BPF programs (layouts from the generated skeleton).
+//! Byte views of the records shared with the BPF programs (layouts from the generated skeleton),
+//! and a map value read as one.
 
 use std::mem::size_of;
 
