@@ -18,26 +18,36 @@ pub(crate) fn pairs(value: &str) -> Option<impl Iterator<Item = Result<(&str, &s
     })
 }
 
-/// `settings` with annotation `value` applied: `off` through `off`, each pair through `set`,
-/// and the result checked by `validate`; the error is the annotation's reason.
-pub(crate) fn applied<S: Clone>(
+/// `settings` with annotation `value` applied: `off` turns the switch that `off` names false,
+/// each pair goes through `set`, and the result is checked by `validate`; the error is the
+/// annotation's reason (`validate`'s error as text).
+pub(crate) fn applied<S: Clone, E: std::fmt::Display>(
     settings: &S,
     value: &str,
-    off: fn(&mut S),
+    off: fn(&mut S) -> &mut bool,
     set: fn(&mut S, &str, &str) -> Result<(), String>,
-    validate: fn(&S) -> Result<(), String>,
+    validate: fn(&S) -> Result<(), E>,
 ) -> Result<S, String> {
     let mut s = settings.clone();
     let Some(pairs) = pairs(value) else {
-        off(&mut s);
+        *off(&mut s) = false;
         return Ok(s);
     };
     for pair in pairs {
         let (key, v) = pair?;
         set(&mut s, key, v)?;
     }
-    validate(&s)?;
+    validate(&s).map_err(|e| e.to_string())?;
     Ok(s)
+}
+
+/// Checks that `err` refuses each annotation value of `cases` with a reason containing its text.
+#[cfg(test)]
+pub(crate) fn assert_refused(err: impl Fn(&str) -> String, cases: &[(&str, &str)]) {
+    for (value, reason) in cases {
+        let got = err(value);
+        assert!(got.contains(reason), "{value}: {got}");
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! The `[compromise]` table and the pod annotation that overrides it.
 
+use crate::annotation::applied;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -92,8 +93,7 @@ impl CompromiseSettings {
     /// pairs: `rules=a|b`, `severity=N`, `violations=N/SECONDSs`, `count-severity=N`,
     /// `gate-violations=N`, `gate-new-peers=N`, `backoff=SECONDSs`, `max-restarts=N`.
     pub fn with_annotation(&self, value: &str) -> Result<Self, CompromiseError> {
-        let validate = |s: &Self| s.validate().map_err(|e| e.to_string());
-        crate::annotation::applied(self, value, |s| s.enabled = false, Self::set, validate)
+        applied(self, value, |s| &mut s.enabled, Self::set, Self::validate)
             .map_err(CompromiseError::Annotation)
     }
 
@@ -198,9 +198,14 @@ mod tests {
             err("severity=11"),
             "pod annotation palisade.dev/compromise: severity: 11 is not between 0 and 10"
         );
-        assert!(err("sevrity=3").contains("unknown key \"sevrity\""));
-        assert!(err("violations=x/10s").contains("\"x\" is not a whole number"));
-        assert!(err("violations=3/0s").contains("window_secs: must be at least 1"));
-        assert!(err("restart").contains("expected key=value"));
+        crate::annotation::assert_refused(
+            err,
+            &[
+                ("sevrity=3", "unknown key \"sevrity\""),
+                ("violations=x/10s", "\"x\" is not a whole number"),
+                ("violations=3/0s", "window_secs: must be at least 1"),
+                ("restart", "expected key=value"),
+            ],
+        );
     }
 }

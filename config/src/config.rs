@@ -213,9 +213,8 @@ mod tests {
         .unwrap();
         assert_eq!(c.runc_binary, "/usr/sbin/runc");
         assert_eq!(c.log_level, "info");
-        let err = Config::parse(p, "runc_bianry = \"x\"\n")
-            .unwrap_err()
-            .to_string();
+        let refused = |text: &str| Config::parse(p, text).unwrap_err().to_string();
+        let err = refused("runc_bianry = \"x\"\n");
         assert!(
             err.starts_with("config /etc/palisade/palisade.toml: "),
             "{err}"
@@ -234,15 +233,10 @@ mod tests {
             c.hardening.drop_net_raw,
             "unset switches keep the hardened default"
         );
-        let err = Config::parse(p, "[hardening]\nallow_priviledged = true\n")
-            .unwrap_err()
-            .to_string();
+        let err = refused("[hardening]\nallow_priviledged = true\n");
         assert!(err.contains("allow_priviledged"), "{err}");
-        let err = Config::parse(p, "runc_root = \"relative\"\n")
-            .unwrap_err()
-            .to_string();
         assert_eq!(
-            err,
+            refused("runc_root = \"relative\"\n"),
             "config /etc/palisade/palisade.toml: runc_root: must be an absolute path"
         );
         let err = Config::load(Path::new("/nonexistent/palisade.toml"))

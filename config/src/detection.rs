@@ -1,6 +1,7 @@
 //! The `[detection]` table: the per-container settings of the monitor's built-in detections,
 //! and the pod annotation that overrides it.
 
+use crate::annotation::applied;
 use serde::{Deserialize, Serialize};
 
 /// The pod annotation that overrides the configuration's detection settings for its containers.
@@ -57,8 +58,7 @@ impl DetectionSettings {
     /// These settings with a pod's annotation applied: `off` (no built-in detection), or
     /// comma-separated `key=value` pairs: `builtins=on|off`, `learning-window=SECONDSs|off`.
     pub fn with_annotation(&self, value: &str) -> Result<Self, DetectionError> {
-        let validate = |s: &Self| s.validate().map_err(|e| e.to_string());
-        crate::annotation::applied(self, value, |s| s.builtins = false, Self::set, validate)
+        applied(self, value, |s| &mut s.builtins, Self::set, Self::validate)
             .map_err(DetectionError::Annotation)
     }
 
@@ -110,9 +110,14 @@ mod tests {
             err("learning-window=ten"),
             "pod annotation palisade.dev/detection: learning-window: \"ten\" is not a number of seconds (600s) or off"
         );
-        assert!(err("learnig-window=3s").contains("unknown key \"learnig-window\""));
-        assert!(err("builtins=maybe").contains("is not on or off"));
-        assert!(err("learning-window=99999999s").contains("more than a week"));
-        assert!(err("on").contains("expected key=value"));
+        crate::annotation::assert_refused(
+            err,
+            &[
+                ("learnig-window=3s", "unknown key \"learnig-window\""),
+                ("builtins=maybe", "is not on or off"),
+                ("learning-window=99999999s", "more than a week"),
+                ("on", "expected key=value"),
+            ],
+        );
     }
 }

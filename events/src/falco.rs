@@ -96,49 +96,30 @@ pub fn to_falco(e: &Event) -> FalcoEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Action, Process, Rule, Severity, Source, Workload};
+    use crate::Process;
 
     #[test]
     fn falco_form_carries_the_fields_falcosidekick_reads() {
-        let mut e = Event::new(
-            "node-a",
-            Source::Monitor,
-            Workload {
-                namespace: "shop".into(),
-                pod: "web-0".into(),
-                container: "app".into(),
-                container_id: "c1".into(),
-                image: "img".into(),
-            },
-            Rule {
-                name: "shell-in-container".into(),
-                severity: Severity::new(9).unwrap(),
-                tags: vec!["shell".into()],
-                message: "shell spawned".into(),
-            },
-            Action::Kill,
-            "bpf-exec-kill",
-        )
-        .with_evidence("path", "/bin/sh");
+        let mut e = crate::tests::sample();
         e.process = Some(Process {
             pid: 7,
-            binary: "/bin/sh".into(),
-            args: vec!["sh".into(), "-i".into()],
+            binary: "/bin/mount".into(),
+            args: vec!["mount".into(), "/dev/sda1".into()],
             ..Default::default()
         });
         let f = to_falco(&e);
-        assert_eq!(f.priority, "Critical");
-        assert_eq!(f.rule, "shell-in-container");
+        assert_eq!(f.priority, "Error");
+        assert_eq!(f.rule, "block-mount");
         assert_eq!(f.source, "palisade");
         assert_eq!(f.hostname, "node-a");
-        assert_eq!(f.tags, vec!["shell".to_string()]);
+        assert_eq!(f.tags, vec!["MITRE_T1611".to_string()]);
         assert_eq!(f.time, e.time);
-        assert_eq!(f.output_fields["k8s.pod.name"], "web-0");
-        assert_eq!(f.output_fields["proc.cmdline"], "sh -i");
-        assert_eq!(f.output_fields["palisade.evidence.path"], "/bin/sh");
+        assert_eq!(f.output_fields["k8s.pod.name"], "p");
+        assert_eq!(f.output_fields["proc.cmdline"], "mount /dev/sda1");
+        assert_eq!(f.output_fields["palisade.evidence.syscall"], "mount");
         assert_eq!(
             f.output,
-            "shell-in-container: shell spawned (action=kill enforcer=bpf-exec-kill ns=shop pod=web-0 container=app proc=/bin/sh)"
+            "block-mount: mount refused (action=block enforcer=seccomp ns=ns pod=p container=c proc=/bin/mount)"
         );
         let v = serde_json::to_value(&f).unwrap();
         for key in [

@@ -285,7 +285,8 @@ mod tests {
         }
     }
 
-    fn sample() -> Event {
+    /// A seccomp block of `mount`; the Falco form's test starts from it too.
+    pub(crate) fn sample() -> Event {
         Event::new(
             "node-a",
             Source::Sandbox,
