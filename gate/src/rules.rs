@@ -549,39 +549,46 @@ impl MediaRule {
 mod tests {
     use super::*;
 
+    /// Rules that learned `abc` under the keys `{prefix}0` to `{prefix}{n-1}`, at most `bound`
+    /// of them by name.
+    fn learned(prefix: &str, n: usize, bound: usize) -> KeyedRules<ValueProfile> {
+        let mut rules = KeyedRules::default();
+        for i in 0..n {
+            rules.learn(&format!("{prefix}{i}"), &ValueSample::of("abc"), bound);
+        }
+        rules
+    }
+
+    /// The reasons `rules` give for `key=value` in section `q`.
+    fn reasons(rules: &KeyedRules<ValueProfile>, key: &str, value: &str) -> Vec<String> {
+        let mut reasons = Vec::new();
+        rules.check("q", key, &ValueSample::of(value), &mut reasons);
+        reasons
+    }
+
     #[test]
     fn keys_beyond_the_bound_fold_into_other() {
-        let mut rules: KeyedRules<ValueProfile> = KeyedRules::default();
-        for i in 0..10 {
-            rules.learn(&format!("k{i}"), &ValueSample::of("abc"), 4);
-        }
+        let rules = learned("k", 10, 4);
         assert_eq!(rules.len(), 4, "only four keys by name");
         assert!(rules.has_other(), "the rest folded into other");
-        let mut reasons = Vec::new();
         // k9 was folded: the other rule applies, and "abc" fits it.
-        rules.check("q", "k9", &ValueSample::of("abc"), &mut reasons);
-        assert!(reasons.is_empty(), "{reasons:?}");
-        rules.check("q", "k9", &ValueSample::of("a$c"), &mut reasons);
+        let r = reasons(&rules, "k9", "abc");
+        assert!(r.is_empty(), "{r:?}");
+        let r = reasons(&rules, "k9", "a$c");
         assert!(
-            reasons.contains(&"q.k9: new punctuation '$'".to_string()),
-            "{reasons:?}"
+            r.contains(&"q.k9: new punctuation '$'".to_string()),
+            "{r:?}"
         );
     }
 
     #[test]
     fn folded_keys_check_the_key_name_too() {
-        let mut rules: KeyedRules<ValueProfile> = KeyedRules::default();
-        for i in 0..6 {
-            rules.learn(&format!("utm{i}"), &ValueSample::of("abc"), 2);
-        }
-        let mut reasons = Vec::new();
-        rules.check("q", "utm7", &ValueSample::of("abc"), &mut reasons);
-        assert!(reasons.is_empty(), "{reasons:?}");
-        rules.check("q", "x[$ne]", &ValueSample::of("abc"), &mut reasons);
-        assert!(
-            reasons.contains(&"q.x[$ne] (key name): new punctuation '$'".to_string()),
-            "{reasons:?}"
-        );
+        let rules = learned("utm", 6, 2);
+        let r = reasons(&rules, "utm7", "abc");
+        assert!(r.is_empty(), "{r:?}");
+        let r = reasons(&rules, "x[$ne]", "abc");
+        let want = "q.x[$ne] (key name): new punctuation '$'";
+        assert!(r.contains(&want.to_string()), "{r:?}");
     }
 
     #[test]

@@ -408,55 +408,44 @@ mod tests {
         parse_head(&mut buf, &method, false)
     }
 
+    /// The head of a whole answer to a `method` request.
+    fn answer(bytes: &[u8], method: Method) -> Head {
+        head(bytes, method).unwrap().unwrap()
+    }
+
     #[test]
     fn framing_follows_rfc_9112() {
-        let h = head(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", Method::GET)
-            .unwrap()
-            .unwrap();
+        let h = answer(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", Method::GET);
         assert_eq!((h.framing, h.keep_alive), (Framing::Length(5), true));
-        let h = head(
+        let h = answer(
             b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n",
             Method::HEAD,
-        )
-        .unwrap()
-        .unwrap();
+        );
         assert_eq!(h.framing, Framing::Empty);
-        let h = head(
+        let h = answer(
             b"HTTP/1.1 304 Not Modified\r\ncontent-length: 5\r\n\r\n",
             Method::GET,
-        )
-        .unwrap()
-        .unwrap();
+        );
         assert_eq!(h.framing, Framing::Empty);
-        let h = head(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n", Method::GET)
-            .unwrap()
-            .unwrap();
+        let h = answer(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n", Method::GET);
         assert_eq!((h.framing, h.keep_alive), (Framing::Close, false));
-        let h = head(b"HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n", Method::GET)
-            .unwrap()
-            .unwrap();
+        let h = answer(b"HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n", Method::GET);
         assert!(!h.keep_alive);
-        let h = head(
+        let h = answer(
             b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 1\r\n\r\n",
             Method::GET,
-        )
-        .unwrap()
-        .unwrap();
+        );
         assert!(h.keep_alive);
-        let h = head(
+        let h = answer(
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\ncontent-length: 9\r\n\r\n",
             Method::GET,
-        )
-        .unwrap()
-        .unwrap();
+        );
         assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, false));
         assert!(!h.headers.contains_key(CONTENT_LENGTH));
-        let h = head(
+        let h = answer(
             b"HTTP/1.1 200 OK\r\ncontent-length: 3, 3\r\n\r\n",
             Method::GET,
-        )
-        .unwrap()
-        .unwrap();
+        );
         assert_eq!(h.framing, Framing::Length(3));
         assert!(matches!(
             head(

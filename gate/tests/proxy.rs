@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 use common::{
-    gate_to_upstream, start_gate, start_upstream, test_config, Client, TestGate, TestRequest,
-    Upstream,
+    gate_to_upstream, start_gate, start_upstream, test_config, Client, HttpResponse, TestGate,
+    TestRequest, Upstream,
 };
 use palisade_gate::{AutoAlert, EventKind, GateConfig, GateEvent, Mode, Profile, Promotion};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -40,6 +40,25 @@ async fn connected(config: GateConfig) -> Result<(Upstream, TestGate, Client)> {
     Ok((up, gate, c))
 }
 
+/// `connected` with the learning configuration changed by `change`.
+async fn connected_with(
+    change: impl FnOnce(&mut GateConfig),
+) -> Result<(Upstream, TestGate, Client)> {
+    let mut config = learning();
+    change(&mut config);
+    connected(config).await
+}
+
+/// `connected_with(change)`, and the client has sent `unfinished`, the start of a request.
+async fn sent_unfinished(
+    change: impl FnOnce(&mut GateConfig),
+    unfinished: &[u8],
+) -> Result<(Upstream, TestGate, Client)> {
+    let (up, gate, mut c) = connected_with(change).await?;
+    c.stream.write_all(unfinished).await?;
+    Ok((up, gate, c))
+}
+
 /// The request alerts among `events`.
 fn alerts(events: Vec<GateEvent>) -> Vec<GateEvent> {
     events
@@ -55,6 +74,26 @@ async fn assert_echoed(c: &mut Client, msg: &[u8]) -> Result<()> {
     tokio::time::timeout(Duration::from_secs(5), c.stream.read_exact(&mut got)).await??;
     assert_eq!(got, msg, "echoed through the tunnel");
     Ok(())
+}
+
+/// Asks for an upgrade of `c` to `protocol` (with `connection`, then `extra` headers) and
+/// expects 101 naming it.
+async fn upgrade(
+    c: &mut Client,
+    target: &str,
+    (connection, protocol): (&str, &str),
+    extra: &[(&str, &str)],
+) -> Result<HttpResponse> {
+    let mut req = TestRequest::get(target)
+        .header("connection", connection)
+        .header("upgrade", protocol);
+    for (k, v) in extra {
+        req = req.header(k, v);
+    }
+    let resp = c.send(&req).await?;
+    assert_eq!(resp.status, 101, "upgrade to {protocol}");
+    assert_eq!(resp.header("upgrade"), Some(protocol));
+    Ok(resp)
 }
 
 /// With every connection slot taken, a new connection is closed at once; `settle` after
@@ -118,11 +157,7 @@ async fn send_chunked(c: &mut Client, content_type: &str, chunks: &[&[u8]]) -> R
 
 #[tokio::test]
 async fn chunked_bodies_pass_through_inspected_or_not() -> Result<()> {
-    let config = GateConfig {
-        max_inspected_body: 64,
-        ..learning()
-    };
-    let (up, gate, mut c) = connected(config).await?;
+    let (up, gate, mut c) = connected_with(|c| c.max_inspected_body = 64).await?;
 
     // Small JSON body: read ahead, inspected (learned), then forwarded whole.
     let body = send_chunked(
@@ -153,14 +188,11 @@ async fn chunked_bodies_pass_through_inspected_or_not() -> Result<()> {
 #[tokio::test]
 async fn websocket_upgrade_tunnels_bytes_both_ways() -> Result<()> {
     let (_up, _gate, mut c) = connected(learning()).await?;
-    let upgrade = TestRequest::get("/ws")
-        .header("connection", "Upgrade")
-        .header("upgrade", "websocket")
-        .header("sec-websocket-version", "13")
-        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
-    let resp = c.send(&upgrade).await?;
-    assert_eq!(resp.status, 101);
-    assert_eq!(resp.header("upgrade"), Some("websocket"));
+    let extra = [
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+    upgrade(&mut c, "/ws", ("Upgrade", "websocket"), &extra).await?;
     for msg in [&b"hello"[..], b"\x81\x05world", b"binary\x00\xff"] {
         assert_echoed(&mut c, msg).await?;
     }
@@ -170,13 +202,8 @@ async fn websocket_upgrade_tunnels_bytes_both_ways() -> Result<()> {
 #[tokio::test]
 async fn h2c_upgrade_is_passed_through() -> Result<()> {
     let (_up, _gate, mut c) = connected(learning()).await?;
-    let upgrade = TestRequest::get("/")
-        .header("connection", "Upgrade, HTTP2-Settings")
-        .header("upgrade", "h2c")
-        .header("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA");
-    let resp = c.send(&upgrade).await?;
-    assert_eq!(resp.status, 101);
-    assert_eq!(resp.header("upgrade"), Some("h2c"));
+    let settings = [("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA")];
+    let resp = upgrade(&mut c, "/", ("Upgrade, HTTP2-Settings", "h2c"), &settings).await?;
     assert_eq!(
         resp.header("x-saw-http2-settings"),
         Some("yes"),
@@ -188,14 +215,9 @@ async fn h2c_upgrade_is_passed_through() -> Result<()> {
 
 #[tokio::test]
 async fn slow_headers_are_dropped_after_the_timeout() -> Result<()> {
-    let config = GateConfig {
-        header_read_timeout: Duration::from_millis(400),
-        ..learning()
-    };
-    let (up, gate, mut slow) = connected(config).await?;
-    slow.stream
-        .write_all(b"GET / HTTP/1.1\r\nhost: t\r\n")
-        .await?;
+    let head = b"GET / HTTP/1.1\r\nhost: t\r\n";
+    let header_timeout = |c: &mut GateConfig| c.header_read_timeout = Duration::from_millis(400);
+    let (up, gate, mut slow) = sent_unfinished(header_timeout, head).await?;
     let started = std::time::Instant::now();
     let mut closed = false;
     for i in 0..30 {
@@ -230,11 +252,7 @@ async fn slow_headers_are_dropped_after_the_timeout() -> Result<()> {
 
 #[tokio::test]
 async fn connections_beyond_the_limit_are_closed() -> Result<()> {
-    let config = GateConfig {
-        max_connections: 2,
-        ..learning()
-    };
-    let (_up, gate, mut a) = connected(config).await?;
+    let (_up, gate, mut a) = connected_with(|c| c.max_connections = 2).await?;
     let mut b = Client::connect(gate.addr).await?;
     assert_eq!(a.send(&search("a")).await?.status, 200);
     assert_eq!(b.send(&search("b")).await?.status, 200);
@@ -372,11 +390,8 @@ async fn pod_indicators_report_new_peers_and_slow_responses() -> Result<()> {
 
 #[tokio::test]
 async fn the_header_timeout_counts_idle_time_not_answer_time() -> Result<()> {
-    let config = GateConfig {
-        header_read_timeout: Duration::from_millis(200),
-        ..learning()
-    };
-    let (up, _gate, mut c) = connected(config).await?;
+    let (up, _gate, mut c) =
+        connected_with(|c| c.header_read_timeout = Duration::from_millis(200)).await?;
     // The upstream takes 400 ms over /slow, twice the header timeout: the connection is busy
     // answering, not waiting for a head, so it is not cut, and stays usable afterwards.
     for _ in 0..2 {
@@ -452,14 +467,11 @@ async fn upstream_closing_idle_connections_causes_no_errors() -> Result<()> {
 
 #[tokio::test]
 async fn slow_inspected_bodies_are_answered_408() -> Result<()> {
-    let config = GateConfig {
-        body_read_timeout: Duration::from_millis(300),
-        ..learning()
-    };
-    let (up, _gate, mut c) = connected(config).await?;
-    c.stream
-        .write_all(b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"a\":")
-        .await?;
+    let (up, _gate, mut c) = sent_unfinished(
+        |c| c.body_read_timeout = Duration::from_millis(300),
+        b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"a\":",
+    )
+    .await?;
     // 408 is the body timer's answer (a client that never sends the rest would otherwise wait
     // for the connection's idle timeout); no timing is asserted.
     let resp = c.read_response().await?;
@@ -470,11 +482,7 @@ async fn slow_inspected_bodies_are_answered_408() -> Result<()> {
 
 #[tokio::test]
 async fn upgraded_connections_count_against_the_limit() -> Result<()> {
-    let config = GateConfig {
-        max_connections: 1,
-        ..learning()
-    };
-    let (_up, gate, mut ws) = connected(config).await?;
+    let (_up, gate, mut ws) = connected_with(|c| c.max_connections = 1).await?;
     let upgrade = TestRequest::get("/ws")
         .header("connection", "upgrade")
         .header("upgrade", "websocket");
@@ -486,11 +494,7 @@ async fn upgraded_connections_count_against_the_limit() -> Result<()> {
 
 #[tokio::test]
 async fn oversized_request_heads_are_refused() -> Result<()> {
-    let config = GateConfig {
-        max_head_bytes: 8192,
-        ..learning()
-    };
-    let (up, gate, mut c) = connected(config).await?;
+    let (up, gate, mut c) = connected_with(|c| c.max_head_bytes = 8192).await?;
     let big = search("red").header("cookie", &"a".repeat(20_000));
     let resp = c.send(&big).await?;
     assert_eq!(resp.status, 431, "oversized head refused");
@@ -562,11 +566,7 @@ async fn ambiguous_framing_never_reaches_the_upstream_undecided() -> Result<()> 
 
 #[tokio::test]
 async fn bodies_padded_past_the_inspection_cap_are_reported() -> Result<()> {
-    let config = GateConfig {
-        max_inspected_body: 256,
-        ..learning()
-    };
-    let (_up, mut gate, mut c) = connected(config).await?;
+    let (_up, mut gate, mut c) = connected_with(|c| c.max_inspected_body = 256).await?;
     for i in 0..20 {
         let body = format!("{{\"name\":\"box{i}\"}}");
         send_chunked(&mut c, "application/json", &[body.as_bytes()]).await?;

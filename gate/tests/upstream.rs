@@ -23,6 +23,9 @@ struct Answer {
     close: bool,
 }
 
+/// A plain `200 ok` answer.
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+
 fn kept(pieces: &[&'static [u8]]) -> Answer {
     Answer {
         pieces: pieces.to_vec(),
@@ -149,11 +152,20 @@ async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<()> {
     }
 }
 
-/// A learning gate (every request passes) in front of `up`, and a client of it.
-async fn through_gate(up: &Scripted) -> Result<(TestGate, Client)> {
+/// An upstream scripted with `answers`, a learning gate (every request passes) in front of
+/// it, and a client of the gate.
+async fn through_gate(answers: Vec<Answer>) -> Result<(Scripted, TestGate, Client)> {
+    let up = scripted(answers).await?;
     let gate = start_gate(test_config(Mode::Learn), Profile::default(), up.addr).await?;
     let client = Client::connect(gate.addr).await?;
-    Ok((gate, client))
+    Ok((up, gate, client))
+}
+
+/// Sends `req` and expects the answer `(status, body)`.
+async fn expect(c: &mut Client, req: &TestRequest, want: (u16, &[u8]), what: &str) -> Result<()> {
+    let r = c.send(req).await?;
+    assert_eq!((r.status, r.body.as_slice()), want, "{what}");
+    Ok(())
 }
 
 /// Reads a response head only (the answer to a HEAD request) off the raw stream.
@@ -172,7 +184,7 @@ async fn read_head_only(c: &mut Client) -> Result<String> {
 
 #[tokio::test]
 async fn lengths_chunks_and_interim_answers_share_one_upstream_connection() -> Result<()> {
-    let up = scripted(vec![
+    let (up, _gate, mut c) = through_gate(vec![
         kept(&[
             b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\nhello",
             b" world",
@@ -187,19 +199,12 @@ async fn lengths_chunks_and_interim_answers_share_one_upstream_connection() -> R
         ]),
         kept(&[b"HTTP/1.1 204 No Content\r\nx-a: 1\r\n\r\n"]),
         kept(&[b"HTTP/1.1 304 Not Modified\r\netag: \"a\"\r\ncontent-length: 50\r\n\r\n"]),
-        kept(&[b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]),
+        kept(&[OK]),
     ])
     .await?;
-    let (_gate, mut c) = through_gate(&up).await?;
     let get = TestRequest::get("/a");
-    let r = c.send(&get).await?;
-    assert_eq!((r.status, r.body.as_slice()), (200, &b"hello world"[..]));
-    let r = c.send(&get).await?;
-    assert_eq!(
-        (r.status, r.body.as_slice()),
-        (200, &b"ok"[..]),
-        "1xx skipped"
-    );
+    expect(&mut c, &get, (200, b"hello world"), "by length").await?;
+    expect(&mut c, &get, (200, b"ok"), "1xx skipped").await?;
     let r = c.send(&get).await?;
     assert_eq!((r.status, r.body.as_slice()), (200, &b"hello world"[..]));
     assert_eq!(r.header("x-trailer"), None, "trailers are not headers");
@@ -207,12 +212,7 @@ async fn lengths_chunks_and_interim_answers_share_one_upstream_connection() -> R
     assert_eq!((r.status, r.header("x-a")), (204, Some("1")));
     let r = c.send(&get).await?;
     assert_eq!((r.status, r.header("etag")), (304, Some("\"a\"")));
-    let r = c.send(&get).await?;
-    assert_eq!(
-        (r.status, r.body.as_slice()),
-        (200, &b"ok"[..]),
-        "the 304 had no body"
-    );
+    expect(&mut c, &get, (200, b"ok"), "the 304 had no body").await?;
     assert_eq!(
         up.accepts(),
         1,
@@ -223,20 +223,19 @@ async fn lengths_chunks_and_interim_answers_share_one_upstream_connection() -> R
 
 #[tokio::test]
 async fn head_answers_have_no_body() -> Result<()> {
-    let up = scripted(vec![
+    let (up, _gate, mut c) = through_gate(vec![
         kept(&[b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-a: 1\r\n\r\n"]),
-        kept(&[b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]),
+        kept(&[OK]),
     ])
     .await?;
-    let (_gate, mut c) = through_gate(&up).await?;
     c.stream
         .write_all(b"HEAD /a HTTP/1.1\r\nhost: shop.test\r\n\r\n")
         .await?;
     let head = read_head_only(&mut c).await?.to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert!(head.contains("content-length: 5"), "{head}");
-    let r = c.send(&TestRequest::get("/b")).await?;
-    assert_eq!((r.status, r.body.as_slice()), (200, &b"ok"[..]));
+    let get = TestRequest::get("/b");
+    expect(&mut c, &get, (200, b"ok"), "after the HEAD").await?;
     assert_eq!(up.accepts(), 1);
     assert!(up.request(0).starts_with("HEAD /a HTTP/1.1\r\n"));
     Ok(())
@@ -244,17 +243,16 @@ async fn head_answers_have_no_body() -> Result<()> {
 
 #[tokio::test]
 async fn close_delimited_and_connection_close_answers_end_the_upstream_connection() -> Result<()> {
-    let up = scripted(vec![
+    let (up, _gate, mut c) = through_gate(vec![
         closing(&[b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok"]),
         closing(&[b"HTTP/1.1 200 OK\r\nx-b: 2\r\n\r\nuntil ", b"close"]),
         kept(&[
             b"HTTP/1.1 200 OK\r\nconnection: x-hop\r\nx-hop: 1\r\nkeep-alive: timeout=5\r\nx-end: 2\r\ncontent-length: 2\r\n\r\nok",
         ]),
         kept(&[b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok"]),
-        kept(&[b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]),
+        kept(&[OK]),
     ])
     .await?;
-    let (_gate, mut c) = through_gate(&up).await?;
     let get = TestRequest::get("/a");
     let r = c.send(&get).await?;
     assert_eq!((r.status, r.body.as_slice()), (200, &b"ok"[..]));
@@ -274,38 +272,43 @@ async fn close_delimited_and_connection_close_answers_end_the_upstream_connectio
     assert_eq!(r.body, b"ok", "an HTTP/1.0 answer");
     let r = c.send(&get).await?;
     assert_eq!(r.body, b"ok");
-    // A connection each for the close, the close-delimited body and the HTTP/1.0 answer
-    // without keep-alive; the hop-by-hop answer's connection carried the HTTP/1.0 one.
-    assert_eq!(up.accepts(), 4);
+    assert_eq!(
+        up.accepts(),
+        4,
+        "a connection each for the close, the close-delimited body and the HTTP/1.0 answer \
+         without keep-alive; the hop-by-hop answer's connection carried the HTTP/1.0 one"
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn malformed_or_missing_answers_are_502() -> Result<()> {
-    let up = scripted(vec![
-        kept(&[b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok"]),
-        kept(&[b"NOT HTTP AT ALL\r\n\r\n"]),
-        kept(&[b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\nconnection: upgrade\r\n\r\n"]),
-        kept(&[b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]),
-        closing(&[]),
-        kept(&[b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]),
-    ])
-    .await?;
-    let (_gate, mut c) = through_gate(&up).await?;
+    let malformed: [(&str, &'static [u8]); 3] = [
+        (
+            "conflicting lengths",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok",
+        ),
+        ("no HTTP", b"NOT HTTP AT ALL\r\n\r\n"),
+        (
+            "unrequested 101",
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\nconnection: upgrade\r\n\r\n",
+        ),
+    ];
+    let mut answers: Vec<Answer> = malformed.iter().map(|(_, a)| kept(&[a])).collect();
+    answers.extend([kept(&[OK]), closing(&[]), kept(&[OK])]);
+    let (up, _gate, mut c) = through_gate(answers).await?;
     let get = TestRequest::get("/a");
-    for what in ["conflicting lengths", "no HTTP", "unrequested 101"] {
+    for (what, _) in malformed {
         let r = c.send(&get).await?;
         assert_eq!(r.status, 502, "{what}");
     }
-    let r = c.send(&get).await?;
-    assert_eq!((r.status, r.body.as_slice()), (200, &b"ok"[..]));
+    expect(&mut c, &get, (200, b"ok"), "a good answer").await?;
     // The kept-alive connection closes without an answer to a POST: it may have been
     // received, so it is not sent again.
     let post = TestRequest::post("/a", "application/json", br#"{"a":1}"#);
     let r = c.send(&post).await?;
     assert_eq!(r.status, 502);
-    let r = c.send(&get).await?;
-    assert_eq!((r.status, r.body.as_slice()), (200, &b"ok"[..]));
+    expect(&mut c, &get, (200, b"ok"), "after the POST").await?;
     assert_eq!(
         lock(&up.seen).len(),
         6,
@@ -317,30 +320,27 @@ async fn malformed_or_missing_answers_are_502() -> Result<()> {
 
 #[tokio::test]
 async fn a_truncated_body_ends_the_client_connection() -> Result<()> {
-    let up = scripted(vec![
+    let (_up, gate, mut c) = through_gate(vec![
         closing(&[b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc"]),
         closing(&[b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nab"]),
-        kept(&[b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]),
+        kept(&[OK]),
     ])
     .await?;
-    let (gate, mut c) = through_gate(&up).await?;
+    let get = TestRequest::get("/a");
     assert!(
-        c.send(&TestRequest::get("/a")).await.is_err(),
+        c.send(&get).await.is_err(),
         "a body cut short is not passed off as whole"
     );
     let mut c = Client::connect(gate.addr).await?;
-    assert!(c.send(&TestRequest::get("/a")).await.is_err());
+    assert!(c.send(&get).await.is_err());
     let mut c = Client::connect(gate.addr).await?;
-    let r = c.send(&TestRequest::get("/a")).await?;
-    assert_eq!((r.status, r.body.as_slice()), (200, &b"ok"[..]));
+    expect(&mut c, &get, (200, b"ok"), "a whole body").await?;
     Ok(())
 }
 
 #[tokio::test]
 async fn request_bodies_are_framed_for_the_upstream() -> Result<()> {
-    let ok: &'static [u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-    let up = scripted((0..4).map(|_| kept(&[ok])).collect()).await?;
-    let (_gate, mut c) = through_gate(&up).await?;
+    let (up, _gate, mut c) = through_gate((0..4).map(|_| kept(&[OK])).collect()).await?;
     // A length from the client, with hop-by-hop headers to remove.
     c.stream
         .write_all(b"POST /a HTTP/1.1\r\nhost: shop.test\r\nconnection: x-hop\r\nx-hop: 1\r\nkeep-alive: 300\r\ncontent-type: application/json\r\ncontent-length: 7\r\n\r\n{\"a\":1}")

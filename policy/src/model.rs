@@ -211,11 +211,15 @@ mod tests {
 
     #[test]
     fn action_parse_is_exact() {
-        assert_eq!(Action::parse("Allow"), Some(Action::Allow));
-        assert_eq!(Action::parse("Audit"), Some(Action::Audit));
-        assert_eq!(Action::parse("Block"), Some(Action::Block));
+        for (text, action) in [
+            ("Allow", Action::Allow),
+            ("Audit", Action::Audit),
+            ("Block", Action::Block),
+        ] {
+            assert_eq!(Action::parse(text), Some(action));
+            assert_eq!(action.to_string(), text);
+        }
         assert_eq!(Action::parse("block"), None);
-        assert_eq!(Action::Block.to_string(), "Block");
     }
 
     #[test]

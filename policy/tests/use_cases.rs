@@ -42,6 +42,12 @@ fn workload(namespace: &str, labels: &[(&str, &str)]) -> Workload {
     }
 }
 
+/// `policy` selects no workload of `namespace` with `labels` (`why`).
+fn assert_not_selected(policy: &Policy, namespace: &str, labels: &[(&str, &str)], why: &str) {
+    let rules = compiled(policy, &workload(namespace, labels)).rule_count();
+    assert_eq!(rules, 0, "{namespace} {labels:?}: {why}");
+}
+
 fn compiled(policy: &Policy, w: &Workload) -> CompiledPolicy {
     compile_for(std::slice::from_ref(policy), w, &CompileOptions::default())
 }
@@ -165,9 +171,7 @@ fn service_account_token_is_blocked() -> Result<()> {
             Enforcer::BindMountMask
         ]
     );
-    // Another app in the namespace is not selected.
-    let other = workload("wordpress-mysql", &[("app", "mysql")]);
-    assert_eq!(compiled(&p, &other).rule_count(), 0);
+    assert_not_selected(&p, "wordpress-mysql", &[("app", "mysql")], "another app");
     Ok(())
 }
 
@@ -276,9 +280,7 @@ fn process_allow_list_denies_everything_else() -> Result<()> {
         enforcers(&c.process[0].enforcement),
         [Enforcer::Landlock, Enforcer::EbpfExecKill]
     );
-    // The selector needs both labels.
-    let partial = workload("dvwa", &[("app", "dvwa-web")]);
-    assert_eq!(compiled(&p, &partial).rule_count(), 0);
+    assert_not_selected(&p, "dvwa", &[("app", "dvwa-web")], "needs both labels");
     Ok(())
 }
 
@@ -286,20 +288,18 @@ fn process_allow_list_denies_everything_else() -> Result<()> {
 fn package_managers_are_blocked() -> Result<()> {
     let (p, _) = parse_one("block-package-managers.yaml")?;
     let c = compiled(&p, &workload("wordpress-mysql", &[("app", "wordpress")]));
-    let exec = |path| Exec {
-        path,
-        by_owner: true,
-        source: Some("/bin/bash"),
-    };
-    assert_eq!(c.decide_exec(&exec("/usr/bin/apt")).action, Action::Block);
-    assert_eq!(
-        c.decide_exec(&exec("/usr/bin/apt-get")).action,
-        Action::Block
-    );
-    assert_eq!(
-        c.decide_exec(&exec("/usr/bin/aptitude")).action,
-        Action::Allow
-    );
+    for (path, want) in [
+        ("/usr/bin/apt", Action::Block),
+        ("/usr/bin/apt-get", Action::Block),
+        ("/usr/bin/aptitude", Action::Allow),
+    ] {
+        let exec = Exec {
+            path,
+            by_owner: true,
+            source: Some("/bin/bash"),
+        };
+        assert_eq!(c.decide_exec(&exec).action, want, "{path}");
+    }
     assert_eq!(c.posture.process, Action::Allow);
     assert_eq!(c.process[0].rule.meta.severity, 3);
     Ok(())

@@ -21,3 +21,9 @@ pub use enforce::{
 pub use harden::{harden_spec, HardenError, HardeningReport, CONTAINER_TYPE_ANNOTATION};
 pub use kernel::KernelFeatures;
 pub use strict::StrictConfig;
+
+/// `names` as owned strings, in the collection the unit test wants.
+#[cfg(test)]
+fn owned<C: FromIterator<String>>(names: &[&str]) -> C {
+    names.iter().map(|n| (*n).to_owned()).collect()
+}

@@ -19,6 +19,7 @@ use palisade_sandbox::{
 };
 use serde_json::json;
 
+#[macro_use]
 #[path = "support/policy.rs"]
 mod fixtures;
 #[path = "../../init/tests/support/runc.rs"]
@@ -276,8 +277,6 @@ fn strict_mode_confines_writes_to_the_writable_mounts() -> Result<()> {
     Ok(())
 }
 
-const BLOCK_TOKEN: &str = include_str!("policies/block-token-runc.yaml");
-
 #[test]
 fn service_account_token_is_masked_and_its_neighbour_stays_readable() -> Result<()> {
     let ran = run(Case::new(
@@ -285,13 +284,11 @@ fn service_account_token_is_masked_and_its_neighbour_stays_readable() -> Result<
         "echo \"token=[$(cat /run/secrets/kubernetes.io/serviceaccount/token)]\"; \
          cat /run/secrets/kubernetes.io/serviceaccount/ca.crt",
     )
-    .with_policy(BLOCK_TOKEN))?;
+    .with_policy(policy_file!("block-token-runc")))?;
     assert_lines(&ran, &["token=[]", "-----BEGIN CERTIFICATE-----"]);
     assert_eq!(ran.enforcement.rules[0].enforcer, Enforcer::BindMountMask);
     Ok(())
 }
-
-const BLOCK_SA_DIR: &str = include_str!("policies/block-sa-dir.yaml");
 
 #[test]
 fn service_account_directory_block_hides_the_whole_directory() -> Result<()> {
@@ -301,12 +298,10 @@ fn service_account_directory_block_hides_the_whole_directory() -> Result<()> {
          cat /run/secrets/kubernetes.io/serviceaccount/token || echo token-hidden; \
          cat /etc/motd",
     )
-    .with_policy(BLOCK_SA_DIR))?;
+    .with_policy(policy_file!("block-sa-dir")))?;
     assert_lines(&ran, &["0", "token-hidden", "welcome"]);
     Ok(())
 }
-
-const FIM: &str = include_str!("policies/fim.yaml");
 
 #[test]
 fn file_integrity_policy_refuses_writes_to_system_dirs_and_binaries_still_run() -> Result<()> {
@@ -318,7 +313,7 @@ fn file_integrity_policy_refuses_writes_to_system_dirs_and_binaries_still_run() 
          /usr/bin/id -u; \
          touch /data/ok && echo data-ok",
     )
-    .with_policy(FIM))?;
+    .with_policy(policy_file!("fim")))?;
     assert_lines(
         &ran,
         &[
@@ -334,8 +329,6 @@ fn file_integrity_policy_refuses_writes_to_system_dirs_and_binaries_still_run() 
     Ok(())
 }
 
-const PROCESS_ALLOW: &str = include_str!("policies/process-allow-runc.yaml");
-
 #[test]
 fn process_allow_list_runs_only_the_listed_binaries() -> Result<()> {
     let ran = run(Case::new(
@@ -345,7 +338,7 @@ fn process_allow_list_runs_only_the_listed_binaries() -> Result<()> {
          /usr/bin/id -u || echo id-refused; \
          echo written > /data/f && echo write-ok",
     )
-    .with_policy(PROCESS_ALLOW))?;
+    .with_policy(policy_file!("process-allow-runc")))?;
     assert_lines(
         &ran,
         &["allowed-ran", "denied-refused", "id-refused", "write-ok"],
@@ -366,7 +359,7 @@ fn the_dynamic_loader_needs_execute_under_an_exec_allow_list() -> Result<()> {
     // execute right on ld.so (libraries are only mapped and need none): without the
     // loader grants, even the listed /bin/sh (dynamic busybox) cannot start.
     let mut case = Case::new("noloader", "echo started");
-    case.policy = Some(PROCESS_ALLOW);
+    case.policy = Some(policy_file!("process-allow-runc"));
     case.tweak_plan = Some(|plan| {
         let ll = plan.landlock.as_mut().expect("landlock");
         ll.fs.retain(|r| !r.path.to_string_lossy().contains("/ld-"));
@@ -388,11 +381,9 @@ fn the_dynamic_loader_needs_execute_under_an_exec_allow_list() -> Result<()> {
     Ok(())
 }
 
-const BLOCK_APT: &str = include_str!("policies/block-apt.yaml");
-
 #[test]
 fn package_manager_block_is_handed_to_the_monitor() -> Result<()> {
-    let ran = run(Case::new("apt", "/usr/bin/id -u").with_policy(BLOCK_APT))?;
+    let ran = run(Case::new("apt", "/usr/bin/id -u").with_policy(policy_file!("block-apt")))?;
     assert_lines(&ran, &["0"]);
     let e = &ran.enforcement;
     assert!(
@@ -419,8 +410,6 @@ fn package_manager_block_is_handed_to_the_monitor() -> Result<()> {
     Ok(())
 }
 
-const BLOCK_RAW: &str = include_str!("policies/block-raw.yaml");
-
 /// Raw and packet sockets, then a TCP connection over loopback.
 const NETWORK_SCRIPT: &str = "ping -c 1 -W 2 127.0.0.1 >/dev/null 2>&1 && echo ping-ok || echo ping-failed; \
      arping -c 1 -w 1 -I lo 127.0.0.1 2>&1 | grep -q 'Operation not permitted' && echo arping-eperm; \
@@ -446,7 +435,7 @@ fn raw_socket_block_fails_ping_while_tcp_still_connects() -> Result<()> {
          (echo hello-tcp | nc -l -p 8080 &); sleep 0.5; nc -w 2 127.0.0.1 8080",
     );
     case.hardening = keep_net_raw;
-    case.policy = Some(BLOCK_RAW);
+    case.policy = Some(policy_file!("block-raw"));
     let ran = run(case)?;
     assert_lines(&ran, &["ping-refused", "arping-eperm", "hello-tcp"]);
     assert_eq!(ran.enforcement.rules[0].enforcer, Enforcer::Seccomp);
@@ -536,7 +525,7 @@ fn filtered_socket_leaves_no_way_around_through_32_bit_socketcall() -> Result<()
     };
     assert_32bit_calls_made(&run_int80("int80ctl", keep_net_raw.clone(), None)?);
 
-    let ran = run_int80("int80", keep_net_raw, Some(BLOCK_RAW))?;
+    let ran = run_int80("int80", keep_net_raw, Some(policy_file!("block-raw")))?;
     assert_killed_at_first_32bit_call(&ran);
     assert!(ran
         .enforcement
@@ -564,8 +553,6 @@ fn the_default_profile_kills_32_bit_system_calls_unless_allowed() -> Result<()> 
     Ok(())
 }
 
-const BLOCK_SYSCALLS: &str = include_str!("policies/block-syscalls.yaml");
-
 #[test]
 fn syscall_block_refuses_unlink_and_chmod_while_rename_works() -> Result<()> {
     let ran = run(Case::new(
@@ -575,14 +562,12 @@ fn syscall_block_refuses_unlink_and_chmod_while_rename_works() -> Result<()> {
          chmod 600 /data/b || echo chmod-refused; \
          mv /data/b /data/c && echo mv-ok",
     )
-    .with_policy(BLOCK_SYSCALLS))?;
+    .with_policy(policy_file!("block-syscalls")))?;
     assert_lines(&ran, &["rm-refused", "chmod-refused", "mv-ok"]);
     assert_stderr_count(&ran, "Operation not permitted", 2);
     assert!(ran.data.join("a").exists() && ran.data.join("c").exists());
     Ok(())
 }
-
-const AUDITS: &str = include_str!("policies/audits.yaml");
 
 #[test]
 fn audit_rules_log_through_seccomp_and_permit() -> Result<()> {
@@ -599,7 +584,7 @@ fn audit_rules_log_through_seccomp_and_permit() -> Result<()> {
         drop_net_raw: false,
         ..HardeningConfig::default()
     };
-    case.policy = Some(AUDITS);
+    case.policy = Some(policy_file!("audits"));
     let ran = run(case)?;
     assert_lines(&ran, &["mkdir-ok", "ping-ok", "udp-ok", "Seccomp:\t2"]);
     assert!(ran.data.join("d").is_dir());

@@ -32,6 +32,13 @@ fn hardened(cfg: &HardeningConfig) -> (Value, HardeningReport) {
     (spec, report)
 }
 
+/// The default configuration with `change` made.
+fn config(change: impl FnOnce(&mut HardeningConfig)) -> HardeningConfig {
+    let mut cfg = HardeningConfig::default();
+    change(&mut cfg);
+    cfg
+}
+
 /// Asserts that the report's `applied` list has `line`.
 fn assert_applied(report: &HardeningReport, line: &str) {
     assert!(
@@ -75,10 +82,7 @@ fn installs_the_default_profile_when_the_spec_has_none() {
 
     // allow_32bit_syscalls keeps the same names and covers the 32-bit entries too.
     let mut compat_spec = fixture(CONTAINER);
-    let compat_cfg = HardeningConfig {
-        allow_32bit_syscalls: true,
-        ..HardeningConfig::default()
-    };
+    let compat_cfg = config(|c| c.allow_32bit_syscalls = true);
     harden_spec(ID, &mut compat_spec, &compat_cfg).unwrap();
     let compat: Profile = serde_json::from_value(compat_spec["linux"]["seccomp"].clone()).unwrap();
     assert_eq!(compat, seccomp::default_profile(arch, &bounding, true));
@@ -147,10 +151,7 @@ fn logs_what_a_kept_profile_allows_that_ours_never_does() {
 
 #[test]
 fn allow_unconfined_seccomp_leaves_the_spec_without_a_filter_and_says_so() {
-    let cfg = HardeningConfig {
-        allow_unconfined_seccomp: true,
-        ..HardeningConfig::default()
-    };
+    let cfg = config(|c| c.allow_unconfined_seccomp = true);
     let (spec, report) = hardened(&cfg);
     assert!(spec["linux"].get("seccomp").is_none());
     assert_eq!(report.relaxed.len(), 1, "{report:?}");
@@ -190,10 +191,7 @@ fn cuts_net_raw_from_every_set_and_keeps_the_rest_of_the_default_set() {
 
 #[test]
 fn keeps_net_raw_when_configured_to() {
-    let cfg = HardeningConfig {
-        drop_net_raw: false,
-        ..HardeningConfig::default()
-    };
+    let cfg = config(|c| c.drop_net_raw = false);
     let (spec, report) = hardened(&cfg);
     let bounding = strings(&spec["process"]["capabilities"]["bounding"]);
     assert_eq!(bounding.len(), DEFAULT_CAPABILITIES.len());
@@ -232,10 +230,7 @@ fn allows_an_added_capability_the_configuration_lists_and_its_syscalls() {
             .unwrap()
             .push(json!("CAP_SYS_PTRACE"));
     }
-    let cfg = HardeningConfig {
-        allowed_added_capabilities: vec!["SYS_PTRACE".into()],
-        ..HardeningConfig::default()
-    };
+    let cfg = config(|c| c.allowed_added_capabilities = vec!["SYS_PTRACE".into()]);
     harden_spec(ID, &mut spec, &cfg).unwrap();
     assert!(strings(&spec["process"]["capabilities"]["effective"])
         .contains(&"CAP_SYS_PTRACE".to_owned()));
@@ -246,10 +241,7 @@ fn allows_an_added_capability_the_configuration_lists_and_its_syscalls() {
 #[test]
 fn unknown_capability_in_the_configuration_is_an_error() {
     let mut spec = fixture(CONTAINER);
-    let cfg = HardeningConfig {
-        allowed_added_capabilities: vec!["SYS_EVERYTHING".into()],
-        ..HardeningConfig::default()
-    };
+    let cfg = config(|c| c.allowed_added_capabilities = vec!["SYS_EVERYTHING".into()]);
     let err = harden_spec(ID, &mut spec, &cfg).unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -291,10 +283,7 @@ fn a_privileged_container_on_a_kernel_without_the_newest_capabilities_is_still_r
 fn runs_a_privileged_container_as_it_is_when_allowed_and_warns() {
     let mut spec = privileged_spec();
     let before = spec.clone();
-    let cfg = HardeningConfig {
-        allow_privileged: true,
-        ..HardeningConfig::default()
-    };
+    let cfg = config(|c| c.allow_privileged = true);
     let report = harden_spec(ID, &mut spec, &cfg).unwrap();
     assert_eq!(spec, before);
     assert!(report.applied.is_empty());
@@ -306,10 +295,7 @@ fn runs_a_privileged_container_as_it_is_when_allowed_and_warns() {
 fn every_capability_with_masked_paths_is_not_privileged_but_refused_by_name() {
     let mut spec = fixture(CONTAINER);
     spec["process"]["capabilities"]["bounding"] = json!(KNOWN_CAPABILITIES.as_slice());
-    let cfg = HardeningConfig {
-        allow_privileged: true,
-        ..HardeningConfig::default()
-    };
+    let cfg = config(|c| c.allow_privileged = true);
     let err = harden_spec(ID, &mut spec, &cfg).unwrap_err();
     assert!(matches!(err, HardenError::Capabilities { .. }), "{err:?}");
     assert!(err.to_string().contains("CAP_SYS_ADMIN"), "{err}");

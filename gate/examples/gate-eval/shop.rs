@@ -14,18 +14,13 @@ pub enum Draw {
 }
 
 fn headers(rng: &mut Rng, req: Req, draw: Draw) -> Req {
-    let ua = user_agent(rng, draw);
-    let mut req = req
-        .header("user-agent", ua)
-        .header(
-            "accept",
-            rng.pick(&[
-                "application/json",
-                "*/*",
-                "application/json, text/plain, */*",
-            ]),
-        )
-        .header("accept-language", accept_language(rng));
+    let mut req = client_headers(rng, req, draw, |rng| {
+        rng.pick(&[
+            "application/json",
+            "*/*",
+            "application/json, text/plain, */*",
+        ])
+    });
     if rng.chance(70) {
         req = req.header("authorization", format!("Bearer {}", rng.alnum(40)));
     }

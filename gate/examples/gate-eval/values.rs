@@ -1,7 +1,7 @@
 //! Word lists and value generators shared by the services: the training distribution, and the
 //! new but ordinary values a real service gets next week.
 
-use crate::corpus::Rng;
+use crate::corpus::{Req, Rng};
 use crate::shop::Draw;
 
 pub const SHOP_WORDS: &[&str] = &[
@@ -280,6 +280,21 @@ pub fn user_agent(rng: &mut Rng, draw: Draw) -> String {
     rng.pick(BROWSERS)
         .replace("{v}", &rng.range(110, 126).to_string())
         .replace("{m}", &rng.range(0, 6).to_string())
+}
+
+/// A client's first three headers: its user-agent, the `accept` it draws next, and its
+/// accept-language.
+pub fn client_headers(
+    rng: &mut Rng,
+    req: Req,
+    draw: Draw,
+    accept: impl FnOnce(&mut Rng) -> &'static str,
+) -> Req {
+    let ua = user_agent(rng, draw);
+    let accept = accept(rng);
+    req.header("user-agent", ua)
+        .header("accept", accept)
+        .header("accept-language", accept_language(rng))
 }
 
 /// Free text of a new kind: new words, or one of `phrases`.

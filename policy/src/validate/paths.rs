@@ -134,12 +134,16 @@ mod tests {
 
     #[test]
     fn everything_patterns() {
-        assert!(matches_everything("*"));
-        assert!(matches_everything("/**"));
-        assert!(matches_everything("**"));
-        assert!(matches_everything("/*/**"));
-        assert!(!matches_everything("/*"));
-        assert!(!matches_everything("/**/*.sh"));
-        assert!(!matches_everything("/etc/**"));
+        for (pattern, want) in [
+            ("*", true),
+            ("/**", true),
+            ("**", true),
+            ("/*/**", true),
+            ("/*", false),
+            ("/**/*.sh", false),
+            ("/etc/**", false),
+        ] {
+            assert_eq!(matches_everything(pattern), want, "{pattern}");
+        }
     }
 }

@@ -13,6 +13,107 @@ use crate::raw::{
 use super::paths::{PathKind, NAME_MAX};
 use super::{Level, Validator};
 
+/// The checks of `spec.process` and `spec.file`, written once: both sections have the lists
+/// `matchPaths`, `matchDirectories` and `matchPatterns`, whose entries differ only in their
+/// flags (`ownerOnly`, and for files `readOnly`) and in what a `matchPaths` entry names
+/// (`path`, a closure checking it). The raw entry types share field names, not a trait.
+macro_rules! path_section {
+    ($(#[$doc:meta])* fn $name:ident($raw:ty) -> $rule:ident<$target:ident> {
+        base: $base:literal,
+        path: $path:expr,
+        flags: [$($flag:ident),*],
+    }) => {
+        $(#[$doc])*
+        pub(super) fn $name(&mut self, s: &$raw, spec: &Level) -> Vec<$rule> {
+            let paths = s.match_paths.as_deref().unwrap_or_default();
+            let dirs = s.match_directories.as_deref().unwrap_or_default();
+            let patterns = s.match_patterns.as_deref().unwrap_or_default();
+            let lists = [
+                ("matchPaths", paths.len()),
+                ("matchDirectories", dirs.len()),
+                ("matchPatterns", patterns.len()),
+            ];
+            let section = self.open($base, s.meta(), spec, Action::Block, &lists);
+            let mut out = self.each(
+                &section,
+                "matchPaths",
+                paths,
+                $path,
+                |r| r.from_source.as_deref(),
+                |_, r, e| path_section!(@rule $rule, r, e, $($flag),*),
+            );
+            out.extend(self.each(
+                &section,
+                "matchDirectories",
+                dirs,
+                |v, r, at| v.required(r.dir.as_deref(), at, "dir", PathKind::Dir),
+                |r| r.from_source.as_deref(),
+                |v, r, e| {
+                    v.whole_tree(&e.target, r.recursive, e.meta.action, &e.at);
+                    let recursive = r.recursive.unwrap_or(false);
+                    let e = e.with(|dir| $target::Directory { dir, recursive });
+                    path_section!(@rule $rule, r, e, $($flag),*)
+                },
+            ));
+            out.extend(self.each(
+                &section,
+                "matchPatterns",
+                patterns,
+                |v, r, at| v.required_pattern(r.pattern.as_deref(), at),
+                |_| None,
+                |_, r, e| {
+                    let e = e.with($target::Pattern);
+                    path_section!(@rule $rule, r, e, $($flag),*)
+                },
+            ));
+            out
+        }
+    };
+    // The rule of a checked entry `e` of the raw entry `r`: its flags unset are false.
+    (@rule $rule:ident, $r:ident, $e:ident, $($flag:ident),*) => {
+        $rule {
+            target: $e.target,
+            $($flag: $r.$flag.unwrap_or(false),)*
+            from_source: $e.from_source,
+            meta: $e.meta,
+        }
+    };
+}
+
+/// The checks of `spec.network` and `spec.capabilities`, written once: one list whose
+/// entries each name one of a fixed set (`parse` knows them; `unknown` says what is wrong
+/// with a name it does not).
+macro_rules! named_section {
+    ($(
+        $(#[$doc:meta])*
+        fn $name:ident($raw:ident.$list:ident = $list_name:literal) -> $rule:ident.$field:ident {
+            $base:literal, $parse:path, $unknown:expr
+        }
+    )*) => {$(
+        $(#[$doc])*
+        pub(super) fn $name(&mut self, s: &$raw, spec: &Level) -> Vec<$rule> {
+            let entries = s.$list.as_deref().unwrap_or_default();
+            let lists = [($list_name, entries.len())];
+            let section = self.open($base, s.meta(), spec, Action::Block, &lists);
+            self.each(
+                &section,
+                $list_name,
+                entries,
+                |v, r, at| {
+                    let name = r.$field.as_deref();
+                    v.required_name(name, at, stringify!($field), $parse, $unknown)
+                },
+                |r| r.from_source.as_deref(),
+                |_, _, e| $rule {
+                    $field: e.target,
+                    from_source: e.from_source,
+                    meta: e.meta,
+                },
+            )
+        }
+    )*};
+}
+
 impl Validator<'_> {
     /// Starts checking one rule section: its own meta, and an error when none of its `lists`
     /// (name, length) has an entry.
@@ -40,54 +141,24 @@ impl Validator<'_> {
         }
     }
 
-    pub(super) fn process(&mut self, p: &RawProcess, spec: &Level) -> Vec<ProcessRule> {
-        let paths = p.match_paths.as_deref().unwrap_or_default();
-        let dirs = p.match_directories.as_deref().unwrap_or_default();
-        let patterns = p.match_patterns.as_deref().unwrap_or_default();
-        let lists = [
-            ("matchPaths", paths.len()),
-            ("matchDirectories", dirs.len()),
-            ("matchPatterns", patterns.len()),
-        ];
-        let section = self.open("spec.process", p.meta(), spec, Action::Block, &lists);
-        let rule = |owner_only: Option<bool>, e: Checked<ProcessTarget>| ProcessRule {
-            target: e.target,
-            owner_only: owner_only.unwrap_or(false),
-            from_source: e.from_source,
-            meta: e.meta,
-        };
-        let mut out = self.each(
-            &section,
-            "matchPaths",
-            paths,
-            |v, r, at| v.process_path(r, at),
-            |r| r.from_source.as_deref(),
-            |_, r, e| rule(r.owner_only, e),
-        );
-        out.extend(self.each(
-            &section,
-            "matchDirectories",
-            dirs,
-            |v, r, at| v.required(r.dir.as_deref(), at, "dir", PathKind::Dir),
-            |r| r.from_source.as_deref(),
-            |v, r, e| {
-                v.whole_tree(&e.target, r.recursive, e.meta.action, &e.at);
-                let recursive = r.recursive.unwrap_or(false);
-                rule(
-                    r.owner_only,
-                    e.with(|dir| ProcessTarget::Directory { dir, recursive }),
-                )
+    path_section! {
+        /// `spec.process`: a `matchPaths` entry names its binary by path or by name.
+        fn process(RawProcess) -> ProcessRule<ProcessTarget> {
+            base: "spec.process",
+            path: |v, r, at| v.process_path(r, at),
+            flags: [owner_only],
+        }
+    }
+
+    path_section! {
+        /// `spec.file`: a `matchPaths` entry names one file.
+        fn file(RawFile) -> FileRule<FileTarget> {
+            base: "spec.file",
+            path: |v, r, at| {
+                v.required(r.path.as_deref(), at, "path", PathKind::File).map(FileTarget::Path)
             },
-        ));
-        out.extend(self.each(
-            &section,
-            "matchPatterns",
-            patterns,
-            |v, r, at| v.required_pattern(r.pattern.as_deref(), at),
-            |_| None,
-            |_, r, e| rule(r.owner_only, e.with(ProcessTarget::Pattern)),
-        ));
-        out
+            flags: [read_only, owner_only],
+        }
     }
 
     /// A process `matchPaths` entry names its binary by path or by name, exactly one of them.
@@ -199,79 +270,16 @@ impl Validator<'_> {
         }
     }
 
-    pub(super) fn file(&mut self, f: &RawFile, spec: &Level) -> Vec<FileRule> {
-        let paths = f.match_paths.as_deref().unwrap_or_default();
-        let dirs = f.match_directories.as_deref().unwrap_or_default();
-        let patterns = f.match_patterns.as_deref().unwrap_or_default();
-        let lists = [
-            ("matchPaths", paths.len()),
-            ("matchDirectories", dirs.len()),
-            ("matchPatterns", patterns.len()),
-        ];
-        let section = self.open("spec.file", f.meta(), spec, Action::Block, &lists);
-        let rule = |r: (Option<bool>, Option<bool>), e: Checked<FileTarget>| FileRule {
-            target: e.target,
-            read_only: r.0.unwrap_or(false),
-            owner_only: r.1.unwrap_or(false),
-            from_source: e.from_source,
-            meta: e.meta,
-        };
-        let mut out = self.each(
-            &section,
-            "matchPaths",
-            paths,
-            |v, r, at| v.required(r.path.as_deref(), at, "path", PathKind::File),
-            |r| r.from_source.as_deref(),
-            |_, r, e| rule((r.read_only, r.owner_only), e.with(FileTarget::Path)),
-        );
-        out.extend(self.each(
-            &section,
-            "matchDirectories",
-            dirs,
-            |v, r, at| v.required(r.dir.as_deref(), at, "dir", PathKind::Dir),
-            |r| r.from_source.as_deref(),
-            |v, r, e| {
-                v.whole_tree(&e.target, r.recursive, e.meta.action, &e.at);
-                let recursive = r.recursive.unwrap_or(false);
-                let e = e.with(|dir| FileTarget::Directory { dir, recursive });
-                rule((r.read_only, r.owner_only), e)
-            },
-        ));
-        out.extend(self.each(
-            &section,
-            "matchPatterns",
-            patterns,
-            |v, r, at| v.required_pattern(r.pattern.as_deref(), at),
-            |_| None,
-            |_, r, e| rule((r.read_only, r.owner_only), e.with(FileTarget::Pattern)),
-        ));
-        out
-    }
-
-    pub(super) fn network(&mut self, n: &RawNetwork, spec: &Level) -> Vec<NetworkRule> {
-        let protocols = n.match_protocols.as_deref().unwrap_or_default();
-        let lists = [("matchProtocols", protocols.len())];
-        let section = self.open("spec.network", n.meta(), spec, Action::Block, &lists);
-        self.each(
-            &section,
-            "matchProtocols",
-            protocols,
-            |v, r, at| {
-                v.required_name(
-                    r.protocol.as_deref(),
-                    at,
-                    "protocol",
-                    Protocol::parse,
-                    |p| format!("unknown protocol {p}, expected one of tcp, udp, icmp, raw"),
-                )
-            },
-            |r| r.from_source.as_deref(),
-            |_, _, e| NetworkRule {
-                protocol: e.target,
-                from_source: e.from_source,
-                meta: e.meta,
-            },
-        )
+    named_section! {
+        /// `spec.network`: protocols.
+        fn network(RawNetwork.match_protocols = "matchProtocols") -> NetworkRule.protocol {
+            "spec.network", Protocol::parse,
+            |p| format!("unknown protocol {p}, expected one of tcp, udp, icmp, raw")
+        }
+        /// `spec.capabilities`: capabilities, in KubeArmor's or the kernel's spelling.
+        fn capabilities(RawCapabilities.match_capabilities = "matchCapabilities") -> CapabilityRule.capability {
+            "spec.capabilities", Capability::parse, |name| format!("unknown capability {name}")
+        }
     }
 
     /// A required field naming one of a fixed set (`parse` knows them): an error at
@@ -294,36 +302,6 @@ impl Validator<'_> {
             self.error(&path, unknown(name));
         }
         parsed
-    }
-
-    pub(super) fn capabilities(
-        &mut self,
-        c: &RawCapabilities,
-        spec: &Level,
-    ) -> Vec<CapabilityRule> {
-        let caps = c.match_capabilities.as_deref().unwrap_or_default();
-        let lists = [("matchCapabilities", caps.len())];
-        let section = self.open("spec.capabilities", c.meta(), spec, Action::Block, &lists);
-        self.each(
-            &section,
-            "matchCapabilities",
-            caps,
-            |v, r, at| {
-                v.required_name(
-                    r.capability.as_deref(),
-                    at,
-                    "capability",
-                    Capability::parse,
-                    |name| format!("unknown capability {name}"),
-                )
-            },
-            |r| r.from_source.as_deref(),
-            |_, _, e| CapabilityRule {
-                capability: e.target,
-                from_source: e.from_source,
-                meta: e.meta,
-            },
-        )
     }
 
     pub(super) fn syscall_names(

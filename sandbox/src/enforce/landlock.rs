@@ -223,9 +223,10 @@ pub(super) fn plan(ctx: &mut Ctx<'_>, layers: &Layers) -> Result<Option<Plan>, E
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::owned;
 
     fn strings(v: &[&str]) -> Vec<String> {
-        v.iter().map(|s| (*s).to_owned()).collect()
+        owned(v)
     }
 
     #[test]

@@ -297,10 +297,7 @@ fn conditional(name: &str, filter: ArgFilter) -> SyscallRule {
 mod tests {
     use super::*;
     use crate::capabilities::{DEFAULT_CAPABILITIES, KNOWN_CAPABILITIES};
-
-    fn caps(names: &[&str]) -> BTreeSet<String> {
-        names.iter().map(|c| (*c).to_owned()).collect()
-    }
+    use crate::owned as caps;
 
     #[test]
     fn no_never_allowed_name_is_allowed_even_with_every_capability() {

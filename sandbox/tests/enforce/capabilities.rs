@@ -6,7 +6,7 @@ use super::*;
 fn capability_block_leaves_every_set_and_audit_goes_to_the_monitor() -> Result<()> {
     let mut s = spec()?;
     assert!(strings(&s["process"]["capabilities"]["bounding"]).contains(&"CAP_CHOWN".to_owned()));
-    let e = enforce(ID, &mut s, Some(&policy(CAPS)?), None, &node())?;
+    let e = enforce_policy(&mut s, policy_file!("caps"))?;
     for set in ["bounding", "effective", "permitted", "inheritable"] {
         let caps = strings(&s["process"]["capabilities"][set]);
         assert!(!caps.contains(&"CAP_CHOWN".to_owned()), "{set}: {caps:?}");

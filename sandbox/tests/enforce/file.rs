@@ -5,7 +5,7 @@ use super::*;
 #[test]
 fn file_block_masks_the_path_and_only_that_path() -> Result<()> {
     let mut s = spec()?;
-    let p = policy(BLOCK_TOKEN)?;
+    let p = policy(policy_file!("block-token"))?;
     let e = enforce(ID, &mut s, Some(&p), None, &node())?;
     let masked = strings(&s["linux"]["maskedPaths"]);
     assert!(masked.contains(&"/var/run/secrets/kubernetes.io/serviceaccount/token".to_owned()));
@@ -26,7 +26,7 @@ fn file_block_masks_the_path_and_only_that_path() -> Result<()> {
         "demo/block-sa-token: spec.file.matchPaths[0]"
     );
 
-    let (s, e) = enforced(BLOCK_SA_DIR)?;
+    let (s, e) = enforced(policy_file!("block-sa-dir"))?;
     assert!(strings(&s["linux"]["maskedPaths"])
         .contains(&"/run/secrets/kubernetes.io/serviceaccount".to_owned()));
     assert_eq!(e.rules[0].enforcer.to_string(), "bind-mount-mask");
@@ -35,7 +35,7 @@ fn file_block_masks_the_path_and_only_that_path() -> Result<()> {
 
 #[test]
 fn file_integrity_read_only_block_becomes_readonly_paths() -> Result<()> {
-    let (s, e) = enforced(FIM)?;
+    let (s, e) = enforced(policy_file!("fim"))?;
     let ro = strings(&s["linux"]["readonlyPaths"]);
     for dir in ["/bin", "/sbin", "/usr/sbin", "/usr/bin"] {
         assert!(ro.contains(&dir.to_owned()), "{dir} in {ro:?}");
@@ -58,7 +58,7 @@ fn read_only_block_under_bpf_lsm_keeps_the_read_only_remount() -> Result<()> {
         bpf_lsm: true,
         ..node()
     };
-    let e = enforce(ID, &mut s, Some(&policy(FIM)?), None, &lsm)?;
+    let e = enforce(ID, &mut s, Some(&policy(policy_file!("fim"))?), None, &lsm)?;
     let ro = strings(&s["linux"]["readonlyPaths"]);
     for dir in ["/bin", "/sbin", "/usr/sbin", "/usr/bin"] {
         assert!(ro.contains(&dir.to_owned()), "{dir} in {ro:?}");
@@ -77,7 +77,7 @@ fn read_only_block_under_bpf_lsm_keeps_the_read_only_remount() -> Result<()> {
 fn file_rules_landlock_and_mounts_cannot_express_are_refused_or_degraded_to_audit() -> Result<()> {
     let mut s = spec()?;
     let before = s.clone();
-    let p = policy(PATTERN_BLOCK)?;
+    let p = policy(policy_file!("pattern-block"))?;
     let err = enforce(ID, &mut s, Some(&p), None, &node()).unwrap_err();
     let msg = err.to_string();
     assert!(
@@ -106,7 +106,7 @@ fn file_rules_landlock_and_mounts_cannot_express_are_refused_or_degraded_to_audi
 
 #[test]
 fn file_allow_list_becomes_landlock_read_and_write_grants() -> Result<()> {
-    let (_, e) = enforced(FILE_ALLOW)?;
+    let (_, e) = enforced(policy_file!("file-allow"))?;
     let ll = landlock(&e);
     let handled = handled(ll);
     assert!(handled.contains(&FsAccess::ReadFile) && handled.contains(&FsAccess::WriteFile));
@@ -133,7 +133,13 @@ fn file_allow_list_becomes_landlock_read_and_write_grants() -> Result<()> {
         writable_paths: vec!["/var/cache".into()],
         ..StrictConfig::default()
     };
-    let e = enforce(ID, &mut s, Some(&policy(FILE_ALLOW)?), Some(&cfg), &node())?;
+    let e = enforce(
+        ID,
+        &mut s,
+        Some(&policy(policy_file!("file-allow"))?),
+        Some(&cfg),
+        &node(),
+    )?;
     assert!(grant(&e, "/var/cache/nginx").contains(&FsAccess::WriteFile));
     assert!(!grant(&e, "/var/cache").contains(&FsAccess::WriteFile));
     assert!(

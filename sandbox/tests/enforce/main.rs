@@ -1,14 +1,15 @@
 //! `enforce` on CRI-shaped specs (hardened first, as the shim does) with KubeArmor policies
 //! written as users write them: what each rule kind and action becomes, strict mode, and the
-//! refused and degraded cases. This file holds the fixtures, the policies (files under
-//! `tests/policies/`, shared with `enforce_runc.rs`) and the cases that span rule kinds; each
-//! rule kind has a module of its own.
+//! refused and degraded cases. This file holds the fixtures and the cases that span rule
+//! kinds; the policies are files under `tests/policies/`, read with `policy_file!` and shared
+//! with `enforce_runc.rs`; each rule kind has a module of its own.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-mod capabilities;
-mod file;
+#[macro_use]
 #[path = "../support/policy.rs"]
 mod fixtures;
+mod capabilities;
+mod file;
 mod network;
 mod process;
 mod strict;
@@ -183,8 +184,13 @@ fn assert_enforcers(e: &Enforcement, want: &[(&str, Enforcer)]) {
 /// node with landlock abi 7; the enforcement report with it.
 fn enforced(yaml: &str) -> Result<(Value, Enforcement)> {
     let mut s = spec()?;
-    let e = enforce(ID, &mut s, Some(&policy(yaml)?), None, &node())?;
+    let e = enforce_policy(&mut s, yaml)?;
     Ok((s, e))
+}
+
+/// `yaml`'s policies enforced on `s` on the node (no strict mode).
+fn enforce_policy(s: &mut Value, yaml: &str) -> Result<Enforcement> {
+    Ok(enforce(ID, s, Some(&policy(yaml)?), None, &node())?)
 }
 
 /// The report's rule on `target` (the first when several are).
@@ -232,41 +238,19 @@ fn apparmor_parts_are_reported_as_not_enforced() -> Result<()> {
     Ok(())
 }
 
-const BLOCK_TOKEN: &str = include_str!("../policies/block-token.yaml");
-
-const BLOCK_SA_DIR: &str = include_str!("../policies/block-sa-dir.yaml");
-
-const FIM: &str = include_str!("../policies/fim.yaml");
-
-const PATTERN_BLOCK: &str = include_str!("../policies/pattern-block.yaml");
-
-const FILE_ALLOW: &str = include_str!("../policies/file-allow.yaml");
-
-const PROCESS_ALLOW: &str = include_str!("../policies/process-allow.yaml");
-
-const BLOCK_APT: &str = include_str!("../policies/block-apt.yaml");
-
-const EXECNAME_ALLOW: &str = include_str!("../policies/execname-allow.yaml");
-
-const BLOCK_RAW: &str = include_str!("../policies/block-raw.yaml");
-
-const TCP_ONLY: &str = include_str!("../policies/tcp-only.yaml");
-
-const AUDIT_UDP: &str = include_str!("../policies/audit-udp.yaml");
-
-const NETWORK_FROM_SOURCE: &str = include_str!("../policies/network-from-source.yaml");
-
 /// KubeArmor's "limit TCP/UDP/raw sockets to named binaries" fixture, as users write it.
 const NETWORK_SPECIFIC_PROCESSES: &str =
     include_str!("../../../policy/tests/fixtures/network-specific-processes.yaml");
 
-const CAPS: &str = include_str!("../policies/caps.yaml");
-
-const BLOCK_SYSCALLS: &str = include_str!("../policies/block-syscalls.yaml");
-
 #[test]
 fn every_rule_is_reported_once_in_policy_order() -> Result<()> {
-    let yaml = format!("{BLOCK_TOKEN}\n---\n{BLOCK_APT}\n---\n{BLOCK_RAW}\n---\n{CAPS}");
+    let yaml = [
+        policy_file!("block-token"),
+        policy_file!("block-apt"),
+        policy_file!("block-raw"),
+        policy_file!("caps"),
+    ]
+    .join("\n---\n");
     let p = policy(&yaml)?;
     let e = enforce(ID, &mut spec()?, Some(&p), None, &node())?;
     assert_eq!(e.rules.len(), p.rule_count());

@@ -10,7 +10,7 @@ fn network_block_raw_filters_socket_by_family_and_type() -> Result<()> {
         ..HardeningConfig::default()
     })?;
     assert_eq!(seccomp_action(&s, "socket", [AF_INET, RAW, 1]), ALLOW);
-    let e = enforce(ID, &mut s, Some(&policy(BLOCK_RAW)?), None, &node())?;
+    let e = enforce_policy(&mut s, policy_file!("block-raw"))?;
     assert_eq!(e.rules[0].enforcer, Enforcer::Seccomp);
     for (args, want) in [
         ([AF_INET, RAW, 1], EPERM),
@@ -34,7 +34,7 @@ fn network_block_raw_filters_socket_by_family_and_type() -> Result<()> {
 
 #[test]
 fn network_allow_list_refuses_the_complement_and_logs_audited_protocols() -> Result<()> {
-    let (s, e) = enforced(TCP_ONLY)?;
+    let (s, e) = enforced(policy_file!("tcp-only"))?;
     for (args, want) in [
         ([AF_INET, STREAM, 0], ALLOW),
         ([AF_INET6, STREAM, 0], ALLOW),
@@ -61,7 +61,7 @@ fn network_allow_list_refuses_the_complement_and_logs_audited_protocols() -> Res
 
 #[test]
 fn network_audit_logs_through_seccomp_or_goes_to_the_monitor() -> Result<()> {
-    let (s, e) = enforced(AUDIT_UDP)?;
+    let (s, e) = enforced(policy_file!("audit-udp"))?;
     assert_eq!(seccomp_action(&s, "socket", [AF_INET, DGRAM, 0]), LOG);
     assert_eq!(
         seccomp_action(&s, "socket", [AF_INET, DGRAM, 1]),
@@ -88,7 +88,7 @@ fn network_audit_logs_through_seccomp_or_goes_to_the_monitor() -> Result<()> {
     let e = enforce(
         ID,
         &mut s,
-        Some(&policy(AUDIT_UDP)?),
+        Some(&policy(policy_file!("audit-udp"))?),
         None,
         &kernel(Some(7), false),
     )?;
@@ -100,7 +100,7 @@ fn network_audit_logs_through_seccomp_or_goes_to_the_monitor() -> Result<()> {
 
 #[test]
 fn network_audit_of_icmp_tells_ping_sockets_and_raw_icmp_apart() -> Result<()> {
-    let yaml = AUDIT_UDP.replace("protocol: udp", "protocol: icmp");
+    let yaml = policy_file!("audit-udp").replace("protocol: udp", "protocol: icmp");
     let (s, e) = enforced(&yaml)?;
     for (args, want) in [
         ([AF_INET, DGRAM, 1], LOG),
@@ -123,7 +123,7 @@ fn network_audit_of_icmp_tells_ping_sockets_and_raw_icmp_apart() -> Result<()> {
 
 #[test]
 fn network_block_from_source_becomes_a_socket_block_list_in_the_monitor() -> Result<()> {
-    let p = policy(NETWORK_FROM_SOURCE)?;
+    let p = policy(policy_file!("network-from-source"))?;
     let mut s = spec()?;
     let e = enforce(ID, &mut s, Some(&p), None, &node())?;
     assert_eq!(e.rules[0].enforcer, Enforcer::MonitorSockCreate);
@@ -134,7 +134,8 @@ fn network_block_from_source_becomes_a_socket_block_list_in_the_monitor() -> Res
     assert_eq!(seccomp_action(&s, "socket", [AF_INET, DGRAM, 0]), ALLOW);
 
     // Raw sockets also come as AF_PACKET, which the hook does not see: refused, or audited.
-    let raw = policy(&NETWORK_FROM_SOURCE.replace("protocol: udp", "protocol: raw"))?;
+    let raw =
+        policy(&policy_file!("network-from-source").replace("protocol: udp", "protocol: raw"))?;
     let err = enforce(ID, &mut spec()?, Some(&raw), None, &node()).unwrap_err();
     assert!(
         err.to_string().contains(

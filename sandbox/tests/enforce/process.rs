@@ -4,7 +4,7 @@ use super::*;
 
 #[test]
 fn process_allow_list_grants_execute_to_the_listed_binaries_and_the_loader() -> Result<()> {
-    let (_, e) = enforced(PROCESS_ALLOW)?;
+    let (_, e) = enforced(policy_file!("process-allow"))?;
     let ll = landlock(&e);
     let handled = handled(ll);
     assert!(handled.contains(&FsAccess::Execute));
@@ -56,7 +56,7 @@ fn allow_lists_in_audit_posture_restrict_nothing_and_go_to_the_monitor() -> Resu
     let options = CompileOptions {
         deny_posture: palisade_policy::DenyPosture::Audit,
     };
-    let p = policy_with(PROCESS_ALLOW, &options)?;
+    let p = policy_with(policy_file!("process-allow"), &options)?;
     let e = enforce(ID, &mut spec()?, Some(&p), None, &node())?;
     assert!(
         e.plan.is_none(),
@@ -78,7 +78,7 @@ fn allow_lists_in_audit_posture_restrict_nothing_and_go_to_the_monitor() -> Resu
 fn process_block_without_allow_list_goes_to_the_monitor() -> Result<()> {
     let mut s = spec()?;
     let before = s.clone();
-    let e = enforce(ID, &mut s, Some(&policy(BLOCK_APT)?), None, &node())?;
+    let e = enforce_policy(&mut s, policy_file!("block-apt"))?;
     assert_eq!(s, before, "nothing in the spec can block an exec by path");
     assert!(e.plan.is_none());
     let deny: Vec<String> = e
@@ -103,7 +103,7 @@ fn process_block_without_allow_list_goes_to_the_monitor() -> Result<()> {
 
 #[test]
 fn process_block_outside_an_allow_list_is_already_landlock_s() -> Result<()> {
-    let yaml = format!("{PROCESS_ALLOW}\n---\n{BLOCK_APT}");
+    let yaml = [policy_file!("process-allow"), policy_file!("block-apt")].join("\n---\n");
     let e = enforce(ID, &mut spec()?, Some(&policy(&yaml)?), None, &node())?;
     assert_eq!(rule_on(&e, "/usr/bin/apt").enforcer, Enforcer::Landlock);
     assert!(e.monitor.deny_exec.is_empty());
@@ -112,7 +112,7 @@ fn process_block_outside_an_allow_list_is_already_landlock_s() -> Result<()> {
 
 #[test]
 fn process_allow_list_by_name_is_refused_or_handed_to_the_monitor() -> Result<()> {
-    let p = policy(EXECNAME_ALLOW)?;
+    let p = policy(policy_file!("execname-allow"))?;
     let err = enforce(ID, &mut spec()?, Some(&p), None, &node()).unwrap_err();
     assert!(
         err.to_string()

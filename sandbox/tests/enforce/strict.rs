@@ -131,7 +131,7 @@ fn strict_on_an_old_kernel_is_refused_unless_degrading() -> Result<()> {
 
 #[test]
 fn degraded_landlock_is_not_reported_as_enforced() -> Result<()> {
-    let p = policy(PROCESS_ALLOW)?;
+    let p = policy(policy_file!("process-allow"))?;
     let e = enforce(
         ID,
         &mut spec()?,

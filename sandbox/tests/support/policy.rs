@@ -2,6 +2,18 @@
 //! all describe.
 
 use anyhow::Result;
+
+/// The text of `sandbox/tests/policies/NAME.yaml`, the suites' shared policies.
+macro_rules! policy_file {
+    ($name:literal) => {
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/policies/",
+            $name,
+            ".yaml"
+        ))
+    };
+}
 use palisade_policy::{compile, parse_policies, CompileOptions, CompiledPolicy, Workload};
 
 /// `yaml`'s policies compiled for the suites' container: demo/web-0, container `web`,
