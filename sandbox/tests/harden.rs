@@ -437,18 +437,19 @@ fn a_spec_that_is_not_an_oci_spec_is_refused_with_the_path() {
 }
 
 #[test]
-fn round_trips_through_the_bundle_file() {
-    let dir = tempfile::tempdir().unwrap();
+fn round_trips_through_the_bundle_file() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
     let path = dir.path().join("config.json");
-    std::fs::write(&path, CONTAINER).unwrap();
-    let mut spec: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    harden_spec(ID, &mut spec, &HardeningConfig::default()).unwrap();
-    std::fs::write(&path, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
-    let reread: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    std::fs::write(&path, CONTAINER)?;
+    let mut spec: Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+    harden_spec(ID, &mut spec, &HardeningConfig::default())?;
+    std::fs::write(&path, serde_json::to_vec_pretty(&spec)?)?;
+    let reread: Value = serde_json::from_slice(&std::fs::read(&path)?)?;
     assert_eq!(reread, spec);
     assert_eq!(reread["process"]["oomScoreAdj"], 1000);
     assert_eq!(
         reread["linux"]["resources"]["unified"]["memory.oom.group"],
         "1"
     );
+    Ok(())
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use palisade_policy::{Action, CompiledPolicy};
 use serde_json::{Map, Value};
 
-use super::monitor::{self, MonitorTarget};
+use super::monitor::MonitorTarget;
 use super::{Ctx, Enforcer, RuleId, RuleKind};
 use crate::capabilities::CAPABILITY_SETS;
 use crate::spec::{self, SpecError};
@@ -28,18 +28,12 @@ pub(super) fn apply(
     for compiled in &policy.capabilities {
         let r = &compiled.rule;
         let name = oci_name(r.capability.name);
-        let id = RuleId::of(RuleKind::Capabilities, compiled, &r.meta, name.clone());
-        let to_monitor = |action| {
-            monitor::rule(
-                &id.rule,
-                RuleKind::Capabilities,
-                action,
-                MonitorTarget::Capability(name.clone()),
-                &r.from_source,
-                false,
-                &r.meta,
-            )
-        };
+        let id = RuleId::of(RuleKind::Capabilities, compiled, name.clone());
+        let to_monitor = id.monitor(
+            MonitorTarget::Capability(name.clone()),
+            &r.from_source,
+            false,
+        );
         match (r.meta.action, r.from_source.is_empty()) {
             (Action::Audit, _) => {
                 ctx.out.monitor.audit.push(to_monitor(Action::Audit));

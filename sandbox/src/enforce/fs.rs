@@ -5,7 +5,7 @@ use palisade_policy::{Action, CompiledPolicy, FileTarget, ProcessTarget};
 use serde_json::{json, Map, Value};
 
 use super::landlock::{beneath, clean, Layers};
-use super::monitor;
+use super::monitor::{file_target, process_target};
 use super::{Ctx, EnforceError, Enforcer, RuleId, RuleKind};
 use crate::paths;
 use crate::spec::{self, SpecError};
@@ -142,18 +142,8 @@ pub(super) fn file_rules(ctx: &mut Ctx<'_>, policy: &CompiledPolicy, layers: &mu
             FileTarget::Path(p) | FileTarget::Pattern(p) => p.clone(),
             FileTarget::Directory { dir, .. } => dir.clone(),
         };
-        let id = RuleId::of(RuleKind::File, compiled, &r.meta, target_text);
-        let to_monitor = |action| {
-            monitor::rule(
-                &id.rule,
-                RuleKind::File,
-                action,
-                monitor::file_target(&r.target),
-                &r.from_source,
-                r.owner_only,
-                &r.meta,
-            )
-        };
+        let id = RuleId::of(RuleKind::File, compiled, target_text);
+        let to_monitor = id.monitor(file_target(&r.target), &r.from_source, r.owner_only);
         let unexpressible = unexpressible_file(r.owner_only, !r.from_source.is_empty(), &r.target);
         match r.meta.action {
             Action::Audit => {
@@ -342,12 +332,7 @@ pub(super) fn process_rules(ctx: &mut Ctx<'_>, policy: &CompiledPolicy, layers: 
             ProcessTarget::Path(p) => exec.push(p.clone()),
             ProcessTarget::Directory { dir, .. } => exec.push(clean(dir)),
             ProcessTarget::ExecName(_) | ProcessTarget::Pattern(_) if landlock_list => {
-                let id = RuleId::of(
-                    RuleKind::Process,
-                    compiled,
-                    &r.meta,
-                    process_text(&r.target),
-                );
+                let id = RuleId::of(RuleKind::Process, compiled, process_text(&r.target));
                 let why = "landlock's execute right takes paths, not process names or globs; \
                            the monitor would carry the whole exec allow-list";
                 if !ctx.refuse_or_warn(&id, why, &Enforcer::MonitorExecKill) {
@@ -365,23 +350,8 @@ pub(super) fn process_rules(ctx: &mut Ctx<'_>, policy: &CompiledPolicy, layers: 
 
     for compiled in &policy.process {
         let r = &compiled.rule;
-        let id = RuleId::of(
-            RuleKind::Process,
-            compiled,
-            &r.meta,
-            process_text(&r.target),
-        );
-        let to_monitor = |action| {
-            monitor::rule(
-                &id.rule,
-                RuleKind::Process,
-                action,
-                monitor::process_target(&r.target),
-                &r.from_source,
-                r.owner_only,
-                &r.meta,
-            )
-        };
+        let id = RuleId::of(RuleKind::Process, compiled, process_text(&r.target));
+        let to_monitor = id.monitor(process_target(&r.target), &r.from_source, r.owner_only);
         match r.meta.action {
             Action::Audit => {
                 ctx.out.monitor.audit.push(to_monitor(Action::Audit));

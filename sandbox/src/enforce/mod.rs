@@ -12,7 +12,10 @@ mod syscalls;
 use std::fmt;
 
 use palisade_init::plan::Plan;
-use palisade_policy::{Action, CompiledPolicy, CompiledRule, RuleMeta};
+use palisade_policy::{
+    Action, CapabilityRule, CompiledPolicy, CompiledRule, FileRule, NetworkRule, ProcessRule,
+    RuleMeta, SyscallRule,
+};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -253,15 +256,44 @@ struct RuleId {
     kind: RuleKind,
     target: String,
     action: Action,
+    /// The rule's severity and message, for the monitor's share of it.
+    severity: u8,
+    message: Option<String>,
 }
 
+/// A compiled policy's rule of any kind: its meta is what [`RuleId::of`] reads.
+trait PolicyRule {
+    fn meta(&self) -> &RuleMeta;
+}
+
+macro_rules! policy_rules {
+    ($($rule:ty),*) => {$(
+        impl PolicyRule for $rule {
+            fn meta(&self) -> &RuleMeta {
+                &self.meta
+            }
+        }
+    )*};
+}
+
+policy_rules!(
+    FileRule,
+    ProcessRule,
+    NetworkRule,
+    CapabilityRule,
+    SyscallRule
+);
+
 impl RuleId {
-    fn of<R>(kind: RuleKind, compiled: &CompiledRule<R>, meta: &RuleMeta, target: String) -> Self {
+    fn of<R: PolicyRule>(kind: RuleKind, compiled: &CompiledRule<R>, target: String) -> Self {
+        let meta = compiled.rule.meta();
         Self {
             rule: format!("{}: {}", compiled.policy, meta.origin),
             kind,
             target,
             action: meta.action,
+            severity: meta.severity,
+            message: meta.message.clone(),
         }
     }
 }

@@ -1,12 +1,12 @@
 //! What only the eBPF monitor can carry out, handed over as plain data: the sandbox does
 //! not depend on the monitor crate, the shim passes these on.
 
-use palisade_policy::{Action, FileTarget, PathMatch, ProcessTarget, RuleMeta};
+use palisade_policy::{Action, FileTarget, PathMatch, ProcessTarget};
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::RuleKind;
+use super::{RuleId, RuleKind};
 
 /// What a monitor rule matches, as the policy wrote it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -127,24 +127,25 @@ pub(super) fn process_target(t: &ProcessTarget) -> MonitorTarget {
     }
 }
 
-pub(super) fn rule(
-    id: &str,
-    kind: RuleKind,
-    action: Action,
-    target: MonitorTarget,
-    from_source: &[PathMatch],
-    owner_only: bool,
-    meta: &RuleMeta,
-) -> MonitorRule {
-    MonitorRule {
-        rule: id.to_owned(),
-        kind,
-        action,
-        target,
-        from_source: sources(from_source),
-        owner_only,
-        read_only: false,
-        severity: meta.severity,
-        message: meta.message.clone(),
+impl RuleId {
+    /// The monitor's share of this rule, by action: on `target`, for the processes of
+    /// `from_source` (every process when empty), for owners only or not.
+    pub(super) fn monitor<'a>(
+        &'a self,
+        target: MonitorTarget,
+        from_source: &'a [PathMatch],
+        owner_only: bool,
+    ) -> impl Fn(Action) -> MonitorRule + 'a {
+        move |action| MonitorRule {
+            rule: self.rule.clone(),
+            kind: self.kind,
+            action,
+            target: target.clone(),
+            from_source: sources(from_source),
+            owner_only,
+            read_only: false,
+            severity: self.severity,
+            message: self.message.clone(),
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use palisade_policy::{Action, CompiledPolicy, Protocol};
 use serde_json::{json, Value};
 
-use super::monitor::{self, MonitorTarget};
+use super::monitor::MonitorTarget;
 use super::profile::{Act, Editor, Treatment};
 use super::{Ctx, Enforcer, RuleId, RuleKind};
 
@@ -87,23 +87,12 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, seccomp: &mut Editor<'_>, policy: &Compil
     let mut ids = Vec::new();
     for compiled in &policy.network {
         let r = &compiled.rule;
-        let id = RuleId::of(
-            RuleKind::Network,
-            compiled,
-            &r.meta,
-            r.protocol.as_str().to_owned(),
+        let id = RuleId::of(RuleKind::Network, compiled, r.protocol.as_str().to_owned());
+        let to_monitor = id.monitor(
+            MonitorTarget::Protocol(r.protocol.as_str().to_owned()),
+            &r.from_source,
+            false,
         );
-        let to_monitor = |action| {
-            monitor::rule(
-                &id.rule,
-                RuleKind::Network,
-                action,
-                MonitorTarget::Protocol(r.protocol.as_str().to_owned()),
-                &r.from_source,
-                false,
-                &r.meta,
-            )
-        };
         if base.is_none() && r.meta.action != Action::Audit {
             let why = "the spec's seccomp profile filters socket() by argument already, \
                        palisade cannot combine its rules with them";
@@ -183,6 +172,8 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, seccomp: &mut Editor<'_>, policy: &Compil
             }
             continue;
         }
+        // The rules seccomp decides keep `id`, which `to_monitor` borrows.
+        drop(to_monitor);
         ids.push((id, r.meta.clone()));
     }
     let Some(base) = base else { return };
@@ -252,16 +243,8 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, seccomp: &mut Editor<'_>, policy: &Compil
         let logged = protocol.is_some_and(|p| logged_protocols.contains(&p));
         match action {
             Action::Audit if !logged => {
-                let rule = monitor::rule(
-                    &id.rule,
-                    RuleKind::Network,
-                    Action::Audit,
-                    MonitorTarget::Protocol(id.target.clone()),
-                    &[],
-                    false,
-                    meta,
-                );
-                ctx.out.monitor.audit.push(rule);
+                let to_monitor = id.monitor(MonitorTarget::Protocol(id.target.clone()), &[], false);
+                ctx.out.monitor.audit.push(to_monitor(Action::Audit));
                 let note = if log {
                     "seccomp refuses or does not let these sockets through unconditionally"
                 } else {

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use palisade_policy::{Action, CompiledPolicy};
 
-use super::monitor::{self, MonitorTarget};
+use super::monitor::MonitorTarget;
 use super::profile::{Act, Editor, Treatment};
 use super::{Ctx, Enforcer, RuleId, RuleKind};
 
@@ -62,21 +62,15 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, seccomp: &mut Editor<'_>, policy: &Compil
     let mut blocked: BTreeSet<String> = BTreeSet::new();
     for compiled in &policy.syscalls {
         let r = &compiled.rule;
-        let id = RuleId::of(RuleKind::Syscalls, compiled, &r.meta, r.syscalls.join(","));
-        let to_monitor = |action| {
-            monitor::rule(
-                &id.rule,
-                RuleKind::Syscalls,
-                action,
-                MonitorTarget::Syscalls {
-                    names: r.syscalls.clone(),
-                    path: r.target.clone(),
-                },
-                &r.from_source,
-                false,
-                &r.meta,
-            )
-        };
+        let id = RuleId::of(RuleKind::Syscalls, compiled, r.syscalls.join(","));
+        let to_monitor = id.monitor(
+            MonitorTarget::Syscalls {
+                names: r.syscalls.clone(),
+                path: r.target.clone(),
+            },
+            &r.from_source,
+            false,
+        );
         let unexpressible = if r.target.is_some() {
             Some("matchPaths: seccomp cannot read path arguments")
         } else if !r.from_source.is_empty() {
