@@ -382,11 +382,9 @@ mod tests {
 
     #[test]
     fn restarts_back_off_then_quarantine() {
-        let s = CompromiseSettings {
-            backoff_secs: 10,
-            max_restarts: 2,
-            ..CompromiseSettings::default()
-        };
+        let s = CompromiseSettings::default()
+            .with_annotation("backoff=10s, max-restarts=2")
+            .unwrap();
         let v = Verdict {
             reason: "rule x is decisive".into(),
             evidence: vec![],

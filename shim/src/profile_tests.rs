@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::*;
 use crate::cri::CriContainer;
+use crate::test_support::{saved_document, workload};
 
 fn event(container: &str, pid: u32, binary: &str, kind: EventKind) -> MonitorEvent {
     MonitorEvent {
@@ -63,6 +64,20 @@ fn socket(domain: i32, kind: i32, protocol: i32) -> EventKind {
         kind,
         protocol,
         result: 3,
+    }
+}
+
+fn connect(addr: SocketAddr, result: i64) -> EventKind {
+    EventKind::Connect {
+        addr: Some(addr),
+        result,
+    }
+}
+
+fn bind(addr: SocketAddr, result: i64) -> EventKind {
+    EventKind::Bind {
+        addr: Some(addr),
+        result,
     }
 }
 
@@ -276,13 +291,7 @@ fn sockets_map_to_kubearmor_protocols_and_connects_take_their_processes_last_soc
     );
     let dns = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 96, 0, 10)), 53);
     assert_eq!(
-        run(
-            20,
-            EventKind::Connect {
-                addr: Some(dns),
-                result: 0
-            }
-        )[1],
+        run(20, connect(dns, 0))[1],
         Observation::Connect {
             address: dns.ip(),
             port: 53,
@@ -291,13 +300,7 @@ fn sockets_map_to_kubearmor_protocols_and_connects_take_their_processes_last_soc
     );
     let api = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5)), 443);
     assert_eq!(
-        run(
-            21,
-            EventKind::Connect {
-                addr: Some(api),
-                result: -115
-            }
-        )[1],
+        run(21, connect(api, -115))[1],
         Observation::Connect {
             address: api.ip(),
             port: 443,
@@ -305,30 +308,11 @@ fn sockets_map_to_kubearmor_protocols_and_connects_take_their_processes_last_soc
         },
         "a process with no socket seen connects over tcp; EINPROGRESS is a connect"
     );
-    assert_eq!(
-        run(
-            21,
-            EventKind::Connect {
-                addr: Some(api),
-                result: -111
-            }
-        ),
-        []
-    );
+    assert_eq!(run(21, connect(api, -111)), []);
     // A server: tcp socket, bind, listen.
     run(30, socket(inet, libc::SOCK_STREAM, 0));
     let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8080);
-    assert_eq!(
-        run(
-            30,
-            EventKind::Bind {
-                addr: Some(any),
-                result: 0
-            }
-        )
-        .len(),
-        1
-    );
+    assert_eq!(run(30, bind(any, 0)).len(), 1);
     assert_eq!(
         run(
             30,
@@ -347,13 +331,7 @@ fn sockets_map_to_kubearmor_protocols_and_connects_take_their_processes_last_soc
     run(31, socket(inet, libc::SOCK_DGRAM, 0));
     let syslog = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 514);
     assert_eq!(
-        run(
-            31,
-            EventKind::Bind {
-                addr: Some(syslog),
-                result: 0
-            }
-        )[1],
+        run(31, bind(syslog, 0))[1],
         Observation::Listen {
             port: 514,
             protocol: Protocol::Udp
@@ -431,35 +409,48 @@ fn the_annotation_or_the_configuration_picks_the_workload_and_bad_values_refuse(
     );
 }
 
+/// Container `id` of pod `pod` learning `workload` into `dir` under `promotion`: it starts,
+/// the recorders see `events`, and it finishes with `drops` events lost by the kernel.
+fn learn(
+    recorders: &Recorders,
+    (id, pod): (&str, &str),
+    workload: &WorkloadId,
+    dir: &Path,
+    promotion: Promotion,
+    events: &[MonitorEvent],
+    drops: u64,
+) {
+    let learning = recorders
+        .start(id, pod, workload.clone(), dir, promotion)
+        .unwrap();
+    for e in events {
+        recorders.observe(e);
+    }
+    learning.finish(drops);
+}
+
 #[test]
 fn a_learning_container_is_merged_into_its_workloads_document_with_its_drops() {
     let state = tempfile::tempdir().unwrap();
     let dir = state.path().join("profiles");
-    let workload = WorkloadId::new("shop", "web").unwrap();
     let recorders = Recorders::default();
-    let learning = recorders
-        .start("c1", "web-1", workload.clone(), &dir, quiet())
-        .unwrap();
-    recorders.observe(&event(
-        "c1",
-        10,
-        "/usr/sbin/httpd",
-        exec("/usr/sbin/httpd", "", true),
-    ));
-    recorders.observe(&event(
-        "c1",
-        10,
-        "/usr/sbin/httpd",
-        open("/srv/www/index.html", 0, 5),
-    ));
-    // Another container's events are not this one's.
-    recorders.observe(&event("c2", 11, "/bin/sh", exec("/bin/sh", "", true)));
-    learning.finish(0);
-    let doc = match persist::load(&dir, &workload) {
-        persist::Loaded::Present(d) => d,
-        other => panic!("{other:?}"),
-    };
-    let r = &doc.recording;
+    let httpd = |id, kind| event(id, 10, "/usr/sbin/httpd", kind);
+    let events = [
+        httpd("c1", exec("/usr/sbin/httpd", "", true)),
+        httpd("c1", open("/srv/www/index.html", 0, 5)),
+        // Another container's events are not this one's.
+        event("c2", 11, "/bin/sh", exec("/bin/sh", "", true)),
+    ];
+    learn(
+        &recorders,
+        ("c1", "web-1"),
+        &workload(),
+        &dir,
+        quiet(),
+        &events,
+        0,
+    );
+    let r = saved_document(&dir).recording;
     assert_eq!(r.observations, 4, "exec + execve, open + openat");
     assert!(r.executables.contains_key("/usr/sbin/httpd"));
     assert!(!r.executables.contains_key("/bin/sh"));
@@ -469,19 +460,17 @@ fn a_learning_container_is_merged_into_its_workloads_document_with_its_drops() {
 
     // A second pod of the workload, whose events the kernel dropped: merged, and the
     // workload's recording can no longer be promoted.
-    let learning = recorders
-        .start("c3", "web-2", workload.clone(), &dir, quiet())
-        .unwrap();
-    recorders.observe(&event(
-        "c3",
-        12,
-        "/usr/sbin/httpd",
-        open("/srv/www/a.css", 0, 5),
-    ));
-    learning.finish(3);
-    let persist::Loaded::Present(doc) = persist::load(&dir, &workload) else {
-        panic!("document unreadable");
-    };
+    let events = [httpd("c3", open("/srv/www/a.css", 0, 5))];
+    learn(
+        &recorders,
+        ("c3", "web-2"),
+        &workload(),
+        &dir,
+        quiet(),
+        &events,
+        3,
+    );
+    let doc = saved_document(&dir);
     assert_eq!(doc.recording.pods.len(), 2);
     assert!(doc.recording.files.contains_key("/srv/www/a.css"));
     assert_eq!(
@@ -489,35 +478,31 @@ fn a_learning_container_is_merged_into_its_workloads_document_with_its_drops() {
         ["recording is lossy: 3 events were dropped before they were recorded"]
     );
     // Finished containers are no longer recorded.
-    recorders.observe(&event(
-        "c3",
-        12,
-        "/usr/sbin/httpd",
-        open("/srv/www/late", 0, 5),
-    ));
-    let persist::Loaded::Present(again) = persist::load(&dir, &workload) else {
-        panic!("document unreadable");
-    };
-    assert_eq!(again.recording, doc.recording);
+    recorders.observe(&httpd("c3", open("/srv/www/late", 0, 5)));
+    assert_eq!(saved_document(&dir).recording, doc.recording);
     assert!(recorders.0.lock().unwrap().is_empty());
 }
 
 #[test]
 fn a_workload_past_learn_keeps_its_recording() {
     let state = tempfile::tempdir().unwrap();
-    let workload = WorkloadId::new("shop", "web").unwrap();
     let recorders = Recorders::default();
-    let learning = recorders
-        .start("c1", "web-1", workload.clone(), state.path(), quiet())
-        .unwrap();
-    recorders.observe(&event(
+    let events = [event(
         "c1",
         10,
         "/usr/sbin/httpd",
         open("/srv/www/index.html", 0, 5),
-    ));
-    learning.finish(0);
-    persist::update(state.path(), &workload, 2_000, |doc| {
+    )];
+    learn(
+        &recorders,
+        ("c1", "web-1"),
+        &workload(),
+        state.path(),
+        quiet(),
+        &events,
+        0,
+    );
+    persist::update(state.path(), &workload(), 2_000, |doc| {
         let mut r = doc.recording.clone();
         doc.stage
             .command(2_000, palisade_profile::Command::Pin(Stage::Audit), &mut r)
@@ -525,19 +510,22 @@ fn a_workload_past_learn_keeps_its_recording() {
         doc.recording = r;
     })
     .unwrap();
-    let learning = recorders
-        .start("c2", "web-2", workload.clone(), state.path(), quiet())
-        .unwrap();
-    recorders.observe(&event(
+    let events = [event(
         "c2",
         11,
         "/bin/sh",
         exec("/bin/sh", "/usr/sbin/httpd", false),
-    ));
-    learning.finish(0);
-    let persist::Loaded::Present(doc) = persist::load(state.path(), &workload) else {
-        panic!("document unreadable");
-    };
+    )];
+    learn(
+        &recorders,
+        ("c2", "web-2"),
+        &workload(),
+        state.path(),
+        quiet(),
+        &events,
+        0,
+    );
+    let doc = saved_document(state.path());
     assert_eq!(doc.stage.stage, Stage::Audit);
     assert!(!doc.recording.executables.contains_key("/bin/sh"));
 }
@@ -553,7 +541,7 @@ fn syscall_numbers_are_recorded_by_name() {
             name: "execve".into()
         }
     );
-    let mut r = Recording::new(WorkloadId::new("shop", "web").unwrap());
+    let mut r = Recording::new(workload());
     r.observe(1, &syscall_observation(511));
     assert!(r.syscalls.is_empty());
     assert!(r.promotable().is_err(), "an unnamed call is unrecognized");
@@ -583,16 +571,26 @@ fn eager() -> (Promotion, Arc<Mutex<Vec<Event>>>) {
 #[test]
 fn a_merge_in_learn_runs_the_rule_and_a_lossy_recording_is_refused_promotion() {
     let state = tempfile::tempdir().unwrap();
-    let workload = WorkloadId::new("shop", "web").unwrap();
     let recorders = Recorders::default();
-    let (promotion, seen) = eager();
-    let learning = recorders
-        .start("c1", "web-1", workload.clone(), state.path(), promotion)
-        .unwrap();
-    recorders.observe(&event("c1", 10, "/bin/sh", open("/etc/hostname", 0, 5)));
-    learning.finish(3);
-    let events = seen.lock().unwrap().clone();
-    assert_eq!(events.len(), 1, "{events:?}");
+    // Learns container `id` of `pod` in `workload` with one event and `drops`; what the rule
+    // reported.
+    let merge = |(id, pod), workload: &WorkloadId, drops| {
+        let (promotion, seen) = eager();
+        let events = [event(id, 10, "/bin/sh", open("/etc/hostname", 0, 5))];
+        learn(
+            &recorders,
+            (id, pod),
+            workload,
+            state.path(),
+            promotion,
+            &events,
+            drops,
+        );
+        let events = seen.lock().unwrap().clone();
+        assert_eq!(events.len(), 1, "{events:?}");
+        events
+    };
+    let events = merge(("c1", "web-1"), &workload(), 3);
     assert_eq!(
         events[0].kind,
         palisade_profile::EventKind::PromotionRefused
@@ -602,21 +600,10 @@ fn a_merge_in_learn_runs_the_rule_and_a_lossy_recording_is_refused_promotion() {
         "{}",
         events[0].reason
     );
-    let persist::Loaded::Present(doc) = persist::load(state.path(), &workload) else {
-        panic!("no document");
-    };
-    assert_eq!(doc.stage.stage, Stage::Learn);
+    assert_eq!(saved_document(state.path()).stage.stage, Stage::Learn);
 
     // A lossless recording of another workload is promoted to audit by the same rule.
-    let other = WorkloadId::new("shop", "api").unwrap();
-    let (promotion, seen) = eager();
-    let learning = recorders
-        .start("c2", "api-1", other.clone(), state.path(), promotion)
-        .unwrap();
-    recorders.observe(&event("c2", 11, "/bin/sh", open("/etc/hostname", 0, 5)));
-    learning.finish(0);
-    let events = seen.lock().unwrap().clone();
-    assert_eq!(events.len(), 1, "{events:?}");
+    let events = merge(("c2", "api-1"), &WorkloadId::new("shop", "api").unwrap(), 0);
     assert_eq!(events[0].kind, palisade_profile::EventKind::Promoted);
     assert_eq!(events[0].to, Stage::Audit);
 }

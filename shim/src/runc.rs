@@ -52,13 +52,9 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug {
     /// Sets the container up; its init waits for `start`. Writes the init's pid to `opts.pid_file`.
     async fn create(&self, id: &str, bundle: &Path, opts: LaunchOpts<'_>) -> Result<(), RuncError>;
     async fn start(&self, id: &str) -> Result<(), RuncError>;
-    /// Starts an extra process; writes its pid to `opts.pid_file`.
-    async fn exec(
-        &self,
-        id: &str,
-        process_json: &Path,
-        opts: LaunchOpts<'_>,
-    ) -> Result<(), RuncError>;
+    /// Starts the extra process that the process.json at `process` describes; writes its pid to
+    /// `opts.pid_file`.
+    async fn exec(&self, id: &str, process: &Path, opts: LaunchOpts<'_>) -> Result<(), RuncError>;
     async fn kill(&self, id: &str, signal: u32, all: bool) -> Result<(), RuncError>;
     async fn delete(&self, id: &str, force: bool) -> Result<(), RuncError>;
     async fn pause(&self, id: &str) -> Result<(), RuncError>;
@@ -72,43 +68,80 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// runc itself: each operation is one runc command line.
 #[async_trait::async_trait]
 impl ContainerRuntime for Runc {
     fn signals_init_directly(&self) -> bool {
         true
     }
 
+    /// `runc create`: sets the container up, its init process waiting for `start`.
     async fn create(&self, id: &str, bundle: &Path, opts: LaunchOpts<'_>) -> Result<(), RuncError> {
-        Runc::create(self, id, bundle, opts).await
+        let command: [OsString; 3] = ["create".into(), "--bundle".into(), bundle.into()];
+        self.launch_with("create", command, id, opts).await
     }
+
+    /// `runc exec --detach`: starts an extra process described by a process.json.
+    async fn exec(&self, id: &str, process: &Path, opts: LaunchOpts<'_>) -> Result<(), RuncError> {
+        let command: [OsString; 4] = [
+            "exec".into(),
+            "--detach".into(),
+            "--process".into(),
+            process.into(),
+        ];
+        self.launch_with("exec", command, id, opts).await
+    }
+
     async fn start(&self, id: &str) -> Result<(), RuncError> {
-        Runc::start(self, id).await
+        self.simple("start", &["start", id], id).await.map(drop)
     }
-    async fn exec(
-        &self,
-        id: &str,
-        process_json: &Path,
-        opts: LaunchOpts<'_>,
-    ) -> Result<(), RuncError> {
-        Runc::exec(self, id, process_json, opts).await
-    }
+
     async fn kill(&self, id: &str, signal: u32, all: bool) -> Result<(), RuncError> {
-        Runc::kill(self, id, signal, all).await
+        let sig = signal.to_string();
+        let mut args = vec!["kill"];
+        if all {
+            args.push("--all");
+        }
+        args.extend([id, sig.as_str()]);
+        self.simple("kill", &args, id).await.map(drop)
     }
+
     async fn delete(&self, id: &str, force: bool) -> Result<(), RuncError> {
-        Runc::delete(self, id, force).await
+        let args: &[&str] = if force {
+            &["delete", "--force", id]
+        } else {
+            &["delete", id]
+        };
+        self.simple("delete", args, id).await.map(drop)
     }
+
     async fn pause(&self, id: &str) -> Result<(), RuncError> {
-        Runc::pause(self, id).await
+        self.simple("pause", &["pause", id], id).await.map(drop)
     }
+
     async fn resume(&self, id: &str) -> Result<(), RuncError> {
-        Runc::resume(self, id).await
+        self.simple("resume", &["resume", id], id).await.map(drop)
     }
+
+    /// `runc update --resources`: applies a LinuxResources JSON file.
     async fn update(&self, id: &str, resources_json: &Path) -> Result<(), RuncError> {
-        Runc::update(self, id, resources_json).await
+        let path = resources_json.to_string_lossy();
+        self.simple("update", &["update", "--resources", &path, id], id)
+            .await
+            .map(drop)
     }
+
+    /// `runc ps --format json`: the host pids of the container's processes.
     async fn ps(&self, id: &str) -> Result<Vec<i32>, RuncError> {
-        Runc::ps(self, id).await
+        let out = self
+            .simple("ps", &["ps", "--format", "json", id], id)
+            .await?;
+        serde_json::from_slice::<Option<Vec<i32>>>(&out)
+            .map(Option::unwrap_or_default)
+            .map_err(|e| RuncError::Output {
+                command: "ps".into(),
+                reason: e.to_string(),
+            })
     }
 }
 
@@ -186,33 +219,6 @@ impl Runc {
         args
     }
 
-    /// `runc create`: sets the container up, its init process waiting for `start`.
-    pub async fn create(
-        &self,
-        id: &str,
-        bundle: &Path,
-        opts: LaunchOpts<'_>,
-    ) -> Result<(), RuncError> {
-        let command: [OsString; 3] = ["create".into(), "--bundle".into(), bundle.into()];
-        self.launch_with("create", command, id, opts).await
-    }
-
-    /// `runc exec --detach`: starts an extra process described by a process.json.
-    pub async fn exec(
-        &self,
-        id: &str,
-        process_json: &Path,
-        opts: LaunchOpts<'_>,
-    ) -> Result<(), RuncError> {
-        let command: [OsString; 4] = [
-            "exec".into(),
-            "--detach".into(),
-            "--process".into(),
-            process_json.into(),
-        ];
-        self.launch_with("exec", command, id, opts).await
-    }
-
     /// Launches `runc <command>` for container `id` with the pid file, console socket, log and
     /// stdio of `opts`.
     async fn launch_with(
@@ -230,58 +236,6 @@ impl Runc {
         }
         args.push(id.into());
         self.launch(what, args, opts.stdio, opts.log_file).await
-    }
-
-    pub async fn start(&self, id: &str) -> Result<(), RuncError> {
-        self.simple("start", &["start", id], id).await.map(drop)
-    }
-
-    pub async fn kill(&self, id: &str, signal: u32, all: bool) -> Result<(), RuncError> {
-        let sig = signal.to_string();
-        let mut args = vec!["kill"];
-        if all {
-            args.push("--all");
-        }
-        args.extend([id, sig.as_str()]);
-        self.simple("kill", &args, id).await.map(drop)
-    }
-
-    pub async fn delete(&self, id: &str, force: bool) -> Result<(), RuncError> {
-        let args: &[&str] = if force {
-            &["delete", "--force", id]
-        } else {
-            &["delete", id]
-        };
-        self.simple("delete", args, id).await.map(drop)
-    }
-
-    pub async fn pause(&self, id: &str) -> Result<(), RuncError> {
-        self.simple("pause", &["pause", id], id).await.map(drop)
-    }
-
-    pub async fn resume(&self, id: &str) -> Result<(), RuncError> {
-        self.simple("resume", &["resume", id], id).await.map(drop)
-    }
-
-    /// `runc update --resources`: applies a LinuxResources JSON file.
-    pub async fn update(&self, id: &str, resources_json: &Path) -> Result<(), RuncError> {
-        let path = resources_json.to_string_lossy();
-        self.simple("update", &["update", "--resources", &path, id], id)
-            .await
-            .map(drop)
-    }
-
-    /// `runc ps --format json`: the host pids of the container's processes.
-    pub async fn ps(&self, id: &str) -> Result<Vec<i32>, RuncError> {
-        let out = self
-            .simple("ps", &["ps", "--format", "json", id], id)
-            .await?;
-        serde_json::from_slice::<Option<Vec<i32>>>(&out)
-            .map(Option::unwrap_or_default)
-            .map_err(|e| RuncError::Output {
-                command: "ps".into(),
-                reason: e.to_string(),
-            })
     }
 
     pub async fn state(&self, id: &str) -> Result<RuncState, RuncError> {
@@ -443,8 +397,7 @@ mod tests {
 
     #[test]
     fn reads_last_error_from_json_log() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("log.json");
+        let (dir, log) = crate::test_support::temp_path("log.json");
         std::fs::write(
             &log,
             "{\"level\":\"info\",\"msg\":\"starting\",\"time\":\"t\"}\n\

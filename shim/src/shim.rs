@@ -18,7 +18,7 @@ use crate::bundle::{unmount, RuntimeRecord, RUNTIME_FILE};
 use crate::config::{Config, RuntimeOptions};
 use crate::cri::SANDBOX_ID as SANDBOX_ID_ANNOTATION;
 use crate::events::{self, EventSender};
-use crate::runc::{Runc, RuncError};
+use crate::runc::{ContainerRuntime, Runc, RuncError};
 use crate::service::TaskService;
 use crate::task::TaskAdapter;
 
@@ -235,8 +235,7 @@ mod tests {
 
     #[test]
     fn groups_by_sandbox_annotation() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = dir.path().join("config.json");
+        let (dir, cfg) = crate::test_support::temp_path("config.json");
         std::fs::write(
             &cfg,
             r#"{"ociVersion":"1.0.2","annotations":{"io.kubernetes.cri.sandbox-id":"pod123"}}"#,

@@ -6,8 +6,11 @@ use std::path::{Path, PathBuf};
 
 use containerd_shim::protos::cgroups::metrics as v1;
 use containerd_shim::protos::cgroups_v2::metrics as v2;
+use containerd_shim::protos::protobuf::reflect::{
+    FieldDescriptor, ReflectValueBox, RuntimeFieldType, RuntimeType,
+};
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
-use containerd_shim::protos::protobuf::Message;
+use containerd_shim::protos::protobuf::{Message, MessageFull};
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 const V1_TYPE_URL: &str = "io.containerd.cgroups.v1.Metrics";
@@ -151,11 +154,16 @@ fn is_unified(root: &Path) -> bool {
         .unwrap_or(false)
 }
 
-fn read(path: &Path) -> Result<String, StatsError> {
-    std::fs::read_to_string(path).map_err(|source| StatsError::Read {
+/// The `Read` error of `path`, for `map_err`.
+fn read_error(path: &Path) -> impl Fn(std::io::Error) -> StatsError + '_ {
+    move |source| StatsError::Read {
         path: path.to_path_buf(),
         source,
-    })
+    }
+}
+
+fn read(path: &Path) -> Result<String, StatsError> {
+    std::fs::read_to_string(path).map_err(read_error(path))
 }
 
 fn read_u64(path: &Path) -> Result<u64, StatsError> {
@@ -177,6 +185,129 @@ fn key_values(text: &str) -> HashMap<&str, u64> {
         .collect()
 }
 
+/// cgroup v1 `memory.stat`: each `MemoryStat` field and the key it is read from.
+const V1_MEMORY_STAT: &[(&str, &str)] = &[
+    ("cache", "cache"),
+    ("rss", "rss"),
+    ("rss_huge", "rss_huge"),
+    ("mapped_file", "mapped_file"),
+    ("dirty", "dirty"),
+    ("writeback", "writeback"),
+    ("pg_pg_in", "pgpgin"),
+    ("pg_pg_out", "pgpgout"),
+    ("pg_fault", "pgfault"),
+    ("pg_maj_fault", "pgmajfault"),
+    ("inactive_anon", "inactive_anon"),
+    ("active_anon", "active_anon"),
+    ("inactive_file", "inactive_file"),
+    ("active_file", "active_file"),
+    ("unevictable", "unevictable"),
+    ("hierarchical_memory_limit", "hierarchical_memory_limit"),
+    ("total_cache", "total_cache"),
+    ("total_rss", "total_rss"),
+    ("total_mapped_file", "total_mapped_file"),
+    ("total_pg_fault", "total_pgfault"),
+    ("total_pg_maj_fault", "total_pgmajfault"),
+    ("total_inactive_anon", "total_inactive_anon"),
+    ("total_active_anon", "total_active_anon"),
+    ("total_inactive_file", "total_inactive_file"),
+    ("total_active_file", "total_active_file"),
+    ("total_unevictable", "total_unevictable"),
+];
+/// cgroup v1 `cpu.stat`: each `Throttle` field and its key.
+const V1_THROTTLE: &[(&str, &str)] = &[
+    ("periods", "nr_periods"),
+    ("throttled_periods", "nr_throttled"),
+    ("throttled_time", "throttled_time"),
+];
+/// cgroup v2 `memory.stat` keys, each read into the `MemoryStat` field of its name.
+const V2_MEMORY_STAT: &[&str] = &[
+    "anon",
+    "file",
+    "kernel_stack",
+    "slab",
+    "sock",
+    "shmem",
+    "file_mapped",
+    "file_dirty",
+    "file_writeback",
+    "inactive_anon",
+    "active_anon",
+    "inactive_file",
+    "active_file",
+    "unevictable",
+    "slab_reclaimable",
+    "slab_unreclaimable",
+    "pgfault",
+    "pgmajfault",
+];
+/// cgroup v2 `memory.events` keys, each read into the `MemoryEvents` field of its name.
+const V2_MEMORY_EVENTS: &[&str] = &["low", "high", "max", "oom", "oom_kill"];
+/// cgroup v2 `cpu.stat` keys, each read into the `CPUStat` field of its name.
+const V2_CPU_STAT: &[&str] = &[
+    "usage_usec",
+    "user_usec",
+    "system_usec",
+    "nr_periods",
+    "nr_throttled",
+    "throttled_usec",
+];
+
+/// Sets each `u64` field of `msg` named in `fields` (field, key) to the value of its key in
+/// `kv`, 0 where the key is missing. A name that is not a `u64` field of `M` is passed over
+/// (the tests check the tables).
+fn fill<'a, M: MessageFull>(
+    msg: &mut M,
+    kv: &HashMap<&str, u64>,
+    fields: impl IntoIterator<Item = (&'a str, &'a str)>,
+) {
+    let descriptor = M::descriptor();
+    for (field, key) in fields {
+        let Some(f) = descriptor.field_by_name(field) else {
+            continue;
+        };
+        if is_u64(&f) {
+            let value = kv.get(key).copied().unwrap_or(0);
+            f.set_singular_field(msg, ReflectValueBox::U64(value));
+        }
+    }
+}
+
+/// Whether `f` is a singular `u64` field.
+fn is_u64(f: &FieldDescriptor) -> bool {
+    matches!(
+        f.runtime_field_type(),
+        RuntimeFieldType::Singular(RuntimeType::U64)
+    )
+}
+
+/// A message of `M` with `fields` (field, key) read from the key-value file at `path`, as
+/// [`fill`] does it.
+fn stat_file<'a, M: MessageFull>(
+    path: &Path,
+    fields: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<M, StatsError> {
+    let mut msg = M::new();
+    fill(&mut msg, &key_values(&read(path)?), fields);
+    Ok(msg)
+}
+
+/// A table of keys read into the fields of the same name, as [`fill`] takes it.
+fn same_names<'a>(keys: &'a [&'a str]) -> impl Iterator<Item = (&'a str, &'a str)> {
+    keys.iter().map(|k| (*k, *k))
+}
+
+/// A `PidsStat` (v1 or v2: the same two fields) from the pids controller's directory.
+fn pids_stat<P: MessageFull>(dir: &Path) -> P {
+    let mut p = P::new();
+    let kv = HashMap::from([
+        ("current", read_u64(&dir.join("pids.current")).unwrap_or(0)),
+        ("limit", read_u64(&dir.join("pids.max")).unwrap_or(0)),
+    ]);
+    fill(&mut p, &kv, same_names(&["current", "limit"]));
+    p
+}
+
 fn v1_metrics(
     memory: &Path,
     cpuacct: &Path,
@@ -184,36 +315,8 @@ fn v1_metrics(
     pids: &Path,
 ) -> Result<v1::Metrics, StatsError> {
     let mut m = v1::Metrics::new();
-    let stat_text = read(&memory.join("memory.stat"))?;
-    let stat = key_values(&stat_text);
-    let g = |k: &str| stat.get(k).copied().unwrap_or(0);
-    let mut mem = v1::MemoryStat::new();
-    mem.cache = g("cache");
-    mem.rss = g("rss");
-    mem.rss_huge = g("rss_huge");
-    mem.mapped_file = g("mapped_file");
-    mem.dirty = g("dirty");
-    mem.writeback = g("writeback");
-    mem.pg_pg_in = g("pgpgin");
-    mem.pg_pg_out = g("pgpgout");
-    mem.pg_fault = g("pgfault");
-    mem.pg_maj_fault = g("pgmajfault");
-    mem.inactive_anon = g("inactive_anon");
-    mem.active_anon = g("active_anon");
-    mem.inactive_file = g("inactive_file");
-    mem.active_file = g("active_file");
-    mem.unevictable = g("unevictable");
-    mem.hierarchical_memory_limit = g("hierarchical_memory_limit");
-    mem.total_cache = g("total_cache");
-    mem.total_rss = g("total_rss");
-    mem.total_mapped_file = g("total_mapped_file");
-    mem.total_pg_fault = g("total_pgfault");
-    mem.total_pg_maj_fault = g("total_pgmajfault");
-    mem.total_inactive_anon = g("total_inactive_anon");
-    mem.total_active_anon = g("total_active_anon");
-    mem.total_inactive_file = g("total_inactive_file");
-    mem.total_active_file = g("total_active_file");
-    mem.total_unevictable = g("total_unevictable");
+    let mut mem: v1::MemoryStat =
+        stat_file(&memory.join("memory.stat"), V1_MEMORY_STAT.iter().copied())?;
     let mut usage = v1::MemoryEntry::new();
     usage.usage = read_u64(&memory.join("memory.usage_in_bytes"))?;
     usage.limit = read_u64(&memory.join("memory.limit_in_bytes"))?;
@@ -238,22 +341,13 @@ fn v1_metrics(
         cpu_usage.user = kv.get("user").copied().unwrap_or(0) * tick_ns;
         cpu_usage.kernel = kv.get("system").copied().unwrap_or(0) * tick_ns;
     }
-    let mut throttle = v1::Throttle::new();
-    if let Ok(t) = read(&cpu.join("cpu.stat")) {
-        let kv = key_values(&t);
-        throttle.periods = kv.get("nr_periods").copied().unwrap_or(0);
-        throttle.throttled_periods = kv.get("nr_throttled").copied().unwrap_or(0);
-        throttle.throttled_time = kv.get("throttled_time").copied().unwrap_or(0);
-    }
+    let throttle: v1::Throttle =
+        stat_file(&cpu.join("cpu.stat"), V1_THROTTLE.iter().copied()).unwrap_or_default();
     let mut cpu_stat = v1::CPUStat::new();
     cpu_stat.usage = Some(cpu_usage).into();
     cpu_stat.throttling = Some(throttle).into();
     m.cpu = Some(cpu_stat).into();
-
-    let mut p = v1::PidsStat::new();
-    p.current = read_u64(&pids.join("pids.current")).unwrap_or(0);
-    p.limit = read_u64(&pids.join("pids.max")).unwrap_or(0);
-    m.pids = Some(p).into();
+    m.pids = Some(pids_stat(pids)).into();
     Ok(m)
 }
 
@@ -269,61 +363,22 @@ fn clock_ticks() -> u64 {
 
 fn v2_metrics(dir: &Path) -> Result<v2::Metrics, StatsError> {
     let mut m = v2::Metrics::new();
-    let stat_text = read(&dir.join("memory.stat"))?;
-    let stat = key_values(&stat_text);
-    let g = |k: &str| stat.get(k).copied().unwrap_or(0);
-    let mut mem = v2::MemoryStat::new();
-    mem.anon = g("anon");
-    mem.file = g("file");
-    mem.kernel_stack = g("kernel_stack");
-    mem.slab = g("slab");
-    mem.sock = g("sock");
-    mem.shmem = g("shmem");
-    mem.file_mapped = g("file_mapped");
-    mem.file_dirty = g("file_dirty");
-    mem.file_writeback = g("file_writeback");
-    mem.inactive_anon = g("inactive_anon");
-    mem.active_anon = g("active_anon");
-    mem.inactive_file = g("inactive_file");
-    mem.active_file = g("active_file");
-    mem.unevictable = g("unevictable");
-    mem.slab_reclaimable = g("slab_reclaimable");
-    mem.slab_unreclaimable = g("slab_unreclaimable");
-    mem.pgfault = g("pgfault");
-    mem.pgmajfault = g("pgmajfault");
+    let mut mem: v2::MemoryStat = stat_file(&dir.join("memory.stat"), same_names(V2_MEMORY_STAT))?;
     mem.usage = read_u64(&dir.join("memory.current"))?;
     mem.usage_limit = read_u64(&dir.join("memory.max")).unwrap_or(0);
     mem.swap_usage = read_u64(&dir.join("memory.swap.current")).unwrap_or(0);
     mem.swap_limit = read_u64(&dir.join("memory.swap.max")).unwrap_or(0);
     m.memory = Some(mem).into();
 
-    if let Ok(t) = read(&dir.join("memory.events")) {
-        let kv = key_values(&t);
-        let mut ev = v2::MemoryEvents::new();
-        ev.low = kv.get("low").copied().unwrap_or(0);
-        ev.high = kv.get("high").copied().unwrap_or(0);
-        ev.max = kv.get("max").copied().unwrap_or(0);
-        ev.oom = kv.get("oom").copied().unwrap_or(0);
-        ev.oom_kill = kv.get("oom_kill").copied().unwrap_or(0);
+    let events =
+        stat_file::<v2::MemoryEvents>(&dir.join("memory.events"), same_names(V2_MEMORY_EVENTS));
+    if let Ok(ev) = events {
         m.memory_events = Some(ev).into();
     }
 
-    let cpu_text = read(&dir.join("cpu.stat"))?;
-    let kv = key_values(&cpu_text);
-    let c = |k: &str| kv.get(k).copied().unwrap_or(0);
-    let mut cpu = v2::CPUStat::new();
-    cpu.usage_usec = c("usage_usec");
-    cpu.user_usec = c("user_usec");
-    cpu.system_usec = c("system_usec");
-    cpu.nr_periods = c("nr_periods");
-    cpu.nr_throttled = c("nr_throttled");
-    cpu.throttled_usec = c("throttled_usec");
+    let cpu: v2::CPUStat = stat_file(&dir.join("cpu.stat"), same_names(V2_CPU_STAT))?;
     m.cpu = Some(cpu).into();
-
-    let mut p = v2::PidsStat::new();
-    p.current = read_u64(&dir.join("pids.current")).unwrap_or(0);
-    p.limit = read_u64(&dir.join("pids.max")).unwrap_or(0);
-    m.pids = Some(p).into();
+    m.pids = Some(pids_stat(dir)).into();
     Ok(m)
 }
 
@@ -336,39 +391,20 @@ async fn wait_oom_v1(memory: &Path) -> Result<bool, StatsError> {
     };
     let efd =
         EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK).map_err(watch_err)?;
-    let control = std::fs::File::open(memory.join("memory.oom_control")).map_err(|source| {
-        StatsError::Read {
-            path: memory.join("memory.oom_control"),
-            source,
-        }
-    })?;
+    let control = std::fs::File::open(memory.join("memory.oom_control"))
+        .map_err(read_error(&memory.join("memory.oom_control")))?;
     let line = format!("{} {}", efd.as_raw_fd(), control.as_raw_fd());
-    std::fs::write(memory.join("cgroup.event_control"), line).map_err(|source| {
-        StatsError::Read {
-            path: memory.join("cgroup.event_control"),
-            source,
-        }
-    })?;
-    let afd = crate::stdio::async_fd(efd).map_err(|source| StatsError::Read {
-        path: memory.to_path_buf(),
-        source,
-    })?;
+    std::fs::write(memory.join("cgroup.event_control"), line)
+        .map_err(read_error(&memory.join("cgroup.event_control")))?;
+    let afd = crate::stdio::async_fd(efd).map_err(read_error(memory))?;
     loop {
-        let mut guard = afd.readable().await.map_err(|source| StatsError::Read {
-            path: memory.to_path_buf(),
-            source,
-        })?;
+        let mut guard = afd.readable().await.map_err(read_error(memory))?;
         match guard.try_io(|fd| fd.get_ref().read().map_err(std::io::Error::from)) {
             Ok(Ok(_)) => {
                 // The eventfd also fires when the cgroup is removed.
                 return Ok(memory.join("memory.oom_control").exists());
             }
-            Ok(Err(source)) => {
-                return Err(StatsError::Read {
-                    path: memory.to_path_buf(),
-                    source,
-                })
-            }
+            Ok(Err(source)) => return Err(read_error(memory)(source)),
             Err(_would_block) => continue,
         }
     }
@@ -398,15 +434,9 @@ async fn wait_oom_v2(dir: &Path, mut seen: u64) -> Result<bool, StatsError> {
         AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_DELETE_SELF,
     )
     .map_err(watch_err)?;
-    let afd = crate::stdio::async_fd(InotifyFd(ino)).map_err(|source| StatsError::Read {
-        path: events.clone(),
-        source,
-    })?;
+    let afd = crate::stdio::async_fd(InotifyFd(ino)).map_err(read_error(&events))?;
     loop {
-        let mut guard = afd.readable().await.map_err(|source| StatsError::Read {
-            path: events.clone(),
-            source,
-        })?;
+        let mut guard = afd.readable().await.map_err(read_error(&events))?;
         match guard.try_io(|fd| fd.get_ref().0.read_events().map_err(std::io::Error::from)) {
             Ok(Ok(_)) => {
                 let Ok(text) = std::fs::read_to_string(&events) else {
@@ -418,12 +448,7 @@ async fn wait_oom_v2(dir: &Path, mut seen: u64) -> Result<bool, StatsError> {
                 }
                 seen = now;
             }
-            Ok(Err(source)) => {
-                return Err(StatsError::Read {
-                    path: events.clone(),
-                    source,
-                })
-            }
+            Ok(Err(source)) => return Err(read_error(&events)(source)),
             Err(_would_block) => continue,
         }
     }
@@ -438,6 +463,28 @@ mod tests {
         for (name, content) in files {
             std::fs::write(dir.join(name), content).unwrap();
         }
+    }
+
+    /// Every name in the field tables is a `u64` field of its message, so [`fill`] sets them all.
+    #[test]
+    fn field_tables_name_u64_fields() {
+        fn check<M: MessageFull>(fields: &[&str]) {
+            let d = M::descriptor();
+            for field in fields {
+                let f = d
+                    .field_by_name(field)
+                    .unwrap_or_else(|| panic!("{}: no field {field}", d.name()));
+                assert!(is_u64(&f), "{}.{field} is not a u64", d.name());
+            }
+        }
+        let first = |t: &[(&'static str, &str)]| t.iter().map(|(f, _)| *f).collect::<Vec<_>>();
+        check::<v1::MemoryStat>(&first(V1_MEMORY_STAT));
+        check::<v1::Throttle>(&first(V1_THROTTLE));
+        check::<v2::MemoryStat>(V2_MEMORY_STAT);
+        check::<v2::MemoryEvents>(V2_MEMORY_EVENTS);
+        check::<v2::CPUStat>(V2_CPU_STAT);
+        check::<v1::PidsStat>(&["current", "limit"]);
+        check::<v2::PidsStat>(&["current", "limit"]);
     }
 
     #[test]

@@ -1,13 +1,22 @@
-//! What the learned profile's unit tests share: the workload shop/web, its containers, a
-//! recording of what it did, and reading its saved document back.
+//! What the unit tests share: a file in a fresh temporary directory; and for the learned
+//! profile's tests the workload shop/web, its containers, a recording of what it did, and
+//! reading its saved document back.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use palisade_profile::persist::{self, Document, Loaded};
 use palisade_profile::{Observation, Recording, WorkloadId};
 use serde_json::json;
 
 use crate::cri::CriContainer;
+
+/// A fresh temporary directory (removed when dropped) and the path of `name` in it, not yet
+/// created.
+pub(crate) fn temp_path(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    (dir, path)
+}
 
 /// The workload the tests learn: web in namespace shop.
 pub(crate) fn workload() -> WorkloadId {

@@ -44,12 +44,7 @@ impl FakeRuntime {
 
 #[async_trait]
 impl ContainerRuntime for FakeRuntime {
-    async fn create(
-        &self,
-        id: &str,
-        _bundle: &Path,
-        opts: LaunchOpts<'_>,
-    ) -> Result<(), RuncError> {
+    async fn create(&self, id: &str, _: &Path, opts: LaunchOpts<'_>) -> Result<(), RuncError> {
         let pid = self.pid(opts.pid_file);
         *self.init_pid.lock().unwrap() = pid;
         self.record(format!("create {id}"));
@@ -59,13 +54,8 @@ impl ContainerRuntime for FakeRuntime {
         self.record(format!("start {id}"));
         Ok(())
     }
-    async fn exec(
-        &self,
-        id: &str,
-        process_json: &Path,
-        opts: LaunchOpts<'_>,
-    ) -> Result<(), RuncError> {
-        let spec = std::fs::read_to_string(process_json).unwrap();
+    async fn exec(&self, id: &str, process: &Path, opts: LaunchOpts<'_>) -> Result<(), RuncError> {
+        let spec = std::fs::read_to_string(process).unwrap();
         assert!(
             spec.contains("\"args\""),
             "exec spec handed to runtime: {spec}"

@@ -50,6 +50,21 @@ fn ctx(id: &str) -> SinkContext {
     }
 }
 
+/// A reporter named `id` that logs into a fresh directory, its settings changed by `tweak`.
+fn reporter(id: &str, tweak: impl FnOnce(&mut EventSettings)) -> (tempfile::TempDir, Reporter) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(dir.path());
+    tweak(&mut s);
+    (dir, Reporter::start_with(s, ctx(id)))
+}
+
+/// Reports `count` events of container app from `source`, rules `r0`, `r1`, ...
+fn report_numbered(r: &Reporter, count: usize, source: Source, action: Action) {
+    for n in 0..count {
+        r.report(event("app", &format!("r{n}"), source, action));
+    }
+}
+
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !done() {
@@ -120,15 +135,8 @@ fn webhook_server() -> (String, mpsc::Receiver<(String, Vec<u8>)>) {
 
 #[test]
 fn webhook_receives_the_falco_json_form() {
-    let dir = tempfile::tempdir().unwrap();
     let (url, requests) = webhook_server();
-    let r = Reporter::start_with(
-        EventSettings {
-            webhook_url: Some(url),
-            ..settings(dir.path())
-        },
-        ctx("webhook-ok"),
-    );
+    let (dir, r) = reporter("webhook-ok", |s| s.webhook_url = Some(url));
     r.report(event("app", "block-mount", Source::Sandbox, Action::Block));
     let (head, body) = requests
         .recv_timeout(Duration::from_secs(20))
@@ -166,27 +174,15 @@ fn webhook_receives_the_falco_json_form() {
 
 #[test]
 fn dead_webhook_counts_drops_and_the_log_keeps_working() {
-    let dir = tempfile::tempdir().unwrap();
     let port = {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     }; // closed again: connections are refused
-    let r = Reporter::start_with(
-        EventSettings {
-            webhook_url: Some(format!("http://127.0.0.1:{port}/")),
-            webhook_timeout_ms: 500,
-            ..settings(dir.path())
-        },
-        ctx("webhook-dead"),
-    );
-    for n in 0..5 {
-        r.report(event(
-            "app",
-            &format!("r{n}"),
-            Source::Monitor,
-            Action::Audit,
-        ));
-    }
+    let (dir, r) = reporter("webhook-dead", |s| {
+        s.webhook_url = Some(format!("http://127.0.0.1:{port}/"));
+        s.webhook_timeout_ms = 500;
+    });
+    report_numbered(&r, 5, Source::Monitor, Action::Audit);
     wait_for("five json lines", || lines(dir.path()).len() == 5);
     wait_for("five webhook drops", || r.dropped_by("webhook") == 5);
     assert_eq!(r.dropped_by("jsonl"), 0);
@@ -194,7 +190,6 @@ fn dead_webhook_counts_drops_and_the_log_keeps_working() {
 
 #[test]
 fn stalled_webhook_never_blocks_report() {
-    let dir = tempfile::tempdir().unwrap();
     // Accepts and never answers: connections are held until the test ends.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/", listener.local_addr().unwrap());
@@ -204,15 +199,11 @@ fn stalled_webhook_never_blocks_report() {
             held.push(conn);
         }
     });
-    let r = Reporter::start_with(
-        EventSettings {
-            webhook_url: Some(url),
-            webhook_timeout_ms: 60_000,
-            rate_per_second: 0,
-            ..settings(dir.path())
-        },
-        ctx("webhook-slow"),
-    );
+    let (dir, r) = reporter("webhook-slow", |s| {
+        s.webhook_url = Some(url);
+        s.webhook_timeout_ms = 60_000;
+        s.rate_per_second = 0;
+    });
     // More events than the webhook's queue holds, from another thread: the test only goes on
     // if every report() call returned while the webhook sits on its first request. Batches
     // paced to the log's pace, so that the log's own queue never overflows.
@@ -304,14 +295,7 @@ fn full_disk_for_the_log_leaves_webhook_and_metrics_working() {
         },
         ctx("full-disk"),
     );
-    for n in 0..3 {
-        r.report(event(
-            "app",
-            &format!("r{n}"),
-            Source::Sandbox,
-            Action::Block,
-        ));
-    }
+    report_numbered(&r, 3, Source::Sandbox, Action::Block);
     for _ in 0..3 {
         requests
             .recv_timeout(Duration::from_secs(20))
@@ -335,14 +319,7 @@ fn full_disk_for_the_log_leaves_webhook_and_metrics_working() {
 
 #[test]
 fn a_flood_of_identical_events_is_a_handful_of_lines_counting_all() {
-    let dir = tempfile::tempdir().unwrap();
-    let r = Reporter::start_with(
-        EventSettings {
-            dedup_window_ms: 500,
-            ..settings(dir.path())
-        },
-        ctx("flood"),
-    );
+    let (dir, r) = reporter("flood", |s| s.dedup_window_ms = 500);
     for _ in 0..10_000 {
         r.report(event("app", "shell", Source::Monitor, Action::Kill));
     }
@@ -358,22 +335,8 @@ fn a_flood_of_identical_events_is_a_handful_of_lines_counting_all() {
 
 #[test]
 fn rate_limit_drops_are_reported_by_an_events_dropped_event() {
-    let dir = tempfile::tempdir().unwrap();
-    let r = Reporter::start_with(
-        EventSettings {
-            rate_per_second: 10,
-            ..settings(dir.path())
-        },
-        ctx("rate"),
-    );
-    for n in 0..200 {
-        r.report(event(
-            "app",
-            &format!("r{n}"),
-            Source::Monitor,
-            Action::Audit,
-        ));
-    }
+    let (dir, r) = reporter("rate", |s| s.rate_per_second = 10);
+    report_numbered(&r, 200, Source::Monitor, Action::Audit);
     let passed_plus_dropped = || {
         let got = lines(dir.path());
         let passed = got
@@ -404,20 +367,15 @@ fn rate_limit_drops_are_reported_by_an_events_dropped_event() {
 
 #[test]
 fn metrics_file_and_listener_carry_the_counters() {
-    let dir = tempfile::tempdir().unwrap();
     let metrics_dir = tempfile::tempdir().unwrap();
     let listen: SocketAddr = {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let r = Reporter::start_with(
-        EventSettings {
-            metrics_dir: Some(metrics_dir.path().join("m")),
-            metrics_listen: Some(listen),
-            ..settings(dir.path())
-        },
-        ctx("pod/one"),
-    );
+    let (_dir, r) = reporter("pod/one", |s| {
+        s.metrics_dir = Some(metrics_dir.path().join("m"));
+        s.metrics_listen = Some(listen);
+    });
     r.report(event("app", "block-mount", Source::Sandbox, Action::Block));
     r.report(event("app", "gate-deny", Source::Gate, Action::Block));
     r.report(event("app", "gate-new-path", Source::Gate, Action::Audit));

@@ -342,14 +342,27 @@ mod tests {
     use palisade_policy::Action;
     use palisade_sandbox::RuleKind;
 
-    #[test]
-    fn file_block_rules_resolve_in_the_container_root_and_patterns_expand() {
+    /// A container root holding `files` (each with its directories, content `x`) and
+    /// `links` (name, target).
+    fn rootfs(files: &[&str], links: &[(&str, &str)]) -> tempfile::TempDir {
         let root = tempfile::tempdir().unwrap();
-        for f in ["etc/shadow", "etc/ssl/a.key", "etc/ssl/b.pem", "etc/c.key"] {
+        for f in files {
             let p = root.path().join(f);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(&p, "x").unwrap();
         }
+        for (name, target) in links {
+            std::os::unix::fs::symlink(target, root.path().join(name)).unwrap();
+        }
+        root
+    }
+
+    #[test]
+    fn file_block_rules_resolve_in_the_container_root_and_patterns_expand() {
+        let root = rootfs(
+            &["etc/shadow", "etc/ssl/a.key", "etc/ssl/b.pem", "etc/c.key"],
+            &[],
+        );
         let block = |target| MonitorRule {
             read_only: true,
             ..rule(target, &[])
@@ -403,13 +416,10 @@ mod tests {
 
     #[test]
     fn exec_paths_and_directories_map_into_the_rootfs() {
-        let root = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(root.path().join("usr/bin")).unwrap();
-        std::fs::create_dir_all(root.path().join("opt/tools/sub")).unwrap();
-        std::fs::write(root.path().join("usr/bin/apt"), b"x").unwrap();
-        std::os::unix::fs::symlink("apt", root.path().join("usr/bin/apt-link")).unwrap();
-        std::fs::write(root.path().join("opt/tools/a"), b"x").unwrap();
-        std::fs::write(root.path().join("opt/tools/sub/b"), b"x").unwrap();
+        let root = rootfs(
+            &["usr/bin/apt", "opt/tools/a", "opt/tools/sub/b"],
+            &[("usr/bin/apt-link", "apt")],
+        );
         let m = MonitorRules {
             deny_exec: vec![
                 rule(MonitorTarget::Path("/usr/bin/apt".into()), &[]),
@@ -471,12 +481,7 @@ mod tests {
 
     #[test]
     fn socket_lists_map_sources_into_the_rootfs_with_their_posture() {
-        let root = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(root.path().join("usr/sbin")).unwrap();
-        std::fs::create_dir_all(root.path().join("bin")).unwrap();
-        std::fs::write(root.path().join("usr/sbin/nginx"), b"x").unwrap();
-        std::fs::write(root.path().join("bin/busybox"), b"x").unwrap();
-        std::os::unix::fs::symlink("busybox", root.path().join("bin/nc")).unwrap();
+        let root = rootfs(&["usr/sbin/nginx", "bin/busybox"], &[("bin/nc", "busybox")]);
         let mut m = MonitorRules {
             network: vec![
                 net("tcp", Action::Allow, &["/usr/sbin/nginx"]),

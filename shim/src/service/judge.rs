@@ -457,8 +457,7 @@ mod tests {
 
     #[test]
     fn termination_message_names_the_reason_and_evidence_within_the_kubelet_limit() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("msg");
+        let (_dir, path) = crate::test_support::temp_path("msg");
         let ev = crate::compromise::Evidence {
             time: "2026-11-23T01:00:00Z".into(),
             source: Source::Monitor,

@@ -400,28 +400,42 @@ impl TaskService {
     }
 
     pub async fn pause(&self, id: &str) -> Result<(), ShimError> {
-        let runc = self.runc_for(id, Transition::Pause).await?;
-        runc.pause(id).await?;
-        self.init_did(id, Transition::Pause).await;
-        self.events
-            .send(TaskPaused {
-                container_id: id.into(),
-                ..Default::default()
-            })
-            .await;
-        Ok(())
+        self.freeze(id, true).await
     }
 
     pub async fn resume(&self, id: &str) -> Result<(), ShimError> {
-        let runc = self.runc_for(id, Transition::Resume).await?;
-        runc.resume(id).await?;
-        self.init_did(id, Transition::Resume).await;
-        self.events
-            .send(TaskResumed {
-                container_id: id.into(),
+        self.freeze(id, false).await
+    }
+
+    /// Pause (`pause`) or Resume: the runtime freezes or thaws the container, then the init's
+    /// state changes and containerd hears `TaskPaused` or `TaskResumed`.
+    async fn freeze(&self, id: &str, pause: bool) -> Result<(), ShimError> {
+        let asked = if pause {
+            Transition::Pause
+        } else {
+            Transition::Resume
+        };
+        let runc = self.runc_for(id, asked).await?;
+        if pause {
+            runc.pause(id).await?;
+        } else {
+            runc.resume(id).await?;
+        }
+        self.init_did(id, asked).await;
+        let container_id = id.to_string();
+        if pause {
+            let paused = TaskPaused {
+                container_id,
                 ..Default::default()
-            })
-            .await;
+            };
+            self.events.send(paused).await;
+        } else {
+            let resumed = TaskResumed {
+                container_id,
+                ..Default::default()
+            };
+            self.events.send(resumed).await;
+        }
         Ok(())
     }
 
