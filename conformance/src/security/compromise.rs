@@ -36,7 +36,7 @@ pub fn all() -> Vec<SecCheck> {
 /// The container config the harness uses for each attempt, with a termination message file.
 fn attempt(ctx: &Ctx, attempt: u32, termination: &std::path::Path) -> k8s_cri::v1::ContainerConfig {
     let mut cc = crate::cri::container_config("web", attempt, ctx.image(), crate::cri::SLEEPER);
-    cc.mounts = vec![cri::bind_mount("/dev/termination-log", &termination, false)];
+    cc.mounts = vec![cri::bind_mount("/dev/termination-log", termination, false)];
     cc
 }
 

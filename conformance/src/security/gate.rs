@@ -164,7 +164,7 @@ async fn gated_pod_with(
         "httpd",
         &["httpd", "-f", "-p", "127.0.0.1:8080", "-h", "/www"],
     );
-    cc.mounts = vec![cri::bind_mount("/www", &www, true)];
+    cc.mounts = vec![cri::bind_mount("/www", www, true)];
     let httpd = ctx.cri.run_container(&pod, &cc, &cfg).await?;
     let addr = SocketAddr::new(pod_ip(ctx, &pod).await?, LISTEN);
     // The gate listens from the sandbox on; the upstream only once httpd runs.
