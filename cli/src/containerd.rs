@@ -393,6 +393,14 @@ mod tests {
         .unwrap()
     }
 
+    /// `text` parsed, with the `palisade` runtime added at the default config path.
+    fn parse_adding_palisade(text: &str) -> ContainerdConfig {
+        let mut c = parse(text);
+        c.add_runtime("palisade", Path::new("/etc/palisade/palisade.toml"))
+            .unwrap();
+        c
+    }
+
     #[test]
     fn adds_runtimes_once_and_keeps_the_rest() {
         let mut c = parse(V2);
@@ -441,9 +449,7 @@ mod tests {
     #[test]
     fn dotted_keys_work_and_inline_tables_are_named() {
         let text = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd]\n  runtimes.runc.runtime_type = \"io.containerd.runc.v2\"\n";
-        let mut c = parse(text);
-        c.add_runtime("palisade", Path::new("/etc/palisade/palisade.toml"))
-            .unwrap();
+        let mut c = parse_adding_palisade(text);
         assert_eq!(c.palisade_runtimes().len(), 1);
         assert!(c.render().starts_with(text));
         assert!(c.remove_runtime("palisade").unwrap());
@@ -470,9 +476,7 @@ mod tests {
     #[test]
     fn keeps_the_operators_quoting() {
         let text = "version = 3\n[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.palisade]\n  runtime_type = 'io.containerd.palisade.v2' # ours\n  pod_annotations = ['palisade.dev/*']\n  [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.palisade.options]\n    ConfigPath = '/etc/palisade/palisade.toml'\n";
-        let mut c = parse(text);
-        c.add_runtime("palisade", Path::new("/etc/palisade/palisade.toml"))
-            .unwrap();
+        let mut c = parse_adding_palisade(text);
         assert_eq!(c.render(), text);
         c.add_runtime("palisade", Path::new("/srv/palisade.toml"))
             .unwrap();

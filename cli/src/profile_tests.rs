@@ -1,47 +1,14 @@
-use std::net::{IpAddr, Ipv4Addr};
-
-use palisade_policy::Protocol;
 use palisade_profile::{Observation, Recording, StageState};
 
 use super::*;
 
+/// A web server's recording (`tests/fixtures/web-observations.json`) with `drops` lost
+/// observations.
 fn recording(drops: u64) -> Recording {
     let mut r = Recording::new(WorkloadId::new("shop", "web").unwrap());
     r.add_pod("web-1");
-    let obs = [
-        Observation::Exec {
-            path: "/usr/sbin/httpd".into(),
-            parent: None,
-        },
-        Observation::Exec {
-            path: "/srv/www/cgi-bin/report.sh".into(),
-            parent: Some("/usr/sbin/httpd".into()),
-        },
-        Observation::Open {
-            path: "/srv/www/index.html".into(),
-            write: false,
-        },
-        Observation::Open {
-            path: "/var/log/web/access.log".into(),
-            write: true,
-        },
-        Observation::Socket {
-            executable: "/usr/sbin/httpd".into(),
-            protocol: Protocol::Tcp,
-        },
-        Observation::Listen {
-            port: 8080,
-            protocol: Protocol::Tcp,
-        },
-        Observation::Connect {
-            address: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5)),
-            port: 443,
-            protocol: Protocol::Tcp,
-        },
-        Observation::Syscall {
-            name: "openat".into(),
-        },
-    ];
+    let obs: Vec<Observation> =
+        serde_json::from_str(include_str!("../tests/fixtures/web-observations.json")).unwrap();
     for o in &obs {
         r.observe(1_000, o);
     }

@@ -95,31 +95,35 @@ pub fn container_records(
 mod tests {
     use super::*;
 
+    /// The bundle `id` under `tasks`, with `json` as its enforcement record when given.
+    fn bundle(tasks: &Path, id: &str, json: Option<&str>) -> PathBuf {
+        let b = tasks.join(id);
+        std::fs::create_dir_all(&b).unwrap();
+        if let Some(json) = json {
+            std::fs::write(b.join(ENFORCEMENT_FILE), json).unwrap();
+        }
+        b
+    }
+
     #[test]
     fn records_are_read_from_the_bundles_beside_each_shim() {
         let dir = tempfile::tempdir().unwrap();
         let tasks = dir.path().join("task/k8s.io");
-        let bundle = |id: &str, json: Option<&str>| {
-            let b = tasks.join(id);
-            std::fs::create_dir_all(&b).unwrap();
-            if let Some(json) = json {
-                std::fs::write(b.join(ENFORCEMENT_FILE), json).unwrap();
-            }
-            b
-        };
         let sandbox = bundle(
+            &tasks,
             "sandbox1",
             Some(r#"{"id":"sandbox1","namespace":"shop","pod":"web-0","container":"","rules":[]}"#),
         );
         bundle(
+            &tasks,
             "app1",
             Some(
                 r#"{"id":"app1","namespace":"shop","pod":"web-0","container":"app","rules":[
                 {"rule":"shop/no-shadow","kind":"file","target":"/etc/shadow","action":"Block","enforcer":"bpf-lsm","note":null}]}"#,
             ),
         );
-        bundle("broken", Some("{"));
-        bundle("runc-only", None);
+        bundle(&tasks, "broken", Some("{"));
+        bundle(&tasks, "runc-only", None);
         let proc = dir.path().join("proc");
         std::fs::create_dir_all(proc.join("10")).unwrap();
         std::os::unix::fs::symlink(&sandbox, proc.join("10/cwd")).unwrap();

@@ -22,6 +22,13 @@ fn fixtures() -> Vec<PathBuf> {
     files
 }
 
+/// A policy of this suite's own (`tests/fixtures`): broken or unusual on purpose.
+fn cli_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
 fn check(args: &[&str], files: &[PathBuf]) -> (Output, String) {
     let out = Command::new(PALISADE)
         .args(["policy", "check"])
@@ -120,15 +127,9 @@ fn kubearmor_use_cases_are_valid_and_placed() {
 
 #[test]
 fn broken_inputs_exit_1_with_located_diagnostics() {
+    let good = fixtures()[0].clone();
+    let bad = cli_fixture("broken.yaml");
     let dir = tempfile::tempdir().unwrap();
-    let good = dir.path().join("good.yaml");
-    std::fs::copy(&fixtures()[0], &good).unwrap();
-    let bad = dir.path().join("bad.yaml");
-    std::fs::write(
-        &bad,
-        "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorPolicy\nmetadata:\n  name: broken\n  namespace: shop\nspec:\n  severity: 11\n  selector:\n    matchLabels: {app: web}\n  file:\n    matchPaths:\n    - path: etc/passwd\n      readonly: true\n  action: Deny\n",
-    )
-    .unwrap();
     let syntax = dir.path().join("syntax.yaml");
     std::fs::write(&syntax, "apiVersion: v1\nkind: [\n").unwrap();
     let missing = dir.path().join("missing.yaml");
@@ -180,28 +181,7 @@ fn usage_errors_exit_2() {
 
 #[test]
 fn source_limited_network_block_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("nc-block.yaml");
-    std::fs::write(
-        &file,
-        "apiVersion: security.kubearmor.com/v1
-kind: KubeArmorPolicy
-metadata:
-  name: nc-no-udp
-  namespace: shop
-spec:
-  selector:
-    matchLabels: {app: web}
-  network:
-    matchProtocols:
-    - protocol: udp
-      fromSource:
-      - path: /usr/bin/nc
-  action: Block
-",
-    )
-    .unwrap();
-    let (out, stdout) = check(&[], &[file]);
+    let (out, stdout) = check(&[], &[cli_fixture("nc-block.yaml")]);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     // The socket allow-lists only allow: a Block limited to a binary is not in the monitor.
     assert!(

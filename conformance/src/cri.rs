@@ -12,7 +12,7 @@ use k8s_cri::v1::{
     Container, ContainerConfig, ContainerFilter, ContainerMetadata, ContainerState,
     ContainerStatus, ContainerStatusRequest, CreateContainerRequest, ExecSyncRequest, ImageSpec,
     LinuxContainerConfig, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
-    LinuxSandboxSecurityContext, ListPodSandboxRequest, NamespaceMode, NamespaceOption,
+    LinuxSandboxSecurityContext, ListPodSandboxRequest, Mount, NamespaceMode, NamespaceOption,
     PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest, RemoveContainerRequest,
     RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
     StopPodSandboxRequest,
@@ -328,11 +328,28 @@ impl Cri {
 
     /// Runs a shell snippet and returns its stdout, failing on a non-zero exit.
     pub async fn sh(&self, id: &str, script: &str) -> Result<String> {
-        let (out, err, code) = self.exec_sync(id, &["sh", "-c", script], 20).await?;
+        self.exec_ok(id, &["sh", "-c", script]).await
+    }
+
+    /// Runs `cmd` in container `id`, which must exit 0; its stdout.
+    pub async fn exec_ok(&self, id: &str, cmd: &[&str]) -> Result<String> {
+        let (out, err, code) = self.exec_sync(id, cmd, 20).await?;
         if code != 0 {
-            bail!("`{script}` exited {code}: stdout {out:?} stderr {err:?}");
+            bail!(
+                "`{}` exited {code}: stdout {out:?} stderr {err:?}",
+                cmd.join(" ")
+            );
         }
         Ok(out)
+    }
+
+    /// Runs `cmd` in container `id`, which must fail with `want` in its stderr.
+    pub async fn refused(&self, id: &str, cmd: &[&str], want: &str) -> Result<()> {
+        let (_, err, code) = self.exec_sync(id, cmd, 10).await?;
+        if code == 0 || !err.contains(want) {
+            bail!("{cmd:?} exited {code}, want a failure naming {want:?}: stderr {err:?}");
+        }
+        Ok(())
     }
 }
 
@@ -421,6 +438,16 @@ pub fn container_config(
             }),
             ..Default::default()
         }),
+        ..Default::default()
+    }
+}
+
+/// A bind mount of the host's `host` at `container_path`, read-only when `readonly`.
+pub fn bind_mount(container_path: &str, host: &Path, readonly: bool) -> Mount {
+    Mount {
+        container_path: container_path.to_string(),
+        host_path: host.display().to_string(),
+        readonly,
         ..Default::default()
     }
 }

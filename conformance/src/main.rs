@@ -39,30 +39,30 @@ fn parse(args: &[String]) -> Result<(String, suite::Settings, bench::Options)> {
     };
     let mut bench = bench::Options::default();
     while let Some(flag) = it.next() {
-        let mut val = || {
-            it.next()
-                .cloned()
-                .with_context(|| format!("{flag} needs a value"))
-        };
+        // Every flag takes a value (a missing one is an error only once the flag is known).
+        let val = it
+            .next()
+            .cloned()
+            .with_context(|| format!("{flag} needs a value"));
         match flag.as_str() {
-            "--cri-socket" => s.cri_socket = val()?.into(),
-            "--image" => s.image = val()?,
-            "--handlers" => s.handlers = val()?.split(',').map(str::to_string).collect(),
-            "--work-dir" => s.work_dir = val()?.into(),
-            "--cgroup-root" => s.cgroup_root = val()?,
-            "--control-socket" => s.control_socket = Some(val()?.into()),
-            "--containerd-address" => s.containerd_address = Some(val()?),
-            "--filter" => s.filter.push(val()?),
-            "--events-dir" => s.events_dir = Some(val()?.into()),
-            "--gate-state-dir" => s.gate_state_dir = Some(val()?.into()),
-            "--profile-state-dir" => s.profile_state_dir = Some(val()?.into()),
-            "--metrics-dir" => s.metrics_dir = Some(val()?.into()),
-            "--cli" => s.cli = Some(val()?.into()),
+            "--cri-socket" => s.cri_socket = val?.into(),
+            "--image" => s.image = val?,
+            "--handlers" => s.handlers = val?.split(',').map(str::to_string).collect(),
+            "--work-dir" => s.work_dir = val?.into(),
+            "--cgroup-root" => s.cgroup_root = val?,
+            "--control-socket" => s.control_socket = Some(val?.into()),
+            "--containerd-address" => s.containerd_address = Some(val?),
+            "--filter" => s.filter.push(val?),
+            "--events-dir" => s.events_dir = Some(val?.into()),
+            "--gate-state-dir" => s.gate_state_dir = Some(val?.into()),
+            "--profile-state-dir" => s.profile_state_dir = Some(val?.into()),
+            "--metrics-dir" => s.metrics_dir = Some(val?.into()),
+            "--cli" => s.cli = Some(val?.into()),
             "--webhook-listen" => {
-                s.webhook_listen = Some(val()?.parse().context("--webhook-listen")?)
+                s.webhook_listen = Some(val?.parse().context("--webhook-listen")?)
             }
             f @ ("--suite" | "--runs" | "--rounds" | "--scale" | "--pods" | "--host-probe") => {
-                bench.set(f, &val()?)?
+                bench.set(f, &val?)?
             }
             other => bail!("unknown argument {other}\n{USAGE}"),
         }

@@ -189,6 +189,24 @@ impl Ctx {
         Ok(id)
     }
 
+    /// Runs a pod sandbox that must be refused with a message naming `annotation` and `part`
+    /// (a bad value of it); the message.
+    pub async fn run_pod_refused(
+        &self,
+        config: &PodSandboxConfig,
+        annotation: &str,
+        part: &str,
+    ) -> Result<String> {
+        let Err(e) = self.run_pod(config).await else {
+            anyhow::bail!("a pod with a bad {annotation} ({part}) started");
+        };
+        let msg = format!("{e:#}");
+        ensure(msg.contains(annotation) && msg.contains(part), || {
+            format!("RunPodSandbox failed without naming {annotation}: {msg}")
+        })?;
+        Ok(msg)
+    }
+
     /// Runs a default pod sandbox.
     pub async fn pod(&self) -> Result<(String, PodSandboxConfig)> {
         let cfg = self.pod_config();

@@ -1,13 +1,12 @@
 //! What a container is configured with: env, args, cwd, user, hostname, rootfs, mounts, caps, sysctls.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
-use k8s_cri::v1::{Capability, Int64Value, KeyValue, Mount};
+use k8s_cri::v1::{Capability, Int64Value, KeyValue};
 
 use super::logs::output_of;
-use crate::cri::security;
+use crate::cri::{self, security};
 use crate::suite::{ensure, Ctx};
 
 pub async fn env_args_workdir(ctx: &Ctx) -> Result<()> {
@@ -85,13 +84,10 @@ pub async fn readonly_rootfs(ctx: &Ctx) -> Result<()> {
     let mut cc = ctx.container("ro", crate::cri::SLEEPER);
     security(&mut cc).readonly_rootfs = true;
     let c = ctx.cri.run_container(&pod, &cc, &cfg).await?;
-    let (_, err, code) = ctx.cri.exec_sync(&c, &["touch", "/newfile"], 10).await?;
-    ensure(code != 0, || {
-        "touch / succeeded on a read-only rootfs".into()
-    })?;
-    ensure(err.contains("Read-only file system"), || {
-        format!("touch stderr {err:?}")
-    })?;
+    ctx.cri
+        .refused(&c, &["touch", "/newfile"], "Read-only file system")
+        .await
+        .context("a write to the read-only rootfs")?;
     // The runtime's own mounts stay usable.
     let out = ctx
         .cri
@@ -108,13 +104,10 @@ pub async fn bind_mounts(ctx: &Ctx) -> Result<()> {
     std::fs::create_dir_all(&src)?;
     std::fs::write(src.join("from-host"), "host-data\n")?;
     let mut cc = ctx.container("mounts", crate::cri::SLEEPER);
-    let mount = |path: &str, ro: bool| Mount {
-        container_path: path.into(),
-        host_path: src.display().to_string(),
-        readonly: ro,
-        ..Default::default()
-    };
-    cc.mounts = vec![mount("/mnt/rw", false), mount("/mnt/ro", true)];
+    cc.mounts = vec![
+        cri::bind_mount("/mnt/rw", &src, false),
+        cri::bind_mount("/mnt/ro", &src, true),
+    ];
     let c = ctx.cri.run_container(&pod, &cc, &cfg).await?;
     let out = ctx
         .cri
@@ -130,13 +123,10 @@ pub async fn bind_mounts(ctx: &Ctx) -> Result<()> {
     ensure(written == "from-container\n", || {
         format!("host sees {written:?}")
     })?;
-    let (_, err, code) = ctx
-        .cri
-        .exec_sync(&c, &["touch", "/mnt/ro/nope"], 10)
-        .await?;
-    ensure(code != 0 && err.contains("Read-only"), || {
-        format!("write to ro mount: exit {code} stderr {err:?}")
-    })?;
+    ctx.cri
+        .refused(&c, &["touch", "/mnt/ro/nope"], "Read-only")
+        .await
+        .context("a write to the ro mount")?;
     ensure(!Path::new(&src.join("nope")).exists(), || {
         "ro mount was written".into()
     })
@@ -198,28 +188,24 @@ pub async fn capabilities(ctx: &Ctx) -> Result<()> {
 }
 
 pub async fn sysctls(ctx: &Ctx) -> Result<()> {
+    let want = [
+        ("net.ipv4.ip_unprivileged_port_start", "80"),
+        ("kernel.shm_rmid_forced", "1"),
+    ];
     let mut cfg = ctx.pod_config();
     let linux = cfg.linux.get_or_insert_with(Default::default);
-    linux.sysctls = HashMap::from([
-        (
-            "net.ipv4.ip_unprivileged_port_start".to_string(),
-            "80".to_string(),
-        ),
-        ("kernel.shm_rmid_forced".to_string(), "1".to_string()),
-    ]);
+    linux.sysctls = want
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let (_, c) = ctx.run_sleeper_pod(&cfg, "sysctl").await?;
-    let port = ctx
-        .cri
-        .sh(&c, "cat /proc/sys/net/ipv4/ip_unprivileged_port_start")
-        .await?;
-    ensure(port.trim() == "80", || {
-        format!("ip_unprivileged_port_start {port:?}")
-    })?;
-    let shm = ctx
-        .cri
-        .sh(&c, "cat /proc/sys/kernel/shm_rmid_forced")
-        .await?;
-    ensure(shm.trim() == "1", || format!("shm_rmid_forced {shm:?}"))?;
+    for (key, value) in want {
+        let file = format!("/proc/sys/{}", key.replace('.', "/"));
+        let got = ctx.cri.sh(&c, &format!("cat {file}")).await?;
+        ensure(got.trim() == value, || {
+            format!("{key} {got:?}, want {value}")
+        })?;
+    }
     // The host keeps its own values: the sysctls are per pod namespace.
     let host = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")?;
     ensure(host.trim() != "80", || {

@@ -13,9 +13,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
-use k8s_cri::v1::Mount;
 
-use crate::cri::{Cri, SLEEPER};
+use crate::cri::{self, Cri, SLEEPER};
 use crate::host;
 use crate::security::attacks::PROBE;
 use crate::security::eventlog::{field, EventLog};
@@ -228,11 +227,7 @@ async fn compromise(ctx: &Ctx) -> Result<()> {
     let termination = ctx.dir.join("termination-log");
     std::fs::write(&termination, "").context("create the termination message file")?;
     let mut cc = ctx.container("web", SLEEPER);
-    cc.mounts = vec![Mount {
-        container_path: "/dev/termination-log".into(),
-        host_path: termination.display().to_string(),
-        ..Default::default()
-    }];
+    cc.mounts = vec![cri::bind_mount("/dev/termination-log", &termination, false)];
     let c = ctx.cri.run_container(&pod, &cc, &cfg).await?;
     println!("     in container web: {PROBE} unshare (a new namespace)");
     let _ = ctx.cri.exec_sync(&c, &[PROBE, "unshare"], 20).await;

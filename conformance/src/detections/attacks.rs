@@ -7,7 +7,8 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, Result};
-use k8s_cri::v1::{KeyValue, Mount};
+use k8s_cri::v1::KeyValue;
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::clients;
@@ -21,16 +22,16 @@ pub const CONTAINER: &str = "web";
 
 /// The neighbour's listeners: the API server's stand-in, Redis, a mining pool's stratum port
 /// and an ordinary service the target talks to from its start (its learned upstream).
-/// The chain pod's learning window for new outbound destinations (`palisade.dev/detection`).
-const LEARNING_WINDOW: Duration = Duration::from_secs(15);
-
 const API_PORT: u16 = 6443;
 const REDIS_PORT: u16 = 6379;
 const POOL_PORT: u16 = 3333;
 const UPSTREAM_PORT: u16 = 8080;
-/// Closed on the neighbour: a mining pool port and an ordinary one, for refused connects.
-const CLOSED_POOL_PORT: &str = "4444";
+/// Closed on the neighbour: an ordinary port, for refused connects (the chain's refused mining
+/// pool port, 4444, is closed too).
 const CLOSED_PORT: &str = "8081";
+
+/// The chain pod's learning window for new outbound destinations (`palisade.dev/detection`).
+const LEARNING_WINDOW: Duration = Duration::from_secs(15);
 
 /// A blocking connect from python (as nc or a miner's own client makes it, not through
 /// EINPROGRESS): `connect_ex`'s result printed; argv: host port. Every target is on the pod
@@ -38,327 +39,42 @@ const CLOSED_PORT: &str = "8081";
 const CONNECT: &str = "import socket,sys\ns=socket.socket()\n\
 print(s.connect_ex((sys.argv[1],int(sys.argv[2]))))";
 
-/// A step or a twin: the commands run in order (exec, no shell unless the step is one); the
-/// last is the action itself. `{peer}` is replaced by the neighbour pod's address.
-pub struct Action {
-    pub cmds: &'static [&'static [&'static str]],
-}
+/// The chain, in run order, as `conformance/fixtures/detection-chain.yaml` lists it.
+const CHAIN: &str = include_str!("../../fixtures/detection-chain.yaml");
 
 /// One step of the chain and its benign twin.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Step {
-    pub id: &'static str,
-    pub tactic: &'static str,
-    pub what: &'static str,
-    pub step: Action,
-    pub twin: Action,
-    pub twin_what: &'static str,
+    pub id: String,
+    pub tactic: String,
+    pub what: String,
+    /// The commands run in order (exec, no shell unless the command is one); the last is the
+    /// action itself. Placeholders: see [`expand`].
+    pub step: Vec<Vec<String>>,
+    pub twin: Vec<Vec<String>>,
+    pub twin_what: String,
     /// The rule the step must be reported under.
-    pub rule: &'static str,
+    pub rule: String,
 }
 
 /// The chain, in run order.
-pub const STEPS: &[Step] = &[
-    Step {
-        id: "interactive-shell",
-        tactic: "execution",
-        what: "bash -c id (a shell exec'd into the container)",
-        step: Action {
-            cmds: &[&["bash", "-c", "id"]],
-        },
-        twin: Action { cmds: &[&["id"]] },
-        twin_what: "id",
-        rule: "shell-in-container",
-    },
-    Step {
-        id: "package-manager",
-        tactic: "execution",
-        what: "apt-get check",
-        step: Action {
-            cmds: &[&["apt-get", "check"]],
-        },
-        twin: Action {
-            cmds: &[&["ls", "/var/lib/apt"]],
-        },
-        twin_what: "ls /var/lib/apt",
-        rule: "package-manager-in-container",
-    },
-    Step {
-        id: "package-manager-renamed",
-        tactic: "defense evasion",
-        // dpkg, not apt-get: apt-get runs dpkg under its own name, whose report would
-        // stand for the copy's (and arrives seconds later, in the next twin's window)
-        what: "cp /usr/bin/dpkg /tmp/x; /tmp/x --print-architecture",
-        step: Action {
-            cmds: &[
-                &["cp", "/usr/bin/dpkg", "/tmp/x"],
-                &["/tmp/x", "--print-architecture"],
-            ],
-        },
-        twin: Action {
-            cmds: &[&["cp", "/bin/ls", "/tmp/y"], &["/tmp/y", "/tmp"]],
-        },
-        twin_what: "cp /bin/ls /tmp/y; /tmp/y /tmp",
-        rule: "package-manager-in-container",
-    },
-    Step {
-        id: "cron-persistence",
-        tactic: "persistence",
-        what: "touch /etc/crontab",
-        step: Action {
-            cmds: &[&["touch", "/etc/crontab"]],
-        },
-        twin: Action {
-            cmds: &[&["touch", "/tmp/crontab"]],
-        },
-        twin_what: "touch /tmp/crontab",
-        rule: "write-below-system-dir",
-    },
-    Step {
-        id: "binary-planted",
-        tactic: "persistence",
-        what: "cp /bin/true /usr/local/bin/kworker",
-        step: Action {
-            cmds: &[&["cp", "/bin/true", "/usr/local/bin/kworker"]],
-        },
-        twin: Action {
-            cmds: &[&["cp", "/bin/true", "/tmp/kworker"]],
-        },
-        twin_what: "cp /bin/true /tmp/kworker",
-        rule: "write-below-system-dir",
-    },
-    Step {
-        id: "user-namespace",
-        tactic: "privilege escalation",
-        what: "unshare -U -r true (refused)",
-        step: Action {
-            cmds: &[&["unshare", "-U", "-r", "true"]],
-        },
-        twin: Action {
-            cmds: &[&["setsid", "true"]],
-        },
-        twin_what: "setsid true",
-        rule: "namespace-change",
-    },
-    Step {
-        id: "enter-namespaces",
-        tactic: "privilege escalation",
-        what: "nsenter -t 1 -m -u true (setns)",
-        step: Action {
-            cmds: &[&["nsenter", "-t", "1", "-m", "-u", "true"]],
-        },
-        twin: Action {
-            cmds: &[&["ls", "/proc/1/ns"]],
-        },
-        twin_what: "ls /proc/1/ns",
-        rule: "namespace-change",
-    },
-    Step {
-        id: "mount",
-        tactic: "privilege escalation",
-        what: "mount -t tmpfs none /mnt (refused)",
-        step: Action {
-            cmds: &[&["mount", "-t", "tmpfs", "none", "/mnt"]],
-        },
-        twin: Action {
-            cmds: &[&["findmnt", "/"]],
-        },
-        twin_what: "findmnt /",
-        rule: "mount-in-container",
-    },
-    Step {
-        id: "kernel-module",
-        tactic: "privilege escalation",
-        what: "insmod /tmp/m.ko (refused)",
-        step: Action {
-            cmds: &[&["cp", "/bin/true", "/tmp/m.ko"], &["insmod", "/tmp/m.ko"]],
-        },
-        twin: Action {
-            cmds: &[&["lsmod"]],
-        },
-        twin_what: "lsmod",
-        rule: "kernel-module-load",
-    },
-    Step {
-        id: "ptrace",
-        tactic: "privilege escalation",
-        what: "ptrace(PTRACE_ATTACH) of pid 1 from python3 (refused)",
-        step: Action {
-            cmds: &[&[
-                "python3",
-                "-c",
-                "import ctypes\nprint(ctypes.CDLL(None,use_errno=True).ptrace(16,1,0,0))",
-            ]],
-        },
-        twin: Action {
-            cmds: &[&["python3", "-c", "print(open('/proc/1/status').read()[:40])"]],
-        },
-        twin_what: "python3 reads /proc/1/status",
-        rule: "ptrace-in-container",
-    },
-    Step {
-        id: "bpf",
-        tactic: "defense evasion",
-        what: "bpf(BPF_MAP_CREATE) from python3 (refused)",
-        step: Action {
-            cmds: &[&[
-                "python3",
-                "-c",
-                "import ctypes\nprint(ctypes.CDLL(None,use_errno=True).syscall(321,0,0,0))",
-            ]],
-        },
-        twin: Action {
-            cmds: &[&[
-                "python3",
-                "-c",
-                "import ctypes\nprint(ctypes.CDLL(None).syscall(39))",
-            ]],
-        },
-        twin_what: "getpid through syscall() from python3",
-        rule: "bpf-in-container",
-    },
-    Step {
-        id: "shadow-read",
-        tactic: "credential access",
-        what: "cat /etc/shadow",
-        step: Action {
-            cmds: &[&["cat", "/etc/shadow"]],
-        },
-        twin: Action {
-            cmds: &[&["cat", "/etc/passwd"]],
-        },
-        twin_what: "cat /etc/passwd",
-        rule: "credential-file-read",
-    },
-    Step {
-        id: "token-read",
-        tactic: "credential access",
-        what: "cat the service-account token",
-        step: Action {
-            cmds: &[&[
-                "cat",
-                "/var/run/secrets/kubernetes.io/serviceaccount/token",
-            ]],
-        },
-        twin: Action {
-            cmds: &[&[
-                "cat",
-                "/var/run/secrets/kubernetes.io/serviceaccount/namespace",
-            ]],
-        },
-        twin_what: "cat the namespace file beside it",
-        rule: "service-account-token-read",
-    },
-    Step {
-        id: "raw-socket",
-        tactic: "credential access",
-        what: "socket(AF_INET, SOCK_RAW, ICMP) from python3 (refused)",
-        step: Action {
-            cmds: &[&[
-                "python3",
-                "-c",
-                "import socket\ntry:\n socket.socket(socket.AF_INET,socket.SOCK_RAW,1)\nexcept OSError as e:\n print(e)",
-            ]],
-        },
-        twin: Action {
-            cmds: &[&[
-                "python3",
-                "-c",
-                "import socket\nprint(socket.socket(socket.AF_INET,socket.SOCK_DGRAM))",
-            ]],
-        },
-        twin_what: "a UDP socket from python3",
-        rule: "raw-socket",
-    },
-    Step {
-        id: "k8s-api-discovery",
-        tactic: "discovery",
-        what: "connect to $KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT",
-        step: Action {
-            cmds: &[&[
-                "python3",
-                "-c",
-                "import os,socket\ns=socket.socket()\nprint(s.connect_ex((os.environ['KUBERNETES_SERVICE_HOST'],int(os.environ['KUBERNETES_SERVICE_PORT']))))",
-            ]],
-        },
-        twin: Action {
-            cmds: &[&["python3", "-c", CONNECT, "{peer}", "8080"]],
-        },
-        twin_what: "connect to the learned upstream",
-        rule: "new-outbound-destination",
-    },
-    Step {
-        id: "lateral-redis",
-        tactic: "lateral movement",
-        what: "connect to the neighbour's Redis",
-        step: Action {
-            cmds: &[&["python3", "-c", CONNECT, "{peer}", "6379"]],
-        },
-        twin: Action {
-            cmds: &[&["python3", "-c", CONNECT, "{peer}", "8080"]],
-        },
-        twin_what: "connect to the learned upstream",
-        rule: "new-outbound-destination",
-    },
-    Step {
-        id: "miner-pool",
-        tactic: "impact",
-        what: "connect to a mining pool port (3333, listening)",
-        step: Action {
-            cmds: &[&["python3", "-c", CONNECT, "{peer}", "3333"]],
-        },
-        twin: Action {
-            cmds: &[&["python3", "-c", CONNECT, "{peer}", "8080"]],
-        },
-        twin_what: "connect to the learned upstream",
-        rule: "crypto-miner-pool-port",
-    },
-    Step {
-        id: "miner-pool-refused",
-        tactic: "impact",
-        what: "connect to a mining pool port (4444, refused)",
-        step: Action {
-            cmds: &[&["python3", "-c", CONNECT, "{peer}", CLOSED_POOL_PORT]],
-        },
-        twin: Action {
-            cmds: &[&["python3", "-c", CONNECT, "{peer}", CLOSED_PORT]],
-        },
-        twin_what: "connect to an upstream that is down (8081, refused; tried at start too)",
-        rule: "crypto-miner-pool-port",
-    },
-    Step {
-        id: "miner-dropped",
-        tactic: "impact",
-        // a stand-in: no real miner is fetched; what the detection reads is what every XMRig
-        // build carries
-        what: "a program written to /tmp/kswapd0 carrying XMRig's strings, run",
-        step: Action {
-            cmds: &[
-                &[
-                    "python3",
-                    "-c",
-                    DROP,
-                    "/tmp/kswapd0",
-                    "XMRig/6.21 stratum+tcp://pool.example:3333 rx/0 RandomX",
-                ],
-                &["/tmp/kswapd0"],
-            ],
-        },
-        twin: Action {
-            cmds: &[
-                &[
-                    "python3",
-                    "-c",
-                    DROP,
-                    "/tmp/kswapd1",
-                    "fetch https://example.com/index.html",
-                ],
-                &["/tmp/kswapd1"],
-            ],
-        },
-        twin_what: "a program written to /tmp/kswapd1 carrying an ordinary URL, run",
-        rule: "crypto-miner",
-    },
-];
+pub fn steps() -> Result<Vec<Step>> {
+    serde_yaml::from_str(CHAIN).context("conformance/fixtures/detection-chain.yaml")
+}
+
+/// An argument of a chain command with its placeholder filled in: `{connect}` and `{drop}`
+/// (the whole argument) are [`CONNECT`] and [`DROP`]; `{peer}` is the neighbour pod's address
+/// and `{closed_port}` [`CLOSED_PORT`].
+fn expand(arg: &str, peer: &str) -> String {
+    match arg {
+        "{connect}" => CONNECT.to_string(),
+        "{drop}" => DROP.to_string(),
+        _ => arg
+            .replace("{peer}", peer)
+            .replace("{closed_port}", CLOSED_PORT),
+    }
+}
 
 /// Writes argv[1] as a copy of /bin/true followed by argv[2] (an executable that runs and
 /// exits 0 whatever it carries).
@@ -367,7 +83,7 @@ open(sys.argv[1],'ab').write(sys.argv[2].encode())";
 
 /// What one step and its twin produced.
 pub struct StepRun {
-    pub id: &'static str,
+    pub id: String,
     /// The expected rule arrived for the right pod and container.
     pub reported: bool,
     /// Every event of the target pod while the step ran (the expected one included).
@@ -380,7 +96,12 @@ pub struct StepRun {
 
 /// The neighbour (under runc: it is the target's environment, not under test) and the
 /// target pod; then every step, each after its twin.
-pub async fn run(ctx: &Ctx, neighbour: &Ctx, corpus_image: &str) -> Result<Vec<StepRun>> {
+pub async fn run(
+    ctx: &Ctx,
+    neighbour: &Ctx,
+    corpus_image: &str,
+    chain: &[Step],
+) -> Result<Vec<StepRun>> {
     let peer = start_neighbour(neighbour, corpus_image).await?;
     let token_dir = ctx.dir.join("serviceaccount");
     std::fs::create_dir_all(&token_dir)
@@ -407,12 +128,7 @@ pub async fn run(ctx: &Ctx, neighbour: &Ctx, corpus_image: &str) -> Result<Vec<S
     let pod = ctx.run_pod(&cfg).await?;
     let pod_name = cri::pod_name(&cfg).to_string();
     let mut cc = cri::container_config(CONTAINER, 0, corpus_image, &["nginx", "-g", "daemon off;"]);
-    cc.mounts = vec![Mount {
-        container_path: TOKEN_DIR.into(),
-        host_path: token_dir.display().to_string(),
-        readonly: true,
-        ..Default::default()
-    }];
+    cc.mounts = vec![cri::bind_mount(TOKEN_DIR, &token_dir, true)];
     cc.envs = vec![
         KeyValue {
             key: "KUBERNETES_SERVICE_HOST".into(),
@@ -449,7 +165,7 @@ pub async fn run(ctx: &Ctx, neighbour: &Ctx, corpus_image: &str) -> Result<Vec<S
     let wait = (LEARNING_WINDOW + Duration::from_secs(5)).saturating_sub(learning.elapsed());
     tokio::time::sleep(wait).await;
     let mut runs = Vec::new();
-    for s in STEPS {
+    for s in chain {
         let log = EventLog::mark(ctx)?;
         let from = palisade_events::rfc3339(SystemTime::now());
         let twin_code = act(ctx, &c, &s.twin, &peer).await?;
@@ -484,7 +200,7 @@ pub async fn run(ctx: &Ctx, neighbour: &Ctx, corpus_image: &str) -> Result<Vec<S
             },
         );
         runs.push(StepRun {
-            id: s.id,
+            id: s.id.clone(),
             reported: hit.is_some(),
             step_events,
             twin_events,
@@ -505,11 +221,11 @@ fn raised_before(e: &Value, from: &str) -> bool {
     !t.is_empty() && t < from
 }
 
-/// Runs an action's commands in order; the last one's exit code.
-async fn act(ctx: &Ctx, c: &str, a: &Action, peer: &str) -> Result<i32> {
+/// Runs a step's or a twin's commands in order; the last one's exit code.
+async fn act(ctx: &Ctx, c: &str, cmds: &[Vec<String>], peer: &str) -> Result<i32> {
     let mut code = 0;
-    for cmd in a.cmds {
-        let argv: Vec<String> = cmd.iter().map(|s| s.replace("{peer}", peer)).collect();
+    for cmd in cmds {
+        let argv: Vec<String> = cmd.iter().map(|a| expand(a, peer)).collect();
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         code = exec(ctx, c, &argv).await?.0;
     }
@@ -557,5 +273,39 @@ mod tests {
         assert!(!raised_before(&after, &from));
         // An event without a time is kept in the window it landed in.
         assert!(!raised_before(&json!({"rule": {"name": "x"}}), &from));
+    }
+
+    #[test]
+    fn the_chain_parses_with_unique_ids_and_known_placeholders() {
+        let chain = steps().unwrap();
+        assert_eq!(chain.len(), 19);
+        let ids: std::collections::BTreeSet<&str> = chain.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids.len(), chain.len(), "duplicate step ids");
+        for s in &chain {
+            assert!(
+                !s.step.is_empty() && !s.twin.is_empty(),
+                "{}: no command",
+                s.id
+            );
+            for arg in s.step.iter().chain(&s.twin).flatten() {
+                let filled = expand(arg, "10.0.0.9");
+                assert!(
+                    !filled.contains("{peer}") && !filled.contains("{closed_port}"),
+                    "{}: {arg}",
+                    s.id
+                );
+                if arg.starts_with('{') {
+                    assert_ne!(&filled, arg, "{}: unknown placeholder {arg}", s.id);
+                }
+            }
+        }
+        let redis = chain.iter().find(|s| s.id == "lateral-redis").unwrap();
+        assert_eq!(
+            redis.step[0]
+                .iter()
+                .map(|a| expand(a, "10.0.0.9"))
+                .collect::<Vec<_>>(),
+            ["python3", "-c", CONNECT, "10.0.0.9", "6379"]
+        );
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 use serde_json::Value;
 
-use self::attacks::{StepRun, STEPS};
+use self::attacks::{Step, StepRun};
 use self::expect::Grade;
 use self::workloads::{WorkloadRun, WORKLOADS};
 use crate::cri::Cri;
@@ -72,6 +72,8 @@ impl Options {
 
 /// Everything one run saw.
 pub struct Results {
+    /// The chain as listed, run or not.
+    pub chain: Vec<Step>,
     pub workloads: Vec<WorkloadRun>,
     pub steps: Vec<StepRun>,
     pub seconds_each: u64,
@@ -86,6 +88,7 @@ pub async fn run(settings: &Settings, opts: &Options) -> Result<(String, bool)> 
         settings.filter.is_empty() || settings.filter.iter().any(|f| name.contains(f.as_str()))
     };
     let mut results = Results {
+        chain: attacks::steps()?,
         workloads: Vec::new(),
         steps: Vec::new(),
         seconds_each: opts.workload_seconds,
@@ -123,7 +126,7 @@ pub async fn run(settings: &Settings, opts: &Options) -> Result<(String, bool)> 
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         let ctx = Ctx::new(&cri, settings, PALISADE, "corpus-chain", dir.clone(), &tag);
         let neighbour = Ctx::new(&cri, settings, RUNC, "corpus-neighbour", dir, &tag);
-        let r = attacks::run(&ctx, &neighbour, &opts.corpus_image).await;
+        let r = attacks::run(&ctx, &neighbour, &opts.corpus_image, &results.chain).await;
         let cleaned = (ctx.cleanup().await, neighbour.cleanup().await);
         results.steps = r.context("the post-exploitation chain")?;
         cleaned.0?;
@@ -178,17 +181,28 @@ fn describe(whose: &str, events: &[Value]) -> Vec<String> {
         .collect()
 }
 
+/// A markdown table's header row and the separator under it.
+fn table_head(out: &mut String, columns: &[&str]) {
+    let _ = writeln!(out, "| {} |", columns.join(" | "));
+    let _ = writeln!(out, "|{}", " --- |".repeat(columns.len()));
+}
+
+/// One row of a markdown table.
+fn table_row(out: &mut String, cells: &[String]) {
+    let _ = writeln!(out, "| {} |", cells.join(" | "));
+}
+
 /// The three tables (per detection, per workload, per step), the graded items that did not
 /// pass, and the closing `N passed, N failed` line.
 pub fn render(r: &Results, grades: &[(String, Grade)]) -> String {
     let mut out = String::new();
     // Per detection.
     let mut rules: BTreeMap<String, [usize; 5]> = BTreeMap::new();
-    for s in STEPS {
-        rules.entry(s.rule.to_string()).or_default();
+    for s in &r.chain {
+        rules.entry(s.rule.clone()).or_default();
     }
-    for (run, s) in r.steps.iter().zip(STEPS) {
-        let row = rules.entry(s.rule.to_string()).or_default();
+    for (run, s) in r.steps.iter().zip(&r.chain) {
+        let row = rules.entry(s.rule.clone()).or_default();
         if run.reported {
             row[0] += 1;
         } else {
@@ -215,16 +229,21 @@ pub fn render(r: &Results, grades: &[(String, Grade)]) -> String {
          expecting it that were not; false positives = its events on the ordinary workloads \
          and on the benign twins; other steps = its events on steps that expect another rule.\n"
     );
-    let _ = writeln!(
-        out,
-        "| rule | true positives | missed | false positives (workloads) | false positives (twins) | on other steps |"
+    table_head(
+        &mut out,
+        &[
+            "rule",
+            "true positives",
+            "missed",
+            "false positives (workloads)",
+            "false positives (twins)",
+            "on other steps",
+        ],
     );
-    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- |");
-    for (rule, [tp, miss, fpw, fpt, other]) in &rules {
-        let _ = writeln!(
-            out,
-            "| `{rule}` | {tp} | {miss} | {fpw} | {fpt} | {other} |"
-        );
+    for (rule, counts) in &rules {
+        let mut cells = vec![format!("`{rule}`")];
+        cells.extend(counts.iter().map(usize::to_string));
+        table_row(&mut out, &cells);
     }
     // Per workload.
     let _ = writeln!(
@@ -233,49 +252,68 @@ pub fn render(r: &Results, grades: &[(String, Grade)]) -> String {
          the events):\n",
         r.seconds_each
     );
-    let _ = writeln!(
-        out,
-        "| workload | seconds | requests ok / failed | events | events per minute | compromise kills | exit code | events by source/rule |"
+    table_head(
+        &mut out,
+        &[
+            "workload",
+            "seconds",
+            "requests ok / failed",
+            "events",
+            "events per minute",
+            "compromise kills",
+            "exit code",
+            "events by source/rule",
+        ],
     );
-    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- | --- |");
     for w in &r.workloads {
-        let _ = writeln!(
-            out,
-            "| {} | {:.0} | {} / {} | {} | {:.1} | {} | {} | {} |",
-            w.name,
-            w.seconds,
-            w.requests_ok,
-            w.requests_failed,
-            w.events.len(),
-            w.per_minute(),
-            w.compromise_kills(),
-            w.exit_code,
-            counts_text(&w.events)
+        table_row(
+            &mut out,
+            &[
+                w.name.to_string(),
+                format!("{:.0}", w.seconds),
+                format!("{} / {}", w.requests_ok, w.requests_failed),
+                w.events.len().to_string(),
+                format!("{:.1}", w.per_minute()),
+                w.compromise_kills().to_string(),
+                w.exit_code.to_string(),
+                counts_text(&w.events),
+            ],
         );
     }
     // Per step.
     let _ = writeln!(out, "\nPer step of the chain (and its benign twin):\n");
-    let _ = writeln!(
-        out,
-        "| step | tactic | what | rule | step | twin | twin | events of the step |"
+    table_head(
+        &mut out,
+        &[
+            "step",
+            "tactic",
+            "what",
+            "rule",
+            "step",
+            "twin",
+            "twin",
+            "events of the step",
+        ],
     );
-    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- | --- |");
-    for (run, s) in r.steps.iter().zip(STEPS) {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | `{}` | {} | {} | {} | {} |",
-            s.id,
-            s.tactic,
-            s.what,
-            s.rule,
-            if run.reported { "reported" } else { "missed" },
-            s.twin_what,
-            if run.twin_events.is_empty() {
-                "silent".to_string()
-            } else {
-                format!("noisy: {}", counts_text(&run.twin_events))
-            },
-            counts_text(&run.step_events)
+    for (run, s) in r.steps.iter().zip(&r.chain) {
+        let twin = if run.twin_events.is_empty() {
+            "silent".to_string()
+        } else {
+            format!("noisy: {}", counts_text(&run.twin_events))
+        };
+        let step = if run.reported { "reported" } else { "missed" };
+        table_row(
+            &mut out,
+            &[
+                s.id.clone(),
+                s.tactic.clone(),
+                s.what.clone(),
+                format!("`{}`", s.rule),
+                step.to_string(),
+                s.twin_what.clone(),
+                twin,
+                counts_text(&run.step_events),
+            ],
         );
     }
     // What raised each event (deduplicated), for whoever fixes the detection.
@@ -323,4 +361,17 @@ pub fn render(r: &Results, grades: &[(String, Grade)]) -> String {
     let _ = writeln!(out, "\n{} known misses", known.len());
     let _ = writeln!(out, "{passed} passed, {} failed", failed.len());
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_are_markdown_with_a_separator_per_column() {
+        let mut out = String::new();
+        table_head(&mut out, &["rule", "missed"]);
+        table_row(&mut out, &["`shell`".to_string(), "0".to_string()]);
+        assert_eq!(out, "| rule | missed |\n| --- | --- |\n| `shell` | 0 |\n");
+    }
 }

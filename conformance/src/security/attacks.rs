@@ -2,10 +2,10 @@
 //! `palisade-probe` for the system calls busybox has no applet for).
 
 use anyhow::{bail, Context as _, Result};
-use k8s_cri::v1::{ContainerConfig, Int64Value, Mount};
+use k8s_cri::v1::{ContainerConfig, Int64Value};
 
 use super::{security, Observed, Scope, SecCheck};
-use crate::cri::SLEEPER;
+use crate::cri::{self, SLEEPER};
 use crate::sec_check;
 use crate::suite::Ctx;
 
@@ -25,7 +25,9 @@ pub fn all() -> Vec<SecCheck> {
         sec_check!("attack_compat_syscall", 60, attack, compat_syscall),
         sec_check!("attack_read_proc_kcore", 60, attack, read_kcore),
         sec_check!("attack_read_proc_keys", 60, attack, read_keys),
-        sec_check!("attack_write_proc_sys", 60, attack, write_proc_sys),
+        // Writes the current value back, so that a runtime that let it through changes nothing.
+        sec_check!("attack_write_proc_sys", 60, attack,
+            shell: "v=$(cat /proc/sys/kernel/panic) && echo \"$v\" > /proc/sys/kernel/panic"),
         sec_check!("attack_raw_socket", 60, attack, probe: ["rawsock"]),
         sec_check!("attack_ping", 60, attack, shell: "ping -c 1 -W 2 127.0.0.1 >/dev/null"),
         sec_check!("attack_keyctl", 60, attack, probe: ["keyctl"]),
@@ -143,17 +145,6 @@ async fn read_keys(ctx: &Ctx) -> Result<Observed> {
     read_kernel_file(ctx, "/proc/keys").await
 }
 
-async fn write_proc_sys(ctx: &Ctx) -> Result<Observed> {
-    let c = sleeper(ctx, |_| {}).await?;
-    // Writes the current value back, so that a runtime that let it through changes nothing.
-    shell(
-        ctx,
-        &c,
-        "v=$(cat /proc/sys/kernel/panic) && echo \"$v\" > /proc/sys/kernel/panic",
-    )
-    .await
-}
-
 /// A setuid-root binary run by uid 1000: with no_new_privs it stays uid 1000.
 async fn setuid_binary(ctx: &Ctx) -> Result<Observed> {
     let c = sleeper(ctx, |cc| {
@@ -174,12 +165,7 @@ async fn host_path_readonly(ctx: &Ctx) -> Result<Observed> {
     let file = src.join("config");
     std::fs::write(&file, "original\n").with_context(|| format!("write {}", file.display()))?;
     let c = sleeper(ctx, |cc| {
-        cc.mounts = vec![Mount {
-            container_path: "/host".into(),
-            host_path: src.display().to_string(),
-            readonly: true,
-            ..Default::default()
-        }];
+        cc.mounts = vec![cri::bind_mount("/host", &src, true)];
     })
     .await?;
     let seen = ctx.cri.sh(&c, "cat /host/config").await?;

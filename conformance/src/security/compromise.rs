@@ -7,13 +7,13 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
-use k8s_cri::v1::Mount;
 use serde_json::Value;
 
 use super::attacks::PROBE;
-use super::eventlog::{field, summary, EventLog};
+use super::eventlog::{field, of_pod_rule, summary, EventLog};
 use super::sinks::{metrics_text, CtrEvents, Webhook};
 use super::{Observed, Scope, SecCheck, AUDIT, PALISADE};
+use crate::cri;
 use crate::sec_check;
 use crate::suite::poll;
 use crate::suite::{ensure, Ctx};
@@ -36,11 +36,7 @@ pub fn all() -> Vec<SecCheck> {
 /// The container config the harness uses for each attempt, with a termination message file.
 fn attempt(ctx: &Ctx, attempt: u32, termination: &std::path::Path) -> k8s_cri::v1::ContainerConfig {
     let mut cc = crate::cri::container_config("web", attempt, ctx.image(), crate::cri::SLEEPER);
-    cc.mounts = vec![Mount {
-        container_path: "/dev/termination-log".into(),
-        host_path: termination.display().to_string(),
-        ..Default::default()
-    }];
+    cc.mounts = vec![cri::bind_mount("/dev/termination-log", termination, false)];
     cc
 }
 
@@ -117,10 +113,10 @@ pub async fn compromise_restart(ctx: &Ctx) -> Result<Observed> {
         .await?;
     let during = async {
         let held = log
-            .wait_for(Duration::from_secs(10), |e| {
-                field(e, "/workload/pod") == pod_name
-                    && field(e, "/rule/name") == "compromised-restart-held-back"
-            })
+            .wait_for(
+                Duration::from_secs(10),
+                of_pod_rule(&pod_name, "compromised-restart-held-back"),
+            )
             .await?
             .context("no compromised-restart-held-back event while the start waited")?;
         let view = ctx.cri.kubelet_view(&pod, "web").await?;
@@ -280,17 +276,18 @@ pub async fn audit_mode(ctx: &Ctx) -> Result<Observed> {
         .insert(ANNOTATION.into(), "rules=namespace-change".into());
     let pod_name = crate::cri::pod_name(&cfg).to_string();
     let (_, c) = ctx.run_sleeper_pod(&cfg, "web").await?;
-    let (out, err, code) = ctx.cri.exec_sync(&c, &["cat", "/etc/hostname"], 10).await?;
-    ensure(code == 0 && !out.trim().is_empty(), || {
-        format!("the audited read was denied: exit {code} {out:?} {err:?}")
-    })?;
-    let (_, _, apt) = ctx
+    let out = ctx
         .cri
-        .exec_sync(&c, &["/usr/bin/apt", "tcpsock"], 10)
-        .await?;
-    ensure(apt == 0, || {
-        format!("the audited exec of /usr/bin/apt was stopped: exit {apt}")
+        .exec_ok(&c, &["cat", "/etc/hostname"])
+        .await
+        .context("the audited read was denied")?;
+    ensure(!out.trim().is_empty(), || {
+        "the audited read of /etc/hostname was empty".into()
     })?;
+    ctx.cri
+        .exec_ok(&c, &["/usr/bin/apt", "tcpsock"])
+        .await
+        .context("the audited exec of /usr/bin/apt was stopped")?;
     for (what, path) in [("open", "/etc/hostname"), ("exec", "/usr/bin/apt")] {
         let ev = log
             .wait_for(Duration::from_secs(10), |e| {
@@ -310,10 +307,10 @@ pub async fn audit_mode(ctx: &Ctx) -> Result<Observed> {
         format!("unshare not denied by the default hardening: {probe}")
     })?;
     let judged = log
-        .wait_for(Duration::from_secs(10), |e| {
-            field(e, "/workload/pod") == pod_name
-                && field(e, "/rule/name") == "container-compromised"
-        })
+        .wait_for(
+            Duration::from_secs(10),
+            of_pod_rule(&pod_name, "container-compromised"),
+        )
         .await?
         .with_context(|| format!("no container-compromised event: {}", log.seen()))?;
     ensure(field(&judged, "/action") == "audit", || {

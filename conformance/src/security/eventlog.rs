@@ -91,6 +91,11 @@ pub fn field<'a>(e: &'a Value, pointer: &str) -> &'a str {
     e.pointer(pointer).and_then(Value::as_str).unwrap_or("")
 }
 
+/// An event of pod `pod` raised under rule `rule`.
+pub fn of_pod_rule<'a>(pod: &'a str, rule: &'a str) -> impl Fn(&Value) -> bool + 'a {
+    move |e| field(e, "/workload/pod") == pod && field(e, "/rule/name") == rule
+}
+
 /// One line per event, short enough for a failure message.
 pub fn summary(events: &[Value]) -> String {
     let mut out: Vec<String> = events

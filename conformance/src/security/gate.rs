@@ -8,10 +8,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
-use k8s_cri::v1::{Mount, PodSandboxConfig};
+use k8s_cri::v1::PodSandboxConfig;
 
-use super::eventlog::{field, get, pod_ip, summary, EventLog};
+use super::eventlog::{field, get, of_pod_rule, pod_ip, summary, EventLog};
 use super::{Observed, Scope, SecCheck, PALISADE};
+use crate::cri;
 use crate::sec_check;
 use crate::suite::{ensure, Ctx};
 
@@ -163,12 +164,7 @@ async fn gated_pod_with(
         "httpd",
         &["httpd", "-f", "-p", "127.0.0.1:8080", "-h", "/www"],
     );
-    cc.mounts = vec![Mount {
-        container_path: "/www".into(),
-        host_path: www.display().to_string(),
-        readonly: true,
-        ..Default::default()
-    }];
+    cc.mounts = vec![cri::bind_mount("/www", www, true)];
     let httpd = ctx.cri.run_container(&pod, &cc, &cfg).await?;
     let addr = SocketAddr::new(pod_ip(ctx, &pod).await?, LISTEN);
     // The gate listens from the sandbox on; the upstream only once httpd runs.
@@ -401,9 +397,7 @@ pub async fn gate_indicators_compromise(ctx: &Ctx) -> Result<Observed> {
         format!("httpd exit code {}, want 173", st.exit_code)
     })?;
     let ev = log
-        .wait_for(EVENT_WAIT, |e| {
-            field(e, "/workload/pod") == name && field(e, "/rule/name") == "container-compromised"
-        })
+        .wait_for(EVENT_WAIT, of_pod_rule(&name, "container-compromised"))
         .await?
         .context("no container-compromised event")?;
     let reason = field(&ev, "/evidence/reason");
@@ -426,21 +420,13 @@ pub async fn gate_bad_annotation(ctx: &Ctx) -> Result<Observed> {
     let mut cfg = ctx.pod_config();
     cfg.annotations
         .insert(GATE.into(), "listen=abc,upstream=8080".into());
-    match ctx.run_pod(&cfg).await {
-        Ok(pod) => bail!("pod {pod} with {GATE}=listen=abc started"),
-        Err(e) => {
-            let msg = format!("{e:#}");
-            ensure(msg.contains(GATE) && msg.contains("abc"), || {
-                format!("RunPodSandbox failed without naming {GATE}: {msg}")
-            })?;
-            let shown = msg
-                .find("pod annotation")
-                .map_or(msg.as_str(), |i| &msg[i..]);
-            let shown = shown.replace("\\\"", "\"");
-            let shown = shown
-                .trim_end_matches('"')
-                .trim_end_matches(": invalid argument");
-            Ok(Observed::blocked(format!("refused: {shown:.80}")))
-        }
-    }
+    let msg = ctx.run_pod_refused(&cfg, GATE, "abc").await?;
+    let shown = msg
+        .find("pod annotation")
+        .map_or(msg.as_str(), |i| &msg[i..]);
+    let shown = shown.replace("\\\"", "\"");
+    let shown = shown
+        .trim_end_matches('"')
+        .trim_end_matches(": invalid argument");
+    Ok(Observed::blocked(format!("refused: {shown:.80}")))
 }

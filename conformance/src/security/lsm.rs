@@ -57,18 +57,8 @@ spec:
 
 pub fn all() -> Vec<SecCheck> {
     vec![
-        sec_check!(
-            "policy_file_glob_and_source",
-            60,
-            Scope::Only(PALISADE),
-            file_glob_and_source
-        ),
-        sec_check!(
-            "policy_file_owner_only",
-            60,
-            Scope::Only(PALISADE),
-            file_owner_only
-        ),
+        sec_check!("policy_" + file_glob_and_source, 60, Scope::Only(PALISADE)),
+        sec_check!("policy_" + file_owner_only, 60, Scope::Only(PALISADE)),
     ]
 }
 

@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use k8s_cri::v1::Mount;
 use serde_json::Value;
 
 use super::eventlog::{field, summary, EventLog};
 use super::{Observed, Scope, SecCheck, PALISADE};
+use crate::cri;
 use crate::sec_check;
 use crate::suite::{ensure, Ctx};
 
@@ -51,12 +51,7 @@ pub async fn monitor_attribution(ctx: &Ctx) -> Result<Observed> {
     let (pod, cfg) = ctx.pod().await?;
     let pod_name = crate::cri::pod_name(&cfg).to_string();
     let mut cc = ctx.container("watched", crate::cri::SLEEPER);
-    cc.mounts = vec![Mount {
-        container_path: TOKEN_DIR.into(),
-        host_path: token_dir.display().to_string(),
-        readonly: true,
-        ..Default::default()
-    }];
+    cc.mounts = vec![cri::bind_mount(TOKEN_DIR, &token_dir, true)];
     let c = ctx.cri.run_container(&pod, &cc, &cfg).await?;
     let log = EventLog::mark(ctx)?;
     let (code, out) = exec(
@@ -147,9 +142,7 @@ pub async fn monitor_attribution(ctx: &Ctx) -> Result<Observed> {
             summary(&others)
         )
     })?;
-    ensure(ns.is_some(), || {
-        format!("the refused unshare (exit {unshare_code}) was not reported")
-    })?;
+    ns.with_context(|| format!("the refused unshare (exit {unshare_code}) was not reported"))?;
     Ok(Observed::blocked(format!(
         "{}/{} detections with ns/pod/container; refused unshare (exit {unshare_code}) reported",
         found.len(),

@@ -4,12 +4,12 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
-use k8s_cri::v1::{Mount, PodSandboxConfig};
+use k8s_cri::v1::PodSandboxConfig;
 
 use super::attacks::{probe, PROBE};
 use super::eventlog::{field, summary, EventLog};
 use super::{events_log, Observed, Scope, SecCheck, PALISADE};
-use crate::cri::SLEEPER;
+use crate::cri::{self, SLEEPER};
 use crate::sec_check;
 use crate::suite::{ensure, Ctx};
 
@@ -212,12 +212,11 @@ async fn service_account_token(ctx: &Ctx) -> Result<Observed> {
     let log = EventLog::mark(ctx)?;
     let (pod, cfg) = policy_pod(ctx, SERVICE_ACCOUNT).await?;
     let mut cc = ctx.container("app", SLEEPER);
-    cc.mounts = vec![Mount {
-        container_path: "/run/secrets/kubernetes.io/serviceaccount".into(),
-        host_path: src.display().to_string(),
-        readonly: true,
-        ..Default::default()
-    }];
+    cc.mounts = vec![cri::bind_mount(
+        "/run/secrets/kubernetes.io/serviceaccount",
+        &src,
+        true,
+    )];
     let c = ctx.cri.run_container(&pod, &cc, &cfg).await?;
     let dir = "/run/secrets/kubernetes.io/serviceaccount";
     let (out, err, code) = sh(ctx, &c, &format!("cat {dir}/token")).await?;

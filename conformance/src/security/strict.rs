@@ -2,10 +2,10 @@
 //! (`/tmp` in the harness), and signals scoped to the sender's landlock domain.
 
 use anyhow::{Context as _, Result};
-use k8s_cri::v1::Mount;
 
 use super::attacks::{shell, sleeper};
 use super::{Observed, Scope, SecCheck, STRICT};
+use crate::cri;
 use crate::sec_check;
 use crate::suite::{ensure, Ctx};
 
@@ -22,7 +22,8 @@ pub fn all() -> Vec<SecCheck> {
     // in.
     vec![
         sec_check!("strict_root_readonly", 60, strict, shell: "echo x > /etc/palisade-strict"),
-        sec_check!("strict_" + write_home, 60, strict),
+        sec_check!("strict_write_home", 60, strict,
+            shell: "mkdir -p /home/tester/new && echo x > /home/tester/new/f"),
         sec_check!("strict_truncate_path", 60, strict, probe: ["truncate", "/etc/group"]),
         sec_check!("strict_truncate_open_rdonly", 60, strict, probe: ["otrunc", "/etc/passwd"]),
         sec_check!("strict_remove_file", 60, strict, shell: "rm /etc/group"),
@@ -41,27 +42,12 @@ pub fn all() -> Vec<SecCheck> {
     ]
 }
 
-async fn write_home(ctx: &Ctx) -> Result<Observed> {
-    let c = sleeper(ctx, |_| {}).await?;
-    shell(
-        ctx,
-        &c,
-        "mkdir -p /home/tester/new && echo x > /home/tester/new/f",
-    )
-    .await
-}
-
 /// What strict mode keeps writable: `/tmp` (writable_paths) and a read-write volume.
 async fn writable_paths(ctx: &Ctx) -> Result<Observed> {
     let src = ctx.dir.join("volume");
     std::fs::create_dir_all(&src).with_context(|| format!("create {}", src.display()))?;
     let c = sleeper(ctx, |cc| {
-        cc.mounts = vec![Mount {
-            container_path: "/data".into(),
-            host_path: src.display().to_string(),
-            readonly: false,
-            ..Default::default()
-        }];
+        cc.mounts = vec![cri::bind_mount("/data", &src, false)];
     })
     .await?;
     let out = ctx
