@@ -180,7 +180,9 @@ static __always_inline int file_refusal(struct container_info *ci, __u64 cg, str
 	return enforce ? -EACCES : 0;
 }
 
-/* File Block rules: the open fails with EACCES and is reported (in audit mode, reported only). */
+/* File Block rules: the open fails with EACCES and is reported (in audit mode, reported only).
+ * Every open of a watched container that reaches it also leaves its note for the openat
+ * report (opens.h). */
 SEC("lsm/file_open")
 int BPF_PROG(lsm_file_open, struct file *file, int ret)
 {
@@ -193,7 +195,10 @@ int BPF_PROG(lsm_file_open, struct file *file, int ret)
 	if (ret)
 		return ret;
 	ci = current_container(&cg);
-	if (!ci || !(ci->flags & CF_FILE_RULES))
+	if (!ci)
+		return 0;
+	note_open(ci, file);
+	if (!(ci->flags & CF_FILE_RULES))
 		return 0;
 	r = file_rule_of(file, ci->slot, &key, &depth);
 	if (!r)

@@ -345,6 +345,7 @@ int BPF_PROG(lsm_exec, struct linux_binprm *bprm, int ret)
 	return -EPERM;
 }
 
+#include "opens.h"
 #include "lsm_files.h"
 
 SEC("tp_btf/sched_process_exit")

@@ -68,8 +68,7 @@ static __always_inline long syscall_ret(struct pt_regs *regs)
 #endif
 }
 
-#include "files.h"
-#include "creds.h"
+#include "opens.h"
 
 /* Without CF_ALL_OPENS only the opens a detection can use are reported: writes, denials and
  * reads of secrets and credential files. Decided before the path is read: a read of an ordinary file, the bulk of
@@ -94,9 +93,11 @@ static __always_inline void read_sockaddr(struct syscall_event *e, __u64 ptr, __
 	bpf_probe_read_user(e->addr, len & 0x1f, (void *)ptr);
 }
 
-/* The event of one watched syscall, once its container is known. */
-static __always_inline int report_syscall(struct container_info *ci, __u64 cg, __u32 sys,
-					  long ret, const __u64 *args)
+/* The event of one watched syscall, once its container is known. For an open, `noted` is the
+ * flags its file_open note gave (opens.h), -1 without one, and `f` the file behind the
+ * descriptor when the caller already has it. */
+static __always_inline int report_event(struct container_info *ci, __u64 cg, __u32 sys,
+					long ret, const __u64 *args, long noted, struct file *f)
 {
 	struct syscall_event *e;
 	void *rb;
@@ -109,14 +110,20 @@ static __always_inline int report_syscall(struct container_info *ci, __u64 cg, _
 		bool write = args[2] & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC);
 		bool secrets = ci->secrets[0].dev != 0;
 		bool creds = ci->flags & CF_CREDENTIALS;
-		/* the opened file is looked up only when a test needs it: a read in a container
-		 * without secret mounts or credential files costs nothing more here */
-		struct file *f = ret >= 0 && (secrets || creds || write) ? fd_file(ret) : 0;
 
-		if (f && secrets && on_secret_mount(ci, f))
-			oflags |= SE_SECRET;
-		if (f && creds && credential_file(ci, f))
-			oflags |= SE_CREDENTIAL;
+		if (noted >= 0) {
+			/* file_open judged this file already (and f is set) */
+			oflags = noted & (SE_SECRET | SE_CREDENTIAL);
+		} else {
+			/* the opened file is looked up only when a test needs it: a read in a
+			 * container without secret mounts or credential files costs nothing more */
+			if (!f && ret >= 0 && (secrets || creds || write))
+				f = fd_file(ret);
+			if (f && secrets && on_secret_mount(ci, f))
+				oflags |= SE_SECRET;
+			if (f && creds && credential_file(ci, f))
+				oflags |= SE_CREDENTIAL;
+		}
 		if (!(ci->flags & CF_ALL_OPENS) &&
 		    !open_is_interesting(args[2], ret, oflags & (SE_SECRET | SE_CREDENTIAL)))
 			return 0;
@@ -160,6 +167,13 @@ static __always_inline int report_syscall(struct container_info *ci, __u64 cg, _
 	}
 	submit(ci, rb, e, sizeof(*e), false);
 	return 0;
+}
+
+/* The event of one watched syscall other than an open judged at file_open. */
+static __always_inline int report_syscall(struct container_info *ci, __u64 cg, __u32 sys,
+					  long ret, const __u64 *args)
+{
+	return report_event(ci, cg, sys, ret, args, -1, 0);
 }
 
 /* The watched kind of syscall `nr` (into *sys) and the container of the current process, when
@@ -285,7 +299,6 @@ static __always_inline void current_syscall(__u64 *args, long *nr, long *ret)
 		return report_syscall(ci, cg, kind, (long)ctx[1], args);                   \
 	}
 
-FEXIT_SYSCALL(openat, SYS_OPENAT)
 FEXIT_SYSCALL(connect, SYS_CONNECT)
 FEXIT_SYSCALL(bind, SYS_BIND)
 FEXIT_SYSCALL(listen, SYS_LISTEN)
@@ -306,6 +319,32 @@ FEXIT_SYSCALL(mount, SYS_MOUNT)
 FEXIT_SYSCALL(init_module, SYS_INIT_MODULE)
 FEXIT_SYSCALL(finit_module, SYS_FINIT_MODULE)
 FEXIT_SYSCALL(bpf, SYS_BPF)
+
+/* openat's, with the note its file_open left (opens.h): a plain read of an ordinary file by a
+ * container that reports no plain reads returns before the container lookup. */
+SEC("fexit/" SYSCALL_ENTRY "openat")
+int fexit_openat(unsigned long long *ctx)
+{
+	struct container_info *ci;
+	struct file *f;
+	__u64 cg, args[6];
+	long nr, saved, ret = (long)ctx[1];
+	long noted = take_open_note(ret, &f);
+	bool have_args = false;
+
+	if (noted >= 0 && (noted & ON_QUIET)) {
+		current_syscall(args, &nr, &saved);
+		if (!(args[2] & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC)))
+			return 0;
+		have_args = true;
+	}
+	ci = current_container(&cg);
+	if (!ci)
+		return 0;
+	if (!have_args)
+		current_syscall(args, &nr, &saved);
+	return report_event(ci, cg, SYS_OPENAT, ret, args, noted, f);
+}
 
 /* A syscall seccomp refused (SECCOMP_RET_ERRNO, a supervisor's error) never reaches its entry
  * point, so the fexit programs above do not see it; the raw and exit tracepoints do, and the
