@@ -129,13 +129,13 @@ pub(crate) fn finding(list: Option<&EgressList>, kind: &EventKind) -> Option<Fin
         rule: list.name.clone(),
         severity: list.severity,
         tags: vec!["network".into(), "egress".into()],
-        message: if list.message.is_empty() {
-            format!(
-                "{what} to {addr} ({proto}) {}: not in the egress allow-list",
-                if *refused { "refused" } else { "reported" }
-            )
-        } else {
-            format!("{}: {what} to {addr} ({proto})", list.message)
+        message: {
+            let done = if *refused { "refused" } else { "reported" };
+            if list.message.is_empty() {
+                format!("{what} to {addr} ({proto}) {done}: not in the egress allow-list")
+            } else {
+                format!("{what} to {addr} ({proto}) {done}: {}", list.message)
+            }
         },
         action: if *refused {
             Action::Block
