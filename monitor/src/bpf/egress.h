@@ -63,31 +63,39 @@ static __always_inline void peer_addr(struct bpf_sock_addr *ctx, bool v6, __u8 *
 	}
 }
 
+/* The `deny_connect` value for slot word `word`, the destination's port (network order) and
+ * address: the key of that port first, then the key of every port (port 0). */
+static __always_inline struct deny_value *trie_lookup(__u32 word, __u16 port, const __u8 *addr)
+{
+	struct net_key key = {};
+	struct deny_value *v;
+
+	__builtin_memcpy(&key.data[0], &word, 4);
+	__builtin_memcpy(&key.data[4], &port, 2);
+	__builtin_memcpy(&key.data[6], addr, 16);
+	key.prefixlen = 22 * 8;
+	v = bpf_map_lookup_elem(&deny_connect, &key);
+	if (v)
+		return v;
+	key.data[4] = 0;
+	key.data[5] = 0;
+	return bpf_map_lookup_elem(&deny_connect, &key);
+}
+
 /* Returns 1 to let the connect or send through, 0 to refuse it (EPERM). The record is built
  * with the helpers every kernel gives sock_addr programs (the task is read only where
  * source_check says this kernel allows it: elsewhere pid and comm stay zero). */
 static __always_inline int egress_check(struct bpf_sock_addr *ctx, struct container_info *ci,
 					__u64 cg, const __u8 *addr, __u16 port, bool sendmsg)
 {
-	struct net_key key = {};
 	struct deny_value *v;
 	struct egress_event *e;
-	__u32 word, proto = ctx->protocol;
+	__u32 proto = ctx->protocol;
 	__u64 ug;
 	void *rb;
 	bool refuse;
 
-	word = ci->slot | ((EGRESS_MARK | (proto & 0x7f)) << 24);
-	__builtin_memcpy(&key.data[0], &word, 4);
-	__builtin_memcpy(&key.data[4], &port, 2);
-	__builtin_memcpy(&key.data[6], addr, 16);
-	key.prefixlen = 22 * 8;
-	v = bpf_map_lookup_elem(&deny_connect, &key);
-	if (!v) {
-		key.data[4] = 0;
-		key.data[5] = 0;
-		v = bpf_map_lookup_elem(&deny_connect, &key);
-	}
+	v = trie_lookup(ci->slot | ((EGRESS_MARK | (proto & 0x7f)) << 24), port, addr);
 	if (v && proto < 0x80) {
 		__sync_fetch_and_add(&v->hits, 1);
 		return 1;

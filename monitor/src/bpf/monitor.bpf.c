@@ -409,7 +409,6 @@ static __always_inline int sock_check(struct bpf_sock_addr *ctx, bool v6, bool s
 {
 	struct container_info *ci;
 	struct deny_value *d;
-	struct net_key key = {};
 	__u8 addr[16];
 	__u16 port;
 	__u64 cg;
@@ -421,16 +420,7 @@ static __always_inline int sock_check(struct bpf_sock_addr *ctx, bool v6, bool s
 	peer_addr(ctx, v6, addr);
 	if ((ci->flags & CF_EGRESS) && !egress_check(ctx, ci, cg, addr, port, sendmsg))
 		return 0;
-	__builtin_memcpy(&key.data[0], &ci->slot, 4);
-	__builtin_memcpy(&key.data[4], &port, 2);
-	__builtin_memcpy(&key.data[6], addr, 16);
-	key.prefixlen = 22 * 8;
-	d = bpf_map_lookup_elem(&deny_connect, &key);
-	if (!d) {
-		key.data[4] = 0;
-		key.data[5] = 0;
-		d = bpf_map_lookup_elem(&deny_connect, &key);
-	}
+	d = trie_lookup(ci->slot, port, addr);
 	if (!d)
 		return 1;
 	if (source_check && d->src_ino) {
