@@ -40,6 +40,7 @@ fn main() -> Result<()> {
     println!("cargo:rerun-if-changed=src/bpf/lsm_file_ops.h");
     println!("cargo:rerun-if-changed=src/bpf/lsm_globs.h");
     println!("cargo:rerun-if-changed=src/bpf/learn.h");
+    println!("cargo:rerun-if-changed=src/bpf/egress.h");
     println!("cargo:rerun-if-changed=src/bpf/syscalls.h");
     println!("cargo:rerun-if-changed=src/bpf/vmlinux.h");
     Ok(())

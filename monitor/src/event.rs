@@ -206,6 +206,18 @@ pub enum EventKind {
         /// The file rule behind it.
         rule: Option<String>,
     },
+    /// A connect or an unconnected send to a destination the container's egress allow-list
+    /// ([`crate::EgressList`]) does not name, seen by the cgroup sock_addr programs: refused
+    /// with EPERM or, in audit, reported.
+    Egress {
+        /// The destination (an IPv4-mapped IPv6 address as its IPv4 address).
+        addr: SocketAddr,
+        /// The IP protocol number (6 tcp, 17 udp, 1 and 58 icmp).
+        protocol: u32,
+        /// An unconnected send (UDP sendmsg), not a connect.
+        sendmsg: bool,
+        refused: bool,
+    },
 }
 
 impl EventKind {
@@ -225,6 +237,7 @@ impl EventKind {
             EventKind::SockCreate { .. } => "socket-create",
             EventKind::Syscall { call, .. } => call.name(),
             EventKind::FileDenied { op, .. } => op.kind_name(),
+            EventKind::Egress { .. } => "egress",
         }
     }
 }
@@ -468,6 +481,19 @@ impl EventKind {
         if let serde_json::Value::Object(fields) = fields {
             for (key, value) in fields {
                 event = event.with_evidence(&key, value);
+            }
+            EventKind::Egress {
+                addr,
+                protocol,
+                sendmsg,
+                refused,
+            } => {
+                event = event
+                    .with_evidence("peer", addr.to_string())
+                    .with_evidence("protocol", *protocol)
+                    .with_evidence("call", if *sendmsg { "sendmsg" } else { "connect" })
+                    .with_evidence("refused", *refused)
+                    .with_evidence("result", if *refused { -1 } else { 0 });
             }
         }
         event

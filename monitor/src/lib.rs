@@ -2,6 +2,7 @@
 
 mod cgroup;
 mod detect;
+mod egress;
 mod enforce;
 mod error;
 mod event;
@@ -21,6 +22,7 @@ pub use cgroup::{
     CgroupError,
 };
 pub use detect::MINER_PORTS;
+pub use egress::{EgressList, EgressPeer};
 pub use error::{MonitorError, PinError};
 pub use event::{EventKind, FileOp, Finding, MonitorEvent, ProcessInfo, Syscall, WATCHED_SYSCALLS};
 pub use floor::HookFloor;

@@ -42,6 +42,8 @@ pub(crate) const EV_SYSCALL: u32 = 4;
 pub(crate) const EV_SOCK: u32 = 5;
 /// A file open a file deny rule matched (lsm_files.h).
 pub(crate) const EV_FILE: u32 = 6;
+/// A destination an egress allow-list did not name (egress.h).
+pub(crate) const EV_EGRESS: u32 = 7;
 
 /// container_info.flags (events.h).
 pub(crate) const CF_ALL_OPENS: u32 = 1;
@@ -49,6 +51,13 @@ pub(crate) const CF_ALL_OPENS: u32 = 1;
 pub(crate) const CF_CREDENTIALS: u32 = 2;
 /// container_info.flags (events.h): the container has file deny rules.
 pub(crate) const CF_FILE_RULES: u32 = 4;
+/// container_info.flags (egress.h): the container has an egress allow-list, in audit with
+/// the second flag.
+pub(crate) const CF_EGRESS: u32 = 8;
+pub(crate) const CF_EGRESS_AUDIT: u32 = 16;
+/// egress_event.flags (egress.h).
+pub(crate) const EGRESS_REFUSED: u32 = 1;
+pub(crate) const EGRESS_SENDMSG: u32 = 2;
 /// syscall_event.flags (events.h).
 pub(crate) const SE_SECRET: u32 = 1;
 pub(crate) const SE_SYSTEM_DIR: u32 = 2;
@@ -74,6 +83,7 @@ pub(crate) enum Record {
     Syscall(Box<types::syscall_event>),
     Sock(types::sock_event),
     File(Box<types::file_event>),
+    Egress(types::egress_event),
 }
 
 pub(crate) fn decode(data: &[u8]) -> Option<Record> {
@@ -85,6 +95,7 @@ pub(crate) fn decode(data: &[u8]) -> Option<Record> {
         EV_SYSCALL => read(data).map(|e| Record::Syscall(Box::new(e))),
         EV_SOCK => read(data).map(Record::Sock),
         EV_FILE => read(data).map(|e| Record::File(Box::new(e))),
+        EV_EGRESS => read(data).map(Record::Egress),
         _ => None,
     }
 }
@@ -128,6 +139,8 @@ mod tests {
         assert_eq!(offset_of!(types::sock_rule, allow), 24);
         assert_eq!(size_of::<types::sock_event>(), 64 + 40);
         assert_eq!(offset_of!(types::sock_event, ino), 96);
+        assert_eq!(size_of::<types::egress_event>(), 64 + 32);
+        assert_eq!(offset_of!(types::egress_event, port), 80);
         assert_eq!(
             types::sock_rule::default().allow.len(),
             crate::rules::MAX_SOCK_SOURCES,

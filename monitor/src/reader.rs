@@ -177,10 +177,23 @@ impl Reader {
                 process.binary = self.binary_of(h.pid);
                 file_kind(&entry, &e)
             }
+            Record::Egress(e) => {
+                process.binary = self.binary_of(h.pid);
+                EventKind::Egress {
+                    addr: crate::egress::destination(e.addr, e.port),
+                    protocol: e.protocol,
+                    sendmsg: e.flags & raw::EGRESS_SENDMSG != 0,
+                    refused: e.flags & raw::EGRESS_REFUSED != 0,
+                }
+            }
         };
         let mut findings =
             detect::findings(&entry.set, &mut state, &process, &kind, Instant::now());
         findings.extend(file_denied(&entry, &kind));
+        findings.extend(crate::egress::finding(
+            entry.set.rules.egress.as_ref(),
+            &kind,
+        ));
         drop(state);
         let event = MonitorEvent {
             time: SystemTime::now(),
@@ -257,6 +270,7 @@ fn header(record: &Record) -> types::event_header {
         Record::Syscall(e) => e.h,
         Record::Sock(e) => e.h,
         Record::File(e) => e.h,
+        Record::Egress(e) => e.h,
     }
 }
 

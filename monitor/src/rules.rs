@@ -261,6 +261,9 @@ pub struct ContainerRules {
     pub sock_create: Vec<SockRule>,
     /// File Block rules, refused in the kernel through BPF-LSM.
     pub deny_file: Vec<FileRule>,
+    /// The peers the container may connect and send to, when it has an egress allow-list
+    /// (every other destination is refused or reported).
+    pub egress: Option<crate::egress::EgressList>,
     /// The built-in detections (shell, package manager, system writes, ...).
     pub builtins: bool,
     /// Report every file open, not only writes, denials and secret reads (costly: every open
@@ -344,6 +347,7 @@ impl Default for ContainerRules {
             deny_connect: Vec::new(),
             sock_create: Vec::new(),
             deny_file: Vec::new(),
+            egress: None,
             builtins: true,
             report_all_opens: false,
             learning_window: Some(Duration::from_secs(600)),
@@ -440,6 +444,12 @@ pub enum RuleError {
         second: String,
         class: &'static str,
     },
+    #[error("egress allow-list {name}: raw sockets never pass the connect and sendmsg hooks, a raw peer cannot be listed")]
+    EgressRaw { name: String },
+    #[error(
+        "egress allow-list {name}: container slot {slot:#x} does not fit the allow keys' 24 bits"
+    )]
+    EgressSlot { name: String, slot: u32 },
 }
 
 /// The watched syscalls an OCI seccomp filter (`linux.seccomp` of a runtime spec) refuses

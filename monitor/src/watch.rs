@@ -171,6 +171,10 @@ pub(crate) fn register(
     watch.enforcement.extend(exec);
     let connect = enforce::connect::install(&target, &rules.deny_connect, installed)?;
     watch.enforcement.extend(connect);
+    let (egress_flags, egress) =
+        enforce::egress::install(&target, rules.egress.as_ref(), installed)?;
+    watch.enforcement.extend(egress);
+    enforce::connect::attach(&target, installed)?;
     let sock = enforce::sock::install(&target, &rules.sock_create, installed)?;
     watch.enforcement.extend(sock);
     let file = enforce::file::install(&target, &rules.deny_file, installed)?;
@@ -183,7 +187,7 @@ pub(crate) fn register(
         }
         _ => 0,
     };
-    let mut flags = 0;
+    let mut flags = egress_flags;
     if rules.report_all_opens {
         flags |= raw::CF_ALL_OPENS;
     }
@@ -245,7 +249,7 @@ pub(crate) fn register(
     Ok(watch)
 }
 
-/// Every exec, connect and socket rule's severity is between 1 and 10.
+/// Every exec, connect, socket, file and egress rule's severity is between 1 and 10.
 fn check_severities(name: &str, rules: &ContainerRules) -> Result<(), MonitorError> {
     for (rule, severity) in rules
         .deny_exec
@@ -254,6 +258,7 @@ fn check_severities(name: &str, rules: &ContainerRules) -> Result<(), MonitorErr
         .chain(rules.deny_connect.iter().map(|r| (&r.name, r.severity)))
         .chain(rules.sock_create.iter().map(|r| (&r.name, r.severity)))
         .chain(rules.deny_file.iter().map(|r| (&r.name, r.severity)))
+        .chain(rules.egress.iter().map(|r| (&r.name, r.severity)))
     {
         if !(1..=10).contains(&severity) {
             return Err(MonitorError::Severity {

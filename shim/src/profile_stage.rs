@@ -11,7 +11,9 @@
 //! before). Its system-call rules are left out of the policy: an enforced profile narrows the
 //! container's hardened seccomp filter to the learned calls instead ([`narrow_seccomp`], through
 //! `profile_seccomp`); an audited one leaves the filter as it is (seccomp cannot report a call
-//! without refusing it).
+//! without refusing it). Its learned outbound peers become the monitor's egress allow-list
+//! when it enforces ([`egress_list`]): a connect or send to any other destination is refused
+//! by the cgroup sock_addr hooks; in audit the departures are reported as before.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -88,13 +90,74 @@ impl Applied {
             Mode::Audit => "audit",
             Mode::Learn => "learn",
         };
-        format!(
+        let mut line = format!(
             "learned profile of {} applied in {mode} (stage {}): {} observations",
             self.workload,
             self.stage.name(),
             self.recording.observations
-        )
+        );
+        if let Some((list, _)) = egress_list(&self.workload, self.mode, &self.recording) {
+            line.push_str(&format!(
+                "; egress allow-list of {} learned peers",
+                list.peers.len()
+            ));
+        }
+        line
     }
+}
+
+/// The rule name of a workload's egress allow-list, as events and the enforcement record
+/// carry it.
+pub fn egress_rule(workload: &WorkloadId) -> String {
+    format!("{}/{}: egress", workload.namespace, policy_name(workload))
+}
+
+/// The learned outbound peers (address or folded network, port, protocol) as the monitor's
+/// egress allow-list, when the profile enforces; `None` in audit and learn, where the
+/// departures are reported and nothing is refused. A profile that learned no peers gets an
+/// empty list: every connect and send is refused. Raw peers are left out (with a note): raw
+/// sockets never pass the hooks, the socket allow-list decides who may have one.
+pub fn egress_list(
+    workload: &WorkloadId,
+    mode: Mode,
+    recording: &Recording,
+) -> Option<(palisade_monitor::EgressList, Vec<String>)> {
+    use palisade_policy::Protocol;
+    if mode != Mode::Enforce {
+        return None;
+    }
+    let mut notes = Vec::new();
+    let mut peers = Vec::new();
+    for p in &recording.peers {
+        let protocol = match p.protocol {
+            Protocol::Tcp => palisade_monitor::SockClass::Tcp,
+            Protocol::Udp => palisade_monitor::SockClass::Udp,
+            Protocol::Icmp => palisade_monitor::SockClass::Icmp,
+            Protocol::Raw => {
+                notes.push(format!(
+                    "egress: raw peer {}/{} port {} left out: raw sockets never pass the connect and send hooks",
+                    p.net.addr(),
+                    p.net.prefix(),
+                    p.port
+                ));
+                continue;
+            }
+        };
+        peers.push(palisade_monitor::EgressPeer {
+            addr: p.net.addr(),
+            prefix_len: p.net.prefix(),
+            port: Some(p.port),
+            protocol,
+        });
+    }
+    let list = palisade_monitor::EgressList {
+        name: egress_rule(workload),
+        peers,
+        audit: false,
+        severity: 7,
+        message: format!("learned profile of {workload}: a peer never reached while learning"),
+    };
+    Some((list, notes))
 }
 
 /// Narrows `spec`'s hardened seccomp filter (after the container's policies are applied to it)
@@ -228,6 +291,10 @@ pub fn governed(
             reason,
         }
     })?;
+    let mut notes = notes;
+    if let Some((_, egress)) = egress_list(&workload, mode, &recording) {
+        notes.extend(egress);
+    }
     Ok(Governed::Apply(Box::new(Applied {
         workload,
         stage,

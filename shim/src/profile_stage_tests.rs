@@ -270,3 +270,56 @@ fn the_default_rule_table_is_the_rules_default() {
         Rule::default()
     );
 }
+
+#[test]
+fn enforced_profiles_turn_their_peers_into_the_egress_allow_list() {
+    let w = workload();
+    let connect = |address: &str, port, protocol| Observation::Connect {
+        address: address.parse().unwrap(),
+        port,
+        protocol,
+    };
+    let r = recording_of(&[
+        connect("10.0.0.9", 9000, Protocol::Tcp),
+        connect("10.0.0.10", 53, Protocol::Udp),
+        connect("10.0.0.11", 7, Protocol::Raw),
+    ]);
+    assert!(
+        egress_list(&w, Mode::Audit, &r).is_none(),
+        "audit refuses nothing"
+    );
+    assert!(egress_list(&w, Mode::Learn, &r).is_none());
+    let (list, notes) = egress_list(&w, Mode::Enforce, &r).unwrap();
+    assert_eq!(list.name, egress_rule(&w));
+    assert!(list.name.ends_with(": egress") && !list.audit, "{list:?}");
+    let peers: Vec<(String, u8, Option<u16>, palisade_monitor::SockClass)> = list
+        .peers
+        .iter()
+        .map(|p| (p.addr.to_string(), p.prefix_len, p.port, p.protocol))
+        .collect();
+    assert_eq!(
+        peers,
+        [
+            (
+                "10.0.0.9".to_string(),
+                32,
+                Some(9000),
+                palisade_monitor::SockClass::Tcp
+            ),
+            (
+                "10.0.0.10".to_string(),
+                32,
+                Some(53),
+                palisade_monitor::SockClass::Udp
+            ),
+        ]
+    );
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].contains("raw peer 10.0.0.11/32 port 7"),
+        "{notes:?}"
+    );
+    // Nothing learned: nothing allowed.
+    let (empty, _) = egress_list(&w, Mode::Enforce, &recording()).unwrap();
+    assert!(empty.peers.is_empty());
+}

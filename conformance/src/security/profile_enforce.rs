@@ -318,12 +318,39 @@ pub async fn profile_enforce_refuses_departures(ctx: &Ctx) -> Result<Observed> {
         .filter(|(a, (code, _))| a.refused != (*code != 0))
         .map(|(a, (code, text))| format!("{}: exit {code}: {:.200}", a.name, text.trim()))
         .collect();
-    // A new peer: the peer's other port, from the CGI's own tool.
+    // A new peer: the peer's other port, from the CGI's own tool. The egress allow-list holds
+    // the learned peer only: refused in the kernel and reported with the peer, the list and
+    // its enforcer (the learned peer kept answering in the traffic above: "peer 0").
     let new_peer = format!("echo hi | nc -w 2 {} {NEW_PEER_PORT}", peer.ip());
     let (_, _, new_peer_code) = ctx
         .cri
         .exec_sync(&c2, &["sh", "-c", new_peer.as_str()], 20)
         .await?;
+    let egress_enforcer = applied
+        .pointer("/evidence/egress/enforcer")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let refused_peer = SocketAddr::new(peer.ip(), NEW_PEER_PORT).to_string();
+    let egress = log
+        .wait_for(EVENT_WAIT, |e| {
+            field(e, "/workload/pod") == pod2_name
+                && field(e, "/rule/name").ends_with(": egress")
+                && field(e, "/evidence/peer") == refused_peer
+        })
+        .await?;
+    ensure(
+        new_peer_code != 0
+            && egress_enforcer == "bpf-sock-addr"
+            && egress
+                .as_ref()
+                .is_some_and(|e| field(e, "/enforcer") == "bpf-sock-addr"),
+        || {
+            format!(
+                "enforced: the new peer {refused_peer}: exit {new_peer_code} (want refused), profile-applied egress enforcer {egress_enforcer:?}, egress event {egress:?}"
+            )
+        },
+    )?;
 
     // Reported: the departures reach the workload's document and, pinned, a held rollback
     // carrying them as evidence.
@@ -394,16 +421,17 @@ pub async fn profile_enforce_refuses_departures(ctx: &Ctx) -> Result<Observed> {
         })
         .collect();
     Ok(Observed::blocked(format!(
-        "learned {learned}; {message}; {REQUESTS} CGI requests passed under enforce; {}; a new peer not refused (exit {new_peer_code}); {} departures ({refused} refused), rollback held with {evidence} as evidence",
+        "learned {learned}; {message}; {REQUESTS} CGI requests passed under enforce; {}; a new peer refused (exit {new_peer_code}, enforcer {egress_enforcer}); {} departures ({refused} refused), rollback held with {evidence} as evidence",
         steps.join(", "),
         departures.len()
     )))
 }
 
-/// Whether every attack step and the new peer left a departure.
+/// Whether every attack step left a departure, and the new peer a refused one.
 fn all_reported(departures: &[Departure], peer: IpAddr) -> bool {
     let new_peer = departures.iter().any(|d| {
-        matches!(d.observation, Observation::Connect { address, port, .. } if address == peer && port == NEW_PEER_PORT)
+        d.refused
+            && matches!(d.observation, Observation::Connect { address, port, .. } if address == peer && port == NEW_PEER_PORT)
     });
     new_peer
         && attacks().iter().all(|a| {

@@ -401,45 +401,27 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 #include "syscalls.h"
 #include "learn.h"
 
+#include "egress.h"
+
 /* cgroup sock_addr hooks: attached per container cgroup by user space, refusing (EPERM)
- * destinations in the container's deny trie. Port 0 in the trie means any port. */
-static __always_inline int sock_check(struct bpf_sock_addr *ctx, bool v6)
+ * destinations in the container's deny trie, and, for a container with an egress allow-list
+ * (egress.h), every destination the list does not name. Port 0 in the trie means any port. */
+static __always_inline int sock_check(struct bpf_sock_addr *ctx, bool v6, bool sendmsg)
 {
 	struct container_info *ci;
 	struct deny_value *d;
-	struct net_key key = {};
+	__u8 addr[16];
 	__u16 port;
-	__u32 a;
 	__u64 cg;
 
 	ci = current_container(&cg);
 	if (!ci)
 		return 1;
 	port = (__u16)ctx->user_port;
-	__builtin_memcpy(&key.data[0], &ci->slot, 4);
-	__builtin_memcpy(&key.data[4], &port, 2);
-	if (v6) {
-		a = ctx->user_ip6[0];
-		__builtin_memcpy(&key.data[6], &a, 4);
-		a = ctx->user_ip6[1];
-		__builtin_memcpy(&key.data[10], &a, 4);
-		a = ctx->user_ip6[2];
-		__builtin_memcpy(&key.data[14], &a, 4);
-		a = ctx->user_ip6[3];
-		__builtin_memcpy(&key.data[18], &a, 4);
-	} else {
-		key.data[16] = 0xff;
-		key.data[17] = 0xff;
-		a = ctx->user_ip4;
-		__builtin_memcpy(&key.data[18], &a, 4);
-	}
-	key.prefixlen = 22 * 8;
-	d = bpf_map_lookup_elem(&deny_connect, &key);
-	if (!d) {
-		key.data[4] = 0;
-		key.data[5] = 0;
-		d = bpf_map_lookup_elem(&deny_connect, &key);
-	}
+	peer_addr(ctx, v6, addr);
+	if ((ci->flags & CF_EGRESS) && !egress_check(ctx, ci, cg, addr, port, sendmsg))
+		return 0;
+	d = trie_lookup(ci->slot, port, addr);
 	if (!d)
 		return 1;
 	if (source_check && d->src_ino) {
@@ -457,25 +439,25 @@ static __always_inline int sock_check(struct bpf_sock_addr *ctx, bool v6)
 SEC("cgroup/connect4")
 int connect4(struct bpf_sock_addr *ctx)
 {
-	return sock_check(ctx, false);
+	return sock_check(ctx, false, false);
 }
 
 SEC("cgroup/connect6")
 int connect6(struct bpf_sock_addr *ctx)
 {
-	return sock_check(ctx, true);
+	return sock_check(ctx, true, false);
 }
 
 SEC("cgroup/sendmsg4")
 int sendmsg4(struct bpf_sock_addr *ctx)
 {
-	return sock_check(ctx, false);
+	return sock_check(ctx, false, true);
 }
 
 SEC("cgroup/sendmsg6")
 int sendmsg6(struct bpf_sock_addr *ctx)
 {
-	return sock_check(ctx, true);
+	return sock_check(ctx, true, true);
 }
 
 /* Socket creation allow-lists (cgroup/sock_create), attached per container cgroup by user space

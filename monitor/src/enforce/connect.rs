@@ -1,14 +1,15 @@
 //! Connect deny rules: one `deny_connect` trie key per rule (slot, port or any, address
 //! prefix), enforced by the cgroup sock_addr programs (connect and sendmsg fail with EPERM),
-//! attached to the container's cgroup when it has such a rule.
+//! attached to the container's cgroup when it has such a rule or an egress allow-list
+//! ([`super::egress`]).
 
 use super::{attach_cgroup, deny_value, Installed, Target};
 use crate::error::MonitorError;
 use crate::raw::bytes_of;
 use crate::rules::{net_key, ConnectRule, Enforcer, RuleEnforcement};
 
-/// Puts a container's connect deny rules into `deny_connect` and attaches the sock_addr
-/// programs to its cgroup; returns, per rule, its enforcer. A rule letting one binary through
+/// Puts a container's connect deny rules into `deny_connect`; returns, per rule, its enforcer.
+/// [`attach`] then attaches the programs. A rule letting one binary through
 /// (`only_from`) is only reported where the hooks cannot read the current task: refusing
 /// everyone would break the allowed binary.
 pub(crate) fn install(
@@ -49,11 +50,6 @@ pub(crate) fn install(
                 .map(|p| format!("{} may still connect (checked in the kernel)", p.display())),
         ));
     }
-    if !installed.net_keys.is_empty() {
-        let dir = t.cgroup_dir()?;
-        let links = attach_cgroup(t.name, &dir, &maps.cgroup_progs)?;
-        installed.links.extend(links);
-    }
     Ok(rules
         .iter()
         .zip(notes)
@@ -63,6 +59,18 @@ pub(crate) fn install(
             note,
         })
         .collect())
+}
+
+/// Attaches the sock_addr programs to the container's cgroup, once, when it has connect deny
+/// keys or an egress allow-list (a program cannot be linked twice to one cgroup).
+pub(crate) fn attach(t: &Target<'_>, installed: &mut Installed) -> Result<(), MonitorError> {
+    if installed.net_keys.is_empty() && !installed.egress {
+        return Ok(());
+    }
+    let dir = t.cgroup_dir()?;
+    let links = attach_cgroup(t.name, &dir, &t.maps.cgroup_progs)?;
+    installed.links.extend(links);
+    Ok(())
 }
 
 /// The enforcer the detections credit for a connect rule the kernel matched: the sock_addr

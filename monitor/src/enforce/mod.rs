@@ -1,9 +1,10 @@
 //! A container's rules enforced in the kernel, one installer per rule kind ([`exec`],
-//! [`connect`], [`sock`]): each writes its keys into the node's maps, attaches the cgroup
+//! [`connect`], [`egress`], [`sock`], [`file`]): each writes its keys into the node's maps, attaches the cgroup
 //! programs it needs and says which enforcer each rule got. [`Installed`] is what they wrote,
 //! to read the kernel's hit counters from and to take out again.
 
 pub(crate) mod connect;
+pub(crate) mod egress;
 pub(crate) mod exec;
 pub(crate) mod file;
 pub(crate) mod sock;
@@ -100,6 +101,10 @@ pub(crate) struct Installed {
     pub exec_keys: Vec<types::exec_key>,
     /// Connect rule index and its trie key.
     pub net_keys: Vec<(usize, types::net_key)>,
+    /// The egress allow-list's keys in the same trie.
+    pub egress_keys: Vec<types::net_key>,
+    /// The container has an egress allow-list (possibly empty: nothing allowed).
+    pub egress: bool,
     pub sock_keys: Vec<types::sock_key>,
     /// File rule index and its `deny_file` key.
     pub file_keys: Vec<(usize, types::file_key)>,
@@ -157,7 +162,12 @@ impl Installed {
         for key in &self.exec_keys {
             let _ = maps.deny_exec.delete(bytes_of(key));
         }
-        for (_, key) in &self.net_keys {
+        for key in self
+            .net_keys
+            .iter()
+            .map(|(_, k)| k)
+            .chain(&self.egress_keys)
+        {
             let _ = maps.deny_connect.delete(bytes_of(key));
         }
         for key in &self.sock_keys {

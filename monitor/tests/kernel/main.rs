@@ -1,5 +1,6 @@
 //! The monitor against the running kernel (root), by theme: what is reported and to which
-//! container (`attribution`), exec deny rules (`exec`), connect deny rules (`connect`), socket
+//! container (`attribution`), exec deny rules (`exec`), connect deny rules (`connect`), egress
+//! allow-lists (`egress`), socket
 //! creation rules (`sockets`), shared pins, parking and the hook floor (`pins`), where the
 //! syscalls are watched (`hooks`: fexit, no syscall tracepoint, where trampolines work), file
 //! reads and writes the detections judge (`files`), file deny rules through BPF-LSM
@@ -12,6 +13,7 @@
 
 mod attribution;
 mod connect;
+mod egress;
 mod exec;
 mod file_common;
 mod file_globs;

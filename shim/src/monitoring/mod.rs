@@ -164,6 +164,29 @@ pub fn enforcement_record(
         .collect()
 }
 
+/// The enforcement record of the monitor's rules that no policy rule names (a learned
+/// profile's egress allow-list), in the form of [`enforcement_record`]'s entries.
+pub fn monitor_only_record(
+    rules: &[palisade_sandbox::RuleEnforcement],
+    watched: &[palisade_monitor::RuleEnforcement],
+) -> Vec<serde_json::Value> {
+    watched
+        .iter()
+        .filter(|m| !rules.iter().any(|r| r.rule == m.rule))
+        .filter(|m| m.rule.ends_with(": egress"))
+        .map(|m| {
+            serde_json::json!({
+                "rule": m.rule,
+                "kind": "network",
+                "target": "egress allow-list",
+                "action": "Allow",
+                "enforcer": m.enforcer.as_str(),
+                "note": m.note,
+            })
+        })
+        .collect()
+}
+
 /// Where Kubernetes mounts secrets in a container (the service account token volume, and
 /// secret volumes by convention).
 const SECRET_DIRS: [&str; 2] = ["/var/run/secrets", "/run/secrets"];
@@ -197,6 +220,27 @@ mod tests {
     use super::*;
     use palisade_policy::Action;
     use palisade_sandbox::RuleKind;
+
+    #[test]
+    fn the_egress_allow_list_is_recorded_with_the_monitors_enforcer() {
+        let watched = [
+            palisade_monitor::RuleEnforcement {
+                rule: "ns/palisade-learned-web: egress".into(),
+                enforcer: palisade_monitor::Enforcer::BpfSockAddr,
+                note: Some("2 peers".into()),
+            },
+            palisade_monitor::RuleEnforcement {
+                rule: "ns/p: exec".into(),
+                enforcer: palisade_monitor::Enforcer::BpfExecKill,
+                note: None,
+            },
+        ];
+        let got = monitor_only_record(&[], &watched);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0]["rule"], "ns/palisade-learned-web: egress");
+        assert_eq!(got[0]["enforcer"], "bpf-sock-addr");
+        assert_eq!(got[0]["kind"], "network");
+    }
 
     #[test]
     fn the_record_names_the_monitors_own_choice_and_never_claims_an_unwatched_rule() {

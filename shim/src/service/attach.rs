@@ -27,11 +27,18 @@ impl TaskService {
     ) -> Result<(Option<crate::monitoring::Watched>, Option<RunningGate>), ShimError> {
         let id = cri.id.as_str();
         let watch = self.watch(cri, pid, bundle, hardened, config)?;
-        let record = crate::monitoring::enforcement_record(
+        let mut record = crate::monitoring::enforcement_record(
             &hardened.rules,
             watch.as_ref().map(|w| w.0.enforcement()),
             hardened.landlock_abi,
         );
+        // The monitor's own rules no policy names (a learned profile's egress allow-list).
+        if let Some(w) = &watch {
+            record.extend(crate::monitoring::monitor_only_record(
+                &hardened.rules,
+                w.0.enforcement(),
+            ));
+        }
         // For `palisade status`: the record of every container the shim serves, rules or not.
         if let Err(e) = crate::bundle::write_enforcement(cri, bundle, &record) {
             tracing::warn!(container = %id, "{e}");
@@ -91,10 +98,15 @@ impl TaskService {
             })?;
         let learn = hardened.learn.clone();
         let m = &hardened.monitor;
+        // An enforced learned profile's peers: only the monitor can refuse the others.
+        let egress = hardened.govern.as_ref().and_then(|t| {
+            crate::profile_stage::egress_list(&t.workload, t.mode, &t.recording).map(|e| e.0)
+        });
         let needed = !m.deny_exec.is_empty()
             || !m.deny_file.is_empty()
             || !m.allow_exec.is_empty()
-            || !m.network.is_empty();
+            || !m.network.is_empty()
+            || egress.is_some();
         let reporter = self.reporter(config);
         let degraded = |what: &str| {
             reporter.report(runtime_event(
@@ -139,6 +151,8 @@ impl TaskService {
         rules.id_maps = crate::cri::id_maps(&hardened.spec);
         rules.seccomp_refused =
             palisade_monitor::seccomp_refused(&hardened.spec["linux"]["seccomp"]);
+        let egress_rule = egress.as_ref().map(|e| e.name.clone());
+        rules.egress = egress;
         if !cannot.is_empty() && !hardened.degrade {
             return Err(ShimError::Unenforced {
                 container: id.into(),
@@ -200,6 +214,23 @@ impl TaskService {
                     watch_ms = sys::ms(watching.elapsed()),
                     "container watched"
                 );
+                // The profile-applied event named the sock_addr hooks as the egress list's
+                // enforcer when the monitor enforces: a container that did not get them
+                // does not start.
+                let egress_weak = watch.0.enforcement().iter().find(|r| {
+                    Some(&r.rule) == egress_rule.as_ref()
+                        && config.monitor.enforce
+                        && r.enforcer != palisade_monitor::Enforcer::BpfSockAddr
+                });
+                if let Some(r) = egress_weak {
+                    return Err(ShimError::Unenforced {
+                        container: id.into(),
+                        reason: format!(
+                            "{}: the monitor gave it {}, not the sock_addr hooks",
+                            r.rule, r.enforcer
+                        ),
+                    });
+                }
                 for r in watch.0.enforcement() {
                     tracing::info!(container = %id, rule = %r.rule, enforcer = r.enforcer.as_str(), note = ?r.note, "monitor rule");
                     if r.enforcer == palisade_monitor::Enforcer::AuditOnly {

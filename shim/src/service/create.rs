@@ -392,9 +392,24 @@ fn harden_bundle(
                 n.refused.len()
             ));
         }
+        // The egress allow-list's enforcer: the monitor's sock_addr hooks when it enforces;
+        // attach refuses the container if the monitor cannot give it that.
+        let egress = crate::profile_stage::egress_list(
+            &applied.workload,
+            applied.mode,
+            &applied.recording,
+        )
+        .map(|(list, _)| {
+            serde_json::json!({
+                "rule": list.name,
+                "peers": list.peers.len(),
+                "enforcer": if config.monitor.enforce { "bpf-sock-addr" } else { "audit-only" },
+            })
+        });
         reporter.report(
             runtime_event(&config.node_name, cri, "profile-applied", &message)
                 .with_evidence("notes", serde_json::json!(applied.notes))
+                .with_evidence("egress", serde_json::json!(egress))
                 .with_evidence(
                     "seccomp_refused",
                     serde_json::json!(narrowed.as_ref().map(|n| &n.refused)),
