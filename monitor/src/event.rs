@@ -476,24 +476,21 @@ impl EventKind {
                 "dev": dev, "inode": ino, "write": write, "owner": owner, "refused": refused,
                 "result": if *refused { -EACCES } else { 0 },
             }),
-        };
-        let mut event = event;
-        if let serde_json::Value::Object(fields) = fields {
-            for (key, value) in fields {
-                event = event.with_evidence(&key, value);
-            }
             EventKind::Egress {
                 addr,
                 protocol,
                 sendmsg,
                 refused,
-            } => {
-                event = event
-                    .with_evidence("peer", addr.to_string())
-                    .with_evidence("protocol", *protocol)
-                    .with_evidence("call", if *sendmsg { "sendmsg" } else { "connect" })
-                    .with_evidence("refused", *refused)
-                    .with_evidence("result", if *refused { -1 } else { 0 });
+            } => json!({
+                "peer": addr.to_string(), "protocol": protocol,
+                "call": if *sendmsg { "sendmsg" } else { "connect" }, "refused": refused,
+                "result": if *refused { -1 } else { 0 },
+            }),
+        };
+        let mut event = event;
+        if let serde_json::Value::Object(fields) = fields {
+            for (key, value) in fields {
+                event = event.with_evidence(&key, value);
             }
         }
         event
