@@ -27,11 +27,12 @@ impl TaskService {
     ) -> Result<(Option<crate::monitoring::Watched>, Option<RunningGate>), ShimError> {
         let id = cri.id.as_str();
         let watch = self.watch(cri, pid, bundle, hardened, config)?;
-        let record = crate::monitoring::enforcement_record(
+        let mut record = crate::monitoring::enforcement_record(
             &hardened.rules,
             watch.as_ref().map(|w| w.0.enforcement()),
             hardened.landlock_abi,
         );
+        record.extend(hardened.exec_guard.as_ref().map(|g| g.record()));
         // For `palisade status`: the record of every container the shim serves, rules or not.
         if let Err(e) = crate::bundle::write_enforcement(cri, bundle, &record) {
             tracing::warn!(container = %id, "{e}");
