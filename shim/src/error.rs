@@ -94,7 +94,7 @@ pub enum ShimError {
     #[error(transparent)]
     ProfileStage(#[from] crate::profile_stage::ProfileStageError),
     #[error(transparent)]
-    ProfileExec(#[from] crate::profile_exec::ProfileExecError),
+    ProfileExec(#[from] Box<crate::profile_exec::ProfileExecError>),
 }
 
 impl ShimError {

@@ -269,7 +269,7 @@ impl ExecGuard {
         process: &serde_json::Value,
         root: &Path,
         depart: impl FnOnce(Observation),
-    ) -> Result<(), ProfileExecError> {
+    ) -> Result<(), Box<ProfileExecError>> {
         let args: Vec<String> = process["args"]
             .as_array()
             .map(|a| {
@@ -318,7 +318,7 @@ impl ExecGuard {
             self.workload.to_string(),
             self.stage.name(),
         );
-        Err(match resolved {
+        Err(Box::new(match resolved {
             Ok(Resolved::Path(binary)) => ProfileExecError::NeverStarted {
                 container,
                 exec,
@@ -342,7 +342,7 @@ impl ExecGuard {
                 workload,
                 stage,
             },
-        })
+        }))
     }
 
     /// The violation event of one exec not allowed.

@@ -92,7 +92,9 @@ fn check(
 ) -> (Result<(), ProfileExecError>, Option<Observation>) {
     let mut departed = None;
     let process = json!({"args": args, "env": env, "cwd": "/"});
-    let r = g.check("e1", &process, root, |o| departed = Some(o));
+    let r = g
+        .check("e1", &process, root, |o| departed = Some(o))
+        .map_err(|e| *e);
     (r, departed)
 }
 
