@@ -93,6 +93,8 @@ pub enum ShimError {
     Profile(#[from] crate::profile::ProfileError),
     #[error(transparent)]
     ProfileStage(#[from] crate::profile_stage::ProfileStageError),
+    #[error(transparent)]
+    ProfileExec(#[from] Box<crate::profile_exec::ProfileExecError>),
 }
 
 impl ShimError {
@@ -126,6 +128,7 @@ impl ShimError {
                 | crate::profile::ProfileError::Workload { .. },
             ) => Code::INVALID_ARGUMENT,
             ShimError::Profile(_) | ShimError::ProfileStage(_) => Code::FAILED_PRECONDITION,
+            ShimError::ProfileExec(_) => Code::PERMISSION_DENIED,
             ShimError::Idmap {
                 source: crate::idmap::IdmapError::Option { .. },
                 ..

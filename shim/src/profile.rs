@@ -653,7 +653,7 @@ pub(crate) fn protocols(domain: i32, kind: i32, protocol: i32) -> Vec<Protocol> 
 
 /// `p` made absolute against the working directory (when relative) and normalized lexically;
 /// unchanged when the directory is unknown (the recording then counts it as unrecognized).
-fn absolute(p: &str, cwd: impl FnOnce() -> Option<String>) -> String {
+pub(crate) fn absolute(p: &str, cwd: impl FnOnce() -> Option<String>) -> String {
     let joined = if p.starts_with('/') {
         p.to_string()
     } else {

@@ -63,26 +63,32 @@ impl Governors {
             return;
         };
         let at = epoch_secs(ev.time);
-        let found = judged(ev);
-        let mut pending = governor
-            .pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        for (observation, refused) in found {
-            if governor.covered(&observation) {
-                continue;
+        for (observation, refused) in judged(ev) {
+            if !governor.covered(&observation) {
+                governor.depart(at, observation, refused);
             }
-            if pending.departures.len() >= MAX_PENDING {
-                pending.beyond += 1;
-                continue;
-            }
-            pending.departures.push(Departure {
-                at,
-                pod: governor.pod.clone(),
-                refused: refused && governor.mode == Mode::Enforce,
-                observation,
-            });
         }
+    }
+
+    /// Records a departure of container `id` judged outside the monitor (the shim's Exec
+    /// refusing a binary the runtime never started while learning); false when `id` is not
+    /// governed here (its monitor is not running).
+    pub fn depart(&self, id: &str, observation: Observation, refused: bool) -> bool {
+        let governor = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .cloned();
+        let Some(governor) = governor else {
+            return false;
+        };
+        governor.depart(
+            epoch_secs(std::time::SystemTime::now()),
+            observation,
+            refused,
+        );
+        true
     }
 
     /// Starts judging container `id` of `cri`'s pod against `recording`, the profile it was
@@ -181,6 +187,21 @@ impl Drop for Governing {
 }
 
 impl Governor {
+    /// Keeps one departure for the next merge, refused when it was and the container enforces.
+    fn depart(&self, at: u64, observation: Observation, refused: bool) {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        if pending.departures.len() >= MAX_PENDING {
+            pending.beyond += 1;
+            return;
+        }
+        pending.departures.push(Departure {
+            at,
+            pod: self.pod.clone(),
+            refused: refused && self.mode == Mode::Enforce,
+            observation,
+        });
+    }
+
     fn covered(&self, o: &Observation) -> bool {
         match o {
             // The event does not name the protocol of the socket connected: either learned one.

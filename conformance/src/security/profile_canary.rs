@@ -295,9 +295,11 @@ pub async fn profile_canary_rolls_back(ctx: &Ctx) -> Result<Observed> {
         format!("canary: the learned service exited {code}: {out}{err}")
     })?;
     // A system call never seen while learning (fsync, allowed by the hardened filter): EPERM.
+    // Through the learned `sh` (the runtime started it while learning): a CRI exec of `sync`
+    // itself would be refused at Exec, before its system call (docs/profiles.md, "CRI execs").
     let (out, err, code) = ctx
         .cri
-        .exec_sync(&c2, &["sync", "/etc/hostname"], 20)
+        .exec_sync(&c2, &["sh", "-c", "sync /etc/hostname"], 20)
         .await?;
     ensure(code != 0 && err.contains("Operation not permitted"), || {
         format!("canary: sync (fsync) exited {code}: {out}{err}")
@@ -305,7 +307,7 @@ pub async fn profile_canary_rolls_back(ctx: &Ctx) -> Result<Observed> {
     // A namespace escape never seen while learning: refused and reported.
     let (out, err, _) = ctx
         .cri
-        .exec_sync(&c2, &[super::attacks::PROBE, "unshare"], 20)
+        .exec_sync(&c2, &["sh", "-c", "/usr/bin/palisade-probe unshare"], 20)
         .await?;
     ensure(out.contains("denied errno=1 EPERM"), || {
         format!("canary: unshare: {out}{err}")

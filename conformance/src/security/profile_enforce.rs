@@ -71,8 +71,22 @@ struct Attack {
 }
 
 fn shell_exec(o: &Observation) -> bool {
-    matches!(o, Observation::Exec { path, .. } if path.ends_with("/sh"))
+    matches!(o, Observation::Exec { path, parent: None } if path == "/bin/sh")
 }
+
+fn probe_exec(o: &Observation) -> bool {
+    matches!(o, Observation::Exec { path, parent: None } if path == PROBE)
+}
+
+/// A binary in the image the service never ran.
+const PROBE: &str = "/usr/bin/palisade-probe";
+/// The exec probe made while the workload learns (what a kubelet's exec probe does): the
+/// runtime starts `busybox`, so a CRI exec of `busybox` stays allowed under enforce, by that
+/// name (not `sh`, the same file). The steps after the shell run through it.
+const EXEC_PROBE: &[&str] = &["busybox", "cat", "/www/data/seed"];
+/// What the shim's Exec reports for a CRI exec it refuses under the enforced profile.
+const EXEC_RULE: &str = "profile-exec";
+const EXEC_ENFORCER: &str = "shim-exec";
 
 fn etc_write(o: &Observation) -> bool {
     matches!(o, Observation::Open { path, write: true } if path == "/etc/palisade-attack")
@@ -86,40 +100,48 @@ fn unshare_call(o: &Observation) -> bool {
     matches!(o, Observation::Syscall { name } if name == "unshare")
 }
 
-/// The attack steps. `sh` runs the shell steps because every exec here is one: the first is
-/// the interactive shell itself (`sh` started by the runtime, which the service never did: its
-/// handler's interpreter is started by nc).
+/// The attack steps. The first is the interactive shell itself (`sh` started by the runtime,
+/// which the service never did: its handler's interpreter is started by nc), refused by the
+/// shim's Exec; the others run through the learned exec probe's `busybox`, the foothold such
+/// a probe leaves an attacker (docs/profiles.md).
 fn attacks() -> Vec<Attack> {
     vec![
         Attack {
             name: "an interactive shell (sh started by a CRI exec)",
             argv: &["sh", "-c", "true"],
-            // /bin/sh is busybox, which the service runs: landlock's execute right is the
-            // inode's, and an exec allow-list by parent is not enforced here.
-            refused: false,
+            // Refused by the shim's Exec: the runtime never started /bin/sh while learning.
+            refused: true,
             departs: Some(shell_exec),
         },
         Attack {
             name: "a write below /etc",
-            argv: &["sh", "-c", "echo x > /etc/palisade-attack"],
+            argv: &["busybox", "sh", "-c", "echo x > /etc/palisade-attack"],
             refused: true,
             departs: Some(etc_write),
         },
         Attack {
-            name: "a binary the service never ran",
-            argv: &["/usr/bin/palisade-probe", "getpid"],
+            name: "a binary the service never ran (a CRI exec)",
+            argv: &[PROBE, "getpid"],
+            // Refused by the shim's Exec before landlock sees it, and reported.
+            refused: true,
+            departs: Some(probe_exec),
+        },
+        Attack {
+            name: "a binary the service never ran (from a shell in the container)",
+            argv: &["busybox", "sh", "-c", "/usr/bin/palisade-probe getpid"],
+            // landlock refuses the exec (126) before the monitor's exec hook sees it.
             refused: true,
             departs: None,
         },
         Attack {
             name: "a raw socket (busybox ping)",
-            argv: &["ping", "-c", "1", "-W", "1", "127.0.0.1"],
+            argv: &["busybox", "ping", "-c", "1", "-W", "1", "127.0.0.1"],
             refused: true,
             departs: Some(raw_socket),
         },
         Attack {
             name: "an unshare",
-            argv: &["unshare", "-U", "-r", "true"],
+            argv: &["busybox", "unshare", "-U", "-r", "true"],
             refused: true,
             departs: Some(unshare_call),
         },
@@ -240,8 +262,12 @@ pub async fn profile_enforce_refuses_departures(ctx: &Ctx) -> Result<Observed> {
     let _ = std::fs::remove_file(persist::path_in(&state, &workload));
 
     // Learn, under traffic from the host.
-    let (pod, _, _, addr) = service_pod(ctx, &governed, &www).await?;
+    let (pod, _, c1, addr) = service_pod(ctx, &governed, &www).await?;
     traffic(addr, "learning").await?;
+    let (_, err, code) = ctx.cri.exec_sync(&c1, EXEC_PROBE, 20).await?;
+    ensure(code == 0, || {
+        format!("learning: the exec probe {EXEC_PROBE:?}: exit {code}: {err}")
+    })?;
     ctx.cri.remove_pod(&pod).await?;
     ctx.untrack(&pod);
     let learned_write = |r: &palisade_profile::Recording| {
@@ -311,7 +337,7 @@ pub async fn profile_enforce_refuses_departures(ctx: &Ctx) -> Result<Observed> {
     }
     let (_, _, present) = ctx
         .cri
-        .exec_sync(&c2, &["test", "-e", "/etc/palisade-attack"], 20)
+        .exec_sync(&c2, &["busybox", "test", "-e", "/etc/palisade-attack"], 20)
         .await?;
     let wrong: Vec<String> = outcomes
         .iter()
@@ -324,7 +350,7 @@ pub async fn profile_enforce_refuses_departures(ctx: &Ctx) -> Result<Observed> {
     let new_peer = format!("echo hi | nc -w 2 {} {NEW_PEER_PORT}", peer.ip());
     let (_, _, new_peer_code) = ctx
         .cri
-        .exec_sync(&c2, &["sh", "-c", new_peer.as_str()], 20)
+        .exec_sync(&c2, &["busybox", "sh", "-c", new_peer.as_str()], 20)
         .await?;
     let egress_enforcer = applied
         .pointer("/evidence/egress/enforcer")
@@ -380,6 +406,33 @@ pub async fn profile_enforce_refuses_departures(ctx: &Ctx) -> Result<Observed> {
             .collect();
         bail!("enforced: not every attack step is a departure of {workload}: {now:?}; outcomes {codes:?}, new peer exit {new_peer_code}; wrong outcomes: {wrong:?}");
     };
+    // The CRI execs the shim refused are reported by it, naming the binary and its enforcer;
+    // their departures are refused ones.
+    for binary in ["/bin/sh", PROBE] {
+        log.expect(
+            EVENT_WAIT,
+            &pod2_name,
+            |e| {
+                field(e, "/workload/pod") == pod2_name
+                    && field(e, "/rule/name") == EXEC_RULE
+                    && field(e, "/enforcer") == EXEC_ENFORCER
+                    && field(e, "/action") == "block"
+                    && field(e, "/evidence/path") == binary
+            },
+            || format!("no {EXEC_RULE} event ({EXEC_ENFORCER}, block) for {binary}"),
+        )
+        .await?;
+    }
+    let exec_refused = departures
+        .iter()
+        .filter(|d| d.refused && (shell_exec(&d.observation) || probe_exec(&d.observation)))
+        .count();
+    ensure(exec_refused == 2, || {
+        format!(
+            "enforced: the refused CRI execs are not both refused departures: {:?}",
+            have(&departures)
+        )
+    })?;
     ensure(wrong.is_empty() && present != 0, || {
         format!(
             "enforced: outcomes other than this host's enforcement: {wrong:?}; /etc/palisade-attack present: {}; departures {:?}",

@@ -39,6 +39,7 @@ impl TaskService {
                 w.0.enforcement(),
             ));
         }
+        record.extend(hardened.exec_guard.as_ref().map(|g| g.record()));
         // For `palisade status`: the record of every container the shim serves, rules or not.
         if let Err(e) = crate::bundle::write_enforcement(cri, bundle, &record) {
             tracing::warn!(container = %id, "{e}");

@@ -197,6 +197,7 @@ impl TaskService {
                     }),
                     gate_container,
                     init_pidfd,
+                    exec_guard: hardened.exec_guard.clone(),
                 };
                 let early_exit = {
                     let mut table = self.table.lock().await;
@@ -297,6 +298,8 @@ pub(super) struct Hardened {
     pub(super) learn: Option<palisade_profile::WorkloadId>,
     /// The learned profile applied to the container, to judge its departures against.
     pub(super) govern: Option<crate::profile_govern::Target>,
+    /// The learned profile's check of the container's CRI execs.
+    pub(super) exec_guard: Option<std::sync::Arc<crate::profile_exec::ExecGuard>>,
 }
 
 /// The container's candidate policies, its pod's labels and its learned profile.
@@ -369,6 +372,7 @@ fn harden_bundle(
         config.strict.as_ref(),
         &kernel,
     )?;
+    let mut exec_guard = None;
     if let Some(applied) = &governance.applied {
         for e in &applied.events {
             reporter.report(
@@ -384,7 +388,14 @@ fn harden_bundle(
         // Enforced, the learned system calls narrow the filter the policies left: a call the
         // workload never made while learning gets EPERM.
         let narrowed = crate::profile_stage::narrow_seccomp(id, applied, &mut spec)?;
+        let guard = crate::profile_exec::ExecGuard::new(
+            cri,
+            applied,
+            reporter.clone(),
+            config.node_name.clone(),
+        );
         let mut message = applied.describe();
+        message.push_str(&guard.describe());
         if let Some(n) = &narrowed {
             message.push_str(&format!(
                 "; seccomp narrowed to {} system calls, {} more refused with EPERM",
@@ -416,6 +427,7 @@ fn harden_bundle(
                 ),
         );
         tracing::info!(container = %id, workload = %applied.workload, mode = ?applied.mode, "learned profile applied");
+        exec_guard = Some(std::sync::Arc::new(guard));
     }
     let wrapped = match &enforcement.plan {
         Some(plan) => {
@@ -468,6 +480,7 @@ fn harden_bundle(
         rules: enforcement.rules,
         landlock_abi: kernel.landlock_abi,
         learn: governance.learn,
+        exec_guard,
         govern: governance.applied.map(|a| crate::profile_govern::Target {
             workload: a.workload,
             mode: a.mode,

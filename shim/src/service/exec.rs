@@ -105,6 +105,40 @@ impl TaskService {
         }
     }
 
+    /// Under a learned profile, an exec whose binary the runtime never started while the
+    /// workload learned is reported, and refused when the profile is enforced
+    /// (`crate::profile_exec`), before anything runs in the container.
+    async fn check_learned_exec(&self, id: &str, exec: &str, spec: &[u8]) -> Result<(), ShimError> {
+        let guarded = {
+            let table = self.table.lock().await;
+            let c = table.container(id)?;
+            c.exec_guard
+                .clone()
+                .map(|g| (g, c.processes.get(&ProcessId::Init).map_or(0, |p| p.pid)))
+        };
+        let Some((guard, pid)) = guarded else {
+            return Ok(());
+        };
+        let process: serde_json::Value =
+            serde_json::from_slice(spec).map_err(|source| ShimError::Json {
+                context: format!("container {id}: exec {exec}: process spec"),
+                source,
+            })?;
+        // The container's own view of its files, mounts included.
+        let root = std::path::PathBuf::from(format!("/proc/{pid}/root"));
+        let governors = self
+            .monitor
+            .get()
+            .and_then(Option::as_ref)
+            .map(|m| m.governors.clone());
+        guard.check(exec, &process, &root, |departure| {
+            if !governors.is_some_and(|g| g.depart(id, departure, true)) {
+                tracing::warn!(container = %id, exec, "learned profile: the refused exec is not recorded as a departure: the container is not watched");
+            }
+        })?;
+        Ok(())
+    }
+
     pub async fn exec(&self, req: ExecProcessRequest) -> Result<(), ShimError> {
         let id = req.id.clone();
         let spec = req
@@ -122,6 +156,7 @@ impl TaskService {
             what: format!("container {id}: exec {}: process spec", req.exec_id),
             reason,
         })?;
+        self.check_learned_exec(&id, &req.exec_id, &spec).await?;
         {
             let mut table = self.table.lock().await;
             let c = table.container_mut(&id)?;

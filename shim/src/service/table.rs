@@ -183,6 +183,8 @@ pub(super) struct Container {
     pub(super) gate_container: Option<String>,
     /// A pidfd of the init: kill(2) without a runc exec, and without pid reuse races.
     pub(super) init_pidfd: Option<PidFd>,
+    /// Under a learned profile: the check of its CRI execs (`crate::profile_exec`).
+    pub(super) exec_guard: Option<Arc<crate::profile_exec::ExecGuard>>,
 }
 
 impl Container {
@@ -424,6 +426,7 @@ mod tests {
                 judge: None,
                 gate_container: None,
                 init_pidfd: None,
+                exec_guard: None,
             },
         );
         let exit = Exit {
