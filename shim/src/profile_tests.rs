@@ -75,6 +75,48 @@ fn obs(kind: EventKind) -> Vec<Observation> {
 }
 
 #[test]
+fn the_runtimes_files_are_not_learned_its_calls_are() {
+    let mut lineage = Lineage::default();
+    let mut net = NetState::default();
+    let init = palisade_sandbox::install::INIT_PATH;
+    let mut of = |comm: &str, binary: &str, kind: EventKind| {
+        let mut e = event("c1", 40, binary, kind);
+        e.process.comm = comm.into();
+        attributed(&e, &mut lineage, &mut net, &|_, _| Some("/".into()))
+    };
+    let openat = Observation::Syscall {
+        name: "openat".into(),
+    };
+    // A CRI exec: runc's init and palisade-init read their files; only the calls stay.
+    assert_eq!(
+        of("runc:[2:INIT]", "", open("/etc/passwd", 0, 3)),
+        [openat.clone()]
+    );
+    assert_eq!(
+        of("palisade-init", init, open("/.palisade/plan.json", 0, 3)),
+        [openat.clone()]
+    );
+    // The command it runs is the workload's, started by the runtime, and so is what it reads.
+    assert_eq!(
+        of("palisade-init", init, exec("/bin/cat", init, false))[0],
+        Observation::Exec {
+            path: "/bin/cat".into(),
+            parent: None
+        }
+    );
+    assert_eq!(
+        of("cat", "/bin/cat", open("/www/data/seed", 0, 3)),
+        [
+            Observation::Open {
+                path: "/www/data/seed".into(),
+                write: false
+            },
+            openat
+        ]
+    );
+}
+
+#[test]
 fn execs_carry_their_parent_and_the_entrypoint_comes_from_the_runtime() {
     assert_eq!(
         obs(exec("/usr/sbin/httpd", "/usr/bin/runc", true)),
@@ -619,4 +661,19 @@ fn a_merge_in_learn_runs_the_rule_and_a_lossy_recording_is_refused_promotion() {
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0].kind, palisade_profile::EventKind::Promoted);
     assert_eq!(events[0].to, Stage::Audit);
+}
+
+#[test]
+fn the_capabilities_a_container_holds_are_its_specs_five_sets() {
+    let spec = json!({"process": {"capabilities": {
+        "bounding": ["CAP_CHOWN", "CAP_SETUID"],
+        "effective": ["CAP_CHOWN"],
+        "permitted": ["CAP_CHOWN"],
+        "inheritable": [],
+        "ambient": ["CAP_NET_BIND_SERVICE"]
+    }}});
+    let mut names: Vec<&str> = held_capabilities(&spec).iter().map(|c| c.name).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["chown", "net_bind_service", "setuid"]);
+    assert!(held_capabilities(&json!({"process": {}})).is_empty());
 }

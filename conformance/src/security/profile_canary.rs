@@ -8,7 +8,9 @@
 //!
 //! [`profile_canary_rolls_back`]: a workload promoted to canary with the CLI; its canary pod
 //! enforces (its seccomp filter narrowed: `fsync`, never learned, gets EPERM), then does
-//! something new, and the rule returns the workload to audit with the departures as evidence.
+//! something new, and the rule returns the workload to audit with the departures as evidence;
+//! the canary's container, which enforced, is stopped (a `profile-restart` event) and, created
+//! again as the kubelet would, runs the profile in audit.
 
 use std::time::Duration;
 
@@ -345,6 +347,37 @@ pub async fn profile_canary_rolls_back(ctx: &Ctx) -> Result<Observed> {
             )
         },
     )?;
+    // The canary pod enforced what its workload no longer does: its container is stopped,
+    // with the reason, and created again (as the kubelet would) it runs the profile in audit.
+    let restart = log
+        .wait_for(MERGE_WAIT, |e| {
+            field(e, "/workload/pod") == pod2_name && field(e, "/rule/name") == "profile-restart"
+        })
+        .await?
+        .with_context(|| format!("no profile-restart event for {pod2_name} after the rollback"))?;
+    let restart_message = field(&restart, "/rule/message").to_string();
+    let stopped = ctx
+        .cri
+        .wait_exited(&c2, MERGE_WAIT)
+        .await
+        .with_context(|| {
+            format!("the canary container was not stopped after the rollback ({restart_message})")
+        })?;
+    let again = crate::cri::container_config("svc", 1, ctx.image(), crate::cri::SLEEPER);
+    ctx.cri
+        .run_container(&pod2, &again, &cfg2)
+        .await
+        .context("the canary pod's container, created again, did not start")?;
+    let audit = log
+        .wait_for(MERGE_WAIT, |e| {
+            field(e, "/workload/pod") == pod2_name
+                && field(e, "/rule/name") == "profile-applied"
+                && field(e, "/rule/message").contains("applied in audit")
+        })
+        .await?
+        .with_context(|| {
+            format!("no profile-applied event in audit for {pod2_name} created again")
+        })?;
     let (ok, shown) = palisade(ctx, &["profile", "show", &name], &state)?;
     ensure(
         ok && shown.contains("stage: audit")
@@ -356,8 +389,10 @@ pub async fn profile_canary_rolls_back(ctx: &Ctx) -> Result<Observed> {
     ctx.untrack(&pod2);
     let _ = std::fs::remove_file(persist::path_in(&state, &workload));
     Ok(Observed::blocked(format!(
-        "{message}; fsync refused (EPERM); {}; then {rolled_message} ({evidence} departures as evidence)",
-        field(&reported, "/rule/message")
+        "{message}; fsync refused (EPERM); {}; then {rolled_message} ({evidence} departures as evidence); {restart_message} (exit {}); created again: {}",
+        field(&reported, "/rule/message"),
+        stopped.exit_code,
+        field(&audit, "/rule/message")
     )))
 }
 

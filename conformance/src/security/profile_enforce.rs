@@ -239,9 +239,10 @@ pub async fn profile_enforce_refuses_departures(ctx: &Ctx) -> Result<Observed> {
     // A document of an earlier run of this check in the same state directory.
     let _ = std::fs::remove_file(persist::path_in(&state, &workload));
 
-    // Learn, under traffic from the host.
-    let (pod, _, _, addr) = service_pod(ctx, &governed, &www).await?;
+    // Learn, under traffic from the host, and one CRI exec of a command.
+    let (pod, _, c1, addr) = service_pod(ctx, &governed, &www).await?;
     traffic(addr, "learning").await?;
+    learned_exec(ctx, &c1, "learning").await?;
     ctx.cri.remove_pod(&pod).await?;
     ctx.untrack(&pod);
     let learned_write = |r: &palisade_profile::Recording| {
@@ -297,6 +298,9 @@ pub async fn profile_enforce_refuses_departures(ctx: &Ctx) -> Result<Observed> {
         format!("profile-applied says {message:?}")
     })?;
     traffic(addr2, "enforced").await?;
+    // The command learned from a CRI exec: what the runtime does to start it (runc's init,
+    // palisade-init) is no departure, and neither is the command.
+    learned_exec(ctx, &c2, "enforced").await?;
 
     // The attack steps, from a CRI exec; every outcome is gathered before judging, so that a
     // failure names them all.
@@ -353,6 +357,15 @@ pub async fn profile_enforce_refuses_departures(ctx: &Ctx) -> Result<Observed> {
             .collect();
         bail!("enforced: not every attack step is a departure of {workload}: {now:?}; outcomes {codes:?}, new peer exit {new_peer_code}; wrong outcomes: {wrong:?}");
     };
+    let runtime: Vec<String> = have(&departures)
+        .into_iter()
+        .zip(&departures)
+        .filter(|(_, d)| runtime_work(&d.observation))
+        .map(|(text, _)| text)
+        .collect();
+    ensure(runtime.is_empty(), || {
+        format!("enforced: the runtime's work in a CRI exec (or the learned command) counted as departures: {runtime:?}")
+    })?;
     ensure(wrong.is_empty() && present != 0, || {
         format!(
             "enforced: outcomes other than this host's enforcement: {wrong:?}; /etc/palisade-attack present: {}; departures {:?}",
@@ -394,10 +407,33 @@ pub async fn profile_enforce_refuses_departures(ctx: &Ctx) -> Result<Observed> {
         })
         .collect();
     Ok(Observed::blocked(format!(
-        "learned {learned}; {message}; {REQUESTS} CGI requests passed under enforce; {}; a new peer not refused (exit {new_peer_code}); {} departures ({refused} refused), rollback held with {evidence} as evidence",
+        "learned {learned}; {message}; {REQUESTS} CGI requests passed under enforce; a learned CRI exec ({LEARNED_EXEC:?}) passed with no departure of the runtime's; {}; a new peer not refused (exit {new_peer_code}); {} departures ({refused} refused), rollback held with {evidence} as evidence",
         steps.join(", "),
         departures.len()
     )))
+}
+
+/// The learned command a CRI exec runs (argv, not through a shell: the shell is an attack step).
+const LEARNED_EXEC: &[&str] = &["cat", "/www/data/seed"];
+
+/// Runs [`LEARNED_EXEC`] in container `c`; it must succeed.
+async fn learned_exec(ctx: &Ctx, c: &str, phase: &str) -> Result<()> {
+    let (out, err, code) = ctx.cri.exec_sync(c, LEARNED_EXEC, 20).await?;
+    ensure(code == 0 && out.contains("seed"), || {
+        format!("{phase}: exec {LEARNED_EXEC:?}: exit {code}: {out}{err}")
+    })
+}
+
+/// What the runtime does in a CRI exec before the command runs (runc's init looking the user
+/// up, palisade-init reading its plan), or the learned command itself: none may depart.
+fn runtime_work(o: &Observation) -> bool {
+    match o {
+        Observation::Open { path, .. } => {
+            path.starts_with("/.palisade/") || path == "/etc/passwd" || path == "/etc/group"
+        }
+        Observation::Exec { path, .. } => path == "/bin/cat" || path.starts_with("/.palisade/"),
+        _ => false,
+    }
 }
 
 /// Whether every attack step and the new peer left a departure.

@@ -183,16 +183,27 @@ impl TaskService {
         match monitor.watch(pid, who, rules) {
             Ok(mut watch) => {
                 if let Some(l) = &learning {
-                    l.attach_kernel(watch.0.reader());
+                    l.attach_kernel(
+                        watch.0.reader(),
+                        crate::profile::held_capabilities(&hardened.spec),
+                    );
                 }
                 watch.1 = learning;
                 watch.2 = hardened.govern.as_ref().map(|t| {
-                    monitor.governors.start(
+                    let governing = monitor.governors.start(
                         cri,
                         t.clone(),
                         reporter.clone(),
                         config.node_name.clone(),
-                    )
+                    );
+                    // Rolled back while it enforces: stopped, to be created again in audit.
+                    governing.on_demotion(crate::profile_govern::stop_on_demotion(
+                        cri,
+                        (self.runtime_for)(config),
+                        reporter.clone(),
+                        config.node_name.clone(),
+                    ));
+                    governing
                 });
                 tracing::info!(
                     container = %id,
