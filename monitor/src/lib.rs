@@ -27,9 +27,9 @@ pub use floor::HookFloor;
 pub use handle::{cleanup_stale, unload_parked, Features, MonitorConfig, NodeMonitor};
 pub use kernel::{bpf_lsm_in_force, bpf_trampolines_work, CapabilityHook, SyscallHook};
 pub use rules::{
-    seccomp_refused, AuditOn, AuditRule, AuditTarget, ConnectRule, ContainerRef, ContainerRules,
-    Enforcer, ExecRule, FileRule, FileTarget, IdMaps, IdRange, RuleEnforcement, RuleError,
-    SockClass, SockRule, MAX_SECRET_MOUNTS, MAX_SOCK_SOURCES,
+    open_in_root, seccomp_refused, AuditOn, AuditRule, AuditTarget, ConnectRule, ContainerRef,
+    ContainerRules, Enforcer, ExecRule, FileRule, FileTarget, IdMaps, IdRange, RuleEnforcement,
+    RuleError, SockClass, SockRule, MAX_SECRET_MOUNTS, MAX_SOCK_SOURCES,
 };
 pub use shared::EventSink;
 pub use watch::{CapabilitiesSeen, Watch, WatchReader, WatchStats};

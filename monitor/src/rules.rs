@@ -518,7 +518,7 @@ pub(crate) fn file_id_in(
 
 /// Opens `path` with `flags` (and `O_CLOEXEC`) inside `root`, resolved as if `root` were the
 /// filesystem's root (`RESOLVE_IN_ROOT`: absolute symbolic links and `..` stay inside it).
-pub(crate) fn open_in_root(root: &Path, path: &Path, flags: i32) -> std::io::Result<std::fs::File> {
+pub fn open_in_root(root: &Path, path: &Path, flags: i32) -> std::io::Result<std::fs::File> {
     let dir = std::fs::File::open(root)?;
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;

@@ -93,6 +93,8 @@ pub enum ShimError {
     Profile(#[from] crate::profile::ProfileError),
     #[error(transparent)]
     ProfileStage(#[from] crate::profile_stage::ProfileStageError),
+    #[error(transparent)]
+    ProfileCreation(#[from] crate::profile_landlock::CreationError),
 }
 
 impl ShimError {
@@ -125,7 +127,9 @@ impl ShimError {
                 crate::profile::ProfileError::Annotation { .. }
                 | crate::profile::ProfileError::Workload { .. },
             ) => Code::INVALID_ARGUMENT,
-            ShimError::Profile(_) | ShimError::ProfileStage(_) => Code::FAILED_PRECONDITION,
+            ShimError::Profile(_) | ShimError::ProfileStage(_) | ShimError::ProfileCreation(_) => {
+                Code::FAILED_PRECONDITION
+            }
             ShimError::Idmap {
                 source: crate::idmap::IdmapError::Option { .. },
                 ..

@@ -28,6 +28,7 @@ pub(crate) mod netns;
 pub(crate) mod policy;
 pub(crate) mod profile;
 pub(crate) mod profile_govern;
+pub(crate) mod profile_landlock;
 pub(crate) mod profile_runtime;
 pub(crate) mod profile_stage;
 pub(crate) mod stats;

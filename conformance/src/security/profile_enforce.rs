@@ -42,7 +42,8 @@ const DONE: &str = "palisade-cgi done";
 
 /// The service's request handler, a CGI-like shell script run by `nc -ll -e` for each
 /// connection: it reads the request, reads its data and /etc/hostname, writes the query below
-/// its own directory, calls the peer (PEER is replaced) and answers with the peer's exit
+/// its own directory, to a file that exists and to a new one per request (`req-N`, N from the
+/// query), calls the peer (PEER is replaced) and answers with the peer's exit
 /// status. Not busybox `httpd`: it opens its files and runs its CGIs by paths relative to its
 /// home, from children gone before the recorder reads their working directory, so its
 /// recording holds unrecognized observations and cannot be promoted (docs/profiles.md).
@@ -54,6 +55,7 @@ set -- $request
 printf 'HTTP/1.1 200 OK\\r\\nContent-Type: text/plain\\r\\nConnection: close\\r\\n\\r\\n'
 cat /www/data/seed /etc/hostname >/dev/null || echo 'read failed'
 echo \"$2\" > /www/data/last || echo 'write failed'
+echo \"$2\" > \"/www/data/req-${2##*=}\" || echo 'create failed'
 echo hello | nc -w 2 PEER >/dev/null 2>&1
 echo \"peer $?\"
 echo 'palisade-cgi done'
@@ -284,6 +286,10 @@ pub async fn profile_enforce_refuses_departures(ctx: &Ctx) -> Result<Observed> {
     // Enforce, by the operator's command through the real CLI.
     pin_enforce(ctx, &state, &workload)?;
 
+    // The files the service created while learning are gone: the enforced pod creates them.
+    for n in 0..REQUESTS {
+        let _ = std::fs::remove_file(www.join(format!("data/req-{n}")));
+    }
     // A new pod of the workload: the profile is applied at Create, the traffic still passes.
     let log = EventLog::mark(ctx)?;
     let (pod2, pod2_name, c2, addr2) = service_pod(ctx, &governed, &www).await?;
@@ -298,6 +304,19 @@ pub async fn profile_enforce_refuses_departures(ctx: &Ctx) -> Result<Observed> {
         format!("profile-applied says {message:?}")
     })?;
     traffic(addr2, "enforced").await?;
+    ensure(www.join("data/req-0").exists(), || {
+        "enforced: the CGI's new file req-0 was not created".into()
+    })?;
+    let creations = log
+        .wait_for(EVENT_WAIT, |e| {
+            field(e, "/workload/pod") == pod2_name && field(e, "/rule/name") == "profile-creations"
+        })
+        .await?
+        .with_context(|| format!("no profile-creations event for {pod2_name}"))?;
+    let creations = field(&creations, "/rule/message").to_string();
+    ensure(creations.contains("beneath /www/data"), || {
+        format!("profile-creations says {creations:?}")
+    })?;
     // The command learned from a CRI exec: what the runtime does to start it (runc's init,
     // palisade-init) is no departure, and neither is the command.
     learned_exec(ctx, &c2, "enforced").await?;
@@ -407,7 +426,7 @@ pub async fn profile_enforce_refuses_departures(ctx: &Ctx) -> Result<Observed> {
         })
         .collect();
     Ok(Observed::blocked(format!(
-        "learned {learned}; {message}; {REQUESTS} CGI requests passed under enforce; a learned CRI exec ({LEARNED_EXEC:?}) passed with no departure of the runtime's; {}; a new peer not refused (exit {new_peer_code}); {} departures ({refused} refused), rollback held with {evidence} as evidence",
+        "learned {learned}; {message}; {creations}; {REQUESTS} CGI requests (each creating a file) passed under enforce; a learned CRI exec ({LEARNED_EXEC:?}) passed with no departure of the runtime's; {}; a new peer not refused (exit {new_peer_code}); {} departures ({refused} refused), rollback held with {evidence} as evidence",
         steps.join(", "),
         departures.len()
     )))

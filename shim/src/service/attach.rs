@@ -26,6 +26,36 @@ impl TaskService {
         config: &Config,
     ) -> Result<(Option<crate::monitoring::Watched>, Option<RunningGate>), ShimError> {
         let id = cri.id.as_str();
+        // An enforced profile's learned writes of paths absent now (files the workload
+        // creates) are granted on their nearest existing directory, before palisade-init reads
+        // the plan at start.
+        if let Some(t) = hardened
+            .govern
+            .as_ref()
+            .filter(|t| hardened.wrapped && t.mode == palisade_profile::Mode::Enforce)
+        {
+            let notes = crate::profile_landlock::grant_creations(
+                id,
+                &bundle.join(crate::bundle::PLAN_FILE),
+                Path::new(&format!("/proc/{pid}/root")),
+                &t.recording,
+            )?;
+            if !notes.is_empty() {
+                self.reporter(config).report(
+                    runtime_event(
+                        &config.node_name,
+                        cri,
+                        "profile-creations",
+                        &format!(
+                            "learned profile of {}: writes of paths absent at Create: {}",
+                            t.workload,
+                            notes.join("; ")
+                        ),
+                    )
+                    .with_evidence("notes", serde_json::json!(notes)),
+                );
+            }
+        }
         let watch = self.watch(cri, pid, bundle, hardened, config)?;
         let record = crate::monitoring::enforcement_record(
             &hardened.rules,
