@@ -130,17 +130,7 @@ fn a_cri_execs_runtime_work_is_no_departure_but_its_command_is_judged() {
         e.process.comm = comm.into();
         e
     };
-    let exec = |filename: &str| EventKind::Exec {
-        filename: filename.into(),
-        args: Vec::new(),
-        parent: "runc".into(),
-        ino: 1,
-        dev: 1,
-        killed: false,
-        refused: false,
-        deny_rule: None,
-        entrypoint: false,
-    };
+    let exec = |filename: &str| crate::test_support::exec_event(filename, "runc", false);
     // runc's init looks the user up and runs palisade-init, which reads its plan.
     let runc = "runc:[2:INIT]";
     governors.observe(&of(runc, "", open("/etc/passwd", 0, 3)));

@@ -115,17 +115,7 @@ mod tests {
     }
 
     fn exec(filename: &str) -> EventKind {
-        EventKind::Exec {
-            filename: filename.into(),
-            args: Vec::new(),
-            parent: "runc".into(),
-            ino: 1,
-            dev: 1,
-            killed: false,
-            refused: false,
-            deny_rule: None,
-            entrypoint: false,
-        }
+        crate::test_support::exec_event(filename, "runc", false)
     }
 
     fn open(path: &str) -> EventKind {
@@ -193,17 +183,11 @@ mod tests {
         // Its fork was not seen: it counts.
         assert!(!l.runtime(&ev(60, "nc", "/bin/nc", open("/www/data/last"))));
         // A refused exec leaves the caller what it was.
-        let refused = EventKind::Exec {
-            filename: "/usr/bin/palisade-probe".into(),
-            args: Vec::new(),
-            parent: RUNTIME_INIT.into(),
-            ino: 1,
-            dev: 1,
-            killed: false,
-            refused: true,
-            deny_rule: None,
-            entrypoint: false,
-        };
+        let mut refused =
+            crate::test_support::exec_event("/usr/bin/palisade-probe", RUNTIME_INIT, false);
+        if let EventKind::Exec { refused, .. } = &mut refused {
+            *refused = true;
+        }
         assert!(!l.runtime(&ev(61, "palisade-init", RUNTIME_INIT, refused)));
         assert!(l.runtime(&ev(
             61,

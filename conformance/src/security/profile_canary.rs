@@ -349,12 +349,7 @@ pub async fn profile_canary_rolls_back(ctx: &Ctx) -> Result<Observed> {
     )?;
     // The canary pod enforced what its workload no longer does: its container is stopped,
     // with the reason, and created again (as the kubelet would) it runs the profile in audit.
-    let restart = log
-        .wait_for(MERGE_WAIT, |e| {
-            field(e, "/workload/pod") == pod2_name && field(e, "/rule/name") == "profile-restart"
-        })
-        .await?
-        .with_context(|| format!("no profile-restart event for {pod2_name} after the rollback"))?;
+    let restart = pod_event(&log, &pod2_name, "profile-restart", |_| true).await?;
     let restart_message = field(&restart, "/rule/message").to_string();
     let stopped = ctx
         .cri
@@ -368,16 +363,10 @@ pub async fn profile_canary_rolls_back(ctx: &Ctx) -> Result<Observed> {
         .run_container(&pod2, &again, &cfg2)
         .await
         .context("the canary pod's container, created again, did not start")?;
-    let audit = log
-        .wait_for(MERGE_WAIT, |e| {
-            field(e, "/workload/pod") == pod2_name
-                && field(e, "/rule/name") == "profile-applied"
-                && field(e, "/rule/message").contains("applied in audit")
-        })
-        .await?
-        .with_context(|| {
-            format!("no profile-applied event in audit for {pod2_name} created again")
-        })?;
+    let audit = pod_event(&log, &pod2_name, "profile-applied", |m| {
+        m.contains("applied in audit")
+    })
+    .await?;
     let (ok, shown) = palisade(ctx, &["profile", "show", &name], &state)?;
     ensure(
         ok && shown.contains("stage: audit")
@@ -394,6 +383,27 @@ pub async fn profile_canary_rolls_back(ctx: &Ctx) -> Result<Observed> {
         stopped.exit_code,
         field(&audit, "/rule/message")
     )))
+}
+
+/// The first event since `log`'s mark of rule `rule` for pod `pod` whose message satisfies
+/// `message`, within [`MERGE_WAIT`]; without one, an error with the pod's events seen.
+pub(super) async fn pod_event(
+    log: &EventLog,
+    pod: &str,
+    rule: &str,
+    message: impl Fn(&str) -> bool,
+) -> Result<serde_json::Value> {
+    log.expect(
+        MERGE_WAIT,
+        pod,
+        |e| {
+            field(e, "/workload/pod") == pod
+                && field(e, "/rule/name") == rule
+                && message(field(e, "/rule/message"))
+        },
+        || format!("no {rule} event for pod {pod}"),
+    )
+    .await
 }
 
 /// Runs a pod under `handler` and records it for cleanup.

@@ -307,12 +307,8 @@ pub async fn profile_enforce_refuses_departures(ctx: &Ctx) -> Result<Observed> {
     ensure(www.join("data/req-0").exists(), || {
         "enforced: the CGI's new file req-0 was not created".into()
     })?;
-    let creations = log
-        .wait_for(EVENT_WAIT, |e| {
-            field(e, "/workload/pod") == pod2_name && field(e, "/rule/name") == "profile-creations"
-        })
-        .await?
-        .with_context(|| format!("no profile-creations event for {pod2_name}"))?;
+    let creations =
+        super::profile_canary::pod_event(&log, &pod2_name, "profile-creations", |_| true).await?;
     let creations = field(&creations, "/rule/message").to_string();
     ensure(creations.contains("beneath /www/data"), || {
         format!("profile-creations says {creations:?}")
