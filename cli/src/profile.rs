@@ -195,6 +195,14 @@ pub fn show(doc: &Document) -> String {
             "  capabilities: not observable on the node(s) that recorded this profile: incomplete, no capability rules are exported"
         );
     }
+    if !r.runtime_capabilities.is_empty() {
+        let runtime: Vec<&str> = r.runtime_capabilities.iter().map(|c| c.name).collect();
+        let _ = writeln!(
+            out,
+            "  the runtime's capabilities (not exported): {}",
+            runtime.join(", ")
+        );
+    }
     let calls: Vec<&str> = r.syscalls.iter().map(String::as_str).collect();
     let _ = writeln!(out, "  system calls: {}", calls.join(", "));
     let _ = writeln!(

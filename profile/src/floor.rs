@@ -102,9 +102,44 @@ pub const RUNTIME_AFTER_FILTER: &[&str] = &[
     "tgkill",
 ];
 
+/// Whether a capability the kernel checked and granted in a learning container was the
+/// runtime's rather than its workload's, given the capabilities the container's own sets hold
+/// (`held`: the union of the spec's five sets, after hardening).
+///
+/// The kernel's capability table is the container's cgroup's, not a process's: runc's init is
+/// in it from `runc start` on (and enters it again for each CRI exec), and it holds every
+/// capability until it applies the container's sets, just before it executes the container's
+/// program: looking the user up, `setgroups`/`setgid`/`setuid` and the bounding set's cut are
+/// checked then (a recording of the CRI suite on this project's host, 2026-12-07, held
+/// `sys_admin` and `dac_read_search`, which no container of the default set holds). A
+/// capability outside the
+/// container's sets cannot have been granted to its workload (no exec gains one beyond the
+/// bounding set), so it was the runtime's: recorded as such, never exported, so that an export
+/// does not grant `sys_admin` to every workload. One the container holds may be either's and
+/// stays the workload's (the table cannot tell them apart): a profile then keeps `setuid` a
+/// workload of the default set may never call, never lacks one it does.
+pub fn runtime_capability(
+    capability: palisade_policy::Capability,
+    held: &std::collections::BTreeSet<palisade_policy::Capability>,
+) -> bool {
+    !held.contains(&capability)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_capability_outside_the_containers_sets_is_the_runtimes() {
+        let cap = |n: &str| palisade_policy::Capability::parse(n).unwrap();
+        let held = ["chown", "setuid", "setgid", "setpcap", "dac_override"]
+            .map(cap)
+            .into();
+        assert!(runtime_capability(cap("sys_admin"), &held));
+        assert!(runtime_capability(cap("dac_read_search"), &held));
+        assert!(!runtime_capability(cap("setuid"), &held));
+        assert!(!runtime_capability(cap("chown"), &held));
+    }
 
     #[test]
     fn floor_is_sorted_known_and_holds_the_exit_path() {

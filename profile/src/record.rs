@@ -220,6 +220,10 @@ pub struct Recording {
     /// this field existed could not observe them either (read as 1).
     #[serde(default = "one")]
     pub capabilities_unobserved: u64,
+    /// Capabilities the runtime used in the workload's containers, never the workload
+    /// (`floor::runtime_capability`): shown, not exported.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub runtime_capabilities: BTreeSet<Capability>,
     /// System calls by name (the floor is added by the exports, not stored here).
     pub syscalls: BTreeSet<String>,
     /// Observations not kept, per category.
@@ -247,6 +251,7 @@ impl Recording {
             peers: BTreeSet::new(),
             capabilities: BTreeSet::new(),
             capabilities_unobserved: 0,
+            runtime_capabilities: BTreeSet::new(),
             syscalls: BTreeSet::new(),
             overflow: BTreeMap::new(),
             unrecognized: BTreeSet::new(),
@@ -485,6 +490,8 @@ impl Recording {
         self.listening.extend(other.listening.iter().copied());
         self.peers.extend(other.peers.iter().copied());
         self.capabilities.extend(other.capabilities.iter().copied());
+        self.runtime_capabilities
+            .extend(other.runtime_capabilities.iter().copied());
         self.syscalls.extend(other.syscalls.iter().cloned());
         for what in &other.unrecognized {
             if self.unrecognized.len() < MAX_UNRECOGNIZED {

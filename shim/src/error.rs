@@ -95,6 +95,7 @@ pub enum ShimError {
     ProfileStage(#[from] crate::profile_stage::ProfileStageError),
     #[error(transparent)]
     ProfileExec(#[from] Box<crate::profile_exec::ProfileExecError>),
+    ProfileCreation(#[from] crate::profile_landlock::CreationError),
 }
 
 impl ShimError {
@@ -127,7 +128,9 @@ impl ShimError {
                 crate::profile::ProfileError::Annotation { .. }
                 | crate::profile::ProfileError::Workload { .. },
             ) => Code::INVALID_ARGUMENT,
-            ShimError::Profile(_) | ShimError::ProfileStage(_) => Code::FAILED_PRECONDITION,
+            ShimError::Profile(_) | ShimError::ProfileStage(_) | ShimError::ProfileCreation(_) => {
+                Code::FAILED_PRECONDITION
+            }
             ShimError::ProfileExec(_) => Code::PERMISSION_DENIED,
             ShimError::Idmap {
                 source: crate::idmap::IdmapError::Option { .. },

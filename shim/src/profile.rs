@@ -28,7 +28,9 @@ use std::time::{Duration, SystemTime};
 
 use palisade_monitor::{CapabilitiesSeen, EventKind, MonitorEvent, WatchReader};
 use palisade_policy::{Capability, Protocol};
-use palisade_profile::{persist, Event, Observation, Recording, Rule, Stage, WorkloadId};
+use palisade_profile::{floor, persist, Event, Observation, Recording, Rule, Stage, WorkloadId};
+
+use crate::profile_runtime::{Lineage, RUNTIME_INIT};
 
 /// How often a learning container's recording is merged into its workload's document.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(10);
@@ -136,7 +138,8 @@ impl Recorders {
         };
         let now = epoch_secs(ev.time);
         let mut state = learner.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let observations = observations(ev, &mut state.net, &dir_of);
+        let state = &mut *state;
+        let observations = attributed(ev, &mut state.lineage, &mut state.net, &dir_of);
         for o in &observations {
             state.delta.observe(now, o);
         }
@@ -178,6 +181,7 @@ impl Recorders {
             state: Mutex::new(LearnState {
                 delta: Recording::new(workload.clone()),
                 net: NetState::default(),
+                lineage: Lineage::default(),
             }),
             workload,
             flush: Mutex::new(()),
@@ -257,13 +261,17 @@ impl std::fmt::Debug for Learning {
 
 impl Learning {
     /// From now on each merge reads the container's kernel side through `reader`: its drop
-    /// count, its system call table and its capabilities. Call once the container is watched.
-    pub fn attach_kernel(&self, reader: WatchReader) {
-        self.learner
+    /// count, its system call table and its capabilities, those outside `held` (the
+    /// container's own sets, [`held_capabilities`]) recorded as the runtime's. Call once the
+    /// container is watched.
+    pub fn attach_kernel(&self, reader: WatchReader, held: BTreeSet<Capability>) {
+        let mut kernel = self
+            .learner
             .kernel
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .reader = Some(reader);
+            .unwrap_or_else(PoisonError::into_inner);
+        kernel.reader = Some(reader);
+        kernel.held = held;
     }
 
     /// Stops recording and merges the rest, with the `drops` the kernel counted for the
@@ -321,6 +329,9 @@ struct KernelSide {
     syscalls: BTreeSet<u32>,
     /// Capabilities (granted, by bit) already added.
     capabilities: u64,
+    /// The capabilities the container's own sets hold: a granted one outside them was the
+    /// runtime's (`floor::runtime_capability`).
+    held: BTreeSet<Capability>,
 }
 
 /// What a merge takes from the kernel side.
@@ -331,6 +342,8 @@ struct Taken {
     observations: Vec<Observation>,
     /// The kernel told the capabilities the container used (a capability hook runs).
     capabilities_observed: bool,
+    /// Capabilities granted to the runtime, not to the workload.
+    runtime_capabilities: Vec<Capability>,
 }
 
 impl KernelSide {
@@ -342,6 +355,7 @@ impl KernelSide {
                 drops: total.unwrap_or(0).saturating_sub(self.drops_merged),
                 observations: Vec::new(),
                 capabilities_observed: false,
+                runtime_capabilities: Vec::new(),
             };
         };
         let total = total.unwrap_or_else(|| reader.stats().drops);
@@ -354,9 +368,15 @@ impl KernelSide {
             }
         }
         let caps = reader.capabilities_seen();
+        let mut runtime_capabilities = Vec::new();
         if let Some(caps) = caps {
             for nr in CapabilitiesSeen::numbers(caps.granted & !self.capabilities) {
-                if let Some(capability) = Capability::all().nth(usize::from(nr)) {
+                let Some(capability) = Capability::all().nth(usize::from(nr)) else {
+                    continue;
+                };
+                if floor::runtime_capability(capability, &self.held) {
+                    runtime_capabilities.push(capability);
+                } else {
                     calls.push(Observation::Capability { capability });
                 }
             }
@@ -366,8 +386,21 @@ impl KernelSide {
             drops: new_drops,
             observations: calls,
             capabilities_observed: caps.is_some(),
+            runtime_capabilities,
         }
     }
+}
+
+/// The capabilities a container's own sets hold (the union of `process.capabilities`' five
+/// sets of its spec, after hardening): only these can be granted to its workload.
+pub fn held_capabilities(spec: &serde_json::Value) -> BTreeSet<Capability> {
+    let sets = &spec["process"]["capabilities"];
+    palisade_sandbox::capabilities::CAPABILITY_SETS
+        .iter()
+        .filter_map(|set| sets[set].as_array())
+        .flatten()
+        .filter_map(|name| name.as_str().and_then(Capability::parse))
+        .collect()
 }
 
 /// A system call number of this architecture's native table, by name; a number the table does
@@ -385,6 +418,8 @@ struct LearnState {
     /// What was recorded since the last flush.
     delta: Recording,
     net: NetState,
+    /// Which processes are the runtime's (`profile_runtime`).
+    lineage: Lineage,
 }
 
 impl Learner {
@@ -409,6 +444,7 @@ impl Learner {
             drops,
             observations: calls,
             capabilities_observed,
+            runtime_capabilities,
         } = self
             .kernel
             .lock()
@@ -422,7 +458,8 @@ impl Learner {
         for c in &calls {
             delta.observe(now, c);
         }
-        if delta.observations == 0 && drops == 0 {
+        delta.runtime_capabilities.extend(runtime_capabilities);
+        if delta.observations == 0 && drops == 0 && delta.runtime_capabilities.is_empty() {
             return Ok(None);
         }
         delta.add_pod(&self.pod);
@@ -481,8 +518,6 @@ impl NetState {
     }
 }
 
-/// palisade-init in the container, the runtime's last step before the container's program.
-const RUNTIME_INIT: &str = palisade_sandbox::install::INIT_PATH;
 const AF_INET: i32 = 2;
 const AF_INET6: i32 = 10;
 const AF_PACKET: i32 = 17;
@@ -490,6 +525,24 @@ const IPPROTO_ICMP: i32 = 1;
 const IPPROTO_ICMPV6: i32 = 58;
 pub(crate) const O_WRITE_FLAGS: u64 =
     (libc::O_WRONLY | libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC) as u64;
+
+/// The observations of one monitor event that are the workload's: the runtime's own work
+/// (`profile_runtime`: runc's init and palisade-init before they run the workload's program)
+/// keeps only its system calls, which the container's filter must let through whoever makes
+/// them; its files and sockets are not the workload's.
+pub(crate) fn attributed(
+    ev: &MonitorEvent,
+    lineage: &mut Lineage,
+    net: &mut NetState,
+    dir: &dyn Fn(u32, i32) -> Option<String>,
+) -> Vec<Observation> {
+    let runtime = lineage.runtime(ev);
+    let mut out = observations(ev, net, dir);
+    if runtime {
+        out.retain(|o| matches!(o, Observation::Syscall { .. }));
+    }
+    out
+}
 
 /// The observations in one monitor event. Only what succeeded is recorded (a refused or failed
 /// operation is no part of the workload's normal behaviour). `dir(pid, dirfd)` gives the

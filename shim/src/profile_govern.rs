@@ -6,19 +6,25 @@
 //! are merged into the workload's document every [`crate::profile::FLUSH_EVERY`] and when the
 //! container is detached, under the workload's lock. An unusable document is left alone (never
 //! replaced by a fresh one from here). A rollback cannot loosen a running container's
-//! landlock or seccomp: its containers keep the enforced profile until they are created again,
-//! which the event says.
+//! landlock or seccomp: a merge that finds its workload rolled back to audit (by the rule, not
+//! pinned) while the container enforces stops it ([`Governing::on_demotion`]), so that it is
+//! created again, in audit; the event says so. A pinned or held stage stops nothing, and a
+//! container created again in audit is never stopped for it: no restart loop.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use palisade_monitor::{EventKind, MonitorEvent};
 use palisade_policy::Protocol;
 use palisade_profile::persist::{self, Loaded};
-use palisade_profile::{Departure, Event, Mode, Observation, Recording, Rule, Stage, WorkloadId};
+use palisade_profile::{
+    Departure, Event, Mode, Observation, Recording, Rule, Stage, StageState, WorkloadId,
+};
 
 use crate::cri::CriContainer;
+use crate::profile_runtime::{Lineage, RUNTIME_INIT};
 use crate::report::runtime::runtime_event;
 use crate::report::Reporter;
 
@@ -47,7 +53,16 @@ pub struct Governor {
     rule: Rule,
     report: Box<dyn Fn(&Event) + Send + Sync>,
     pending: Mutex<Pending>,
+    /// Which processes are the runtime's (`profile_runtime`).
+    lineage: Mutex<Lineage>,
+    /// Stops the container when its workload is rolled back while it enforces
+    /// ([`Governing::on_demotion`]); called once.
+    demoted: OnceLock<Demotion>,
+    stopped: AtomicBool,
 }
+
+/// What stops a container whose workload was rolled back under it, given the reason.
+pub type Demotion = Box<dyn Fn(&str) + Send + Sync>;
 
 #[derive(Default)]
 struct Pending {
@@ -63,6 +78,15 @@ impl Governors {
             return;
         };
         let at = epoch_secs(ev.time);
+        // The runtime's own work (a CRI exec's runc init and palisade-init) is no departure.
+        let runtime = governor
+            .lineage
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .runtime(ev);
+        if runtime {
+            return;
+        }
         for (observation, refused) in judged(ev) {
             if !governor.covered(&observation) {
                 governor.depart(at, observation, refused);
@@ -124,6 +148,9 @@ impl Governors {
             rule: target.rule,
             report,
             pending: Mutex::new(Pending::default()),
+            lineage: Mutex::new(Lineage::default()),
+            demoted: OnceLock::new(),
+            stopped: AtomicBool::new(false),
         });
         self.0
             .lock()
@@ -169,6 +196,15 @@ pub struct Governing {
 impl std::fmt::Debug for Governing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Governing({})", self.id)
+    }
+}
+
+impl Governing {
+    /// `stop` is called (once) when a merge finds the workload rolled back to audit, unpinned,
+    /// while this container enforces its profile: landlock and seccomp cannot be lifted in a
+    /// running process, so the container must be created again, in audit.
+    pub fn on_demotion(&self, stop: Demotion) {
+        let _ = self.governor.demoted.set(stop);
     }
 }
 
@@ -245,14 +281,38 @@ impl Governor {
             }
             events.extend(doc.stage.tick(now, &doc.recording, &self.rule));
         });
-        if let Err(e) = updated {
-            tracing::error!(workload = %self.workload, "learned profile: departures not merged: {e}");
-            return;
-        }
+        let updated = match updated {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::error!(workload = %self.workload, "learned profile: departures not merged: {e}");
+                return;
+            }
+        };
         for e in &events {
             tracing::warn!(workload = %self.workload, "{}", stage_line(&self.workload, e));
             (self.report)(e);
         }
+        if let Some(reason) = self.demotion(&updated.document.stage) {
+            if let Some(stop) = self.demoted.get() {
+                if !self.stopped.swap(true, Ordering::SeqCst) {
+                    tracing::warn!(workload = %self.workload, pod = %self.pod, "{reason}");
+                    stop(&reason);
+                }
+            }
+        }
+    }
+
+    /// Why this container must be created again: it enforces, and its workload is now in
+    /// audit by the rule's rollback (not pinned there by the operator, nor held: a held
+    /// rollback leaves the stage as it was). `None` otherwise, so that a container created
+    /// again in audit is never stopped again.
+    fn demotion(&self, stage: &StageState) -> Option<String> {
+        (self.mode == Mode::Enforce && stage.stage == Stage::Audit && !stage.pinned).then(|| {
+            format!(
+                "learned profile of {}: rolled back to audit while pod {} enforced it; its container is stopped to be created again in audit (landlock and seccomp cannot be lifted in a running process)",
+                self.workload, self.pod
+            )
+        })
     }
 }
 
@@ -274,11 +334,37 @@ pub fn stage_reporter(
     })
 }
 
-/// A stage event's line, with what a rollback leaves running.
+/// The demotion of container `cri` ([`Governing::on_demotion`]): a `profile-restart` event of
+/// `reporter` with the reason, then every process of the container killed through `runtime`,
+/// so that its pod creates it again (in audit).
+pub fn stop_on_demotion(
+    cri: &CriContainer,
+    runtime: Arc<dyn crate::runc::ContainerRuntime>,
+    reporter: Reporter,
+    node_name: String,
+) -> Demotion {
+    let who = cri.clone();
+    let handle = tokio::runtime::Handle::try_current().ok();
+    Box::new(move |reason: &str| {
+        reporter.report(runtime_event(&node_name, &who, "profile-restart", reason));
+        let (runtime, id) = (runtime.clone(), who.id.clone());
+        let Some(handle) = &handle else {
+            tracing::error!(container = %id, "learned profile rolled back: the container cannot be stopped (no runtime)");
+            return;
+        };
+        handle.spawn(async move {
+            if let Err(e) = runtime.kill(&id, libc::SIGKILL as u32, true).await {
+                tracing::error!(container = %id, "learned profile rolled back: stop: {e}");
+            }
+        });
+    })
+}
+
+/// A stage event's line, with what a rollback does to running containers.
 fn stage_line(workload: &WorkloadId, e: &Event) -> String {
     let line = crate::profile_stage::event_line(workload, e);
     if e.kind == palisade_profile::EventKind::RolledBack {
-        format!("{line}; containers already running keep the enforced profile until they are created again, in audit")
+        format!("{line}; the containers that enforce it are stopped, to be created again in audit")
     } else {
         line
     }
@@ -296,11 +382,12 @@ fn judged(ev: &MonitorEvent) -> Vec<(Observation, bool)> {
             entrypoint,
             ..
         } => {
-            let init = palisade_sandbox::install::INIT_PATH;
+            let init = RUNTIME_INIT;
             if filename == init || !filename.starts_with('/') {
                 return Vec::new();
             }
-            let by_runtime = *entrypoint || parent == init;
+            // As the recorder reads it: a parent without a path is runc's init.
+            let by_runtime = *entrypoint || parent == init || !parent.starts_with('/');
             vec![(
                 Observation::Exec {
                     path: filename.clone(),

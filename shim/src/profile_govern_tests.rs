@@ -120,6 +120,57 @@ fn what_the_profile_covers_is_no_departure() {
 }
 
 #[test]
+fn a_cri_execs_runtime_work_is_no_departure_but_its_command_is_judged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (governors, hold, _) = governed(dir.path(), Stage::Enforce, Mode::Enforce);
+    let init = palisade_sandbox::install::INIT_PATH;
+    let of = |comm: &str, binary: &str, kind: EventKind| {
+        let mut e = event("c1", binary, kind);
+        e.process.pid = 40;
+        e.process.comm = comm.into();
+        e
+    };
+    let exec = |filename: &str| crate::test_support::exec_event(filename, "runc", false);
+    // runc's init looks the user up and runs palisade-init, which reads its plan.
+    let runc = "runc:[2:INIT]";
+    governors.observe(&of(runc, "", open("/etc/passwd", 0, 3)));
+    governors.observe(&of(runc, "", exec(init)));
+    governors.observe(&of(
+        "palisade-init",
+        init,
+        open("/.palisade/plan.json", 0, 3),
+    ));
+    governors.observe(&of("palisade-init", init, open("/proc/40/status", 0, 3)));
+    // The command: what it does departs.
+    governors.observe(&of("palisade-init", init, exec("/bin/cat")));
+    governors.observe(&of("cat", "/bin/cat", open("/etc/shadow", 0, -13)));
+    drop(hold);
+    let doc = saved_document(dir.path());
+    let seen: Vec<&Observation> = doc
+        .stage
+        .departures
+        .iter()
+        .map(|d| &d.observation)
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            &Observation::Exec {
+                path: "/bin/cat".into(),
+                parent: None
+            },
+            &Observation::Open {
+                path: "/etc/shadow".into(),
+                write: false
+            },
+        ],
+        "{:?}",
+        doc.stage.departures
+    );
+    assert!(doc.stage.departures[1].refused);
+}
+
+#[test]
 fn departures_are_kept_in_audit_and_roll_enforce_back_with_their_evidence() {
     let dir = tempfile::tempdir().unwrap();
     let (governors, hold, _) = governed(dir.path(), Stage::Audit, Mode::Audit);
@@ -139,6 +190,7 @@ fn departures_are_kept_in_audit_and_roll_enforce_back_with_their_evidence() {
     assert!(!d.refused, "nothing is refused in audit");
 
     let (governors, hold, events) = governed(dir.path(), Stage::Enforce, Mode::Enforce);
+    let stops = stop_counter(&hold);
     // Five refused departures (the rule's default limit) within the window.
     for peer in ["10.9.9.1:80", "10.9.9.2:80", "10.9.9.3:80"] {
         governors.observe(&event("c1", "/bin/httpd", connect(peer, -1)));
@@ -163,8 +215,11 @@ fn departures_are_kept_in_audit_and_roll_enforce_back_with_their_evidence() {
     );
     assert_eq!(e.evidence.len(), 5);
     assert!(e.evidence.iter().all(|d| d.refused));
-    assert!(stage_line(&workload(), e)
-        .contains("keep the enforced profile until they are created again"));
+    assert!(stage_line(&workload(), e).contains("stopped, to be created again in audit"));
+    // The container enforced: it is stopped, once, with the reason.
+    let stops = stops.lock().unwrap();
+    assert_eq!(stops.len(), 1, "{stops:?}");
+    assert!(stops[0].contains("rolled back to audit while pod web-1 enforced it"));
     let doc = saved_document(dir.path());
     assert_eq!(doc.stage.stage, Stage::Audit);
     assert_eq!(
@@ -183,4 +238,43 @@ fn an_unusable_document_is_left_alone() {
     governors.observe(&event("c1", "/bin/sh", open("/etc/motd", 0o1, -13)));
     drop(hold);
     assert_eq!(std::fs::read(&path).unwrap(), b"{ corrupt");
+}
+
+/// The reasons `hold`'s container was stopped for.
+fn stop_counter(hold: &Governing) -> Arc<Mutex<Vec<String>>> {
+    let stops = Arc::new(Mutex::new(Vec::new()));
+    let sink = stops.clone();
+    hold.on_demotion(Box::new(move |reason: &str| {
+        sink.lock().unwrap().push(reason.to_string())
+    }));
+    stops
+}
+
+#[test]
+fn only_an_enforcing_container_of_a_workload_rolled_back_by_the_rule_is_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    // Rolled back while another pod enforced it: this enforcing container is stopped at its
+    // next merge, with no departure of its own.
+    let (_g, hold, _) = governed(dir.path(), Stage::Audit, Mode::Enforce);
+    let stops = stop_counter(&hold);
+    drop(hold);
+    assert_eq!(stops.lock().unwrap().len(), 1);
+    // Created again, in audit: never stopped for it (no restart loop).
+    let (_g, hold, _) = governed(dir.path(), Stage::Audit, Mode::Audit);
+    let stops = stop_counter(&hold);
+    drop(hold);
+    assert!(stops.lock().unwrap().is_empty());
+    // Still enforced, or pinned in audit by the operator: not stopped.
+    for (stage, pinned) in [(Stage::Enforce, false), (Stage::Audit, true)] {
+        let (_g, hold, _) = governed(dir.path(), stage, Mode::Enforce);
+        if pinned {
+            persist::update(dir.path(), &workload(), 0, |d| d.stage.pinned = true).unwrap();
+        }
+        let stops = stop_counter(&hold);
+        drop(hold);
+        assert!(
+            stops.lock().unwrap().is_empty(),
+            "{stage:?} pinned {pinned}"
+        );
+    }
 }

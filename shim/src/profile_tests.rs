@@ -32,19 +32,7 @@ fn event(container: &str, pid: u32, binary: &str, kind: EventKind) -> MonitorEve
     }
 }
 
-fn exec(filename: &str, parent: &str, entrypoint: bool) -> EventKind {
-    EventKind::Exec {
-        filename: filename.into(),
-        args: Vec::new(),
-        parent: parent.into(),
-        ino: 1,
-        dev: 1,
-        killed: false,
-        refused: false,
-        deny_rule: None,
-        entrypoint,
-    }
-}
+use crate::test_support::exec_event as exec;
 
 fn open(path: &str, flags: u64, result: i64) -> EventKind {
     EventKind::Open {
@@ -87,6 +75,48 @@ fn obs(kind: EventKind) -> Vec<Observation> {
         &mut NetState::default(),
         &|_, _| Some("/srv/www".into()),
     )
+}
+
+#[test]
+fn the_runtimes_files_are_not_learned_its_calls_are() {
+    let mut lineage = Lineage::default();
+    let mut net = NetState::default();
+    let init = palisade_sandbox::install::INIT_PATH;
+    let mut of = |comm: &str, binary: &str, kind: EventKind| {
+        let mut e = event("c1", 40, binary, kind);
+        e.process.comm = comm.into();
+        attributed(&e, &mut lineage, &mut net, &|_, _| Some("/".into()))
+    };
+    let openat = Observation::Syscall {
+        name: "openat".into(),
+    };
+    // A CRI exec: runc's init and palisade-init read their files; only the calls stay.
+    assert_eq!(
+        of("runc:[2:INIT]", "", open("/etc/passwd", 0, 3)),
+        std::slice::from_ref(&openat)
+    );
+    assert_eq!(
+        of("palisade-init", init, open("/.palisade/plan.json", 0, 3)),
+        std::slice::from_ref(&openat)
+    );
+    // The command it runs is the workload's, started by the runtime, and so is what it reads.
+    assert_eq!(
+        of("palisade-init", init, exec("/bin/cat", init, false))[0],
+        Observation::Exec {
+            path: "/bin/cat".into(),
+            parent: None
+        }
+    );
+    assert_eq!(
+        of("cat", "/bin/cat", open("/www/data/seed", 0, 3)),
+        [
+            Observation::Open {
+                path: "/www/data/seed".into(),
+                write: false
+            },
+            openat
+        ]
+    );
 }
 
 #[test]
@@ -606,4 +636,19 @@ fn a_merge_in_learn_runs_the_rule_and_a_lossy_recording_is_refused_promotion() {
     let events = merge(("c2", "api-1"), &WorkloadId::new("shop", "api").unwrap(), 0);
     assert_eq!(events[0].kind, palisade_profile::EventKind::Promoted);
     assert_eq!(events[0].to, Stage::Audit);
+}
+
+#[test]
+fn the_capabilities_a_container_holds_are_its_specs_five_sets() {
+    let spec = json!({"process": {"capabilities": {
+        "bounding": ["CAP_CHOWN", "CAP_SETUID"],
+        "effective": ["CAP_CHOWN"],
+        "permitted": ["CAP_CHOWN"],
+        "inheritable": [],
+        "ambient": ["CAP_NET_BIND_SERVICE"]
+    }}});
+    let mut names: Vec<&str> = held_capabilities(&spec).iter().map(|c| c.name).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["chown", "net_bind_service", "setuid"]);
+    assert!(held_capabilities(&json!({"process": {}})).is_empty());
 }

@@ -62,3 +62,22 @@ pub(crate) fn assert_noted(notes: &[String], prefix: &str) {
         "{prefix:?} not in {notes:?}"
     );
 }
+
+/// A monitor exec event of `filename` by a process running `parent`, succeeded.
+pub(crate) fn exec_event(
+    filename: &str,
+    parent: &str,
+    entrypoint: bool,
+) -> palisade_monitor::EventKind {
+    palisade_monitor::EventKind::Exec {
+        filename: filename.into(),
+        args: Vec::new(),
+        parent: parent.into(),
+        ino: 1,
+        dev: 1,
+        killed: false,
+        refused: false,
+        deny_rule: None,
+        entrypoint,
+    }
+}

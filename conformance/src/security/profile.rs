@@ -89,7 +89,8 @@ fn missing(r: &Recording) -> Option<String> {
 
 /// Learn: one container execs a shell that reads a file, writes one, listens and connects;
 /// after the pod goes, its workload's document holds each of those, no dropped event and
-/// nothing over a cap, and exports a KubeArmorPolicy that palisade's parser and validator accept.
+/// nothing over a cap, and exports a KubeArmorPolicy that palisade's parser and validator
+/// accept, without `sys_admin` (runc's init's, which the container does not hold).
 pub async fn profile_learn_record_export(ctx: &Ctx) -> Result<Observed> {
     let Some(state) = ctx.settings.profile_state_dir.clone() else {
         bail!("the suite was not given --profile-state-dir (the shims' [profile] state_dir)");
@@ -168,7 +169,20 @@ pub async fn profile_learn_record_export(ctx: &Ctx) -> Result<Observed> {
         ensure(export.text.contains("matchCapabilities"), || {
             "capabilities recorded, the export has no matchCapabilities".into()
         })?;
-        format!("capabilities {}", names.join(","))
+        // runc's init holds every capability until it applies the container's sets: what it
+        // used outside them is the runtime's, never the workload's to export.
+        ensure(
+            !names.contains(&"sys_admin") && !export.text.contains("sys_admin"),
+            || {
+                format!("sys_admin, which this container does not hold, is the workload's: capabilities {names:?}")
+            },
+        )?;
+        let runtime: Vec<&str> = r.runtime_capabilities.iter().map(|c| c.name).collect();
+        format!(
+            "capabilities {} (the runtime's: {})",
+            names.join(","),
+            runtime.join(",")
+        )
     } else {
         "capabilities not observable on this kernel".to_string()
     };

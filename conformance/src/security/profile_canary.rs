@@ -8,7 +8,8 @@
 //!
 //! [`profile_canary_rolls_back`]: a workload promoted to canary with the CLI; its canary pod
 //! enforces (its seccomp filter narrowed: `fsync`, never learned, gets EPERM), then does
-//! something new, and the rule returns the workload to audit with the departures as evidence.
+//! something new, and the rule returns the workload to audit with the departures as evidence;
+//! the canary's container, which enforced, is stopped (a `profile-restart` event).
 
 use std::time::Duration;
 
@@ -347,6 +348,19 @@ pub async fn profile_canary_rolls_back(ctx: &Ctx) -> Result<Observed> {
             )
         },
     )?;
+    // The canary pod enforced what its workload no longer does: its container is stopped,
+    // with the reason, to be created again in audit (created again here, the audited profile
+    // was refused at Create, 2026-12-07: exec allow-lists with fromSource or ownerOnly are not
+    // in the monitor; not asserted until that is fixed).
+    let restart = pod_event(&log, &pod2_name, "profile-restart", |_| true).await?;
+    let restart_message = field(&restart, "/rule/message").to_string();
+    let stopped = ctx
+        .cri
+        .wait_exited(&c2, MERGE_WAIT)
+        .await
+        .with_context(|| {
+            format!("the canary container was not stopped after the rollback ({restart_message})")
+        })?;
     let (ok, shown) = palisade(ctx, &["profile", "show", &name], &state)?;
     ensure(
         ok && shown.contains("stage: audit")
@@ -358,9 +372,31 @@ pub async fn profile_canary_rolls_back(ctx: &Ctx) -> Result<Observed> {
     ctx.untrack(&pod2);
     let _ = std::fs::remove_file(persist::path_in(&state, &workload));
     Ok(Observed::blocked(format!(
-        "{message}; fsync refused (EPERM); {}; then {rolled_message} ({evidence} departures as evidence)",
-        field(&reported, "/rule/message")
+        "{message}; fsync refused (EPERM); {}; then {rolled_message} ({evidence} departures as evidence); {restart_message} (exit {})",
+        field(&reported, "/rule/message"),
+        stopped.exit_code
     )))
+}
+
+/// The first event since `log`'s mark of rule `rule` for pod `pod` whose message satisfies
+/// `message`, within [`MERGE_WAIT`]; without one, an error with the pod's events seen.
+pub(super) async fn pod_event(
+    log: &EventLog,
+    pod: &str,
+    rule: &str,
+    message: impl Fn(&str) -> bool,
+) -> Result<serde_json::Value> {
+    log.expect(
+        MERGE_WAIT,
+        pod,
+        |e| {
+            field(e, "/workload/pod") == pod
+                && field(e, "/rule/name") == rule
+                && message(field(e, "/rule/message"))
+        },
+        || format!("no {rule} event for pod {pod}"),
+    )
+    .await
 }
 
 /// Runs a pod under `handler` and records it for cleanup.

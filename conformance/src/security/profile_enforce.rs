@@ -42,7 +42,8 @@ const DONE: &str = "palisade-cgi done";
 
 /// The service's request handler, a CGI-like shell script run by `nc -ll -e` for each
 /// connection: it reads the request, reads its data and /etc/hostname, writes the query below
-/// its own directory, calls the peer (PEER is replaced) and answers with the peer's exit
+/// its own directory, to a file that exists and to a new one per request (`req-N`, N from the
+/// query), calls the peer (PEER is replaced) and answers with the peer's exit
 /// status. Not busybox `httpd`: it opens its files and runs its CGIs by paths relative to its
 /// home, from children gone before the recorder reads their working directory, so its
 /// recording holds unrecognized observations and cannot be promoted (docs/profiles.md).
@@ -54,6 +55,7 @@ set -- $request
 printf 'HTTP/1.1 200 OK\\r\\nContent-Type: text/plain\\r\\nConnection: close\\r\\n\\r\\n'
 cat /www/data/seed /etc/hostname >/dev/null || echo 'read failed'
 echo \"$2\" > /www/data/last || echo 'write failed'
+echo \"$2\" > \"/www/data/req-${2##*=}\" || echo 'create failed'
 echo hello | nc -w 2 PEER >/dev/null 2>&1
 echo \"peer $?\"
 echo 'palisade-cgi done'
@@ -261,13 +263,10 @@ pub async fn profile_enforce_refuses_departures(ctx: &Ctx) -> Result<Observed> {
     // A document of an earlier run of this check in the same state directory.
     let _ = std::fs::remove_file(persist::path_in(&state, &workload));
 
-    // Learn, under traffic from the host.
+    // Learn, under traffic from the host, and one CRI exec of a command.
     let (pod, _, c1, addr) = service_pod(ctx, &governed, &www).await?;
     traffic(addr, "learning").await?;
-    let (_, err, code) = ctx.cri.exec_sync(&c1, EXEC_PROBE, 20).await?;
-    ensure(code == 0, || {
-        format!("learning: the exec probe {EXEC_PROBE:?}: exit {code}: {err}")
-    })?;
+    learned_exec(ctx, &c1, "learning").await?;
     ctx.cri.remove_pod(&pod).await?;
     ctx.untrack(&pod);
     let learned_write = |r: &palisade_profile::Recording| {
@@ -309,6 +308,10 @@ pub async fn profile_enforce_refuses_departures(ctx: &Ctx) -> Result<Observed> {
     // Enforce, by the operator's command through the real CLI.
     pin_enforce(ctx, &state, &workload)?;
 
+    // The files the service created while learning are gone: the enforced pod creates them.
+    for n in 0..REQUESTS {
+        let _ = std::fs::remove_file(www.join(format!("data/req-{n}")));
+    }
     // A new pod of the workload: the profile is applied at Create, the traffic still passes.
     let log = EventLog::mark(ctx)?;
     let (pod2, pod2_name, c2, addr2) = service_pod(ctx, &governed, &www).await?;
@@ -323,6 +326,18 @@ pub async fn profile_enforce_refuses_departures(ctx: &Ctx) -> Result<Observed> {
         format!("profile-applied says {message:?}")
     })?;
     traffic(addr2, "enforced").await?;
+    ensure(www.join("data/req-0").exists(), || {
+        "enforced: the CGI's new file req-0 was not created".into()
+    })?;
+    let creations =
+        super::profile_canary::pod_event(&log, &pod2_name, "profile-creations", |_| true).await?;
+    let creations = field(&creations, "/rule/message").to_string();
+    ensure(creations.contains("beneath /www/data"), || {
+        format!("profile-creations says {creations:?}")
+    })?;
+    // The command learned from a CRI exec: what the runtime does to start it (runc's init,
+    // palisade-init) is no departure, and neither is the command.
+    learned_exec(ctx, &c2, "enforced").await?;
 
     // The attack steps, from a CRI exec; every outcome is gathered before judging, so that a
     // failure names them all.
@@ -433,6 +448,15 @@ pub async fn profile_enforce_refuses_departures(ctx: &Ctx) -> Result<Observed> {
             have(&departures)
         )
     })?;
+    let runtime: Vec<String> = have(&departures)
+        .into_iter()
+        .zip(&departures)
+        .filter(|(_, d)| runtime_work(&d.observation))
+        .map(|(text, _)| text)
+        .collect();
+    ensure(runtime.is_empty(), || {
+        format!("enforced: the runtime's work in a CRI exec (or the learned command) counted as departures: {runtime:?}")
+    })?;
     ensure(wrong.is_empty() && present != 0, || {
         format!(
             "enforced: outcomes other than this host's enforcement: {wrong:?}; /etc/palisade-attack present: {}; departures {:?}",
@@ -474,10 +498,30 @@ pub async fn profile_enforce_refuses_departures(ctx: &Ctx) -> Result<Observed> {
         })
         .collect();
     Ok(Observed::blocked(format!(
-        "learned {learned}; {message}; {REQUESTS} CGI requests passed under enforce; {}; a new peer refused (exit {new_peer_code}, enforcer {egress_enforcer}); {} departures ({refused} refused), rollback held with {evidence} as evidence",
+        "learned {learned}; {message}; {creations}; {REQUESTS} CGI requests (each creating a file) passed under enforce; a learned CRI exec ({EXEC_PROBE:?}) passed with no departure of the runtime's; {}; a new peer refused (exit {new_peer_code}, enforcer {egress_enforcer}); {} departures ({refused} refused), rollback held with {evidence} as evidence",
         steps.join(", "),
         departures.len()
     )))
+}
+
+/// Runs [`EXEC_PROBE`] in container `c`; it must succeed.
+async fn learned_exec(ctx: &Ctx, c: &str, phase: &str) -> Result<()> {
+    let (out, err, code) = ctx.cri.exec_sync(c, EXEC_PROBE, 20).await?;
+    ensure(code == 0 && out.contains("seed"), || {
+        format!("{phase}: exec {EXEC_PROBE:?}: exit {code}: {out}{err}")
+    })
+}
+
+/// What the runtime does in a CRI exec before the command runs (runc's init looking the user
+/// up, palisade-init reading its plan), or the learned command itself: none may depart.
+fn runtime_work(o: &Observation) -> bool {
+    match o {
+        Observation::Open { path, .. } => {
+            path.starts_with("/.palisade/") || path == "/etc/passwd" || path == "/etc/group"
+        }
+        Observation::Exec { path, .. } => path == "/bin/busybox" || path.starts_with("/.palisade/"),
+        _ => false,
+    }
 }
 
 /// Whether every attack step left a departure, and the new peer a refused one.

@@ -316,3 +316,29 @@ fn unobserved_capabilities_export_no_rules() {
     let old: Recording = serde_json::from_value(old).unwrap();
     assert_eq!(old.capabilities_unobserved, 1);
 }
+
+/// The runtime's capabilities (`floor::runtime_capability`) are kept through merges and the
+/// document, and never exported.
+#[test]
+fn the_runtimes_capabilities_are_not_exported() {
+    let mut r = service();
+    let cap = |n: &str| palisade_policy::Capability::parse(n).unwrap();
+    r.observe(
+        1,
+        &Observation::Capability {
+            capability: cap("chown"),
+        },
+    );
+    r.runtime_capabilities.insert(cap("sys_admin"));
+    let e = kubearmor(&r, "web", &selector()).unwrap();
+    assert!(e.text.contains("chown"), "{}", e.text);
+    assert!(!e.text.contains("sys_admin"), "{}", e.text);
+    let merged = service().merge(&r).unwrap();
+    assert_eq!(merged.runtime_capabilities, [cap("sys_admin")].into());
+    let text = serde_json::to_string(&merged).unwrap();
+    let back: Recording = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, merged);
+    // A document from before the field: none.
+    let old: Recording = serde_json::from_value(serde_json::to_value(service()).unwrap()).unwrap();
+    assert!(old.runtime_capabilities.is_empty());
+}

@@ -26,6 +26,36 @@ impl TaskService {
         config: &Config,
     ) -> Result<(Option<crate::monitoring::Watched>, Option<RunningGate>), ShimError> {
         let id = cri.id.as_str();
+        // An enforced profile's learned writes of paths absent now (files the workload
+        // creates) are granted on their nearest existing directory, before palisade-init reads
+        // the plan at start.
+        if let Some(t) = hardened
+            .govern
+            .as_ref()
+            .filter(|t| hardened.wrapped && t.mode == palisade_profile::Mode::Enforce)
+        {
+            let notes = crate::profile_landlock::grant_creations(
+                id,
+                &bundle.join(crate::bundle::PLAN_FILE),
+                Path::new(&format!("/proc/{pid}/root")),
+                &t.recording,
+            )?;
+            if !notes.is_empty() {
+                self.reporter(config).report(
+                    runtime_event(
+                        &config.node_name,
+                        cri,
+                        "profile-creations",
+                        &format!(
+                            "learned profile of {}: writes of paths absent at Create: {}",
+                            t.workload,
+                            notes.join("; ")
+                        ),
+                    )
+                    .with_evidence("notes", serde_json::json!(notes)),
+                );
+            }
+        }
         let watch = self.watch(cri, pid, bundle, hardened, config)?;
         let mut record = crate::monitoring::enforcement_record(
             &hardened.rules,
@@ -198,16 +228,27 @@ impl TaskService {
         match monitor.watch(pid, who, rules) {
             Ok(mut watch) => {
                 if let Some(l) = &learning {
-                    l.attach_kernel(watch.0.reader());
+                    l.attach_kernel(
+                        watch.0.reader(),
+                        crate::profile::held_capabilities(&hardened.spec),
+                    );
                 }
                 watch.1 = learning;
                 watch.2 = hardened.govern.as_ref().map(|t| {
-                    monitor.governors.start(
+                    let governing = monitor.governors.start(
                         cri,
                         t.clone(),
                         reporter.clone(),
                         config.node_name.clone(),
-                    )
+                    );
+                    // Rolled back while it enforces: stopped, to be created again in audit.
+                    governing.on_demotion(crate::profile_govern::stop_on_demotion(
+                        cri,
+                        (self.runtime_for)(config),
+                        reporter.clone(),
+                        config.node_name.clone(),
+                    ));
+                    governing
                 });
                 tracing::info!(
                     container = %id,
