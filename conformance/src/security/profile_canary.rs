@@ -9,7 +9,8 @@
 //! [`profile_canary_rolls_back`]: a workload promoted to canary with the CLI; its canary pod
 //! enforces (its seccomp filter narrowed: `fsync`, never learned, gets EPERM), then does
 //! something new, and the rule returns the workload to audit with the departures as evidence;
-//! the canary's container, which enforced, is stopped (a `profile-restart` event).
+//! the canary's container, which enforced, is stopped (a `profile-restart` event) and, created
+//! again as the kubelet would, runs the profile in audit.
 
 use std::time::Duration;
 
@@ -349,9 +350,7 @@ pub async fn profile_canary_rolls_back(ctx: &Ctx) -> Result<Observed> {
         },
     )?;
     // The canary pod enforced what its workload no longer does: its container is stopped,
-    // with the reason, to be created again in audit (created again here, the audited profile
-    // was refused at Create, 2026-12-07: exec allow-lists with fromSource or ownerOnly are not
-    // in the monitor; not asserted until that is fixed).
+    // with the reason, and created again (as the kubelet would) it runs the profile in audit.
     let restart = pod_event(&log, &pod2_name, "profile-restart", |_| true).await?;
     let restart_message = field(&restart, "/rule/message").to_string();
     let stopped = ctx
@@ -361,6 +360,15 @@ pub async fn profile_canary_rolls_back(ctx: &Ctx) -> Result<Observed> {
         .with_context(|| {
             format!("the canary container was not stopped after the rollback ({restart_message})")
         })?;
+    let again = crate::cri::container_config("svc", 1, ctx.image(), crate::cri::SLEEPER);
+    ctx.cri
+        .run_container(&pod2, &again, &cfg2)
+        .await
+        .context("the canary pod's container, created again, did not start")?;
+    let audit = pod_event(&log, &pod2_name, "profile-applied", |m| {
+        m.contains("applied in audit")
+    })
+    .await?;
     let (ok, shown) = palisade(ctx, &["profile", "show", &name], &state)?;
     ensure(
         ok && shown.contains("stage: audit")
@@ -372,9 +380,10 @@ pub async fn profile_canary_rolls_back(ctx: &Ctx) -> Result<Observed> {
     ctx.untrack(&pod2);
     let _ = std::fs::remove_file(persist::path_in(&state, &workload));
     Ok(Observed::blocked(format!(
-        "{message}; fsync refused (EPERM); {}; then {rolled_message} ({evidence} departures as evidence); {restart_message} (exit {})",
+        "{message}; fsync refused (EPERM); {}; then {rolled_message} ({evidence} departures as evidence); {restart_message} (exit {}); created again: {}",
         field(&reported, "/rule/message"),
-        stopped.exit_code
+        stopped.exit_code,
+        field(&audit, "/rule/message")
     )))
 }
 
