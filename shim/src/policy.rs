@@ -241,7 +241,16 @@ fn learned_in_audit(compiled: &mut CompiledPolicy, learned: &[palisade_policy::P
             }
         )+};
     }
-    soften!(process, file, network, capabilities, syscalls);
+    soften!(file, network, capabilities, syscalls);
+    // An exec allow-list is not in the monitor (an audited one would refuse the container at
+    // Create); the profile's governor reports every exec the profile does not list as a
+    // departure, so the learned process rules are left out rather than claimed as audited.
+    if p.process == Action::Block && only_learned(&compiled.process, |r| &r.meta, learned) {
+        compiled
+            .process
+            .retain(|r| !(r.rule.meta.action == Action::Allow && learned.contains(&r.policy)));
+        p.process = Action::Allow;
+    }
 }
 
 /// Turns every Block rule into an Audit rule.
