@@ -14,17 +14,11 @@ pub enum ShimError {
     #[error("container {0}: not found")]
     ContainerNotFound(String),
     #[error("container {container}: exec {exec}: not found")]
-    ExecNotFound {
-        container: String,
-        exec: String,
-    },
+    ExecNotFound { container: String, exec: String },
     #[error("container {0}: already exists")]
     ContainerExists(String),
     #[error("container {container}: exec {exec}: already exists")]
-    ExecExists {
-        container: String,
-        exec: String,
-    },
+    ExecExists { container: String, exec: String },
     #[error("{0}: process already finished")]
     ProcessFinished(String),
     /// The process's state does not allow the call (`container c1: not running`).
@@ -36,15 +30,9 @@ pub enum ShimError {
     },
     /// Something the call needs is not there (`container c1: cgroups unknown`).
     #[error("{what}: {reason}")]
-    Precondition {
-        what: String,
-        reason: String,
-    },
+    Precondition { what: String, reason: String },
     #[error("{what}: {reason}")]
-    InvalidArgument {
-        what: String,
-        reason: String,
-    },
+    InvalidArgument { what: String, reason: String },
     #[error("{0}: not supported by palisade")]
     Unsupported(&'static str),
     #[error(transparent)]
@@ -96,15 +84,9 @@ pub enum ShimError {
     #[error(transparent)]
     Install(#[from] palisade_sandbox::install::InstallError),
     #[error("container {container}: {reason}")]
-    Unenforced {
-        container: String,
-        reason: String,
-    },
+    Unenforced { container: String, reason: String },
     #[error("container {container}: {reason}")]
-    Compromised {
-        container: String,
-        reason: String,
-    },
+    Compromised { container: String, reason: String },
     #[error(transparent)]
     CompromisePolicy(#[from] crate::compromise::CompromiseError),
     #[error(transparent)]

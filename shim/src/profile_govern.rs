@@ -445,6 +445,25 @@ fn judged(ev: &MonitorEvent) -> Vec<(Observation, bool)> {
                 None => Vec::new(),
             }
         }
+        // An unconnected UDP send the egress allow-list refused: no connect event tells of it
+        // (a refused connect is judged from its own event), and the recorder learns peers from
+        // connects only, so it must count, or a workload broken by it would never roll back.
+        EventKind::Egress {
+            addr,
+            protocol,
+            sendmsg: true,
+            refused,
+        } => match protocol {
+            17 => vec![(
+                Observation::Connect {
+                    address: addr.ip(),
+                    port: addr.port(),
+                    protocol: Protocol::Udp,
+                },
+                *refused,
+            )],
+            _ => Vec::new(),
+        },
         EventKind::Mount { result, .. } => vec![(
             Observation::Syscall {
                 name: "mount".into(),

@@ -278,3 +278,28 @@ fn only_an_enforcing_container_of_a_workload_rolled_back_by_the_rule_is_stopped(
         );
     }
 }
+
+/// A UDP send the egress allow-list refused is a refused departure (no connect event tells of
+/// it); a refused connect is judged from its own connect event, not twice.
+#[test]
+fn a_refused_udp_send_is_a_departure_and_a_refused_connect_counts_once() {
+    let egress = |sendmsg: bool| EventKind::Egress {
+        addr: "10.0.0.53:53".parse().unwrap(),
+        protocol: 17,
+        sendmsg,
+        refused: true,
+    };
+    let sent = judged(&event("c1", "/bin/app", egress(true)));
+    assert_eq!(
+        sent,
+        vec![(
+            Observation::Connect {
+                address: "10.0.0.53".parse().unwrap(),
+                port: 53,
+                protocol: Protocol::Udp,
+            },
+            true
+        )]
+    );
+    assert!(judged(&event("c1", "/bin/app", egress(false))).is_empty());
+}
