@@ -450,20 +450,17 @@ fn judged(ev: &MonitorEvent) -> Vec<(Observation, bool)> {
         // connects only, so it must count, or a workload broken by it would never roll back.
         EventKind::Egress {
             addr,
-            protocol,
+            protocol: 17,
             sendmsg: true,
             refused,
-        } => match protocol {
-            17 => vec![(
-                Observation::Connect {
-                    address: addr.ip(),
-                    port: addr.port(),
-                    protocol: Protocol::Udp,
-                },
-                *refused,
-            )],
-            _ => Vec::new(),
-        },
+        } => vec![(
+            Observation::Connect {
+                address: addr.ip(),
+                port: addr.port(),
+                protocol: Protocol::Udp,
+            },
+            *refused,
+        )],
         EventKind::Mount { result, .. } => vec![(
             Observation::Syscall {
                 name: "mount".into(),
