@@ -17,6 +17,7 @@ pub mod precision;
 pub mod profile;
 pub mod profile_canary;
 pub mod profile_enforce;
+pub mod profile_exports;
 pub mod recall;
 pub mod sinks;
 pub mod status;

@@ -1,7 +1,7 @@
 //! A learned profile enforced through CRI, the scenario of issue 17: a real service (an HTTP
 //! server, `nc -ll -e` running a CGI-like shell script per connection that reads a file, writes
-//! below its own directory and calls a peer pod) learns under HTTP traffic from the host, is
-//! pinned at enforce through the real `palisade` CLI, and a new pod of the workload gets the
+//! below its own directory and calls a peer pod) learns under HTTP traffic from the host, its
+//! three exports are made by the CLI and checked (`profile_exports`), it is pinned at enforce through the real `palisade` CLI, and a new pod of the workload gets the
 //! profile at Create; the same traffic still passes, and the attack steps are made from a CRI
 //! exec (what `kubectl exec` gives an attacker). What this host enforces (no BPF-LSM: files and
 //! executions through landlock; the raw socket and the unshare fail with EPERM, from the
@@ -305,6 +305,9 @@ pub async fn profile_enforce_refuses_departures(ctx: &Ctx) -> Result<Observed> {
         r.peers.len()
     );
 
+    // The three exports, by the real CLI, each checked.
+    let exports = super::profile_exports::exports_validate(ctx, &state, &workload, HTTP, peer)?;
+
     // Enforce, by the operator's command through the real CLI.
     pin_enforce(ctx, &state, &workload)?;
 
@@ -498,7 +501,7 @@ pub async fn profile_enforce_refuses_departures(ctx: &Ctx) -> Result<Observed> {
         })
         .collect();
     Ok(Observed::blocked(format!(
-        "learned {learned}; {message}; {creations}; {REQUESTS} CGI requests (each creating a file) passed under enforce; a learned CRI exec ({EXEC_PROBE:?}) passed with no departure of the runtime's; {}; a new peer refused (exit {new_peer_code}, enforcer {egress_enforcer}); {} departures ({refused} refused), rollback held with {evidence} as evidence",
+        "learned {learned}; {exports}; {message}; {creations}; {REQUESTS} CGI requests (each creating a file) passed under enforce; a learned CRI exec ({EXEC_PROBE:?}) passed with no departure of the runtime's; {}; a new peer refused (exit {new_peer_code}, enforcer {egress_enforcer}); {} departures ({refused} refused), rollback held with {evidence} as evidence",
         steps.join(", "),
         departures.len()
     )))

@@ -1,0 +1,139 @@
+//! The three exports of a learned profile, made by the real CLI (`palisade profile export`)
+//! and checked: the KubeArmorPolicy by `palisade policy check`, the seccomp profile and the
+//! NetworkPolicy read back strictly and held to what the workload was seen doing.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use palisade_profile::export::seccomp::SeccompProfile;
+use palisade_profile::WorkloadId;
+use serde_json::Value;
+
+use crate::suite::{ensure, Ctx};
+
+/// Runs the CLI with `args`; its status and what it printed.
+fn cli(ctx: &Ctx, args: &[&str], state: Option<&Path>) -> Result<(bool, String)> {
+    let cli = super::status::cli(ctx)?;
+    let mut cmd = std::process::Command::new(&cli);
+    cmd.args(args);
+    if let Some(state) = state {
+        cmd.arg("--state-dir").arg(state);
+    }
+    let out = cmd
+        .output()
+        .with_context(|| format!("run {}", cli.display()))?;
+    Ok((
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    ))
+}
+
+/// Exports `workload` in `format` into the run directory; the file.
+fn export(ctx: &Ctx, state: &Path, workload: &WorkloadId, format: &str) -> Result<PathBuf> {
+    let file = ctx.dir.join(format!("profile-export-{format}"));
+    let name = workload.to_string();
+    let path = file.display().to_string();
+    let args = ["profile", "export", &name, "--format", format, "-o", &path];
+    let (ok, out) = cli(ctx, &args, Some(state))?;
+    ensure(ok && file.exists(), || {
+        format!("palisade profile export --format {format}: {out}")
+    })?;
+    Ok(file)
+}
+
+/// Exports the three documents of `workload`, which listened on `port` (TCP) and called
+/// `peer` (TCP), and checks each; a summary.
+pub fn exports_validate(
+    ctx: &Ctx,
+    state: &Path,
+    workload: &WorkloadId,
+    port: u16,
+    peer: SocketAddr,
+) -> Result<String> {
+    let kubearmor = export(ctx, state, workload, "kubearmor")?;
+    let (ok, out) = cli(
+        ctx,
+        &["policy", "check", &kubearmor.display().to_string()],
+        None,
+    )?;
+    ensure(ok, || {
+        format!("palisade policy check of the KubeArmor export: {out}")
+    })?;
+
+    let seccomp = export(ctx, state, workload, "seccomp")?;
+    let text = std::fs::read_to_string(&seccomp)?;
+    let profile: SeccompProfile =
+        serde_json::from_str(&text).context("the seccomp export does not read back")?;
+    let allowed: Vec<&str> = profile
+        .syscalls
+        .iter()
+        .filter(|g| g.action == "SCMP_ACT_ALLOW")
+        .flat_map(|g| g.names.iter().map(String::as_str))
+        .collect();
+    ensure(
+        profile.default_action == "SCMP_ACT_ERRNO"
+            && profile.architectures == ["SCMP_ARCH_X86_64"]
+            && ["execve", "connect", "exit_group", "openat"]
+                .iter()
+                .all(|c| allowed.contains(c))
+            && !allowed.contains(&"unshare"),
+        || {
+            format!(
+                "the seccomp export: default {}, architectures {:?}, {} calls allowed: {allowed:?}",
+                profile.default_action,
+                profile.architectures,
+                allowed.len()
+            )
+        },
+    )?;
+
+    let netpol = export(ctx, state, workload, "networkpolicy")?;
+    let doc: Value = serde_yaml::from_str(&std::fs::read_to_string(&netpol)?)
+        .context("the NetworkPolicy export does not read back")?;
+    let to_peer = format!("{}/32", peer.ip());
+    let port_is = |p: &Value, want: u16| {
+        p["port"].as_u64() == Some(u64::from(want)) && p["protocol"] == "TCP"
+    };
+    let ingress_ok = doc["spec"]["ingress"].as_array().is_some_and(|rules| {
+        rules.iter().any(|r| {
+            r["ports"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| port_is(p, port)))
+        })
+    });
+    let egress_ok = doc["spec"]["egress"].as_array().is_some_and(|rules| {
+        rules.iter().any(|r| {
+            r["to"].as_array().is_some_and(|to| {
+                to.iter()
+                    .any(|t| t["ipBlock"]["cidr"].as_str() == Some(to_peer.as_str()))
+            }) && r["ports"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| port_is(p, peer.port())))
+        })
+    });
+    let types = doc["spec"]["policyTypes"].as_array();
+    ensure(
+        doc["apiVersion"] == "networking.k8s.io/v1"
+            && doc["kind"] == "NetworkPolicy"
+            && doc["spec"]["podSelector"].is_object()
+            && types.is_some_and(|t| t.len() == 2)
+            && ingress_ok
+            && egress_ok,
+        || {
+            format!(
+                "the NetworkPolicy export ({to_peer} port {} egress, port {port} ingress): {doc}",
+                peer.port()
+            )
+        },
+    )?;
+    Ok(format!(
+        "exports: KubeArmorPolicy accepted by palisade policy check, seccomp ({} calls allowed, unshare not), NetworkPolicy (ingress TCP {port}, egress {to_peer} TCP {})",
+        allowed.len(),
+        peer.port()
+    ))
+}
