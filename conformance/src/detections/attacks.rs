@@ -50,7 +50,7 @@ pub struct Step {
     pub tactic: String,
     pub what: String,
     /// The commands run in order (exec, no shell unless the command is one); the last is the
-    /// action itself. Placeholders: see [`expand`].
+    /// action itself. Placeholders: see `expand`.
     pub step: Vec<Vec<String>>,
     pub twin: Vec<Vec<String>>,
     pub twin_what: String,
