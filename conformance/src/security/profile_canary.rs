@@ -59,21 +59,7 @@ pub fn all() -> Vec<SecCheck> {
 
 /// Runs `palisade ARGS --state-dir STATE` and returns (success, stdout + stderr).
 fn palisade(ctx: &Ctx, args: &[&str], state: &std::path::Path) -> Result<(bool, String)> {
-    let cli = super::status::cli(ctx)?;
-    let out = std::process::Command::new(&cli)
-        .args(args)
-        .arg("--state-dir")
-        .arg(state)
-        .output()
-        .with_context(|| format!("run {}", cli.display()))?;
-    Ok((
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    ))
+    super::profile_exports::cli(ctx, args, Some(state))
 }
 
 pub async fn profile_drops_refuse_promotion(ctx: &Ctx) -> Result<Observed> {

@@ -12,8 +12,9 @@ use serde_json::Value;
 
 use crate::suite::{ensure, Ctx};
 
-/// Runs the CLI with `args`; its status and what it printed.
-fn cli(ctx: &Ctx, args: &[&str], state: Option<&Path>) -> Result<(bool, String)> {
+/// Runs the CLI with `args` (and `--state-dir STATE` when given); its status and what it
+/// printed (stdout, then stderr).
+pub(super) fn cli(ctx: &Ctx, args: &[&str], state: Option<&Path>) -> Result<(bool, String)> {
     let cli = super::status::cli(ctx)?;
     let mut cmd = std::process::Command::new(&cli);
     cmd.args(args);
