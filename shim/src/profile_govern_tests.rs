@@ -1,7 +1,6 @@
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
-use palisade_monitor::{ContainerRef, ProcessInfo};
 use palisade_profile::persist::Document;
 use palisade_profile::{Command, EventKind as StageEventKind, StageState};
 
@@ -9,27 +8,7 @@ use super::*;
 use crate::test_support::{cri_in, recording_of, saved_document, workload};
 
 fn event(container: &str, binary: &str, kind: EventKind) -> MonitorEvent {
-    MonitorEvent {
-        time: SystemTime::now(),
-        slot: 1,
-        container: Arc::new(ContainerRef {
-            cgroup_id: 7,
-            namespace: "shop".into(),
-            pod: "web-1".into(),
-            container: "app".into(),
-            container_id: container.into(),
-            image: "localhost/web:1".into(),
-            cgroup_dir: None,
-        }),
-        process: ProcessInfo {
-            pid: 10,
-            binary: binary.into(),
-            ..ProcessInfo::default()
-        },
-        parent_binary: String::new(),
-        kind,
-        findings: Vec::new(),
-    }
+    crate::test_support::monitor_event(container, "web-1", 10, binary, SystemTime::now(), kind)
 }
 
 fn open(path: &str, flags: u64, result: i64) -> EventKind {

@@ -1,7 +1,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use palisade_monitor::{ContainerRef, ProcessInfo, Syscall};
+use palisade_monitor::Syscall;
 use serde_json::json;
 
 use super::*;
@@ -9,27 +9,8 @@ use crate::cri::CriContainer;
 use crate::test_support::{saved_document, workload};
 
 fn event(container: &str, pid: u32, binary: &str, kind: EventKind) -> MonitorEvent {
-    MonitorEvent {
-        time: SystemTime::UNIX_EPOCH + Duration::from_secs(1_000),
-        slot: 1,
-        container: Arc::new(ContainerRef {
-            cgroup_id: 7,
-            namespace: "shop".into(),
-            pod: "web-7d9f8c6b5-x2k4q".into(),
-            container: "app".into(),
-            container_id: container.into(),
-            image: "localhost/web:1".into(),
-            cgroup_dir: None,
-        }),
-        process: ProcessInfo {
-            pid,
-            binary: binary.into(),
-            ..ProcessInfo::default()
-        },
-        parent_binary: String::new(),
-        kind,
-        findings: Vec::new(),
-    }
+    let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+    crate::test_support::monitor_event(container, "web-7d9f8c6b5-x2k4q", pid, binary, at, kind)
 }
 
 use crate::test_support::exec_event as exec;

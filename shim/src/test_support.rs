@@ -81,3 +81,36 @@ pub(crate) fn exec_event(
         entrypoint,
     }
 }
+
+/// A monitor event of `kind` at `time` by process `pid` running `binary`, in container
+/// `container` of pod `pod` (namespace `shop`, container `app`).
+pub(crate) fn monitor_event(
+    container: &str,
+    pod: &str,
+    pid: u32,
+    binary: &str,
+    time: std::time::SystemTime,
+    kind: palisade_monitor::EventKind,
+) -> palisade_monitor::MonitorEvent {
+    palisade_monitor::MonitorEvent {
+        time,
+        slot: 1,
+        container: std::sync::Arc::new(palisade_monitor::ContainerRef {
+            cgroup_id: 7,
+            namespace: "shop".into(),
+            pod: pod.into(),
+            container: "app".into(),
+            container_id: container.into(),
+            image: "localhost/web:1".into(),
+            cgroup_dir: None,
+        }),
+        process: palisade_monitor::ProcessInfo {
+            pid,
+            binary: binary.into(),
+            ..palisade_monitor::ProcessInfo::default()
+        },
+        parent_binary: String::new(),
+        kind,
+        findings: Vec::new(),
+    }
+}
