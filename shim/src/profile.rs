@@ -544,6 +544,18 @@ pub(crate) fn attributed(
     out
 }
 
+/// The exec of `path` by a process running `parent`: started by the runtime (no parent) when
+/// it is the container's first process, when palisade-init started it, or when the parent is
+/// named without a path: that was never executed inside the container, it is runc's init,
+/// which enters the container from outside (a CRI exec started by runc directly).
+pub(crate) fn exec_of(path: String, parent: &str, entrypoint: bool) -> Observation {
+    let by_runtime = entrypoint || parent == RUNTIME_INIT || !parent.starts_with('/');
+    Observation::Exec {
+        path,
+        parent: (!by_runtime).then(|| parent.to_string()),
+    }
+}
+
 /// The observations in one monitor event. Only what succeeded is recorded (a refused or failed
 /// operation is no part of the workload's normal behaviour). `dir(pid, dirfd)` gives the
 /// directory a relative path starts from: the process's working directory for `AT_FDCWD`, the
@@ -577,17 +589,7 @@ pub(crate) fn observations(
             if filename == RUNTIME_INIT {
                 return out;
             }
-            // A parent named without a path was never executed inside the container: it is
-            // runc's init, which enters the container from outside (a CRI exec started by runc
-            // directly, not through palisade-init), so it is the runtime too.
-            let by_runtime = *entrypoint || parent == RUNTIME_INIT || !parent.starts_with('/');
-            out.insert(
-                0,
-                Observation::Exec {
-                    path: path(filename),
-                    parent: (!by_runtime).then(|| parent.clone()),
-                },
-            );
+            out.insert(0, exec_of(path(filename), parent, *entrypoint));
         }
         EventKind::Open {
             path: p,

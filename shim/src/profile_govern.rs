@@ -387,12 +387,8 @@ fn judged(ev: &MonitorEvent) -> Vec<(Observation, bool)> {
                 return Vec::new();
             }
             // As the recorder reads it: a parent without a path is runc's init.
-            let by_runtime = *entrypoint || parent == init || !parent.starts_with('/');
             vec![(
-                Observation::Exec {
-                    path: filename.clone(),
-                    parent: (!by_runtime).then(|| parent.clone()),
-                },
+                crate::profile::exec_of(filename.clone(), parent, *entrypoint),
                 *killed || *refused,
             )]
         }
