@@ -213,6 +213,7 @@ fn connect_denied(
                 // The one executable this rule lets through; another may still match.
                 continue;
             }
+            let (action, enforcer) = crate::event::outcome(blocked, set.connect_enforcer);
             return Some(Finding {
                 rule: rule.name.clone(),
                 severity: rule.severity,
@@ -222,16 +223,8 @@ fn connect_denied(
                 } else {
                     rule.message.clone()
                 },
-                action: if blocked {
-                    Action::Block
-                } else {
-                    Action::Audit
-                },
-                enforcer: if blocked {
-                    set.connect_enforcer.as_str()
-                } else {
-                    Enforcer::AuditOnly.as_str()
-                },
+                action,
+                enforcer,
             });
         }
     }
@@ -243,6 +236,7 @@ fn connect_denied(
 fn sock_denied(set: &RuleSet, name: &str, class: Option<SockClass>, refused: bool) -> Finding {
     let rule = set.rules.sock_create.iter().find(|r| r.name == name);
     let what = class.map_or("socket", |c| c.as_str());
+    let (action, enforcer) = crate::event::outcome(refused, Enforcer::BpfSockCreate);
     Finding {
         rule: name.to_string(),
         severity: rule.map(|r| r.severity).unwrap_or(6),
@@ -255,16 +249,8 @@ fn sock_denied(set: &RuleSet, name: &str, class: Option<SockClass>, refused: boo
             }
             _ => format!("{what} socket created by a binary the rule does not list"),
         },
-        action: if refused {
-            Action::Block
-        } else {
-            Action::Audit
-        },
-        enforcer: if refused {
-            Enforcer::BpfSockCreate.as_str()
-        } else {
-            Enforcer::AuditOnly.as_str()
-        },
+        action,
+        enforcer,
     }
 }
 

@@ -10,8 +10,6 @@
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
-use palisade_events::Action;
-
 use crate::event::{EventKind, Finding};
 use crate::rules::{encode_net_key, Enforcer, RuleError, SockClass};
 use crate::skel::monitor::types;
@@ -125,6 +123,7 @@ pub(crate) fn finding(list: Option<&EgressList>, kind: &EventKind) -> Option<Fin
         |c| c.as_str().to_string(),
     );
     let what = if *sendmsg { "send" } else { "connect" };
+    let (action, enforcer) = crate::event::outcome(*refused, Enforcer::BpfSockAddr);
     Some(Finding {
         rule: list.name.clone(),
         severity: list.severity,
@@ -137,22 +136,15 @@ pub(crate) fn finding(list: Option<&EgressList>, kind: &EventKind) -> Option<Fin
                 format!("{what} to {addr} ({proto}) {done}: {}", list.message)
             }
         },
-        action: if *refused {
-            Action::Block
-        } else {
-            Action::Audit
-        },
-        enforcer: if *refused {
-            Enforcer::BpfSockAddr.as_str()
-        } else {
-            Enforcer::AuditOnly.as_str()
-        },
+        action,
+        enforcer,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use palisade_events::Action;
     use std::net::Ipv4Addr;
 
     fn peer(addr: IpAddr, prefix_len: u8, port: Option<u16>, protocol: SockClass) -> EgressPeer {

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use palisade_events::{Action, Event, Parent, Process, Rule, Severity, Source, Workload};
 use serde_json::json;
 
-use crate::rules::{ContainerRef, SockClass};
+use crate::rules::{ContainerRef, Enforcer, SockClass};
 
 /// The process an event is about.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -494,6 +494,15 @@ impl EventKind {
             }
         }
         event
+    }
+}
+
+/// What a rule's hit did, as a finding says it: refused by `enforcer`, or (audit) reported.
+pub(crate) fn outcome(refused: bool, enforcer: Enforcer) -> (Action, &'static str) {
+    if refused {
+        (Action::Block, enforcer.as_str())
+    } else {
+        (Action::Audit, Enforcer::AuditOnly.as_str())
     }
 }
 

@@ -21,7 +21,6 @@ use crate::raw::{self, cstr, Record};
 use crate::rules::{Enforcer, SockClass};
 use crate::shared::{sweep_closed, EventSink, Shared, WatchEntry, CLOSE_GRACE};
 use crate::skel::monitor::types;
-use palisade_events::Action;
 
 /// Starts a handle's reader thread on `ring` (of `ring_size` bytes), delivering to `sink` and
 /// counting in `lost` what it does not take, until `stop` is set. Whatever is still in the
@@ -313,6 +312,7 @@ fn file_denied(entry: &WatchEntry, kind: &EventKind) -> Option<Finding> {
         return None;
     };
     let r = entry.set.rules.deny_file.iter().find(|r| &r.name == rule);
+    let (action, enforcer) = crate::event::outcome(*refused, Enforcer::BpfLsm);
     Some(Finding {
         rule: rule.clone(),
         severity: r.map_or(8, |r| r.severity),
@@ -325,16 +325,8 @@ fn file_denied(entry: &WatchEntry, kind: &EventKind) -> Option<Finding> {
                 file_path(target, name, *depth)
             ),
         },
-        action: if *refused {
-            Action::Block
-        } else {
-            Action::Audit
-        },
-        enforcer: if *refused {
-            Enforcer::BpfLsm.as_str()
-        } else {
-            Enforcer::AuditOnly.as_str()
-        },
+        action,
+        enforcer,
     })
 }
 
