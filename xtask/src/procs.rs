@@ -14,11 +14,35 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 pub use palisade_host::{alive, cgroup_mounts, cmdline, mounts_under, shim_pids as shims_of};
 
-/// How long a stop waits for the steps' process groups to end after SIGTERM before it sends
-/// SIGKILL: a step may itself be an xtask (`fresh-machine -- cargo xtask test`) that needs this
-/// long to stop its own steps and tear down its containerd, guests and mounts. Steps that end
-/// at once (cargo, qemu under `timeout`) end the wait at once.
+/// How long the outermost xtask's stop waits for its steps' process groups to end after
+/// SIGTERM before it sends SIGKILL: a step may itself be an xtask (`fresh-machine -- cargo
+/// xtask test`) that needs this long to stop its own steps and tear down its containerd,
+/// guests and mounts. Steps that end at once (cargo, qemu under `timeout`) end the wait at
+/// once. A nested xtask waits half as long as the one above it ([`stop_grace`]), so that its
+/// own escalation and teardown fit in its parent's wait.
 pub const STOP_GRACE: Duration = Duration::from_secs(90);
+
+/// The variable through which an xtask tells the steps it starts how deep they are nested:
+/// 1 below the outermost xtask, 2 below an xtask that is itself a step, ...
+const DEPTH_VAR: &str = "PALISADE_XTASK_DEPTH";
+
+/// How deep this xtask is nested in others (0: it is the outermost).
+fn depth() -> u32 {
+    std::env::var(DEPTH_VAR)
+        .ok()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The grace this xtask's stop gives its steps.
+fn stop_grace() -> Duration {
+    grace_at(depth())
+}
+
+/// [`STOP_GRACE`] halved per level of nesting, at least 5 s.
+fn grace_at(depth: u32) -> Duration {
+    (STOP_GRACE / 2u32.saturating_pow(depth.min(16))).max(Duration::from_secs(5))
+}
 
 /// How long a stop waits for the processes left below xtask after SIGTERM (the steps'
 /// grandchildren, orphaned children of an xtask that was killed) before SIGKILL.
@@ -53,6 +77,7 @@ impl Children {
                 ));
             }
             // SAFETY: prctl and getppid are async-signal-safe; the closure allocates nothing.
+            cmd.env(DEPTH_VAR, (depth() + 1).to_string());
             let child = unsafe {
                 cmd.process_group(0).pre_exec(move || {
                     nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)?;
@@ -161,14 +186,14 @@ impl Drop for StopGuard {
 
 /// Stops everything xtask started: becomes the reaper of orphaned descendants (so that the
 /// children of a step that dies stay below xtask, where the sweep finds them), stops the
-/// steps ([`Children::stop_all`], [`STOP_GRACE`]), runs `teardown` (containerd, mounts,
+/// steps ([`Children::stop_all`], [`stop_grace`]), runs `teardown` (containerd, mounts,
 /// cgroups), then ends every process still descending from xtask: SIGTERM, SIGKILL after
 /// [`SWEEP_GRACE`].
 pub fn stop(children: &Children, teardown: impl FnOnce()) {
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
         eprintln!("xtask: stop: become a subreaper: {e}");
     }
-    children.stop_all(STOP_GRACE);
+    children.stop_all(stop_grace());
     teardown();
     let left = stop_descendants(SWEEP_GRACE);
     if !left.is_empty() {
@@ -413,6 +438,17 @@ mod tests {
         let ran = marker.exists();
         let _ = std::fs::remove_file(&marker);
         assert!(!ran, "the step ran after stop_all");
+    }
+
+    #[test]
+    fn a_nested_xtask_stops_its_steps_within_its_parents_wait() {
+        assert_eq!(grace_at(0), STOP_GRACE);
+        for depth in 1..20 {
+            // The nested one's wait and its teardown (at most about 30 s) fit in its parent's.
+            assert!(grace_at(depth) < grace_at(depth - 1) || grace_at(depth).as_secs() == 5);
+        }
+        assert!(grace_at(1) + Duration::from_secs(30) < grace_at(0));
+        assert_eq!(grace_at(19), Duration::from_secs(5));
     }
 
     #[test]
