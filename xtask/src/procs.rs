@@ -136,10 +136,16 @@ fn group_alive(pgid: i32) -> bool {
     })
 }
 
-/// Handles SIGINT/SIGTERM in a thread: [`stop`] with `teardown`, then exits with 130. The
-/// signals are caught, not blocked: a blocked mask would be inherited by every child (cargo
-/// test included) and change what the tests see. Install it once per command, and keep the
-/// guard until the command returns.
+/// How long a stop waits, after its sweep, for the command to return: the command's own
+/// clean-up on the way out (debootstrap's mounts, extraction directories, a view's overlay
+/// directories) runs while the stop runs, and the process exits only after it.
+const RETURN_GRACE: Duration = Duration::from_secs(30);
+
+/// Handles SIGINT/SIGTERM in a thread: [`stop`] with `teardown`, waits (up to
+/// [`RETURN_GRACE`]) for the command to return, sweeps again what its way out started, then
+/// exits with 130. The signals are caught, not blocked: a blocked mask would be inherited by
+/// every child (cargo test included) and change what the tests see. Install it once per
+/// command, and keep the guard until the command returns.
 pub fn stop_on_signal(
     children: Children,
     teardown: impl FnOnce() + Send + 'static,
@@ -148,35 +154,63 @@ pub fn stop_on_signal(
     let mut signals =
         signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("catch SIGINT/SIGTERM")?;
     let guard = StopGuard::default();
-    let begun = Arc::clone(&guard.begun);
+    let state = Arc::clone(&guard.state);
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
-            *begun.lock().unwrap_or_else(PoisonError::into_inner) = true;
+            state.0.lock().unwrap_or_else(PoisonError::into_inner).begun = true;
             eprintln!("\nxtask: signal {sig}: stopping");
             stop(&children, teardown);
+            let deadline = Instant::now() + RETURN_GRACE;
+            let mut s = state.0.lock().unwrap_or_else(PoisonError::into_inner);
+            while !s.returned && Instant::now() < deadline {
+                s = state
+                    .1
+                    .wait_timeout(s, Duration::from_millis(200))
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+            drop(s);
+            let left = stop_descendants(Duration::from_secs(1));
+            if !left.is_empty() {
+                eprintln!("xtask: stop: processes still running below xtask: {left:?}");
+            }
             std::process::exit(130);
         }
     });
     Ok(guard)
 }
 
+/// Where a signal's stop and the command meet.
+#[derive(Debug, Default)]
+struct StopState {
+    /// A signal came: the stop is under way.
+    begun: bool,
+    /// The command returned (while the stop was under way).
+    returned: bool,
+}
+
 /// Held by a command while it runs: a command that returns while a signal's stop is under
-/// way (its step was stopped under it) waits here for the stop to end the process, instead of
-/// exiting before the stop has ended everything below xtask.
+/// way (its step was stopped under it) says so and waits here for the stop to end the
+/// process, instead of exiting before the stop has ended everything below xtask.
 #[must_use = "the command must hold the guard until it returns"]
 #[derive(Debug, Default)]
 pub struct StopGuard {
-    begun: Arc<Mutex<bool>>,
+    state: Arc<(Mutex<StopState>, std::sync::Condvar)>,
 }
 
 impl Drop for StopGuard {
     fn drop(&mut self) {
-        if !*self.begun.lock().unwrap_or_else(PoisonError::into_inner) {
-            return;
+        {
+            let mut s = self.state.0.lock().unwrap_or_else(PoisonError::into_inner);
+            if !s.begun {
+                return;
+            }
+            s.returned = true;
         }
+        self.state.1.notify_all();
         // The stop exits the process; the bound only keeps a stop that died from hanging
         // the command forever.
-        let deadline = Instant::now() + STOP_GRACE + SWEEP_GRACE + Duration::from_secs(120);
+        let deadline = Instant::now() + STOP_GRACE + SWEEP_GRACE + RETURN_GRACE * 4;
         while Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(200));
         }
