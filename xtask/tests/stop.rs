@@ -15,6 +15,24 @@ use palisade_host::alive;
 /// The bound for "gone" and "started": generous, this is no timing test.
 const BOUND: Duration = Duration::from_secs(180);
 
+/// A variable every process of a test's nested run inherits, recorded or not.
+const MARK: &str = "XTASK_STOP_TEST";
+
+/// The processes whose environment has `MARK=mark`.
+fn marked(mark: &str) -> Vec<i32> {
+    let want = format!("{MARK}={mark}").into_bytes();
+    palisade_host::pids()
+        .into_iter()
+        .filter(|&p| alive(p))
+        .filter(|&p| {
+            fs::read(format!("/proc/{p}/environ"))
+                .unwrap_or_default()
+                .split(|&b| b == 0)
+                .any(|v| v == want.as_slice())
+        })
+        .collect()
+}
+
 /// A scratch directory removed on drop, which also kills (by pid) whatever the test recorded
 /// and is still alive, so that a failing test leaves nothing behind.
 struct Scratch {
@@ -29,6 +47,10 @@ impl Scratch {
         Scratch { dir }
     }
 
+    fn mark(&self) -> String {
+        self.dir.display().to_string()
+    }
+
     fn recorded(&self) -> Vec<i32> {
         let mut pids = Vec::new();
         for f in ["outer", "inner", "pids"] {
@@ -41,7 +63,7 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        for p in self.recorded() {
+        for p in self.recorded().into_iter().chain(marked(&self.mark())) {
             if alive(p) {
                 let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
             }
@@ -64,6 +86,7 @@ fn start_nested(s: &Scratch) -> Child {
          setsid sleep 600 & echo $! >> {d}/pids; \
          setsid sh -c 'trap \"\" TERM; echo $$ >> {d}/pids; sleep 600 & echo $! >> {d}/pids; wait' & \
          setsid sh -c 'sleep 600 & echo $! >> {d}/pids; echo $$ >> {d}/pids; wait' & \
+         timeout --kill-after=10 600 sleep 600 & echo $! >> {d}/pids; \
          wait"
     );
     let inner = format!(
@@ -71,6 +94,7 @@ fn start_nested(s: &Scratch) -> Child {
         shell_quote(&long)
     );
     let child = Command::new(xtask)
+        .env(MARK, s.mark())
         .arg("run-steps")
         .arg(inner)
         .arg(format!("touch {d}/next-step-outer"))
@@ -85,12 +109,12 @@ fn shell_quote(s: &str) -> String {
 }
 
 /// Waits until the nested run has started every process it records (the outer, the inner
-/// xtask, the step shell and six more).
+/// xtask, the step shell and seven more).
 fn wait_started(s: &Scratch) -> Vec<i32> {
     let deadline = Instant::now() + BOUND;
     loop {
         let pids = s.recorded();
-        if pids.len() >= 9 && pids.iter().all(|&p| alive(p)) {
+        if pids.len() >= 10 && pids.iter().all(|&p| alive(p)) {
             return pids;
         }
         assert!(
@@ -124,6 +148,12 @@ fn assert_all_gone(s: &Scratch, pids: &[i32]) {
         .map(|&p| (p, palisade_host::cmdline(p).unwrap_or_default()))
         .collect();
     assert!(left.is_empty(), "still running after the stop: {left:?}");
+    // And none that was not recorded (the sleeps of the trapping shell and of timeout).
+    let unrecorded = marked(&s.mark());
+    assert!(
+        unrecorded.is_empty(),
+        "still running after the stop: {unrecorded:?}"
+    );
     for f in ["next-step-inner", "next-step-outer"] {
         assert!(
             !Path::new(&s.dir.join(f)).exists(),
