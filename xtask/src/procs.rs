@@ -76,14 +76,15 @@ impl Children {
                     "xtask is stopping: the step was not started",
                 ));
             }
-            // SAFETY: prctl and getppid are async-signal-safe; the closure allocates nothing.
             cmd.env(DEPTH_VAR, (depth() + 1).to_string());
+            // SAFETY: between fork and exec the closure only makes the async-signal-safe
+            // prctl and getppid calls and allocates nothing (errors are raw OS errors).
             let child = unsafe {
                 cmd.process_group(0).pre_exec(move || {
                     nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)?;
                     // xtask died between the fork and the prctl: the signal will never come.
                     if nix::unistd::getppid() != parent {
-                        return Err(std::io::Error::other("xtask exited"));
+                        return Err(nix::errno::Errno::ESRCH.into());
                     }
                     Ok(())
                 })
