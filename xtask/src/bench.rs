@@ -126,7 +126,7 @@ pub fn bench(opts: &Opts) -> Result<()> {
         bail!("--no-shim: only --suite start runs without the palisade shim");
     }
     let ws = Workspace::locate()?;
-    let slot = install_signal_teardown(ws.children.clone())?;
+    let (slot, _stop) = install_signal_teardown(ws.children.clone())?;
     apt::ensure_packages()?;
     let shim = if opts.no_shim {
         None

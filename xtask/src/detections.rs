@@ -100,7 +100,7 @@ pub fn test_step(
 /// `cargo xtask detections [--short] [--seconds N] [--filter NAME]`.
 pub fn command(opts: &Opts, short: bool) -> Result<()> {
     let ws = Workspace::locate()?;
-    let slot = tasks::install_signal_teardown(ws.children.clone())?;
+    let (slot, _stop) = tasks::install_signal_teardown(ws.children.clone())?;
     apt::ensure_packages()?;
     let shim = ws.build_shim()?;
     let started = std::time::Instant::now();

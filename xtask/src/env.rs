@@ -132,7 +132,15 @@ impl Env {
 
     /// Starts containerd and imports the test images.
     pub fn start(&self, images: &Images) -> Result<()> {
-        self.start_containerd()?;
+        {
+            // A teardown (a signal's, from its thread) either came first, and no containerd
+            // starts, or waits for this one to be known, and stops it.
+            let torn_down = self.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
+            if *torn_down {
+                bail!("environment torn down: containerd not started");
+            }
+            self.start_containerd()?;
+        }
         self.import(&images.pause, images::PAUSE_REF)?;
         self.import(&images.busybox, images::BUSYBOX_REF)
     }

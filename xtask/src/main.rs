@@ -80,9 +80,14 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("matrix-guest-suite") => return exit(matrix::suite::guest_main(&args[1..])),
         Some("matrix-guest-detections") => return exit(matrix::detections::guest_main(&args[1..])),
+        Some("run-steps") => return exit(procs::run_steps(&args[1..])),
         Some("fresh-machine") => {
+            // Its command may be a whole `cargo xtask test`: a stop waits for that xtask's
+            // own teardown (procs::STOP_GRACE) before it escalates.
             let children = procs::Children::default();
-            return exit(fresh_machine::command(&args[1..], &children));
+            let result = procs::stop_on_signal(children.clone(), || {})
+                .and_then(|_stop| fresh_machine::command(&args[1..], &children));
+            return exit(result);
         }
         Some(_) => {}
         None => {

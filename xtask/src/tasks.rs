@@ -3,15 +3,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
-use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
 
 use crate::cargo::Workspace;
 use crate::env::{self, Env};
-use crate::procs::Children;
+use crate::procs::{Children, StopGuard};
 use crate::{apt, images, manifests};
 
 /// Options shared by the commands.
@@ -102,26 +99,19 @@ impl Opts {
 /// Where the environment lives once set up, for the signal thread to tear it down.
 pub(crate) type Slot = Arc<Mutex<Option<Arc<Env>>>>;
 
-/// Handles SIGINT/SIGTERM in a thread: tear down, then exit. The signals are
-/// caught, not blocked: a blocked mask would be inherited by every child (cargo
-/// test included) and change what the tests see.
-pub(crate) fn install_signal_teardown(children: Children) -> Result<Slot> {
+/// Handles SIGINT/SIGTERM in a thread ([`crate::procs::stop_on_signal`]): the steps first,
+/// so that none starts a pod or a build into the teardown, then the environment's teardown,
+/// then whatever is still running below xtask; then exit.
+pub(crate) fn install_signal_teardown(children: Children) -> Result<(Slot, StopGuard)> {
     let slot: Slot = Arc::new(Mutex::new(None));
-    let mut signals = Signals::new([SIGINT, SIGTERM]).context("catch SIGINT/SIGTERM")?;
     let slot2 = Arc::clone(&slot);
-    std::thread::spawn(move || {
-        if let Some(sig) = signals.forever().next() {
-            eprintln!("\nxtask: signal {sig}: tearing down");
-            let env = slot2.lock().ok().and_then(|s| s.clone());
-            // The steps first, so that none starts a pod or a build into the teardown.
-            children.stop_all(Duration::from_secs(5));
-            if let Some(env) = env {
-                env.teardown(true);
-            }
-            std::process::exit(130);
+    let guard = crate::procs::stop_on_signal(children, move || {
+        let env = slot2.lock().ok().and_then(|s| s.clone());
+        if let Some(env) = env {
+            env.teardown(true);
         }
-    });
-    Ok(slot)
+    })?;
+    Ok((slot, guard))
 }
 
 /// Where run dirs go: beside the image cache unless the unix socket paths in a
@@ -255,7 +245,7 @@ const OTHER_CONTAINERDS: [(&str, &str, &[&str]); 2] = [
 /// `cargo xtask test`.
 pub fn test(opts: &Opts) -> Result<()> {
     let ws = Workspace::locate()?;
-    let slot = install_signal_teardown(ws.children.clone())?;
+    let (slot, _stop) = install_signal_teardown(ws.children.clone())?;
     apt::ensure_packages()?;
     let mut steps = Steps::default();
     if !opts.suite_only {
@@ -417,6 +407,7 @@ fn validate_manifests(ws: &Workspace) -> Result<usize> {
 /// `cargo xtask fuzz`: only the policy fuzz run of `cargo xtask test`.
 pub fn fuzz(opts: &Opts) -> Result<()> {
     let ws = Workspace::locate()?;
+    let _stop = crate::procs::stop_on_signal(ws.children.clone(), || {})?;
     let done = crate::fuzz::run(
         &ws.root,
         &ws.target,
@@ -434,6 +425,7 @@ fn fresh_check(ws: &Workspace, source: &Path) -> Result<String> {
 /// `cargo xtask fresh`: only the fresh-machine check of `cargo xtask test`.
 pub fn fresh(opts: &Opts) -> Result<()> {
     let ws = Workspace::locate()?;
+    let _stop = crate::procs::stop_on_signal(ws.children.clone(), || {})?;
     let source = opts.source.clone().unwrap_or_else(|| ws.root.clone());
     println!("fresh: {}", fresh_check(&ws, &source)?);
     Ok(())
@@ -460,7 +452,7 @@ fn closing_counts(out: &str) -> Option<(usize, usize)> {
 /// against the private containerd.
 pub fn demo(opts: &Opts) -> Result<()> {
     let ws = Workspace::locate()?;
-    let slot = install_signal_teardown(ws.children.clone())?;
+    let (slot, _stop) = install_signal_teardown(ws.children.clone())?;
     apt::ensure_packages()?;
     let started = std::time::Instant::now();
     let (shim, cli, suite) = ws.build_demo()?;

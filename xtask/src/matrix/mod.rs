@@ -394,18 +394,8 @@ fn boot_once_more_if_hung(
 /// with `--detections`, the detection corpus),
 /// stopping qemu by its process group on SIGINT/SIGTERM.
 pub fn command(opts: &crate::tasks::Opts) -> Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
     let ws = Workspace::locate()?;
-    let children = ws.children.clone();
-    let mut signals =
-        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("catch SIGINT/SIGTERM")?;
-    std::thread::spawn(move || {
-        if let Some(sig) = signals.forever().next() {
-            eprintln!("\nxtask: signal {sig}: stopping the guest");
-            children.stop_all(Duration::from_secs(5));
-            std::process::exit(130);
-        }
-    });
+    let _stop = crate::procs::stop_on_signal(ws.children.clone(), || {})?;
     crate::apt::ensure(crate::apt::PACKAGES)?;
     if opts.bench {
         bench::run(&ws, &opts.filters, opts.rounds, opts.scale, opts.pods)
