@@ -149,6 +149,37 @@ pub fn picked(label: &str, filters: &[String]) -> bool {
 /// results table and keeps it with each boot's logs under `.palisade-run/matrix/last/`; fails
 /// when a boot could not run or a test failed, naming them.
 pub fn run(ws: &Workspace, filters: &[String]) -> Result<()> {
+    run_beside(ws, filters, || Ok(())).0
+}
+
+/// As [`run`], and runs `beside` in the first lane that has no boot left to start, on the
+/// CPU that lane's guest leaves idle while the other lanes' guests end (the lanes rarely end
+/// together); when no lane ran it (the matrix failed before its boots), it runs after.
+/// Returns the matrix's result and `beside`'s.
+pub fn run_beside<T: Send>(
+    ws: &Workspace,
+    filters: &[String],
+    beside: impl FnOnce() -> Result<T> + Send,
+) -> (Result<()>, Result<T>) {
+    let beside = Mutex::new(Some(beside));
+    let out = Mutex::new(None);
+    let idle = || {
+        let f = beside.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(f) = f {
+            eprintln!("xtask: matrix: a lane is free: the next step runs beside the matrix");
+            *out.lock().unwrap_or_else(PoisonError::into_inner) = Some(f());
+        }
+    };
+    let r = run_lanes(ws, filters, &idle);
+    idle();
+    let t = out
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+        .unwrap_or_else(|| Err(anyhow::anyhow!("the step beside the matrix did not finish")));
+    (r, t)
+}
+
+fn run_lanes(ws: &Workspace, filters: &[String], idle: &(dyn Fn() + Sync)) -> Result<()> {
     let started = Instant::now();
     let cache = cache_dir(ws);
     fs::create_dir_all(&cache).with_context(|| format!("create {}", cache.display()))?;
@@ -206,6 +237,7 @@ pub fn run(ws: &Workspace, filters: &[String]) -> Result<()> {
                     eprintln!("xtask: matrix: {}", summary(&row));
                     done.lock().unwrap_or_else(PoisonError::into_inner)[i] = Some(row);
                 }
+                idle();
             });
         }
     });
