@@ -289,6 +289,7 @@ pub fn test(opts: &Opts) -> Result<()> {
         // The fuzz run (its build and its fixed time) takes the CPU of the first lane of
         // the matrix to run out of boots, while the other lanes' guests end.
         let (matrix, fuzz) = crate::matrix::run_beside(&ws, &[], || {
+            eprintln!("xtask: a matrix lane is free: the policy fuzz runs beside it");
             crate::fuzz::run(&ws.root, &ws.target, FUZZ_SECONDS, &ws.children)
         });
         steps.record("kernel matrix (the policy fuzz beside it)", matrix);
