@@ -22,55 +22,52 @@ pub struct TestBinary {
     pub path: PathBuf,
 }
 
-/// The cargo builds whose test binaries every guest runs: the monitor's unit, kernel and
-/// binary tests, and the sandbox's kernel tests.
-const BUILDS: &[&[&str]] = &[
-    &["test", "-p", "palisade-monitor", "--no-run"],
-    &[
-        "test",
-        "-p",
-        "palisade-sandbox",
-        "--test",
-        "kernel_features",
-        "--test",
-        "seccomp_kernel",
-        "--no-run",
-    ],
+/// The cargo build of the test binaries: the workspace's, as `cargo test --workspace` builds
+/// them. Built per package (`-p palisade-monitor`), cargo resolves the features anew and
+/// compiled some 60 crates again (75 s in a fresh-clone test run) that `cargo test` had just
+/// built; this way, after `cargo test`, nothing is compiled.
+const BUILD: &[&str] = &["test", "--workspace", "--no-run"];
+
+/// The test binaries every guest runs, as (package, test target; empty for all of the
+/// package's): the monitor's unit, kernel and binary tests, and the sandbox's kernel tests.
+const GUEST_TESTS: &[(&str, &str)] = &[
+    ("palisade-monitor", ""),
+    ("palisade-sandbox", "kernel_features"),
+    ("palisade-sandbox", "seccomp_kernel"),
 ];
 
-/// Builds the test binaries (dev profile, as `cargo test` does) and lists them.
+/// Builds the test binaries (dev profile, as `cargo test` does) and lists those of
+/// [`GUEST_TESTS`].
 pub fn build_tests(ws: &Workspace, scratch: &Path) -> Result<Vec<TestBinary>> {
-    let mut out = Vec::new();
-    for args in BUILDS {
-        let json = scratch.join("cargo-build.json");
-        let file = fs::File::create(&json).with_context(|| format!("create {}", json.display()))?;
-        eprintln!("xtask: matrix: cargo {}", args.join(" "));
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = ws
-            .children
-            .status(
-                Command::new(cargo)
-                    .args(*args)
-                    .arg("--message-format=json-render-diagnostics")
-                    .current_dir(&ws.root)
-                    .stdout(Stdio::from(file)),
-            )
-            .context("run cargo for the matrix's test binaries")?;
-        if !st.success() {
-            bail!("cargo {} failed: {st}", args.join(" "));
-        }
-        let text = fs::read_to_string(&json).context("read cargo's messages")?;
-        let _ = fs::remove_file(&json);
-        out.extend(test_executables(&text));
+    let json = scratch.join("cargo-build.json");
+    let file = fs::File::create(&json).with_context(|| format!("create {}", json.display()))?;
+    eprintln!("xtask: matrix: cargo {}", BUILD.join(" "));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = ws
+        .children
+        .status(
+            Command::new(cargo)
+                .args(BUILD)
+                .arg("--message-format=json-render-diagnostics")
+                .current_dir(&ws.root)
+                .stdout(Stdio::from(file)),
+        )
+        .context("run cargo for the matrix's test binaries")?;
+    if !st.success() {
+        bail!("cargo {} failed: {st}", BUILD.join(" "));
     }
+    let text = fs::read_to_string(&json).context("read cargo's messages")?;
+    let _ = fs::remove_file(&json);
+    let out = test_executables(&text, GUEST_TESTS);
     if out.is_empty() {
         bail!("cargo built no test binaries for the matrix");
     }
     Ok(out)
 }
 
-/// The test executables among cargo's JSON messages, named `package-target[-kind]`.
-fn test_executables(json: &str) -> Vec<TestBinary> {
+/// The test executables among cargo's JSON messages that `wanted` names (package, target or
+/// empty for all), named `package-target[-kind]`.
+fn test_executables(json: &str, wanted: &[(&str, &str)]) -> Vec<TestBinary> {
     json.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["reason"] == "compiler-artifact" && v["profile"]["test"] == true)
@@ -78,6 +75,12 @@ fn test_executables(json: &str) -> Vec<TestBinary> {
             let path = PathBuf::from(v["executable"].as_str()?);
             let package = package_name(v["package_id"].as_str().unwrap_or("crate"));
             let target = v["target"]["name"].as_str().unwrap_or("tests");
+            if !wanted
+                .iter()
+                .any(|&(p, t)| p == package && (t.is_empty() || t == target))
+            {
+                return None;
+            }
             let kind = v["target"]["kind"][0].as_str().unwrap_or("");
             let name = match kind {
                 "lib" => format!("{package}-unit"),
@@ -380,11 +383,24 @@ mod tests {
             r#"{"reason":"compiler-artifact","package_id":"path+file:///w/monitor#palisade-monitor@0.1.0","target":{"kind":["test"],"name":"kernel"},"profile":{"test":true},"executable":"/w/target/debug/deps/kernel-2"}"#,
             "\n",
             r#"{"reason":"compiler-artifact","package_id":"path+file:///w/monitor#palisade-monitor@0.1.0","target":{"kind":["bin"],"name":"palisade-monitor"},"profile":{"test":false},"executable":"/w/target/debug/palisade-monitor"}"#,
+            "\n",
+            r#"{"reason":"compiler-artifact","package_id":"path+file:///w/sandbox#palisade-sandbox@0.1.0","target":{"kind":["test"],"name":"kernel_features"},"profile":{"test":true},"executable":"/w/target/debug/deps/kernel_features-3"}"#,
+            "\n",
+            r#"{"reason":"compiler-artifact","package_id":"path+file:///w/sandbox#palisade-sandbox@0.1.0","target":{"kind":["test"],"name":"seccomp_user"},"profile":{"test":true},"executable":"/w/target/debug/deps/seccomp_user-4"}"#,
+            "\n",
+            r#"{"reason":"compiler-artifact","package_id":"path+file:///w/gate#palisade-gate@0.1.0","target":{"kind":["lib"],"name":"palisade_gate"},"profile":{"test":true},"executable":"/w/target/debug/deps/palisade_gate-5"}"#,
             "\n"
         );
-        let t = test_executables(json);
+        let t = test_executables(json, GUEST_TESTS);
         let names: Vec<&str> = t.iter().map(|t| t.name.as_str()).collect();
-        assert_eq!(names, ["palisade-monitor-unit", "palisade-monitor-kernel"]);
+        assert_eq!(
+            names,
+            [
+                "palisade-monitor-unit",
+                "palisade-monitor-kernel",
+                "palisade-sandbox-kernel_features"
+            ]
+        );
         assert_eq!(t[1].path, PathBuf::from("/w/target/debug/deps/kernel-2"));
         assert_eq!(package_name("path+file:///w/xtask#0.1.0"), "xtask");
     }
