@@ -59,12 +59,14 @@ static __always_inline __u32 open_flags_direct(struct container_info *ci, struct
 	if (ci->flags & CF_CREDENTIALS) {
 		struct cred_key key = {
 			.slot = ci->slot,
-			.dev = inode->i_sb->s_dev,
 			.ino = inode->i_ino,
 		};
 
-		if (bpf_map_lookup_elem(&cred_files, &key))
-			flags |= SE_CREDENTIAL;
+		if (ci->cred_bits & cred_bit(key.ino)) {
+			key.dev = inode->i_sb->s_dev;
+			if (bpf_map_lookup_elem(&cred_files, &key))
+				flags |= SE_CREDENTIAL;
+		}
 	}
 	return flags;
 }
