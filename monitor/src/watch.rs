@@ -203,7 +203,7 @@ pub(crate) fn register(
         slot,
         ring: shared.index,
         flags,
-        pad: 0,
+        cred_bits: crate::detect::credfiles::cred_bits(&installed.cred_keys),
         events: 0,
         drops: 0,
         secrets: secret_mounts(&name, &rules.secret_mounts),

@@ -27,6 +27,14 @@ struct {
 
 struct cred_key _cred_key = {};
 
+/* The bit of container_info.cred_bits an inode number sets (credfiles.rs computes the same):
+ * a filter in front of the cred_files lookup, which most opens (of no credential file) then
+ * skip; a set bit is confirmed by the lookup. */
+static __always_inline __u32 cred_bit(__u64 ino)
+{
+	return 1u << ((ino ^ (ino >> 5) ^ (ino >> 10)) & 31);
+}
+
 /* Whether `f` is one of the credential files of the container in slot `slot`: its inode (as
  * stat shows it in the container's root) is in the set. */
 static __always_inline bool credential_file(struct container_info *ci, struct file *f)
@@ -35,10 +43,12 @@ static __always_inline bool credential_file(struct container_info *ci, struct fi
 	struct inode *inode = BPF_CORE_READ(f, f_inode);
 	struct cred_key key = {
 		.slot = ci->slot,
-		.dev = BPF_CORE_READ(inode, i_sb, s_dev),
 		.ino = BPF_CORE_READ(inode, i_ino),
 	};
 
+	if (!(ci->cred_bits & cred_bit(key.ino)))
+		return false;
+	key.dev = BPF_CORE_READ(inode, i_sb, s_dev);
 	return bpf_map_lookup_elem(&cred_files, &key) != 0;
 }
 

@@ -72,7 +72,9 @@ struct container_info {
 	__u32 slot;
 	__u32 ring;
 	__u32 flags;
-	__u32 pad;
+	/* one bit per credential file, at cred_bit(its inode) (creds.h): an opened file whose bit
+	 * is clear is no credential file, and costs no cred_files lookup */
+	__u32 cred_bits;
 	__u64 events;
 	__u64 drops;
 	struct secret_mount secrets[MAX_SECRET_MOUNTS];

@@ -15,8 +15,12 @@
 #include "creds.h"
 
 /* open_note.flags, beside SE_SECRET and SE_CREDENTIAL: the container does not report plain
- * reads (no CF_ALL_OPENS) and the file is neither a secret nor a credential file */
+ * reads (no CF_ALL_OPENS), the file is neither a secret nor a credential file, and the open
+ * asked for no write, creation or truncation: nothing the openat report would send */
 #define ON_QUIET 0x100u
+
+/* The open flags that make an open worth a report whatever the file (open_is_interesting). */
+#define OPEN_WRITE_FLAGS (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC)
 
 struct open_note {
 	/* the struct file judged, as a number (never dereferenced from here) */
@@ -55,18 +59,23 @@ static __always_inline __u32 open_flags_direct(struct container_info *ci, struct
 	if (ci->flags & CF_CREDENTIALS) {
 		struct cred_key key = {
 			.slot = ci->slot,
-			.dev = inode->i_sb->s_dev,
 			.ino = inode->i_ino,
 		};
 
-		if (bpf_map_lookup_elem(&cred_files, &key))
-			flags |= SE_CREDENTIAL;
+		if (ci->cred_bits & cred_bit(key.ino)) {
+			key.dev = inode->i_sb->s_dev;
+			if (bpf_map_lookup_elem(&cred_files, &key))
+				flags |= SE_CREDENTIAL;
+		}
 	}
 	return flags;
 }
 
 /* Called by the file_open program for every open of a watched container that the LSMs let
- * through. */
+ * through. The open's flags are the file's own: do_dentry_open clears O_CREAT and O_TRUNC from
+ * f_flags only after security_file_open, so here they are still the flags the call passed
+ * (less O_CLOEXEC), and a quiet note is final: the openat program returns on it without
+ * reading the call's registers. */
 static __always_inline void note_open(struct container_info *ci, struct file *file)
 {
 	__u32 zero = 0;
@@ -76,7 +85,7 @@ static __always_inline void note_open(struct container_info *ci, struct file *fi
 	if (!n)
 		return;
 	flags = open_flags_direct(ci, file);
-	if (!flags && !(ci->flags & CF_ALL_OPENS))
+	if (!flags && !(ci->flags & CF_ALL_OPENS) && !(file->f_flags & OPEN_WRITE_FLAGS))
 		flags = ON_QUIET;
 	n->file = (__u64)file;
 	n->tid = bpf_get_current_pid_tgid();

@@ -330,19 +330,13 @@ int fexit_openat(unsigned long long *ctx)
 	__u64 cg, args[6];
 	long nr, saved, ret = (long)ctx[1];
 	long noted = take_open_note(ret, &f);
-	bool have_args = false;
 
-	if (noted >= 0 && (noted & ON_QUIET)) {
-		current_syscall(args, &nr, &saved);
-		if (!(args[2] & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC)))
-			return 0;
-		have_args = true;
-	}
+	if (noted >= 0 && (noted & ON_QUIET))
+		return 0;
 	ci = current_container(&cg);
 	if (!ci)
 		return 0;
-	if (!have_args)
-		current_syscall(args, &nr, &saved);
+	current_syscall(args, &nr, &saved);
 	return report_event(ci, cg, SYS_OPENAT, ret, args, noted, f);
 }
 

@@ -130,6 +130,7 @@ struct file {
 	struct path f_path;
 	struct inode *f_inode;
 	unsigned int f_mode;
+	unsigned int f_flags;
 };
 
 typedef struct {

@@ -81,6 +81,17 @@ pub(crate) fn install(
     installed.cred_keys.len()
 }
 
+/// The bit of `container_info.cred_bits` an inode number sets: `cred_bit` of creds.h, which
+/// the kernel programs test before looking an opened file up in `cred_files`.
+pub(crate) fn cred_bit(ino: u64) -> u32 {
+    1 << ((ino ^ (ino >> 5) ^ (ino >> 10)) & 31)
+}
+
+/// The filter bits of a container's keyed credential files.
+pub(crate) fn cred_bits(keys: &[types::cred_key]) -> u32 {
+    keys.iter().fold(0, |bits, k| bits | cred_bit(k.ino))
+}
+
 /// The credential files in `root` (a container's root: `/proc/PID/root` or its root
 /// filesystem), at most [`MAX_FILES`], each inode once; `truncated` tells when more were found.
 pub(crate) fn find(root: &Path) -> (Vec<CredFile>, bool) {
@@ -216,6 +227,30 @@ mod tests {
         let p = root.join(p.trim_start_matches('/'));
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, b"x").unwrap();
+    }
+
+    #[test]
+    fn the_filter_bits_keep_every_credential_file_and_spread_neighbouring_inodes() {
+        let keys: Vec<types::cred_key> = [12u64, 4_000_017, 1 << 40]
+            .iter()
+            .map(|&ino| types::cred_key {
+                slot: 1,
+                dev: 8,
+                ino,
+            })
+            .collect();
+        let bits = cred_bits(&keys);
+        for k in &keys {
+            assert_ne!(bits & cred_bit(k.ino), 0, "inode {} filtered out", k.ino);
+        }
+        assert_eq!(bits.count_ones(), 3);
+        // 32 consecutive inode numbers take the 32 bits, none twice
+        let all = (64u64..96).fold(0u32, |b, ino| {
+            assert_eq!(b & cred_bit(ino), 0, "inode {ino} shares a bit");
+            b | cred_bit(ino)
+        });
+        assert_eq!(all, u32::MAX);
+        assert_eq!(cred_bits(&[]), 0);
     }
 
     #[test]
