@@ -132,7 +132,7 @@ mod tests {
         assert_eq!(size_of::<types::net_key>(), 28);
         assert_eq!(size_of::<types::deny_value>(), 24);
         assert_eq!(size_of::<types::holder>(), 16);
-        assert_eq!(size_of::<types::learn_table>(), 512 + 2 * 64 + 8);
+        assert_eq!(size_of::<types::learn_table>(), 512 + 3 * 64 + 8);
         assert_eq!(size_of::<types::sock_key>(), 8);
         assert_eq!(size_of::<types::sock_source>(), 16);
         assert_eq!(size_of::<types::sock_rule>(), 24 + 4 * 16);

@@ -32,10 +32,15 @@ pub struct WatchStats {
 /// bit N is capability number N (`CAP_NET_RAW` is 13), as in `linux/capability.h`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CapabilitiesSeen {
-    /// Checked and granted: the capabilities the container used.
+    /// Checked and granted to the workload: the capabilities the container used, the
+    /// runtime's own checks left out.
     pub granted: u64,
-    /// Checked and refused (not in the process's effective set).
+    /// Checked and refused (not in the process's effective set), the runtime's included.
     pub refused: u64,
+    /// Checked and granted to the runtime: a process named as runc's init names itself
+    /// (`runc:[...`) or as palisade-init runs (`palisade-init`), which has not executed the
+    /// workload's program yet (`bpf/learn.h`).
+    pub runtime: u64,
 }
 
 impl CapabilitiesSeen {
@@ -113,6 +118,7 @@ impl WatchReader {
         Some(CapabilitiesSeen {
             granted: bits(&table.cap_granted),
             refused: bits(&table.cap_refused),
+            runtime: bits(&table.cap_runtime),
         })
     }
 }

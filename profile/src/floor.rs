@@ -115,9 +115,9 @@ pub const RUNTIME_AFTER_FILTER: &[&str] = &[
 /// capability outside the
 /// container's sets cannot have been granted to its workload (no exec gains one beyond the
 /// bounding set), so it was the runtime's: recorded as such, never exported, so that an export
-/// does not grant `sys_admin` to every workload. One the container holds may be either's and
-/// stays the workload's (the table cannot tell them apart): a profile then keeps `setuid` a
-/// workload of the default set may never call, never lacks one it does.
+/// does not grant `sys_admin` to every workload. One the container holds is told apart by the
+/// kernel's table itself, which keeps the checks of a task carrying the runtime's name apart
+/// (`shim/src/profile_caps.rs`).
 pub fn runtime_capability(
     capability: palisade_policy::Capability,
     held: &std::collections::BTreeSet<palisade_policy::Capability>,

@@ -27,6 +27,7 @@ pub(crate) mod monitoring;
 pub(crate) mod netns;
 pub(crate) mod policy;
 pub(crate) mod profile;
+pub(crate) mod profile_caps;
 pub(crate) mod profile_exec;
 pub(crate) mod profile_govern;
 pub(crate) mod profile_landlock;

@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime};
 
 use palisade_monitor::{CapabilitiesSeen, EventKind, MonitorEvent, WatchReader};
 use palisade_policy::{Capability, Protocol};
-use palisade_profile::{floor, persist, Event, Observation, Recording, Rule, Stage, WorkloadId};
+use palisade_profile::{persist, Event, Observation, Recording, Rule, Stage, WorkloadId};
 
 use crate::profile_runtime::{Lineage, RUNTIME_INIT};
 
@@ -261,8 +261,9 @@ impl std::fmt::Debug for Learning {
 
 impl Learning {
     /// From now on each merge reads the container's kernel side through `reader`: its drop
-    /// count, its system call table and its capabilities, those outside `held` (the
-    /// container's own sets, [`held_capabilities`]) recorded as the runtime's. Call once the
+    /// count, its system call table and its capabilities, those the runtime used alone and
+    /// those outside `held` (the container's own sets, [`held_capabilities`]) recorded as the
+    /// runtime's (`profile_caps`). Call once the
     /// container is watched.
     pub fn attach_kernel(&self, reader: WatchReader, held: BTreeSet<Capability>) {
         let mut kernel = self
@@ -327,10 +328,12 @@ struct KernelSide {
     drops_merged: u64,
     /// System call numbers already added.
     syscalls: BTreeSet<u32>,
-    /// Capabilities (granted, by bit) already added.
+    /// The workload's capabilities (by bit) already added.
     capabilities: u64,
+    /// The runtime's capabilities (by bit) already added.
+    runtime_capabilities: u64,
     /// The capabilities the container's own sets hold: a granted one outside them was the
-    /// runtime's (`floor::runtime_capability`).
+    /// runtime's (`profile_caps::split`).
     held: BTreeSet<Capability>,
 }
 
@@ -370,17 +373,17 @@ impl KernelSide {
         let caps = reader.capabilities_seen();
         let mut runtime_capabilities = Vec::new();
         if let Some(caps) = caps {
-            for nr in CapabilitiesSeen::numbers(caps.granted & !self.capabilities) {
-                let Some(capability) = Capability::all().nth(usize::from(nr)) else {
-                    continue;
-                };
-                if floor::runtime_capability(capability, &self.held) {
-                    runtime_capabilities.push(capability);
-                } else {
+            let (workload, runtime) = crate::profile_caps::split(&caps, &self.held);
+            for nr in CapabilitiesSeen::numbers(workload & !self.capabilities) {
+                if let Some(capability) = crate::profile_caps::capability(nr) {
                     calls.push(Observation::Capability { capability });
                 }
             }
-            self.capabilities |= caps.granted;
+            for nr in CapabilitiesSeen::numbers(runtime & !self.runtime_capabilities) {
+                runtime_capabilities.extend(crate::profile_caps::capability(nr));
+            }
+            self.capabilities |= workload;
+            self.runtime_capabilities |= runtime;
         }
         Taken {
             drops: new_drops,

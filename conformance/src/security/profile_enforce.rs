@@ -39,6 +39,14 @@ const NEW_PEER_PORT: u16 = 9001;
 const REQUESTS: usize = 8;
 /// The CGI's mark in a good answer.
 const DONE: &str = "palisade-cgi done";
+/// The capabilities the service itself uses (`nc`, the shell, `cat`, the CGI's writes to
+/// world-writable files as root): none. The kernel's `capability:cap_capable` tracepoint, read
+/// per task during this check's run on this host (2026-12-07, docs/profiles.md
+/// "Capabilities"), showed granted checks by `runc:[2:INIT]` only (setuid, setgid, setpcap,
+/// dac_override, dac_read_search, mknod), none by the service's processes: the learned export
+/// must hold no capability (before the runtime's were told apart it held
+/// `chown,dac_override,setgid,setpcap,setuid`).
+const SERVICE_CAPABILITIES: &[&str] = &[];
 
 /// The service's request handler, a CGI-like shell script run by `nc -ll -e` for each
 /// connection: it reads the request, reads its data and /etc/hostname, writes the query below
@@ -307,6 +315,9 @@ pub async fn profile_enforce_refuses_departures(ctx: &Ctx) -> Result<Observed> {
 
     // The three exports, by the real CLI, each checked.
     let exports = super::profile_exports::exports_validate(ctx, &state, &workload, HTTP, peer)?;
+    // The capabilities exported are the service's own, none of the runtime's.
+    let capabilities = super::profile_exports::capabilities_exported(ctx, r, SERVICE_CAPABILITIES)?;
+    let exports = format!("{exports}; {capabilities}");
 
     // Enforce, by the operator's command through the real CLI.
     pin_enforce(ctx, &state, &workload)?;

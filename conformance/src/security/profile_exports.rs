@@ -138,3 +138,53 @@ pub fn exports_validate(
         peer.port()
     ))
 }
+
+/// The capabilities the KubeArmor export (written by [`exports_validate`]) allows must be
+/// exactly `want`, what the workload itself used (none of the runtime's: runc's init and
+/// palisade-init set the process up with `setuid`, `setgid`, `setpcap`), where the recording
+/// `r` could observe capabilities; where it could not, the export must allow none. A summary.
+pub fn capabilities_exported(
+    ctx: &Ctx,
+    r: &palisade_profile::Recording,
+    want: &[&str],
+) -> Result<String> {
+    let file = ctx.dir.join("profile-export-kubearmor");
+    let doc: Value = serde_yaml::from_str(&std::fs::read_to_string(&file)?)
+        .context("the KubeArmor export does not read back")?;
+    let mut exported: Vec<&str> = doc["spec"]["capabilities"]["matchCapabilities"]
+        .as_array()
+        .map(|rules| {
+            rules
+                .iter()
+                .filter_map(|c| c["capability"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    exported.sort_unstable();
+    if !r.capabilities_observed() {
+        ensure(exported.is_empty(), || {
+            format!("capabilities not observable, the export allows {exported:?}")
+        })?;
+        return Ok("capabilities not observable on this kernel, none exported".into());
+    }
+    let mut want = want.to_vec();
+    want.sort_unstable();
+    let runtime: Vec<&str> = r.runtime_capabilities.iter().map(|c| c.name).collect();
+    ensure(exported == want, || {
+        format!(
+            "the export allows capabilities {exported:?}, the workload used {want:?} (recorded as the runtime's: {runtime:?})"
+        )
+    })?;
+    let shown = |l: &[&str]| {
+        if l.is_empty() {
+            "none".to_string()
+        } else {
+            l.join(",")
+        }
+    };
+    Ok(format!(
+        "capabilities exported: {} (the runtime's, not exported: {})",
+        shown(&exported),
+        shown(&runtime)
+    ))
+}

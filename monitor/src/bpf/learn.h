@@ -12,7 +12,13 @@
  * or ns_capable() call makes ends there), with the check's result: fexit where BPF trampolines
  * work (any kernel from 5.10), else the `capability:cap_capable` tracepoint where the kernel
  * has it (recent kernels); the loader picks the one the kernel takes, or none, and user space then
- * says capabilities were not recorded.
+ * says capabilities were not recorded. A check granted to the runtime (a task named as runc's
+ * init names itself, `runc:[...`, or as palisade-init runs, `palisade-init`: neither has executed
+ * the workload's program yet) goes to its own table, `cap_runtime`, not to `cap_granted`: runc's
+ * init holds every capability of the container's sets while it sets up the process (set*id,
+ * the bounding set's cut need setuid, setgid, setpcap), for its first process and for every CRI
+ * exec. A name is the task's to set: a workload naming itself so only hides its own use (its
+ * export is then narrower than what it does, never wider).
  *
  * One byte per syscall or capability number rather than one bit: setting a byte is a plain
  * store, safe against another CPU setting its neighbour without the atomic or that 5.10 lacks,
@@ -28,6 +34,8 @@ struct learn_table {
 	/* capabilities checked and granted, and checked and refused, by number */
 	__u8 cap_granted[LEARN_CAPS];
 	__u8 cap_refused[LEARN_CAPS];
+	/* checked and granted to the runtime (runc's init, palisade-init), by number */
+	__u8 cap_runtime[LEARN_CAPS];
 	/* the holder (ring index) whose container this is: its tables go when it dies */
 	__u32 ring;
 	__u32 pad;
@@ -65,6 +73,24 @@ int BPF_PROG(learn_sys_enter, struct pt_regs *regs, long id)
 	return 0;
 }
 
+/* Whether the current task carries the runtime's name: runc's init (`runc:[2:INIT]`, the
+ * stage that enters the container's cgroup) or palisade-init (the kernel names a task after the
+ * file it executes). */
+static __always_inline bool learn_runtime_task(void)
+{
+	char comm[16] = {};
+
+	if (bpf_get_current_comm(comm, sizeof(comm)))
+		return false;
+	if (comm[0] == 'r' && comm[1] == 'u' && comm[2] == 'n' && comm[3] == 'c' &&
+	    comm[4] == ':' && comm[5] == '[')
+		return true;
+	return comm[0] == 'p' && comm[1] == 'a' && comm[2] == 'l' && comm[3] == 'i' &&
+	       comm[4] == 's' && comm[5] == 'a' && comm[6] == 'd' && comm[7] == 'e' &&
+	       comm[8] == '-' && comm[9] == 'i' && comm[10] == 'n' && comm[11] == 'i' &&
+	       comm[12] == 't' && comm[13] == 0;
+}
+
 /* A capability check of the current task: `ret` is 0 when granted. */
 static __always_inline int learn_cap(int cap, int ret)
 {
@@ -78,7 +104,10 @@ static __always_inline int learn_cap(int cap, int ret)
 	 * bound the index again where it cannot be folded away */
 	barrier_var(nr);
 	nr &= LEARN_CAPS - 1;
-	if (ret == 0) {
+	if (ret == 0 && learn_runtime_task()) {
+		if (!t->cap_runtime[nr])
+			t->cap_runtime[nr] = 1;
+	} else if (ret == 0) {
 		if (!t->cap_granted[nr])
 			t->cap_granted[nr] = 1;
 	} else if (!t->cap_refused[nr]) {

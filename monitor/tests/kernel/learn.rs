@@ -92,6 +92,42 @@ fn chown_raw_socket_and_refused_nice() -> i32 {
     0
 }
 
+const CAP_FOWNER: u8 = 3;
+
+/// In a forked child of the learning cgroup named as runc's init names itself: a raise of
+/// priority (CAP_SYS_NICE, granted to this root process): the runtime's check.
+fn nice_as_runc_init() -> i32 {
+    // SAFETY: plain calls on this child.
+    unsafe {
+        if libc::prctl(libc::PR_SET_NAME, c"runc:[2:INIT]".as_ptr()) != 0 {
+            return 20;
+        }
+        if libc::setpriority(libc::PRIO_PROCESS, 0, -20) != 0 {
+            return 21;
+        }
+    }
+    0
+}
+
+/// In a forked child of the learning cgroup named as palisade-init runs: a mode change of a
+/// memfd given to another owner (CAP_FOWNER; the chown's CAP_CHOWN is the workload's too).
+fn fowner_as_palisade_init() -> i32 {
+    // SAFETY: plain calls on this child with its own stack data.
+    unsafe {
+        if libc::prctl(libc::PR_SET_NAME, c"palisade-init".as_ptr()) != 0 {
+            return 30;
+        }
+        let fd = libc::memfd_create(c"learn-rt".as_ptr(), 0);
+        if fd < 0 || libc::fchown(fd, 1, 1) != 0 {
+            return 31;
+        }
+        if libc::fchmod(fd, 0o600) != 0 {
+            return 32;
+        }
+    }
+    0
+}
+
 fn has(mask: u64, cap: u8) -> bool {
     CapabilitiesSeen::numbers(mask).any(|n| n == cap)
 }
@@ -116,6 +152,18 @@ fn a_learning_cgroups_syscalls_and_capabilities_are_recorded_and_no_one_elses() 
         &Act::Call(chown_raw_socket_and_refused_nice),
     );
     assert_eq!(exited(st), Some(0));
+    call_in(
+        &w,
+        nice_as_runc_init,
+        0,
+        "a raise of priority named runc:[2:INIT]",
+    );
+    call_in(
+        &w,
+        fowner_as_palisade_init,
+        0,
+        "a chmod named palisade-init",
+    );
 
     let seen = w
         .watch
@@ -162,7 +210,26 @@ fn a_learning_cgroups_syscalls_and_capabilities_are_recorded_and_no_one_elses() 
             );
             assert!(
                 !has(caps.granted, CAP_SYS_NICE),
-                "sys_nice, granted to an unwatched process only, recorded: {caps:?}"
+                "sys_nice, granted to an unwatched process and to one named as runc's init \
+                 only, recorded as the workload's: {caps:?}"
+            );
+            // The runtime's checks (a task named as runc's init or palisade-init) are kept
+            // apart from the workload's.
+            assert!(
+                has(caps.runtime, CAP_SYS_NICE),
+                "sys_nice of runc:[2:INIT] not the runtime's: {caps:?}"
+            );
+            assert!(
+                has(caps.runtime, CAP_FOWNER),
+                "fowner of palisade-init not the runtime's: {caps:?}"
+            );
+            assert!(
+                !has(caps.granted, CAP_FOWNER),
+                "fowner, granted to palisade-init only, recorded as the workload's: {caps:?}"
+            );
+            assert!(
+                !has(caps.runtime, CAP_NET_RAW),
+                "net_raw, the workload's only, recorded as the runtime's: {caps:?}"
             );
         }
     }
