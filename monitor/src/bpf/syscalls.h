@@ -69,6 +69,7 @@ static __always_inline long syscall_ret(struct pt_regs *regs)
 }
 
 #include "opens.h"
+#include "execs.h"
 
 /* Without CF_ALL_OPENS only the opens a detection can use are reported: writes, denials and
  * reads of secrets and credential files. Decided before the path is read: a read of an ordinary file, the bulk of
@@ -173,6 +174,8 @@ static __always_inline int report_event(struct container_info *ci, __u64 cg, __u
 static __always_inline int report_syscall(struct container_info *ci, __u64 cg, __u32 sys,
 					  long ret, const __u64 *args)
 {
+	if (sys == SYS_EXECVE || sys == SYS_EXECVEAT)
+		return report_exec_refusal(ci, cg, sys, ret, args);
 	return report_event(ci, cg, sys, ret, args, -1, 0);
 }
 
@@ -319,6 +322,8 @@ FEXIT_SYSCALL(mount, SYS_MOUNT)
 FEXIT_SYSCALL(init_module, SYS_INIT_MODULE)
 FEXIT_SYSCALL(finit_module, SYS_FINIT_MODULE)
 FEXIT_SYSCALL(bpf, SYS_BPF)
+FEXIT_EXEC(execve, SYS_EXECVE)
+FEXIT_EXEC(execveat, SYS_EXECVEAT)
 
 /* openat's, with the note its file_open left (opens.h): a plain read of an ordinary file by a
  * container that reports no plain reads returns before the container lookup. */
