@@ -4,7 +4,7 @@
  * syscall's exit (a refused exec leaves the caller's image, and that memory, in place). A
  * successful exec is reported by sched_process_exec (monitor.bpf.c), and every other result
  * (ENOENT of a PATH search, say) is not reported: the result is tested before anything else.
- * Included by syscalls.h. */
+ * Included by syscalls.h, after report_event. */
 
 /* The results of an exec the kernel refused. */
 static __always_inline bool exec_refused(long ret)
@@ -12,33 +12,15 @@ static __always_inline bool exec_refused(long ret)
 	return ret == -EACCES || ret == -EPERM;
 }
 
-/* The event of a refused execve (path: its first argument) or execveat (its second, relative
- * to the first when it does not start with '/'); nothing for any other result. */
+/* The event of a refused execve or execveat (report_event reads the path: execve's first
+ * argument, execveat's second, relative to its first when it does not start with '/');
+ * nothing for any other result. */
 static __always_inline int report_exec_refusal(struct container_info *ci, __u64 cg, __u32 sys,
 					       long ret, const __u64 *args)
 {
-	struct syscall_event *e;
-	void *rb;
-	__u64 path = sys == SYS_EXECVE ? args[0] : args[1];
-
 	if (!exec_refused(ret))
 		return 0;
-	e = reserve(ci, sizeof(*e), &rb);
-	if (!e)
-		return 0;
-	fill_header(&e->h, EV_SYSCALL, ci, cg);
-	e->sys = sys;
-	e->ret = ret;
-	e->addr_len = 0;
-	e->flags = 0;
-	for (int i = 0; i < 6; i++)
-		e->args[i] = args[i];
-	e->path[0] = 0;
-	if (path)
-		bpf_probe_read_user_str(e->path, sizeof(e->path), (void *)path);
-	/* a refused attempt is worth the reader's wake-up, as a refused exec deny is */
-	submit(ci, rb, e, sizeof(*e), true);
-	return 0;
+	return report_event(ci, cg, sys, ret, args, -1, 0);
 }
 
 /* The fexit program of execve or execveat: the result is tested before the container lookup,

@@ -69,7 +69,6 @@ static __always_inline long syscall_ret(struct pt_regs *regs)
 }
 
 #include "opens.h"
-#include "execs.h"
 
 /* Without CF_ALL_OPENS only the opens a detection can use are reported: writes, denials and
  * reads of secrets and credential files. Decided before the path is read: a read of an ordinary file, the bulk of
@@ -131,11 +130,13 @@ static __always_inline int report_event(struct container_info *ci, __u64 cg, __u
 		if (f && write && below_system_dir((struct task_struct *)bpf_get_current_task(), f))
 			oflags |= SE_SYSTEM_DIR;
 	}
-	if (sys == SYS_OPENAT || sys == SYS_MOUNT) {
+	if (sys == SYS_OPENAT || sys == SYS_MOUNT || sys == SYS_EXECVE || sys == SYS_EXECVEAT) {
 		pb = bpf_map_lookup_elem(&scratch, &zero);
 		if (!pb)
 			return 0;
-		bpf_probe_read_user_str(pb->s, sizeof(pb->s), (void *)args[1]);
+		/* execve's path is its first argument; the others' their second */
+		bpf_probe_read_user_str(pb->s, sizeof(pb->s),
+					(void *)args[sys == SYS_EXECVE ? 0 : 1]);
 	}
 
 	e = reserve(ci, sizeof(*e), &rb);
@@ -169,6 +170,8 @@ static __always_inline int report_event(struct container_info *ci, __u64 cg, __u
 	submit(ci, rb, e, sizeof(*e), false);
 	return 0;
 }
+
+#include "execs.h"
 
 /* The event of one watched syscall other than an open judged at file_open. */
 static __always_inline int report_syscall(struct container_info *ci, __u64 cg, __u32 sys,
