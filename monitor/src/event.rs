@@ -49,6 +49,8 @@ pub const WATCHED_SYSCALLS: &[&str] = &[
     "init_module",
     "finit_module",
     "bpf",
+    "execve",
+    "execveat",
 ];
 
 /// The syscalls reported without strings of their own.
@@ -206,6 +208,17 @@ pub enum EventKind {
         /// The file rule behind it.
         rule: Option<String>,
     },
+    /// An execve or execveat the kernel refused (EACCES or EPERM), seen as the syscall
+    /// returned: the caller's image goes on running. A successful exec is an
+    /// [`EventKind::Exec`]; other failures are not reported.
+    ExecRefused {
+        /// As the process asked for it (relative to `dirfd`, or its working directory, when it
+        /// does not start with `/`).
+        path: String,
+        /// execveat's directory descriptor; `None` for execve.
+        dirfd: Option<i32>,
+        result: i64,
+    },
     /// A connect or an unconnected send to a destination the container's egress allow-list
     /// ([`crate::EgressList`]) does not name, seen by the cgroup sock_addr programs: refused
     /// with EPERM or, in audit, reported.
@@ -238,6 +251,7 @@ impl EventKind {
             EventKind::Syscall { call, .. } => call.name(),
             EventKind::FileDenied { op, .. } => op.kind_name(),
             EventKind::Egress { .. } => "egress",
+            EventKind::ExecRefused { .. } => "exec-refused",
         }
     }
 }
@@ -476,6 +490,11 @@ impl EventKind {
                 "dev": dev, "inode": ino, "write": write, "owner": owner, "refused": refused,
                 "result": if *refused { -EACCES } else { 0 },
             }),
+            EventKind::ExecRefused {
+                path,
+                dirfd,
+                result,
+            } => json!({ "path": path, "dirfd": dirfd, "result": result, "refused": true }),
             EventKind::Egress {
                 addr,
                 protocol,

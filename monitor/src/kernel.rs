@@ -283,6 +283,8 @@ const SYSCALL_NUMBERS: &[(&str, libc::c_long)] = &[
     ("init_module", libc::SYS_init_module),
     ("finit_module", libc::SYS_finit_module),
     ("bpf", libc::SYS_bpf),
+    ("execve", libc::SYS_execve),
+    ("execveat", libc::SYS_execveat),
 ];
 
 /// The syscall number -> kind table the programs look every syscall up in.

@@ -6,6 +6,7 @@ mod egress;
 mod enforce;
 mod error;
 mod event;
+mod execs;
 mod floor;
 mod handle;
 mod kernel;

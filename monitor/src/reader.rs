@@ -38,6 +38,7 @@ pub(crate) fn spawn(
         sink,
         lost,
         binaries: HashMap::new(),
+        echoes: crate::execs::Echoes::default(),
     };
     let mut builder = RingBufferBuilder::new();
     builder
@@ -115,6 +116,8 @@ struct Reader {
     lost: Arc<AtomicU64>,
     /// Executable of each watched process, from its last exec.
     binaries: HashMap<u32, String>,
+    /// Exec refusals already reported by the BPF-LSM program ([`crate::execs::Echoes`]).
+    echoes: crate::execs::Echoes,
 }
 
 impl Reader {
@@ -186,8 +189,12 @@ impl Reader {
                 }
             }
         };
+        if self.echoes.echo(h.tid, &kind) {
+            return;
+        }
         let mut findings =
             detect::findings(&entry.set, &mut state, &process, &kind, Instant::now());
+        findings.extend(crate::execs::finding(&entry.set.rules, &kind));
         findings.extend(file_denied(&entry, &kind));
         findings.extend(crate::egress::finding(
             entry.set.rules.egress.as_ref(),
@@ -413,6 +420,11 @@ fn syscall_kind(e: &types::syscall_event) -> EventKind {
         },
         19 => call(Syscall::InitModule),
         20 => call(Syscall::FinitModule),
+        22 | 23 => EventKind::ExecRefused {
+            path: cstr(&e.path),
+            dirfd: (e.sys == 23).then_some(a[0] as i32),
+            result,
+        },
         _ => call(Syscall::Bpf),
     }
 }

@@ -297,6 +297,10 @@ pub struct ContainerRules {
     /// attached while any container of the node has this, and [`crate::Watch::syscalls_seen`]
     /// and [`crate::Watch::capabilities_seen`] read the table.
     pub record_syscalls: bool,
+    /// The container's landlock ruleset handles the execute right (an execute allow-list,
+    /// applied by palisade-init): an exec refused with EACCES names `landlock` as its
+    /// enforcer, where without one it names `unknown` (a file's mode refuses with EACCES too).
+    pub landlock_exec: bool,
 }
 
 /// One range of a user namespace's uid or gid map: `count` ids from `inside` in the
@@ -357,6 +361,7 @@ impl Default for ContainerRules {
             rootfs: None,
             process_root: None,
             record_syscalls: false,
+            landlock_exec: false,
         }
     }
 }
@@ -378,6 +383,11 @@ pub enum Enforcer {
     Capabilities,
     /// Reported only.
     AuditOnly,
+    /// The container's landlock ruleset (applied by palisade-init, not by the monitor).
+    Landlock,
+    /// Refused by the kernel for a reason the monitor cannot tell apart (a file's mode,
+    /// another LSM).
+    Unknown,
 }
 
 impl Enforcer {
@@ -391,6 +401,8 @@ impl Enforcer {
             Enforcer::Seccomp => "seccomp",
             Enforcer::Capabilities => "capabilities",
             Enforcer::AuditOnly => "audit-only",
+            Enforcer::Landlock => "landlock",
+            Enforcer::Unknown => "unknown",
         }
     }
 }

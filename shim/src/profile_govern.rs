@@ -457,6 +457,12 @@ fn judged(ev: &MonitorEvent) -> Vec<(Observation, bool)> {
             },
             *refused,
         )],
+        // An exec the kernel refused inside the container (landlock's execute allow-list, say):
+        // the caller's image is the parent that asked for it.
+        EventKind::ExecRefused { path, .. } if path.starts_with('/') => vec![(
+            crate::profile::exec_of(path.clone(), &ev.process.binary, false),
+            true,
+        )],
         EventKind::Mount { result, .. } => vec![(
             Observation::Syscall {
                 name: "mount".into(),

@@ -282,3 +282,26 @@ fn a_refused_udp_send_is_a_departure_and_a_refused_connect_counts_once() {
     );
     assert!(judged(&event("c1", "/bin/app", egress(false))).is_empty());
 }
+
+/// An exec the kernel refused inside the container is a refused departure: the exec of the
+/// path asked for, by the caller's image; a relative path (not resolved) is not judged.
+#[test]
+fn an_exec_refused_in_the_container_is_a_refused_departure_of_its_caller() {
+    let refused = |path: &str| EventKind::ExecRefused {
+        path: path.into(),
+        dirfd: None,
+        result: -EACCES,
+    };
+    let got = judged(&event("c1", "/bin/busybox", refused("/usr/bin/probe")));
+    assert_eq!(
+        got,
+        vec![(
+            Observation::Exec {
+                path: "/usr/bin/probe".into(),
+                parent: Some("/bin/busybox".into()),
+            },
+            true
+        )]
+    );
+    assert!(judged(&event("c1", "/bin/busybox", refused("probe"))).is_empty());
+}

@@ -88,6 +88,11 @@ fn probe_exec(o: &Observation) -> bool {
     matches!(o, Observation::Exec { path, parent: None } if path == PROBE)
 }
 
+/// The exec of [`PROBE`] a shell in the container asked for (the refused execve's event).
+fn probe_exec_from_shell(o: &Observation) -> bool {
+    matches!(o, Observation::Exec { path, parent: Some(p) } if path == PROBE && p == "/bin/busybox")
+}
+
 /// A binary in the image the service never ran.
 const PROBE: &str = "/usr/bin/palisade-probe";
 /// The exec probe made while the workload learns (what a kubelet's exec probe does): the
@@ -139,9 +144,10 @@ fn attacks() -> Vec<Attack> {
         Attack {
             name: "a binary the service never ran (from a shell in the container)",
             argv: &["busybox", "sh", "-c", "/usr/bin/palisade-probe getpid"],
-            // landlock refuses the exec (126) before the monitor's exec hook sees it.
+            // landlock refuses the exec (126) before the monitor's exec hook sees it; the
+            // syscall hooks report the refused execve, by the shell's busybox.
             refused: true,
-            departs: None,
+            departs: Some(probe_exec_from_shell),
         },
         Attack {
             name: "a raw socket (busybox ping)",
@@ -462,6 +468,33 @@ pub async fn profile_enforce_refuses_departures(ctx: &Ctx) -> Result<Observed> {
             have(&departures)
         )
     })?;
+    // The probe a shell in the container started, refused by landlock (126) before any exec
+    // event: the syscall hooks report the refused execve, naming landlock, and it is a refused
+    // departure.
+    log.expect(
+        EVENT_WAIT,
+        &pod2_name,
+        |e| {
+            field(e, "/workload/pod") == pod2_name
+                && field(e, "/rule/name") == "exec-refused"
+                && field(e, "/enforcer") == "landlock"
+                && field(e, "/action") == "block"
+                && field(e, "/evidence/path") == PROBE
+        },
+        || format!("no exec-refused event (landlock, block) for {PROBE} run from a shell"),
+    )
+    .await?;
+    ensure(
+        departures
+            .iter()
+            .any(|d| d.refused && probe_exec_from_shell(&d.observation)),
+        || {
+            format!(
+                "enforced: the probe run from a shell is not a refused departure: {:?}",
+                have(&departures)
+            )
+        },
+    )?;
     let runtime: Vec<String> = have(&departures)
         .into_iter()
         .zip(&departures)

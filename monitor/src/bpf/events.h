@@ -45,6 +45,9 @@ enum sys_kind {
 	SYS_INIT_MODULE = 19,
 	SYS_FINIT_MODULE = 20,
 	SYS_BPF = 21,
+	/* reported only when refused (EACCES, EPERM): execs.h */
+	SYS_EXECVE = 22,
+	SYS_EXECVEAT = 23,
 };
 
 /* container_info.flags */

@@ -130,11 +130,13 @@ static __always_inline int report_event(struct container_info *ci, __u64 cg, __u
 		if (f && write && below_system_dir((struct task_struct *)bpf_get_current_task(), f))
 			oflags |= SE_SYSTEM_DIR;
 	}
-	if (sys == SYS_OPENAT || sys == SYS_MOUNT) {
+	if (sys == SYS_OPENAT || sys == SYS_MOUNT || sys == SYS_EXECVE || sys == SYS_EXECVEAT) {
 		pb = bpf_map_lookup_elem(&scratch, &zero);
 		if (!pb)
 			return 0;
-		bpf_probe_read_user_str(pb->s, sizeof(pb->s), (void *)args[1]);
+		/* execve's path is its first argument; the others' their second */
+		bpf_probe_read_user_str(pb->s, sizeof(pb->s),
+					(void *)args[sys == SYS_EXECVE ? 0 : 1]);
 	}
 
 	e = reserve(ci, sizeof(*e), &rb);
@@ -169,10 +171,14 @@ static __always_inline int report_event(struct container_info *ci, __u64 cg, __u
 	return 0;
 }
 
+#include "execs.h"
+
 /* The event of one watched syscall other than an open judged at file_open. */
 static __always_inline int report_syscall(struct container_info *ci, __u64 cg, __u32 sys,
 					  long ret, const __u64 *args)
 {
+	if (sys == SYS_EXECVE || sys == SYS_EXECVEAT)
+		return report_exec_refusal(ci, cg, sys, ret, args);
 	return report_event(ci, cg, sys, ret, args, -1, 0);
 }
 
@@ -319,6 +325,8 @@ FEXIT_SYSCALL(mount, SYS_MOUNT)
 FEXIT_SYSCALL(init_module, SYS_INIT_MODULE)
 FEXIT_SYSCALL(finit_module, SYS_FINIT_MODULE)
 FEXIT_SYSCALL(bpf, SYS_BPF)
+FEXIT_EXEC(execve, SYS_EXECVE)
+FEXIT_EXEC(execveat, SYS_EXECVEAT)
 
 /* openat's, with the note its file_open left (opens.h): a plain read of an ordinary file by a
  * container that reports no plain reads returns before the container lookup. */

@@ -1,5 +1,5 @@
 //! The monitor against the running kernel (root), by theme: what is reported and to which
-//! container (`attribution`), exec deny rules (`exec`), connect deny rules (`connect`), egress
+//! container (`attribution`), exec deny rules (`exec`), refused execs reported (`exec_refused`), connect deny rules (`connect`), egress
 //! allow-lists (`egress`), socket
 //! creation rules (`sockets`), shared pins, parking and the hook floor (`pins`), where the
 //! syscalls are watched (`hooks`: fexit, no syscall tracepoint, where trampolines work), file
@@ -15,6 +15,7 @@ mod attribution;
 mod connect;
 mod egress;
 mod exec;
+mod exec_refused;
 mod file_common;
 mod file_globs;
 mod file_ops;

@@ -187,6 +187,22 @@ pub fn monitor_only_record(
         .collect()
 }
 
+/// Whether the landlock ruleset of `plan` limits execution (it handles the execute right:
+/// an execute allow-list) on a kernel with landlock (`landlock_abi`): the monitor then names
+/// landlock as what refused an exec with EACCES ([`ContainerRules::landlock_exec`]).
+pub fn landlock_execute(
+    plan: Option<&palisade_init::plan::Plan>,
+    landlock_abi: Option<u32>,
+) -> bool {
+    use palisade_init::plan::FsAccess;
+    landlock_abi.is_some()
+        && plan.and_then(|p| p.landlock.as_ref()).is_some_and(|l| {
+            l.handled_fs
+                .as_ref()
+                .is_none_or(|h| h.contains(&FsAccess::Execute))
+        })
+}
+
 /// Where Kubernetes mounts secrets in a container (the service account token volume, and
 /// secret volumes by convention).
 const SECRET_DIRS: [&str; 2] = ["/var/run/secrets", "/run/secrets"];
@@ -279,6 +295,35 @@ mod tests {
         let unwatched = enforcement_record(&rules, None, None);
         assert_eq!(unwatched[0]["enforcer"], "none: not watched by the monitor");
         assert_eq!(unwatched[2]["enforcer"], "landlock");
+    }
+
+    #[test]
+    fn landlock_limits_execution_only_where_its_ruleset_handles_execute() {
+        let plan = |landlock: serde_json::Value| -> palisade_init::plan::Plan {
+            serde_json::from_value(serde_json::json!({
+                "version": 1, "no_new_privs": true, "landlock": landlock
+            }))
+            .unwrap()
+        };
+        let every_right = plan(serde_json::json!({"required_abi": 1}));
+        let executes = plan(serde_json::json!({
+            "required_abi": 1, "handled_fs": ["execute", "read_file"]
+        }));
+        let writes_only = plan(serde_json::json!({
+            "required_abi": 1, "handled_fs": ["write_file"]
+        }));
+        let none: palisade_init::plan::Plan =
+            serde_json::from_value(serde_json::json!({"version": 1, "no_new_privs": true}))
+                .unwrap();
+        assert!(landlock_execute(Some(&every_right), Some(4)));
+        assert!(landlock_execute(Some(&executes), Some(1)));
+        assert!(!landlock_execute(Some(&writes_only), Some(4)));
+        assert!(!landlock_execute(Some(&none), Some(4)));
+        assert!(!landlock_execute(None, Some(4)));
+        assert!(
+            !landlock_execute(Some(&executes), None),
+            "no landlock in this kernel: nothing applies the ruleset"
+        );
     }
 
     #[test]

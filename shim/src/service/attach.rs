@@ -182,6 +182,7 @@ impl TaskService {
         rules.id_maps = crate::cri::id_maps(&hardened.spec);
         rules.seccomp_refused =
             palisade_monitor::seccomp_refused(&hardened.spec["linux"]["seccomp"]);
+        rules.landlock_exec = hardened.landlock_exec;
         let egress_rule = egress.as_ref().map(|e| e.name.clone());
         rules.egress = egress;
         if !cannot.is_empty() && !hardened.degrade {

@@ -294,6 +294,9 @@ pub(super) struct Hardened {
     pub(super) rules: Vec<palisade_sandbox::RuleEnforcement>,
     /// The landlock ABI of this kernel, for the record.
     pub(super) landlock_abi: Option<u32>,
+    /// palisade-init applies a landlock ruleset that handles the execute right: the monitor
+    /// names landlock as the enforcer of an exec refused with EACCES.
+    pub(super) landlock_exec: bool,
     /// The workload the container learns into, when it learns.
     pub(super) learn: Option<palisade_profile::WorkloadId>,
     /// The learned profile applied to the container, to judge its departures against.
@@ -479,6 +482,8 @@ fn harden_bundle(
         degrade,
         rules: enforcement.rules,
         landlock_abi: kernel.landlock_abi,
+        landlock_exec: wrapped
+            && crate::monitoring::landlock_execute(enforcement.plan.as_ref(), kernel.landlock_abi),
         learn: governance.learn,
         exec_guard,
         govern: governance.applied.map(|a| crate::profile_govern::Target {
