@@ -29,16 +29,22 @@ fn udp_send() -> i32 {
         },
         sin_zero: [0; 8],
     };
+    send_one(libc::AF_INET, &addr)
+}
+
+/// One byte sent from a new UDP socket of `family` to `addr`, without connecting: 0 or the
+/// errno. Raw syscalls, for a forked child.
+fn send_one<A>(family: i32, addr: &A) -> i32 {
     // SAFETY: raw syscalls on a valid address of the size given.
     unsafe {
-        let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        let s = libc::socket(family, libc::SOCK_DGRAM, 0);
         let rc = libc::sendto(
             s,
             b"x".as_ptr().cast(),
             1,
             0,
-            (&addr as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as u32,
+            (addr as *const A).cast(),
+            std::mem::size_of::<A>() as u32,
         );
         if rc == 1 {
             0
@@ -60,23 +66,7 @@ fn udp_send_mapped() -> i32 {
         },
         sin6_scope_id: 0,
     };
-    // SAFETY: raw syscalls on a valid address of the size given.
-    unsafe {
-        let s = libc::socket(libc::AF_INET6, libc::SOCK_DGRAM, 0);
-        let rc = libc::sendto(
-            s,
-            b"x".as_ptr().cast(),
-            1,
-            0,
-            (&addr as *const libc::sockaddr_in6).cast(),
-            std::mem::size_of::<libc::sockaddr_in6>() as u32,
-        );
-        if rc == 1 {
-            0
-        } else {
-            *libc::__errno_location()
-        }
-    }
+    send_one(libc::AF_INET6, &addr)
 }
 
 fn udp_send_to(w: &Watched, port: u16) -> (i32, i32) {
