@@ -55,6 +55,9 @@ pub(crate) const CF_FILE_RULES: u32 = 4;
 /// the second flag.
 pub(crate) const CF_EGRESS: u32 = 8;
 pub(crate) const CF_EGRESS_AUDIT: u32 = 16;
+/// container_info.flags (egress.h): the container learns its peers: each destination is
+/// reported once, none refused.
+pub(crate) const CF_EGRESS_LEARN: u32 = 32;
 /// egress_event.flags (egress.h).
 pub(crate) const EGRESS_REFUSED: u32 = 1;
 pub(crate) const EGRESS_SENDMSG: u32 = 2;

@@ -264,6 +264,10 @@ pub struct ContainerRules {
     /// The peers the container may connect and send to, when it has an egress allow-list
     /// (every other destination is refused or reported).
     pub egress: Option<crate::egress::EgressList>,
+    /// Without an `egress` list: report each destination the container connects or sends
+    /// to (unconnected UDP included) once, refusing none, for a learned profile's peers
+    /// ([`crate::Watch::sends_observed`] says whether the hooks could be attached).
+    pub learn_egress: bool,
     /// The built-in detections (shell, package manager, system writes, ...).
     pub builtins: bool,
     /// Report every file open, not only writes, denials and secret reads (costly: every open
@@ -352,6 +356,7 @@ impl Default for ContainerRules {
             sock_create: Vec::new(),
             deny_file: Vec::new(),
             egress: None,
+            learn_egress: false,
             builtins: true,
             report_all_opens: false,
             learning_window: Some(Duration::from_secs(600)),

@@ -133,6 +133,9 @@ pub struct Watch {
     registered: bool,
     /// Its system calls are recorded (a `learn_syscalls` entry, a share of the learning link).
     learning: bool,
+    /// With [`ContainerRules::learn_egress`]: the sock_addr hooks were attached, so each
+    /// destination it connects or sends to is reported.
+    sends_observed: bool,
     installed: Installed,
     enforcement: Vec<RuleEnforcement>,
 }
@@ -162,6 +165,7 @@ pub(crate) fn register(
         cgroup_id: container.cgroup_id,
         registered: false,
         learning: false,
+        sends_observed: false,
         installed: Installed::default(),
         enforcement: Vec::new(),
     };
@@ -177,10 +181,26 @@ pub(crate) fn register(
     watch.enforcement.extend(exec);
     let connect = enforce::connect::install(&target, &rules.deny_connect, installed)?;
     watch.enforcement.extend(connect);
-    let (egress_flags, egress) =
-        enforce::egress::install(&target, rules.egress.as_ref(), installed)?;
+    let (mut egress_flags, egress) = enforce::egress::install(
+        &target,
+        rules.egress.as_ref(),
+        rules.learn_egress,
+        installed,
+    )?;
     watch.enforcement.extend(egress);
-    enforce::connect::attach(&target, installed)?;
+    let learning_only =
+        egress_flags == enforce::egress::LEARN_FLAGS && installed.net_keys.is_empty();
+    match enforce::connect::attach(&target, installed) {
+        Ok(()) => watch.sends_observed = learning_only,
+        // Only learning asked for the hooks: the container is watched without them, and
+        // `sends_observed` tells its recorder that its sends were not seen.
+        Err(e) if learning_only => {
+            warn!(container = %name, error = %e, "learning: connects and sends not observed");
+            egress_flags = 0;
+            installed.egress = false;
+        }
+        Err(e) => return Err(e),
+    }
     let sock = enforce::sock::install(&target, &rules.sock_create, installed)?;
     watch.enforcement.extend(sock);
     let file = enforce::file::install(&target, &rules.deny_file, installed)?;
@@ -363,6 +383,13 @@ impl Watch {
     /// empty set that would look recorded).
     pub fn capabilities_seen(&self) -> Option<CapabilitiesSeen> {
         self.reader().capabilities_seen()
+    }
+
+    /// Whether this learning container's connects and unconnected sends are observed
+    /// ([`ContainerRules::learn_egress`] and the sock_addr hooks attached): when not, a
+    /// recording of its peers is incomplete.
+    pub fn sends_observed(&self) -> bool {
+        self.sends_observed
     }
 
     /// A reader of this container's counters and system call table that others may keep (a

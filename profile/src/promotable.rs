@@ -12,6 +12,12 @@ impl Recording {
                 self.drops
             ));
         }
+        if self.sends_unobserved > 0 {
+            reasons.push(format!(
+                "recording is incomplete: the connects and sends of {} recordings were not observed (no sock_addr hooks), outbound peers may be missing",
+                self.sends_unobserved
+            ));
+        }
         for (category, n) in &self.overflow {
             let name = serde_json::to_value(category)
                 .ok()

@@ -220,6 +220,10 @@ pub struct Recording {
     /// this field existed could not observe them either (read as 1).
     #[serde(default = "one")]
     pub capabilities_unobserved: u64,
+    /// Recordings merged in whose container's connects and sends were not observed (the
+    /// sock_addr hooks could not be attached): `peers` may miss some; not promotable.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sends_unobserved: u64,
     /// Capabilities the runtime used in the workload's containers, never the workload
     /// (`floor::runtime_capability`): shown, not exported.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
@@ -251,6 +255,7 @@ impl Recording {
             peers: BTreeSet::new(),
             capabilities: BTreeSet::new(),
             capabilities_unobserved: 0,
+            sends_unobserved: 0,
             runtime_capabilities: BTreeSet::new(),
             syscalls: BTreeSet::new(),
             overflow: BTreeMap::new(),
@@ -369,6 +374,7 @@ impl Recording {
         out.capabilities_unobserved = self
             .capabilities_unobserved
             .saturating_add(other.capabilities_unobserved);
+        out.sends_unobserved = self.sends_unobserved.saturating_add(other.sends_unobserved);
         out.first_seen = min_opt(self.first_seen, other.first_seen);
         out.last_seen = self.last_seen.max(other.last_seen);
         out.pods_beyond = self.pods_beyond.saturating_add(other.pods_beyond);
@@ -770,6 +776,10 @@ pub fn workload_name(pod: &str) -> &str {
 
 fn one() -> u64 {
     1
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn min_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {

@@ -417,3 +417,23 @@ fn merge_keeps_executables_started_from_anywhere() {
     assert!(ab.executables["/usr/sbin/nginx"].runtime);
     assert!(ab.promotable().is_ok());
 }
+
+#[test]
+fn unobserved_sends_block_promotion_and_survive_a_merge() {
+    let mut r = pod_a();
+    assert!(r.promotable().is_ok());
+    // A document written before the field existed, or by a node that saw the sends: 0.
+    let json = serde_json::to_string(&r).unwrap();
+    assert!(!json.contains("sends_unobserved"), "{json}");
+    r.sends_unobserved = 1;
+    let reasons = r.promotable().unwrap_err();
+    assert!(
+        reasons[0].contains("connects and sends") && reasons[0].contains("not observed"),
+        "{reasons:?}"
+    );
+    let merged = pod_b().merge(&r).unwrap();
+    assert_eq!(merged.sends_unobserved, 1);
+    let back: Recording = serde_json::from_str(&serde_json::to_string(&merged).unwrap()).unwrap();
+    assert_eq!(back.sends_unobserved, 1);
+    assert!(back.promotable().is_err());
+}

@@ -32,6 +32,7 @@ pub(crate) mod profile_exec;
 pub(crate) mod profile_govern;
 pub(crate) mod profile_landlock;
 pub(crate) mod profile_runtime;
+pub(crate) mod profile_sends;
 pub(crate) mod profile_stage;
 pub(crate) mod stats;
 pub(crate) mod stdio;

@@ -263,9 +263,15 @@ impl Learning {
     /// From now on each merge reads the container's kernel side through `reader`: its drop
     /// count, its system call table and its capabilities, those the runtime used alone and
     /// those outside `held` (the container's own sets, [`held_capabilities`]) recorded as the
-    /// runtime's (`profile_caps`). Call once the
-    /// container is watched.
-    pub fn attach_kernel(&self, reader: WatchReader, held: BTreeSet<Capability>) {
+    /// runtime's (`profile_caps`). Call once the container is watched. `sends_observed`: the
+    /// sock_addr hooks report its connects and sends (`Watch::sends_observed`); when not, each
+    /// merge says its peers may be missing.
+    pub fn attach_kernel(
+        &self,
+        reader: WatchReader,
+        held: BTreeSet<Capability>,
+        sends_observed: bool,
+    ) {
         let mut kernel = self
             .learner
             .kernel
@@ -273,6 +279,7 @@ impl Learning {
             .unwrap_or_else(PoisonError::into_inner);
         kernel.reader = Some(reader);
         kernel.held = held;
+        kernel.sends_observed = sends_observed;
     }
 
     /// Stops recording and merges the rest, with the `drops` the kernel counted for the
@@ -335,6 +342,8 @@ struct KernelSide {
     /// The capabilities the container's own sets hold: a granted one outside them was the
     /// runtime's (`profile_caps::split`).
     held: BTreeSet<Capability>,
+    /// The sock_addr hooks report its connects and sends (`Watch::sends_observed`).
+    sends_observed: bool,
 }
 
 /// What a merge takes from the kernel side.
@@ -347,6 +356,8 @@ struct Taken {
     capabilities_observed: bool,
     /// Capabilities granted to the runtime, not to the workload.
     runtime_capabilities: Vec<Capability>,
+    /// Watched without the sock_addr hooks: its peers may be missing.
+    sends_unobserved: bool,
 }
 
 impl KernelSide {
@@ -359,6 +370,7 @@ impl KernelSide {
                 observations: Vec::new(),
                 capabilities_observed: false,
                 runtime_capabilities: Vec::new(),
+                sends_unobserved: false,
             };
         };
         let total = total.unwrap_or_else(|| reader.stats().drops);
@@ -390,6 +402,7 @@ impl KernelSide {
             observations: calls,
             capabilities_observed: caps.is_some(),
             runtime_capabilities,
+            sends_unobserved: !self.sends_observed,
         }
     }
 }
@@ -448,6 +461,7 @@ impl Learner {
             observations: calls,
             capabilities_observed,
             runtime_capabilities,
+            sends_unobserved,
         } = self
             .kernel
             .lock()
@@ -471,6 +485,9 @@ impl Learner {
         // capabilities it used are not known: the merged recording says so.
         if !capabilities_observed {
             delta.capabilities_unobserved = 1;
+        }
+        if sends_unobserved {
+            delta.sends_unobserved = 1;
         }
         let mut merged = Ok(());
         let mut events = Vec::new();
@@ -678,6 +695,7 @@ pub(crate) fn observations(
             out.push(call("accept"));
             out.push(call("accept4"));
         }
+        EventKind::Egress { .. } => out.extend(crate::profile_sends::peer(&ev.kind)),
         EventKind::Mount { result, .. } if *result >= 0 => out.push(call("mount")),
         EventKind::Syscall {
             call: c, result, ..

@@ -35,6 +35,11 @@ const HTTP: u16 = 8080;
 /// The peer the service calls, and another port of the same peer it never called.
 const PEER_PORT: u16 = 9000;
 const NEW_PEER_PORT: u16 = 9001;
+/// The peer's UDP port the service sends a datagram to without connecting (busybox `tftp`
+/// sends its request with `sendto` on an unconnected socket: checked with strace), which only
+/// the sock_addr hooks see; nothing answers, so `tftp` is still waiting after a second
+/// (`timeout` ends it: exit 143), where a refused send fails at once (exit 1).
+const UDP_PEER_PORT: u16 = 9002;
 /// Requests while learning and again under enforce: seconds of traffic.
 const REQUESTS: usize = 8;
 /// The CGI's mark in a good answer.
@@ -66,6 +71,8 @@ echo \"$2\" > /www/data/last || echo 'write failed'
 echo \"$2\" > \"/www/data/req-${2##*=}\" || echo 'create failed'
 echo hello | nc -w 2 PEER >/dev/null 2>&1
 echo \"peer $?\"
+timeout 1 tftp -g -r x -l /dev/null UDP_TO >/dev/null 2>&1
+echo \"udp $?\"
 echo 'palisade-cgi done'
 ";
 
@@ -176,8 +183,9 @@ fn write_www(dir: &Path, peer: SocketAddr) -> Result<PathBuf> {
     // paths present when a container starts.
     std::fs::write(www.join("data/last"), "")?;
     let cgi = www.join("cgi-bin/svc");
+    let udp = format!("{} {UDP_PEER_PORT}", peer.ip());
     let peer = format!("{} {}", peer.ip(), peer.port());
-    std::fs::write(&cgi, HANDLER.replace("PEER", &peer))?;
+    std::fs::write(&cgi, HANDLER.replace("UDP_TO", &udp).replace("PEER", &peer))?;
     std::fs::set_permissions(&cgi, std::fs::Permissions::from_mode(0o755))?;
     for p in [www.join("data"), www.join("data/last")] {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777))?;
@@ -235,7 +243,10 @@ async fn traffic(addr: SocketAddr, phase: &str) -> Result<()> {
     for n in 0..REQUESTS {
         let r = get(addr, &format!("/cgi-bin/svc?order={n}")).await?;
         ensure(
-            r.status == 200 && r.body.contains(DONE) && r.body.contains("peer 0"),
+            r.status == 200
+                && r.body.contains(DONE)
+                && r.body.contains("peer 0")
+                && r.body.contains("udp 143"),
             || {
                 format!(
                     "{phase}: GET /cgi-bin/svc?order={n}: status {}, body {:.200?}",
@@ -305,6 +316,21 @@ pub async fn profile_enforce_refuses_departures(ctx: &Ctx) -> Result<Observed> {
             r.peers
         )
     })?;
+    // The unconnected UDP sends were learned, from the sock_addr hooks' reports.
+    ensure(
+        r.peers.iter().any(|p| {
+            p.protocol == palisade_policy::Protocol::Udp
+                && p.net.contains(&palisade_profile::Cidr::host(peer.ip()))
+                && p.port == UDP_PEER_PORT
+        }),
+        || {
+            format!(
+                "the learned profile has no udp peer {}:{UDP_PEER_PORT}: {:?}",
+                peer.ip(),
+                r.peers
+            )
+        },
+    )?;
     if let Err(reasons) = r.promotable() {
         bail!(
             "the learned profile cannot be promoted: {}",
@@ -324,6 +350,12 @@ pub async fn profile_enforce_refuses_departures(ctx: &Ctx) -> Result<Observed> {
     // The capabilities exported are the service's own, none of the runtime's.
     let capabilities = super::profile_exports::capabilities_exported(ctx, r, SERVICE_CAPABILITIES)?;
     let exports = format!("{exports}; {capabilities}");
+    let udp_export = super::profile_exports::netpol_udp_peer(
+        ctx,
+        &state,
+        &workload,
+        SocketAddr::new(peer.ip(), UDP_PEER_PORT),
+    )?;
 
     // Enforce, by the operator's command through the real CLI.
     pin_enforce(ctx, &state, &workload)?;
@@ -441,6 +473,19 @@ pub async fn profile_enforce_refuses_departures(ctx: &Ctx) -> Result<Observed> {
             .collect();
         bail!("enforced: not every attack step is a departure of {workload}: {now:?}; outcomes {codes:?}, new peer exit {new_peer_code}; wrong outcomes: {wrong:?}");
     };
+    // The learned unconnected UDP sends passed under enforce (each request said "udp 143")
+    // and left no departure.
+    let udp_departures: Vec<String> = departures
+        .iter()
+        .filter(|d| matches!(d.observation, Observation::Connect { address, port, .. } if address == peer.ip() && port == UDP_PEER_PORT))
+        .map(|d| format!("{:?} refused={}", d.observation, d.refused))
+        .collect();
+    ensure(udp_departures.is_empty(), || {
+        format!(
+            "enforced: the learned udp peer {}:{UDP_PEER_PORT} departed: {udp_departures:?}",
+            peer.ip()
+        )
+    })?;
     // The CRI execs the shim refused are reported by it, naming the binary and its enforcer;
     // their departures are refused ones.
     for binary in ["/bin/sh", PROBE] {
@@ -545,7 +590,7 @@ pub async fn profile_enforce_refuses_departures(ctx: &Ctx) -> Result<Observed> {
         })
         .collect();
     Ok(Observed::blocked(format!(
-        "learned {learned}; {exports}; {message}; {creations}; {REQUESTS} CGI requests (each creating a file) passed under enforce; a learned CRI exec ({EXEC_PROBE:?}) passed with no departure of the runtime's; {}; a new peer refused (exit {new_peer_code}, enforcer {egress_enforcer}); {} departures ({refused} refused), rollback held with {evidence} as evidence",
+        "learned {learned}; {exports}; {udp_export} (learned from unconnected sends, which passed under enforce with no departure); {message}; {creations}; {REQUESTS} CGI requests (each creating a file) passed under enforce; a learned CRI exec ({EXEC_PROBE:?}) passed with no departure of the runtime's; {}; a new peer refused (exit {new_peer_code}, enforcer {egress_enforcer}); {} departures ({refused} refused), rollback held with {evidence} as evidence",
         steps.join(", "),
         departures.len()
     )))

@@ -107,16 +107,7 @@ pub fn exports_validate(
                 .is_some_and(|ps| ps.iter().any(|p| port_is(p, port)))
         })
     });
-    let egress_ok = doc["spec"]["egress"].as_array().is_some_and(|rules| {
-        rules.iter().any(|r| {
-            r["to"].as_array().is_some_and(|to| {
-                to.iter()
-                    .any(|t| t["ipBlock"]["cidr"].as_str() == Some(to_peer.as_str()))
-            }) && r["ports"]
-                .as_array()
-                .is_some_and(|ps| ps.iter().any(|p| port_is(p, peer.port())))
-        })
-    });
+    let egress_ok = egress_allows(&doc, &to_peer, peer.port(), "TCP");
     let types = doc["spec"]["policyTypes"].as_array();
     ensure(
         doc["apiVersion"] == "networking.k8s.io/v1"
@@ -187,4 +178,46 @@ pub fn capabilities_exported(
         shown(&exported),
         shown(&runtime)
     ))
+}
+
+/// Exports `workload`'s NetworkPolicy and checks that it lets it send to `peer` over UDP (a
+/// peer learned from unconnected sends); a summary.
+pub fn netpol_udp_peer(
+    ctx: &Ctx,
+    state: &Path,
+    workload: &WorkloadId,
+    peer: SocketAddr,
+) -> Result<String> {
+    let netpol = export(ctx, state, workload, "networkpolicy")?;
+    let doc: Value = serde_yaml::from_str(&std::fs::read_to_string(&netpol)?)
+        .context("the NetworkPolicy export does not read back")?;
+    let to_peer = format!("{}/32", peer.ip());
+    let found = egress_allows(&doc, &to_peer, peer.port(), "UDP");
+    ensure(found, || {
+        format!(
+            "the NetworkPolicy export has no egress to {to_peer} UDP {}: {doc}",
+            peer.port()
+        )
+    })?;
+    Ok(format!(
+        "NetworkPolicy egress {to_peer} UDP {}",
+        peer.port()
+    ))
+}
+
+/// Whether a NetworkPolicy's egress has a rule to `cidr` (an `ipBlock`) on `port` over
+/// `protocol`.
+fn egress_allows(doc: &Value, cidr: &str, port: u16, protocol: &str) -> bool {
+    doc["spec"]["egress"].as_array().is_some_and(|rules| {
+        rules.iter().any(|r| {
+            r["to"]
+                .as_array()
+                .is_some_and(|to| to.iter().any(|t| t["ipBlock"]["cidr"] == cidr))
+                && r["ports"].as_array().is_some_and(|ps| {
+                    ps.iter().any(|p| {
+                        p["port"].as_u64() == Some(u64::from(port)) && p["protocol"] == protocol
+                    })
+                })
+        })
+    })
 }

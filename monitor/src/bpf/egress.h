@@ -9,7 +9,14 @@
  * slot word, port (0: any), address as IPv6 (IPv4 mapped into ::ffff:0:0/96, so an
  * IPv4-mapped IPv6 destination is its IPv4 peer). Slots use 24 bits: an allow key's slot word
  * carries EGRESS_MARK and the IP protocol number in its top byte, so it never matches a deny
- * lookup and a peer learned over TCP does not open UDP to it. */
+ * lookup and a peer learned over TCP does not open UDP to it.
+ *
+ * A learning container (CF_EGRESS_LEARN, with CF_EGRESS and CF_EGRESS_AUDIT, no allow keys)
+ * has every connect and unconnected send let through and reported once per destination: the
+ * first one to each (cgroup, protocol, port, address) inserts it into `egress_seen` and is
+ * reported (not refused), the next ones find it there and are not. Deduplicating here
+ * costs one hash update per send of a learning container and keeps a chatty sender (a
+ * resolver, statsd) from filling the ring, whose drops would make the recording lossy. */
 #ifndef PALISADE_EGRESS_H
 #define PALISADE_EGRESS_H
 
@@ -17,6 +24,8 @@
  * does not list is reported, not refused. */
 #define CF_EGRESS 8u
 #define CF_EGRESS_AUDIT 16u
+/* container_info.flags: the container learns: every destination is reported once, none refused. */
+#define CF_EGRESS_LEARN 32u
 
 #define EV_EGRESS 7
 
@@ -39,6 +48,40 @@ struct egress_event {
 };
 
 struct egress_event _egress_event = {};
+
+struct egress_seen_key {
+	__u64 cgroup;
+	__u8 addr[16];
+	__u16 port;
+	__u16 protocol;
+	__u32 pad;
+};
+
+/* The destinations each learning container's cgroup already reported. Keyed by cgroup id,
+ * which the kernel never reuses while it runs: a container gone leaves entries nothing looks
+ * up again, which the LRU evicts; an entry evicted while its container still learns only
+ * costs one more report of that destination. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct egress_seen_key);
+	__type(value, __u8);
+} egress_seen SEC(".maps");
+
+/* Whether this learning container's destination was reported before (and if not, it now is
+ * recorded as reported). A failed insert other than "already there" reports again. */
+static __always_inline bool egress_seen_before(__u64 cg, const __u8 *addr, __u16 port,
+					       __u32 proto)
+{
+	struct egress_seen_key k = {};
+	__u8 one = 1;
+
+	k.cgroup = cg;
+	__builtin_memcpy(k.addr, addr, 16);
+	k.port = port;
+	k.protocol = (__u16)proto;
+	return bpf_map_update_elem(&egress_seen, &k, &one, BPF_NOEXIST) == -17 /* EEXIST */;
+}
 
 /* The destination of a connect or sendmsg as IPv6 (IPv4 mapped), network order. */
 static __always_inline void peer_addr(struct bpf_sock_addr *ctx, bool v6, __u8 *out)
@@ -93,14 +136,16 @@ static __always_inline int egress_check(struct bpf_sock_addr *ctx, struct contai
 	__u32 proto = ctx->protocol;
 	__u64 ug;
 	void *rb;
-	bool refuse;
+	bool refuse, learn = ci->flags & CF_EGRESS_LEARN;
 
+	if (learn && egress_seen_before(cg, addr, port, proto))
+		return 1;
 	v = trie_lookup(ci->slot | ((EGRESS_MARK | (proto & 0x7f)) << 24), port, addr);
 	if (v && proto < 0x80) {
 		__sync_fetch_and_add(&v->hits, 1);
 		return 1;
 	}
-	refuse = enforce && !(ci->flags & CF_EGRESS_AUDIT);
+	refuse = enforce && !(ci->flags & CF_EGRESS_AUDIT) && !learn;
 	e = reserve(ci, sizeof(*e), &rb);
 	if (e) {
 		ug = bpf_get_current_uid_gid();
@@ -129,7 +174,8 @@ static __always_inline int egress_check(struct bpf_sock_addr *ctx, struct contai
 		e->protocol = proto;
 		e->flags = (refuse ? EGRESS_REFUSED : 0) | (sendmsg ? EGRESS_SENDMSG : 0);
 		e->pad = 0;
-		submit(ci, rb, e, sizeof(*e), true);
+		/* an observation of a learning container waits for the reader's next poll */
+		submit(ci, rb, e, sizeof(*e), !learn);
 	}
 	return refuse ? 0 : 1;
 }

@@ -2,7 +2,8 @@
 //! protocol); a connect or an unconnected UDP send elsewhere fails with EPERM in the cgroup
 //! sock_addr hooks and is reported with the peer, the rule and the enforcer; an IPv4-mapped
 //! IPv6 destination is its IPv4 peer; in audit nothing is refused; processes outside the
-//! cgroup are untouched.
+//! cgroup are untouched. A learning cgroup (no list) has every destination let through and
+//! reported once.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -28,16 +29,22 @@ fn udp_send() -> i32 {
         },
         sin_zero: [0; 8],
     };
+    send_one(libc::AF_INET, &addr)
+}
+
+/// One byte sent from a new UDP socket of `family` to `addr`, without connecting: 0 or the
+/// errno. Raw syscalls, for a forked child.
+fn send_one<A>(family: i32, addr: &A) -> i32 {
     // SAFETY: raw syscalls on a valid address of the size given.
     unsafe {
-        let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        let s = libc::socket(family, libc::SOCK_DGRAM, 0);
         let rc = libc::sendto(
             s,
             b"x".as_ptr().cast(),
             1,
             0,
-            (&addr as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as u32,
+            (addr as *const A).cast(),
+            std::mem::size_of::<A>() as u32,
         );
         if rc == 1 {
             0
@@ -45,6 +52,21 @@ fn udp_send() -> i32 {
             *libc::__errno_location()
         }
     }
+}
+
+/// An unconnected UDP send of one byte from an IPv6 socket to ::ffff:127.0.0.1:UDP_PORT (an
+/// IPv4-mapped destination): 0 or the errno.
+fn udp_send_mapped() -> i32 {
+    let addr = libc::sockaddr_in6 {
+        sin6_family: libc::AF_INET6 as u16,
+        sin6_port: UDP_PORT.load(Ordering::Relaxed).to_be(),
+        sin6_flowinfo: 0,
+        sin6_addr: libc::in6_addr {
+            s6_addr: Ipv4Addr::LOCALHOST.to_ipv6_mapped().octets(),
+        },
+        sin6_scope_id: 0,
+    };
+    send_one(libc::AF_INET6, &addr)
 }
 
 fn udp_send_to(w: &Watched, port: u16) -> (i32, i32) {
@@ -217,5 +239,79 @@ fn an_empty_list_refuses_everything_and_audit_refuses_nothing() {
     assert_eq!(
         (ev.findings[0].action, ev.findings[0].enforcer),
         (EventAction::Audit, "audit-only")
+    );
+}
+
+#[test]
+fn a_learning_cgroup_reports_each_destination_once_and_refuses_none() {
+    let marker = TcpListener::bind("127.0.0.1:0").unwrap();
+    let m = marker.local_addr().unwrap();
+    let peers: Vec<UdpSocket> = (0..3)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let addrs: Vec<SocketAddr> = peers.iter().map(|p| p.local_addr().unwrap()).collect();
+    let (u, v, unwatched) = (addrs[0], addrs[1], addrs[2]);
+    let w = Watched::new(
+        "egress-learn",
+        ContainerRules {
+            learn_egress: true,
+            ..Default::default()
+        },
+    );
+    assert!(w.watch.sends_observed(), "the hooks are attached");
+    assert!(w.watch.enforcement().is_empty(), "learning is no rule");
+
+    // Three sends to each of two peers, and one through a v6 socket to the first as a mapped
+    // address: every one passes.
+    let mut buf = [0u8; 4];
+    for _ in 0..3 {
+        for (peer, sock) in [(u, &peers[0]), (v, &peers[1])] {
+            let (_, st) = udp_send_to(&w, peer.port());
+            assert_eq!(exited(st), Some(0), "a learning send to {peer}");
+            assert_eq!(sock.recv(&mut buf).unwrap(), 1, "the datagram to {peer}");
+        }
+    }
+    UDP_PORT.store(u.port(), Ordering::Relaxed);
+    let (_, st) = run(Some(&w.cg), None, &Act::Call(udp_send_mapped));
+    assert_eq!(exited(st), Some(0), "a mapped send");
+    assert_eq!(peers[0].recv(&mut buf).unwrap(), 1, "the mapped datagram");
+    // A process outside the cgroup sends too, then the cgroup connects to the marker: its
+    // report comes after those of everything before it.
+    UDP_PORT.store(unwatched.port(), Ordering::Relaxed);
+    let (_, st) = run(None, None, &Act::Call(udp_send));
+    assert_eq!(exited(st), Some(0), "an unwatched send");
+    let (pid, st) = run(Some(&w.cg), None, &connect(m));
+    assert_eq!(exited(st), Some(0), "a learning connect");
+
+    let (last, before) = event_of(&w.rx, "learned connect", pid, "egress");
+    let egress: Vec<&MonitorEvent> = before
+        .iter()
+        .chain([&last])
+        .filter(|e| matches!(e.kind, EventKind::Egress { .. }))
+        .collect();
+    let seen: Vec<(SocketAddr, u32, bool, bool)> = egress
+        .iter()
+        .map(|e| match e.kind {
+            EventKind::Egress {
+                addr,
+                protocol,
+                sendmsg,
+                refused,
+            } => (addr, protocol, sendmsg, refused),
+            _ => unreachable!(),
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (u, 17, true, false),
+            (v, 17, true, false),
+            (m, 6, false, false)
+        ],
+        "one report per destination (the mapped send is the first peer's), none refused"
+    );
+    assert!(
+        egress.iter().all(|e| e.findings.is_empty()),
+        "observations, not violations: {egress:#?}"
     );
 }

@@ -203,6 +203,8 @@ impl TaskService {
         rules.report_all_opens |= learn.is_some() || hardened.govern.is_some();
         // And every system call it makes, through the learning program's table.
         rules.record_syscalls = learn.is_some();
+        // And every destination it connects or sends to, unconnected UDP included, once each.
+        rules.learn_egress = learn.is_some() && rules.egress.is_none();
         let learning = match learn {
             Some(w) => {
                 let promotion = crate::profile::Promotion {
@@ -232,7 +234,13 @@ impl TaskService {
                     l.attach_kernel(
                         watch.0.reader(),
                         crate::profile::held_capabilities(&hardened.spec),
+                        watch.0.sends_observed(),
                     );
+                    if !watch.0.sends_observed() {
+                        degraded(
+                            "learned profile: connects and sends not observed (the sock_addr hooks could not be attached): its recording cannot be promoted",
+                        );
+                    }
                 }
                 watch.1 = learning;
                 watch.2 = hardened.govern.as_ref().map(|t| {
