@@ -220,6 +220,12 @@ pub fn enforce(
             network::apply(&mut ctx, &mut seccomp, policy);
             seccomp.finish(&mut ctx);
         }
+        // Read from the final filter: the policy's syscall rules (a learned profile's
+        // allow-list among them) are in it by now.
+        if let Some(Value::Object(linux)) = root.get_mut("linux") {
+            layers.truncate_refused_by_seccomp =
+                landlock::seccomp_refuses_truncate(&profile::Editor::new(linux));
+        }
         let plan = landlock::plan(&mut ctx, &layers)?;
 
         if !ctx.refused.is_empty() {

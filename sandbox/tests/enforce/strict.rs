@@ -154,7 +154,10 @@ fn degraded_landlock_is_not_reported_as_enforced() -> Result<()> {
     assert_eq!(bash.enforcer, Enforcer::Landlock);
     assert_eq!(
         bash.note.as_deref(),
-        Some("best effort: the kernel lacks truncate, scope.signal, scope.abstract_unix_socket")
+        Some(
+            "best effort: the kernel lacks truncate (the seccomp filter allows truncate(2)), \
+             scope.signal, scope.abstract_unix_socket"
+        )
     );
     Ok(())
 }

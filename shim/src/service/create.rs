@@ -368,6 +368,14 @@ fn harden_bundle(
             .any(|r| r.rule.meta.action == palisade_policy::Action::Block)
     });
     kernel.bpf_lsm = file_blocks && bpf_lsm();
+    // Enforced, the learned system calls narrow the hardened filter (a call the workload
+    // never made while learning gets EPERM) before the policies' rules go in, so that
+    // `enforce` plans on the final filter: on landlock abi < 3 it leaves truncate to a filter
+    // that refuses truncate(2).
+    let narrowed = match &governance.applied {
+        Some(applied) => crate::profile_stage::narrow_seccomp(id, applied, &mut spec)?,
+        None => None,
+    };
     let enforcement = palisade_sandbox::enforce(
         id,
         &mut spec,
@@ -388,9 +396,6 @@ fn harden_bundle(
                 .with_evidence("transition", serde_json::json!(e)),
             );
         }
-        // Enforced, the learned system calls narrow the filter the policies left: a call the
-        // workload never made while learning gets EPERM.
-        let narrowed = crate::profile_stage::narrow_seccomp(id, applied, &mut spec)?;
         let guard = crate::profile_exec::ExecGuard::new(
             cri,
             applied,

@@ -100,7 +100,7 @@ const BOOTS: &[BootSpec] = &[
         suite: "trixie-security",
         cmdline: "",
         containerd: true,
-        cri: suite::FILTERS_6_12,
+        cri: suite::FILTERS,
         hook: "fexit",
     },
     BootSpec {

@@ -44,29 +44,6 @@ pub const FILTERS: &[&str] = &[
     "monitor_refused_renamed_and_credentials",
     "profile_learn_record_export",
     "profile_drops_refuse_promotion",
-];
-/// The checks run in the 6.12 guest: [`FILTERS`] and the learned profile's enforcement and
-/// canary rollback. Not yet in the 6.1 guest: there (landlock ABI 2) the enforced profile's
-/// grant of learned writes absent at Create asks for landlock's `truncate` right (ABI 3), and
-/// the container is refused ("landlock: needs abi 3 for truncate, the kernel has abi 2"), so
-/// both checks fail on Debian 12's kernel (docs/kernel-matrix.md).
-pub const FILTERS_6_12: &[&str] = &[
-    "policy_process_allow_list",
-    "policy_block_apt",
-    "policy_sockets_from_source",
-    "policy_service_account_token",
-    "policy_file_glob_and_source",
-    "policy_file_owner_only",
-    "policy_file_integrity",
-    "policy_raw_socket_block",
-    "policy_selects_by_pod_labels",
-    "policy_status_per_container",
-    "monitor_attribution",
-    "monitor_block_rule_per_pod",
-    "monitor_shell_and_package_manager",
-    "monitor_refused_renamed_and_credentials",
-    "profile_learn_record_export",
-    "profile_drops_refuse_promotion",
     "profile_enforce_refuses_departures",
     "profile_canary_rolls_back",
 ];
