@@ -80,7 +80,7 @@ pub struct Payload {
 pub fn prepare(ws: &Workspace) -> Result<Payload> {
     let shim = ws.build_shim().context("build the shim for the guests")?;
     let conformance = ws.build_conformance()?;
-    let xtask = std::env::current_exe().context("find xtask's own binary")?;
+    let xtask = own_copy(ws)?;
     let base = ws.root.join(".palisade-run");
     let images = images::build(&ws.root, &base.join("images")).context("build test images")?;
     for b in [&shim, &conformance, &xtask] {
@@ -98,6 +98,21 @@ pub fn prepare(ws: &Workspace) -> Result<Payload> {
         conformance,
         images,
     })
+}
+
+/// A copy of the running xtask under the target directory, which the guests run: the build
+/// this run makes (`cargo test --workspace` builds the xtask binary for its tests) may replace
+/// the file it was started from, which then leaves only a "(deleted)" name behind.
+fn own_copy(ws: &Workspace) -> Result<PathBuf> {
+    let dir = ws.target.join("palisade-bin");
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let copy = dir.join("xtask-guest");
+    let part = dir.join("xtask-guest.part");
+    // /proc/self/exe opens the running binary even when its file was replaced.
+    std::fs::copy("/proc/self/exe", &part)
+        .with_context(|| format!("copy xtask's own binary to {}", part.display()))?;
+    std::fs::rename(&part, &copy).with_context(|| format!("rename to {}", copy.display()))?;
+    Ok(copy)
 }
 
 /// What a guest runs through containerd after (or instead of) the kernel tests.
