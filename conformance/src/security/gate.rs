@@ -273,12 +273,14 @@ pub async fn gate_learn_alert_block(ctx: &Ctx) -> Result<Observed> {
     })?;
     let mut reported = Vec::new();
     for (family, target) in attacks() {
-        let before = log.matching(|e| is_gate_event_of(e, &alert_name))?.len();
+        // A mark of its own per attack: several attacks share a path, and an earlier one's
+        // event must not stand for this one's while it is still on its way to the log.
+        let attack_log = EventLog::mark(ctx)?;
         expect_forwarded(addr, &target)
             .await
             .with_context(|| format!("alert mode, {family}"))?;
         let path = path_of(&target).to_string();
-        let ev = log
+        let ev = attack_log
             .wait_for(EVENT_WAIT, |e| {
                 is_gate_event_of(e, &alert_name)
                     && field(e, "/rule/name") == "gate-request-rules"
@@ -286,9 +288,11 @@ pub async fn gate_learn_alert_block(ctx: &Ctx) -> Result<Observed> {
                     && field(e, "/evidence/path") == path
             })
             .await?;
-        let now = log.matching(|e| is_gate_event_of(e, &alert_name))?.len();
-        let Some(ev) = ev.filter(|_| now > before) else {
-            bail!("alert mode: {family} attack {target:.80} forwarded but not reported");
+        let Some(ev) = ev else {
+            bail!(
+                "alert mode: {family} attack {target:.80} forwarded but not reported within {} s",
+                EVENT_WAIT.as_secs()
+            );
         };
         let reasons = ev
             .pointer("/evidence/reasons")
