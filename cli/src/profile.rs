@@ -205,6 +205,20 @@ pub fn show(doc: &Document) -> String {
     }
     let calls: Vec<&str> = r.syscalls.iter().map(String::as_str).collect();
     let _ = writeln!(out, "  system calls: {}", calls.join(", "));
+    match &r.runtime_commands {
+        Some(commands) => {
+            let _ = writeln!(out, "  CRI exec commands ({}):", commands.len());
+            for argv in commands {
+                let _ = writeln!(out, "    {}", shell_words(argv));
+            }
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "  CRI exec commands: not recorded (a document from before they were): CRI execs are judged by the executable alone"
+            );
+        }
+    }
     let _ = writeln!(
         out,
         "  pending departures: {}{}",
@@ -381,6 +395,23 @@ pub fn render_workloads(state_dir: &Path, rows: &[WorkloadStatus]) -> String {
         }
     }
     out
+}
+
+/// A command as a shell would read it back: words with spaces or quotes single-quoted.
+fn shell_words(argv: &[String]) -> String {
+    argv.iter()
+        .map(|w| {
+            if !w.is_empty()
+                && w.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"/._-=:,+@%".contains(&b))
+            {
+                w.clone()
+            } else {
+                format!("'{}'", w.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]

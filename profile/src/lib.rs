@@ -1,11 +1,13 @@
 #![doc = include_str!("../README.md")]
 
+mod commands;
 pub mod export;
 pub mod floor;
 pub mod fold;
 pub mod persist;
 mod promotable;
 pub mod record;
+mod workload;
 
 pub use fold::Cidr;
 pub use record::{

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::floor;
 use crate::fold::{self, Cidr, FOLD_THRESHOLD, PEER_FOLD_THRESHOLD};
+pub use crate::workload::{workload_name, WorkloadId};
 
 /// Executables kept per workload.
 pub const MAX_EXECUTABLES: usize = 256;
@@ -31,6 +32,11 @@ pub const MAX_PODS: usize = 64;
 pub const MAX_POD_NAME: usize = 253;
 /// Unrecognized observations kept as examples (`Recording::unrecognized`), each cut to 200 bytes.
 pub const MAX_UNRECOGNIZED: usize = 16;
+/// CRI exec commands kept (`runtime_commands`).
+pub const MAX_COMMANDS: usize = 64;
+/// Words of one CRI exec command, and bytes of all its words together.
+pub const MAX_COMMAND_WORDS: usize = 64;
+pub const MAX_COMMAND_BYTES: usize = 4096;
 
 /// Errors of this module: a workload identity that cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -41,55 +47,6 @@ pub enum RecordError {
     /// Two recordings of different workloads cannot be merged.
     #[error("recordings of workloads {left} and {right} cannot be merged")]
     Mismatch { left: String, right: String },
-}
-
-/// A workload: its namespace and its name (as the gate derives it, or set by annotation).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct WorkloadId {
-    pub namespace: String,
-    pub name: String,
-}
-
-impl WorkloadId {
-    pub fn new(namespace: &str, name: &str) -> Result<Self, RecordError> {
-        let ok = |s: &str| {
-            !s.is_empty()
-                && s.len() <= 253
-                && !s.starts_with('.')
-                && s.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        };
-        if !ok(namespace) || !ok(name) {
-            return Err(RecordError::Workload {
-                namespace: namespace.to_string(),
-                name: name.to_string(),
-            });
-        }
-        Ok(Self {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-        })
-    }
-
-    /// The workload of pod `pod` in `namespace` when no annotation names it: the pod name
-    /// without the suffixes controllers add, `-<template hash>-<5 characters>` (Deployment),
-    /// `-<5 characters>` (ReplicaSet, DaemonSet, Job) and `-<ordinal>` (StatefulSet). Generated
-    /// parts are recognised by Kubernetes' alphabet for them (consonants and the digits 2-9), so
-    /// a pod named `web-cache` keeps its name.
-    pub fn from_pod(namespace: &str, pod: &str) -> Result<Self, RecordError> {
-        Self::new(namespace, workload_name(pod))
-    }
-
-    /// `namespace_name`: unambiguous, since neither part may contain `_`.
-    pub fn file_stem(&self) -> String {
-        format!("{}_{}", self.namespace, self.name)
-    }
-}
-
-impl std::fmt::Display for WorkloadId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
 }
 
 /// One thing a container did, as the monitor reports it (and as a departure carries it).
@@ -121,6 +78,9 @@ pub enum Observation {
     Capability { capability: Capability },
     /// A system call was made.
     Syscall { name: String },
+    /// A CRI exec ran `argv`, its first word the path name the runtime ran (`argv[0]` resolved
+    /// in the container's `PATH`), the others as given.
+    RuntimeCommand { argv: Vec<String> },
 }
 
 /// The categories that have a cap; overflow in any of them blocks promotion.
@@ -132,6 +92,7 @@ pub enum Category {
     Sockets,
     Listening,
     Peers,
+    RuntimeCommands,
     /// Observations that cannot be expressed in a policy (relative or unnormalized paths, an
     /// unknown system call name): the profile would miss them.
     Unrecognized,
@@ -144,6 +105,7 @@ impl Category {
             Self::Files => Some(MAX_FILES),
             Self::Listening => Some(MAX_LISTENING),
             Self::Peers => Some(MAX_PEERS),
+            Self::RuntimeCommands => Some(MAX_COMMANDS),
             Self::Unrecognized => None,
         }
     }
@@ -230,6 +192,11 @@ pub struct Recording {
     pub runtime_capabilities: BTreeSet<Capability>,
     /// System calls by name (the floor is added by the exports, not stored here).
     pub syscalls: BTreeSet<String>,
+    /// The commands CRI execs ran while learning ([`Observation::RuntimeCommand`]), at most
+    /// `MAX_COMMANDS`. `None` in a document written before they were recorded, and in any
+    /// merge with one: its CRI execs are judged by the path name alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_commands: Option<BTreeSet<Vec<String>>>,
     /// Observations not kept, per category.
     pub overflow: BTreeMap<Category, u64>,
     /// Examples of the unrecognized ones (`open <path>`, `exec <path>`, ...), so that a
@@ -258,6 +225,7 @@ impl Recording {
             sends_unobserved: 0,
             runtime_capabilities: BTreeSet::new(),
             syscalls: BTreeSet::new(),
+            runtime_commands: Some(BTreeSet::new()),
             overflow: BTreeMap::new(),
             unrecognized: BTreeSet::new(),
         }
@@ -309,6 +277,7 @@ impl Recording {
             Observation::Open { path, .. } => path_ok(path),
             Observation::Socket { executable, .. } => path_ok(executable),
             Observation::Syscall { name } => name.len() <= 64,
+            Observation::RuntimeCommand { argv } => crate::commands::bounded(argv),
             Observation::Listen { .. }
             | Observation::Connect { .. }
             | Observation::Capability { .. } => true,
@@ -356,6 +325,10 @@ impl Recording {
                 self.syscalls.contains(name.as_str())
                     || floor::SYSCALL_FLOOR.contains(&name.as_str())
             }
+            Observation::RuntimeCommand { argv } => self
+                .runtime_commands
+                .as_ref()
+                .is_none_or(|c| c.contains(argv)),
         }
     }
 
@@ -383,6 +356,10 @@ impl Recording {
         }
         for (category, n) in self.overflow.iter().chain(&other.overflow) {
             out.count_overflow(*category, *n);
+        }
+        out.runtime_commands = None;
+        if let (Some(a), Some(b)) = (&self.runtime_commands, &other.runtime_commands) {
+            out.runtime_commands = Some(a.union(b).cloned().collect());
         }
         out.absorb(self);
         out.absorb(other);
@@ -474,6 +451,7 @@ impl Recording {
         for pod in pods {
             self.add_pod(&pod);
         }
+        self.canonical_commands();
     }
 
     fn absorb(&mut self, other: &Recording) {
@@ -554,11 +532,12 @@ impl Recording {
                 self.capabilities.insert(*capability);
             }
             Observation::Syscall { name } => self.add_syscall(name),
+            Observation::RuntimeCommand { argv } => self.add_command(argv),
         }
     }
 
     /// Counts one unrecognized observation and keeps `what` as an example (bounded).
-    fn unrecognized(&mut self, mut what: String) {
+    pub(crate) fn unrecognized(&mut self, mut what: String) {
         self.count_overflow(Category::Unrecognized, 1);
         if self.unrecognized.len() < MAX_UNRECOGNIZED {
             let mut cut = what.len().min(200);
@@ -570,7 +549,7 @@ impl Recording {
         }
     }
 
-    fn count_overflow(&mut self, category: Category, n: u64) {
+    pub(crate) fn count_overflow(&mut self, category: Category, n: u64) {
         if n == 0 {
             return;
         }
@@ -742,36 +721,6 @@ impl Recording {
             None => self.unrecognized(format!("system call {name:?}")),
         }
     }
-}
-
-/// Kubernetes' alphabet for generated name parts (`k8s.io/apimachinery` `rand.String` and
-/// `SafeEncodeString`): no vowels, no 0, 1 or 3.
-fn generated_part(s: &str, lengths: std::ops::RangeInclusive<usize>) -> bool {
-    lengths.contains(&s.len())
-        && s.bytes()
-            .all(|b| b"bcdfghjklmnpqrstvwxz2456789".contains(&b))
-}
-
-/// The workload a pod belongs to, from its name alone: the pod name without the suffixes
-/// controllers add (see [`WorkloadId::from_pod`]). The one derivation of the node: the gate's
-/// services and the learned profiles both use it.
-pub fn workload_name(pod: &str) -> &str {
-    let Some((head, tail)) = pod.rsplit_once('-') else {
-        return pod;
-    };
-    if head.is_empty() {
-        return pod;
-    }
-    if generated_part(tail, 5..=5) {
-        return match head.rsplit_once('-') {
-            Some((name, hash)) if !name.is_empty() && generated_part(hash, 6..=10) => name,
-            _ => head,
-        };
-    }
-    if !tail.is_empty() && tail.len() <= 5 && tail.bytes().all(|b| b.is_ascii_digit()) {
-        return head;
-    }
-    pod
 }
 
 fn one() -> u64 {

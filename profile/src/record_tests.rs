@@ -437,3 +437,74 @@ fn unobserved_sends_block_promotion_and_survive_a_merge() {
     assert_eq!(back.sends_unobserved, 1);
     assert!(back.promotable().is_err());
 }
+
+fn command(words: &[&str]) -> Observation {
+    Observation::RuntimeCommand {
+        argv: words.iter().map(|w| w.to_string()).collect(),
+    }
+}
+
+#[test]
+fn cri_exec_commands_are_kept_whole_and_cover_only_themselves() {
+    let mut r = Recording::new(wl());
+    r.observe(1, &command(&["/bin/busybox", "cat", "/data/seed"]));
+    r.observe(2, &command(&["/bin/busybox", "cat", "/data/seed"]));
+    assert_eq!(r.runtime_commands.as_ref().map(|c| c.len()), Some(1));
+    assert!(r.covers(&command(&["/bin/busybox", "cat", "/data/seed"])));
+    assert!(!r.covers(&command(&["/bin/busybox", "sh"])));
+    assert!(!r.covers(&command(&[
+        "/bin/busybox",
+        "cat",
+        "/data/seed",
+        "/etc/shadow"
+    ])));
+    // A relative first word, or one too long, cannot be a command of a policy.
+    r.observe(3, &command(&["busybox", "sh"]));
+    let long = "x".repeat(MAX_COMMAND_BYTES);
+    r.observe(4, &command(&["/bin/echo", long.as_str()]));
+    assert!(!Recording::bounded(&command(&["/bin/echo", long.as_str()])));
+    assert_eq!(r.runtime_commands.as_ref().map(|c| c.len()), Some(1));
+    let why = r.promotable().unwrap_err().join("; ");
+    assert!(why.contains("command \"busybox sh\""), "{why}");
+}
+
+#[test]
+fn cri_exec_commands_past_the_cap_block_promotion() {
+    let mut r = Recording::new(wl());
+    for n in 0..=MAX_COMMANDS {
+        r.observe(1, &command(&["/bin/probe", &n.to_string()]));
+    }
+    assert_eq!(
+        r.runtime_commands.as_ref().map(|c| c.len()),
+        Some(MAX_COMMANDS)
+    );
+    assert_eq!(r.overflow.get(&Category::RuntimeCommands), Some(&1));
+    let why = r.promotable().unwrap_err().join("; ");
+    assert!(
+        why.contains("runtime_commands: 1 observations over the cap of 64"),
+        "{why}"
+    );
+}
+
+/// A document from before commands were recorded reads as `None`, and a merge with it stays
+/// `None`: what it let run was never recorded, so the executable alone must decide.
+#[test]
+fn a_document_without_commands_keeps_none_through_merges() {
+    let mut old = pod_a();
+    old.runtime_commands = None;
+    let json = serde_json::to_value(&old).unwrap();
+    assert!(json.get("runtime_commands").is_none());
+    let read: Recording = serde_json::from_value(json).unwrap();
+    assert_eq!(read.runtime_commands, None);
+    assert!(read.covers(&command(&["/bin/anything"])));
+    let mut new = pod_b();
+    new.observe(5, &command(&["/bin/busybox", "true"]));
+    assert_eq!(read.merge(&new).unwrap().runtime_commands, None);
+    assert_eq!(new.merge(&read).unwrap().runtime_commands, None);
+    // Two recordings that hold commands unite them.
+    let mut other = pod_a();
+    other.observe(6, &command(&["/bin/busybox", "false"]));
+    let merged = new.merge(&other).unwrap();
+    assert_eq!(merged.runtime_commands.as_ref().map(|c| c.len()), Some(2));
+    assert_eq!(merged, other.merge(&new).unwrap());
+}
