@@ -13,6 +13,7 @@ mod content;
 pub(crate) mod credfiles;
 mod creds;
 mod paths;
+pub use paths::normalize as normalize_path;
 
 use creds::{Change, Creds};
 

@@ -22,7 +22,7 @@ pub use cgroup::{
     cgroup_dir_of_pid, cgroup_id_of_dir, cgroup_id_of_pid, find_cgroup_dir, unified_mount,
     CgroupError,
 };
-pub use detect::MINER_PORTS;
+pub use detect::{normalize_path, MINER_PORTS};
 pub use egress::{EgressList, EgressPeer};
 pub use error::{MonitorError, PinError};
 pub use event::{EventKind, FileOp, Finding, MonitorEvent, ProcessInfo, Syscall, WATCHED_SYSCALLS};

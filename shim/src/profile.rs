@@ -145,6 +145,30 @@ impl Recorders {
         }
     }
 
+    /// Whether container `id` is learning.
+    pub fn learns(&self, id: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(id)
+    }
+
+    /// Records `obs`, made by the shim itself (a CRI exec's command), if container `id` is
+    /// learning.
+    pub fn record(&self, id: &str, obs: &Observation) {
+        let learner = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .cloned();
+        if let Some(learner) = learner {
+            let now = epoch_secs(SystemTime::now());
+            let mut state = learner.state.lock().unwrap_or_else(PoisonError::into_inner);
+            state.delta.observe(now, obs);
+        }
+    }
+
     /// Waits, at most `limit`, until no container learns any more (their last recordings are
     /// merged when their watches are dropped, shortly after their delete).
     pub async fn wait_idle(&self, limit: Duration) {
@@ -738,17 +762,7 @@ pub(crate) fn absolute(p: &str, cwd: impl FnOnce() -> Option<String>) -> String 
             _ => return p.to_string(),
         }
     };
-    let mut parts: Vec<&str> = Vec::new();
-    for seg in joined.split('/') {
-        match seg {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            s => parts.push(s),
-        }
-    }
-    format!("/{}", parts.join("/"))
+    palisade_monitor::normalize_path(&joined)
 }
 
 /// The directory a process's relative path starts from, as its own mount namespace names it:

@@ -1,7 +1,8 @@
 //! The learned profile at a CRI exec: under enforce (and for the canary pod), an exec whose
-//! binary the runtime never started while the workload learned is refused by the shim before
-//! anything runs in the container, and reported (enforcer `shim-exec`); in audit it runs and
-//! is reported.
+//! binary the runtime never started while the workload learned, or whose command no CRI exec
+//! ran then, is refused by the shim before anything runs in the container, and reported
+//! (enforcer `shim-exec`); in audit it runs and is reported. While the workload learns, each
+//! CRI exec's command is recorded ([`Invocation::command`]).
 //!
 //! The binary is `argv[0]` resolved as the runtime resolves it (palisade-init and runc's init
 //! alike): a name with a slash as it is (against the process's working directory), a bare name
@@ -12,6 +13,11 @@
 //! while learning is allowed. The lookup is made again by the runtime when the exec starts: a
 //! file renamed in between by a process of the container is not seen here (landlock still
 //! applies to whatever runs).
+//!
+//! The command is the whole `argv`, its first word replaced by that path name: an exec probe
+//! `busybox cat /data/seed` allows that command, never `busybox sh`, though both run the same
+//! file. A document recorded before commands were (`Recording::runtime_commands` is `None`)
+//! is judged by the path name alone.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -37,6 +43,15 @@ pub enum ProfileExecError {
         container: String,
         exec: String,
         binary: String,
+        workload: String,
+        stage: &'static str,
+    },
+    #[error("container {container}: exec {exec} refused: no CRI exec ran the command {command} while {workload} learned (the runtime did start {binary}), and its learned profile is enforced (stage {stage}); to allow it, accept the departure with `palisade profile accept {workload}` (containers created afterwards allow it) or pin the workload at audit with `palisade profile pin {workload} audit`")]
+    NewCommand {
+        container: String,
+        exec: String,
+        binary: String,
+        command: String,
         workload: String,
         stage: &'static str,
     },
@@ -68,6 +83,67 @@ pub enum Resolved {
     /// A bare name with no executable regular file in any `PATH` directory (or an empty
     /// `argv[0]`): the runtime fails it, nothing runs.
     NotRunnable { name: String, path: String },
+}
+
+/// One CRI exec: the words of its process spec and what `argv[0]` leads the runtime to run.
+#[derive(Debug)]
+pub struct Invocation {
+    pub args: Vec<String>,
+    pub resolved: std::io::Result<Resolved>,
+}
+
+impl Invocation {
+    /// The exec of `process` (its OCI process spec) in the container whose root is `root`.
+    pub fn of(process: &serde_json::Value, root: &Path) -> Self {
+        let args: Vec<String> = process["args"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|v| v.as_str().unwrap_or_default().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let argv0 = args.first().map(String::as_str).unwrap_or_default();
+        let cwd = process["cwd"].as_str().unwrap_or("/");
+        let path_var = process["env"].as_array().and_then(|env| {
+            env.iter()
+                .filter_map(|v| v.as_str()?.strip_prefix("PATH="))
+                .next()
+        });
+        let resolved = resolve(argv0, cwd, path_var, &mut |p| probe_in_root(root, p));
+        Invocation { args, resolved }
+    }
+
+    /// The command a recording holds for this exec: the path name the runtime runs, then the
+    /// arguments as given; `None` when nothing would run.
+    pub fn command(&self) -> Option<Vec<String>> {
+        let Ok(Resolved::Path(p)) = &self.resolved else {
+            return None;
+        };
+        Some(
+            std::iter::once(p.clone())
+                .chain(self.args.iter().skip(1).cloned())
+                .collect(),
+        )
+    }
+
+    fn argv0(&self) -> &str {
+        self.args.first().map(String::as_str).unwrap_or_default()
+    }
+}
+
+/// A command for a message: its words, those with spaces or quotes quoted.
+fn shown(argv: &[String]) -> String {
+    argv.iter()
+        .map(|w| {
+            if !w.is_empty() && !w.contains(|c: char| c.is_whitespace() || c == '"' || c == '\'') {
+                w.clone()
+            } else {
+                format!("{w:?}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// What a `PATH` candidate is inside the container.
@@ -157,6 +233,9 @@ pub struct ExecGuard {
     /// The executables the runtime started while the workload learned (or that any process
     /// may start: more parents than the recording keeps), by path name.
     started_by_runtime: BTreeSet<String>,
+    /// The commands CRI execs ran while the workload learned; `None`: not recorded (an older
+    /// document), the path name alone decides.
+    commands: Option<BTreeSet<Vec<String>>>,
     reporter: Reporter,
     node: String,
 }
@@ -170,15 +249,19 @@ impl std::fmt::Debug for ExecGuard {
 /// What the check decides for one exec.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// The runtime started this binary while learning.
+    /// The runtime started this binary while learning, and a CRI exec ran this command.
     Allow,
-    /// Audit: it runs and is reported (the monitor records its departure when it runs).
-    Report { binary: String },
-    /// Enforce: refused; `departure` is what the workload's document gets (none when nothing
-    /// would have run anyway).
+    /// Audit: it runs and is reported; `departures` are what the workload's document gets
+    /// from here (the new command: the monitor records an exec's departure when it runs).
+    Report {
+        binary: String,
+        departures: Vec<Observation>,
+    },
+    /// Enforce: refused; `departures` are what the workload's document gets (none when
+    /// nothing would have run anyway).
     Refuse {
         binary: String,
-        departure: Option<Observation>,
+        departures: Vec<Observation>,
     },
 }
 
@@ -204,6 +287,7 @@ impl ExecGuard {
             stage: applied.stage,
             mode: applied.mode,
             started_by_runtime,
+            commands: applied.recording.runtime_commands.clone(),
             reporter,
             node,
         }
@@ -216,10 +300,16 @@ impl ExecGuard {
         } else {
             "reported"
         };
-        format!(
-            "; CRI execs of executables the runtime did not start while learning {what} ({ENFORCER}: {} allowed)",
-            self.started_by_runtime.len()
-        )
+        match &self.commands {
+            Some(c) => format!(
+                "; CRI execs other than the commands CRI execs ran while learning {what} ({ENFORCER}, commands allowed: {})",
+                c.len()
+            ),
+            None => format!(
+                "; CRI execs of executables the runtime did not start while learning {what} ({ENFORCER}: {} allowed)",
+                self.started_by_runtime.len()
+            ),
+        }
     }
 
     /// The check as a rule of the container's enforcement record (`palisade status`).
@@ -227,87 +317,102 @@ impl ExecGuard {
         serde_json::json!({
             "rule": format!("{}/{}: CRI execs", self.cri.namespace, crate::profile_stage::policy_name(&self.workload)),
             "kind": "process",
-            "target": format!("executables the runtime started while learning ({})", self.started_by_runtime.len()),
+            "target": match &self.commands {
+                Some(c) => format!("the commands CRI execs ran while learning ({})", c.len()),
+                None => format!("executables the runtime started while learning ({})", self.started_by_runtime.len()),
+            },
             "action": if self.mode == Mode::Enforce { "Block" } else { "Audit" },
             "enforcer": ENFORCER,
-            "note": "checked at the shim's Exec, by the path name argv[0] resolves to",
+            "note": match &self.commands {
+                Some(_) => "checked at the shim's Exec: argv whole, argv[0] as the path name it resolves to",
+                None => "checked at the shim's Exec, by the path name argv[0] resolves to (the profile holds no commands: recorded before they were)",
+            },
         })
     }
 
-    /// The decision for an exec resolved to `resolved`.
-    pub fn verdict(&self, resolved: &std::io::Result<Resolved>) -> Verdict {
+    /// The decision for exec `inv`.
+    pub fn verdict(&self, inv: &Invocation) -> Verdict {
         let enforce = self.mode == Mode::Enforce;
-        match resolved {
-            Ok(Resolved::Path(p)) if self.started_by_runtime.contains(p) => Verdict::Allow,
-            Ok(Resolved::Path(p)) if enforce => Verdict::Refuse {
-                binary: p.clone(),
-                departure: Some(Observation::Exec {
-                    path: p.clone(),
-                    parent: None,
-                }),
-            },
-            Ok(Resolved::Path(p)) => Verdict::Report { binary: p.clone() },
+        match &inv.resolved {
+            Ok(Resolved::Path(p)) => {
+                let started = self.started_by_runtime.contains(p);
+                let command = inv.command().unwrap_or_default();
+                let ran = self.commands.as_ref().is_none_or(|c| c.contains(&command));
+                if started && ran {
+                    return Verdict::Allow;
+                }
+                let mut departures = Vec::new();
+                // In audit the exec runs and the monitor records its departure then.
+                if !started && enforce {
+                    departures.push(Observation::Exec {
+                        path: p.clone(),
+                        parent: None,
+                    });
+                }
+                if !ran {
+                    departures.push(Observation::RuntimeCommand { argv: command });
+                }
+                let binary = p.clone();
+                if enforce {
+                    Verdict::Refuse { binary, departures }
+                } else {
+                    Verdict::Report { binary, departures }
+                }
+            }
             // Nothing runs: the runtime fails it; enforced, refused here before it tries.
             Ok(Resolved::NotRunnable { name, .. }) if enforce => Verdict::Refuse {
                 binary: name.clone(),
-                departure: None,
+                departures: Vec::new(),
             },
             Err(_) if enforce => Verdict::Refuse {
                 binary: String::new(),
-                departure: None,
+                departures: Vec::new(),
             },
             Ok(Resolved::NotRunnable { .. }) | Err(_) => Verdict::Allow,
         }
     }
 
     /// Judges exec `exec` of `process` (its OCI process spec) in the container whose root is
-    /// `root`: reports what is not allowed, hands a refused exec's departure to `depart`, and
-    /// returns the refusal under enforce.
+    /// `root`: reports what is not allowed, hands each departure to `depart` (with whether it
+    /// was refused), and returns the refusal under enforce.
     pub fn check(
         &self,
         exec: &str,
         process: &serde_json::Value,
         root: &Path,
-        depart: impl FnOnce(Observation),
+        mut depart: impl FnMut(Observation, bool),
     ) -> Result<(), Box<ProfileExecError>> {
-        let args: Vec<String> = process["args"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|v| v.as_str().unwrap_or_default().to_string())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let argv0 = args.first().map(String::as_str).unwrap_or_default();
-        let cwd = process["cwd"].as_str().unwrap_or("/");
-        let path_var = process["env"].as_array().and_then(|env| {
-            env.iter()
-                .filter_map(|v| v.as_str()?.strip_prefix("PATH="))
-                .next()
-        });
-        let resolved = resolve(argv0, cwd, path_var, &mut |p| probe_in_root(root, p));
-        let verdict = self.verdict(&resolved);
-        let (binary, departure, refused) = match verdict {
+        let inv = Invocation::of(process, root);
+        let verdict = self.verdict(&inv);
+        let (binary, departures, refused) = match verdict {
             Verdict::Allow => return Ok(()),
-            Verdict::Report { binary } => (binary, None, false),
-            Verdict::Refuse { binary, departure } => (binary, departure, true),
+            Verdict::Report { binary, departures } => (binary, departures, false),
+            Verdict::Refuse { binary, departures } => (binary, departures, true),
         };
-        let shown = if binary.is_empty() {
-            argv0
+        let argv0 = inv.argv0().to_string();
+        let shown_binary = if binary.is_empty() {
+            argv0.as_str()
         } else {
             binary.as_str()
         };
+        let started = self.started_by_runtime.contains(&binary);
+        let command = inv.command().map(|c| shown(&c)).unwrap_or_default();
+        let why = if started {
+            format!("no CRI exec ran the command {command} while it learned")
+        } else {
+            "it never saw the runtime start it".to_string()
+        };
         let message = format!(
-            "exec of {shown} by the runtime (a CRI exec) {}: the learned profile of {} never saw the runtime start it (stage {})",
+            "exec of {shown_binary} by the runtime (a CRI exec) {}: the learned profile of {}: {why} (stage {})",
             if refused { "refused" } else { "allowed in audit" },
             self.workload,
             self.stage.name()
         );
         tracing::warn!(container = %self.cri.id, exec, "{message}");
         self.reporter
-            .report(self.event(&message, shown, &args, refused));
-        if let Some(d) = departure {
-            depart(d);
+            .report(self.event(&message, shown_binary, &inv.args, refused));
+        for d in departures {
+            depart(d, refused);
         }
         if !refused {
             return Ok(());
@@ -318,7 +423,15 @@ impl ExecGuard {
             self.workload.to_string(),
             self.stage.name(),
         );
-        Err(Box::new(match resolved {
+        Err(Box::new(match inv.resolved {
+            Ok(Resolved::Path(binary)) if started => ProfileExecError::NewCommand {
+                container,
+                exec,
+                binary,
+                command,
+                workload,
+                stage,
+            },
             Ok(Resolved::Path(binary)) => ProfileExecError::NeverStarted {
                 container,
                 exec,
@@ -337,7 +450,7 @@ impl ExecGuard {
             Err(e) => ProfileExecError::Lookup {
                 container,
                 exec,
-                name: argv0.to_string(),
+                name: argv0,
                 reason: e.to_string(),
                 workload,
                 stage,

