@@ -180,6 +180,12 @@ pub async fn profile_drops_refuse_promotion(ctx: &Ctx) -> Result<Observed> {
 /// not for its executable). No file it creates: landlock grants only paths present when the
 /// container starts (docs/profiles.md).
 const SERVICE: &str = "cat /etc/hostname >/dev/null && sync && /usr/bin/palisade-probe noop";
+/// The one command the workload runs by CRI exec, while learning and after: a shell reading
+/// its job from a host directory mounted at `/job` (read-only), where the check writes what
+/// the service does next. The learned profile allows CRI execs of this command alone (a
+/// `sh -c` of anything else is refused at the shim's Exec), so the job file is the way in,
+/// as a hole in a service would be.
+const JOB: &[&str] = &["sh", "/job/run"];
 /// What the canary pod starts doing: writes below /etc, one departure each; with the
 /// `unshare` before them, over the handler's rule of 3 departures within 120 s.
 const NEW_WORK: &[&str] = &[
@@ -205,13 +211,15 @@ pub async fn profile_canary_rolls_back(ctx: &Ctx) -> Result<Observed> {
     let _ = std::fs::remove_file(persist::path_in(&state, &workload));
 
     // Learn.
+    let job = Job::new(ctx)?;
+    job.set(SERVICE)?;
     let pod = run_pod(ctx, &cfg, RULE_HANDLER).await?;
     let c = ctx
         .cri
-        .run_container(&pod, &ctx.container("svc", crate::cri::SLEEPER), &cfg)
+        .run_container(&pod, &job.container(ctx), &cfg)
         .await?;
     for _ in 0..2 {
-        let (out, err, code) = ctx.cri.exec_sync(&c, &["sh", "-c", SERVICE], 20).await?;
+        let (out, err, code) = job.run(ctx, &c).await?;
         ensure(code == 0, || {
             format!("learning: service exited {code}: {out}{err}")
         })?;
@@ -253,7 +261,7 @@ pub async fn profile_canary_rolls_back(ctx: &Ctx) -> Result<Observed> {
     let pod2 = run_pod(ctx, &cfg2, RULE_HANDLER).await?;
     let c2 = ctx
         .cri
-        .run_container(&pod2, &ctx.container("svc", crate::cri::SLEEPER), &cfg2)
+        .run_container(&pod2, &job.container(ctx), &cfg2)
         .await
         .context("the canary pod's container did not start")?;
     let applied = log
@@ -278,25 +286,30 @@ pub async fn profile_canary_rolls_back(ctx: &Ctx) -> Result<Observed> {
     })?;
 
     // The learned service still runs.
-    let (out, err, code) = ctx.cri.exec_sync(&c2, &["sh", "-c", SERVICE], 20).await?;
+    let (out, err, code) = job.run(ctx, &c2).await?;
     ensure(code == 0, || {
         format!("canary: the learned service exited {code}: {out}{err}")
     })?;
-    // A system call never seen while learning (fsync, allowed by the hardened filter): EPERM.
-    // Through the learned `sh` (the runtime started it while learning): a CRI exec of `sync`
-    // itself would be refused at Exec, before its system call (docs/profiles.md, "CRI execs").
-    let (out, err, code) = ctx
+    // Any other command by CRI exec is refused at the shim's Exec, before it runs.
+    let other = ctx
         .cri
-        .exec_sync(&c2, &["sh", "-c", "sync /etc/hostname"], 20)
-        .await?;
+        .exec_sync(&c2, &["sh", "-c", SERVICE], 20)
+        .await
+        .map(|(_, _, code)| code);
+    ensure(!matches!(other, Ok(0)), || {
+        format!("canary: a CRI exec of a command never learned ran: {other:?}")
+    })?;
+    // A system call never seen while learning (fsync, allowed by the hardened filter): EPERM.
+    // Through the learned job (a CRI exec of `sync` itself would be refused at Exec, before
+    // its system call: docs/profiles.md, "CRI execs").
+    job.set("sync /etc/hostname")?;
+    let (out, err, code) = job.run(ctx, &c2).await?;
     ensure(code != 0 && err.contains("Operation not permitted"), || {
         format!("canary: sync (fsync) exited {code}: {out}{err}")
     })?;
     // A namespace escape never seen while learning: refused and reported.
-    let (out, err, _) = ctx
-        .cri
-        .exec_sync(&c2, &["sh", "-c", "/usr/bin/palisade-probe unshare"], 20)
-        .await?;
+    job.set("/usr/bin/palisade-probe unshare")?;
+    let (out, err, _) = job.run(ctx, &c2).await?;
     ensure(out.contains("denied errno=1 EPERM"), || {
         format!("canary: unshare: {out}{err}")
     })?;
@@ -311,7 +324,8 @@ pub async fn profile_canary_rolls_back(ctx: &Ctx) -> Result<Observed> {
 
     // Something new, refused, until the rule rolls the workload back.
     for cmd in NEW_WORK {
-        let (_, _, code) = ctx.cri.exec_sync(&c2, &["sh", "-c", cmd], 20).await?;
+        job.set(cmd)?;
+        let (_, _, code) = job.run(ctx, &c2).await?;
         ensure(code != 0, || format!("canary: {cmd:?} succeeded"))?;
     }
     let rolled = log
@@ -371,6 +385,44 @@ pub async fn profile_canary_rolls_back(ctx: &Ctx) -> Result<Observed> {
         stopped.exit_code,
         field(&audit, "/rule/message")
     )))
+}
+
+/// The job directory mounted at `/job` in the canary check's containers.
+struct Job {
+    dir: std::path::PathBuf,
+}
+
+impl Job {
+    fn new(ctx: &Ctx) -> Result<Self> {
+        let dir = ctx.dir.join("canary-job");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        Ok(Job { dir })
+    }
+
+    /// What the next run of [`JOB`] does.
+    fn set(&self, script: &str) -> Result<()> {
+        let file = self.dir.join("run");
+        std::fs::write(&file, format!("{script}\n"))
+            .with_context(|| format!("write {}", file.display()))
+    }
+
+    /// The service's container: a sleeper with the job directory.
+    fn container(&self, ctx: &Ctx) -> k8s_cri::v1::ContainerConfig {
+        let mut cc = ctx.container("svc", crate::cri::SLEEPER);
+        cc.mounts = vec![k8s_cri::v1::Mount {
+            container_path: "/job".into(),
+            host_path: self.dir.display().to_string(),
+            readonly: true,
+            ..Default::default()
+        }];
+        cc
+    }
+
+    /// A CRI exec of [`JOB`] in container `c`: (stdout, stderr, exit code).
+    async fn run(&self, ctx: &Ctx, c: &str) -> Result<(String, String, i32)> {
+        ctx.cri.exec_sync(c, JOB, 20).await
+    }
 }
 
 /// The first event since `log`'s mark of rule `rule` for pod `pod` whose message satisfies

@@ -3,7 +3,8 @@
 //! below its own directory and calls a peer pod) learns under HTTP traffic from the host, its
 //! three exports are made by the CLI and checked (`profile_exports`), it is pinned at enforce through the real `palisade` CLI, and a new pod of the workload gets the
 //! profile at Create; the same traffic still passes, and the attack steps are made from a CRI
-//! exec (what `kubectl exec` gives an attacker). What this host enforces (no BPF-LSM: files and
+//! exec (what `kubectl exec` gives an attacker) and through a hole in the service (a command
+//! injection in its CGI, taken only under enforce). What this host enforces (no BPF-LSM: files and
 //! executions through landlock; the raw socket and the unshare fail with EPERM, from the
 //! learned socket allow-list or the hardening, not told apart here) is asserted refused, what it does not is asserted to go through; every step the
 //! monitor sees is asserted reported as a departure of the workload, and the pinned workload's
@@ -60,12 +61,22 @@ const SERVICE_CAPABILITIES: &[&str] = &[];
 /// status. Not busybox `httpd`: it opens its files and runs its CGIs by paths relative to its
 /// home, from children gone before the recorder reads their working directory, so its
 /// recording holds unrecognized observations and cannot be promoted (docs/profiles.md).
+///
+/// Its hole: a query `run=BASE64` runs the decoded command in a shell and answers `run N`, its
+/// exit status (a command injection, the foothold of an attacker without `kubectl exec`; the
+/// traffic never takes it, so it is never learned).
 const HANDLER: &str = "#!/bin/sh
 cr=$(printf '\\r')
 read -r request
 while read -r h && [ \"$h\" != \"$cr\" ] && [ -n \"$h\" ]; do :; done
 set -- $request
 printf 'HTTP/1.1 200 OK\\r\\nContent-Type: text/plain\\r\\nConnection: close\\r\\n\\r\\n'
+case \"$2\" in
+*'?run='*)
+  sh -c \"$(echo \"${2#*run=}\" | base64 -d)\" >/dev/null 2>&1
+  echo \"run $?\"
+  exit 0;;
+esac
 cat /www/data/seed /etc/hostname >/dev/null || echo 'read failed'
 echo \"$2\" > /www/data/last || echo 'write failed'
 echo \"$2\" > \"/www/data/req-${2##*=}\" || echo 'create failed'
@@ -76,9 +87,19 @@ echo \"udp $?\"
 echo 'palisade-cgi done'
 ";
 
-/// What a CRI exec tries under the enforced profile, each with what this host does about it.
+/// How an attack step gets into the container.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// A CRI exec of the step's `argv` (what `kubectl exec` gives).
+    CriExec,
+    /// The service's hole: `argv[0]` is a shell command the CGI runs (`run=`).
+    Service,
+}
+
+/// What an attacker tries under the enforced profile, each with what this host does about it.
 struct Attack {
     name: &'static str,
+    via: Via,
     argv: &'static [&'static str],
     /// Whether this host refuses it: the step's command must fail.
     refused: bool,
@@ -95,6 +116,15 @@ fn probe_exec(o: &Observation) -> bool {
     matches!(o, Observation::Exec { path, parent: None } if path == PROBE)
 }
 
+/// The command of [`BUSYBOX_SHELL`], run by a CRI exec with `busybox` resolved.
+fn busybox_shell_command(o: &Observation) -> bool {
+    matches!(o, Observation::RuntimeCommand { argv } if argv.first().is_some_and(|p| p == "/bin/busybox") && argv[1..] == BUSYBOX_SHELL[1..])
+}
+
+/// A shell through the exec probe's executable: busybox, which the runtime started while
+/// learning, but never with this command.
+const BUSYBOX_SHELL: &[&str] = &["busybox", "sh", "-c", "true"];
+
 /// The exec of [`PROBE`] a shell in the container asked for (the refused execve's event).
 fn probe_exec_from_shell(o: &Observation) -> bool {
     matches!(o, Observation::Exec { path, parent: Some(p) } if path == PROBE && p == "/bin/busybox")
@@ -103,8 +133,8 @@ fn probe_exec_from_shell(o: &Observation) -> bool {
 /// A binary in the image the service never ran.
 const PROBE: &str = "/usr/bin/palisade-probe";
 /// The exec probe made while the workload learns (what a kubelet's exec probe does): the
-/// runtime starts `busybox`, so a CRI exec of `busybox` stays allowed under enforce, by that
-/// name (not `sh`, the same file). The steps after the shell run through it.
+/// runtime starts `busybox` with this command, and under enforce a CRI exec of this command
+/// alone stays allowed (not `busybox sh`: the same file, another command).
 const EXEC_PROBE: &[&str] = &["busybox", "cat", "/www/data/seed"];
 /// What the shim's Exec reports for a CRI exec it refuses under the enforced profile.
 const EXEC_RULE: &str = "profile-exec";
@@ -122,53 +152,107 @@ fn unshare_call(o: &Observation) -> bool {
     matches!(o, Observation::Syscall { name } if name == "unshare")
 }
 
-/// The attack steps. The first is the interactive shell itself (`sh` started by the runtime,
-/// which the service never did: its handler's interpreter is started by nc), refused by the
-/// shim's Exec; the others run through the learned exec probe's `busybox`, the foothold such
-/// a probe leaves an attacker (docs/profiles.md).
+/// The attack steps. The CRI execs first: the interactive shell itself (`sh` started by the
+/// runtime, which the service never did: its handler's interpreter is started by nc), a shell
+/// through the exec probe's `busybox`, and a binary never run, all refused by the shim's Exec.
+/// Then the steps through the service's hole (the CGI's `run=`): the service's own shell
+/// (busybox, which the service runs: allowed) tries each.
 fn attacks() -> Vec<Attack> {
     vec![
         Attack {
             name: "an interactive shell (sh started by a CRI exec)",
+            via: Via::CriExec,
             argv: &["sh", "-c", "true"],
             // Refused by the shim's Exec: the runtime never started /bin/sh while learning.
             refused: true,
             departs: Some(shell_exec),
         },
         Attack {
-            name: "a write below /etc",
-            argv: &["busybox", "sh", "-c", "echo x > /etc/palisade-attack"],
+            name: "a shell through the exec probe's busybox (a CRI exec)",
+            via: Via::CriExec,
+            argv: BUSYBOX_SHELL,
+            // Refused by the shim's Exec: no CRI exec ran this command while learning.
             refused: true,
-            departs: Some(etc_write),
+            departs: Some(busybox_shell_command),
         },
         Attack {
             name: "a binary the service never ran (a CRI exec)",
+            via: Via::CriExec,
             argv: &[PROBE, "getpid"],
             // Refused by the shim's Exec before landlock sees it, and reported.
             refused: true,
             departs: Some(probe_exec),
         },
         Attack {
-            name: "a binary the service never ran (from a shell in the container)",
-            argv: &["busybox", "sh", "-c", "/usr/bin/palisade-probe getpid"],
+            name: "a write below /etc (through the service)",
+            via: Via::Service,
+            argv: &["echo x > /etc/palisade-attack"],
+            refused: true,
+            departs: Some(etc_write),
+        },
+        Attack {
+            name: "a binary the service never ran (from the service's shell)",
+            via: Via::Service,
+            argv: &["/usr/bin/palisade-probe getpid"],
             // landlock refuses the exec (126) before the monitor's exec hook sees it; the
             // syscall hooks report the refused execve, by the shell's busybox.
             refused: true,
             departs: Some(probe_exec_from_shell),
         },
         Attack {
-            name: "a raw socket (busybox ping)",
-            argv: &["busybox", "ping", "-c", "1", "-W", "1", "127.0.0.1"],
+            name: "a raw socket (busybox ping, through the service)",
+            via: Via::Service,
+            argv: &["ping -c 1 -W 1 127.0.0.1"],
             refused: true,
             departs: Some(raw_socket),
         },
         Attack {
-            name: "an unshare",
-            argv: &["busybox", "unshare", "-U", "-r", "true"],
+            name: "an unshare (through the service)",
+            via: Via::Service,
+            argv: &["unshare -U -r true"],
             refused: true,
             departs: Some(unshare_call),
         },
     ]
+}
+
+/// Runs shell command `cmd` through the service's hole at `addr`: its exit status.
+async fn through_service(addr: SocketAddr, cmd: &str) -> Result<i32> {
+    let encoded = base64(cmd.as_bytes());
+    let r = get(addr, &format!("/cgi-bin/svc?run={encoded}")).await?;
+    let code = r
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("run "))
+        .and_then(|c| c.trim().parse().ok());
+    code.with_context(|| {
+        format!(
+            "the service's hole did not answer for {cmd:?}: status {}, body {:.200?}",
+            r.status, r.body
+        )
+    })
+}
+
+/// Standard base64 with padding (what busybox `base64 -d` reads).
+fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// The host directory mounted at /www: the handler (calling `peer`) and its data.
@@ -337,12 +421,28 @@ pub async fn profile_enforce_refuses_departures(ctx: &Ctx) -> Result<Observed> {
             reasons.join("; ")
         );
     }
+    // The CRI exec's command, whole: the exec probe's, with busybox resolved, and no other.
+    let probe_command: Vec<String> = std::iter::once("/bin/busybox".to_string())
+        .chain(EXEC_PROBE[1..].iter().map(|w| w.to_string()))
+        .collect();
+    ensure(
+        r.runtime_commands
+            .as_ref()
+            .is_some_and(|c| c.len() == 1 && c.contains(&probe_command)),
+        || {
+            format!(
+                "the learned CRI exec commands are {:?}, want only {probe_command:?}",
+                r.runtime_commands
+            )
+        },
+    )?;
     let learned = format!(
-        "{} observations: {} executables, {} files, {} peers",
+        "{} observations: {} executables, {} files, {} peers, CRI exec command {:?}",
         r.observations,
         r.executables.len(),
         r.files.len(),
-        r.peers.len()
+        r.peers.len(),
+        probe_command.join(" ")
     );
 
     // The three exports, by the real CLI, each checked.
@@ -391,34 +491,32 @@ pub async fn profile_enforce_refuses_departures(ctx: &Ctx) -> Result<Observed> {
     // palisade-init) is no departure, and neither is the command.
     learned_exec(ctx, &c2, "enforced").await?;
 
-    // The attack steps, from a CRI exec; every outcome is gathered before judging, so that a
-    // failure names them all.
+    // The attack steps, by CRI exec and through the service; every outcome is gathered before
+    // judging, so that a failure names them all.
     let mut outcomes = Vec::new();
     for a in attacks() {
-        let code = match ctx.cri.exec_sync(&c2, a.argv, 20).await {
-            Ok((out, err, code)) => (code, format!("{out}{err}")),
-            // The exec itself refused (the runtime could not start it).
-            Err(e) => (-1, format!("{e:#}")),
+        let code = match a.via {
+            Via::CriExec => match ctx.cri.exec_sync(&c2, a.argv, 20).await {
+                Ok((out, err, code)) => (code, format!("{out}{err}")),
+                // The exec itself refused (the runtime could not start it).
+                Err(e) => (-1, format!("{e:#}")),
+            },
+            Via::Service => (through_service(addr2, a.argv[0]).await?, String::new()),
         };
         outcomes.push((a, code));
     }
-    let (_, _, present) = ctx
-        .cri
-        .exec_sync(&c2, &["busybox", "test", "-e", "/etc/palisade-attack"], 20)
-        .await?;
+    let present = through_service(addr2, "test -e /etc/palisade-attack").await?;
     let wrong: Vec<String> = outcomes
         .iter()
         .filter(|(a, (code, _))| a.refused != (*code != 0))
         .map(|(a, (code, text))| format!("{}: exit {code}: {:.200}", a.name, text.trim()))
         .collect();
-    // A new peer: the peer's other port, from the CGI's own tool. The egress allow-list holds
-    // the learned peer only: refused in the kernel and reported with the peer, the list and
-    // its enforcer (the learned peer kept answering in the traffic above: "peer 0").
+    // A new peer: the peer's other port, from the CGI's own tool through its hole. The egress
+    // allow-list holds the learned peer only: refused in the kernel and reported with the
+    // peer, the list and its enforcer (the learned peer kept answering in the traffic above:
+    // "peer 0").
     let new_peer = format!("echo hi | nc -w 2 {} {NEW_PEER_PORT}", peer.ip());
-    let (_, _, new_peer_code) = ctx
-        .cri
-        .exec_sync(&c2, &["busybox", "sh", "-c", new_peer.as_str()], 20)
-        .await?;
+    let new_peer_code = through_service(addr2, &new_peer).await?;
     let egress_enforcer = applied
         .pointer("/evidence/egress/enforcer")
         .and_then(Value::as_str)
@@ -488,7 +586,7 @@ pub async fn profile_enforce_refuses_departures(ctx: &Ctx) -> Result<Observed> {
     })?;
     // The CRI execs the shim refused are reported by it, naming the binary and its enforcer;
     // their departures are refused ones.
-    for binary in ["/bin/sh", PROBE] {
+    for binary in ["/bin/sh", "/bin/busybox", PROBE] {
         log.expect(
             EVENT_WAIT,
             &pod2_name,
@@ -507,9 +605,12 @@ pub async fn profile_enforce_refuses_departures(ctx: &Ctx) -> Result<Observed> {
         .iter()
         .filter(|d| d.refused && (shell_exec(&d.observation) || probe_exec(&d.observation)))
         .count();
-    ensure(exec_refused == 2, || {
+    let command_refused = departures
+        .iter()
+        .any(|d| d.refused && busybox_shell_command(&d.observation));
+    ensure(exec_refused == 2 && command_refused, || {
         format!(
-            "enforced: the refused CRI execs are not both refused departures: {:?}",
+            "enforced: the refused CRI execs are not all refused departures: {:?}",
             have(&departures)
         )
     })?;
@@ -605,13 +706,17 @@ async fn learned_exec(ctx: &Ctx, c: &str, phase: &str) -> Result<()> {
 }
 
 /// What the runtime does in a CRI exec before the command runs (runc's init looking the user
-/// up, palisade-init reading its plan), or the learned command itself: none may depart.
+/// up, palisade-init reading its plan), the learned command itself, or the service's own shell
+/// and tools: none may depart.
 fn runtime_work(o: &Observation) -> bool {
     match o {
         Observation::Open { path, .. } => {
             path.starts_with("/.palisade/") || path == "/etc/passwd" || path == "/etc/group"
         }
         Observation::Exec { path, .. } => path == "/bin/busybox" || path.starts_with("/.palisade/"),
+        Observation::RuntimeCommand { argv } => {
+            argv.first().is_some_and(|p| p == "/bin/busybox") && argv[1..] == EXEC_PROBE[1..]
+        }
         _ => false,
     }
 }
@@ -650,4 +755,19 @@ fn pin_enforce(ctx: &Ctx, state: &Path, workload: &WorkloadId) -> Result<()> {
             String::from_utf8_lossy(&out.stderr)
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_pads_as_busybox_reads_it() {
+        assert_eq!(super::base64(b""), "");
+        assert_eq!(super::base64(b"e"), "ZQ==");
+        assert_eq!(super::base64(b"ec"), "ZWM=");
+        assert_eq!(super::base64(b"echo x"), "ZWNobyB4");
+        assert_eq!(
+            super::base64(b"echo x > /etc/palisade-attack"),
+            "ZWNobyB4ID4gL2V0Yy9wYWxpc2FkZS1hdHRhY2s="
+        );
+    }
 }
