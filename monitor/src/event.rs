@@ -97,7 +97,8 @@ pub enum EventKind {
     Exec {
         filename: String,
         args: Vec<String>,
-        /// The parent's executable (its last exec's path, or its executable's file name).
+        /// The parent's executable: its last exec's path (a forked parent's, that of the
+        /// process it was forked from), or else its executable's file name.
         parent: String,
         ino: u64,
         /// Kernel encoding of the device.

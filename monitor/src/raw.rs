@@ -68,6 +68,9 @@ pub(crate) const SE_SYSTEM_DIR: u32 = 2;
 pub(crate) const SE_CREDENTIAL: u32 = 4;
 /// exec_event.flags (events.h).
 pub(crate) const EXEC_KILLED: u32 = 1;
+/// The exec's parent binary was read from the parent's own exec (`procs`), not guessed from
+/// its executable's file name.
+pub(crate) const EXEC_PARENT_FROM_EXEC: u32 = 2;
 pub(crate) const EXEC_REFUSED: u32 = 4;
 /// sock_event.flags (events.h).
 pub(crate) const SOCK_REFUSED: u32 = 1;

@@ -153,10 +153,13 @@ impl Reader {
                 EventKind::Exit { code: e.exit_code }
             }
             Record::Fork(e) => {
-                process.binary = self.binary_of(h.pid);
-                if !process.binary.is_empty() {
-                    self.binaries.insert(e.child_pid, process.binary.clone());
+                // Only a binary the parent executed in the container is carried over: one
+                // read from /proc (runc's init, entering from outside) would stand for the
+                // kernel's answer at the child's exec.
+                if let Some(b) = self.binaries.get(&h.pid).cloned() {
+                    self.binaries.insert(e.child_pid, b);
                 }
+                process.binary = self.binary_of(h.pid);
                 EventKind::Fork {
                     child_pid: e.child_pid,
                 }
@@ -226,9 +229,17 @@ impl Reader {
         parent_binary: &mut String,
     ) -> EventKind {
         let filename = cstr(&e.filename);
-        let parent = cstr(&e.parent);
-        if !parent.is_empty() {
+        let mut parent = cstr(&e.parent);
+        // The kernel's answer wins when it read the parent's own exec. Otherwise it only has
+        // the file name of the parent's executable, and the parent never executed in the
+        // container since the monitor watched it: runc's init, or a subshell forked (not
+        // executed) by a process that did, whose binary user space carried over at its fork.
+        if !parent.is_empty()
+            && (e.flags & raw::EXEC_PARENT_FROM_EXEC != 0 || parent_binary.is_empty())
+        {
             *parent_binary = parent.clone();
+        } else if !parent_binary.is_empty() {
+            parent = parent_binary.clone();
         }
         let len = (e.args_len as usize).min(e.args.len());
         let args = e.args[..len]
@@ -239,7 +250,10 @@ impl Reader {
                     .into_owned()
             })
             .collect();
-        self.binaries.insert(e.h.pid, filename.clone());
+        // A refused exec leaves the caller running its old image.
+        if e.flags & raw::EXEC_REFUSED == 0 {
+            self.binaries.insert(e.h.pid, filename.clone());
+        }
         process.binary = filename.clone();
         let deny_rule = (e.rule > 0)
             .then(|| entry.exec_rules.get(e.rule as usize - 1).cloned())

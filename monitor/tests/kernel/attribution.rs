@@ -119,6 +119,33 @@ fn check_attribution(hook: SyscallHook) {
     assert_eq!(ev.findings[0].rule, "shell-in-container");
     let (ev, _) = event_of(&w.rx, "exit", pid, "exit");
     assert_eq!(ev.kind, EventKind::Exit { code: 3 << 8 });
+
+    // An exec by a subshell, forked and never executed: its parent is the shell's binary as
+    // the shell was executed (carried over the fork), not the file name of its executable
+    // (which stands for runc's init, entering from outside).
+    let (pid, st) = run(
+        Some(&w.cg),
+        None,
+        &exec(
+            "/bin/sh",
+            &["sh", "-c", "( /bin/true --in-subshell; true ); true"],
+        ),
+    );
+    assert_eq!(exited(st), Some(0));
+    let (ev, _) = until(
+        &w.rx,
+        "exec in a subshell",
+        |e| matches!(&e.kind, EventKind::Exec { args, .. } if args.iter().any(|a| a == "--in-subshell")),
+    );
+    assert_ne!(
+        ev.process.ppid, pid as u32,
+        "the subshell is a process of its own"
+    );
+    let EventKind::Exec { parent, .. } = &ev.kind else {
+        unreachable!()
+    };
+    assert_eq!(parent, "/bin/sh");
+    assert_eq!(ev.parent_binary, "/bin/sh");
     assert!(w.watch.stats().events >= 6);
     assert_eq!(w.watch.stats().drops, 0);
 
