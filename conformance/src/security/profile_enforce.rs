@@ -125,9 +125,10 @@ fn busybox_shell_command(o: &Observation) -> bool {
 /// learning, but never with this command.
 const BUSYBOX_SHELL: &[&str] = &["busybox", "sh", "-c", "true"];
 
-/// The exec of [`PROBE`] a shell in the container asked for (the refused execve's event).
+/// The exec of [`PROBE`] the service's shell asked for (the refused execve's event): the
+/// shell the CGI started as `sh`.
 fn probe_exec_from_shell(o: &Observation) -> bool {
-    matches!(o, Observation::Exec { path, parent: Some(p) } if path == PROBE && p == "/bin/busybox")
+    matches!(o, Observation::Exec { path, parent: Some(p) } if path == PROBE && p == "/bin/sh")
 }
 
 /// A binary in the image the service never ran.
@@ -569,7 +570,8 @@ pub async fn profile_enforce_refuses_departures(ctx: &Ctx) -> Result<Observed> {
             .iter()
             .map(|(a, (code, _))| format!("{} exit {code}", a.name))
             .collect();
-        bail!("enforced: not every attack step is a departure of {workload}: {now:?}; outcomes {codes:?}, new peer exit {new_peer_code}; wrong outcomes: {wrong:?}");
+        let missing = missing_departures(&state, &workload, peer.ip());
+        bail!("enforced: not every attack step is a departure of {workload}: missing {missing:?}; departures {now:?}; outcomes {codes:?}, new peer exit {new_peer_code}; wrong outcomes: {wrong:?}");
     };
     // The learned unconnected UDP sends passed under enforce (each request said "udp 143")
     // and left no departure.
@@ -719,6 +721,26 @@ fn runtime_work(o: &Observation) -> bool {
         }
         _ => false,
     }
+}
+
+/// The attack steps (and the new peer) without their departure in the workload's document.
+fn missing_departures(state: &Path, workload: &WorkloadId, peer: IpAddr) -> Vec<String> {
+    let Loaded::Present(doc) = persist::load(state, workload) else {
+        return vec!["no document".into()];
+    };
+    let departures = &doc.stage.departures;
+    let mut missing: Vec<String> = attacks()
+        .iter()
+        .filter(|a| {
+            a.departs
+                .is_some_and(|f| !departures.iter().any(|d| f(&d.observation)))
+        })
+        .map(|a| a.name.to_string())
+        .collect();
+    if !departures.iter().any(|d| d.refused && matches!(d.observation, Observation::Connect { address, port, .. } if address == peer && port == NEW_PEER_PORT)) {
+        missing.push(format!("the new peer {peer}:{NEW_PEER_PORT} (refused)"));
+    }
+    missing
 }
 
 /// Whether every attack step left a departure, and the new peer a refused one.
