@@ -131,6 +131,9 @@ fn probe_exec_from_shell(o: &Observation) -> bool {
     matches!(o, Observation::Exec { path, parent: Some(p) } if path == PROBE && p == "/bin/sh")
 }
 
+/// The CGI, as `nc -e` executes it.
+const CGI: &str = "/www/cgi-bin/svc";
+
 /// A binary in the image the service never ran.
 const PROBE: &str = "/usr/bin/palisade-probe";
 /// The exec probe made while the workload learns (what a kubelet's exec probe does): the
@@ -643,6 +646,26 @@ pub async fn profile_enforce_refuses_departures(ctx: &Ctx) -> Result<Observed> {
             )
         },
     )?;
+    // The service's own shell, started through its hole, runs (the same busybox file as the
+    // handler's interpreter; the monitor does not refuse an exec by its parent) and is
+    // reported, named after the CGI that started it; no exec in the service is taken for one
+    // the runtime started (before a forked subshell's child named no parent: `base64`).
+    let service_shell = departures.iter().any(|d| {
+        !d.refused
+            && matches!(&d.observation, Observation::Exec { path, parent: Some(p) } if path == "/bin/sh" && p == CGI)
+    });
+    let by_runtime: Vec<String> = have(&departures)
+        .into_iter()
+        .zip(&departures)
+        .filter(|(_, d)| matches!(&d.observation, Observation::Exec { path, parent: None } if path != "/bin/sh" && path != PROBE))
+        .map(|(text, _)| text)
+        .collect();
+    ensure(service_shell && by_runtime.is_empty(), || {
+        format!(
+            "enforced: the service's shell reported (not refused) from {CGI}: {service_shell}; execs taken for the runtime's: {by_runtime:?}; departures {:?}",
+            have(&departures)
+        )
+    })?;
     let runtime: Vec<String> = have(&departures)
         .into_iter()
         .zip(&departures)
