@@ -18,11 +18,17 @@ pub const TARGET_TAG: &str = "target";
 
 /// What qemu runs on: KVM when the CPU offers hardware virtualisation (vmx, svm) and
 /// /dev/kvm exists, else TCG emulation (as on machines whose /dev/kvm cannot run a stock
-/// kernel).
+/// kernel), multi-threaded or, for the bench, counting instructions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Accel {
     Kvm,
     Tcg,
+    /// TCG with instruction counting (`-icount shift=0`): the guest's clock advances one
+    /// nanosecond per emulated instruction, so the times measured in the guest count
+    /// instructions and do not depend on the host's load. `sleep=off` warps the clock to the
+    /// next timer when the vCPU idles (a guest sleep costs no host time), which qemu accepts
+    /// only with `align=off`; icount runs single-threaded TCG only.
+    Counted,
 }
 
 impl Accel {
@@ -39,10 +45,27 @@ impl Accel {
         }
     }
 
-    fn args(self) -> [&'static str; 4] {
+    /// What the bench runs on: KVM stays KVM (hardware times), emulation counts instructions,
+    /// since under plain TCG the figures follow the host's load.
+    pub fn counted(self) -> Self {
         match self {
-            Self::Kvm => ["-accel", "kvm", "-cpu", "host"],
-            Self::Tcg => ["-accel", "tcg,thread=multi", "-cpu", "max"],
+            Self::Kvm => Self::Kvm,
+            Self::Tcg | Self::Counted => Self::Counted,
+        }
+    }
+
+    fn args(self) -> &'static [&'static str] {
+        match self {
+            Self::Kvm => &["-accel", "kvm", "-cpu", "host"],
+            Self::Tcg => &["-accel", "tcg,thread=multi", "-cpu", "max"],
+            Self::Counted => &[
+                "-accel",
+                "tcg,thread=single",
+                "-icount",
+                "shift=0,align=off,sleep=off",
+                "-cpu",
+                "max",
+            ],
         }
     }
 
@@ -54,7 +77,7 @@ impl Accel {
     pub fn cpus(self) -> &'static str {
         match self {
             Self::Kvm => "2",
-            Self::Tcg => "1",
+            Self::Tcg | Self::Counted => "1",
         }
     }
 
@@ -62,6 +85,7 @@ impl Accel {
         match self {
             Self::Kvm => "KVM",
             Self::Tcg => "TCG emulation",
+            Self::Counted => "TCG emulation, instruction counting",
         }
     }
 }
@@ -167,5 +191,34 @@ mod tests {
         assert!(line.contains("mount_tag=run"));
         assert!(line.ends_with("virtio-9p-pci,fsdev=target,mount_tag=target"));
         assert!(args.iter().any(|a| a.ends_with("lsm=bpf")));
+    }
+
+    #[test]
+    fn the_counted_mode_is_single_threaded_tcg_counting_instructions() {
+        let b = Boot {
+            vmlinux: Path::new("/k/vmlinux"),
+            initramfs: Path::new("/k/initramfs.cpio"),
+            root: Path::new("/c/root.ext4"),
+            cmdline: "",
+            run_dir: Path::new("/r"),
+            target: Path::new("/t"),
+            console: PathBuf::from("/r/console.log"),
+            timeout: Duration::from_secs(3600),
+            accel: Accel::Counted,
+        };
+        let line = command(&b)
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            line.starts_with(
+                "--kill-after=10 3600 qemu-system-x86_64 -accel tcg,thread=single \
+             -icount shift=0,align=off,sleep=off -cpu max -machine pc -smp 1 "
+            ),
+            "{line}"
+        );
+        assert_eq!(Accel::Tcg.counted(), Accel::Counted);
+        assert_eq!(Accel::Kvm.counted(), Accel::Kvm);
     }
 }
