@@ -323,10 +323,20 @@ pub async fn profile_canary_rolls_back(ctx: &Ctx) -> Result<Observed> {
         .with_context(|| format!("no namespace-change event refused by seccomp for {pod2_name}"))?;
 
     // Something new, refused, until the rule rolls the workload back.
+    // The rule may roll back (and stop the canary's container) before the last of them: a
+    // merge can come between two steps on a slow machine (it did in the 6.1 and 6.12 guests
+    // on 2026-12-08). An exec into the stopped container then fails and the steps end; the
+    // rollback is asserted below either way.
+    let mut stopped_at = None;
     for cmd in NEW_WORK {
         job.set(cmd)?;
-        let (_, _, code) = job.run(ctx, &c2).await?;
-        ensure(code != 0, || format!("canary: {cmd:?} succeeded"))?;
+        match job.run(ctx, &c2).await {
+            Ok((_, _, code)) => ensure(code != 0, || format!("canary: {cmd:?} succeeded"))?,
+            Err(e) => {
+                stopped_at = Some(format!("{cmd:?}: {e:#}"));
+                break;
+            }
+        }
     }
     let rolled = log
         .wait_for(MERGE_WAIT, |e| {
@@ -335,7 +345,12 @@ pub async fn profile_canary_rolls_back(ctx: &Ctx) -> Result<Observed> {
                 && field(e, "/evidence/transition/kind") == "rolled_back"
         })
         .await?
-        .with_context(|| format!("no profile-stage event rolling {workload} back"))?;
+        .with_context(|| {
+            format!(
+                "no profile-stage event rolling {workload} back (the new work's execs: {})",
+                stopped_at.as_deref().unwrap_or("all ran")
+            )
+        })?;
     let rolled_message = field(&rolled, "/rule/message").to_string();
     let evidence = rolled
         .pointer("/evidence/transition/evidence")
@@ -380,8 +395,11 @@ pub async fn profile_canary_rolls_back(ctx: &Ctx) -> Result<Observed> {
     ctx.untrack(&pod2);
     let _ = std::fs::remove_file(persist::path_in(&state, &workload));
     Ok(Observed::blocked(format!(
-        "{message}; fsync refused (EPERM); {}; then {rolled_message} ({evidence} departures as evidence); {restart_message} (exit {}); created again: {}",
+        "{message}; fsync refused (EPERM); {}; then {rolled_message} ({evidence} departures as evidence{}); {restart_message} (exit {}); created again: {}",
         field(&reported, "/rule/message"),
+        stopped_at
+            .map(|s| format!("; the container was stopped before the new work's {s}"))
+            .unwrap_or_default(),
         stopped.exit_code,
         field(&audit, "/rule/message")
     )))
