@@ -265,12 +265,20 @@ async fn measure(settings: &Settings, plan: &Plan, tag: &str) -> Result<(Measure
         cpu: empty,
     };
     let mut loads = Vec::new();
+    // BPF trampolines attached before any pod of the bench: each configuration waits for the
+    // previous one's to be detached down to this.
+    let direct_before = shims::direct_calls();
+    if let Some(n) = direct_before {
+        eprintln!(
+            "bench: {n} kernel functions with a BPF trampoline before the first configuration"
+        );
+    }
     for round in 0..plan.rounds as usize {
         loads.push(loadavg1());
         for k in 0..n {
             let c = (round + k) % n;
             let name = format!("bench-{tag}-r{round}-c{c}");
-            let ns = measure_config(&cri, settings, plan, &plan.configs[c], &name)
+            let ns = measure_config(&cri, settings, plan, &plan.configs[c], &name, direct_before)
                 .await
                 .with_context(|| format!("round {round}: {}", plan.configs[c].label))?;
             eprintln!(
@@ -293,14 +301,16 @@ async fn measure(settings: &Settings, plan: &Plan, tag: &str) -> Result<(Measure
 }
 
 /// Starts the configuration's pods, runs every loop in the measured one, removes the pods and
-/// waits until their shims have exited, so that the next configuration does not run beside a
-/// shim still parking its monitor.
+/// waits until their shims have exited and the kernel has detached their BPF trampolines (no
+/// more direct calls than `direct_before`), so that the next configuration does not pay for a
+/// monitor still being taken down.
 async fn measure_config(
     cri: &Cri,
     settings: &Settings,
     plan: &Plan,
     config: &Config,
     name: &str,
+    direct_before: Option<usize>,
 ) -> Result<Vec<(f64, f64)>> {
     let mut pods = Vec::new();
     let mut shims = Vec::new();
@@ -362,10 +372,15 @@ async fn measure_config(
     let ns = measured?;
     removed?;
     let waited = waited.with_context(|| format!("configuration {}", config.label))?;
+    let detached = shims::wait_detached(direct_before, shims::EXIT_TIMEOUT)
+        .await
+        .with_context(|| format!("configuration {}", config.label))?;
     eprintln!(
-        "bench: {name}: {} shims exited {:.1} s after their pods were removed",
+        "bench: {name}: {} shims exited {:.1} s after their pods were removed, trampolines \
+         detached {:.1} s after",
         shims.len(),
-        waited.as_secs_f64()
+        waited.as_secs_f64(),
+        detached.as_secs_f64()
     );
     Ok(ns)
 }

@@ -1,6 +1,7 @@
-//! The shims of a configuration's pods, waited for after the pods are removed: a palisade shim
-//! whose pods are gone still parks its monitor (unpins its links) for a few seconds, which the
-//! next configuration would otherwise pay as part of its own figures.
+//! What a configuration leaves behind, waited for after its pods are removed: a palisade shim
+//! whose pods are gone still parks its monitor (unpins its links) for a few seconds (6.1), and
+//! the kernel may detach the released BPF trampolines later still (6.12); the next
+//! configuration would otherwise pay part of the monitor as its own figures.
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,9 @@ use crate::host;
 /// How long the shims of removed pods may take to exit: under instruction-counting emulation
 /// a monitored shim took several guest seconds to unpin its links.
 pub(super) const EXIT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The kernel functions with an ftrace callback, a BPF trampoline's direct call among them.
+const ENABLED_FUNCTIONS: &str = "/sys/kernel/tracing/enabled_functions";
 
 /// Between two looks at the shims' pids.
 const POLL: Duration = Duration::from_millis(100);
@@ -91,6 +95,43 @@ pub(super) async fn wait_exited(shims: &[Shim], timeout: Duration) -> Result<Dur
     }
 }
 
+/// How many kernel functions have a direct call (a BPF trampoline) attached; None where tracefs
+/// cannot be read.
+pub(super) fn direct_calls() -> Option<usize> {
+    let text = std::fs::read_to_string(ENABLED_FUNCTIONS).ok()?;
+    Some(count_direct(&text))
+}
+
+fn count_direct(enabled_functions: &str) -> usize {
+    enabled_functions
+        .lines()
+        .filter(|l| l.contains("direct"))
+        .count()
+}
+
+/// Waits until no more kernel functions have a direct call than `before` (counted before the
+/// bench started), up to `timeout`; returns how long it took. Without tracefs it does not wait.
+pub(super) async fn wait_detached(before: Option<usize>, timeout: Duration) -> Result<Duration> {
+    let t0 = Instant::now();
+    let Some(before) = before else {
+        return Ok(Duration::ZERO);
+    };
+    loop {
+        let now = direct_calls().unwrap_or(0);
+        if now <= before {
+            return Ok(t0.elapsed());
+        }
+        if t0.elapsed() >= timeout {
+            bail!(
+                "{now} kernel functions still have a BPF trampoline attached {} s after the shims \
+                 exited, {before} before the bench ({ENABLED_FUNCTIONS})",
+                timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +164,15 @@ mod tests {
                 live_shim.pid
             )
         );
+    }
+
+    #[test]
+    fn direct_calls_are_counted_from_enabled_functions() {
+        let text = "__x64_sys_openat (1) R   D   tramp: 0xffffffffc0201000 (call_direct_funcs+0x0/0x20) ->call_direct_funcs+0x0/0x20\n\
+                    do_sys_poll (1)             tramp: ftrace_caller\n\
+                    __x64_sys_connect (1) R   D   direct-->0xffffffffc0203000\n";
+        assert_eq!(count_direct(text), 2);
+        assert_eq!(count_direct(""), 0);
     }
 
     #[test]
