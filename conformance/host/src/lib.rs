@@ -41,6 +41,19 @@ pub fn alive(pid: i32) -> bool {
     }
 }
 
+/// Start time of a process in clock ticks since boot (`/proc/PID/stat`, field 22): with the
+/// pid, it tells a process from a later one that reuses its pid.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name start at field 3 (the state).
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
 /// All pids currently in /proc.
 pub fn pids() -> Vec<i32> {
     let Ok(rd) = fs::read_dir("/proc") else {
@@ -270,6 +283,7 @@ mod tests {
         assert!(alive(me));
         assert!(pids().contains(&me));
         assert!(ppid(me).is_some());
+        assert!(start_time(me).is_some_and(|t| t >= start_time(1).unwrap()));
         assert!(cmdline(me).unwrap().contains("palisade_host"));
         assert!(fd_count(me).unwrap() >= 3);
         assert!(ns_link("self", "net").unwrap().starts_with("net:["));

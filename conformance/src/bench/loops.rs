@@ -7,7 +7,7 @@ use anyhow::{bail, Context as _, Result};
 
 use k8s_cri::v1::PodSandboxConfig;
 
-use super::{quantile, sleeper_pod_config, start_sleeper_pod, Options};
+use super::{quantile, shims, sleeper_pod_config, start_sleeper_pod, Options};
 use crate::cri::{self, Cri};
 use crate::host;
 use crate::suite::{stdout_of, Settings};
@@ -265,12 +265,20 @@ async fn measure(settings: &Settings, plan: &Plan, tag: &str) -> Result<(Measure
         cpu: empty,
     };
     let mut loads = Vec::new();
+    // BPF trampolines attached before any pod of the bench: each configuration waits for the
+    // previous one's to be detached down to this.
+    let direct_before = shims::direct_calls();
+    if let Some(n) = direct_before {
+        eprintln!(
+            "bench: {n} kernel functions with a BPF trampoline before the first configuration"
+        );
+    }
     for round in 0..plan.rounds as usize {
         loads.push(loadavg1());
         for k in 0..n {
             let c = (round + k) % n;
             let name = format!("bench-{tag}-r{round}-c{c}");
-            let ns = measure_config(&cri, settings, plan, &plan.configs[c], &name)
+            let ns = measure_config(&cri, settings, plan, &plan.configs[c], &name, direct_before)
                 .await
                 .with_context(|| format!("round {round}: {}", plan.configs[c].label))?;
             eprintln!(
@@ -292,29 +300,34 @@ async fn measure(settings: &Settings, plan: &Plan, tag: &str) -> Result<(Measure
     Ok((m, loads))
 }
 
-/// Starts the configuration's pods, runs every loop in the measured one, removes the pods.
+/// Starts the configuration's pods, runs every loop in the measured one, removes the pods and
+/// waits until their shims have exited and the kernel has detached their BPF trampolines (no
+/// more direct calls than `direct_before`), so that the next configuration does not pay for a
+/// monitor still being taken down.
 async fn measure_config(
     cri: &Cri,
     settings: &Settings,
     plan: &Plan,
     config: &Config,
     name: &str,
+    direct_before: Option<usize>,
 ) -> Result<Vec<(f64, f64)>> {
     let mut pods = Vec::new();
+    let mut shims = Vec::new();
     let measured = async {
         for i in 0..config.idle_pods {
             let idle = format!("{name}-idle{i}");
-            pods.push(
-                start_sleeper_pod(cri, settings, &idle, &config.handler, config.learn)
-                    .await?
-                    .0,
-            );
+            let (pod, container) =
+                start_sleeper_pod(cri, settings, &idle, &config.handler, config.learn).await?;
+            pods.push(pod.clone());
+            shims::add_pod_shims(&mut shims, cri, &pod, &container, &idle).await?;
         }
         let starting = std::time::Instant::now();
         let (pod, container) =
             start_sleeper_pod(cri, settings, name, &config.handler, config.learn).await?;
         let start_ns = starting.elapsed().as_nanos() as f64;
         pods.push(pod.clone());
+        shims::add_pod_shims(&mut shims, cri, &pod, &container, name).await?;
         if let Some(want) = config.monitor {
             let (shim, _) = host::shim_of(cri.container_pid(&container).await?)?;
             let held = bpf_fds(shim)?;
@@ -351,8 +364,24 @@ async fn measure_config(
             removed = Err(e);
         }
     }
+    // Only removed pods' shims exit; after a failed removal the run stops anyway.
+    let waited = match &removed {
+        Ok(()) => shims::wait_exited(&shims, shims::EXIT_TIMEOUT).await,
+        Err(_) => Ok(Duration::ZERO),
+    };
     let ns = measured?;
     removed?;
+    let waited = waited.with_context(|| format!("configuration {}", config.label))?;
+    let detached = shims::wait_detached(direct_before, shims::EXIT_TIMEOUT)
+        .await
+        .with_context(|| format!("configuration {}", config.label))?;
+    eprintln!(
+        "bench: {name}: {} shims exited {:.1} s after their pods were removed, trampolines \
+         detached {:.1} s after",
+        shims.len(),
+        waited.as_secs_f64(),
+        detached.as_secs_f64()
+    );
     Ok(ns)
 }
 

@@ -1,8 +1,10 @@
 //! `palisade-conformance bench`: the suites behind `cargo xtask bench`, their options, and what
-//! they share (sleeper pods, quantiles). The start suite is `pod`, the loop suites `loops`.
+//! they share (sleeper pods, quantiles). The start suite is `pod`, the loop suites `loops`,
+//! the wait for the shims of removed pods `shims`.
 
 mod loops;
 mod pod;
+mod shims;
 
 use anyhow::{bail, Context as _, Result};
 use k8s_cri::v1::PodSandboxConfig;
