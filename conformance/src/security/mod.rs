@@ -18,6 +18,7 @@ pub mod profile;
 pub mod profile_canary;
 pub mod profile_enforce;
 pub mod profile_exports;
+mod profile_hole;
 pub mod recall;
 pub mod sinks;
 pub mod status;
