@@ -209,7 +209,7 @@ pub fn show(doc: &Document) -> String {
         Some(commands) => {
             let _ = writeln!(out, "  CRI exec commands ({}):", commands.len());
             for argv in commands {
-                let _ = writeln!(out, "    {}", shell_words(argv));
+                let _ = writeln!(out, "    {}", palisade_profile::quoted_command(argv));
             }
         }
         None => {
@@ -395,23 +395,6 @@ pub fn render_workloads(state_dir: &Path, rows: &[WorkloadStatus]) -> String {
         }
     }
     out
-}
-
-/// A command as a shell would read it back: words with spaces or quotes single-quoted.
-fn shell_words(argv: &[String]) -> String {
-    argv.iter()
-        .map(|w| {
-            if !w.is_empty()
-                && w.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"/._-=:,+@%".contains(&b))
-            {
-                w.clone()
-            } else {
-                format!("'{}'", w.replace('\'', "'\\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 #[cfg(test)]

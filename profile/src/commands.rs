@@ -14,6 +14,24 @@ pub fn bounded(argv: &[String]) -> bool {
         && argv.iter().map(String::len).sum::<usize>() <= MAX_COMMAND_BYTES
 }
 
+/// A command as a shell would read it back: words with characters other than letters, digits
+/// and `/._-=:,+@%` single-quoted. For messages and `palisade profile show`.
+pub fn quoted(argv: &[String]) -> String {
+    argv.iter()
+        .map(|w| {
+            if !w.is_empty()
+                && w.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"/._-=:,+@%".contains(&b))
+            {
+                w.clone()
+            } else {
+                format!("'{}'", w.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// A command as an example of an unrecognized observation: its words, cut short.
 fn shown(argv: &[String]) -> String {
     let mut s = argv.join(" ");

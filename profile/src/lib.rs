@@ -9,6 +9,7 @@ mod promotable;
 pub mod record;
 mod workload;
 
+pub use commands::quoted as quoted_command;
 pub use fold::Cidr;
 pub use record::{
     workload_name, Access, Category, Observation, Parents, Peer, Port, RecordError, Recording,

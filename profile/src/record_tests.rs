@@ -508,3 +508,16 @@ fn a_document_without_commands_keeps_none_through_merges() {
     assert_eq!(merged.runtime_commands.as_ref().map(|c| c.len()), Some(2));
     assert_eq!(merged, other.merge(&new).unwrap());
 }
+
+#[test]
+fn commands_are_quoted_as_a_shell_reads_them() {
+    let argv = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        crate::quoted_command(&argv(&["/bin/busybox", "sh", "-c", "true"])),
+        "/bin/busybox sh -c true"
+    );
+    assert_eq!(
+        crate::quoted_command(&argv(&["/bin/sh", "-c", "echo it's", ""])),
+        "/bin/sh -c 'echo it'\\''s' ''"
+    );
+}

@@ -132,20 +132,6 @@ impl Invocation {
     }
 }
 
-/// A command for a message: its words, those with spaces or quotes quoted.
-fn shown(argv: &[String]) -> String {
-    argv.iter()
-        .map(|w| {
-            if !w.is_empty() && !w.contains(|c: char| c.is_whitespace() || c == '"' || c == '\'') {
-                w.clone()
-            } else {
-                format!("{w:?}")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// What a `PATH` candidate is inside the container.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Found {
@@ -396,7 +382,10 @@ impl ExecGuard {
             binary.as_str()
         };
         let started = self.started_by_runtime.contains(&binary);
-        let command = inv.command().map(|c| shown(&c)).unwrap_or_default();
+        let command = inv
+            .command()
+            .map(|c| palisade_profile::quoted_command(&c))
+            .unwrap_or_default();
         let why = if started {
             format!("no CRI exec ran the command {command} while it learned")
         } else {
