@@ -156,10 +156,10 @@ impl Reader {
                 // Only a binary the parent executed in the container is carried over: one
                 // read from /proc (runc's init, entering from outside) would stand for the
                 // kernel's answer at the child's exec.
-                if let Some(b) = self.binaries.get(&h.pid).cloned() {
-                    self.binaries.insert(e.child_pid, b);
-                }
                 process.binary = self.binary_of(h.pid);
+                if self.binaries.contains_key(&h.pid) {
+                    self.binaries.insert(e.child_pid, process.binary.clone());
+                }
                 EventKind::Fork {
                     child_pid: e.child_pid,
                 }

@@ -32,15 +32,9 @@ pub fn quoted(argv: &[String]) -> String {
         .join(" ")
 }
 
-/// A command as an example of an unrecognized observation: its words, cut short.
+/// A command as an example of an unrecognized observation (which cuts it short).
 fn shown(argv: &[String]) -> String {
-    let mut s = argv.join(" ");
-    let mut cut = s.len().min(120);
-    while !s.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    s.truncate(cut);
-    format!("command {s:?}")
+    format!("command {:?}", argv.join(" "))
 }
 
 impl Recording {

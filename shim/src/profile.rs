@@ -122,11 +122,16 @@ pub(crate) fn of_container<T>(
     table: &Mutex<HashMap<String, Arc<T>>>,
     ev: &MonitorEvent,
 ) -> Option<Arc<T>> {
+    by_id(table, &ev.container.container_id)
+}
+
+/// The entry of container `id` in such a table, cloned out.
+fn by_id<T>(table: &Mutex<HashMap<String, Arc<T>>>, id: &str) -> Option<Arc<T>> {
     let map = table.lock().unwrap_or_else(PoisonError::into_inner);
     if map.is_empty() {
         return None;
     }
-    map.get(&ev.container.container_id).cloned()
+    map.get(id).cloned()
 }
 
 impl Recorders {
@@ -147,22 +152,13 @@ impl Recorders {
 
     /// Whether container `id` is learning.
     pub fn learns(&self, id: &str) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains_key(id)
+        by_id(&self.0, id).is_some()
     }
 
     /// Records `obs`, made by the shim itself (a CRI exec's command), if container `id` is
     /// learning.
     pub fn record(&self, id: &str, obs: &Observation) {
-        let learner = self
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(id)
-            .cloned();
-        if let Some(learner) = learner {
+        if let Some(learner) = by_id(&self.0, id) {
             let now = epoch_secs(SystemTime::now());
             let mut state = learner.state.lock().unwrap_or_else(PoisonError::into_inner);
             state.delta.observe(now, obs);
